@@ -1,0 +1,115 @@
+# dosqld — build.
+#
+#   make            build build/dosqld (runs ./configure first if config.mk is missing)
+#   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
+#   make test       build, then run every unit and integration test
+#   make bench      benchmarks against peers (bench/)
+#   make install    PREFIX, DESTDIR: binary, config, systemd unit, sysusers/tmpfiles
+#   make clean
+#
+# SANITIZE=address,undefined builds into build-address-undefined/ with those
+# sanitizers, for any target. WERROR=1 turns warnings into errors (CI).
+
+.DEFAULT_GOAL := all
+
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+include config.mk
+endif
+
+config.mk: configure VERSION
+	./configure
+
+comma := ,
+B := build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wformat=2 -Wno-unused-parameter -Wvla
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+OPT ?= -O2
+SAN := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+
+CPPFLAGS := -D_GNU_SOURCE -DDSQ_VERSION='"$(VERSION)"' -I. -I$(LLHTTP_INC)
+CFLAGS := -std=gnu11 $(OPT) -g -fPIC $(WARN) $(SAN) $(DEP_CFLAGS) -MMD -MP
+LDFLAGS := $(SAN)
+
+# Every module's sources; main.c is the daemon's alone.
+LIB_SRC := $(wildcard common/*.c protocol/*.c engine/*.c) \
+           $(filter-out server/main.c,$(wildcard server/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
+LLHTTP_OBJ := $(B)/obj/llhttp/api.o $(B)/obj/llhttp/http.o $(B)/obj/llhttp/llhttp.o
+LIB := $(B)/libdosqld.a
+
+UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
+
+.PHONY: all run test unit integration bench install clean
+all: $(B)/dosqld
+
+$(B)/obj/%.o: %.c config.mk
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# llhttp's generated C is not ours: build it without our warnings.
+$(B)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c config.mk
+	@mkdir -p $(@D)
+	$(CC) -I$(LLHTTP_INC) -std=gnu11 $(OPT) -g -fPIC -w $(SAN) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/dosqld: $(B)/obj/server/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lm
+
+$(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
+	    $(CRITERION_LIBS) $(DEP_LIBS) -lm
+
+tests/node_modules/.stamp: tests/package.json tests/package-lock.json
+	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: all
+	@mkdir -p data
+	exec ./$(B)/dosqld --listen 127.0.0.1:8787 --data-dir ./data
+
+unit: $(UNIT_BIN)
+	./tests/run unit $(B)
+
+integration: all tests/node_modules/.stamp
+	./tests/run integration $(B)
+
+test: all $(UNIT_BIN) tests/node_modules/.stamp
+	./tests/run all $(B)
+
+bench: all
+	./bench/http_ceiling $(B)/dosqld
+
+DESTDIR ?=
+BINDIR := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+
+$(B)/dosqld.service: systemd/dosqld.service.in config.mk
+	@mkdir -p $(@D)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+
+install: all $(B)/dosqld.service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/dosqld $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -m 0755 $(B)/dosqld $(DESTDIR)$(BINDIR)/dosqld
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf ]; then \
+	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf"; \
+	else install -m 0640 conf/dosqld.conf $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf; fi
+	install -m 0644 $(B)/dosqld.service $(DESTDIR)$(UNITDIR)/dosqld.service
+	install -m 0644 systemd/dosqld.sysusers $(DESTDIR)$(SYSUSERSDIR)/dosqld.conf
+	install -m 0644 systemd/dosqld.tmpfiles $(DESTDIR)$(TMPFILESDIR)/dosqld.conf
+
+clean:
+	rm -rf build build-*
+
+-include $(LIB_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d)

@@ -1,0 +1,179 @@
+/* util — clocks, value parsers, UTF-8 validation.
+ *
+ * Divisions: clocks; number, duration, size and boolean parsers; UTF-8. */
+#include "common/util.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+uint64_t dsq_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t dsq_now_ms(void) { return dsq_now_ns() / 1000000u; }
+
+uint64_t dsq_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Parse leading decimal digits of s; *end points past them. */
+static int parse_digits(const char *s, uint64_t *out, const char **end)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    *end = p;
+    return 0;
+}
+
+static int mul_check(uint64_t v, uint64_t m, uint64_t *out)
+{
+    if (m != 0 && v > UINT64_MAX / m)
+        return -1;
+    *out = v * m;
+    return 0;
+}
+
+int dsq_parse_u64(const char *s, uint64_t *out)
+{
+    const char *end;
+    uint64_t v;
+    if (parse_digits(s, &v, &end) != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int dsq_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"", 1000},        {"ms", 1},          {"s", 1000},
+                 {"m", 60 * 1000},  {"h", 3600 * 1000}, {"d", 86400 * 1000}};
+    const char *end;
+    uint64_t v;
+    if (parse_digits(s, &v, &end) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].suffix) == 0)
+            return mul_check(v, units[i].ms, out);
+    return -1;
+}
+
+int dsq_parse_size(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t mul;
+    } units[] = {{"", 1},
+                 {"b", 1},
+                 {"k", 1024},
+                 {"kb", 1024},
+                 {"kib", 1024},
+                 {"m", 1024 * 1024},
+                 {"mb", 1024 * 1024},
+                 {"mib", 1024 * 1024},
+                 {"g", 1024ull * 1024 * 1024},
+                 {"gb", 1024ull * 1024 * 1024},
+                 {"gib", 1024ull * 1024 * 1024}};
+    const char *end;
+    uint64_t v;
+    if (parse_digits(s, &v, &end) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].suffix) == 0)
+            return mul_check(v, units[i].mul, out);
+    return -1;
+}
+
+int dsq_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+bool dsq_utf8_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false; /* continuation byte, overlong lead, or > F4 */
+        }
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+bool dsq_strn_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+bool dsq_db_name_valid(const char *name)
+{
+    size_t n = 0;
+    if (name[0] == '.' || name[0] == '\0')
+        return false;
+    for (const char *p = name; *p; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        if (n >= 128 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}

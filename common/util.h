@@ -1,0 +1,40 @@
+/* util — clocks, value parsers shared by config and protocols, UTF-8. */
+#ifndef DSQ_UTIL_H
+#define DSQ_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in nanoseconds / milliseconds; wall clock in ms since the
+ * Unix epoch. */
+uint64_t dsq_now_ns(void);
+uint64_t dsq_now_ms(void);
+uint64_t dsq_wall_ms(void);
+
+/* "250ms", "10s", "5m", "2h", "1d"; a bare number is seconds.
+ * Returns 0, or -1 for anything else (including overflow). */
+int dsq_parse_duration_ms(const char *s, uint64_t *out);
+
+/* "4096", "64K", "64KiB", "16M", "1G" (powers of 1024, case-insensitive).
+ * Returns 0 or -1. */
+int dsq_parse_size(const char *s, uint64_t *out);
+
+/* A plain unsigned decimal that fits in uint64_t. Returns 0 or -1. */
+int dsq_parse_u64(const char *s, uint64_t *out);
+
+/* yes/no, true/false, on/off, 1/0. Returns 0 or -1. */
+int dsq_parse_bool(const char *s, bool *out);
+
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF. */
+bool dsq_utf8_valid(const uint8_t *p, size_t n);
+
+/* A database name (DESIGN 3.2): [A-Za-z0-9._-]{1,128}, not starting
+ * with '.'. */
+bool dsq_db_name_valid(const char *name);
+
+/* Case-insensitive ASCII comparison of a counted string with a C string. */
+bool dsq_strn_ieq(const char *a, size_t alen, const char *b);
+
+#endif

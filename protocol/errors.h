@@ -1,0 +1,42 @@
+/* errors — the public error codes (DESIGN 3.3) and their HTTP statuses.
+ *
+ * This is the only table that maps a code to its wire string and status;
+ * every protocol and route uses it. */
+#ifndef DSQ_ERRORS_H
+#define DSQ_ERRORS_H
+
+#include <stdbool.h>
+
+typedef enum dsq_code {
+    DSQ_CODE_UNKNOWN = 0,
+    DSQ_CODE_INVALID_REQUEST,
+    DSQ_CODE_TIMEOUT,
+    DSQ_CODE_INTERNAL_ERROR,
+    DSQ_CODE_SYNTAX_ERROR,
+    DSQ_CODE_TABLE_NOT_FOUND,
+    DSQ_CODE_COLUMN_NOT_FOUND,
+    DSQ_CODE_TYPE_MISMATCH,
+    DSQ_CODE_CONSTRAINT_VIOLATION,
+    DSQ_CODE_TRANSACTION_NOT_FOUND,
+    DSQ_CODE_DEADLOCK_DETECTED,
+    DSQ_CODE_SERIALIZATION_FAILURE,
+    DSQ_CODE_INVALID_LSN,
+    DSQ_CODE_SUBSCRIPTION_ERROR,
+    DSQ_CODE_BUFFER_OVERFLOW,
+    DSQ_CODE_UNAUTHORIZED,
+    DSQ_CODE_FORBIDDEN,
+    DSQ_CODE_RESOURCE_EXHAUSTED,
+    DSQ_CODE_QUOTA_EXCEEDED,
+    DSQ__CODE_COUNT
+} dsq_code;
+
+/* "INVALID_REQUEST" etc.; "UNKNOWN" for an out-of-range value. */
+const char *dsq_code_name(dsq_code code);
+
+/* The HTTP status that follows the code. */
+int dsq_code_http_status(dsq_code code);
+
+/* Name → code. Returns false when the name is not a code. */
+bool dsq_code_parse(const char *name, dsq_code *out);
+
+#endif

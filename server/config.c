@@ -1,0 +1,482 @@
+/* config — the key table, the INI reader and the checks.
+ *
+ * Divisions: the key table; setting one value; the INI reader (libinih,
+ * with a line-counting reader so every error names its line); the checks
+ * that look at several keys; addresses. */
+#include "server/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+enum key_type { T_STR, T_LIST, T_SIZE, T_DURATION, T_UINT, T_BOOL, T_LOGLEVEL };
+
+/* The layer that set a key last: list keys are replaced, not appended to,
+ * the first time a later layer sets them. */
+enum { BY_DEFAULT = 0, BY_FILE = 1, BY_FLAG = 2 };
+
+typedef struct key_def {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t offset;     /* into dsq_config */
+    const char *dflt;  /* default, in the file's syntax ("" = empty) */
+    uint64_t min, max; /* bounds for numbers */
+} key_def;
+
+#define F(f) offsetof(dsq_config, f)
+#define NOMAX UINT64_MAX
+static const key_def keys[] = {
+    {"server", "listen", T_LIST, F(listen), "127.0.0.1:8787", 0, 0},
+    {"server", "tls_listen", T_LIST, F(tls_listen), "", 0, 0},
+    {"server", "tls_cert", T_STR, F(tls_cert), "", 0, 0},
+    {"server", "tls_key", T_STR, F(tls_key), "", 0, 0},
+    {"server", "max_connections", T_UINT, F(max_connections), "10000", 1, 1000000},
+    {"server", "max_header_size", T_SIZE, F(max_header_size), "16K", 1024, 1 << 20},
+    {"server", "max_body_size", T_SIZE, F(max_body_size), "16M", 1024, 1ull << 32},
+    {"server", "header_timeout", T_DURATION, F(header_timeout_ms), "10s", 100, 3600000},
+    {"server", "body_timeout", T_DURATION, F(body_timeout_ms), "30s", 100, 3600000},
+    {"server", "keepalive_timeout", T_DURATION, F(keepalive_timeout_ms), "60s", 100, 86400000},
+    {"server", "send_queue_limit", T_SIZE, F(send_queue_limit), "4M", 4096, 1ull << 32},
+    {"server", "send_timeout", T_DURATION, F(send_timeout_ms), "30s", 100, 3600000},
+    {"server", "max_pipeline", T_UINT, F(max_pipeline), "32", 1, 1024},
+    {"server", "shutdown_timeout", T_DURATION, F(shutdown_timeout_ms), "10s", 0, 3600000},
+    {"websocket", "max_message", T_SIZE, F(ws_max_message), "16M", 125, 1ull << 31},
+    {"websocket", "ping_interval", T_DURATION, F(ws_ping_interval_ms), "30s", 0, 86400000},
+    {"rpc", "max_batch", T_UINT, F(rpc_max_batch), "1000", 1, 100000},
+    {"storage", "data_dir", T_STR, F(data_dir), "./data", 0, 0},
+    {"storage", "object_store", T_STR, F(object_store), "", 0, 0},
+    {"auth", "token", T_LIST, F(tokens), "", 0, 0},
+    {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
+    {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
+    {"log", "level", T_LOGLEVEL, F(log_level), "info", 0, 0},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= sizeof(((dsq_config *)0)->set_by), "set_by too small");
+
+/* ---- lists ---------------------------------------------------------- */
+
+static void strlist_clear(dsq_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static int strlist_add(dsq_strlist *l, const char *s, size_t len)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (items == NULL)
+        return -1;
+    l->items = items;
+    if ((items[l->n] = strndup(s, len)) == NULL)
+        return -1;
+    l->n++;
+    return 0;
+}
+
+/* ---- one value -------------------------------------------------------- */
+
+static const key_def *find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static const char *type_hint(enum key_type t)
+{
+    switch (t) {
+    case T_SIZE: return "a size such as 4096, 64K, 16M or 1G";
+    case T_DURATION: return "a duration such as 500ms, 10s, 5m, 2h or 1d";
+    case T_UINT: return "a whole number";
+    case T_BOOL: return "yes or no";
+    case T_LOGLEVEL: return "debug, info, warn or error";
+    default: return "text";
+    }
+}
+
+/* Set key `k` from text `v` on behalf of layer `by`. On error, writes the
+ * reason (without location) to `why`. */
+static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by,
+                     char *why, size_t whylen)
+{
+    void *field = (char *)cfg + k->offset;
+    size_t idx = (size_t)(k - keys);
+    uint64_t n = 0;
+    bool b;
+    int rv = 0;
+
+    switch (k->type) {
+    case T_STR: {
+        char **sp = field;
+        char *copy = NULL;
+        if (*v != '\0' && (copy = strdup(v)) == NULL) {
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+        free(*sp);
+        *sp = copy;
+        break;
+    }
+    case T_LIST: {
+        dsq_strlist *l = field;
+        if (cfg->set_by[idx] != by)
+            strlist_clear(l);
+        /* Tokens hold spaces; other lists are comma-separated. */
+        if (strcmp(k->name, "token") == 0) {
+            if (*v != '\0' && strlist_add(l, v, strlen(v)) != 0)
+                rv = -1;
+        } else {
+            const char *p = v;
+            while (*p) {
+                while (*p == ' ' || *p == ',')
+                    p++;
+                const char *e = p;
+                while (*e && *e != ',' && *e != ' ')
+                    e++;
+                if (e > p && strlist_add(l, p, (size_t)(e - p)) != 0) {
+                    rv = -1;
+                    break;
+                }
+                p = e;
+            }
+        }
+        if (rv != 0) {
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+        break;
+    }
+    case T_SIZE:
+    case T_DURATION:
+    case T_UINT:
+        if (k->type == T_SIZE)
+            rv = dsq_parse_size(v, &n);
+        else if (k->type == T_DURATION)
+            rv = dsq_parse_duration_ms(v, &n);
+        else
+            rv = dsq_parse_u64(v, &n);
+        if (rv != 0) {
+            snprintf(why, whylen, "%s.%s: '%s' is not %s", k->section, k->name, v,
+                     type_hint(k->type));
+            return -1;
+        }
+        if (n < k->min || n > k->max) {
+            snprintf(why, whylen, "%s.%s: '%s' is out of range", k->section,
+                     k->name, v);
+            return -1;
+        }
+        *(uint64_t *)field = n;
+        break;
+    case T_BOOL:
+        if (dsq_parse_bool(v, &b) != 0) {
+            snprintf(why, whylen, "%s.%s: '%s' is not %s", k->section, k->name, v,
+                     type_hint(k->type));
+            return -1;
+        }
+        *(bool *)field = b;
+        break;
+    case T_LOGLEVEL: {
+        int lv = dsq_log_level_parse(v);
+        if (lv < 0) {
+            snprintf(why, whylen, "%s.%s: '%s' is not %s", k->section, k->name, v,
+                     type_hint(k->type));
+            return -1;
+        }
+        *(int *)field = lv;
+        break;
+    }
+    }
+    cfg->set_by[idx] = (unsigned char)by;
+    return 0;
+}
+
+void dsq_config_init(dsq_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char why[256];
+    for (size_t i = 0; i < NKEYS; i++) {
+        int rv = set_value(cfg, &keys[i], keys[i].dflt, BY_DEFAULT, why, sizeof why);
+        (void)rv; /* the defaults are valid: test_config checks it */
+    }
+}
+
+void dsq_config_free(dsq_config *cfg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        void *field = (char *)cfg + keys[i].offset;
+        if (keys[i].type == T_STR) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (keys[i].type == T_LIST) {
+            strlist_clear(field);
+        }
+    }
+    free(cfg->path);
+    cfg->path = NULL;
+}
+
+/* ---- the INI reader ----------------------------------------------------- */
+
+typedef struct ini_state {
+    dsq_config *cfg;
+    FILE *fp;
+    const char *path;
+    int line;      /* number of the line inih is looking at */
+    int errors;    /* problems found */
+    int last_err;  /* line of the last problem we reported */
+    dsq_buf *errs;
+} ini_state;
+
+static void ini_error(ini_state *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void ini_error(ini_state *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    dsq_buf_printf(st->errs, "%s:%d: ", st->path, st->line);
+    dsq_buf_vprintf(st->errs, fmt, ap);
+    dsq_buf_puts(st->errs, "\n");
+    va_end(ap);
+    st->errors++;
+    st->last_err = st->line;
+}
+
+/* fgets with a line counter. A line longer than inih's buffer is an error;
+ * its text is skipped so that it cannot be misread as two lines. */
+static char *ini_reader_fn(char *str, int num, void *stream)
+{
+    ini_state *st = stream;
+    if (fgets(str, num, st->fp) == NULL)
+        return NULL;
+    st->line++;
+    size_t len = strlen(str);
+    if (len > 0 && str[len - 1] != '\n' && !feof(st->fp)) {
+        ini_error(st, "line longer than %d bytes", num - 2);
+        int c;
+        while ((c = fgetc(st->fp)) != EOF && c != '\n')
+            ;
+        str[0] = '\0';
+    }
+    return str;
+}
+
+static int ini_handler_fn(void *user, const char *section, const char *name,
+                          const char *value)
+{
+    ini_state *st = user;
+    if (*section == '\0') {
+        ini_error(st, "key '%s' outside a section (start with e.g. [server])", name);
+        return 1; /* reported; keep inih's own error count out of it */
+    }
+    const key_def *k = find_key(section, name);
+    if (k == NULL) {
+        bool known_section = false;
+        for (size_t i = 0; i < NKEYS; i++)
+            known_section |= strcmp(keys[i].section, section) == 0;
+        if (known_section)
+            ini_error(st, "unknown key '%s' in section [%s]", name, section);
+        else
+            ini_error(st, "unknown section [%s]", section);
+        return 1;
+    }
+    char why[512];
+    if (set_value(st->cfg, k, value, BY_FILE, why, sizeof why) != 0)
+        ini_error(st, "%s", why);
+    return 1;
+}
+
+int dsq_config_load_file(dsq_config *cfg, const char *path, dsq_buf *errs)
+{
+    ini_state st = {.cfg = cfg, .path = path, .errs = errs};
+    st.fp = fopen(path, "r");
+    if (st.fp == NULL) {
+        dsq_buf_printf(errs, "%s: cannot open: %s\n", path, strerror(errno));
+        return 1;
+    }
+    free(cfg->path);
+    cfg->path = strdup(path);
+    int rv = ini_parse_stream(ini_reader_fn, &st, ini_handler_fn, &st);
+    fclose(st.fp);
+    if (rv > 0 && rv != st.last_err) {
+        /* inih found a line that is not a section, a key or a comment; it
+         * reports only the first such line. */
+        dsq_buf_printf(errs, "%s:%d: syntax error (expected [section] or key = value)\n",
+                       path, rv);
+        st.errors++;
+    } else if (rv < 0) {
+        dsq_buf_printf(errs, "%s: cannot parse (error %d)\n", path, rv);
+        st.errors++;
+    }
+    return st.errors;
+}
+
+int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
+                        dsq_buf *errs)
+{
+    const key_def *k = NULL;
+    const char *dot = strchr(key, '.');
+    if (dot != NULL) {
+        char section[32];
+        size_t sl = (size_t)(dot - key);
+        if (sl < sizeof section) {
+            memcpy(section, key, sl);
+            section[sl] = '\0';
+            k = find_key(section, dot + 1);
+        }
+    } else {
+        for (size_t i = 0; i < NKEYS; i++) {
+            if (strcmp(keys[i].name, key) == 0) {
+                if (k != NULL) {
+                    dsq_buf_printf(errs, "key '%s' is ambiguous; say section.%s\n", key, key);
+                    return -1;
+                }
+                k = &keys[i];
+            }
+        }
+    }
+    if (k == NULL) {
+        dsq_buf_printf(errs, "unknown key '%s'\n", key);
+        return -1;
+    }
+    char why[512];
+    if (set_value(cfg, k, value, BY_FLAG, why, sizeof why) != 0) {
+        dsq_buf_printf(errs, "%s\n", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- checks ------------------------------------------------------------- */
+
+int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
+{
+    int problems = 0;
+    struct sockaddr_storage ss;
+    const char *where = cfg->path ? cfg->path : "config";
+
+    if (cfg->listen.n == 0 && cfg->tls_listen.n == 0) {
+        dsq_buf_printf(errs, "%s: no listen or tls_listen address\n", where);
+        problems++;
+    }
+    for (int tls = 0; tls < 2; tls++) {
+        dsq_strlist *l = tls ? &cfg->tls_listen : &cfg->listen;
+        for (size_t i = 0; i < l->n; i++) {
+            if (dsq_config_parse_addr(l->items[i], &ss) != 0) {
+                dsq_buf_printf(errs, "%s: server.%s: '%s' is not HOST:PORT "
+                               "(an IP address or localhost, and a port)\n",
+                               where, tls ? "tls_listen" : "listen", l->items[i]);
+                problems++;
+            }
+        }
+    }
+    if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {
+        dsq_buf_printf(errs, "%s: server.tls_listen needs server.tls_cert and server.tls_key\n",
+                       where);
+        problems++;
+    }
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        dsq_buf_printf(errs, "%s: server.tls_cert and server.tls_key go together\n", where);
+        problems++;
+    }
+    if (cfg->data_dir == NULL) {
+        dsq_buf_printf(errs, "%s: storage.data_dir must not be empty\n", where);
+        problems++;
+    } else if (cfg->object_store == NULL) {
+        dsq_buf b = DSQ_BUF_INIT;
+        if (dsq_buf_printf(&b, "file://%s/objects", cfg->data_dir) == 0)
+            cfg->object_store = dsq_buf_steal(&b, NULL);
+    }
+    if (cfg->object_store != NULL && strncmp(cfg->object_store, "file://", 7) != 0 &&
+        strncmp(cfg->object_store, "s3://", 5) != 0 &&
+        strncmp(cfg->object_store, "http://", 7) != 0 &&
+        strncmp(cfg->object_store, "https://", 8) != 0) {
+        dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file://, s3://, "
+                       "http:// or https:// URL\n", where, cfg->object_store);
+        problems++;
+    }
+    return problems;
+}
+
+/* ---- addresses ---------------------------------------------------------- */
+
+int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out)
+{
+    char host[64];
+    const char *colon;
+    memset(out, 0, sizeof *out);
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        size_t hl = (size_t)(close - s - 1);
+        if (hl == 0 || hl >= sizeof host)
+            return -1;
+        memcpy(host, s + 1, hl);
+        host[hl] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return -1;
+        size_t hl = (size_t)(colon - s);
+        if (hl == 0 || hl >= sizeof host)
+            return -1;
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+    }
+    uint64_t port;
+    if (dsq_parse_u64(colon + 1, &port) != 0 || port > 65535)
+        return -1;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    struct sockaddr_in *in4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    if (s[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (s[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return 0;
+    }
+    return -1;
+}
+
+bool dsq_addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+        return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
+}
+
+bool dsq_config_key_at(size_t i, const char **section, const char **name,
+                       const char **default_value)
+{
+    if (i >= NKEYS)
+        return false;
+    *section = keys[i].section;
+    *name = keys[i].name;
+    *default_value = keys[i].dflt;
+    return true;
+}

@@ -1,0 +1,94 @@
+/* config — dosqld's settings: defaults, the INI file, command-line flags.
+ *
+ * Every key lives in one table (config.c) with its section, type and default;
+ * conf/dosqld.conf documents the same keys and a unit test keeps the two in
+ * step. Values are layered: defaults, then the file, then flags. */
+#ifndef DSQ_CONFIG_H
+#define DSQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/buf.h"
+
+typedef struct dsq_strlist {
+    char **items; /* owned, each owned */
+    size_t n;     /* number of items */
+} dsq_strlist;
+
+typedef struct dsq_config {
+    char *path; /* owned; the file loaded, or NULL */
+
+    /* [server] */
+    dsq_strlist listen;             /* plain HTTP listeners, HOST:PORT */
+    dsq_strlist tls_listen;         /* TLS listeners, HOST:PORT */
+    char *tls_cert;                 /* owned; PEM certificate chain path */
+    char *tls_key;                  /* owned; PEM private key path */
+    uint64_t max_connections;       /* open connections; more get 503 */
+    uint64_t max_header_size;       /* request line + headers, bytes */
+    uint64_t max_body_size;         /* request body, bytes; more gets 413 */
+    uint64_t header_timeout_ms;     /* whole request head must arrive in it */
+    uint64_t body_timeout_ms;       /* longest gap between body bytes */
+    uint64_t keepalive_timeout_ms;  /* idle time between requests */
+    uint64_t send_queue_limit;      /* unsent bytes before reading pauses */
+    uint64_t send_timeout_ms;       /* no write progress this long: cut off */
+    uint64_t max_pipeline;          /* queued requests per connection */
+    uint64_t shutdown_timeout_ms;   /* drain bound on SIGTERM */
+
+    /* [websocket] */
+    uint64_t ws_max_message;        /* bytes; larger closes with 1009 */
+    uint64_t ws_ping_interval_ms;   /* keep-alive pings; 0 disables */
+
+    /* [rpc] */
+    uint64_t rpc_max_batch;         /* JSON-RPC requests in one batch */
+
+    /* [storage] */
+    char *data_dir;                 /* owned */
+    char *object_store;             /* owned; default file://<data_dir>/objects */
+
+    /* [auth] */
+    dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */
+    char *tokens_file;              /* owned; more token lines, or NULL */
+    bool allow_unauthenticated;     /* permit non-loopback without tokens */
+
+    /* [log] */
+    int log_level;                  /* DSQ_LOG_* */
+
+    /* private: which layer last set each key (see config.c) */
+    unsigned char set_by[32];
+} dsq_config;
+
+/* Fill `cfg` with the defaults. Free with dsq_config_free(). */
+void dsq_config_init(dsq_config *cfg);
+void dsq_config_free(dsq_config *cfg);
+
+/* Read an INI file over the current values. Every problem is appended to
+ * `errs` as "FILE:LINE: message\n". Returns the number of problems (0 = ok);
+ * an unreadable file is one problem. */
+int dsq_config_load_file(dsq_config *cfg, const char *path, dsq_buf *errs);
+
+/* Set one key from a flag (a later layer than the file). `key` is
+ * "section.name" or a bare name when it is unique. Returns 0, or -1 with a
+ * message in errs. List keys: the first set from flags replaces the file's
+ * list, later ones add to it. */
+int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
+                        dsq_buf *errs);
+
+/* Fill derived defaults and check the values together (TLS needs cert and
+ * key, addresses parse, ...). Returns the number of problems. */
+int dsq_config_finish(dsq_config *cfg, dsq_buf *errs);
+
+/* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal, or localhost; port
+ * 0-65535, 0 = any free port). Returns 0 or -1. */
+int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out);
+
+/* True when the address is in 127.0.0.0/8 or is ::1. */
+bool dsq_addr_is_loopback(const struct sockaddr_storage *ss);
+
+/* For tests and docs: walk the key table. Returns false past the end. */
+bool dsq_config_key_at(size_t i, const char **section, const char **name,
+                       const char **default_value);
+
+#endif

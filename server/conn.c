@@ -1,0 +1,1046 @@
+/* conn — one client connection: bytes in and out, the HTTP/1.1 pipeline,
+ * the switch to WebSocket, deadlines, backpressure and closing.
+ *
+ * Divisions: the struct and its life (accept, finish, close, free);
+ * output (collect, flush, write completion, backpressure); deadlines;
+ * HTTP input (head, request, errors, pipelining); responses; WebSocket.
+ *
+ * Life of a connection:
+ *
+ *   accept ──► open ──────────────► finishing ──────► closing ──► freed
+ *               │  (last response,     │ (output flushed,   (uv_close;
+ *               │   close handshake,   │  FIN sent, input    freed when
+ *               │   SIGTERM)           │  discarded until    both handles
+ *               │                      │  EOF or linger)     have closed)
+ *               └──── error, timeout, stall, peer EOF ──────►┘
+ *
+ * Output is collected in c->out while callbacks run and written once per
+ * loop iteration, just before the loop polls (the server's uv_prepare
+ * handle calls dsq__conns_flush), so pipelined responses share a write and
+ * output made by timers is not held behind a blocking poll. Requests are answered strictly in
+ * arrival order: a response for a request that is not at the head of the
+ * pipeline waits in that request's own buffer. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "protocol/jsonrpc.h"
+#include "server/server_int.h"
+
+enum { MODE_HTTP, MODE_WS };
+
+/* How long a finishing connection lingers for the peer's EOF, and how long
+ * a WebSocket waits for the peer's close frame. */
+#define LINGER_MS 5000
+#define WS_CLOSE_TIMEOUT_MS 5000
+
+struct dsq_conn {
+    uv_tcp_t tcp;               /* the socket; data = this */
+    uv_timer_t timer;           /* one timer for every deadline; data = this */
+    uv_shutdown_t shutdown_req; /* FIN after the last byte; data = this */
+    dsq_server *srv;
+    dsq_listener *lst;
+    dsq_tls *tls;               /* owned; NULL on a plain listener */
+    int mode;                   /* MODE_HTTP or MODE_WS */
+    dsq_http_parser parser;     /* HTTP input */
+    dsq_http_req *head, *tail;  /* owned; requests in arrival order */
+    size_t npipe;               /* requests in that list */
+    dsq_http_req *upgrade;      /* owned; upgrade waiting for the parser to stop */
+    dsq_ws *ws;                 /* owned; the WebSocket session */
+    const dsq_ws_app *app;      /* what the route does with messages */
+    void *app_state;            /* the app's per-session state */
+    dsq_buf in;                 /* plaintext input held while the parser is paused */
+    dsq_buf out;                /* plaintext output not yet written */
+    dsq_buf cipher;             /* TLS output not yet written */
+    size_t unsent;              /* bytes in uv_write requests not yet done */
+    unsigned nrequests;         /* request heads seen */
+    bool reading;               /* uv_read_start is on */
+    bool paused;                /* the parser is paused: pipeline full */
+    bool input_closed;          /* a final response is queued: ignore input */
+    bool finishing;             /* no more requests; close once flushed */
+    bool shut;                  /* uv_shutdown issued */
+    bool closing;               /* uv_close issued */
+    bool draining;              /* server shutting down: close after this response */
+    bool in_dirty;              /* on srv->dirty */
+    dsq_close_reason finish_reason;
+    uint64_t dl_head;           /* deadlines in uv_now() ms; 0 = none */
+    uint64_t dl_body;
+    uint64_t dl_idle;
+    uint64_t dl_stall;
+    uint64_t dl_ping;
+    uint64_t dl_close;
+    uint64_t armed;             /* the deadline the timer is set for */
+    uint64_t last_rx;           /* uv_now() of the last bytes read */
+    dsq_conn *prev, *next;      /* srv->conns */
+    dsq_conn *dirty_next;       /* srv->dirty */
+    int handles;                /* open uv handles; freed at 0 */
+    char peer[64];              /* client address, for logs */
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    dsq_conn *c;
+    char *mem; /* owned: the buffer the bytes live in */
+    size_t len;
+} write_req;
+
+static void conn_close(dsq_conn *c, dsq_close_reason why);
+static void conn_finish(dsq_conn *c, dsq_close_reason why);
+static void mark_dirty(dsq_conn *c);
+static void update_timer(dsq_conn *c);
+static void http_deadlines(dsq_conn *c);
+static void sync_reading(dsq_conn *c);
+static void http_input(dsq_conn *c, const char *p, size_t n);
+static void ws_input(dsq_conn *c, const char *p, size_t n);
+static void pipeline_advance(dsq_conn *c);
+static void error_response(dsq_conn *c, int status, dsq_code code, const char *msg,
+                           dsq_close_reason why);
+static void respond_error_extra(dsq_http_req *req, int status, dsq_code code, const char *extra,
+                                const char *msg);
+static int conn_on_head(void *ud, dsq_http_req *req);
+static int conn_on_request(void *ud, dsq_http_req *req);
+
+static const dsq_http_parser_cb parser_cb = {conn_on_head, conn_on_request};
+
+static uint64_t now_ms(const dsq_conn *c) { return uv_now(&c->srv->loop); }
+
+dsq_server *dsq__conn_server(const dsq_conn *c) { return c->srv; }
+
+/* ---- life ----------------------------------------------------------------- */
+
+static void free_pipeline(dsq_conn *c)
+{
+    while (c->head) {
+        dsq_http_req *r = c->head;
+        c->head = r->next;
+        dsq_http_req_free(r);
+    }
+    c->tail = NULL;
+    c->npipe = 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    dsq_conn *c = h->data;
+    if (--c->handles > 0)
+        return;
+    dsq_http_parser_free(&c->parser);
+    dsq_buf_free(&c->in);
+    dsq_buf_free(&c->out);
+    dsq_buf_free(&c->cipher);
+    free(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    dsq_conn *c = h->data;
+    buf->base = c->srv->rbuf;
+    buf->len = sizeof c->srv->rbuf;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_link(dsq_conn *c)
+{
+    dsq_server *srv = c->srv;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+}
+
+static void conn_unlink(dsq_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+void dsq__conn_accept(dsq_listener *l)
+{
+    dsq_server *srv = l->srv;
+    dsq_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        DSQ_ERROR("accept_failed", "reason=out_of_memory");
+        return;
+    }
+    c->srv = srv;
+    c->lst = l;
+    uv_tcp_init(&srv->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles = 1;
+    int rv = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+    if (rv != 0) {
+        DSQ_WARN("accept_failed", "error=%s", uv_strerror(rv));
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    uv_timer_init(&srv->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    c->shutdown_req.data = c;
+    c->finish_reason = DSQ_CLOSE_DONE;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char host[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    dsq_http_parser_init(&c->parser, &parser_cb, c, srv->cfg->max_header_size,
+                         srv->cfg->max_body_size);
+    conn_link(c);
+    srv->metrics.conns_accepted++;
+    srv->metrics.conns_open++;
+    c->last_rx = now_ms(c);
+    c->dl_head = now_ms(c) + srv->cfg->header_timeout_ms;
+    if (l->tls && (c->tls = dsq_tls_new(srv->tls)) == NULL) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    if (srv->metrics.conns_open > srv->cfg->max_connections) {
+        srv->metrics.conns_rejected++;
+        DSQ_WARN("connection_rejected", "peer=%s reason=max_connections limit=%llu", c->peer,
+                 (unsigned long long)srv->cfg->max_connections);
+        if (c->tls) { /* no handshake yet to answer over */
+            conn_close(c, DSQ_CLOSE_DONE);
+            return;
+        }
+        error_response(c, 503, DSQ_CODE_RESOURCE_EXHAUSTED,
+                       "too many connections; try again later", DSQ_CLOSE_DONE);
+    }
+    sync_reading(c);
+    update_timer(c);
+}
+
+/* Stop taking requests; flush what is queued, send FIN, then discard input
+ * until the peer's EOF (or LINGER_MS) so the last response is not lost to a
+ * reset. */
+static void conn_finish(dsq_conn *c, dsq_close_reason why)
+{
+    if (c->finishing || c->closing)
+        return;
+    c->finishing = true;
+    c->finish_reason = why;
+    free_pipeline(c);
+    dsq_http_req_free(c->upgrade);
+    c->upgrade = NULL;
+    c->dl_head = c->dl_body = c->dl_idle = c->dl_ping = 0;
+    c->dl_close = now_ms(c) + LINGER_MS;
+    mark_dirty(c);
+    update_timer(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    dsq_conn *c = req->data;
+    if (c->closing)
+        return;
+    if (status < 0)
+        conn_close(c, c->finish_reason);
+    /* else: keep discarding input until EOF or the linger deadline */
+}
+
+static void conn_close(dsq_conn *c, dsq_close_reason why)
+{
+    if (c->closing)
+        return;
+    dsq_server *srv = c->srv;
+    c->closing = true;
+    dsq_metrics_closed(&srv->metrics, why);
+    srv->metrics.conns_open--;
+    DSQ_DEBUG("connection_closed", "peer=%s reason=%s requests=%u", c->peer,
+              dsq_close_reason_name(why), c->nrequests);
+    conn_unlink(c);
+    free_pipeline(c);
+    dsq_http_req_free(c->upgrade);
+    c->upgrade = NULL;
+    if (c->ws) {
+        srv->metrics.ws_open--;
+        if (c->app && c->app->close)
+            c->app->close(c->app_state);
+        dsq_ws_free(c->ws);
+        c->ws = NULL;
+    }
+    dsq_tls_free(c->tls);
+    c->tls = NULL;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->in_dirty) { /* it must not be flushed after it is freed */
+        for (dsq_conn **pp = &srv->dirty; *pp; pp = &(*pp)->dirty_next) {
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+        }
+        c->in_dirty = false;
+    }
+    /* A cut-off connection is reset: its unsent bytes are dropped. */
+    bool reset = why == DSQ_CLOSE_SEND_STALL || why == DSQ_CLOSE_SEND_OVERFLOW;
+    if (!reset || uv_tcp_close_reset(&c->tcp, on_handle_closed) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (srv->draining && srv->conns == NULL)
+        dsq__server_conns_gone(srv);
+}
+
+void dsq__conns_drain(dsq_server *srv)
+{
+    dsq_conn *next;
+    for (dsq_conn *c = srv->conns; c; c = next) {
+        next = c->next;
+        c->draining = true;
+        if (c->finishing)
+            continue;
+        if (c->mode == MODE_WS) {
+            dsq__ws_close(c, 1001, "server shutting down");
+        } else if (dsq_http_parser_idle(&c->parser) && c->npipe == 0) {
+            conn_finish(c, DSQ_CLOSE_SHUTDOWN);
+        }
+        /* else: a request is in flight; its response carries
+         * Connection: close and the connection finishes after it. */
+    }
+}
+
+void dsq__conns_close_all(dsq_server *srv)
+{
+    while (srv->conns)
+        conn_close(srv->conns, DSQ_CLOSE_SHUTDOWN);
+}
+
+/* ---- output --------------------------------------------------------------- */
+
+static size_t backlog(const dsq_conn *c)
+{
+    return c->unsent + c->out.len + c->cipher.len + (c->ws ? dsq_ws_queued(c->ws) : 0);
+}
+
+static void mark_dirty(dsq_conn *c)
+{
+    if (c->in_dirty || c->closing)
+        return;
+    c->in_dirty = true;
+    c->dirty_next = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_req *w = (write_req *)req;
+    dsq_conn *c = w->c;
+    c->unsent -= w->len;
+    if (status == 0)
+        c->srv->metrics.bytes_out += w->len;
+    free(w->mem);
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    /* Progress: the stall clock restarts. */
+    c->dl_stall = c->unsent ? now_ms(c) + c->srv->cfg->send_timeout_ms : 0;
+    mark_dirty(c);
+}
+
+/* Write the bytes of `b`, taking its memory if they cannot all go now. */
+static void raw_send(dsq_conn *c, dsq_buf *b)
+{
+    if (b->len == 0 || c->closing)
+        return;
+    size_t off = 0;
+    if (c->unsent == 0) {
+        uv_buf_t ub = uv_buf_init(b->data, (unsigned)b->len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+        if (n > 0) {
+            off = (size_t)n;
+            c->srv->metrics.bytes_out += off;
+        } else if (n != UV_EAGAIN) {
+            conn_close(c, DSQ_CLOSE_IO_ERROR);
+            return;
+        }
+    }
+    if (off == b->len) {
+        b->len = 0;
+        return;
+    }
+    write_req *w = malloc(sizeof *w);
+    if (w == NULL) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    size_t total;
+    w->c = c;
+    w->mem = dsq_buf_steal(b, &total);
+    w->len = total - off;
+    uv_buf_t ub = uv_buf_init(w->mem + off, (unsigned)w->len);
+    int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
+    if (rv != 0) {
+        free(w->mem);
+        free(w);
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    c->unsent += w->len;
+    if (c->dl_stall == 0)
+        c->dl_stall = now_ms(c) + c->srv->cfg->send_timeout_ms;
+}
+
+/* Read while there is room to answer: stop above send_queue_limit, start
+ * again below half of it. A finishing connection reads to discard. */
+static void sync_reading(dsq_conn *c)
+{
+    if (c->closing)
+        return;
+    size_t limit = c->srv->cfg->send_queue_limit;
+    size_t bl = backlog(c);
+    bool want;
+    if (c->finishing)
+        want = true;
+    else if (c->paused || bl > limit)
+        want = false;
+    else
+        want = c->reading || bl <= limit / 2;
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void resume_input(dsq_conn *c)
+{
+    if (!c->paused || c->npipe >= c->srv->cfg->max_pipeline || c->finishing)
+        return;
+    c->paused = false;
+    dsq_http_parser_resume(&c->parser);
+    dsq_buf held = c->in;
+    c->in = (dsq_buf)DSQ_BUF_INIT;
+    if (held.len > 0)
+        http_input(c, held.data, held.len);
+    dsq_buf_free(&held);
+}
+
+static void conn_flush(dsq_conn *c)
+{
+    if (c->closing)
+        return;
+    resume_input(c);
+    if (c->ws && dsq_ws_flush(c->ws) != 0) {
+        conn_close(c, DSQ_CLOSE_WS_PROTOCOL);
+        return;
+    }
+    if (c->out.len > 0) {
+        if (c->tls) {
+            if (dsq_tls_write(c->tls, c->out.data, c->out.len, &c->cipher) != 0) {
+                conn_close(c, DSQ_CLOSE_TLS_ERROR);
+                return;
+            }
+            c->out.len = 0;
+        } else {
+            raw_send(c, &c->out);
+        }
+    }
+    if (c->finishing && !c->shut && c->unsent == 0 && c->out.len == 0 && c->tls)
+        dsq_tls_shutdown(c->tls, &c->cipher);
+    raw_send(c, &c->cipher);
+    if (c->closing)
+        return;
+    if (backlog(c) > 4 * c->srv->cfg->send_queue_limit) {
+        DSQ_WARN("connection_cut", "peer=%s reason=send_overflow unsent=%zu", c->peer, backlog(c));
+        conn_close(c, DSQ_CLOSE_SEND_OVERFLOW);
+        return;
+    }
+    if (c->finishing && !c->shut && backlog(c) == 0) {
+        c->shut = true;
+        if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+            conn_close(c, c->finish_reason);
+            return;
+        }
+    }
+    if (c->ws && !c->finishing && dsq_ws_finished(c->ws)) {
+        uint16_t sent = dsq_ws_close_code_sent(c->ws);
+        conn_finish(c, sent == 1002 || sent == 1007 || sent == 1009 ? DSQ_CLOSE_WS_PROTOCOL
+                                                                    : DSQ_CLOSE_DONE);
+        conn_flush(c);
+        return;
+    }
+    sync_reading(c);
+    http_deadlines(c);
+    update_timer(c);
+}
+
+void dsq__conns_flush(dsq_server *srv)
+{
+    /* Flushing can mark other connections dirty (never the one being
+     * flushed: in_dirty is cleared first), so take the list each round. */
+    for (int round = 0; srv->dirty && round < 4; round++) {
+        dsq_conn *list = srv->dirty;
+        srv->dirty = NULL;
+        while (list) {
+            dsq_conn *c = list;
+            list = c->dirty_next;
+            c->in_dirty = false;
+            conn_flush(c);
+        }
+    }
+}
+
+/* ---- deadlines ------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void update_timer(dsq_conn *c)
+{
+    if (c->closing)
+        return;
+    uint64_t d[] = {c->dl_head, c->dl_body, c->dl_idle, c->dl_stall, c->dl_ping, c->dl_close};
+    uint64_t next = 0;
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (d[i] && (next == 0 || d[i] < next))
+            next = d[i];
+    if (next == 0) {
+        if (c->armed) {
+            uv_timer_stop(&c->timer);
+            c->armed = 0;
+        }
+        return;
+    }
+    /* Armed for an earlier moment: it will fire, look, and re-arm. */
+    if (c->armed && c->armed <= next)
+        return;
+    uint64_t now = now_ms(c);
+    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+    c->armed = next;
+}
+
+static void http_deadlines(dsq_conn *c)
+{
+    if (c->mode != MODE_HTTP || c->finishing || c->closing)
+        return;
+    const dsq_config *cfg = c->srv->cfg;
+    uint64_t now = now_ms(c);
+    if (!dsq_http_parser_idle(&c->parser)) {
+        c->dl_idle = 0;
+        if (dsq_http_parser_in_body(&c->parser)) {
+            c->dl_head = 0;
+            c->dl_body = c->last_rx + cfg->body_timeout_ms;
+        } else if (c->dl_head == 0) {
+            c->dl_head = now + cfg->header_timeout_ms; /* set once: slow bytes do not extend it */
+        }
+    } else if (c->nrequests > 0) {
+        c->dl_head = c->dl_body = 0;
+        c->dl_idle = (c->npipe == 0 && c->unsent == 0 && !c->paused)
+                         ? now + cfg->keepalive_timeout_ms : 0;
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    dsq_conn *c = t->data;
+    uint64_t now = now_ms(c);
+    c->armed = 0;
+    if (c->closing)
+        return;
+    if (c->dl_stall && now >= c->dl_stall) {
+        DSQ_WARN("connection_cut", "peer=%s reason=send_stall unsent=%zu", c->peer, backlog(c));
+        conn_close(c, DSQ_CLOSE_SEND_STALL);
+        return;
+    }
+    if (c->dl_close && now >= c->dl_close) {
+        conn_close(c, c->finishing ? c->finish_reason : DSQ_CLOSE_DONE);
+        return;
+    }
+    if (c->dl_head && now >= c->dl_head) {
+        c->dl_head = 0;
+        if (c->nrequests == 0 && dsq_http_parser_idle(&c->parser)) {
+            conn_close(c, DSQ_CLOSE_HEADER_TIMEOUT); /* never sent a byte */
+            return;
+        }
+        error_response(c, 408, DSQ_CODE_TIMEOUT, "request head not received in time",
+                       DSQ_CLOSE_HEADER_TIMEOUT);
+        return;
+    }
+    if (c->dl_body && now >= c->dl_body) {
+        c->dl_body = 0;
+        error_response(c, 408, DSQ_CODE_TIMEOUT, "request body stalled", DSQ_CLOSE_BODY_TIMEOUT);
+        return;
+    }
+    if (c->dl_idle && now >= c->dl_idle) {
+        conn_close(c, DSQ_CLOSE_IDLE_TIMEOUT);
+        return;
+    }
+    if (c->dl_ping && now >= c->dl_ping) {
+        uint64_t iv = c->srv->cfg->ws_ping_interval_ms;
+        if (now - c->last_rx >= 2 * iv) {
+            conn_close(c, DSQ_CLOSE_PING_TIMEOUT);
+            return;
+        }
+        if (now - c->last_rx >= iv)
+            dsq_ws_ping(c->ws);
+        c->dl_ping = now + iv;
+        mark_dirty(c);
+    }
+    update_timer(c);
+}
+
+/* ---- input ----------------------------------------------------------------- */
+
+static void input(dsq_conn *c, const char *p, size_t n)
+{
+    if (c->closing || c->finishing || c->input_closed || n == 0)
+        return;
+    if (c->paused) {
+        dsq_buf_append(&c->in, p, n); /* bounded: reading stops when paused */
+        return;
+    }
+    if (c->mode == MODE_WS)
+        ws_input(c, p, n);
+    else
+        http_input(c, p, n);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    dsq_conn *c = s->data;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        dsq_close_reason why = DSQ_CLOSE_IO_ERROR;
+        if (nread == UV_EOF)
+            why = c->finishing ? c->finish_reason : DSQ_CLOSE_PEER;
+        conn_close(c, why);
+        return;
+    }
+    c->srv->metrics.bytes_in += (uint64_t)nread;
+    c->last_rx = now_ms(c);
+    if (c->finishing)
+        return; /* lingering: discard */
+    if (c->tls) {
+        dsq_buf plain = DSQ_BUF_INIT;
+        int rv = dsq_tls_read(c->tls, buf->base, (size_t)nread, &plain, &c->cipher);
+        if (c->cipher.len)
+            mark_dirty(c);
+        if (rv != 0) {
+            DSQ_DEBUG("tls_error", "peer=%s error=%s", c->peer, dsq_log_q(dsq_tls_error(c->tls)));
+            raw_send(c, &c->cipher); /* the alert */
+            if (!c->closing)
+                conn_close(c, DSQ_CLOSE_TLS_ERROR);
+            dsq_buf_free(&plain);
+            return;
+        }
+        input(c, plain.data, plain.len);
+        dsq_buf_free(&plain);
+    } else {
+        input(c, buf->base, (size_t)nread);
+    }
+    if (!c->closing) {
+        mark_dirty(c);
+        sync_reading(c);
+        http_deadlines(c);
+        update_timer(c);
+    }
+}
+
+/* ---- HTTP ---------------------------------------------------------------------- */
+
+static void enqueue(dsq_conn *c, dsq_http_req *req)
+{
+    req->owner = c;
+    req->next = NULL;
+    if (c->tail)
+        c->tail->next = req;
+    else
+        c->head = req;
+    c->tail = req;
+    c->npipe++;
+}
+
+static const dsq_ws_app *ws_app_for(const dsq_http_req *req)
+{
+    if (!dsq_http_header_has_token(req, "upgrade", "websocket"))
+        return NULL;
+    return dsq__ws_app((dsq_route_id)req->route);
+}
+
+/* Route and authorize at the end of the head, before any body is read, so
+ * that Expect: 100-continue is answered truthfully and a refused body need
+ * not be kept. */
+static int conn_on_head(void *ud, dsq_http_req *req)
+{
+    dsq_conn *c = ud;
+    dsq_server *srv = c->srv;
+    dsq_route_match m;
+    int status = 0;
+    dsq_code code = DSQ_CODE_INVALID_REQUEST;
+    const char *why = NULL;
+    char extra[128] = "";
+
+    c->nrequests++;
+    req->owner = c;
+    dsq_route(req->method, req->path, &m);
+    req->route = m.route;
+    memcpy(req->db, m.db, sizeof req->db);
+    if (m.status != 0) {
+        status = m.status;
+        why = m.why;
+        if (m.allow)
+            snprintf(extra, sizeof extra, "Allow: %s\r\n", m.allow);
+    } else if (m.scope != 0) {
+        size_t tlen = 0, hlen = 0;
+        const char *tok = NULL;
+        char qtok[512];
+        const char *h = dsq_http_header_get(req, "authorization", &hlen);
+        if (h != NULL) {
+            tok = dsq_auth_bearer(h, hlen, &tlen);
+        } else if (dsq_http_header_has_token(req, "upgrade", "websocket")) {
+            /* Browsers cannot set headers on a WebSocket: ?token= instead. */
+            long ql = dsq_http_query_get(req, "token", qtok, sizeof qtok);
+            if (ql > 0) {
+                tok = qtok;
+                tlen = (size_t)ql;
+            }
+        }
+        switch (dsq_auth_check(srv->auth, tok, tlen, m.scope, m.db[0] ? m.db : NULL)) {
+        case DSQ_AUTH_OK:
+            break;
+        case DSQ_AUTH_UNAUTHORIZED:
+            status = 401;
+            code = DSQ_CODE_UNAUTHORIZED;
+            why = tok ? "invalid token" : "missing bearer token";
+            snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"dosqld\"\r\n");
+            break;
+        case DSQ_AUTH_FORBIDDEN:
+            status = 403;
+            code = DSQ_CODE_FORBIDDEN;
+            why = "the token does not grant this scope on this database";
+            break;
+        }
+    }
+    bool has_body = req->chunked || req->content_length > 0;
+    if (status != 0) {
+        int rv = 0;
+        if (has_body && req->expect_continue) {
+            req->keep_alive = false; /* the body will not follow: stop here */
+            rv = 1;
+        } else if (has_body) {
+            req->discard_body = true;
+        }
+        respond_error_extra(req, status, code, extra[0] ? extra : NULL, why);
+        return rv;
+    }
+    if (has_body && req->expect_continue && c->npipe == 0) {
+        dsq_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        mark_dirty(c);
+    }
+    return 0;
+}
+
+static int conn_on_request(void *ud, dsq_http_req *req)
+{
+    dsq_conn *c = ud;
+    if (!req->answered && req->upgrade && ws_app_for(req) != NULL) {
+        c->upgrade = req; /* the parser stops after this; see http_input */
+        return 0;
+    }
+    enqueue(c, req);
+    if (req->answered)
+        pipeline_advance(c);
+    else
+        dsq__handle(c->srv, req);
+    return c->npipe >= c->srv->cfg->max_pipeline ? 1 : 0;
+}
+
+/* A request the codec could not parse, or a timeout: answer it after the
+ * responses already owed, then finish. */
+static void error_response(dsq_conn *c, int status, dsq_code code, const char *msg,
+                           dsq_close_reason why)
+{
+    dsq_http_req *req = calloc(1, sizeof *req);
+    if (req == NULL) {
+        conn_close(c, why);
+        return;
+    }
+    req->method = HTTP_GET;
+    req->keep_alive = false;
+    req->start_ns = dsq_now_ns();
+    req->route = DSQ_ROUTE_NONE;
+    /* Responses owed to earlier requests go first; this one then closes. */
+    c->input_closed = true;
+    c->finish_reason = why;
+    c->dl_head = c->dl_body = c->dl_idle = 0;
+    enqueue(c, req);
+    dsq__respond_error(req, status, code, "%s", msg);
+    mark_dirty(c);
+}
+
+static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n);
+
+static void http_input(dsq_conn *c, const char *p, size_t n)
+{
+    while (n > 0 && !c->closing && !c->finishing && !c->input_closed && c->mode == MODE_HTTP) {
+        size_t used = 0;
+        int rv = dsq_http_parser_feed(&c->parser, p, n, &used);
+        p += used;
+        n -= used;
+        switch (rv) {
+        case DSQ_HTTP_OK:
+            n = 0;
+            break;
+        case DSQ_HTTP_PAUSED:
+            c->paused = true;
+            dsq_buf_append(&c->in, p, n);
+            sync_reading(c);
+            return;
+        case DSQ_HTTP_REJECT: {
+            /* on_head answered it with Connection: close; its turn in the
+             * pipeline finishes the connection. */
+            dsq_http_req *req = dsq_http_parser_take(&c->parser);
+            c->input_closed = true;
+            c->finish_reason = DSQ_CLOSE_DONE;
+            if (req != NULL) {
+                enqueue(c, req);
+                pipeline_advance(c);
+            } else {
+                conn_finish(c, DSQ_CLOSE_DONE);
+            }
+            return;
+        }
+        case DSQ_HTTP_UPGRADE: {
+            dsq_http_req *req = c->upgrade;
+            c->upgrade = NULL;
+            if (req == NULL) {
+                /* An Upgrade we answered as plain HTTP: carry on. */
+                llhttp_resume_after_upgrade(&c->parser.llh);
+                continue;
+            }
+            ws_start(c, req, p, n);
+            return;
+        }
+        default: { /* DSQ_HTTP_ERROR */
+            int st = c->parser.err_status;
+            dsq_code code = st == 413 || st == 414 || st == 431 ? DSQ_CODE_BUFFER_OVERFLOW
+                            : st >= 500 && st != 505            ? DSQ_CODE_INTERNAL_ERROR
+                                                                : DSQ_CODE_INVALID_REQUEST;
+            DSQ_DEBUG("bad_request", "peer=%s status=%d reason=%s", c->peer, st,
+                      dsq_log_q(c->parser.err_reason));
+            error_response(c, st, code, c->parser.err_reason ? c->parser.err_reason : "bad request",
+                           DSQ_CLOSE_BAD_REQUEST);
+            return;
+        }
+        }
+    }
+}
+
+/* Move answered requests at the head of the pipeline to the output. */
+static void pipeline_advance(dsq_conn *c)
+{
+    while (c->head && c->head->answered) {
+        dsq_http_req *r = c->head;
+        c->head = r->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        c->npipe--;
+        if (r->out.len)
+            dsq_buf_append(&c->out, r->out.data, r->out.len);
+        bool close = r->close_after;
+        dsq_http_req_free(r);
+        if (close) {
+            conn_finish(c, c->finish_reason);
+            break;
+        }
+    }
+    mark_dirty(c);
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
+                  const char *extra)
+{
+    dsq_conn *c = req->owner;
+    if (req->answered)
+        return;
+    bool close = !req->keep_alive || c->draining || c->srv->draining;
+    req->close_after = close;
+    /* The head of the pipeline writes straight to the output. */
+    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_http_format_head(o, status, ctype, (int64_t)len, !close, extra);
+    if (req->method != HTTP_HEAD && len > 0)
+        dsq_buf_append(o, body, len);
+    req->status = status;
+    req->answered = true;
+    uint64_t ns = dsq_now_ns() - req->start_ns;
+    dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, status, ns);
+    DSQ_DEBUG("request", "peer=%s method=%s path=%s status=%d us=%llu", c->peer,
+              llhttp_method_name((llhttp_method_t)req->method),
+              dsq_log_q(req->path ? req->path : "-"), status, (unsigned long long)(ns / 1000));
+    if (c->head == req)
+        pipeline_advance(c);
+}
+
+void dsq__respond_json(dsq_http_req *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        static const char oom[] = "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}";
+        dsq__respond(req, 500, "application/json", oom, sizeof oom - 1, NULL);
+        return;
+    }
+    size_t n = strlen(text);
+    text[n] = '\n'; /* replace the NUL: one line per body, for humans with curl */
+    dsq__respond(req, status, "application/json", text, n + 1, NULL);
+    free(text);
+}
+
+static void respond_error_extra(dsq_http_req *req, int status, dsq_code code, const char *extra,
+                                const char *msg)
+{
+    json_t *body = dsq_rpc_error_body(code, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        dsq__respond(req, 500, "text/plain", "out of memory\n", 14, NULL);
+        return;
+    }
+    size_t n = strlen(text);
+    text[n] = '\n';
+    dsq__respond(req, status ? status : dsq_code_http_status(code), "application/json", text,
+                 n + 1, extra);
+    free(text);
+}
+
+void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    respond_error_extra(req, status, code, NULL, msg);
+}
+
+/* ---- WebSocket -------------------------------------------------------------- */
+
+static size_t ws_write(void *ud, const uint8_t *p, size_t n)
+{
+    dsq_conn *c = ud;
+    size_t limit = c->srv->cfg->send_queue_limit;
+    size_t pending = c->unsent + c->out.len + c->cipher.len;
+    if (pending >= limit)
+        return 0; /* wslay keeps the rest until writes drain */
+    size_t take = n < limit - pending ? n : limit - pending;
+    if (dsq_buf_append(&c->out, p, take) != 0)
+        return 0;
+    return take;
+}
+
+static void ws_on_message(void *ud, bool binary, const uint8_t *p, size_t n)
+{
+    dsq_conn *c = ud;
+    c->srv->metrics.ws_msgs_in++;
+    if (c->app && c->app->message && !c->finishing)
+        c->app->message(c->app_state, c, binary, p, n);
+}
+
+static const dsq_ws_cb ws_callbacks = {ws_write, ws_on_message};
+
+static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
+{
+    char accept[DSQ_WS_ACCEPT_LEN + 1];
+    const char *why = NULL;
+    int status = 0;
+    enqueue(c, req);
+    if (c->npipe > 1) {
+        status = 400;
+        why = "a WebSocket upgrade must not be pipelined behind other requests";
+    } else {
+        status = dsq_ws_handshake_check(req, accept, &why);
+    }
+    if (status != 0) {
+        req->keep_alive = false;
+        respond_error_extra(req, status, DSQ_CODE_INVALID_REQUEST,
+                            status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, why);
+        return;
+    }
+    c->ws = dsq_ws_new(&ws_callbacks, c, c->srv->cfg->ws_max_message);
+    if (c->ws == NULL) {
+        req->keep_alive = false;
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    /* The 101 bypasses dsq__respond: it has no body and no Connection. */
+    dsq_buf_printf(&c->out,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                   accept);
+    dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, 101,
+                        dsq_now_ns() - req->start_ns);
+    c->head = c->tail = NULL;
+    c->npipe = 0;
+    c->mode = MODE_WS;
+    c->srv->metrics.ws_open++;
+    c->dl_head = c->dl_body = c->dl_idle = 0;
+    if (c->srv->cfg->ws_ping_interval_ms)
+        c->dl_ping = now_ms(c) + c->srv->cfg->ws_ping_interval_ms;
+    c->app = ws_app_for(req);
+    c->app_state = c->app->open ? c->app->open(c, req) : NULL;
+    DSQ_DEBUG("websocket_open", "peer=%s route=%s db=%s", c->peer,
+              dsq_route_name((dsq_route_id)req->route), req->db[0] ? req->db : "-");
+    dsq_http_req_free(req);
+    mark_dirty(c);
+    if (c->draining)
+        dsq__ws_close(c, 1001, "server shutting down");
+    else if (n > 0)
+        ws_input(c, rest, n);
+}
+
+static void ws_input(dsq_conn *c, const char *p, size_t n)
+{
+    if (dsq_ws_feed(c->ws, (const uint8_t *)p, n) != 0) {
+        conn_close(c, DSQ_CLOSE_WS_PROTOCOL);
+        return;
+    }
+    if (dsq_ws_closing(c->ws) && c->dl_close == 0)
+        c->dl_close = now_ms(c) + WS_CLOSE_TIMEOUT_MS;
+    mark_dirty(c);
+}
+
+int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n)
+{
+    if (c->closing || c->finishing || c->ws == NULL)
+        return -1;
+    if (dsq_ws_send(c->ws, binary, p, n) != 0)
+        return -1;
+    c->srv->metrics.ws_msgs_out++;
+    mark_dirty(c);
+    return 0;
+}
+
+void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason)
+{
+    if (c->closing || c->finishing || c->ws == NULL)
+        return;
+    dsq_ws_close(c->ws, code, reason);
+    if (c->dl_close == 0)
+        c->dl_close = now_ms(c) + WS_CLOSE_TIMEOUT_MS;
+    mark_dirty(c);
+    update_timer(c);
+}

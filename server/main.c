@@ -1,0 +1,194 @@
+/* main — dosqld's command line (DESIGN 3.1).
+ *
+ *   dosqld [-c FILE] [--listen HOST:PORT] [--data-dir DIR]
+ *          [--object-store URL] [--log-level L] [--check-config]
+ *
+ * Flags override the file. Exit codes: 0 served and stopped cleanly (or
+ * the configuration is valid), 1 a configuration or start-up error, 2 a
+ * usage error. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/server.h"
+#include "server/tls.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: dosqld [-c FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+            "              [--object-store URL] [--log-level LEVEL] [--check-config]\n"
+            "\n"
+            "  -c, --config FILE      read settings from FILE (see conf/dosqld.conf)\n"
+            "      --listen HOST:PORT listen here (repeatable; replaces server.listen)\n"
+            "      --data-dir DIR     where databases live (default ./data)\n"
+            "      --object-store URL file://DIR or s3://BUCKET (default file://DATA_DIR/objects)\n"
+            "      --log-level LEVEL  debug, info, warn or error (default info)\n"
+            "      --check-config     validate the configuration and exit\n"
+            "  -h, --help             this text\n"
+            "  -V, --version          print the version\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tokens and log level.\n");
+}
+
+/* mkdir -p with mode 0700 for the parts we create. */
+static int make_dirs(const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
+        snprintf(err, errlen, "data_dir path too long");
+        return -1;
+    }
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %.512s: %s", tmp, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %.512s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%.512s is not a directory", tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_LISTEN = 256, OPT_DATA_DIR, OPT_OBJECT_STORE, OPT_LOG_LEVEL, OPT_CHECK };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"object-store", required_argument, NULL, OPT_OBJECT_STORE},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    const char **flags = calloc((size_t)argc * 2 + 2, sizeof *flags);
+    size_t nflags = 0;
+    bool check_only = false;
+    int opt;
+
+    if (flags == NULL)
+        return 1;
+    while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        const char *key = NULL;
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case OPT_LISTEN: key = "server.listen"; break;
+        case OPT_DATA_DIR: key = "storage.data_dir"; break;
+        case OPT_OBJECT_STORE: key = "storage.object_store"; break;
+        case OPT_LOG_LEVEL: key = "log.level"; break;
+        case OPT_CHECK: check_only = true; break;
+        case 'h': usage(stdout); free(flags); return 0;
+        case 'V': printf("dosqld %s\n", DSQ_VERSION); free(flags); return 0;
+        default: usage(stderr); free(flags); return 2;
+        }
+        if (key) {
+            flags[2 * nflags] = key;
+            flags[2 * nflags + 1] = optarg;
+            nflags++;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "dosqld: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        free(flags);
+        return 2;
+    }
+
+    dsq_config *cfg = malloc(sizeof *cfg);
+    dsq_buf errs = DSQ_BUF_INIT;
+    char err[1024];
+    int problems = 0;
+    if (cfg == NULL)
+        return 1;
+    dsq_config_init(cfg);
+    if (config_path)
+        problems += dsq_config_load_file(cfg, config_path, &errs);
+    for (size_t i = 0; i < nflags; i++)
+        if (dsq_config_set_flag(cfg, flags[2 * i], flags[2 * i + 1], &errs) != 0)
+            problems++;
+    problems += dsq_config_finish(cfg, &errs);
+    dsq_auth *auth = problems ? NULL : dsq_auth_from_config(cfg, &errs);
+    if (auth == NULL)
+        problems++;
+    if (auth != NULL && dsq_server_check_exposure(cfg, auth, err, sizeof err) != 0) {
+        dsq_buf_printf(&errs, "%s\n", err);
+        problems++;
+    }
+    if (problems == 0 && cfg->tls_listen.n > 0) {
+        dsq_tls_ctx *t = dsq_tls_ctx_new(cfg->tls_cert, cfg->tls_key, err, sizeof err);
+        if (t == NULL) {
+            dsq_buf_printf(&errs, "TLS: %s\n", err);
+            problems++;
+        }
+        dsq_tls_ctx_free(t);
+    }
+    if (problems > 0) {
+        fprintf(stderr, "dosqld: configuration has %d problem%s:\n%s", problems,
+                problems == 1 ? "" : "s", errs.data ? errs.data : "");
+        dsq_buf_free(&errs);
+        dsq_auth_free(auth);
+        dsq_config_free(cfg);
+        free(cfg);
+        free(flags);
+        return 1;
+    }
+    dsq_buf_free(&errs);
+    if (check_only) {
+        printf("configuration ok%s%s\n", config_path ? ": " : "", config_path ? config_path : "");
+        dsq_auth_free(auth);
+        dsq_config_free(cfg);
+        free(cfg);
+        free(flags);
+        return 0;
+    }
+
+    dsq_log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    if (make_dirs(cfg->data_dir, err, sizeof err) != 0) {
+        DSQ_ERROR("start_failed", "reason=%s", dsq_log_q(err));
+        dsq_auth_free(auth);
+        dsq_config_free(cfg);
+        free(cfg);
+        free(flags);
+        return 1;
+    }
+    DSQ_INFO("starting", "version=%s data_dir=%s object_store=%s config=%s", DSQ_VERSION,
+             dsq_log_q(cfg->data_dir), dsq_log_q(cfg->object_store), dsq_log_q(config_path));
+    dsq_server *srv = dsq_server_new(cfg, auth, config_path, flags, nflags, err, sizeof err);
+    free(flags);
+    if (srv == NULL) {
+        DSQ_ERROR("start_failed", "reason=%s", dsq_log_q(err));
+        return 1;
+    }
+    if (dsq_server_listen(srv, err, sizeof err) != 0) {
+        DSQ_ERROR("start_failed", "reason=%s", dsq_log_q(err));
+        dsq_server_free(srv);
+        return 1;
+    }
+    int rc = dsq_server_run(srv);
+    dsq_server_free(srv);
+    return rc;
+}

@@ -1,0 +1,152 @@
+/* router — match a request path against DESIGN 3.2's routes.
+ *
+ * Paths are split on '/', each segment percent-decoded on its own (so an
+ * encoded '/' cannot create a segment), then matched against the table.
+ * The {db} segment must be a valid database name. */
+#include "server/router.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "server/auth.h"
+#include "server/http.h"
+
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+
+typedef struct route_def {
+    dsq_route_id id;
+    const char *name;
+    const char *pattern;   /* segments; "{db}" is the database name */
+    unsigned methods;      /* M_* allowed (HEAD goes with GET) */
+    const char *allow;     /* Allow header for 405 */
+    bool websocket;        /* GET with Upgrade: websocket */
+    unsigned scope;        /* DSQ_SCOPE_* (0 = public) */
+} route_def;
+
+static const route_def routes[] = {
+    {DSQ_ROUTE_HEALTHZ, "healthz", "/healthz", M_GET, "GET, HEAD", false, 0},
+    {DSQ_ROUTE_METRICS, "metrics", "/metrics", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_LIST, "db_list", "/v1/db", M_GET, "GET, HEAD", false, DSQ_SCOPE_ADMIN},
+    {DSQ_ROUTE_DB_DROP, "db_drop", "/v1/db/{db}", M_DELETE, "DELETE", false, DSQ_SCOPE_ADMIN},
+    {DSQ_ROUTE_DB_QUERY, "db_query", "/v1/db/{db}/query", M_POST, "POST", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_RPC, "db_rpc", "/v1/db/{db}/rpc", M_POST | M_GET, "GET, POST", true,
+     DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_CAPNWEB, "db_capnweb", "/v1/db/{db}/capnweb", M_POST | M_GET, "GET, POST",
+     true, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_CDC, "db_cdc", "/v1/db/{db}/cdc", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_RPC, "rpc", "/v1/rpc", M_POST | M_GET, "GET, POST", true, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_CAPNWEB, "capnweb", "/v1/capnweb", M_POST | M_GET, "GET, POST", true,
+     DSQ_SCOPE_READ},
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+#define MAX_SEGS 6
+
+const char *dsq_route_name(dsq_route_id id)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if (routes[i].id == id)
+            return routes[i].name;
+    return "none";
+}
+
+const char *dsq_route_pattern(dsq_route_id id)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if (routes[i].id == id)
+            return routes[i].pattern;
+    return "";
+}
+
+/* Split "/a/b/c" into decoded segments. Returns the count, or -1 when the
+ * path is malformed (no leading '/', a bad escape, an encoded '/', too many
+ * or too long segments). An empty path segment ("//", a trailing '/')
+ * makes the path match nothing. */
+static int split_path(const char *path, char segs[MAX_SEGS][160])
+{
+    if (path[0] != '/')
+        return -1;
+    int n = 0;
+    const char *p = path + 1;
+    if (*p == '\0')
+        return 0;
+    for (;;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n == MAX_SEGS || len >= 160)
+            return -1;
+        long dl = dsq_http_pct_decode(p, len, segs[n]);
+        if (dl < 0 || memchr(segs[n], '/', (size_t)dl) != NULL)
+            return -1;
+        n++;
+        if (e == NULL)
+            break;
+        p = e + 1;
+    }
+    return n;
+}
+
+static unsigned method_bit(int method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD: return M_GET;
+    case HTTP_POST: return M_POST;
+    case HTTP_DELETE: return M_DELETE;
+    default: return 0;
+    }
+}
+
+void dsq_route(int method, const char *path, dsq_route_match *m)
+{
+    char segs[MAX_SEGS][160];
+    memset(m, 0, sizeof *m);
+    int n = split_path(path, segs);
+    if (n < 0) {
+        m->status = 400;
+        m->why = "malformed request path";
+        return;
+    }
+    for (size_t r = 0; r < NROUTES; r++) {
+        const route_def *d = &routes[r];
+        char pat[64];
+        char *psegs[MAX_SEGS];
+        int pn = 0;
+        snprintf(pat, sizeof pat, "%s", d->pattern + 1);
+        for (char *save = NULL, *t = strtok_r(pat, "/", &save); t; t = strtok_r(NULL, "/", &save))
+            psegs[pn++] = t;
+        if (pn != n)
+            continue;
+        bool ok = true;
+        const char *db = NULL;
+        for (int i = 0; i < n && ok; i++) {
+            if (strcmp(psegs[i], "{db}") == 0)
+                db = segs[i];
+            else
+                ok = strcmp(psegs[i], segs[i]) == 0;
+        }
+        if (!ok)
+            continue;
+        if (db != NULL && !dsq_db_name_valid(db)) {
+            m->status = 400;
+            m->why = "invalid database name: use 1-128 of A-Z a-z 0-9 . _ -, not starting with '.'";
+            return;
+        }
+        if ((method_bit(method) & d->methods) == 0) {
+            m->status = 405;
+            m->why = "method not allowed on this route";
+            m->allow = d->allow;
+            return;
+        }
+        m->route = d->id;
+        m->websocket = d->websocket;
+        m->scope = d->scope;
+        if (db != NULL) /* valid names are at most 128 bytes */
+            memcpy(m->db, db, strlen(db) + 1);
+        return;
+    }
+    m->status = 404;
+    m->why = "no such route";
+}

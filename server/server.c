@@ -1,0 +1,311 @@
+/* server — the loop, listeners, signals, configuration reload, shutdown.
+ *
+ * Divisions: construction; listeners; signals (SIGHUP reload, SIGTERM and
+ * SIGINT drain); running and tearing down.
+ *
+ * Shutdown: the first SIGTERM/SIGINT closes the listeners, tells systemd
+ * STOPPING=1, and asks every connection to finish (idle ones at once,
+ * busy ones after their response, WebSockets with a 1001 close). The loop
+ * ends when the last connection has gone or shutdown_timeout passes,
+ * whichever is first; a second signal ends it at once. Signal and flush
+ * handles are unreferenced so that they never keep the loop alive. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "common/log.h"
+#include "server/server_int.h"
+
+/* ---- construction ------------------------------------------------------------ */
+
+int dsq_server_check_exposure(const dsq_config *cfg, const dsq_auth *auth, char *err,
+                              size_t errlen)
+{
+    if (dsq_auth_count(auth) > 0 || cfg->allow_unauthenticated)
+        return 0;
+    for (int tls = 0; tls < 2; tls++) {
+        const dsq_strlist *l = tls ? &cfg->tls_listen : &cfg->listen;
+        for (size_t i = 0; i < l->n; i++) {
+            struct sockaddr_storage ss;
+            if (dsq_config_parse_addr(l->items[i], &ss) == 0 && !dsq_addr_is_loopback(&ss)) {
+                snprintf(err, errlen,
+                         "refusing to listen on %s without auth tokens: configure [auth] "
+                         "token or tokens_file, or set allow_unauthenticated = yes",
+                         l->items[i]);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void on_flush(uv_prepare_t *h) { dsq__conns_flush(h->data); }
+
+dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_path,
+                           const char *const *flags, size_t nflags, char *err, size_t errlen)
+{
+    dsq_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dsq_config_free(cfg);
+        free(cfg);
+        dsq_auth_free(auth);
+        return NULL;
+    }
+    srv->cfg = cfg;
+    srv->auth = auth;
+    if (config_path)
+        srv->config_path = strdup(config_path);
+    for (size_t i = 0; i < 2 * nflags; i++)
+        dsq_buf_append(&srv->flag_keys, flags[i], strlen(flags[i]) + 1);
+    dsq_metrics_init(&srv->metrics);
+    if (cfg->tls_listen.n > 0) {
+        srv->tls = dsq_tls_ctx_new(cfg->tls_cert, cfg->tls_key, err, errlen);
+        if (srv->tls == NULL) {
+            dsq_server_free(srv);
+            return NULL;
+        }
+    }
+    int rv = uv_loop_init(&srv->loop);
+    if (rv != 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rv));
+        srv->loop.data = NULL;
+        dsq_server_free(srv);
+        return NULL;
+    }
+    srv->loop.data = srv;
+    uv_prepare_init(&srv->loop, &srv->flush_prep);
+    srv->flush_prep.data = srv;
+    uv_prepare_start(&srv->flush_prep, on_flush);
+    uv_unref((uv_handle_t *)&srv->flush_prep);
+    return srv;
+}
+
+/* ---- listeners ------------------------------------------------------------------ */
+
+static void on_connection(uv_stream_t *s, int status)
+{
+    dsq_listener *l = s->data;
+    if (status < 0) {
+        DSQ_WARN("accept_failed", "addr=%s error=%s", l->addr, uv_strerror(status));
+        return;
+    }
+    dsq__conn_accept(l);
+}
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    char host[64] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)ss, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+        snprintf(out, len, "[%s]:%d", host, port);
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)ss, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+        snprintf(out, len, "%s:%d", host, port);
+    }
+}
+
+static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (dsq_config_parse_addr(spec, &ss) != 0) {
+        snprintf(err, errlen, "bad listen address '%s'", spec);
+        return -1;
+    }
+    dsq_listener *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    l->srv = srv;
+    l->tls = tls;
+    uv_tcp_init(&srv->loop, &l->tcp);
+    l->tcp.data = l;
+    l->next = srv->listeners;
+    srv->listeners = l;
+    int rv = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss,
+                         ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (rv == 0)
+        rv = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, uv_strerror(rv));
+        return -1;
+    }
+    int sl = sizeof ss;
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &sl);
+    addr_text(&ss, l->addr, sizeof l->addr);
+    DSQ_INFO("listening", "addr=%s tls=%s", l->addr, tls ? "yes" : "no");
+    return 0;
+}
+
+int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    for (size_t i = 0; i < cfg->listen.n; i++)
+        if (add_listener(srv, cfg->listen.items[i], false, err, errlen) != 0)
+            return -1;
+    for (size_t i = 0; i < cfg->tls_listen.n; i++)
+        if (add_listener(srv, cfg->tls_listen.items[i], true, err, errlen) != 0)
+            return -1;
+    if (dsq_auth_count(srv->auth) == 0)
+        DSQ_WARN("auth_disabled", "reason=%s",
+                 cfg->allow_unauthenticated ? "allow_unauthenticated=yes" : "no_tokens_loopback_only");
+    sd_notifyf(0, "READY=1\nSTATUS=serving\nMAINPID=%lu", (unsigned long)getpid());
+    return 0;
+}
+
+/* ---- signals -------------------------------------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *h) { free(h->data); }
+
+static void close_listeners(dsq_server *srv)
+{
+    while (srv->listeners) {
+        dsq_listener *l = srv->listeners;
+        srv->listeners = l->next;
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    }
+}
+
+static void on_shutdown_timer(uv_timer_t *t)
+{
+    dsq_server *srv = t->data;
+    DSQ_WARN("shutdown_forced", "reason=shutdown_timeout");
+    dsq__conns_close_all(srv);
+}
+
+void dsq__server_conns_gone(dsq_server *srv)
+{
+    if (srv->shutdown_timer_on) {
+        uv_timer_stop(&srv->shutdown_timer);
+        uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
+        srv->shutdown_timer_on = false;
+    }
+}
+
+static void begin_shutdown(dsq_server *srv, const char *signame)
+{
+    if (srv->draining) {
+        DSQ_WARN("shutdown_forced", "signal=%s", signame);
+        dsq__conns_close_all(srv);
+        return;
+    }
+    srv->draining = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    DSQ_INFO("shutdown", "signal=%s connections=%llu timeout_ms=%llu", signame,
+             (unsigned long long)srv->metrics.conns_open,
+             (unsigned long long)srv->cfg->shutdown_timeout_ms);
+    close_listeners(srv);
+    if (srv->conns != NULL) {
+        uv_timer_init(&srv->loop, &srv->shutdown_timer);
+        srv->shutdown_timer.data = srv;
+        uv_timer_start(&srv->shutdown_timer, on_shutdown_timer, srv->cfg->shutdown_timeout_ms, 0);
+        srv->shutdown_timer_on = true;
+        dsq__conns_drain(srv);
+    }
+}
+
+/* SIGHUP: read the configuration again; take the tokens and the log level
+ * from it. Anything else needs a restart. A bad file changes nothing. */
+static void reload(dsq_server *srv)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char err[512];
+    dsq_config_init(&cfg);
+    int problems = 0;
+    if (srv->config_path)
+        problems += dsq_config_load_file(&cfg, srv->config_path, &errs);
+    for (size_t off = 0; off < srv->flag_keys.len;) {
+        const char *k = srv->flag_keys.data + off;
+        const char *v = k + strlen(k) + 1;
+        off = (size_t)(v - srv->flag_keys.data) + strlen(v) + 1;
+        if (dsq_config_set_flag(&cfg, k, v, &errs) != 0)
+            problems++;
+    }
+    problems += dsq_config_finish(&cfg, &errs);
+    dsq_auth *auth = problems ? NULL : dsq_auth_from_config(&cfg, &errs);
+    if (auth != NULL && dsq_server_check_exposure(srv->cfg, auth, err, sizeof err) != 0) {
+        dsq_buf_printf(&errs, "%s\n", err);
+        dsq_auth_free(auth);
+        auth = NULL;
+    }
+    if (auth == NULL) {
+        DSQ_ERROR("reload_failed", "errors=%s", dsq_log_q(errs.data));
+    } else {
+        dsq_auth_free(srv->auth);
+        srv->auth = auth;
+        srv->cfg->log_level = cfg.log_level;
+        dsq_log_set_level(cfg.log_level);
+        DSQ_INFO("reloaded", "tokens=%zu log_level=%s", dsq_auth_count(auth),
+                 dsq_log_level_name(cfg.log_level));
+    }
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    dsq_buf_free(&errs);
+    dsq_config_free(&cfg);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    dsq_server *srv = h->data;
+    switch (signum) {
+    case SIGHUP:
+        sd_notify(0, "RELOADING=1");
+        reload(srv);
+        break;
+    case SIGTERM: begin_shutdown(srv, "SIGTERM"); break;
+    case SIGINT: begin_shutdown(srv, "SIGINT"); break;
+    }
+}
+
+/* ---- running -------------------------------------------------------------------- */
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int dsq_server_run(dsq_server *srv)
+{
+    uv_signal_t *sigs[] = {&srv->sig_term, &srv->sig_int, &srv->sig_hup};
+    int nums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&srv->loop, sigs[i]);
+        sigs[i]->data = srv;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+        uv_unref((uv_handle_t *)sigs[i]);
+    }
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    DSQ_INFO("stopped", "accepted=%llu", (unsigned long long)srv->metrics.conns_accepted);
+    return 0;
+}
+
+void dsq_server_free(dsq_server *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->loop.data == srv) {
+        dsq__conns_close_all(srv);
+        close_listeners(srv);
+        uv_walk(&srv->loop, close_walk, NULL);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&srv->loop);
+    }
+    dsq_tls_ctx_free(srv->tls);
+    dsq_auth_free(srv->auth);
+    if (srv->cfg) {
+        dsq_config_free(srv->cfg);
+        free(srv->cfg);
+    }
+    free(srv->config_path);
+    dsq_buf_free(&srv->flag_keys);
+    free(srv);
+}

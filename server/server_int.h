@@ -1,0 +1,100 @@
+/* server_int — private to server/: the server, listeners and connections,
+ * and the calls between server.c (loop, listeners, signals, shutdown),
+ * conn.c (one client connection: I/O, HTTP pipeline, WebSocket) and
+ * handlers.c (what each route does). */
+#ifndef DSQ_SERVER_INT_H
+#define DSQ_SERVER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "protocol/errors.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/router.h"
+#include "server/tls.h"
+#include "server/ws.h"
+
+typedef struct dsq_server dsq_server;
+typedef struct dsq_conn dsq_conn;
+
+typedef struct dsq_listener {
+    uv_tcp_t tcp;              /* listening socket; data = this */
+    dsq_server *srv;
+    bool tls;                  /* connections speak TLS */
+    char addr[64];             /* bound address, as HOST:PORT */
+    struct dsq_listener *next; /* srv->listeners */
+} dsq_listener;
+
+struct dsq_server {
+    uv_loop_t loop;
+    dsq_config *cfg;           /* owned */
+    dsq_auth *auth;            /* owned; replaced on SIGHUP */
+    dsq_tls_ctx *tls;          /* owned; NULL without TLS listeners */
+    dsq_metrics metrics;
+    dsq_listener *listeners;   /* owned list */
+    dsq_conn *conns;           /* open connections (intrusive list) */
+    dsq_conn *dirty;           /* connections with output to flush */
+    uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t shutdown_timer; /* bounds the drain */
+    bool draining;             /* SIGTERM/SIGINT seen */
+    bool shutdown_timer_on;
+    char *config_path;         /* owned; for SIGHUP */
+    dsq_buf flag_keys;         /* NUL-separated key/value pairs from flags */
+    char rbuf[65536];          /* read buffer (one loop thread) */
+};
+
+/* A WebSocket application: what a route does with messages. */
+typedef struct dsq_ws_app {
+    /* A session opened on `c` for `req`; returns the app's state. */
+    void *(*open)(dsq_conn *c, const dsq_http_req *req);
+    void (*message)(void *state, dsq_conn *c, bool binary, const uint8_t *p, size_t n);
+    /* The connection is going away; free the state. */
+    void (*close)(void *state);
+} dsq_ws_app;
+
+/* ---- conn.c ---- */
+void dsq__conn_accept(dsq_listener *l);
+/* Begin a graceful end of every connection (SIGTERM). */
+void dsq__conns_drain(dsq_server *srv);
+/* Close every connection now. */
+void dsq__conns_close_all(dsq_server *srv);
+/* Flush every connection with pending output (the uv_prepare callback). */
+void dsq__conns_flush(dsq_server *srv);
+
+dsq_server *dsq__conn_server(const dsq_conn *c);
+
+/* Answer `req` (which must belong to a connection). `extra` holds whole
+ * header lines ending in \r\n, or NULL. HEAD gets no body. */
+void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *body,
+                  size_t len, const char *extra);
+/* Answer with a JSON body (borrowed) and status. */
+void dsq__respond_json(dsq_http_req *req, int status, json_t *body);
+/* Answer with DESIGN's error body; status 0 means the code's own. */
+void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Send a WebSocket message on `c`. Returns 0, or -1 when the session is
+ * closing or the connection was cut for holding too much unsent data. */
+int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n);
+/* Close the WebSocket session on `c` with a code. */
+void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason);
+
+/* ---- handlers.c ---- */
+/* Run the route's handler for a complete, authorized request. */
+void dsq__handle(dsq_server *srv, dsq_http_req *req);
+/* The WebSocket application of a route, or NULL if it takes none (yet). */
+const dsq_ws_app *dsq__ws_app(dsq_route_id route);
+
+/* ---- server.c ---- */
+/* The last connection closed while draining: stop the loop. */
+void dsq__server_conns_gone(dsq_server *srv);
+
+#endif
