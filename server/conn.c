@@ -417,8 +417,10 @@ static void sync_reading(dsq_conn *c)
     else
         want = c->reading || bl <= limit / 2;
     if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
             c->reading = true;
+            c->last_rx = now_ms(c); /* the peer's silence is timed from here */
+        }
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
@@ -443,26 +445,38 @@ static void conn_flush(dsq_conn *c)
     if (c->closing)
         return;
     resume_input(c);
-    if (c->ws && dsq_ws_flush(c->ws) != 0) {
-        conn_close(c, DSQ_CLOSE_WS_PROTOCOL);
-        return;
-    }
-    if (c->out.len > 0) {
-        if (c->tls) {
-            if (dsq_tls_write(c->tls, c->out.data, c->out.len, &c->cipher) != 0) {
-                conn_close(c, DSQ_CLOSE_TLS_ERROR);
-                return;
+    /* WebSocket frames move from the session to the socket in slices of at
+     * most send_queue_limit. While the socket takes them at once no write
+     * callback will come back to ask for more, so keep going here; after a
+     * few rounds yield to other connections and continue next iteration. */
+    for (int round = 0;; round++) {
+        if (c->ws && dsq_ws_flush(c->ws) != 0) {
+            conn_close(c, DSQ_CLOSE_WS_PROTOCOL);
+            return;
+        }
+        if (c->out.len > 0) {
+            if (c->tls) {
+                if (dsq_tls_write(c->tls, c->out.data, c->out.len, &c->cipher) != 0) {
+                    conn_close(c, DSQ_CLOSE_TLS_ERROR);
+                    return;
+                }
+                c->out.len = 0;
+            } else {
+                raw_send(c, &c->out);
             }
-            c->out.len = 0;
-        } else {
-            raw_send(c, &c->out);
+        }
+        if (c->finishing && !c->shut && c->unsent == 0 && c->out.len == 0 && c->tls)
+            dsq_tls_shutdown(c->tls, &c->cipher);
+        raw_send(c, &c->cipher);
+        if (c->closing)
+            return;
+        if (c->ws == NULL || dsq_ws_queued(c->ws) == 0 || c->unsent > 0)
+            break; /* done, or a write callback will bring us back */
+        if (round == 8) {
+            mark_dirty(c);
+            break;
         }
     }
-    if (c->finishing && !c->shut && c->unsent == 0 && c->out.len == 0 && c->tls)
-        dsq_tls_shutdown(c->tls, &c->cipher);
-    raw_send(c, &c->cipher);
-    if (c->closing)
-        return;
     if (backlog(c) > 4 * c->srv->cfg->send_queue_limit) {
         DSQ_WARN("connection_cut", "peer=%s reason=send_overflow unsent=%zu", c->peer, backlog(c));
         conn_close(c, DSQ_CLOSE_SEND_OVERFLOW);
@@ -589,12 +603,13 @@ static void on_timer(uv_timer_t *t)
     }
     if (c->dl_ping && now >= c->dl_ping) {
         uint64_t iv = c->srv->cfg->ws_ping_interval_ms;
-        if (now - c->last_rx >= 2 * iv) {
+        /* Silence counts against the peer only while we listen; when we
+         * stopped reading (backpressure) the send stall clock decides. */
+        if (c->reading && now - c->last_rx >= 2 * iv) {
             conn_close(c, DSQ_CLOSE_PING_TIMEOUT);
             return;
         }
-        if (now - c->last_rx >= iv)
-            dsq_ws_ping(c->ws);
+        dsq_ws_ping(c->ws);
         c->dl_ping = now + iv;
         mark_dirty(c);
     }
@@ -760,6 +775,8 @@ static int conn_on_request(void *ud, dsq_http_req *req)
         c->upgrade = req; /* the parser stops after this; see http_input */
         return 0;
     }
+    if (!req->keep_alive)
+        c->input_closed = true; /* its response ends the connection */
     enqueue(c, req);
     if (req->answered)
         pipeline_advance(c);
