@@ -43,6 +43,7 @@ LIB := $(B)/libdosqld.a
 
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
+TOOLS_BIN := $(B)/tests/tools/notify_sink
 
 .PHONY: all run test unit integration bench install clean
 all: $(B)/dosqld
@@ -68,6 +69,10 @@ $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
 	    $(CRITERION_LIBS) $(DEP_LIBS) -lm
 
+$(B)/tests/tools/%: tests/tools/%.c config.mk
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
 tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -79,10 +84,10 @@ run: all
 unit: $(UNIT_BIN)
 	./tests/run unit $(B)
 
-integration: all tests/node_modules/.stamp
+integration: all $(TOOLS_BIN) tests/node_modules/.stamp
 	./tests/run integration $(B)
 
-test: all $(UNIT_BIN) tests/node_modules/.stamp
+test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp
 	./tests/run all $(B)
 
 bench: all
@@ -112,4 +117,4 @@ install: all $(B)/dosqld.service
 clean:
 	rm -rf build build-*
 
--include $(LIB_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d)

@@ -1,0 +1,286 @@
+// Integration: the HTTP/1.1 front end of a real dosqld.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDosqld, Raw, request, metric, sleep, within } from './lib/harness.mjs';
+
+let d;
+before(async () => {
+  d = await startDosqld({
+    conf: `[server]
+max_body_size = 4K
+max_header_size = 2K
+header_timeout = 600ms
+body_timeout = 600ms
+keepalive_timeout = 2s
+max_connections = 40
+`,
+  });
+});
+after(async () => { await d?.cleanup(); });
+
+test('GET /healthz answers ok; HEAD has the length and no body', async () => {
+  const r = await request(d.port, 'GET', '/healthz');
+  assert.equal(r.status, 200);
+  assert.equal(r.text, 'ok\n');
+  assert.equal(r.headers['content-type'], 'text/plain; charset=utf-8');
+  assert.equal(r.headers['connection'], 'keep-alive');
+  assert.ok(r.headers['date']);
+  const c = await Raw.connect(d.port);
+  c.write('HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const h = await c.readResponse({ head: true });
+  assert.equal(h.status, 200);
+  assert.equal(h.headers['content-length'], '3');
+  const g = await c.readResponse();
+  assert.equal(g.text, 'ok\n', 'the HEAD response carried no body bytes');
+  c.destroy();
+});
+
+test('1,000 keep-alive requests on one connection', async () => {
+  const accepted = await metric(d.port, 'dosqld_connections_accepted_total');
+  const c = await Raw.connect(d.port);
+  for (let i = 0; i < 1000; i++) {
+    c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    const r = await c.readResponse();
+    assert.equal(r.status, 200, `request ${i}`);
+  }
+  assert.equal(c.closed, false);
+  c.destroy();
+  // The keep-alive connection and this metric read: exactly two more.
+  assert.equal(await metric(d.port, 'dosqld_connections_accepted_total'), accepted + 2);
+});
+
+test('pipelined requests are answered in order', async () => {
+  const c = await Raw.connect(d.port);
+  const reqs = [
+    ['GET', '/healthz', 200],
+    ['GET', '/nope', 404],
+    ['POST', '/v1/db/app/query', 501],
+    ['GET', '/v1/db/.bad/cdc', 400],
+    ['PUT', '/healthz', 405],
+    ['POST', '/v1/rpc', 200],
+    ['GET', '/metrics', 200],
+  ];
+  let all = '';
+  for (const [m, p] of reqs) {
+    const body = m === 'POST' ? '{"id":1,"method":"ping"}' : '';
+    all += `${m} ${p} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  }
+  c.write(all); // one write: the server sees them all at once
+  for (const [m, p, want] of reqs) {
+    const r = await c.readResponse();
+    assert.equal(r.status, want, `${m} ${p}`);
+  }
+  c.destroy();
+});
+
+test('errors carry DESIGN codes in a JSON body', async () => {
+  let r = await request(d.port, 'GET', '/nope');
+  assert.equal(r.status, 404);
+  assert.equal(r.json.error.code, 'INVALID_REQUEST');
+  r = await request(d.port, 'POST', '/healthz', { body: '' });
+  assert.equal(r.status, 405);
+  assert.equal(r.headers['allow'], 'GET, HEAD');
+  r = await request(d.port, 'POST', '/v1/db/a%20b/query', { body: '{}' });
+  assert.equal(r.status, 400);
+  assert.match(r.json.error.message, /invalid database name/);
+  r = await request(d.port, 'POST', '/v1/db/app/query', { body: '{"sql":"select 1"}' });
+  assert.equal(r.status, 501);
+  assert.equal(r.headers['content-type'], 'application/json');
+  assert.match(r.json.error.message, /not implemented/);
+  r = await request(d.port, 'GET', '/v1/rpc');
+  assert.equal(r.status, 426, 'GET on an RPC route needs a WebSocket upgrade');
+});
+
+test('oversized body by Content-Length gets 413 and the connection closes', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 413);
+  assert.equal(r.json.error.code, 'BUFFER_OVERFLOW');
+  assert.equal(r.headers['connection'], 'close');
+  c.write('x'.repeat(5000));
+  await c.readClose();
+});
+
+test('oversized chunked body gets 413', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+  for (let i = 0; i < 5; i++) c.write(`400\r\n${'y'.repeat(0x400)}\r\n`);
+  const r = await c.readResponse();
+  assert.equal(r.status, 413);
+  await c.readClose();
+});
+
+test('a chunked body within the limit is read whole', async () => {
+  const c = await Raw.connect(d.port);
+  const body = '{"id":"c","method":"ping"}';
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+  c.write(`5\r\n${body.slice(0, 5)}\r\n`);
+  await sleep(50);
+  c.write(`${(body.length - 5).toString(16)}\r\n${body.slice(5)}\r\n0\r\n\r\n`);
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.json.id, 'c');
+  assert.equal(r.json.result.pong, true);
+  c.destroy();
+});
+
+test('oversized headers get 431', async () => {
+  const c = await Raw.connect(d.port);
+  c.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(3000)}\r\n\r\n`);
+  const r = await c.readResponse();
+  assert.equal(r.status, 431);
+  await c.readClose();
+});
+
+test('garbage gets 400, the connection closes, the next one works', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('\x16\x03\x01 this is not http\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'INVALID_REQUEST');
+  await c.readClose();
+  const ok = await request(d.port, 'GET', '/healthz');
+  assert.equal(ok.status, 200);
+});
+
+test('responses owed before a malformed request are still sent', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 400);
+  await c.readClose();
+});
+
+test('Expect: 100-continue', async () => {
+  const c = await Raw.connect(d.port);
+  const body = '{"id":9,"method":"ping"}';
+  c.write(`POST /v1/rpc HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`);
+  const cont = await c.readResponse();
+  assert.equal(cont.status, 100);
+  c.write(body);
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.json.id, 9);
+  // A refused request gets its final answer instead of 100, and no body is read.
+  c.write('POST /v1/db/.x/query HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n');
+  const refused = await c.readResponse();
+  assert.equal(refused.status, 400);
+  await c.readClose();
+});
+
+test('slow headers are cut off after header_timeout', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+  // Trickle a header byte at a time: it must not extend the deadline.
+  const trickle = setInterval(() => { if (!c.closed) c.write('X'); }, 100);
+  try {
+    const r = await c.readResponse({ ms: 5000 });
+    assert.equal(r.status, 408);
+    assert.equal(r.json.error.code, 'TIMEOUT');
+    await c.readClose(3000);
+  } finally {
+    clearInterval(trickle);
+  }
+  assert.ok(await metric(d.port, 'dosqld_connections_closed_total{reason="header_timeout"}') >= 1);
+});
+
+test('a connection that never sends is closed after header_timeout', async () => {
+  const c = await Raw.connect(d.port);
+  const rest = await c.readClose(5000);
+  assert.equal(rest.length, 0, 'nothing is sent to a silent client');
+});
+
+test('a stalled body is cut off after body_timeout', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"id":');
+  const r = await c.readResponse({ ms: 5000 });
+  assert.equal(r.status, 408);
+  await c.readClose(3000);
+});
+
+test('an idle keep-alive connection is closed after keepalive_timeout', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  await c.readResponse();
+  await c.readClose(6000);
+});
+
+test('HTTP/1.0 and Connection: close end the connection after the response', async () => {
+  let c = await Raw.connect(d.port);
+  c.write('GET /healthz HTTP/1.0\r\n\r\n');
+  let r = await c.readResponse();
+  assert.equal(r.headers['connection'], 'close');
+  await c.readClose();
+  c = await Raw.connect(d.port);
+  c.write('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+  r = await c.readResponse();
+  assert.equal(r.status, 200);
+  await c.readClose();
+});
+
+test('max_connections: one more gets 503 RESOURCE_EXHAUSTED, others are unharmed', async () => {
+  const open = [];
+  try {
+    // The server has at most a few idle connections of other tests left;
+    // open enough to be sure the limit (40) is reached.
+    let refused = null;
+    for (let i = 0; i < 45 && !refused; i++) {
+      const c = await Raw.connect(d.port);
+      open.push(c);
+      await sleep(5);
+      if (c.buf.length > 0 || c.closed) refused = c;
+    }
+    if (!refused) refused = open[open.length - 1];
+    const r = await refused.readResponse();
+    assert.equal(r.status, 503);
+    assert.equal(r.json.error.code, 'RESOURCE_EXHAUSTED');
+    // An earlier connection still works.
+    open[0].write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await open[0].readResponse()).status, 200);
+  } finally {
+    for (const c of open) c.destroy();
+  }
+  await sleep(100);
+  assert.ok(await metric(d.port, 'dosqld_connections_rejected_total') >= 1);
+});
+
+test('JSON-RPC over HTTP: single, batch, notification, bad JSON', async () => {
+  let r = await request(d.port, 'POST', '/v1/rpc', { body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.jsonrpc, '2.0');
+  assert.equal(r.json.result.pong, true);
+  r = await request(d.port, 'POST', '/v1/rpc', { body: '[{"id":1,"method":"ping"},{"id":2,"method":"nope"},{"method":"ping"}]' });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.length, 2);
+  assert.equal(r.json[1].error.code, 'INVALID_REQUEST');
+  r = await request(d.port, 'POST', '/v1/rpc', { body: '{"method":"ping"}' });
+  assert.equal(r.status, 204);
+  r = await request(d.port, 'POST', '/v1/rpc', { body: '{"id":1,"method":' });
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'INVALID_REQUEST');
+  assert.equal(r.json.id, null);
+  r = await request(d.port, 'POST', '/v1/rpc', { body: Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]) });
+  assert.equal(r.status, 400, 'invalid UTF-8 is refused');
+});
+
+test('metrics: requests by route and status, latency histogram, bytes', async () => {
+  const before = await metric(d.port, 'dosqld_http_requests_total{route="healthz",status="200"}');
+  for (let i = 0; i < 3; i++) await request(d.port, 'GET', '/healthz');
+  const r = await request(d.port, 'GET', '/metrics');
+  assert.equal(r.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  const after = Number(/dosqld_http_requests_total\{route="healthz",status="200"\} (\d+)/.exec(r.text)[1]);
+  assert.equal(after, before + 3);
+  assert.match(r.text, /dosqld_http_request_duration_seconds_bucket\{route="healthz",le="\+Inf"\} \d+/);
+  assert.match(r.text, /dosqld_http_requests_total\{route="none",status="404"\} \d+/);
+  assert.match(r.text, /dosqld_received_bytes_total [1-9]\d*/);
+  assert.match(r.text, /dosqld_sent_bytes_total [1-9]\d*/);
+  assert.match(r.text, /dosqld_connections [1-9]/);
+});
+
+test('the daemon survived everything above', async () => {
+  assert.equal(d.exited, null);
+  const r = await within(3000, request(d.port, 'GET', '/healthz'));
+  assert.equal(r.status, 200);
+});

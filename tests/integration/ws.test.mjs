@@ -1,0 +1,198 @@
+// Integration: WebSocket framing, limits, keep-alive and backpressure on a
+// real dosqld, with the `ws` client and with raw frames.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import {
+  startDosqld, Raw, request, metric, wsRaw, wsFrame, wsReadUntil, closeCode, within, sleep,
+} from './lib/harness.mjs';
+
+let d;
+before(async () => {
+  d = await startDosqld({
+    conf: `[server]
+send_queue_limit = 64K
+send_timeout = 1s
+[websocket]
+max_message = 1K
+ping_interval = 300ms
+`,
+  });
+});
+after(async () => { await d?.cleanup(); });
+
+function open(path = '/v1/rpc', opts = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${d.port}${path}`, opts);
+  ws.messages = [];
+  ws.on('message', (data, isBinary) => ws.messages.push({ data: data.toString(), isBinary }));
+  ws.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  return within(5000, new Promise((resolve, reject) => {
+    ws.on('open', () => resolve(ws));
+    ws.on('error', reject);
+  }), 'WebSocket open');
+}
+
+async function nextMessage(ws, ms = 5000) {
+  const n = ws.messages.length;
+  await within(ms, new Promise((resolve) => {
+    const check = () => (ws.messages.length > n ? resolve() : setTimeout(check, 5));
+    check();
+  }), 'WebSocket message');
+  return ws.messages[n];
+}
+
+test('JSON-RPC over WebSocket: ping, batch, errors', async () => {
+  const ws = await open();
+  ws.send(JSON.stringify({ id: 1, method: 'ping' }));
+  let m = JSON.parse((await nextMessage(ws)).data);
+  assert.equal(m.id, 1);
+  assert.equal(m.result.pong, true);
+  ws.send(JSON.stringify([{ id: 'a', method: 'ping' }, { id: 'b', method: 'query' }]));
+  m = JSON.parse((await nextMessage(ws)).data);
+  assert.equal(m.length, 2);
+  assert.equal(m[1].error.code, 'INVALID_REQUEST');
+  ws.send('{not json');
+  m = JSON.parse((await nextMessage(ws)).data);
+  assert.equal(m.error.code, 'INVALID_REQUEST');
+  ws.send(Buffer.from('{"id":1,"method":"ping"}'), { binary: true });
+  m = JSON.parse((await nextMessage(ws)).data);
+  assert.equal(m.error.code, 'INVALID_REQUEST', 'binary frames are refused, the session goes on');
+  ws.send(JSON.stringify({ id: 2, method: 'ping' }));
+  m = JSON.parse((await nextMessage(ws)).data);
+  assert.equal(m.id, 2);
+  ws.close(1000);
+  const c = await ws.closed;
+  assert.equal(c.code, 1000);
+});
+
+test('a fragmented message is delivered whole, with a ping between fragments', async () => {
+  const c = await wsRaw(d.port);
+  assert.equal(c.upgrade.status, 101);
+  const msg = Buffer.from('{"id":"frag","method":"ping"}');
+  c.write(Buffer.concat([
+    wsFrame(0x1, msg.subarray(0, 7), { fin: false }),
+    wsFrame(0x9, Buffer.from('hi')),
+    wsFrame(0x0, msg.subarray(7, 15), { fin: false }),
+    wsFrame(0x0, msg.subarray(15), { fin: true }),
+  ]));
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x1));
+  const pong = frames.find((x) => x.opcode === 0xA);
+  assert.ok(pong, 'the ping was answered');
+  assert.equal(pong.payload.toString(), 'hi');
+  const text = frames.find((x) => x.opcode === 0x1);
+  assert.equal(JSON.parse(text.payload.toString()).id, 'frag');
+  c.destroy();
+});
+
+test('invalid UTF-8 in a text message closes with 1007', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x1, Buffer.from([0x7b, 0xc0, 0xaf, 0x7d])));
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x8));
+  assert.equal(closeCode(frames.find((x) => x.opcode === 0x8)), 1007);
+  c.write(wsFrame(0x8, Buffer.from([0x03, 0xef])));
+  await c.readClose();
+});
+
+test('a message over max_message closes with 1009', async () => {
+  const ws = await open();
+  ws.send('x'.repeat(2000));
+  const closed = await within(5000, ws.closed, 'close');
+  assert.equal(closed.code, 1009);
+});
+
+test('an unmasked client frame closes with 1002', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x1, Buffer.from('{"id":1,"method":"ping"}'), { mask: false }));
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x8));
+  assert.equal(closeCode(frames.find((x) => x.opcode === 0x8)), 1002);
+  assert.equal(frames.filter((x) => x.opcode === 0x1).length, 0, 'the request was not answered');
+  c.destroy();
+});
+
+test('close handshake: the client\'s code is echoed and the connection ends', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x8, Buffer.concat([Buffer.from([0x0f, 0xa0]), Buffer.from('bye')])));
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x8));
+  assert.equal(closeCode(frames.find((x) => x.opcode === 0x8)), 4000);
+  await c.readClose();
+});
+
+test('the server pings; a peer that answers stays, a silent one is dropped', async () => {
+  const ws = await open();
+  let pings = 0;
+  ws.on('ping', () => { pings++; });
+  const silent = await wsRaw(d.port);
+  const before = await metric(d.port, 'dosqld_connections_closed_total{reason="ping_timeout"}');
+  await sleep(1500);
+  assert.ok(pings >= 3, `got ${pings} pings in 1.5 s at a 300 ms interval`);
+  assert.equal(ws.readyState, WebSocket.OPEN, 'the answering client is still connected');
+  const frames = await wsReadUntil(silent, () => false, 3000).catch(() => null);
+  await silent.readClose(3000);
+  assert.ok(await metric(d.port, 'dosqld_connections_closed_total{reason="ping_timeout"}') > before);
+  void frames;
+  ws.close();
+});
+
+test('a client that never reads is cut off without harming other clients', async () => {
+  const stallsBefore = await metric(d.port, 'dosqld_connections_closed_total{reason="send_stall"}');
+  const c = await wsRaw(d.port);
+  c.sock.pause(); // never read again
+  let writeError = null;
+  c.sock.on('error', (e) => { writeError = e; });
+  const ping = wsFrame(0x9, Buffer.alloc(125, 0x61));
+  const batch = Buffer.concat(Array(1000).fill(ping)); // 1,000 pings: 125 KiB of pongs owed
+  const other = await open();
+  let otherOk = 0;
+  // Bounded: at most 200 batches (25 MB) or 20 s.
+  const deadline = Date.now() + 20000;
+  let stalls = stallsBefore;
+  for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+    if (!c.sock.destroyed && c.sock.writableLength < 8 << 20) c.write(batch);
+    other.send(JSON.stringify({ id: i, method: 'ping' }));
+    const m = JSON.parse((await nextMessage(other)).data);
+    if (m.id === i) otherOk++;
+    stalls = await metric(d.port, 'dosqld_connections_closed_total{reason="send_stall"}');
+    if (stalls > stallsBefore) break;
+    await sleep(50);
+  }
+  assert.ok(stalls > stallsBefore, 'the stalled client was cut off');
+  assert.ok(otherOk > 0 && other.readyState === WebSocket.OPEN, 'the other client kept being served');
+  const r = await request(d.port, 'GET', '/healthz');
+  assert.equal(r.status, 200);
+  other.close();
+  c.destroy();
+  void writeError;
+});
+
+test('an upgrade on a route without WebSocket support yet gets 501, not 101', async () => {
+  const c = await wsRaw(d.port, '/v1/db/app/rpc');
+  assert.equal(c.upgrade.status, 501);
+  c.destroy();
+});
+
+test('a bad handshake is refused', async () => {
+  const upgrade = (version, key) => 'GET /v1/rpc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n' +
+    `Connection: Upgrade\r\nSec-WebSocket-Version: ${version}\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
+  let c = await Raw.connect(d.port);
+  c.write(upgrade(8, 'dGhlIHNhbXBsZSBub25jZQ=='));
+  const r = await c.readResponse();
+  assert.equal(r.status, 426);
+  assert.equal(r.headers['sec-websocket-version'], '13');
+  await c.readClose();
+  c = await Raw.connect(d.port);
+  c.write(upgrade(13, 'tooshort'));
+  const r2 = await c.readResponse();
+  assert.equal(r2.status, 400);
+  assert.match(r2.json.error.message, /Sec-WebSocket-Key/);
+  await c.readClose();
+});
+
+test('websocket metrics', async () => {
+  const ws = await open();
+  ws.send(JSON.stringify({ id: 1, method: 'ping' }));
+  await nextMessage(ws);
+  assert.ok(await metric(d.port, 'dosqld_websocket_connections') >= 1);
+  assert.ok(await metric(d.port, 'dosqld_websocket_messages_received_total') >= 1);
+  assert.ok(await metric(d.port, 'dosqld_websocket_messages_sent_total') >= 1);
+  ws.close();
+});

@@ -1,0 +1,112 @@
+/* Unit tests: common/util and common/buf. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+
+Test(util, durations)
+{
+    uint64_t v;
+    cr_assert_eq(dsq_parse_duration_ms("10", &v), 0);
+    cr_assert_eq(v, 10000);
+    cr_assert_eq(dsq_parse_duration_ms("250ms", &v), 0);
+    cr_assert_eq(v, 250);
+    cr_assert_eq(dsq_parse_duration_ms("3s", &v), 0);
+    cr_assert_eq(v, 3000);
+    cr_assert_eq(dsq_parse_duration_ms("5m", &v), 0);
+    cr_assert_eq(v, 300000);
+    cr_assert_eq(dsq_parse_duration_ms("2h", &v), 0);
+    cr_assert_eq(v, 7200000);
+    cr_assert_eq(dsq_parse_duration_ms("1d", &v), 0);
+    cr_assert_eq(v, 86400000);
+    const char *bad[] = {"", "s", "-1s", "1.5s", "10 s", "10sec", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(dsq_parse_duration_ms(bad[i], &v), -1, "accepted '%s'", bad[i]);
+    cr_assert_eq(dsq_parse_duration_ms("18446744073709551615d", &v), -1, "overflow accepted");
+}
+
+Test(util, sizes)
+{
+    uint64_t v;
+    cr_assert_eq(dsq_parse_size("4096", &v), 0);
+    cr_assert_eq(v, 4096);
+    cr_assert_eq(dsq_parse_size("64K", &v), 0);
+    cr_assert_eq(v, 65536);
+    cr_assert_eq(dsq_parse_size("64kib", &v), 0);
+    cr_assert_eq(v, 65536);
+    cr_assert_eq(dsq_parse_size("16M", &v), 0);
+    cr_assert_eq(v, 16u << 20);
+    cr_assert_eq(dsq_parse_size("1GiB", &v), 0);
+    cr_assert_eq(v, 1u << 30);
+    cr_assert_eq(dsq_parse_size("1T", &v), -1);
+    cr_assert_eq(dsq_parse_size("K", &v), -1);
+    cr_assert_eq(dsq_parse_size("99999999999999999G", &v), -1);
+}
+
+Test(util, bools)
+{
+    bool b;
+    cr_assert_eq(dsq_parse_bool("yes", &b), 0);
+    cr_assert(b);
+    cr_assert_eq(dsq_parse_bool("Off", &b), 0);
+    cr_assert_not(b);
+    cr_assert_eq(dsq_parse_bool("y", &b), -1);
+}
+
+Test(util, utf8)
+{
+    cr_assert(dsq_utf8_valid((const uint8_t *)"", 0));
+    cr_assert(dsq_utf8_valid((const uint8_t *)"plain", 5));
+    cr_assert(dsq_utf8_valid((const uint8_t *)"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    const char *bad[] = {
+        "\x80",             /* lone continuation */
+        "\xc3",             /* truncated */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, 3 bytes */
+        "\xed\xa0\x80",     /* surrogate U+D800 */
+        "\xf4\x90\x80\x80", /* U+110000 */
+        "\xf5\x80\x80\x80", /* invalid lead */
+        "\xe2\x82",         /* truncated euro */
+        "\xe2\x28\xa1",     /* bad continuation */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_not(dsq_utf8_valid((const uint8_t *)bad[i], strlen(bad[i])), "case %zu", i);
+}
+
+Test(util, db_names)
+{
+    cr_assert(dsq_db_name_valid("a"));
+    cr_assert(dsq_db_name_valid("My_db-1.v2"));
+    char long_ok[129], too_long[130];
+    memset(long_ok, 'a', 128);
+    long_ok[128] = '\0';
+    memset(too_long, 'a', 129);
+    too_long[129] = '\0';
+    cr_assert(dsq_db_name_valid(long_ok));
+    cr_assert_not(dsq_db_name_valid(too_long));
+    cr_assert_not(dsq_db_name_valid(""));
+    cr_assert_not(dsq_db_name_valid(".hidden"));
+    cr_assert_not(dsq_db_name_valid("a/b"));
+    cr_assert_not(dsq_db_name_valid("a b"));
+    cr_assert_not(dsq_db_name_valid("caf\xc3\xa9"));
+}
+
+Test(buf, grows_and_formats)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(dsq_buf_printf(&b, "%d,", i), 0);
+    cr_assert(strncmp(b.data, "0,1,2,", 6) == 0);
+    cr_assert(strcmp(b.data + b.len - 4, "999,") == 0);
+    size_t before = b.len;
+    dsq_buf_consume(&b, 2);
+    cr_assert_eq(b.len, before - 2);
+    cr_assert(strncmp(b.data, "1,2,", 4) == 0);
+    size_t n;
+    char *p = dsq_buf_steal(&b, &n);
+    cr_assert_eq(n, before - 2);
+    cr_assert_eq(b.data, NULL);
+    free(p);
+    dsq_buf_free(&b);
+}

@@ -1,0 +1,279 @@
+/* Unit tests: server/config — defaults, the INI file, flags, checks. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "server/config.h"
+
+static char path[64];
+
+/* Write `text` to a temporary file; its name is left in `path`. */
+static void write_conf(const char *text)
+{
+    strcpy(path, "/tmp/dsq-test-conf-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static int load(dsq_config *cfg, const char *text, dsq_buf *errs)
+{
+    dsq_config_init(cfg);
+    write_conf(text);
+    int n = dsq_config_load_file(cfg, path, errs);
+    unlink(path);
+    return n;
+}
+
+Test(config, defaults)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.listen.n, 1);
+    cr_assert_str_eq(cfg.listen.items[0], "127.0.0.1:8787");
+    cr_assert_eq(cfg.tls_listen.n, 0);
+    cr_assert_str_eq(cfg.data_dir, "./data");
+    cr_assert_str_eq(cfg.object_store, "file://./data/objects");
+    cr_assert_eq(cfg.max_body_size, 16u << 20);
+    cr_assert_eq(cfg.header_timeout_ms, 10000);
+    cr_assert_eq(cfg.log_level, DSQ_LOG_INFO);
+    cr_assert_eq(cfg.allow_unauthenticated, false);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, good_file)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg,
+                 "; comment\n"
+                 "# another\n"
+                 "[server]\n"
+                 "listen = 127.0.0.1:1, [::1]:2\n"
+                 "listen = 0.0.0.0:3\n"
+                 "max_body_size = 64K\n"
+                 "header_timeout = 250ms\n"
+                 "keepalive_timeout = 2m\n"
+                 "[storage]\n"
+                 "data_dir = /var/lib/x\n"
+                 "[auth]\n"
+                 "token = 0123456789abcdef read\n"
+                 "token = fedcba9876543210 admin app-*\n"
+                 "allow_unauthenticated = yes\n"
+                 "[log]\n"
+                 "level = debug\n",
+                 &errs);
+    cr_assert_eq(n, 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    /* The file's first listen replaces the default; the second adds. */
+    cr_assert_eq(cfg.listen.n, 3);
+    cr_assert_str_eq(cfg.listen.items[0], "127.0.0.1:1");
+    cr_assert_str_eq(cfg.listen.items[1], "[::1]:2");
+    cr_assert_str_eq(cfg.listen.items[2], "0.0.0.0:3");
+    cr_assert_eq(cfg.max_body_size, 65536);
+    cr_assert_eq(cfg.header_timeout_ms, 250);
+    cr_assert_eq(cfg.keepalive_timeout_ms, 120000);
+    cr_assert_str_eq(cfg.object_store, "file:///var/lib/x/objects");
+    cr_assert_eq(cfg.tokens.n, 2);
+    cr_assert_str_eq(cfg.tokens.items[1], "fedcba9876543210 admin app-*");
+    cr_assert(cfg.allow_unauthenticated);
+    cr_assert_eq(cfg.log_level, DSQ_LOG_DEBUG);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, unknown_key_names_its_line)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "[server]\nlisten = 127.0.0.1:1\n\nlsten = 1\n", &errs);
+    cr_assert_eq(n, 1);
+    cr_assert(strstr(errs.data, ":4: unknown key 'lsten' in section [server]") != NULL, "%s",
+              errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, unknown_section_and_key_outside_section)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "early = 1\n[nope]\nx = 1\n", &errs);
+    cr_assert_eq(n, 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":1: key 'early' outside a section") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":3: unknown section [nope]") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, bad_values_each_reported)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg,
+                 "[server]\n"
+                 "max_body_size = lots\n"          /* 2 */
+                 "header_timeout = 10 seconds\n"   /* 3 */
+                 "max_connections = 0\n"           /* 4: below the minimum */
+                 "max_pipeline = 99999999999999999999999\n" /* 5: overflow */
+                 "[auth]\n"
+                 "allow_unauthenticated = maybe\n" /* 7 */
+                 "[log]\n"
+                 "level = loud\n",                 /* 9 */
+                 &errs);
+    cr_assert_eq(n, 6, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":2: server.max_body_size: 'lots' is not a size") != NULL, "%s",
+              errs.data);
+    cr_assert(strstr(errs.data, ":3: server.header_timeout") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":4: server.max_connections: '0' is out of range") != NULL, "%s",
+              errs.data);
+    cr_assert(strstr(errs.data, ":5: server.max_pipeline") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":7: auth.allow_unauthenticated: 'maybe' is not yes or no") != NULL,
+              "%s", errs.data);
+    cr_assert(strstr(errs.data, ":9: log.level") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, syntax_error_names_its_line)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "[server]\nlisten = 127.0.0.1:1\nthis line has no equals sign\n", &errs);
+    cr_assert_eq(n, 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":3: syntax error") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, overlong_line_is_an_error)
+{
+    char text[1024];
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    memset(text, 'x', sizeof text);
+    memcpy(text, "[auth]\ntoken = ", 15);
+    memcpy(text + sizeof text - 2, "\n", 2);
+    int n = load(&cfg, text, &errs);
+    cr_assert_geq(n, 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":2: line longer than") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, missing_file)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_load_file(&cfg, "/nonexistent/dosqld.conf", &errs), 1);
+    cr_assert(strstr(errs.data, "cannot open") != NULL);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, flags_override_file)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "[server]\nlisten = 127.0.0.1:1\n[log]\nlevel = error\n", &errs);
+    cr_assert_eq(n, 0);
+    cr_assert_eq(dsq_config_set_flag(&cfg, "server.listen", "127.0.0.1:9", &errs), 0);
+    cr_assert_eq(dsq_config_set_flag(&cfg, "listen", "127.0.0.1:10", &errs), 0);
+    cr_assert_eq(dsq_config_set_flag(&cfg, "log.level", "warn", &errs), 0);
+    cr_assert_eq(cfg.listen.n, 2);
+    cr_assert_str_eq(cfg.listen.items[0], "127.0.0.1:9");
+    cr_assert_str_eq(cfg.listen.items[1], "127.0.0.1:10");
+    cr_assert_eq(cfg.log_level, DSQ_LOG_WARN);
+    cr_assert_eq(dsq_config_set_flag(&cfg, "server.nope", "1", &errs), -1);
+    cr_assert_eq(dsq_config_set_flag(&cfg, "log.level", "shout", &errs), -1);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, finish_checks_keys_together)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg,
+                 "[server]\nlisten = nohost\ntls_listen = 127.0.0.1:0\ntls_cert = /x.pem\n"
+                 "[storage]\nobject_store = ftp://x\n",
+                 &errs);
+    cr_assert_eq(n, 0);
+    n = dsq_config_finish(&cfg, &errs);
+    cr_assert_eq(n, 4, "%s", errs.data);
+    cr_assert(strstr(errs.data, "'nohost' is not HOST:PORT") != NULL);
+    cr_assert(strstr(errs.data, "tls_listen needs server.tls_cert and server.tls_key") != NULL);
+    cr_assert(strstr(errs.data, "tls_cert and server.tls_key go together") != NULL);
+    cr_assert(strstr(errs.data, "'ftp://x' is not a file://") != NULL);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, addresses)
+{
+    struct sockaddr_storage ss;
+    cr_assert_eq(dsq_config_parse_addr("127.0.0.1:8787", &ss), 0);
+    cr_assert(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("127.9.9.9:0", &ss), 0);
+    cr_assert(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("localhost:1", &ss), 0);
+    cr_assert(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("[::1]:1", &ss), 0);
+    cr_assert(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("0.0.0.0:80", &ss), 0);
+    cr_assert_not(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("[::]:80", &ss), 0);
+    cr_assert_not(dsq_addr_is_loopback(&ss));
+    cr_assert_eq(dsq_config_parse_addr("10.1.2.3:80", &ss), 0);
+    cr_assert_not(dsq_addr_is_loopback(&ss));
+    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", ":80", "::1:80",
+                         "[::1]80", "[127.0.0.1]:80", "example.com:80", "1.2.3.4:-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(dsq_config_parse_addr(bad[i], &ss), -1, "accepted '%s'", bad[i]);
+}
+
+/* conf/dosqld.conf must list every key, commented out, with its default,
+ * under its section, and the shipped file must load cleanly. */
+Test(config, shipped_file_documents_every_key)
+{
+    FILE *fp = fopen("conf/dosqld.conf", "r");
+    cr_assert(fp != NULL, "run from the repository root");
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len = getdelim(&text, &cap, '\0', fp);
+    fclose(fp);
+    cr_assert(len > 0);
+    const char *section, *name, *dflt;
+    for (size_t i = 0; dsq_config_key_at(i, &section, &name, &dflt); i++) {
+        char want[160], sect[64];
+        snprintf(sect, sizeof sect, "\n[%s]\n", section);
+        const char *s = strstr(text, sect);
+        cr_assert(s != NULL, "section [%s] missing", section);
+        if (*dflt)
+            snprintf(want, sizeof want, "\n# %s = %s\n", name, dflt);
+        else
+            snprintf(want, sizeof want, "\n# %s =\n", name);
+        const char *k = strstr(s, want);
+        cr_assert(k != NULL, "conf/dosqld.conf lacks '%s' in [%s]", want + 1, section);
+        const char *next = strstr(s + 1, "\n[");
+        cr_assert(next == NULL || k < next, "'%s.%s' is documented outside its section", section,
+                  name);
+    }
+    free(text);
+
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_load_file(&cfg, "conf/dosqld.conf", &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
