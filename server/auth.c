@@ -138,8 +138,10 @@ dsq_auth *dsq_auth_from_config(const dsq_config *cfg, dsq_buf *errs)
     }
     for (size_t i = 0; i < cfg->tokens.n; i++) {
         if (dsq_auth_add(a, cfg->tokens.items[i], err, sizeof err) != 0) {
-            dsq_buf_printf(errs, "%s: auth.token #%zu: %s\n",
-                           cfg->path ? cfg->path : "config", i + 1, err);
+            if (cfg->tokens.lines[i] > 0 && cfg->path)
+                dsq_buf_printf(errs, "%s:%d: auth.token: %s\n", cfg->path, cfg->tokens.lines[i], err);
+            else
+                dsq_buf_printf(errs, "auth.token #%zu: %s\n", i + 1, err);
             problems++;
         }
     }

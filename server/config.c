@@ -69,18 +69,25 @@ static void strlist_clear(dsq_strlist *l)
     for (size_t i = 0; i < l->n; i++)
         free(l->items[i]);
     free(l->items);
+    free(l->lines);
     l->items = NULL;
+    l->lines = NULL;
     l->n = 0;
 }
 
-static int strlist_add(dsq_strlist *l, const char *s, size_t len)
+static int strlist_add(dsq_strlist *l, const char *s, size_t len, int line)
 {
     char **items = realloc(l->items, (l->n + 1) * sizeof *items);
     if (items == NULL)
         return -1;
     l->items = items;
+    int *lines = realloc(l->lines, (l->n + 1) * sizeof *lines);
+    if (lines == NULL)
+        return -1;
+    l->lines = lines;
     if ((items[l->n] = strndup(s, len)) == NULL)
         return -1;
+    lines[l->n] = line;
     l->n++;
     return 0;
 }
@@ -109,7 +116,7 @@ static const char *type_hint(enum key_type t)
 
 /* Set key `k` from text `v` on behalf of layer `by`. On error, writes the
  * reason (without location) to `why`. */
-static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by,
+static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, int line,
                      char *why, size_t whylen)
 {
     void *field = (char *)cfg + k->offset;
@@ -136,7 +143,7 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by,
             strlist_clear(l);
         /* Tokens hold spaces; other lists are comma-separated. */
         if (strcmp(k->name, "token") == 0) {
-            if (*v != '\0' && strlist_add(l, v, strlen(v)) != 0)
+            if (*v != '\0' && strlist_add(l, v, strlen(v), line) != 0)
                 rv = -1;
         } else {
             const char *p = v;
@@ -146,7 +153,7 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by,
                 const char *e = p;
                 while (*e && *e != ',' && *e != ' ')
                     e++;
-                if (e > p && strlist_add(l, p, (size_t)(e - p)) != 0) {
+                if (e > p && strlist_add(l, p, (size_t)(e - p), line) != 0) {
                     rv = -1;
                     break;
                 }
@@ -208,7 +215,7 @@ void dsq_config_init(dsq_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     char why[256];
     for (size_t i = 0; i < NKEYS; i++) {
-        int rv = set_value(cfg, &keys[i], keys[i].dflt, BY_DEFAULT, why, sizeof why);
+        int rv = set_value(cfg, &keys[i], keys[i].dflt, BY_DEFAULT, 0, why, sizeof why);
         (void)rv; /* the defaults are valid: test_config checks it */
     }
 }
@@ -293,7 +300,7 @@ static int ini_handler_fn(void *user, const char *section, const char *name,
         return 1;
     }
     char why[512];
-    if (set_value(st->cfg, k, value, BY_FILE, why, sizeof why) != 0)
+    if (set_value(st->cfg, k, value, BY_FILE, st->line, why, sizeof why) != 0)
         ini_error(st, "%s", why);
     return 1;
 }
@@ -352,7 +359,7 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
         return -1;
     }
     char why[512];
-    if (set_value(cfg, k, value, BY_FLAG, why, sizeof why) != 0) {
+    if (set_value(cfg, k, value, BY_FLAG, 0, why, sizeof why) != 0) {
         dsq_buf_printf(errs, "%s\n", why);
         return -1;
     }

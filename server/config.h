@@ -15,6 +15,7 @@
 
 typedef struct dsq_strlist {
     char **items; /* owned, each owned */
+    int *lines;   /* owned; the file line each item came from (0: not a file) */
     size_t n;     /* number of items */
 } dsq_strlist;
 

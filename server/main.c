@@ -130,7 +130,8 @@ int main(int argc, char **argv)
         if (dsq_config_set_flag(cfg, flags[2 * i], flags[2 * i + 1], &errs) != 0)
             problems++;
     problems += dsq_config_finish(cfg, &errs);
-    dsq_auth *auth = problems ? NULL : dsq_auth_from_config(cfg, &errs);
+    /* Built even when the file had problems, so one run reports them all. */
+    dsq_auth *auth = dsq_auth_from_config(cfg, &errs);
     if (auth == NULL)
         problems++;
     if (auth != NULL && dsq_server_check_exposure(cfg, auth, err, sizeof err) != 0) {

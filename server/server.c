@@ -85,6 +85,8 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     return srv;
 }
 
+static void on_signal(uv_signal_t *h, int signum);
+
 /* ---- listeners ------------------------------------------------------------------ */
 
 static void on_connection(uv_stream_t *s, int status)
@@ -148,6 +150,16 @@ static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, 
 int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
 {
     const dsq_config *cfg = srv->cfg;
+    /* Signals first: from the moment a listener is announced, SIGTERM must
+     * mean a drain, not the default death. Delivered once the loop runs. */
+    uv_signal_t *sigs[] = {&srv->sig_term, &srv->sig_int, &srv->sig_hup};
+    int nums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&srv->loop, sigs[i]);
+        sigs[i]->data = srv;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+        uv_unref((uv_handle_t *)sigs[i]);
+    }
     for (size_t i = 0; i < cfg->listen.n; i++)
         if (add_listener(srv, cfg->listen.items[i], false, err, errlen) != 0)
             return -1;
@@ -275,14 +287,6 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int dsq_server_run(dsq_server *srv)
 {
-    uv_signal_t *sigs[] = {&srv->sig_term, &srv->sig_int, &srv->sig_hup};
-    int nums[] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        uv_signal_init(&srv->loop, sigs[i]);
-        sigs[i]->data = srv;
-        uv_signal_start(sigs[i], on_signal, nums[i]);
-        uv_unref((uv_handle_t *)sigs[i]);
-    }
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     DSQ_INFO("stopped", "accepted=%llu", (unsigned long long)srv->metrics.conns_accepted);
     return 0;

@@ -76,9 +76,17 @@ export async function startDosqld({ conf = '', args = [], listeners = 1, env = {
     clearTimeout(timer);
     return e;
   };
+  // End the daemon the way an operator would and hold it to a clean exit:
+  // status 0 and nothing from a sanitizer (leaks, undefined behaviour).
   d.cleanup = async () => {
-    if (!d.exited) await d.stop('SIGKILL', 2000);
+    const wasRunning = !d.exited;
+    const e = await d.stop('SIGTERM', 15000);
     rmSync(dir, { recursive: true, force: true });
+    const report = /(AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:)[^\n]*/.exec(d.stderr);
+    if (report) throw new Error(`sanitizer report from dosqld: ${report[0]}\n${d.stderr.slice(-4000)}`);
+    if (wasRunning && (e.code !== 0 || e.signal !== null)) {
+      throw new Error(`dosqld did not exit cleanly: ${JSON.stringify(e)}\n${d.stderr.slice(-2000)}`);
+    }
   };
   return d;
 }
