@@ -9,6 +9,7 @@
 #
 # SANITIZE=address,undefined builds into build-address-undefined/ with those
 # sanitizers, for any target. WERROR=1 turns warnings into errors (CI).
+# V=1 shows the full commands.
 
 .DEFAULT_GOAL := all
 
@@ -20,6 +21,13 @@ config.mk: configure VERSION
 	./configure
 
 comma := ,
+ifeq ($(V),1)
+Q :=
+say := @true
+else
+Q := @
+say := @printf '  %-6s %s\n'
+endif
 B := build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -50,28 +58,34 @@ all: $(B)/dosqld
 
 $(B)/obj/%.o: %.c config.mk
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # llhttp's generated C is not ours: build it without our warnings.
 $(B)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c config.mk
 	@mkdir -p $(@D)
-	$(CC) -I$(LLHTTP_INC) -std=gnu11 $(OPT) -g -fPIC -w $(SAN) -c -o $@ $<
+	$(say) CC $<
+	$(Q)$(CC) -I$(LLHTTP_INC) -std=gnu11 $(OPT) -g -fPIC -w $(SAN) -c -o $@ $<
 
 $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(say) AR $@
+	$(Q)ar rcs $@ $^
 
 $(B)/dosqld: $(B)/obj/server/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lm
+	$(say) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lm
 
 $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
+	$(say) TEST $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
 	    $(CRITERION_LIBS) $(DEP_LIBS) -lm
 
 $(B)/tests/tools/%: tests/tools/%.c config.mk
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error
@@ -82,26 +96,30 @@ run: all
 	exec ./$(B)/dosqld --listen 127.0.0.1:8787 --data-dir ./data
 
 unit: $(UNIT_BIN)
-	./tests/run unit $(B)
+	SANITIZE=$(SANITIZE) ./tests/run unit $(B)
 
 integration: all $(TOOLS_BIN) tests/node_modules/.stamp
-	./tests/run integration $(B)
+	SANITIZE=$(SANITIZE) ./tests/run integration $(B)
 
 test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp
-	./tests/run all $(B)
+	SANITIZE=$(SANITIZE) ./tests/run all $(B)
 
 bench: all
 	./bench/http_ceiling $(B)/dosqld
 
 DESTDIR ?=
+# /usr installs its configuration in /etc; other prefixes in PREFIX/etc.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 BINDIR := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
 SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 
-$(B)/dosqld.service: systemd/dosqld.service.in config.mk
+# Rebuilt on every install: PREFIX may differ from the last one.
+.PHONY: $(B)/dosqld.service
+$(B)/dosqld.service: systemd/dosqld.service.in
 	@mkdir -p $(@D)
-	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
 
 install: all $(B)/dosqld.service
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/dosqld $(DESTDIR)$(UNITDIR) \
