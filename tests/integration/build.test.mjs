@@ -7,8 +7,9 @@ import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } 
 import path from 'node:path';
 import { ROOT, tempDir } from './lib/harness.mjs';
 
-test('configure prints the exact apt-get line for a missing library', () => {
+test('configure prints the exact apt-get line for a missing library', (t) => {
   const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   // A pkg-config that has never heard of inih.
   const fake = path.join(dir, 'pkg-config');
   writeFileSync(fake, '#!/bin/sh\ncase "$*" in *inih*) exit 1 ;; esac\nexec pkg-config "$@"\n');
@@ -21,11 +22,11 @@ test('configure prints the exact apt-get line for a missing library', () => {
   assert.match(r.stderr, /missing dependencies/);
   assert.match(r.stderr, /^ {4}apt-get install -y libinih-dev$/m);
   assert.equal(readFileSync(path.join(ROOT, 'config.mk'), 'utf8'), before, 'a failed configure leaves config.mk alone');
-  rmSync(dir, { recursive: true, force: true });
 });
 
-test('make install with PREFIX and DESTDIR', () => {
+test('make install with PREFIX and DESTDIR', (t) => {
   const dest = tempDir();
+  t.after(() => rmSync(dest, { recursive: true, force: true }));
   const args = ['-s', 'install', `DESTDIR=${dest}`, 'PREFIX=/usr'];
   if (process.env.SANITIZE) args.push(`SANITIZE=${process.env.SANITIZE}`);
   const r = spawnSync('make', args, { cwd: ROOT, encoding: 'utf8', timeout: 300000 });
@@ -46,5 +47,4 @@ test('make install with PREFIX and DESTDIR', () => {
   const again = spawnSync('make', args, { cwd: ROOT, encoding: 'utf8', timeout: 300000 });
   assert.equal(again.status, 0);
   assert.equal(readFileSync(path.join(dest, 'etc/dosqld/dosqld.conf'), 'utf8'), '[log]\nlevel = warn\n');
-  rmSync(dest, { recursive: true, force: true });
 });

@@ -24,11 +24,12 @@ test('--version, --help, and a bad flag', async () => {
   assert.equal(extra.code, 2);
 });
 
-test('--check-config: the shipped file is valid; errors name their line', async () => {
+test('--check-config: the shipped file is valid; errors name their line', async (t) => {
   const ok = await runDosqld(['--check-config', '-c', path.join(ROOT, 'conf/dosqld.conf')]);
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, /configuration ok/);
   const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bad = path.join(dir, 'bad.conf');
   writeFileSync(bad, '[server]\nlisten = 127.0.0.1:1\nmax_body_size = huge\n[servr]\nx = 1\n');
   const r = await runDosqld(['--check-config', '-c', bad]);
@@ -46,14 +47,14 @@ test('--check-config: the shipped file is valid; errors name their line', async 
   const flag = await runDosqld(['--check-config', '--log-level', 'loud']);
   assert.equal(flag.code, 1);
   assert.match(flag.stderr, /log\.level: 'loud'/);
-  rmSync(dir, { recursive: true, force: true });
 });
 
-test('refuses a non-loopback listener without tokens (checked before any bind)', async () => {
+test('refuses a non-loopback listener without tokens (checked before any bind)', async (t) => {
   const r = await runDosqld(['--check-config', '--listen', '0.0.0.0:8787']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /refusing to listen on 0\.0\.0\.0:8787 without auth tokens/);
   const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const conf = path.join(dir, 'open.conf');
   writeFileSync(conf, '[auth]\nallow_unauthenticated = yes\n');
   const allowed = await runDosqld(['--check-config', '-c', conf, '--listen', '0.0.0.0:8787']);
@@ -61,11 +62,11 @@ test('refuses a non-loopback listener without tokens (checked before any bind)',
   writeFileSync(conf, '[auth]\ntoken = some-long-token-0123456789 read\n');
   const withToken = await runDosqld(['--check-config', '-c', conf, '--listen', '[::]:8787']);
   assert.equal(withToken.code, 0, withToken.stderr);
-  rmSync(dir, { recursive: true, force: true });
 });
 
-test('start-up failures exit 1 with the reason', async () => {
+test('start-up failures exit 1 with the reason', async (t) => {
   const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   // A port that is taken.
   const blocker = net.createServer();
   await new Promise((r) => blocker.listen(0, '127.0.0.1', r));
@@ -85,7 +86,6 @@ test('start-up failures exit 1 with the reason', async () => {
   r = await runDosqld(['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'file', 'sub')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /cannot create/);
-  rmSync(dir, { recursive: true, force: true });
 });
 
 test('the data dir is created private', async () => {
@@ -173,8 +173,9 @@ test('the drain is bounded by shutdown_timeout', async () => {
   }
 });
 
-test('sd_notify: READY=1, RELOADING=1 on SIGHUP, STOPPING=1', async () => {
+test('sd_notify: READY=1, RELOADING=1 on SIGHUP, STOPPING=1', async (t) => {
   const sinkDir = tempDir();
+  t.after(() => rmSync(sinkDir, { recursive: true, force: true }));
   const sock = path.join(sinkDir, 'notify');
   const sink = spawn(path.join(BUILD, 'tests/tools/notify_sink'), [sock, '20']);
   let got = '';
@@ -192,7 +193,6 @@ test('sd_notify: READY=1, RELOADING=1 on SIGHUP, STOPPING=1', async () => {
   } finally {
     sink.kill();
     await d.cleanup();
-    rmSync(sinkDir, { recursive: true, force: true });
   }
 });
 
@@ -219,6 +219,7 @@ test('systemd unit passes systemd-analyze verify', async (t) => {
     return;
   }
   const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const unit = path.join(dir, 'dosqld.service');
   const text = readFileSync(path.join(ROOT, 'systemd/dosqld.service.in'), 'utf8')
     .replaceAll('@BINDIR@', path.dirname(DOSQLD))
@@ -234,5 +235,4 @@ test('systemd unit passes systemd-analyze verify', async (t) => {
   }
   assert.ok(existsSync(path.join(ROOT, 'systemd/dosqld.sysusers')));
   assert.ok(existsSync(path.join(ROOT, 'systemd/dosqld.tmpfiles')));
-  rmSync(dir, { recursive: true, force: true });
 });
