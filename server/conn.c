@@ -501,6 +501,8 @@ static void conn_flush(dsq_conn *c)
     update_timer(c);
 }
 
+static void on_idle(uv_idle_t *h) { (void)h; /* the prepare handle does the work */ }
+
 void dsq__conns_flush(dsq_server *srv)
 {
     /* Flushing can mark other connections dirty (never the one being
@@ -515,6 +517,13 @@ void dsq__conns_flush(dsq_server *srv)
             conn_flush(c);
         }
     }
+    /* Connections still dirty (a WebSocket yielding after its slices) are
+     * flushed next iteration; an active idle handle keeps the loop from
+     * blocking in poll until then. */
+    if (srv->dirty)
+        uv_idle_start(&srv->flush_idle, on_idle);
+    else
+        uv_idle_stop(&srv->flush_idle);
 }
 
 /* ---- deadlines ------------------------------------------------------------- */

@@ -82,6 +82,8 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     srv->flush_prep.data = srv;
     uv_prepare_start(&srv->flush_prep, on_flush);
     uv_unref((uv_handle_t *)&srv->flush_prep);
+    uv_idle_init(&srv->loop, &srv->flush_idle);
+    uv_unref((uv_handle_t *)&srv->flush_idle);
     return srv;
 }
 

@@ -42,6 +42,7 @@ struct dsq_server {
     dsq_conn *conns;           /* open connections (intrusive list) */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
+    uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer; /* bounds the drain */
     bool draining;             /* SIGTERM/SIGINT seen */

@@ -88,6 +88,29 @@ test('start-up failures exit 1 with the reason', async (t) => {
   assert.match(r.stderr, /cannot create/);
 });
 
+test('several listeners, IPv4 and IPv6 loopback, serve the same routes', async (t) => {
+  const v6 = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '::1', () => { s.close(); resolve(true); }).on('error', () => resolve(false));
+  });
+  const args = ['--listen', '127.0.0.2:0'];
+  if (v6) args.push('--listen', '[::1]:0');
+  const d = await startDosqld({ args, listeners: v6 ? 3 : 2 });
+  t.after(() => d.cleanup());
+  assert.equal(d.addrs.length, v6 ? 3 : 2);
+  for (const a of d.addrs) {
+    const host = a.host.replace(/^\[|\]$/g, '');
+    const text = await within(5000, new Promise((resolve, reject) => {
+      const s = net.connect({ host, port: a.port }, () => s.write('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'));
+      let buf = '';
+      s.on('data', (b) => { buf += b; });
+      s.on('end', () => resolve(buf));
+      s.on('error', reject);
+    }), `healthz on ${a.host}`);
+    assert.match(text, /^HTTP\/1\.1 200 OK/, `${a.host}:${a.port}`);
+  }
+  if (!v6) t.diagnostic('no IPv6 loopback here: tested IPv4 only');
+});
+
 test('the data dir is created private', async () => {
   const d = await startDosqld();
   try {

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import {
-  startDosqld, Raw, request, metric, wsRaw, wsFrame, wsReadUntil, closeCode, within, sleep,
+  startDosqld, Raw, request, metric, wsRaw, wsFrame, wsParse, wsReadUntil, closeCode, within, sleep,
 } from './lib/harness.mjs';
 
 let d;
@@ -162,6 +162,22 @@ test('a client that never reads is cut off without harming other clients', async
   other.close();
   c.destroy();
   void writeError;
+});
+
+test('flow control: 20,000 pings in one write get 20,000 pongs', async () => {
+  const c = await wsRaw(d.port);
+  const ping = wsFrame(0x9, Buffer.alloc(100, 0x62));
+  c.write(Buffer.concat(Array(20000).fill(ping))); // ~2.5 MB: reading pauses and resumes many times
+  let pongs = 0;
+  await c.waitFor(() => {
+    const r = wsParse(c.buf);
+    pongs += r.frames.filter((f) => f.opcode === 0xA && f.payload.length === 100).length;
+    c.buf = Buffer.from(r.rest);
+    return pongs >= 20000 || c.closed;
+  }, 20000, '20,000 pongs');
+  assert.equal(pongs, 20000);
+  assert.equal(c.closed, false);
+  c.destroy();
 });
 
 test('an upgrade on a route without WebSocket support yet gets 501, not 101', async () => {
