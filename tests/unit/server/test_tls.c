@@ -41,13 +41,29 @@ static void make_cert(void)
     EVP_PKEY_free(pkey);
 }
 
+/* Every test gets a server context and session on a fresh certificate. */
+static dsq_tls_ctx *ctx;
+static dsq_tls *t;
+
+static void setup(void)
+{
+    char err[256];
+    make_cert();
+    ctx = dsq_tls_ctx_new(cert_path, key_path, err, sizeof err);
+    cr_assert_not_null(ctx, "%s", err);
+    t = dsq_tls_new(ctx);
+    cr_assert_not_null(t);
+}
+
 static void cleanup(void)
 {
+    dsq_tls_free(t);
+    dsq_tls_ctx_free(ctx);
     unlink(cert_path);
     unlink(key_path);
 }
 
-TestSuite(tls, .init = make_cert, .fini = cleanup);
+TestSuite(tls, .init = setup, .fini = cleanup);
 
 typedef struct client {
     SSL_CTX *ctx;
@@ -80,7 +96,7 @@ static void client_free(client *c)
 
 /* Move client output to the server and server output to the client until
  * neither has anything to say. Returns the server's last result. */
-static int pump(client *c, dsq_tls *t, dsq_buf *plain)
+static int pump(client *c, dsq_tls *server, dsq_buf *plain)
 {
     int rv = 0;
     for (int round = 0; round < 20; round++) {
@@ -89,7 +105,7 @@ static int pump(client *c, dsq_tls *t, dsq_buf *plain)
         int n = BIO_read(c->wbio, buf, sizeof buf);
         dsq_buf out = DSQ_BUF_INIT;
         if (n > 0)
-            rv = dsq_tls_read(t, buf, (size_t)n, plain, &out);
+            rv = dsq_tls_read(server, buf, (size_t)n, plain, &out);
         if (out.len)
             BIO_write(c->rbio, out.data, (int)out.len);
         dsq_buf_free(&out);
@@ -101,10 +117,6 @@ static int pump(client *c, dsq_tls *t, dsq_buf *plain)
 
 Test(tls, handshake_and_data_both_ways)
 {
-    char err[256];
-    dsq_tls_ctx *ctx = dsq_tls_ctx_new(cert_path, key_path, err, sizeof err);
-    cr_assert_not_null(ctx, "%s", err);
-    dsq_tls *t = dsq_tls_new(ctx);
     client c;
     client_init(&c, 0);
     dsq_buf plain = DSQ_BUF_INIT;
@@ -142,15 +154,10 @@ Test(tls, handshake_and_data_both_ways)
     dsq_buf_free(&early);
     dsq_buf_free(&plain);
     client_free(&c);
-    dsq_tls_free(t);
-    dsq_tls_ctx_free(ctx);
 }
 
 Test(tls, refuses_tls_1_1)
 {
-    char err[256];
-    dsq_tls_ctx *ctx = dsq_tls_ctx_new(cert_path, key_path, err, sizeof err);
-    dsq_tls *t = dsq_tls_new(ctx);
     client c;
     client_init(&c, TLS1_1_VERSION);
     dsq_buf plain = DSQ_BUF_INIT;
@@ -158,15 +165,10 @@ Test(tls, refuses_tls_1_1)
     cr_assert_not(SSL_is_init_finished(c.ssl));
     dsq_buf_free(&plain);
     client_free(&c);
-    dsq_tls_free(t);
-    dsq_tls_ctx_free(ctx);
 }
 
 Test(tls, garbage_is_fatal)
 {
-    char err[256];
-    dsq_tls_ctx *ctx = dsq_tls_ctx_new(cert_path, key_path, err, sizeof err);
-    dsq_tls *t = dsq_tls_new(ctx);
     dsq_buf plain = DSQ_BUF_INIT, out = DSQ_BUF_INIT;
     const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     cr_assert_eq(dsq_tls_read(t, junk, sizeof junk - 1, &plain, &out), -1);
@@ -174,8 +176,6 @@ Test(tls, garbage_is_fatal)
     cr_assert(strlen(dsq_tls_error(t)) > 0);
     dsq_buf_free(&plain);
     dsq_buf_free(&out);
-    dsq_tls_free(t);
-    dsq_tls_ctx_free(ctx);
 }
 
 Test(tls, bad_files)
