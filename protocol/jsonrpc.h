@@ -13,7 +13,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "protocol/errors.h"
+#include "common/errors.h"
 
 typedef struct dsq_rpc_call dsq_rpc_call;
 

@@ -12,7 +12,7 @@
 #include <jansson.h>
 
 #include "common/buf.h"
-#include "protocol/errors.h"
+#include "common/errors.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/http.h"

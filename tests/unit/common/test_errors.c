@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "protocol/errors.h"
+#include "common/errors.h"
 
 Test(errors, every_code_round_trips)
 {

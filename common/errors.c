@@ -5,7 +5,7 @@
  *   that does not exist; 408 time limit; 409 a conflict with other writers or
  *   constraints; 413 a size limit; 429 a quota; 500 our fault; 503 a server
  *   limit or a server that is going away. */
-#include "protocol/errors.h"
+#include "common/errors.h"
 
 #include <string.h>
 

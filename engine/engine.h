@@ -1,0 +1,215 @@
+/* engine — many SQLite databases, each a single-threaded actor on a pool of
+ * worker threads (DESIGN D2, D3).
+ *
+ * The caller (the server's loop thread) fills a dsq_call and submits it to
+ * a database by name; the database's actor runs it on a worker, one call at
+ * a time; the call's `encode` hook turns the results into the caller's wire
+ * format on that worker; the engine then queues the call for the loop and
+ * invokes `wake`; the loop calls dsq_engine_poll(), which runs each call's
+ * `done` hook on the loop thread. The engine includes no event-loop header:
+ * it is tested without one.
+ *
+ * Thread rules: dsq_engine_submit, _poll, _tick, _session_closed,
+ * _stream_more and _shutdown are called from one thread (the loop). Hooks:
+ * `encode` (and `chunk`) on a worker, `done` on the loop thread. */
+#ifndef DSQ_ENGINE_H
+#define DSQ_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/errors.h"
+
+/* ---- values ------------------------------------------------------------------ */
+
+typedef enum dsq_vtype {
+    DSQ_V_NULL = 0,
+    DSQ_V_INT,
+    DSQ_V_REAL,
+    DSQ_V_TEXT,
+    DSQ_V_BLOB,
+} dsq_vtype;
+
+/* A SQL value. Text and blob bytes are borrowed (see each use). */
+typedef struct dsq_value {
+    dsq_vtype type;
+    int64_t i;     /* DSQ_V_INT */
+    double d;      /* DSQ_V_REAL */
+    const char *p; /* DSQ_V_TEXT (UTF-8, not NUL-terminated) and DSQ_V_BLOB */
+    size_t n;      /* bytes at p */
+} dsq_value;
+
+/* A statement parameter: positional (`name` NULL; the i-th parameter binds
+ * to ?i+1) or named (`name` with its prefix :, @ or $ left off, matched
+ * against any of the three). */
+typedef struct dsq_param {
+    const char *name;
+    dsq_value v;
+} dsq_param;
+
+/* One statement to run (a query's `sql` may hold several). Strings and
+ * values are borrowed from the call's arena and live as long as the call. */
+typedef struct dsq_stmt_req {
+    const char *sql;
+    size_t sql_len;
+    dsq_param *params;
+    size_t nparams;
+    bool named; /* params are named (an object), not positional */
+} dsq_stmt_req;
+
+/* ---- results ----------------------------------------------------------------- */
+
+/* The rows of one statement, packed: per value a type byte, then an int64
+ * or double (8 bytes, host order) or a uint32 length and the bytes. */
+typedef struct dsq_result {
+    int ncols;
+    char **names;            /* owned */
+    char **decltypes;        /* owned; NULL entries for expressions */
+    dsq_buf rows;            /* packed values, ncols per row */
+    size_t nrows;
+    int64_t rows_affected;   /* sqlite3_changes for writes, else 0 */
+    int64_t last_insert_rowid;
+    uint64_t lsn;            /* the LSN the result reflects */
+} dsq_result;
+
+/* Walk packed values: start with *pos = 0; each call fills `v` (bytes
+ * borrowed from the result) and returns false past the end. */
+bool dsq_result_next(const dsq_result *r, size_t *pos, dsq_value *v);
+
+/* ---- calls -------------------------------------------------------------------- */
+
+typedef enum dsq_op {
+    DSQ_OP_QUERY = 1,   /* stmts[0]: sql with one or more statements */
+    DSQ_OP_BATCH,       /* stmts[0..n): one statement each */
+    DSQ_OP_STREAM,      /* stmts[0]: one statement, rows in chunks */
+    DSQ_OP_BEGIN,       /* open a transaction */
+    DSQ_OP_COMMIT,
+    DSQ_OP_ROLLBACK,
+    DSQ_OP_SCHEMA,
+    DSQ_OP_STATS,
+    DSQ_OP_PING,
+    DSQ_OP_DROP,        /* close the database and delete its files */
+} dsq_op;
+
+enum {
+    DSQ_SCOPE_R = 1, /* may run read-only statements */
+    DSQ_SCOPE_W = 2, /* may run statements that write */
+};
+
+typedef struct dsq_call dsq_call;
+typedef struct dsq_engine dsq_engine;
+
+struct dsq_call {
+    /* ---- in: set by the caller ---- */
+    dsq_op op;
+    dsq_stmt_req *stmts;     /* QUERY, STREAM: 1; BATCH: nstmts */
+    size_t nstmts;
+    bool atomic;             /* BATCH: all or nothing (default true) */
+    char txn[33];            /* the transaction this call belongs to, or "" */
+    bool immediate;          /* BEGIN: BEGIN IMMEDIATE */
+    uint64_t txn_timeout_ms; /* BEGIN: idle limit; 0 = the engine default */
+    unsigned scope;          /* DSQ_SCOPE_* the caller holds */
+    uint64_t session;        /* the connection; its transactions end with it (0: none) */
+    size_t chunk_rows;       /* STREAM: rows per chunk */
+    /* Runs on the worker when results are final (and before done): turn
+     * them into `out`. May be NULL. */
+    void (*encode)(dsq_call *c);
+    /* STREAM: runs on the worker for each chunk of rows (results[0] holds
+     * just that chunk); the engine then hands the call to `done` with
+     * `more` set. */
+    void (*chunk)(dsq_call *c);
+    /* Runs on the loop thread when the call (or a stream chunk) is done. */
+    void (*done)(dsq_call *c);
+    void *ud;                /* the caller's */
+
+    /* ---- out: set by the engine ---- */
+    int err;                 /* 0, or -1 with code and msg */
+    dsq_code code;
+    char msg[512];
+    dsq_result *results;     /* owned; QUERY/STREAM: 1, BATCH: nresults */
+    size_t nresults;
+    uint64_t lsn;            /* the LSN the call's outcome reflects */
+    char txn_out[33];        /* BEGIN: the new transaction's id */
+    json_t *doc;             /* SCHEMA, STATS: the document (owned) */
+    bool more;               /* STREAM: more chunks follow this one */
+    dsq_buf out;             /* encode's output */
+
+    /* ---- private to the engine ---- */
+    char db[129];
+    struct dsq_actor *actor;
+    dsq_call *next;
+    uint64_t stream_id;
+    int state;
+};
+
+/* Free a finished call's engine-owned parts (results, doc, out). */
+void dsq_call_reset(dsq_call *c);
+
+/* ---- the engine ------------------------------------------------------------------ */
+
+typedef struct dsq_engine_cfg {
+    const char *data_dir;          /* databases live under DATA_DIR/db/ */
+    unsigned workers;              /* threads; 0 = number of cores */
+    uint64_t idle_timeout_ms;      /* hibernate an actor idle this long */
+    unsigned max_open_actors;      /* open SQLite connections at most (LRU) */
+    size_t max_queue;              /* messages waiting per actor */
+    unsigned batch_per_turn;       /* messages an actor runs before yielding */
+    uint64_t query_timeout_ms;     /* one call's statements stop after this */
+    size_t max_result_size;        /* bytes of rows per call */
+    uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
+    size_t max_sql_length;         /* SQLITE_LIMIT_SQL_LENGTH */
+    size_t max_value_size;         /* SQLITE_LIMIT_LENGTH */
+    int max_columns;               /* SQLITE_LIMIT_COLUMN */
+    int max_expr_depth;            /* SQLITE_LIMIT_EXPR_DEPTH */
+    int max_params;                /* SQLITE_LIMIT_VARIABLE_NUMBER */
+    int cache_pages;               /* page cache per open database */
+    void (*wake)(void *arg);       /* from any thread: calls are ready */
+    void *wake_arg;
+} dsq_engine_cfg;
+
+/* Start the engine: create DATA_DIR/db, start the workers. NULL with the
+ * reason in err. */
+dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen);
+
+/* Submit a call to database `db` (a valid name). The first call to a name
+ * creates the database. Returns 0; or -1 when the call cannot be queued,
+ * with c->code/msg set and `done` NOT called. */
+int dsq_engine_submit(dsq_engine *e, const char *db, dsq_call *c);
+
+/* Run `done` for every finished call. Loop thread. */
+void dsq_engine_poll(dsq_engine *e);
+
+/* Housekeeping, every few hundred ms: hibernate idle actors, roll back
+ * transactions and end streams past their idle limits. Loop thread. */
+void dsq_engine_tick(dsq_engine *e, uint64_t now_ms);
+
+/* A connection went away: roll back its transactions, end its streams. */
+void dsq_engine_session_closed(dsq_engine *e, uint64_t session);
+
+/* STREAM: the caller has taken the last chunk (its `done` ran) and wants
+ * the next one; or, with cancel, wants no more. Loop thread. */
+void dsq_engine_stream_more(dsq_engine *e, dsq_call *c, bool cancel);
+
+/* The names of existing databases, sorted; a JSON array (new reference). */
+json_t *dsq_engine_list(dsq_engine *e);
+
+typedef struct dsq_engine_stats {
+    uint64_t actors;          /* known databases in memory */
+    uint64_t actors_open;     /* with an open connection */
+    uint64_t actors_hibernated;
+    uint64_t queued;          /* messages waiting in mailboxes */
+    uint64_t calls;           /* calls completed */
+    uint64_t txns_open;
+} dsq_engine_stats;
+
+void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);
+
+/* Stop: refuse new calls, let queued ones finish, roll back open
+ * transactions, close every database, join the workers. Blocks; the
+ * remaining `done` hooks run from inside. */
+void dsq_engine_free(dsq_engine *e);
+
+#endif
