@@ -51,7 +51,7 @@ LIB := $(B)/libdosqld.a
 
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
-TOOLS_BIN := $(B)/tests/tools/notify_sink
+TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress
 
 .PHONY: all run test unit integration bench install clean
 all: $(B)/dosqld
@@ -82,10 +82,10 @@ $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
 	    $(CRITERION_LIBS) $(DEP_LIBS) -lm
 
-$(B)/tests/tools/%: tests/tools/%.c config.mk
+$(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
 	$(say) CC $<
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) -lm
 
 tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error

@@ -70,9 +70,11 @@ typedef struct dsq_result {
     char **decltypes;        /* owned; NULL entries for expressions */
     dsq_buf rows;            /* packed values, ncols per row */
     size_t nrows;
-    int64_t rows_affected;   /* sqlite3_changes for writes, else 0 */
+    int64_t rows_affected;   /* rows the statement inserted, updated or deleted */
     int64_t last_insert_rowid;
     uint64_t lsn;            /* the LSN the result reflects */
+    char *error;             /* owned; non-atomic BATCH: this statement failed */
+    dsq_code code;           /* with error */
 } dsq_result;
 
 /* Walk packed values: start with *pos = 0; each call fills `v` (bytes
@@ -92,6 +94,7 @@ typedef enum dsq_op {
     DSQ_OP_STATS,
     DSQ_OP_PING,
     DSQ_OP_DROP,        /* close the database and delete its files */
+    DSQ_OP_LIST,        /* the names of existing databases (dsq_engine_submit_system) */
 } dsq_op;
 
 enum {
@@ -179,12 +182,17 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen);
  * with c->code/msg set and `done` NOT called. */
 int dsq_engine_submit(dsq_engine *e, const char *db, dsq_call *c);
 
+/* Submit a call that concerns no one database (DSQ_OP_LIST). Same
+ * contract as dsq_engine_submit. */
+int dsq_engine_submit_system(dsq_engine *e, dsq_call *c);
+
 /* Run `done` for every finished call. Loop thread. */
 void dsq_engine_poll(dsq_engine *e);
 
 /* Housekeeping, every few hundred ms: hibernate idle actors, roll back
- * transactions and end streams past their idle limits. Loop thread. */
-void dsq_engine_tick(dsq_engine *e, uint64_t now_ms);
+ * transactions and end streams past their idle limits, bring the number of
+ * open actors back under max_open_actors. Loop thread. */
+void dsq_engine_tick(dsq_engine *e);
 
 /* A connection went away: roll back its transactions, end its streams. */
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session);
@@ -192,9 +200,6 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session);
 /* STREAM: the caller has taken the last chunk (its `done` ran) and wants
  * the next one; or, with cancel, wants no more. Loop thread. */
 void dsq_engine_stream_more(dsq_engine *e, dsq_call *c, bool cancel);
-
-/* The names of existing databases, sorted; a JSON array (new reference). */
-json_t *dsq_engine_list(dsq_engine *e);
 
 typedef struct dsq_engine_stats {
     uint64_t actors;          /* known databases in memory */

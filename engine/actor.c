@@ -1,0 +1,152 @@
+/* actor — a database's mailbox and its turn on a worker.
+ *
+ * Divisions: which message may run now (the hold rule); posting; a turn;
+ * completion.
+ *
+ * The hold rule. An actor runs one message at a time, in arrival order,
+ * except while something holds it:
+ *   - an open transaction: only messages that name it run; every other
+ *     client's message waits (nobody sees uncommitted data). A message that
+ *     names a different transaction runs at once, to fail: only one can be
+ *     open, so that one is gone.
+ *   - an open stream: only its own continuation (or its end) runs.
+ * Engine messages that end a hold (expiry, shutdown) belong to it, so they
+ * always run. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/engine_int.h"
+
+static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
+{
+    if (op_of(c) == DSQ__OP_SHUTDOWN)
+        return true;
+    if (a->stream_id != 0) {
+        if (c->stream_id == a->stream_id)
+            return true; /* its continuation, cancel, or STREAM_END */
+        /* The transaction a stream runs in may expire under it. */
+        return op_of(c) == DSQ__OP_TXN_EXPIRE && a->txn[0] && strcmp(c->txn, a->txn) == 0;
+    }
+    if (a->txn[0] != '\0')
+        return c->txn[0] != '\0'; /* its own, or a stale id that fails fast */
+    return true;
+}
+
+/* Unlink and return the first message that may run now. Caller holds mu. */
+static dsq_call *take_runnable(dsq_actor *a)
+{
+    dsq_call *prev = NULL;
+    for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
+        if (!belongs_to_hold(a, c))
+            continue;
+        if (prev)
+            prev->next = c->next;
+        else
+            a->mail_head = c->next;
+        if (a->mail_tail == c)
+            a->mail_tail = prev;
+        c->next = NULL;
+        a->nmail--;
+        return c;
+    }
+    return NULL;
+}
+
+static bool has_runnable(const dsq_actor *a)
+{
+    for (const dsq_call *c = a->mail_head; c; c = c->next)
+        if (belongs_to_hold(a, c))
+            return true;
+    return false;
+}
+
+int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
+{
+    bool internal = op_of(c) >= DSQ__OP_HIBERNATE || c->state != DSQ__CALL_NEW;
+    pthread_mutex_lock(&a->mu);
+    if (a->shut && op_of(c) != DSQ__OP_SHUTDOWN) {
+        pthread_mutex_unlock(&a->mu);
+        return -1;
+    }
+    /* A call for the open transaction is never refused: refusing its
+     * COMMIT or ROLLBACK would leave everyone waiting for the timeout. */
+    bool for_hold = a->txn[0] != '\0' && strcmp(c->txn, a->txn) == 0;
+    if (!internal && !for_hold && a->nmail >= e->cfg.max_queue) {
+        pthread_mutex_unlock(&a->mu);
+        return -1;
+    }
+    c->next = NULL;
+    if (front) {
+        c->next = a->mail_head;
+        a->mail_head = c;
+        if (a->mail_tail == NULL)
+            a->mail_tail = c;
+    } else {
+        if (a->mail_tail)
+            a->mail_tail->next = c;
+        else
+            a->mail_head = c;
+        a->mail_tail = c;
+    }
+    a->nmail++;
+    atomic_fetch_add(&e->queued, 1);
+    if (a->sched == ACTOR_IDLE && belongs_to_hold(a, c)) {
+        a->sched = ACTOR_QUEUED;
+        dsq__pool_push(e, a);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+}
+
+/* A turn: at most batch_per_turn messages, then back of the queue if more
+ * can run, so one busy database cannot keep a worker to itself. */
+void dsq__actor_run(dsq_engine *e, dsq_actor *a)
+{
+    for (unsigned k = 0; k < e->cfg.batch_per_turn; k++) {
+        pthread_mutex_lock(&a->mu);
+        dsq_call *c = take_runnable(a);
+        if (c == NULL) {
+            a->sched = ACTOR_IDLE;
+            pthread_mutex_unlock(&a->mu);
+            return;
+        }
+        a->sched = ACTOR_RUNNING;
+        pthread_mutex_unlock(&a->mu);
+        atomic_fetch_sub(&e->queued, 1);
+        dsq__exec(e, a, c); /* completes c (or parks a stream); c is gone */
+    }
+    pthread_mutex_lock(&a->mu);
+    if (has_runnable(a)) {
+        a->sched = ACTOR_QUEUED;
+        dsq__pool_push(e, a);
+    } else {
+        a->sched = ACTOR_IDLE;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+void dsq__complete(dsq_engine *e, dsq_call *c)
+{
+    pthread_mutex_lock(&e->cmu);
+    c->next = NULL;
+    if (e->ctail)
+        e->ctail->next = c;
+    else
+        e->chead = c;
+    e->ctail = c;
+    pthread_cond_broadcast(&e->ccv);
+    pthread_mutex_unlock(&e->cmu);
+    if (e->cfg.wake)
+        e->cfg.wake(e->cfg.wake_arg);
+}
+
+void dsq__fail(dsq_call *c, dsq_code code, const char *fmt, ...)
+{
+    va_list ap;
+    c->err = -1;
+    c->code = code;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+}

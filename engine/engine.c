@@ -1,0 +1,459 @@
+/* engine — the public face: the registry of actors, the LRU of open ones,
+ * submission, completions, housekeeping, shutdown.
+ *
+ * Divisions: the registry (a hash of names, loop thread only); the LRU and
+ * hibernation; submitting; completions; the tick; sessions and streams;
+ * start and stop.
+ *
+ * Life of an actor (the loop's view; the worker's `open` follows it):
+ *
+ *   (absent) ──first call──► open ──idle_timeout or LRU──► hibernated
+ *                             ▲   (HIBERNATE: connection closed,  │
+ *                             └───────── next call ───────────────┘
+ *
+ * Only actors with no call in flight and no transaction or stream are
+ * hibernated, so a hibernation never races a caller. A hibernated actor is
+ * its name, a mutex and a few counters. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/engine_int.h"
+
+#define SYSTEM_ACTOR ".system" /* not a valid database name: never collides */
+
+/* ---- the registry -------------------------------------------------------------------- */
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void grow_buckets(dsq_engine *e)
+{
+    size_t n = e->nbuckets * 2;
+    dsq_actor **b = calloc(n, sizeof *b);
+    if (b == NULL)
+        return; /* longer chains; still correct */
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        dsq_actor *a = e->buckets[i];
+        while (a) {
+            dsq_actor *next = a->hnext;
+            size_t k = hash_name(a->name) & (n - 1);
+            a->hnext = b[k];
+            b[k] = a;
+            a = next;
+        }
+    }
+    free(e->buckets);
+    e->buckets = b;
+    e->nbuckets = n;
+}
+
+static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
+{
+    size_t k = hash_name(name) & (e->nbuckets - 1);
+    for (dsq_actor *a = e->buckets[k]; a; a = a->hnext)
+        if (strcmp(a->name, name) == 0)
+            return a;
+    if (!create)
+        return NULL;
+    size_t len = strlen(name);
+    dsq_actor *a = calloc(1, sizeof *a + len + 1);
+    if (a == NULL)
+        return NULL;
+    memcpy(a->name, name, len + 1);
+    pthread_mutex_init(&a->mu, NULL);
+    a->hnext = e->buckets[k];
+    e->buckets[k] = a;
+    e->nentries++;
+    if (strcmp(name, SYSTEM_ACTOR) != 0) /* counted as a database */
+        atomic_fetch_add(&e->nactors, 1);
+    if (e->nentries > 2 * e->nbuckets)
+        grow_buckets(e);
+    return a;
+}
+
+/* ---- the LRU and hibernation ---------------------------------------------------------- */
+
+static void lru_remove(dsq_engine *e, dsq_actor *a)
+{
+    if (a->lru_prev)
+        a->lru_prev->lru_next = a->lru_next;
+    else
+        e->lru_head = a->lru_next;
+    if (a->lru_next)
+        a->lru_next->lru_prev = a->lru_prev;
+    else
+        e->lru_tail = a->lru_prev;
+    a->lru_prev = a->lru_next = NULL;
+}
+
+static void lru_push_back(dsq_engine *e, dsq_actor *a)
+{
+    a->lru_next = NULL;
+    a->lru_prev = e->lru_tail;
+    if (e->lru_tail)
+        e->lru_tail->lru_next = a;
+    else
+        e->lru_head = a;
+    e->lru_tail = a;
+}
+
+static bool held(dsq_actor *a)
+{
+    pthread_mutex_lock(&a->mu);
+    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0;
+    pthread_mutex_unlock(&a->mu);
+    return h;
+}
+
+/* Post an engine message (freed by dsq_engine_poll). */
+static int post_internal(dsq_engine *e, dsq_actor *a, int op, const char *txn, uint64_t session,
+                         uint64_t stream_id)
+{
+    dsq_call *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->op = (dsq_op)op;
+    c->actor = a;
+    c->session = session;
+    c->stream_id = stream_id;
+    if (txn)
+        snprintf(c->txn, sizeof c->txn, "%s", txn);
+    if (dsq__actor_post(e, a, c, false) != 0) {
+        free(c);
+        return -1;
+    }
+    a->inflight++;
+    e->inflight++;
+    return 0;
+}
+
+static void hibernate(dsq_engine *e, dsq_actor *a)
+{
+    if (post_internal(e, a, DSQ__OP_HIBERNATE, NULL, 0, 0) != 0)
+        return;
+    a->open_intent = false;
+    lru_remove(e, a);
+    atomic_fetch_sub(&e->nopen, 1);
+}
+
+/* Bring the open count under max_open_actors by hibernating the least
+ * recently used actors that are free; `keep` is never chosen. When none is
+ * free the limit is exceeded for now and the tick tries again. */
+static void evict(dsq_engine *e, dsq_actor *keep)
+{
+    dsq_actor *a = e->lru_head;
+    while (atomic_load(&e->nopen) > e->cfg.max_open_actors && a) {
+        dsq_actor *next = a->lru_next;
+        if (a != keep && a->inflight == 0 && !held(a))
+            hibernate(e, a);
+        a = next;
+    }
+}
+
+/* ---- submitting ------------------------------------------------------------------------ */
+
+static int submit_to(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    c->err = 0;
+    c->msg[0] = '\0';
+    c->state = DSQ__CALL_NEW;
+    c->more = false;
+    c->actor = a;
+    snprintf(c->db, sizeof c->db, "%s", a->name);
+    if (!a->open_intent && strcmp(a->name, SYSTEM_ACTOR) != 0) {
+        a->open_intent = true;
+        lru_push_back(e, a);
+        atomic_fetch_add(&e->nopen, 1);
+        evict(e, a);
+    } else if (a->open_intent) {
+        lru_remove(e, a);
+        lru_push_back(e, a);
+    }
+    a->last_used_ms = dsq_now_ms();
+    if (dsq__actor_post(e, a, c, false) != 0) {
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "database %s has %zu calls waiting (max_queue); try again later",
+                 a->name, e->cfg.max_queue);
+        return -1;
+    }
+    a->inflight++;
+    e->inflight++;
+    return 0;
+}
+
+int dsq_engine_submit(dsq_engine *e, const char *db, dsq_call *c)
+{
+    if (e->stopping) {
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "the server is shutting down");
+        return -1;
+    }
+    if (!dsq_db_name_valid(db)) {
+        c->err = -1;
+        c->code = DSQ_CODE_INVALID_REQUEST;
+        snprintf(c->msg, sizeof c->msg, "invalid database name");
+        return -1;
+    }
+    dsq_actor *a = lookup(e, db, true);
+    if (a == NULL) {
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "out of memory");
+        return -1;
+    }
+    return submit_to(e, a, c);
+}
+
+int dsq_engine_submit_system(dsq_engine *e, dsq_call *c)
+{
+    if (e->stopping) {
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "the server is shutting down");
+        return -1;
+    }
+    dsq_actor *a = lookup(e, SYSTEM_ACTOR, true);
+    if (a == NULL) {
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "out of memory");
+        return -1;
+    }
+    return submit_to(e, a, c);
+}
+
+/* ---- completions ------------------------------------------------------------------------- */
+
+void dsq_engine_poll(dsq_engine *e)
+{
+    pthread_mutex_lock(&e->cmu);
+    dsq_call *list = e->chead;
+    e->chead = e->ctail = NULL;
+    pthread_mutex_unlock(&e->cmu);
+    while (list) {
+        dsq_call *c = list;
+        list = c->next;
+        c->next = NULL;
+        dsq_actor *a = c->actor;
+        bool last = !(c->op == DSQ_OP_STREAM && c->more);
+        if (last) {
+            a->inflight--;
+            e->inflight--;
+            atomic_fetch_add(&e->calls, 1);
+        }
+        if (op_of(c) >= DSQ__OP_HIBERNATE) {
+            if (op_of(c) == DSQ__OP_TXN_EXPIRE || op_of(c) == DSQ__OP_STREAM_END)
+                a->expire_sent = false;
+            free(c);
+            continue;
+        }
+        if (c->op == DSQ_OP_DROP && c->err == 0 && a->inflight == 0 && a->open_intent) {
+            /* Dropped and nothing queued behind: no longer open. */
+            a->open_intent = false;
+            lru_remove(e, a);
+            atomic_fetch_sub(&e->nopen, 1);
+        }
+        if (c->done)
+            c->done(c);
+    }
+}
+
+/* ---- the tick ------------------------------------------------------------------------------ */
+
+void dsq_engine_tick(dsq_engine *e)
+{
+    uint64_t now = dsq_now_ms();
+    dsq_actor *next;
+    for (dsq_actor *a = e->lru_head; a; a = next) {
+        next = a->lru_next;
+        pthread_mutex_lock(&a->mu);
+        bool txn_late = a->txn[0] != '\0' && now >= a->txn_deadline_ms;
+        bool stream_late = a->stream_id != 0 && now >= a->stream_deadline_ms;
+        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0;
+        char txn[33];
+        memcpy(txn, a->txn, sizeof txn);
+        uint64_t stream_id = a->stream_id;
+        pthread_mutex_unlock(&a->mu);
+        if ((txn_late || stream_late) && !a->expire_sent) {
+            /* A stream inside the transaction ends with it. */
+            if (txn_late && post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, 0, 0) == 0)
+                a->expire_sent = true;
+            else if (stream_late && post_internal(e, a, DSQ__OP_STREAM_END, NULL, 0, stream_id) == 0)
+                a->expire_sent = true;
+            continue;
+        }
+        if (idle && a->inflight == 0 && now - a->last_used_ms >= e->cfg.idle_timeout_ms)
+            hibernate(e, a);
+    }
+    evict(e, NULL);
+}
+
+/* ---- sessions and streams ------------------------------------------------------------------ */
+
+void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
+{
+    if (session == 0)
+        return;
+    for (dsq_actor *a = e->lru_head; a; a = a->lru_next) {
+        pthread_mutex_lock(&a->mu);
+        bool txn = a->txn[0] != '\0' && a->txn_session == session;
+        bool stream = a->stream_id != 0 && a->stream_session == session;
+        char id[33];
+        memcpy(id, a->txn, sizeof id);
+        uint64_t stream_id = a->stream_id;
+        pthread_mutex_unlock(&a->mu);
+        if (stream)
+            post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, stream_id);
+        if (txn)
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, id, session, 0);
+    }
+}
+
+void dsq_engine_stream_more(dsq_engine *e, dsq_call *c, bool cancel)
+{
+    dsq_actor *a = c->actor;
+    c->state = cancel ? DSQ__CALL_STREAM_CANCEL : DSQ__CALL_STREAM_MORE;
+    c->err = 0;
+    c->msg[0] = '\0';
+    a->last_used_ms = dsq_now_ms();
+    if (dsq__actor_post(e, a, c, false) != 0) {
+        /* Shut down under it: finish the stream here. */
+        c->err = -1;
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "the server is shutting down");
+        c->more = false;
+        dsq__complete(e, c);
+    }
+}
+
+/* ---- statistics ------------------------------------------------------------------------------ */
+
+void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
+{
+    size_t actors = atomic_load(&e->nactors);
+    size_t open = atomic_load(&e->nopen_real);
+    out->actors = actors;
+    out->actors_open = open;
+    out->actors_hibernated = out->actors > open ? out->actors - open : 0;
+    out->queued = atomic_load(&e->queued);
+    out->calls = atomic_load(&e->calls);
+    out->txns_open = atomic_load(&e->txns_open);
+}
+
+/* ---- start and stop ---------------------------------------------------------------------------- */
+
+dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
+{
+    dsq_engine *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->cfg = *cfg;
+    if (e->cfg.workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        e->cfg.workers = n > 0 ? (unsigned)n : 1;
+    }
+    if (e->cfg.batch_per_turn == 0)
+        e->cfg.batch_per_turn = 16;
+    if (e->cfg.max_queue == 0)
+        e->cfg.max_queue = 1000;
+    if (e->cfg.max_open_actors == 0)
+        e->cfg.max_open_actors = 1000;
+    e->data_dir = strdup(cfg->data_dir);
+    e->nbuckets = 1024;
+    e->buckets = calloc(e->nbuckets, sizeof *e->buckets);
+    if (e->data_dir == NULL || e->buckets == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(e->data_dir);
+        free(e->buckets);
+        free(e);
+        return NULL;
+    }
+    pthread_mutex_init(&e->cmu, NULL);
+    pthread_cond_init(&e->ccv, NULL);
+    if (sqlite3_threadsafe() == 0) {
+        snprintf(err, errlen, "this SQLite was built without thread support");
+        goto fail;
+    }
+    if (dsq__store_init(e->data_dir, err, errlen) != 0)
+        goto fail;
+    if (dsq__pool_start(e, e->cfg.workers, err, errlen) != 0)
+        goto fail;
+    return e;
+fail:
+    pthread_cond_destroy(&e->ccv);
+    pthread_mutex_destroy(&e->cmu);
+    free(e->buckets);
+    free(e->data_dir);
+    free(e);
+    return NULL;
+}
+
+/* Wait for every call in flight, running their done hooks. */
+static void wait_idle(dsq_engine *e)
+{
+    while (e->inflight > 0) {
+        pthread_mutex_lock(&e->cmu);
+        while (e->chead == NULL)
+            pthread_cond_wait(&e->ccv, &e->cmu);
+        pthread_mutex_unlock(&e->cmu);
+        dsq_engine_poll(e);
+    }
+}
+
+void dsq_engine_free(dsq_engine *e)
+{
+    if (e == NULL)
+        return;
+    e->stopping = true;
+    /* End the holds so that every waiting call can run; then let the
+     * mailboxes drain; then close every database. */
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        for (dsq_actor *a = e->buckets[i]; a; a = a->hnext) {
+            pthread_mutex_lock(&a->mu);
+            char txn[33];
+            memcpy(txn, a->txn, sizeof txn);
+            uint64_t stream_id = a->stream_id;
+            pthread_mutex_unlock(&a->mu);
+            if (stream_id)
+                post_internal(e, a, DSQ__OP_STREAM_END, NULL, 0, stream_id);
+            if (txn[0])
+                post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
+        }
+    }
+    wait_idle(e);
+    for (size_t i = 0; i < e->nbuckets; i++)
+        for (dsq_actor *a = e->buckets[i]; a; a = a->hnext)
+            post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);
+    wait_idle(e);
+    dsq__pool_stop(e);
+    dsq_engine_poll(e);
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        dsq_actor *a = e->buckets[i];
+        while (a) {
+            dsq_actor *next = a->hnext;
+            if (a->open) /* cannot happen after SHUTDOWN; be safe */
+                dsq__actor_close(a);
+            pthread_mutex_destroy(&a->mu);
+            free(a);
+            a = next;
+        }
+    }
+    pthread_cond_destroy(&e->ccv);
+    pthread_mutex_destroy(&e->cmu);
+    free(e->buckets);
+    free(e->data_dir);
+    free(e);
+}

@@ -1,0 +1,184 @@
+/* engine_int — private to engine/: actors, the worker pool, the store.
+ *
+ * Who touches what:
+ *   loop thread  the registry (hash, LRU), each actor's `inflight`,
+ *                `open_intent` and `last_used_ms`, the completion drain.
+ *   a worker     the actor it is running: `open` (the SQLite connection and
+ *                everything hanging off it).
+ *   either       under the actor's `mu`: the mailbox, scheduling state and
+ *                the hold (transaction or stream).
+ * Lock order: actor.mu before pool.mu; the completion lock alone. */
+#ifndef DSQ_ENGINE_INT_H
+#define DSQ_ENGINE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "engine/engine.h"
+
+/* Operations the engine sends itself (never from callers). */
+enum {
+    DSQ__OP_HIBERNATE = 100, /* close the connection; keep the actor */
+    DSQ__OP_TXN_EXPIRE,      /* roll back txn `txn` (idle timeout or its session ended) */
+    DSQ__OP_STREAM_END,      /* cancel stream `stream_id` */
+    DSQ__OP_SHUTDOWN,        /* roll back, close, refuse what follows */
+};
+
+/* A call's place in a stream's life (dsq_call.state). */
+enum {
+    DSQ__CALL_NEW = 0,
+    DSQ__CALL_STREAM_MORE,   /* re-queued for the next chunk */
+    DSQ__CALL_STREAM_CANCEL, /* re-queued to end early */
+};
+
+enum { ACTOR_IDLE = 0, ACTOR_QUEUED, ACTOR_RUNNING };
+
+/* A call's operation as an int, to compare with the engine's own ones. */
+static inline int op_of(const dsq_call *c) { return (int)c->op; }
+
+typedef struct stmt_slot {
+    sqlite3_stmt *stmt; /* owned; NULL if the slot is free */
+    char *sql;          /* owned; the key: the request's text from here on */
+    size_t len;         /* key bytes */
+    size_t consumed;    /* bytes of the key this statement used */
+    uint64_t used;      /* LRU clock */
+} stmt_slot;
+
+#define STMT_CACHE 32
+
+/* What an open actor holds; freed when it hibernates. Worker only. */
+typedef struct actor_open {
+    sqlite3 *db;                 /* owned */
+    uint64_t lsn;                /* last committed LSN */
+    stmt_slot cache[STMT_CACHE]; /* prepared statements */
+    uint64_t clock;              /* LRU clock of the cache */
+    bool internal;               /* our own SQL: the authorizer lets it pass */
+    char deny[200];              /* why the authorizer said no, for the error */
+    bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
+    bool in_txn;                 /* an explicit transaction is open */
+    uint64_t deadline_ns;        /* progress handler: stop after this */
+    sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
+    bool stream_began;           /* the stream opened its own read transaction */
+    uint64_t statements;         /* statements run since open */
+    uint64_t cache_hits, cache_misses;
+    struct dsq_engine *engine;
+} actor_open;
+
+typedef struct dsq_actor {
+    /* ---- loop thread ---- */
+    struct dsq_actor *hnext;        /* hash chain */
+    struct dsq_actor *lru_prev;     /* open actors, least recently used first */
+    struct dsq_actor *lru_next;
+    uint64_t last_used_ms;
+    uint32_t inflight;              /* submitted calls not yet done */
+    bool open_intent;               /* counted as open (in the LRU) */
+    bool expire_sent;               /* a TXN_EXPIRE/STREAM_END is on its way */
+
+    /* ---- under mu ---- */
+    pthread_mutex_t mu;
+    dsq_call *mail_head, *mail_tail;
+    size_t nmail;
+    int sched;                      /* ACTOR_* */
+    struct dsq_actor *run_next;     /* pool run queue link (under pool.mu) */
+    char txn[33];                   /* the open transaction, or "" */
+    uint64_t txn_session;           /* its owner connection (0: none) */
+    uint64_t txn_timeout_ms;
+    uint64_t txn_deadline_ms;       /* idle limit, monotonic ms */
+    uint64_t stream_id;             /* the open stream, or 0 */
+    uint64_t stream_session;
+    uint64_t stream_deadline_ms;
+    bool shut;                      /* shut down: refuse everything */
+
+    /* ---- the worker running it ---- */
+    actor_open *open;               /* NULL while hibernated */
+
+    char name[];                    /* the database's name */
+} dsq_actor;
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    dsq_actor *head, *tail;         /* actors with runnable mail */
+    bool stopping;
+    pthread_t *threads;
+    unsigned n;
+} pool;
+
+struct dsq_engine {
+    dsq_engine_cfg cfg;
+    char *data_dir;                 /* owned copy */
+    pool pool;
+
+    /* registry (loop thread) */
+    dsq_actor **buckets;
+    size_t nbuckets;
+    size_t nentries;                /* actors in the hash, the system one too */
+    atomic_size_t nactors;          /* written by the loop, read by workers (stats) */
+    dsq_actor *lru_head, *lru_tail; /* open actors */
+    atomic_size_t nopen;            /* counted as open by the loop (LRU) */
+    atomic_size_t nopen_real;       /* connections actually open (workers) */
+    bool stopping;
+
+    /* completions */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;             /* signalled on each completion (for free) */
+    dsq_call *chead, *ctail;
+
+    /* counters */
+    atomic_uint_fast64_t queued;    /* messages in mailboxes */
+    atomic_uint_fast64_t calls;     /* calls completed */
+    atomic_uint_fast64_t txns_open;
+    atomic_uint_fast64_t next_stream;
+    uint64_t inflight;              /* loop: all submitted, not done */
+};
+
+/* ---- pool.c ---- */
+int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen);
+void dsq__pool_stop(dsq_engine *e);
+/* Put `a` on the run queue. Caller holds a->mu and has set ACTOR_QUEUED. */
+void dsq__pool_push(dsq_engine *e, dsq_actor *a);
+
+/* ---- actor.c ---- */
+/* Run up to batch_per_turn runnable messages of `a` (worker). */
+void dsq__actor_run(dsq_engine *e, dsq_actor *a);
+/* Append `c` to the mailbox; schedule the actor if `c` can run. Returns 0,
+ * or -1 when the mailbox is full or the actor is shut. */
+int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
+/* Hand a finished call (or a stream chunk) to the loop. */
+void dsq__complete(dsq_engine *e, dsq_call *c);
+/* Fail a call with a code and message. */
+void dsq__fail(dsq_call *c, dsq_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- exec.c (worker, actor open) ---- */
+void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Open the actor's database if it is closed. 0 or -1 (c failed). */
+int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Roll back whatever is open, finalize statements, close. */
+void dsq__actor_close(dsq_actor *a);
+/* Map a SQLite result code (and message) to DESIGN's code. */
+dsq_code dsq__sqlite_code(int rc, const char *msg);
+
+/* ---- schema.c ---- */
+json_t *dsq__schema(actor_open *o, char *err, size_t errlen);
+json_t *dsq__stats(dsq_engine *e, dsq_actor *a);
+
+/* ---- result.c ---- */
+int dsq__result_add(dsq_result *r, sqlite3_stmt *st, int ncols);
+void dsq__result_free(dsq_result *r);
+int dsq__result_columns(dsq_result *r, sqlite3_stmt *st);
+
+/* ---- store.c: where a database's bytes live (SQLite's own files, WAL,
+ * synchronous=FULL); the storage issue replaces this file. ---- */
+int dsq__store_init(const char *data_dir, char *err, size_t errlen);
+int dsq__store_open(const char *data_dir, const char *name, sqlite3 **db, uint64_t *lsn,
+                    char *err, size_t errlen);
+/* Record `lsn` as committed by the transaction that is open on db. */
+int dsq__store_set_lsn(sqlite3 *db, uint64_t lsn);
+int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t errlen);
+json_t *dsq__store_list(const char *data_dir);
+/* The store's own table: hidden from user SQL. */
+#define DSQ__META_TABLE "_dosqld_meta"
+
+#endif

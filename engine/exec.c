@@ -1,0 +1,1119 @@
+/* exec — running calls against an actor's SQLite connection (worker).
+ *
+ * Divisions: the sandbox (authorizer, pragma allow-list, lexical checks);
+ * opening and closing; the statement cache; binding; running statements;
+ * request transactions and LSNs; the operations; the entry point.
+ *
+ * Outside an explicit transaction every request runs in a transaction of
+ * its own, BEGIN ... COMMIT, so a multi-statement `sql` or an atomic batch
+ * is all or nothing, as a Durable Object's writes between awaits are.
+ * Inside an explicit transaction requests are not wrapped (the client's
+ * savepoints must outlive them). A commit that wrote anything
+ * also advances the LSN in the same transaction (store.c). User SQL cannot
+ * begin, commit or roll back on its own: the authorizer refuses it, so the
+ * engine always knows where commits happen. The one exception is a lone
+ * VACUUM, which SQLite runs only outside a transaction. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/engine_int.h"
+
+/* ---- the sandbox ----------------------------------------------------------- */
+
+/* PRAGMAs a client may run. Introspection takes any argument; read-only
+ * ones none; the last group may also be set (they live in the database
+ * file or in the current transaction, never in the shared connection). */
+static const char *const pragma_introspect[] = {
+    "table_info",   "table_xinfo",       "table_list",   "index_list",    "index_info",
+    "index_xinfo",  "foreign_key_list",  "foreign_key_check", "integrity_check", "quick_check",
+    "collation_list", "function_list",   "module_list",  "pragma_list",   "compile_options",
+    "optimize",     NULL};
+static const char *const pragma_readonly[] = {
+    "page_count",   "page_size",         "freelist_count", "schema_version", "data_version",
+    "encoding",     "auto_vacuum",       "foreign_keys", "max_page_count", "journal_mode",
+    "synchronous",  NULL};
+static const char *const pragma_settable[] = {"user_version", "application_id",
+                                              "defer_foreign_keys", NULL};
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (strcasecmp(*list, s) == 0)
+            return true;
+    return false;
+}
+
+static int deny(actor_open *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int deny(actor_open *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->deny, sizeof o->deny, fmt, ap);
+    va_end(ap);
+    return SQLITE_DENY;
+}
+
+static int authorizer(void *ud, int action, const char *a1, const char *a2, const char *a3,
+                      const char *a4)
+{
+    actor_open *o = ud;
+    /* A plain VACUUM (VACUUM INTO is refused before it runs) rebuilds the
+     * database with statements of its own: BEGIN, a scratch ATTACH, reads
+     * and writes of every table. They are SQLite's, not the client's. */
+    if (o->internal || o->vacuum)
+        return SQLITE_OK;
+    if ((a1 && strcasecmp(a1, DSQ__META_TABLE) == 0) || (a2 && strcasecmp(a2, DSQ__META_TABLE) == 0))
+        return deny(o, "table %s is reserved by dosqld", DSQ__META_TABLE);
+    switch (action) {
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+        return deny(o, "ATTACH and DETACH are not allowed");
+    case SQLITE_TRANSACTION:
+        return deny(o, "%s is not allowed in SQL: use beginTransaction, commit and rollback",
+                    a1 ? a1 : "transaction control");
+    case SQLITE_SAVEPOINT:
+        if (!o->in_txn)
+            return deny(o, "SAVEPOINT, RELEASE and ROLLBACK TO need an open transaction "
+                           "(beginTransaction)");
+        return SQLITE_OK;
+    case SQLITE_PRAGMA:
+        if (a1 == NULL)
+            return deny(o, "PRAGMA is not allowed");
+        if (in_list(pragma_introspect, a1) || in_list(pragma_settable, a1))
+            return SQLITE_OK;
+        if (in_list(pragma_readonly, a1)) {
+            if (a2 == NULL)
+                return SQLITE_OK;
+            return deny(o, "PRAGMA %s may be read, not set", a1);
+        }
+        return deny(o, "PRAGMA %s is not allowed", a1);
+    case SQLITE_FUNCTION:
+        if (a2 && (strcasecmp(a2, "load_extension") == 0 || strcasecmp(a2, "fts3_tokenizer") == 0))
+            return deny(o, "%s() is not allowed", a2);
+        return SQLITE_OK;
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+        return deny(o, "temporary tables, views, indexes and triggers are not allowed "
+                       "(every client of a database shares its connection)");
+    default:
+        return SQLITE_OK;
+    }
+}
+
+/* Skip white space and comments. */
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end) {
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f') {
+            p++;
+        } else if (p + 1 < end && p[0] == '-' && p[1] == '-') {
+            while (p < end && *p != '\n')
+                p++;
+        } else if (p + 1 < end && p[0] == '/' && p[1] == '*') {
+            p += 2;
+            while (p + 1 < end && !(p[0] == '*' && p[1] == '/'))
+                p++;
+            p = p + 1 < end ? p + 2 : end;
+        } else {
+            break;
+        }
+    }
+    return p;
+}
+
+static bool is_word_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           (unsigned char)c >= 0x80;
+}
+
+/* Does the statement text start with keyword `kw`? */
+static bool starts_with_word(const char *sql, size_t len, const char *kw)
+{
+    const char *end = sql + len;
+    const char *p = skip_space(sql, end);
+    size_t k = strlen(kw);
+    return (size_t)(end - p) >= k && strncasecmp(p, kw, k) == 0 &&
+           (p + k == end || !is_word_char(p[k]));
+}
+
+/* Does keyword `kw` appear as a token (outside quotes and comments)? */
+static bool has_word(const char *sql, size_t len, const char *kw)
+{
+    const char *end = sql + len, *p = sql;
+    size_t k = strlen(kw);
+    while (p < end) {
+        p = skip_space(p, end);
+        if (p >= end)
+            break;
+        char q = *p;
+        if (q == '\'' || q == '"' || q == '`' || q == '[') {
+            char close = q == '[' ? ']' : q;
+            for (p++; p < end; p++) {
+                if (*p == close) {
+                    if (close != ']' && p + 1 < end && p[1] == close) {
+                        p++; /* doubled quote */
+                        continue;
+                    }
+                    p++;
+                    break;
+                }
+            }
+            continue;
+        }
+        if (is_word_char(q)) {
+            const char *w = p;
+            while (p < end && is_word_char(*p))
+                p++;
+            if ((size_t)(p - w) == k && strncasecmp(w, kw, k) == 0)
+                return true;
+            continue;
+        }
+        p++;
+    }
+    return false;
+}
+
+/* Is there nothing but white space, comments and one ';' after the first
+ * statement? (The first ';' outside quotes and comments ends it; SQL's
+ * only other use of ';' is inside CREATE TRIGGER, which VACUUM is not.) */
+static bool lone_statement(const char *sql, size_t len)
+{
+    const char *end = sql + len, *p = sql;
+    while (p < end) {
+        p = skip_space(p, end);
+        if (p >= end)
+            return true;
+        char q = *p;
+        if (q == '\'' || q == '"' || q == '`' || q == '[') {
+            char close = q == '[' ? ']' : q;
+            for (p++; p < end && *p != close; p++)
+                ;
+            p++;
+            continue;
+        }
+        if (q == ';')
+            return skip_space(p + 1, end) == end;
+        p++;
+    }
+    return true;
+}
+
+/* ---- opening and closing ------------------------------------------------------ */
+
+static int progress(void *ud)
+{
+    actor_open *o = ud;
+    return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
+}
+
+int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    if (a->open)
+        return 0;
+    actor_open *o = calloc(1, sizeof *o);
+    char err[512];
+    if (o == NULL) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    if (dsq__store_open(e->data_dir, a->name, &o->db, &o->lsn, err, sizeof err) != 0) {
+        free(o);
+        DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
+        return -1;
+    }
+    sqlite3 *db = o->db;
+    const dsq_engine_cfg *cfg = &e->cfg;
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, (int)cfg->max_value_size);
+    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, (int)cfg->max_sql_length);
+    sqlite3_limit(db, SQLITE_LIMIT_COLUMN, cfg->max_columns);
+    sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, cfg->max_expr_depth);
+    sqlite3_limit(db, SQLITE_LIMIT_VARIABLE_NUMBER, cfg->max_params);
+    sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 1); /* VACUUM's scratch database; the authorizer refuses users' */
+    sqlite3_limit(db, SQLITE_LIMIT_TRIGGER_DEPTH, 100);
+    sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0);
+    char pragma[64];
+    snprintf(pragma, sizeof pragma, "PRAGMA cache_size=%d", cfg->cache_pages);
+    sqlite3_exec(db, pragma, NULL, NULL, NULL);
+    sqlite3_set_authorizer(db, authorizer, o);
+    sqlite3_progress_handler(db, 1000, progress, o);
+    o->engine = e;
+    a->open = o;
+    atomic_fetch_add(&e->nopen_real, 1);
+    return 0;
+}
+
+void dsq__actor_close(dsq_actor *a)
+{
+    actor_open *o = a->open;
+    if (o == NULL)
+        return;
+    o->internal = true;
+    if (o->stream_stmt)
+        sqlite3_finalize(o->stream_stmt);
+    if (!sqlite3_get_autocommit(o->db))
+        sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
+    for (int i = 0; i < STMT_CACHE; i++) {
+        sqlite3_finalize(o->cache[i].stmt);
+        free(o->cache[i].sql);
+    }
+    int rc = sqlite3_close(o->db);
+    if (rc != SQLITE_OK)
+        DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
+    atomic_fetch_sub(&o->engine->nopen_real, 1);
+    free(o);
+    a->open = NULL;
+}
+
+/* ---- the statement cache ------------------------------------------------------ */
+
+/* The cache is keyed by the whole text that remains of a request from the
+ * statement on (so "SELECT 1; " and "SELECT 1;" are different keys, each
+ * always found again); a slot remembers how much of it the statement used. */
+static sqlite3_stmt *cache_get(actor_open *o, const char *rest, size_t len, size_t *consumed)
+{
+    for (int i = 0; i < STMT_CACHE; i++) {
+        stmt_slot *s = &o->cache[i];
+        if (s->stmt && s->len == len && memcmp(s->sql, rest, len) == 0) {
+            s->used = ++o->clock;
+            o->cache_hits++;
+            *consumed = s->consumed;
+            return s->stmt;
+        }
+    }
+    o->cache_misses++;
+    return NULL;
+}
+
+/* Keep `st` for `rest`. On failure (out of memory) st is finalized. */
+static int cache_put(actor_open *o, const char *rest, size_t len, size_t consumed, sqlite3_stmt *st)
+{
+    stmt_slot *victim = &o->cache[0];
+    for (int i = 0; i < STMT_CACHE; i++) {
+        if (o->cache[i].stmt == NULL) {
+            victim = &o->cache[i];
+            break;
+        }
+        if (o->cache[i].used < victim->used)
+            victim = &o->cache[i];
+    }
+    char *copy = malloc(len ? len : 1);
+    if (copy == NULL) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    memcpy(copy, rest, len);
+    sqlite3_finalize(victim->stmt);
+    free(victim->sql);
+    victim->stmt = st;
+    victim->sql = copy;
+    victim->len = len;
+    victim->consumed = consumed;
+    victim->used = ++o->clock;
+    return 0;
+}
+
+/* ---- binding -------------------------------------------------------------------- */
+
+static int bind_value(sqlite3_stmt *st, int i, const dsq_value *v)
+{
+    switch (v->type) {
+    case DSQ_V_INT: return sqlite3_bind_int64(st, i, v->i);
+    case DSQ_V_REAL: return sqlite3_bind_double(st, i, v->d);
+    case DSQ_V_TEXT: return sqlite3_bind_text64(st, i, v->p, v->n, SQLITE_STATIC, SQLITE_UTF8);
+    case DSQ_V_BLOB: return sqlite3_bind_blob64(st, i, v->p, v->n, SQLITE_STATIC);
+    default: return sqlite3_bind_null(st, i);
+    }
+}
+
+/* Bind the request's parameters to `st`, marking which were used. */
+static int bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, unsigned char *used)
+{
+    int n = sqlite3_bind_parameter_count(st);
+    for (int i = 1; i <= n; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        if (r->named) {
+            if (name == NULL || name[0] == '?') {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                          "the SQL uses positional parameters (?) but params is an object");
+                return -1;
+            }
+            size_t k;
+            for (k = 0; k < r->nparams; k++)
+                if (strcmp(r->params[k].name, name + 1) == 0)
+                    break;
+            if (k == r->nparams) {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "missing parameter %s", name);
+                return -1;
+            }
+            used[k] = 1;
+            if (bind_value(st, i, &r->params[k].v) != SQLITE_OK) {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "cannot bind parameter %s", name);
+                return -1;
+            }
+        } else {
+            if (name != NULL && name[0] != '?') {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                          "the SQL uses named parameter %s but params is an array", name);
+                return -1;
+            }
+            if ((size_t)i > r->nparams) {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                          "the SQL uses %d parameter%s but params has %zu", n, n == 1 ? "" : "s",
+                          r->nparams);
+                return -1;
+            }
+            used[i - 1] = 1;
+            if (bind_value(st, i, &r->params[i - 1].v) != SQLITE_OK) {
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "cannot bind parameter ?%d", i);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- running statements -------------------------------------------------------- */
+
+typedef struct run_ctx {
+    dsq_engine *e;
+    dsq_actor *a;
+    actor_open *o;
+    dsq_call *c;
+    size_t bytes_before; /* result bytes of earlier statements kept by the call */
+} run_ctx;
+
+dsq_code dsq__sqlite_code(int rc, const char *msg)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        if (rc == SQLITE_CONSTRAINT_DATATYPE)
+            return DSQ_CODE_TYPE_MISMATCH;
+        return DSQ_CODE_CONSTRAINT_VIOLATION;
+    case SQLITE_MISMATCH: return DSQ_CODE_TYPE_MISMATCH;
+    case SQLITE_INTERRUPT: return DSQ_CODE_TIMEOUT;
+    case SQLITE_AUTH: return DSQ_CODE_FORBIDDEN;
+    case SQLITE_TOOBIG: return DSQ_CODE_BUFFER_OVERFLOW;
+    case SQLITE_NOMEM:
+    case SQLITE_FULL: return DSQ_CODE_RESOURCE_EXHAUSTED;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return DSQ_CODE_SERIALIZATION_FAILURE;
+    case SQLITE_RANGE: return DSQ_CODE_INVALID_REQUEST;
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB:
+    case SQLITE_READONLY:
+    case SQLITE_INTERNAL:
+    case SQLITE_PROTOCOL: return DSQ_CODE_INTERNAL_ERROR;
+    case SQLITE_ERROR:
+        if (msg) {
+            if (strncmp(msg, "no such table", 13) == 0)
+                return DSQ_CODE_TABLE_NOT_FOUND;
+            if (strncmp(msg, "no such column", 14) == 0)
+                return DSQ_CODE_COLUMN_NOT_FOUND;
+            if (strstr(msg, "syntax error") || strncmp(msg, "incomplete input", 16) == 0 ||
+                strncmp(msg, "unrecognized token", 18) == 0)
+                return DSQ_CODE_SYNTAX_ERROR;
+        }
+        return DSQ_CODE_INVALID_REQUEST;
+    default: return DSQ_CODE_UNKNOWN;
+    }
+}
+
+/* Fail `c` with the connection's current error. */
+static void fail_sqlite(run_ctx *x, int rc)
+{
+    actor_open *o = x->o;
+    const char *msg = sqlite3_errmsg(o->db);
+    /* A denied function comes back as SQLITE_ERROR, other denials as
+     * SQLITE_AUTH: whenever the authorizer said no, say why. */
+    if (o->deny[0])
+        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "%s", o->deny);
+    else if ((rc & 0xff) == SQLITE_INTERRUPT)
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
+                  (unsigned long long)x->e->cfg.query_timeout_ms);
+    else
+        dsq__fail(x->c, dsq__sqlite_code(rc, msg), "%s", msg);
+}
+
+/* Run our own SQL (not subject to the sandbox). */
+static int internal_exec(actor_open *o, const char *sql)
+{
+    o->internal = true;
+    int rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+    o->internal = false;
+    return rc;
+}
+
+/* Step `st` to the end, keeping its rows in `res`. */
+static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
+{
+    actor_open *o = x->o;
+    int ncols = sqlite3_column_count(st);
+    int64_t before = sqlite3_total_changes64(o->db);
+    if (dsq__result_columns(res, st) != 0) {
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    o->statements++;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (dsq__result_add(res, st, ncols) != 0) {
+                dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+                return -1;
+            }
+            if (x->bytes_before + res->rows.len > x->e->cfg.max_result_size) {
+                dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                          "the result is larger than max_result_size (%zu bytes)",
+                          x->e->cfg.max_result_size);
+                return -1;
+            }
+            continue;
+        }
+        if (rc == SQLITE_DONE)
+            break;
+        fail_sqlite(x, rc);
+        return -1;
+    }
+    /* sqlite3_changes() still counts the last DML when this was DDL; the
+     * total tells whether this statement changed rows at all. */
+    res->rows_affected = sqlite3_total_changes64(o->db) != before ? sqlite3_changes64(o->db) : 0;
+    res->last_insert_rowid = sqlite3_last_insert_rowid(o->db);
+    return 0;
+}
+
+/* Run every statement in r->sql in order; `res` keeps the last one's. */
+static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
+{
+    actor_open *o = x->o;
+    dsq_call *c = x->c;
+    const char *p = r->sql, *end = r->sql + r->sql_len;
+    unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
+    int nstmts = 0, rv = -1;
+    if (used == NULL) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    while (p < end) {
+        size_t take = 0;
+        sqlite3_stmt *st = cache_get(o, p, (size_t)(end - p), &take);
+        const char *tail;
+        if (st != NULL) {
+            tail = p + take;
+        } else {
+            o->deny[0] = '\0';
+            int rc = sqlite3_prepare_v3(o->db, p, (int)(end - p), SQLITE_PREPARE_PERSISTENT, &st, &tail);
+            if (rc != SQLITE_OK) {
+                fail_sqlite(x, rc);
+                goto out;
+            }
+            if (st == NULL) { /* only white space or comments left */
+                p = tail;
+                continue;
+            }
+            const char *text = sqlite3_sql(st);
+            if (text && starts_with_word(text, strlen(text), "VACUUM") &&
+                has_word(text, strlen(text), "INTO")) {
+                sqlite3_finalize(st);
+                dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
+                goto out;
+            }
+            if (cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+        }
+        nstmts++;
+        if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
+            dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+            goto out;
+        }
+        int brc = bind_params(c, st, r, used);
+        const char *text = sqlite3_sql(st);
+        o->vacuum = text && starts_with_word(text, strlen(text), "VACUUM");
+        if (brc == 0)
+            brc = step_all(x, st, res);
+        o->vacuum = false;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (brc != 0)
+            goto out;
+        p = tail;
+    }
+    if (nstmts == 0) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
+        goto out;
+    }
+    for (size_t k = 0; k < r->nparams; k++) {
+        if (!used[k]) {
+            if (r->named)
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "parameter %s is not used by the SQL",
+                          r->params[k].name);
+            else
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                          "params has %zu values; the SQL uses fewer", r->nparams);
+            goto out;
+        }
+    }
+    rv = 0;
+out:
+    free(used);
+    return rv;
+}
+
+/* ---- request transactions and LSNs ------------------------------------------------ */
+
+static void append_msg(dsq_call *c, const char *more)
+{
+    size_t n = strlen(c->msg);
+    snprintf(c->msg + n, sizeof c->msg - n, "%s", more);
+}
+
+static void end_txn(run_ctx *x)
+{
+    dsq_actor *a = x->a;
+    if (!x->o->in_txn)
+        return;
+    x->o->in_txn = false;
+    pthread_mutex_lock(&a->mu);
+    a->txn[0] = '\0';
+    a->txn_session = 0;
+    pthread_mutex_unlock(&a->mu);
+    atomic_fetch_sub(&x->e->txns_open, 1);
+}
+
+/* Commit what is open; if it wrote, it takes the next LSN. */
+static int commit(run_ctx *x)
+{
+    actor_open *o = x->o;
+    uint64_t lsn = o->lsn;
+    if (sqlite3_txn_state(o->db, NULL) == SQLITE_TXN_WRITE) {
+        lsn++;
+        o->internal = true;
+        int rc = dsq__store_set_lsn(o->db, lsn);
+        o->internal = false;
+        if (rc != SQLITE_OK) {
+            fail_sqlite(x, rc);
+            internal_exec(o, "ROLLBACK");
+            return -1;
+        }
+    }
+    int rc = internal_exec(o, "COMMIT");
+    if (rc != SQLITE_OK) {
+        fail_sqlite(x, rc); /* e.g. a deferred foreign key */
+        if (!sqlite3_get_autocommit(o->db))
+            internal_exec(o, "ROLLBACK");
+        return -1;
+    }
+    o->lsn = lsn;
+    return 0;
+}
+
+/* Outside an explicit transaction a request is a transaction of its own.
+ * Inside one it is not wrapped: a savepoint around it would swallow the
+ * client's own savepoints at its end. There a failing statement undoes
+ * itself (SQLite's statement rollback) and the client decides the rest. */
+static int begin_request(run_ctx *x)
+{
+    if (x->o->in_txn)
+        return 0;
+    int rc = internal_exec(x->o, "BEGIN");
+    if (rc != SQLITE_OK) {
+        fail_sqlite(x, rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* Keep the request's work if ok, else undo it. Returns 0 when kept. */
+static int end_request(run_ctx *x, bool ok)
+{
+    actor_open *o = x->o;
+    if (o->in_txn) {
+        if (sqlite3_get_autocommit(o->db)) {
+            /* Some errors (disk full, out of memory) make SQLite roll back
+             * the whole transaction. */
+            end_txn(x);
+            append_msg(x->c, " (the transaction was rolled back)");
+            return -1;
+        }
+        return ok ? 0 : -1;
+    }
+    if (ok)
+        return commit(x);
+    if (!sqlite3_get_autocommit(o->db))
+        internal_exec(o, "ROLLBACK");
+    return -1;
+}
+
+/* A call that names a transaction must name the open one. */
+static int check_txn(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    if (c->txn[0] == '\0')
+        return 0;
+    pthread_mutex_lock(&x->a->mu);
+    bool ok = x->a->txn[0] != '\0' && strcmp(x->a->txn, c->txn) == 0;
+    pthread_mutex_unlock(&x->a->mu);
+    if (!ok || !x->o->in_txn) {
+        dsq__fail(c, DSQ_CODE_TRANSACTION_NOT_FOUND,
+                  "transaction %.40s is not open (committed, rolled back or expired)", c->txn);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the operations --------------------------------------------------------------- */
+
+static int alloc_results(dsq_call *c, size_t n)
+{
+    c->results = calloc(n ? n : 1, sizeof *c->results);
+    if (c->results == NULL) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    c->nresults = n;
+    return 0;
+}
+
+static void op_query(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (alloc_results(c, 1) != 0 || check_txn(x) != 0)
+        return;
+    const dsq_stmt_req *r = &c->stmts[0];
+    dsq_result *res = &c->results[0];
+    if (!o->in_txn && starts_with_word(r->sql, r->sql_len, "VACUUM")) {
+        /* SQLite runs VACUUM only outside a transaction: so it must be the
+         * request's only statement; the LSN then advances in a
+         * transaction of its own. */
+        if (!lone_statement(r->sql, r->sql_len)) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
+        } else if (run_sql(x, r, res) == 0 && internal_exec(o, "BEGIN IMMEDIATE") == SQLITE_OK) {
+            o->internal = true;
+            int rc = dsq__store_set_lsn(o->db, o->lsn + 1);
+            o->internal = false;
+            if (rc == SQLITE_OK)
+                commit(x);
+            else
+                internal_exec(o, "ROLLBACK");
+        }
+    } else if (begin_request(x) == 0) {
+        int rc = run_sql(x, r, res);
+        end_request(x, rc == 0);
+    }
+    res->lsn = c->lsn = o->lsn;
+}
+
+static void op_batch(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (alloc_results(c, c->nstmts) != 0 || check_txn(x) != 0)
+        return;
+    if (c->atomic) {
+        if (begin_request(x) != 0)
+            return;
+        bool ok = true;
+        for (size_t i = 0; i < c->nstmts && ok; i++) {
+            if (run_sql(x, &c->stmts[i], &c->results[i]) != 0) {
+                char first[sizeof c->msg];
+                snprintf(first, sizeof first, "%s", c->msg);
+                snprintf(c->msg, sizeof c->msg, "statement %zu: %.470s", i, first);
+                ok = false;
+            }
+            x->bytes_before += c->results[i].rows.len;
+        }
+        end_request(x, ok);
+    } else {
+        /* Each statement commits (or fails) on its own; a failure is kept
+         * in its result and the batch goes on. */
+        for (size_t i = 0; i < c->nstmts; i++) {
+            dsq_result *res = &c->results[i];
+            if (c->txn[0] && !o->in_txn) {
+                res->code = DSQ_CODE_TRANSACTION_NOT_FOUND;
+                res->error = strdup("the transaction was rolled back by an earlier statement");
+                continue;
+            }
+            int rc = begin_request(x);
+            if (rc == 0) {
+                rc = run_sql(x, &c->stmts[i], res);
+                int kept = end_request(x, rc == 0); /* commit failures land in c->msg */
+                if (rc == 0)
+                    rc = kept;
+            }
+            if (rc != 0) {
+                dsq__result_free(res);
+                res->code = c->code;
+                res->error = strdup(c->msg);
+                c->err = 0;
+                c->msg[0] = '\0';
+            }
+            x->bytes_before += res->rows.len;
+            res->lsn = o->lsn;
+        }
+    }
+    c->lsn = o->lsn;
+    for (size_t i = 0; i < c->nresults; i++)
+        if (c->atomic)
+            c->results[i].lsn = o->lsn;
+}
+
+static void op_begin(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    if (c->txn[0] != '\0') {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
+        return;
+    }
+    int rc = internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+    if (rc != SQLITE_OK) {
+        fail_sqlite(x, rc);
+        return;
+    }
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        internal_exec(o, "ROLLBACK");
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
+        return;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(c->txn_out + 2 * i, 3, "%02x", rnd[i]);
+    o->in_txn = true;
+    uint64_t timeout = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
+    pthread_mutex_lock(&a->mu);
+    memcpy(a->txn, c->txn_out, sizeof a->txn);
+    a->txn_session = c->session;
+    a->txn_timeout_ms = timeout;
+    a->txn_deadline_ms = dsq_now_ms() + timeout;
+    pthread_mutex_unlock(&a->mu);
+    atomic_fetch_add(&x->e->txns_open, 1);
+    c->lsn = o->lsn;
+}
+
+static void op_end_txn(run_ctx *x, bool do_commit)
+{
+    dsq_call *c = x->c;
+    if (c->txn[0] == '\0') {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transactionId is required");
+        return;
+    }
+    if (check_txn(x) != 0)
+        return;
+    if (do_commit) {
+        if (commit(x) != 0)
+            append_msg(c, " (the transaction was rolled back)");
+    } else {
+        internal_exec(x->o, "ROLLBACK");
+    }
+    end_txn(x);
+    c->lsn = x->o->lsn;
+}
+
+static void stream_finish(run_ctx *x)
+{
+    actor_open *o = x->o;
+    if (o->stream_stmt) {
+        sqlite3_finalize(o->stream_stmt);
+        o->stream_stmt = NULL;
+    }
+    if (o->stream_began) {
+        internal_exec(o, "COMMIT"); /* read only: nothing to make durable */
+        o->stream_began = false;
+    }
+    pthread_mutex_lock(&x->a->mu);
+    x->a->stream_id = 0;
+    x->a->stream_session = 0;
+    pthread_mutex_unlock(&x->a->mu);
+}
+
+/* Prepare a stream's one read-only statement and take the hold. */
+static int stream_start(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (alloc_results(c, 1) != 0 || check_txn(x) != 0)
+        return -1;
+    const dsq_stmt_req *r = &c->stmts[0];
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    o->deny[0] = '\0';
+    int rc = sqlite3_prepare_v3(o->db, r->sql, (int)r->sql_len, 0, &st, &tail);
+    if (rc != SQLITE_OK) {
+        fail_sqlite(x, rc);
+        return -1;
+    }
+    if (st == NULL) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
+        return -1;
+    }
+    const char *end = r->sql + r->sql_len;
+    if (skip_space(tail, end) != end && !(*skip_space(tail, end) == ';' &&
+                                          skip_space(skip_space(tail, end) + 1, end) == end)) {
+        sqlite3_finalize(st);
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream takes exactly one statement");
+        return -1;
+    }
+    if (!sqlite3_stmt_readonly(st)) {
+        sqlite3_finalize(st);
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream runs read-only statements; use query");
+        return -1;
+    }
+    unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
+    int brc = used ? bind_params(c, st, r, used) : -1;
+    for (size_t k = 0; brc == 0 && k < r->nparams; k++) {
+        if (!used[k]) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "params has values the SQL does not use");
+            brc = -1;
+        }
+    }
+    free(used);
+    if (brc != 0 || dsq__result_columns(&c->results[0], st) != 0) {
+        if (c->err == 0)
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        sqlite3_finalize(st);
+        return -1;
+    }
+    if (!o->in_txn) {
+        if (internal_exec(o, "BEGIN") != SQLITE_OK) {
+            sqlite3_finalize(st);
+            fail_sqlite(x, sqlite3_errcode(o->db));
+            return -1;
+        }
+        o->stream_began = true;
+    }
+    o->stream_stmt = st;
+    o->statements++;
+    c->stream_id = atomic_fetch_add(&x->e->next_stream, 1) + 1;
+    pthread_mutex_lock(&x->a->mu);
+    x->a->stream_id = c->stream_id;
+    x->a->stream_session = c->session;
+    x->a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    pthread_mutex_unlock(&x->a->mu);
+    return 0;
+}
+
+/* Start, continue or cancel a stream; hands one chunk to the loop. */
+static void op_stream(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    bool ours;
+    pthread_mutex_lock(&a->mu);
+    ours = c->stream_id != 0 && a->stream_id == c->stream_id;
+    if (ours)
+        a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    pthread_mutex_unlock(&a->mu);
+
+    if (c->state == DSQ__CALL_STREAM_CANCEL) {
+        if (ours)
+            stream_finish(x);
+        c->more = false;
+        return;
+    }
+    if (c->state == DSQ__CALL_NEW) {
+        if (stream_start(x) != 0) {
+            c->more = false;
+            return;
+        }
+    } else if (!ours || o->stream_stmt == NULL) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the stream was ended: idle past transaction_timeout");
+        c->more = false;
+        return;
+    }
+    dsq_result *res = &c->results[0];
+    dsq_buf_reset(&res->rows);
+    res->nrows = 0;
+    int ncols = sqlite3_column_count(o->stream_stmt);
+    bool done = false;
+    for (size_t n = 0; n < c->chunk_rows; n++) {
+        int rc = sqlite3_step(o->stream_stmt);
+        if (rc == SQLITE_ROW) {
+            if (dsq__result_add(res, o->stream_stmt, ncols) != 0) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+                break;
+            }
+            if (res->rows.len > x->e->cfg.max_result_size) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                          "one chunk is larger than max_result_size (%zu bytes); use a smaller chunkSize",
+                          x->e->cfg.max_result_size);
+                break;
+            }
+            continue;
+        }
+        if (rc != SQLITE_DONE)
+            fail_sqlite(x, rc);
+        done = true;
+        break;
+    }
+    if (c->err != 0 || done) {
+        stream_finish(x);
+        c->more = false;
+    } else {
+        c->more = true;
+    }
+    res->lsn = c->lsn = o->lsn;
+}
+
+static void op_ping(run_ctx *x)
+{
+    x->c->lsn = x->o->lsn;
+    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->o->lsn, "time",
+                          (json_int_t)dsq_wall_ms());
+}
+
+/* ---- the entry point ---------------------------------------------------------------- */
+
+static void exec_internal(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
+    bool held;
+    switch (op_of(c)) {
+    case DSQ__OP_HIBERNATE:
+        pthread_mutex_lock(&a->mu);
+        held = a->txn[0] != '\0' || a->stream_id != 0;
+        pthread_mutex_unlock(&a->mu);
+        if (!held)
+            dsq__actor_close(a);
+        break;
+    case DSQ__OP_TXN_EXPIRE: {
+        pthread_mutex_lock(&a->mu);
+        bool match = a->txn[0] != '\0' && strcmp(a->txn, c->txn) == 0;
+        /* An idle expiry loses to activity that came in meanwhile. */
+        if (match && c->session == 0 && dsq_now_ms() < a->txn_deadline_ms)
+            match = false;
+        pthread_mutex_unlock(&a->mu);
+        if (!match || x->o == NULL)
+            break;
+        if (x->o->stream_stmt)
+            stream_finish(x);
+        internal_exec(x->o, "ROLLBACK");
+        end_txn(x);
+        DSQ_INFO("transaction_rolled_back", "db=%s reason=%s", a->name,
+                 c->session ? "client_disconnected" : "idle_timeout");
+        break;
+    }
+    case DSQ__OP_STREAM_END:
+        pthread_mutex_lock(&a->mu);
+        held = a->stream_id == c->stream_id;
+        pthread_mutex_unlock(&a->mu);
+        if (held && x->o)
+            stream_finish(x);
+        break;
+    case DSQ__OP_SHUTDOWN:
+        if (x->o) {
+            if (x->o->stream_stmt)
+                stream_finish(x);
+            if (x->o->in_txn) {
+                internal_exec(x->o, "ROLLBACK");
+                end_txn(x);
+            }
+            dsq__actor_close(a);
+        }
+        pthread_mutex_lock(&a->mu);
+        a->shut = true;
+        pthread_mutex_unlock(&a->mu);
+        break;
+    }
+}
+
+void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    run_ctx x = {e, a, a->open, c, 0};
+    c->err = 0;
+    c->msg[0] = '\0';
+    if (op_of(c) >= DSQ__OP_HIBERNATE) {
+        exec_internal(&x);
+        dsq__complete(e, c);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    bool shut = a->shut;
+    pthread_mutex_unlock(&a->mu);
+    if (shut) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->op == DSQ_OP_LIST) {
+        c->doc = dsq__store_list(e->data_dir);
+        if (c->doc == NULL)
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot list databases");
+    } else if (c->op == DSQ_OP_DROP) {
+        char err[512];
+        if (c->txn[0]) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
+        } else {
+            dsq__actor_close(a);
+            if (dsq__store_drop(e->data_dir, a->name, err, sizeof err) != 0)
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
+            else
+                c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
+        }
+    } else if (dsq__actor_open(e, a, c) == 0) {
+        x.o = a->open;
+        x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
+        switch (c->op) {
+        case DSQ_OP_QUERY: op_query(&x); break;
+        case DSQ_OP_BATCH: op_batch(&x); break;
+        case DSQ_OP_STREAM: op_stream(&x); break;
+        case DSQ_OP_BEGIN: op_begin(&x); break;
+        case DSQ_OP_COMMIT: op_end_txn(&x, true); break;
+        case DSQ_OP_ROLLBACK: op_end_txn(&x, false); break;
+        case DSQ_OP_SCHEMA: {
+            char err[256];
+            if (check_txn(&x) == 0 && (c->doc = dsq__schema(x.o, err, sizeof err)) == NULL)
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            c->lsn = x.o->lsn;
+            break;
+        }
+        case DSQ_OP_STATS:
+            c->doc = dsq__stats(e, a);
+            c->lsn = x.o->lsn;
+            break;
+        case DSQ_OP_PING:
+            if (check_txn(&x) == 0)
+                op_ping(&x);
+            break;
+        default:
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "unknown operation %d", op_of(c));
+            break;
+        }
+        x.o->deadline_ns = 0;
+        if (c->txn[0] && x.o->in_txn) {
+            pthread_mutex_lock(&a->mu);
+            a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
+            pthread_mutex_unlock(&a->mu);
+        }
+    } else if (c->op == DSQ_OP_STREAM) {
+        c->more = false;
+    }
+    if (c->op == DSQ_OP_STREAM) {
+        if (c->err != 0)
+            c->more = false;
+        if (c->chunk)
+            c->chunk(c);
+    } else if (c->encode) {
+        c->encode(c);
+    }
+    dsq__complete(e, c);
+}

@@ -1,0 +1,87 @@
+/* pool — the worker threads and the run queue of actors with mail.
+ *
+ * An actor is on the run queue at most once (its sched state says so). A
+ * worker takes the actor at the head, runs a bounded number of its
+ * messages (dsq__actor_run), and the actor goes back to the tail if it
+ * still has runnable mail: a busy database cannot starve the others. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine_int.h"
+
+static void *worker_main(void *arg)
+{
+    dsq_engine *e = arg;
+    pool *p = &e->pool;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->head == NULL && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        dsq_actor *a = p->head;
+        if (a == NULL) { /* stopping, and nothing left to run */
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        p->head = a->run_next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        a->run_next = NULL;
+        pthread_mutex_unlock(&p->mu);
+        dsq__actor_run(e, a);
+    }
+}
+
+void dsq__pool_push(dsq_engine *e, dsq_actor *a)
+{
+    pool *p = &e->pool;
+    pthread_mutex_lock(&p->mu);
+    a->run_next = NULL;
+    if (p->tail)
+        p->tail->run_next = a;
+    else
+        p->head = a;
+    p->tail = a;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
+{
+    pool *p = &e->pool;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->threads = calloc(n, sizeof *p->threads);
+    if (p->threads == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int rv = pthread_create(&p->threads[i], NULL, worker_main, e);
+        if (rv != 0) {
+            snprintf(err, errlen, "cannot start worker %u: %s", i, strerror(rv));
+            dsq__pool_stop(e);
+            return -1;
+        }
+        p->n++;
+    }
+    return 0;
+}
+
+/* Workers finish what is queued, then exit. */
+void dsq__pool_stop(dsq_engine *e)
+{
+    pool *p = &e->pool;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->n; i++)
+        pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    p->threads = NULL;
+    p->n = 0;
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+}

@@ -1,0 +1,799 @@
+/* Unit tests: engine — actors, SQL, transactions, streams, scheduling,
+ * hibernation, shutdown — driven without an event loop: the wake hook
+ * signals a condition variable and the test polls. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/engine_int.h"
+
+/* ---- harness ------------------------------------------------------------------- */
+
+static dsq_engine *E;
+static char dir[64];
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
+static int wakes;
+static int ndone;                  /* done hooks run */
+static dsq_call *order[512];       /* calls in the order they finished */
+
+static void wake(void *arg)
+{
+    pthread_mutex_lock(&wmu);
+    wakes++;
+    pthread_cond_signal(&wcv);
+    pthread_mutex_unlock(&wmu);
+}
+
+static void on_done(dsq_call *c)
+{
+    if (ndone < 512)
+        order[ndone] = c;
+    ndone++;
+}
+
+static dsq_engine_cfg cfg_default(void)
+{
+    dsq_engine_cfg c = {
+        .data_dir = dir,
+        .workers = 2,
+        .idle_timeout_ms = 60000,
+        .max_open_actors = 100,
+        .max_queue = 1000,
+        .batch_per_turn = 16,
+        .query_timeout_ms = 2000,
+        .max_result_size = 1 << 20,
+        .txn_timeout_ms = 30000,
+        .max_sql_length = 100000,
+        .max_value_size = 1 << 20,
+        .max_columns = 2000,
+        .max_expr_depth = 100,
+        .max_params = 999,
+        .cache_pages = 500,
+        .wake = wake,
+    };
+    return c;
+}
+
+static void start_with(dsq_engine_cfg c)
+{
+    char err[256];
+    E = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_not_null(E, "%s", err);
+}
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/dsq-test-engine-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    ndone = 0;
+    start_with(cfg_default());
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void teardown(void)
+{
+    dsq_engine_free(E);
+    E = NULL;
+    rm_rf(dir);
+}
+
+TestSuite(engine, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Poll until `n` done hooks have run in total; fail after 10 s. */
+static void wait_done(int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    for (;;) {
+        dsq_engine_poll(E);
+        if (ndone >= n)
+            return;
+        pthread_mutex_lock(&wmu);
+        int rc = 0;
+        while (wakes == 0 && rc == 0)
+            rc = pthread_cond_timedwait(&wcv, &wmu, &until);
+        wakes = 0;
+        pthread_mutex_unlock(&wmu);
+        cr_assert_eq(rc, 0, "calls did not finish in 10 s (%d of %d)", ndone, n);
+    }
+}
+
+/* A call with one statement; params given as a printf-like list of
+ * type letters: i (int64), d (double), s (text), n (null), b (blob
+ * pointer + length). Named when names != NULL. */
+typedef struct tcall {
+    dsq_call c;
+    dsq_stmt_req r;
+    dsq_param p[8];
+} tcall;
+
+static tcall *mk(dsq_op op, const char *sql)
+{
+    tcall *t = calloc(1, sizeof *t);
+    t->c.op = op;
+    t->c.scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+    t->c.done = on_done;
+    t->c.atomic = true;
+    t->c.chunk_rows = 2;
+    if (sql) {
+        t->r.sql = sql;
+        t->r.sql_len = strlen(sql);
+        t->c.stmts = &t->r;
+        t->c.nstmts = 1;
+    }
+    return t;
+}
+
+static void pint(tcall *t, const char *name, int64_t v)
+{
+    dsq_param *p = &t->p[t->r.nparams++];
+    p->name = name;
+    p->v.type = DSQ_V_INT;
+    p->v.i = v;
+    t->r.params = t->p;
+    t->r.named = name != NULL;
+}
+
+static void ptext(tcall *t, const char *name, const char *v)
+{
+    dsq_param *p = &t->p[t->r.nparams++];
+    p->name = name;
+    p->v.type = DSQ_V_TEXT;
+    p->v.p = v;
+    p->v.n = strlen(v);
+    t->r.params = t->p;
+    t->r.named = name != NULL;
+}
+
+static void tfree(tcall *t)
+{
+    dsq_call_reset(&t->c);
+    free(t);
+}
+
+/* Submit and wait for this one call. */
+static tcall *run(const char *db, tcall *t)
+{
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, db, &t->c), 0, "%s", t->c.msg);
+    wait_done(before + 1);
+    return t;
+}
+
+static tcall *q(const char *db, const char *sql)
+{
+    return run(db, mk(DSQ_OP_QUERY, sql));
+}
+
+static void ok(const char *db, const char *sql)
+{
+    tcall *t = q(db, sql);
+    cr_assert_eq(t->c.err, 0, "%s: %s", sql, t->c.msg);
+    tfree(t);
+}
+
+/* The i-th value (row-major) of a result. */
+static dsq_value val(const dsq_result *r, size_t idx)
+{
+    size_t pos = 0;
+    dsq_value v;
+    for (size_t i = 0; i <= idx; i++)
+        cr_assert(dsq_result_next(r, &pos, &v), "no value %zu", idx);
+    return v;
+}
+
+static void expect_err(const char *db, const char *sql, dsq_code code, const char *fragment)
+{
+    tcall *t = q(db, sql);
+    cr_assert_neq(t->c.err, 0, "%s: should fail", sql);
+    cr_assert_eq(t->c.code, code, "%s: code %s (%s)", sql, dsq_code_name(t->c.code), t->c.msg);
+    if (fragment)
+        cr_assert(strstr(t->c.msg, fragment) != NULL, "%s: message '%s' lacks '%s'", sql, t->c.msg,
+                  fragment);
+    tfree(t);
+}
+
+/* ---- SQL ---------------------------------------------------------------------------- */
+
+Test(engine, create_insert_select_and_lsn)
+{
+    tcall *t = q("app", "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    uint64_t lsn1 = t->c.lsn;
+    cr_assert_eq(lsn1, 1, "the first write is LSN 1");
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "INSERT INTO t(name, score) VALUES (?, ?)");
+    ptext(t, NULL, "ada");
+    t->p[1].v.type = DSQ_V_REAL;
+    t->p[1].v.d = 2.5;
+    t->r.nparams = 2;
+    run("app", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(t->c.results[0].rows_affected, 1);
+    cr_assert_eq(t->c.results[0].last_insert_rowid, 1);
+    cr_assert_eq(t->c.lsn, 2);
+    tfree(t);
+    t = q("app", "SELECT id, name, score, data, 9007199254740993 AS big FROM t");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    const dsq_result *r = &t->c.results[0];
+    cr_assert_eq(r->ncols, 5);
+    cr_assert_str_eq(r->names[1], "name");
+    cr_assert_str_eq(r->decltypes[2], "REAL");
+    cr_assert_null(r->decltypes[4], "an expression has no declared type");
+    cr_assert_eq(r->nrows, 1);
+    cr_assert_eq(val(r, 0).i, 1);
+    dsq_value v = val(r, 1);
+    cr_assert_eq(v.type, DSQ_V_TEXT);
+    cr_assert(v.n == 3 && memcmp(v.p, "ada", 3) == 0);
+    cr_assert_eq(val(r, 2).d, 2.5);
+    cr_assert_eq(val(r, 3).type, DSQ_V_NULL);
+    cr_assert_eq(val(r, 4).i, 9007199254740993ll);
+    cr_assert_eq(r->rows_affected, 0);
+    cr_assert_eq(t->c.lsn, 2, "a read reflects the last commit");
+    tfree(t);
+}
+
+Test(engine, parameters)
+{
+    ok("p", "CREATE TABLE t(a, b)");
+    tcall *t = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (:a, @b)");
+    pint(t, "a", 1);
+    pint(t, "b", 2);
+    run("p", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT $a + ?2");  /* mixed: refused as named */
+    pint(t, "a", 1);
+    run("p", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_REQUEST, "%s", t->c.msg);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT ?1 + ?1, ?2");
+    pint(t, NULL, 20);
+    pint(t, NULL, 1);
+    run("p", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(val(&t->c.results[0], 0).i, 40);
+    tfree(t);
+    /* Missing, extra, and wrong kind. */
+    t = mk(DSQ_OP_QUERY, "SELECT ?, ?");
+    pint(t, NULL, 1);
+    run("p", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_REQUEST);
+    cr_assert(strstr(t->c.msg, "uses 2 parameters but params has 1") != NULL, "%s", t->c.msg);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT ?");
+    pint(t, NULL, 1);
+    pint(t, NULL, 2);
+    run("p", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_REQUEST);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT :x");
+    pint(t, "y", 1);
+    run("p", t);
+    cr_assert(strstr(t->c.msg, "missing parameter :x") != NULL, "%s", t->c.msg);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT :x");
+    pint(t, "x", 1);
+    pint(t, "unused", 2);
+    run("p", t);
+    cr_assert(strstr(t->c.msg, "parameter unused is not used") != NULL, "%s", t->c.msg);
+    tfree(t);
+}
+
+Test(engine, several_statements_are_one_transaction)
+{
+    tcall *t = q("m", "CREATE TABLE t(x UNIQUE); INSERT INTO t VALUES (1); SELECT count(*) FROM t;");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(t->c.results[0].ncols, 1, "the result is the last statement's");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1);
+    cr_assert_eq(t->c.lsn, 1, "one request, one commit");
+    tfree(t);
+    expect_err("m", "INSERT INTO t VALUES (2); INSERT INTO t VALUES (1)", DSQ_CODE_CONSTRAINT_VIOLATION,
+               "UNIQUE");
+    t = q("m", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1, "the failed request left nothing behind");
+    cr_assert_eq(t->c.lsn, 1);
+    tfree(t);
+    expect_err("m", "   -- nothing\n", DSQ_CODE_INVALID_REQUEST, "no statement");
+}
+
+Test(engine, error_codes)
+{
+    ok("e", "CREATE TABLE t(a INTEGER NOT NULL, b TEXT CHECK (length(b) < 5)) ");
+    ok("e", "CREATE TABLE s(x INTEGER) STRICT");
+    expect_err("e", "SELEC 1", DSQ_CODE_SYNTAX_ERROR, "syntax error");
+    expect_err("e", "SELECT * FROM nope", DSQ_CODE_TABLE_NOT_FOUND, "no such table: nope");
+    expect_err("e", "SELECT nope FROM t", DSQ_CODE_COLUMN_NOT_FOUND, "no such column: nope");
+    expect_err("e", "INSERT INTO t VALUES (NULL, 'x')", DSQ_CODE_CONSTRAINT_VIOLATION, "NOT NULL");
+    expect_err("e", "INSERT INTO t VALUES (1, 'toolong')", DSQ_CODE_CONSTRAINT_VIOLATION, "CHECK");
+    expect_err("e", "INSERT INTO s VALUES ('text')", DSQ_CODE_TYPE_MISMATCH, NULL);
+    expect_err("e", "SELECT 'unterminated", DSQ_CODE_SYNTAX_ERROR, NULL);
+    expect_err("e", "CREATE TABLE t(x)", DSQ_CODE_INVALID_REQUEST, "already exists");
+    expect_err("e", "SELECT \"no double quoted strings\"", DSQ_CODE_COLUMN_NOT_FOUND, NULL);
+}
+
+Test(engine, foreign_keys_are_on)
+{
+    ok("fk", "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p INTEGER REFERENCES p(id))");
+    expect_err("fk", "INSERT INTO c VALUES (42)", DSQ_CODE_CONSTRAINT_VIOLATION, "FOREIGN KEY");
+    tcall *t = q("fk", "PRAGMA foreign_keys");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1);
+    tfree(t);
+}
+
+Test(engine, sandbox)
+{
+    ok("s", "CREATE TABLE t(x)");
+    expect_err("s", "ATTACH DATABASE '/tmp/x.db' AS x", DSQ_CODE_FORBIDDEN, "ATTACH");
+    expect_err("s", "PRAGMA journal_mode=DELETE", DSQ_CODE_FORBIDDEN, "may be read, not set");
+    expect_err("s", "PRAGMA writable_schema=ON", DSQ_CODE_FORBIDDEN, "writable_schema is not allowed");
+    expect_err("s", "PRAGMA database_list", DSQ_CODE_FORBIDDEN, NULL);
+    expect_err("s", "SELECT load_extension('/tmp/x')", DSQ_CODE_FORBIDDEN, "load_extension");
+    expect_err("s", "BEGIN", DSQ_CODE_FORBIDDEN, "beginTransaction");
+    expect_err("s", "COMMIT", DSQ_CODE_FORBIDDEN, NULL);
+    expect_err("s", "SAVEPOINT a", DSQ_CODE_FORBIDDEN, "open transaction");
+    expect_err("s", "VACUUM INTO '/tmp/stolen.db'", DSQ_CODE_FORBIDDEN, "VACUUM INTO");
+    expect_err("s", "vacuum main into '/tmp/stolen.db'", DSQ_CODE_FORBIDDEN, NULL);
+    expect_err("s", "SELECT * FROM _dosqld_meta", DSQ_CODE_FORBIDDEN, "reserved");
+    expect_err("s", "UPDATE _dosqld_meta SET v = 0", DSQ_CODE_FORBIDDEN, NULL);
+    expect_err("s", "DROP TABLE _dosqld_meta", DSQ_CODE_FORBIDDEN, NULL);
+    expect_err("s", "CREATE TEMP TABLE x(a)", DSQ_CODE_FORBIDDEN, "temporary");
+    /* Trigger bodies are authorized when they fire: the trigger can be
+     * made, but the statement that fires it is refused. */
+    ok("s", "CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM _dosqld_meta; END");
+    expect_err("s", "INSERT INTO t VALUES (1)", DSQ_CODE_FORBIDDEN, "reserved");
+    ok("s", "DROP TRIGGER tr");
+    ok("s", "PRAGMA table_info(t)");
+    ok("s", "PRAGMA user_version = 7");
+    tcall *t = q("s", "PRAGMA user_version");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 7);
+    tfree(t);
+    ok("s", "VACUUM");
+    expect_err("s", "ATTACH '' AS scratch", DSQ_CODE_FORBIDDEN, "ATTACH");
+    ok("s", "SELECT 'VACUUM INTO' AS not_a_statement");
+    expect_err("s", "VACUUM; SELECT 1", DSQ_CODE_INVALID_REQUEST, "only statement");
+}
+
+Test(engine, read_scope_runs_read_only_statements)
+{
+    ok("r", "CREATE TABLE t(x)");
+    tcall *t = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    t->c.scope = DSQ_SCOPE_R;
+    run("r", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_FORBIDDEN, "%s", t->c.msg);
+    tfree(t);
+    t = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    t->c.scope = DSQ_SCOPE_R;
+    run("r", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    tfree(t);
+}
+
+Test(engine, query_timeout)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.query_timeout_ms = 200;
+    start_with(c);
+    expect_err("slow", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                       "SELECT count(*) FROM n",
+               DSQ_CODE_TIMEOUT, "query_timeout");
+    ok("slow", "SELECT 1"); /* the actor goes on */
+}
+
+Test(engine, max_result_size)
+{
+    expect_err("big", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 100000) "
+                      "SELECT i, 'padding padding padding' FROM n",
+               DSQ_CODE_RESOURCE_EXHAUSTED, "max_result_size");
+}
+
+/* ---- transactions --------------------------------------------------------------------- */
+
+static tcall *begin(const char *db, uint64_t session)
+{
+    tcall *t = mk(DSQ_OP_BEGIN, NULL);
+    t->c.session = session;
+    run(db, t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(strlen(t->c.txn_out), 32);
+    return t;
+}
+
+static tcall *in_txn(const char *db, const char *txn, const char *sql)
+{
+    tcall *t = mk(DSQ_OP_QUERY, sql);
+    strcpy(t->c.txn, txn);
+    return run(db, t);
+}
+
+static tcall *end_txn(const char *db, const char *txn, bool commit)
+{
+    tcall *t = mk(commit ? DSQ_OP_COMMIT : DSQ_OP_ROLLBACK, NULL);
+    strcpy(t->c.txn, txn);
+    return run(db, t);
+}
+
+Test(engine, transaction_isolates_and_others_wait)
+{
+    ok("tx", "CREATE TABLE t(x)");
+    tcall *b = begin("tx", 0);
+    tcall *w = in_txn("tx", b->c.txn_out, "INSERT INTO t VALUES (1)");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    /* Another client's read waits behind the transaction. */
+    tcall *other = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "tx", &other->c), 0);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "a read ran inside someone else's transaction");
+    tcall *cm = mk(DSQ_OP_COMMIT, NULL);
+    strcpy(cm->c.txn, b->c.txn_out);
+    cr_assert_eq(dsq_engine_submit(E, "tx", &cm->c), 0);
+    wait_done(before + 2);
+    cr_assert_eq(order[before], &cm->c, "the commit finishes first");
+    cr_assert_eq(order[before + 1], &other->c);
+    cr_assert_eq(cm->c.err, 0, "%s", cm->c.msg);
+    cr_assert_eq(cm->c.lsn, 2);
+    cr_assert_eq(val(&other->c.results[0], 0).i, 1, "and the waiting read sees the commit");
+    tfree(cm);
+    tfree(other);
+    /* The id is now gone. */
+    tcall *again = in_txn("tx", b->c.txn_out, "SELECT 1");
+    cr_assert_eq(again->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND);
+    tfree(again);
+    tfree(b);
+}
+
+Test(engine, rollback_and_savepoints)
+{
+    ok("rb", "CREATE TABLE t(x)");
+    tcall *b = begin("rb", 0);
+    tfree(in_txn("rb", b->c.txn_out, "INSERT INTO t VALUES (1); SAVEPOINT a; INSERT INTO t VALUES (2)"));
+    tcall *r = in_txn("rb", b->c.txn_out, "ROLLBACK TO a; RELEASE a; SELECT count(*) FROM t");
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 1);
+    tfree(r);
+    /* Inside a transaction a failing statement undoes itself only; the
+     * statements before it in the request stay, for the client to keep or
+     * roll back. */
+    r = in_txn("rb", b->c.txn_out, "INSERT INTO t VALUES (3); SELECT * FROM nope");
+    cr_assert_eq(r->c.code, DSQ_CODE_TABLE_NOT_FOUND);
+    tfree(r);
+    r = in_txn("rb", b->c.txn_out, "SELECT count(*) FROM t");
+    cr_assert_eq(val(&r->c.results[0], 0).i, 2);
+    tfree(r);
+    tcall *e = end_txn("rb", b->c.txn_out, false);
+    cr_assert_eq(e->c.err, 0, "%s", e->c.msg);
+    cr_assert_eq(e->c.lsn, 1, "a rollback commits nothing");
+    tfree(e);
+    r = q("rb", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0);
+    tfree(r);
+    e = end_txn("rb", b->c.txn_out, true);
+    cr_assert_eq(e->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND);
+    tfree(e);
+    tfree(b);
+}
+
+Test(engine, deferred_foreign_key_fails_the_commit)
+{
+    ok("dfk", "CREATE TABLE p(id INTEGER PRIMARY KEY); "
+              "CREATE TABLE c(p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)");
+    tcall *b = begin("dfk", 0);
+    tcall *w = in_txn("dfk", b->c.txn_out, "INSERT INTO c VALUES (9)");
+    cr_assert_eq(w->c.err, 0, "deferred: accepted for now (%s)", w->c.msg);
+    tfree(w);
+    tcall *e = end_txn("dfk", b->c.txn_out, true);
+    cr_assert_eq(e->c.code, DSQ_CODE_CONSTRAINT_VIOLATION, "%s", e->c.msg);
+    cr_assert(strstr(e->c.msg, "rolled back") != NULL, "%s", e->c.msg);
+    tfree(e);
+    tcall *r = q("dfk", "SELECT count(*) FROM c");
+    cr_assert_eq(r->c.err, 0, "the actor is usable: %s", r->c.msg);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0);
+    tfree(r);
+    tfree(b);
+}
+
+Test(engine, transaction_times_out)
+{
+    ok("to", "CREATE TABLE t(x)");
+    tcall *b = mk(DSQ_OP_BEGIN, NULL);
+    b->c.txn_timeout_ms = 100;
+    run("to", b);
+    tfree(in_txn("to", b->c.txn_out, "INSERT INTO t VALUES (1)"));
+    usleep(200000);
+    dsq_engine_tick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    tcall *r = in_txn("to", b->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    r = q("to", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0, "rolled back");
+    tfree(r);
+    tfree(b);
+}
+
+Test(engine, session_end_rolls_back)
+{
+    ok("se", "CREATE TABLE t(x)");
+    tcall *b = begin("se", 77);
+    tfree(in_txn("se", b->c.txn_out, "INSERT INTO t VALUES (1)"));
+    dsq_engine_session_closed(E, 78); /* someone else */
+    tcall *r = in_txn("se", b->c.txn_out, "SELECT count(*) FROM t");
+    cr_assert_eq(r->c.err, 0, "another session's end changes nothing: %s", r->c.msg);
+    tfree(r);
+    dsq_engine_session_closed(E, 77);
+    r = q("se", "SELECT count(*) FROM t"); /* waits for the rollback, then runs */
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0);
+    tfree(r);
+    tfree(b);
+}
+
+/* ---- batches and streams --------------------------------------------------------------- */
+
+Test(engine, batch_atomic_and_not)
+{
+    ok("b", "CREATE TABLE t(x UNIQUE)");
+    dsq_stmt_req st[3] = {
+        {.sql = "INSERT INTO t VALUES (1)", .sql_len = 24},
+        {.sql = "INSERT INTO t VALUES (1)", .sql_len = 24},
+        {.sql = "INSERT INTO t VALUES (2)", .sql_len = 24},
+    };
+    tcall *t = mk(DSQ_OP_BATCH, NULL);
+    t->c.stmts = st;
+    t->c.nstmts = 3;
+    run("b", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_CONSTRAINT_VIOLATION);
+    cr_assert(strncmp(t->c.msg, "statement 1: ", 13) == 0, "%s", t->c.msg);
+    tfree(t);
+    t = q("b", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 0, "all or nothing");
+    tfree(t);
+    t = mk(DSQ_OP_BATCH, NULL);
+    t->c.stmts = st;
+    t->c.nstmts = 3;
+    t->c.atomic = false;
+    run("b", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_null(t->c.results[0].error);
+    cr_assert_not_null(t->c.results[1].error);
+    cr_assert_eq(t->c.results[1].code, DSQ_CODE_CONSTRAINT_VIOLATION);
+    cr_assert_null(t->c.results[2].error);
+    cr_assert_eq(t->c.results[0].lsn, 2);
+    cr_assert_eq(t->c.results[2].lsn, 3, "each statement commits on its own");
+    tfree(t);
+}
+
+static int chunks;
+static void on_chunk(dsq_call *c) { chunks++; }
+
+Test(engine, stream_in_chunks)
+{
+    ok("st", "CREATE TABLE t(x); INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) SELECT i FROM n");
+    tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    t->c.chunk = on_chunk;
+    chunks = 0;
+    int seen = 0;
+    run("st", t);
+    for (int guard = 0; guard < 10; guard++) {
+        cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+        for (size_t i = 0; i < t->c.results[0].nrows; i++)
+            cr_assert_eq(val(&t->c.results[0], i).i, ++seen);
+        if (!t->c.more)
+            break;
+        /* While the stream is open, other calls wait. */
+        int before = ndone;
+        dsq_engine_stream_more(E, &t->c, false);
+        wait_done(before + 1);
+    }
+    cr_assert_eq(seen, 5);
+    cr_assert_eq(chunks, 3, "5 rows in chunks of 2");
+    tfree(t);
+    ok("st", "INSERT INTO t VALUES (6)"); /* the hold is gone */
+    t = mk(DSQ_OP_STREAM, "INSERT INTO t VALUES (7)");
+    run("st", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_REQUEST, "%s", t->c.msg);
+    tfree(t);
+}
+
+Test(engine, stream_cancel)
+{
+    ok("sc", "CREATE TABLE t(x); INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) SELECT i FROM n");
+    tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t");
+    run("sc", t);
+    cr_assert(t->c.more);
+    int before = ndone;
+    dsq_engine_stream_more(E, &t->c, true);
+    wait_done(before + 1);
+    cr_assert_not(t->c.more);
+    tfree(t);
+    ok("sc", "INSERT INTO t VALUES (11)");
+}
+
+/* ---- schema, stats, ping, drop, list ------------------------------------------------------- */
+
+Test(engine, schema_and_stats)
+{
+    ok("sch", "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT 'x');"
+              "CREATE UNIQUE INDEX t_name ON t(name); CREATE VIEW v AS SELECT name FROM t;"
+              "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END");
+    tcall *t = run("sch", mk(DSQ_OP_SCHEMA, NULL));
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    json_t *d = t->c.doc;
+    cr_assert_eq(json_array_size(json_object_get(d, "tables")), 1, "the reserved table is hidden");
+    json_t *tab = json_array_get(json_object_get(d, "tables"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(tab, "name")), "t");
+    json_t *col = json_array_get(json_object_get(tab, "columns"), 1);
+    cr_assert_str_eq(json_string_value(json_object_get(col, "name")), "name");
+    cr_assert(json_is_true(json_object_get(col, "notNull")));
+    cr_assert_str_eq(json_string_value(json_object_get(col, "default")), "'x'");
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(json_object_get(tab, "columns"), 0),
+                                                    "primaryKey")),
+                 1);
+    json_t *ix = json_array_get(json_object_get(d, "indexes"), 0);
+    cr_assert(json_is_true(json_object_get(ix, "unique")));
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(ix, "columns"), 0)), "name");
+    cr_assert_eq(json_array_size(json_object_get(d, "views")), 1);
+    cr_assert_eq(json_array_size(json_object_get(d, "triggers")), 1);
+    tfree(t);
+    t = run("sch", mk(DSQ_OP_STATS, NULL));
+    json_t *db = json_object_get(t->c.doc, "database");
+    cr_assert_eq(json_integer_value(json_object_get(db, "lsn")), 1);
+    cr_assert_gt(json_integer_value(json_object_get(db, "pages")), 1);
+    cr_assert_gt(json_integer_value(json_object_get(db, "statements")), 0);
+    json_t *srv = json_object_get(t->c.doc, "server");
+    cr_assert_eq(json_integer_value(json_object_get(srv, "actors")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(srv, "actorsOpen")), 1);
+    tfree(t);
+    t = run("sch", mk(DSQ_OP_PING, NULL));
+    cr_assert(json_is_true(json_object_get(t->c.doc, "pong")));
+    tfree(t);
+}
+
+Test(engine, drop_and_list)
+{
+    ok("one", "CREATE TABLE t(x)");
+    ok("two", "CREATE TABLE t(x)");
+    tcall *l = mk(DSQ_OP_LIST, NULL);
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit_system(E, &l->c), 0);
+    wait_done(before + 1);
+    cr_assert_eq(json_array_size(l->c.doc), 2);
+    cr_assert_str_eq(json_string_value(json_array_get(l->c.doc, 0)), "one");
+    tfree(l);
+    tcall *d = run("one", mk(DSQ_OP_DROP, NULL));
+    cr_assert_eq(d->c.err, 0, "%s", d->c.msg);
+    tfree(d);
+    l = mk(DSQ_OP_LIST, NULL);
+    before = ndone;
+    cr_assert_eq(dsq_engine_submit_system(E, &l->c), 0);
+    wait_done(before + 1);
+    cr_assert_eq(json_array_size(l->c.doc), 1);
+    cr_assert_str_eq(json_string_value(json_array_get(l->c.doc, 0)), "two");
+    tfree(l);
+    /* The next call to a dropped name starts a new, empty database. */
+    expect_err("one", "SELECT * FROM t", DSQ_CODE_TABLE_NOT_FOUND, NULL);
+}
+
+/* ---- scheduling, hibernation, lifecycle ------------------------------------------------------- */
+
+Test(engine, fairness_one_worker)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.workers = 1;
+    c.batch_per_turn = 4;
+    start_with(c);
+    ok("busy", "CREATE TABLE t(x)");
+    ok("quiet", "CREATE TABLE t(x)");
+    tcall *calls[41];
+    int base = ndone;
+    for (int i = 0; i < 40; i++) {
+        calls[i] = mk(DSQ_OP_QUERY, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) SELECT count(*) FROM n");
+        cr_assert_eq(dsq_engine_submit(E, "busy", &calls[i]->c), 0);
+    }
+    calls[40] = mk(DSQ_OP_QUERY, "SELECT 1");
+    cr_assert_eq(dsq_engine_submit(E, "quiet", &calls[40]->c), 0);
+    wait_done(base + 41);
+    int pos = -1;
+    for (int i = 0; i < 41; i++)
+        if (order[base + i] == &calls[40]->c)
+            pos = i;
+    cr_assert(pos >= 0 && pos <= 8, "the quiet database finished at position %d of 41", pos);
+    for (int i = 0; i < 41; i++)
+        tfree(calls[i]);
+}
+
+Test(engine, lru_and_idle_hibernation)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_open_actors = 2;
+    c.idle_timeout_ms = 100;
+    start_with(c);
+    ok("a", "CREATE TABLE t(x); INSERT INTO t VALUES ('kept')");
+    ok("b", "SELECT 1");
+    ok("c", "SELECT 1"); /* three open: "a" is the least recently used */
+    dsq_engine_stats s;
+    usleep(50000);
+    dsq_engine_poll(E);
+    dsq_engine_stats_get(E, &s);
+    cr_assert_eq(s.actors, 3);
+    cr_assert_leq(s.actors_open, 2, "open: %llu", (unsigned long long)s.actors_open);
+    tcall *t = q("a", "SELECT x FROM t"); /* wakes with its data */
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    dsq_value v = val(&t->c.results[0], 0);
+    cr_assert(v.n == 4 && memcmp(v.p, "kept", 4) == 0);
+    tfree(t);
+    usleep(150000);
+    dsq_engine_tick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    dsq_engine_stats_get(E, &s);
+    cr_assert_eq(s.actors_open, 0, "idle actors hibernate");
+    cr_assert_eq(s.actors_hibernated, 3);
+    /* A hibernated actor is small. */
+    cr_assert_leq(sizeof(dsq_actor) + 2, 400, "dsq_actor is %zu bytes", sizeof(dsq_actor));
+}
+
+Test(engine, restart_keeps_commits_shutdown_rolls_back)
+{
+    ok("keep", "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    tcall *b = begin("keep", 0);
+    tfree(in_txn("keep", b->c.txn_out, "INSERT INTO t VALUES (2)"));
+    tfree(b);
+    dsq_engine_free(E); /* the open transaction is rolled back */
+    start_with(cfg_default());
+    tcall *t = q("keep", "SELECT count(*), max(x) FROM t");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1);
+    cr_assert_eq(t->c.lsn, 1, "the LSN survives a restart");
+    tfree(t);
+    t = q("keep", "INSERT INTO t VALUES (3)");
+    cr_assert_eq(t->c.lsn, 2, "and goes on from there");
+    tfree(t);
+}
+
+Test(engine, queue_limit)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_queue = 3;
+    c.workers = 1;
+    start_with(c);
+    ok("qq", "SELECT 1");
+    tcall *b = begin("qq", 0); /* holds the actor: everything else waits */
+    tcall *w[4];
+    int refused = 0;
+    for (int i = 0; i < 4; i++) {
+        w[i] = mk(DSQ_OP_QUERY, "SELECT 1");
+        if (dsq_engine_submit(E, "qq", &w[i]->c) != 0) {
+            refused++;
+            cr_assert_eq(w[i]->c.code, DSQ_CODE_RESOURCE_EXHAUSTED);
+        }
+    }
+    cr_assert_eq(refused, 1);
+    int before = ndone;
+    tfree(end_txn("qq", b->c.txn_out, false));
+    wait_done(before + 4);
+    for (int i = 0; i < 4; i++)
+        tfree(w[i]);
+    tfree(b);
+}
