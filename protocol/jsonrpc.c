@@ -1,10 +1,12 @@
 /* jsonrpc — envelope validation, dispatch, and reply assembly.
  *
- * Divisions: exchanges (one per inbound message) and their calls;
+ * Divisions: exchanges (one per inbound message) and their calls; answers;
  * validation of one request; the entry point.
  *
- * An exchange counts its unanswered calls; the last answer builds the
- * reply, hands it to the transport and frees the exchange. */
+ * An exchange counts its unanswered calls; the last answer joins the
+ * replies (text, in request order), hands them to the transport and frees
+ * the exchange. Replies are text because results arrive as JSON text made
+ * on the engine's workers. */
 #include "protocol/jsonrpc.h"
 
 #include <stdarg.h>
@@ -13,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+
 typedef struct exchange exchange;
 
 struct dsq_rpc_call {
@@ -20,13 +24,13 @@ struct dsq_rpc_call {
     json_t *id;         /* owned; NULL for a notification */
     bool jsonrpc;       /* echo "jsonrpc": "2.0" */
     const char *method; /* borrowed from the request */
-    json_t *reply;      /* owned; the reply object once answered */
+    dsq_buf reply;      /* the reply object's text once answered (empty: none) */
     int status;         /* HTTP status of the answer */
     bool answered;
 };
 
 struct exchange {
-    json_t *msg;           /* owned; the parsed message */
+    json_t *msg;           /* owned; the parsed message (params live in it) */
     bool batch;            /* the message was an array */
     size_t ncalls;
     size_t pending;        /* calls not answered yet */
@@ -42,40 +46,34 @@ json_t *dsq_rpc_error_body(dsq_code code, const char *message)
                      message);
 }
 
-static json_t *reply_base(const dsq_rpc_call *call)
-{
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
-    if (call->jsonrpc)
-        json_object_set_new(o, "jsonrpc", json_string("2.0"));
-    json_object_set(o, "id", call->id ? call->id : json_null());
-    return o;
-}
+/* ---- exchanges ------------------------------------------------------------ */
 
-/* Build and deliver the reply once every call has answered. */
 static void exchange_finish(exchange *ex)
 {
-    json_t *out = NULL;
+    dsq_buf out = DSQ_BUF_INIT;
     int status = 200;
-    if (ex->batch) {
-        out = json_array();
-        for (size_t i = 0; i < ex->ncalls; i++)
-            if (ex->calls[i].reply)
-                json_array_append(out, ex->calls[i].reply);
-        if (json_array_size(out) == 0) {
-            json_decref(out);
-            out = NULL;
-        }
-    } else if (ex->ncalls == 1 && ex->calls[0].reply) {
-        out = json_incref(ex->calls[0].reply);
-        status = ex->calls[0].status;
+    size_t n = 0;
+    for (size_t i = 0; i < ex->ncalls; i++) {
+        dsq_rpc_call *c = &ex->calls[i];
+        if (c->reply.len == 0)
+            continue;
+        if (ex->batch)
+            dsq_buf_append(&out, n == 0 ? "[" : ",", 1);
+        dsq_buf_append(&out, c->reply.data, c->reply.len);
+        if (!ex->batch)
+            status = c->status;
+        n++;
     }
-    ex->reply(ex->ud, out, out ? status : 204);
-    json_decref(out);
+    if (ex->batch && n > 0)
+        dsq_buf_append(&out, "]", 1);
+    if (n == 0)
+        ex->reply(ex->ud, NULL, 0, 204);
+    else
+        ex->reply(ex->ud, out.data, out.len, status);
+    dsq_buf_free(&out);
     for (size_t i = 0; i < ex->ncalls; i++) {
         json_decref(ex->calls[i].id);
-        json_decref(ex->calls[i].reply);
+        dsq_buf_free(&ex->calls[i].reply);
     }
     json_decref(ex->msg);
     free(ex);
@@ -89,20 +87,42 @@ static void call_done(dsq_rpc_call *call)
         exchange_finish(ex);
 }
 
-void dsq_rpc_result(dsq_rpc_call *call, json_t *result)
+/* ---- answers ---------------------------------------------------------------- */
+
+/* The reply's opening: {"jsonrpc":"2.0","id":ID, */
+static void reply_head(dsq_rpc_call *call)
 {
-    if (call->answered) {
-        json_decref(result);
+    dsq_buf *b = &call->reply;
+    dsq_buf_puts(b, call->jsonrpc ? "{\"jsonrpc\":\"2.0\",\"id\":" : "{\"id\":");
+    char *id = call->id ? json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    dsq_buf_puts(b, id ? id : "null");
+    free(id);
+}
+
+void dsq_rpc_result_raw(dsq_rpc_call *call, const char *json, size_t len)
+{
+    if (call->answered)
         return;
-    }
     if (call->id != NULL) {
-        call->reply = reply_base(call);
-        json_object_set_new(call->reply, "result", result ? result : json_null());
-    } else {
-        json_decref(result);
+        reply_head(call);
+        dsq_buf_puts(&call->reply, ",\"result\":");
+        dsq_buf_append(&call->reply, json, len);
+        dsq_buf_puts(&call->reply, "}");
     }
     call->status = 200;
     call_done(call);
+}
+
+void dsq_rpc_result(dsq_rpc_call *call, json_t *result)
+{
+    char *text = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(result);
+    if (text == NULL) {
+        dsq_rpc_result_raw(call, "null", 4);
+        return;
+    }
+    dsq_rpc_result_raw(call, text, strlen(text));
+    free(text);
 }
 
 void dsq_rpc_error(dsq_rpc_call *call, dsq_code code, const char *fmt, ...)
@@ -114,11 +134,17 @@ void dsq_rpc_error(dsq_rpc_call *call, dsq_code code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (call->id != NULL || call->ex->batch || call->method == NULL) {
-        /* Invalid requests are answered even without an id (as null). */
-        call->reply = reply_base(call);
-        json_object_set_new(call->reply, "error",
-                            json_pack("{s:s,s:s}", "code", dsq_code_name(code), "message", msg));
+    /* A notification's error is not answered, unless the request was too
+     * broken to tell whether it was one. */
+    if (call->id != NULL || call->method == NULL) {
+        json_t *err = json_pack("{s:s,s:s}", "code", dsq_code_name(code), "message", msg);
+        char *text = json_dumps(err, JSON_COMPACT);
+        json_decref(err);
+        reply_head(call);
+        dsq_buf_puts(&call->reply, ",\"error\":");
+        dsq_buf_puts(&call->reply, text ? text : "null");
+        dsq_buf_puts(&call->reply, "}");
+        free(text);
     }
     call->status = dsq_code_http_status(code);
     call_done(call);
@@ -129,7 +155,12 @@ const char *dsq_rpc_method_name(const dsq_rpc_call *call)
     return call->method ? call->method : "";
 }
 
-/* Check one request and run its method (or answer its error). */
+json_t *dsq_rpc_call_id(const dsq_rpc_call *call) { return call->id; }
+
+int dsq_rpc_call_in_batch(const dsq_rpc_call *call) { return call->ex->batch; }
+
+/* ---- validation ----------------------------------------------------------------- */
+
 static void dispatch(const dsq_rpc_server *srv, dsq_rpc_call *call, json_t *req)
 {
     if (!json_is_object(req)) {
@@ -138,8 +169,8 @@ static void dispatch(const dsq_rpc_server *srv, dsq_rpc_call *call, json_t *req)
     }
     json_t *id = json_object_get(req, "id");
     if (id != NULL) {
-        if (!json_is_string(id) && !json_is_integer(id) && !json_is_real(id) && !json_is_null(id)) {
-            dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "\"id\" must be a string, a number or null");
+        if (!json_is_string(id) && !json_is_integer(id) && !json_is_real(id)) {
+            dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "\"id\" must be a string or a number");
             return;
         }
         call->id = json_incref(id);
@@ -174,6 +205,18 @@ static void dispatch(const dsq_rpc_server *srv, dsq_rpc_call *call, json_t *req)
     dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", call->method);
 }
 
+/* ---- the entry point ------------------------------------------------------------- */
+
+static void refuse(dsq_rpc_reply_fn reply, void *ud, dsq_code code, const char *why)
+{
+    json_t *body = json_pack("{s:n,s:{s:s,s:s}}", "id", "error", "code", dsq_code_name(code),
+                             "message", why);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    reply(ud, text ? text : "null", text ? strlen(text) : 4, dsq_code_http_status(code));
+    free(text);
+}
+
 void dsq_rpc_handle(const dsq_rpc_server *srv, const char *msg, size_t len,
                     dsq_rpc_reply_fn reply, void *ud)
 {
@@ -181,41 +224,32 @@ void dsq_rpc_handle(const dsq_rpc_server *srv, const char *msg, size_t len,
     json_t *root = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &jerr);
     size_t n = 1;
     bool batch = false;
-    const char *refuse = NULL;
     char why[256];
 
     if (root == NULL) {
-        snprintf(why, sizeof why, "invalid JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        refuse = why;
-    } else if (json_is_array(root)) {
-        batch = true;
-        n = json_array_size(root);
-        if (n == 0) {
-            refuse = "an empty batch";
-        } else if (n > srv->max_batch) {
-            snprintf(why, sizeof why, "a batch of %zu requests is more than the limit of %zu",
-                     n, srv->max_batch);
-            refuse = why;
-        }
-    }
-    if (refuse != NULL) {
-        json_t *body = json_pack("{s:n,s:{s:s,s:s}}", "id", "error", "code",
-                                 dsq_code_name(DSQ_CODE_INVALID_REQUEST), "message", refuse);
-        reply(ud, body, dsq_code_http_status(DSQ_CODE_INVALID_REQUEST));
-        json_decref(body);
-        json_decref(root);
+        snprintf(why, sizeof why, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        refuse(reply, ud, DSQ_CODE_INVALID_REQUEST, why);
         return;
     }
-
+    if (json_is_array(root)) {
+        batch = true;
+        n = json_array_size(root);
+        if (n == 0 || n > srv->max_batch) {
+            if (n == 0)
+                snprintf(why, sizeof why, "an empty batch");
+            else
+                snprintf(why, sizeof why, "a batch of %zu requests is more than the limit of %zu",
+                         n, srv->max_batch);
+            json_decref(root);
+            refuse(reply, ud, DSQ_CODE_INVALID_REQUEST, why);
+            return;
+        }
+    }
     exchange *ex = calloc(1, sizeof *ex + n * sizeof(dsq_rpc_call));
     if (ex == NULL) {
-        json_t *body = json_pack("{s:n,s:{s:s,s:s}}", "id", "error", "code",
-                                 dsq_code_name(DSQ_CODE_RESOURCE_EXHAUSTED), "message",
-                                 "out of memory");
-        reply(ud, body, dsq_code_http_status(DSQ_CODE_RESOURCE_EXHAUSTED));
-        json_decref(body);
         json_decref(root);
+        refuse(reply, ud, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     ex->msg = root;

@@ -53,13 +53,13 @@ static dsq_rpc_server rpc_server(dsq_server *srv)
     return (dsq_rpc_server){server_methods, srv, srv->cfg->rpc_max_batch};
 }
 
-static void http_rpc_reply(void *ud, json_t *reply, int status)
+static void http_rpc_reply(void *ud, const char *text, size_t len, int status)
 {
     dsq_http_req *req = ud;
-    if (reply == NULL)
+    if (text == NULL)
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
     else
-        dsq__respond_json(req, status, reply);
+        dsq__respond(req, status, "application/json", text, len, NULL);
 }
 
 static void handle_rpc(dsq_server *srv, dsq_http_req *req)
@@ -73,18 +73,11 @@ static void handle_rpc(dsq_server *srv, dsq_http_req *req)
     dsq_rpc_handle(&rs, req->body.data ? req->body.data : "", req->body.len, http_rpc_reply, req);
 }
 
-static void ws_rpc_reply(void *ud, json_t *reply, int status)
+static void ws_rpc_reply(void *ud, const char *text, size_t len, int status)
 {
     dsq_conn *c = ud;
-    if (reply == NULL)
-        return;
-    char *text = json_dumps(reply, JSON_COMPACT);
-    if (text == NULL) {
-        dsq__ws_close(c, 1011, "out of memory");
-        return;
-    }
-    dsq__ws_send(c, false, text, strlen(text));
-    free(text);
+    if (text != NULL)
+        dsq__ws_send(c, false, text, len);
 }
 
 static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req) { return c; }

@@ -9,11 +9,16 @@ static int got_status;
 static int replies;
 static dsq_rpc_call *held; /* a call the "later" method keeps */
 
-static void reply(void *ud, json_t *r, int status)
+static void reply(void *ud, const char *text, size_t len, int status)
 {
     replies++;
     json_decref(got);
-    got = r ? json_incref(r) : NULL;
+    got = NULL;
+    if (text != NULL) {
+        json_error_t e;
+        got = json_loadb(text, len, 0, &e);
+        cr_assert_not_null(got, "the reply is not JSON: %.*s", (int)len, text);
+    }
     got_status = status;
 }
 
@@ -29,8 +34,13 @@ static void m_fail(dsq_rpc_call *call, json_t *params, void *ctx)
 
 static void m_later(dsq_rpc_call *call, json_t *params, void *ctx) { held = call; }
 
+static void m_raw(dsq_rpc_call *call, json_t *params, void *ctx)
+{
+    dsq_rpc_result_raw(call, "{\"rows\":3}", 10);
+}
+
 static const dsq_rpc_method methods[] = {
-    {"echo", m_echo}, {"fail", m_fail}, {"later", m_later}, {NULL, NULL}};
+    {"echo", m_echo}, {"fail", m_fail}, {"later", m_later}, {"raw", m_raw}, {NULL, NULL}};
 static const dsq_rpc_server srv = {methods, NULL, 3};
 
 static void handle(const char *text)
@@ -84,6 +94,7 @@ Test(jsonrpc, malformed_inputs)
                          "\"str\"", "{\"id\":1}", "{\"id\":{},\"method\":\"echo\"}",
                          "{\"id\":1,\"method\":5}", "{\"id\":1,\"method\":\"echo\",\"params\":3}",
                          "{\"id\":1,\"method\":\"missing\"}", "[1,2,3,4]",
+                         "{\"id\":null,\"method\":\"echo\"}", "{\"id\":true,\"method\":\"echo\"}",
                          "{\"id\":1,\"method\":\"echo\",\"params\":\"\xff\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         replies = 0;
@@ -114,6 +125,14 @@ Test(jsonrpc, notifications_only_get_no_reply)
     cr_assert_eq(got_status, 204);
     handle("{\"method\":\"missing\"}");
     cr_assert_null(got, "a notification's error is not answered");
+}
+
+Test(jsonrpc, raw_results_and_ids)
+{
+    handle("{\"id\":\"s\",\"method\":\"raw\"}");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(got, "result"), "rows")), 3);
+    handle("{\"id\":1.5,\"method\":\"echo\"}");
+    cr_assert_eq(json_real_value(json_object_get(got, "id")), 1.5);
 }
 
 Test(jsonrpc, asynchronous_answer)

@@ -1,0 +1,472 @@
+/* value — JSON ↔ SQL values.
+ *
+ * Divisions: the arena; base64; decoding; writing (strings, numbers,
+ * values, results). Writing is hand-made, not jansson: results are written
+ * on the engine's workers straight into one buffer, without a tree, and
+ * with control over number formats. */
+#include "protocol/value.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the arena ------------------------------------------------------------------ */
+
+struct arena_block {
+    struct arena_block *next;
+    max_align_t data[];
+};
+
+void *dsq_arena_alloc(dsq_arena *a, size_t n)
+{
+    struct arena_block *b = malloc(sizeof *b + (n ? n : 1));
+    if (b == NULL)
+        return NULL;
+    b->next = a->head;
+    a->head = b;
+    return b->data;
+}
+
+char *dsq_arena_strndup(dsq_arena *a, const char *s, size_t n)
+{
+    char *p = dsq_arena_alloc(a, n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+void dsq_arena_free(dsq_arena *a)
+{
+    while (a->head) {
+        struct arena_block *next = a->head->next;
+        free(a->head);
+        a->head = next;
+    }
+}
+
+/* ---- base64 ---------------------------------------------------------------------- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void dsq_base64_encode(dsq_buf *out, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    if (dsq_buf_reserve(out, (n + 2) / 3 * 4) != 0)
+        return;
+    char *o = out->data + out->len;
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = b64[(v >> 6) & 63];
+        *o++ = b64[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    out->len = (size_t)(o - out->data);
+    out->data[out->len] = '\0';
+}
+
+static int b64_index(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long dsq_base64_decode(const char *s, size_t n, unsigned char *out)
+{
+    if (n % 4 != 0)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+            } else {
+                if (pad) /* '=' then a letter */
+                    return -1;
+                v[k] = b64_index(s[i + k]);
+                if (v[k] < 0)
+                    return -1;
+            }
+        }
+        unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
+        out[o++] = (unsigned char)(x >> 16);
+        if (pad < 2)
+            out[o++] = (unsigned char)(x >> 8);
+        if (pad < 1)
+            out[o++] = (unsigned char)x;
+    }
+    return (long)o;
+}
+
+/* ---- decoding ---------------------------------------------------------------------- */
+
+#define MAX_SAFE 9007199254740991ll /* 2^53 - 1 */
+
+static int parse_bigint(const char *s, int64_t *out)
+{
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    if (*p == '\0')
+        return -1;
+    for (const char *q = p; *q; q++)
+        if (*q < '0' || *q > '9')
+            return -1;
+    if (p[0] == '0' && p[1] != '\0') /* no leading zeros */
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno == ERANGE || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int dsq_value_from_json(json_t *j, dsq_value *out, dsq_arena *a, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    switch (json_typeof(j)) {
+    case JSON_NULL:
+        out->type = DSQ_V_NULL;
+        return 0;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        out->type = DSQ_V_INT;
+        out->i = json_is_true(j);
+        return 0;
+    case JSON_INTEGER:
+        out->type = DSQ_V_INT;
+        out->i = json_integer_value(j);
+        return 0;
+    case JSON_REAL: {
+        double d = json_real_value(j);
+        if (!isfinite(d)) {
+            snprintf(err, errlen, "a parameter is not a finite number");
+            return -1;
+        }
+        out->type = DSQ_V_REAL;
+        out->d = d;
+        return 0;
+    }
+    case JSON_STRING: {
+        size_t n = json_string_length(j);
+        out->type = DSQ_V_TEXT;
+        out->p = dsq_arena_strndup(a, json_string_value(j), n);
+        out->n = n;
+        if (out->p == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    case JSON_OBJECT: {
+        json_t *big = json_object_get(j, "$bigint");
+        json_t *bytes = json_object_get(j, "$bytes");
+        if (json_object_size(j) == 1 && json_is_string(big)) {
+            out->type = DSQ_V_INT;
+            if (parse_bigint(json_string_value(big), &out->i) != 0) {
+                snprintf(err, errlen, "$bigint must be a decimal integer within 64 bits");
+                return -1;
+            }
+            return 0;
+        }
+        if (json_object_size(j) == 1 && json_is_string(bytes)) {
+            size_t n = json_string_length(bytes);
+            unsigned char *buf = dsq_arena_alloc(a, n / 4 * 3 + 1);
+            long got = buf ? dsq_base64_decode(json_string_value(bytes), n, buf) : -1;
+            if (got < 0) {
+                snprintf(err, errlen, "$bytes must be padded base64");
+                return -1;
+            }
+            out->type = DSQ_V_BLOB;
+            out->p = (const char *)buf;
+            out->n = (size_t)got;
+            return 0;
+        }
+        snprintf(err, errlen, "an object parameter must be {\"$bigint\": \"...\"} or {\"$bytes\": \"...\"}");
+        return -1;
+    }
+    default:
+        snprintf(err, errlen, "a parameter cannot be an array");
+        return -1;
+    }
+}
+
+int dsq_params_from_json(json_t *params, dsq_stmt_req *r, dsq_arena *a, size_t max_params,
+                         char *err, size_t errlen)
+{
+    r->params = NULL;
+    r->nparams = 0;
+    r->named = false;
+    if (params == NULL || json_is_null(params))
+        return 0;
+    size_t n;
+    if (json_is_array(params)) {
+        n = json_array_size(params);
+    } else if (json_is_object(params)) {
+        n = json_object_size(params);
+        r->named = true;
+    } else {
+        snprintf(err, errlen, "params must be an array or an object");
+        return -1;
+    }
+    if (n > max_params) {
+        snprintf(err, errlen, "too many params: %zu (at most %zu)", n, max_params);
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    r->params = dsq_arena_alloc(a, n * sizeof *r->params);
+    if (r->params == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char why[200];
+    if (!r->named) {
+        for (size_t i = 0; i < n; i++) {
+            r->params[i].name = NULL;
+            if (dsq_value_from_json(json_array_get(params, i), &r->params[i].v, a, why, sizeof why) != 0) {
+                snprintf(err, errlen, "params[%zu]: %s", i, why);
+                return -1;
+            }
+        }
+    } else {
+        const char *key;
+        json_t *v;
+        size_t i = 0;
+        json_object_foreach(params, key, v) {
+            const char *name = key;
+            if (name[0] == ':' || name[0] == '@' || name[0] == '$')
+                name++;
+            if (name[0] == '\0') {
+                snprintf(err, errlen, "a parameter name is empty");
+                return -1;
+            }
+            for (size_t k = 0; k < i; k++) {
+                if (strcmp(r->params[k].name, name) == 0) {
+                    snprintf(err, errlen, "parameter %.100s is given twice", name);
+                    return -1;
+                }
+            }
+            r->params[i].name = dsq_arena_strndup(a, name, strlen(name));
+            if (dsq_value_from_json(v, &r->params[i].v, a, why, sizeof why) != 0) {
+                snprintf(err, errlen, "params.%.100s: %s", key, why);
+                return -1;
+            }
+            i++;
+        }
+    }
+    r->nparams = n;
+    return 0;
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+/* Escape for JSON; invalid UTF-8 becomes U+FFFD, so the text is always
+ * valid JSON (SQLite TEXT may hold any bytes). */
+void dsq_json_string(dsq_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    if (dsq_buf_reserve(out, n + 2) != 0)
+        return;
+    dsq_buf_append(out, "\"", 1);
+    size_t i = 0, run = 0; /* run: start of bytes to copy as they are */
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len = 0;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            /* Validate one UTF-8 sequence. */
+            uint32_t cp = 0;
+            if (c >= 0xc2 && c <= 0xdf) {
+                len = 2;
+                cp = c & 0x1f;
+            } else if (c >= 0xe0 && c <= 0xef) {
+                len = 3;
+                cp = c & 0x0f;
+            } else if (c >= 0xf0 && c <= 0xf4) {
+                len = 4;
+                cp = c & 0x07;
+            }
+            bool good = len > 0 && n - i >= len;
+            for (size_t k = 1; good && k < len; k++) {
+                if ((p[i + k] & 0xc0) != 0x80)
+                    good = false;
+                else
+                    cp = (cp << 6) | (p[i + k] & 0x3f);
+            }
+            if (good && ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+                         (cp >= 0xd800 && cp <= 0xdfff)))
+                good = false;
+            if (good) {
+                i += len;
+                continue;
+            }
+            dsq_buf_append(out, s + run, i - run);
+            dsq_buf_append(out, "\xef\xbf\xbd", 3);
+            i++;
+            run = i;
+            continue;
+        }
+        dsq_buf_append(out, s + run, i - run);
+        char e[7];
+        switch (c) {
+        case '"': dsq_buf_append(out, "\\\"", 2); break;
+        case '\\': dsq_buf_append(out, "\\\\", 2); break;
+        case '\n': dsq_buf_append(out, "\\n", 2); break;
+        case '\r': dsq_buf_append(out, "\\r", 2); break;
+        case '\t': dsq_buf_append(out, "\\t", 2); break;
+        default:
+            e[0] = '\\';
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            dsq_buf_append(out, e, 6);
+            break;
+        }
+        i++;
+        run = i;
+    }
+    dsq_buf_append(out, s + run, n - run);
+    dsq_buf_append(out, "\"", 1);
+}
+
+/* The shortest text that reads back as the same double. */
+static void write_double(dsq_buf *out, double d)
+{
+    if (isinf(d)) {
+        dsq_buf_puts(out, d > 0 ? "1e999" : "-1e999");
+        return;
+    }
+    if (isnan(d)) { /* SQLite stores NaN as NULL; never here, but valid JSON regardless */
+        dsq_buf_puts(out, "null");
+        return;
+    }
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    dsq_buf_puts(out, buf);
+    if (strpbrk(buf, ".eE") == NULL)
+        dsq_buf_puts(out, ".0"); /* keep REAL visible as REAL */
+}
+
+void dsq_json_value(dsq_buf *out, const dsq_value *v)
+{
+    switch (v->type) {
+    case DSQ_V_INT:
+        if (v->i > MAX_SAFE || v->i < -MAX_SAFE)
+            dsq_buf_printf(out, "{\"$bigint\":\"%lld\"}", (long long)v->i);
+        else
+            dsq_buf_printf(out, "%lld", (long long)v->i);
+        break;
+    case DSQ_V_REAL:
+        write_double(out, v->d);
+        break;
+    case DSQ_V_TEXT:
+        dsq_json_string(out, v->p, v->n);
+        break;
+    case DSQ_V_BLOB:
+        dsq_buf_puts(out, "{\"$bytes\":\"");
+        dsq_base64_encode(out, v->p, v->n);
+        dsq_buf_puts(out, "\"}");
+        break;
+    default:
+        dsq_buf_puts(out, "null");
+        break;
+    }
+}
+
+void dsq_json_rows(dsq_buf *out, const dsq_result *r)
+{
+    size_t pos = 0;
+    dsq_value v;
+    dsq_buf_puts(out, "[");
+    for (size_t row = 0; row < r->nrows; row++) {
+        dsq_buf_puts(out, row ? ",[" : "[");
+        for (int c = 0; c < r->ncols; c++) {
+            if (c)
+                dsq_buf_puts(out, ",");
+            if (dsq_result_next(r, &pos, &v))
+                dsq_json_value(out, &v);
+            else
+                dsq_buf_puts(out, "null");
+        }
+        dsq_buf_puts(out, "]");
+    }
+    dsq_buf_puts(out, "]");
+}
+
+static void write_columns(dsq_buf *out, const dsq_result *r)
+{
+    dsq_buf_puts(out, "\"columns\":[");
+    for (int c = 0; c < r->ncols; c++) {
+        if (c)
+            dsq_buf_puts(out, ",");
+        dsq_json_string(out, r->names[c], strlen(r->names[c]));
+    }
+    dsq_buf_puts(out, "],\"columnTypes\":[");
+    for (int c = 0; c < r->ncols; c++) {
+        if (c)
+            dsq_buf_puts(out, ",");
+        if (r->decltypes[c])
+            dsq_json_string(out, r->decltypes[c], strlen(r->decltypes[c]));
+        else
+            dsq_buf_puts(out, "null");
+    }
+    dsq_buf_puts(out, "]");
+}
+
+static void write_int(dsq_buf *out, int64_t i)
+{
+    dsq_value v = {.type = DSQ_V_INT, .i = i};
+    dsq_json_value(out, &v);
+}
+
+void dsq_json_result(dsq_buf *out, const dsq_result *r)
+{
+    dsq_buf_puts(out, "{");
+    write_columns(out, r);
+    dsq_buf_puts(out, ",\"rows\":");
+    dsq_json_rows(out, r);
+    dsq_buf_puts(out, ",\"rowsAffected\":");
+    write_int(out, r->rows_affected);
+    dsq_buf_puts(out, ",\"lastInsertRowid\":");
+    write_int(out, r->last_insert_rowid);
+    dsq_buf_puts(out, ",\"lsn\":");
+    write_int(out, (int64_t)r->lsn);
+    dsq_buf_puts(out, "}");
+}
