@@ -430,7 +430,7 @@ void dsq_json_rows(dsq_buf *out, const dsq_result *r)
     dsq_buf_puts(out, "]");
 }
 
-static void write_columns(dsq_buf *out, const dsq_result *r)
+void dsq_json_columns(dsq_buf *out, const dsq_result *r)
 {
     dsq_buf_puts(out, "\"columns\":[");
     for (int c = 0; c < r->ncols; c++) {
@@ -459,7 +459,7 @@ static void write_int(dsq_buf *out, int64_t i)
 void dsq_json_result(dsq_buf *out, const dsq_result *r)
 {
     dsq_buf_puts(out, "{");
-    write_columns(out, r);
+    dsq_json_columns(out, r);
     dsq_buf_puts(out, ",\"rows\":");
     dsq_json_rows(out, r);
     dsq_buf_puts(out, ",\"rowsAffected\":");

@@ -42,6 +42,8 @@ void dsq_json_value(dsq_buf *out, const dsq_value *v);
 /* A QueryResult: {"columns", "columnTypes", "rows", "rowsAffected",
  * "lastInsertRowid", "lsn"}. */
 void dsq_json_result(dsq_buf *out, const dsq_result *r);
+/* "columns":[...],"columnTypes":[...] (members, no braces). */
+void dsq_json_columns(dsq_buf *out, const dsq_result *r);
 /* Rows only, as "[[...],...]". */
 void dsq_json_rows(dsq_buf *out, const dsq_result *r);
 

@@ -43,7 +43,25 @@ typedef struct dsq_config {
     uint64_t ws_ping_interval_ms;   /* keep-alive pings; 0 disables */
 
     /* [rpc] */
-    uint64_t rpc_max_batch;         /* JSON-RPC requests in one batch */
+    uint64_t rpc_max_batch;         /* JSON-RPC requests (and batch statements) in one message */
+    uint64_t rpc_stream_chunk_rows; /* queryStream rows per chunk by default */
+    uint64_t rpc_max_stream_chunk_rows; /* largest chunkSize a client may ask */
+
+    /* [engine] */
+    uint64_t engine_workers;        /* worker threads; 0 = number of cores */
+    uint64_t engine_idle_timeout_ms; /* hibernate an actor idle this long */
+    uint64_t engine_max_open_actors; /* open databases at most (LRU) */
+    uint64_t engine_max_queue;      /* messages waiting per actor */
+    uint64_t engine_batch_per_turn; /* messages an actor runs before yielding */
+    uint64_t engine_query_timeout_ms; /* one request's statements stop after this */
+    uint64_t engine_txn_timeout_ms; /* default idle limit of a transaction */
+    uint64_t engine_max_result_bytes; /* bytes of rows in one result */
+    uint64_t engine_max_sql_length; /* bytes of SQL text */
+    uint64_t engine_max_value_size; /* bytes of one string or BLOB */
+    uint64_t engine_max_columns;    /* columns in a table, index or result */
+    uint64_t engine_max_expr_depth; /* expression tree depth */
+    uint64_t engine_max_params;     /* parameters of one statement */
+    uint64_t engine_cache_size;     /* page cache per open database, bytes */
 
     /* [storage] */
     char *data_dir;                 /* owned */
@@ -58,7 +76,7 @@ typedef struct dsq_config {
     int log_level;                  /* DSQ_LOG_* */
 
     /* private: which layer last set each key (see config.c) */
-    unsigned char set_by[32];
+    unsigned char set_by[64];
 } dsq_config;
 
 /* Fill `cfg` with the defaults. Free with dsq_config_free(). */

@@ -74,6 +74,7 @@ struct dsq_conn {
     uint64_t dl_close;
     uint64_t armed;             /* the deadline the timer is set for */
     uint64_t last_rx;           /* uv_now() of the last bytes read */
+    dsq_waiter *waiters;        /* waiting for room (see dsq__conn_wait_room) */
     dsq_conn *prev, *next;      /* srv->conns */
     dsq_conn *dirty_next;       /* srv->dirty */
     int handles;                /* open uv handles; freed at 0 */
@@ -113,9 +114,16 @@ dsq_server *dsq__conn_server(const dsq_conn *c) { return c->srv; }
 
 static void free_pipeline(dsq_conn *c)
 {
+    while (c->waiters) {
+        dsq_waiter *w = c->waiters;
+        c->waiters = w->next;
+        w->queued = false;
+    }
     while (c->head) {
         dsq_http_req *r = c->head;
         c->head = r->next;
+        if (!r->answered && r->abandon)
+            r->abandon(r->abandon_arg);
         dsq_http_req_free(r);
     }
     c->tail = NULL;
@@ -496,9 +504,38 @@ static void conn_flush(dsq_conn *c)
         conn_flush(c);
         return;
     }
+    /* Wake those waiting for room, oldest first, while it lasts. */
+    for (int n = 0; n < 64 && c->waiters && dsq__conn_room(c); n++) {
+        dsq_waiter *w = c->waiters;
+        c->waiters = w->next;
+        w->queued = false;
+        w->fn(w->arg);
+        if (c->closing)
+            return;
+    }
+    if (c->waiters && dsq__conn_room(c))
+        mark_dirty(c); /* more next round */
     sync_reading(c);
     http_deadlines(c);
     update_timer(c);
+}
+
+bool dsq__conn_room(const dsq_conn *c)
+{
+    return !c->closing && !c->finishing && backlog(c) <= c->srv->cfg->send_queue_limit / 2;
+}
+
+void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w)
+{
+    if (w->queued || c->closing)
+        return;
+    w->queued = true;
+    w->next = NULL;
+    dsq_waiter **pp = &c->waiters;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = w;
+    mark_dirty(c);
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; /* the prepare handle does the work */ }
@@ -742,6 +779,8 @@ static int conn_on_head(void *ud, dsq_http_req *req)
                 tlen = (size_t)ql;
             }
         }
+        if (tok != NULL && (req->token = strndup(tok, tlen)) != NULL)
+            req->token_len = tlen;
         switch (dsq_auth_check(srv->auth, tok, tlen, m.scope, m.db[0] ? m.db : NULL)) {
         case DSQ_AUTH_OK:
             break;
@@ -893,6 +932,11 @@ static void pipeline_advance(dsq_conn *c)
             break;
         }
     }
+    /* A streaming response that is now at the head writes straight out. */
+    if (c->head && c->head->streaming && c->head->out.len) {
+        dsq_buf_append(&c->out, c->head->out.data, c->head->out.len);
+        dsq_buf_reset(&c->head->out);
+    }
     mark_dirty(c);
 }
 
@@ -921,6 +965,55 @@ void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *
     if (c->head == req)
         pipeline_advance(c);
 }
+
+void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype)
+{
+    dsq_conn *c = req->owner;
+    if (req->answered || req->streaming)
+        return;
+    bool close = !req->keep_alive || c->draining || c->srv->draining;
+    req->close_after = close;
+    req->streaming = true;
+    req->status = status;
+    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_http_format_head(o, status, ctype, -1, !close, NULL);
+    mark_dirty(c);
+}
+
+void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n)
+{
+    dsq_conn *c = req->owner;
+    if (!req->streaming || n == 0)
+        return;
+    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf_printf(o, "%zx\r\n", n);
+    dsq_buf_append(o, p, n);
+    dsq_buf_append(o, "\r\n", 2);
+    mark_dirty(c);
+}
+
+void dsq__respond_end(dsq_http_req *req)
+{
+    dsq_conn *c = req->owner;
+    if (!req->streaming)
+        return;
+    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf_puts(o, "0\r\n\r\n");
+    req->streaming = false;
+    req->answered = true;
+    uint64_t ns = dsq_now_ns() - req->start_ns;
+    dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, req->status, ns);
+    if (c->head == req)
+        pipeline_advance(c);
+}
+
+bool dsq__respond_at_head(const dsq_http_req *req)
+{
+    const dsq_conn *c = req->owner;
+    return c->head == req;
+}
+
+dsq_conn *dsq__req_conn(const dsq_http_req *req) { return req->owner; }
 
 void dsq__respond_json(dsq_http_req *req, int status, json_t *body)
 {

@@ -1,7 +1,9 @@
 /* handlers — what each route of DESIGN 3.2 does.
  *
- * Divisions: health and metrics; JSON-RPC not bound to a database (HTTP and
- * WebSocket); routes whose work arrives in later versions (501).
+ * Divisions: health and metrics; scopes; the DoSQL API over HTTP (a
+ * session per request) and over WebSocket (a session per connection);
+ * listing and dropping databases; routes whose work arrives in later
+ * versions (501).
  *
  * Requests arrive here routed and authorized (conn.c did both at the end of
  * the head). */
@@ -34,32 +36,134 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
     dsq_buf_free(&b);
 }
 
-/* ---- JSON-RPC not bound to a database ------------------------------------ */
+/* ---- scopes ------------------------------------------------------------------ */
 
-/* ping {} → {"pong": true, "time": <ms since the epoch>, "version"} */
-static void rpc_ping(dsq_rpc_call *call, json_t *params, void *ctx)
+/* The DoSQL scopes a token holds on one database. */
+static unsigned token_scopes(const dsq_server *srv, const char *tok, size_t tlen, const char *db)
 {
-    dsq_rpc_result(call, json_pack("{s:b,s:I,s:s}", "pong", 1, "time",
-                                   (json_int_t)dsq_wall_ms(), "version", DSQ_VERSION));
+    unsigned s = 0;
+    if (dsq_auth_check(srv->auth, tok, tlen, DSQ_SCOPE_READ, db) == DSQ_AUTH_OK)
+        s |= DSQ_SCOPE_R;
+    if (dsq_auth_check(srv->auth, tok, tlen, DSQ_SCOPE_WRITE, db) == DSQ_AUTH_OK)
+        s |= DSQ_SCOPE_W;
+    return s;
 }
 
-static const dsq_rpc_method server_methods[] = {
-    {"ping", rpc_ping},
-    {NULL, NULL},
-};
+/* ---- DoSQL over HTTP: a session per request ------------------------------------- */
 
-static dsq_rpc_server rpc_server(dsq_server *srv)
+typedef struct http_tx {
+    dsq_server *srv;
+    dsq_http_req *req;         /* NULL once the connection dropped it */
+    dsq_dosql_session *s;
+    dsq_buf line;              /* an NDJSON line being built */
+    dsq_waiter room;           /* waiting for the connection to drain */
+} http_tx;
+
+static unsigned http_scope(void *ud, const char *db)
 {
-    return (dsq_rpc_server){server_methods, srv, srv->cfg->rpc_max_batch};
+    http_tx *tx = ud;
+    return token_scopes(tx->srv, tx->req->token, tx->req->token_len, db);
 }
 
-static void http_rpc_reply(void *ud, const char *text, size_t len, int status)
+static void http_tx_close(http_tx *tx)
 {
-    dsq_http_req *req = ud;
-    if (text == NULL)
+    if (tx->req)
+        tx->req->abandon = NULL;
+    tx->req = NULL;
+    dsq_dosql_session *s = tx->s;
+    dsq_buf_free(&tx->line);
+    free(tx);
+    dsq_dosql_session_close(s); /* after this it never calls the transport */
+}
+
+static void http_abandon(void *arg)
+{
+    http_tx *tx = arg;
+    tx->req = NULL;
+    http_tx_close(tx);
+}
+
+/* One NDJSON line of a streaming response. */
+static int http_line(http_tx *tx, dsq_http_req *req, const char *text, size_t len)
+{
+    dsq_buf_reset(&tx->line);
+    dsq_buf_append(&tx->line, text, len);
+    dsq_buf_append(&tx->line, "\n", 1);
+    dsq__respond_chunk(req, tx->line.data, tx->line.len);
+    return 0;
+}
+
+static int http_notify(void *ud, const char *text, size_t len)
+{
+    http_tx *tx = ud;
+    if (!tx->req->streaming)
+        dsq__respond_begin(tx->req, 200, "application/x-ndjson");
+    return http_line(tx, tx->req, text, len);
+}
+
+static bool http_can_send(void *ud)
+{
+    http_tx *tx = ud;
+    return dsq__respond_at_head(tx->req) && dsq__conn_room(dsq__req_conn(tx->req));
+}
+
+static void http_writable(void *arg)
+{
+    http_tx *tx = arg;
+    if (tx->req != NULL)
+        dsq_dosql_writable(tx->s);
+}
+
+/* The session asks before each chunk; when there is no room, the
+ * connection tells us once there is. */
+static bool http_can_send_or_wait(void *ud)
+{
+    http_tx *tx = ud;
+    if (http_can_send(ud))
+        return true;
+    dsq__conn_wait_room(dsq__req_conn(tx->req), &tx->room);
+    return false;
+}
+
+static void http_reply(void *ud, const char *text, size_t len, int status)
+{
+    http_tx *tx = ud;
+    dsq_http_req *req = tx->req;
+    /* Responding may free the request: let go of it first. */
+    req->abandon = NULL;
+    tx->req = NULL;
+    if (req->streaming) {
+        http_line(tx, req, text, len);
+        dsq__respond_end(req);
+    } else if (text == NULL) {
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
-    else
-        dsq__respond(req, status, "application/json", text, len, NULL);
+    } else {
+        dsq_buf_reset(&tx->line);
+        dsq_buf_append(&tx->line, text, len);
+        dsq_buf_append(&tx->line, "\n", 1);
+        dsq__respond(req, status, "application/json", tx->line.data, tx->line.len, NULL);
+    }
+    http_tx_close(tx); /* the response is whole: the session is done */
+}
+
+static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
+{
+    http_tx *tx = calloc(1, sizeof *tx);
+    if (tx == NULL)
+        return NULL;
+    tx->srv = srv;
+    tx->req = req;
+    tx->room.fn = http_writable;
+    tx->room.arg = tx;
+    dsq_dosql_transport t = {http_scope, http_reply, http_notify, http_can_send_or_wait, true, tx};
+    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, req->db[0] ? req->db : NULL, 0, &t);
+    if (tx->s == NULL) {
+        free(tx);
+        return NULL;
+    }
+    req->abandon = http_abandon;
+    req->abandon_arg = tx;
+    return tx;
 }
 
 static void handle_rpc(dsq_server *srv, dsq_http_req *req)
@@ -69,41 +173,182 @@ static void handle_rpc(dsq_server *srv, dsq_http_req *req)
                            "use POST, or GET with Upgrade: websocket");
         return;
     }
-    dsq_rpc_server rs = rpc_server(srv);
-    dsq_rpc_handle(&rs, req->body.data ? req->body.data : "", req->body.len, http_rpc_reply, req);
+    http_tx *tx = http_session(srv, req);
+    if (tx == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    dsq_dosql_handle(tx->s, req->body.data ? req->body.data : "", req->body.len);
 }
 
-static void ws_rpc_reply(void *ud, const char *text, size_t len, int status)
+static void handle_query(dsq_server *srv, dsq_http_req *req)
 {
-    dsq_conn *c = ud;
-    if (text != NULL)
-        dsq__ws_send(c, false, text, len);
+    http_tx *tx = http_session(srv, req);
+    if (tx == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    dsq_dosql_query_route(tx->s, req->body.data ? req->body.data : "", req->body.len);
 }
 
-static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req) { return c; }
+/* ---- DoSQL over WebSocket: a session per connection ------------------------------- */
+
+typedef struct ws_tx {
+    dsq_server *srv;
+    dsq_conn *c;
+    dsq_dosql_session *s;
+    dsq_waiter room;       /* waiting for the connection to drain */
+    char *token;           /* owned */
+    size_t token_len;
+    char db[129];          /* the bound database, or "" */
+    unsigned db_scope;     /* scopes on it, found at the upgrade */
+} ws_tx;
+
+static unsigned ws_scope(void *ud, const char *db)
+{
+    ws_tx *tx = ud;
+    if (tx->db[0] && strcmp(db, tx->db) == 0)
+        return tx->db_scope;
+    return token_scopes(tx->srv, tx->token, tx->token_len, db);
+}
+
+static void ws_reply(void *ud, const char *text, size_t len, int status)
+{
+    ws_tx *tx = ud;
+    if (text != NULL)
+        dsq__ws_send(tx->c, false, text, len);
+}
+
+static int ws_notify(void *ud, const char *text, size_t len)
+{
+    ws_tx *tx = ud;
+    return dsq__ws_send(tx->c, false, text, len);
+}
+
+static void ws_writable(void *arg)
+{
+    ws_tx *tx = arg;
+    dsq_dosql_writable(tx->s);
+}
+
+static bool ws_can_send(void *ud)
+{
+    ws_tx *tx = ud;
+    if (dsq__conn_room(tx->c))
+        return true;
+    dsq__conn_wait_room(tx->c, &tx->room);
+    return false;
+}
+
+static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
+{
+    dsq_server *srv = dsq__conn_server(c);
+    ws_tx *tx = calloc(1, sizeof *tx);
+    if (tx == NULL)
+        return NULL;
+    tx->srv = srv;
+    tx->c = c;
+    tx->room.fn = ws_writable;
+    tx->room.arg = tx;
+    if (req->token) {
+        tx->token = strndup(req->token, req->token_len);
+        tx->token_len = req->token_len;
+    }
+    memcpy(tx->db, req->db, sizeof tx->db);
+    if (tx->db[0])
+        tx->db_scope = token_scopes(srv, tx->token, tx->token_len, tx->db);
+    dsq_dosql_transport t = {ws_scope, ws_reply, ws_notify, ws_can_send, false, tx};
+    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, tx->db[0] ? tx->db : NULL,
+                                  ++srv->next_session, &t);
+    if (tx->s == NULL) {
+        free(tx->token);
+        free(tx);
+        return NULL;
+    }
+    return tx;
+}
 
 static void ws_rpc_message(void *state, dsq_conn *c, bool binary, const uint8_t *p, size_t n)
 {
+    ws_tx *tx = state;
+    if (tx == NULL) {
+        dsq__ws_close(c, 1011, "out of memory");
+        return;
+    }
     if (binary) {
         static const char err[] = "{\"id\":null,\"error\":{\"code\":\"INVALID_REQUEST\","
                                   "\"message\":\"JSON-RPC messages are text frames\"}}";
         dsq__ws_send(c, false, err, sizeof err - 1);
         return;
     }
-    dsq_rpc_server rs = rpc_server(dsq__conn_server(c));
-    dsq_rpc_handle(&rs, (const char *)p, n, ws_rpc_reply, c);
+    dsq_dosql_handle(tx->s, (const char *)p, n);
 }
 
-static void ws_rpc_close(void *state) {}
+static void ws_rpc_close(void *state)
+{
+    ws_tx *tx = state;
+    if (tx == NULL)
+        return;
+    dsq_dosql_session_close(tx->s); /* rolls back its transactions, ends its streams */
+    free(tx->token);
+    free(tx);
+}
 
 static const dsq_ws_app rpc_app = {ws_rpc_open, ws_rpc_message, ws_rpc_close};
 
 const dsq_ws_app *dsq__ws_app(dsq_route_id route)
 {
     switch (route) {
-    case DSQ_ROUTE_RPC: return &rpc_app;
-    default: return NULL; /* the others arrive with the engine and Cap'n Web */
+    case DSQ_ROUTE_RPC:
+    case DSQ_ROUTE_DB_RPC: return &rpc_app;
+    default: return NULL; /* Cap'n Web arrives later */
     }
+}
+
+/* ---- listing and dropping databases ------------------------------------------------ */
+
+typedef struct admin_op {
+    dsq_call call;
+    dsq_http_req *req; /* NULL once abandoned */
+} admin_op;
+
+static void admin_abandon(void *arg) { ((admin_op *)arg)->req = NULL; }
+
+static void admin_done(dsq_call *c)
+{
+    admin_op *a = c->ud;
+    if (a->req != NULL) {
+        a->req->abandon = NULL;
+        if (c->err != 0)
+            dsq__respond_error(a->req, 0, c->code, "%s", c->msg);
+        else
+            dsq__respond_json(a->req, 200, c->doc);
+    }
+    dsq_call_reset(c);
+    free(a);
+}
+
+static void handle_admin(dsq_server *srv, dsq_http_req *req, dsq_op op)
+{
+    admin_op *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    a->req = req;
+    a->call.op = op;
+    a->call.scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+    a->call.done = admin_done;
+    a->call.ud = a;
+    int rv = op == DSQ_OP_LIST ? dsq_engine_submit_system(srv->engine, &a->call)
+                               : dsq_engine_submit(srv->engine, req->db, &a->call);
+    if (rv != 0) {
+        dsq__respond_error(req, 0, a->call.code, "%s", a->call.msg);
+        free(a);
+        return;
+    }
+    req->abandon = admin_abandon;
+    req->abandon_arg = a;
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -120,11 +365,11 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     switch ((dsq_route_id)req->route) {
     case DSQ_ROUTE_HEALTHZ: handle_healthz(srv, req); break;
     case DSQ_ROUTE_METRICS: handle_metrics(srv, req); break;
-    case DSQ_ROUTE_RPC: handle_rpc(srv, req); break;
-    case DSQ_ROUTE_DB_LIST:
-    case DSQ_ROUTE_DB_DROP:
-    case DSQ_ROUTE_DB_QUERY:
-    case DSQ_ROUTE_DB_RPC:
+    case DSQ_ROUTE_RPC:
+    case DSQ_ROUTE_DB_RPC: handle_rpc(srv, req); break;
+    case DSQ_ROUTE_DB_QUERY: handle_query(srv, req); break;
+    case DSQ_ROUTE_DB_LIST: handle_admin(srv, req, DSQ_OP_LIST); break;
+    case DSQ_ROUTE_DB_DROP: handle_admin(srv, req, DSQ_OP_DROP); break;
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_DB_CDC:
     case DSQ_ROUTE_CAPNWEB: not_yet(req); break;

@@ -37,6 +37,7 @@ void dsq_http_req_free(dsq_http_req *req)
     dsq_buf_free(&req->body);
     dsq_buf_free(&req->raw);
     dsq_buf_free(&req->out);
+    free(req->token);
     free(req);
 }
 

@@ -51,7 +51,14 @@ struct dsq_http_req {
     int status;               /* response status once answered, else 0 */
     bool answered;            /* a complete response is in `out` */
     bool close_after;         /* close the connection after this response */
+    bool streaming;           /* a chunked response has begun and not ended */
     dsq_buf out;              /* response bytes waiting for their turn */
+    char *token;              /* owned; the bearer token presented, or NULL */
+    size_t token_len;
+    /* Set by a handler answering later: called if the connection goes away
+     * before the response is complete (the request is then freed). */
+    void (*abandon)(void *arg);
+    void *abandon_arg;
 };
 
 /* Callbacks from the codec to its owner. */

@@ -45,6 +45,66 @@ int dsq_server_check_exposure(const dsq_config *cfg, const dsq_auth *auth, char 
 
 static void on_flush(uv_prepare_t *h) { dsq__conns_flush(h->data); }
 
+/* ---- the engine ------------------------------------------------------------------ */
+
+/* From a worker thread: calls are done. */
+static void engine_wake(void *arg) { uv_async_send(arg); }
+
+static void on_engine_async(uv_async_t *h)
+{
+    dsq_server *srv = h->data;
+    dsq_engine_poll(srv->engine);
+}
+
+static void on_engine_tick(uv_timer_t *t)
+{
+    dsq_server *srv = t->data;
+    dsq_engine_tick(srv->engine);
+}
+
+static int engine_start(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    uv_async_init(&srv->loop, &srv->engine_async, on_engine_async);
+    srv->engine_async.data = srv;
+    uv_unref((uv_handle_t *)&srv->engine_async);
+    dsq_engine_cfg ec = {
+        .data_dir = cfg->data_dir,
+        .workers = (unsigned)cfg->engine_workers,
+        .idle_timeout_ms = cfg->engine_idle_timeout_ms,
+        .max_open_actors = (unsigned)cfg->engine_max_open_actors,
+        .max_queue = cfg->engine_max_queue,
+        .batch_per_turn = (unsigned)cfg->engine_batch_per_turn,
+        .query_timeout_ms = cfg->engine_query_timeout_ms,
+        .max_result_size = cfg->engine_max_result_bytes,
+        .txn_timeout_ms = cfg->engine_txn_timeout_ms,
+        .max_sql_length = cfg->engine_max_sql_length,
+        .max_value_size = cfg->engine_max_value_size,
+        .max_columns = (int)cfg->engine_max_columns,
+        .max_expr_depth = (int)cfg->engine_max_expr_depth,
+        .max_params = (int)cfg->engine_max_params,
+        .cache_pages = (int)(cfg->engine_cache_size / 4096),
+        .wake = engine_wake,
+        .wake_arg = &srv->engine_async,
+    };
+    srv->engine = dsq_engine_new(&ec, err, errlen);
+    if (srv->engine == NULL)
+        return -1;
+    /* Often enough for timeouts of 1 s to be felt within a quarter. */
+    uint64_t every = cfg->engine_idle_timeout_ms < 1000 ? 50 : 250;
+    uv_timer_init(&srv->loop, &srv->engine_tick);
+    srv->engine_tick.data = srv;
+    uv_timer_start(&srv->engine_tick, on_engine_tick, every, every);
+    uv_unref((uv_handle_t *)&srv->engine_tick);
+    srv->dosql = (dsq_dosql_limits){
+        .max_params = cfg->engine_max_params,
+        .max_batch = cfg->rpc_max_batch,
+        .chunk_rows = cfg->rpc_stream_chunk_rows,
+        .max_chunk_rows = cfg->rpc_max_stream_chunk_rows,
+    };
+    return 0;
+}
+
 dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_path,
                            const char *const *flags, size_t nflags, char *err, size_t errlen)
 {
@@ -84,6 +144,10 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     uv_unref((uv_handle_t *)&srv->flush_prep);
     uv_idle_init(&srv->loop, &srv->flush_idle);
     uv_unref((uv_handle_t *)&srv->flush_idle);
+    if (engine_start(srv, err, errlen) != 0) {
+        dsq_server_free(srv);
+        return NULL;
+    }
     return srv;
 }
 
@@ -301,6 +365,14 @@ void dsq_server_free(dsq_server *srv)
     if (srv->loop.data == srv) {
         dsq__conns_close_all(srv);
         close_listeners(srv);
+        /* Drains mailboxes, rolls back open transactions, closes every
+         * database; the `done` hooks left run in here and find their
+         * sessions closed. The async handle is still open for the wake. */
+        if (srv->engine) {
+            dsq_engine_free(srv->engine);
+            srv->engine = NULL;
+            DSQ_INFO("engine_stopped", "databases=%s", "closed");
+        }
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);

@@ -13,6 +13,8 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "engine/engine.h"
+#include "protocol/dosql.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -47,6 +49,11 @@ struct dsq_server {
     uv_timer_t shutdown_timer; /* bounds the drain */
     bool draining;             /* SIGTERM/SIGINT seen */
     bool shutdown_timer_on;
+    dsq_engine *engine;        /* owned; the databases */
+    uv_async_t engine_async;   /* woken by workers: calls are done */
+    uv_timer_t engine_tick;    /* engine housekeeping */
+    dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
+    uint64_t next_session;     /* engine session ids of WebSocket connections */
     char *config_path;         /* owned; for SIGHUP */
     dsq_buf flag_keys;         /* NUL-separated key/value pairs from flags */
     char rbuf[65536];          /* read buffer (one loop thread) */
@@ -81,6 +88,31 @@ void dsq__respond_json(dsq_http_req *req, int status, json_t *body);
 /* Answer with DESIGN's error body; status 0 means the code's own. */
 void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A chunked response: begin (status and head), chunks, end. Each chunk is
+ * sent as it comes when `req` is at the head of the pipeline, else held
+ * until it is. */
+void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype);
+void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n);
+void dsq__respond_end(dsq_http_req *req);
+/* Is `req` the request whose response is being written now? */
+bool dsq__respond_at_head(const dsq_http_req *req);
+dsq_conn *dsq__req_conn(const dsq_http_req *req);
+
+/* Is the connection's unsent output at most half of send_queue_limit? */
+bool dsq__conn_room(const dsq_conn *c);
+
+/* One wait for room on a connection, embedded in the waiter's owner. */
+typedef struct dsq_waiter {
+    void (*fn)(void *arg);
+    void *arg;
+    struct dsq_waiter *next;
+    bool queued;
+} dsq_waiter;
+/* Call w->fn once, from the flush, when dsq__conn_room() holds. A waiter
+ * already queued stays queued once. The queue is dropped (never called)
+ * when the connection ends. */
+void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w);
 
 /* Send a WebSocket message on `c`. Returns 0, or -1 when the session is
  * closing or the connection was cut for holding too much unsent data. */

@@ -54,7 +54,7 @@ test('pipelined requests are answered in order', async () => {
   const reqs = [
     ['GET', '/healthz', 200],
     ['GET', '/nope', 404],
-    ['POST', '/v1/db/app/query', 501],
+    ['POST', '/v1/db/app/query', 400],
     ['GET', '/v1/db/.bad/cdc', 400],
     ['PUT', '/healthz', 405],
     ['POST', '/v1/rpc', 200],
@@ -83,7 +83,7 @@ test('errors carry DESIGN codes in a JSON body', async () => {
   r = await request(d.port, 'POST', '/v1/db/a%20b/query', { body: '{}' });
   assert.equal(r.status, 400);
   assert.match(r.json.error.message, /invalid database name/);
-  r = await request(d.port, 'POST', '/v1/db/app/query', { body: '{"sql":"select 1"}' });
+  r = await request(d.port, 'POST', '/v1/db/app/capnweb', { body: '[]' });
   assert.equal(r.status, 501);
   assert.equal(r.headers['content-type'], 'application/json');
   assert.match(r.json.error.message, /not implemented/);

@@ -1,0 +1,694 @@
+/* dosql — DoSQL methods on the engine.
+ *
+ * Divisions: sessions; operations (one method call in flight) and their
+ * answers; request parsing; encoders (run on workers); completions and
+ * streams; the methods; entry points.
+ *
+ * An operation holds a reference on its session; so does each JSON-RPC
+ * message in flight, and the transport until it closes. Every engine call
+ * completes (the engine guarantees `done`, even at shutdown), so every
+ * operation and message ends and the session is freed after the last. */
+#include "protocol/dosql.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "protocol/value.h"
+
+struct dsq_dosql_session {
+    dsq_engine *e;
+    dsq_dosql_limits lim;
+    dsq_dosql_transport t;
+    char db[129];          /* the bound database, or "" */
+    uint64_t id;           /* engine session id */
+    int refs;
+    bool closed;           /* the transport is gone */
+    struct op *parked;     /* streams waiting for room, oldest first */
+};
+
+typedef struct op op;
+struct op {
+    dsq_call call;         /* call.ud = this */
+    dsq_dosql_session *s;
+    dsq_rpc_call *rpc;     /* the JSON-RPC call to answer; NULL: the query route */
+    json_t *root;          /* owned; the query route's parsed body */
+    dsq_arena arena;       /* parameters and statements */
+    dsq_stmt_req stmt;     /* QUERY and STREAM's one statement */
+    char db[129];
+    /* streams */
+    char *idtext;          /* owned; the request's id as JSON text */
+    uint64_t chunks;       /* chunk notifications made */
+    uint64_t rows;         /* rows in them */
+    bool cancelled;        /* asked the engine to stop */
+    op *park_next;
+};
+
+typedef void (*method_fn)(op *o, json_t *params);
+
+/* ---- sessions ------------------------------------------------------------------- */
+
+dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *lim,
+                                          const char *db, uint64_t session_id,
+                                          const dsq_dosql_transport *t)
+{
+    dsq_dosql_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->e = e;
+    s->lim = *lim;
+    s->t = *t;
+    if (db != NULL)
+        snprintf(s->db, sizeof s->db, "%s", db);
+    s->id = session_id;
+    s->refs = 1; /* the transport's */
+    return s;
+}
+
+static void session_unref(dsq_dosql_session *s)
+{
+    if (--s->refs == 0)
+        free(s);
+}
+
+/* ---- operations and answers -------------------------------------------------------- */
+
+static op *op_new(dsq_dosql_session *s, dsq_rpc_call *rpc)
+{
+    op *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return NULL;
+    o->s = s;
+    o->rpc = rpc;
+    o->call.ud = o;
+    o->call.scope = DSQ_SCOPE_R;
+    o->call.atomic = true;
+    s->refs++;
+    return o;
+}
+
+static void op_free(op *o)
+{
+    dsq_dosql_session *s = o->s;
+    dsq_call_reset(&o->call);
+    dsq_arena_free(&o->arena);
+    json_decref(o->root);
+    free(o->idtext);
+    free(o);
+    session_unref(s);
+}
+
+static void answer_raw(op *o, const char *json, size_t n)
+{
+    if (o->rpc != NULL)
+        dsq_rpc_result_raw(o->rpc, json, n);
+    else if (!o->s->closed)
+        o->s->t.reply(o->s->t.ud, json, n, 200);
+}
+
+static void answer_error_msg(op *o, dsq_code code, const char *msg)
+{
+    if (o->rpc != NULL) {
+        dsq_rpc_error(o->rpc, code, "%s", msg);
+        return;
+    }
+    if (o->s->closed)
+        return;
+    json_t *body = dsq_rpc_error_body(code, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        o->s->t.reply(o->s->t.ud, "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}",
+                      63, 500);
+    else
+        o->s->t.reply(o->s->t.ud, text, strlen(text), dsq_code_http_status(code));
+    free(text);
+}
+
+/* Answer with an error and end the operation. */
+static void reject(op *o, dsq_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reject(op *o, dsq_code code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    answer_error_msg(o, code, msg);
+    op_free(o);
+}
+
+/* ---- request parsing ------------------------------------------------------------------ */
+
+/* The database, the caller's scope on it, and the transaction. Returns 0,
+ * or -1 after rejecting. */
+static int prelude(op *o, json_t *p)
+{
+    dsq_dosql_session *s = o->s;
+    json_t *d = json_object_get(p, "database");
+    if (s->db[0]) {
+        if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), s->db) == 0)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST,
+                   "\"database\" differs from the route's database '%s'", s->db);
+            return -1;
+        }
+        memcpy(o->db, s->db, sizeof o->db);
+    } else {
+        if (d == NULL) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"database\" is required on this route");
+            return -1;
+        }
+        if (!json_is_string(d)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"database\" must be a string");
+            return -1;
+        }
+        const char *name = json_string_value(d);
+        if (json_string_length(d) != strlen(name) || !dsq_db_name_valid(name)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST,
+                   "invalid database name '%.140s': 1 to 128 of A-Z a-z 0-9 . _ -, "
+                   "not starting with '.'", name);
+            return -1;
+        }
+        memcpy(o->db, name, strlen(name) + 1);
+    }
+    unsigned scope = s->t.scope(s->t.ud, o->db);
+    if (scope == 0) {
+        reject(o, DSQ_CODE_FORBIDDEN, "the token does not grant access to database '%s'", o->db);
+        return -1;
+    }
+    o->call.scope = scope;
+    o->call.session = s->id;
+    json_t *tx = json_object_get(p, "transactionId");
+    if (tx != NULL && !json_is_null(tx)) {
+        size_t n = json_is_string(tx) ? json_string_length(tx) : 0;
+        if (n == 0 || n >= sizeof o->call.txn) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"transactionId\" must be a transaction id string");
+            return -1;
+        }
+        memcpy(o->call.txn, json_string_value(tx), n + 1);
+    }
+    json_t *as_of = json_object_get(p, "asOf");
+    if (as_of != NULL && !json_is_null(as_of)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "\"asOf\" (point-in-time queries) is not available in dosqld %s", DSQ_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+/* One statement {sql, params?} into r. `where` prefixes messages. Returns
+ * 0, or -1 after rejecting. */
+static int parse_stmt(op *o, json_t *obj, dsq_stmt_req *r, const char *where)
+{
+    json_t *sql = json_object_get(obj, "sql");
+    if (sql == NULL || json_is_null(sql)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s\"sql\" is required", where);
+        return -1;
+    }
+    if (!json_is_string(sql)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s\"sql\" must be a string", where);
+        return -1;
+    }
+    r->sql = json_string_value(sql); /* lives in the message until the answer */
+    r->sql_len = json_string_length(sql);
+    if (r->sql_len == 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s\"sql\" is empty", where);
+        return -1;
+    }
+    char why[256];
+    if (dsq_params_from_json(json_object_get(obj, "params"), r, &o->arena, o->s->lim.max_params,
+                             why, sizeof why) != 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s%s", where, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* An optional whole number in [lo, hi]; `*out` keeps its value when absent.
+ * Returns 0, or -1 after rejecting. */
+static int opt_uint(op *o, json_t *p, const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    json_t *v = json_object_get(p, key);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)lo ||
+        (uint64_t)json_integer_value(v) > hi) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" must be a whole number from %llu to %llu", key,
+               (unsigned long long)lo, (unsigned long long)hi);
+        return -1;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* ---- encoders (workers) ------------------------------------------------------------------ */
+
+static void enc_query(dsq_call *c)
+{
+    if (c->err == 0)
+        dsq_json_result(&c->out, &c->results[0]);
+}
+
+static void enc_batch(dsq_call *c)
+{
+    if (c->err != 0)
+        return;
+    dsq_buf *b = &c->out;
+    dsq_buf_puts(b, "{\"results\":[");
+    for (size_t i = 0; i < c->nresults; i++) {
+        const dsq_result *r = &c->results[i];
+        if (i)
+            dsq_buf_puts(b, ",");
+        if (r->error != NULL) {
+            dsq_buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", dsq_code_name(r->code));
+            dsq_json_string(b, r->error, strlen(r->error));
+            dsq_buf_puts(b, "}}");
+        } else {
+            dsq_json_result(b, r);
+        }
+    }
+    dsq_buf_printf(b, "],\"lsn\":%llu}", (unsigned long long)c->lsn);
+}
+
+static void enc_doc(dsq_call *c)
+{
+    if (c->err != 0 || c->doc == NULL)
+        return;
+    char *text = json_dumps(c->doc, JSON_COMPACT);
+    if (text != NULL)
+        dsq_buf_puts(&c->out, text);
+    free(text);
+}
+
+static void enc_begin(dsq_call *c)
+{
+    if (c->err == 0)
+        dsq_buf_printf(&c->out, "{\"transactionId\":\"%s\",\"lsn\":%llu}", c->txn_out,
+                       (unsigned long long)c->lsn);
+}
+
+static void enc_end(dsq_call *c)
+{
+    if (c->err == 0)
+        dsq_buf_printf(&c->out, "{\"lsn\":%llu}", (unsigned long long)c->lsn);
+}
+
+/* One stream.chunk notification; the first carries the columns. */
+static void enc_chunk(dsq_call *c)
+{
+    op *o = c->ud;
+    const dsq_result *r = &c->results[0];
+    dsq_buf_reset(&c->out);
+    if (c->err != 0 || o->cancelled || (r->nrows == 0 && o->chunks > 0))
+        return;
+    dsq_buf *b = &c->out;
+    dsq_buf_printf(b, "{\"method\":\"stream.chunk\",\"params\":{\"streamId\":%s,\"seq\":%llu,",
+                   o->idtext, (unsigned long long)o->chunks);
+    if (o->chunks == 0) {
+        dsq_json_columns(b, r);
+        dsq_buf_puts(b, ",");
+    }
+    dsq_buf_puts(b, "\"rows\":");
+    dsq_json_rows(b, r);
+    dsq_buf_puts(b, "}}");
+    o->chunks++;
+    o->rows += r->nrows;
+}
+
+/* ---- completions and streams --------------------------------------------------------------- */
+
+static void on_done(dsq_call *c);
+
+static void submit(op *o)
+{
+    o->call.done = on_done;
+    if (dsq_engine_submit(o->s->e, o->db, &o->call) != 0)
+        reject(o, o->call.code, "%s", o->call.msg);
+}
+
+static void stream_more(op *o, bool cancel)
+{
+    if (cancel)
+        o->cancelled = true;
+    dsq_engine_stream_more(o->s->e, &o->call, cancel);
+}
+
+static void stream_done(op *o)
+{
+    dsq_call *c = &o->call;
+    dsq_dosql_session *s = o->s;
+    if (s->closed || o->cancelled) {
+        if (c->more) {
+            stream_more(o, true);
+            return;
+        }
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
+        return;
+    }
+    if (c->out.len > 0 && s->t.notify(s->t.ud, c->out.data, c->out.len) != 0) {
+        if (c->more)
+            stream_more(o, true);
+        else
+            reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
+        return;
+    }
+    if (c->more) {
+        if (s->t.can_send == NULL || s->t.can_send(s->t.ud)) {
+            stream_more(o, false);
+        } else { /* wait for room: dsq_dosql_writable() */
+            op **pp = &s->parked;
+            while (*pp)
+                pp = &(*pp)->park_next;
+            o->park_next = NULL;
+            *pp = o;
+        }
+        return;
+    }
+    if (c->err != 0) {
+        reject(o, c->code, "%s", c->msg);
+        return;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b,
+                   "{\"method\":\"stream.complete\",\"params\":{\"streamId\":%s,\"rowCount\":%llu,"
+                   "\"chunks\":%llu,\"lsn\":%llu}}",
+                   o->idtext, (unsigned long long)o->rows, (unsigned long long)o->chunks,
+                   (unsigned long long)c->lsn);
+    s->t.notify(s->t.ud, b.data, b.len);
+    dsq_buf_reset(&b);
+    dsq_buf_printf(&b, "{\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":%llu}",
+                   (unsigned long long)o->rows, (unsigned long long)o->chunks,
+                   (unsigned long long)c->lsn);
+    answer_raw(o, b.data, b.len);
+    dsq_buf_free(&b);
+    op_free(o);
+}
+
+static void on_done(dsq_call *c)
+{
+    op *o = c->ud;
+    if (c->op == DSQ_OP_STREAM) {
+        stream_done(o);
+        return;
+    }
+    if (c->err != 0)
+        answer_error_msg(o, c->code, c->msg);
+    else
+        answer_raw(o, c->out.data ? c->out.data : "null", c->out.data ? c->out.len : 4);
+    op_free(o);
+}
+
+/* ---- the methods ----------------------------------------------------------------------- */
+
+static void m_query(op *o, json_t *p)
+{
+    if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
+        return;
+    o->call.op = DSQ_OP_QUERY;
+    o->call.stmts = &o->stmt;
+    o->call.nstmts = 1;
+    o->call.encode = enc_query;
+    submit(o);
+}
+
+static void m_query_stream(op *o, json_t *p)
+{
+    dsq_dosql_session *s = o->s;
+    if (s->t.notify == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream is not available on this route");
+        return;
+    }
+    if (s->t.http && dsq_rpc_call_in_batch(o->rpc)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "over HTTP, queryStream must be a lone request, not part of a batch");
+        return;
+    }
+    json_t *id = dsq_rpc_call_id(o->rpc);
+    if (id == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream needs an \"id\"");
+        return;
+    }
+    uint64_t chunk = s->lim.chunk_rows;
+    if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0 ||
+        opt_uint(o, p, "chunkSize", 1, s->lim.max_chunk_rows, &chunk) != 0)
+        return;
+    o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (o->idtext == NULL) {
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    o->call.op = DSQ_OP_STREAM;
+    o->call.stmts = &o->stmt;
+    o->call.nstmts = 1;
+    o->call.chunk_rows = chunk;
+    o->call.chunk = enc_chunk;
+    submit(o);
+}
+
+static void m_begin(op *o, json_t *p)
+{
+    if (json_object_get(p, "transactionId") != NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no \"transactionId\"");
+        return;
+    }
+    if (prelude(o, p) != 0)
+        return;
+    json_t *mode = json_object_get(p, "mode");
+    if (mode != NULL && !json_is_null(mode)) {
+        const char *m = json_is_string(mode) ? json_string_value(mode) : "";
+        if (strcmp(m, "immediate") == 0) {
+            o->call.immediate = true;
+        } else if (strcmp(m, "deferred") != 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"mode\" must be \"deferred\" or \"immediate\"");
+            return;
+        }
+    }
+    if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
+        reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
+        return;
+    }
+    if (opt_uint(o, p, "timeoutMs", 1, 86400000, &o->call.txn_timeout_ms) != 0)
+        return;
+    o->call.op = DSQ_OP_BEGIN;
+    o->call.encode = enc_begin;
+    submit(o);
+}
+
+static void end_txn(op *o, json_t *p, dsq_op which)
+{
+    if (prelude(o, p) != 0)
+        return;
+    if (o->call.txn[0] == '\0') {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"transactionId\" is required");
+        return;
+    }
+    o->call.op = which;
+    o->call.encode = enc_end;
+    submit(o);
+}
+
+static void m_commit(op *o, json_t *p) { end_txn(o, p, DSQ_OP_COMMIT); }
+static void m_rollback(op *o, json_t *p) { end_txn(o, p, DSQ_OP_ROLLBACK); }
+
+static void m_batch(op *o, json_t *p)
+{
+    if (prelude(o, p) != 0)
+        return;
+    json_t *list = json_object_get(p, "statements");
+    if (!json_is_array(list)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"statements\" must be an array");
+        return;
+    }
+    size_t n = json_array_size(list);
+    if (n == 0 || n > o->s->lim.max_batch) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"statements\" must hold 1 to %zu statements, not %zu",
+               o->s->lim.max_batch, n);
+        return;
+    }
+    json_t *atomic = json_object_get(p, "atomic");
+    if (atomic != NULL && !json_is_null(atomic)) {
+        if (!json_is_boolean(atomic)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"atomic\" must be true or false");
+            return;
+        }
+        o->call.atomic = json_is_true(atomic);
+    }
+    dsq_stmt_req *st = dsq_arena_alloc(&o->arena, n * sizeof *st);
+    if (st == NULL) {
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char where[48];
+        json_t *item = json_array_get(list, i);
+        snprintf(where, sizeof where, "statements[%zu]: ", i);
+        if (!json_is_object(item)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "%smust be an object {sql, params?}", where);
+            return;
+        }
+        if (parse_stmt(o, item, &st[i], where) != 0)
+            return;
+    }
+    o->call.op = DSQ_OP_BATCH;
+    o->call.stmts = st;
+    o->call.nstmts = n;
+    o->call.encode = enc_batch;
+    submit(o);
+}
+
+static void simple(op *o, json_t *p, dsq_op which)
+{
+    if (prelude(o, p) != 0)
+        return;
+    o->call.op = which;
+    o->call.encode = enc_doc;
+    submit(o);
+}
+
+static void m_schema(op *o, json_t *p) { simple(o, p, DSQ_OP_SCHEMA); }
+
+/* Without a database (unbound routes): the server's own ping and stats. */
+static bool server_level(op *o, json_t *p)
+{
+    return o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
+}
+
+static void m_ping(op *o, json_t *p)
+{
+    if (!server_level(o, p)) {
+        simple(o, p, DSQ_OP_PING);
+        return;
+    }
+    char buf[160];
+    int n = snprintf(buf, sizeof buf, "{\"pong\":true,\"time\":%llu,\"version\":\"%s\"}",
+                     (unsigned long long)dsq_wall_ms(), DSQ_VERSION);
+    answer_raw(o, buf, (size_t)n);
+    op_free(o);
+}
+
+static void m_stats(op *o, json_t *p)
+{
+    if (!server_level(o, p)) {
+        simple(o, p, DSQ_OP_STATS);
+        return;
+    }
+    dsq_engine_stats st;
+    dsq_engine_stats_get(o->s->e, &st);
+    char buf[512];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"server\":{\"actors\":%llu,\"actorsOpen\":%llu,\"actorsHibernated\":%llu,"
+                     "\"queuedMessages\":%llu,\"transactionsOpen\":%llu,\"calls\":%llu}}",
+                     (unsigned long long)st.actors, (unsigned long long)st.actors_open,
+                     (unsigned long long)st.actors_hibernated, (unsigned long long)st.queued,
+                     (unsigned long long)st.txns_open, (unsigned long long)st.calls);
+    answer_raw(o, buf, (size_t)n);
+    op_free(o);
+}
+
+/* ---- entry points ------------------------------------------------------------------------ */
+
+static void start(dsq_rpc_call *call, json_t *params, void *ctx, method_fn fn)
+{
+    if (params != NULL && !json_is_object(params)) {
+        dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "\"params\" must be an object");
+        return;
+    }
+    op *o = op_new(ctx, call);
+    if (o == NULL) {
+        dsq_rpc_error(call, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    fn(o, params);
+}
+
+#define RPC(fn)                                                                     \
+    static void rpc_##fn(dsq_rpc_call *call, json_t *params, void *ctx)                   \
+    {                                                                                     \
+        start(call, params, ctx, fn);                                                     \
+    }
+RPC(m_query)
+RPC(m_query_stream)
+RPC(m_begin)
+RPC(m_commit)
+RPC(m_rollback)
+RPC(m_batch)
+RPC(m_schema)
+RPC(m_ping)
+RPC(m_stats)
+#undef RPC
+
+static const dsq_rpc_method methods[] = {
+    {"query", rpc_m_query},
+    {"queryStream", rpc_m_query_stream},
+    {"beginTransaction", rpc_m_begin},
+    {"commit", rpc_m_commit},
+    {"rollback", rpc_m_rollback},
+    {"batch", rpc_m_batch},
+    {"getSchema", rpc_m_schema},
+    {"ping", rpc_m_ping},
+    {"getStats", rpc_m_stats},
+    {NULL, NULL},
+};
+
+/* The whole reply of one message: to the transport unless it is gone. */
+static void message_reply(void *ud, const char *text, size_t len, int status)
+{
+    dsq_dosql_session *s = ud;
+    if (!s->closed)
+        s->t.reply(s->t.ud, text, len, status);
+    session_unref(s);
+}
+
+void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len)
+{
+    dsq_rpc_server rs = {methods, s, s->lim.max_batch};
+    s->refs++; /* until message_reply */
+    dsq_rpc_handle(&rs, msg, len, message_reply, s);
+}
+
+void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len)
+{
+    op *o = op_new(s, NULL);
+    if (o == NULL) {
+        static const char oom[] = "{\"error\":{\"code\":\"RESOURCE_EXHAUSTED\",\"message\":\"out of memory\"}}";
+        s->t.reply(s->t.ud, oom, sizeof oom - 1, 503);
+        return;
+    }
+    json_error_t jerr;
+    o->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (o->root == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "invalid JSON at line %d column %d: %s", jerr.line,
+               jerr.column, jerr.text);
+        return;
+    }
+    if (!json_is_object(o->root)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "the body must be a JSON object {sql, params?}");
+        return;
+    }
+    m_query(o, o->root);
+}
+
+void dsq_dosql_writable(dsq_dosql_session *s)
+{
+    while (s->parked != NULL && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud))) {
+        op *o = s->parked;
+        s->parked = o->park_next;
+        stream_more(o, false);
+    }
+}
+
+void dsq_dosql_session_close(dsq_dosql_session *s)
+{
+    if (s->closed)
+        return;
+    s->closed = true;
+    while (s->parked != NULL) {
+        op *o = s->parked;
+        s->parked = o->park_next;
+        stream_more(o, true);
+    }
+    dsq_engine_session_closed(s->e, s->id);
+    session_unref(s);
+}

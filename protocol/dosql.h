@@ -1,0 +1,74 @@
+/* dosql — the DoSQL API (DESIGN 3.3) over JSON-RPC, on the engine.
+ *
+ * A session is one client's view: a WebSocket connection, or one HTTP
+ * request. It is bound to a database (routes /v1/db/{db}/...) or not
+ * (/v1/rpc, where methods take "database"). The transport that owns it
+ * supplies the functions below; the session turns each request into an
+ * engine call, and each call's outcome (encoded to JSON text on the
+ * engine's worker) into the JSON-RPC reply.
+ *
+ * Methods: query, queryStream, beginTransaction, commit, rollback, batch,
+ * getSchema, ping, getStats. queryStream sends its rows as notifications
+ * ("stream.chunk", then "stream.complete") before its reply; a transport
+ * over HTTP sends them as NDJSON lines of the one response, so there it
+ * must be a lone request, not part of a batch.
+ *
+ * Everything here runs on the loop thread, except encoders (workers). */
+#ifndef DSQ_DOSQL_H
+#define DSQ_DOSQL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "protocol/jsonrpc.h"
+
+typedef struct dsq_dosql_limits {
+    size_t max_params;      /* values in one statement's params */
+    size_t max_batch;       /* JSON-RPC requests in a message; statements in a batch */
+    size_t chunk_rows;      /* queryStream's default chunkSize */
+    size_t max_chunk_rows;  /* the largest chunkSize accepted */
+} dsq_dosql_limits;
+
+typedef struct dsq_dosql_transport {
+    /* The scopes (DSQ_SCOPE_R, DSQ_SCOPE_W) the client holds on `db`; 0
+     * means none (the call is FORBIDDEN). */
+    unsigned (*scope)(void *ud, const char *db);
+    /* The reply to one message (see dsq_rpc_reply_fn), or to the query
+     * route: a QueryResult (200) or an error body. */
+    dsq_rpc_reply_fn reply;
+    /* Send a notification. NULL: the transport has none (queryStream is
+     * refused). Returns 0, or -1 when it cannot. */
+    int (*notify)(void *ud, const char *text, size_t len);
+    /* Is there room for another notification now? When it says no, the
+     * transport calls dsq_dosql_writable() once there is. NULL: always. */
+    bool (*can_send)(void *ud);
+    bool http;              /* notifications are lines of one HTTP response */
+    void *ud;
+} dsq_dosql_transport;
+
+typedef struct dsq_dosql_session dsq_dosql_session;
+
+/* A session on `db` (NULL: unbound). `session_id` ties transactions and
+ * streams to it (0: they outlive it, as over HTTP). */
+dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *lim,
+                                          const char *db, uint64_t session_id,
+                                          const dsq_dosql_transport *t);
+
+/* One JSON-RPC message (a request or a batch). */
+void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len);
+
+/* The body of POST /v1/db/{db}/query: a QueryRequest. Answers through
+ * t->reply with a QueryResult, or an error body and its status. */
+void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len);
+
+/* The transport has room again: resume streams that waited for it. */
+void dsq_dosql_writable(dsq_dosql_session *s);
+
+/* The transport is gone: no more replies or notifications; its
+ * transactions roll back and its streams end. The session is freed when
+ * its last call finishes. */
+void dsq_dosql_session_close(dsq_dosql_session *s);
+
+#endif
