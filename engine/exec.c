@@ -408,7 +408,7 @@ dsq_code dsq__sqlite_code(int rc, const char *msg)
     case SQLITE_MISMATCH: return DSQ_CODE_TYPE_MISMATCH;
     case SQLITE_INTERRUPT: return DSQ_CODE_TIMEOUT;
     case SQLITE_AUTH: return DSQ_CODE_FORBIDDEN;
-    case SQLITE_TOOBIG: return DSQ_CODE_BUFFER_OVERFLOW;
+    case SQLITE_TOOBIG: return DSQ_CODE_RESOURCE_EXHAUSTED;
     case SQLITE_NOMEM:
     case SQLITE_FULL: return DSQ_CODE_RESOURCE_EXHAUSTED;
     case SQLITE_BUSY:
@@ -481,7 +481,7 @@ static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
             }
             if (x->bytes_before + res->rows.len > x->e->cfg.max_result_size) {
                 dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED,
-                          "the result is larger than max_result_size (%zu bytes)",
+                          "the result is larger than max_result_bytes (%zu bytes)",
                           x->e->cfg.max_result_size);
                 return -1;
             }
@@ -956,7 +956,7 @@ static void op_stream(run_ctx *x)
             }
             if (res->rows.len > x->e->cfg.max_result_size) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
-                          "one chunk is larger than max_result_size (%zu bytes); use a smaller chunkSize",
+                          "one chunk is larger than max_result_bytes (%zu bytes); use a smaller chunkSize",
                           x->e->cfg.max_result_size);
                 break;
             }

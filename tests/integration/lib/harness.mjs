@@ -34,12 +34,13 @@ export function tempDir(prefix = 'dosqld-it-') {
 
 // Start dosqld. `conf` is the config file's text; `args` more flags. By
 // default it listens on 127.0.0.1:0 (a free port) and waits for as many
-// "listening" lines as it has listeners (`listeners`).
-export async function startDosqld({ conf = '', args = [], listeners = 1, env = {}, listen = true } = {}) {
+// "listening" lines as it has listeners (`listeners`). `dataDir` (default:
+// inside the temporary directory) outlives cleanup when given.
+export async function startDosqld({ conf = '', args = [], listeners = 1, env = {}, listen = true, dataDir } = {}) {
   const dir = tempDir();
   const confPath = path.join(dir, 'dosqld.conf');
   writeFileSync(confPath, conf);
-  const argv = ['-c', confPath, '--data-dir', path.join(dir, 'data')];
+  const argv = ['-c', confPath, '--data-dir', dataDir ?? path.join(dir, 'data')];
   if (listen) argv.push('--listen', '127.0.0.1:0');
   argv.push(...args);
   const proc = spawn(DOSQLD, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

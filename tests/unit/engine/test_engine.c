@@ -398,7 +398,7 @@ Test(engine, max_result_size)
 {
     expect_err("big", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 100000) "
                       "SELECT i, 'padding padding padding' FROM n",
-               DSQ_CODE_RESOURCE_EXHAUSTED, "max_result_size");
+               DSQ_CODE_RESOURCE_EXHAUSTED, "max_result_bytes");
 }
 
 /* ---- transactions --------------------------------------------------------------------- */

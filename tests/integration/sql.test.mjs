@@ -1,0 +1,314 @@
+// Integration: the DoSQL API on a real dosqld — values and parameters,
+// every method, each kind of bad input, the sandbox, limits.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDosqld, Raw } from './lib/harness.mjs';
+import { post, query, call, WsRpc } from './lib/rpc.mjs';
+
+let d;
+before(async () => {
+  d = await startDosqld({
+    conf: `[engine]
+query_timeout = 300ms
+max_result_bytes = 64K
+max_sql_length = 4K
+max_params = 50
+[rpc]
+max_batch = 20
+`,
+  });
+});
+after(async () => { await d?.cleanup(); });
+
+test('values: every SQLite type, bigints, blobs, unicode, in and out', async () => {
+  await query(d.port, 'vals', 'CREATE TABLE t(i INTEGER, r REAL, s TEXT, b BLOB, n)');
+  const ins = await query(d.port, 'vals', 'INSERT INTO t VALUES (?, ?, ?, ?, ?), (?5, ?4, ?3, ?2, ?1)',
+    [{ $bigint: '9223372036854775807' }, 2.5, 'héllo € 😀 "q"', { $bytes: 'AAECAw==' }, null]);
+  assert.equal(ins.rowsAffected, 2);
+  assert.equal(ins.lastInsertRowid, 2);
+  const r = await query(d.port, 'vals', 'SELECT i, r, s, b, n, 9007199254740991 AS safe, -9007199254740992 AS unsafe, 1.0 AS one, true AS t FROM t ORDER BY rowid');
+  assert.deepEqual(r.columns, ['i', 'r', 's', 'b', 'n', 'safe', 'unsafe', 'one', 't']);
+  assert.deepEqual(r.columnTypes, ['INTEGER', 'REAL', 'TEXT', 'BLOB', null, null, null, null, null]);
+  assert.deepEqual(r.rows[0], [{ $bigint: '9223372036854775807' }, 2.5, 'héllo € 😀 "q"', { $bytes: 'AAECAw==' }, null,
+    9007199254740991, { $bigint: '-9007199254740992' }, 1, 1]);
+  assert.match(JSON.stringify(r.rows[0][1]), /^2\.5$/);
+  // The second row took the values in reverse through ?NNN.
+  assert.deepEqual(r.rows[1].slice(0, 5), [null, { $bytes: 'AAECAw==' }, 'héllo € 😀 "q"', 2.5, { $bigint: '9223372036854775807' }]);
+  assert.equal(typeof r.lsn, 'number');
+});
+
+test('named parameters with :, @ and $, given with or without the prefix', async () => {
+  const r = await query(d.port, 'vals', 'SELECT :a AS a, @b AS b, $c AS c', { a: 1, '@b': 'two', $c: null });
+  assert.deepEqual(r.rows, [[1, 'two', null]]);
+  const miss = await query(d.port, 'vals', 'SELECT :a, :b', { a: 1 }, { raw: true });
+  assert.equal(miss.status, 400);
+  assert.equal(miss.json.error.code, 'INVALID_REQUEST');
+  assert.match(miss.json.error.message, /:b/);
+  const extra = await query(d.port, 'vals', 'SELECT ?', [1, 2], { raw: true });
+  assert.equal(extra.json.error.code, 'INVALID_REQUEST');
+});
+
+test('several statements run in order; the result is the last one', async () => {
+  const r = await query(d.port, 'multi', 'CREATE TABLE a(x); INSERT INTO a VALUES (1),(2); SELECT sum(x) AS s FROM a;');
+  assert.deepEqual(r.rows, [[3]]);
+  assert.ok(r.lsn >= 1);
+  const bad = await query(d.port, 'multi', 'INSERT INTO a VALUES (10); SELEC 1', undefined, { raw: true });
+  assert.equal(bad.json.error.code, 'SYNTAX_ERROR');
+  const after = await query(d.port, 'multi', 'SELECT count(*) FROM a');
+  assert.deepEqual(after.rows, [[2]], 'a failed request changes nothing');
+});
+
+test('LSNs grow by one per committing request and reads keep the last', async () => {
+  const a = await query(d.port, 'lsn', 'CREATE TABLE t(x)');
+  const b = await query(d.port, 'lsn', 'INSERT INTO t VALUES (1)');
+  const c = await query(d.port, 'lsn', 'SELECT * FROM t');
+  const e = await query(d.port, 'lsn', 'INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)');
+  assert.equal(b.lsn, a.lsn + 1);
+  assert.equal(c.lsn, b.lsn);
+  assert.equal(e.lsn, b.lsn + 1, 'one request is one commit');
+});
+
+test('error codes map from SQLite, with its message', async () => {
+  await query(d.port, 'errs', 'CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id)); CREATE TABLE u(x UNIQUE NOT NULL)');
+  const cases = [
+    ['SELEC 1', 'SYNTAX_ERROR', 400],
+    ['SELECT * FROM nope', 'TABLE_NOT_FOUND', 404],
+    ['SELECT nope FROM u', 'COLUMN_NOT_FOUND', 400],
+    ['INSERT INTO u VALUES (NULL)', 'CONSTRAINT_VIOLATION', 409],
+    ['INSERT INTO c VALUES (42)', 'CONSTRAINT_VIOLATION', 409], // foreign keys are on
+  ];
+  for (const [sql, code, status] of cases) {
+    const r = await query(d.port, 'errs', sql, undefined, { raw: true });
+    assert.equal(r.json.error.code, code, sql);
+    assert.equal(r.status, status, sql);
+    assert.ok(r.json.error.message.length > 0);
+  }
+});
+
+test('every bad input gets an error object and the connection stays usable', async () => {
+  const c = await Raw.connect(d.port);
+  const bodies = [
+    ['/v1/db/bad/rpc', '{"id":1,"method":', 'INVALID_REQUEST', /invalid JSON/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":[1]}', 'INVALID_REQUEST', /params/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":"x"}', 'INVALID_REQUEST', /params/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"nope","params":{}}', 'INVALID_REQUEST', /unknown method/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":42}}', 'INVALID_REQUEST', /must be a string/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{}}', 'INVALID_REQUEST', /"sql" is required/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":""}}', 'INVALID_REQUEST', /empty/],
+    ['/v1/db/bad/rpc', `{"id":1,"method":"query","params":{"sql":"SELECT 1","params":[${Array(51).fill(1)}]}}`, 'INVALID_REQUEST', /too many params/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT ?","params":[[1]]}}', 'INVALID_REQUEST', /array/],
+    ['/v1/db/bad/rpc', '{"id":{"x":1},"method":"ping"}', 'INVALID_REQUEST', /"id" must be a string or a number/],
+    ['/v1/db/bad/rpc', '{"id":[1],"method":"ping"}', 'INVALID_REQUEST', /"id"/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":"x"}}', 'INVALID_REQUEST', /statements/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":[{"sql":"SELECT 1"},5]}}', 'INVALID_REQUEST', /statements\[1\]/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":[],"atomic":true}}', 'INVALID_REQUEST', /1 to 20/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"beginTransaction","params":{"mode":"exclusive"}}', 'INVALID_REQUEST', /mode/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"beginTransaction","params":{"timeoutMs":-5}}', 'INVALID_REQUEST', /timeoutMs/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"commit","params":{}}', 'INVALID_REQUEST', /transactionId/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"commit","params":{"transactionId":7}}', 'INVALID_REQUEST', /transactionId/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"commit","params":{"transactionId":"nope"}}', 'TRANSACTION_NOT_FOUND', /nope/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","asOf":{"lsn":1}}}', 'INVALID_REQUEST', /asOf/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"other"}}', 'INVALID_REQUEST', /database/],
+    ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1"}}', 'INVALID_REQUEST', /"database" is required/],
+    ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":".hidden"}}', 'INVALID_REQUEST', /invalid database name/],
+    ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"a/b"}}', 'INVALID_REQUEST', /invalid database name/],
+    ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":5}}', 'INVALID_REQUEST', /must be a string/],
+    ['/v1/db/bad/query', '[1,2]', 'INVALID_REQUEST', /JSON object/],
+    ['/v1/db/bad/query', '{"sql":"SELECT 1"', 'INVALID_REQUEST', /invalid JSON/],
+    ['/v1/db/bad/query', `{"sql":"SELECT '${'x'.repeat(5000)}'"}`, 'RESOURCE_EXHAUSTED', /too big|long/i],
+  ];
+  for (const [path, body, code, msg] of bodies) {
+    c.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    const r = await c.readResponse();
+    assert.ok(r.json, `${body}: a JSON body`);
+    const err = r.json.error;
+    assert.ok(err, `${body}: ${r.text}`);
+    assert.equal(err.code, code, `${body}: ${r.text}`);
+    assert.match(err.message, msg, body);
+    assert.ok(r.status >= 400, body);
+  }
+  // Still usable after all of that.
+  c.write('POST /v1/db/bad/query HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n{"sql":"SELECT 42"}');
+  const ok = await c.readResponse();
+  assert.equal(ok.status, 200);
+  assert.deepEqual(ok.json.rows, [[42]]);
+  c.destroy();
+});
+
+test('bad input over WebSocket: error objects, the session goes on', async () => {
+  const ws = await WsRpc.open(d.port, '/v1/db/badws/rpc');
+  let m = await ws.raw('{"id":1,"method":');
+  assert.equal(m.error.code, 'INVALID_REQUEST');
+  assert.equal(m.id, null);
+  m = await ws.raw('{"id":true,"method":"ping"}');
+  assert.equal(m.error.code, 'INVALID_REQUEST');
+  let r = await ws.call('query', { sql: 7 });
+  assert.equal(r.error.code, 'INVALID_REQUEST');
+  r = await ws.call('nope', {});
+  assert.match(r.error.message, /unknown method/);
+  r = await ws.call('query', { sql: 'SELECT 1 + 1 AS two' });
+  assert.deepEqual(r.result.rows, [[2]]);
+  await ws.close();
+});
+
+test('the sandbox refuses what reaches outside the database', async () => {
+  const refused = [
+    ["ATTACH DATABASE '/tmp/x.db' AS x", 'FORBIDDEN'],
+    ['DETACH DATABASE main', 'FORBIDDEN'],
+    ['PRAGMA journal_mode = DELETE', 'FORBIDDEN'],
+    ['PRAGMA synchronous = OFF', 'FORBIDDEN'],
+    ['PRAGMA writable_schema = ON', 'FORBIDDEN'],
+    ["SELECT load_extension('/tmp/evil.so')", null], // not a function we offer
+    ['BEGIN', 'FORBIDDEN'],
+    ['COMMIT', 'FORBIDDEN'],
+    ["VACUUM INTO '/tmp/copy.db'", 'FORBIDDEN'],
+    ['CREATE TEMP TABLE tt(x)', 'FORBIDDEN'],
+    ['SELECT * FROM _dosqld_meta', 'FORBIDDEN'],
+  ];
+  for (const [sql, code] of refused) {
+    const r = await query(d.port, 'sandbox', sql, undefined, { raw: true });
+    assert.ok(r.status >= 400, `${sql} was allowed: ${r.text}`);
+    if (code) assert.equal(r.json.error.code, code, `${sql}: ${r.text}`);
+  }
+  // What is allowed still works.
+  await query(d.port, 'sandbox', 'CREATE TABLE t(id INTEGER PRIMARY KEY, x)');
+  const info = await query(d.port, 'sandbox', 'PRAGMA table_info(t)');
+  assert.equal(info.rows.length, 2);
+  const fk = await query(d.port, 'sandbox', 'PRAGMA foreign_keys');
+  assert.deepEqual(fk.rows, [[1]]);
+  const uv = await query(d.port, 'sandbox', 'PRAGMA user_version = 7; PRAGMA user_version');
+  assert.deepEqual(uv.rows, [[7]]);
+});
+
+test('statements stop at query_timeout with TIMEOUT', async () => {
+  const t0 = Date.now();
+  const r = await query(d.port, 'slow', 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n',
+    undefined, { raw: true });
+  assert.equal(r.json.error.code, 'TIMEOUT');
+  assert.equal(r.status, 408);
+  assert.ok(Date.now() - t0 < 5000);
+  const ok = await query(d.port, 'slow', 'SELECT 1');
+  assert.deepEqual(ok.rows, [[1]], 'the database serves on');
+});
+
+test('results past max_result_bytes stop with RESOURCE_EXHAUSTED', async () => {
+  const r = await query(d.port, 'big', "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) SELECT i, printf('%0100d', i) FROM n",
+    undefined, { raw: true });
+  assert.equal(r.json.error.code, 'RESOURCE_EXHAUSTED');
+  assert.match(r.json.error.message, /max_result/);
+});
+
+test('batch: atomic by default, per-statement errors when not', async () => {
+  const path = '/v1/db/batch/rpc';
+  await query(d.port, 'batch', 'CREATE TABLE t(x UNIQUE)');
+  let r = await call(d.port, path, 'batch', { statements: [
+    { sql: 'INSERT INTO t VALUES (?)', params: [1] },
+    { sql: 'INSERT INTO t VALUES (?)', params: [1] },
+  ] });
+  assert.equal(r.error.code, 'CONSTRAINT_VIOLATION');
+  assert.match(r.error.message, /statement 1/);
+  assert.deepEqual((await query(d.port, 'batch', 'SELECT count(*) FROM t')).rows, [[0]], 'all or nothing');
+  r = await call(d.port, path, 'batch', { atomic: false, statements: [
+    { sql: 'INSERT INTO t VALUES (?)', params: [1] },
+    { sql: 'INSERT INTO t VALUES (?)', params: [1] },
+    { sql: 'SELECT count(*) AS n FROM t' },
+  ] });
+  assert.equal(r.result.results.length, 3);
+  assert.equal(r.result.results[1].error.code, 'CONSTRAINT_VIOLATION');
+  assert.deepEqual(r.result.results[2].rows, [[1]]);
+  assert.equal(typeof r.result.lsn, 'number');
+});
+
+test('getSchema, getStats, ping, and the unbound route', async () => {
+  await query(d.port, 'meta', `CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT 'x', email TEXT UNIQUE);
+    CREATE INDEX users_name ON users(name); CREATE VIEW v AS SELECT name FROM users;
+    CREATE TRIGGER tr AFTER INSERT ON users BEGIN SELECT 1; END`);
+  const s = (await call(d.port, '/v1/db/meta/rpc', 'getSchema', {})).result;
+  assert.deepEqual(s.tables.map((t) => t.name), ['users']);
+  const cols = s.tables[0].columns;
+  assert.deepEqual(cols.map((c) => [c.name, c.type, c.notNull, c.primaryKey]),
+    [['id', 'INTEGER', false, 1], ['name', 'TEXT', true, 0], ['email', 'TEXT', false, 0]]);
+  assert.equal(cols[1].default, "'x'");
+  assert.ok(s.indexes.some((i) => i.name === 'users_name'));
+  assert.deepEqual(s.views.map((v) => v.name), ['v']);
+  assert.deepEqual(s.triggers.map((t) => t.name), ['tr']);
+  const st = (await call(d.port, '/v1/db/meta/rpc', 'getStats', {})).result;
+  assert.equal(st.database.name, 'meta');
+  for (const k of ['lsn', 'pages', 'bytes', 'statements', 'pageCacheHits']) assert.equal(typeof st.database[k], 'number', k);
+  for (const k of ['actorsOpen', 'actorsHibernated', 'queuedMessages']) assert.equal(typeof st.server[k], 'number', k);
+  const p = (await call(d.port, '/v1/db/meta/rpc', 'ping', {})).result;
+  assert.equal(p.pong, true);
+  // Unbound: methods take "database"; ping and getStats without one are the server's.
+  const q = (await call(d.port, '/v1/rpc', 'query', { database: 'meta', sql: 'SELECT count(*) FROM users' })).result;
+  assert.deepEqual(q.rows, [[0]]);
+  const sp = (await call(d.port, '/v1/rpc', 'ping', {})).result;
+  assert.equal(sp.pong, true);
+  assert.equal(typeof sp.version, 'string');
+  const ss = (await call(d.port, '/v1/rpc', 'getStats')).result;
+  assert.ok(ss.server.actors >= 1);
+});
+
+test('GET /v1/db lists databases; DELETE drops one with its files', async () => {
+  await query(d.port, 'dropme', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+  let r = await fetch(`http://127.0.0.1:${d.port}/v1/db`);
+  let list = await r.json();
+  assert.ok(list.includes('dropme'));
+  r = await fetch(`http://127.0.0.1:${d.port}/v1/db/dropme`, { method: 'DELETE' });
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).dropped, true);
+  list = await (await fetch(`http://127.0.0.1:${d.port}/v1/db`)).json();
+  assert.ok(!list.includes('dropme'));
+  const again = await query(d.port, 'dropme', "SELECT count(*) FROM sqlite_schema WHERE name = 't'");
+  assert.deepEqual(again.rows, [[0]], 'a new, empty database by that name');
+});
+
+test('queryStream: chunks over WebSocket, NDJSON over HTTP', async () => {
+  await query(d.port, 'stream', "CREATE TABLE t(i INTEGER, s TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t SELECT i, 'row ' || i FROM n");
+  const ws = await WsRpc.open(d.port, '/v1/db/stream/rpc');
+  const res = await ws.ok('queryStream', { sql: 'SELECT i, s FROM t ORDER BY i', chunkSize: 64 });
+  assert.equal(res.rowCount, 1000);
+  const chunks = ws.notes.filter((n) => n.method === 'stream.chunk');
+  assert.equal(chunks.length, Math.ceil(1000 / 64));
+  assert.deepEqual(chunks[0].params.columns, ['i', 's']);
+  assert.equal(chunks[1].params.columns, undefined, 'columns come once');
+  const rows = chunks.flatMap((c) => c.params.rows);
+  assert.deepEqual(rows.map((r) => r[0]), Array.from({ length: 1000 }, (_, i) => i + 1));
+  chunks.forEach((c, i) => assert.equal(c.params.seq, i));
+  const done = ws.notes.find((n) => n.method === 'stream.complete');
+  assert.equal(done.params.rowCount, 1000);
+  assert.equal(done.params.streamId, chunks[0].params.streamId);
+  // A write cannot be streamed; an error mid-way ends with the error reply.
+  const w = await ws.call('queryStream', { sql: 'DELETE FROM t' });
+  assert.equal(w.error.code, 'INVALID_REQUEST');
+  const bad = await ws.call('queryStream', { sql: 'SELECT * FROM t', chunkSize: 0 });
+  assert.match(bad.error.message, /chunkSize/);
+  await ws.close();
+
+  const r = await fetch(`http://127.0.0.1:${d.port}/v1/db/stream/rpc`, {
+    method: 'POST', body: JSON.stringify({ id: 's1', method: 'queryStream', params: { sql: 'SELECT i FROM t WHERE i <= 250', chunkSize: 100 } }),
+  });
+  assert.equal(r.headers.get('content-type'), 'application/x-ndjson');
+  const lines = (await r.text()).trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.method ?? 'reply'), ['stream.chunk', 'stream.chunk', 'stream.chunk', 'stream.complete', 'reply']);
+  assert.equal(lines[4].id, 's1');
+  assert.equal(lines[4].result.rowCount, 250);
+  const inBatch = await post(d.port, '/v1/db/stream/rpc', [{ id: 1, method: 'queryStream', params: { sql: 'SELECT 1' } }]);
+  assert.match(inBatch.json[0].error.message, /lone request/);
+  const onQuery = await post(d.port, '/v1/db/stream/rpc', { method: 'queryStream', params: { sql: 'SELECT 1' } });
+  assert.equal(onQuery.status, 204, 'a notification gets no reply');
+});
+
+test('a slow WebSocket reader gets a long stream without the server buffering it all', async () => {
+  await query(d.port, 'slowread', "CREATE TABLE t(s TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO t SELECT printf('%0200d', i) FROM n");
+  const ws = await WsRpc.open(d.port, '/v1/db/slowread/rpc');
+  ws.ws.pause(); // read nothing for a while
+  const p = ws.call('queryStream', { sql: 'SELECT s FROM t', chunkSize: 200 }, 30000);
+  await new Promise((r) => setTimeout(r, 500));
+  ws.ws.resume();
+  const res = await p;
+  assert.ok(res.result, JSON.stringify(res));
+  assert.equal(res.result.rowCount, 20000);
+  const rows = ws.notes.filter((n) => n.method === 'stream.chunk').reduce((a, c) => a + c.params.rows.length, 0);
+  assert.equal(rows, 20000);
+  await ws.close();
+});
