@@ -27,11 +27,31 @@ static void handle_healthz(dsq_server *srv, dsq_http_req *req)
 static void handle_metrics(dsq_server *srv, dsq_http_req *req)
 {
     dsq_buf b = DSQ_BUF_INIT;
+    dsq_engine_stats es;
+    dsq_engine_stats_get(srv->engine, &es);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } engine[] = {
+        {"dosqld_actors", "Databases known in memory.", es.actors},
+        {"dosqld_actors_open", "Databases with an open SQLite connection.", es.actors_open},
+        {"dosqld_actors_hibernated", "Databases hibernated (connection closed).", es.actors_hibernated},
+        {"dosqld_mailbox_messages", "Messages waiting in database mailboxes.", es.queued},
+        {"dosqld_transactions_open", "Open transactions.", es.txns_open},
+    };
     if (dsq_metrics_render(&srv->metrics, &b) != 0) {
         dsq_buf_free(&b);
         dsq__respond_error(req, 500, DSQ_CODE_INTERNAL_ERROR, "out of memory");
         return;
     }
+    for (size_t i = 0; i < sizeof engine / sizeof engine[0]; i++)
+        dsq_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", engine[i].name,
+                       engine[i].help, engine[i].name, engine[i].name,
+                       (unsigned long long)engine[i].v);
+    dsq_buf_printf(&b,
+                   "# HELP dosqld_engine_calls_total Engine calls completed.\n"
+                   "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n",
+                   (unsigned long long)es.calls);
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

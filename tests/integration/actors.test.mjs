@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { startDosqld, tempDir, sleep } from './lib/harness.mjs';
+import { startDosqld, tempDir, sleep, Raw, metric } from './lib/harness.mjs';
 import { query, call } from './lib/rpc.mjs';
 
 let d;
@@ -97,5 +97,32 @@ test('a restart keeps everything committed', { timeout: 60000 }, async () => {
     await e.cleanup();
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('pipelined queries past max_pipeline are all answered, in order', async () => {
+  const e = await startDosqld({ conf: '[server]\nmax_pipeline = 4\n' });
+  try {
+    await query(e.port, 'pipe', 'CREATE TABLE t(x)');
+    const c = await Raw.connect(e.port);
+    let all = '';
+    const N = 64;
+    for (let i = 0; i < N; i++) {
+      // Alternate two databases so answers are ready out of order.
+      const db = i % 2 ? 'pipe' : `pipe-${i}`;
+      const body = JSON.stringify({ sql: `SELECT ${i} AS i` });
+      all += `POST /v1/db/${db}/query HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    }
+    c.write(all);
+    for (let i = 0; i < N; i++) {
+      const r = await c.readResponse();
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.json.rows, [[i]]);
+    }
+    c.destroy();
+    assert.ok(await metric(e.port, 'dosqld_actors') >= 33);
+    assert.ok(await metric(e.port, 'dosqld_engine_calls_total') >= 65);
+  } finally {
+    await e.cleanup();
   }
 });
