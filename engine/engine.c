@@ -14,6 +14,7 @@
  * Only actors with no call in flight and no transaction or stream are
  * hibernated, so a hibernation never races a caller. A hibernated actor is
  * its name, a mutex and a few counters. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,7 +363,11 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     e->cfg = *cfg;
     if (e->cfg.workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        /* The CPUs this process may run on (taskset, cgroups' cpusets),
+         * not every CPU online. */
+        cpu_set_t set;
+        long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
         e->cfg.workers = n > 0 ? (unsigned)n : 1;
     }
     if (e->cfg.batch_per_turn == 0)

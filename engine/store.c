@@ -84,7 +84,11 @@ int dsq__store_open(const char *data_dir, const char *name, sqlite3 **out, uint6
         sqlite3_close(db);
         return -1;
     }
-    if (exec_simple(db, "PRAGMA journal_mode=WAL", err, errlen) != SQLITE_OK ||
+    /* One actor owns the file: hold the lock for the connection's life, so
+     * no transaction pays for fcntl locks, and WAL keeps its index in heap
+     * memory instead of a -shm mapping. */
+    if (exec_simple(db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen) != SQLITE_OK ||
+        exec_simple(db, "PRAGMA journal_mode=WAL", err, errlen) != SQLITE_OK ||
         exec_simple(db, "PRAGMA synchronous=FULL", err, errlen) != SQLITE_OK ||
         exec_simple(db,
                     "CREATE TABLE IF NOT EXISTS " DSQ__META_TABLE
