@@ -1,6 +1,6 @@
 # dosqld — build.
 #
-#   make            build build/dosqld (runs ./configure first if config.mk is missing)
+#   make            build build/dosqld and build/dosql (runs ./configure first if config.mk is missing)
 #   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
 #   make test       build, then run every unit and integration test
 #   make bench      benchmarks against peers (bench/)
@@ -53,8 +53,11 @@ UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
 TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress
 
+# The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
+CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
+
 .PHONY: all run test unit integration bench install clean
-all: $(B)/dosqld
+all: $(B)/dosqld $(B)/dosql
 
 $(B)/obj/%.o: %.c config.mk
 	@mkdir -p $(@D)
@@ -75,6 +78,10 @@ $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 $(B)/dosqld: $(B)/obj/server/main.o $(LIB)
 	$(say) LINK $@
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lm
+
+$(B)/dosql: $(CLIENT_OBJ) $(LIB)
+	$(say) LINK $@
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS) $(CURL_LIBS) $(EDIT_LIBS) -lm
 
 $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
@@ -104,8 +111,15 @@ integration: all $(TOOLS_BIN) tests/node_modules/.stamp
 test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
 
-bench: all
+# The WebSocket load generator for bench/point_select (libuv and wslay only).
+$(B)/bench/wsload: bench/wsload.c config.mk
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -luv -lwslay
+
+bench: all $(B)/bench/wsload
 	./bench/http_ceiling $(B)/dosqld
+	./bench/point_select $(B)/dosqld $(B)/bench/wsload
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.
@@ -125,6 +139,7 @@ install: all $(B)/dosqld.service
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/dosqld $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	install -m 0755 $(B)/dosqld $(DESTDIR)$(BINDIR)/dosqld
+	install -m 0755 $(B)/dosql $(DESTDIR)$(BINDIR)/dosql
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf ]; then \
 	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf"; \
 	else install -m 0640 conf/dosqld.conf $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf; fi
@@ -135,4 +150,5 @@ install: all $(B)/dosqld.service
 clean:
 	rm -rf build build-*
 
--include $(LIB_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
+         $(B)/bench/wsload.d

@@ -1,0 +1,410 @@
+/* shell — dosql's statement loop, independent of where input comes from.
+ *
+ * Divisions: errors; statements (SQL, BEGIN, COMMIT, ROLLBACK); input
+ * lines; dot commands (.tables, .schema, .timing, .help, .quit).
+ *
+ * dosqld refuses BEGIN/COMMIT/ROLLBACK inside SQL: a transaction is
+ * opened with the JSON-RPC method beginTransaction, and every statement
+ * in it (getSchema included) carries its transactionId. While one is
+ * open, a message without the id would wait behind the shell's own
+ * transaction, so every call here passes sh->txid. */
+#include "client/shell.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client/sql.h"
+#include "common/util.h"
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+/* Print err as "Error: CODE: message" on stderr and record the exit
+ * status (3 when the server could not be reached, else 1). Returns -1 when
+ * the shell stops at errors, else 0. */
+static int report(dosql_shell *sh, int rc, const dosql_err *err)
+{
+    fflush(sh->out);
+    if (err->code[0] != '\0')
+        fprintf(stderr, "Error: %s: %s\n", err->code, err->message);
+    else
+        fprintf(stderr, "Error: %s\n", err->message);
+    sh->status = rc == DOSQL_EUNREACHABLE ? 3 : 1;
+    return sh->bail ? -1 : 0;
+}
+
+/* The transaction is gone on the server: forget it. */
+static void txn_forget(dosql_shell *sh)
+{
+    free(sh->txid);
+    sh->txid = NULL;
+}
+
+/* ---- statements -------------------------------------------------------------------- */
+
+/* beginTransaction; keeps the id it returns. */
+static int run_begin(dosql_shell *sh, bool immediate, dosql_err *err)
+{
+    if (sh->txid != NULL)
+        return dosql_err_set(err, "INVALID_REQUEST",
+                             "a transaction is already open: COMMIT or ROLLBACK it first");
+    json_t *params = json_pack("{s:s}", "mode", immediate ? "immediate" : "deferred");
+    json_t *res;
+    int rc = dosql_http_rpc(sh->http, "beginTransaction", params, &res, err);
+    if (rc != 0)
+        return rc;
+    const char *id = json_string_value(json_object_get(res, "transactionId"));
+    if (id == NULL || (sh->txid = strdup(id)) == NULL) {
+        json_decref(res);
+        return dosql_err_set(err, "UNKNOWN", "beginTransaction returned no transactionId");
+    }
+    json_decref(res);
+    if (sh->mode == DOSQL_MODE_TABLE)
+        fputs("BEGIN\n", sh->out);
+    return 0;
+}
+
+/* commit or rollback of the open transaction. */
+static int run_end(dosql_shell *sh, bool commit, dosql_err *err)
+{
+    if (sh->txid == NULL)
+        return dosql_err_set(err, "TRANSACTION_NOT_FOUND", "no transaction is open");
+    json_t *params = json_pack("{s:s}", "transactionId", sh->txid);
+    json_t *res;
+    int rc = dosql_http_rpc(sh->http, commit ? "commit" : "rollback", params, &res, err);
+    if (rc == DOSQL_EFAIL && strcmp(err->code, "TRANSACTION_NOT_FOUND") == 0)
+        txn_forget(sh);
+    if (rc != 0)
+        return rc;
+    json_decref(res);
+    txn_forget(sh);
+    if (sh->mode == DOSQL_MODE_TABLE)
+        fputs(commit ? "COMMIT\n" : "ROLLBACK\n", sh->out);
+    return 0;
+}
+
+/* Any other statement: /query, or JSON-RPC query inside a transaction. */
+static int run_sql(dosql_shell *sh, const char *sql, size_t len, dosql_err *err)
+{
+    json_t *res;
+    int rc = dosql_http_query(sh->http, sql, len, sh->txid, &res, err);
+    if (rc == DOSQL_EFAIL && sh->txid != NULL && strcmp(err->code, "TRANSACTION_NOT_FOUND") == 0)
+        txn_forget(sh);
+    if (rc != 0)
+        return rc;
+    rc = dosql_format_result(sh->out, sh->mode, res);
+    json_decref(res);
+    if (rc != 0)
+        return dosql_err_set(err, "UNKNOWN", "the server's answer is not a QueryResult");
+    return 0;
+}
+
+/* Run the statement s[0..n) (its ';' included, if any) and print the
+ * outcome. Returns 0, or -1 when the shell must stop. */
+static int statement(dosql_shell *sh, const char *s, size_t n)
+{
+    while (n > 0 && isspace((unsigned char)*s))
+        s++, n--;
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    dosql_stmt_kind kind = dosql_sql_classify(s, n);
+    if (kind == DOSQL_STMT_EMPTY)
+        return 0;
+    dosql_err err;
+    uint64_t t0 = dsq_now_ns();
+    int rc;
+    switch (kind) {
+    case DOSQL_STMT_BEGIN: rc = run_begin(sh, false, &err); break;
+    case DOSQL_STMT_BEGIN_IMMEDIATE: rc = run_begin(sh, true, &err); break;
+    case DOSQL_STMT_COMMIT: rc = run_end(sh, true, &err); break;
+    case DOSQL_STMT_ROLLBACK: rc = run_end(sh, false, &err); break;
+    default: rc = run_sql(sh, s, n, &err); break;
+    }
+    if (sh->timing && rc != DOSQL_EUNREACHABLE)
+        fprintf(sh->out, "Time: %.3f ms\n", (double)(dsq_now_ns() - t0) / 1e6);
+    fflush(sh->out);
+    return rc == 0 ? 0 : report(sh, rc, &err);
+}
+
+/* ---- input lines ------------------------------------------------------------------- */
+
+/* Whether the pending input holds nothing but blanks and comments. */
+static bool pending_blank(const dosql_shell *sh)
+{
+    return sh->pending.len == 0 ||
+           dosql_sql_classify(sh->pending.data, sh->pending.len) == DOSQL_STMT_EMPTY;
+}
+
+/* Run every whole statement at the front of the pending input; keep the
+ * rest. Returns 0, or -1 when the shell must stop (the input is dropped). */
+static int drain(dosql_shell *sh)
+{
+    size_t off = 0, n;
+    while (off < sh->pending.len &&
+           (n = dosql_sql_next(sh->pending.data + off, sh->pending.len - off)) > 0) {
+        int rc = statement(sh, sh->pending.data + off, n);
+        off += n;
+        if (rc != 0) {
+            dsq_buf_reset(&sh->pending);
+            return -1;
+        }
+    }
+    dsq_buf_consume(&sh->pending, off);
+    if (pending_blank(sh))
+        dsq_buf_reset(&sh->pending);
+    return 0;
+}
+
+static int dot_command(dosql_shell *sh, const char *line, size_t len);
+
+/* A dot command when no statement is under way; otherwise more SQL. */
+int dosql_shell_line(dosql_shell *sh, const char *line, size_t len)
+{
+    if (pending_blank(sh)) {
+        size_t i = 0;
+        while (i < len && isspace((unsigned char)line[i]))
+            i++;
+        if (i < len && line[i] == '.') {
+            dsq_buf_reset(&sh->pending);
+            return dot_command(sh, line + i, len - i);
+        }
+    }
+    if (dsq_buf_append(&sh->pending, line, len) != 0 || dsq_buf_append(&sh->pending, "\n", 1) != 0) {
+        dosql_err err;
+        dosql_err_set(&err, "RESOURCE_EXHAUSTED", "out of memory");
+        dsq_buf_reset(&sh->pending);
+        return report(sh, DOSQL_EFAIL, &err);
+    }
+    /* Only a whole input can hold a statement that ends at a line end;
+     * the check keeps long statements from being re-scanned per ';'. */
+    if (!dosql_sql_complete(sh->pending.data))
+        return 0;
+    return drain(sh);
+}
+
+/* Whole statements first, then the unterminated rest as one statement. */
+int dosql_shell_end(dosql_shell *sh)
+{
+    int rc = drain(sh);
+    if (rc == 0 && !pending_blank(sh))
+        rc = statement(sh, sh->pending.data, sh->pending.len);
+    dsq_buf_reset(&sh->pending);
+    return rc;
+}
+
+/* Drop the unfinished statement. */
+void dosql_shell_discard(dosql_shell *sh) { dsq_buf_reset(&sh->pending); }
+
+/* A statement has begun and is not whole yet. */
+bool dosql_shell_continuing(const dosql_shell *sh) { return !pending_blank(sh); }
+
+/* A transaction is open. */
+bool dosql_shell_in_txn(const dosql_shell *sh) { return sh->txid != NULL; }
+
+/* No transaction, no input, exit status 0, timing off. */
+void dosql_shell_init(dosql_shell *sh, dosql_http *http, FILE *out, dosql_mode mode, bool bail)
+{
+    memset(sh, 0, sizeof *sh);
+    sh->http = http;
+    sh->out = out;
+    sh->mode = mode;
+    sh->bail = bail;
+}
+
+/* Leaving with a transaction open would hold the database until the
+ * server's timeout: roll it back now. */
+void dosql_shell_close(dosql_shell *sh)
+{
+    if (sh->txid != NULL) {
+        dosql_err err;
+        json_t *res;
+        json_t *params = json_pack("{s:s}", "transactionId", sh->txid);
+        if (dosql_http_rpc(sh->http, "rollback", params, &res, &err) == 0) {
+            json_decref(res);
+            fprintf(stderr, "dosql: the open transaction was rolled back\n");
+        } else {
+            fprintf(stderr, "dosql: could not roll back the open transaction: %s%s%s\n",
+                    err.code, err.code[0] ? ": " : "", err.message);
+        }
+        txn_forget(sh);
+    }
+    dsq_buf_free(&sh->pending);
+}
+
+/* ---- dot commands ------------------------------------------------------------------ */
+
+#define MAX_ARGS 8
+
+/* Split line[0..len) into words at blanks; '...' and "..." group a word
+ * with blanks. Writes into buf (at least len + 1 bytes). Returns the
+ * number of words, or -1 for more than MAX_ARGS or an open quote. */
+static int split_args(const char *line, size_t len, char *buf, char *argv[MAX_ARGS])
+{
+    int argc = 0;
+    size_t i = 0;
+    char *o = buf;
+    for (;;) {
+        while (i < len && isspace((unsigned char)line[i]))
+            i++;
+        if (i == len)
+            return argc;
+        if (argc == MAX_ARGS)
+            return -1;
+        argv[argc++] = o;
+        if (line[i] == '\'' || line[i] == '"') {
+            char q = line[i++];
+            while (i < len && line[i] != q)
+                *o++ = line[i++];
+            if (i == len)
+                return -1;
+            i++;
+        } else {
+            while (i < len && !isspace((unsigned char)line[i]))
+                *o++ = line[i++];
+        }
+        *o++ = '\0';
+    }
+}
+
+/* getSchema (inside the open transaction, if any). */
+static int get_schema(dosql_shell *sh, json_t **schema, dosql_err *err)
+{
+    json_t *params = sh->txid ? json_pack("{s:s}", "transactionId", sh->txid) : json_object();
+    int rc = dosql_http_rpc(sh->http, "getSchema", params, schema, err);
+    if (rc == DOSQL_EFAIL && sh->txid != NULL && strcmp(err->code, "TRANSACTION_NOT_FOUND") == 0)
+        txn_forget(sh);
+    return rc;
+}
+
+/* qsort comparison of two C strings, ignoring ASCII case. */
+static int cmp_names(const void *a, const void *b)
+{
+    return strcasecmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* .tables: the names of tables and views, sorted, one per line. */
+static int dot_tables(dosql_shell *sh, dosql_err *err)
+{
+    json_t *schema;
+    int rc = get_schema(sh, &schema, err);
+    if (rc != 0)
+        return rc;
+    const json_t *tables = json_object_get(schema, "tables");
+    const json_t *views = json_object_get(schema, "views");
+    size_t n = json_array_size(tables) + json_array_size(views), k = 0;
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (names == NULL) {
+        json_decref(schema);
+        return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    }
+    const json_t *lists[2] = {tables, views}, *o;
+    size_t i;
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(lists[l], i, o) {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (name != NULL)
+                names[k++] = name;
+        }
+    qsort(names, k, sizeof *names, cmp_names);
+    for (i = 0; i < k; i++)
+        fprintf(sh->out, "%s\n", names[i]);
+    free(names);
+    json_decref(schema);
+    return 0;
+}
+
+/* Print the "sql" of each object in list whose field key equals name
+ * (ignoring case), or of every object when name is NULL. Returns how many
+ * matched. */
+static size_t print_sql(dosql_shell *sh, const json_t *list, const char *key, const char *name)
+{
+    size_t i, count = 0;
+    const json_t *o;
+    json_array_foreach(list, i, o) {
+        const char *v = json_string_value(json_object_get(o, key));
+        const char *sql = json_string_value(json_object_get(o, "sql"));
+        if (name != NULL && (v == NULL || strcasecmp(v, name) != 0))
+            continue;
+        count++;
+        if (sql != NULL)
+            fprintf(sh->out, "%s;\n", sql);
+    }
+    return count;
+}
+
+/* .schema [NAME]: every CREATE statement (tables, indexes, views,
+ * triggers), or those of one table or view with its indexes and
+ * triggers. */
+static int dot_schema(dosql_shell *sh, const char *name, dosql_err *err)
+{
+    json_t *schema;
+    int rc = get_schema(sh, &schema, err);
+    if (rc != 0)
+        return rc;
+    const json_t *tables = json_object_get(schema, "tables");
+    const json_t *indexes = json_object_get(schema, "indexes");
+    const json_t *views = json_object_get(schema, "views");
+    const json_t *triggers = json_object_get(schema, "triggers");
+    if (name == NULL) {
+        print_sql(sh, tables, "name", NULL);
+        print_sql(sh, indexes, "name", NULL);
+        print_sql(sh, views, "name", NULL);
+        print_sql(sh, triggers, "name", NULL);
+    } else if (print_sql(sh, tables, "name", name) + print_sql(sh, views, "name", name) == 0) {
+        rc = dosql_err_set(err, "TABLE_NOT_FOUND", "no such table or view: %s", name);
+    } else {
+        print_sql(sh, indexes, "table", name);
+        print_sql(sh, triggers, "table", name);
+    }
+    json_decref(schema);
+    return rc;
+}
+
+static const char help_text[] =
+    "SQL statements end with ';' and may span lines. BEGIN [IMMEDIATE], COMMIT\n"
+    "and ROLLBACK run a transaction on the server (the prompt shows dosql*>).\n"
+    "\n"
+    ".help             this text\n"
+    ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
+    ".schema [TABLE]   the CREATE statements of every object, or of TABLE\n"
+    "                  with its indexes and triggers\n"
+    ".tables           the names of the tables and views\n"
+    ".timing on|off    print the time each statement takes\n";
+
+/* Run one dot command line ('.' first). Returns 0, or -1 to stop
+ * (.quit, or an error when bailing). */
+static int dot_command(dosql_shell *sh, const char *line, size_t len)
+{
+    char *buf = malloc(len + 1);
+    char *argv[MAX_ARGS];
+    dosql_err err;
+    int rc = 0;
+    int argc = buf ? split_args(line, len, buf, argv) : -1;
+    const char *cmd = argc > 0 ? argv[0] : "";
+    if (argc < 0) {
+        rc = dosql_err_set(&err, "", "cannot parse: %.*s", (int)len, line);
+    } else if (strcmp(cmd, ".quit") == 0 || strcmp(cmd, ".exit") == 0) {
+        free(buf);
+        return -1;
+    } else if (strcmp(cmd, ".help") == 0) {
+        fputs(help_text, sh->out);
+    } else if (strcmp(cmd, ".tables") == 0 && argc == 1) {
+        rc = dot_tables(sh, &err);
+    } else if (strcmp(cmd, ".schema") == 0 && argc <= 2) {
+        rc = dot_schema(sh, argc == 2 ? argv[1] : NULL, &err);
+    } else if (strcmp(cmd, ".timing") == 0 && argc <= 2) {
+        if (argc == 1)
+            fprintf(sh->out, "timing is %s\n", sh->timing ? "on" : "off");
+        else if (dsq_parse_bool(argv[1], &sh->timing) != 0)
+            rc = dosql_err_set(&err, "", "usage: .timing on|off");
+    } else if (strcmp(cmd, ".tables") == 0 || strcmp(cmd, ".schema") == 0 ||
+               strcmp(cmd, ".timing") == 0) {
+        rc = dosql_err_set(&err, "", "too many arguments to %s (see .help)", cmd);
+    } else {
+        rc = dosql_err_set(&err, "", "unknown command %s (see .help)", cmd);
+    }
+    free(buf);
+    fflush(sh->out);
+    return rc == 0 ? 0 : report(sh, rc, &err);
+}

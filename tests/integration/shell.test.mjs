@@ -1,0 +1,307 @@
+// Integration: the dosql shell (client/) against a real dosqld — scripts on
+// stdin, -c with table, JSON and CSV output, transactions through
+// JSON-RPC, errors and exit statuses, dot commands, DOSQL_URL and
+// DOSQL_TOKEN, and (when util-linux `script` is there) the prompts of an
+// interactive session.
+//
+// Every run of the shell is bounded; its stderr must hold no sanitizer
+// report (the SANITIZE builds run this file too).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { BUILD, startDosqld, tempDir, within } from './lib/harness.mjs';
+
+const DOSQL = path.join(BUILD, 'dosql');
+const SECRET = 'shell-test-secret-0123456'; // 24+ characters
+const SANITIZER = /(AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:)[^\n]*/;
+
+let d, da; // open daemon; daemon with a token
+before(async () => {
+  [d, da] = await Promise.all([
+    startDosqld(),
+    startDosqld({ conf: `[auth]\ntoken = ${SECRET} admin\n` }),
+  ]);
+});
+after(async () => {
+  await Promise.all([d?.cleanup(), da?.cleanup()]);
+});
+
+// Run the shell to completion: resolves to { code, signal, stdout, stderr }.
+// DOSQL_URL and DOSQL_TOKEN come only from `env`, never from the caller's
+// environment. Killed (and failed) after `ms`.
+function dosql(args, { input = '', env = {}, ms = 15000, cmd = DOSQL } = {}) {
+  const e = { ...process.env };
+  delete e.DOSQL_URL;
+  delete e.DOSQL_TOKEN;
+  Object.assign(e, env);
+  const p = spawn(cmd, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  p.stdout.on('data', (b) => { stdout += b; });
+  p.stderr.on('data', (b) => { stderr += b; });
+  p.stdin.on('error', () => {}); // the shell may exit before reading it all
+  p.stdin.end(input);
+  const done = new Promise((resolve) => {
+    p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return within(ms, done, `dosql ${args.join(' ')}`)
+    .catch((err) => { p.kill('SIGKILL'); throw err; })
+    .then((r) => {
+      const report = SANITIZER.exec(r.stderr) ?? SANITIZER.exec(r.stdout);
+      if (report) throw new Error(`sanitizer report from dosql: ${report[0]}\n${r.stderr.slice(-4000)}`);
+      return r;
+    });
+}
+
+// The canonical URL of database `db` on daemon `x`.
+const dbUrl = (x, db) => `${x.url}/v1/db/${db}`;
+
+test('a script on stdin: quotes, comments and a trigger body keep their semicolons', async () => {
+  const script = `-- a comment; not a statement
+CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE log(msg TEXT);
+INSERT INTO t(name) VALUES ('a;b'), ('it''s; "x"'); /* a ; in a comment */
+CREATE TRIGGER t_ai AFTER INSERT ON t
+BEGIN
+  INSERT INTO log VALUES ('added; ' || new.name);
+  INSERT INTO log VALUES ('two');
+END;
+INSERT INTO t(name) VALUES ('c'); SELECT * FROM t;
+SELECT msg FROM log
+`;
+  const r = await dosql([dbUrl(d, 'script')], { input: script });
+  assert.equal(r.stderr, '');
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, [
+    'OK, 0 rows affected',
+    'OK, 0 rows affected',
+    'OK, 2 rows affected',
+    'OK, 0 rows affected',
+    'OK, 1 row affected',
+    ' id | name',
+    '----+-----------',
+    '  1 | a;b',
+    "  2 | it's; \"x\"",
+    '  3 | c',
+    '(3 rows)',
+    ' msg',
+    '----------',
+    ' added; c',
+    ' two',
+    '(2 rows)',
+    '',
+  ].join('\n'));
+});
+
+test('values: NULL, blobs as hex, bigints as digits, REALs, an empty result', async () => {
+  const r = await dosql([dbUrl(d, 'values'), '-c',
+    "SELECT NULL AS n, x'00ff10' AS b, 9223372036854775807 AS big, 2.0 AS r, 0.1 AS f, 'é' AS u;" +
+    'SELECT 1 AS one WHERE 0']);
+  assert.equal(r.stderr, '');
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, [
+    ' n    | b         | big                 | r   | f   | u',
+    '------+-----------+---------------------+-----+-----+---',
+    " NULL | x'00ff10' | 9223372036854775807 | 2.0 | 0.1 | é",
+    '(1 row)',
+    ' one',
+    '-----',
+    '(0 rows)',
+    '',
+  ].join('\n'));
+});
+
+test('-c with --json and --csv', async () => {
+  const url = dbUrl(d, 'formats');
+  let r = await dosql([url, '-c',
+    "CREATE TABLE f(a INTEGER, b TEXT, c BLOB, d REAL); INSERT INTO f VALUES (1, 'x,\"y\"', x'0102', 1.5), " +
+    "(9007199254740993, '', NULL, NULL), (3, 'two\nlines', NULL, 2.0)"]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await dosql([url, '--json', '-c', 'SELECT * FROM f ORDER BY rowid']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout,
+    '{"a":1,"b":"x,\\"y\\"","c":{"$bytes":"AQI="},"d":1.5}\n' +
+    '{"a":{"$bigint":"9007199254740993"},"b":"","c":null,"d":null}\n' +
+    '{"a":3,"b":"two\\nlines","c":null,"d":2.0}\n');
+  r = await dosql([url, '--csv', '-c', 'SELECT * FROM f ORDER BY rowid']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout,
+    'a,b,c,d\r\n' +
+    '1,"x,""y""",x\'0102\',1.5\r\n' +
+    '9007199254740993,"",,\r\n' +
+    '3,"two\nlines",,2.0\r\n');
+  // Statements without rows print nothing in these modes.
+  r = await dosql([url, '--json', '-c', 'INSERT INTO f(a) VALUES (4)']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '');
+});
+
+test('BEGIN ... ROLLBACK through the shell leaves no row; COMMIT keeps one', async () => {
+  const url = dbUrl(d, 'txn');
+  let r = await dosql([url, '-c', 'CREATE TABLE x(v)']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await dosql([url], {
+    input: 'begin;\nINSERT INTO x VALUES (1);\nSELECT count(*) AS n FROM x;\nRollback Transaction;\n',
+  });
+  assert.equal(r.stderr, '');
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, 'BEGIN\nOK, 1 row affected\n n\n---\n 1\n(1 row)\nROLLBACK\n');
+  r = await dosql([url, '--csv', '-c', 'SELECT count(*) AS n FROM x']);
+  assert.equal(r.stdout, 'n\r\n0\r\n', 'the rolled-back row is gone');
+
+  r = await dosql([url], { input: 'BEGIN IMMEDIATE;\nINSERT INTO x VALUES (2);\nEND;\n' });
+  assert.equal(r.code, 0, r.stderr);
+  r = await dosql([url, '--csv', '-c', 'SELECT v FROM x']);
+  assert.equal(r.stdout, 'v\r\n2\r\n', 'the committed row stays');
+
+  // A script that ends inside a transaction: rolled back, and said so.
+  r = await dosql([url], { input: 'BEGIN;\nINSERT INTO x VALUES (3);\n' });
+  assert.equal(r.code, 0);
+  assert.match(r.stderr, /the open transaction was rolled back/);
+  r = await dosql([url, '--csv', '-c', 'SELECT count(*) AS n FROM x']);
+  assert.equal(r.stdout, 'n\r\n1\r\n');
+
+  r = await dosql([url, '-c', 'COMMIT']);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'Error: TRANSACTION_NOT_FOUND: no transaction is open\n');
+});
+
+test('an SQL error: exit 1, Error: CODE on stderr, and the script stops there', async () => {
+  const url = dbUrl(d, 'errors');
+  const r = await dosql([url], {
+    input: 'CREATE TABLE e(v);\nINSERT INTO e VALUES (1);\nSELEC 1;\nINSERT INTO e VALUES (2);\n',
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: SYNTAX_ERROR: .*syntax error\n$/);
+  assert.equal(r.stdout, 'OK, 0 rows affected\nOK, 1 row affected\n');
+  const c = await dosql([url, '--csv', '-c', 'SELECT v FROM e']);
+  assert.equal(c.stdout, 'v\r\n1\r\n', 'the statement after the error did not run');
+  // The same with -c, and a failing dot command.
+  const c2 = await dosql([url, '-c', "SELECT * FROM nope; INSERT INTO e VALUES (3)"]);
+  assert.equal(c2.code, 1);
+  assert.match(c2.stderr, /^Error: [A-Z_]+: no such table: nope\n$/);
+  const c3 = await dosql([url], { input: '.nope\nINSERT INTO e VALUES (4);\n' });
+  assert.equal(c3.code, 1);
+  assert.match(c3.stderr, /^Error: unknown command \.nope/);
+  assert.equal((await dosql([url, '--csv', '-c', 'SELECT count(*) AS n FROM e'])).stdout, 'n\r\n1\r\n');
+});
+
+test('an unreachable server: exit 3', async () => {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = srv.address().port;
+  await new Promise((resolve) => srv.close(resolve));
+  const r = await dosql([`http://127.0.0.1:${port}/v1/db/main`, '-c', 'SELECT 1']);
+  assert.equal(r.code, 3);
+  assert.match(r.stderr, new RegExp(`^Error: cannot reach http://127\\.0\\.0\\.1:${port}/v1/db/main: `));
+  assert.equal(r.stdout, '');
+});
+
+test('.tables and .schema', async () => {
+  const url = dbUrl(d, 'schema');
+  let r = await dosql([url], {
+    input: `CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT NOT NULL);
+CREATE INDEX t_b ON t(b);
+CREATE TABLE other(x);
+CREATE VIEW v AS SELECT a FROM t;
+CREATE TRIGGER t_ad AFTER DELETE ON t BEGIN DELETE FROM other; END;
+`,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  r = await dosql([url, '-c', '.tables']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'other\nt\nv\n');
+  r = await dosql([url, '-c', '.schema t']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout,
+    'CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT NOT NULL);\n' +
+    'CREATE INDEX t_b ON t(b);\n' +
+    'CREATE TRIGGER t_ad AFTER DELETE ON t BEGIN DELETE FROM other; END;\n');
+  r = await dosql([url, '-c', '.schema']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.split('\n').length, 6, r.stdout); // five statements
+  r = await dosql([url, '-c', '.schema missing']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: TABLE_NOT_FOUND: /);
+  // Inside a transaction the schema comes from it (and does not wait behind it).
+  r = await dosql([url], { input: 'BEGIN;\nCREATE TABLE later(y);\n.tables\nROLLBACK;\n.tables\n' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'BEGIN\nOK, 0 rows affected\nlater\nother\nt\nv\nROLLBACK\nother\nt\nv\n');
+});
+
+test('DOSQL_URL and DOSQL_TOKEN; UNAUTHORIZED without the token', async () => {
+  const env = { DOSQL_URL: `${da.url}/db/auth` }; // the short form is accepted too
+  let r = await dosql(['-c', 'SELECT 1 AS one'], { env: { ...env, DOSQL_TOKEN: SECRET } });
+  assert.equal(r.stderr, '');
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, ' one\n-----\n   1\n(1 row)\n');
+  r = await dosql(['-c', 'SELECT 1'], { env });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: UNAUTHORIZED: /);
+  r = await dosql(['-c', 'SELECT 1'], { env: { ...env, DOSQL_TOKEN: 'not-the-right-token-0000' } });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^Error: UNAUTHORIZED: /);
+  r = await dosql(['--token', SECRET, '--csv', '-c', 'SELECT 2 AS two'], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'two\r\n2\r\n');
+  // The URL on the command line wins over DOSQL_URL.
+  r = await dosql([dbUrl(d, 'main'), '--csv', '-c', 'SELECT 3 AS three'], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'three\r\n3\r\n');
+});
+
+test('-f FILE, usage errors (exit 2), --help and --version', async () => {
+  const dir = tempDir();
+  try {
+    const file = path.join(dir, 'in.sql');
+    writeFileSync(file, 'SELECT 1 AS a;\r\nSELECT 2 AS b\r\n');
+    let r = await dosql([dbUrl(d, 'file'), '--csv', '-f', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'a\r\n1\r\nb\r\n2\r\n');
+    r = await dosql([dbUrl(d, 'file'), '-f', path.join(dir, 'absent.sql')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /cannot open/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  for (const args of [['--json', '--csv', '-c', 'SELECT 1'], ['ftp://x/v1/db/a', '-c', 'SELECT 1'],
+    ['http://127.0.0.1:1/v1/db/.bad', '-c', 'SELECT 1'], ['--nope'], ['-c'],
+    ['http://127.0.0.1:1/v1/db/a', 'extra']]) {
+    const r = await dosql(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^dosql: /);
+  }
+  let r = await dosql(['--help']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^usage: dosql \[URL\]/);
+  r = await dosql(['--version']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^dosql \d+\.\d+\.\d+\n$/);
+});
+
+const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
+
+test('interactive: prompts, continuation, transaction prompt, history file', { skip: !hasScript && 'no util-linux script(1)' }, async () => {
+  const home = tempDir();
+  try {
+    // script(1) gives the shell a terminal; its echo of the input comes
+    // first, so look at what follows the banner.
+    const r = await dosql(['-qec', `${DOSQL} ${dbUrl(d, 'tty')}`, '/dev/null'], {
+      cmd: 'script',
+      env: { HOME: home, TERM: 'dumb' },
+      input: 'SELECT 1 AS a,\n2 AS b;\nBEGIN;\nSELECT 3 AS c;\nROLLBACK;\n.quit\n',
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout.replace(/\r/g, '');
+    const session = out.slice(out.indexOf('dosql 0.'));
+    assert.match(session, /^dosql> SELECT 1 AS a,\n {3}\.\.\.> 2 AS b;\n a \| b\n---\+---\n 1 \| 2\n\(1 row\)\n/m);
+    assert.match(session, /^dosql> BEGIN;\nBEGIN\ndosql\*> SELECT 3 AS c;\n c\n---\n 3\n\(1 row\)\ndosql\*> ROLLBACK;\nROLLBACK\ndosql> \.quit/m);
+    const hist = path.join(home, '.dosql_history');
+    assert.equal(statSync(hist).mode & 0o777, 0o600);
+    assert.match(readFileSync(hist, 'utf8'), /ROLLBACK;/);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
