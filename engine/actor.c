@@ -91,11 +91,14 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
     }
     a->nmail++;
     atomic_fetch_add(&e->queued, 1);
-    if (a->sched == ACTOR_IDLE && belongs_to_hold(a, c)) {
+    bool push = a->sched == ACTOR_IDLE && belongs_to_hold(a, c);
+    if (push)
         a->sched = ACTOR_QUEUED;
-        dsq__pool_push(e, a);
-    }
     pthread_mutex_unlock(&a->mu);
+    /* Outside a->mu: the worker this wakes may run at once on this CPU,
+     * and must not find the lock still held. */
+    if (push)
+        dsq__pool_push(e, a);
     return 0;
 }
 
@@ -117,13 +120,11 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a)
         dsq__exec(e, a, c); /* completes c (or parks a stream); c is gone */
     }
     pthread_mutex_lock(&a->mu);
-    if (has_runnable(a)) {
-        a->sched = ACTOR_QUEUED;
-        dsq__pool_push(e, a);
-    } else {
-        a->sched = ACTOR_IDLE;
-    }
+    bool again = has_runnable(a);
+    a->sched = again ? ACTOR_QUEUED : ACTOR_IDLE;
     pthread_mutex_unlock(&a->mu);
+    if (again)
+        dsq__pool_push(e, a);
 }
 
 void dsq__complete(dsq_engine *e, dsq_call *c)

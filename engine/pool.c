@@ -43,8 +43,8 @@ void dsq__pool_push(dsq_engine *e, dsq_actor *a)
     else
         p->head = a;
     p->tail = a;
-    pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    pthread_cond_signal(&p->cv); /* after the unlock: see dsq__actor_post */
 }
 
 int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
