@@ -272,6 +272,8 @@ void dsq__actor_close(dsq_actor *a)
         sqlite3_finalize(o->cache[i].stmt);
         free(o->cache[i].sql);
     }
+    for (size_t i = 0; i < sizeof o->ctl / sizeof o->ctl[0]; i++)
+        sqlite3_finalize(o->ctl[i]);
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
         DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
@@ -453,10 +455,34 @@ static void fail_sqlite(run_ctx *x, int rc)
 }
 
 /* Run our own SQL (not subject to the sandbox). */
+/* The transaction-control statements every request runs: prepared once
+ * per connection instead of parsed each time. */
+static const char *const ctl_sql[] = {"BEGIN", "COMMIT", "ROLLBACK", "BEGIN IMMEDIATE",
+                                      "BEGIN DEFERRED"};
+_Static_assert(sizeof ctl_sql / sizeof ctl_sql[0] == sizeof ((actor_open *)0)->ctl /
+                                                         sizeof(sqlite3_stmt *),
+               "one prepared slot per control statement");
+
+/* Run our own SQL (the authorizer lets it pass). Returns SQLITE_OK or the
+ * error. */
 static int internal_exec(actor_open *o, const char *sql)
 {
+    int rc = SQLITE_OK;
+    size_t i = 0;
+    while (i < sizeof ctl_sql / sizeof ctl_sql[0] && strcmp(ctl_sql[i], sql) != 0)
+        i++;
     o->internal = true;
-    int rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+    if (i == sizeof ctl_sql / sizeof ctl_sql[0]) {
+        rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
+    } else {
+        if (o->ctl[i] == NULL)
+            rc = sqlite3_prepare_v3(o->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &o->ctl[i], NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(o->ctl[i]);
+            int rc2 = sqlite3_reset(o->ctl[i]);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc2 != SQLITE_OK ? rc2 : rc;
+        }
+    }
     o->internal = false;
     return rc;
 }

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "server/server_int.h"
@@ -47,12 +49,30 @@ static void on_flush(uv_prepare_t *h) { dsq__conns_flush(h->data); }
 
 /* ---- the engine ------------------------------------------------------------------ */
 
-/* From a worker thread: calls are done. */
-static void engine_wake(void *arg) { uv_async_send(arg); }
+/* From a worker thread: calls are done. One write per wake-up, however
+ * many workers finish before the loop runs. Not uv_async_send: the loop
+ * thread that its write wakes spins until the sender has returned, and on
+ * one CPU the sender cannot return while the loop spins (seen in perf as
+ * libuv spinning then sched_yield, on every request). */
+static void engine_wake(void *arg)
+{
+    dsq_server *srv = arg;
+    if (atomic_exchange_explicit(&srv->engine_woken, 1, memory_order_acq_rel) == 0) {
+        uint64_t one = 1;
+        ssize_t n = write(srv->engine_efd, &one, sizeof one);
+        (void)n; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+    }
+}
 
-static void on_engine_async(uv_async_t *h)
+static void on_engine_wake(uv_poll_t *h, int status, int events)
 {
     dsq_server *srv = h->data;
+    uint64_t v;
+    ssize_t n = read(srv->engine_efd, &v, sizeof v);
+    (void)n;
+    /* Clear before taking the completions: a worker finishing after this
+     * writes again, one finishing before it is in the list poll takes. */
+    atomic_store_explicit(&srv->engine_woken, 0, memory_order_release);
     dsq_engine_poll(srv->engine);
 }
 
@@ -65,9 +85,16 @@ static void on_engine_tick(uv_timer_t *t)
 static int engine_start(dsq_server *srv, char *err, size_t errlen)
 {
     const dsq_config *cfg = srv->cfg;
-    uv_async_init(&srv->loop, &srv->engine_async, on_engine_async);
-    srv->engine_async.data = srv;
-    uv_unref((uv_handle_t *)&srv->engine_async);
+    atomic_init(&srv->engine_woken, 0);
+    srv->engine_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->engine_efd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        return -1;
+    }
+    uv_poll_init(&srv->loop, &srv->engine_poll, srv->engine_efd);
+    srv->engine_poll.data = srv;
+    uv_poll_start(&srv->engine_poll, UV_READABLE, on_engine_wake);
+    uv_unref((uv_handle_t *)&srv->engine_poll);
     dsq_engine_cfg ec = {
         .data_dir = cfg->data_dir,
         .workers = (unsigned)cfg->engine_workers,
@@ -85,7 +112,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .max_params = (int)cfg->engine_max_params,
         .cache_pages = (int)(cfg->engine_cache_size / 4096),
         .wake = engine_wake,
-        .wake_arg = &srv->engine_async,
+        .wake_arg = srv,
     };
     srv->engine = dsq_engine_new(&ec, err, errlen);
     if (srv->engine == NULL)
@@ -116,6 +143,7 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
         dsq_auth_free(auth);
         return NULL;
     }
+    srv->engine_efd = -1;
     srv->cfg = cfg;
     srv->auth = auth;
     if (config_path)
@@ -367,7 +395,7 @@ void dsq_server_free(dsq_server *srv)
         close_listeners(srv);
         /* Drains mailboxes, rolls back open transactions, closes every
          * database; the `done` hooks left run in here and find their
-         * sessions closed. The async handle is still open for the wake. */
+         * sessions closed. The eventfd is still open for their wake-ups. */
         if (srv->engine) {
             dsq_engine_free(srv->engine);
             srv->engine = NULL;
@@ -377,6 +405,8 @@ void dsq_server_free(dsq_server *srv)
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);
     }
+    if (srv->engine_efd >= 0)
+        close(srv->engine_efd);
     dsq_tls_ctx_free(srv->tls);
     dsq_auth_free(srv->auth);
     if (srv->cfg) {

@@ -5,6 +5,7 @@
 #ifndef DSQ_SERVER_INT_H
 #define DSQ_SERVER_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -50,7 +51,9 @@ struct dsq_server {
     bool draining;             /* SIGTERM/SIGINT seen */
     bool shutdown_timer_on;
     dsq_engine *engine;        /* owned; the databases */
-    uv_async_t engine_async;   /* woken by workers: calls are done */
+    int engine_efd;            /* eventfd: workers say calls are done (-1: none) */
+    atomic_int engine_woken;   /* a wake-up is pending on engine_efd */
+    uv_poll_t engine_poll;     /* the loop's watch on engine_efd */
     uv_timer_t engine_tick;    /* engine housekeeping */
     dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
     uint64_t next_session;     /* engine session ids of WebSocket connections */
