@@ -53,15 +53,19 @@ static void exchange_finish(exchange *ex)
     dsq_buf out = DSQ_BUF_INIT;
     int status = 200;
     size_t n = 0;
-    for (size_t i = 0; i < ex->ncalls; i++) {
+    if (!ex->batch) { /* the one reply as it is, no copy */
+        dsq_rpc_call *c = &ex->calls[0];
+        out = c->reply;
+        c->reply = (dsq_buf)DSQ_BUF_INIT;
+        status = c->status;
+        n = out.len > 0;
+    }
+    for (size_t i = 0; ex->batch && i < ex->ncalls; i++) {
         dsq_rpc_call *c = &ex->calls[i];
         if (c->reply.len == 0)
             continue;
-        if (ex->batch)
-            dsq_buf_append(&out, n == 0 ? "[" : ",", 1);
+        dsq_buf_append(&out, n == 0 ? "[" : ",", 1);
         dsq_buf_append(&out, c->reply.data, c->reply.len);
-        if (!ex->batch)
-            status = c->status;
         n++;
     }
     if (ex->batch && n > 0)
@@ -94,6 +98,10 @@ static void reply_head(dsq_rpc_call *call)
 {
     dsq_buf *b = &call->reply;
     dsq_buf_puts(b, call->jsonrpc ? "{\"jsonrpc\":\"2.0\",\"id\":" : "{\"id\":");
+    if (json_is_integer(call->id)) { /* the common case, without jansson's dump */
+        dsq_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(call->id));
+        return;
+    }
     char *id = call->id ? json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     dsq_buf_puts(b, id ? id : "null");
     free(id);
@@ -104,6 +112,7 @@ void dsq_rpc_result_raw(dsq_rpc_call *call, const char *json, size_t len)
     if (call->answered)
         return;
     if (call->id != NULL) {
+        dsq_buf_reserve(&call->reply, len + 64);
         reply_head(call);
         dsq_buf_puts(&call->reply, ",\"result\":");
         dsq_buf_append(&call->reply, json, len);
