@@ -482,6 +482,18 @@ static void conn_fail(struct conn *c, const char *what, const char *detail)
     run_stop();
 }
 
+/* Hands wslay's queued frames to the socket, if the connection is open. */
+static void send_pending(struct conn *c)
+{
+    if (c->state != C_OPEN)
+        return;
+    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+        conn_fail(c, "session", "wslay send failed");
+        return;
+    }
+    conn_flush(c);
+}
+
 /*
  * libuv: a buffered write finished. Frees its buffer, lets wslay send what
  * waited for room, and writes the next buffer.
@@ -496,13 +508,7 @@ static void conn_write_cb(uv_write_t *req, int status)
     }
     c->writing = false;
     c->out_len[1 - c->fill] = 0;
-    if (c->state != C_OPEN)
-        return;
-    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-        conn_fail(c, "session", "wslay send failed");
-        return;
-    }
-    conn_flush(c);
+    send_pending(c);
 }
 
 /*
@@ -561,13 +567,7 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
         conn_fail(c, "session", "WebSocket protocol error from the server");
         return;
     }
-    if (c->state != C_OPEN)
-        return;
-    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-        conn_fail(c, "session", "wslay send failed");
-        return;
-    }
-    conn_flush(c);
+    send_pending(c);
 }
 
 /*

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64.h"
+
 /* ---- values as text ---------------------------------------------------------------- */
 
 /* The shortest text that reads back as d, with ".0" when it would look
@@ -32,46 +34,20 @@ static void real_text(char *buf, size_t n, double d)
         strcat(buf, ".0");
 }
 
-/* Value of one base64 digit, or -1. */
-static int b64_digit(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
 /* Append x'<hex>' for the base64 text s[0..n) to b. Returns 0, or -1 when
  * s is not base64 (b may hold part of the output). */
 static int hex_blob(dsq_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned acc = 0;
-    int bits = 0;
-    if (dsq_buf_puts(b, "x'") != 0)
-        return -1;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        int d = b64_digit(s[i]);
-        if (d < 0)
-            return -1;
-        acc = (acc << 6) | (unsigned)d;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            unsigned byte = (acc >> bits) & 0xff;
-            char two[2] = {hex[byte >> 4], hex[byte & 15]};
-            if (dsq_buf_append(b, two, 2) != 0)
-                return -1;
-        }
+    unsigned char *bytes = malloc(n / 4 * 3 + 1);
+    long len = bytes ? dsq_base64_decode(s, n, bytes) : -1;
+    int rv = len < 0 ? -1 : dsq_buf_puts(b, "x'");
+    for (long i = 0; rv == 0 && i < len; i++) {
+        char two[2] = {hex[bytes[i] >> 4], hex[bytes[i] & 15]};
+        rv = dsq_buf_append(b, two, 2);
     }
-    return dsq_buf_puts(b, "'");
+    free(bytes);
+    return rv == 0 ? dsq_buf_puts(b, "'") : -1;
 }
 
 /* Append the text of v (see format.h). */

@@ -29,6 +29,8 @@ int dsq_parse_bool(const char *s, bool *out);
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
  * U+10FFFF. */
 bool dsq_utf8_valid(const uint8_t *p, size_t n);
+/* The length (1 to 4) of the valid UTF-8 sequence at p[0..n), or 0. */
+size_t dsq_utf8_seq(const uint8_t *p, size_t n);
 
 /* A database name (DESIGN 3.2): [A-Za-z0-9._-]{1,128}, not starting
  * with '.'. */

@@ -1,6 +1,6 @@
 /* value — JSON ↔ SQL values.
  *
- * Divisions: the arena; base64; decoding; writing (strings, numbers,
+ * Divisions: the arena; decoding; writing (strings, numbers,
  * values, results). Writing is hand-made, not jansson: results are written
  * on the engine's workers straight into one buffer, without a tree, and
  * with control over number formats. */
@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/base64.h"
+#include "common/util.h"
 
 /* ---- the arena ------------------------------------------------------------------ */
 
@@ -46,80 +49,6 @@ void dsq_arena_free(dsq_arena *a)
         free(a->head);
         a->head = next;
     }
-}
-
-/* ---- base64 ---------------------------------------------------------------------- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-void dsq_base64_encode(dsq_buf *out, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    if (dsq_buf_reserve(out, (n + 2) / 3 * 4) != 0)
-        return;
-    char *o = out->data + out->len;
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = b64[(v >> 6) & 63];
-        *o++ = b64[v & 63];
-    }
-    if (i < n) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    out->len = (size_t)(o - out->data);
-    out->data[out->len] = '\0';
-}
-
-static int b64_index(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-long dsq_base64_decode(const char *s, size_t n, unsigned char *out)
-{
-    if (n % 4 != 0)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else {
-                if (pad) /* '=' then a letter */
-                    return -1;
-                v[k] = b64_index(s[i + k]);
-                if (v[k] < 0)
-                    return -1;
-            }
-        }
-        unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
-        out[o++] = (unsigned char)(x >> 16);
-        if (pad < 2)
-            out[o++] = (unsigned char)(x >> 8);
-        if (pad < 1)
-            out[o++] = (unsigned char)x;
-    }
-    return (long)o;
 }
 
 /* ---- decoding ---------------------------------------------------------------------- */
@@ -299,35 +228,13 @@ void dsq_json_string(dsq_buf *out, const char *s, size_t n)
     size_t i = 0, run = 0; /* run: start of bytes to copy as they are */
     while (i < n) {
         unsigned char c = p[i];
-        size_t len = 0;
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             i++;
             continue;
         }
         if (c >= 0x80) {
-            /* Validate one UTF-8 sequence. */
-            uint32_t cp = 0;
-            if (c >= 0xc2 && c <= 0xdf) {
-                len = 2;
-                cp = c & 0x1f;
-            } else if (c >= 0xe0 && c <= 0xef) {
-                len = 3;
-                cp = c & 0x0f;
-            } else if (c >= 0xf0 && c <= 0xf4) {
-                len = 4;
-                cp = c & 0x07;
-            }
-            bool good = len > 0 && n - i >= len;
-            for (size_t k = 1; good && k < len; k++) {
-                if ((p[i + k] & 0xc0) != 0x80)
-                    good = false;
-                else
-                    cp = (cp << 6) | (p[i + k] & 0x3f);
-            }
-            if (good && ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-                         (cp >= 0xd800 && cp <= 0xdfff)))
-                good = false;
-            if (good) {
+            size_t len = dsq_utf8_seq(p + i, n - i);
+            if (len > 0) {
                 i += len;
                 continue;
             }

@@ -47,8 +47,4 @@ void dsq_json_columns(dsq_buf *out, const dsq_result *r);
 /* Rows only, as "[[...],...]". */
 void dsq_json_rows(dsq_buf *out, const dsq_result *r);
 
-/* Base64 (RFC 4648, padded). Decode returns the byte count or -1. */
-void dsq_base64_encode(dsq_buf *out, const void *p, size_t n);
-long dsq_base64_decode(const char *s, size_t n, unsigned char *out);
-
 #endif

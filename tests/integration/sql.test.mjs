@@ -2,6 +2,8 @@
 // every method, each kind of bad input, the sandbox, limits.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { startDosqld, Raw } from './lib/harness.mjs';
 import { post, query, call, WsRpc } from './lib/rpc.mjs';
 
@@ -13,6 +15,8 @@ query_timeout = 300ms
 max_result_bytes = 64K
 max_sql_length = 4K
 max_params = 50
+max_columns = 12
+max_expr_depth = 40
 [rpc]
 max_batch = 20
 `,
@@ -198,6 +202,18 @@ test('results past max_result_bytes stop with RESOURCE_EXHAUSTED', async () => {
   assert.match(r.json.error.message, /max_result/);
 });
 
+test('SQLite limits from [engine]: columns and expression depth', async () => {
+  const cols = Array.from({ length: 13 }, (_, i) => `${i} AS c${i}`).join(', ');
+  let r = await query(d.port, 'limits', `SELECT ${cols}`, undefined, { raw: true });
+  assert.ok(r.status >= 400, r.text);
+  assert.match(r.json.error.message, /too many columns/);
+  r = await query(d.port, 'limits', `SELECT ${Array(60).fill('1').join(' + ')}`, undefined, { raw: true });
+  assert.ok(r.status >= 400, r.text);
+  assert.match(r.json.error.message, /depth/);
+  r = await query(d.port, 'limits', `SELECT ${Array(20).fill('1').join(' + ')} AS ok`);
+  assert.deepEqual(r.rows, [[20]]);
+});
+
 test('batch: atomic by default, per-statement errors when not', async () => {
   const path = '/v1/db/batch/rpc';
   await query(d.port, 'batch', 'CREATE TABLE t(x UNIQUE)');
@@ -250,12 +266,15 @@ test('getSchema, getStats, ping, and the unbound route', async () => {
 
 test('GET /v1/db lists databases; DELETE drops one with its files', async () => {
   await query(d.port, 'dropme', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+  const dir = path.join(d.dir, 'data', 'db', 'dropme');
+  assert.ok(existsSync(path.join(dir, 'data.sqlite')));
   let r = await fetch(`http://127.0.0.1:${d.port}/v1/db`);
   let list = await r.json();
   assert.ok(list.includes('dropme'));
   r = await fetch(`http://127.0.0.1:${d.port}/v1/db/dropme`, { method: 'DELETE' });
   assert.equal(r.status, 200);
   assert.equal((await r.json()).dropped, true);
+  assert.ok(!existsSync(dir), 'its files are gone');
   list = await (await fetch(`http://127.0.0.1:${d.port}/v1/db`)).json();
   assert.ok(!list.includes('dropme'));
   const again = await query(d.port, 'dropme', "SELECT count(*) FROM sqlite_schema WHERE name = 't'");
