@@ -83,7 +83,7 @@ export async function startDosqld({ conf = '', args = [], listeners = 1, env = {
     const wasRunning = !d.exited;
     const e = await d.stop('SIGTERM', 15000);
     rmSync(dir, { recursive: true, force: true });
-    const report = /(AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:)[^\n]*/.exec(d.stderr);
+    const report = /(AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|runtime error:)[^\n]*/.exec(d.stderr);
     if (report) throw new Error(`sanitizer report from dosqld: ${report[0]}\n${d.stderr.slice(-4000)}`);
     if (wasRunning && (e.code !== 0 || e.signal !== null)) {
       throw new Error(`dosqld did not exit cleanly: ${JSON.stringify(e)}\n${d.stderr.slice(-2000)}`);
