@@ -26,14 +26,18 @@ struct dsq_dosql_session {
     uint64_t id;           /* engine session id */
     int refs;
     bool closed;           /* the transport is gone */
-    struct op *parked;     /* streams waiting for room, oldest first */
+    struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
 };
 
-typedef struct op op;
-struct op {
+typedef struct dsq_dosql_op op;
+struct dsq_dosql_op {
     dsq_call call;         /* call.ud = this */
     dsq_dosql_session *s;
-    dsq_rpc_call *rpc;     /* the JSON-RPC call to answer; NULL: the query route */
+    dsq_rpc_call *rpc;     /* the JSON-RPC call to answer, or NULL */
+    dsq_dosql_enc enc;     /* how results are written */
+    dsq_dosql_done_fn done_fn; /* dsq_dosql_call's outcome goes here (else rpc or the query route) */
+    dsq_dosql_chunk_fn chunk_fn; /* dsq_dosql_call's stream chunks go here */
+    void *done_ud;
     json_t *root;          /* owned; the query route's parsed body */
     dsq_arena arena;       /* parameters and statements */
     dsq_stmt_req stmt;     /* QUERY and STREAM's one statement */
@@ -102,7 +106,9 @@ static void op_free(op *o)
 
 static void answer_raw(op *o, const char *json, size_t n)
 {
-    if (o->rpc != NULL)
+    if (o->done_fn != NULL)
+        o->done_fn(o->done_ud, 0, DSQ_CODE_UNKNOWN, json, n);
+    else if (o->rpc != NULL)
         dsq_rpc_result_raw(o->rpc, json, n);
     else if (!o->s->closed)
         o->s->t.reply(o->s->t.ud, json, n, 200);
@@ -110,6 +116,10 @@ static void answer_raw(op *o, const char *json, size_t n)
 
 static void answer_error_msg(op *o, dsq_code code, const char *msg)
 {
+    if (o->done_fn != NULL) {
+        o->done_fn(o->done_ud, -1, code, msg, strlen(msg));
+        return;
+    }
     if (o->rpc != NULL) {
         dsq_rpc_error(o->rpc, code, "%s", msg);
         return;
@@ -245,10 +255,29 @@ static int opt_uint(op *o, json_t *p, const char *key, uint64_t lo, uint64_t hi,
 
 /* ---- encoders (workers) ------------------------------------------------------------------ */
 
+static bool cw(const dsq_call *c) { return ((const op *)c->ud)->enc == DSQ_ENC_CAPNWEB; }
+
+/* An LSN member's value: a number, or a BigInt on Cap'n Web. */
+static void put_lsn(dsq_call *c, dsq_buf *b, uint64_t lsn)
+{
+    if (cw(c))
+        dsq_cw_bigint(b, (int64_t)lsn);
+    else
+        dsq_buf_printf(b, "%llu", (unsigned long long)lsn);
+}
+
+static void put_result(dsq_call *c, dsq_buf *b, const dsq_result *r)
+{
+    if (cw(c))
+        dsq_cw_result(b, r);
+    else
+        dsq_json_result(b, r);
+}
+
 static void enc_query(dsq_call *c)
 {
     if (c->err == 0)
-        dsq_json_result(&c->out, &c->results[0]);
+        put_result(c, &c->out, &c->results[0]);
 }
 
 static void enc_batch(dsq_call *c)
@@ -256,7 +285,7 @@ static void enc_batch(dsq_call *c)
     if (c->err != 0)
         return;
     dsq_buf *b = &c->out;
-    dsq_buf_puts(b, "{\"results\":[");
+    dsq_buf_puts(b, cw(c) ? "{\"results\":[[" : "{\"results\":[");
     for (size_t i = 0; i < c->nresults; i++) {
         const dsq_result *r = &c->results[i];
         if (i)
@@ -266,16 +295,23 @@ static void enc_batch(dsq_call *c)
             dsq_json_string(b, r->error, strlen(r->error));
             dsq_buf_puts(b, "}}");
         } else {
-            dsq_json_result(b, r);
+            put_result(c, b, r);
         }
     }
-    dsq_buf_printf(b, "],\"lsn\":%llu}", (unsigned long long)c->lsn);
+    dsq_buf_puts(b, cw(c) ? "]],\"lsn\":" : "],\"lsn\":");
+    put_lsn(c, b, c->lsn);
+    dsq_buf_puts(b, "}");
 }
 
 static void enc_doc(dsq_call *c)
 {
     if (c->err != 0 || c->doc == NULL)
         return;
+    if (cw(c)) {
+        if (dsq_cw_doc(&c->out, c->doc) != 0)
+            dsq_buf_reset(&c->out);
+        return;
+    }
     char *text = json_dumps(c->doc, JSON_COMPACT);
     if (text != NULL)
         dsq_buf_puts(&c->out, text);
@@ -284,15 +320,20 @@ static void enc_doc(dsq_call *c)
 
 static void enc_begin(dsq_call *c)
 {
-    if (c->err == 0)
-        dsq_buf_printf(&c->out, "{\"transactionId\":\"%s\",\"lsn\":%llu}", c->txn_out,
-                       (unsigned long long)c->lsn);
+    if (c->err != 0)
+        return;
+    dsq_buf_printf(&c->out, "{\"transactionId\":\"%s\",\"lsn\":", c->txn_out);
+    put_lsn(c, &c->out, c->lsn);
+    dsq_buf_puts(&c->out, "}");
 }
 
 static void enc_end(dsq_call *c)
 {
-    if (c->err == 0)
-        dsq_buf_printf(&c->out, "{\"lsn\":%llu}", (unsigned long long)c->lsn);
+    if (c->err != 0)
+        return;
+    dsq_buf_puts(&c->out, "{\"lsn\":");
+    put_lsn(c, &c->out, c->lsn);
+    dsq_buf_puts(&c->out, "}");
 }
 
 /* One stream.chunk notification; the first carries the columns. */
@@ -304,15 +345,26 @@ static void enc_chunk(dsq_call *c)
     if (c->err != 0 || o->cancelled || (r->nrows == 0 && o->chunks > 0))
         return;
     dsq_buf *b = &c->out;
-    dsq_buf_printf(b, "{\"method\":\"stream.chunk\",\"params\":{\"streamId\":%s,\"seq\":%llu,",
-                   o->idtext, (unsigned long long)o->chunks);
-    if (o->chunks == 0) {
-        dsq_json_columns(b, r);
-        dsq_buf_puts(b, ",");
+    if (o->enc == DSQ_ENC_CAPNWEB) { /* the argument of the client's callback */
+        dsq_buf_printf(b, "{\"seq\":%llu,", (unsigned long long)o->chunks);
+        if (o->chunks == 0) {
+            dsq_cw_columns(b, r);
+            dsq_buf_puts(b, ",");
+        }
+        dsq_buf_puts(b, "\"rows\":");
+        dsq_cw_rows(b, r);
+        dsq_buf_puts(b, "}");
+    } else {
+        dsq_buf_printf(b, "{\"method\":\"stream.chunk\",\"params\":{\"streamId\":%s,\"seq\":%llu,",
+                       o->idtext, (unsigned long long)o->chunks);
+        if (o->chunks == 0) {
+            dsq_json_columns(b, r);
+            dsq_buf_puts(b, ",");
+        }
+        dsq_buf_puts(b, "\"rows\":");
+        dsq_json_rows(b, r);
+        dsq_buf_puts(b, "}}");
     }
-    dsq_buf_puts(b, "\"rows\":");
-    dsq_json_rows(b, r);
-    dsq_buf_puts(b, "}}");
     o->chunks++;
     o->rows += r->nrows;
 }
@@ -347,7 +399,19 @@ static void stream_done(op *o)
         reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
         return;
     }
-    if (c->out.len > 0 && s->t.notify(s->t.ud, c->out.data, c->out.len) != 0) {
+    if (o->chunk_fn != NULL) {
+        int rv = c->out.len > 0 ? o->chunk_fn(o->done_ud, o, c->out.data, c->out.len) : 0;
+        if (rv < 0 && c->more) {
+            stream_more(o, true);
+            return;
+        }
+        if (rv > 0 && c->more)
+            return; /* the sink calls dsq_dosql_stream_resume() */
+        if (c->more) {
+            stream_more(o, false);
+            return;
+        }
+    } else if (c->out.len > 0 && s->t.notify(s->t.ud, c->out.data, c->out.len) != 0) {
         if (c->more)
             stream_more(o, true);
         else
@@ -371,16 +435,19 @@ static void stream_done(op *o)
         return;
     }
     dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b,
-                   "{\"method\":\"stream.complete\",\"params\":{\"streamId\":%s,\"rowCount\":%llu,"
-                   "\"chunks\":%llu,\"lsn\":%llu}}",
-                   o->idtext, (unsigned long long)o->rows, (unsigned long long)o->chunks,
-                   (unsigned long long)c->lsn);
-    s->t.notify(s->t.ud, b.data, b.len);
-    dsq_buf_reset(&b);
-    dsq_buf_printf(&b, "{\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":%llu}",
-                   (unsigned long long)o->rows, (unsigned long long)o->chunks,
-                   (unsigned long long)c->lsn);
+    if (o->chunk_fn == NULL) {
+        dsq_buf_printf(&b,
+                       "{\"method\":\"stream.complete\",\"params\":{\"streamId\":%s,"
+                       "\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":%llu}}",
+                       o->idtext, (unsigned long long)o->rows, (unsigned long long)o->chunks,
+                       (unsigned long long)c->lsn);
+        s->t.notify(s->t.ud, b.data, b.len);
+        dsq_buf_reset(&b);
+    }
+    dsq_buf_printf(&b, "{\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":", (unsigned long long)o->rows,
+                   (unsigned long long)o->chunks);
+    put_lsn(c, &b, c->lsn);
+    dsq_buf_puts(&b, "}");
     answer_raw(o, b.data, b.len);
     dsq_buf_free(&b);
     op_free(o);
@@ -416,26 +483,31 @@ static void m_query(op *o, json_t *p)
 static void m_query_stream(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
-    if (s->t.notify == NULL) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream is not available on this route");
+    json_t *id = NULL;
+    if (o->rpc == NULL && o->chunk_fn == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream needs a callback for its chunks");
         return;
     }
-    if (s->t.http && dsq_rpc_call_in_batch(o->rpc)) {
-        reject(o, DSQ_CODE_INVALID_REQUEST,
-               "over HTTP, queryStream must be a lone request, not part of a batch");
-        return;
-    }
-    json_t *id = dsq_rpc_call_id(o->rpc);
-    if (id == NULL) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream needs an \"id\"");
-        return;
+    if (o->rpc != NULL) {
+        if (s->t.notify == NULL) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream is not available on this route");
+            return;
+        }
+        if (s->t.http && dsq_rpc_call_in_batch(o->rpc)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST,
+                   "over HTTP, queryStream must be a lone request, not part of a batch");
+            return;
+        }
+        if ((id = dsq_rpc_call_id(o->rpc)) == NULL) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream needs an \"id\"");
+            return;
+        }
     }
     uint64_t chunk = s->lim.chunk_rows;
     if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0 ||
         opt_uint(o, p, "chunkSize", 1, s->lim.max_chunk_rows, &chunk) != 0)
         return;
-    o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (o->idtext == NULL) {
+    if (id != NULL && (o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
         reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
@@ -618,6 +690,59 @@ RPC(m_schema)
 RPC(m_ping)
 RPC(m_stats)
 #undef RPC
+
+static const struct {
+    const char *name;
+    method_fn fn;
+} api[] = {
+    {"query", m_query},
+    {"queryStream", m_query_stream},
+    {"beginTransaction", m_begin},
+    {"commit", m_commit},
+    {"rollback", m_rollback},
+    {"batch", m_batch},
+    {"getSchema", m_schema},
+    {"ping", m_ping},
+    {"getStats", m_stats},
+};
+
+bool dsq_dosql_has_method(const char *name)
+{
+    for (size_t i = 0; i < sizeof api / sizeof api[0]; i++)
+        if (strcmp(api[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, dsq_dosql_enc enc,
+                    dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud)
+{
+    method_fn fn = NULL;
+    for (size_t i = 0; i < sizeof api / sizeof api[0] && fn == NULL; i++)
+        if (strcmp(api[i].name, method) == 0)
+            fn = api[i].fn;
+    op *o = op_new(s, NULL);
+    if (o == NULL) {
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13);
+        return;
+    }
+    o->enc = enc;
+    o->done_fn = done;
+    o->chunk_fn = chunk;
+    o->done_ud = ud;
+    if (fn == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", method);
+        return;
+    }
+    if (params != NULL && !json_is_object(params)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "the request must be an object");
+        return;
+    }
+    o->root = json_incref(params);
+    fn(o, params);
+}
+
+void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel) { stream_more(o, cancel); }
 
 static const dsq_rpc_method methods[] = {
     {"query", rpc_m_query},

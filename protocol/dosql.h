@@ -63,6 +63,33 @@ void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len);
  * t->reply with a QueryResult, or an error body and its status. */
 void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len);
 
+/* ---- calls from other protocols (Cap'n Web) ---- */
+
+typedef enum dsq_dosql_enc {
+    DSQ_ENC_JSON = 0,   /* DESIGN 3.3's JSON ({"$bigint"}, {"$bytes"}) */
+    DSQ_ENC_CAPNWEB,    /* Cap'n Web expressions (["bigint"], ["bytes"], [[...]]) */
+} dsq_dosql_enc;
+
+typedef struct dsq_dosql_op dsq_dosql_op;
+
+/* A call's outcome: err 0 and the result as text in the call's encoding,
+ * or err -1 with the code and the message. Always called exactly once,
+ * also after the session closed. */
+typedef void (*dsq_dosql_done_fn)(void *ud, int err, dsq_code code, const char *text, size_t len);
+
+/* queryStream's chunks ({"seq", "columns"?, "columnTypes"?, "rows"} in the
+ * call's encoding): return 0 for the next chunk now, 1 to wait until
+ * dsq_dosql_stream_resume(), -1 to cancel the stream. */
+typedef int (*dsq_dosql_chunk_fn)(void *ud, dsq_dosql_op *op, const char *text, size_t len);
+
+/* Run `method` with `params` (an object in DESIGN 3.3's JSON; a reference
+ * is kept until done). `chunk` is for queryStream, else NULL. */
+void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, dsq_dosql_enc enc,
+                    dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
+bool dsq_dosql_has_method(const char *name);
+/* After a chunk function returned 1: the next chunk, or the end. */
+void dsq_dosql_stream_resume(dsq_dosql_op *op, bool cancel);
+
 /* The transport has room again: resume streams that waited for it. */
 void dsq_dosql_writable(dsq_dosql_session *s);
 

@@ -377,3 +377,158 @@ void dsq_json_result(dsq_buf *out, const dsq_result *r)
     write_int(out, (int64_t)r->lsn);
     dsq_buf_puts(out, "}");
 }
+
+/* ---- Cap'n Web expressions ------------------------------------------------------- */
+
+void dsq_cw_bigint(dsq_buf *out, int64_t i)
+{
+    dsq_buf_printf(out, "[\"bigint\",\"%lld\"]", (long long)i);
+}
+
+void dsq_cw_value(dsq_buf *out, const dsq_value *v)
+{
+    switch (v->type) {
+    case DSQ_V_INT:
+        if (v->i > MAX_SAFE || v->i < -MAX_SAFE)
+            dsq_cw_bigint(out, v->i);
+        else
+            dsq_buf_printf(out, "%lld", (long long)v->i);
+        break;
+    case DSQ_V_REAL:
+        if (isnan(v->d))
+            dsq_buf_puts(out, "[\"nan\"]");
+        else if (isinf(v->d))
+            dsq_buf_puts(out, v->d > 0 ? "[\"inf\"]" : "[\"-inf\"]");
+        else
+            write_double(out, v->d);
+        break;
+    case DSQ_V_TEXT:
+        dsq_json_string(out, v->p, v->n);
+        break;
+    case DSQ_V_BLOB:
+        dsq_buf_puts(out, "[\"bytes\",\"");
+        dsq_base64_encode(out, v->p, v->n);
+        dsq_buf_puts(out, "\"]");
+        break;
+    default:
+        dsq_buf_puts(out, "null");
+        break;
+    }
+}
+
+void dsq_cw_rows(dsq_buf *out, const dsq_result *r)
+{
+    size_t pos = 0;
+    dsq_value v;
+    dsq_buf_puts(out, "[[");
+    for (size_t row = 0; row < r->nrows; row++) {
+        dsq_buf_puts(out, row ? ",[[" : "[[");
+        for (int c = 0; c < r->ncols; c++) {
+            if (c)
+                dsq_buf_puts(out, ",");
+            if (dsq_result_next(r, &pos, &v))
+                dsq_cw_value(out, &v);
+            else
+                dsq_buf_puts(out, "null");
+        }
+        dsq_buf_puts(out, "]]");
+    }
+    dsq_buf_puts(out, "]]");
+}
+
+void dsq_cw_columns(dsq_buf *out, const dsq_result *r)
+{
+    dsq_buf_puts(out, "\"columns\":[[");
+    for (int c = 0; c < r->ncols; c++) {
+        if (c)
+            dsq_buf_puts(out, ",");
+        dsq_json_string(out, r->names[c], strlen(r->names[c]));
+    }
+    dsq_buf_puts(out, "]],\"columnTypes\":[[");
+    for (int c = 0; c < r->ncols; c++) {
+        if (c)
+            dsq_buf_puts(out, ",");
+        if (r->decltypes[c])
+            dsq_json_string(out, r->decltypes[c], strlen(r->decltypes[c]));
+        else
+            dsq_buf_puts(out, "null");
+    }
+    dsq_buf_puts(out, "]]");
+}
+
+void dsq_cw_result(dsq_buf *out, const dsq_result *r)
+{
+    dsq_buf_puts(out, "{");
+    dsq_cw_columns(out, r);
+    dsq_buf_puts(out, ",\"rows\":");
+    dsq_cw_rows(out, r);
+    dsq_value v = {.type = DSQ_V_INT, .i = r->rows_affected};
+    dsq_buf_puts(out, ",\"rowsAffected\":");
+    dsq_cw_value(out, &v);
+    v.i = r->last_insert_rowid;
+    dsq_buf_puts(out, ",\"lastInsertRowid\":");
+    dsq_cw_value(out, &v);
+    dsq_buf_puts(out, ",\"lsn\":");
+    dsq_cw_bigint(out, (int64_t)r->lsn);
+    dsq_buf_puts(out, "}");
+}
+
+/* `key` is the member name holding j, or NULL. */
+static int cw_doc(dsq_buf *out, json_t *j, const char *key, int depth)
+{
+    if (depth > 64)
+        return -1;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *v;
+        bool first = true;
+        dsq_buf_puts(out, "{");
+        json_object_foreach(j, k, v) {
+            if (!first)
+                dsq_buf_puts(out, ",");
+            first = false;
+            dsq_json_string(out, k, strlen(k));
+            dsq_buf_puts(out, ":");
+            if (cw_doc(out, v, k, depth + 1) != 0)
+                return -1;
+        }
+        dsq_buf_puts(out, "}");
+        return 0;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *v;
+        dsq_buf_puts(out, "[[");
+        json_array_foreach(j, i, v) {
+            if (i)
+                dsq_buf_puts(out, ",");
+            if (cw_doc(out, v, NULL, depth + 1) != 0)
+                return -1;
+        }
+        dsq_buf_puts(out, "]]");
+        return 0;
+    }
+    case JSON_INTEGER:
+        if (key && strcmp(key, "lsn") == 0) { /* LSNs are BigInts on Cap'n Web */
+            dsq_cw_bigint(out, json_integer_value(j));
+        } else {
+            dsq_value v = {.type = DSQ_V_INT, .i = json_integer_value(j)};
+            dsq_cw_value(out, &v);
+        }
+        return 0;
+    case JSON_REAL: {
+        dsq_value v = {.type = DSQ_V_REAL, .d = json_real_value(j)};
+        dsq_cw_value(out, &v);
+        return 0;
+    }
+    case JSON_STRING:
+        dsq_json_string(out, json_string_value(j), json_string_length(j));
+        return 0;
+    case JSON_TRUE: dsq_buf_puts(out, "true"); return 0;
+    case JSON_FALSE: dsq_buf_puts(out, "false"); return 0;
+    default: dsq_buf_puts(out, "null"); return 0;
+    }
+}
+
+int dsq_cw_doc(dsq_buf *out, json_t *doc) { return cw_doc(out, doc, NULL, 0); }

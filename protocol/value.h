@@ -47,4 +47,17 @@ void dsq_json_columns(dsq_buf *out, const dsq_result *r);
 /* Rows only, as "[[...],...]". */
 void dsq_json_rows(dsq_buf *out, const dsq_result *r);
 
+/* Cap'n Web expressions of the same (its protocol's encodings): INTEGER
+ * beyond ±(2^53−1) as ["bigint", "<decimal>"], REAL ±infinity and NaN as
+ * ["inf"], ["-inf"], ["nan"], BLOB as ["bytes", "<base64>"], and every
+ * array escaped as [[...]]. LSNs are always BigInts. */
+void dsq_cw_bigint(dsq_buf *out, int64_t i);
+void dsq_cw_value(dsq_buf *out, const dsq_value *v);
+void dsq_cw_rows(dsq_buf *out, const dsq_result *r);
+void dsq_cw_columns(dsq_buf *out, const dsq_result *r);
+void dsq_cw_result(dsq_buf *out, const dsq_result *r);
+/* A JSON document (getSchema, getStats, ...): arrays escaped, members
+ * named "lsn" as BigInts. Returns 0, or -1 when nested past 64 levels. */
+int dsq_cw_doc(dsq_buf *out, json_t *doc);
+
 #endif

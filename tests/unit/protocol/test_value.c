@@ -248,3 +248,48 @@ Test(value, result_document)
                                "\"lastInsertRowid\":{\"$bigint\":\"9007199254740993\"},\"lsn\":7}");
     dsq_buf_free(&out);
 }
+
+/* ---- Cap'n Web expressions ---- */
+
+static const char *cw(const dsq_value *v)
+{
+    static dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_reset(&b);
+    dsq_cw_value(&b, v);
+    return b.data;
+}
+
+Test(value, capnweb_values)
+{
+    dsq_value v = {.type = DSQ_V_INT, .i = 9007199254740991ll};
+    cr_assert_str_eq(cw(&v), "9007199254740991");
+    v.i = -9007199254740992ll;
+    cr_assert_str_eq(cw(&v), "[\"bigint\",\"-9007199254740992\"]");
+    v = (dsq_value){.type = DSQ_V_REAL, .d = INFINITY};
+    cr_assert_str_eq(cw(&v), "[\"inf\"]");
+    v.d = -INFINITY;
+    cr_assert_str_eq(cw(&v), "[\"-inf\"]");
+    v.d = NAN;
+    cr_assert_str_eq(cw(&v), "[\"nan\"]");
+    v.d = 2.0;
+    cr_assert_str_eq(cw(&v), "2.0");
+    v = (dsq_value){.type = DSQ_V_BLOB, .p = "\x01\x02", .n = 2};
+    cr_assert_str_eq(cw(&v), "[\"bytes\",\"AQI=\"]");
+    v = (dsq_value){.type = DSQ_V_TEXT, .p = "[\"x\"]", .n = 5};
+    cr_assert_str_eq(cw(&v), "\"[\\\"x\\\"]\"", "a string stays a string");
+    v = (dsq_value){.type = DSQ_V_NULL};
+    cr_assert_str_eq(cw(&v), "null");
+}
+
+Test(value, capnweb_documents_escape_arrays_and_bigint_lsns)
+{
+    json_error_t je;
+    json_t *doc = json_loads("{\"tables\":[{\"name\":\"t\",\"cols\":[1,[2]]}],\"lsn\":7,\"n\":7}", 0, &je);
+    cr_assert_not_null(doc);
+    dsq_buf b = DSQ_BUF_INIT;
+    cr_assert_eq(dsq_cw_doc(&b, doc), 0);
+    cr_assert_str_eq(b.data, "{\"tables\":[[{\"name\":\"t\",\"cols\":[[1,[[2]]]]}]],"
+                             "\"lsn\":[\"bigint\",\"7\"],\"n\":7}");
+    dsq_buf_free(&b);
+    json_decref(doc);
+}
