@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "protocol/capnweb.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 
@@ -315,15 +316,206 @@ static void ws_rpc_close(void *state)
 }
 
 static const dsq_ws_app rpc_app = {ws_rpc_open, ws_rpc_message, ws_rpc_close};
+static const dsq_ws_app capnweb_app; /* below */
 
 const dsq_ws_app *dsq__ws_app(dsq_route_id route)
 {
     switch (route) {
     case DSQ_ROUTE_RPC:
     case DSQ_ROUTE_DB_RPC: return &rpc_app;
-    default: return NULL; /* Cap'n Web arrives later */
+    case DSQ_ROUTE_CAPNWEB:
+    case DSQ_ROUTE_DB_CAPNWEB: return &capnweb_app;
+    default: return NULL;
     }
 }
+
+/* ---- Cap'n Web: HTTP batches and WebSocket sessions --------------------------------- */
+
+static const dsq_cw_limits cw_limits = {
+    .max_depth = 64,
+    .max_bigint_digits = 40,
+    .max_entries = 10000,
+};
+
+typedef struct cw_http {
+    dsq_server *srv;
+    dsq_http_req *req;     /* NULL once the connection dropped it */
+    dsq_cw_session *s;
+    dsq_buf out;           /* the response: one message per line */
+} cw_http;
+
+static unsigned cw_http_scope(void *ud, const char *db)
+{
+    cw_http *h = ud;
+    return h->req ? token_scopes(h->srv, h->req->token, h->req->token_len, db) : 0;
+}
+
+/* Messages are separated by newlines (none after the last). */
+static int cw_http_send(void *ud, const char *msg, size_t len)
+{
+    cw_http *h = ud;
+    if (h->out.len > 0)
+        dsq_buf_append(&h->out, "\n", 1);
+    return dsq_buf_append(&h->out, msg, len);
+}
+
+static void cw_http_close(cw_http *h)
+{
+    if (h->req)
+        h->req->abandon = NULL;
+    h->req = NULL;
+    dsq_cw_session *s = h->s;
+    h->s = NULL;
+    dsq_buf_free(&h->out);
+    free(h);
+    dsq_cw_session_close(s);
+}
+
+static void cw_http_done(void *ud)
+{
+    cw_http *h = ud;
+    dsq_http_req *req = h->req;
+    if (req != NULL) {
+        req->abandon = NULL;
+        h->req = NULL;
+        dsq__respond(req, 200, "text/plain; charset=utf-8", h->out.data, h->out.len, NULL);
+    }
+    cw_http_close(h);
+}
+
+static void cw_http_end(void *ud) { (void)ud; /* a batch ends with its response */ }
+
+static void cw_http_abandon(void *arg)
+{
+    cw_http *h = arg;
+    h->req = NULL;
+    cw_http_close(h);
+}
+
+static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
+{
+    if (req->method != HTTP_POST) {
+        dsq__respond_error(req, 426, DSQ_CODE_INVALID_REQUEST,
+                           "use POST, or GET with Upgrade: websocket");
+        return;
+    }
+    cw_http *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    h->srv = srv;
+    h->req = req;
+    dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h};
+    h->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, req->db[0] ? req->db : NULL, 0,
+                              true, &t);
+    if (h->s == NULL) {
+        free(h);
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    req->abandon = cw_http_abandon;
+    req->abandon_arg = h;
+    dsq_cw_session *s = h->s;
+    const char *p = req->body.data ? req->body.data : "";
+    size_t n = req->body.len;
+    /* The session may answer (and free h) while its messages are fed in:
+     * keep feeding only while the request is still ours. */
+    while (n > 0 && req->abandon == cw_http_abandon) {
+        const char *nl = memchr(p, '\n', n);
+        size_t len = nl ? (size_t)(nl - p) : n;
+        if (len > 0)
+            dsq_cw_receive(s, p, len);
+        p += len + (nl ? 1 : 0);
+        n -= len + (nl ? 1 : 0);
+    }
+    if (req->abandon == cw_http_abandon)
+        dsq_cw_batch_end(s);
+}
+
+typedef struct cw_ws {
+    dsq_server *srv;
+    dsq_conn *c;
+    dsq_cw_session *s;
+    char *token;           /* owned */
+    size_t token_len;
+    char db[129];
+    unsigned db_scope;
+} cw_ws;
+
+static unsigned cw_ws_scope(void *ud, const char *db)
+{
+    cw_ws *w = ud;
+    if (w->db[0] && strcmp(db, w->db) == 0)
+        return w->db_scope;
+    return token_scopes(w->srv, w->token, w->token_len, db);
+}
+
+static int cw_ws_send(void *ud, const char *msg, size_t len)
+{
+    cw_ws *w = ud;
+    return dsq__ws_send(w->c, false, msg, len);
+}
+
+static void cw_ws_end(void *ud)
+{
+    cw_ws *w = ud;
+    dsq__ws_close(w->c, 1000, "session ended");
+}
+
+static void cw_ws_batch_done(void *ud) { (void)ud; }
+
+static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
+{
+    dsq_server *srv = dsq__conn_server(c);
+    cw_ws *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    w->srv = srv;
+    w->c = c;
+    if (req->token) {
+        w->token = strndup(req->token, req->token_len);
+        w->token_len = req->token_len;
+    }
+    memcpy(w->db, req->db, sizeof w->db);
+    if (w->db[0])
+        w->db_scope = token_scopes(srv, w->token, w->token_len, w->db);
+    dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w};
+    w->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, w->db[0] ? w->db : NULL,
+                              ++srv->next_session, false, &t);
+    if (w->s == NULL) {
+        free(w->token);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void cw_ws_message(void *state, dsq_conn *c, bool binary, const uint8_t *p, size_t n)
+{
+    cw_ws *w = state;
+    if (w == NULL) {
+        dsq__ws_close(c, 1011, "out of memory");
+        return;
+    }
+    if (binary) {
+        dsq__ws_close(c, 1003, "Cap'n Web messages are text frames");
+        return;
+    }
+    dsq_cw_receive(w->s, (const char *)p, n);
+}
+
+static void cw_ws_close(void *state)
+{
+    cw_ws *w = state;
+    if (w == NULL)
+        return;
+    dsq_cw_session_close(w->s);
+    free(w->token);
+    free(w);
+}
+
+static const dsq_ws_app capnweb_app = {cw_ws_open, cw_ws_message, cw_ws_close};
 
 /* ---- listing and dropping databases ------------------------------------------------ */
 
@@ -391,8 +583,8 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_LIST: handle_admin(srv, req, DSQ_OP_LIST); break;
     case DSQ_ROUTE_DB_DROP: handle_admin(srv, req, DSQ_OP_DROP); break;
     case DSQ_ROUTE_DB_CAPNWEB:
-    case DSQ_ROUTE_DB_CDC:
-    case DSQ_ROUTE_CAPNWEB: not_yet(req); break;
+    case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
+    case DSQ_ROUTE_DB_CDC: not_yet(req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

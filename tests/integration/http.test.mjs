@@ -83,7 +83,7 @@ test('errors carry DESIGN codes in a JSON body', async () => {
   r = await request(d.port, 'POST', '/v1/db/a%20b/query', { body: '{}' });
   assert.equal(r.status, 400);
   assert.match(r.json.error.message, /invalid database name/);
-  r = await request(d.port, 'POST', '/v1/db/app/capnweb', { body: '[]' });
+  r = await request(d.port, 'GET', '/v1/db/app/cdc');
   assert.equal(r.status, 501);
   assert.equal(r.headers['content-type'], 'application/json');
   assert.match(r.json.error.message, /not implemented/);

@@ -181,7 +181,7 @@ test('flow control: 20,000 pings in one write get 20,000 pongs', async () => {
 });
 
 test('an upgrade on a route without WebSocket support yet gets 501, not 101', async () => {
-  const c = await wsRaw(d.port, '/v1/db/app/capnweb');
+  const c = await wsRaw(d.port, '/v1/db/app/cdc');
   assert.equal(c.upgrade.status, 501);
   c.destroy();
 });

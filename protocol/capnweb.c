@@ -1,0 +1,1546 @@
+/* capnweb — Cap'n Web sessions on the DoSQL API.
+ *
+ * Divisions: id maps; values (data as Cap'n Web text and, on demand, as a
+ * tree in DoSQL's JSON; or stubs); entries of the two tables; sending;
+ * expressions (readiness, evaluation, writing trees back); settling
+ * exports; calls (engine calls, database(name), callbacks to the client);
+ * maps; delivering pushes in order; messages; the session's life.
+ *
+ * A push becomes an export entry and a task. Tasks are delivered strictly
+ * in arrival order: the head waits until everything its expression
+ * references has settled (promise pipelining), then its call goes to the
+ * engine (or is answered at once), and the next task is looked at. Each
+ * settled entry re-runs the queue. Evaluation happens only once a task is
+ * ready, so it never runs twice.
+ *
+ * Trees use DoSQL's JSON: {"$bigint": "..."} and {"$bytes": "..."} for
+ * the protocol's bigint and bytes, so the DoSQL methods take them as they
+ * are. Our stubs in a tree are {"$stub": id}; the client's are
+ * {"$clientStub": id}. */
+#include "protocol/capnweb.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "protocol/value.h"
+
+static uint64_t entries_total; /* loop thread only */
+
+uint64_t dsq_cw_entries_total(void) { return entries_total; }
+
+/* ---- id maps ----------------------------------------------------------------------- */
+
+typedef struct idmap {
+    int64_t *keys;
+    void **vals;  /* NULL: an empty slot */
+    size_t cap;   /* a power of two, or 0 */
+    size_t n;
+} idmap;
+
+static size_t slot_of(int64_t k, size_t cap)
+{
+    return (size_t)(((uint64_t)k * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static void *idmap_get(const idmap *m, int64_t k)
+{
+    if (m->cap == 0)
+        return NULL;
+    for (size_t i = slot_of(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (m->vals[i] == NULL)
+            return NULL;
+        if (m->keys[i] == k)
+            return m->vals[i];
+    }
+}
+
+static int idmap_put(idmap *m, int64_t k, void *v)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        size_t ncap = m->cap ? 2 * m->cap : 16;
+        int64_t *keys = calloc(ncap, sizeof *keys);
+        void **vals = calloc(ncap, sizeof *vals);
+        if (keys == NULL || vals == NULL) {
+            free(keys);
+            free(vals);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->vals[i] == NULL)
+                continue;
+            size_t j = slot_of(m->keys[i], ncap);
+            while (vals[j])
+                j = (j + 1) & (ncap - 1);
+            keys[j] = m->keys[i];
+            vals[j] = m->vals[i];
+        }
+        free(m->keys);
+        free(m->vals);
+        m->keys = keys;
+        m->vals = vals;
+        m->cap = ncap;
+    }
+    size_t i = slot_of(k, m->cap);
+    while (m->vals[i] && m->keys[i] != k)
+        i = (i + 1) & (m->cap - 1);
+    if (m->vals[i] == NULL)
+        m->n++;
+    m->keys[i] = k;
+    m->vals[i] = v;
+    return 0;
+}
+
+/* Remove k, shifting later members of its cluster back. */
+static void idmap_del(idmap *m, int64_t k)
+{
+    if (m->cap == 0)
+        return;
+    size_t i = slot_of(k, m->cap);
+    while (m->vals[i] && m->keys[i] != k)
+        i = (i + 1) & (m->cap - 1);
+    if (m->vals[i] == NULL)
+        return;
+    m->vals[i] = NULL;
+    m->n--;
+    for (size_t j = (i + 1) & (m->cap - 1); m->vals[j]; j = (j + 1) & (m->cap - 1)) {
+        size_t home = slot_of(m->keys[j], m->cap);
+        /* Move j back to i when its home is not in (i, j]. */
+        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            m->keys[i] = m->keys[j];
+            m->vals[i] = m->vals[j];
+            m->vals[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+static void idmap_free(idmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    *m = (idmap){0};
+}
+
+/* ---- values --------------------------------------------------------------------------- */
+
+enum { V_NONE = 0, V_DATA, V_MAIN, V_DB, V_CLIENT };
+
+typedef struct cw_val {
+    int kind;
+    char *text;      /* V_DATA: a Cap'n Web expression (owned), or NULL */
+    size_t len;
+    json_t *tree;    /* V_DATA: the value as a tree (owned), made on demand */
+    char db[129];    /* V_DB: its database */
+    int64_t client;  /* V_CLIENT: the client's export id */
+} cw_val;
+
+static void val_clear(cw_val *v)
+{
+    free(v->text);
+    json_decref(v->tree);
+    *v = (cw_val){0};
+}
+
+/* ---- entries ---------------------------------------------------------------------------- */
+
+enum { S_PENDING = 0, S_DONE, S_FAILED };
+
+typedef struct cw_export {
+    int64_t id;
+    int state;
+    cw_val val;       /* S_DONE */
+    dsq_code code;    /* S_FAILED */
+    char *msg;
+    bool pulled;      /* send its resolution */
+    bool sent;        /* it was sent */
+    bool stream;      /* from a "stream" message: gone once settled */
+    bool released;    /* the client released it while pending */
+    int64_t refs;     /* introductions not yet released */
+} cw_export;
+
+typedef struct cw_import {
+    int64_t id;
+    int64_t refs;     /* times the client introduced it (export, promise) */
+    bool promise;     /* a promise the client will resolve */
+    int state;        /* promise or our call: S_PENDING, S_DONE, S_FAILED */
+    json_t *value;    /* S_DONE: tree */
+    dsq_code code;
+    char *msg;
+    struct cw_job *job; /* our call to the client's stub: who waits for it */
+} cw_import;
+
+typedef struct cw_task {
+    cw_export *e;     /* the entry its outcome settles */
+    json_t *expr;     /* owned */
+    struct cw_task *next;
+} cw_task;
+
+struct dsq_cw_session {
+    dsq_engine *engine;
+    dsq_dosql_session *dosql;  /* owned; unbound: calls name their database */
+    dsq_cw_limits lim;
+    dsq_cw_transport t;
+    char db[129];              /* the main object's database, or "" */
+    bool batch;
+    bool batch_ended;          /* all of the batch's messages are in */
+    bool batch_answered;
+    bool closed;               /* the transport is gone */
+    bool aborted;
+    int refs;                  /* 1 for the transport, 1 per job */
+    idmap exports, imports;
+    int64_t pushes;            /* client pushes so far (their export ids) */
+    int64_t next_neg;          /* our next stub export id (negative) */
+    int64_t next_call;         /* our next push to the client (its export id) */
+    cw_task *qhead, *qtail;    /* pushes not delivered yet */
+    char why[300];             /* the current evaluation error */
+    dsq_code why_code;
+};
+
+static void abort_session(dsq_cw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void pump(dsq_cw_session *s);
+
+static void unref(dsq_cw_session *s);
+
+static int count_entry(dsq_cw_session *s)
+{
+    if (s->exports.n + s->imports.n >= s->lim.max_entries) {
+        abort_session(s, "too many imports and exports in one session (limit %zu)", s->lim.max_entries);
+        return -1;
+    }
+    entries_total++;
+    return 0;
+}
+
+static cw_export *export_new(dsq_cw_session *s, int64_t id)
+{
+    if (count_entry(s) != 0)
+        return NULL;
+    cw_export *e = calloc(1, sizeof *e);
+    if (e == NULL || idmap_put(&s->exports, id, e) != 0) {
+        free(e);
+        entries_total--;
+        abort_session(s, "out of memory");
+        return NULL;
+    }
+    e->id = id;
+    e->refs = 1;
+    return e;
+}
+
+static void export_free(dsq_cw_session *s, cw_export *e)
+{
+    idmap_del(&s->exports, e->id);
+    val_clear(&e->val);
+    free(e->msg);
+    free(e);
+    entries_total--;
+}
+
+static cw_import *import_get_or_new(dsq_cw_session *s, int64_t id)
+{
+    cw_import *im = idmap_get(&s->imports, id);
+    if (im != NULL)
+        return im;
+    if (count_entry(s) != 0)
+        return NULL;
+    im = calloc(1, sizeof *im);
+    if (im == NULL || idmap_put(&s->imports, id, im) != 0) {
+        free(im);
+        entries_total--;
+        abort_session(s, "out of memory");
+        return NULL;
+    }
+    im->id = id;
+    return im;
+}
+
+static void import_free(dsq_cw_session *s, cw_import *im)
+{
+    idmap_del(&s->imports, im->id);
+    json_decref(im->value);
+    free(im->msg);
+    free(im);
+    entries_total--;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static void send_msg(dsq_cw_session *s, const dsq_buf *b)
+{
+    if (s->closed || s->aborted)
+        return;
+    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
+        char text[241];
+        snprintf(text, sizeof text, "%.*s", (int)(b->len < 240 ? b->len : 240), b->data);
+        DSQ_DEBUG("capnweb_out", "msg=%s", dsq_log_q(text));
+    }
+    s->t.send(s->t.ud, b->data, b->len);
+}
+
+/* ["error", "Error", message, null, {"code": CODE}] */
+static void put_error(dsq_buf *b, dsq_code code, const char *msg)
+{
+    dsq_buf_puts(b, "[\"error\",\"Error\",");
+    dsq_json_string(b, msg, strlen(msg));
+    dsq_buf_printf(b, ",null,{\"code\":\"%s\"}]", dsq_code_name(code));
+}
+
+static void abort_session(dsq_cw_session *s, const char *fmt, ...)
+{
+    if (s->aborted || s->closed)
+        return;
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_puts(&b, "[\"abort\",");
+    put_error(&b, DSQ_CODE_INVALID_REQUEST, msg);
+    dsq_buf_puts(&b, "]");
+    send_msg(s, &b);
+    dsq_buf_free(&b);
+    s->aborted = true;
+    if (s->batch) {
+        if (!s->batch_answered) {
+            s->batch_answered = true;
+            s->t.batch_done(s->t.ud);
+        }
+    } else {
+        s->t.end(s->t.ud);
+    }
+}
+
+/* ---- expressions ------------------------------------------------------------------------ */
+
+/* The import table of a map's instructions: captures (negative), the
+ * input (0) and earlier results (positive). */
+typedef struct mapctx {
+    cw_val *caps;
+    size_t ncaps;
+    const cw_val *input;
+    cw_val *results;
+    size_t nresults; /* results so far */
+} mapctx;
+
+static int fail(dsq_cw_session *s, dsq_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(dsq_cw_session *s, dsq_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->why, sizeof s->why, fmt, ap);
+    va_end(ap);
+    s->why_code = code;
+    return -1;
+}
+
+static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *undef);
+
+/* The value of a V_DATA as a tree, made from its text when first asked. */
+static json_t *val_tree(dsq_cw_session *s, cw_val *v)
+{
+    if (v->tree == NULL && v->text != NULL) {
+        json_error_t je;
+        json_t *j = json_loadb(v->text, v->len, JSON_DECODE_ANY, &je);
+        bool undef = false;
+        if (j != NULL) {
+            v->tree = eval(s, j, 0, NULL, &undef);
+            json_decref(j);
+        }
+        if (v->tree == NULL && undef)
+            v->tree = json_null();
+    }
+    return v->tree;
+}
+
+static bool is_tag(json_t *e, const char *tag)
+{
+    json_t *t = json_array_get(e, 0);
+    return json_is_string(t) && strcmp(json_string_value(t), tag) == 0;
+}
+
+/* Follow `path` (strings and numbers) into a tree. Borrowed, or NULL. */
+static json_t *follow(json_t *tree, json_t *path)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(path, i, p) {
+        const char *k = json_string_value(p);
+        char *end = NULL;
+        if (json_is_array(tree) && k != NULL && *k >= '0' && *k <= '9') {
+            /* JavaScript's row["0"]: an index given as a string */
+            unsigned long long ix = strtoull(k, &end, 10);
+            tree = *end == '\0' ? json_array_get(tree, (size_t)ix) : NULL;
+        } else if (k != NULL) {
+            tree = json_object_get(tree, k);
+        } else if (json_is_integer(p) && json_is_array(tree) && json_integer_value(p) >= 0) {
+            tree = json_array_get(tree, (size_t)json_integer_value(p));
+        } else {
+            return NULL;
+        }
+        if (tree == NULL)
+            return NULL;
+    }
+    return tree;
+}
+
+static bool valid_path(json_t *path)
+{
+    size_t i;
+    json_t *p;
+    if (!json_is_array(path))
+        return false;
+    json_array_foreach(path, i, p) if (!json_is_string(p) && !json_is_integer(p)) return false;
+    return true;
+}
+
+/* An id in a message: an integer within ±2^53. */
+static bool get_id(json_t *j, int64_t *out)
+{
+    if (!json_is_integer(j))
+        return false;
+    json_int_t v = json_integer_value(j);
+    if (v > 9007199254740991ll || v < -9007199254740991ll)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Is everything `e` references settled? 1 yes, 0 not yet, -1 an error (in
+ * s->why). Nothing changes. */
+static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
+{
+    if (depth > s->lim.max_depth)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "expression nested deeper than %d", s->lim.max_depth);
+    if (json_is_object(e)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v) {
+            int r = ready(s, v, depth + 1, mc, false);
+            if (r != 1)
+                return r;
+        }
+        return 1;
+    }
+    if (!json_is_array(e))
+        return 1;
+    size_t n = json_array_size(e);
+    if (n == 0)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "an empty array is not an expression");
+    json_t *first = json_array_get(e, 0);
+    if (json_is_array(first)) {
+        if (n != 1)
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "an array expression is [[...]]");
+        size_t i;
+        json_t *v;
+        json_array_foreach(first, i, v) {
+            int r = ready(s, v, depth + 1, mc, false);
+            if (r != 1)
+                return r;
+        }
+        return 1;
+    }
+    if (is_tag(e, "pipeline") || is_tag(e, "import")) {
+        int64_t id = 0;
+        if (n < 2 || n > 4 || !get_id(json_array_get(e, 1), &id) ||
+            (n >= 3 && !valid_path(json_array_get(e, 2))) ||
+            (n == 4 && !json_is_array(json_array_get(e, 3))))
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed %s expression",
+                        json_string_value(first));
+        if (n == 4 && !top)
+            return fail(s, DSQ_CODE_INVALID_REQUEST,
+                        "a call inside another call's arguments is not supported");
+        if (mc == NULL) {
+            cw_export *x = idmap_get(&s->exports, id);
+            if (x == NULL)
+                return fail(s, DSQ_CODE_INVALID_REQUEST, "no such entry on the exports table: %lld",
+                            (long long)id);
+            if (x->state == S_PENDING)
+                return 0;
+        } else if ((id < 0 && (size_t)-id > mc->ncaps) || (id > 0 && (size_t)id > mc->nresults)) {
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "map instruction refers to %lld, which is not there",
+                        (long long)id);
+        }
+        if (n == 4) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_array_get(e, 3), i, v) {
+                int r = ready(s, v, depth + 1, mc, false);
+                if (r != 1)
+                    return r;
+            }
+        }
+        return 1;
+    }
+    if (is_tag(e, "promise") && mc == NULL) {
+        int64_t id = 0;
+        if (n != 2 || !get_id(json_array_get(e, 1), &id))
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed promise expression");
+        cw_import *im = idmap_get(&s->imports, id);
+        return im != NULL && im->state == S_PENDING ? 0 : 1;
+    }
+    if (is_tag(e, "remap") && !top)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "remap inside another expression is not supported");
+    if (is_tag(e, "remap")) {
+        int64_t id = 0;
+        if (n != 5 || !get_id(json_array_get(e, 1), &id) || !valid_path(json_array_get(e, 2)) ||
+            !json_is_array(json_array_get(e, 3)) || !json_is_array(json_array_get(e, 4)))
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed remap expression");
+        cw_export *x = idmap_get(&s->exports, id);
+        if (x == NULL)
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "no such entry on the exports table: %lld",
+                        (long long)id);
+        return x->state == S_PENDING ? 0 : 1;
+    }
+    return 1; /* the other tags are checked by eval */
+}
+
+/* Import a stub or promise the client introduces: one more reference. */
+static cw_import *introduce(dsq_cw_session *s, int64_t id, bool promise)
+{
+    cw_import *im = import_get_or_new(s, id);
+    if (im == NULL)
+        return NULL;
+    if (im->refs == 0 && promise) {
+        im->promise = true;
+        im->state = S_PENDING;
+    } else if (im->refs == 0) {
+        im->state = S_DONE;
+    }
+    im->refs++;
+    return im;
+}
+
+/* A reference to an entry: the tree of its value at `path`, or a stub
+ * marker. New reference, or NULL with s->why set. */
+static json_t *eval_ref(dsq_cw_session *s, cw_val *v, json_t *path)
+{
+    if (v->kind != V_DATA) {
+        if (json_array_size(path) != 0)
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "a property of a stub is not a value"), NULL;
+        if (v->kind == V_CLIENT)
+            return json_pack("{s:I}", "$clientStub", (json_int_t)v->client);
+        return json_pack("{s:s}", "$stub", v->kind == V_DB ? v->db : "");
+    }
+    json_t *tree = val_tree(s, v);
+    json_t *at = tree ? follow(tree, path) : NULL;
+    if (at == NULL)
+        return json_null(); /* a missing property is undefined: null */
+    return json_incref(at);
+}
+
+/* Evaluate `e` (ready) into a tree. New reference; NULL with *undef set
+ * for undefined, or NULL with s->why set. */
+static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *undef)
+{
+    *undef = false;
+    if (depth > s->lim.max_depth)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "expression nested deeper than %d", s->lim.max_depth), NULL;
+    if (json_is_object(e)) {
+        json_t *o = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v) {
+            bool u;
+            json_t *x = eval(s, v, depth + 1, mc, &u);
+            if (x == NULL && !u) {
+                json_decref(o);
+                return NULL;
+            }
+            if (x != NULL)
+                json_object_set_new(o, k, x); /* an undefined member is left out */
+        }
+        return o;
+    }
+    if (!json_is_array(e))
+        return json_incref(e);
+    size_t n = json_array_size(e);
+    json_t *first = json_array_get(e, 0);
+    if (n == 1 && json_is_array(first)) {
+        json_t *a = json_array();
+        size_t i;
+        json_t *v;
+        json_array_foreach(first, i, v) {
+            bool u;
+            json_t *x = eval(s, v, depth + 1, mc, &u);
+            if (x == NULL && !u) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, x ? x : json_null());
+        }
+        return a;
+    }
+    const char *tag = json_string_value(first);
+    if (tag == NULL)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "an array expression must be escaped as [[...]]"), NULL;
+    json_t *a1 = json_array_get(e, 1);
+    if (strcmp(tag, "undefined") == 0 && n == 1) {
+        *undef = true;
+        return NULL;
+    }
+    if ((strcmp(tag, "inf") == 0 || strcmp(tag, "-inf") == 0 || strcmp(tag, "nan") == 0) && n == 1)
+        return json_pack("{s:s}", "$float", tag); /* SQL refuses them as parameters */
+    if (strcmp(tag, "bigint") == 0 && n == 2 && json_is_string(a1)) {
+        const char *d = json_string_value(a1);
+        size_t len = json_string_length(a1);
+        if (len > s->lim.max_bigint_digits)
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "a bigint of %zu characters is longer than %zu",
+                        len, s->lim.max_bigint_digits), NULL;
+        return json_pack("{s:s#}", "$bigint", d, len);
+    }
+    if (strcmp(tag, "bytes") == 0 && (n == 2 || n == 3) && json_is_string(a1))
+        return json_pack("{s:O}", "$bytes", a1);
+    if (strcmp(tag, "date") == 0 && n == 2 && json_is_number(a1))
+        return json_incref(a1);
+    if (strcmp(tag, "error") == 0 && n >= 3 && json_is_string(a1) && json_is_string(json_array_get(e, 2)))
+        return json_pack("{s:O,s:O}", "name", a1, "message", json_array_get(e, 2));
+    if ((strcmp(tag, "pipeline") == 0 || strcmp(tag, "import") == 0) && n >= 2 && n <= 3) {
+        int64_t id = 0;
+        get_id(a1, &id);
+        json_t *path = n == 3 ? json_array_get(e, 2) : NULL;
+        json_t *none = json_array();
+        json_t *r = NULL;
+        if (mc == NULL) {
+            cw_export *x = idmap_get(&s->exports, id);
+            if (x == NULL || x->state == S_PENDING)
+                fail(s, DSQ_CODE_INVALID_REQUEST, "no settled entry %lld", (long long)id);
+            else if (x->state == S_FAILED)
+                fail(s, x->code, "%s", x->msg ? x->msg : "failed");
+            else
+                r = eval_ref(s, &x->val, path ? path : none);
+        } else {
+            cw_val *v = id < 0 ? &mc->caps[-id - 1] : id == 0 ? (cw_val *)mc->input : &mc->results[id - 1];
+            r = eval_ref(s, v, path ? path : none);
+        }
+        json_decref(none);
+        return r;
+    }
+    if ((strcmp(tag, "export") == 0 || strcmp(tag, "promise") == 0) && n == 2 && mc == NULL) {
+        int64_t id = 0;
+        if (!get_id(a1, &id))
+            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed %s expression", tag), NULL;
+        bool promise = strcmp(tag, "promise") == 0;
+        cw_import *im = introduce(s, id, promise);
+        if (im == NULL)
+            return fail(s, DSQ_CODE_RESOURCE_EXHAUSTED, "session aborted"), NULL;
+        if (!promise)
+            return json_pack("{s:I}", "$clientStub", (json_int_t)id);
+        if (im->state == S_FAILED)
+            return fail(s, im->code, "%s", im->msg ? im->msg : "rejected"), NULL;
+        return json_incref(im->value ? im->value : json_null());
+    }
+    if (strcmp(tag, "pipe") == 0 || strcmp(tag, "readable") == 0 || strcmp(tag, "writable") == 0 ||
+        strcmp(tag, "blob") == 0)
+        return fail(s, DSQ_CODE_INVALID_REQUEST, "streams (%s) are not supported by dosqld", tag), NULL;
+    return fail(s, DSQ_CODE_INVALID_REQUEST, "unknown or malformed expression '%.40s'", tag), NULL;
+}
+
+/* A tree back to a Cap'n Web expression. */
+static void put_tree(dsq_buf *b, json_t *t)
+{
+    switch (json_typeof(t)) {
+    case JSON_OBJECT: {
+        json_t *big = json_object_get(t, "$bigint");
+        json_t *bytes = json_object_get(t, "$bytes");
+        if (json_object_size(t) == 1 && json_is_string(big)) {
+            dsq_buf_puts(b, "[\"bigint\",");
+            dsq_json_string(b, json_string_value(big), json_string_length(big));
+            dsq_buf_puts(b, "]");
+            return;
+        }
+        if (json_object_size(t) == 1 && json_is_string(bytes)) {
+            dsq_buf_puts(b, "[\"bytes\",");
+            dsq_json_string(b, json_string_value(bytes), json_string_length(bytes));
+            dsq_buf_puts(b, "]");
+            return;
+        }
+        const char *k;
+        json_t *v;
+        bool first = true;
+        dsq_buf_puts(b, "{");
+        json_object_foreach(t, k, v) {
+            dsq_buf_puts(b, first ? "" : ",");
+            first = false;
+            dsq_json_string(b, k, strlen(k));
+            dsq_buf_puts(b, ":");
+            put_tree(b, v);
+        }
+        dsq_buf_puts(b, "}");
+        return;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *v;
+        dsq_buf_puts(b, "[[");
+        json_array_foreach(t, i, v) {
+            dsq_buf_puts(b, i ? "," : "");
+            put_tree(b, v);
+        }
+        dsq_buf_puts(b, "]]");
+        return;
+    }
+    default: {
+        char *text = json_dumps(t, JSON_COMPACT | JSON_ENCODE_ANY);
+        dsq_buf_puts(b, text ? text : "null");
+        free(text);
+        return;
+    }
+    }
+}
+
+/* ---- settling exports ----------------------------------------------------------------------- */
+
+static int64_t export_stub(dsq_cw_session *s, const cw_val *v);
+
+/* The expression that resolves to `v`. */
+static void put_val(dsq_cw_session *s, dsq_buf *b, cw_val *v)
+{
+    if (v->kind == V_DATA && v->text != NULL) {
+        dsq_buf_append(b, v->text, v->len);
+    } else if (v->kind == V_DATA) {
+        put_tree(b, v->tree ? v->tree : json_null());
+    } else if (v->kind == V_CLIENT) {
+        dsq_buf_printf(b, "[\"import\",%lld]", (long long)v->client);
+    } else {
+        int64_t id = export_stub(s, v);
+        dsq_buf_printf(b, "[\"export\",%lld]", (long long)id);
+    }
+}
+
+/* Send the resolution of a pulled, settled export. */
+static void send_settled(dsq_cw_session *s, cw_export *e)
+{
+    if (!e->pulled || e->sent || e->state == S_PENDING)
+        return;
+    e->sent = true;
+    dsq_buf b = DSQ_BUF_INIT;
+    if (e->state == S_DONE) {
+        dsq_buf_printf(&b, "[\"resolve\",%lld,", (long long)e->id);
+        put_val(s, &b, &e->val);
+    } else {
+        dsq_buf_printf(&b, "[\"reject\",%lld,", (long long)e->id);
+        put_error(&b, e->code, e->msg ? e->msg : "failed");
+    }
+    dsq_buf_puts(&b, "]");
+    send_msg(s, &b);
+    dsq_buf_free(&b);
+}
+
+static void batch_check(dsq_cw_session *s);
+
+/* A stub we hand to the client gets an export id of our choosing. */
+static int64_t export_stub(dsq_cw_session *s, const cw_val *v)
+{
+    int64_t id = --s->next_neg;
+    cw_export *e = export_new(s, id);
+    if (e == NULL)
+        return id;
+    e->state = S_DONE;
+    e->val.kind = v->kind;
+    memcpy(e->val.db, v->db, sizeof e->val.db);
+    return id;
+}
+
+static void settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
+{
+    if (e->state != S_PENDING) {
+        val_clear(v);
+        return;
+    }
+    e->state = S_DONE;
+    e->val = *v;
+    *v = (cw_val){0};
+    send_settled(s, e);
+    if (e->released || (e->stream && e->sent))
+        export_free(s, e);
+    pump(s);
+    batch_check(s);
+}
+
+static void settle_failed(dsq_cw_session *s, cw_export *e, dsq_code code, const char *msg)
+{
+    if (e->state != S_PENDING)
+        return;
+    e->state = S_FAILED;
+    e->code = code;
+    e->msg = strdup(msg);
+    send_settled(s, e);
+    if (e->released || (e->stream && e->sent))
+        export_free(s, e);
+    pump(s);
+    batch_check(s);
+}
+
+/* ---- calls ------------------------------------------------------------------------------------ */
+
+/* An engine call on behalf of an export or of one step of a map. */
+typedef struct cw_job {
+    dsq_cw_session *s;
+    cw_export *e;           /* settles with the outcome, or NULL */
+    struct cw_map *map;     /* or: this map element's step */
+    size_t elem;
+    json_t *params;         /* owned */
+    int64_t cb;             /* queryStream: the client's callback (import id), or 0 */
+    dsq_dosql_op *op;       /* the stream paused for the callback */
+} cw_job;
+
+static void map_step_done(struct cw_map *m, size_t elem, cw_val *v, dsq_code code, const char *msg);
+
+static void job_free(cw_job *j)
+{
+    dsq_cw_session *s = j->s;
+    json_decref(j->params);
+    free(j);
+    unref(s);
+}
+
+/* A job's outcome: data (Cap'n Web text) or an error. */
+static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size_t len)
+{
+    dsq_cw_session *s = j->s;
+    cw_val v = {0};
+    if (err == 0) {
+        v.kind = V_DATA;
+        v.text = malloc(len + 1);
+        if (v.text) {
+            memcpy(v.text, text, len);
+            v.text[len] = '\0';
+            v.len = len;
+        }
+    }
+    char msg[600];
+    if (err != 0)
+        snprintf(msg, sizeof msg, "%.*s", (int)len, text);
+    if (!s->closed) {
+        if (j->map)
+            map_step_done(j->map, j->elem, err ? NULL : &v, code, err ? msg : NULL);
+        else if (j->e && err == 0)
+            settle_done(s, j->e, &v);
+        else if (j->e)
+            settle_failed(s, j->e, code, msg);
+    }
+    val_clear(&v);
+    job_free(j);
+}
+
+static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, size_t len)
+{
+    job_finish(ud, err, code, text, len);
+}
+
+/* queryStream's chunk: call the client's function with it; the stream
+ * waits for its answer. */
+static int on_chunk(void *ud, dsq_dosql_op *op, const char *text, size_t len)
+{
+    cw_job *j = ud;
+    dsq_cw_session *s = j->s;
+    if (s->closed || s->aborted)
+        return -1;
+    int64_t id = ++s->next_call;
+    cw_import *im = import_get_or_new(s, id);
+    if (im == NULL)
+        return -1;
+    im->state = S_PENDING;
+    im->job = j;
+    j->op = op;
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "[\"push\",[\"pipeline\",%lld,[],[", (long long)j->cb);
+    dsq_buf_append(&b, text, len);
+    dsq_buf_puts(&b, "]]]");
+    send_msg(s, &b);
+    dsq_buf_reset(&b);
+    dsq_buf_printf(&b, "[\"pull\",%lld]", (long long)id);
+    send_msg(s, &b);
+    dsq_buf_free(&b);
+    return 1;
+}
+
+/* Release our reference to the client's stub `id`. */
+static void release_import(dsq_cw_session *s, cw_import *im)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "[\"release\",%lld,%lld]", (long long)im->id,
+                   (long long)(im->refs > 0 ? im->refs : 1));
+    send_msg(s, &b);
+    dsq_buf_free(&b);
+    import_free(s, im);
+}
+
+/* The client answered our call `im` (a callback of queryStream). */
+static void call_settled(dsq_cw_session *s, cw_import *im)
+{
+    cw_job *j = im->job;
+    bool ok = im->state == S_DONE;
+    im->job = NULL;
+    release_import(s, im); /* [release, id, 1]: we no longer need the answer */
+    if (j != NULL && j->op != NULL) {
+        dsq_dosql_op *op = j->op;
+        j->op = NULL;
+        dsq_dosql_stream_resume(op, !ok);
+    }
+}
+
+/* Start an engine call of `method` with the evaluated arguments. */
+static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem,
+                       const char *db, const char *method, json_t *args)
+{
+    json_t *req = json_array_get(args, 0);
+    if (req != NULL && !json_is_object(req) && !json_is_null(req)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "%s takes one request object", method);
+        goto refuse;
+    }
+    if (!dsq_dosql_has_method(method)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' on a database", method);
+        goto refuse;
+    }
+    cw_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        fail(s, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        goto refuse;
+    }
+    j->s = s;
+    j->e = e;
+    j->map = m;
+    j->elem = elem;
+    j->params = req && json_is_object(req) ? json_copy(req) : json_object();
+    json_object_set_new(j->params, "database", json_string(db));
+    dsq_dosql_chunk_fn chunk = NULL;
+    if (strcmp(method, "queryStream") == 0) {
+        json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
+        if (!json_is_integer(cb) || s->batch) {
+            free(j);
+            fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
+                                                       : "queryStream(request, callback) needs a callback function");
+            goto refuse;
+        }
+        j->cb = json_integer_value(cb);
+        chunk = on_chunk;
+    }
+    s->refs++;
+    dsq_dosql_call(s->dosql, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
+    return;
+refuse:
+    if (m)
+        map_step_done(m, elem, NULL, s->why_code, s->why);
+    else
+        settle_failed(s, e, s->why_code, s->why);
+}
+
+/* Call `path` on target `v` (a stub) with `args` (evaluated). */
+static void call_on(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem, cw_val *v,
+                    json_t *path, json_t *args)
+{
+    const char *method = json_string_value(json_array_get(path, json_array_size(path) - 1));
+    if (json_array_size(path) != 1 || method == NULL) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "calls take one method name as their path");
+    } else if (v->kind == V_DB) {
+        start_call(s, e, m, elem, v->db, method, args);
+        return;
+    } else if (v->kind == V_MAIN && strcmp(method, "database") == 0) {
+        json_t *name = json_array_get(args, 0);
+        const char *db = json_string_value(name);
+        if (db == NULL || json_string_length(name) != strlen(db) || !dsq_db_name_valid(db)) {
+            fail(s, DSQ_CODE_INVALID_REQUEST,
+                 "database(name): invalid name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.'");
+        } else if (s->t.scope(s->t.ud, db) == 0) {
+            fail(s, DSQ_CODE_FORBIDDEN, "the token does not grant access to database '%s'", db);
+        } else {
+            cw_val stub = {.kind = V_DB};
+            snprintf(stub.db, sizeof stub.db, "%s", db);
+            if (m)
+                map_step_done(m, elem, &stub, DSQ_CODE_UNKNOWN, NULL);
+            else
+                settle_done(s, e, &stub);
+            return;
+        }
+    } else if (v->kind == V_MAIN) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' here: use database(name) first", method);
+    } else {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "'%.100s' is not a function", method);
+    }
+    if (m)
+        map_step_done(m, elem, NULL, s->why_code, s->why);
+    else
+        settle_failed(s, e, s->why_code, s->why);
+}
+
+/* ---- maps --------------------------------------------------------------------------------------- */
+
+typedef struct cw_map {
+    dsq_cw_session *s;
+    cw_export *e;          /* settles with the mapped array */
+    json_t *instructions;  /* owned reference */
+    cw_val *caps;          /* owned */
+    size_t ncaps;
+    json_t *inputs;        /* owned: the array mapped */
+    bool single;           /* the target was not an array: map it as one value */
+    size_t n;              /* elements */
+    cw_val *vals;          /* n x ninstr results */
+    size_t ninstr;
+    cw_val *in;            /* n inputs as values */
+    size_t *pc;            /* per element: the next instruction */
+    size_t left;           /* elements not finished */
+    bool failed;
+    int busy;              /* map_run frames on the stack */
+} cw_map;
+
+static void map_free(cw_map *m)
+{
+    for (size_t i = 0; i < m->n * m->ninstr; i++)
+        val_clear(&m->vals[i]);
+    for (size_t i = 0; i < m->n; i++)
+        val_clear(&m->in[i]);
+    for (size_t i = 0; i < m->ncaps; i++)
+        val_clear(&m->caps[i]);
+    free(m->vals);
+    free(m->in);
+    free(m->pc);
+    free(m->caps);
+    json_decref(m->instructions);
+    json_decref(m->inputs);
+    free(m);
+}
+
+static void map_run(cw_map *m, size_t elem);
+
+/* All elements done: the result is the array of their last values. */
+static void map_finish(cw_map *m)
+{
+    dsq_cw_session *s = m->s;
+    if (!m->failed) {
+        dsq_buf b = DSQ_BUF_INIT;
+        if (!m->single)
+            dsq_buf_puts(&b, "[[");
+        for (size_t i = 0; i < m->n; i++) {
+            dsq_buf_puts(&b, i ? "," : "");
+            put_val(s, &b, &m->vals[i * m->ninstr + m->ninstr - 1]);
+        }
+        if (!m->single)
+            dsq_buf_puts(&b, "]]");
+        cw_val v = {.kind = V_DATA, .len = b.len};
+        size_t cap;
+        v.text = dsq_buf_steal(&b, &cap);
+        if (v.text == NULL)
+            v.text = strdup(m->single ? "null" : "[[]]"), v.len = strlen(v.text);
+        settle_done(s, m->e, &v);
+    }
+    map_free(m);
+    unref(s);
+}
+
+static void map_step_done(cw_map *m, size_t elem, cw_val *v, dsq_code code, const char *msg)
+{
+    if (v == NULL) {
+        if (!m->failed) {
+            m->failed = true;
+            settle_failed(m->s, m->e, code, msg);
+        }
+    } else {
+        m->vals[elem * m->ninstr + m->pc[elem]] = *v;
+        *v = (cw_val){0};
+    }
+    m->pc[elem]++;
+    map_run(m, elem);
+}
+
+/* Run element `elem`'s instructions until one waits for the engine. */
+static void map_run(cw_map *m, size_t elem)
+{
+    dsq_cw_session *s = m->s;
+    m->busy++;
+    while (!m->failed && m->pc[elem] < m->ninstr) {
+        size_t pc = m->pc[elem];
+        json_t *ins = json_array_get(m->instructions, pc);
+        mapctx mc = {m->caps, m->ncaps, &m->in[elem], &m->vals[elem * m->ninstr], pc};
+        if (ready(s, ins, 0, &mc, true) != 1) {
+            map_step_done(m, elem, NULL, s->why_code, s->why);
+            m->busy--;
+            return;
+        }
+        bool call = json_is_array(ins) && json_array_size(ins) == 4 &&
+                    (is_tag(ins, "pipeline") || is_tag(ins, "import"));
+        if (call) {
+            int64_t id = 0;
+            get_id(json_array_get(ins, 1), &id);
+            cw_val *target = id < 0 ? &m->caps[-id - 1] : id == 0 ? &m->in[elem] : &m->vals[elem * m->ninstr + id - 1];
+            json_t *args = json_array();
+            size_t i;
+            json_t *a;
+            bool ok = true;
+            json_array_foreach(json_array_get(ins, 3), i, a) {
+                bool u;
+                json_t *x = eval(s, a, 1, &mc, &u);
+                if (x == NULL && !u) {
+                    ok = false;
+                    break;
+                }
+                json_array_append_new(args, x ? x : json_null());
+            }
+            if (!ok) {
+                json_decref(args);
+                map_step_done(m, elem, NULL, s->why_code, s->why);
+                m->busy--;
+                return;
+            }
+            call_on(s, NULL, m, elem, target, json_array_get(ins, 2), args);
+            json_decref(args);
+            m->busy--;
+            return; /* map_step_done continues this element */
+        }
+        bool u;
+        json_t *x = eval(s, ins, 0, &mc, &u);
+        if (x == NULL && !u) {
+            map_step_done(m, elem, NULL, s->why_code, s->why);
+            m->busy--;
+            return;
+        }
+        m->vals[elem * m->ninstr + pc] = (cw_val){.kind = V_DATA, .tree = x ? x : json_null()};
+        m->pc[elem]++;
+    }
+    m->busy--;
+    if (m->pc[elem] >= m->ninstr || m->failed) {
+        m->pc[elem] = m->ninstr + 1; /* finished; count it once */
+        if (--m->left == 0)
+            map_finish(m);
+    }
+}
+
+/* remap: apply the instructions to each element of the target. */
+static void start_map(dsq_cw_session *s, cw_export *e, json_t *expr)
+{
+    int64_t id = 0;
+    get_id(json_array_get(expr, 1), &id);
+    cw_export *x = idmap_get(&s->exports, id);
+    if (x->state == S_FAILED) {
+        settle_failed(s, e, x->code, x->msg ? x->msg : "failed");
+        return;
+    }
+    cw_map *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    m->s = s;
+    m->e = e;
+    m->instructions = json_incref(json_array_get(expr, 4));
+    m->ninstr = json_array_size(m->instructions);
+    json_t *caps = json_array_get(expr, 3);
+    m->ncaps = json_array_size(caps);
+    m->caps = calloc(m->ncaps ? m->ncaps : 1, sizeof *m->caps);
+    const char *why = NULL;
+    size_t i;
+    json_t *c;
+    json_array_foreach(caps, i, c) {
+        int64_t cid = 0;
+        if (!json_is_array(c) || json_array_size(c) != 2 || !get_id(json_array_get(c, 1), &cid)) {
+            why = "a map capture is [\"import\", id] or [\"export\", id]";
+            break;
+        }
+        if (is_tag(c, "import")) {
+            cw_export *cx = idmap_get(&s->exports, cid);
+            if (cx == NULL || cx->state != S_DONE) {
+                why = "a map capture refers to no settled entry";
+                break;
+            }
+            m->caps[i] = (cw_val){.kind = cx->val.kind, .client = cx->val.client};
+            memcpy(m->caps[i].db, cx->val.db, sizeof m->caps[i].db);
+            if (cx->val.kind == V_DATA) {
+                json_t *t = val_tree(s, &cx->val);
+                m->caps[i].tree = json_incref(t ? t : json_null());
+            }
+        } else if (is_tag(c, "export")) {
+            if (introduce(s, cid, false) == NULL) {
+                why = "session aborted";
+                break;
+            }
+            m->caps[i] = (cw_val){.kind = V_CLIENT, .client = cid};
+        } else {
+            why = "a map capture is [\"import\", id] or [\"export\", id]";
+            break;
+        }
+    }
+    json_t *target = why ? NULL : eval_ref(s, &x->val, json_array_get(expr, 2));
+    if (why != NULL || target == NULL || m->ninstr == 0) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST,
+                      why ? why : target == NULL ? s->why : "a map needs instructions");
+        json_decref(target);
+        map_free(m);
+        return;
+    }
+    if (json_is_null(target)) { /* mapping nothing gives nothing */
+        json_decref(target);
+        map_free(m);
+        cw_val v = {.kind = V_DATA, .text = strdup("null"), .len = 4};
+        settle_done(s, e, &v);
+        return;
+    }
+    m->single = !json_is_array(target);
+    m->inputs = m->single ? json_pack("[o]", target) : target;
+    m->n = json_array_size(m->inputs);
+    m->vals = calloc(m->n * m->ninstr + 1, sizeof *m->vals);
+    m->in = calloc(m->n + 1, sizeof *m->in);
+    m->pc = calloc(m->n + 1, sizeof *m->pc);
+    if (m->vals == NULL || m->in == NULL || m->pc == NULL) {
+        settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        map_free(m);
+        return;
+    }
+    for (size_t k = 0; k < m->n; k++)
+        m->in[k] = (cw_val){.kind = V_DATA, .tree = json_incref(json_array_get(m->inputs, k))};
+    s->refs++; /* until map_finish */
+    m->left = m->n;
+    if (m->n == 0) {
+        map_finish(m);
+        return;
+    }
+    for (size_t k = 0; k < m->n; k++)
+        map_run(m, k);
+}
+
+/* ---- delivering pushes -------------------------------------------------------------------------- */
+
+/* Deliver a ready task: its call, map, or value. */
+static void deliver(dsq_cw_session *s, cw_task *t)
+{
+    cw_export *e = t->e;
+    json_t *x = t->expr;
+    size_t n = json_is_array(x) ? json_array_size(x) : 0;
+    if (n == 5 && is_tag(x, "remap")) {
+        start_map(s, e, x);
+        return;
+    }
+    if (n == 4 && (is_tag(x, "pipeline") || is_tag(x, "import"))) {
+        int64_t id = 0;
+        get_id(json_array_get(x, 1), &id);
+        cw_export *target = idmap_get(&s->exports, id);
+        if (target->state == S_FAILED) {
+            settle_failed(s, e, target->code, target->msg ? target->msg : "failed");
+            return;
+        }
+        json_t *args = json_array();
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_array_get(x, 3), i, a) {
+            bool u;
+            json_t *v = eval(s, a, 1, NULL, &u);
+            if (v == NULL && !u) {
+                json_decref(args);
+                settle_failed(s, e, s->why_code, s->why);
+                return;
+            }
+            json_array_append_new(args, v ? v : json_null());
+        }
+        json_t *path = json_array_get(x, 2);
+        cw_val *tv = &target->val;
+        if (tv->kind == V_DATA) {
+            settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "a value has no methods to call");
+        } else {
+            call_on(s, e, NULL, 0, tv, path, args);
+        }
+        json_decref(args);
+        return;
+    }
+    /* A value: data, or a stub (a pipeline with no call). */
+    if (n >= 2 && n <= 3 && (is_tag(x, "pipeline") || is_tag(x, "import"))) {
+        int64_t id = 0;
+        get_id(json_array_get(x, 1), &id);
+        cw_export *target = idmap_get(&s->exports, id);
+        json_t *path = json_array_get(x, 2);
+        if (target->state == S_FAILED) {
+            settle_failed(s, e, target->code, target->msg ? target->msg : "failed");
+            return;
+        }
+        if (target->val.kind != V_DATA && json_array_size(path) == 0) {
+            cw_val v = target->val;
+            v.text = NULL;
+            v.tree = NULL;
+            settle_done(s, e, &v);
+            return;
+        }
+    }
+    bool u;
+    json_t *v = eval(s, x, 0, NULL, &u);
+    if (v == NULL && !u) {
+        settle_failed(s, e, s->why_code, s->why);
+        return;
+    }
+    cw_val val = {.kind = V_DATA, .tree = v ? v : json_null()};
+    dsq_buf b = DSQ_BUF_INIT;
+    put_tree(&b, val.tree);
+    size_t cap;
+    val.len = b.len;
+    val.text = dsq_buf_steal(&b, &cap);
+    settle_done(s, e, &val);
+}
+
+/* Deliver tasks in order while the head is ready. */
+static void pump(dsq_cw_session *s)
+{
+    static int depth;
+    if (depth > 0)
+        return; /* the outer pump goes on */
+    depth++;
+    while (s->qhead != NULL && !s->closed && !s->aborted) {
+        cw_task *t = s->qhead;
+        int r = ready(s, t->expr, 0, NULL, true);
+        if (r == 0)
+            break;
+        s->qhead = t->next;
+        if (s->qhead == NULL)
+            s->qtail = NULL;
+        if (r < 0)
+            settle_failed(s, t->e, s->why_code, s->why);
+        else
+            deliver(s, t);
+        json_decref(t->expr);
+        free(t);
+    }
+    depth--;
+}
+
+/* ---- messages ------------------------------------------------------------------------------------ */
+
+static void on_push(dsq_cw_session *s, json_t *expr, bool stream)
+{
+    int64_t id = ++s->pushes;
+    cw_export *e = export_new(s, id);
+    if (e == NULL)
+        return;
+    e->stream = stream;
+    e->pulled = stream;
+    cw_task *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        abort_session(s, "out of memory");
+        return;
+    }
+    t->e = e;
+    t->expr = json_incref(expr);
+    if (s->qtail)
+        s->qtail->next = t;
+    else
+        s->qhead = t;
+    s->qtail = t;
+    pump(s);
+}
+
+static void on_pull(dsq_cw_session *s, int64_t id)
+{
+    cw_export *e = idmap_get(&s->exports, id);
+    if (e == NULL) {
+        abort_session(s, "pull of %lld: no such entry on the exports table", (long long)id);
+        return;
+    }
+    e->pulled = true;
+    send_settled(s, e);
+}
+
+static void on_release(dsq_cw_session *s, int64_t id, int64_t count)
+{
+    cw_export *e = idmap_get(&s->exports, id);
+    if (id == 0)
+        return; /* the main object stays */
+    if (e == NULL) {
+        abort_session(s, "release of %lld: no such entry on the exports table", (long long)id);
+        return;
+    }
+    e->refs -= count;
+    if (e->refs > 0)
+        return;
+    if (e->state == S_PENDING)
+        e->released = true; /* freed when it settles */
+    else
+        export_free(s, e);
+}
+
+/* resolve/reject from the client: a promise it passed us, or our call. */
+static void on_settle(dsq_cw_session *s, int64_t id, json_t *expr, bool ok)
+{
+    cw_import *im = idmap_get(&s->imports, id);
+    if (im == NULL || im->state != S_PENDING) {
+        abort_session(s, "%s of %lld: no such pending import", ok ? "resolve" : "reject", (long long)id);
+        return;
+    }
+    bool u;
+    if (ok) {
+        json_t *v = eval(s, expr, 0, NULL, &u);
+        if (v == NULL && !u) {
+            im->state = S_FAILED;
+            im->code = s->why_code;
+            im->msg = strdup(s->why);
+        } else {
+            im->state = S_DONE;
+            im->value = v ? v : json_null();
+        }
+    } else {
+        json_t *v = eval(s, expr, 0, NULL, &u);
+        const char *m = json_string_value(json_object_get(v, "message"));
+        im->state = S_FAILED;
+        im->code = DSQ_CODE_UNKNOWN;
+        im->msg = strdup(m ? m : "rejected by the client");
+        json_decref(v);
+    }
+    if (im->job != NULL || id > 0)
+        call_settled(s, im);
+    pump(s);
+    batch_check(s);
+}
+
+void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
+{
+    if (s->closed || s->aborted)
+        return;
+    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
+        char text[241];
+        snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
+        DSQ_DEBUG("capnweb_in", "msg=%s", dsq_log_q(text));
+    }
+    json_error_t je;
+    json_t *m = json_loadb(msg, len, 0, &je);
+    if (m == NULL) {
+        abort_session(s, "invalid JSON: %s", je.text);
+        return;
+    }
+    const char *type = json_string_value(json_array_get(m, 0));
+    size_t n = json_array_size(m);
+    int64_t id = 0, count = 0;
+    if (!json_is_array(m) || type == NULL) {
+        abort_session(s, "a message is an array starting with its type");
+    } else if ((strcmp(type, "push") == 0 || strcmp(type, "stream") == 0) && n == 2) {
+        on_push(s, json_array_get(m, 1), type[0] == 's');
+    } else if (strcmp(type, "pull") == 0 && n == 2 && get_id(json_array_get(m, 1), &id)) {
+        on_pull(s, id);
+    } else if (strcmp(type, "release") == 0 && n == 3 && get_id(json_array_get(m, 1), &id) &&
+               get_id(json_array_get(m, 2), &count) && count > 0) {
+        on_release(s, id, count);
+    } else if ((strcmp(type, "resolve") == 0 || strcmp(type, "reject") == 0) && n == 3 &&
+               get_id(json_array_get(m, 1), &id)) {
+        on_settle(s, id, json_array_get(m, 2), type[2] == 's');
+    } else if (strcmp(type, "abort") == 0 && n == 2) {
+        s->aborted = true; /* the client ends the session */
+        if (!s->batch)
+            s->t.end(s->t.ud);
+    } else if (strcmp(type, "pipe") == 0 && n == 1) {
+        cw_export *e = export_new(s, ++s->pushes);
+        if (e != NULL)
+            settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "pipes (ReadableStream) are not supported by dosqld");
+    } else {
+        abort_session(s, "unknown or malformed message '%.40s'", type);
+    }
+    json_decref(m);
+}
+
+/* ---- the session's life ------------------------------------------------------------------------- */
+
+dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
+                                   const dsq_cw_limits *cl, const char *db, uint64_t session_id,
+                                   bool batch, const dsq_cw_transport *t)
+{
+    dsq_cw_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->engine = e;
+    s->lim = *cl;
+    s->t = *t;
+    s->batch = batch;
+    s->refs = 1;
+    if (db)
+        snprintf(s->db, sizeof s->db, "%s", db);
+    /* The dosql session's own transport is unused (every call comes
+     * through dsq_dosql_call) except for scopes. */
+    dsq_dosql_transport dt = {t->scope, NULL, NULL, NULL, false, t->ud};
+    s->dosql = dsq_dosql_session_new(e, dl, NULL, session_id, &dt);
+    cw_export *main = s->dosql ? export_new(s, 0) : NULL;
+    if (main == NULL) {
+        if (s->dosql)
+            dsq_dosql_session_close(s->dosql);
+        idmap_free(&s->exports);
+        free(s);
+        return NULL;
+    }
+    main->state = S_DONE;
+    main->val.kind = db ? V_DB : V_MAIN;
+    if (db)
+        snprintf(main->val.db, sizeof main->val.db, "%s", db);
+    return s;
+}
+
+static void batch_check(dsq_cw_session *s)
+{
+    if (!s->batch || !s->batch_ended || s->batch_answered || s->closed)
+        return;
+    if (s->qhead != NULL)
+        return;
+    for (size_t i = 0; i < s->exports.cap; i++) {
+        cw_export *e = s->exports.vals[i];
+        if (e && e->pulled && e->state == S_PENDING)
+            return;
+    }
+    s->batch_answered = true;
+    s->t.batch_done(s->t.ud);
+}
+
+void dsq_cw_batch_end(dsq_cw_session *s)
+{
+    s->batch_ended = true;
+    batch_check(s);
+}
+
+static void unref(dsq_cw_session *s)
+{
+    if (--s->refs > 0)
+        return;
+    for (size_t i = 0; i < s->exports.cap; i++)
+        if (s->exports.vals[i]) {
+            cw_export *e = s->exports.vals[i];
+            val_clear(&e->val);
+            free(e->msg);
+            free(e);
+            entries_total--;
+        }
+    for (size_t i = 0; i < s->imports.cap; i++)
+        if (s->imports.vals[i]) {
+            cw_import *im = s->imports.vals[i];
+            json_decref(im->value);
+            free(im->msg);
+            free(im);
+            entries_total--;
+        }
+    idmap_free(&s->exports);
+    idmap_free(&s->imports);
+    free(s);
+}
+
+void dsq_cw_session_close(dsq_cw_session *s)
+{
+    if (s->closed)
+        return;
+    s->closed = true;
+    while (s->qhead) {
+        cw_task *t = s->qhead;
+        s->qhead = t->next;
+        json_decref(t->expr);
+        free(t);
+    }
+    s->qtail = NULL;
+    /* Streams paused on a callback end now. */
+    for (size_t i = 0; i < s->imports.cap; i++) {
+        cw_import *im = s->imports.vals[i];
+        if (im && im->job && im->job->op) {
+            dsq_dosql_op *op = im->job->op;
+            im->job->op = NULL;
+            im->job = NULL;
+            dsq_dosql_stream_resume(op, true);
+        }
+    }
+    dsq_dosql_session_close(s->dosql); /* its transactions roll back */
+    unref(s);
+}

@@ -1,0 +1,71 @@
+/* capnweb — the Cap'n Web protocol's server side, on the DoSQL API.
+ *
+ * One session per WebSocket connection or HTTP batch. The session keeps the
+ * two tables of the protocol: exports (what the client imports: the main
+ * object at 0, results of its pushes at 1, 2, ..., stubs we send at -1,
+ * -2, ...) and imports (the client's exports: stubs and promises it
+ * passes, and results of the calls we make to them). Messages: push, pull,
+ * resolve, reject, release, abort, stream; pipe answers with a rejected
+ * entry. Expressions: escaped arrays, undefined, inf/-inf/nan, bytes,
+ * bigint, date, error, import/pipeline (paths and calls), export/promise,
+ * remap (.map()).
+ *
+ * The main object is a database's API (bound sessions) or has
+ * database(name) returning one (unbound). A push's call waits for the
+ * pushes it references, and pushes are delivered in the order they came.
+ * Everything runs on the loop thread. */
+#ifndef DSQ_CAPNWEB_H
+#define DSQ_CAPNWEB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "protocol/dosql.h"
+
+typedef struct dsq_cw_limits {
+    int max_depth;           /* nesting of one expression */
+    size_t max_bigint_digits;/* digits of a ["bigint", ...] */
+    size_t max_entries;      /* imports plus exports alive in one session */
+} dsq_cw_limits;
+
+typedef struct dsq_cw_transport {
+    /* Send one message (WebSocket: a frame; HTTP batch: a line). Returns 0,
+     * or -1 when it cannot. */
+    int (*send)(void *ud, const char *msg, size_t len);
+    /* The session ended (it aborted, or the peer did): close the transport.
+     * Not called after dsq_cw_session_close(). */
+    void (*end)(void *ud);
+    /* HTTP batch: every message has been answered that will be; send the
+     * response now. */
+    void (*batch_done)(void *ud);
+    /* Scopes (DSQ_SCOPE_R/W) on a database, as for dosql. */
+    unsigned (*scope)(void *ud, const char *db);
+    void *ud;
+} dsq_cw_transport;
+
+typedef struct dsq_cw_session dsq_cw_session;
+
+/* A session whose main object is database `db`'s API, or (db NULL) the
+ * object with database(name). `batch`: an HTTP batch (no calls back to
+ * the client; the response ends it). */
+dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
+                                   const dsq_cw_limits *cl, const char *db, uint64_t session_id,
+                                   bool batch, const dsq_cw_transport *t);
+
+/* One message from the client. */
+void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len);
+
+/* HTTP batch: the request's messages are all in; batch_done follows once
+ * every pulled result is settled (maybe at once). */
+void dsq_cw_batch_end(dsq_cw_session *s);
+
+/* The transport is gone: stop sending, release everything; the session is
+ * freed when its last engine call returns. */
+void dsq_cw_session_close(dsq_cw_session *s);
+
+/* Entries alive in all sessions (exports + imports), for /metrics. */
+uint64_t dsq_cw_entries_total(void);
+
+#endif
