@@ -98,6 +98,11 @@ tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The official clients (capnweb) for tests/interop, pinned by its lock file.
+tests/interop/node_modules/.stamp: tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 run: all
 	@mkdir -p data
 	exec ./$(B)/dosqld --listen 127.0.0.1:8787 --data-dir ./data
@@ -105,10 +110,10 @@ run: all
 unit: $(UNIT_BIN)
 	SANITIZE=$(SANITIZE) ./tests/run unit $(B)
 
-integration: all $(TOOLS_BIN) tests/node_modules/.stamp
+integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
 	SANITIZE=$(SANITIZE) ./tests/run integration $(B)
 
-test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp
+test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
 
 # The WebSocket load generator for bench/point_select (libuv and wslay only).

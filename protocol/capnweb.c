@@ -199,6 +199,7 @@ struct dsq_cw_session {
     int64_t next_neg;          /* our next stub export id (negative) */
     int64_t next_call;         /* our next push to the client (its export id) */
     cw_task *qhead, *qtail;    /* pushes not delivered yet */
+    bool pumping;              /* inside pump() */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
 };
@@ -342,6 +343,9 @@ static int fail(dsq_cw_session *s, dsq_code code, const char *fmt, ...)
     return -1;
 }
 
+/* A protocol error: the session aborts (and the evaluation fails). */
+#define bad(s, ...) (abort_session((s), __VA_ARGS__), fail((s), DSQ_CODE_INVALID_REQUEST, __VA_ARGS__))
+
 static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *undef);
 
 /* The value of a V_DATA as a tree, made from its text when first asked. */
@@ -418,8 +422,10 @@ static bool get_id(json_t *j, int64_t *out)
  * s->why). Nothing changes. */
 static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
 {
-    if (depth > s->lim.max_depth)
+    if (depth > s->lim.max_depth) {
+        abort_session(s, "an expression nested deeper than %d", s->lim.max_depth);
         return fail(s, DSQ_CODE_INVALID_REQUEST, "expression nested deeper than %d", s->lim.max_depth);
+    }
     if (json_is_object(e)) {
         const char *k;
         json_t *v;
@@ -434,11 +440,11 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
         return 1;
     size_t n = json_array_size(e);
     if (n == 0)
-        return fail(s, DSQ_CODE_INVALID_REQUEST, "an empty array is not an expression");
+        return bad(s, "an empty array is not an expression");
     json_t *first = json_array_get(e, 0);
     if (json_is_array(first)) {
         if (n != 1)
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "an array expression is [[...]]");
+            return bad(s, "an array expression is [[...]]");
         size_t i;
         json_t *v;
         json_array_foreach(first, i, v) {
@@ -453,21 +459,18 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
         if (n < 2 || n > 4 || !get_id(json_array_get(e, 1), &id) ||
             (n >= 3 && !valid_path(json_array_get(e, 2))) ||
             (n == 4 && !json_is_array(json_array_get(e, 3))))
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed %s expression",
-                        json_string_value(first));
+            return bad(s, "malformed %s expression", json_string_value(first));
         if (n == 4 && !top)
             return fail(s, DSQ_CODE_INVALID_REQUEST,
                         "a call inside another call's arguments is not supported");
         if (mc == NULL) {
             cw_export *x = idmap_get(&s->exports, id);
             if (x == NULL)
-                return fail(s, DSQ_CODE_INVALID_REQUEST, "no such entry on the exports table: %lld",
-                            (long long)id);
+                return bad(s, "no such entry on the exports table: %lld", (long long)id);
             if (x->state == S_PENDING)
                 return 0;
         } else if ((id < 0 && (size_t)-id > mc->ncaps) || (id > 0 && (size_t)id > mc->nresults)) {
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "map instruction refers to %lld, which is not there",
-                        (long long)id);
+            return bad(s, "map instruction refers to %lld, which is not there", (long long)id);
         }
         if (n == 4) {
             size_t i;
@@ -483,7 +486,7 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
     if (is_tag(e, "promise") && mc == NULL) {
         int64_t id = 0;
         if (n != 2 || !get_id(json_array_get(e, 1), &id))
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed promise expression");
+            return bad(s, "malformed promise expression");
         cw_import *im = idmap_get(&s->imports, id);
         return im != NULL && im->state == S_PENDING ? 0 : 1;
     }
@@ -493,11 +496,10 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
         int64_t id = 0;
         if (n != 5 || !get_id(json_array_get(e, 1), &id) || !valid_path(json_array_get(e, 2)) ||
             !json_is_array(json_array_get(e, 3)) || !json_is_array(json_array_get(e, 4)))
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed remap expression");
+            return bad(s, "malformed remap expression");
         cw_export *x = idmap_get(&s->exports, id);
         if (x == NULL)
-            return fail(s, DSQ_CODE_INVALID_REQUEST, "no such entry on the exports table: %lld",
-                        (long long)id);
+            return bad(s, "no such entry on the exports table: %lld", (long long)id);
         return x->state == S_PENDING ? 0 : 1;
     }
     return 1; /* the other tags are checked by eval */
@@ -542,8 +544,10 @@ static json_t *eval_ref(dsq_cw_session *s, cw_val *v, json_t *path)
 static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *undef)
 {
     *undef = false;
-    if (depth > s->lim.max_depth)
+    if (depth > s->lim.max_depth) {
+        abort_session(s, "an expression nested deeper than %d", s->lim.max_depth);
         return fail(s, DSQ_CODE_INVALID_REQUEST, "expression nested deeper than %d", s->lim.max_depth), NULL;
+    }
     if (json_is_object(e)) {
         json_t *o = json_object();
         const char *k;
@@ -581,7 +585,7 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
     }
     const char *tag = json_string_value(first);
     if (tag == NULL)
-        return fail(s, DSQ_CODE_INVALID_REQUEST, "an array expression must be escaped as [[...]]"), NULL;
+        return bad(s, "an array expression must be escaped as [[...]]"), NULL;
     json_t *a1 = json_array_get(e, 1);
     if (strcmp(tag, "undefined") == 0 && n == 1) {
         *undef = true;
@@ -592,9 +596,12 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
     if (strcmp(tag, "bigint") == 0 && n == 2 && json_is_string(a1)) {
         const char *d = json_string_value(a1);
         size_t len = json_string_length(a1);
-        if (len > s->lim.max_bigint_digits)
+        if (len > s->lim.max_bigint_digits) {
+            abort_session(s, "a bigint of %zu characters is longer than %zu", len,
+                          s->lim.max_bigint_digits);
             return fail(s, DSQ_CODE_INVALID_REQUEST, "a bigint of %zu characters is longer than %zu",
                         len, s->lim.max_bigint_digits), NULL;
+        }
         return json_pack("{s:s#}", "$bigint", d, len);
     }
     if (strcmp(tag, "bytes") == 0 && (n == 2 || n == 3) && json_is_string(a1))
@@ -641,7 +648,7 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
     if (strcmp(tag, "pipe") == 0 || strcmp(tag, "readable") == 0 || strcmp(tag, "writable") == 0 ||
         strcmp(tag, "blob") == 0)
         return fail(s, DSQ_CODE_INVALID_REQUEST, "streams (%s) are not supported by dosqld", tag), NULL;
-    return fail(s, DSQ_CODE_INVALID_REQUEST, "unknown or malformed expression '%.40s'", tag), NULL;
+    return bad(s, "unknown or malformed expression '%.40s'", tag), NULL;
 }
 
 /* A tree back to a Cap'n Web expression. */
@@ -990,7 +997,6 @@ typedef struct cw_map {
     size_t *pc;            /* per element: the next instruction */
     size_t left;           /* elements not finished */
     bool failed;
-    int busy;              /* map_run frames on the stack */
 } cw_map;
 
 static void map_free(cw_map *m)
@@ -1052,18 +1058,27 @@ static void map_step_done(cw_map *m, size_t elem, cw_val *v, dsq_code code, cons
     map_run(m, elem);
 }
 
-/* Run element `elem`'s instructions until one waits for the engine. */
+/* One fewer reason to keep the map: elements not finished and map_run
+ * frames on the stack each hold one. The last finishes the map. */
+static void map_release(cw_map *m)
+{
+    if (--m->left == 0)
+        map_finish(m);
+}
+
+/* Run element `elem`'s instructions until one waits for the engine. A
+ * call may complete at once (database(), a refusal), re-entering here. */
 static void map_run(cw_map *m, size_t elem)
 {
     dsq_cw_session *s = m->s;
-    m->busy++;
+    m->left++; /* this frame */
     while (!m->failed && m->pc[elem] < m->ninstr) {
         size_t pc = m->pc[elem];
         json_t *ins = json_array_get(m->instructions, pc);
         mapctx mc = {m->caps, m->ncaps, &m->in[elem], &m->vals[elem * m->ninstr], pc};
         if (ready(s, ins, 0, &mc, true) != 1) {
             map_step_done(m, elem, NULL, s->why_code, s->why);
-            m->busy--;
+            map_release(m);
             return;
         }
         bool call = json_is_array(ins) && json_array_size(ins) == 4 &&
@@ -1085,33 +1100,29 @@ static void map_run(cw_map *m, size_t elem)
                 }
                 json_array_append_new(args, x ? x : json_null());
             }
-            if (!ok) {
-                json_decref(args);
+            if (ok)
+                call_on(s, NULL, m, elem, target, json_array_get(ins, 2), args);
+            else
                 map_step_done(m, elem, NULL, s->why_code, s->why);
-                m->busy--;
-                return;
-            }
-            call_on(s, NULL, m, elem, target, json_array_get(ins, 2), args);
             json_decref(args);
-            m->busy--;
-            return; /* map_step_done continues this element */
+            map_release(m); /* map_step_done goes on with this element */
+            return;
         }
         bool u;
         json_t *x = eval(s, ins, 0, &mc, &u);
         if (x == NULL && !u) {
             map_step_done(m, elem, NULL, s->why_code, s->why);
-            m->busy--;
+            map_release(m);
             return;
         }
         m->vals[elem * m->ninstr + pc] = (cw_val){.kind = V_DATA, .tree = x ? x : json_null()};
         m->pc[elem]++;
     }
-    m->busy--;
-    if (m->pc[elem] >= m->ninstr || m->failed) {
-        m->pc[elem] = m->ninstr + 1; /* finished; count it once */
-        if (--m->left == 0)
-            map_finish(m);
+    if (m->pc[elem] <= m->ninstr) { /* finished now (pc = ninstr + 1 marks counted) */
+        m->pc[elem] = m->ninstr + 1;
+        map_release(m); /* the element */
     }
+    map_release(m); /* this frame */
 }
 
 /* remap: apply the instructions to each element of the target. */
@@ -1197,13 +1208,10 @@ static void start_map(dsq_cw_session *s, cw_export *e, json_t *expr)
     for (size_t k = 0; k < m->n; k++)
         m->in[k] = (cw_val){.kind = V_DATA, .tree = json_incref(json_array_get(m->inputs, k))};
     s->refs++; /* until map_finish */
-    m->left = m->n;
-    if (m->n == 0) {
-        map_finish(m);
-        return;
-    }
-    for (size_t k = 0; k < m->n; k++)
+    m->left = m->n + 1; /* the elements, and this loop */
+    for (size_t k = 0, n = m->n; k < n; k++)
         map_run(m, k);
+    map_release(m);
 }
 
 /* ---- delivering pushes -------------------------------------------------------------------------- */
@@ -1285,10 +1293,10 @@ static void deliver(dsq_cw_session *s, cw_task *t)
 /* Deliver tasks in order while the head is ready. */
 static void pump(dsq_cw_session *s)
 {
-    static int depth;
-    if (depth > 0)
+    if (s->pumping)
         return; /* the outer pump goes on */
-    depth++;
+    s->pumping = true;
+    s->refs++; /* a delivery may end the session under us */
     while (s->qhead != NULL && !s->closed && !s->aborted) {
         cw_task *t = s->qhead;
         int r = ready(s, t->expr, 0, NULL, true);
@@ -1304,7 +1312,8 @@ static void pump(dsq_cw_session *s)
         json_decref(t->expr);
         free(t);
     }
-    depth--;
+    s->pumping = false;
+    unref(s);
 }
 
 /* ---- messages ------------------------------------------------------------------------------------ */
@@ -1398,6 +1407,7 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
 {
     if (s->closed || s->aborted)
         return;
+    s->refs++; /* what the message starts may end the session */
     if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
         char text[241];
         snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
@@ -1407,6 +1417,7 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
     json_t *m = json_loadb(msg, len, 0, &je);
     if (m == NULL) {
         abort_session(s, "invalid JSON: %s", je.text);
+        unref(s);
         return;
     }
     const char *type = json_string_value(json_array_get(m, 0));
@@ -1436,6 +1447,7 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
         abort_session(s, "unknown or malformed message '%.40s'", type);
     }
     json_decref(m);
+    unref(s);
 }
 
 /* ---- the session's life ------------------------------------------------------------------------- */
@@ -1491,7 +1503,9 @@ static void batch_check(dsq_cw_session *s)
 void dsq_cw_batch_end(dsq_cw_session *s)
 {
     s->batch_ended = true;
+    s->refs++;
     batch_check(s);
+    unref(s);
 }
 
 static void unref(dsq_cw_session *s)

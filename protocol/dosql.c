@@ -47,6 +47,7 @@ struct dsq_dosql_op {
     uint64_t chunks;       /* chunk notifications made */
     uint64_t rows;         /* rows in them */
     bool cancelled;        /* asked the engine to stop */
+    bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
     op *park_next;
 };
 
@@ -387,6 +388,8 @@ static void stream_more(op *o, bool cancel)
     dsq_engine_stream_more(o->s->e, &o->call, cancel);
 }
 
+static void stream_end(op *o);
+
 static void stream_done(op *o)
 {
     dsq_call *c = &o->call;
@@ -401,16 +404,20 @@ static void stream_done(op *o)
     }
     if (o->chunk_fn != NULL) {
         int rv = c->out.len > 0 ? o->chunk_fn(o->done_ud, o, c->out.data, c->out.len) : 0;
+        if (rv > 0) { /* the sink calls dsq_dosql_stream_resume() */
+            o->awaiting = true;
+            return;
+        }
         if (rv < 0 && c->more) {
             stream_more(o, true);
             return;
         }
-        if (rv > 0 && c->more)
-            return; /* the sink calls dsq_dosql_stream_resume() */
         if (c->more) {
             stream_more(o, false);
             return;
         }
+        stream_end(o);
+        return;
     } else if (c->out.len > 0 && s->t.notify(s->t.ud, c->out.data, c->out.len) != 0) {
         if (c->more)
             stream_more(o, true);
@@ -430,8 +437,20 @@ static void stream_done(op *o)
         }
         return;
     }
+    stream_end(o);
+}
+
+/* The last chunk is out: the stream's reply. */
+static void stream_end(op *o)
+{
+    dsq_call *c = &o->call;
+    dsq_dosql_session *s = o->s;
     if (c->err != 0) {
         reject(o, c->code, "%s", c->msg);
+        return;
+    }
+    if (o->cancelled) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "the stream was cancelled by its callback");
         return;
     }
     dsq_buf b = DSQ_BUF_INIT;
@@ -742,7 +761,20 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, ds
     fn(o, params);
 }
 
-void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel) { stream_more(o, cancel); }
+void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
+{
+    if (!o->awaiting)
+        return;
+    o->awaiting = false;
+    if (o->call.more) {
+        stream_more(o, cancel);
+        return;
+    }
+    /* It waited for the sink to take its last chunk. */
+    if (cancel)
+        o->cancelled = true;
+    stream_end(o);
+}
 
 static const dsq_rpc_method methods[] = {
     {"query", rpc_m_query},

@@ -81,7 +81,23 @@ struct dsq_ws {
     const uint8_t *in;           /* input being fed */
     size_t in_len;               /* bytes left in `in` */
     bool fatal;                  /* wslay failed: drop the connection */
+    bool close_pending;          /* close after the queued messages (see dsq_ws_close) */
+    uint16_t close_code;
+    char close_reason[124];
 };
+
+/* Queue the pending close once no message is queued before it: wslay sends
+ * control frames ahead of queued data, so queuing it at once would drop
+ * the messages sent just before (a last error, say). */
+static int queue_pending_close(dsq_ws *ws)
+{
+    if (!ws->close_pending || wslay_event_get_queued_msg_count(ws->ctx) > 0)
+        return 0;
+    ws->close_pending = false;
+    int rv = wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason,
+                                     strlen(ws->close_reason));
+    return rv == 0 || rv == WSLAY_ERR_NO_MORE_MSG ? 0 : -1;
+}
 
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                        void *user_data)
@@ -161,9 +177,17 @@ int dsq_ws_flush(dsq_ws *ws)
 {
     if (ws->fatal)
         return -1;
-    if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
-        ws->fatal = true;
-        return -1;
+    for (int round = 0; round < 2; round++) {
+        if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
+            ws->fatal = true;
+            return -1;
+        }
+        if (!ws->close_pending || wslay_event_get_queued_msg_count(ws->ctx) > 0)
+            break;
+        if (queue_pending_close(ws) != 0) { /* the data is out: now the close */
+            ws->fatal = true;
+            return -1;
+        }
     }
     return 0;
 }
@@ -192,7 +216,7 @@ int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n)
         .msg = p,
         .msg_length = n,
     };
-    if (ws->fatal || wslay_event_get_close_sent(ws->ctx))
+    if (ws->fatal || ws->close_pending || wslay_event_get_close_sent(ws->ctx))
         return -1;
     return wslay_event_queue_msg(ws->ctx, &msg) == 0 ? 0 : -1;
 }
@@ -200,7 +224,7 @@ int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n)
 int dsq_ws_ping(dsq_ws *ws)
 {
     struct wslay_event_msg msg = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
-    if (ws->fatal || wslay_event_get_close_sent(ws->ctx))
+    if (ws->fatal || ws->close_pending || wslay_event_get_close_sent(ws->ctx))
         return -1;
     return wslay_event_queue_msg(ws->ctx, &msg) == 0 ? 0 : -1;
 }
@@ -212,8 +236,13 @@ int dsq_ws_close(dsq_ws *ws, uint16_t code, const char *reason)
         rlen = 123; /* a control frame carries at most 125 bytes */
     if (ws->fatal)
         return -1;
-    int rv = wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
-    return rv == 0 || rv == WSLAY_ERR_NO_MORE_MSG ? 0 : -1;
+    if (ws->close_pending)
+        return 0;
+    ws->close_pending = true;
+    ws->close_code = code;
+    memcpy(ws->close_reason, reason ? reason : "", rlen);
+    ws->close_reason[rlen] = '\0';
+    return queue_pending_close(ws);
 }
 
 bool dsq_ws_finished(const dsq_ws *ws)
@@ -224,7 +253,7 @@ bool dsq_ws_finished(const dsq_ws *ws)
 
 bool dsq_ws_closing(const dsq_ws *ws)
 {
-    return ws->fatal || wslay_event_get_close_sent(ws->ctx) ||
+    return ws->fatal || ws->close_pending || wslay_event_get_close_sent(ws->ctx) ||
            !wslay_event_get_write_enabled(ws->ctx);
 }
 

@@ -1,0 +1,284 @@
+// Interop: the official capnweb client (npm, pinned in package-lock.json)
+// against a real dosqld, over WebSocket and HTTP batch.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { newWebSocketRpcSession, newHttpBatchRpcSession } from 'capnweb';
+import { startDosqld, metric, sleep, within, wsRaw, wsFrame, wsParse, wsReadUntil } from '../integration/lib/harness.mjs';
+
+// capnweb uses the global WebSocket, which Node 20 does not have.
+globalThis.WebSocket = WebSocket;
+
+let d;
+before(async () => {
+  d = await startDosqld();
+});
+after(async () => { await d?.cleanup(); });
+
+const wsUrl = (path) => `ws://127.0.0.1:${d.port}${path}`;
+const httpUrl = (path) => `http://127.0.0.1:${d.port}${path}`;
+
+// A WebSocket session, disposed by the caller.
+function ws(path) {
+  return newWebSocketRpcSession(wsUrl(path));
+}
+
+// Count the HTTP requests a block makes, from dosqld's own metrics.
+async function capnwebRequests() {
+  return await metric(d.port, 'dosqld_http_requests_total{route="db_capnweb",status="200"}') +
+    await metric(d.port, 'dosqld_http_requests_total{route="capnweb",status="200"}');
+}
+
+test('queries with every value type, both ways, over WebSocket and HTTP batch', async () => {
+  const api = ws('/v1/db/types/capnweb');
+  try {
+    await api.query({ sql: 'CREATE TABLE t(i INTEGER, r REAL, s TEXT, b BLOB, n)' });
+    const ins = await api.query({
+      sql: 'INSERT INTO t VALUES (?, ?, ?, ?, ?), (:i, :r, :s, :b, :n)',
+      params: [9007199254740993n, 2.5, 'héllo € 😀', new Uint8Array([0, 1, 255]), null],
+    }).catch((e) => e);
+    assert.ok(ins instanceof Error, 'mixing positional and named parameters is refused');
+    assert.equal(ins.code, 'INVALID_REQUEST');
+    const r1 = await api.query({ sql: 'INSERT INTO t VALUES (?, ?, ?, ?, ?)', params: [9007199254740993n, 2.5, 'héllo € 😀', new Uint8Array([0, 1, 255]), null] });
+    assert.equal(r1.rowsAffected, 1);
+    assert.equal(typeof r1.lsn, 'bigint', 'LSNs are BigInts');
+    await api.query({ sql: 'INSERT INTO t VALUES (:i, :r, :s, :b, :n)', params: { i: -5, r: -0.125, s: '', b: new Uint8Array([]), n: 7 } });
+    const r = await api.query({ sql: 'SELECT i, r, s, b, n, 1e308 * 10 AS inf FROM t ORDER BY rowid' });
+    assert.deepEqual(r.columns, ['i', 'r', 's', 'b', 'n', 'inf']);
+    assert.deepEqual(r.columnTypes, ['INTEGER', 'REAL', 'TEXT', 'BLOB', null, null]);
+    assert.equal(r.rows[0][0], 9007199254740993n, 'integers beyond 2^53 are BigInts');
+    assert.equal(r.rows[0][1], 2.5);
+    assert.equal(r.rows[0][2], 'héllo € 😀');
+    assert.ok(r.rows[0][3] instanceof Uint8Array, 'BLOBs are Uint8Array');
+    assert.deepEqual([...r.rows[0][3]], [0, 1, 255]);
+    assert.equal(r.rows[0][4], null);
+    assert.equal(r.rows[0][5], Infinity);
+    assert.equal(r.rows[1][0], -5, 'small integers are numbers');
+    assert.deepEqual([...r.rows[1][3]], []);
+  } finally {
+    api[Symbol.dispose]();
+  }
+  const b = newHttpBatchRpcSession(httpUrl('/v1/db/types/capnweb'));
+  const r = await b.query({ sql: 'SELECT i, b FROM t ORDER BY rowid LIMIT 1' });
+  assert.equal(r.rows[0][0], 9007199254740993n);
+  assert.deepEqual([...r.rows[0][1]], [0, 1, 255]);
+});
+
+test('errors reject with the message and a code property', async () => {
+  const api = ws('/v1/db/errs/capnweb');
+  try {
+    const cases = [
+      [{ sql: 'SELEC 1' }, 'SYNTAX_ERROR', /syntax error/],
+      [{ sql: 'SELECT * FROM nope' }, 'TABLE_NOT_FOUND', /no such table/],
+      [{ sql: "ATTACH 'x' AS y" }, 'FORBIDDEN', /ATTACH/],
+      [{}, 'INVALID_REQUEST', /"sql" is required/],
+      [{ sql: 'SELECT ?', params: [[1]] }, 'INVALID_REQUEST', /array/],
+      [{ sql: 'SELECT ?', params: [Infinity] }, 'INVALID_REQUEST', /param/],
+      [{ sql: 'SELECT 1', asOf: { lsn: 1n } }, 'INVALID_REQUEST', /asOf/],
+    ];
+    for (const [req, code, msg] of cases) {
+      const e = await api.query(req).then(() => null, (err) => err);
+      assert.ok(e instanceof Error, `${JSON.stringify(req, (k, v) => typeof v === 'bigint' ? String(v) : v)} did not fail`);
+      assert.equal(e.code, code, e.message);
+      assert.match(e.message, msg);
+    }
+    const e = await api.nope({}).then(() => null, (err) => err);
+    assert.match(e.message, /no method 'nope'/);
+    // The session goes on.
+    assert.deepEqual((await api.query({ sql: 'SELECT 1 AS one' })).rows, [[1]]);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('a transaction pipelined through one HTTP batch: one round trip', async () => {
+  const setup = ws('/v1/db/ptx/capnweb');
+  await setup.query({ sql: 'CREATE TABLE t(x)' });
+  setup[Symbol.dispose]();
+  const before = await capnwebRequests();
+  const b = newHttpBatchRpcSession(httpUrl('/v1/db/ptx/capnweb'));
+  const tx = b.beginTransaction({ mode: 'immediate' });
+  const q1 = b.query({ sql: 'INSERT INTO t VALUES (1), (2)', transactionId: tx.transactionId });
+  const q2 = b.query({ sql: 'SELECT count(*) AS n FROM t', transactionId: tx.transactionId });
+  const c = b.commit({ transactionId: tx.transactionId });
+  const [r1, r2, rc] = await Promise.all([q1, q2, c]);
+  assert.equal(r1.rowsAffected, 1 + 1);
+  assert.deepEqual(r2.rows, [[2]]);
+  assert.equal(typeof rc.lsn, 'bigint');
+  assert.equal(await capnwebRequests(), before + 1, 'all of it in one HTTP request');
+  const check = newHttpBatchRpcSession(httpUrl('/v1/db/ptx/capnweb'));
+  assert.deepEqual((await check.query({ sql: 'SELECT count(*) FROM t' })).rows, [[2]]);
+});
+
+test('a pipelined transaction over WebSocket, and its rollback', async () => {
+  const api = ws('/v1/db/wtx/capnweb');
+  try {
+    await api.query({ sql: 'CREATE TABLE t(x)' });
+    const tx = api.beginTransaction({});
+    const ins = api.query({ sql: 'INSERT INTO t VALUES (1)', transactionId: tx.transactionId });
+    const rb = api.rollback({ transactionId: tx.transactionId });
+    await Promise.all([ins, rb]);
+    assert.deepEqual((await api.query({ sql: 'SELECT count(*) FROM t' })).rows, [[0]]);
+    const gone = await api.commit({ transactionId: (await tx).transactionId }).then(() => null, (e) => e);
+    assert.equal(gone.code, 'TRANSACTION_NOT_FOUND');
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('database(name) returns a stub; calls on it pipeline', async () => {
+  const before = await capnwebRequests();
+  const b = newHttpBatchRpcSession(httpUrl('/v1/capnweb'));
+  const r = await b.database('stubbed').query({ sql: 'SELECT 41 + 1 AS answer' });
+  assert.deepEqual(r.rows, [[42]]);
+  assert.equal(await capnwebRequests(), before + 1, 'one round trip');
+  const api = ws('/v1/capnweb');
+  try {
+    const db = api.database('stubbed');
+    await db.query({ sql: 'CREATE TABLE t(x)' });
+    await db.query({ sql: 'INSERT INTO t VALUES (5)' });
+    assert.deepEqual((await db.query({ sql: 'SELECT x FROM t' })).rows, [[5]]);
+    const s = await db.getSchema({});
+    assert.deepEqual(s.tables.map((t) => t.name), ['t']);
+    const bad = await api.database('.hidden').query({ sql: 'SELECT 1' }).then(() => null, (e) => e);
+    assert.equal(bad.code, 'INVALID_REQUEST');
+    const nomethod = await api.query({ sql: 'SELECT 1' }).then(() => null, (e) => e);
+    assert.match(nomethod.message, /database\(name\)/);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('.map() over rows runs a query per row on the server, in one round trip', async () => {
+  const api = ws('/v1/db/mapped/capnweb');
+  await api.query({ sql: "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'ann'), (2, 'bob'), (3, 'cy')" });
+  await api.query({ sql: 'CREATE TABLE orders(user INTEGER, total INTEGER); INSERT INTO orders VALUES (1, 10), (1, 5), (3, 7)' });
+  api[Symbol.dispose]();
+  const before = await capnwebRequests();
+  const b = newHttpBatchRpcSession(httpUrl('/v1/db/mapped/capnweb'));
+  const totals = await b.query({ sql: 'SELECT id FROM users ORDER BY id' }).rows.map((row) =>
+    b.query({ sql: 'SELECT coalesce(sum(total), 0) AS t FROM orders WHERE user = ?', params: [row[0]] }).rows);
+  assert.deepEqual(totals, [[[15]], [[0]], [[7]]]);
+  assert.equal(await capnwebRequests(), before + 1, 'one HTTP request for the query and the three per-row queries');
+  // Over WebSocket, mapping to plain values too.
+  const w = ws('/v1/db/mapped/capnweb');
+  try {
+    const names = await w.query({ sql: 'SELECT id, name FROM users ORDER BY id' }).rows.map((row) => row[1]);
+    assert.deepEqual(names, ['ann', 'bob', 'cy']);
+  } finally {
+    w[Symbol.dispose]();
+  }
+});
+
+test('the server calls back into the client: queryStream(request, callback)', async () => {
+  const api = ws('/v1/db/cb/capnweb');
+  try {
+    await api.query({ sql: 'CREATE TABLE t(i); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) INSERT INTO t SELECT i FROM n' });
+    const chunks = [];
+    let inFlight = 0, maxInFlight = 0;
+    const res = await api.queryStream({ sql: 'SELECT i FROM t ORDER BY i', chunkSize: 100 }, async (chunk) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      chunks.push(chunk);
+      await sleep(20);
+      inFlight--;
+      return chunk.rows.length;
+    });
+    assert.equal(res.rowCount, 250);
+    assert.equal(typeof res.lsn, 'bigint');
+    assert.deepEqual(chunks.map((c) => c.seq), [0, 1, 2]);
+    assert.deepEqual(chunks[0].columns, ['i']);
+    assert.deepEqual(chunks.flatMap((c) => c.rows.map((r) => r[0])), Array.from({ length: 250 }, (_, i) => i + 1));
+    assert.equal(maxInFlight, 1, 'the next chunk waits for the callback to return');
+    // A callback that throws ends the stream with its error.
+    const e = await api.queryStream({ sql: 'SELECT i FROM t', chunkSize: 10 }, () => { throw new Error('enough'); })
+      .then(() => null, (err) => err);
+    assert.ok(e instanceof Error);
+    // The database is not held after it.
+    assert.deepEqual((await api.query({ sql: 'SELECT count(*) FROM t' })).rows, [[250]]);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('release and disposal: the server\'s tables shrink back', async () => {
+  // Earlier tests' sessions close asynchronously: start from none.
+  for (let i = 0; i < 100 && await metric(d.port, 'dosqld_capnweb_entries') > 0; i++) await sleep(50);
+  const base = await metric(d.port, 'dosqld_capnweb_entries');
+  assert.equal(base, 0);
+  const api = ws('/v1/capnweb');
+  const stubs = [];
+  for (let i = 0; i < 20; i++) stubs.push(api.database(`rel-${i}`));
+  await Promise.all(stubs.map((s) => s.query({ sql: 'SELECT 1' })));
+  const grown = await metric(d.port, 'dosqld_capnweb_entries');
+  assert.ok(grown > base, `entries ${base} -> ${grown}`);
+  for (const s of stubs) s[Symbol.dispose]();
+  await sleep(100);
+  const mid = await metric(d.port, 'dosqld_capnweb_entries');
+  assert.ok(mid < grown, `released stubs are gone: ${grown} -> ${mid}`);
+  api[Symbol.dispose]();
+  for (let i = 0; i < 50 && await metric(d.port, 'dosqld_capnweb_entries') > base; i++) await sleep(50);
+  assert.equal(await metric(d.port, 'dosqld_capnweb_entries'), base, 'a closed session leaves nothing');
+});
+
+test('many concurrent sessions', async () => {
+  const N = 40;
+  const sessions = Array.from({ length: N }, (_, i) => ws(`/v1/db/conc-${i % 8}/capnweb`));
+  try {
+    await Promise.all(sessions.slice(0, 8).map((s) => s.query({ sql: 'CREATE TABLE IF NOT EXISTS t(x)' })));
+    await Promise.all(sessions.map(async (s, i) => {
+      for (let k = 0; k < 10; k++) await s.query({ sql: 'INSERT INTO t VALUES (?)', params: [i * 100 + k] });
+    }));
+    let total = 0;
+    for (let i = 0; i < 8; i++) total += Number((await sessions[i].query({ sql: 'SELECT count(*) FROM t' })).rows[0][0]);
+    assert.equal(total, N * 10);
+  } finally {
+    for (const s of sessions) s[Symbol.dispose]();
+  }
+});
+
+test('malformed messages abort the session, not the daemon', async () => {
+  const bad = [
+    '["bogus"]',
+    '["push"]',
+    '["pull", 999]',
+    '["release", 12345, 1]',
+    '["resolve", 77, null]',
+    '{"not": "an array"}',
+    '["push", ["pipeline", 0, ["query"], [{"sql": "SELECT 1"}], "extra"]]',
+    `["push", ${'[['.repeat(100)}1${']]'.repeat(100)}]`,
+    '["push", ["bigint", "' + '9'.repeat(100) + '"]]',
+    'not json',
+  ];
+  for (const msg of bad) {
+    const c = await wsRaw(d.port, '/v1/db/bad/capnweb');
+    assert.equal(c.upgrade.status, 101);
+    c.write(wsFrame(1, Buffer.from(msg)));
+    const frames = await wsReadUntil(c, (fs) => fs.some((f) => f.opcode === 8) || fs.some((f) => f.opcode === 1));
+    const text = frames.find((f) => f.opcode === 1);
+    if (text) {
+      const m = JSON.parse(text.payload.toString());
+      assert.ok(m[0] === 'abort' || m[0] === 'reject' || m[0] === 'resolve', `${msg}: ${text.payload}`);
+      if (m[0] === 'abort') assert.equal(m[1][0], 'error');
+    }
+    c.destroy();
+  }
+  // The daemon still serves.
+  const api = ws('/v1/db/bad/capnweb');
+  try {
+    assert.deepEqual((await api.query({ sql: 'SELECT 2 AS two' })).rows, [[2]]);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('a pipe is refused with a clear error, not a crash', async () => {
+  const c = await wsRaw(d.port, '/v1/db/pipe/capnweb');
+  c.write(wsFrame(1, Buffer.from('["pipe"]')));
+  c.write(wsFrame(1, Buffer.from('["pull", 1]')));
+  const frames = await wsReadUntil(c, (fs) => fs.some((f) => f.opcode === 1));
+  const m = JSON.parse(frames.find((f) => f.opcode === 1).payload.toString());
+  assert.equal(m[0], 'reject');
+  assert.match(m[2][2], /not supported/);
+  c.destroy();
+});
