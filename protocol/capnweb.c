@@ -200,6 +200,7 @@ struct dsq_cw_session {
     int64_t next_call;         /* our next push to the client (its export id) */
     cw_task *qhead, *qtail;    /* pushes not delivered yet */
     bool pumping;              /* inside pump() */
+    cw_export *current;        /* the entry of the task being looked at */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
 };
@@ -467,6 +468,8 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
             cw_export *x = idmap_get(&s->exports, id);
             if (x == NULL)
                 return bad(s, "no such entry on the exports table: %lld", (long long)id);
+            if (x == s->current)
+                return bad(s, "push %lld refers to its own result", (long long)id);
             if (x->state == S_PENDING)
                 return 0;
         } else if ((id < 0 && (size_t)-id > mc->ncaps) || (id > 0 && (size_t)id > mc->nresults)) {
@@ -500,6 +503,8 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
         cw_export *x = idmap_get(&s->exports, id);
         if (x == NULL)
             return bad(s, "no such entry on the exports table: %lld", (long long)id);
+        if (x == s->current)
+            return bad(s, "push %lld refers to its own result", (long long)id);
         return x->state == S_PENDING ? 0 : 1;
     }
     return 1; /* the other tags are checked by eval */
@@ -1299,7 +1304,9 @@ static void pump(dsq_cw_session *s)
     s->refs++; /* a delivery may end the session under us */
     while (s->qhead != NULL && !s->closed && !s->aborted) {
         cw_task *t = s->qhead;
+        s->current = t->e;
         int r = ready(s, t->expr, 0, NULL, true);
+        s->current = NULL;
         if (r == 0)
             break;
         s->qhead = t->next;

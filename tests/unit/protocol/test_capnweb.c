@@ -1,0 +1,303 @@
+/* Unit tests: protocol/capnweb — a session driven by hand-written messages,
+ * with a real engine and a transport that records what the session sends.
+ * Checks expression evaluation, id allocation, refcounted release, and that
+ * malformed messages abort (or reject) without leaking (run under ASan). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "protocol/capnweb.h"
+
+static dsq_engine *E;
+static char dir[64];
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
+static int wakes;
+
+/* What the session sent, and how it ended. */
+static char *sent[256];
+static int nsent;
+static int ended;
+static int batch_done;
+
+static void wake(void *arg)
+{
+    pthread_mutex_lock(&wmu);
+    wakes++;
+    pthread_cond_signal(&wcv);
+    pthread_mutex_unlock(&wmu);
+}
+
+static int t_send(void *ud, const char *msg, size_t len)
+{
+    cr_assert_lt(nsent, 256);
+    sent[nsent++] = strndup(msg, len);
+    return 0;
+}
+
+static void t_end(void *ud) { ended++; }
+static void t_batch_done(void *ud) { batch_done++; }
+static unsigned t_scope(void *ud, const char *db)
+{
+    return strcmp(db, "secret") == 0 ? 0 : DSQ_SCOPE_R | DSQ_SCOPE_W;
+}
+
+static const dsq_cw_transport T = {t_send, t_end, t_batch_done, t_scope, NULL};
+static const dsq_dosql_limits DL = {.max_params = 100, .max_batch = 100, .chunk_rows = 10,
+                                    .max_chunk_rows = 1000};
+static const dsq_cw_limits CL = {.max_depth = 16, .max_bigint_digits = 40, .max_entries = 20};
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/dsq-test-capnweb-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    dsq_engine_cfg c = {
+        .data_dir = dir, .workers = 1, .idle_timeout_ms = 60000, .max_open_actors = 10,
+        .max_queue = 100, .batch_per_turn = 16, .query_timeout_ms = 2000,
+        .max_result_size = 1 << 20, .txn_timeout_ms = 30000, .max_sql_length = 10000,
+        .max_value_size = 1 << 20, .max_columns = 100, .max_expr_depth = 100, .max_params = 100,
+        .cache_pages = 100, .wake = wake,
+    };
+    char err[256];
+    E = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_not_null(E, "%s", err);
+    nsent = 0;
+    ended = 0;
+    batch_done = 0;
+}
+
+static void teardown(void)
+{
+    dsq_engine_free(E);
+    for (int i = 0; i < nsent; i++)
+        free(sent[i]);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(dsq_cw_entries_total(), 0, "every table entry was freed");
+}
+
+TestSuite(capnweb, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Run engine completions until the session has sent `n` messages (10 s). */
+static void wait_sent(int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    for (;;) {
+        dsq_engine_poll(E);
+        if (nsent >= n)
+            return;
+        pthread_mutex_lock(&wmu);
+        int rc = 0;
+        while (wakes == 0 && rc == 0)
+            rc = pthread_cond_timedwait(&wcv, &wmu, &until);
+        wakes = 0;
+        pthread_mutex_unlock(&wmu);
+        cr_assert_eq(rc, 0, "only %d of %d messages in 10 s", nsent, n);
+    }
+}
+
+static void in(dsq_cw_session *s, const char *msg) { dsq_cw_receive(s, msg, strlen(msg)); }
+
+static dsq_cw_session *open_db(const char *db)
+{
+    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, db, 1, false, &T);
+    cr_assert_not_null(s);
+    return s;
+}
+
+Test(capnweb, a_call_resolves_with_capnweb_values)
+{
+    dsq_cw_session *s = open_db("u1");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT ? AS a, ? AS b, x'00ff' AS c, 1.5 AS d\","
+          "\"params\":[[[\"bigint\",\"9007199254740993\"],\"t\"]]}]]]");
+    in(s, "[\"pull\",1]");
+    wait_sent(1);
+    cr_assert_str_eq(sent[0], "[\"resolve\",1,{\"columns\":[[\"a\",\"b\",\"c\",\"d\"]],"
+                              "\"columnTypes\":[[null,null,null,null]],"
+                              "\"rows\":[[[[[\"bigint\",\"9007199254740993\"],\"t\",[\"bytes\",\"AP8=\"],1.5]]]],"
+                              "\"rowsAffected\":0,\"lastInsertRowid\":0,\"lsn\":[\"bigint\",\"0\"]}]");
+    in(s, "[\"release\",1,1]");
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, errors_reject_with_code_props)
+{
+    dsq_cw_session *s = open_db("u2");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELEC 1\"}]]]");
+    in(s, "[\"pull\",1]");
+    wait_sent(1);
+    cr_assert(strncmp(sent[0], "[\"reject\",1,[\"error\",\"Error\",\"near \\\"SELEC\\\": syntax error\",null,"
+                               "{\"code\":\"SYNTAX_ERROR\"}]]", 200) == 0, "%s", sent[0]);
+    cr_assert_eq(ended, 0, "an SQL error is not a protocol error");
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, pipelining_waits_for_the_referenced_result)
+{
+    dsq_cw_session *s = open_db("u3");
+    in(s, "[\"push\",[\"pipeline\",0,[\"beginTransaction\"],[{}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"CREATE TABLE t(x)\",\"transactionId\":[\"pipeline\",1,[\"transactionId\"]]}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"commit\"],[{\"transactionId\":[\"pipeline\",1,[\"transactionId\"]]}]]]");
+    in(s, "[\"pull\",3]");
+    wait_sent(1);
+    cr_assert_str_eq(sent[0], "[\"resolve\",3,{\"lsn\":[\"bigint\",\"1\"]}]");
+    for (int i = 1; i <= 3; i++) {
+        char m[64];
+        snprintf(m, sizeof m, "[\"release\",%d,1]", i);
+        in(s, m);
+    }
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, database_name_exports_a_stub_and_release_counts)
+{
+    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, NULL, 1, false, &T);
+    in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"u4\"]]]");
+    in(s, "[\"pull\",1]");
+    in(s, "[\"push\",[\"pipeline\",1,[\"ping\"],[{}]]]");
+    in(s, "[\"pull\",2]");
+    wait_sent(2);
+    cr_assert_str_eq(sent[0], "[\"resolve\",1,[\"export\",-1]]", "the stub gets the next negative id");
+    cr_assert(strncmp(sent[1], "[\"resolve\",2,{\"pong\":true", 25) == 0, "%s", sent[1]);
+    /* Calls on the exported stub work too; releasing it twice over is refcounted. */
+    in(s, "[\"push\",[\"pipeline\",-1,[\"ping\"],[{}]]]");
+    in(s, "[\"pull\",3]");
+    wait_sent(3);
+    cr_assert(strncmp(sent[2], "[\"resolve\",3,", 13) == 0, "%s", sent[2]);
+    in(s, "[\"release\",-1,1]");
+    in(s, "[\"push\",[\"pipeline\",-1,[\"ping\"],[{}]]]"); /* -1 is gone now */
+    cr_assert_eq(ended, 1, "a call on a released id aborts");
+    cr_assert(strstr(sent[nsent - 1], "no such entry on the exports table: -1") != NULL, "%s", sent[nsent - 1]);
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, forbidden_and_invalid_database_names)
+{
+    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, NULL, 1, false, &T);
+    in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"secret\"]]]");
+    in(s, "[\"pull\",1]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"../x\"]]]");
+    in(s, "[\"pull\",2]");
+    cr_assert_eq(nsent, 2);
+    cr_assert(strstr(sent[0], "FORBIDDEN") != NULL, "%s", sent[0]);
+    cr_assert(strstr(sent[1], "invalid name") != NULL, "%s", sent[1]);
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, map_applies_instructions_per_element)
+{
+    dsq_cw_session *s = open_db("u5");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 1 AS x UNION ALL SELECT 2\"}]]]");
+    /* rows.map(row => api.query({sql: "SELECT ? * 10", params: [row[0]]}).rows[0][0]) */
+    in(s, "[\"push\",[\"remap\",1,[\"rows\"],[[\"import\",0]],"
+          "[[\"pipeline\",-1,[\"query\"],[{\"sql\":\"SELECT ? * 10 AS y\",\"params\":[[[\"pipeline\",0,[\"0\"]]]]}]],"
+          "[\"pipeline\",1,[\"rows\",0,0]]]]]");
+    in(s, "[\"pull\",2]");
+    wait_sent(1);
+    cr_assert_str_eq(sent[0], "[\"resolve\",2,[[10,20]]]");
+    in(s, "[\"release\",1,1]");
+    in(s, "[\"release\",2,1]");
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, values_evaluate_and_write_back)
+{
+    dsq_cw_session *s = open_db("u6");
+    in(s, "[\"push\",{\"a\":[[1,[\"undefined\"],[[2]]]],\"b\":[\"bigint\",\"-5\"],\"c\":[\"bytes\",\"AQI=\"],"
+          "\"d\":[\"date\",1700000000000],\"e\":[\"undefined\"]}]");
+    in(s, "[\"pull\",1]");
+    cr_assert_eq(nsent, 1);
+    cr_assert_str_eq(sent[0], "[\"resolve\",1,{\"a\":[[1,null,[[2]]]],\"b\":[\"bigint\",\"-5\"],"
+                              "\"c\":[\"bytes\",\"AQI=\"],\"d\":1700000000000}]");
+    in(s, "[\"push\",[\"pipeline\",1,[\"a\",2,0]]]"); /* a property of a pushed value */
+    in(s, "[\"pull\",2]");
+    cr_assert_str_eq(sent[1], "[\"resolve\",2,2]");
+    dsq_cw_session_close(s);
+}
+
+/* Each malformed message aborts the session with an error, and nothing
+ * stays allocated (teardown checks the entry count; ASan the rest). */
+Test(capnweb, malformed_messages_abort)
+{
+    const char *bad[] = {
+        "[\"push\"]",                                      /* wrong arity */
+        "[\"push\",1,2]",
+        "[\"bogus\",1]",                                   /* unknown type */
+        "[\"push\",[\"nosuchtag\",1]]",                    /* unknown tag */
+        "[\"pull\",42]",                                   /* no such id */
+        "[\"release\",42,1]",
+        "[\"release\",0,-1]",
+        "[\"resolve\",42,null]",
+        "[\"push\",[\"pipeline\",7,[\"query\"],[{}]]]",    /* no such export */
+        "[\"push\",[\"pipeline\",1,[\"query\"],[{}]]]",    /* refers to itself: a cycle */
+        "[\"pull\",9007199254740993]",                     /* beyond 2^53 */
+        "[\"push\",[\"bigint\",\"12345678901234567890123456789012345678901234567890\"]]",
+        "[\"push\",[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "[\"push\",[\"pipeline\",0,[\"query\"],[{}],\"x\"]]",
+        "[\"push\",[\"remap\",0]]",
+        "[\"push\",[]]",
+        "{}",
+        "[1,2]",
+        "[\"push\",1e400]",
+        "[\"pull\",123456789012345678901234567890]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int before = ended, sent_before = nsent;
+        dsq_cw_session *s = open_db("u7");
+        in(s, bad[i]);
+        cr_assert_eq(ended, before + 1, "not aborted: %s", bad[i]);
+        cr_assert_eq(nsent, sent_before + 1, "%s", bad[i]);
+        cr_assert(strncmp(sent[nsent - 1], "[\"abort\",[\"error\",\"Error\",", 26) == 0, "%s -> %s", bad[i],
+                  sent[nsent - 1]);
+        in(s, "[\"push\",[\"pipeline\",0,[\"ping\"],[{}]]]"); /* ignored after an abort */
+        cr_assert_eq(nsent, sent_before + 1);
+        dsq_cw_session_close(s);
+    }
+}
+
+Test(capnweb, unsupported_things_reject_without_ending_the_session)
+{
+    dsq_cw_session *s = open_db("u8");
+    in(s, "[\"pipe\"]");
+    in(s, "[\"pull\",1]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 1\",\"x\":[\"readable\",1]}]]]");
+    in(s, "[\"pull\",2]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"nope\"],[{}]]]");
+    in(s, "[\"pull\",3]");
+    cr_assert_eq(nsent, 3);
+    cr_assert(strstr(sent[0], "[\"reject\",1,") && strstr(sent[0], "not supported"), "%s", sent[0]);
+    cr_assert(strstr(sent[1], "[\"reject\",2,") && strstr(sent[1], "not supported"), "%s", sent[1]);
+    cr_assert(strstr(sent[2], "[\"reject\",3,") && strstr(sent[2], "no method 'nope'"), "%s", sent[2]);
+    cr_assert_eq(ended, 0);
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, too_many_entries_abort)
+{
+    dsq_cw_session *s = open_db("u9");
+    for (int i = 0; i < 25 && ended == 0; i++)
+        in(s, "[\"push\",{\"x\":1}]"); /* never released */
+    cr_assert_eq(ended, 1);
+    cr_assert(strstr(sent[nsent - 1], "too many imports and exports") != NULL, "%s", sent[nsent - 1]);
+    dsq_cw_session_close(s);
+}
+
+Test(capnweb, http_batch_answers_when_pulled_results_settle)
+{
+    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, "u10", 0, true, &T);
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 7 AS n\"}]]]");
+    in(s, "[\"pull\",1]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"ping\"],[{}]]]"); /* not pulled: not waited for */
+    dsq_cw_batch_end(s);
+    cr_assert_eq(batch_done, 0, "the query is still running");
+    wait_sent(1);
+    cr_assert_eq(batch_done, 1);
+    cr_assert(strncmp(sent[0], "[\"resolve\",1,{\"columns\":[[\"n\"]]", 30) == 0, "%s", sent[0]);
+    dsq_cw_session_close(s);
+}
