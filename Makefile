@@ -125,6 +125,7 @@ $(B)/bench/wsload: bench/wsload.c config.mk
 bench: all $(B)/bench/wsload
 	./bench/http_ceiling $(B)/dosqld
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
+	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

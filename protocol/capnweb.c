@@ -200,6 +200,7 @@ struct dsq_cw_session {
     int64_t next_call;         /* our next push to the client (its export id) */
     cw_task *qhead, *qtail;    /* pushes not delivered yet */
     bool pumping;              /* inside pump() */
+    size_t waiting;            /* exports pulled and not settled (batch_check) */
     cw_export *current;        /* the entry of the task being looked at */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
@@ -771,6 +772,8 @@ static void settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
     e->state = S_DONE;
     e->val = *v;
     *v = (cw_val){0};
+    if (e->pulled)
+        s->waiting--;
     send_settled(s, e);
     if (e->released || (e->stream && e->sent))
         export_free(s, e);
@@ -785,6 +788,8 @@ static void settle_failed(dsq_cw_session *s, cw_export *e, dsq_code code, const 
     e->state = S_FAILED;
     e->code = code;
     e->msg = strdup(msg);
+    if (e->pulled)
+        s->waiting--;
     send_settled(s, e);
     if (e->released || (e->stream && e->sent))
         export_free(s, e);
@@ -801,6 +806,7 @@ typedef struct cw_job {
     struct cw_map *map;     /* or: this map element's step */
     size_t elem;
     json_t *params;         /* owned */
+    char db[129];           /* the database it runs on */
     int64_t cb;             /* queryStream: the client's callback (import id), or 0 */
     dsq_dosql_op *op;       /* the stream paused for the callback */
 } cw_job;
@@ -923,8 +929,8 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     j->e = e;
     j->map = m;
     j->elem = elem;
-    j->params = req && json_is_object(req) ? json_copy(req) : json_object();
-    json_object_set_new(j->params, "database", json_string(db));
+    j->params = req && json_is_object(req) ? json_incref(req) : json_object();
+    snprintf(j->db, sizeof j->db, "%s", db);
     dsq_dosql_chunk_fn chunk = NULL;
     if (strcmp(method, "queryStream") == 0) {
         json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
@@ -938,7 +944,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         chunk = on_chunk;
     }
     s->refs++;
-    dsq_dosql_call(s->dosql, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
+    dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     return;
 refuse:
     if (m)
@@ -1333,6 +1339,7 @@ static void on_push(dsq_cw_session *s, json_t *expr, bool stream)
         return;
     e->stream = stream;
     e->pulled = stream;
+    s->waiting += stream;
     cw_task *t = calloc(1, sizeof *t);
     if (t == NULL) {
         abort_session(s, "out of memory");
@@ -1355,6 +1362,8 @@ static void on_pull(dsq_cw_session *s, int64_t id)
         abort_session(s, "pull of %lld: no such entry on the exports table", (long long)id);
         return;
     }
+    if (!e->pulled && e->state == S_PENDING)
+        s->waiting++;
     e->pulled = true;
     send_settled(s, e);
 }
@@ -1410,11 +1419,59 @@ static void on_settle(dsq_cw_session *s, int64_t id, json_t *expr, bool ok)
     batch_check(s);
 }
 
+/* Read a decimal integer (optionally negative) at *p; advance past it. */
+static bool scan_int(const char **p, const char *end, int64_t *out)
+{
+    const char *q = *p;
+    bool neg = q < end && *q == '-';
+    q += neg;
+    if (q >= end || *q < '0' || *q > '9' || (*q == '0' && q + 1 < end && q[1] >= '0' && q[1] <= '9'))
+        return false;
+    int64_t v = 0;
+    for (int i = 0; q < end && *q >= '0' && *q <= '9'; q++, i++) {
+        if (i == 16)
+            return false; /* beyond 2^53: let the full parser refuse it */
+        v = v * 10 + (*q - '0');
+    }
+    *out = neg ? -v : v;
+    *p = q;
+    return true;
+}
+
+/* The two messages every call brings besides its push, ["pull",N] and
+ * ["release",N,M], read without building a JSON tree. Returns true when
+ * `msg` was one of them (and was handled). */
+static bool fast_path(dsq_cw_session *s, const char *msg, size_t len)
+{
+    const char *p = msg, *end = msg + len;
+    int64_t id, count;
+    if (len > 8 && memcmp(p, "[\"pull\",", 8) == 0) {
+        p += 8;
+        if (!scan_int(&p, end, &id) || p + 1 != end || *p != ']')
+            return false;
+        on_pull(s, id);
+        return true;
+    }
+    if (len > 11 && memcmp(p, "[\"release\",", 11) == 0) {
+        p += 11;
+        if (!scan_int(&p, end, &id) || p >= end || *p++ != ',' || !scan_int(&p, end, &count) ||
+            p + 1 != end || *p != ']' || count <= 0)
+            return false;
+        on_release(s, id, count);
+        return true;
+    }
+    return false;
+}
+
 void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
 {
     if (s->closed || s->aborted)
         return;
     s->refs++; /* what the message starts may end the session */
+    if (fast_path(s, msg, len)) {
+        unref(s);
+        return;
+    }
     if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
         char text[241];
         snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
@@ -1496,13 +1553,8 @@ static void batch_check(dsq_cw_session *s)
 {
     if (!s->batch || !s->batch_ended || s->batch_answered || s->closed)
         return;
-    if (s->qhead != NULL)
+    if (s->qhead != NULL || s->waiting > 0)
         return;
-    for (size_t i = 0; i < s->exports.cap; i++) {
-        cw_export *e = s->exports.vals[i];
-        if (e && e->pulled && e->state == S_PENDING)
-            return;
-    }
     s->batch_answered = true;
     s->t.batch_done(s->t.ud);
 }

@@ -37,6 +37,7 @@ struct dsq_dosql_op {
     dsq_dosql_enc enc;     /* how results are written */
     dsq_dosql_done_fn done_fn; /* dsq_dosql_call's outcome goes here (else rpc or the query route) */
     dsq_dosql_chunk_fn chunk_fn; /* dsq_dosql_call's stream chunks go here */
+    const char *fixed_db;  /* dsq_dosql_call's database (borrowed), or NULL */
     void *done_ud;
     json_t *root;          /* owned; the query route's parsed body */
     dsq_arena arena;       /* parameters and statements */
@@ -159,7 +160,9 @@ static int prelude(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
     json_t *d = json_object_get(p, "database");
-    if (s->db[0]) {
+    if (o->fixed_db != NULL) {
+        snprintf(o->db, sizeof o->db, "%s", o->fixed_db);
+    } else if (s->db[0]) {
         if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), s->db) == 0)) {
             reject(o, DSQ_CODE_INVALID_REQUEST,
                    "\"database\" differs from the route's database '%s'", s->db);
@@ -733,8 +736,8 @@ bool dsq_dosql_has_method(const char *name)
     return false;
 }
 
-void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, dsq_dosql_enc enc,
-                    dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud)
+void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, json_t *params,
+                    dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud)
 {
     method_fn fn = NULL;
     for (size_t i = 0; i < sizeof api / sizeof api[0] && fn == NULL; i++)
@@ -749,6 +752,7 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, ds
     o->done_fn = done;
     o->chunk_fn = chunk;
     o->done_ud = ud;
+    o->fixed_db = db;
     if (fn == NULL) {
         reject(o, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", method);
         return;

@@ -83,9 +83,11 @@ typedef void (*dsq_dosql_done_fn)(void *ud, int err, dsq_code code, const char *
 typedef int (*dsq_dosql_chunk_fn)(void *ud, dsq_dosql_op *op, const char *text, size_t len);
 
 /* Run `method` with `params` (an object in DESIGN 3.3's JSON; a reference
- * is kept until done). `chunk` is for queryStream, else NULL. */
-void dsq_dosql_call(dsq_dosql_session *s, const char *method, json_t *params, dsq_dosql_enc enc,
-                    dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
+ * is kept until done) on database `db` (a valid name, borrowed until done;
+ * NULL: the session's, or params' "database"). `chunk` is for
+ * queryStream, else NULL. */
+void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, json_t *params,
+                    dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
 bool dsq_dosql_has_method(const char *name);
 /* After a chunk function returned 1: the next chunk, or the end. */
 void dsq_dosql_stream_resume(dsq_dosql_op *op, bool cancel);
