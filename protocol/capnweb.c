@@ -174,6 +174,7 @@ typedef struct cw_import {
     dsq_code code;
     char *msg;
     struct cw_job *job; /* our call to the client's stub: who waits for it */
+    bool held;        /* a running call keeps this stub (queryStream's callback) */
 } cw_import;
 
 typedef struct cw_task {
@@ -813,9 +814,39 @@ typedef struct cw_job {
 
 static void map_step_done(struct cw_map *m, size_t elem, cw_val *v, dsq_code code, const char *msg);
 
+static void release_import(dsq_cw_session *s, struct cw_import *im);
+
+/* Release the client's stubs a call's arguments introduced and no one
+ * keeps (every one but a queryStream's callback, which goes when the
+ * stream ends). */
+static void release_stubs(dsq_cw_session *s, json_t *t, int depth)
+{
+    if (depth > 64)
+        return;
+    json_t *id = json_object_get(t, "$clientStub");
+    if (json_is_integer(id) && json_object_size(t) == 1) {
+        cw_import *im = idmap_get(&s->imports, json_integer_value(id));
+        if (im != NULL && !im->held && im->job == NULL)
+            release_import(s, im);
+        return;
+    }
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_object(t))
+        json_object_foreach(t, k, v) release_stubs(s, v, depth + 1);
+    else if (json_is_array(t))
+        json_array_foreach(t, i, v) release_stubs(s, v, depth + 1);
+}
+
 static void job_free(cw_job *j)
 {
     dsq_cw_session *s = j->s;
+    if (j->cb != 0 && !s->closed) { /* the stream is over: its callback goes */
+        cw_import *im = idmap_get(&s->imports, j->cb);
+        if (im != NULL)
+            release_import(s, im);
+    }
     json_decref(j->params);
     free(j);
     unref(s);
@@ -941,6 +972,9 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
             goto refuse;
         }
         j->cb = json_integer_value(cb);
+        cw_import *im = idmap_get(&s->imports, j->cb);
+        if (im != NULL)
+            im->held = true; /* until the stream ends (job_free) */
         chunk = on_chunk;
     }
     s->refs++;
@@ -953,9 +987,23 @@ refuse:
         settle_failed(s, e, s->why_code, s->why);
 }
 
-/* Call `path` on target `v` (a stub) with `args` (evaluated). */
+static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem, cw_val *v,
+                         json_t *path, json_t *args);
+
+/* Call `path` on target `v` (a stub) with `args` (evaluated); then let go
+ * of the client's stubs in them that the call does not keep. */
 static void call_on(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem, cw_val *v,
                     json_t *path, json_t *args)
+{
+    s->refs++;
+    call_on_stub(s, e, m, elem, v, path, args);
+    if (!s->closed)
+        release_stubs(s, args, 0);
+    unref(s);
+}
+
+static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem, cw_val *v,
+                         json_t *path, json_t *args)
 {
     const char *method = json_string_value(json_array_get(path, json_array_size(path) - 1));
     if (json_array_size(path) != 1 || method == NULL) {

@@ -301,3 +301,42 @@ Test(capnweb, http_batch_answers_when_pulled_results_settle)
     cr_assert(strncmp(sent[0], "[\"resolve\",1,{\"columns\":[[\"n\"]]", 30) == 0, "%s", sent[0]);
     dsq_cw_session_close(s);
 }
+
+static int find_sent(const char *prefix, int from)
+{
+    for (int i = from; i < nsent; i++)
+        if (strncmp(sent[i], prefix, strlen(prefix)) == 0)
+            return i;
+    return -1;
+}
+
+Test(capnweb, callbacks_are_called_paced_and_released)
+{
+    dsq_cw_session *s = open_db("u11");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"CREATE TABLE t(i); INSERT INTO t VALUES (1),(2),(3)\"}]]]");
+    in(s, "[\"pull\",1]");
+    wait_sent(1);
+    in(s, "[\"release\",1,1]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"queryStream\"],[{\"sql\":\"SELECT i FROM t\",\"chunkSize\":2},[\"export\",-1]]]]");
+    in(s, "[\"pull\",2]");
+    wait_sent(3); /* our push to the callback, and its pull */
+    cr_assert_str_eq(sent[1], "[\"push\",[\"pipeline\",-1,[],[{\"seq\":0,\"columns\":[[\"i\"]],"
+                              "\"columnTypes\":[[null]],\"rows\":[[[[1]],[[2]]]]}]]]");
+    cr_assert_str_eq(sent[2], "[\"pull\",1]", "our first push to the client has id 1");
+    in(s, "[\"resolve\",1,true]");
+    wait_sent(6); /* release of our call 1, then the next chunk's push and pull */
+    cr_assert_str_eq(sent[3], "[\"release\",1,1]");
+    cr_assert(strncmp(sent[4], "[\"push\",[\"pipeline\",-1,[],[{\"seq\":1,\"rows\":[[[[3]]]]}]]]", 60) == 0, "%s", sent[4]);
+    cr_assert_eq(find_sent("[\"resolve\",2,", 0), -1, "the stream waits for the callback");
+    in(s, "[\"resolve\",2,true]");
+    wait_sent(9);
+    int r = find_sent("[\"resolve\",2,{\"rowCount\":3", 0);
+    cr_assert_geq(r, 0);
+    cr_assert_geq(find_sent("[\"release\",-1,1]", 0), 0, "the callback stub is released when the stream ends");
+    in(s, "[\"release\",2,1]");
+    /* A stub passed where no one keeps it is released at once. */
+    int before = nsent;
+    in(s, "[\"push\",[\"pipeline\",0,[\"ping\"],[{\"x\":[\"export\",-2]}]]]");
+    cr_assert_geq(find_sent("[\"release\",-2,1]", before), 0);
+    dsq_cw_session_close(s);
+}
