@@ -98,7 +98,7 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
     /* Outside a->mu: the worker this wakes may run at once on this CPU,
      * and must not find the lock still held. */
     if (push)
-        dsq__pool_push(e, a);
+        dsq__pool_push(e, a, false); /* the loop thread: woken by the next kick */
     return 0;
 }
 
@@ -124,7 +124,7 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a)
     a->sched = again ? ACTOR_QUEUED : ACTOR_IDLE;
     pthread_mutex_unlock(&a->mu);
     if (again)
-        dsq__pool_push(e, a);
+        dsq__pool_push(e, a, true); /* a worker: wake another now */
 }
 
 void dsq__complete(dsq_engine *e, dsq_call *c)

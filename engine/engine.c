@@ -236,8 +236,11 @@ int dsq_engine_submit_system(dsq_engine *e, dsq_call *c)
 
 /* ---- completions ------------------------------------------------------------------------- */
 
+void dsq_engine_kick(dsq_engine *e) { dsq__pool_kick(e); }
+
 void dsq_engine_poll(dsq_engine *e)
 {
+    dsq__pool_kick(e);
     pthread_mutex_lock(&e->cmu);
     dsq_call *list = e->chead;
     e->chead = e->ctail = NULL;
@@ -268,6 +271,7 @@ void dsq_engine_poll(dsq_engine *e)
         if (c->done)
             c->done(c);
     }
+    dsq__pool_kick(e); /* for calls the done hooks submitted */
 }
 
 /* ---- the tick ------------------------------------------------------------------------------ */
@@ -298,6 +302,7 @@ void dsq_engine_tick(dsq_engine *e)
             hibernate(e, a);
     }
     evict(e, NULL);
+    dsq__pool_kick(e); /* for what the tick posted */
 }
 
 /* ---- sessions and streams ------------------------------------------------------------------ */
@@ -319,6 +324,7 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
         if (txn)
             post_internal(e, a, DSQ__OP_TXN_EXPIRE, id, session, 0);
     }
+    dsq__pool_kick(e);
 }
 
 void dsq_engine_stream_more(dsq_engine *e, dsq_call *c, bool cancel)
@@ -409,6 +415,7 @@ fail:
 /* Wait for every call in flight, running their done hooks. */
 static void wait_idle(dsq_engine *e)
 {
+    dsq__pool_kick(e);
     while (e->inflight > 0) {
         pthread_mutex_lock(&e->cmu);
         while (e->chead == NULL)

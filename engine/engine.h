@@ -186,7 +186,13 @@ int dsq_engine_submit(dsq_engine *e, const char *db, dsq_call *c);
  * contract as dsq_engine_submit. */
 int dsq_engine_submit_system(dsq_engine *e, dsq_call *c);
 
-/* Run `done` for every finished call. Loop thread. */
+/* Wake the workers for the calls submitted since the last kick. Submitting
+ * does not wake a worker by itself, so that everything one loop iteration
+ * submits costs one wake-up: the loop calls this before it blocks (poll
+ * and tick call it too). */
+void dsq_engine_kick(dsq_engine *e);
+
+/* Run `done` for every finished call (kicking first). Loop thread. */
 void dsq_engine_poll(dsq_engine *e);
 
 /* Housekeeping, every few hundred ms: hibernate idle actors, roll back

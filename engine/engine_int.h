@@ -101,6 +101,7 @@ typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     dsq_actor *head, *tail;         /* actors with runnable mail */
+    unsigned unsignaled;            /* queued by the loop since the last kick */
     bool stopping;
     pthread_t *threads;
     unsigned n;
@@ -138,7 +139,10 @@ struct dsq_engine {
 int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen);
 void dsq__pool_stop(dsq_engine *e);
 /* Put `a` on the run queue. Caller holds a->mu and has set ACTOR_QUEUED. */
-void dsq__pool_push(dsq_engine *e, dsq_actor *a);
+/* Queue a runnable actor. `wake`: signal a worker now (worker threads);
+ * else the loop's next dsq__pool_kick does. */
+void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake);
+void dsq__pool_kick(dsq_engine *e);
 
 /* ---- actor.c ---- */
 /* Run up to batch_per_turn runnable messages of `a` (worker). */

@@ -33,7 +33,7 @@ static void *worker_main(void *arg)
     }
 }
 
-void dsq__pool_push(dsq_engine *e, dsq_actor *a)
+void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake)
 {
     pool *p = &e->pool;
     pthread_mutex_lock(&p->mu);
@@ -43,8 +43,27 @@ void dsq__pool_push(dsq_engine *e, dsq_actor *a)
     else
         p->head = a;
     p->tail = a;
+    if (!wake)
+        p->unsignaled++;
     pthread_mutex_unlock(&p->mu);
-    pthread_cond_signal(&p->cv); /* after the unlock: see dsq__actor_post */
+    if (wake)
+        pthread_cond_signal(&p->cv); /* after the unlock: see dsq__actor_post */
+}
+
+/* Wake workers for the actors queued without a wake-up since the last
+ * kick: one signal for a whole loop iteration's submissions, instead of a
+ * wake-up (and, on one CPU, a context switch) per message. */
+void dsq__pool_kick(dsq_engine *e)
+{
+    pool *p = &e->pool;
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->unsignaled;
+    p->unsignaled = 0;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 1)
+        pthread_cond_signal(&p->cv);
+    else if (n > 1)
+        pthread_cond_broadcast(&p->cv);
 }
 
 int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)

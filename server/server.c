@@ -45,7 +45,15 @@ int dsq_server_check_exposure(const dsq_config *cfg, const dsq_auth *auth, char 
     return 0;
 }
 
-static void on_flush(uv_prepare_t *h) { dsq__conns_flush(h->data); }
+/* Before the loop blocks: send what connections hold, and wake the
+ * workers once for every call this iteration submitted. */
+static void on_flush(uv_prepare_t *h)
+{
+    dsq_server *srv = h->data;
+    dsq__conns_flush(srv);
+    if (srv->engine)
+        dsq_engine_kick(srv->engine);
+}
 
 /* ---- the engine ------------------------------------------------------------------ */
 
