@@ -39,7 +39,7 @@ static void real_text(char *buf, size_t n, double d)
 static int hex_blob(dsq_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char *bytes = malloc(n / 4 * 3 + 1);
+    unsigned char *bytes = malloc(n / 4 * 3 + 2);
     long len = bytes ? dsq_base64_decode(s, n, bytes) : -1;
     int rv = len < 0 ? -1 : dsq_buf_puts(b, "x'");
     for (long i = 0; rv == 0 && i < len; i++) {

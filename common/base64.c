@@ -45,29 +45,36 @@ static int b64_index(char c)
 
 long dsq_base64_decode(const char *s, size_t n, unsigned char *out)
 {
-    if (n % 4 != 0)
+    /* Without padding the last group has 2 or 3 characters (Cap'n Web's
+     * client sends it so); with it, 4 ending in "=" or "==". */
+    if (n % 4 == 1)
         return -1;
     size_t o = 0;
     for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else {
-                if (pad) /* '=' then a letter */
+        size_t len = n - i < 4 ? n - i : 4;
+        int v[4] = {0, 0, 0, 0};
+        int have = 0; /* digits in this group */
+        for (size_t k = 0; k < len; k++) {
+            if (s[i + k] == '=') {
+                /* padding: only at the very end, after 2 or 3 digits */
+                if (i + 4 != n || k < 2)
                     return -1;
-                v[k] = b64_index(s[i + k]);
-                if (v[k] < 0)
-                    return -1;
+                for (size_t r = k; r < len; r++)
+                    if (s[i + r] != '=')
+                        return -1;
+                break;
             }
+            if ((v[k] = b64_index(s[i + k])) < 0)
+                return -1;
+            have++;
         }
+        if (have < 2)
+            return -1;
         unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
         out[o++] = (unsigned char)(x >> 16);
-        if (pad < 2)
+        if (have >= 3)
             out[o++] = (unsigned char)(x >> 8);
-        if (pad < 1)
+        if (have == 4)
             out[o++] = (unsigned char)x;
     }
     return (long)o;

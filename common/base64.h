@@ -9,9 +9,9 @@
 /* Append the base64 text of p[0..n) to out. */
 void dsq_base64_encode(dsq_buf *out, const void *p, size_t n);
 
-/* Decode s[0..n) (a multiple of 4 characters, padded) into out, which
- * must hold n / 4 * 3 bytes. Returns the byte count, or -1 when s is not
- * padded base64. */
+/* Decode s[0..n) (padded, or without the padding) into out, which must
+ * hold n / 4 * 3 + 2 bytes. Returns the byte count, or -1 when s is not
+ * base64. */
 long dsq_base64_decode(const char *s, size_t n, unsigned char *out);
 
 #endif

@@ -126,7 +126,7 @@ int dsq_value_from_json(json_t *j, dsq_value *out, dsq_arena *a, char *err, size
         }
         if (json_object_size(j) == 1 && json_is_string(bytes)) {
             size_t n = json_string_length(bytes);
-            unsigned char *buf = dsq_arena_alloc(a, n / 4 * 3 + 1);
+            unsigned char *buf = dsq_arena_alloc(a, n / 4 * 3 + 2);
             long got = buf ? dsq_base64_decode(json_string_value(bytes), n, buf) : -1;
             if (got < 0) {
                 snprintf(err, errlen, "$bytes must be padded base64");

@@ -55,6 +55,11 @@ test('queries with every value type, both ways, over WebSocket and HTTP batch', 
     assert.equal(r.rows[0][5], Infinity);
     assert.equal(r.rows[1][0], -5, 'small integers are numbers');
     assert.deepEqual([...r.rows[1][3]], []);
+    // Short byte arrays travel as unpadded base64.
+    const bb = await api.query({ sql: 'SELECT ? AS one, ? AS two, length(?) AS n', params: [new Uint8Array([7]), new Uint8Array([1, 2]), new Uint8Array([9, 9, 9, 9, 9])] });
+    assert.deepEqual([...bb.rows[0][0]], [7]);
+    assert.deepEqual([...bb.rows[0][1]], [1, 2]);
+    assert.equal(bb.rows[0][2], 5);
   } finally {
     api[Symbol.dispose]();
   }

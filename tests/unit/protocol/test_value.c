@@ -132,14 +132,22 @@ Test(value, blobs_round_trip)
     cr_assert_str_eq(encode(&hello), "{\"$bytes\":\"aGVsbG8=\"}");
 }
 
-Test(value, bad_base64_is_refused)
+Test(value, base64_with_or_without_padding)
 {
     dsq_value v;
     char err[200];
-    const char *bad[] = {"{\"$bytes\":\"aGVsbG8\"}", "{\"$bytes\":\"a=Vs\"}",
-                         "{\"$bytes\":\"aGV*bG8=\"}", "{\"$bytes\":\"====\"}"};
+    const char *bad[] = {"{\"$bytes\":\"aGVsbG8x=\"}", "{\"$bytes\":\"a=Vs\"}",
+                         "{\"$bytes\":\"aGV*bG8=\"}", "{\"$bytes\":\"====\"}",
+                         "{\"$bytes\":\"a\"}", "{\"$bytes\":\"aGVsb\"}", "{\"$bytes\":\"aG=s\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_assert_eq(decode(bad[i], &v, err), -1, "%s was accepted", bad[i]);
+    /* Without its padding (as Cap'n Web's client sends it) it is fine. */
+    cr_assert_eq(decode("{\"$bytes\":\"aGVsbG8\"}", &v, err), 0, "%s", err);
+    cr_assert(v.n == 5 && memcmp(v.p, "hello", 5) == 0);
+    cr_assert_eq(decode("{\"$bytes\":\"aGk\"}", &v, err), 0, "%s", err);
+    cr_assert(v.n == 2 && memcmp(v.p, "hi", 2) == 0);
+    cr_assert_eq(decode("{\"$bytes\":\"aA\"}", &v, err), 0, "%s", err);
+    cr_assert(v.n == 1 && v.p[0] == 'h');
 }
 
 Test(value, unicode_text)
