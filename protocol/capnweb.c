@@ -613,8 +613,8 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
     }
     if (strcmp(tag, "bytes") == 0 && (n == 2 || n == 3) && json_is_string(a1))
         return json_pack("{s:O}", "$bytes", a1);
-    if (strcmp(tag, "date") == 0 && n == 2 && json_is_number(a1))
-        return json_incref(a1);
+    if (strcmp(tag, "date") == 0 && n == 2 && (json_is_number(a1) || json_is_null(a1)))
+        return json_incref(a1); /* ms since the epoch; null for an invalid Date */
     if (strcmp(tag, "error") == 0 && n >= 3 && json_is_string(a1) && json_is_string(json_array_get(e, 2)))
         return json_pack("{s:O,s:O}", "name", a1, "message", json_array_get(e, 2));
     if ((strcmp(tag, "pipeline") == 0 || strcmp(tag, "import") == 0) && n >= 2 && n <= 3) {
