@@ -102,6 +102,7 @@ typedef struct pool {
     pthread_cond_t cv;
     dsq_actor *head, *tail;         /* actors with runnable mail */
     unsigned unsignaled;            /* queued by the loop since the last kick */
+    bool live;                      /* started and not stopped (loop thread) */
     bool stopping;
     pthread_t *threads;
     unsigned n;

@@ -56,6 +56,8 @@ void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake)
 void dsq__pool_kick(dsq_engine *e)
 {
     pool *p = &e->pool;
+    if (!p->live)
+        return; /* stopped (its lock is gone): nothing to wake */
     pthread_mutex_lock(&p->mu);
     unsigned n = p->unsignaled;
     p->unsignaled = 0;
@@ -71,6 +73,7 @@ int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
     pool *p = &e->pool;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    p->live = true;
     p->threads = calloc(n, sizeof *p->threads);
     if (p->threads == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -101,6 +104,7 @@ void dsq__pool_stop(dsq_engine *e)
     free(p->threads);
     p->threads = NULL;
     p->n = 0;
+    p->live = false;
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
 }
