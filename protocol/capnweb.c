@@ -643,7 +643,11 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
         if (!get_id(a1, &id))
             return fail(s, DSQ_CODE_INVALID_REQUEST, "malformed %s expression", tag), NULL;
         bool promise = strcmp(tag, "promise") == 0;
-        cw_import *im = introduce(s, id, promise);
+        /* A push's stubs and promises were introduced when it arrived
+         * (introduce_all); a resolve's are introduced here. */
+        cw_import *im = idmap_get(&s->imports, id);
+        if (im == NULL)
+            im = introduce(s, id, promise);
         if (im == NULL)
             return fail(s, DSQ_CODE_RESOURCE_EXHAUSTED, "session aborted"), NULL;
         if (!promise)
@@ -1379,8 +1383,40 @@ static void pump(dsq_cw_session *s)
 
 /* ---- messages ------------------------------------------------------------------------------------ */
 
+/* The stubs and promises a push introduces count when it arrives, once,
+ * whenever it is evaluated: a promise it passes must be awaited, so it has
+ * to be on the import table before the push is first looked at. A map's
+ * captures are introduced by the map. */
+static void introduce_all(dsq_cw_session *s, json_t *e, int depth)
+{
+    if (depth > s->lim.max_depth || s->aborted)
+        return; /* ready() reports the depth */
+    if (json_is_object(e)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v) introduce_all(s, v, depth + 1);
+        return;
+    }
+    if (!json_is_array(e))
+        return;
+    int64_t id = 0;
+    if ((is_tag(e, "export") || is_tag(e, "promise")) && json_array_size(e) == 2 &&
+        get_id(json_array_get(e, 1), &id)) {
+        introduce(s, id, is_tag(e, "promise"));
+        return;
+    }
+    if (is_tag(e, "remap"))
+        return;
+    size_t i;
+    json_t *v;
+    json_array_foreach(e, i, v) introduce_all(s, v, depth + 1);
+}
+
 static void on_push(dsq_cw_session *s, json_t *expr, bool stream)
 {
+    introduce_all(s, expr, 0);
+    if (s->aborted)
+        return;
     int64_t id = ++s->pushes;
     cw_export *e = export_new(s, id);
     if (e == NULL)

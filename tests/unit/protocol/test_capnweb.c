@@ -340,3 +340,24 @@ Test(capnweb, callbacks_are_called_paced_and_released)
     cr_assert_geq(find_sent("[\"release\",-2,1]", before), 0);
     dsq_cw_session_close(s);
 }
+
+Test(capnweb, a_promise_the_client_passes_is_awaited)
+{
+    dsq_cw_session *s = open_db("u12");
+    /* query({sql: "SELECT ? AS v", params: [<promise -1>]}) */
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT ? AS v\",\"params\":[[[\"promise\",-1]]]}]]]");
+    in(s, "[\"pull\",1]");
+    dsq_engine_poll(E);
+    cr_assert_eq(nsent, 0, "the call waits for the promise");
+    in(s, "[\"resolve\",-1,42]");
+    wait_sent(1);
+    cr_assert(strncmp(sent[0], "[\"resolve\",1,{\"columns\":[[\"v\"]],\"columnTypes\":[[null]],\"rows\":[[[[42]]]]", 70) == 0,
+              "%s", sent[0]);
+    /* A rejected promise fails the call that waited for it. */
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT ?\",\"params\":[[[\"promise\",-2]]]}]]]");
+    in(s, "[\"pull\",2]");
+    in(s, "[\"reject\",-2,[\"error\",\"Error\",\"nope\"]]");
+    wait_sent(2);
+    cr_assert(strstr(sent[1], "[\"reject\",2,") && strstr(sent[1], "nope"), "%s", sent[1]);
+    dsq_cw_session_close(s);
+}
