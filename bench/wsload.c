@@ -2,7 +2,7 @@
  * bench/wsload.c — a WebSocket JSON-RPC load generator for bench/point_select.
  *
  *   wsload -p PORT [-H HOST] [-P PATH] [-c CONNS] [-d DEPTH] [-t SECONDS]
- *          [-k KEYS] [-m TEMPLATE] [-T TIMEOUT]
+ *          [-k KEYS] [-m TEMPLATE] [-T TIMEOUT] [-C]
  *
  * Opens CONNS WebSocket connections (its own handshake: a fixed
  * Sec-WebSocket-Key, the 101 and its Sec-WebSocket-Accept checked), and once
@@ -11,6 +11,10 @@
  * {{key}} by a random integer in 1..KEYS, sent as one masked text frame.
  * Replies may come in any order; each is matched to its request by the
  * first "id": in it, and one that contains "error": counts as an error.
+ * With -C it speaks Cap'n Web instead: each request is the template as a
+ * "push" (its id is the connection's push count, so {{id}} is not needed)
+ * followed by a "pull"; the "resolve" (or "reject": an error) names it, and
+ * wsload then sends the "release" the official client would.
  * At the end it prints one line:
  *
  *   requests=N errors=E conn_lost=L seconds=S rps=R mean_us=.. p50_us=..
@@ -80,6 +84,7 @@ struct options {
     uint64_t keys;        /* {{key}} is in 1..keys */
     const char *tmpl;     /* the request template */
     double timeout;       /* seconds allowed for connecting and handshakes */
+    bool capnweb;         /* -C: Cap'n Web push/pull/release instead of JSON-RPC */
 };
 
 static struct options opt = {
@@ -132,7 +137,7 @@ static int template_compile(void)
             p = next + 7;
         }
     }
-    return has_id ? 0 : -1;
+    return has_id || opt.capnweb ? 0 : -1;
 }
 
 /*
@@ -274,6 +279,7 @@ struct conn {
     uint32_t *free_slots;       /* owned: stack of free slot indexes */
     int nfree;                  /* entries in free_slots */
     uint64_t seq;               /* requests queued so far */
+    uint64_t pushes;            /* -C: pushes sent (the id of the last) */
     uint64_t rng;               /* xorshift state for keys and masks */
 };
 
@@ -306,6 +312,18 @@ static uint64_t rng_next(uint64_t *s)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* -C: queues ["TYPE", id] (pull) or ["release", id, 1]. */
+static void conn_queue_control(struct conn *c, const char *type, uint64_t id)
+{
+    char text[64];
+    int n = strcmp(type, "release") == 0
+                ? snprintf(text, sizeof text, "[\"release\",%llu,1]", (unsigned long long)id)
+                : snprintf(text, sizeof text, "[\"%s\",%llu]", type, (unsigned long long)id);
+    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, (size_t)n};
+    if (wslay_event_queue_msg(c->ws, &m) != 0)
+        conn_fail(c, "queue", "wslay refused");
+}
+
 /*
  * Queues one request on an open connection: takes a free slot, renders the
  * template with an id whose low SLOT_BITS name the slot, and hands the text
@@ -316,7 +334,7 @@ static void conn_queue_request(struct conn *c, uint64_t now_ns)
     if (!running || c->state != C_OPEN || c->nfree == 0)
         return;
     uint32_t slot = c->free_slots[--c->nfree];
-    uint64_t id = (++c->seq << SLOT_BITS) | slot;
+    uint64_t id = opt.capnweb ? ++c->pushes : (++c->seq << SLOT_BITS) | slot;
     uint64_t key = opt.keys > 0 ? rng_next(&c->rng) % opt.keys + 1 : 0;
     size_t len = template_render(msgbuf, id, key);
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)msgbuf, len};
@@ -327,6 +345,8 @@ static void conn_queue_request(struct conn *c, uint64_t now_ns)
         conn_fail(c, "queue", len == 0 ? "request larger than 8K" : "wslay refused");
         return;
     }
+    if (opt.capnweb)
+        conn_queue_control(c, "pull", id);
 }
 
 /*
@@ -334,8 +354,14 @@ static void conn_queue_request(struct conn *c, uint64_t now_ns)
  * records the latency and counts it (an error if it holds "error":).
  * Messages without a known id count as stray errors.
  */
+static void conn_on_capnweb(struct conn *c, const uint8_t *msg, size_t len, uint64_t now_ns);
+
 static void conn_on_reply(struct conn *c, const uint8_t *msg, size_t len, uint64_t now_ns)
 {
+    if (opt.capnweb) {
+        conn_on_capnweb(c, msg, len, now_ns);
+        return;
+    }
     const uint8_t *p = memmem(msg, len, "\"id\":", 5);
     uint64_t id = 0;
 
@@ -366,6 +392,44 @@ static void conn_on_reply(struct conn *c, const uint8_t *msg, size_t len, uint64
             fprintf(stderr, "wsload: first error reply: %.*s\n",
                     (int)(len > 300 ? 300 : len), (const char *)msg);
     }
+}
+
+/*
+ * -C: one message from the server: ["resolve", id, ...] or ["reject", id,
+ * ...] settles the request with that push id (found by a scan of the
+ * slots), which is then released; anything else counts as an error.
+ */
+static void conn_on_capnweb(struct conn *c, const uint8_t *msg, size_t len, uint64_t now_ns)
+{
+    bool reject = len > 10 && memcmp(msg, "[\"reject\",", 10) == 0;
+    bool resolve = len > 11 && memcmp(msg, "[\"resolve\",", 11) == 0;
+    uint64_t id = 0;
+    int slot = -1;
+    if (reject || resolve) {
+        const uint8_t *p = msg + (reject ? 10 : 11), *end = msg + len;
+        for (int i = 0; p < end && *p >= '0' && *p <= '9' && i < 19; p++, i++)
+            id = id * 10 + (uint64_t)(*p - '0');
+        for (int k = 0; k < opt.depth && slot < 0; k++)
+            if (c->slots[k].id == id && id != 0)
+                slot = k;
+    }
+    if (slot < 0) {
+        if (n_stray++ == 0)
+            fprintf(stderr, "wsload: unexpected message: %.*s\n", (int)(len > 200 ? 200 : len),
+                    (const char *)msg);
+        n_errors++;
+        return;
+    }
+    c->slots[slot].id = 0;
+    c->free_slots[c->nfree++] = (uint32_t)slot;
+    conn_queue_control(c, "release", id);
+    if (!running)
+        return;
+    hist_record(now_ns - c->slots[slot].sent_ns);
+    n_replies++;
+    if (reject && n_errors++ == 0)
+        fprintf(stderr, "wsload: first rejection: %.*s\n", (int)(len > 300 ? 300 : len),
+                (const char *)msg);
 }
 
 /* wslay: hands it the bytes of the current read, or says "would block". */
@@ -815,7 +879,9 @@ static void usage(void)
             "  -k KEYS      {{key}} is random in 1..KEYS (100000)\n"
             "  -m TEMPLATE  request text with {{id}} and {{key}}\n"
             "               (default: a JSON-RPC query SELECT v FROM kv WHERE k = ?)\n"
-            "  -T TIMEOUT   seconds to connect and hand-shake (5)\n",
+            "  -T TIMEOUT   seconds to connect and hand-shake (5)\n"
+            "  -C           speak Cap'n Web (push, pull, release) instead of JSON-RPC;\n"
+            "               the default template becomes a push of the same query\n",
             MAX_DEPTH);
 }
 
@@ -841,11 +907,13 @@ static int parse_options(int argc, char **argv)
 {
     int ch;
     double v;
-    while ((ch = getopt(argc, argv, "H:p:P:c:d:t:k:m:T:h")) != -1) {
+    bool tmpl_given = false;
+    while ((ch = getopt(argc, argv, "H:p:P:c:d:t:k:m:T:Ch")) != -1) {
         switch (ch) {
+        case 'C': opt.capnweb = true; break;
         case 'H': opt.host = optarg; break;
         case 'P': opt.path = optarg; break;
-        case 'm': opt.tmpl = optarg; break;
+        case 'm': opt.tmpl = optarg; tmpl_given = true; break;
         case 'p':
             if (parse_num("-p", optarg, 1, 65535, &v) != 0) return -1;
             opt.port = (int)v;
@@ -879,6 +947,9 @@ static int parse_options(int argc, char **argv)
         usage();
         return -1;
     }
+    if (opt.capnweb && !tmpl_given)
+        opt.tmpl = "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT v FROM kv WHERE k = ?\","
+                   "\"params\":[[{{key}}]]}]]]";
     if (template_compile() != 0) {
         fprintf(stderr, "wsload: the template needs {{id}} (and at most %d pieces)\n", MAX_SEGS);
         return -1;
