@@ -873,14 +873,14 @@ static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size
     char msg[600];
     if (err != 0)
         snprintf(msg, sizeof msg, "%.*s", (int)len, text);
-    if (!s->closed) {
-        if (j->map)
-            map_step_done(j->map, j->elem, err ? NULL : &v, code, err ? msg : NULL);
-        else if (j->e && err == 0)
-            settle_done(s, j->e, &v);
-        else if (j->e)
-            settle_failed(s, j->e, code, msg);
-    }
+    if (j->map && s->closed) /* end the map: no further steps, nothing sent */
+        map_step_done(j->map, j->elem, NULL, DSQ_CODE_UNKNOWN, "the session closed");
+    else if (j->map)
+        map_step_done(j->map, j->elem, err ? NULL : &v, code, err ? msg : NULL);
+    else if (!s->closed && j->e && err == 0)
+        settle_done(s, j->e, &v);
+    else if (!s->closed && j->e)
+        settle_failed(s, j->e, code, msg);
     val_clear(&v);
     job_free(j);
 }

@@ -361,3 +361,22 @@ Test(capnweb, a_promise_the_client_passes_is_awaited)
     cr_assert(strstr(sent[1], "[\"reject\",2,") && strstr(sent[1], "nope"), "%s", sent[1]);
     dsq_cw_session_close(s);
 }
+
+Test(capnweb, closing_during_a_map_frees_everything)
+{
+    dsq_cw_session *s = open_db("u13");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n\"}]]]");
+    in(s, "[\"pull\",1]");
+    wait_sent(1);
+    in(s, "[\"push\",[\"remap\",1,[\"rows\"],[[\"import\",0]],"
+          "[[\"pipeline\",-1,[\"query\"],[{\"sql\":\"SELECT ? + 1\",\"params\":[[[\"pipeline\",0,[0]]]]}]],"
+          "[\"pipeline\",-1,[\"query\"],[{\"sql\":\"SELECT 2\"}]]]]]");
+    in(s, "[\"pull\",2]");
+    dsq_cw_session_close(s); /* with 50 calls in flight */
+    for (int i = 0; i < 200 && dsq_cw_entries_total() > 0; i++) {
+        dsq_engine_poll(E);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(dsq_cw_entries_total(), 0);
+}
