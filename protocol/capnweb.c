@@ -222,56 +222,66 @@ static int count_entry(dsq_cw_session *s)
     return 0;
 }
 
-static cw_export *export_new(dsq_cw_session *s, int64_t id)
+/* A new zeroed entry of `size` bytes under `id` in `map`, or NULL (the
+ * session aborts: too many entries, or out of memory). */
+static void *entry_new(dsq_cw_session *s, idmap *map, int64_t id, size_t size)
 {
     if (count_entry(s) != 0)
         return NULL;
-    cw_export *e = calloc(1, sizeof *e);
-    if (e == NULL || idmap_put(&s->exports, id, e) != 0) {
-        free(e);
+    void *p = calloc(1, size);
+    if (p == NULL || idmap_put(map, id, p) != 0) {
+        free(p);
         entries_total--;
         abort_session(s, "out of memory");
         return NULL;
     }
-    e->id = id;
-    e->refs = 1;
+    return p;
+}
+
+static cw_export *export_new(dsq_cw_session *s, int64_t id)
+{
+    cw_export *e = entry_new(s, &s->exports, id, sizeof *e);
+    if (e != NULL) {
+        e->id = id;
+        e->refs = 1;
+    }
     return e;
 }
 
-static void export_free(dsq_cw_session *s, cw_export *e)
+static void export_destroy(cw_export *e)
 {
-    idmap_del(&s->exports, e->id);
     val_clear(&e->val);
     free(e->msg);
     free(e);
     entries_total--;
 }
 
+static void export_free(dsq_cw_session *s, cw_export *e)
+{
+    idmap_del(&s->exports, e->id);
+    export_destroy(e);
+}
+
 static cw_import *import_get_or_new(dsq_cw_session *s, int64_t id)
 {
     cw_import *im = idmap_get(&s->imports, id);
-    if (im != NULL)
-        return im;
-    if (count_entry(s) != 0)
-        return NULL;
-    im = calloc(1, sizeof *im);
-    if (im == NULL || idmap_put(&s->imports, id, im) != 0) {
-        free(im);
-        entries_total--;
-        abort_session(s, "out of memory");
-        return NULL;
-    }
-    im->id = id;
+    if (im == NULL && (im = entry_new(s, &s->imports, id, sizeof *im)) != NULL)
+        im->id = id;
     return im;
+}
+
+static void import_destroy(cw_import *im)
+{
+    json_decref(im->value);
+    free(im->msg);
+    free(im);
+    entries_total--;
 }
 
 static void import_free(dsq_cw_session *s, cw_import *im)
 {
     idmap_del(&s->imports, im->id);
-    json_decref(im->value);
-    free(im->msg);
-    free(im);
-    entries_total--;
+    import_destroy(im);
 }
 
 /* ---- sending --------------------------------------------------------------------------- */
@@ -1656,21 +1666,11 @@ static void unref(dsq_cw_session *s)
     if (--s->refs > 0)
         return;
     for (size_t i = 0; i < s->exports.cap; i++)
-        if (s->exports.vals[i]) {
-            cw_export *e = s->exports.vals[i];
-            val_clear(&e->val);
-            free(e->msg);
-            free(e);
-            entries_total--;
-        }
+        if (s->exports.vals[i])
+            export_destroy(s->exports.vals[i]);
     for (size_t i = 0; i < s->imports.cap; i++)
-        if (s->imports.vals[i]) {
-            cw_import *im = s->imports.vals[i];
-            json_decref(im->value);
-            free(im->msg);
-            free(im);
-            entries_total--;
-        }
+        if (s->imports.vals[i])
+            import_destroy(s->imports.vals[i]);
     idmap_free(&s->exports);
     idmap_free(&s->imports);
     free(s);

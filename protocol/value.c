@@ -317,35 +317,47 @@ void dsq_json_value(dsq_buf *out, const dsq_value *v)
     }
 }
 
-void dsq_json_rows(dsq_buf *out, const dsq_result *r)
+/* The two ways of writing rows and column lists: plain JSON arrays, or
+ * Cap'n Web's escaped ones with its value encodings. */
+typedef struct flavour {
+    const char *open, *close; /* an array's brackets */
+    void (*value)(dsq_buf *out, const dsq_value *v);
+} flavour;
+
+static void put_rows(dsq_buf *out, const dsq_result *r, const flavour *f)
 {
     size_t pos = 0;
     dsq_value v;
-    dsq_buf_puts(out, "[");
+    dsq_buf_puts(out, f->open);
     for (size_t row = 0; row < r->nrows; row++) {
-        dsq_buf_puts(out, row ? ",[" : "[");
+        if (row)
+            dsq_buf_puts(out, ",");
+        dsq_buf_puts(out, f->open);
         for (int c = 0; c < r->ncols; c++) {
             if (c)
                 dsq_buf_puts(out, ",");
             if (dsq_result_next(r, &pos, &v))
-                dsq_json_value(out, &v);
+                f->value(out, &v);
             else
                 dsq_buf_puts(out, "null");
         }
-        dsq_buf_puts(out, "]");
+        dsq_buf_puts(out, f->close);
     }
-    dsq_buf_puts(out, "]");
+    dsq_buf_puts(out, f->close);
 }
 
-void dsq_json_columns(dsq_buf *out, const dsq_result *r)
+static void put_columns(dsq_buf *out, const dsq_result *r, const flavour *f)
 {
-    dsq_buf_puts(out, "\"columns\":[");
+    dsq_buf_puts(out, "\"columns\":");
+    dsq_buf_puts(out, f->open);
     for (int c = 0; c < r->ncols; c++) {
         if (c)
             dsq_buf_puts(out, ",");
         dsq_json_string(out, r->names[c], strlen(r->names[c]));
     }
-    dsq_buf_puts(out, "],\"columnTypes\":[");
+    dsq_buf_puts(out, f->close);
+    dsq_buf_puts(out, ",\"columnTypes\":");
+    dsq_buf_puts(out, f->open);
     for (int c = 0; c < r->ncols; c++) {
         if (c)
             dsq_buf_puts(out, ",");
@@ -354,8 +366,14 @@ void dsq_json_columns(dsq_buf *out, const dsq_result *r)
         else
             dsq_buf_puts(out, "null");
     }
-    dsq_buf_puts(out, "]");
+    dsq_buf_puts(out, f->close);
 }
+
+static const flavour json_flavour = {"[", "]", dsq_json_value};
+
+void dsq_json_rows(dsq_buf *out, const dsq_result *r) { put_rows(out, r, &json_flavour); }
+
+void dsq_json_columns(dsq_buf *out, const dsq_result *r) { put_columns(out, r, &json_flavour); }
 
 static void write_int(dsq_buf *out, int64_t i)
 {
@@ -416,45 +434,11 @@ void dsq_cw_value(dsq_buf *out, const dsq_value *v)
     }
 }
 
-void dsq_cw_rows(dsq_buf *out, const dsq_result *r)
-{
-    size_t pos = 0;
-    dsq_value v;
-    dsq_buf_puts(out, "[[");
-    for (size_t row = 0; row < r->nrows; row++) {
-        dsq_buf_puts(out, row ? ",[[" : "[[");
-        for (int c = 0; c < r->ncols; c++) {
-            if (c)
-                dsq_buf_puts(out, ",");
-            if (dsq_result_next(r, &pos, &v))
-                dsq_cw_value(out, &v);
-            else
-                dsq_buf_puts(out, "null");
-        }
-        dsq_buf_puts(out, "]]");
-    }
-    dsq_buf_puts(out, "]]");
-}
+static const flavour cw_flavour = {"[[", "]]", dsq_cw_value};
 
-void dsq_cw_columns(dsq_buf *out, const dsq_result *r)
-{
-    dsq_buf_puts(out, "\"columns\":[[");
-    for (int c = 0; c < r->ncols; c++) {
-        if (c)
-            dsq_buf_puts(out, ",");
-        dsq_json_string(out, r->names[c], strlen(r->names[c]));
-    }
-    dsq_buf_puts(out, "]],\"columnTypes\":[[");
-    for (int c = 0; c < r->ncols; c++) {
-        if (c)
-            dsq_buf_puts(out, ",");
-        if (r->decltypes[c])
-            dsq_json_string(out, r->decltypes[c], strlen(r->decltypes[c]));
-        else
-            dsq_buf_puts(out, "null");
-    }
-    dsq_buf_puts(out, "]]");
-}
+void dsq_cw_rows(dsq_buf *out, const dsq_result *r) { put_rows(out, r, &cw_flavour); }
+
+void dsq_cw_columns(dsq_buf *out, const dsq_result *r) { put_columns(out, r, &cw_flavour); }
 
 void dsq_cw_result(dsq_buf *out, const dsq_result *r)
 {
