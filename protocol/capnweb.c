@@ -1596,34 +1596,15 @@ static bool fast_path(dsq_cw_session *s, const char *msg, size_t len)
     return false;
 }
 
-void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
+/* One parsed message. `stubs`: its text may introduce stubs or promises. */
+static void dispatch(dsq_cw_session *s, json_t *m, bool stubs)
 {
-    if (s->closed || s->aborted)
-        return;
-    s->refs++; /* what the message starts may end the session */
-    if (fast_path(s, msg, len)) {
-        unref(s);
-        return;
-    }
-    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
-        char text[241];
-        snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
-        DSQ_DEBUG("capnweb_in", "msg=%s", dsq_log_q(text));
-    }
-    json_error_t je;
-    json_t *m = json_loadb(msg, len, 0, &je);
-    if (m == NULL) {
-        abort_session(s, "invalid JSON: %s", je.text);
-        unref(s);
-        return;
-    }
     const char *type = json_string_value(json_array_get(m, 0));
     size_t n = json_array_size(m);
     int64_t id = 0, count = 0;
     if (!json_is_array(m) || type == NULL) {
         abort_session(s, "a message is an array starting with its type");
     } else if ((strcmp(type, "push") == 0 || strcmp(type, "stream") == 0) && n == 2) {
-        bool stubs = memmem(msg, len, "\"export\"", 8) != NULL || memmem(msg, len, "\"promise\"", 9) != NULL;
         on_push(s, json_array_get(m, 1), type[0] == 's', stubs);
     } else if (strcmp(type, "pull") == 0 && n == 2 && get_id(json_array_get(m, 1), &id)) {
         on_pull(s, id);
@@ -1644,7 +1625,80 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
     } else {
         abort_session(s, "unknown or malformed message '%.40s'", type);
     }
+}
+
+static bool names_stubs(const char *text, size_t len)
+{
+    return memmem(text, len, "\"export\"", 8) != NULL || memmem(text, len, "\"promise\"", 9) != NULL;
+}
+
+void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
+{
+    if (s->closed || s->aborted)
+        return;
+    s->refs++; /* what the message starts may end the session */
+    if (fast_path(s, msg, len)) {
+        unref(s);
+        return;
+    }
+    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
+        char text[241];
+        snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
+        DSQ_DEBUG("capnweb_in", "msg=%s", dsq_log_q(text));
+    }
+    json_error_t je;
+    json_t *m = json_loadb(msg, len, 0, &je);
+    if (m == NULL)
+        abort_session(s, "invalid JSON: %s", je.text);
+    else
+        dispatch(s, m, names_stubs(msg, len));
     json_decref(m);
+    unref(s);
+}
+
+void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len)
+{
+    /* Parse every line in one go, as the elements of one JSON array: one
+     * parser start for the batch instead of one per message. A batch that
+     * does not parse that way is fed line by line, so the first bad line
+     * is found and answered as it would be alone. */
+    if (s->closed || s->aborted)
+        return;
+    s->refs++; /* an abort may end the session (and its transport) on the way */
+    dsq_buf all = DSQ_BUF_INIT;
+    size_t lines = 0;
+    dsq_buf_reserve(&all, len + 2);
+    dsq_buf_append(&all, "[", 1);
+    for (const char *p = body, *end = body + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (n > 0) {
+            if (lines++)
+                dsq_buf_append(&all, ",", 1);
+            dsq_buf_append(&all, p, n);
+        }
+        p += n + 1;
+    }
+    dsq_buf_append(&all, "]", 1);
+    json_error_t je;
+    json_t *msgs = lines > 1 ? json_loadb(all.data, all.len, 0, &je) : NULL;
+    dsq_buf_free(&all);
+    if (msgs == NULL || json_array_size(msgs) != lines) {
+        json_decref(msgs);
+        for (const char *p = body, *end = body + len; p < end && !s->closed && !s->aborted;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            if (n > 0)
+                dsq_cw_receive(s, p, n);
+            p += n + 1;
+        }
+        unref(s);
+        return;
+    }
+    bool stubs = names_stubs(body, len);
+    for (size_t i = 0; i < lines && !s->closed && !s->aborted; i++)
+        dispatch(s, json_array_get(msgs, i), stubs);
+    json_decref(msgs);
     unref(s);
 }
 

@@ -57,6 +57,9 @@ dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
 /* One message from the client. */
 void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len);
 
+/* An HTTP batch's body: messages one per line (empty lines skipped). */
+void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len);
+
 /* HTTP batch: the request's messages are all in; batch_done follows once
  * every pulled result is settled (maybe at once). */
 void dsq_cw_batch_end(dsq_cw_session *s);

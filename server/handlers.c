@@ -344,6 +344,8 @@ typedef struct cw_http {
     dsq_http_req *req;     /* NULL once the connection dropped it */
     dsq_cw_session *s;
     dsq_buf out;           /* the response: one message per line */
+    bool feeding;          /* the request's messages are being fed in */
+    bool answered;         /* the response went out while feeding */
 } cw_http;
 
 static unsigned cw_http_scope(void *ud, const char *db)
@@ -382,7 +384,10 @@ static void cw_http_done(void *ud)
         h->req = NULL;
         dsq__respond(req, 200, "text/plain; charset=utf-8", h->out.data, h->out.len, NULL);
     }
-    cw_http_close(h);
+    if (h->feeding)
+        h->answered = true; /* handle_capnweb_batch closes it when the feed returns */
+    else
+        cw_http_close(h);
 }
 
 static void cw_http_end(void *ud) { (void)ud; /* a batch ends with its response */ }
@@ -418,21 +423,15 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     }
     req->abandon = cw_http_abandon;
     req->abandon_arg = h;
-    dsq_cw_session *s = h->s;
-    const char *p = req->body.data ? req->body.data : "";
-    size_t n = req->body.len;
-    /* The session may answer (and free h) while its messages are fed in:
-     * keep feeding only while the request is still ours. */
-    while (n > 0 && req->abandon == cw_http_abandon) {
-        const char *nl = memchr(p, '\n', n);
-        size_t len = nl ? (size_t)(nl - p) : n;
-        if (len > 0)
-            dsq_cw_receive(s, p, len);
-        p += len + (nl ? 1 : 0);
-        n -= len + (nl ? 1 : 0);
-    }
-    if (req->abandon == cw_http_abandon)
-        dsq_cw_batch_end(s);
+    /* An abort answers the batch while its messages are fed in; h stays
+     * until the feed returns (the request may be gone by then). */
+    h->feeding = true;
+    dsq_cw_receive_lines(h->s, req->body.data ? req->body.data : "", req->body.len);
+    h->feeding = false;
+    if (h->answered)
+        cw_http_close(h);
+    else
+        dsq_cw_batch_end(h->s);
 }
 
 typedef struct cw_ws {

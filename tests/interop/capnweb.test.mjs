@@ -287,3 +287,16 @@ test('a pipe is refused with a clear error, not a crash', async () => {
   assert.match(m[2][2], /not supported/);
   c.destroy();
 });
+
+test('an HTTP batch with a bad line answers what came before and an abort', async () => {
+  const body = '["push",["pipeline",0,["query"],[{"sql":"SELECT 1 AS one"}]]]\n["pull",1]\n["bogus"]\n["push",["pipeline",0,["ping"],[{}]]]';
+  const r = await fetch(httpUrl('/v1/db/badbatch/capnweb'), { method: 'POST', body });
+  assert.equal(r.status, 200);
+  const lines = (await r.text()).split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.at(-1)[0], 'abort');
+  assert.match(lines.at(-1)[1][2], /bogus/);
+  // An empty batch is answered with an empty body.
+  const e = await fetch(httpUrl('/v1/db/badbatch/capnweb'), { method: 'POST', body: '' });
+  assert.equal(e.status, 200);
+  assert.equal(await e.text(), '');
+});
