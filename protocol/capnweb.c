@@ -1658,47 +1658,18 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
 
 void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len)
 {
-    /* Parse every line in one go, as the elements of one JSON array: one
-     * parser start for the batch instead of one per message. A batch that
-     * does not parse that way is fed line by line, so the first bad line
-     * is found and answered as it would be alone. */
+    /* Line by line: pulls and releases take the fast path, which beats
+     * parsing the whole batch as one array (measured with callgrind). */
     if (s->closed || s->aborted)
         return;
     s->refs++; /* an abort may end the session (and its transport) on the way */
-    dsq_buf all = DSQ_BUF_INIT;
-    size_t lines = 0;
-    dsq_buf_reserve(&all, len + 2);
-    dsq_buf_append(&all, "[", 1);
-    for (const char *p = body, *end = body + len; p < end;) {
+    for (const char *p = body, *end = body + len; p < end && !s->closed && !s->aborted;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        if (n > 0) {
-            if (lines++)
-                dsq_buf_append(&all, ",", 1);
-            dsq_buf_append(&all, p, n);
-        }
+        if (n > 0)
+            dsq_cw_receive(s, p, n);
         p += n + 1;
     }
-    dsq_buf_append(&all, "]", 1);
-    json_error_t je;
-    json_t *msgs = lines > 1 ? json_loadb(all.data, all.len, 0, &je) : NULL;
-    dsq_buf_free(&all);
-    if (msgs == NULL || json_array_size(msgs) != lines) {
-        json_decref(msgs);
-        for (const char *p = body, *end = body + len; p < end && !s->closed && !s->aborted;) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-            if (n > 0)
-                dsq_cw_receive(s, p, n);
-            p += n + 1;
-        }
-        unref(s);
-        return;
-    }
-    bool stubs = names_stubs(body, len);
-    for (size_t i = 0; i < lines && !s->closed && !s->aborted; i++)
-        dispatch(s, json_array_get(msgs, i), stubs);
-    json_decref(msgs);
     unref(s);
 }
 
