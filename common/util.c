@@ -156,9 +156,23 @@ size_t dsq_utf8_seq(const uint8_t *p, size_t n)
 
 bool dsq_utf8_valid(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0, len; i < n; i += len)
-        if ((len = dsq_utf8_seq(p + i, n - i)) == 0)
+    size_t i = 0;
+    while (i < n) {
+        /* Runs of ASCII (most JSON) eight bytes at a time. */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        size_t len = dsq_utf8_seq(p + i, n - i);
+        if (len == 0)
             return false;
+        i += len;
+    }
     return true;
 }
 

@@ -72,6 +72,23 @@ Test(util, utf8)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_not(dsq_utf8_valid((const uint8_t *)bad[i], strlen(bad[i])), "case %zu", i);
+    /* The same behind runs of ASCII of every length (the 8-byte fast path
+     * must hand over at any alignment), and good text around them. */
+    for (size_t pre = 0; pre < 20; pre++) {
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            char buf[64];
+            memset(buf, 'a', pre);
+            size_t n = strlen(bad[i]);
+            memcpy(buf + pre, bad[i], n);
+            memset(buf + pre + n, 'b', 9);
+            cr_assert_not(dsq_utf8_valid((const uint8_t *)buf, pre + n + 9), "pre %zu case %zu", pre, i);
+        }
+        char good[64];
+        memset(good, 'a', pre);
+        memcpy(good + pre, "\xc3\xa9\xf0\x9f\x98\x80", 6);
+        memset(good + pre + 6, 'z', 11);
+        cr_assert(dsq_utf8_valid((const uint8_t *)good, pre + 17), "pre %zu", pre);
+    }
 }
 
 Test(util, db_names)
