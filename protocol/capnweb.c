@@ -789,6 +789,7 @@ static void send_settled(dsq_cw_session *s, cw_export *e)
         return;
     e->sent = true;
     dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_reserve(&b, (e->state == S_DONE && e->val.kind == V_DATA ? e->val.len : 0) + 64);
     if (e->state == S_DONE) {
         dsq_buf_printf(&b, "[\"resolve\",%lld,", (long long)e->id);
         put_val(s, &b, &e->val);
