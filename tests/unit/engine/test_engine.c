@@ -10,25 +10,15 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "tests/unit/support/engine_wait.h"
 #include "engine/engine_int.h"
 
 /* ---- harness ------------------------------------------------------------------- */
 
 static dsq_engine *E;
 static char dir[64];
-static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
-static int wakes;
 static int ndone;                  /* done hooks run */
 static dsq_call *order[512];       /* calls in the order they finished */
-
-static void wake(void *arg)
-{
-    pthread_mutex_lock(&wmu);
-    wakes++;
-    pthread_cond_signal(&wcv);
-    pthread_mutex_unlock(&wmu);
-}
 
 static void on_done(dsq_call *c)
 {
@@ -55,7 +45,7 @@ static dsq_engine_cfg cfg_default(void)
         .max_expr_depth = 100,
         .max_params = 999,
         .cache_pages = 500,
-        .wake = wake,
+        .wake = test_wake,
     };
     return c;
 }
@@ -91,25 +81,8 @@ static void teardown(void)
 
 TestSuite(engine, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Poll until `n` done hooks have run in total; fail after 10 s. */
-static void wait_done(int n)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    for (;;) {
-        dsq_engine_poll(E);
-        if (ndone >= n)
-            return;
-        pthread_mutex_lock(&wmu);
-        int rc = 0;
-        while (wakes == 0 && rc == 0)
-            rc = pthread_cond_timedwait(&wcv, &wmu, &until);
-        wakes = 0;
-        pthread_mutex_unlock(&wmu);
-        cr_assert_eq(rc, 0, "calls did not finish in 10 s (%d of %d)", ndone, n);
-    }
-}
+/* Poll until `n` finished calls in total; fail after 10 s. */
+static void wait_done(int n) { test_wait(E, &ndone, n, "finished calls"); }
 
 /* A call with one statement; params given as a printf-like list of
  * type letters: i (int64), d (double), s (text), n (null), b (blob

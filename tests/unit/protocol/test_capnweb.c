@@ -10,26 +10,16 @@
 #include <time.h>
 
 #include "protocol/capnweb.h"
+#include "tests/unit/support/engine_wait.h"
 
 static dsq_engine *E;
 static char dir[64];
-static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
-static int wakes;
 
 /* What the session sent, and how it ended. */
 static char *sent[256];
 static int nsent;
 static int ended;
 static int batch_done;
-
-static void wake(void *arg)
-{
-    pthread_mutex_lock(&wmu);
-    wakes++;
-    pthread_cond_signal(&wcv);
-    pthread_mutex_unlock(&wmu);
-}
 
 static int t_send(void *ud, const char *msg, size_t len)
 {
@@ -59,7 +49,7 @@ static void setup(void)
         .max_queue = 100, .batch_per_turn = 16, .query_timeout_ms = 2000,
         .max_result_size = 1 << 20, .txn_timeout_ms = 30000, .max_sql_length = 10000,
         .max_value_size = 1 << 20, .max_columns = 100, .max_expr_depth = 100, .max_params = 100,
-        .cache_pages = 100, .wake = wake,
+        .cache_pages = 100, .wake = test_wake,
     };
     char err[256];
     E = dsq_engine_new(&c, err, sizeof err);
@@ -82,25 +72,8 @@ static void teardown(void)
 
 TestSuite(capnweb, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Run engine completions until the session has sent `n` messages (10 s). */
-static void wait_sent(int n)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    for (;;) {
-        dsq_engine_poll(E);
-        if (nsent >= n)
-            return;
-        pthread_mutex_lock(&wmu);
-        int rc = 0;
-        while (wakes == 0 && rc == 0)
-            rc = pthread_cond_timedwait(&wcv, &wmu, &until);
-        wakes = 0;
-        pthread_mutex_unlock(&wmu);
-        cr_assert_eq(rc, 0, "only %d of %d messages in 10 s", nsent, n);
-    }
-}
+/* Poll until `n` sent messages in total; fail after 10 s. */
+static void wait_sent(int n) { test_wait(E, &nsent, n, "sent messages"); }
 
 static void in(dsq_cw_session *s, const char *msg) { dsq_cw_receive(s, msg, strlen(msg)); }
 
