@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "engine/engine_int.h"
 
 static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
@@ -76,6 +77,13 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
         pthread_mutex_unlock(&a->mu);
         return -1;
     }
+    /* The holder is active: its idle clock restarts now, not when the call
+     * gets a worker (a busy pool must not expire a client that is asking). */
+    uint64_t now = dsq_now_ms();
+    if (for_hold && op_of(c) < DSQ__OP_HIBERNATE)
+        a->txn_deadline_ms = now + a->txn_timeout_ms;
+    if (a->stream_id != 0 && c->stream_id == a->stream_id && op_of(c) == DSQ_OP_STREAM)
+        a->stream_deadline_ms = now + e->cfg.txn_timeout_ms;
     c->next = NULL;
     if (front) {
         c->next = a->mail_head;

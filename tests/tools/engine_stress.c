@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "engine/engine_int.h" /* to describe stuck actors on failure */
 
 #define NDB 20
 
@@ -139,6 +140,19 @@ static void drain(void)
         dsq_engine_tick(E);
         if (time(NULL) > give_up) {
             fprintf(stderr, "engine_stress: calls did not finish (%d left)\n", inflight);
+            /* What each actor with work holds, for the post-mortem. */
+            for (size_t i = 0; i < E->nbuckets; i++)
+                for (dsq_actor *a = E->buckets[i]; a; a = a->hnext) {
+                    pthread_mutex_lock(&a->mu);
+                    if (a->nmail || a->inflight || a->txn[0] || a->stream_id)
+                        fprintf(stderr, "  %s: sched=%d mail=%zu inflight=%u txn=%s stream=%llu "
+                                        "open=%d expire_sent=%d head_op=%d head_state=%d\n",
+                                a->name, a->sched, a->nmail, a->inflight, a->txn[0] ? a->txn : "-",
+                                (unsigned long long)a->stream_id, a->open != NULL, a->expire_sent,
+                                a->mail_head ? (int)a->mail_head->op : -1,
+                                a->mail_head ? a->mail_head->state : -1);
+                    pthread_mutex_unlock(&a->mu);
+                }
             exit(1);
         }
     }
