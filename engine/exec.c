@@ -1044,6 +1044,10 @@ static void exec_internal(run_ctx *x)
     case DSQ__OP_STREAM_END:
         pthread_mutex_lock(&a->mu);
         held = a->stream_id == c->stream_id;
+        /* As for transactions: an idle end loses to a continuation that
+         * came in meanwhile. */
+        if (held && c->session == 0 && dsq_now_ms() < a->stream_deadline_ms)
+            held = false;
         pthread_mutex_unlock(&a->mu);
         if (held && x->o)
             stream_finish(x);

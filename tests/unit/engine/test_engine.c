@@ -586,6 +586,35 @@ Test(engine, stream_in_chunks)
     tfree(t);
 }
 
+/* A stream's idle end loses to a continuation that arrived before the end
+ * ran (as a transaction's expiry does). */
+Test(engine, stream_continuation_beats_a_pending_idle_end)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.txn_timeout_ms = 100;
+    start_with(c);
+    ok("sl", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
+    tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t");
+    t->c.chunk_rows = 1;
+    run("sl", t);
+    cr_assert(t->c.more);
+    usleep(150000);        /* idle past the timeout: */
+    dsq_engine_tick(E);    /* the tick posts the stream's end... */
+    int before = ndone;
+    dsq_engine_stream_more(E, &t->c, false); /* ...and the client asks right behind it */
+    wait_done(before + 1);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(val(&t->c.results[0], 0).i, 2);
+    while (t->c.more) {
+        before = ndone;
+        dsq_engine_stream_more(E, &t->c, false);
+        wait_done(before + 1);
+    }
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    tfree(t);
+}
+
 Test(engine, stream_cancel)
 {
     ok("sc", "CREATE TABLE t(x); INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) SELECT i FROM n");
