@@ -461,7 +461,7 @@ static int cw_ws_send(void *ud, const char *msg, size_t len)
 static void cw_ws_end(void *ud)
 {
     cw_ws *w = ud;
-    dsq__ws_close(w->c, 1000, "session ended");
+    dsq__ws_close(w->c, 3000, "RPC session aborted"); /* as the official capnweb peer closes */
 }
 
 static void cw_ws_batch_done(void *ud) { (void)ud; }
