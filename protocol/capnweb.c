@@ -175,11 +175,14 @@ typedef struct cw_import {
     char *msg;
     struct cw_job *job; /* our call to the client's stub: who waits for it */
     bool held;        /* a running call keeps this stub (queryStream's callback) */
+    int users;        /* promise: pushes not delivered yet that wait for it */
 } cw_import;
 
 typedef struct cw_task {
     cw_export *e;     /* the entry its outcome settles */
     json_t *expr;     /* owned */
+    int64_t *promises;/* owned: the client's promises it waits for (their import ids) */
+    size_t npromises;
     struct cw_task *next;
 } cw_task;
 
@@ -1402,6 +1405,8 @@ static void deliver(dsq_cw_session *s, cw_task *t)
     settle_done(s, e, &val);
 }
 
+static void task_release_promises(dsq_cw_session *s, cw_task *t);
+
 /* Deliver tasks in order while the head is ready. */
 static void pump(dsq_cw_session *s)
 {
@@ -1423,7 +1428,9 @@ static void pump(dsq_cw_session *s)
             settle_failed(s, t->e, s->why_code, s->why);
         else
             deliver(s, t);
+        task_release_promises(s, t);
         json_decref(t->expr);
+        free(t->promises);
         free(t);
     }
     s->pumping = false;
@@ -1436,14 +1443,14 @@ static void pump(dsq_cw_session *s)
  * whenever it is evaluated: a promise it passes must be awaited, so it has
  * to be on the import table before the push is first looked at. A map's
  * captures are introduced by the map. */
-static void introduce_all(dsq_cw_session *s, json_t *e, int depth)
+static void introduce_all(dsq_cw_session *s, json_t *e, int depth, cw_task *t)
 {
     if (depth > s->lim.max_depth || s->aborted)
         return; /* ready() reports the depth */
     if (json_is_object(e)) {
         const char *k;
         json_t *v;
-        json_object_foreach(e, k, v) introduce_all(s, v, depth + 1);
+        json_object_foreach(e, k, v) introduce_all(s, v, depth + 1, t);
         return;
     }
     if (!json_is_array(e))
@@ -1451,34 +1458,62 @@ static void introduce_all(dsq_cw_session *s, json_t *e, int depth)
     int64_t id = 0;
     if ((is_tag(e, "export") || is_tag(e, "promise")) && json_array_size(e) == 2 &&
         get_id(json_array_get(e, 1), &id)) {
-        introduce(s, id, is_tag(e, "promise"));
+        bool promise = is_tag(e, "promise");
+        cw_import *im = introduce(s, id, promise);
+        if (im != NULL && promise) { /* the push waits for it: remember to let go */
+            int64_t *p = realloc(t->promises, (t->npromises + 1) * sizeof *p);
+            if (p != NULL) {
+                t->promises = p;
+                t->promises[t->npromises++] = id;
+                im->users++;
+            }
+        }
         return;
     }
     if (is_tag(e, "remap"))
         return;
     size_t i;
     json_t *v;
-    json_array_foreach(e, i, v) introduce_all(s, v, depth + 1);
+    json_array_foreach(e, i, v) introduce_all(s, v, depth + 1, t);
+}
+
+/* A client's promise that no waiting push needs any more, once settled,
+ * is released back to the client and forgotten. */
+static void promise_done_with(dsq_cw_session *s, cw_import *im)
+{
+    if (im->promise && im->users == 0 && im->state != S_PENDING && im->job == NULL)
+        release_import(s, im);
+}
+
+/* The task was delivered (or failed): its promises lose a user. */
+static void task_release_promises(dsq_cw_session *s, cw_task *t)
+{
+    for (size_t i = 0; i < t->npromises && !s->closed; i++) {
+        cw_import *im = idmap_get(&s->imports, t->promises[i]);
+        if (im != NULL && --im->users == 0)
+            promise_done_with(s, im);
+    }
 }
 
 static void on_push(dsq_cw_session *s, json_t *expr, bool stream, bool stubs)
 {
-    if (stubs) /* the message's text names "export" or "promise" */
-        introduce_all(s, expr, 0);
-    if (s->aborted)
-        return;
-    int64_t id = ++s->pushes;
-    cw_export *e = export_new(s, id);
-    if (e == NULL)
-        return;
-    e->stream = stream;
-    e->pulled = stream;
-    s->waiting += stream;
     cw_task *t = calloc(1, sizeof *t);
     if (t == NULL) {
         abort_session(s, "out of memory");
         return;
     }
+    if (stubs) /* the message's text names "export" or "promise" */
+        introduce_all(s, expr, 0, t);
+    int64_t id = ++s->pushes;
+    cw_export *e = s->aborted ? NULL : export_new(s, id);
+    if (e == NULL) {
+        free(t->promises);
+        free(t);
+        return;
+    }
+    e->stream = stream;
+    e->pulled = stream;
+    s->waiting += stream;
     t->e = e;
     t->expr = json_incref(expr);
     if (s->qtail)
@@ -1547,8 +1582,16 @@ static void on_settle(dsq_cw_session *s, int64_t id, json_t *expr, bool ok)
         im->msg = strdup(m ? m : "rejected by the client");
         json_decref(v);
     }
-    if (im->job != NULL || id > 0)
+    if (im->job != NULL || id > 0) {
         call_settled(s, im);
+    } else {
+        s->refs++;
+        pump(s); /* deliver the pushes that waited for it */
+        im = idmap_get(&s->imports, id);
+        if (im != NULL && !s->closed)
+            promise_done_with(s, im);
+        unref(s);
+    }
     pump(s);
     batch_check(s);
 }
@@ -1751,6 +1794,7 @@ void dsq_cw_session_close(dsq_cw_session *s)
         cw_task *t = s->qhead;
         s->qhead = t->next;
         json_decref(t->expr);
+        free(t->promises);
         free(t);
     }
     s->qtail = NULL;

@@ -323,15 +323,17 @@ Test(capnweb, a_promise_the_client_passes_is_awaited)
     dsq_engine_poll(E);
     cr_assert_eq(nsent, 0, "the call waits for the promise");
     in(s, "[\"resolve\",-1,42]");
-    wait_sent(1);
-    cr_assert(strncmp(sent[0], "[\"resolve\",1,{\"columns\":[[\"v\"]],\"columnTypes\":[[null]],\"rows\":[[[[42]]]]", 70) == 0,
-              "%s", sent[0]);
+    cr_assert_str_eq(sent[0], "[\"release\",-1,1]", "the promise, used, goes back to the client");
+    wait_sent(2);
+    cr_assert(strncmp(sent[1], "[\"resolve\",1,{\"columns\":[[\"v\"]],\"columnTypes\":[[null]],\"rows\":[[[[42]]]]", 70) == 0,
+              "%s", sent[1]);
     /* A rejected promise fails the call that waited for it. */
     in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT ?\",\"params\":[[[\"promise\",-2]]]}]]]");
     in(s, "[\"pull\",2]");
     in(s, "[\"reject\",-2,[\"error\",\"Error\",\"nope\"]]");
-    wait_sent(2);
-    cr_assert(strstr(sent[1], "[\"reject\",2,") && strstr(sent[1], "nope"), "%s", sent[1]);
+    cr_assert(strstr(sent[2], "[\"reject\",2,") && strstr(sent[2], "nope"), "%s", sent[2]);
+    cr_assert_str_eq(sent[3], "[\"release\",-2,1]");
+    cr_assert_eq(dsq_cw_entries_total(), 3, "main, and the two pushes not released yet");
     dsq_cw_session_close(s);
 }
 
