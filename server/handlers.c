@@ -527,6 +527,18 @@ typedef struct admin_op {
 
 static void admin_abandon(void *arg) { ((admin_op *)arg)->req = NULL; }
 
+/* On the worker: the document as the response body (a list of 100,000
+ * names is not written on the loop thread). */
+static void admin_encode(dsq_call *c)
+{
+    char *text = c->err == 0 && c->doc ? json_dumps(c->doc, JSON_COMPACT) : NULL;
+    if (text != NULL) {
+        dsq_buf_puts(&c->out, text);
+        dsq_buf_puts(&c->out, "\n");
+    }
+    free(text);
+}
+
 static void admin_done(dsq_call *c)
 {
     admin_op *a = c->ud;
@@ -534,8 +546,10 @@ static void admin_done(dsq_call *c)
         a->req->abandon = NULL;
         if (c->err != 0)
             dsq__respond_error(a->req, 0, c->code, "%s", c->msg);
+        else if (c->out.len == 0)
+            dsq__respond_error(a->req, 500, DSQ_CODE_INTERNAL_ERROR, "out of memory");
         else
-            dsq__respond_json(a->req, 200, c->doc);
+            dsq__respond(a->req, 200, "application/json", c->out.data, c->out.len, NULL);
     }
     dsq_call_reset(c);
     free(a);
@@ -552,6 +566,7 @@ static void handle_admin(dsq_server *srv, dsq_http_req *req, dsq_op op)
     a->call.op = op;
     a->call.scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
     a->call.done = admin_done;
+    a->call.encode = admin_encode;
     a->call.ud = a;
     int rv = op == DSQ_OP_LIST ? dsq_engine_submit_system(srv->engine, &a->call)
                                : dsq_engine_submit(srv->engine, req->db, &a->call);
