@@ -331,3 +331,47 @@ test('a slow WebSocket reader gets a long stream without the server buffering it
   assert.equal(rows, 20000);
   await ws.close();
 });
+
+test('a client that hangs up mid-stream frees the database (HTTP and WebSocket)', async () => {
+  await query(d.port, 'hangup', "CREATE TABLE t(s TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO t SELECT printf('%0200d', i) FROM n");
+  // HTTP: read the head of the NDJSON response, then hang up.
+  const c = await Raw.connect(d.port);
+  const body = JSON.stringify({ id: 1, method: 'queryStream', params: { sql: 'SELECT s FROM t', chunkSize: 50 } });
+  c.write(`POST /v1/db/hangup/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  await c.waitFor(() => c.buf.length > 0, 5000, 'the stream to start');
+  c.destroy();
+  const t0 = Date.now();
+  const r = await query(d.port, 'hangup', 'SELECT count(*) FROM t');
+  assert.deepEqual(r.rows, [[20000]], 'the stream no longer holds the database');
+  assert.ok(Date.now() - t0 < 5000);
+  // WebSocket: the same, with a close in the middle of the chunks.
+  const ws = await WsRpc.open(d.port, '/v1/db/hangup/rpc');
+  ws.ws.send(JSON.stringify({ id: 2, method: 'queryStream', params: { sql: 'SELECT s FROM t', chunkSize: 50 } }));
+  for (let i = 0; i < 500 && ws.notes.length === 0; i++) await new Promise((res) => setTimeout(res, 10));
+  assert.ok(ws.notes.length > 0, 'chunks arrived');
+  ws.ws.terminate();
+  const r2 = await query(d.port, 'hangup', 'SELECT count(*) FROM t');
+  assert.deepEqual(r2.rows, [[20000]]);
+});
+
+test('an HTTP client that never reads its stream holds only its own stream, within send_queue_limit', async () => {
+  await query(d.port, 'noread', "CREATE TABLE t(s TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) INSERT INTO t SELECT printf('%0200d', i) FROM n");
+  const c = await Raw.connect(d.port);
+  c.sock.pause(); // read nothing
+  const body = JSON.stringify({ id: 1, method: 'queryStream', params: { sql: 'SELECT s FROM t', chunkSize: 100 } });
+  c.write(`POST /v1/db/noread/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  await new Promise((res) => setTimeout(res, 500));
+  // Other databases and other clients go on meanwhile.
+  assert.deepEqual((await query(d.port, 'elsewhere', 'SELECT 1')).rows, [[1]]);
+  // The stream is paced by what the client reads: it has not run to its end
+  // (10 MB, far past send_queue_limit and the socket buffers), so the
+  // database is still held by it and another request to it waits.
+  let done = false;
+  const waiting = query(d.port, 'noread', 'SELECT count(*) FROM t').then((r) => { done = true; return r; });
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(done, false, 'the stream did not run ahead of its reader');
+  c.destroy();
+  assert.deepEqual((await waiting).rows, [[50000]]);
+  const r = await query(d.port, 'noread', 'SELECT count(*) FROM t');
+  assert.deepEqual(r.rows, [[50000]], 'and its database is free once it goes');
+});
