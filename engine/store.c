@@ -182,7 +182,8 @@ json_t *dsq__store_list(const char *data_dir)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 0) /* names is NULL when there are none */
+        qsort(names, n, sizeof *names, cmp_names);
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         if (names[i])

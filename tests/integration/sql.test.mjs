@@ -264,6 +264,17 @@ test('getSchema, getStats, ping, and the unbound route', async () => {
   assert.ok(ss.server.actors >= 1);
 });
 
+test('GET /v1/db on a server with no databases is an empty list', async () => {
+  const e = await startDosqld();
+  try {
+    const r = await fetch(`http://127.0.0.1:${e.port}/v1/db`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), []);
+  } finally {
+    await e.cleanup(); // fails on any sanitizer report
+  }
+});
+
 test('GET /v1/db lists databases; DELETE drops one with its files', async () => {
   await query(d.port, 'dropme', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
   const dir = path.join(d.dir, 'data', 'db', 'dropme');
