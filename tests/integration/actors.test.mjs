@@ -126,3 +126,38 @@ test('pipelined queries past max_pipeline are all answered, in order', async () 
     await e.cleanup();
   }
 });
+
+test('a full disk: writes fail with RESOURCE_EXHAUSTED, reads and the daemon go on', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const dir = tempDir('dosqld-full-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'ignore' });
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+    t.skip('needs root to mount a 1 MiB tmpfs');
+    return;
+  }
+  let e;
+  try {
+    e = await startDosqld({ dataDir: path.join(dir, 'data') });
+    await query(e.port, 'full', 'CREATE TABLE t(x BLOB); INSERT INTO t VALUES (1)');
+    let failed = null;
+    for (let i = 0; i < 200 && !failed; i++) {
+      const r = await query(e.port, 'full', 'INSERT INTO t VALUES (randomblob(65536))', undefined, { raw: true });
+      if (r.status !== 200) failed = r;
+    }
+    assert.ok(failed, 'the disk filled up');
+    assert.equal(failed.json.error.code, 'RESOURCE_EXHAUSTED', failed.text);
+    assert.match(failed.json.error.message, /full/);
+    // What was committed is still there, and the daemon answers.
+    const r = await query(e.port, 'full', 'SELECT count(*) >= 1 FROM t');
+    assert.deepEqual(r.rows, [[1]]);
+    assert.equal((await fetch(`${e.url}/healthz`)).status, 200);
+    await e.cleanup();
+    e = null;
+  } finally {
+    if (e) await e.stop('SIGKILL');
+    try { execFileSync('umount', [dir], { stdio: 'ignore' }); } catch { /* already gone */ }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
