@@ -84,6 +84,26 @@ int dsq_buf_printf(dsq_buf *b, const char *fmt, ...)
     return rv;
 }
 
+int dsq_buf_put_u64(dsq_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof tmp - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return dsq_buf_append(b, tmp + sizeof tmp - n, n);
+}
+
+int dsq_buf_put_i64(dsq_buf *b, int64_t v)
+{
+    if (v >= 0)
+        return dsq_buf_put_u64(b, (uint64_t)v);
+    if (dsq_buf_append(b, "-", 1) != 0)
+        return -1;
+    return dsq_buf_put_u64(b, (uint64_t)0 - (uint64_t)v); /* INT64_MIN too */
+}
+
 void dsq_buf_consume(dsq_buf *b, size_t n)
 {
     if (n >= b->len) {

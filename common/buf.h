@@ -28,6 +28,11 @@ int dsq_buf_printf(dsq_buf *b, const char *fmt, ...)
 int dsq_buf_vprintf(dsq_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/* Decimal integers, without printf's cost (they sit on every reply's
+ * path). */
+int dsq_buf_put_u64(dsq_buf *b, uint64_t v);
+int dsq_buf_put_i64(dsq_buf *b, int64_t v);
+
 /* Drop the first n bytes, keeping the rest. */
 void dsq_buf_consume(dsq_buf *b, size_t n);
 

@@ -195,3 +195,12 @@ bool dsq_db_name_valid(const char *name)
     }
     return true;
 }
+
+size_t dsq_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    size_t k = n < size ? n : size - 1;
+    memcpy(dst, src, k);
+    dst[k] = '\0';
+    return n;
+}

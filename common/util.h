@@ -37,6 +37,10 @@ size_t dsq_utf8_seq(const uint8_t *p, size_t n);
 bool dsq_db_name_valid(const char *name);
 
 /* Case-insensitive ASCII comparison of a counted string with a C string. */
+/* Copy the C string src into dst[size] (size > 0), cut to fit and always
+ * terminated; returns strlen(src), so a result >= size means it was cut. */
+size_t dsq_strlcpy(char *dst, const char *src, size_t size);
+
 bool dsq_strn_ieq(const char *a, size_t alen, const char *b);
 
 #endif

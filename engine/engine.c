@@ -127,7 +127,7 @@ static int post_internal(dsq_engine *e, dsq_actor *a, int op, const char *txn, u
     c->session = session;
     c->stream_id = stream_id;
     if (txn)
-        snprintf(c->txn, sizeof c->txn, "%s", txn);
+        dsq_strlcpy(c->txn, txn, sizeof c->txn);
     if (dsq__actor_post(e, a, c, false) != 0) {
         free(c);
         return -1;
@@ -169,7 +169,7 @@ static int submit_to(dsq_engine *e, dsq_actor *a, dsq_call *c)
     c->state = DSQ__CALL_NEW;
     c->more = false;
     c->actor = a;
-    snprintf(c->db, sizeof c->db, "%s", a->name);
+    dsq_strlcpy(c->db, a->name, sizeof c->db);
     if (!a->open_intent && strcmp(a->name, SYSTEM_ACTOR) != 0) {
         a->open_intent = true;
         lru_push_back(e, a);

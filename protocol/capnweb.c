@@ -794,7 +794,9 @@ static void send_settled(dsq_cw_session *s, cw_export *e)
     dsq_buf b = DSQ_BUF_INIT;
     dsq_buf_reserve(&b, (e->state == S_DONE && e->val.kind == V_DATA ? e->val.len : 0) + 64);
     if (e->state == S_DONE) {
-        dsq_buf_printf(&b, "[\"resolve\",%lld,", (long long)e->id);
+        dsq_buf_append(&b, "[\"resolve\",", 11);
+        dsq_buf_put_i64(&b, e->id);
+        dsq_buf_append(&b, ",", 1);
         put_val(s, &b, &e->val);
     } else {
         dsq_buf_printf(&b, "[\"reject\",%lld,", (long long)e->id);
@@ -909,11 +911,14 @@ static void job_free(cw_job *j)
 }
 
 /* A job's outcome: data (Cap'n Web text) or an error. */
-static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size_t len)
+static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner)
 {
     dsq_cw_session *s = j->s;
     cw_val v = {0};
-    if (err == 0) {
+    if (err == 0 && owner != NULL && owner->data == text && owner->len == len) {
+        v.kind = V_DATA; /* the text is ours, no copy */
+        v.text = dsq_buf_steal(owner, &v.len);
+    } else if (err == 0) {
         v.kind = V_DATA;
         v.text = malloc(len + 1);
         if (v.text) {
@@ -937,9 +942,9 @@ static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size
     job_free(j);
 }
 
-static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, size_t len)
+static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner)
 {
-    job_finish(ud, err, code, text, len);
+    job_finish(ud, err, code, text, len, owner);
 }
 
 /* queryStream's chunk: call the client's function with it; the stream
@@ -1017,7 +1022,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     j->map = m;
     j->elem = elem;
     j->params = req && json_is_object(req) ? json_incref(req) : json_object();
-    snprintf(j->db, sizeof j->db, "%s", db);
+    dsq_strlcpy(j->db, db, sizeof j->db);
     dsq_dosql_chunk_fn chunk = NULL;
     if (strcmp(method, "queryStream") == 0) {
         json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
@@ -1053,7 +1058,7 @@ static void call_on(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t el
 {
     s->refs++;
     call_on_stub(s, e, m, elem, v, path, args);
-    if (!s->closed)
+    if (!s->closed && s->imports.n > 0) /* no imports: nothing to let go */
         release_stubs(s, args, 0);
     unref(s);
 }
@@ -1077,7 +1082,7 @@ static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size
             fail(s, DSQ_CODE_FORBIDDEN, "the token does not grant access to database '%s'", db);
         } else {
             cw_val stub = {.kind = V_DB};
-            snprintf(stub.db, sizeof stub.db, "%s", db);
+            dsq_strlcpy(stub.db, db, sizeof stub.db);
             if (m)
                 map_step_done(m, elem, &stub, DSQ_CODE_UNKNOWN, NULL);
             else
@@ -1673,7 +1678,16 @@ static void dispatch(dsq_cw_session *s, json_t *m, bool stubs)
 
 static bool names_stubs(const char *text, size_t len)
 {
-    return memmem(text, len, "\"export\"", 8) != NULL || memmem(text, len, "\"promise\"", 9) != NULL;
+    /* One pass over the quotes (memmem twice cost more than the rest of
+     * a pull's handling). */
+    const char *end = text + len;
+    for (const char *p = text; (p = memchr(p, '"', (size_t)(end - p))) != NULL; p++) {
+        size_t left = (size_t)(end - p);
+        if ((left >= 8 && p[1] == 'e' && memcmp(p, "\"export\"", 8) == 0) ||
+            (left >= 9 && p[1] == 'p' && memcmp(p, "\"promise\"", 9) == 0))
+            return true;
+    }
+    return false;
 }
 
 void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)

@@ -106,10 +106,10 @@ static void op_free(op *o)
     session_unref(s);
 }
 
-static void answer_raw(op *o, const char *json, size_t n)
+static void answer_raw(op *o, const char *json, size_t n, dsq_buf *owner)
 {
     if (o->done_fn != NULL)
-        o->done_fn(o->done_ud, 0, DSQ_CODE_UNKNOWN, json, n);
+        o->done_fn(o->done_ud, 0, DSQ_CODE_UNKNOWN, json, n, owner);
     else if (o->rpc != NULL)
         dsq_rpc_result_raw(o->rpc, json, n);
     else if (!o->s->closed)
@@ -119,7 +119,7 @@ static void answer_raw(op *o, const char *json, size_t n)
 static void answer_error_msg(op *o, dsq_code code, const char *msg)
 {
     if (o->done_fn != NULL) {
-        o->done_fn(o->done_ud, -1, code, msg, strlen(msg));
+        o->done_fn(o->done_ud, -1, code, msg, strlen(msg), NULL);
         return;
     }
     if (o->rpc != NULL) {
@@ -161,7 +161,7 @@ static int prelude(op *o, json_t *p)
     dsq_dosql_session *s = o->s;
     json_t *d = json_object_get(p, "database");
     if (o->fixed_db != NULL) {
-        snprintf(o->db, sizeof o->db, "%s", o->fixed_db);
+        dsq_strlcpy(o->db, o->fixed_db, sizeof o->db);
     } else if (s->db[0]) {
         if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), s->db) == 0)) {
             reject(o, DSQ_CODE_INVALID_REQUEST,
@@ -267,7 +267,7 @@ static void put_lsn(dsq_call *c, dsq_buf *b, uint64_t lsn)
     if (cw(c))
         dsq_cw_bigint(b, (int64_t)lsn);
     else
-        dsq_buf_printf(b, "%llu", (unsigned long long)lsn);
+        dsq_buf_put_u64(b, lsn);
 }
 
 static void put_result(dsq_call *c, dsq_buf *b, const dsq_result *r)
@@ -470,7 +470,7 @@ static void stream_end(op *o)
                    (unsigned long long)o->chunks);
     put_lsn(c, &b, c->lsn);
     dsq_buf_puts(&b, "}");
-    answer_raw(o, b.data, b.len);
+    answer_raw(o, b.data, b.len, &b);
     dsq_buf_free(&b);
     op_free(o);
 }
@@ -484,8 +484,10 @@ static void on_done(dsq_call *c)
     }
     if (c->err != 0)
         answer_error_msg(o, c->code, c->msg);
+    else if (c->out.data != NULL)
+        answer_raw(o, c->out.data, c->out.len, &c->out);
     else
-        answer_raw(o, c->out.data ? c->out.data : "null", c->out.data ? c->out.len : 4);
+        answer_raw(o, "null", 4, NULL);
     op_free(o);
 }
 
@@ -658,7 +660,7 @@ static void m_ping(op *o, json_t *p)
     char buf[160];
     int n = snprintf(buf, sizeof buf, "{\"pong\":true,\"time\":%llu,\"version\":\"%s\"}",
                      (unsigned long long)dsq_wall_ms(), DSQ_VERSION);
-    answer_raw(o, buf, (size_t)n);
+    answer_raw(o, buf, (size_t)n, NULL);
     op_free(o);
 }
 
@@ -677,7 +679,7 @@ static void m_stats(op *o, json_t *p)
                      (unsigned long long)st.actors, (unsigned long long)st.actors_open,
                      (unsigned long long)st.actors_hibernated, (unsigned long long)st.queued,
                      (unsigned long long)st.txns_open, (unsigned long long)st.calls);
-    answer_raw(o, buf, (size_t)n);
+    answer_raw(o, buf, (size_t)n, NULL);
     op_free(o);
 }
 
@@ -745,7 +747,7 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
             fn = api[i].fn;
     op *o = op_new(s, NULL);
     if (o == NULL) {
-        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13);
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13, NULL);
         return;
     }
     o->enc = enc;

@@ -74,8 +74,10 @@ typedef struct dsq_dosql_op dsq_dosql_op;
 
 /* A call's outcome: err 0 and the result as text in the call's encoding,
  * or err -1 with the code and the message. Always called exactly once,
- * also after the session closed. */
-typedef void (*dsq_dosql_done_fn)(void *ud, int err, dsq_code code, const char *text, size_t len);
+ * also after the session closed. When `owner` is not NULL it is the buffer
+ * holding `text`, and the function may take its memory (dsq_buf_steal). */
+typedef void (*dsq_dosql_done_fn)(void *ud, int err, dsq_code code, const char *text, size_t len,
+                                  dsq_buf *owner);
 
 /* queryStream's chunks ({"seq", "columns"?, "columnTypes"?, "rows"} in the
  * call's encoding): return 0 for the next chunk now, 1 to wait until

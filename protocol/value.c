@@ -295,10 +295,13 @@ void dsq_json_value(dsq_buf *out, const dsq_value *v)
 {
     switch (v->type) {
     case DSQ_V_INT:
-        if (v->i > MAX_SAFE || v->i < -MAX_SAFE)
-            dsq_buf_printf(out, "{\"$bigint\":\"%lld\"}", (long long)v->i);
-        else
-            dsq_buf_printf(out, "%lld", (long long)v->i);
+        if (v->i > MAX_SAFE || v->i < -MAX_SAFE) {
+            dsq_buf_puts(out, "{\"$bigint\":\"");
+            dsq_buf_put_i64(out, v->i);
+            dsq_buf_puts(out, "\"}");
+        } else {
+            dsq_buf_put_i64(out, v->i);
+        }
         break;
     case DSQ_V_REAL:
         write_double(out, v->d);
@@ -400,7 +403,9 @@ void dsq_json_result(dsq_buf *out, const dsq_result *r)
 
 void dsq_cw_bigint(dsq_buf *out, int64_t i)
 {
-    dsq_buf_printf(out, "[\"bigint\",\"%lld\"]", (long long)i);
+    dsq_buf_append(out, "[\"bigint\",\"", 11);
+    dsq_buf_put_i64(out, i);
+    dsq_buf_append(out, "\"]", 2);
 }
 
 void dsq_cw_value(dsq_buf *out, const dsq_value *v)
@@ -410,7 +415,7 @@ void dsq_cw_value(dsq_buf *out, const dsq_value *v)
         if (v->i > MAX_SAFE || v->i < -MAX_SAFE)
             dsq_cw_bigint(out, v->i);
         else
-            dsq_buf_printf(out, "%lld", (long long)v->i);
+            dsq_buf_put_i64(out, v->i);
         break;
     case DSQ_V_REAL:
         if (isnan(v->d))

@@ -1,5 +1,6 @@
 /* Unit tests: common/util and common/buf. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -125,5 +126,24 @@ Test(buf, grows_and_formats)
     cr_assert_eq(n, before - 2);
     cr_assert_eq(b.data, NULL);
     free(p);
+    dsq_buf_free(&b);
+}
+
+Test(buf, integers_match_printf)
+{
+    const int64_t cases[] = {0, 1, -1, 9, 10, -10, 99, 100, 123456789, -987654321,
+                             INT64_MAX, INT64_MIN, INT64_MIN + 1, (int64_t)1 << 53};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dsq_buf b = DSQ_BUF_INIT;
+        char want[32];
+        snprintf(want, sizeof want, "x%lld", (long long)cases[i]);
+        dsq_buf_puts(&b, "x");
+        cr_assert_eq(dsq_buf_put_i64(&b, cases[i]), 0);
+        cr_assert_str_eq(b.data, want);
+        dsq_buf_free(&b);
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_put_u64(&b, UINT64_MAX);
+    cr_assert_str_eq(b.data, "18446744073709551615");
     dsq_buf_free(&b);
 }
