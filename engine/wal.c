@@ -1,0 +1,716 @@
+/* wal — segments of checksummed commit records (see wal.h).
+ *
+ * Divisions: byte order; records; segments on disk; opening and recovery;
+ * appending, syncing, reading; retiring and scanning. */
+#include "engine/wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "common/util.h"
+
+#define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
+#define SEG_MAGIC "DSQWAL01"
+#define REC_VERSION 1
+#define DIR_ENTRY 8                /* pgno, clen */
+
+/* ---- byte order: everything on disk is little-endian ------------------------------------ */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+static uint32_t crc(const uint8_t *p, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    while (n > 0) { /* zlib takes uInt lengths */
+        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        c = crc32(c, p, k);
+        p += k;
+        n -= k;
+    }
+    return (uint32_t)c;
+}
+
+/* ---- records ---------------------------------------------------------------------------- */
+
+/* Header: magic u32 | version u16 | flags u16 | len u32 | npages u32 |
+ * lsn u64 | time_us u64 | db_pages u32 | page_size u32 | extra_len u32 |
+ * header crc u32 (of bytes 0..43). Then npages x (pgno u32, clen u32), the
+ * frames, the extra bytes, zero padding to 8, and the record's crc u32
+ * (of everything before it) with 4 zero bytes. */
+
+int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t npages,
+                   const uint32_t *pgnos, const uint8_t *const *pages, const void *extra,
+                   uint32_t extra_len)
+{
+    size_t start = out->len;
+    size_t bound = ZSTD_compressBound(r->page_size);
+    if (npages > (DSQ_WAL_REC_MAX - DSQ_WAL_REC_HDR) / (DIR_ENTRY + bound))
+        return -1;
+    size_t most = DSQ_WAL_REC_HDR + npages * (DIR_ENTRY + bound) + extra_len + 16;
+    if (dsq_buf_reserve(out, most) != 0)
+        return -1;
+    uint8_t *base = (uint8_t *)out->data + start;
+    uint8_t *dir = base + DSQ_WAL_REC_HDR;
+    size_t at = DSQ_WAL_REC_HDR + npages * DIR_ENTRY;
+    ZSTD_CCtx *cc = cctx;
+    ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+    for (size_t i = 0; i < npages; i++) {
+        size_t n = ZSTD_compress2(cc, base + at, bound, pages[i], r->page_size);
+        if (ZSTD_isError(n))
+            return -1;
+        put32(dir + i * DIR_ENTRY, pgnos[i]);
+        put32(dir + i * DIR_ENTRY + 4, (uint32_t)n);
+        at += n;
+    }
+    if (extra_len > 0) {
+        memcpy(base + at, extra, extra_len);
+        at += extra_len;
+    }
+    size_t len = (at + 7) / 8 * 8 + 8;
+    if (len >= DSQ_WAL_REC_MAX)
+        return -1;
+    memset(base + at, 0, len - at);
+    r->len = (uint32_t)len;
+    r->npages = (uint32_t)npages;
+    r->extra_len = extra_len;
+    put32(base, REC_MAGIC);
+    base[4] = REC_VERSION;
+    base[5] = 0;
+    base[6] = base[7] = 0;
+    put32(base + 8, r->len);
+    put32(base + 12, r->npages);
+    put64(base + 16, r->lsn);
+    put64(base + 24, r->time_us);
+    put32(base + 32, r->db_pages);
+    put32(base + 36, r->page_size);
+    put32(base + 40, extra_len);
+    put32(base + 44, crc(base, 44));
+    put32(base + len - 8, crc(base, len - 8));
+    out->len = start + len;
+    return 0;
+}
+
+int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r)
+{
+    if (get32(p) != REC_MAGIC || p[4] != REC_VERSION || get32(p + 44) != crc(p, 44))
+        return -1;
+    r->len = get32(p + 8);
+    r->npages = get32(p + 12);
+    r->lsn = get64(p + 16);
+    r->time_us = get64(p + 24);
+    r->db_pages = get32(p + 32);
+    r->page_size = get32(p + 36);
+    r->extra_len = get32(p + 40);
+    if (r->len % 8 != 0 || r->len < DSQ_WAL_REC_HDR + 8 || r->len >= DSQ_WAL_REC_MAX ||
+        (uint64_t)r->npages * DIR_ENTRY + r->extra_len > r->len - DSQ_WAL_REC_HDR - 8 || r->lsn == 0)
+        return -1;
+    return 0;
+}
+
+bool dsq_wal_rec_valid(const uint8_t *p, const dsq_wal_rec *r)
+{
+    if (get32(p + r->len - 8) != crc(p, r->len - 8))
+        return false;
+    uint64_t at = DSQ_WAL_REC_HDR + (uint64_t)r->npages * DIR_ENTRY;
+    for (uint32_t i = 0; i < r->npages; i++)
+        at += get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
+    return at + r->extra_len <= (uint64_t)r->len - 8;
+}
+
+void dsq_wal_rec_pages(const uint8_t *p, const dsq_wal_rec *r, dsq_wal_page *out)
+{
+    uint32_t at = DSQ_WAL_REC_HDR + r->npages * DIR_ENTRY;
+    for (uint32_t i = 0; i < r->npages; i++) {
+        const uint8_t *d = p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY;
+        out[i].pgno = get32(d);
+        out[i].clen = get32(d + 4);
+        out[i].off = at;
+        at += out[i].clen;
+    }
+}
+
+const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r)
+{
+    uint64_t at = DSQ_WAL_REC_HDR + (uint64_t)r->npages * DIR_ENTRY;
+    for (uint32_t i = 0; i < r->npages; i++)
+        at += get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
+    return p + at;
+}
+
+int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, uint32_t page_size)
+{
+    size_t n = ZSTD_decompressDCtx(dctx, dst, page_size, frame, clen);
+    return ZSTD_isError(n) || n != page_size ? -1 : 0;
+}
+
+/* ---- segments on disk ------------------------------------------------------------------- */
+
+/* Header: magic[8] | version u32 | page_size u32 | seq u32 | pad u32 |
+ * first_lsn u64 | created_us u64 | zero to byte 60 | crc u32 of 0..59. */
+
+typedef struct seg {
+    uint32_t seq;
+    int fd;               /* -1 when not open */
+    uint64_t first_lsn;   /* of its first record */
+    uint64_t last_lsn;    /* of its last record (first_lsn - 1 when empty) */
+    uint64_t size;        /* bytes written */
+    uint64_t synced;      /* bytes known durable */
+} seg;
+
+struct dsq_wal {
+    char *dir;
+    dsq_wal_cfg cfg;
+    pthread_mutex_t mu;   /* segs, appended, durable */
+    seg *segs;            /* oldest first; the last is the one appended to */
+    size_t nsegs, cap;
+    uint64_t appended;    /* LSN of the last record appended */
+    uint64_t durable;     /* LSN of the last record synced */
+};
+
+static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%08x.seg", w->dir, seq);
+}
+
+static void sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static int full_pread(int fd, void *buf, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r == 0 ? 1 : -1; /* 1: end of file */
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int full_pwrite(int fd, const void *buf, size_t n, uint64_t off)
+{
+    size_t put = 0;
+    while (put < n) {
+        ssize_t r = pwrite(fd, (const char *)buf + put, n - put, (off_t)(off + put));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        put += (size_t)r;
+    }
+    return 0;
+}
+
+static int segs_push(dsq_wal *w, seg s)
+{
+    if (w->nsegs == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 8;
+        seg *n = realloc(w->segs, cap * sizeof *n);
+        if (n == NULL)
+            return -1;
+        w->segs = n;
+        w->cap = cap;
+    }
+    w->segs[w->nsegs++] = s;
+    return 0;
+}
+
+static seg *seg_find(dsq_wal *w, uint32_t seq)
+{
+    size_t lo = 0, hi = w->nsegs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (w->segs[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < w->nsegs && w->segs[lo].seq == seq ? &w->segs[lo] : NULL;
+}
+
+/* Create segment `seq` starting at `first_lsn`, header written and synced,
+ * its directory entry too. */
+static int seg_create(dsq_wal *w, uint32_t seq, uint64_t first_lsn, seg *out, char *err, size_t errlen)
+{
+    char path[4200];
+    seg_path(w, seq, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint8_t h[DSQ_WAL_SEG_HDR] = {0};
+    memcpy(h, SEG_MAGIC, 8);
+    put32(h + 8, 1);
+    put32(h + 12, w->cfg.page_size);
+    put32(h + 16, seq);
+    put64(h + 24, first_lsn);
+    put64(h + 32, dsq_wall_ms() * 1000);
+    put32(h + 60, crc(h, 60));
+    if (full_pwrite(fd, h, sizeof h, 0) != 0 || fdatasync(fd) != 0) {
+        snprintf(err, errlen, "cannot write %.3000s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    sync_dir(w->dir);
+    *out = (seg){.seq = seq, .fd = fd, .first_lsn = first_lsn, .last_lsn = first_lsn - 1,
+                 .size = DSQ_WAL_SEG_HDR, .synced = DSQ_WAL_SEG_HDR};
+    return 0;
+}
+
+static int seg_read_header(dsq_wal *w, seg *s, char *err, size_t errlen)
+{
+    uint8_t h[DSQ_WAL_SEG_HDR];
+    char path[4200];
+    seg_path(w, s->seq, path, sizeof path);
+    if (full_pread(s->fd, h, sizeof h, 0) != 0 || memcmp(h, SEG_MAGIC, 8) != 0 ||
+        get32(h + 60) != crc(h, 60) || get32(h + 16) != s->seq) {
+        snprintf(err, errlen, "%.3000s: not a dosqld log segment, or its header is damaged", path);
+        return -1;
+    }
+    if (get32(h + 12) != w->cfg.page_size) {
+        snprintf(err, errlen, "%.3000s: page size %u, the database's is %u", path, get32(h + 12),
+                 w->cfg.page_size);
+        return -1;
+    }
+    s->first_lsn = get64(h + 24);
+    s->last_lsn = s->first_lsn - 1;
+    return 0;
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    uint32_t x = ((const seg *)a)->seq, y = ((const seg *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- opening and recovery --------------------------------------------------------------- */
+
+enum { REC_OK, REC_END, REC_BAD };
+
+/* Read the record at `off` of s into *buf: REC_OK, REC_END (clean end of
+ * file), or REC_BAD (torn, damaged, or not the LSN expected). */
+static int read_record(seg *s, uint64_t off, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
+                       size_t *cap, dsq_wal_rec *r)
+{
+    uint8_t h[DSQ_WAL_REC_HDR];
+    int rc = full_pread(s->fd, h, sizeof h, off);
+    if (rc < 0)
+        return REC_BAD;
+    if (rc > 0) {
+        struct stat st;
+        return fstat(s->fd, &st) == 0 && (uint64_t)st.st_size == off ? REC_END : REC_BAD;
+    }
+    if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size)
+        return REC_BAD;
+    if (*cap < r->len) {
+        uint8_t *n = realloc(*buf, r->len);
+        if (n == NULL)
+            return REC_BAD;
+        *buf = n;
+        *cap = r->len;
+    }
+    if (full_pread(s->fd, *buf, r->len, off) != 0 || !dsq_wal_rec_valid(*buf, r))
+        return REC_BAD;
+    return REC_OK;
+}
+
+static int list_segments(dsq_wal *w, char *err, size_t errlen)
+{
+    DIR *d = opendir(w->dir);
+    if (d == NULL) {
+        snprintf(err, errlen, "cannot read %.3000s: %s", w->dir, strerror(errno));
+        return -1;
+    }
+    struct dirent *de;
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        unsigned seq;
+        char tail[8];
+        if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x.%3s", &seq, tail) != 2 ||
+            strcmp(tail, "seg") != 0)
+            continue;
+        char path[4200];
+        seg_path(w, seq, path, sizeof path);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || segs_push(w, (seg){.seq = seq, .fd = fd}) != 0) {
+            snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            rc = -1;
+        }
+    }
+    closedir(d);
+    if (rc == 0 && w->nsegs > 1)
+        qsort(w->segs, w->nsegs, sizeof *w->segs, cmp_seq);
+    return rc;
+}
+
+/* Recover segment i from `off` on, expecting `want` next. Returns 0 with
+ * s->last_lsn/size set, or -1. */
+static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visit_fn visit, void *ud,
+                           uint8_t **buf, size_t *cap, char *err, size_t errlen)
+{
+    seg *s = &w->segs[i];
+    bool last = i + 1 == w->nsegs;
+    char path[4200];
+    seg_path(w, s->seq, path, sizeof path);
+    uint64_t off = DSQ_WAL_SEG_HDR, want = s->first_lsn;
+    for (;;) {
+        dsq_wal_rec r;
+        int rc = read_record(s, off, want, w->cfg.page_size, buf, cap, &r);
+        if (rc == REC_END)
+            break;
+        if (rc == REC_BAD) {
+            /* A torn tail, or damage with good records after it? */
+            uint8_t h[DSQ_WAL_REC_HDR];
+            dsq_wal_rec r1, r2;
+            bool later = false;
+            if (full_pread(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
+                r1.lsn == want)
+                later = read_record(s, off + r1.len, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
+            if (!last || later) {
+                snprintf(err, errlen,
+                         "%.3000s: the record at offset %llu (LSN %llu) is damaged and the log "
+                         "goes on after it: the database stays offline until it is restored",
+                         path, (unsigned long long)off, (unsigned long long)want);
+                return -1;
+            }
+            if (ftruncate(s->fd, (off_t)off) != 0 || fdatasync(s->fd) != 0) {
+                snprintf(err, errlen, "%.3000s: cannot cut the torn tail at %llu: %s", path,
+                         (unsigned long long)off, strerror(errno));
+                return -1;
+            }
+            break;
+        }
+        if (r.lsn > from_lsn && visit != NULL &&
+            visit(ud, &r, *buf, (dsq_wal_loc){s->seq, off}, err, errlen) != 0)
+            return -1;
+        off += r.len;
+        want++;
+    }
+    s->last_lsn = want - 1;
+    s->size = s->synced = off;
+    return 0;
+}
+
+int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq_wal_visit_fn visit,
+                 void *ud, dsq_wal **out, uint64_t *last_lsn, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %.3000s: %s", dir, strerror(errno));
+        return -1;
+    }
+    dsq_wal *w = calloc(1, sizeof *w);
+    if (w == NULL || (w->dir = strdup(dir)) == NULL) {
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->cfg = *cfg;
+    pthread_mutex_init(&w->mu, NULL);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    if (list_segments(w, err, errlen) != 0)
+        goto fail;
+    for (size_t i = 0; i < w->nsegs; i++)
+        if (seg_read_header(w, &w->segs[i], err, errlen) != 0)
+            goto fail;
+    for (size_t i = 0; i < w->nsegs; i++) {
+        seg *s = &w->segs[i];
+        if (i + 1 < w->nsegs) {
+            /* A sealed segment ends where the next begins. */
+            s->last_lsn = w->segs[i + 1].first_lsn - 1;
+            if (w->segs[i + 1].first_lsn <= s->first_lsn || w->segs[i + 1].seq != s->seq + 1) {
+                snprintf(err, errlen, "%.3000s: log segments %08x and %08x do not follow each other",
+                         dir, s->seq, w->segs[i + 1].seq);
+                goto fail;
+            }
+        }
+        /* Read only what holds records after from_lsn (and the last one,
+         * to find its end). */
+        if (i + 1 < w->nsegs && s->last_lsn <= from_lsn) {
+            struct stat st;
+            if (fstat(s->fd, &st) != 0)
+                goto fail;
+            s->size = s->synced = (uint64_t)st.st_size;
+            continue;
+        }
+        uint64_t last_before = s->last_lsn;
+        if (recover_segment(w, i, from_lsn, visit, ud, &buf, &cap, err, errlen) != 0)
+            goto fail;
+        if (i + 1 < w->nsegs && s->last_lsn != last_before) {
+            snprintf(err, errlen, "%.3000s: segment %08x ends at LSN %llu, the next starts at %llu",
+                     dir, s->seq, (unsigned long long)s->last_lsn,
+                     (unsigned long long)w->segs[i + 1].first_lsn);
+            goto fail;
+        }
+    }
+    if (w->nsegs > 0 && w->segs[0].first_lsn > from_lsn + 1) {
+        snprintf(err, errlen, "%.3000s: the log starts at LSN %llu, records from %llu are missing", dir,
+                 (unsigned long long)w->segs[0].first_lsn, (unsigned long long)from_lsn + 1);
+        goto fail;
+    }
+    /* Whatever was recovered is made durable now: it may sit only in the
+     * page cache after a crash of the process. */
+    if (w->nsegs > 0 && fdatasync(w->segs[w->nsegs - 1].fd) != 0) {
+        snprintf(err, errlen, "%.3000s: fdatasync: %s", dir, strerror(errno));
+        goto fail;
+    }
+    w->appended = w->durable = w->nsegs > 0 && w->segs[w->nsegs - 1].last_lsn > from_lsn
+                                   ? w->segs[w->nsegs - 1].last_lsn
+                                   : from_lsn;
+    free(buf);
+    *last_lsn = w->appended;
+    *out = w;
+    return 0;
+fail:
+    free(buf);
+    dsq_wal_close(w);
+    return -1;
+}
+
+void dsq_wal_close(dsq_wal *w)
+{
+    if (w == NULL)
+        return;
+    for (size_t i = 0; i < w->nsegs; i++)
+        if (w->segs[i].fd >= 0)
+            close(w->segs[i].fd);
+    free(w->segs);
+    pthread_mutex_destroy(&w->mu);
+    free(w->dir);
+    free(w);
+}
+
+/* ---- appending, syncing, reading -------------------------------------------------------- */
+
+int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
+                   char *err, size_t errlen)
+{
+    pthread_mutex_lock(&w->mu);
+    seg *s = w->nsegs > 0 ? &w->segs[w->nsegs - 1] : NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (s == NULL || (s->size + len > w->cfg.segment_bytes && s->last_lsn >= s->first_lsn)) {
+        seg n;
+        if (seg_create(w, s ? s->seq + 1 : 1, lsn, &n, err, errlen) != 0)
+            return -1;
+        pthread_mutex_lock(&w->mu);
+        int rc = segs_push(w, n);
+        pthread_mutex_unlock(&w->mu);
+        if (rc != 0) {
+            close(n.fd);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        s = &w->segs[w->nsegs - 1];
+    }
+    if (full_pwrite(s->fd, rec, len, s->size) != 0) {
+        snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
+        /* Nothing counts past the old end: cut off what may have gone. */
+        if (ftruncate(s->fd, (off_t)s->size) != 0) {
+            /* the next open cuts it as a torn tail */
+        }
+        return -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    loc->seg = s->seq;
+    loc->off = s->size;
+    s->size += len;
+    s->last_lsn = lsn;
+    w->appended = lsn;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    seg *s = seg_find(w, seq);
+    int fd = s && s->fd >= 0 ? s->fd : -1;
+    pthread_mutex_unlock(&w->mu);
+    return fd >= 0 && full_pread(fd, buf, n, off) == 0 ? 0 : -1;
+}
+
+int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
+{
+    /* The segments written since the last sync (usually the newest one),
+     * each with its size now, synced oldest first outside the lock. */
+    typedef struct { int fd; uint64_t size; uint32_t seq; } job;
+    job few[4], *jobs = few;
+    size_t n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    uint64_t target = w->appended;
+    size_t want = 0;
+    for (size_t i = 0; i < w->nsegs; i++)
+        want += w->segs[i].synced < w->segs[i].size;
+    if (want > 4 && (jobs = malloc(want * sizeof *jobs)) == NULL) {
+        pthread_mutex_unlock(&w->mu);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < w->nsegs && rc == 0; i++) {
+        seg *s = &w->segs[i];
+        if (s->synced >= s->size)
+            continue;
+        jobs[n] = (job){dup(s->fd), s->size, s->seq};
+        if (jobs[n].fd < 0) {
+            snprintf(err, errlen, "dup: %s", strerror(errno));
+            rc = -1;
+        } else {
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    for (size_t k = 0; k < n; k++) {
+        if (rc == 0 && fdatasync(jobs[k].fd) != 0) {
+            snprintf(err, errlen, "fdatasync of log segment %08x: %s", jobs[k].seq, strerror(errno));
+            rc = -1;
+        }
+        close(jobs[k].fd);
+    }
+    pthread_mutex_lock(&w->mu);
+    if (rc == 0) {
+        for (size_t k = 0; k < n; k++) {
+            seg *s = seg_find(w, jobs[k].seq);
+            if (s && s->synced < jobs[k].size)
+                s->synced = jobs[k].size;
+        }
+        if (target > w->durable)
+            w->durable = target;
+    }
+    *durable = w->durable;
+    pthread_mutex_unlock(&w->mu);
+    if (jobs != few)
+        free(jobs);
+    return rc;
+}
+
+uint64_t dsq_wal_appended(dsq_wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t v = w->appended;
+    pthread_mutex_unlock(&w->mu);
+    return v;
+}
+
+uint64_t dsq_wal_durable(dsq_wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t v = w->durable;
+    pthread_mutex_unlock(&w->mu);
+    return v;
+}
+
+/* ---- retiring and scanning -------------------------------------------------------------- */
+
+int dsq_wal_retire(dsq_wal *w, uint64_t lsn)
+{
+    int gone = 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->nsegs > 1 && w->segs[0].last_lsn <= lsn && w->segs[0].synced >= w->segs[0].size) {
+        char path[4200];
+        seg_path(w, w->segs[0].seq, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT)
+            break;
+        close(w->segs[0].fd);
+        memmove(w->segs, w->segs + 1, (w->nsegs - 1) * sizeof *w->segs);
+        w->nsegs--;
+        gone++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (gone > 0)
+        sync_dir(w->dir);
+    return gone;
+}
+
+void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *first_lsn)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t b = 0;
+    for (size_t i = 0; i < w->nsegs; i++)
+        b += w->segs[i].size;
+    *segments = (uint32_t)w->nsegs;
+    *bytes = b;
+    *first_lsn = w->nsegs > 0 && w->segs[0].last_lsn >= w->segs[0].first_lsn ? w->segs[0].first_lsn : 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
+                 size_t errlen)
+{
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0; i++) {
+        pthread_mutex_lock(&w->mu);
+        seg s = i < w->nsegs ? w->segs[i] : (seg){.fd = -1};
+        pthread_mutex_unlock(&w->mu);
+        if (s.fd < 0 || s.first_lsn > to)
+            break;
+        if (s.last_lsn <= from)
+            continue;
+        uint64_t off = DSQ_WAL_SEG_HDR;
+        for (uint64_t want = s.first_lsn; want <= s.last_lsn && want <= to; want++) {
+            dsq_wal_rec r;
+            if (read_record(&s, off, want, w->cfg.page_size, &buf, &cap, &r) != REC_OK) {
+                snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read",
+                         s.seq, (unsigned long long)want);
+                rc = -1;
+                break;
+            }
+            if (want > from && visit(ud, &r, buf, (dsq_wal_loc){s.seq, off}, err, errlen) != 0) {
+                rc = -1;
+                break;
+            }
+            off += r.len;
+        }
+    }
+    if (rc == 0 && from < to) {
+        pthread_mutex_lock(&w->mu);
+        bool missing = w->nsegs == 0 || w->segs[0].first_lsn > from + 1;
+        pthread_mutex_unlock(&w->mu);
+        if (missing) {
+            snprintf(err, errlen, "the log no longer holds LSN %llu", (unsigned long long)from + 1);
+            rc = -1;
+        }
+    }
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,142 @@
+/* wal — one database's write-ahead log (DESIGN D4).
+ *
+ * The log is a directory of numbered segment files. Each segment starts
+ * with a 64-byte header and holds commit records back to back; each record
+ * is one committed transaction: its LSN (one more than the record before
+ * it), commit time, the database's size in pages after it, and the pages
+ * it changed, each page a zstd frame with zstd's content checksum, then
+ * optional extra bytes (the CDC issue's row changes), padding to 8 bytes
+ * and a CRC-32 over everything before it. docs/storage.md has the layout.
+ *
+ * Threads: the actor's worker opens, appends, reads, retires and closes;
+ * the syncer calls dsq_wal_sync at any time in between. They meet under
+ * the log's mutex; fsync itself runs outside it on duplicated descriptors,
+ * so appends go on while the disk flushes. */
+#ifndef DSQ_WAL_H
+#define DSQ_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define DSQ_WAL_SEG_HDR 64 /* bytes of a segment's header */
+#define DSQ_WAL_REC_HDR 48 /* bytes of a record's fixed header */
+#define DSQ_WAL_REC_MAX (1u << 31) /* a record is smaller than this */
+
+/* A record's fixed header, decoded. */
+typedef struct dsq_wal_rec {
+    uint64_t lsn;
+    uint64_t time_us;   /* commit time, µs since the epoch */
+    uint32_t len;       /* bytes of the whole record, a multiple of 8 */
+    uint32_t npages;    /* pages in it */
+    uint32_t db_pages;  /* the database's size in pages after the commit */
+    uint32_t page_size;
+    uint32_t extra_len; /* bytes of extra data after the pages */
+} dsq_wal_rec;
+
+/* One page of a record: its number, and where its zstd frame lies,
+ * counted from the start of the record. */
+typedef struct dsq_wal_page {
+    uint32_t pgno;
+    uint32_t clen;
+    uint32_t off;
+} dsq_wal_page;
+
+/* ---- records (pure functions; unit-tested on their own) ---- */
+
+/* Append one record to `out`: `r` gives lsn, time_us, db_pages, page_size
+ * (len, npages and extra_len are filled in); pages[i] (page_size bytes) is
+ * page pgnos[i]; extra may be NULL when extra_len is 0. `level` is zstd's.
+ * `cctx` is a ZSTD_CCtx * reused between calls. Returns 0, or -1 (out of
+ * memory, or a compression error). */
+int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t npages,
+                   const uint32_t *pgnos, const uint8_t *const *pages, const void *extra,
+                   uint32_t extra_len);
+
+/* Decode and check the fixed header at p[0..DSQ_WAL_REC_HDR): magic,
+ * version, its own CRC and sane sizes. 0, or -1 when it is not one. */
+int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r);
+
+/* Whether the whole record p[0..r->len) is intact (its CRC), and its page
+ * directory lies inside it. */
+bool dsq_wal_rec_valid(const uint8_t *p, const dsq_wal_rec *r);
+
+/* The pages of a valid record: out[0..r->npages). */
+void dsq_wal_rec_pages(const uint8_t *p, const dsq_wal_rec *r, dsq_wal_page *out);
+
+/* The extra bytes of a valid record (r->extra_len of them). */
+const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r);
+
+/* Decompress a page's frame into dst[page_size]; zstd checks the content
+ * checksum. `dctx` is a ZSTD_DCtx * reused between calls. 0, or -1 when the
+ * frame is corrupt or not one page. */
+int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, uint32_t page_size);
+
+/* ---- the log ---- */
+
+typedef struct dsq_wal dsq_wal;
+
+typedef struct dsq_wal_cfg {
+    uint32_t page_size;     /* every record's page size must match */
+    uint64_t segment_bytes; /* a segment is sealed once it holds this much */
+} dsq_wal_cfg;
+
+/* Where a record lies: its segment's sequence number and offset. */
+typedef struct dsq_wal_loc {
+    uint32_t seg;
+    uint64_t off;
+} dsq_wal_loc;
+
+/* Called by dsq_wal_open for each record after `from_lsn`, in LSN order,
+ * with the whole verified record. Return 0, or -1 to fail the open (with a
+ * message in err). */
+typedef int (*dsq_wal_visit_fn)(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc,
+                                char *err, size_t errlen);
+
+/* Open (creating) the log in directory `dir` and recover it: every
+ * record after `from_lsn` is read, verified and passed to `visit`. A torn
+ * or corrupt record at the tail of the last segment, and everything after
+ * it, is cut off (the file is truncated and synced). A bad record with a
+ * good one after it, a bad record in a sealed segment, or a gap in the
+ * LSNs is corruption: the open fails with a message naming the segment
+ * and offset. `*last_lsn` is the newest record's LSN (from_lsn if none
+ * follows it). Returns 0 or -1. */
+int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq_wal_visit_fn visit,
+                 void *ud, dsq_wal **out, uint64_t *last_lsn, char *err, size_t errlen);
+void dsq_wal_close(dsq_wal *w);
+
+/* Append an encoded record whose LSN is `lsn` (one more than the last).
+ * Starts a new segment first when the current one is full. No fsync: see
+ * dsq_wal_sync. Returns 0 and where it went, or -1 with a message. */
+int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
+                   char *err, size_t errlen);
+
+/* Read n bytes at `off` of segment `seg`. 0, or -1 (gone, short, I/O). */
+int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
+
+/* Make every record appended so far durable (fdatasync of each segment
+ * written since the last sync). Returns 0 and the LSN now durable, or -1
+ * with errno's message when the disk refused. Any thread. */
+int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
+
+/* The LSN of the last record appended, and of the last made durable. */
+uint64_t dsq_wal_appended(dsq_wal *w);
+uint64_t dsq_wal_durable(dsq_wal *w);
+
+/* Delete sealed segments all of whose records have LSN <= lsn. Returns
+ * how many went. */
+int dsq_wal_retire(dsq_wal *w, uint64_t lsn);
+
+/* Segments on disk, their bytes, and the first LSN still in the log
+ * (0 when it is empty). */
+void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *first_lsn);
+
+/* Visit the records with from < LSN <= to, in order, reading them from
+ * the segments (for time travel and CDC). The visit function's `loc` is the
+ * record's. Returns 0, or -1 with a message. */
+int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
+                 size_t errlen);
+
+#endif

@@ -1,0 +1,335 @@
+/* Unit tests: engine/wal — record encoding and checksums, recovery of a
+ * torn tail, refusal of damage in the middle, segments, retiring, scans. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "engine/wal.h"
+
+#define PS 4096
+
+static char dir[64];
+static ZSTD_CCtx *cc;
+static ZSTD_DCtx *dc;
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/dsq-wal-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    cc = ZSTD_createCCtx();
+    dc = ZSTD_createDCtx();
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    ZSTD_freeCCtx(cc);
+    ZSTD_freeDCtx(dc);
+}
+
+TestSuite(wal, .init = setup, .fini = teardown);
+
+/* A page whose bytes are a function of (pgno, lsn). */
+static void fill(uint8_t *p, uint32_t pgno, uint64_t lsn)
+{
+    uint32_t x = pgno * 2654435761u + (uint32_t)lsn * 40503u + 1;
+    for (int i = 0; i < PS; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = i % 7 == 0 ? (uint8_t)x : (uint8_t)(i & 3); /* compressible, not trivially */
+    }
+}
+
+/* Encode the record of `lsn` changing pages 1..n into out. */
+static void make(dsq_buf *out, uint64_t lsn, uint32_t n)
+{
+    static uint8_t pages[8][PS];
+    const uint8_t *ptrs[8];
+    uint32_t pgnos[8];
+    for (uint32_t i = 0; i < n; i++) {
+        pgnos[i] = i + 1;
+        fill(pages[i], i + 1, lsn);
+        ptrs[i] = pages[i];
+    }
+    dsq_wal_rec r = {.lsn = lsn, .time_us = 1000 * lsn, .db_pages = n, .page_size = PS};
+    cr_assert_eq(dsq_wal_encode(out, cc, 1, &r, n, pgnos, ptrs, "cdc", 3), 0);
+}
+
+Test(wal, record_round_trip)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_puts(&b, "junk"); /* records append after what is there */
+    make(&b, 42, 3);
+    const uint8_t *p = (const uint8_t *)b.data + 4;
+    dsq_wal_rec r;
+    cr_assert_eq(dsq_wal_rec_header(p, &r), 0);
+    cr_assert_eq(r.lsn, 42);
+    cr_assert_eq(r.time_us, 42000);
+    cr_assert_eq(r.npages, 3);
+    cr_assert_eq(r.db_pages, 3);
+    cr_assert_eq(r.page_size, PS);
+    cr_assert_eq(r.len, b.len - 4);
+    cr_assert_eq(r.len % 8, 0);
+    cr_assert_lt(r.len, 3 * PS, "pages are compressed: %u bytes", r.len);
+    cr_assert(dsq_wal_rec_valid(p, &r));
+    dsq_wal_page pg[3];
+    dsq_wal_rec_pages(p, &r, pg);
+    for (int i = 0; i < 3; i++) {
+        uint8_t want[PS], got[PS];
+        fill(want, (uint32_t)i + 1, 42);
+        cr_assert_eq(pg[i].pgno, (uint32_t)i + 1);
+        cr_assert_eq(dsq_wal_page_decode(dc, p + pg[i].off, pg[i].clen, got, PS), 0);
+        cr_assert_eq(memcmp(want, got, PS), 0);
+    }
+    cr_assert_eq(memcmp(dsq_wal_rec_extra(p, &r), "cdc", 3), 0);
+    dsq_buf_free(&b);
+}
+
+Test(wal, every_damaged_byte_is_caught)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    make(&b, 7, 2);
+    uint8_t *p = (uint8_t *)b.data;
+    dsq_wal_rec r0;
+    cr_assert_eq(dsq_wal_rec_header(p, &r0), 0);
+    for (size_t i = 0; i < b.len; i += 13) {
+        p[i] ^= 0x20;
+        dsq_wal_rec r;
+        bool ok = dsq_wal_rec_header(p, &r) == 0 && r.len == r0.len && dsq_wal_rec_valid(p, &r);
+        cr_assert_not(ok, "a flipped bit at byte %zu went unnoticed", i);
+        p[i] ^= 0x20;
+    }
+    /* A damaged frame is refused by zstd's own checksum as well. */
+    dsq_wal_page pg[2];
+    dsq_wal_rec_pages(p, &r0, pg);
+    p[pg[1].off + pg[1].clen / 2] ^= 1;
+    uint8_t out[PS];
+    cr_assert_neq(dsq_wal_page_decode(dc, p + pg[1].off, pg[1].clen, out, PS), 0);
+    dsq_buf_free(&b);
+}
+
+typedef struct seen {
+    uint64_t lsns[256];
+    int n;
+} seen;
+
+static int visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err,
+                 size_t errlen)
+{
+    seen *s = ud;
+    cr_assert(dsq_wal_rec_valid(rec, r));
+    if (s->n < 256)
+        s->lsns[s->n++] = r->lsn;
+    return 0;
+}
+
+static dsq_wal *open_log(uint64_t from, seen *s, uint64_t *last, uint64_t seg_bytes)
+{
+    char walkdir[128], err[512] = "";
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = seg_bytes};
+    dsq_wal *w = NULL;
+    int rc = dsq_wal_open(walkdir, &cfg, from, visit, s, &w, last, err, sizeof err);
+    cr_assert_eq(rc, 0, "open: %s", err);
+    return w;
+}
+
+static void append_n(dsq_wal *w, uint64_t from, uint64_t to, uint32_t pages)
+{
+    for (uint64_t l = from; l <= to; l++) {
+        dsq_buf b = DSQ_BUF_INIT;
+        make(&b, l, pages);
+        dsq_wal_loc loc;
+        char err[256];
+        cr_assert_eq(dsq_wal_append(w, b.data, b.len, l, &loc, err, sizeof err), 0, "%s", err);
+        dsq_buf_free(&b);
+    }
+}
+
+static char *seg_file(uint32_t seq)
+{
+    static char p[160];
+    snprintf(p, sizeof p, "%s/wal/%08x.seg", dir, seq);
+    return p;
+}
+
+Test(wal, append_sync_reopen)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 0);
+    append_n(w, 1, 10, 2);
+    cr_assert_eq(dsq_wal_appended(w), 10);
+    cr_assert_eq(dsq_wal_durable(w), 0);
+    uint64_t d;
+    char err[256];
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0);
+    cr_assert_eq(d, 10);
+    dsq_wal_close(w);
+
+    s.n = 0;
+    w = open_log(4, &s, &last, 1 << 20); /* records after 4 are visited */
+    cr_assert_eq(last, 10);
+    cr_assert_eq(s.n, 6);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(s.lsns[i], (uint64_t)i + 5);
+    cr_assert_eq(dsq_wal_durable(w), 10, "what was recovered is durable");
+    append_n(w, 11, 11, 1);
+    dsq_wal_close(w);
+}
+
+Test(wal, torn_tail_is_cut)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    append_n(w, 1, 3, 3);
+    dsq_wal_close(w);
+    struct stat st;
+    cr_assert_eq(stat(seg_file(1), &st), 0);
+    cr_assert_eq(truncate(seg_file(1), st.st_size - 100), 0); /* the third record torn */
+
+    s.n = 0;
+    w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 2);
+    cr_assert_eq(s.n, 2);
+    struct stat st2;
+    cr_assert_eq(stat(seg_file(1), &st2), 0);
+    cr_assert_lt(st2.st_size, st.st_size - 100, "the torn record was cut off");
+    append_n(w, 3, 4, 1); /* LSNs go on from the last whole record */
+    dsq_wal_close(w);
+    s.n = 0;
+    w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 4);
+    cr_assert_eq(s.n, 4);
+    dsq_wal_close(w);
+}
+
+Test(wal, zeros_after_the_end_are_a_torn_tail)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    append_n(w, 1, 2, 1);
+    dsq_wal_close(w);
+    int fd = open(seg_file(1), O_WRONLY | O_APPEND);
+    char zeros[5000] = {0};
+    cr_assert_eq(write(fd, zeros, sizeof zeros), (ssize_t)sizeof zeros);
+    close(fd);
+    w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 2);
+    dsq_wal_close(w);
+}
+
+Test(wal, damage_in_the_middle_keeps_it_closed)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    append_n(w, 1, 3, 2);
+    dsq_wal_close(w);
+    /* Flip a byte inside the second record's pages. */
+    int fd = open(seg_file(1), O_RDWR);
+    uint8_t h[DSQ_WAL_REC_HDR];
+    cr_assert_eq(pread(fd, h, sizeof h, DSQ_WAL_SEG_HDR), (ssize_t)sizeof h);
+    dsq_wal_rec r;
+    cr_assert_eq(dsq_wal_rec_header(h, &r), 0);
+    off_t at = DSQ_WAL_SEG_HDR + r.len + 200;
+    uint8_t c;
+    cr_assert_eq(pread(fd, &c, 1, at), 1);
+    c ^= 0xff;
+    cr_assert_eq(pwrite(fd, &c, 1, at), 1);
+    close(fd);
+
+    char walkdir[128], err[512] = "";
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 1 << 20};
+    dsq_wal *w2 = NULL;
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w2, &last, err, sizeof err), -1);
+    cr_assert_null(w2);
+    cr_assert(strstr(err, "damaged") != NULL, "%s", err);
+    cr_assert(strstr(err, "LSN 2") != NULL, "%s", err);
+    struct stat st;
+    cr_assert_eq(stat(seg_file(1), &st), 0);
+    cr_assert_gt(st.st_size, (off_t)(DSQ_WAL_SEG_HDR + 2 * r.len), "nothing was cut");
+}
+
+Test(wal, segments_rotate_retire_and_scan)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 16 * 1024);
+    append_n(w, 1, 40, 2);
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    cr_assert_gt(nseg, 3, "%u segments", nseg);
+    cr_assert_eq(first, 1);
+    uint64_t d;
+    char err[256];
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0);
+    cr_assert_eq(d, 40);
+    dsq_wal_close(w);
+
+    s.n = 0;
+    w = open_log(0, &s, &last, 16 * 1024);
+    cr_assert_eq(last, 40);
+    cr_assert_eq(s.n, 40);
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(s.lsns[i], (uint64_t)i + 1);
+
+    s.n = 0;
+    cr_assert_eq(dsq_wal_scan(w, 10, 20, visit, &s, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(s.n, 10);
+    cr_assert_eq(s.lsns[0], 11);
+    cr_assert_eq(s.lsns[9], 20);
+
+    int gone = dsq_wal_retire(w, 25);
+    cr_assert_gt(gone, 0);
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    cr_assert_leq(first, 26, "records after 25 stay");
+    cr_assert_gt(first, 1);
+    s.n = 0;
+    cr_assert_eq(dsq_wal_scan(w, 0, 5, visit, &s, err, sizeof err), -1, "retired records are gone");
+    cr_assert(strstr(err, "no longer holds") != NULL, "%s", err);
+    append_n(w, 41, 45, 1);
+    dsq_wal_close(w);
+
+    s.n = 0;
+    w = open_log(first - 1, &s, &last, 16 * 1024);
+    cr_assert_eq(last, 45);
+    cr_assert_eq(s.lsns[0], first);
+    dsq_wal_close(w);
+}
+
+Test(wal, a_gap_before_the_log_is_refused)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 16 * 1024);
+    append_n(w, 1, 30, 2);
+    cr_assert_eq(dsq_wal_retire(w, 20), 0, "nothing unsynced is deleted");
+    uint64_t d;
+    char e1[256];
+    cr_assert_eq(dsq_wal_sync(w, &d, e1, sizeof e1), 0);
+    cr_assert_gt(dsq_wal_retire(w, 20), 0);
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    dsq_wal_close(w);
+    /* Opening from an LSN the log no longer reaches back to. */
+    char walkdir[128], err[512] = "";
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 * 1024};
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w, &last, err, sizeof err), -1);
+    cr_assert(strstr(err, "missing") != NULL, "%s", err);
+}
