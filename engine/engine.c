@@ -382,6 +382,14 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.max_queue = 1000;
     if (e->cfg.max_open_actors == 0)
         e->cfg.max_open_actors = 1000;
+    if (e->cfg.page_size == 0)
+        e->cfg.page_size = 4096;
+    if (e->cfg.segment_bytes == 0)
+        e->cfg.segment_bytes = 64u << 20;
+    if (e->cfg.zstd_level == 0)
+        e->cfg.zstd_level = 1;
+    if (e->cfg.max_txn_bytes == 0)
+        e->cfg.max_txn_bytes = 1u << 30;
     e->data_dir = strdup(cfg->data_dir);
     e->nbuckets = 1024;
     e->buckets = calloc(e->nbuckets, sizeof *e->buckets);

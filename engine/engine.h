@@ -169,6 +169,10 @@ typedef struct dsq_engine_cfg {
     int max_expr_depth;            /* SQLITE_LIMIT_EXPR_DEPTH */
     int max_params;                /* SQLITE_LIMIT_VARIABLE_NUMBER */
     int cache_pages;               /* page cache per open database */
+    uint32_t page_size;            /* of new databases */
+    uint64_t segment_bytes;        /* log segment size */
+    int zstd_level;                /* of log pages */
+    uint64_t max_txn_bytes;        /* pages one transaction may change */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
 } dsq_engine_cfg;

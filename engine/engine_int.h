@@ -50,6 +50,7 @@ typedef struct stmt_slot {
 /* What an open actor holds; freed when it hibernates. Worker only. */
 typedef struct actor_open {
     sqlite3 *db;                 /* owned */
+    struct dsq_ps *ps;           /* owned: the pages under db */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */
@@ -175,16 +176,19 @@ int dsq__result_add(dsq_result *r, sqlite3_stmt *st, int ncols);
 void dsq__result_free(dsq_result *r);
 int dsq__result_columns(dsq_result *r, sqlite3_stmt *st);
 
-/* ---- store.c: where a database's bytes live (SQLite's own files, WAL,
- * synchronous=FULL); the storage issue replaces this file. ---- */
+/* ---- store.c: where a database's bytes live (a page store under the
+ * VFS). ---- */
+struct dsq_ps;
 int dsq__store_init(const char *data_dir, char *err, size_t errlen);
-int dsq__store_open(const char *data_dir, const char *name, sqlite3 **db, uint64_t *lsn,
+/* Open database `name`'s store and its SQLite connection. */
+int dsq__store_open(const dsq_engine *e, const char *name, struct dsq_ps **ps, sqlite3 **db,
                     char *err, size_t errlen);
-/* Record `lsn` as committed by the transaction that is open on db. */
-int dsq__store_set_lsn(sqlite3 *db, uint64_t lsn);
 int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t errlen);
 json_t *dsq__store_list(const char *data_dir);
-/* The store's own table: hidden from user SQL. */
-#define DSQ__META_TABLE "_dosqld_meta"
+
+/* ---- vfs.c ---- */
+/* Open a SQLite connection whose main database is store `ps`; `path` is
+ * only its name. Sets the connection's journal, sync and temp settings. */
+int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, size_t errlen);
 
 #endif

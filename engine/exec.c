@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/engine_int.h"
+#include "engine/pagestore.h"
 
 /* ---- the sandbox ----------------------------------------------------------- */
 
@@ -68,8 +69,6 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
      * and writes of every table. They are SQLite's, not the client's. */
     if (o->internal || o->vacuum)
         return SQLITE_OK;
-    if ((a1 && strcasecmp(a1, DSQ__META_TABLE) == 0) || (a2 && strcasecmp(a2, DSQ__META_TABLE) == 0))
-        return deny(o, "table %s is reserved by dosqld", DSQ__META_TABLE);
     switch (action) {
     case SQLITE_ATTACH:
     case SQLITE_DETACH:
@@ -225,12 +224,13 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
-    if (dsq__store_open(e->data_dir, a->name, &o->db, &o->lsn, err, sizeof err) != 0) {
+    if (dsq__store_open(e, a->name, &o->ps, &o->db, err, sizeof err) != 0) {
         free(o);
         DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
         return -1;
     }
+    o->lsn = dsq_ps_lsn(o->ps);
     sqlite3 *db = o->db;
     const dsq_engine_cfg *cfg = &e->cfg;
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
@@ -277,6 +277,7 @@ void dsq__actor_close(dsq_actor *a)
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
         DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
+    dsq_ps_close(o->ps);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
     free(o);
     a->open = NULL;
@@ -625,31 +626,37 @@ static void end_txn(run_ctx *x)
     atomic_fetch_sub(&x->e->txns_open, 1);
 }
 
-/* Commit what is open; if it wrote, it takes the next LSN. */
+/* After SQLite may have committed: the store's LSN is the connection's.
+ * A commit is made durable before the call goes on. */
+static int took_commit(run_ctx *x)
+{
+    actor_open *o = x->o;
+    uint64_t lsn = dsq_ps_lsn(o->ps);
+    if (lsn == o->lsn)
+        return 0;
+    o->lsn = lsn;
+    uint64_t durable;
+    char err[400];
+    if (dsq_wal_sync(dsq_ps_wal(o->ps), &durable, err, sizeof err) != 0) {
+        DSQ_ERROR("log_sync_failed", "db=%s reason=%s", x->a->name, dsq_log_q(err));
+        dsq__fail(x->c, DSQ_CODE_INTERNAL_ERROR, "the commit could not be made durable: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Commit what is open; if it wrote, the log gave it the next LSN. */
 static int commit(run_ctx *x)
 {
     actor_open *o = x->o;
-    uint64_t lsn = o->lsn;
-    if (sqlite3_txn_state(o->db, NULL) == SQLITE_TXN_WRITE) {
-        lsn++;
-        o->internal = true;
-        int rc = dsq__store_set_lsn(o->db, lsn);
-        o->internal = false;
-        if (rc != SQLITE_OK) {
-            fail_sqlite(x, rc);
-            internal_exec(o, "ROLLBACK");
-            return -1;
-        }
-    }
     int rc = internal_exec(o, "COMMIT");
     if (rc != SQLITE_OK) {
-        fail_sqlite(x, rc); /* e.g. a deferred foreign key */
+        fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
         if (!sqlite3_get_autocommit(o->db))
             internal_exec(o, "ROLLBACK");
         return -1;
     }
-    o->lsn = lsn;
-    return 0;
+    return took_commit(x);
 }
 
 /* Outside an explicit transaction a request is a transaction of its own.
@@ -733,14 +740,8 @@ static void op_query(run_ctx *x)
          * transaction of its own. */
         if (!lone_statement(r->sql, r->sql_len)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
-        } else if (run_sql(x, r, res) == 0 && internal_exec(o, "BEGIN IMMEDIATE") == SQLITE_OK) {
-            o->internal = true;
-            int rc = dsq__store_set_lsn(o->db, o->lsn + 1);
-            o->internal = false;
-            if (rc == SQLITE_OK)
-                commit(x);
-            else
-                internal_exec(o, "ROLLBACK");
+        } else if (run_sql(x, r, res) == 0) {
+            took_commit(x); /* VACUUM commits on its own */
         }
     } else if (begin_request(x) == 0) {
         int rc = run_sql(x, r, res);

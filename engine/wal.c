@@ -541,11 +541,13 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
         s = &w->segs[w->nsegs - 1];
     }
     if (full_pwrite(s->fd, rec, len, s->size) != 0) {
-        snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
-        /* Nothing counts past the old end: cut off what may have gone. */
+        int saved = errno;
+        snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
+        /* Nothing counts past the old end: cut off what may have gone
+         * (if that fails too, the next open cuts it as a torn tail). */
         if (ftruncate(s->fd, (off_t)s->size) != 0) {
-            /* the next open cuts it as a torn tail */
         }
+        errno = saved;
         return -1;
     }
     pthread_mutex_lock(&w->mu);

@@ -109,7 +109,8 @@ void dsq_wal_close(dsq_wal *w);
 
 /* Append an encoded record whose LSN is `lsn` (one more than the last).
  * Starts a new segment first when the current one is full. No fsync: see
- * dsq_wal_sync. Returns 0 and where it went, or -1 with a message. */
+ * dsq_wal_sync. Returns 0 and where it went, or -1 with a message and
+ * errno set (ENOSPC: the disk is full). */
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
                    char *err, size_t errlen);
 

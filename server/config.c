@@ -70,6 +70,10 @@ static const key_def keys[] = {
     {"engine", "cache_size", T_SIZE, F(engine_cache_size), "2M", 65536, 1ull << 34},
     {"storage", "data_dir", T_STR, F(data_dir), "./data", 0, 0},
     {"storage", "object_store", T_STR, F(object_store), "", 0, 0},
+    {"storage", "page_size", T_SIZE, F(storage_page_size), "4096", 512, 65536},
+    {"storage", "segment_size", T_SIZE, F(storage_segment_size), "64M", 65536, 1ull << 31},
+    {"storage", "compression_level", T_UINT, F(storage_compression_level), "1", 1, 19},
+    {"storage", "max_transaction_size", T_SIZE, F(storage_max_txn_size), "1G", 65536, 1ull << 40},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -412,6 +416,11 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         dsq_buf_printf(errs, "%s: server.tls_cert and server.tls_key go together\n", where);
+        problems++;
+    }
+    if ((cfg->storage_page_size & (cfg->storage_page_size - 1)) != 0) {
+        dsq_buf_printf(errs, "%s: storage.page_size must be a power of two from 512 to 65536\n",
+                       where);
         problems++;
     }
     if (cfg->data_dir == NULL) {

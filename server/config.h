@@ -66,6 +66,10 @@ typedef struct dsq_config {
     /* [storage] */
     char *data_dir;                 /* owned */
     char *object_store;             /* owned; default file://<data_dir>/objects */
+    uint64_t storage_page_size;     /* SQLite page size of new databases */
+    uint64_t storage_segment_size;  /* bytes of one log segment */
+    uint64_t storage_compression_level; /* zstd level of log pages */
+    uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

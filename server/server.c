@@ -118,7 +118,11 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .max_columns = (int)cfg->engine_max_columns,
         .max_expr_depth = (int)cfg->engine_max_expr_depth,
         .max_params = (int)cfg->engine_max_params,
-        .cache_pages = (int)(cfg->engine_cache_size / 4096),
+        .cache_pages = (int)(cfg->engine_cache_size / cfg->storage_page_size),
+        .page_size = (uint32_t)cfg->storage_page_size,
+        .segment_bytes = cfg->storage_segment_size,
+        .zstd_level = (int)cfg->storage_compression_level,
+        .max_txn_bytes = cfg->storage_max_txn_size,
         .wake = engine_wake,
         .wake_arg = srv,
     };

@@ -1,0 +1,70 @@
+/* pagestore — one database's pages, as SQLite sees them through the VFS
+ * (vfs.c), kept in dosqld's log (wal.c).
+ *
+ * The committed database is the newest version of each page: an index maps
+ * page number to the log record frame that holds it. A transaction's writes
+ * are buffered here until SQLite's commit point, where they become one log
+ * record with the next LSN; a rollback discards them.
+ *
+ * One actor's worker uses a store at a time; only dsq_ps_wal()'s log is
+ * shared (with the syncer). */
+#ifndef DSQ_PAGESTORE_H
+#define DSQ_PAGESTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/wal.h"
+
+typedef struct dsq_ps dsq_ps;
+
+typedef struct dsq_ps_cfg {
+    uint32_t page_size;     /* for a new database; an existing one keeps its own */
+    uint64_t segment_bytes; /* log segment size */
+    int zstd_level;
+    uint64_t max_txn_bytes; /* pages one transaction may buffer */
+} dsq_ps_cfg;
+
+/* Open the store in directory `dir` (creating it), recovering the log.
+ * Returns 0, or -1 with a message (a damaged log keeps it closed). */
+int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen);
+/* Close; whatever is buffered and not committed is dropped. */
+void dsq_ps_close(dsq_ps *ps);
+
+uint32_t dsq_ps_page_size(const dsq_ps *ps);
+/* The LSN of the last commit, and its time (µs since the epoch). */
+uint64_t dsq_ps_lsn(const dsq_ps *ps);
+uint64_t dsq_ps_lsn_time(const dsq_ps *ps);
+/* Pages in the database as the open transaction sees it. */
+uint32_t dsq_ps_npages(const dsq_ps *ps);
+dsq_wal *dsq_ps_wal(dsq_ps *ps);
+
+/* Read page `pgno` (1-based) as the open transaction sees it into
+ * dst[page_size]; a page past the end reads as zeros. 0, or -1 (I/O or a
+ * damaged frame; the message in dsq_ps_error). */
+int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst);
+
+/* Buffer a write of page `pgno`. 0, or -1 (over max_txn_bytes, or out of
+ * memory). */
+int dsq_ps_write(dsq_ps *ps, uint32_t pgno, const void *src);
+/* Buffer a change of size to `npages`. */
+void dsq_ps_truncate(dsq_ps *ps, uint32_t npages);
+/* Whether anything is buffered. */
+bool dsq_ps_dirty(const dsq_ps *ps);
+
+/* Make what is buffered one log record with the next LSN (nothing when
+ * nothing changed). Appends without fsync. Returns 0, or -1 with the
+ * reason in dsq_ps_error (the buffer is dropped either way). */
+int dsq_ps_commit(dsq_ps *ps);
+/* Drop what is buffered. */
+void dsq_ps_discard(dsq_ps *ps);
+
+const char *dsq_ps_error(const dsq_ps *ps);
+/* Whether the last commit failed because the disk is full. */
+bool dsq_ps_full(const dsq_ps *ps);
+
+/* Remove a closed database's directory and everything in it. */
+int dsq_ps_remove(const char *dir, char *err, size_t errlen);
+
+#endif
