@@ -408,8 +408,12 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     if (dsq__store_init(e->data_dir, err, errlen) != 0)
         goto fail;
-    if (dsq__pool_start(e, e->cfg.workers, err, errlen) != 0)
+    if (dsq__syncer_start(e, err, errlen) != 0)
         goto fail;
+    if (dsq__pool_start(e, e->cfg.workers, err, errlen) != 0) {
+        dsq__syncer_stop(e);
+        goto fail;
+    }
     return e;
 fail:
     pthread_cond_destroy(&e->ccv);
@@ -459,6 +463,7 @@ void dsq_engine_free(dsq_engine *e)
             post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);
     wait_idle(e);
     dsq__pool_stop(e);
+    dsq__syncer_stop(e);
     dsq_engine_poll(e);
     for (size_t i = 0; i < e->nbuckets; i++) {
         dsq_actor *a = e->buckets[i];

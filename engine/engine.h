@@ -146,12 +146,20 @@ struct dsq_call {
     dsq_call *next;
     uint64_t stream_id;
     int state;
+    uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
 };
 
 /* Free a finished call's engine-owned parts (results, doc, out). */
 void dsq_call_reset(dsq_call *c);
 
 /* ---- the engine ------------------------------------------------------------------ */
+
+/* When a commit is on disk before its reply leaves (storage.sync). */
+typedef enum {
+    DSQ_SYNC_FULL = 0, /* every reply after a write waits for its fsync (group commit) */
+    DSQ_SYNC_NORMAL,   /* replies do not wait; the log is synced right behind them */
+    DSQ_SYNC_OFF,      /* never fsync: for tests and benchmarks only */
+} dsq_sync_mode;
 
 typedef struct dsq_engine_cfg {
     const char *data_dir;          /* databases live under DATA_DIR/db/ */
@@ -173,6 +181,8 @@ typedef struct dsq_engine_cfg {
     uint64_t segment_bytes;        /* log segment size */
     int zstd_level;                /* of log pages */
     uint64_t max_txn_bytes;        /* pages one transaction may change */
+    dsq_sync_mode sync;            /* see dsq_sync_mode */
+    unsigned sync_threads;         /* threads that fsync logs; 0 = 4 */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
 } dsq_engine_cfg;

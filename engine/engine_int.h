@@ -47,10 +47,37 @@ typedef struct stmt_slot {
 
 #define STMT_CACHE 32
 
+/* An actor's output gate (gate.c): replies waiting for the log to be
+ * durable up to their LSN. */
+typedef struct dsq_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;           /* busy went false */
+    dsq_call *head, *tail;       /* parked replies, in order */
+    struct dsq_wal *wal;
+    uint64_t durable;            /* the log's durable LSN, as last synced */
+    const char *name;            /* the database's, for logs */
+    bool queued;                 /* on the syncer's list (under syncer.mu) */
+    bool busy;                   /* a syncer thread is syncing it */
+    bool closing;
+    bool failed;                 /* an fsync failed: the actor restarts */
+    char why[300];
+    struct dsq_gate *next;       /* syncer list link (under syncer.mu) */
+} dsq_gate;
+
+typedef struct dsq_syncer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    dsq_gate *head, *tail;       /* gates with replies or records waiting */
+    pthread_t *threads;
+    unsigned n;
+    bool stopping;
+} dsq_syncer;
+
 /* What an open actor holds; freed when it hibernates. Worker only. */
 typedef struct actor_open {
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
+    dsq_gate gate;               /* replies waiting for the log */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */
@@ -135,6 +162,10 @@ struct dsq_engine {
     atomic_uint_fast64_t txns_open;
     atomic_uint_fast64_t next_stream;
     uint64_t inflight;              /* loop: all submitted, not done */
+
+    dsq_syncer syncer;              /* gate.c */
+    atomic_uint_fast64_t fsyncs;    /* log syncs done by the syncers */
+    atomic_uint_fast64_t gated;     /* replies that waited for one */
 };
 
 /* ---- pool.c ---- */
@@ -166,6 +197,18 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
 void dsq__actor_close(dsq_actor *a);
 /* Map a SQLite result code (and message) to DESIGN's code. */
 dsq_code dsq__sqlite_code(int rc, const char *msg);
+
+/* ---- gate.c: output gates and group commit ---- */
+int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
+void dsq__syncer_stop(dsq_engine *e);
+void dsq__gate_init(dsq_gate *g, struct dsq_wal *wal, uint64_t durable, const char *name);
+/* A call is done on the worker: it leaves now, or waits at the gate until
+ * the log is durable past what the actor has written. */
+void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Before the actor closes: sync what is appended and release every parked
+ * reply. -1 when the log could not be made durable. */
+int dsq__gate_close(dsq_engine *e, dsq_gate *g);
+bool dsq__gate_failed(dsq_gate *g);
 
 /* ---- schema.c ---- */
 json_t *dsq__schema(actor_open *o, char *err, size_t errlen);

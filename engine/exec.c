@@ -231,6 +231,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     o->lsn = dsq_ps_lsn(o->ps);
+    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name);
     sqlite3 *db = o->db;
     const dsq_engine_cfg *cfg = &e->cfg;
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
@@ -277,6 +278,17 @@ void dsq__actor_close(dsq_actor *a)
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
         DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
+    /* Everything appended becomes durable and the replies waiting for it
+     * go; if the disk refused, what is not durable is cut from the log, so
+     * the next open starts from the last durable commit. */
+    if (dsq__gate_close(o->engine, &o->gate) != 0) {
+        char err[400];
+        if (dsq_wal_rewind(dsq_ps_wal(o->ps), err, sizeof err) != 0)
+            DSQ_ERROR("log_rewind_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        else
+            DSQ_WARN("database_restarted", "db=%s lsn=%llu reason=log_sync_failed", a->name,
+                     (unsigned long long)dsq_wal_durable(dsq_ps_wal(o->ps)));
+    }
     dsq_ps_close(o->ps);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
     free(o);
@@ -627,21 +639,11 @@ static void end_txn(run_ctx *x)
 }
 
 /* After SQLite may have committed: the store's LSN is the connection's.
- * A commit is made durable before the call goes on. */
+ * The reply waits at the output gate until it is durable (gate.c). */
 static int took_commit(run_ctx *x)
 {
     actor_open *o = x->o;
-    uint64_t lsn = dsq_ps_lsn(o->ps);
-    if (lsn == o->lsn)
-        return 0;
-    o->lsn = lsn;
-    uint64_t durable;
-    char err[400];
-    if (dsq_wal_sync(dsq_ps_wal(o->ps), &durable, err, sizeof err) != 0) {
-        DSQ_ERROR("log_sync_failed", "db=%s reason=%s", x->a->name, dsq_log_q(err));
-        dsq__fail(x->c, DSQ_CODE_INTERNAL_ERROR, "the commit could not be made durable: %s", err);
-        return -1;
-    }
+    o->lsn = dsq_ps_lsn(o->ps);
     return 0;
 }
 
@@ -1083,6 +1085,15 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     pthread_mutex_lock(&a->mu);
     bool shut = a->shut;
     pthread_mutex_unlock(&a->mu);
+    if (a->open && dsq__gate_failed(&a->open->gate)) {
+        /* An fsync failed: start again from what is durable. */
+        if (a->open->in_txn) {
+            x.o = a->open;
+            end_txn(&x);
+        }
+        dsq__actor_close(a);
+        x.o = NULL;
+    }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
     } else if (c->op == DSQ_OP_LIST) {
@@ -1146,5 +1157,5 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     } else if (c->encode) {
         c->encode(c);
     }
-    dsq__complete(e, c);
+    dsq__reply(e, a, c);
 }

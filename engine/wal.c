@@ -190,6 +190,8 @@ struct dsq_wal {
     size_t nsegs, cap;
     uint64_t appended;    /* LSN of the last record appended */
     uint64_t durable;     /* LSN of the last record synced */
+    uint32_t dur_seq;     /* where the durable log ends: segment and size */
+    uint64_t dur_size;
 };
 
 static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
@@ -495,6 +497,10 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     w->appended = w->durable = w->nsegs > 0 && w->segs[w->nsegs - 1].last_lsn > from_lsn
                                    ? w->segs[w->nsegs - 1].last_lsn
                                    : from_lsn;
+    if (w->nsegs > 0) {
+        w->dur_seq = w->segs[w->nsegs - 1].seq;
+        w->dur_size = w->segs[w->nsegs - 1].size;
+    }
     free(buf);
     *last_lsn = w->appended;
     *out = w;
@@ -579,6 +585,8 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
     int rc = 0;
     pthread_mutex_lock(&w->mu);
     uint64_t target = w->appended;
+    uint32_t tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
+    uint64_t tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
     size_t want = 0;
     for (size_t i = 0; i < w->nsegs; i++)
         want += w->segs[i].synced < w->segs[i].size;
@@ -614,8 +622,11 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
             if (s && s->synced < jobs[k].size)
                 s->synced = jobs[k].size;
         }
-        if (target > w->durable)
+        if (target > w->durable) {
             w->durable = target;
+            w->dur_seq = tseq;
+            w->dur_size = tsize;
+        }
     }
     *durable = w->durable;
     pthread_mutex_unlock(&w->mu);
@@ -638,6 +649,42 @@ uint64_t dsq_wal_durable(dsq_wal *w)
     uint64_t v = w->durable;
     pthread_mutex_unlock(&w->mu);
     return v;
+}
+
+int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->nsegs > 0 && w->segs[w->nsegs - 1].seq > w->dur_seq) {
+        seg *s = &w->segs[w->nsegs - 1];
+        char path[4200];
+        seg_path(w, s->seq, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "cannot remove %.3000s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+        close(s->fd);
+        w->nsegs--;
+    }
+    if (rc == 0 && w->nsegs > 0) {
+        seg *s = &w->segs[w->nsegs - 1];
+        if (s->size > w->dur_size) {
+            if (ftruncate(s->fd, (off_t)w->dur_size) != 0 || fdatasync(s->fd) != 0) {
+                snprintf(err, errlen, "cannot cut log segment %08x back to %llu: %s", s->seq,
+                         (unsigned long long)w->dur_size, strerror(errno));
+                rc = -1;
+            } else {
+                s->size = s->synced = w->dur_size;
+                s->last_lsn = w->durable;
+            }
+        }
+    }
+    if (rc == 0)
+        w->appended = w->durable;
+    pthread_mutex_unlock(&w->mu);
+    sync_dir(w->dir);
+    return rc;
 }
 
 /* ---- retiring and scanning -------------------------------------------------------------- */

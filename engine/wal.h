@@ -122,6 +122,11 @@ int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
  * with errno's message when the disk refused. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 
+/* After a failed sync: cut the log back to its last durable record (the
+ * records after it may or may not be on disk; now they are not). Actor
+ * thread, with no sync running. 0 or -1 with a message. */
+int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen);
+
 /* The LSN of the last record appended, and of the last made durable. */
 uint64_t dsq_wal_appended(dsq_wal *w);
 uint64_t dsq_wal_durable(dsq_wal *w);

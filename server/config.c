@@ -74,6 +74,8 @@ static const key_def keys[] = {
     {"storage", "segment_size", T_SIZE, F(storage_segment_size), "64M", 65536, 1ull << 31},
     {"storage", "compression_level", T_UINT, F(storage_compression_level), "1", 1, 19},
     {"storage", "max_transaction_size", T_SIZE, F(storage_max_txn_size), "1G", 65536, 1ull << 40},
+    {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
+    {"storage", "sync_threads", T_UINT, F(storage_sync_threads), "4", 1, 256},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -416,6 +418,12 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         dsq_buf_printf(errs, "%s: server.tls_cert and server.tls_key go together\n", where);
+        problems++;
+    }
+    if (cfg->storage_sync == NULL || (strcmp(cfg->storage_sync, "full") != 0 &&
+                                      strcmp(cfg->storage_sync, "normal") != 0 &&
+                                      strcmp(cfg->storage_sync, "off") != 0)) {
+        dsq_buf_printf(errs, "%s: storage.sync must be full, normal or off\n", where);
         problems++;
     }
     if ((cfg->storage_page_size & (cfg->storage_page_size - 1)) != 0) {

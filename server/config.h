@@ -70,6 +70,8 @@ typedef struct dsq_config {
     uint64_t storage_segment_size;  /* bytes of one log segment */
     uint64_t storage_compression_level; /* zstd level of log pages */
     uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
+    char *storage_sync;             /* owned: full, normal or off */
+    uint64_t storage_sync_threads;  /* threads that fsync logs */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

@@ -123,6 +123,10 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .segment_bytes = cfg->storage_segment_size,
         .zstd_level = (int)cfg->storage_compression_level,
         .max_txn_bytes = cfg->storage_max_txn_size,
+        .sync = strcmp(cfg->storage_sync, "off") == 0      ? DSQ_SYNC_OFF
+                : strcmp(cfg->storage_sync, "normal") == 0 ? DSQ_SYNC_NORMAL
+                                                            : DSQ_SYNC_FULL,
+        .sync_threads = (unsigned)cfg->storage_sync_threads,
         .wake = engine_wake,
         .wake_arg = srv,
     };
@@ -275,6 +279,10 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
                  cfg->allow_unauthenticated ? "allow_unauthenticated=yes" : "no_tokens_loopback_only");
+    if (strcmp(cfg->storage_sync, "off") == 0)
+        DSQ_WARN("durability_off", "sync=off reason=%s",
+                 dsq_log_q("storage.sync = off: commits are never fsynced; a crash of the machine "
+                           "can lose any of them. For tests and benchmarks only."));
     sd_notifyf(0, "READY=1\nSTATUS=serving\nMAINPID=%lu", (unsigned long)getpid());
     return 0;
 }

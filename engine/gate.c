@@ -1,0 +1,294 @@
+/* gate — output gates and group commit (DESIGN D5).
+ *
+ * A commit is appended to its database's log without waiting; the actor
+ * goes on with its next message. Every reply an actor produces while its
+ * log holds records not yet durable is parked at the actor's gate with the
+ * LSN it must wait for (the newest the actor has written), in order. The
+ * syncer threads take gates with parked replies, fsync their logs (one
+ * fsync covers every record appended before it, however many commits
+ * that is) and release the replies the fsync covered. A failed fsync
+ * fails every parked reply, and the actor restarts from its durable state
+ * before it runs anything else (exec.c: dsq__gate_failed).
+ *
+ * sync = normal: replies leave at once and the log is synced right behind
+ * them. sync = off: no fsync at all.
+ *
+ * Locks: syncer.mu guards the list of gates to sync and each gate's
+ * `queued`; a gate's mu guards the rest of it. The only nesting is
+ * syncer.mu then gate.mu (the syncer taking a gate). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "engine/engine_int.h"
+#include "engine/pagestore.h"
+
+/* ---- the syncer's list ------------------------------------------------------------------ */
+
+static void enqueue(dsq_engine *e, dsq_gate *g)
+{
+    dsq_syncer *s = &e->syncer;
+    pthread_mutex_lock(&s->mu);
+    if (!g->queued && !s->stopping) {
+        g->queued = true;
+        g->next = NULL;
+        if (s->tail)
+            s->tail->next = g;
+        else
+            s->head = g;
+        s->tail = g;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void unqueue(dsq_engine *e, dsq_gate *g)
+{
+    dsq_syncer *s = &e->syncer;
+    pthread_mutex_lock(&s->mu);
+    if (g->queued) {
+        dsq_gate *prev = NULL;
+        for (dsq_gate *x = s->head; x; prev = x, x = x->next) {
+            if (x != g)
+                continue;
+            if (prev)
+                prev->next = x->next;
+            else
+                s->head = x->next;
+            if (s->tail == x)
+                s->tail = prev;
+            break;
+        }
+        g->queued = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Hand released replies to the loop, in order. */
+static void complete_all(dsq_engine *e, dsq_call *c)
+{
+    while (c) {
+        dsq_call *next = c->next;
+        dsq__complete(e, c);
+        c = next;
+    }
+}
+
+/* Take the parked replies an fsync up to `durable` covers (all of them
+ * when failing). Caller holds g->mu. */
+static dsq_call *take_released(dsq_gate *g, uint64_t durable, bool all)
+{
+    dsq_call *head = NULL, **tail = &head;
+    while (g->head && (all || g->head->gate_lsn <= durable)) {
+        dsq_call *c = g->head;
+        g->head = c->next;
+        c->next = NULL;
+        *tail = c;
+        tail = &c->next;
+    }
+    if (g->head == NULL)
+        g->tail = NULL;
+    return head;
+}
+
+static void fail_calls(dsq_call *c, const char *why)
+{
+    for (; c; c = c->next)
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR,
+                  "the commit could not be made durable (%.300s); the database restarts from its "
+                  "last durable commit",
+                  why);
+}
+
+/* ---- the syncer threads ------------------------------------------------------------------ */
+
+static void *syncer_main(void *arg)
+{
+    dsq_engine *e = arg;
+    dsq_syncer *s = &e->syncer;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->head == NULL && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->head == NULL && s->stopping)
+            break;
+        dsq_gate *g = s->head;
+        s->head = g->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        g->queued = false;
+        pthread_mutex_lock(&g->mu);
+        if (g->closing) {
+            pthread_mutex_unlock(&g->mu);
+            continue;
+        }
+        g->busy = true;
+        bool failed = g->failed;
+        dsq_wal *wal = g->wal;
+        pthread_mutex_unlock(&g->mu);
+        pthread_mutex_unlock(&s->mu);
+
+        uint64_t durable = 0;
+        char err[400] = "";
+        int rc = failed ? -1 : dsq_wal_sync(wal, &durable, err, sizeof err);
+        if (rc == 0)
+            atomic_fetch_add(&e->fsyncs, 1);
+
+        pthread_mutex_lock(&g->mu);
+        dsq_call *out;
+        if (rc != 0) {
+            if (!g->failed) {
+                g->failed = true;
+                snprintf(g->why, sizeof g->why, "%s", err);
+                DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
+            }
+            out = take_released(g, 0, true);
+            fail_calls(out, g->why);
+        } else {
+            g->durable = durable;
+            out = take_released(g, durable, false);
+        }
+        bool more = g->head != NULL && !g->failed;
+        g->busy = false;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        complete_all(e, out);
+        if (more)
+            enqueue(e, g);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
+{
+    dsq_syncer *s = &e->syncer;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads ? e->cfg.sync_threads : 4;
+    s->threads = n ? calloc(n, sizeof *s->threads) : NULL;
+    if (n && s->threads == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&s->threads[i], NULL, syncer_main, e) != 0) {
+            snprintf(err, errlen, "cannot start a syncer thread");
+            s->n = i;
+            dsq__syncer_stop(e);
+            return -1;
+        }
+        s->n = i + 1;
+    }
+    return 0;
+}
+
+void dsq__syncer_stop(dsq_engine *e)
+{
+    dsq_syncer *s = &e->syncer;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (unsigned i = 0; i < s->n; i++)
+        pthread_join(s->threads[i], NULL);
+    free(s->threads);
+    s->threads = NULL;
+    s->n = 0;
+}
+
+/* ---- an actor's gate --------------------------------------------------------------------- */
+
+void dsq__gate_init(dsq_gate *g, dsq_wal *wal, uint64_t durable, const char *name)
+{
+    memset(g, 0, sizeof *g);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->wal = wal;
+    g->durable = durable;
+    g->name = name;
+}
+
+void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    actor_open *o = a->open;
+    if (o == NULL || e->cfg.sync == DSQ_SYNC_OFF) {
+        dsq__complete(e, c);
+        return;
+    }
+    dsq_gate *g = &o->gate;
+    if (e->cfg.sync == DSQ_SYNC_NORMAL) {
+        pthread_mutex_lock(&g->mu);
+        bool behind = o->lsn > g->durable && !g->failed;
+        pthread_mutex_unlock(&g->mu);
+        dsq__complete(e, c);
+        if (behind)
+            enqueue(e, g);
+        return;
+    }
+    pthread_mutex_lock(&g->mu);
+    if (g->head == NULL && o->lsn <= g->durable) {
+        pthread_mutex_unlock(&g->mu);
+        dsq__complete(e, c); /* nothing of this actor's is waiting for the disk */
+        return;
+    }
+    if (g->failed) { /* the actor restarts at its next message; this one fails */
+        pthread_mutex_unlock(&g->mu);
+        fail_calls(c, g->why);
+        dsq__complete(e, c);
+        return;
+    }
+    c->gate_lsn = o->lsn;
+    c->next = NULL;
+    if (g->tail)
+        g->tail->next = c;
+    else
+        g->head = c;
+    g->tail = c;
+    pthread_mutex_unlock(&g->mu);
+    atomic_fetch_add(&e->gated, 1);
+    enqueue(e, g);
+}
+
+int dsq__gate_close(dsq_engine *e, dsq_gate *g)
+{
+    /* The syncer must be done with it, and never take it again. */
+    pthread_mutex_lock(&g->mu);
+    g->closing = true;
+    while (g->busy)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    unqueue(e, g);
+    /* Whatever is appended becomes durable now, on this thread, and the
+     * replies waiting for it go. */
+    int rc = 0;
+    char err[400] = "";
+    uint64_t durable = g->durable;
+    if (!g->failed && e->cfg.sync != DSQ_SYNC_OFF && dsq_wal_appended(g->wal) > g->durable) {
+        rc = dsq_wal_sync(g->wal, &durable, err, sizeof err);
+        if (rc != 0) {
+            g->failed = true;
+            snprintf(g->why, sizeof g->why, "%s", err);
+            DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
+        }
+    }
+    pthread_mutex_lock(&g->mu);
+    dsq_call *out = take_released(g, durable, true);
+    if (g->failed)
+        fail_calls(out, g->why);
+    pthread_mutex_unlock(&g->mu);
+    complete_all(e, out);
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+    return g->failed ? -1 : rc;
+}
+
+bool dsq__gate_failed(dsq_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    bool f = g->failed;
+    pthread_mutex_unlock(&g->mu);
+    return f;
+}
