@@ -4,6 +4,7 @@
 #include "common/util.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -203,4 +204,52 @@ size_t dsq_strlcpy(char *dst, const char *src, size_t size)
     memcpy(dst, src, k);
     dst[k] = '\0';
     return n;
+}
+
+int dsq_parse_rfc3339(const char *s, uint64_t *us)
+{
+    int y, mo, d, h, mi, sec, n = 0;
+    char t;
+    if (sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &t, &h, &mi, &sec, &n) != 7 || n != 19 ||
+        (t != 'T' && t != 't' && t != ' ') || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 ||
+        h > 23 || mi > 59 || sec > 60)
+        return -1;
+    const char *p = s + n;
+    uint64_t frac = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 6)
+                frac = frac * 10 + (uint64_t)(*p - '0');
+        if (digits == 0)
+            return -1;
+        for (; digits < 6; digits++)
+            frac *= 10;
+    }
+    int64_t offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om, k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+            return -1;
+        offset = (*p == '+' ? 1 : -1) * (int64_t)(oh * 3600 + om * 60);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p != '\0')
+        return -1;
+    /* Days from the civil date (proleptic Gregorian), no time zone games. */
+    int yy = y - (mo <= 2);
+    int era = yy / 400;
+    int yoe = yy - era * 400;
+    int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = (int64_t)era * 146097 + doe - 719468;
+    int64_t secs = days * 86400 + h * 3600 + mi * 60 + (sec == 60 ? 59 : sec) - offset;
+    if (secs < 0)
+        return -1;
+    *us = (uint64_t)secs * 1000000 + frac;
+    return 0;
 }

@@ -37,6 +37,11 @@ size_t dsq_utf8_seq(const uint8_t *p, size_t n);
 bool dsq_db_name_valid(const char *name);
 
 /* Case-insensitive ASCII comparison of a counted string with a C string. */
+/* An RFC 3339 time ("2026-11-26T10:00:00Z", fractions of a second and
+ * +HH:MM offsets allowed; 't'/'z' and a space for 'T' too) as µs since
+ * the epoch. 0, or -1 when it is not one or before 1970. */
+int dsq_parse_rfc3339(const char *s, uint64_t *us);
+
 /* Copy the C string src into dst[size] (size > 0), cut to fit and always
  * terminated; returns strlen(src), so a result >= size means it was cut. */
 size_t dsq_strlcpy(char *dst, const char *src, size_t size);

@@ -390,6 +390,8 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.zstd_level = 1;
     if (e->cfg.max_txn_bytes == 0)
         e->cfg.max_txn_bytes = 1u << 30;
+    if (e->cfg.checkpoint_bytes == 0)
+        e->cfg.checkpoint_bytes = 16u << 20;
     e->data_dir = strdup(cfg->data_dir);
     e->nbuckets = 1024;
     e->buckets = calloc(e->nbuckets, sizeof *e->buckets);

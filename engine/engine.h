@@ -103,6 +103,8 @@ enum {
 };
 
 typedef struct dsq_call dsq_call;
+
+enum { DSQ_AS_OF_NONE = 0, DSQ_AS_OF_LSN, DSQ_AS_OF_TIME };
 typedef struct dsq_engine dsq_engine;
 
 struct dsq_call {
@@ -117,6 +119,9 @@ struct dsq_call {
     unsigned scope;          /* DSQ_SCOPE_* the caller holds */
     uint64_t session;        /* the connection; its transactions end with it (0: none) */
     size_t chunk_rows;       /* STREAM: rows per chunk */
+    int as_of;               /* QUERY: DSQ_AS_OF_*: read the database as it was */
+    uint64_t as_of_lsn;      /* DSQ_AS_OF_LSN: at this commit */
+    uint64_t as_of_time_us;  /* DSQ_AS_OF_TIME: at the newest commit at or before this */
     /* Runs on the worker when results are final (and before done): turn
      * them into `out`. May be NULL. */
     void (*encode)(dsq_call *c);
@@ -181,6 +186,8 @@ typedef struct dsq_engine_cfg {
     uint64_t segment_bytes;        /* log segment size */
     int zstd_level;                /* of log pages */
     uint64_t max_txn_bytes;        /* pages one transaction may change */
+    uint64_t checkpoint_bytes;     /* log after the newest checkpoint that makes one due */
+    uint64_t retention_ms;         /* history kept for time travel */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
     unsigned sync_threads;         /* threads that fsync logs; 0 = 4 */
     void (*wake)(void *arg);       /* from any thread: calls are ready */

@@ -214,26 +214,9 @@ static int progress(void *ud)
     return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
 }
 
-int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
+/* Limits, settings and the authorizer every connection of an actor gets. */
+static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
 {
-    if (a->open)
-        return 0;
-    actor_open *o = calloc(1, sizeof *o);
-    char err[512];
-    if (o == NULL) {
-        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        return -1;
-    }
-    if (dsq__store_open(e, a->name, &o->ps, &o->db, err, sizeof err) != 0) {
-        free(o);
-        DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
-        return -1;
-    }
-    o->lsn = dsq_ps_lsn(o->ps);
-    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name);
-    sqlite3 *db = o->db;
-    const dsq_engine_cfg *cfg = &e->cfg;
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
@@ -253,6 +236,27 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     sqlite3_exec(db, pragma, NULL, NULL, NULL);
     sqlite3_set_authorizer(db, authorizer, o);
     sqlite3_progress_handler(db, 1000, progress, o);
+}
+
+int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    if (a->open)
+        return 0;
+    actor_open *o = calloc(1, sizeof *o);
+    char err[512];
+    if (o == NULL) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    if (dsq__store_open(e, a->name, &o->ps, &o->db, err, sizeof err) != 0) {
+        free(o);
+        DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
+        return -1;
+    }
+    o->lsn = dsq_ps_lsn(o->ps);
+    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name);
+    sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;
     atomic_fetch_add(&e->nopen_real, 1);
@@ -411,6 +415,8 @@ typedef struct run_ctx {
     actor_open *o;
     dsq_call *c;
     size_t bytes_before; /* result bytes of earlier statements kept by the call */
+    sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
+    sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
 } run_ctx;
 
 dsq_code dsq__sqlite_code(int rc, const char *msg)
@@ -455,7 +461,7 @@ dsq_code dsq__sqlite_code(int rc, const char *msg)
 static void fail_sqlite(run_ctx *x, int rc)
 {
     actor_open *o = x->o;
-    const char *msg = sqlite3_errmsg(o->db);
+    const char *msg = sqlite3_errmsg(x->db ? x->db : o->db);
     /* A denied function comes back as SQLITE_ERROR, other denials as
      * SQLITE_AUTH: whenever the authorizer said no, say why. */
     if (o->deny[0])
@@ -504,8 +510,9 @@ static int internal_exec(actor_open *o, const char *sql)
 static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
 {
     actor_open *o = x->o;
+    sqlite3 *db = x->db ? x->db : o->db;
     int ncols = sqlite3_column_count(st);
-    int64_t before = sqlite3_total_changes64(o->db);
+    int64_t before = sqlite3_total_changes64(db);
     if (dsq__result_columns(res, st) != 0) {
         dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
@@ -533,8 +540,8 @@ static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
     }
     /* sqlite3_changes() still counts the last DML when this was DDL; the
      * total tells whether this statement changed rows at all. */
-    res->rows_affected = sqlite3_total_changes64(o->db) != before ? sqlite3_changes64(o->db) : 0;
-    res->last_insert_rowid = sqlite3_last_insert_rowid(o->db);
+    res->rows_affected = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+    res->last_insert_rowid = sqlite3_last_insert_rowid(db);
     return 0;
 }
 
@@ -550,15 +557,19 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
+    /* A time-travel connection lives for one request: no cache. */
+    bool cached = x->db == NULL || x->db == o->db;
+    sqlite3 *db = x->db ? x->db : o->db;
     while (p < end) {
         size_t take = 0;
-        sqlite3_stmt *st = cache_get(o, p, (size_t)(end - p), &take);
+        sqlite3_stmt *st = cached ? cache_get(o, p, (size_t)(end - p), &take) : NULL;
         const char *tail;
         if (st != NULL) {
             tail = p + take;
         } else {
             o->deny[0] = '\0';
-            int rc = sqlite3_prepare_v3(o->db, p, (int)(end - p), SQLITE_PREPARE_PERSISTENT, &st, &tail);
+            int rc = sqlite3_prepare_v3(db, p, (int)(end - p), cached ? SQLITE_PREPARE_PERSISTENT : 0,
+                                        &st, &tail);
             if (rc != SQLITE_OK) {
                 fail_sqlite(x, rc);
                 goto out;
@@ -574,11 +585,15 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
                 goto out;
             }
-            if (cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
+            if (cached && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
             }
         }
+        if (!cached && x->scratch != NULL)
+            sqlite3_finalize(x->scratch);
+        if (!cached)
+            x->scratch = st; /* finalized with the connection's request */
         nstmts++;
         if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
@@ -638,12 +653,28 @@ static void end_txn(run_ctx *x)
     atomic_fetch_sub(&x->e->txns_open, 1);
 }
 
+/* Write a checkpoint and apply the retention window (between requests). */
+static void checkpoint(dsq_actor *a, actor_open *o)
+{
+    char err[600];
+    uint64_t t0 = dsq_now_ns();
+    if (dsq_ps_checkpoint(o->ps, err, sizeof err) != 0 ||
+        dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0) {
+        DSQ_ERROR("checkpoint_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        return;
+    }
+    DSQ_DEBUG("checkpoint", "db=%s lsn=%llu ms=%.1f", a->name, (unsigned long long)o->lsn,
+              (double)(dsq_now_ns() - t0) / 1e6);
+}
+
 /* After SQLite may have committed: the store's LSN is the connection's.
  * The reply waits at the output gate until it is durable (gate.c). */
 static int took_commit(run_ctx *x)
 {
     actor_open *o = x->o;
     o->lsn = dsq_ps_lsn(o->ps);
+    if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn)
+        checkpoint(x->a, o);
     return 0;
 }
 
@@ -728,11 +759,63 @@ static int alloc_results(dsq_call *c, size_t n)
     return 0;
 }
 
+/* A read-only query on the database as it was at an LSN or a time
+ * (DESIGN 3.3 asOf), through a connection on a view of the store. */
+static void op_query_as_of(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (c->txn[0]) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "asOf reads a past state; it is not part of a transaction");
+        return;
+    }
+    char err[600];
+    uint64_t lsn = c->as_of_lsn;
+    if (c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
+        return;
+    }
+    dsq_ps_view *v = NULL;
+    if (dsq_ps_view_open(o->ps, lsn, &v, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
+        return;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db/%s/db", x->e->data_dir, x->a->name);
+    sqlite3 *vdb = NULL;
+    if (dsq__vfs_open_view(v, path, &vdb, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+        dsq_ps_view_close(v);
+        return;
+    }
+    sandbox(o, vdb, &x->e->cfg);
+    x->db = vdb;
+    unsigned scope = c->scope;
+    c->scope &= ~(unsigned)DSQ_SCOPE_W; /* the past is read-only: say so for writes */
+    int rc = run_sql(x, &c->stmts[0], &c->results[0]);
+    c->scope = scope;
+    if (rc != 0 && c->code == DSQ_CODE_FORBIDDEN && strstr(c->msg, "read scope"))
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
+    if (x->scratch)
+        sqlite3_finalize(x->scratch);
+    x->scratch = NULL;
+    x->db = NULL;
+    sqlite3_close(vdb);
+    dsq_ps_view_close(v);
+    c->results[0].lsn = c->lsn = lsn;
+}
+
 static void op_query(run_ctx *x)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
-    if (alloc_results(c, 1) != 0 || check_txn(x) != 0)
+    if (alloc_results(c, 1) != 0)
+        return;
+    if (c->as_of != DSQ_AS_OF_NONE) {
+        op_query_as_of(x);
+        return;
+    }
+    if (check_txn(x) != 0)
         return;
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
@@ -1074,7 +1157,7 @@ static void exec_internal(run_ctx *x)
 
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
-    run_ctx x = {e, a, a->open, c, 0};
+    run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->msg[0] = '\0';
     if (op_of(c) >= DSQ__OP_HIBERNATE) {

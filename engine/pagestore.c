@@ -3,9 +3,19 @@
  * Layout of a database directory:
  *   format    "dosqld-db 1" and the page size, written once at creation
  *   wal/      the log's segments (wal.c)
+ *   ckpt/     checkpoints (ckpt.c)
+ *
+ * A page's newest version is a frame in the log, or (once a checkpoint
+ * covered it) in a checkpoint file. Opening loads the checkpoints' page
+ * directories and replays the log after the newest one.
+ *
+ * Retention: a checkpoint whose commit is older than history_retention is
+ * the oldest point time travel still reaches (R); log segments all of
+ * whose records are at or before R are deleted, and once enough
+ * checkpoints lie at or before R they are merged into one.
  *
  * Divisions: the format file; the page index; the transaction buffer;
- * opening; reading; committing. */
+ * opening; reading; committing; checkpoints; retention; views. */
 #include "engine/pagestore.h"
 
 #include <dirent.h>
@@ -20,16 +30,32 @@
 #include <zstd.h>
 
 #include "common/util.h"
+#include "engine/ckpt.h"
 
 #define FORMAT_NAME "dosqld-db"
 #define FORMAT_VERSION 1
 
-/* Where the newest version of a page lies: a zstd frame in the log. */
+/* Where a version of a page lies: a zstd frame in the log or in a
+ * checkpoint. */
 typedef struct loc {
-    uint32_t seg;  /* 0: never written (zeros) */
+    uint32_t seg;  /* log segment, or CKPT | checkpoint id; 0: never written (zeros) */
     uint32_t clen;
-    uint64_t off;  /* of the frame, in the segment */
+    uint64_t off;  /* of the frame, in its file */
 } loc;
+#define CKPT 0x80000000u
+#define MERGE_AT 8 /* checkpoints at or before R that get merged into one */
+
+/* An index: page n's version at v[n - 1], for n <= n. */
+typedef struct pindex {
+    loc *v;
+    uint32_t cap;
+    uint32_t n;
+} pindex;
+
+typedef struct ck {
+    uint32_t id;   /* ascending with the LSN */
+    dsq_ckpt c;
+} ck;
 
 /* The transaction buffer: page number -> a page of bytes, open addressing. */
 typedef struct pend {
@@ -48,8 +74,14 @@ struct dsq_ps {
 
     uint64_t lsn, lsn_time;
     uint32_t npages;       /* committed size */
-    loc *index;            /* [npages_cap]: page n at index[n - 1] */
-    uint32_t index_cap;
+    pindex idx;            /* the committed database: idx.n pages */
+    uint32_t min_since;    /* its smallest size since the newest checkpoint */
+
+    ck *ckpts;             /* oldest first */
+    size_t nckpts, ckpt_cap;
+    uint32_t next_ckpt_id;
+    uint64_t log_since;    /* log bytes after the newest checkpoint */
+    uint64_t oldest;       /* time travel reaches back to here (R) */
 
     pend pend;
     uint32_t pnpages;      /* size as the transaction sees it */
@@ -131,29 +163,32 @@ static int write_format(const char *dir, uint32_t page_size, char *err, size_t e
 
 /* ---- the page index ----------------------------------------------------------------------- */
 
-static int index_grow(dsq_ps *ps, uint32_t npages)
+/* Make room for `npages` and set the size; entries past the size are
+ * always zeros (what a shrink cut off reads as zeros if it comes back). */
+static int pindex_resize(pindex *x, uint32_t npages)
 {
-    if (npages <= ps->index_cap)
-        return 0;
-    uint32_t cap = ps->index_cap ? ps->index_cap : 64;
-    while (cap < npages)
-        cap = cap > UINT32_MAX / 2 ? npages : cap * 2;
-    loc *n = realloc(ps->index, (size_t)cap * sizeof *n);
-    if (n == NULL)
-        return -1;
-    memset(n + ps->index_cap, 0, (size_t)(cap - ps->index_cap) * sizeof *n);
-    ps->index = n;
-    ps->index_cap = cap;
+    if (npages > x->cap) {
+        uint32_t cap = x->cap ? x->cap : 64;
+        while (cap < npages)
+            cap = cap > UINT32_MAX / 2 ? npages : cap * 2;
+        loc *n = realloc(x->v, (size_t)cap * sizeof *n);
+        if (n == NULL)
+            return -1;
+        memset(n + x->cap, 0, (size_t)(cap - x->cap) * sizeof *n);
+        x->v = n;
+        x->cap = cap;
+    }
+    if (npages < x->n)
+        memset(x->v + npages, 0, (size_t)(x->n - npages) * sizeof *x->v);
+    x->n = npages;
     return 0;
 }
 
-/* Apply a committed record to the index. */
-static int index_apply(dsq_ps *ps, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc at)
+/* Apply a committed record. */
+static int pindex_record(pindex *x, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc at)
 {
-    if (index_grow(ps, r->db_pages) != 0)
+    if (pindex_resize(x, r->db_pages) != 0)
         return -1;
-    if (r->db_pages < ps->npages) /* shrunk: what was cut off reads as zeros */
-        memset(ps->index + r->db_pages, 0, (size_t)(ps->npages - r->db_pages) * sizeof *ps->index);
     dsq_wal_page few[16];
     dsq_wal_page *pages = r->npages <= 16 ? few : malloc((size_t)r->npages * sizeof *pages);
     if (pages == NULL)
@@ -161,10 +196,31 @@ static int index_apply(dsq_ps *ps, const dsq_wal_rec *r, const uint8_t *rec, dsq
     dsq_wal_rec_pages(rec, r, pages);
     for (uint32_t i = 0; i < r->npages; i++)
         if (pages[i].pgno >= 1 && pages[i].pgno <= r->db_pages)
-            ps->index[pages[i].pgno - 1] = (loc){at.seg, pages[i].clen, at.off + pages[i].off};
+            x->v[pages[i].pgno - 1] = (loc){at.seg, pages[i].clen, at.off + pages[i].off};
     if (pages != few)
         free(pages);
-    ps->npages = r->db_pages;
+    return 0;
+}
+
+/* Apply a checkpoint on top of the ones before it. */
+static int pindex_ckpt(pindex *x, const ck *k)
+{
+    const dsq_ckpt *c = &k->c;
+    if (pindex_resize(x, c->min_pages < x->n ? c->min_pages : x->n) != 0 ||
+        pindex_resize(x, c->db_pages) != 0)
+        return -1;
+    for (uint32_t i = 0; i < c->n; i++)
+        if (c->dir[i].pgno <= c->db_pages)
+            x->v[c->dir[i].pgno - 1] = (loc){CKPT | k->id, c->dir[i].clen, c->dir[i].off};
+    return 0;
+}
+
+static int index_apply(dsq_ps *ps, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc at)
+{
+    if (pindex_record(&ps->idx, r, rec, at) != 0)
+        return -1;
+    if (r->db_pages < ps->min_since)
+        ps->min_since = r->db_pages;
     ps->lsn = r->lsn;
     ps->lsn_time = r->time_us;
     return 0;
@@ -178,6 +234,7 @@ static int on_record(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal
         snprintf(err, errlen, "out of memory for the page index");
         return -1;
     }
+    ps->log_since += r->len;
     return 0;
 }
 
@@ -244,8 +301,65 @@ static void pend_clear(dsq_ps *ps)
         free(p->vals);
         *p = (pend){0};
     }
-    ps->pnpages = ps->npages;
+    ps->pnpages = ps->idx.n;
     ps->resized = false;
+}
+
+/* ---- checkpoints: loading ------------------------------------------------------------------ */
+
+static int ck_push(dsq_ps *ps, const dsq_ckpt *c)
+{
+    if (ps->nckpts == ps->ckpt_cap) {
+        size_t cap = ps->ckpt_cap ? ps->ckpt_cap * 2 : 8;
+        ck *n = realloc(ps->ckpts, cap * sizeof *n);
+        if (n == NULL)
+            return -1;
+        ps->ckpts = n;
+        ps->ckpt_cap = cap;
+    }
+    ps->ckpts[ps->nckpts++] = (ck){++ps->next_ckpt_id, *c};
+    return 0;
+}
+
+static void ckpt_dir(const dsq_ps *ps, char *out, size_t n) { snprintf(out, n, "%s/ckpt", ps->dir); }
+
+static int load_checkpoints(dsq_ps *ps, char *err, size_t errlen)
+{
+    char dir[4200];
+    ckpt_dir(ps, dir, sizeof dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %.3000s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char **paths;
+    size_t n;
+    if (dsq_ckpt_list(dir, &paths, &n, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        dsq_ckpt c;
+        if (rc == 0 && dsq_ckpt_load(paths[i], ps->page_size, &c, err, errlen) == 0) {
+            if (ck_push(ps, &c) != 0) {
+                dsq_ckpt_close(&c, 0);
+                snprintf(err, errlen, "out of memory");
+                rc = -1;
+            }
+        } else {
+            rc = -1;
+        }
+        free(paths[i]);
+    }
+    free(paths);
+    for (size_t i = 0; rc == 0 && i < ps->nckpts; i++) {
+        if (pindex_ckpt(&ps->idx, &ps->ckpts[i]) != 0) {
+            snprintf(err, errlen, "out of memory for the page index");
+            rc = -1;
+        }
+        ps->lsn = ps->ckpts[i].c.lsn;
+        ps->lsn_time = ps->ckpts[i].c.time_us;
+    }
+    ps->min_since = ps->idx.n;
+    return rc;
 }
 
 /* ---- opening ------------------------------------------------------------------------------ */
@@ -285,15 +399,28 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
         dsq_ps_close(ps);
         return -1;
     }
+    if (load_checkpoints(ps, err, errlen) != 0) {
+        dsq_ps_close(ps);
+        return -1;
+    }
+    uint64_t from = ps->lsn; /* the newest checkpoint's */
     char waldir[4200];
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
     dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes};
     uint64_t last;
-    if (dsq_wal_open(waldir, &wc, 0, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
+    if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
         dsq_ps_close(ps);
         return -1;
     }
-    ps->pnpages = ps->npages;
+    /* Time travel reaches the oldest checkpoint, or the beginning while
+     * the log still starts at LSN 1. */
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(ps->wal, &nseg, &bytes, &first);
+    ps->oldest = (first == 1 || (first == 0 && ps->nckpts == 0)) ? 0
+                 : ps->nckpts > 0                                ? ps->ckpts[0].c.lsn
+                                                                 : 0;
+    ps->pnpages = ps->idx.n;
     *out = ps;
     return 0;
 }
@@ -309,9 +436,12 @@ void dsq_ps_close(dsq_ps *ps)
         free(ps->spare[i]);
     free(ps->spare);
     dsq_wal_close(ps->wal);
+    for (size_t i = 0; i < ps->nckpts; i++)
+        dsq_ckpt_close(&ps->ckpts[i].c, 0);
+    free(ps->ckpts);
     ZSTD_freeCCtx(ps->cc);
     ZSTD_freeDCtx(ps->dc);
-    free(ps->index);
+    free(ps->idx.v);
     free(ps->frame);
     dsq_buf_free(&ps->rec);
     free(ps->dir);
@@ -329,18 +459,22 @@ bool dsq_ps_full(const dsq_ps *ps) { return ps->full; }
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst)
+static ck *ck_find(dsq_ps *ps, uint32_t id)
 {
-    uint8_t *p = pend_get(&ps->pend, pgno);
-    if (p != NULL) {
-        memcpy(dst, p, ps->page_size);
-        return 0;
+    size_t lo = 0, hi = ps->nckpts;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ps->ckpts[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    if (pgno == 0 || pgno > ps->pnpages || pgno > ps->npages || ps->index[pgno - 1].seg == 0) {
-        memset(dst, 0, ps->page_size);
-        return 0;
-    }
-    loc l = ps->index[pgno - 1];
+    return lo < ps->nckpts && ps->ckpts[lo].id == id ? &ps->ckpts[lo] : NULL;
+}
+
+/* Read the frame at l into ps->frame. 0 or -1. */
+static int read_frame(dsq_ps *ps, uint32_t pgno, loc l)
+{
     if (ps->frame_cap < l.clen) {
         uint8_t *n = realloc(ps->frame, l.clen);
         if (n == NULL) {
@@ -350,17 +484,52 @@ int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst)
         ps->frame = n;
         ps->frame_cap = l.clen;
     }
-    if (dsq_wal_read(ps->wal, l.seg, l.off, ps->frame, l.clen) != 0) {
+    if (l.seg & CKPT) {
+        ck *k = ck_find(ps, l.seg & ~CKPT);
+        dsq_ckpt_entry e = {pgno, l.clen, l.off};
+        if (k == NULL || dsq_ckpt_read(&k->c, &e, ps->frame) != 0) {
+            set_err(ps, "cannot read page %u from checkpoint %u: %s", pgno, l.seg & ~CKPT,
+                    k ? strerror(errno) : "gone");
+            return -1;
+        }
+    } else if (dsq_wal_read(ps->wal, l.seg, l.off, ps->frame, l.clen) != 0) {
         set_err(ps, "cannot read page %u from log segment %08x at %llu: %s", pgno, l.seg,
                 (unsigned long long)l.off, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+/* Page pgno of a database whose index is idx[npages]. */
+static int read_page(dsq_ps *ps, const loc *idx, uint32_t npages, uint32_t pgno, void *dst)
+{
+    if (pgno == 0 || pgno > npages || idx[pgno - 1].seg == 0) {
+        memset(dst, 0, ps->page_size);
+        return 0;
+    }
+    loc l = idx[pgno - 1];
+    if (read_frame(ps, pgno, l) != 0)
+        return -1;
     if (dsq_wal_page_decode(ps->dc, ps->frame, l.clen, dst, ps->page_size) != 0) {
-        set_err(ps, "page %u in log segment %08x at %llu is damaged (checksum)", pgno, l.seg,
-                (unsigned long long)l.off);
+        set_err(ps, "page %u in %s %u at %llu is damaged (checksum)", pgno,
+                l.seg & CKPT ? "checkpoint" : "log segment", l.seg & ~CKPT, (unsigned long long)l.off);
         return -1;
     }
     return 0;
+}
+
+int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst)
+{
+    uint8_t *p = pend_get(&ps->pend, pgno);
+    if (p != NULL) {
+        memcpy(dst, p, ps->page_size);
+        return 0;
+    }
+    if (pgno > ps->pnpages) {
+        memset(dst, 0, ps->page_size);
+        return 0;
+    }
+    return read_page(ps, ps->idx.v, ps->idx.n, pgno, dst);
 }
 
 /* ---- writing and committing --------------------------------------------------------------- */
@@ -455,6 +624,7 @@ int dsq_ps_commit(dsq_ps *ps)
         set_err(ps, "out of memory for the page index");
         goto out;
     }
+    ps->log_since += r.len;
     if (ps->rec.cap > (8u << 20))
         dsq_buf_free(&ps->rec); /* a big transaction's buffer goes */
     rc = 0;
@@ -502,3 +672,264 @@ file:
 }
 
 int dsq_ps_remove(const char *dir, char *err, size_t errlen) { return remove_tree(dir, err, errlen); }
+
+/* ---- checkpoints: writing -------------------------------------------------------------------- */
+
+bool dsq_ps_checkpoint_due(const dsq_ps *ps) { return ps->log_since >= ps->cfg.checkpoint_bytes; }
+
+int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen)
+{
+    if (dsq_ps_dirty(ps)) {
+        snprintf(err, errlen, "a transaction is open");
+        return -1;
+    }
+    uint64_t last = ps->nckpts ? ps->ckpts[ps->nckpts - 1].c.lsn : 0;
+    if (ps->lsn == last)
+        return 0;
+    /* A checkpoint holds only what is durable in the log. */
+    uint64_t durable;
+    if (dsq_wal_sync(ps->wal, &durable, err, errlen) != 0)
+        return -1;
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < ps->idx.n; p++)
+        n += ps->idx.v[p].seg != 0 && !(ps->idx.v[p].seg & CKPT);
+    char dir[4200];
+    ckpt_dir(ps, dir, sizeof dir);
+    dsq_ckpt_writer *w = dsq_ckpt_begin(dir, ps->lsn, ps->lsn_time, ps->idx.n, ps->min_since,
+                                        ps->page_size, n, err, errlen);
+    if (w == NULL)
+        return -1;
+    for (uint32_t p = 0; p < ps->idx.n; p++) {
+        loc l = ps->idx.v[p];
+        if (l.seg == 0 || (l.seg & CKPT))
+            continue;
+        if (read_frame(ps, p + 1, l) != 0 || dsq_ckpt_add(w, p + 1, ps->frame, l.clen) != 0) {
+            snprintf(err, errlen, "checkpoint: %s", ps->err[0] ? ps->err : "cannot write a page");
+            dsq_ckpt_abort(w);
+            return -1;
+        }
+    }
+    dsq_ckpt c;
+    if (dsq_ckpt_finish(w, &c, err, errlen) != 0)
+        return -1;
+    if (ck_push(ps, &c) != 0) {
+        dsq_ckpt_close(&c, 1);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const ck *k = &ps->ckpts[ps->nckpts - 1];
+    for (uint32_t i = 0; i < k->c.n; i++)
+        ps->idx.v[k->c.dir[i].pgno - 1] = (loc){CKPT | k->id, k->c.dir[i].clen, k->c.dir[i].off};
+    ps->log_since = 0;
+    ps->min_since = ps->idx.n;
+    return 0;
+}
+
+/* ---- retention ------------------------------------------------------------------------------ */
+
+/* Merge checkpoints 0..k into one holding every page as of ckpts[k]. */
+static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
+{
+    pindex x = {0};
+    for (size_t i = 0; i <= k; i++)
+        if (pindex_ckpt(&x, &ps->ckpts[i]) != 0) {
+            free(x.v);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < x.n; p++)
+        n += x.v[p].seg != 0;
+    const dsq_ckpt *top = &ps->ckpts[k].c;
+    char dir[4200];
+    ckpt_dir(ps, dir, sizeof dir);
+    dsq_ckpt_writer *w = dsq_ckpt_begin(dir, top->lsn, top->time_us, top->db_pages, 0, ps->page_size, n,
+                                        err, errlen);
+    if (w == NULL) {
+        free(x.v);
+        return -1;
+    }
+    for (uint32_t p = 0; p < x.n; p++) {
+        if (x.v[p].seg == 0)
+            continue;
+        if (read_frame(ps, p + 1, x.v[p]) != 0 || dsq_ckpt_add(w, p + 1, ps->frame, x.v[p].clen) != 0) {
+            snprintf(err, errlen, "merging checkpoints: %s", ps->err[0] ? ps->err : "cannot write");
+            dsq_ckpt_abort(w);
+            free(x.v);
+            return -1;
+        }
+    }
+    free(x.v);
+    dsq_ckpt c;
+    /* The merged file takes the newest one's name (the same LSN): the
+     * rename replaces it whole; the older ones go after. */
+    if (dsq_ckpt_finish(w, &c, err, errlen) != 0)
+        return -1;
+    uint32_t base_id = ps->ckpts[0].id, top_id = ps->ckpts[k].id;
+    for (size_t i = 0; i <= k; i++)
+        dsq_ckpt_close(&ps->ckpts[i].c, i < k); /* file k's name is the merged one's now */
+    ps->ckpts[0] = (ck){base_id, c};
+    memmove(ps->ckpts + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
+    ps->nckpts -= k;
+    /* Pages whose newest version was in a merged file now read from the
+     * merged one. */
+    const ck *b = &ps->ckpts[0];
+    for (uint32_t p = 0; p < ps->idx.n; p++) {
+        loc *l = &ps->idx.v[p];
+        if (!(l->seg & CKPT) || (l->seg & ~CKPT) > top_id)
+            continue;
+        const dsq_ckpt_entry *e = dsq_ckpt_find(&b->c, p + 1);
+        *l = e ? (loc){CKPT | base_id, e->clen, e->off} : (loc){0, 0, 0};
+    }
+    return 0;
+}
+
+int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
+{
+    size_t k = SIZE_MAX;
+    for (size_t i = 0; i < ps->nckpts; i++)
+        if (ps->ckpts[i].c.time_us + ps->cfg.retention_us <= now_us)
+            k = i;
+    if (k == SIZE_MAX)
+        return 0;
+    uint64_t r = ps->ckpts[k].c.lsn;
+    if (r > ps->oldest) {
+        dsq_wal_retire(ps->wal, r);
+        ps->oldest = r;
+    }
+    if (k + 1 >= MERGE_AT)
+        return merge(ps, k, err, errlen);
+    return 0;
+}
+
+uint64_t dsq_ps_oldest(const dsq_ps *ps) { return ps->oldest; }
+
+void dsq_ps_usage(dsq_ps *ps, dsq_ps_usage_t *u)
+{
+    memset(u, 0, sizeof *u);
+    dsq_wal_usage(ps->wal, &u->segments, &u->log_bytes, &u->log_first_lsn);
+    u->checkpoints = (uint32_t)ps->nckpts;
+    for (size_t i = 0; i < ps->nckpts; i++)
+        u->checkpoint_bytes += ps->ckpts[i].c.bytes;
+    u->oldest_lsn = ps->oldest;
+    u->pages = ps->idx.n;
+}
+
+/* ---- views: the database as of an LSN ----------------------------------------------------- */
+
+struct dsq_ps_view {
+    dsq_ps *ps;
+    pindex x;
+    uint64_t lsn;
+};
+
+static int view_record(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc at, char *err,
+                       size_t errlen)
+{
+    dsq_ps_view *v = ud;
+    if (pindex_record(&v->x, r, rec, at) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int dsq_ps_view_open(dsq_ps *ps, uint64_t lsn, dsq_ps_view **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (lsn > ps->lsn) {
+        snprintf(err, errlen, "LSN %llu is after the last commit (%llu)", (unsigned long long)lsn,
+                 (unsigned long long)ps->lsn);
+        return -1;
+    }
+    if (lsn < ps->oldest) {
+        snprintf(err, errlen, "LSN %llu is older than the history kept: the oldest available is %llu",
+                 (unsigned long long)lsn, (unsigned long long)ps->oldest);
+        return -1;
+    }
+    dsq_ps_view *v = calloc(1, sizeof *v);
+    if (v == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    v->ps = ps;
+    v->lsn = lsn;
+    uint64_t from = 0;
+    for (size_t i = 0; i < ps->nckpts && ps->ckpts[i].c.lsn <= lsn; i++) {
+        if (pindex_ckpt(&v->x, &ps->ckpts[i]) != 0) {
+            snprintf(err, errlen, "out of memory");
+            dsq_ps_view_close(v);
+            return -1;
+        }
+        from = ps->ckpts[i].c.lsn;
+    }
+    if (from < lsn && dsq_wal_scan(ps->wal, from, lsn, view_record, v, err, errlen) != 0) {
+        dsq_ps_view_close(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int dsq_ps_view_read(dsq_ps_view *v, uint32_t pgno, void *dst)
+{
+    return read_page(v->ps, v->x.v, v->x.n, pgno, dst);
+}
+
+uint32_t dsq_ps_view_npages(const dsq_ps_view *v) { return v->x.n; }
+uint64_t dsq_ps_view_lsn(const dsq_ps_view *v) { return v->lsn; }
+dsq_ps *dsq_ps_view_store(dsq_ps_view *v) { return v->ps; }
+
+void dsq_ps_view_close(dsq_ps_view *v)
+{
+    if (v == NULL)
+        return;
+    free(v->x.v);
+    free(v);
+}
+
+typedef struct time_find {
+    uint64_t t, best;
+    bool past;
+} time_find;
+
+static int time_record(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc at, char *err,
+                       size_t errlen)
+{
+    time_find *f = ud;
+    if (r->time_us <= f->t)
+        f->best = r->lsn;
+    else
+        f->past = true;
+    return 0;
+}
+
+int dsq_ps_lsn_at(dsq_ps *ps, uint64_t time_us, uint64_t *lsn, char *err, size_t errlen)
+{
+    if (time_us >= ps->lsn_time) {
+        *lsn = ps->lsn;
+        return 0;
+    }
+    /* The newest checkpoint at or before the time, then the log after it. */
+    time_find f = {.t = time_us};
+    uint64_t from = 0, to = ps->lsn;
+    bool found = false;
+    for (size_t i = 0; i < ps->nckpts; i++) {
+        if (ps->ckpts[i].c.time_us <= time_us) {
+            from = f.best = ps->ckpts[i].c.lsn;
+            found = true;
+        } else {
+            to = ps->ckpts[i].c.lsn;
+            break;
+        }
+    }
+    if ((found && from < ps->oldest) || (!found && ps->oldest > 0)) {
+        snprintf(err, errlen, "that time is older than the history kept: the oldest available LSN is %llu",
+                 (unsigned long long)ps->oldest);
+        return -1;
+    }
+    if (from < to && dsq_wal_scan(ps->wal, from, to, time_record, &f, err, errlen) != 0)
+        return -1;
+    *lsn = f.best; /* 0 (the empty database) when before the first commit */
+    return 0;
+}

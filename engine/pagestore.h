@@ -24,6 +24,8 @@ typedef struct dsq_ps_cfg {
     uint64_t segment_bytes; /* log segment size */
     int zstd_level;
     uint64_t max_txn_bytes; /* pages one transaction may buffer */
+    uint64_t checkpoint_bytes; /* log written after the newest checkpoint that makes one due */
+    uint64_t retention_us;  /* history kept for time travel (history_retention) */
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.
@@ -63,6 +65,42 @@ void dsq_ps_discard(dsq_ps *ps);
 const char *dsq_ps_error(const dsq_ps *ps);
 /* Whether the last commit failed because the disk is full. */
 bool dsq_ps_full(const dsq_ps *ps);
+
+/* ---- checkpoints and retention (actor thread, between transactions) ---- */
+
+/* Whether enough log has been written since the newest checkpoint. */
+bool dsq_ps_checkpoint_due(const dsq_ps *ps);
+/* Sync the log and write a checkpoint of the pages changed since the
+ * last one. 0 (also when nothing changed), or -1 with a message. */
+int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen);
+/* Apply history_retention at time now_us: the newest checkpoint older than
+ * it becomes the oldest point time travel reaches; log segments before it
+ * go; checkpoints before it are merged once there are enough. */
+int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen);
+/* The oldest LSN time travel can reach. */
+uint64_t dsq_ps_oldest(const dsq_ps *ps);
+
+typedef struct dsq_ps_usage_t {
+    uint32_t segments, checkpoints, pages;
+    uint64_t log_bytes, checkpoint_bytes, log_first_lsn, oldest_lsn;
+} dsq_ps_usage_t;
+void dsq_ps_usage(dsq_ps *ps, dsq_ps_usage_t *u);
+
+/* ---- views: the database as it was at a commit ---- */
+
+typedef struct dsq_ps_view dsq_ps_view;
+/* The database as of `lsn` (between dsq_ps_oldest and dsq_ps_lsn). -1
+ * with a message otherwise. The view is valid until the store's next
+ * checkpoint or close. */
+int dsq_ps_view_open(dsq_ps *ps, uint64_t lsn, dsq_ps_view **out, char *err, size_t errlen);
+int dsq_ps_view_read(dsq_ps_view *v, uint32_t pgno, void *dst);
+uint32_t dsq_ps_view_npages(const dsq_ps_view *v);
+uint64_t dsq_ps_view_lsn(const dsq_ps_view *v);
+dsq_ps *dsq_ps_view_store(dsq_ps_view *v);
+void dsq_ps_view_close(dsq_ps_view *v);
+/* The LSN of the newest commit at or before `time_us` (0: before the
+ * first). -1 when the time is older than the history kept. */
+int dsq_ps_lsn_at(dsq_ps *ps, uint64_t time_us, uint64_t *lsn, char *err, size_t errlen);
 
 /* Remove a closed database's directory and everything in it. */
 int dsq_ps_remove(const char *dir, char *err, size_t errlen);

@@ -64,6 +64,8 @@ int dsq__store_open(const dsq_engine *e, const char *name, dsq_ps **ps, sqlite3 
         .segment_bytes = e->cfg.segment_bytes,
         .zstd_level = e->cfg.zstd_level,
         .max_txn_bytes = e->cfg.max_txn_bytes,
+        .checkpoint_bytes = e->cfg.checkpoint_bytes,
+        .retention_us = e->cfg.retention_ms * 1000,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;

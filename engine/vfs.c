@@ -28,6 +28,7 @@
 typedef struct ps_file {
     sqlite3_file base;
     dsq_ps *ps;
+    dsq_ps_view *view; /* a read-only connection on the database as it was */
     int lock;
     uint8_t *page; /* scratch page for partial reads and writes */
 } ps_file;
@@ -35,13 +36,24 @@ typedef struct ps_file {
 static sqlite3_vfs vfs;
 static sqlite3_vfs *os; /* the default VFS, for every other file */
 static __thread dsq_ps *opening;
+static __thread dsq_ps_view *opening_view;
+
+static uint32_t f_npages(const ps_file *p)
+{
+    return p->view ? dsq_ps_view_npages(p->view) : dsq_ps_npages(p->ps);
+}
+
+static int f_page(ps_file *p, uint32_t pgno, void *dst)
+{
+    return p->view ? dsq_ps_view_read(p->view, pgno, dst) : dsq_ps_read(p->ps, pgno, dst);
+}
 
 /* ---- the main database file ----------------------------------------------------------------- */
 
 static int f_close(sqlite3_file *f)
 {
     ps_file *p = (ps_file *)f;
-    if (p->ps && dsq_ps_dirty(p->ps))
+    if (p->ps && !p->view && dsq_ps_dirty(p->ps))
         dsq_ps_discard(p->ps);
     free(p->page);
     p->page = NULL;
@@ -52,7 +64,7 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
 {
     ps_file *p = (ps_file *)f;
     uint32_t psz = dsq_ps_page_size(p->ps);
-    uint64_t end = (uint64_t)dsq_ps_npages(p->ps) * psz;
+    uint64_t end = (uint64_t)f_npages(p) * psz;
     uint8_t *out = buf;
     uint64_t at = (uint64_t)off;
     size_t left = (size_t)amt;
@@ -60,10 +72,10 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
         uint32_t pgno = (uint32_t)(at / psz) + 1;
         size_t within = at % psz, n = psz - within < left ? psz - within : left;
         if (within == 0 && n == psz) {
-            if (dsq_ps_read(p->ps, pgno, out) != 0)
+            if (f_page(p, pgno, out) != 0)
                 return SQLITE_IOERR_READ;
         } else {
-            if (dsq_ps_read(p->ps, pgno, p->page) != 0)
+            if (f_page(p, pgno, p->page) != 0)
                 return SQLITE_IOERR_READ;
             memcpy(out, p->page + within, n);
         }
@@ -78,6 +90,8 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
 static int f_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
 {
     ps_file *p = (ps_file *)f;
+    if (p->view)
+        return SQLITE_READONLY;
     uint32_t psz = dsq_ps_page_size(p->ps);
     const uint8_t *in = buf;
     uint64_t at = (uint64_t)off;
@@ -104,6 +118,8 @@ static int f_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
 static int f_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
     ps_file *p = (ps_file *)f;
+    if (p->view)
+        return SQLITE_READONLY;
     uint32_t psz = dsq_ps_page_size(p->ps);
     dsq_ps_truncate(p->ps, (uint32_t)(((uint64_t)size + psz - 1) / psz));
     return SQLITE_OK;
@@ -114,7 +130,7 @@ static int f_sync(sqlite3_file *f, int flags) { return SQLITE_OK; }
 static int f_size(sqlite3_file *f, sqlite3_int64 *size)
 {
     ps_file *p = (ps_file *)f;
-    *size = (sqlite3_int64)dsq_ps_npages(p->ps) * dsq_ps_page_size(p->ps);
+    *size = (sqlite3_int64)f_npages(p) * dsq_ps_page_size(p->ps);
     return SQLITE_OK;
 }
 
@@ -128,7 +144,7 @@ static int f_unlock(sqlite3_file *f, int level)
 {
     ps_file *p = (ps_file *)f;
     p->lock = level;
-    if (level <= SQLITE_LOCK_SHARED && dsq_ps_dirty(p->ps))
+    if (!p->view && level <= SQLITE_LOCK_SHARED && dsq_ps_dirty(p->ps))
         dsq_ps_discard(p->ps); /* the transaction ended without its commit */
     return SQLITE_OK;
 }
@@ -142,7 +158,7 @@ static int f_check_reserved(sqlite3_file *f, int *out)
 static int f_control(sqlite3_file *f, int op, void *arg)
 {
     ps_file *p = (ps_file *)f;
-    if (op == SQLITE_FCNTL_COMMIT_PHASETWO) {
+    if (op == SQLITE_FCNTL_COMMIT_PHASETWO && !p->view) {
         if (dsq_ps_commit(p->ps) == 0)
             return SQLITE_OK;
         return dsq_ps_full(p->ps) ? SQLITE_FULL : SQLITE_IOERR_WRITE;
@@ -186,12 +202,14 @@ static int v_open(sqlite3_vfs *v, sqlite3_filename name, sqlite3_file *f, int fl
         return os->xOpen(os, name, f, flags, out_flags);
     ps_file *p = (ps_file *)f;
     memset(p, 0, sizeof *p);
-    if (opening == NULL)
+    dsq_ps *ps = opening_view ? dsq_ps_view_store(opening_view) : opening;
+    if (ps == NULL)
         return SQLITE_CANTOPEN; /* only dsq__vfs_open opens databases here */
-    p->page = malloc(dsq_ps_page_size(opening));
+    p->page = malloc(dsq_ps_page_size(ps));
     if (p->page == NULL)
         return SQLITE_NOMEM;
-    p->ps = opening;
+    p->ps = ps;
+    p->view = opening_view;
     p->base.pMethods = &ps_methods;
     if (out_flags)
         *out_flags = flags;
@@ -285,6 +303,34 @@ int dsq__vfs_open(dsq_ps *ps, const char *path, sqlite3 **out, char *err, size_t
     if (exec_simple(db, pragma, err, errlen) != SQLITE_OK ||
         exec_simple(db, "PRAGMA journal_mode=MEMORY", err, errlen) != SQLITE_OK ||
         exec_simple(db, "PRAGMA synchronous=OFF", err, errlen) != SQLITE_OK ||
+        exec_simple(db, "PRAGMA temp_store=MEMORY", err, errlen) != SQLITE_OK) {
+        sqlite3_close(db);
+        return -1;
+    }
+    *out = db;
+    return 0;
+}
+
+int dsq__vfs_open_view(dsq_ps_view *v, const char *path, sqlite3 **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    pthread_once(&once, do_register);
+    if (registered != SQLITE_OK) {
+        snprintf(err, errlen, "cannot register the SQLite VFS");
+        return -1;
+    }
+    sqlite3 *db = NULL;
+    opening_view = v;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                             VFS_NAME);
+    opening_view = NULL;
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %.3000s as of LSN %llu: %s", path,
+                 (unsigned long long)dsq_ps_view_lsn(v), db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    if (exec_simple(db, "PRAGMA query_only=1", err, errlen) != SQLITE_OK ||
         exec_simple(db, "PRAGMA temp_store=MEMORY", err, errlen) != SQLITE_OK) {
         sqlite3_close(db);
         return -1;

@@ -43,6 +43,7 @@ struct dsq_dosql_op {
     dsq_arena arena;       /* parameters and statements */
     dsq_stmt_req stmt;     /* QUERY and STREAM's one statement */
     char db[129];
+    bool as_of_ok;         /* the method takes asOf (query) */
     /* streams */
     char *idtext;          /* owned; the request's id as JSON text */
     uint64_t chunks;       /* chunk notifications made */
@@ -156,6 +157,51 @@ static void reject(op *o, dsq_code code, const char *fmt, ...)
 
 /* The database, the caller's scope on it, and the transaction. Returns 0,
  * or -1 after rejecting. */
+/* An LSN: a whole number, {"$bigint": "..."} (Cap'n Web's BigInt), or
+ * its decimal string. */
+static int lsn_value(json_t *j, uint64_t *out)
+{
+    json_t *big = json_object_get(j, "$bigint");
+    if (json_is_string(big) && json_object_size(j) == 1)
+        j = big;
+    if (json_is_integer(j) && json_integer_value(j) >= 0) {
+        *out = (uint64_t)json_integer_value(j);
+        return 0;
+    }
+    return json_is_string(j) && dsq_parse_u64(json_string_value(j), out) == 0 ? 0 : -1;
+}
+
+/* asOf: {lsn} or {timestamp} (ms since the epoch, a Date, or RFC 3339). */
+static int parse_as_of(op *o, json_t *a)
+{
+    json_t *l = json_object_get(a, "lsn"), *t = json_object_get(a, "timestamp");
+    if (!json_is_object(a) || json_object_size(a) != 1 || (l == NULL && t == NULL)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"asOf\" must be {\"lsn\": N} or {\"timestamp\": T}");
+        return -1;
+    }
+    if (l != NULL) {
+        if (lsn_value(l, &o->call.as_of_lsn) != 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "asOf.lsn must be an LSN (a whole number)");
+            return -1;
+        }
+        o->call.as_of = DSQ_AS_OF_LSN;
+        return 0;
+    }
+    double ms = json_is_number(t) ? json_number_value(t) : -1;
+    uint64_t us = 0;
+    if (json_is_number(t) && ms >= 0 && ms < 1e15) {
+        us = (uint64_t)(ms * 1000);
+    } else if (!json_is_string(t) || dsq_parse_rfc3339(json_string_value(t), &us) != 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "asOf.timestamp must be milliseconds since 1970 or an RFC 3339 time "
+               "such as 2026-11-26T10:00:00.000Z");
+        return -1;
+    }
+    o->call.as_of = DSQ_AS_OF_TIME;
+    o->call.as_of_time_us = us;
+    return 0;
+}
+
 static int prelude(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
@@ -205,9 +251,11 @@ static int prelude(op *o, json_t *p)
     }
     json_t *as_of = json_object_get(p, "asOf");
     if (as_of != NULL && !json_is_null(as_of)) {
-        reject(o, DSQ_CODE_INVALID_REQUEST,
-               "\"asOf\" (point-in-time queries) is not available in dosqld %s", DSQ_VERSION);
-        return -1;
+        if (!o->as_of_ok) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"asOf\" is taken by query only");
+            return -1;
+        }
+        return parse_as_of(o, as_of);
     }
     return 0;
 }
@@ -495,6 +543,7 @@ static void on_done(dsq_call *c)
 
 static void m_query(op *o, json_t *p)
 {
+    o->as_of_ok = true;
     if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
     o->call.op = DSQ_OP_QUERY;

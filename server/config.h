@@ -72,6 +72,8 @@ typedef struct dsq_config {
     uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
     char *storage_sync;             /* owned: full, normal or off */
     uint64_t storage_sync_threads;  /* threads that fsync logs */
+    uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
+    uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

@@ -79,7 +79,8 @@ test('errors reject with the message and a code property', async () => {
       [{}, 'INVALID_REQUEST', /"sql" is required/],
       [{ sql: 'SELECT ?', params: [[1]] }, 'INVALID_REQUEST', /array/],
       [{ sql: 'SELECT ?', params: [Infinity] }, 'INVALID_REQUEST', /param/],
-      [{ sql: 'SELECT 1', asOf: { lsn: 1n } }, 'INVALID_REQUEST', /asOf/],
+      [{ sql: 'SELECT 1', asOf: { lsn: 1000000000n } }, 'INVALID_LSN', /after the last commit/],
+      [{ sql: 'SELECT 1', asOf: { lsn: 0n }, transactionId: 'x' }, 'INVALID_REQUEST', /transaction/],
     ];
     for (const [req, code, msg] of cases) {
       const e = await api.query(req).then(() => null, (err) => err);

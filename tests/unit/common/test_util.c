@@ -147,3 +147,23 @@ Test(buf, integers_match_printf)
     cr_assert_str_eq(b.data, "18446744073709551615");
     dsq_buf_free(&b);
 }
+
+Test(util, rfc3339)
+{
+    uint64_t us;
+    cr_assert_eq(dsq_parse_rfc3339("1970-01-01T00:00:00Z", &us), 0);
+    cr_assert_eq(us, 0);
+    cr_assert_eq(dsq_parse_rfc3339("2026-11-26T00:53:52Z", &us), 0);
+    cr_assert_eq(us, 1795654432ull * 1000000);
+    cr_assert_eq(dsq_parse_rfc3339("2026-11-26T00:53:52.123Z", &us), 0);
+    cr_assert_eq(us, 1795654432ull * 1000000 + 123000);
+    cr_assert_eq(dsq_parse_rfc3339("2026-11-26T02:53:52.5+02:00", &us), 0);
+    cr_assert_eq(us, 1795654432ull * 1000000 + 500000);
+    cr_assert_eq(dsq_parse_rfc3339("2000-02-29 12:00:00-01:30", &us), 0);
+    cr_assert_eq(us, (951825600ull + 5400) * 1000000);
+    const char *bad[] = {"", "2026-11-26", "2026-11-26T00:53:52", "2026-13-01T00:00:00Z",
+                         "1969-12-31T23:59:59Z", "2026-11-26T00:53:52.Z", "2026-11-26T00:53:52Zx",
+                         "2026-11-26T00:53:52+2:00"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(dsq_parse_rfc3339(bad[i], &us), -1, "%s", bad[i]);
+}

@@ -263,3 +263,179 @@ Test(vfs, the_page_size_is_the_stores)
     cr_assert_eq(one("PRAGMA page_size"), 8192);
     cr_assert_eq(one("SELECT x FROM t"), 1);
 }
+
+/* ---- checkpoints, retention and views ---------------------------------------------------- */
+
+static dsq_ps_cfg cfg_with(uint64_t seg, uint64_t retention_us)
+{
+    return (dsq_ps_cfg){.page_size = 4096, .segment_bytes = seg, .zstd_level = 1,
+                        .max_txn_bytes = 64u << 20, .checkpoint_bytes = 1 << 20,
+                        .retention_us = retention_us};
+}
+
+static void reopen_with(dsq_ps_cfg cfg)
+{
+    close_db();
+    char err[512] = "", path[128];
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/db", dir);
+    cr_assert_eq(dsq__vfs_open(ps, path, &db, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(text("PRAGMA integrity_check"), "ok");
+}
+
+static void checkpoint(void)
+{
+    char err[512] = "";
+    cr_assert_eq(dsq_ps_checkpoint(ps, err, sizeof err), 0, "%s", err);
+}
+
+/* The value of `sql` on the database as of `lsn`. */
+static long long one_at(uint64_t lsn, const char *sql)
+{
+    char err[512] = "", path[128];
+    dsq_ps_view *v;
+    cr_assert_eq(dsq_ps_view_open(ps, lsn, &v, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/db", dir);
+    sqlite3 *vdb;
+    cr_assert_eq(dsq__vfs_open_view(v, path, &vdb, err, sizeof err), 0, "%s", err);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(vdb, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(vdb));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s", sqlite3_errmsg(vdb));
+    long long r = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    /* A view is read-only. */
+    cr_assert_neq(sqlite3_exec(vdb, "CREATE TABLE nope(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(vdb);
+    dsq_ps_view_close(v);
+    return r;
+}
+
+Test(vfs, a_checkpoint_covers_the_log_before_it)
+{
+    reopen_with(cfg_with(64 * 1024, 3600ull * 1000000));
+    exec_ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    for (int i = 0; i < 20; i++)
+        exec_ok("INSERT INTO t SELECT NULL, randomblob(500) FROM " SERIES(20));
+    checkpoint();
+    dsq_ps_usage_t u;
+    dsq_ps_usage(ps, &u);
+    cr_assert_eq(u.checkpoints, 1);
+    for (int i = 0; i < 5; i++)
+        exec_ok("INSERT INTO t SELECT NULL, randomblob(500) FROM " SERIES(20));
+    long long sum = one("SELECT sum(length(v)) + sum(k) FROM t");
+    uint64_t lsn = dsq_ps_lsn(ps);
+    reopen_with(cfg_with(64 * 1024, 3600ull * 1000000));
+    cr_assert_eq(dsq_ps_lsn(ps), lsn);
+    cr_assert_eq(one("SELECT sum(length(v)) + sum(k) FROM t"), sum);
+    /* Nothing changed: no second checkpoint. */
+    checkpoint();
+    checkpoint();
+    dsq_ps_usage(ps, &u);
+    cr_assert_eq(u.checkpoints, 2);
+}
+
+Test(vfs, shrinking_and_growing_between_checkpoints)
+{
+    reopen_with(cfg_with(1 << 20, 3600ull * 1000000));
+    exec_ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    exec_ok("INSERT INTO t SELECT value, randomblob(3000) FROM " SERIES(100));
+    checkpoint();
+    long long big = one("PRAGMA page_count");
+    exec_ok("DELETE FROM t");
+    exec_ok("VACUUM");
+    cr_assert_lt(one("PRAGMA page_count"), 5);
+    exec_ok("CREATE TABLE u(x)"); /* grows again over pages the first checkpoint holds */
+    exec_ok("INSERT INTO u SELECT value FROM " SERIES(3000));
+    checkpoint();
+    reopen_with(cfg_with(1 << 20, 3600ull * 1000000));
+    cr_assert_eq(one("SELECT count(*) FROM t"), 0);
+    cr_assert_eq(one("SELECT count(*) FROM u"), 3000);
+    cr_assert_lt(one("PRAGMA page_count"), big);
+}
+
+Test(vfs, time_travel_reads_each_commit_as_it_was)
+{
+    reopen_with(cfg_with(16 * 1024, 3600ull * 1000000));
+    exec_ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER)");
+    uint64_t at[40];
+    for (int i = 0; i < 40; i++) {
+        char sql[200];
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES (%d, %d)", i, i * 10);
+        exec_ok(sql);
+        at[i] = dsq_ps_lsn(ps);
+        if (i % 9 == 8)
+            checkpoint();
+        if (i == 20)
+            exec_ok("DELETE FROM t WHERE k < 5"); /* its own LSN, between at[20] and at[21] */
+    }
+    cr_assert_eq(one_at(0, "SELECT count(*) FROM sqlite_schema"), 0, "LSN 0 is the empty database");
+    cr_assert_eq(one_at(1, "SELECT count(*) FROM t"), 0);
+    for (int i = 0; i < 40; i++) {
+        long long want = i <= 20 ? i + 1 : i + 1 - 5;
+        cr_assert_eq(one_at(at[i], "SELECT count(*) FROM t"), want, "at LSN %llu", (unsigned long long)at[i]);
+        cr_assert_eq(one_at(at[i], "SELECT max(v) FROM t"), i * 10);
+    }
+    char err[256];
+    dsq_ps_view *v;
+    cr_assert_eq(dsq_ps_view_open(ps, dsq_ps_lsn(ps) + 1, &v, err, sizeof err), -1);
+    cr_assert(strstr(err, "after the last commit") != NULL, "%s", err);
+    /* The same after a restart, from checkpoints and log. */
+    reopen_with(cfg_with(16 * 1024, 3600ull * 1000000));
+    cr_assert_eq(one_at(at[3], "SELECT count(*) FROM t"), 4);
+    cr_assert_eq(one_at(at[30], "SELECT count(*) FROM t"), 26);
+}
+
+Test(vfs, retention_retires_the_log_and_merges_checkpoints)
+{
+    reopen_with(cfg_with(16 * 1024, 0)); /* keep no history */
+    exec_ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    uint64_t early = 0;
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 5; i++)
+            exec_ok("INSERT INTO t SELECT NULL, randomblob(700) FROM " SERIES(5));
+        if (round == 1)
+            early = dsq_ps_lsn(ps);
+        checkpoint();
+    }
+    dsq_ps_usage_t before, after;
+    dsq_ps_usage(ps, &before);
+    cr_assert_eq(before.checkpoints, 10);
+    cr_assert_eq(dsq_ps_oldest(ps), 0);
+    char err[512] = "";
+    cr_assert_eq(dsq_ps_maintain(ps, dsq_ps_lsn_time(ps) + 1, err, sizeof err), 0, "%s", err);
+    dsq_ps_usage(ps, &after);
+    cr_assert_eq(after.checkpoints, 1, "merged into one");
+    cr_assert_lt(after.segments, before.segments, "sealed segments went: %u -> %u", before.segments,
+                 after.segments);
+    cr_assert_eq(dsq_ps_oldest(ps), dsq_ps_lsn(ps));
+    dsq_ps_view *v;
+    cr_assert_eq(dsq_ps_view_open(ps, early, &v, err, sizeof err), -1);
+    cr_assert(strstr(err, "oldest available is") != NULL, "%s", err);
+    long long sum = one("SELECT sum(length(v)) + sum(k) FROM t");
+    cr_assert_eq(one_at(dsq_ps_lsn(ps), "SELECT sum(length(v)) + sum(k) FROM t"), sum);
+    reopen_with(cfg_with(16 * 1024, 0));
+    cr_assert_eq(one("SELECT sum(length(v)) + sum(k) FROM t"), sum);
+    cr_assert_eq(dsq_ps_oldest(ps), dsq_ps_lsn(ps));
+    exec_ok("INSERT INTO t VALUES (NULL, x'00')"); /* and it goes on */
+    reopen_with(cfg_with(16 * 1024, 0));
+    cr_assert_eq(one("SELECT count(*) FROM t"), 251);
+}
+
+Test(vfs, the_lsn_at_a_time)
+{
+    exec_ok("CREATE TABLE t(x)");
+    uint64_t t1 = dsq_ps_lsn_time(ps);
+    usleep(3000);
+    exec_ok("INSERT INTO t VALUES (1)");
+    uint64_t t2 = dsq_ps_lsn_time(ps);
+    char err[256];
+    uint64_t lsn;
+    cr_assert_eq(dsq_ps_lsn_at(ps, t1, &lsn, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(lsn, 1);
+    cr_assert_eq(dsq_ps_lsn_at(ps, (t1 + t2) / 2, &lsn, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(lsn, 1);
+    cr_assert_eq(dsq_ps_lsn_at(ps, t2 + 1000000, &lsn, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(lsn, 2);
+    cr_assert_eq(dsq_ps_lsn_at(ps, t1 - 1, &lsn, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(lsn, 0, "before the first commit");
+}

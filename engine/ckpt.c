@@ -1,0 +1,364 @@
+/* ckpt — checkpoint files (see ckpt.h). */
+#include "engine/ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MAGIC "DSQCKPT1"
+#define VERSION 1
+#define HDR 64
+#define WBUF (1u << 20)
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+static uint32_t crc(const uint8_t *p, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    while (n > 0) {
+        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        c = crc32(c, p, k);
+        p += k;
+        n -= k;
+    }
+    return (uint32_t)c;
+}
+
+static int write_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t r = pwrite(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        p = (const char *)p + r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p = (char *)p + r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static void sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static uint64_t data_start(uint32_t n) { return HDR + (uint64_t)n * 8 + 8; }
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+struct dsq_ckpt_writer {
+    int fd;
+    char dir[4096], tmp[4200], path[4200];
+    uint64_t lsn, time_us;
+    uint32_t db_pages, min_pages, page_size, n, added;
+    dsq_ckpt_entry *entries;
+    uint64_t at;        /* file offset of the next frame */
+    uint8_t *buf;       /* frames waiting to be written */
+    size_t buffered;
+    uint64_t buf_off;   /* file offset of buf[0] */
+    int failed;
+};
+
+dsq_ckpt_writer *dsq_ckpt_begin(const char *dir, uint64_t lsn, uint64_t time_us, uint32_t db_pages,
+                                uint32_t min_pages, uint32_t page_size, uint32_t n, char *err,
+                                size_t errlen)
+{
+    dsq_ckpt_writer *w = calloc(1, sizeof *w);
+    if (w == NULL || (w->entries = calloc(n ? n : 1, sizeof *w->entries)) == NULL ||
+        (w->buf = malloc(WBUF)) == NULL) {
+        if (w)
+            free(w->entries);
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(w->dir, sizeof w->dir, "%s", dir);
+    snprintf(w->path, sizeof w->path, "%s/%016llx.ckpt", dir, (unsigned long long)lsn);
+    snprintf(w->tmp, sizeof w->tmp, "%s/%016llx.ckpt.tmp", dir, (unsigned long long)lsn);
+    w->fd = open(w->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        snprintf(err, errlen, "cannot create %.3000s: %s", w->tmp, strerror(errno));
+        free(w->buf);
+        free(w->entries);
+        free(w);
+        return NULL;
+    }
+    w->lsn = lsn;
+    w->time_us = time_us;
+    w->db_pages = db_pages;
+    w->min_pages = min_pages;
+    w->page_size = page_size;
+    w->n = n;
+    w->at = w->buf_off = data_start(n);
+    return w;
+}
+
+static int flush(dsq_ckpt_writer *w)
+{
+    if (w->buffered > 0 && write_all(w->fd, w->buf, w->buffered, w->buf_off) != 0)
+        return -1;
+    w->buf_off += w->buffered;
+    w->buffered = 0;
+    return 0;
+}
+
+int dsq_ckpt_add(dsq_ckpt_writer *w, uint32_t pgno, const void *frame, uint32_t clen)
+{
+    if (w->failed || w->added >= w->n || (w->added > 0 && w->entries[w->added - 1].pgno >= pgno))
+        return w->failed = -1;
+    if (w->buffered + clen > WBUF && flush(w) != 0)
+        return w->failed = -1;
+    if (clen > WBUF) {
+        if (write_all(w->fd, frame, clen, w->buf_off) != 0)
+            return w->failed = -1;
+        w->buf_off += clen;
+    } else {
+        memcpy(w->buf + w->buffered, frame, clen);
+        w->buffered += clen;
+    }
+    w->entries[w->added++] = (dsq_ckpt_entry){pgno, clen, w->at};
+    w->at += clen;
+    return 0;
+}
+
+void dsq_ckpt_abort(dsq_ckpt_writer *w)
+{
+    if (w == NULL)
+        return;
+    close(w->fd);
+    unlink(w->tmp);
+    free(w->buf);
+    free(w->entries);
+    free(w);
+}
+
+int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
+{
+    if (w->failed || w->added != w->n || flush(w) != 0) {
+        snprintf(err, errlen, "cannot write %.3000s: %s", w->tmp,
+                 w->added != w->n ? "entries missing" : strerror(errno));
+        dsq_ckpt_abort(w);
+        return -1;
+    }
+    size_t dlen = (size_t)w->n * 8;
+    uint8_t *head = calloc(1, HDR + dlen + 8);
+    if (head == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dsq_ckpt_abort(w);
+        return -1;
+    }
+    memcpy(head, MAGIC, 8);
+    put32(head + 8, VERSION);
+    put32(head + 12, w->page_size);
+    put64(head + 16, w->lsn);
+    put64(head + 24, w->time_us);
+    put32(head + 32, w->db_pages);
+    put32(head + 36, w->n);
+    put32(head + 40, w->min_pages);
+    put32(head + 60, crc(head, 60));
+    for (uint32_t i = 0; i < w->n; i++) {
+        put32(head + HDR + (size_t)i * 8, w->entries[i].pgno);
+        put32(head + HDR + (size_t)i * 8 + 4, w->entries[i].clen);
+    }
+    put32(head + HDR + dlen, crc(head + HDR, dlen));
+    int rc = write_all(w->fd, head, HDR + dlen + 8, 0);
+    free(head);
+    if (rc != 0 || fdatasync(w->fd) != 0 || rename(w->tmp, w->path) != 0) {
+        snprintf(err, errlen, "cannot write %.3000s: %s", w->path, strerror(errno));
+        dsq_ckpt_abort(w);
+        return -1;
+    }
+    sync_dir(w->dir);
+    *out = (dsq_ckpt){.lsn = w->lsn, .time_us = w->time_us, .db_pages = w->db_pages,
+                      .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at,
+                      .fd = w->fd};
+    snprintf(out->path, sizeof out->path, "%s", w->path);
+    free(w->buf);
+    free(w);
+    return 0;
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint8_t h[HDR];
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (read_all(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 || get32(h + 8) != VERSION ||
+        get32(h + 60) != crc(h, 60)) {
+        snprintf(err, errlen, "%.3000s: not a dosqld checkpoint, or its header is damaged", path);
+        close(fd);
+        return -1;
+    }
+    uint32_t n = get32(h + 36);
+    if (get32(h + 12) != page_size || (uint64_t)size < data_start(n)) {
+        snprintf(err, errlen, "%.3000s: page size %u (the database's is %u) or truncated", path,
+                 get32(h + 12), page_size);
+        close(fd);
+        return -1;
+    }
+    size_t dlen = (size_t)n * 8;
+    uint8_t *d = malloc(dlen + 8);
+    dsq_ckpt_entry *dir = calloc(n ? n : 1, sizeof *dir);
+    if (d == NULL || dir == NULL || read_all(fd, d, dlen + 8, HDR) != 0 ||
+        get32(d + dlen) != crc(d, dlen)) {
+        snprintf(err, errlen, "%.3000s: its directory is damaged", path);
+        free(d);
+        free(dir);
+        close(fd);
+        return -1;
+    }
+    uint64_t at = data_start(n);
+    for (uint32_t i = 0; i < n; i++) {
+        dir[i] = (dsq_ckpt_entry){get32(d + (size_t)i * 8), get32(d + (size_t)i * 8 + 4), at};
+        at += dir[i].clen;
+        if ((i > 0 && dir[i].pgno <= dir[i - 1].pgno) || dir[i].pgno == 0 || at > (uint64_t)size) {
+            snprintf(err, errlen, "%.3000s: its directory does not match its frames", path);
+            free(d);
+            free(dir);
+            close(fd);
+            return -1;
+        }
+    }
+    free(d);
+    *out = (dsq_ckpt){.lsn = get64(h + 16), .time_us = get64(h + 24), .db_pages = get32(h + 32),
+                      .min_pages = get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size, .fd = fd};
+    snprintf(out->path, sizeof out->path, "%s", path);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t errlen)
+{
+    *paths = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot read %.3000s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct dirent *de;
+    size_t cap = 0;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (len == 25 && strcmp(de->d_name + 16, ".ckpt.tmp") == 0) {
+            unlink(path); /* a checkpoint a crash interrupted */
+            continue;
+        }
+        if (len != 21 || strcmp(de->d_name + 16, ".ckpt") != 0 ||
+            strspn(de->d_name, "0123456789abcdef") != 16)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **g = realloc(*paths, cap * sizeof *g);
+            if (g == NULL) {
+                rc = -1;
+                break;
+            }
+            *paths = g;
+        }
+        if (((*paths)[*n] = strdup(path)) == NULL) {
+            rc = -1;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    if (rc != 0) {
+        snprintf(err, errlen, "out of memory");
+        for (size_t i = 0; i < *n; i++)
+            free((*paths)[i]);
+        free(*paths);
+        *paths = NULL;
+        *n = 0;
+        return -1;
+    }
+    if (*n > 1) /* fixed-width hex names sort as their LSNs */
+        qsort(*paths, *n, sizeof **paths, cmp_str);
+    return 0;
+}
+
+const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->dir[mid].pgno < pgno)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->n && c->dir[lo].pgno == pgno ? &c->dir[lo] : NULL;
+}
+
+int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf)
+{
+    return read_all(c->fd, buf, e->clen, e->off);
+}
+
+void dsq_ckpt_close(dsq_ckpt *c, int remove)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    if (remove)
+        unlink(c->path);
+    free(c->dir);
+    c->dir = NULL;
+}

@@ -1,0 +1,97 @@
+// Integration: dosqld's own storage — LSNs from the log, time travel with
+// asOf (by LSN and by time, across checkpoints and restarts), the
+// retention window, and what a database directory holds.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { startDosqld, sleep } from './lib/harness.mjs';
+import { post, query } from './lib/rpc.mjs';
+
+const asOf = (port, db, sql, at) => post(port, `/v1/db/${db}/query`, { sql, asOf: at });
+
+test('asOf reads the database as it was at each LSN and time, before and after a restart', async () => {
+  // Small checkpoints, so that history spans checkpoints and log.
+  const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\n' });
+  try {
+    const first = await query(d.port, 'tt', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)');
+    const states = [];
+    for (let i = 1; i <= 60; i++) {
+      const r = await query(d.port, 'tt', 'INSERT INTO t VALUES (?, hex(randomblob(1500)))', [i]);
+      assert.equal(r.lsn, first.lsn + i + (i > 30 ? 1 : 0), 'one LSN per commit');
+      states.push({ lsn: r.lsn, rows: i, time: Date.now() });
+      if (i === 30) await query(d.port, 'tt', 'DELETE FROM t WHERE k <= 10');
+      if (i % 20 === 0) await sleep(5); // distinct commit times around here
+    }
+    const dir = path.join(d.dir, 'data', 'db', 'tt');
+    assert.ok(readdirSync(path.join(dir, 'ckpt')).some((f) => f.endsWith('.ckpt')), 'checkpoints were written');
+    const check = async (label) => {
+      for (const s of states.filter((_, i) => i % 7 === 0 || i === 29 || i === 30)) {
+        const r = await asOf(d.port, 'tt', 'SELECT count(*), max(k) FROM t', { lsn: s.lsn });
+        assert.equal(r.status, 200, `${label}: ${r.text}`);
+        const want = s.rows <= 30 ? s.rows : s.rows - 10;
+        assert.deepEqual(r.json.rows, [[want, s.rows]], `${label}: at LSN ${s.lsn}`);
+        assert.equal(r.json.lsn, s.lsn, 'the result names the LSN it reflects');
+      }
+      // By time: the newest commit at or before it.
+      const s = states[19];
+      const byTime = await asOf(d.port, 'tt', 'SELECT max(k) FROM t', { timestamp: new Date(s.time).toISOString() });
+      assert.equal(byTime.status, 200, byTime.text);
+      assert.ok(byTime.json.rows[0][0] >= 20 && byTime.json.lsn >= s.lsn, `${label}: ${byTime.text}`);
+      const byMs = await asOf(d.port, 'tt', 'SELECT count(*) FROM sqlite_schema', { timestamp: 0 });
+      assert.equal(byMs.status, 200, byMs.text);
+      assert.equal(byMs.json.lsn, 0, 'before the first commit: the empty database');
+    };
+    await check('live');
+    // The past is read-only, and not part of a transaction.
+    let r = await asOf(d.port, 'tt', 'DELETE FROM t', { lsn: states[0].lsn });
+    assert.equal(r.json.error.code, 'INVALID_REQUEST', r.text);
+    assert.match(r.json.error.message, /only reads/);
+    r = await asOf(d.port, 'tt', 'SELECT 1', { lsn: states.at(-1).lsn + 100 });
+    assert.equal(r.json.error.code, 'INVALID_LSN');
+    // A kill -9 and a restart: the same history, and LSNs go on from it.
+    await d.stop('SIGKILL');
+    const d2 = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\n', dataDir: path.join(d.dir, 'data') });
+    try {
+      d.port = d2.port; // check() reads d.port
+      await check('after kill -9');
+      const w = await query(d2.port, 'tt', 'INSERT INTO t VALUES (1000, 1)');
+      assert.equal(w.lsn, states.at(-1).lsn + 1);
+    } finally {
+      await d2.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('history_retention: older history goes, with a clear error naming the oldest LSN', async () => {
+  const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\nsegment_size = 64K\nhistory_retention = 0\n' });
+  try {
+    const first = await query(d.port, 'ret', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)');
+    for (let i = 1; i <= 80; i++) await query(d.port, 'ret', 'INSERT INTO t VALUES (?, randomblob(3000))', [i]);
+    const r = await asOf(d.port, 'ret', 'SELECT count(*) FROM t', { lsn: first.lsn });
+    assert.equal(r.json?.error?.code, 'INVALID_LSN', r.text);
+    assert.match(r.json.error.message, /oldest available is \d+/);
+    const wal = readdirSync(path.join(d.dir, 'data', 'db', 'ret', 'wal'));
+    assert.ok(wal.length < 5, `old segments were deleted: ${wal}`);
+    const now = await query(d.port, 'ret', 'SELECT count(*) FROM t');
+    assert.deepEqual(now.rows, [[80]]);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('a database directory: format, log segments, checkpoints; nothing of SQLite\'s own', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'files', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+    const dir = path.join(d.dir, 'data', 'db', 'files');
+    assert.deepEqual(readdirSync(dir).sort(), ['ckpt', 'format', 'wal']);
+    assert.ok(existsSync(path.join(dir, 'wal', '00000001.seg')));
+    const r = await query(d.port, 'files', 'PRAGMA journal_mode');
+    assert.deepEqual(r.rows, [['memory']]);
+  } finally {
+    await d.cleanup();
+  }
+});
