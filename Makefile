@@ -51,7 +51,7 @@ LIB := $(B)/libdosqld.a
 
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
-TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress
+TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so
 
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
@@ -93,6 +93,13 @@ $(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) -lm
+
+# The crash tests' LD_PRELOAD library: plain C without sanitizers, so that
+# it loads into any build of dosqld.
+$(B)/tests/tools/syncshim.so: tests/tools/syncshim.c config.mk
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) -std=gnu11 $(OPT) -fPIC -shared $(WARN) -o $@ $< -ldl
 
 tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error

@@ -3,9 +3,9 @@
 // retention window, and what a database directory holds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, openSync, readSync, writeSync, closeSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { startDosqld, sleep } from './lib/harness.mjs';
+import { startDosqld, sleep, tempDir, syncShimPreload } from './lib/harness.mjs';
 import { post, query } from './lib/rpc.mjs';
 
 const asOf = (port, db, sql, at) => post(port, `/v1/db/${db}/query`, { sql, asOf: at });
@@ -93,5 +93,63 @@ test('a database directory: format, log segments, checkpoints; nothing of SQLite
     assert.deepEqual(r.rows, [['memory']]);
   } finally {
     await d.cleanup();
+  }
+});
+
+test('a failed fsync fails the replies behind it; the database restarts from its last durable commit', async () => {
+  const dir = tempDir('dosqld-failsync-');
+  const trigger = path.join(dir, 'fail');
+  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILSYNC: trigger } });
+  try {
+    const ok = await query(d.port, 'fs', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+    writeFileSync(trigger, '');
+    const bad = await query(d.port, 'fs', 'INSERT INTO t VALUES (2)', undefined, { raw: true });
+    assert.equal(bad.status, 500, bad.text);
+    assert.equal(bad.json.error.code, 'INTERNAL_ERROR');
+    assert.match(bad.json.error.message, /could not be made durable/);
+    rmSync(trigger);
+    const r = await query(d.port, 'fs', 'SELECT x FROM t');
+    assert.deepEqual(r.rows, [[1]], 'the commit that was never durable is gone');
+    assert.equal(r.lsn, ok.lsn);
+    const w = await query(d.port, 'fs', 'INSERT INTO t VALUES (3)');
+    assert.equal(w.lsn, ok.lsn + 1, 'LSNs go on from the last durable commit');
+    assert.match(d.stderr, /event=log_sync_failed/);
+    assert.match(d.stderr, /event=database_restarted/);
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a damaged record in the middle of a log keeps that database offline; the others serve', async () => {
+  const dir = tempDir('dosqld-damage-');
+  const dataDir = path.join(dir, 'data');
+  let d = await startDosqld({ dataDir });
+  try {
+    await query(d.port, 'good', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+    await query(d.port, 'bad', 'CREATE TABLE t(x)');
+    for (let i = 0; i < 5; i++) await query(d.port, 'bad', 'INSERT INTO t VALUES (?)', [i]);
+    await d.stop();
+    // Flip a byte inside the second record of bad's log.
+    const seg = path.join(dataDir, 'db', 'bad', 'wal', '00000001.seg');
+    const fd = openSync(seg, 'r+');
+    const h = Buffer.alloc(48);
+    readSync(fd, h, 0, 48, 64);
+    const second = 64 + h.readUInt32LE(8);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, second + 60);
+    b[0] ^= 0xff;
+    writeSync(fd, b, 0, 1, second + 60);
+    closeSync(fd);
+    d = await startDosqld({ dataDir });
+    const r = await query(d.port, 'bad', 'SELECT count(*) FROM t', undefined, { raw: true });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.json.error.code, 'INTERNAL_ERROR');
+    assert.match(r.json.error.message, /damaged and the log goes on after it/);
+    assert.deepEqual((await query(d.port, 'good', 'SELECT x FROM t')).rows, [[1]]);
+    assert.match(d.stderr, /event=database_open_failed db=bad/);
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -3,7 +3,7 @@
 // would hide what a test needs to see.
 //
 // Every wait is bounded: a test that hangs fails with a timeout instead.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -16,6 +16,15 @@ export const BUILD = process.env.DSQ_BUILD ?? path.join(ROOT, 'build');
 export const DOSQLD = process.env.DOSQLD ?? path.join(BUILD, 'dosqld');
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// LD_PRELOAD for tests/tools/syncshim.so (fsync logging and failure); a
+// sanitizer build needs its runtime first in the list.
+export function syncShimPreload() {
+  const shim = path.join(BUILD, 'tests/tools/syncshim.so');
+  const ldd = execFileSync('ldd', [DOSQLD]).toString();
+  const asan = ldd.match(/libasan\.so\S* => (\S+)/);
+  return asan ? `${asan[1]}:${shim}` : shim;
+}
 
 // Resolve `promise` or fail after `ms` with `what` in the message.
 export function within(ms, promise, what = 'operation') {

@@ -1,0 +1,65 @@
+/* syncshim — an LD_PRELOAD library for the crash and fault tests.
+ *
+ *   DSQ_SYNCLOG=FILE     after each successful fsync/fdatasync of a regular
+ *                        file, append "SIZE PATH\n" to FILE: what that file
+ *                        held when the disk said it was durable. A test that
+ *                        kills dosqld can then cut every log segment back to
+ *                        its last synced size: a power cut that loses
+ *                        everything written after the last fsync.
+ *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
+ *                        "/wal/" directory fail with EIO (and sync nothing).
+ *
+ * Test tooling only: never linked into dosqld. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef int (*sync_fn)(int);
+
+static int fd_path(int fd, char *out, size_t n)
+{
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(link, out, n - 1);
+    if (k < 0)
+        return -1;
+    out[k] = '\0';
+    return 0;
+}
+
+static int around(int fd, const char *name)
+{
+    sync_fn real = (sync_fn)dlsym(RTLD_NEXT, name);
+    char path[4096];
+    const char *fail = getenv("DSQ_FAILSYNC");
+    if (fail && access(fail, F_OK) == 0 && fd_path(fd, path, sizeof path) == 0 &&
+        strstr(path, "/wal/") != NULL) {
+        errno = EIO;
+        return -1;
+    }
+    int rc = real(fd);
+    const char *logf = getenv("DSQ_SYNCLOG");
+    struct stat st;
+    if (rc == 0 && logf && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        fd_path(fd, path, sizeof path) == 0) {
+        char line[4200];
+        int n = snprintf(line, sizeof line, "%lld %s\n", (long long)st.st_size, path);
+        int lfd = open(logf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (lfd >= 0) {
+            if (write(lfd, line, (size_t)n) != n) {
+                /* the test sees the short log */
+            }
+            close(lfd);
+        }
+    }
+    return rc;
+}
+
+int fsync(int fd) { return around(fd, "fsync"); }
+int fdatasync(int fd) { return around(fd, "fdatasync"); }
