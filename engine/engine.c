@@ -356,6 +356,8 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->queued = atomic_load(&e->queued);
     out->calls = atomic_load(&e->calls);
     out->txns_open = atomic_load(&e->txns_open);
+    out->fsyncs = atomic_load(&e->fsyncs);
+    out->gated = atomic_load(&e->gated);
 }
 
 /* ---- start and stop ---------------------------------------------------------------------------- */

@@ -235,6 +235,8 @@ typedef struct dsq_engine_stats {
     uint64_t queued;          /* messages waiting in mailboxes */
     uint64_t calls;           /* calls completed */
     uint64_t txns_open;
+    uint64_t fsyncs;          /* log syncs by the syncer threads (group commits) */
+    uint64_t gated;           /* replies that waited at an output gate */
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);

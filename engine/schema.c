@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
+#include "engine/pagestore.h"
 
 static json_t *text_or_null(sqlite3_stmt *st, int col)
 {
@@ -171,5 +172,16 @@ json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
                             (json_int_t)s.actors_hibernated, "queuedMessages", (json_int_t)s.queued,
                             "transactionsOpen", (json_int_t)s.txns_open, "calls",
                             (json_int_t)s.calls);
+    dsq_ps_usage_t u;
+    dsq_ps_usage(o->ps, &u);
+    json_t *st = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "logSegments", (json_int_t)u.segments,
+                           "logBytes", (json_int_t)u.log_bytes, "checkpoints",
+                           (json_int_t)u.checkpoints, "checkpointBytes",
+                           (json_int_t)u.checkpoint_bytes, "oldestLsn", (json_int_t)u.oldest_lsn,
+                           "durableLsn", (json_int_t)dsq_wal_durable(dsq_ps_wal(o->ps)),
+                           "fsyncs", (json_int_t)s.fsyncs);
+    json_object_set_new(db, "storage", st);
+    json_object_set_new(srv, "logSyncs", json_integer((json_int_t)s.fsyncs));
+    json_object_set_new(srv, "gatedReplies", json_integer((json_int_t)s.gated));
     return json_pack("{s:o,s:o}", "database", db, "server", srv);
 }

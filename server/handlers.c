@@ -53,8 +53,13 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        (unsigned long long)engine[i].v);
     dsq_buf_printf(&b,
                    "# HELP dosqld_engine_calls_total Engine calls completed.\n"
-                   "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n",
-                   (unsigned long long)es.calls);
+                   "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n"
+                   "# HELP dosqld_log_syncs_total Log fsyncs by the syncer threads (each a group commit).\n"
+                   "# TYPE dosqld_log_syncs_total counter\ndosqld_log_syncs_total %llu\n"
+                   "# HELP dosqld_gated_replies_total Replies that waited at an output gate for an fsync.\n"
+                   "# TYPE dosqld_gated_replies_total counter\ndosqld_gated_replies_total %llu\n",
+                   (unsigned long long)es.calls, (unsigned long long)es.fsyncs,
+                   (unsigned long long)es.gated);
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

@@ -91,6 +91,14 @@ test('a database directory: format, log segments, checkpoints; nothing of SQLite
     assert.ok(existsSync(path.join(dir, 'wal', '00000001.seg')));
     const r = await query(d.port, 'files', 'PRAGMA journal_mode');
     assert.deepEqual(r.rows, [['memory']]);
+    const st = (await post(d.port, '/v1/db/files/rpc', { id: 1, method: 'getStats' })).json.result;
+    assert.equal(st.database.storage.logSegments, 1);
+    assert.ok(st.database.storage.logBytes > 64);
+    assert.equal(st.database.storage.durableLsn, st.database.lsn, 'replied, so durable');
+    assert.equal(st.database.storage.oldestLsn, 0);
+    assert.ok(st.server.logSyncs >= 1 && st.server.gatedReplies >= 1, JSON.stringify(st.server));
+    const m = await (await fetch(`${d.url}/metrics`)).text();
+    assert.match(m, /^dosqld_log_syncs_total [1-9]/m);
   } finally {
     await d.cleanup();
   }
@@ -151,5 +159,60 @@ test('a damaged record in the middle of a log keeps that database offline; the o
   } finally {
     await d.cleanup();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('EIO and ENOSPC on log writes: a clean error to that commit, nothing damaged, writes resume', async () => {
+  const dir = tempDir('dosqld-failwrite-');
+  const trigger = path.join(dir, 'fail');
+  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger } });
+  try {
+    const ok = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+    for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
+      writeFileSync(trigger, errno);
+      const bad = await query(d.port, 'fw', 'INSERT INTO t VALUES (2)', undefined, { raw: true });
+      assert.equal(bad.json?.error?.code, code, `${errno}: ${bad.text}`);
+      assert.match(bad.json.error.message, msg);
+      // Reads go on while the fault lasts.
+      assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1]]);
+      rmSync(trigger);
+    }
+    const w = await query(d.port, 'fw', 'INSERT INTO t VALUES (3)');
+    assert.equal(w.lsn, ok.lsn + 1, 'the failed commits took no LSN');
+    assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1], [3]]);
+    assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
+    // And from the files alone, after a kill.
+    await d.stop('SIGKILL');
+    const d2 = await startDosqld({ dataDir: path.join(d.dir, 'data') });
+    try {
+      const r = await query(d2.port, 'fw', 'SELECT x FROM t');
+      assert.deepEqual(r.rows, [[1], [3]]);
+      assert.equal(r.lsn, w.lsn);
+    } finally {
+      await d2.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('asOf across schema changes: each LSN sees the schema it had', async () => {
+  const d = await startDosqld();
+  try {
+    const a = await query(d.port, 'sch', 'CREATE TABLE t(a); INSERT INTO t VALUES (1)');
+    const b = await query(d.port, 'sch', 'ALTER TABLE t ADD COLUMN b DEFAULT 7');
+    const c = await query(d.port, 'sch', 'CREATE TABLE u(x); DROP TABLE t');
+    const cols = (lsn) => asOf(d.port, 'sch', "SELECT group_concat(name) FROM pragma_table_info('t')", { lsn });
+    assert.deepEqual((await cols(a.lsn)).json.rows, [['a']]);
+    assert.deepEqual((await cols(b.lsn)).json.rows, [['a,b']]);
+    assert.deepEqual((await asOf(d.port, 'sch', 'SELECT * FROM t', { lsn: b.lsn })).json.rows, [[1, 7]]);
+    const gone = await asOf(d.port, 'sch', 'SELECT * FROM t', { lsn: c.lsn });
+    assert.equal(gone.json.error.code, 'TABLE_NOT_FOUND', gone.text);
+    const before = await asOf(d.port, 'sch', 'SELECT * FROM u', { lsn: b.lsn });
+    assert.equal(before.json.error.code, 'TABLE_NOT_FOUND', before.text);
+    assert.deepEqual((await asOf(d.port, 'sch', 'SELECT count(*) FROM u', { lsn: c.lsn })).json.rows, [[0]]);
+  } finally {
+    await d.cleanup();
   }
 });

@@ -8,6 +8,9 @@
  *                        everything written after the last fsync.
  *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
  *                        "/wal/" directory fail with EIO (and sync nothing).
+ *   DSQ_FAILWRITE=FILE   while FILE exists, write/pwrite to files under a
+ *                        "/wal/" directory fail (and write nothing), with
+ *                        errno EIO, or ENOSPC when FILE holds "ENOSPC".
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
@@ -21,6 +24,8 @@
 #include <unistd.h>
 
 typedef int (*sync_fn)(int);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
 
 static int fd_path(int fd, char *out, size_t n)
 {
@@ -63,3 +68,43 @@ static int around(int fd, const char *name)
 
 int fsync(int fd) { return around(fd, "fsync"); }
 int fdatasync(int fd) { return around(fd, "fdatasync"); }
+
+/* Whether writes to fd are to fail now; sets errno. */
+static int write_fails(int fd)
+{
+    const char *trigger = getenv("DSQ_FAILWRITE");
+    char path[4096];
+    if (trigger == NULL || access(trigger, F_OK) != 0 || fd_path(fd, path, sizeof path) != 0 ||
+        strstr(path, "/wal/") == NULL)
+        return 0;
+    char what[16] = "";
+    int tfd = open(trigger, O_RDONLY | O_CLOEXEC);
+    if (tfd >= 0) {
+        ssize_t n = read(tfd, what, sizeof what - 1);
+        what[n > 0 ? n : 0] = '\0';
+        close(tfd);
+    }
+    errno = strncmp(what, "ENOSPC", 6) == 0 ? ENOSPC : EIO;
+    return 1;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (write_fails(fd))
+        return -1;
+    return ((pwrite_fn)dlsym(RTLD_NEXT, "pwrite"))(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+    if (write_fails(fd))
+        return -1;
+    return ((pwrite_fn)dlsym(RTLD_NEXT, "pwrite64"))(fd, buf, n, off);
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    if (write_fails(fd))
+        return -1;
+    return ((write_fn)dlsym(RTLD_NEXT, "write"))(fd, buf, n);
+}
