@@ -129,10 +129,17 @@ $(B)/bench/wsload: bench/wsload.c config.mk
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -luv -lwslay
 
-bench: all $(B)/bench/wsload
+# bench/commits' raw SQLite and fsync-rate peer.
+$(B)/bench/sqlite_commits: bench/sqlite_commits.c config.mk
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lsqlite3 -lpthread
+
+bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits
 	./bench/http_ceiling $(B)/dosqld
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
 	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
+	./bench/commits $(B)/dosqld $(B)/bench/wsload $(B)/bench/sqlite_commits
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

@@ -78,6 +78,7 @@ struct options {
     const char *host;     /* server address or name */
     int port;             /* server port */
     const char *path;     /* request target of the upgrade */
+    int dbs;              /* {{db}} in path: connections spread over d0..d(dbs-1) */
     int conns;            /* connections */
     int depth;            /* requests in flight per connection */
     double seconds;       /* length of the measured window */
@@ -91,6 +92,7 @@ static struct options opt = {
     .host = "127.0.0.1",
     .port = 0,
     .path = "/v1/db/bench/rpc",
+    .dbs = 1,
     .conns = 1,
     .depth = 1,
     .seconds = 10,
@@ -725,6 +727,14 @@ static void conn_connect_cb(uv_connect_t *req, int status)
     }
     if (c->state == C_CLOSED)
         return;
+    /* "{{db}}" in the path: connection i goes to database d<i mod -D>. */
+    char path[512];
+    const char *mark = strstr(opt.path, "{{db}}");
+    if (mark != NULL)
+        snprintf(path, sizeof path, "%.*sd%d%s", (int)(mark - opt.path), opt.path,
+                 c->index % opt.dbs, mark + 6);
+    else
+        snprintf(path, sizeof path, "%s", opt.path);
     int len = snprintf(head, sizeof head,
                        "GET %s HTTP/1.1\r\n"
                        "Host: %s:%d\r\n"
@@ -733,7 +743,7 @@ static void conn_connect_cb(uv_connect_t *req, int status)
                        "Sec-WebSocket-Key: " WS_KEY "\r\n"
                        "Sec-WebSocket-Version: 13\r\n"
                        "\r\n",
-                       opt.path, opt.host, opt.port);
+                       path, opt.host, opt.port);
     if (len <= 0 || (size_t)len >= sizeof head || (size_t)len > OUT_BUF) {
         conn_fail(c, "handshake", "request target too long");
         return;
@@ -872,7 +882,8 @@ static void usage(void)
             "              [-k KEYS] [-m TEMPLATE] [-T TIMEOUT]\n"
             "  -H HOST      server (127.0.0.1)\n"
             "  -p PORT      server port (required)\n"
-            "  -P PATH      WebSocket path (/v1/db/bench/rpc)\n"
+            "  -P PATH      WebSocket path (/v1/db/bench/rpc); {{db}} in it becomes d0, d1, ...\n"
+            "  -D DBS       ... for connection i: d(i mod DBS) (1)\n"
             "  -c CONNS     connections (1)\n"
             "  -d DEPTH     requests in flight per connection (1, at most %d)\n"
             "  -t SECONDS   measured duration (10)\n"
@@ -908,7 +919,7 @@ static int parse_options(int argc, char **argv)
     int ch;
     double v;
     bool tmpl_given = false;
-    while ((ch = getopt(argc, argv, "H:p:P:c:d:t:k:m:T:Ch")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:P:D:c:d:t:k:m:T:Ch")) != -1) {
         switch (ch) {
         case 'C': opt.capnweb = true; break;
         case 'H': opt.host = optarg; break;
@@ -917,6 +928,10 @@ static int parse_options(int argc, char **argv)
         case 'p':
             if (parse_num("-p", optarg, 1, 65535, &v) != 0) return -1;
             opt.port = (int)v;
+            break;
+        case 'D':
+            if (parse_num("-D", optarg, 1, MAX_CONNS, &v) != 0) return -1;
+            opt.dbs = (int)v;
             break;
         case 'c':
             if (parse_num("-c", optarg, 1, MAX_CONNS, &v) != 0) return -1;

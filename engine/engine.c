@@ -389,7 +389,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     if (e->cfg.segment_bytes == 0)
         e->cfg.segment_bytes = 64u << 20;
     if (e->cfg.zstd_level == 0)
-        e->cfg.zstd_level = 1;
+        e->cfg.zstd_level = -5;
     if (e->cfg.max_txn_bytes == 0)
         e->cfg.max_txn_bytes = 1u << 30;
     if (e->cfg.checkpoint_bytes == 0)

@@ -119,7 +119,10 @@ static void *syncer_main(void *arg)
             s->tail = NULL;
         g->queued = false;
         pthread_mutex_lock(&g->mu);
-        if (g->closing) {
+        if (g->closing || g->busy) {
+            /* Closing: its owner syncs it. Busy: another syncer thread is in
+             * its fsync; that thread takes it again when done, covering
+             * whatever was appended meanwhile in one more fsync. */
             pthread_mutex_unlock(&g->mu);
             continue;
         }
@@ -149,7 +152,7 @@ static void *syncer_main(void *arg)
             g->durable = durable;
             out = take_released(g, durable, false);
         }
-        bool more = g->head != NULL && !g->failed;
+        bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(wal) > durable));
         g->busy = false;
         pthread_cond_broadcast(&g->cv);
         pthread_mutex_unlock(&g->mu);

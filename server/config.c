@@ -17,7 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
-enum key_type { T_STR, T_LIST, T_SIZE, T_DURATION, T_UINT, T_BOOL, T_LOGLEVEL };
+enum key_type { T_STR, T_LIST, T_SIZE, T_DURATION, T_UINT, T_INT, T_BOOL, T_LOGLEVEL };
 
 /* The layer that set a key last: list keys are replaced, not appended to,
  * the first time a later layer sets them. */
@@ -72,7 +72,8 @@ static const key_def keys[] = {
     {"storage", "object_store", T_STR, F(object_store), "", 0, 0},
     {"storage", "page_size", T_SIZE, F(storage_page_size), "4096", 512, 65536},
     {"storage", "segment_size", T_SIZE, F(storage_segment_size), "64M", 65536, 1ull << 31},
-    {"storage", "compression_level", T_UINT, F(storage_compression_level), "1", 1, 19},
+    /* T_INT bounds are int64_t values stored in the uint64_t fields */
+    {"storage", "compression_level", T_INT, F(storage_compression_level), "-5", (uint64_t)-7, 19},
     {"storage", "max_transaction_size", T_SIZE, F(storage_max_txn_size), "1G", 65536, 1ull << 40},
     {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
     {"storage", "checkpoint_size", T_SIZE, F(storage_checkpoint_size), "16M", 65536, 1ull << 34},
@@ -133,6 +134,7 @@ static const char *type_hint(enum key_type t)
     case T_SIZE: return "a size such as 4096, 64K, 16M or 1G";
     case T_DURATION: return "a duration such as 500ms, 10s, 5m, 2h or 1d";
     case T_UINT: return "a whole number";
+    case T_INT: return "a whole number, maybe negative";
     case T_BOOL: return "yes or no";
     case T_LOGLEVEL: return "debug, info, warn or error";
     default: return "text";
@@ -212,6 +214,23 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, i
         }
         *(uint64_t *)field = n;
         break;
+    case T_INT: {
+        char *end;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0') {
+            snprintf(why, whylen, "%s.%s: '%s' is not %s", k->section, k->name, v,
+                     type_hint(k->type));
+            return -1;
+        }
+        if (x < (int64_t)k->min || x > (int64_t)k->max || x == 0) {
+            snprintf(why, whylen, "%s.%s: '%s' is out of range (%lld to %lld, not 0)", k->section,
+                     k->name, v, (long long)(int64_t)k->min, (long long)(int64_t)k->max);
+            return -1;
+        }
+        *(int64_t *)field = x;
+        break;
+    }
     case T_BOOL:
         if (dsq_parse_bool(v, &b) != 0) {
             snprintf(why, whylen, "%s.%s: '%s' is not %s", k->section, k->name, v,

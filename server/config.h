@@ -68,7 +68,7 @@ typedef struct dsq_config {
     char *object_store;             /* owned; default file://<data_dir>/objects */
     uint64_t storage_page_size;     /* SQLite page size of new databases */
     uint64_t storage_segment_size;  /* bytes of one log segment */
-    uint64_t storage_compression_level; /* zstd level of log pages */
+    int64_t storage_compression_level; /* zstd level of log pages (negative: zstd's fast levels) */
     uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
     char *storage_sync;             /* owned: full, normal or off */
     uint64_t storage_sync_threads;  /* threads that fsync logs */
