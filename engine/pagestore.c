@@ -89,6 +89,14 @@ struct dsq_ps {
     uint8_t **spare;       /* page buffers to reuse */
     size_t nspare, spare_cap;
 
+    /* Decoded pages by frame (frames never change where they lie): SQLite
+     * reads page 1's header at the start of every transaction, and a
+     * decompression each time showed in point reads. */
+    struct {
+        uint32_t seg;      /* 0: empty */
+        uint64_t off;
+    } rkey[16];
+    uint8_t *rpages;       /* 16 pages, allocated on first use */
     uint8_t *frame;        /* read buffer for one frame */
     size_t frame_cap;
     dsq_buf rec;           /* encode buffer */
@@ -443,6 +451,7 @@ void dsq_ps_close(dsq_ps *ps)
     ZSTD_freeDCtx(ps->dc);
     free(ps->idx.v);
     free(ps->frame);
+    free(ps->rpages);
     dsq_buf_free(&ps->rec);
     free(ps->dir);
     free(ps);
@@ -508,12 +517,24 @@ static int read_page(dsq_ps *ps, const loc *idx, uint32_t npages, uint32_t pgno,
         return 0;
     }
     loc l = idx[pgno - 1];
+    size_t slot = (size_t)((l.off / 8) ^ l.seg) % 16;
+    if (ps->rpages && ps->rkey[slot].seg == l.seg && ps->rkey[slot].off == l.off) {
+        memcpy(dst, ps->rpages + slot * ps->page_size, ps->page_size);
+        return 0;
+    }
     if (read_frame(ps, pgno, l) != 0)
         return -1;
     if (dsq_wal_page_decode(ps->dc, ps->frame, l.clen, dst, ps->page_size) != 0) {
         set_err(ps, "page %u in %s %u at %llu is damaged (checksum)", pgno,
                 l.seg & CKPT ? "checkpoint" : "log segment", l.seg & ~CKPT, (unsigned long long)l.off);
         return -1;
+    }
+    if (ps->rpages == NULL)
+        ps->rpages = malloc((size_t)16 * ps->page_size);
+    if (ps->rpages) {
+        memcpy(ps->rpages + slot * ps->page_size, dst, ps->page_size);
+        ps->rkey[slot].seg = l.seg;
+        ps->rkey[slot].off = l.off;
     }
     return 0;
 }
@@ -769,6 +790,7 @@ static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
     for (size_t i = 0; i <= k; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, i < k); /* file k's name is the merged one's now */
     ps->ckpts[0] = (ck){base_id, c};
+    memset(ps->rkey, 0, sizeof ps->rkey); /* the merged file reuses base_id's frames' names */
     memmove(ps->ckpts + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
     ps->nckpts -= k;
     /* Pages whose newest version was in a merged file now read from the

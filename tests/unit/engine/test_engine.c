@@ -584,23 +584,34 @@ Test(engine, stream_in_chunks)
 }
 
 /* A stream's idle end loses to a continuation that arrived before the end
- * ran (as a transaction's expiry does). */
+ * ran (as a transaction's expiry does). One worker, kept busy by a slow
+ * query elsewhere, so that both wait in the mailbox, the end first. */
 Test(engine, stream_continuation_beats_a_pending_idle_end)
 {
     dsq_engine_free(E);
     dsq_engine_cfg c = cfg_default();
-    c.txn_timeout_ms = 100;
+    c.txn_timeout_ms = 300;
+    c.workers = 1;
     start_with(c);
     ok("sl", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
     tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t");
     t->c.chunk_rows = 1;
     run("sl", t);
     cr_assert(t->c.more);
-    usleep(150000);        /* idle past the timeout: */
-    dsq_engine_tick(E);    /* the tick posts the stream's end... */
+    usleep(350000);        /* idle past the timeout */
+    /* About 0.1 s of work here: long enough to hold the worker while both
+     * are posted, short of the continuation's new 0.3 s deadline. */
+    tcall *slow = mk(DSQ_OP_QUERY, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                   "WHERE i < 200000) SELECT count(*) FROM n");
     int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "busy", &slow->c), 0);
+    dsq_engine_kick(E);
+    usleep(10000);         /* the worker is in the slow query now */
+    dsq_engine_tick(E);    /* the tick posts the stream's end... */
     dsq_engine_stream_more(E, &t->c, false); /* ...and the client asks right behind it */
-    wait_done(before + 1);
+    wait_done(before + 2);
+    cr_assert_eq(slow->c.err, 0, "%s", slow->c.msg);
+    tfree(slow);
     cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
     cr_assert_eq(val(&t->c.results[0], 0).i, 2);
     while (t->c.more) {
