@@ -8,79 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
+
+#include "engine/disk.h"
 
 #define MAGIC "DSQCKPT1"
 #define VERSION 1
 #define HDR 64
 #define WBUF (1u << 20)
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
-
-static uint32_t crc(const uint8_t *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    while (n > 0) {
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return (uint32_t)c;
-}
-
-static int write_all(int fd, const void *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pwrite(fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        p = (const char *)p + r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p = (char *)p + r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static void sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
 
 static uint64_t data_start(uint32_t n) { return HDR + (uint64_t)n * 8 + 8; }
 
@@ -135,7 +69,7 @@ dsq_ckpt_writer *dsq_ckpt_begin(const char *dir, uint64_t lsn, uint64_t time_us,
 
 static int flush(dsq_ckpt_writer *w)
 {
-    if (w->buffered > 0 && write_all(w->fd, w->buf, w->buffered, w->buf_off) != 0)
+    if (w->buffered > 0 && dsq_pwrite_full(w->fd, w->buf, w->buffered, w->buf_off) != 0)
         return -1;
     w->buf_off += w->buffered;
     w->buffered = 0;
@@ -149,7 +83,7 @@ int dsq_ckpt_add(dsq_ckpt_writer *w, uint32_t pgno, const void *frame, uint32_t 
     if (w->buffered + clen > WBUF && flush(w) != 0)
         return w->failed = -1;
     if (clen > WBUF) {
-        if (write_all(w->fd, frame, clen, w->buf_off) != 0)
+        if (dsq_pwrite_full(w->fd, frame, clen, w->buf_off) != 0)
             return w->failed = -1;
         w->buf_off += clen;
     } else {
@@ -188,27 +122,27 @@ int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
         return -1;
     }
     memcpy(head, MAGIC, 8);
-    put32(head + 8, VERSION);
-    put32(head + 12, w->page_size);
-    put64(head + 16, w->lsn);
-    put64(head + 24, w->time_us);
-    put32(head + 32, w->db_pages);
-    put32(head + 36, w->n);
-    put32(head + 40, w->min_pages);
-    put32(head + 60, crc(head, 60));
+    dsq_put32(head + 8, VERSION);
+    dsq_put32(head + 12, w->page_size);
+    dsq_put64(head + 16, w->lsn);
+    dsq_put64(head + 24, w->time_us);
+    dsq_put32(head + 32, w->db_pages);
+    dsq_put32(head + 36, w->n);
+    dsq_put32(head + 40, w->min_pages);
+    dsq_put32(head + 60, dsq_crc32(head, 60));
     for (uint32_t i = 0; i < w->n; i++) {
-        put32(head + HDR + (size_t)i * 8, w->entries[i].pgno);
-        put32(head + HDR + (size_t)i * 8 + 4, w->entries[i].clen);
+        dsq_put32(head + HDR + (size_t)i * 8, w->entries[i].pgno);
+        dsq_put32(head + HDR + (size_t)i * 8 + 4, w->entries[i].clen);
     }
-    put32(head + HDR + dlen, crc(head + HDR, dlen));
-    int rc = write_all(w->fd, head, HDR + dlen + 8, 0);
+    dsq_put32(head + HDR + dlen, dsq_crc32(head + HDR, dlen));
+    int rc = dsq_pwrite_full(w->fd, head, HDR + dlen + 8, 0);
     free(head);
     if (rc != 0 || fdatasync(w->fd) != 0 || rename(w->tmp, w->path) != 0) {
         snprintf(err, errlen, "cannot write %.3000s: %s", w->path, strerror(errno));
         dsq_ckpt_abort(w);
         return -1;
     }
-    sync_dir(w->dir);
+    dsq_fsync_dir(w->dir);
     *out = (dsq_ckpt){.lsn = w->lsn, .time_us = w->time_us, .db_pages = w->db_pages,
                       .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at,
                       .fd = w->fd};
@@ -231,24 +165,24 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
     }
     uint8_t h[HDR];
     off_t size = lseek(fd, 0, SEEK_END);
-    if (read_all(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 || get32(h + 8) != VERSION ||
-        get32(h + 60) != crc(h, 60)) {
+    if (dsq_pread_full(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 || dsq_get32(h + 8) != VERSION ||
+        dsq_get32(h + 60) != dsq_crc32(h, 60)) {
         snprintf(err, errlen, "%.3000s: not a dosqld checkpoint, or its header is damaged", path);
         close(fd);
         return -1;
     }
-    uint32_t n = get32(h + 36);
-    if (get32(h + 12) != page_size || (uint64_t)size < data_start(n)) {
+    uint32_t n = dsq_get32(h + 36);
+    if (dsq_get32(h + 12) != page_size || (uint64_t)size < data_start(n)) {
         snprintf(err, errlen, "%.3000s: page size %u (the database's is %u) or truncated", path,
-                 get32(h + 12), page_size);
+                 dsq_get32(h + 12), page_size);
         close(fd);
         return -1;
     }
     size_t dlen = (size_t)n * 8;
     uint8_t *d = malloc(dlen + 8);
     dsq_ckpt_entry *dir = calloc(n ? n : 1, sizeof *dir);
-    if (d == NULL || dir == NULL || read_all(fd, d, dlen + 8, HDR) != 0 ||
-        get32(d + dlen) != crc(d, dlen)) {
+    if (d == NULL || dir == NULL || dsq_pread_full(fd, d, dlen + 8, HDR) != 0 ||
+        dsq_get32(d + dlen) != dsq_crc32(d, dlen)) {
         snprintf(err, errlen, "%.3000s: its directory is damaged", path);
         free(d);
         free(dir);
@@ -257,7 +191,7 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
     }
     uint64_t at = data_start(n);
     for (uint32_t i = 0; i < n; i++) {
-        dir[i] = (dsq_ckpt_entry){get32(d + (size_t)i * 8), get32(d + (size_t)i * 8 + 4), at};
+        dir[i] = (dsq_ckpt_entry){dsq_get32(d + (size_t)i * 8), dsq_get32(d + (size_t)i * 8 + 4), at};
         at += dir[i].clen;
         if ((i > 0 && dir[i].pgno <= dir[i - 1].pgno) || dir[i].pgno == 0 || at > (uint64_t)size) {
             snprintf(err, errlen, "%.3000s: its directory does not match its frames", path);
@@ -268,8 +202,8 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
         }
     }
     free(d);
-    *out = (dsq_ckpt){.lsn = get64(h + 16), .time_us = get64(h + 24), .db_pages = get32(h + 32),
-                      .min_pages = get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size, .fd = fd};
+    *out = (dsq_ckpt){.lsn = dsq_get64(h + 16), .time_us = dsq_get64(h + 24), .db_pages = dsq_get32(h + 32),
+                      .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size, .fd = fd};
     snprintf(out->path, sizeof out->path, "%s", path);
     return 0;
 }
@@ -349,7 +283,7 @@ const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno)
 
 int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf)
 {
-    return read_all(c->fd, buf, e->clen, e->off);
+    return dsq_pread_full(c->fd, buf, e->clen, e->off);
 }
 
 void dsq_ckpt_close(dsq_ckpt *c, int remove)

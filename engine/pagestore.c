@@ -30,6 +30,7 @@
 #include <zstd.h>
 
 #include "common/util.h"
+#include "engine/disk.h"
 #include "engine/ckpt.h"
 
 #define FORMAT_NAME "dosqld-db"
@@ -115,15 +116,6 @@ static void set_err(dsq_ps *ps, const char *fmt, ...)
 
 /* ---- the format file ---------------------------------------------------------------------- */
 
-static void sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Read dir/format's page size; 0 when there is no format file; -1 when
  * it is not ours. */
 static long read_format(const char *dir, char *err, size_t errlen)
@@ -165,7 +157,7 @@ static int write_format(const char *dir, uint32_t page_size, char *err, size_t e
         unlink(tmp);
         return -1;
     }
-    sync_dir(dir);
+    dsq_fsync_dir(dir);
     return 0;
 }
 
@@ -388,7 +380,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
             return -1;
         char parent[4200];
         snprintf(parent, sizeof parent, "%s/..", dir);
-        sync_dir(parent); /* the database's own entry */
+        dsq_fsync_dir(parent); /* the database's own entry */
     }
     dsq_ps *ps = calloc(1, sizeof *ps);
     if (ps == NULL || (ps->dir = strdup(dir)) == NULL) {

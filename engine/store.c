@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "engine/disk.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
 
@@ -23,14 +24,6 @@ static int db_dir(const char *data_dir, const char *name, char *out, size_t n)
 }
 
 /* fsync a directory so that an entry made or removed in it is durable. */
-static void sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
 
 int dsq__store_init(const char *data_dir, char *err, size_t errlen)
 {
@@ -88,7 +81,7 @@ int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t er
     if (dsq_ps_remove(dir, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/db", data_dir);
-    sync_dir(path);
+    dsq_fsync_dir(path);
     return 0;
 }
 

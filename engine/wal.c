@@ -13,10 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include "common/util.h"
+#include "engine/disk.h"
 
 #define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
 #define SEG_MAGIC "DSQWAL01"
@@ -24,34 +24,6 @@
 #define DIR_ENTRY 8                /* pgno, clen */
 
 /* ---- byte order: everything on disk is little-endian ------------------------------------ */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
-
-static uint32_t crc(const uint8_t *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    while (n > 0) { /* zlib takes uInt lengths */
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return (uint32_t)c;
-}
 
 /* ---- records ---------------------------------------------------------------------------- */
 
@@ -83,8 +55,8 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
         size_t n = ZSTD_compress2(cc, base + at, bound, pages[i], r->page_size);
         if (ZSTD_isError(n))
             return -1;
-        put32(dir + i * DIR_ENTRY, pgnos[i]);
-        put32(dir + i * DIR_ENTRY + 4, (uint32_t)n);
+        dsq_put32(dir + i * DIR_ENTRY, pgnos[i]);
+        dsq_put32(dir + i * DIR_ENTRY + 4, (uint32_t)n);
         at += n;
     }
     if (extra_len > 0) {
@@ -98,34 +70,34 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
     r->len = (uint32_t)len;
     r->npages = (uint32_t)npages;
     r->extra_len = extra_len;
-    put32(base, REC_MAGIC);
+    dsq_put32(base, REC_MAGIC);
     base[4] = REC_VERSION;
     base[5] = 0;
     base[6] = base[7] = 0;
-    put32(base + 8, r->len);
-    put32(base + 12, r->npages);
-    put64(base + 16, r->lsn);
-    put64(base + 24, r->time_us);
-    put32(base + 32, r->db_pages);
-    put32(base + 36, r->page_size);
-    put32(base + 40, extra_len);
-    put32(base + 44, crc(base, 44));
-    put32(base + len - 8, crc(base, len - 8));
+    dsq_put32(base + 8, r->len);
+    dsq_put32(base + 12, r->npages);
+    dsq_put64(base + 16, r->lsn);
+    dsq_put64(base + 24, r->time_us);
+    dsq_put32(base + 32, r->db_pages);
+    dsq_put32(base + 36, r->page_size);
+    dsq_put32(base + 40, extra_len);
+    dsq_put32(base + 44, dsq_crc32(base, 44));
+    dsq_put32(base + len - 8, dsq_crc32(base, len - 8));
     out->len = start + len;
     return 0;
 }
 
 int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r)
 {
-    if (get32(p) != REC_MAGIC || p[4] != REC_VERSION || get32(p + 44) != crc(p, 44))
+    if (dsq_get32(p) != REC_MAGIC || p[4] != REC_VERSION || dsq_get32(p + 44) != dsq_crc32(p, 44))
         return -1;
-    r->len = get32(p + 8);
-    r->npages = get32(p + 12);
-    r->lsn = get64(p + 16);
-    r->time_us = get64(p + 24);
-    r->db_pages = get32(p + 32);
-    r->page_size = get32(p + 36);
-    r->extra_len = get32(p + 40);
+    r->len = dsq_get32(p + 8);
+    r->npages = dsq_get32(p + 12);
+    r->lsn = dsq_get64(p + 16);
+    r->time_us = dsq_get64(p + 24);
+    r->db_pages = dsq_get32(p + 32);
+    r->page_size = dsq_get32(p + 36);
+    r->extra_len = dsq_get32(p + 40);
     if (r->len % 8 != 0 || r->len < DSQ_WAL_REC_HDR + 8 || r->len >= DSQ_WAL_REC_MAX ||
         (uint64_t)r->npages * DIR_ENTRY + r->extra_len > r->len - DSQ_WAL_REC_HDR - 8 || r->lsn == 0)
         return -1;
@@ -134,11 +106,11 @@ int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r)
 
 bool dsq_wal_rec_valid(const uint8_t *p, const dsq_wal_rec *r)
 {
-    if (get32(p + r->len - 8) != crc(p, r->len - 8))
+    if (dsq_get32(p + r->len - 8) != dsq_crc32(p, r->len - 8))
         return false;
     uint64_t at = DSQ_WAL_REC_HDR + (uint64_t)r->npages * DIR_ENTRY;
     for (uint32_t i = 0; i < r->npages; i++)
-        at += get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
+        at += dsq_get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
     return at + r->extra_len <= (uint64_t)r->len - 8;
 }
 
@@ -147,8 +119,8 @@ void dsq_wal_rec_pages(const uint8_t *p, const dsq_wal_rec *r, dsq_wal_page *out
     uint32_t at = DSQ_WAL_REC_HDR + r->npages * DIR_ENTRY;
     for (uint32_t i = 0; i < r->npages; i++) {
         const uint8_t *d = p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY;
-        out[i].pgno = get32(d);
-        out[i].clen = get32(d + 4);
+        out[i].pgno = dsq_get32(d);
+        out[i].clen = dsq_get32(d + 4);
         out[i].off = at;
         at += out[i].clen;
     }
@@ -158,7 +130,7 @@ const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r)
 {
     uint64_t at = DSQ_WAL_REC_HDR + (uint64_t)r->npages * DIR_ENTRY;
     for (uint32_t i = 0; i < r->npages; i++)
-        at += get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
+        at += dsq_get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
     return p + at;
 }
 
@@ -197,43 +169,6 @@ struct dsq_wal {
 static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
 {
     snprintf(out, n, "%s/%08x.seg", w->dir, seq);
-}
-
-static void sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-static int full_pread(int fd, void *buf, size_t n, uint64_t off)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r == 0 ? 1 : -1; /* 1: end of file */
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-static int full_pwrite(int fd, const void *buf, size_t n, uint64_t off)
-{
-    size_t put = 0;
-    while (put < n) {
-        ssize_t r = pwrite(fd, (const char *)buf + put, n - put, (off_t)(off + put));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        put += (size_t)r;
-    }
-    return 0;
 }
 
 static int segs_push(dsq_wal *w, seg s)
@@ -276,19 +211,19 @@ static int seg_create(dsq_wal *w, uint32_t seq, uint64_t first_lsn, seg *out, ch
     }
     uint8_t h[DSQ_WAL_SEG_HDR] = {0};
     memcpy(h, SEG_MAGIC, 8);
-    put32(h + 8, 1);
-    put32(h + 12, w->cfg.page_size);
-    put32(h + 16, seq);
-    put64(h + 24, first_lsn);
-    put64(h + 32, dsq_wall_ms() * 1000);
-    put32(h + 60, crc(h, 60));
-    if (full_pwrite(fd, h, sizeof h, 0) != 0 || fdatasync(fd) != 0) {
+    dsq_put32(h + 8, 1);
+    dsq_put32(h + 12, w->cfg.page_size);
+    dsq_put32(h + 16, seq);
+    dsq_put64(h + 24, first_lsn);
+    dsq_put64(h + 32, dsq_wall_ms() * 1000);
+    dsq_put32(h + 60, dsq_crc32(h, 60));
+    if (dsq_pwrite_full(fd, h, sizeof h, 0) != 0 || fdatasync(fd) != 0) {
         snprintf(err, errlen, "cannot write %.3000s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
         return -1;
     }
-    sync_dir(w->dir);
+    dsq_fsync_dir(w->dir);
     *out = (seg){.seq = seq, .fd = fd, .first_lsn = first_lsn, .last_lsn = first_lsn - 1,
                  .size = DSQ_WAL_SEG_HDR, .synced = DSQ_WAL_SEG_HDR};
     return 0;
@@ -299,17 +234,17 @@ static int seg_read_header(dsq_wal *w, seg *s, char *err, size_t errlen)
     uint8_t h[DSQ_WAL_SEG_HDR];
     char path[4200];
     seg_path(w, s->seq, path, sizeof path);
-    if (full_pread(s->fd, h, sizeof h, 0) != 0 || memcmp(h, SEG_MAGIC, 8) != 0 ||
-        get32(h + 60) != crc(h, 60) || get32(h + 16) != s->seq) {
+    if (dsq_pread_full(s->fd, h, sizeof h, 0) != 0 || memcmp(h, SEG_MAGIC, 8) != 0 ||
+        dsq_get32(h + 60) != dsq_crc32(h, 60) || dsq_get32(h + 16) != s->seq) {
         snprintf(err, errlen, "%.3000s: not a dosqld log segment, or its header is damaged", path);
         return -1;
     }
-    if (get32(h + 12) != w->cfg.page_size) {
-        snprintf(err, errlen, "%.3000s: page size %u, the database's is %u", path, get32(h + 12),
+    if (dsq_get32(h + 12) != w->cfg.page_size) {
+        snprintf(err, errlen, "%.3000s: page size %u, the database's is %u", path, dsq_get32(h + 12),
                  w->cfg.page_size);
         return -1;
     }
-    s->first_lsn = get64(h + 24);
+    s->first_lsn = dsq_get64(h + 24);
     s->last_lsn = s->first_lsn - 1;
     return 0;
 }
@@ -330,7 +265,7 @@ static int read_record(seg *s, uint64_t off, uint64_t want_lsn, uint32_t page_si
                        size_t *cap, dsq_wal_rec *r)
 {
     uint8_t h[DSQ_WAL_REC_HDR];
-    int rc = full_pread(s->fd, h, sizeof h, off);
+    int rc = dsq_pread_full(s->fd, h, sizeof h, off);
     if (rc < 0)
         return REC_BAD;
     if (rc > 0) {
@@ -346,7 +281,7 @@ static int read_record(seg *s, uint64_t off, uint64_t want_lsn, uint32_t page_si
         *buf = n;
         *cap = r->len;
     }
-    if (full_pread(s->fd, *buf, r->len, off) != 0 || !dsq_wal_rec_valid(*buf, r))
+    if (dsq_pread_full(s->fd, *buf, r->len, off) != 0 || !dsq_wal_rec_valid(*buf, r))
         return REC_BAD;
     return REC_OK;
 }
@@ -402,7 +337,7 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
             uint8_t h[DSQ_WAL_REC_HDR];
             dsq_wal_rec r1, r2;
             bool later = false;
-            if (full_pread(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
+            if (dsq_pread_full(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
                 r1.lsn == want)
                 later = read_record(s, off + r1.len, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
             if (!last || later) {
@@ -546,7 +481,7 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
         }
         s = &w->segs[w->nsegs - 1];
     }
-    if (full_pwrite(s->fd, rec, len, s->size) != 0) {
+    if (dsq_pwrite_full(s->fd, rec, len, s->size) != 0) {
         int saved = errno;
         snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
         /* Nothing counts past the old end: cut off what may have gone
@@ -572,7 +507,7 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
     seg *s = seg_find(w, seq);
     int fd = s && s->fd >= 0 ? s->fd : -1;
     pthread_mutex_unlock(&w->mu);
-    return fd >= 0 && full_pread(fd, buf, n, off) == 0 ? 0 : -1;
+    return fd >= 0 && dsq_pread_full(fd, buf, n, off) == 0 ? 0 : -1;
 }
 
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
@@ -683,7 +618,7 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
     if (rc == 0)
         w->appended = w->durable;
     pthread_mutex_unlock(&w->mu);
-    sync_dir(w->dir);
+    dsq_fsync_dir(w->dir);
     return rc;
 }
 
@@ -705,7 +640,7 @@ int dsq_wal_retire(dsq_wal *w, uint64_t lsn)
     }
     pthread_mutex_unlock(&w->mu);
     if (gone > 0)
-        sync_dir(w->dir);
+        dsq_fsync_dir(w->dir);
     return gone;
 }
 

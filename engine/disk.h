@@ -1,0 +1,44 @@
+/* disk — what every on-disk format in engine/ shares: little-endian
+ * integers, CRC-32 (zlib's), whole-buffer pread/pwrite, and fsync of a
+ * directory so that an entry made or removed in it is durable. */
+#ifndef DSQ_DISK_H
+#define DSQ_DISK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+static inline void dsq_put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void dsq_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t dsq_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t dsq_get64(const uint8_t *p)
+{
+    return (uint64_t)dsq_get32(p) | (uint64_t)dsq_get32(p + 4) << 32;
+}
+
+uint32_t dsq_crc32(const void *p, size_t n);
+
+/* All n bytes at off: 0, 1 when the file ends first, -1 on an error
+ * (errno). Retries EINTR and short transfers. */
+int dsq_pread_full(int fd, void *buf, size_t n, uint64_t off);
+/* 0, or -1 with errno. */
+int dsq_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+
+/* fsync directory `path` (its entries); errors are left to the next
+ * fsync of a file in it to report. */
+void dsq_fsync_dir(const char *path);
+
+#endif
