@@ -189,7 +189,8 @@ typedef struct dsq_engine_cfg {
     uint64_t checkpoint_bytes;     /* log after the newest checkpoint that makes one due */
     uint64_t retention_ms;         /* history kept for time travel */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
-    unsigned sync_threads;         /* threads that fsync logs; 0 = 4 */
+    unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */
+    bool group_sync;               /* several logs waiting: one syncfs for all */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
 } dsq_engine_cfg;

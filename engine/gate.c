@@ -103,62 +103,106 @@ static void fail_calls(dsq_call *c, const char *why)
 
 /* ---- the syncer threads ------------------------------------------------------------------ */
 
+/* After a sync of g: release what it covered, or fail everything parked
+ * when it failed; take g again when more is waiting. */
+static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, const char *err)
+{
+    pthread_mutex_lock(&g->mu);
+    dsq_call *out;
+    if (rc != 0) {
+        if (!g->failed) {
+            g->failed = true;
+            snprintf(g->why, sizeof g->why, "%.290s", err);
+            DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
+        }
+        out = take_released(g, 0, true);
+        fail_calls(out, g->why);
+    } else {
+        g->durable = durable;
+        out = take_released(g, durable, false);
+    }
+    bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(g->wal) > durable));
+    g->busy = false;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    complete_all(e, out);
+    if (more)
+        enqueue(e, g);
+}
+
+#define GROUP_MAX 64
+
 static void *syncer_main(void *arg)
 {
     dsq_engine *e = arg;
     dsq_syncer *s = &e->syncer;
+    dsq_gate *grp[GROUP_MAX];
+    dsq_wal *wals[GROUP_MAX];
+    uint64_t durables[GROUP_MAX];
+    int rcs[GROUP_MAX];
+    static __thread char errs[GROUP_MAX][400];
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (s->head == NULL && !s->stopping)
             pthread_cond_wait(&s->cv, &s->mu);
         if (s->head == NULL && s->stopping)
             break;
-        dsq_gate *g = s->head;
-        s->head = g->next;
-        if (s->head == NULL)
-            s->tail = NULL;
-        g->queued = false;
-        pthread_mutex_lock(&g->mu);
-        if (g->closing || g->busy) {
-            /* Closing: its owner syncs it. Busy: another syncer thread is in
-             * its fsync; that thread takes it again when done, covering
-             * whatever was appended meanwhile in one more fsync. */
+        /* The first waiting log, and with group_sync every other one on
+         * its file system: one syncfs makes them all durable. */
+        size_t n = 0;
+        dev_t dev = 0;
+        while (s->head != NULL && n < GROUP_MAX) {
+            dsq_gate *g = s->head;
+            if (n > 0 && (!e->cfg.group_sync || dsq_wal_device(g->wal) != dev))
+                break;
+            s->head = g->next;
+            if (s->head == NULL)
+                s->tail = NULL;
+            g->queued = false;
+            pthread_mutex_lock(&g->mu);
+            if (g->closing || g->busy) {
+                /* Closing: its owner syncs it. Busy: another syncer thread
+                 * is in its fsync and takes it again when done, covering
+                 * whatever was appended meanwhile in one more sync. */
+                pthread_mutex_unlock(&g->mu);
+                continue;
+            }
+            g->busy = true;
+            rcs[n] = g->failed ? -1 : 0;
             pthread_mutex_unlock(&g->mu);
-            continue;
+            dev = dsq_wal_device(g->wal);
+            grp[n++] = g;
         }
-        g->busy = true;
-        bool failed = g->failed;
-        dsq_wal *wal = g->wal;
-        pthread_mutex_unlock(&g->mu);
+        if (n == 0)
+            continue;
         pthread_mutex_unlock(&s->mu);
 
-        uint64_t durable = 0;
-        char err[400] = "";
-        int rc = failed ? -1 : dsq_wal_sync(wal, &durable, err, sizeof err);
-        if (rc == 0)
-            atomic_fetch_add(&e->fsyncs, 1);
-
-        pthread_mutex_lock(&g->mu);
-        dsq_call *out;
-        if (rc != 0) {
-            if (!g->failed) {
-                g->failed = true;
-                snprintf(g->why, sizeof g->why, "%s", err);
-                DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
-            }
-            out = take_released(g, 0, true);
-            fail_calls(out, g->why);
-        } else {
-            g->durable = durable;
-            out = take_released(g, durable, false);
+        size_t m = 0; /* the ones to sync: not failed */
+        for (size_t i = 0; i < n; i++) {
+            errs[i][0] = '\0';
+            if (rcs[i] == 0)
+                wals[m++] = grp[i]->wal;
         }
-        bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(wal) > durable));
-        g->busy = false;
-        pthread_cond_broadcast(&g->cv);
-        pthread_mutex_unlock(&g->mu);
-        complete_all(e, out);
-        if (more)
-            enqueue(e, g);
+        int mrcs[GROUP_MAX];
+        uint64_t mdur[GROUP_MAX];
+        static __thread char merrs[GROUP_MAX][400];
+        if (m == 1) {
+            mrcs[0] = dsq_wal_sync(wals[0], &mdur[0], merrs[0], sizeof merrs[0]);
+            if (mrcs[0] == 0)
+                atomic_fetch_add(&e->fsyncs, 1);
+        } else if (m > 1) {
+            dsq_wal_sync_many(wals, m, mdur, mrcs, merrs[0], sizeof merrs[0]);
+            atomic_fetch_add(&e->fsyncs, 1);
+        }
+        for (size_t i = 0, k = 0; i < n; i++) {
+            if (rcs[i] == 0) {
+                rcs[i] = mrcs[k];
+                durables[i] = mdur[k];
+                memcpy(errs[i], merrs[k], sizeof errs[i]);
+                k++;
+            }
+            sync_finished(e, grp[i], rcs[i], durables[i], errs[i]);
+        }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -170,7 +214,7 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     dsq_syncer *s = &e->syncer;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads ? e->cfg.sync_threads : 4;
+    unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads ? e->cfg.sync_threads : 1;
     s->threads = n ? calloc(n, sizeof *s->threads) : NULL;
     if (n && s->threads == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -164,6 +164,7 @@ struct dsq_wal {
     uint64_t durable;     /* LSN of the last record synced */
     uint32_t dur_seq;     /* where the durable log ends: segment and size */
     uint64_t dur_size;
+    dev_t dev;            /* the file system it is on */
 };
 
 static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
@@ -381,6 +382,8 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     }
     w->cfg = *cfg;
     pthread_mutex_init(&w->mu, NULL);
+    struct stat dst;
+    w->dev = stat(dir, &dst) == 0 ? dst.st_dev : 0;
     uint8_t *buf = NULL;
     size_t cap = 0;
     if (list_segments(w, err, errlen) != 0)
@@ -510,65 +513,129 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
     return fd >= 0 && dsq_pread_full(fd, buf, n, off) == 0 ? 0 : -1;
 }
 
-int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
+/* What one sync covers: the segments written since the last sync (usually
+ * the newest one) with their sizes then, on duplicated descriptors, and
+ * the LSN and end that become durable with them. */
+typedef struct sync_job {
+    int fd;
+    uint64_t size;
+    uint32_t seq;
+} sync_job;
+
+typedef struct sync_snap {
+    uint64_t target;
+    uint32_t tseq;
+    uint64_t tsize;
+    sync_job *jobs;
+    size_t n;
+} sync_snap;
+
+static int snap_take(dsq_wal *w, sync_snap *sn, char *err, size_t errlen)
 {
-    /* The segments written since the last sync (usually the newest one),
-     * each with its size now, synced oldest first outside the lock. */
-    typedef struct { int fd; uint64_t size; uint32_t seq; } job;
-    job few[4], *jobs = few;
-    size_t n = 0;
-    int rc = 0;
+    memset(sn, 0, sizeof *sn);
     pthread_mutex_lock(&w->mu);
-    uint64_t target = w->appended;
-    uint32_t tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
-    uint64_t tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
+    sn->target = w->appended;
+    sn->tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
+    sn->tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
     size_t want = 0;
     for (size_t i = 0; i < w->nsegs; i++)
         want += w->segs[i].synced < w->segs[i].size;
-    if (want > 4 && (jobs = malloc(want * sizeof *jobs)) == NULL) {
+    if (want > 0 && (sn->jobs = malloc(want * sizeof *sn->jobs)) == NULL) {
         pthread_mutex_unlock(&w->mu);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    int rc = 0;
     for (size_t i = 0; i < w->nsegs && rc == 0; i++) {
         seg *s = &w->segs[i];
         if (s->synced >= s->size)
             continue;
-        jobs[n] = (job){dup(s->fd), s->size, s->seq};
-        if (jobs[n].fd < 0) {
+        sn->jobs[sn->n] = (sync_job){dup(s->fd), s->size, s->seq};
+        if (sn->jobs[sn->n].fd < 0) {
             snprintf(err, errlen, "dup: %s", strerror(errno));
             rc = -1;
         } else {
-            n++;
+            sn->n++;
         }
     }
     pthread_mutex_unlock(&w->mu);
-    for (size_t k = 0; k < n; k++) {
-        if (rc == 0 && fdatasync(jobs[k].fd) != 0) {
-            snprintf(err, errlen, "fdatasync of log segment %08x: %s", jobs[k].seq, strerror(errno));
-            rc = -1;
+    return rc;
+}
+
+/* fdatasync the snapshot's segments, oldest first. */
+static int snap_fdatasync(sync_snap *sn, char *err, size_t errlen)
+{
+    for (size_t k = 0; k < sn->n; k++) {
+        if (fdatasync(sn->jobs[k].fd) != 0) {
+            snprintf(err, errlen, "fdatasync of log segment %08x: %s", sn->jobs[k].seq, strerror(errno));
+            return -1;
         }
-        close(jobs[k].fd);
     }
+    return 0;
+}
+
+/* Close the snapshot; if ok, what it covered is durable. */
+static void snap_done(dsq_wal *w, sync_snap *sn, bool ok, uint64_t *durable)
+{
+    for (size_t k = 0; k < sn->n; k++)
+        close(sn->jobs[k].fd);
     pthread_mutex_lock(&w->mu);
-    if (rc == 0) {
-        for (size_t k = 0; k < n; k++) {
-            seg *s = seg_find(w, jobs[k].seq);
-            if (s && s->synced < jobs[k].size)
-                s->synced = jobs[k].size;
+    if (ok) {
+        for (size_t k = 0; k < sn->n; k++) {
+            seg *s = seg_find(w, sn->jobs[k].seq);
+            if (s && s->synced < sn->jobs[k].size)
+                s->synced = sn->jobs[k].size;
         }
-        if (target > w->durable) {
-            w->durable = target;
-            w->dur_seq = tseq;
-            w->dur_size = tsize;
+        if (sn->target > w->durable) {
+            w->durable = sn->target;
+            w->dur_seq = sn->tseq;
+            w->dur_size = sn->tsize;
         }
     }
     *durable = w->durable;
     pthread_mutex_unlock(&w->mu);
-    if (jobs != few)
-        free(jobs);
+    free(sn->jobs);
+    sn->jobs = NULL;
+}
+
+int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
+{
+    sync_snap sn;
+    int rc = snap_take(w, &sn, err, errlen);
+    if (rc == 0)
+        rc = snap_fdatasync(&sn, err, errlen);
+    snap_done(w, &sn, rc == 0, durable);
     return rc;
 }
+
+int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen)
+{
+    sync_snap *sn = calloc(n, sizeof *sn);
+    if (sn == NULL) {
+        for (size_t i = 0; i < n; i++)
+            rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen);
+        return 0;
+    }
+    int fd = -1;
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = snap_take(ws[i], &sn[i], errs + i * errlen, errlen);
+        if (rcs[i] == 0 && sn[i].n > 0 && fd < 0)
+            fd = sn[i].jobs[0].fd;
+    }
+    /* One syncfs for all of them: every dirty page of the file system and
+     * one flush of the device. If it reports an error, each log finds out
+     * for itself with fdatasync, which reports its own file's errors. */
+    bool all = fd < 0 || syncfs(fd) == 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rcs[i] == 0 && !all)
+            rcs[i] = snap_fdatasync(&sn[i], errs + i * errlen, errlen);
+        snap_done(ws[i], &sn[i], rcs[i] == 0, &durables[i]);
+    }
+    free(sn);
+    return all ? 1 : 0;
+}
+
+dev_t dsq_wal_device(const dsq_wal *w) { return w->dev; }
 
 uint64_t dsq_wal_appended(dsq_wal *w)
 {

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/buf.h"
 
@@ -121,6 +122,15 @@ int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
  * written since the last sync). Returns 0 and the LSN now durable, or -1
  * with errno's message when the disk refused. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
+
+/* Sync n logs on one file system at once: one syncfs() instead of n
+ * fdatasyncs (one device flush for all). When syncfs reports an error each
+ * log falls back to fdatasync of its own segments, which reports its own
+ * errors. Per log: rcs[i] 0 and durables[i], or -1 and a message at
+ * errs + i * errlen. Returns 1 when the one syncfs covered them all. */
+int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen);
+/* The file system the log is on (st_dev). */
+dev_t dsq_wal_device(const dsq_wal *w);
 
 /* After a failed sync: cut the log back to its last durable record (the
  * records after it may or may not be on disk; now they are not). Actor

@@ -72,6 +72,7 @@ typedef struct dsq_config {
     uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
     char *storage_sync;             /* owned: full, normal or off */
     uint64_t storage_sync_threads;  /* threads that fsync logs */
+    bool storage_group_sync;        /* one syncfs for several waiting logs */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 

@@ -127,6 +127,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
                 : strcmp(cfg->storage_sync, "normal") == 0 ? DSQ_SYNC_NORMAL
                                                             : DSQ_SYNC_FULL,
         .sync_threads = (unsigned)cfg->storage_sync_threads,
+        .group_sync = cfg->storage_group_sync,
         .checkpoint_bytes = cfg->storage_checkpoint_size,
         .retention_ms = cfg->storage_history_retention_ms,
         .wake = engine_wake,

@@ -2,18 +2,22 @@
  *
  *   DSQ_SYNCLOG=FILE     after each successful fsync/fdatasync of a regular
  *                        file, append "SIZE PATH\n" to FILE: what that file
- *                        held when the disk said it was durable. A test that
+ *                        held when the disk said it was durable (after a
+ *                        syncfs, a line for every regular file the process
+ *                        has open on that file system). A test that
  *                        kills dosqld can then cut every log segment back to
  *                        its last synced size: a power cut that loses
  *                        everything written after the last fsync.
  *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
- *                        "/wal/" directory fail with EIO (and sync nothing).
+ *                        "/wal/" directory, and syncfs of any file system,
+ *                        fail with EIO (and sync nothing).
  *   DSQ_FAILWRITE=FILE   while FILE exists, write/pwrite to files under a
  *                        "/wal/" directory fail (and write nothing), with
  *                        errno EIO, or ENOSPC when FILE holds "ENOSPC".
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +42,8 @@ static int fd_path(int fd, char *out, size_t n)
     return 0;
 }
 
+static void log_synced(int fd);
+
 static int around(int fd, const char *name)
 {
     sync_fn real = (sync_fn)dlsym(RTLD_NEXT, name);
@@ -49,20 +55,52 @@ static int around(int fd, const char *name)
         return -1;
     }
     int rc = real(fd);
+    if (rc == 0)
+        log_synced(fd);
+    return rc;
+}
+
+/* Append "SIZE PATH" for fd to the sync log. */
+static void log_synced(int fd)
+{
     const char *logf = getenv("DSQ_SYNCLOG");
+    char path[4096];
     struct stat st;
-    if (rc == 0 && logf && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-        fd_path(fd, path, sizeof path) == 0) {
-        char line[4200];
-        int n = snprintf(line, sizeof line, "%lld %s\n", (long long)st.st_size, path);
-        int lfd = open(logf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-        if (lfd >= 0) {
-            if (write(lfd, line, (size_t)n) != n) {
-                /* the test sees the short log */
-            }
-            close(lfd);
+    if (logf == NULL || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fd_path(fd, path, sizeof path) != 0)
+        return;
+    char line[4200];
+    int n = snprintf(line, sizeof line, "%lld %s\n", (long long)st.st_size, path);
+    int lfd = open(logf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd >= 0) {
+        if (write(lfd, line, (size_t)n) != n) {
+            /* the test sees the short log */
         }
+        close(lfd);
     }
+}
+
+int syncfs(int fd)
+{
+    const char *fail = getenv("DSQ_FAILSYNC");
+    if (fail && access(fail, F_OK) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    int rc = ((sync_fn)dlsym(RTLD_NEXT, "syncfs"))(fd);
+    struct stat fs;
+    if (rc != 0 || fstat(fd, &fs) != 0)
+        return rc;
+    /* Everything on that file system is durable now: every open file. */
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        int other = atoi(de->d_name);
+        struct stat st;
+        if (de->d_name[0] != '.' && fstat(other, &st) == 0 && st.st_dev == fs.st_dev)
+            log_synced(other);
+    }
+    if (d)
+        closedir(d);
     return rc;
 }
 
