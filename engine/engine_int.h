@@ -121,6 +121,7 @@ typedef struct dsq_actor {
 
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
+    bool closed_durable;            /* last closed with its log synced (this process) */
 
     char name[];                    /* the database's name */
 } dsq_actor;
@@ -224,8 +225,8 @@ int dsq__result_columns(dsq_result *r, sqlite3_stmt *st);
 struct dsq_ps;
 int dsq__store_init(const char *data_dir, char *err, size_t errlen);
 /* Open database `name`'s store and its SQLite connection. */
-int dsq__store_open(const dsq_engine *e, const char *name, struct dsq_ps **ps, sqlite3 **db,
-                    char *err, size_t errlen);
+int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
+                    sqlite3 **db, char *err, size_t errlen);
 int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t errlen);
 json_t *dsq__store_list(const char *data_dir);
 

@@ -248,7 +248,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
-    if (dsq__store_open(e, a->name, &o->ps, &o->db, err, sizeof err) != 0) {
+    if (dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err) != 0) {
         free(o);
         DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
@@ -285,7 +285,10 @@ void dsq__actor_close(dsq_actor *a)
     /* Everything appended becomes durable and the replies waiting for it
      * go; if the disk refused, what is not durable is cut from the log, so
      * the next open starts from the last durable commit. */
-    if (dsq__gate_close(o->engine, &o->gate) != 0) {
+    a->closed_durable = false;
+    if (dsq__gate_close(o->engine, &o->gate) == 0) {
+        a->closed_durable = true;
+    } else {
         char err[400];
         if (dsq_wal_rewind(dsq_ps_wal(o->ps), err, sizeof err) != 0)
             DSQ_ERROR("log_rewind_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
@@ -665,6 +668,17 @@ static void checkpoint(dsq_actor *a, actor_open *o)
     }
     DSQ_DEBUG("checkpoint", "db=%s lsn=%llu ms=%.1f", a->name, (unsigned long long)o->lsn,
               (double)(dsq_now_ns() - t0) / 1e6);
+}
+
+/* A database that closes (hibernation, shutdown) with a megabyte or more
+ * of log after its newest checkpoint gets one first, so that its next
+ * open replays little. */
+static void checkpoint_before_close(dsq_actor *a)
+{
+    actor_open *o = a->open;
+    if (o != NULL && !o->in_txn && dsq_ps_log_since(o->ps) >= (1u << 20) &&
+        !dsq__gate_failed(&o->gate))
+        checkpoint(a, o);
 }
 
 /* After SQLite may have committed: the store's LSN is the connection's.
@@ -1107,8 +1121,10 @@ static void exec_internal(run_ctx *x)
         pthread_mutex_lock(&a->mu);
         held = a->txn[0] != '\0' || a->stream_id != 0;
         pthread_mutex_unlock(&a->mu);
-        if (!held)
+        if (!held) {
+            checkpoint_before_close(a);
             dsq__actor_close(a);
+        }
         break;
     case DSQ__OP_TXN_EXPIRE: {
         pthread_mutex_lock(&a->mu);
@@ -1146,6 +1162,7 @@ static void exec_internal(run_ctx *x)
                 internal_exec(x->o, "ROLLBACK");
                 end_txn(x);
             }
+            checkpoint_before_close(a);
             dsq__actor_close(a);
         }
         pthread_mutex_lock(&a->mu);

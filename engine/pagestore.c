@@ -327,7 +327,7 @@ static void pend_clear(dsq_ps *ps)
     for (size_t i = 0; i < p->cap && p->n > 0; i++) {
         if (p->keys[i] == 0)
             continue;
-        if (ps->nspare < ps->spare_cap && ps->nspare < 256)
+        if (ps->nspare < ps->spare_cap)
             ps->spare[ps->nspare++] = p->vals[i];
         else
             free(p->vals[i]);
@@ -429,7 +429,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     }
     ps->cfg = *cfg;
     ps->page_size = (uint32_t)page_size;
-    ps->spare_cap = 256;
+    ps->spare_cap = 32; /* page buffers kept between transactions: 128 KiB at 4 KiB */
     ps->spare = calloc(ps->spare_cap, sizeof *ps->spare);
     if (ps->spare == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -443,7 +443,8 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     uint64_t from = ps->lsn; /* the newest checkpoint's */
     char waldir[4200];
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
-    dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes};
+    dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes,
+                      .known_durable = cfg->known_durable};
     uint64_t last;
     if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
         dsq_ps_close(ps);
@@ -742,6 +743,7 @@ int dsq_ps_remove(const char *dir, char *err, size_t errlen) { return remove_tre
 /* ---- checkpoints: writing -------------------------------------------------------------------- */
 
 bool dsq_ps_checkpoint_due(const dsq_ps *ps) { return ps->log_since >= ps->cfg.checkpoint_bytes; }
+uint64_t dsq_ps_log_since(const dsq_ps *ps) { return ps->log_since; }
 
 int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen)
 {

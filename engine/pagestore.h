@@ -26,6 +26,7 @@ typedef struct dsq_ps_cfg {
     uint64_t max_txn_bytes; /* pages one transaction may buffer */
     uint64_t checkpoint_bytes; /* log written after the newest checkpoint that makes one due */
     uint64_t retention_us;  /* history kept for time travel (history_retention) */
+    bool known_durable;     /* closed with its log synced, in this process: no fsync at open */
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.
@@ -68,8 +69,10 @@ bool dsq_ps_full(const dsq_ps *ps);
 
 /* ---- checkpoints and retention (actor thread, between transactions) ---- */
 
-/* Whether enough log has been written since the newest checkpoint. */
+/* Whether enough log has been written since the newest checkpoint, and
+ * how much (what the next open replays). */
 bool dsq_ps_checkpoint_due(const dsq_ps *ps);
+uint64_t dsq_ps_log_since(const dsq_ps *ps);
 /* Sync the log and write a checkpoint of the pages changed since the
  * last one. 0 (also when nothing changed), or -1 with a message. */
 int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen);

@@ -36,8 +36,8 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen)
     return 0;
 }
 
-int dsq__store_open(const dsq_engine *e, const char *name, dsq_ps **ps, sqlite3 **db, char *err,
-                    size_t errlen)
+int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, dsq_ps **ps,
+                    sqlite3 **db, char *err, size_t errlen)
 {
     char dir[4096], path[4200];
     *ps = NULL;
@@ -59,6 +59,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, dsq_ps **ps, sqlite3 
         .max_txn_bytes = e->cfg.max_txn_bytes,
         .checkpoint_bytes = e->cfg.checkpoint_bytes,
         .retention_us = e->cfg.retention_ms * 1000,
+        .known_durable = known_durable || e->cfg.sync == DSQ_SYNC_OFF,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;

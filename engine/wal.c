@@ -428,7 +428,7 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     }
     /* Whatever was recovered is made durable now: it may sit only in the
      * page cache after a crash of the process. */
-    if (w->nsegs > 0 && fdatasync(w->segs[w->nsegs - 1].fd) != 0) {
+    if (w->nsegs > 0 && !cfg->known_durable && fdatasync(w->segs[w->nsegs - 1].fd) != 0) {
         snprintf(err, errlen, "%.3000s: fdatasync: %s", dir, strerror(errno));
         goto fail;
     }

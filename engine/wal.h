@@ -82,6 +82,8 @@ typedef struct dsq_wal dsq_wal;
 typedef struct dsq_wal_cfg {
     uint32_t page_size;     /* every record's page size must match */
     uint64_t segment_bytes; /* a segment is sealed once it holds this much */
+    bool known_durable;     /* the caller knows the log was synced when last closed:
+                               opening need not fsync what it recovers */
 } dsq_wal_cfg;
 
 /* Where a record lies: its segment's sequence number and offset. */

@@ -3,7 +3,7 @@
 // retention window, and what a database directory holds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, openSync, readSync, writeSync, closeSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readSync, writeSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startDosqld, sleep, tempDir, syncShimPreload } from './lib/harness.mjs';
 import { post, query } from './lib/rpc.mjs';
@@ -214,5 +214,36 @@ test('asOf across schema changes: each LSN sees the schema it had', async () => 
     assert.deepEqual((await asOf(d.port, 'sch', 'SELECT count(*) FROM u', { lsn: c.lsn })).json.rows, [[0]]);
   } finally {
     await d.cleanup();
+  }
+});
+
+test('hibernation: a checkpoint first when much log is unchecked, and no fsync to wake again', async () => {
+  const dir = tempDir('dosqld-hib-');
+  const synclog = path.join(dir, 'synclog');
+  const d = await startDosqld({
+    conf: '[engine]\nidle_timeout = 300ms\n',
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_SYNCLOG: synclog },
+  });
+  try {
+    await query(d.port, 'hib', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+    for (let i = 0; i < 40; i++) await query(d.port, 'hib', 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30) INSERT INTO t SELECT NULL, randomblob(1000) FROM n');
+    const ckdir = path.join(d.dir, 'data', 'db', 'hib', 'ckpt');
+    assert.equal(readdirSync(ckdir).length, 0, 'under checkpoint_size: no checkpoint yet');
+    let st;
+    for (let i = 0; i < 50; i++) { // up to 5 s for the idle timeout
+      await sleep(100);
+      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
+      if (st.actorsOpen === 0) break;
+    }
+    assert.equal(st.actorsOpen, 0, 'hibernated');
+    assert.equal(readdirSync(ckdir).filter((f) => f.endsWith('.ckpt')).length, 1, 'a checkpoint before closing');
+    const syncsBefore = readFileSync(synclog, 'utf8').split('\n').filter((l) => l.includes('/db/hib/wal/')).length;
+    const r = await query(d.port, 'hib', 'SELECT count(*) FROM t');
+    assert.deepEqual(r.rows, [[1200]]);
+    const syncsAfter = readFileSync(synclog, 'utf8').split('\n').filter((l) => l.includes('/db/hib/wal/')).length;
+    assert.equal(syncsAfter, syncsBefore, 'waking a database closed durable in this process syncs nothing');
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
