@@ -687,11 +687,11 @@ int dsq_ps_commit(dsq_ps *ps)
         goto out;
     }
     ps->log_since += r.len;
-    /* The pages just written are the ones read next (page 1 above all: SQLite
-     * reads its header at the start of every transaction): keep them
-     * decoded under their new frames. */
-    for (size_t i = 0; i < n && i < 4; i++)
-        rcache_put(ps, ps->idx.v[pgnos[i] - 1], pages[i]);
+    /* SQLite reads page 1's header at the start of every transaction: keep
+     * it decoded under its new frame (the other pages stay in SQLite's own
+     * cache; copying them too cost more than it saved). */
+    if (n > 0 && pgnos[0] == 1)
+        rcache_put(ps, ps->idx.v[0], pages[0]);
     if (ps->rec.cap > (8u << 20))
         dsq_buf_free(&ps->rec); /* a big transaction's buffer goes */
     rc = 0;
