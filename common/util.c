@@ -253,3 +253,19 @@ int dsq_parse_rfc3339(const char *s, uint64_t *us)
     *us = (uint64_t)secs * 1000000 + frac;
     return 0;
 }
+
+size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, uint32_t key)
+{
+    const unsigned char *b = base;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        uint32_t k;
+        memcpy(&k, b + mid * size + off, sizeof k);
+        if (k < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}

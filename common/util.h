@@ -42,6 +42,10 @@ bool dsq_db_name_valid(const char *name);
  * the epoch. 0, or -1 when it is not one or before 1970. */
 int dsq_parse_rfc3339(const char *s, uint64_t *us);
 
+/* In an array of n elements of `size` bytes sorted by the uint32_t at byte
+ * `off` of each, the index of the first whose key is >= key (n if none). */
+size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, uint32_t key);
+
 /* Copy the C string src into dst[size] (size > 0), cut to fit and always
  * terminated; returns strlen(src), so a result >= size means it was cut. */
 size_t dsq_strlcpy(char *dst, const char *src, size_t size);

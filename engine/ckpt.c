@@ -4,11 +4,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "engine/disk.h"
 
 #define MAGIC "DSQCKPT1"
@@ -270,15 +272,8 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
 
 const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno)
 {
-    size_t lo = 0, hi = c->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c->dir[mid].pgno < pgno)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < c->n && c->dir[lo].pgno == pgno ? &c->dir[lo] : NULL;
+    size_t i = dsq_lower_bound_u32(c->dir, c->n, sizeof *c->dir, offsetof(dsq_ckpt_entry, pgno), pgno);
+    return i < c->n && c->dir[i].pgno == pgno ? &c->dir[i] : NULL;
 }
 
 int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf)

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,15 +499,8 @@ bool dsq_ps_full(const dsq_ps *ps) { return ps->full; }
 
 static ck *ck_find(dsq_ps *ps, uint32_t id)
 {
-    size_t lo = 0, hi = ps->nckpts;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (ps->ckpts[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < ps->nckpts && ps->ckpts[lo].id == id ? &ps->ckpts[lo] : NULL;
+    size_t i = dsq_lower_bound_u32(ps->ckpts, ps->nckpts, sizeof *ps->ckpts, offsetof(ck, id), id);
+    return i < ps->nckpts && ps->ckpts[i].id == id ? &ps->ckpts[i] : NULL;
 }
 
 /* Read the frame at l into ps->frame. 0 or -1. */

@@ -278,7 +278,10 @@ static int exec_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
-int dsq__vfs_open(dsq_ps *ps, const char *path, sqlite3 **out, char *err, size_t errlen)
+/* Open `path` on the VFS with the store (or view) handed to xOpen through
+ * the thread-locals, then run `pragmas`. */
+static int open_conn(dsq_ps *ps, dsq_ps_view *v, const char *path, int flags, const char *const *pragmas,
+                     sqlite3 **out, char *err, size_t errlen)
 {
     *out = NULL;
     pthread_once(&once, do_register);
@@ -288,53 +291,36 @@ int dsq__vfs_open(dsq_ps *ps, const char *path, sqlite3 **out, char *err, size_t
     }
     sqlite3 *db = NULL;
     opening = ps;
-    int rc = sqlite3_open_v2(path, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-                                 SQLITE_OPEN_EXRESCODE,
-                             VFS_NAME);
+    opening_view = v;
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, VFS_NAME);
     opening = NULL;
+    opening_view = NULL;
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %.3000s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return -1;
     }
-    char pragma[64];
-    snprintf(pragma, sizeof pragma, "PRAGMA page_size=%u", dsq_ps_page_size(ps));
-    if (exec_simple(db, pragma, err, errlen) != SQLITE_OK ||
-        exec_simple(db, "PRAGMA journal_mode=MEMORY", err, errlen) != SQLITE_OK ||
-        exec_simple(db, "PRAGMA synchronous=OFF", err, errlen) != SQLITE_OK ||
-        exec_simple(db, "PRAGMA temp_store=MEMORY", err, errlen) != SQLITE_OK) {
-        sqlite3_close(db);
-        return -1;
+    for (; *pragmas; pragmas++) {
+        if (exec_simple(db, *pragmas, err, errlen) != SQLITE_OK) {
+            sqlite3_close(db);
+            return -1;
+        }
     }
     *out = db;
     return 0;
 }
 
+int dsq__vfs_open(dsq_ps *ps, const char *path, sqlite3 **out, char *err, size_t errlen)
+{
+    char page_size[64];
+    snprintf(page_size, sizeof page_size, "PRAGMA page_size=%u", dsq_ps_page_size(ps));
+    const char *const pragmas[] = {page_size, "PRAGMA journal_mode=MEMORY", "PRAGMA synchronous=OFF",
+                                   "PRAGMA temp_store=MEMORY", NULL};
+    return open_conn(ps, NULL, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, pragmas, out, err, errlen);
+}
+
 int dsq__vfs_open_view(dsq_ps_view *v, const char *path, sqlite3 **out, char *err, size_t errlen)
 {
-    *out = NULL;
-    pthread_once(&once, do_register);
-    if (registered != SQLITE_OK) {
-        snprintf(err, errlen, "cannot register the SQLite VFS");
-        return -1;
-    }
-    sqlite3 *db = NULL;
-    opening_view = v;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
-                             VFS_NAME);
-    opening_view = NULL;
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %.3000s as of LSN %llu: %s", path,
-                 (unsigned long long)dsq_ps_view_lsn(v), db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        sqlite3_close(db);
-        return -1;
-    }
-    if (exec_simple(db, "PRAGMA query_only=1", err, errlen) != SQLITE_OK ||
-        exec_simple(db, "PRAGMA temp_store=MEMORY", err, errlen) != SQLITE_OK) {
-        sqlite3_close(db);
-        return -1;
-    }
-    *out = db;
-    return 0;
+    const char *const pragmas[] = {"PRAGMA query_only=1", "PRAGMA temp_store=MEMORY", NULL};
+    return open_conn(NULL, v, path, SQLITE_OPEN_READONLY, pragmas, out, err, errlen);
 }

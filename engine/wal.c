@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,15 +189,8 @@ static int segs_push(dsq_wal *w, seg s)
 
 static seg *seg_find(dsq_wal *w, uint32_t seq)
 {
-    size_t lo = 0, hi = w->nsegs;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (w->segs[mid].seq < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < w->nsegs && w->segs[lo].seq == seq ? &w->segs[lo] : NULL;
+    size_t i = dsq_lower_bound_u32(w->segs, w->nsegs, sizeof *w->segs, offsetof(seg, seq), seq);
+    return i < w->nsegs && w->segs[i].seq == seq ? &w->segs[i] : NULL;
 }
 
 /* Create segment `seq` starting at `first_lsn`, header written and synced,
