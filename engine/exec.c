@@ -672,13 +672,20 @@ static void checkpoint(dsq_actor *a, actor_open *o)
 
 /* A database that closes (hibernation, shutdown) with a megabyte or more
  * of log after its newest checkpoint gets one first, so that its next
- * open replays little. */
+ * open replays little; any closing database applies history_retention. */
 static void checkpoint_before_close(dsq_actor *a)
 {
     actor_open *o = a->open;
-    if (o != NULL && !o->in_txn && dsq_ps_log_since(o->ps) >= (1u << 20) &&
-        !dsq__gate_failed(&o->gate))
-        checkpoint(a, o);
+    if (o == NULL || o->in_txn || dsq__gate_failed(&o->gate))
+        return;
+    if (dsq_ps_log_since(o->ps) >= (1u << 20)) {
+        checkpoint(a, o); /* applies the retention window too */
+        return;
+    }
+    /* History that aged out while the database was quiet goes now. */
+    char err[600];
+    if (dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
+        DSQ_ERROR("retention_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
 }
 
 /* After SQLite may have committed: the store's LSN is the connection's.

@@ -404,6 +404,9 @@ static int load_checkpoints(dsq_ps *ps, char *err, size_t errlen)
 
 /* ---- opening ------------------------------------------------------------------------------ */
 
+static size_t retain(dsq_ps *ps, uint64_t now_us);
+
+
 int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -459,6 +462,9 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     ps->oldest = (first == 1 || (first == 0 && ps->nckpts == 0)) ? 0
                  : ps->nckpts > 0                                ? ps->ckpts[0].c.lsn
                                                                  : 0;
+    /* The window is a rule on time, not a mark kept on disk: apply it now
+     * (what a sealed segment still holds past it is not reachable). */
+    retain(ps, dsq_wall_ms() * 1000);
     ps->pnpages = ps->idx.n;
     *out = ps;
     return 0;
@@ -847,20 +853,29 @@ static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
     return 0;
 }
 
-int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
+/* The retention point at now_us: the newest checkpoint older than the
+ * window becomes the oldest LSN reachable, and the log before it goes.
+ * Returns that checkpoint's index, or SIZE_MAX when none is that old. */
+static size_t retain(dsq_ps *ps, uint64_t now_us)
 {
     size_t k = SIZE_MAX;
     for (size_t i = 0; i < ps->nckpts; i++)
         if (ps->ckpts[i].c.time_us + ps->cfg.retention_us <= now_us)
             k = i;
     if (k == SIZE_MAX)
-        return 0;
+        return k;
     uint64_t r = ps->ckpts[k].c.lsn;
     if (r > ps->oldest) {
         dsq_wal_retire(ps->wal, r);
         ps->oldest = r;
     }
-    if (k + 1 >= MERGE_AT)
+    return k;
+}
+
+int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
+{
+    size_t k = retain(ps, now_us);
+    if (k != SIZE_MAX && k + 1 >= MERGE_AT)
         return merge(ps, k, err, errlen);
     return 0;
 }

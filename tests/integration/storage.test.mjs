@@ -247,3 +247,25 @@ test('hibernation: a checkpoint first when much log is unchecked, and no fsync t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('history that ages out while a database is quiet goes when it hibernates', async () => {
+  const d = await startDosqld({ conf: '[engine]\nidle_timeout = 1500ms\n[storage]\ncheckpoint_size = 64K\nhistory_retention = 1s\n' });
+  try {
+    const first = await query(d.port, 'quiet', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+    for (let i = 0; i < 30; i++) await query(d.port, 'quiet', 'INSERT INTO t VALUES (NULL, randomblob(5000))');
+    const ok = await asOf(d.port, 'quiet', 'SELECT count(*) FROM t', { lsn: first.lsn });
+    assert.equal(ok.status, 200, `within the window: ${ok.text}`);
+    let st;
+    for (let i = 0; i < 60; i++) { // idle past 1.5 s, up to 6 s
+      await sleep(100);
+      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
+      if (st.actorsOpen === 0) break;
+    }
+    assert.equal(st.actorsOpen, 0, 'hibernated');
+    const gone = await asOf(d.port, 'quiet', 'SELECT count(*) FROM t', { lsn: first.lsn });
+    assert.equal(gone.json?.error?.code, 'INVALID_LSN', gone.text);
+    assert.deepEqual((await query(d.port, 'quiet', 'SELECT count(*) FROM t')).rows, [[30]]);
+  } finally {
+    await d.cleanup();
+  }
+});
