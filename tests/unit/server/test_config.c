@@ -277,3 +277,43 @@ Test(config, shipped_file_documents_every_key)
     dsq_config_free(&cfg);
     dsq_buf_free(&errs);
 }
+
+Test(config, storage_keys)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    cr_assert_eq(load(&cfg,
+                      "[storage]\npage_size = 8192\ncompression_level = -3\nsync = normal\n"
+                      "history_retention = 2h\ncheckpoint_size = 1M\ngroup_sync = no\n",
+                      &errs),
+                 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.storage_page_size, 8192);
+    cr_assert_eq(cfg.storage_compression_level, -3);
+    cr_assert_str_eq(cfg.storage_sync, "normal");
+    cr_assert_eq(cfg.storage_history_retention_ms, 2 * 3600 * 1000);
+    cr_assert_eq(cfg.storage_checkpoint_size, 1u << 20);
+    cr_assert_eq(cfg.storage_group_sync, false);
+    dsq_config_free(&cfg);
+
+    dsq_buf_reset(&errs);
+    const char *bad[] = {"0", "-8", "20", "fast"};
+    int n = 0;
+    for (size_t i = 0; i < 4; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "[storage]\ncompression_level = %s\n", bad[i]);
+        n += load(&cfg, text, &errs);
+        dsq_config_free(&cfg);
+    }
+    cr_assert_eq(n, 4, "%s", errs.data);
+    cr_assert(strstr(errs.data, "out of range (-7 to 19, not 0)") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, "maybe negative") != NULL, "%s", errs.data);
+
+    dsq_buf_reset(&errs);
+    cr_assert_eq(load(&cfg, "[storage]\npage_size = 3000\nsync = sometimes\n", &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, "page_size must be a power of two") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, "sync must be full, normal or off") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
