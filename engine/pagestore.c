@@ -551,47 +551,57 @@ static void rcache_put(dsq_ps *ps, loc l, const void *page)
 }
 
 /* Page pgno of a database whose index is idx[npages]. */
-static int read_page(dsq_ps *ps, const loc *idx, uint32_t npages, uint32_t pgno, void *dst)
+/* Bytes [off, off + n) of page pgno of a database whose index is
+ * idx[npages]. A page is decoded into the cache and copied from there, so
+ * that SQLite's small header reads copy only what they ask for. */
+static int read_page(dsq_ps *ps, const loc *idx, uint32_t npages, uint32_t pgno, uint32_t off,
+                     uint32_t n, void *dst)
 {
     if (pgno == 0 || pgno > npages || idx[pgno - 1].seg == 0) {
-        memset(dst, 0, ps->page_size);
+        memset(dst, 0, n);
         return 0;
     }
     loc l = idx[pgno - 1];
     size_t slot = rcache_slot(l);
     if (ps->rpages && ps->rkey[slot].seg == l.seg && ps->rkey[slot].off == l.off) {
-        memcpy(dst, ps->rpages + slot * ps->page_size, ps->page_size);
+        memcpy(dst, ps->rpages + slot * ps->page_size + off, n);
         return 0;
     }
     if (read_frame(ps, pgno, l) != 0)
         return -1;
     dsq_zctx *z = zctx();
-    if (z == NULL) {
+    if (z == NULL || (ps->rpages == NULL && (ps->rpages = malloc((size_t)16 * ps->page_size)) == NULL)) {
         set_err(ps, "out of memory");
         return -1;
     }
-    if (dsq_wal_page_decode(z->dc, ps->frame, l.clen, dst, ps->page_size) != 0) {
+    uint8_t *page = ps->rpages + slot * ps->page_size;
+    ps->rkey[slot].seg = 0; /* not valid while it is rewritten */
+    if (dsq_wal_page_decode(z->dc, ps->frame, l.clen, page, ps->page_size) != 0) {
         set_err(ps, "page %u in %s %u at %llu is damaged (checksum)", pgno,
                 l.seg & CKPT ? "checkpoint" : "log segment", l.seg & ~CKPT, (unsigned long long)l.off);
         return -1;
     }
-    rcache_put(ps, l, dst);
+    ps->rkey[slot].seg = l.seg;
+    ps->rkey[slot].off = l.off;
+    memcpy(dst, page + off, n);
     return 0;
 }
 
-int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst)
+int dsq_ps_read_part(dsq_ps *ps, uint32_t pgno, uint32_t off, uint32_t n, void *dst)
 {
     uint8_t *p = pend_get(&ps->pend, pgno);
     if (p != NULL) {
-        memcpy(dst, p, ps->page_size);
+        memcpy(dst, p + off, n);
         return 0;
     }
     if (pgno > ps->pnpages) {
-        memset(dst, 0, ps->page_size);
+        memset(dst, 0, n);
         return 0;
     }
-    return read_page(ps, ps->idx.v, ps->idx.n, pgno, dst);
+    return read_page(ps, ps->idx.v, ps->idx.n, pgno, off, n, dst);
 }
+
+int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst) { return dsq_ps_read_part(ps, pgno, 0, ps->page_size, dst); }
 
 /* ---- writing and committing --------------------------------------------------------------- */
 
@@ -949,9 +959,9 @@ int dsq_ps_view_open(dsq_ps *ps, uint64_t lsn, dsq_ps_view **out, char *err, siz
     return 0;
 }
 
-int dsq_ps_view_read(dsq_ps_view *v, uint32_t pgno, void *dst)
+int dsq_ps_view_read_part(dsq_ps_view *v, uint32_t pgno, uint32_t off, uint32_t n, void *dst)
 {
-    return read_page(v->ps, v->x.v, v->x.n, pgno, dst);
+    return read_page(v->ps, v->x.v, v->x.n, pgno, off, n, dst);
 }
 
 uint32_t dsq_ps_view_npages(const dsq_ps_view *v) { return v->x.n; }

@@ -47,6 +47,8 @@ dsq_wal *dsq_ps_wal(dsq_ps *ps);
  * dst[page_size]; a page past the end reads as zeros. 0, or -1 (I/O or a
  * damaged frame; the message in dsq_ps_error). */
 int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst);
+/* Bytes [off, off + n) of it (off + n <= page size). */
+int dsq_ps_read_part(dsq_ps *ps, uint32_t pgno, uint32_t off, uint32_t n, void *dst);
 
 /* Buffer a write of page `pgno`. 0, or -1 (over max_txn_bytes, or out of
  * memory). */
@@ -96,7 +98,8 @@ typedef struct dsq_ps_view dsq_ps_view;
  * with a message otherwise. The view is valid until the store's next
  * checkpoint or close. */
 int dsq_ps_view_open(dsq_ps *ps, uint64_t lsn, dsq_ps_view **out, char *err, size_t errlen);
-int dsq_ps_view_read(dsq_ps_view *v, uint32_t pgno, void *dst);
+/* Bytes [off, off + n) of page pgno as of the view's LSN. */
+int dsq_ps_view_read_part(dsq_ps_view *v, uint32_t pgno, uint32_t off, uint32_t n, void *dst);
 uint32_t dsq_ps_view_npages(const dsq_ps_view *v);
 uint64_t dsq_ps_view_lsn(const dsq_ps_view *v);
 dsq_ps *dsq_ps_view_store(dsq_ps_view *v);

@@ -43,9 +43,10 @@ static uint32_t f_npages(const ps_file *p)
     return p->view ? dsq_ps_view_npages(p->view) : dsq_ps_npages(p->ps);
 }
 
-static int f_page(ps_file *p, uint32_t pgno, void *dst)
+static int f_page(ps_file *p, uint32_t pgno, uint32_t off, uint32_t n, void *dst)
 {
-    return p->view ? dsq_ps_view_read(p->view, pgno, dst) : dsq_ps_read(p->ps, pgno, dst);
+    return p->view ? dsq_ps_view_read_part(p->view, pgno, off, n, dst)
+                   : dsq_ps_read_part(p->ps, pgno, off, n, dst);
 }
 
 /* ---- the main database file ----------------------------------------------------------------- */
@@ -71,14 +72,8 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
     while (left > 0) {
         uint32_t pgno = (uint32_t)(at / psz) + 1;
         size_t within = at % psz, n = psz - within < left ? psz - within : left;
-        if (within == 0 && n == psz) {
-            if (f_page(p, pgno, out) != 0)
-                return SQLITE_IOERR_READ;
-        } else {
-            if (f_page(p, pgno, p->page) != 0)
-                return SQLITE_IOERR_READ;
-            memcpy(out, p->page + within, n);
-        }
+        if (f_page(p, pgno, (uint32_t)within, (uint32_t)n, out) != 0)
+            return SQLITE_IOERR_READ;
         out += n;
         at += n;
         left -= n;
@@ -102,7 +97,7 @@ static int f_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off)
         const uint8_t *src = in;
         if (within != 0 || n != psz) { /* a part of a page: read, change, write */
             if (dsq_ps_read(p->ps, pgno, p->page) != 0)
-                return SQLITE_IOERR_WRITE;
+                return SQLITE_IOERR_WRITE; /* a part of a page: read it whole first */
             memcpy(p->page + within, in, n);
             src = p->page;
         }
