@@ -333,3 +333,33 @@ Test(wal, a_gap_before_the_log_is_refused)
     cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w, &last, err, sizeof err), -1);
     cr_assert(strstr(err, "missing") != NULL, "%s", err);
 }
+
+Test(wal, one_sync_for_many_logs)
+{
+    dsq_wal *ws[3];
+    char err[3 * 256];
+    for (int i = 0; i < 3; i++) {
+        char d[128], e1[256];
+        snprintf(d, sizeof d, "%s/wal%d", dir, i);
+        dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 * 1024};
+        uint64_t last;
+        cr_assert_eq(dsq_wal_open(d, &cfg, 0, NULL, NULL, &ws[i], &last, e1, sizeof e1), 0, "%s", e1);
+        append_n(ws[i], 1, 5 + (uint64_t)i * 10, 2); /* the third spans segments */
+        cr_assert_eq(dsq_wal_durable(ws[i]), 0);
+        cr_assert_eq(dsq_wal_device(ws[i]), dsq_wal_device(ws[0]));
+    }
+    uint64_t durable[3];
+    int rcs[3];
+    cr_assert_eq(dsq_wal_sync_many(ws, 3, durable, rcs, err, 256), 1, "one syncfs covered them");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(rcs[i], 0, "%s", err + i * 256);
+        cr_assert_eq(durable[i], 5 + (uint64_t)i * 10);
+        cr_assert_eq(dsq_wal_durable(ws[i]), durable[i]);
+    }
+    /* Sealed segments count as synced: they may be retired now. */
+    cr_assert_gt(dsq_wal_retire(ws[2], 20), 0);
+    /* Nothing new: a sync of nothing is a success too. */
+    cr_assert_eq(dsq_wal_sync_many(ws, 3, durable, rcs, err, 256), 1);
+    for (int i = 0; i < 3; i++)
+        dsq_wal_close(ws[i]);
+}
