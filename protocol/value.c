@@ -291,28 +291,46 @@ static void write_double(dsq_buf *out, double d)
         dsq_buf_puts(out, ".0"); /* keep REAL visible as REAL */
 }
 
-void dsq_json_value(dsq_buf *out, const dsq_value *v)
+/* The two ways of writing values, rows and column lists: DoSQL's JSON, or
+ * Cap'n Web's expressions (escaped arrays, its own bigint and bytes, and
+ * non-finite numbers it can carry). */
+typedef struct flavour {
+    const char *open, *close;          /* an array's brackets */
+    const char *big_open, *big_close;  /* around a bigint's decimal digits */
+    const char *bytes_open, *bytes_close; /* around a BLOB's base64 */
+    bool nonfinite;                    /* ["nan"], ["inf"], ["-inf"] */
+} flavour;
+
+static const flavour json_flavour = {"[", "]", "{\"$bigint\":\"", "\"}", "{\"$bytes\":\"", "\"}", false};
+static const flavour cw_flavour = {"[[", "]]", "[\"bigint\",\"", "\"]", "[\"bytes\",\"", "\"]", true};
+
+static void put_value(dsq_buf *out, const dsq_value *v, const flavour *f)
 {
     switch (v->type) {
     case DSQ_V_INT:
         if (v->i > MAX_SAFE || v->i < -MAX_SAFE) {
-            dsq_buf_puts(out, "{\"$bigint\":\"");
+            dsq_buf_puts(out, f->big_open);
             dsq_buf_put_i64(out, v->i);
-            dsq_buf_puts(out, "\"}");
+            dsq_buf_puts(out, f->big_close);
         } else {
             dsq_buf_put_i64(out, v->i);
         }
         break;
     case DSQ_V_REAL:
-        write_double(out, v->d);
+        if (f->nonfinite && isnan(v->d))
+            dsq_buf_puts(out, "[\"nan\"]");
+        else if (f->nonfinite && isinf(v->d))
+            dsq_buf_puts(out, v->d > 0 ? "[\"inf\"]" : "[\"-inf\"]");
+        else
+            write_double(out, v->d);
         break;
     case DSQ_V_TEXT:
         dsq_json_string(out, v->p, v->n);
         break;
     case DSQ_V_BLOB:
-        dsq_buf_puts(out, "{\"$bytes\":\"");
+        dsq_buf_puts(out, f->bytes_open);
         dsq_base64_encode(out, v->p, v->n);
-        dsq_buf_puts(out, "\"}");
+        dsq_buf_puts(out, f->bytes_close);
         break;
     default:
         dsq_buf_puts(out, "null");
@@ -320,12 +338,9 @@ void dsq_json_value(dsq_buf *out, const dsq_value *v)
     }
 }
 
-/* The two ways of writing rows and column lists: plain JSON arrays, or
- * Cap'n Web's escaped ones with its value encodings. */
-typedef struct flavour {
-    const char *open, *close; /* an array's brackets */
-    void (*value)(dsq_buf *out, const dsq_value *v);
-} flavour;
+void dsq_json_value(dsq_buf *out, const dsq_value *v) { put_value(out, v, &json_flavour); }
+
+void dsq_cw_value(dsq_buf *out, const dsq_value *v) { put_value(out, v, &cw_flavour); }
 
 static void put_rows(dsq_buf *out, const dsq_result *r, const flavour *f)
 {
@@ -340,7 +355,7 @@ static void put_rows(dsq_buf *out, const dsq_result *r, const flavour *f)
             if (c)
                 dsq_buf_puts(out, ",");
             if (dsq_result_next(r, &pos, &v))
-                f->value(out, &v);
+                put_value(out, &v, f);
             else
                 dsq_buf_puts(out, "null");
         }
@@ -371,8 +386,6 @@ static void put_columns(dsq_buf *out, const dsq_result *r, const flavour *f)
     }
     dsq_buf_puts(out, f->close);
 }
-
-static const flavour json_flavour = {"[", "]", dsq_json_value};
 
 void dsq_json_rows(dsq_buf *out, const dsq_result *r) { put_rows(out, r, &json_flavour); }
 
@@ -408,38 +421,6 @@ void dsq_cw_bigint(dsq_buf *out, int64_t i)
     dsq_buf_append(out, "\"]", 2);
 }
 
-void dsq_cw_value(dsq_buf *out, const dsq_value *v)
-{
-    switch (v->type) {
-    case DSQ_V_INT:
-        if (v->i > MAX_SAFE || v->i < -MAX_SAFE)
-            dsq_cw_bigint(out, v->i);
-        else
-            dsq_buf_put_i64(out, v->i);
-        break;
-    case DSQ_V_REAL:
-        if (isnan(v->d))
-            dsq_buf_puts(out, "[\"nan\"]");
-        else if (isinf(v->d))
-            dsq_buf_puts(out, v->d > 0 ? "[\"inf\"]" : "[\"-inf\"]");
-        else
-            write_double(out, v->d);
-        break;
-    case DSQ_V_TEXT:
-        dsq_json_string(out, v->p, v->n);
-        break;
-    case DSQ_V_BLOB:
-        dsq_buf_puts(out, "[\"bytes\",\"");
-        dsq_base64_encode(out, v->p, v->n);
-        dsq_buf_puts(out, "\"]");
-        break;
-    default:
-        dsq_buf_puts(out, "null");
-        break;
-    }
-}
-
-static const flavour cw_flavour = {"[[", "]]", dsq_cw_value};
 
 void dsq_cw_rows(dsq_buf *out, const dsq_result *r) { put_rows(out, r, &cw_flavour); }
 
