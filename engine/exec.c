@@ -420,6 +420,7 @@ typedef struct run_ctx {
     size_t bytes_before; /* result bytes of earlier statements kept by the call */
     sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
     sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
+    bool past;           /* a time-travel query: statements may only read */
 } run_ctx;
 
 dsq_code dsq__sqlite_code(int rc, const char *msg)
@@ -598,6 +599,10 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         if (!cached)
             x->scratch = st; /* finalized with the connection's request */
         nstmts++;
+        if (x->past && !sqlite3_stmt_readonly(st)) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
+            goto out;
+        }
         if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
             goto out;
@@ -811,12 +816,9 @@ static void op_query_as_of(run_ctx *x)
     }
     sandbox(o, vdb, &x->e->cfg);
     x->db = vdb;
-    unsigned scope = c->scope;
-    c->scope &= ~(unsigned)DSQ_SCOPE_W; /* the past is read-only: say so for writes */
-    int rc = run_sql(x, &c->stmts[0], &c->results[0]);
-    c->scope = scope;
-    if (rc != 0 && c->code == DSQ_CODE_FORBIDDEN && strstr(c->msg, "read scope"))
-        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
+    x->past = true;
+    run_sql(x, &c->stmts[0], &c->results[0]);
+    x->past = false;
     if (x->scratch)
         sqlite3_finalize(x->scratch);
     x->scratch = NULL;
