@@ -78,6 +78,7 @@ typedef struct actor_open {
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
     dsq_gate gate;               /* replies waiting for the log */
+    uint64_t ckpt_after_ms;      /* no checkpoint before this (after a failed one) */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */

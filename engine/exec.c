@@ -668,7 +668,10 @@ static void checkpoint(dsq_actor *a, actor_open *o)
     uint64_t t0 = dsq_now_ns();
     if (dsq_ps_checkpoint(o->ps, err, sizeof err) != 0 ||
         dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0) {
-        DSQ_ERROR("checkpoint_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        /* Commits go on from the log; try again in a while, not at every
+         * commit (a full disk would make each one pay for a failed write). */
+        o->ckpt_after_ms = dsq_now_ms() + 5000;
+        DSQ_ERROR("checkpoint_failed", "db=%s reason=%s retry_in_ms=5000", a->name, dsq_log_q(err));
         return;
     }
     DSQ_DEBUG("checkpoint", "db=%s lsn=%llu ms=%.1f", a->name, (unsigned long long)o->lsn,
@@ -699,7 +702,7 @@ static int took_commit(run_ctx *x)
 {
     actor_open *o = x->o;
     o->lsn = dsq_ps_lsn(o->ps);
-    if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn)
+    if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn && dsq_now_ms() >= o->ckpt_after_ms)
         checkpoint(x->a, o);
     return 0;
 }

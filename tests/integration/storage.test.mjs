@@ -269,3 +269,36 @@ test('history that ages out while a database is quiet goes when it hibernates', 
     await d.cleanup();
   }
 });
+
+test('a checkpoint that cannot be written: commits go on from the log, the next checkpoint succeeds', async () => {
+  const dir = tempDir('dosqld-ckfail-');
+  const trigger = path.join(dir, 'fail');
+  writeFileSync(trigger, 'ENOSPC');
+  const d = await startDosqld({
+    conf: '[storage]\ncheckpoint_size = 64K\n',
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/ckpt/' },
+  });
+  try {
+    await query(d.port, 'ck', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+    for (let i = 0; i < 40; i++) await query(d.port, 'ck', 'INSERT INTO t VALUES (NULL, randomblob(4000))');
+    const ckdir = path.join(d.dir, 'data', 'db', 'ck', 'ckpt');
+    assert.deepEqual(readdirSync(ckdir), [], 'no checkpoint, and no temporary file left behind');
+    assert.equal(d.stderr.match(/event=checkpoint_failed db=ck/g)?.length, 1, 'tried once, not at every commit');
+    rmSync(trigger);
+    await sleep(5100); /* the retry waits 5 s */
+    for (let i = 0; i < 40; i++) await query(d.port, 'ck', 'INSERT INTO t VALUES (NULL, randomblob(4000))');
+    assert.ok(readdirSync(ckdir).some((f) => f.endsWith('.ckpt')), 'a checkpoint once the disk takes it');
+    await d.stop('SIGKILL');
+    const d2 = await startDosqld({ dataDir: path.join(d.dir, 'data') });
+    try {
+      const r = await query(d2.port, 'ck', 'SELECT count(*) FROM t');
+      assert.deepEqual(r.rows, [[80]]);
+      assert.deepEqual((await query(d2.port, 'ck', 'PRAGMA integrity_check')).rows, [['ok']]);
+    } finally {
+      await d2.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -11,9 +11,10 @@
  *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
  *                        "/wal/" directory, and syncfs of any file system,
  *                        fail with EIO (and sync nothing).
- *   DSQ_FAILWRITE=FILE   while FILE exists, write/pwrite to files under a
- *                        "/wal/" directory fail (and write nothing), with
- *                        errno EIO, or ENOSPC when FILE holds "ENOSPC".
+ *   DSQ_FAILWRITE=FILE   while FILE exists, write/pwrite to files whose path
+ *                        holds DSQ_FAILWRITE_PATH (default "/wal/") fail
+ *                        (and write nothing), with errno EIO, or ENOSPC
+ *                        when FILE holds "ENOSPC".
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
@@ -112,8 +113,9 @@ static int write_fails(int fd)
 {
     const char *trigger = getenv("DSQ_FAILWRITE");
     char path[4096];
+    const char *where = getenv("DSQ_FAILWRITE_PATH");
     if (trigger == NULL || access(trigger, F_OK) != 0 || fd_path(fd, path, sizeof path) != 0 ||
-        strstr(path, "/wal/") == NULL)
+        strstr(path, where ? where : "/wal/") == NULL)
         return 0;
     char what[16] = "";
     int tfd = open(trigger, O_RDONLY | O_CLOEXEC);
