@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/engine_int.h"
@@ -438,4 +439,70 @@ Test(vfs, the_lsn_at_a_time)
     cr_assert_eq(lsn, 2);
     cr_assert_eq(dsq_ps_lsn_at(ps, t1 - 1, &lsn, err, sizeof err), 0, "%s", err);
     cr_assert_eq(lsn, 0, "before the first commit");
+}
+
+/* The one checkpoint file in dir/ckpt. */
+static void ckpt_file(char *out, size_t n)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "ls %s/ckpt/*.ckpt", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    cr_assert_not_null(fgets(out, (int)n, p));
+    out[strcspn(out, "\n")] = '\0';
+    pclose(p);
+}
+
+static void flip(const char *path, long off)
+{
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, off, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, off, SEEK_SET);
+    fputc(c ^ 0xff, f);
+    fclose(f);
+}
+
+Test(vfs, damaged_checkpoints_are_refused)
+{
+    reopen_with(cfg_with(1 << 20, 3600ull * 1000000));
+    exec_ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    exec_ok("INSERT INTO t SELECT value, randomblob(2000) FROM " SERIES(50));
+    checkpoint();
+    close_db();
+    char path[256], err[512] = "";
+    ckpt_file(path, sizeof path);
+    /* A crash in the middle of writing one leaves a .tmp: it goes at open. */
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s/ckpt/00000000000000ff.ckpt.tmp", dir);
+    FILE *t = fopen(tmp, "w");
+    fputs("half a checkpoint", t);
+    fclose(t);
+    dsq_ps_cfg cfg = cfg_with(1 << 20, 3600ull * 1000000);
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
+    cr_assert_neq(access(tmp, F_OK), 0, "the leftover temporary file was removed");
+    dsq_ps_close(ps);
+    ps = NULL;
+
+    /* A damaged frame (in the last page, a leaf of t): the store opens,
+     * that page's read fails (zstd's checksum). */
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    flip(path, (long)st.st_size - 200);
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
+    char dbpath[128];
+    snprintf(dbpath, sizeof dbpath, "%s/db", dir);
+    cr_assert_eq(dsq__vfs_open(ps, dbpath, &db, err, sizeof err), 0, "%s", err);
+    int rc = sqlite3_exec(db, "SELECT sum(length(v)) FROM t", NULL, NULL, NULL);
+    cr_assert_neq(rc, SQLITE_OK, "a damaged page must not read as data");
+    cr_assert(strstr(dsq_ps_error(ps), "damaged") != NULL, "%s", dsq_ps_error(ps));
+    close_db();
+
+    /* A damaged directory: the database does not open. */
+    flip(path, 64 + 3);
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), -1);
+    cr_assert_null(ps);
+    cr_assert(strstr(err, "directory is damaged") != NULL, "%s", err);
+    /* Teardown has nothing to close. */
 }
