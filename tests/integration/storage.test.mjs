@@ -4,7 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, openSync, readSync, writeSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import WebSocket from 'ws';
 import { startDosqld, sleep, tempDir, syncShimPreload } from './lib/harness.mjs';
 import { post, query } from './lib/rpc.mjs';
 
@@ -300,5 +302,33 @@ test('a checkpoint that cannot be written: commits go on from the log, the next 
   } finally {
     await d.cleanup();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('clients that hang up while their commits wait for the disk: the commits stand, the daemon goes on', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'gone', 'CREATE TABLE t(x)');
+    for (let round = 0; round < 5; round++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${d.port}/v1/db/gone/rpc`);
+      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+      for (let i = 0; i < 50; i++) ws.send(JSON.stringify({ id: i, method: 'query', params: { sql: 'INSERT INTO t VALUES (?)', params: [i] } }));
+      ws.terminate(); // no close frame: the replies parked at the gate have nowhere to go
+      // And over HTTP: a write, then the socket closes before the reply.
+      const s = net.connect(d.port, '127.0.0.1');
+      await new Promise((res) => s.once('connect', res));
+      const body = '{"sql":"INSERT INTO t VALUES (-1)"}';
+      s.end(`POST /v1/db/gone/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      s.destroy();
+    }
+    await sleep(200);
+    const r = await query(d.port, 'gone', 'SELECT count(*), count(DISTINCT x) FROM t');
+    assert.ok(r.rows[0][0] <= 255, JSON.stringify(r.rows));
+    assert.deepEqual((await query(d.port, 'gone', 'PRAGMA integrity_check')).rows, [['ok']]);
+    const w = await query(d.port, 'gone', 'INSERT INTO t VALUES (1000)');
+    assert.equal(w.lsn, r.lsn + 1, 'every commit that happened has its LSN, and they go on');
+    assert.equal((await fetch(`${d.url}/healthz`)).status, 200);
+  } finally {
+    await d.cleanup();
   }
 });
