@@ -12,6 +12,18 @@ import { post, query } from './lib/rpc.mjs';
 
 const asOf = (port, db, sql, at) => post(port, `/v1/db/${db}/query`, { sql, asOf: at });
 
+// Kill d with SIGKILL, start a daemon on its data directory alone (with
+// `conf`), run fn on it, and stop it.
+async function afterKill(d, fn, conf = '') {
+  await d.stop('SIGKILL');
+  const d2 = await startDosqld({ conf, dataDir: path.join(d.dir, 'data') });
+  try {
+    await fn(d2);
+  } finally {
+    await d2.cleanup();
+  }
+}
+
 test('asOf reads the database as it was at each LSN and time, before and after a restart', async () => {
   // Small checkpoints, so that history spans checkpoints and log.
   const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\n' });
@@ -52,16 +64,12 @@ test('asOf reads the database as it was at each LSN and time, before and after a
     r = await asOf(d.port, 'tt', 'SELECT 1', { lsn: states.at(-1).lsn + 100 });
     assert.equal(r.json.error.code, 'INVALID_LSN');
     // A kill -9 and a restart: the same history, and LSNs go on from it.
-    await d.stop('SIGKILL');
-    const d2 = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\n', dataDir: path.join(d.dir, 'data') });
-    try {
+    await afterKill(d, async (d2) => {
       d.port = d2.port; // check() reads d.port
       await check('after kill -9');
       const w = await query(d2.port, 'tt', 'INSERT INTO t VALUES (1000, 1)');
       assert.equal(w.lsn, states.at(-1).lsn + 1);
-    } finally {
-      await d2.cleanup();
-    }
+    }, '[storage]\ncheckpoint_size = 64K\n');
   } finally {
     await d.cleanup();
   }
@@ -184,15 +192,11 @@ test('EIO and ENOSPC on log writes: a clean error to that commit, nothing damage
     assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1], [3]]);
     assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
     // And from the files alone, after a kill.
-    await d.stop('SIGKILL');
-    const d2 = await startDosqld({ dataDir: path.join(d.dir, 'data') });
-    try {
+    await afterKill(d, async (d2) => {
       const r = await query(d2.port, 'fw', 'SELECT x FROM t');
       assert.deepEqual(r.rows, [[1], [3]]);
       assert.equal(r.lsn, w.lsn);
-    } finally {
-      await d2.cleanup();
-    }
+    });
   } finally {
     await d.cleanup();
     rmSync(dir, { recursive: true, force: true });
@@ -290,15 +294,11 @@ test('a checkpoint that cannot be written: commits go on from the log, the next 
     await sleep(5100); /* the retry waits 5 s */
     for (let i = 0; i < 40; i++) await query(d.port, 'ck', 'INSERT INTO t VALUES (NULL, randomblob(4000))');
     assert.ok(readdirSync(ckdir).some((f) => f.endsWith('.ckpt')), 'a checkpoint once the disk takes it');
-    await d.stop('SIGKILL');
-    const d2 = await startDosqld({ dataDir: path.join(d.dir, 'data') });
-    try {
+    await afterKill(d, async (d2) => {
       const r = await query(d2.port, 'ck', 'SELECT count(*) FROM t');
       assert.deepEqual(r.rows, [[80]]);
       assert.deepEqual((await query(d2.port, 'ck', 'PRAGMA integrity_check')).rows, [['ok']]);
-    } finally {
-      await d2.cleanup();
-    }
+    });
   } finally {
     await d.cleanup();
     rmSync(dir, { recursive: true, force: true });
