@@ -269,3 +269,11 @@ size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, 
     }
     return lo;
 }
+
+uint64_t dsq_hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}

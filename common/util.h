@@ -32,6 +32,9 @@ bool dsq_utf8_valid(const uint8_t *p, size_t n);
 /* The length (1 to 4) of the valid UTF-8 sequence at p[0..n), or 0. */
 size_t dsq_utf8_seq(const uint8_t *p, size_t n);
 
+/* FNV-1a of a C string (hash tables keyed by names). */
+uint64_t dsq_hash_str(const char *s);
+
 /* A database name (DESIGN 3.2): [A-Za-z0-9._-]{1,128}, not starting
  * with '.'. */
 bool dsq_db_name_valid(const char *name);

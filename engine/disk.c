@@ -6,10 +6,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
-uint32_t dsq_crc32(const void *p, size_t n)
+uint32_t dsq_crc32(const void *p, size_t n) { return dsq_crc32_more(0, p, n); }
+
+uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n)
 {
     const uint8_t *b = p;
-    uLong c = crc32(0L, Z_NULL, 0);
+    uLong c = crc;
     while (n > 0) { /* zlib takes uInt lengths */
         uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
         c = crc32(c, b, k);

@@ -30,6 +30,9 @@ static inline uint64_t dsq_get64(const uint8_t *p)
 }
 
 uint32_t dsq_crc32(const void *p, size_t n);
+/* Continue a CRC-32: dsq_crc32_more(dsq_crc32(a, n), b, m) is the CRC of
+ * a then b. */
+uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n);
 
 /* All n bytes at off: 0, 1 when the file ends first, -1 on an error
  * (errno). Retries EINTR and short transfers. */

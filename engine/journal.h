@@ -1,0 +1,105 @@
+/* journal — the node's commit journal (DESIGN D4/D5, docs/storage.md).
+ *
+ * Every commit record a database appends to its own log is also appended,
+ * with the database's name and where the record lies in its log, to one
+ * journal shared by every database of the node. Only the journal is
+ * fdatasync'd on the commit path: one flush of one file, written in order,
+ * opens the output gates of every database at once, however many there
+ * are. The databases' own logs are written without a sync and made durable
+ * in bulk, one syncfs() of the file system, when the journal moves to its
+ * next file; then the files before it are dead (their header is zeroed)
+ * and are written again later.
+ *
+ * The journal is a few preallocated files (slots) JOURNAL_DIR/NN.jnl; each
+ * in use has a header with its sequence number. After a crash the files
+ * with a valid header hold every commit that may be missing from a
+ * database's log: recovery writes each entry back at its place in that
+ * log (dsq_jnl_replay), cuts the log after the last one, and makes it
+ * durable before the journal is used again (dsq_jnl_open).
+ *
+ * Positions: an entry's place is (file seq << 32) | offset, increasing.
+ *
+ * A failed fdatasync of the journal voids everything written to it since
+ * the last good one: the journal moves to a new file whose header says so
+ * (replay skips the void entries), and every log with an entry in the void
+ * range fails its sync (the actor restarts from its durable state).
+ *
+ * Threads: appends from any worker (under the journal's mutex; the write is
+ * a copy to the page cache), syncs from the syncer and from actors closing,
+ * the flush on the journal's own thread. */
+#ifndef DSQ_JOURNAL_H
+#define DSQ_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DSQ_JNL_HDR 64        /* bytes of a file's header */
+#define DSQ_JNL_ENTRY_HDR 40  /* bytes of an entry's fixed header */
+#define DSQ_JNL_NAME_MAX 255  /* bytes of a database's name */
+#define DSQ_JNL_MAX_FILES 64  /* slots at most: the journal cannot grow past this */
+
+typedef struct dsq_jnl dsq_jnl;
+
+/* One entry, as replay sees it: the record `rec` (len bytes) of database
+ * `name` belongs at offset `off` of its log segment `seg`. */
+typedef struct dsq_jnl_entry {
+    const char *name;
+    uint32_t seg;
+    uint64_t off;
+    uint64_t lsn;
+    const uint8_t *rec;
+    uint32_t len;
+} dsq_jnl_entry;
+
+typedef int (*dsq_jnl_visit_fn)(void *ud, const dsq_jnl_entry *en, char *err, size_t errlen);
+
+/* Read the journal in `dir` (which need not exist) and call `visit` for
+ * every live entry, oldest first. Returns the number of entries, or -1 with
+ * a message (a visit failed, or a file cannot be read). Changes nothing. */
+long dsq_jnl_replay(const char *dir, dsq_jnl_visit_fn visit, void *ud, char *err, size_t errlen);
+
+/* Start the journal in `dir` (created), files of file_bytes each. First
+ * syncs the file system (what replay wrote back becomes durable), then
+ * marks every file dead: call it after replay. Starts the flush thread. */
+dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t errlen);
+
+/* Stop the flush thread; flush (so that the next start replays nothing)
+ * unless the journal failed; close. */
+void dsq_jnl_close(dsq_jnl *j);
+
+/* Append one entry: record `rec` (len bytes) of database `name` lies at
+ * offset `off` of its log segment `seg`; rec NULL: the record is already
+ * durable there, only its place is journaled. Sets *first and *end to the
+ * entry's position and the one after it. 0, or -1 with errno (ENOSPC: no room for another file) and a
+ * message. */
+int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
+                   const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err,
+                   size_t errlen);
+
+/* Records larger than this are not copied into the journal: the caller
+ * makes them durable in its own log first and appends only their place
+ * (rec NULL). */
+uint64_t dsq_jnl_inline_max(const dsq_jnl *j);
+
+/* Make every entry before position `end` durable (one fdatasync, shared
+ * by every caller waiting meanwhile). Fails when the journal's disk
+ * refused, or when a failed sync voided part of [first, end). */
+int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t errlen);
+
+/* Move to a new file and flush every file before it: afterwards no live
+ * entry was written before the call (for dropping a database, whose name
+ * may be used again). 0, or -1 when the file system could not be synced. */
+int dsq_jnl_barrier(dsq_jnl *j, char *err, size_t errlen);
+
+typedef struct dsq_jnl_stats {
+    uint64_t syncs;    /* fdatasyncs of the journal */
+    uint64_t flushes;  /* syncfs flushes that retired files */
+    uint64_t bytes;    /* appended */
+    uint32_t files;    /* slots on disk */
+    uint32_t live;     /* slots holding entries not yet flushed */
+} dsq_jnl_stats;
+
+void dsq_jnl_stats_get(dsq_jnl *j, dsq_jnl_stats *out);
+
+#endif
