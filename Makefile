@@ -99,7 +99,7 @@ $(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk
 $(B)/tests/tools/syncshim.so: tests/tools/syncshim.c config.mk
 	@mkdir -p $(@D)
 	$(say) CC $<
-	$(Q)$(CC) -std=gnu11 $(OPT) -fPIC -shared $(WARN) -o $@ $< -ldl
+	$(Q)$(CC) -std=gnu11 $(OPT) -fPIC -shared $(WARN) -o $@ $< -ldl -lpthread
 
 tests/node_modules/.stamp: tests/package.json tests/package-lock.json
 	cd tests && $(NPM) ci --no-audit --no-fund --loglevel=error

@@ -23,18 +23,11 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/engine_int.h"
+#include "engine/journal.h"
 
 #define SYSTEM_ACTOR ".system" /* not a valid database name: never collides */
 
 /* ---- the registry -------------------------------------------------------------------- */
-
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 static void grow_buckets(dsq_engine *e)
 {
@@ -46,7 +39,7 @@ static void grow_buckets(dsq_engine *e)
         dsq_actor *a = e->buckets[i];
         while (a) {
             dsq_actor *next = a->hnext;
-            size_t k = hash_name(a->name) & (n - 1);
+            size_t k = dsq_hash_str(a->name) & (n - 1);
             a->hnext = b[k];
             b[k] = a;
             a = next;
@@ -59,7 +52,7 @@ static void grow_buckets(dsq_engine *e)
 
 static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
 {
-    size_t k = hash_name(name) & (e->nbuckets - 1);
+    size_t k = dsq_hash_str(name) & (e->nbuckets - 1);
     for (dsq_actor *a = e->buckets[k]; a; a = a->hnext)
         if (strcmp(a->name, name) == 0)
             return a;
@@ -358,6 +351,16 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->txns_open = atomic_load(&e->txns_open);
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
+    out->journal = e->jnl != NULL;
+    if (e->jnl != NULL) {
+        dsq_jnl_stats js;
+        dsq_jnl_stats_get(e->jnl, &js);
+        out->journal_syncs = js.syncs;
+        out->journal_flushes = js.flushes;
+        out->journal_bytes = js.bytes;
+        out->journal_files = js.files;
+        out->journal_live = js.live;
+    }
 }
 
 /* ---- start and stop ---------------------------------------------------------------------------- */
@@ -410,7 +413,9 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "this SQLite was built without thread support");
         goto fail;
     }
-    if (dsq__store_init(e->data_dir, err, errlen) != 0)
+    if (e->cfg.journal_bytes == 0)
+        e->cfg.journal_bytes = 32u << 20;
+    if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0)
         goto fail;
     if (dsq__syncer_start(e, err, errlen) != 0)
         goto fail;
@@ -420,6 +425,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     return e;
 fail:
+    dsq_jnl_close(e->jnl);
     pthread_cond_destroy(&e->ccv);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
@@ -480,6 +486,7 @@ void dsq_engine_free(dsq_engine *e)
             a = next;
         }
     }
+    dsq_jnl_close(e->jnl); /* every log is closed: the journal flushes and ends */
     pthread_cond_destroy(&e->ccv);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);

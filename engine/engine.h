@@ -190,7 +190,9 @@ typedef struct dsq_engine_cfg {
     uint64_t retention_ms;         /* history kept for time travel */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
     unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */
-    bool group_sync;               /* several logs waiting: one syncfs for all */
+    bool group_sync;               /* without the journal, several logs waiting: one syncfs */
+    bool journal;                  /* the node journal (journal.h) carries durability */
+    uint64_t journal_bytes;        /* one journal file's size */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
 } dsq_engine_cfg;
@@ -238,6 +240,12 @@ typedef struct dsq_engine_stats {
     uint64_t txns_open;
     uint64_t fsyncs;          /* log syncs by the syncer threads (group commits) */
     uint64_t gated;           /* replies that waited at an output gate */
+    bool journal;             /* the node journal is on; then: */
+    uint64_t journal_syncs;   /* its fdatasyncs */
+    uint64_t journal_flushes; /* syncfs flushes that retired its files */
+    uint64_t journal_bytes;   /* appended to it */
+    uint32_t journal_files;   /* its files on disk */
+    uint32_t journal_live;    /* of them holding entries not yet flushed */
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);

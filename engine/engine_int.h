@@ -138,10 +138,13 @@ typedef struct pool {
     unsigned n;
 } pool;
 
+struct dsq_jnl;
+
 struct dsq_engine {
     dsq_engine_cfg cfg;
     char *data_dir;                 /* owned copy */
     pool pool;
+    struct dsq_jnl *jnl;            /* the node journal, or NULL */
 
     /* registry (loop thread) */
     dsq_actor **buckets;
@@ -228,7 +231,11 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen);
 /* Open database `name`'s store and its SQLite connection. */
 int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen);
-int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t errlen);
+int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t errlen);
+/* At start, before any database opens: write back into the databases'
+ * logs what the node journal holds (journal.h), then start the journal
+ * (e->jnl) when the configuration wants it. */
+int dsq__store_journal_start(dsq_engine *e, char *err, size_t errlen);
 json_t *dsq__store_list(const char *data_dir);
 
 /* ---- vfs.c ---- */

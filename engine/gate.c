@@ -147,13 +147,15 @@ static void *syncer_main(void *arg)
             pthread_cond_wait(&s->cv, &s->mu);
         if (s->head == NULL && s->stopping)
             break;
-        /* The first waiting log, and with group_sync every other one on
-         * its file system: one syncfs makes them all durable. */
+        /* The first waiting log, and every other one that one sync can
+         * cover with it: all of them with the journal (one fdatasync of
+         * the journal), with group_sync those on its file system (one
+         * syncfs). */
         size_t n = 0;
         dev_t dev = 0;
         while (s->head != NULL && n < GROUP_MAX) {
             dsq_gate *g = s->head;
-            if (n > 0 && (!e->cfg.group_sync || dsq_wal_device(g->wal) != dev))
+            if (n > 0 && !e->jnl && (!e->cfg.group_sync || dsq_wal_device(g->wal) != dev))
                 break;
             s->head = g->next;
             if (s->head == NULL)

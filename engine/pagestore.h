@@ -27,6 +27,8 @@ typedef struct dsq_ps_cfg {
     uint64_t checkpoint_bytes; /* log written after the newest checkpoint that makes one due */
     uint64_t retention_us;  /* history kept for time travel (history_retention) */
     bool known_durable;     /* closed with its log synced, in this process: no fsync at open */
+    struct dsq_jnl *jnl;    /* the node's journal, or NULL (wal.h) */
+    const char *name;       /* the database's name in it */
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.

@@ -183,5 +183,12 @@ json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
     json_object_set_new(db, "storage", st);
     json_object_set_new(srv, "logSyncs", json_integer((json_int_t)s.fsyncs));
     json_object_set_new(srv, "gatedReplies", json_integer((json_int_t)s.gated));
+    json_object_set_new(srv, "journal",
+                        s.journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s.journal_syncs,
+                                              "flushes", (json_int_t)s.journal_flushes, "bytes",
+                                              (json_int_t)s.journal_bytes, "files",
+                                              (json_int_t)s.journal_files, "liveFiles",
+                                              (json_int_t)s.journal_live)
+                                  : json_null());
     return json_pack("{s:o,s:o}", "database", db, "server", srv);
 }

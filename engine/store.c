@@ -2,7 +2,8 @@
  * store (pagestore.c: its format file and its log), which SQLite reads and
  * writes through the VFS (vfs.c). The LSN is the log's.
  *
- * Divisions: layout; opening; dropping and listing. */
+ * Divisions: layout; the journal at start; opening; dropping and
+ * listing. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,9 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "engine/disk.h"
 #include "engine/engine_int.h"
+#include "engine/journal.h"
 #include "engine/pagestore.h"
 
 static int db_dir(const char *data_dir, const char *name, char *out, size_t n)
@@ -35,6 +38,190 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen)
     }
     return 0;
 }
+
+/* ---- the journal at start -------------------------------------------------------------------- */
+
+/* Replay: each database named in the live journal, by name (open
+ * addressing). */
+typedef struct rdb {
+    char name[DSQ_JNL_NAME_MAX + 1];
+    bool used;
+    bool skip;          /* no such database: its entries are ignored */
+    bool any;           /* an entry was put back: the log ends after the last */
+    int fd;             /* the segment being written, or -1 */
+    uint32_t fd_seg;
+    uint32_t last_seg;
+    uint64_t last_end;
+} rdb;
+
+typedef struct replay {
+    const char *data_dir;
+    rdb *t;
+    size_t cap, n;
+} replay;
+
+static rdb *rdb_get(replay *r, const char *name)
+{
+    if (2 * (r->n + 1) > r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        rdb *t = calloc(cap, sizeof *t);
+        if (t == NULL)
+            return NULL;
+        for (size_t i = 0; i < r->cap; i++) {
+            if (!r->t[i].used)
+                continue;
+            size_t h = dsq_hash_str(r->t[i].name) & (cap - 1);
+            while (t[h].used)
+                h = (h + 1) & (cap - 1);
+            t[h] = r->t[i];
+        }
+        free(r->t);
+        r->t = t;
+        r->cap = cap;
+    }
+    size_t h = dsq_hash_str(name) & (r->cap - 1);
+    while (r->t[h].used && strcmp(r->t[h].name, name) != 0)
+        h = (h + 1) & (r->cap - 1);
+    rdb *d = &r->t[h];
+    if (!d->used) {
+        d->used = true;
+        d->fd = -1;
+        dsq_strlcpy(d->name, name, sizeof d->name);
+        r->n++;
+        char path[4200];
+        struct stat st;
+        if (!dsq_db_name_valid(name) ||
+            snprintf(path, sizeof path, "%s/db/%s/wal", r->data_dir, name) >= (int)sizeof path ||
+            stat(path, &st) != 0) {
+            d->skip = true;
+            DSQ_WARN("journal_entries_skipped", "db=%s reason=no_such_database", dsq_log_q(name));
+        }
+    }
+    return d;
+}
+
+static int rdb_seg(replay *r, rdb *d, uint32_t seg, char *err, size_t errlen)
+{
+    if (d->fd >= 0 && d->fd_seg == seg)
+        return 0;
+    if (d->fd >= 0)
+        close(d->fd);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db/%s/wal/%08x.seg", r->data_dir, d->name, seg);
+    d->fd = open(path, O_RDWR | O_CLOEXEC);
+    if (d->fd < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "journal replay: cannot open %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    d->fd_seg = seg;
+    return 0;
+}
+
+/* Put one entry's record back at its place in its database's log. A
+ * segment that is gone was retired behind a checkpoint: nothing to do. */
+static int replay_visit(void *ud, const dsq_jnl_entry *en, char *err, size_t errlen)
+{
+    replay *r = ud;
+    rdb *d = rdb_get(r, en->name);
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (d->skip)
+        return 0;
+    if (rdb_seg(r, d, en->seg, err, errlen) != 0)
+        return -1;
+    if (d->fd < 0)
+        return 0;
+    if (en->rec != NULL && dsq_pwrite_full(d->fd, en->rec, en->len, en->off) != 0) {
+        snprintf(err, errlen, "journal replay: cannot write the log of %s: %s", d->name, strerror(errno));
+        return -1;
+    }
+    d->any = true;
+    d->last_seg = en->seg;
+    d->last_end = en->off + en->len;
+    return 0;
+}
+
+/* Each log put back ends after its last journaled record: what follows it
+ * was never acknowledged (and may be torn). */
+static int replay_finish(replay *r, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (size_t i = 0; i < r->cap; i++) {
+        rdb *d = &r->t[i];
+        if (!d->used || !d->any || rc != 0) {
+            if (d->used && d->fd >= 0)
+                close(d->fd);
+            continue;
+        }
+        if (rdb_seg(r, d, d->last_seg, err, errlen) != 0 || d->fd < 0) {
+            rc = rc ? rc : (d->fd < 0 ? 0 : -1);
+            continue;
+        }
+        struct stat st;
+        if (fstat(d->fd, &st) == 0 && (uint64_t)st.st_size > d->last_end &&
+            ftruncate(d->fd, (off_t)d->last_end) != 0) {
+            snprintf(err, errlen, "journal replay: cannot cut the log of %s: %s", d->name, strerror(errno));
+            rc = -1;
+        }
+        close(d->fd);
+        d->fd = -1;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/db/%s/wal", r->data_dir, d->name);
+        DIR *dir = opendir(path);
+        struct dirent *de;
+        while (rc == 0 && dir && (de = readdir(dir)) != NULL) {
+            unsigned seq;
+            char tail[8], p2[4400];
+            if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8x.%3s", &seq, tail) == 2 &&
+                strcmp(tail, "seg") == 0 && seq > d->last_seg) {
+                snprintf(p2, sizeof p2, "%s/%s", path, de->d_name);
+                unlink(p2);
+            }
+        }
+        if (dir)
+            closedir(dir);
+    }
+    return rc;
+}
+
+int dsq__store_journal_start(dsq_engine *e, char *err, size_t errlen)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/journal", e->data_dir) >= (int)sizeof dir) {
+        snprintf(err, errlen, "path too long");
+        return -1;
+    }
+    bool want = e->cfg.journal && e->cfg.sync != DSQ_SYNC_OFF;
+    struct stat st;
+    if (!want && stat(dir, &st) != 0)
+        return 0; /* none before, none now */
+    replay r = {.data_dir = e->data_dir};
+    long n = dsq_jnl_replay(dir, replay_visit, &r, err, errlen);
+    int rc = n < 0 ? -1 : replay_finish(&r, err, errlen);
+    if (n < 0)
+        for (size_t i = 0; i < r.cap; i++)
+            if (r.t[i].used && r.t[i].fd >= 0)
+                close(r.t[i].fd);
+    if (rc == 0 && n > 0)
+        DSQ_INFO("journal_replayed", "entries=%ld databases=%zu", n, r.n);
+    free(r.t);
+    if (rc != 0)
+        return -1;
+    /* Opening syncs what replay wrote; closing at once, when the journal
+     * is not wanted, leaves nothing live in it. */
+    dsq_jnl *j = dsq_jnl_open(dir, e->cfg.journal_bytes, err, errlen);
+    if (j == NULL)
+        return -1;
+    if (want)
+        e->jnl = j;
+    else
+        dsq_jnl_close(j);
+    return 0;
+}
+
+/* ---- opening --------------------------------------------------------------------------------- */
 
 int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen)
@@ -60,6 +247,8 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .checkpoint_bytes = e->cfg.checkpoint_bytes,
         .retention_us = e->cfg.retention_ms * 1000,
         .known_durable = known_durable || e->cfg.sync == DSQ_SYNC_OFF,
+        .jnl = e->jnl,
+        .name = name,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;
@@ -72,13 +261,18 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
     return 0;
 }
 
-int dsq__store_drop(const char *data_dir, const char *name, char *err, size_t errlen)
+int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t errlen)
 {
     char dir[4096], path[4200];
+    const char *data_dir = e->data_dir;
     if (db_dir(data_dir, name, dir, sizeof dir) != 0) {
         snprintf(err, errlen, "path too long");
         return -1;
     }
+    /* No live journal entry may name it when it goes: a database made
+     * later under the same name must not get them at the next start. */
+    if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, errlen) != 0)
+        return -1;
     if (dsq_ps_remove(dir, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/db", data_dir);

@@ -18,6 +18,7 @@
 
 #include "common/util.h"
 #include "engine/disk.h"
+#include "engine/journal.h"
 
 #define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
 #define SEG_MAGIC "DSQWAL01"
@@ -166,6 +167,8 @@ struct dsq_wal {
     uint32_t dur_seq;     /* where the durable log ends: segment and size */
     uint64_t dur_size;
     dev_t dev;            /* the file system it is on */
+    uint64_t jfirst;      /* with a journal: where this log's entries not yet */
+    uint64_t jend;        /* synced lie in it (jfirst 0: none) */
 };
 
 static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
@@ -375,7 +378,14 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
         return -1;
     }
     w->cfg = *cfg;
+    w->cfg.jname = NULL;
     pthread_mutex_init(&w->mu, NULL);
+    if (cfg->jnl != NULL && (cfg->jname == NULL || (w->cfg.jname = strdup(cfg->jname)) == NULL)) {
+        free(w->dir);
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     struct stat dst;
     w->dev = stat(dir, &dst) == 0 ? dst.st_dev : 0;
     uint8_t *buf = NULL;
@@ -452,11 +462,31 @@ void dsq_wal_close(dsq_wal *w)
             close(w->segs[i].fd);
     free(w->segs);
     pthread_mutex_destroy(&w->mu);
+    free((char *)w->cfg.jname);
     free(w->dir);
     free(w);
 }
 
 /* ---- appending, syncing, reading -------------------------------------------------------- */
+
+/* The record just written at the end of s goes to the journal too; one
+ * too large for it is made durable in the log itself and the journal gets
+ * only its place. */
+static int journal_append(dsq_wal *w, seg *s, const void *rec, size_t len, uint64_t lsn,
+                          uint64_t *first, uint64_t *end, char *err, size_t errlen)
+{
+    if (len > dsq_jnl_inline_max(w->cfg.jnl)) {
+        if (fdatasync(s->fd) != 0) {
+            int saved = errno;
+            snprintf(err, errlen, "fdatasync of log segment %08x: %s", s->seq, strerror(saved));
+            errno = saved;
+            return -1;
+        }
+        rec = NULL;
+    }
+    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, first, end, err,
+                          errlen);
+}
 
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
                    char *err, size_t errlen)
@@ -488,12 +518,25 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
         errno = saved;
         return -1;
     }
+    uint64_t jfirst = 0, jend = 0;
+    if (w->cfg.jnl != NULL && journal_append(w, s, rec, len, lsn, &jfirst, &jend, err, errlen) != 0) {
+        int saved = errno;
+        if (ftruncate(s->fd, (off_t)s->size) != 0) {
+        }
+        errno = saved;
+        return -1;
+    }
     pthread_mutex_lock(&w->mu);
     loc->seg = s->seq;
     loc->off = s->size;
     s->size += len;
     s->last_lsn = lsn;
     w->appended = lsn;
+    if (jend != 0) {
+        if (w->jfirst == 0)
+            w->jfirst = jfirst;
+        w->jend = jend;
+    }
     pthread_mutex_unlock(&w->mu);
     return 0;
 }
@@ -522,6 +565,7 @@ typedef struct sync_snap {
     uint64_t tsize;
     sync_job *jobs;
     size_t n;
+    uint64_t jfirst, jend; /* with a journal: the range to sync in it */
 } sync_snap;
 
 static int snap_take(dsq_wal *w, sync_snap *sn, char *err, size_t errlen)
@@ -531,6 +575,12 @@ static int snap_take(dsq_wal *w, sync_snap *sn, char *err, size_t errlen)
     sn->target = w->appended;
     sn->tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
     sn->tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
+    if (w->cfg.jnl != NULL) {
+        sn->jfirst = w->jfirst;
+        sn->jend = w->jend;
+        pthread_mutex_unlock(&w->mu);
+        return 0;
+    }
     size_t want = 0;
     for (size_t i = 0; i < w->nsegs; i++)
         want += w->segs[i].synced < w->segs[i].size;
@@ -574,6 +624,20 @@ static void snap_done(dsq_wal *w, sync_snap *sn, bool ok, uint64_t *durable)
     for (size_t k = 0; k < sn->n; k++)
         close(sn->jobs[k].fd);
     pthread_mutex_lock(&w->mu);
+    if (ok && w->cfg.jnl != NULL) {
+        /* Durable in the journal: as good as synced in the segments. */
+        for (size_t i = 0; i < w->nsegs; i++) {
+            seg *s = &w->segs[i];
+            if (s->seq < sn->tseq)
+                s->synced = s->size;
+            else if (s->seq == sn->tseq && s->synced < sn->tsize)
+                s->synced = sn->tsize;
+        }
+        if (w->jend == sn->jend)
+            w->jfirst = w->jend = 0;
+        else if (sn->jend != 0)
+            w->jfirst = sn->jend; /* the next entry is at or after it */
+    }
     if (ok) {
         for (size_t k = 0; k < sn->n; k++) {
             seg *s = seg_find(w, sn->jobs[k].seq);
@@ -596,7 +660,9 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
 {
     sync_snap sn;
     int rc = snap_take(w, &sn, err, errlen);
-    if (rc == 0)
+    if (rc == 0 && w->cfg.jnl != NULL)
+        rc = sn.jend != 0 ? dsq_jnl_sync(w->cfg.jnl, sn.jfirst, sn.jend, err, errlen) : 0;
+    else if (rc == 0)
         rc = snap_fdatasync(&sn, err, errlen);
     snap_done(w, &sn, rc == 0, durable);
     return rc;
@@ -609,6 +675,26 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
         for (size_t i = 0; i < n; i++)
             rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen);
         return 0;
+    }
+    if (n > 0 && ws[0]->cfg.jnl != NULL) {
+        /* One sync of the journal up to the furthest entry covers them all;
+         * then each log learns whether its own range was voided. */
+        uint64_t end = 0;
+        for (size_t i = 0; i < n; i++) {
+            rcs[i] = snap_take(ws[i], &sn[i], errs + i * errlen, errlen);
+            if (rcs[i] == 0 && sn[i].jend > end)
+                end = sn[i].jend;
+        }
+        char e0[8];
+        if (end != 0)
+            dsq_jnl_sync(ws[0]->cfg.jnl, end, end, e0, sizeof e0);
+        for (size_t i = 0; i < n; i++) {
+            if (rcs[i] == 0 && sn[i].jend != 0)
+                rcs[i] = dsq_jnl_sync(ws[i]->cfg.jnl, sn[i].jfirst, sn[i].jend, errs + i * errlen, errlen);
+            snap_done(ws[i], &sn[i], rcs[i] == 0, &durables[i]);
+        }
+        free(sn);
+        return 1;
     }
     int fd = -1;
     for (size_t i = 0; i < n; i++) {
@@ -630,6 +716,7 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
 }
 
 dev_t dsq_wal_device(const dsq_wal *w) { return w->dev; }
+bool dsq_wal_journaled(const dsq_wal *w) { return w->cfg.jnl != NULL; }
 
 uint64_t dsq_wal_appended(dsq_wal *w)
 {
@@ -676,8 +763,10 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
             }
         }
     }
-    if (rc == 0)
+    if (rc == 0) {
         w->appended = w->durable;
+        w->jfirst = w->jend = 0;
+    }
     pthread_mutex_unlock(&w->mu);
     dsq_fsync_dir(w->dir);
     return rc;

@@ -78,12 +78,17 @@ int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, u
 /* ---- the log ---- */
 
 typedef struct dsq_wal dsq_wal;
+struct dsq_jnl;
 
 typedef struct dsq_wal_cfg {
     uint32_t page_size;     /* every record's page size must match */
     uint64_t segment_bytes; /* a segment is sealed once it holds this much */
     bool known_durable;     /* the caller knows the log was synced when last closed:
                                opening need not fsync what it recovers */
+    struct dsq_jnl *jnl;    /* the node's journal (journal.h), or NULL: every
+                               record also goes there, and a sync is the
+                               journal's instead of the segments' */
+    const char *jname;      /* the database's name in the journal */
 } dsq_wal_cfg;
 
 /* Where a record lies: its segment's sequence number and offset. */
@@ -121,7 +126,8 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 
 /* Make every record appended so far durable (fdatasync of each segment
- * written since the last sync). Returns 0 and the LSN now durable, or -1
+ * written since the last sync, or with a journal the journal's sync).
+ * Returns 0 and the LSN now durable, or -1
  * with errno's message when the disk refused. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 
@@ -133,6 +139,9 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen);
 /* The file system the log is on (st_dev). */
 dev_t dsq_wal_device(const dsq_wal *w);
+/* Whether its syncs are the node journal's (then one sync serves every
+ * log). */
+bool dsq_wal_journaled(const dsq_wal *w);
 
 /* After a failed sync: cut the log back to its last durable record (the
  * records after it may or may not be on disk; now they are not). Actor

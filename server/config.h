@@ -73,6 +73,8 @@ typedef struct dsq_config {
     char *storage_sync;             /* owned: full, normal or off */
     uint64_t storage_sync_threads;  /* threads that fsync logs */
     bool storage_group_sync;        /* one syncfs for several waiting logs */
+    bool storage_journal;           /* the node journal carries durability */
+    uint64_t storage_journal_size;  /* bytes of one journal file */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 

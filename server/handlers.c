@@ -57,9 +57,16 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    "# HELP dosqld_log_syncs_total Log fsyncs by the syncer threads (each a group commit).\n"
                    "# TYPE dosqld_log_syncs_total counter\ndosqld_log_syncs_total %llu\n"
                    "# HELP dosqld_gated_replies_total Replies that waited at an output gate for an fsync.\n"
-                   "# TYPE dosqld_gated_replies_total counter\ndosqld_gated_replies_total %llu\n",
+                   "# TYPE dosqld_gated_replies_total counter\ndosqld_gated_replies_total %llu\n"
+                   "# HELP dosqld_journal_syncs_total fdatasyncs of the node journal.\n"
+                   "# TYPE dosqld_journal_syncs_total counter\ndosqld_journal_syncs_total %llu\n"
+                   "# HELP dosqld_journal_flushes_total syncfs flushes that retired journal files.\n"
+                   "# TYPE dosqld_journal_flushes_total counter\ndosqld_journal_flushes_total %llu\n"
+                   "# HELP dosqld_journal_bytes_total Bytes appended to the node journal.\n"
+                   "# TYPE dosqld_journal_bytes_total counter\ndosqld_journal_bytes_total %llu\n",
                    (unsigned long long)es.calls, (unsigned long long)es.fsyncs,
-                   (unsigned long long)es.gated);
+                   (unsigned long long)es.gated, (unsigned long long)es.journal_syncs,
+                   (unsigned long long)es.journal_flushes, (unsigned long long)es.journal_bytes);
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

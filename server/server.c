@@ -128,6 +128,8 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
                                                             : DSQ_SYNC_FULL,
         .sync_threads = (unsigned)cfg->storage_sync_threads,
         .group_sync = cfg->storage_group_sync,
+        .journal = cfg->storage_journal,
+        .journal_bytes = cfg->storage_journal_size,
         .checkpoint_bytes = cfg->storage_checkpoint_size,
         .retention_ms = cfg->storage_history_retention_ms,
         .wake = engine_wake,

@@ -1,16 +1,18 @@
 // Crash tests (DESIGN section 4): writers commit atomic groups of rows into
 // several databases while dosqld is killed with SIGKILL at a random moment,
 // over and over; and a second variant that also loses everything written
-// after the last fsync (a power cut), by cutting every log segment back to
-// the size it had when its last fsync returned (tests/tools/syncshim.so
-// records them). After every restart:
+// after the last fsync (a power cut): every log segment and journal file
+// loses what was written to it after its last fsync or syncfs returned
+// (tests/tools/syncshim.so logs writes and syncs). After every restart:
 //   - every acknowledged group is present, whole;
 //   - no group is half-present (3 rows or none);
 //   - PRAGMA integrity_check is ok;
 //   - the LSN is at least every acknowledged one, and goes on increasing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import {
+  appendFileSync, closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { startDosqld, tempDir, sleep, within, syncShimPreload } from '../integration/lib/harness.mjs';
 import { post } from '../integration/lib/rpc.mjs';
@@ -41,13 +43,16 @@ async function verify(d, acked, maxLsn, label) {
 }
 
 // Writers until the daemon dies (or `stop`); each group is an atomic batch.
-function writeLoad(d, acked, maxLsn, cycle) {
+// With `big`, every 7th group carries 3 x 60 KB of random bytes (records
+// larger than a small journal copies).
+function writeLoad(d, acked, maxLsn, cycle, big) {
   const state = { stop: false, count: 0 };
   const one = async (w) => {
     for (let n = 0; !state.stop && n < 100000; n++) {
       const db = DBS[(w + n) % DBS.length];
       const grp = cycle * 10000000 + w * 100000 + n;
-      const statements = [0, 1, 2].map((part) => ({ sql: 'INSERT INTO g VALUES (?, ?, randomblob(300))', params: [grp, part] }));
+      const size = big && n % 7 === 3 ? 60000 : 300;
+      const statements = [0, 1, 2].map((part) => ({ sql: 'INSERT INTO g VALUES (?, ?, randomblob(?))', params: [grp, part, size] }));
       let r;
       try {
         r = await post(d.port, `/v1/db/${db}/rpc`, { id: 1, method: 'batch', params: { statements } });
@@ -64,41 +69,67 @@ function writeLoad(d, acked, maxLsn, cycle) {
   return state;
 }
 
-// Cut every log segment back to its last synced size (the newest record
-// for it in the synclog, across runs); remove any never synced.
+// Play a power cut on the logs (DATA/db/*/wal/*) and the node journal
+// (DATA/journal/*) from the synclog: each file keeps the size it had at its
+// last sync and loses every write logged after that sync (zeroed where it
+// overwrote older bytes); a file never synced goes. Then the log is told
+// that what is left is durable, so that the next cut starts from it.
 function powerCut(dataDir, synclog) {
-  const synced = new Map();
+  const synced = new Map(), pending = new Map();
   if (existsSync(synclog)) {
     for (const line of readFileSync(synclog, 'utf8').split('\n')) {
-      const m = line.match(/^(\d+) (.+)$/);
-      if (m) synced.set(m[2], Number(m[1]));
-    }
-  }
-  let cut = 0;
-  for (const db of readdirSync(path.join(dataDir, 'db'))) {
-    const wal = path.join(dataDir, 'db', db, 'wal');
-    if (!existsSync(wal)) continue;
-    for (const f of readdirSync(wal)) {
-      const p = path.join(wal, f);
-      const size = statSync(p).size;
-      if (!synced.has(p)) {
-        rmSync(p);
-        cut += size;
-      } else if (size > synced.get(p)) {
-        truncateSync(p, synced.get(p));
-        cut += size - synced.get(p);
+      let m;
+      if ((m = line.match(/^s (\d+) (.+)$/))) {
+        synced.set(m[2], Number(m[1]));
+        pending.set(m[2], []);
+      } else if ((m = line.match(/^w (\d+) (\d+) (.+)$/))) {
+        if (!pending.has(m[3])) pending.set(m[3], []);
+        pending.get(m[3]).push([Number(m[1]), Number(m[2])]);
       }
     }
   }
-  return cut; /* the log stays: files synced in earlier runs are still durable */
+  const files = [];
+  for (const db of readdirSync(path.join(dataDir, 'db'))) {
+    const wal = path.join(dataDir, 'db', db, 'wal');
+    if (existsSync(wal)) for (const f of readdirSync(wal)) files.push(path.join(wal, f));
+  }
+  const jdir = path.join(dataDir, 'journal');
+  if (existsSync(jdir)) for (const f of readdirSync(jdir)) files.push(path.join(jdir, f));
+  let cut = 0;
+  const after = [];
+  for (const p of files) {
+    const size = statSync(p).size;
+    if (!synced.has(p)) {
+      rmSync(p);
+      cut += size;
+      continue;
+    }
+    const keep = synced.get(p);
+    if (size > keep) {
+      truncateSync(p, keep);
+      cut += size - keep;
+    }
+    const fd = openSync(p, 'r+');
+    for (const [off, len] of pending.get(p) ?? []) {
+      const end = Math.min(off + len, keep);
+      if (off < end) {
+        writeSync(fd, Buffer.alloc(end - off), 0, end - off, off);
+        cut += end - off;
+      }
+    }
+    closeSync(fd);
+    after.push(`s ${Math.min(size, keep)} ${p}\n`);
+  }
+  appendFileSync(synclog, after.join(''));
+  return cut;
 }
 
-async function crashLoop(t, { cycles, power }) {
+async function crashLoop(t, { cycles, power, storage = '', big = false }) {
   const dir = tempDir('dosqld-crash-');
   const dataDir = path.join(dir, 'data');
   const synclog = path.join(dir, 'synclog');
   const env = power ? { LD_PRELOAD: syncShimPreload(), DSQ_SYNCLOG: synclog } : {};
-  const conf = '[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\n';
+  const conf = `[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\n${storage}`;
   const acked = Object.fromEntries(DBS.map((db) => [db, new Set()]));
   const maxLsn = Object.fromEntries(DBS.map((db) => [db, 0]));
   let d = await startDosqld({ conf, dataDir, env });
@@ -112,7 +143,7 @@ async function crashLoop(t, { cycles, power }) {
       maxLsn[db] = r.json.lsn;
     }
     for (let cycle = 1; cycle <= cycles; cycle++) {
-      const load = writeLoad(d, acked, maxLsn, cycle);
+      const load = writeLoad(d, acked, maxLsn, cycle, big);
       await sleep(80 + Math.floor(random() * 400));
       d.proc.kill('SIGKILL');
       await within(10000, d.exit, 'dosqld exit');
@@ -137,4 +168,12 @@ test('SIGKILL at random moments under a write load loses no acknowledged commit'
 
 test('a power cut (everything after the last fsync lost) loses no acknowledged commit', async (t) => {
   await crashLoop(t, { cycles: 10, power: true });
+});
+
+test('a power cut with a small journal: many files, and records too large to copy into it', async (t) => {
+  await crashLoop(t, { cycles: 8, power: true, storage: 'journal_size = 1M\n', big: true });
+});
+
+test('a power cut without the journal (each log synced itself)', async (t) => {
+  await crashLoop(t, { cycles: 6, power: true, storage: 'journal = no\n' });
 });

@@ -127,9 +127,9 @@ test('pipelined queries past max_pipeline are all answered, in order', async () 
   }
 });
 
-test('a full disk: writes fail with RESOURCE_EXHAUSTED, reads and the daemon go on', async (t) => {
+test('no room for the node journal: dosqld refuses to start, and says why', async (t) => {
   const { execFileSync } = await import('node:child_process');
-  const dir = tempDir('dosqld-full-');
+  const dir = tempDir('dosqld-nojournal-');
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'ignore' });
   } catch {
@@ -137,9 +137,29 @@ test('a full disk: writes fail with RESOURCE_EXHAUSTED, reads and the daemon go 
     t.skip('needs root to mount a 1 MiB tmpfs');
     return;
   }
+  try {
+    await assert.rejects(startDosqld({ dataDir: path.join(dir, 'data') }),
+      /event=start_failed reason="cannot allocate .*journal\/0\d\.jnl: No space left on device"/);
+  } finally {
+    try { execFileSync('umount', [dir], { stdio: 'ignore' }); } catch { /* already gone */ }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a full disk: writes fail with RESOURCE_EXHAUSTED, reads and the daemon go on', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const dir = tempDir('dosqld-full-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', dir], { stdio: 'ignore' });
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+    t.skip('needs root to mount an 8 MiB tmpfs');
+    return;
+  }
   let e;
   try {
-    e = await startDosqld({ dataDir: path.join(dir, 'data') });
+    // The node journal is allocated at start (2 x 1 MiB here); the rest fills.
+    e = await startDosqld({ dataDir: path.join(dir, 'data'), conf: '[storage]\njournal_size = 1M\n' });
     await query(e.port, 'full', 'CREATE TABLE t(x BLOB); INSERT INTO t VALUES (1)');
     let failed = null;
     for (let i = 0; i < 200 && !failed; i++) {

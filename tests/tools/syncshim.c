@@ -1,20 +1,23 @@
 /* syncshim — an LD_PRELOAD library for the crash and fault tests.
  *
- *   DSQ_SYNCLOG=FILE     after each successful fsync/fdatasync of a regular
- *                        file, append "SIZE PATH\n" to FILE: what that file
- *                        held when the disk said it was durable (after a
- *                        syncfs, a line for every regular file the process
- *                        has open on that file system). A test that
- *                        kills dosqld can then cut every log segment back to
- *                        its last synced size: a power cut that loses
- *                        everything written after the last fsync.
+ *   DSQ_SYNCLOG=FILE     a log of what reached the disk, for a test that
+ *                        kills dosqld and then plays a power cut:
+ *                          "w OFF LEN PATH"  before each write to a regular
+ *                                            file (write, pwrite, pwritev);
+ *                          "s SIZE PATH"     after each successful fsync or
+ *                                            fdatasync of a regular file: it
+ *                                            is durable, SIZE bytes long;
+ *                                            after a syncfs, one for every
+ *                                            file written so far.
+ *                        A power cut then keeps, of each file, its size at its
+ *                        last "s" and loses every write logged after it.
  *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
- *                        "/wal/" directory, and syncfs of any file system,
- *                        fail with EIO (and sync nothing).
- *   DSQ_FAILWRITE=FILE   while FILE exists, write/pwrite to files whose path
- *                        holds DSQ_FAILWRITE_PATH (default "/wal/") fail
- *                        (and write nothing), with errno EIO, or ENOSPC
- *                        when FILE holds "ENOSPC".
+ *                        "/wal/" or "/journal/" directory, and syncfs of any
+ *                        file system, fail with EIO (and sync nothing).
+ *   DSQ_FAILWRITE=FILE   while FILE exists, writes to files whose path holds
+ *                        DSQ_FAILWRITE_PATH (default "/wal/") fail (and write
+ *                        nothing), with errno EIO, or ENOSPC when FILE holds
+ *                        "ENOSPC".
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
@@ -22,15 +25,18 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef int (*sync_fn)(int);
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*pwritev_fn)(int, const struct iovec *, int, off_t);
 
 static int fd_path(int fd, char *out, size_t n)
 {
@@ -43,7 +49,79 @@ static int fd_path(int fd, char *out, size_t n)
     return 0;
 }
 
-static void log_synced(int fd);
+/* ---- the sync log ---- */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static char **written; /* paths written so far (for syncfs) */
+static size_t nwritten, capwritten;
+
+static void log_line(const char *line, size_t n)
+{
+    const char *logf = getenv("DSQ_SYNCLOG");
+    int lfd = logf ? open(logf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+    if (lfd >= 0) {
+        if (((write_fn)dlsym(RTLD_NEXT, "write"))(lfd, line, n) != (ssize_t)n) {
+            /* the test sees the short log */
+        }
+        close(lfd);
+    }
+}
+
+/* Append "s SIZE PATH" for a file now durable. */
+static void log_synced_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    char line[4200];
+    int n = snprintf(line, sizeof line, "s %lld %s\n", (long long)st.st_size, path);
+    log_line(line, (size_t)n);
+}
+
+static void log_synced(int fd)
+{
+    char path[4096];
+    if (getenv("DSQ_SYNCLOG") != NULL && fd_path(fd, path, sizeof path) == 0)
+        log_synced_path(path);
+}
+
+/* Log "w OFF LEN PATH" before a write to fd (at the file's end when off
+ * is -1), and remember the path. */
+static void log_write(int fd, off_t off, size_t len)
+{
+    char path[4096];
+    struct stat st;
+    const char *logf = getenv("DSQ_SYNCLOG");
+    if (logf == NULL || len == 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        fd_path(fd, path, sizeof path) != 0 || strcmp(path, logf) == 0)
+        return;
+    if (off < 0) {
+        int fl = fcntl(fd, F_GETFL);
+        off = (fl >= 0 && (fl & O_APPEND)) ? st.st_size : lseek(fd, 0, SEEK_CUR);
+    }
+    pthread_mutex_lock(&mu);
+    size_t i = 0;
+    while (i < nwritten && strcmp(written[i], path) != 0)
+        i++;
+    if (i == nwritten) {
+        if (nwritten == capwritten) {
+            size_t cap = capwritten ? 2 * capwritten : 256;
+            char **n = realloc(written, cap * sizeof *n);
+            if (n != NULL) {
+                written = n;
+                capwritten = cap;
+            }
+        }
+        if (nwritten < capwritten && (written[nwritten] = strdup(path)) != NULL)
+            nwritten++;
+    }
+    pthread_mutex_unlock(&mu);
+    char line[4200];
+    int n = snprintf(line, sizeof line, "w %lld %zu %s\n", (long long)off, len, path);
+    log_line(line, (size_t)n);
+}
+
+/* ---- syncs ---- */
 
 static int around(int fd, const char *name)
 {
@@ -51,7 +129,7 @@ static int around(int fd, const char *name)
     char path[4096];
     const char *fail = getenv("DSQ_FAILSYNC");
     if (fail && access(fail, F_OK) == 0 && fd_path(fd, path, sizeof path) == 0 &&
-        strstr(path, "/wal/") != NULL) {
+        (strstr(path, "/wal/") != NULL || strstr(path, "/journal/") != NULL)) {
         errno = EIO;
         return -1;
     }
@@ -61,25 +139,6 @@ static int around(int fd, const char *name)
     return rc;
 }
 
-/* Append "SIZE PATH" for fd to the sync log. */
-static void log_synced(int fd)
-{
-    const char *logf = getenv("DSQ_SYNCLOG");
-    char path[4096];
-    struct stat st;
-    if (logf == NULL || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fd_path(fd, path, sizeof path) != 0)
-        return;
-    char line[4200];
-    int n = snprintf(line, sizeof line, "%lld %s\n", (long long)st.st_size, path);
-    int lfd = open(logf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (lfd >= 0) {
-        if (write(lfd, line, (size_t)n) != n) {
-            /* the test sees the short log */
-        }
-        close(lfd);
-    }
-}
-
 int syncfs(int fd)
 {
     const char *fail = getenv("DSQ_FAILSYNC");
@@ -87,21 +146,21 @@ int syncfs(int fd)
         errno = EIO;
         return -1;
     }
+    /* What is written before it is durable after it: the files written
+     * so far, taken now. */
+    pthread_mutex_lock(&mu);
+    size_t n = nwritten;
+    char **paths = n ? malloc(n * sizeof *paths) : NULL;
+    for (size_t i = 0; paths && i < n; i++)
+        paths[i] = strdup(written[i]);
+    pthread_mutex_unlock(&mu);
     int rc = ((sync_fn)dlsym(RTLD_NEXT, "syncfs"))(fd);
-    struct stat fs;
-    if (rc != 0 || fstat(fd, &fs) != 0)
-        return rc;
-    /* Everything on that file system is durable now: every open file. */
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    while (d && (de = readdir(d)) != NULL) {
-        int other = atoi(de->d_name);
-        struct stat st;
-        if (de->d_name[0] != '.' && fstat(other, &st) == 0 && st.st_dev == fs.st_dev)
-            log_synced(other);
+    for (size_t i = 0; paths && i < n; i++) {
+        if (rc == 0 && paths[i])
+            log_synced_path(paths[i]);
+        free(paths[i]);
     }
-    if (d)
-        closedir(d);
+    free(paths);
     return rc;
 }
 
@@ -132,6 +191,7 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
     if (write_fails(fd))
         return -1;
+    log_write(fd, off, n);
     return ((pwrite_fn)dlsym(RTLD_NEXT, "pwrite"))(fd, buf, n, off);
 }
 
@@ -139,6 +199,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
     if (write_fails(fd))
         return -1;
+    log_write(fd, off, n);
     return ((pwrite_fn)dlsym(RTLD_NEXT, "pwrite64"))(fd, buf, n, off);
 }
 
@@ -146,5 +207,30 @@ ssize_t write(int fd, const void *buf, size_t n)
 {
     if (write_fails(fd))
         return -1;
+    log_write(fd, -1, n);
     return ((write_fn)dlsym(RTLD_NEXT, "write"))(fd, buf, n);
+}
+
+static size_t iov_bytes(const struct iovec *iov, int cnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    if (write_fails(fd))
+        return -1;
+    log_write(fd, off, iov_bytes(iov, cnt));
+    return ((pwritev_fn)dlsym(RTLD_NEXT, "pwritev"))(fd, iov, cnt, off);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    if (write_fails(fd))
+        return -1;
+    log_write(fd, off, iov_bytes(iov, cnt));
+    return ((pwritev_fn)dlsym(RTLD_NEXT, "pwritev64"))(fd, iov, cnt, off);
 }

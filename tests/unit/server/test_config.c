@@ -284,7 +284,8 @@ Test(config, storage_keys)
     dsq_buf errs = DSQ_BUF_INIT;
     cr_assert_eq(load(&cfg,
                       "[storage]\npage_size = 8192\ncompression_level = -3\nsync = normal\n"
-                      "history_retention = 2h\ncheckpoint_size = 1M\ngroup_sync = no\n",
+                      "history_retention = 2h\ncheckpoint_size = 1M\ngroup_sync = no\n"
+                      "journal = no\njournal_size = 8M\n",
                       &errs),
                  0, "%s", errs.data);
     cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
@@ -294,6 +295,15 @@ Test(config, storage_keys)
     cr_assert_eq(cfg.storage_history_retention_ms, 2 * 3600 * 1000);
     cr_assert_eq(cfg.storage_checkpoint_size, 1u << 20);
     cr_assert_eq(cfg.storage_group_sync, false);
+    cr_assert_eq(cfg.storage_journal, false);
+    cr_assert_eq(cfg.storage_journal_size, 8u << 20);
+    dsq_config_free(&cfg);
+    cr_assert_eq(load(&cfg, "", &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.storage_journal, true, "the journal is on by default");
+    cr_assert_eq(cfg.storage_journal_size, 32u << 20);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    cr_assert_eq(load(&cfg, "[storage]\njournal_size = 64K\n", &errs), 1, "%s", errs.data);
     dsq_config_free(&cfg);
 
     dsq_buf_reset(&errs);
