@@ -363,6 +363,26 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     }
 }
 
+json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
+{
+    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
+                            "actorsOpen", (json_int_t)s->actors_open, "actorsHibernated",
+                            (json_int_t)s->actors_hibernated, "queuedMessages", (json_int_t)s->queued,
+                            "transactionsOpen", (json_int_t)s->txns_open, "calls",
+                            (json_int_t)s->calls, "logSyncs", (json_int_t)s->fsyncs, "gatedReplies",
+                            (json_int_t)s->gated);
+    if (srv == NULL)
+        return NULL;
+    json_object_set_new(srv, "journal",
+                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
+                                               "flushes", (json_int_t)s->journal_flushes, "bytes",
+                                               (json_int_t)s->journal_bytes, "files",
+                                               (json_int_t)s->journal_files, "liveFiles",
+                                               (json_int_t)s->journal_live)
+                                   : json_null());
+    return srv;
+}
+
 /* ---- start and stop ---------------------------------------------------------------------------- */
 
 dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)

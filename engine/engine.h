@@ -249,6 +249,9 @@ typedef struct dsq_engine_stats {
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);
+/* The "server" object of getStats (docs/protocol.md); NULL when out of
+ * memory. */
+json_t *dsq_engine_stats_json(const dsq_engine_stats *s);
 
 /* Stop: refuse new calls, let queued ones finish, roll back open
  * transactions, close every database, join the workers. Blocks; the

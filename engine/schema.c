@@ -167,11 +167,7 @@ json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
                            (json_int_t)o->cache_misses, "pageCacheHits", (json_int_t)hit,
                            "pageCacheMisses", (json_int_t)miss, "pageCacheBytes", (json_int_t)used,
                            "transactionOpen", o->in_txn);
-    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s.actors,
-                            "actorsOpen", (json_int_t)s.actors_open, "actorsHibernated",
-                            (json_int_t)s.actors_hibernated, "queuedMessages", (json_int_t)s.queued,
-                            "transactionsOpen", (json_int_t)s.txns_open, "calls",
-                            (json_int_t)s.calls);
+    json_t *srv = dsq_engine_stats_json(&s);
     dsq_ps_usage_t u;
     dsq_ps_usage(o->ps, &u);
     json_t *st = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "logSegments", (json_int_t)u.segments,
@@ -181,14 +177,6 @@ json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
                            "durableLsn", (json_int_t)dsq_wal_durable(dsq_ps_wal(o->ps)),
                            "fsyncs", (json_int_t)s.fsyncs);
     json_object_set_new(db, "storage", st);
-    json_object_set_new(srv, "logSyncs", json_integer((json_int_t)s.fsyncs));
-    json_object_set_new(srv, "gatedReplies", json_integer((json_int_t)s.gated));
-    json_object_set_new(srv, "journal",
-                        s.journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s.journal_syncs,
-                                              "flushes", (json_int_t)s.journal_flushes, "bytes",
-                                              (json_int_t)s.journal_bytes, "files",
-                                              (json_int_t)s.journal_files, "liveFiles",
-                                              (json_int_t)s.journal_live)
-                                  : json_null());
+
     return json_pack("{s:o,s:o}", "database", db, "server", srv);
 }

@@ -721,14 +721,15 @@ static void m_stats(op *o, json_t *p)
     }
     dsq_engine_stats st;
     dsq_engine_stats_get(o->s->e, &st);
-    char buf[512];
-    int n = snprintf(buf, sizeof buf,
-                     "{\"server\":{\"actors\":%llu,\"actorsOpen\":%llu,\"actorsHibernated\":%llu,"
-                     "\"queuedMessages\":%llu,\"transactionsOpen\":%llu,\"calls\":%llu}}",
-                     (unsigned long long)st.actors, (unsigned long long)st.actors_open,
-                     (unsigned long long)st.actors_hibernated, (unsigned long long)st.queued,
-                     (unsigned long long)st.txns_open, (unsigned long long)st.calls);
-    answer_raw(o, buf, (size_t)n, NULL);
+    json_t *srv = dsq_engine_stats_json(&st);
+    json_t *doc = srv ? json_pack("{s:o}", "server", srv) : NULL;
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text != NULL)
+        answer_raw(o, text, strlen(text), NULL);
+    else
+        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    free(text);
     op_free(o);
 }
 

@@ -107,8 +107,16 @@ test('a database directory: format, log segments, checkpoints; nothing of SQLite
     assert.equal(st.database.storage.durableLsn, st.database.lsn, 'replied, so durable');
     assert.equal(st.database.storage.oldestLsn, 0);
     assert.ok(st.server.logSyncs >= 1 && st.server.gatedReplies >= 1, JSON.stringify(st.server));
+    const j = st.server.journal;
+    assert.ok(j.syncs >= 1 && j.bytes > 0 && j.files === 2 && j.liveFiles === 1, JSON.stringify(j));
+    assert.deepEqual(readdirSync(path.join(d.dir, 'data', 'journal')).sort(), ['00.jnl', '01.jnl']);
+    const srv = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats' })).json.result;
+    assert.deepEqual(Object.keys(srv), ['server']);
+    assert.equal(srv.server.journal.files, 2, JSON.stringify(srv));
     const m = await (await fetch(`${d.url}/metrics`)).text();
     assert.match(m, /^dosqld_log_syncs_total [1-9]/m);
+    assert.match(m, /^dosqld_journal_syncs_total [1-9]/m);
+    assert.match(m, /^dosqld_journal_bytes_total [1-9]/m);
   } finally {
     await d.cleanup();
   }
