@@ -69,6 +69,14 @@ static int header_decode(const uint8_t h[DSQ_JNL_HDR], uint32_t *state, uint32_t
     return *state == ST_LIVE || *state == ST_DEAD ? 0 : -1;
 }
 
+/* Between moves to a new file the flush thread still runs a syncfs once
+ * FLUSH_BYTES have been appended, or FLUSH_EVERY_MS after the first append
+ * since the last: the databases' logs are then written out a little at a
+ * time, not a whole file's worth at the move (a burst that would hold up
+ * the journal's own fdatasyncs behind it for a long while). */
+#define FLUSH_EVERY_MS 1000
+#define FLUSH_BYTES (1u << 20)
+
 /* ---- slots ------------------------------------------------------------------------------ */
 
 typedef struct slot {
@@ -102,6 +110,7 @@ struct dsq_jnl {
     size_t nvoids, vcap;
     pthread_t flusher;
     bool stop;
+    uint64_t bytes_synced;  /* st.bytes at the flush thread's last syncfs */
     uint64_t flush_failures;
     char *ebuf;             /* entry header and name, under mu */
     dsq_jnl_stats st;
@@ -528,6 +537,8 @@ int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uin
             *end = pos_of(s->seq, at + elen);
             s->written = at + elen;
             j->st.bytes += elen;
+            if (j->st.bytes - j->bytes_synced >= FLUSH_BYTES)
+                pthread_cond_signal(&j->fcv);
         }
     }
     pthread_mutex_unlock(&j->mu);
@@ -649,6 +660,7 @@ static int flushable(dsq_jnl *j)
 static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
+    j->bytes_synced = j->st.bytes;
     pthread_mutex_unlock(&j->mu);
     int rc = syncfs(j->dirfd);
     int saved = errno;
@@ -678,13 +690,28 @@ static int flush_once(dsq_jnl *j)
     return 0;
 }
 
+
 static void *flush_main(void *arg)
 {
     dsq_jnl *j = arg;
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {
         if (flushable(j) < 0) {
-            pthread_cond_wait(&j->fcv, &j->mu);
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += FLUSH_EVERY_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            int rc = pthread_cond_timedwait(&j->fcv, &j->mu, &until);
+            uint64_t due = j->st.bytes - j->bytes_synced;
+            if (((rc == ETIMEDOUT && due > 0) || due >= FLUSH_BYTES) && flushable(j) < 0) {
+                j->bytes_synced = j->st.bytes;
+                pthread_mutex_unlock(&j->mu);
+                syncfs(j->dirfd); /* a failure shows at the flush that retires a file */
+                pthread_mutex_lock(&j->mu);
+            }
             continue;
         }
         if (flush_once(j) != 0) {
