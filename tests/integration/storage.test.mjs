@@ -180,10 +180,10 @@ test('a damaged record in the middle of a log keeps that database offline; the o
   }
 });
 
-test('EIO and ENOSPC on log writes: a clean error to that commit, nothing damaged, writes resume', async () => {
+for (const [where, what] of [['/wal/', 'log'], ['/journal/', 'journal']]) test(`EIO and ENOSPC on ${what} writes: a clean error to that commit, nothing damaged, writes resume`, async () => {
   const dir = tempDir('dosqld-failwrite-');
   const trigger = path.join(dir, 'fail');
-  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger } });
+  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: where } });
   try {
     const ok = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
     for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
