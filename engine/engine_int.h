@@ -93,6 +93,12 @@ typedef struct actor_open {
     uint64_t statements;         /* statements run since open */
     uint64_t cache_hits, cache_misses;
     struct dsq_engine *engine;
+    struct dsq_cdc_cap *cap;     /* the open transaction's row changes (cdc.h) */
+    /* what the authorizer saw while the last statement was prepared */
+    bool stmt_ddl;               /* it changes the schema */
+    char stmt_created[129];      /* the table it creates, or "" */
+    char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
+    char sp_name[128];
 } actor_open;
 
 typedef struct dsq_actor {

@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/cdc.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
 
@@ -80,6 +81,25 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
         if (!o->in_txn)
             return deny(o, "SAVEPOINT, RELEASE and ROLLBACK TO need an open transaction "
                            "(beginTransaction)");
+        dsq_strlcpy(o->sp_op, a1 ? a1 : "", sizeof o->sp_op);
+        dsq_strlcpy(o->sp_name, a2 ? a2 : "", sizeof o->sp_name);
+        return SQLITE_OK;
+    case SQLITE_CREATE_TABLE:
+        if (a1 && a2 && strcmp(a2, "main") == 0)
+            dsq_strlcpy(o->stmt_created, a1, sizeof o->stmt_created);
+        o->stmt_ddl = true;
+        return SQLITE_OK;
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_CREATE_VTABLE:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_VIEW:
+    case SQLITE_DROP_VTABLE:
+    case SQLITE_ALTER_TABLE:
+        o->stmt_ddl = true;
         return SQLITE_OK;
     case SQLITE_PRAGMA:
         if (a1 == NULL)
@@ -254,6 +274,13 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
         return -1;
     }
+    if ((o->cap = dsq_cdc_cap_new(o->db)) == NULL) {
+        sqlite3_close(o->db);
+        dsq_ps_close(o->ps);
+        free(o);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
     o->lsn = dsq_ps_lsn(o->ps);
     dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name);
     sandbox(o, o->db, &e->cfg);
@@ -279,6 +306,7 @@ void dsq__actor_close(dsq_actor *a)
     }
     for (size_t i = 0; i < sizeof o->ctl / sizeof o->ctl[0]; i++)
         sqlite3_finalize(o->ctl[i]);
+    dsq_cdc_cap_free(o->cap);
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
         DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
@@ -568,6 +596,12 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         size_t take = 0;
         sqlite3_stmt *st = cached ? cache_get(o, p, (size_t)(end - p), &take) : NULL;
         const char *tail;
+        /* A statement that changes the schema or is a savepoint is not
+         * kept: what the authorizer says of it while it is prepared is
+         * what the change capture needs, each time. */
+        bool special = false;
+        o->stmt_ddl = false;
+        o->stmt_created[0] = o->sp_op[0] = '\0';
         if (st != NULL) {
             tail = p + take;
         } else {
@@ -589,7 +623,8 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
                 goto out;
             }
-            if (cached && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
+            special = o->stmt_ddl || o->sp_op[0] != '\0';
+            if (cached && !special && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
             }
@@ -598,6 +633,11 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
             sqlite3_finalize(x->scratch);
         if (!cached)
             x->scratch = st; /* finalized with the connection's request */
+        bool ddl = o->stmt_ddl;
+        char created[sizeof o->stmt_created], sp_op[sizeof o->sp_op], sp_name[sizeof o->sp_name];
+        memcpy(created, o->stmt_created, sizeof created);
+        memcpy(sp_op, o->sp_op, sizeof sp_op);
+        memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
         if (x->past && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
@@ -610,11 +650,30 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         int brc = bind_params(c, st, r, used);
         const char *text = sqlite3_sql(st);
         o->vacuum = text && starts_with_word(text, strlen(text), "VACUUM");
+        bool capture = db == o->db; /* not a time-travel connection */
+        dsq_cdc_mark mark = dsq_cdc_cap_mark(o->cap);
         if (brc == 0)
             brc = step_all(x, st, res);
         o->vacuum = false;
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
+        if (capture && brc != 0) {
+            dsq_cdc_cap_rewind(o->cap, mark); /* SQLite undid the statement */
+        } else if (capture) {
+            if (sp_op[0])
+                dsq_cdc_cap_savepoint(o->cap, sp_op, sp_name, mark);
+            o->internal = true; /* the capture's own queries */
+            int crc = dsq_cdc_cap_statement_done(o->cap, mark, ddl ? text : NULL,
+                                                 created[0] ? created : NULL);
+            o->internal = false;
+            if (crc != 0) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                          "out of memory capturing the statement's row changes");
+                brc = -1;
+            }
+        }
+        if (cached && special)
+            sqlite3_finalize(st); /* not kept (above) */
         if (brc != 0)
             goto out;
         p = tail;
@@ -711,7 +770,19 @@ static int took_commit(run_ctx *x)
 static int commit(run_ctx *x)
 {
     actor_open *o = x->o;
+    /* The row changes go into the commit's log record (cdc.h). */
+    const void *changes;
+    size_t nchanges;
+    if (dsq_cdc_cap_encode(o->cap, &changes, &nchanges) != 0) {
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory capturing the row changes");
+        internal_exec(o, "ROLLBACK");
+        return -1;
+    }
+    dsq_ps_set_extra(o->ps, changes, nchanges);
     int rc = internal_exec(o, "COMMIT");
+    dsq_ps_set_extra(o->ps, NULL, 0);
+    if (rc == SQLITE_OK)
+        dsq_cdc_cap_reset(o->cap);
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
         if (!sqlite3_get_autocommit(o->db))

@@ -74,6 +74,8 @@ struct dsq_ps {
     dsq_wal *wal;
 
     uint64_t lsn, lsn_time;
+    const void *extra;     /* the next commit's extra bytes (dsq_ps_set_extra) */
+    size_t extra_len;
     uint32_t npages;       /* committed size */
     pindex idx;            /* the committed database: idx.n pages */
     uint32_t min_since;    /* its smallest size since the newest checkpoint */
@@ -655,6 +657,12 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+void dsq_ps_set_extra(dsq_ps *ps, const void *p, size_t n)
+{
+    ps->extra = p;
+    ps->extra_len = n;
+}
+
 int dsq_ps_commit(dsq_ps *ps)
 {
     ps->full = false;
@@ -681,7 +689,9 @@ int dsq_ps_commit(dsq_ps *ps)
         r.time_us = ps->lsn_time + 1; /* commit times strictly increase, as LSNs do */
     dsq_buf_reset(&ps->rec);
     dsq_zctx *z = zctx();
-    if (z == NULL || dsq_wal_encode(&ps->rec, z->cc, ps->cfg.zstd_level, &r, n, pgnos, pages, NULL, 0) != 0) {
+    if (z == NULL || ps->extra_len > UINT32_MAX ||
+        dsq_wal_encode(&ps->rec, z->cc, ps->cfg.zstd_level, &r, n, pgnos, pages, ps->extra,
+                       (uint32_t)ps->extra_len) != 0) {
         set_err(ps, "cannot encode the commit record");
         goto out;
     }

@@ -64,6 +64,9 @@ bool dsq_ps_dirty(const dsq_ps *ps);
  * nothing changed). Appends without fsync. Returns 0, or -1 with the
  * reason in dsq_ps_error (the buffer is dropped either way). */
 int dsq_ps_commit(dsq_ps *ps);
+/* Bytes the next commit's record carries after its pages (the row
+ * changes, cdc.h); p must stay valid until then. (NULL, 0): none. */
+void dsq_ps_set_extra(dsq_ps *ps, const void *p, size_t n);
 /* Drop what is buffered. */
 void dsq_ps_discard(dsq_ps *ps);
 
