@@ -50,6 +50,10 @@ static void grow_buckets(dsq_engine *e)
     e->nbuckets = n;
 }
 
+static dsq_actor *lookup(dsq_engine *e, const char *name, bool create);
+
+dsq_actor *dsq__actor_get(dsq_engine *e, const char *name) { return lookup(e, name, true); }
+
 static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
 {
     size_t k = dsq_hash_str(name) & (e->nbuckets - 1);
@@ -264,6 +268,7 @@ void dsq_engine_poll(dsq_engine *e)
         if (c->done)
             c->done(c);
     }
+    dsq__feed_poll(e);
     dsq__pool_kick(e); /* for calls the done hooks submitted */
 }
 
@@ -351,6 +356,7 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->txns_open = atomic_load(&e->txns_open);
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
+    out->subscriptions = atomic_load(&e->subscriptions);
     out->journal = e->jnl != NULL;
     if (e->jnl != NULL) {
         dsq_jnl_stats js;
@@ -365,12 +371,12 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
 
 json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
 {
-    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
+    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
                             "actorsOpen", (json_int_t)s->actors_open, "actorsHibernated",
                             (json_int_t)s->actors_hibernated, "queuedMessages", (json_int_t)s->queued,
                             "transactionsOpen", (json_int_t)s->txns_open, "calls",
                             (json_int_t)s->calls, "logSyncs", (json_int_t)s->fsyncs, "gatedReplies",
-                            (json_int_t)s->gated);
+                            (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions);
     if (srv == NULL)
         return NULL;
     json_object_set_new(srv, "journal",
@@ -417,6 +423,8 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.max_txn_bytes = 1u << 30;
     if (e->cfg.checkpoint_bytes == 0)
         e->cfg.checkpoint_bytes = 16u << 20;
+    if (e->cfg.cdc_buffer_bytes == 0)
+        e->cfg.cdc_buffer_bytes = 1u << 20;
     e->data_dir = strdup(cfg->data_dir);
     e->nbuckets = 1024;
     e->buckets = calloc(e->nbuckets, sizeof *e->buckets);
@@ -429,6 +437,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     pthread_mutex_init(&e->cmu, NULL);
     pthread_cond_init(&e->ccv, NULL);
+    pthread_mutex_init(&e->feed_mu, NULL);
     if (sqlite3_threadsafe() == 0) {
         snprintf(err, errlen, "this SQLite was built without thread support");
         goto fail;
@@ -447,6 +456,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
 fail:
     dsq_jnl_close(e->jnl);
     pthread_cond_destroy(&e->ccv);
+    pthread_mutex_destroy(&e->feed_mu);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
@@ -502,12 +512,14 @@ void dsq_engine_free(dsq_engine *e)
             if (a->open) /* cannot happen after SHUTDOWN; be safe */
                 dsq__actor_close(a);
             pthread_mutex_destroy(&a->mu);
+            dsq__feed_free(atomic_load(&a->feed));
             free(a);
             a = next;
         }
     }
     dsq_jnl_close(e->jnl); /* every log is closed: the journal flushes and ends */
     pthread_cond_destroy(&e->ccv);
+    pthread_mutex_destroy(&e->feed_mu);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);

@@ -95,6 +95,8 @@ typedef enum dsq_op {
     DSQ_OP_PING,
     DSQ_OP_DROP,        /* close the database and delete its files */
     DSQ_OP_LIST,        /* the names of existing databases (dsq_engine_submit_system) */
+    DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
+                           durable end) from the log, as a CDC batch in `out` */
 } dsq_op;
 
 enum {
@@ -118,7 +120,7 @@ struct dsq_call {
     uint64_t txn_timeout_ms; /* BEGIN: idle limit; 0 = the engine default */
     unsigned scope;          /* DSQ_SCOPE_* the caller holds */
     uint64_t session;        /* the connection; its transactions end with it (0: none) */
-    size_t chunk_rows;       /* STREAM: rows per chunk */
+    size_t chunk_rows;       /* STREAM: rows per chunk; CDC_READ: bytes at most */
     int as_of;               /* QUERY: DSQ_AS_OF_*: read the database as it was */
     uint64_t as_of_lsn;      /* DSQ_AS_OF_LSN: at this commit */
     uint64_t as_of_time_us;  /* DSQ_AS_OF_TIME: at the newest commit at or before this */
@@ -142,7 +144,7 @@ struct dsq_call {
     uint64_t lsn;            /* the LSN the call's outcome reflects */
     char txn_out[33];        /* BEGIN: the new transaction's id */
     json_t *doc;             /* SCHEMA, STATS: the document (owned) */
-    bool more;               /* STREAM: more chunks follow this one */
+    bool more;               /* STREAM: more chunks follow this one; CDC_READ: more is durable */
     dsq_buf out;             /* encode's output */
 
     /* ---- private to the engine ---- */
@@ -192,6 +194,7 @@ typedef struct dsq_engine_cfg {
     unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */
     bool group_sync;               /* without the journal, several logs waiting: one syncfs */
     bool journal;                  /* the node journal (journal.h) carries durability */
+    size_t cdc_buffer_bytes;       /* recent commits kept per database with CDC subscribers */
     uint64_t journal_bytes;        /* one journal file's size */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
@@ -246,12 +249,42 @@ typedef struct dsq_engine_stats {
     uint64_t journal_bytes;   /* appended to it */
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
+    uint64_t subscriptions;   /* CDC subscribers of database feeds */
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);
 /* The "server" object of getStats (docs/protocol.md); NULL when out of
  * memory. */
 json_t *dsq_engine_stats_json(const dsq_engine_stats *s);
+
+/* ---- change data capture: database feeds ---------------------------------------- */
+
+/* A CDC batch (dsq_engine_feed_read, DSQ_OP_CDC_READ): per commit, in LSN
+ * order, lsn u64 | commit time µs u64 | n u32 | n bytes of row changes
+ * (engine/cdc.h's encoding; 0 bytes: none), little-endian. */
+int dsq_cdc_batch_put(dsq_buf *out, uint64_t lsn, uint64_t time_us, const void *changes, uint32_t n);
+/* The next commit of a batch: 1 and its fields, 0 at the end, -1 damaged. */
+int dsq_cdc_batch_next(const uint8_t **p, const uint8_t *end, uint64_t *lsn, uint64_t *time_us,
+                       const uint8_t **changes, uint32_t *n);
+
+typedef struct dsq_feed_sub dsq_feed_sub;
+/* Called on the loop thread (from dsq_engine_poll) when the database's
+ * log became durable further. */
+typedef void (*dsq_feed_fn)(void *ud);
+
+/* Follow database `db` (a valid name): from now on its commits are kept
+ * in memory (cdc_buffer_bytes) and `fn` runs as they become durable. Loop
+ * thread. NULL when out of memory. */
+dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud);
+void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s);
+
+/* Append to `out` (a CDC batch) the durable commits after LSN `after` that
+ * the feed holds, up to about max_bytes (at least one). Returns 1, with
+ * *upto the last LSN appended (or `after`) and *more when max_bytes
+ * stopped it; 0 when the feed does not hold the commit after `after` (the
+ * caller reads the log: DSQ_OP_CDC_READ); -1 out of memory. Loop thread. */
+int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
+                         bool *more);
 
 /* Stop: refuse new calls, let queued ones finish, roll back open
  * transactions, close every database, join the workers. Blocks; the

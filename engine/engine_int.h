@@ -49,6 +49,8 @@ typedef struct stmt_slot {
 
 /* An actor's output gate (gate.c): replies waiting for the log to be
  * durable up to their LSN. */
+typedef struct dsq_feed dsq_feed; /* feed.c: a database's recent commits, for CDC */
+
 typedef struct dsq_gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* busy went false */
@@ -62,6 +64,7 @@ typedef struct dsq_gate {
     bool failed;                 /* an fsync failed: the actor restarts */
     char why[300];
     struct dsq_gate *next;       /* syncer list link (under syncer.mu) */
+    _Atomic(dsq_feed *) *feedp;  /* the actor's feed, told how far the log is durable */
 } dsq_gate;
 
 typedef struct dsq_syncer {
@@ -130,6 +133,9 @@ typedef struct dsq_actor {
     actor_open *open;               /* NULL while hibernated */
     bool closed_durable;            /* last closed with its log synced (this process) */
 
+    /* ---- set once by the loop thread, then read by any ---- */
+    _Atomic(dsq_feed *) feed;       /* made when the first CDC subscriber comes */
+
     char name[];                    /* the database's name */
 } dsq_actor;
 
@@ -177,6 +183,9 @@ struct dsq_engine {
     dsq_syncer syncer;              /* gate.c */
     atomic_uint_fast64_t fsyncs;    /* log syncs done by the syncers */
     atomic_uint_fast64_t gated;     /* replies that waited for one */
+    atomic_size_t subscriptions;    /* CDC feed subscribers */
+    pthread_mutex_t feed_mu;        /* feed_news */
+    dsq_feed *feed_news;            /* feeds whose durable end moved */
 };
 
 /* ---- pool.c ---- */
@@ -211,8 +220,20 @@ dsq_code dsq__sqlite_code(int rc, const char *msg);
 
 /* ---- gate.c: output gates and group commit ---- */
 int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
+
+/* ---- feed.c ---- */
+/* A commit of the feed's database (worker): kept while it has subscribers. */
+void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n);
+/* The database's log is durable up to lsn (any thread). */
+void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn);
+/* Loop thread: run the callbacks of subscribers whose feed has news. */
+void dsq__feed_poll(dsq_engine *e);
+void dsq__feed_free(dsq_feed *f);
+/* The actor of database `name`, made if new (loop thread). */
+struct dsq_actor *dsq__actor_get(dsq_engine *e, const char *name);
 void dsq__syncer_stop(dsq_engine *e);
-void dsq__gate_init(dsq_gate *g, struct dsq_wal *wal, uint64_t durable, const char *name);
+void dsq__gate_init(dsq_gate *g, struct dsq_wal *wal, uint64_t durable, const char *name,
+                    _Atomic(dsq_feed *) *feedp);
 /* A call is done on the worker: it leaves now, or waits at the gate until
  * the log is durable past what the actor has written. */
 void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);

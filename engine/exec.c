@@ -282,7 +282,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     o->lsn = dsq_ps_lsn(o->ps);
-    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name);
+    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
     sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;
@@ -757,10 +757,17 @@ static void checkpoint_before_close(dsq_actor *a)
 
 /* After SQLite may have committed: the store's LSN is the connection's.
  * The reply waits at the output gate until it is durable (gate.c). */
-static int took_commit(run_ctx *x)
+static int took_commit(run_ctx *x, const void *changes, size_t nchanges)
 {
     actor_open *o = x->o;
-    o->lsn = dsq_ps_lsn(o->ps);
+    uint64_t lsn = dsq_ps_lsn(o->ps);
+    dsq_feed *feed = atomic_load(&x->a->feed);
+    if (feed != NULL && lsn > o->lsn) {
+        dsq__feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
+        if (x->e->cfg.sync == DSQ_SYNC_OFF) /* no syncs: as durable as it gets */
+            dsq__feed_durable(x->e, feed, lsn);
+    }
+    o->lsn = lsn;
     if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn && dsq_now_ms() >= o->ckpt_after_ms)
         checkpoint(x->a, o);
     return 0;
@@ -781,15 +788,15 @@ static int commit(run_ctx *x)
     dsq_ps_set_extra(o->ps, changes, nchanges);
     int rc = internal_exec(o, "COMMIT");
     dsq_ps_set_extra(o->ps, NULL, 0);
-    if (rc == SQLITE_OK)
-        dsq_cdc_cap_reset(o->cap);
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
         if (!sqlite3_get_autocommit(o->db))
             internal_exec(o, "ROLLBACK");
         return -1;
     }
-    return took_commit(x);
+    took_commit(x, changes, nchanges);
+    dsq_cdc_cap_reset(o->cap);
+    return 0;
 }
 
 /* Outside an explicit transaction a request is a transaction of its own.
@@ -923,7 +930,7 @@ static void op_query(run_ctx *x)
         if (!lone_statement(r->sql, r->sql_len)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
         } else if (run_sql(x, r, res) == 0) {
-            took_commit(x); /* VACUUM commits on its own */
+            took_commit(x, NULL, 0); /* VACUUM commits on its own */
         }
     } else if (begin_request(x) == 0) {
         int rc = run_sql(x, r, res);
@@ -1192,6 +1199,71 @@ static void op_ping(run_ctx *x)
                           (json_int_t)dsq_wall_ms());
 }
 
+/* CDC catch-up: the durable commits after c->as_of_lsn, read from the log,
+ * as a CDC batch (engine.h) of at most about c->chunk_rows bytes. */
+typedef struct cdc_scan {
+    dsq_buf *out;
+    size_t max;
+    uint64_t last;
+    bool full;
+} cdc_scan;
+
+static int cdc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err,
+                     size_t errlen)
+{
+    (void)loc;
+    cdc_scan *s = ud;
+    if (s->out->len > 0 && s->out->len + 20 + r->extra_len > s->max) {
+        s->full = true;
+        snprintf(err, errlen, "full");
+        return -1; /* stop here: the caller reads on from s->last */
+    }
+    if (dsq_cdc_batch_put(s->out, r->lsn, r->time_us, dsq_wal_rec_extra(rec, r), r->extra_len) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->last = r->lsn;
+    return 0;
+}
+
+static void op_cdc_read(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_wal *w = dsq_ps_wal(o->ps);
+    uint64_t durable = x->e->cfg.sync == DSQ_SYNC_OFF ? o->lsn : dsq_wal_durable(w);
+    if (durable > o->lsn)
+        durable = o->lsn;
+    uint64_t after = c->as_of == DSQ_AS_OF_NONE ? durable : c->as_of_lsn;
+    uint32_t segs;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &segs, &bytes, &first);
+    uint64_t oldest = first ? first - 1 : o->lsn; /* the log holds the commits after it */
+    c->lsn = after;
+    c->more = false;
+    if (after > o->lsn) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "LSN %llu is after the last commit (%llu)",
+                  (unsigned long long)after, (unsigned long long)o->lsn);
+        return;
+    }
+    if (after < oldest) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN,
+                  "the changes after LSN %llu are no longer in the log; the oldest available LSN is %llu",
+                  (unsigned long long)after, (unsigned long long)oldest);
+        return;
+    }
+    if (after >= durable)
+        return;
+    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = after};
+    char err[400];
+    if (dsq_wal_scan(w, after, durable, cdc_visit, &s, err, sizeof err) != 0 && !s.full) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot read the log: %s", err);
+        return;
+    }
+    c->lsn = s.last;
+    c->more = s.last < durable;
+}
+
 /* ---- the entry point ---------------------------------------------------------------- */
 
 static void exec_internal(run_ctx *x)
@@ -1304,6 +1376,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         case DSQ_OP_BEGIN: op_begin(&x); break;
         case DSQ_OP_COMMIT: op_end_txn(&x, true); break;
         case DSQ_OP_ROLLBACK: op_end_txn(&x, false); break;
+        case DSQ_OP_CDC_READ: op_cdc_read(&x); break;
         case DSQ_OP_SCHEMA: {
             char err[256];
             if (check_txn(&x) == 0 && (c->doc = dsq__schema(x.o, err, sizeof err)) == NULL)

@@ -121,11 +121,14 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
         g->durable = durable;
         out = take_released(g, durable, false);
     }
+    dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
     bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(g->wal) > durable));
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     complete_all(e, out);
+    if (rc == 0)
+        dsq__feed_durable(e, feed, durable);
     if (more)
         enqueue(e, g);
 }
@@ -250,7 +253,8 @@ void dsq__syncer_stop(dsq_engine *e)
 
 /* ---- an actor's gate --------------------------------------------------------------------- */
 
-void dsq__gate_init(dsq_gate *g, dsq_wal *wal, uint64_t durable, const char *name)
+void dsq__gate_init(dsq_gate *g, dsq_wal *wal, uint64_t durable, const char *name,
+                    _Atomic(dsq_feed *) *feedp)
 {
     memset(g, 0, sizeof *g);
     pthread_mutex_init(&g->mu, NULL);
@@ -258,6 +262,7 @@ void dsq__gate_init(dsq_gate *g, dsq_wal *wal, uint64_t durable, const char *nam
     g->wal = wal;
     g->durable = durable;
     g->name = name;
+    g->feedp = feedp;
 }
 
 void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
@@ -327,8 +332,13 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
     dsq_call *out = take_released(g, durable, true);
     if (g->failed)
         fail_calls(out, g->why);
+    else
+        g->durable = durable;
+    bool ok = !g->failed;
     pthread_mutex_unlock(&g->mu);
     complete_all(e, out);
+    if (ok && g->feedp)
+        dsq__feed_durable(e, atomic_load(g->feedp), durable);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     return g->failed ? -1 : rc;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "protocol/cdcsub.h"
 #include "protocol/value.h"
 
 struct dsq_dosql_session {
@@ -27,6 +28,8 @@ struct dsq_dosql_session {
     int refs;
     bool closed;           /* the transport is gone */
     struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
+    struct csub *subs;     /* CDC subscriptions */
+    uint64_t next_sub;     /* their ids */
 };
 
 typedef struct dsq_dosql_op op;
@@ -733,6 +736,234 @@ static void m_stats(op *o, json_t *p)
     op_free(o);
 }
 
+/* ---- CDC subscriptions -------------------------------------------------------------------- */
+
+/* One subscribeCDC of a session: the subscription, and until it is
+ * established the request to answer. */
+typedef struct csub {
+    dsq_dosql_session *s;
+    char id[24];
+    dsq_cdcsub *sub;
+    op *pending;
+    struct csub *next;
+} csub;
+
+static void csub_remove(csub *c)
+{
+    for (csub **pp = &c->s->subs; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    dsq_cdcsub_stop(c->sub);
+    free(c);
+}
+
+static void csub_started(void *ud, int err, dsq_code code, const char *msg)
+{
+    csub *c = ud;
+    op *o = c->pending;
+    c->pending = NULL;
+    if (err != 0) {
+        c->sub = NULL; /* it stopped itself */
+        for (csub **pp = &c->s->subs; *pp; pp = &(*pp)->next) {
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        }
+        free(c);
+        reject(o, code, "%s", msg);
+        return;
+    }
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "{\"subscriptionId\":\"%s\"}", c->id);
+    answer_raw(o, buf, (size_t)n, NULL);
+    op_free(o);
+}
+
+/* An event as a "cdc" notification: its members after the subscription's id. */
+static int csub_event(void *ud, const char *text, size_t len, uint64_t lsn, bool last)
+{
+    (void)lsn;
+    (void)last;
+    csub *c = ud;
+    dsq_dosql_session *s = c->s;
+    if (s->closed || len < 2)
+        return -1;
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\"%s\",", c->id);
+    dsq_buf_append(&b, text + 1, len - 1);
+    dsq_buf_puts(&b, "}");
+    int rc = b.data ? s->t.notify(s->t.ud, b.data, b.len) : -1;
+    dsq_buf_free(&b);
+    return rc;
+}
+
+static bool csub_can_send(void *ud)
+{
+    csub *c = ud;
+    return c->s->t.can_send == NULL || c->s->t.can_send(c->s->t.ud);
+}
+
+static void csub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_lsn)
+{
+    csub *c = ud;
+    dsq_dosql_session *s = c->s;
+    if (!s->closed) {
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_printf(&b,
+                       "{\"method\":\"cdc.end\",\"params\":{\"subscriptionId\":\"%s\",\"lastLsn\":%llu,"
+                       "\"error\":{\"code\":\"%s\",\"message\":",
+                       c->id, (unsigned long long)last_lsn, dsq_code_name(code));
+        dsq_json_string(&b, msg, strlen(msg));
+        dsq_buf_puts(&b, "}}}");
+        if (b.data)
+            s->t.notify(s->t.ud, b.data, b.len);
+        dsq_buf_free(&b);
+    }
+    csub_remove(c);
+}
+
+/* tables: an array of names (NULL when absent). Returns 0 or -1 after rejecting. */
+static int parse_tables(op *o, json_t *p, const char ***out, size_t *n)
+{
+    json_t *t = json_object_get(p, "tables");
+    *out = NULL;
+    *n = 0;
+    if (t == NULL || json_is_null(t))
+        return 0;
+    if (!json_is_array(t) || json_array_size(t) > 1000) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"tables\" must be an array of up to 1000 table names");
+        return -1;
+    }
+    const char **v = dsq_arena_alloc(&o->arena, (json_array_size(t) + 1) * sizeof *v);
+    if (v == NULL) {
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(t); i++) {
+        json_t *x = json_array_get(t, i);
+        if (!json_is_string(x) || json_string_length(x) == 0 ||
+            json_string_length(x) != strlen(json_string_value(x))) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"tables\"[%zu] must be a table name", i);
+            return -1;
+        }
+        v[i] = json_string_value(x);
+    }
+    *out = v;
+    *n = json_array_size(t);
+    return 0;
+}
+
+static int parse_ops(op *o, json_t *p, unsigned *ops)
+{
+    json_t *a = json_object_get(p, "operations");
+    *ops = 0; /* the default (cdcsub.h) */
+    if (a == NULL || json_is_null(a))
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) == 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "\"operations\" must be a non-empty array of \"INSERT\", \"UPDATE\", \"DELETE\", \"DDL\"");
+        return -1;
+    }
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {{"INSERT", DSQ_CDCSUB_INSERT}, {"UPDATE", DSQ_CDCSUB_UPDATE},
+                 {"DELETE", DSQ_CDCSUB_DELETE}, {"DDL", DSQ_CDCSUB_DDL}};
+    *ops = 0;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        unsigned bit = 0;
+        for (size_t k = 0; v && k < sizeof names / sizeof names[0]; k++)
+            if (strcmp(v, names[k].name) == 0)
+                bit = names[k].bit;
+        if (bit == 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST,
+                   "\"operations\"[%zu] must be \"INSERT\", \"UPDATE\", \"DELETE\" or \"DDL\"", i);
+            return -1;
+        }
+        *ops |= bit;
+    }
+    return 0;
+}
+
+static void m_subscribe_cdc(op *o, json_t *p)
+{
+    dsq_dosql_session *s = o->s;
+    if (o->rpc == NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "subscribeCDC is not available over Cap'n Web yet");
+        return;
+    }
+    if (s->t.notify == NULL || s->t.http) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "subscribeCDC needs a WebSocket connection; over HTTP, GET /v1/db/{db}/cdc streams "
+               "Server-Sent Events");
+        return;
+    }
+    if (prelude(o, p) != 0)
+        return;
+    if (!(o->call.scope & DSQ_SCOPE_R)) {
+        reject(o, DSQ_CODE_FORBIDDEN, "subscribing needs read scope on database '%s'", o->db);
+        return;
+    }
+    dsq_cdcsub_req req = {.db = o->db, .enc = o->enc, .session = s->id};
+    json_t *from = json_object_get(p, "fromLSN");
+    if (from != NULL && !json_is_null(from)) {
+        if (lsn_value(from, &req.from) != 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"fromLSN\" must be an LSN (a whole number)");
+            return;
+        }
+        req.has_from = true;
+    }
+    if (parse_tables(o, p, (const char ***)&req.tables, &req.ntables) != 0 || parse_ops(o, p, &req.ops) != 0)
+        return;
+    csub *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    c->s = s;
+    c->pending = o;
+    snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
+    c->next = s->subs;
+    s->subs = c;
+    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_ended, c};
+    dsq_code code;
+    char msg[600];
+    c->sub = dsq_cdcsub_start(s->e, &req, &sink, &code, msg, sizeof msg);
+    if (c->sub == NULL) {
+        s->subs = c->next;
+        free(c);
+        reject(o, code, "%s", msg);
+    }
+}
+
+static void m_unsubscribe_cdc(op *o, json_t *p)
+{
+    json_t *id = json_object_get(p, "subscriptionId");
+    if (!json_is_string(id)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"subscriptionId\" (a string) is required");
+        return;
+    }
+    for (csub *c = o->s->subs; c; c = c->next) {
+        if (strcmp(c->id, json_string_value(id)) == 0 && c->pending == NULL) {
+            uint64_t lsn = dsq_cdcsub_lsn(c->sub);
+            csub_remove(c);
+            char buf[96];
+            int n = snprintf(buf, sizeof buf, "{\"unsubscribed\":true,\"lastLsn\":%llu}",
+                             (unsigned long long)lsn);
+            answer_raw(o, buf, (size_t)n, NULL);
+            op_free(o);
+            return;
+        }
+    }
+    reject(o, DSQ_CODE_SUBSCRIPTION_ERROR, "no subscription '%.40s' on this connection",
+           json_string_value(id));
+}
+
 /* ---- entry points ------------------------------------------------------------------------ */
 
 static void start(dsq_rpc_call *call, json_t *params, void *ctx, method_fn fn)
@@ -763,6 +994,8 @@ RPC(m_batch)
 RPC(m_schema)
 RPC(m_ping)
 RPC(m_stats)
+RPC(m_subscribe_cdc)
+RPC(m_unsubscribe_cdc)
 #undef RPC
 
 static const struct {
@@ -842,6 +1075,8 @@ static const dsq_rpc_method methods[] = {
     {"getSchema", rpc_m_schema},
     {"ping", rpc_m_ping},
     {"getStats", rpc_m_stats},
+    {"subscribeCDC", rpc_m_subscribe_cdc},
+    {"unsubscribeCDC", rpc_m_unsubscribe_cdc},
     {NULL, NULL},
 };
 
@@ -885,6 +1120,11 @@ void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len)
 
 void dsq_dosql_writable(dsq_dosql_session *s)
 {
+    for (csub *c = s->subs, *next; c && !s->closed; c = next) {
+        next = c->next;
+        if (c->pending == NULL)
+            dsq_cdcsub_writable(c->sub);
+    }
     while (s->parked != NULL && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud))) {
         op *o = s->parked;
         s->parked = o->park_next;
@@ -897,6 +1137,13 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
     if (s->closed)
         return;
     s->closed = true;
+    while (s->subs != NULL) {
+        csub *c = s->subs;
+        op *pending = c->pending;
+        csub_remove(c);
+        if (pending != NULL)
+            reject(pending, DSQ_CODE_RESOURCE_EXHAUSTED, "the connection closed");
+    }
     while (s->parked != NULL) {
         op *o = s->parked;
         s->parked = o->park_next;

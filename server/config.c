@@ -83,6 +83,7 @@ static const key_def keys[] = {
     {"storage", "group_sync", T_BOOL, F(storage_group_sync), "yes", 0, 0},
     {"storage", "journal", T_BOOL, F(storage_journal), "yes", 0, 0},
     {"storage", "journal_size", T_SIZE, F(storage_journal_size), "32M", 1ull << 20, 1ull << 30},
+    {"cdc", "buffer_size", T_SIZE, F(cdc_buffer_size), "1M", 4096, 1ull << 30},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},

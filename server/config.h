@@ -75,6 +75,7 @@ typedef struct dsq_config {
     bool storage_group_sync;        /* one syncfs for several waiting logs */
     bool storage_journal;           /* the node journal carries durability */
     uint64_t storage_journal_size;  /* bytes of one journal file */
+    uint64_t cdc_buffer_size;       /* recent commits kept per database with subscribers */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 

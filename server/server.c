@@ -130,6 +130,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .group_sync = cfg->storage_group_sync,
         .journal = cfg->storage_journal,
         .journal_bytes = cfg->storage_journal_size,
+        .cdc_buffer_bytes = cfg->cdc_buffer_size,
         .checkpoint_bytes = cfg->storage_checkpoint_size,
         .retention_ms = cfg->storage_history_retention_ms,
         .wake = engine_wake,

@@ -1,0 +1,289 @@
+/* feed — each database's recent durable commits, for CDC subscribers.
+ *
+ * A database gets a feed when its first subscriber comes; from then on its
+ * actor hands every commit (LSN, time, row changes as cdc.h encodes them)
+ * to the feed, which keeps the newest ones within cdc_buffer_bytes. The
+ * syncer tells the feed how far the log is durable; the loop thread then
+ * runs each subscriber's callback, and subscribers copy out what is
+ * durable and new to them. A subscriber further behind than the feed
+ * holds reads the log instead (DSQ_OP_CDC_READ): the feed never holds a
+ * writer back, whatever its subscribers do.
+ *
+ * Threads: commits from the actor's worker, durability from the syncer
+ * (or the worker), reads and the subscriber list on the loop thread; the
+ * feed's mutex guards the buffer and the durable end. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/disk.h"
+#include "engine/engine_int.h"
+
+typedef struct entry {
+    uint64_t lsn, time_us;
+    uint32_t len;
+    uint8_t *bytes;
+} entry;
+
+struct dsq_feed_sub {
+    dsq_feed *feed;
+    dsq_feed_fn fn;
+    void *ud;
+    dsq_feed_sub *next;
+    bool dead; /* unsubscribed while callbacks ran */
+};
+
+struct dsq_feed {
+    pthread_mutex_t mu;
+    entry *ring;          /* circular */
+    size_t cap, head, n;
+    size_t bytes;         /* held */
+    uint64_t from;        /* every commit after this LSN is held; UINT64_MAX: none yet */
+    uint64_t durable;
+    size_t budget;
+    bool queued;          /* on the engine's list of feeds with news */
+    dsq_feed *news_next;
+    _Atomic size_t nsubs; /* read by the worker */
+    /* loop thread */
+    dsq_feed_sub *subs;
+    bool dispatching;
+};
+
+static dsq_feed *feed_new(size_t budget)
+{
+    dsq_feed *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return NULL;
+    pthread_mutex_init(&f->mu, NULL);
+    f->from = UINT64_MAX;
+    f->budget = budget;
+    return f;
+}
+
+static void drop_oldest(dsq_feed *f)
+{
+    entry *x = &f->ring[f->head];
+    f->from = x->lsn;
+    f->bytes -= x->len + sizeof *x;
+    free(x->bytes);
+    f->head = (f->head + 1) % f->cap;
+    f->n--;
+}
+
+void dsq__feed_free(dsq_feed *f)
+{
+    if (f == NULL)
+        return;
+    while (f->n > 0)
+        drop_oldest(f);
+    free(f->ring);
+    for (dsq_feed_sub *s = f->subs, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n)
+{
+    if (f == NULL || atomic_load(&f->nsubs) == 0)
+        return;
+    uint8_t *copy = n ? malloc(n) : NULL;
+    pthread_mutex_lock(&f->mu);
+    bool follows = f->n > 0 ? f->ring[(f->head + f->n - 1) % f->cap].lsn + 1 == lsn : true;
+    if ((n && copy == NULL) || !follows) {
+        /* Out of memory, or a commit went by unseen: start over from here
+         * (subscribers behind read the log). */
+        while (f->n > 0)
+            drop_oldest(f);
+        f->from = lsn;
+        free(copy);
+        pthread_mutex_unlock(&f->mu);
+        return;
+    }
+    if (n)
+        memcpy(copy, changes, n);
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 64;
+        entry *r = malloc(cap * sizeof *r);
+        if (r == NULL) {
+            while (f->n > 0)
+                drop_oldest(f);
+            f->from = lsn;
+            free(copy);
+            pthread_mutex_unlock(&f->mu);
+            return;
+        }
+        for (size_t i = 0; i < f->n; i++)
+            r[i] = f->ring[(f->head + i) % f->cap];
+        free(f->ring);
+        f->ring = r;
+        f->cap = cap;
+        f->head = 0;
+    }
+    if (f->n == 0)
+        f->from = lsn - 1;
+    f->ring[(f->head + f->n) % f->cap] = (entry){lsn, time_us, (uint32_t)n, copy};
+    f->n++;
+    f->bytes += n + sizeof(entry);
+    while (f->bytes > f->budget && f->n > 1)
+        drop_oldest(f);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    bool news = lsn > f->durable;
+    if (news)
+        f->durable = lsn;
+    bool queue = news && !f->queued && atomic_load(&f->nsubs) > 0;
+    if (queue)
+        f->queued = true;
+    pthread_mutex_unlock(&f->mu);
+    if (!queue)
+        return;
+    pthread_mutex_lock(&e->feed_mu);
+    f->news_next = e->feed_news;
+    e->feed_news = f;
+    pthread_mutex_unlock(&e->feed_mu);
+    if (e->cfg.wake)
+        e->cfg.wake(e->cfg.wake_arg);
+}
+
+void dsq__feed_poll(dsq_engine *e)
+{
+    pthread_mutex_lock(&e->feed_mu);
+    dsq_feed *list = e->feed_news;
+    e->feed_news = NULL;
+    pthread_mutex_unlock(&e->feed_mu);
+    while (list) {
+        dsq_feed *f = list;
+        list = f->news_next;
+        pthread_mutex_lock(&f->mu);
+        f->queued = false;
+        pthread_mutex_unlock(&f->mu);
+        f->dispatching = true;
+        for (dsq_feed_sub *s = f->subs; s; s = s->next)
+            if (!s->dead)
+                s->fn(s->ud);
+        f->dispatching = false;
+        for (dsq_feed_sub **pp = &f->subs; *pp;) {
+            dsq_feed_sub *s = *pp;
+            if (s->dead) {
+                *pp = s->next;
+                free(s);
+            } else {
+                pp = &s->next;
+            }
+        }
+    }
+}
+
+dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud)
+{
+    dsq_actor *a = dsq__actor_get(e, db);
+    if (a == NULL)
+        return NULL;
+    dsq_feed *f = atomic_load(&a->feed);
+    if (f == NULL) {
+        if ((f = feed_new(e->cfg.cdc_buffer_bytes)) == NULL)
+            return NULL;
+        atomic_store(&a->feed, f);
+    }
+    dsq_feed_sub *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    *s = (dsq_feed_sub){.feed = f, .fn = fn, .ud = ud, .next = f->subs};
+    f->subs = s;
+    atomic_fetch_add(&f->nsubs, 1);
+    atomic_fetch_add(&e->subscriptions, 1);
+    return s;
+}
+
+void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s)
+{
+    if (s == NULL)
+        return;
+    dsq_feed *f = s->feed;
+    atomic_fetch_sub(&f->nsubs, 1);
+    atomic_fetch_sub(&e->subscriptions, 1);
+    if (f->dispatching) {
+        s->dead = true;
+        return;
+    }
+    for (dsq_feed_sub **pp = &f->subs; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    free(s);
+    if (atomic_load(&f->nsubs) == 0) { /* nobody reads it: let it go */
+        pthread_mutex_lock(&f->mu);
+        while (f->n > 0)
+            drop_oldest(f);
+        f->from = UINT64_MAX;
+        pthread_mutex_unlock(&f->mu);
+    }
+}
+
+int dsq_cdc_batch_put(dsq_buf *out, uint64_t lsn, uint64_t time_us, const void *changes, uint32_t n)
+{
+    uint8_t h[20];
+    dsq_put64(h, lsn);
+    dsq_put64(h + 8, time_us);
+    dsq_put32(h + 16, n);
+    return dsq_buf_append(out, h, sizeof h) | (n ? dsq_buf_append(out, changes, n) : 0);
+}
+
+int dsq_cdc_batch_next(const uint8_t **p, const uint8_t *end, uint64_t *lsn, uint64_t *time_us,
+                       const uint8_t **changes, uint32_t *n)
+{
+    if (*p == end)
+        return 0;
+    if (end - *p < 20)
+        return -1;
+    *lsn = dsq_get64(*p);
+    *time_us = dsq_get64(*p + 8);
+    *n = dsq_get32(*p + 16);
+    if ((size_t)(end - *p - 20) < *n)
+        return -1;
+    *changes = *p + 20;
+    *p += 20 + (size_t)*n;
+    return 1;
+}
+
+int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
+                         bool *more)
+{
+    dsq_feed *f = s->feed;
+    *upto = after;
+    *more = false;
+    pthread_mutex_lock(&f->mu);
+    if (f->from == UINT64_MAX || after < f->from) {
+        pthread_mutex_unlock(&f->mu);
+        return 0;
+    }
+    int rc = 1;
+    for (size_t i = 0; i < f->n; i++) {
+        entry *x = &f->ring[(f->head + i) % f->cap];
+        if (x->lsn <= after)
+            continue;
+        if (x->lsn > f->durable)
+            break;
+        if (out->len > 0 && out->len + x->len + 20 > max_bytes) {
+            *more = true;
+            break;
+        }
+        if (dsq_cdc_batch_put(out, x->lsn, x->time_us, x->bytes, x->len) != 0) {
+            rc = -1;
+            break;
+        }
+        *upto = x->lsn;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}

@@ -1,0 +1,452 @@
+/* cdcsub — a CDC subscription (see cdcsub.h).
+ *
+ * Divisions: rendering events; the subscription. */
+#include "protocol/cdcsub.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "engine/cdc.h"
+#include "protocol/value.h"
+
+#define LOG_BATCH (256u << 10) /* change bytes per log read */
+#define FEED_BATCH (64u << 10) /* per read of the feed */
+
+/* ---- rendering events ------------------------------------------------------------------ */
+
+static void put_cdc_value(dsq_buf *b, const dsq_cdc_value *cv, dsq_dosql_enc enc)
+{
+    dsq_value v = {0};
+    switch (cv->type) {
+    case SQLITE_INTEGER: v.type = DSQ_V_INT; v.i = cv->i; break;
+    case SQLITE_FLOAT: v.type = DSQ_V_REAL; v.d = cv->r; break;
+    case SQLITE_TEXT: v.type = DSQ_V_TEXT; v.p = (const char *)cv->p; v.n = cv->n; break;
+    case SQLITE_BLOB: v.type = DSQ_V_BLOB; v.p = (const char *)cv->p; v.n = cv->n; break;
+    default: v.type = DSQ_V_NULL; break;
+    }
+    if (enc == DSQ_ENC_CAPNWEB)
+        dsq_cw_value(b, &v);
+    else
+        dsq_json_value(b, &v);
+}
+
+static void put_int(dsq_buf *b, int64_t i, dsq_dosql_enc enc)
+{
+    dsq_value v = {.type = DSQ_V_INT, .i = i};
+    if (enc == DSQ_ENC_CAPNWEB)
+        dsq_cw_value(b, &v);
+    else
+        dsq_json_value(b, &v);
+}
+
+/* {"col": value, ...} of the columns (only primary-key ones when pk). */
+static void put_row(dsq_buf *b, const dsq_cdc_event *ev, const dsq_cdc_value *vals, bool pk,
+                    dsq_dosql_enc enc)
+{
+    dsq_buf_puts(b, "{");
+    bool first = true;
+    for (uint16_t k = 0; k < ev->ncols; k++) {
+        if (pk && ev->cols[k].pk == 0)
+            continue;
+        if (!first)
+            dsq_buf_puts(b, ",");
+        first = false;
+        dsq_json_string(b, ev->cols[k].name, ev->cols[k].len);
+        dsq_buf_puts(b, ":");
+        put_cdc_value(b, &vals[k], enc);
+    }
+    dsq_buf_puts(b, "}");
+}
+
+static bool wanted(const dsq_cdc_event *ev, const char *const *tables, size_t ntables, unsigned ops)
+{
+    if (ev->op == DSQ_CDC_DDL)
+        return (ops & DSQ_CDCSUB_DDL) != 0;
+    unsigned bit = ev->op == DSQ_CDC_INSERT ? DSQ_CDCSUB_INSERT
+                   : ev->op == DSQ_CDC_UPDATE ? DSQ_CDCSUB_UPDATE
+                                              : DSQ_CDCSUB_DELETE;
+    if (!(ops & bit))
+        return false;
+    if (tables == NULL)
+        return true;
+    for (size_t i = 0; i < ntables; i++)
+        if (strlen(tables[i]) == ev->table_len && memcmp(tables[i], ev->table, ev->table_len) == 0)
+            return true;
+    return false;
+}
+
+static void render_event(dsq_buf *b, const dsq_cdc_event *ev, uint64_t lsn, uint64_t time_us,
+                         dsq_dosql_enc enc)
+{
+    static const char *const names[] = {"", "INSERT", "UPDATE", "DELETE", "DDL"};
+    dsq_buf_puts(b, "{\"lsn\":");
+    if (enc == DSQ_ENC_CAPNWEB)
+        dsq_cw_bigint(b, (int64_t)lsn);
+    else
+        dsq_buf_put_u64(b, lsn);
+    dsq_buf_puts(b, enc == DSQ_ENC_CAPNWEB ? ",\"timestamp\":[\"date\"," : ",\"timestamp\":");
+    dsq_buf_put_u64(b, time_us / 1000);
+    if (enc == DSQ_ENC_CAPNWEB)
+        dsq_buf_puts(b, "]");
+    dsq_buf_printf(b, ",\"operation\":\"%s\"", names[ev->op]);
+    if (ev->op == DSQ_CDC_DDL) {
+        dsq_buf_puts(b, ",\"sql\":");
+        dsq_json_string(b, ev->sql, ev->sql_len);
+        dsq_buf_puts(b, "}");
+        return;
+    }
+    dsq_buf_puts(b, ",\"table\":");
+    dsq_json_string(b, ev->table, ev->table_len);
+    const dsq_cdc_value *row = ev->after ? ev->after : ev->before;
+    if (ev->without_rowid) {
+        dsq_buf_puts(b, ",\"primaryKey\":");
+        put_row(b, ev, row, true, enc);
+    } else {
+        dsq_buf_puts(b, ",\"rowid\":");
+        put_int(b, ev->op == DSQ_CDC_UPDATE ? ev->new_rowid : ev->rowid, enc);
+        if (ev->op == DSQ_CDC_UPDATE && ev->new_rowid != ev->rowid) {
+            dsq_buf_puts(b, ",\"previousRowid\":");
+            put_int(b, ev->rowid, enc);
+        }
+    }
+    if (ev->before) {
+        dsq_buf_puts(b, ",\"before\":");
+        put_row(b, ev, ev->before, false, enc);
+    }
+    if (ev->after) {
+        dsq_buf_puts(b, ",\"after\":");
+        put_row(b, ev, ev->after, false, enc);
+    }
+    dsq_buf_puts(b, "}");
+}
+
+int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
+                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
+                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud)
+{
+    dsq_cdc_reader r;
+    if (dsq_cdc_read_begin(&r, changes, n) != 0)
+        return -1;
+    /* Each wanted event is rendered one step behind, so that the last one
+     * of the commit is known to be the last. */
+    dsq_buf cur = DSQ_BUF_INIT, prev = DSQ_BUF_INIT;
+    bool have = false;
+    int rc;
+    dsq_cdc_event ev;
+    while ((rc = dsq_cdc_read_next(&r, &ev)) == 1) {
+        if (!wanted(&ev, tables, ntables, ops))
+            continue;
+        dsq_buf_reset(&cur);
+        render_event(&cur, &ev, lsn, time_us, enc);
+        if (have && fn(ud, prev.data, prev.len, false) != 0) {
+            rc = -2;
+            break;
+        }
+        dsq_buf t = prev;
+        prev = cur;
+        cur = t;
+        have = true;
+    }
+    if (rc == 0 && have && fn(ud, prev.data, prev.len, true) != 0)
+        rc = -2;
+    dsq_buf_free(&cur);
+    dsq_buf_free(&prev);
+    dsq_cdc_read_end(&r);
+    return rc == -1 ? -1 : 0;
+}
+
+/* ---- the subscription ---------------------------------------------------------------------- */
+
+struct dsq_cdcsub {
+    dsq_engine *e;
+    dsq_cdcsub_sink sink;
+    char db[129];
+    char **tables;
+    size_t ntables;
+    unsigned ops;
+    dsq_dosql_enc enc;
+    uint64_t session;
+    bool has_from;
+    uint64_t cursor;        /* the last commit delivered whole */
+    uint64_t current;       /* the commit being delivered */
+    uint64_t known_end;     /* the durable end as last seen */
+    dsq_feed_sub *feed;
+    dsq_call call;          /* the log read in flight */
+    bool reading;
+    bool started;
+    bool log_mode;          /* behind the feed: read the log */
+    bool waiting;           /* for the sink's room */
+    bool stopped;
+    int depth;              /* inside sink callbacks */
+    dsq_buf batch;
+};
+
+static void sub_free(dsq_cdcsub *s)
+{
+    dsq_call_reset(&s->call);
+    dsq_buf_free(&s->batch);
+    for (size_t i = 0; i < s->ntables; i++)
+        free(s->tables[i]);
+    free(s->tables);
+    free(s);
+}
+
+/* Free it if stopped and nothing holds it. */
+static bool gone(dsq_cdcsub *s)
+{
+    if (!s->stopped)
+        return false;
+    if (!s->reading && s->depth == 0)
+        sub_free(s);
+    return true;
+}
+
+static void end_with(dsq_cdcsub *s, dsq_code code, const char *msg)
+{
+    if (s->stopped)
+        return;
+    s->depth++;
+    s->sink.ended(s->sink.ud, code, msg, s->cursor);
+    s->depth--;
+    if (!s->stopped) {
+        s->stopped = true;
+        dsq_engine_feed_unsubscribe(s->e, s->feed);
+        s->feed = NULL;
+    }
+}
+
+static int on_event(void *ud, const char *text, size_t len, bool last)
+{
+    dsq_cdcsub *s = ud;
+    if (s->stopped)
+        return -1;
+    return s->sink.event(s->sink.ud, text, len, s->current, last) == 0 && !s->stopped ? 0 : -1;
+}
+
+/* Hand a batch's commits to the sink; the cursor follows. */
+static void deliver(dsq_cdcsub *s, const dsq_buf *b)
+{
+    const uint8_t *p = (const uint8_t *)b->data, *end = p + b->len;
+    uint64_t lsn, t;
+    const uint8_t *changes;
+    uint32_t n;
+    int rc;
+    s->depth++;
+    while (!s->stopped && (rc = dsq_cdc_batch_next(&p, end, &lsn, &t, &changes, &n)) == 1) {
+        if (lsn <= s->cursor)
+            continue;
+        if (n > 0) {
+            s->current = lsn;
+            if (dsq_cdcsub_render(changes, n, lsn, t, s->enc, (const char *const *)s->tables, s->ntables,
+                                  s->ops, on_event, s) != 0 &&
+                !s->stopped) {
+                s->depth--;
+                char msg[160];
+                snprintf(msg, sizeof msg, "the change record of LSN %llu is damaged",
+                         (unsigned long long)lsn);
+                end_with(s, DSQ_CODE_INTERNAL_ERROR, msg);
+                return;
+            }
+        }
+        s->cursor = lsn;
+    }
+    s->depth--;
+}
+
+static void read_log(dsq_cdcsub *s);
+
+static void pump(dsq_cdcsub *s)
+{
+    while (!s->stopped && !s->reading) {
+        if (s->sink.can_send != NULL && !s->sink.can_send(s->sink.ud)) {
+            s->waiting = true;
+            return;
+        }
+        if (s->log_mode) {
+            read_log(s);
+            return;
+        }
+        uint64_t upto;
+        bool more;
+        dsq_buf_reset(&s->batch);
+        int rc = dsq_engine_feed_read(s->feed, s->cursor, FEED_BATCH, &s->batch, &upto, &more);
+        if (rc < 0) {
+            end_with(s, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        if (rc == 0) { /* behind what the feed holds */
+            s->log_mode = true;
+            continue;
+        }
+        deliver(s, &s->batch);
+        if (!s->stopped && upto > s->cursor)
+            s->cursor = upto;
+        if (upto > s->known_end)
+            s->known_end = upto;
+        if (!more)
+            return;
+    }
+}
+
+static void on_read(dsq_call *c)
+{
+    dsq_cdcsub *s = c->ud;
+    s->reading = false;
+    if (gone(s))
+        return;
+    if (c->err != 0) {
+        if (!s->started) {
+            s->started = true;
+            s->stopped = true;
+            dsq_engine_feed_unsubscribe(s->e, s->feed);
+            s->feed = NULL;
+            s->depth++;
+            s->sink.started(s->sink.ud, -1, c->code, c->msg);
+            s->depth--;
+            gone(s);
+            return;
+        }
+        if (c->code == DSQ_CODE_INVALID_LSN) {
+            char msg[700];
+            snprintf(msg, sizeof msg,
+                     "the subscriber fell behind the retained log (%.500s); the last LSN delivered is %llu",
+                     c->msg, (unsigned long long)s->cursor);
+            end_with(s, DSQ_CODE_BUFFER_OVERFLOW, msg);
+        } else {
+            end_with(s, c->code, c->msg);
+        }
+        gone(s);
+        return;
+    }
+    if (!s->started) {
+        s->started = true;
+        if (!s->has_from)
+            s->cursor = c->lsn; /* from the durable end on */
+        s->depth++;
+        s->sink.started(s->sink.ud, 0, DSQ_CODE_UNKNOWN, "");
+        s->depth--;
+        if (gone(s))
+            return;
+    }
+    deliver(s, &c->out);
+    if (gone(s))
+        return;
+    if (c->lsn > s->cursor)
+        s->cursor = c->lsn;
+    if (c->lsn > s->known_end)
+        s->known_end = c->lsn;
+    s->log_mode = c->more;
+    pump(s);
+    gone(s);
+}
+
+/* Submit the next log read; 0, or -1 when the engine cannot queue it
+ * (s->call.code and msg say why). */
+static int submit_read(dsq_cdcsub *s)
+{
+    dsq_call_reset(&s->call);
+    memset(&s->call, 0, sizeof s->call);
+    s->call.op = DSQ_OP_CDC_READ;
+    s->call.as_of = s->started || s->has_from ? DSQ_AS_OF_LSN : DSQ_AS_OF_NONE;
+    s->call.as_of_lsn = s->cursor;
+    s->call.chunk_rows = LOG_BATCH;
+    s->call.scope = DSQ_SCOPE_R;
+    s->call.session = s->session;
+    s->call.done = on_read;
+    s->call.ud = s;
+    s->reading = true;
+    if (dsq_engine_submit(s->e, s->db, &s->call) != 0) {
+        s->reading = false;
+        s->call.err = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static void read_log(dsq_cdcsub *s)
+{
+    if (submit_read(s) != 0)
+        on_read(&s->call);
+}
+
+static void on_news(void *ud)
+{
+    dsq_cdcsub *s = ud;
+    if (s->started && !s->waiting && !s->reading && !s->stopped) {
+        pump(s);
+        gone(s);
+    }
+}
+
+dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *sink,
+                             dsq_code *code, char *msg, size_t msglen)
+{
+    *code = DSQ_CODE_RESOURCE_EXHAUSTED;
+    snprintf(msg, msglen, "out of memory");
+    dsq_cdcsub *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->e = e;
+    s->sink = *sink;
+    dsq_strlcpy(s->db, req->db, sizeof s->db);
+    /* By default everything; with a table filter, the row events of those
+     * tables (a schema event names no one table) unless DDL is asked for. */
+    s->ops = req->ops ? req->ops : req->tables ? DSQ_CDCSUB_ALL & ~DSQ_CDCSUB_DDL : DSQ_CDCSUB_ALL;
+    s->enc = req->enc;
+    s->session = req->session;
+    s->has_from = req->has_from;
+    s->cursor = req->has_from ? req->from : 0;
+    s->log_mode = true;
+    if (req->tables != NULL) {
+        s->tables = calloc(req->ntables ? req->ntables : 1, sizeof *s->tables);
+        if (s->tables == NULL) {
+            sub_free(s);
+            return NULL;
+        }
+        s->ntables = req->ntables;
+        for (size_t i = 0; i < req->ntables; i++) {
+            if ((s->tables[i] = strdup(req->tables[i])) == NULL) {
+                sub_free(s);
+                return NULL;
+            }
+        }
+    }
+    /* The feed keeps commits from now on; the log has the ones before. */
+    if ((s->feed = dsq_engine_feed_subscribe(e, s->db, on_news, s)) == NULL) {
+        sub_free(s);
+        return NULL;
+    }
+    if (submit_read(s) != 0) {
+        *code = s->call.code;
+        snprintf(msg, msglen, "%s", s->call.msg);
+        dsq_engine_feed_unsubscribe(e, s->feed);
+        sub_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void dsq_cdcsub_writable(dsq_cdcsub *s)
+{
+    if (!s->waiting || s->stopped)
+        return;
+    s->waiting = false;
+    pump(s);
+    gone(s);
+}
+
+void dsq_cdcsub_stop(dsq_cdcsub *s)
+{
+    if (s == NULL)
+        return;
+    if (!s->stopped) {
+        s->stopped = true;
+        dsq_engine_feed_unsubscribe(s->e, s->feed);
+        s->feed = NULL;
+    }
+    gone(s);
+}
+
+uint64_t dsq_cdcsub_lsn(const dsq_cdcsub *s) { return s->cursor; }

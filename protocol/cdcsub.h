@@ -1,0 +1,97 @@
+/* cdcsub — one CDC subscription: a database's row changes after an LSN,
+ * filtered, rendered and handed to a sink, in LSN order, exactly once,
+ * as they become durable (DESIGN 3.3 subscribeCDC; issue 6).
+ *
+ * It reads the log (the engine's DSQ_OP_CDC_READ) until it has caught up,
+ * then the database's feed of recent commits; whenever it falls behind
+ * what the feed holds it reads the log again. It takes the next batch
+ * only when the sink has room, so a slow client costs nothing but its own
+ * lag; once it is so far behind that the log no longer holds the next
+ * commit, it ends with BUFFER_OVERFLOW.
+ *
+ * Event objects (the sink wraps them):
+ *   {"lsn", "timestamp" (ms since 1970), "table", "operation":
+ *    "INSERT"|"UPDATE"|"DELETE", "rowid" (or "primaryKey": {...} for a
+ *    WITHOUT ROWID table), "previousRowid" (an UPDATE that moved the row),
+ *    "before" (UPDATE, DELETE), "after" (INSERT, UPDATE)}
+ *   {"lsn", "timestamp", "operation": "DDL", "sql"}
+ * in DESIGN 3.3's JSON, or Cap'n Web's encoding (LSN a BigInt, timestamp
+ * a Date).
+ *
+ * Loop thread only. */
+#ifndef DSQ_CDCSUB_H
+#define DSQ_CDCSUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/errors.h"
+#include "engine/engine.h"
+#include "protocol/dosql.h"
+
+enum {
+    DSQ_CDCSUB_INSERT = 1,
+    DSQ_CDCSUB_UPDATE = 2,
+    DSQ_CDCSUB_DELETE = 4,
+    DSQ_CDCSUB_DDL = 8,
+    DSQ_CDCSUB_ALL = 15,
+};
+
+typedef struct dsq_cdcsub dsq_cdcsub;
+
+typedef struct dsq_cdcsub_req {
+    const char *db;          /* a valid name (copied) */
+    bool has_from;           /* from: deliver the commits after this LSN */
+    uint64_t from;           /* (else: from the durable end, only new commits) */
+    const char *const *tables; /* row events of these tables only (copied); NULL: all */
+    size_t ntables;
+    unsigned ops;            /* DSQ_CDCSUB_* wanted; 0: all (with tables: all row events) */
+    dsq_dosql_enc enc;
+    uint64_t session;        /* the engine session of the calls */
+} dsq_cdcsub_req;
+
+typedef struct dsq_cdcsub_sink {
+    /* The subscription is established (err 0), or could not be (err -1,
+     * code and message: INVALID_LSN...). Called once, first. */
+    void (*started)(void *ud, int err, dsq_code code, const char *msg);
+    /* One event object; `last` is set on the last event of its commit
+     * (resuming after that LSN loses nothing). 0, or -1: the sink is gone
+     * (the subscription stops). */
+    int (*event)(void *ud, const char *text, size_t len, uint64_t lsn, bool last);
+    /* Room for more now? When it says no, the owner calls
+     * dsq_cdcsub_writable() once there is. */
+    bool (*can_send)(void *ud);
+    /* The subscription ended by itself (after started): BUFFER_OVERFLOW
+     * (the log no longer holds what it needs) or an error reading it;
+     * `last_lsn` is the last commit it delivered whole. */
+    void (*ended)(void *ud, dsq_code code, const char *msg, uint64_t last_lsn);
+    void *ud;
+} dsq_cdcsub_sink;
+
+/* Start a subscription; sink->started says later how it went. NULL, with
+ * the code and message, when it cannot start at all (out of memory, the
+ * database's mailbox full); then no sink function is called. */
+dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *sink,
+                             dsq_code *code, char *msg, size_t msglen);
+
+/* The sink has room again. */
+void dsq_cdcsub_writable(dsq_cdcsub *s);
+
+/* Stop: the sink is called no more. Frees the subscription (once no
+ * engine call of it is in flight). */
+void dsq_cdcsub_stop(dsq_cdcsub *s);
+
+/* The last commit delivered whole, and how far the log is durable as
+ * far as the subscription knows (lag = the difference). */
+uint64_t dsq_cdcsub_lsn(const dsq_cdcsub *s);
+
+/* Render the events of one commit's change bytes (a CDC batch entry) to
+ * the sink's format without the subscription machinery (tests, SSE):
+ * calls fn for each event that passes the filter. -1 when the bytes are
+ * damaged. */
+int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
+                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
+                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud);
+
+#endif

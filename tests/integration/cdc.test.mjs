@@ -1,0 +1,246 @@
+// Change data capture (issue 6) over JSON-RPC WebSocket: subscribeCDC and
+// its "cdc" notifications, unsubscribeCDC, resuming from any LSN exactly
+// once (during a write load, and across a crash), filters, schema events,
+// triggers and cascades, rolled-back work producing nothing, errors.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { WsRpc, query, post } from './lib/rpc.mjs';
+
+// The cdc events of subscription `id` collected by c so far.
+const events = (c, id) => c.notes.filter((n) => n.method === 'cdc' && n.params.subscriptionId === id).map((n) => n.params);
+
+// Wait until pred(events) holds (5 s at most).
+async function until(c, id, pred, what = 'events') {
+  await within(5000, (async () => {
+    while (!pred(events(c, id))) await sleep(10);
+  })(), what);
+  return events(c, id);
+}
+
+test('every operation and value type, as committed, after the subscription', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'v', 'CREATE TABLE t(id INTEGER PRIMARY KEY, i, r, s, b)');
+    const c = await WsRpc.open(d.port, '/v1/db/v/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    assert.equal(typeof id, 'string');
+    const w1 = await query(d.port, 'v', "INSERT INTO t VALUES (1, 9007199254740993, 1.5, 'héllo', x'00ff'), (2, NULL, -2, '', x'')");
+    const w2 = await query(d.port, 'v', "UPDATE t SET s = 'x', id = 7 WHERE id = 2");
+    const w3 = await query(d.port, 'v', 'DELETE FROM t WHERE id = 1');
+    const ev = await until(c, id, (e) => e.length >= 4);
+    assert.equal(ev.length, 4, 'nothing from before the subscription (the CREATE TABLE)');
+    const strip = ({ timestamp, subscriptionId, ...rest }) => rest;
+    assert.deepEqual(ev.map(strip), [
+      { lsn: w1.lsn, operation: 'INSERT', table: 't', rowid: 1, after: { id: 1, i: { $bigint: '9007199254740993' }, r: 1.5, s: 'héllo', b: { $bytes: 'AP8=' } } },
+      { lsn: w1.lsn, operation: 'INSERT', table: 't', rowid: 2, after: { id: 2, i: null, r: -2, s: '', b: { $bytes: '' } } },
+      { lsn: w2.lsn, operation: 'UPDATE', table: 't', rowid: 7, previousRowid: 2, before: { id: 2, i: null, r: -2, s: '', b: { $bytes: '' } }, after: { id: 7, i: null, r: -2, s: 'x', b: { $bytes: '' } } },
+      { lsn: w3.lsn, operation: 'DELETE', table: 't', rowid: 1, before: { id: 1, i: { $bigint: '9007199254740993' }, r: 1.5, s: 'héllo', b: { $bytes: 'AP8=' } } },
+    ]);
+    for (const e of ev) assert.ok(Math.abs(e.timestamp - Date.now()) < 60000, `timestamp ${e.timestamp} is ms since 1970`);
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('statement order within a transaction, triggers and cascades; rolled-back work sends nothing', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'o', `CREATE TABLE p(id INTEGER PRIMARY KEY);
+      CREATE TABLE ch(id INTEGER PRIMARY KEY, p REFERENCES p(id) ON DELETE CASCADE);
+      CREATE TABLE audit(what);
+      CREATE TRIGGER tr AFTER DELETE ON ch BEGIN INSERT INTO audit VALUES ('gone ' || old.id); END`);
+    const c = await WsRpc.open(d.port, '/v1/db/o/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    // Rolled back: an explicit rollback, and a failing atomic batch.
+    const { transactionId } = await c.ok('beginTransaction', {});
+    await c.ok('query', { sql: 'INSERT INTO p VALUES (99)', transactionId });
+    await c.ok('rollback', { transactionId });
+    const bad = await c.call('batch', { statements: [{ sql: 'INSERT INTO p VALUES (98)' }, { sql: 'INSERT INTO nope VALUES (1)' }] });
+    assert.equal(bad.error.code, 'TABLE_NOT_FOUND');
+    // One transaction, several statements, with a savepoint rolled back.
+    const t2 = (await c.ok('beginTransaction', {})).transactionId;
+    await c.ok('query', { sql: 'INSERT INTO p VALUES (1); INSERT INTO ch VALUES (10, 1), (11, 1)', transactionId: t2 });
+    await c.ok('query', { sql: 'SAVEPOINT s1; INSERT INTO p VALUES (2); ROLLBACK TO s1; RELEASE s1', transactionId: t2 });
+    const committed = await c.ok('commit', { transactionId: t2 });
+    const del = await c.ok('query', { sql: 'DELETE FROM p WHERE id = 1' });
+    const ev = await until(c, id, (e) => e.length >= 7);
+    await sleep(100);
+    const short = events(c, id).map((e) => `${e.lsn} ${e.operation} ${e.table} ${e.rowid}`);
+    assert.deepEqual(short, [
+      `${committed.lsn} INSERT p 1`, `${committed.lsn} INSERT ch 10`, `${committed.lsn} INSERT ch 11`,
+      `${del.lsn} DELETE p 1`, `${del.lsn} DELETE ch 10`, `${del.lsn} INSERT audit 1`, `${del.lsn} DELETE ch 11`,
+      `${del.lsn} INSERT audit 2`,
+    ].slice(0, short.length));
+    assert.equal(short.length, 8, JSON.stringify(ev));
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('filters by table and operation; schema changes as DDL events', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'f', 'CREATE TABLE a(x); CREATE TABLE b(y)');
+    const c = await WsRpc.open(d.port, '/v1/db/f/rpc');
+    const onlyA = (await c.ok('subscribeCDC', { tables: ['a'] })).subscriptionId;
+    const deletes = (await c.ok('subscribeCDC', { operations: ['DELETE'] })).subscriptionId;
+    const ddl = (await c.ok('subscribeCDC', { operations: ['DDL'] })).subscriptionId;
+    const all = (await c.ok('subscribeCDC', {})).subscriptionId;
+    await query(d.port, 'f', 'INSERT INTO a VALUES (1); INSERT INTO b VALUES (2)');
+    await query(d.port, 'f', 'DELETE FROM b');
+    const alter = await query(d.port, 'f', 'ALTER TABLE a ADD COLUMN z DEFAULT 5');
+    await query(d.port, 'f', 'UPDATE a SET z = 6');
+    await until(c, all, (e) => e.length >= 5);
+    await sleep(100);
+    assert.deepEqual(events(c, onlyA).map((e) => e.operation), ['INSERT', 'UPDATE']);
+    assert.deepEqual(events(c, onlyA)[1].after, { x: 1, z: 6 }, 'columns as the schema had them');
+    assert.deepEqual(events(c, deletes).map((e) => `${e.operation} ${e.table}`), ['DELETE b']);
+    assert.deepEqual(events(c, ddl).map((e) => [e.operation, e.sql, e.lsn]), [['DDL', 'ALTER TABLE a ADD COLUMN z DEFAULT 5', alter.lsn]]);
+    assert.deepEqual(events(c, all).map((e) => e.operation), ['INSERT', 'INSERT', 'DELETE', 'DDL', 'UPDATE']);
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('WITHOUT ROWID tables are identified by their primary key', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'k', 'CREATE TABLE kv(k TEXT, n INTEGER, v, PRIMARY KEY (n, k)) WITHOUT ROWID');
+    const c = await WsRpc.open(d.port, '/v1/db/k/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    await query(d.port, 'k', "INSERT INTO kv VALUES ('a', 1, 'one')");
+    await query(d.port, 'k', "UPDATE kv SET v = 'uno'");
+    const ev = await until(c, id, (e) => e.length >= 2);
+    assert.deepEqual(ev.map((e) => [e.operation, e.primaryKey, e.rowid]), [['INSERT', { k: 'a', n: 1 }, undefined], ['UPDATE', { k: 'a', n: 1 }, undefined]]);
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+// A writer inserts rows 1..N, one commit each; every subscriber must see
+// exactly the rows committed after its fromLSN, each once, in LSN order.
+function checkExactlyOnce(ev, fromLsn, lsnOf, label) {
+  let last = fromLsn;
+  const seen = new Set();
+  for (const e of ev) {
+    assert.ok(e.lsn > fromLsn, `${label}: LSN ${e.lsn} is not after ${fromLsn}`);
+    assert.ok(e.lsn >= last, `${label}: LSN ${e.lsn} after ${last}`);
+    last = e.lsn;
+    const n = e.after.n;
+    assert.ok(!seen.has(n), `${label}: row ${n} twice`);
+    seen.add(n);
+  }
+  const want = [...lsnOf.entries()].filter(([, l]) => l > fromLsn).map(([n]) => n);
+  assert.deepEqual([...seen].sort((a, b) => a - b), want.sort((a, b) => a - b), `${label}: every row after ${fromLsn}, once`);
+}
+
+test('resuming from arbitrary LSNs during a write load: every event after it, exactly once', async () => {
+  // Small checkpoints and segments: older commits come from the log's
+  // sealed segments, newer from the feed.
+  const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\nsegment_size = 64K\n[cdc]\nbuffer_size = 64K\n' });
+  try {
+    const first = await query(d.port, 'x', 'CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)');
+    const lsnOf = new Map();
+    const N = 600;
+    let stop = false;
+    const writer = (async () => {
+      for (let n = 1; n <= N && !stop; n++) {
+        const r = await query(d.port, 'x', 'INSERT INTO t VALUES (?, randomblob(200))', [n]);
+        lsnOf.set(n, r.lsn);
+      }
+    })();
+    const subs = [];
+    for (let k = 0; k < 6; k++) {
+      await sleep(40);
+      const c = await WsRpc.open(d.port, '/v1/db/x/rpc');
+      const known = [...lsnOf.values()];
+      const from = k === 0 ? first.lsn : known.length ? known[Math.floor(Math.random() * known.length)] : first.lsn;
+      const { subscriptionId } = await c.ok('subscribeCDC', { fromLSN: from, operations: ['INSERT'] });
+      subs.push({ c, id: subscriptionId, from });
+    }
+    await within(60000, writer, 'writer');
+    const lastLsn = lsnOf.get(N);
+    for (const s of subs) {
+      const ev = await until(s.c, s.id, (e) => e.length > 0 && e[e.length - 1].lsn >= lastLsn, `events up to ${lastLsn}`);
+      checkExactlyOnce(ev, s.from, lsnOf, `from ${s.from}`);
+      await s.c.close();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('a crash mid-stream, then resuming from the last LSN received', async () => {
+  const dir = tempDir('dosqld-cdc-crash-');
+  const dataDir = path.join(dir, 'data');
+  let d = await startDosqld({ dataDir });
+  try {
+    await query(d.port, 'y', 'CREATE TABLE t(n INTEGER PRIMARY KEY)');
+    let c = await WsRpc.open(d.port, '/v1/db/y/rpc');
+    const sub1 = (await c.ok('subscribeCDC', {})).subscriptionId;
+    const lsnOf = new Map();
+    for (let n = 1; n <= 50; n++) lsnOf.set(n, (await query(d.port, 'y', 'INSERT INTO t VALUES (?)', [n])).lsn);
+    const before = await until(c, sub1, (e) => e.length >= 20);
+    const lastSeen = before[19].lsn; // resume from the middle of what was sent
+    d.proc.kill('SIGKILL');
+    await within(10000, d.exit, 'exit');
+    d = await startDosqld({ dataDir });
+    for (let n = 51; n <= 80; n++) lsnOf.set(n, (await query(d.port, 'y', 'INSERT INTO t VALUES (?)', [n])).lsn);
+    c = await WsRpc.open(d.port, '/v1/db/y/rpc');
+    const sub2 = (await c.ok('subscribeCDC', { fromLSN: lastSeen })).subscriptionId;
+    for (let n = 81; n <= 90; n++) lsnOf.set(n, (await query(d.port, 'y', 'INSERT INTO t VALUES (?)', [n])).lsn);
+    const ev = await until(c, sub2, (e) => e.length > 0 && e[e.length - 1].lsn >= lsnOf.get(90));
+    checkExactlyOnce(ev, lastSeen, lsnOf, 'after the crash');
+    await c.close();
+  } finally {
+    await d.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('errors: fromLSN outside the log, a bad request, unsubscribing, HTTP', async () => {
+  const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\nsegment_size = 64K\nhistory_retention = 0\n' });
+  try {
+    await query(d.port, 'e', 'CREATE TABLE t(v BLOB)');
+    for (let i = 0; i < 60; i++) await query(d.port, 'e', 'INSERT INTO t VALUES (randomblob(3000))');
+    const c = await WsRpc.open(d.port, '/v1/db/e/rpc');
+    const old = await c.call('subscribeCDC', { fromLSN: 1 });
+    assert.equal(old.error?.code, 'INVALID_LSN', JSON.stringify(old));
+    const oldest = Number(old.error.message.match(/oldest available LSN is (\d+)/)?.[1]);
+    assert.ok(oldest > 1, old.error.message);
+    const ok = await c.call('subscribeCDC', { fromLSN: oldest });
+    assert.ok(ok.result?.subscriptionId, JSON.stringify(ok));
+    const future = await c.call('subscribeCDC', { fromLSN: 1000000 });
+    assert.equal(future.error?.code, 'INVALID_LSN');
+    for (const [params, re] of [[{ fromLSN: -1 }, /fromLSN/], [{ tables: 'a' }, /tables/], [{ operations: ['MERGE'] }, /operations/], [{ operations: [] }, /operations/]]) {
+      const r = await c.call('subscribeCDC', params);
+      assert.equal(r.error?.code, 'INVALID_REQUEST', JSON.stringify(params));
+      assert.match(r.error.message, re);
+    }
+    const un = await c.call('unsubscribeCDC', { subscriptionId: ok.result.subscriptionId });
+    assert.equal(un.result.unsubscribed, true);
+    const again = await c.call('unsubscribeCDC', { subscriptionId: ok.result.subscriptionId });
+    assert.equal(again.error?.code, 'SUBSCRIPTION_ERROR');
+    // Nothing more for it.
+    const n = c.notes.length;
+    await query(d.port, 'e', 'INSERT INTO t VALUES (1)');
+    await sleep(200);
+    assert.equal(c.notes.filter((x) => x.method === 'cdc').length, c.notes.slice(0, n).filter((x) => x.method === 'cdc').length);
+    const stats = await c.ok('getStats', {});
+    assert.equal(stats.server.subscriptions, 0);
+    await c.close();
+    // Over plain HTTP there is no stream to send events on.
+    const h = await post(d.port, '/v1/db/e/rpc', { id: 1, method: 'subscribeCDC', params: {} });
+    assert.equal(h.json.error.code, 'INVALID_REQUEST');
+    assert.match(h.json.error.message, /WebSocket|Server-Sent Events/);
+  } finally {
+    await d.cleanup();
+  }
+});
