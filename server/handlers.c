@@ -593,13 +593,6 @@ static void handle_admin(dsq_server *srv, dsq_http_req *req, dsq_op op)
 
 /* ---- dispatch -------------------------------------------------------------- */
 
-static void not_yet(dsq_http_req *req)
-{
-    dsq__respond_error(req, 501, DSQ_CODE_UNKNOWN,
-                       "%s is not implemented in dosqld %s yet",
-                       dsq_route_pattern((dsq_route_id)req->route), DSQ_VERSION);
-}
-
 void dsq__handle(dsq_server *srv, dsq_http_req *req)
 {
     switch ((dsq_route_id)req->route) {
@@ -612,7 +605,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_DROP: handle_admin(srv, req, DSQ_OP_DROP); break;
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
-    case DSQ_ROUTE_DB_CDC: not_yet(req); break;
+    case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

@@ -123,6 +123,10 @@ int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n);
 /* Close the WebSocket session on `c` with a code. */
 void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason);
 
+/* ---- sse.c ---- */
+/* GET /v1/db/{db}/cdc: CDC as Server-Sent Events. */
+void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req);
+
 /* ---- handlers.c ---- */
 /* Run the route's handler for a complete, authorized request. */
 void dsq__handle(dsq_server *srv, dsq_http_req *req);

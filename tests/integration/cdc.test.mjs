@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
 import { WsRpc, query, post } from './lib/rpc.mjs';
@@ -240,6 +241,107 @@ test('errors: fromLSN outside the log, a bad request, unsubscribing, HTTP', asyn
     const h = await post(d.port, '/v1/db/e/rpc', { id: 1, method: 'subscribeCDC', params: {} });
     assert.equal(h.json.error.code, 'INVALID_REQUEST');
     assert.match(h.json.error.message, /WebSocket|Server-Sent Events/);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+// Server-Sent Events: a reader that collects the blocks of one response.
+function sse(port, target, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: target, headers }, (res) => {
+      const s = { res, req, status: res.statusCode, headers: res.headers, text: '', blocks: [] };
+      s.ended = new Promise((r) => res.on('end', r));
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => {
+        s.text += chunk;
+        let i;
+        while ((i = s.text.indexOf('\n\n')) >= 0) {
+          const block = s.text.slice(0, i);
+          s.text = s.text.slice(i + 2);
+          const ev = {};
+          for (const line of block.split('\n')) {
+            const m = line.match(/^([a-z]+): ?(.*)$/i);
+            if (m) ev[m[1]] = m[1] === 'data' ? JSON.parse(m[2]) : m[2];
+          }
+          if (ev.event) s.blocks.push(ev);
+        }
+      });
+      resolve(s);
+    });
+    req.on('error', reject);
+  });
+}
+
+async function sseUntil(s, pred) {
+  await within(5000, (async () => {
+    while (!pred(s.blocks)) await sleep(10);
+  })(), 'SSE events');
+  return s.blocks;
+}
+
+test('Server-Sent Events: ids on whole commits, Last-Event-ID resumes exactly once', async () => {
+  const d = await startDosqld();
+  try {
+    const first = await query(d.port, 's', 'CREATE TABLE t(n INTEGER PRIMARY KEY, m)');
+    const lsnOf = new Map();
+    // Two rows per commit: the id comes with the second.
+    for (let n = 1; n <= 20; n += 2) {
+      const r = await query(d.port, 's', 'INSERT INTO t VALUES (?, 0), (?, 0)', [n, n + 1]);
+      lsnOf.set(n, r.lsn);
+      lsnOf.set(n + 1, r.lsn);
+    }
+    const a = await sse(d.port, `/v1/db/s/cdc?from=${first.lsn}&operations=INSERT`);
+    assert.equal(a.status, 200);
+    assert.match(a.headers['content-type'], /^text\/event-stream/);
+    const got = await sseUntil(a, (b) => b.length >= 20);
+    assert.deepEqual(got.map((b) => b.event), Array(20).fill('cdc'));
+    for (let i = 0; i < 20; i++) {
+      assert.equal(got[i].data.after.n, i + 1);
+      assert.equal(got[i].id, i % 2 === 1 ? String(got[i].data.lsn) : undefined, `event ${i}: an id on the last of each commit`);
+    }
+    a.req.destroy();
+    const lastId = got[11].id; // as if the client saw up to the 12th event
+    for (let n = 21; n <= 30; n += 2) {
+      const r = await query(d.port, 's', 'INSERT INTO t VALUES (?, 0), (?, 0)', [n, n + 1]);
+      lsnOf.set(n, r.lsn);
+      lsnOf.set(n + 1, r.lsn);
+    }
+    const b = await sse(d.port, '/v1/db/s/cdc?from=1', { 'Last-Event-ID': lastId });
+    const rest = await sseUntil(b, (x) => x.length >= 18);
+    checkExactlyOnce(rest.map((x) => x.data), Number(lastId), lsnOf, 'after Last-Event-ID');
+    b.req.destroy();
+    // Live events, and the tables filter.
+    const c = await sse(d.port, '/v1/db/s/cdc?tables=t');
+    await query(d.port, 's', 'UPDATE t SET m = 1 WHERE n = 1');
+    const live = await sseUntil(c, (x) => x.length >= 1);
+    assert.equal(live[0].data.operation, 'UPDATE');
+    c.req.destroy();
+    await sleep(100);
+    const st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
+    assert.equal(st.subscriptions, 0, 'a client that hung up has no subscription left');
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('Server-Sent Events: errors before the stream are JSON', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'z', 'CREATE TABLE t(x)');
+    for (const [target, status, code] of [
+      ['/v1/db/z/cdc?from=99', 400, 'INVALID_LSN'],
+      ['/v1/db/z/cdc?from=x', 400, 'INVALID_REQUEST'],
+      ['/v1/db/z/cdc?operations=MERGE', 400, 'INVALID_REQUEST'],
+      ['/v1/db/z/cdc?tables=a,,b', 400, 'INVALID_REQUEST'],
+    ]) {
+      const s = await sse(d.port, target);
+      await within(5000, s.ended, 'response');
+      assert.equal(s.status, status, target);
+      assert.equal(JSON.parse(s.text).error.code, code, target);
+    }
+    const bad = await sse(d.port, '/v1/db/z/cdc', { 'Last-Event-ID': 'abc' });
+    assert.equal(bad.status, 400);
   } finally {
     await d.cleanup();
   }

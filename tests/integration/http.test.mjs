@@ -83,10 +83,10 @@ test('errors carry DESIGN codes in a JSON body', async () => {
   r = await request(d.port, 'POST', '/v1/db/a%20b/query', { body: '{}' });
   assert.equal(r.status, 400);
   assert.match(r.json.error.message, /invalid database name/);
-  r = await request(d.port, 'GET', '/v1/db/app/cdc');
-  assert.equal(r.status, 501);
+  r = await request(d.port, 'GET', '/v1/db/app/cdc?from=soon');
+  assert.equal(r.status, 400);
   assert.equal(r.headers['content-type'], 'application/json');
-  assert.match(r.json.error.message, /not implemented/);
+  assert.match(r.json.error.message, /from must be an LSN/);
   r = await request(d.port, 'GET', '/v1/rpc');
   assert.equal(r.status, 426, 'GET on an RPC route needs a WebSocket upgrade');
 });
