@@ -285,6 +285,8 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s);
  * caller reads the log: DSQ_OP_CDC_READ); -1 out of memory. Loop thread. */
 int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
                          bool *more);
+/* The subscriber has delivered every commit up to lsn (for getStats). */
+void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn);
 
 /* Stop: refuse new calls, let queued ones finish, roll back open
  * transactions, close every database, join the workers. Blocks; the

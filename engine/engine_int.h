@@ -229,6 +229,9 @@ void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn);
 /* Loop thread: run the callbacks of subscribers whose feed has news. */
 void dsq__feed_poll(dsq_engine *e);
 void dsq__feed_free(dsq_feed *f);
+/* getStats: one object per subscriber {lsn, lagLsn, lagBytes, readingLog}
+ * against the durable end (any thread). */
+json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable);
 /* The actor of database `name`, made if new (loop thread). */
 struct dsq_actor *dsq__actor_get(dsq_engine *e, const char *name);
 void dsq__syncer_stop(dsq_engine *e);

@@ -11,7 +11,8 @@
  *
  * Threads: commits from the actor's worker, durability from the syncer
  * (or the worker), reads and the subscriber list on the loop thread; the
- * feed's mutex guards the buffer and the durable end. */
+ * feed's mutex guards the buffer, the durable end, and changes to the
+ * list (the worker reads it for getStats). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +30,8 @@ struct dsq_feed_sub {
     dsq_feed_fn fn;
     void *ud;
     dsq_feed_sub *next;
-    bool dead; /* unsubscribed while callbacks ran */
+    bool dead;        /* unsubscribed while callbacks ran */
+    uint64_t cursor;  /* the last commit it delivered (under the feed's mu) */
 };
 
 struct dsq_feed {
@@ -170,6 +172,7 @@ void dsq__feed_poll(dsq_engine *e)
             if (!s->dead)
                 s->fn(s->ud);
         f->dispatching = false;
+        pthread_mutex_lock(&f->mu);
         for (dsq_feed_sub **pp = &f->subs; *pp;) {
             dsq_feed_sub *s = *pp;
             if (s->dead) {
@@ -179,6 +182,7 @@ void dsq__feed_poll(dsq_engine *e)
                 pp = &s->next;
             }
         }
+        pthread_mutex_unlock(&f->mu);
     }
 }
 
@@ -196,8 +200,10 @@ dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_
     dsq_feed_sub *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
+    pthread_mutex_lock(&f->mu);
     *s = (dsq_feed_sub){.feed = f, .fn = fn, .ud = ud, .next = f->subs};
     f->subs = s;
+    pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->nsubs, 1);
     atomic_fetch_add(&e->subscriptions, 1);
     return s;
@@ -210,24 +216,57 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s)
     dsq_feed *f = s->feed;
     atomic_fetch_sub(&f->nsubs, 1);
     atomic_fetch_sub(&e->subscriptions, 1);
+    pthread_mutex_lock(&f->mu);
     if (f->dispatching) {
         s->dead = true;
-        return;
-    }
-    for (dsq_feed_sub **pp = &f->subs; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            break;
+    } else {
+        for (dsq_feed_sub **pp = &f->subs; *pp; pp = &(*pp)->next) {
+            if (*pp == s) {
+                *pp = s->next;
+                break;
+            }
         }
+        free(s);
     }
-    free(s);
     if (atomic_load(&f->nsubs) == 0) { /* nobody reads it: let it go */
-        pthread_mutex_lock(&f->mu);
         while (f->n > 0)
             drop_oldest(f);
         f->from = UINT64_MAX;
-        pthread_mutex_unlock(&f->mu);
     }
+    pthread_mutex_unlock(&f->mu);
+}
+
+void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn)
+{
+    pthread_mutex_lock(&s->feed->mu);
+    s->cursor = lsn;
+    pthread_mutex_unlock(&s->feed->mu);
+}
+
+json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable)
+{
+    json_t *list = json_array();
+    if (f == NULL || list == NULL)
+        return list;
+    pthread_mutex_lock(&f->mu);
+    for (dsq_feed_sub *s = f->subs; s; s = s->next) {
+        if (s->dead)
+            continue;
+        /* Bytes of row changes after its cursor that the feed holds; one
+         * behind the feed reads the log, and is at least that far behind. */
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < f->n; i++) {
+            entry *x = &f->ring[(f->head + i) % f->cap];
+            if (x->lsn > s->cursor && x->lsn <= durable)
+                bytes += x->len;
+        }
+        bool behind = f->from == UINT64_MAX || s->cursor < f->from;
+        json_array_append_new(list, json_pack("{s:I,s:I,s:I,s:b}", "lsn", (json_int_t)s->cursor, "lagLsn",
+                                              (json_int_t)(durable > s->cursor ? durable - s->cursor : 0),
+                                              "lagBytes", (json_int_t)bytes, "readingLog", behind));
+    }
+    pthread_mutex_unlock(&f->mu);
+    return list;
 }
 
 int dsq_cdc_batch_put(dsq_buf *out, uint64_t lsn, uint64_t time_us, const void *changes, uint32_t n)

@@ -177,6 +177,10 @@ json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
                            "durableLsn", (json_int_t)dsq_wal_durable(dsq_ps_wal(o->ps)),
                            "fsyncs", (json_int_t)s.fsyncs);
     json_object_set_new(db, "storage", st);
+    uint64_t durable = e->cfg.sync == DSQ_SYNC_OFF ? o->lsn : dsq_wal_durable(dsq_ps_wal(o->ps));
+    json_t *subs = dsq__feed_stats(atomic_load(&a->feed), durable);
+    json_object_set_new(db, "cdc", json_pack("{s:I,s:o}", "subscriptions", (json_int_t)json_array_size(subs),
+                                             "subscribers", subs));
 
     return json_pack("{s:o,s:o}", "database", db, "server", srv);
 }

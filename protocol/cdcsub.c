@@ -283,6 +283,8 @@ static void pump(dsq_cdcsub *s)
         deliver(s, &s->batch);
         if (!s->stopped && upto > s->cursor)
             s->cursor = upto;
+        if (!s->stopped)
+            dsq_engine_feed_progress(s->feed, s->cursor);
         if (upto > s->known_end)
             s->known_end = upto;
         if (!more)
@@ -337,6 +339,7 @@ static void on_read(dsq_call *c)
         s->cursor = c->lsn;
     if (c->lsn > s->known_end)
         s->known_end = c->lsn;
+    dsq_engine_feed_progress(s->feed, s->cursor);
     s->log_mode = c->more;
     pump(s);
     gone(s);

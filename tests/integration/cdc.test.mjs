@@ -346,3 +346,77 @@ test('Server-Sent Events: errors before the stream are JSON', async () => {
     await d.cleanup();
   }
 });
+
+// A subscriber that stops reading while 8 writers run: the writers and a
+// healthy subscriber go on; when it reads again it gets every event once
+// (the log still has them), or, when the log was retired meanwhile,
+// BUFFER_OVERFLOW naming the last commit it received whole.
+async function stalled(conf, expectOverflow) {
+  const d = await startDosqld({ conf });
+  try {
+    await query(d.port, 'st', 'CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)');
+    const healthy = await WsRpc.open(d.port, '/v1/db/st/rpc');
+    const hid = (await healthy.ok('subscribeCDC', {})).subscriptionId;
+    const slow = await WsRpc.open(d.port, '/v1/db/st/rpc');
+    const sid = (await slow.ok('subscribeCDC', {})).subscriptionId;
+    slow.ws._socket.pause(); // reads nothing from here on
+    const lsnOf = new Map();
+    const W = 8, PER = 250;
+    await within(60000, Promise.all(Array.from({ length: W }, async (_, w) => {
+      for (let i = 0; i < PER; i++) {
+        const n = w * PER + i + 1;
+        lsnOf.set(n, (await query(d.port, 'st', 'INSERT INTO t VALUES (?, randomblob(3000))', [n])).lsn);
+      }
+    })), 'writers beside a stalled subscriber');
+    const last = Math.max(...lsnOf.values());
+    const hev = await until(healthy, hid, (e) => e.length > 0 && e[e.length - 1].lsn >= last, 'the healthy subscriber');
+    checkExactlyOnce(hev, 1, lsnOf, 'healthy');
+    // While it is stalled, getStats shows how far behind it is.
+    const lag = (await healthy.ok('getStats', {})).database.cdc;
+    assert.equal(lag.subscriptions, 2);
+    const behind = lag.subscribers.reduce((a, b) => (a.lagLsn > b.lagLsn ? a : b));
+    assert.ok(behind.lagLsn > 0 && behind.lsn < last, JSON.stringify(lag));
+    slow.ws._socket.resume();
+    const end = () => slow.notes.find((n) => n.method === 'cdc.end');
+    await within(20000, (async () => {
+      while (!end() && !(events(slow, sid).at(-1)?.lsn >= last)) await sleep(20);
+    })(), 'the stalled subscriber');
+    await sleep(200);
+    const sev = events(slow, sid);
+    if (expectOverflow) {
+      const e = end();
+      assert.ok(e, `BUFFER_OVERFLOW expected; got events up to ${sev.at(-1)?.lsn} of ${last}`);
+      assert.equal(e.params.error.code, 'BUFFER_OVERFLOW');
+      assert.equal(e.params.subscriptionId, sid);
+      assert.match(e.params.error.message, /oldest available LSN is \d+/);
+      const upto = e.params.lastLsn;
+      assert.ok(upto < last, `stopped at ${upto}`);
+      const want = new Map([...lsnOf].filter(([, l]) => l <= upto));
+      checkExactlyOnce(sev, 1, want, 'stalled, up to its end');
+      const st = await slow.ok('getStats', {});
+      assert.equal(st.server.subscriptions, 1, 'only the healthy one is left');
+    } else {
+      assert.equal(end(), undefined);
+      checkExactlyOnce(sev, 1, lsnOf, 'stalled, then caught up');
+      const st = await slow.ok('getStats', {});
+      assert.equal(st.database.cdc.subscriptions, 2);
+      for (const x of st.database.cdc.subscribers) {
+        assert.equal(x.lsn, last, JSON.stringify(x));
+        assert.equal(x.lagLsn, 0);
+        assert.equal(x.lagBytes, 0);
+      }
+    }
+    await healthy.close();
+    await slow.close();
+  } finally {
+    await d.cleanup();
+  }
+}
+
+test('a stalled subscriber neither stops writers nor other subscribers, then catches up from the log', async () => {
+  await stalled('[cdc]\nbuffer_size = 64K\n', false);
+});
+
+test('a stalled subscriber that falls out of the retained log ends with BUFFER_OVERFLOW', async () => {
+  await stalled('[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\nhistory_retention = 0\n[cdc]\nbuffer_size = 64K\n', true);
+});
