@@ -28,6 +28,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "protocol/cdcsub.h"
 #include "protocol/value.h"
 
 static uint64_t entries_total; /* loop thread only */
@@ -130,7 +131,9 @@ static void idmap_free(idmap *m)
 
 /* ---- values --------------------------------------------------------------------------- */
 
-enum { V_NONE = 0, V_DATA, V_MAIN, V_DB, V_CLIENT };
+enum { V_NONE = 0, V_DATA, V_MAIN, V_DB, V_CLIENT, V_SUB };
+
+struct cw_sub;
 
 typedef struct cw_val {
     int kind;
@@ -139,6 +142,7 @@ typedef struct cw_val {
     json_t *tree;    /* V_DATA: the value as a tree (owned), made on demand */
     char db[129];    /* V_DB: its database */
     int64_t client;  /* V_CLIENT: the client's export id */
+    struct cw_sub *sub; /* V_SUB: a CDC subscription (the session's, lives as long) */
 } cw_val;
 
 static void val_clear(cw_val *v)
@@ -146,6 +150,14 @@ static void val_clear(cw_val *v)
     free(v->text);
     json_decref(v->tree);
     *v = (cw_val){0};
+}
+
+/* A stub value (not data) again: the same stub. */
+static cw_val val_stub_copy(const cw_val *src)
+{
+    cw_val v = {.kind = src->kind, .client = src->client, .sub = src->sub};
+    memcpy(v.db, src->db, sizeof v.db);
+    return v;
 }
 
 /* ---- entries ---------------------------------------------------------------------------- */
@@ -175,6 +187,7 @@ typedef struct cw_import {
     char *msg;
     struct cw_job *job; /* our call to the client's stub: who waits for it */
     bool held;        /* a running call keeps this stub (queryStream's callback) */
+    struct cw_sub *sub; /* our call to a CDC subscription's callback: whose */
     int users;        /* promise: pushes not delivered yet that wait for it */
 } cw_import;
 
@@ -208,6 +221,7 @@ struct dsq_cw_session {
     cw_export *current;        /* the entry of the task being looked at */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
+    struct cw_sub *subs;       /* CDC subscriptions made in it (freed with it) */
 };
 
 static void abort_session(dsq_cw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -817,8 +831,7 @@ static int64_t export_stub(dsq_cw_session *s, const cw_val *v)
     if (e == NULL)
         return id;
     e->state = S_DONE;
-    e->val.kind = v->kind;
-    memcpy(e->val.db, v->db, sizeof e->val.db);
+    e->val = val_stub_copy(v);
     return id;
 }
 
@@ -986,8 +999,17 @@ static void release_import(dsq_cw_session *s, cw_import *im)
 }
 
 /* The client answered our call `im` (a callback of queryStream). */
+static void sub_answered(dsq_cw_session *s, struct cw_sub *u, bool ok);
+
 static void call_settled(dsq_cw_session *s, cw_import *im)
 {
+    if (im->sub != NULL) { /* a subscription's callback answered */
+        struct cw_sub *u = im->sub;
+        bool ok = im->state == S_DONE;
+        release_import(s, im);
+        sub_answered(s, u, ok);
+        return;
+    }
     cw_job *j = im->job;
     bool ok = im->state == S_DONE;
     im->job = NULL;
@@ -999,6 +1021,8 @@ static void call_settled(dsq_cw_session *s, cw_import *im)
     }
 }
 
+static void start_subscription(dsq_cw_session *s, cw_export *e, const char *db, json_t *args);
+
 /* Start an engine call of `method` with the evaluated arguments. */
 static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem,
                        const char *db, const char *method, json_t *args)
@@ -1007,6 +1031,10 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     if (req != NULL && !json_is_object(req) && !json_is_null(req)) {
         fail(s, DSQ_CODE_INVALID_REQUEST, "%s takes one request object", method);
         goto refuse;
+    }
+    if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
+        start_subscription(s, e, db, args);
+        return;
     }
     if (!dsq_dosql_has_method(method)) {
         fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' on a database", method);
@@ -1046,6 +1074,192 @@ refuse:
         map_step_done(m, elem, NULL, s->why_code, s->why);
     else
         settle_failed(s, e, s->why_code, s->why);
+}
+
+/* ---- CDC subscriptions: subscribeCDC(request, callback) ------------------------------------- */
+
+/* The callback gets each event; at most SUB_WINDOW calls of it are
+ * unanswered at a time, which is the subscription's flow control. The
+ * result is a stub whose unsubscribe() ends it; so does the session's end.
+ * A running subscription holds a reference on the session; its memory
+ * goes with the session's (stubs may name it until then). */
+#define SUB_WINDOW 32
+
+typedef struct cw_sub {
+    dsq_cw_session *s;
+    dsq_cdcsub *sub;        /* running; NULL once stopped */
+    cw_export *e;           /* subscribeCDC's entry, until it settles */
+    int64_t cb;             /* the client's callback (import id, held) */
+    int inflight;           /* calls of the callback not answered */
+    uint64_t last_lsn;      /* when stopped: the last commit it delivered */
+    struct cw_sub *next;    /* the session's list */
+} cw_sub;
+
+/* It runs no more: its callback let go, the session's reference dropped
+ * (the caller holds one of its own). */
+static void sub_detach(cw_sub *u)
+{
+    dsq_cw_session *s = u->s;
+    u->sub = NULL;
+    cw_import *im = s->closed ? NULL : idmap_get(&s->imports, u->cb);
+    if (im != NULL)
+        release_import(s, im);
+    s->refs--;
+}
+
+/* Stop it (unsubscribe(), a callback that threw, the session's end). */
+static void sub_stop(cw_sub *u)
+{
+    dsq_cdcsub *x = u->sub;
+    if (x == NULL)
+        return;
+    u->last_lsn = dsq_cdcsub_lsn(x);
+    sub_detach(u);
+    dsq_cdcsub_stop(x);
+}
+
+static void sub_started(void *ud, int err, dsq_code code, const char *msg)
+{
+    cw_sub *u = ud;
+    dsq_cw_session *s = u->s;
+    cw_export *e = u->e;
+    u->e = NULL;
+    s->refs++;
+    if (err != 0) {
+        sub_detach(u); /* the subscription stopped itself */
+        if (!s->closed)
+            settle_failed(s, e, code, msg);
+    } else {
+        cw_val v = {.kind = V_SUB, .sub = u};
+        if (!s->closed)
+            settle_done(s, e, &v);
+        else
+            val_clear(&v);
+    }
+    unref(s);
+}
+
+/* Call the client's callback with one argument (Cap'n Web text). */
+static int sub_call(cw_sub *u, const char *text, size_t len)
+{
+    dsq_cw_session *s = u->s;
+    if (s->closed || s->aborted)
+        return -1;
+    int64_t id = ++s->next_call;
+    cw_import *im = import_get_or_new(s, id);
+    if (im == NULL)
+        return -1;
+    im->state = S_PENDING;
+    im->sub = u;
+    u->inflight++;
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "[\"push\",[\"pipeline\",%lld,[],[", (long long)u->cb);
+    dsq_buf_append(&b, text, len);
+    dsq_buf_puts(&b, "]]]");
+    send_msg(s, &b);
+    dsq_buf_reset(&b);
+    dsq_buf_printf(&b, "[\"pull\",%lld]", (long long)id);
+    send_msg(s, &b);
+    dsq_buf_free(&b);
+    return 0;
+}
+
+static int sub_event(void *ud, const char *text, size_t len, uint64_t lsn, bool last)
+{
+    (void)lsn;
+    (void)last;
+    return sub_call(ud, text, len);
+}
+
+static bool sub_can_send(void *ud)
+{
+    cw_sub *u = ud;
+    return u->inflight < SUB_WINDOW;
+}
+
+/* It ended by itself: the callback hears {end, lastLsn, error} last. */
+static void sub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_lsn)
+{
+    cw_sub *u = ud;
+    dsq_cw_session *s = u->s;
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_puts(&b, "{\"end\":true,\"lastLsn\":");
+    dsq_cw_bigint(&b, (int64_t)last_lsn);
+    dsq_buf_printf(&b, ",\"error\":{\"code\":\"%s\",\"message\":", dsq_code_name(code));
+    dsq_json_string(&b, msg, strlen(msg));
+    dsq_buf_puts(&b, "}}");
+    s->refs++;
+    if (b.data)
+        sub_call(u, b.data, b.len);
+    dsq_buf_free(&b);
+    u->last_lsn = last_lsn;
+    sub_detach(u); /* the subscription stopped itself */
+    unref(s);
+}
+
+/* subscribeCDC(request, callback) on database `db`. */
+static void start_subscription(dsq_cw_session *s, cw_export *e, const char *db, json_t *args)
+{
+    json_t *req = json_array_get(args, 0);
+    json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
+    const char *tables[1000];
+    char why[200];
+    dsq_cdcsub_req r = {.db = db, .enc = DSQ_ENC_CAPNWEB};
+    if (s->batch) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC needs a WebSocket session");
+        return;
+    }
+    if (!json_is_integer(cb)) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC(request, callback) needs a callback function");
+        return;
+    }
+    if (!(s->t.scope(s->t.ud, db) & DSQ_SCOPE_R)) {
+        settle_failed(s, e, DSQ_CODE_FORBIDDEN, "subscribing needs read scope on the database");
+        return;
+    }
+    if (req != NULL && !json_is_null(req) &&
+        (!json_is_object(req) || dsq_cdcsub_parse(req, &r, tables, 1000, why, sizeof why) != 0)) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, json_is_object(req) ? why : "subscribeCDC takes one request object");
+        return;
+    }
+    cw_sub *u = calloc(1, sizeof *u);
+    if (u == NULL) {
+        settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    u->s = s;
+    u->e = e;
+    u->cb = json_integer_value(cb);
+    u->next = s->subs;
+    s->subs = u;
+    cw_import *im = idmap_get(&s->imports, u->cb);
+    if (im != NULL)
+        im->held = true; /* until the subscription stops */
+    dsq_cdcsub_sink sink = {sub_started, sub_event, sub_can_send, sub_ended, u};
+    dsq_code code;
+    char msg[600];
+    u->sub = dsq_cdcsub_start(s->engine, &r, &sink, &code, msg, sizeof msg);
+    if (u->sub == NULL) {
+        u->e = NULL;
+        if (im != NULL)
+            release_import(s, im);
+        settle_failed(s, e, code, msg);
+        return;
+    }
+    s->refs++; /* while it runs */
+}
+
+/* A callback call of a subscription was answered. */
+static void sub_answered(dsq_cw_session *s, cw_sub *u, bool ok)
+{
+    u->inflight--;
+    if (!ok && u->sub != NULL) {
+        DSQ_DEBUG("capnweb_cdc_callback_failed", "cb=%lld", (long long)u->cb);
+        sub_stop(u); /* the callback threw: no more events */
+    } else if (u->sub != NULL && u->inflight == SUB_WINDOW - 1) {
+        dsq_cdcsub_writable(u->sub);
+    }
+    (void)s;
 }
 
 static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem, cw_val *v,
@@ -1089,6 +1303,25 @@ static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size
                 settle_done(s, e, &stub);
             return;
         }
+    } else if (v->kind == V_SUB && strcmp(method, "unsubscribe") == 0) {
+        cw_sub *u = v->sub;
+        sub_stop(u);
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_puts(&b, "{\"unsubscribed\":true,\"lastLsn\":");
+        dsq_cw_bigint(&b, (int64_t)u->last_lsn);
+        dsq_buf_puts(&b, "}");
+        cw_val r = {.kind = V_DATA, .len = b.len};
+        size_t cap;
+        r.text = dsq_buf_steal(&b, &cap);
+        if (r.text == NULL)
+            r.text = strdup("null"), r.len = 4;
+        if (m)
+            map_step_done(m, elem, &r, DSQ_CODE_UNKNOWN, NULL);
+        else
+            settle_done(s, e, &r);
+        return;
+    } else if (v->kind == V_SUB) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "a subscription has one method: unsubscribe()");
     } else if (v->kind == V_MAIN) {
         fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' here: use database(name) first", method);
     } else {
@@ -1282,8 +1515,10 @@ static void start_map(dsq_cw_session *s, cw_export *e, json_t *expr)
                 why = "a map capture refers to no settled entry";
                 break;
             }
-            m->caps[i] = (cw_val){.kind = cx->val.kind, .client = cx->val.client};
-            memcpy(m->caps[i].db, cx->val.db, sizeof m->caps[i].db);
+            if (cx->val.kind != V_DATA)
+                m->caps[i] = val_stub_copy(&cx->val);
+            else
+                m->caps[i] = (cw_val){.kind = V_DATA};
             if (cx->val.kind == V_DATA) {
                 json_t *t = val_tree(s, &cx->val);
                 m->caps[i].tree = json_incref(t ? t : json_null());
@@ -1388,9 +1623,7 @@ static void deliver(dsq_cw_session *s, cw_task *t)
             return;
         }
         if (target->val.kind != V_DATA && json_array_size(path) == 0) {
-            cw_val v = target->val;
-            v.text = NULL;
-            v.tree = NULL;
+            cw_val v = val_stub_copy(&target->val);
             settle_done(s, e, &v);
             return;
         }
@@ -1796,6 +2029,11 @@ static void unref(dsq_cw_session *s)
             import_destroy(s->imports.vals[i]);
     idmap_free(&s->exports);
     idmap_free(&s->imports);
+    while (s->subs) {
+        struct cw_sub *u = s->subs;
+        s->subs = u->next;
+        free(u);
+    }
     free(s);
 }
 
@@ -1822,6 +2060,10 @@ void dsq_cw_session_close(dsq_cw_session *s)
             dsq_dosql_stream_resume(op, true);
         }
     }
+    s->refs++;
+    for (cw_sub *u = s->subs; u; u = u->next)
+        sub_stop(u); /* no more events */
     dsq_dosql_session_close(s->dosql); /* its transactions roll back */
+    unref(s);
     unref(s);
 }

@@ -157,6 +157,67 @@ int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t
     return rc == -1 ? -1 : 0;
 }
 
+/* ---- requests ------------------------------------------------------------------------------ */
+
+int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t max_tables, char *err,
+                     size_t errlen)
+{
+    json_t *from = json_object_get(p, "fromLSN");
+    if (from != NULL && !json_is_null(from)) {
+        json_t *big = json_object_get(from, "$bigint");
+        if (json_is_string(big) && json_object_size(from) == 1)
+            from = big;
+        if (json_is_integer(from) && json_integer_value(from) >= 0)
+            r->from = (uint64_t)json_integer_value(from);
+        else if (!json_is_string(from) || dsq_parse_u64(json_string_value(from), &r->from) != 0) {
+            snprintf(err, errlen, "\"fromLSN\" must be an LSN (a whole number)");
+            return -1;
+        }
+        r->has_from = true;
+    }
+    json_t *t = json_object_get(p, "tables");
+    if (t != NULL && !json_is_null(t)) {
+        if (!json_is_array(t) || json_array_size(t) > max_tables) {
+            snprintf(err, errlen, "\"tables\" must be an array of up to %zu table names", max_tables);
+            return -1;
+        }
+        for (size_t i = 0; i < json_array_size(t); i++) {
+            json_t *x = json_array_get(t, i);
+            if (!json_is_string(x) || json_string_length(x) == 0 ||
+                json_string_length(x) != strlen(json_string_value(x))) {
+                snprintf(err, errlen, "\"tables\"[%zu] must be a table name", i);
+                return -1;
+            }
+            tables[i] = json_string_value(x);
+        }
+        r->tables = tables;
+        r->ntables = json_array_size(t);
+    }
+    json_t *a = json_object_get(p, "operations");
+    if (a != NULL && !json_is_null(a)) {
+        static const char *const names[] = {"INSERT", "UPDATE", "DELETE", "DDL"};
+        static const unsigned bits[] = {DSQ_CDCSUB_INSERT, DSQ_CDCSUB_UPDATE, DSQ_CDCSUB_DELETE, DSQ_CDCSUB_DDL};
+        if (!json_is_array(a) || json_array_size(a) == 0) {
+            snprintf(err, errlen, "\"operations\" must be a non-empty array of \"INSERT\", \"UPDATE\", "
+                                  "\"DELETE\", \"DDL\"");
+            return -1;
+        }
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            const char *v = json_string_value(json_array_get(a, i));
+            unsigned bit = 0;
+            for (size_t k = 0; v && k < 4; k++)
+                if (strcmp(v, names[k]) == 0)
+                    bit = bits[k];
+            if (bit == 0) {
+                snprintf(err, errlen, "\"operations\"[%zu] must be \"INSERT\", \"UPDATE\", \"DELETE\" or \"DDL\"", i);
+                return -1;
+            }
+            r->ops |= bit;
+        }
+    }
+    return 0;
+}
+
 /* ---- the subscription ---------------------------------------------------------------------- */
 
 struct dsq_cdcsub {

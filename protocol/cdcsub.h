@@ -69,6 +69,13 @@ typedef struct dsq_cdcsub_sink {
     void *ud;
 } dsq_cdcsub_sink;
 
+/* A subscribeCDC request object {fromLSN?, tables?, operations?} into r
+ * (db, enc and session are the caller's). fromLSN: a whole number,
+ * {"$bigint": "..."} or a decimal string. Table names point into `p`;
+ * `tables` holds up to max_tables of them. 0, or -1 with the reason. */
+int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t max_tables, char *err,
+                     size_t errlen);
+
 /* Start a subscription; sink->started says later how it went. NULL, with
  * the code and message, when it cannot start at all (out of memory, the
  * database's mailbox full); then no sink function is called. */

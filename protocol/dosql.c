@@ -826,70 +826,6 @@ static void csub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_l
     csub_remove(c);
 }
 
-/* tables: an array of names (NULL when absent). Returns 0 or -1 after rejecting. */
-static int parse_tables(op *o, json_t *p, const char ***out, size_t *n)
-{
-    json_t *t = json_object_get(p, "tables");
-    *out = NULL;
-    *n = 0;
-    if (t == NULL || json_is_null(t))
-        return 0;
-    if (!json_is_array(t) || json_array_size(t) > 1000) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "\"tables\" must be an array of up to 1000 table names");
-        return -1;
-    }
-    const char **v = dsq_arena_alloc(&o->arena, (json_array_size(t) + 1) * sizeof *v);
-    if (v == NULL) {
-        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < json_array_size(t); i++) {
-        json_t *x = json_array_get(t, i);
-        if (!json_is_string(x) || json_string_length(x) == 0 ||
-            json_string_length(x) != strlen(json_string_value(x))) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "\"tables\"[%zu] must be a table name", i);
-            return -1;
-        }
-        v[i] = json_string_value(x);
-    }
-    *out = v;
-    *n = json_array_size(t);
-    return 0;
-}
-
-static int parse_ops(op *o, json_t *p, unsigned *ops)
-{
-    json_t *a = json_object_get(p, "operations");
-    *ops = 0; /* the default (cdcsub.h) */
-    if (a == NULL || json_is_null(a))
-        return 0;
-    if (!json_is_array(a) || json_array_size(a) == 0) {
-        reject(o, DSQ_CODE_INVALID_REQUEST,
-               "\"operations\" must be a non-empty array of \"INSERT\", \"UPDATE\", \"DELETE\", \"DDL\"");
-        return -1;
-    }
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } names[] = {{"INSERT", DSQ_CDCSUB_INSERT}, {"UPDATE", DSQ_CDCSUB_UPDATE},
-                 {"DELETE", DSQ_CDCSUB_DELETE}, {"DDL", DSQ_CDCSUB_DDL}};
-    *ops = 0;
-    for (size_t i = 0; i < json_array_size(a); i++) {
-        const char *v = json_string_value(json_array_get(a, i));
-        unsigned bit = 0;
-        for (size_t k = 0; v && k < sizeof names / sizeof names[0]; k++)
-            if (strcmp(v, names[k].name) == 0)
-                bit = names[k].bit;
-        if (bit == 0) {
-            reject(o, DSQ_CODE_INVALID_REQUEST,
-                   "\"operations\"[%zu] must be \"INSERT\", \"UPDATE\", \"DELETE\" or \"DDL\"", i);
-            return -1;
-        }
-        *ops |= bit;
-    }
-    return 0;
-}
-
 static void m_subscribe_cdc(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
@@ -910,16 +846,12 @@ static void m_subscribe_cdc(op *o, json_t *p)
         return;
     }
     dsq_cdcsub_req req = {.db = o->db, .enc = o->enc, .session = s->id};
-    json_t *from = json_object_get(p, "fromLSN");
-    if (from != NULL && !json_is_null(from)) {
-        if (lsn_value(from, &req.from) != 0) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "\"fromLSN\" must be an LSN (a whole number)");
-            return;
-        }
-        req.has_from = true;
-    }
-    if (parse_tables(o, p, (const char ***)&req.tables, &req.ntables) != 0 || parse_ops(o, p, &req.ops) != 0)
+    const char *tables[1000];
+    char why[200];
+    if (dsq_cdcsub_parse(p, &req, tables, sizeof tables / sizeof tables[0], why, sizeof why) != 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s", why);
         return;
+    }
     csub *c = calloc(1, sizeof *c);
     if (c == NULL) {
         reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");

@@ -137,6 +137,12 @@ static long split_list(char *buf, const char **names, size_t max)
 
 void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req)
 {
+    if (req->upgrade) {
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST,
+                           "this route streams Server-Sent Events; over WebSocket, call subscribeCDC on "
+                           "/v1/db/%s/rpc", req->db);
+        return;
+    }
     if (req->method == HTTP_HEAD) {
         dsq__respond(req, 200, "text/event-stream", NULL, 0, NULL);
         return;

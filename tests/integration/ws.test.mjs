@@ -180,9 +180,9 @@ test('flow control: 20,000 pings in one write get 20,000 pongs', async () => {
   c.destroy();
 });
 
-test('an upgrade on a route without WebSocket support yet gets 501, not 101', async () => {
+test('an upgrade on a route without WebSocket support gets an error, not 101', async () => {
   const c = await wsRaw(d.port, '/v1/db/app/cdc');
-  assert.equal(c.upgrade.status, 501);
+  assert.equal(c.upgrade.status, 400);
   c.destroy();
 });
 

@@ -207,6 +207,65 @@ test('the server calls back into the client: queryStream(request, callback)', as
   }
 });
 
+test('CDC: subscribeCDC(request, callback) calls the client back with each change; unsubscribe() ends it', async () => {
+  const api = ws('/v1/db/cdc/capnweb');
+  try {
+    const created = await api.query({ sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY, v, b BLOB)' });
+    const got = [];
+    let inFlight = 0, maxInFlight = 0;
+    const sub = await api.subscribeCDC({ fromLSN: created.lsn }, async (ev) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      got.push(ev);
+      await sleep(1);
+      inFlight--;
+    });
+    const w1 = await api.query({ sql: 'INSERT INTO t VALUES (1, ?, ?)', params: [9007199254740993n, new Uint8Array([7, 8])] });
+    const w2 = await api.query({ sql: "UPDATE t SET v = 'x' WHERE id = 1" });
+    for (let i = 2; i <= 100; i++) await api.query({ sql: 'INSERT INTO t(id, v) VALUES (?, ?)', params: [i, i] });
+    await within(5000, (async () => { while (got.length < 101) await sleep(10); })(), 'events');
+    assert.equal(got[0].lsn, w1.lsn);
+    assert.equal(typeof got[0].lsn, 'bigint', 'LSNs are BigInts');
+    assert.ok(got[0].timestamp instanceof Date, 'the commit time is a Date');
+    assert.equal(got[0].operation, 'INSERT');
+    assert.equal(got[0].table, 't');
+    assert.deepEqual([got[0].after.id, got[0].after.v, [...got[0].after.b]], [1, 9007199254740993n, [7, 8]]);
+    assert.equal(got[1].lsn, w2.lsn);
+    assert.deepEqual([got[1].operation, got[1].before.v, got[1].after.v], ['UPDATE', 9007199254740993n, 'x']);
+    assert.deepEqual(got.slice(2).map((e) => e.after.id), Array.from({ length: 99 }, (_, i) => i + 2));
+    assert.ok(maxInFlight > 1, 'several callbacks may run at once (a window, not one at a time)');
+    const un = await sub.unsubscribe();
+    assert.equal(un.unsubscribed, true);
+    assert.equal(typeof un.lastLsn, 'bigint');
+    const n = got.length;
+    await api.query({ sql: 'INSERT INTO t(id) VALUES (1000)' });
+    await sleep(200);
+    assert.equal(got.length, n, 'nothing after unsubscribe()');
+    // Refusals: no callback, a bad request, an LSN outside the log.
+    await assert.rejects(async () => { await api.subscribeCDC({}); }, /callback/);
+    await assert.rejects(async () => { await api.subscribeCDC({ operations: ['MERGE'] }, () => {}); }, /operations/);
+    await assert.rejects(async () => { await api.subscribeCDC({ fromLSN: 10n ** 9n }, () => {}); }, /after the last commit/);
+    // Over an HTTP batch there is no one to call back.
+    const batch = newHttpBatchRpcSession(httpUrl('/v1/db/cdc/capnweb'));
+    await assert.rejects(async () => { await batch.subscribeCDC({}, () => {}); }, /WebSocket/);
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
+test('CDC: a session that ends ends its subscriptions', async () => {
+  const api = ws('/v1/db/cdc2/capnweb');
+  await api.query({ sql: 'CREATE TABLE t(x)' });
+  const got = [];
+  await api.subscribeCDC({}, (ev) => { got.push(ev); });
+  await api.query({ sql: 'INSERT INTO t VALUES (1)' });
+  await within(5000, (async () => { while (got.length < 1) await sleep(10); })(), 'event');
+  api[Symbol.dispose]();
+  for (let i = 0; i < 100 && await metric(d.port, 'dosqld_capnweb_entries') > 0; i++) await sleep(50);
+  const stats = await fetch(httpUrl('/v1/rpc'), { method: 'POST', body: JSON.stringify({ id: 1, method: 'getStats', params: {} }) }).then((r) => r.json());
+  assert.equal(stats.result.server.subscriptions, 0);
+});
+
 test('release and disposal: the server\'s tables shrink back', async () => {
   // Earlier tests' sessions close asynchronously: start from none.
   for (let i = 0; i < 100 && await metric(d.port, 'dosqld_capnweb_entries') > 0; i++) await sleep(50);
