@@ -591,6 +591,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     }
     /* A time-travel connection lives for one request: no cache. */
     bool cached = x->db == NULL || x->db == o->db;
+    sqlite3_stmt *temp = NULL; /* a statement not kept: finalized after its run */
     sqlite3 *db = x->db ? x->db : o->db;
     while (p < end) {
         size_t take = 0;
@@ -629,6 +630,8 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 goto out;
             }
         }
+        if (cached && special)
+            temp = st;
         if (!cached && x->scratch != NULL)
             sqlite3_finalize(x->scratch);
         if (!cached)
@@ -672,8 +675,10 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 brc = -1;
             }
         }
-        if (cached && special)
-            sqlite3_finalize(st); /* not kept (above) */
+        if (temp != NULL) {
+            sqlite3_finalize(temp);
+            temp = NULL;
+        }
         if (brc != 0)
             goto out;
         p = tail;
@@ -695,6 +700,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     }
     rv = 0;
 out:
+    sqlite3_finalize(temp); /* a refusal left it unrun */
     free(used);
     return rv;
 }
