@@ -80,7 +80,8 @@ static bool wanted(const dsq_cdc_event *ev, const char *const *tables, size_t nt
 static void render_event(dsq_buf *b, const dsq_cdc_event *ev, uint64_t lsn, uint64_t time_us,
                          dsq_dosql_enc enc)
 {
-    static const char *const names[] = {"", "INSERT", "UPDATE", "DELETE", "DDL"};
+    static const char *const ops[] = {"", ",\"operation\":\"INSERT\"", ",\"operation\":\"UPDATE\"",
+                                      ",\"operation\":\"DELETE\"", ",\"operation\":\"DDL\""};
     dsq_buf_puts(b, "{\"lsn\":");
     if (enc == DSQ_ENC_CAPNWEB)
         dsq_cw_bigint(b, (int64_t)lsn);
@@ -90,7 +91,7 @@ static void render_event(dsq_buf *b, const dsq_cdc_event *ev, uint64_t lsn, uint
     dsq_buf_put_u64(b, time_us / 1000);
     if (enc == DSQ_ENC_CAPNWEB)
         dsq_buf_puts(b, "]");
-    dsq_buf_printf(b, ",\"operation\":\"%s\"", names[ev->op]);
+    dsq_buf_puts(b, ops[ev->op]);
     if (ev->op == DSQ_CDC_DDL) {
         dsq_buf_puts(b, ",\"sql\":");
         dsq_json_string(b, ev->sql, ev->sql_len);
@@ -122,16 +123,19 @@ static void render_event(dsq_buf *b, const dsq_cdc_event *ev, uint64_t lsn, uint
     dsq_buf_puts(b, "}");
 }
 
-int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
-                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
-                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud)
+/* Render with the caller's two scratch buffers (kept between calls). */
+static int render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us, dsq_dosql_enc enc,
+                  const char *const *tables, size_t ntables, unsigned ops,
+                  int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud, dsq_buf *scratch)
 {
     dsq_cdc_reader r;
     if (dsq_cdc_read_begin(&r, changes, n) != 0)
         return -1;
     /* Each wanted event is rendered one step behind, so that the last one
      * of the commit is known to be the last. */
-    dsq_buf cur = DSQ_BUF_INIT, prev = DSQ_BUF_INIT;
+    dsq_buf cur = scratch[0], prev = scratch[1];
+    dsq_buf_reset(&cur);
+    dsq_buf_reset(&prev);
     bool have = false;
     int rc;
     dsq_cdc_event ev;
@@ -151,9 +155,20 @@ int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t
     }
     if (rc == 0 && have && fn(ud, prev.data, prev.len, true) != 0)
         rc = -2;
-    dsq_buf_free(&cur);
-    dsq_buf_free(&prev);
+    scratch[0] = cur;
+    scratch[1] = prev;
     dsq_cdc_read_end(&r);
+    return rc; /* 0, -1 damaged, -2 fn said stop */
+}
+
+int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
+                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
+                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud)
+{
+    dsq_buf scratch[2] = {DSQ_BUF_INIT, DSQ_BUF_INIT};
+    int rc = render(changes, n, lsn, time_us, enc, tables, ntables, ops, fn, ud, scratch);
+    dsq_buf_free(&scratch[0]);
+    dsq_buf_free(&scratch[1]);
     return rc == -1 ? -1 : 0;
 }
 
@@ -218,6 +233,61 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
     return 0;
 }
 
+/* ---- rendered commits, shared ------------------------------------------------------------------
+ *
+ * Subscribers of one database read the same commits at about the same
+ * time: a commit's events, rendered for one encoding and operation filter
+ * (without a table filter), are kept in a small direct-mapped cache and
+ * handed to every other subscriber as they are. Loop thread only. */
+
+#define RC_SLOTS 256
+
+typedef struct rc_entry {
+    char db[129];
+    uint64_t lsn;
+    int enc;
+    unsigned ops;
+    bool valid;
+    dsq_buf text;     /* the events back to back */
+    uint32_t *ends;   /* where each ends in text */
+    uint8_t *last;    /* the last of its commit */
+    size_t n, cap;
+} rc_entry;
+
+static rc_entry rcache[RC_SLOTS];
+
+static rc_entry *rc_slot(const char *db, uint64_t lsn, int enc, unsigned ops)
+{
+    uint64_t h = dsq_hash_str(db) ^ (lsn * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc;
+    return &rcache[h % RC_SLOTS];
+}
+
+static bool rc_match(const rc_entry *e, const char *db, uint64_t lsn, int enc, unsigned ops)
+{
+    return e->valid && e->lsn == lsn && e->enc == enc && e->ops == ops && strcmp(e->db, db) == 0;
+}
+
+static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
+{
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? 2 * e->cap : 8;
+        uint32_t *ends = realloc(e->ends, cap * sizeof *ends);
+        if (ends == NULL)
+            return -1;
+        e->ends = ends;
+        uint8_t *l = realloc(e->last, cap);
+        if (l == NULL)
+            return -1;
+        e->last = l;
+        e->cap = cap;
+    }
+    if (dsq_buf_append(&e->text, text, len) != 0 || e->text.len > UINT32_MAX)
+        return -1;
+    e->ends[e->n] = (uint32_t)e->text.len;
+    e->last[e->n++] = last;
+    return 0;
+}
+
 /* ---- the subscription ---------------------------------------------------------------------- */
 
 struct dsq_cdcsub {
@@ -242,12 +312,15 @@ struct dsq_cdcsub {
     bool stopped;
     int depth;              /* inside sink callbacks */
     dsq_buf batch;
+    dsq_buf scratch[2];     /* rendering */
 };
 
 static void sub_free(dsq_cdcsub *s)
 {
     dsq_call_reset(&s->call);
     dsq_buf_free(&s->batch);
+    dsq_buf_free(&s->scratch[0]);
+    dsq_buf_free(&s->scratch[1]);
     for (size_t i = 0; i < s->ntables; i++)
         free(s->tables[i]);
     free(s->tables);
@@ -286,6 +359,52 @@ static int on_event(void *ud, const char *text, size_t len, bool last)
     return s->sink.event(s->sink.ud, text, len, s->current, last) == 0 && !s->stopped ? 0 : -1;
 }
 
+/* on_event, keeping what it renders for the next subscriber. */
+typedef struct recording {
+    dsq_cdcsub *s;
+    rc_entry *e;
+} recording;
+
+static int on_event_kept(void *ud, const char *text, size_t len, bool last)
+{
+    recording *r = ud;
+    if (r->e != NULL && rc_add(r->e, text, len, last) != 0) {
+        r->e->valid = false;
+        r->e = NULL;
+    }
+    return on_event(r->s, text, len, last);
+}
+
+/* One commit's events to the sink: from the shared cache, or rendered
+ * (and kept there). 0, -1 damaged, -2 the sink stopped. */
+static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t t)
+{
+    if (s->tables != NULL)
+        return render(changes, n, lsn, t, s->enc, (const char *const *)s->tables, s->ntables, s->ops,
+                      on_event, s, s->scratch);
+    rc_entry *e = rc_slot(s->db, lsn, (int)s->enc, s->ops);
+    if (rc_match(e, s->db, lsn, (int)s->enc, s->ops)) {
+        for (size_t k = 0; k < e->n; k++) {
+            size_t from = k ? e->ends[k - 1] : 0;
+            if (on_event(s, e->text.data + from, e->ends[k] - from, e->last[k]) != 0)
+                return -2;
+        }
+        return 0;
+    }
+    e->valid = false;
+    dsq_strlcpy(e->db, s->db, sizeof e->db);
+    e->lsn = lsn;
+    e->enc = (int)s->enc;
+    e->ops = s->ops;
+    e->n = 0;
+    dsq_buf_reset(&e->text);
+    recording r = {s, e};
+    int rc = render(changes, n, lsn, t, s->enc, NULL, 0, s->ops, on_event_kept, &r, s->scratch);
+    if (rc == 0 && r.e != NULL && !s->stopped)
+        e->valid = true; /* whole: every event was rendered */
+    return rc;
+}
+
 /* Hand a batch's commits to the sink; the cursor follows. */
 static void deliver(dsq_cdcsub *s, const dsq_buf *b)
 {
@@ -300,8 +419,7 @@ static void deliver(dsq_cdcsub *s, const dsq_buf *b)
             continue;
         if (n > 0) {
             s->current = lsn;
-            if (dsq_cdcsub_render(changes, n, lsn, t, s->enc, (const char *const *)s->tables, s->ntables,
-                                  s->ops, on_event, s) != 0 &&
+            if (deliver_commit(s, changes, n, lsn, t) == -1 &&
                 !s->stopped) {
                 s->depth--;
                 char msg[160];
@@ -313,6 +431,8 @@ static void deliver(dsq_cdcsub *s, const dsq_buf *b)
         }
         s->cursor = lsn;
     }
+    if (!s->stopped && s->sink.flush != NULL)
+        s->sink.flush(s->sink.ud);
     s->depth--;
 }
 

@@ -62,6 +62,9 @@ typedef struct dsq_cdcsub_sink {
     /* Room for more now? When it says no, the owner calls
      * dsq_cdcsub_writable() once there is. */
     bool (*can_send)(void *ud);
+    /* The end of a batch of events (several commits, as many as were
+     * ready): a sink that gathers events may send them now. May be NULL. */
+    void (*flush)(void *ud);
     /* The subscription ended by itself (after started): BUFFER_OVERFLOW
      * (the log no longer holds what it needs) or an error reading it;
      * `last_lsn` is the last commit it delivered whole. */

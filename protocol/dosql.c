@@ -743,6 +743,8 @@ static void m_stats(op *o, json_t *p)
 typedef struct csub {
     dsq_dosql_session *s;
     char id[24];
+    dsq_buf out;            /* notifications gathered: "[" n1 "," n2 ... */
+    size_t nout;
     dsq_cdcsub *sub;
     op *pending;
     struct csub *next;
@@ -757,6 +759,7 @@ static void csub_remove(csub *c)
         }
     }
     dsq_cdcsub_stop(c->sub);
+    dsq_buf_free(&c->out);
     free(c);
 }
 
@@ -783,7 +786,29 @@ static void csub_started(void *ud, int err, dsq_code code, const char *msg)
     op_free(o);
 }
 
-/* An event as a "cdc" notification: its members after the subscription's id. */
+/* Send the notifications gathered: one alone as itself, several as one
+ * JSON-RPC batch (an array), one WebSocket message either way. */
+static void csub_flush(void *ud)
+{
+    csub *c = ud;
+    dsq_dosql_session *s = c->s;
+    if (c->nout == 0)
+        return;
+    dsq_buf_puts(&c->out, "]");
+    const char *p = c->out.data;
+    size_t n = c->out.len;
+    if (c->nout == 1) {
+        p++;
+        n -= 2;
+    }
+    if (p != NULL && !s->closed)
+        s->t.notify(s->t.ud, p, n);
+    dsq_buf_reset(&c->out);
+    c->nout = 0;
+}
+
+/* An event as a "cdc" notification: its members after the subscription's
+ * id. Gathered until the batch ends (csub_flush), 256 KiB at most. */
 static int csub_event(void *ud, const char *text, size_t len, uint64_t lsn, bool last)
 {
     (void)lsn;
@@ -792,13 +817,19 @@ static int csub_event(void *ud, const char *text, size_t len, uint64_t lsn, bool
     dsq_dosql_session *s = c->s;
     if (s->closed || len < 2)
         return -1;
-    dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, "{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\"%s\",", c->id);
-    dsq_buf_append(&b, text + 1, len - 1);
-    dsq_buf_puts(&b, "}");
-    int rc = b.data ? s->t.notify(s->t.ud, b.data, b.len) : -1;
-    dsq_buf_free(&b);
-    return rc;
+    dsq_buf *b = &c->out;
+    dsq_buf_puts(b, c->nout ? ",{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\""
+                            : "[{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\"");
+    dsq_buf_puts(b, c->id);
+    dsq_buf_puts(b, "\",");
+    dsq_buf_append(b, text + 1, len - 1);
+    dsq_buf_puts(b, "}");
+    if (b->data == NULL)
+        return -1;
+    c->nout++;
+    if (b->len >= (256u << 10))
+        csub_flush(c);
+    return 0;
 }
 
 static bool csub_can_send(void *ud)
@@ -811,6 +842,7 @@ static void csub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_l
 {
     csub *c = ud;
     dsq_dosql_session *s = c->s;
+    csub_flush(c); /* what it delivered goes first */
     if (!s->closed) {
         dsq_buf b = DSQ_BUF_INIT;
         dsq_buf_printf(&b,
@@ -862,7 +894,7 @@ static void m_subscribe_cdc(op *o, json_t *p)
     snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
     c->next = s->subs;
     s->subs = c;
-    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_ended, c};
+    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c};
     dsq_code code;
     char msg[600];
     c->sub = dsq_cdcsub_start(s->e, &req, &sink, &code, msg, sizeof msg);
