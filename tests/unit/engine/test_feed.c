@@ -1,0 +1,172 @@
+/* Unit tests: engine/feed — the buffer policy of a database's recent
+ * commits for CDC subscribers: only durable commits are read, a budget
+ * evicts the oldest (a subscriber behind them is sent to the log), a
+ * commit that went by unseen restarts the buffer, reads stop at their
+ * byte limit, callbacks run when durability moves, and a feed nobody
+ * follows keeps nothing. Driven directly, without actors running SQL. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/engine_int.h"
+
+static dsq_engine *E;
+static char dir[64];
+static int news;
+
+static void on_news(void *ud) { (*(int *)ud)++; }
+static void wake(void *arg) { (void)arg; }
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/dsq-test-feed-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    dsq_engine_cfg c = {.data_dir = dir, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 4096,
+                        .sync = DSQ_SYNC_OFF, .wake = wake};
+    char err[256];
+    E = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_not_null(E, "%s", err);
+    news = 0;
+}
+
+static void teardown(void)
+{
+    dsq_engine_free(E);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(feed, .init = setup, .fini = teardown);
+
+/* Commit LSNs [from, to] with `bytes` of changes each (the LSN's low byte
+ * repeated). */
+static void commits(dsq_feed *f, uint64_t from, uint64_t to, size_t bytes)
+{
+    uint8_t buf[2048];
+    for (uint64_t l = from; l <= to; l++) {
+        memset(buf, (int)(l & 0xff), bytes);
+        dsq__feed_commit(f, l, l * 1000, buf, bytes);
+    }
+}
+
+/* Read after `after`: the LSNs appended (checking each one's bytes). */
+static int read_lsns(dsq_feed_sub *s, uint64_t after, size_t max, uint64_t *lsns, size_t cap, size_t *n,
+                     uint64_t *upto, bool *more)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    int rc = dsq_engine_feed_read(s, after, max, &b, upto, more);
+    const uint8_t *p = (const uint8_t *)b.data, *end = p + b.len;
+    uint64_t lsn, t;
+    const uint8_t *ch;
+    uint32_t len;
+    *n = 0;
+    while (dsq_cdc_batch_next(&p, end, &lsn, &t, &ch, &len) == 1 && *n < cap) {
+        cr_assert_eq(t, lsn * 1000);
+        for (uint32_t i = 0; i < len; i++)
+            cr_assert_eq(ch[i], (uint8_t)(lsn & 0xff));
+        lsns[(*n)++] = lsn;
+    }
+    dsq_buf_free(&b);
+    return rc;
+}
+
+static dsq_feed *feed_of(const char *db) { return atomic_load(&dsq__actor_get(E, db)->feed); }
+
+Test(feed, only_durable_commits_are_read)
+{
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "a", on_news, &news);
+    cr_assert_not_null(s);
+    dsq_feed *f = feed_of("a");
+    commits(f, 1, 5, 10);
+    uint64_t l[16], upto;
+    size_t n;
+    bool more;
+    cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 1);
+    cr_assert_eq(n, 0, "nothing durable yet");
+    dsq__feed_durable(E, f, 3);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 1, "the subscriber heard of it");
+    cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 1);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(l[0], 1);
+    cr_assert_eq(l[2], 3);
+    cr_assert_eq(upto, 3);
+    cr_assert_eq(more, false);
+    dsq__feed_durable(E, f, 5);
+    dsq__feed_durable(E, f, 5); /* no news twice */
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 2);
+    cr_assert_eq(read_lsns(s, 3, 1 << 20, l, 16, &n, &upto, &more), 1);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(l[0], 4);
+    dsq_engine_feed_unsubscribe(E, s);
+}
+
+Test(feed, the_budget_evicts_the_oldest_and_a_reader_behind_goes_to_the_log)
+{
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "b", on_news, &news);
+    dsq_feed *f = feed_of("b");
+    commits(f, 1, 100, 200); /* 20 KB against a 4 KiB budget */
+    dsq__feed_durable(E, f, 100);
+    uint64_t l[128], upto;
+    size_t n;
+    bool more;
+    cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 128, &n, &upto, &more), 0, "LSN 1 is gone: read the log");
+    cr_assert_eq(read_lsns(s, 50, 1 << 20, l, 128, &n, &upto, &more), 0);
+    cr_assert_eq(read_lsns(s, 95, 1 << 20, l, 128, &n, &upto, &more), 1, "the newest are held");
+    cr_assert_eq(n, 5);
+    cr_assert_eq(l[4], 100);
+    /* A read stops at its byte limit (at least one commit) and says more. */
+    cr_assert_eq(read_lsns(s, 95, 500, l, 128, &n, &upto, &more), 1);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(upto, 97);
+    cr_assert_eq(more, true);
+    dsq_engine_feed_unsubscribe(E, s);
+}
+
+Test(feed, a_commit_that_went_by_unseen_restarts_the_buffer)
+{
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "c", on_news, &news);
+    dsq_feed *f = feed_of("c");
+    commits(f, 1, 3, 10);
+    commits(f, 5, 6, 10); /* 4 never came */
+    dsq__feed_durable(E, f, 6);
+    uint64_t l[16], upto;
+    size_t n;
+    bool more;
+    cr_assert_eq(read_lsns(s, 3, 1 << 20, l, 16, &n, &upto, &more), 0, "4 must come from the log");
+    cr_assert_eq(read_lsns(s, 5, 1 << 20, l, 16, &n, &upto, &more), 1);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(l[0], 6);
+    dsq_engine_feed_unsubscribe(E, s);
+}
+
+Test(feed, a_feed_nobody_follows_keeps_nothing)
+{
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "d", on_news, &news);
+    dsq_feed *f = feed_of("d");
+    dsq_engine_feed_unsubscribe(E, s);
+    commits(f, 1, 10, 100);
+    dsq__feed_durable(E, f, 10);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 0);
+    s = dsq_engine_feed_subscribe(E, "d", on_news, &news);
+    uint64_t l[16], upto;
+    size_t n;
+    bool more;
+    cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 0, "nothing was kept meanwhile");
+    commits(f, 11, 12, 10);
+    dsq__feed_durable(E, f, 12);
+    cr_assert_eq(read_lsns(s, 10, 1 << 20, l, 16, &n, &upto, &more), 1, "held from the next commit on");
+    cr_assert_eq(n, 2);
+    dsq_engine_stats st;
+    dsq_engine_stats_get(E, &st);
+    cr_assert_eq(st.subscriptions, 1);
+    dsq_engine_feed_unsubscribe(E, s);
+    dsq_engine_stats_get(E, &st);
+    cr_assert_eq(st.subscriptions, 0);
+}
