@@ -307,10 +307,10 @@ int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_
         return 0;
     }
     int rc = 1;
-    for (size_t i = 0; i < f->n; i++) {
+    /* The entries hold consecutive LSNs: the one after `after` is at a known place. */
+    size_t first = f->n > 0 && after >= f->ring[f->head].lsn ? (size_t)(after - f->ring[f->head].lsn + 1) : 0;
+    for (size_t i = first; i < f->n; i++) {
         entry *x = &f->ring[(f->head + i) % f->cap];
-        if (x->lsn <= after)
-            continue;
         if (x->lsn > f->durable)
             break;
         if (out->len > 0 && out->len + x->len + 20 > max_bytes) {
