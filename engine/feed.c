@@ -86,6 +86,15 @@ void dsq__feed_free(dsq_feed *f)
     free(f);
 }
 
+/* Hold nothing: the commits after `lsn` are the first to be held again
+ * (mu held). */
+static void restart(dsq_feed *f, uint64_t lsn)
+{
+    while (f->n > 0)
+        drop_oldest(f);
+    f->from = lsn;
+}
+
 void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n)
 {
     if (f == NULL || atomic_load(&f->nsubs) == 0)
@@ -96,9 +105,7 @@ void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *c
     if ((n && copy == NULL) || !follows) {
         /* Out of memory, or a commit went by unseen: start over from here
          * (subscribers behind read the log). */
-        while (f->n > 0)
-            drop_oldest(f);
-        f->from = lsn;
+        restart(f, lsn);
         free(copy);
         pthread_mutex_unlock(&f->mu);
         return;
@@ -109,9 +116,7 @@ void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *c
         size_t cap = f->cap ? 2 * f->cap : 64;
         entry *r = malloc(cap * sizeof *r);
         if (r == NULL) {
-            while (f->n > 0)
-                drop_oldest(f);
-            f->from = lsn;
+            restart(f, lsn);
             free(copy);
             pthread_mutex_unlock(&f->mu);
             return;
@@ -228,11 +233,8 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s)
         }
         free(s);
     }
-    if (atomic_load(&f->nsubs) == 0) { /* nobody reads it: let it go */
-        while (f->n > 0)
-            drop_oldest(f);
-        f->from = UINT64_MAX;
-    }
+    if (atomic_load(&f->nsubs) == 0) /* nobody reads it: let it go */
+        restart(f, UINT64_MAX);
     pthread_mutex_unlock(&f->mu);
 }
 

@@ -960,23 +960,19 @@ static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, si
     job_finish(ud, err, code, text, len, owner);
 }
 
-/* queryStream's chunk: call the client's function with it; the stream
- * waits for its answer. */
-static int on_chunk(void *ud, dsq_dosql_op *op, const char *text, size_t len)
+/* Call the client's function `cb` with one argument (Cap'n Web text) and
+ * pull its answer: the import entry that will hold the answer, or NULL. */
+static cw_import *call_client(dsq_cw_session *s, int64_t cb, const char *text, size_t len)
 {
-    cw_job *j = ud;
-    dsq_cw_session *s = j->s;
     if (s->closed || s->aborted)
-        return -1;
+        return NULL;
     int64_t id = ++s->next_call;
     cw_import *im = import_get_or_new(s, id);
     if (im == NULL)
-        return -1;
+        return NULL;
     im->state = S_PENDING;
-    im->job = j;
-    j->op = op;
     dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, "[\"push\",[\"pipeline\",%lld,[],[", (long long)j->cb);
+    dsq_buf_printf(&b, "[\"push\",[\"pipeline\",%lld,[],[", (long long)cb);
     dsq_buf_append(&b, text, len);
     dsq_buf_puts(&b, "]]]");
     send_msg(s, &b);
@@ -984,6 +980,19 @@ static int on_chunk(void *ud, dsq_dosql_op *op, const char *text, size_t len)
     dsq_buf_printf(&b, "[\"pull\",%lld]", (long long)id);
     send_msg(s, &b);
     dsq_buf_free(&b);
+    return im;
+}
+
+/* queryStream's chunk: call the client's function with it; the stream
+ * waits for its answer. */
+static int on_chunk(void *ud, dsq_dosql_op *op, const char *text, size_t len)
+{
+    cw_job *j = ud;
+    cw_import *im = call_client(j->s, j->cb, text, len);
+    if (im == NULL)
+        return -1;
+    im->job = j;
+    j->op = op;
     return 1;
 }
 
@@ -1139,28 +1148,14 @@ static void sub_started(void *ud, int err, dsq_code code, const char *msg)
     unref(s);
 }
 
-/* Call the client's callback with one argument (Cap'n Web text). */
+/* Call the subscription's callback with one argument (Cap'n Web text). */
 static int sub_call(cw_sub *u, const char *text, size_t len)
 {
-    dsq_cw_session *s = u->s;
-    if (s->closed || s->aborted)
-        return -1;
-    int64_t id = ++s->next_call;
-    cw_import *im = import_get_or_new(s, id);
+    cw_import *im = call_client(u->s, u->cb, text, len);
     if (im == NULL)
         return -1;
-    im->state = S_PENDING;
     im->sub = u;
     u->inflight++;
-    dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, "[\"push\",[\"pipeline\",%lld,[],[", (long long)u->cb);
-    dsq_buf_append(&b, text, len);
-    dsq_buf_puts(&b, "]]]");
-    send_msg(s, &b);
-    dsq_buf_reset(&b);
-    dsq_buf_printf(&b, "[\"pull\",%lld]", (long long)id);
-    send_msg(s, &b);
-    dsq_buf_free(&b);
     return 0;
 }
 
