@@ -39,6 +39,8 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
         {"dosqld_actors_hibernated", "Databases hibernated (connection closed).", es.actors_hibernated},
         {"dosqld_mailbox_messages", "Messages waiting in database mailboxes.", es.queued},
         {"dosqld_transactions_open", "Open transactions.", es.txns_open},
+        {"dosqld_cdc_subscriptions", "CDC subscribers (WebSocket, Cap'n Web, Server-Sent Events).",
+         es.subscriptions},
         {"dosqld_capnweb_entries", "Cap'n Web import and export table entries alive.",
          dsq_cw_entries_total()},
     };

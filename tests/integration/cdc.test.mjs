@@ -236,6 +236,8 @@ test('errors: fromLSN outside the log, a bad request, unsubscribing, HTTP', asyn
     assert.equal(c.notes.filter((x) => x.method === 'cdc').length, c.notes.slice(0, n).filter((x) => x.method === 'cdc').length);
     const stats = await c.ok('getStats', {});
     assert.equal(stats.server.subscriptions, 0);
+    const m = await (await fetch(`${d.url}/metrics`)).text();
+    assert.match(m, /^dosqld_cdc_subscriptions 0$/m);
     await c.close();
     // Over plain HTTP there is no stream to send events on.
     const h = await post(d.port, '/v1/db/e/rpc', { id: 1, method: 'subscribeCDC', params: {} });
