@@ -96,7 +96,10 @@ typedef enum dsq_op {
     DSQ_OP_DROP,        /* close the database and delete its files */
     DSQ_OP_LIST,        /* the names of existing databases (dsq_engine_submit_system) */
     DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
-                           durable end) from the log, as a CDC batch in `out` */
+                           durable end) from the log, as a CDC batch in `out`. Through
+                           dsq_engine_submit_system, with target_db and upto_lsn: read
+                           from that database's log files up to upto_lsn (known durable)
+                           beside its actor, which writes on undisturbed */
 } dsq_op;
 
 enum {
@@ -124,6 +127,9 @@ struct dsq_call {
     int as_of;               /* QUERY: DSQ_AS_OF_*: read the database as it was */
     uint64_t as_of_lsn;      /* DSQ_AS_OF_LSN: at this commit */
     uint64_t as_of_time_us;  /* DSQ_AS_OF_TIME: at the newest commit at or before this */
+    const char *target_db;   /* CDC_READ on the system actor: whose log (borrowed) */
+    uint64_t upto_lsn;       /* CDC_READ on the system actor: read no further; on the
+                                database's actor it is set to the durable end */
     /* Runs on the worker when results are final (and before done): turn
      * them into `out`. May be NULL. */
     void (*encode)(dsq_call *c);
@@ -287,6 +293,10 @@ int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_
                          bool *more);
 /* The subscriber has delivered every commit up to lsn (for getStats). */
 void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn);
+/* How far the database's log is known durable; raise it from what a
+ * read of the log said (no callbacks run). */
+uint64_t dsq_engine_feed_durable(dsq_feed_sub *s);
+void dsq_engine_feed_note_durable(dsq_feed_sub *s, uint64_t lsn);
 
 /* Stop: refuse new calls, let queued ones finish, roll back open
  * transactions, close every database, join the workers. Blocks; the

@@ -1232,6 +1232,38 @@ static int cdc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal
     return 0;
 }
 
+/* The same, from the log files alone, on the system actor: catch-up
+ * reads do not take the database's own actor from its writers. */
+static void op_cdc_read_files(dsq_engine *e, dsq_call *c)
+{
+    char dir[4200];
+    c->lsn = c->as_of_lsn;
+    c->more = false;
+    if (c->target_db == NULL || !dsq_db_name_valid(c->target_db)) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "no database to read");
+        return;
+    }
+    if (c->as_of_lsn >= c->upto_lsn)
+        return;
+    snprintf(dir, sizeof dir, "%s/db/%s/wal", e->data_dir, c->target_db);
+    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = c->as_of_lsn};
+    char err[400];
+    uint64_t oldest;
+    int rc = dsq_wal_scan_files(dir, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err, sizeof err);
+    if (rc == 1) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN,
+                  "the changes after LSN %llu are no longer in the log; the oldest available LSN is %llu",
+                  (unsigned long long)c->as_of_lsn, (unsigned long long)oldest);
+        return;
+    }
+    if (rc != 0 && !s.full) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot read the log: %s", err);
+        return;
+    }
+    c->lsn = s.last;
+    c->more = s.last < c->upto_lsn;
+}
+
 static void op_cdc_read(run_ctx *x)
 {
     dsq_call *c = x->c;
@@ -1258,6 +1290,7 @@ static void op_cdc_read(run_ctx *x)
                   (unsigned long long)after, (unsigned long long)oldest);
         return;
     }
+    c->upto_lsn = durable; /* the caller learns where the durable log ends */
     if (after >= durable)
         return;
     cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = after};
@@ -1357,6 +1390,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
+        op_cdc_read_files(e, c);
     } else if (c->op == DSQ_OP_LIST) {
         c->doc = dsq__store_list(e->data_dir);
         if (c->doc == NULL)

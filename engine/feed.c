@@ -238,6 +238,22 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s)
     pthread_mutex_unlock(&f->mu);
 }
 
+uint64_t dsq_engine_feed_durable(dsq_feed_sub *s)
+{
+    pthread_mutex_lock(&s->feed->mu);
+    uint64_t d = s->feed->durable;
+    pthread_mutex_unlock(&s->feed->mu);
+    return d;
+}
+
+void dsq_engine_feed_note_durable(dsq_feed_sub *s, uint64_t lsn)
+{
+    pthread_mutex_lock(&s->feed->mu);
+    if (lsn > s->feed->durable)
+        s->feed->durable = lsn;
+    pthread_mutex_unlock(&s->feed->mu);
+}
+
 void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn)
 {
     pthread_mutex_lock(&s->feed->mu);

@@ -848,3 +848,117 @@ int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
     free(buf);
     return rc;
 }
+
+/* ---- reading without an open log ---------------------------------------------------------- */
+
+typedef struct seg_file {
+    uint32_t seq;
+    uint64_t first_lsn;
+} seg_file;
+
+static int cmp_seg_file(const void *a, const void *b)
+{
+    uint32_t x = ((const seg_file *)a)->seq, y = ((const seg_file *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
+                       uint64_t *oldest, char *err, size_t errlen)
+{
+    *oldest = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        snprintf(err, errlen, "cannot read %.3000s: %s", dir, strerror(errno));
+        return -1;
+    }
+    seg_file *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        unsigned seq;
+        char tail[8], path[4200];
+        if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x.%3s", &seq, tail) != 2 || strcmp(tail, "seg") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        uint8_t h[DSQ_WAL_SEG_HDR];
+        if (fd < 0) /* retired meanwhile */
+            continue;
+        bool ok = dsq_pread_full(fd, h, sizeof h, 0) == 0 && memcmp(h, SEG_MAGIC, 8) == 0 &&
+                  dsq_get32(h + 60) == dsq_crc32(h, 60);
+        close(fd);
+        if (!ok)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            seg_file *g = realloc(v, cap * sizeof *v);
+            if (g == NULL) {
+                rc = -1;
+                snprintf(err, errlen, "out of memory");
+                break;
+            }
+            v = g;
+        }
+        v[n++] = (seg_file){seq, dsq_get64(h + 24)};
+    }
+    closedir(d);
+    if (rc == 0 && n > 1)
+        qsort(v, n, sizeof *v, cmp_seg_file);
+    /* The segment holding from + 1: the last one starting at or before it. */
+    size_t at = n;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (v[i].first_lsn <= from + 1)
+            at = i;
+    if (rc == 0 && (n == 0 || at == n)) {
+        *oldest = n ? v[0].first_lsn - 1 : 0;
+        free(v);
+        return 1;
+    }
+    uint8_t *buf = NULL;
+    size_t bcap = 0;
+    uint64_t want = v[at].first_lsn;
+    for (size_t i = at; rc == 0 && i < n && want <= to; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%08x.seg", dir, v[i].seq);
+        seg s = {.seq = v[i].seq, .fd = open(path, O_RDONLY | O_CLOEXEC)};
+        if (s.fd < 0) {
+            snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+        uint8_t h[DSQ_WAL_SEG_HDR];
+        uint32_t page_size = dsq_pread_full(s.fd, h, sizeof h, 0) == 0 ? dsq_get32(h + 12) : 0;
+        uint64_t off = DSQ_WAL_SEG_HDR;
+        if (v[i].first_lsn != want) {
+            snprintf(err, errlen, "log segment %08x starts at LSN %llu, not %llu", v[i].seq,
+                     (unsigned long long)v[i].first_lsn, (unsigned long long)want);
+            rc = -1;
+        }
+        while (rc == 0 && want <= to) {
+            dsq_wal_rec r;
+            int got = read_record(&s, off, want, page_size, &buf, &bcap, &r);
+            if (got == REC_END || (got == REC_BAD && i + 1 < n))
+                break; /* on in the next segment */
+            if (got == REC_BAD) {
+                snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", v[i].seq,
+                         (unsigned long long)want);
+                rc = -1;
+                break;
+            }
+            if (want > from && visit(ud, &r, buf, (dsq_wal_loc){s.seq, off}, err, errlen) != 0)
+                rc = -1;
+            off += r.len;
+            want++;
+        }
+        close(s.fd);
+    }
+    if (rc == 0 && want <= to) {
+        snprintf(err, errlen, "the log ends at LSN %llu, before %llu", (unsigned long long)want - 1,
+                 (unsigned long long)to);
+        rc = -1;
+    }
+    free(buf);
+    free(v);
+    return rc;
+}

@@ -166,4 +166,13 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
 int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
                  size_t errlen);
 
+/* Read-only, without an open log: visit the records with from < LSN <= to
+ * in the segments of directory `dir`, in order (for CDC readers beside
+ * the actor that writes the log; `to` must be durable, so never past
+ * what is being appended). Returns 0; 1 with *oldest set when the
+ * segments no longer hold LSN from + 1 (*oldest: the LSN the oldest
+ * segment's first record follows); -1 with a message. */
+int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
+                       uint64_t *oldest, char *err, size_t errlen);
+
 #endif

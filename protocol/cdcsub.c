@@ -446,6 +446,9 @@ static void pump(dsq_cdcsub *s)
             return;
         }
         if (s->log_mode) {
+            /* Nothing durable after the cursor yet: wait for news. */
+            if (s->started && dsq_engine_feed_durable(s->feed) <= s->cursor)
+                return;
             read_log(s);
             return;
         }
@@ -505,6 +508,7 @@ static void on_read(dsq_call *c)
     }
     if (!s->started) {
         s->started = true;
+        dsq_engine_feed_note_durable(s->feed, c->upto_lsn);
         if (!s->has_from)
             s->cursor = c->lsn; /* from the durable end on */
         s->depth++;
@@ -533,6 +537,12 @@ static int submit_read(dsq_cdcsub *s)
     dsq_call_reset(&s->call);
     memset(&s->call, 0, sizeof s->call);
     s->call.op = DSQ_OP_CDC_READ;
+    /* The first read opens the database and learns where its durable log
+     * ends; catch-up reads after it read the log files beside its actor. */
+    if (s->started) {
+        s->call.target_db = s->db;
+        s->call.upto_lsn = dsq_engine_feed_durable(s->feed);
+    }
     s->call.as_of = s->started || s->has_from ? DSQ_AS_OF_LSN : DSQ_AS_OF_NONE;
     s->call.as_of_lsn = s->cursor;
     s->call.chunk_rows = LOG_BATCH;
@@ -541,7 +551,7 @@ static int submit_read(dsq_cdcsub *s)
     s->call.done = on_read;
     s->call.ud = s;
     s->reading = true;
-    if (dsq_engine_submit(s->e, s->db, &s->call) != 0) {
+    if ((s->started ? dsq_engine_submit_system(s->e, &s->call) : dsq_engine_submit(s->e, s->db, &s->call)) != 0) {
         s->reading = false;
         s->call.err = -1;
         return -1;
