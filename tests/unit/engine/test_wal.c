@@ -363,3 +363,40 @@ Test(wal, one_sync_for_many_logs)
     for (int i = 0; i < 3; i++)
         dsq_wal_close(ws[i]);
 }
+
+Test(wal, the_segment_files_read_without_an_open_log)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 16 * 1024);
+    append_n(w, 1, 40, 2);
+    char walkdir[128], err[256];
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    uint64_t oldest = 99;
+    /* While the log is open and written: across segments, from anywhere. */
+    for (uint64_t from = 0; from < 40; from += 7) {
+        s.n = 0;
+        cr_assert_eq(dsq_wal_scan_files(walkdir, from, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(s.n, (int)(40 - from), "from %llu", (unsigned long long)from);
+        cr_assert_eq(s.lsns[0], from + 1);
+        cr_assert_eq(s.lsns[s.n - 1], 40);
+    }
+    s.n = 0;
+    cr_assert_eq(dsq_wal_scan_files(walkdir, 10, 15, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(s.n, 5, "stops at `to`");
+    /* Past the end of the log: an error, not a short read. */
+    cr_assert_eq(dsq_wal_scan_files(walkdir, 35, 41, visit, &s, &oldest, err, sizeof err), -1);
+    /* Retired segments: the oldest left is said. */
+    uint64_t d;
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
+    cr_assert_gt(dsq_wal_retire(w, 25), 0);
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    cr_assert_eq(dsq_wal_scan_files(walkdir, 0, 40, visit, &s, &oldest, err, sizeof err), 1);
+    cr_assert_eq(oldest, first - 1);
+    s.n = 0;
+    cr_assert_eq(dsq_wal_scan_files(walkdir, first - 1, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(s.lsns[0], first);
+    dsq_wal_close(w);
+}
