@@ -422,3 +422,28 @@ test('a stalled subscriber neither stops writers nor other subscribers, then cat
 test('a stalled subscriber that falls out of the retained log ends with BUFFER_OVERFLOW', async () => {
   await stalled('[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\nhistory_retention = 0\n[cdc]\nbuffer_size = 64K\n', true);
 });
+
+test('a subscription outlives its database hibernating', async () => {
+  const d = await startDosqld({ conf: '[engine]\nidle_timeout = 300ms\n' });
+  try {
+    await query(d.port, 'h', 'CREATE TABLE t(x)');
+    const c = await WsRpc.open(d.port, '/v1/db/h/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    await query(d.port, 'h', 'INSERT INTO t VALUES (1)');
+    await until(c, id, (e) => e.length >= 1);
+    let st;
+    for (let i = 0; i < 50; i++) { // up to 5 s for the idle timeout
+      await sleep(100);
+      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
+      if (st.actorsOpen === 0) break;
+    }
+    assert.equal(st.actorsOpen, 0, 'hibernated');
+    assert.equal(st.subscriptions, 1);
+    const w = await query(d.port, 'h', 'INSERT INTO t VALUES (2)');
+    const ev = await until(c, id, (e) => e.length >= 2);
+    assert.deepEqual(ev.map((e) => [e.lsn, e.after.x]), [[w.lsn - 1, 1], [w.lsn, 2]]);
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});

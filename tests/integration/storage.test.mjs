@@ -342,3 +342,25 @@ test('clients that hang up while their commits wait for the disk: the commits st
     await d.cleanup();
   }
 });
+
+test('the journal and a dropped database: a new one under the name gets none of the old one\'s commits', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'dj', 'CREATE TABLE old(x); INSERT INTO old VALUES (1), (2)');
+    for (let i = 0; i < 5; i++) await query(d.port, 'dj', 'INSERT INTO old VALUES (?)', [i]);
+    const drop = await fetch(`${d.url}/v1/db/dj`, { method: 'DELETE' });
+    assert.equal(drop.status, 200);
+    const fresh = await query(d.port, 'dj', 'CREATE TABLE new(y); INSERT INTO new VALUES (42)');
+    assert.equal(fresh.lsn, 1, 'a new database starts at LSN 1');
+    // Killed before any flush of the journal: the restart replays it.
+    await afterKill(d, async (d2) => {
+      const t = await query(d2.port, 'dj', "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
+      assert.deepEqual(t.rows, [['new']]);
+      assert.deepEqual((await query(d2.port, 'dj', 'SELECT y FROM new')).rows, [[42]]);
+      assert.equal(t.lsn, 1);
+      assert.deepEqual((await query(d2.port, 'dj', 'PRAGMA integrity_check')).rows, [['ok']]);
+    });
+  } finally {
+    await d.cleanup();
+  }
+});
