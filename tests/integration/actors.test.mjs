@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { startDosqld, tempDir, sleep, Raw, metric } from './lib/harness.mjs';
-import { query, call } from './lib/rpc.mjs';
+import { query, call, untilHibernated } from './lib/rpc.mjs';
 
 let d;
 before(async () => {
@@ -20,12 +20,7 @@ async function serverStats() {
 
 test('idle databases hibernate and wake with their data', async () => {
   await query(d.port, 'sleepy', 'CREATE TABLE t(x); INSERT INTO t VALUES (42)');
-  let s;
-  for (let i = 0; i < 50; i++) { // up to 5 s
-    await sleep(100);
-    s = await serverStats();
-    if (s.actorsOpen === 0) break;
-  }
+  const s = await untilHibernated(d.port);
   assert.equal(s.actorsOpen, 0, `still open: ${JSON.stringify(s)}`);
   assert.ok(s.actorsHibernated >= 1);
   const r = await query(d.port, 'sleepy', 'SELECT x FROM t');

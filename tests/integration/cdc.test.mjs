@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
-import { WsRpc, query, post } from './lib/rpc.mjs';
+import { WsRpc, query, post, untilHibernated } from './lib/rpc.mjs';
 
 // The cdc events of subscription `id` collected by c so far.
 const events = (c, id) => c.notes.filter((n) => n.method === 'cdc' && n.params.subscriptionId === id).map((n) => n.params);
@@ -431,12 +431,7 @@ test('a subscription outlives its database hibernating', async () => {
     const { subscriptionId: id } = await c.ok('subscribeCDC', {});
     await query(d.port, 'h', 'INSERT INTO t VALUES (1)');
     await until(c, id, (e) => e.length >= 1);
-    let st;
-    for (let i = 0; i < 50; i++) { // up to 5 s for the idle timeout
-      await sleep(100);
-      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
-      if (st.actorsOpen === 0) break;
-    }
+    const st = await untilHibernated(d.port);
     assert.equal(st.actorsOpen, 0, 'hibernated');
     assert.equal(st.subscriptions, 1);
     const w = await query(d.port, 'h', 'INSERT INTO t VALUES (2)');

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { startDosqld, sleep, tempDir, syncShimPreload } from './lib/harness.mjs';
-import { post, query } from './lib/rpc.mjs';
+import { post, query, untilHibernated } from './lib/rpc.mjs';
 
 const asOf = (port, db, sql, at) => post(port, `/v1/db/${db}/query`, { sql, asOf: at });
 
@@ -243,12 +243,7 @@ test('hibernation: a checkpoint first when much log is unchecked, and no fsync t
     for (let i = 0; i < 40; i++) await query(d.port, 'hib', 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30) INSERT INTO t SELECT NULL, randomblob(1000) FROM n');
     const ckdir = path.join(d.dir, 'data', 'db', 'hib', 'ckpt');
     assert.equal(readdirSync(ckdir).length, 0, 'under checkpoint_size: no checkpoint yet');
-    let st;
-    for (let i = 0; i < 50; i++) { // up to 5 s for the idle timeout
-      await sleep(100);
-      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
-      if (st.actorsOpen === 0) break;
-    }
+    const st = await untilHibernated(d.port);
     assert.equal(st.actorsOpen, 0, 'hibernated');
     assert.equal(readdirSync(ckdir).filter((f) => f.endsWith('.ckpt')).length, 1, 'a checkpoint before closing');
     const syncsBefore = readFileSync(synclog, 'utf8').split('\n')
@@ -271,12 +266,7 @@ test('history that ages out while a database is quiet goes when it hibernates', 
     for (let i = 0; i < 30; i++) await query(d.port, 'quiet', 'INSERT INTO t VALUES (NULL, randomblob(5000))');
     const ok = await asOf(d.port, 'quiet', 'SELECT count(*) FROM t', { lsn: first.lsn });
     assert.equal(ok.status, 200, `within the window: ${ok.text}`);
-    let st;
-    for (let i = 0; i < 60; i++) { // idle past 1.5 s, up to 6 s
-      await sleep(100);
-      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
-      if (st.actorsOpen === 0) break;
-    }
+    const st = await untilHibernated(d.port);
     assert.equal(st.actorsOpen, 0, 'hibernated');
     const gone = await asOf(d.port, 'quiet', 'SELECT count(*) FROM t', { lsn: first.lsn });
     assert.equal(gone.json?.error?.code, 'INVALID_LSN', gone.text);

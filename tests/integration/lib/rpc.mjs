@@ -90,3 +90,15 @@ export class WsRpc {
     return within(5000, this.closed, 'WebSocket close');
   }
 }
+
+// Wait until no database is open (all hibernated), polling getStats every
+// 100 ms for at most `ms`; resolves to the last server stats.
+export async function untilHibernated(port, ms = 6000) {
+  let st;
+  for (let waited = 0; waited < ms; waited += 100) {
+    await new Promise((r) => setTimeout(r, 100));
+    st = (await call(port, '/v1/rpc', 'getStats', {})).result.server;
+    if (st.actorsOpen === 0) break;
+  }
+  return st;
+}
