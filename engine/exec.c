@@ -19,10 +19,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <zstd.h>
 
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/cdc.h"
+#include "engine/disk.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
 
@@ -1212,6 +1214,7 @@ typedef struct cdc_scan {
     size_t max;
     uint64_t last;
     bool full;
+    ZSTD_DCtx *dctx;       /* for row changes stored compressed */
 } cdc_scan;
 
 static int cdc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err,
@@ -1224,10 +1227,15 @@ static int cdc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal
         snprintf(err, errlen, "full");
         return -1; /* stop here: the caller reads on from s->last */
     }
-    if (dsq_cdc_batch_put(s->out, r->lsn, r->time_us, dsq_wal_rec_extra(rec, r), r->extra_len) != 0) {
-        snprintf(err, errlen, "out of memory");
+    /* The batch entry's header, then the changes as they were captured. */
+    size_t at = s->out->len;
+    if (dsq_cdc_batch_put(s->out, r->lsn, r->time_us, NULL, 0) != 0 ||
+        dsq_wal_rec_extra_get(rec, r, s->dctx, s->out) != 0) {
+        snprintf(err, errlen, "the row changes of LSN %llu cannot be read", (unsigned long long)r->lsn);
         return -1;
     }
+    size_t n = s->out->len - at - 20;
+    dsq_put32((uint8_t *)s->out->data + at + 16, (uint32_t)n);
     s->last = r->lsn;
     return 0;
 }
@@ -1246,10 +1254,13 @@ static void op_cdc_read_files(dsq_engine *e, dsq_call *c)
     if (c->as_of_lsn >= c->upto_lsn)
         return;
     snprintf(dir, sizeof dir, "%s/db/%s/wal", e->data_dir, c->target_db);
-    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = c->as_of_lsn};
+    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = c->as_of_lsn,
+                  .dctx = ZSTD_createDCtx()};
     char err[400];
     uint64_t oldest;
-    int rc = dsq_wal_scan_files(dir, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err, sizeof err);
+    int rc = s.dctx ? dsq_wal_scan_files(dir, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err, sizeof err)
+                    : (snprintf(err, sizeof err, "out of memory"), -1);
+    ZSTD_freeDCtx(s.dctx);
     if (rc == 1) {
         dsq__fail(c, DSQ_CODE_INVALID_LSN,
                   "the changes after LSN %llu are no longer in the log; the oldest available LSN is %llu",
@@ -1293,9 +1304,13 @@ static void op_cdc_read(run_ctx *x)
     c->upto_lsn = durable; /* the caller learns where the durable log ends */
     if (after >= durable)
         return;
-    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = after};
+    cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = after,
+                  .dctx = ZSTD_createDCtx()};
     char err[400];
-    if (dsq_wal_scan(w, after, durable, cdc_visit, &s, err, sizeof err) != 0 && !s.full) {
+    int rc = s.dctx ? dsq_wal_scan(w, after, durable, cdc_visit, &s, err, sizeof err)
+                    : (snprintf(err, sizeof err, "out of memory"), -1);
+    ZSTD_freeDCtx(s.dctx);
+    if (rc != 0 && !s.full) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot read the log: %s", err);
         return;
     }

@@ -43,7 +43,7 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
     size_t bound = ZSTD_compressBound(r->page_size);
     if (npages > (DSQ_WAL_REC_MAX - DSQ_WAL_REC_HDR) / (DIR_ENTRY + bound))
         return -1;
-    size_t most = DSQ_WAL_REC_HDR + npages * (DIR_ENTRY + bound) + extra_len + 16;
+    size_t most = DSQ_WAL_REC_HDR + npages * (DIR_ENTRY + bound) + ZSTD_compressBound(extra_len) + 16;
     if (dsq_buf_reserve(out, most) != 0)
         return -1;
     uint8_t *base = (uint8_t *)out->data + start;
@@ -61,7 +61,19 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
         dsq_put32(dir + i * DIR_ENTRY + 4, (uint32_t)n);
         at += n;
     }
-    if (extra_len > 0) {
+    uint8_t flags = 0;
+    if (extra_len >= DSQ_WAL_EXTRA_MIN) {
+        /* Row changes compress well; stored as one frame when it is smaller. */
+        size_t n = ZSTD_compress2(cc, base + at, ZSTD_compressBound(extra_len), extra, extra_len);
+        if (!ZSTD_isError(n) && n < extra_len) {
+            at += n;
+            extra_len = (uint32_t)n;
+            flags = DSQ_WAL_EXTRA_ZSTD;
+        } else {
+            memcpy(base + at, extra, extra_len);
+            at += extra_len;
+        }
+    } else if (extra_len > 0) {
         memcpy(base + at, extra, extra_len);
         at += extra_len;
     }
@@ -72,9 +84,10 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
     r->len = (uint32_t)len;
     r->npages = (uint32_t)npages;
     r->extra_len = extra_len;
+    r->flags = flags;
     dsq_put32(base, REC_MAGIC);
     base[4] = REC_VERSION;
-    base[5] = 0;
+    base[5] = flags;
     base[6] = base[7] = 0;
     dsq_put32(base + 8, r->len);
     dsq_put32(base + 12, r->npages);
@@ -91,7 +104,8 @@ int dsq_wal_encode(dsq_buf *out, void *cctx, int level, dsq_wal_rec *r, size_t n
 
 int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r)
 {
-    if (dsq_get32(p) != REC_MAGIC || p[4] != REC_VERSION || dsq_get32(p + 44) != dsq_crc32(p, 44))
+    if (dsq_get32(p) != REC_MAGIC || p[4] != REC_VERSION || (p[5] & ~DSQ_WAL_EXTRA_ZSTD) != 0 ||
+        dsq_get32(p + 44) != dsq_crc32(p, 44))
         return -1;
     r->len = dsq_get32(p + 8);
     r->npages = dsq_get32(p + 12);
@@ -100,6 +114,7 @@ int dsq_wal_rec_header(const uint8_t *p, dsq_wal_rec *r)
     r->db_pages = dsq_get32(p + 32);
     r->page_size = dsq_get32(p + 36);
     r->extra_len = dsq_get32(p + 40);
+    r->flags = p[5];
     if (r->len % 8 != 0 || r->len < DSQ_WAL_REC_HDR + 8 || r->len >= DSQ_WAL_REC_MAX ||
         (uint64_t)r->npages * DIR_ENTRY + r->extra_len > r->len - DSQ_WAL_REC_HDR - 8 || r->lsn == 0)
         return -1;
@@ -134,6 +149,22 @@ const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r)
     for (uint32_t i = 0; i < r->npages; i++)
         at += dsq_get32(p + DSQ_WAL_REC_HDR + (size_t)i * DIR_ENTRY + 4);
     return p + at;
+}
+
+int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, dsq_buf *out)
+{
+    const uint8_t *x = dsq_wal_rec_extra(p, r);
+    if (!(r->flags & DSQ_WAL_EXTRA_ZSTD))
+        return r->extra_len ? dsq_buf_append(out, x, r->extra_len) : 0;
+    unsigned long long n = ZSTD_getFrameContentSize(x, r->extra_len);
+    if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n >= DSQ_WAL_REC_MAX ||
+        dsq_buf_reserve(out, (size_t)n) != 0)
+        return -1;
+    size_t got = ZSTD_decompressDCtx(dctx, out->data + out->len, (size_t)n, x, r->extra_len);
+    if (ZSTD_isError(got) || got != n)
+        return -1;
+    out->len += got;
+    return 0;
 }
 
 int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, uint32_t page_size)

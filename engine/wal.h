@@ -34,8 +34,14 @@ typedef struct dsq_wal_rec {
     uint32_t npages;    /* pages in it */
     uint32_t db_pages;  /* the database's size in pages after the commit */
     uint32_t page_size;
-    uint32_t extra_len; /* bytes of extra data after the pages */
+    uint32_t extra_len; /* bytes of extra data after the pages (as stored) */
+    uint8_t flags;      /* DSQ_WAL_EXTRA_ZSTD */
 } dsq_wal_rec;
+
+/* The extra data is one zstd frame (extra data of DSQ_WAL_EXTRA_MIN bytes
+ * or more is stored compressed). */
+#define DSQ_WAL_EXTRA_ZSTD 1
+#define DSQ_WAL_EXTRA_MIN 128
 
 /* One page of a record: its number, and where its zstd frame lies,
  * counted from the start of the record. */
@@ -67,8 +73,11 @@ bool dsq_wal_rec_valid(const uint8_t *p, const dsq_wal_rec *r);
 /* The pages of a valid record: out[0..r->npages). */
 void dsq_wal_rec_pages(const uint8_t *p, const dsq_wal_rec *r, dsq_wal_page *out);
 
-/* The extra bytes of a valid record (r->extra_len of them). */
+/* The extra bytes of a valid record as stored (r->extra_len of them). */
 const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r);
+/* Append the extra data of a valid record, decompressed when stored so,
+ * to out. `dctx` is a ZSTD_DCtx *. 0, or -1 (damaged, out of memory). */
+int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, dsq_buf *out);
 
 /* Decompress a page's frame into dst[page_size]; zstd checks the content
  * checksum. `dctx` is a ZSTD_DCtx * reused between calls. 0, or -1 when the

@@ -400,3 +400,41 @@ Test(wal, the_segment_files_read_without_an_open_log)
     cr_assert_eq(s.lsns[0], first);
     dsq_wal_close(w);
 }
+
+Test(wal, row_changes_are_stored_compressed_and_read_back)
+{
+    /* Small extra data stays as it is; large compresses into one frame. */
+    uint8_t extra[5000];
+    for (size_t i = 0; i < sizeof extra; i++)
+        extra[i] = (uint8_t)(i % 50 < 40 ? 'a' + i % 7 : i);
+    size_t sizes[] = {3, DSQ_WAL_EXTRA_MIN - 1, sizeof extra};
+    for (int k = 0; k < 3; k++) {
+        static uint8_t page[PS];
+        fill(page, 1, 7);
+        const uint8_t *pages[1] = {page};
+        uint32_t pgnos[1] = {1};
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_wal_rec r = {.lsn = 7, .time_us = 7000, .db_pages = 1, .page_size = PS};
+        cr_assert_eq(dsq_wal_encode(&b, cc, -5, &r, 1, pgnos, pages, extra, (uint32_t)sizes[k]), 0);
+        dsq_wal_rec h;
+        cr_assert_eq(dsq_wal_rec_header((const uint8_t *)b.data, &h), 0);
+        cr_assert(dsq_wal_rec_valid((const uint8_t *)b.data, &h));
+        if (sizes[k] >= DSQ_WAL_EXTRA_MIN) {
+            cr_assert_eq(h.flags, DSQ_WAL_EXTRA_ZSTD);
+            cr_assert_lt(h.extra_len, sizes[k] / 2, "compressed: %u of %zu", h.extra_len, sizes[k]);
+        } else {
+            cr_assert_eq(h.flags, 0);
+            cr_assert_eq(h.extra_len, sizes[k]);
+        }
+        dsq_buf out = DSQ_BUF_INIT;
+        dsq_buf_puts(&out, "xy"); /* appended after what is there */
+        cr_assert_eq(dsq_wal_rec_extra_get((const uint8_t *)b.data, &h, dc, &out), 0);
+        cr_assert_eq(out.len, sizes[k] + 2);
+        cr_assert_eq(memcmp(out.data + 2, extra, sizes[k]), 0);
+        dsq_buf_free(&out);
+        /* An unknown flag is not a record. */
+        ((uint8_t *)b.data)[5] |= 2;
+        cr_assert_eq(dsq_wal_rec_header((const uint8_t *)b.data, &h), -1);
+        dsq_buf_free(&b);
+    }
+}
