@@ -104,6 +104,8 @@ typedef struct savepoint {
 
 struct dsq_cdc_cap {
     sqlite3 *db;
+    table *known;       /* tables resolved under the current schema, across */
+    uint32_t nknown, kcap; /* transactions (forgotten at DDL and rollbacks) */
     dsq_buf ev;         /* the events, encoded */
     uint32_t nevents;
     table *tables;      /* the transaction's dictionary */
@@ -193,9 +195,69 @@ static void drop_savepoints(dsq_cdc_cap *c, size_t keep)
         free(c->sps[--c->nsps].name);
 }
 
+/* Forget the resolved tables (the schema may have changed). */
+static void forget_known(dsq_cdc_cap *c)
+{
+    while (c->nknown > 0)
+        table_clear(&c->known[--c->nknown]);
+}
+
 static void rolled_back(void *ud)
 {
-    dsq_cdc_cap_reset(ud);
+    dsq_cdc_cap *c = ud;
+    dsq_cdc_cap_reset(c);
+    forget_known(c); /* a rolled-back DDL is undone */
+}
+
+/* t's columns as a table resolved before under the same schema: copied. */
+static int from_known(dsq_cdc_cap *c, table *t)
+{
+    for (uint32_t i = 0; i < c->nknown; i++) {
+        table *k = &c->known[i];
+        if (k->ncols != t->ncols || strcmp(k->name, t->name) != 0)
+            continue;
+        t->cols = calloc(t->ncols ? t->ncols : 1, sizeof *t->cols);
+        t->pk = calloc(t->ncols ? t->ncols : 1, 1);
+        if (t->cols == NULL || t->pk == NULL)
+            return -1;
+        for (uint16_t j = 0; j < t->ncols; j++)
+            if ((t->cols[j] = strdup(k->cols[j])) == NULL)
+                return -1;
+        memcpy(t->pk, k->pk, t->ncols);
+        t->without_rowid = k->without_rowid;
+        t->resolved = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* Remember resolved t for later transactions (best effort). */
+static void remember(dsq_cdc_cap *c, const table *t)
+{
+    if (c->nknown == c->kcap) {
+        uint32_t cap = c->kcap ? 2 * c->kcap : 8;
+        table *n = realloc(c->known, cap * sizeof *n);
+        if (n == NULL)
+            return;
+        c->known = n;
+        c->kcap = cap;
+    }
+    table *k = &c->known[c->nknown];
+    memset(k, 0, sizeof *k);
+    k->ncols = t->ncols;
+    k->without_rowid = t->without_rowid;
+    k->name = strdup(t->name);
+    k->cols = calloc(t->ncols ? t->ncols : 1, sizeof *k->cols);
+    k->pk = malloc(t->ncols ? t->ncols : 1);
+    bool ok = k->name && k->cols && k->pk;
+    for (uint16_t j = 0; ok && j < t->ncols; j++)
+        ok = (k->cols[j] = strdup(t->cols[j])) != NULL;
+    if (!ok) {
+        table_clear(k);
+        return;
+    }
+    memcpy(k->pk, t->pk, t->ncols);
+    c->nknown++;
 }
 
 dsq_cdc_cap *dsq_cdc_cap_new(sqlite3 *db)
@@ -216,6 +278,8 @@ void dsq_cdc_cap_free(dsq_cdc_cap *c)
     sqlite3_preupdate_hook(c->db, NULL, NULL);
     sqlite3_rollback_hook(c->db, NULL, NULL);
     dsq_cdc_cap_reset(c);
+    forget_known(c);
+    free(c->known);
     sqlite3_finalize(c->q_cols);
     sqlite3_finalize(c->q_wr);
     free(c->tables);
@@ -240,9 +304,13 @@ void dsq_cdc_cap_rewind(dsq_cdc_cap *c, dsq_cdc_mark m)
         table_clear(&c->tables[--c->ntables]);
 }
 
-/* Name the columns of table t (and learn whether it has a rowid). */
+/* Name the columns of table t (and learn whether it has a rowid): as
+ * known, or from the schema. */
 static int resolve(dsq_cdc_cap *c, table *t)
 {
+    int k = from_known(c, t);
+    if (k != 0)
+        return k < 0 ? -1 : 0;
     t->cols = calloc(t->ncols ? t->ncols : 1, sizeof *t->cols);
     t->pk = calloc(t->ncols ? t->ncols : 1, 1);
     if (t->cols == NULL || t->pk == NULL)
@@ -280,6 +348,7 @@ static int resolve(dsq_cdc_cap *c, table *t)
     sqlite3_reset(c->q_wr);
     sqlite3_clear_bindings(c->q_wr);
     t->resolved = true;
+    remember(c, t);
     return 0;
 }
 
@@ -336,6 +405,7 @@ int dsq_cdc_cap_statement_done(dsq_cdc_cap *c, dsq_cdc_mark m, const char *ddl, 
         /* Later changes name tables as the new schema has them. */
         for (uint32_t i = 0; i < c->ntables; i++)
             c->tables[i].current = false;
+        forget_known(c);
     }
     return c->failed ? -1 : 0;
 }

@@ -275,3 +275,32 @@ Test(cdc, damaged_bytes_are_refused)
     cr_assert_eq(dsq_cdc_read_begin(&r, copy, n), -1);
     free(copy);
 }
+
+Test(cdc, tables_known_across_transactions_follow_schema_changes_and_rollbacks)
+{
+    ddl("CREATE TABLE t(a)");
+    dsq_cdc_cap_reset(cap);
+    ok("BEGIN");
+    ok("INSERT INTO t VALUES (1)");
+    cr_assert_str_eq(render(), "INSERT t 1 after{a=1}\n");
+    ok("COMMIT");
+    dsq_cdc_cap_reset(cap); /* as the executor does after a commit */
+    /* Renamed in a transaction that rolls back: the old name again after. */
+    ok("BEGIN");
+    ddl("ALTER TABLE t RENAME COLUMN a TO b");
+    ok("INSERT INTO t VALUES (2)");
+    cr_assert_str_eq(render(), "DDL ALTER TABLE t RENAME COLUMN a TO b\nINSERT t 2 after{b=2}\n");
+    ok("ROLLBACK");
+    ok("BEGIN");
+    ok("INSERT INTO t VALUES (3)");
+    cr_assert_str_eq(render(), "INSERT t 2 after{a=3}\n");
+    ok("COMMIT");
+    dsq_cdc_cap_reset(cap);
+    /* Renamed for good: the new name in the next transaction. */
+    ddl("ALTER TABLE t RENAME COLUMN a TO c");
+    dsq_cdc_cap_reset(cap);
+    ok("BEGIN");
+    ok("INSERT INTO t VALUES (4)");
+    cr_assert_str_eq(render(), "INSERT t 3 after{c=4}\n");
+    ok("COMMIT");
+}
