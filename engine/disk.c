@@ -6,12 +6,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-uint32_t dsq_crc32(const void *p, size_t n) { return dsq_crc32_more(0, p, n); }
-
-uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n)
+uint32_t dsq_crc32(const void *p, size_t n)
 {
     const uint8_t *b = p;
-    uLong c = crc;
+    uLong c = crc32(0L, Z_NULL, 0);
     while (n > 0) { /* zlib takes uInt lengths */
         uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
         c = crc32(c, b, k);
@@ -20,6 +18,8 @@ uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n)
     }
     return (uint32_t)c;
 }
+
+uint32_t dsq_crc32_combine(uint32_t a, uint32_t b, size_t n) { return (uint32_t)crc32_combine(a, b, (z_off_t)n); }
 
 int dsq_pread_full(int fd, void *buf, size_t n, uint64_t off)
 {

@@ -30,9 +30,8 @@ static inline uint64_t dsq_get64(const uint8_t *p)
 }
 
 uint32_t dsq_crc32(const void *p, size_t n);
-/* Continue a CRC-32: dsq_crc32_more(dsq_crc32(a, n), b, m) is the CRC of
- * a then b. */
-uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n);
+/* The CRC-32 of a then b from theirs (b is n bytes long). */
+uint32_t dsq_crc32_combine(uint32_t a, uint32_t b, size_t n);
 
 /* All n bytes at off: 0, 1 when the file ends first, -1 on an error
  * (errno). Retries EINTR and short transfers. */

@@ -470,8 +470,8 @@ void dsq_jnl_close(dsq_jnl *j)
 /* ---- appending -------------------------------------------------------------------------- */
 
 int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                   const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err,
-                   size_t errlen)
+                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
+                   char *err, size_t errlen)
 {
     size_t name_len = strlen(name);
     size_t head = DSQ_JNL_ENTRY_HDR + pad8(name_len);
@@ -496,7 +496,7 @@ int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uin
     memcpy(h + DSQ_JNL_ENTRY_HDR, name, name_len);
     uint32_t crc = dsq_crc32(h, head);
     if (rec)
-        crc = dsq_crc32_more(crc, rec, len);
+        crc = dsq_crc32_combine(crc, rec_crc, len);
     dsq_put32(tail, crc);
     struct iovec iov[3] = {{h, head}, {(void *)rec, rec ? len : 0}, {tail, 8}};
 

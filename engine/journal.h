@@ -68,14 +68,16 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
  * unless the journal failed; close. */
 void dsq_jnl_close(dsq_jnl *j);
 
-/* Append one entry: record `rec` (len bytes) of database `name` lies at
- * offset `off` of its log segment `seg`; rec NULL: the record is already
- * durable there, only its place is journaled. Sets *first and *end to the
+/* Append one entry: record `rec` (len bytes, CRC-32 rec_crc: the caller
+ * usually has it, and the entry's CRC is made from it without reading the
+ * record again) of database `name` lies at offset `off` of its log segment
+ * `seg`; rec NULL: the record is already durable there, only its place is
+ * journaled. Sets *first and *end to the
  * entry's position and the one after it. 0, or -1 with errno (ENOSPC: no room for another file) and a
  * message. */
 int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                   const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err,
-                   size_t errlen);
+                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
+                   char *err, size_t errlen);
 
 /* Records larger than this are not copied into the journal: the caller
  * makes them durable in its own log first and appends only their place

@@ -515,7 +515,14 @@ static int journal_append(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         }
         rec = NULL;
     }
-    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, first, end, err,
+    /* The record's CRC-32 from the one it carries over all but its last 8
+     * bytes (that CRC and 4 zero bytes). */
+    uint32_t crc = 0;
+    if (rec != NULL) {
+        const uint8_t *tail = (const uint8_t *)rec + len - 8;
+        crc = dsq_crc32_combine(dsq_get32(tail), dsq_crc32(tail, 8), 8);
+    }
+    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, crc, first, end, err,
                           errlen);
 }
 

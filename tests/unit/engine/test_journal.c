@@ -12,6 +12,7 @@
 
 #include <zlib.h>
 
+#include "engine/disk.h"
 #include "engine/journal.h"
 
 #define FILE_BYTES (64u * 1024)
@@ -87,7 +88,9 @@ static void append(dsq_jnl *j, const char *name, uint64_t lsn, size_t len, uint6
     char err[256];
     uint64_t f, e;
     record(rec, len, lsn);
-    cr_assert_eq(dsq_jnl_append(j, name, 1, 64 + lsn * 1000, lsn, rec, len, &f, &e, err, sizeof err), 0,
+    cr_assert_eq(dsq_jnl_append(j, name, 1, 64 + lsn * 1000, lsn, rec, len, dsq_crc32(rec, len), &f, &e, err,
+                                sizeof err),
+                 0,
                  "%s", err);
     cr_assert_gt(e, f);
     if (first)
@@ -237,7 +240,7 @@ Test(journal, a_large_record_is_journaled_by_place)
     cr_assert_eq(dsq_jnl_inline_max(j), FILE_BYTES / 8);
     uint64_t f, e;
     char err[256];
-    cr_assert_eq(dsq_jnl_append(j, "big", 7, 4096, 42, NULL, 1u << 20, &f, &e, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_jnl_append(j, "big", 7, 4096, 42, NULL, 1u << 20, 0, &f, &e, err, sizeof err), 0, "%s", err);
     cr_assert_lt(e - f, 512u, "only the place: %llu bytes", (unsigned long long)(e - f));
     seen s = replay_now();
     cr_assert_eq(s.n, 1);
@@ -248,7 +251,7 @@ Test(journal, a_large_record_is_journaled_by_place)
     cr_assert_eq(s.lsn[0], 42u);
     /* One too large to copy, given as a record, is refused. */
     uint8_t *big = calloc(1, FILE_BYTES);
-    cr_assert_eq(dsq_jnl_append(j, "big", 7, 4096, 43, big, FILE_BYTES, &f, &e, err, sizeof err), -1);
+    cr_assert_eq(dsq_jnl_append(j, "big", 7, 4096, 43, big, FILE_BYTES, 0, &f, &e, err, sizeof err), -1);
     free(big);
     dsq_jnl_close(j);
 }
@@ -260,8 +263,8 @@ Test(journal, bad_names_are_refused)
     char err[256], name[300];
     memset(name, 'n', sizeof name - 1);
     name[sizeof name - 1] = '\0';
-    cr_assert_eq(dsq_jnl_append(j, "", 1, 64, 1, "12345678", 8, &f, &e, err, sizeof err), -1);
-    cr_assert_eq(dsq_jnl_append(j, name, 1, 64, 1, "12345678", 8, &f, &e, err, sizeof err), -1);
+    cr_assert_eq(dsq_jnl_append(j, "", 1, 64, 1, "12345678", 8, 0, &f, &e, err, sizeof err), -1);
+    cr_assert_eq(dsq_jnl_append(j, name, 1, 64, 1, "12345678", 8, 0, &f, &e, err, sizeof err), -1);
     dsq_jnl_close(j);
 }
 
