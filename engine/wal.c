@@ -900,6 +900,35 @@ static int cmp_seg_file(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+#define SCAN_BLOCK (1u << 20)
+
+/* Read file bytes [off, off + max(need, SCAN_BLOCK)) into *buf (as far as
+ * the file goes); 0 when at least `need` came, else -1. */
+static int fill_block(int fd, uint64_t off, size_t need, uint8_t **buf, size_t *cap, uint64_t *bstart,
+                      uint64_t *bend)
+{
+    size_t want = need > SCAN_BLOCK ? need : SCAN_BLOCK;
+    if (*cap < want) {
+        uint8_t *n = realloc(*buf, want);
+        if (n == NULL)
+            return -1;
+        *buf = n;
+        *cap = want;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t r = pread(fd, *buf + got, want - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    *bstart = off;
+    *bend = off + got;
+    return got >= need ? 0 : -1;
+}
+
 int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
                        uint64_t *oldest, char *err, size_t errlen)
 {
@@ -973,19 +1002,42 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
                      (unsigned long long)v[i].first_lsn, (unsigned long long)want);
             rc = -1;
         }
+        /* Read in blocks of SCAN_BLOCK: records before `from` are only
+         * stepped over (their header checked), the wanted ones verified. */
+        uint64_t bstart = 0, bend = 0; /* the file bytes buf holds */
         while (rc == 0 && want <= to) {
+            if (off + DSQ_WAL_REC_HDR > bend || off < bstart) {
+                if (fill_block(s.fd, off, DSQ_WAL_REC_HDR, &buf, &bcap, &bstart, &bend) != 0)
+                    break; /* the segment ends: on in the next */
+            }
             dsq_wal_rec r;
-            int got = read_record(&s, off, want, page_size, &buf, &bcap, &r);
-            if (got == REC_END || (got == REC_BAD && i + 1 < n))
-                break; /* on in the next segment */
-            if (got == REC_BAD) {
+            const uint8_t *p = buf + (off - bstart);
+            if (dsq_wal_rec_header(p, &r) != 0 || r.lsn != want || r.page_size != page_size) {
+                if (i + 1 < n)
+                    break;
                 snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", v[i].seq,
                          (unsigned long long)want);
                 rc = -1;
                 break;
             }
-            if (want > from && visit(ud, &r, buf, (dsq_wal_loc){s.seq, off}, err, errlen) != 0)
-                rc = -1;
+            if (want > from) {
+                if (off + r.len > bend &&
+                    fill_block(s.fd, off, r.len, &buf, &bcap, &bstart, &bend) != 0) {
+                    snprintf(err, errlen, "log segment %08x: the record of LSN %llu is cut short", v[i].seq,
+                             (unsigned long long)want);
+                    rc = -1;
+                    break;
+                }
+                p = buf + (off - bstart);
+                if (!dsq_wal_rec_valid(p, &r)) {
+                    snprintf(err, errlen, "log segment %08x: the record of LSN %llu is damaged", v[i].seq,
+                             (unsigned long long)want);
+                    rc = -1;
+                    break;
+                }
+                if (visit(ud, &r, p, (dsq_wal_loc){s.seq, off}, err, errlen) != 0)
+                    rc = -1;
+            }
             off += r.len;
             want++;
         }

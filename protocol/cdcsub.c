@@ -445,13 +445,8 @@ static void pump(dsq_cdcsub *s)
             s->waiting = true;
             return;
         }
-        if (s->log_mode) {
-            /* Nothing durable after the cursor yet: wait for news. */
-            if (s->started && dsq_engine_feed_durable(s->feed) <= s->cursor)
-                return;
-            read_log(s);
-            return;
-        }
+        /* The feed first; the log only for what it no longer (or not yet)
+         * holds and is durable. */
         uint64_t upto;
         bool more;
         dsq_buf_reset(&s->batch);
@@ -460,10 +455,14 @@ static void pump(dsq_cdcsub *s)
             end_with(s, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
-        if (rc == 0) { /* behind what the feed holds */
+        if (rc == 0) {
             s->log_mode = true;
-            continue;
+            if (dsq_engine_feed_durable(s->feed) <= s->cursor)
+                return; /* nothing durable after the cursor yet: wait for news */
+            read_log(s);
+            return;
         }
+        s->log_mode = false;
         deliver(s, &s->batch);
         if (!s->stopped && upto > s->cursor)
             s->cursor = upto;
