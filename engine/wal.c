@@ -844,62 +844,6 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
     pthread_mutex_unlock(&w->mu);
 }
 
-int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
-                 size_t errlen)
-{
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    int rc = 0;
-    for (size_t i = 0; rc == 0; i++) {
-        pthread_mutex_lock(&w->mu);
-        seg s = i < w->nsegs ? w->segs[i] : (seg){.fd = -1};
-        pthread_mutex_unlock(&w->mu);
-        if (s.fd < 0 || s.first_lsn > to)
-            break;
-        if (s.last_lsn <= from)
-            continue;
-        uint64_t off = DSQ_WAL_SEG_HDR;
-        for (uint64_t want = s.first_lsn; want <= s.last_lsn && want <= to; want++) {
-            dsq_wal_rec r;
-            if (read_record(&s, off, want, w->cfg.page_size, &buf, &cap, &r) != REC_OK) {
-                snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read",
-                         s.seq, (unsigned long long)want);
-                rc = -1;
-                break;
-            }
-            if (want > from && visit(ud, &r, buf, (dsq_wal_loc){s.seq, off}, err, errlen) != 0) {
-                rc = -1;
-                break;
-            }
-            off += r.len;
-        }
-    }
-    if (rc == 0 && from < to) {
-        pthread_mutex_lock(&w->mu);
-        bool missing = w->nsegs == 0 || w->segs[0].first_lsn > from + 1;
-        pthread_mutex_unlock(&w->mu);
-        if (missing) {
-            snprintf(err, errlen, "the log no longer holds LSN %llu", (unsigned long long)from + 1);
-            rc = -1;
-        }
-    }
-    free(buf);
-    return rc;
-}
-
-/* ---- reading without an open log ---------------------------------------------------------- */
-
-typedef struct seg_file {
-    uint32_t seq;
-    uint64_t first_lsn;
-} seg_file;
-
-static int cmp_seg_file(const void *a, const void *b)
-{
-    uint32_t x = ((const seg_file *)a)->seq, y = ((const seg_file *)b)->seq;
-    return x < y ? -1 : x > y;
-}
-
 #define SCAN_BLOCK (1u << 20)
 
 /* Read file bytes [off, off + max(need, SCAN_BLOCK)) into *buf (as far as
@@ -927,6 +871,99 @@ static int fill_block(int fd, uint64_t off, size_t need, uint8_t **buf, size_t *
     *bstart = off;
     *bend = off + got;
     return got >= need ? 0 : -1;
+}
+
+/* Visit the records of one segment (fd, sequence seq, first record
+ * first_lsn) with from < LSN <= min(to, last), reading it in blocks:
+ * records before `from` are only stepped over (their header checked), the
+ * wanted ones verified. *next is the LSN after the last record read; the
+ * scan stops early at the segment's end or a record that cannot be read
+ * (the caller knows which it expected). 0, or -1 when visit failed (its
+ * message in err). */
+typedef struct block {
+    uint8_t *buf;
+    size_t cap;
+    uint64_t start, end; /* the file bytes buf holds */
+} block;
+
+static int scan_segment(int fd, uint32_t seq, uint64_t first_lsn, uint64_t last, uint32_t page_size,
+                        uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, block *b, uint64_t *next,
+                        char *err, size_t errlen)
+{
+    uint64_t off = DSQ_WAL_SEG_HDR, want = first_lsn;
+    b->start = b->end = 0;
+    while (want <= to && want <= last) {
+        if ((off + DSQ_WAL_REC_HDR > b->end || off < b->start) &&
+            fill_block(fd, off, DSQ_WAL_REC_HDR, &b->buf, &b->cap, &b->start, &b->end) != 0)
+            break;
+        dsq_wal_rec r;
+        if (dsq_wal_rec_header(b->buf + (off - b->start), &r) != 0 || r.lsn != want || r.page_size != page_size)
+            break;
+        if (want > from) {
+            if (off + r.len > b->end && fill_block(fd, off, r.len, &b->buf, &b->cap, &b->start, &b->end) != 0)
+                break;
+            const uint8_t *p = b->buf + (off - b->start);
+            if (!dsq_wal_rec_valid(p, &r))
+                break;
+            if (visit(ud, &r, p, (dsq_wal_loc){seq, off}, err, errlen) != 0) {
+                *next = want;
+                return -1;
+            }
+        }
+        off += r.len;
+        want++;
+    }
+    *next = want;
+    return 0;
+}
+
+int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
+                 size_t errlen)
+{
+    block b = {0};
+    int rc = 0;
+    for (size_t i = 0; rc == 0; i++) {
+        pthread_mutex_lock(&w->mu);
+        seg s = i < w->nsegs ? w->segs[i] : (seg){.fd = -1};
+        pthread_mutex_unlock(&w->mu);
+        if (s.fd < 0 || s.first_lsn > to)
+            break;
+        if (s.last_lsn <= from)
+            continue;
+        uint64_t next;
+        rc = scan_segment(s.fd, s.seq, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b, &next,
+                          err, errlen);
+        uint64_t upto = s.last_lsn < to ? s.last_lsn : to;
+        if (rc == 0 && next <= upto) {
+            snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", s.seq,
+                     (unsigned long long)next);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && from < to) {
+        pthread_mutex_lock(&w->mu);
+        bool missing = w->nsegs == 0 || w->segs[0].first_lsn > from + 1;
+        pthread_mutex_unlock(&w->mu);
+        if (missing) {
+            snprintf(err, errlen, "the log no longer holds LSN %llu", (unsigned long long)from + 1);
+            rc = -1;
+        }
+    }
+    free(b.buf);
+    return rc;
+}
+
+/* ---- reading without an open log ---------------------------------------------------------- */
+
+typedef struct seg_file {
+    uint32_t seq;
+    uint64_t first_lsn;
+} seg_file;
+
+static int cmp_seg_file(const void *a, const void *b)
+{
+    uint32_t x = ((const seg_file *)a)->seq, y = ((const seg_file *)b)->seq;
+    return x < y ? -1 : x > y;
 }
 
 int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
@@ -982,8 +1019,7 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
         free(v);
         return 1;
     }
-    uint8_t *buf = NULL;
-    size_t bcap = 0;
+    block blk = {0};
     uint64_t want = v[at].first_lsn;
     for (size_t i = at; rc == 0 && i < n && want <= to; i++) {
         char path[4200];
@@ -996,50 +1032,16 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
         }
         uint8_t h[DSQ_WAL_SEG_HDR];
         uint32_t page_size = dsq_pread_full(s.fd, h, sizeof h, 0) == 0 ? dsq_get32(h + 12) : 0;
-        uint64_t off = DSQ_WAL_SEG_HDR;
         if (v[i].first_lsn != want) {
             snprintf(err, errlen, "log segment %08x starts at LSN %llu, not %llu", v[i].seq,
                      (unsigned long long)v[i].first_lsn, (unsigned long long)want);
             rc = -1;
         }
-        /* Read in blocks of SCAN_BLOCK: records before `from` are only
-         * stepped over (their header checked), the wanted ones verified. */
-        uint64_t bstart = 0, bend = 0; /* the file bytes buf holds */
-        while (rc == 0 && want <= to) {
-            if (off + DSQ_WAL_REC_HDR > bend || off < bstart) {
-                if (fill_block(s.fd, off, DSQ_WAL_REC_HDR, &buf, &bcap, &bstart, &bend) != 0)
-                    break; /* the segment ends: on in the next */
-            }
-            dsq_wal_rec r;
-            const uint8_t *p = buf + (off - bstart);
-            if (dsq_wal_rec_header(p, &r) != 0 || r.lsn != want || r.page_size != page_size) {
-                if (i + 1 < n)
-                    break;
-                snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", v[i].seq,
-                         (unsigned long long)want);
-                rc = -1;
-                break;
-            }
-            if (want > from) {
-                if (off + r.len > bend &&
-                    fill_block(s.fd, off, r.len, &buf, &bcap, &bstart, &bend) != 0) {
-                    snprintf(err, errlen, "log segment %08x: the record of LSN %llu is cut short", v[i].seq,
-                             (unsigned long long)want);
-                    rc = -1;
-                    break;
-                }
-                p = buf + (off - bstart);
-                if (!dsq_wal_rec_valid(p, &r)) {
-                    snprintf(err, errlen, "log segment %08x: the record of LSN %llu is damaged", v[i].seq,
-                             (unsigned long long)want);
-                    rc = -1;
-                    break;
-                }
-                if (visit(ud, &r, p, (dsq_wal_loc){s.seq, off}, err, errlen) != 0)
-                    rc = -1;
-            }
-            off += r.len;
-            want++;
+        if (rc == 0) {
+            uint64_t next;
+            rc = scan_segment(s.fd, s.seq, want, UINT64_MAX, page_size, from, to, visit, ud, &blk, &next, err,
+                              errlen);
+            want = next; /* stopped early: on in the next segment, which must start there */
         }
         close(s.fd);
     }
@@ -1048,7 +1050,7 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
                  (unsigned long long)to);
         rc = -1;
     }
-    free(buf);
+    free(blk.buf);
     free(v);
     return rc;
 }
