@@ -112,7 +112,6 @@ struct dsq_jnl {
     bool stop;
     uint64_t bytes_synced;  /* st.bytes at the flush thread's last syncfs */
     uint64_t flush_failures;
-    char *ebuf;             /* entry header and name, under mu */
     dsq_jnl_stats st;
 };
 
@@ -356,8 +355,7 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
         return NULL;
     }
     dsq_jnl *j = calloc(1, sizeof *j);
-    if (j == NULL || (j->dir = strdup(dir)) == NULL ||
-        (j->ebuf = malloc(DSQ_JNL_ENTRY_HDR + DSQ_JNL_NAME_MAX + 8)) == NULL) {
+    if (j == NULL || (j->dir = strdup(dir)) == NULL) {
         if (j)
             free(j->dir);
         free(j);
@@ -433,7 +431,6 @@ fail:
     pthread_cond_destroy(&j->fcv);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
-    free(j->ebuf);
     free(j->dir);
     free(j);
     return NULL;
@@ -462,7 +459,6 @@ void dsq_jnl_close(dsq_jnl *j)
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
     free(j->voids);
-    free(j->ebuf);
     free(j->dir);
     free(j);
 }

@@ -161,16 +161,6 @@ static int render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t tim
     return rc; /* 0, -1 damaged, -2 fn said stop */
 }
 
-int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
-                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
-                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud)
-{
-    dsq_buf scratch[2] = {DSQ_BUF_INIT, DSQ_BUF_INIT};
-    int rc = render(changes, n, lsn, time_us, enc, tables, ntables, ops, fn, ud, scratch);
-    dsq_buf_free(&scratch[0]);
-    dsq_buf_free(&scratch[1]);
-    return rc == -1 ? -1 : 0;
-}
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
@@ -302,12 +292,10 @@ struct dsq_cdcsub {
     bool has_from;
     uint64_t cursor;        /* the last commit delivered whole */
     uint64_t current;       /* the commit being delivered */
-    uint64_t known_end;     /* the durable end as last seen */
     dsq_feed_sub *feed;
     dsq_call call;          /* the log read in flight */
     bool reading;
     bool started;
-    bool log_mode;          /* behind the feed: read the log */
     bool waiting;           /* for the sink's room */
     bool stopped;
     int depth;              /* inside sink callbacks */
@@ -456,20 +444,16 @@ static void pump(dsq_cdcsub *s)
             return;
         }
         if (rc == 0) {
-            s->log_mode = true;
             if (dsq_engine_feed_durable(s->feed) <= s->cursor)
                 return; /* nothing durable after the cursor yet: wait for news */
             read_log(s);
             return;
         }
-        s->log_mode = false;
         deliver(s, &s->batch);
         if (!s->stopped && upto > s->cursor)
             s->cursor = upto;
         if (!s->stopped)
             dsq_engine_feed_progress(s->feed, s->cursor);
-        if (upto > s->known_end)
-            s->known_end = upto;
         if (!more)
             return;
     }
@@ -521,10 +505,7 @@ static void on_read(dsq_call *c)
         return;
     if (c->lsn > s->cursor)
         s->cursor = c->lsn;
-    if (c->lsn > s->known_end)
-        s->known_end = c->lsn;
     dsq_engine_feed_progress(s->feed, s->cursor);
-    s->log_mode = c->more;
     pump(s);
     gone(s);
 }
@@ -591,7 +572,6 @@ dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq
     s->session = req->session;
     s->has_from = req->has_from;
     s->cursor = req->has_from ? req->from : 0;
-    s->log_mode = true;
     if (req->tables != NULL) {
         s->tables = calloc(req->ntables ? req->ntables : 1, sizeof *s->tables);
         if (s->tables == NULL) {

@@ -96,12 +96,4 @@ void dsq_cdcsub_stop(dsq_cdcsub *s);
  * far as the subscription knows (lag = the difference). */
 uint64_t dsq_cdcsub_lsn(const dsq_cdcsub *s);
 
-/* Render the events of one commit's change bytes (a CDC batch entry) to
- * the sink's format without the subscription machinery (tests, SSE):
- * calls fn for each event that passes the filter. -1 when the bytes are
- * damaged. */
-int dsq_cdcsub_render(const uint8_t *changes, uint32_t n, uint64_t lsn, uint64_t time_us,
-                      dsq_dosql_enc enc, const char *const *tables, size_t ntables, unsigned ops,
-                      int (*fn)(void *ud, const char *text, size_t len, bool last), void *ud);
-
 #endif

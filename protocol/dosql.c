@@ -862,7 +862,8 @@ static void m_subscribe_cdc(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
     if (o->rpc == NULL) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "subscribeCDC is not available over Cap'n Web yet");
+        /* Cap'n Web runs its own (capnweb.c: with the client's callback). */
+        reject(o, DSQ_CODE_INVALID_REQUEST, "subscribeCDC needs a WebSocket or a callback");
         return;
     }
     if (s->t.notify == NULL || s->t.http) {
