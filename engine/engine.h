@@ -291,6 +291,8 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s);
  * caller reads the log: DSQ_OP_CDC_READ); -1 out of memory. Loop thread. */
 int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
                          bool *more);
+/* The database was dropped since the subscriber came: it must end. */
+bool dsq_engine_feed_gone(dsq_feed_sub *s);
 /* The subscriber has delivered every commit up to lsn (for getStats). */
 void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn);
 /* How far the database's log is known durable; raise it from what a

@@ -226,6 +226,9 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
 void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n);
 /* The database's log is durable up to lsn (any thread). */
 void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn);
+/* The database was dropped: its subscribers end (dsq_engine_feed_gone);
+ * the feed starts over for a database made later under the name. */
+void dsq__feed_dropped(dsq_engine *e, dsq_feed *f);
 /* Loop thread: run the callbacks of subscribers whose feed has news. */
 void dsq__feed_poll(dsq_engine *e);
 void dsq__feed_free(dsq_feed *f);

@@ -1417,10 +1417,12 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
         } else {
             dsq__actor_close(a);
-            if (dsq__store_drop(e, a->name, err, sizeof err) != 0)
+            if (dsq__store_drop(e, a->name, err, sizeof err) != 0) {
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
-            else
+            } else {
+                dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
+            }
         }
     } else if (dsq__actor_open(e, a, c) == 0) {
         x.o = a->open;

@@ -32,6 +32,7 @@ struct dsq_feed_sub {
     dsq_feed_sub *next;
     bool dead;        /* unsubscribed while callbacks ran */
     uint64_t cursor;  /* the last commit it delivered (under the feed's mu) */
+    uint64_t epoch;   /* the feed's when it subscribed */
 };
 
 struct dsq_feed {
@@ -41,6 +42,7 @@ struct dsq_feed {
     size_t bytes;         /* held */
     uint64_t from;        /* every commit after this LSN is held; UINT64_MAX: none yet */
     uint64_t durable;
+    uint64_t epoch;       /* one more each time the database is dropped */
     size_t budget;
     bool queued;          /* on the engine's list of feeds with news */
     dsq_feed *news_next;
@@ -138,14 +140,10 @@ void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *c
     pthread_mutex_unlock(&f->mu);
 }
 
-void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
+/* Tell the loop thread the feed has news for its subscribers (mu held on
+ * entry; released). */
+static void announce(dsq_engine *e, dsq_feed *f, bool news)
 {
-    if (f == NULL)
-        return;
-    pthread_mutex_lock(&f->mu);
-    bool news = lsn > f->durable;
-    if (news)
-        f->durable = lsn;
     bool queue = news && !f->queued && atomic_load(&f->nsubs) > 0;
     if (queue)
         f->queued = true;
@@ -158,6 +156,36 @@ void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
     pthread_mutex_unlock(&e->feed_mu);
     if (e->cfg.wake)
         e->cfg.wake(e->cfg.wake_arg);
+}
+
+void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    bool news = lsn > f->durable;
+    if (news)
+        f->durable = lsn;
+    announce(e, f, news);
+}
+
+void dsq__feed_dropped(dsq_engine *e, dsq_feed *f)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    restart(f, UINT64_MAX); /* a database made later under the name starts from LSN 0 */
+    f->durable = 0;
+    f->epoch++;
+    announce(e, f, true);
+}
+
+bool dsq_engine_feed_gone(dsq_feed_sub *s)
+{
+    pthread_mutex_lock(&s->feed->mu);
+    bool gone = s->epoch != s->feed->epoch;
+    pthread_mutex_unlock(&s->feed->mu);
+    return gone;
 }
 
 void dsq__feed_poll(dsq_engine *e)
@@ -206,7 +234,7 @@ dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_
     if (s == NULL)
         return NULL;
     pthread_mutex_lock(&f->mu);
-    *s = (dsq_feed_sub){.feed = f, .fn = fn, .ud = ud, .next = f->subs};
+    *s = (dsq_feed_sub){.feed = f, .fn = fn, .ud = ud, .next = f->subs, .epoch = f->epoch};
     f->subs = s;
     pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->nsubs, 1);

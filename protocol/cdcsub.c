@@ -428,6 +428,12 @@ static void read_log(dsq_cdcsub *s);
 
 static void pump(dsq_cdcsub *s)
 {
+    if (!s->stopped && s->feed != NULL && dsq_engine_feed_gone(s->feed)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "database '%s' was dropped", s->db);
+        end_with(s, DSQ_CODE_SUBSCRIPTION_ERROR, msg);
+        return;
+    }
     while (!s->stopped && !s->reading) {
         if (s->sink.can_send != NULL && !s->sink.can_send(s->sink.ud)) {
             s->waiting = true;

@@ -442,3 +442,34 @@ test('a subscription outlives its database hibernating', async () => {
     await d.cleanup();
   }
 });
+
+test('dropping a database ends its subscriptions; a new one under the name starts afresh', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'dr', 'CREATE TABLE t(x)');
+    for (let i = 0; i < 5; i++) await query(d.port, 'dr', 'INSERT INTO t VALUES (?)', [i]);
+    const c = await WsRpc.open(d.port, '/v1/db/dr/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    const s = await sse(d.port, '/v1/db/dr/cdc');
+    assert.equal((await fetch(`${d.url}/v1/db/dr`, { method: 'DELETE' })).status, 200);
+    await within(5000, (async () => { while (!c.notes.some((n) => n.method === 'cdc.end')) await sleep(10); })(), 'cdc.end');
+    const end = c.notes.find((n) => n.method === 'cdc.end').params;
+    assert.equal(end.subscriptionId, id);
+    assert.equal(end.error.code, 'SUBSCRIPTION_ERROR');
+    assert.match(end.error.message, /dropped/);
+    await within(5000, s.ended, 'the SSE stream ends');
+    assert.equal(s.blocks.at(-1).event, 'end');
+    // The new database's commits, from LSN 1, reach a new subscriber.
+    const n = await WsRpc.open(d.port, '/v1/db/dr/rpc');
+    const nid = (await n.ok('subscribeCDC', { fromLSN: 0 })).subscriptionId;
+    const w = await query(d.port, 'dr', 'CREATE TABLE u(y); INSERT INTO u VALUES (7)');
+    assert.equal(w.lsn, 1);
+    const ev = await until(n, nid, (e) => e.length >= 2);
+    assert.deepEqual(ev.map((e) => [e.lsn, e.operation]), [[1, 'DDL'], [1, 'INSERT']]);
+    assert.equal(events(c, id).length, 0, 'the old subscription got nothing of the new database');
+    await c.close();
+    await n.close();
+  } finally {
+    await d.cleanup();
+  }
+});
