@@ -354,3 +354,48 @@ test('the journal and a dropped database: a new one under the name gets none of 
     await d.cleanup();
   }
 });
+
+test('syncfs failing: the journal keeps every file live up to 64, then commits fail; once it works, all is flushed and kept', { timeout: 120000 }, async () => {
+  const dir = tempDir('dosqld-failsyncfs-');
+  const trigger = path.join(dir, 'fail');
+  const d = await startDosqld({
+    conf: '[storage]\njournal_size = 1M\n',
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILSYNCFS: trigger },
+  });
+  try {
+    await query(d.port, 'fs', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+    writeFileSync(trigger, '');
+    // ~85 KB records (the blob's pages and its row change), copied into
+    // the journal (under an eighth of it): about twelve to a 1 MiB file.
+    let acked = 0, refused = null;
+    for (let i = 0; i < 1500 && !refused; i++) {
+      const r = await query(d.port, 'fs', 'INSERT INTO t VALUES (?, randomblob(40000))', [i], { raw: true });
+      if (r.status === 200) acked++;
+      else refused = r;
+    }
+    assert.ok(refused, 'the journal filled up');
+    assert.equal(refused.json.error.code, 'RESOURCE_EXHAUSTED', refused.text);
+    assert.ok(acked > 600, `${acked} commits before the journal filled`);
+    assert.match(d.stderr, /event=journal_flush_failed/);
+    let j = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server.journal;
+    assert.equal(j.files, 64, JSON.stringify(j));
+    assert.equal(j.liveFiles, 64, JSON.stringify(j));
+    // Reads go on meanwhile.
+    assert.deepEqual((await query(d.port, 'fs', 'SELECT count(*) FROM t')).rows, [[acked]]);
+    rmSync(trigger);
+    for (let i = 0; i < 50 && j.liveFiles > 1; i++) { // the flush is retried every second
+      await sleep(100);
+      j = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server.journal;
+    }
+    assert.equal(j.liveFiles, 1, JSON.stringify(j));
+    const more = await query(d.port, 'fs', 'INSERT INTO t VALUES (?, randomblob(40000))', [5000]);
+    assert.ok(more.lsn > 0);
+    await afterKill(d, async (d2) => {
+      assert.deepEqual((await query(d2.port, 'fs', 'SELECT count(*) FROM t')).rows, [[acked + 1]]);
+      assert.deepEqual((await query(d2.port, 'fs', 'PRAGMA integrity_check')).rows, [['ok']]);
+    });
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -14,6 +14,8 @@
  *   DSQ_FAILSYNC=FILE    while FILE exists, fsync/fdatasync of files under a
  *                        "/wal/" or "/journal/" directory, and syncfs of any
  *                        file system, fail with EIO (and sync nothing).
+ *   DSQ_FAILSYNCFS=FILE  while FILE exists, syncfs alone fails with EIO
+ *                        (fsync and fdatasync work).
  *   DSQ_FAILWRITE=FILE   while FILE exists, writes to files whose path holds
  *                        DSQ_FAILWRITE_PATH (default "/wal/") fail (and write
  *                        nothing), with errno EIO, or ENOSPC when FILE holds
@@ -142,7 +144,8 @@ static int around(int fd, const char *name)
 int syncfs(int fd)
 {
     const char *fail = getenv("DSQ_FAILSYNC");
-    if (fail && access(fail, F_OK) == 0) {
+    const char *fail_fs = getenv("DSQ_FAILSYNCFS");
+    if ((fail && access(fail, F_OK) == 0) || (fail_fs && access(fail_fs, F_OK) == 0)) {
         errno = EIO;
         return -1;
     }
