@@ -106,8 +106,9 @@ static int rdb_seg(replay *r, rdb *d, uint32_t seg, char *err, size_t errlen)
         return 0;
     if (d->fd >= 0)
         close(d->fd);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/db/%s/wal/%08x.seg", r->data_dir, d->name, seg);
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof dir, "%s/db/%s/wal", r->data_dir, d->name);
+    dsq_wal_seg_path(dir, seg, path, sizeof path);
     d->fd = open(path, O_RDWR | O_CLOEXEC);
     if (d->fd < 0 && errno != ENOENT) {
         snprintf(err, errlen, "journal replay: cannot open %.3000s: %s", path, strerror(errno));
@@ -150,38 +151,17 @@ static int replay_finish(replay *r, char *err, size_t errlen)
     int rc = 0;
     for (size_t i = 0; i < r->cap; i++) {
         rdb *d = &r->t[i];
-        if (!d->used || !d->any || rc != 0) {
-            if (d->used && d->fd >= 0)
-                close(d->fd);
+        if (!d->used)
             continue;
-        }
-        if (rdb_seg(r, d, d->last_seg, err, errlen) != 0 || d->fd < 0) {
-            rc = rc ? rc : (d->fd < 0 ? 0 : -1);
-            continue;
-        }
-        struct stat st;
-        if (fstat(d->fd, &st) == 0 && (uint64_t)st.st_size > d->last_end &&
-            ftruncate(d->fd, (off_t)d->last_end) != 0) {
-            snprintf(err, errlen, "journal replay: cannot cut the log of %s: %s", d->name, strerror(errno));
-            rc = -1;
-        }
-        close(d->fd);
+        if (d->fd >= 0)
+            close(d->fd);
         d->fd = -1;
-        char path[4200];
-        snprintf(path, sizeof path, "%s/db/%s/wal", r->data_dir, d->name);
-        DIR *dir = opendir(path);
-        struct dirent *de;
-        while (rc == 0 && dir && (de = readdir(dir)) != NULL) {
-            unsigned seq;
-            char tail[8], p2[4400];
-            if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8x.%3s", &seq, tail) == 2 &&
-                strcmp(tail, "seg") == 0 && seq > d->last_seg) {
-                snprintf(p2, sizeof p2, "%s/%s", path, de->d_name);
-                unlink(p2);
-            }
-        }
-        if (dir)
-            closedir(dir);
+        if (!d->any || rc != 0)
+            continue;
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/db/%s/wal", r->data_dir, d->name);
+        if (dsq_wal_cut_after(dir, d->last_seg, d->last_end, err, errlen) != 0)
+            rc = -1;
     }
     return rc;
 }

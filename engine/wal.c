@@ -202,9 +202,24 @@ struct dsq_wal {
     uint64_t jend;        /* synced lie in it (jfirst 0: none) */
 };
 
+void dsq_wal_seg_path(const char *dir, uint32_t seq, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%08x.seg", dir, seq);
+}
+
+bool dsq_wal_seg_seq(const char *name, uint32_t *seq)
+{
+    unsigned v;
+    char tail[8];
+    if (strlen(name) != 12 || sscanf(name, "%8x.%3s", &v, tail) != 2 || strcmp(tail, "seg") != 0)
+        return false;
+    *seq = v;
+    return true;
+}
+
 static void seg_path(const dsq_wal *w, uint32_t seq, char *out, size_t n)
 {
-    snprintf(out, n, "%s/%08x.seg", w->dir, seq);
+    dsq_wal_seg_path(w->dir, seq, out, n);
 }
 
 static int segs_push(dsq_wal *w, seg s)
@@ -325,10 +340,8 @@ static int list_segments(dsq_wal *w, char *err, size_t errlen)
     struct dirent *de;
     int rc = 0;
     while (rc == 0 && (de = readdir(d)) != NULL) {
-        unsigned seq;
-        char tail[8];
-        if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x.%3s", &seq, tail) != 2 ||
-            strcmp(tail, "seg") != 0)
+        uint32_t seq;
+        if (!dsq_wal_seg_seq(de->d_name, &seq))
             continue;
         char path[4200];
         seg_path(w, seq, path, sizeof path);
@@ -980,11 +993,11 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) != NULL) {
-        unsigned seq;
-        char tail[8], path[4200];
-        if (strlen(de->d_name) != 12 || sscanf(de->d_name, "%8x.%3s", &seq, tail) != 2 || strcmp(tail, "seg") != 0)
+        uint32_t seq;
+        char path[4200];
+        if (!dsq_wal_seg_seq(de->d_name, &seq))
             continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        dsq_wal_seg_path(dir, seq, path, sizeof path);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         uint8_t h[DSQ_WAL_SEG_HDR];
         if (fd < 0) /* retired meanwhile */
@@ -1023,7 +1036,7 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
     uint64_t want = v[at].first_lsn;
     for (size_t i = at; rc == 0 && i < n && want <= to; i++) {
         char path[4200];
-        snprintf(path, sizeof path, "%s/%08x.seg", dir, v[i].seq);
+        dsq_wal_seg_path(dir, v[i].seq, path, sizeof path);
         seg s = {.seq = v[i].seq, .fd = open(path, O_RDONLY | O_CLOEXEC)};
         if (s.fd < 0) {
             snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
@@ -1052,5 +1065,33 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
     }
     free(blk.buf);
     free(v);
+    return rc;
+}
+
+int dsq_wal_cut_after(const char *dir, uint32_t seq, uint64_t end, char *err, size_t errlen)
+{
+    char path[4200];
+    dsq_wal_seg_path(dir, seq, path, sizeof path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno)), -1);
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > end && ftruncate(fd, (off_t)end) != 0) {
+        snprintf(err, errlen, "cannot cut %.3000s at %llu: %s", path, (unsigned long long)end, strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    DIR *d = rc == 0 ? opendir(dir) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        uint32_t later;
+        if (dsq_wal_seg_seq(de->d_name, &later) && later > seq) {
+            dsq_wal_seg_path(dir, later, path, sizeof path);
+            unlink(path);
+        }
+    }
+    if (d)
+        closedir(d);
     return rc;
 }

@@ -175,6 +175,16 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
 int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, char *err,
                  size_t errlen);
 
+/* A segment's file in log directory `dir`, and the sequence number a
+ * file name stands for (false: not a segment's name). */
+void dsq_wal_seg_path(const char *dir, uint32_t seq, char *out, size_t n);
+bool dsq_wal_seg_seq(const char *name, uint32_t *seq);
+
+/* Journal replay: the log in `dir` ends at byte `end` of segment `seq`
+ * (cut there if longer); segments after it go. A missing segment (retired
+ * behind a checkpoint) leaves the log as it is. 0, or -1 with a message. */
+int dsq_wal_cut_after(const char *dir, uint32_t seq, uint64_t end, char *err, size_t errlen);
+
 /* Read-only, without an open log: visit the records with from < LSN <= to
  * in the segments of directory `dir`, in order (for CDC readers beside
  * the actor that writes the log; `to` must be durable, so never past
