@@ -473,3 +473,38 @@ test('dropping a database ends its subscriptions; a new one under the name start
     await d.cleanup();
   }
 });
+
+test('an SSE client that stops reading holds back only itself, then gets every event once; one that hangs up leaves no subscription', async () => {
+  const d = await startDosqld({ conf: '[cdc]\nbuffer_size = 64K\n' });
+  try {
+    await query(d.port, 'sr', 'CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)');
+    const s = await sse(d.port, '/v1/db/sr/cdc?operations=INSERT');
+    s.res.pause(); // reads nothing from here on
+    const ws = await WsRpc.open(d.port, '/v1/db/sr/rpc');
+    const wid = (await ws.ok('subscribeCDC', { operations: ['INSERT'] })).subscriptionId;
+    const lsnOf = new Map();
+    await within(60000, Promise.all(Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; i < 150; i++) {
+        const n = w * 150 + i + 1;
+        lsnOf.set(n, (await query(d.port, 'sr', 'INSERT INTO t VALUES (?, randomblob(3000))', [n])).lsn);
+      }
+    })), 'writers beside a stalled SSE client');
+    const last = Math.max(...lsnOf.values());
+    checkExactlyOnce(await until(ws, wid, (e) => e.length > 0 && e.at(-1).lsn >= last), 1, lsnOf, 'the WebSocket one');
+    s.res.resume();
+    const got = await sseUntil(s, (b) => b.length > 0 && b.at(-1).data.lsn >= last);
+    checkExactlyOnce(got.map((b) => b.data), 1, lsnOf, 'the SSE one, after it read again');
+    // Both hang up: nothing of them stays.
+    s.req.destroy();
+    ws.ws.terminate();
+    let st;
+    for (let i = 0; i < 50; i++) {
+      st = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats', params: {} })).json.result.server;
+      if (st.subscriptions === 0) break;
+      await sleep(100);
+    }
+    assert.equal(st.subscriptions, 0);
+  } finally {
+    await d.cleanup();
+  }
+});
