@@ -51,7 +51,8 @@ LIB := $(B)/libdosqld.a
 
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
-TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so
+TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so \
+             $(B)/tests/tools/objcli
 
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
@@ -77,7 +78,7 @@ $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 
 $(B)/dosqld: $(B)/obj/server/main.o $(LIB)
 	$(say) LINK $@
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(CURL_LIBS) -lm
 
 $(B)/dosql: $(CLIENT_OBJ) $(LIB)
 	$(say) LINK $@
@@ -87,12 +88,12 @@ $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
 	$(say) TEST $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
-	    $(CRITERION_LIBS) $(DEP_LIBS) -lm
+	    $(CRITERION_LIBS) $(DEP_LIBS) $(CURL_LIBS) -lm
 
 $(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk
 	@mkdir -p $(@D)
 	$(say) CC $<
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) -lm
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) $(CURL_LIBS) -lm
 
 # The crash tests' LD_PRELOAD library: plain C without sanitizers, so that
 # it loads into any build of dosqld.
