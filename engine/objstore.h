@@ -43,7 +43,7 @@ typedef struct dsq_obj_cfg {
     bool virtual_host;      /* BUCKET.HOST/KEY instead of HOST/BUCKET/KEY */
     unsigned timeout_ms;    /* one attempt (default 30 s) */
     unsigned connect_timeout_ms; /* default 5 s */
-    unsigned retries;       /* attempts after the first (default 4; 0 is a valid choice) */
+    unsigned retries;       /* attempts after the first (0: none) */
     unsigned backoff_ms;    /* the first retry's ceiling; doubles each time (default 100) */
     unsigned max_backoff_ms; /* default 5 s */
     unsigned max_inflight;  /* requests on the wire at once (default 16) */

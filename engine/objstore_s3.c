@@ -559,6 +559,8 @@ static void ended(xfer *x, CURLcode cc)
         return;
     }
     bool ok = code >= 200 && code < 300;
+    if (code == 404 && strncmp(text, "NoSuchBucket", 12) == 0)
+        code = 0; /* not the object missing: the store is set up wrong */
     switch (r->op) {
     case DSQ_OBJ_GET:
         if (ok) {
@@ -626,7 +628,7 @@ static void ended(xfer *x, CURLcode cc)
         break;
     }
     if (!ok && r->status == DSQ_OBJ_OK)
-        dsq__obj_fail(r, DSQ_OBJ_FAILED, "%s %s: HTTP %ld%s%s", dsq_obj_op_name(r->op), r->key, code,
+        dsq__obj_fail(r, DSQ_OBJ_FAILED, "%s %s: HTTP %d%s%s", dsq_obj_op_name(r->op), r->key, r->http_status,
                       text[0] ? " " : "", text);
     if (r->status == DSQ_OBJ_OK)
         r->msg[0] = '\0';

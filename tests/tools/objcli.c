@@ -10,7 +10,7 @@
  *   objcli [options] URL par N SIZE         (N puts at once, then N gets, compared)
  *
  * Options: -e ENDPOINT -r REGION -k ACCESS_KEY -s SECRET_KEY -V (virtual
- * host style) -t TIMEOUT_MS -R RETRIES -b BACKOFF_MS -i MAX_INFLIGHT.
+ * host style) -t TIMEOUT_MS -R RETRIES (4) -b BACKOFF_MS -i MAX_INFLIGHT.
  * Exit status: 0 ok, 2 not found, 3 exists, 4 range, 5 failed, 6 timed
  * out, 7 cancelled, 1 usage; stderr says "STATUS: MSG (attempts=N http=C)". */
 #include <stdio.h>
@@ -98,7 +98,7 @@ static int par(dsq_obj *o, int n, size_t size)
 
 int main(int argc, char **argv)
 {
-    dsq_obj_cfg cfg = {0};
+    dsq_obj_cfg cfg = {.retries = 4};
     int opt;
     while ((opt = getopt(argc, argv, "e:r:k:s:Vt:R:b:i:")) != -1) {
         switch (opt) {
