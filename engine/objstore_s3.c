@@ -790,7 +790,7 @@ static int s3_open(dsq_obj *o, char *err, size_t errlen)
     const char *secret = env_or(o->cfg.secret_key, "AWS_SECRET_ACCESS_KEY", NULL);
     if (key == NULL || secret == NULL) {
         snprintf(err, errlen,
-                 "object store '%s': no credentials (storage.access_key and secret_key, or "
+                 "object store '%s': no credentials (object_store.access_key and secret_key, or "
                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
                  o->cfg.url);
         return -1;

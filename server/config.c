@@ -84,6 +84,15 @@ static const key_def keys[] = {
     {"storage", "journal", T_BOOL, F(storage_journal), "yes", 0, 0},
     {"storage", "journal_size", T_SIZE, F(storage_journal_size), "32M", 1ull << 20, 1ull << 30},
     {"cdc", "buffer_size", T_SIZE, F(cdc_buffer_size), "1M", 4096, 1ull << 30},
+    {"object_store", "endpoint", T_STR, F(obj_endpoint), "", 0, 0},
+    {"object_store", "region", T_STR, F(obj_region), "", 0, 0},
+    {"object_store", "access_key", T_STR, F(obj_access_key), "", 0, 0},
+    {"object_store", "secret_key", T_STR, F(obj_secret_key), "", 0, 0},
+    {"object_store", "virtual_host", T_BOOL, F(obj_virtual_host), "no", 0, 0},
+    {"object_store", "request_timeout", T_DURATION, F(obj_request_timeout_ms), "30s", 100, 3600000},
+    {"object_store", "connect_timeout", T_DURATION, F(obj_connect_timeout_ms), "5s", 100, 600000},
+    {"object_store", "retries", T_UINT, F(obj_retries), "4", 0, 100},
+    {"object_store", "max_requests", T_UINT, F(obj_max_requests), "16", 1, 1024},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -466,11 +475,10 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
             cfg->object_store = dsq_buf_steal(&b, NULL);
     }
     if (cfg->object_store != NULL && strncmp(cfg->object_store, "file://", 7) != 0 &&
-        strncmp(cfg->object_store, "s3://", 5) != 0 &&
-        strncmp(cfg->object_store, "http://", 7) != 0 &&
-        strncmp(cfg->object_store, "https://", 8) != 0) {
-        dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file://, s3://, "
-                       "http:// or https:// URL\n", where, cfg->object_store);
+        strncmp(cfg->object_store, "s3://", 5) != 0) {
+        dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file:// or s3:// URL "
+                       "(an S3-compatible service's address goes in object_store.endpoint)\n",
+                       where, cfg->object_store);
         problems++;
     }
     return problems;

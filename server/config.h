@@ -76,6 +76,17 @@ typedef struct dsq_config {
     bool storage_journal;           /* the node journal carries durability */
     uint64_t storage_journal_size;  /* bytes of one journal file */
     uint64_t cdc_buffer_size;       /* recent commits kept per database with subscribers */
+
+    /* [object_store]: the s3:// backend's settings (strings owned, NULL: AWS_* variables) */
+    char *obj_endpoint;
+    char *obj_region;
+    char *obj_access_key;
+    char *obj_secret_key;
+    bool obj_virtual_host;          /* BUCKET.HOST instead of HOST/BUCKET */
+    uint64_t obj_request_timeout_ms; /* one attempt */
+    uint64_t obj_connect_timeout_ms;
+    uint64_t obj_retries;           /* attempts after the first */
+    uint64_t obj_max_requests;      /* on the wire at once */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
@@ -88,7 +99,7 @@ typedef struct dsq_config {
     int log_level;                  /* DSQ_LOG_* */
 
     /* private: which layer last set each key (see config.c) */
-    unsigned char set_by[64];
+    unsigned char set_by[80];
 } dsq_config;
 
 /* Fill `cfg` with the defaults. Free with dsq_config_free(). */

@@ -154,6 +154,27 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
     return 0;
 }
 
+/* The object store: settings checked, a file:// directory made; nothing
+ * is sent to an s3:// one yet. */
+static int objects_open(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    dsq_obj_cfg oc = {
+        .url = cfg->object_store,
+        .endpoint = cfg->obj_endpoint,
+        .region = cfg->obj_region,
+        .access_key = cfg->obj_access_key,
+        .secret_key = cfg->obj_secret_key,
+        .virtual_host = cfg->obj_virtual_host,
+        .timeout_ms = (unsigned)cfg->obj_request_timeout_ms,
+        .connect_timeout_ms = (unsigned)cfg->obj_connect_timeout_ms,
+        .retries = (unsigned)cfg->obj_retries,
+        .max_inflight = (unsigned)cfg->obj_max_requests,
+    };
+    srv->objects = dsq_obj_open(&oc, err, errlen);
+    return srv->objects ? 0 : -1;
+}
+
 dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_path,
                            const char *const *flags, size_t nflags, char *err, size_t errlen)
 {
@@ -194,7 +215,7 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     uv_unref((uv_handle_t *)&srv->flush_prep);
     uv_idle_init(&srv->loop, &srv->flush_idle);
     uv_unref((uv_handle_t *)&srv->flush_idle);
-    if (engine_start(srv, err, errlen) != 0) {
+    if (objects_open(srv, err, errlen) != 0 || engine_start(srv, err, errlen) != 0) {
         dsq_server_free(srv);
         return NULL;
     }
@@ -431,6 +452,7 @@ void dsq_server_free(dsq_server *srv)
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);
     }
+    dsq_obj_close(srv->objects);
     if (srv->engine_efd >= 0)
         close(srv->engine_efd);
     dsq_tls_ctx_free(srv->tls);

@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/errors.h"
 #include "engine/engine.h"
+#include "engine/objstore.h"
 #include "protocol/dosql.h"
 #include "server/auth.h"
 #include "server/config.h"
@@ -55,6 +56,7 @@ struct dsq_server {
     atomic_int engine_woken;   /* a wake-up is pending on engine_efd */
     uv_poll_t engine_poll;     /* the loop's watch on engine_efd */
     uv_timer_t engine_tick;    /* engine housekeeping */
+    dsq_obj *objects;          /* the object store (storage.object_store) */
     dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
     uint64_t next_session;     /* engine session ids of WebSocket connections */
     char *config_path;         /* owned; for SIGHUP */

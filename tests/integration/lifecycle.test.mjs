@@ -259,3 +259,23 @@ test('systemd unit passes systemd-analyze verify', async (t) => {
   assert.ok(existsSync(path.join(ROOT, 'systemd/dosqld.sysusers')));
   assert.ok(existsSync(path.join(ROOT, 'systemd/dosqld.tmpfiles')));
 });
+
+test('object store: file:// by default under the data directory; s3:// without credentials or an http:// URL are refused at start', async (t) => {
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const d = await startDosqld({ dataDir: path.join(dir, 'data') });
+  await d.stop();
+  assert.ok(statSync(path.join(dir, 'data/objects')).isDirectory(), 'the embedded store is made at start');
+
+  const env = { ...process.env };
+  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL']) delete env[k];
+  const r = spawnSync(DOSQLD, ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'd2'),
+    '--object-store', 's3://some-bucket/prefix'], { env, timeout: 10000 });
+  assert.equal(r.status, 1, r.stderr.toString());
+  assert.match(r.stderr.toString(),
+    /event=start_failed reason="object store 's3:\/\/some-bucket\/prefix': no credentials \(object_store\.access_key and secret_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\)"/);
+  const u = spawnSync(DOSQLD, ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'd3'),
+    '--object-store', 'http://127.0.0.1:9000/bucket'], { timeout: 10000 });
+  assert.equal(u.status, 1);
+  assert.match(u.stderr.toString(), /storage\.object_store: 'http:\/\/127\.0\.0\.1:9000\/bucket' is not a file:\/\/ or s3:\/\/ URL/);
+});

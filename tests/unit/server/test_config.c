@@ -40,6 +40,13 @@ Test(config, defaults)
     cr_assert_eq(cfg.tls_listen.n, 0);
     cr_assert_str_eq(cfg.data_dir, "./data");
     cr_assert_str_eq(cfg.object_store, "file://./data/objects");
+    cr_assert_null(cfg.obj_endpoint);
+    cr_assert_null(cfg.obj_access_key);
+    cr_assert_not(cfg.obj_virtual_host);
+    cr_assert_eq(cfg.obj_request_timeout_ms, 30000);
+    cr_assert_eq(cfg.obj_connect_timeout_ms, 5000);
+    cr_assert_eq(cfg.obj_retries, 4);
+    cr_assert_eq(cfg.obj_max_requests, 16);
     cr_assert_eq(cfg.max_body_size, 16u << 20);
     cr_assert_eq(cfg.header_timeout_ms, 10000);
     cr_assert_eq(cfg.log_level, DSQ_LOG_INFO);
@@ -63,6 +70,13 @@ Test(config, good_file)
                  "keepalive_timeout = 2m\n"
                  "[storage]\n"
                  "data_dir = /var/lib/x\n"
+                 "[object_store]\n"
+                 "endpoint = http://127.0.0.1:9000\n"
+                 "access_key = AKIA\n"
+                 "secret_key = s3cr3t\n"
+                 "virtual_host = yes\n"
+                 "request_timeout = 2s\n"
+                 "retries = 0\n"
                  "[auth]\n"
                  "token = 0123456789abcdef read\n"
                  "token = fedcba9876543210 admin app-*\n"
@@ -81,6 +95,12 @@ Test(config, good_file)
     cr_assert_eq(cfg.header_timeout_ms, 250);
     cr_assert_eq(cfg.keepalive_timeout_ms, 120000);
     cr_assert_str_eq(cfg.object_store, "file:///var/lib/x/objects");
+    cr_assert_str_eq(cfg.obj_endpoint, "http://127.0.0.1:9000");
+    cr_assert_str_eq(cfg.obj_access_key, "AKIA");
+    cr_assert_str_eq(cfg.obj_secret_key, "s3cr3t");
+    cr_assert(cfg.obj_virtual_host);
+    cr_assert_eq(cfg.obj_request_timeout_ms, 2000);
+    cr_assert_eq(cfg.obj_retries, 0);
     cr_assert_eq(cfg.tokens.n, 2);
     cr_assert_str_eq(cfg.tokens.items[1], "fedcba9876543210 admin app-*");
     cr_assert(cfg.allow_unauthenticated);
