@@ -357,6 +357,9 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
     out->subscriptions = atomic_load(&e->subscriptions);
+    out->tier = e->tier != NULL;
+    if (e->tier)
+        dsq_tier_counts_get(e->tier, &out->tier_counts);
     out->journal = e->jnl != NULL;
     if (e->jnl != NULL) {
         dsq_jnl_stats js;
@@ -386,6 +389,14 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
                                                (json_int_t)s->journal_files, "liveFiles",
                                                (json_int_t)s->journal_live)
                                    : json_null());
+    const dsq_tier_counts *t = &s->tier_counts;
+    json_object_set_new(srv, "objectStore",
+                        s->tier ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "uploads", (json_int_t)t->uploads,
+                                            "uploadedBytes", (json_int_t)t->bytes, "manifests",
+                                            (json_int_t)t->manifests, "deletes", (json_int_t)t->deletes, "errors",
+                                            (json_int_t)t->errors, "pending", (json_int_t)t->pending, "restored",
+                                            (json_int_t)t->restored, "lastError", t->last_error)
+                                : json_null());
     return srv;
 }
 
@@ -446,6 +457,24 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.journal_bytes = 32u << 20;
     if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0)
         goto fail;
+    if (e->cfg.tier_chunk_bytes == 0)
+        e->cfg.tier_chunk_bytes = 2u << 20;
+    if (e->cfg.tier_interval_ms == 0)
+        e->cfg.tier_interval_ms = 1000;
+    if (e->cfg.tier_drain_ms == 0)
+        e->cfg.tier_drain_ms = 10000;
+    if (e->cfg.objects != NULL) {
+        /* Databases the store has and this node has not come back first;
+         * each database's files go up as it opens, commits and closes. */
+        dsq_tier_cfg tc = {.obj = e->cfg.objects, .data_dir = e->data_dir, .chunk_bytes = e->cfg.tier_chunk_bytes};
+        if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL)
+            goto fail;
+        long n = dsq_tier_restore_missing(e->tier, err, errlen);
+        if (n < 0)
+            goto fail;
+        if (n > 0)
+            DSQ_INFO("databases_restored", "count=%ld", n);
+    }
     if (dsq__syncer_start(e, err, errlen) != 0)
         goto fail;
     if (dsq__pool_start(e, e->cfg.workers, err, errlen) != 0) {
@@ -454,6 +483,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     return e;
 fail:
+    dsq_tier_stop(e->tier);
     dsq_jnl_close(e->jnl);
     pthread_cond_destroy(&e->ccv);
     pthread_mutex_destroy(&e->feed_mu);
@@ -518,6 +548,15 @@ void dsq_engine_free(dsq_engine *e)
         }
     }
     dsq_jnl_close(e->jnl); /* every log is closed: the journal flushes and ends */
+    if (e->tier) {
+        /* Every database closed and offered itself whole: up it goes,
+         * within tier_drain_ms. */
+        size_t left = dsq_tier_drain(e->tier, e->cfg.tier_drain_ms);
+        if (left > 0)
+            DSQ_WARN("uploads_unfinished", "databases=%zu reason=%s", left,
+                     dsq_log_q("the object store did not take them in time; they go up at the next start"));
+        dsq_tier_stop(e->tier);
+    }
     pthread_cond_destroy(&e->ccv);
     pthread_mutex_destroy(&e->feed_mu);
     pthread_mutex_destroy(&e->cmu);

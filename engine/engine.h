@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "engine/tier.h"
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -201,6 +202,11 @@ typedef struct dsq_engine_cfg {
     bool group_sync;               /* without the journal, several logs waiting: one syncfs */
     bool journal;                  /* the node journal (journal.h) carries durability */
     size_t cdc_buffer_bytes;       /* recent commits kept per database with CDC subscribers */
+    struct dsq_obj *objects;       /* the object store (objstore.h): databases' files go there
+                                      (tier.h) and missing ones come back from it at start; NULL: none */
+    uint64_t tier_chunk_bytes;     /* object size of the files' chunks (default 2 MiB) */
+    uint64_t tier_interval_ms;     /* a committing database offers its files this often (default 1 s) */
+    uint64_t tier_drain_ms;        /* at stop, how long uploads may take (default 10 s) */
     uint64_t journal_bytes;        /* one journal file's size */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
@@ -256,6 +262,8 @@ typedef struct dsq_engine_stats {
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
+    bool tier;                /* an object store is configured */
+    dsq_tier_counts tier_counts;
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);

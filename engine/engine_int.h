@@ -82,6 +82,7 @@ typedef struct actor_open {
     struct dsq_ps *ps;           /* owned: the pages under db */
     dsq_gate gate;               /* replies waiting for the log */
     uint64_t ckpt_after_ms;      /* no checkpoint before this (after a failed one) */
+    uint64_t offered_ms;         /* when its files were last offered to the object store */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */
@@ -186,6 +187,7 @@ struct dsq_engine {
     atomic_size_t subscriptions;    /* CDC feed subscribers */
     pthread_mutex_t feed_mu;        /* feed_news */
     dsq_feed *feed_news;            /* feeds whose durable end moved */
+    dsq_tier *tier;                 /* uploads to the object store, or NULL */
 };
 
 /* ---- pool.c ---- */

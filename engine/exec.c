@@ -13,6 +13,7 @@
  * begin, commit or roll back on its own: the authorizer refuses it, so the
  * engine always knows where commits happen. The one exception is a lone
  * VACUUM, which SQLite runs only outside a transaction. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,8 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_progress_handler(db, 1000, progress, o);
 }
 
+static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
+
 int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     if (a->open)
@@ -289,7 +292,36 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     o->engine = e;
     a->open = o;
     atomic_fetch_add(&e->nopen_real, 1);
+    offer_files(e, a, o, 0); /* what a crash or restart left not uploaded (recovered: durable) */
     return 0;
+}
+
+/* Offer the database's durable files to the object store (tier.h): up
+ * to the durable end of its log while open (o), or whole once closed. */
+static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn)
+{
+    if (e->tier == NULL)
+        return;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/db/%s", e->data_dir, a->name);
+    uint32_t seq = 0;
+    uint64_t size = 0, lsn = closed_lsn;
+    if (o != NULL) {
+        /* While it is open, its last segment goes up in whole chunks only
+         * (each chunk is written once); the rest when it closes. */
+        lsn = dsq_wal_durable_end(dsq_ps_wal(o->ps), &seq, &size);
+        size -= size % e->cfg.tier_chunk_bytes;
+        o->offered_ms = dsq_now_ms();
+    }
+    dsq_tier_file *files;
+    size_t n;
+    if (dsq_tier_list_files(dir, o == NULL, seq, size, &files, &n) != 0) {
+        DSQ_WARN("upload_skipped", "db=%s reason=%s", a->name, dsq_log_q(strerror(errno)));
+        return;
+    }
+    if (n > 0)
+        dsq_tier_offer(e->tier, a->name, lsn, files, n);
+    free(files);
 }
 
 void dsq__actor_close(dsq_actor *a)
@@ -326,10 +358,14 @@ void dsq__actor_close(dsq_actor *a)
             DSQ_WARN("database_restarted", "db=%s lsn=%llu reason=log_sync_failed", a->name,
                      (unsigned long long)dsq_wal_durable(dsq_ps_wal(o->ps)));
     }
+    uint64_t durable = dsq_wal_durable(dsq_ps_wal(o->ps));
     dsq_ps_close(o->ps);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
+    dsq_engine *e = o->engine;
     free(o);
     a->open = NULL;
+    if (a->closed_durable)
+        offer_files(e, a, NULL, durable); /* all of it is durable now */
 }
 
 /* ---- the statement cache ------------------------------------------------------ */
@@ -743,6 +779,7 @@ static void checkpoint(dsq_actor *a, actor_open *o)
     }
     DSQ_DEBUG("checkpoint", "db=%s lsn=%llu ms=%.1f", a->name, (unsigned long long)o->lsn,
               (double)(dsq_now_ns() - t0) / 1e6);
+    offer_files(o->engine, a, o, 0);
 }
 
 /* A database that closes (hibernation, shutdown) with a megabyte or more
@@ -778,6 +815,8 @@ static int took_commit(run_ctx *x, const void *changes, size_t nchanges)
     o->lsn = lsn;
     if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn && dsq_now_ms() >= o->ckpt_after_ms)
         checkpoint(x->a, o);
+    else if (x->e->tier != NULL && dsq_now_ms() - o->offered_ms >= x->e->cfg.tier_interval_ms)
+        offer_files(x->e, x->a, o, 0);
     return 0;
 }
 
@@ -1421,6 +1460,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
             } else {
                 dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
+                dsq_tier_dropped(e->tier, a->name);          /* and its objects */
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }

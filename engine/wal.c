@@ -777,6 +777,16 @@ uint64_t dsq_wal_appended(dsq_wal *w)
     return v;
 }
 
+uint64_t dsq_wal_durable_end(dsq_wal *w, uint32_t *seq, uint64_t *size)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t v = w->durable;
+    *seq = w->dur_seq;
+    *size = w->dur_size;
+    pthread_mutex_unlock(&w->mu);
+    return v;
+}
+
 uint64_t dsq_wal_durable(dsq_wal *w)
 {
     pthread_mutex_lock(&w->mu);

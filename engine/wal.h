@@ -161,6 +161,11 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen);
 uint64_t dsq_wal_appended(dsq_wal *w);
 uint64_t dsq_wal_durable(dsq_wal *w);
 
+/* Where the durable log ends: segment *seq (0: none) holds durable
+ * records up to byte *size, the segments before it are durable whole.
+ * Returns the durable LSN. Any thread. */
+uint64_t dsq_wal_durable_end(dsq_wal *w, uint32_t *seq, uint64_t *size);
+
 /* Delete sealed segments all of whose records have LSN <= lsn. Returns
  * how many went. */
 int dsq_wal_retire(dsq_wal *w, uint64_t lsn);

@@ -93,6 +93,8 @@ static const key_def keys[] = {
     {"object_store", "connect_timeout", T_DURATION, F(obj_connect_timeout_ms), "5s", 100, 600000},
     {"object_store", "retries", T_UINT, F(obj_retries), "4", 0, 100},
     {"object_store", "max_requests", T_UINT, F(obj_max_requests), "16", 1, 1024},
+    {"object_store", "chunk_size", T_SIZE, F(obj_chunk_size), "2M", 65536, 1ull << 30},
+    {"object_store", "upload_interval", T_DURATION, F(obj_upload_interval_ms), "1s", 10, 3600000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},

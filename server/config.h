@@ -87,6 +87,8 @@ typedef struct dsq_config {
     uint64_t obj_connect_timeout_ms;
     uint64_t obj_retries;           /* attempts after the first */
     uint64_t obj_max_requests;      /* on the wire at once */
+    uint64_t obj_chunk_size;        /* bytes of one uploaded chunk of a database's file */
+    uint64_t obj_upload_interval_ms; /* a committing database's files go up this often */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 

@@ -1,0 +1,966 @@
+/* tier — uploads of databases' durable files and restores from the object
+ * store (tier.h has the model; docs/storage.md the object layout).
+ *
+ * One thread takes the queued jobs in order (an offer of a database's
+ * files, or a drop), reads chunks from the local files and waits for the
+ * object store (several chunk uploads of a database at once). Manifests
+ * of the databases it has seen are cached here, on that thread. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/disk.h"
+#include "engine/pagestore.h"
+#include <jansson.h>
+
+#include "engine/tier.h"
+#include "engine/wal.h"
+
+#define MANIFEST_FORMAT "dosqld-manifest 1"
+
+enum job_kind { JOB_OFFER, JOB_DROP };
+
+typedef struct job {
+    enum job_kind kind;
+    char db[129];
+    uint64_t lsn;
+    dsq_tier_file *files;
+    size_t n;
+    unsigned fails;
+    uint64_t not_before_ms;
+    struct job *next;
+} job;
+
+typedef struct mcache {
+    char db[129];
+    json_t *m;
+    struct mcache *next;
+} mcache;
+
+struct dsq_tier {
+    dsq_tier_cfg cfg;
+    char *data_dir;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* jobs came, or one finished (drain) */
+    job *head;              /* mu */
+    bool busy;              /* mu: a job is being worked on */
+    bool stopping;          /* mu */
+    bool hurry;             /* mu: drain: no backoff */
+    mcache *cache;          /* the thread's */
+    atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
+    pthread_mutex_t emu;
+    char last_error[300];   /* emu */
+};
+
+static void note_error(dsq_tier *t, const char *db, const char *what)
+{
+    atomic_fetch_add(&t->errors, 1);
+    pthread_mutex_lock(&t->emu);
+    snprintf(t->last_error, sizeof t->last_error, "%s: %s", db, what);
+    pthread_mutex_unlock(&t->emu);
+    DSQ_WARN("object_store_upload_failed", "db=%s reason=%s", db, dsq_log_q(what));
+}
+
+static void job_free(job *j)
+{
+    if (j) {
+        free(j->files);
+        free(j);
+    }
+}
+
+/* ---- keys and manifests ---------------------------------------------------------------------- */
+
+static void chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len)
+{
+    snprintf(out, n, "db/%s/data/%08llx.%05zu.%08llx", db, (unsigned long long)id, idx, (unsigned long long)len);
+}
+
+static void manifest_key(char *out, size_t n, const char *db) { snprintf(out, n, "db/%s/manifest.json", db); }
+
+static json_t *manifest_new(const char *db)
+{
+    return json_pack("{s:s,s:s,s:I,s:I,s:[]}", "format", MANIFEST_FORMAT, "db", db, "lsn", (json_int_t)0, "next",
+                     (json_int_t)1, "files");
+}
+
+/* A manifest read back: the shape checked, so that later code can index
+ * it without checking again. */
+static bool manifest_valid(json_t *m, const char *db)
+{
+    json_t *files = json_object_get(m, "files");
+    if (!json_is_string(json_object_get(m, "format")) ||
+        strcmp(json_string_value(json_object_get(m, "format")), MANIFEST_FORMAT) != 0 ||
+        !json_is_string(json_object_get(m, "db")) || strcmp(json_string_value(json_object_get(m, "db")), db) != 0 ||
+        !json_is_integer(json_object_get(m, "next")) || !json_is_integer(json_object_get(m, "lsn")) ||
+        !json_is_array(files))
+        return false;
+    size_t i;
+    json_t *f;
+    json_array_foreach(files, i, f) {
+        json_t *chunks = json_object_get(f, "chunks");
+        const char *name = json_string_value(json_object_get(f, "name"));
+        if (name == NULL || strlen(name) >= sizeof((dsq_tier_file *)0)->name || strstr(name, "..") != NULL ||
+            name[0] == '/' || !json_is_integer(json_object_get(f, "id")) ||
+            !json_is_integer(json_object_get(f, "size")) || !json_is_array(chunks))
+            return false;
+        size_t k;
+        json_t *c;
+        uint64_t total = 0;
+        json_array_foreach(chunks, k, c) {
+            if (!json_is_array(c) || json_array_size(c) != 2 || !json_is_integer(json_array_get(c, 0)) ||
+                !json_is_integer(json_array_get(c, 1)))
+                return false;
+            total += (uint64_t)json_integer_value(json_array_get(c, 0));
+        }
+        if (total != (uint64_t)json_integer_value(json_object_get(f, "size")))
+            return false;
+    }
+    return true;
+}
+
+/* GET and check a manifest: 1 found (*out), 0 none, -1 error (msg). */
+static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, size_t msglen)
+{
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_GET;
+    manifest_key(r.key, sizeof r.key, db);
+    dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
+    if (st == DSQ_OBJ_NOT_FOUND) {
+        dsq_obj_req_clear(&r);
+        return 0;
+    }
+    if (st != DSQ_OBJ_OK) {
+        snprintf(msg, msglen, "%s", r.msg);
+        dsq_obj_req_clear(&r);
+        return -1;
+    }
+    json_error_t je;
+    json_t *m = json_loadb(r.data.data ? r.data.data : "", r.data.len, 0, &je);
+    dsq_obj_req_clear(&r);
+    if (m == NULL || !manifest_valid(m, db)) {
+        json_decref(m);
+        snprintf(msg, msglen, "the manifest of %s in the object store is damaged", db);
+        return -1;
+    }
+    *out = m;
+    return 1;
+}
+
+static mcache *cache_find(dsq_tier *t, const char *db)
+{
+    for (mcache *c = t->cache; c; c = c->next)
+        if (strcmp(c->db, db) == 0)
+            return c;
+    return NULL;
+}
+
+/* The manifest the store has of db (cached after the first read). */
+static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msglen)
+{
+    mcache *c = cache_find(t, db);
+    if (c)
+        return c->m;
+    json_t *m = NULL;
+    int rc = manifest_fetch(t, db, &m, msg, msglen);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0 && (m = manifest_new(db)) == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        return NULL;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        json_decref(m);
+        snprintf(msg, msglen, "out of memory");
+        return NULL;
+    }
+    dsq_strlcpy(c->db, db, sizeof c->db);
+    c->m = m;
+    c->next = t->cache;
+    t->cache = c;
+    return m;
+}
+
+static void cache_set(dsq_tier *t, const char *db, json_t *m)
+{
+    mcache *c = cache_find(t, db);
+    if (c) {
+        json_decref(c->m);
+        c->m = m;
+    } else {
+        json_decref(m);
+    }
+}
+
+static void cache_forget(dsq_tier *t, const char *db)
+{
+    for (mcache **pp = &t->cache; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->db, db) == 0) {
+            mcache *c = *pp;
+            *pp = c->next;
+            json_decref(c->m);
+            free(c);
+            return;
+        }
+    }
+}
+
+static json_t *manifest_file(json_t *m, const char *name)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(m, "files"), i, f)
+        if (strcmp(json_string_value(json_object_get(f, "name")), name) == 0)
+            return f;
+    return NULL;
+}
+
+/* Add every chunk key of manifest m to `keys` (a JSON object used as a set). */
+static void manifest_keys(json_t *m, const char *db, json_t *keys)
+{
+    size_t i, k;
+    json_t *f, *c;
+    json_array_foreach(json_object_get(m, "files"), i, f) {
+        uint64_t id = (uint64_t)json_integer_value(json_object_get(f, "id"));
+        json_array_foreach(json_object_get(f, "chunks"), k, c) {
+            char key[DSQ_OBJ_KEY_MAX + 1];
+            chunk_key(key, sizeof key, db, id, k, (uint64_t)json_integer_value(json_array_get(c, 0)));
+            json_object_set_new(keys, key, json_true());
+        }
+    }
+}
+
+/* ---- uploads ------------------------------------------------------------------------------------ */
+
+typedef struct batch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t left;
+} batch;
+
+typedef struct slot {
+    dsq_obj_req r;
+    batch *b;
+    char *buf;
+} slot;
+
+static void slot_done(dsq_obj_req *r)
+{
+    slot *s = r->ud;
+    pthread_mutex_lock(&s->b->mu);
+    s->b->left--;
+    pthread_cond_signal(&s->b->cv);
+    pthread_mutex_unlock(&s->b->mu);
+}
+
+typedef struct upload {
+    char path[4096];
+    uint64_t off, len;
+    char key[DSQ_OBJ_KEY_MAX + 1];
+    json_t *chunk; /* [len, crc] to fill */
+} upload;
+
+/* Upload the chunks, `parallel` at a time. 0; 1 a local file is gone or
+ * shorter (the offer is stale); -1 the store failed (msg). */
+static int upload_all(dsq_tier *t, upload *ups, size_t n, char *msg, size_t msglen)
+{
+    unsigned par = t->cfg.parallel;
+    slot *slots = calloc(par, sizeof *slots);
+    if (slots == NULL && n > 0) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    batch b = {.left = 0};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    int rc = 0;
+    for (size_t at = 0; at < n && rc == 0; at += par) {
+        size_t m = n - at < par ? n - at : par;
+        size_t started = 0;
+        for (size_t i = 0; i < m && rc == 0; i++) {
+            upload *u = &ups[at + i];
+            slot *s = &slots[i];
+            free(s->buf);
+            if ((s->buf = malloc(u->len ? u->len : 1)) == NULL) {
+                snprintf(msg, msglen, "out of memory");
+                rc = -1;
+                break;
+            }
+            int fd = open(u->path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                if (errno == ENOENT)
+                    rc = 1; /* gone since it was offered */
+                else
+                    snprintf(msg, msglen, "open %.200s: %s", u->path, strerror(errno)), rc = -1;
+                break;
+            }
+            int got = dsq_pread_full(fd, s->buf, u->len, u->off);
+            close(fd);
+            if (got != 0) {
+                if (got > 0)
+                    rc = 1; /* shorter than offered */
+                else
+                    snprintf(msg, msglen, "read %.200s: %s", u->path, strerror(errno)), rc = -1;
+                break;
+            }
+            json_array_set_new(u->chunk, 1, json_integer((json_int_t)dsq_crc32(s->buf, u->len)));
+            memset(&s->r, 0, sizeof s->r);
+            s->r.op = DSQ_OBJ_PUT;
+            dsq_strlcpy(s->r.key, u->key, sizeof s->r.key);
+            s->r.body = s->buf;
+            s->r.body_len = u->len;
+            s->r.done = slot_done;
+            s->r.ud = s;
+            s->b = &b;
+            pthread_mutex_lock(&b.mu);
+            b.left++;
+            pthread_mutex_unlock(&b.mu);
+            started++;
+            dsq_obj_submit(t->cfg.obj, &s->r);
+        }
+        pthread_mutex_lock(&b.mu);
+        while (b.left > 0)
+            pthread_cond_wait(&b.cv, &b.mu);
+        pthread_mutex_unlock(&b.mu);
+        for (size_t i = 0; i < started; i++) {
+            if (slots[i].r.status != DSQ_OBJ_OK && rc == 0) {
+                snprintf(msg, msglen, "%s", slots[i].r.msg);
+                rc = -1;
+            } else if (slots[i].r.status == DSQ_OBJ_OK) {
+                atomic_fetch_add(&t->uploads, 1);
+                atomic_fetch_add(&t->bytes, slots[i].r.body_len);
+            }
+            dsq_obj_req_clear(&slots[i].r);
+        }
+    }
+    for (unsigned i = 0; slots && i < par; i++)
+        free(slots[i].buf);
+    free(slots);
+    pthread_cond_destroy(&b.cv);
+    pthread_mutex_destroy(&b.mu);
+    return rc;
+}
+
+static void delete_keys(dsq_tier *t, json_t *keys)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(keys, key, v) {
+        dsq_obj_req r;
+        memset(&r, 0, sizeof r);
+        r.op = DSQ_OBJ_DELETE;
+        dsq_strlcpy(r.key, key, sizeof r.key);
+        if (dsq_obj_run(t->cfg.obj, &r) == DSQ_OBJ_OK)
+            atomic_fetch_add(&t->deletes, 1); /* a failure leaves an orphan, named by no manifest */
+        dsq_obj_req_clear(&r);
+    }
+}
+
+/* 0 done, 1 stale (dropped), -1 failed (retry later; msg). */
+static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
+{
+    json_t *old = manifest_get(t, j->db, msg, msglen);
+    if (old == NULL)
+        return -1;
+    uint64_t chunk = t->cfg.chunk_bytes;
+    json_int_t next = json_integer_value(json_object_get(old, "next"));
+    json_t *files = json_array();
+    upload *ups = NULL;
+    size_t nups = 0, cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < j->n && rc == 0; i++) {
+        const dsq_tier_file *f = &j->files[i];
+        json_t *of = manifest_file(old, f->name);
+        uint64_t osize = of ? (uint64_t)json_integer_value(json_object_get(of, "size")) : 0;
+        if (of != NULL && f->append_only && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
+            f->size <= osize) {
+            json_array_append(files, of); /* uploaded already, up to where it was when it closed */
+            continue;
+        }
+        bool same = of != NULL && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
+                    (f->append_only ? osize <= f->size
+                                    : osize == f->size &&
+                                          (uint64_t)json_integer_value(json_object_get(of, "mtime")) == f->mtime_ns);
+        json_int_t id = same ? json_integer_value(json_object_get(of, "id")) : next++;
+        json_t *chunks = json_array();
+        size_t nch = (size_t)((f->size + chunk - 1) / chunk);
+        for (size_t k = 0; k < nch; k++) {
+            uint64_t off = k * chunk, len = f->size - off < chunk ? f->size - off : chunk;
+            json_t *oc = same ? json_array_get(json_object_get(of, "chunks"), k) : NULL;
+            if (oc != NULL && (uint64_t)json_integer_value(json_array_get(oc, 0)) == len) {
+                json_array_append(chunks, oc); /* uploaded before */
+                continue;
+            }
+            json_t *c = json_pack("[I,I]", (json_int_t)len, (json_int_t)0);
+            json_array_append_new(chunks, c);
+            if (nups == cap) {
+                cap = cap ? cap * 2 : 16;
+                upload *nu = realloc(ups, cap * sizeof *nu);
+                if (nu == NULL) {
+                    snprintf(msg, msglen, "out of memory");
+                    rc = -1;
+                    break;
+                }
+                ups = nu;
+            }
+            upload *u = &ups[nups++];
+            snprintf(u->path, sizeof u->path, "%s/db/%s/%s", t->data_dir, j->db, f->name);
+            u->off = off;
+            u->len = len;
+            u->chunk = c;
+            chunk_key(u->key, sizeof u->key, j->db, (uint64_t)id, k, len);
+        }
+        json_array_append_new(files, json_pack("{s:s,s:I,s:I,s:I,s:I,s:b,s:o}", "name", f->name, "id", id, "size",
+                                               (json_int_t)f->size, "ino", (json_int_t)f->ino, "mtime",
+                                               (json_int_t)f->mtime_ns, "append", f->append_only, "chunks", chunks));
+    }
+    json_t *nm = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "format", MANIFEST_FORMAT, "db", j->db, "lsn",
+                           (json_int_t)j->lsn, "time", (json_int_t)dsq_wall_ms(), "chunk", (json_int_t)chunk,
+                           "next", next, "files", files);
+    if (rc == 0 && nm == NULL) {
+        snprintf(msg, msglen, "out of memory");
+        rc = -1;
+    }
+    if (rc == 0 && nups == 0 && json_equal(files, json_object_get(old, "files"))) {
+        free(ups); /* nothing new */
+        json_decref(nm);
+        return 0;
+    }
+    if (rc == 0)
+        rc = upload_all(t, ups, nups, msg, msglen);
+    free(ups);
+    if (rc != 0) {
+        json_decref(nm);
+        return rc;
+    }
+    /* The manifest after the objects it names. */
+    char *text = json_dumps(nm, JSON_COMPACT);
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_PUT;
+    manifest_key(r.key, sizeof r.key, j->db);
+    r.body = text;
+    r.body_len = text ? strlen(text) : 0;
+    dsq_obj_status st = text ? dsq_obj_run(t->cfg.obj, &r) : DSQ_OBJ_FAILED;
+    if (st != DSQ_OBJ_OK)
+        snprintf(msg, msglen, "%s", text ? r.msg : "out of memory");
+    dsq_obj_req_clear(&r);
+    free(text);
+    if (st != DSQ_OBJ_OK) {
+        json_decref(nm);
+        return -1;
+    }
+    atomic_fetch_add(&t->manifests, 1);
+    /* What the old manifest named and the new one does not. */
+    json_t *gone = json_object(), *keep = json_object();
+    manifest_keys(old, j->db, gone);
+    manifest_keys(nm, j->db, keep);
+    const char *key;
+    json_t *v;
+    json_object_foreach(keep, key, v)
+        json_object_del(gone, key);
+    json_decref(keep);
+    cache_set(t, j->db, nm);
+    delete_keys(t, gone);
+    json_decref(gone);
+    return 0;
+}
+
+static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
+{
+    cache_forget(t, j->db);
+    /* The manifest first: no restore finds half a database. */
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_DELETE;
+    manifest_key(r.key, sizeof r.key, j->db);
+    if (dsq_obj_run(t->cfg.obj, &r) != DSQ_OBJ_OK) {
+        snprintf(msg, msglen, "%s", r.msg);
+        dsq_obj_req_clear(&r);
+        return -1;
+    }
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_LIST;
+    snprintf(r.key, sizeof r.key, "db/%s/", j->db);
+    if (dsq_obj_run(t->cfg.obj, &r) != DSQ_OBJ_OK) {
+        snprintf(msg, msglen, "%s", r.msg);
+        dsq_obj_req_clear(&r);
+        return -1;
+    }
+    json_t *keys = json_object();
+    for (size_t i = 0; i < r.nitems; i++)
+        json_object_set_new(keys, r.items[i].key, json_true());
+    dsq_obj_req_clear(&r);
+    delete_keys(t, keys);
+    json_decref(keys);
+    return 0;
+}
+
+/* ---- the thread --------------------------------------------------------------------------------- */
+
+static bool has_job_for(dsq_tier *t, const char *db)
+{
+    for (job *j = t->head; j; j = j->next)
+        if (strcmp(j->db, db) == 0)
+            return true;
+    return false;
+}
+
+static void append_job(dsq_tier *t, job *j)
+{
+    job **pp = &t->head;
+    while (*pp)
+        pp = &(*pp)->next;
+    j->next = NULL;
+    *pp = j;
+}
+
+static void *tier_main(void *arg)
+{
+    dsq_tier *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stopping) {
+        uint64_t now = dsq_now_ms(), wake = 0;
+        job **pp = &t->head, *j = NULL;
+        for (; *pp; pp = &(*pp)->next) {
+            if (t->hurry || (*pp)->not_before_ms <= now) {
+                j = *pp;
+                *pp = j->next;
+                break;
+            }
+            if (wake == 0 || (*pp)->not_before_ms < wake)
+                wake = (*pp)->not_before_ms;
+        }
+        if (j == NULL) {
+            if (wake == 0) {
+                pthread_cond_wait(&t->cv, &t->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                uint64_t ms = wake - now;
+                ts.tv_sec += (time_t)(ms / 1000);
+                ts.tv_nsec += (long)(ms % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            }
+            continue;
+        }
+        t->busy = true;
+        pthread_mutex_unlock(&t->mu);
+        char msg[300] = "";
+        int rc = j->kind == JOB_OFFER ? do_offer(t, j, msg, sizeof msg) : do_drop(t, j, msg, sizeof msg);
+        if (rc < 0)
+            note_error(t, j->db, msg);
+        pthread_mutex_lock(&t->mu);
+        t->busy = false;
+        if (rc < 0 && !has_job_for(t, j->db) && !t->stopping) {
+            /* Again later: 1 s, doubling to a minute. */
+            j->fails++;
+            uint64_t wait = 1000ull << (j->fails < 6 ? j->fails - 1 : 6);
+            j->not_before_ms = dsq_now_ms() + (wait > 60000 ? 60000 : wait);
+            append_job(t, j);
+        } else {
+            job_free(j);
+        }
+        pthread_cond_broadcast(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+static void queue(dsq_tier *t, job *j)
+{
+    pthread_mutex_lock(&t->mu);
+    /* The newest offer of a database replaces one not yet begun; a drop
+     * replaces its offers. */
+    for (job **pp = &t->head; *pp;) {
+        job *o = *pp;
+        if (strcmp(o->db, j->db) == 0 && o->kind == JOB_OFFER) {
+            *pp = o->next;
+            job_free(o);
+        } else {
+            pp = &o->next;
+        }
+    }
+    append_job(t, j);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_file *files, size_t n)
+{
+    if (t == NULL)
+        return;
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL || (n && (j->files = malloc(n * sizeof *files)) == NULL)) {
+        job_free(j);
+        note_error(t, db, "out of memory queueing an upload");
+        return;
+    }
+    j->kind = JOB_OFFER;
+    dsq_strlcpy(j->db, db, sizeof j->db);
+    j->lsn = lsn;
+    if (n)
+        memcpy(j->files, files, n * sizeof *files);
+    j->n = n;
+    queue(t, j);
+}
+
+void dsq_tier_dropped(dsq_tier *t, const char *db)
+{
+    if (t == NULL)
+        return;
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        note_error(t, db, "out of memory queueing a drop");
+        return;
+    }
+    j->kind = JOB_DROP;
+    dsq_strlcpy(j->db, db, sizeof j->db);
+    queue(t, j);
+}
+
+/* ---- listing a database's files ------------------------------------------------------------------- */
+
+static int add_file(dsq_tier_file **out, size_t *n, size_t *cap, const char *dir, const char *name, uint64_t limit,
+                    bool append_only)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        dsq_tier_file *nf = realloc(*out, *cap * sizeof *nf);
+        if (nf == NULL)
+            return -1;
+        *out = nf;
+    }
+    dsq_tier_file *f = &(*out)[(*n)++];
+    memset(f, 0, sizeof *f);
+    dsq_strlcpy(f->name, name, sizeof f->name);
+    f->size = (uint64_t)st.st_size < limit ? (uint64_t)st.st_size : limit;
+    f->ino = (uint64_t)st.st_ino;
+    f->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    f->append_only = append_only;
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(((const dsq_tier_file *)a)->name, ((const dsq_tier_file *)b)->name);
+}
+
+int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_size, dsq_tier_file **out,
+                        size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0;
+    if (add_file(out, n, &cap, dir, "format", UINT64_MAX, false) != 0)
+        goto fail;
+    static const char *const subs[] = {"ckpt", "wal"};
+    for (int s = 0; s < 2; s++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, subs[s]);
+        DIR *d = opendir(path);
+        if (d == NULL) {
+            if (errno == ENOENT)
+                continue;
+            goto fail;
+        }
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            size_t len = strlen(de->d_name);
+            char name[48];
+            if (s == 0) {
+                if (len < 6 || len > 40 || strcmp(de->d_name + len - 5, ".ckpt") != 0)
+                    continue; /* .ckpt.tmp and the rest are not yet (or not) files to keep */
+                snprintf(name, sizeof name, "ckpt/%s", de->d_name);
+                if (add_file(out, n, &cap, dir, name, UINT64_MAX, false) != 0) {
+                    closedir(d);
+                    goto fail;
+                }
+            } else {
+                uint32_t seq;
+                if (!dsq_wal_seg_seq(de->d_name, &seq) || (!whole && seq > seg))
+                    continue;
+                snprintf(name, sizeof name, "wal/%s", de->d_name);
+                if (add_file(out, n, &cap, dir, name, !whole && seq == seg ? seg_size : UINT64_MAX, true) != 0) {
+                    closedir(d);
+                    goto fail;
+                }
+            }
+        }
+        closedir(d);
+    }
+    if (*n > 1)
+        qsort(*out, *n, sizeof **out, name_cmp);
+    return 0;
+fail:
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return -1;
+}
+
+/* ---- restore ------------------------------------------------------------------------------------- */
+
+/* Download the files manifest m names into directory `into`. */
+static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into, char *err, size_t errlen)
+{
+    size_t i, k;
+    json_t *f, *c;
+    json_array_foreach(json_object_get(m, "files"), i, f) {
+        const char *name = json_string_value(json_object_get(f, "name"));
+        uint64_t id = (uint64_t)json_integer_value(json_object_get(f, "id"));
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", into, name);
+        char *slash = strrchr(path, '/');
+        *slash = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "mkdir %.200s: %s", path, strerror(errno));
+            return -1;
+        }
+        *slash = '/';
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            snprintf(err, errlen, "create %.200s: %s", path, strerror(errno));
+            return -1;
+        }
+        uint64_t off = 0;
+        json_array_foreach(json_object_get(f, "chunks"), k, c) {
+            uint64_t len = (uint64_t)json_integer_value(json_array_get(c, 0));
+            uint32_t crc = (uint32_t)json_integer_value(json_array_get(c, 1));
+            dsq_obj_req r;
+            memset(&r, 0, sizeof r);
+            r.op = DSQ_OBJ_GET;
+            chunk_key(r.key, sizeof r.key, db, id, k, len);
+            dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
+            int bad = st != DSQ_OBJ_OK ? 1 : r.data.len != len ? 2 : dsq_crc32(r.data.data, len) != crc ? 3 : 0;
+            if (bad) {
+                snprintf(err, errlen, "%.120s: %.150s", r.key,
+                         bad == 1 ? r.msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
+                dsq_obj_req_clear(&r);
+                close(fd);
+                return -1;
+            }
+            if (dsq_pwrite_full(fd, r.data.data, len, off) != 0) {
+                snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
+                dsq_obj_req_clear(&r);
+                close(fd);
+                return -1;
+            }
+            off += len;
+            dsq_obj_req_clear(&r);
+        }
+        if (fsync(fd) != 0) {
+            snprintf(err, errlen, "fsync %.200s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        close(fd);
+        *slash = '\0';
+        dsq_fsync_dir(path);
+    }
+    return 0;
+}
+
+long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
+{
+    char base[4096];
+    snprintf(base, sizeof base, "%s/db", t->data_dir);
+    /* Leftovers of a restore that did not finish. */
+    DIR *d = opendir(base);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strncmp(de->d_name, ".restore.", 9) == 0) {
+                char p[4096 + 256];
+                snprintf(p, sizeof p, "%s/%s", base, de->d_name);
+                char e2[256];
+                dsq_ps_remove(p, e2, sizeof e2);
+            }
+        }
+        closedir(d);
+    }
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_LIST;
+    strcpy(r.key, "db/");
+    if (dsq_obj_run(t->cfg.obj, &r) != DSQ_OBJ_OK) {
+        snprintf(err, errlen, "cannot list the object store: %s", r.msg);
+        dsq_obj_req_clear(&r);
+        return -1;
+    }
+    long restored = 0;
+    for (size_t i = 0; i < r.nitems; i++) {
+        const char *key = r.items[i].key + 3;
+        const char *slash = strchr(key, '/');
+        if (slash == NULL || strcmp(slash, "/manifest.json") != 0 || (size_t)(slash - key) > 128)
+            continue;
+        char db[129];
+        memcpy(db, key, (size_t)(slash - key));
+        db[slash - key] = '\0';
+        char dir[4096 + 256], tmp[4096 + 256];
+        snprintf(dir, sizeof dir, "%s/%s", base, db);
+        struct stat st;
+        if (!dsq_db_name_valid(db) || stat(dir, &st) == 0)
+            continue; /* here already: the local copy is the newer */
+        json_t *m = NULL;
+        char msg[300];
+        int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
+        if (rc == 0)
+            continue; /* dropped meanwhile */
+        if (rc < 0) {
+            snprintf(err, errlen, "restoring %s: %s", db, msg);
+            dsq_obj_req_clear(&r);
+            return -1;
+        }
+        snprintf(tmp, sizeof tmp, "%s/.restore.%s", base, db);
+        char e2[256];
+        dsq_ps_remove(tmp, e2, sizeof e2);
+        if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 || rename(tmp, dir) != 0) {
+            snprintf(err, errlen, "restoring %s: %s", db, msg[0] ? msg : strerror(errno));
+            json_decref(m);
+            dsq_obj_req_clear(&r);
+            return -1;
+        }
+        dsq_fsync_dir(base);
+        DSQ_INFO("database_restored", "db=%s lsn=%lld files=%zu", db,
+                 (long long)json_integer_value(json_object_get(m, "lsn")), json_array_size(json_object_get(m, "files")));
+        /* What was restored is what the store has: no upload needed. */
+        mcache *c = calloc(1, sizeof *c);
+        if (c) {
+            dsq_strlcpy(c->db, db, sizeof c->db);
+            c->m = m;
+            c->next = t->cache;
+            t->cache = c;
+        } else {
+            json_decref(m);
+        }
+        restored++;
+        atomic_fetch_add(&t->restored, 1);
+    }
+    dsq_obj_req_clear(&r);
+    return restored;
+}
+
+/* ---- life ---------------------------------------------------------------------------------------- */
+
+dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
+{
+    dsq_tier *t = calloc(1, sizeof *t);
+    if (t == NULL || (t->data_dir = strdup(cfg->data_dir)) == NULL) {
+        free(t);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->cfg = *cfg;
+    if (t->cfg.chunk_bytes == 0)
+        t->cfg.chunk_bytes = 2u << 20;
+    if (t->cfg.parallel == 0)
+        t->cfg.parallel = 8;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->emu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    if (pthread_create(&t->thread, NULL, tier_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the upload thread");
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->emu);
+        pthread_mutex_destroy(&t->mu);
+        free(t->data_dir);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
+{
+    if (t == NULL)
+        return 0;
+    uint64_t until = dsq_now_ms() + timeout_ms;
+    pthread_mutex_lock(&t->mu);
+    t->hurry = true;
+    pthread_cond_broadcast(&t->cv);
+    while ((t->head != NULL || t->busy) && dsq_now_ms() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+    }
+    size_t left = t->busy ? 1 : 0;
+    for (job *j = t->head; j; j = j->next)
+        left++;
+    t->hurry = false;
+    pthread_mutex_unlock(&t->mu);
+    return left;
+}
+
+void dsq_tier_stop(dsq_tier *t)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = true;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->thread, NULL);
+    while (t->head) {
+        job *j = t->head;
+        t->head = j->next;
+        job_free(j);
+    }
+    while (t->cache) {
+        mcache *c = t->cache;
+        t->cache = c->next;
+        json_decref(c->m);
+        free(c);
+    }
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->emu);
+    pthread_mutex_destroy(&t->mu);
+    free(t->data_dir);
+    free(t);
+}
+
+void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&t->mu);
+    out->pending = t->busy ? 1 : 0;
+    for (job *j = t->head; j; j = j->next)
+        out->pending++;
+    pthread_mutex_unlock(&t->mu);
+    out->uploads = atomic_load(&t->uploads);
+    out->bytes = atomic_load(&t->bytes);
+    out->manifests = atomic_load(&t->manifests);
+    out->deletes = atomic_load(&t->deletes);
+    out->errors = atomic_load(&t->errors);
+    out->restored = atomic_load(&t->restored);
+    pthread_mutex_lock(&t->emu);
+    memcpy(out->last_error, t->last_error, sizeof out->last_error);
+    pthread_mutex_unlock(&t->emu);
+}

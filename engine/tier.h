@@ -1,0 +1,91 @@
+/* tier — every database's durable files, copied to the object store; and
+ * databases restored from it (DESIGN D6, docs/storage.md "Object layout").
+ *
+ * A database's actor offers what of its directory is durable and may be
+ * copied (its format file, its checkpoints, its log segments up to the
+ * durable end): after a checkpoint, every upload_interval while it
+ * commits, and when it closes (then all of it). The tier's thread uploads
+ * what the database's manifest does not have yet, in chunks of chunk_bytes
+ * with their CRC-32s, then writes the manifest naming them, then deletes
+ * the objects the manifest no longer names. Offers of one database
+ * coalesce (the newest wins), so the backlog is at most one offer per
+ * database; a failed upload is offered again after a backoff.
+ *
+ * Objects, under the store's prefix:
+ *   db/NAME/manifest.json           which files make the database, and where
+ *   db/NAME/data/IIIIIIII.CCCCC.LLLLLLLL  chunk C of file version I, L bytes (hex)
+ * Chunk objects are never rewritten: a file that changes gets a new
+ * version number, a growing log segment new objects for its new chunks. */
+#ifndef DSQ_TIER_H
+#define DSQ_TIER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/objstore.h"
+
+typedef struct dsq_tier dsq_tier;
+
+typedef struct dsq_tier_cfg {
+    dsq_obj *obj;
+    const char *data_dir;  /* databases are DATA_DIR/db/NAME */
+    uint64_t chunk_bytes;  /* default 2 MiB */
+    unsigned parallel;     /* chunk uploads at once per database (default 8) */
+} dsq_tier_cfg;
+
+/* A file of a database offered for upload: its path under the database's
+ * directory ("format", "ckpt/X.ckpt", "wal/X.seg") and how many of its
+ * bytes; `ino` and `mtime_ns` tell a replaced file from the one before. */
+typedef struct dsq_tier_file {
+    char name[48];
+    uint64_t size;
+    uint64_t ino;
+    uint64_t mtime_ns;
+    bool append_only;      /* a log segment: it only grows */
+} dsq_tier_file;
+
+dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen);
+
+/* Before the databases open: every database the store has a manifest of
+ * and DATA_DIR/db has not is downloaded (each chunk's length and CRC
+ * checked) into place. Returns how many, or -1 with a message. */
+long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen);
+
+/* The files of database `db` as they are durable now, up to LSN `lsn`
+ * (any thread). */
+void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_file *files, size_t n);
+
+/* List what of database directory `dir` may be offered: every file whole
+ * (`whole`: the database is closed), or else with the segments after
+ * `seg` left out and segment `seg` cut at `seg_size` (the durable end).
+ * 0, or -1 with errno. The caller frees *out. */
+int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_size, dsq_tier_file **out,
+                        size_t *n);
+
+/* Database `db` was dropped: its objects go (after what was offered
+ * before). */
+void dsq_tier_dropped(dsq_tier *t, const char *db);
+
+/* Wait until nothing offered is left to upload, or timeout_ms passed.
+ * Returns the databases still waiting. */
+size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms);
+
+/* Stop the thread (what is not uploaded stays so) and free. */
+void dsq_tier_stop(dsq_tier *t);
+
+/* What it has done (getStats, /metrics). */
+typedef struct dsq_tier_counts {
+    uint64_t uploads;       /* chunk objects written */
+    uint64_t bytes;         /* their bytes */
+    uint64_t manifests;     /* manifests written */
+    uint64_t deletes;       /* objects deleted (superseded, or of dropped databases) */
+    uint64_t errors;        /* jobs that failed (each is tried again) */
+    uint64_t pending;       /* databases with an upload or drop waiting */
+    uint64_t restored;      /* databases restored at start */
+    char last_error[300];
+} dsq_tier_counts;
+
+void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out);
+
+#endif
