@@ -700,7 +700,9 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                 }
             } else {
                 uint32_t seq;
-                if (!dsq_wal_seg_seq(de->d_name, &seq) || (!whole && seq > seg))
+                /* Not a segment yet without its whole header: recovery
+                 * would take a shorter file for a damaged one. */
+                if (!dsq_wal_seg_seq(de->d_name, &seq) || (!whole && (seq > seg || (seq == seg && seg_size < DSQ_WAL_SEG_HDR))))
                     continue;
                 snprintf(name, sizeof name, "wal/%s", de->d_name);
                 if (add_file(out, n, &cap, dir, name, !whole && seq == seg ? seg_size : UINT64_MAX, true) != 0) {

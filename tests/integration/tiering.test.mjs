@@ -1,0 +1,217 @@
+// Tiering (the object-store issue): databases' files go to the object
+// store while dosqld runs and when it stops; a node with an empty data
+// directory restores every database from the store alone; a dropped
+// database's objects go; an object store that is down does not stop
+// writes, and what waited goes up once it is back. Against the tests' S3
+// server (s3rver behind a SigV4-checking proxy) and against file://.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { BUILD, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { call, query } from './lib/rpc.mjs';
+import { startS3 } from './lib/s3.mjs';
+
+let s3;
+let root;
+before(async () => {
+  s3 = await startS3();
+  root = tempDir('dosqld-tier-');
+});
+after(async () => {
+  await s3?.stop();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+// Small chunks, segments and checkpoints, so that a few hundred rows make
+// many of each; uploads every 50 ms.
+const STORAGE = `[storage]
+segment_size = 128K
+checkpoint_size = 64K
+[object_store]
+chunk_size = 64K
+upload_interval = 50ms
+retries = 2
+`;
+
+let seq = 0;
+const backends = {
+  s3: () => {
+    const prefix = `run${++seq}`;
+    return {
+      conf: `${STORAGE}endpoint = ${s3.endpoint}\naccess_key = ${s3.key}\nsecret_key = ${s3.secret}\n`,
+      url: `s3://${s3.bucket}/${prefix}`,
+      list: (p) => objcli(['-e', s3.endpoint, '-k', s3.key, '-s', s3.secret, `s3://${s3.bucket}/${prefix}`, 'list', p]),
+    };
+  },
+  file: () => {
+    const dir = path.join(root, `store${++seq}`);
+    return { conf: STORAGE, url: `file://${dir}`, list: (p) => objcli([`file://${dir}`, 'list', p]) };
+  },
+};
+
+function objcli(args) {
+  const r = spawnSync(path.join(BUILD, 'tests/tools/objcli'), args, { timeout: 30000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  return r.stdout.toString().split('\n').filter(Boolean).map((l) => l.split(' ')[0]);
+}
+
+async function start(b, dataDir) {
+  return startDosqld({ conf: b.conf, dataDir, args: ['--object-store', b.url] });
+}
+
+const stats = async (d, db) => (await call(d.port, `/v1/db/${db}/rpc`, 'getStats', {})).result;
+
+// Until the node has nothing waiting to go up (bounded).
+async function uploaded(d, db) {
+  await within(20000, (async () => {
+    for (;;) {
+      const os = (await stats(d, db)).server.objectStore;
+      if (os.pending === 0 && os.manifests > 0) return os;
+      await sleep(50);
+    }
+  })(), 'uploads');
+  return (await stats(d, db)).server.objectStore;
+}
+
+async function fill(port, db, from, to) {
+  await query(port, db, 'CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, b BLOB, s TEXT)');
+  for (let i = from; i <= to; i += 10) {
+    const rows = [];
+    for (let k = i; k < i + 10 && k <= to; k++) rows.push(`(${k}, randomblob(700), 'row ${k}')`);
+    await query(port, db, `INSERT INTO t VALUES ${rows.join(',')}`);
+  }
+}
+
+const summary = async (port, db) => (await query(port, db,
+  'SELECT count(*), min(n), max(n), sum(length(b)) FROM t')).rows[0];
+const digest = async (port, db) => (await query(port, db, 'SELECT n, hex(b), s FROM t ORDER BY n')).rows;
+
+for (const [name, make] of Object.entries(backends)) {
+  test(`${name}: a clean stop uploads everything; an empty node restores every database from the store alone`, async () => {
+    const b = make();
+    const d = await start(b, path.join(root, `a${seq}`));
+    await fill(d.port, 'one', 1, 400);       // many segments and checkpoints
+    await query(d.port, 'one', 'DELETE FROM t WHERE n % 7 = 0');
+    await query(d.port, 'one', "UPDATE t SET s = s || '!' WHERE n % 5 = 0");
+    await fill(d.port, 'two', 1, 30);
+    await query(d.port, 'three', 'CREATE TABLE k(v)');
+    const before = { one: await digest(d.port, 'one'), two: await digest(d.port, 'two') };
+    const lsn = (await stats(d, 'one')).database.lsn;
+    const st = (await stats(d, 'one')).database.storage;
+    assert.ok(st.checkpoints >= 1 || st.logSegments >= 2, JSON.stringify(st));
+    assert.deepEqual(await d.stop(), { code: 0, signal: null });
+    assert.match(d.stderr, /event=engine_stopped/);
+    assert.doesNotMatch(d.stderr, /uploads_unfinished/);
+
+    const fresh = path.join(root, `fresh${seq}`);
+    const e = await start(b, fresh);
+    try {
+      assert.match(e.stderr, /event=databases_restored count=3/);
+      const dbs = await (await fetch(`${e.url}/v1/db`)).json();
+      assert.deepEqual(dbs.sort(), ['one', 'three', 'two']);
+      assert.deepEqual(await digest(e.port, 'one'), before.one);
+      assert.deepEqual(await digest(e.port, 'two'), before.two);
+      assert.equal((await stats(e, 'one')).database.lsn, lsn, 'every commit, to the last LSN');
+      assert.deepEqual((await query(e.port, 'one', 'PRAGMA integrity_check')).rows, [['ok']]);
+      assert.equal((await stats(e, 'one')).server.objectStore.restored, 3);
+      // It goes on from there, and its next uploads build on what was restored.
+      await fill(e.port, 'one', 401, 420);
+      await uploaded(e, 'one');
+    } finally {
+      await e.cleanup();
+    }
+  });
+
+  test(`${name}: uploads go on while it runs; after a lost disk, the restored database is a prefix of what was written`, async () => {
+    const b = make();
+    const d = await start(b, path.join(root, `b${seq}`));
+    await fill(d.port, 'live', 1, 600);
+    const os = await uploaded(d, 'live');
+    assert.ok(os.uploads > 5 && os.uploadedBytes > 300000, JSON.stringify(os));
+    assert.equal(os.errors, 0, os.lastError);
+    const keys = b.list('db/live/');
+    assert.ok(keys.includes('db/live/manifest.json'));
+    assert.ok(keys.filter((k) => k.startsWith('db/live/data/')).length > 5);
+    // The disk is lost: no clean stop, no data directory.
+    await d.stop('SIGKILL');
+    const e = await start(b, path.join(root, `b2${seq}`));
+    try {
+      const [count, min, max] = await summary(e.port, 'live');
+      assert.equal(min, 1);
+      assert.equal(max, count, 'no row is missing before the last one restored');
+      assert.ok(count >= 600 - 120, `at most about a chunk (64 KiB) lost: ${count} of 600`);
+      assert.deepEqual((await query(e.port, 'live', 'PRAGMA integrity_check')).rows, [['ok']]);
+    } finally {
+      await e.cleanup();
+    }
+  });
+
+  test(`${name}: dropping a database deletes its objects`, async () => {
+    const b = make();
+    const d = await start(b, path.join(root, `c${seq}`));
+    try {
+      await fill(d.port, 'gone', 1, 100);
+      await fill(d.port, 'kept', 1, 10);
+      const del = await fetch(`${d.url}/v1/db/gone`, { method: 'DELETE' });
+      assert.equal(del.status, 200, await del.text());
+      await uploaded(d, 'kept');
+      await d.stop();
+      assert.deepEqual(b.list('db/gone/'), []);
+      assert.ok(b.list('db/kept/').includes('db/kept/manifest.json'));
+    } finally {
+      await d.cleanup();
+    }
+  });
+}
+
+test('s3: while the store is down, writes are acknowledged and uploads wait; then everything goes up', async () => {
+  const b = backends.s3();
+  const d = await start(b, path.join(root, 'down'));
+  try {
+    await fill(d.port, 'w', 1, 50);
+    await uploaded(d, 'w');
+    await s3.fault('down', { delayMs: 2500 });
+    const t0 = Date.now();
+    await fill(d.port, 'w', 51, 400); // every one acknowledged
+    assert.ok(Date.now() - t0 < 20000);
+    const during = (await stats(d, 'w')).server.objectStore;
+    await within(15000, (async () => {
+      for (;;) {
+        const os = (await stats(d, 'w')).server.objectStore;
+        if (os.errors > 0) return;
+        await sleep(100);
+      }
+    })(), 'an upload error while the store is down');
+    const os = await uploaded(d, 'w');
+    assert.ok(os.errors >= 1 && os.lastError !== '', JSON.stringify({ during, os }));
+    assert.equal((await d.stop()).code, 0);
+    const e = await start(b, path.join(root, 'down2'));
+    try {
+      assert.deepEqual(await summary(e.port, 'w'), [400, 1, 400, 400 * 700]);
+    } finally {
+      await e.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('file: restoring refuses a chunk whose CRC does not match, and starts nothing half-restored', async () => {
+  const b = backends.file();
+  const d = await start(b, path.join(root, 'crc'));
+  await fill(d.port, 'c', 1, 50);
+  assert.equal((await d.stop()).code, 0);
+  const store = b.url.slice('file://'.length);
+  const chunk = objcli([b.url, 'list', 'db/c/data/']).at(-1);
+  const f = path.join(store, chunk);
+  const r = spawnSync('sh', ['-c', `printf 'X' | dd of='${f}' bs=1 seek=100 conv=notrunc 2>/dev/null`]);
+  assert.equal(r.status, 0);
+  const dataDir = path.join(root, 'crc2');
+  const x = spawnSync(path.join(BUILD, 'dosqld'), ['--listen', '127.0.0.1:0', '--data-dir', dataDir,
+    '--object-store', b.url], { timeout: 15000 });
+  assert.equal(x.status, 1, x.stderr.toString());
+  assert.match(x.stderr.toString(), /event=start_failed reason="restoring c: db\/c\/data\/\S+: the chunk's CRC-32 does not match"/);
+  assert.ok(!existsSync(path.join(dataDir, 'db/c')), 'nothing half-restored in place');
+});
