@@ -43,6 +43,8 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
          es.subscriptions},
         {"dosqld_capnweb_entries", "Cap'n Web import and export table entries alive.",
          dsq_cw_entries_total()},
+        {"dosqld_object_store_pending", "Databases with an upload (or a drop) waiting for the object store.",
+         es.tier_counts.pending},
     };
     if (dsq_metrics_render(&srv->metrics, &b) != 0) {
         dsq_buf_free(&b);
@@ -69,6 +71,18 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    (unsigned long long)es.calls, (unsigned long long)es.fsyncs,
                    (unsigned long long)es.gated, (unsigned long long)es.journal_syncs,
                    (unsigned long long)es.journal_flushes, (unsigned long long)es.journal_bytes);
+    dsq_buf_printf(&b,
+                   "# HELP dosqld_object_store_uploads_total Chunks of databases' files written to the object store.\n"
+                   "# TYPE dosqld_object_store_uploads_total counter\ndosqld_object_store_uploads_total %llu\n"
+                   "# HELP dosqld_object_store_upload_bytes_total Their bytes.\n"
+                   "# TYPE dosqld_object_store_upload_bytes_total counter\n"
+                   "dosqld_object_store_upload_bytes_total %llu\n"
+                   "# HELP dosqld_object_store_manifests_total Database manifests written.\n"
+                   "# TYPE dosqld_object_store_manifests_total counter\ndosqld_object_store_manifests_total %llu\n"
+                   "# HELP dosqld_object_store_errors_total Uploads or drops that failed (each is tried again).\n"
+                   "# TYPE dosqld_object_store_errors_total counter\ndosqld_object_store_errors_total %llu\n",
+                   (unsigned long long)es.tier_counts.uploads, (unsigned long long)es.tier_counts.bytes,
+                   (unsigned long long)es.tier_counts.manifests, (unsigned long long)es.tier_counts.errors);
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { BUILD, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { BUILD, metric, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query } from './lib/rpc.mjs';
 import { startS3 } from './lib/s3.mjs';
 
@@ -186,6 +186,9 @@ test('s3: while the store is down, writes are acknowledged and uploads wait; the
     })(), 'an upload error while the store is down');
     const os = await uploaded(d, 'w');
     assert.ok(os.errors >= 1 && os.lastError !== '', JSON.stringify({ during, os }));
+    assert.ok(await metric(d.port, 'dosqld_object_store_errors_total') >= 1);
+    assert.ok(await metric(d.port, 'dosqld_object_store_uploads_total') >= os.uploads);
+    assert.equal(await metric(d.port, 'dosqld_object_store_pending'), 0);
     assert.equal((await d.stop()).code, 0);
     const e = await start(b, path.join(root, 'down2'));
     try {
