@@ -133,6 +133,7 @@ typedef struct dsq_actor {
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
     bool closed_durable;            /* last closed with its log synced (this process) */
+    bool offered;                   /* its files were offered to the object store since the start */
 
     /* ---- set once by the loop thread, then read by any ---- */
     _Atomic(dsq_feed *) feed;       /* made when the first CDC subscriber comes */

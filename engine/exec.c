@@ -292,7 +292,10 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     o->engine = e;
     a->open = o;
     atomic_fetch_add(&e->nopen_real, 1);
-    offer_files(e, a, o, 0); /* what a crash or restart left not uploaded (recovered: durable) */
+    /* What a crash or restart left not uploaded (recovered, so durable):
+     * once per start; later opens follow closes that offered it all. */
+    if (!a->offered && o->lsn > 0)
+        offer_files(e, a, o, 0);
     return 0;
 }
 
@@ -313,6 +316,7 @@ static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t clo
         size -= size % e->cfg.tier_chunk_bytes;
         o->offered_ms = dsq_now_ms();
     }
+    a->offered = true;
     dsq_tier_file *files;
     size_t n;
     if (dsq_tier_list_files(dir, o == NULL, seq, size, &files, &n) != 0) {

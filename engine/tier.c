@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/base64.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/disk.h"
@@ -27,6 +28,9 @@
 #include "engine/wal.h"
 
 #define MANIFEST_FORMAT "dosqld-manifest 1"
+/* Files up to cfg.inline_bytes (at most this) travel inside the manifest
+ * (base64), not as chunks: a small database is one object. */
+#define INLINE_MAX 65536
 
 enum job_kind { JOB_OFFER, JOB_DROP };
 
@@ -115,6 +119,13 @@ static bool manifest_valid(json_t *m, const char *db)
             name[0] == '/' || !json_is_integer(json_object_get(f, "id")) ||
             !json_is_integer(json_object_get(f, "size")) || !json_is_array(chunks))
             return false;
+        json_t *inl = json_object_get(f, "data");
+        if (inl != NULL) {
+            if (!json_is_string(inl) || json_array_size(chunks) != 0 || !json_is_integer(json_object_get(f, "crc")) ||
+                json_integer_value(json_object_get(f, "size")) > INLINE_MAX)
+                return false;
+            continue;
+        }
         size_t k;
         json_t *c;
         uint64_t total = 0;
@@ -388,6 +399,46 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
         if (of != NULL && f->append_only && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
             f->size <= osize) {
             json_array_append(files, of); /* uploaded already, up to where it was when it closed */
+            continue;
+        }
+        if (f->size <= t->cfg.inline_bytes) {
+            char path[4096 + 256];
+            snprintf(path, sizeof path, "%s/db/%s/%s", t->data_dir, j->db, f->name);
+            unsigned char *buf = malloc(f->size + 1);
+            if (buf == NULL) {
+                snprintf(msg, msglen, "out of memory");
+                rc = -1;
+                break;
+            }
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            int got = fd < 0 ? (errno == ENOENT ? 1 : -1) : dsq_pread_full(fd, buf, (size_t)f->size, 0);
+            if (fd >= 0)
+                close(fd);
+            if (got != 0) {
+                if (got < 0)
+                    snprintf(msg, msglen, "read %.200s: %s", path, strerror(errno));
+                rc = got > 0 ? 1 : -1;
+                free(buf);
+                break;
+            }
+            dsq_buf b64 = DSQ_BUF_INIT;
+            dsq_base64_encode(&b64, buf, (size_t)f->size);
+            uint32_t crc = dsq_crc32(buf, (size_t)f->size);
+            json_t *od = of ? json_object_get(of, "data") : NULL;
+            bool same_inline = od != NULL && osize == f->size &&
+                               (uint32_t)json_integer_value(json_object_get(of, "crc")) == crc;
+            free(buf);
+            if (same_inline) { /* unchanged: as it was (then an offer of nothing new writes nothing) */
+                dsq_buf_free(&b64);
+                json_array_append(files, of);
+                continue;
+            }
+            json_array_append_new(files, json_pack("{s:s,s:I,s:I,s:I,s:I,s:b,s:[],s:s%,s:I}", "name", f->name, "id",
+                                                   next++, "size", (json_int_t)f->size, "ino", (json_int_t)f->ino,
+                                                   "mtime", (json_int_t)f->mtime_ns, "append", f->append_only,
+                                                   "chunks", "data", b64.data ? b64.data : "", b64.len, "crc",
+                                                   (json_int_t)crc));
+            dsq_buf_free(&b64);
             continue;
         }
         bool same = of != NULL && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
@@ -747,6 +798,22 @@ static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into
             snprintf(err, errlen, "create %.200s: %s", path, strerror(errno));
             return -1;
         }
+        json_t *inl = json_object_get(f, "data");
+        if (inl != NULL) {
+            const char *b64 = json_string_value(inl);
+            size_t bl = strlen(b64);
+            unsigned char *buf = malloc(bl / 4 * 3 + 3);
+            long got = buf ? dsq_base64_decode(b64, bl, buf) : -1;
+            if (got != json_integer_value(json_object_get(f, "size")) ||
+                dsq_crc32(buf, (size_t)got) != (uint32_t)json_integer_value(json_object_get(f, "crc")) ||
+                dsq_pwrite_full(fd, buf, (size_t)got, 0) != 0) {
+                snprintf(err, errlen, "%s of %s: the manifest's copy is damaged, or it cannot be written", name, db);
+                free(buf);
+                close(fd);
+                return -1;
+            }
+            free(buf);
+        }
         uint64_t off = 0;
         json_array_foreach(json_object_get(f, "chunks"), k, c) {
             uint64_t len = (uint64_t)json_integer_value(json_array_get(c, 0));
@@ -880,6 +947,10 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         t->cfg.chunk_bytes = 2u << 20;
     if (t->cfg.parallel == 0)
         t->cfg.parallel = 8;
+    if (t->cfg.inline_bytes == 0)
+        t->cfg.inline_bytes = 4096;
+    if (t->cfg.inline_bytes > INLINE_MAX)
+        t->cfg.inline_bytes = INLINE_MAX;
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->emu, NULL);
     pthread_cond_init(&t->cv, NULL);

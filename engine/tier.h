@@ -15,7 +15,8 @@
  *   db/NAME/manifest.json           which files make the database, and where
  *   db/NAME/data/IIIIIIII.CCCCC.LLLLLLLL  chunk C of file version I, L bytes (hex)
  * Chunk objects are never rewritten: a file that changes gets a new
- * version number, a growing log segment new objects for its new chunks. */
+ * version number, a growing log segment new objects for its new chunks.
+ * Small files (inline_bytes) are kept inside the manifest instead. */
 #ifndef DSQ_TIER_H
 #define DSQ_TIER_H
 
@@ -32,6 +33,7 @@ typedef struct dsq_tier_cfg {
     const char *data_dir;  /* databases are DATA_DIR/db/NAME */
     uint64_t chunk_bytes;  /* default 2 MiB */
     unsigned parallel;     /* chunk uploads at once per database (default 8) */
+    uint64_t inline_bytes; /* files up to this size go inside the manifest (default 4096, at most 64K) */
 } dsq_tier_cfg;
 
 /* A file of a database offered for upload: its path under the database's

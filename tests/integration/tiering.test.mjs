@@ -113,6 +113,7 @@ for (const [name, make] of Object.entries(backends)) {
       assert.deepEqual(dbs.sort(), ['one', 'three', 'two']);
       assert.deepEqual(await digest(e.port, 'one'), before.one);
       assert.deepEqual(await digest(e.port, 'two'), before.two);
+      assert.deepEqual((await query(e.port, 'three', 'SELECT count(*) FROM k')).rows, [[0]], 'a small one, kept inside its manifest');
       assert.equal((await stats(e, 'one')).database.lsn, lsn, 'every commit, to the last LSN');
       assert.deepEqual((await query(e.port, 'one', 'PRAGMA integrity_check')).rows, [['ok']]);
       assert.equal((await stats(e, 'one')).server.objectStore.restored, 3);

@@ -73,7 +73,10 @@ export async function startDosqld({ conf = '', args = [], listeners = 1, env = {
       }
       if (d.addrs.length >= listeners) resolve();
     });
-    d.exit.then((e) => reject(new Error(`dosqld exited (${JSON.stringify(e)}) before listening:\n${d.stderr}`)));
+    // 'close' comes after the output is read ('exit' may come first).
+    proc.on('close', () => {
+      if (d.exited) reject(new Error(`dosqld exited (${JSON.stringify(d.exited)}) before listening:\n${d.stderr}`));
+    });
   }), 'dosqld start');
   d.port = d.addrs.find((a) => !a.tls)?.port;
   d.tlsPort = d.addrs.find((a) => a.tls)?.port;
