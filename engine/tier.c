@@ -141,33 +141,69 @@ static bool manifest_valid(json_t *m, const char *db)
     return true;
 }
 
-/* GET and check a manifest: 1 found (*out), 0 none, -1 error (msg). */
+/* A manifest's object: its JSON, a newline, then "#crc32 XXXXXXXX\n"
+ * (the CRC-32 of the JSON's bytes), so that damage is seen even where it
+ * leaves valid JSON. */
+static char *manifest_text(json_t *m, size_t *len)
+{
+    char *j = json_dumps(m, JSON_COMPACT);
+    if (j == NULL)
+        return NULL;
+    size_t n = strlen(j);
+    char *out = malloc(n + 32);
+    if (out != NULL)
+        *len = (size_t)snprintf(out, n + 32, "%s\n#crc32 %08x\n", j, dsq_crc32(j, n));
+    free(j);
+    return out;
+}
+
+/* The manifest in p[0..n), checked; NULL if damaged. */
+static json_t *manifest_parse(const char *p, size_t n, const char *db)
+{
+    if (n < 17 || p[n - 1] != '\n')
+        return NULL;
+    const char *t = p + n - 16; /* "#crc32 XXXXXXXX\n" */
+    unsigned crc;
+    if (t[-1] != '\n' || sscanf(t, "#crc32 %8x", &crc) != 1 || dsq_crc32(p, (size_t)(t - 1 - p)) != crc)
+        return NULL;
+    json_error_t je;
+    json_t *m = json_loadb(p, (size_t)(t - 1 - p), 0, &je);
+    if (m != NULL && !manifest_valid(m, db)) {
+        json_decref(m);
+        m = NULL;
+    }
+    return m;
+}
+
+/* GET and check a manifest: 1 found (*out), 0 none, -1 error (msg). One
+ * that arrives damaged is asked for again, twice at most. */
 static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, size_t msglen)
 {
-    dsq_obj_req r;
-    memset(&r, 0, sizeof r);
-    r.op = DSQ_OBJ_GET;
-    manifest_key(r.key, sizeof r.key, db);
-    dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
-    if (st == DSQ_OBJ_NOT_FOUND) {
+    for (int attempt = 0; attempt < 3; attempt++) {
+        dsq_obj_req r;
+        memset(&r, 0, sizeof r);
+        r.op = DSQ_OBJ_GET;
+        manifest_key(r.key, sizeof r.key, db);
+        dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
+        if (st == DSQ_OBJ_NOT_FOUND) {
+            dsq_obj_req_clear(&r);
+            return 0;
+        }
+        if (st != DSQ_OBJ_OK) {
+            snprintf(msg, msglen, "%s", r.msg);
+            dsq_obj_req_clear(&r);
+            return -1;
+        }
+        json_t *m = manifest_parse(r.data.data ? r.data.data : "", r.data.len, db);
         dsq_obj_req_clear(&r);
-        return 0;
+        if (m != NULL) {
+            *out = m;
+            return 1;
+        }
+        DSQ_WARN("manifest_damaged", "db=%s attempt=%d", db, attempt + 1);
     }
-    if (st != DSQ_OBJ_OK) {
-        snprintf(msg, msglen, "%s", r.msg);
-        dsq_obj_req_clear(&r);
-        return -1;
-    }
-    json_error_t je;
-    json_t *m = json_loadb(r.data.data ? r.data.data : "", r.data.len, 0, &je);
-    dsq_obj_req_clear(&r);
-    if (m == NULL || !manifest_valid(m, db)) {
-        json_decref(m);
-        snprintf(msg, msglen, "the manifest of %s in the object store is damaged", db);
-        return -1;
-    }
-    *out = m;
-    return 1;
+    snprintf(msg, msglen, "the manifest of %s in the object store is damaged", db);
+    return -1;
 }
 
 static mcache *cache_find(dsq_tier *t, const char *db)
@@ -498,13 +534,14 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
         return rc;
     }
     /* The manifest after the objects it names. */
-    char *text = json_dumps(nm, JSON_COMPACT);
+    size_t tlen = 0;
+    char *text = manifest_text(nm, &tlen);
     dsq_obj_req r;
     memset(&r, 0, sizeof r);
     r.op = DSQ_OBJ_PUT;
     manifest_key(r.key, sizeof r.key, j->db);
     r.body = text;
-    r.body_len = text ? strlen(text) : 0;
+    r.body_len = tlen;
     dsq_obj_status st = text ? dsq_obj_run(t->cfg.obj, &r) : DSQ_OBJ_FAILED;
     if (st != DSQ_OBJ_OK)
         snprintf(msg, msglen, "%s", text ? r.msg : "out of memory");
@@ -818,12 +855,23 @@ static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into
         json_array_foreach(json_object_get(f, "chunks"), k, c) {
             uint64_t len = (uint64_t)json_integer_value(json_array_get(c, 0));
             uint32_t crc = (uint32_t)json_integer_value(json_array_get(c, 1));
+            /* A chunk that arrives with the wrong length or CRC is asked
+             * for again (damaged on the way), twice at most. */
             dsq_obj_req r;
-            memset(&r, 0, sizeof r);
-            r.op = DSQ_OBJ_GET;
-            chunk_key(r.key, sizeof r.key, db, id, k, len);
-            dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
-            int bad = st != DSQ_OBJ_OK ? 1 : r.data.len != len ? 2 : dsq_crc32(r.data.data, len) != crc ? 3 : 0;
+            int bad = 0;
+            for (int attempt = 0; attempt < 3; attempt++) {
+                if (attempt > 0)
+                    dsq_obj_req_clear(&r);
+                memset(&r, 0, sizeof r);
+                r.op = DSQ_OBJ_GET;
+                chunk_key(r.key, sizeof r.key, db, id, k, len);
+                dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
+                bad = st != DSQ_OBJ_OK ? 1 : r.data.len != len ? 2 : dsq_crc32(r.data.data, len) != crc ? 3 : 0;
+                if (bad != 2 && bad != 3)
+                    break;
+                DSQ_WARN("restore_chunk_damaged", "db=%s key=%s reason=%s attempt=%d", db, r.key,
+                         bad == 2 ? "length" : "crc32", attempt + 1);
+            }
             if (bad) {
                 snprintf(err, errlen, "%.120s: %.150s", r.key,
                          bad == 1 ? r.msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");

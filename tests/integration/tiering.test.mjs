@@ -202,6 +202,40 @@ test('s3: while the store is down, writes are acknowledged and uploads wait; the
   }
 });
 
+test('s3: a chunk damaged on the way is fetched again during a restore', async () => {
+  const b = backends.s3();
+  const d = await start(b, path.join(root, 'dmg'));
+  await fill(d.port, 'x', 1, 200);
+  const want = await digest(d.port, 'x');
+  assert.equal((await d.stop()).code, 0);
+  const chunks = b.list('db/x/data/').length;
+  assert.ok(chunks >= 2, `${chunks} chunks`);
+  // A chunk, then (on another empty node) the manifest, arrive with a byte changed.
+  await s3.fault('corrupt', { count: 1, match: 'GET', path: '/data/' });
+  const e = await start(b, path.join(root, 'dmg2'));
+  try {
+    assert.deepEqual(await digest(e.port, 'x'), want);
+    assert.match(e.stderr, /event=restore_chunk_damaged db=x key=db\/x\/data\/\S+ reason=crc32 attempt=1/);
+  } finally {
+    await e.cleanup();
+  }
+  await s3.fault('corrupt', { count: 2, match: 'GET', path: 'manifest' });
+  const g = await start(b, path.join(root, 'dmg3'));
+  try {
+    assert.deepEqual(await digest(g.port, 'x'), want);
+    assert.match(g.stderr, /event=manifest_damaged db=x attempt=2/);
+  } finally {
+    await g.cleanup();
+  }
+  // Damaged every time: the start fails and says so.
+  await s3.fault('corrupt', { count: 3, match: 'GET', path: 'manifest' });
+  const x = spawnSync(path.join(BUILD, 'dosqld'), ['--listen', '127.0.0.1:0', '--data-dir', path.join(root, 'dmg4'),
+    '--object-store', b.url], { timeout: 15000, env: { ...process.env, AWS_ENDPOINT_URL: s3.endpoint,
+    AWS_ACCESS_KEY_ID: s3.key, AWS_SECRET_ACCESS_KEY: s3.secret } });
+  assert.equal(x.status, 1, x.stderr.toString());
+  assert.match(x.stderr.toString(), /reason="restoring x: the manifest of x in the object store is damaged"/);
+});
+
 test('file: restoring refuses a chunk whose CRC does not match, and starts nothing half-restored', async () => {
   const b = backends.file();
   const d = await start(b, path.join(root, 'crc'));

@@ -38,7 +38,7 @@ export async function startS3({ bucket = 'dsq-test' } = {}) {
     key: S3_KEY,
     secret: S3_SECRET,
     // Fault injection for the next `count` requests (see s3server.mjs).
-    fault: (mode, { count = 1, delayMs, match } = {}) => ctl('/__fault', { mode, count, delayMs, match }),
+    fault: (mode, { count = 1, delayMs, match, path } = {}) => ctl('/__fault', { mode, count, delayMs, match, path }),
     stats: () => ctl('/__stats'),
     async stop() {
       if (child.exitCode === null) {

@@ -14,11 +14,12 @@
 // - PUT with If-None-Match: * on an existing key: 412 PreconditionFailed;
 // - Host BUCKET.localhost:P (virtual-host style) is mapped to path style.
 // It also injects faults on request: POST /__fault with JSON
-// {mode: "500"|"slow"|"truncate"|"drop"|"down", count: N, delayMs: ms,
-// match: "GET"|"PUT"|...}: the next N matching requests answer 500, wait
-// delayMs first, send half their body then cut the connection, or are cut
-// without an answer; "down" refuses connections (the listener closed)
-// for delayMs. GET /__stats gives {requests, byMethod, rejected, faults}.
+// {mode: "500"|"slow"|"truncate"|"corrupt"|"drop"|"down", count: N,
+// delayMs: ms, match: "GET"|"PUT"|..., path: a RegExp of the path}: the
+// next N matching requests
+// answer 500, wait delayMs first, send half their body then cut the
+// connection, answer with one byte of the body changed, or are cut without
+// an answer; "down" refuses connections (the listener closed) for delayMs. GET /__stats gives {requests, byMethod, rejected, faults}.
 // (--openssl-legacy-provider: s3rver makes its list continuation tokens
 // with DES, which OpenSSL 3 refuses otherwise.)
 import crypto from 'node:crypto';
@@ -102,8 +103,9 @@ function forward(method, path, headers, body) {
   });
 }
 
-function takeFault(method) {
+function takeFault(method, rawPath) {
   if (!fault || fault.count <= 0 || (fault.match && fault.match !== method)) return null;
+  if (fault.path && !new RegExp(fault.path).test(rawPath)) return null;
   fault.count--;
   stats.faults++;
   return fault;
@@ -141,7 +143,7 @@ async function handle(req, res) {
   const host = String(req.headers.host || '').split(':')[0];
   let rawPath = rawPath0;
   if (host.endsWith('.localhost')) rawPath = '/' + host.slice(0, -'.localhost'.length) + rawPath0;
-  const f = takeFault(req.method);
+  const f = takeFault(req.method, rawPath);
   if (f?.mode === '500') return xmlError(res, 500, 'InternalError', 'injected');
   if (f?.mode === 'drop') return req.socket.destroy();
   if (f?.mode === 'slow') await new Promise((r) => setTimeout(r, f.delayMs || 1000));
@@ -160,6 +162,7 @@ async function handle(req, res) {
     res.write(out.body.subarray(0, out.body.length >> 1), () => req.socket.destroy());
     return;
   }
+  if (f?.mode === 'corrupt' && out.body.length > 0) out.body[out.body.length >> 1] ^= 0x20;
   res.writeHead(out.status, headers);
   res.end(req.method === 'HEAD' ? undefined : out.body);
 }
