@@ -24,6 +24,7 @@
 #include "engine/pagestore.h"
 #include <jansson.h>
 
+#include "engine/ckpt.h"
 #include "engine/tier.h"
 #include "engine/wal.h"
 
@@ -978,6 +979,168 @@ long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
     }
     dsq_obj_req_clear(&r);
     return restored;
+}
+
+/* ---- restore to a point in time ------------------------------------------------------------------ */
+
+typedef struct pit {
+    uint64_t time_us;  /* newest record at or before it */
+    uint64_t best;
+    uint64_t want;     /* the record to find */
+    dsq_wal_loc loc;
+    bool found;
+    uint64_t seen;     /* records visited */
+} pit;
+
+static int pit_time(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err, size_t errlen)
+{
+    pit *p = ud;
+    if (r->time_us <= p->time_us && r->lsn > p->best)
+        p->best = r->lsn;
+    return 0;
+}
+
+static int pit_find(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err, size_t errlen)
+{
+    pit *p = ud;
+    p->seen++;
+    if (r->lsn == p->want) {
+        p->loc = loc;
+        p->found = true;
+    }
+    return 0;
+}
+
+/* Cut the database in `dir` (just downloaded, up to LSN `last`) back to
+ * LSN *at, or (time_us) to the newest commit at or before time_us. */
+static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *at, char *err, size_t errlen)
+{
+    char path[8192], wal[8192], ck[8192];
+    snprintf(path, sizeof path, "%s/format", dir);
+    snprintf(wal, sizeof wal, "%s/wal", dir);
+    snprintf(ck, sizeof ck, "%s/ckpt", dir);
+    FILE *fp = fopen(path, "r");
+    unsigned page_size = 0;
+    if (fp == NULL || fscanf(fp, "dosqld-db 1 page_size %u", &page_size) != 1) {
+        if (fp)
+            fclose(fp);
+        snprintf(err, errlen, "its format file cannot be read");
+        return -1;
+    }
+    fclose(fp);
+    char **paths = NULL;
+    size_t n = 0;
+    if (dsq_ckpt_list(ck, &paths, &n, err, errlen) != 0)
+        return -1;
+    uint64_t *lsns = calloc(n ? n : 1, sizeof *lsns), *times = calloc(n ? n : 1, sizeof *times);
+    int rc = lsns && times ? 0 : -1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        dsq_ckpt c;
+        if (dsq_ckpt_load(paths[i], page_size, &c, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        lsns[i] = c.lsn;
+        times[i] = c.time_us;
+        dsq_ckpt_close(&c, 0);
+    }
+    uint64_t oldest;
+    if (rc == 0 && time_us != 0) {
+        pit p = {.time_us = time_us};
+        for (size_t i = 0; i < n; i++)
+            if (times[i] <= time_us && lsns[i] > p.best)
+                p.best = lsns[i];
+        if (dsq_wal_scan_files(wal, 0, last, pit_time, &p, &oldest, err, errlen) < 0)
+            rc = -1;
+        else if (p.best == 0) {
+            snprintf(err, errlen, "the object store has no commit at or before that time");
+            rc = -1;
+        }
+        *at = p.best;
+    }
+    if (rc == 0 && *at > last) {
+        snprintf(err, errlen, "LSN %llu is after the last commit the object store has (%llu)",
+                 (unsigned long long)*at, (unsigned long long)last);
+        rc = -1;
+    }
+    /* The checkpoints after the point go; the log from the newest left
+     * must reach it. */
+    uint64_t base = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (lsns[i] > *at) {
+            if (unlink(paths[i]) != 0) {
+                snprintf(err, errlen, "unlink %.200s: %s", paths[i], strerror(errno));
+                rc = -1;
+            }
+        } else if (lsns[i] > base) {
+            base = lsns[i];
+        }
+    }
+    if (rc == 0 && *at > base) {
+        pit p = {.want = *at};
+        int s = dsq_wal_scan_files(wal, base, *at, pit_find, &p, &oldest, err, errlen);
+        if (s < 0) {
+            rc = -1;
+        } else if (s == 1) {
+            snprintf(err, errlen, "the object store no longer holds the log from LSN %llu (its history starts after %llu)",
+                     (unsigned long long)base + 1, (unsigned long long)oldest);
+            rc = -1;
+        } else if (!p.found) {
+            snprintf(err, errlen, "LSN %llu is after the last commit the object store has", (unsigned long long)*at);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && *at < last) {
+        /* Everything from the record after the point on goes. */
+        pit p = {.want = *at + 1};
+        if (dsq_wal_scan_files(wal, *at, *at + 1, pit_find, &p, &oldest, err, errlen) < 0)
+            rc = -1;
+        else if (p.found && dsq_wal_cut_after(wal, p.loc.seg, p.loc.off, err, errlen) != 0)
+            rc = -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    free(lsns);
+    free(times);
+    return rc;
+}
+
+int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
+                     size_t errlen)
+{
+    char base[4096], dir[4096 + 256], tmp[4096 + 256];
+    snprintf(base, sizeof base, "%s/db", t->data_dir);
+    snprintf(dir, sizeof dir, "%s/%s", base, db);
+    snprintf(tmp, sizeof tmp, "%s/.restore.%s", base, db);
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        snprintf(err, errlen, "%s exists already; restore into another data directory", dir);
+        return -1;
+    }
+    json_t *m = NULL;
+    char msg[300];
+    int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
+    if (rc <= 0) {
+        snprintf(err, errlen, "%s", rc == 0 ? "the object store has no such database" : msg);
+        return -1;
+    }
+    uint64_t last = (uint64_t)json_integer_value(json_object_get(m, "lsn"));
+    *at = lsn ? lsn : last;
+    char e2[256];
+    dsq_ps_remove(tmp, e2, sizeof e2);
+    msg[0] = '\0';
+    if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
+        ((lsn != 0 || time_us != 0) && cut_back(tmp, last, time_us, at, msg, sizeof msg) != 0) ||
+        rename(tmp, dir) != 0) {
+        snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
+        dsq_ps_remove(tmp, e2, sizeof e2);
+        json_decref(m);
+        return -1;
+    }
+    dsq_fsync_dir(base);
+    json_decref(m);
+    return 0;
 }
 
 /* ---- life ---------------------------------------------------------------------------------------- */

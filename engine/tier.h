@@ -54,6 +54,14 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen);
  * checked) into place. Returns how many, or -1 with a message. */
 long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen);
 
+/* Materialize database `db` from the store into DATA_DIR/db/NAME, which
+ * must not exist: all the store has, or only up to LSN `lsn`, or (with
+ * time_us) up to the newest commit at or before that time. *at is the
+ * LSN it ends at. 0, or -1 with a message (no such database, an LSN the
+ * store no longer or not yet holds, damage). */
+int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
+                     size_t errlen);
+
 /* The files of database `db` as they are durable now, up to LSN `lsn`
  * (any thread). */
 void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_file *files, size_t n);

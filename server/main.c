@@ -16,6 +16,8 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/util.h"
+#include "engine/tier.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/server.h"
@@ -26,6 +28,7 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: dosqld [-c FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
             "              [--object-store URL] [--log-level LEVEL] [--check-config]\n"
+            "       dosqld [-c FILE] [--data-dir DIR] [--object-store URL] --restore DB [--as-of LSN|TIME]\n"
             "\n"
             "  -c, --config FILE      read settings from FILE (see conf/dosqld.conf)\n"
             "      --listen HOST:PORT listen here (repeatable; replaces server.listen)\n"
@@ -33,10 +36,49 @@ static void usage(FILE *to)
             "      --object-store URL file://DIR or s3://BUCKET (default file://DATA_DIR/objects)\n"
             "      --log-level LEVEL  debug, info, warn or error (default info)\n"
             "      --check-config     validate the configuration and exit\n"
+            "      --restore DB       copy database DB from the object store into the data directory\n"
+            "                         (where it must not exist yet) and exit\n"
+            "      --as-of LSN|TIME   only up to that commit, or the newest at or before TIME\n"
+            "                         (RFC 3339, e.g. 2026-11-26T05:00:00Z)\n"
             "  -h, --help             this text\n"
             "  -V, --version          print the version\n"
             "\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tokens and log level.\n");
+}
+
+/* dosqld --restore DB [--as-of LSN|TIME]: 0, or 1 with the reason on
+ * stderr. */
+static int restore_main(const dsq_config *cfg, const char *db, const char *as_of)
+{
+    uint64_t lsn = 0, time_us = 0;
+    if (as_of != NULL && dsq_parse_u64(as_of, &lsn) != 0 && dsq_parse_rfc3339(as_of, &time_us) != 0) {
+        fprintf(stderr, "dosqld: --as-of '%s' is neither an LSN nor an RFC 3339 time\n", as_of);
+        return 1;
+    }
+    if (as_of != NULL && lsn == 0 && time_us == 0) {
+        fprintf(stderr, "dosqld: --as-of 0: LSN 0 is the empty database\n");
+        return 1;
+    }
+    char err[1024], path[4096];
+    snprintf(path, sizeof path, "%s/db", cfg->data_dir);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "dosqld: cannot create %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    dsq_obj *o = dsq_server_objects_open(cfg, err, sizeof err);
+    dsq_tier *t = o ? dsq_tier_start(&(dsq_tier_cfg){.obj = o, .data_dir = cfg->data_dir,
+                                                     .chunk_bytes = cfg->obj_chunk_size},
+                                     err, sizeof err)
+                    : NULL;
+    uint64_t at = 0;
+    int rc = t != NULL && dsq_tier_restore(t, db, lsn, time_us, &at, err, sizeof err) == 0 ? 0 : 1;
+    if (rc == 0)
+        printf("restored %s at LSN %llu into %s/%s\n", db, (unsigned long long)at, path, db);
+    else
+        fprintf(stderr, "dosqld: restore %s: %s\n", db, err);
+    dsq_tier_stop(t);
+    dsq_obj_close(o);
+    return rc;
 }
 
 /* mkdir -p with mode 0700 for the parts we create. */
@@ -71,7 +113,7 @@ static int make_dirs(const char *path, char *err, size_t errlen)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_DATA_DIR, OPT_OBJECT_STORE, OPT_LOG_LEVEL, OPT_CHECK };
+    enum { OPT_LISTEN = 256, OPT_DATA_DIR, OPT_OBJECT_STORE, OPT_LOG_LEVEL, OPT_CHECK, OPT_RESTORE, OPT_AS_OF };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -79,6 +121,8 @@ int main(int argc, char **argv)
         {"object-store", required_argument, NULL, OPT_OBJECT_STORE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"check-config", no_argument, NULL, OPT_CHECK},
+        {"restore", required_argument, NULL, OPT_RESTORE},
+        {"as-of", required_argument, NULL, OPT_AS_OF},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -87,6 +131,7 @@ int main(int argc, char **argv)
     const char **flags = calloc((size_t)argc * 2 + 2, sizeof *flags);
     size_t nflags = 0;
     bool check_only = false;
+    const char *restore_db = NULL, *as_of = NULL;
     int opt;
 
     if (flags == NULL)
@@ -100,6 +145,8 @@ int main(int argc, char **argv)
         case OPT_OBJECT_STORE: key = "storage.object_store"; break;
         case OPT_LOG_LEVEL: key = "log.level"; break;
         case OPT_CHECK: check_only = true; break;
+        case OPT_RESTORE: restore_db = optarg; break;
+        case OPT_AS_OF: as_of = optarg; break;
         case 'h': usage(stdout); free(flags); return 0;
         case 'V': printf("dosqld %s\n", DSQ_VERSION); free(flags); return 0;
         default: usage(stderr); free(flags); return 2;
@@ -109,6 +156,16 @@ int main(int argc, char **argv)
             flags[2 * nflags + 1] = optarg;
             nflags++;
         }
+    }
+    if (as_of != NULL && restore_db == NULL) {
+        fprintf(stderr, "dosqld: --as-of goes with --restore\n");
+        free(flags);
+        return 2;
+    }
+    if (restore_db != NULL && !dsq_db_name_valid(restore_db)) {
+        fprintf(stderr, "dosqld: '%s' is not a database name\n", restore_db);
+        free(flags);
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "dosqld: unexpected argument '%s'\n", argv[optind]);
@@ -175,6 +232,14 @@ int main(int argc, char **argv)
         free(cfg);
         free(flags);
         return 1;
+    }
+    if (restore_db != NULL) {
+        int rc = restore_main(cfg, restore_db, as_of);
+        dsq_auth_free(auth);
+        dsq_config_free(cfg);
+        free(cfg);
+        free(flags);
+        return rc;
     }
     DSQ_INFO("starting", "version=%s data_dir=%s object_store=%s config=%s", DSQ_VERSION,
              dsq_log_q(cfg->data_dir), dsq_log_q(cfg->object_store), dsq_log_q(config_path));

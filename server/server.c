@@ -158,11 +158,8 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
     return 0;
 }
 
-/* The object store: settings checked, a file:// directory made; nothing
- * is sent to an s3:// one yet. */
-static int objects_open(dsq_server *srv, char *err, size_t errlen)
+dsq_obj *dsq_server_objects_open(const dsq_config *cfg, char *err, size_t errlen)
 {
-    const dsq_config *cfg = srv->cfg;
     dsq_obj_cfg oc = {
         .url = cfg->object_store,
         .endpoint = cfg->obj_endpoint,
@@ -175,7 +172,14 @@ static int objects_open(dsq_server *srv, char *err, size_t errlen)
         .retries = (unsigned)cfg->obj_retries,
         .max_inflight = (unsigned)cfg->obj_max_requests,
     };
-    srv->objects = dsq_obj_open(&oc, err, errlen);
+    return dsq_obj_open(&oc, err, errlen);
+}
+
+/* The object store: settings checked, a file:// directory made; nothing
+ * is sent to an s3:// one yet. */
+static int objects_open(dsq_server *srv, char *err, size_t errlen)
+{
+    srv->objects = dsq_server_objects_open(srv->cfg, err, errlen);
     return srv->objects ? 0 : -1;
 }
 

@@ -6,6 +6,7 @@
 
 #include "server/auth.h"
 #include "server/config.h"
+#include "engine/objstore.h"
 
 typedef struct dsq_server dsq_server;
 
@@ -18,6 +19,10 @@ int dsq_server_check_exposure(const dsq_config *cfg, const dsq_auth *auth, char 
  * the server from here on). `config_path` and the flags (pairs of key and
  * value) are kept to re-read the configuration on SIGHUP. Loads TLS.
  * Returns NULL with the reason in err. */
+/* Open the object store the configuration names (storage.object_store
+ * and [object_store]). NULL with a message. */
+dsq_obj *dsq_server_objects_open(const dsq_config *cfg, char *err, size_t errlen);
+
 dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_path,
                            const char *const *flags, size_t nflags, char *err, size_t errlen);
 

@@ -253,3 +253,61 @@ test('file: restoring refuses a chunk whose CRC does not match, and starts nothi
   assert.match(x.stderr.toString(), /event=start_failed reason="restoring c: db\/c\/data\/\S+: the chunk's CRC-32 does not match"/);
   assert.ok(!existsSync(path.join(dataDir, 'db/c')), 'nothing half-restored in place');
 });
+
+test('dosqld --restore DB [--as-of LSN|TIME] materializes one database from the store', async () => {
+  const b = backends.file();
+  const d = await start(b, path.join(root, 'pit'));
+  await query(d.port, 'p', 'CREATE TABLE t(n INTEGER PRIMARY KEY, b BLOB)');
+  let lsnAt100 = 0;
+  let midTime = 0;
+  for (let i = 1; i <= 200; i++) {
+    const r = await query(d.port, 'p', 'INSERT INTO t VALUES (?, randomblob(900))', [i]);
+    if (i === 100) {
+      lsnAt100 = r.lsn;
+      await sleep(30);
+      midTime = Date.now();
+      await sleep(30);
+    }
+  }
+  assert.equal((await d.stop()).code, 0);
+  const restore = (dir, ...args) => spawnSync(path.join(BUILD, 'dosqld'),
+    ['--data-dir', path.join(root, dir), '--object-store', b.url, '--restore', ...args], { timeout: 30000 });
+  const count = async (dir) => {
+    const e = await startDosqld({ dataDir: path.join(root, dir), args: ['--object-store', `file://${path.join(root, dir, 'own-store')}`] });
+    try {
+      return (await query(e.port, 'p', 'SELECT count(*), max(n) FROM t')).rows[0];
+    } finally {
+      await e.cleanup();
+    }
+  };
+
+  let r = restore('pit-lsn', 'p', '--as-of', String(lsnAt100));
+  assert.equal(r.status, 0, r.stderr.toString());
+  assert.match(r.stdout.toString(), new RegExp(`^restored p at LSN ${lsnAt100} into `));
+  assert.deepEqual(await count('pit-lsn'), [100, 100]);
+
+  r = restore('pit-time', 'p', '--as-of', new Date(midTime).toISOString());
+  assert.equal(r.status, 0, r.stderr.toString());
+  assert.match(r.stdout.toString(), new RegExp(`^restored p at LSN ${lsnAt100} into `), 'the newest commit before the time');
+  assert.deepEqual(await count('pit-time'), [100, 100]);
+
+  r = restore('pit-all', 'p');
+  assert.equal(r.status, 0, r.stderr.toString());
+  assert.deepEqual(await count('pit-all'), [200, 200]);
+
+  r = restore('pit-all', 'p');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr.toString(), /exists already; restore into another data directory/);
+  r = restore('pit-x', 'p', '--as-of', '99999');
+  assert.match(r.stderr.toString(), /LSN 99999 is after the last commit the object store has/);
+  r = restore('pit-x', 'p', '--as-of', '1999-01-01T00:00:00Z');
+  assert.match(r.stderr.toString(), /no commit at or before that time/);
+  r = restore('pit-x', 'p', '--as-of', 'yesterday');
+  assert.match(r.stderr.toString(), /neither an LSN nor an RFC 3339 time/);
+  r = restore('pit-x', 'nothing');
+  assert.match(r.stderr.toString(), /restore nothing: the object store has no such database/);
+  r = spawnSync(path.join(BUILD, 'dosqld'), ['--as-of', '5'], { timeout: 10000 });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr.toString(), /--as-of goes with --restore/);
+  assert.ok(!existsSync(path.join(root, 'pit-x/db/p')));
+});
