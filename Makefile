@@ -136,12 +136,13 @@ $(B)/bench/sqlite_commits: bench/sqlite_commits.c config.mk
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lsqlite3 -lpthread
 
-bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits tests/node_modules/.stamp
+bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli tests/node_modules/.stamp
 	./bench/http_ceiling $(B)/dosqld
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
 	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
 	./bench/commits $(B)/dosqld $(B)/bench/wsload $(B)/bench/sqlite_commits
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
+	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

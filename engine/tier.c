@@ -817,8 +817,8 @@ fail:
 /* Download the files manifest m names into directory `into`. */
 static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into, char *err, size_t errlen)
 {
-    size_t i, k;
-    json_t *f, *c;
+    size_t i;
+    json_t *f;
     json_array_foreach(json_object_get(m, "files"), i, f) {
         const char *name = json_string_value(json_object_get(f, "name"));
         uint64_t id = (uint64_t)json_integer_value(json_object_get(f, "id"));
@@ -852,42 +852,74 @@ static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into
             }
             free(buf);
         }
+        /* The chunks, `parallel` GETs at a time; one that arrives with the
+         * wrong length or CRC is asked for again (damaged on the way),
+         * twice at most. */
+        json_t *chunks = json_object_get(f, "chunks");
+        size_t nch = json_array_size(chunks), par = t->cfg.parallel;
+        batch bt = {.left = 0};
+        pthread_mutex_init(&bt.mu, NULL);
+        pthread_cond_init(&bt.cv, NULL);
+        slot *sl = calloc(par, sizeof *sl);
+        int rc = sl ? 0 : -1;
+        if (rc != 0)
+            snprintf(err, errlen, "out of memory");
         uint64_t off = 0;
-        json_array_foreach(json_object_get(f, "chunks"), k, c) {
-            uint64_t len = (uint64_t)json_integer_value(json_array_get(c, 0));
-            uint32_t crc = (uint32_t)json_integer_value(json_array_get(c, 1));
-            /* A chunk that arrives with the wrong length or CRC is asked
-             * for again (damaged on the way), twice at most. */
-            dsq_obj_req r;
-            int bad = 0;
-            for (int attempt = 0; attempt < 3; attempt++) {
-                if (attempt > 0)
-                    dsq_obj_req_clear(&r);
-                memset(&r, 0, sizeof r);
-                r.op = DSQ_OBJ_GET;
-                chunk_key(r.key, sizeof r.key, db, id, k, len);
-                dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
-                bad = st != DSQ_OBJ_OK ? 1 : r.data.len != len ? 2 : dsq_crc32(r.data.data, len) != crc ? 3 : 0;
-                if (bad != 2 && bad != 3)
-                    break;
-                DSQ_WARN("restore_chunk_damaged", "db=%s key=%s reason=%s attempt=%d", db, r.key,
-                         bad == 2 ? "length" : "crc32", attempt + 1);
+        for (size_t at = 0; at < nch && rc == 0; at += par) {
+            size_t w = nch - at < par ? nch - at : par;
+            bt.left = w;
+            for (size_t q = 0; q < w; q++) {
+                json_t *cj = json_array_get(chunks, at + q);
+                memset(&sl[q].r, 0, sizeof sl[q].r);
+                sl[q].r.op = DSQ_OBJ_GET;
+                chunk_key(sl[q].r.key, sizeof sl[q].r.key, db, id, at + q,
+                          (uint64_t)json_integer_value(json_array_get(cj, 0)));
+                sl[q].r.done = slot_done;
+                sl[q].r.ud = &sl[q];
+                sl[q].b = &bt;
+                dsq_obj_submit(t->cfg.obj, &sl[q].r);
             }
-            if (bad) {
-                snprintf(err, errlen, "%.120s: %.150s", r.key,
-                         bad == 1 ? r.msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
-                dsq_obj_req_clear(&r);
-                close(fd);
-                return -1;
+            pthread_mutex_lock(&bt.mu);
+            while (bt.left > 0)
+                pthread_cond_wait(&bt.cv, &bt.mu);
+            pthread_mutex_unlock(&bt.mu);
+            for (size_t q = 0; q < w; q++) {
+                json_t *cj = json_array_get(chunks, at + q);
+                uint64_t len = (uint64_t)json_integer_value(json_array_get(cj, 0));
+                uint32_t crc = (uint32_t)json_integer_value(json_array_get(cj, 1));
+                dsq_obj_req *r = &sl[q].r;
+                int bad = 0;
+                for (int attempt = 0; rc == 0; attempt++) {
+                    bad = r->status != DSQ_OBJ_OK ? 1 : r->data.len != len ? 2 : dsq_crc32(r->data.data, len) != crc ? 3 : 0;
+                    if (bad != 2 && bad != 3)
+                        break;
+                    DSQ_WARN("restore_chunk_damaged", "db=%s key=%s reason=%s attempt=%d", db, r->key,
+                             bad == 2 ? "length" : "crc32", attempt + 1);
+                    if (attempt == 2)
+                        break;
+                    dsq_obj_req_clear(r);
+                    r->done = NULL;
+                    dsq_obj_run(t->cfg.obj, r);
+                }
+                if (rc == 0 && bad) {
+                    snprintf(err, errlen, "%.120s: %.150s", r->key,
+                             bad == 1 ? r->msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
+                    rc = -1;
+                }
+                if (rc == 0 && dsq_pwrite_full(fd, r->data.data, len, off) != 0) {
+                    snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
+                    rc = -1;
+                }
+                off += len;
+                dsq_obj_req_clear(r);
             }
-            if (dsq_pwrite_full(fd, r.data.data, len, off) != 0) {
-                snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
-                dsq_obj_req_clear(&r);
-                close(fd);
-                return -1;
-            }
-            off += len;
-            dsq_obj_req_clear(&r);
+        }
+        free(sl);
+        pthread_cond_destroy(&bt.cv);
+        pthread_mutex_destroy(&bt.mu);
+        if (rc != 0) {
+            close(fd);
+            return -1;
         }
         if (fsync(fd) != 0) {
             snprintf(err, errlen, "fsync %.200s: %s", path, strerror(errno));

@@ -8,22 +8,25 @@
  *   objcli [options] URL list [PREFIX]      (prints "KEY SIZE" lines)
  *   objcli [options] URL delete KEY
  *   objcli [options] URL par N SIZE         (N puts at once, then N gets, compared)
+ *   objcli [options] URL getbench KEY N     (N GETs one after another: latency, MB/s)
  *
  * Options: -e ENDPOINT -r REGION -k ACCESS_KEY -s SECRET_KEY -V (virtual
  * host style) -t TIMEOUT_MS -R RETRIES (4) -b BACKOFF_MS -i MAX_INFLIGHT.
  * Exit status: 0 ok, 2 not found, 3 exists, 4 range, 5 failed, 6 timed
  * out, 7 cancelled, 1 usage; stderr says "STATUS: MSG (attempts=N http=C)". */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "engine/objstore.h"
 
 static int usage(void)
 {
     fprintf(stderr, "usage: objcli [-e ENDPOINT] [-r REGION] [-k KEY] [-s SECRET] [-V] [-t MS] [-R N] [-b MS] "
-                    "[-i N] URL put|putnew|get|head|list|delete|par ...\n");
+                    "[-i N] URL put|putnew|get|head|list|delete|par|getbench ...\n");
     return 1;
 }
 
@@ -49,6 +52,41 @@ static int read_all(const char *path, dsq_buf *b)
             return -1;
     if (f != stdin)
         fclose(f);
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* N GETs of one object, one after another (bench/tiering's raw figure). */
+static int getbench(dsq_obj *o, const char *key, int n)
+{
+    uint64_t *ns = calloc((size_t)(n > 0 ? n : 1), sizeof *ns), bytes = 0, total = 0;
+    for (int i = 0; i < n; i++) {
+        dsq_obj_req r;
+        memset(&r, 0, sizeof r);
+        r.op = DSQ_OBJ_GET;
+        snprintf(r.key, sizeof r.key, "%s", key);
+        uint64_t t0 = dsq_now_ns();
+        if (dsq_obj_run(o, &r) != DSQ_OBJ_OK) {
+            int rc = report(&r);
+            dsq_obj_req_clear(&r);
+            free(ns);
+            return rc;
+        }
+        ns[i] = dsq_now_ns() - t0;
+        total += ns[i];
+        bytes += r.data.len;
+        dsq_obj_req_clear(&r);
+    }
+    qsort(ns, (size_t)n, sizeof *ns, cmp_u64);
+    printf("gets=%d bytes=%llu p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f mb_s=%.1f\n", n, (unsigned long long)bytes,
+           ns[n / 2] / 1e6, ns[(size_t)((n - 1) * 0.99)] / 1e6, total / 1e6 / n,
+           total ? bytes / (total / 1e9) / 1e6 : 0.0);
+    free(ns);
     return 0;
 }
 
@@ -150,6 +188,10 @@ int main(int argc, char **argv)
         r.op = DSQ_OBJ_LIST;
     } else if (strcmp(cmd, "delete") == 0 && nargs == 1) {
         r.op = DSQ_OBJ_DELETE;
+    } else if (strcmp(cmd, "getbench") == 0 && nargs == 2 && atoi(args[1]) > 0) {
+        rc = getbench(o, args[0], atoi(args[1]));
+        dsq_obj_close(o);
+        return rc;
     } else if (strcmp(cmd, "par") == 0 && nargs == 2) {
         rc = par(o, atoi(args[0]), (size_t)strtoull(args[1], NULL, 10));
         dsq_obj_close(o);
