@@ -2,6 +2,7 @@
 #ifndef DSQ_UTIL_H
 #define DSQ_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,9 @@
 uint64_t dsq_now_ns(void);
 uint64_t dsq_now_ms(void);
 uint64_t dsq_wall_ms(void);
+/* Wait on cv (mu held) for at most ms milliseconds (CLOCK_REALTIME, as
+ * pthread_cond_timedwait counts). Returns pthread_cond_timedwait's. */
+int dsq_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t ms);
 
 /* "250ms", "10s", "5m", "2h", "1d"; a bare number is seconds.
  * Returns 0, or -1 for anything else (including overflow). */

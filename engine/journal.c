@@ -693,14 +693,7 @@ static void *flush_main(void *arg)
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {
         if (flushable(j) < 0) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += FLUSH_EVERY_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            int rc = pthread_cond_timedwait(&j->fcv, &j->mu, &until);
+            int rc = dsq_cond_wait_ms(&j->fcv, &j->mu, FLUSH_EVERY_MS);
             uint64_t due = j->st.bytes - j->bytes_synced;
             if (((rc == ETIMEDOUT && due > 0) || due >= FLUSH_BYTES) && flushable(j) < 0) {
                 j->bytes_synced = j->st.bytes;
@@ -713,10 +706,7 @@ static void *flush_main(void *arg)
         if (flush_once(j) != 0) {
             j->flush_failures++;
             pthread_cond_broadcast(&j->cv);
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1; /* try again in a second */
-            pthread_cond_timedwait(&j->fcv, &j->mu, &until);
+            dsq_cond_wait_ms(&j->fcv, &j->mu, 1000); /* try again in a second */
             continue;
         }
         pthread_cond_broadcast(&j->cv);

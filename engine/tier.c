@@ -637,16 +637,7 @@ static void *tier_main(void *arg)
             if (wake == 0) {
                 pthread_cond_wait(&t->cv, &t->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                uint64_t ms = wake - now;
-                ts.tv_sec += (time_t)(ms / 1000);
-                ts.tv_nsec += (long)(ms % 1000) * 1000000;
-                if (ts.tv_nsec >= 1000000000) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+                dsq_cond_wait_ms(&t->cv, &t->mu, wake - now);
             }
             continue;
         }
@@ -1217,16 +1208,8 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
     pthread_mutex_lock(&t->mu);
     t->hurry = true;
     pthread_cond_broadcast(&t->cv);
-    while ((t->head != NULL || t->busy) && dsq_now_ms() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
-    }
+    while ((t->head != NULL || t->busy) && dsq_now_ms() < until)
+        dsq_cond_wait_ms(&t->cv, &t->mu, 50);
     size_t left = t->busy ? 1 : 0;
     for (job *j = t->head; j; j = j->next)
         left++;

@@ -68,13 +68,19 @@ static void put_file(const char *db, const char *name, char c, size_t n, bool ap
     close(fd);
 }
 
-static void offer_whole(const char *db, uint64_t lsn)
+/* The files of DATA/db/DB as a closed database offers them. */
+static void list_whole(const char *db, dsq_tier_file **f, size_t *n)
 {
     char p[512];
     snprintf(p, sizeof p, "%s/db/%s", data, db);
+    cr_assert_eq(dsq_tier_list_files(p, true, 0, 0, f, n), 0);
+}
+
+static void offer_whole(const char *db, uint64_t lsn)
+{
     dsq_tier_file *f;
     size_t n;
-    cr_assert_eq(dsq_tier_list_files(p, true, 0, 0, &f, &n), 0);
+    list_whole(db, &f, &n);
     dsq_tier_offer(T, db, lsn, f, n);
     free(f);
     cr_assert_eq(dsq_tier_drain(T, 10000), 0);
@@ -187,11 +193,10 @@ Test(tier, a_stale_offer_is_dropped_not_retried)
 {
     put_file("s", "format", 'f', 27, false);
     put_file("s", "wal/00000001.seg", 's', 250, false);
-    char p[512];
-    snprintf(p, sizeof p, "%s/db/s", data);
     dsq_tier_file *f;
     size_t n;
-    cr_assert_eq(dsq_tier_list_files(p, true, 0, 0, &f, &n), 0);
+    list_whole("s", &f, &n);
+    char p[512];
     snprintf(p, sizeof p, "%s/db/s/wal/00000001.seg", data);
     cr_assert_eq(truncate(p, 10), 0); /* shorter than offered */
     dsq_tier_offer(T, "s", 3, f, n);
