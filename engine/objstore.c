@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,6 +147,8 @@ static void on_async(uv_async_t *h)
 static void *store_main(void *arg)
 {
     dsq_obj *o = arg;
+    /* Background work (uploads, their fsyncs): commits and queries first. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     uv_run(&o->loop, UV_RUN_DEFAULT);
     return NULL;
 }

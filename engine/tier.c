@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -620,6 +621,8 @@ static void append_job(dsq_tier *t, job *j)
 static void *tier_main(void *arg)
 {
     dsq_tier *t = arg;
+    /* Copies are background work: commits and queries come first. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     pthread_mutex_lock(&t->mu);
     while (!t->stopping) {
         uint64_t now = dsq_now_ms(), wake = 0;

@@ -477,8 +477,8 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
             cfg->object_store = dsq_buf_steal(&b, NULL);
     }
     if (cfg->object_store != NULL && strncmp(cfg->object_store, "file://", 7) != 0 &&
-        strncmp(cfg->object_store, "s3://", 5) != 0) {
-        dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file:// or s3:// URL "
+        strncmp(cfg->object_store, "s3://", 5) != 0 && strcmp(cfg->object_store, "none") != 0) {
+        dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file:// or s3:// URL, or none "
                        "(an S3-compatible service's address goes in object_store.endpoint)\n",
                        where, cfg->object_store);
         problems++;

@@ -33,7 +33,7 @@ static void usage(FILE *to)
             "  -c, --config FILE      read settings from FILE (see conf/dosqld.conf)\n"
             "      --listen HOST:PORT listen here (repeatable; replaces server.listen)\n"
             "      --data-dir DIR     where databases live (default ./data)\n"
-            "      --object-store URL file://DIR or s3://BUCKET (default file://DATA_DIR/objects)\n"
+            "      --object-store URL file://DIR, s3://BUCKET[/PREFIX] or none (default file://DATA_DIR/objects)\n"
             "      --log-level LEVEL  debug, info, warn or error (default info)\n"
             "      --check-config     validate the configuration and exit\n"
             "      --restore DB       copy database DB from the object store into the data directory\n"

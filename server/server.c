@@ -179,6 +179,8 @@ dsq_obj *dsq_server_objects_open(const dsq_config *cfg, char *err, size_t errlen
  * is sent to an s3:// one yet. */
 static int objects_open(dsq_server *srv, char *err, size_t errlen)
 {
+    if (strcmp(srv->cfg->object_store, "none") == 0)
+        return 0; /* no copies: the local disk is all there is */
     srv->objects = dsq_server_objects_open(srv->cfg, err, errlen);
     return srv->objects ? 0 : -1;
 }

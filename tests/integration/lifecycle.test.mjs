@@ -266,6 +266,14 @@ test('object store: file:// by default under the data directory; s3:// without c
   const d = await startDosqld({ dataDir: path.join(dir, 'data') });
   await d.stop();
   assert.ok(statSync(path.join(dir, 'data/objects')).isDirectory(), 'the embedded store is made at start');
+  const n = await startDosqld({ dataDir: path.join(dir, 'none'), args: ['--object-store', 'none'] });
+  try {
+    const st = await (await fetch(`${n.url}/v1/rpc`, { method: 'POST', body: JSON.stringify({ id: 1, method: 'getStats' }) })).json();
+    assert.equal(st.result.server.objectStore, null, 'none: no copies');
+    assert.ok(!existsSync(path.join(dir, 'none/objects')));
+  } finally {
+    await n.cleanup();
+  }
 
   const env = { ...process.env };
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL']) delete env[k];
