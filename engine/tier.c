@@ -47,11 +47,6 @@ typedef struct job {
     struct job *next;
 } job;
 
-typedef struct mcache {
-    char db[129];
-    json_t *m;
-    struct mcache *next;
-} mcache;
 
 struct dsq_tier {
     dsq_tier_cfg cfg;
@@ -63,7 +58,7 @@ struct dsq_tier {
     bool busy;              /* mu: a job is being worked on */
     bool stopping;          /* mu */
     bool hurry;             /* mu: drain: no backoff */
-    mcache *cache;          /* the thread's */
+    json_t *cache;          /* the thread's: database name -> the manifest the store has */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
@@ -208,21 +203,12 @@ static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, 
     return -1;
 }
 
-static mcache *cache_find(dsq_tier *t, const char *db)
-{
-    for (mcache *c = t->cache; c; c = c->next)
-        if (strcmp(c->db, db) == 0)
-            return c;
-    return NULL;
-}
-
 /* The manifest the store has of db (cached after the first read). */
 static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msglen)
 {
-    mcache *c = cache_find(t, db);
-    if (c)
-        return c->m;
-    json_t *m = NULL;
+    json_t *m = json_object_get(t->cache, db);
+    if (m)
+        return m;
     int rc = manifest_fetch(t, db, &m, msg, msglen);
     if (rc < 0)
         return NULL;
@@ -230,42 +216,17 @@ static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msgle
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
-    c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        json_decref(m);
+    if (json_object_set_new(t->cache, db, m) != 0) {
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
-    dsq_strlcpy(c->db, db, sizeof c->db);
-    c->m = m;
-    c->next = t->cache;
-    t->cache = c;
     return m;
 }
 
-static void cache_set(dsq_tier *t, const char *db, json_t *m)
-{
-    mcache *c = cache_find(t, db);
-    if (c) {
-        json_decref(c->m);
-        c->m = m;
-    } else {
-        json_decref(m);
-    }
-}
+/* db's manifest is now m (taken). */
+static void cache_set(dsq_tier *t, const char *db, json_t *m) { json_object_set_new(t->cache, db, m); }
 
-static void cache_forget(dsq_tier *t, const char *db)
-{
-    for (mcache **pp = &t->cache; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->db, db) == 0) {
-            mcache *c = *pp;
-            *pp = c->next;
-            json_decref(c->m);
-            free(c);
-            return;
-        }
-    }
-}
+static void cache_forget(dsq_tier *t, const char *db) { json_object_del(t->cache, db); }
 
 static json_t *manifest_file(json_t *m, const char *name)
 {
@@ -927,6 +888,72 @@ static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into
     return 0;
 }
 
+#define RESTORE_THREADS 8
+
+typedef struct rjobs {
+    dsq_tier *t;
+    const char *base;           /* DATA_DIR/db */
+    char (*names)[129];         /* the databases to restore */
+    json_t **ms;                /* their manifests, once restored */
+    size_t n;
+    atomic_size_t next;
+    pthread_mutex_t mu;         /* the rest */
+    long restored;
+    bool failed;
+    char err[600];
+} rjobs;
+
+/* Restore databases from the list until it is done or one fails. */
+static void *restore_main(void *arg)
+{
+    rjobs *rj = arg;
+    dsq_tier *t = rj->t;
+    for (;;) {
+        size_t i = atomic_fetch_add(&rj->next, 1);
+        pthread_mutex_lock(&rj->mu);
+        bool stop = rj->failed;
+        pthread_mutex_unlock(&rj->mu);
+        if (i >= rj->n || stop)
+            return NULL;
+        const char *db = rj->names[i];
+        char dir[4096 + 256], tmp[4096 + 256], msg[300] = "";
+        snprintf(dir, sizeof dir, "%s/%s", rj->base, db);
+        snprintf(tmp, sizeof tmp, "%s/.restore.%s", rj->base, db);
+        json_t *m = NULL;
+        int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
+        if (rc == 0)
+            continue; /* dropped meanwhile */
+        char e2[256];
+        int saved = 0;
+        if (rc > 0) {
+            dsq_ps_remove(tmp, e2, sizeof e2);
+            if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 || rename(tmp, dir) != 0) {
+                saved = errno;
+                rc = -1;
+            }
+        }
+        pthread_mutex_lock(&rj->mu);
+        if (rc < 0) {
+            if (!rj->failed)
+                snprintf(rj->err, sizeof rj->err, "restoring %s: %s", db, msg[0] ? msg : strerror(saved));
+            rj->failed = true;
+            json_decref(m);
+        } else {
+            rj->ms[i] = m;
+            rj->restored++;
+        }
+        pthread_mutex_unlock(&rj->mu);
+        if (rc < 0) {
+            dsq_ps_remove(tmp, e2, sizeof e2);
+            continue;
+        }
+        dsq_fsync_dir(rj->base);
+        atomic_fetch_add(&t->restored, 1);
+        DSQ_INFO("database_restored", "db=%s lsn=%lld files=%zu", db,
+                 (long long)json_integer_value(json_object_get(m, "lsn")), json_array_size(json_object_get(m, "files")));
+    }
+}
+
 long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
 {
     char base[4096];
@@ -954,57 +981,56 @@ long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
         dsq_obj_req_clear(&r);
         return -1;
     }
-    long restored = 0;
+    /* The databases to bring back: named by a manifest, not here. */
+    rjobs rj = {.t = t, .base = base};
+    rj.names = calloc(r.nitems ? r.nitems : 1, sizeof *rj.names);
+    rj.ms = calloc(r.nitems ? r.nitems : 1, sizeof *rj.ms);
+    if (rj.names == NULL || rj.ms == NULL) {
+        free(rj.names);
+        free(rj.ms);
+        dsq_obj_req_clear(&r);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     for (size_t i = 0; i < r.nitems; i++) {
         const char *key = r.items[i].key + 3;
         const char *slash = strchr(key, '/');
         if (slash == NULL || strcmp(slash, "/manifest.json") != 0 || (size_t)(slash - key) > 128)
             continue;
-        char db[129];
+        char *db = rj.names[rj.n];
         memcpy(db, key, (size_t)(slash - key));
         db[slash - key] = '\0';
-        char dir[4096 + 256], tmp[4096 + 256];
+        char dir[4096 + 256];
         snprintf(dir, sizeof dir, "%s/%s", base, db);
         struct stat st;
-        if (!dsq_db_name_valid(db) || stat(dir, &st) == 0)
-            continue; /* here already: the local copy is the newer */
-        json_t *m = NULL;
-        char msg[300];
-        int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
-        if (rc == 0)
-            continue; /* dropped meanwhile */
-        if (rc < 0) {
-            snprintf(err, errlen, "restoring %s: %s", db, msg);
-            dsq_obj_req_clear(&r);
-            return -1;
-        }
-        snprintf(tmp, sizeof tmp, "%s/.restore.%s", base, db);
-        char e2[256];
-        dsq_ps_remove(tmp, e2, sizeof e2);
-        if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 || rename(tmp, dir) != 0) {
-            snprintf(err, errlen, "restoring %s: %s", db, msg[0] ? msg : strerror(errno));
-            json_decref(m);
-            dsq_obj_req_clear(&r);
-            return -1;
-        }
-        dsq_fsync_dir(base);
-        DSQ_INFO("database_restored", "db=%s lsn=%lld files=%zu", db,
-                 (long long)json_integer_value(json_object_get(m, "lsn")), json_array_size(json_object_get(m, "files")));
-        /* What was restored is what the store has: no upload needed. */
-        mcache *c = calloc(1, sizeof *c);
-        if (c) {
-            dsq_strlcpy(c->db, db, sizeof c->db);
-            c->m = m;
-            c->next = t->cache;
-            t->cache = c;
-        } else {
-            json_decref(m);
-        }
-        restored++;
-        atomic_fetch_add(&t->restored, 1);
+        if (dsq_db_name_valid(db) && stat(dir, &st) != 0)
+            rj.n++; /* else here already: the local copy is the newer */
     }
     dsq_obj_req_clear(&r);
-    return restored;
+    /* Several at once: with many small databases the time is the store's
+     * round trips. */
+    pthread_mutex_init(&rj.mu, NULL);
+    pthread_t th[RESTORE_THREADS];
+    size_t nth = 0;
+    for (; nth < RESTORE_THREADS && nth < rj.n; nth++)
+        if (pthread_create(&th[nth], NULL, restore_main, &rj) != 0)
+            break;
+    if (nth == 0 && rj.n > 0)
+        restore_main(&rj);
+    for (size_t i = 0; i < nth; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&rj.mu);
+    /* What was restored is what the store has: no upload needed. */
+    for (size_t i = 0; i < rj.n; i++)
+        if (rj.ms[i] != NULL)
+            cache_set(t, rj.names[i], rj.ms[i]);
+    free(rj.names);
+    free(rj.ms);
+    if (rj.failed) {
+        snprintf(err, errlen, "%s", rj.err);
+        return -1;
+    }
+    return rj.restored;
 }
 
 /* ---- restore to a point in time ------------------------------------------------------------------ */
@@ -1180,6 +1206,12 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     t->cfg = *cfg;
+    if ((t->cache = json_object()) == NULL) {
+        free(t->data_dir);
+        free(t);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     if (t->cfg.chunk_bytes == 0)
         t->cfg.chunk_bytes = 2u << 20;
     if (t->cfg.parallel == 0)
@@ -1193,6 +1225,7 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
     pthread_cond_init(&t->cv, NULL);
     if (pthread_create(&t->thread, NULL, tier_main, t) != 0) {
         snprintf(err, errlen, "cannot start the upload thread");
+        json_decref(t->cache);
         pthread_cond_destroy(&t->cv);
         pthread_mutex_destroy(&t->emu);
         pthread_mutex_destroy(&t->mu);
@@ -1235,12 +1268,7 @@ void dsq_tier_stop(dsq_tier *t)
         t->head = j->next;
         job_free(j);
     }
-    while (t->cache) {
-        mcache *c = t->cache;
-        t->cache = c->next;
-        json_decref(c->m);
-        free(c);
-    }
+    json_decref(t->cache);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
     pthread_mutex_destroy(&t->mu);

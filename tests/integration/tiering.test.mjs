@@ -202,6 +202,21 @@ test('s3: while the store is down, writes are acknowledged and uploads wait; the
   }
 });
 
+test('s3: many databases are restored at once', async () => {
+  const b = backends.s3();
+  const d = await start(b, path.join(root, 'many'));
+  for (let i = 0; i < 60; i++) await query(d.port, `m${i}`, `CREATE TABLE t(v); INSERT INTO t VALUES (${i})`);
+  assert.equal((await d.stop()).code, 0);
+  const e = await start(b, path.join(root, 'many2'));
+  try {
+    assert.match(e.stderr, /event=databases_restored count=60/);
+    for (const i of [0, 17, 59]) assert.deepEqual((await query(e.port, `m${i}`, 'SELECT v FROM t')).rows, [[i]]);
+    assert.equal((await stats(e, 'm0')).server.objectStore.restored, 60);
+  } finally {
+    await e.cleanup();
+  }
+});
+
 test('s3: a chunk damaged on the way is fetched again during a restore', async () => {
   const b = backends.s3();
   const d = await start(b, path.join(root, 'dmg'));
