@@ -1,10 +1,11 @@
 /* tier — uploads of databases' durable files and restores from the object
  * store (tier.h has the model; docs/storage.md the object layout).
  *
- * One thread takes the queued jobs in order (an offer of a database's
- * files, or a drop), reads chunks from the local files and waits for the
- * object store (several chunk uploads of a database at once). Manifests
- * of the databases it has seen are cached here, on that thread. */
+ * A few threads take the queued jobs (an offer of a database's files, or
+ * a drop): jobs of different databases at once, those of one database in
+ * the order they came. A job reads chunks from the local files and waits
+ * for the object store (several chunk uploads of a database at once).
+ * The manifests of the databases seen are cached here. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,8 @@
 
 enum job_kind { JOB_OFFER, JOB_DROP };
 
+#define TIER_THREADS_MAX 16
+
 typedef struct job {
     enum job_kind kind;
     char db[129];
@@ -51,14 +54,17 @@ typedef struct job {
 struct dsq_tier {
     dsq_tier_cfg cfg;
     char *data_dir;
-    pthread_t thread;
+    pthread_t threads[TIER_THREADS_MAX];
+    unsigned nthreads;
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* jobs came, or one finished (drain) */
     job *head;              /* mu */
-    bool busy;              /* mu: a job is being worked on */
+    char active[TIER_THREADS_MAX][129]; /* mu: the databases being worked on ("" free) */
+    unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
     bool hurry;             /* mu: drain: no backoff */
-    json_t *cache;          /* the thread's: database name -> the manifest the store has */
+    pthread_mutex_t cmu;
+    json_t *cache;          /* cmu: database name -> the manifest the store has */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
@@ -203,10 +209,14 @@ static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, 
     return -1;
 }
 
-/* The manifest the store has of db (cached after the first read). */
+/* The manifest the store has of db (cached after the first read); a
+ * reference the caller releases. Only the thread working on db changes
+ * its entry, so it stays what it was while that thread uses it. */
 static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msglen)
 {
-    json_t *m = json_object_get(t->cache, db);
+    pthread_mutex_lock(&t->cmu);
+    json_t *m = json_incref(json_object_get(t->cache, db));
+    pthread_mutex_unlock(&t->cmu);
     if (m)
         return m;
     int rc = manifest_fetch(t, db, &m, msg, msglen);
@@ -216,7 +226,11 @@ static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msgle
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
-    if (json_object_set_new(t->cache, db, m) != 0) {
+    pthread_mutex_lock(&t->cmu);
+    int set = json_object_set(t->cache, db, m);
+    pthread_mutex_unlock(&t->cmu);
+    if (set != 0) {
+        json_decref(m);
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
@@ -224,9 +238,19 @@ static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msgle
 }
 
 /* db's manifest is now m (taken). */
-static void cache_set(dsq_tier *t, const char *db, json_t *m) { json_object_set_new(t->cache, db, m); }
+static void cache_set(dsq_tier *t, const char *db, json_t *m)
+{
+    pthread_mutex_lock(&t->cmu);
+    json_object_set_new(t->cache, db, m);
+    pthread_mutex_unlock(&t->cmu);
+}
 
-static void cache_forget(dsq_tier *t, const char *db) { json_object_del(t->cache, db); }
+static void cache_forget(dsq_tier *t, const char *db)
+{
+    pthread_mutex_lock(&t->cmu);
+    json_object_del(t->cache, db);
+    pthread_mutex_unlock(&t->cmu);
+}
 
 static json_t *manifest_file(json_t *m, const char *name)
 {
@@ -379,12 +403,10 @@ static void delete_keys(dsq_tier *t, json_t *keys)
     }
 }
 
-/* 0 done, 1 stale (dropped), -1 failed (retry later; msg). */
-static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
+/* Offer j against the manifest the store has (old). 0 done, 1 stale
+ * (dropped), -1 failed (retry later; msg). */
+static int offer_against(dsq_tier *t, job *j, json_t *old, char *msg, size_t msglen)
 {
-    json_t *old = manifest_get(t, j->db, msg, msglen);
-    if (old == NULL)
-        return -1;
     uint64_t chunk = t->cfg.chunk_bytes;
     json_int_t next = json_integer_value(json_object_get(old, "next"));
     json_t *files = json_array();
@@ -530,6 +552,16 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
     return 0;
 }
 
+static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
+{
+    json_t *old = manifest_get(t, j->db, msg, msglen);
+    if (old == NULL)
+        return -1;
+    int rc = offer_against(t, j, old, msg, msglen);
+    json_decref(old);
+    return rc;
+}
+
 static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 {
     cache_forget(t, j->db);
@@ -579,6 +611,28 @@ static void append_job(dsq_tier *t, job *j)
     *pp = j;
 }
 
+static bool active(const dsq_tier *t, const char *db)
+{
+    for (unsigned i = 0; i < t->nthreads; i++)
+        if (strcmp(t->active[i], db) == 0)
+            return true;
+    return false;
+}
+
+/* Whether a job before j concerns j's database: a database's jobs run in
+ * the order they came (a drop, then the offers of a database made again
+ * under the name). */
+static bool behind_another(const dsq_tier *t, const job *j)
+{
+    for (const job *x = t->head; x != j; x = x->next)
+        if (strcmp(x->db, j->db) == 0)
+            return true;
+    return false;
+}
+
+/* One of the upload threads: jobs of different databases run at once (an
+ * object store answers in milliseconds; many databases wait on it in
+ * parallel), the jobs of one database one after another. */
 static void *tier_main(void *arg)
 {
     dsq_tier *t = arg;
@@ -589,30 +643,37 @@ static void *tier_main(void *arg)
         uint64_t now = dsq_now_ms(), wake = 0;
         job **pp = &t->head, *j = NULL;
         for (; *pp; pp = &(*pp)->next) {
-            if (t->hurry || (*pp)->not_before_ms <= now) {
-                j = *pp;
-                *pp = j->next;
+            job *c = *pp;
+            if (active(t, c->db) || behind_another(t, c))
+                continue;
+            if (t->hurry || c->not_before_ms <= now) {
+                j = c;
+                *pp = c->next;
                 break;
             }
-            if (wake == 0 || (*pp)->not_before_ms < wake)
-                wake = (*pp)->not_before_ms;
+            if (wake == 0 || c->not_before_ms < wake)
+                wake = c->not_before_ms;
         }
         if (j == NULL) {
-            if (wake == 0) {
+            if (wake == 0)
                 pthread_cond_wait(&t->cv, &t->mu);
-            } else {
+            else
                 dsq_cond_wait_ms(&t->cv, &t->mu, wake - now);
-            }
             continue;
         }
-        t->busy = true;
+        unsigned mine = 0;
+        while (t->active[mine][0] != '\0')
+            mine++; /* a free one: at most nthreads jobs are taken */
+        dsq_strlcpy(t->active[mine], j->db, sizeof t->active[mine]);
+        t->busy++;
         pthread_mutex_unlock(&t->mu);
         char msg[300] = "";
         int rc = j->kind == JOB_OFFER ? do_offer(t, j, msg, sizeof msg) : do_drop(t, j, msg, sizeof msg);
         if (rc < 0)
             note_error(t, j->db, msg);
         pthread_mutex_lock(&t->mu);
-        t->busy = false;
+        t->active[mine][0] = '\0';
+        t->busy--;
         if (rc < 0 && !has_job_for(t, j->db) && !t->stopping) {
             /* Again later: 1 s, doubling to a minute. */
             j->fails++;
@@ -1220,18 +1281,21 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         t->cfg.inline_bytes = 4096;
     if (t->cfg.inline_bytes > INLINE_MAX)
         t->cfg.inline_bytes = INLINE_MAX;
+    if (t->cfg.threads == 0)
+        t->cfg.threads = 4;
+    if (t->cfg.threads > TIER_THREADS_MAX)
+        t->cfg.threads = TIER_THREADS_MAX;
     pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->cmu, NULL);
     pthread_mutex_init(&t->emu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    if (pthread_create(&t->thread, NULL, tier_main, t) != 0) {
-        snprintf(err, errlen, "cannot start the upload thread");
-        json_decref(t->cache);
-        pthread_cond_destroy(&t->cv);
-        pthread_mutex_destroy(&t->emu);
-        pthread_mutex_destroy(&t->mu);
-        free(t->data_dir);
-        free(t);
-        return NULL;
+    for (unsigned i = 0; i < t->cfg.threads; i++) {
+        if (pthread_create(&t->threads[i], NULL, tier_main, t) != 0) {
+            snprintf(err, errlen, "cannot start the upload threads");
+            dsq_tier_stop(t);
+            return NULL;
+        }
+        t->nthreads = i + 1;
     }
     return t;
 }
@@ -1244,9 +1308,9 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
     pthread_mutex_lock(&t->mu);
     t->hurry = true;
     pthread_cond_broadcast(&t->cv);
-    while ((t->head != NULL || t->busy) && dsq_now_ms() < until)
+    while ((t->head != NULL || t->busy > 0) && dsq_now_ms() < until)
         dsq_cond_wait_ms(&t->cv, &t->mu, 50);
-    size_t left = t->busy ? 1 : 0;
+    size_t left = t->busy;
     for (job *j = t->head; j; j = j->next)
         left++;
     t->hurry = false;
@@ -1262,7 +1326,8 @@ void dsq_tier_stop(dsq_tier *t)
     t->stopping = true;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    pthread_join(t->thread, NULL);
+    for (unsigned i = 0; i < t->nthreads; i++)
+        pthread_join(t->threads[i], NULL);
     while (t->head) {
         job *j = t->head;
         t->head = j->next;
@@ -1271,6 +1336,7 @@ void dsq_tier_stop(dsq_tier *t)
     json_decref(t->cache);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
+    pthread_mutex_destroy(&t->cmu);
     pthread_mutex_destroy(&t->mu);
     free(t->data_dir);
     free(t);
@@ -1280,7 +1346,7 @@ void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&t->mu);
-    out->pending = t->busy ? 1 : 0;
+    out->pending = t->busy;
     for (job *j = t->head; j; j = j->next)
         out->pending++;
     pthread_mutex_unlock(&t->mu);

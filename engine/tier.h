@@ -4,8 +4,9 @@
  * A database's actor offers what of its directory is durable and may be
  * copied (its format file, its checkpoints, its log segments up to the
  * durable end): after a checkpoint, every upload_interval while it
- * commits, and when it closes (then all of it). The tier's thread uploads
- * what the database's manifest does not have yet, in chunks of chunk_bytes
+ * commits, and when it closes (then all of it). The tier's threads upload
+ * what the database's manifest does not have yet (several databases at
+ * once, each database's jobs in order), in chunks of chunk_bytes
  * with their CRC-32s, then writes the manifest naming them, then deletes
  * the objects the manifest no longer names. Offers of one database
  * coalesce (the newest wins), so the backlog is at most one offer per
@@ -33,6 +34,7 @@ typedef struct dsq_tier_cfg {
     const char *data_dir;  /* databases are DATA_DIR/db/NAME */
     uint64_t chunk_bytes;  /* default 2 MiB */
     unsigned parallel;     /* chunk uploads at once per database (default 8) */
+    unsigned threads;      /* databases uploaded at once (default 4, at most 16) */
     uint64_t inline_bytes; /* files up to this size go inside the manifest (default 4096, at most 64K) */
 } dsq_tier_cfg;
 

@@ -202,6 +202,19 @@ test('s3: while the store is down, writes are acknowledged and uploads wait; the
   }
 });
 
+test('s3: the uploads of different databases go at once', async () => {
+  const b = backends.s3();
+  const d = await start(b, path.join(root, 'par'));
+  for (let i = 0; i < 8; i++) await query(d.port, `p${i}`, `CREATE TABLE t(v); INSERT INTO t VALUES (${i})`);
+  await s3.resetStats();
+  await s3.fault('slow', { count: 100, delayMs: 300 });
+  assert.equal((await d.stop()).code, 0); // each closes and offers itself
+  await s3.fault('slow', { count: 0 });
+  const st = await s3.stats();
+  assert.ok(st.maxInflight >= 2, `requests of several databases at once: ${JSON.stringify(st)}`);
+  assert.doesNotMatch(d.stderr, /uploads_unfinished/);
+});
+
 test('s3: many databases are restored at once', async () => {
   const b = backends.s3();
   const d = await start(b, path.join(root, 'many'));

@@ -40,6 +40,7 @@ export async function startS3({ bucket = 'dsq-test' } = {}) {
     // Fault injection for the next `count` requests (see s3server.mjs).
     fault: (mode, { count = 1, delayMs, match, path } = {}) => ctl('/__fault', { mode, count, delayMs, match, path }),
     stats: () => ctl('/__stats'),
+    resetStats: () => ctl('/__stats', {}),
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGTERM');

@@ -32,7 +32,7 @@ const s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: 
   configureBuckets: [{ name: bucket }] });
 const { port: s3port } = await s3.run();
 
-const stats = { requests: 0, byMethod: {}, rejected: 0, faults: 0 };
+const stats = { requests: 0, byMethod: {}, rejected: 0, faults: 0, inflight: 0, maxInflight: 0 };
 let fault = null;
 
 const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
@@ -127,6 +127,7 @@ async function handle(req, res) {
     return;
   }
   if (rawPath0 === '/__stats') {
+    if (req.method === 'POST') stats.maxInflight = 0;
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(stats));
     return;
@@ -169,6 +170,11 @@ async function handle(req, res) {
 
 const sockets = new Set();
 const server = http.createServer((req, res) => {
+  if (!req.url.startsWith('/__')) {
+    stats.inflight++;
+    stats.maxInflight = Math.max(stats.maxInflight, stats.inflight);
+    res.on('close', () => { stats.inflight--; });
+  }
   handle(req, res).catch((e) => { if (!res.headersSent) xmlError(res, 500, 'ProxyError', String(e)); else res.destroy(); });
 });
 server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
