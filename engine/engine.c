@@ -466,7 +466,11 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     if (e->cfg.objects != NULL) {
         /* Databases the store has and this node has not come back first;
          * each database's files go up as it opens, commits and closes. */
-        dsq_tier_cfg tc = {.obj = e->cfg.objects, .data_dir = e->data_dir, .chunk_bytes = e->cfg.tier_chunk_bytes};
+        dsq_tier_cfg tc = {.obj = e->cfg.objects,
+                           .data_dir = e->data_dir,
+                           .chunk_bytes = e->cfg.tier_chunk_bytes,
+                           .tails = e->cfg.tier_commit,
+                           .segment_bytes = e->cfg.segment_bytes};
         if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL)
             goto fail;
         long n = dsq_tier_restore_missing(e->tier, err, errlen);

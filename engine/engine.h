@@ -207,6 +207,8 @@ typedef struct dsq_engine_cfg {
     uint64_t tier_chunk_bytes;     /* object size of the files' chunks (default 2 MiB) */
     uint64_t tier_interval_ms;     /* a committing database offers its files this often (default 1 s) */
     uint64_t tier_drain_ms;        /* at stop, how long uploads may take (default 10 s) */
+    bool tier_commit;              /* sync_to_object_store = commit: replies also wait for the
+                                      object store (sync = full only) */
     uint64_t journal_bytes;        /* one journal file's size */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;

@@ -57,6 +57,9 @@ typedef struct dsq_gate {
     dsq_call *head, *tail;       /* parked replies, in order */
     struct dsq_wal *wal;
     uint64_t durable;            /* the log's durable LSN, as last synced */
+    uint64_t released;           /* replies up to this LSN may leave: durable, or with
+                                    sync_to_object_store = commit, also in the object store */
+    struct dsq_engine *engine;
     const char *name;            /* the database's, for logs */
     bool queued;                 /* on the syncer's list (under syncer.mu) */
     bool busy;                   /* a syncer thread is syncing it */
@@ -241,7 +244,7 @@ json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable);
 /* The actor of database `name`, made if new (loop thread). */
 struct dsq_actor *dsq__actor_get(dsq_engine *e, const char *name);
 void dsq__syncer_stop(dsq_engine *e);
-void dsq__gate_init(dsq_gate *g, struct dsq_wal *wal, uint64_t durable, const char *name,
+void dsq__gate_init(dsq_gate *g, struct dsq_engine *e, struct dsq_wal *wal, uint64_t durable, const char *name,
                     _Atomic(dsq_feed *) *feedp);
 /* A call is done on the worker: it leaves now, or waits at the gate until
  * the log is durable past what the actor has written. */

@@ -287,7 +287,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     o->lsn = dsq_ps_lsn(o->ps);
-    dsq__gate_init(&o->gate, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
+    dsq__gate_init(&o->gate, e, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
     sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;
@@ -313,7 +313,8 @@ static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t clo
         /* While it is open, its last segment goes up in whole chunks only
          * (each chunk is written once); the rest when it closes. */
         lsn = dsq_wal_durable_end(dsq_ps_wal(o->ps), &seq, &size);
-        size -= size % e->cfg.tier_chunk_bytes;
+        if (!e->cfg.tier_commit) /* with it, the records are in tails already */
+            size -= size % e->cfg.tier_chunk_bytes;
         o->offered_ms = dsq_now_ms();
     }
     a->offered = true;

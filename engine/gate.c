@@ -13,6 +13,12 @@
  * sync = normal: replies leave at once and the log is synced right behind
  * them. sync = off: no fsync at all.
  *
+ * sync_to_object_store = commit (with sync = full): after the fsync the
+ * gate stays busy while the records it covered go to the object store as
+ * one tail object (tier.h); the replies leave when it is there. If the
+ * store fails them they end with TIMEOUT (the commit is durable here and
+ * goes up later); the next sync tries again from the same place.
+ *
  * Locks: syncer.mu guards the list of gates to sync and each gate's
  * `queued`; a gate's mu guards the rest of it. The only nesting is
  * syncer.mu then gate.mu (the syncer taking a gate). */
@@ -105,6 +111,23 @@ static void fail_calls(dsq_call *c, const char *why)
 
 /* After a sync of g: release what it covered, or fail everything parked
  * when it failed; take g again when more is waiting. */
+static bool tail_mode(const dsq_engine *e) { return e->tier != NULL && e->cfg.tier_commit; }
+
+/* Replies of committed, locally durable work that the object store did
+ * not take. */
+static void fail_tail(dsq_call *c, const char *why)
+{
+    for (; c; c = c->next)
+        dsq__fail(c, DSQ_CODE_TIMEOUT,
+                  "the commit is durable on this node but the object store did not take it (%.250s); "
+                  "it goes up later",
+                  why);
+}
+
+static void tail_done(void *ud, bool ok, uint64_t upto, const char *why);
+
+/* After a sync of g: release what it covered, or fail everything parked
+ * when it failed; take g again when more is waiting. */
 static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, const char *err)
 {
     pthread_mutex_lock(&g->mu);
@@ -117,18 +140,52 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
         }
         out = take_released(g, 0, true);
         fail_calls(out, g->why);
+    } else if (tail_mode(e) && durable > g->released) {
+        /* Durable here; the replies wait for the object store too. g
+         * stays busy (its owner's close waits) until tail_done. */
+        g->durable = durable;
+        uint64_t after = g->released;
+        dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
+        pthread_mutex_unlock(&g->mu);
+        dsq__feed_durable(e, feed, durable);
+        dsq_tier_tail(e->tier, g->name, g->wal, after, durable, tail_done, g);
+        return;
     } else {
         g->durable = durable;
-        out = take_released(g, durable, false);
+        if (durable > g->released)
+            g->released = durable;
+        out = take_released(g, g->released, false);
     }
     dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
-    bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(g->wal) > durable));
+    bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(g->wal) > g->released));
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     complete_all(e, out);
     if (rc == 0)
         dsq__feed_durable(e, feed, durable);
+    if (more)
+        enqueue(e, g);
+}
+
+/* The tail a sync of g sent to the object store is there (or not). */
+static void tail_done(void *ud, bool ok, uint64_t upto, const char *why)
+{
+    dsq_gate *g = ud;
+    dsq_engine *e = g->engine;
+    pthread_mutex_lock(&g->mu);
+    dsq_call *out = take_released(g, upto, false);
+    if (ok)
+        g->released = upto;
+    else
+        fail_tail(out, why);
+    /* Not more when the store failed and nobody waits: the next commit
+     * (or the close) tries again, not a loop against a store that is down. */
+    bool more = !g->failed && (g->head != NULL || (ok && dsq_wal_appended(g->wal) > g->released));
+    g->busy = false;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    complete_all(e, out);
     if (more)
         enqueue(e, g);
 }
@@ -253,14 +310,15 @@ void dsq__syncer_stop(dsq_engine *e)
 
 /* ---- an actor's gate --------------------------------------------------------------------- */
 
-void dsq__gate_init(dsq_gate *g, dsq_wal *wal, uint64_t durable, const char *name,
+void dsq__gate_init(dsq_gate *g, dsq_engine *e, dsq_wal *wal, uint64_t durable, const char *name,
                     _Atomic(dsq_feed *) *feedp)
 {
     memset(g, 0, sizeof *g);
+    g->engine = e;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     g->wal = wal;
-    g->durable = durable;
+    g->durable = g->released = durable;
     g->name = name;
     g->feedp = feedp;
 }
@@ -283,7 +341,7 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     pthread_mutex_lock(&g->mu);
-    if (g->head == NULL && o->lsn <= g->durable) {
+    if (g->head == NULL && o->lsn <= g->released) {
         pthread_mutex_unlock(&g->mu);
         dsq__complete(e, c); /* nothing of this actor's is waiting for the disk */
         return;
@@ -304,6 +362,24 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
     pthread_mutex_unlock(&g->mu);
     atomic_fetch_add(&e->gated, 1);
     enqueue(e, g);
+}
+
+typedef struct tail_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, ok;
+    char why[256];
+} tail_wait;
+
+static void tail_waited(void *ud, bool ok, uint64_t upto, const char *why)
+{
+    tail_wait *tw = ud;
+    pthread_mutex_lock(&tw->mu);
+    tw->done = true;
+    tw->ok = ok;
+    snprintf(tw->why, sizeof tw->why, "%s", why);
+    pthread_cond_signal(&tw->cv);
+    pthread_mutex_unlock(&tw->mu);
 }
 
 int dsq__gate_close(dsq_engine *e, dsq_gate *g)
@@ -328,12 +404,31 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }
     }
+    /* With sync_to_object_store = commit, what became durable goes to the
+     * object store before the replies do. */
+    tail_wait tw = {.done = false};
+    if (!g->failed && tail_mode(e) && durable > g->released) {
+        pthread_mutex_init(&tw.mu, NULL);
+        pthread_cond_init(&tw.cv, NULL);
+        dsq_tier_tail(e->tier, g->name, g->wal, g->released, durable, tail_waited, &tw);
+        pthread_mutex_lock(&tw.mu);
+        while (!tw.done)
+            pthread_cond_wait(&tw.cv, &tw.mu);
+        pthread_mutex_unlock(&tw.mu);
+        pthread_cond_destroy(&tw.cv);
+        pthread_mutex_destroy(&tw.mu);
+    }
     pthread_mutex_lock(&g->mu);
     dsq_call *out = take_released(g, durable, true);
-    if (g->failed)
+    if (g->failed) {
         fail_calls(out, g->why);
-    else
+    } else {
         g->durable = durable;
+        if (tw.done && !tw.ok)
+            fail_tail(out, tw.why);
+        else
+            g->released = durable;
+    }
     bool ok = !g->failed;
     pthread_mutex_unlock(&g->mu);
     complete_all(e, out);

@@ -35,6 +35,9 @@ typedef struct dsq_tier_cfg {
     uint64_t chunk_bytes;  /* default 2 MiB */
     unsigned parallel;     /* chunk uploads at once per database (default 8) */
     unsigned threads;      /* databases uploaded at once (default 4, at most 16) */
+    bool tails;            /* sync_to_object_store = commit: log records also go up as tail
+                              objects (dsq_tier_tail), deleted once a manifest covers them */
+    uint64_t segment_bytes; /* restore appends tails to logs of this segment size (default 64 MiB) */
     uint64_t inline_bytes; /* files up to this size go inside the manifest (default 4096, at most 64K) */
 } dsq_tier_cfg;
 
@@ -55,6 +58,15 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen);
  * and DATA_DIR/db has not is downloaded (each chunk's length and CRC
  * checked) into place. Returns how many, or -1 with a message. */
 long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen);
+
+/* sync_to_object_store = commit: copy the log records (after, upto] of
+ * database `db` (durable in `w`) to the store as one object
+ * db/NAME/tail/AFTER-UPTO (LSNs, hex); `fn` runs once it is there or has
+ * failed, on the store's thread (or at once, on this one). Any thread. */
+struct dsq_wal;
+typedef void (*dsq_tier_tail_fn)(void *ud, bool ok, uint64_t upto, const char *why);
+void dsq_tier_tail(dsq_tier *t, const char *db, struct dsq_wal *w, uint64_t after, uint64_t upto,
+                   dsq_tier_tail_fn fn, void *ud);
 
 /* Materialize database `db` from the store into DATA_DIR/db/NAME, which
  * must not exist: all the store has, or only up to LSN `lsn`, or (with

@@ -76,6 +76,7 @@ static const key_def keys[] = {
     {"storage", "compression_level", T_INT, F(storage_compression_level), "-5", (uint64_t)-7, 19},
     {"storage", "max_transaction_size", T_SIZE, F(storage_max_txn_size), "1G", 65536, 1ull << 40},
     {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
+    {"storage", "sync_to_object_store", T_STR, F(storage_sync_to_objects), "no", 0, 0},
     {"storage", "checkpoint_size", T_SIZE, F(storage_checkpoint_size), "16M", 65536, 1ull << 34},
     {"storage", "history_retention", T_DURATION, F(storage_history_retention_ms), "24h", 0,
      366ull * 86400000},
@@ -463,6 +464,14 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
         dsq_buf_printf(errs, "%s: storage.sync must be full, normal or off\n", where);
         problems++;
     }
+    bool tails = cfg->storage_sync_to_objects != NULL && strcmp(cfg->storage_sync_to_objects, "commit") == 0;
+    if (cfg->storage_sync_to_objects == NULL || (!tails && strcmp(cfg->storage_sync_to_objects, "no") != 0)) {
+        dsq_buf_printf(errs, "%s: storage.sync_to_object_store must be no or commit\n", where);
+        problems++;
+    } else if (tails && cfg->storage_sync != NULL && strcmp(cfg->storage_sync, "full") != 0) {
+        dsq_buf_printf(errs, "%s: storage.sync_to_object_store = commit needs storage.sync = full\n", where);
+        problems++;
+    }
     if ((cfg->storage_page_size & (cfg->storage_page_size - 1)) != 0) {
         dsq_buf_printf(errs, "%s: storage.page_size must be a power of two from 512 to 65536\n",
                        where);
@@ -481,6 +490,11 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
         dsq_buf_printf(errs, "%s: storage.object_store: '%s' is not a file:// or s3:// URL, or none "
                        "(an S3-compatible service's address goes in object_store.endpoint)\n",
                        where, cfg->object_store);
+        problems++;
+    }
+    if (cfg->object_store != NULL && strcmp(cfg->object_store, "none") == 0 &&
+        cfg->storage_sync_to_objects != NULL && strcmp(cfg->storage_sync_to_objects, "commit") == 0) {
+        dsq_buf_printf(errs, "%s: storage.sync_to_object_store = commit needs an object store\n", where);
         problems++;
     }
     return problems;

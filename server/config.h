@@ -71,6 +71,7 @@ typedef struct dsq_config {
     int64_t storage_compression_level; /* zstd level of log pages (negative: zstd's fast levels) */
     uint64_t storage_max_txn_size;  /* bytes of pages one transaction may change */
     char *storage_sync;             /* owned: full, normal or off */
+    char *storage_sync_to_objects;  /* owned: no or commit */
     uint64_t storage_sync_threads;  /* threads that fsync logs */
     bool storage_group_sync;        /* one syncfs for several waiting logs */
     bool storage_journal;           /* the node journal carries durability */

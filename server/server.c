@@ -135,6 +135,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .tier_chunk_bytes = cfg->obj_chunk_size,
         .tier_interval_ms = cfg->obj_upload_interval_ms,
         .tier_drain_ms = cfg->shutdown_timeout_ms ? cfg->shutdown_timeout_ms : 1,
+        .tier_commit = strcmp(cfg->storage_sync_to_objects, "commit") == 0,
         .checkpoint_bytes = cfg->storage_checkpoint_size,
         .retention_ms = cfg->storage_history_retention_ms,
         .wake = engine_wake,

@@ -282,6 +282,11 @@ test('object store: file:// by default under the data directory; s3:// without c
   assert.equal(r.status, 1, r.stderr.toString());
   assert.match(r.stderr.toString(),
     /event=start_failed reason="object store 's3:\/\/some-bucket\/prefix': no credentials \(object_store\.access_key and secret_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\)"/);
+  writeFileSync(path.join(dir, 'c.conf'), '[storage]\nsync = normal\nsync_to_object_store = commit\nobject_store = none\n');
+  const c = spawnSync(DOSQLD, ['--check-config', '-c', path.join(dir, 'c.conf')], { timeout: 10000 });
+  assert.equal(c.status, 1);
+  assert.match(c.stderr.toString(), /sync_to_object_store = commit needs storage\.sync = full/);
+  assert.match(c.stderr.toString(), /sync_to_object_store = commit needs an object store/);
   const u = spawnSync(DOSQLD, ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'd3'),
     '--object-store', 'http://127.0.0.1:9000/bucket'], { timeout: 10000 });
   assert.equal(u.status, 1);

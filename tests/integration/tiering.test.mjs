@@ -339,3 +339,53 @@ test('dosqld --restore DB [--as-of LSN|TIME] materializes one database from the 
   assert.match(r.stderr.toString(), /--as-of goes with --restore/);
   assert.ok(!existsSync(path.join(root, 'pit-x/db/p')));
 });
+
+test('s3, sync_to_object_store = commit: after a lost disk every acknowledged commit is restored', async () => {
+  const b = backends.s3();
+  b.conf += '[storage]\nsync_to_object_store = commit\n';
+  const d = await start(b, path.join(root, 'commit'));
+  await query(d.port, 'c', 'CREATE TABLE t(n INTEGER PRIMARY KEY, b BLOB)');
+  let acked = 0;
+  for (let i = 1; i <= 150; i++) {
+    await query(d.port, 'c', 'INSERT INTO t VALUES (?, randomblob(700))', [i]);
+    acked = i;
+  }
+  assert.ok(b.list('db/c/tail/').length >= 1, 'records go up as tails');
+  await d.stop('SIGKILL'); // and the disk is lost
+  const e = await start(b, path.join(root, 'commit2'));
+  try {
+    assert.deepEqual(await summary(e.port, 'c'), [acked, 1, acked, acked * 700]);
+    assert.deepEqual((await query(e.port, 'c', 'PRAGMA integrity_check')).rows, [['ok']]);
+    // A clean stop of this one: its manifest covers the tails, which go.
+    await query(e.port, 'c', 'INSERT INTO t VALUES (1000, x\'00\')');
+  } finally {
+    await e.cleanup();
+  }
+  assert.deepEqual(b.list('db/c/tail/'), []);
+});
+
+test('s3, sync_to_object_store = commit: while the store is down a commit answers TIMEOUT; it goes up later', async () => {
+  const b = backends.s3();
+  b.conf = b.conf.replace('retries = 2', 'retries = 0\nrequest_timeout = 500ms\nconnect_timeout = 500ms') +
+    '[storage]\nsync_to_object_store = commit\n';
+  const d = await start(b, path.join(root, 'cdown'));
+  try {
+    await query(d.port, 'w', 'CREATE TABLE t(n)');
+    await query(d.port, 'w', 'INSERT INTO t VALUES (1)');
+    await s3.fault('down', { delayMs: 1500 });
+    const r = await query(d.port, 'w', 'INSERT INTO t VALUES (2)', undefined, { raw: true });
+    assert.equal(r.json?.error?.code, 'TIMEOUT', r.text);
+    assert.match(r.json.error.message, /durable on this node but the object store did not take it/);
+    await sleep(1800);
+    await query(d.port, 'w', 'INSERT INTO t VALUES (3)'); // the store is back: acknowledged
+    assert.equal((await d.stop()).code, 0);
+    const e = await start(b, path.join(root, 'cdown2'));
+    try {
+      assert.deepEqual((await query(e.port, 'w', 'SELECT n FROM t ORDER BY n')).rows, [[1], [2], [3]]);
+    } finally {
+      await e.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
