@@ -943,7 +943,9 @@ static void tails_trim(dsq_tier *t, const char *db, uint64_t lsn)
 }
 
 /* After a restore's files are in `dir`: append to its log the records of
- * the tail objects that follow the log's last record. */
+ * the tail objects that follow the log's last record; with ends_at, the
+ * LSN the log then ends at (the log is opened, and so recovered, for it
+ * even when there is no tail). */
 static int tails_apply(dsq_tier *t, const char *db, const char *dir, uint64_t *ends_at, char *err, size_t errlen)
 {
     dsq_obj_req r;
@@ -952,7 +954,7 @@ static int tails_apply(dsq_tier *t, const char *db, const char *dir, uint64_t *e
         dsq_obj_req_clear(&r);
         return -1;
     }
-    if (r.nitems == 0) {
+    if (r.nitems == 0 && ends_at == NULL) {
         dsq_obj_req_clear(&r);
         return 0;
     }
@@ -1030,8 +1032,8 @@ static int tails_apply(dsq_tier *t, const char *db, const char *dir, uint64_t *e
     if (rc == 0 && dsq_wal_sync(w, &durable, err, errlen) != 0)
         rc = -1;
     dsq_wal_close(w);
-    if (ends_at != NULL && last > *ends_at)
-        *ends_at = last;
+    if (ends_at != NULL)
+        *ends_at = last > from ? last : from;
     return rc;
 }
 
@@ -1371,7 +1373,10 @@ static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *
         for (size_t i = 0; i < n; i++)
             if (times[i] <= time_us && lsns[i] > p.best)
                 p.best = lsns[i];
-        if (dsq_wal_scan_files(wal, 0, last, pit_time, &p, &oldest, err, errlen) < 0)
+        int sr = dsq_wal_scan_files(wal, 0, last, pit_time, &p, &oldest, err, errlen);
+        if (sr == 1) /* the log starts later (retired behind a checkpoint): from there */
+            sr = dsq_wal_scan_files(wal, oldest, last, pit_time, &p, &oldest, err, errlen);
+        if (sr < 0)
             rc = -1;
         else if (p.best == 0) {
             snprintf(err, errlen, "the object store has no commit at or before that time");
@@ -1446,15 +1451,20 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
         snprintf(err, errlen, "%s", rc == 0 ? "the object store has no such database" : msg);
         return -1;
     }
-    uint64_t last = (uint64_t)json_integer_value(json_object_get(m, "lsn"));
-    *at = lsn ? lsn : last;
+    uint64_t last = 0;
     char e2[256];
     dsq_ps_remove(tmp, e2, sizeof e2);
     msg[0] = '\0';
-    if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
-        tails_apply(t, db, tmp, lsn || time_us ? NULL : at, msg, sizeof msg) != 0 ||
-        ((lsn != 0 || time_us != 0) && cut_back(tmp, UINT64_MAX, time_us, at, msg, sizeof msg) != 0) ||
-        rename(tmp, dir) != 0) {
+    /* The files, the tails after them (the log then ends at `last`), then
+     * back to the point asked for. */
+    rc = mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
+                 tails_apply(t, db, tmp, &last, msg, sizeof msg) != 0
+             ? -1
+             : 0;
+    *at = lsn ? lsn : last;
+    if (rc == 0 && (lsn != 0 || time_us != 0))
+        rc = cut_back(tmp, last, time_us, at, msg, sizeof msg);
+    if (rc != 0 || rename(tmp, dir) != 0) {
         snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
         dsq_ps_remove(tmp, e2, sizeof e2);
         json_decref(m);
