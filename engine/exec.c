@@ -288,6 +288,8 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     o->lsn = dsq_ps_lsn(o->ps);
     dsq__gate_init(&o->gate, e, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
+    if (e->tier != NULL && e->cfg.tier_commit)
+        dsq_wal_tee(dsq_ps_wal(o->ps), true); /* the tails come from memory */
     sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;

@@ -2,9 +2,9 @@
  *
  * Submitting puts a request on a queue and wakes the store's libuv loop
  * (uv_async); the loop hands each request to the backend. The file
- * backend does its work right there, on the store's thread (local file
- * I/O, one request at a time); the S3 backend (objstore_s3.c) starts a
- * transfer and finishes the request from a later loop callback. */
+ * backend runs it on libuv's thread pool (local file I/O, several at
+ * once) and finishes it back on the loop; the S3 backend (objstore_s3.c)
+ * starts a transfer and finishes the request from a later loop callback. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -621,19 +621,18 @@ static void file_list(dsq_obj *o, dsq_obj_req *r)
         qsort(r->items, r->nitems, sizeof *r->items, item_cmp);
 }
 
-static void file_start(dsq_obj *o, dsq_obj_req *r)
+/* Do r on this thread (one of libuv's pool). */
+static void file_do(dsq_obj *o, dsq_obj_req *r)
 {
     r->attempts = 1;
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/%s", o->dir, r->key);
     if (n < 0 || (size_t)n >= sizeof path - 32) {
         dsq__obj_fail(r, DSQ_OBJ_FAILED, "object key too long for a path under %s", o->dir);
-        dsq__obj_finish(o, r);
         return;
     }
     if (r->op != DSQ_OBJ_LIST && is_tmp_name(path)) {
         dsq__obj_fail(r, DSQ_OBJ_FAILED, "invalid object key '%.200s'", r->key);
-        dsq__obj_finish(o, r);
         return;
     }
     switch (r->op) {
@@ -643,6 +642,44 @@ static void file_start(dsq_obj *o, dsq_obj_req *r)
     case DSQ_OBJ_DELETE: file_delete(r, path); break;
     case DSQ_OBJ_LIST: file_list(o, r); break;
     }
+}
+
+typedef struct file_work {
+    uv_work_t w;
+    dsq_obj *o;
+    dsq_obj_req *r;
+} file_work;
+
+static void file_work_cb(uv_work_t *w)
+{
+    file_work *fw = w->data;
+    file_do(fw->o, fw->r);
+}
+
+static void file_after_cb(uv_work_t *w, int status)
+{
+    file_work *fw = w->data;
+    if (status == UV_ECANCELED)
+        dsq__obj_fail(fw->r, DSQ_OBJ_CANCELLED, "the object store was closed");
+    dsq__obj_finish(fw->o, fw->r);
+    free(fw);
+}
+
+/* Several at once on libuv's thread pool: their fsyncs overlap (the file
+ * system can take them in one journal commit), as an S3 service's
+ * requests do. */
+static void file_start(dsq_obj *o, dsq_obj_req *r)
+{
+    file_work *fw = malloc(sizeof *fw);
+    if (fw != NULL) {
+        fw->o = o;
+        fw->r = r;
+        fw->w.data = fw;
+        if (uv_queue_work(&o->loop, &fw->w, file_work_cb, file_after_cb) == 0)
+            return;
+        free(fw);
+    }
+    file_do(o, r); /* no memory for it: here, now */
     dsq__obj_finish(o, r);
 }
 

@@ -879,7 +879,12 @@ void dsq_tier_tail(dsq_tier *t, const char *db, struct dsq_wal *w, uint64_t afte
 {
     tail_put *p = calloc(1, sizeof *p);
     char err[300] = "out of memory";
-    if (p == NULL || dsq_wal_scan(w, after, upto, tail_collect, &p->body, err, sizeof err) != 0) {
+    /* The records from the log's copy in memory; if it does not have
+     * them all (a failed tail, a rewind), from the log. */
+    bool have = p != NULL && dsq_wal_tee_take(w, after, upto, &p->body) == 0;
+    if (p != NULL && !have)
+        dsq_buf_reset(&p->body);
+    if (p == NULL || (!have && dsq_wal_scan(w, after, upto, tail_collect, &p->body, err, sizeof err) != 0)) {
         if (p)
             dsq_buf_free(&p->body);
         free(p);

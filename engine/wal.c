@@ -200,6 +200,8 @@ struct dsq_wal {
     dev_t dev;            /* the file system it is on */
     uint64_t jfirst;      /* with a journal: where this log's entries not yet */
     uint64_t jend;        /* synced lie in it (jfirst 0: none) */
+    bool tee;             /* keep a copy of what is appended (dsq_wal_tee) */
+    dsq_buf teebuf;       /* records appended and not yet taken, in order */
 };
 
 void dsq_wal_seg_path(const char *dir, uint32_t seq, char *out, size_t n)
@@ -505,6 +507,7 @@ void dsq_wal_close(dsq_wal *w)
         if (w->segs[i].fd >= 0)
             close(w->segs[i].fd);
     free(w->segs);
+    dsq_buf_free(&w->teebuf);
     pthread_mutex_destroy(&w->mu);
     free((char *)w->cfg.jname);
     free(w->dir);
@@ -583,6 +586,8 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
     s->size += len;
     s->last_lsn = lsn;
     w->appended = lsn;
+    if (w->tee && dsq_buf_append(&w->teebuf, rec, len) != 0)
+        dsq_buf_reset(&w->teebuf); /* out of memory: takers read the log instead */
     if (jend != 0) {
         if (w->jfirst == 0)
             w->jfirst = jfirst;
@@ -590,6 +595,43 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
     }
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+void dsq_wal_tee(dsq_wal *w, bool on)
+{
+    pthread_mutex_lock(&w->mu);
+    w->tee = on;
+    if (!on)
+        dsq_buf_free(&w->teebuf);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out)
+{
+    pthread_mutex_lock(&w->mu);
+    const uint8_t *p = (const uint8_t *)w->teebuf.data, *end = p + w->teebuf.len;
+    size_t drop = 0;
+    int rc = -1;
+    uint64_t next = after + 1;
+    while (end - p >= DSQ_WAL_REC_HDR) {
+        dsq_wal_rec r;
+        if (dsq_wal_rec_header(p, &r) != 0 || r.len > (size_t)(end - p))
+            break; /* cannot happen: what append copied */
+        if (r.lsn > upto)
+            break;
+        if (r.lsn >= next) {
+            if (r.lsn != next || dsq_buf_append(out, p, r.len) != 0)
+                break;
+            next++;
+        }
+        p += r.len;
+        drop += r.len;
+    }
+    if (next == upto + 1)
+        rc = 0;
+    dsq_buf_consume(&w->teebuf, drop);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
@@ -797,6 +839,9 @@ uint64_t dsq_wal_durable(dsq_wal *w)
 
 int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
 {
+    pthread_mutex_lock(&w->mu);
+    dsq_buf_reset(&w->teebuf); /* what it held may be cut: takers read the log */
+    pthread_mutex_unlock(&w->mu);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
     while (w->nsegs > 0 && w->segs[w->nsegs - 1].seq > w->dur_seq) {

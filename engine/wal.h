@@ -131,6 +131,14 @@ void dsq_wal_close(dsq_wal *w);
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
                    char *err, size_t errlen);
 
+/* Keep, from now on, a copy in memory of every record appended (for
+ * sync_to_object_store = commit), or stop. */
+void dsq_wal_tee(dsq_wal *w, bool on);
+/* Append to `out` the kept records after LSN `after` up to `upto`, and
+ * forget those and the ones before. 0, or -1 when the copy does not hold
+ * them all (read them from the log: dsq_wal_scan). */
+int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out);
+
 /* Read n bytes at `off` of segment `seg`. 0, or -1 (gone, short, I/O). */
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 

@@ -438,3 +438,43 @@ Test(wal, row_changes_are_stored_compressed_and_read_back)
         dsq_buf_free(&b);
     }
 }
+
+Test(wal, a_copy_of_the_appended_records_for_tails)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    dsq_wal_tee(w, true);
+    append_n(w, 1, 5, 2);
+    dsq_buf out = DSQ_BUF_INIT;
+    cr_assert_eq(dsq_wal_tee_take(w, 0, 3, &out), 0);
+    /* Exactly records 1..3, as the log holds them. */
+    const uint8_t *p = (const uint8_t *)out.data;
+    for (uint64_t lsn = 1; lsn <= 3; lsn++) {
+        dsq_wal_rec r;
+        cr_assert_eq(dsq_wal_rec_header(p, &r), 0);
+        cr_assert_eq(r.lsn, lsn);
+        cr_assert(dsq_wal_rec_valid(p, &r));
+        p += r.len;
+    }
+    cr_assert_eq((size_t)(p - (const uint8_t *)out.data), out.len);
+    dsq_buf_reset(&out);
+    cr_assert_eq(dsq_wal_tee_take(w, 3, 5, &out), 0);
+    cr_assert_gt(out.len, 0);
+    dsq_buf_reset(&out);
+    /* Taken ones are gone: asking again (a failed tail) says read the log. */
+    cr_assert_eq(dsq_wal_tee_take(w, 3, 5, &out), -1);
+    dsq_buf_reset(&out);
+    append_n(w, 6, 7, 1);
+    cr_assert_eq(dsq_wal_tee_take(w, 5, 7, &out), 0);
+    dsq_buf_reset(&out);
+    /* After a rewind the copy is dropped. */
+    append_n(w, 8, 8, 1);
+    char err[256];
+    uint64_t durable;
+    cr_assert_eq(dsq_wal_sync(w, &durable, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_wal_rewind(w, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_wal_tee_take(w, 7, 8, &out), -1);
+    dsq_buf_free(&out);
+    dsq_wal_close(w);
+}
