@@ -98,36 +98,41 @@ static dsq_call *take_released(dsq_gate *g, uint64_t durable, bool all)
     return head;
 }
 
-static void fail_calls(dsq_call *c, const char *why)
+static void fail_each(dsq_call *c, dsq_code code, const char *msg)
 {
     for (; c; c = c->next)
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR,
-                  "the commit could not be made durable (%.300s); the database restarts from its "
-                  "last durable commit",
-                  why);
+        dsq__fail(c, code, "%s", msg);
 }
 
-/* ---- the syncer threads ------------------------------------------------------------------ */
-
-/* After a sync of g: release what it covered, or fail everything parked
- * when it failed; take g again when more is waiting. */
-static bool tail_mode(const dsq_engine *e) { return e->tier != NULL && e->cfg.tier_commit; }
+static void fail_calls(dsq_call *c, const char *why)
+{
+    char msg[480];
+    snprintf(msg, sizeof msg,
+             "the commit could not be made durable (%.300s); the database restarts from its last durable commit",
+             why);
+    fail_each(c, DSQ_CODE_INTERNAL_ERROR, msg);
+}
 
 /* Replies of committed, locally durable work that the object store did
  * not take. */
 static void fail_tail(dsq_call *c, const char *why)
 {
-    for (; c; c = c->next)
-        dsq__fail(c, DSQ_CODE_TIMEOUT,
-                  "the commit is durable on this node but the object store did not take it (%.250s); "
-                  "it goes up later",
-                  why);
+    char msg[480];
+    snprintf(msg, sizeof msg,
+             "the commit is durable on this node but the object store did not take it (%.250s); it goes up later",
+             why);
+    fail_each(c, DSQ_CODE_TIMEOUT, msg);
 }
+
+/* ---- the syncer threads ------------------------------------------------------------------ */
+
+static bool tail_mode(const dsq_engine *e) { return e->tier != NULL && e->cfg.tier_commit; }
 
 static void tail_done(void *ud, bool ok, uint64_t upto, const char *why);
 
-/* After a sync of g: release what it covered, or fail everything parked
- * when it failed; take g again when more is waiting. */
+/* After a sync of g: release what it covered (with tails: send them
+ * first), or fail everything parked when it failed; take g again when
+ * more is waiting. */
 static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, const char *err)
 {
     pthread_mutex_lock(&g->mu);
