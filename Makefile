@@ -142,7 +142,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
 	./bench/commits $(B)/dosqld $(B)/bench/wsload $(B)/bench/sqlite_commits
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
-	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli
+	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

@@ -9,6 +9,7 @@
  *   objcli [options] URL delete KEY
  *   objcli [options] URL par N SIZE         (N puts at once, then N gets, compared)
  *   objcli [options] URL getbench KEY N     (N GETs one after another: latency, MB/s)
+ *   objcli [options] URL putbench KEY N SIZE  (N PUTs of SIZE bytes one after another)
  *
  * Options: -e ENDPOINT -r REGION -k ACCESS_KEY -s SECRET_KEY -V (virtual
  * host style) -t TIMEOUT_MS -R RETRIES (4) -b BACKOFF_MS -i MAX_INFLIGHT.
@@ -26,7 +27,7 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: objcli [-e ENDPOINT] [-r REGION] [-k KEY] [-s SECRET] [-V] [-t MS] [-R N] [-b MS] "
-                    "[-i N] URL put|putnew|get|head|list|delete|par|getbench ...\n");
+                    "[-i N] URL put|putnew|get|head|list|delete|par|getbench|putbench ...\n");
     return 1;
 }
 
@@ -61,32 +62,38 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* N GETs of one object, one after another (bench/tiering's raw figure). */
-static int getbench(dsq_obj *o, const char *key, int n)
+/* N GETs (or PUTs of `size` bytes) of one object, one after another
+ * (bench/tiering's raw figures). */
+static int opbench(dsq_obj *o, dsq_obj_op op, const char *key, int n, size_t size)
 {
     uint64_t *ns = calloc((size_t)(n > 0 ? n : 1), sizeof *ns), bytes = 0, total = 0;
+    char *body = op == DSQ_OBJ_PUT ? calloc(1, size ? size : 1) : NULL;
     for (int i = 0; i < n; i++) {
         dsq_obj_req r;
         memset(&r, 0, sizeof r);
-        r.op = DSQ_OBJ_GET;
+        r.op = op;
         snprintf(r.key, sizeof r.key, "%s", key);
+        r.body = body;
+        r.body_len = op == DSQ_OBJ_PUT ? size : 0;
         uint64_t t0 = dsq_now_ns();
         if (dsq_obj_run(o, &r) != DSQ_OBJ_OK) {
             int rc = report(&r);
             dsq_obj_req_clear(&r);
             free(ns);
+            free(body);
             return rc;
         }
         ns[i] = dsq_now_ns() - t0;
         total += ns[i];
-        bytes += r.data.len;
+        bytes += op == DSQ_OBJ_PUT ? size : r.data.len;
         dsq_obj_req_clear(&r);
     }
     qsort(ns, (size_t)n, sizeof *ns, cmp_u64);
-    printf("gets=%d bytes=%llu p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f mb_s=%.1f\n", n, (unsigned long long)bytes,
-           ns[n / 2] / 1e6, ns[(size_t)((n - 1) * 0.99)] / 1e6, total / 1e6 / n,
+    printf("%s=%d bytes=%llu p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f mb_s=%.1f\n", op == DSQ_OBJ_PUT ? "puts" : "gets", n,
+           (unsigned long long)bytes, ns[n / 2] / 1e6, ns[(size_t)((n - 1) * 0.99)] / 1e6, total / 1e6 / n,
            total ? bytes / (total / 1e9) / 1e6 : 0.0);
     free(ns);
+    free(body);
     return 0;
 }
 
@@ -189,7 +196,11 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "delete") == 0 && nargs == 1) {
         r.op = DSQ_OBJ_DELETE;
     } else if (strcmp(cmd, "getbench") == 0 && nargs == 2 && atoi(args[1]) > 0) {
-        rc = getbench(o, args[0], atoi(args[1]));
+        rc = opbench(o, DSQ_OBJ_GET, args[0], atoi(args[1]), 0);
+        dsq_obj_close(o);
+        return rc;
+    } else if (strcmp(cmd, "putbench") == 0 && nargs == 3 && atoi(args[1]) > 0) {
+        rc = opbench(o, DSQ_OBJ_PUT, args[0], atoi(args[1]), (size_t)strtoull(args[2], NULL, 10));
         dsq_obj_close(o);
         return rc;
     } else if (strcmp(cmd, "par") == 0 && nargs == 2) {
