@@ -47,7 +47,6 @@ typedef struct dsq_obj_cfg {
     unsigned backoff_ms;    /* the first retry's ceiling; doubles each time (default 100) */
     unsigned max_backoff_ms; /* default 5 s */
     unsigned max_inflight;  /* requests on the wire at once (default 16) */
-    bool insecure;          /* do not verify TLS certificates (tests only) */
 } dsq_obj_cfg;
 
 typedef enum dsq_obj_op {

@@ -462,10 +462,6 @@ static void attempt(xfer *x)
     curl_easy_setopt(e, CURLOPT_USERPWD, s->userpwd);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    if (o->cfg.insecure) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
     switch (r->op) {
     case DSQ_OBJ_PUT:
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
