@@ -947,6 +947,23 @@ static void tails_trim(dsq_tier *t, const char *db, uint64_t lsn)
     json_decref(keys);
 }
 
+/* Whether p[0..n) holds intact records after LSN `after` up to `upto`,
+ * one after another, and nothing else. */
+static bool tail_whole(const uint8_t *p, size_t n, uint64_t after, uint64_t upto)
+{
+    const uint8_t *end = p + n;
+    uint64_t next = after + 1;
+    while (end - p >= DSQ_WAL_REC_HDR) {
+        dsq_wal_rec h;
+        if (dsq_wal_rec_header(p, &h) != 0 || h.len > (size_t)(end - p) || !dsq_wal_rec_valid(p, &h) ||
+            h.lsn != next)
+            return false;
+        next++;
+        p += h.len;
+    }
+    return p == end && next == upto + 1;
+}
+
 /* After a restore's files are in `dir`: append to its log the records of
  * the tail objects that follow the log's last record; with ends_at, the
  * LSN the log then ends at (the log is opened, and so recovered, for it
@@ -1003,24 +1020,32 @@ static int tails_apply(dsq_tier *t, const char *db, const char *dir, uint64_t *e
         uint64_t a, b;
         if (!tail_range(r.items[i].key, &a, &b) || b <= last || a > last)
             continue; /* covered already, or after a gap (then so is every later one) */
+        /* A tail is whole when its records run from A+1 to B, each
+         * intact, and nothing follows; one that arrives otherwise is
+         * fetched again (damaged on the way), twice at most. */
         dsq_obj_req g;
-        memset(&g, 0, sizeof g);
-        g.op = DSQ_OBJ_GET;
-        dsq_strlcpy(g.key, r.items[i].key, sizeof g.key);
-        if (dsq_obj_run(t->cfg.obj, &g) != DSQ_OBJ_OK) {
-            snprintf(err, errlen, "%.120s: %.150s", g.key, g.msg);
+        bool whole = false;
+        for (int attempt = 0; attempt < 3 && !whole; attempt++) {
+            if (attempt > 0) {
+                DSQ_WARN("restore_tail_damaged", "db=%s key=%s attempt=%d", db, g.key, attempt);
+                dsq_obj_req_clear(&g);
+            }
+            memset(&g, 0, sizeof g);
+            g.op = DSQ_OBJ_GET;
+            dsq_strlcpy(g.key, r.items[i].key, sizeof g.key);
+            if (dsq_obj_run(t->cfg.obj, &g) != DSQ_OBJ_OK)
+                break;
+            whole = tail_whole((const uint8_t *)g.data.data, g.data.len, a, b);
+        }
+        if (!whole) {
+            snprintf(err, errlen, "%.120s: %.150s", g.key, g.status != DSQ_OBJ_OK ? g.msg : "its records are damaged");
             dsq_obj_req_clear(&g);
             rc = -1;
             break;
         }
-        const uint8_t *p = (const uint8_t *)g.data.data, *end = p + g.data.len;
-        while (rc == 0 && end - p >= DSQ_WAL_REC_HDR) {
+        for (const uint8_t *p = (const uint8_t *)g.data.data, *end = p + g.data.len; p < end && rc == 0;) {
             dsq_wal_rec h;
-            if (dsq_wal_rec_header(p, &h) != 0 || h.len > (size_t)(end - p) || !dsq_wal_rec_valid(p, &h)) {
-                snprintf(err, errlen, "%.120s: a damaged record", g.key);
-                rc = -1;
-                break;
-            }
+            dsq_wal_rec_header(p, &h); /* checked by tail_whole */
             if (h.lsn == last + 1) {
                 dsq_wal_loc loc;
                 if (dsq_wal_append(w, p, h.len, h.lsn, &loc, err, errlen) != 0)

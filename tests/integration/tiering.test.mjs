@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BUILD, metric, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query } from './lib/rpc.mjs';
@@ -352,8 +352,18 @@ test('s3, sync_to_object_store = commit: after a lost disk every acknowledged co
   }
   assert.ok(b.list('db/c/tail/').length >= 1, 'records go up as tails');
   await d.stop('SIGKILL'); // and the disk is lost
+  // A tail damaged on the way every time: the start is refused.
+  await s3.fault('corrupt', { count: 3, match: 'GET', path: '/tail/' });
+  writeFileSync(path.join(root, 'commit-x.conf'), b.conf);
+  const x = spawnSync(path.join(BUILD, 'dosqld'), ['-c', path.join(root, 'commit-x.conf'), '--listen', '127.0.0.1:0',
+    '--data-dir', path.join(root, 'commit-x'), '--object-store', b.url], { timeout: 20000 });
+  assert.equal(x.status, 1, x.stderr.toString());
+  assert.match(x.stderr.toString(), /reason="restoring c: db\/c\/tail\/\S+: its records are damaged"/);
+  // Damaged once: fetched again.
+  await s3.fault('corrupt', { count: 1, match: 'GET', path: '/tail/' });
   const e = await start(b, path.join(root, 'commit2'));
   try {
+    assert.match(e.stderr, /event=restore_tail_damaged db=c key=db\/c\/tail\/\S+ attempt=1/);
     assert.deepEqual(await summary(e.port, 'c'), [acked, 1, acked, acked * 700]);
     assert.deepEqual((await query(e.port, 'c', 'PRAGMA integrity_check')).rows, [['ok']]);
     // A clean stop of this one: its manifest covers the tails, which go.
