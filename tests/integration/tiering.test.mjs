@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BUILD, metric, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { BUILD, metric, startDosqld, syncShimPreload, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query } from './lib/rpc.mjs';
 import { startS3 } from './lib/s3.mjs';
 
@@ -392,6 +392,46 @@ test('s3, sync_to_object_store = commit: while the store is down a commit answer
     const e = await start(b, path.join(root, 'cdown2'));
     try {
       assert.deepEqual((await query(e.port, 'w', 'SELECT n FROM t ORDER BY n')).rows, [[1], [2], [3]]);
+    } finally {
+      await e.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('file: the object store\'s disk full (ENOSPC) or failing (EIO): commits go on, uploads fail and are counted, then go up', async () => {
+  const trigger = path.join(root, 'full-trigger');
+  const storeDir = path.join(root, 'fullstore');
+  const d = await startDosqld({
+    conf: STORAGE, dataDir: path.join(root, 'full'), args: ['--object-store', `file://${storeDir}`],
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/fullstore/' },
+  });
+  try {
+    await fill(d.port, 'f', 1, 20);
+    await uploaded(d, 'f');
+    for (const errno of ['ENOSPC', 'EIO']) {
+      writeFileSync(trigger, errno);
+      const before = (await stats(d, 'f')).server.objectStore.errors;
+      await fill(d.port, 'f', 21, 200); // every commit acknowledged
+      await within(15000, (async () => {
+        for (;;) {
+          const os = (await stats(d, 'f')).server.objectStore;
+          if (os.errors > before) return;
+          await sleep(50);
+        }
+      })(), `an upload error while writes to the store fail with ${errno}`);
+      const os = (await stats(d, 'f')).server.objectStore;
+      assert.match(os.lastError, errno === 'ENOSPC' ? /No space left on device/ : /Input\/output error/);
+      rmSync(trigger);
+      await query(d.port, 'f', 'DELETE FROM t WHERE n > 20'); // back where it was, for the next round
+    }
+    await fill(d.port, 'f', 21, 200);
+    await uploaded(d, 'f'); // the failed offers were tried again
+    assert.equal((await d.stop()).code, 0);
+    const e = await startDosqld({ dataDir: path.join(root, 'full2'), args: ['--object-store', `file://${storeDir}`] });
+    try {
+      assert.deepEqual(await summary(e.port, 'f'), [200, 1, 200, 200 * 700]);
     } finally {
       await e.cleanup();
     }
