@@ -10,6 +10,9 @@
  *     names a different transaction runs at once, to fail: only one can be
  *     open, so that one is gone.
  *   - an open stream: only its own continuation (or its end) runs.
+ *   - a call waiting for a page from the object store (cold_wait): nothing
+ *     runs until it is back (dsq__actor_cold_back), so calls keep their
+ *     order; the worker meanwhile runs other actors.
  * Engine messages that end a hold (expiry, shutdown) belong to it, so they
  * always run. */
 #include <stdarg.h>
@@ -23,6 +26,8 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
 {
     if (op_of(c) == DSQ__OP_SHUTDOWN)
         return true;
+    if (a->cold_wait)
+        return false; /* in order: what came after the waiting call runs after it */
     if (a->stream_id != 0) {
         if (c->stream_id == a->stream_id)
             return true; /* its continuation, cancel, or STREAM_END */
@@ -108,6 +113,24 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
     if (push)
         dsq__pool_push(e, a, false); /* the loop thread: woken by the next kick */
     return 0;
+}
+
+void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    pthread_mutex_lock(&a->mu);
+    a->cold_wait = false;
+    c->next = a->mail_head;
+    a->mail_head = c;
+    if (a->mail_tail == NULL)
+        a->mail_tail = c;
+    a->nmail++;
+    atomic_fetch_add(&e->queued, 1);
+    bool push = a->sched == ACTOR_IDLE;
+    if (push)
+        a->sched = ACTOR_QUEUED;
+    pthread_mutex_unlock(&a->mu);
+    if (push)
+        dsq__pool_push(e, a, true);
 }
 
 /* A turn: at most batch_per_turn messages, then back of the queue if more

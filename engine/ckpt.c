@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
 #include "engine/disk.h"
+#include "engine/warm.h"
 
 #define MAGIC "DSQCKPT1"
 #define VERSION 1
@@ -204,7 +206,19 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
         }
     }
     free(d);
-    *out = (dsq_ckpt){.lsn = dsq_get64(h + 16), .time_us = dsq_get64(h + 24), .db_pages = dsq_get32(h + 32),
+    char side[4300];
+    snprintf(side, sizeof side, "%s.cold", path);
+    dsq_cold *cold = NULL;
+    if (dsq_cold_load(side, &cold, err, errlen) < 0 || (cold != NULL && cold->size != (uint64_t)size)) {
+        if (cold != NULL)
+            snprintf(err, errlen, "%.3000s: its sidecar describes a file of %llu bytes", side,
+                     (unsigned long long)cold->size);
+        dsq_cold_free(cold);
+        free(dir);
+        close(fd);
+        return -1;
+    }
+    *out = (dsq_ckpt){.cold = cold, .lsn = dsq_get64(h + 16), .time_us = dsq_get64(h + 24), .db_pages = dsq_get32(h + 32),
                       .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size, .fd = fd};
     snprintf(out->path, sizeof out->path, "%s", path);
     return 0;
@@ -276,9 +290,64 @@ const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno)
     return i < c->n && c->dir[i].pgno == pgno ? &c->dir[i] : NULL;
 }
 
-int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf)
+int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *err, size_t errlen)
 {
-    return dsq_pread_full(c->fd, buf, e->clen, e->off);
+    if (c->cold != NULL) {
+        if (c->warm == NULL) {
+            snprintf(err, errlen, "its pages are in the object store, and none is configured");
+            return -1;
+        }
+        return dsq_warm_read(c->warm, c->cold, e->off, buf, e->clen, err, errlen);
+    }
+    int rc = dsq_pread_full(c->fd, buf, e->clen, e->off);
+    if (rc != 0)
+        snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(errno));
+    return rc != 0 ? -1 : 0;
+}
+
+int dsq_ckpt_evict(const char *path, const dsq_cold *cold, uint64_t *freed, char *err, size_t errlen)
+{
+    *freed = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    uint8_t h[HDR];
+    struct stat before, after;
+    if (fd < 0 || fstat(fd, &before) != 0 || dsq_pread_full(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 ||
+        dsq_get32(h + 60) != dsq_crc32(h, 60)) {
+        snprintf(err, errlen, "%.3000s: not a readable checkpoint: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (cold->size != (uint64_t)before.st_size) {
+        snprintf(err, errlen, "%.3000s: the object store's copy has another size", path);
+        close(fd);
+        return -1;
+    }
+    /* Header and directory stay (opening reads them); whole blocks after. */
+    uint64_t start = (data_start(dsq_get32(h + 36)) + 4095) & ~(uint64_t)4095;
+    if (start >= (uint64_t)before.st_size) {
+        close(fd);
+        return 0;
+    }
+    char side[4300];
+    snprintf(side, sizeof side, "%s.cold", path);
+    if (dsq_cold_write(side, cold, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+                  (off_t)((uint64_t)before.st_size - start)) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "%.3000s: cannot punch a hole: %s", path, strerror(e));
+        unlink(side);
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (fstat(fd, &after) == 0 && after.st_blocks < before.st_blocks)
+        *freed = (uint64_t)(before.st_blocks - after.st_blocks) * 512u;
+    close(fd);
+    return 0;
 }
 
 void dsq_ckpt_close(dsq_ckpt *c, int remove)
@@ -286,8 +355,14 @@ void dsq_ckpt_close(dsq_ckpt *c, int remove)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    if (remove)
+    if (remove) {
         unlink(c->path);
+        char side[4300];
+        snprintf(side, sizeof side, "%s.cold", c->path);
+        unlink(side);
+    }
     free(c->dir);
     c->dir = NULL;
+    dsq_cold_free(c->cold);
+    c->cold = NULL;
 }

@@ -12,7 +12,11 @@
  * smallest size since the checkpoint before, CRC),
  * the directory (pgno u32, frame length u32 per entry, ascending pages)
  * with its CRC, then the frames back to back. Written to a temporary name,
- * fsynced, renamed, and the directory fsynced. docs/storage.md. */
+ * fsynced, renamed, and the directory fsynced. docs/storage.md.
+ *
+ * An evicted checkpoint keeps its header and directory; its frames' bytes
+ * are given back to the disk and DIR/%016llx.ckpt.cold (warm.h) says
+ * which object store chunks hold them. */
 #ifndef DSQ_CKPT_H
 #define DSQ_CKPT_H
 
@@ -36,6 +40,8 @@ typedef struct dsq_ckpt {
     dsq_ckpt_entry *dir;    /* owned; ascending pgno */
     uint64_t bytes;         /* file size */
     int fd;
+    struct dsq_cold *cold;  /* evicted: its frames are in the object store (warm.h); owned */
+    struct dsq_warm *warm;  /* where to read them (set by the owner) */
     char path[4200];
 } dsq_ckpt;
 
@@ -60,9 +66,19 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
 int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t errlen);
 /* The entry for page pgno, or NULL. */
 const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno);
-/* Read an entry's frame into buf[e->clen]. 0 or -1. */
-int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf);
-/* Close the file and free the directory; with `remove`, delete it too. */
+/* Read an entry's frame into buf[e->clen]. 0, -1 (errno; or a message in
+ * err), or DSQ_WARM_MISS (1) when the checkpoint is cold and the frame's
+ * chunk is not in the warm cache yet (warm.h). */
+int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *err, size_t errlen);
+/* Evict checkpoint file `path`, which the object store holds as `cold`
+ * says: the sidecar is written (and synced), then the frames' bytes are
+ * given back to the disk (a hole punched, the size kept). *freed is what
+ * the disk got back. 0, or -1 with a message (errno EOPNOTSUPP: the file
+ * system cannot punch holes); the checkpoint must not be open. */
+struct dsq_cold;
+int dsq_ckpt_evict(const char *path, const struct dsq_cold *cold, uint64_t *freed, char *err, size_t errlen);
+/* Close the file and free the directory; with `remove`, delete it (and
+ * its sidecar) too. */
 void dsq_ckpt_close(dsq_ckpt *c, int remove);
 
 #endif

@@ -107,7 +107,7 @@ static void lru_push_back(dsq_engine *e, dsq_actor *a)
 static bool held(dsq_actor *a)
 {
     pthread_mutex_lock(&a->mu);
-    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0;
+    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait;
     pthread_mutex_unlock(&a->mu);
     return h;
 }
@@ -164,6 +164,9 @@ static int submit_to(dsq_engine *e, dsq_actor *a, dsq_call *c)
     c->err = 0;
     c->msg[0] = '\0';
     c->state = DSQ__CALL_NEW;
+    c->cold_retry = false;
+    c->cold_how = 0;
+    c->resume_stmt = c->resume_off = 0;
     c->more = false;
     c->actor = a;
     dsq_strlcpy(c->db, a->name, sizeof c->db);
@@ -360,6 +363,8 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->tier = e->tier != NULL;
     if (e->tier)
         dsq_tier_counts_get(e->tier, &out->tier_counts);
+    dsq_evict_counts_get(e->evict, &out->evict_counts);
+    dsq_warm_counts_get(e->warm, &out->warm_counts);
     out->journal = e->jnl != NULL;
     if (e->jnl != NULL) {
         dsq_jnl_stats js;
@@ -397,6 +402,21 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
                                             (json_int_t)t->errors, "pending", (json_int_t)t->pending, "restored",
                                             (json_int_t)t->restored, "lastError", t->last_error)
                                 : json_null());
+    json_t *os = json_object_get(srv, "objectStore");
+    if (os != NULL) {
+        const dsq_evict_counts *v = &s->evict_counts;
+        const dsq_warm_counts *w = &s->warm_counts;
+        json_object_set_new(os, "hotTier",
+                            json_pack("{s:I,s:I,s:I,s:I,s:I}", "localBytes", (json_int_t)v->local_bytes, "coldFiles",
+                                      (json_int_t)v->cold_files, "evictions", (json_int_t)v->evictions,
+                                      "evictedBytes", (json_int_t)v->evicted_bytes, "errors", (json_int_t)v->errors));
+        json_object_set_new(os, "warmCache",
+                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)w->hits, "misses",
+                                      (json_int_t)w->misses, "fetches", (json_int_t)w->fetches, "fetchedBytes",
+                                      (json_int_t)w->fetch_bytes, "errors", (json_int_t)w->errors, "timeouts",
+                                      (json_int_t)w->timeouts, "bytes", (json_int_t)w->bytes, "chunks",
+                                      (json_int_t)w->chunks));
+    }
     return srv;
 }
 
@@ -478,6 +498,17 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
             goto fail;
         if (n > 0)
             DSQ_INFO("databases_restored", "count=%ld", n);
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/warm", e->data_dir);
+        if ((e->warm = dsq_warm_open(e->cfg.objects, dir, e->cfg.warm_cache_bytes ? e->cfg.warm_cache_bytes : 256u << 20,
+                                     e->cfg.cold_read_timeout_ms, err, errlen)) == NULL)
+            goto fail;
+        dsq_evict_cfg vc = {.tier = e->tier,
+                            .data_dir = e->data_dir,
+                            .max_bytes = e->cfg.hot_tier_max_bytes,
+                            .max_age_ms = e->cfg.hot_tier_max_age_ms};
+        if ((e->evict = dsq_evict_start(&vc, err, errlen)) == NULL)
+            goto fail;
     }
     if (dsq__syncer_start(e, err, errlen) != 0)
         goto fail;
@@ -487,6 +518,8 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     return e;
 fail:
+    dsq_evict_stop(e->evict);
+    dsq_warm_close(e->warm);
     dsq_tier_stop(e->tier);
     dsq_jnl_close(e->jnl);
     pthread_cond_destroy(&e->ccv);
@@ -552,6 +585,8 @@ void dsq_engine_free(dsq_engine *e)
         }
     }
     dsq_jnl_close(e->jnl); /* every log is closed: the journal flushes and ends */
+    dsq_evict_stop(e->evict);
+    dsq_warm_close(e->warm); /* no call waits for it any more */
     if (e->tier) {
         /* Every database closed and offered itself whole: up it goes,
          * within tier_drain_ms. */

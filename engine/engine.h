@@ -22,7 +22,9 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "engine/evict.h"
 #include "engine/tier.h"
+#include "engine/warm.h"
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -161,6 +163,13 @@ struct dsq_call {
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
+    /* A page it read was in the object store (warm.h): it runs again once
+     * the page is here, from where it stopped. */
+    bool cold_retry;         /* it is such a second run */
+    int cold_how;            /* how the wait ended (DSQ_WARM_*) */
+    size_t resume_stmt;      /* BATCH: the statement to go on with */
+    size_t resume_off;       /* in an explicit transaction: the byte of its SQL to go on from */
+    char cold_msg[256];
 };
 
 /* Free a finished call's engine-owned parts (results, doc, out). */
@@ -209,6 +218,11 @@ typedef struct dsq_engine_cfg {
     uint64_t tier_drain_ms;        /* at stop, how long uploads may take (default 10 s) */
     bool tier_commit;              /* sync_to_object_store = commit: replies also wait for the
                                       object store (sync = full only) */
+    uint64_t hot_tier_max_bytes;   /* local bytes of the databases' files above which uploaded
+                                      checkpoints of closed databases are evicted (0: no limit) */
+    uint64_t hot_tier_max_age_ms;  /* such files untouched this long are evicted (0: never) */
+    uint64_t warm_cache_bytes;     /* evicted pages' chunks kept locally (default 256 MiB) */
+    uint64_t cold_read_timeout_ms; /* a call waits this long for a page from the store (default 10 s) */
     uint64_t journal_bytes;        /* one journal file's size */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
@@ -266,6 +280,8 @@ typedef struct dsq_engine_stats {
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
     bool tier;                /* an object store is configured */
     dsq_tier_counts tier_counts;
+    dsq_evict_counts evict_counts;
+    dsq_warm_counts warm_counts;
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);

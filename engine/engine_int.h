@@ -96,6 +96,8 @@ typedef struct actor_open {
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
+    uint64_t stream_rows;        /* rows it has handed out */
+    uint64_t stream_skip;        /* rows to step over first: it starts again after a cold page */
     bool stream_began;           /* the stream opened its own read transaction */
     uint64_t statements;         /* statements run since open */
     uint64_t cache_hits, cache_misses;
@@ -132,6 +134,8 @@ typedef struct dsq_actor {
     uint64_t stream_session;
     uint64_t stream_deadline_ms;
     bool shut;                      /* shut down: refuse everything */
+    bool cold_wait;                 /* a call waits for a page from the object store: nothing
+                                       else runs until it ran again (warm.h) */
 
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
@@ -192,6 +196,8 @@ struct dsq_engine {
     pthread_mutex_t feed_mu;        /* feed_news */
     dsq_feed *feed_news;            /* feeds whose durable end moved */
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
+    struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
+    struct dsq_evict *evict;        /* the hot tier's budget (evict.h), or NULL */
 };
 
 /* ---- pool.c ---- */
@@ -209,6 +215,9 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a);
 /* Append `c` to the mailbox; schedule the actor if `c` can run. Returns 0,
  * or -1 when the mailbox is full or the actor is shut. */
 int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
+/* Put back a call that waited for a page from the object store (first in
+ * line) and end the actor's wait. Any thread. */
+void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Hand a finished call (or a stream chunk) to the loop. */
 void dsq__complete(dsq_engine *e, dsq_call *c);
 /* Fail a call with a code and message. */

@@ -28,6 +28,7 @@
 #include "engine/disk.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
+#include "engine/warm.h"
 
 /* ---- the sandbox ----------------------------------------------------------- */
 
@@ -273,15 +274,21 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
+    dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
     if (dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err) != 0) {
+        dsq_evict_closed(e->evict, a->name);
         free(o);
-        DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        if (e->warm != NULL && dsq_warm_missed()) /* not a failure: it opens again once the page is here */
+            DSQ_DEBUG("database_open_cold", "db=%s reason=%s", a->name, dsq_log_q(err));
+        else
+            DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
         return -1;
     }
     if ((o->cap = dsq_cdc_cap_new(o->db)) == NULL) {
         sqlite3_close(o->db);
         dsq_ps_close(o->ps);
+        dsq_evict_closed(e->evict, a->name);
         free(o);
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
@@ -373,6 +380,7 @@ void dsq__actor_close(dsq_actor *a)
     a->open = NULL;
     if (a->closed_durable)
         offer_files(e, a, NULL, durable); /* all of it is durable now */
+    dsq_evict_closed(e->evict, a->name);
 }
 
 /* ---- the statement cache ------------------------------------------------------ */
@@ -494,7 +502,13 @@ typedef struct run_ctx {
     sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
     sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
     bool past;           /* a time-travel query: statements may only read */
+    size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
+    bool retry;          /* a page was in the object store: run the call again once it is here */
 } run_ctx;
+
+/* Whether what just failed read a page that is in the object store, not
+ * in the warm cache yet (warm.h): then the call runs again later. */
+static bool cold(const run_ctx *x) { return x->e->warm != NULL && dsq_warm_missed(); }
 
 dsq_code dsq__sqlite_code(int rc, const char *msg)
 {
@@ -627,7 +641,9 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
 {
     actor_open *o = x->o;
     dsq_call *c = x->c;
-    const char *p = r->sql, *end = r->sql + r->sql_len;
+    const char *p = r->sql + x->start_off, *end = r->sql + r->sql_len;
+    bool resumed = x->start_off > 0;
+    x->start_off = 0;
     unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
     int nstmts = 0, rv = -1;
     if (used == NULL) {
@@ -728,11 +744,13 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
             goto out;
         p = tail;
     }
-    if (nstmts == 0) {
+    if (nstmts == 0 && !resumed) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
         goto out;
     }
-    for (size_t k = 0; k < r->nparams; k++) {
+    /* (A run that goes on after a cold page did not see the parameters
+     * the statements before used.) */
+    for (size_t k = 0; k < r->nparams && !resumed; k++) {
         if (!used[k]) {
             if (r->named)
                 dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "parameter %s is not used by the SQL",
@@ -745,6 +763,8 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     }
     rv = 0;
 out:
+    if (rv != 0 && cold(x))
+        c->resume_off = (size_t)(p - r->sql); /* where the statement that waits begins */
     sqlite3_finalize(temp); /* a refusal left it unrun */
     free(used);
     return rv;
@@ -844,7 +864,17 @@ static int commit(run_ctx *x)
     dsq_ps_set_extra(o->ps, NULL, 0);
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
-        if (!sqlite3_get_autocommit(o->db))
+        bool open = !sqlite3_get_autocommit(o->db);
+        if (cold(x) && (!o->in_txn || open)) {
+            /* (A deferred foreign key check read a page that is in the
+             * object store.) Outside a transaction the request runs again
+             * whole; an explicit one stays open for its COMMIT to run again. */
+            x->retry = true;
+            x->c->resume_off = 0;
+            if (o->in_txn)
+                return -1;
+        }
+        if (open)
             internal_exec(o, "ROLLBACK");
         return -1;
     }
@@ -881,12 +911,18 @@ static int end_request(run_ctx *x, bool ok)
             append_msg(x->c, " (the transaction was rolled back)");
             return -1;
         }
+        if (!ok && cold(x))
+            x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
         return ok ? 0 : -1;
     }
     if (ok)
         return commit(x);
     if (!sqlite3_get_autocommit(o->db))
         internal_exec(o, "ROLLBACK");
+    if (cold(x)) {
+        x->retry = true; /* all of it was undone: it runs again from the start */
+        x->c->resume_off = 0;
+    }
     return -1;
 }
 
@@ -911,6 +947,9 @@ static int check_txn(run_ctx *x)
 
 static int alloc_results(dsq_call *c, size_t n)
 {
+    for (size_t i = 0; i < c->nresults; i++) /* a run after a cold page starts over */
+        dsq__result_free(&c->results[i]);
+    free(c->results);
     c->results = calloc(n ? n : 1, sizeof *c->results);
     if (c->results == NULL) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -952,7 +991,10 @@ static void op_query_as_of(run_ctx *x)
     sandbox(o, vdb, &x->e->cfg);
     x->db = vdb;
     x->past = true;
-    run_sql(x, &c->stmts[0], &c->results[0]);
+    if (run_sql(x, &c->stmts[0], &c->results[0]) != 0 && cold(x)) {
+        x->retry = true; /* it only reads: it runs again from the start */
+        c->resume_off = 0;
+    }
     x->past = false;
     if (x->scratch)
         sqlite3_finalize(x->scratch);
@@ -985,8 +1027,12 @@ static void op_query(run_ctx *x)
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
         } else if (run_sql(x, r, res) == 0) {
             took_commit(x, NULL, 0); /* VACUUM commits on its own */
+        } else if (cold(x)) {
+            x->retry = true;
+            c->resume_off = 0;
         }
     } else if (begin_request(x) == 0) {
+        x->start_off = o->in_txn ? c->resume_off : 0;
         int rc = run_sql(x, r, res);
         end_request(x, rc == 0);
     }
@@ -997,14 +1043,33 @@ static void op_batch(run_ctx *x)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
-    if (alloc_results(c, c->nstmts) != 0 || check_txn(x) != 0)
+    /* After a cold page it goes on with statement resume_stmt: the ones
+     * before it are done (kept), except in an atomic batch outside a
+     * transaction, which was undone whole. */
+    size_t from = c->resume_stmt;
+    if (c->atomic && !o->in_txn)
+        from = 0;
+    if (c->results == NULL || from == 0) {
+        if (alloc_results(c, c->nstmts) != 0)
+            return;
+    } else {
+        for (size_t i = from; i < c->nresults; i++) {
+            dsq__result_free(&c->results[i]);
+            memset(&c->results[i], 0, sizeof c->results[i]);
+        }
+    }
+    if (check_txn(x) != 0)
         return;
+    for (size_t i = 0; i < from; i++)
+        x->bytes_before += c->results[i].rows.len;
     if (c->atomic) {
         if (begin_request(x) != 0)
             return;
         bool ok = true;
-        for (size_t i = 0; i < c->nstmts && ok; i++) {
+        for (size_t i = from; i < c->nstmts && ok; i++) {
+            x->start_off = o->in_txn && i == from ? c->resume_off : 0;
             if (run_sql(x, &c->stmts[i], &c->results[i]) != 0) {
+                c->resume_stmt = i;
                 char first[sizeof c->msg];
                 snprintf(first, sizeof first, "%s", c->msg);
                 snprintf(c->msg, sizeof c->msg, "statement %zu: %.470s", i, first);
@@ -1013,11 +1078,20 @@ static void op_batch(run_ctx *x)
             x->bytes_before += c->results[i].rows.len;
         }
         end_request(x, ok);
+        if (x->retry && !o->in_txn)
+            c->resume_stmt = 0;
     } else {
         /* Each statement commits (or fails) on its own; a failure is kept
          * in its result and the batch goes on. */
-        for (size_t i = 0; i < c->nstmts; i++) {
+        for (size_t i = from; i < c->nstmts; i++) {
             dsq_result *res = &c->results[i];
+            if (i == from && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+                /* Its page did not come: this statement fails, the rest run. */
+                res->code = c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR;
+                res->error = strdup(c->cold_msg);
+                res->lsn = o->lsn;
+                continue;
+            }
             if (c->txn[0] && !o->in_txn) {
                 res->code = DSQ_CODE_TRANSACTION_NOT_FOUND;
                 res->error = strdup("the transaction was rolled back by an earlier statement");
@@ -1025,10 +1099,15 @@ static void op_batch(run_ctx *x)
             }
             int rc = begin_request(x);
             if (rc == 0) {
+                x->start_off = o->in_txn && i == from ? c->resume_off : 0;
                 rc = run_sql(x, &c->stmts[i], res);
                 int kept = end_request(x, rc == 0); /* commit failures land in c->msg */
                 if (rc == 0)
                     rc = kept;
+            }
+            if (x->retry) {
+                c->resume_stmt = i;
+                return;
             }
             if (rc != 0) {
                 dsq__result_free(res);
@@ -1091,8 +1170,11 @@ static void op_end_txn(run_ctx *x, bool do_commit)
     if (check_txn(x) != 0)
         return;
     if (do_commit) {
-        if (commit(x) != 0)
+        if (commit(x) != 0) {
+            if (x->retry)
+                return; /* still open: the COMMIT runs again */
             append_msg(c, " (the transaction was rolled back)");
+        }
     } else {
         internal_exec(x->o, "ROLLBACK");
     }
@@ -1126,6 +1208,7 @@ static int stream_start(run_ctx *x)
         return -1;
     const dsq_stmt_req *r = &c->stmts[0];
     sqlite3_stmt *st = NULL;
+    o->stream_rows = o->stream_skip = 0;
     const char *tail = NULL;
     o->deny[0] = '\0';
     int rc = sqlite3_prepare_v3(o->db, r->sql, (int)r->sql_len, 0, &st, &tail);
@@ -1204,6 +1287,8 @@ static void op_stream(run_ctx *x)
     }
     if (c->state == DSQ__CALL_NEW) {
         if (stream_start(x) != 0) {
+            if (cold(x))
+                x->retry = true; /* nothing is open yet: it starts again */
             c->more = false;
             return;
         }
@@ -1217,7 +1302,28 @@ static void op_stream(run_ctx *x)
     res->nrows = 0;
     int ncols = sqlite3_column_count(o->stream_stmt);
     bool done = false;
-    for (size_t n = 0; n < c->chunk_rows; n++) {
+    /* After a cold page the statement started over (in the same read
+     * transaction, so with the same rows): the ones handed out are
+     * stepped over. */
+    while (o->stream_skip > 0) {
+        int rc = sqlite3_step(o->stream_stmt);
+        if (rc == SQLITE_ROW) {
+            o->stream_skip--;
+            continue;
+        }
+        if (cold(x)) {
+            sqlite3_reset(o->stream_stmt);
+            o->stream_skip = o->stream_rows;
+            c->state = DSQ__CALL_STREAM_MORE;
+            x->retry = true;
+            return;
+        }
+        if (rc != SQLITE_DONE)
+            fail_sqlite(x, rc);
+        o->stream_skip = 0;
+        done = true;
+    }
+    for (size_t n = 0; n < c->chunk_rows && !done && c->err == 0; n++) {
         int rc = sqlite3_step(o->stream_stmt);
         if (rc == SQLITE_ROW) {
             if (dsq__result_add(res, o->stream_stmt, ncols) != 0) {
@@ -1232,11 +1338,23 @@ static void op_stream(run_ctx *x)
             }
             continue;
         }
+        if (rc != SQLITE_DONE && cold(x)) {
+            /* A page is in the object store: once it is here, this chunk
+             * is made again (the stream and its transaction stay open). */
+            sqlite3_reset(o->stream_stmt);
+            o->stream_skip = o->stream_rows;
+            dsq_buf_reset(&res->rows);
+            res->nrows = 0;
+            c->state = DSQ__CALL_STREAM_MORE;
+            x->retry = true;
+            return;
+        }
         if (rc != SQLITE_DONE)
             fail_sqlite(x, rc);
         done = true;
         break;
     }
+    o->stream_rows += res->nrows;
     if (c->err != 0 || done) {
         stream_finish(x);
         c->more = false;
@@ -1427,11 +1545,73 @@ static void exec_internal(run_ctx *x)
     }
 }
 
+/* ---- calls that wait for a page from the object store ------------------------------------ */
+
+typedef struct cold_wait {
+    dsq_engine *e;
+    dsq_call *c;
+} cold_wait;
+
+static void cold_back(void *ud, int how, const char *msg)
+{
+    cold_wait *w = ud;
+    dsq_call *c = w->c;
+    dsq_engine *e = w->e;
+    free(w);
+    c->cold_how = how;
+    snprintf(c->cold_msg, sizeof c->cold_msg, "database %.40s: %.200s", c->db, msg);
+    dsq__actor_cold_back(e, c->actor, c);
+}
+
+/* Set c aside until chunk k is in the warm cache; the actor runs nothing
+ * else meanwhile, and its worker goes on with other actors. */
+static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *k)
+{
+    cold_wait *w = malloc(sizeof *w);
+    if (w == NULL) {
+        dsq_warm_release(e->warm, k);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        dsq__reply(e, a, c);
+        return;
+    }
+    *w = (cold_wait){e, c};
+    c->err = 0;
+    c->msg[0] = '\0';
+    c->cold_retry = true;
+    c->cold_how = DSQ_WARM_READY;
+    pthread_mutex_lock(&a->mu);
+    a->cold_wait = true;
+    pthread_mutex_unlock(&a->mu);
+    dsq_warm_wait(e->warm, k, cold_back, w);
+}
+
+/* A second run whose page did not come (timeout, or the store failed):
+ * the call fails with why; 1 when so. A batch of independent statements
+ * fails only that statement (op_batch); a stream ends. */
+static int cold_failed(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    if (!c->cold_retry || c->cold_how == DSQ_WARM_READY || (c->op == DSQ_OP_BATCH && !c->atomic))
+        return 0;
+    dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s", c->cold_msg);
+    if (c->op == DSQ_OP_STREAM) {
+        if (c->nresults == 0)
+            alloc_results(c, 1);
+        if (x->o && x->o->stream_stmt && c->state != DSQ__CALL_NEW)
+            stream_finish(x);
+        c->more = false;
+    }
+    c->cold_retry = false;
+    return 1;
+}
+
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->msg[0] = '\0';
+    if (e->warm != NULL)
+        dsq_warm_miss_clear();
     if (op_of(c) >= DSQ__OP_HIBERNATE) {
         exec_internal(&x);
         dsq__complete(e, c);
@@ -1471,8 +1651,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }
-    } else if (dsq__actor_open(e, a, c) == 0) {
-        x.o = a->open;
+    } else if (dsq__actor_open(e, a, c) == 0 && (x.o = a->open, cold_failed(&x) == 0)) {
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
         switch (c->op) {
         case DSQ_OP_QUERY: op_query(&x); break;
@@ -1502,14 +1681,28 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             break;
         }
         x.o->deadline_ns = 0;
+        if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
+            x.retry = true; /* they only read */
         if (c->txn[0] && x.o->in_txn) {
             pthread_mutex_lock(&a->mu);
             a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
             pthread_mutex_unlock(&a->mu);
         }
+    } else if (a->open == NULL && cold(&x)) {
+        x.retry = true; /* opening read a page that is in the object store */
     } else if (c->op == DSQ_OP_STREAM) {
         c->more = false;
     }
+    if (e->warm != NULL) {
+        dsq_warm_chunk *k = dsq_warm_miss_take();
+        if (k != NULL && x.retry) {
+            cold_park(e, a, c, k);
+            return;
+        }
+        if (k != NULL)
+            dsq_warm_release(e->warm, k);
+    }
+    c->cold_retry = false;
     if (c->op == DSQ_OP_STREAM) {
         if (c->err != 0)
             c->more = false;

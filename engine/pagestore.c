@@ -34,6 +34,7 @@
 #include "common/util.h"
 #include "engine/disk.h"
 #include "engine/ckpt.h"
+#include "engine/warm.h"
 
 #define FORMAT_NAME "dosqld-db"
 #define FORMAT_VERSION 1
@@ -360,6 +361,7 @@ static int ck_push(dsq_ps *ps, const dsq_ckpt *c)
         ps->ckpt_cap = cap;
     }
     ps->ckpts[ps->nckpts++] = (ck){++ps->next_ckpt_id, *c};
+    ps->ckpts[ps->nckpts - 1].c.warm = ps->cfg.warm;
     return 0;
 }
 
@@ -526,9 +528,9 @@ static int read_frame(dsq_ps *ps, uint32_t pgno, loc l)
     if (l.seg & CKPT) {
         ck *k = ck_find(ps, l.seg & ~CKPT);
         dsq_ckpt_entry e = {pgno, l.clen, l.off};
-        if (k == NULL || dsq_ckpt_read(&k->c, &e, ps->frame) != 0) {
-            set_err(ps, "cannot read page %u from checkpoint %u: %s", pgno, l.seg & ~CKPT,
-                    k ? strerror(errno) : "gone");
+        char why[400] = "gone";
+        if (k == NULL || dsq_ckpt_read(&k->c, &e, ps->frame, why, sizeof why) != 0) {
+            set_err(ps, "cannot read page %u from checkpoint %u: %s", pgno, l.seg & ~CKPT, why);
             return -1;
         }
     } else if (dsq_wal_read(ps->wal, l.seg, l.off, ps->frame, l.clen) != 0) {
@@ -818,6 +820,11 @@ int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen)
 /* Merge checkpoints 0..k into one holding every page as of ckpts[k]. */
 static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
 {
+    /* Evicted checkpoints stay as they are: merging would fetch them
+     * whole from the object store (docs/storage.md, "Hot tier"). */
+    for (size_t i = 0; i <= k; i++)
+        if (ps->ckpts[i].c.cold != NULL)
+            return 0;
     pindex x = {0};
     for (size_t i = 0; i <= k; i++)
         if (pindex_ckpt(&x, &ps->ckpts[i]) != 0) {

@@ -229,6 +229,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .known_durable = known_durable || e->cfg.sync == DSQ_SYNC_OFF,
         .jnl = e->jnl,
         .name = name,
+        .warm = e->warm,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;
@@ -253,7 +254,10 @@ int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t err
      * later under the same name must not get them at the next start. */
     if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, errlen) != 0)
         return -1;
-    if (dsq_ps_remove(dir, err, errlen) != 0)
+    dsq_evict_opening(e->evict, name); /* no eviction of its files meanwhile */
+    int rc = dsq_ps_remove(dir, err, errlen);
+    dsq_evict_closed(e->evict, name);
+    if (rc != 0)
         return -1;
     snprintf(path, sizeof path, "%s/db", data_dir);
     dsq_fsync_dir(path);

@@ -28,6 +28,7 @@
 
 #include "engine/ckpt.h"
 #include "engine/tier.h"
+#include "engine/warm.h"
 #include "engine/wal.h"
 
 #define MANIFEST_FORMAT "dosqld-manifest 1"
@@ -91,7 +92,7 @@ static void job_free(job *j)
 
 static void chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len)
 {
-    snprintf(out, n, "db/%s/data/%08llx.%05zu.%08llx", db, (unsigned long long)id, idx, (unsigned long long)len);
+    dsq_chunk_key(out, n, db, id, idx, len);
 }
 
 static void manifest_key(char *out, size_t n, const char *db) { snprintf(out, n, "db/%s/manifest.json", db); }
@@ -262,6 +263,46 @@ static json_t *manifest_file(json_t *m, const char *name)
     return NULL;
 }
 
+int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
+                     dsq_cold **out, char *msg, size_t msglen)
+{
+    *out = NULL;
+    json_t *m = manifest_get(t, db, msg, msglen);
+    if (m == NULL)
+        return -1;
+    json_t *f = manifest_file(m, name);
+    int rc = 0;
+    if (f != NULL && json_object_get(f, "data") == NULL &&
+        (uint64_t)json_integer_value(json_object_get(f, "ino")) == ino &&
+        (uint64_t)json_integer_value(json_object_get(f, "size")) == size &&
+        (uint64_t)json_integer_value(json_object_get(f, "mtime")) == mtime_ns) {
+        json_t *chunks = json_object_get(f, "chunks");
+        dsq_cold *c = calloc(1, sizeof *c);
+        size_t n = json_array_size(chunks);
+        if (c == NULL || (c->chunks = calloc(n ? n : 1, sizeof *c->chunks)) == NULL) {
+            dsq_cold_free(c);
+            snprintf(msg, msglen, "out of memory");
+            json_decref(m);
+            return -1;
+        }
+        dsq_strlcpy(c->db, db, sizeof c->db);
+        c->id = (uint64_t)json_integer_value(json_object_get(f, "id"));
+        c->size = size;
+        c->n = n;
+        uint64_t at = 0;
+        for (size_t k = 0; k < n; k++) {
+            json_t *ch = json_array_get(chunks, k);
+            c->chunks[k] = (dsq_cold_chunk){at, (uint64_t)json_integer_value(json_array_get(ch, 0)),
+                                            (uint32_t)json_integer_value(json_array_get(ch, 1))};
+            at += c->chunks[k].len;
+        }
+        *out = c;
+        rc = 1;
+    }
+    json_decref(m);
+    return rc;
+}
+
 /* Add every chunk key of manifest m to `keys` (a JSON object used as a set). */
 static void manifest_keys(json_t *m, const char *db, json_t *keys)
 {
@@ -418,6 +459,16 @@ static int offer_against(dsq_tier *t, job *j, json_t *old, char *msg, size_t msg
     for (size_t i = 0; i < j->n && rc == 0; i++) {
         const dsq_tier_file *f = &j->files[i];
         json_t *of = manifest_file(old, f->name);
+        if (f->cold) {
+            /* Evicted: its bytes are the ones the manifest names (and
+             * only there). */
+            if (of != NULL)
+                json_array_append(files, of);
+            else
+                DSQ_ERROR("cold_file_unknown", "db=%s file=%s reason=%s", j->db, f->name,
+                          dsq_log_q("evicted, but not in the manifest"));
+            continue;
+        }
         uint64_t osize = of ? (uint64_t)json_integer_value(json_object_get(of, "size")) : 0;
         if (of != NULL && f->append_only && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
             f->size <= osize) {
@@ -807,6 +858,10 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                     closedir(d);
                     goto fail;
                 }
+                char side[4200];
+                snprintf(side, sizeof side, "%s/%s.cold", dir, name);
+                if (*n > 0 && strcmp((*out)[*n - 1].name, name) == 0 && access(side, F_OK) == 0)
+                    (*out)[*n - 1].cold = true;
             } else {
                 uint32_t seq;
                 /* Not a segment yet without its whole header: recovery

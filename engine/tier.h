@@ -50,6 +50,7 @@ typedef struct dsq_tier_file {
     uint64_t ino;
     uint64_t mtime_ns;
     bool append_only;      /* a log segment: it only grows */
+    bool cold;             /* evicted (warm.h): the manifest's copy is the file */
 } dsq_tier_file;
 
 dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen);
@@ -86,6 +87,15 @@ void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_fi
  * 0, or -1 with errno. The caller frees *out. */
 int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_size, dsq_tier_file **out,
                         size_t *n);
+
+/* A cold file's description (warm.h) of file `name` of database `db`
+ * from the manifest the store has: 1 and *out when the manifest names
+ * exactly this file (inode, size, modification time: what was uploaded is
+ * what is here) in chunks; 0 when not (not uploaded yet, or inline); -1
+ * when the manifest cannot be read (msg). */
+struct dsq_cold;
+int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
+                     struct dsq_cold **out, char *msg, size_t msglen);
 
 /* Database `db` was dropped: its objects go (after what was offered
  * before). */

@@ -79,6 +79,10 @@ typedef struct dsq_config {
     uint64_t cdc_buffer_size;       /* recent commits kept per database with subscribers */
 
     /* [object_store]: the s3:// backend's settings (strings owned, NULL: AWS_* variables) */
+    uint64_t storage_hot_max_bytes;  /* local bytes above which uploaded files are evicted (0: none) */
+    uint64_t storage_hot_max_age_ms; /* uploaded files untouched this long are evicted (0: never) */
+    uint64_t storage_warm_cache_bytes; /* evicted pages' chunks kept locally */
+    uint64_t storage_cold_read_timeout_ms; /* a request waits this long for a page from the store */
     char *obj_endpoint;
     char *obj_region;
     char *obj_access_key;

@@ -1,0 +1,624 @@
+/* warm — cold files' sidecars and the warm cache (see warm.h).
+ *
+ * Divisions: keys; sidecars; the cache (entries, fetches, waits, the
+ * timer thread). */
+#include "engine/warm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/disk.h"
+#include "engine/objstore.h"
+
+void dsq_chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len)
+{
+    snprintf(out, n, "db/%s/data/%08llx.%05zu.%08llx", db, (unsigned long long)id, idx, (unsigned long long)len);
+}
+
+/* ---- sidecars ------------------------------------------------------------------------------ */
+
+/* Text: "dosqld-cold 1\n", "db NAME\n", "id N\n", "size N\n", "chunks N\n",
+ * then per chunk "OFF LEN CRC\n" (CRC in hex), then "#crc32 XXXXXXXX\n"
+ * over everything before it. */
+#define COLD_MAGIC "dosqld-cold 1\n"
+
+void dsq_cold_free(dsq_cold *c)
+{
+    if (c) {
+        free(c->chunks);
+        free(c);
+    }
+}
+
+int dsq_cold_load(const char *path, dsq_cold **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    char *text = NULL;
+    int rc = -1;
+    dsq_cold *c = NULL;
+    if (fstat(fd, &st) != 0 || st.st_size < 32 || st.st_size > (64 << 20) ||
+        (text = malloc((size_t)st.st_size + 1)) == NULL || dsq_pread_full(fd, text, (size_t)st.st_size, 0) != 0)
+        goto bad;
+    size_t len = (size_t)st.st_size;
+    text[len] = '\0';
+    const char *trailer = text + len - 16; /* "#crc32 XXXXXXXX\n" */
+    unsigned crc;
+    if (text[len - 1] != '\n' || sscanf(trailer, "#crc32 %8x", &crc) != 1 ||
+        dsq_crc32(text, (size_t)(trailer - text)) != crc || strncmp(text, COLD_MAGIC, strlen(COLD_MAGIC)) != 0)
+        goto bad;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto bad;
+    const char *p = text + strlen(COLD_MAGIC);
+    int used = 0;
+    size_t n = 0;
+    if (sscanf(p, "db %128[A-Za-z0-9._-]\nid %" SCNu64 "\nsize %" SCNu64 "\nchunks %zu\n%n", c->db, &c->id, &c->size, &n,
+               &used) != 4 ||
+        used == 0 || n > (1u << 24))
+        goto bad;
+    p += used;
+    c->chunks = calloc(n ? n : 1, sizeof *c->chunks);
+    if (c->chunks == NULL)
+        goto bad;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        dsq_cold_chunk *k = &c->chunks[i];
+        used = 0;
+        if (sscanf(p, "%" SCNu64 " %" SCNu64 " %8x\n%n", &k->off, &k->len, &k->crc, &used) != 3 || used == 0 ||
+            k->off != at || k->len == 0)
+            goto bad;
+        at += k->len;
+        p += used;
+    }
+    if (at != c->size || p != trailer)
+        goto bad;
+    c->n = n;
+    *out = c;
+    c = NULL;
+    rc = 1;
+bad:
+    if (rc < 0)
+        snprintf(err, errlen, "%.3000s: damaged (not a cold file's description)", path);
+    dsq_cold_free(c);
+    free(text);
+    close(fd);
+    return rc;
+}
+
+int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, COLD_MAGIC "db %s\nid %" PRIu64 "\nsize %" PRIu64 "\nchunks %zu\n", c->db, c->id, c->size,
+                   c->n);
+    for (size_t i = 0; i < c->n; i++)
+        dsq_buf_printf(&b, "%" PRIu64 " %" PRIu64 " %08x\n", c->chunks[i].off, c->chunks[i].len, c->chunks[i].crc);
+    if (b.data == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    dsq_buf_printf(&b, "#crc32 %08x\n", dsq_crc32(b.data, b.len));
+    char tmp[4200], dir[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = -1;
+    if (fd >= 0 && b.data != NULL && dsq_pwrite_full(fd, b.data, b.len, 0) == 0 && fsync(fd) == 0) {
+        close(fd);
+        fd = -1;
+        if (rename(tmp, path) == 0)
+            rc = 0;
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "cannot write %.3000s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0)
+        unlink(tmp);
+    dsq_buf_free(&b);
+    if (rc == 0) {
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+            *slash = '\0';
+            dsq_fsync_dir(dir);
+        }
+    }
+    return rc;
+}
+
+/* ---- the cache --------------------------------------------------------------------------------- */
+
+enum { K_FETCHING, K_READY, K_FAILED };
+
+struct dsq_warm_chunk {
+    char key[DSQ_OBJ_KEY_MAX + 1];
+    uint64_t len;
+    uint32_t crc;
+    int state;
+    unsigned refs;            /* the table's (while in it), misses', waits' */
+    bool in_table;
+    uint64_t file;            /* DIR/%016llx once ready */
+    unsigned attempts;
+    int how;                  /* K_FAILED: DSQ_WARM_FAILED or DSQ_WARM_TIMEOUT */
+    char msg[256];
+    dsq_warm_chunk *hnext;
+    dsq_warm_chunk *prev, *next; /* LRU of ready chunks, oldest first */
+    dsq_warm *w;
+    dsq_obj_req req;
+};
+
+typedef struct waiter {
+    dsq_warm_chunk *k;
+    dsq_warm_fn fn;
+    void *ud;
+    uint64_t deadline_ms;
+    struct waiter *next;
+} waiter;
+
+#define NBUCKETS 4096
+
+struct dsq_warm {
+    dsq_obj *obj;
+    char *dir;
+    uint64_t max_bytes, timeout_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* waiters came, fetches ended */
+    dsq_warm_chunk *buckets[NBUCKETS];
+    dsq_warm_chunk *lru_head, *lru_tail;
+    waiter *waiters;
+    uint64_t next_file;
+    unsigned inflight;         /* fetches the store has */
+    bool closing;
+    pthread_t timer;
+    uint64_t hits, misses, fetches, fetch_bytes, errors, timeouts, bytes, chunks;
+};
+
+static _Thread_local dsq_warm_chunk *tls_miss;
+
+static size_t bucket_of(const char *key) { return (size_t)(dsq_hash_str(key) % NBUCKETS); }
+
+static void chunk_path(const dsq_warm *w, uint64_t file, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%016llx", w->dir, (unsigned long long)file);
+}
+
+static void unref_locked(dsq_warm *w, dsq_warm_chunk *k)
+{
+    (void)w;
+    if (--k->refs == 0)
+        free(k);
+}
+
+static void table_remove(dsq_warm *w, dsq_warm_chunk *k)
+{
+    dsq_warm_chunk **pp = &w->buckets[bucket_of(k->key)];
+    while (*pp && *pp != k)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = k->hnext;
+    k->in_table = false;
+    if (k->state == K_READY) {
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            w->lru_head = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        else
+            w->lru_tail = k->prev;
+        char path[4200];
+        chunk_path(w, k->file, path, sizeof path);
+        unlink(path);
+        w->bytes -= k->len;
+        w->chunks--;
+    }
+    unref_locked(w, k);
+}
+
+static void lru_append(dsq_warm *w, dsq_warm_chunk *k)
+{
+    k->next = NULL;
+    k->prev = w->lru_tail;
+    if (w->lru_tail)
+        w->lru_tail->next = k;
+    else
+        w->lru_head = k;
+    w->lru_tail = k;
+}
+
+/* Move the waiters of k out of the list: the caller calls them. */
+static waiter *take_waiters(dsq_warm *w, dsq_warm_chunk *k)
+{
+    waiter *out = NULL, **pp = &w->waiters;
+    while (*pp) {
+        waiter *x = *pp;
+        if (x->k == k) {
+            *pp = x->next;
+            x->next = out;
+            out = x;
+        } else {
+            pp = &x->next;
+        }
+    }
+    return out;
+}
+
+static void call_waiters(dsq_warm *w, waiter *list, int how, const char *msg)
+{
+    while (list) {
+        waiter *x = list;
+        list = x->next;
+        x->fn(x->ud, how, msg);
+        pthread_mutex_lock(&w->mu);
+        unref_locked(w, x->k);
+        pthread_mutex_unlock(&w->mu);
+        free(x);
+    }
+}
+
+static void fetch_done(dsq_obj_req *r);
+
+static void fetch_start(dsq_warm *w, dsq_warm_chunk *k)
+{
+    memset(&k->req, 0, sizeof k->req);
+    k->req.op = DSQ_OBJ_GET;
+    memcpy(k->req.key, k->key, sizeof k->req.key);
+    k->req.done = fetch_done;
+    k->req.ud = k;
+    k->attempts++;
+    dsq_obj_submit(w->obj, &k->req);
+}
+
+static void fetch_done(dsq_obj_req *r)
+{
+    dsq_warm_chunk *k = r->ud;
+    dsq_warm *w = k->w;
+    char msg[300] = "";
+    int how = DSQ_WARM_READY;
+    if (r->status != DSQ_OBJ_OK) {
+        how = r->status == DSQ_OBJ_TIMEOUT ? DSQ_WARM_TIMEOUT : DSQ_WARM_FAILED;
+        snprintf(msg, sizeof msg, "fetching %.100s from the object store: %.150s", k->key,
+                 r->status == DSQ_OBJ_NOT_FOUND ? "no such object" : r->msg);
+    } else if (r->data.len != k->len || dsq_crc32(r->data.data, r->data.len) != k->crc) {
+        bool again = k->attempts < 3;
+        DSQ_WARN("cold_chunk_damaged", "key=%s bytes=%zu want=%llu attempt=%u", k->key, r->data.len,
+                 (unsigned long long)k->len, k->attempts);
+        if (again) {
+            dsq_obj_req_clear(r);
+            pthread_mutex_lock(&w->mu);
+            bool closing = w->closing;
+            pthread_mutex_unlock(&w->mu);
+            if (!closing) {
+                fetch_start(w, k);
+                return;
+            }
+        }
+        how = DSQ_WARM_FAILED;
+        snprintf(msg, sizeof msg, "%.200s arrived damaged %u times (length or CRC-32 wrong)", k->key, k->attempts);
+    }
+    uint64_t file = 0;
+    if (how == DSQ_WARM_READY) {
+        pthread_mutex_lock(&w->mu);
+        file = ++w->next_file;
+        pthread_mutex_unlock(&w->mu);
+        char path[4200];
+        chunk_path(w, file, path, sizeof path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dsq_pwrite_full(fd, r->data.data, r->data.len, 0) != 0) {
+            how = DSQ_WARM_FAILED;
+            snprintf(msg, sizeof msg, "cannot keep %.200s in the warm cache: %s", k->key, strerror(errno));
+            unlink(path);
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    dsq_obj_req_clear(r);
+    pthread_mutex_lock(&w->mu);
+    w->inflight--;
+    waiter *list = take_waiters(w, k);
+    if (how == DSQ_WARM_READY) {
+        k->state = K_READY;
+        k->file = file;
+        w->fetches++;
+        w->fetch_bytes += k->len;
+        w->bytes += k->len;
+        w->chunks++;
+        lru_append(w, k);
+        /* Over the budget: the least recently used go (not this one). */
+        while (w->bytes > w->max_bytes && w->lru_head != NULL && w->lru_head != k)
+            table_remove(w, w->lru_head);
+    } else {
+        k->state = K_FAILED;
+        k->how = how;
+        snprintf(k->msg, sizeof k->msg, "%s", msg);
+        w->errors++;
+        if (k->in_table)
+            table_remove(w, k); /* the next read asks again */
+    }
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (how != DSQ_WARM_READY)
+        DSQ_WARN("cold_read_failed", "reason=%s", dsq_log_q(msg));
+    call_waiters(w, list, how, msg);
+}
+
+/* The timer: waits past their deadline end (the fetch goes on). */
+static void *timer_main(void *arg)
+{
+    dsq_warm *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->closing) {
+        uint64_t now = dsq_now_ms(), next = 0;
+        waiter *due = NULL, **pp = &w->waiters;
+        while (*pp) {
+            waiter *x = *pp;
+            if (x->deadline_ms <= now) {
+                *pp = x->next;
+                x->next = due;
+                due = x;
+                w->timeouts++;
+            } else {
+                if (next == 0 || x->deadline_ms < next)
+                    next = x->deadline_ms;
+                pp = &x->next;
+            }
+        }
+        if (due) {
+            pthread_mutex_unlock(&w->mu);
+            char msg[200];
+            snprintf(msg, sizeof msg, "the object store did not return a page within %llu ms",
+                     (unsigned long long)w->timeout_ms);
+            call_waiters(w, due, DSQ_WARM_TIMEOUT, msg);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        if (next == 0)
+            pthread_cond_wait(&w->cv, &w->mu);
+        else
+            dsq_cond_wait_ms(&w->cv, &w->mu, next - now);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+dsq_warm *dsq_warm_open(dsq_obj *obj, const char *dir, uint64_t max_bytes, uint64_t timeout_ms, char *err,
+                        size_t errlen)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot make %.3000s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    /* What an earlier run cached is not trusted (nor counted): start empty. */
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    dsq_warm *w = calloc(1, sizeof *w);
+    if (w == NULL || (w->dir = strdup(dir)) == NULL) {
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->obj = obj;
+    w->max_bytes = max_bytes;
+    w->timeout_ms = timeout_ms ? timeout_ms : 10000;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->timer, NULL, timer_main, w) != 0) {
+        snprintf(err, errlen, "cannot start a thread");
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w->dir);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void dsq_warm_close(dsq_warm *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->closing = true;
+    waiter *all = w->waiters;
+    w->waiters = NULL;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->timer, NULL);
+    call_waiters(w, all, DSQ_WARM_FAILED, "the server is shutting down");
+    /* Fetches on the wire end on the store's timeouts (or when it closes). */
+    pthread_mutex_lock(&w->mu);
+    while (w->inflight > 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    for (size_t b = 0; b < NBUCKETS; b++)
+        while (w->buckets[b])
+            table_remove(w, w->buckets[b]);
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w->dir);
+    free(w);
+}
+
+/* The chunk of c holding byte `off`. */
+static size_t chunk_at(const dsq_cold *c, uint64_t off)
+{
+    size_t lo = 0, hi = c->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (c->chunks[mid].off <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_t n, char *err, size_t errlen)
+{
+    if (off + n > c->size || c->n == 0) {
+        snprintf(err, errlen, "bytes %llu..%llu are past the end of the file (%llu)", (unsigned long long)off,
+                 (unsigned long long)(off + n), (unsigned long long)c->size);
+        return -1;
+    }
+    uint8_t *dst = buf;
+    size_t i = chunk_at(c, off);
+    for (int tries = 0; n > 0;) {
+        const dsq_cold_chunk *cc = &c->chunks[i];
+        char key[DSQ_OBJ_KEY_MAX + 1];
+        dsq_chunk_key(key, sizeof key, c->db, c->id, i, cc->len);
+        pthread_mutex_lock(&w->mu);
+        dsq_warm_chunk *k = w->buckets[bucket_of(key)];
+        while (k && strcmp(k->key, key) != 0)
+            k = k->hnext;
+        if (k == NULL || k->state != K_READY) {
+            bool start = false;
+            if (k == NULL) {
+                if (w->closing || (k = calloc(1, sizeof *k)) == NULL) {
+                    pthread_mutex_unlock(&w->mu);
+                    snprintf(err, errlen, w->closing ? "the server is shutting down" : "out of memory");
+                    return -1;
+                }
+                memcpy(k->key, key, sizeof k->key);
+                k->len = cc->len;
+                k->crc = cc->crc;
+                k->w = w;
+                k->refs = 1;
+                k->in_table = true;
+                size_t b = bucket_of(key);
+                k->hnext = w->buckets[b];
+                w->buckets[b] = k;
+                w->inflight++;
+                start = true;
+            }
+            w->misses++;
+            if (tls_miss == NULL) {
+                k->refs++;
+                tls_miss = k;
+            }
+            pthread_mutex_unlock(&w->mu);
+            if (start)
+                fetch_start(w, k);
+            snprintf(err, errlen, "fetching %.200s from the object store", key);
+            return DSQ_WARM_MISS;
+        }
+        /* Most recently used now. */
+        if (w->lru_tail != k) {
+            if (k->prev)
+                k->prev->next = k->next;
+            else
+                w->lru_head = k->next;
+            k->next->prev = k->prev;
+            lru_append(w, k);
+        }
+        w->hits++;
+        uint64_t file = k->file;
+        pthread_mutex_unlock(&w->mu);
+        uint64_t in = off - cc->off, take = cc->len - in < n ? cc->len - in : n;
+        char path[4200];
+        chunk_path(w, file, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && ++tries < 3)
+            continue; /* evicted meanwhile: look again */
+        int rc = fd < 0 ? -1 : dsq_pread_full(fd, dst, (size_t)take, in);
+        if (fd >= 0)
+            close(fd);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot read %.3000s: %s", path, rc > 0 ? "short" : strerror(errno));
+            return -1;
+        }
+        dst += take;
+        off += take;
+        n -= (size_t)take;
+        i++;
+    }
+    return 0;
+}
+
+dsq_warm_chunk *dsq_warm_miss_take(void)
+{
+    dsq_warm_chunk *k = tls_miss;
+    tls_miss = NULL;
+    return k;
+}
+
+bool dsq_warm_missed(void) { return tls_miss != NULL; }
+
+void dsq_warm_miss_clear(void)
+{
+    dsq_warm_chunk *k = dsq_warm_miss_take();
+    if (k)
+        dsq_warm_release(k->w, k);
+}
+
+void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k)
+{
+    pthread_mutex_lock(&w->mu);
+    unref_locked(w, k);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
+{
+    waiter *x = calloc(1, sizeof *x);
+    pthread_mutex_lock(&w->mu);
+    int state = k->state;
+    if (state == K_FETCHING && x != NULL && !w->closing) {
+        *x = (waiter){k, fn, ud, dsq_now_ms() + w->timeout_ms, w->waiters};
+        w->waiters = x;
+        pthread_cond_broadcast(&w->cv); /* the timer learns the deadline */
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    int how = k->how;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", k->msg);
+    pthread_mutex_unlock(&w->mu);
+    free(x);
+    if (state == K_READY)
+        fn(ud, DSQ_WARM_READY, "");
+    else if (state == K_FAILED)
+        fn(ud, how, msg);
+    else
+        fn(ud, DSQ_WARM_FAILED, w->closing ? "the server is shutting down" : "out of memory");
+    dsq_warm_release(w, k);
+}
+
+void dsq_warm_counts_get(dsq_warm *w, dsq_warm_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    *out = (dsq_warm_counts){w->hits, w->misses, w->fetches, w->fetch_bytes, w->errors,
+                             w->timeouts, w->bytes, w->chunks};
+    pthread_mutex_unlock(&w->mu);
+}

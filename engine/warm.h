@@ -1,0 +1,106 @@
+/* warm — reading files whose local bytes were evicted to the object store
+ * (DESIGN D6, docs/storage.md "Hot tier and warm reads").
+ *
+ * A cold file is a database file (a checkpoint) that the object store
+ * holds whole, in the chunks its manifest names, and whose data bytes were
+ * given back to the local disk. Next to it a sidecar, NAME.cold, says
+ * which chunks hold it (dsq_cold). Reads of a cold file come from the warm
+ * cache: chunks fetched whole (one GET per chunk, however many readers
+ * want it), checked against their CRC-32, kept as files under a directory
+ * up to a byte budget, least recently used out first.
+ *
+ * A read that finds its chunk missing does not wait: it starts the fetch,
+ * notes the chunk as this thread's miss and fails. The caller (the
+ * engine, which ran SQLite on a worker) takes the miss with
+ * dsq_warm_miss_take, undoes what the read was part of, and asks to be
+ * called back when the chunk is there (dsq_warm_wait) to run it again.
+ * Waits end after the cache's timeout even if the fetch does not. */
+#ifndef DSQ_WARM_H
+#define DSQ_WARM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dsq_obj;
+
+/* The object key of chunk `idx` (len bytes) of version `id` of one of
+ * database db's files: db/NAME/data/IIIIIIII.CCCCC.LLLLLLLL (hex id and
+ * length, decimal index). */
+void dsq_chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len);
+
+/* ---- a cold file's sidecar ---- */
+
+typedef struct dsq_cold_chunk {
+    uint64_t off, len;
+    uint32_t crc;
+} dsq_cold_chunk;
+
+typedef struct dsq_cold {
+    char db[129];
+    uint64_t id;           /* the file version's id in the manifest */
+    uint64_t size;         /* the file's bytes */
+    size_t n;
+    dsq_cold_chunk *chunks; /* ascending, back to back from 0 to size */
+} dsq_cold;
+
+/* Parse the sidecar at `path`: 1 and *out (free with dsq_cold_free), 0
+ * when there is none, -1 when it is damaged or unreadable (message). */
+int dsq_cold_load(const char *path, dsq_cold **out, char *err, size_t errlen);
+/* Write it (temporary file, fsync, rename, fsync of the directory). */
+int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen);
+void dsq_cold_free(dsq_cold *c);
+
+/* ---- the warm cache ---- */
+
+typedef struct dsq_warm dsq_warm;
+
+/* A cache in directory `dir` (emptied first) of at most max_bytes,
+ * fetching from `obj`; a wait ends after timeout_ms. */
+dsq_warm *dsq_warm_open(struct dsq_obj *obj, const char *dir, uint64_t max_bytes, uint64_t timeout_ms,
+                        char *err, size_t errlen);
+/* Fail every wait (callbacks run), cancel fetches, free. */
+void dsq_warm_close(dsq_warm *w);
+
+#define DSQ_WARM_MISS 1
+
+/* Bytes [off, off + n) of cold file c into buf. 0; DSQ_WARM_MISS when a
+ * chunk is not in the cache (its fetch is started and it is this
+ * thread's miss); -1 on an error (message). Any thread. */
+int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_t n, char *err, size_t errlen);
+
+typedef struct dsq_warm_chunk dsq_warm_chunk;
+
+/* This thread's miss since the last take (a reference), or NULL; and
+ * forget it. */
+dsq_warm_chunk *dsq_warm_miss_take(void);
+/* Whether this thread has a miss. */
+bool dsq_warm_missed(void);
+/* Forget this thread's miss, if any. */
+void dsq_warm_miss_clear(void);
+
+/* How a wait ended. */
+enum { DSQ_WARM_READY = 0, DSQ_WARM_TIMEOUT, DSQ_WARM_FAILED };
+typedef void (*dsq_warm_fn)(void *ud, int how, const char *msg);
+
+/* Call fn once chunk k is in the cache (DSQ_WARM_READY), its fetch failed
+ * (DSQ_WARM_FAILED), or the timeout passed (DSQ_WARM_TIMEOUT): exactly
+ * once, on another thread or at once on this one. Takes the reference. */
+void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud);
+/* Drop a reference without waiting. */
+void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k);
+
+typedef struct dsq_warm_counts {
+    uint64_t hits;         /* reads served from the cache */
+    uint64_t misses;       /* reads that found their chunk missing */
+    uint64_t fetches;      /* chunks fetched (GETs that succeeded) */
+    uint64_t fetch_bytes;
+    uint64_t errors;       /* fetches that failed (after the store's retries, or damaged 3 times) */
+    uint64_t timeouts;     /* waits that ended by the timeout */
+    uint64_t bytes;        /* cached now */
+    uint64_t chunks;       /* cached now */
+} dsq_warm_counts;
+
+void dsq_warm_counts_get(dsq_warm *w, dsq_warm_counts *out);
+
+#endif
