@@ -139,6 +139,9 @@ typedef struct dsq_actor {
 
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
+    struct dsq_warm_chunk **pins;   /* chunks the running call (or open stream) waited for:
+                                       kept in the warm cache until it ends (warm.h) */
+    size_t npins, pins_cap;
     bool closed_durable;            /* last closed with its log synced (this process) */
     bool offered;                   /* its files were offered to the object store since the start */
 

@@ -263,6 +263,7 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
 }
 
 static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
+static void pins_release(dsq_engine *e, dsq_actor *a);
 
 int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
@@ -374,6 +375,8 @@ void dsq__actor_close(dsq_actor *a)
     }
     uint64_t durable = dsq_wal_durable(dsq_ps_wal(o->ps));
     dsq_ps_close(o->ps);
+    if (a->npins > 0)
+        pins_release(o->engine, a);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
     dsq_engine *e = o->engine;
     free(o);
@@ -1182,9 +1185,21 @@ static void op_end_txn(run_ctx *x, bool do_commit)
     c->lsn = x->o->lsn;
 }
 
+/* The running call (or the stream) ended: the chunks it waited for may
+ * leave the warm cache again. */
+static void pins_release(dsq_engine *e, dsq_actor *a)
+{
+    for (size_t i = 0; i < a->npins; i++)
+        dsq_warm_release(e->warm, a->pins[i]);
+    free(a->pins);
+    a->pins = NULL;
+    a->npins = a->pins_cap = 0;
+}
+
 static void stream_finish(run_ctx *x)
 {
     actor_open *o = x->o;
+    pins_release(x->e, x->a);
     if (o->stream_stmt) {
         sqlite3_finalize(o->stream_stmt);
         o->stream_stmt = NULL;
@@ -1568,13 +1583,23 @@ static void cold_back(void *ud, int how, const char *msg)
 static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *k)
 {
     cold_wait *w = malloc(sizeof *w);
-    if (w == NULL) {
+    if (a->npins == a->pins_cap) {
+        size_t cap = a->pins_cap ? a->pins_cap * 2 : 8;
+        struct dsq_warm_chunk **p = realloc(a->pins, cap * sizeof *p);
+        if (p != NULL) {
+            a->pins = p;
+            a->pins_cap = cap;
+        }
+    }
+    if (w == NULL || a->npins == a->pins_cap) {
+        free(w);
         dsq_warm_release(e->warm, k);
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         dsq__reply(e, a, c);
         return;
     }
     *w = (cold_wait){e, c};
+    a->pins[a->npins++] = k; /* until the call ends */
     c->err = 0;
     c->msg[0] = '\0';
     c->cold_retry = true;
@@ -1591,7 +1616,8 @@ static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *
 static int cold_failed(run_ctx *x)
 {
     dsq_call *c = x->c;
-    if (!c->cold_retry || c->cold_how == DSQ_WARM_READY || (c->op == DSQ_OP_BATCH && !c->atomic))
+    if (!c->cold_retry || c->cold_how == DSQ_WARM_READY ||
+        (c->op == DSQ_OP_BATCH && !c->atomic && x->a->open != NULL))
         return 0;
     dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s", c->cold_msg);
     if (c->op == DSQ_OP_STREAM) {
@@ -1651,7 +1677,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }
-    } else if (dsq__actor_open(e, a, c) == 0 && (x.o = a->open, cold_failed(&x) == 0)) {
+    } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
+        x.o = a->open;
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
         switch (c->op) {
         case DSQ_OP_QUERY: op_query(&x); break;
@@ -1701,6 +1728,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         }
         if (k != NULL)
             dsq_warm_release(e->warm, k);
+        if (a->npins > 0 && (a->open == NULL || a->open->stream_stmt == NULL))
+            pins_release(e, a);
     }
     c->cold_retry = false;
     if (c->op == DSQ_OP_STREAM) {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/warm.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
 
@@ -73,7 +74,11 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
         uint32_t pgno = (uint32_t)(at / psz) + 1;
         size_t within = at % psz, n = psz - within < left ? psz - within : left;
         if (f_page(p, pgno, (uint32_t)within, (uint32_t)n, out) != 0)
-            return SQLITE_IOERR_READ;
+            /* A page of an evicted file that is on its way (warm.h): not
+             * an I/O error, which would make SQLite roll back the whole
+             * transaction; BUSY undoes only the statement, which the
+             * engine runs again once the page is here. */
+            return dsq_warm_missed() ? SQLITE_BUSY : SQLITE_IOERR_READ;
         out += n;
         at += n;
         left -= n;

@@ -343,9 +343,14 @@ static void fetch_done(dsq_obj_req *r)
         w->bytes += k->len;
         w->chunks++;
         lru_append(w, k);
-        /* Over the budget: the least recently used go (not this one). */
-        while (w->bytes > w->max_bytes && w->lru_head != NULL && w->lru_head != k)
-            table_remove(w, w->lru_head);
+        /* Over the budget: the least recently used go, but not one that
+         * is pinned (nor this one). */
+        for (dsq_warm_chunk *x = w->lru_head; x != NULL && w->bytes > w->max_bytes;) {
+            dsq_warm_chunk *next = x->next;
+            if (x != k && x->refs == 1)
+                table_remove(w, x);
+            x = next;
+        }
     } else {
         k->state = K_FAILED;
         k->how = how;
@@ -592,6 +597,7 @@ void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
     pthread_mutex_lock(&w->mu);
     int state = k->state;
     if (state == K_FETCHING && x != NULL && !w->closing) {
+        k->refs++; /* the waiter's */
         *x = (waiter){k, fn, ud, dsq_now_ms() + w->timeout_ms, w->waiters};
         w->waiters = x;
         pthread_cond_broadcast(&w->cv); /* the timer learns the deadline */
@@ -599,6 +605,7 @@ void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
         return;
     }
     int how = k->how;
+    bool closing = w->closing;
     char msg[256];
     snprintf(msg, sizeof msg, "%s", k->msg);
     pthread_mutex_unlock(&w->mu);
@@ -608,8 +615,7 @@ void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
     else if (state == K_FAILED)
         fn(ud, how, msg);
     else
-        fn(ud, DSQ_WARM_FAILED, w->closing ? "the server is shutting down" : "out of memory");
-    dsq_warm_release(w, k);
+        fn(ud, DSQ_WARM_FAILED, closing ? "the server is shutting down" : "out of memory");
 }
 
 void dsq_warm_counts_get(dsq_warm *w, dsq_warm_counts *out)

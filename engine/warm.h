@@ -85,9 +85,13 @@ typedef void (*dsq_warm_fn)(void *ud, int how, const char *msg);
 
 /* Call fn once chunk k is in the cache (DSQ_WARM_READY), its fetch failed
  * (DSQ_WARM_FAILED), or the timeout passed (DSQ_WARM_TIMEOUT): exactly
- * once, on another thread or at once on this one. Takes the reference. */
+ * once, on another thread or at once on this one. The caller's reference
+ * stays the caller's. */
 void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud);
-/* Drop a reference without waiting. */
+/* Drop a reference. While a chunk has references besides the cache's own
+ * it is pinned: the budget does not drop it. A call keeps the chunks it
+ * waited for until it ends, so that one whose pages are more than the
+ * cache holds still gets to its end (the cache is over budget meanwhile). */
 void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k);
 
 typedef struct dsq_warm_counts {

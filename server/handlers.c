@@ -45,6 +45,9 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
          dsq_cw_entries_total()},
         {"dosqld_object_store_pending", "Databases with an upload (or a drop) waiting for the object store.",
          es.tier_counts.pending},
+        {"dosqld_hot_tier_bytes", "Bytes the databases' files take on the local disk (at the last look).",
+         es.evict_counts.local_bytes},
+        {"dosqld_warm_cache_bytes", "Bytes of evicted files' chunks kept in the warm cache.", es.warm_counts.bytes},
     };
     if (dsq_metrics_render(&srv->metrics, &b) != 0) {
         dsq_buf_free(&b);
@@ -83,6 +86,18 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    "# TYPE dosqld_object_store_errors_total counter\ndosqld_object_store_errors_total %llu\n",
                    (unsigned long long)es.tier_counts.uploads, (unsigned long long)es.tier_counts.bytes,
                    (unsigned long long)es.tier_counts.manifests, (unsigned long long)es.tier_counts.errors);
+    dsq_buf_printf(&b,
+                   "# HELP dosqld_hot_tier_evictions_total Uploaded checkpoint files evicted from the local disk.\n"
+                   "# TYPE dosqld_hot_tier_evictions_total counter\ndosqld_hot_tier_evictions_total %llu\n"
+                   "# HELP dosqld_cold_reads_total Chunks fetched from the object store for reads of evicted pages.\n"
+                   "# TYPE dosqld_cold_reads_total counter\ndosqld_cold_reads_total %llu\n"
+                   "# HELP dosqld_warm_cache_hits_total Reads of evicted pages served by the warm cache.\n"
+                   "# TYPE dosqld_warm_cache_hits_total counter\ndosqld_warm_cache_hits_total %llu\n"
+                   "# HELP dosqld_cold_read_errors_total Cold reads that failed or timed out.\n"
+                   "# TYPE dosqld_cold_read_errors_total counter\ndosqld_cold_read_errors_total %llu\n",
+                   (unsigned long long)es.evict_counts.evictions, (unsigned long long)es.warm_counts.fetches,
+                   (unsigned long long)es.warm_counts.hits,
+                   (unsigned long long)(es.warm_counts.errors + es.warm_counts.timeouts));
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

@@ -1,0 +1,195 @@
+// The hot tier (the object-store issue): a database larger than
+// hot_tier_max_bytes has its uploaded checkpoints evicted once it is
+// closed, and every row reads back through the warm cache (queries,
+// streams, explicit transactions, batches, asOf), with the cold fetches
+// counted; a warm cache smaller than what one query reads does not stop it.
+// When the object store is slow or down, cold reads end with TIMEOUT or
+// INTERNAL_ERROR after a bounded wait while hot databases keep serving.
+// Against the tests' S3 server (s3rver behind a SigV4-checking proxy) and
+// against file://.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { metric, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { call, query, post, WsRpc } from './lib/rpc.mjs';
+import { startS3 } from './lib/s3.mjs';
+
+let s3;
+let root;
+before(async () => {
+  s3 = await startS3();
+  root = tempDir('dosqld-hot-');
+});
+after(async () => {
+  await s3?.stop();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+// Small checkpoints and chunks; a budget far below the database's size; a
+// warm cache (1 MiB, the least allowed) smaller than the table.
+const conf = (objectStore) => `[engine]
+idle_timeout = 1s
+[storage]
+segment_size = 128K
+checkpoint_size = 256K
+history_retention = 0
+hot_tier_max_bytes = 300K
+warm_cache_bytes = 1M
+cold_read_timeout = 1500ms
+[object_store]
+chunk_size = 64K
+upload_interval = 50ms
+retries = 1
+${objectStore}`;
+
+let seq = 0;
+const backends = {
+  s3: () => ({
+    conf: conf(`endpoint = ${s3.endpoint}\naccess_key = ${s3.key}\nsecret_key = ${s3.secret}\n`),
+    url: `s3://${s3.bucket}/hot${++seq}`,
+  }),
+  file: () => ({ conf: conf(''), url: `file://${path.join(root, `store${++seq}`)}` }),
+};
+
+const start = (b, dataDir) => startDosqld({ conf: b.conf, dataDir, args: ['--object-store', b.url] });
+// Stats through another database, so that the one evicted stays closed.
+const serverStats = async (d) => (await call(d.port, '/v1/db/probe/rpc', 'getStats', {})).result.server;
+
+const ROWS = 3000;
+async function fill(port, db) {
+  await query(port, db, 'CREATE TABLE t(n INTEGER PRIMARY KEY, b BLOB, s TEXT)');
+  for (let i = 1; i <= ROWS; i += 50) {
+    const rows = [];
+    for (let k = i; k < i + 50; k++) rows.push(`(${k}, randomblob(700), 'row ${k}')`);
+    await query(port, db, `INSERT INTO t VALUES ${rows.join(',')}`);
+  }
+}
+const digest = async (port, db) => (await query(port, db, 'SELECT n, hex(b), s FROM t ORDER BY n')).rows;
+
+async function evicted(d, dataDir, db) {
+  const hot = await within(20000, (async () => {
+    for (;;) {
+      const os = (await serverStats(d)).objectStore;
+      if (os.hotTier.coldFiles > 0 && os.hotTier.evictedBytes > 500000) return os.hotTier;
+      await sleep(100);
+    }
+  })(), 'eviction');
+  const ckpt = path.join(dataDir, 'db', db, 'ckpt');
+  const cold = readdirSync(ckpt).filter((f) => f.endsWith('.ckpt.cold'));
+  assert.ok(cold.length > 0, readdirSync(ckpt).join(' '));
+  for (const f of cold) assert.ok(existsSync(path.join(ckpt, f.replace(/\.cold$/, ''))), 'the file stays, its bytes go');
+  return hot;
+}
+
+for (const [name, make] of Object.entries(backends)) {
+  test(`${name}: a database larger than the hot budget is evicted, and every row reads back`, async () => {
+    const b = make();
+    const dataDir = path.join(root, `a${seq}`);
+    let d = await start(b, dataDir);
+    try {
+      await fill(d.port, 'big');
+      const all = await digest(d.port, 'big');
+      assert.equal(all.length, ROWS);
+      const lsn = (await call(d.port, '/v1/db/big/rpc', 'ping', {})).result.lsn;
+      const hot = await evicted(d, dataDir, 'big');
+      assert.ok(hot.localBytes < 600000, `local bytes after eviction: ${JSON.stringify(hot)}`);
+      assert.ok(await metric(d.port, 'dosqld_hot_tier_evictions_total') >= 1);
+
+      // A whole scan: more pages than the warm cache holds.
+      assert.deepEqual(await digest(d.port, 'big'), all);
+      let w = (await serverStats(d)).objectStore.warmCache;
+      assert.ok(w.fetches >= 10 && w.misses >= 10, JSON.stringify(w));
+      assert.equal(w.errors, 0);
+      assert.ok(await metric(d.port, 'dosqld_cold_reads_total') >= w.fetches);
+      for (const n of [1, 777, 1500, ROWS]) {
+        const r = await query(d.port, 'big', 'SELECT n, hex(b), s FROM t WHERE n = ?', [n]);
+        assert.deepEqual(r.rows, [all[n - 1]]);
+      }
+
+      // A fresh start empties the warm cache: every kind of read is cold.
+      await d.stop();
+      d = await start(b, dataDir);
+      const ws = await WsRpc.open(d.port, '/v1/db/big/rpc');
+      const res = await ws.ok('queryStream', { sql: 'SELECT n, hex(b), s FROM t ORDER BY n', chunkSize: 200 }, 60000);
+      assert.equal(res.rowCount, ROWS);
+      const rows = ws.notes.filter((m) => m.method === 'stream.chunk').flatMap((m) => m.params.rows);
+      assert.deepEqual(rows, all, 'a stream: every row once, in order');
+      await ws.close();
+
+      await d.stop();
+      d = await start(b, dataDir);
+      const tx = await WsRpc.open(d.port, '/v1/db/big/rpc');
+      const { transactionId } = await tx.ok('beginTransaction', {});
+      const inTx = await tx.ok('query', { transactionId, sql: "INSERT INTO t VALUES (0, x'00', 'zero'); SELECT count(*), sum(length(b)) FROM t" }, 30000);
+      assert.deepEqual(inTx.rows, [[ROWS + 1, ROWS * 700 + 1]], 'inside an explicit transaction');
+      await tx.ok('commit', { transactionId });
+      await tx.close();
+      assert.deepEqual((await query(d.port, 'big', 'SELECT count(*) FROM t')).rows, [[ROWS + 1]], 'the insert ran once');
+
+      const batch = await call(d.port, '/v1/db/big/rpc', 'batch', { atomic: false, statements: [
+        { sql: 'SELECT s FROM t WHERE n = 10' },
+        { sql: 'SELECT s FROM t WHERE n = 2999' },
+        { sql: 'SELECT count(*) FROM t WHERE s LIKE ?', params: ['row 1%'] },
+      ] });
+      assert.deepEqual(batch.result.results.map((r) => r.rows), [[['row 10']], [['row 2999']], [[1111]]]);
+      const asOf = await post(d.port, '/v1/db/big/query', { sql: 'SELECT count(*) FROM t', asOf: { lsn } });
+      assert.deepEqual(asOf.json.rows, [[ROWS]], JSON.stringify(asOf.json));
+      assert.deepEqual((await query(d.port, 'big', 'PRAGMA integrity_check')).rows, [['ok']]);
+      w = (await serverStats(d)).objectStore.warmCache;
+      assert.ok(w.fetches > 0, JSON.stringify(w));
+    } finally {
+      await d.cleanup();
+    }
+  });
+}
+
+test('s3: cold reads fail with TIMEOUT or INTERNAL_ERROR when the store is slow or down; hot data keeps serving', async () => {
+  const b = backends.s3();
+  const dataDir = path.join(root, 'faults');
+  let d = await start(b, dataDir);
+  try {
+    await fill(d.port, 'big');
+    await evicted(d, dataDir, 'big');
+    await d.stop();
+    d = await start(b, dataDir); // an empty warm cache
+    await query(d.port, 'hot', 'CREATE TABLE k(v)');
+
+    await s3.fault('slow', { count: 1000, delayMs: 4000, match: 'GET', path: '/data/' });
+    let t0 = Date.now();
+    const pending = query(d.port, 'big', 'SELECT sum(length(b)) FROM t', undefined, { raw: true }).then((r) => r.json);
+    // Meanwhile a database with its pages here answers at once.
+    for (let i = 0; i < 20; i++) await query(d.port, 'hot', 'INSERT INTO k VALUES (?)', [i]);
+    assert.deepEqual((await query(d.port, 'hot', 'SELECT count(*) FROM k')).rows, [[20]]);
+    const hotMs = Date.now() - t0;
+    const slow = await pending;
+    const took = Date.now() - t0;
+    assert.equal(slow.error?.code, 'TIMEOUT', JSON.stringify(slow));
+    assert.match(slow.error.message, /object store/);
+    assert.ok(took >= 1400 && took < 4000, `cold_read_timeout (1.5 s), not the store's: ${took} ms`);
+    assert.ok(hotMs < 1400, `the hot database did not wait: ${hotMs} ms`);
+    let w = (await serverStats(d)).objectStore.warmCache;
+    assert.ok(w.timeouts >= 1, JSON.stringify(w));
+    await s3.fault('slow', { count: 0 });
+    await sleep(4500); // the slow GETs end
+
+    await s3.fault('down', { delayMs: 3000 });
+    t0 = Date.now();
+    const down = (await query(d.port, 'big', 'SELECT sum(length(b)) FROM t', undefined, { raw: true })).json;
+    assert.ok(['INTERNAL_ERROR', 'TIMEOUT'].includes(down.error?.code), JSON.stringify(down));
+    assert.ok(Date.now() - t0 < 4000);
+    await sleep(3000);
+    const back = await within(20000, (async () => {
+      for (;;) {
+        const r = (await query(d.port, 'big', 'SELECT count(*), sum(length(b)) FROM t', undefined, { raw: true })).json;
+        if (!r.error) return r.rows;
+        await sleep(200);
+      }
+    })(), 'cold reads after the store is back');
+    assert.deepEqual(back, [[ROWS, ROWS * 700]]);
+    w = (await serverStats(d)).objectStore.warmCache;
+    assert.ok(w.errors >= 1 || w.timeouts >= 2, JSON.stringify(w));
+  } finally {
+    await d.cleanup();
+  }
+});
