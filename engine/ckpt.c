@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -308,46 +307,18 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
 int dsq_ckpt_evict(const char *path, const dsq_cold *cold, uint64_t *freed, char *err, size_t errlen)
 {
     *freed = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     uint8_t h[HDR];
-    struct stat before, after;
-    if (fd < 0 || fstat(fd, &before) != 0 || dsq_pread_full(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 ||
+    if (fd < 0 || dsq_pread_full(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 ||
         dsq_get32(h + 60) != dsq_crc32(h, 60)) {
         snprintf(err, errlen, "%.3000s: not a readable checkpoint: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
-    if (cold->size != (uint64_t)before.st_size) {
-        snprintf(err, errlen, "%.3000s: the object store's copy has another size", path);
-        close(fd);
-        return -1;
-    }
-    /* Header and directory stay (opening reads them); whole blocks after. */
-    uint64_t start = (data_start(dsq_get32(h + 36)) + 4095) & ~(uint64_t)4095;
-    if (start >= (uint64_t)before.st_size) {
-        close(fd);
-        return 0;
-    }
-    char side[4300];
-    snprintf(side, sizeof side, "%s.cold", path);
-    if (dsq_cold_write(side, cold, err, errlen) != 0) {
-        close(fd);
-        return -1;
-    }
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
-                  (off_t)((uint64_t)before.st_size - start)) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "%.3000s: cannot punch a hole: %s", path, strerror(e));
-        unlink(side);
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    if (fstat(fd, &after) == 0 && after.st_blocks < before.st_blocks)
-        *freed = (uint64_t)(before.st_blocks - after.st_blocks) * 512u;
     close(fd);
-    return 0;
+    /* Header and directory stay: opening reads them. */
+    return dsq_cold_evict(path, cold, data_start(dsq_get32(h + 36)), freed, err, errlen);
 }
 
 void dsq_ckpt_close(dsq_ckpt *c, int remove)

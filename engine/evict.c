@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "engine/ckpt.h"
 #include "engine/tier.h"
+#include "engine/wal.h"
 #include "engine/warm.h"
 
 struct dsq_evict {
@@ -78,9 +79,12 @@ void dsq_evict_closed(dsq_evict *v, const char *db)
 
 typedef struct cand {
     char db[129];
-    char name[48];          /* ckpt/X.ckpt */
+    char name[48];          /* ckpt/X.ckpt or wal/X.seg */
     uint64_t blocks;        /* its bytes on disk */
     uint64_t cold_ms;       /* the later of its mtime and its database's last close */
+    bool seg;               /* a log segment: */
+    uint64_t last_lsn;      /* its last record's LSN (0: the last segment, known from the manifest) */
+    uint64_t ckpt_lsn;      /* the database's newest checkpoint */
 } cand;
 
 static int cand_cmp(const void *a, const void *b)
@@ -128,10 +132,20 @@ static uint64_t evict_one(dsq_evict *v, const cand *c)
         return 0;
     uint64_t mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
     dsq_cold *cold = NULL;
+    uint64_t mlsn = 0;
     int rc = dsq_tier_cold_of(v->cfg.tier, c->db, c->name, (uint64_t)st.st_ino, (uint64_t)st.st_size, mtime, &cold,
-                              msg, sizeof msg);
+                              &mlsn, msg, sizeof msg);
+    if (rc > 0 && c->seg) {
+        /* A segment goes only when a checkpoint covers all of it: the
+         * last one, when the manifest (written after it was closed, the
+         * file unchanged since) is at the checkpoint's LSN. */
+        cold->lsn = c->last_lsn ? c->last_lsn : mlsn;
+        if (cold->lsn > c->ckpt_lsn || (c->last_lsn == 0 && mlsn != c->ckpt_lsn))
+            rc = 0;
+    }
     uint64_t freed = 0;
-    if (rc > 0 && dsq_ckpt_evict(path, cold, &freed, msg, sizeof msg) != 0) {
+    if (rc > 0 && (c->seg ? dsq_cold_evict(path, cold, 64, &freed, msg, sizeof msg)
+                          : dsq_ckpt_evict(path, cold, &freed, msg, sizeof msg)) != 0) {
         rc = -1;
         if (errno == EOPNOTSUPP) {
             pthread_mutex_lock(&v->mu);
@@ -150,6 +164,90 @@ static uint64_t evict_one(dsq_evict *v, const cand *c)
     if (rc > 0)
         DSQ_DEBUG("evicted", "db=%s file=%s bytes=%llu", c->db, c->name, (unsigned long long)freed);
     return rc > 0 ? freed : 0; /* 0: not (yet) in the object store as it is here */
+}
+
+static int seg_cmp(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b; /* [seq, first LSN, blocks, mtime ms] */
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* The log segments of database db (directory dir) all of whose records a
+ * checkpoint (the newest at LSN ckpt) covers: candidates. */
+static void add_segments(cand **cs, size_t *n, size_t *cap, const char *dir, const char *db, uint64_t closed_ms,
+                         uint64_t ckpt, uint64_t *cold_files)
+{
+    char wdir[4300];
+    snprintf(wdir, sizeof wdir, "%s/wal", dir);
+    DIR *d = opendir(wdir);
+    if (d == NULL)
+        return;
+    uint64_t (*v)[4] = NULL;
+    size_t nv = 0, vcap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint32_t seq;
+        size_t len = strlen(de->d_name);
+        if (len == 17 && strcmp(de->d_name + 12, ".cold") == 0) {
+            (*cold_files)++;
+            continue;
+        }
+        if (!dsq_wal_seg_seq(de->d_name, &seq))
+            continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", wdir, de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        uint8_t h[64];
+        struct stat st;
+        bool ok = fd >= 0 && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && fstat(fd, &st) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (!ok)
+            continue;
+        if (nv == vcap) {
+            vcap = vcap ? vcap * 2 : 16;
+            void *nn = realloc(v, vcap * sizeof *v);
+            if (nn == NULL)
+                break;
+            v = nn;
+        }
+        uint64_t first = 0;
+        for (int i = 7; i >= 0; i--)
+            first = first << 8 | h[24 + i];
+        char side[4500];
+        snprintf(side, sizeof side, "%s.cold", path);
+        uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000u + (uint64_t)st.st_mtim.tv_nsec / 1000000u;
+        v[nv][0] = seq;
+        v[nv][1] = first;
+        v[nv][2] = access(side, F_OK) == 0 ? 0 : disk_bytes(&st); /* 0: evicted already */
+        v[nv][3] = mt;
+        nv++;
+    }
+    closedir(d);
+    if (nv > 1)
+        qsort(v, nv, sizeof *v, seg_cmp);
+    for (size_t i = 0; i < nv; i++) {
+        uint64_t last = i + 1 < nv ? v[i + 1][1] - 1 : 0;
+        if (v[i][2] < 8192 || (i + 1 < nv && last > ckpt))
+            continue;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            cand *nc = realloc(*cs, *cap * sizeof *nc);
+            if (nc == NULL)
+                break;
+            *cs = nc;
+        }
+        cand *c = &(*cs)[(*n)++];
+        memset(c, 0, sizeof *c);
+        dsq_strlcpy(c->db, db, sizeof c->db);
+        snprintf(c->name, sizeof c->name, "wal/%08x.seg", (unsigned)v[i][0]);
+        c->blocks = v[i][2];
+        c->cold_ms = v[i][3] > closed_ms ? v[i][3] : closed_ms;
+        c->seg = true;
+        c->last_lsn = last;
+        c->ckpt_lsn = ckpt;
+    }
+    free(v);
 }
 
 size_t dsq_evict_run(dsq_evict *v)
@@ -176,6 +274,7 @@ size_t dsq_evict_run(dsq_evict *v)
         bool open = e != NULL && json_integer_value(json_array_get(e, 0)) > 0;
         uint64_t closed_ms = e ? (uint64_t)json_integer_value(json_array_get(e, 1)) : 0;
         pthread_mutex_unlock(&v->mu);
+        uint64_t newest = 0; /* the newest checkpoint's LSN */
         char cdir[4300];
         snprintf(cdir, sizeof cdir, "%s/ckpt", dir);
         DIR *cd = opendir(cdir);
@@ -188,7 +287,11 @@ size_t dsq_evict_run(dsq_evict *v)
                 cold_files++;
                 continue;
             }
-            if (open || len != 21 || strcmp(ce->d_name + 16, ".ckpt") != 0)
+            if (len != 21 || strcmp(ce->d_name + 16, ".ckpt") != 0)
+                continue;
+            if (strtoull(ce->d_name, NULL, 16) > newest)
+                newest = strtoull(ce->d_name, NULL, 16);
+            if (open)
                 continue;
             char path[4400], side[4500];
             snprintf(path, sizeof path, "%s/%s", cdir, ce->d_name);
@@ -204,6 +307,7 @@ size_t dsq_evict_run(dsq_evict *v)
                 cs = nc;
             }
             cand *c = &cs[n++];
+            memset(c, 0, sizeof *c);
             dsq_strlcpy(c->db, de->d_name, sizeof c->db);
             snprintf(c->name, sizeof c->name, "ckpt/%s", ce->d_name);
             c->blocks = disk_bytes(&st);
@@ -211,6 +315,8 @@ size_t dsq_evict_run(dsq_evict *v)
             c->cold_ms = mt > closed_ms ? mt : closed_ms;
         }
         closedir(cd);
+        if (!open && newest > 0)
+            add_segments(&cs, &n, &cap, dir, de->d_name, closed_ms, newest, &cold_files);
     }
     closedir(d);
     if (n > 1)

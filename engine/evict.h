@@ -3,16 +3,17 @@
  *
  * Every interval a thread adds up the bytes the databases' files take on
  * the local disk (blocks, not sizes). While that is over hot_tier_max_bytes,
- * and for every file untouched for hot_tier_max_age, checkpoint files of
- * closed databases that the object store holds exactly as they are here
- * (their manifest says so) are evicted, coldest first (the later of the
- * file's time and its database's last close): their data bytes are given
- * back to the disk (a hole punched; header and directory stay) and a
- * sidecar says which chunks hold them (warm.h). Nothing the store has not
- * acknowledged is evicted, and nothing of an open database: a database
- * opening waits for an eviction of its files to end, and one being
- * evicted is not opened meanwhile. Log segments are not evicted: they go
- * with history_retention. */
+ * and for every file untouched for hot_tier_max_age, files of closed
+ * databases that the object store holds exactly as they are here (their
+ * manifest says so) are evicted, coldest first (the later of the file's
+ * time and its database's last close): checkpoints, and log segments all
+ * of whose records the newest checkpoint covers (history: time travel and
+ * CDC catch-up read them). Their data bytes are given back to the disk (a
+ * hole punched; a checkpoint's header and directory and a segment's
+ * header stay) and a sidecar says which chunks hold them (warm.h).
+ * Nothing the store has not acknowledged is evicted, and nothing of an
+ * open database: a database opening waits for an eviction of its files to
+ * end, and one being evicted is not opened meanwhile. */
 #ifndef DSQ_EVICT_H
 #define DSQ_EVICT_H
 

@@ -974,12 +974,14 @@ static void op_query_as_of(run_ctx *x)
     }
     char err[600];
     uint64_t lsn = c->as_of_lsn;
-    if (c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) {
-        dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
-        return;
-    }
     dsq_ps_view *v = NULL;
-    if (dsq_ps_view_open(o->ps, lsn, &v, err, sizeof err) != 0) {
+    if ((c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) ||
+        dsq_ps_view_open(o->ps, lsn, &v, err, sizeof err) != 0) {
+        if (cold(x)) { /* the log it reads was evicted: again once it is here */
+            x->retry = true;
+            c->resume_off = 0;
+            return;
+        }
         dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
         return;
     }
@@ -1421,9 +1423,10 @@ static int cdc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal
 
 /* The same, from the log files alone, on the system actor: catch-up
  * reads do not take the database's own actor from its writers. */
-static void op_cdc_read_files(dsq_engine *e, dsq_call *c)
+static void op_cdc_read_files(dsq_engine *e, dsq_call *c, bool *retry)
 {
     char dir[4200];
+    dsq_buf_reset(&c->out); /* (a run again after a cold segment starts over) */
     c->lsn = c->as_of_lsn;
     c->more = false;
     if (c->target_db == NULL || !dsq_db_name_valid(c->target_db)) {
@@ -1437,7 +1440,8 @@ static void op_cdc_read_files(dsq_engine *e, dsq_call *c)
                   .dctx = ZSTD_createDCtx()};
     char err[400];
     uint64_t oldest;
-    int rc = s.dctx ? dsq_wal_scan_files(dir, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err, sizeof err)
+    int rc = s.dctx ? dsq_wal_scan_files(dir, e->warm, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err,
+                                         sizeof err)
                     : (snprintf(err, sizeof err, "out of memory"), -1);
     ZSTD_freeDCtx(s.dctx);
     if (rc == 1) {
@@ -1447,6 +1451,8 @@ static void op_cdc_read_files(dsq_engine *e, dsq_call *c)
         return;
     }
     if (rc != 0 && !s.full) {
+        /* An evicted segment's chunk on its way: again once it is here. */
+        *retry = e->warm != NULL && dsq_warm_missed();
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot read the log: %s", err);
         return;
     }
@@ -1483,12 +1489,17 @@ static void op_cdc_read(run_ctx *x)
     c->upto_lsn = durable; /* the caller learns where the durable log ends */
     if (after >= durable)
         return;
+    dsq_buf_reset(&c->out); /* (a run again after a cold segment starts over) */
     cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = after,
                   .dctx = ZSTD_createDCtx()};
     char err[400];
     int rc = s.dctx ? dsq_wal_scan(w, after, durable, cdc_visit, &s, err, sizeof err)
                     : (snprintf(err, sizeof err, "out of memory"), -1);
     ZSTD_freeDCtx(s.dctx);
+    if (rc != 0 && !s.full && cold(x)) {
+        x->retry = true;
+        return;
+    }
     if (rc != 0 && !s.full) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot read the log: %s", err);
         return;
@@ -1658,7 +1669,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
-        op_cdc_read_files(e, c);
+        op_cdc_read_files(e, c, &x.retry);
     } else if (c->op == DSQ_OP_LIST) {
         c->doc = dsq__store_list(e->data_dir);
         if (c->doc == NULL)

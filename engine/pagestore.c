@@ -452,7 +452,8 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     char waldir[4200];
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
     dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes,
-                      .known_durable = cfg->known_durable, .jnl = cfg->jnl, .jname = cfg->name};
+                      .known_durable = cfg->known_durable, .jnl = cfg->jnl, .jname = cfg->name,
+                      .warm = cfg->warm};
     uint64_t last;
     if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
         dsq_ps_close(ps);

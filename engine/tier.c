@@ -264,12 +264,13 @@ static json_t *manifest_file(json_t *m, const char *name)
 }
 
 int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
-                     dsq_cold **out, char *msg, size_t msglen)
+                     dsq_cold **out, uint64_t *manifest_lsn, char *msg, size_t msglen)
 {
     *out = NULL;
     json_t *m = manifest_get(t, db, msg, msglen);
     if (m == NULL)
         return -1;
+    *manifest_lsn = (uint64_t)json_integer_value(json_object_get(m, "lsn"));
     json_t *f = manifest_file(m, name);
     int rc = 0;
     if (f != NULL && json_object_get(f, "data") == NULL &&
@@ -1458,9 +1459,9 @@ static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *
         for (size_t i = 0; i < n; i++)
             if (times[i] <= time_us && lsns[i] > p.best)
                 p.best = lsns[i];
-        int sr = dsq_wal_scan_files(wal, 0, last, pit_time, &p, &oldest, err, errlen);
+        int sr = dsq_wal_scan_files(wal, NULL, 0, last, pit_time, &p, &oldest, err, errlen);
         if (sr == 1) /* the log starts later (retired behind a checkpoint): from there */
-            sr = dsq_wal_scan_files(wal, oldest, last, pit_time, &p, &oldest, err, errlen);
+            sr = dsq_wal_scan_files(wal, NULL, oldest, last, pit_time, &p, &oldest, err, errlen);
         if (sr < 0)
             rc = -1;
         else if (p.best == 0) {
@@ -1489,7 +1490,7 @@ static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *
     }
     if (rc == 0 && *at > base) {
         pit p = {.want = *at};
-        int s = dsq_wal_scan_files(wal, base, *at, pit_find, &p, &oldest, err, errlen);
+        int s = dsq_wal_scan_files(wal, NULL, base, *at, pit_find, &p, &oldest, err, errlen);
         if (s < 0) {
             rc = -1;
         } else if (s == 1) {
@@ -1504,7 +1505,7 @@ static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *
     if (rc == 0 && *at < last) {
         /* Everything from the record after the point on goes. */
         pit p = {.want = *at + 1};
-        if (dsq_wal_scan_files(wal, *at, *at + 1, pit_find, &p, &oldest, err, errlen) < 0)
+        if (dsq_wal_scan_files(wal, NULL, *at, *at + 1, pit_find, &p, &oldest, err, errlen) < 0)
             rc = -1;
         else if (p.found && dsq_wal_cut_after(wal, p.loc.seg, p.loc.off, err, errlen) != 0)
             rc = -1;

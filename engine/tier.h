@@ -92,10 +92,11 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
  * from the manifest the store has: 1 and *out when the manifest names
  * exactly this file (inode, size, modification time: what was uploaded is
  * what is here) in chunks; 0 when not (not uploaded yet, or inline); -1
- * when the manifest cannot be read (msg). */
+ * when the manifest cannot be read (msg). *manifest_lsn: the LSN the
+ * manifest was written at. */
 struct dsq_cold;
 int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
-                     struct dsq_cold **out, char *msg, size_t msglen);
+                     struct dsq_cold **out, uint64_t *manifest_lsn, char *msg, size_t msglen);
 
 /* Database `db` was dropped: its objects go (after what was offered
  * before). */

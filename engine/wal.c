@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "engine/disk.h"
 #include "engine/journal.h"
+#include "engine/warm.h"
 
 #define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
 #define SEG_MAGIC "DSQWAL01"
@@ -181,6 +182,7 @@ int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, u
 typedef struct seg {
     uint32_t seq;
     int fd;               /* -1 when not open */
+    dsq_cold *cold;       /* evicted: its records are in the object store (warm.h) */
     uint64_t first_lsn;   /* of its first record */
     uint64_t last_lsn;    /* of its last record (first_lsn - 1 when empty) */
     uint64_t size;        /* bytes written */
@@ -295,6 +297,26 @@ static int seg_read_header(dsq_wal *w, seg *s, char *err, size_t errlen)
     return 0;
 }
 
+/* Bytes [off, off + n) of segment s: from its file, or for an evicted one
+ * from the warm cache. 0, 1 (the file ends first), -1 (error, or a miss). */
+static int seg_pread(const seg *s, struct dsq_warm *warm, void *buf, size_t n, uint64_t off)
+{
+    if (s->cold == NULL || off + n <= DSQ_WAL_SEG_HDR)
+        return dsq_pread_full(s->fd, buf, n, off);
+    if (off + n > s->cold->size)
+        return 1;
+    char err[300];
+    return warm != NULL && dsq_warm_read(warm, s->cold, off, buf, n, err, sizeof err) == 0 ? 0 : -1;
+}
+
+/* Load segment path's sidecar, if it was evicted. 0 or -1. */
+static int seg_cold(seg *s, const char *path, char *err, size_t errlen)
+{
+    char side[4300];
+    snprintf(side, sizeof side, "%s.cold", path);
+    return dsq_cold_load(side, &s->cold, err, errlen) < 0 ? -1 : 0;
+}
+
 static int cmp_seq(const void *a, const void *b)
 {
     uint32_t x = ((const seg *)a)->seq, y = ((const seg *)b)->seq;
@@ -348,10 +370,15 @@ static int list_segments(dsq_wal *w, char *err, size_t errlen)
         char path[4200];
         seg_path(w, seq, path, sizeof path);
         int fd = open(path, O_RDWR | O_CLOEXEC);
-        if (fd < 0 || segs_push(w, (seg){.seq = seq, .fd = fd}) != 0) {
+        seg s = {.seq = seq, .fd = fd};
+        if (fd >= 0 && seg_cold(&s, path, err, errlen) != 0) {
+            close(fd);
+            rc = -1;
+        } else if (fd < 0 || segs_push(w, s) != 0) {
             snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
             if (fd >= 0)
                 close(fd);
+            dsq_cold_free(s.cold);
             rc = -1;
         }
     }
@@ -452,6 +479,21 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
                 goto fail;
             }
         }
+        if (s->cold != NULL) {
+            /* Evicted: only ever one whose records a checkpoint covers. */
+            if (i + 1 == w->nsegs)
+                s->last_lsn = s->cold->lsn;
+            if (s->last_lsn > from_lsn || s->cold->lsn != s->last_lsn) {
+                snprintf(err, errlen,
+                         "%.3000s: log segment %08x was evicted but holds LSNs %llu..%llu, after the newest "
+                         "checkpoint (%llu)",
+                         dir, s->seq, (unsigned long long)s->first_lsn, (unsigned long long)s->cold->lsn,
+                         (unsigned long long)from_lsn);
+                goto fail;
+            }
+            s->size = s->synced = s->cold->size;
+            continue;
+        }
         /* Read only what holds records after from_lsn (and the last one,
          * to find its end). */
         if (i + 1 < w->nsegs && s->last_lsn <= from_lsn) {
@@ -478,7 +520,8 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     }
     /* Whatever was recovered is made durable now: it may sit only in the
      * page cache after a crash of the process. */
-    if (w->nsegs > 0 && !cfg->known_durable && fdatasync(w->segs[w->nsegs - 1].fd) != 0) {
+    if (w->nsegs > 0 && !cfg->known_durable && w->segs[w->nsegs - 1].cold == NULL &&
+        fdatasync(w->segs[w->nsegs - 1].fd) != 0) {
         snprintf(err, errlen, "%.3000s: fdatasync: %s", dir, strerror(errno));
         goto fail;
     }
@@ -503,9 +546,11 @@ void dsq_wal_close(dsq_wal *w)
 {
     if (w == NULL)
         return;
-    for (size_t i = 0; i < w->nsegs; i++)
+    for (size_t i = 0; i < w->nsegs; i++) {
         if (w->segs[i].fd >= 0)
             close(w->segs[i].fd);
+        dsq_cold_free(w->segs[i].cold);
+    }
     free(w->segs);
     dsq_buf_free(&w->teebuf);
     pthread_mutex_destroy(&w->mu);
@@ -548,7 +593,9 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
     pthread_mutex_lock(&w->mu);
     seg *s = w->nsegs > 0 ? &w->segs[w->nsegs - 1] : NULL;
     pthread_mutex_unlock(&w->mu);
-    if (s == NULL || (s->size + len > w->cfg.segment_bytes && s->last_lsn >= s->first_lsn)) {
+    /* A new segment when this one is full, or evicted (its bytes are
+     * in the object store only: it takes no more). */
+    if (s == NULL || s->cold != NULL || (s->size + len > w->cfg.segment_bytes && s->last_lsn >= s->first_lsn)) {
         seg n;
         if (seg_create(w, s ? s->seq + 1 : 1, lsn, &n, err, errlen) != 0)
             return -1;
@@ -638,9 +685,10 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
 {
     pthread_mutex_lock(&w->mu);
     seg *s = seg_find(w, seq);
-    int fd = s && s->fd >= 0 ? s->fd : -1;
+    seg copy = s && s->fd >= 0 ? *s : (seg){.fd = -1};
     pthread_mutex_unlock(&w->mu);
-    return fd >= 0 && dsq_pread_full(fd, buf, n, off) == 0 ? 0 : -1;
+    /* (The worker that reads is the one that retires: copy.cold stays.) */
+    return copy.fd >= 0 && seg_pread(&copy, w->cfg.warm, buf, n, off) == 0 ? 0 : -1;
 }
 
 /* What one sync covers: the segments written since the last sync (usually
@@ -889,7 +937,11 @@ int dsq_wal_retire(dsq_wal *w, uint64_t lsn)
         seg_path(w, w->segs[0].seq, path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT)
             break;
+        char side[4300];
+        snprintf(side, sizeof side, "%s.cold", path);
+        unlink(side);
         close(w->segs[0].fd);
+        dsq_cold_free(w->segs[0].cold);
         memmove(w->segs, w->segs + 1, (w->nsegs - 1) * sizeof *w->segs);
         w->nsegs--;
         gone++;
@@ -916,8 +968,8 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
 
 /* Read file bytes [off, off + max(need, SCAN_BLOCK)) into *buf (as far as
  * the file goes); 0 when at least `need` came, else -1. */
-static int fill_block(int fd, uint64_t off, size_t need, uint8_t **buf, size_t *cap, uint64_t *bstart,
-                      uint64_t *bend)
+static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t need, uint8_t **buf, size_t *cap,
+                      uint64_t *bstart, uint64_t *bend)
 {
     size_t want = need > SCAN_BLOCK ? need : SCAN_BLOCK;
     if (*cap < want) {
@@ -927,6 +979,17 @@ static int fill_block(int fd, uint64_t off, size_t need, uint8_t **buf, size_t *
         *buf = n;
         *cap = want;
     }
+    if (s->cold != NULL) { /* evicted: from the warm cache, within the file */
+        if (off >= s->cold->size)
+            return -1;
+        size_t n = s->cold->size - off < want ? (size_t)(s->cold->size - off) : want;
+        if (n < need || seg_pread(s, warm, *buf, n, off) != 0)
+            return -1;
+        *bstart = off;
+        *bend = off + n;
+        return 0;
+    }
+    int fd = s->fd;
     size_t got = 0;
     while (got < want) {
         ssize_t r = pread(fd, *buf + got, want - got, (off_t)(off + got));
@@ -954,21 +1017,22 @@ typedef struct block {
     uint64_t start, end; /* the file bytes buf holds */
 } block;
 
-static int scan_segment(int fd, uint32_t seq, uint64_t first_lsn, uint64_t last, uint32_t page_size,
+static int scan_segment(const seg *s, struct dsq_warm *warm, uint64_t first_lsn, uint64_t last, uint32_t page_size,
                         uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, block *b, uint64_t *next,
                         char *err, size_t errlen)
 {
+    uint32_t seq = s->seq;
     uint64_t off = DSQ_WAL_SEG_HDR, want = first_lsn;
     b->start = b->end = 0;
     while (want <= to && want <= last) {
         if ((off + DSQ_WAL_REC_HDR > b->end || off < b->start) &&
-            fill_block(fd, off, DSQ_WAL_REC_HDR, &b->buf, &b->cap, &b->start, &b->end) != 0)
+            fill_block(s, warm, off, DSQ_WAL_REC_HDR, &b->buf, &b->cap, &b->start, &b->end) != 0)
             break;
         dsq_wal_rec r;
         if (dsq_wal_rec_header(b->buf + (off - b->start), &r) != 0 || r.lsn != want || r.page_size != page_size)
             break;
         if (want > from) {
-            if (off + r.len > b->end && fill_block(fd, off, r.len, &b->buf, &b->cap, &b->start, &b->end) != 0)
+            if (off + r.len > b->end && fill_block(s, warm, off, r.len, &b->buf, &b->cap, &b->start, &b->end) != 0)
                 break;
             const uint8_t *p = b->buf + (off - b->start);
             if (!dsq_wal_rec_valid(p, &r))
@@ -999,8 +1063,8 @@ int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
         if (s.last_lsn <= from)
             continue;
         uint64_t next;
-        rc = scan_segment(s.fd, s.seq, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b, &next,
-                          err, errlen);
+        rc = scan_segment(&s, w->cfg.warm, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b,
+                          &next, err, errlen);
         uint64_t upto = s.last_lsn < to ? s.last_lsn : to;
         if (rc == 0 && next <= upto) {
             snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", s.seq,
@@ -1034,8 +1098,8 @@ static int cmp_seg_file(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
-                       uint64_t *oldest, char *err, size_t errlen)
+int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
+                       void *ud, uint64_t *oldest, char *err, size_t errlen)
 {
     *oldest = 0;
     DIR *d = opendir(dir);
@@ -1100,18 +1164,28 @@ int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visi
         }
         uint8_t h[DSQ_WAL_SEG_HDR];
         uint32_t page_size = dsq_pread_full(s.fd, h, sizeof h, 0) == 0 ? dsq_get32(h + 12) : 0;
-        if (v[i].first_lsn != want) {
+        if (seg_cold(&s, path, err, errlen) != 0)
+            rc = -1;
+        else if (s.cold != NULL && warm == NULL) {
+            snprintf(err, errlen, "log segment %08x is in the object store, and none is configured", v[i].seq);
+            rc = -1;
+        } else if (v[i].first_lsn != want) {
             snprintf(err, errlen, "log segment %08x starts at LSN %llu, not %llu", v[i].seq,
                      (unsigned long long)v[i].first_lsn, (unsigned long long)want);
             rc = -1;
         }
         if (rc == 0) {
             uint64_t next;
-            rc = scan_segment(s.fd, s.seq, want, UINT64_MAX, page_size, from, to, visit, ud, &blk, &next, err,
-                              errlen);
+            rc = scan_segment(&s, warm, want, s.cold ? s.cold->lsn : UINT64_MAX, page_size, from, to, visit, ud, &blk,
+                              &next, err, errlen);
             want = next; /* stopped early: on in the next segment, which must start there */
+            if (rc == 0 && dsq_warm_missed()) {
+                snprintf(err, errlen, "log segment %08x: a chunk is on its way from the object store", v[i].seq);
+                rc = -1;
+            }
         }
         close(s.fd);
+        dsq_cold_free(s.cold);
     }
     if (rc == 0 && want <= to) {
         snprintf(err, errlen, "the log ends at LSN %llu, before %llu", (unsigned long long)want - 1,

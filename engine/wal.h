@@ -98,6 +98,7 @@ typedef struct dsq_wal_cfg {
                                record also goes there, and a sync is the
                                journal's instead of the segments' */
     const char *jname;      /* the database's name in the journal */
+    struct dsq_warm *warm;  /* where evicted segments are read from (warm.h), or NULL */
 } dsq_wal_cfg;
 
 /* Where a record lies: its segment's sequence number and offset. */
@@ -139,7 +140,9 @@ void dsq_wal_tee(dsq_wal *w, bool on);
  * them all (read them from the log: dsq_wal_scan). */
 int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out);
 
-/* Read n bytes at `off` of segment `seg`. 0, or -1 (gone, short, I/O). */
+/* Read n bytes at `off` of segment `seg`. 0, or -1 (gone, short, I/O; or
+ * an evicted segment's chunk not in the warm cache yet: this thread has
+ * a miss, warm.h). */
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 
 /* Make every record appended so far durable (fdatasync of each segment
@@ -203,8 +206,11 @@ int dsq_wal_cut_after(const char *dir, uint32_t seq, uint64_t end, char *err, si
  * the actor that writes the log; `to` must be durable, so never past
  * what is being appended). Returns 0; 1 with *oldest set when the
  * segments no longer hold LSN from + 1 (*oldest: the LSN the oldest
- * segment's first record follows); -1 with a message. */
-int dsq_wal_scan_files(const char *dir, uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud,
+ * segment's first record follows); -1 with a message. Evicted segments
+ * are read through `warm` (may be NULL when there are none). */
+struct dsq_warm;
+int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
+                       void *ud,
                        uint64_t *oldest, char *err, size_t errlen);
 
 #endif

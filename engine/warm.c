@@ -29,7 +29,7 @@ void dsq_chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx,
 
 /* ---- sidecars ------------------------------------------------------------------------------ */
 
-/* Text: "dosqld-cold 1\n", "db NAME\n", "id N\n", "size N\n", "chunks N\n",
+/* Text: "dosqld-cold 1\n", "db NAME\n", "id N\n", "size N\n", "lsn N\n", "chunks N\n",
  * then per chunk "OFF LEN CRC\n" (CRC in hex), then "#crc32 XXXXXXXX\n"
  * over everything before it. */
 #define COLD_MAGIC "dosqld-cold 1\n"
@@ -72,8 +72,8 @@ int dsq_cold_load(const char *path, dsq_cold **out, char *err, size_t errlen)
     const char *p = text + strlen(COLD_MAGIC);
     int used = 0;
     size_t n = 0;
-    if (sscanf(p, "db %128[A-Za-z0-9._-]\nid %" SCNu64 "\nsize %" SCNu64 "\nchunks %zu\n%n", c->db, &c->id, &c->size, &n,
-               &used) != 4 ||
+    if (sscanf(p, "db %128[A-Za-z0-9._-]\nid %" SCNu64 "\nsize %" SCNu64 "\nlsn %" SCNu64 "\nchunks %zu\n%n", c->db,
+               &c->id, &c->size, &c->lsn, &n, &used) != 5 ||
         used == 0 || n > (1u << 24))
         goto bad;
     p += used;
@@ -108,8 +108,8 @@ bad:
 int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen)
 {
     dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, COLD_MAGIC "db %s\nid %" PRIu64 "\nsize %" PRIu64 "\nchunks %zu\n", c->db, c->id, c->size,
-                   c->n);
+    dsq_buf_printf(&b, COLD_MAGIC "db %s\nid %" PRIu64 "\nsize %" PRIu64 "\nlsn %" PRIu64 "\nchunks %zu\n", c->db,
+                   c->id, c->size, c->lsn, c->n);
     for (size_t i = 0; i < c->n; i++)
         dsq_buf_printf(&b, "%" PRIu64 " %" PRIu64 " %08x\n", c->chunks[i].off, c->chunks[i].len, c->chunks[i].crc);
     if (b.data == NULL) {
@@ -143,6 +143,48 @@ int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen
         }
     }
     return rc;
+}
+
+int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t *freed, char *err, size_t errlen)
+{
+    *freed = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    struct stat before, after;
+    if (fd < 0 || fstat(fd, &before) != 0) {
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (c->size != (uint64_t)before.st_size) {
+        snprintf(err, errlen, "%.3000s: the object store's copy has another size", path);
+        close(fd);
+        return -1;
+    }
+    uint64_t start = (keep + 4095) & ~(uint64_t)4095;
+    if (start >= (uint64_t)before.st_size) {
+        close(fd);
+        return 0; /* nothing to give back */
+    }
+    char side[4300];
+    snprintf(side, sizeof side, "%s.cold", path);
+    if (dsq_cold_write(side, c, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+                  (off_t)((uint64_t)before.st_size - start)) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "%.3000s: cannot punch a hole: %s", path, strerror(e));
+        unlink(side);
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (fstat(fd, &after) == 0 && after.st_blocks < before.st_blocks)
+        *freed = (uint64_t)(before.st_blocks - after.st_blocks) * 512u;
+    close(fd);
+    return 0;
 }
 
 /* ---- the cache --------------------------------------------------------------------------------- */

@@ -40,6 +40,7 @@ typedef struct dsq_cold {
     char db[129];
     uint64_t id;           /* the file version's id in the manifest */
     uint64_t size;         /* the file's bytes */
+    uint64_t lsn;          /* a log segment: the LSN of its last record (0: not one) */
     size_t n;
     dsq_cold_chunk *chunks; /* ascending, back to back from 0 to size */
 } dsq_cold;
@@ -50,6 +51,12 @@ int dsq_cold_load(const char *path, dsq_cold **out, char *err, size_t errlen);
 /* Write it (temporary file, fsync, rename, fsync of the directory). */
 int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen);
 void dsq_cold_free(dsq_cold *c);
+/* Evict file `path`, which the object store holds as c says: the sidecar
+ * PATH.cold is written (and synced), then every whole 4 KiB block after
+ * its first `keep` bytes is given back to the disk (a hole punched; the
+ * size stays). *freed: the disk bytes given back. 0, or -1 with a message
+ * (errno EOPNOTSUPP: the file system cannot punch holes). */
+int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t *freed, char *err, size_t errlen);
 
 /* ---- the warm cache ---- */
 

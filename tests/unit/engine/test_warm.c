@@ -62,11 +62,13 @@ Test(warm, sidecar_round_trip_and_damage)
     uint64_t lens[3] = {65536, 65536, 100};
     uint32_t crcs[3] = {1, 0xdeadbeef, 3};
     dsq_cold *c = cold_new("db.one", 42, 3, lens, crcs);
+    c->lsn = 1234567;
     cr_assert_eq(dsq_cold_write(path, c, err, sizeof err), 0, "%s", err);
     cr_assert_eq(dsq_cold_load(path, &got, err, sizeof err), 1, "%s", err);
     cr_assert_str_eq(got->db, "db.one");
     cr_assert_eq(got->id, 42);
     cr_assert_eq(got->size, 131172);
+    cr_assert_eq(got->lsn, 1234567);
     cr_assert_eq(got->n, 3);
     cr_assert_eq(got->chunks[1].off, 65536);
     cr_assert_eq(got->chunks[1].crc, 0xdeadbeef);
