@@ -874,6 +874,10 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                     closedir(d);
                     goto fail;
                 }
+                char side[4200];
+                snprintf(side, sizeof side, "%s/%s.cold", dir, name);
+                if (*n > 0 && strcmp((*out)[*n - 1].name, name) == 0 && access(side, F_OK) == 0)
+                    (*out)[*n - 1].cold = true;
             }
         }
         closedir(d);

@@ -1,5 +1,6 @@
 /* Unit tests: engine/wal — record encoding and checksums, recovery of a
- * torn tail, refusal of damage in the middle, segments, retiring, scans. */
+ * torn tail, refusal of damage in the middle, segments, retiring, scans,
+ * evicted segments read through the warm cache. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,7 +10,10 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "engine/disk.h"
+#include "engine/objstore.h"
 #include "engine/wal.h"
+#include "engine/warm.h"
 
 #define PS 4096
 
@@ -376,16 +380,16 @@ Test(wal, the_segment_files_read_without_an_open_log)
     /* While the log is open and written: across segments, from anywhere. */
     for (uint64_t from = 0; from < 40; from += 7) {
         s.n = 0;
-        cr_assert_eq(dsq_wal_scan_files(walkdir, from, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, from, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
         cr_assert_eq(s.n, (int)(40 - from), "from %llu", (unsigned long long)from);
         cr_assert_eq(s.lsns[0], from + 1);
         cr_assert_eq(s.lsns[s.n - 1], 40);
     }
     s.n = 0;
-    cr_assert_eq(dsq_wal_scan_files(walkdir, 10, 15, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, 10, 15, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
     cr_assert_eq(s.n, 5, "stops at `to`");
     /* Past the end of the log: an error, not a short read. */
-    cr_assert_eq(dsq_wal_scan_files(walkdir, 35, 41, visit, &s, &oldest, err, sizeof err), -1);
+    cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, 35, 41, visit, &s, &oldest, err, sizeof err), -1);
     /* Retired segments: the oldest left is said. */
     uint64_t d;
     cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
@@ -393,10 +397,10 @@ Test(wal, the_segment_files_read_without_an_open_log)
     uint32_t nseg;
     uint64_t bytes, first;
     dsq_wal_usage(w, &nseg, &bytes, &first);
-    cr_assert_eq(dsq_wal_scan_files(walkdir, 0, 40, visit, &s, &oldest, err, sizeof err), 1);
+    cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, 0, 40, visit, &s, &oldest, err, sizeof err), 1);
     cr_assert_eq(oldest, first - 1);
     s.n = 0;
-    cr_assert_eq(dsq_wal_scan_files(walkdir, first - 1, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, first - 1, 40, visit, &s, &oldest, err, sizeof err), 0, "%s", err);
     cr_assert_eq(s.lsns[0], first);
     dsq_wal_close(w);
 }
@@ -477,4 +481,138 @@ Test(wal, a_copy_of_the_appended_records_for_tails)
     cr_assert_eq(dsq_wal_tee_take(w, 7, 8, &out), -1);
     dsq_buf_free(&out);
     dsq_wal_close(w);
+}
+
+/* ---- evicted segments (warm.h) ---- */
+
+static uint64_t seg_first_lsn(uint32_t seq)
+{
+    uint8_t h[64];
+    int fd = open(seg_file(seq), O_RDONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | h[24 + i];
+    return v;
+}
+
+/* Upload segment seq as 8 KiB chunks and evict it (its last record: lsn). */
+static void evict_seg(dsq_obj *o, uint32_t seq, uint64_t lsn)
+{
+    int fd = open(seg_file(seq), O_RDONLY);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    size_t n = (size_t)st.st_size, nch = (n + 8191) / 8192;
+    uint8_t *b = malloc(n);
+    cr_assert_eq(pread(fd, b, n, 0), (ssize_t)n);
+    close(fd);
+    dsq_cold c = {.id = seq, .size = n, .lsn = lsn, .n = nch, .chunks = calloc(nch, sizeof(dsq_cold_chunk))};
+    snprintf(c.db, sizeof c.db, "w");
+    for (size_t k = 0; k < nch; k++) {
+        size_t off = k * 8192, len = n - off < 8192 ? n - off : 8192;
+        c.chunks[k] = (dsq_cold_chunk){off, len, dsq_crc32(b + off, len)};
+        dsq_obj_req r;
+        memset(&r, 0, sizeof r);
+        r.op = DSQ_OBJ_PUT;
+        dsq_chunk_key(r.key, sizeof r.key, "w", seq, k, len);
+        r.body = b + off;
+        r.body_len = len;
+        cr_assert_eq(dsq_obj_run(o, &r), DSQ_OBJ_OK, "%s", r.msg);
+        dsq_obj_req_clear(&r);
+    }
+    uint64_t freed;
+    char err[512];
+    cr_assert_eq(dsq_cold_evict(seg_file(seq), &c, 64, &freed, err, sizeof err), 0, "%s", err);
+    cr_assert_gt(freed, 0);
+    free(c.chunks);
+    free(b);
+}
+
+static void on_ready(void *ud, int how, const char *msg)
+{
+    (void)msg;
+    *(volatile int *)ud = how + 1;
+}
+
+Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 16 * 1024);
+    append_n(w, 1, 30, 2);
+    uint64_t d;
+    char err[512];
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0);
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    dsq_wal_close(w);
+    cr_assert_gt(nseg, 2);
+
+    char url[128], wdir[128];
+    snprintf(url, sizeof url, "file://%s/objects", dir);
+    snprintf(wdir, sizeof wdir, "%s/warm", dir);
+    dsq_obj_cfg oc = {.url = url};
+    dsq_obj *o = dsq_obj_open(&oc, err, sizeof err);
+    cr_assert_not_null(o, "%s", err);
+    dsq_warm *warm = dsq_warm_open(o, wdir, 1 << 20, 5000, err, sizeof err);
+    cr_assert_not_null(warm, "%s", err);
+    for (uint32_t q = 1; q <= nseg; q++)
+        evict_seg(o, q, q < nseg ? seg_first_lsn(q + 1) - 1 : 30);
+
+    /* Records after the newest checkpoint (here: from 0) must be local. */
+    char walkdir[128];
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 * 1024, .warm = warm};
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w, &last, err, sizeof err), -1);
+    cr_assert(strstr(err, "was evicted but holds") != NULL, "%s", err);
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 30, visit, &s, &w, &last, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(last, 30);
+
+    /* A scan misses, waits, and goes further each time. */
+    int tries = 0, rc;
+    do {
+        s.n = 0;
+        dsq_warm_miss_clear();
+        rc = dsq_wal_scan(w, 0, 30, visit, &s, err, sizeof err);
+        dsq_warm_chunk *k = dsq_warm_miss_take();
+        if (rc != 0) {
+            cr_assert_not_null(k, "a failed scan of an evicted segment is a miss: %s", err);
+            volatile int how = 0;
+            dsq_warm_wait(warm, k, on_ready, (void *)&how);
+            for (int i = 0; i < 2000 && how == 0; i++)
+                usleep(5000);
+            cr_assert_eq(how, DSQ_WARM_READY + 1);
+            dsq_warm_release(warm, k);
+        }
+    } while (rc != 0 && ++tries < 100);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(s.n, 30);
+    for (int i = 0; i < 30; i++)
+        cr_assert_eq(s.lsns[i], (uint64_t)i + 1);
+    s.n = 0;
+    uint64_t oldest;
+    rc = dsq_wal_scan_files(walkdir, NULL, 0, 5, visit, &s, &oldest, err, sizeof err);
+    cr_assert_eq(rc, -1, "without a warm cache: refused");
+    cr_assert(strstr(err, "object store") != NULL, "%s", err);
+
+    /* Appends start a new segment: the evicted last one takes no more. */
+    append_n(w, 31, 31, 1);
+    cr_assert_eq(access(seg_file(nseg + 1), F_OK), 0);
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0);
+    dsq_wal_close(w);
+    s.n = 0;
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 30, visit, &s, &w, &last, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(last, 31);
+    cr_assert_eq(s.n, 1);
+    /* Retiring removes the sidecar too. */
+    cr_assert_gt(dsq_wal_retire(w, 30), 0);
+    char side[200];
+    snprintf(side, sizeof side, "%s.cold", seg_file(1));
+    cr_assert_neq(access(side, F_OK), 0);
+    dsq_wal_close(w);
+    dsq_warm_close(warm);
+    dsq_obj_close(o);
 }
