@@ -329,7 +329,10 @@ size_t dsq_evict_run(dsq_evict *v)
         bool old = v->cfg.max_age_ms > 0 && now > c->cold_ms && now - c->cold_ms >= v->cfg.max_age_ms;
         if (!over && !old)
             continue; /* (later ones are newer, but may be older than max_age: go on) */
-        /* Its database must stay closed while its files change. */
+        /* Its manifest first (a GET, maybe slow): a database opening must
+         * not wait for it. Then it must stay closed while its files change. */
+        if (i == 0 || strcmp(cs[i - 1].db, c->db) != 0)
+            dsq_tier_prefetch(v->cfg.tier, c->db);
         pthread_mutex_lock(&v->mu);
         bool stop = v->stopping || v->unsupported;
         json_t *e = stop ? NULL : entry(v, c->db);

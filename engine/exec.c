@@ -989,6 +989,10 @@ static void op_query_as_of(run_ctx *x)
     snprintf(path, sizeof path, "%s/db/%s/db", x->e->data_dir, x->a->name);
     sqlite3 *vdb = NULL;
     if (dsq__vfs_open_view(v, path, &vdb, err, sizeof err) != 0) {
+        if (cold(x)) { /* it read the schema from an evicted file */
+            x->retry = true;
+            c->resume_off = 0;
+        }
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
         dsq_ps_view_close(v);
         return;

@@ -263,6 +263,12 @@ static json_t *manifest_file(json_t *m, const char *name)
     return NULL;
 }
 
+void dsq_tier_prefetch(dsq_tier *t, const char *db)
+{
+    char msg[300];
+    json_decref(manifest_get(t, db, msg, sizeof msg));
+}
+
 int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
                      dsq_cold **out, uint64_t *manifest_lsn, char *msg, size_t msglen)
 {

@@ -98,6 +98,10 @@ struct dsq_cold;
 int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
                      struct dsq_cold **out, uint64_t *manifest_lsn, char *msg, size_t msglen);
 
+/* Read db's manifest into the cache now if it is not there (the evictor,
+ * before it holds the database closed). */
+void dsq_tier_prefetch(dsq_tier *t, const char *db);
+
 /* Database `db` was dropped: its objects go (after what was offered
  * before). */
 void dsq_tier_dropped(dsq_tier *t, const char *db);

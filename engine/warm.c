@@ -276,6 +276,18 @@ static void table_remove(dsq_warm *w, dsq_warm_chunk *k)
     unref_locked(w, k);
 }
 
+/* Over the budget: the least recently used go, but not one that is
+ * pinned (nor `keep`). */
+static void trim(dsq_warm *w, const dsq_warm_chunk *keep)
+{
+    for (dsq_warm_chunk *x = w->lru_head; x != NULL && w->bytes > w->max_bytes;) {
+        dsq_warm_chunk *next = x->next;
+        if (x != keep && x->refs == 1)
+            table_remove(w, x);
+        x = next;
+    }
+}
+
 static void lru_append(dsq_warm *w, dsq_warm_chunk *k)
 {
     k->next = NULL;
@@ -385,14 +397,7 @@ static void fetch_done(dsq_obj_req *r)
         w->bytes += k->len;
         w->chunks++;
         lru_append(w, k);
-        /* Over the budget: the least recently used go, but not one that
-         * is pinned (nor this one). */
-        for (dsq_warm_chunk *x = w->lru_head; x != NULL && w->bytes > w->max_bytes;) {
-            dsq_warm_chunk *next = x->next;
-            if (x != k && x->refs == 1)
-                table_remove(w, x);
-            x = next;
-        }
+        trim(w, k);
     } else {
         k->state = K_FAILED;
         k->how = how;
@@ -629,7 +634,10 @@ void dsq_warm_miss_clear(void)
 void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k)
 {
     pthread_mutex_lock(&w->mu);
+    bool unpinned = k->refs == 2 && k->in_table && k->state == K_READY;
     unref_locked(w, k);
+    if (unpinned && w->bytes > w->max_bytes)
+        trim(w, NULL); /* a call let go of what it kept over the budget */
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -212,3 +212,23 @@ test('s3: cold reads fail with TIMEOUT or INTERNAL_ERROR when the store is slow 
     await d.cleanup();
   }
 });
+
+test('file: hot_tier_max_age evicts what has not been touched for that long, whatever the budget', async () => {
+  const b = {
+    conf: conf('').replace('hot_tier_max_bytes = 300K', 'hot_tier_max_bytes = 0\nhot_tier_max_age = 2s'),
+    url: `file://${path.join(root, 'age-store')}`,
+  };
+  const dataDir = path.join(root, 'age');
+  const d = await start(b, dataDir);
+  try {
+    await fill(d.port, 'old');
+    await query(d.port, 'young', 'CREATE TABLE k(v)');
+    const t0 = Date.now();
+    const hot = await evicted(d, dataDir, 'old');
+    assert.ok(Date.now() - t0 >= 2000, 'not before it is 2 s old');
+    assert.ok(hot.evictions > 0);
+    assert.equal((await query(d.port, 'old', 'SELECT count(*) FROM t')).rows[0][0], ROWS);
+  } finally {
+    await d.cleanup();
+  }
+});
