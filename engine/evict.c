@@ -87,6 +87,23 @@ typedef struct cand {
     uint64_t ckpt_lsn;      /* the database's newest checkpoint */
 } cand;
 
+/* A new candidate of database db (zeroed), or NULL when out of memory. */
+static cand *cand_push(cand **cs, size_t *n, size_t *cap, const char *db)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        cand *nc = realloc(*cs, ncap * sizeof *nc);
+        if (nc == NULL)
+            return NULL;
+        *cs = nc;
+        *cap = ncap;
+    }
+    cand *c = &(*cs)[(*n)++];
+    memset(c, 0, sizeof *c);
+    dsq_strlcpy(c->db, db, sizeof c->db);
+    return c;
+}
+
 static int cand_cmp(const void *a, const void *b)
 {
     const cand *x = a, *y = b;
@@ -230,16 +247,9 @@ static void add_segments(cand **cs, size_t *n, size_t *cap, const char *dir, con
         uint64_t last = i + 1 < nv ? v[i + 1][1] - 1 : 0;
         if (v[i][2] < 8192 || (i + 1 < nv && last > ckpt))
             continue;
-        if (*n == *cap) {
-            *cap = *cap ? *cap * 2 : 64;
-            cand *nc = realloc(*cs, *cap * sizeof *nc);
-            if (nc == NULL)
-                break;
-            *cs = nc;
-        }
-        cand *c = &(*cs)[(*n)++];
-        memset(c, 0, sizeof *c);
-        dsq_strlcpy(c->db, db, sizeof c->db);
+        cand *c = cand_push(cs, n, cap, db);
+        if (c == NULL)
+            break;
         snprintf(c->name, sizeof c->name, "wal/%08x.seg", (unsigned)v[i][0]);
         c->blocks = v[i][2];
         c->cold_ms = v[i][3] > closed_ms ? v[i][3] : closed_ms;
@@ -299,16 +309,9 @@ size_t dsq_evict_run(dsq_evict *v)
             struct stat st;
             if (stat(path, &st) != 0 || access(side, F_OK) == 0 || disk_bytes(&st) < 8192)
                 continue; /* gone, evicted, or too small to matter */
-            if (n == cap) {
-                cap = cap ? cap * 2 : 64;
-                cand *nc = realloc(cs, cap * sizeof *nc);
-                if (nc == NULL)
-                    break;
-                cs = nc;
-            }
-            cand *c = &cs[n++];
-            memset(c, 0, sizeof *c);
-            dsq_strlcpy(c->db, de->d_name, sizeof c->db);
+            cand *c = cand_push(&cs, &n, &cap, de->d_name);
+            if (c == NULL)
+                break;
             snprintf(c->name, sizeof c->name, "ckpt/%s", ce->d_name);
             c->blocks = disk_bytes(&st);
             uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000u + (uint64_t)st.st_mtim.tv_nsec / 1000000u;

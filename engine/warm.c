@@ -232,7 +232,13 @@ struct dsq_warm {
     bool closing;
     pthread_t timer;
     uint64_t hits, misses, fetches, fetch_bytes, errors, timeouts, bytes, chunks;
+    char last_db[129];         /* the chunk missed last: a miss of the one after it is a scan */
+    uint64_t last_id;
+    size_t last_idx;
 };
+
+/* Chunks fetched ahead of a scan (see dsq_warm_read). */
+#define READ_AHEAD 3
 
 static _Thread_local dsq_warm_chunk *tls_miss;
 
@@ -520,6 +526,26 @@ void dsq_warm_close(dsq_warm *w)
     free(w);
 }
 
+/* A new entry for chunk `key`, in the table and being fetched (the
+ * caller starts the fetch after the unlock). Caller holds mu. */
+static dsq_warm_chunk *chunk_new(dsq_warm *w, const char *key, const dsq_cold_chunk *cc)
+{
+    dsq_warm_chunk *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return NULL;
+    snprintf(k->key, sizeof k->key, "%s", key);
+    k->len = cc->len;
+    k->crc = cc->crc;
+    k->w = w;
+    k->refs = 1;
+    k->in_table = true;
+    size_t b = bucket_of(key);
+    k->hnext = w->buckets[b];
+    w->buckets[b] = k;
+    w->inflight++;
+    return k;
+}
+
 /* The chunk of c holding byte `off`. */
 static size_t chunk_at(const dsq_cold *c, uint64_t off)
 {
@@ -552,24 +578,32 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
         while (k && strcmp(k->key, key) != 0)
             k = k->hnext;
         if (k == NULL || k->state != K_READY) {
-            bool start = false;
+            dsq_warm_chunk *start[1 + READ_AHEAD];
+            size_t nstart = 0;
             if (k == NULL) {
-                if (w->closing || (k = calloc(1, sizeof *k)) == NULL) {
+                if (w->closing || (k = chunk_new(w, key, cc)) == NULL) {
                     pthread_mutex_unlock(&w->mu);
                     snprintf(err, errlen, w->closing ? "the server is shutting down" : "out of memory");
                     return -1;
                 }
-                memcpy(k->key, key, sizeof k->key);
-                k->len = cc->len;
-                k->crc = cc->crc;
-                k->w = w;
-                k->refs = 1;
-                k->in_table = true;
-                size_t b = bucket_of(key);
-                k->hnext = w->buckets[b];
-                w->buckets[b] = k;
-                w->inflight++;
-                start = true;
+                start[nstart++] = k;
+                /* The chunk after the one missed last in the same file: a
+                 * scan. The next ones are fetched along. */
+                bool scan = w->last_id == c->id && w->last_idx + 1 == i && strcmp(w->last_db, c->db) == 0;
+                for (size_t j = i + 1; scan && j < c->n && j <= i + READ_AHEAD &&
+                                       (READ_AHEAD + 1) * cc->len <= w->max_bytes / 2;
+                     j++) {
+                    char next[DSQ_OBJ_KEY_MAX + 1];
+                    dsq_chunk_key(next, sizeof next, c->db, c->id, j, c->chunks[j].len);
+                    dsq_warm_chunk *x = w->buckets[bucket_of(next)];
+                    while (x && strcmp(x->key, next) != 0)
+                        x = x->hnext;
+                    if (x == NULL && (x = chunk_new(w, next, &c->chunks[j])) != NULL)
+                        start[nstart++] = x;
+                }
+                snprintf(w->last_db, sizeof w->last_db, "%s", c->db);
+                w->last_id = c->id;
+                w->last_idx = i;
             }
             w->misses++;
             if (tls_miss == NULL) {
@@ -577,8 +611,8 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
                 tls_miss = k;
             }
             pthread_mutex_unlock(&w->mu);
-            if (start)
-                fetch_start(w, k);
+            for (size_t j = 0; j < nstart; j++)
+                fetch_start(w, start[j]);
             snprintf(err, errlen, "fetching %.200s from the object store", key);
             return DSQ_WARM_MISS;
         }

@@ -4,7 +4,8 @@
  * reads across chunks; several misses of one chunk share one GET; a chunk
  * that arrives damaged is fetched three times, then the wait fails; a
  * missing object fails; a store that does not answer ends the wait at the
- * timeout; the byte budget drops the least recently used chunk. */
+ * timeout; the byte budget drops the least recently used chunk; a scan
+ * fetches the next chunks ahead. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -304,4 +305,43 @@ Test(warm, a_store_that_does_not_answer_ends_the_wait_at_the_timeout, .timeout =
     dsq_obj_close(o);
     dsq_cold_free(c);
     close(fd);
+}
+
+Test(warm, a_scan_fetches_the_next_chunks_ahead, .timeout = 30)
+{
+    dsq_obj *o = file_store();
+    uint64_t lens[6];
+    uint32_t crcs[6];
+    for (int i = 0; i < 6; i++) {
+        lens[i] = 10000;
+        crcs[i] = put_chunk(o, "d", 9, (size_t)i, 10000, 20 + i);
+    }
+    dsq_cold *c = cold_new("d", 9, 6, lens, crcs);
+    dsq_warm *w = cache(o, 1 << 20, 5000);
+    uint8_t buf[16];
+    char err[512];
+    waited wt;
+    /* A point read: one chunk. */
+    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 16, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
+    dsq_warm_counts n;
+    dsq_warm_counts_get(w, &n);
+    cr_assert_eq(n.fetches, 1);
+    /* The next chunk missed too: a scan; three more come along. */
+    cr_assert_eq(dsq_warm_read(w, c, 10000, buf, 16, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
+    for (int i = 0; i < 400; i++) {
+        dsq_warm_counts_get(w, &n);
+        if (n.fetches == 5)
+            break;
+        usleep(5000);
+    }
+    cr_assert_eq(n.fetches, 5, "chunks 2 to 4 fetched ahead: %llu", (unsigned long long)n.fetches);
+    for (int i = 2; i <= 4; i++) {
+        cr_assert_eq(dsq_warm_read(w, c, (uint64_t)i * 10000 + 5, buf, 16, err, sizeof err), 0, "%s", err);
+        expect_pattern(buf, 16, 20 + i, 5);
+    }
+    dsq_warm_close(w);
+    dsq_obj_close(o);
+    dsq_cold_free(c);
 }
