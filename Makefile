@@ -136,13 +136,19 @@ $(B)/bench/sqlite_commits: bench/sqlite_commits.c config.mk
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lsqlite3 -lpthread
 
+# Every driver appends its medians to bench/results/summary.csv; the table
+# of this run's rows comes last (bench/summary).
 bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli tests/node_modules/.stamp
+	@date -u +%Y-%m-%dT%H:%M:%SZ >$(B)/bench/started
 	./bench/http_ceiling $(B)/dosqld
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
 	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
 	./bench/commits $(B)/dosqld $(B)/bench/wsload $(B)/bench/sqlite_commits
+	./bench/mixed $(B)/dosqld $(B)/bench/wsload
+	./bench/scale $(B)/dosqld
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
 	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
+	./bench/summary $$(cat $(B)/bench/started)
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

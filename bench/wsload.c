@@ -2,13 +2,16 @@
  * bench/wsload.c — a WebSocket JSON-RPC load generator for bench/point_select.
  *
  *   wsload -p PORT [-H HOST] [-P PATH] [-c CONNS] [-d DEPTH] [-t SECONDS]
- *          [-k KEYS] [-m TEMPLATE] [-T TIMEOUT] [-C]
+ *          [-k KEYS] [-m TEMPLATE] [-w TEMPLATE -W PERCENT] [-B DBS] [-D DBS] [-T TIMEOUT] [-C]
  *
  * Opens CONNS WebSocket connections (its own handshake: a fixed
  * Sec-WebSocket-Key, the 101 and its Sec-WebSocket-Accept checked), and once
  * every one is open keeps DEPTH requests in flight on each for SECONDS.
  * Every request is TEMPLATE with {{id}} replaced by a fresh request id and
- * {{key}} by a random integer in 1..KEYS, sent as one masked text frame.
+ * {{key}} by a random integer in 1..KEYS, sent as one masked text frame;
+ * with -w, PERCENT of the requests (chosen at random) use the second
+ * template instead (a read/write mix); with -B N, {{dbn}} becomes a random
+ * integer in 0..N-1 (the number in a database's name, for /v1/rpc).
  * Replies may come in any order; each is matched to its request by the
  * first "id": in it, and one that contains "error": counts as an error.
  * With -C it speaks Cap'n Web instead: each request is the template as a
@@ -66,7 +69,7 @@
 
 /* ---- Options and the request template ---- */
 
-enum seg_kind { SEG_TEXT, SEG_ID, SEG_KEY };
+enum seg_kind { SEG_TEXT, SEG_ID, SEG_KEY, SEG_DBN };
 
 struct seg {
     enum seg_kind kind; /* literal text, or a placeholder */
@@ -84,6 +87,9 @@ struct options {
     double seconds;       /* length of the measured window */
     uint64_t keys;        /* {{key}} is in 1..keys */
     const char *tmpl;     /* the request template */
+    const char *wtmpl;    /* -w: a second template (writes), sent for wpct % of requests */
+    uint64_t dbn;         /* -B: {{dbn}} in a template is random in 0..dbn-1 */
+    int wpct;
     double timeout;       /* seconds allowed for connecting and handshakes */
     bool capnweb;         /* -C: Cap'n Web push/pull/release instead of JSON-RPC */
 };
@@ -102,26 +108,33 @@ static struct options opt = {
     .timeout = 5,
 };
 
-static struct seg segs[MAX_SEGS];
-static int nsegs;
+struct tmpl {
+    struct seg segs[MAX_SEGS];
+    int nsegs;
+};
+
+static struct tmpl reads, writes; /* opt.tmpl, and -w's */
 
 /*
  * Splits opt.tmpl into literal pieces and the {{id}} / {{key}}
  * placeholders. Returns 0, or -1 when the template has too many pieces or
  * no {{id}} (replies could not be matched).
  */
-static int template_compile(void)
+static int template_compile(const char *p, struct tmpl *t)
 {
-    const char *p = opt.tmpl;
     bool has_id = false;
+    struct seg *segs = t->segs;
+    int nsegs = 0;
 
-    nsegs = 0;
     while (*p != '\0') {
         const char *id = strstr(p, "{{id}}");
         const char *key = strstr(p, "{{key}}");
+        const char *dbn = strstr(p, "{{dbn}}");
         const char *next = id;
         if (key != NULL && (next == NULL || key < next))
             next = key;
+        if (dbn != NULL && (next == NULL || dbn < next))
+            next = dbn;
         if (nsegs + 2 > MAX_SEGS)
             return -1;
         if (next == NULL) {
@@ -135,10 +148,11 @@ static int template_compile(void)
             has_id = true;
             p = next + 6;
         } else {
-            segs[nsegs++] = (struct seg){SEG_KEY, NULL, 0};
+            segs[nsegs++] = (struct seg){next == key ? SEG_KEY : SEG_DBN, NULL, 0};
             p = next + 7;
         }
     }
+    t->nsegs = nsegs;
     return has_id || opt.capnweb ? 0 : -1;
 }
 
@@ -164,11 +178,12 @@ static size_t put_u64(char *out, uint64_t v)
  * Builds one request from the template into out (MSG_MAX bytes) with the
  * given id and key. Returns its length, or 0 if it does not fit.
  */
-static size_t template_render(char *out, uint64_t id, uint64_t key)
+static size_t template_render(const struct tmpl *t, char *out, uint64_t id, uint64_t key, uint64_t dbn)
 {
     size_t n = 0;
+    const struct seg *segs = t->segs;
 
-    for (int i = 0; i < nsegs; i++) {
+    for (int i = 0; i < t->nsegs; i++) {
         if (segs[i].kind == SEG_TEXT) {
             if (n + segs[i].len > MSG_MAX)
                 return 0;
@@ -177,7 +192,7 @@ static size_t template_render(char *out, uint64_t id, uint64_t key)
         } else {
             if (n + 20 > MSG_MAX)
                 return 0;
-            n += put_u64(out + n, segs[i].kind == SEG_ID ? id : key);
+            n += put_u64(out + n, segs[i].kind == SEG_ID ? id : segs[i].kind == SEG_KEY ? key : dbn);
         }
     }
     return n;
@@ -338,7 +353,9 @@ static void conn_queue_request(struct conn *c, uint64_t now_ns)
     uint32_t slot = c->free_slots[--c->nfree];
     uint64_t id = opt.capnweb ? ++c->pushes : (++c->seq << SLOT_BITS) | slot;
     uint64_t key = opt.keys > 0 ? rng_next(&c->rng) % opt.keys + 1 : 0;
-    size_t len = template_render(msgbuf, id, key);
+    bool write = opt.wtmpl != NULL && (int)(rng_next(&c->rng) % 100) < opt.wpct;
+    uint64_t dbn = opt.dbn > 0 ? rng_next(&c->rng) % opt.dbn : 0;
+    size_t len = template_render(write ? &writes : &reads, msgbuf, id, key, dbn);
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)msgbuf, len};
 
     c->slots[slot].id = id;
@@ -889,6 +906,8 @@ static void usage(void)
             "  -t SECONDS   measured duration (10)\n"
             "  -k KEYS      {{key}} is random in 1..KEYS (100000)\n"
             "  -m TEMPLATE  request text with {{id}} and {{key}}\n"
+            "  -w TEMPLATE  a second request text, sent for -W PERCENT of the requests (a mix)\n"
+            "  -B N         {{dbn}} in a template is random in 0..N-1 (a database name's number)\n"
             "               (default: a JSON-RPC query SELECT v FROM kv WHERE k = ?)\n"
             "  -T TIMEOUT   seconds to connect and hand-shake (5)\n"
             "  -C           speak Cap'n Web (push, pull, release) instead of JSON-RPC;\n"
@@ -919,12 +938,15 @@ static int parse_options(int argc, char **argv)
     int ch;
     double v;
     bool tmpl_given = false;
-    while ((ch = getopt(argc, argv, "H:p:P:D:c:d:t:k:m:T:Ch")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:P:D:c:d:t:k:m:w:W:B:T:Ch")) != -1) {
         switch (ch) {
         case 'C': opt.capnweb = true; break;
         case 'H': opt.host = optarg; break;
         case 'P': opt.path = optarg; break;
         case 'm': opt.tmpl = optarg; tmpl_given = true; break;
+        case 'w': opt.wtmpl = optarg; break;
+        case 'W': opt.wpct = atoi(optarg); break;
+        case 'B': opt.dbn = strtoull(optarg, NULL, 10); break;
         case 'p':
             if (parse_num("-p", optarg, 1, 65535, &v) != 0) return -1;
             opt.port = (int)v;
@@ -965,7 +987,7 @@ static int parse_options(int argc, char **argv)
     if (opt.capnweb && !tmpl_given)
         opt.tmpl = "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT v FROM kv WHERE k = ?\","
                    "\"params\":[[{{key}}]]}]]]";
-    if (template_compile() != 0) {
+    if (template_compile(opt.tmpl, &reads) != 0 || (opt.wtmpl && template_compile(opt.wtmpl, &writes) != 0)) {
         fprintf(stderr, "wsload: the template needs {{id}} (and at most %d pieces)\n", MAX_SEGS);
         return -1;
     }

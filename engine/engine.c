@@ -14,6 +14,7 @@
  * Only actors with no call in flight and no transaction or stream are
  * hibernated, so a hibernation never races a caller. A hibernated actor is
  * its name, a mutex and a few counters. */
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,34 @@ static dsq_actor *lookup(dsq_engine *e, const char *name, bool create);
 
 dsq_actor *dsq__actor_get(dsq_engine *e, const char *name) { return lookup(e, name, true); }
 
+/* Actors live until the engine ends: they are carved from 256 KiB
+ * blocks of their own (malloc serves those from mmap), not from the heap
+ * the databases' connections use. Interleaved there, each small actor kept
+ * a page of freed connection memory from going back to the system: about
+ * 2.7 KB of resident memory per hibernated database instead of its size. */
+struct actor_slab {
+    struct actor_slab *next;
+    size_t used, cap;
+    _Alignas(16) unsigned char mem[];
+};
+
+static void *actor_alloc(dsq_engine *e, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct actor_slab *s = e->slabs;
+    if (s == NULL || s->cap - s->used < n) {
+        size_t cap = n > (256u << 10) ? n : 256u << 10;
+        if ((s = calloc(1, sizeof *s + cap)) == NULL)
+            return NULL;
+        s->cap = cap;
+        s->next = e->slabs;
+        e->slabs = s;
+    }
+    void *p = s->mem + s->used;
+    s->used += n;
+    return p; /* zeroed: calloc'd and never reused */
+}
+
 static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
 {
     size_t k = dsq_hash_str(name) & (e->nbuckets - 1);
@@ -63,7 +92,7 @@ static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
     if (!create)
         return NULL;
     size_t len = strlen(name);
-    dsq_actor *a = calloc(1, sizeof *a + len + 1);
+    dsq_actor *a = actor_alloc(e, sizeof *a + len + 1);
     if (a == NULL)
         return NULL;
     memcpy(a->name, name, len + 1);
@@ -304,6 +333,19 @@ void dsq_engine_tick(dsq_engine *e)
     }
     evict(e, NULL);
     dsq__pool_kick(e); /* for what the tick posted */
+    /* A closed database's connection, page cache and statements went back
+     * to malloc, which keeps them: after many closes, give the free pages
+     * back to the system (at most every 2 s), or a node that once had
+     * thousands open keeps their memory while they hibernate. */
+    uint64_t closes = atomic_load(&e->closes);
+    if (closes - e->trimmed_at_closes >= 64 && now - e->trimmed_ms >= 2000) {
+        uint64_t t0 = dsq_now_ns();
+        malloc_trim(0);
+        DSQ_DEBUG("heap_trimmed", "closes=%llu ms=%.2f", (unsigned long long)(closes - e->trimmed_at_closes),
+                  (double)(dsq_now_ns() - t0) / 1e6);
+        e->trimmed_at_closes = closes;
+        e->trimmed_ms = now;
+    }
 }
 
 /* ---- sessions and streams ------------------------------------------------------------------ */
@@ -360,6 +402,9 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
     out->subscriptions = atomic_load(&e->subscriptions);
+    struct mallinfo2 mi = mallinfo2();
+    out->heap_in_use = mi.uordblks + mi.hblkhd;
+    out->heap_free = mi.fordblks;
     out->tier = e->tier != NULL;
     if (e->tier)
         dsq_tier_counts_get(e->tier, &out->tier_counts);
@@ -387,6 +432,8 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
                             (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions);
     if (srv == NULL)
         return NULL;
+    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)s->heap_in_use, "free",
+                                               (json_int_t)s->heap_free));
     json_object_set_new(srv, "journal",
                         s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
                                                "flushes", (json_int_t)s->journal_flushes, "bytes",
@@ -580,9 +627,14 @@ void dsq_engine_free(dsq_engine *e)
                 dsq__actor_close(a);
             pthread_mutex_destroy(&a->mu);
             dsq__feed_free(atomic_load(&a->feed));
-            free(a);
+            free(a->pins);
             a = next;
         }
+    }
+    while (e->slabs) {
+        struct actor_slab *s = e->slabs;
+        e->slabs = s->next;
+        free(s);
     }
     dsq_jnl_close(e->jnl); /* every log is closed: the journal flushes and ends */
     dsq_evict_stop(e->evict);

@@ -201,6 +201,10 @@ struct dsq_engine {
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
     struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
     struct dsq_evict *evict;        /* the hot tier's budget (evict.h), or NULL */
+    atomic_uint_fast64_t closes;    /* databases closed (workers), for the heap trim in the tick */
+    struct actor_slab *slabs;       /* loop: where actors are carved from (never freed before the end) */
+    uint64_t trimmed_at_closes;     /* loop: closes at the last trim */
+    uint64_t trimmed_ms;            /* loop: when */
 };
 
 /* ---- pool.c ---- */

@@ -50,8 +50,8 @@ static json_t *entry(dsq_evict *v, const char *db)
 
 void dsq_evict_opening(dsq_evict *v, const char *db)
 {
-    if (v == NULL)
-        return;
+    if (v == NULL || !v->running)
+        return; /* nothing is evicted: no need to know (nor the memory per database) */
     pthread_mutex_lock(&v->mu);
     json_t *e;
     while ((e = entry(v, db)) != NULL && json_is_true(json_array_get(e, 2)))
@@ -63,7 +63,7 @@ void dsq_evict_opening(dsq_evict *v, const char *db)
 
 void dsq_evict_closed(dsq_evict *v, const char *db)
 {
-    if (v == NULL)
+    if (v == NULL || !v->running)
         return;
     pthread_mutex_lock(&v->mu);
     json_t *e = entry(v, db);
@@ -365,6 +365,15 @@ size_t dsq_evict_run(dsq_evict *v)
     }
     free(cs);
     pthread_mutex_lock(&v->mu);
+    /* Databases closed for ten minutes are forgotten (their files' times
+     * say as much by then): the map does not grow with every database. */
+    const char *key;
+    json_t *e, *tmp;
+    json_object_foreach_safe(v->dbs, tmp, key, e) {
+        if (json_integer_value(json_array_get(e, 0)) == 0 && !json_is_true(json_array_get(e, 2)) &&
+            (uint64_t)json_integer_value(json_array_get(e, 1)) + 600000 < now)
+            json_object_del(v->dbs, key);
+    }
     v->counts.local_bytes = total;
     v->counts.cold_files = cold_files;
     pthread_mutex_unlock(&v->mu);

@@ -378,6 +378,7 @@ void dsq__actor_close(dsq_actor *a)
     if (a->npins > 0)
         pins_release(o->engine, a);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
+    atomic_fetch_add(&o->engine->closes, 1);
     dsq_engine *e = o->engine;
     free(o);
     a->open = NULL;
