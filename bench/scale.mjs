@@ -15,7 +15,7 @@
 //   node bench/scale.mjs PORT PID N
 import { readFileSync } from 'node:fs';
 
-const [port, pid, nArg] = process.argv.slice(2);
+const [port, pid, nArg, mode] = process.argv.slice(2);
 const N = Number(nArg);
 const base = `http://127.0.0.1:${port}`;
 const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
@@ -61,6 +61,10 @@ async function lat(count, pick) {
 }
 
 const heap = async () => (await server()).heap.inUse;
+if (mode === 'wait') { // (bench/scale: until every database is hibernated again)
+  await hibernated(120000);
+  process.exit(0);
+}
 const rss0 = rss();
 const heap0 = await heap();
 const t0 = Date.now();
