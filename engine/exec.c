@@ -1680,6 +1680,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL && cold_failed(&x)) {
+        /* its log chunk did not come: failed (a batch of the system actor) */
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
         op_cdc_read_files(e, c, &x.retry);
     } else if (c->op == DSQ_OP_LIST) {

@@ -193,6 +193,11 @@ test('s3: cold reads fail with TIMEOUT or INTERNAL_ERROR when the store is slow 
     await sleep(4500); // the slow GETs end
 
     await s3.fault('down', { delayMs: 3000 });
+    // CDC from history in evicted log segments fails with the reason (as
+    // the answer, or as the stream's end once it began), bounded.
+    const sse = await fetch(`${d.url}/v1/db/big/cdc?from=1`, { signal: AbortSignal.timeout(15000) });
+    const text = await sse.text();
+    assert.match(text, /"code":"(INTERNAL_ERROR|TIMEOUT)","message":"[^"]*object store/, text.slice(0, 500));
     t0 = Date.now();
     const down = (await query(d.port, 'big', 'SELECT sum(length(b)) FROM t', undefined, { raw: true })).json;
     assert.ok(['INTERNAL_ERROR', 'TIMEOUT'].includes(down.error?.code), JSON.stringify(down));
