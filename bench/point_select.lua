@@ -3,17 +3,25 @@
 -- Every request is POST /v1/db/bench/query with a point SELECT on a random
 -- key in 1..KEYS (environment, default 100000):
 --   {"sql":"SELECT v FROM kv WHERE k = ?","params":[K]}
--- Responses other than 200 are counted per thread. At the end it prints one
+-- or, with RPC=1 in the environment, the same as a JSON-RPC call on
+-- POST /v1/db/bench/rpc:
+--   {"id":1,"method":"query","params":{"sql":...,"params":[K]}}
+-- Responses other than 200 (and JSON-RPC replies with an error) are
+-- counted per thread. At the end it prints one
 -- line that bench/point_select parses:
 --   point_select: non200=N requests=R p50_us=.. p99_us=.. mean_us=..
 -- and the first non-200 body it saw, to show what went wrong.
 
 local keys = tonumber(os.getenv("KEYS") or "100000")
+local rpc = os.getenv("RPC") == "1"
 local fmt = '{"sql":"SELECT v FROM kv WHERE k = ?","params":[%d]}'
+if rpc then
+   fmt = '{"id":1,"method":"query","params":{"sql":"SELECT v FROM kv WHERE k = ?","params":[%d]}}'
+end
 local threads = {}
 
 wrk.method = "POST"
-wrk.path = "/v1/db/bench/query"
+wrk.path = rpc and "/v1/db/bench/rpc" or "/v1/db/bench/query"
 wrk.headers["Content-Type"] = "application/json"
 
 -- Keeps every thread, so done() can read their counters.
@@ -35,7 +43,7 @@ end
 
 -- Counts responses that are not 200, keeping the first one's status and body.
 function response(status, headers, body)
-   if status ~= 200 then
+   if status ~= 200 or (rpc and string.find(body or "", '"error":', 1, true)) then
       non200 = non200 + 1
       if first_bad == nil then
          first_bad = status .. " " .. string.sub(body or "", 1, 200)
