@@ -26,6 +26,17 @@ export function syncShimPreload() {
   return asan ? `${asan[1]}:${shim}` : shim;
 }
 
+// A ThreadSanitizer build gets tests/tsan.supp (the descriptor-number
+// reports libuv's raw close causes), unless TSAN_OPTIONS says otherwise.
+let tsan;
+function tsanEnv() {
+  if (tsan === undefined) {
+    const linked = /libtsan\.so/.test(execFileSync('ldd', [DOSQLD]).toString());
+    tsan = linked && !process.env.TSAN_OPTIONS ? { TSAN_OPTIONS: `suppressions=${path.join(ROOT, 'tests/tsan.supp')}` } : {};
+  }
+  return tsan;
+}
+
 // Resolve `promise` or fail after `ms` with `what` in the message.
 export function within(ms, promise, what = 'operation') {
   let timer;
@@ -52,7 +63,7 @@ export async function startDosqld({ conf = '', args = [], listeners = 1, env = {
   const argv = ['-c', confPath, '--data-dir', dataDir ?? path.join(dir, 'data')];
   if (listen) argv.push('--listen', '127.0.0.1:0');
   argv.push(...args);
-  const proc = spawn(DOSQLD, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(DOSQLD, argv, { env: { ...process.env, ...tsanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const d = {
     proc, dir, confPath, addrs: [], stderr: '', stdout: '',
     exited: null,
