@@ -471,6 +471,12 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
 
 dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
 {
+    /* Page caches start empty and grow a page at a time: SQLite's
+     * default (SQLITE_DEFAULT_PCACHE_INITSZ, 20 pages allocated at a
+     * cache's first use) cost every open database about 80 KiB however
+     * small it is. Only possible before SQLite initializes (the first
+     * engine of a process); MISUSE after is harmless. */
+    sqlite3_config(SQLITE_CONFIG_PAGECACHE, (void *)0, 0, 0);
     dsq_engine *e = calloc(1, sizeof *e);
     if (e == NULL) {
         snprintf(err, errlen, "out of memory");
