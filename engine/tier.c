@@ -827,6 +827,10 @@ static int add_file(dsq_tier_file **out, size_t *n, size_t *cap, const char *dir
     f->ino = (uint64_t)st.st_ino;
     f->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
     f->append_only = append_only;
+    /* Evicted (warm.h): its sidecar says so. */
+    char side[4200];
+    snprintf(side, sizeof side, "%s.cold", path);
+    f->cold = access(side, F_OK) == 0;
     return 0;
 }
 
@@ -865,10 +869,6 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                     closedir(d);
                     goto fail;
                 }
-                char side[4200];
-                snprintf(side, sizeof side, "%s/%s.cold", dir, name);
-                if (*n > 0 && strcmp((*out)[*n - 1].name, name) == 0 && access(side, F_OK) == 0)
-                    (*out)[*n - 1].cold = true;
             } else {
                 uint32_t seq;
                 /* Not a segment yet without its whole header: recovery
@@ -880,10 +880,6 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                     closedir(d);
                     goto fail;
                 }
-                char side[4200];
-                snprintf(side, sizeof side, "%s/%s.cold", dir, name);
-                if (*n > 0 && strcmp((*out)[*n - 1].name, name) == 0 && access(side, F_OK) == 0)
-                    (*out)[*n - 1].cold = true;
             }
         }
         closedir(d);
