@@ -332,20 +332,27 @@ void dsq_engine_tick(dsq_engine *e)
             hibernate(e, a);
     }
     evict(e, NULL);
-    dsq__pool_kick(e); /* for what the tick posted */
-    /* A closed database's connection, page cache and statements went back
-     * to malloc, which keeps them: after many closes, give the free pages
-     * back to the system (at most every 2 s), or a node that once had
-     * thousands open keeps their memory while they hibernate. */
-    uint64_t closes = atomic_load(&e->closes);
-    if (closes - e->trimmed_at_closes >= 64 && now - e->trimmed_ms >= 2000) {
-        uint64_t t0 = dsq_now_ns();
-        malloc_trim(0);
-        DSQ_DEBUG("heap_trimmed", "closes=%llu ms=%.2f", (unsigned long long)(closes - e->trimmed_at_closes),
-                  (double)(dsq_now_ns() - t0) / 1e6);
-        e->trimmed_at_closes = closes;
-        e->trimmed_ms = now;
+    /* Memory of closed databases back to the system, on a worker. */
+    if (atomic_load(&e->closes) - atomic_load(&e->trimmed_at_closes) >= 64 &&
+        now - atomic_load(&e->trimmed_ms) >= 2000 && !atomic_load(&e->trim_posted)) {
+        dsq_actor *sys = lookup(e, SYSTEM_ACTOR, true);
+        atomic_store(&e->trim_posted, true);
+        if (sys == NULL || post_internal(e, sys, DSQ__OP_HEAP_TRIM, NULL, 0, 0) != 0)
+            atomic_store(&e->trim_posted, false);
     }
+    dsq__pool_kick(e); /* for what the tick posted */
+}
+
+void dsq__heap_trim(dsq_engine *e)
+{
+    uint64_t closes = atomic_load(&e->closes), at = atomic_load(&e->trimmed_at_closes);
+    uint64_t t0 = dsq_now_ns();
+    malloc_trim(0);
+    DSQ_DEBUG("heap_trimmed", "closes=%llu ms=%.2f", (unsigned long long)(closes - at),
+              (double)(dsq_now_ns() - t0) / 1e6);
+    atomic_store(&e->trimmed_at_closes, closes);
+    atomic_store(&e->trimmed_ms, dsq_now_ms());
+    atomic_store(&e->trim_posted, false);
 }
 
 /* ---- sessions and streams ------------------------------------------------------------------ */

@@ -23,6 +23,7 @@ enum {
     DSQ__OP_TXN_EXPIRE,      /* roll back txn `txn` (idle timeout or its session ended) */
     DSQ__OP_STREAM_END,      /* cancel stream `stream_id` */
     DSQ__OP_SHUTDOWN,        /* roll back, close, refuse what follows */
+    DSQ__OP_HEAP_TRIM,       /* (system actor) give malloc's free pages back: dsq__heap_trim */
 };
 
 /* A call's place in a stream's life (dsq_call.state). */
@@ -201,10 +202,11 @@ struct dsq_engine {
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
     struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
     struct dsq_evict *evict;        /* the hot tier's budget (evict.h), or NULL */
-    atomic_uint_fast64_t closes;    /* databases closed (workers), for the heap trim in the tick */
+    atomic_uint_fast64_t closes;    /* databases closed (workers count them) */
     struct actor_slab *slabs;       /* loop: where actors are carved from (never freed before the end) */
-    uint64_t trimmed_at_closes;     /* loop: closes at the last trim */
-    uint64_t trimmed_ms;            /* loop: when */
+    atomic_uint_fast64_t trimmed_at_closes; /* closes at the last heap trim (the trimming worker) */
+    atomic_uint_fast64_t trimmed_ms;        /* and when */
+    atomic_bool trim_posted;        /* a DSQ__OP_HEAP_TRIM is on its way (loop sets, worker clears) */
 };
 
 /* ---- pool.c ---- */
@@ -230,6 +232,14 @@ void dsq__complete(dsq_engine *e, dsq_call *c);
 /* Fail a call with a code and message. */
 void dsq__fail(dsq_call *c, dsq_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A closed connection's page cache and statements go back to malloc,
+ * which keeps them: once 64 databases closed since the last time (and 2 s
+ * passed), the tick has a worker give malloc's free pages back to the
+ * system (the system actor runs DSQ__OP_HEAP_TRIM), or a node that once
+ * had thousands of databases open keeps their memory while they
+ * hibernate. */
+void dsq__heap_trim(dsq_engine *e);
 
 /* ---- exec.c (worker, actor open) ---- */
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);

@@ -378,13 +378,13 @@ void dsq__actor_close(dsq_actor *a)
     if (a->npins > 0)
         pins_release(o->engine, a);
     atomic_fetch_sub(&o->engine->nopen_real, 1);
-    atomic_fetch_add(&o->engine->closes, 1);
     dsq_engine *e = o->engine;
     free(o);
     a->open = NULL;
     if (a->closed_durable)
         offer_files(e, a, NULL, durable); /* all of it is durable now */
     dsq_evict_closed(e->evict, a->name);
+    atomic_fetch_add(&e->closes, 1); /* (the tick has the heap trimmed after many: dsq__heap_trim) */
 }
 
 /* ---- the statement cache ------------------------------------------------------ */
@@ -1564,6 +1564,9 @@ static void exec_internal(run_ctx *x)
         pthread_mutex_unlock(&a->mu);
         if (held && x->o)
             stream_finish(x);
+        break;
+    case DSQ__OP_HEAP_TRIM:
+        dsq__heap_trim(x->e);
         break;
     case DSQ__OP_SHUTDOWN:
         if (x->o) {
