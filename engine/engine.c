@@ -409,9 +409,6 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
     out->subscriptions = atomic_load(&e->subscriptions);
-    struct mallinfo2 mi = mallinfo2();
-    out->heap_in_use = mi.uordblks + mi.hblkhd;
-    out->heap_free = mi.fordblks;
     out->tier = e->tier != NULL;
     if (e->tier)
         dsq_tier_counts_get(e->tier, &out->tier_counts);
@@ -439,8 +436,12 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
                             (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions);
     if (srv == NULL)
         return NULL;
-    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)s->heap_in_use, "free",
-                                               (json_int_t)s->heap_free));
+    /* mallinfo2 walks malloc's free lists under their locks: for getStats,
+     * not in dsq_engine_stats_get, which every /metrics scrape calls on the
+     * loop thread. */
+    struct mallinfo2 mi = mallinfo2();
+    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)(mi.uordblks + mi.hblkhd),
+                                               "free", (json_int_t)mi.fordblks));
     json_object_set_new(srv, "journal",
                         s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
                                                "flushes", (json_int_t)s->journal_flushes, "bytes",

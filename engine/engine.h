@@ -278,8 +278,6 @@ typedef struct dsq_engine_stats {
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
-    uint64_t heap_in_use;     /* bytes malloc has handed out and not had back (mallinfo2) */
-    uint64_t heap_free;       /* bytes malloc holds free (not given back to the system) */
     bool tier;                /* an object store is configured */
     dsq_tier_counts tier_counts;
     dsq_evict_counts evict_counts;
