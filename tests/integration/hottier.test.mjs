@@ -4,14 +4,17 @@
 // streams, explicit transactions, batches, asOf), with the cold fetches
 // counted; a warm cache smaller than what one query reads does not stop it.
 // When the object store is slow or down, cold reads end with TIMEOUT or
-// INTERNAL_ERROR after a bounded wait while hot databases keep serving.
+// INTERNAL_ERROR after a bounded wait while hot databases keep serving; a
+// full warm-cache disk fails them with the reason; a file system that
+// cannot punch holes evicts nothing; a client that hangs up mid-wait
+// leaves nothing behind.
 // Against the tests' S3 server (s3rver behind a SigV4-checking proxy) and
 // against file://.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { metric, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { metric, startDosqld, syncShimPreload, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query, post, WsRpc } from './lib/rpc.mjs';
 import { startS3 } from './lib/s3.mjs';
 
@@ -233,6 +236,85 @@ test('file: hot_tier_max_age evicts what has not been touched for that long, wha
     assert.ok(Date.now() - t0 >= 2000, 'not before it is 2 s old');
     assert.ok(hot.evictions > 0);
     assert.equal((await query(d.port, 'old', 'SELECT count(*) FROM t')).rows[0][0], ROWS);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('file: a file system that cannot punch holes evicts nothing, and says so; the files stay whole', async () => {
+  const trigger = path.join(root, 'nopunch');
+  writeFileSync(trigger, '');
+  const b = backends.file();
+  const dataDir = path.join(root, 'nopunch-data');
+  const d = await startDosqld({ conf: b.conf, dataDir, args: ['--object-store', b.url],
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILPUNCH: trigger } });
+  try {
+    await fill(d.port, 'big');
+    const hot = await within(20000, (async () => {
+      for (;;) {
+        const os = (await serverStats(d)).objectStore;
+        if (os.hotTier.errors > 0) return os.hotTier;
+        await sleep(100);
+      }
+    })(), 'an eviction error');
+    assert.equal(hot.evictions, 0);
+    assert.equal(hot.coldFiles, 0);
+    for (const sub of ['ckpt', 'wal'])
+      assert.deepEqual(readdirSync(path.join(dataDir, 'db', 'big', sub)).filter((f) => f.endsWith('.cold')), [],
+        'the sidecar of a file that could not be evicted is gone');
+    assert.match(d.stderr, /event=evict_failed .*cannot punch a hole: Operation not supported/);
+    assert.deepEqual((await query(d.port, 'big', 'SELECT count(*), sum(length(b)) FROM t')).rows, [[ROWS, ROWS * 700]]);
+    assert.equal((await serverStats(d)).objectStore.warmCache.fetches, 0, 'every page read locally');
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('file: a warm cache whose disk is full fails the cold read with the reason; with room again it reads', async () => {
+  const trigger = path.join(root, 'warmfull');
+  const b = backends.file();
+  const dataDir = path.join(root, 'warmfull-data');
+  const env = { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/warm/' };
+  let d = await startDosqld({ conf: b.conf, dataDir, args: ['--object-store', b.url], env });
+  try {
+    await fill(d.port, 'big');
+    await evicted(d, dataDir, 'big');
+    await d.stop();
+    d = await startDosqld({ conf: b.conf, dataDir, args: ['--object-store', b.url], env });
+    writeFileSync(trigger, 'ENOSPC');
+    const r = (await query(d.port, 'big', 'SELECT sum(length(b)) FROM t', undefined, { raw: true })).json;
+    assert.equal(r.error?.code, 'INTERNAL_ERROR', JSON.stringify(r));
+    assert.match(r.error.message, /cannot keep .* in the warm cache: No space left on device/);
+    assert.ok((await serverStats(d)).objectStore.warmCache.errors >= 1);
+    rmSync(trigger);
+    assert.deepEqual((await query(d.port, 'big', 'SELECT count(*), sum(length(b)) FROM t')).rows, [[ROWS, ROWS * 700]]);
+  } finally {
+    rmSync(trigger, { force: true });
+    await d.cleanup();
+  }
+});
+
+test('s3: a client that hangs up while its request waits for a cold page: the request ends, the server goes on', async () => {
+  const b = backends.s3();
+  const dataDir = path.join(root, 'hangup');
+  let d = await start(b, dataDir);
+  try {
+    await fill(d.port, 'big');
+    await evicted(d, dataDir, 'big');
+    await d.stop();
+    d = await start(b, dataDir);
+    await s3.fault('slow', { count: 1000, delayMs: 1000, match: 'GET', path: '/data/' });
+    for (let i = 0; i < 5; i++) {
+      const ac = new AbortController();
+      const p = fetch(`${d.url}/v1/db/big/query`, { method: 'POST', body: JSON.stringify({ sql: 'SELECT sum(length(b)) FROM t' }), signal: ac.signal });
+      await sleep(100);
+      ac.abort();
+      await assert.rejects(p);
+    }
+    await s3.fault('slow', { count: 0 });
+    assert.deepEqual((await query(d.port, 'big', 'SELECT count(*), sum(length(b)) FROM t')).rows, [[ROWS, ROWS * 700]]);
+    assert.deepEqual((await query(d.port, 'other', 'SELECT 1')).rows, [[1]]);
+    assert.deepEqual(await d.stop(), { code: 0, signal: null }, 'a clean stop after it');
   } finally {
     await d.cleanup();
   }

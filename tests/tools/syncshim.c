@@ -20,6 +20,8 @@
  *                        DSQ_FAILWRITE_PATH (default "/wal/") fail (and write
  *                        nothing), with errno EIO, or ENOSPC when FILE holds
  *                        "ENOSPC".
+ *   DSQ_FAILPUNCH=FILE   while FILE exists, fallocate() asked to punch a hole
+ *                        fails with EOPNOTSUPP (a file system that cannot).
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
@@ -237,3 +239,17 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
     log_write(fd, off, iov_bytes(iov, cnt));
     return ((pwritev_fn)dlsym(RTLD_NEXT, "pwritev64"))(fd, iov, cnt, off);
 }
+
+typedef int (*fallocate_fn)(int, int, off_t, off_t);
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+    const char *trigger = getenv("DSQ_FAILPUNCH");
+    if ((mode & FALLOC_FL_PUNCH_HOLE) && trigger != NULL && access(trigger, F_OK) == 0) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    return ((fallocate_fn)dlsym(RTLD_NEXT, "fallocate"))(fd, mode, off, len);
+}
+
+int fallocate64(int fd, int mode, off_t off, off_t len) { return fallocate(fd, mode, off, len); }
