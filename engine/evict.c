@@ -214,9 +214,9 @@ static void add_segments(cand **cs, size_t *n, size_t *cap, const char *dir, con
         char path[4400];
         snprintf(path, sizeof path, "%s/%s", wdir, de->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        uint8_t h[64];
+        uint64_t first = 0;
         struct stat st;
-        bool ok = fd >= 0 && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && fstat(fd, &st) == 0;
+        bool ok = fd >= 0 && dsq_wal_seg_first(fd, &first) == 0 && fstat(fd, &st) == 0;
         if (fd >= 0)
             close(fd);
         if (!ok)
@@ -228,9 +228,6 @@ static void add_segments(cand **cs, size_t *n, size_t *cap, const char *dir, con
                 break;
             v = nn;
         }
-        uint64_t first = 0;
-        for (int i = 7; i >= 0; i--)
-            first = first << 8 | h[24 + i];
         char side[4500];
         snprintf(side, sizeof side, "%s.cold", path);
         uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000u + (uint64_t)st.st_mtim.tv_nsec / 1000000u;

@@ -1098,6 +1098,15 @@ static int cmp_seg_file(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+int dsq_wal_seg_first(int fd, uint64_t *first_lsn)
+{
+    uint8_t h[DSQ_WAL_SEG_HDR];
+    if (dsq_pread_full(fd, h, sizeof h, 0) != 0 || memcmp(h, SEG_MAGIC, 8) != 0 || dsq_get32(h + 60) != dsq_crc32(h, 60))
+        return -1;
+    *first_lsn = dsq_get64(h + 24);
+    return 0;
+}
+
 int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
                        void *ud, uint64_t *oldest, char *err, size_t errlen)
 {
@@ -1118,11 +1127,10 @@ int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, ui
             continue;
         dsq_wal_seg_path(dir, seq, path, sizeof path);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        uint8_t h[DSQ_WAL_SEG_HDR];
+        uint64_t first;
         if (fd < 0) /* retired meanwhile */
             continue;
-        bool ok = dsq_pread_full(fd, h, sizeof h, 0) == 0 && memcmp(h, SEG_MAGIC, 8) == 0 &&
-                  dsq_get32(h + 60) == dsq_crc32(h, 60);
+        bool ok = dsq_wal_seg_first(fd, &first) == 0;
         close(fd);
         if (!ok)
             continue;
@@ -1136,7 +1144,7 @@ int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, ui
             }
             v = g;
         }
-        v[n++] = (seg_file){seq, dsq_get64(h + 24)};
+        v[n++] = (seg_file){seq, first};
     }
     closedir(d);
     if (rc == 0 && n > 1)

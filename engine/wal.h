@@ -201,6 +201,10 @@ bool dsq_wal_seg_seq(const char *name, uint32_t *seq);
  * behind a checkpoint) leaves the log as it is. 0, or -1 with a message. */
 int dsq_wal_cut_after(const char *dir, uint32_t seq, uint64_t end, char *err, size_t errlen);
 
+/* The first LSN of the segment open as fd, from its header (magic and
+ * CRC checked). 0, or -1 when it is not a whole, sound segment header. */
+int dsq_wal_seg_first(int fd, uint64_t *first_lsn);
+
 /* Read-only, without an open log: visit the records with from < LSN <= to
  * in the segments of directory `dir`, in order (for CDC readers beside
  * the actor that writes the log; `to` must be durable, so never past
