@@ -409,6 +409,7 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
     out->subscriptions = atomic_load(&e->subscriptions);
+    out->cdc_coalesced = atomic_load(&e->feed_held);
     out->tier = e->tier != NULL;
     if (e->tier)
         dsq_tier_counts_get(e->tier, &out->tier_counts);
@@ -428,12 +429,13 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
 
 json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
 {
-    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
+    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
                             "actorsOpen", (json_int_t)s->actors_open, "actorsHibernated",
                             (json_int_t)s->actors_hibernated, "queuedMessages", (json_int_t)s->queued,
                             "transactionsOpen", (json_int_t)s->txns_open, "calls",
                             (json_int_t)s->calls, "logSyncs", (json_int_t)s->fsyncs, "gatedReplies",
-                            (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions);
+                            (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions,
+                            "cdcCoalesced", (json_int_t)s->cdc_coalesced);
     if (srv == NULL)
         return NULL;
     /* mallinfo2 walks malloc's free lists under their locks: for getStats,
@@ -491,13 +493,13 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     e->cfg = *cfg;
+    /* The CPUs this process may run on (taskset, cgroups' cpusets), not
+     * every CPU online. */
+    cpu_set_t set;
+    long ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    e->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
     if (e->cfg.workers == 0) {
-        /* The CPUs this process may run on (taskset, cgroups' cpusets),
-         * not every CPU online. */
-        cpu_set_t set;
-        long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                            : sysconf(_SC_NPROCESSORS_ONLN);
-        e->cfg.workers = n > 0 ? (unsigned)n : 1;
+        e->cfg.workers = e->ncpu;
     }
     if (e->cfg.batch_per_turn == 0)
         e->cfg.batch_per_turn = 16;

@@ -211,6 +211,10 @@ typedef struct dsq_engine_cfg {
     bool group_sync;               /* without the journal, several logs waiting: one syncfs */
     bool journal;                  /* the node journal (journal.h) carries durability */
     size_t cdc_buffer_bytes;       /* recent commits kept per database with CDC subscribers */
+    unsigned cdc_coalesce_ms;      /* while the process is busy, a feed's subscribers run at most
+                                      this often (0: at every sync); dsq_engine_feed_due_ms */
+    unsigned cdc_coalesce_cpu;     /* busy: it used this % of its CPUs or more over the last
+                                      50 ms (0: always) */
     struct dsq_obj *objects;       /* the object store (objstore.h): databases' files go there
                                       (tier.h) and missing ones come back from it at start; NULL: none */
     uint64_t tier_chunk_bytes;     /* object size of the files' chunks (default 2 MiB) */
@@ -278,6 +282,7 @@ typedef struct dsq_engine_stats {
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
+    uint64_t cdc_coalesced;   /* sends to a feed's subscribers held back (cdc_coalesce_ms) */
     bool tier;                /* an object store is configured */
     dsq_tier_counts tier_counts;
     dsq_evict_counts evict_counts;
@@ -310,13 +315,22 @@ typedef void (*dsq_feed_fn)(void *ud);
 dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud);
 void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s);
 
-/* Append to `out` (a CDC batch) the durable commits after LSN `after` that
- * the feed holds, up to about max_bytes (at least one). Returns 1, with
- * *upto the last LSN appended (or `after`) and *more when max_bytes
- * stopped it; 0 when the feed does not hold the commit after `after` (the
- * caller reads the log: DSQ_OP_CDC_READ); -1 out of memory. Loop thread. */
-int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
-                         bool *more);
+/* Append to `out` (a CDC batch) the durable commits after LSN `after`, up
+ * to LSN `limit` (UINT64_MAX: no limit), that the feed holds, up to about
+ * max_bytes (at least one). Returns 1, with *upto the last LSN appended
+ * (or `after`) and *more when max_bytes or `limit` stopped it; 0 when the
+ * feed does not hold the commit after `after` (the caller reads the log:
+ * DSQ_OP_CDC_READ); -1 out of memory. With `out` NULL nothing is copied:
+ * only *upto and *more say what it would append. Loop thread. */
+int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, uint64_t limit, size_t max_bytes, dsq_buf *out,
+                         uint64_t *upto, bool *more);
+/* Feeds held back while the process is busy (cdc_coalesce_ms): in how
+ * many ms dsq_engine_poll should run for the first of them; -1: none.
+ * Loop thread, after dsq_engine_poll. */
+int64_t dsq_engine_feed_due_ms(dsq_engine *e);
+/* The database's incarnation the subscriber follows (one more each time
+ * a database of that name is dropped). */
+uint64_t dsq_engine_feed_epoch(dsq_feed_sub *s);
 /* The database was dropped since the subscriber came: it must end. */
 bool dsq_engine_feed_gone(dsq_feed_sub *s);
 /* The subscriber has delivered every commit up to lsn (for getStats). */

@@ -199,6 +199,13 @@ struct dsq_engine {
     atomic_size_t subscriptions;    /* CDC feed subscribers */
     pthread_mutex_t feed_mu;        /* feed_news */
     dsq_feed *feed_news;            /* feeds whose durable end moved */
+    /* loop thread (feed.c): feeds held back while the process is busy */
+    dsq_feed *feed_later;
+    uint64_t feed_due_ns;           /* when the first of them is due; 0: none */
+    uint64_t busy_at_ns, busy_cpu_ns; /* the last look at the process's CPU time */
+    bool busy;                      /* it used most of its CPUs since the one before */
+    atomic_uint_fast64_t feed_held; /* dispatches held back (getStats) */
+    unsigned ncpu;                  /* CPUs the process may run on */
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
     struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
     struct dsq_evict *evict;        /* the hot tier's budget (evict.h), or NULL */

@@ -9,12 +9,21 @@
  * holds reads the log instead (DSQ_OP_CDC_READ): the feed never holds a
  * writer back, whatever its subscribers do.
  *
+ * Sending to many subscribers costs the server a socket write each, for
+ * each sync: while the process uses most of its CPUs, a feed's
+ * subscribers are called at most every cdc_coalesce_ms, and each then
+ * sends in one message all that became durable since (coalescing). With
+ * CPU to spare they are called at every sync.
+ *
  * Threads: commits from the actor's worker, durability from the syncer
  * (or the worker), reads and the subscriber list on the loop thread; the
  * feed's mutex guards the buffer, the durable end, and changes to the
  * list (the worker reads it for getStats). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "common/util.h"
 
 #include "engine/disk.h"
 #include "engine/engine_int.h"
@@ -50,6 +59,9 @@ struct dsq_feed {
     /* loop thread */
     dsq_feed_sub *subs;
     bool dispatching;
+    bool later;           /* on the engine's list of feeds held back */
+    dsq_feed *later_next;
+    uint64_t called_ns;   /* when its subscribers were last called */
 };
 
 static dsq_feed *feed_new(size_t budget)
@@ -180,6 +192,8 @@ void dsq__feed_dropped(dsq_engine *e, dsq_feed *f)
     announce(e, f, true);
 }
 
+uint64_t dsq_engine_feed_epoch(dsq_feed_sub *s) { return s->epoch; }
+
 bool dsq_engine_feed_gone(dsq_feed_sub *s)
 {
     pthread_mutex_lock(&s->feed->mu);
@@ -188,35 +202,98 @@ bool dsq_engine_feed_gone(dsq_feed_sub *s)
     return gone;
 }
 
+/* Has the process used cdc_coalesce_cpu % or more of the CPUs it may run
+ * on since the last look, BUSY_WINDOW_NS or more ago? Loop thread. */
+#define BUSY_WINDOW_NS 50000000ull
+
+static bool busy(dsq_engine *e, uint64_t now)
+{
+    if (e->cfg.cdc_coalesce_cpu == 0)
+        return true;
+    if (e->busy_at_ns != 0 && now - e->busy_at_ns < BUSY_WINDOW_NS)
+        return e->busy;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return false;
+    uint64_t cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (e->busy_at_ns != 0)
+        e->busy = (cpu - e->busy_cpu_ns) * 100 >= (now - e->busy_at_ns) * e->ncpu * e->cfg.cdc_coalesce_cpu;
+    e->busy_at_ns = now;
+    e->busy_cpu_ns = cpu;
+    return e->busy;
+}
+
+static void dispatch(dsq_feed *f, uint64_t now)
+{
+    f->called_ns = now;
+    f->dispatching = true;
+    for (dsq_feed_sub *s = f->subs; s; s = s->next)
+        if (!s->dead)
+            s->fn(s->ud);
+    f->dispatching = false;
+    pthread_mutex_lock(&f->mu);
+    for (dsq_feed_sub **pp = &f->subs; *pp;) {
+        dsq_feed_sub *s = *pp;
+        if (s->dead) {
+            *pp = s->next;
+            free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
 void dsq__feed_poll(dsq_engine *e)
 {
     pthread_mutex_lock(&e->feed_mu);
     dsq_feed *list = e->feed_news;
     e->feed_news = NULL;
     pthread_mutex_unlock(&e->feed_mu);
+    if (list == NULL && e->feed_later == NULL)
+        return;
+    uint64_t now = dsq_now_ns();
+    uint64_t gap = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
+    bool hold = gap > 0 && busy(e, now);
     while (list) {
         dsq_feed *f = list;
         list = f->news_next;
         pthread_mutex_lock(&f->mu);
         f->queued = false;
         pthread_mutex_unlock(&f->mu);
-        f->dispatching = true;
-        for (dsq_feed_sub *s = f->subs; s; s = s->next)
-            if (!s->dead)
-                s->fn(s->ud);
-        f->dispatching = false;
-        pthread_mutex_lock(&f->mu);
-        for (dsq_feed_sub **pp = &f->subs; *pp;) {
-            dsq_feed_sub *s = *pp;
-            if (s->dead) {
-                *pp = s->next;
-                free(s);
-            } else {
-                pp = &s->next;
-            }
+        if (f->later)
+            continue; /* its turn comes */
+        if (hold && now - f->called_ns < gap) {
+            f->later = true;
+            f->later_next = e->feed_later;
+            e->feed_later = f;
+            atomic_fetch_add(&e->feed_held, 1);
+            continue;
         }
-        pthread_mutex_unlock(&f->mu);
+        dispatch(f, now);
     }
+    e->feed_due_ns = 0;
+    for (dsq_feed **pp = &e->feed_later; *pp;) {
+        dsq_feed *f = *pp;
+        uint64_t due = f->called_ns + gap;
+        if (!hold || now >= due) {
+            *pp = f->later_next;
+            f->later = false;
+            dispatch(f, now);
+        } else {
+            if (e->feed_due_ns == 0 || due < e->feed_due_ns)
+                e->feed_due_ns = due;
+            pp = &f->later_next;
+        }
+    }
+}
+
+int64_t dsq_engine_feed_due_ms(dsq_engine *e)
+{
+    if (e->feed_due_ns == 0)
+        return -1;
+    uint64_t now = dsq_now_ns();
+    return now >= e->feed_due_ns ? 0 : (int64_t)((e->feed_due_ns - now + 999999) / 1000000);
 }
 
 dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud)
@@ -341,8 +418,8 @@ int dsq_cdc_batch_next(const uint8_t **p, const uint8_t *end, uint64_t *lsn, uin
     return 1;
 }
 
-int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_buf *out, uint64_t *upto,
-                         bool *more)
+int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, uint64_t limit, size_t max_bytes, dsq_buf *out,
+                         uint64_t *upto, bool *more)
 {
     dsq_feed *f = s->feed;
     *upto = after;
@@ -353,20 +430,26 @@ int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, size_t max_bytes, dsq_
         return 0;
     }
     int rc = 1;
+    size_t len = out != NULL ? out->len : 0;
     /* The entries hold consecutive LSNs: the one after `after` is at a known place. */
     size_t first = f->n > 0 && after >= f->ring[f->head].lsn ? (size_t)(after - f->ring[f->head].lsn + 1) : 0;
     for (size_t i = first; i < f->n; i++) {
         entry *x = &f->ring[(f->head + i) % f->cap];
         if (x->lsn > f->durable)
             break;
-        if (out->len > 0 && out->len + x->len + 20 > max_bytes) {
+        if (x->lsn > limit) {
             *more = true;
             break;
         }
-        if (dsq_cdc_batch_put(out, x->lsn, x->time_us, x->bytes, x->len) != 0) {
+        if (len > 0 && len + x->len + 20 > max_bytes) {
+            *more = true;
+            break;
+        }
+        if (out != NULL && dsq_cdc_batch_put(out, x->lsn, x->time_us, x->bytes, x->len) != 0) {
             rc = -1;
             break;
         }
+        len += x->len + 20;
         *upto = x->lsn;
     }
     pthread_mutex_unlock(&f->mu);

@@ -1230,7 +1230,7 @@ static void start_subscription(dsq_cw_session *s, cw_export *e, const char *db, 
     cw_import *im = idmap_get(&s->imports, u->cb);
     if (im != NULL)
         im->held = true; /* until the subscription stops */
-    dsq_cdcsub_sink sink = {sub_started, sub_event, sub_can_send, NULL, sub_ended, u};
+    dsq_cdcsub_sink sink = {sub_started, sub_event, sub_can_send, NULL, sub_ended, u, NULL};
     dsq_code code;
     char msg[600];
     u->sub = dsq_cdcsub_start(s->engine, &r, &sink, &code, msg, sizeof msg);

@@ -227,10 +227,13 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
  *
  * Subscribers of one database read the same commits at about the same
  * time: a commit's events, rendered for one encoding and operation filter
- * (without a table filter), are kept in a small direct-mapped cache and
- * handed to every other subscriber as they are. Loop thread only. */
+ * (without a table filter), are kept in a direct-mapped cache and handed
+ * to every other subscriber as they are. Consecutive commits of a
+ * database take consecutive slots, so a batch of up to RC_SLOTS commits
+ * (what a busy server gathers for a subscriber while it coalesces, feed.c)
+ * is rendered once for all. Loop thread only. */
 
-#define RC_SLOTS 256
+#define RC_SLOTS 4096
 
 typedef struct rc_entry {
     char db[129];
@@ -248,7 +251,7 @@ static rc_entry rcache[RC_SLOTS];
 
 static rc_entry *rc_slot(const char *db, uint64_t lsn, int enc, unsigned ops)
 {
-    uint64_t h = dsq_hash_str(db) ^ (lsn * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc;
+    uint64_t h = (dsq_hash_str(db) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc) + lsn;
     return &rcache[h % RC_SLOTS];
 }
 
@@ -441,10 +444,37 @@ static void pump(dsq_cdcsub *s)
         }
         /* The feed first; the log only for what it no longer (or not yet)
          * holds and is durable. */
-        uint64_t upto;
+        uint64_t upto, limit = UINT64_MAX;
         bool more;
+        /* A batch the sink has sent already, to a subscription like this
+         * one, goes as it is (nothing copied, nothing rendered); if not,
+         * the sink gathers exactly that batch. */
+        if (s->sink.batch != NULL && s->tables == NULL &&
+            dsq_engine_feed_read(s->feed, s->cursor, UINT64_MAX, FEED_BATCH, NULL, &upto, &more) == 1 &&
+            upto > s->cursor) {
+            limit = upto;
+            s->depth++;
+            int sent = s->sink.batch(s->sink.ud, s->db, dsq_engine_feed_epoch(s->feed), s->cursor, upto);
+            s->depth--;
+            if (s->stopped)
+                return;
+            if (sent == 1) {
+                s->cursor = upto;
+                dsq_engine_feed_progress(s->feed, s->cursor);
+                if (!more)
+                    return;
+                continue;
+            }
+        }
         dsq_buf_reset(&s->batch);
-        int rc = dsq_engine_feed_read(s->feed, s->cursor, FEED_BATCH, &s->batch, &upto, &more);
+        int rc = dsq_engine_feed_read(s->feed, s->cursor, limit, FEED_BATCH, &s->batch, &upto, &more);
+        if (limit != UINT64_MAX && (rc != 1 || upto != limit)) {
+            s->depth++;
+            s->sink.batch(s->sink.ud, NULL, 0, 0, 0);
+            s->depth--;
+            if (s->stopped)
+                return;
+        }
         if (rc < 0) {
             end_with(s, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
             return;

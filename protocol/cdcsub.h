@@ -70,6 +70,15 @@ typedef struct dsq_cdcsub_sink {
      * `last_lsn` is the last commit it delivered whole. */
     void (*ended)(void *ud, dsq_code code, const char *msg, uint64_t last_lsn);
     void *ud;
+    /* May be NULL. The next batch is every event of database `db`'s
+     * commits after LSN `after` up to `upto` (`epoch`: the database's
+     * incarnation, dsq_engine_feed_epoch), without a table filter: 1 when
+     * the sink sent them already (it had the same batch gathered for
+     * another subscription of the same kind: no event calls follow); 0 to
+     * have them one by one as usual, then flush. Called with `db` NULL
+     * when the batch announced last will not come as announced (forget
+     * it). */
+    int (*batch)(void *ud, const char *db, uint64_t epoch, uint64_t after, uint64_t upto);
 } dsq_cdcsub_sink;
 
 /* A subscribeCDC request object {fromLSN?, tables?, operations?} into r

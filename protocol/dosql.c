@@ -738,17 +738,58 @@ static void m_stats(op *o, json_t *p)
 
 /* ---- CDC subscriptions -------------------------------------------------------------------- */
 
+/* What makes the message of a batch (dsq_cdcsub_sink.batch): the same
+ * for every subscription of the database with this id (ids count from 1
+ * on each connection), encoding and operations, at the same place. */
+typedef struct batch_key {
+    char db[129];
+    char id[24];
+    uint64_t epoch, after, upto;
+    int enc;
+    unsigned ops;
+} batch_key;
+
 /* One subscribeCDC of a session: the subscription, and until it is
  * established the request to answer. */
 typedef struct csub {
     dsq_dosql_session *s;
     char id[24];
+    int enc;
+    unsigned ops;
     dsq_buf out;            /* notifications gathered: "[" n1 "," n2 ... */
     size_t nout;
+    bool gathering;         /* the batch `key`, whole so far: keep its message */
+    batch_key key;
     dsq_cdcsub *sub;
     op *pending;
     struct csub *next;
 } csub;
+
+/* The messages of the latest batches, each sent once to every
+ * subscription it fits: many subscribers of one database cost one
+ * rendering and one message, not one each. Loop thread only. */
+#define BATCH_SLOTS 16
+
+typedef struct batch_msg {
+    batch_key key;
+    bool valid;
+    dsq_buf msg;
+} batch_msg;
+
+static batch_msg batches[BATCH_SLOTS];
+
+static batch_msg *batch_slot(const batch_key *k)
+{
+    uint64_t h = dsq_hash_str(k->db) ^ (dsq_hash_str(k->id) * 31) ^ (k->after * 0x9E3779B97F4A7C15ull) ^ k->upto;
+    return &batches[h % BATCH_SLOTS];
+}
+
+static bool batch_match(const batch_msg *m, const batch_key *k)
+{
+    return m->valid && m->key.epoch == k->epoch && m->key.after == k->after && m->key.upto == k->upto &&
+           m->key.enc == k->enc && m->key.ops == k->ops && strcmp(m->key.id, k->id) == 0 &&
+           strcmp(m->key.db, k->db) == 0;
+}
 
 static void csub_remove(csub *c)
 {
@@ -792,6 +833,15 @@ static void csub_flush(void *ud)
 {
     csub *c = ud;
     dsq_dosql_session *s = c->s;
+    batch_msg *keep = NULL;
+    if (c->gathering) {
+        c->gathering = false;
+        keep = batch_slot(&c->key);
+        keep->valid = false;
+        keep->key = c->key;
+        dsq_buf_reset(&keep->msg);
+        keep->valid = c->nout == 0; /* a batch without events for it: nothing to send */
+    }
     if (c->nout == 0)
         return;
     dsq_buf_puts(&c->out, "]");
@@ -803,8 +853,32 @@ static void csub_flush(void *ud)
     }
     if (p != NULL && !s->closed)
         s->t.notify(s->t.ud, p, n);
+    if (keep != NULL && p != NULL && dsq_buf_append(&keep->msg, p, n) == 0)
+        keep->valid = true;
     dsq_buf_reset(&c->out);
     c->nout = 0;
+}
+
+static int csub_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, uint64_t upto)
+{
+    csub *c = ud;
+    c->gathering = false;
+    if (db == NULL)
+        return 0;
+    batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = c->enc, .ops = c->ops};
+    dsq_strlcpy(k.db, db, sizeof k.db);
+    dsq_strlcpy(k.id, c->id, sizeof k.id);
+    batch_msg *m = batch_slot(&k);
+    if (batch_match(m, &k)) {
+        if (m->msg.len > 0 && !c->s->closed)
+            c->s->t.notify(c->s->t.ud, m->msg.data, m->msg.len);
+        return 1;
+    }
+    if (c->nout == 0) { /* nothing of an earlier batch in the message */
+        c->key = k;
+        c->gathering = true;
+    }
+    return 0;
 }
 
 /* An event as a "cdc" notification: its members after the subscription's
@@ -827,8 +901,10 @@ static int csub_event(void *ud, const char *text, size_t len, uint64_t lsn, bool
     if (b->data == NULL)
         return -1;
     c->nout++;
-    if (b->len >= (256u << 10))
+    if (b->len >= (256u << 10)) {
+        c->gathering = false; /* the batch takes more than one message */
         csub_flush(c);
+    }
     return 0;
 }
 
@@ -842,6 +918,7 @@ static void csub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_l
 {
     csub *c = ud;
     dsq_dosql_session *s = c->s;
+    c->gathering = false; /* what it gathered may not be the whole batch */
     csub_flush(c); /* what it delivered goes first */
     if (!s->closed) {
         dsq_buf b = DSQ_BUF_INIT;
@@ -892,10 +969,12 @@ static void m_subscribe_cdc(op *o, json_t *p)
     }
     c->s = s;
     c->pending = o;
+    c->enc = (int)o->enc;
+    c->ops = req.ops;
     snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
     c->next = s->subs;
     s->subs = c;
-    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c};
+    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c, csub_batch};
     dsq_code code;
     char msg[600];
     c->sub = dsq_cdcsub_start(s->e, &req, &sink, &code, msg, sizeof msg);

@@ -77,6 +77,8 @@ typedef struct dsq_config {
     bool storage_journal;           /* the node journal carries durability */
     uint64_t storage_journal_size;  /* bytes of one journal file */
     uint64_t cdc_buffer_size;       /* recent commits kept per database with subscribers */
+    uint64_t cdc_coalesce_ms;       /* a busy server sends to a database's subscribers at most this often */
+    uint64_t cdc_coalesce_cpu;      /* busy: using this % of its CPUs or more (0: always) */
 
     /* [object_store]: the s3:// backend's settings (strings owned, NULL: AWS_* variables) */
     uint64_t storage_hot_max_bytes;  /* local bytes above which uploaded files are evicted (0: none) */

@@ -1071,6 +1071,37 @@ static size_t ws_write(void *ud, const uint8_t *p, size_t n)
     return take;
 }
 
+/* A frame with nothing before it: a large one is written at once, from
+ * where it is (the socket copies it); else, or what the socket did not
+ * take, joins `out` for the next flush. Refused (wslay queues it) while
+ * the connection holds send_queue_limit or more. */
+#define WS_DIRECT_MIN (16u << 10)
+
+static bool ws_write_frame(void *ud, const uint8_t *h, size_t hl, const uint8_t *p, size_t n)
+{
+    dsq_conn *c = ud;
+    size_t pending = c->unsent + c->out.len + c->cipher.len;
+    if (pending >= c->srv->cfg->send_queue_limit || c->closing)
+        return false;
+    size_t off = 0; /* of header and payload, written */
+    if (pending == 0 && c->tls == NULL && n >= WS_DIRECT_MIN) {
+        uv_buf_t b[2] = {uv_buf_init((char *)h, (unsigned)hl), uv_buf_init((char *)p, (unsigned)n)};
+        int w = uv_try_write((uv_stream_t *)&c->tcp, b, 2);
+        if (w > 0) {
+            off = (size_t)w;
+            c->srv->metrics.bytes_out += off;
+        } /* an error shows again at the next write, which closes the connection */
+    }
+    if (off < hl && dsq_buf_append(&c->out, h + off, hl - off) != 0)
+        return false;
+    size_t from = off > hl ? off - hl : 0;
+    if (from < n && dsq_buf_append(&c->out, p + from, n - from) != 0) {
+        c->out.len -= off < hl ? hl - off : 0;
+        return false;
+    }
+    return true;
+}
+
 static void ws_on_message(void *ud, bool binary, const uint8_t *p, size_t n)
 {
     dsq_conn *c = ud;
@@ -1079,7 +1110,7 @@ static void ws_on_message(void *ud, bool binary, const uint8_t *p, size_t n)
         c->app->message(c->app_state, c, binary, p, n);
 }
 
-static const dsq_ws_cb ws_callbacks = {ws_write, ws_on_message};
+static const dsq_ws_cb ws_callbacks = {ws_write, ws_on_message, ws_write_frame};
 
 static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
 {

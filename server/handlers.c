@@ -94,10 +94,13 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    "# HELP dosqld_warm_cache_hits_total Reads of evicted pages served by the warm cache.\n"
                    "# TYPE dosqld_warm_cache_hits_total counter\ndosqld_warm_cache_hits_total %llu\n"
                    "# HELP dosqld_cold_read_errors_total Cold reads that failed or timed out.\n"
-                   "# TYPE dosqld_cold_read_errors_total counter\ndosqld_cold_read_errors_total %llu\n",
+                   "# TYPE dosqld_cold_read_errors_total counter\ndosqld_cold_read_errors_total %llu\n"
+                   "# HELP dosqld_cdc_coalesced_total Sends to a database's CDC subscribers held back to join the next (the server was busy).\n"
+                   "# TYPE dosqld_cdc_coalesced_total counter\ndosqld_cdc_coalesced_total %llu\n",
                    (unsigned long long)es.evict_counts.evictions, (unsigned long long)es.warm_counts.fetches,
                    (unsigned long long)es.warm_counts.hits,
-                   (unsigned long long)(es.warm_counts.errors + es.warm_counts.timeouts));
+                   (unsigned long long)(es.warm_counts.errors + es.warm_counts.timeouts),
+                   (unsigned long long)es.cdc_coalesced);
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }

@@ -72,6 +72,22 @@ static void engine_wake(void *arg)
     }
 }
 
+static void on_feed_due(uv_timer_t *t);
+
+/* Completions, and CDC subscribers; again when feeds held back are due. */
+static void engine_poll(dsq_server *srv)
+{
+    dsq_engine_poll(srv->engine);
+    int64_t due = dsq_engine_feed_due_ms(srv->engine);
+    if (due >= 0)
+        uv_timer_start(&srv->feed_timer, on_feed_due, (uint64_t)due, 0);
+}
+
+static void on_feed_due(uv_timer_t *t)
+{
+    engine_poll(t->data);
+}
+
 static void on_engine_wake(uv_poll_t *h, int status, int events)
 {
     dsq_server *srv = h->data;
@@ -81,7 +97,7 @@ static void on_engine_wake(uv_poll_t *h, int status, int events)
     /* Clear before taking the completions: a worker finishing after this
      * writes again, one finishing before it is in the list poll takes. */
     atomic_store_explicit(&srv->engine_woken, 0, memory_order_release);
-    dsq_engine_poll(srv->engine);
+    engine_poll(srv);
 }
 
 static void on_engine_tick(uv_timer_t *t)
@@ -131,6 +147,8 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .journal = cfg->storage_journal,
         .journal_bytes = cfg->storage_journal_size,
         .cdc_buffer_bytes = cfg->cdc_buffer_size,
+        .cdc_coalesce_ms = (unsigned)cfg->cdc_coalesce_ms,
+        .cdc_coalesce_cpu = (unsigned)cfg->cdc_coalesce_cpu,
         .objects = srv->objects,
         .tier_chunk_bytes = cfg->obj_chunk_size,
         .tier_interval_ms = cfg->obj_upload_interval_ms,
@@ -150,6 +168,9 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         return -1;
     /* Often enough for timeouts of 1 s to be felt within a quarter. */
     uint64_t every = cfg->engine_idle_timeout_ms < 1000 ? 50 : 250;
+    uv_timer_init(&srv->loop, &srv->feed_timer);
+    srv->feed_timer.data = srv;
+    uv_unref((uv_handle_t *)&srv->feed_timer);
     uv_timer_init(&srv->loop, &srv->engine_tick);
     srv->engine_tick.data = srv;
     uv_timer_start(&srv->engine_tick, on_engine_tick, every, every);

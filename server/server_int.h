@@ -56,6 +56,7 @@ struct dsq_server {
     atomic_int engine_woken;   /* a wake-up is pending on engine_efd */
     uv_poll_t engine_poll;     /* the loop's watch on engine_efd */
     uv_timer_t engine_tick;    /* engine housekeeping */
+    uv_timer_t feed_timer;     /* CDC feeds held back (dsq_engine_feed_due_ms) */
     dsq_obj *objects;          /* the object store (storage.object_store) */
     dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
     uint64_t next_session;     /* engine session ids of WebSocket connections */

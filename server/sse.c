@@ -205,7 +205,7 @@ void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req)
     x->req = req;
     x->room.fn = sse_writable;
     x->room.arg = x;
-    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, NULL, sse_ended, x};
+    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, NULL, sse_ended, x, NULL};
     dsq_code code;
     char msg[600];
     x->sub = dsq_cdcsub_start(srv->engine, &r, &sink, &code, msg, sizeof msg);

@@ -35,6 +35,10 @@ typedef struct dsq_ws_cb {
     size_t (*write)(void *ud, const uint8_t *p, size_t n);
     /* A complete text (valid UTF-8) or binary message. */
     void (*on_message)(void *ud, bool binary, const uint8_t *p, size_t n);
+    /* May be NULL. A whole frame, header and payload, for the peer while
+     * nothing else is on its way (no copy made here): true when the sink
+     * took all of it; false: it is queued (copied) and goes by `write`. */
+    bool (*write_frame)(void *ud, const uint8_t *h, size_t hlen, const uint8_t *p, size_t n);
 } dsq_ws_cb;
 
 /* A server-side session. Returns NULL when out of memory. */
@@ -49,7 +53,8 @@ int dsq_ws_feed(dsq_ws *ws, const uint8_t *p, size_t n);
 /* Push queued frames to the write callback. 0, or -1 (fatal). */
 int dsq_ws_flush(dsq_ws *ws);
 
-/* Queue a message. Returns 0, or -1 once the session is closing. */
+/* Send a message: straight to write_frame when nothing is queued before
+ * it, else queued. Returns 0, or -1 once the session is closing. */
 int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n);
 
 /* Queue a ping. */

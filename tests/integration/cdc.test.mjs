@@ -508,3 +508,84 @@ test('an SSE client that stops reading holds back only itself, then gets every e
     await d.cleanup();
   }
 });
+
+// [cdc] coalesce_cpu = 0 counts the server busy at all times, so every
+// database's subscribers are sent to at most every coalesce_interval; the
+// subscribers with the same id, encoding and operations share each batch's
+// message. Every event still arrives once, in order, with its filters.
+test('coalescing: a busy server sends fewer, larger messages, the same to alike subscribers, every event once and in order', async () => {
+  const d = await startDosqld({ conf: '[cdc]\ncoalesce_interval = 150ms\ncoalesce_cpu = 0\n' });
+  try {
+    await query(d.port, 'co', 'CREATE TABLE a(k INTEGER PRIMARY KEY, v); CREATE TABLE b(k INTEGER PRIMARY KEY, v)');
+    const open = async (params) => {
+      const c = await WsRpc.open(d.port, '/v1/db/co/rpc');
+      c.raw = [];
+      c.ws.on('message', (data) => c.raw.push(data.toString()));
+      const { subscriptionId } = await c.ok('subscribeCDC', params);
+      return { c, id: subscriptionId };
+    };
+    const all1 = await open({});
+    const all2 = await open({});
+    const inserts = await open({ operations: ['INSERT'] });
+    const onlyB = await open({ tables: ['b'] });
+    const sse = [];
+    const sseReq = http.get({ host: '127.0.0.1', port: d.port, path: '/v1/db/co/cdc' }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (s) => sse.push(s));
+    });
+    const w = await WsRpc.open(d.port, '/v1/db/co/rpc');
+    const lsns = [];
+    for (let i = 1; i <= 40; i++) {
+      const sql = i % 4 === 0 ? `UPDATE a SET v = v + 1 WHERE k = ${i - 1}` : `INSERT INTO ${i % 2 ? 'a' : 'b'} VALUES (${i}, ${i})`;
+      lsns.push((await w.ok('query', { sql })).lsn);
+    }
+    const want = (filter) => lsns.filter((_, k) => filter(k + 1));
+    const got = async (s, n) => (await until(s.c, s.id, (e) => e.length >= n, `${n} events`)).map((e) => e.lsn);
+    assert.deepEqual(await got(all1, 40), lsns);
+    assert.deepEqual(await got(all2, 40), lsns);
+    assert.deepEqual(await got(inserts, 30), want((i) => i % 4 !== 0));
+    assert.deepEqual(await got(onlyB, 10), want((i) => i % 2 === 0 && i % 4 !== 0));
+    await sleep(400); // nothing more, nothing twice
+    assert.equal(events(all1.c, all1.id).length, 40);
+    assert.equal(events(inserts.c, inserts.id).length, 30);
+    assert.equal(events(onlyB.c, onlyB.id).length, 10);
+    const notes = (s) => s.c.raw.filter((m) => m.includes('"method":"cdc"'));
+    assert.ok(notes(all1).length < 40, `40 commits in ${notes(all1).length} messages: coalesced`);
+    assert.deepEqual(notes(all1), notes(all2), 'alike subscribers get the same messages');
+    const sseIds = [...sse.join('').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(sseIds.filter((x, k) => sseIds.indexOf(x) === k), lsns, 'Server-Sent Events too');
+    const st = await w.ok('getStats', {});
+    assert.ok(st.server.cdcCoalesced > 0, `cdcCoalesced ${st.server.cdcCoalesced}`);
+    const metrics = await new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port: d.port, path: '/metrics' }, (res) => {
+      let s = '';
+      res.on('data', (x) => { s += x; });
+      res.on('end', () => resolve(s));
+    }).on('error', reject));
+    assert.match(metrics, /^dosqld_cdc_coalesced_total [1-9]\d*$/m);
+    sseReq.destroy();
+    for (const s of [all1, all2, inserts, onlyB]) await s.c.close();
+    await w.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+// Without coalescing (the default, idle server) each sync's commits go at once.
+test('an idle server sends each commit as it becomes durable', async () => {
+  const d = await startDosqld({ conf: '[cdc]\ncoalesce_interval = 5s\n' });
+  try {
+    await query(d.port, 'idle', 'CREATE TABLE a(k INTEGER PRIMARY KEY)');
+    const c = await WsRpc.open(d.port, '/v1/db/idle/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    for (let i = 1; i <= 3; i++) {
+      const { lsn } = await query(d.port, 'idle', `INSERT INTO a VALUES (${i})`);
+      const t0 = Date.now();
+      const ev = await until(c, id, (e) => e.some((x) => x.lsn === lsn));
+      assert.ok(Date.now() - t0 < 2000, 'not held for the 5 s interval');
+      assert.equal(ev.length, i);
+    }
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});

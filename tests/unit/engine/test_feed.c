@@ -58,7 +58,7 @@ static int read_lsns(dsq_feed_sub *s, uint64_t after, size_t max, uint64_t *lsns
                      uint64_t *upto, bool *more)
 {
     dsq_buf b = DSQ_BUF_INIT;
-    int rc = dsq_engine_feed_read(s, after, max, &b, upto, more);
+    int rc = dsq_engine_feed_read(s, after, UINT64_MAX, max, &b, upto, more);
     const uint8_t *p = (const uint8_t *)b.data, *end = p + b.len;
     uint64_t lsn, t;
     const uint8_t *ch;
@@ -169,4 +169,91 @@ Test(feed, a_feed_nobody_follows_keeps_nothing)
     dsq_engine_feed_unsubscribe(E, s);
     dsq_engine_stats_get(E, &st);
     cr_assert_eq(st.subscriptions, 0);
+}
+
+/* ---- coalescing: a busy process calls a feed's subscribers at most every
+ * cdc_coalesce_ms (cdc_coalesce_cpu 0: always counted busy) ---------------------------- */
+
+static dsq_engine *coalescing_engine(const char *d, unsigned ms, unsigned cpu)
+{
+    dsq_engine_cfg c = {.data_dir = d, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 1 << 20,
+                        .sync = DSQ_SYNC_OFF, .wake = wake, .cdc_coalesce_ms = ms, .cdc_coalesce_cpu = cpu};
+    char err[256];
+    dsq_engine *e = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_not_null(e, "%s", err);
+    return e;
+}
+
+Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
+{
+    dsq_engine_free(E);
+    E = coalescing_engine(dir, 300, 0);
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "co", on_news, &news);
+    cr_assert_not_null(s);
+    dsq_feed *f = feed_of("co");
+    commits(f, 1, 3, 10);
+    dsq__feed_durable(E, f, 1);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 1, "the first news goes at once");
+    cr_assert_eq(dsq_engine_feed_due_ms(E), -1, "nothing held back");
+    dsq__feed_durable(E, f, 2);
+    dsq_engine_poll(E);
+    dsq__feed_durable(E, f, 3);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 1, "news within the interval waits");
+    int64_t due = dsq_engine_feed_due_ms(E);
+    cr_assert(due > 0 && due <= 300, "due in %lld ms", (long long)due);
+    dsq_engine_stats st;
+    dsq_engine_stats_get(E, &st);
+    cr_assert_eq(st.cdc_coalesced, 1, "held back once, however much news came meanwhile");
+    usleep((useconds_t)due * 1000 + 2000);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 2, "its turn came: one call for both commits");
+    cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
+    uint64_t l[16], upto;
+    size_t n;
+    bool more;
+    cr_assert_eq(read_lsns(s, 1, 1 << 20, l, 16, &n, &upto, &more), 1);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(upto, 3);
+    dsq_engine_feed_unsubscribe(E, s);
+}
+
+Test(feed, an_idle_process_does_not_hold_news_back)
+{
+    dsq_engine_free(E);
+    E = coalescing_engine(dir, 300, 100); /* busy only at 100 % of every CPU: never, idle here */
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "idle", on_news, &news);
+    cr_assert_not_null(s);
+    dsq_feed *f = feed_of("idle");
+    commits(f, 1, 3, 10);
+    for (uint64_t l = 1; l <= 3; l++) {
+        dsq__feed_durable(E, f, l);
+        dsq_engine_poll(E);
+        usleep(60000); /* past the CPU sampling window */
+    }
+    cr_assert_eq(news, 3, "every sync's news at once");
+    cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
+    dsq_engine_feed_unsubscribe(E, s);
+}
+
+/* A read up to a limit stops there and says there is more. */
+Test(feed, a_read_stops_at_its_limit)
+{
+    dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "lim", on_news, &news);
+    dsq_feed *f = feed_of("lim");
+    commits(f, 1, 6, 10);
+    dsq__feed_durable(E, f, 6);
+    uint64_t upto;
+    bool more;
+    dsq_buf b = DSQ_BUF_INIT;
+    cr_assert_eq(dsq_engine_feed_read(s, 1, 4, 1 << 20, &b, &upto, &more), 1);
+    cr_assert_eq(upto, 4);
+    cr_assert(more);
+    cr_assert_eq(b.len, 3 * (20 + 10));
+    cr_assert_eq(dsq_engine_feed_read(s, 4, UINT64_MAX, 1 << 20, NULL, &upto, &more), 1);
+    cr_assert_eq(upto, 6, "without a buffer: only how far it would go");
+    cr_assert_not(more);
+    dsq_buf_free(&b);
+    dsq_engine_feed_unsubscribe(E, s);
 }

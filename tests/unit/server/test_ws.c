@@ -36,7 +36,7 @@ static void sink_message(void *ud, bool binary, const uint8_t *p, size_t n)
     dsq_buf_append(&pe->last, p, n);
 }
 
-static const dsq_ws_cb cb = {sink_write, sink_message};
+static const dsq_ws_cb cb = {sink_write, sink_message, NULL};
 static peer pe;
 static dsq_ws *ws;
 
@@ -391,4 +391,92 @@ Test(ws, ping_from_server)
     size_t len;
     cr_assert(server_frame(0, &op, &pl, &len));
     cr_assert_eq(op, 0x9);
+}
+
+/* ---- frames handed over whole (write_frame) ---------------------------------------- */
+
+static int frames_direct;   /* write_frame calls that took the frame */
+static bool direct_refuse;  /* write_frame says no */
+
+static bool sink_frame(void *ud, const uint8_t *h, size_t hl, const uint8_t *p, size_t n)
+{
+    peer *q = ud;
+    if (direct_refuse)
+        return false;
+    dsq_buf_append(&q->out, h, hl);
+    dsq_buf_append(&q->out, p, n);
+    frames_direct++;
+    return true;
+}
+
+static const dsq_ws_cb cb_direct = {sink_write, sink_message, sink_frame};
+
+static void setup_direct(void)
+{
+    memset(&pe, 0, sizeof pe);
+    pe.room = SIZE_MAX;
+    frames_direct = 0;
+    direct_refuse = false;
+    ws = dsq_ws_new(&cb_direct, &pe, 100);
+    cr_assert_not_null(ws);
+}
+
+TestSuite(ws_direct, .init = setup_direct, .fini = teardown);
+
+/* Lengths of each header form (7 bits, 16, 64) come out as a client
+ * parses them, without wslay's queue. */
+Test(ws_direct, frames_of_every_length_form)
+{
+    static const size_t sizes[] = {0, 125, 126, 65535, 65536, 70000};
+    char *big = malloc(70000);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < 70000; i++)
+        big[i] = (char)('a' + i % 26);
+    for (size_t i = 0; i < 6; i++)
+        cr_assert_eq(dsq_ws_send(ws, i % 2 == 1, big, sizes[i]), 0);
+    cr_assert_eq(frames_direct, 6);
+    cr_assert_eq(dsq_ws_queued(ws), 0);
+    for (int i = 0; i < 6; i++) {
+        int op;
+        const uint8_t *pl;
+        size_t len;
+        cr_assert(server_frame(i, &op, &pl, &len), "frame %d", i);
+        cr_assert_eq(op, i % 2 == 1 ? 0x2 : 0x1);
+        cr_assert_eq(len, sizes[i]);
+        cr_assert(len == 0 || memcmp(pl, big, len) == 0);
+    }
+    free(big);
+}
+
+/* A frame refused, or one behind a queued one, waits in wslay's queue and
+ * keeps its place: nothing overtakes it. */
+Test(ws_direct, queued_frames_keep_their_order)
+{
+    direct_refuse = true;
+    pe.room = 0;
+    cr_assert_eq(dsq_ws_send(ws, false, "one", 3), 0);
+    direct_refuse = false;
+    cr_assert_eq(dsq_ws_send(ws, false, "two", 3), 0);
+    cr_assert_eq(frames_direct, 0, "a frame is queued: the next one queues behind it");
+    pe.room = SIZE_MAX;
+    cr_assert_eq(dsq_ws_flush(ws), 0);
+    cr_assert_eq(dsq_ws_send(ws, false, "three", 5), 0);
+    cr_assert_eq(frames_direct, 1, "the queue is empty again: handed over whole");
+    static const char *const want[] = {"one", "two", "three"};
+    for (int i = 0; i < 3; i++) {
+        int op;
+        const uint8_t *pl;
+        size_t len;
+        cr_assert(server_frame(i, &op, &pl, &len));
+        cr_assert_eq(len, strlen(want[i]));
+        cr_assert_eq(memcmp(pl, want[i], len), 0, "frame %d", i);
+    }
+}
+
+/* After a close is queued nothing more is sent, by either way. */
+Test(ws_direct, nothing_after_close)
+{
+    cr_assert_eq(dsq_ws_close(ws, 1001, "bye"), 0);
+    cr_assert_eq(dsq_ws_send(ws, false, "late", 4), -1);
+    cr_assert_eq(frames_direct, 0);
 }
