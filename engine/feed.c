@@ -11,9 +11,10 @@
  *
  * Sending to many subscribers costs the server a socket write each, for
  * each sync: while the process uses most of its CPUs, a feed's
- * subscribers are called at most every cdc_coalesce_ms, and each then
- * sends in one message all that became durable since (coalescing). With
- * CPU to spare they are called at every sync.
+ * subscribers are called at most every 0.5 ms times their number (up to
+ * cdc_coalesce_ms), and each then sends in one message all that became
+ * durable since (coalescing). With CPU to spare they are called at every
+ * sync.
  *
  * Threads: commits from the actor's worker, durability from the syncer
  * (or the worker), reads and the subscriber list on the loop thread; the
@@ -223,6 +224,18 @@ static bool busy(dsq_engine *e, uint64_t now)
     return e->busy;
 }
 
+/* How long a busy process leaves between calls of a feed's subscribers:
+ * COALESCE_PER_SUB_NS for each (each call costs a socket write per
+ * subscriber: a feed makes at most about 1 / COALESCE_PER_SUB_NS writes a
+ * second), at most `most` (cdc_coalesce_ms). */
+#define COALESCE_PER_SUB_NS 500000ull
+
+static uint64_t gap_of(dsq_feed *f, uint64_t most)
+{
+    uint64_t g = (uint64_t)atomic_load(&f->nsubs) * COALESCE_PER_SUB_NS;
+    return g < most ? g : most;
+}
+
 static void dispatch(dsq_feed *f, uint64_t now)
 {
     f->called_ns = now;
@@ -253,8 +266,8 @@ void dsq__feed_poll(dsq_engine *e)
     if (list == NULL && e->feed_later == NULL)
         return;
     uint64_t now = dsq_now_ns();
-    uint64_t gap = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
-    bool hold = gap > 0 && busy(e, now);
+    uint64_t most = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
+    bool hold = most > 0 && busy(e, now);
     while (list) {
         dsq_feed *f = list;
         list = f->news_next;
@@ -263,7 +276,7 @@ void dsq__feed_poll(dsq_engine *e)
         pthread_mutex_unlock(&f->mu);
         if (f->later)
             continue; /* its turn comes */
-        if (hold && now - f->called_ns < gap) {
+        if (hold && now - f->called_ns < gap_of(f, most)) {
             f->later = true;
             f->later_next = e->feed_later;
             e->feed_later = f;
@@ -275,7 +288,7 @@ void dsq__feed_poll(dsq_engine *e)
     e->feed_due_ns = 0;
     for (dsq_feed **pp = &e->feed_later; *pp;) {
         dsq_feed *f = *pp;
-        uint64_t due = f->called_ns + gap;
+        uint64_t due = f->called_ns + gap_of(f, most);
         if (!hold || now >= due) {
             *pp = f->later_next;
             f->later = false;

@@ -89,7 +89,7 @@ static const key_def keys[] = {
     {"storage", "warm_cache_bytes", T_SIZE, F(storage_warm_cache_bytes), "256M", 1ull << 20, 1ull << 50},
     {"storage", "cold_read_timeout", T_DURATION, F(storage_cold_read_timeout_ms), "10s", 100, 3600000},
     {"cdc", "buffer_size", T_SIZE, F(cdc_buffer_size), "1M", 4096, 1ull << 30},
-    {"cdc", "coalesce_interval", T_DURATION, F(cdc_coalesce_ms), "20ms", 0, 10000},
+    {"cdc", "coalesce_interval", T_DURATION, F(cdc_coalesce_ms), "50ms", 0, 10000},
     {"cdc", "coalesce_cpu", T_UINT, F(cdc_coalesce_cpu), "70", 0, 100},
     {"object_store", "endpoint", T_STR, F(obj_endpoint), "", 0, 0},
     {"object_store", "region", T_STR, F(obj_region), "", 0, 0},

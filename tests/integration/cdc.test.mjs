@@ -528,6 +528,10 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     const all2 = await open({});
     const inserts = await open({ operations: ['INSERT'] });
     const onlyB = await open({ tables: ['b'] });
+    // A busy feed's subscribers wait 0.5 ms each between sends (up to
+    // coalesce_interval): with 25 of them, 12.5 ms.
+    const more = [];
+    for (let i = 0; i < 20; i++) more.push(await open({}));
     const sse = [];
     const sseReq = http.get({ host: '127.0.0.1', port: d.port, path: '/v1/db/co/cdc' }, (res) => {
       res.setEncoding('utf8');
@@ -563,7 +567,8 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     }).on('error', reject));
     assert.match(metrics, /^dosqld_cdc_coalesced_total [1-9]\d*$/m);
     sseReq.destroy();
-    for (const s of [all1, all2, inserts, onlyB]) await s.c.close();
+    assert.deepEqual(await got(more[19], 40), lsns);
+    for (const s of [all1, all2, inserts, onlyB, ...more]) await s.c.close();
     await w.close();
   } finally {
     await d.cleanup();

@@ -190,6 +190,11 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     E = coalescing_engine(dir, 300, 0);
     dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "co", on_news, &news);
     cr_assert_not_null(s);
+    /* 0.5 ms per subscriber, up to the 300 ms: 600 of them for the whole */
+    int others = 0;
+    dsq_feed_sub *extra[599];
+    for (int i = 0; i < 599; i++)
+        cr_assert_not_null(extra[i] = dsq_engine_feed_subscribe(E, "co", on_news, &others));
     dsq_feed *f = feed_of("co");
     commits(f, 1, 3, 10);
     dsq__feed_durable(E, f, 1);
@@ -216,7 +221,33 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     cr_assert_eq(read_lsns(s, 1, 1 << 20, l, 16, &n, &upto, &more), 1);
     cr_assert_eq(n, 2);
     cr_assert_eq(upto, 3);
+    cr_assert_eq(others, 599 * 2);
+    for (int i = 0; i < 599; i++)
+        dsq_engine_feed_unsubscribe(E, extra[i]);
     dsq_engine_feed_unsubscribe(E, s);
+}
+
+Test(feed, a_feed_with_few_subscribers_waits_less)
+{
+    dsq_engine_free(E);
+    E = coalescing_engine(dir, 300, 0);
+    dsq_feed_sub *s[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "few", on_news, &news));
+    dsq_feed *f = feed_of("few");
+    commits(f, 1, 2, 10);
+    dsq__feed_durable(E, f, 1);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 4);
+    dsq__feed_durable(E, f, 2);
+    dsq_engine_poll(E);
+    int64_t due = dsq_engine_feed_due_ms(E);
+    cr_assert(due >= 0 && due <= 2, "4 subscribers: 2 ms at most, not the 300 (due in %lld)", (long long)due);
+    usleep(3000);
+    dsq_engine_poll(E);
+    cr_assert_eq(news, 8);
+    for (int i = 0; i < 4; i++)
+        dsq_engine_feed_unsubscribe(E, s[i]);
 }
 
 Test(feed, an_idle_process_does_not_hold_news_back)
