@@ -269,6 +269,18 @@ void dsq_engine_kick(dsq_engine *e) { dsq__pool_kick(e); }
 
 void dsq_engine_poll(dsq_engine *e)
 {
+    dsq_engine_poll_calls(e);
+    dsq_engine_feed_poll(e);
+}
+
+void dsq_engine_feed_poll(dsq_engine *e)
+{
+    dsq__feed_poll(e);
+    dsq__pool_kick(e); /* for calls the subscribers submitted (log reads) */
+}
+
+void dsq_engine_poll_calls(dsq_engine *e)
+{
     dsq__pool_kick(e);
     pthread_mutex_lock(&e->cmu);
     dsq_call *list = e->chead;
@@ -300,7 +312,6 @@ void dsq_engine_poll(dsq_engine *e)
         if (c->done)
             c->done(c);
     }
-    dsq__feed_poll(e);
     dsq__pool_kick(e); /* for calls the done hooks submitted */
 }
 

@@ -251,8 +251,16 @@ int dsq_engine_submit_system(dsq_engine *e, dsq_call *c);
  * and tick call it too). */
 void dsq_engine_kick(dsq_engine *e);
 
-/* Run `done` for every finished call (kicking first). Loop thread. */
+/* Run `done` for every finished call (kicking first), then the CDC
+ * subscribers of feeds with news (dsq_engine_feed_poll). Loop thread. */
 void dsq_engine_poll(dsq_engine *e);
+/* The two halves of dsq_engine_poll: a busy server sends the replies
+ * the calls made before the subscribers' events, which may be many. */
+void dsq_engine_poll_calls(dsq_engine *e);
+void dsq_engine_feed_poll(dsq_engine *e);
+/* The process used cdc_coalesce_cpu % of its CPUs or more over the last
+ * 50 ms or so (always with cdc_coalesce_cpu 0). Loop thread. */
+bool dsq_engine_busy(dsq_engine *e);
 
 /* Housekeeping, every few hundred ms: hibernate idle actors, roll back
  * transactions and end streams past their idle limits, bring the number of
@@ -325,8 +333,9 @@ void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s);
 int dsq_engine_feed_read(dsq_feed_sub *s, uint64_t after, uint64_t limit, size_t max_bytes, dsq_buf *out,
                          uint64_t *upto, bool *more);
 /* Feeds held back while the process is busy (cdc_coalesce_ms): in how
- * many ms dsq_engine_poll should run for the first of them; -1: none.
- * Loop thread, after dsq_engine_poll. */
+ * many ms dsq_engine_feed_poll should run for the first of them (0: at
+ * once, a feed's subscribers are being called in slices); -1: none.
+ * Loop thread, after dsq_engine_poll or dsq_engine_feed_poll. */
 int64_t dsq_engine_feed_due_ms(dsq_engine *e);
 /* The database's incarnation the subscriber follows (one more each time
  * a database of that name is dropped). */

@@ -41,6 +41,7 @@ struct dsq_feed_sub {
     void *ud;
     dsq_feed_sub *next;
     bool dead;        /* unsubscribed while callbacks ran */
+    uint64_t round;   /* the feed's last round that called it */
     uint64_t cursor;  /* the last commit it delivered (under the feed's mu) */
     uint64_t epoch;   /* the feed's when it subscribed */
 };
@@ -62,7 +63,10 @@ struct dsq_feed {
     bool dispatching;
     bool later;           /* on the engine's list of feeds held back */
     dsq_feed *later_next;
-    uint64_t called_ns;   /* when its subscribers were last called */
+    uint64_t called_ns;   /* when a round of calls of its subscribers last began */
+    uint64_t round;       /* that round's number */
+    bool slicing;         /* the round is not over */
+    bool renew;           /* news came during it: another round */
 };
 
 static dsq_feed *feed_new(size_t budget)
@@ -224,6 +228,8 @@ static bool busy(dsq_engine *e, uint64_t now)
     return e->busy;
 }
 
+bool dsq_engine_busy(dsq_engine *e) { return busy(e, dsq_now_ns()); }
+
 /* How long a busy process leaves between calls of a feed's subscribers:
  * COALESCE_PER_SUB_NS for each (each call costs a socket write per
  * subscriber: a feed makes at most about 1 / COALESCE_PER_SUB_NS writes a
@@ -236,13 +242,32 @@ static uint64_t gap_of(dsq_feed *f, uint64_t most)
     return g < most ? g : most;
 }
 
-static void dispatch(dsq_feed *f, uint64_t now)
+/* Call the feed's subscribers, DISPATCH_SLICE at most: a round over
+ * many of them is spread over loop iterations, so that the loop serves
+ * replies and requests between slices. True when the round is over. */
+#define DISPATCH_SLICE 16
+
+static bool dispatch(dsq_feed *f, uint64_t now)
 {
-    f->called_ns = now;
+    if (!f->slicing) {
+        f->slicing = true;
+        f->round++;
+        f->called_ns = now;
+    }
+    int called = 0;
+    bool over = true;
     f->dispatching = true;
-    for (dsq_feed_sub *s = f->subs; s; s = s->next)
-        if (!s->dead)
-            s->fn(s->ud);
+    for (dsq_feed_sub *s = f->subs; s; s = s->next) {
+        if (s->dead || s->round == f->round)
+            continue;
+        if (called == DISPATCH_SLICE) {
+            over = false;
+            break;
+        }
+        s->round = f->round;
+        called++;
+        s->fn(s->ud);
+    }
     f->dispatching = false;
     pthread_mutex_lock(&f->mu);
     for (dsq_feed_sub **pp = &f->subs; *pp;) {
@@ -255,6 +280,16 @@ static void dispatch(dsq_feed *f, uint64_t now)
         }
     }
     pthread_mutex_unlock(&f->mu);
+    if (over)
+        f->slicing = false;
+    return over;
+}
+
+static void later(dsq_engine *e, dsq_feed *f)
+{
+    f->later = true;
+    f->later_next = e->feed_later;
+    e->feed_later = f;
 }
 
 void dsq__feed_poll(dsq_engine *e)
@@ -268,36 +303,57 @@ void dsq__feed_poll(dsq_engine *e)
     uint64_t now = dsq_now_ns();
     uint64_t most = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
     bool hold = most > 0 && busy(e, now);
+    dsq_feed *waiting = e->feed_later;
+    e->feed_later = NULL;
     while (list) {
         dsq_feed *f = list;
         list = f->news_next;
         pthread_mutex_lock(&f->mu);
         f->queued = false;
         pthread_mutex_unlock(&f->mu);
-        if (f->later)
-            continue; /* its turn comes */
+        if (f->later) {
+            /* Its turn comes; subscribers a round in progress has called
+             * already need another one for this news. */
+            if (f->slicing)
+                f->renew = true;
+            continue;
+        }
         if (hold && now - f->called_ns < gap_of(f, most)) {
-            f->later = true;
-            f->later_next = e->feed_later;
-            e->feed_later = f;
+            later(e, f);
             atomic_fetch_add(&e->feed_held, 1);
             continue;
         }
-        dispatch(f, now);
+        if (!dispatch(f, now))
+            later(e, f);
+    }
+    while (waiting) {
+        dsq_feed *f = waiting;
+        waiting = f->later_next;
+        f->later = false;
+        if (!f->slicing && f->renew) {
+            f->renew = false; /* a new round, in its turn */
+            if (hold && now - f->called_ns < gap_of(f, most)) {
+                later(e, f);
+                atomic_fetch_add(&e->feed_held, 1);
+                continue;
+            }
+        } else if (!f->slicing && hold && now - f->called_ns < gap_of(f, most)) {
+            later(e, f);
+            continue;
+        }
+        if (!dispatch(f, now))
+            later(e, f);
+        else if (f->renew) {
+            f->renew = false;
+            later(e, f);
+            atomic_fetch_add(&e->feed_held, 1);
+        }
     }
     e->feed_due_ns = 0;
-    for (dsq_feed **pp = &e->feed_later; *pp;) {
-        dsq_feed *f = *pp;
-        uint64_t due = f->called_ns + gap_of(f, most);
-        if (!hold || now >= due) {
-            *pp = f->later_next;
-            f->later = false;
-            dispatch(f, now);
-        } else {
-            if (e->feed_due_ns == 0 || due < e->feed_due_ns)
-                e->feed_due_ns = due;
-            pp = &f->later_next;
-        }
+    for (dsq_feed *f = e->feed_later; f; f = f->later_next) {
+        uint64_t due = f->slicing || !hold ? now : f->called_ns + gap_of(f, most);
+        if (e->feed_due_ns == 0 || due < e->feed_due_ns)
+            e->feed_due_ns = due;
     }
 }
 

@@ -74,18 +74,29 @@ static void engine_wake(void *arg)
 
 static void on_feed_due(uv_timer_t *t);
 
-/* Completions, and CDC subscribers; again when feeds held back are due. */
-static void engine_poll(dsq_server *srv)
+static void feed_poll(dsq_server *srv)
 {
-    dsq_engine_poll(srv->engine);
+    dsq_engine_feed_poll(srv->engine);
     int64_t due = dsq_engine_feed_due_ms(srv->engine);
     if (due >= 0)
         uv_timer_start(&srv->feed_timer, on_feed_due, (uint64_t)due, 0);
 }
 
+/* Completions, then CDC subscribers (again when feeds held back are
+ * due). A busy server sends the completions' replies first: its writers
+ * do not wait behind the events of many subscribers. With CPU to spare,
+ * events go first, as soon as they are durable. */
+static void engine_poll(dsq_server *srv)
+{
+    dsq_engine_poll_calls(srv->engine);
+    if (dsq_engine_busy(srv->engine))
+        dsq__conns_flush(srv);
+    feed_poll(srv);
+}
+
 static void on_feed_due(uv_timer_t *t)
 {
-    engine_poll(t->data);
+    feed_poll(t->data);
 }
 
 static void on_engine_wake(uv_poll_t *h, int status, int events)

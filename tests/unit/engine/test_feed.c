@@ -174,6 +174,14 @@ Test(feed, a_feed_nobody_follows_keeps_nothing)
 /* ---- coalescing: a busy process calls a feed's subscribers at most every
  * cdc_coalesce_ms (cdc_coalesce_cpu 0: always counted busy) ---------------------------- */
 
+/* Poll, and on while a round of calls goes on in slices (due at once). */
+static void poll_rounds(void)
+{
+    dsq_engine_poll(E);
+    for (int i = 0; i < 1000 && dsq_engine_feed_due_ms(E) == 0; i++)
+        dsq_engine_feed_poll(E);
+}
+
 static dsq_engine *coalescing_engine(const char *d, unsigned ms, unsigned cpu)
 {
     dsq_engine_cfg c = {.data_dir = d, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 1 << 20,
@@ -198,13 +206,13 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     dsq_feed *f = feed_of("co");
     commits(f, 1, 3, 10);
     dsq__feed_durable(E, f, 1);
-    dsq_engine_poll(E);
+    poll_rounds();
     cr_assert_eq(news, 1, "the first news goes at once");
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1, "nothing held back");
     dsq__feed_durable(E, f, 2);
-    dsq_engine_poll(E);
+    poll_rounds();
     dsq__feed_durable(E, f, 3);
-    dsq_engine_poll(E);
+    poll_rounds();
     cr_assert_eq(news, 1, "news within the interval waits");
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due > 0 && due <= 300, "due in %lld ms", (long long)due);
@@ -212,7 +220,7 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     dsq_engine_stats_get(E, &st);
     cr_assert_eq(st.cdc_coalesced, 1, "held back once, however much news came meanwhile");
     usleep((useconds_t)due * 1000 + 2000);
-    dsq_engine_poll(E);
+    poll_rounds();
     cr_assert_eq(news, 2, "its turn came: one call for both commits");
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
     uint64_t l[16], upto;
@@ -237,14 +245,14 @@ Test(feed, a_feed_with_few_subscribers_waits_less)
     dsq_feed *f = feed_of("few");
     commits(f, 1, 2, 10);
     dsq__feed_durable(E, f, 1);
-    dsq_engine_poll(E);
+    poll_rounds();
     cr_assert_eq(news, 4);
     dsq__feed_durable(E, f, 2);
-    dsq_engine_poll(E);
+    poll_rounds();
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due >= 0 && due <= 2, "4 subscribers: 2 ms at most, not the 300 (due in %lld)", (long long)due);
     usleep(3000);
-    dsq_engine_poll(E);
+    poll_rounds();
     cr_assert_eq(news, 8);
     for (int i = 0; i < 4; i++)
         dsq_engine_feed_unsubscribe(E, s[i]);
@@ -260,7 +268,7 @@ Test(feed, an_idle_process_does_not_hold_news_back)
     commits(f, 1, 3, 10);
     for (uint64_t l = 1; l <= 3; l++) {
         dsq__feed_durable(E, f, l);
-        dsq_engine_poll(E);
+        poll_rounds();
         usleep(60000); /* past the CPU sampling window */
     }
     cr_assert_eq(news, 3, "every sync's news at once");
@@ -287,4 +295,36 @@ Test(feed, a_read_stops_at_its_limit)
     cr_assert_not(more);
     dsq_buf_free(&b);
     dsq_engine_feed_unsubscribe(E, s);
+}
+
+/* Many subscribers are called DISPATCH_SLICE (16) at a time, one slice per
+ * poll; news during a round brings another round for those it called. */
+Test(feed, many_subscribers_are_called_in_slices)
+{
+    int calls[40] = {0};
+    dsq_feed_sub *s[40];
+    for (int i = 0; i < 40; i++)
+        cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "sl", on_news, &calls[i]));
+    dsq_feed *f = feed_of("sl");
+    commits(f, 1, 2, 10);
+    dsq__feed_durable(E, f, 1);
+    dsq_engine_poll(E);
+    int total = 0;
+    for (int i = 0; i < 40; i++)
+        total += calls[i];
+    cr_assert_eq(total, 16, "one slice");
+    cr_assert_eq(dsq_engine_feed_due_ms(E), 0, "the rest at once, next iteration");
+    dsq__feed_durable(E, f, 2); /* news during the round */
+    dsq_engine_poll(E);
+    dsq_engine_feed_poll(E);
+    for (int i = 0; i < 1000 && dsq_engine_feed_due_ms(E) == 0; i++)
+        dsq_engine_feed_poll(E);
+    cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
+    for (int i = 0; i < 40; i++)
+        cr_assert(calls[i] >= 1 && calls[i] <= 2, "subscriber %d called %d times", i, calls[i]);
+    /* Called once in the first round before the news: called again. */
+    for (int i = 24; i < 40; i++)
+        cr_assert_eq(calls[i], 2, "subscriber %d (first slice) heard of LSN 2", i);
+    for (int i = 0; i < 40; i++)
+        dsq_engine_feed_unsubscribe(E, s[i]);
 }
