@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { startDosqld, tempDir, sleep, within, metric } from './lib/harness.mjs';
 import { WsRpc, query, post, untilHibernated } from './lib/rpc.mjs';
 
 // The cdc events of subscription `id` collected by c so far.
@@ -532,11 +532,7 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     // coalesce_interval): with 25 of them, 12.5 ms.
     const more = [];
     for (let i = 0; i < 20; i++) more.push(await open({}));
-    const sse = [];
-    const sseReq = http.get({ host: '127.0.0.1', port: d.port, path: '/v1/db/co/cdc' }, (res) => {
-      res.setEncoding('utf8');
-      res.on('data', (s) => sse.push(s));
-    });
+    const stream = await sse(d.port, '/v1/db/co/cdc');
     const w = await WsRpc.open(d.port, '/v1/db/co/rpc');
     const lsns = [];
     for (let i = 1; i <= 40; i++) {
@@ -556,17 +552,12 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     const notes = (s) => s.c.raw.filter((m) => m.includes('"method":"cdc"'));
     assert.ok(notes(all1).length < 40, `40 commits in ${notes(all1).length} messages: coalesced`);
     assert.deepEqual(notes(all1), notes(all2), 'alike subscribers get the same messages');
-    const sseIds = [...sse.join('').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
-    assert.deepEqual(sseIds.filter((x, k) => sseIds.indexOf(x) === k), lsns, 'Server-Sent Events too');
+    const blocks = await sseUntil(stream, (b) => b.length >= 40);
+    assert.deepEqual(blocks.map((b) => b.data.lsn), lsns, 'Server-Sent Events too');
     const st = await w.ok('getStats', {});
     assert.ok(st.server.cdcCoalesced > 0, `cdcCoalesced ${st.server.cdcCoalesced}`);
-    const metrics = await new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port: d.port, path: '/metrics' }, (res) => {
-      let s = '';
-      res.on('data', (x) => { s += x; });
-      res.on('end', () => resolve(s));
-    }).on('error', reject));
-    assert.match(metrics, /^dosqld_cdc_coalesced_total [1-9]\d*$/m);
-    sseReq.destroy();
+    assert.ok(await metric(d.port, 'dosqld_cdc_coalesced_total') > 0);
+    stream.req.destroy();
     assert.deepEqual(await got(more[19], 40), lsns);
     for (const s of [all1, all2, inserts, onlyB, ...more]) await s.c.close();
     await w.close();

@@ -182,6 +182,13 @@ static void poll_rounds(void)
         dsq_engine_feed_poll(E);
 }
 
+/* The feed's log is durable up to lsn: then poll. */
+static void durable(dsq_feed *f, uint64_t lsn)
+{
+    dsq__feed_durable(E, f, lsn);
+    poll_rounds();
+}
+
 static dsq_engine *coalescing_engine(const char *d, unsigned ms, unsigned cpu)
 {
     dsq_engine_cfg c = {.data_dir = d, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 1 << 20,
@@ -205,14 +212,11 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
         cr_assert_not_null(extra[i] = dsq_engine_feed_subscribe(E, "co", on_news, &others));
     dsq_feed *f = feed_of("co");
     commits(f, 1, 3, 10);
-    dsq__feed_durable(E, f, 1);
-    poll_rounds();
+    durable(f, 1);
     cr_assert_eq(news, 1, "the first news goes at once");
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1, "nothing held back");
-    dsq__feed_durable(E, f, 2);
-    poll_rounds();
-    dsq__feed_durable(E, f, 3);
-    poll_rounds();
+    durable(f, 2);
+    durable(f, 3);
     cr_assert_eq(news, 1, "news within the interval waits");
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due > 0 && due <= 300, "due in %lld ms", (long long)due);
@@ -244,11 +248,9 @@ Test(feed, a_feed_with_few_subscribers_waits_less)
         cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "few", on_news, &news));
     dsq_feed *f = feed_of("few");
     commits(f, 1, 2, 10);
-    dsq__feed_durable(E, f, 1);
-    poll_rounds();
+    durable(f, 1);
     cr_assert_eq(news, 4);
-    dsq__feed_durable(E, f, 2);
-    poll_rounds();
+    durable(f, 2);
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due >= 0 && due <= 2, "4 subscribers: 2 ms at most, not the 300 (due in %lld)", (long long)due);
     usleep(3000);
