@@ -1,13 +1,17 @@
 /* util — clocks, value parsers, UTF-8 validation.
  *
- * Divisions: clocks; number, duration, size and boolean parsers; UTF-8. */
+ * Divisions: clocks; number, duration, size and boolean parsers; UTF-8;
+ * CPUs. */
 #include "common/util.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t dsq_now_ns(void)
 {
@@ -289,4 +293,116 @@ uint64_t dsq_hash_str(const char *s)
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
+}
+
+/* ---- CPUs ---- */
+
+/* Read a small file whole into buf (NUL-terminated); -1 when it cannot. */
+static int read_small(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return 0;
+}
+
+/* CPUs `quota` of every `period` allows, rounded up; 0 for none. */
+static unsigned quota_cpus(long long quota, long long period)
+{
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = (quota + period - 1) / period;
+    return n > 4096 ? 4096 : (unsigned)n;
+}
+
+/* The least quota over dir ("" for the root, else "/a/b") below root,
+ * and its parents up to the root. */
+static unsigned walk_quota(const char *root, const char *dir, bool v2)
+{
+    char d[2048], path[4096 + 64], buf[128];
+    unsigned best = 0;
+    snprintf(d, sizeof d, "%s", dir);
+    for (;;) {
+        unsigned n = 0;
+        long long q = -1, p = 0;
+        if (v2) {
+            snprintf(path, sizeof path, "%s%s/cpu.max", root, d);
+            /* "QUOTA PERIOD"; "max PERIOD" does not scan: no quota */
+            if (read_small(path, buf, sizeof buf) == 0 && sscanf(buf, "%lld %lld", &q, &p) == 2)
+                n = quota_cpus(q, p);
+        } else {
+            snprintf(path, sizeof path, "%s%s/cpu.cfs_quota_us", root, d);
+            if (read_small(path, buf, sizeof buf) == 0)
+                q = strtoll(buf, NULL, 10);
+            snprintf(path, sizeof path, "%s%s/cpu.cfs_period_us", root, d);
+            if (read_small(path, buf, sizeof buf) == 0)
+                p = strtoll(buf, NULL, 10);
+            n = quota_cpus(q, p);
+        }
+        if (n > 0 && (best == 0 || n < best))
+            best = n;
+        char *slash = strrchr(d, '/');
+        if (d[0] == '\0' || slash == NULL)
+            break;
+        *slash = '\0'; /* the parent ("" at the top: the root) */
+    }
+    return best;
+}
+
+unsigned dsq_cgroup_cpus(const char *sysfs, const char *self)
+{
+    unsigned best = 0;
+    const char *line = self;
+    while (line != NULL && *line) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char l[2048];
+        if (len < sizeof l) {
+            memcpy(l, line, len);
+            l[len] = '\0';
+            /* "ID:CONTROLLERS:PATH" */
+            char *c1 = strchr(l, ':');
+            char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            if (c2 != NULL) {
+                *c1 = '\0';
+                *c2 = '\0';
+                const char *ctl = c1 + 1, *path = c2 + 1;
+                unsigned n = 0;
+                char root[4096];
+                if (strcmp(l, "0") == 0 && *ctl == '\0') {
+                    n = walk_quota(sysfs, strcmp(path, "/") == 0 ? "" : path, true);
+                } else {
+                    /* v1: the line whose controllers include "cpu" */
+                    char ctls[256];
+                    snprintf(ctls, sizeof ctls, ",%s,", ctl);
+                    if (strstr(ctls, ",cpu,") != NULL) {
+                        snprintf(root, sizeof root, "%s/%s", sysfs, ctl);
+                        n = walk_quota(root, strcmp(path, "/") == 0 ? "" : path, false);
+                    }
+                }
+                if (n > 0 && (best == 0 || n < best))
+                    best = n;
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return best;
+}
+
+unsigned dsq_usable_cpus(void)
+{
+    cpu_set_t set;
+    long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    char self[4096];
+    if (read_small("/proc/self/cgroup", self, sizeof self) == 0) {
+        unsigned q = dsq_cgroup_cpus("/sys/fs/cgroup", self);
+        if (q > 0 && q < (unsigned long)n)
+            n = q;
+    }
+    return (unsigned)n;
 }

@@ -36,6 +36,16 @@ bool dsq_utf8_valid(const uint8_t *p, size_t n);
 /* The length (1 to 4) of the valid UTF-8 sequence at p[0..n), or 0. */
 size_t dsq_utf8_seq(const uint8_t *p, size_t n);
 
+/* The CPUs a cgroup's quota allows this process, rounded up: the least
+ * over its cgroup and their parents, from cgroup v2's cpu.max or v1's
+ * cpu.cfs_quota_us / cpu.cfs_period_us. `sysfs` is where cgroups are
+ * mounted ("/sys/fs/cgroup"), `self` the text of /proc/self/cgroup.
+ * 0: no quota (or none found). */
+unsigned dsq_cgroup_cpus(const char *sysfs, const char *self);
+/* The CPUs this process may use: its affinity mask's, fewer when a cgroup
+ * quota allows fewer. At least 1. */
+unsigned dsq_usable_cpus(void);
+
 /* FNV-1a of a C string (hash tables keyed by names). */
 uint64_t dsq_hash_str(const char *s);
 

@@ -504,11 +504,9 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     e->cfg = *cfg;
-    /* The CPUs this process may run on (taskset, cgroups' cpusets), not
-     * every CPU online. */
-    cpu_set_t set;
-    long ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
-    e->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
+    /* The CPUs this process may run on (taskset, cgroups' cpusets and CPU
+     * quotas), not every CPU online. */
+    e->ncpu = dsq_usable_cpus();
     if (e->cfg.workers == 0) {
         e->cfg.workers = e->ncpu;
     }

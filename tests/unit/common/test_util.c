@@ -1,6 +1,8 @@
 /* Unit tests: common/util and common/buf. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -166,4 +168,53 @@ Test(util, rfc3339)
                          "2026-11-26T00:53:52+2:00"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(dsq_parse_rfc3339(bad[i], &us), -1, "%s", bad[i]);
+}
+
+/* ---- CPU quotas of cgroups (a fake /sys/fs/cgroup in a temporary directory) ---- */
+
+static void put_file(const char *dir, const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    for (char *p = path + strlen(dir) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(util, cgroup_cpu_quotas)
+{
+    char dir[] = "/tmp/dsq-test-cgroup-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    /* v2: the service's own limit is 2.5 CPUs (3), its parent's 2: 2 */
+    put_file(dir, "cpu.max", "max 100000\n");
+    put_file(dir, "system.slice/cpu.max", "200000 100000\n");
+    put_file(dir, "system.slice/dosqld.service/cpu.max", "250000 100000\n");
+    cr_assert_eq(dsq_cgroup_cpus(dir, "0::/system.slice/dosqld.service\n"), 2);
+    /* no quota anywhere up the tree */
+    put_file(dir, "user.slice/cpu.max", "max 100000\n");
+    cr_assert_eq(dsq_cgroup_cpus(dir, "0::/user.slice\n"), 0);
+    cr_assert_eq(dsq_cgroup_cpus(dir, "0::/\n"), 0);
+    /* half a CPU is one */
+    put_file(dir, "small/cpu.max", "50000 100000\n");
+    cr_assert_eq(dsq_cgroup_cpus(dir, "0::/small\n"), 1);
+    /* v1: the line naming the cpu controller; -1 is no quota */
+    put_file(dir, "cpu,cpuacct/box/cpu.cfs_quota_us", "300000\n");
+    put_file(dir, "cpu,cpuacct/box/cpu.cfs_period_us", "100000\n");
+    put_file(dir, "cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+    put_file(dir, "cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    cr_assert_eq(dsq_cgroup_cpus(dir, "4:memory:/box\n3:cpu,cpuacct:/box\n0::/\n"), 3);
+    cr_assert_eq(dsq_cgroup_cpus(dir, "3:cpu,cpuacct:/\n"), 0);
+    /* nothing readable: no quota */
+    cr_assert_eq(dsq_cgroup_cpus(dir, "0::/missing/here\n"), 0);
+    cr_assert_eq(dsq_cgroup_cpus(dir, ""), 0);
+    cr_assert_geq(dsq_usable_cpus(), 1);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
 }
