@@ -281,6 +281,42 @@ static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
     return 0;
 }
 
+/* ---- messages of whole batches, shared ------------------------------------------------------ */
+
+#define BATCH_SLOTS 16
+
+typedef struct batch_msg {
+    dsq_cdc_batch_key key;
+    bool valid;
+    dsq_buf msg;
+} batch_msg;
+
+static batch_msg batches[BATCH_SLOTS];
+
+static batch_msg *batch_slot(const dsq_cdc_batch_key *k)
+{
+    uint64_t h = dsq_hash_str(k->db) ^ (dsq_hash_str(k->tag) * 31) ^ (k->after * 0x9E3779B97F4A7C15ull) ^ k->upto;
+    return &batches[h % BATCH_SLOTS];
+}
+
+const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k)
+{
+    const batch_msg *m = batch_slot(k);
+    bool same = m->valid && m->key.epoch == k->epoch && m->key.after == k->after && m->key.upto == k->upto &&
+                m->key.enc == k->enc && m->key.ops == k->ops && strcmp(m->key.tag, k->tag) == 0 &&
+                strcmp(m->key.db, k->db) == 0;
+    return same ? &m->msg : NULL;
+}
+
+void dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len)
+{
+    batch_msg *m = batch_slot(k);
+    m->valid = false;
+    m->key = *k;
+    dsq_buf_reset(&m->msg);
+    m->valid = len == 0 || dsq_buf_append(&m->msg, msg, len) == 0;
+}
+
 /* ---- the subscription ---------------------------------------------------------------------- */
 
 struct dsq_cdcsub {

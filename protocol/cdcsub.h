@@ -105,4 +105,23 @@ void dsq_cdcsub_stop(dsq_cdcsub *s);
  * far as the subscription knows (lag = the difference). */
 uint64_t dsq_cdcsub_lsn(const dsq_cdcsub *s);
 
+/* ---- messages of whole batches, shared (dsq_cdcsub_sink.batch) ----
+ * Subscriptions that would send the same bytes for a batch — the same
+ * database, incarnation, LSN range, encoding, operations, and sink `tag`
+ * (its kind and whatever else goes into its bytes: a JSON-RPC
+ * subscription's id) — send the message the first of them made. A
+ * direct-mapped cache of the latest batches; loop thread only. */
+typedef struct dsq_cdc_batch_key {
+    char db[129];
+    char tag[32];
+    uint64_t epoch, after, upto;
+    int enc;
+    unsigned ops;
+} dsq_cdc_batch_key;
+
+/* The message kept for k (len 0: the batch sends nothing), or NULL. */
+const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k);
+/* Keep msg[0..len) for k (out of memory: nothing kept). */
+void dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len);
+
 #endif

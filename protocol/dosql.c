@@ -738,17 +738,6 @@ static void m_stats(op *o, json_t *p)
 
 /* ---- CDC subscriptions -------------------------------------------------------------------- */
 
-/* What makes the message of a batch (dsq_cdcsub_sink.batch): the same
- * for every subscription of the database with this id (ids count from 1
- * on each connection), encoding and operations, at the same place. */
-typedef struct batch_key {
-    char db[129];
-    char id[24];
-    uint64_t epoch, after, upto;
-    int enc;
-    unsigned ops;
-} batch_key;
-
 /* One subscribeCDC of a session: the subscription, and until it is
  * established the request to answer. */
 typedef struct csub {
@@ -759,37 +748,11 @@ typedef struct csub {
     dsq_buf out;            /* notifications gathered: "[" n1 "," n2 ... */
     size_t nout;
     bool gathering;         /* the batch `key`, whole so far: keep its message */
-    batch_key key;
+    dsq_cdc_batch_key key;
     dsq_cdcsub *sub;
     op *pending;
     struct csub *next;
 } csub;
-
-/* The messages of the latest batches, each sent once to every
- * subscription it fits: many subscribers of one database cost one
- * rendering and one message, not one each. Loop thread only. */
-#define BATCH_SLOTS 16
-
-typedef struct batch_msg {
-    batch_key key;
-    bool valid;
-    dsq_buf msg;
-} batch_msg;
-
-static batch_msg batches[BATCH_SLOTS];
-
-static batch_msg *batch_slot(const batch_key *k)
-{
-    uint64_t h = dsq_hash_str(k->db) ^ (dsq_hash_str(k->id) * 31) ^ (k->after * 0x9E3779B97F4A7C15ull) ^ k->upto;
-    return &batches[h % BATCH_SLOTS];
-}
-
-static bool batch_match(const batch_msg *m, const batch_key *k)
-{
-    return m->valid && m->key.epoch == k->epoch && m->key.after == k->after && m->key.upto == k->upto &&
-           m->key.enc == k->enc && m->key.ops == k->ops && strcmp(m->key.id, k->id) == 0 &&
-           strcmp(m->key.db, k->db) == 0;
-}
 
 static void csub_remove(csub *c)
 {
@@ -833,17 +796,13 @@ static void csub_flush(void *ud)
 {
     csub *c = ud;
     dsq_dosql_session *s = c->s;
-    batch_msg *keep = NULL;
-    if (c->gathering) {
-        c->gathering = false;
-        keep = batch_slot(&c->key);
-        keep->valid = false;
-        keep->key = c->key;
-        dsq_buf_reset(&keep->msg);
-        keep->valid = c->nout == 0; /* a batch without events for it: nothing to send */
-    }
-    if (c->nout == 0)
+    bool keep = c->gathering;
+    c->gathering = false;
+    if (c->nout == 0) {
+        if (keep)
+            dsq_cdc_batch_keep(&c->key, NULL, 0); /* a batch without events for it */
         return;
+    }
     dsq_buf_puts(&c->out, "]");
     const char *p = c->out.data;
     size_t n = c->out.len;
@@ -853,8 +812,8 @@ static void csub_flush(void *ud)
     }
     if (p != NULL && !s->closed)
         s->t.notify(s->t.ud, p, n);
-    if (keep != NULL && p != NULL && dsq_buf_append(&keep->msg, p, n) == 0)
-        keep->valid = true;
+    if (keep && p != NULL)
+        dsq_cdc_batch_keep(&c->key, p, n);
     dsq_buf_reset(&c->out);
     c->nout = 0;
 }
@@ -865,13 +824,13 @@ static int csub_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, 
     c->gathering = false;
     if (db == NULL)
         return 0;
-    batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = c->enc, .ops = c->ops};
+    dsq_cdc_batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = c->enc, .ops = c->ops};
     dsq_strlcpy(k.db, db, sizeof k.db);
-    dsq_strlcpy(k.id, c->id, sizeof k.id);
-    batch_msg *m = batch_slot(&k);
-    if (batch_match(m, &k)) {
-        if (m->msg.len > 0 && !c->s->closed)
-            c->s->t.notify(c->s->t.ud, m->msg.data, m->msg.len);
+    snprintf(k.tag, sizeof k.tag, "rpc %s", c->id);
+    const dsq_buf *m = dsq_cdc_batch_find(&k);
+    if (m != NULL) {
+        if (m->len > 0 && !c->s->closed)
+            c->s->t.notify(c->s->t.ud, m->data, m->len);
         return 1;
     }
     if (c->nout == 0) { /* nothing of an earlier batch in the message */

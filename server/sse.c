@@ -23,8 +23,12 @@ typedef struct sse {
     dsq_http_req *req;      /* NULL once the client is gone */
     dsq_cdcsub *sub;
     dsq_waiter room;
-    dsq_buf buf;
+    dsq_buf buf;            /* the events of a batch, gathered: one chunk */
     bool begun;
+    int enc;
+    unsigned ops;
+    bool gathering;         /* the batch `key`, whole so far: keep its bytes */
+    dsq_cdc_batch_key key;
 } sse;
 
 static void sse_free(sse *x)
@@ -60,12 +64,25 @@ static void sse_started(void *ud, int err, dsq_code code, const char *msg)
     dsq__respond_chunk(x->req, hello, sizeof hello - 1);
 }
 
+/* Send the events gathered, as one chunk (kept for alike subscribers when
+ * they are a whole batch). */
+static void sse_flush(void *ud)
+{
+    sse *x = ud;
+    bool keep = x->gathering;
+    x->gathering = false;
+    if (keep)
+        dsq_cdc_batch_keep(&x->key, x->buf.data, x->buf.len);
+    if (x->buf.len > 0 && x->req != NULL)
+        dsq__respond_chunk(x->req, x->buf.data, x->buf.len);
+    dsq_buf_reset(&x->buf);
+}
+
 static int sse_event(void *ud, const char *text, size_t len, uint64_t lsn, bool last)
 {
     sse *x = ud;
     if (x->req == NULL)
         return -1;
-    dsq_buf_reset(&x->buf);
     if (last)
         dsq_buf_printf(&x->buf, "id: %llu\n", (unsigned long long)lsn);
     dsq_buf_puts(&x->buf, "event: cdc\ndata: ");
@@ -73,7 +90,32 @@ static int sse_event(void *ud, const char *text, size_t len, uint64_t lsn, bool 
     dsq_buf_puts(&x->buf, "\n\n");
     if (x->buf.data == NULL)
         return -1;
-    dsq__respond_chunk(x->req, x->buf.data, x->buf.len);
+    if (x->buf.len >= (256u << 10)) {
+        x->gathering = false; /* the batch takes more than one chunk */
+        sse_flush(x);
+    }
+    return 0;
+}
+
+static int sse_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, uint64_t upto)
+{
+    sse *x = ud;
+    x->gathering = false;
+    if (db == NULL || x->req == NULL)
+        return 0;
+    dsq_cdc_batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = x->enc, .ops = x->ops};
+    dsq_strlcpy(k.db, db, sizeof k.db);
+    dsq_strlcpy(k.tag, "sse", sizeof k.tag);
+    const dsq_buf *m = dsq_cdc_batch_find(&k);
+    if (m != NULL) {
+        if (m->len > 0)
+            dsq__respond_chunk(x->req, m->data, m->len);
+        return 1;
+    }
+    if (x->buf.len == 0) { /* nothing of an earlier batch gathered */
+        x->key = k;
+        x->gathering = true;
+    }
     return 0;
 }
 
@@ -103,9 +145,10 @@ static void sse_ended(void *ud, dsq_code code, const char *msg, uint64_t last_ls
     x->sub = NULL; /* it stopped itself */
     if (req == NULL)
         return;
+    x->gathering = false; /* what it gathered may not be the whole batch */
+    sse_flush(x);         /* what it delivered goes first */
     req->abandon = NULL;
     x->req = NULL;
-    dsq_buf_reset(&x->buf);
     dsq_buf_printf(&x->buf, "event: end\ndata: {\"lastLsn\":%llu,\"error\":{\"code\":\"%s\",\"message\":",
                    (unsigned long long)last_lsn, dsq_code_name(code));
     dsq_json_string(&x->buf, msg, strlen(msg));
@@ -203,9 +246,11 @@ void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req)
         return;
     }
     x->req = req;
+    x->enc = (int)r.enc;
+    x->ops = r.ops;
     x->room.fn = sse_writable;
     x->room.arg = x;
-    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, NULL, sse_ended, x, NULL};
+    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, sse_flush, sse_ended, x, sse_batch};
     dsq_code code;
     char msg[600];
     x->sub = dsq_cdcsub_start(srv->engine, &r, &sink, &code, msg, sizeof msg);

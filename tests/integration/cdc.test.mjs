@@ -529,10 +529,12 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     const inserts = await open({ operations: ['INSERT'] });
     const onlyB = await open({ tables: ['b'] });
     // A busy feed's subscribers wait 0.5 ms each between sends (up to
-    // coalesce_interval): with 25 of them, 12.5 ms.
+    // coalesce_interval): with 27 of them, 13.5 ms.
     const more = [];
     for (let i = 0; i < 20; i++) more.push(await open({}));
     const stream = await sse(d.port, '/v1/db/co/cdc');
+    const stream2 = await sse(d.port, '/v1/db/co/cdc');
+    const streamB = await sse(d.port, '/v1/db/co/cdc?tables=b');
     const w = await WsRpc.open(d.port, '/v1/db/co/rpc');
     const lsns = [];
     for (let i = 1; i <= 40; i++) {
@@ -554,10 +556,14 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     assert.deepEqual(notes(all1), notes(all2), 'alike subscribers get the same messages');
     const blocks = await sseUntil(stream, (b) => b.length >= 40);
     assert.deepEqual(blocks.map((b) => b.data.lsn), lsns, 'Server-Sent Events too');
+    assert.deepEqual(blocks.map((b) => b.id), lsns.map(String), 'each commit\'s (only) event carries its id');
+    assert.deepEqual(await sseUntil(stream2, (b) => b.length >= 40), blocks, 'alike SSE streams get the same');
+    const bOnly = await sseUntil(streamB, (b) => b.length >= 10);
+    assert.deepEqual(bOnly.map((b) => b.data.lsn), want((i) => i % 2 === 0 && i % 4 !== 0));
     const st = await w.ok('getStats', {});
     assert.ok(st.server.cdcCoalesced > 0, `cdcCoalesced ${st.server.cdcCoalesced}`);
     assert.ok(await metric(d.port, 'dosqld_cdc_coalesced_total') > 0);
-    stream.req.destroy();
+    for (const x of [stream, stream2, streamB]) x.req.destroy();
     assert.deepEqual(await got(more[19], 40), lsns);
     for (const s of [all1, all2, inserts, onlyB, ...more]) await s.c.close();
     await w.close();
