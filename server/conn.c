@@ -1083,6 +1083,10 @@ static bool ws_write_frame(void *ud, const uint8_t *h, size_t hl, const uint8_t 
     size_t pending = c->unsent + c->out.len + c->cipher.len;
     if (pending >= c->srv->cfg->send_queue_limit || c->closing)
         return false;
+    /* Room for all of it first: once part of the frame has gone to the
+     * socket, the rest must follow (refusing then would send it twice). */
+    if (dsq_buf_reserve(&c->out, hl + n) != 0)
+        return false;
     size_t off = 0; /* of header and payload, written */
     if (pending == 0 && c->tls == NULL && n >= WS_DIRECT_MIN) {
         uv_buf_t b[2] = {uv_buf_init((char *)h, (unsigned)hl), uv_buf_init((char *)p, (unsigned)n)};
@@ -1092,13 +1096,11 @@ static bool ws_write_frame(void *ud, const uint8_t *h, size_t hl, const uint8_t 
             c->srv->metrics.bytes_out += off;
         } /* an error shows again at the next write, which closes the connection */
     }
-    if (off < hl && dsq_buf_append(&c->out, h + off, hl - off) != 0)
-        return false;
+    if (off < hl)
+        (void)dsq_buf_append(&c->out, h + off, hl - off); /* reserved: cannot fail */
     size_t from = off > hl ? off - hl : 0;
-    if (from < n && dsq_buf_append(&c->out, p + from, n - from) != 0) {
-        c->out.len -= off < hl ? hl - off : 0;
-        return false;
-    }
+    if (from < n)
+        (void)dsq_buf_append(&c->out, p + from, n - from);
     return true;
 }
 
