@@ -261,6 +261,9 @@ void dsq_engine_feed_poll(dsq_engine *e);
 /* The process used cdc_coalesce_cpu % of its CPUs or more over the last
  * 50 ms or so (always with cdc_coalesce_cpu 0). Loop thread. */
 bool dsq_engine_busy(dsq_engine *e);
+/* Subscribers have something coming: a feed has news, or is held back or
+ * between slices. Loop thread. */
+bool dsq_engine_feed_pending(dsq_engine *e);
 
 /* Housekeeping, every few hundred ms: hibernate idle actors, roll back
  * transactions and end streams past their idle limits, bring the number of

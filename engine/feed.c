@@ -230,6 +230,16 @@ static bool busy(dsq_engine *e, uint64_t now)
 
 bool dsq_engine_busy(dsq_engine *e) { return busy(e, dsq_now_ns()); }
 
+bool dsq_engine_feed_pending(dsq_engine *e)
+{
+    if (e->feed_later != NULL)
+        return true;
+    pthread_mutex_lock(&e->feed_mu);
+    bool news = e->feed_news != NULL;
+    pthread_mutex_unlock(&e->feed_mu);
+    return news;
+}
+
 /* How long a busy process leaves between calls of a feed's subscribers:
  * COALESCE_PER_SUB_NS for each (each call costs a socket write per
  * subscriber: a feed makes at most about 1 / COALESCE_PER_SUB_NS writes a
@@ -326,24 +336,19 @@ void dsq__feed_poll(dsq_engine *e)
         if (!dispatch(f, now))
             later(e, f);
     }
+    /* Feeds held back whose turn came, and rounds going on in slices; a
+     * round that news came during is followed by another, in its turn. */
     while (waiting) {
         dsq_feed *f = waiting;
         waiting = f->later_next;
         f->later = false;
-        if (!f->slicing && f->renew) {
-            f->renew = false; /* a new round, in its turn */
-            if (hold && now - f->called_ns < gap_of(f, most)) {
-                later(e, f);
-                atomic_fetch_add(&e->feed_held, 1);
-                continue;
-            }
-        } else if (!f->slicing && hold && now - f->called_ns < gap_of(f, most)) {
+        if (!f->slicing && hold && now - f->called_ns < gap_of(f, most)) {
             later(e, f);
             continue;
         }
-        if (!dispatch(f, now))
+        if (!dispatch(f, now)) {
             later(e, f);
-        else if (f->renew) {
+        } else if (f->renew) {
             f->renew = false;
             later(e, f);
             atomic_fetch_add(&e->feed_held, 1);

@@ -83,13 +83,15 @@ static void feed_poll(dsq_server *srv)
 }
 
 /* Completions, then CDC subscribers (again when feeds held back are
- * due). A busy server sends the completions' replies first: its writers
- * do not wait behind the events of many subscribers. With CPU to spare,
- * events go first, as soon as they are durable. */
+ * due). When subscribers have events coming, a busy server sends the
+ * completions' replies first: its writers do not wait behind the events
+ * of many subscribers. With CPU to spare, events go first, as soon as
+ * they are durable; without subscribers, replies go when the iteration
+ * ends, as every other write. */
 static void engine_poll(dsq_server *srv)
 {
     dsq_engine_poll_calls(srv->engine);
-    if (dsq_engine_busy(srv->engine))
+    if (dsq_engine_feed_pending(srv->engine) && dsq_engine_busy(srv->engine))
         dsq__conns_flush(srv);
     feed_poll(srv);
 }

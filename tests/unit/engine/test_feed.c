@@ -218,6 +218,7 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     durable(f, 2);
     durable(f, 3);
     cr_assert_eq(news, 1, "news within the interval waits");
+    cr_assert(dsq_engine_feed_pending(E), "held back: events coming");
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due > 0 && due <= 300, "due in %lld ms", (long long)due);
     dsq_engine_stats st;
@@ -316,12 +317,14 @@ Test(feed, many_subscribers_are_called_in_slices)
         total += calls[i];
     cr_assert_eq(total, 16, "one slice");
     cr_assert_eq(dsq_engine_feed_due_ms(E), 0, "the rest at once, next iteration");
+    cr_assert(dsq_engine_feed_pending(E), "a round in slices has events coming");
     dsq__feed_durable(E, f, 2); /* news during the round */
     dsq_engine_poll(E);
     dsq_engine_feed_poll(E);
     for (int i = 0; i < 1000 && dsq_engine_feed_due_ms(E) == 0; i++)
         dsq_engine_feed_poll(E);
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
+    cr_assert_not(dsq_engine_feed_pending(E), "every round over");
     for (int i = 0; i < 40; i++)
         cr_assert(calls[i] >= 1 && calls[i] <= 2, "subscriber %d called %d times", i, calls[i]);
     /* Called once in the first round before the news: called again. */
