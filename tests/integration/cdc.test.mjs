@@ -419,6 +419,13 @@ test('a stalled subscriber neither stops writers nor other subscribers, then cat
   await stalled('[cdc]\nbuffer_size = 64K\n', false);
 });
 
+// The same while the server counts itself busy (coalesce_cpu = 0): the
+// sends are coalesced, the two subscribers (both id "1") share batches,
+// and the stalled one's large frames fill its socket part way.
+test('a stalled subscriber while sends are coalesced: the same', async () => {
+  await stalled('[cdc]\nbuffer_size = 64K\ncoalesce_cpu = 0\ncoalesce_interval = 100ms\n', false);
+});
+
 test('a stalled subscriber that falls out of the retained log ends with BUFFER_OVERFLOW', async () => {
   await stalled('[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\nhistory_retention = 0\n[cdc]\nbuffer_size = 64K\n', true);
 });
@@ -567,6 +574,45 @@ test('coalescing: a busy server sends fewer, larger messages, the same to alike 
     assert.deepEqual(await got(more[19], 40), lsns);
     for (const s of [all1, all2, inserts, onlyB, ...more]) await s.c.close();
     await w.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
+// Subscribers hanging up in the middle of coalesced rounds (called 16 at a
+// time): the others get every event once, the server drops the gone ones.
+test('subscribers that hang up while sends are coalesced leave the others whole', async () => {
+  const d = await startDosqld({ conf: '[cdc]\ncoalesce_interval = 50ms\ncoalesce_cpu = 0\n' });
+  try {
+    await query(d.port, 'hu', 'CREATE TABLE t(n INTEGER PRIMARY KEY)');
+    const subs = [];
+    for (let i = 0; i < 40; i++) {
+      const c = await WsRpc.open(d.port, '/v1/db/hu/rpc');
+      subs.push({ c, id: (await c.ok('subscribeCDC', {})).subscriptionId });
+    }
+    const lsnOf = new Map();
+    const write = async (from, to) => {
+      for (let n = from; n <= to; n++) lsnOf.set(n, (await query(d.port, 'hu', 'INSERT INTO t VALUES (?)', [n])).lsn);
+    };
+    await write(1, 50);
+    // Every other one goes, abruptly, while the writes go on.
+    const going = write(51, 150);
+    for (let i = 0; i < 40; i += 2) {
+      subs[i].c.ws.terminate();
+      await sleep(3);
+    }
+    await going;
+    const last = Math.max(...lsnOf.values());
+    for (let i = 1; i < 40; i += 2) {
+      const ev = await until(subs[i].c, subs[i].id, (e) => e.length > 0 && e.at(-1).lsn >= last, `subscriber ${i}`);
+      assert.deepEqual(ev.map((e) => e.after.n), [...lsnOf.keys()], `subscriber ${i}: every event once, in order`);
+    }
+    await within(5000, (async () => {
+      while ((await subs[1].c.ok('getStats', {})).database.cdc.subscriptions !== 20) await sleep(20);
+    })(), 'the gone subscriptions dropped');
+    const { lsn } = await query(d.port, 'hu', 'INSERT INTO t VALUES (1000)');
+    await until(subs[39].c, subs[39].id, (e) => e.at(-1).lsn === lsn, 'still serving');
+    for (let i = 1; i < 40; i += 2) await subs[i].c.close();
   } finally {
     await d.cleanup();
   }
