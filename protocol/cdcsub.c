@@ -237,6 +237,7 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
 
 typedef struct rc_entry {
     char db[129];
+    uint64_t epoch;   /* the database's incarnation: a name dropped and made again starts at LSN 1 */
     uint64_t lsn;
     int enc;
     unsigned ops;
@@ -249,15 +250,16 @@ typedef struct rc_entry {
 
 static rc_entry rcache[RC_SLOTS];
 
-static rc_entry *rc_slot(const char *db, uint64_t lsn, int enc, unsigned ops)
+static rc_entry *rc_slot(const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
 {
-    uint64_t h = (dsq_hash_str(db) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc) + lsn;
+    uint64_t h = (dsq_hash_str(db) ^ (epoch * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc) + lsn;
     return &rcache[h % RC_SLOTS];
 }
 
-static bool rc_match(const rc_entry *e, const char *db, uint64_t lsn, int enc, unsigned ops)
+static bool rc_match(const rc_entry *e, const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
 {
-    return e->valid && e->lsn == lsn && e->enc == enc && e->ops == ops && strcmp(e->db, db) == 0;
+    return e->valid && e->lsn == lsn && e->epoch == epoch && e->enc == enc && e->ops == ops &&
+           strcmp(e->db, db) == 0;
 }
 
 static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
@@ -409,8 +411,9 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
     if (s->tables != NULL)
         return render(changes, n, lsn, t, s->enc, (const char *const *)s->tables, s->ntables, s->ops,
                       on_event, s, s->scratch);
-    rc_entry *e = rc_slot(s->db, lsn, (int)s->enc, s->ops);
-    if (rc_match(e, s->db, lsn, (int)s->enc, s->ops)) {
+    uint64_t epoch = s->feed != NULL ? dsq_engine_feed_epoch(s->feed) : 0;
+    rc_entry *e = rc_slot(s->db, epoch, lsn, (int)s->enc, s->ops);
+    if (rc_match(e, s->db, epoch, lsn, (int)s->enc, s->ops)) {
         for (size_t k = 0; k < e->n; k++) {
             size_t from = k ? e->ends[k - 1] : 0;
             if (on_event(s, e->text.data + from, e->ends[k] - from, e->last[k]) != 0)
@@ -420,6 +423,7 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
     }
     e->valid = false;
     dsq_strlcpy(e->db, s->db, sizeof e->db);
+    e->epoch = epoch;
     e->lsn = lsn;
     e->enc = (int)s->enc;
     e->ops = s->ops;

@@ -430,6 +430,33 @@ test('a stalled subscriber that falls out of the retained log ends with BUFFER_O
   await stalled('[storage]\ncheckpoint_size = 256K\nsegment_size = 256K\nhistory_retention = 0\n[cdc]\nbuffer_size = 64K\n', true);
 });
 
+// Events rendered for a dropped database are not served for the new one
+// under its name, whose LSNs start again from 1.
+test('a database made again under a dropped one\'s name gets its own events, not the old ones rendered', async () => {
+  const d = await startDosqld();
+  try {
+    const old = await WsRpc.open(d.port, '/v1/db/rr/rpc');
+    const oid = (await old.ok('subscribeCDC', { fromLSN: 0 })).subscriptionId;
+    await query(d.port, 'rr', 'CREATE TABLE t(x)');
+    await query(d.port, 'rr', 'INSERT INTO t VALUES (1)');
+    await until(old, oid, (e) => e.length >= 2, 'the old database\'s events');
+    assert.equal((await fetch(`${d.url}/v1/db/rr`, { method: 'DELETE' })).status, 200);
+    await query(d.port, 'rr', 'CREATE TABLE t(x, z)');
+    await query(d.port, 'rr', 'INSERT INTO t VALUES (7, 8)');
+    const n = await WsRpc.open(d.port, '/v1/db/rr/rpc');
+    const nid = (await n.ok('subscribeCDC', { fromLSN: 0 })).subscriptionId;
+    const ev = await until(n, nid, (e) => e.length >= 2);
+    assert.deepEqual(ev.map(({ lsn, operation, sql, after }) => ({ lsn, operation, sql, after })), [
+      { lsn: 1, operation: 'DDL', sql: 'CREATE TABLE t(x, z)', after: undefined },
+      { lsn: 2, operation: 'INSERT', sql: undefined, after: { x: 7, z: 8 } },
+    ]);
+    await old.close();
+    await n.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
 test('a subscription outlives its database hibernating', async () => {
   const d = await startDosqld({ conf: '[engine]\nidle_timeout = 300ms\n' });
   try {
