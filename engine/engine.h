@@ -215,6 +215,8 @@ typedef struct dsq_engine_cfg {
                                       this often (0: at every sync); dsq_engine_feed_due_ms */
     unsigned cdc_coalesce_cpu;     /* busy: it used this % of its CPUs or more over the last
                                       50 ms (0: always) */
+    uint32_t cdc_slice_ns;         /* a round of calls to a feed's subscribers yields to the loop
+                                      after this long (at least one call); 0: 50 us */
     struct dsq_obj *objects;       /* the object store (objstore.h): databases' files go there
                                       (tier.h) and missing ones come back from it at start; NULL: none */
     uint64_t tier_chunk_bytes;     /* object size of the files' chunks (default 2 MiB) */

@@ -252,30 +252,34 @@ static uint64_t gap_of(dsq_feed *f, uint64_t most)
     return g < most ? g : most;
 }
 
-/* Call the feed's subscribers, DISPATCH_SLICE at most: a round over
- * many of them is spread over loop iterations, so that the loop serves
- * replies and requests between slices. True when the round is over. */
-#define DISPATCH_SLICE 16
+/* Call the feed's subscribers until the slice's time is up (at least one
+ * call): a round over many of them is spread over loop iterations, so
+ * that the loop serves replies and requests between slices. A coalesced
+ * send is tens of KB, some 30 us of the loop each, and writers whose
+ * replies wait behind a slice commit less: beside 100 subscribers they
+ * committed 16 % more with slices of two calls than of sixteen (eight
+ * alternating runs), and as much with slices of 50 us. True when the
+ * round is over. */
+#define DISPATCH_SLICE_NS 50000u
 
-static bool dispatch(dsq_feed *f, uint64_t now)
+static bool dispatch(dsq_feed *f, uint64_t now, uint64_t deadline)
 {
     if (!f->slicing) {
         f->slicing = true;
         f->round++;
         f->called_ns = now;
     }
-    int called = 0;
-    bool over = true;
+    bool called = false, over = true;
     f->dispatching = true;
     for (dsq_feed_sub *s = f->subs; s; s = s->next) {
         if (s->dead || s->round == f->round)
             continue;
-        if (called == DISPATCH_SLICE) {
+        if (called && dsq_now_ns() >= deadline) {
             over = false;
             break;
         }
         s->round = f->round;
-        called++;
+        called = true;
         s->fn(s->ud);
     }
     f->dispatching = false;
@@ -313,6 +317,7 @@ void dsq__feed_poll(dsq_engine *e)
     uint64_t now = dsq_now_ns();
     uint64_t most = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
     bool hold = most > 0 && busy(e, now);
+    uint64_t deadline = now + (e->cfg.cdc_slice_ns ? e->cfg.cdc_slice_ns : DISPATCH_SLICE_NS);
     dsq_feed *waiting = e->feed_later;
     e->feed_later = NULL;
     while (list) {
@@ -333,7 +338,7 @@ void dsq__feed_poll(dsq_engine *e)
             atomic_fetch_add(&e->feed_held, 1);
             continue;
         }
-        if (!dispatch(f, now))
+        if (!dispatch(f, now, deadline))
             later(e, f);
     }
     /* Feeds held back whose turn came, and rounds going on in slices; a
@@ -346,7 +351,7 @@ void dsq__feed_poll(dsq_engine *e)
             later(e, f);
             continue;
         }
-        if (!dispatch(f, now)) {
+        if (!dispatch(f, now, deadline)) {
             later(e, f);
         } else if (f->renew) {
             f->renew = false;
