@@ -42,4 +42,12 @@ char *dsq_buf_steal(dsq_buf *b, size_t *len);
 
 static inline void dsq_buf_reset(dsq_buf *b) { b->len = 0; }
 
+/* A form of a message made from it once and kept beside it (its compressed
+ * WebSocket payload, for the many sessions it goes to alike). kind 0: none
+ * made yet; the maker alone says what other kinds mean. */
+typedef struct dsq_alt {
+    dsq_buf buf;
+    int kind;
+} dsq_alt;
+
 #endif

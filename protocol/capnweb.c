@@ -1977,7 +1977,7 @@ dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
         snprintf(s->db, sizeof s->db, "%s", db);
     /* The dosql session's own transport is unused (every call comes
      * through dsq_dosql_call) except for scopes. */
-    dsq_dosql_transport dt = {t->scope, NULL, NULL, NULL, false, t->ud};
+    dsq_dosql_transport dt = {t->scope, NULL, NULL, NULL, false, t->ud, NULL};
     s->dosql = dsq_dosql_session_new(e, dl, NULL, session_id, &dt);
     cw_export *main = s->dosql ? export_new(s, 0) : NULL;
     if (main == NULL) {

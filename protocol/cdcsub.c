@@ -291,6 +291,7 @@ typedef struct batch_msg {
     dsq_cdc_batch_key key;
     bool valid;
     dsq_buf msg;
+    dsq_alt alt; /* the message's other form, made by a transport */
 } batch_msg;
 
 static batch_msg batches[BATCH_SLOTS];
@@ -301,22 +302,29 @@ static batch_msg *batch_slot(const dsq_cdc_batch_key *k)
     return &batches[h % BATCH_SLOTS];
 }
 
-const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k)
+const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k, dsq_alt **alt)
 {
-    const batch_msg *m = batch_slot(k);
+    batch_msg *m = batch_slot(k);
     bool same = m->valid && m->key.epoch == k->epoch && m->key.after == k->after && m->key.upto == k->upto &&
                 m->key.enc == k->enc && m->key.ops == k->ops && strcmp(m->key.tag, k->tag) == 0 &&
                 strcmp(m->key.db, k->db) == 0;
+    if (alt != NULL)
+        *alt = same ? &m->alt : NULL;
     return same ? &m->msg : NULL;
 }
 
-void dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len)
+dsq_alt *dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len)
 {
     batch_msg *m = batch_slot(k);
     m->valid = false;
     m->key = *k;
     dsq_buf_reset(&m->msg);
+    m->alt.kind = 0;
+    dsq_buf_reset(&m->alt.buf);
     m->valid = len == 0 || dsq_buf_append(&m->msg, msg, len) == 0;
+    if (m->msg.cap > (1u << 20) && !m->valid)
+        dsq_buf_free(&m->msg);
+    return m->valid ? &m->alt : NULL;
 }
 
 /* ---- the subscription ---------------------------------------------------------------------- */

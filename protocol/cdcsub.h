@@ -119,9 +119,11 @@ typedef struct dsq_cdc_batch_key {
     unsigned ops;
 } dsq_cdc_batch_key;
 
-/* The message kept for k (len 0: the batch sends nothing), or NULL. */
-const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k);
-/* Keep msg[0..len) for k (out of memory: nothing kept). */
-void dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len);
+/* The message kept for k (len 0: the batch sends nothing), or NULL; *alt
+ * (when alt is not NULL) its other form, for the transport to make once. */
+const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k, dsq_alt **alt);
+/* Keep msg[0..len) for k (out of memory: nothing kept, NULL); its other
+ * form, empty. */
+dsq_alt *dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len);
 
 #endif

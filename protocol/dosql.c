@@ -792,6 +792,15 @@ static void csub_started(void *ud, int err, dsq_code code, const char *msg)
 
 /* Send the notifications gathered: one alone as itself, several as one
  * JSON-RPC batch (an array), one WebSocket message either way. */
+/* A notification sent alike to many sessions: through the transport's
+ * notify_alt, which makes its other form once, when it has one. */
+static int notify_alt(dsq_dosql_session *s, const char *p, size_t n, dsq_alt *alt)
+{
+    if (alt != NULL && s->t.notify_alt != NULL)
+        return s->t.notify_alt(s->t.ud, p, n, alt);
+    return s->t.notify(s->t.ud, p, n);
+}
+
 static void csub_flush(void *ud)
 {
     csub *c = ud;
@@ -810,10 +819,9 @@ static void csub_flush(void *ud)
         p++;
         n -= 2;
     }
+    dsq_alt *alt = keep && p != NULL ? dsq_cdc_batch_keep(&c->key, p, n) : NULL;
     if (p != NULL && !s->closed)
-        s->t.notify(s->t.ud, p, n);
-    if (keep && p != NULL)
-        dsq_cdc_batch_keep(&c->key, p, n);
+        notify_alt(s, p, n, alt);
     dsq_buf_reset(&c->out);
     c->nout = 0;
 }
@@ -827,10 +835,11 @@ static int csub_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, 
     dsq_cdc_batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = c->enc, .ops = c->ops};
     dsq_strlcpy(k.db, db, sizeof k.db);
     snprintf(k.tag, sizeof k.tag, "rpc %s", c->id);
-    const dsq_buf *m = dsq_cdc_batch_find(&k);
+    dsq_alt *alt;
+    const dsq_buf *m = dsq_cdc_batch_find(&k, &alt);
     if (m != NULL) {
         if (m->len > 0 && !c->s->closed)
-            c->s->t.notify(c->s->t.ud, m->data, m->len);
+            notify_alt(c->s, m->data, m->len, alt);
         return 1;
     }
     if (c->nout == 0) { /* nothing of an earlier batch in the message */

@@ -46,6 +46,10 @@ typedef struct dsq_dosql_transport {
     bool (*can_send)(void *ud);
     bool http;              /* notifications are lines of one HTTP response */
     void *ud;
+    /* May be NULL. A notification sent alike to many sessions (a shared
+     * CDC batch): what the transport makes of it for one (its compressed
+     * form) it keeps in *alt for the others. */
+    int (*notify_alt)(void *ud, const char *text, size_t len, dsq_alt *alt);
 } dsq_dosql_transport;
 
 typedef struct dsq_dosql_session dsq_dosql_session;

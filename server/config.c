@@ -51,6 +51,8 @@ static const key_def keys[] = {
     {"server", "shutdown_timeout", T_DURATION, F(shutdown_timeout_ms), "10s", 0, 3600000},
     {"websocket", "max_message", T_SIZE, F(ws_max_message), "16M", 125, 1ull << 31},
     {"websocket", "ping_interval", T_DURATION, F(ws_ping_interval_ms), "30s", 0, 86400000},
+    {"websocket", "compression", T_BOOL, F(ws_compression), "no", 0, 0},
+    {"websocket", "compression_min", T_SIZE, F(ws_compression_min), "1K", 0, 1ull << 31},
     {"rpc", "max_batch", T_UINT, F(rpc_max_batch), "1000", 1, 100000},
     {"rpc", "stream_chunk_rows", T_UINT, F(rpc_stream_chunk_rows), "100", 1, 100000},
     {"rpc", "max_stream_chunk_rows", T_UINT, F(rpc_max_stream_chunk_rows), "10000", 1, 1000000},

@@ -41,6 +41,8 @@ typedef struct dsq_config {
     /* [websocket] */
     uint64_t ws_max_message;        /* bytes; larger closes with 1009 */
     uint64_t ws_ping_interval_ms;   /* keep-alive pings; 0 disables */
+    bool ws_compression;            /* permessage-deflate when a client offers it */
+    uint64_t ws_compression_min;    /* messages this long or longer go compressed */
 
     /* [rpc] */
     uint64_t rpc_max_batch;         /* JSON-RPC requests (and batch statements) in one message */

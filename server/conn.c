@@ -1138,11 +1138,21 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
         dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
+    /* permessage-deflate, when the client offers it in a form we take */
+    char ext[160] = "";
+    size_t elen = 0;
+    const char *offer = dsq_http_header_get(req, "sec-websocket-extensions", &elen);
+    dsq_ws_deflate d;
+    if (c->srv->cfg->ws_compression && offer != NULL &&
+        dsq_ws_deflate_accept(offer, elen, &d, ext, sizeof ext))
+        dsq_ws_set_deflate(c->ws, &d, c->srv->cfg->ws_compression_min);
+    else
+        ext[0] = '\0';
     /* The 101 bypasses dsq__respond: it has no body and no Connection. */
     dsq_buf_printf(&c->out,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                   accept);
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                   accept, ext[0] ? "Sec-WebSocket-Extensions: " : "", ext, ext[0] ? "\r\n" : "");
     dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, 101,
                         dsq_now_ns() - req->start_ns);
     c->head = c->tail = NULL;
@@ -1175,11 +1185,13 @@ static void ws_input(dsq_conn *c, const char *p, size_t n)
     mark_dirty(c);
 }
 
-int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n)
+int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n) { return dsq__ws_send_alt(c, binary, p, n, NULL); }
+
+int dsq__ws_send_alt(dsq_conn *c, bool binary, const void *p, size_t n, dsq_alt *alt)
 {
     if (c->closing || c->finishing || c->ws == NULL)
         return -1;
-    if (dsq_ws_send(c->ws, binary, p, n) != 0)
+    if (dsq_ws_send_alt(c->ws, binary, p, n, alt) != 0)
         return -1;
     c->srv->metrics.ws_msgs_out++;
     mark_dirty(c);

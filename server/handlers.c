@@ -224,7 +224,7 @@ static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
     tx->req = req;
     tx->room.fn = http_writable;
     tx->room.arg = tx;
-    dsq_dosql_transport t = {http_scope, http_reply, http_notify, http_can_send_or_wait, true, tx};
+    dsq_dosql_transport t = {http_scope, http_reply, http_notify, http_can_send_or_wait, true, tx, NULL};
     tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, req->db[0] ? req->db : NULL, 0, &t);
     if (tx->s == NULL) {
         free(tx);
@@ -294,6 +294,12 @@ static int ws_notify(void *ud, const char *text, size_t len)
     return dsq__ws_send(tx->c, false, text, len);
 }
 
+static int ws_notify_alt(void *ud, const char *text, size_t len, dsq_alt *alt)
+{
+    ws_tx *tx = ud;
+    return dsq__ws_send_alt(tx->c, false, text, len, alt);
+}
+
 static void ws_writable(void *arg)
 {
     ws_tx *tx = arg;
@@ -326,7 +332,7 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
     memcpy(tx->db, req->db, sizeof tx->db);
     if (tx->db[0])
         tx->db_scope = token_scopes(srv, tx->token, tx->token_len, tx->db);
-    dsq_dosql_transport t = {ws_scope, ws_reply, ws_notify, ws_can_send, false, tx};
+    dsq_dosql_transport t = {ws_scope, ws_reply, ws_notify, ws_can_send, false, tx, ws_notify_alt};
     tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, tx->db[0] ? tx->db : NULL,
                                   ++srv->next_session, &t);
     if (tx->s == NULL) {

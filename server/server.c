@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "server/server_int.h"
+#include "server/ws.h"
 
 /* ---- construction ------------------------------------------------------------ */
 
@@ -500,6 +501,7 @@ void dsq_server_free(dsq_server *srv)
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);
+        dsq_ws_deflate_cleanup(); /* the loop thread's compression streams */
     }
     dsq_obj_close(srv->objects);
     if (srv->engine_efd >= 0)

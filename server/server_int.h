@@ -123,6 +123,8 @@ void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w);
 /* Send a WebSocket message on `c`. Returns 0, or -1 when the session is
  * closing or the connection was cut for holding too much unsent data. */
 int dsq__ws_send(dsq_conn *c, bool binary, const void *p, size_t n);
+/* The same for a message sent alike to many connections (dsq_ws_send_alt). */
+int dsq__ws_send_alt(dsq_conn *c, bool binary, const void *p, size_t n, dsq_alt *alt);
 /* Close the WebSocket session on `c` with a code. */
 void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason);
 

@@ -106,7 +106,7 @@ static int sse_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, u
     dsq_cdc_batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = x->enc, .ops = x->ops};
     dsq_strlcpy(k.db, db, sizeof k.db);
     dsq_strlcpy(k.tag, "sse", sizeof k.tag);
-    const dsq_buf *m = dsq_cdc_batch_find(&k);
+    const dsq_buf *m = dsq_cdc_batch_find(&k, NULL);
     if (m != NULL) {
         if (m->len > 0)
             dsq__respond_chunk(x->req, m->data, m->len);

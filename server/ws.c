@@ -6,7 +6,16 @@
  * send_callback; both report WSLAY_ERR_WOULDBLOCK when there is nothing
  * more to read or no room to write, which is how a non-blocking feed maps
  * onto its blocking-style API. wslay buffers each message whole (bounded
- * by max_message) before on_msg_recv_callback sees it. */
+ * by max_message) before on_msg_recv_callback sees it.
+ *
+ * permessage-deflate (RFC 7692): the server never takes its compression
+ * context over from one message to the next (server_no_context_takeover),
+ * so a message's compressed form is the same for every session with the
+ * same window, and one deflate stream per thread serves them all; a
+ * message sent alike to many sessions is compressed once (dsq_alt). A
+ * client's messages are inflated in a stream of the session's, made at
+ * its first compressed message, and bounded by max_message once
+ * inflated. */
 #include "server/ws.h"
 
 #include <openssl/evp.h>
@@ -14,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <wslay/wslay.h>
+#include <zlib.h>
 
 #include "common/util.h"
 
@@ -72,6 +82,115 @@ int dsq_ws_handshake_check(const dsq_http_req *req, char accept[DSQ_WS_ACCEPT_LE
     return 0;
 }
 
+/* ---- permessage-deflate: the offer ---------------------------------------- */
+
+static const char *skip_ows(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static const char *trim_end(const char *b, const char *e)
+{
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    return e;
+}
+
+/* A window_bits value, [vb, ve): 8 to 15 without a leading zero, else -1
+ * (also when there is none: vb NULL). */
+static int window_bits(const char *vb, const char *ve)
+{
+    if (vb == NULL || ve - vb < 1 || ve - vb > 2 || *vb == '0')
+        return -1;
+    int v = 0;
+    for (const char *q = vb; q < ve; q++) {
+        if (*q < '0' || *q > '9')
+            return -1;
+        v = v * 10 + (*q - '0');
+    }
+    return v >= 8 && v <= 15 ? v : -1;
+}
+
+/* One offer, [b, e): "permessage-deflate; param[=value]; ...". True when
+ * it can be accepted; *bits its server_max_window_bits (15 if none),
+ * *cnct whether it asks for client_no_context_takeover. */
+static bool offer_ok(const char *b, const char *e, int *bits, bool *cnct)
+{
+    bool seen_snct = false, seen_cnct = false, seen_smwb = false, seen_cmwb = false;
+    *bits = 15;
+    *cnct = false;
+    bool first = true;
+    while (b < e) {
+        const char *semi = memchr(b, ';', (size_t)(e - b));
+        const char *te = semi ? semi : e;
+        const char *tb = skip_ows(b, te);
+        te = trim_end(tb, te);
+        const char *eq = memchr(tb, '=', (size_t)(te - tb));
+        const char *ne = trim_end(tb, eq ? eq : te);
+        const char *vb = eq ? skip_ows(eq + 1, te) : NULL, *ve = te;
+        if (vb && ve - vb >= 2 && *vb == '"' && ve[-1] == '"') {
+            vb++;
+            ve--;
+        }
+        if (first) {
+            if (eq || !dsq_strn_ieq(tb, (size_t)(ne - tb), "permessage-deflate"))
+                return false;
+            first = false;
+        } else if (dsq_strn_ieq(tb, (size_t)(ne - tb), "server_no_context_takeover")) {
+            if (eq || seen_snct)
+                return false;
+            seen_snct = true;
+        } else if (dsq_strn_ieq(tb, (size_t)(ne - tb), "client_no_context_takeover")) {
+            if (eq || seen_cnct)
+                return false;
+            seen_cnct = *cnct = true;
+        } else if (dsq_strn_ieq(tb, (size_t)(ne - tb), "server_max_window_bits")) {
+            /* zlib's raw deflate has no 8-bit window: such an offer is declined */
+            int v = window_bits(vb, ve);
+            if (seen_smwb || v < 9)
+                return false;
+            seen_smwb = true;
+            *bits = v;
+        } else if (dsq_strn_ieq(tb, (size_t)(ne - tb), "client_max_window_bits")) {
+            /* any window the client compresses with inflates in 15 bits */
+            if (seen_cmwb)
+                return false;
+            seen_cmwb = true;
+            if (vb && window_bits(vb, ve) < 8)
+                return false;
+        } else {
+            return false; /* a parameter we do not know */
+        }
+        b = semi ? semi + 1 : e;
+    }
+    return !first;
+}
+
+bool dsq_ws_deflate_accept(const char *hdr, size_t len, dsq_ws_deflate *out, char *resp, size_t resp_len)
+{
+    const char *p = hdr, *end = hdr + len;
+    while (p < end) {
+        /* offers are separated by commas; a quoted value holds none here */
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        int bits;
+        bool cnct;
+        if (offer_ok(p, e, &bits, &cnct)) {
+            out->bits = bits;
+            out->client_no_context = cnct;
+            int n = snprintf(resp, resp_len, "permessage-deflate; server_no_context_takeover%s",
+                             cnct ? "; client_no_context_takeover" : "");
+            if (bits < 15 && n >= 0 && (size_t)n < resp_len)
+                n += snprintf(resp + n, resp_len - (size_t)n, "; server_max_window_bits=%d", bits);
+            return n >= 0 && (size_t)n < resp_len;
+        }
+        p = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
 /* ---- the session -------------------------------------------------------- */
 
 struct dsq_ws {
@@ -84,6 +203,12 @@ struct dsq_ws {
     bool close_pending;          /* close after the queued messages (see dsq_ws_close) */
     uint16_t close_code;
     char close_reason[124];
+    uint64_t max_message;        /* a message's bytes, inflated too */
+    bool deflate;                /* permessage-deflate agreed */
+    bool client_no_context;      /* the client resets its window at every message */
+    int bits;                    /* our window: server_max_window_bits */
+    size_t deflate_min;          /* messages this long or longer are compressed */
+    z_stream *inf;               /* the client's messages, inflated (made when needed) */
 };
 
 /* Queue the pending close once no message is queued before it: wslay sends
@@ -126,23 +251,145 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)n;
 }
 
+/* ---- permessage-deflate: messages ------------------------------------------ */
+
+/* Inflate a client's message: its payload with 00 00 ff ff after it (RFC
+ * 7692 7.2.2). 0, 1 when it inflates past max_message, -1 when it is no
+ * deflate data, -2 out of memory. */
+static int inflate_msg(dsq_ws *ws, const uint8_t *p, size_t n, dsq_buf *out)
+{
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (ws->inf == NULL) {
+        z_stream *z = calloc(1, sizeof *z);
+        if (z == NULL)
+            return -2;
+        if (inflateInit2(z, -15) != Z_OK) {
+            free(z);
+            return -2;
+        }
+        ws->inf = z;
+    }
+    z_stream *z = ws->inf;
+    dsq_buf_reset(out);
+    int rc = 0;
+    bool ended = false;
+    for (int part = 0; part < 2 && rc == 0 && !ended; part++) {
+        z->next_in = (Bytef *)(part ? tail : p);
+        z->avail_in = (uInt)(part ? sizeof tail : n);
+        while (rc == 0) {
+            if (dsq_buf_reserve(out, 16384) != 0) {
+                rc = -2;
+                break;
+            }
+            size_t room = out->cap - out->len - 1;
+            z->next_out = (Bytef *)out->data + out->len;
+            z->avail_out = (uInt)room;
+            int zr = inflate(z, Z_SYNC_FLUSH);
+            out->len += room - z->avail_out;
+            if (out->len > ws->max_message)
+                rc = 1;
+            else if (zr == Z_STREAM_END)
+                ended = true; /* a block with BFINAL: the message ends there */
+            else if (zr != Z_OK && zr != Z_BUF_ERROR)
+                rc = -1;
+            if (ended || (z->avail_in == 0 && z->avail_out > 0) || (zr == Z_BUF_ERROR && z->avail_out > 0))
+                break;
+        }
+    }
+    if (rc != 0 || ended || ws->client_no_context)
+        inflateReset(z);
+    return rc;
+}
+
+/* The thread's deflate streams, one per window size (no context is taken
+ * over: each message starts afresh). */
+static __thread z_stream *deflaters[16];
+
+/* Compress p[0..n) for a session with window `bits` into out: the deflate
+ * data, sync-flushed, without the 00 00 ff ff tail (RFC 7692 7.2.1). 0,
+ * or -1 (out of memory). */
+static int deflate_msg(int bits, const void *p, size_t n, dsq_buf *out)
+{
+    z_stream *z = deflaters[bits];
+    if (z == NULL) {
+        z = calloc(1, sizeof *z);
+        if (z == NULL)
+            return -1;
+        if (deflateInit2(z, 1, Z_DEFLATED, -bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(z);
+            return -1;
+        }
+        deflaters[bits] = z;
+    } else {
+        deflateReset(z);
+    }
+    dsq_buf_reset(out);
+    if (dsq_buf_reserve(out, deflateBound(z, (uLong)n) + 16) != 0)
+        return -1;
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)n;
+    z->next_out = (Bytef *)out->data;
+    z->avail_out = (uInt)(out->cap - 1);
+    int zr = deflate(z, Z_SYNC_FLUSH);
+    out->len = out->cap - 1 - z->avail_out;
+    if ((zr != Z_OK && zr != Z_BUF_ERROR) || z->avail_in != 0 || out->len < 4)
+        return -1;
+    out->len -= 4; /* the empty stored block's 00 00 ff ff */
+    return 0;
+}
+
+static __thread dsq_buf inflated; /* the client's message being delivered */
+static __thread dsq_buf deflated; /* a message of ours being sent */
+
+void dsq_ws_deflate_cleanup(void)
+{
+    dsq_buf_free(&inflated);
+    dsq_buf_free(&deflated);
+    for (int i = 0; i < 16; i++) {
+        if (deflaters[i] != NULL) {
+            deflateEnd(deflaters[i]);
+            free(deflaters[i]);
+            deflaters[i] = NULL;
+        }
+    }
+}
+
+
+static void fail(wslay_event_context_ptr ctx, uint16_t code, const char *reason)
+{
+    wslay_event_queue_close(ctx, code, (const uint8_t *)reason, strlen(reason));
+    wslay_event_shutdown_read(ctx);
+}
+
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *user_data)
 {
     dsq_ws *ws = user_data;
-    if (arg->opcode == WSLAY_TEXT_FRAME) {
-        if (!dsq_utf8_valid(arg->msg, arg->msg_length)) {
-            static const char reason[] = "invalid UTF-8 in a text message";
-            wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
-                                    (const uint8_t *)reason, sizeof reason - 1);
-            wslay_event_shutdown_read(ctx);
+    if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
+        return; /* ping, pong and close are handled by wslay itself */
+    const uint8_t *msg = arg->msg;
+    size_t len = arg->msg_length;
+    if (wslay_get_rsv1(arg->rsv)) { /* only allowed once permessage-deflate is agreed */
+        int rc = inflate_msg(ws, msg, len, &inflated);
+        if (rc == 1) {
+            fail(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, "the message inflates past max_message");
             return;
         }
-        ws->cb->on_message(ws->ud, false, arg->msg, arg->msg_length);
-    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
-        ws->cb->on_message(ws->ud, true, arg->msg, arg->msg_length);
+        if (rc != 0) {
+            fail(ctx, rc == -2 ? WSLAY_CODE_INTERNAL_SERVER_ERROR : WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
+                 rc == -2 ? "out of memory" : "the message is not valid deflate data");
+            return;
+        }
+        msg = (const uint8_t *)inflated.data;
+        len = inflated.len;
     }
-    /* Ping, pong and close are handled by wslay itself. */
+    if (arg->opcode == WSLAY_TEXT_FRAME && !dsq_utf8_valid(msg, len)) {
+        fail(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message");
+        return;
+    }
+    ws->cb->on_message(ws->ud, arg->opcode == WSLAY_BINARY_FRAME, msg, len);
+    if (inflated.cap > (1u << 20))
+        dsq_buf_free(&inflated); /* a large message's buffer goes */
 }
 
 dsq_ws *dsq_ws_new(const dsq_ws_cb *cb, void *ud, uint64_t max_message)
@@ -160,6 +407,7 @@ dsq_ws *dsq_ws_new(const dsq_ws_cb *cb, void *ud, uint64_t max_message)
         return NULL;
     }
     wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message);
+    ws->max_message = max_message;
     ws->cb = cb;
     ws->ud = ud;
     return ws;
@@ -170,6 +418,10 @@ void dsq_ws_free(dsq_ws *ws)
     if (ws == NULL)
         return;
     wslay_event_context_free(ws->ctx);
+    if (ws->inf != NULL) {
+        inflateEnd(ws->inf);
+        free(ws->inf);
+    }
     free(ws);
 }
 
@@ -210,9 +462,9 @@ int dsq_ws_feed(dsq_ws *ws, const uint8_t *p, size_t n)
 }
 
 /* A server's frame header (RFC 6455 5.2: unmasked, one frame); its length. */
-static size_t frame_header(uint8_t h[10], bool binary, size_t n)
+static size_t frame_header(uint8_t h[10], bool binary, bool rsv1, size_t n)
 {
-    h[0] = 0x80 | (binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME);
+    h[0] = 0x80 | (rsv1 ? 0x40 : 0) | (binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME);
     if (n < 126) {
         h[1] = (uint8_t)n;
         return 2;
@@ -229,25 +481,62 @@ static size_t frame_header(uint8_t h[10], bool binary, size_t n)
     return 10;
 }
 
-int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n)
+static int send_frame(dsq_ws *ws, bool binary, bool rsv1, const void *p, size_t n)
 {
     struct wslay_event_msg msg = {
         .opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
         .msg = p,
         .msg_length = n,
     };
-    if (ws->fatal || ws->close_pending || wslay_event_get_close_sent(ws->ctx))
-        return -1;
     /* Nothing queued and no frame half sent: the frame can go to the sink
      * as it is, without wslay's copy of the message. */
     if (ws->cb->write_frame != NULL && wslay_event_get_write_enabled(ws->ctx) &&
         !wslay_event_want_write(ws->ctx)) {
         uint8_t h[10];
-        size_t hl = frame_header(h, binary, n);
+        size_t hl = frame_header(h, binary, rsv1, n);
         if (ws->cb->write_frame(ws->ud, h, hl, p, n))
             return 0;
     }
-    return wslay_event_queue_msg(ws->ctx, &msg) == 0 ? 0 : -1;
+    return wslay_event_queue_msg_ex(ws->ctx, &msg, rsv1 ? WSLAY_RSV1_BIT : WSLAY_RSV_NONE) == 0 ? 0 : -1;
+}
+
+/* alt->kind: ALT_DEFLATED + bits, the compressed form for that window;
+ * ALT_AS_IS + bits, compressed it was no smaller. */
+#define ALT_DEFLATED 0x100
+#define ALT_AS_IS 0x200
+
+int dsq_ws_send_alt(dsq_ws *ws, bool binary, const void *p, size_t n, dsq_alt *alt)
+{
+    if (ws->fatal || ws->close_pending || wslay_event_get_close_sent(ws->ctx))
+        return -1;
+    if (!ws->deflate || n < ws->deflate_min)
+        return send_frame(ws, binary, false, p, n);
+    if (alt != NULL && alt->kind == ALT_DEFLATED + ws->bits)
+        return send_frame(ws, binary, true, alt->buf.data, alt->buf.len);
+    if (alt != NULL && alt->kind == ALT_AS_IS + ws->bits)
+        return send_frame(ws, binary, false, p, n);
+    bool smaller = deflate_msg(ws->bits, p, n, &deflated) == 0 && deflated.len < n;
+    if (alt != NULL) {
+        dsq_buf_reset(&alt->buf);
+        alt->kind = !smaller ? ALT_AS_IS + ws->bits
+                    : dsq_buf_append(&alt->buf, deflated.data, deflated.len) == 0 ? ALT_DEFLATED + ws->bits
+                                                                              : 0;
+    }
+    int rc = smaller ? send_frame(ws, binary, true, deflated.data, deflated.len) : send_frame(ws, binary, false, p, n);
+    if (deflated.cap > (1u << 20))
+        dsq_buf_free(&deflated);
+    return rc;
+}
+
+int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n) { return dsq_ws_send_alt(ws, binary, p, n, NULL); }
+
+void dsq_ws_set_deflate(dsq_ws *ws, const dsq_ws_deflate *d, size_t min_bytes)
+{
+    ws->deflate = true;
+    ws->bits = d->bits >= 9 && d->bits <= 15 ? d->bits : 15;
+    ws->client_no_context = d->client_no_context;
+    ws->deflate_min = min_bytes;
+    wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
 }
 
 int dsq_ws_ping(dsq_ws *ws)

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "server/http.h"
 
 #define DSQ_WS_ACCEPT_LEN 28
@@ -26,6 +27,22 @@ int dsq_ws_handshake_check(const dsq_http_req *req, char accept[DSQ_WS_ACCEPT_LE
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key. */
 void dsq_ws_accept_key(const char *key, size_t len, char out[DSQ_WS_ACCEPT_LEN + 1]);
+
+/* permessage-deflate (RFC 7692) as agreed with a client. */
+typedef struct dsq_ws_deflate {
+    int bits;               /* our window: the offer's server_max_window_bits (9-15), else 15 */
+    bool client_no_context; /* the client asked to reset its window at every message */
+} dsq_ws_deflate;
+
+/* The first permessage-deflate offer of a Sec-WebSocket-Extensions value
+ * we can accept: true, *out, and the response's value in resp. We never
+ * take our context over (server_no_context_takeover), accept any window
+ * of the client's, and decline a server window under 9 bits (zlib has
+ * none) and offers with parameters we do not know. */
+bool dsq_ws_deflate_accept(const char *hdr, size_t len, dsq_ws_deflate *out, char *resp, size_t resp_len);
+
+/* The thread's compression streams go (at the end of the loop thread). */
+void dsq_ws_deflate_cleanup(void);
 
 typedef struct dsq_ws dsq_ws;
 
@@ -53,9 +70,20 @@ int dsq_ws_feed(dsq_ws *ws, const uint8_t *p, size_t n);
 /* Push queued frames to the write callback. 0, or -1 (fatal). */
 int dsq_ws_flush(dsq_ws *ws);
 
+/* Use permessage-deflate (agreed in the handshake): messages of
+ * min_bytes or more go compressed when that makes them smaller, and the
+ * client's compressed messages are inflated (past max_message: close 1009;
+ * not deflate data: 1007). */
+void dsq_ws_set_deflate(dsq_ws *ws, const dsq_ws_deflate *d, size_t min_bytes);
+
 /* Send a message: straight to write_frame when nothing is queued before
  * it, else queued. Returns 0, or -1 once the session is closing. */
 int dsq_ws_send(dsq_ws *ws, bool binary, const void *p, size_t n);
+
+/* The same for a message sent alike to many sessions: its compressed
+ * form is made once, kept in *alt (zeroed, or reset to kind 0 when the
+ * message changes) and reused by every session with the same window. */
+int dsq_ws_send_alt(dsq_ws *ws, bool binary, const void *p, size_t n, dsq_alt *alt);
 
 /* Queue a ping. */
 int dsq_ws_ping(dsq_ws *ws);

@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import {
   startDosqld, Raw, request, metric, wsRaw, wsFrame, wsParse, wsReadUntil, closeCode, within, sleep,
 } from './lib/harness.mjs';
+import { WsRpc } from './lib/rpc.mjs';
 
 let d;
 before(async () => {
@@ -211,4 +212,85 @@ test('websocket metrics', async () => {
   assert.ok(await metric(d.port, 'dosqld_websocket_messages_received_total') >= 1);
   assert.ok(await metric(d.port, 'dosqld_websocket_messages_sent_total') >= 1);
   ws.close();
+});
+
+// permessage-deflate (RFC 7692), on with [websocket] compression: the `ws`
+// client offers it by default. Large messages travel compressed both ways
+// and arrive whole; a CDC batch sent alike to several subscribers is the
+// same compressed frame for each. Off (the default), no extension is agreed.
+test('permessage-deflate: negotiated when on, large messages compressed both ways, CDC batches too', async () => {
+  const z = await startDosqld({
+    conf: '[websocket]\ncompression = yes\ncompression_min = 1K\n[cdc]\ncoalesce_cpu = 0\ncoalesce_interval = 100ms\n',
+  });
+  try {
+    const raw = await wsRaw(z.port, '/v1/rpc', {
+      headers: { 'Sec-WebSocket-Extensions': 'permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits' },
+    });
+    assert.equal(raw.upgrade.status, 101);
+    assert.equal(raw.upgrade.headers['sec-websocket-extensions'], 'permessage-deflate; server_no_context_takeover',
+      'the second offer taken (no 8-bit window), our context never taken over');
+    raw.destroy();
+
+    const ws = await new Promise((resolve, reject) => {
+      const w = new WebSocket(`ws://127.0.0.1:${z.port}/v1/db/zz/rpc`);
+      w.on('open', () => resolve(w));
+      w.on('error', reject);
+    });
+    assert.equal(ws.extensions, 'permessage-deflate');
+    const replies = [];
+    ws.on('message', (data) => replies.push(JSON.parse(data.toString())));
+    const rpc = async (id, method, params) => {
+      ws.send(JSON.stringify({ id, method, params }));
+      return within(5000, new Promise((resolve) => {
+        const check = () => { const r = replies.find((m) => m.id === id); r ? resolve(r) : setTimeout(check, 5); };
+        check();
+      }), method);
+    };
+    const big = 'dosqld '.repeat(4000); // 28,000 bytes: the client sends it compressed
+    assert.ok((await rpc(1, 'query', { sql: 'CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)' })).result);
+    assert.ok((await rpc(2, 'query', { sql: 'INSERT INTO t VALUES (1, ?)', params: [big] })).result);
+    const before = ws._socket.bytesRead;
+    const r = await rpc(3, 'query', { sql: 'SELECT v FROM t' });
+    assert.equal(r.result.rows[0][0], big, 'inflated whole');
+    const wire = ws._socket.bytesRead - before;
+    assert.ok(wire < 2000, `a 28 KB reply took ${wire} bytes on the wire`);
+    ws.close();
+
+    // Two subscribers with the same id (each the first of its connection)
+    // share each coalesced batch: the same compressed frames.
+    const subs = [];
+    for (let i = 0; i < 2; i++) {
+      const c = await WsRpc.open(z.port, '/v1/db/zz/rpc');
+      await c.ok('subscribeCDC', { tables: ['t'] });
+      c.frames = [];
+      c.ws._socket.on('data', (b) => c.frames.push(b));
+      subs.push(c);
+    }
+    const w = await WsRpc.open(z.port, '/v1/db/zz/rpc');
+    const lsns = [];
+    for (let i = 2; i <= 41; i++) lsns.push((await w.ok('query', { sql: 'INSERT INTO t VALUES (?, ?)', params: [i, `row ${i} `.repeat(200)] })).lsn);
+    for (const c of subs) {
+      await within(5000, new Promise((resolve) => {
+        const check = () => (c.notes.filter((n) => n.method === 'cdc').length >= 40 ? resolve() : setTimeout(check, 10));
+        check();
+      }), '40 events');
+      assert.deepEqual(c.notes.filter((n) => n.method === 'cdc').map((n) => n.params.lsn), lsns, 'every event once, in order');
+    }
+    await sleep(200);
+    const bytes = (c) => Buffer.concat(c.frames);
+    assert.ok(bytes(subs[0]).length < 40 * 1500 / 4, `40 events of over 1,500 bytes in ${bytes(subs[0]).length} bytes`);
+    assert.equal(bytes(subs[0])[0], 0xc1, 'FIN, RSV1 (compressed), text');
+    assert.ok(bytes(subs[0]).equals(bytes(subs[1])), 'alike subscribers: the same bytes');
+    for (const c of [...subs, w]) c.ws.close();
+  } finally {
+    await z.cleanup();
+  }
+  // Off by default: the offer is declined.
+  const plain = await new Promise((resolve, reject) => {
+    const w = new WebSocket(`ws://127.0.0.1:${d.port}/v1/rpc`);
+    w.on('open', () => resolve(w));
+    w.on('error', reject);
+  });
+  assert.equal(plain.extensions, '');
+  plain.close();
 });

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "engine/engine.h"
 #include "engine/engine_int.h"
 

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "server/ws.h"
 
 /* ---- a fake peer ---------------------------------------------------------- */
@@ -479,4 +481,244 @@ Test(ws_direct, nothing_after_close)
     cr_assert_eq(dsq_ws_close(ws, 1001, "bye"), 0);
     cr_assert_eq(dsq_ws_send(ws, false, "late", 4), -1);
     cr_assert_eq(frames_direct, 0);
+}
+
+/* ---- permessage-deflate (RFC 7692) ------------------------------------------------------ */
+
+Test(ws, deflate_offers_accepted_and_declined)
+{
+    dsq_ws_deflate d;
+    char resp[160];
+    const char *ok = "permessage-deflate; client_max_window_bits";
+    cr_assert(dsq_ws_deflate_accept(ok, strlen(ok), &d, resp, sizeof resp));
+    cr_assert_str_eq(resp, "permessage-deflate; server_no_context_takeover");
+    cr_assert_eq(d.bits, 15);
+    cr_assert_not(d.client_no_context);
+    const char *all = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                      "server_max_window_bits=\"10\"; client_max_window_bits=9";
+    cr_assert(dsq_ws_deflate_accept(all, strlen(all), &d, resp, sizeof resp));
+    cr_assert_str_eq(resp, "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                           "server_max_window_bits=10");
+    cr_assert_eq(d.bits, 10);
+    cr_assert(d.client_no_context);
+    /* The first offer we can take, of several. */
+    const char *second = "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=8, "
+                         "PerMessage-Deflate ;server_max_window_bits=12";
+    cr_assert(dsq_ws_deflate_accept(second, strlen(second), &d, resp, sizeof resp));
+    cr_assert_eq(d.bits, 12);
+    const char *const bad[] = {
+        "x-webkit-deflate-frame",
+        "permessage-deflate; server_max_window_bits=8",  /* zlib has no 8-bit raw window */
+        "permessage-deflate; server_max_window_bits",    /* needs a value */
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits=010",
+        "permessage-deflate; client_max_window_bits=7",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; unknown_parameter",
+        "permessage-deflate=1",
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_not(dsq_ws_deflate_accept(bad[i], strlen(bad[i]), &d, resp, sizeof resp), "%s", bad[i]);
+}
+
+/* Inflate a server payload as a client would: with 00 00 ff ff after it. */
+static size_t client_inflate(const uint8_t *p, size_t n, uint8_t *out, size_t cap)
+{
+    uint8_t in[65536];
+    cr_assert(n + 4 <= sizeof in);
+    memcpy(in, p, n);
+    memcpy(in + n, "\x00\x00\xff\xff", 4);
+    z_stream z = {0};
+    cr_assert_eq(inflateInit2(&z, -15), Z_OK);
+    z.next_in = in;
+    z.avail_in = (uInt)(n + 4);
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    int rc = inflate(&z, Z_SYNC_FLUSH);
+    cr_assert(rc == Z_OK || rc == Z_STREAM_END, "inflate: %d", rc);
+    size_t got = cap - z.avail_out;
+    inflateEnd(&z);
+    return got;
+}
+
+/* Deflate as a client would, without the 00 00 ff ff tail. */
+static size_t client_deflate(const void *p, size_t n, uint8_t *out, size_t cap)
+{
+    z_stream z = {0};
+    cr_assert_eq(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)p;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    cr_assert_eq(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+    size_t got = cap - z.avail_out;
+    deflateEnd(&z);
+    cr_assert(got >= 4 && memcmp(out + got - 4, "\x00\x00\xff\xff", 4) == 0);
+    return got - 4;
+}
+
+static void text_of(char *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = "{\"lsn\":1,\"op\":\"INSERT\"}"[i % 23];
+}
+
+/* Messages of compression_min bytes or more go compressed (RSV1) when
+ * smaller; shorter ones, and ones that do not shrink, go as they are. */
+Test(ws, deflate_sends_large_messages_compressed)
+{
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64);
+    char big[4000];
+    text_of(big, sizeof big);
+    cr_assert_eq(dsq_ws_send(ws, false, big, sizeof big), 0);
+    cr_assert_eq(dsq_ws_send(ws, false, "short", 5), 0);
+    uint8_t noise[200];
+    for (size_t i = 0; i < sizeof noise; i++)
+        noise[i] = (uint8_t)(i * 7919u >> 3 ^ i * 31u);
+    cr_assert_eq(dsq_ws_send(ws, true, noise, sizeof noise), 0);
+    cr_assert_eq(dsq_ws_flush(ws), 0);
+    const uint8_t *p = (const uint8_t *)pe.out.data;
+    cr_assert_eq(p[0], 0x80 | 0x40 | 1, "FIN, RSV1, text");
+    int op;
+    const uint8_t *pl;
+    size_t len;
+    cr_assert(server_frame(0, &op, &pl, &len));
+    cr_assert_lt(len, 200, "4,000 repetitive bytes compress to %zu", len);
+    uint8_t out[8192];
+    size_t got = client_inflate(pl, len, out, sizeof out);
+    cr_assert_eq(got, sizeof big);
+    cr_assert_eq(memcmp(out, big, sizeof big), 0);
+    cr_assert(server_frame(1, &op, &pl, &len));
+    cr_assert_eq(len, 5);
+    cr_assert_eq(memcmp(pl, "short", 5), 0, "under compression_min: as it is");
+    size_t o = (size_t)(pl - p) + 5;
+    cr_assert_eq(p[o] & 0x40, 0, "no RSV1 on it");
+    cr_assert(server_frame(2, &op, &pl, &len));
+    cr_assert_eq(op, 2);
+    cr_assert_eq(p[(size_t)(pl - p) - 4] & 0x40, 0, "noise that does not shrink goes as it is");
+    cr_assert_eq(len, sizeof noise);
+}
+
+/* A message sent alike to several sessions is compressed once: the
+ * others send the kept form, byte for byte the same. */
+Test(ws, deflate_alike_messages_share_one_compression)
+{
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64);
+    peer pe2 = {.room = SIZE_MAX};
+    dsq_ws *ws2 = dsq_ws_new(&cb, &pe2, 100);
+    dsq_ws_set_deflate(ws2, &d, 64);
+    char big[3000];
+    text_of(big, sizeof big);
+    dsq_alt alt = {0};
+    cr_assert_eq(dsq_ws_send_alt(ws, false, big, sizeof big, &alt), 0);
+    cr_assert_neq(alt.kind, 0, "the compressed form is kept");
+    size_t kept = alt.buf.len;
+    cr_assert_eq(dsq_ws_send_alt(ws2, false, big, sizeof big, &alt), 0);
+    cr_assert_eq(alt.buf.len, kept);
+    cr_assert_eq(dsq_ws_flush(ws), 0);
+    cr_assert_eq(dsq_ws_flush(ws2), 0);
+    cr_assert_eq(pe.out.len, pe2.out.len);
+    cr_assert_eq(memcmp(pe.out.data, pe2.out.data, pe.out.len), 0, "the same frame");
+    /* A session with a smaller window makes its own. */
+    peer pe3 = {.room = SIZE_MAX};
+    dsq_ws *ws3 = dsq_ws_new(&cb, &pe3, 100);
+    dsq_ws_deflate d10 = {.bits = 10};
+    dsq_ws_set_deflate(ws3, &d10, 64);
+    int kind15 = alt.kind;
+    cr_assert_eq(dsq_ws_send_alt(ws3, false, big, sizeof big, &alt), 0);
+    cr_assert_neq(alt.kind, kind15, "made again for 10 bits");
+    cr_assert_eq(dsq_ws_flush(ws3), 0);
+    uint8_t out[8192];
+    size_t hl = pe3.out.len - alt.buf.len;
+    cr_assert_eq(client_inflate((const uint8_t *)pe3.out.data + hl, alt.buf.len, out, sizeof out), sizeof big);
+    cr_assert_eq(memcmp(out, big, sizeof big), 0);
+    dsq_ws_free(ws2);
+    dsq_ws_free(ws3);
+    dsq_buf_free(&pe2.out);
+    dsq_buf_free(&pe2.last);
+    dsq_buf_free(&pe3.out);
+    dsq_buf_free(&pe3.last);
+    dsq_buf_free(&alt.buf);
+    dsq_ws_deflate_cleanup();
+}
+
+/* A client's compressed messages are inflated, also with its context
+ * kept from one message to the next. */
+Test(ws, deflate_client_messages_are_inflated)
+{
+    dsq_ws_free(ws);
+    ws = dsq_ws_new(&cb, &pe, 4000);
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64);
+    z_stream z = {0}; /* the client's own, context taken over */
+    cr_assert_eq(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    for (int m = 0; m < 3; m++) {
+        char text[1500];
+        text_of(text, sizeof text);
+        text[0] = (char)('a' + m);
+        uint8_t c[2048], f[2100];
+        z.next_in = (Bytef *)text;
+        z.avail_in = sizeof text;
+        z.next_out = c;
+        z.avail_out = sizeof c;
+        cr_assert_eq(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+        size_t cl = sizeof c - z.avail_out - 4;
+        size_t fl = frame(f, true, 4, 1, true, c, cl);
+        cr_assert_eq(feed(f, fl), 0);
+        cr_assert_eq(pe.nmsg, m + 1);
+        cr_assert_eq(pe.last.len, sizeof text);
+        cr_assert_eq(memcmp(pe.last.data, text, sizeof text), 0, "message %d", m);
+    }
+    deflateEnd(&z);
+}
+
+Test(ws, deflate_bomb_closes_1009)
+{
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64); /* max_message 100 */
+    char zeros[5000] = {0};
+    uint8_t c[512], f[600];
+    size_t cl = client_deflate(zeros, sizeof zeros, c, sizeof c);
+    cr_assert_lt(cl, 100, "small on the wire");
+    cr_assert_eq(feed(f, frame(f, true, 4, 2, true, c, cl)), 0);
+    cr_assert_eq(pe.nmsg, 0);
+    cr_assert_eq(server_close_code(), 1009);
+}
+
+Test(ws, deflate_garbage_closes_1007)
+{
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64);
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x12, 0x34};
+    uint8_t f[64];
+    cr_assert_eq(feed(f, frame(f, true, 4, 2, true, junk, sizeof junk)), 0);
+    cr_assert_eq(pe.nmsg, 0);
+    cr_assert_eq(server_close_code(), 1007);
+}
+
+Test(ws, deflated_text_must_be_utf8)
+{
+    dsq_ws_deflate d = {.bits = 15};
+    dsq_ws_set_deflate(ws, &d, 64);
+    const char bad[] = "ok \xc3\x28 not";
+    uint8_t c[128], f[160];
+    size_t cl = client_deflate(bad, sizeof bad - 1, c, sizeof c);
+    cr_assert_eq(feed(f, frame(f, true, 4, 1, true, c, cl)), 0);
+    cr_assert_eq(pe.nmsg, 0);
+    cr_assert_eq(server_close_code(), 1007);
+}
+
+/* Without the extension agreed, RSV1 stays a protocol error (1002). */
+Test(ws, rsv1_without_deflate_is_a_protocol_error)
+{
+    const char hello[] = "hello";
+    uint8_t c[64], f[96];
+    size_t cl = client_deflate(hello, 5, c, sizeof c);
+    cr_assert_eq(feed(f, frame(f, true, 4, 1, true, c, cl)), 0);
+    cr_assert_eq(pe.nmsg, 0);
+    cr_assert_eq(server_close_code(), 1002);
 }
