@@ -21,15 +21,28 @@ static int news;
 static void on_news(void *ud) { (*(int *)ud)++; }
 static void wake(void *arg) { (void)arg; }
 
+/* E becomes an engine on `dir` with c's CDC settings (the rest fixed). */
+static void engine_with(dsq_engine_cfg c)
+{
+    dsq_engine_free(E);
+    c.data_dir = dir;
+    c.workers = 1;
+    c.max_queue = 100;
+    c.sync = DSQ_SYNC_OFF;
+    c.wake = wake;
+    if (c.cdc_buffer_bytes == 0)
+        c.cdc_buffer_bytes = 4096;
+    char err[256];
+    E = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_not_null(E, "%s", err);
+}
+
 static void setup(void)
 {
     strcpy(dir, "/tmp/dsq-test-feed-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    dsq_engine_cfg c = {.data_dir = dir, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 4096,
-                        .sync = DSQ_SYNC_OFF, .wake = wake};
-    char err[256];
-    E = dsq_engine_new(&c, err, sizeof err);
-    cr_assert_not_null(E, "%s", err);
+    E = NULL;
+    engine_with((dsq_engine_cfg){0});
     news = 0;
 }
 
@@ -190,20 +203,15 @@ static void durable(dsq_feed *f, uint64_t lsn)
     poll_rounds();
 }
 
-static dsq_engine *coalescing_engine(const char *d, unsigned ms, unsigned cpu)
+/* E: an engine coalescing for `ms` once the process uses `cpu` % of its CPUs. */
+static void coalescing_engine(unsigned ms, unsigned cpu)
 {
-    dsq_engine_cfg c = {.data_dir = d, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 1 << 20,
-                        .sync = DSQ_SYNC_OFF, .wake = wake, .cdc_coalesce_ms = ms, .cdc_coalesce_cpu = cpu};
-    char err[256];
-    dsq_engine *e = dsq_engine_new(&c, err, sizeof err);
-    cr_assert_not_null(e, "%s", err);
-    return e;
+    engine_with((dsq_engine_cfg){.cdc_buffer_bytes = 1 << 20, .cdc_coalesce_ms = ms, .cdc_coalesce_cpu = cpu});
 }
 
 Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
 {
-    dsq_engine_free(E);
-    E = coalescing_engine(dir, 300, 0);
+    coalescing_engine(300, 0);
     dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "co", on_news, &news);
     cr_assert_not_null(s);
     /* 0.5 ms per subscriber, up to the 300 ms: 600 of them for the whole */
@@ -243,8 +251,7 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
 
 Test(feed, a_feed_with_few_subscribers_waits_less)
 {
-    dsq_engine_free(E);
-    E = coalescing_engine(dir, 300, 0);
+    coalescing_engine(300, 0);
     dsq_feed_sub *s[4];
     for (int i = 0; i < 4; i++)
         cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "few", on_news, &news));
@@ -264,8 +271,7 @@ Test(feed, a_feed_with_few_subscribers_waits_less)
 
 Test(feed, an_idle_process_does_not_hold_news_back)
 {
-    dsq_engine_free(E);
-    E = coalescing_engine(dir, 300, 100); /* busy only at 100 % of every CPU: never, idle here */
+    coalescing_engine(300, 100); /* busy only at 100 % of every CPU: never, idle here */
     dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "idle", on_news, &news);
     cr_assert_not_null(s);
     dsq_feed *f = feed_of("idle");
@@ -352,12 +358,7 @@ Test(feed, many_subscribers_are_called_in_slices)
 /* cdc_slice_ns sets a slice's length: 1 ns is one call a poll. */
 Test(feed, a_slice_lasts_cdc_slice_ns)
 {
-    dsq_engine_free(E);
-    dsq_engine_cfg c = {.data_dir = dir, .workers = 1, .max_queue = 100, .cdc_buffer_bytes = 4096,
-                        .sync = DSQ_SYNC_OFF, .wake = wake, .cdc_slice_ns = 1};
-    char err[256];
-    E = dsq_engine_new(&c, err, sizeof err);
-    cr_assert_not_null(E, "%s", err);
+    engine_with((dsq_engine_cfg){.cdc_slice_ns = 1});
     int calls[5] = {0};
     dsq_feed_sub *s[5];
     for (int i = 0; i < 5; i++)
