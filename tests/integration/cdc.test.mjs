@@ -361,6 +361,7 @@ async function stalled(conf, expectOverflow) {
     const hid = (await healthy.ok('subscribeCDC', {})).subscriptionId;
     const slow = await WsRpc.open(d.port, '/v1/db/st/rpc');
     const sid = (await slow.ok('subscribeCDC', {})).subscriptionId;
+    assert.equal(slow.ws.extensions, /compression = yes/.test(conf) ? 'permessage-deflate' : '');
     slow.ws._socket.pause(); // reads nothing from here on
     const lsnOf = new Map();
     const W = 8, PER = 250;
@@ -424,6 +425,14 @@ test('a stalled subscriber neither stops writers nor other subscribers, then cat
 // and the stalled one's large frames fill its socket part way.
 test('a stalled subscriber while sends are coalesced: the same', async () => {
   await stalled('[cdc]\nbuffer_size = 64K\ncoalesce_cpu = 0\ncoalesce_interval = 100ms\n', false);
+});
+
+// With WebSocket compression on (both clients offer it): the shared
+// batches go compressed, and the stalled one's compressed frames fill its
+// socket part way.
+test('a stalled subscriber while coalesced batches go compressed: the same', async () => {
+  await stalled('[cdc]\nbuffer_size = 64K\ncoalesce_cpu = 0\ncoalesce_interval = 100ms\n' +
+    '[websocket]\ncompression = yes\n', false);
 });
 
 test('a stalled subscriber that falls out of the retained log ends with BUFFER_OVERFLOW', async () => {
