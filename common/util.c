@@ -35,6 +35,13 @@ int dsq_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t ms)
 
 uint64_t dsq_now_ms(void) { return dsq_now_ns() / 1000000u; }
 
+void dsq_thread_name(const char *name)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%s", name);
+    pthread_setname_np(pthread_self(), n);
+}
+
 uint64_t dsq_wall_ms(void)
 {
     struct timespec ts;

@@ -15,6 +15,9 @@ uint64_t dsq_wall_ms(void);
 /* Wait on cv (mu held) for at most ms milliseconds (CLOCK_REALTIME, as
  * pthread_cond_timedwait counts). Returns pthread_cond_timedwait's. */
 int dsq_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t ms);
+/* Name the calling thread (at most 15 bytes are kept), for top -H, ps -L,
+ * perf and gdb. */
+void dsq_thread_name(const char *name);
 
 /* "250ms", "10s", "5m", "2h", "1d"; a bare number is seconds.
  * Returns 0, or -1 for anything else (including overflow). */

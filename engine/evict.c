@@ -384,6 +384,7 @@ size_t dsq_evict_run(dsq_evict *v)
 
 static void *evict_main(void *arg)
 {
+    dsq_thread_name("dsq-evict");
     dsq_evict *v = arg;
     uint64_t wait = v->cfg.interval_ms;
     pthread_mutex_lock(&v->mu);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "engine/engine_int.h"
 #include "engine/pagestore.h"
 
@@ -199,6 +200,7 @@ static void tail_done(void *ud, bool ok, uint64_t upto, const char *why)
 
 static void *syncer_main(void *arg)
 {
+    dsq_thread_name("dsq-syncer");
     dsq_engine *e = arg;
     dsq_syncer *s = &e->syncer;
     dsq_gate *grp[GROUP_MAX];

@@ -689,6 +689,7 @@ static int flush_once(dsq_jnl *j)
 
 static void *flush_main(void *arg)
 {
+    dsq_thread_name("dsq-jnl-flush");
     dsq_jnl *j = arg;
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {

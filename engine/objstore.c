@@ -146,6 +146,7 @@ static void on_async(uv_async_t *h)
 
 static void *store_main(void *arg)
 {
+    dsq_thread_name("dsq-objstore");
     dsq_obj *o = arg;
     /* Background work (uploads, their fsyncs): commits and queries first. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);

@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "engine/engine_int.h"
 
 static void *worker_main(void *arg)
 {
+    dsq_thread_name("dsq-worker");
     dsq_engine *e = arg;
     pool *p = &e->pool;
     for (;;) {

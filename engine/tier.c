@@ -697,6 +697,7 @@ static bool behind_another(const dsq_tier *t, const job *j)
  * parallel), the jobs of one database one after another. */
 static void *tier_main(void *arg)
 {
+    dsq_thread_name("dsq-tier");
     dsq_tier *t = arg;
     /* Copies are background work: commits and queries come first. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
@@ -1268,6 +1269,7 @@ typedef struct rjobs {
 /* Restore databases from the list until it is done or one fails. */
 static void *restore_main(void *arg)
 {
+    dsq_thread_name("dsq-restore");
     rjobs *rj = arg;
     dsq_tier *t = rj->t;
     for (;;) {

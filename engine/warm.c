@@ -422,6 +422,7 @@ static void fetch_done(dsq_obj_req *r)
 /* The timer: waits past their deadline end (the fetch goes on). */
 static void *timer_main(void *arg)
 {
+    dsq_thread_name("dsq-warm-timer");
     dsq_warm *w = arg;
     pthread_mutex_lock(&w->mu);
     while (!w->closing) {
