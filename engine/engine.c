@@ -435,6 +435,7 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
         out->journal_bytes = js.bytes;
         out->journal_files = js.files;
         out->journal_live = js.live;
+        out->journal_held = js.held;
     }
 }
 
@@ -456,11 +457,11 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
     json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)(mi.uordblks + mi.hblkhd),
                                                "free", (json_int_t)mi.fordblks));
     json_object_set_new(srv, "journal",
-                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
+                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
                                                "flushes", (json_int_t)s->journal_flushes, "bytes",
                                                (json_int_t)s->journal_bytes, "files",
                                                (json_int_t)s->journal_files, "liveFiles",
-                                               (json_int_t)s->journal_live)
+                                               (json_int_t)s->journal_live, "held", (json_int_t)s->journal_held)
                                    : json_null());
     const dsq_tier_counts *t = &s->tier_counts;
     json_object_set_new(srv, "objectStore",

@@ -294,6 +294,7 @@ typedef struct dsq_engine_stats {
     uint64_t journal_bytes;   /* appended to it */
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
+    uint64_t journal_held;    /* entries whose records are still only in a log's memory */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
     uint64_t cdc_coalesced;   /* sends to a feed's subscribers held back (cdc_coalesce_ms) */
     bool tier;                /* an object store is configured */

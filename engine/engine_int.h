@@ -67,6 +67,7 @@ typedef struct dsq_gate {
     bool closing;
     bool failed;                 /* an fsync failed: the actor restarts */
     char why[300];
+    int why_errno;               /* the failure's errno (ENOSPC: the disk is full) */
     struct dsq_gate *next;       /* syncer list link (under syncer.mu) */
     _Atomic(dsq_feed *) *feedp;  /* the actor's feed, told how far the log is durable */
 } dsq_gate;

@@ -22,6 +22,7 @@
  * Locks: syncer.mu guards the list of gates to sync and each gate's
  * `queued`; a gate's mu guards the rest of it. The only nesting is
  * syncer.mu then gate.mu (the syncer taking a gate). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,13 +106,15 @@ static void fail_each(dsq_call *c, dsq_code code, const char *msg)
         dsq__fail(c, code, "%s", msg);
 }
 
-static void fail_calls(dsq_call *c, const char *why)
+static void fail_calls(dsq_call *c, const char *why, int eno)
 {
     char msg[480];
+    bool full = eno == ENOSPC || eno == EDQUOT;
     snprintf(msg, sizeof msg,
-             "the commit could not be made durable (%.300s); the database restarts from its last durable commit",
-             why);
-    fail_each(c, DSQ_CODE_INTERNAL_ERROR, msg);
+             "%s: the commit could not be made durable (%.300s); the database restarts from its last durable "
+             "commit",
+             full ? "the disk is full" : "disk I/O error", why);
+    fail_each(c, full ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INTERNAL_ERROR, msg);
 }
 
 /* Replies of committed, locally durable work that the object store did
@@ -141,11 +144,12 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
     if (rc != 0) {
         if (!g->failed) {
             g->failed = true;
+            g->why_errno = rc;
             snprintf(g->why, sizeof g->why, "%.290s", err);
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }
         out = take_released(g, 0, true);
-        fail_calls(out, g->why);
+        fail_calls(out, g->why, g->why_errno);
     } else if (tail_mode(e) && durable > g->released) {
         /* Durable here; the replies wait for the object store too. g
          * stays busy (its owner's close waits) until tail_done. */
@@ -256,7 +260,7 @@ static void *syncer_main(void *arg)
         uint64_t mdur[GROUP_MAX];
         static __thread char merrs[GROUP_MAX][400];
         if (m == 1) {
-            mrcs[0] = dsq_wal_sync(wals[0], &mdur[0], merrs[0], sizeof merrs[0]);
+            mrcs[0] = dsq_wal_sync(wals[0], &mdur[0], merrs[0], sizeof merrs[0]) == 0 ? 0 : errno;
             if (mrcs[0] == 0)
                 atomic_fetch_add(&e->fsyncs, 1);
         } else if (m > 1) {
@@ -355,7 +359,7 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (g->failed) { /* the actor restarts at its next message; this one fails */
         pthread_mutex_unlock(&g->mu);
-        fail_calls(c, g->why);
+        fail_calls(c, g->why, g->why_errno);
         dsq__complete(e, c);
         return;
     }
@@ -407,6 +411,7 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
         rc = dsq_wal_sync(g->wal, &durable, err, sizeof err);
         if (rc != 0) {
             g->failed = true;
+            g->why_errno = errno;
             snprintf(g->why, sizeof g->why, "%s", err);
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }
@@ -428,7 +433,7 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
     pthread_mutex_lock(&g->mu);
     dsq_call *out = take_released(g, durable, true);
     if (g->failed) {
-        fail_calls(out, g->why);
+        fail_calls(out, g->why, g->why_errno);
     } else {
         g->durable = durable;
         if (tw.done && !tw.ok)

@@ -85,6 +85,7 @@ typedef struct slot {
     uint32_t seq;      /* 0: free (dead or never used) */
     uint64_t written;  /* bytes in use */
     uint64_t synced;   /* of them known durable */
+    uint64_t held;     /* entries whose records are not yet in their logs */
 } slot;
 
 typedef struct void_range {
@@ -448,9 +449,17 @@ void dsq_jnl_close(dsq_jnl *j)
     /* Nothing is appended any more: one syncfs makes every database's log
      * durable, and no file is live for the next start to replay. */
     if (j->nvoids == 0 && !j->must_rotate && syncfs(j->dirfd) == 0) {
-        for (unsigned i = 0; i < j->nslots; i++)
-            if (j->slots[i].seq != 0 && mark_dead(j, &j->slots[i]) != 0)
+        for (unsigned i = 0; i < j->nslots; i++) {
+            if (j->slots[i].seq == 0)
+                continue;
+            if (j->slots[i].held > 0) { /* a log still had them in memory: replay them */
+                DSQ_WARN("journal_held_at_close", "dir=%s file=%02u entries=%llu", j->dir, j->slots[i].no,
+                         (unsigned long long)j->slots[i].held);
+                continue;
+            }
+            if (mark_dead(j, &j->slots[i]) != 0)
                 break;
+        }
     }
     for (unsigned i = 0; i < j->nslots; i++)
         close(j->slots[i].fd);
@@ -465,9 +474,9 @@ void dsq_jnl_close(dsq_jnl *j)
 
 /* ---- appending -------------------------------------------------------------------------- */
 
-int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
-                   char *err, size_t errlen)
+static int append_entry(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
+                        const void *rec, size_t len, uint32_t rec_crc, bool held, uint64_t *first,
+                        uint64_t *end, char *err, size_t errlen)
 {
     size_t name_len = strlen(name);
     size_t head = DSQ_JNL_ENTRY_HDR + pad8(name_len);
@@ -533,12 +542,53 @@ int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uin
             *end = pos_of(s->seq, at + elen);
             s->written = at + elen;
             j->st.bytes += elen;
+            if (held) {
+                s->held++;
+                j->st.held++;
+            }
             if (j->st.bytes - j->bytes_synced >= FLUSH_BYTES)
                 pthread_cond_signal(&j->fcv);
         }
     }
     pthread_mutex_unlock(&j->mu);
     return rc;
+}
+
+int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
+                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
+                   char *err, size_t errlen)
+{
+    return append_entry(j, name, seg, off, lsn, rec, len, rec_crc, false, first, end, err, errlen);
+}
+
+int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
+                        const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
+                        char *err, size_t errlen)
+{
+    return append_entry(j, name, seg, off, lsn, rec, len, rec_crc, true, first, end, err, errlen);
+}
+
+void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&j->mu);
+    bool freed = false;
+    for (size_t k = 0; k < n; k++) {
+        uint32_t seq = (uint32_t)(first[k] >> 32);
+        for (unsigned i = 0; i < j->nslots; i++) {
+            slot *s = &j->slots[i];
+            if (s->seq == seq && s->held > 0) {
+                s->held--;
+                j->st.held--;
+                freed |= s->held == 0;
+                break;
+            }
+        }
+    }
+    if (freed)
+        pthread_cond_broadcast(&j->cv); /* the flush may be waiting */
+    pthread_mutex_unlock(&j->mu);
 }
 
 /* ---- syncing ---------------------------------------------------------------------------- */
@@ -556,6 +606,7 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
         if (voided(j, first, end)) {
             pthread_mutex_unlock(&j->mu);
             snprintf(err, errlen, "an fdatasync of the journal failed");
+            errno = EIO;
             return -1;
         }
         if (j->synced_pos >= end)
@@ -651,11 +702,28 @@ static int flushable(dsq_jnl *j)
     return best;
 }
 
+/* Whether a live file before seq `upto` holds entries whose records are
+ * not yet in their logs. mu held. */
+static bool held_before(const dsq_jnl *j, uint32_t upto)
+{
+    for (unsigned i = 0; i < j->nslots; i++)
+        if (j->slots[i].seq != 0 && j->slots[i].seq < upto && j->slots[i].held > 0)
+            return true;
+    return false;
+}
+
 /* One flush: syncfs, then every live file before the current one dies,
- * oldest first. mu held on entry and exit. */
+ * oldest first. A file holding records the logs keep in memory waits for
+ * them to be written first (at their next sync). mu held on entry and
+ * exit. 0, -1 (the syncfs failed), or 1 (stopping while waiting). */
 static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
+    while (held_before(j, upto)) {
+        if (j->stop)
+            return 1;
+        dsq_cond_wait_ms(&j->cv, &j->mu, 100);
+    }
     j->bytes_synced = j->st.bytes;
     pthread_mutex_unlock(&j->mu);
     int rc = syncfs(j->dirfd);
@@ -704,7 +772,10 @@ static void *flush_main(void *arg)
             }
             continue;
         }
-        if (flush_once(j) != 0) {
+        int rc = flush_once(j);
+        if (rc == 1)
+            continue;
+        if (rc != 0) {
             j->flush_failures++;
             pthread_cond_broadcast(&j->cv);
             dsq_cond_wait_ms(&j->fcv, &j->mu, 1000); /* try again in a second */

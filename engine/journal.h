@@ -79,6 +79,18 @@ int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uin
                    const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
                    char *err, size_t errlen);
 
+/* The same, for a record the log keeps in memory for now (dsq_wal's
+ * pending bytes): the entry holds its file, which is not retired (its
+ * entries would no longer be replayed) until dsq_jnl_release says the
+ * record is written to its log. */
+int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
+                        const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
+                        char *err, size_t errlen);
+
+/* The records of the held entries at positions first[0..n) are in their
+ * logs now (or were dropped as never durable). */
+void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n);
+
 /* Records larger than this are not copied into the journal: the caller
  * makes them durable in its own log first and appends only their place
  * (rec NULL). */
@@ -100,6 +112,7 @@ typedef struct dsq_jnl_stats {
     uint64_t bytes;    /* appended */
     uint32_t files;    /* slots on disk */
     uint32_t live;     /* slots holding entries not yet flushed */
+    uint64_t held;     /* entries whose records are not yet in their logs */
 } dsq_jnl_stats;
 
 void dsq_jnl_stats_get(dsq_jnl *j, dsq_jnl_stats *out);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "engine/disk.h"
 #include "engine/journal.h"
@@ -204,7 +205,17 @@ struct dsq_wal {
     uint64_t jend;        /* synced lie in it (jfirst 0: none) */
     bool tee;             /* keep a copy of what is appended (dsq_wal_tee) */
     dsq_buf teebuf;       /* records appended and not yet taken, in order */
+    /* With a journal, records it holds are written to the newest segment
+     * in bulk: at the next sync (before the journal's), before the segment
+     * is sealed, scanned or closed, or once PEND_MAX bytes wait. Until
+     * then their journal entries hold the journal's file (journal.h). */
+    dsq_buf pend;         /* records not yet written, back to back */
+    uint64_t pend_off;    /* where pend's first byte goes in the segment */
+    uint64_t *pend_pos;   /* their journal entries' positions */
+    size_t npend, pend_cap;
 };
+
+#define PEND_MAX (256u << 10)
 
 void dsq_wal_seg_path(const char *dir, uint32_t seq, char *out, size_t n)
 {
@@ -244,6 +255,31 @@ static seg *seg_find(dsq_wal *w, uint32_t seq)
 {
     size_t i = dsq_lower_bound_u32(w->segs, w->nsegs, sizeof *w->segs, offsetof(seg, seq), seq);
     return i < w->nsegs && w->segs[i].seq == seq ? &w->segs[i] : NULL;
+}
+
+/* Write the pending records to the newest segment (mu held). 0, or -1
+ * with errno (they stay pending: the next sync fails on them too). */
+static int pend_write(dsq_wal *w)
+{
+    if (w->pend.len == 0)
+        return 0;
+    seg *s = &w->segs[w->nsegs - 1];
+    if (dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off) != 0)
+        return -1;
+    w->pend_off += w->pend.len;
+    dsq_buf_reset(&w->pend);
+    dsq_jnl_release(w->cfg.jnl, w->pend_pos, w->npend);
+    w->npend = 0;
+    return 0;
+}
+
+/* Forget the pending records: they were never durable (mu held). */
+static void pend_drop(dsq_wal *w)
+{
+    dsq_buf_reset(&w->pend);
+    if (w->cfg.jnl != NULL)
+        dsq_jnl_release(w->cfg.jnl, w->pend_pos, w->npend);
+    w->npend = 0;
 }
 
 /* Create segment `seq` starting at `first_lsn`, header written and synced,
@@ -546,6 +582,10 @@ void dsq_wal_close(dsq_wal *w)
 {
     if (w == NULL)
         return;
+    if (w->pend.len > 0 && pend_write(w) != 0) /* their entries keep the journal's file */
+        DSQ_WARN("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(errno)));
+    dsq_buf_free(&w->pend);
+    free(w->pend_pos);
     for (size_t i = 0; i < w->nsegs; i++) {
         if (w->segs[i].fd >= 0)
             close(w->segs[i].fd);
@@ -560,6 +600,14 @@ void dsq_wal_close(dsq_wal *w)
 }
 
 /* ---- appending, syncing, reading -------------------------------------------------------- */
+
+/* The CRC-32 of a whole record, from the one it carries over all but its
+ * last 8 bytes (that CRC and 4 zero bytes). */
+static uint32_t rec_crc(const void *rec, size_t len)
+{
+    const uint8_t *tail = (const uint8_t *)rec + len - 8;
+    return dsq_crc32_combine(dsq_get32(tail), dsq_crc32(tail, 8), 8);
+}
 
 /* The record just written at the end of s goes to the journal too; one
  * too large for it is made durable in the log itself and the journal gets
@@ -576,15 +624,67 @@ static int journal_append(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         }
         rec = NULL;
     }
-    /* The record's CRC-32 from the one it carries over all but its last 8
-     * bytes (that CRC and 4 zero bytes). */
-    uint32_t crc = 0;
-    if (rec != NULL) {
-        const uint8_t *tail = (const uint8_t *)rec + len - 8;
-        crc = dsq_crc32_combine(dsq_get32(tail), dsq_crc32(tail, 8), 8);
+    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, rec ? rec_crc(rec, len) : 0,
+                          first, end, err, errlen);
+}
+
+/* The record of LSN lsn (len bytes) is now at the end of s (mu held). */
+static void appended(dsq_wal *w, seg *s, const void *rec, size_t len, uint64_t lsn, uint64_t jfirst,
+                     uint64_t jend, dsq_wal_loc *loc)
+{
+    loc->seg = s->seq;
+    loc->off = s->size;
+    s->size += len;
+    s->last_lsn = lsn;
+    w->appended = lsn;
+    if (w->tee && dsq_buf_append(&w->teebuf, rec, len) != 0)
+        dsq_buf_reset(&w->teebuf); /* out of memory: takers read the log instead */
+    if (jend != 0) {
+        if (w->jfirst == 0)
+            w->jfirst = jfirst;
+        w->jend = jend;
     }
-    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, crc, first, end, err,
-                          errlen);
+}
+
+/* With a journal: the record goes to the journal now and to the segment
+ * with the pending ones later. 0 (appended), -1 (failed, errno set), or 1
+ * (out of memory for the copy: write it now instead). */
+static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
+                          char *err, size_t errlen)
+{
+    pthread_mutex_lock(&w->mu);
+    if (w->npend == w->pend_cap) {
+        size_t cap = w->pend_cap ? w->pend_cap * 2 : 64;
+        uint64_t *n = realloc(w->pend_pos, cap * sizeof *n);
+        if (n == NULL) {
+            pthread_mutex_unlock(&w->mu);
+            return 1;
+        }
+        w->pend_pos = n;
+        w->pend_cap = cap;
+    }
+    if (w->pend.len == 0)
+        w->pend_off = s->size;
+    if (dsq_buf_append(&w->pend, rec, len) != 0) {
+        pthread_mutex_unlock(&w->mu);
+        return 1;
+    }
+    uint64_t jfirst, jend;
+    if (dsq_jnl_append_held(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, rec_crc(rec, len), &jfirst,
+                            &jend, err, errlen) != 0) {
+        int saved = errno;
+        w->pend.len -= len;
+        pthread_mutex_unlock(&w->mu);
+        errno = saved;
+        return -1;
+    }
+    w->pend_pos[w->npend++] = jfirst;
+    appended(w, s, rec, len, lsn, jfirst, jend, loc);
+    if (w->pend.len >= PEND_MAX && pend_write(w) != 0) {
+        /* Journaled, so appended: the sync that follows fails on it. */
+    }
+    pthread_mutex_unlock(&w->mu);
+    return 0;
 }
 
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
@@ -596,11 +696,18 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
     /* A new segment when this one is full, or evicted (its bytes are
      * in the object store only: it takes no more). */
     if (s == NULL || s->cold != NULL || (s->size + len > w->cfg.segment_bytes && s->last_lsn >= s->first_lsn)) {
+        pthread_mutex_lock(&w->mu);
+        int rc = pend_write(w); /* the sealed segment gets its last records */
+        pthread_mutex_unlock(&w->mu);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
+            return -1;
+        }
         seg n;
         if (seg_create(w, s ? s->seq + 1 : 1, lsn, &n, err, errlen) != 0)
             return -1;
         pthread_mutex_lock(&w->mu);
-        int rc = segs_push(w, n);
+        rc = segs_push(w, n);
         pthread_mutex_unlock(&w->mu);
         if (rc != 0) {
             close(n.fd);
@@ -609,12 +716,20 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
         }
         s = &w->segs[w->nsegs - 1];
     }
-    if (dsq_pwrite_full(s->fd, rec, len, s->size) != 0) {
+    if (w->cfg.jnl != NULL && len <= dsq_jnl_inline_max(w->cfg.jnl)) {
+        int rc = append_pending(w, s, rec, len, lsn, loc, err, errlen);
+        if (rc <= 0)
+            return rc;
+    }
+    pthread_mutex_lock(&w->mu);
+    int rc = pend_write(w); /* in order: the pending records first */
+    pthread_mutex_unlock(&w->mu);
+    if (rc != 0 || dsq_pwrite_full(s->fd, rec, len, s->size) != 0) {
         int saved = errno;
         snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
         /* Nothing counts past the old end: cut off what may have gone
          * (if that fails too, the next open cuts it as a torn tail). */
-        if (ftruncate(s->fd, (off_t)s->size) != 0) {
+        if (rc == 0 && ftruncate(s->fd, (off_t)s->size) != 0) {
         }
         errno = saved;
         return -1;
@@ -628,18 +743,7 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
         return -1;
     }
     pthread_mutex_lock(&w->mu);
-    loc->seg = s->seq;
-    loc->off = s->size;
-    s->size += len;
-    s->last_lsn = lsn;
-    w->appended = lsn;
-    if (w->tee && dsq_buf_append(&w->teebuf, rec, len) != 0)
-        dsq_buf_reset(&w->teebuf); /* out of memory: takers read the log instead */
-    if (jend != 0) {
-        if (w->jfirst == 0)
-            w->jfirst = jfirst;
-        w->jend = jend;
-    }
+    appended(w, s, rec, len, lsn, jfirst, jend, loc);
     pthread_mutex_unlock(&w->mu);
     return 0;
 }
@@ -685,6 +789,18 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
 {
     pthread_mutex_lock(&w->mu);
     seg *s = seg_find(w, seq);
+    if (s != NULL && s == &w->segs[w->nsegs - 1] && w->pend.len > 0 && off + n > w->pend_off) {
+        /* Pending bytes: from memory, or (straddling) written first. */
+        if (off >= w->pend_off && off + n <= w->pend_off + w->pend.len) {
+            memcpy(buf, (const uint8_t *)w->pend.data + (off - w->pend_off), n);
+            pthread_mutex_unlock(&w->mu);
+            return 0;
+        }
+        if (pend_write(w) != 0) {
+            pthread_mutex_unlock(&w->mu);
+            return -1;
+        }
+    }
     seg copy = s && s->fd >= 0 ? *s : (seg){.fd = -1};
     pthread_mutex_unlock(&w->mu);
     /* (The worker that reads is the one that retires: copy.cold stays.) */
@@ -713,6 +829,15 @@ static int snap_take(dsq_wal *w, sync_snap *sn, char *err, size_t errlen)
 {
     memset(sn, 0, sizeof *sn);
     pthread_mutex_lock(&w->mu);
+    /* What becomes durable is in the segment's file, for whoever reads it
+     * from there (uploads, catch-up from the files). */
+    if (pend_write(w) != 0) {
+        int saved = errno;
+        pthread_mutex_unlock(&w->mu);
+        snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
+        errno = saved;
+        return -1;
+    }
     sn->target = w->appended;
     sn->tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
     sn->tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
@@ -797,16 +922,22 @@ static void snap_done(dsq_wal *w, sync_snap *sn, bool ok, uint64_t *durable)
     sn->jobs = NULL;
 }
 
+/* 0, or the errno of a failure just reported (EIO when there is none). */
+static int failure(int rc) { return rc == 0 ? 0 : errno != 0 ? errno : EIO; }
+
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
 {
     sync_snap sn;
+    errno = 0;
     int rc = snap_take(w, &sn, err, errlen);
     if (rc == 0 && w->cfg.jnl != NULL)
         rc = sn.jend != 0 ? dsq_jnl_sync(w->cfg.jnl, sn.jfirst, sn.jend, err, errlen) : 0;
     else if (rc == 0)
         rc = snap_fdatasync(&sn, err, errlen);
+    int eno = failure(rc);
     snap_done(w, &sn, rc == 0, durable);
-    return rc;
+    errno = eno;
+    return rc == 0 ? 0 : -1;
 }
 
 int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen)
@@ -814,7 +945,7 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
     sync_snap *sn = calloc(n, sizeof *sn);
     if (sn == NULL) {
         for (size_t i = 0; i < n; i++)
-            rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen);
+            rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen) == 0 ? 0 : failure(-1);
         return 0;
     }
     if (n > 0 && ws[0]->cfg.jnl != NULL) {
@@ -822,7 +953,8 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
          * then each log learns whether its own range was voided. */
         uint64_t end = 0;
         for (size_t i = 0; i < n; i++) {
-            rcs[i] = snap_take(ws[i], &sn[i], errs + i * errlen, errlen);
+            errno = 0;
+            rcs[i] = failure(snap_take(ws[i], &sn[i], errs + i * errlen, errlen));
             if (rcs[i] == 0 && sn[i].jend > end)
                 end = sn[i].jend;
         }
@@ -830,8 +962,9 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
         if (end != 0)
             dsq_jnl_sync(ws[0]->cfg.jnl, end, end, e0, sizeof e0);
         for (size_t i = 0; i < n; i++) {
+            errno = 0;
             if (rcs[i] == 0 && sn[i].jend != 0)
-                rcs[i] = dsq_jnl_sync(ws[i]->cfg.jnl, sn[i].jfirst, sn[i].jend, errs + i * errlen, errlen);
+                rcs[i] = failure(dsq_jnl_sync(ws[i]->cfg.jnl, sn[i].jfirst, sn[i].jend, errs + i * errlen, errlen));
             snap_done(ws[i], &sn[i], rcs[i] == 0, &durables[i]);
         }
         free(sn);
@@ -839,7 +972,8 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
     }
     int fd = -1;
     for (size_t i = 0; i < n; i++) {
-        rcs[i] = snap_take(ws[i], &sn[i], errs + i * errlen, errlen);
+        errno = 0;
+        rcs[i] = failure(snap_take(ws[i], &sn[i], errs + i * errlen, errlen));
         if (rcs[i] == 0 && sn[i].n > 0 && fd < 0)
             fd = sn[i].jobs[0].fd;
     }
@@ -848,8 +982,9 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
      * for itself with fdatasync, which reports its own file's errors. */
     bool all = fd < 0 || syncfs(fd) == 0;
     for (size_t i = 0; i < n; i++) {
+        errno = 0;
         if (rcs[i] == 0 && !all)
-            rcs[i] = snap_fdatasync(&sn[i], errs + i * errlen, errlen);
+            rcs[i] = failure(snap_fdatasync(&sn[i], errs + i * errlen, errlen));
         snap_done(ws[i], &sn[i], rcs[i] == 0, &durables[i]);
     }
     free(sn);
@@ -889,6 +1024,7 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
 {
     pthread_mutex_lock(&w->mu);
     dsq_buf_reset(&w->teebuf); /* what it held may be cut: takers read the log */
+    pend_drop(w);             /* never durable (a sync writes them first) */
     pthread_mutex_unlock(&w->mu);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
@@ -1056,6 +1192,12 @@ int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
     int rc = 0;
     for (size_t i = 0; rc == 0; i++) {
         pthread_mutex_lock(&w->mu);
+        if (i + 1 == w->nsegs && pend_write(w) != 0) {
+            snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
+            pthread_mutex_unlock(&w->mu);
+            rc = -1;
+            break;
+        }
         seg s = i < w->nsegs ? w->segs[i] : (seg){.fd = -1};
         pthread_mutex_unlock(&w->mu);
         if (s.fd < 0 || s.first_lsn > to)

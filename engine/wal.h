@@ -8,6 +8,12 @@
  * optional extra bytes (the CDC issue's row changes), padding to 8 bytes
  * and a CRC-32 over everything before it. docs/storage.md has the layout.
  *
+ * With the node journal (cfg.jnl), a record it copies is written to the
+ * segment later, with the others waiting, in one write: at the next sync
+ * (before the journal's), or before the segment is sealed, scanned or
+ * closed, or once 256 KiB wait; reads meanwhile come from memory. Until
+ * written, its journal entry holds the journal's file (journal.h).
+ *
  * Threads: the actor's worker opens, appends, reads, retires and closes;
  * the syncer calls dsq_wal_sync at any time in between. They meet under
  * the log's mutex; fsync itself runs outside it on duplicated descriptors,
@@ -145,17 +151,18 @@ int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out);
  * a miss, warm.h). */
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 
-/* Make every record appended so far durable (fdatasync of each segment
- * written since the last sync, or with a journal the journal's sync).
- * Returns 0 and the LSN now durable, or -1
- * with errno's message when the disk refused. Any thread. */
+/* Make every record appended so far durable (with a journal: the records
+ * still in memory written to the segment, then the journal's sync; without:
+ * fdatasync of each segment written since the last sync). Returns 0 and
+ * the LSN now durable, or -1 with a message and errno set (ENOSPC: the
+ * disk is full) when the disk refused. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 
 /* Sync n logs on one file system at once: one syncfs() instead of n
  * fdatasyncs (one device flush for all). When syncfs reports an error each
  * log falls back to fdatasync of its own segments, which reports its own
- * errors. Per log: rcs[i] 0 and durables[i], or -1 and a message at
- * errs + i * errlen. Returns 1 when the one syncfs covered them all. */
+ * errors. Per log: rcs[i] 0 and durables[i], or the failure's errno and a
+ * message at errs + i * errlen. Returns 1 when the one syncfs covered them all. */
 int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen);
 /* The file system the log is on (st_dev). */
 dev_t dsq_wal_device(const dsq_wal *w);

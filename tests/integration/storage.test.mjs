@@ -109,6 +109,7 @@ test('a database directory: format, log segments, checkpoints; nothing of SQLite
     assert.ok(st.server.logSyncs >= 1 && st.server.gatedReplies >= 1, JSON.stringify(st.server));
     const j = st.server.journal;
     assert.ok(j.syncs >= 1 && j.bytes > 0 && j.files === 2 && j.liveFiles === 1, JSON.stringify(j));
+    assert.equal(j.held, 0, 'replied, so synced: the records are in the log file too');
     assert.deepEqual(readdirSync(path.join(d.dir, 'data', 'journal')).sort(), ['00.jnl', '01.jnl']);
     const srv = (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats' })).json.result;
     assert.deepEqual(Object.keys(srv), ['server']);

@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "engine/disk.h"
+#include "engine/journal.h"
 #include "engine/objstore.h"
 #include "engine/wal.h"
 #include "engine/warm.h"
@@ -615,4 +616,103 @@ Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
     dsq_wal_close(w);
     dsq_warm_close(warm);
     dsq_obj_close(o);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    return st.st_size;
+}
+
+static uint64_t jnl_held(dsq_jnl *j)
+{
+    dsq_jnl_stats st;
+    dsq_jnl_stats_get(j, &st);
+    return st.held;
+}
+
+Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
+{
+    char jdir[128], walkdir[128], err[512] = "";
+    snprintf(jdir, sizeof jdir, "%s/journal", dir);
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_jnl *j = dsq_jnl_open(jdir, 1 << 20, err, sizeof err);
+    cr_assert_not_null(j, "%s", err);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 1 << 20, .jnl = j, .jname = "db"};
+    dsq_wal *w = NULL;
+    uint64_t last, d;
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, NULL, NULL, &w, &last, err, sizeof err), 0, "%s", err);
+    append_n(w, 1, 5, 2);
+    dsq_buf b = DSQ_BUF_INIT;
+    make(&b, 6, 3);
+    dsq_wal_loc loc;
+    cr_assert_eq(dsq_wal_append(w, b.data, b.len, 6, &loc, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR, "in the journal only, so far");
+    cr_assert_eq(jnl_held(j), 6u, "each entry holds the journal's file");
+    /* Read back from memory meanwhile. */
+    uint8_t *got = malloc(b.len);
+    cr_assert_eq(dsq_wal_read(w, loc.seg, loc.off, got, b.len), 0);
+    cr_assert_eq(memcmp(got, b.data, b.len), 0);
+    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR);
+    /* The sync writes them, in one piece, before the journal's. */
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(d, 6u);
+    cr_assert_eq((uint64_t)file_size(seg_file(1)), loc.off + b.len);
+    cr_assert_eq(jnl_held(j), 0u);
+    /* Appended and then cut back (a failed sync): gone from memory, the
+     * journal's file no longer held, the next record takes the LSN. */
+    append_n(w, 7, 8, 1);
+    cr_assert_eq(jnl_held(j), 2u);
+    cr_assert_eq(dsq_wal_rewind(w, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(jnl_held(j), 0u);
+    cr_assert_eq(dsq_wal_appended(w), 6u);
+    cr_assert_eq((uint64_t)file_size(seg_file(1)), loc.off + b.len);
+    append_n(w, 7, 7, 1);
+    /* A scan writes them first: it reads the file. */
+    seen s = {0};
+    cr_assert_eq(dsq_wal_scan(w, 0, 7, visit, &s, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(s.n, 7);
+    cr_assert_eq(s.lsns[6], 7u);
+    cr_assert_eq(jnl_held(j), 0u);
+    /* A close writes what a sync has not. */
+    append_n(w, 8, 9, 1);
+    dsq_wal_close(w);
+    cr_assert_eq(jnl_held(j), 0u);
+    s.n = 0;
+    w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 9u);
+    cr_assert_eq(s.n, 9);
+    dsq_wal_close(w);
+    dsq_jnl_close(j);
+    free(got);
+    dsq_buf_free(&b);
+}
+
+Test(wal, with_a_journal_a_sealed_segment_gets_its_records_first)
+{
+    char jdir[128], walkdir[128], err[512] = "";
+    snprintf(jdir, sizeof jdir, "%s/journal", dir);
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_jnl *j = dsq_jnl_open(jdir, 1 << 20, err, sizeof err);
+    cr_assert_not_null(j, "%s", err);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 << 10, .jnl = j, .jname = "db"};
+    dsq_wal *w = NULL;
+    uint64_t last;
+    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, NULL, NULL, &w, &last, err, sizeof err), 0, "%s", err);
+    uint64_t l = 0;
+    while (access(seg_file(2), F_OK) != 0 && l < 200) {
+        l++;
+        append_n(w, l, l, 3);
+    }
+    cr_assert_eq(access(seg_file(2), F_OK), 0, "a second segment");
+    cr_assert_gt(file_size(seg_file(1)), DSQ_WAL_SEG_HDR, "sealed, so written, with no sync");
+    cr_assert_eq(file_size(seg_file(2)), DSQ_WAL_SEG_HDR, "the newest record waits in memory");
+    cr_assert_eq(jnl_held(j), 1u, "and holds the journal's file, alone");
+    uint32_t nseg;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &nseg, &bytes, &first);
+    cr_assert_gt(bytes, (uint64_t)file_size(seg_file(1)) + DSQ_WAL_SEG_HDR, "counted in the log's size");
+    dsq_wal_close(w);
+    dsq_jnl_close(j);
 }
