@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/disk.h"
@@ -90,6 +91,7 @@ typedef struct slot {
 
 typedef struct void_range {
     uint64_t lo, hi;
+    int eno; /* why: the failed write's or fdatasync's errno */
 } void_range;
 
 struct dsq_jnl {
@@ -113,8 +115,31 @@ struct dsq_jnl {
     bool stop;
     uint64_t bytes_synced;  /* st.bytes at the flush thread's last syncfs */
     uint64_t flush_failures;
+    /* Entries are copied here and written to the current file in one
+     * pwrite by the next sync (or when the file changes, or the buffer
+     * is large): the appenders' part is a copy. */
+    dsq_buf buf;            /* entries of slot cur not yet written */
+    uint64_t buf_off;       /* where buf's first byte goes in that file */
+    dsq_buf spare;          /* the other buffer, swapped in by a sync */
+    bool writing;           /* a sync is writing a taken buffer */
+    int write_errno;        /* a buffer could not be written: the next sync fails */
     dsq_jnl_stats st;
 };
+
+#define BUF_MAX (4u << 20) /* written at once past this */
+
+/* Write the buffered entries to the current file (mu held). A failure is
+ * kept for the next sync to report: those entries are void. */
+static void buf_write(dsq_jnl *j)
+{
+    if (j->buf.len == 0)
+        return;
+    if (dsq_pwrite_full(j->slots[j->cur].fd, j->buf.data, j->buf.len, (off_t)j->buf_off) != 0 &&
+        j->write_errno == 0)
+        j->write_errno = errno ? errno : EIO;
+    j->buf_off += j->buf.len;
+    dsq_buf_reset(&j->buf);
+}
 
 static void slot_path(const char *dir, unsigned no, char *out, size_t n)
 {
@@ -154,6 +179,8 @@ static int slot_create(dsq_jnl *j, unsigned no, char *err, size_t errlen)
  * that covers an entry in the file. */
 static int rotate(dsq_jnl *j, uint64_t void_from, char *err, size_t errlen)
 {
+    if (j->cur >= 0)
+        buf_write(j); /* the file's last entries */
     int pick = -1;
     for (unsigned i = 0; i < j->nslots; i++)
         if (j->slots[i].seq == 0 && (int)i != j->cur) {
@@ -184,19 +211,21 @@ static int rotate(dsq_jnl *j, uint64_t void_from, char *err, size_t errlen)
     s->written = DSQ_JNL_HDR;
     s->synced = 0;
     j->cur = pick;
+    j->buf_off = DSQ_JNL_HDR;
     j->st.live++;
     pthread_cond_signal(&j->fcv); /* the file before it can be flushed */
     return 0;
 }
 
-static bool voided(const dsq_jnl *j, uint64_t first, uint64_t end)
+/* The errno of the failure that voided part of [first, end), or 0. */
+static int voided(const dsq_jnl *j, uint64_t first, uint64_t end)
 {
     if (first >= end)
-        return false;
+        return 0;
     for (size_t i = 0; i < j->nvoids; i++)
         if (first < j->voids[i].hi && j->voids[i].lo < end)
-            return true;
-    return false;
+            return j->voids[i].eno;
+    return 0;
 }
 
 /* ---- replay ----------------------------------------------------------------------------- */
@@ -446,9 +475,10 @@ void dsq_jnl_close(dsq_jnl *j)
     pthread_cond_broadcast(&j->fcv);
     pthread_mutex_unlock(&j->mu);
     pthread_join(j->flusher, NULL);
+    buf_write(j);
     /* Nothing is appended any more: one syncfs makes every database's log
      * durable, and no file is live for the next start to replay. */
-    if (j->nvoids == 0 && !j->must_rotate && syncfs(j->dirfd) == 0) {
+    if (j->nvoids == 0 && !j->must_rotate && j->write_errno == 0 && syncfs(j->dirfd) == 0) {
         for (unsigned i = 0; i < j->nslots; i++) {
             if (j->slots[i].seq == 0)
                 continue;
@@ -468,6 +498,8 @@ void dsq_jnl_close(dsq_jnl *j)
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
     free(j->voids);
+    dsq_buf_free(&j->buf);
+    dsq_buf_free(&j->spare);
     free(j->dir);
     free(j);
 }
@@ -516,26 +548,16 @@ static int append_entry(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
         slot *s = &j->slots[j->cur];
         dsq_put32(h + 8, s->seq);
         uint64_t at = s->written;
-        size_t done = 0;
-        while (done < elen) {
-            ssize_t w = pwritev(s->fd, iov, 3, (off_t)(at + done));
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                int saved = w < 0 ? errno : EIO;
-                snprintf(err, errlen, "cannot write the journal: %s", strerror(saved));
-                errno = saved;
-                rc = -1;
-                break;
-            }
-            done += (size_t)w;
-            /* a short write: go on after what went */
-            for (int k = 0; k < 3; k++) {
-                size_t take = (size_t)w < iov[k].iov_len ? (size_t)w : iov[k].iov_len;
-                iov[k].iov_base = (uint8_t *)iov[k].iov_base + take;
-                iov[k].iov_len -= take;
-                w -= (ssize_t)take;
-            }
+        if (j->buf.len > 0 && j->buf.len + elen > BUF_MAX)
+            buf_write(j);
+        if (dsq_buf_reserve(&j->buf, elen) != 0) {
+            snprintf(err, errlen, "out of memory");
+            errno = ENOMEM;
+            rc = -1;
+        } else {
+            for (int k = 0; k < 3; k++)
+                if (iov[k].iov_len > 0)
+                    dsq_buf_append(&j->buf, iov[k].iov_base, iov[k].iov_len);
         }
         if (rc == 0) {
             *first = pos_of(s->seq, at);
@@ -603,10 +625,11 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
 {
     pthread_mutex_lock(&j->mu);
     for (;;) {
-        if (voided(j, first, end)) {
+        int eno = voided(j, first, end);
+        if (eno != 0) {
             pthread_mutex_unlock(&j->mu);
-            snprintf(err, errlen, "an fdatasync of the journal failed");
-            errno = EIO;
+            snprintf(err, errlen, "a write or fdatasync of the journal failed: %s", strerror(eno));
+            errno = eno;
             return -1;
         }
         if (j->synced_pos >= end)
@@ -634,8 +657,26 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
                 jobs[b] = jobs[b - 1];
                 jobs[b - 1] = t;
             }
-        pthread_mutex_unlock(&j->mu);
+        /* The buffered entries: this thread writes them, in one piece,
+         * while appends go on into the other buffer. */
+        dsq_buf taken = j->buf;
+        int tfd = j->slots[j->cur].fd;
+        uint64_t toff = j->buf_off;
+        j->buf = j->spare;
+        j->spare = (dsq_buf)DSQ_BUF_INIT;
+        j->buf_off += taken.len;
         int rc = 0, saved = 0;
+        if (j->write_errno != 0) { /* an earlier write of entries in range failed */
+            saved = j->write_errno;
+            j->write_errno = 0;
+            rc = -1;
+        }
+        j->writing = true;
+        pthread_mutex_unlock(&j->mu);
+        if (rc == 0 && taken.len > 0 && dsq_pwrite_full(tfd, taken.data, taken.len, (off_t)toff) != 0) {
+            saved = errno ? errno : EIO;
+            rc = -1;
+        }
         for (size_t k = 0; k < n && rc == 0; k++) {
             if (fdatasync(j->slots[jobs[k].idx].fd) != 0) {
                 saved = errno;
@@ -643,6 +684,12 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
             }
         }
         pthread_mutex_lock(&j->mu);
+        j->writing = false;
+        dsq_buf_reset(&taken);
+        if (j->spare.cap == 0)
+            j->spare = taken; /* kept for the next swap */
+        else
+            dsq_buf_free(&taken);
         j->st.syncs++;
         if (rc == 0) {
             for (size_t k = 0; k < n; k++) {
@@ -667,9 +714,9 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
             }
             uint64_t lo = j->synced_pos, hi = pos_of(j->last_seq + 1, 0);
             if (j->nvoids < j->vcap) {
-                j->voids[j->nvoids++] = (void_range){lo, hi};
+                j->voids[j->nvoids++] = (void_range){lo, hi, saved};
             } else { /* out of memory: nothing before hi counts any more */
-                j->voids[0] = (void_range){0, hi};
+                j->voids[0] = (void_range){0, hi, saved};
             }
             char rerr[300];
             j->void_from = lo;
@@ -719,7 +766,9 @@ static bool held_before(const dsq_jnl *j, uint32_t upto)
 static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
-    while (held_before(j, upto)) {
+    /* (A sync writing entries it took from the buffer may be writing to
+     * one of these files: it finishes first.) */
+    while (held_before(j, upto) || j->writing) {
         if (j->stop)
             return 1;
         dsq_cond_wait_ms(&j->cv, &j->mu, 100);

@@ -24,9 +24,15 @@
  * (replay skips the void entries), and every log with an entry in the void
  * range fails its sync (the actor restarts from its durable state).
  *
- * Threads: appends from any worker (under the journal's mutex; the write is
- * a copy to the page cache), syncs from the syncer and from actors closing,
- * the flush on the journal's own thread. */
+ * Appending copies the entry into memory; the next sync writes every copy
+ * to the current file in one pwrite before its fdatasync (so do a move to
+ * the next file and a close). A write that fails voids its entries like a
+ * failed fdatasync, and the syncs that cover them report its errno.
+ *
+ * Threads: appends from any worker (under the journal's mutex: a copy),
+ * syncs from the syncer and from actors closing (the one syncing writes
+ * and fdatasyncs outside the mutex, while appends go on into a second
+ * buffer), the flush on the journal's own thread. */
 #ifndef DSQ_JOURNAL_H
 #define DSQ_JOURNAL_H
 
@@ -96,9 +102,10 @@ void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n);
  * (rec NULL). */
 uint64_t dsq_jnl_inline_max(const dsq_jnl *j);
 
-/* Make every entry before position `end` durable (one fdatasync, shared
- * by every caller waiting meanwhile). Fails when the journal's disk
- * refused, or when a failed sync voided part of [first, end). */
+/* Make every entry before position `end` durable (one write and one
+ * fdatasync, shared by every caller waiting meanwhile). Fails, with errno
+ * set, when the journal's disk refused, or when a failed write or sync
+ * voided part of [first, end). */
 int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t errlen);
 
 /* Move to a new file and flush every file before it: afterwards no live

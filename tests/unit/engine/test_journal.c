@@ -156,9 +156,11 @@ static int live_file(char *path, size_t n)
 Test(journal, a_damaged_entry_ends_the_replay_there)
 {
     dsq_jnl *j = open_j();
-    uint64_t first[4];
+    uint64_t first[4], end;
     for (int i = 0; i < 4; i++)
-        append(j, "db", (uint64_t)i + 1, 200, &first[i], NULL);
+        append(j, "db", (uint64_t)i + 1, 200, &first[i], &end);
+    char err[256];
+    cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
     char path[160];
     int fd = live_file(path, sizeof path);
     /* One byte of the third entry's record. */
@@ -243,6 +245,7 @@ Test(journal, a_large_record_is_journaled_by_place)
     char err[256];
     cr_assert_eq(dsq_jnl_append(j, "big", 7, 4096, 42, NULL, 1u << 20, 0, &f, &e, err, sizeof err), 0, "%s", err);
     cr_assert_lt(e - f, 512u, "only the place: %llu bytes", (unsigned long long)(e - f));
+    cr_assert_eq(dsq_jnl_sync(j, f, e, err, sizeof err), 0, "%s", err);
     seen s = replay_now();
     cr_assert_eq(s.n, 1);
     cr_assert_eq(s.has_rec[0], false);
@@ -287,9 +290,11 @@ Test(journal, entries_a_later_file_voids_are_skipped)
      * header voids the old one from the first entry not synced. Written
      * here by hand, in the documented format (docs/storage.md). */
     dsq_jnl *j = open_j();
-    uint64_t first[4];
+    uint64_t first[4], end;
     for (int i = 0; i < 4; i++)
-        append(j, "v", (uint64_t)i + 1, 96, &first[i], NULL);
+        append(j, "v", (uint64_t)i + 1, 96, &first[i], &end);
+    char err[256];
+    cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
     char path[160], other[160];
     int fd = live_file(path, sizeof path);
     close(fd);
@@ -377,4 +382,26 @@ Test(journal, a_close_with_an_entry_still_held_leaves_its_file_to_replay)
     cr_assert_eq(s.n, 1, "the next start writes the record to its log");
     cr_assert_eq(s.lsn[0], 5u);
     cr_assert(s.rec_ok[0]);
+}
+
+Test(journal, appended_entries_reach_the_file_with_the_sync)
+{
+    dsq_jnl *j = open_j();
+    uint64_t first, end;
+    append(j, "a", 1, 64, &first, NULL);
+    append(j, "a", 2, 64, NULL, &end);
+    seen s = replay_now();
+    cr_assert_eq(s.n, 0, "copied, not yet written: %ld", s.n);
+    char err[256];
+    cr_assert_eq(dsq_jnl_sync(j, first, end, err, sizeof err), 0, "%s", err);
+    s = replay_now();
+    cr_assert_eq(s.n, 2);
+    /* Appends during and after go on into the other buffer. */
+    append(j, "a", 3, 64, NULL, &end);
+    cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+    s = replay_now();
+    cr_assert_eq(s.n, 3);
+    cr_assert_eq(s.lsn[2], 3u);
+    cr_assert(s.rec_ok[2]);
+    dsq_jnl_close(j);
 }
