@@ -29,9 +29,10 @@ static inline uint64_t dsq_get64(const uint8_t *p)
     return (uint64_t)dsq_get32(p) | (uint64_t)dsq_get32(p + 4) << 32;
 }
 
+/* CRC-32 (zlib's: polynomial 0xEDB88320 reflected) of p[0..n), and of
+ * more bytes after those whose CRC is crc. */
 uint32_t dsq_crc32(const void *p, size_t n);
-/* The CRC-32 of a then b from theirs (b is n bytes long). */
-uint32_t dsq_crc32_combine(uint32_t a, uint32_t b, size_t n);
+uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n);
 
 /* All n bytes at off: 0, 1 when the file ends first, -1 on an error
  * (errno). Retries EINTR and short transfers. */

@@ -121,7 +121,7 @@ struct dsq_jnl {
     dsq_buf buf;            /* entries of slot cur not yet written */
     uint64_t buf_off;       /* where buf's first byte goes in that file */
     dsq_buf spare;          /* the other buffer, swapped in by a sync */
-    bool writing;           /* a sync is writing a taken buffer */
+    uint32_t writing;       /* the seq of the file a sync is writing a taken buffer to, or 0 */
     int write_errno;        /* a buffer could not be written: the next sync fails */
     dsq_jnl_stats st;
 };
@@ -507,8 +507,8 @@ void dsq_jnl_close(dsq_jnl *j)
 /* ---- appending -------------------------------------------------------------------------- */
 
 static int append_entry(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                        const void *rec, size_t len, uint32_t rec_crc, bool held, uint64_t *first,
-                        uint64_t *end, char *err, size_t errlen)
+                        const void *rec, size_t len, bool held, uint64_t *first, uint64_t *end, char *err,
+                        size_t errlen)
 {
     size_t name_len = strlen(name);
     size_t head = DSQ_JNL_ENTRY_HDR + pad8(name_len);
@@ -533,7 +533,7 @@ static int append_entry(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
     memcpy(h + DSQ_JNL_ENTRY_HDR, name, name_len);
     uint32_t crc = dsq_crc32(h, head);
     if (rec)
-        crc = dsq_crc32_combine(crc, rec_crc, len);
+        crc = dsq_crc32_more(crc, rec, len);
     dsq_put32(tail, crc);
     struct iovec iov[3] = {{h, head}, {(void *)rec, rec ? len : 0}, {tail, 8}};
 
@@ -577,17 +577,16 @@ static int append_entry(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
 }
 
 int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
-                   char *err, size_t errlen)
+                   const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err, size_t errlen)
 {
-    return append_entry(j, name, seg, off, lsn, rec, len, rec_crc, false, first, end, err, errlen);
+    return append_entry(j, name, seg, off, lsn, rec, len, false, first, end, err, errlen);
 }
 
 int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                        const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
-                        char *err, size_t errlen)
+                        const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err,
+                        size_t errlen)
 {
-    return append_entry(j, name, seg, off, lsn, rec, len, rec_crc, true, first, end, err, errlen);
+    return append_entry(j, name, seg, off, lsn, rec, len, true, first, end, err, errlen);
 }
 
 void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n)
@@ -671,7 +670,7 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
             j->write_errno = 0;
             rc = -1;
         }
-        j->writing = true;
+        j->writing = j->slots[j->cur].seq;
         pthread_mutex_unlock(&j->mu);
         if (rc == 0 && taken.len > 0 && dsq_pwrite_full(tfd, taken.data, taken.len, (off_t)toff) != 0) {
             saved = errno ? errno : EIO;
@@ -684,7 +683,7 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
             }
         }
         pthread_mutex_lock(&j->mu);
-        j->writing = false;
+        j->writing = 0;
         dsq_buf_reset(&taken);
         if (j->spare.cap == 0)
             j->spare = taken; /* kept for the next swap */
@@ -767,8 +766,9 @@ static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
     /* (A sync writing entries it took from the buffer may be writing to
-     * one of these files: it finishes first.) */
-    while (held_before(j, upto) || j->writing) {
+     * one of these files: it finishes first. Later syncs write to later
+     * files, so this wait ends.) */
+    while (held_before(j, upto) || (j->writing != 0 && j->writing < upto)) {
         if (j->stop)
             return 1;
         dsq_cond_wait_ms(&j->cv, &j->mu, 100);

@@ -74,24 +74,22 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
  * unless the journal failed; close. */
 void dsq_jnl_close(dsq_jnl *j);
 
-/* Append one entry: record `rec` (len bytes, CRC-32 rec_crc: the caller
- * usually has it, and the entry's CRC is made from it without reading the
- * record again) of database `name` lies at offset `off` of its log segment
+/* Append one entry: record `rec` (len bytes) of database `name` lies at
+ * offset `off` of its log segment
  * `seg`; rec NULL: the record is already durable there, only its place is
  * journaled. Sets *first and *end to the
  * entry's position and the one after it. 0, or -1 with errno (ENOSPC: no room for another file) and a
  * message. */
 int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                   const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
-                   char *err, size_t errlen);
+                   const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err, size_t errlen);
 
 /* The same, for a record the log keeps in memory for now (dsq_wal's
  * pending bytes): the entry holds its file, which is not retired (its
  * entries would no longer be replayed) until dsq_jnl_release says the
  * record is written to its log. */
 int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
-                        const void *rec, size_t len, uint32_t rec_crc, uint64_t *first, uint64_t *end,
-                        char *err, size_t errlen);
+                        const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err,
+                        size_t errlen);
 
 /* The records of the held entries at positions first[0..n) are in their
  * logs now (or were dropped as never durable). */

@@ -601,14 +601,6 @@ void dsq_wal_close(dsq_wal *w)
 
 /* ---- appending, syncing, reading -------------------------------------------------------- */
 
-/* The CRC-32 of a whole record, from the one it carries over all but its
- * last 8 bytes (that CRC and 4 zero bytes). */
-static uint32_t rec_crc(const void *rec, size_t len)
-{
-    const uint8_t *tail = (const uint8_t *)rec + len - 8;
-    return dsq_crc32_combine(dsq_get32(tail), dsq_crc32(tail, 8), 8);
-}
-
 /* The record just written at the end of s goes to the journal too; one
  * too large for it is made durable in the log itself and the journal gets
  * only its place. */
@@ -624,8 +616,7 @@ static int journal_append(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         }
         rec = NULL;
     }
-    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, rec ? rec_crc(rec, len) : 0,
-                          first, end, err, errlen);
+    return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, first, end, err, errlen);
 }
 
 /* The record of LSN lsn (len bytes) is now at the end of s (mu held). */
@@ -670,8 +661,8 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         return 1;
     }
     uint64_t jfirst, jend;
-    if (dsq_jnl_append_held(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, rec_crc(rec, len), &jfirst,
-                            &jend, err, errlen) != 0) {
+    if (dsq_jnl_append_held(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, &jfirst, &jend, err,
+                            errlen) != 0) {
         int saved = errno;
         w->pend.len -= len;
         pthread_mutex_unlock(&w->mu);
