@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include "engine/disk.h"
@@ -715,4 +716,30 @@ Test(wal, with_a_journal_a_sealed_segment_gets_its_records_first)
     cr_assert_gt(bytes, (uint64_t)file_size(seg_file(1)) + DSQ_WAL_SEG_HDR, "counted in the log's size");
     dsq_wal_close(w);
     dsq_jnl_close(j);
+}
+
+/* The records' and journal entries' CRC-32 is zlib's: files written with
+ * zlib's crc32 stay valid. Every length up to 4 KiB and a few large ones,
+ * at odd alignments, whole and in two pieces. */
+Test(wal, the_crc_is_zlibs)
+{
+    size_t cap = (1u << 20) + 64;
+    uint8_t *b = malloc(cap);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < cap; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b[i] = (uint8_t)x;
+    }
+    for (size_t n = 0; n <= 4096 + 600; n += n < 300 ? 1 : 37) {
+        size_t at = n % 7;
+        uint32_t want = (uint32_t)crc32(0L, b + at, (uInt)n);
+        cr_assert_eq(dsq_crc32(b + at, n), want, "length %zu", n);
+        size_t half = n / 3;
+        cr_assert_eq(dsq_crc32_more(dsq_crc32(b + at, half), b + at + half, n - half), want, "length %zu in two", n);
+    }
+    cr_assert_eq(dsq_crc32(b + 1, 1u << 20), (uint32_t)crc32(0L, b + 1, 1u << 20));
+    cr_assert_eq(dsq_crc32("123456789", 9), 0xCBF43926u, "the standard check value");
+    free(b);
 }
