@@ -582,8 +582,10 @@ void dsq_wal_close(dsq_wal *w)
 {
     if (w == NULL)
         return;
+    pthread_mutex_lock(&w->mu);
     if (w->pend.len > 0 && pend_write(w) != 0) /* their entries keep the journal's file */
         DSQ_WARN("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(errno)));
+    pthread_mutex_unlock(&w->mu);
     dsq_buf_free(&w->pend);
     free(w->pend_pos);
     for (size_t i = 0; i < w->nsegs; i++) {
