@@ -331,16 +331,23 @@ static uint32_t live_after(dsq_jnl *j, uint32_t want)
     return st.live;
 }
 
+/* Append a held entry of database "a" (64 bytes, LSN lsn); its position. */
+static uint64_t append_held(dsq_jnl *j, uint64_t lsn, uint64_t *end)
+{
+    uint8_t rec[64];
+    char err[256];
+    uint64_t first;
+    record(rec, sizeof rec, lsn);
+    cr_assert_eq(dsq_jnl_append_held(j, "a", 1, 64, lsn, rec, sizeof rec, &first, end, err, sizeof err), 0, "%s",
+                 err);
+    return first;
+}
+
 Test(journal, a_held_entry_keeps_its_file_live_until_released)
 {
     dsq_jnl *j = open_j();
-    uint8_t rec[64];
     char err[256];
-    uint64_t held, end;
-    record(rec, sizeof rec, 1);
-    cr_assert_eq(dsq_jnl_append_held(j, "a", 1, 64, 1, rec, sizeof rec, &held, &end,
-                                     err, sizeof err),
-                 0, "%s", err);
+    uint64_t end, held = append_held(j, 1, &end);
     for (uint64_t lsn = 2; lsn < 20; lsn++) /* into the next file */
         append(j, "b", lsn, 4000, NULL, &end);
     cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
@@ -369,13 +376,9 @@ Test(journal, a_held_entry_keeps_its_file_live_until_released)
 Test(journal, a_close_with_an_entry_still_held_leaves_its_file_to_replay)
 {
     dsq_jnl *j = open_j();
-    uint8_t rec[64];
     char err[256];
-    uint64_t held, end;
-    record(rec, sizeof rec, 5);
-    cr_assert_eq(dsq_jnl_append_held(j, "a", 1, 64, 5, rec, sizeof rec, &held, &end,
-                                     err, sizeof err),
-                 0, "%s", err);
+    uint64_t end;
+    append_held(j, 5, &end);
     cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
     dsq_jnl_close(j);
     seen s = replay_now();

@@ -633,17 +633,27 @@ static uint64_t jnl_held(dsq_jnl *j)
     return st.held;
 }
 
-Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
+/* A new log of segments of seg_bytes with a new journal (*j) under it. */
+static dsq_wal *open_journaled(dsq_jnl **j, uint64_t seg_bytes)
 {
     char jdir[128], walkdir[128], err[512] = "";
     snprintf(jdir, sizeof jdir, "%s/journal", dir);
     snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
-    dsq_jnl *j = dsq_jnl_open(jdir, 1 << 20, err, sizeof err);
-    cr_assert_not_null(j, "%s", err);
-    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 1 << 20, .jnl = j, .jname = "db"};
+    *j = dsq_jnl_open(jdir, 1 << 20, err, sizeof err);
+    cr_assert_not_null(*j, "%s", err);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = seg_bytes, .jnl = *j, .jname = "db"};
     dsq_wal *w = NULL;
-    uint64_t last, d;
+    uint64_t last;
     cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, NULL, NULL, &w, &last, err, sizeof err), 0, "%s", err);
+    return w;
+}
+
+Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
+{
+    char err[512] = "";
+    dsq_jnl *j;
+    dsq_wal *w = open_journaled(&j, 1 << 20);
+    uint64_t last, d;
     append_n(w, 1, 5, 2);
     dsq_buf b = DSQ_BUF_INIT;
     make(&b, 6, 3);
@@ -692,15 +702,8 @@ Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
 
 Test(wal, with_a_journal_a_sealed_segment_gets_its_records_first)
 {
-    char jdir[128], walkdir[128], err[512] = "";
-    snprintf(jdir, sizeof jdir, "%s/journal", dir);
-    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
-    dsq_jnl *j = dsq_jnl_open(jdir, 1 << 20, err, sizeof err);
-    cr_assert_not_null(j, "%s", err);
-    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 << 10, .jnl = j, .jname = "db"};
-    dsq_wal *w = NULL;
-    uint64_t last;
-    cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, NULL, NULL, &w, &last, err, sizeof err), 0, "%s", err);
+    dsq_jnl *j;
+    dsq_wal *w = open_journaled(&j, 16 << 10);
     uint64_t l = 0;
     while (access(seg_file(2), F_OK) != 0 && l < 200) {
         l++;
