@@ -27,6 +27,7 @@
 #include "engine/cdc.h"
 #include "engine/disk.h"
 #include "engine/engine_int.h"
+#include "engine/journal.h"
 #include "engine/pagestore.h"
 #include "engine/warm.h"
 
@@ -1448,6 +1449,10 @@ static void op_cdc_read_files(dsq_engine *e, dsq_call *c, bool *retry)
     if (c->as_of_lsn >= c->upto_lsn)
         return;
     snprintf(dir, sizeof dir, "%s/db/%s/wal", e->data_dir, c->target_db);
+    /* Its log may keep its newest records in memory (journal.h): written
+     * now, since what follows reads the files. */
+    if (e->jnl != NULL)
+        dsq_jnl_write_held(e->jnl, c->target_db);
     cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = c->as_of_lsn,
                   .dctx = ZSTD_createDCtx()};
     char err[400];

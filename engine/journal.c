@@ -123,6 +123,8 @@ struct dsq_jnl {
     dsq_buf spare;          /* the other buffer, swapped in by a sync */
     uint32_t writing;       /* the seq of the file a sync is writing a taken buffer to, or 0 */
     int write_errno;        /* a buffer could not be written: the next sync fails */
+    pthread_mutex_t hmu;    /* holders (taken before a log's mutex, never inside mu) */
+    dsq_jnl_holder *holders;
     dsq_jnl_stats st;
 };
 
@@ -395,6 +397,7 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
     j->file_bytes = file_bytes;
     j->cur = -1;
     pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->hmu, NULL);
     pthread_cond_init(&j->cv, NULL);
     pthread_cond_init(&j->fcv, NULL);
     j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -460,6 +463,7 @@ fail:
         close(j->dirfd);
     pthread_cond_destroy(&j->fcv);
     pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->hmu);
     pthread_mutex_destroy(&j->mu);
     free(j->dir);
     free(j);
@@ -496,6 +500,7 @@ void dsq_jnl_close(dsq_jnl *j)
     close(j->dirfd);
     pthread_cond_destroy(&j->fcv);
     pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->hmu);
     pthread_mutex_destroy(&j->mu);
     free(j->voids);
     dsq_buf_free(&j->buf);
@@ -610,6 +615,39 @@ void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n)
     if (freed)
         pthread_cond_broadcast(&j->cv); /* the flush may be waiting */
     pthread_mutex_unlock(&j->mu);
+}
+
+void dsq_jnl_holder_add(dsq_jnl *j, dsq_jnl_holder *h)
+{
+    pthread_mutex_lock(&j->hmu);
+    h->prev = NULL;
+    h->next = j->holders;
+    if (j->holders)
+        j->holders->prev = h;
+    j->holders = h;
+    pthread_mutex_unlock(&j->hmu);
+}
+
+void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h)
+{
+    pthread_mutex_lock(&j->hmu);
+    if (h->prev)
+        h->prev->next = h->next;
+    else if (j->holders == h)
+        j->holders = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    pthread_mutex_unlock(&j->hmu);
+}
+
+void dsq_jnl_write_held(dsq_jnl *j, const char *name)
+{
+    pthread_mutex_lock(&j->hmu);
+    for (dsq_jnl_holder *h = j->holders; h; h = h->next)
+        if (name == NULL || strcmp(h->name, name) == 0)
+            h->write(h->ud);
+    pthread_mutex_unlock(&j->hmu);
 }
 
 /* ---- syncing ---------------------------------------------------------------------------- */
@@ -765,10 +803,16 @@ static bool held_before(const dsq_jnl *j, uint32_t upto)
 static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
-    /* (A sync writing entries it took from the buffer may be writing to
-     * one of these files: it finishes first. Later syncs write to later
-     * files, so this wait ends.) */
-    while (held_before(j, upto) || (j->writing != 0 && j->writing < upto)) {
+    /* The logs write what they hold (a holder that cannot is asked again
+     * every 100 ms); a sync writing entries it took from the buffer may be
+     * writing to one of these files: it finishes first (later syncs write
+     * to later files, so this wait ends). */
+    for (;;) {
+        pthread_mutex_unlock(&j->mu);
+        dsq_jnl_write_held(j, NULL);
+        pthread_mutex_lock(&j->mu);
+        if (!held_before(j, upto) && (j->writing == 0 || j->writing >= upto))
+            break;
         if (j->stop)
             return 1;
         dsq_cond_wait_ms(&j->cv, &j->mu, 100);
@@ -813,9 +857,11 @@ static void *flush_main(void *arg)
         if (flushable(j) < 0) {
             int rc = dsq_cond_wait_ms(&j->fcv, &j->mu, FLUSH_EVERY_MS);
             uint64_t due = j->st.bytes - j->bytes_synced;
-            if (((rc == ETIMEDOUT && due > 0) || due >= FLUSH_BYTES) && flushable(j) < 0) {
+            /* (Held entries: a log's write failed or is still to come.) */
+            if (((rc == ETIMEDOUT && (due > 0 || j->st.held > 0)) || due >= FLUSH_BYTES) && flushable(j) < 0) {
                 j->bytes_synced = j->st.bytes;
                 pthread_mutex_unlock(&j->mu);
+                dsq_jnl_write_held(j, NULL); /* the logs' records go to disk with it */
                 syncfs(j->dirfd); /* a failure shows at the flush that retires a file */
                 pthread_mutex_lock(&j->mu);
             }

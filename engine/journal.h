@@ -95,6 +95,26 @@ int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
  * logs now (or were dropped as never durable). */
 void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n);
 
+/* A log that keeps held records registers as a holder: write(ud) writes
+ * them to the log (taking its own locks; it may call dsq_jnl_release).
+ * The journal's thread has every holder write before each syncfs, so the
+ * logs reach the disk a little at a time and a file's entries are
+ * released before it is retired. Add before the first held append;
+ * remove (after writing) before the log goes. */
+typedef struct dsq_jnl_holder {
+    void (*write)(void *ud);
+    void *ud;
+    const char *name; /* the database's */
+    struct dsq_jnl_holder *prev, *next;
+} dsq_jnl_holder;
+
+void dsq_jnl_holder_add(dsq_jnl *j, dsq_jnl_holder *h);
+void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h);
+/* Have database `name`'s holder (NULL: every holder) write now: then its
+ * log files hold every record appended so far (for readers of the files
+ * while the database is open). */
+void dsq_jnl_write_held(dsq_jnl *j, const char *name);
+
 /* Records larger than this are not copied into the journal: the caller
  * makes them durable in its own log first and appends only their place
  * (rec NULL). */

@@ -206,13 +206,18 @@ struct dsq_wal {
     bool tee;             /* keep a copy of what is appended (dsq_wal_tee) */
     dsq_buf teebuf;       /* records appended and not yet taken, in order */
     /* With a journal, records it holds are written to the newest segment
-     * in bulk: at the next sync (before the journal's), before the segment
-     * is sealed, scanned or closed, or once PEND_MAX bytes wait. Until
-     * then their journal entries hold the journal's file (journal.h). */
+     * in bulk: when the journal's thread asks (before each of its syncfs,
+     * every MiB of journal or so), before the segment is sealed, scanned
+     * or closed, before its durable end is read, or once PEND_MAX bytes
+     * wait. Until then their journal entries hold the journal's file
+     * (journal.h), and reads of them are served from here. */
     dsq_buf pend;         /* records not yet written, back to back */
     uint64_t pend_off;    /* where pend's first byte goes in the segment */
     uint64_t *pend_pos;   /* their journal entries' positions */
+    uint64_t *pend_lsn;   /* their LSNs */
     size_t npend, pend_cap;
+    dsq_jnl_holder holder;
+    bool pend_failed;     /* the last write of them failed (logged once) */
 };
 
 #define PEND_MAX (256u << 10)
@@ -258,14 +263,23 @@ static seg *seg_find(dsq_wal *w, uint32_t seq)
 }
 
 /* Write the pending records to the newest segment (mu held). 0, or -1
- * with errno (they stay pending: the next sync fails on them too). */
+ * with errno (they stay pending, their journal file held: asked again). */
 static int pend_write(dsq_wal *w)
 {
     if (w->pend.len == 0)
         return 0;
     seg *s = &w->segs[w->nsegs - 1];
-    if (dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off) != 0)
+    if (dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off) != 0) {
+        int saved = errno;
+        if (!w->pend_failed)
+            DSQ_ERROR("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(saved)));
+        w->pend_failed = true;
+        errno = saved;
         return -1;
+    }
+    if (w->pend_failed)
+        DSQ_INFO("log_write_recovered", "dir=%s", dsq_log_q(w->dir));
+    w->pend_failed = false;
     w->pend_off += w->pend.len;
     dsq_buf_reset(&w->pend);
     dsq_jnl_release(w->cfg.jnl, w->pend_pos, w->npend);
@@ -273,13 +287,34 @@ static int pend_write(dsq_wal *w)
     return 0;
 }
 
-/* Forget the pending records: they were never durable (mu held). */
-static void pend_drop(dsq_wal *w)
+/* The journal's thread (or a reader of the files) asks: write them. */
+static void pend_write_held(void *ud)
 {
-    dsq_buf_reset(&w->pend);
-    if (w->cfg.jnl != NULL)
-        dsq_jnl_release(w->cfg.jnl, w->pend_pos, w->npend);
-    w->npend = 0;
+    dsq_wal *w = ud;
+    pthread_mutex_lock(&w->mu);
+    pend_write(w);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Keep the pending records up to LSN `lsn` (durable: they are written
+ * now) and forget the rest, never durable (mu held). 0, or -1 with errno
+ * when the durable ones cannot be written. */
+static int pend_cut(dsq_wal *w, uint64_t lsn)
+{
+    size_t keep = 0;
+    while (keep < w->npend && w->pend_lsn[keep] <= lsn)
+        keep++;
+    if (keep < w->npend) {
+        /* Where the first one to go begins: each record's length from its
+         * header. */
+        size_t at = 0;
+        for (size_t i = 0; i < keep; i++)
+            at += dsq_get32((const uint8_t *)w->pend.data + at + 8);
+        dsq_jnl_release(w->cfg.jnl, w->pend_pos + keep, w->npend - keep);
+        w->pend.len = at;
+        w->npend = keep;
+    }
+    return pend_write(w);
 }
 
 /* Create segment `seq` starting at `first_lsn`, header written and synced,
@@ -569,6 +604,10 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
         w->dur_size = w->segs[w->nsegs - 1].size;
     }
     free(buf);
+    if (w->cfg.jnl != NULL) {
+        w->holder = (dsq_jnl_holder){.write = pend_write_held, .ud = w, .name = w->cfg.jname};
+        dsq_jnl_holder_add(w->cfg.jnl, &w->holder);
+    }
     *last_lsn = w->appended;
     *out = w;
     return 0;
@@ -582,12 +621,14 @@ void dsq_wal_close(dsq_wal *w)
 {
     if (w == NULL)
         return;
+    if (w->cfg.jnl != NULL && w->holder.write != NULL)
+        dsq_jnl_holder_remove(w->cfg.jnl, &w->holder);
     pthread_mutex_lock(&w->mu);
-    if (w->pend.len > 0 && pend_write(w) != 0) /* their entries keep the journal's file */
-        DSQ_WARN("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(errno)));
+    pend_write(w); /* if it fails, their entries keep the journal's file: the next start replays them */
     pthread_mutex_unlock(&w->mu);
     dsq_buf_free(&w->pend);
     free(w->pend_pos);
+    free(w->pend_lsn);
     for (size_t i = 0; i < w->nsegs; i++) {
         if (w->segs[i].fd >= 0)
             close(w->segs[i].fd);
@@ -649,11 +690,14 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
     if (w->npend == w->pend_cap) {
         size_t cap = w->pend_cap ? w->pend_cap * 2 : 64;
         uint64_t *n = realloc(w->pend_pos, cap * sizeof *n);
-        if (n == NULL) {
+        if (n != NULL)
+            w->pend_pos = n;
+        uint64_t *l = n ? realloc(w->pend_lsn, cap * sizeof *l) : NULL;
+        if (l == NULL) {
             pthread_mutex_unlock(&w->mu);
             return 1;
         }
-        w->pend_pos = n;
+        w->pend_lsn = l;
         w->pend_cap = cap;
     }
     if (w->pend.len == 0)
@@ -671,10 +715,12 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         errno = saved;
         return -1;
     }
-    w->pend_pos[w->npend++] = jfirst;
+    w->pend_pos[w->npend] = jfirst;
+    w->pend_lsn[w->npend++] = lsn;
     appended(w, s, rec, len, lsn, jfirst, jend, loc);
     if (w->pend.len >= PEND_MAX && pend_write(w) != 0) {
-        /* Journaled, so appended: the sync that follows fails on it. */
+        /* Journaled, so appended and durable with the journal's sync: the
+         * write is tried again (logged). */
     }
     pthread_mutex_unlock(&w->mu);
     return 0;
@@ -822,15 +868,6 @@ static int snap_take(dsq_wal *w, sync_snap *sn, char *err, size_t errlen)
 {
     memset(sn, 0, sizeof *sn);
     pthread_mutex_lock(&w->mu);
-    /* What becomes durable is in the segment's file, for whoever reads it
-     * from there (uploads, catch-up from the files). */
-    if (pend_write(w) != 0) {
-        int saved = errno;
-        pthread_mutex_unlock(&w->mu);
-        snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
-        errno = saved;
-        return -1;
-    }
     sn->target = w->appended;
     sn->tseq = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
     sn->tsize = w->nsegs > 0 ? w->segs[w->nsegs - 1].size : 0;
@@ -1001,6 +1038,13 @@ uint64_t dsq_wal_durable_end(dsq_wal *w, uint32_t *seq, uint64_t *size)
     uint64_t v = w->durable;
     *seq = w->dur_seq;
     *size = w->dur_size;
+    /* Whoever asks reads the files: the pending records are written first,
+     * or (that failing) the end is where the file's records end. */
+    if (pend_write(w) != 0 && w->npend > 0 && w->pend_lsn[0] <= v && w->nsegs > 0 &&
+        w->segs[w->nsegs - 1].seq == *seq) {
+        v = w->pend_lsn[0] - 1;
+        *size = w->pend_off;
+    }
     pthread_mutex_unlock(&w->mu);
     return v;
 }
@@ -1017,9 +1061,14 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
 {
     pthread_mutex_lock(&w->mu);
     dsq_buf_reset(&w->teebuf); /* what it held may be cut: takers read the log */
-    pend_drop(w);             /* never durable (a sync writes them first) */
+    /* Pending records that are durable (in the journal) go to the file;
+     * the rest were never durable. */
+    int rc = pend_cut(w, w->durable);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
     pthread_mutex_unlock(&w->mu);
-    int rc = 0;
+    if (rc != 0)
+        return -1;
     pthread_mutex_lock(&w->mu);
     while (w->nsegs > 0 && w->segs[w->nsegs - 1].seq > w->dur_seq) {
         seg *s = &w->segs[w->nsegs - 1];

@@ -9,10 +9,13 @@
  * and a CRC-32 over everything before it. docs/storage.md has the layout.
  *
  * With the node journal (cfg.jnl), a record it copies is written to the
- * segment later, with the others waiting, in one write: at the next sync
- * (before the journal's), or before the segment is sealed, scanned or
- * closed, or once 256 KiB wait; reads meanwhile come from memory. Until
- * written, its journal entry holds the journal's file (journal.h).
+ * segment later, with the others waiting, in one write: when the journal
+ * asks (the log is its holder, journal.h), before the segment is sealed,
+ * scanned or closed, before dsq_wal_durable_end, or once 256 KiB wait;
+ * reads meanwhile come from memory. Until written, its journal entry
+ * holds the journal's file. A sync makes records durable in the journal
+ * only: read the segment files of an open log after dsq_wal_durable_end
+ * or dsq_jnl_write_held.
  *
  * Threads: the actor's worker opens, appends, reads, retires and closes;
  * the syncer calls dsq_wal_sync at any time in between. They meet under
@@ -151,9 +154,9 @@ int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out);
  * a miss, warm.h). */
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 
-/* Make every record appended so far durable (with a journal: the records
- * still in memory written to the segment, then the journal's sync; without:
- * fdatasync of each segment written since the last sync). Returns 0 and
+/* Make every record appended so far durable (with a journal: the
+ * journal's sync; without: fdatasync of each segment written since the
+ * last sync). Returns 0 and
  * the LSN now durable, or -1 with a message and errno set (ENOSPC: the
  * disk is full) when the disk refused. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
@@ -181,7 +184,8 @@ uint64_t dsq_wal_durable(dsq_wal *w);
 
 /* Where the durable log ends: segment *seq (0: none) holds durable
  * records up to byte *size, the segments before it are durable whole.
- * Returns the durable LSN. Any thread. */
+ * Returns the durable LSN. The records kept in memory are written first
+ * (if that fails, the end is where the file's records end). Any thread. */
 uint64_t dsq_wal_durable_end(dsq_wal *w, uint32_t *seq, uint64_t *size);
 
 /* Delete sealed segments all of whose records have LSN <= lsn. Returns

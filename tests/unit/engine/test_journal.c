@@ -4,6 +4,7 @@
  * are journaled by place only, positions grow across files. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,5 +407,52 @@ Test(journal, appended_entries_reach_the_file_with_the_sync)
     cr_assert_eq(s.n, 3);
     cr_assert_eq(s.lsn[2], 3u);
     cr_assert(s.rec_ok[2]);
+    dsq_jnl_close(j);
+}
+
+typedef struct fake_holder { /* (called on the journal's thread) */
+    dsq_jnl *j;
+    _Atomic uint64_t pos; /* its held entry, 0 once released */
+    atomic_bool can;      /* whether its "write" succeeds */
+    atomic_int asked;
+} fake_holder;
+
+static void fake_write(void *ud)
+{
+    fake_holder *f = ud;
+    f->asked++;
+    uint64_t pos = f->pos;
+    if (f->can && pos != 0) {
+        dsq_jnl_release(f->j, &pos, 1);
+        f->pos = 0;
+    }
+}
+
+Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
+{
+    dsq_jnl *j = open_j();
+    fake_holder f = {.j = j};
+    dsq_jnl_holder h = {.write = fake_write, .ud = &f, .name = "a"};
+    dsq_jnl_holder_add(j, &h);
+    char err[256];
+    uint64_t end;
+    f.pos = append_held(j, 1, &end);
+    for (uint64_t lsn = 2; lsn < 20; lsn++) /* into the next file */
+        append(j, "b", lsn, 4000, NULL, &end);
+    cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+    /* A holder that cannot write keeps the file, and is asked again. */
+    usleep(350 * 1000);
+    dsq_jnl_stats st;
+    dsq_jnl_stats_get(j, &st);
+    cr_assert_eq(st.flushes, 0u);
+    cr_assert_geq(f.asked, 2, "asked %d times", f.asked);
+    /* Once it can, the flush goes on by itself. */
+    f.can = true;
+    cr_assert_eq(live_after(j, 1), 1u);
+    cr_assert_eq(f.pos, 0u);
+    dsq_jnl_holder_remove(j, &h);
+    int asked = f.asked;
+    dsq_jnl_write_held(j, NULL);
+    cr_assert_eq(f.asked, asked, "removed: not asked any more");
     dsq_jnl_close(j);
 }

@@ -665,35 +665,52 @@ Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
     uint8_t *got = malloc(b.len);
     cr_assert_eq(dsq_wal_read(w, loc.seg, loc.off, got, b.len), 0);
     cr_assert_eq(memcmp(got, b.data, b.len), 0);
-    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR);
-    /* The sync writes them, in one piece, before the journal's. */
+    /* Durable with the journal's sync, still in memory. */
     cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
     cr_assert_eq(d, 6u);
+    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR);
+    /* The journal asks (its thread does before each syncfs; here by
+     * name): one write, the entries released. Another name: nothing. */
+    dsq_jnl_write_held(j, "other");
+    cr_assert_eq(jnl_held(j), 6u);
+    dsq_jnl_write_held(j, "db");
     cr_assert_eq((uint64_t)file_size(seg_file(1)), loc.off + b.len);
     cr_assert_eq(jnl_held(j), 0u);
-    /* Appended and then cut back (a failed sync): gone from memory, the
-     * journal's file no longer held, the next record takes the LSN. */
+    /* A failed sync cuts back to the durable end: the durable pending
+     * records are written, the others forgotten, their entries released;
+     * the next record takes the LSN after the durable one. */
     append_n(w, 7, 8, 1);
-    cr_assert_eq(jnl_held(j), 2u);
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(d, 8u);
+    append_n(w, 9, 10, 1);
+    cr_assert_eq(jnl_held(j), 4u);
     cr_assert_eq(dsq_wal_rewind(w, err, sizeof err), 0, "%s", err);
     cr_assert_eq(jnl_held(j), 0u);
-    cr_assert_eq(dsq_wal_appended(w), 6u);
-    cr_assert_eq((uint64_t)file_size(seg_file(1)), loc.off + b.len);
-    append_n(w, 7, 7, 1);
+    cr_assert_eq(dsq_wal_appended(w), 8u);
+    uint32_t dseq;
+    uint64_t dsize;
+    cr_assert_eq(dsq_wal_durable_end(w, &dseq, &dsize), 8u);
+    cr_assert_eq((uint64_t)file_size(seg_file(1)), dsize, "7 and 8 written, 9 and 10 gone");
+    append_n(w, 9, 9, 1);
+    /* Reading the durable end writes them: the caller reads the file. */
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_wal_durable_end(w, &dseq, &dsize), 9u);
+    cr_assert_eq((uint64_t)file_size(seg_file(1)), dsize);
     /* A scan writes them first: it reads the file. */
+    append_n(w, 10, 10, 1);
     seen s = {0};
-    cr_assert_eq(dsq_wal_scan(w, 0, 7, visit, &s, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(s.n, 7);
-    cr_assert_eq(s.lsns[6], 7u);
+    cr_assert_eq(dsq_wal_scan(w, 0, 10, visit, &s, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(s.n, 10);
+    cr_assert_eq(s.lsns[9], 10u);
     cr_assert_eq(jnl_held(j), 0u);
-    /* A close writes what a sync has not. */
-    append_n(w, 8, 9, 1);
+    /* A close writes what nothing else has. */
+    append_n(w, 11, 12, 1);
     dsq_wal_close(w);
     cr_assert_eq(jnl_held(j), 0u);
     s.n = 0;
     w = open_log(0, &s, &last, 1 << 20);
-    cr_assert_eq(last, 9u);
-    cr_assert_eq(s.n, 9);
+    cr_assert_eq(last, 12u);
+    cr_assert_eq(s.n, 12);
     dsq_wal_close(w);
     dsq_jnl_close(j);
     free(got);
