@@ -221,6 +221,9 @@ struct dsq_wal {
 };
 
 #define PEND_MAX (256u << 10)
+/* While the log cannot be written, what it keeps is bounded: past this,
+ * appends fail (the commit gets the write's error) until a write works. */
+#define PEND_HARD (4u << 20)
 
 void dsq_wal_seg_path(const char *dir, uint32_t seq, char *out, size_t n)
 {
@@ -699,6 +702,13 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
         }
         w->pend_lsn = l;
         w->pend_cap = cap;
+    }
+    if (w->pend.len > 0 && w->pend.len + len > PEND_HARD && pend_write(w) != 0) {
+        int saved = errno;
+        pthread_mutex_unlock(&w->mu);
+        snprintf(err, errlen, "cannot write the log: %s", strerror(saved));
+        errno = saved;
+        return -1;
     }
     if (w->pend.len == 0)
         w->pend_off = s->size;

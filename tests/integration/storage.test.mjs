@@ -230,6 +230,38 @@ test('EIO and ENOSPC on log writes: commits go on through the journal, the log c
   }
 });
 
+test('a log that cannot be written keeps at most 4 MiB in memory: past that its commits fail cleanly, then go on', async () => {
+  const dir = tempDir('dosqld-failwrite-');
+  const trigger = path.join(dir, 'fail');
+  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/wal/' } });
+  try {
+    await query(d.port, 'cap', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+    writeFileSync(trigger, 'EIO');
+    let ok = 0;
+    let bad;
+    for (let i = 0; i < 80 && !bad; i++) { // ~200 KB records (the pages and the row change): past 4 MiB at ~20
+      const r = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (randomblob(100000))', undefined, { raw: true });
+      if (r.status === 200) ok++;
+      else bad = r;
+    }
+    assert.ok(bad, `a commit failed once the log kept 4 MiB (${ok} went)`);
+    assert.ok(ok >= 10 && ok <= 42, `the ones before went: ${ok}`);
+    assert.equal(bad.json.error.code, 'INTERNAL_ERROR', bad.text);
+    assert.match(bad.json.error.message, /I\/O|Input\/output/);
+    rmSync(trigger);
+    const w = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (x\'01\')');
+    assert.deepEqual((await query(d.port, 'cap', 'SELECT count(*) FROM t')).rows, [[ok + 1]]);
+    await afterKill(d, async (d2) => {
+      const r = await query(d2.port, 'cap', 'SELECT count(*), max(k) FROM t');
+      assert.deepEqual(r.rows[0][0], ok + 1);
+      assert.equal(r.lsn, w.lsn);
+    });
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('EIO and ENOSPC on journal writes: a clean error to that commit, nothing damaged, writes resume', async () => {
   const dir = tempDir('dosqld-failwrite-');
   const trigger = path.join(dir, 'fail');
