@@ -24,6 +24,21 @@ async function afterKill(d, fn, conf = '') {
   }
 }
 
+// Run fn(d, trigger) on a daemon whose writes to files whose path holds
+// `where` fail while the file `trigger` exists (EIO, or what it says;
+// tests/tools/syncshim.c), and clean up.
+async function withFailingWrites(where, conf, fn) {
+  const dir = tempDir('dosqld-failwrite-');
+  const trigger = path.join(dir, 'fail');
+  const d = await startDosqld({ conf, env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: where } });
+  try {
+    await fn(d, trigger);
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 test('asOf reads the database as it was at each LSN and time, before and after a restart', async () => {
   // Small checkpoints, so that history spans checkpoints and log.
   const d = await startDosqld({ conf: '[storage]\ncheckpoint_size = 64K\n' });
@@ -186,112 +201,86 @@ test('a damaged record in the middle of a log keeps that database offline; the o
 // is durable in the journal) but keeps the journal's file live until the
 // write succeeds; a record too large for the journal is written to the log
 // first, and that commit gets the clean error.
-test('EIO and ENOSPC on log writes: commits go on through the journal, the log catches up, a large record gets a clean error', async () => {
-  const dir = tempDir('dosqld-failwrite-');
-  const trigger = path.join(dir, 'fail');
-  const d = await startDosqld({
-    conf: '[storage]\njournal_size = 1M\n', // records over 128 KiB are not copied into the journal
-    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/wal/' },
-  });
+test('EIO and ENOSPC on log writes: commits go on through the journal, the log catches up, a large record gets a clean error', () => withFailingWrites('/wal/', '[storage]\njournal_size = 1M\n', async (d, trigger) => {
+  // (journal_size 1M: records over 128 KiB are not copied into the journal)
   const held = async () => (await post(d.port, '/v1/rpc', { id: 1, method: 'getStats' })).json.result.server.journal.held;
-  try {
-    let last = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
-    const want = [[1]];
-    for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
-      writeFileSync(trigger, errno);
-      const small = await query(d.port, 'fw', 'INSERT INTO t VALUES (2)');
-      assert.equal(small.lsn, last.lsn + 1, `${errno}: durable in the journal, acknowledged`);
-      want.push([2]);
-      const big = await query(d.port, 'fw', 'INSERT INTO t VALUES (randomblob(300000))', undefined, { raw: true });
-      assert.equal(big.json?.error?.code, code, `${errno}: ${big.text}`);
-      assert.match(big.json.error.message, msg);
-      assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t WHERE typeof(x) = \'integer\'')).rows, want,
-        'reads go on while the fault lasts');
-      assert.ok(await held() > 0, 'the records wait in memory, their journal file held');
-      rmSync(trigger);
-      last = small;
-    }
-    assert.match(d.stderr, /event=log_write_failed/);
-    for (let i = 0; i < 50 && await held() > 0; i++) await sleep(100); // the journal's thread asks every second
-    assert.equal(await held(), 0, 'written once the fault cleared');
-    const w = await query(d.port, 'fw', 'INSERT INTO t VALUES (3)');
-    assert.equal(w.lsn, last.lsn + 1, 'the failed commits took no LSN');
-    want.push([3]);
-    assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, want);
-    assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
-    await afterKill(d, async (d2) => {
-      const r = await query(d2.port, 'fw', 'SELECT x FROM t');
-      assert.deepEqual(r.rows, want);
-      assert.equal(r.lsn, w.lsn);
-    });
-  } finally {
-    await d.cleanup();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('a log that cannot be written keeps at most 4 MiB in memory: past that its commits fail cleanly, then go on', async () => {
-  const dir = tempDir('dosqld-failwrite-');
-  const trigger = path.join(dir, 'fail');
-  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/wal/' } });
-  try {
-    await query(d.port, 'cap', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
-    writeFileSync(trigger, 'EIO');
-    let ok = 0;
-    let bad;
-    for (let i = 0; i < 80 && !bad; i++) { // ~200 KB records (the pages and the row change): past 4 MiB at ~20
-      const r = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (randomblob(100000))', undefined, { raw: true });
-      if (r.status === 200) ok++;
-      else bad = r;
-    }
-    assert.ok(bad, `a commit failed once the log kept 4 MiB (${ok} went)`);
-    assert.ok(ok >= 10 && ok <= 42, `the ones before went: ${ok}`);
-    assert.equal(bad.json.error.code, 'INTERNAL_ERROR', bad.text);
-    assert.match(bad.json.error.message, /I\/O|Input\/output/);
+  let last = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+  const want = [[1]];
+  for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
+    writeFileSync(trigger, errno);
+    const small = await query(d.port, 'fw', 'INSERT INTO t VALUES (2)');
+    assert.equal(small.lsn, last.lsn + 1, `${errno}: durable in the journal, acknowledged`);
+    want.push([2]);
+    const big = await query(d.port, 'fw', 'INSERT INTO t VALUES (randomblob(300000))', undefined, { raw: true });
+    assert.equal(big.json?.error?.code, code, `${errno}: ${big.text}`);
+    assert.match(big.json.error.message, msg);
+    assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t WHERE typeof(x) = \'integer\'')).rows, want,
+      'reads go on while the fault lasts');
+    assert.ok(await held() > 0, 'the records wait in memory, their journal file held');
     rmSync(trigger);
-    const w = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (x\'01\')');
-    assert.deepEqual((await query(d.port, 'cap', 'SELECT count(*) FROM t')).rows, [[ok + 1]]);
-    await afterKill(d, async (d2) => {
-      const r = await query(d2.port, 'cap', 'SELECT count(*), max(k) FROM t');
-      assert.deepEqual(r.rows[0][0], ok + 1);
-      assert.equal(r.lsn, w.lsn);
-    });
-  } finally {
-    await d.cleanup();
-    rmSync(dir, { recursive: true, force: true });
+    last = small;
   }
-});
+  assert.match(d.stderr, /event=log_write_failed/);
+  for (let i = 0; i < 50 && await held() > 0; i++) await sleep(100); // the journal's thread asks every second
+  assert.equal(await held(), 0, 'written once the fault cleared');
+  const w = await query(d.port, 'fw', 'INSERT INTO t VALUES (3)');
+  assert.equal(w.lsn, last.lsn + 1, 'the failed commits took no LSN');
+  want.push([3]);
+  assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, want);
+  assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
+  await afterKill(d, async (d2) => {
+    const r = await query(d2.port, 'fw', 'SELECT x FROM t');
+    assert.deepEqual(r.rows, want);
+    assert.equal(r.lsn, w.lsn);
+  });
+}));
 
-test('EIO and ENOSPC on journal writes: a clean error to that commit, nothing damaged, writes resume', async () => {
-  const dir = tempDir('dosqld-failwrite-');
-  const trigger = path.join(dir, 'fail');
-  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/journal/' } });
-  try {
-    const ok = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
-    for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
-      writeFileSync(trigger, errno);
-      const bad = await query(d.port, 'fw', 'INSERT INTO t VALUES (2)', undefined, { raw: true });
-      assert.equal(bad.json?.error?.code, code, `${errno}: ${bad.text}`);
-      assert.match(bad.json.error.message, msg);
-      // Reads go on while the fault lasts.
-      assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1]]);
-      rmSync(trigger);
-    }
-    const w = await query(d.port, 'fw', 'INSERT INTO t VALUES (3)');
-    assert.equal(w.lsn, ok.lsn + 1, 'the failed commits took no LSN');
-    assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1], [3]]);
-    assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
-    // And from the files alone, after a kill.
-    await afterKill(d, async (d2) => {
-      const r = await query(d2.port, 'fw', 'SELECT x FROM t');
-      assert.deepEqual(r.rows, [[1], [3]]);
-      assert.equal(r.lsn, w.lsn);
-    });
-  } finally {
-    await d.cleanup();
-    rmSync(dir, { recursive: true, force: true });
+test('a log that cannot be written keeps at most 4 MiB in memory: past that its commits fail cleanly, then go on', () => withFailingWrites('/wal/', '', async (d, trigger) => {
+  await query(d.port, 'cap', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
+  writeFileSync(trigger, 'EIO');
+  let ok = 0;
+  let bad;
+  for (let i = 0; i < 80 && !bad; i++) { // ~200 KB records (the pages and the row change): past 4 MiB at ~20
+    const r = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (randomblob(100000))', undefined, { raw: true });
+    if (r.status === 200) ok++;
+    else bad = r;
   }
-});
+  assert.ok(bad, `a commit failed once the log kept 4 MiB (${ok} went)`);
+  assert.ok(ok >= 10 && ok <= 42, `the ones before went: ${ok}`);
+  assert.equal(bad.json.error.code, 'INTERNAL_ERROR', bad.text);
+  assert.match(bad.json.error.message, /I\/O|Input\/output/);
+  rmSync(trigger);
+  const w = await query(d.port, 'cap', 'INSERT INTO t(v) VALUES (x\'01\')');
+  assert.deepEqual((await query(d.port, 'cap', 'SELECT count(*) FROM t')).rows, [[ok + 1]]);
+  await afterKill(d, async (d2) => {
+    const r = await query(d2.port, 'cap', 'SELECT count(*), max(k) FROM t');
+    assert.deepEqual(r.rows[0][0], ok + 1);
+    assert.equal(r.lsn, w.lsn);
+  });
+}));
+
+test('EIO and ENOSPC on journal writes: a clean error to that commit, nothing damaged, writes resume', () => withFailingWrites('/journal/', '', async (d, trigger) => {
+  const ok = await query(d.port, 'fw', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+  for (const [errno, code, msg] of [['EIO', 'INTERNAL_ERROR', /I\/O/], ['ENOSPC', 'RESOURCE_EXHAUSTED', /full/]]) {
+    writeFileSync(trigger, errno);
+    const bad = await query(d.port, 'fw', 'INSERT INTO t VALUES (2)', undefined, { raw: true });
+    assert.equal(bad.json?.error?.code, code, `${errno}: ${bad.text}`);
+    assert.match(bad.json.error.message, msg);
+    // Reads go on while the fault lasts.
+    assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1]]);
+    rmSync(trigger);
+  }
+  const w = await query(d.port, 'fw', 'INSERT INTO t VALUES (3)');
+  assert.equal(w.lsn, ok.lsn + 1, 'the failed commits took no LSN');
+  assert.deepEqual((await query(d.port, 'fw', 'SELECT x FROM t')).rows, [[1], [3]]);
+  assert.deepEqual((await query(d.port, 'fw', 'PRAGMA integrity_check')).rows, [['ok']]);
+  // And from the files alone, after a kill.
+  await afterKill(d, async (d2) => {
+    const r = await query(d2.port, 'fw', 'SELECT x FROM t');
+    assert.deepEqual(r.rows, [[1], [3]]);
+    assert.equal(r.lsn, w.lsn);
+  });
+}));
 
 test('asOf across schema changes: each LSN sees the schema it had', async () => {
   const d = await startDosqld();
