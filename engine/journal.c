@@ -797,9 +797,10 @@ static bool held_before(const dsq_jnl *j, uint32_t upto)
 }
 
 /* One flush: syncfs, then every live file before the current one dies,
- * oldest first. A file holding records the logs keep in memory waits for
- * them to be written first (at their next sync). mu held on entry and
- * exit. 0, -1 (the syncfs failed), or 1 (stopping while waiting). */
+ * oldest first. First the holders write the records they keep in memory;
+ * a file whose records are not all written waits (the holders are asked
+ * again). mu held on entry and exit. 0, -1 (the syncfs failed), or 1
+ * (stopping while waiting). */
 static int flush_once(dsq_jnl *j)
 {
     uint32_t upto = j->slots[j->cur].seq;
