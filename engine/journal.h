@@ -75,10 +75,11 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
 void dsq_jnl_close(dsq_jnl *j);
 
 /* Append one entry: record `rec` (len bytes) of database `name` lies at
- * offset `off` of its log segment
- * `seg`; rec NULL: the record is already durable there, only its place is
- * journaled. Sets *first and *end to the
- * entry's position and the one after it. 0, or -1 with errno (ENOSPC: no room for another file) and a
+ * offset `off` of its log segment `seg`; rec NULL: the record is already
+ * durable there, only its place is journaled. The entry is copied into
+ * memory: the next sync writes it (a write that fails fails that sync).
+ * Sets *first and *end to the entry's position and the one after it. 0,
+ * or -1 with errno (ENOSPC: no room for another file; ENOMEM) and a
  * message. */
 int dsq_jnl_append(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off, uint64_t lsn,
                    const void *rec, size_t len, uint64_t *first, uint64_t *end, char *err, size_t errlen);

@@ -136,8 +136,10 @@ void dsq_wal_close(dsq_wal *w);
 
 /* Append an encoded record whose LSN is `lsn` (one more than the last).
  * Starts a new segment first when the current one is full. No fsync: see
- * dsq_wal_sync. Returns 0 and where it went, or -1 with a message and
- * errno set (ENOSPC: the disk is full). */
+ * dsq_wal_sync. With a journal, a record it copies is kept in memory (see
+ * above); one too large for it is written to the segment first. Returns 0
+ * and where it went, or -1 with a message and errno set (ENOSPC: the disk
+ * is full; also when 4 MiB wait in memory and cannot be written). */
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
                    char *err, size_t errlen);
 
@@ -174,8 +176,9 @@ dev_t dsq_wal_device(const dsq_wal *w);
 bool dsq_wal_journaled(const dsq_wal *w);
 
 /* After a failed sync: cut the log back to its last durable record (the
- * records after it may or may not be on disk; now they are not). Actor
- * thread, with no sync running. 0 or -1 with a message. */
+ * records after it may or may not be on disk; now they are not). Durable
+ * records still in memory are written first. Actor thread, with no sync
+ * running. 0 or -1 with a message. */
 int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen);
 
 /* The LSN of the last record appended, and of the last made durable. */
