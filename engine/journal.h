@@ -11,7 +11,10 @@
  * and are written again later.
  *
  * The journal is a few preallocated files (slots) JOURNAL_DIR/NN.jnl; each
- * in use has a header with its sequence number. After a crash the files
+ * in use has a header with its sequence number. The journal's thread
+ * writes zeros ahead of the appends into a file's first pass, so that the
+ * commit path's fdatasync finds written blocks (no file-system metadata
+ * to commit). After a crash the files
  * with a valid header hold every commit that may be missing from a
  * database's log: recovery writes each entry back at its place in that
  * log (dsq_jnl_replay), cuts the log after the last one, and makes it
@@ -38,6 +41,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define DSQ_JNL_HDR 64        /* bytes of a file's header */
@@ -139,8 +143,14 @@ typedef struct dsq_jnl_stats {
     uint32_t files;    /* slots on disk */
     uint32_t live;     /* slots holding entries not yet flushed */
     uint64_t held;     /* entries whose records are not yet in their logs */
+    uint64_t zeroed;   /* bytes of zeros written ahead of the appends */
+    uint64_t zero_waits; /* appends that waited for a chunk being zeroed */
 } dsq_jnl_stats;
 
 void dsq_jnl_stats_get(dsq_jnl *j, dsq_jnl_stats *out);
+
+/* For tests: how long the journal's thread waits between choosing a chunk
+ * to zero ahead of the appends and writing it (0). */
+extern _Atomic unsigned dsq_jnl_zero_delay_us;
 
 #endif

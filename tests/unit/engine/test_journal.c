@@ -456,3 +456,129 @@ Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
     cr_assert_eq(f.asked, asked, "removed: not asked any more");
     dsq_jnl_close(j);
 }
+
+/* Replay into a count of database "z"'s entries, which must come in LSN
+ * order from 1 with their records intact. */
+typedef struct run {
+    long n;
+    bool ok;
+} run;
+
+static int visit_run(void *ud, const dsq_jnl_entry *en, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    run *r = ud;
+    uint8_t want[256];
+    r->n++;
+    record(want, sizeof want, en->lsn);
+    if (strcmp(en->name, "z") != 0 || en->lsn != (uint64_t)r->n || en->rec == NULL || en->len != sizeof want ||
+        memcmp(en->rec, want, sizeof want) != 0)
+        r->ok = false;
+    return 0;
+}
+
+/* Append `count` entries of "z" (256-byte records; 320 bytes of journal
+ * each) in bursts of ten, each burst synced. */
+static void append_z(dsq_jnl *j, uint64_t *lsn, int count)
+{
+    char err[256];
+    uint64_t end = 0;
+    for (int i = 0; i < count; i++) {
+        append(j, "z", ++*lsn, 256, NULL, &end);
+        if (i % 10 == 9 || i == count - 1) {
+            cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+            usleep(1000);
+        }
+    }
+}
+
+/* Zeroing done (at most 5 s): the bytes zeroed so far. */
+static uint64_t zeroed_after(dsq_jnl *j, uint64_t at_least)
+{
+    dsq_jnl_stats st;
+    for (int i = 0; i < 500; i++) {
+        dsq_jnl_stats_get(j, &st);
+        if (st.zeroed >= at_least)
+            break;
+        usleep(10000);
+    }
+    usleep(50000); /* a chunk still being written */
+    dsq_jnl_stats_get(j, &st);
+    return st.zeroed;
+}
+
+Test(journal, zeros_go_ahead_of_the_appends_never_over_them)
+{
+    dsq_jnl *j = open_j();
+    uint64_t lsn = 0;
+    /* Most of one file (200 x 320 bytes of 64 KiB), written while the
+     * flush thread zeroes ahead in 4 KiB chunks: bursts of appends catch
+     * up with it and wait for its chunk. */
+    append_z(j, &lsn, 200);
+    cr_assert_geq(zeroed_after(j, 16 * 1024), 16 * 1024u);
+    run r = {.ok = true};
+    char err[256];
+    long n = dsq_jnl_replay(jdir, visit_run, &r, err, sizeof err);
+    cr_assert_eq(n, 200, "%s", err);
+    cr_assert_eq(r.n, 200);
+    cr_assert(r.ok, "every entry intact after the zeros");
+    dsq_jnl_close(j);
+}
+
+Test(journal, appends_wait_for_a_chunk_being_zeroed)
+{
+    dsq_jnl *j = open_j();
+    uint64_t lsn = 0;
+    /* The journal's thread takes 30 ms between choosing a chunk and
+     * zeroing it: a burst of appends gets there first and must wait, or
+     * its entries would be zeroed over. */
+    atomic_store(&dsq_jnl_zero_delay_us, 30000);
+    char err[256];
+    uint64_t end = 0;
+    for (int i = 0; i < 150; i++) {
+        append(j, "z", ++lsn, 256, NULL, &end);
+        cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+    }
+    atomic_store(&dsq_jnl_zero_delay_us, 0);
+    dsq_jnl_stats st;
+    dsq_jnl_stats_get(j, &st);
+    cr_assert_gt(st.zero_waits, 0u);
+    zeroed_after(j, 0);
+    run r = {.ok = true};
+    long n = dsq_jnl_replay(jdir, visit_run, &r, err, sizeof err);
+    cr_assert_eq(n, 150, "%s", err);
+    cr_assert(r.ok, "every entry intact after the zeros");
+    dsq_jnl_close(j);
+}
+
+Test(journal, a_journal_used_lightly_is_not_zeroed)
+{
+    dsq_jnl *j = open_j();
+    uint64_t lsn = 0;
+    append_z(j, &lsn, 10); /* 3,200 bytes: less than a chunk */
+    usleep(100 * 1000);
+    dsq_jnl_stats st;
+    dsq_jnl_stats_get(j, &st);
+    cr_assert_eq(st.zeroed, 0u);
+    dsq_jnl_close(j);
+}
+
+Test(journal, a_file_written_once_is_not_zeroed_again)
+{
+    dsq_jnl *j = open_j();
+    uint64_t lsn = 0;
+    append_z(j, &lsn, 200); /* the first file */
+    uint64_t first = zeroed_after(j, 32 * 1024);
+    cr_assert_geq(first, 32 * 1024u);
+    append_z(j, &lsn, 200); /* on into the second, new: zeroed too */
+    cr_assert_eq(live_after(j, 1), 1u, "the first file is retired, free for the third pass");
+    uint64_t second = zeroed_after(j, first + 32 * 1024);
+    cr_assert_geq(second, first + 32 * 1024);
+    append_z(j, &lsn, 200); /* the third pass: back into the first file */
+    cr_assert_eq(live_after(j, 1), 1u);
+    uint64_t third = zeroed_after(j, UINT64_MAX);
+    cr_assert_leq(third - second, 8 * 1024u, "only the end the first pass left: %llu bytes",
+                  (unsigned long long)(third - second));
+    dsq_jnl_close(j);
+}
