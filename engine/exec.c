@@ -1452,7 +1452,7 @@ static void op_cdc_read_files(dsq_engine *e, dsq_call *c, bool *retry)
     /* Its log may keep its newest records in memory (journal.h): written
      * now, since what follows reads the files. */
     if (e->jnl != NULL)
-        dsq_jnl_write_held(e->jnl, c->target_db);
+        dsq_jnl_write_held(e->jnl, c->target_db, false);
     cdc_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 256u << 10, .last = c->as_of_lsn,
                   .dctx = ZSTD_createDCtx()};
     char err[400];

@@ -100,14 +100,17 @@ int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
  * logs now (or were dropped as never durable). */
 void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n);
 
-/* A log that keeps held records registers as a holder: write(ud) writes
- * them to the log (taking its own locks; it may call dsq_jnl_release).
- * The journal's thread has every holder write before each syncfs, so the
- * logs reach the disk a little at a time and a file's entries are
- * released before it is retired. Add before the first held append;
- * remove (after writing) before the log goes. */
+/* A log that keeps held records registers as a holder: write(ud, push)
+ * writes them to the log (taking its own locks; it may call
+ * dsq_jnl_release) and is true when it had some; with push it also starts
+ * what it wrote since its last push to the disk and waits for it (outside
+ * its locks: the journal's thread, off the commit path). The journal's
+ * thread has every holder write and push about every MiB of journal and
+ * before it retires a file, so the logs reach the disk a little at a time
+ * and a file's entries are released before it is retired. Add before the
+ * first held append; remove (after writing) before the log goes. */
 typedef struct dsq_jnl_holder {
-    void (*write)(void *ud);
+    bool (*write)(void *ud, bool push);
     void *ud;
     const char *name; /* the database's */
     struct dsq_jnl_holder *prev, *next;
@@ -118,7 +121,7 @@ void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h);
 /* Have database `name`'s holder (NULL: every holder) write now: then its
  * log files hold every record appended so far (for readers of the files
  * while the database is open). */
-void dsq_jnl_write_held(dsq_jnl *j, const char *name);
+unsigned dsq_jnl_write_held(dsq_jnl *j, const char *name, bool push); /* how many had some */
 
 /* Records larger than this are not copied into the journal: the caller
  * makes them durable in its own log first and appends only their place
@@ -143,6 +146,7 @@ typedef struct dsq_jnl_stats {
     uint32_t files;    /* slots on disk */
     uint32_t live;     /* slots holding entries not yet flushed */
     uint64_t held;     /* entries whose records are not yet in their logs */
+    uint64_t bulk_syncs; /* syncfs between moves to a new file */
     uint64_t zeroed;   /* bytes of zeros written ahead of the appends */
     uint64_t zero_waits; /* appends that waited for a chunk being zeroed */
 } dsq_jnl_stats;

@@ -213,6 +213,8 @@ struct dsq_wal {
      * (journal.h), and reads of them are served from here. */
     dsq_buf pend;         /* records not yet written, back to back */
     uint64_t pend_off;    /* where pend's first byte goes in the segment */
+    uint32_t push_seq;    /* the segment the journal's thread last pushed to disk, */
+    uint64_t push_off;    /* and how far */
     uint64_t *pend_pos;   /* their journal entries' positions */
     uint64_t *pend_lsn;   /* their LSNs */
     size_t npend, pend_cap;
@@ -291,12 +293,32 @@ static int pend_write(dsq_wal *w)
 }
 
 /* The journal's thread (or a reader of the files) asks: write them. */
-static void pend_write_held(void *ud)
+static bool pend_write_held(void *ud, bool push)
 {
     dsq_wal *w = ud;
     pthread_mutex_lock(&w->mu);
-    pend_write(w);
+    bool some = w->pend.len > 0 && pend_write(w) == 0;
+    int fd = -1;
+    uint64_t from = 0, to = 0;
+    if (push && w->nsegs > 0) {
+        seg *s = &w->segs[w->nsegs - 1];
+        if (w->push_seq != s->seq) {
+            w->push_seq = s->seq;
+            w->push_off = 0;
+        }
+        from = w->push_off;
+        to = w->pend_off; /* the end of what is written */
+        if (to > from && (fd = dup(s->fd)) >= 0) /* (a rewind may close it meanwhile) */
+            w->push_off = to;
+    }
     pthread_mutex_unlock(&w->mu);
+    if (fd >= 0) {
+        /* Only to spread the writes: the syncfs after makes them durable. */
+        sync_file_range(fd, (off_t)from, (off_t)(to - from),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        close(fd);
+    }
+    return some;
 }
 
 /* Keep the pending records up to LSN `lsn` (durable: they are written

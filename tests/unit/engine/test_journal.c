@@ -417,15 +417,18 @@ typedef struct fake_holder { /* (called on the journal's thread) */
     atomic_int asked;
 } fake_holder;
 
-static void fake_write(void *ud)
+static bool fake_write(void *ud, bool push)
 {
+    (void)push;
     fake_holder *f = ud;
     f->asked++;
     uint64_t pos = f->pos;
     if (f->can && pos != 0) {
         dsq_jnl_release(f->j, &pos, 1);
         f->pos = 0;
+        return true;
     }
+    return false;
 }
 
 Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
@@ -452,7 +455,7 @@ Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
     cr_assert_eq(f.pos, 0u);
     dsq_jnl_holder_remove(j, &h);
     int asked = f.asked;
-    dsq_jnl_write_held(j, NULL);
+    dsq_jnl_write_held(j, NULL, false);
     cr_assert_eq(f.asked, asked, "removed: not asked any more");
     dsq_jnl_close(j);
 }
@@ -581,4 +584,58 @@ Test(journal, a_file_written_once_is_not_zeroed_again)
     cr_assert_leq(third - second, 8 * 1024u, "only the end the first pass left: %llu bytes",
                   (unsigned long long)(third - second));
     dsq_jnl_close(j);
+}
+
+typedef struct busy_log { /* a holder that always has something to write */
+    atomic_int asked, pushed;
+} busy_log;
+
+static bool busy_write(void *ud, bool push)
+{
+    busy_log *b = ud;
+    b->asked++;
+    b->pushed += push;
+    return true;
+}
+
+/* 1 or 16 logs writing: the journal's thread runs a syncfs after each
+ * MiB for one, after 3 MiB for sixteen (a syncfs costs for each file). */
+static uint64_t bulk_syncs_after(int logs, int mib)
+{
+    char err[256];
+    dsq_jnl *j = dsq_jnl_open(jdir, 16u << 20, err, sizeof err);
+    cr_assert_not_null(j, "%s", err);
+    busy_log b[16] = {0};
+    dsq_jnl_holder h[16];
+    char names[16][8];
+    for (int i = 0; i < logs; i++) {
+        snprintf(names[i], sizeof names[i], "l%d", i);
+        h[i] = (dsq_jnl_holder){.write = busy_write, .ud = &b[i], .name = names[i]};
+        dsq_jnl_holder_add(j, &h[i]);
+    }
+    uint64_t lsn = 0, end = 0;
+    int per_mib = (1 << 20) / 4000 + 1;
+    dsq_jnl_stats st;
+    for (int m = 1; m <= mib; m++) {
+        for (int i = 0; i < per_mib; i++)
+            append(j, "l0", ++lsn, 4000, NULL, &end);
+        cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+        for (int k = 0; k < 500 && b[0].asked < m; k++) /* the thread's turn: at most 5 s */
+            usleep(10000);
+        cr_assert_geq(b[0].asked, m, "asked after each MiB");
+        cr_assert_eq(b[0].pushed, b[0].asked, "and told to push");
+    }
+    usleep(50000);
+    dsq_jnl_stats_get(j, &st);
+    for (int i = 0; i < logs; i++)
+        dsq_jnl_holder_remove(j, &h[i]);
+    dsq_jnl_close(j);
+    return st.bulk_syncs;
+}
+
+Test(journal, many_logs_writing_space_the_bulk_syncs_out)
+{
+    cr_assert_eq(bulk_syncs_after(1, 2), 2u, "one log: a syncfs each MiB");
+    cr_assert_eq(bulk_syncs_after(16, 2), 0u, "sixteen: not yet after 2 MiB");
+    cr_assert_eq(bulk_syncs_after(16, 3), 1u, "sixteen: one after 3 MiB");
 }

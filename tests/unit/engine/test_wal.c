@@ -671,9 +671,10 @@ Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
     cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR);
     /* The journal asks (its thread does before each syncfs; here by
      * name): one write, the entries released. Another name: nothing. */
-    dsq_jnl_write_held(j, "other");
+    cr_assert_eq(dsq_jnl_write_held(j, "other", false), 0u);
     cr_assert_eq(jnl_held(j), 6u);
-    dsq_jnl_write_held(j, "db");
+    cr_assert_eq(dsq_jnl_write_held(j, "db", true), 1u, "one log had records");
+    cr_assert_eq(dsq_jnl_write_held(j, "db", true), 0u, "and has none now");
     cr_assert_eq((uint64_t)file_size(seg_file(1)), loc.off + b.len);
     cr_assert_eq(jnl_held(j), 0u);
     /* A failed sync cuts back to the durable end: the durable pending
