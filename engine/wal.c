@@ -206,8 +206,8 @@ struct dsq_wal {
     bool tee;             /* keep a copy of what is appended (dsq_wal_tee) */
     dsq_buf teebuf;       /* records appended and not yet taken, in order */
     /* With a journal, records it holds are written to the newest segment
-     * in bulk: when the journal's thread asks (before each of its syncfs,
-     * every MiB of journal or so), before the segment is sealed, scanned
+     * in bulk: when the journal's thread asks (every MiB of journal or
+     * so, and before it retires a file), before the segment is sealed, scanned
      * or closed, before its durable end is read, or once PEND_MAX bytes
      * wait. Until then their journal entries hold the journal's file
      * (journal.h), and reads of them are served from here. */
