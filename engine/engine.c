@@ -436,6 +436,9 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
         out->journal_files = js.files;
         out->journal_live = js.live;
         out->journal_held = js.held;
+        out->journal_bulk_syncs = js.bulk_syncs;
+        out->journal_zeroed = js.zeroed;
+        out->journal_zero_waits = js.zero_waits;
     }
 }
 
@@ -457,11 +460,15 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
     json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)(mi.uordblks + mi.hblkhd),
                                                "free", (json_int_t)mi.fordblks));
     json_object_set_new(srv, "journal",
-                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "syncs", (json_int_t)s->journal_syncs,
-                                               "flushes", (json_int_t)s->journal_flushes, "bytes",
+                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "syncs",
+                                               (json_int_t)s->journal_syncs, "flushes",
+                                               (json_int_t)s->journal_flushes, "bytes",
                                                (json_int_t)s->journal_bytes, "files",
                                                (json_int_t)s->journal_files, "liveFiles",
-                                               (json_int_t)s->journal_live, "held", (json_int_t)s->journal_held)
+                                               (json_int_t)s->journal_live, "held", (json_int_t)s->journal_held,
+                                               "bulkSyncs", (json_int_t)s->journal_bulk_syncs, "zeroedBytes",
+                                               (json_int_t)s->journal_zeroed, "zeroWaits",
+                                               (json_int_t)s->journal_zero_waits)
                                    : json_null());
     const dsq_tier_counts *t = &s->tier_counts;
     json_object_set_new(srv, "objectStore",

@@ -295,6 +295,9 @@ typedef struct dsq_engine_stats {
     uint32_t journal_files;   /* its files on disk */
     uint32_t journal_live;    /* of them holding entries not yet flushed */
     uint64_t journal_held;    /* entries whose records are still only in a log's memory */
+    uint64_t journal_bulk_syncs;  /* syncfs between its moves to a new file */
+    uint64_t journal_zeroed;      /* bytes of zeros written ahead of its appends */
+    uint64_t journal_zero_waits;  /* appends that waited for a chunk being zeroed */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
     uint64_t cdc_coalesced;   /* sends to a feed's subscribers held back (cdc_coalesce_ms) */
     bool tier;                /* an object store is configured */

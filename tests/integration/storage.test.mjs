@@ -107,6 +107,27 @@ test('history_retention: older history goes, with a clear error naming the oldes
   }
 });
 
+test('the journal zeroes its new file ahead of the appends and runs a syncfs each MiB', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'z', 'CREATE TABLE t(b)');
+    let j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
+    assert.equal(j.zeroedBytes, 0, 'a journal used lightly is not zeroed: ' + JSON.stringify(j));
+    for (let i = 0; i < 30; i++) // 1.5 MB of incompressible records
+      await query(d.port, 'z', 'INSERT INTO t VALUES (randomblob(50000))');
+    for (let i = 0; i < 50; i++) { // the journal's thread, in its time (at most 5 s)
+      j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
+      if (j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1) break;
+      await sleep(100);
+    }
+    assert.ok(j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1 && j.zeroWaits >= 0, JSON.stringify(j));
+    const r = await query(d.port, 'z', 'SELECT count(*), sum(length(b)) FROM t');
+    assert.deepEqual(r.rows, [[30, 1500000]]);
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a database directory: format, log segments, checkpoints; nothing of SQLite\'s own', async () => {
   const d = await startDosqld();
   try {
