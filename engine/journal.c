@@ -293,7 +293,8 @@ static void zero_ahead(dsq_jnl *j)
         s->zeroed = j->file_bytes;
         return;
     }
-    int fd = s->fd;
+    char path[4200];
+    slot_path(j->dir, s->no, path, sizeof path);
     j->zeroing = true;
     j->zslot = j->cur;
     j->zfrom = from;
@@ -301,7 +302,12 @@ static void zero_ahead(dsq_jnl *j)
     unsigned delay = atomic_load(&dsq_jnl_zero_delay_us);
     if (delay > 0)
         usleep(delay);
-    int rc = 0;
+    /* A descriptor of its own: a write-back error reported to this
+     * thread's syncs must still reach the commit path's fdatasync, and
+     * the kernel tells each open file of it once (a dup would share the
+     * commit path's). */
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : 0;
     for (uint64_t at = from; at < to && rc == 0; at += sizeof zeros) {
         size_t n = to - at < sizeof zeros ? (size_t)(to - at) : sizeof zeros;
         rc = dsq_pwrite_full(fd, zeros, n, (off_t)at);
@@ -314,6 +320,8 @@ static void zero_ahead(dsq_jnl *j)
     if (rc == 0)
         rc = fdatasync(fd);
     int saved = errno;
+    if (fd >= 0)
+        close(fd);
     pthread_mutex_lock(&j->mu);
     j->zeroing = false;
     slot *z = &j->slots[j->zslot];

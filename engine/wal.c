@@ -298,8 +298,8 @@ static bool pend_write_held(void *ud, bool push)
     dsq_wal *w = ud;
     pthread_mutex_lock(&w->mu);
     bool some = w->pend.len > 0 && pend_write(w) == 0;
-    int fd = -1;
     uint64_t from = 0, to = 0;
+    uint32_t seq = 0;
     if (push && w->nsegs > 0) {
         seg *s = &w->segs[w->nsegs - 1];
         if (w->push_seq != s->seq) {
@@ -307,16 +307,26 @@ static bool pend_write_held(void *ud, bool push)
             w->push_off = 0;
         }
         from = w->push_off;
-        to = w->pend_off; /* the end of what is written */
-        if (to > from && (fd = dup(s->fd)) >= 0) /* (a rewind may close it meanwhile) */
+        to = w->pend.len > 0 ? w->pend_off : s->size; /* the end of what is written */
+        if (to > from) {
+            seq = s->seq;
             w->push_off = to;
+        }
     }
     pthread_mutex_unlock(&w->mu);
-    if (fd >= 0) {
-        /* Only to spread the writes: the syncfs after makes them durable. */
-        sync_file_range(fd, (off_t)from, (off_t)(to - from),
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-        close(fd);
+    if (seq != 0) {
+        /* Only to spread the writes: the syncfs after makes them durable.
+         * On a descriptor of its own, opened by path: a write-back error
+         * the kernel reports here must still reach every other sync of the
+         * file (it tells each open file once; a dup would share the log's). */
+        char path[4200];
+        dsq_wal_seg_path(w->dir, seq, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            sync_file_range(fd, (off_t)from, (off_t)(to - from),
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+            close(fd);
+        }
     }
     return some;
 }

@@ -128,6 +128,36 @@ test('the journal zeroes its new file ahead of the appends and runs a syncfs eac
   }
 });
 
+test('a failing sync_file_range costs the journal its zeroing and the logs their pushes, not a commit', async () => {
+  const dir = tempDir('dosqld-failsfr-');
+  const trigger = path.join(dir, 'fail');
+  writeFileSync(trigger, '');
+  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILSFR: trigger } });
+  try {
+    await query(d.port, 'z', 'CREATE TABLE t(b)');
+    for (let i = 0; i < 30; i++) // 1.5 MB: zeroing begins, logs are asked to write and push
+      await query(d.port, 'z', 'INSERT INTO t VALUES (randomblob(50000))');
+    let j;
+    for (let i = 0; i < 50; i++) {
+      j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
+      if (j.bulkSyncs >= 1 && /event=journal_zeroing_failed/.test(d.stderr)) break;
+      await sleep(100);
+    }
+    assert.match(d.stderr, /level=warn event=journal_zeroing_failed .*reason="?Input\/output error/);
+    assert.equal(j.zeroedBytes, 0, JSON.stringify(j));
+    assert.ok(j.bulkSyncs >= 1, JSON.stringify(j));
+    const r = await query(d.port, 'z', 'SELECT count(*), sum(length(b)) FROM t');
+    assert.deepEqual(r.rows, [[30, 1500000]]);
+    // Gone: the commits after it are as they were.
+    rmSync(trigger);
+    await query(d.port, 'z', 'INSERT INTO t VALUES (1)');
+    assert.deepEqual((await query(d.port, 'z', 'PRAGMA integrity_check')).rows, [['ok']]);
+  } finally {
+    await d.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a database directory: format, log segments, checkpoints; nothing of SQLite\'s own', async () => {
   const d = await startDosqld();
   try {

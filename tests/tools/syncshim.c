@@ -22,6 +22,8 @@
  *                        "ENOSPC".
  *   DSQ_FAILPUNCH=FILE   while FILE exists, fallocate() asked to punch a hole
  *                        fails with EOPNOTSUPP (a file system that cannot).
+ *   DSQ_FAILSFR=FILE     while FILE exists, sync_file_range() fails with EIO
+ *                        (and starts nothing).
  *
  * Test tooling only: never linked into dosqld. */
 #define _GNU_SOURCE
@@ -253,3 +255,15 @@ int fallocate(int fd, int mode, off_t off, off_t len)
 }
 
 int fallocate64(int fd, int mode, off_t off, off_t len) { return fallocate(fd, mode, off, len); }
+
+typedef int (*sfr_fn)(int, off_t, off_t, unsigned);
+
+int sync_file_range(int fd, off_t off, off_t n, unsigned flags)
+{
+    const char *trigger = getenv("DSQ_FAILSFR");
+    if (trigger != NULL && access(trigger, F_OK) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    return ((sfr_fn)dlsym(RTLD_NEXT, "sync_file_range"))(fd, off, n, flags);
+}
