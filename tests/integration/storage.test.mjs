@@ -24,13 +24,14 @@ async function afterKill(d, fn, conf = '') {
   }
 }
 
-// Run fn(d, trigger) on a daemon whose writes to files whose path holds
-// `where` fail while the file `trigger` exists (EIO, or what it says;
-// tests/tools/syncshim.c), and clean up.
-async function withFailingWrites(where, conf, fn) {
-  const dir = tempDir('dosqld-failwrite-');
+// Run fn(d, trigger) on a daemon under tests/tools/syncshim.c, its
+// environment env(trigger): a fault holds while the file `trigger` exists
+// (written with `initial` at the start when given). Cleans up.
+async function withShim(env, conf, fn, initial) {
+  const dir = tempDir('dosqld-shim-');
   const trigger = path.join(dir, 'fail');
-  const d = await startDosqld({ conf, env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: where } });
+  if (initial !== undefined) writeFileSync(trigger, initial);
+  const d = await startDosqld({ conf, env: { LD_PRELOAD: syncShimPreload(), ...env(trigger) } });
   try {
     await fn(d, trigger);
   } finally {
@@ -38,6 +39,11 @@ async function withFailingWrites(where, conf, fn) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+// Writes to files whose path holds `where` fail while `trigger` exists
+// (EIO, or what it says).
+const withFailingWrites = (where, conf, fn, initial) =>
+  withShim((trigger) => ({ DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: where }), conf, fn, initial);
 
 test('asOf reads the database as it was at each LSN and time, before and after a restart', async () => {
   // Small checkpoints, so that history spans checkpoints and log.
@@ -107,56 +113,54 @@ test('history_retention: older history goes, with a clear error naming the oldes
   }
 });
 
+// The server's journal statistics once `ok` holds of them (or after 5 s:
+// the journal's thread works in its own time).
+async function journalWhen(d, ok) {
+  let j;
+  for (let i = 0; i < 50; i++) {
+    j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
+    if (ok(j)) break;
+    await sleep(100);
+  }
+  return j;
+}
+
+// 1.5 MB of incompressible commits to database z: zeroing begins, the
+// logs are asked to write (and push) and a syncfs runs; every row is back.
+async function fillJournal(d) {
+  for (let i = 0; i < 30; i++)
+    await query(d.port, 'z', 'INSERT INTO t VALUES (randomblob(50000))');
+  const r = await query(d.port, 'z', 'SELECT count(*), sum(length(b)) FROM t');
+  assert.deepEqual(r.rows, [[30, 1500000]]);
+}
+
 test('the journal zeroes its new file ahead of the appends and runs a syncfs each MiB', async () => {
   const d = await startDosqld();
   try {
     await query(d.port, 'z', 'CREATE TABLE t(b)');
-    let j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
+    let j = await journalWhen(d, () => true);
     assert.equal(j.zeroedBytes, 0, 'a journal used lightly is not zeroed: ' + JSON.stringify(j));
-    for (let i = 0; i < 30; i++) // 1.5 MB of incompressible records
-      await query(d.port, 'z', 'INSERT INTO t VALUES (randomblob(50000))');
-    for (let i = 0; i < 50; i++) { // the journal's thread, in its time (at most 5 s)
-      j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
-      if (j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1) break;
-      await sleep(100);
-    }
-    assert.ok(j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1 && j.zeroWaits >= 0, JSON.stringify(j));
-    const r = await query(d.port, 'z', 'SELECT count(*), sum(length(b)) FROM t');
-    assert.deepEqual(r.rows, [[30, 1500000]]);
+    await fillJournal(d);
+    j = await journalWhen(d, (j) => j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1);
+    assert.ok(j.zeroedBytes >= 1 << 20 && j.bulkSyncs >= 1 && Number.isInteger(j.zeroWaits), JSON.stringify(j));
   } finally {
     await d.stop();
   }
 });
 
-test('a failing sync_file_range costs the journal its zeroing and the logs their pushes, not a commit', async () => {
-  const dir = tempDir('dosqld-failsfr-');
-  const trigger = path.join(dir, 'fail');
-  writeFileSync(trigger, '');
-  const d = await startDosqld({ env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILSFR: trigger } });
-  try {
+test('a failing sync_file_range costs the journal its zeroing and the logs their pushes, not a commit', () =>
+  withShim((trigger) => ({ DSQ_FAILSFR: trigger }), '', async (d, trigger) => {
     await query(d.port, 'z', 'CREATE TABLE t(b)');
-    for (let i = 0; i < 30; i++) // 1.5 MB: zeroing begins, logs are asked to write and push
-      await query(d.port, 'z', 'INSERT INTO t VALUES (randomblob(50000))');
-    let j;
-    for (let i = 0; i < 50; i++) {
-      j = (await post(d.port, '/v1/db/z/rpc', { id: 1, method: 'getStats' })).json.result.server.journal;
-      if (j.bulkSyncs >= 1 && /event=journal_zeroing_failed/.test(d.stderr)) break;
-      await sleep(100);
-    }
+    await fillJournal(d);
+    const j = await journalWhen(d, (j) => j.bulkSyncs >= 1 && /event=journal_zeroing_failed/.test(d.stderr));
     assert.match(d.stderr, /level=warn event=journal_zeroing_failed .*reason="?Input\/output error/);
     assert.equal(j.zeroedBytes, 0, JSON.stringify(j));
     assert.ok(j.bulkSyncs >= 1, JSON.stringify(j));
-    const r = await query(d.port, 'z', 'SELECT count(*), sum(length(b)) FROM t');
-    assert.deepEqual(r.rows, [[30, 1500000]]);
     // Gone: the commits after it are as they were.
     rmSync(trigger);
     await query(d.port, 'z', 'INSERT INTO t VALUES (1)');
     assert.deepEqual((await query(d.port, 'z', 'PRAGMA integrity_check')).rows, [['ok']]);
-  } finally {
-    await d.cleanup();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }, ''));
 
 test('a database directory: format, log segments, checkpoints; nothing of SQLite\'s own', async () => {
   const d = await startDosqld();
@@ -398,15 +402,8 @@ test('history that ages out while a database is quiet goes when it hibernates', 
   }
 });
 
-test('a checkpoint that cannot be written: commits go on from the log, the next checkpoint succeeds', async () => {
-  const dir = tempDir('dosqld-ckfail-');
-  const trigger = path.join(dir, 'fail');
-  writeFileSync(trigger, 'ENOSPC');
-  const d = await startDosqld({
-    conf: '[storage]\ncheckpoint_size = 64K\n',
-    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/ckpt/' },
-  });
-  try {
+test('a checkpoint that cannot be written: commits go on from the log, the next checkpoint succeeds', () =>
+  withFailingWrites('/ckpt/', '[storage]\ncheckpoint_size = 64K\n', async (d, trigger) => {
     await query(d.port, 'ck', 'CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)');
     for (let i = 0; i < 40; i++) await query(d.port, 'ck', 'INSERT INTO t VALUES (NULL, randomblob(4000))');
     const ckdir = path.join(d.dir, 'data', 'db', 'ck', 'ckpt');
@@ -421,11 +418,7 @@ test('a checkpoint that cannot be written: commits go on from the log, the next 
       assert.deepEqual(r.rows, [[80]]);
       assert.deepEqual((await query(d2.port, 'ck', 'PRAGMA integrity_check')).rows, [['ok']]);
     });
-  } finally {
-    await d.cleanup();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }, 'ENOSPC'));
 
 test('clients that hang up while their commits wait for the disk: the commits stand, the daemon goes on', async () => {
   const d = await startDosqld();
