@@ -2,6 +2,8 @@
  * torn tail, refusal of damage in the middle, segments, retiring, scans,
  * evicted segments read through the warm cache. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -736,6 +738,58 @@ Test(wal, with_a_journal_a_sealed_segment_gets_its_records_first)
     dsq_wal_usage(w, &nseg, &bytes, &first);
     cr_assert_gt(bytes, (uint64_t)file_size(seg_file(1)) + DSQ_WAL_SEG_HDR, "counted in the log's size");
     dsq_wal_close(w);
+    dsq_jnl_close(j);
+}
+
+/* How many of this process's descriptors are open on `path`. */
+static int fds_on(const char *path)
+{
+    char want[PATH_MAX], link[PATH_MAX], self[300];
+    cr_assert_not_null(realpath(path, want), "%s", path);
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        snprintf(self, sizeof self, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(self, link, sizeof link - 1);
+        if (len > 0) {
+            link[len] = '\0';
+            n += strcmp(link, want) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* The journal's pushes go through a descriptor of the log's own, opened
+ * once for its newest segment (not once per push), moved to the next
+ * segment when one begins, and closed with the log. */
+Test(wal, pushes_keep_one_descriptor_for_the_newest_segment)
+{
+    dsq_jnl *j;
+    dsq_wal *w = open_journaled(&j, 16 << 10);
+    append_n(w, 1, 1, 1);
+    int own = fds_on(seg_file(1));
+    cr_assert_eq(dsq_jnl_write_held(j, "db", true), 1u);
+    cr_assert_eq(fds_on(seg_file(1)), own + 1, "one descriptor for the pushes");
+    for (uint64_t l = 2; l <= 4; l++) {
+        append_n(w, l, l, 1);
+        cr_assert_eq(dsq_jnl_write_held(j, "db", true), 1u);
+    }
+    cr_assert_eq(fds_on(seg_file(1)), own + 1, "the same one, not one per push");
+    uint64_t l = 4;
+    while (access(seg_file(2), F_OK) != 0 && l < 200) {
+        l++;
+        append_n(w, l, l, 3);
+    }
+    cr_assert_eq(access(seg_file(2), F_OK), 0, "a second segment");
+    append_n(w, l + 1, l + 1, 1);
+    int own2 = fds_on(seg_file(2));
+    cr_assert_eq(dsq_jnl_write_held(j, "db", true), 1u);
+    cr_assert_eq(fds_on(seg_file(1)), own, "the first segment's push descriptor is closed");
+    cr_assert_eq(fds_on(seg_file(2)), own2 + 1, "and the second has one");
+    dsq_wal_close(w);
+    cr_assert_eq(fds_on(seg_file(1)) + fds_on(seg_file(2)), 0, "closed with the log");
     dsq_jnl_close(j);
 }
 
