@@ -271,6 +271,9 @@ void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn);
 void dsq__feed_dropped(dsq_engine *e, dsq_feed *f);
 /* Loop thread: run the callbacks of subscribers whose feed has news. */
 void dsq__feed_poll(dsq_engine *e);
+/* Busy after a window of wall_ns in which the process used cpu_ns of CPU
+ * on ncpu CPUs: pct % or more of them, or (was busy) 70 % of pct. */
+bool dsq__busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct);
 void dsq__feed_free(dsq_feed *f);
 /* getStats: one object per subscriber {lsn, lagLsn, lagBytes, readingLog}
  * against the durable end (any thread). */

@@ -208,8 +208,20 @@ bool dsq_engine_feed_gone(dsq_feed_sub *s)
 }
 
 /* Has the process used cdc_coalesce_cpu % or more of the CPUs it may run
- * on since the last look, BUSY_WINDOW_NS or more ago? Loop thread. */
+ * on since the last look, BUSY_WINDOW_NS or more ago? Once busy, it stays
+ * busy until it uses less than BUSY_STAY % of that: coalescing itself
+ * lowers the CPU the next look measures, and with one threshold the
+ * server went in and out of coalescing from one window to the next (at
+ * 100 subscribers a subscriber got a send every 20-25 ms instead of every
+ * 50, and the writers paid for the extra sends). Loop thread. */
 #define BUSY_WINDOW_NS 50000000ull
+#define BUSY_STAY 70u
+
+bool dsq__busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct)
+{
+    double need = pct * (was ? BUSY_STAY : 100u) / 10000.0; /* a share of the CPUs */
+    return (double)cpu_ns >= (double)wall_ns * ncpu * need; /* in double: a long window, many CPUs */
+}
 
 static bool busy(dsq_engine *e, uint64_t now)
 {
@@ -222,7 +234,8 @@ static bool busy(dsq_engine *e, uint64_t now)
         return false;
     uint64_t cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     if (e->busy_at_ns != 0)
-        e->busy = (cpu - e->busy_cpu_ns) * 100 >= (now - e->busy_at_ns) * e->ncpu * e->cfg.cdc_coalesce_cpu;
+        e->busy = dsq__busy_next(e->busy, cpu - e->busy_cpu_ns, now - e->busy_at_ns, e->ncpu,
+                                 e->cfg.cdc_coalesce_cpu);
     e->busy_at_ns = now;
     e->busy_cpu_ns = cpu;
     return e->busy;

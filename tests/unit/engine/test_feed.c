@@ -286,6 +286,29 @@ Test(feed, an_idle_process_does_not_hold_news_back)
     dsq_engine_feed_unsubscribe(E, s);
 }
 
+/* Busy at coalesce_cpu % of the CPUs, and then until below 70 % of that:
+ * with one threshold, coalescing (which lowers the CPU used) turned
+ * itself off in the next window. */
+Test(feed, busy_has_hysteresis)
+{
+    const uint64_t ms50 = 50000000u;
+    /* one CPU, 70 %: in at 35 ms of 50, out below 24.5 ms */
+    cr_assert(!dsq__busy_next(false, 34000000u, ms50, 1, 70));
+    cr_assert(dsq__busy_next(false, 35000000u, ms50, 1, 70));
+    cr_assert(dsq__busy_next(true, 30000000u, ms50, 1, 70), "60 %% keeps it busy");
+    cr_assert(!dsq__busy_next(false, 30000000u, ms50, 1, 70), "but does not make it so");
+    cr_assert(dsq__busy_next(true, 24500000u, ms50, 1, 70));
+    cr_assert(!dsq__busy_next(true, 24000000u, ms50, 1, 70), "48 %%: no longer");
+    /* counted over the CPUs it may use */
+    cr_assert(!dsq__busy_next(false, 35000000u, ms50, 2, 70));
+    cr_assert(dsq__busy_next(false, 70000000u, ms50, 2, 70));
+    cr_assert(dsq__busy_next(true, 50000000u, ms50, 2, 70));
+    /* a window of a day on 256 CPUs does not overflow */
+    uint64_t day = 86400ull * 1000000000u;
+    cr_assert(!dsq__busy_next(false, day, day, 256, 70));
+    cr_assert(dsq__busy_next(false, day * 200, day, 256, 70));
+}
+
 /* A read up to a limit stops there and says there is more. */
 Test(feed, a_read_stops_at_its_limit)
 {
