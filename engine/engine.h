@@ -214,7 +214,7 @@ typedef struct dsq_engine_cfg {
     unsigned cdc_coalesce_ms;      /* while the process is busy, a feed's subscribers run at most
                                       this often (0: at every sync); dsq_engine_feed_due_ms */
     unsigned cdc_coalesce_cpu;     /* busy: it used this % of its CPUs or more over the last
-                                      50 ms (0: always) */
+                                      50 ms, then until below 70 % of it (0: always) */
     uint32_t cdc_slice_ns;         /* a round of calls to a feed's subscribers yields to the loop
                                       after this long (at least one call); 0: 50 us */
     struct dsq_obj *objects;       /* the object store (objstore.h): databases' files go there
@@ -261,7 +261,8 @@ void dsq_engine_poll(dsq_engine *e);
 void dsq_engine_poll_calls(dsq_engine *e);
 void dsq_engine_feed_poll(dsq_engine *e);
 /* The process used cdc_coalesce_cpu % of its CPUs or more over the last
- * 50 ms or so (always with cdc_coalesce_cpu 0). Loop thread. */
+ * 50 ms or so, or was busy and used 70 % of that (always with
+ * cdc_coalesce_cpu 0). Loop thread. */
 bool dsq_engine_busy(dsq_engine *e);
 /* Subscribers have something coming: a feed has news, or is held back or
  * between slices. Loop thread. */
