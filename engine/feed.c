@@ -212,7 +212,7 @@ bool dsq_engine_feed_gone(dsq_feed_sub *s)
  * busy until it uses less than BUSY_STAY % of that: coalescing itself
  * lowers the CPU the next look measures, and with one threshold the
  * server went in and out of coalescing from one window to the next (at
- * 100 subscribers a subscriber got a send every 20-25 ms instead of every
+ * 100 subscribers a subscriber got a send every 13-20 ms instead of every
  * 50, and the writers paid for the extra sends). Loop thread. */
 #define BUSY_WINDOW_NS 50000000ull
 #define BUSY_STAY 70u
