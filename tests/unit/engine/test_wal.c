@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -718,6 +720,41 @@ Test(wal, with_a_journal_records_reach_the_segment_in_bulk)
     dsq_jnl_close(j);
     free(got);
     dsq_buf_free(&b);
+}
+
+/* Whoever asks for the durable end reads the files: records still in
+ * memory are written first, and while that write fails the end is where
+ * the file's records end (not the journal's durable LSN), so that no
+ * reader takes bytes the file does not have. The write is made to fail
+ * with RLIMIT_FSIZE (EFBIG; each test runs in its own process). */
+Test(wal, the_durable_end_stops_where_the_file_does_while_writes_fail)
+{
+    char err[512] = "";
+    dsq_jnl *j;
+    dsq_wal *w = open_journaled(&j, 1 << 20);
+    uint64_t d;
+    append_n(w, 1, 3, 1);
+    cr_assert_eq(dsq_wal_sync(w, &d, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(d, 3u, "durable in the journal");
+    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR, "the records are still in memory");
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, low = {.rlim_cur = DSQ_WAL_SEG_HDR, .rlim_max = RLIM_INFINITY};
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    low.rlim_max = old.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &low), 0);
+    uint32_t seq;
+    uint64_t size;
+    cr_assert_eq(dsq_wal_durable_end(w, &seq, &size), 0u, "none of them is in the file");
+    cr_assert_eq(seq, 1u);
+    cr_assert_eq(size, DSQ_WAL_SEG_HDR);
+    cr_assert_eq(file_size(seg_file(1)), DSQ_WAL_SEG_HDR);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    cr_assert_eq(dsq_wal_durable_end(w, &seq, &size), 3u, "written once it can be");
+    cr_assert_eq(seq, 1u);
+    cr_assert_eq((uint64_t)file_size(seg_file(1)), size);
+    cr_assert_gt(size, DSQ_WAL_SEG_HDR);
+    dsq_wal_close(w);
+    dsq_jnl_close(j);
 }
 
 Test(wal, with_a_journal_a_sealed_segment_gets_its_records_first)
