@@ -139,6 +139,7 @@ struct dsq_jnl {
     uint32_t writing;       /* the seq of the file a sync is writing a taken buffer to, or 0 */
     int write_errno;        /* a buffer could not be written: the next sync fails */
     pthread_mutex_t hmu;    /* holders (taken before a log's mutex, never inside mu) */
+    pthread_mutex_t pmu;    /* a round of pushes (taken before hmu): removals wait for it */
     dsq_jnl_holder *holders;
     dsq_jnl_stats st;
 };
@@ -505,6 +506,7 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
     j->cur = -1;
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->hmu, NULL);
+    pthread_mutex_init(&j->pmu, NULL);
     pthread_cond_init(&j->cv, NULL);
     pthread_cond_init(&j->fcv, NULL);
     j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -571,6 +573,7 @@ fail:
     pthread_cond_destroy(&j->fcv);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->hmu);
+    pthread_mutex_destroy(&j->pmu);
     pthread_mutex_destroy(&j->mu);
     free(j->dir);
     free(j);
@@ -608,6 +611,7 @@ void dsq_jnl_close(dsq_jnl *j)
     pthread_cond_destroy(&j->fcv);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->hmu);
+    pthread_mutex_destroy(&j->pmu);
     pthread_mutex_destroy(&j->mu);
     free(j->voids);
     dsq_buf_free(&j->buf);
@@ -749,6 +753,7 @@ void dsq_jnl_holder_add(dsq_jnl *j, dsq_jnl_holder *h)
 
 void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h)
 {
+    pthread_mutex_lock(&j->pmu); /* not while a round of pushes may call it */
     pthread_mutex_lock(&j->hmu);
     if (h->prev)
         h->prev->next = h->next;
@@ -758,16 +763,28 @@ void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h)
         h->next->prev = h->prev;
     h->prev = h->next = NULL;
     pthread_mutex_unlock(&j->hmu);
+    pthread_mutex_unlock(&j->pmu);
 }
 
 unsigned dsq_jnl_write_held(dsq_jnl *j, const char *name, bool push)
 {
     unsigned n = 0;
+    if (push)
+        pthread_mutex_lock(&j->pmu);
     pthread_mutex_lock(&j->hmu);
-    for (dsq_jnl_holder *h = j->holders; h; h = h->next)
-        if ((name == NULL || strcmp(h->name, name) == 0) && h->write(h->ud, push))
+    dsq_jnl_holder *first = j->holders;
+    for (dsq_jnl_holder *h = first; h; h = h->next)
+        if ((name == NULL || strcmp(h->name, name) == 0) && h->write(h->ud))
             n++;
     pthread_mutex_unlock(&j->hmu);
+    if (push) {
+        /* Without hmu: holders added meanwhile go in front of `first` and
+         * change no `next` after it; none is removed while pmu is held. */
+        for (dsq_jnl_holder *h = first; h; h = h->next)
+            if (name == NULL || strcmp(h->name, name) == 0)
+                h->push(h->ud);
+        pthread_mutex_unlock(&j->pmu);
+    }
     return n;
 }
 

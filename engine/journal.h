@@ -100,17 +100,21 @@ int dsq_jnl_append_held(dsq_jnl *j, const char *name, uint32_t seg, uint64_t off
  * logs now (or were dropped as never durable). */
 void dsq_jnl_release(dsq_jnl *j, const uint64_t *first, size_t n);
 
-/* A log that keeps held records registers as a holder: write(ud, push)
- * writes them to the log (taking its own locks; it may call
- * dsq_jnl_release) and is true when it had some; with push it also starts
- * what it wrote since its last push to the disk and waits for it (outside
- * its locks: the journal's thread, off the commit path). The journal's
- * thread has every holder write and push about every MiB of journal and
- * before it retires a file, so the logs reach the disk a little at a time
- * and a file's entries are released before it is retired. Add before the
- * first held append; remove (after writing) before the log goes. */
+/* A log that keeps held records registers as a holder: write(ud) writes
+ * them to the log (taking its own locks; it may call dsq_jnl_release) and
+ * is true when it had some; push(ud) starts what it wrote since its last
+ * push to the disk and waits for it (the journal's thread, off the commit
+ * path). The journal's thread has every holder write and push about
+ * every MiB of journal and before it retires a file, so the logs reach
+ * the disk a little at a time and a file's entries are released before it
+ * is retired. Pushes wait for the disk: they run outside the lock that
+ * adding a holder and writing one take (a database opening, or a reader
+ * of its files, does not wait behind a round of pushes); removing one
+ * waits for a round in progress. Add before the first held append; remove
+ * (after writing) before the log goes. */
 typedef struct dsq_jnl_holder {
-    bool (*write)(void *ud, bool push);
+    bool (*write)(void *ud);
+    void (*push)(void *ud);
     void *ud;
     const char *name; /* the database's */
     struct dsq_jnl_holder *prev, *next;
@@ -120,7 +124,7 @@ void dsq_jnl_holder_add(dsq_jnl *j, dsq_jnl_holder *h);
 void dsq_jnl_holder_remove(dsq_jnl *j, dsq_jnl_holder *h);
 /* Have database `name`'s holder (NULL: every holder) write now: then its
  * log files hold every record appended so far (for readers of the files
- * while the database is open). */
+ * while the database is open); with push, then have them push too. */
 unsigned dsq_jnl_write_held(dsq_jnl *j, const char *name, bool push); /* how many had some */
 
 /* Records larger than this are not copied into the journal: the caller

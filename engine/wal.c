@@ -220,8 +220,8 @@ struct dsq_wal {
      * reach the log's own syncs: it tells each open file once, and a dup
      * would share the log's) and kept for the segment (an open per push
      * cost ~2 % of the server's CPU at 64 databases). Used only in
-     * pend_write_held with push, which the journal runs under its holder
-     * lock, and closed after the holder is removed. -1: none. */
+     * pend_push, which the journal runs one round at a time, and closed
+     * after the holder is removed (which waits for a round). -1: none. */
     int push_fd;
     uint32_t push_fd_seq;
     uint64_t *pend_pos;   /* their journal entries' positions */
@@ -302,14 +302,24 @@ static int pend_write(dsq_wal *w)
 }
 
 /* The journal's thread (or a reader of the files) asks: write them. */
-static bool pend_write_held(void *ud, bool push)
+static bool pend_write_held(void *ud)
 {
     dsq_wal *w = ud;
     pthread_mutex_lock(&w->mu);
     bool some = w->pend.len > 0 && pend_write(w) == 0;
+    pthread_mutex_unlock(&w->mu);
+    return some;
+}
+
+/* The journal's thread: what was written since the last push, to the
+ * disk (only to spread the writes: the syncfs after makes them durable). */
+static void pend_push(void *ud)
+{
+    dsq_wal *w = ud;
     uint64_t from = 0, to = 0;
     uint32_t seq = 0;
-    if (push && w->nsegs > 0) {
+    pthread_mutex_lock(&w->mu);
+    if (w->nsegs > 0) {
         seg *s = &w->segs[w->nsegs - 1];
         if (w->push_seq != s->seq) {
             w->push_seq = s->seq;
@@ -323,23 +333,21 @@ static bool pend_write_held(void *ud, bool push)
         }
     }
     pthread_mutex_unlock(&w->mu);
-    if (seq != 0) {
-        /* Only to spread the writes: the syncfs after makes them durable. */
-        if (w->push_fd >= 0 && w->push_fd_seq != seq) {
-            close(w->push_fd);
-            w->push_fd = -1;
-        }
-        if (w->push_fd < 0) {
-            char path[4200];
-            dsq_wal_seg_path(w->dir, seq, path, sizeof path);
-            w->push_fd = open(path, O_RDONLY | O_CLOEXEC);
-            w->push_fd_seq = seq;
-        }
-        if (w->push_fd >= 0)
-            sync_file_range(w->push_fd, (off_t)from, (off_t)(to - from),
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    if (seq == 0)
+        return;
+    if (w->push_fd >= 0 && w->push_fd_seq != seq) {
+        close(w->push_fd);
+        w->push_fd = -1;
     }
-    return some;
+    if (w->push_fd < 0) {
+        char path[4200];
+        dsq_wal_seg_path(w->dir, seq, path, sizeof path);
+        w->push_fd = open(path, O_RDONLY | O_CLOEXEC);
+        w->push_fd_seq = seq;
+    }
+    if (w->push_fd >= 0)
+        sync_file_range(w->push_fd, (off_t)from, (off_t)(to - from),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
 /* Keep the pending records up to LSN `lsn` (durable: they are written
@@ -652,7 +660,7 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     }
     free(buf);
     if (w->cfg.jnl != NULL) {
-        w->holder = (dsq_jnl_holder){.write = pend_write_held, .ud = w, .name = w->cfg.jname};
+        w->holder = (dsq_jnl_holder){.write = pend_write_held, .push = pend_push, .ud = w, .name = w->cfg.jname};
         dsq_jnl_holder_add(w->cfg.jnl, &w->holder);
     }
     *last_lsn = w->appended;

@@ -4,6 +4,8 @@
  * are journaled by place only, positions grow across files. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,9 +419,10 @@ typedef struct fake_holder { /* (called on the journal's thread) */
     atomic_int asked;
 } fake_holder;
 
-static bool fake_write(void *ud, bool push)
+static void no_push(void *ud) { (void)ud; }
+
+static bool fake_write(void *ud)
 {
-    (void)push;
     fake_holder *f = ud;
     f->asked++;
     uint64_t pos = f->pos;
@@ -435,7 +438,7 @@ Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
 {
     dsq_jnl *j = open_j();
     fake_holder f = {.j = j};
-    dsq_jnl_holder h = {.write = fake_write, .ud = &f, .name = "a"};
+    dsq_jnl_holder h = {.write = fake_write, .push = no_push, .ud = &f, .name = "a"};
     dsq_jnl_holder_add(j, &h);
     char err[256];
     uint64_t end;
@@ -590,12 +593,95 @@ typedef struct busy_log { /* a holder that always has something to write */
     atomic_int asked, pushed;
 } busy_log;
 
-static bool busy_write(void *ud, bool push)
+static bool busy_write(void *ud)
 {
     busy_log *b = ud;
     b->asked++;
-    b->pushed += push;
     return true;
+}
+
+static void busy_push(void *ud)
+{
+    busy_log *b = ud;
+    b->pushed++;
+}
+
+/* A holder whose push waits for the disk (here: for the test to let it
+ * go). Meanwhile another database can register and a reader can have a
+ * log write (they do not wait behind the round of pushes), but a removal
+ * waits for the round: the push never runs for a holder that is gone. */
+typedef struct slow_log {
+    sem_t go;
+    atomic_bool pushing, pushed;
+} slow_log;
+
+static bool slow_write(void *ud)
+{
+    (void)ud;
+    return true;
+}
+
+static void slow_push(void *ud)
+{
+    slow_log *l = ud;
+    l->pushing = true;
+    sem_wait(&l->go);
+    l->pushed = true;
+}
+
+typedef struct round_arg {
+    dsq_jnl *j;
+    dsq_jnl_holder *h;
+    atomic_bool done;
+} round_arg;
+
+static void *push_round(void *arg)
+{
+    round_arg *r = arg;
+    dsq_jnl_write_held(r->j, "slow", true);
+    r->done = true;
+    return NULL;
+}
+
+static void *remove_holder(void *arg)
+{
+    round_arg *r = arg;
+    dsq_jnl_holder_remove(r->j, r->h);
+    r->done = true;
+    return NULL;
+}
+
+Test(journal, a_round_of_pushes_holds_up_removals_only, .timeout = 20)
+{
+    dsq_jnl *j = open_j();
+    slow_log l = {0};
+    sem_init(&l.go, 0, 0);
+    dsq_jnl_holder h = {.write = slow_write, .push = slow_push, .ud = &l, .name = "slow"};
+    dsq_jnl_holder_add(j, &h);
+    round_arg round = {.j = j}, rm = {.j = j, .h = &h};
+    pthread_t t1, t2;
+    cr_assert_eq(pthread_create(&t1, NULL, push_round, &round), 0);
+    for (int k = 0; k < 500 && !l.pushing; k++)
+        usleep(10000);
+    cr_assert(l.pushing, "the push is under way");
+    /* These return while it waits (else the test hangs and times out). */
+    fake_holder f = {.j = j};
+    dsq_jnl_holder other = {.write = fake_write, .push = no_push, .ud = &f, .name = "other"};
+    dsq_jnl_holder_add(j, &other);
+    cr_assert_eq(dsq_jnl_write_held(j, "other", false), 0u);
+    cr_assert_geq(f.asked, 1);
+    cr_assert_eq(dsq_jnl_write_held(j, "slow", false), 1u, "a reader has the slow log write");
+    cr_assert_eq(pthread_create(&t2, NULL, remove_holder, &rm), 0);
+    usleep(100000);
+    cr_assert(!rm.done, "the removal waits for the round");
+    sem_post(&l.go);
+    pthread_join(t2, NULL);
+    pthread_join(t1, NULL);
+    cr_assert(l.pushed, "the push ended before its holder was removed");
+    cr_assert(round.done);
+    dsq_jnl_holder_remove(j, &other);
+    sem_destroy(&l.go);
+    dsq_jnl_close(j);
 }
 
 /* 1 or 16 logs writing: the journal's thread runs a syncfs after each
@@ -610,7 +696,7 @@ static uint64_t bulk_syncs_after(int logs, int mib)
     char names[16][8];
     for (int i = 0; i < logs; i++) {
         snprintf(names[i], sizeof names[i], "l%d", i);
-        h[i] = (dsq_jnl_holder){.write = busy_write, .ud = &b[i], .name = names[i]};
+        h[i] = (dsq_jnl_holder){.write = busy_write, .push = busy_push, .ud = &b[i], .name = names[i]};
         dsq_jnl_holder_add(j, &h[i]);
     }
     uint64_t lsn = 0, end = 0;
@@ -620,7 +706,7 @@ static uint64_t bulk_syncs_after(int logs, int mib)
         for (int i = 0; i < per_mib; i++)
             append(j, "l0", ++lsn, 4000, NULL, &end);
         cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
-        for (int k = 0; k < 500 && b[0].asked < m; k++) /* the thread's turn: at most 5 s */
+        for (int k = 0; k < 500 && b[0].pushed < m; k++) /* the thread's turn: at most 5 s */
             usleep(10000);
         cr_assert_geq(b[0].asked, m, "asked after each MiB");
         cr_assert_eq(b[0].pushed, b[0].asked, "and told to push");
