@@ -159,16 +159,23 @@ static int cb_headers_complete(llhttp_t *llh)
     dsq_http_req *req = p->cur;
 
     /* Split the target: path gets its own NUL-terminated copy. This is the
-     * last append to raw, so pointers taken after it stay valid. */
+     * last growth of raw, so pointers taken after it stay valid. The copy
+     * comes from raw itself: room is made first, and only then is the
+     * source read (appending raw's bytes to raw would read them from the
+     * block a realloc had just freed). */
     size_t tlen = p->target_len;
     const char *q = memchr(req->raw.data, '?', tlen);
-    size_t plen = q ? (size_t)(q - req->raw.data) : tlen;
+    bool has_query = q != NULL;
+    size_t plen = has_query ? (size_t)(q - req->raw.data) : tlen;
     size_t path_off = req->raw.len;
-    if (dsq_buf_append(&req->raw, req->raw.data, plen) != 0 || dsq_buf_append(&req->raw, "", 1) != 0)
+    if (dsq_buf_reserve(&req->raw, plen + 1) != 0)
         return fail(p, 500, "out of memory");
+    memcpy(req->raw.data + path_off, req->raw.data, plen); /* path_off > tlen ≥ plen: apart */
+    req->raw.data[path_off + plen] = '\0';
+    req->raw.len += plen + 1;
     req->target = req->raw.data;
     req->path = req->raw.data + path_off;
-    req->query = q ? req->raw.data + plen + 1 : req->raw.data + tlen;
+    req->query = has_query ? req->raw.data + plen + 1 : req->raw.data + tlen;
 
     req->headers = calloc(p->noffs ? p->noffs : 1, sizeof *req->headers);
     if (req->headers == NULL)

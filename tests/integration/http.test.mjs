@@ -279,6 +279,21 @@ test('metrics: requests by route and status, latency histogram, bytes', async ()
   assert.match(r.text, /dosqld_connections [1-9]/);
 });
 
+test('User-Agent of every length from 1 to 300: each request is parsed right', async () => {
+  // The head's storage grows while it is parsed; the path copied out of it
+  // at the end must survive wherever that growth falls.
+  const c = await Raw.connect(d.port);
+  const failed = [];
+  for (let n = 1; n <= 300; n++) {
+    c.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\nUser-Agent: ${'u'.repeat(n)}\r\nAccept: */*\r\n\r\n`);
+    const r = await c.readResponse();
+    if (r.status !== 200) failed.push(`${n}: ${r.status} ${r.text}`);
+    if (c.closed || c.ended) break;
+  }
+  c.destroy();
+  assert.deepEqual(failed, []);
+});
+
 test('the daemon survived everything above', async () => {
   assert.equal(d.exited, null);
   const r = await within(3000, request(d.port, 'GET', '/healthz'));

@@ -118,6 +118,16 @@ test('close handshake: the client\'s code is echoed and the connection ends', as
   await c.readClose();
 });
 
+test('an upgrade with ?x=<n chars>, n from 1 to 300: each gets 101', async () => {
+  const failed = [];
+  for (let n = 1; n <= 300; n++) {
+    const c = await wsRaw(d.port, `/v1/rpc?x=${'x'.repeat(n)}`);
+    if (c.upgrade.status !== 101) failed.push(`${n}: ${c.upgrade.status} ${c.upgrade.text}`);
+    c.destroy();
+  }
+  assert.deepEqual(failed, []);
+});
+
 test('the server pings; a peer that answers stays, a silent one is dropped', async () => {
   const ws = await open();
   let pings = 0;

@@ -352,3 +352,59 @@ Test(http, format_head)
     dsq_buf_free(&b);
     cr_assert_str_eq(dsq_http_reason(431), "Request Header Fields Too Large");
 }
+
+/* The path is copied within the request's own storage when the head
+ * completes; that copy must hold wherever the storage's growth falls, so
+ * sweep the lengths of the target and of a header across its doublings. */
+static int sweep_checked;
+static char sweep_path[1024], sweep_query[1024], sweep_ua[1024];
+
+static int sweep_on_request(void *ud, dsq_http_req *r)
+{
+    (void)ud;
+    cr_assert_str_eq(r->path, sweep_path);
+    cr_assert_str_eq(r->query, sweep_query);
+    cr_assert_str_eq(dsq_http_header_get(r, "user-agent", NULL), sweep_ua);
+    sweep_checked++;
+    dsq_http_req_free(r);
+    return 0;
+}
+
+static void sweep_one(dsq_http_parser *sp, size_t path_len, size_t query_len, size_t ua_len)
+{
+    sweep_path[0] = '/';
+    memset(sweep_path + 1, 'p', path_len - 1);
+    sweep_path[path_len] = '\0';
+    memset(sweep_query, 'q', query_len);
+    sweep_query[query_len] = '\0';
+    memset(sweep_ua, 'u', ua_len);
+    sweep_ua[ua_len] = '\0';
+    char req[4096];
+    int n = snprintf(req, sizeof req, "GET %s%s%s HTTP/1.1\r\nHost: h\r\nUser-Agent: %s\r\n\r\n",
+                     sweep_path, query_len ? "?" : "", sweep_query, sweep_ua);
+    cr_assert(n > 0 && (size_t)n < sizeof req);
+    size_t used = 0;
+    int before = sweep_checked;
+    cr_assert_eq(dsq_http_parser_feed(sp, req, (size_t)n, &used), DSQ_HTTP_OK,
+                 "path %zu query %zu user-agent %zu: %s", path_len, query_len, ua_len,
+                 sp->err_reason ? sp->err_reason : "?");
+    cr_assert_eq(sweep_checked, before + 1);
+}
+
+Test(http_sweep, path_copy_at_every_length)
+{
+    static const dsq_http_parser_cb sweep_cbs = {on_head, sweep_on_request};
+    sink ss;
+    memset(&ss, 0, sizeof ss);
+    dsq_http_parser sp;
+    dsq_http_parser_init(&sp, &sweep_cbs, &ss, 1 << 16, 4096);
+    for (size_t ua = 1; ua <= 300; ua++)
+        sweep_one(&sp, 17, 0, ua);
+    for (size_t ua = 1; ua <= 300; ua++)
+        sweep_one(&sp, 17, 5, ua);
+    for (size_t len = 1; len <= 600; len++) {
+        sweep_one(&sp, len, 0, 10);
+        sweep_one(&sp, 16, len, 10);
+    }
+    dsq_http_parser_free(&sp);
+}
