@@ -153,6 +153,40 @@ test('responses owed before a malformed request are still sent', async () => {
   await c.readClose();
 });
 
+test('chunk data not followed by CRLF gets 400, and nothing pipelined after it is read', async () => {
+  const c = await Raw.connect(d.port);
+  const body = '{"id":1,"method":"ping"}';
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' +
+    `${body.length.toString(16)}\r\n${body}XX0\r\n\r\n` +
+    'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'INVALID_REQUEST');
+  assert.equal(r.headers['connection'], 'close');
+  const rest = await c.readClose();
+  assert.equal(rest.length, 0, 'the pipelined request was not answered');
+});
+
+for (const [what, framing] of [
+  ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip, chunked\r\n'],
+  ['Transfer-Encoding: identity', 'Transfer-Encoding: identity\r\n'],
+  ['two Transfer-Encoding headers', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n'],
+  ['Content-Length with Transfer-Encoding', 'Content-Length: 29\r\nTransfer-Encoding: chunked\r\n'],
+]) {
+  test(`${what} gets 400 and the connection closes`, async () => {
+    const c = await Raw.connect(d.port);
+    const body = '{"id":1,"method":"ping"}';
+    c.write(`POST /v1/rpc HTTP/1.1\r\nHost: x\r\n${framing}\r\n` +
+      `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` +
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    const r = await c.readResponse();
+    assert.equal(r.status, 400);
+    assert.equal(r.headers['connection'], 'close');
+    const rest = await c.readClose();
+    assert.equal(rest.length, 0, 'nothing after it was answered');
+  });
+}
+
 test('Expect: 100-continue', async () => {
   const c = await Raw.connect(d.port);
   const body = '{"id":9,"method":"ping"}';
