@@ -206,13 +206,17 @@ test('Expect: 100-continue', async () => {
 
 test('slow headers are cut off after header_timeout', async () => {
   const c = await Raw.connect(d.port);
+  const t0 = Date.now();
   c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
-  // Trickle a header byte at a time: it must not extend the deadline.
-  const trickle = setInterval(() => { if (!c.closed) c.write('X'); }, 100);
+  // Trickle a header byte every 200 ms: header_timeout (600 ms) is a total
+  // deadline for the head, which the bytes must not extend.
+  const trickle = setInterval(() => { if (!c.closed) c.write('X'); }, 200);
   try {
     const r = await c.readResponse({ ms: 5000 });
+    const took = Date.now() - t0;
     assert.equal(r.status, 408);
     assert.equal(r.json.error.code, 'TIMEOUT');
+    assert.ok(took >= 500 && took < 2500, `answered after ${took} ms`);
     await c.readClose(3000);
   } finally {
     clearInterval(trickle);
@@ -232,6 +236,43 @@ test('a stalled body is cut off after body_timeout', async () => {
   const r = await c.readResponse({ ms: 5000 });
   assert.equal(r.status, 408);
   await c.readClose(3000);
+});
+
+test('a body trickled a byte every 200 ms is cut off after body_timeout in total', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n');
+  const t0 = Date.now();
+  // Each gap is well under body_timeout (600 ms); the whole body is not.
+  const trickle = setInterval(() => { if (!c.closed) c.write(' '); }, 200);
+  try {
+    const r = await c.readResponse({ ms: 4000 });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 408);
+    assert.equal(r.json.error.code, 'TIMEOUT');
+    assert.ok(took >= 500 && took < 2500, `answered after ${took} ms`);
+    await c.readClose(3000);
+  } finally {
+    clearInterval(trickle);
+  }
+  assert.ok(await metric(d.port, 'dosqld_connections_closed_total{reason="body_timeout"}') >= 1);
+});
+
+test('each keep-alive request gets its own head and body deadlines', async () => {
+  // Two requests, each sent in pieces well within the deadlines, where one
+  // write ends a request and starts the next: the second is not charged
+  // with the first one's time.
+  const c = await Raw.connect(d.port);
+  const body = '{"id":1,"method":"ping"}';
+  const req = `POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const cut = req.length - 5;
+  c.write(req.slice(0, cut));
+  await sleep(400);
+  c.write(req.slice(cut) + req.slice(0, cut));
+  await sleep(400);
+  c.write(req.slice(cut));
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 200);
+  c.destroy();
 });
 
 test('an idle keep-alive connection is closed after keepalive_timeout', async () => {
