@@ -15,8 +15,9 @@
  * ending in "chunked" as chunked. So we check both ourselves: the bytes
  * after each chunk's data must be CRLF (checked in cb_body, and at the start
  * of the next feed when they had not arrived yet), and a request may carry
- * Transfer-Encoding only as exactly "chunked", once, and never together
- * with Content-Length. Each violation is a 400 that ends the connection. */
+ * Transfer-Encoding only as exactly "chunked", once, in HTTP/1.1, and
+ * never together with Content-Length. Each violation is a 400 that ends
+ * the connection. */
 #include "server/http.h"
 
 #include <stdio.h>
@@ -165,8 +166,8 @@ static int cb_header_value_complete(llhttp_t *llh)
 }
 
 /* The framing headers of a complete head: Transfer-Encoding, if sent, is
- * exactly one "chunked" and comes without Content-Length. NULL when
- * acceptable, else why not. */
+ * exactly one "chunked" in an HTTP/1.1 request and comes without
+ * Content-Length. NULL when acceptable, else why not. */
 static const char *framing_error(const dsq_http_req *req)
 {
     size_t nte = 0, ncl = 0;
@@ -181,6 +182,8 @@ static const char *framing_error(const dsq_http_req *req)
     }
     if (nte == 0)
         return NULL;
+    if (req->http_minor == 0) /* HTTP/1.0 has no transfer codings (RFC 9112 6.1) */
+        return "Transfer-Encoding in an HTTP/1.0 request";
     if (ncl > 0)
         return "both Content-Length and Transfer-Encoding";
     if (nte > 1 || !dsq_strn_ieq(te->value, te->value_len, "chunked"))

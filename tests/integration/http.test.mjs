@@ -167,16 +167,17 @@ test('chunk data not followed by CRLF gets 400, and nothing pipelined after it i
   assert.equal(rest.length, 0, 'the pipelined request was not answered');
 });
 
-for (const [what, framing] of [
+for (const [what, framing, version = '1.1'] of [
   ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip, chunked\r\n'],
   ['Transfer-Encoding: identity', 'Transfer-Encoding: identity\r\n'],
   ['two Transfer-Encoding headers', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n'],
   ['Content-Length with Transfer-Encoding', 'Content-Length: 29\r\nTransfer-Encoding: chunked\r\n'],
+  ['Transfer-Encoding: chunked in HTTP/1.0', 'Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n', '1.0'],
 ]) {
   test(`${what} gets 400 and the connection closes`, async () => {
     const c = await Raw.connect(d.port);
     const body = '{"id":1,"method":"ping"}';
-    c.write(`POST /v1/rpc HTTP/1.1\r\nHost: x\r\n${framing}\r\n` +
+    c.write(`POST /v1/rpc HTTP/${version}\r\nHost: x\r\n${framing}\r\n` +
       `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` +
       'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
     const r = await c.readResponse();

@@ -490,6 +490,14 @@ Test(http, transfer_encoding_must_be_exactly_chunked)
         cr_assert_eq(s.heads, 0, "%s: refused before on_head", bad[i]);
         cr_assert_eq(s.n, 0, "%s", bad[i]);
     }
+    /* HTTP/1.0 has no chunked coding: a proxy would read the body otherwise. */
+    dsq_http_parser_free(&p);
+    memset(&s, 0, sizeof s);
+    dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
+    cr_assert_eq(feed("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                      NULL),
+                 DSQ_HTTP_ERROR);
+    cr_assert_eq(p.err_status, 400);
     /* Exactly chunked, in any case, with spaces around it, is fine. */
     dsq_http_parser_free(&p);
     dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
