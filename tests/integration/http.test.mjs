@@ -273,6 +273,16 @@ test('each keep-alive request gets its own head and body deadlines', async () =>
   c.write(req.slice(cut));
   assert.equal((await c.readResponse()).status, 200);
   assert.equal((await c.readResponse()).status, 200);
+  // The same for heads: one write ends a head and starts the next.
+  const get = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+  const half = 20;
+  c.write(get.slice(0, half));
+  await sleep(400);
+  c.write(get.slice(half) + get.slice(0, half));
+  await sleep(400);
+  c.write(get.slice(half));
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 200);
   c.destroy();
 });
 
