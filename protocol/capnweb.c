@@ -1049,6 +1049,14 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' on a database", method);
         goto refuse;
     }
+    /* queryStream's callback, checked before anything is taken for the job. */
+    bool stream = strcmp(method, "queryStream") == 0;
+    json_t *cb = stream ? json_object_get(json_array_get(args, 1), "$clientStub") : NULL;
+    if (stream && (!json_is_integer(cb) || s->batch)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
+                                                   : "queryStream(request, callback) needs a callback function");
+        goto refuse;
+    }
     cw_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
         fail(s, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -1061,14 +1069,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     j->params = req && json_is_object(req) ? json_incref(req) : json_object();
     dsq_strlcpy(j->db, db, sizeof j->db);
     dsq_dosql_chunk_fn chunk = NULL;
-    if (strcmp(method, "queryStream") == 0) {
-        json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
-        if (!json_is_integer(cb) || s->batch) {
-            free(j);
-            fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
-                                                       : "queryStream(request, callback) needs a callback function");
-            goto refuse;
-        }
+    if (stream) {
         j->cb = json_integer_value(cb);
         cw_import *im = idmap_get(&s->imports, j->cb);
         if (im != NULL)

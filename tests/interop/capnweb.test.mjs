@@ -360,3 +360,20 @@ test('an HTTP batch with a bad line answers what came before and an abort', asyn
   assert.equal(e.status, 200);
   assert.equal(await e.text(), '');
 });
+
+test('an HTTP batch cannot stream to a callback: refused, and nothing leaks', async () => {
+  // A daemon of its own, so that its exit (and, in a sanitizer build, the
+  // leak check that runs then) is this test's.
+  const own = await startDosqld();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const b = newHttpBatchRpcSession(`http://127.0.0.1:${own.port}/v1/db/leak/capnweb`);
+      const e = await b.queryStream({ sql: 'SELECT 1', chunkSize: 10 }, () => {}).then(() => null, (err) => err);
+      assert.ok(e instanceof Error, 'refused');
+      assert.equal(e.code, 'INVALID_REQUEST');
+      assert.match(e.message, /WebSocket/);
+    }
+  } finally {
+    await own.cleanup(); // throws on a sanitizer report or an unclean exit
+  }
+});
