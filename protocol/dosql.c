@@ -697,10 +697,12 @@ static void simple(op *o, json_t *p, dsq_op which)
 
 static void m_schema(op *o, json_t *p) { simple(o, p, DSQ_OP_SCHEMA); }
 
-/* Without a database (unbound routes): the server's own ping and stats. */
+/* Without a database (an unbound route, no "database", and not a call
+ * made on a database, as Cap'n Web's are): the server's own ping and
+ * stats. */
 static bool server_level(op *o, json_t *p)
 {
-    return o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
+    return o->fixed_db == NULL && o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
 }
 
 static void m_ping(op *o, json_t *p)

@@ -377,3 +377,45 @@ test('an HTTP batch cannot stream to a callback: refused, and nothing leaks', as
     await own.cleanup(); // throws on a sanitizer report or an unclean exit
   }
 });
+
+test('ping and getStats on a database answer for that database, as JSON-RPC does on its route', async () => {
+  const name = 'pingstats';
+  const rpc = async (method) => {
+    const r = await fetch(httpUrl(`/v1/db/${name}/rpc`), { method: 'POST', body: JSON.stringify({ id: 1, method, params: {} }) });
+    return (await r.json()).result;
+  };
+  // The shape of a value: its members and their types (BigInts are the
+  // numbers of JSON).
+  const shape = (v) => {
+    if (typeof v === 'bigint') return 'number';
+    if (v === null) return 'null';
+    if (Array.isArray(v)) return v.map(shape);
+    if (typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)]).sort());
+    return typeof v;
+  };
+  const created = await fetch(httpUrl(`/v1/db/${name}/query`), { method: 'POST', body: JSON.stringify({ sql: 'CREATE TABLE t(x)' }) }).then((r) => r.json());
+  const wantPing = await rpc('ping');
+  const wantStats = await rpc('getStats');
+  assert.equal(wantPing.lsn, created.lsn);
+  assert.equal(wantStats.database.name, name);
+  const bound = ws(`/v1/db/${name}/capnweb`);
+  const unbound = ws('/v1/capnweb');
+  try {
+    const batch = newHttpBatchRpcSession(httpUrl('/v1/capnweb'));
+    const batchPing = await batch.database(name).ping();
+    for (const [how, api] of [['/v1/db/{db}/capnweb', bound], ['database(name) on /v1/capnweb', unbound.database(name)]]) {
+      const p = await api.ping();
+      assert.deepEqual(shape(p), shape(wantPing), `${how}: ping`);
+      assert.equal(p.lsn, BigInt(created.lsn), `${how}: the database's LSN`);
+      const s = await api.getStats();
+      assert.deepEqual(Object.keys(s).sort(), Object.keys(wantStats).sort(), `${how}: getStats`);
+      assert.deepEqual(shape(s.database), shape(wantStats.database), `${how}: getStats database`);
+      assert.equal(s.database.name, name);
+      assert.equal(s.database.lsn, BigInt(created.lsn));
+    }
+    assert.equal(batchPing.lsn, BigInt(created.lsn), 'HTTP batch: the database\'s ping');
+  } finally {
+    bound[Symbol.dispose]();
+    unbound[Symbol.dispose]();
+  }
+});
