@@ -1049,6 +1049,12 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' on a database", method);
         goto refuse;
     }
+    /* Unknown fields first, whatever else is wrong (dsq_dosql_call checks
+     * them too, but a refused queryStream never gets there). */
+    if (json_is_object(req) && dsq_dosql_check_fields(method, req, s->why, sizeof s->why) != 0) {
+        s->why_code = DSQ_CODE_INVALID_REQUEST;
+        goto refuse;
+    }
     /* queryStream's callback, checked before anything is taken for the job. */
     bool stream = strcmp(method, "queryStream") == 0;
     json_t *cb = stream ? json_object_get(json_array_get(args, 1), "$clientStub") : NULL;
@@ -1199,8 +1205,18 @@ static void start_subscription(dsq_cw_session *s, cw_export *e, const char *db, 
     json_t *req = json_array_get(args, 0);
     json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
     const char *tables[1000];
-    char why[200];
+    char why[512];
     dsq_cdcsub_req r = {.db = db, .enc = DSQ_ENC_CAPNWEB};
+    json_t *d = json_object_get(req, "database");
+    if (json_is_object(req) && dsq_dosql_check_fields("subscribeCDC", req, why, sizeof why) != 0) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, why);
+        return;
+    }
+    if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), db) == 0)) {
+        snprintf(why, sizeof why, "\"database\" differs from the called database '%s'", db);
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, why);
+        return;
+    }
     if (s->batch) {
         settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC needs a WebSocket session");
         return;

@@ -419,3 +419,59 @@ test('ping and getStats on a database answer for that database, as JSON-RPC does
     unbound[Symbol.dispose]();
   }
 });
+
+test('an unknown request field rejects with INVALID_REQUEST naming it, for every method', async () => {
+  const setup = ws('/v1/db/ufcw/capnweb');
+  await setup.query({ sql: 'CREATE TABLE t(x)' });
+  setup[Symbol.dispose]();
+  // Each method with a request it takes plus `branch`; a function for
+  // the methods that call back.
+  const cases = [
+    ['query', { sql: 'INSERT INTO t VALUES (1)' }],
+    ['queryStream', { sql: 'SELECT x FROM t' }, () => {}],
+    ['beginTransaction', { mode: 'immediate' }],
+    ['commit', { transactionId: 'abc' }],
+    ['rollback', { transactionId: 'abc' }],
+    ['batch', { statements: [{ sql: 'INSERT INTO t VALUES (2)' }] }],
+    ['subscribeCDC', {}, () => {}],
+    ['getSchema', {}],
+    ['ping', {}],
+    ['getStats', {}],
+  ];
+  const bound = ws('/v1/db/ufcw/capnweb');
+  const unbound = ws('/v1/capnweb');
+  try {
+    for (const [how, api] of [['/v1/db/{db}/capnweb', bound], ['database(name)', unbound.database('ufcw')]]) {
+      for (const [method, req, cb] of cases) {
+        const args = cb ? [{ ...req, branch: 'x' }, cb] : [{ ...req, branch: 'x' }];
+        const e = await api[method](...args).then(() => null, (err) => err);
+        assert.ok(e instanceof Error, `${how} ${method}: refused`);
+        assert.equal(e.code, 'INVALID_REQUEST', `${how} ${method}: ${e.message}`);
+        assert.match(e.message, new RegExp(`unknown field "branch" in ${method}\\b`), `${how} ${method}`);
+      }
+    }
+    // The issue's own cases, and a batch's statement.
+    let e = await bound.query({ sql: 'select 1', branch: 'x' }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /unknown field "branch" in query/);
+    e = await bound.beginTransaction({ isolation: 'serializable', readOnly: true }).then(() => null, (err) => err);
+    assert.equal(e?.code, 'INVALID_REQUEST');
+    assert.match(e.message, /unknown field "(isolation|readOnly)" in beginTransaction/);
+    e = await bound.batch({ statements: [{ sql: 'SELECT 1', branch: 'x' }] }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /unknown field "branch" in batch statements\[0\]/);
+    e = await unbound.database('ufcw').query({ sql: 'SELECT 1', database: 'other' }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /"database" differs/, 'a stub\'s calls run on its database, not another');
+    // Over an HTTP batch too, even where the call is refused for more.
+    const b = newHttpBatchRpcSession(httpUrl('/v1/db/ufcw/capnweb'));
+    const [q, s] = await Promise.allSettled([
+      b.query({ sql: 'INSERT INTO t VALUES (3)', branch: 'x' }),
+      b.queryStream({ sql: 'SELECT 1', branch: 'x' }, () => {}),
+    ]);
+    assert.match(q.reason?.message ?? '', /unknown field "branch" in query/);
+    assert.match(s.reason?.message ?? '', /unknown field "branch" in queryStream/);
+    // Nothing was written, and the session goes on.
+    assert.deepEqual((await bound.query({ sql: 'SELECT count(*) FROM t' })).rows, [[0]]);
+  } finally {
+    bound[Symbol.dispose]();
+    unbound[Symbol.dispose]();
+  }
+});
