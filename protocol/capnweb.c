@@ -303,15 +303,21 @@ static void import_free(dsq_cw_session *s, cw_import *im)
 
 /* ---- sending --------------------------------------------------------------------------- */
 
+/* A message in the debug log, its values redacted (parameters, rows). */
+static void log_msg(const char *event, const char *msg, size_t len)
+{
+    if (dsq_log_get_level() > DSQ_LOG_DEBUG)
+        return;
+    char *text = dsq_redact_json(msg, len);
+    DSQ_DEBUG(event, "msg=%s", dsq_log_q(text));
+    free(text);
+}
+
 static void send_msg(dsq_cw_session *s, const dsq_buf *b)
 {
     if (s->closed || s->aborted)
         return;
-    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
-        char text[241];
-        snprintf(text, sizeof text, "%.*s", (int)(b->len < 240 ? b->len : 240), b->data);
-        DSQ_DEBUG("capnweb_out", "msg=%s", dsq_log_q(text));
-    }
+    log_msg("capnweb_out", b->data, b->len);
     s->t.send(s->t.ud, b->data, b->len);
 }
 
@@ -1944,11 +1950,7 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
         unref(s);
         return;
     }
-    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
-        char text[241];
-        snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
-        DSQ_DEBUG("capnweb_in", "msg=%s", dsq_log_q(text));
-    }
+    log_msg("capnweb_in", msg, len);
     json_error_t je;
     json_t *m = json_loadb(msg, len, 0, &je);
     if (m == NULL)

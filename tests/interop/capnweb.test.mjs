@@ -475,3 +475,47 @@ test('an unknown request field rejects with INVALID_REQUEST naming it, for every
     unbound[Symbol.dispose]();
   }
 });
+
+test('debug logs name the messages but never the values of parameters or rows', async () => {
+  const own = await startDosqld({ args: ['--log-level', 'debug'] });
+  const url = (p) => `http://127.0.0.1:${own.port}${p}`;
+  const secrets = ['s3cret-cw-positional', 's3cret-cw-named', 's3cret-cw-batch', 's3cret-cw-http', 's3cret-rpc-http', 's3cret-rpc-ws'];
+  const blob = new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x5e, 0xc7]);
+  const blob64 = Buffer.from(blob).toString('base64').replace(/=+$/, '');
+  try {
+    const api = newWebSocketRpcSession(`ws://127.0.0.1:${own.port}/v1/db/logs/capnweb`);
+    try {
+      await api.query({ sql: 'CREATE TABLE t(v, b BLOB)' });
+      const got = [];
+      const sub = await api.subscribeCDC({}, (ev) => { got.push(ev); });
+      const r = await api.query({ sql: 'INSERT INTO t VALUES (?, ?) RETURNING v', params: [secrets[0], blob] });
+      assert.deepEqual(r.rows, [[secrets[0]]]);
+      await api.query({ sql: 'SELECT :v AS v', params: { v: secrets[1] } });
+      await api.batch({ statements: [{ sql: 'SELECT ? AS v', params: [secrets[2]] }] });
+      const chunks = [];
+      await api.queryStream({ sql: 'SELECT v, b FROM t' }, (c) => { chunks.push(c); });
+      assert.equal(chunks[0].rows[0][0], secrets[0]);
+      await within(5000, (async () => { while (got.length < 1) await sleep(10); })(), 'CDC event');
+      assert.equal(got[0].after.v, secrets[0]);
+      await sub.unsubscribe();
+    } finally {
+      api[Symbol.dispose]();
+    }
+    const b = newHttpBatchRpcSession(url('/v1/db/logs/capnweb'));
+    assert.deepEqual((await b.query({ sql: 'SELECT ? AS v', params: [secrets[3]] })).rows, [[secrets[3]]]);
+    const rpc = await fetch(url('/v1/db/logs/rpc'), { method: 'POST', body: JSON.stringify({ id: 1, method: 'query', params: { sql: 'SELECT ? AS v', params: [secrets[4]] } }) }).then((x) => x.json());
+    assert.deepEqual(rpc.result.rows, [[secrets[4]]]);
+    const sock = new WebSocket(`ws://127.0.0.1:${own.port}/v1/db/logs/rpc`);
+    await within(5000, new Promise((resolve, reject) => { sock.on('open', resolve); sock.on('error', reject); }), 'WebSocket open');
+    const reply = within(5000, new Promise((resolve) => sock.once('message', (m) => resolve(JSON.parse(m.toString())))), 'reply');
+    sock.send(JSON.stringify({ id: 1, method: 'query', params: { sql: 'SELECT ? AS v', params: [secrets[5]] } }));
+    assert.deepEqual((await reply).result.rows, [[secrets[5]]]);
+    sock.close();
+  } finally {
+    await own.cleanup();
+  }
+  // The messages were logged (the SQL text with them), their values not.
+  assert.match(own.stderr, /event=capnweb_in .*INSERT INTO t VALUES \(\?, \?\) RETURNING v/);
+  assert.match(own.stderr, /event=capnweb_out /);
+  for (const s of [...secrets, blob64]) assert.ok(!own.stderr.includes(s), `${s} is in the log:\n${own.stderr.split('\n').filter((l) => l.includes(s)).join('\n')}`);
+});
