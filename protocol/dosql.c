@@ -744,7 +744,8 @@ static bool server_level(op *o, json_t *p)
 
 static void m_ping(op *o, json_t *p)
 {
-    if (!server_level(o, p)) {
+    /* A transaction is a database's: with one, "database" is needed. */
+    if (!server_level(o, p) || json_object_get(p, "transactionId") != NULL) {
         simple(o, p, DSQ_OP_PING);
         return;
     }

@@ -117,6 +117,7 @@ test('every bad input gets an error object and the connection stays usable', asy
     ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":[{"sql":"SELECT 1"}],"asOf":{"lsn":0}}}', 'INVALID_REQUEST', /unknown field "asOf" in batch/],
     ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"other"}}', 'INVALID_REQUEST', /database/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1"}}', 'INVALID_REQUEST', /"database" is required/],
+    ['/v1/rpc', '{"id":1,"method":"ping","params":{"transactionId":"abc"}}', 'INVALID_REQUEST', /"database" is required/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":".hidden"}}', 'INVALID_REQUEST', /invalid database name/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"a/b"}}', 'INVALID_REQUEST', /invalid database name/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":5}}', 'INVALID_REQUEST', /must be a string/],
@@ -184,6 +185,12 @@ test('an unknown request field is INVALID_REQUEST naming it, for every method, o
         if (method === 'subscribeCDC' && ok.result) await send('unsubscribeCDC', { ...extra, subscriptionId: ok.result.subscriptionId });
       }
     }
+    // unsubscribeCDC's "database", when given, is the subscription's.
+    const sub = await wsUnbound.ok('subscribeCDC', { database: 'uf' });
+    const other = await wsUnbound.call('unsubscribeCDC', { database: 'other', subscriptionId: sub.subscriptionId });
+    assert.equal(other.error?.code, 'INVALID_REQUEST');
+    assert.match(other.error.message, /"database" differs/);
+    await wsUnbound.ok('unsubscribeCDC', { database: 'uf', subscriptionId: sub.subscriptionId });
     // Members other code paths might have read, and a batch's statements.
     const more = [
       ['beginTransaction', { readOnly: true }, 'readOnly'],
