@@ -1047,6 +1047,14 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         fail(s, DSQ_CODE_INVALID_REQUEST, "%s takes one request object", method);
         goto refuse;
     }
+    /* An argument no one reads is refused, as unknown fields are: the
+     * callback methods take one after the request, the others none. */
+    bool callback = strcmp(method, "queryStream") == 0 || strcmp(method, "subscribeCDC") == 0;
+    if (json_array_size(args) > (callback ? 2u : 1u)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "%.100s takes %s, not %zu arguments", method,
+             callback ? "a request object and a callback" : "one request object", json_array_size(args));
+        goto refuse;
+    }
     if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
         start_subscription(s, e, db, args);
         return;
@@ -1307,7 +1315,10 @@ static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size
     } else if (v->kind == V_MAIN && strcmp(method, "database") == 0) {
         json_t *name = json_array_get(args, 0);
         const char *db = json_string_value(name);
-        if (db == NULL || json_string_length(name) != strlen(db) || !dsq_db_name_valid(db)) {
+        if (json_array_size(args) > 1) {
+            fail(s, DSQ_CODE_INVALID_REQUEST, "database(name) takes one argument, not %zu",
+                 json_array_size(args));
+        } else if (db == NULL || json_string_length(name) != strlen(db) || !dsq_db_name_valid(db)) {
             fail(s, DSQ_CODE_INVALID_REQUEST,
                  "database(name): invalid name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.'");
         } else if (s->t.scope(s->t.ud, db) == 0) {

@@ -460,6 +460,14 @@ test('an unknown request field rejects with INVALID_REQUEST naming it, for every
     assert.match(e?.message ?? '', /unknown field "branch" in batch statements\[0\]/);
     e = await unbound.database('ufcw').query({ sql: 'SELECT 1', database: 'other' }).then(() => null, (err) => err);
     assert.match(e?.message ?? '', /"database" differs/, 'a stub\'s calls run on its database, not another');
+    // Arguments beyond those a method takes are refused the same way.
+    e = await bound.query({ sql: 'INSERT INTO t VALUES (5)' }, { branch: 'x' }).then(() => null, (err) => err);
+    assert.equal(e?.code, 'INVALID_REQUEST');
+    assert.match(e.message, /query takes one request object, not 2 arguments/);
+    e = await bound.queryStream({ sql: 'SELECT 1' }, () => {}, 'x').then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /queryStream takes a request object and a callback, not 3 arguments/);
+    e = await unbound.database('ufcw', 'branch-x').ping().then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /database\(name\) takes one argument/);
     // Over an HTTP batch too, even where the call is refused for more.
     const b = newHttpBatchRpcSession(httpUrl('/v1/db/ufcw/capnweb'));
     const [q, s] = await Promise.allSettled([
