@@ -114,9 +114,10 @@ test('every bad input gets an error object and the connection stays usable', asy
     ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","asOf":{"lsn":1}}}', 'INVALID_LSN', /after the last commit/],
     ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","asOf":{"when":1}}}', 'INVALID_REQUEST', /asOf/],
     ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","asOf":{"timestamp":"yesterday"}}}', 'INVALID_REQUEST', /RFC 3339/],
-    ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":[{"sql":"SELECT 1"}],"asOf":{"lsn":0}}}', 'INVALID_REQUEST', /query only/],
+    ['/v1/db/bad/rpc', '{"id":1,"method":"batch","params":{"statements":[{"sql":"SELECT 1"}],"asOf":{"lsn":0}}}', 'INVALID_REQUEST', /unknown field "asOf" in batch/],
     ['/v1/db/bad/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"other"}}', 'INVALID_REQUEST', /database/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1"}}', 'INVALID_REQUEST', /"database" is required/],
+    ['/v1/rpc', '{"id":1,"method":"ping","params":{"transactionId":"abc"}}', 'INVALID_REQUEST', /"database" is required/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":".hidden"}}', 'INVALID_REQUEST', /invalid database name/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":"a/b"}}', 'INVALID_REQUEST', /invalid database name/],
     ['/v1/rpc', '{"id":1,"method":"query","params":{"sql":"SELECT 1","database":5}}', 'INVALID_REQUEST', /must be a string/],
@@ -140,6 +141,87 @@ test('every bad input gets an error object and the connection stays usable', asy
   assert.equal(ok.status, 200);
   assert.deepEqual(ok.json.rows, [[42]]);
   c.destroy();
+});
+
+// Every method, each with a request it takes plus a member it does not.
+const unknownFieldCases = [
+  ['query', { sql: 'INSERT INTO t VALUES (1)' }],
+  ['queryStream', { sql: 'SELECT x FROM t' }],
+  ['beginTransaction', { mode: 'immediate' }],
+  ['commit', { transactionId: 'abc' }],
+  ['rollback', { transactionId: 'abc' }],
+  ['batch', { statements: [{ sql: 'INSERT INTO t VALUES (2)' }] }],
+  ['subscribeCDC', {}],
+  ['unsubscribeCDC', { subscriptionId: '1' }],
+  ['getSchema', {}],
+  ['ping', {}],
+  ['getStats', {}],
+];
+
+test('an unknown request field is INVALID_REQUEST naming it, for every method, over HTTP and WebSocket', async () => {
+  await query(d.port, 'uf', 'CREATE TABLE t(x)');
+  const ws = await WsRpc.open(d.port, '/v1/db/uf/rpc');
+  const wsUnbound = await WsRpc.open(d.port, '/v1/rpc');
+  let transports;
+  try {
+    transports = [
+      ['HTTP /v1/db/uf/rpc', (m, p) => call(d.port, '/v1/db/uf/rpc', m, p), {}],
+      ['HTTP /v1/rpc', (m, p) => call(d.port, '/v1/rpc', m, p), { database: 'uf' }],
+      ['WebSocket /v1/db/uf/rpc', (m, p) => ws.call(m, p), {}],
+      ['WebSocket /v1/rpc', (m, p) => wsUnbound.call(m, p), { database: 'uf' }],
+    ];
+    for (const [how, send, extra] of transports) {
+      for (const [method, params] of unknownFieldCases) {
+        const what = `${how} ${method}`;
+        const r = await send(method, { ...params, ...extra, branch: 'feature-x' });
+        assert.ok(r.error, `${what}: refused, not ${JSON.stringify(r)}`);
+        assert.equal(r.error.code, 'INVALID_REQUEST', what);
+        assert.match(r.error.message, new RegExp(`unknown field "branch" in ${method}\\b`), what);
+        // The same request without it is not refused for its fields (a
+        // stream over HTTP answers NDJSON, which call() does not parse).
+        const ok = await send(method, { ...params, ...extra });
+        assert.doesNotMatch(ok?.error?.message ?? '', /unknown field/, `${what} without the field`);
+        if (method === 'beginTransaction' && ok.result) await send('rollback', { ...extra, transactionId: ok.result.transactionId });
+        if (method === 'subscribeCDC' && ok.result) await send('unsubscribeCDC', { ...extra, subscriptionId: ok.result.subscriptionId });
+      }
+    }
+    // unsubscribeCDC's "database", when given, is the subscription's.
+    const sub = await wsUnbound.ok('subscribeCDC', { database: 'uf' });
+    const other = await wsUnbound.call('unsubscribeCDC', { database: 'other', subscriptionId: sub.subscriptionId });
+    assert.equal(other.error?.code, 'INVALID_REQUEST');
+    assert.match(other.error.message, /"database" differs/);
+    await wsUnbound.ok('unsubscribeCDC', { database: 'uf', subscriptionId: sub.subscriptionId });
+    // Members other code paths might have read, and a batch's statements.
+    const more = [
+      ['beginTransaction', { readOnly: true }, 'readOnly'],
+      ['beginTransaction', { isolation: 'serializable' }, 'isolation'],
+      ['beginTransaction', { transactionId: 'abc' }, 'transactionId'],
+      ['queryStream', { sql: 'SELECT 1', asOf: { lsn: 0 } }, 'asOf'],
+      ['getStats', { transactionId: 'abc' }, 'transactionId'],
+      ['batch', { statements: [{ sql: 'INSERT INTO t VALUES (3)' }, { sql: 'SELECT 1', branch: 'x' }] }, 'branch', 'batch statements\\[1\\]'],
+    ];
+    for (const [method, params, field, where = method] of more) {
+      const r = await call(d.port, '/v1/db/uf/rpc', method, params);
+      assert.equal(r.error?.code, 'INVALID_REQUEST', `${method} ${field}: ${JSON.stringify(r)}`);
+      assert.match(r.error.message, new RegExp(`unknown field "${field}" in ${where}`));
+    }
+    // The JSON-RPC envelope, and the body of the query route.
+    const env = await post(d.port, '/v1/db/uf/rpc', { id: 7, method: 'ping', params: {}, branch: 'x' });
+    assert.equal(env.json.id, 7);
+    assert.equal(env.json.error?.code, 'INVALID_REQUEST');
+    assert.match(env.json.error.message, /unknown field "branch" in the request/);
+    const q = await post(d.port, '/v1/db/uf/query', { sql: 'INSERT INTO t VALUES (4)', branch: 'x' });
+    assert.equal(q.status, 400);
+    assert.equal(q.json.error.code, 'INVALID_REQUEST');
+    assert.match(q.json.error.message, /unknown field "branch" in query/);
+    // No refused write reached the database: the rows are those of query
+    // and batch without the field, once per transport.
+    assert.deepEqual((await query(d.port, 'uf', 'SELECT x, count(*) FROM t GROUP BY x')).rows,
+      [[1, transports.length], [2, transports.length]]);
+  } finally {
+    await ws.close();
+    await wsUnbound.close();
+  }
 });
 
 test('bad input over WebSocket: error objects, the session goes on', async () => {
