@@ -123,6 +123,8 @@ struct dsq_call {
     bool atomic;             /* BATCH: all or nothing (default true) */
     char txn[33];            /* the transaction this call belongs to, or "" */
     bool immediate;          /* BEGIN: BEGIN IMMEDIATE */
+    bool read_only;          /* BEGIN: a snapshot transaction: it reads the database as of its
+                                start, on a connection of its own, and holds back no one */
     uint64_t txn_timeout_ms; /* BEGIN: idle limit; 0 = the engine default */
     unsigned scope;          /* DSQ_SCOPE_* the caller holds */
     uint64_t session;        /* the connection; its transactions end with it (0: none) */
@@ -160,6 +162,9 @@ struct dsq_call {
     char db[129];
     struct dsq_actor *actor;
     dsq_call *next;
+    uint64_t seq;            /* its place in the actor's arrival order */
+    bool wait_writer;        /* it writes, and another client's transaction is open: it
+                                waits for that one to end (reads run meanwhile) */
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */

@@ -110,7 +110,26 @@ typedef struct actor_open {
     char stmt_created[129];      /* the table it creates, or "" */
     char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
     char sp_name[128];
+    /* Reads outside the open transaction run on the last commit, through
+     * this connection; it lives until the transaction ends. */
+    struct dsq_ps_view *snap_view; /* owned */
+    sqlite3 *snap_db;              /* owned: a connection on snap_view */
 } actor_open;
+
+/* A read-only transaction (beginTransaction readOnly): the database as of
+ * its start, on a connection of its own. It holds back no one; while any
+ * is open the store keeps the history it reads (no retention, no merge). */
+typedef struct snap_txn {
+    /* under the actor's mu */
+    char id[33];
+    uint64_t session;            /* its owner connection (0: none) */
+    uint64_t timeout_ms;         /* idle limit */
+    uint64_t deadline_ms;        /* monotonic ms */
+    /* worker only */
+    uint64_t lsn;                /* the commit it reads */
+    struct dsq_ps_view *view;    /* owned */
+    sqlite3 *db;                 /* owned: a connection on view */
+} snap_txn;
 
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
@@ -132,6 +151,9 @@ typedef struct dsq_actor {
     uint64_t txn_session;           /* its owner connection (0: none) */
     uint64_t txn_timeout_ms;
     uint64_t txn_deadline_ms;       /* idle limit, monotonic ms */
+    snap_txn *snaps;                /* open read-only transactions (owned) */
+    size_t nsnaps, snaps_cap;
+    uint64_t mail_seq;              /* the last arrival number given */
     uint64_t stream_id;             /* the open stream, or 0 */
     uint64_t stream_session;
     uint64_t stream_deadline_ms;
@@ -232,6 +254,12 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a);
 /* Append `c` to the mailbox; schedule the actor if `c` can run. Returns 0,
  * or -1 when the mailbox is full or the actor is shut. */
 int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
+/* Put back, in its place by arrival, a call that found it writes while
+ * another client's transaction is open (it is marked wait_writer). Worker,
+ * during the actor's turn. */
+void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* The open read-only transaction `id`, or NULL. Caller holds a->mu. */
+snap_txn *dsq__snap_find(dsq_actor *a, const char *id);
 /* Put back a call that waited for a page from the object store (first in
  * line) and end the actor's wait. Any thread. */
 void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c);
@@ -291,8 +319,14 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
 
+/* ---- exec.c: connections on views (worker) ---- */
+/* Close the connection reads beside the open transaction use. */
+void dsq__beside_close(actor_open *o);
+/* Close every read-only transaction of the actor (it closes or shuts). */
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
+
 /* ---- schema.c ---- */
-json_t *dsq__schema(actor_open *o, char *err, size_t errlen);
+json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
 json_t *dsq__stats(dsq_engine *e, dsq_actor *a);
 
 /* ---- result.c ---- */

@@ -613,6 +613,18 @@ static void m_begin(op *o, json_t *p)
             return;
         }
     }
+    json_t *ro = json_object_get(p, "readOnly");
+    if (ro != NULL && !json_is_null(ro)) {
+        if (!json_is_boolean(ro)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"readOnly\" must be a boolean");
+            return;
+        }
+        o->call.read_only = json_is_true(ro);
+    }
+    if (o->call.read_only && o->call.immediate) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "a read-only transaction cannot be \"immediate\"");
+        return;
+    }
     if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
         reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
         return;
