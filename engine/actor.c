@@ -52,6 +52,8 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
 {
     if (op_of(c) == DSQ__OP_SHUTDOWN)
         return true;
+    if (op_of(c) < DSQ__OP_HIBERNATE && c->state == DSQ__CALL_NEW && dsq__cancelled(c))
+        return true; /* it fails at once, touching nothing */
     if (a->cold_wait)
         return false; /* in order: what came after the waiting call runs after it */
     if (a->stream_id != 0) {
@@ -75,7 +77,8 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
     dsq_call *prev = NULL;
     for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
         bool ok = belongs_to_hold(a, c);
-        if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE) {
+        if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE &&
+            !dsq__cancelled(c)) {
             ok = !many;
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;
@@ -186,6 +189,20 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
     atomic_fetch_add(&e->queued, 1);
     pthread_mutex_unlock(&a->mu);
     /* The actor is running (this is its turn): its run loop finds c. */
+}
+
+void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c)
+{
+    pthread_mutex_lock(&a->mu);
+    bool waiting = false;
+    for (dsq_call *m = a->mail_head; m && !waiting; m = m->next)
+        waiting = m == c;
+    bool push = waiting && a->sched == ACTOR_IDLE;
+    if (push)
+        a->sched = ACTOR_QUEUED;
+    pthread_mutex_unlock(&a->mu);
+    if (push)
+        dsq__pool_push(e, a, false); /* the loop thread: woken by the next kick */
 }
 
 snap_txn *dsq__snap_find(dsq_actor *a, const char *id)

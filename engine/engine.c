@@ -374,6 +374,15 @@ void dsq__heap_trim(dsq_engine *e)
 
 /* ---- sessions and streams ------------------------------------------------------------------ */
 
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c)
+{
+    if (!dsq__cancellable(c) || c->actor == NULL)
+        return;
+    atomic_store(&c->cancelled, true);
+    dsq__actor_cancel(e, c->actor, c);
+    dsq__pool_kick(e);
+}
+
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
 {
     if (session == 0)

@@ -16,6 +16,7 @@
 #define DSQ_ENGINE_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -163,6 +164,7 @@ struct dsq_call {
     struct dsq_actor *actor;
     dsq_call *next;
     uint64_t seq;            /* its place in the actor's arrival order */
+    atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
     bool wait_writer;        /* it writes, and another client's transaction is open: it
                                 waits for that one to end (reads run meanwhile) */
     uint64_t stream_id;
@@ -277,6 +279,16 @@ bool dsq_engine_feed_pending(dsq_engine *e);
  * transactions and end streams past their idle limits, bring the number of
  * open actors back under max_open_actors. Loop thread. */
 void dsq_engine_tick(dsq_engine *e);
+
+/* The caller no longer wants call c (its client went away, or asked to
+ * cancel it). A QUERY, BATCH, STREAM, SCHEMA or BEGIN that has not
+ * started fails when its turn comes, without running; a statement it is
+ * running stops at SQLite's next progress check (every 1000 virtual
+ * machine instructions), as at query_timeout, and SQLite undoes it. Its
+ * `done` still runs, with TIMEOUT "the request was cancelled". Other
+ * operations (COMMIT, ROLLBACK, ...) run as asked. A call that is done:
+ * nothing. Loop thread. */
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c);
 
 /* A connection went away: roll back its transactions, end its streams. */
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session);

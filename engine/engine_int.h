@@ -97,6 +97,8 @@ typedef struct actor_open {
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
+    dsq_call *running;           /* the call running now (the progress handler stops it when
+                                    it is cancelled), or NULL */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
     uint64_t stream_rows;        /* rows it has handed out */
     uint64_t stream_skip;        /* rows to step over first: it starts again after a cold page */
@@ -258,6 +260,19 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
  * another client's transaction is open (it is marked wait_writer). Worker,
  * during the actor's turn. */
 void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* dsq_engine_cancel's part under the actor's lock: a cancelled call that
+ * waits in the mailbox gets a turn at once, to fail. Loop thread. */
+void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Operations dsq_engine_cancel stops. */
+static inline bool dsq__cancellable(const dsq_call *c)
+{
+    return c->op == DSQ_OP_QUERY || c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
+           c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_BEGIN;
+}
+static inline bool dsq__cancelled(const dsq_call *c)
+{
+    return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);
+}
 /* The open read-only transaction `id`, or NULL. Caller holds a->mu. */
 snap_txn *dsq__snap_find(dsq_actor *a, const char *id);
 /* Put back a call that waited for a page from the object store (first in

@@ -244,6 +244,8 @@ static bool lone_statement(const char *sql, size_t len)
 static int progress(void *ud)
 {
     actor_open *o = ud;
+    if (o->running != NULL && dsq__cancelled(o->running))
+        return 1;
     return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
 }
 
@@ -633,6 +635,8 @@ static void fail_sqlite(run_ctx *x, int rc)
      * SQLITE_AUTH: whenever the authorizer said no, say why. */
     if (o->deny[0])
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "%s", o->deny);
+    else if ((rc & 0xff) == SQLITE_INTERRUPT && dsq__cancelled(x->c))
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the request was cancelled");
     else if ((rc & 0xff) == SQLITE_INTERRUPT)
         dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
                   (unsigned long long)x->e->cfg.query_timeout_ms);
@@ -1943,6 +1947,12 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->state == DSQ__CALL_NEW && dsq__cancellable(c) && dsq__cancelled(c)) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
+        if (c->op == DSQ_OP_STREAM) {
+            alloc_results(c, 1);
+            c->more = false;
+        }
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL && cold_failed(&x)) {
         /* its log chunk did not come: failed (a batch of the system actor) */
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
@@ -1968,6 +1978,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
         x.o = a->open;
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
+        x.o->running = c;
         switch (c->op) {
         case DSQ_OP_QUERY: op_query(&x); break;
         case DSQ_OP_BATCH: op_batch(&x); break;
@@ -1998,6 +2009,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             break;
         }
         x.o->deadline_ns = 0;
+        x.o->running = NULL;
         if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
         if (c->txn[0] && x.o->in_txn) {
