@@ -52,7 +52,7 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
 {
     if (op_of(c) == DSQ__OP_SHUTDOWN)
         return true;
-    if (op_of(c) < DSQ__OP_HIBERNATE && c->state == DSQ__CALL_NEW && dsq__cancelled(c))
+    if (op_of(c) < DSQ__OP_HIBERNATE && c->state == DSQ__CALL_NEW && (dsq__cancelled(c) || c->wait_expired))
         return true; /* it fails at once, touching nothing */
     if (a->cold_wait)
         return false; /* in order: what came after the waiting call runs after it */
@@ -78,7 +78,7 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
     for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
         bool ok = belongs_to_hold(a, c);
         if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE &&
-            !dsq__cancelled(c)) {
+            !dsq__cancelled(c) && !c->wait_expired) {
             ok = !many;
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;
@@ -178,6 +178,8 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
         prev = at;
         at = at->next;
     }
+    if (c->wait_since_ms == 0)
+        c->wait_since_ms = dsq_now_ms();
     c->next = at;
     if (prev)
         prev->next = c;
@@ -189,6 +191,25 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
     atomic_fetch_add(&e->queued, 1);
     pthread_mutex_unlock(&a->mu);
     /* The actor is running (this is its turn): its run loop finds c. */
+}
+
+void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
+{
+    uint64_t limit = e->cfg.write_wait_ms ? e->cfg.write_wait_ms : 30000;
+    pthread_mutex_lock(&a->mu);
+    bool any = false;
+    for (dsq_call *m = a->mail_head; m; m = m->next) {
+        if (m->wait_writer && !m->wait_expired && now - m->wait_since_ms >= limit) {
+            m->wait_expired = true;
+            any = true;
+        }
+    }
+    bool push = any && a->sched == ACTOR_IDLE;
+    if (push)
+        a->sched = ACTOR_QUEUED;
+    pthread_mutex_unlock(&a->mu);
+    if (push)
+        dsq__pool_push(e, a, false);
 }
 
 void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c)

@@ -336,7 +336,10 @@ void dsq_engine_tick(dsq_engine *e)
             }
         }
         uint64_t stream_id = a->stream_id;
+        bool writers = a->txn[0] != '\0' && a->nmail > 0;
         pthread_mutex_unlock(&a->mu);
+        if (writers)
+            dsq__actor_expire_writers(e, a, now);
         if ((txn_late || stream_late) && !a->expire_sent) {
             /* A stream inside the transaction ends with it. */
             if (txn_late && post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, 0, 0) == 0)

@@ -167,6 +167,8 @@ struct dsq_call {
     atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
     bool wait_writer;        /* it writes, and another client's transaction is open: it
                                 waits for that one to end (reads run meanwhile) */
+    uint64_t wait_since_ms;  /* when it began to wait so (monotonic) */
+    bool wait_expired;       /* it waited write_wait_ms: it fails at once */
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
@@ -201,6 +203,8 @@ typedef struct dsq_engine_cfg {
     uint64_t query_timeout_ms;     /* one call's statements stop after this */
     size_t max_result_size;        /* bytes of rows per call */
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
+    uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails
+                                      after this long (0: 30 s) */
     size_t max_sql_length;         /* SQLITE_LIMIT_SQL_LENGTH */
     size_t max_value_size;         /* SQLITE_LIMIT_LENGTH */
     int max_columns;               /* SQLITE_LIMIT_COLUMN */

@@ -263,6 +263,9 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* dsq_engine_cancel's part under the actor's lock: a cancelled call that
  * waits in the mailbox gets a turn at once, to fail. Loop thread. */
 void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Writers that waited write_wait_ms for another client's transaction are
+ * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
+void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
 /* Operations dsq_engine_cancel stops. */
 static inline bool dsq__cancellable(const dsq_call *c)
 {

@@ -1,4 +1,4 @@
-// Integration: cancellation. A runaway statement stops when its client
+// Integration: cancellation and waiting. A runaway statement stops when its client
 // closes its WebSocket, drops its HTTP connection, sends `cancel` for its
 // request id, or presses Ctrl-C in the dosql shell; its database is then
 // free again at once (the statement would otherwise run for the whole
@@ -92,4 +92,28 @@ test('Ctrl-C in dosql cancels the statement on the server', async () => {
   assert.notEqual(code, 0, 'an interrupted command fails');
   assert.match(stderr, /interrupt|cancel/i, stderr);
   await freeAfter('cx4', t0, 'Ctrl-C in dosql');
+});
+
+test('a write waits at most write_wait_timeout for another client\'s transaction', async () => {
+  const w = await startDosqld({ conf: '[engine]\nwrite_wait_timeout = 1s\ntransaction_timeout = 20s\n' });
+  try {
+    await query(w.port, 'ww', 'CREATE TABLE t(x)');
+    const a = await WsRpc.open(w.port, '/v1/db/ww/rpc');
+    const { transactionId } = await a.ok('beginTransaction', {});
+    await a.ok('query', { sql: 'INSERT INTO t VALUES (1)', transactionId });
+    const t0 = Date.now();
+    const r = await within(5000, query(w.port, 'ww', 'INSERT INTO t VALUES (2)', undefined, { raw: true }), 'the waiting write');
+    const ms = Date.now() - t0;
+    assert.equal(r.json.error.code, 'TIMEOUT', r.text);
+    assert.match(r.json.error.message, /write_wait_timeout/);
+    assert.ok(ms >= 900, `it failed after ${ms} ms, before write_wait_timeout`);
+    // Reads went on meanwhile, and the transaction is intact.
+    assert.deepEqual((await query(w.port, 'ww', 'SELECT count(*) FROM t')).rows, [[0]]);
+    await a.ok('query', { sql: 'INSERT INTO t VALUES (3)', transactionId });
+    await a.ok('commit', { transactionId });
+    assert.deepEqual((await query(w.port, 'ww', 'SELECT x FROM t ORDER BY x')).rows, [[1], [3]]);
+    await a.close();
+  } finally {
+    await w.cleanup();
+  }
 });
