@@ -4,6 +4,8 @@
 #   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
 #   make test       build, then run every unit and integration test
 #   make bench      benchmarks against peers (bench/)
+#   make soak       30 minutes of mixed load on an ASan+UBSan build, watching memory and
+#                   descriptors (SOAK_SECONDS; tests/soak/soak.mjs; the report in build-soak/)
 #   make install    PREFIX, DESTDIR: binary, config, systemd unit, sysusers/tmpfiles
 #   make clean
 #
@@ -57,7 +59,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean
+.PHONY: all run test unit integration bench install clean soak
 all: $(B)/dosqld $(B)/dosql
 
 $(B)/obj/%.o: %.c config.mk
@@ -123,6 +125,14 @@ integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modul
 
 test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
+
+# The soak runs on its own sanitizer build (a sub-make: SANITIZE picks the
+# build directory) and writes its samples and report to build-soak/.
+SOAK_SECONDS ?= 1800
+soak: tests/node_modules/.stamp
+	$(MAKE) SANITIZE=address,undefined all
+	DOSQLD=$(CURDIR)/build-address-undefined/dosqld DSQ_BUILD=$(CURDIR)/build-address-undefined \
+	    node tests/soak/soak.mjs $(SOAK_SECONDS) build-soak
 
 # The WebSocket load generator for bench/point_select (libuv and wslay only).
 $(B)/bench/wsload: bench/wsload.c config.mk

@@ -326,11 +326,20 @@ void dsq_engine_tick(dsq_engine *e)
         pthread_mutex_lock(&a->mu);
         bool txn_late = a->txn[0] != '\0' && now >= a->txn_deadline_ms;
         bool stream_late = a->stream_id != 0 && now >= a->stream_deadline_ms;
-        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0;
+        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0 && a->nsnaps == 0;
         char txn[33];
         memcpy(txn, a->txn, sizeof txn);
+        for (size_t i = 0; !txn_late && i < a->nsnaps; i++) {
+            if (now >= a->snaps[i].deadline_ms) { /* a read-only transaction idle too long */
+                txn_late = true;
+                memcpy(txn, a->snaps[i].id, sizeof txn);
+            }
+        }
         uint64_t stream_id = a->stream_id;
+        bool writers = a->txn[0] != '\0' && a->nmail > 0;
         pthread_mutex_unlock(&a->mu);
+        if (writers)
+            dsq__actor_expire_writers(e, a, now);
         if ((txn_late || stream_late) && !a->expire_sent) {
             /* A stream inside the transaction ends with it. */
             if (txn_late && post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, 0, 0) == 0)
@@ -368,6 +377,15 @@ void dsq__heap_trim(dsq_engine *e)
 
 /* ---- sessions and streams ------------------------------------------------------------------ */
 
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c)
+{
+    if (!dsq__cancellable(c) || c->actor == NULL)
+        return;
+    atomic_store(&c->cancelled, true);
+    dsq__actor_cancel(e, c->actor, c);
+    dsq__pool_kick(e);
+}
+
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
 {
     if (session == 0)
@@ -379,11 +397,24 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
         char id[33];
         memcpy(id, a->txn, sizeof id);
         uint64_t stream_id = a->stream_id;
+        size_t nro = 0; /* its read-only transactions */
+        char (*ro)[33] = NULL;
+        for (size_t i = 0; i < a->nsnaps; i++)
+            nro += a->snaps[i].session == session;
+        if (nro > 0 && (ro = malloc(nro * sizeof *ro)) != NULL) {
+            size_t k = 0;
+            for (size_t i = 0; i < a->nsnaps; i++)
+                if (a->snaps[i].session == session)
+                    memcpy(ro[k++], a->snaps[i].id, sizeof ro[0]);
+        }
         pthread_mutex_unlock(&a->mu);
         if (stream)
             post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, stream_id);
         if (txn)
             post_internal(e, a, DSQ__OP_TXN_EXPIRE, id, session, 0);
+        for (size_t i = 0; ro != NULL && i < nro; i++) /* (out of memory: they expire when idle) */
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, ro[i], session, 0);
+        free(ro);
     }
     dsq__pool_kick(e);
 }
@@ -661,6 +692,7 @@ void dsq_engine_free(dsq_engine *e)
             pthread_mutex_destroy(&a->mu);
             dsq__feed_free(atomic_load(&a->feed));
             free(a->pins);
+            free(a->snaps);
             a = next;
         }
     }

@@ -16,6 +16,7 @@
 #define DSQ_ENGINE_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -123,6 +124,8 @@ struct dsq_call {
     bool atomic;             /* BATCH: all or nothing (default true) */
     char txn[33];            /* the transaction this call belongs to, or "" */
     bool immediate;          /* BEGIN: BEGIN IMMEDIATE */
+    bool read_only;          /* BEGIN: a snapshot transaction: it reads the database as of its
+                                start, on a connection of its own, and holds back no one */
     uint64_t txn_timeout_ms; /* BEGIN: idle limit; 0 = the engine default */
     unsigned scope;          /* DSQ_SCOPE_* the caller holds */
     uint64_t session;        /* the connection; its transactions end with it (0: none) */
@@ -160,6 +163,12 @@ struct dsq_call {
     char db[129];
     struct dsq_actor *actor;
     dsq_call *next;
+    uint64_t seq;            /* its place in the actor's arrival order */
+    atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
+    bool wait_writer;        /* it writes, and another client's transaction is open: it
+                                waits for that one to end (reads run meanwhile) */
+    uint64_t wait_since_ms;  /* when it began to wait so (monotonic) */
+    bool wait_expired;       /* it waited write_wait_ms: it fails at once */
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
@@ -194,6 +203,8 @@ typedef struct dsq_engine_cfg {
     uint64_t query_timeout_ms;     /* one call's statements stop after this */
     size_t max_result_size;        /* bytes of rows per call */
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
+    uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails
+                                      after this long (0: 30 s) */
     size_t max_sql_length;         /* SQLITE_LIMIT_SQL_LENGTH */
     size_t max_value_size;         /* SQLITE_LIMIT_LENGTH */
     int max_columns;               /* SQLITE_LIMIT_COLUMN */
@@ -272,6 +283,16 @@ bool dsq_engine_feed_pending(dsq_engine *e);
  * transactions and end streams past their idle limits, bring the number of
  * open actors back under max_open_actors. Loop thread. */
 void dsq_engine_tick(dsq_engine *e);
+
+/* The caller no longer wants call c (its client went away, or asked to
+ * cancel it). A QUERY, BATCH, STREAM, SCHEMA or BEGIN that has not
+ * started fails when its turn comes, without running; a statement it is
+ * running stops at SQLite's next progress check (every 1000 virtual
+ * machine instructions), as at query_timeout, and SQLite undoes it. Its
+ * `done` still runs, with TIMEOUT "the request was cancelled". Other
+ * operations (COMMIT, ROLLBACK, ...) run as asked. A call that is done:
+ * nothing. Loop thread. */
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c);
 
 /* A connection went away: roll back its transactions, end its streams. */
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session);

@@ -97,6 +97,8 @@ typedef struct actor_open {
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
+    dsq_call *running;           /* the call running now (the progress handler stops it when
+                                    it is cancelled), or NULL */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
     uint64_t stream_rows;        /* rows it has handed out */
     uint64_t stream_skip;        /* rows to step over first: it starts again after a cold page */
@@ -110,7 +112,26 @@ typedef struct actor_open {
     char stmt_created[129];      /* the table it creates, or "" */
     char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
     char sp_name[128];
+    /* Reads outside the open transaction run on the last commit, through
+     * this connection; it lives until the transaction ends. */
+    struct dsq_ps_view *snap_view; /* owned */
+    sqlite3 *snap_db;              /* owned: a connection on snap_view */
 } actor_open;
+
+/* A read-only transaction (beginTransaction readOnly): the database as of
+ * its start, on a connection of its own. It holds back no one; while any
+ * is open the store keeps the history it reads (no retention, no merge). */
+typedef struct snap_txn {
+    /* under the actor's mu */
+    char id[33];
+    uint64_t session;            /* its owner connection (0: none) */
+    uint64_t timeout_ms;         /* idle limit */
+    uint64_t deadline_ms;        /* monotonic ms */
+    /* worker only */
+    uint64_t lsn;                /* the commit it reads */
+    struct dsq_ps_view *view;    /* owned */
+    sqlite3 *db;                 /* owned: a connection on view */
+} snap_txn;
 
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
@@ -132,6 +153,9 @@ typedef struct dsq_actor {
     uint64_t txn_session;           /* its owner connection (0: none) */
     uint64_t txn_timeout_ms;
     uint64_t txn_deadline_ms;       /* idle limit, monotonic ms */
+    snap_txn *snaps;                /* open read-only transactions (owned) */
+    size_t nsnaps, snaps_cap;
+    uint64_t mail_seq;              /* the last arrival number given */
     uint64_t stream_id;             /* the open stream, or 0 */
     uint64_t stream_session;
     uint64_t stream_deadline_ms;
@@ -232,6 +256,28 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a);
 /* Append `c` to the mailbox; schedule the actor if `c` can run. Returns 0,
  * or -1 when the mailbox is full or the actor is shut. */
 int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
+/* Put back, in its place by arrival, a call that found it writes while
+ * another client's transaction is open (it is marked wait_writer). Worker,
+ * during the actor's turn. */
+void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* dsq_engine_cancel's part under the actor's lock: a cancelled call that
+ * waits in the mailbox gets a turn at once, to fail. Loop thread. */
+void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Writers that waited write_wait_ms for another client's transaction are
+ * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
+void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
+/* Operations dsq_engine_cancel stops. */
+static inline bool dsq__cancellable(const dsq_call *c)
+{
+    return c->op == DSQ_OP_QUERY || c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
+           c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_BEGIN;
+}
+static inline bool dsq__cancelled(const dsq_call *c)
+{
+    return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);
+}
+/* The open read-only transaction `id`, or NULL. Caller holds a->mu. */
+snap_txn *dsq__snap_find(dsq_actor *a, const char *id);
 /* Put back a call that waited for a page from the object store (first in
  * line) and end the actor's wait. Any thread. */
 void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c);
@@ -291,8 +337,14 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
 
+/* ---- exec.c: connections on views (worker) ---- */
+/* Close the connection reads beside the open transaction use. */
+void dsq__beside_close(actor_open *o);
+/* Close every read-only transaction of the actor (it closes or shuts). */
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
+
 /* ---- schema.c ---- */
-json_t *dsq__schema(actor_open *o, char *err, size_t errlen);
+json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
 json_t *dsq__stats(dsq_engine *e, dsq_actor *a);
 
 /* ---- result.c ---- */

@@ -12,7 +12,15 @@
  * also advances the LSN in the same transaction (store.c). User SQL cannot
  * begin, commit or roll back on its own: the authorizer refuses it, so the
  * engine always knows where commits happen. The one exception is a lone
- * VACUUM, which SQLite runs only outside a transaction. */
+ * VACUUM, which SQLite runs only outside a transaction.
+ *
+ * Isolation. Writes are serializable: one transaction at a time, on the
+ * actor's connection. Reads never wait for a writer: while a client's
+ * explicit transaction is open, other clients' requests run on the last
+ * commit through a second connection on a view of the store (the same
+ * views time travel uses), and one that turns out to write waits for the
+ * transaction to end (dsq__actor_repost). A read-only transaction
+ * (beginTransaction readOnly) is such a view held across requests. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -236,6 +244,8 @@ static bool lone_statement(const char *sql, size_t len)
 static int progress(void *ud)
 {
     actor_open *o = ud;
+    if (o->running != NULL && dsq__cancelled(o->running))
+        return 1;
     return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
 }
 
@@ -348,6 +358,9 @@ void dsq__actor_close(dsq_actor *a)
     o->internal = true;
     if (o->stream_stmt)
         sqlite3_finalize(o->stream_stmt);
+    o->stream_stmt = NULL;
+    dsq__snaps_close_all(o->engine, a);
+    dsq__beside_close(o);
     if (!sqlite3_get_autocommit(o->db))
         sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < STMT_CACHE; i++) {
@@ -386,6 +399,62 @@ void dsq__actor_close(dsq_actor *a)
         offer_files(e, a, NULL, durable); /* all of it is durable now */
     dsq_evict_closed(e->evict, a->name);
     atomic_fetch_add(&e->closes, 1); /* (the tick has the heap trimmed after many: dsq__heap_trim) */
+}
+
+/* ---- connections on views: reads beside a transaction, read-only transactions ---- */
+
+/* A connection on the database as of `lsn`, with the actor's sandbox. -1
+ * when there is no such view (the LSN is out of the history kept), -2
+ * when the connection cannot open; the reason in err either way (a page
+ * may be in the object store: cold). */
+static int view_conn(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t lsn, dsq_ps_view **vp,
+                     sqlite3 **dbp, char *err, size_t errlen)
+{
+    *vp = NULL;
+    *dbp = NULL;
+    if (dsq_ps_view_open(o->ps, lsn, vp, err, errlen) != 0)
+        return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db/%s/db", e->data_dir, a->name);
+    if (dsq__vfs_open_view(*vp, path, dbp, err, errlen) != 0) {
+        dsq_ps_view_close(*vp);
+        *vp = NULL;
+        return -2;
+    }
+    sandbox(o, *dbp, &e->cfg);
+    return 0;
+}
+
+void dsq__beside_close(actor_open *o)
+{
+    if (o->snap_db != NULL)
+        sqlite3_close(o->snap_db);
+    dsq_ps_view_close(o->snap_view);
+    o->snap_db = NULL;
+    o->snap_view = NULL;
+}
+
+/* Remove read-only transaction i: its connection and view close. Worker. */
+static void snap_remove(dsq_engine *e, dsq_actor *a, size_t i)
+{
+    actor_open *o = a->open;
+    snap_txn t = a->snaps[i];
+    if (o != NULL && o->stream_stmt != NULL && sqlite3_db_handle(o->stream_stmt) == t.db) {
+        sqlite3_finalize(o->stream_stmt); /* (a stream holds the actor: only at close) */
+        o->stream_stmt = NULL;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->snaps[i] = a->snaps[--a->nsnaps];
+    pthread_mutex_unlock(&a->mu);
+    sqlite3_close(t.db);
+    dsq_ps_view_close(t.view);
+    atomic_fetch_sub(&e->txns_open, 1);
+}
+
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a)
+{
+    while (a->nsnaps > 0)
+        snap_remove(e, a, a->nsnaps - 1);
 }
 
 /* ---- the statement cache ------------------------------------------------------ */
@@ -507,6 +576,10 @@ typedef struct run_ctx {
     sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
     sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
     bool past;           /* a time-travel query: statements may only read */
+    bool beside;         /* reads beside another client's open transaction: a statement
+                            that writes makes the call wait for it (park) */
+    bool park;           /* so it did: the call goes back to the mailbox, to run later */
+    snap_txn *snap;      /* the read-only transaction the call names, or NULL */
     size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
     bool retry;          /* a page was in the object store: run the call again once it is here */
 } run_ctx;
@@ -562,6 +635,8 @@ static void fail_sqlite(run_ctx *x, int rc)
      * SQLITE_AUTH: whenever the authorizer said no, say why. */
     if (o->deny[0])
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "%s", o->deny);
+    else if ((rc & 0xff) == SQLITE_INTERRUPT && dsq__cancelled(x->c))
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the request was cancelled");
     else if ((rc & 0xff) == SQLITE_INTERRUPT)
         dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
                   (unsigned long long)x->e->cfg.query_timeout_ms);
@@ -708,6 +783,15 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         memcpy(sp_op, o->sp_op, sizeof sp_op);
         memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
+        if (x->beside && !sqlite3_stmt_readonly(st)) {
+            x->park = true; /* it runs once the open transaction ends */
+            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
+            goto out;
+        }
+        if (x->snap && !sqlite3_stmt_readonly(st)) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
+            goto out;
+        }
         if (x->past && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
             goto out;
@@ -796,6 +880,7 @@ static void end_txn(run_ctx *x)
     if (!x->o->in_txn)
         return;
     x->o->in_txn = false;
+    dsq__beside_close(x->o); /* the last commit moves on, or stays the one it had */
     pthread_mutex_lock(&a->mu);
     a->txn[0] = '\0';
     a->txn_session = 0;
@@ -808,8 +893,11 @@ static void checkpoint(dsq_actor *a, actor_open *o)
 {
     char err[600];
     uint64_t t0 = dsq_now_ns();
+    /* Read-only transactions read the history through their views: it
+     * stays (no retention, no merge) until they end. */
+    bool keep = a->nsnaps > 0 || o->snap_db != NULL;
     if (dsq_ps_checkpoint(o->ps, err, sizeof err) != 0 ||
-        dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0) {
+        (!keep && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)) {
         /* Commits go on from the log; try again in a while, not at every
          * commit (a full disk would make each one pay for a failed write). */
         o->ckpt_after_ms = dsq_now_ms() + 5000;
@@ -835,7 +923,7 @@ static void checkpoint_before_close(dsq_actor *a)
     }
     /* History that aged out while the database was quiet goes now. */
     char err[600];
-    if (dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
+    if (a->nsnaps == 0 && o->snap_db == NULL && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
         DSQ_ERROR("retention_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
 }
 
@@ -846,6 +934,8 @@ static int took_commit(run_ctx *x, const void *changes, size_t nchanges)
     actor_open *o = x->o;
     uint64_t lsn = dsq_ps_lsn(o->ps);
     dsq_feed *feed = atomic_load(&x->a->feed);
+    if (lsn != o->lsn)
+        dsq__beside_close(o);
     if (feed != NULL && lsn > o->lsn) {
         dsq__feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
         if (x->e->cfg.sync == DSQ_SYNC_OFF) /* no syncs: as durable as it gets */
@@ -946,7 +1036,10 @@ static int check_txn(run_ctx *x)
         return 0;
     pthread_mutex_lock(&x->a->mu);
     bool ok = x->a->txn[0] != '\0' && strcmp(x->a->txn, c->txn) == 0;
+    x->snap = ok ? NULL : dsq__snap_find(x->a, c->txn);
     pthread_mutex_unlock(&x->a->mu);
+    if (x->snap != NULL)
+        return 0; /* (only this worker changes the list: the pointer holds for the call) */
     if (!ok || !x->o->in_txn) {
         dsq__fail(c, DSQ_CODE_TRANSACTION_NOT_FOUND,
                   "transaction %.40s is not open (committed, rolled back or expired)", c->txn);
@@ -971,6 +1064,51 @@ static int alloc_results(dsq_call *c, size_t n)
     return 0;
 }
 
+/* The connection a call that reads beside the open transaction, or in a
+ * read-only transaction, runs on; NULL when it runs on the actor's own
+ * (or it failed: c->err, or x->retry when a page is in the object store). */
+static sqlite3 *view_db(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (x->snap != NULL)
+        return x->snap->db;
+    if (c->txn[0] != '\0' || !o->in_txn)
+        return NULL;
+    x->beside = true;
+    if (o->snap_db == NULL) {
+        char err[600];
+        if (view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
+            if (cold(x)) {
+                x->retry = true;
+                c->resume_off = 0;
+            } else {
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            }
+            return NULL;
+        }
+    }
+    return o->snap_db;
+}
+
+/* Run r on connection db (a view's): it only reads, and runs whole again
+ * after a cold page. */
+static int run_on(run_ctx *x, sqlite3 *db, const dsq_stmt_req *r, dsq_result *res)
+{
+    x->db = db;
+    x->start_off = 0;
+    int rc = run_sql(x, r, res);
+    if (rc != 0 && cold(x)) {
+        x->retry = true;
+        x->c->resume_off = 0;
+    }
+    if (x->scratch)
+        sqlite3_finalize(x->scratch);
+    x->scratch = NULL;
+    x->db = NULL;
+    return rc;
+}
+
 /* A read-only query on the database as it was at an LSN or a time
  * (DESIGN 3.3 asOf), through a connection on a view of the store. */
 static void op_query_as_of(run_ctx *x)
@@ -984,8 +1122,8 @@ static void op_query_as_of(run_ctx *x)
     char err[600];
     uint64_t lsn = c->as_of_lsn;
     dsq_ps_view *v = NULL;
-    if ((c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) ||
-        dsq_ps_view_open(o->ps, lsn, &v, err, sizeof err) != 0) {
+    sqlite3 *vdb = NULL;
+    if (c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) {
         if (cold(x)) { /* the log it reads was evicted: again once it is here */
             x->retry = true;
             c->resume_off = 0;
@@ -994,19 +1132,16 @@ static void op_query_as_of(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
         return;
     }
-    char path[4200];
-    snprintf(path, sizeof path, "%s/db/%s/db", x->e->data_dir, x->a->name);
-    sqlite3 *vdb = NULL;
-    if (dsq__vfs_open_view(v, path, &vdb, err, sizeof err) != 0) {
-        if (cold(x)) { /* it read the schema from an evicted file */
+    int vrc = view_conn(x->e, x->a, o, lsn, &v, &vdb, err, sizeof err);
+    if (vrc != 0) {
+        if (cold(x)) { /* it read the log or the schema from an evicted file */
             x->retry = true;
             c->resume_off = 0;
+            return;
         }
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
-        dsq_ps_view_close(v);
+        dsq__fail(c, vrc == -1 ? DSQ_CODE_INVALID_LSN : DSQ_CODE_INTERNAL_ERROR, "%s", err);
         return;
     }
-    sandbox(o, vdb, &x->e->cfg);
     x->db = vdb;
     x->past = true;
     if (run_sql(x, &c->stmts[0], &c->results[0]) != 0 && cold(x)) {
@@ -1037,6 +1172,13 @@ static void op_query(run_ctx *x)
         return;
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
+    sqlite3 *vdb = view_db(x);
+    if (vdb != NULL || c->err != 0 || x->retry) {
+        if (vdb != NULL)
+            run_on(x, vdb, r, res);
+        res->lsn = c->lsn = x->snap ? x->snap->lsn : o->lsn;
+        return;
+    }
     if (!o->in_txn && starts_with_word(r->sql, r->sql_len, "VACUUM")) {
         /* SQLite runs VACUUM only outside a transaction: so it must be the
          * request's only statement; the LSN then advances in a
@@ -1055,6 +1197,42 @@ static void op_query(run_ctx *x)
         end_request(x, rc == 0);
     }
     res->lsn = c->lsn = o->lsn;
+}
+
+/* A batch on a view's connection (view_db): it only reads, so it runs
+ * whole each time, and atomic or not differ only in how a failure ends it. */
+static void batch_on(run_ctx *x, sqlite3 *db)
+{
+    dsq_call *c = x->c;
+    uint64_t lsn = x->snap ? x->snap->lsn : x->o->lsn;
+    c->resume_stmt = 0;
+    x->bytes_before = 0;
+    for (size_t i = 0; i < c->nresults; i++) {
+        dsq__result_free(&c->results[i]);
+        memset(&c->results[i], 0, sizeof c->results[i]);
+    }
+    for (size_t i = 0; i < c->nstmts; i++) {
+        dsq_result *res = &c->results[i];
+        int rc = run_on(x, db, &c->stmts[i], res);
+        if (x->park || x->retry)
+            return;
+        if (rc != 0 && c->atomic) {
+            char first[sizeof c->msg];
+            snprintf(first, sizeof first, "%s", c->msg);
+            snprintf(c->msg, sizeof c->msg, "statement %zu: %.470s", i, first);
+            return;
+        }
+        if (rc != 0) {
+            dsq__result_free(res);
+            res->code = c->code;
+            res->error = strdup(c->msg);
+            c->err = 0;
+            c->msg[0] = '\0';
+        }
+        x->bytes_before += res->rows.len;
+        res->lsn = lsn;
+    }
+    c->lsn = lsn;
 }
 
 static void op_batch(run_ctx *x)
@@ -1078,6 +1256,12 @@ static void op_batch(run_ctx *x)
     }
     if (check_txn(x) != 0)
         return;
+    sqlite3 *vdb = view_db(x);
+    if (vdb != NULL || c->err != 0 || x->retry) {
+        if (vdb != NULL)
+            batch_on(x, vdb);
+        return;
+    }
     for (size_t i = 0; i < from; i++)
         x->bytes_before += c->results[i].rows.len;
     if (c->atomic) {
@@ -1144,6 +1328,60 @@ static void op_batch(run_ctx *x)
             c->results[i].lsn = o->lsn;
 }
 
+/* A new transaction id: 32 hex digits. */
+static int txn_id(char out[33])
+{
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+    return 0;
+}
+
+/* beginTransaction readOnly: a view of the last commit, kept until the
+ * transaction ends; the actor's connection stays free for everyone. */
+static void op_begin_read_only(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    snap_txn t = {.lsn = o->lsn, .session = c->session};
+    t.timeout_ms = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
+    char err[600];
+    if (txn_id(t.id) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
+        return;
+    }
+    if (view_conn(x->e, a, o, t.lsn, &t.view, &t.db, err, sizeof err) != 0) {
+        if (cold(x))
+            x->retry = true;
+        else
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->nsnaps == a->snaps_cap) {
+        size_t cap = a->snaps_cap ? a->snaps_cap * 2 : 4;
+        snap_txn *p = realloc(a->snaps, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&a->mu);
+            sqlite3_close(t.db);
+            dsq_ps_view_close(t.view);
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        a->snaps = p;
+        a->snaps_cap = cap;
+    }
+    t.deadline_ms = dsq_now_ms() + t.timeout_ms;
+    a->snaps[a->nsnaps++] = t;
+    pthread_mutex_unlock(&a->mu);
+    atomic_fetch_add(&x->e->txns_open, 1);
+    memcpy(c->txn_out, t.id, sizeof c->txn_out);
+    c->lsn = t.lsn;
+}
+
 static void op_begin(run_ctx *x)
 {
     dsq_call *c = x->c;
@@ -1153,19 +1391,20 @@ static void op_begin(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
         return;
     }
+    if (c->read_only) {
+        op_begin_read_only(x);
+        return;
+    }
     int rc = internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc);
         return;
     }
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+    if (txn_id(c->txn_out) != 0) {
         internal_exec(o, "ROLLBACK");
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
         return;
     }
-    for (int i = 0; i < 16; i++)
-        snprintf(c->txn_out + 2 * i, 3, "%02x", rnd[i]);
     o->in_txn = true;
     uint64_t timeout = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
     pthread_mutex_lock(&a->mu);
@@ -1187,6 +1426,12 @@ static void op_end_txn(run_ctx *x, bool do_commit)
     }
     if (check_txn(x) != 0)
         return;
+    if (x->snap != NULL) { /* read-only: it only ends */
+        c->lsn = x->snap->lsn;
+        snap_remove(x->e, x->a, (size_t)(x->snap - x->a->snaps));
+        x->snap = NULL;
+        return;
+    }
     if (do_commit) {
         if (commit(x) != 0) {
             if (x->retry)
@@ -1241,7 +1486,8 @@ static int stream_start(run_ctx *x)
     o->stream_rows = o->stream_skip = 0;
     const char *tail = NULL;
     o->deny[0] = '\0';
-    int rc = sqlite3_prepare_v3(o->db, r->sql, (int)r->sql_len, 0, &st, &tail);
+    sqlite3 *db = x->snap ? x->snap->db : o->db;
+    int rc = sqlite3_prepare_v3(db, r->sql, (int)r->sql_len, 0, &st, &tail);
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc);
         return -1;
@@ -1277,7 +1523,7 @@ static int stream_start(run_ctx *x)
         sqlite3_finalize(st);
         return -1;
     }
-    if (!o->in_txn) {
+    if (!o->in_txn && x->snap == NULL) {
         if (internal_exec(o, "BEGIN") != SQLITE_OK) {
             sqlite3_finalize(st);
             fail_sqlite(x, sqlite3_errcode(o->db));
@@ -1535,7 +1781,7 @@ static void exec_internal(run_ctx *x)
     switch (op_of(c)) {
     case DSQ__OP_HIBERNATE:
         pthread_mutex_lock(&a->mu);
-        held = a->txn[0] != '\0' || a->stream_id != 0;
+        held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0;
         pthread_mutex_unlock(&a->mu);
         if (!held) {
             checkpoint_before_close(a);
@@ -1544,6 +1790,18 @@ static void exec_internal(run_ctx *x)
         break;
     case DSQ__OP_TXN_EXPIRE: {
         pthread_mutex_lock(&a->mu);
+        snap_txn *t = dsq__snap_find(a, c->txn);
+        if (t != NULL) {
+            bool late = c->session != 0 || dsq_now_ms() >= t->deadline_ms;
+            size_t i = (size_t)(t - a->snaps);
+            pthread_mutex_unlock(&a->mu);
+            if (late && x->o != NULL) {
+                snap_remove(x->e, a, i);
+                DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
+                         c->session ? "client_disconnected" : "idle_timeout");
+            }
+            break;
+        }
         bool match = a->txn[0] != '\0' && strcmp(a->txn, c->txn) == 0;
         /* An idle expiry loses to activity that came in meanwhile. */
         if (match && c->session == 0 && dsq_now_ms() < a->txn_deadline_ms)
@@ -1667,6 +1925,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->msg[0] = '\0';
+    c->wait_writer = false;
     if (e->warm != NULL)
         dsq_warm_miss_clear();
     if (op_of(c) >= DSQ__OP_HIBERNATE) {
@@ -1688,6 +1947,16 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->wait_expired) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT,
+                  "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
+                  (unsigned long long)(dsq_now_ms() - c->wait_since_ms));
+    } else if (c->state == DSQ__CALL_NEW && dsq__cancellable(c) && dsq__cancelled(c)) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
+        if (c->op == DSQ_OP_STREAM) {
+            alloc_results(c, 1);
+            c->more = false;
+        }
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL && cold_failed(&x)) {
         /* its log chunk did not come: failed (a batch of the system actor) */
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
@@ -1713,6 +1982,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
         x.o = a->open;
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
+        x.o->running = c;
         switch (c->op) {
         case DSQ_OP_QUERY: op_query(&x); break;
         case DSQ_OP_BATCH: op_batch(&x); break;
@@ -1723,9 +1993,11 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         case DSQ_OP_CDC_READ: op_cdc_read(&x); break;
         case DSQ_OP_SCHEMA: {
             char err[256];
-            if (check_txn(&x) == 0 && (c->doc = dsq__schema(x.o, err, sizeof err)) == NULL)
+            sqlite3 *vdb = check_txn(&x) == 0 ? view_db(&x) : NULL;
+            if (c->err == 0 && !x.retry &&
+                (c->doc = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
-            c->lsn = x.o->lsn;
+            c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
             break;
         }
         case DSQ_OP_STATS:
@@ -1741,6 +2013,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             break;
         }
         x.o->deadline_ns = 0;
+        x.o->running = NULL;
         if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
         if (c->txn[0] && x.o->in_txn) {
@@ -1763,6 +2036,13 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             dsq_warm_release(e->warm, k);
         if (a->npins > 0 && (a->open == NULL || a->open->stream_stmt == NULL))
             pins_release(e, a);
+    }
+    if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
+        c->err = 0;
+        c->msg[0] = '\0';
+        c->wait_writer = true;
+        dsq__actor_repost(e, a, c);
+        return;
     }
     c->cold_retry = false;
     if (c->op == DSQ_OP_STREAM) {

@@ -79,9 +79,8 @@ static void index_details(sqlite3 *db, const char *index, const char *table, jso
     json_object_set_new(ix, "unique", json_boolean(unique));
 }
 
-json_t *dsq__schema(actor_open *o, char *err, size_t errlen)
+json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen)
 {
-    sqlite3 *db = o->db;
     sqlite3_stmt *st = NULL;
     o->internal = true;
     int rc = sqlite3_prepare_v2(db,

@@ -29,6 +29,7 @@ struct dsq_dosql_session {
     bool closed;           /* the transport is gone */
     struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
     struct csub *subs;     /* CDC subscriptions */
+    struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
     uint64_t next_sub;     /* their ids */
 };
 
@@ -53,6 +54,8 @@ struct dsq_dosql_op {
     bool cancelled;        /* asked the engine to stop */
     bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
     op *park_next;
+    op *in_prev, *in_next; /* the session's inflight list */
+    bool in_list;
 };
 
 typedef void (*method_fn)(op *o, json_t *params);
@@ -109,6 +112,14 @@ static op *op_new(dsq_dosql_session *s, dsq_rpc_call *rpc)
 static void op_free(op *o)
 {
     dsq_dosql_session *s = o->s;
+    if (o->in_list) {
+        if (o->in_prev)
+            o->in_prev->in_next = o->in_next;
+        else
+            s->inflight = o->in_next;
+        if (o->in_next)
+            o->in_next->in_prev = o->in_prev;
+    }
     dsq_call_reset(&o->call);
     dsq_arena_free(&o->arena);
     json_decref(o->root);
@@ -470,8 +481,25 @@ static void on_done(dsq_call *c);
 static void submit(op *o)
 {
     o->call.done = on_done;
-    if (dsq_engine_submit(o->s->e, o->db, &o->call) != 0)
+    if (dsq_engine_submit(o->s->e, o->db, &o->call) != 0) {
         reject(o, o->call.code, "%s", o->call.msg);
+        return;
+    }
+    dsq_dosql_session *s = o->s;
+    o->in_prev = NULL;
+    o->in_next = s->inflight;
+    if (s->inflight)
+        s->inflight->in_prev = o;
+    s->inflight = o;
+    o->in_list = true;
+}
+
+/* Stop op o's work in the engine (dsq_engine_cancel); a stream ends. */
+static void op_cancel(op *o)
+{
+    if (o->call.op == DSQ_OP_STREAM)
+        o->cancelled = true;
+    dsq_engine_cancel(o->s->e, &o->call);
 }
 
 static void stream_more(op *o, bool cancel)
@@ -492,7 +520,8 @@ static void stream_done(op *o)
             stream_more(o, true);
             return;
         }
-        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
+        reject(o, s->closed ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_TIMEOUT,
+               s->closed ? "the stream was cancelled: the client went away" : "the request was cancelled");
         return;
     }
     if (o->chunk_fn != NULL) {
@@ -646,6 +675,18 @@ static void m_begin(op *o, json_t *p)
             reject(o, DSQ_CODE_INVALID_REQUEST, "\"mode\" must be \"deferred\" or \"immediate\"");
             return;
         }
+    }
+    json_t *ro = json_object_get(p, "readOnly");
+    if (ro != NULL && !json_is_null(ro)) {
+        if (!json_is_boolean(ro)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"readOnly\" must be a boolean");
+            return;
+        }
+        o->call.read_only = json_is_true(ro);
+    }
+    if (o->call.read_only && o->call.immediate) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "a read-only transaction cannot be \"immediate\"");
+        return;
     }
     if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
         reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
@@ -1033,7 +1074,7 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
 static const method_def api[] = {
     {"query", m_query, false, {"sql", "params", "transactionId", "asOf", "database"}},
     {"queryStream", m_query_stream, false, {"sql", "params", "chunkSize", "transactionId", "database"}},
-    {"beginTransaction", m_begin, false, {"mode", "timeoutMs", "database"}},
+    {"beginTransaction", m_begin, false, {"mode", "readOnly", "timeoutMs", "database"}},
     {"commit", m_commit, false, {"transactionId", "database"}},
     {"rollback", m_rollback, false, {"transactionId", "database"}},
     {"batch", m_batch, false, {"statements", "atomic", "transactionId", "database"}},
@@ -1079,6 +1120,38 @@ static void rpc_method(dsq_rpc_call *call, json_t *params, void *ctx)
         return;
     }
     run(o, d, params);
+}
+
+/* cancel {requestId}: stop this connection's request with that JSON-RPC
+ * id (it answers TIMEOUT "the request was cancelled"). Answers
+ * {"cancelled": true} when such a request was running or waiting. */
+static void rpc_m_cancel(dsq_rpc_call *call, json_t *params, void *ctx)
+{
+    dsq_dosql_session *s = ctx;
+    json_t *id = json_is_object(params) ? json_object_get(params, "requestId") : NULL;
+    const char *key;
+    json_t *v;
+    if (json_is_object(params)) {
+        json_object_foreach(params, key, v) {
+            if (strcmp(key, "requestId") != 0 && strcmp(key, "database") != 0) {
+                dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "unknown field \"%.60s\" in cancel", key);
+                return;
+            }
+        }
+    }
+    if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
+        dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "cancel needs \"requestId\": the id of a request");
+        return;
+    }
+    bool found = false;
+    for (op *o = s->inflight; o != NULL; o = o->in_next) {
+        json_t *oid = o->rpc ? dsq_rpc_call_id(o->rpc) : NULL;
+        if (oid != NULL && json_equal(oid, id)) {
+            op_cancel(o);
+            found = true;
+        }
+    }
+    dsq_rpc_result(call, json_pack("{s:b}", "cancelled", found));
 }
 
 bool dsq_dosql_has_method(const char *name)
@@ -1151,6 +1224,7 @@ static const dsq_rpc_method methods[] = {
     {"getStats", rpc_method},
     {"subscribeCDC", rpc_method},
     {"unsubscribeCDC", rpc_method},
+    {"cancel", rpc_m_cancel},
     {NULL, NULL},
 };
 
@@ -1218,6 +1292,9 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
         if (pending != NULL)
             reject(pending, DSQ_CODE_RESOURCE_EXHAUSTED, "the connection closed");
     }
+    /* Nobody waits for their outcome: what they run stops. */
+    for (op *o = s->inflight; o != NULL; o = o->in_next)
+        op_cancel(o);
     while (s->parked != NULL) {
         op *o = s->parked;
         s->parked = o->park_next;

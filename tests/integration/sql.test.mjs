@@ -193,7 +193,6 @@ test('an unknown request field is INVALID_REQUEST naming it, for every method, o
     await wsUnbound.ok('unsubscribeCDC', { database: 'uf', subscriptionId: sub.subscriptionId });
     // Members other code paths might have read, and a batch's statements.
     const more = [
-      ['beginTransaction', { readOnly: true }, 'readOnly'],
       ['beginTransaction', { isolation: 'serializable' }, 'isolation'],
       ['beginTransaction', { transactionId: 'abc' }, 'transactionId'],
       ['queryStream', { sql: 'SELECT 1', asOf: { lsn: 0 } }, 'asOf'],

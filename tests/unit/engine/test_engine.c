@@ -397,31 +397,44 @@ static tcall *end_txn(const char *db, const char *txn, bool commit)
     return run(db, t);
 }
 
-Test(engine, transaction_isolates_and_others_wait)
+Test(engine, transaction_isolates_readers_run_writers_wait)
 {
     ok("tx", "CREATE TABLE t(x)");
     tcall *b = begin("tx", 0);
     tcall *w = in_txn("tx", b->c.txn_out, "INSERT INTO t VALUES (1)");
     cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
     tfree(w);
-    /* Another client's read waits behind the transaction. */
-    tcall *other = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    /* Another client's read runs at once, on the last commit. */
+    tcall *r = q("tx", "SELECT count(*) FROM t");
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0, "a read saw uncommitted rows");
+    cr_assert_eq(r->c.lsn, 1);
+    tfree(r);
+    /* Another client's write waits behind the transaction; a read that
+     * came after it (another client's) does not. */
+    tcall *other = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (2)");
     int before = ndone;
     cr_assert_eq(dsq_engine_submit(E, "tx", &other->c), 0);
+    tcall *r2 = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    cr_assert_eq(dsq_engine_submit(E, "tx", &r2->c), 0);
+    wait_done(before + 1);
     usleep(100000);
     dsq_engine_poll(E);
-    cr_assert_eq(ndone, before, "a read ran inside someone else's transaction");
+    cr_assert_eq(ndone, before + 1, "a write ran inside someone else's transaction");
+    cr_assert_eq(order[before], &r2->c, "the read went ahead");
     tcall *cm = mk(DSQ_OP_COMMIT, NULL);
     strcpy(cm->c.txn, b->c.txn_out);
     cr_assert_eq(dsq_engine_submit(E, "tx", &cm->c), 0);
-    wait_done(before + 2);
-    cr_assert_eq(order[before], &cm->c, "the commit finishes first");
-    cr_assert_eq(order[before + 1], &other->c);
+    wait_done(before + 3);
+    cr_assert_eq(order[before + 1], &cm->c, "the commit finishes first");
+    cr_assert_eq(order[before + 2], &other->c);
     cr_assert_eq(cm->c.err, 0, "%s", cm->c.msg);
     cr_assert_eq(cm->c.lsn, 2);
-    cr_assert_eq(val(&other->c.results[0], 0).i, 1, "and the waiting read sees the commit");
+    cr_assert_eq(other->c.err, 0, "%s", other->c.msg);
+    cr_assert_eq(other->c.lsn, 3, "the waiting write commits after the transaction");
     tfree(cm);
     tfree(other);
+    tfree(r2);
     /* The id is now gone. */
     tcall *again = in_txn("tx", b->c.txn_out, "SELECT 1");
     cr_assert_eq(again->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND);
