@@ -80,6 +80,7 @@ static const key_def keys[] = {
     {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
     {"storage", "sync_to_object_store", T_STR, F(storage_sync_to_objects), "no", 0, 0},
     {"storage", "checkpoint_size", T_SIZE, F(storage_checkpoint_size), "16M", 65536, 1ull << 34},
+    {"storage", "max_open_files_per_database", T_UINT, F(storage_max_open_files), "16", 1, 4096},
     {"storage", "history_retention", T_DURATION, F(storage_history_retention_ms), "24h", 0,
      366ull * 86400000},
     {"storage", "sync_threads", T_UINT, F(storage_sync_threads), "1", 1, 256},

@@ -99,6 +99,7 @@ typedef struct dsq_config {
     uint64_t obj_chunk_size;        /* bytes of one uploaded chunk of a database's file */
     uint64_t obj_upload_interval_ms; /* a committing database's files go up this often */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
+    uint64_t storage_max_open_files; /* descriptors a database keeps open for reads */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
     /* [auth] */
