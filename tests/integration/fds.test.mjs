@@ -1,0 +1,57 @@
+// Integration: file descriptors — what a database holds stays bounded
+// however much history it keeps.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import { startDosqld } from './lib/harness.mjs';
+import { post, query } from './lib/rpc.mjs';
+
+// Descriptors of process `pid` open on files under `dir`.
+function fdsUnder(pid, dir) {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target;
+    try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    if (target.startsWith(dir + '/')) n++;
+  }
+  return n;
+}
+
+test('a database written for long holds at most max_open_files_per_database + 4 descriptors; asOf reaches all its history', async () => {
+  const d = await startDosqld({
+    conf: '[storage]\nsegment_size = 64K\ncheckpoint_size = 64K\nmax_open_files_per_database = 4\n',
+  });
+  try {
+    const dbDir = path.join(d.dir, 'data', 'db', 'long');
+    await query(d.port, 'long', 'CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)');
+    // 120 commits of 4 rows of 4 KB of noise: about 2 MB of log, a
+    // checkpoint and a segment every 64 KB.
+    const rowsAt = new Map();
+    let rows = 0, most = 0;
+    for (let i = 0; i < 120; i++) {
+      const r = await query(d.port, 'long',
+        'INSERT INTO t(b) SELECT randomblob(4000) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4)');
+      rows += 4;
+      rowsAt.set(r.lsn, rows);
+      most = Math.max(most, fdsUnder(d.proc.pid, dbDir));
+    }
+    const files = (sub, ext) => readdirSync(path.join(dbDir, sub)).filter((f) => f.endsWith(ext)).length;
+    assert.ok(files('ckpt', '.ckpt') >= 20, `checkpoints: ${files('ckpt', '.ckpt')}`);
+    assert.ok(files('wal', '.seg') >= 20, `segments: ${files('wal', '.seg')}`);
+    assert.ok(most <= 8, `while written: ${most} descriptors`);
+    // Time travel to old commits reads old checkpoints and segments.
+    const lsns = [...rowsAt.keys()];
+    for (const lsn of [lsns[0], lsns[7], lsns[33], lsns[60], lsns[99], lsns[lsns.length - 1]]) {
+      const r = await post(d.port, '/v1/db/long/query', { sql: 'SELECT count(*), sum(length(b)) FROM t', asOf: { lsn } });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.json.rows, [[rowsAt.get(lsn), rowsAt.get(lsn) * 4000]], `as of ${lsn}`);
+      assert.ok(fdsUnder(d.proc.pid, dbDir) <= 8, `after asOf ${lsn}: ${fdsUnder(d.proc.pid, dbDir)} descriptors`);
+    }
+    const all = await query(d.port, 'long', 'SELECT count(*) FROM t WHERE length(b) = 4000');
+    assert.deepEqual(all.rows, [[rows]]);
+    assert.ok(fdsUnder(d.proc.pid, dbDir) <= 8, `${fdsUnder(d.proc.pid, dbDir)} descriptors`);
+  } finally {
+    await d.cleanup();
+  }
+});
