@@ -414,6 +414,15 @@ static int load_checkpoints(dsq_ps *ps, char *err, size_t errlen)
 static size_t retain(dsq_ps *ps, uint64_t now_us);
 
 
+/* Close a store that failed to open, keeping errno (the caller tells
+ * EMFILE from the rest). */
+static void ps_close_keep_errno(dsq_ps *ps)
+{
+    int saved = errno;
+    dsq_ps_close(ps);
+    errno = saved;
+}
+
 int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -445,11 +454,11 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     ps->fdc = dsq_fdc_new(cfg->max_open_files ? cfg->max_open_files : DSQ_FDC_DEFAULT);
     if (ps->spare == NULL || ps->fdc == NULL) {
         snprintf(err, errlen, "out of memory");
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     if (load_checkpoints(ps, err, errlen) != 0) {
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     uint64_t from = ps->lsn; /* the newest checkpoint's */
@@ -460,7 +469,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
                       .warm = cfg->warm, .fdc = ps->fdc};
     uint64_t last;
     if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     /* Time travel reaches the oldest checkpoint, or the beginning while

@@ -735,9 +735,11 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     *last_lsn = w->appended;
     *out = w;
     return 0;
-fail:
+fail:;
+    int saved = errno; /* the caller tells EMFILE from the rest */
     free(buf);
     dsq_wal_close(w);
+    errno = saved;
     return -1;
 }
 

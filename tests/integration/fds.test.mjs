@@ -1,5 +1,6 @@
 // Integration: file descriptors — what a database holds stays bounded
-// however much history it keeps.
+// however much history it keeps, and what clients see when the process
+// runs out: RESOURCE_EXHAUSTED, never a path of the server's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
@@ -51,6 +52,43 @@ test('a database written for long holds at most max_open_files_per_database + 4 
     const all = await query(d.port, 'long', 'SELECT count(*) FROM t WHERE length(b) = 4000');
     assert.deepEqual(all.rows, [[rows]]);
     assert.ok(fdsUnder(d.proc.pid, dbDir) <= 8, `${fdsUnder(d.proc.pid, dbDir)} descriptors`);
+  } finally {
+    await d.cleanup();
+  }
+});
+
+test('out of descriptors: new databases get RESOURCE_EXHAUSTED (503), and no response shows a server path', async () => {
+  const d = await startDosqld({ nofile: 128 });
+  try {
+    const dataDir = path.join(d.dir, 'data');
+    const seen = [];
+    let exhausted = 0;
+    // One keep-alive connection (fetch's pool), databases opened one by
+    // one until several could not be: each holds its newest segment.
+    for (let i = 0; i < 300 && exhausted < 5; i++) {
+      const r = await post(d.port, `/v1/db/many${i}/query`, { sql: 'CREATE TABLE IF NOT EXISTS t(x)' });
+      seen.push(r);
+      if (r.status !== 200) {
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.json?.error?.code, 'RESOURCE_EXHAUSTED', r.text);
+        assert.match(r.json.error.message, /too many open files/);
+        exhausted++;
+      }
+    }
+    assert.ok(exhausted >= 5, `no database failed to open under 128 descriptors (${seen.length} opened)`);
+    // The same over JSON-RPC.
+    const rpc = await post(d.port, '/v1/db/onemore/rpc', { id: 1, method: 'query', params: { sql: 'SELECT 1' } });
+    seen.push(rpc);
+    assert.equal(rpc.json?.error?.code, 'RESOURCE_EXHAUSTED', rpc.text);
+    for (const r of seen) {
+      assert.ok(!r.text.includes(dataDir) && !r.text.includes(d.dir), `a response names a server path: ${r.text}`);
+    }
+    // The log has the details, path included.
+    assert.match(d.stderr, /Too many open files/);
+    // Still serving, on the connection it has (a new one may not be
+    // accepted while the process is at its limit).
+    const again = await query(d.port, 'many0', 'SELECT count(*) FROM t');
+    assert.deepEqual(again.rows, [[0]]);
   } finally {
     await d.cleanup();
   }
