@@ -113,6 +113,12 @@ static const key_def keys[] = {
 #define NKEYS (sizeof keys / sizeof keys[0])
 _Static_assert(NKEYS <= sizeof(((dsq_config *)0)->set_by), "set_by too small");
 
+uint64_t dsq_config_fds_needed(const dsq_config *cfg)
+{
+    return cfg->max_connections + cfg->engine_max_open_actors * (cfg->storage_max_open_files + 4) +
+           cfg->obj_max_requests + 128;
+}
+
 /* ---- lists ---------------------------------------------------------- */
 
 static void strlist_clear(dsq_strlist *l)

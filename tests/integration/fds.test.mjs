@@ -1,6 +1,7 @@
 // Integration: file descriptors — what a database holds stays bounded
-// however much history it keeps, and what clients see when the process
-// runs out: RESOURCE_EXHAUSTED, never a path of the server's.
+// however much history it keeps, the start-up check of the descriptor
+// limit, and what clients see when the process runs out: RESOURCE_EXHAUSTED,
+// never a path of the server's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
@@ -54,6 +55,27 @@ test('a database written for long holds at most max_open_files_per_database + 4 
     assert.ok(fdsUnder(d.proc.pid, dbDir) <= 8, `${fdsUnder(d.proc.pid, dbDir)} descriptors`);
   } finally {
     await d.cleanup();
+  }
+});
+
+test('a descriptor limit below what the configuration needs: a warning at start with the numbers', async () => {
+  const low = await startDosqld({ nofile: 128 });
+  try {
+    // 10000 connections + 1000 databases x (16 + 4) + 16 object store requests + 128.
+    assert.match(low.stderr,
+      /level=warn event=fd_limit_low limit=128 needed=30144 max_connections=10000 max_open_actors=1000 max_open_files_per_database=16 /);
+    assert.doesNotMatch(low.stderr, /event=fd_limit_raised/, 'soft = hard: nothing to raise');
+  } finally {
+    await low.cleanup();
+  }
+  const ok = await startDosqld({
+    nofile: 1024,
+    conf: '[server]\nmax_connections = 100\n[engine]\nmax_open_actors = 10\n',
+  });
+  try {
+    assert.doesNotMatch(ok.stderr, /event=fd_limit_low/, '100 + 10 x 20 + 16 + 128 = 444 fit in 1024');
+  } finally {
+    await ok.cleanup();
   }
 });
 
