@@ -14,6 +14,8 @@
  * Only actors with no call in flight and no transaction or stream are
  * hibernated, so a hibernation never races a caller. A hibernated actor is
  * its name, a mutex and a few counters. */
+#include <ctype.h>
+#include <errno.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
@@ -279,6 +281,48 @@ void dsq_engine_feed_poll(dsq_engine *e)
     dsq__pool_kick(e); /* for calls the subscribers submitted (log reads) */
 }
 
+/* ---- errors to clients ------------------------------------------------------------------- */
+
+/* Whether msg names a file under dir: dir, at the start or after a
+ * character that cannot be part of a name, followed by '/'. */
+static bool names_file_in(const char *msg, const char *dir)
+{
+    size_t n = dir ? strlen(dir) : 0;
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n < 2)
+        return false;
+    for (const char *p = msg; (p = strstr(p, dir)) != NULL; p++) {
+        bool start = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
+        if (start && p[n] == '/')
+            return true;
+    }
+    return false;
+}
+
+/* A failed call's message is about to reach a client, which must not
+ * learn where the server keeps its files: the engine's messages name
+ * them for the log. A message naming a file under the data directory is
+ * logged here whole and replaced by a generic one (the code stays); one
+ * saying the process ran out of descriptors becomes RESOURCE_EXHAUSTED
+ * (503), a condition that passes, not an internal error. Loop thread. */
+static void withhold_paths(dsq_engine *e, dsq_call *c)
+{
+    if (c->err == 0 || c->msg[0] == '\0')
+        return;
+    bool emfile = strstr(c->msg, strerror(EMFILE)) != NULL; /* ENFILE's text starts with it */
+    bool path = names_file_in(c->msg, e->data_dir) || names_file_in(c->msg, e->data_dir_real);
+    if (!emfile && !path)
+        return;
+    DSQ_WARN("error_detail_withheld", "db=%s code=%s reason=%s", c->db, dsq_code_name(c->code), dsq_log_q(c->msg));
+    if (emfile) {
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "too many open files on the server; try again later");
+    } else {
+        snprintf(c->msg, sizeof c->msg, "a storage error on the server (its log has the details)");
+    }
+}
+
 void dsq_engine_poll_calls(dsq_engine *e)
 {
     dsq__pool_kick(e);
@@ -309,6 +353,7 @@ void dsq_engine_poll_calls(dsq_engine *e)
             lru_remove(e, a);
             atomic_fetch_sub(&e->nopen, 1);
         }
+        withhold_paths(e, c);
         if (c->done)
             c->done(c);
     }
@@ -588,6 +633,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.journal_bytes = 32u << 20;
     if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0)
         goto fail;
+    e->data_dir_real = realpath(e->data_dir, NULL); /* for withhold_paths; NULL: the name as given only */
     if (e->cfg.tier_chunk_bytes == 0)
         e->cfg.tier_chunk_bytes = 2u << 20;
     if (e->cfg.tier_interval_ms == 0)
@@ -638,6 +684,7 @@ fail:
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
+    free(e->data_dir_real);
     free(e);
     return NULL;
 }
@@ -718,5 +765,6 @@ void dsq_engine_free(dsq_engine *e)
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
+    free(e->data_dir_real);
     free(e);
 }

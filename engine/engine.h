@@ -216,6 +216,8 @@ typedef struct dsq_engine_cfg {
     int zstd_level;                /* of log pages */
     uint64_t max_txn_bytes;        /* pages one transaction may change */
     uint64_t checkpoint_bytes;     /* log after the newest checkpoint that makes one due */
+    unsigned max_open_files;       /* descriptors a database keeps open for reads of its old
+                                      segments and checkpoints (fdcache.h); 0: 16 */
     uint64_t retention_ms;         /* history kept for time travel */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
     unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */

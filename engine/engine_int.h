@@ -193,6 +193,7 @@ struct dsq_jnl;
 struct dsq_engine {
     dsq_engine_cfg cfg;
     char *data_dir;                 /* owned copy */
+    char *data_dir_real;            /* owned: its absolute path (realpath), or NULL */
     pool pool;
     struct dsq_jnl *jnl;            /* the node journal, or NULL */
 

@@ -230,6 +230,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .jnl = e->jnl,
         .name = name,
         .warm = e->warm,
+        .max_open_files = e->cfg.max_open_files,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;

@@ -17,6 +17,12 @@
  * only: read the segment files of an open log after dsq_wal_durable_end
  * or dsq_jnl_write_held.
  *
+ * Descriptors: the log keeps its newest segment open for writing, and
+ * a sealed one until a sync has covered all of it (a write-back error is
+ * reported to the descriptors open when it happens: the sync that makes
+ * the segment durable must ask through one of them). Reads go through
+ * the fdcache (cfg.fdc), which bounds what stays open for them.
+ *
  * Threads: the actor's worker opens, appends, reads, retires and closes;
  * the syncer calls dsq_wal_sync at any time in between. They meet under
  * the log's mutex; fsync itself runs outside it on duplicated descriptors,
@@ -108,6 +114,8 @@ typedef struct dsq_wal_cfg {
                                journal's instead of the segments' */
     const char *jname;      /* the database's name in the journal */
     struct dsq_warm *warm;  /* where evicted segments are read from (warm.h), or NULL */
+    struct dsq_fdc *fdc;    /* reads of segments go through it (fdcache.h; the owner's,
+                               which outlives the log); NULL: a small one of its own */
 } dsq_wal_cfg;
 
 /* Where a record lies: its segment's sequence number and offset. */

@@ -81,6 +81,7 @@ static const key_def keys[] = {
     {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
     {"storage", "sync_to_object_store", T_STR, F(storage_sync_to_objects), "no", 0, 0},
     {"storage", "checkpoint_size", T_SIZE, F(storage_checkpoint_size), "16M", 65536, 1ull << 34},
+    {"storage", "max_open_files_per_database", T_UINT, F(storage_max_open_files), "16", 1, 4096},
     {"storage", "history_retention", T_DURATION, F(storage_history_retention_ms), "24h", 0,
      366ull * 86400000},
     {"storage", "sync_threads", T_UINT, F(storage_sync_threads), "1", 1, 256},
@@ -112,6 +113,12 @@ static const key_def keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 _Static_assert(NKEYS <= sizeof(((dsq_config *)0)->set_by), "set_by too small");
+
+uint64_t dsq_config_fds_needed(const dsq_config *cfg)
+{
+    return cfg->max_connections + cfg->engine_max_open_actors * (cfg->storage_max_open_files + 4) +
+           cfg->obj_max_requests + 128;
+}
 
 /* ---- lists ---------------------------------------------------------- */
 

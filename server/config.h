@@ -100,6 +100,7 @@ typedef struct dsq_config {
     uint64_t obj_chunk_size;        /* bytes of one uploaded chunk of a database's file */
     uint64_t obj_upload_interval_ms; /* a committing database's files go up this often */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
+    uint64_t storage_max_open_files; /* descriptors a database keeps open for reads */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
     /* [auth] */
@@ -137,6 +138,14 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs);
 /* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal, or localhost; port
  * 0-65535, 0 = any free port). Returns 0 or -1. */
 int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out);
+
+/* File descriptors the process may need at once with this configuration
+ * (docs/operations.md, Sizing): one per connection, per open database
+ * max_open_files_per_database for reads plus 4 (its newest log segment,
+ * a sealed one until synced, the journal's push descriptor, a checkpoint
+ * being written), one per object store request, and 128 for the rest
+ * (the journal's files, up to 64; listeners, the loop, the lock, logs). */
+uint64_t dsq_config_fds_needed(const dsq_config *cfg);
 
 /* True when the address is in 127.0.0.0/8 or is ::1. */
 bool dsq_addr_is_loopback(const struct sockaddr_storage *ss);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "common/buf.h"
@@ -22,6 +23,53 @@
 #include "server/config.h"
 #include "server/server.h"
 #include "server/tls.h"
+
+/* The descriptor limit: the soft limit goes up to the hard one (as
+ * daemons do: the default soft limit of 1,024 is far below what a server
+ * of thousands of connections and open databases needs), and a limit
+ * still below what the configuration may need is a warning with the
+ * numbers (dsq_config_fds_needed). */
+static void fd_limit_check(const dsq_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        DSQ_WARN("fd_limit_unknown", "reason=%s", dsq_log_q(strerror(errno)));
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        if (want == RLIM_INFINITY) { /* the kernel's ceiling: fs.nr_open */
+            unsigned long long nr_open = 1048576;
+            FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+            if (f != NULL) {
+                if (fscanf(f, "%llu", &nr_open) != 1)
+                    nr_open = 1048576;
+                fclose(f);
+            }
+            want = (rlim_t)nr_open;
+        }
+        if (want > rl.rlim_cur) {
+            struct rlimit up = {want, rl.rlim_max};
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+                DSQ_INFO("fd_limit_raised", "from=%llu to=%llu", (unsigned long long)rl.rlim_cur,
+                         (unsigned long long)want);
+                rl.rlim_cur = want;
+            } else {
+                DSQ_WARN("fd_limit_not_raised", "limit=%llu hard=%llu reason=%s", (unsigned long long)rl.rlim_cur,
+                         (unsigned long long)want, dsq_log_q(strerror(errno)));
+            }
+        }
+    }
+    uint64_t need = dsq_config_fds_needed(cfg);
+    if (rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < need)
+        DSQ_WARN("fd_limit_low",
+                 "limit=%llu needed=%llu max_connections=%llu max_open_actors=%llu max_open_files_per_database=%llu "
+                 "reason=%s",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need, (unsigned long long)cfg->max_connections,
+                 (unsigned long long)cfg->engine_max_open_actors, (unsigned long long)cfg->storage_max_open_files,
+                 dsq_log_q("at full load requests will fail with RESOURCE_EXHAUSTED (too many open files): raise "
+                           "the hard limit (LimitNOFILE=, ulimit -Hn) or lower these"));
+}
 
 static void usage(FILE *to)
 {
@@ -243,6 +291,7 @@ int main(int argc, char **argv)
     }
     DSQ_INFO("starting", "version=%s data_dir=%s object_store=%s config=%s", DSQ_VERSION,
              dsq_log_q(cfg->data_dir), dsq_log_q(cfg->object_store), dsq_log_q(config_path));
+    fd_limit_check(cfg);
     dsq_server *srv = dsq_server_new(cfg, auth, config_path, flags, nflags, err, sizeof err);
     free(flags);
     if (srv == NULL) {

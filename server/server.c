@@ -174,6 +174,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .warm_cache_bytes = cfg->storage_warm_cache_bytes,
         .cold_read_timeout_ms = cfg->storage_cold_read_timeout_ms,
         .checkpoint_bytes = cfg->storage_checkpoint_size,
+        .max_open_files = (unsigned)cfg->storage_max_open_files,
         .retention_ms = cfg->storage_history_retention_ms,
         .wake = engine_wake,
         .wake_arg = srv,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -687,6 +688,46 @@ Test(engine, schema_and_stats)
     tfree(t);
     t = run("sch", mk(DSQ_OP_PING, NULL));
     cr_assert(json_is_true(json_object_get(t->c.doc, "pong")));
+    tfree(t);
+}
+
+/* Errors reach clients without the server's paths: the engine's
+ * messages name its files for the log only. */
+Test(engine, errors_name_no_file_of_the_server)
+{
+    char path[256];
+    /* A database that cannot be opened (not ours): a generic message. */
+    snprintf(path, sizeof path, "%s/db/broken", dir);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/db/broken/format", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("not a format\n", f);
+    fclose(f);
+    tcall *t = q("broken", "SELECT 1");
+    cr_assert_eq(t->c.code, DSQ_CODE_INTERNAL_ERROR, "%s", t->c.msg);
+    cr_assert(strstr(t->c.msg, "broken") != NULL, "%s", t->c.msg);
+    cr_assert(strstr(t->c.msg, dir) == NULL, "names a path: %s", t->c.msg);
+    tfree(t);
+    /* A read of a log's files whose message names them (its log is a
+     * file, not a directory): caught on the way out. */
+    snprintf(path, sizeof path, "%s/db/odd", dir);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/db/odd/wal", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    t = mk(DSQ_OP_CDC_READ, NULL);
+    t->c.target_db = "odd";
+    t->c.as_of = DSQ_AS_OF_LSN;
+    t->c.as_of_lsn = 0;
+    t->c.upto_lsn = 3;
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit_system(E, &t->c), 0, "%s", t->c.msg);
+    wait_done(before + 1);
+    cr_assert_neq(t->c.err, 0);
+    cr_assert_eq(t->c.code, DSQ_CODE_INTERNAL_ERROR, "%s", t->c.msg);
+    cr_assert(strstr(t->c.msg, dir) == NULL, "names a path: %s", t->c.msg);
     tfree(t);
 }
 

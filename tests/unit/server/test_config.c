@@ -55,6 +55,20 @@ Test(config, defaults)
     dsq_buf_free(&errs);
 }
 
+Test(config, fds_needed_follows_connections_databases_and_their_files)
+{
+    dsq_config cfg;
+    dsq_config_init(&cfg);
+    /* 10000 + 1000 x (16 + 4) + 16 + 128 */
+    cr_assert_eq(dsq_config_fds_needed(&cfg), 30144);
+    cfg.max_connections = 100;
+    cfg.engine_max_open_actors = 10;
+    cfg.storage_max_open_files = 2;
+    cfg.obj_max_requests = 4;
+    cr_assert_eq(dsq_config_fds_needed(&cfg), 100 + 10 * 6 + 4 + 128);
+    dsq_config_free(&cfg);
+}
+
 Test(config, good_file)
 {
     dsq_config cfg;
