@@ -29,6 +29,14 @@
 #include "common/util.h"
 #include "engine/engine_int.h"
 
+static bool sstream_open(const dsq_actor *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->nsstreams; i++)
+        if (a->sstreams[i].id == id)
+            return true;
+    return false;
+}
+
 /* Operations that only read, and so run beside another client's open
  * transaction (on the last commit). */
 static bool reads_beside_txn(const dsq_call *c)
@@ -40,6 +48,7 @@ static bool reads_beside_txn(const dsq_call *c)
     case DSQ_OP_STATS:
     case DSQ_OP_PING:
     case DSQ_OP_CDC_READ:
+    case DSQ_OP_STREAM: /* a new stream: a snapshot of its own */
         return c->state == DSQ__CALL_NEW;
     case DSQ_OP_BEGIN:
         return c->read_only;
@@ -56,11 +65,16 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
         return true; /* it fails at once, touching nothing */
     if (a->cold_wait)
         return false; /* in order: what came after the waiting call runs after it */
+    if (c->stream_id != 0 && c->state != DSQ__CALL_NEW && sstream_open(a, c->stream_id))
+        return true; /* a snapshot stream's continuation: its own connection */
     if (a->stream_id != 0) {
         if (c->stream_id == a->stream_id)
             return true; /* its continuation, cancel, or STREAM_END */
         /* The transaction a stream runs in may expire under it. */
-        return op_of(c) == DSQ__OP_TXN_EXPIRE && a->txn[0] && strcmp(c->txn, a->txn) == 0;
+        if (op_of(c) == DSQ__OP_TXN_EXPIRE && a->txn[0] && strcmp(c->txn, a->txn) == 0)
+            return true;
+        /* Other clients' reads run beside the transaction and its stream. */
+        return c->txn[0] == '\0' && !c->wait_writer && reads_beside_txn(c);
     }
     if (a->txn[0] != '\0')
         return c->txn[0] != '\0' || (!c->wait_writer && reads_beside_txn(c));
@@ -144,6 +158,9 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
         c->seq = ++a->mail_seq;
     if (a->stream_id != 0 && c->stream_id == a->stream_id && op_of(c) == DSQ_OP_STREAM)
         a->stream_deadline_ms = now + e->cfg.txn_timeout_ms;
+    for (size_t i = 0; c->stream_id != 0 && op_of(c) == DSQ_OP_STREAM && i < a->nsstreams; i++)
+        if (a->sstreams[i].id == c->stream_id)
+            a->sstreams[i].deadline_ms = now + e->cfg.txn_timeout_ms;
     c->next = NULL;
     if (front) {
         c->next = a->mail_head;

@@ -138,7 +138,8 @@ static void lru_push_back(dsq_engine *e, dsq_actor *a)
 static bool held(dsq_actor *a)
 {
     pthread_mutex_lock(&a->mu);
-    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait;
+    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait || a->nsnaps > 0 ||
+             a->nsstreams > 0;
     pthread_mutex_unlock(&a->mu);
     return h;
 }
@@ -371,7 +372,8 @@ void dsq_engine_tick(dsq_engine *e)
         pthread_mutex_lock(&a->mu);
         bool txn_late = a->txn[0] != '\0' && now >= a->txn_deadline_ms;
         bool stream_late = a->stream_id != 0 && now >= a->stream_deadline_ms;
-        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0 && a->nsnaps == 0;
+        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0 && a->nsnaps == 0 &&
+                    a->nsstreams == 0;
         char txn[33];
         memcpy(txn, a->txn, sizeof txn);
         for (size_t i = 0; !txn_late && i < a->nsnaps; i++) {
@@ -381,6 +383,12 @@ void dsq_engine_tick(dsq_engine *e)
             }
         }
         uint64_t stream_id = a->stream_id;
+        for (size_t i = 0; !stream_late && i < a->nsstreams; i++) {
+            if (now >= a->sstreams[i].deadline_ms) { /* a snapshot stream idle too long */
+                stream_late = true;
+                stream_id = a->sstreams[i].id;
+            }
+        }
         bool writers = a->txn[0] != '\0' && a->nmail > 0;
         pthread_mutex_unlock(&a->mu);
         if (writers)
@@ -452,9 +460,22 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
                 if (a->snaps[i].session == session)
                     memcpy(ro[k++], a->snaps[i].id, sizeof ro[0]);
         }
+        size_t nss = 0; /* its snapshot streams */
+        uint64_t *ss = NULL;
+        for (size_t i = 0; i < a->nsstreams; i++)
+            nss += a->sstreams[i].session == session;
+        if (nss > 0 && (ss = malloc(nss * sizeof *ss)) != NULL) {
+            size_t k = 0;
+            for (size_t i = 0; i < a->nsstreams; i++)
+                if (a->sstreams[i].session == session)
+                    ss[k++] = a->sstreams[i].id;
+        }
         pthread_mutex_unlock(&a->mu);
         if (stream)
             post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, stream_id);
+        for (size_t i = 0; ss != NULL && i < nss; i++) /* (out of memory: they end when idle) */
+            post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, ss[i]);
+        free(ss);
         if (txn)
             post_internal(e, a, DSQ__OP_TXN_EXPIRE, id, session, 0);
         for (size_t i = 0; ro != NULL && i < nro; i++) /* (out of memory: they expire when idle) */
@@ -740,6 +761,7 @@ void dsq_engine_free(dsq_engine *e)
             dsq__feed_free(atomic_load(&a->feed));
             free(a->pins);
             free(a->snaps);
+            free(a->sstreams);
             a = next;
         }
     }

@@ -205,6 +205,8 @@ typedef struct dsq_engine_cfg {
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
     uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails
                                       after this long (0: 30 s) */
+    unsigned max_snapshots;        /* read-only transactions and streams open at once per
+                                      database (0: 64) */
     size_t max_sql_length;         /* SQLITE_LIMIT_SQL_LENGTH */
     size_t max_value_size;         /* SQLITE_LIMIT_LENGTH */
     int max_columns;               /* SQLITE_LIMIT_COLUMN */

@@ -102,7 +102,6 @@ typedef struct actor_open {
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
     uint64_t stream_rows;        /* rows it has handed out */
     uint64_t stream_skip;        /* rows to step over first: it starts again after a cold page */
-    bool stream_began;           /* the stream opened its own read transaction */
     uint64_t statements;         /* statements run since open */
     uint64_t cache_hits, cache_misses;
     struct dsq_engine *engine;
@@ -133,6 +132,22 @@ typedef struct snap_txn {
     sqlite3 *db;                 /* owned: a connection on view */
 } snap_txn;
 
+/* A stream outside the write transaction (queryStream): a connection of
+ * its own on a view of the commit it started at, or a read-only
+ * transaction's connection; it holds back no one. */
+typedef struct snap_stream {
+    /* under the actor's mu */
+    uint64_t id;
+    uint64_t session;            /* its owner connection (0: none) */
+    uint64_t deadline_ms;        /* idle limit (transaction_timeout), monotonic ms */
+    /* worker only */
+    struct dsq_ps_view *view;    /* owned; NULL: it reads a read-only transaction's db */
+    sqlite3 *db;                 /* owned with view */
+    sqlite3_stmt *stmt;          /* owned */
+    uint64_t lsn;                /* the commit it reads */
+    uint64_t rows, skip;         /* rows handed out; rows to step over (after a cold page) */
+} snap_stream;
+
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
     struct dsq_actor *hnext;        /* hash chain */
@@ -155,6 +170,8 @@ typedef struct dsq_actor {
     uint64_t txn_deadline_ms;       /* idle limit, monotonic ms */
     snap_txn *snaps;                /* open read-only transactions (owned) */
     size_t nsnaps, snaps_cap;
+    snap_stream *sstreams;          /* open streams outside the write transaction (owned) */
+    size_t nsstreams, sstreams_cap;
     uint64_t mail_seq;              /* the last arrival number given */
     uint64_t stream_id;             /* the open stream, or 0 */
     uint64_t stream_session;
@@ -341,6 +358,9 @@ bool dsq__gate_failed(dsq_gate *g);
 /* ---- exec.c: connections on views (worker) ---- */
 /* Close the connection reads beside the open transaction use. */
 void dsq__beside_close(actor_open *o);
+/* Close the actor's snapshot streams: all (on NULL), or those that read
+ * the read-only transaction connection `on`. Worker. */
+void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
 /* Close every read-only transaction of the actor (it closes or shuts). */
 void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
 

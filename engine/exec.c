@@ -367,6 +367,7 @@ void dsq__actor_close(dsq_actor *a)
     if (o->stream_stmt)
         sqlite3_finalize(o->stream_stmt);
     o->stream_stmt = NULL;
+    dsq__sstreams_close(a, NULL);
     dsq__snaps_close_all(o->engine, a);
     dsq__beside_close(o);
     if (!sqlite3_get_autocommit(o->db))
@@ -447,10 +448,8 @@ static void snap_remove(dsq_engine *e, dsq_actor *a, size_t i)
 {
     actor_open *o = a->open;
     snap_txn t = a->snaps[i];
-    if (o != NULL && o->stream_stmt != NULL && sqlite3_db_handle(o->stream_stmt) == t.db) {
-        sqlite3_finalize(o->stream_stmt); /* (a stream holds the actor: only at close) */
-        o->stream_stmt = NULL;
-    }
+    (void)o;
+    dsq__sstreams_close(a, t.db); /* its streams end with it */
     pthread_mutex_lock(&a->mu);
     a->snaps[i] = a->snaps[--a->nsnaps];
     pthread_mutex_unlock(&a->mu);
@@ -903,7 +902,7 @@ static void checkpoint(dsq_actor *a, actor_open *o)
     uint64_t t0 = dsq_now_ns();
     /* Read-only transactions read the history through their views: it
      * stays (no retention, no merge) until they end. */
-    bool keep = a->nsnaps > 0 || o->snap_db != NULL;
+    bool keep = a->nsnaps > 0 || a->nsstreams > 0 || o->snap_db != NULL;
     if (dsq_ps_checkpoint(o->ps, err, sizeof err) != 0 ||
         (!keep && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)) {
         /* Commits go on from the log; try again in a while, not at every
@@ -931,7 +930,7 @@ static void checkpoint_before_close(dsq_actor *a)
     }
     /* History that aged out while the database was quiet goes now. */
     char err[600];
-    if (a->nsnaps == 0 && o->snap_db == NULL && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
+    if (a->nsnaps == 0 && a->nsstreams == 0 && o->snap_db == NULL && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
         DSQ_ERROR("retention_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
 }
 
@@ -1356,6 +1355,12 @@ static void op_begin_read_only(run_ctx *x)
     dsq_actor *a = x->a;
     snap_txn t = {.lsn = o->lsn, .session = c->session};
     t.timeout_ms = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
+    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    if (a->nsstreams + a->nsnaps >= max) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "%u streams and read-only transactions are open on this database (max_snapshots)", max);
+        return;
+    }
     char err[600];
     if (txn_id(t.id) != 0) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
@@ -1472,49 +1477,44 @@ static void stream_finish(run_ctx *x)
         sqlite3_finalize(o->stream_stmt);
         o->stream_stmt = NULL;
     }
-    if (o->stream_began) {
-        internal_exec(o, "COMMIT"); /* read only: nothing to make durable */
-        o->stream_began = false;
-    }
     pthread_mutex_lock(&x->a->mu);
     x->a->stream_id = 0;
     x->a->stream_session = 0;
     pthread_mutex_unlock(&x->a->mu);
 }
 
-/* Prepare a stream's one read-only statement and take the hold. */
-static int stream_start(run_ctx *x)
+/* Prepare a stream's one read-only statement on db, bind it and fill the
+ * result's columns. NULL with c failed. */
+static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
-    if (alloc_results(c, 1) != 0 || check_txn(x) != 0)
-        return -1;
     const dsq_stmt_req *r = &c->stmts[0];
     sqlite3_stmt *st = NULL;
-    o->stream_rows = o->stream_skip = 0;
     const char *tail = NULL;
     o->deny[0] = '\0';
-    sqlite3 *db = x->snap ? x->snap->db : o->db;
     int rc = sqlite3_prepare_v3(db, r->sql, (int)r->sql_len, 0, &st, &tail);
     if (rc != SQLITE_OK) {
+        x->db = db;
         fail_sqlite(x, rc);
-        return -1;
+        x->db = NULL;
+        return NULL;
     }
     if (st == NULL) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
-        return -1;
+        return NULL;
     }
     const char *end = r->sql + r->sql_len;
     if (skip_space(tail, end) != end && !(*skip_space(tail, end) == ';' &&
                                           skip_space(skip_space(tail, end) + 1, end) == end)) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream takes exactly one statement");
-        return -1;
+        return NULL;
     }
     if (!sqlite3_stmt_readonly(st)) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream runs read-only statements; use query");
-        return -1;
+        return NULL;
     }
     unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
     int brc = used ? bind_params(c, st, r, used) : -1;
@@ -1529,18 +1529,23 @@ static int stream_start(run_ctx *x)
         if (c->err == 0)
             dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         sqlite3_finalize(st);
-        return -1;
+        return NULL;
     }
-    if (!o->in_txn && x->snap == NULL) {
-        if (internal_exec(o, "BEGIN") != SQLITE_OK) {
-            sqlite3_finalize(st);
-            fail_sqlite(x, sqlite3_errcode(o->db));
-            return -1;
-        }
-        o->stream_began = true;
-    }
-    o->stream_stmt = st;
     o->statements++;
+    return st;
+}
+
+/* A stream in the open write transaction: its statement runs on the
+ * actor's connection, and holds the actor until its last chunk. */
+static int stream_start_in_txn(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    o->stream_rows = o->stream_skip = 0;
+    sqlite3_stmt *st = stream_prepare(x, o->db);
+    if (st == NULL)
+        return -1;
+    o->stream_stmt = st;
     c->stream_id = atomic_fetch_add(&x->e->next_stream, 1) + 1;
     pthread_mutex_lock(&x->a->mu);
     x->a->stream_id = c->stream_id;
@@ -1550,67 +1555,127 @@ static int stream_start(run_ctx *x)
     return 0;
 }
 
-/* Start, continue or cancel a stream; hands one chunk to the loop. */
-static void op_stream(run_ctx *x)
+/* Remove snapshot stream i: its statement, connection and view close. */
+static void sstream_remove(dsq_actor *a, size_t i)
+{
+    snap_stream t = a->sstreams[i];
+    pthread_mutex_lock(&a->mu);
+    a->sstreams[i] = a->sstreams[--a->nsstreams];
+    pthread_mutex_unlock(&a->mu);
+    sqlite3_finalize(t.stmt);
+    if (t.view != NULL) {
+        sqlite3_close(t.db);
+        dsq_ps_view_close(t.view);
+    }
+}
+
+void dsq__sstreams_close(dsq_actor *a, sqlite3 *on)
+{
+    for (size_t i = a->nsstreams; i-- > 0;)
+        if (on == NULL || (a->sstreams[i].view == NULL && a->sstreams[i].db == on))
+            sstream_remove(a, i);
+}
+
+static snap_stream *sstream_find(dsq_actor *a, uint64_t id)
+{
+    for (size_t i = 0; id != 0 && i < a->nsstreams; i++)
+        if (a->sstreams[i].id == id)
+            return &a->sstreams[i];
+    return NULL;
+}
+
+/* A stream outside the write transaction: a connection of its own on a
+ * view of the last commit (or a read-only transaction's connection), so
+ * it holds back no one. At most max_snapshots per database, with the
+ * read-only transactions. */
+static int sstream_start(run_ctx *x)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
     dsq_actor *a = x->a;
-    bool ours;
-    pthread_mutex_lock(&a->mu);
-    ours = c->stream_id != 0 && a->stream_id == c->stream_id;
-    if (ours)
-        a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
-    pthread_mutex_unlock(&a->mu);
-
-    if (c->state == DSQ__CALL_STREAM_CANCEL) {
-        if (ours)
-            stream_finish(x);
-        c->more = false;
-        return;
+    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    if (a->nsstreams + a->nsnaps >= max) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "%u streams and read-only transactions are open on this database (max_snapshots)", max);
+        return -1;
     }
-    if (c->state == DSQ__CALL_NEW) {
-        if (stream_start(x) != 0) {
-            if (cold(x))
-                x->retry = true; /* nothing is open yet: it starts again */
-            c->more = false;
-            return;
+    snap_stream t = {.session = c->session, .lsn = o->lsn};
+    if (x->snap != NULL) {
+        t.db = x->snap->db;
+        t.lsn = x->snap->lsn;
+    } else {
+        char err[600];
+        if (view_conn(x->e, a, o, o->lsn, &t.view, &t.db, err, sizeof err) != 0) {
+            if (!cold(x))
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            return -1;
         }
-    } else if (!ours || o->stream_stmt == NULL) {
-        dsq__fail(c, DSQ_CODE_TIMEOUT, "the stream was ended: idle past transaction_timeout");
-        c->more = false;
-        return;
     }
+    if ((t.stmt = stream_prepare(x, t.db)) == NULL)
+        goto fail;
+    pthread_mutex_lock(&a->mu);
+    if (a->nsstreams == a->sstreams_cap) {
+        size_t cap = a->sstreams_cap ? a->sstreams_cap * 2 : 4;
+        snap_stream *p = realloc(a->sstreams, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&a->mu);
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            goto fail;
+        }
+        a->sstreams = p;
+        a->sstreams_cap = cap;
+    }
+    t.id = c->stream_id = atomic_fetch_add(&x->e->next_stream, 1) + 1;
+    t.deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    a->sstreams[a->nsstreams++] = t;
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+fail:
+    sqlite3_finalize(t.stmt);
+    if (t.view != NULL) {
+        sqlite3_close(t.db);
+        dsq_ps_view_close(t.view);
+    }
+    return -1;
+}
+
+/* Step a stream's statement for one chunk into results[0]. *rows counts
+ * the rows handed out, *skip those to step over first (it starts again
+ * after a cold page: the same snapshot, so the same rows). Returns true
+ * when the stream is done (its end or a failure); sets x->retry when a
+ * page is in the object store (the chunk is made again once it is here). */
+static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t *skip)
+{
+    dsq_call *c = x->c;
     dsq_result *res = &c->results[0];
     dsq_buf_reset(&res->rows);
     res->nrows = 0;
-    int ncols = sqlite3_column_count(o->stream_stmt);
+    int ncols = sqlite3_column_count(st);
     bool done = false;
-    /* After a cold page the statement started over (in the same read
-     * transaction, so with the same rows): the ones handed out are
-     * stepped over. */
-    while (o->stream_skip > 0) {
-        int rc = sqlite3_step(o->stream_stmt);
+    x->db = sqlite3_db_handle(st); /* for fail_sqlite's message */
+    while (*skip > 0) {
+        int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            o->stream_skip--;
+            (*skip)--;
             continue;
         }
         if (cold(x)) {
-            sqlite3_reset(o->stream_stmt);
-            o->stream_skip = o->stream_rows;
+            sqlite3_reset(st);
+            *skip = *rows;
             c->state = DSQ__CALL_STREAM_MORE;
             x->retry = true;
-            return;
+            x->db = NULL;
+            return false;
         }
         if (rc != SQLITE_DONE)
             fail_sqlite(x, rc);
-        o->stream_skip = 0;
+        *skip = 0;
         done = true;
     }
     for (size_t n = 0; n < c->chunk_rows && !done && c->err == 0; n++) {
-        int rc = sqlite3_step(o->stream_stmt);
+        int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            if (dsq__result_add(res, o->stream_stmt, ncols) != 0) {
+            if (dsq__result_add(res, st, ncols) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 break;
             }
@@ -1623,29 +1688,86 @@ static void op_stream(run_ctx *x)
             continue;
         }
         if (rc != SQLITE_DONE && cold(x)) {
-            /* A page is in the object store: once it is here, this chunk
-             * is made again (the stream and its transaction stay open). */
-            sqlite3_reset(o->stream_stmt);
-            o->stream_skip = o->stream_rows;
+            sqlite3_reset(st);
+            *skip = *rows;
             dsq_buf_reset(&res->rows);
             res->nrows = 0;
             c->state = DSQ__CALL_STREAM_MORE;
             x->retry = true;
-            return;
+            x->db = NULL;
+            return false;
         }
         if (rc != SQLITE_DONE)
             fail_sqlite(x, rc);
         done = true;
         break;
     }
-    o->stream_rows += res->nrows;
-    if (c->err != 0 || done) {
-        stream_finish(x);
+    x->db = NULL;
+    *rows += res->nrows;
+    return done || c->err != 0;
+}
+
+/* Start, continue or cancel a stream; hands one chunk to the loop. */
+static void op_stream(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    bool ours;
+    pthread_mutex_lock(&a->mu);
+    ours = c->stream_id != 0 && a->stream_id == c->stream_id;
+    snap_stream *ss = ours ? NULL : sstream_find(a, c->stream_id);
+    if (ours)
+        a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    if (ss != NULL)
+        ss->deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    pthread_mutex_unlock(&a->mu);
+
+    if (c->state == DSQ__CALL_STREAM_CANCEL) {
+        if (ours)
+            stream_finish(x);
+        else if (ss != NULL)
+            sstream_remove(a, (size_t)(ss - a->sstreams));
+        c->more = false;
+        return;
+    }
+    if (c->state == DSQ__CALL_NEW) {
+        if (alloc_results(c, 1) != 0 || check_txn(x) != 0) {
+            c->more = false;
+            return;
+        }
+        bool in_txn = c->txn[0] != '\0' && x->snap == NULL;
+        if ((in_txn ? stream_start_in_txn(x) : sstream_start(x)) != 0) {
+            if (cold(x))
+                x->retry = true; /* nothing is open yet: it starts again */
+            c->more = false;
+            return;
+        }
+        ours = in_txn;
+        pthread_mutex_lock(&a->mu);
+        ss = in_txn ? NULL : sstream_find(a, c->stream_id);
+        pthread_mutex_unlock(&a->mu);
+    } else if (!(ours && o->stream_stmt != NULL) && ss == NULL) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the stream was ended: idle past transaction_timeout");
+        c->more = false;
+        return;
+    }
+    bool done = ours ? stream_chunk(x, o->stream_stmt, &o->stream_rows, &o->stream_skip)
+                     : stream_chunk(x, ss->stmt, &ss->rows, &ss->skip);
+    if (x->retry)
+        return;
+    dsq_result *res = &c->results[0];
+    uint64_t lsn = ours ? o->lsn : ss->lsn;
+    if (done) {
+        if (ours)
+            stream_finish(x);
+        else
+            sstream_remove(a, (size_t)(ss - a->sstreams));
         c->more = false;
     } else {
         c->more = true;
     }
-    res->lsn = c->lsn = o->lsn;
+    res->lsn = c->lsn = lsn;
 }
 
 static void op_ping(run_ctx *x)
@@ -1789,7 +1911,7 @@ static void exec_internal(run_ctx *x)
     switch (op_of(c)) {
     case DSQ__OP_HIBERNATE:
         pthread_mutex_lock(&a->mu);
-        held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0;
+        held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0 || a->nsstreams > 0;
         pthread_mutex_unlock(&a->mu);
         if (!held) {
             checkpoint_before_close(a);
@@ -1825,8 +1947,17 @@ static void exec_internal(run_ctx *x)
                  c->session ? "client_disconnected" : "idle_timeout");
         break;
     }
-    case DSQ__OP_STREAM_END:
+    case DSQ__OP_STREAM_END: {
         pthread_mutex_lock(&a->mu);
+        snap_stream *ss = sstream_find(a, c->stream_id);
+        if (ss != NULL) {
+            bool late = c->session != 0 || dsq_now_ms() >= ss->deadline_ms;
+            size_t i = (size_t)(ss - a->sstreams);
+            pthread_mutex_unlock(&a->mu);
+            if (late && x->o != NULL)
+                sstream_remove(a, i);
+            break;
+        }
         held = a->stream_id == c->stream_id;
         /* As for transactions: an idle end loses to a continuation that
          * came in meanwhile. */
@@ -1836,6 +1967,7 @@ static void exec_internal(run_ctx *x)
         if (held && x->o)
             stream_finish(x);
         break;
+    }
     case DSQ__OP_HEAP_TRIM:
         dsq__heap_trim(x->e);
         break;
@@ -1920,8 +2052,11 @@ static int cold_failed(run_ctx *x)
     if (c->op == DSQ_OP_STREAM) {
         if (c->nresults == 0)
             alloc_results(c, 1);
-        if (x->o && x->o->stream_stmt && c->state != DSQ__CALL_NEW)
+        if (x->o && x->o->stream_stmt && c->state != DSQ__CALL_NEW && x->a->stream_id == c->stream_id)
             stream_finish(x);
+        snap_stream *ss = x->o && c->state != DSQ__CALL_NEW ? sstream_find(x->a, c->stream_id) : NULL;
+        if (ss != NULL)
+            sstream_remove(x->a, (size_t)(ss - x->a->sstreams));
         c->more = false;
     }
     c->cold_retry = false;
@@ -2042,7 +2177,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         }
         if (k != NULL)
             dsq_warm_release(e->warm, k);
-        if (a->npins > 0 && (a->open == NULL || a->open->stream_stmt == NULL))
+        if (a->npins > 0 && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
             pins_release(e, a);
     }
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */

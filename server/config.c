@@ -63,6 +63,7 @@ static const key_def keys[] = {
     {"engine", "batch_per_turn", T_UINT, F(engine_batch_per_turn), "16", 1, 100000},
     {"engine", "query_timeout", T_DURATION, F(engine_query_timeout_ms), "30s", 1, 86400000},
     {"engine", "transaction_timeout", T_DURATION, F(engine_txn_timeout_ms), "30s", 1, 86400000},
+    {"engine", "max_snapshots", T_UINT, F(engine_max_snapshots), "64", 1, 100000},
     {"engine", "write_wait_timeout", T_DURATION, F(engine_write_wait_ms), "30s", 1, 86400000},
     {"engine", "max_result_bytes", T_SIZE, F(engine_max_result_bytes), "64M", 1024, 1ull << 32},
     {"engine", "max_sql_length", T_SIZE, F(engine_max_sql_length), "1M", 1024, 1ull << 30},

@@ -58,6 +58,7 @@ typedef struct dsq_config {
     uint64_t engine_query_timeout_ms; /* one request's statements stop after this */
     uint64_t engine_txn_timeout_ms; /* default idle limit of a transaction */
     uint64_t engine_write_wait_ms;  /* how long a write waits for another's transaction */
+    unsigned engine_max_snapshots;  /* read-only transactions and streams per database */
     uint64_t engine_max_result_bytes; /* bytes of rows in one result */
     uint64_t engine_max_sql_length; /* bytes of SQL text */
     uint64_t engine_max_value_size; /* bytes of one string or BLOB */

@@ -327,3 +327,41 @@ test(`money transfers: ${CLIENTS} clients over ${DBS} databases keep every total
   assert.ok(stats.committed > CLIENTS * TRANSFERS / 4, `too few transfers went through: ${JSON.stringify(stats)}`);
   assert.ok(stats.refused > 0, 'some transfers must hit the CHECK constraint');
 });
+
+test('a stream runs beside an open transaction on the last commit; max_snapshots bounds snapshots', async () => {
+  const s = await startDosqld({ conf: '[engine]\nmax_snapshots = 2\n' });
+  try {
+    await query(s.port, 'ss', 'CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)');
+    const a = await WsRpc.open(s.port, '/v1/db/ss/rpc');
+    const { transactionId } = await a.ok('beginTransaction', {});
+    await a.ok('query', { sql: 'DELETE FROM t', transactionId });
+    // Another client's stream reads the last commit, not the open transaction.
+    const b = await WsRpc.open(s.port, '/v1/db/ss/rpc');
+    const r = await within(2000, b.ok('queryStream', { sql: 'SELECT x FROM t ORDER BY x', chunkSize: 2 }), 'a stream beside');
+    assert.equal(r.rowCount, 3);
+    // The transaction's own stream sees its own writes.
+    const own = await a.ok('queryStream', { sql: 'SELECT x FROM t', transactionId });
+    assert.equal(own.rowCount, 0);
+    await a.ok('rollback', { transactionId });
+    // A read-only transaction's stream reads its snapshot.
+    const ro = await b.ok('beginTransaction', { readOnly: true });
+    await query(s.port, 'ss', 'INSERT INTO t VALUES (4)');
+    const inRo = await b.ok('queryStream', { sql: 'SELECT x FROM t', transactionId: ro.transactionId });
+    assert.equal(inRo.rowCount, 3);
+    // Two snapshots at most: a second read-only transaction fills the
+    // bound, and a third snapshot is refused.
+    const ro2 = await b.ok('beginTransaction', { readOnly: true });
+    const third = await b.call('beginTransaction', { readOnly: true });
+    assert.equal(third.error.code, 'RESOURCE_EXHAUSTED', JSON.stringify(third));
+    const st = await b.call('queryStream', { sql: 'SELECT 1' });
+    assert.equal(st.error.code, 'RESOURCE_EXHAUSTED');
+    assert.match(st.error.message, /max_snapshots/);
+    await b.ok('commit', { transactionId: ro.transactionId });
+    await b.ok('commit', { transactionId: ro2.transactionId });
+    assert.equal((await b.ok('queryStream', { sql: 'SELECT x FROM t' })).rowCount, 4);
+    await a.close();
+    await b.close();
+  } finally {
+    await s.cleanup();
+  }
+});
