@@ -5,7 +5,7 @@
  * is one committed transaction: its LSN (one more than the record before
  * it), commit time, the database's size in pages after it, and the pages
  * it changed, each page a zstd frame with zstd's content checksum, then
- * optional extra bytes (the CDC issue's row changes), padding to 8 bytes
+ * optional extra bytes (the commit's row changes, for CDC), padding to 8 bytes
  * and a CRC-32 over everything before it. docs/storage.md has the layout.
  *
  * With the node journal (cfg.jnl), a record it copies is written to the

@@ -1,4 +1,4 @@
-// The hot tier (the object-store issue): a database larger than
+// The hot tier: a database larger than
 // hot_tier_max_bytes has its uploaded checkpoints evicted once it is
 // closed, and every row reads back through the warm cache (queries,
 // streams, explicit transactions, batches, asOf), with the cold fetches
