@@ -38,7 +38,9 @@ const EXPECTED = new Set(['TIMEOUT', 'TRANSACTION_NOT_FOUND']);
 const EXPECTED_LOG = /event=(transaction_rolled_back|auth_disabled|client_gone|request_cancelled)/;
 const RUNAWAY = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c';
 
-export const SOAK_CONF = `[engine]
+export const SOAK_CONF = `[server]
+max_connections = 1000
+[engine]
 idle_timeout = 2s
 max_open_actors = 12
 transaction_timeout = 5s
