@@ -13,9 +13,10 @@ import { DOSQLD, sleep, startDosqld, tempDir, within } from './lib/harness.mjs';
 import { query } from './lib/rpc.mjs';
 
 // Run dosqld to its end, killed (SIGKILL) if still running after `ms`:
-// a dosqld that should have refused but serves is not left behind.
-function runBounded(args, ms = 10000) {
-  return new Promise((resolve) => {
+// a dosqld that should have refused but serves is not left behind. A
+// sanitizer's report (a leak on the way out of a refusal) fails the test.
+async function runBounded(args, ms = 10000) {
+  const r = await new Promise((resolve) => {
     const p = spawn(DOSQLD, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '', stderr = '';
     p.stdout.on('data', (b) => { stdout += b; });
@@ -26,6 +27,8 @@ function runBounded(args, ms = 10000) {
       resolve({ code, signal, stdout, stderr });
     });
   });
+  assert.doesNotMatch(r.stderr, /AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:/);
+  return r;
 }
 
 test('a second dosqld on a held data directory refuses and names the holder; after kill -9 a new one starts', async (t) => {
