@@ -609,6 +609,13 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     e->cfg = *cfg;
+    /* Before anything reads or writes the directory (the journal's
+     * replay first): another process with it open would have its logs
+     * rewritten under it, and two writers give two histories of one LSN. */
+    if ((e->lock_fd = dsq_engine_lock_dir(cfg->data_dir, err, errlen)) < 0) {
+        free(e);
+        return NULL;
+    }
     /* The CPUs this process may run on (taskset, cgroups' cpusets and CPU
      * quotas), not every CPU online. */
     e->ncpu = dsq_usable_cpus();
@@ -640,6 +647,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         free(e->data_dir);
         free(e->buckets);
+        dsq_engine_unlock_dir(e->lock_fd);
         free(e);
         return NULL;
     }
@@ -706,6 +714,7 @@ fail:
     free(e->buckets);
     free(e->data_dir);
     free(e->data_dir_real);
+    dsq_engine_unlock_dir(e->lock_fd);
     free(e);
     return NULL;
 }
@@ -788,5 +797,6 @@ void dsq_engine_free(dsq_engine *e)
     free(e->buckets);
     free(e->data_dir);
     free(e->data_dir_real);
+    dsq_engine_unlock_dir(e->lock_fd); /* last: nothing of ours touches the directory any more */
     free(e);
 }

@@ -249,9 +249,21 @@ typedef struct dsq_engine_cfg {
     void *wake_arg;
 } dsq_engine_cfg;
 
-/* Start the engine: create DATA_DIR/db, start the workers. NULL with the
- * reason in err. */
+/* Start the engine: lock the data directory (dsq_engine_lock_dir, held
+ * until dsq_engine_free), create DATA_DIR/db, start the workers. NULL
+ * with the reason in err. */
 dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen);
+
+/* A data directory belongs to one process at a time: take its lock,
+ * DATA_DIR/LOCK (created if need be), which then holds this process's
+ * pid. The kernel releases the lock when the process ends, however it
+ * ends. Every opener of a data directory takes it: dsq_engine_new does;
+ * a tool that works on one without an engine (dosqld --restore) calls
+ * this itself. Returns the lock's descriptor, for dsq_engine_unlock_dir;
+ * or -1 with the reason in err, which names the holder's pid when another
+ * open of the directory (in this process or another) holds it. */
+int dsq_engine_lock_dir(const char *data_dir, char *err, size_t errlen);
+void dsq_engine_unlock_dir(int fd);
 
 /* Submit a call to database `db` (a valid name). The first call to a name
  * creates the database. Returns 0; or -1 when the call cannot be queued,

@@ -211,6 +211,7 @@ struct dsq_engine {
     dsq_engine_cfg cfg;
     char *data_dir;                 /* owned copy */
     char *data_dir_real;            /* owned: its absolute path (realpath), or NULL */
+    int lock_fd;                    /* DATA_DIR/LOCK, held for the engine's life (owned) */
     pool pool;
     struct dsq_jnl *jnl;            /* the node journal, or NULL */
 

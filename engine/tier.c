@@ -1539,7 +1539,7 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
         return -1;
     }
     json_t *m = NULL;
-    char msg[300];
+    char msg[512];
     int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
     if (rc <= 0) {
         snprintf(err, errlen, "%s", rc == 0 ? "the object store has no such database" : msg);
@@ -1558,6 +1558,16 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
     *at = lsn ? lsn : last;
     if (rc == 0 && (lsn != 0 || time_us != 0))
         rc = cut_back(tmp, last, time_us, at, msg, sizeof msg);
+    /* A copy with no commit restores nothing: a database that was only
+     * opened, or one open on a running dosqld whose commits have not gone
+     * up yet. Saying "restored at LSN 0" would hide that. */
+    if (rc == 0 && *at == 0) {
+        snprintf(msg, sizeof msg,
+                 "the object store holds no commit of %s (its copy is at LSN 0): nothing to restore "
+                 "(an open database's commits go up every upload_interval, and all of them when it closes)",
+                 db);
+        rc = -1;
+    }
     if (rc != 0 || rename(tmp, dir) != 0) {
         snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
         dsq_ps_remove(tmp, e2, sizeof e2);

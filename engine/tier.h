@@ -72,8 +72,9 @@ void dsq_tier_tail(dsq_tier *t, const char *db, struct dsq_wal *w, uint64_t afte
 /* Materialize database `db` from the store into DATA_DIR/db/NAME, which
  * must not exist: all the store has, or only up to LSN `lsn`, or (with
  * time_us) up to the newest commit at or before that time. *at is the
- * LSN it ends at. 0, or -1 with a message (no such database, an LSN the
- * store no longer or not yet holds, damage). */
+ * LSN it ends at. 0, or -1 with a message (no such database, a copy
+ * with no commit (LSN 0: nothing to restore), an LSN the store no longer
+ * or not yet holds, damage). */
 int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
                      size_t errlen);
 

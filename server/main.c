@@ -18,6 +18,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/engine.h"
 #include "engine/tier.h"
 #include "server/auth.h"
 #include "server/config.h"
@@ -108,9 +109,17 @@ static int restore_main(const dsq_config *cfg, const char *db, const char *as_of
         return 1;
     }
     char err[1024], path[4096];
+    /* The data directory is a running dosqld's (or another restore's):
+     * what it would write there, it would write under them. */
+    int lock = dsq_engine_lock_dir(cfg->data_dir, err, sizeof err);
+    if (lock < 0) {
+        fprintf(stderr, "dosqld: restore %s: %s\n", db, err);
+        return 1;
+    }
     snprintf(path, sizeof path, "%s/db", cfg->data_dir);
     if (mkdir(path, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "dosqld: cannot create %s: %s\n", path, strerror(errno));
+        dsq_engine_unlock_dir(lock);
         return 1;
     }
     dsq_obj *o = dsq_server_objects_open(cfg, err, sizeof err);
@@ -126,6 +135,7 @@ static int restore_main(const dsq_config *cfg, const char *db, const char *as_of
         fprintf(stderr, "dosqld: restore %s: %s\n", db, err);
     dsq_tier_stop(t);
     dsq_obj_close(o);
+    dsq_engine_unlock_dir(lock);
     return rc;
 }
 

@@ -3,11 +3,13 @@
  * signals a condition variable and the test polls. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -836,6 +838,68 @@ Test(engine, restart_keeps_commits_shutdown_rolls_back)
     t = q("keep", "INSERT INTO t VALUES (3)");
     cr_assert_eq(t->c.lsn, 2, "and goes on from there");
     tfree(t);
+}
+
+/* ---- the data directory's lock ---------------------------------------------------------- */
+
+Test(engine, a_held_data_dir_refuses_a_second_engine)
+{
+    ok("one", "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    char err[512] = "";
+    dsq_engine_cfg c = cfg_default();
+    dsq_engine *second = dsq_engine_new(&c, err, sizeof err);
+    cr_assert_null(second, "a second engine opened a data directory the first holds");
+    char want[64];
+    snprintf(want, sizeof want, "in use by process %ld", (long)getpid());
+    cr_assert(strstr(err, want) != NULL, "the reason names the holder: %s", err);
+    /* The first goes on, its data untouched. */
+    tcall *t = q("one", "SELECT count(*) FROM t");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1);
+    tfree(t);
+    /* Released with the engine: the next one starts. */
+    dsq_engine_free(E);
+    start_with(cfg_default());
+    ok("one", "INSERT INTO t VALUES (2)");
+}
+
+/* A process that holds a data directory and is killed (no unlock, no
+ * exit handlers) leaves it free. */
+Test(engine, the_lock_of_a_killed_process_is_gone)
+{
+    char d2[64];
+    strcpy(d2, "/tmp/dsq-test-lock-XXXXXX");
+    cr_assert_not_null(mkdtemp(d2));
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        char e2[512];
+        char ok1 = dsq_engine_lock_dir(d2, e2, sizeof e2) >= 0 ? 'y' : 'n';
+        if (write(p[1], &ok1, 1) != 1)
+            _exit(1);
+        for (int i = 0; i < 600; i++) /* 60 s at most; killed long before */
+            usleep(100000);
+        _exit(0);
+    }
+    close(p[1]);
+    char got = 0;
+    cr_assert_eq(read(p[0], &got, 1), 1);
+    close(p[0]);
+    cr_assert_eq(got, 'y', "the child took the lock");
+    char err[512] = "";
+    cr_assert_lt(dsq_engine_lock_dir(d2, err, sizeof err), 0, "held by the child");
+    char want[64];
+    snprintf(want, sizeof want, "in use by process %ld", (long)child);
+    cr_assert(strstr(err, want) != NULL, "the reason names the child: %s", err);
+    kill(child, SIGKILL);
+    int st;
+    cr_assert_eq(waitpid(child, &st, 0), child);
+    int fd = dsq_engine_lock_dir(d2, err, sizeof err);
+    cr_assert_geq(fd, 0, "free after kill -9: %s", err);
+    dsq_engine_unlock_dir(fd);
+    rm_rf(d2);
 }
 
 Test(engine, queue_limit)
