@@ -39,6 +39,8 @@
 enum job_kind { JOB_OFFER, JOB_DROP };
 
 #define TIER_THREADS_MAX 16
+#define TIER_RETRY_MS 1000      /* a failed job's first backoff ceiling */
+#define TIER_RETRY_MAX_MS 60000 /* and its cap */
 
 typedef struct job {
     enum job_kind kind;
@@ -63,7 +65,6 @@ struct dsq_tier {
     char active[TIER_THREADS_MAX][129]; /* mu: the databases being worked on ("" free) */
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
-    bool hurry;             /* mu: drain: no backoff */
     pthread_mutex_t cmu;
     json_t *cache;          /* cmu: database name -> the manifest the store has */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
@@ -673,12 +674,32 @@ static void append_job(dsq_tier *t, job *j)
     *pp = j;
 }
 
+/* A drop that failed goes back before the jobs of its database that came
+ * after it: the offers of a database made again under the name go up only
+ * once the old one's objects are gone. */
+static void insert_drop(dsq_tier *t, job *j)
+{
+    job **pp = &t->head;
+    while (*pp && strcmp((*pp)->db, j->db) != 0)
+        pp = &(*pp)->next;
+    j->next = *pp;
+    *pp = j;
+}
+
 static bool active(const dsq_tier *t, const char *db)
 {
     for (unsigned i = 0; i < t->nthreads; i++)
         if (strcmp(t->active[i], db) == 0)
             return true;
     return false;
+}
+
+/* The wait before a failed job's next try: full jitter, the ceiling 1 s
+ * doubling to a minute (the store's own helper). A stop waits for the
+ * same backoff: it does not hammer a store that is down. */
+static uint64_t retry_wait_ms(unsigned fails)
+{
+    return dsq_obj_backoff_ms(fails, TIER_RETRY_MS, TIER_RETRY_MAX_MS, dsq_obj_backoff_rnd());
 }
 
 /* Whether a job before j concerns j's database: a database's jobs run in
@@ -709,7 +730,7 @@ static void *tier_main(void *arg)
             job *c = *pp;
             if (active(t, c->db) || behind_another(t, c))
                 continue;
-            if (t->hurry || c->not_before_ms <= now) {
+            if (c->not_before_ms <= now) {
                 j = c;
                 *pp = c->next;
                 break;
@@ -737,12 +758,15 @@ static void *tier_main(void *arg)
         pthread_mutex_lock(&t->mu);
         t->active[mine][0] = '\0';
         t->busy--;
-        if (rc < 0 && !has_job_for(t, j->db) && !t->stopping) {
-            /* Again later: 1 s, doubling to a minute. */
+        if (rc < 0 && !(j->kind == JOB_OFFER && has_job_for(t, j->db)) && !t->stopping) {
+            /* Again later, after a backoff (a drop always: its tombstone
+             * waits for it; a newer offer replaces this one). */
             j->fails++;
-            uint64_t wait = 1000ull << (j->fails < 6 ? j->fails - 1 : 6);
-            j->not_before_ms = dsq_now_ms() + (wait > 60000 ? 60000 : wait);
-            append_job(t, j);
+            j->not_before_ms = dsq_now_ms() + retry_wait_ms(j->fails);
+            if (j->kind == JOB_DROP)
+                insert_drop(t, j);
+            else
+                append_job(t, j);
         } else {
             job_free(j);
         }
@@ -1621,14 +1645,17 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
         return 0;
     uint64_t until = dsq_now_ms() + timeout_ms;
     pthread_mutex_lock(&t->mu);
-    t->hurry = true;
+    /* What waits out a backoff gets one try now; one that fails again
+     * waits its next backoff, stop or not (a store that is down gets a
+     * few requests per database, not a loop of them). */
+    for (job *j = t->head; j; j = j->next)
+        j->not_before_ms = 0;
     pthread_cond_broadcast(&t->cv);
     while ((t->head != NULL || t->busy > 0) && dsq_now_ms() < until)
         dsq_cond_wait_ms(&t->cv, &t->mu, 50);
     size_t left = t->busy;
     for (job *j = t->head; j; j = j->next)
         left++;
-    t->hurry = false;
     pthread_mutex_unlock(&t->mu);
     return left;
 }
