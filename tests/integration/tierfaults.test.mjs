@@ -93,3 +93,187 @@ test('a stop while the store answers 500 to everything backs off: a few requests
     await d.cleanup();
   }
 });
+
+const drop = async (d, db) => {
+  const r = await fetch(`${d.url}/v1/db/${db}`, { method: 'DELETE' });
+  return { status: r.status, body: await r.json() };
+};
+const names = async (d) => (await (await fetch(`${d.url}/v1/db`)).json()).sort();
+const tables = async (port, db) => (await query(port, db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"))
+  .rows.map((r) => r[0]);
+
+test('a drop answered while the store fails stays a drop after a restart; its objects go once the store is back', async () => {
+  const b = backend({ retries: 1, extra: '[server]\nshutdown_timeout = 2s\n' });
+  const dataDir = path.join(root, 'drop-down');
+  const d = await start(b, dataDir);
+  let e;
+  try {
+    await fill(d.port, 'victim', 100);
+    await fill(d.port, 'kept', 10);
+    await uploaded(d, 'victim');
+    await uploaded(d, 'kept');
+    assert.ok(b.list('db/victim/').includes('db/victim/manifest.json'));
+
+    await s3.fault('500', { count: 1000000 }); // every request fails
+    assert.deepEqual(await drop(d, 'victim'), { status: 200, body: { dropped: true, database: 'victim' } });
+    assert.ok(existsSync(path.join(dataDir, 'dropped', 'victim')), 'the drop is recorded before it is answered');
+    assert.equal((await d.stop()).code, 0);
+
+    await s3.fault('500', { count: 0 }); // the store is back
+    e = await start(b, dataDir);
+    assert.deepEqual(await names(e), ['kept'], 'the dropped database did not come back');
+    assert.equal(await count(e.port, 'kept'), 10);
+    await until(30000, 'the tombstone goes', async () => !existsSync(path.join(dataDir, 'dropped', 'victim')));
+    assert.deepEqual(b.list('db/victim/'), [], 'its objects are gone');
+    // The name again: a new, empty database.
+    assert.deepEqual(await tables(e.port, 'victim'), []);
+    assert.equal((await e.stop()).code, 0);
+    const f = await start(b, path.join(root, 'drop-down-fresh'));
+    try {
+      assert.deepEqual(await names(f), ['kept', 'victim']);
+      assert.deepEqual(await tables(f.port, 'victim'), []);
+    } finally {
+      await f.cleanup();
+    }
+  } finally {
+    await s3.fault('500', { count: 0 });
+    await d.cleanup();
+    await e?.cleanup();
+  }
+});
+
+test('a database made again under a dropped name while the old one\'s objects wait: the new one survives, the old one goes', async () => {
+  const b = backend({ retries: 1, extra: '[server]\nshutdown_timeout = 2s\n' });
+  const dataDir = path.join(root, 'again');
+  const d = await start(b, dataDir);
+  let e;
+  try {
+    await fill(d.port, 'victim', 100);
+    await uploaded(d, 'victim');
+    const oldKeys = b.list('db/victim/');
+    await s3.fault('500', { count: 1000000 });
+    assert.equal((await drop(d, 'victim')).status, 200);
+    await query(d.port, 'victim', 'CREATE TABLE fresh(x); INSERT INTO fresh VALUES (1)');
+    assert.equal((await d.stop()).code, 0);
+
+    await s3.fault('500', { count: 0 });
+    e = await start(b, dataDir);
+    assert.deepEqual(await tables(e.port, 'victim'), ['fresh']);
+    await until(30000, 'the tombstone goes', async () => !existsSync(path.join(dataDir, 'dropped', 'victim')));
+    await uploaded(e, 'victim');
+    assert.deepEqual(b.list('db/victim/').filter((k) => k !== 'db/victim/manifest.json' && oldKeys.includes(k)), [],
+      'none of the dropped database\'s chunks is left');
+    assert.equal((await e.stop()).code, 0);
+    const f = await start(b, path.join(root, 'again-fresh'));
+    try {
+      assert.deepEqual(await tables(f.port, 'victim'), ['fresh']);
+      assert.deepEqual((await query(f.port, 'victim', 'SELECT x FROM fresh')).rows, [[1]]);
+    } finally {
+      await f.cleanup();
+    }
+  } finally {
+    await s3.fault('500', { count: 0 });
+    await d.cleanup();
+    await e?.cleanup();
+  }
+});
+
+test('dropping a name that does not exist is 404; a database only the store has can be dropped', async () => {
+  const b = backend({ retries: 1 });
+  const a = await start(b, path.join(root, 'only-a'));
+  try {
+    await fill(a.port, 'cold', 20);
+    assert.equal((await a.stop()).code, 0);
+  } finally {
+    await a.cleanup();
+  }
+  // A node whose listing of the store fails (so nothing is restored) while
+  // the store answers every other request.
+  const bucketOnly = `^/${s3.bucket}/?$`;
+  await s3.fault('500', { count: 1000000, path: bucketOnly });
+  const d = await start(b, path.join(root, 'only-b'));
+  try {
+    assert.match(d.stderr, /event=object_store_unreachable/);
+    const none = await drop(d, 'never-existed');
+    assert.equal(none.status, 404);
+    assert.equal(none.body.error.code, 'INVALID_REQUEST');
+    assert.match(none.body.error.message, /no such database: never-existed/);
+    assert.deepEqual(await names(d), []);
+    assert.deepEqual(await drop(d, 'cold'), { status: 200, body: { dropped: true, database: 'cold' } });
+    await s3.fault('500', { count: 0 });
+    await until(30000, 'the dropped database\'s objects go', async () => b.list('db/cold/').length === 0);
+    await until(30000, 'the catch-up', async () => /event=object_store_caught_up/.test(d.stderr));
+    assert.deepEqual(await names(d), [], 'the catch-up did not bring it back');
+    assert.equal((await drop(d, 'cold')).status, 404, 'dropped already');
+  } finally {
+    await s3.fault('500', { count: 0 });
+    await d.cleanup();
+  }
+  // Without an object store too.
+  const n = await startDosqld({ args: ['--object-store', 'none'] });
+  try {
+    assert.equal((await drop(n, 'nothing')).status, 404);
+    await query(n.port, 'here', 'CREATE TABLE t(x)');
+    assert.equal((await drop(n, 'here')).status, 200);
+    assert.deepEqual(await names(n), []);
+  } finally {
+    await n.cleanup();
+  }
+});
+
+test('the store unreachable at start: local databases are served and written; the store\'s databases come once it answers, and uploads resume', async () => {
+  const b = backend({ retries: 1 });
+  const dataDir = path.join(root, 'unreach');
+  // "local" here (and in the store); "remote" only in the store (made on
+  // another node afterwards).
+  const a = await start(b, dataDir);
+  try {
+    await fill(a.port, 'local', 50);
+    assert.equal((await a.stop()).code, 0);
+  } finally {
+    await a.cleanup();
+  }
+  const other = await start(b, path.join(root, 'unreach-other'));
+  try {
+    await fill(other.port, 'remote', 30);
+    assert.equal((await other.stop()).code, 0);
+  } finally {
+    await other.cleanup();
+  }
+
+  await s3.fault('down', { delayMs: 6000 }); // connections refused for 6 s
+  const t0 = Date.now();
+  const d = await start(b, dataDir);
+  try {
+    assert.match(d.stderr, /event=object_store_unreachable reason="cannot list the object store/);
+    assert.equal(await count(d.port, 'local'), 50);
+    await fill(d.port, 'local', 20); // acknowledged: the log is local
+    assert.equal(await count(d.port, 'local'), 70);
+    const r = await query(d.port, 'remote', 'SELECT count(*) FROM t', undefined, { raw: true });
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.error.code, 'RESOURCE_EXHAUSTED');
+    assert.match(r.json.error.message, /object store/);
+    assert.ok(Date.now() - t0 < 6000, 'all that while the store was down');
+
+    await until(40000, 'the store\'s database', async () => {
+      const q = await query(d.port, 'remote', 'SELECT count(*) FROM t', undefined, { raw: true });
+      return q.status === 200 ? q : null;
+    });
+    assert.equal(await count(d.port, 'remote'), 30);
+    assert.match(d.stderr, /event=object_store_caught_up restored=1/);
+    await until(30000, 'the uploads of local', async () => {
+      const m = await stats(d, 'local');
+      return m.server.objectStore.pending === 0 && m.server.objectStore.manifests > 0;
+    });
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await d.cleanup();
+  }
+  const f = await start(b, path.join(root, 'unreach-fresh'));
+  try {
+    assert.equal(await count(f.port, 'local'), 70, 'what was written while the store was down went up');
+    assert.equal(await count(f.port, 'remote'), 30);
+  } finally {
+    await f.cleanup();
+  }
+});

@@ -184,7 +184,8 @@ Test(tier, uploads_what_the_manifest_lacks)
     dsq_tier_counts_get(T, &c);
     cr_assert_eq(c.errors, 0, "%s", c.last_error);
 
-    dsq_tier_dropped(T, "b");
+    char derr[256];
+    cr_assert_eq(dsq_tier_drop(T, "b", NULL, NULL, derr, sizeof derr), 0, "%s", derr);
     cr_assert_eq(dsq_tier_drain(T, 10000), 0);
     cr_assert_eq(count("db/b/"), 0, "a dropped database leaves nothing");
 }
