@@ -277,3 +277,36 @@ test('the store unreachable at start: local databases are served and written; th
     await f.cleanup();
   }
 });
+
+test('the hot tier backs off a store that fails: not a manifest request per file every second', async () => {
+  const small = '[storage]\nsegment_size = 128K\ncheckpoint_size = 64K\nhistory_retention = 1h\n';
+  const b = backend({ retries: 0, extra: small });
+  const dataDir = path.join(root, 'evict');
+  const a = await start(b, dataDir);
+  try {
+    for (let i = 0; i < 6; i++) await fill(a.port, `h${i}`, 200); // checkpoints and segments to evict
+    assert.equal((await a.stop()).code, 0);
+  } finally {
+    await a.cleanup();
+  }
+  // Restarted (no manifest read yet) with a budget below what is here,
+  // while the store fails every request.
+  await s3.fault('500', { count: 1000000 });
+  const hot = backend({ retries: 0, extra: `${small}hot_tier_max_bytes = 1K\n` });
+  hot.url = b.url;
+  const d = await start(hot, dataDir);
+  try {
+    await s3.resetStats();
+    const before = (await s3.stats()).requests;
+    await sleep(6000);
+    const sent = (await s3.stats()).requests - before;
+    // The catch-up's listings and the evictor's looks, each after a
+    // backoff (a look per second asked for every candidate file's
+    // manifest: over a hundred).
+    assert.ok(sent <= 30, `requests in 6 s: ${sent}`);
+    assert.equal(await count(d.port, 'h0'), 200, 'the databases here are served');
+  } finally {
+    await s3.fault('500', { count: 0 });
+    await d.cleanup();
+  }
+});
