@@ -67,6 +67,9 @@ struct dsq_tier {
     bool stopping;          /* mu */
     pthread_mutex_t cmu;
     json_t *cache;          /* cmu: database name -> the manifest the store has */
+    json_t *reborn;         /* cmu: name of a database dropped in this run -> the file version
+                               its next incarnation starts at (above every one the dropped one
+                               used: the warm cache, keyed by object, may still hold those) */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
@@ -237,6 +240,13 @@ static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msgle
     if (rc == 0 && (m = manifest_new(db)) == NULL) {
         snprintf(msg, msglen, "out of memory");
         return NULL;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&t->cmu);
+        json_t *floor = json_object_get(t->reborn, db);
+        if (floor != NULL)
+            json_object_set(m, "next", floor);
+        pthread_mutex_unlock(&t->cmu);
     }
     pthread_mutex_lock(&t->cmu);
     int set = json_object_set(t->cache, db, m);
@@ -700,8 +710,25 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
     return rc;
 }
 
+/* A database made again under a dropped name numbers its file versions
+ * from above `id` (an object key names its version). */
+static void reborn_above(dsq_tier *t, const char *db, uint64_t id)
+{
+    pthread_mutex_lock(&t->cmu);
+    json_t *cur = json_object_get(t->reborn, db);
+    if (cur == NULL || (uint64_t)json_integer_value(cur) <= id)
+        json_object_set_new(t->reborn, db, json_integer((json_int_t)id + 1));
+    pthread_mutex_unlock(&t->cmu);
+}
+
 static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 {
+    pthread_mutex_lock(&t->cmu);
+    json_t *cached = json_object_get(t->cache, j->db);
+    uint64_t next = cached ? (uint64_t)json_integer_value(json_object_get(cached, "next")) : 0;
+    pthread_mutex_unlock(&t->cmu);
+    if (next > 0)
+        reborn_above(t, j->db, next - 1);
     cache_forget(t, j->db);
     /* The manifest first: no restore finds half a database. */
     dsq_obj_req r;
@@ -722,8 +749,13 @@ static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
         return -1;
     }
     json_t *keys = json_object();
-    for (size_t i = 0; i < r.nitems; i++)
+    for (size_t i = 0; i < r.nitems; i++) {
         json_object_set_new(keys, r.items[i].key, json_true());
+        const char *c = strstr(r.items[i].key, "/data/");
+        unsigned long long id;
+        if (c != NULL && sscanf(c + 6, "%8llx.", &id) == 1)
+            reborn_above(t, j->db, id);
+    }
     dsq_obj_req_clear(&r);
     size_t left = delete_keys(t, keys, msg, msglen);
     json_decref(keys);
@@ -1783,7 +1815,8 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     t->cfg = *cfg;
-    if ((t->cache = json_object()) == NULL) {
+    if ((t->cache = json_object()) == NULL || (t->reborn = json_object()) == NULL) {
+        json_decref(t->cache);
         free(t->data_dir);
         free(t);
         snprintf(err, errlen, "out of memory");
@@ -1883,6 +1916,7 @@ void dsq_tier_stop(dsq_tier *t)
         job_free(j);
     }
     json_decref(t->cache);
+    json_decref(t->reborn);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
     pthread_mutex_destroy(&t->dmu);
