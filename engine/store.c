@@ -270,6 +270,10 @@ static int drop_local(void *ud, char *err, size_t errlen)
     drop_ctx *x = ud;
     struct stat st;
     if (stat(x->dir, &st) == 0) {
+        /* No live journal entry may name it when it goes: a database made
+         * later under the same name must not get them at the next start. */
+        if (x->e->jnl != NULL && dsq_jnl_barrier(x->e->jnl, err, errlen) != 0)
+            return -1;
         char e2[256];
         dsq_ps_remove(x->gone, e2, sizeof e2); /* a leftover of a drop before */
         if (rename(x->dir, x->gone) != 0) {
@@ -306,10 +310,6 @@ int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t err
     }
     snprintf(x.base, sizeof x.base, "%s/db", data_dir);
     snprintf(x.gone, sizeof x.gone, "%s/db/.dropped.%s", data_dir, name);
-    /* No live journal entry may name it when it goes: a database made
-     * later under the same name must not get them at the next start. */
-    if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, errlen) != 0)
-        return -1;
     dsq_evict_opening(e->evict, name); /* no eviction of its files meanwhile */
     int rc = e->tier ? dsq_tier_drop(e->tier, name, drop_local, &x, err, errlen) : drop_local(&x, err, errlen);
     dsq_evict_closed(e->evict, name);

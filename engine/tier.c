@@ -1468,6 +1468,15 @@ static void *restore_main(void *arg)
                     saved = errno;
                     rc = -1;
                 }
+                if (!dropped && rc > 0) {
+                    /* What was restored is what the store has: no upload
+                     * needed (unless the database, open meanwhile, read
+                     * the manifest itself, maybe a newer one). */
+                    pthread_mutex_lock(&t->cmu);
+                    if (json_object_get(t->cache, db) == NULL)
+                        json_object_set(t->cache, db, m);
+                    pthread_mutex_unlock(&t->cmu);
+                }
                 pthread_mutex_unlock(&t->dmu);
             }
         }
@@ -1566,10 +1575,8 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
     for (size_t i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
     pthread_mutex_destroy(&rj.mu);
-    /* What was restored is what the store has: no upload needed. */
     for (size_t i = 0; i < rj.n; i++)
-        if (rj.ms[i] != NULL)
-            cache_set(t, rj.names[i], rj.ms[i]);
+        json_decref(rj.ms[i]);
     free(rj.names);
     free(rj.ms);
     if (rj.failed) {
