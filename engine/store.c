@@ -313,10 +313,11 @@ int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t err
     dsq_evict_opening(e->evict, name); /* no eviction of its files meanwhile */
     int rc = e->tier ? dsq_tier_drop(e->tier, name, drop_local, &x, err, errlen) : drop_local(&x, err, errlen);
     dsq_evict_closed(e->evict, name);
-    if (x.local) {
-        /* Dropped (or the tombstone failed, and it is dropped all the
-         * same): its bytes go. What is left of them goes at the next
-         * start. */
+    if (x.local && rc == 0) {
+        /* Dropped: its bytes go; what is left of them goes at the next
+         * start. (When the tombstone could not be written, the directory
+         * stays renamed: the next start writes the tombstone and ends the
+         * drop, which its queued job may have ended already.) */
         char e2[256];
         if (dsq_ps_remove(x.gone, e2, sizeof e2) != 0)
             DSQ_WARN("drop_cleanup_failed", "db=%s reason=%s", name, dsq_log_q(e2));

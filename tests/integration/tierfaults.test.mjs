@@ -8,9 +8,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BUILD, startDosqld, tempDir, sleep, within } from './lib/harness.mjs';
+import { BUILD, startDosqld, syncShimPreload, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query } from './lib/rpc.mjs';
 import { startS3 } from './lib/s3.mjs';
 
@@ -173,6 +173,38 @@ test('a database made again under a dropped name while the old one\'s objects wa
     }
   } finally {
     await s3.fault('500', { count: 0 });
+    await d.cleanup();
+    await e?.cleanup();
+  }
+});
+
+test('a drop whose tombstone cannot be written fails, and the next start finishes it', async () => {
+  const b = backend({ retries: 0, extra: '[server]\nshutdown_timeout = 2s\n' });
+  const dataDir = path.join(root, 'tomb-eio');
+  const trigger = path.join(root, 'tomb-eio-trigger');
+  const d = await startDosqld({
+    conf: b.conf, dataDir, args: ['--object-store', b.url],
+    env: { LD_PRELOAD: syncShimPreload(), DSQ_FAILWRITE: trigger, DSQ_FAILWRITE_PATH: '/dropped/' },
+  });
+  let e;
+  try {
+    await fill(d.port, 'victim', 30);
+    await uploaded(d, 'victim');
+    await s3.fault('500', { count: 1000000 });
+    writeFileSync(trigger, 'EIO');
+    const r = await drop(d, 'victim');
+    assert.equal(r.status, 500, JSON.stringify(r));
+    assert.equal(r.body.error.code, 'INTERNAL_ERROR');
+    assert.equal((await d.stop()).code, 0);
+    rmSync(trigger);
+    await s3.fault('500', { count: 0 });
+    e = await start(b, dataDir);
+    assert.deepEqual(await names(e), [], 'not restored from the store');
+    assert.match(e.stderr, /event=drop_finished_at_start db=victim/);
+    await until(30000, 'its objects go', async () => b.list('db/victim/').length === 0);
+  } finally {
+    await s3.fault('500', { count: 0 });
+    rmSync(trigger, { force: true });
     await d.cleanup();
     await e?.cleanup();
   }
