@@ -660,7 +660,8 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     if (e->cfg.journal_bytes == 0)
         e->cfg.journal_bytes = 32u << 20;
-    if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0)
+    if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0 ||
+        (e->cfg.objects == NULL && dsq__store_sweep_dropped(e, err, errlen) != 0))
         goto fail;
     e->data_dir_real = realpath(e->data_dir, NULL); /* for withhold_paths; NULL: the name as given only */
     if (e->cfg.tier_chunk_bytes == 0)
@@ -677,11 +678,18 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
                            .chunk_bytes = e->cfg.tier_chunk_bytes,
                            .tails = e->cfg.tier_commit,
                            .segment_bytes = e->cfg.segment_bytes};
-        if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL)
+        if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL || dsq__store_sweep_dropped(e, err, errlen) != 0)
             goto fail;
         long n = dsq_tier_restore_missing(e->tier, err, errlen);
-        if (n < 0)
+        if (n == -2) {
+            /* Unreachable: the local databases are served meanwhile; the
+             * ones only the store has come back once it answers. */
+            DSQ_WARN("object_store_unreachable", "reason=%s", dsq_log_q(err));
+            if (dsq_tier_catch_up(e->tier, err, errlen) != 0)
+                goto fail;
+        } else if (n < 0) {
             goto fail;
+        }
         if (n > 0)
             DSQ_INFO("databases_restored", "count=%ld", n);
         char dir[4200];

@@ -151,6 +151,7 @@ struct dsq_call {
     int err;                 /* 0, or -1 with code and msg */
     dsq_code code;
     char msg[512];
+    bool not_found;          /* DROP: no such database (HTTP answers 404) */
     dsq_result *results;     /* owned; QUERY/STREAM: 1, BATCH: nresults */
     size_t nresults;
     uint64_t lsn;            /* the LSN the call's outcome reflects */

@@ -381,7 +381,16 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen);
 /* Open database `name`'s store and its SQLite connection. */
 int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen);
+/* Whether DATA_DIR/db/NAME exists. */
+bool dsq__store_exists(const dsq_engine *e, const char *name);
+/* Drop database `name` (its directory, its tombstone and the deletion of
+ * its objects when there is an object store: tier.h). 0 dropped; 1 no
+ * such database, here or in the store; 2 the store cannot tell (err); -1
+ * failed (err). */
 int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t errlen);
+/* At start: drops a crash interrupted (DATA_DIR/db/.dropped.NAME) are
+ * finished (tombstone, then the directory goes). */
+int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen);
 /* At start, before any database opens: write back into the databases'
  * logs what the node journal holds (journal.h), then start the journal
  * (e->jnl) when the configuration wants it. */

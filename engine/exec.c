@@ -286,6 +286,17 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
+    if (e->tier != NULL && !dsq_tier_ready(e->tier) && !dsq__store_exists(e, a->name) &&
+        !dsq_tier_tombstoned(e->tier, a->name)) {
+        /* Not here, and the store may have it: making it new now would
+         * hide (and its first upload replace) the store's copy. */
+        free(o);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "database %s is not on this node and the object store, which may have it, cannot be reached "
+                  "yet (it is tried again in the background); try again later",
+                  a->name);
+        return -1;
+    }
     dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
     if (dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err) != 0) {
         int eno = errno;
@@ -2067,6 +2078,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
+    c->not_found = false;
     c->msg[0] = '\0';
     c->wait_writer = false;
     if (e->warm != NULL)
@@ -2114,11 +2126,16 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
         } else {
             dsq__actor_close(a);
-            if (dsq__store_drop(e, a->name, err, sizeof err) != 0) {
+            int rc = dsq__store_drop(e, a->name, err, sizeof err);
+            if (rc == 1) {
+                c->not_found = true;
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "no such database: %s", a->name);
+            } else if (rc == 2) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot drop %s: %s", a->name, err);
+            } else if (rc != 0) {
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
             } else {
                 dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
-                dsq_tier_dropped(e->tier, a->name);          /* and its objects */
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }

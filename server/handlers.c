@@ -597,7 +597,7 @@ static void admin_done(dsq_call *c)
     if (a->req != NULL) {
         a->req->abandon = NULL;
         if (c->err != 0)
-            dsq__respond_error(a->req, 0, c->code, "%s", c->msg);
+            dsq__respond_error(a->req, c->not_found ? 404 : 0, c->code, "%s", c->msg);
         else if (c->out.len == 0)
             dsq__respond_error(a->req, 500, DSQ_CODE_INTERNAL_ERROR, "out of memory");
         else

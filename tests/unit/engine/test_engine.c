@@ -759,6 +759,19 @@ Test(engine, drop_and_list)
     tfree(l);
     /* The next call to a dropped name starts a new, empty database. */
     expect_err("one", "SELECT * FROM t", DSQ_CODE_TABLE_NOT_FOUND, NULL);
+    /* A name that never existed is not found (HTTP 404), and stays so. */
+    d = run("never", mk(DSQ_OP_DROP, NULL));
+    cr_assert_neq(d->c.err, 0);
+    cr_assert(d->c.not_found);
+    cr_assert_eq(d->c.code, DSQ_CODE_INVALID_REQUEST);
+    cr_assert(strstr(d->c.msg, "no such database") != NULL, "%s", d->c.msg);
+    tfree(d);
+    l = mk(DSQ_OP_LIST, NULL);
+    before = ndone;
+    cr_assert_eq(dsq_engine_submit_system(E, &l->c), 0);
+    wait_done(before + 1);
+    cr_assert_eq(json_array_size(l->c.doc), 2, "one (made again) and two, not never");
+    tfree(l);
 }
 
 /* ---- scheduling, hibernation, lifecycle ------------------------------------------------------- */
