@@ -609,7 +609,7 @@ Test(engine, stream_continuation_beats_a_pending_idle_end)
 {
     dsq_engine_free(E);
     dsq_engine_cfg c = cfg_default();
-    c.txn_timeout_ms = 300;
+    c.txn_timeout_ms = 1000;
     c.workers = 1;
     start_with(c);
     ok("sl", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
@@ -617,9 +617,10 @@ Test(engine, stream_continuation_beats_a_pending_idle_end)
     t->c.chunk_rows = 1;
     run("sl", t);
     cr_assert(t->c.more);
-    usleep(350000);        /* idle past the timeout */
-    /* About 0.1 s of work here: long enough to hold the worker while both
-     * are posted, short of the continuation's new 0.3 s deadline. */
+    usleep(1050000);       /* idle past the timeout */
+    /* About 0.1 s of work here (0.3-0.5 s in a sanitizer build on a busy
+     * machine): long enough to hold the worker while both are posted,
+     * short of the continuation's new 1 s deadline. */
     tcall *slow = mk(DSQ_OP_QUERY, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                                    "WHERE i < 200000) SELECT count(*) FROM n");
     int before = ndone;
