@@ -923,12 +923,14 @@ Test(engine, queue_limit)
     c.max_queue = 3;
     c.workers = 1;
     start_with(c);
-    ok("qq", "SELECT 1");
-    tcall *b = begin("qq", 0); /* holds the actor: everything else waits */
+    ok("qq", "CREATE TABLE t(x)");
+    /* The open transaction holds writers (reads would run beside it);
+     * no worker is woken between the submits, so all wait in the queue. */
+    tcall *b = begin("qq", 0);
     tcall *w[4];
     int refused = 0;
     for (int i = 0; i < 4; i++) {
-        w[i] = mk(DSQ_OP_QUERY, "SELECT 1");
+        w[i] = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
         if (dsq_engine_submit(E, "qq", &w[i]->c) != 0) {
             refused++;
             cr_assert_eq(w[i]->c.code, DSQ_CODE_RESOURCE_EXHAUSTED);
