@@ -33,6 +33,7 @@ function cli(args, input) {
     p.stderr.on('data', (d) => { err += d; });
     p.on('error', reject);
     p.on('exit', (code) => resolve({ code, out: Buffer.concat(out), err }));
+    p.stdin.on('error', () => {}); // it may exit (refused at once) before reading its input
     p.stdin.end(input ?? '');
   }), `objcli ${args.join(' ')}`);
 }
