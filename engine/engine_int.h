@@ -405,4 +405,11 @@ int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, 
 struct dsq_ps_view;
 int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
 
+/* ---- sqlfn.c ---- */
+/* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with
+ * versions that keep their results but refuse output past the length
+ * limit before making it and stop (SQLITE_INTERRUPT) once *deadline_ns
+ * (a dsq_now_ns() time; 0: none) passed. deadline_ns outlives db. */
+int dsq__sqlfn_register(sqlite3 *db, const uint64_t *deadline_ns);
+
 #endif

@@ -258,7 +258,9 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, (int)cfg->max_value_size);
+    /* No value can be larger than a whole result may be. */
+    size_t length = cfg->max_value_size < cfg->max_result_size ? cfg->max_value_size : cfg->max_result_size;
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, length > INT32_MAX ? INT32_MAX : (int)length);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, (int)cfg->max_sql_length);
     sqlite3_limit(db, SQLITE_LIMIT_COLUMN, cfg->max_columns);
     sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, cfg->max_expr_depth);
@@ -271,6 +273,10 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_exec(db, pragma, NULL, NULL, NULL);
     sqlite3_set_authorizer(db, authorizer, o);
     sqlite3_progress_handler(db, 1000, progress, o);
+    /* Builtins that can work for long inside one call, between two looks
+     * of the progress handler, replaced by bounded ones (sqlfn.c). */
+    if (dsq__sqlfn_register(db, &o->deadline_ns) != SQLITE_OK)
+        DSQ_ERROR("sql_functions_failed", "error=%s", dsq_log_q(sqlite3_errmsg(db)));
 }
 
 static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
