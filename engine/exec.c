@@ -1421,6 +1421,13 @@ static void op_begin(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
         return;
     }
+    /* A transaction holds the database (or, read-only, a view of it) until
+     * it ends: no longer than the operator allows. */
+    if (x->e->cfg.max_txn_timeout_ms != 0 && c->txn_timeout_ms > x->e->cfg.max_txn_timeout_ms) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "timeoutMs %llu is above max_transaction_timeout (%llu ms)",
+                  (unsigned long long)c->txn_timeout_ms, (unsigned long long)x->e->cfg.max_txn_timeout_ms);
+        return;
+    }
     if (c->read_only) {
         op_begin_read_only(x);
         return;

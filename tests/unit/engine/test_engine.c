@@ -400,6 +400,30 @@ static tcall *end_txn(const char *db, const char *txn, bool commit)
     return run(db, t);
 }
 
+Test(engine, max_transaction_timeout)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_txn_timeout_ms = 1000;
+    start_with(c);
+    for (int ro = 0; ro < 2; ro++) {
+        tcall *b = mk(DSQ_OP_BEGIN, NULL);
+        b->c.read_only = ro;
+        b->c.txn_timeout_ms = 1001;
+        run("mt", b);
+        cr_assert_eq(b->c.code, DSQ_CODE_INVALID_REQUEST, "%s", b->c.msg);
+        cr_assert(strstr(b->c.msg, "max_transaction_timeout") != NULL, "%s", b->c.msg);
+        tfree(b);
+        b = mk(DSQ_OP_BEGIN, NULL);
+        b->c.read_only = ro;
+        b->c.txn_timeout_ms = 1000;
+        run("mt", b);
+        cr_assert_eq(b->c.err, 0, "%s", b->c.msg);
+        tfree(end_txn("mt", b->c.txn_out, false));
+        tfree(b);
+    }
+}
+
 Test(engine, transaction_isolates_readers_run_writers_wait)
 {
     ok("tx", "CREATE TABLE t(x)");
