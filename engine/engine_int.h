@@ -108,6 +108,8 @@ typedef struct actor_open {
     struct dsq_cdc_cap *cap;     /* the open transaction's row changes (cdc.h) */
     /* what the authorizer saw while the last statement was prepared */
     bool stmt_ddl;               /* it changes the schema */
+    bool stmt_writes;            /* it writes though SQLite calls it read-only (ANALYZE, REINDEX,
+                                    PRAGMA optimize): never cached, so this holds for it */
     char stmt_created[129];      /* the table it creates, or "" */
     char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
     char sp_name[128];

@@ -688,8 +688,10 @@ static void m_begin(op *o, json_t *p)
         reject(o, DSQ_CODE_INVALID_REQUEST, "a read-only transaction cannot be \"immediate\"");
         return;
     }
-    if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
-        reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
+    if (!o->call.read_only && !(o->call.scope & DSQ_SCOPE_W)) {
+        reject(o, DSQ_CODE_FORBIDDEN,
+               "a transaction that may write needs write scope; the token has read scope only "
+               "(beginTransaction readOnly: true reads a snapshot)");
         return;
     }
     if (opt_uint(o, p, "timeoutMs", 1, 86400000, &o->call.txn_timeout_ms) != 0)
