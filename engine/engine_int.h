@@ -82,6 +82,12 @@ typedef struct dsq_syncer {
 } dsq_syncer;
 
 /* What an open actor holds; freed when it hibernates. Worker only. */
+/* When a statement should stop (sqlfn.c): fn(arg) != 0. */
+typedef struct dsq_sqlfn_stop {
+    int (*fn)(void *arg);
+    void *arg;
+} dsq_sqlfn_stop;
+
 typedef struct actor_open {
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
@@ -97,6 +103,7 @@ typedef struct actor_open {
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
+    dsq_sqlfn_stop fn_stop;      /* the progress handler's question, for sqlfn.c */
     dsq_call *running;           /* the call running now (the progress handler stops it when
                                     it is cancelled), or NULL */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
@@ -410,8 +417,9 @@ int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, ch
 /* ---- sqlfn.c ---- */
 /* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with
  * versions that keep their results but refuse output past the length
- * limit before making it and stop (SQLITE_INTERRUPT) once *deadline_ns
- * (a dsq_now_ns() time; 0: none) passed. deadline_ns outlives db. */
-int dsq__sqlfn_register(sqlite3 *db, const uint64_t *deadline_ns);
+ * limit before making it and stop (SQLITE_INTERRUPT) as soon as
+ * stop->fn(stop->arg) is non-zero (asked every few hundred microseconds
+ * of work, as the progress handler is). `stop` outlives db. */
+int dsq__sqlfn_register(sqlite3 *db, const dsq_sqlfn_stop *stop);
 
 #endif

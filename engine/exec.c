@@ -280,8 +280,10 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_set_authorizer(db, authorizer, o);
     sqlite3_progress_handler(db, 1000, progress, o);
     /* Builtins that can work for long inside one call, between two looks
-     * of the progress handler, replaced by bounded ones (sqlfn.c). */
-    if (dsq__sqlfn_register(db, &o->deadline_ns) != SQLITE_OK)
+     * of the progress handler, replaced by bounded ones (sqlfn.c) that ask
+     * it themselves. */
+    o->fn_stop = (dsq_sqlfn_stop){progress, o};
+    if (dsq__sqlfn_register(db, &o->fn_stop) != SQLITE_OK)
         DSQ_ERROR("sql_functions_failed", "error=%s", dsq_log_q(sqlite3_errmsg(db)));
 }
 

@@ -13,8 +13,9 @@
  *     output (width, precision, argument) would pass SQLITE_LIMIT_LENGTH,
  *     and delegates each conversion to sqlite3_str_appendf with the
  *     argument converted as SQLite's SQL printf converts it;
- *   - every function checks the call's deadline while it works and fails
- *     with SQLITE_INTERRUPT (TIMEOUT to the client) once it passed.
+ *   - every function asks, while it works, whether the statement should
+ *     stop (the progress handler's question: past its deadline, or its
+ *     client went away) and then fails with SQLITE_INTERRUPT.
  * One deviation: where the builtin printf returns NULL because its
  * output would pass the length limit, this one fails with SQLITE_TOOBIG.
  * Registered with the builtins' names, they replace them on the connection
@@ -28,13 +29,13 @@
 
 /* ---- the deadline --------------------------------------------------------------- */
 
-/* Bytes of work between two looks at the clock (well under a millisecond). */
+/* Bytes of work between two questions (well under a millisecond). */
 #define WORK_SLICE (1u << 20)
 
 typedef struct budget {
     sqlite3_context *ctx;
-    const uint64_t *deadline_ns; /* the call's deadline (0: none); may be NULL */
-    uint64_t work;               /* bytes of work since the last look at the clock */
+    const dsq_sqlfn_stop *stop; /* whether to stop; may be NULL */
+    uint64_t work;              /* bytes of work since the last question */
 } budget;
 
 static budget budget_of(sqlite3_context *ctx)
@@ -42,14 +43,14 @@ static budget budget_of(sqlite3_context *ctx)
     return (budget){ctx, sqlite3_user_data(ctx), 0};
 }
 
-/* Whether the deadline passed, looking at the clock once per WORK_SLICE. */
+/* Whether the statement should stop, asked once per WORK_SLICE. */
 static bool late(budget *b, uint64_t work)
 {
     b->work += work;
     if (b->work < WORK_SLICE)
         return false;
     b->work = 0;
-    return b->deadline_ns != NULL && *b->deadline_ns != 0 && dsq_now_ns() > *b->deadline_ns;
+    return b->stop != NULL && b->stop->fn(b->stop->arg) != 0;
 }
 
 static bool late_now(budget *b) { return late(b, WORK_SLICE); }
@@ -567,9 +568,9 @@ static void fn_rtrim(sqlite3_context *ctx, int argc, sqlite3_value **argv) { tri
 
 /* ---- registration ------------------------------------------------------------------- */
 
-/* Register the replacements on `db`; deadline_ns (0: none) outlives it.
- * Returns SQLITE_OK or an error. */
-int dsq__sqlfn_register(sqlite3 *db, const uint64_t *deadline_ns)
+/* Register the replacements on `db`; `stop` outlives it. Returns
+ * SQLITE_OK or an error. */
+int dsq__sqlfn_register(sqlite3 *db, const dsq_sqlfn_stop *stop)
 {
     static const struct {
         const char *name;
@@ -584,7 +585,7 @@ int dsq__sqlfn_register(sqlite3 *db, const uint64_t *deadline_ns)
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         int rc = sqlite3_create_function(db, fns[i].name, fns[i].nargs,
                                          SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
-                                         (void *)deadline_ns, fns[i].fn, NULL, NULL);
+                                         (void *)stop, fns[i].fn, NULL, NULL);
         if (rc != SQLITE_OK)
             return rc;
     }

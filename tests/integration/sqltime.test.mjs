@@ -3,6 +3,7 @@
 // max_result_bytes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { startDosqld, within } from './lib/harness.mjs';
 import { post } from './lib/rpc.mjs';
 
@@ -83,4 +84,23 @@ test('several long statements at once do not stall another database past the tim
   assert.equal(one.status, 200, one.text);
   assert.ok(one.ms < 4000, `select 1 on another database took ${one.ms} ms`);
   for (const { r, sql } of await Promise.all(slow)) boundedFailure(r, sql);
+});
+
+test('a client that goes away stops its quadratic instr too', async () => {
+  const d2 = await startDosqld({ conf: '[engine]\nquery_timeout = 60s\n' });
+  try {
+    const req = http.request({ host: '127.0.0.1', port: d2.port, method: 'POST', path: '/v1/db/gone/query',
+      headers: { 'content-type': 'application/json' } });
+    req.on('error', () => {}); // it is destroyed below
+    req.end(JSON.stringify({ sql: "select instr(printf('%.*c', 20000000, 'a'), printf('%.*c', 10000000, 'a') || 'b')" }));
+    await new Promise((res) => setTimeout(res, 500));
+    const t0 = Date.now();
+    req.destroy();
+    // Its database answers again at once, not after the 60 s timeout.
+    const r = await within(5000, post(d2.port, '/v1/db/gone/query', { sql: 'select 1 as one' }), 'the database after the cancel');
+    assert.equal(r.status, 200, r.text);
+    console.log(`the database answered again ${Date.now() - t0} ms after the client went away`);
+  } finally {
+    await d2.cleanup();
+  }
 });

@@ -13,6 +13,14 @@
 static sqlite3 *builtin, *bounded;
 static uint64_t deadline;
 
+/* Stop past `deadline` (0: never). */
+static int past_deadline(void *arg)
+{
+    (void)arg;
+    return deadline != 0 && dsq_now_ns() > deadline;
+}
+static const dsq_sqlfn_stop stop = {past_deadline, NULL};
+
 static void setup(void)
 {
     cr_assert_eq(sqlite3_open(":memory:", &builtin), SQLITE_OK);
@@ -20,7 +28,7 @@ static void setup(void)
     sqlite3_limit(builtin, SQLITE_LIMIT_LENGTH, 1 << 20);
     sqlite3_limit(bounded, SQLITE_LIMIT_LENGTH, 1 << 20);
     deadline = 0;
-    cr_assert_eq(dsq__sqlfn_register(bounded, &deadline), SQLITE_OK);
+    cr_assert_eq(dsq__sqlfn_register(bounded, &stop), SQLITE_OK);
 }
 
 static void teardown(void)
