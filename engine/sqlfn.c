@@ -283,8 +283,12 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         case 's': case 'z': case 'q': case 'Q': case 'w': {
             size_t len;
             const char *t = arg_text(&a, &len);
-            /* Escaping at most doubles the text and adds quotes. */
-            uint64_t most = w + (s.conv == 's' || s.conv == 'z' ? len : 2 * (uint64_t)len + 4);
+            /* A precision takes at most that many characters of the text;
+             * escaping at most doubles them and adds quotes. */
+            uint64_t src = len;
+            if (s.precision >= 0 && 4 * (uint64_t)s.precision < src)
+                src = 4 * (uint64_t)s.precision;
+            uint64_t most = w + (s.conv == 's' || s.conv == 'z' ? src : 2 * src + 4);
             if (most > room) {
                 rc = SQLITE_TOOBIG;
                 break;

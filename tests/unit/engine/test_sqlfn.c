@@ -120,6 +120,9 @@ Test(sqlfn, printf_as_the_builtin)
         /* mixtures */
         "printf('%s=%d (%5.1f%%)', 'n', 3, 37.5)", "printf('%d %d %d %d', 1, 2, 3, 4, 5)",
         "printf('%5s%-5s%05d%x', 'a', 'b', 3, 255)", "printf(123)", "printf('%d', 1, 2)",
+        /* near the length limit (1 MiB here): a precision takes only part of a long text */
+        "length(printf('%s%.3s|%.2q|%!.2s', printf('%.*c', 100000, 'b'), printf('%.*c', 1000000, 'a'), "
+        "printf('%.*c', 1000000, ''''), printf('%.*c', 1000000, 'x')))",
     };
     for (size_t i = 0; i < sizeof exprs / sizeof exprs[0]; i++)
         same(exprs[i]);
