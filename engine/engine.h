@@ -204,6 +204,7 @@ typedef struct dsq_engine_cfg {
     uint64_t query_timeout_ms;     /* one call's statements stop after this */
     size_t max_result_size;        /* bytes of rows per call */
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
+    uint64_t max_txn_timeout_ms;   /* the largest timeoutMs a BEGIN may ask for (0: no cap) */
     uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails
                                       after this long (0: 30 s) */
     unsigned max_snapshots;        /* read-only transactions and streams open at once per

@@ -82,6 +82,12 @@ typedef struct dsq_syncer {
 } dsq_syncer;
 
 /* What an open actor holds; freed when it hibernates. Worker only. */
+/* When a statement should stop (sqlfn.c): fn(arg) != 0. */
+typedef struct dsq_sqlfn_stop {
+    int (*fn)(void *arg);
+    void *arg;
+} dsq_sqlfn_stop;
+
 typedef struct actor_open {
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
@@ -97,6 +103,7 @@ typedef struct actor_open {
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
+    dsq_sqlfn_stop fn_stop;      /* the progress handler's question, for sqlfn.c */
     dsq_call *running;           /* the call running now (the progress handler stops it when
                                     it is cancelled), or NULL */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
@@ -108,6 +115,8 @@ typedef struct actor_open {
     struct dsq_cdc_cap *cap;     /* the open transaction's row changes (cdc.h) */
     /* what the authorizer saw while the last statement was prepared */
     bool stmt_ddl;               /* it changes the schema */
+    bool stmt_writes;            /* it writes though SQLite calls it read-only (ANALYZE, REINDEX,
+                                    PRAGMA optimize): never cached, so this holds for it */
     char stmt_created[129];      /* the table it creates, or "" */
     char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
     char sp_name[128];
@@ -404,5 +413,13 @@ int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, 
 /* A read-only connection on a view of a store (time travel). */
 struct dsq_ps_view;
 int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
+
+/* ---- sqlfn.c ---- */
+/* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with
+ * versions that keep their results but refuse output past the length
+ * limit before making it and stop (SQLITE_INTERRUPT) as soon as
+ * stop->fn(stop->arg) is non-zero (asked every few hundred microseconds
+ * of work, as the progress handler is). `stop` outlives db. */
+int dsq__sqlfn_register(sqlite3 *db, const dsq_sqlfn_stop *stop);
 
 #endif

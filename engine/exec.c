@@ -114,9 +114,15 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
     case SQLITE_ALTER_TABLE:
         o->stmt_ddl = true;
         return SQLITE_OK;
+    case SQLITE_ANALYZE:
+    case SQLITE_REINDEX:
+        o->stmt_writes = true; /* they write the database, whatever sqlite3_stmt_readonly() says */
+        return SQLITE_OK;
     case SQLITE_PRAGMA:
         if (a1 == NULL)
             return deny(o, "PRAGMA is not allowed");
+        if (strcasecmp(a1, "optimize") == 0)
+            o->stmt_writes = true; /* it may run ANALYZE (sqlite3_stmt_readonly() says no) */
         if (in_list(pragma_introspect, a1) || in_list(pragma_settable, a1))
             return SQLITE_OK;
         if (in_list(pragma_readonly, a1)) {
@@ -258,7 +264,9 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, (int)cfg->max_value_size);
+    /* No value can be larger than a whole result may be. */
+    size_t length = cfg->max_value_size < cfg->max_result_size ? cfg->max_value_size : cfg->max_result_size;
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, length > INT32_MAX ? INT32_MAX : (int)length);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, (int)cfg->max_sql_length);
     sqlite3_limit(db, SQLITE_LIMIT_COLUMN, cfg->max_columns);
     sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, cfg->max_expr_depth);
@@ -271,6 +279,12 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_exec(db, pragma, NULL, NULL, NULL);
     sqlite3_set_authorizer(db, authorizer, o);
     sqlite3_progress_handler(db, 1000, progress, o);
+    /* Builtins that can work for long inside one call, between two looks
+     * of the progress handler, replaced by bounded ones (sqlfn.c) that ask
+     * it themselves. */
+    o->fn_stop = (dsq_sqlfn_stop){progress, o};
+    if (dsq__sqlfn_register(db, &o->fn_stop) != SQLITE_OK)
+        DSQ_ERROR("sql_functions_failed", "error=%s", dsq_log_q(sqlite3_errmsg(db)));
 }
 
 static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
@@ -760,7 +774,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
          * kept: what the authorizer says of it while it is prepared is
          * what the change capture needs, each time. */
         bool special = false;
-        o->stmt_ddl = false;
+        o->stmt_ddl = o->stmt_writes = false;
         o->stmt_created[0] = o->sp_op[0] = '\0';
         if (st != NULL) {
             tail = p + take;
@@ -783,7 +797,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
                 goto out;
             }
-            special = o->stmt_ddl || o->sp_op[0] != '\0';
+            special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
             if (cached && !special && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
@@ -801,20 +815,22 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         memcpy(sp_op, o->sp_op, sizeof sp_op);
         memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
-        if (x->beside && !sqlite3_stmt_readonly(st)) {
+        /* (A cached statement is never one of stmt_writes': not special.) */
+        bool reads = sqlite3_stmt_readonly(st) && !o->stmt_writes;
+        if (x->beside && !reads) {
             x->park = true; /* it runs once the open transaction ends */
             dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
             goto out;
         }
-        if (x->snap && !sqlite3_stmt_readonly(st)) {
+        if (x->snap && !reads) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
             goto out;
         }
-        if (x->past && !sqlite3_stmt_readonly(st)) {
+        if (x->past && !reads) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
             goto out;
         }
-        if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
+        if (!(c->scope & DSQ_SCOPE_W) && !reads) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
             goto out;
         }
@@ -1034,6 +1050,13 @@ static int end_request(run_ctx *x, bool ok)
         if (!ok && cold(x))
             x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
         return ok ? 0 : -1;
+    }
+    if (ok && !(x->c->scope & DSQ_SCOPE_W) && sqlite3_txn_state(o->db, "main") == SQLITE_TXN_WRITE) {
+        /* A read-scope request commits nothing, whatever it ran: the
+         * statements were refused if they write (run_sql), and this holds
+         * for what that check could not see. */
+        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "the request wrote; the token has read scope only");
+        ok = false;
     }
     if (ok)
         return commit(x);
@@ -1415,6 +1438,21 @@ static void op_begin(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
         return;
     }
+    /* A transaction holds the database (or, read-only, a view of it) until
+     * it ends: no longer than the operator allows. */
+    if (x->e->cfg.max_txn_timeout_ms != 0 && c->txn_timeout_ms > x->e->cfg.max_txn_timeout_ms) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "timeoutMs %llu is above max_transaction_timeout (%llu ms)",
+                  (unsigned long long)c->txn_timeout_ms, (unsigned long long)x->e->cfg.max_txn_timeout_ms);
+        return;
+    }
+    /* One that may write takes the write lock (at its first write, or at
+     * once): it needs write scope. */
+    if (!c->read_only && !(c->scope & DSQ_SCOPE_W)) {
+        dsq__fail(c, DSQ_CODE_FORBIDDEN,
+                  "a transaction that may write needs write scope; the token has read scope only "
+                  "(beginTransaction readOnly: true reads a snapshot)");
+        return;
+    }
     if (c->read_only) {
         op_begin_read_only(x);
         return;
@@ -1504,6 +1542,7 @@ static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
     o->deny[0] = '\0';
+    o->stmt_writes = false;
     int rc = sqlite3_prepare_v3(db, r->sql, (int)r->sql_len, 0, &st, &tail);
     if (rc != SQLITE_OK) {
         x->db = db;
@@ -1522,7 +1561,7 @@ static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream takes exactly one statement");
         return NULL;
     }
-    if (!sqlite3_stmt_readonly(st)) {
+    if (!sqlite3_stmt_readonly(st) || o->stmt_writes) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream runs read-only statements; use query");
         return NULL;

@@ -27,6 +27,7 @@ struct dsq_dosql_session {
     uint64_t id;           /* engine session id */
     int refs;
     bool closed;           /* the transport is gone */
+    bool may_hold;         /* it asked for a transaction or a stream: its end tells the engine */
     struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
     struct csub *subs;     /* CDC subscriptions */
     struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
@@ -486,6 +487,8 @@ static void submit(op *o)
         return;
     }
     dsq_dosql_session *s = o->s;
+    if (o->call.op == DSQ_OP_BEGIN || o->call.op == DSQ_OP_STREAM)
+        s->may_hold = true;
     o->in_prev = NULL;
     o->in_next = s->inflight;
     if (s->inflight)
@@ -688,8 +691,10 @@ static void m_begin(op *o, json_t *p)
         reject(o, DSQ_CODE_INVALID_REQUEST, "a read-only transaction cannot be \"immediate\"");
         return;
     }
-    if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
-        reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
+    if (!o->call.read_only && !(o->call.scope & DSQ_SCOPE_W)) {
+        reject(o, DSQ_CODE_FORBIDDEN,
+               "a transaction that may write needs write scope; the token has read scope only "
+               "(beginTransaction readOnly: true reads a snapshot)");
         return;
     }
     if (opt_uint(o, p, "timeoutMs", 1, 86400000, &o->call.txn_timeout_ms) != 0)
@@ -1300,6 +1305,9 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
         s->parked = o->park_next;
         stream_more(o, true);
     }
-    dsq_engine_session_closed(s->e, s->id);
+    /* (It looks at every database: only for a session that may hold one;
+     * every Cap'n Web HTTP batch is a session.) */
+    if (s->may_hold)
+        dsq_engine_session_closed(s->e, s->id);
     session_unref(s);
 }

@@ -64,6 +64,7 @@ static const key_def keys[] = {
     {"engine", "query_timeout", T_DURATION, F(engine_query_timeout_ms), "30s", 1, 86400000},
     {"engine", "transaction_timeout", T_DURATION, F(engine_txn_timeout_ms), "30s", 1, 86400000},
     {"engine", "max_snapshots", T_UINT, F(engine_max_snapshots), "64", 1, 100000},
+    {"engine", "max_transaction_timeout", T_DURATION, F(engine_max_txn_timeout_ms), "5m", 1, 86400000},
     {"engine", "write_wait_timeout", T_DURATION, F(engine_write_wait_ms), "30s", 1, 86400000},
     {"engine", "max_result_bytes", T_SIZE, F(engine_max_result_bytes), "64M", 1024, 1ull << 32},
     {"engine", "max_sql_length", T_SIZE, F(engine_max_sql_length), "1M", 1024, 1ull << 30},
@@ -473,6 +474,11 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         dsq_buf_printf(errs, "%s: server.tls_cert and server.tls_key go together\n", where);
+        problems++;
+    }
+    if (cfg->engine_txn_timeout_ms > cfg->engine_max_txn_timeout_ms) {
+        dsq_buf_printf(errs, "%s: engine.transaction_timeout must not be above engine.max_transaction_timeout\n",
+                       where);
         problems++;
     }
     if (cfg->storage_sync == NULL || (strcmp(cfg->storage_sync, "full") != 0 &&

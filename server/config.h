@@ -57,6 +57,7 @@ typedef struct dsq_config {
     uint64_t engine_batch_per_turn; /* messages an actor runs before yielding */
     uint64_t engine_query_timeout_ms; /* one request's statements stop after this */
     uint64_t engine_txn_timeout_ms; /* default idle limit of a transaction */
+    uint64_t engine_max_txn_timeout_ms; /* the largest timeoutMs of a beginTransaction */
     uint64_t engine_write_wait_ms;  /* how long a write waits for another's transaction */
     unsigned engine_max_snapshots;  /* read-only transactions and streams per database */
     uint64_t engine_max_result_bytes; /* bytes of rows in one result */

@@ -143,6 +143,7 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .query_timeout_ms = cfg->engine_query_timeout_ms,
         .max_result_size = cfg->engine_max_result_bytes,
         .txn_timeout_ms = cfg->engine_txn_timeout_ms,
+        .max_txn_timeout_ms = cfg->engine_max_txn_timeout_ms,
         .write_wait_ms = cfg->engine_write_wait_ms,
         .max_snapshots = cfg->engine_max_snapshots,
         .max_sql_length = cfg->engine_max_sql_length,

@@ -400,6 +400,107 @@ static tcall *end_txn(const char *db, const char *txn, bool commit)
     return run(db, t);
 }
 
+/* The database's LSN, as a read-scope ping sees it. */
+static uint64_t lsn_of(const char *db)
+{
+    tcall *t = mk(DSQ_OP_PING, NULL);
+    t->c.scope = DSQ_SCOPE_R;
+    run(db, t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    uint64_t lsn = t->c.lsn;
+    tfree(t);
+    return lsn;
+}
+
+/* Statements SQLite calls read-only that still write (ANALYZE's tables,
+ * rebuilt indexes) are refused to read scope before they run, also when
+ * the same text ran with write scope first; nothing commits. */
+Test(engine, read_scope_commits_nothing)
+{
+    /* (PRAGMA optimize analyzes the tables whose indexes the planner used.) */
+    ok("rc", "CREATE TABLE t(x); CREATE INDEX ti ON t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+             "SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t SELECT i FROM n");
+    ok("rc", "SELECT count(*) FROM t WHERE x = 5");
+    static const char *const writes[] = {
+        "REINDEX", "REINDEX t", "ANALYZE", "PRAGMA optimize", "PRAGMA optimize=0x10002",
+        "PRAGMA main.optimize(0x10002)", "VACUUM", "SELECT 1; PRAGMA optimize=0x10002",
+    };
+    uint64_t lsn = lsn_of("rc");
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        tcall *t = mk(DSQ_OP_QUERY, writes[i]);
+        t->c.scope = DSQ_SCOPE_R;
+        run("rc", t);
+        cr_assert_eq(t->c.code, DSQ_CODE_FORBIDDEN, "%s: %s (%s)", writes[i], dsq_code_name(t->c.code),
+                     t->c.msg);
+        tfree(t);
+        cr_assert_eq(lsn_of("rc"), lsn, "%s committed", writes[i]);
+    }
+    tcall *t = q("rc", "SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 0);
+    tfree(t);
+    /* With write scope they run (and the text is prepared again for read scope). */
+    ok("rc", "PRAGMA optimize=0x10002");
+    t = mk(DSQ_OP_QUERY, "PRAGMA optimize=0x10002");
+    t->c.scope = DSQ_SCOPE_R;
+    run("rc", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_FORBIDDEN, "%s", t->c.msg);
+    tfree(t);
+    /* A read-only stream will not run them either. */
+    t = mk(DSQ_OP_STREAM, "PRAGMA optimize=0x10002");
+    run("rc", t);
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_REQUEST, "%s", t->c.msg);
+    tfree(t);
+}
+
+/* A transaction that may write needs write scope; a read-only one does not. */
+Test(engine, read_scope_begins_read_only_transactions_only)
+{
+    ok("rb", "CREATE TABLE t(x)");
+    for (int immediate = 0; immediate < 2; immediate++) {
+        tcall *b = mk(DSQ_OP_BEGIN, NULL);
+        b->c.scope = DSQ_SCOPE_R;
+        b->c.immediate = immediate;
+        b->c.txn_timeout_ms = 60000;
+        run("rb", b);
+        cr_assert_eq(b->c.code, DSQ_CODE_FORBIDDEN, "%s", b->c.msg);
+        tfree(b);
+    }
+    ok("rb", "INSERT INTO t VALUES (1)"); /* nothing holds the writer */
+    tcall *b = mk(DSQ_OP_BEGIN, NULL);
+    b->c.scope = DSQ_SCOPE_R;
+    b->c.read_only = true;
+    run("rb", b);
+    cr_assert_eq(b->c.err, 0, "%s", b->c.msg);
+    tcall *r = end_txn("rb", b->c.txn_out, false);
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    tfree(r);
+    tfree(b);
+}
+
+Test(engine, max_transaction_timeout)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_txn_timeout_ms = 1000;
+    start_with(c);
+    for (int ro = 0; ro < 2; ro++) {
+        tcall *b = mk(DSQ_OP_BEGIN, NULL);
+        b->c.read_only = ro;
+        b->c.txn_timeout_ms = 1001;
+        run("mt", b);
+        cr_assert_eq(b->c.code, DSQ_CODE_INVALID_REQUEST, "%s", b->c.msg);
+        cr_assert(strstr(b->c.msg, "max_transaction_timeout") != NULL, "%s", b->c.msg);
+        tfree(b);
+        b = mk(DSQ_OP_BEGIN, NULL);
+        b->c.read_only = ro;
+        b->c.txn_timeout_ms = 1000;
+        run("mt", b);
+        cr_assert_eq(b->c.err, 0, "%s", b->c.msg);
+        tfree(end_txn("mt", b->c.txn_out, false));
+        tfree(b);
+    }
+}
+
 Test(engine, transaction_isolates_readers_run_writers_wait)
 {
     ok("tx", "CREATE TABLE t(x)");

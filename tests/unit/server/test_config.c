@@ -251,6 +251,24 @@ Test(config, finish_checks_keys_together)
     dsq_buf_free(&errs);
 }
 
+Test(config, transaction_timeout_within_its_cap)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    cr_assert_eq(load(&cfg, "[engine]\ntransaction_timeout = 10m\n", &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "transaction_timeout must not be above engine.max_transaction_timeout") != NULL,
+              "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    cr_assert_eq(load(&cfg, "[engine]\ntransaction_timeout = 10m\nmax_transaction_timeout = 1h\n", &errs), 0,
+                 "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.engine_max_txn_timeout_ms, 3600000u);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
 Test(config, addresses)
 {
     struct sockaddr_storage ss;
