@@ -77,8 +77,10 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
     dsq_call *prev = NULL;
     for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
         bool ok = belongs_to_hold(a, c);
+        /* (A stream's continuation is no new request: it goes on with one
+         * that already ran, ahead of what its connection sent since.) */
         if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE &&
-            !dsq__cancelled(c) && !c->wait_expired) {
+            c->state == DSQ__CALL_NEW && !dsq__cancelled(c) && !c->wait_expired) {
             ok = !many;
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;

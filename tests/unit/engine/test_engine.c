@@ -820,3 +820,48 @@ Test(engine, queue_limit)
         tfree(w[i]);
     tfree(b);
 }
+
+/* ---- beside an open transaction, read-only transactions, cancellation ------------------------ */
+
+static tcall *begin_ro(const char *db, uint64_t session, uint64_t timeout_ms)
+{
+    tcall *t = mk(DSQ_OP_BEGIN, NULL);
+    t->c.session = session;
+    t->c.read_only = true;
+    t->c.txn_timeout_ms = timeout_ms;
+    run(db, t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(strlen(t->c.txn_out), 32);
+    return t;
+}
+
+/* A stream's continuation is not a new request of its connection: a
+ * request the same connection sent while the stream was open (it waits
+ * for the stream) must not hold the continuation back in turn. */
+Test(engine, stream_continuation_not_held_by_its_own_connection)
+{
+    ok("sso", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    t->c.session = 5;
+    run("sso", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert(t->c.more);
+    /* The same connection asks something else meanwhile: it waits. */
+    tcall *other = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    other->c.session = 5;
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "sso", &other->c), 0);
+    int seen = (int)t->c.results[0].nrows;
+    for (int guard = 0; guard < 10 && t->c.more; guard++) {
+        int b = ndone;
+        dsq_engine_stream_more(E, &t->c, false);
+        wait_done(b + 1); /* the stream goes on */
+        cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+        seen += (int)t->c.results[0].nrows;
+    }
+    cr_assert_eq(seen, 5);
+    wait_done(before + 3); /* 2 more chunks (the last ends it), then the query */
+    cr_assert_eq(other->c.err, 0, "%s", other->c.msg);
+    tfree(other);
+    tfree(t);
+}
