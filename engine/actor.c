@@ -15,7 +15,8 @@
  *     transaction runs at once: a read-only one, or to fail.
  *   - one connection's messages run in the order they came: a message
  *     waits while an earlier one of its connection waits (those that name
- *     a transaction excepted: the transaction must be able to end).
+ *     a transaction excepted: the transaction must be able to end; and a
+ *     stream's continuation: what its connection sent since waits for it).
  *   - an open stream: only its own continuation (or its end) runs.
  *   - a call waiting for a page from the object store (cold_wait): nothing
  *     runs until it is back (dsq__actor_cold_back), so calls keep their
