@@ -136,7 +136,7 @@ static void lru_push_back(dsq_engine *e, dsq_actor *a)
 static bool held(dsq_actor *a)
 {
     pthread_mutex_lock(&a->mu);
-    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait;
+    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait || a->nsnaps > 0;
     pthread_mutex_unlock(&a->mu);
     return h;
 }

@@ -865,3 +865,29 @@ Test(engine, stream_continuation_not_held_by_its_own_connection)
     tfree(other);
     tfree(t);
 }
+
+/* A database with a read-only transaction open is not hibernated to make
+ * room (max_open_actors): left out of the open list, its transaction
+ * would escape both its idle limit and its connection's end. */
+Test(engine, read_only_transaction_keeps_its_database_open)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_open_actors = 1;
+    start_with(c);
+    ok("roa", "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    tcall *b = begin_ro("roa", 9, 0);
+    ok("rob", "SELECT 1"); /* a second database: over the limit */
+    usleep(50000);
+    dsq_engine_poll(E);
+    dsq_engine_session_closed(E, 9); /* its connection ends */
+    usleep(100000);
+    dsq_engine_poll(E);
+    dsq_engine_stats s;
+    dsq_engine_stats_get(E, &s);
+    cr_assert_eq(s.txns_open, 0, "the read-only transaction outlived its connection");
+    tcall *r = in_txn("roa", b->c.txn_out, "SELECT count(*) FROM t");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    tfree(b);
+}
