@@ -2016,9 +2016,15 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         x.o->running = NULL;
         if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
-        if (c->txn[0] && x.o->in_txn) {
+        if (c->txn[0]) {
+            /* The idle clock of the transaction it named (not another
+             * client's, when it named a read-only one) restarts. */
             pthread_mutex_lock(&a->mu);
-            a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
+            snap_txn *t = dsq__snap_find(a, c->txn);
+            if (t != NULL)
+                t->deadline_ms = dsq_now_ms() + t->timeout_ms;
+            else if (x.o->in_txn && strcmp(a->txn, c->txn) == 0)
+                a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
             pthread_mutex_unlock(&a->mu);
         }
     } else if (a->open == NULL && cold(&x)) {

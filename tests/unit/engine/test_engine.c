@@ -891,3 +891,30 @@ Test(engine, read_only_transaction_keeps_its_database_open)
     tfree(r);
     tfree(b);
 }
+
+/* Requests in a read-only transaction keep that one alive, not another
+ * client's write transaction, which still expires when idle. */
+Test(engine, read_only_requests_do_not_keep_a_writer_alive)
+{
+    ok("rka", "CREATE TABLE t(x)");
+    tcall *w = mk(DSQ_OP_BEGIN, NULL);
+    w->c.txn_timeout_ms = 150;
+    run("rka", w);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(in_txn("rka", w->c.txn_out, "INSERT INTO t VALUES (1)"));
+    tcall *ro = begin_ro("rka", 0, 0);
+    for (int i = 0; i < 8; i++) {
+        tcall *r = in_txn("rka", ro->c.txn_out, "SELECT count(*) FROM t");
+        cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+        tfree(r);
+        usleep(50000);
+        dsq_engine_tick(E);
+        dsq_engine_poll(E);
+    }
+    tcall *r = in_txn("rka", w->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "the idle writer was kept open: %s", r->c.msg);
+    tfree(r);
+    tfree(end_txn("rka", ro->c.txn_out, true));
+    tfree(ro);
+    tfree(w);
+}
