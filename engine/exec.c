@@ -1809,7 +1809,9 @@ static void exec_internal(run_ctx *x)
         pthread_mutex_unlock(&a->mu);
         if (!match || x->o == NULL)
             break;
-        if (x->o->stream_stmt)
+        /* A stream in it ends with it; one in a read-only transaction
+         * (on that one's connection) goes on. */
+        if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
             stream_finish(x);
         internal_exec(x->o, "ROLLBACK");
         end_txn(x);

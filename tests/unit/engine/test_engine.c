@@ -918,3 +918,43 @@ Test(engine, read_only_requests_do_not_keep_a_writer_alive)
     tfree(ro);
     tfree(w);
 }
+
+/* A stream in a read-only transaction is not the write transaction's:
+ * that one's idle end leaves it running. */
+Test(engine, writer_expiry_leaves_a_read_only_stream)
+{
+    ok("wes", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *w = mk(DSQ_OP_BEGIN, NULL);
+    w->c.txn_timeout_ms = 100;
+    run("wes", w);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(in_txn("wes", w->c.txn_out, "INSERT INTO t VALUES (6)"));
+    tcall *ro = begin_ro("wes", 0, 0);
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("wes", s);
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    int seen = (int)s->c.results[0].nrows;
+    usleep(150000);
+    dsq_engine_tick(E); /* the writer is idle past its limit: rolled back */
+    usleep(50000);
+    dsq_engine_poll(E);
+    dsq_engine_stats st;
+    dsq_engine_stats_get(E, &st);
+    cr_assert_eq(st.txns_open, 1, "the writer was rolled back, the read-only one stays");
+    for (int guard = 0; guard < 10 && s->c.more; guard++) {
+        int b = ndone;
+        dsq_engine_stream_more(E, &s->c, false);
+        wait_done(b + 1);
+        cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+        seen += (int)s->c.results[0].nrows;
+    }
+    cr_assert_eq(seen, 5, "the snapshot's rows, all of them");
+    tcall *r = in_txn("wes", w->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    tfree(end_txn("wes", ro->c.txn_out, true));
+    tfree(s);
+    tfree(ro);
+    tfree(w);
+}
