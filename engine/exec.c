@@ -783,11 +783,6 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         memcpy(sp_op, o->sp_op, sizeof sp_op);
         memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
-        if (x->beside && !sqlite3_stmt_readonly(st)) {
-            x->park = true; /* it runs once the open transaction ends */
-            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
-            goto out;
-        }
         if (x->snap && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
             goto out;
@@ -798,6 +793,11 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         }
         if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+            goto out;
+        }
+        if (x->beside && !sqlite3_stmt_readonly(st)) {
+            x->park = true; /* it runs once the open transaction ends (if it may write) */
+            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
             goto out;
         }
         int brc = bind_params(c, st, r, used);

@@ -958,3 +958,27 @@ Test(engine, writer_expiry_leaves_a_read_only_stream)
     tfree(ro);
     tfree(w);
 }
+
+/* A write from a token with read scope only is refused at once, also
+ * while another client's transaction is open: it does not wait for that
+ * one to end (and then time out) to learn it may not write. */
+Test(engine, read_scope_write_beside_a_transaction_is_refused_at_once)
+{
+    ok("rsw", "CREATE TABLE t(x)");
+    tcall *b = begin("rsw", 0);
+    tfree(in_txn("rsw", b->c.txn_out, "INSERT INTO t VALUES (1)"));
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (2)");
+    w->c.scope = DSQ_SCOPE_R;
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "rsw", &w->c), 0);
+    dsq_engine_kick(E);
+    for (int i = 0; i < 50 && ndone == before; i++) {
+        usleep(10000);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the refusal waited for the transaction");
+    cr_assert_eq(w->c.code, DSQ_CODE_FORBIDDEN, "%s", w->c.msg);
+    tfree(w);
+    tfree(end_txn("rsw", b->c.txn_out, false));
+    tfree(b);
+}
