@@ -2002,10 +2002,14 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
             break;
         }
-        case DSQ_OP_STATS:
-            c->doc = dsq__stats(e, a);
+        case DSQ_OP_STATS: {
+            /* Beside another client's transaction: the last commit's size. */
+            sqlite3 *vdb = c->txn[0] == '\0' ? view_db(&x) : NULL;
+            if (c->err == 0 && !x.retry)
+                c->doc = dsq__stats(e, a, vdb ? vdb : x.o->db);
             c->lsn = x.o->lsn;
             break;
+        }
         case DSQ_OP_PING:
             if (check_txn(&x) == 0)
                 op_ping(&x);

@@ -982,3 +982,29 @@ Test(engine, read_scope_write_beside_a_transaction_is_refused_at_once)
     tfree(end_txn("rsw", b->c.txn_out, false));
     tfree(b);
 }
+
+/* getStats beside an open transaction describes the last commit, as
+ * every read beside it does: not the pages the transaction added. */
+Test(engine, stats_beside_a_transaction_show_the_last_commit)
+{
+    ok("sbt", "CREATE TABLE t(x)");
+    tcall *s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    json_int_t pages = json_integer_value(json_object_get(json_object_get(s->c.doc, "database"), "pages"));
+    tfree(s);
+    tcall *b = begin("sbt", 0);
+    tcall *w = in_txn("sbt", b->c.txn_out, "INSERT INTO t VALUES (randomblob(200000))");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    json_t *db = json_object_get(s->c.doc, "database");
+    cr_assert_eq(json_integer_value(json_object_get(db, "pages")), pages,
+                 "getStats saw the open transaction's pages");
+    cr_assert_eq(json_integer_value(json_object_get(db, "lsn")), 1);
+    tfree(s);
+    tfree(end_txn("sbt", b->c.txn_out, true));
+    s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    cr_assert_gt(json_integer_value(json_object_get(json_object_get(s->c.doc, "database"), "pages")), pages);
+    tfree(s);
+    tfree(b);
+}
