@@ -1079,7 +1079,12 @@ static sqlite3 *view_db(run_ctx *x)
     if (o->snap_db == NULL) {
         char err[600];
         if (view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
-            if (cold(x)) {
+            if (cold(x) && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+                /* (A non-atomic batch, which cold_failed lets on.) The page
+                 * it waited for to open the view did not come. */
+                dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s",
+                          c->cold_msg);
+            } else if (cold(x)) {
                 x->retry = true;
                 c->resume_off = 0;
             } else {
@@ -1199,23 +1204,36 @@ static void op_query(run_ctx *x)
     res->lsn = c->lsn = o->lsn;
 }
 
-/* A batch on a view's connection (view_db): it only reads, so it runs
- * whole each time, and atomic or not differ only in how a failure ends it. */
-static void batch_on(run_ctx *x, sqlite3 *db)
+/* A batch on a view's connection (view_db): it only reads, and atomic or
+ * not differ only in how a failure ends it. After a cold page it goes on
+ * with statement `from` (the view is the same: nothing ends a transaction
+ * while a call waits for a page); a statement that writes sends it back
+ * to run whole once the transaction ends. */
+static void batch_on(run_ctx *x, sqlite3 *db, size_t from)
 {
     dsq_call *c = x->c;
     uint64_t lsn = x->snap ? x->snap->lsn : x->o->lsn;
     c->resume_stmt = 0;
     x->bytes_before = 0;
-    for (size_t i = 0; i < c->nresults; i++) {
-        dsq__result_free(&c->results[i]);
-        memset(&c->results[i], 0, sizeof c->results[i]);
-    }
-    for (size_t i = 0; i < c->nstmts; i++) {
+    for (size_t i = 0; i < from; i++)
+        x->bytes_before += c->results[i].rows.len;
+    for (size_t i = from; i < c->nstmts; i++) {
         dsq_result *res = &c->results[i];
+        if (i == from && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+            /* (Non-atomic: cold_failed ended an atomic one.) Its page did
+             * not come: this statement fails, the rest run. */
+            res->code = c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR;
+            res->error = strdup(c->cold_msg);
+            res->lsn = lsn;
+            continue;
+        }
         int rc = run_on(x, db, &c->stmts[i], res);
-        if (x->park || x->retry)
+        if (x->park)
             return;
+        if (x->retry) {
+            c->resume_stmt = i;
+            return;
+        }
         if (rc != 0 && c->atomic) {
             char first[sizeof c->msg];
             snprintf(first, sizeof first, "%s", c->msg);
@@ -1259,7 +1277,7 @@ static void op_batch(run_ctx *x)
     sqlite3 *vdb = view_db(x);
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
-            batch_on(x, vdb);
+            batch_on(x, vdb, from);
         return;
     }
     for (size_t i = 0; i < from; i++)
