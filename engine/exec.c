@@ -1649,19 +1649,28 @@ static void op_stream(run_ctx *x)
         break;
     }
     o->stream_rows += res->nrows;
+    /* In a read-only transaction its rows are as of that one's commit. */
+    uint64_t lsn = o->lsn;
+    if (c->txn[0]) {
+        pthread_mutex_lock(&a->mu);
+        snap_txn *t = dsq__snap_find(a, c->txn);
+        if (t != NULL)
+            lsn = t->lsn;
+        pthread_mutex_unlock(&a->mu);
+    }
     if (c->err != 0 || done) {
         stream_finish(x);
         c->more = false;
     } else {
         c->more = true;
     }
-    res->lsn = c->lsn = o->lsn;
+    res->lsn = c->lsn = lsn;
 }
 
 static void op_ping(run_ctx *x)
 {
-    x->c->lsn = x->o->lsn;
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->o->lsn, "time",
+    x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
+    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
                           (json_int_t)dsq_wall_ms());
 }
 

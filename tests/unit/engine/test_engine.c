@@ -1008,3 +1008,39 @@ Test(engine, stats_beside_a_transaction_show_the_last_commit)
     tfree(s);
     tfree(b);
 }
+
+/* What a read-only transaction's requests answer reflects its commit, not
+ * those made since: its rows, and the LSN they say they are as of. */
+Test(engine, read_only_transaction_answers_with_its_lsn)
+{
+    ok("rol", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)"); /* LSN 1 */
+    tcall *ro = begin_ro("rol", 0, 0);
+    cr_assert_eq(ro->c.lsn, 1);
+    ok("rol", "INSERT INTO t VALUES (4)"); /* LSN 2 */
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("rol", s);
+    int seen = 0;
+    for (int guard = 0; guard < 10; guard++) {
+        cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+        seen += (int)s->c.results[0].nrows;
+        cr_assert_eq(s->c.lsn, 1, "a chunk of the snapshot says LSN %llu", (unsigned long long)s->c.lsn);
+        cr_assert_eq(s->c.results[0].lsn, 1);
+        if (!s->c.more)
+            break;
+        int b = ndone;
+        dsq_engine_stream_more(E, &s->c, false);
+        wait_done(b + 1);
+    }
+    cr_assert_eq(seen, 3);
+    tfree(s);
+    tcall *p = mk(DSQ_OP_PING, NULL);
+    strcpy(p->c.txn, ro->c.txn_out);
+    run("rol", p);
+    cr_assert_eq(p->c.err, 0, "%s", p->c.msg);
+    cr_assert_eq(p->c.lsn, 1);
+    cr_assert_eq(json_integer_value(json_object_get(p->c.doc, "lsn")), 1);
+    tfree(p);
+    tfree(end_txn("rol", ro->c.txn_out, true));
+    tfree(ro);
+}
