@@ -60,8 +60,11 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
     if (a->stream_id != 0) {
         if (c->stream_id == a->stream_id)
             return true; /* its continuation, cancel, or STREAM_END */
-        /* The transaction a stream runs in may expire under it. */
-        return op_of(c) == DSQ__OP_TXN_EXPIRE && a->txn[0] && strcmp(c->txn, a->txn) == 0;
+        /* The transaction a stream runs in may expire under it (a
+         * read-only one too: else its expiry, stuck here, would keep the
+         * tick from posting the idle stream's end). */
+        return op_of(c) == DSQ__OP_TXN_EXPIRE &&
+               ((a->txn[0] && strcmp(c->txn, a->txn) == 0) || dsq__snap_find((dsq_actor *)a, c->txn) != NULL);
     }
     if (a->txn[0] != '\0')
         return c->txn[0] != '\0' || (!c->wait_writer && reads_beside_txn(c));

@@ -1823,6 +1823,8 @@ static void exec_internal(run_ctx *x)
             size_t i = (size_t)(t - a->snaps);
             pthread_mutex_unlock(&a->mu);
             if (late && x->o != NULL) {
+                if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == a->snaps[i].db)
+                    stream_finish(x); /* its stream ends with it */
                 snap_remove(x->e, a, i);
                 DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
                          c->session ? "client_disconnected" : "idle_timeout");

@@ -1044,3 +1044,43 @@ Test(engine, read_only_transaction_answers_with_its_lsn)
     tfree(end_txn("rol", ro->c.txn_out, true));
     tfree(ro);
 }
+
+/* A read-only transaction idle past its limit while its stream is open:
+ * the stream's client went quiet. Both end (the stream too, at the
+ * latest at its own idle limit), and the database serves others again. */
+Test(engine, idle_read_only_transaction_with_an_open_stream_ends)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.txn_timeout_ms = 300;
+    start_with(c);
+    ok("ros", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *ro = begin_ro("ros", 0, 100);
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("ros", s);
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    cr_assert(s->c.more);
+    /* Its client asks for nothing more; another one writes. */
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (6)");
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "ros", &w->c), 0);
+    for (int i = 0; i < 40 && ndone == before; i++) {
+        usleep(50000);
+        dsq_engine_tick(E);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the write still waits for the idle stream after 2 s");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    tcall *r = in_txn("ros", ro->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    before = ndone;
+    dsq_engine_stream_more(E, &s->c, false);
+    wait_done(before + 1);
+    cr_assert_neq(s->c.err, 0, "the stream was ended");
+    cr_assert_not(s->c.more);
+    tfree(s);
+    tfree(ro);
+}
