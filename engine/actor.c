@@ -77,7 +77,7 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
 {
     uint64_t waiting[8]; /* connections with a message that waits */
     size_t nwaiting = 0;
-    bool many = false;   /* more than that: every connection's messages wait */
+    bool many = false;   /* more than that: look through the messages before */
     dsq_call *prev = NULL;
     for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
         bool ok = belongs_to_hold(a, c);
@@ -85,9 +85,11 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
          * that already ran, ahead of what its connection sent since.) */
         if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE &&
             c->state == DSQ__CALL_NEW && !dsq__cancelled(c) && !c->wait_expired) {
-            ok = !many;
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;
+            /* Every message before c waits (else it would be the one). */
+            for (const dsq_call *m = a->mail_head; ok && many && m != c; m = m->next)
+                ok = m->session != c->session;
         }
         if (ok) {
             if (prevp)

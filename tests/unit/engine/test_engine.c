@@ -1084,3 +1084,44 @@ Test(engine, idle_read_only_transaction_with_an_open_stream_ends)
     tfree(s);
     tfree(ro);
 }
+
+/* Readers never wait for a writer, however many connections have a write
+ * waiting for the open transaction (more than first_runnable keeps in its
+ * short list). */
+Test(engine, many_waiting_writers_do_not_hold_back_a_reader)
+{
+    ok("mww", "CREATE TABLE t(x)");
+    tcall *b = begin("mww", 0);
+    tfree(in_txn("mww", b->c.txn_out, "INSERT INTO t VALUES (0)"));
+    enum { N = 12 };
+    tcall *w[N];
+    int before = ndone;
+    for (int i = 0; i < N; i++) {
+        w[i] = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+        w[i]->c.session = 100 + (uint64_t)i;
+        cr_assert_eq(dsq_engine_submit(E, "mww", &w[i]->c), 0);
+    }
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "a write ran beside the transaction");
+    tcall *r = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    r->c.session = 7;
+    cr_assert_eq(dsq_engine_submit(E, "mww", &r->c), 0);
+    dsq_engine_kick(E);
+    for (int i = 0; i < 50 && ndone == before; i++) {
+        usleep(10000);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the reader waited for the transaction");
+    cr_assert_eq(order[before], &r->c);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0);
+    tfree(r);
+    tfree(end_txn("mww", b->c.txn_out, true));
+    wait_done(before + 2 + N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(w[i]->c.err, 0, "%s", w[i]->c.msg);
+        tfree(w[i]);
+    }
+    tfree(b);
+}
