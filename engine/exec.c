@@ -2081,6 +2081,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
         c->err = 0;
         c->msg[0] = '\0';
+        c->cold_retry = false; /* it runs whole again: no page it waited for is owed to it */
         c->wait_writer = true;
         dsq__actor_repost(e, a, c);
         return;
