@@ -1125,3 +1125,44 @@ Test(engine, many_waiting_writers_do_not_hold_back_a_reader)
     }
     tfree(b);
 }
+
+/* Stopping with a transaction open and, queued behind it, another
+ * client's beginTransaction and then a write: the first is rolled back,
+ * the second opens, and the write waits for it. Stopping must not wait
+ * for that one for ever: it is rolled back too, and the queued write
+ * runs (queued calls finish). */
+static void *free_engine(void *arg)
+{
+    dsq_engine_free(arg);
+    return NULL;
+}
+
+Test(engine, stop_with_a_transaction_queued_behind_a_transaction)
+{
+    ok("sq", "CREATE TABLE t(x)");
+    tcall *b = begin("sq", 0);
+    tcall *b2 = mk(DSQ_OP_BEGIN, NULL);
+    cr_assert_eq(dsq_engine_submit(E, "sq", &b2->c), 0);
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    cr_assert_eq(dsq_engine_submit(E, "sq", &w->c), 0);
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, free_engine, E), 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    int rc = pthread_timedjoin_np(th, NULL, &until);
+    cr_assert_eq(rc, 0, "dsq_engine_free still waits after 5 s");
+    E = NULL;
+    start_with(cfg_default());
+    cr_assert_eq(b2->c.err, 0, "%s", b2->c.msg);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    tcall *r = q("sq", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&r->c.results[0], 0).i, 1, "the queued write, once");
+    tfree(r);
+    tfree(b2);
+    tfree(b);
+}
