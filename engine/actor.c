@@ -207,7 +207,8 @@ void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
     pthread_mutex_lock(&a->mu);
     bool any = false;
     for (dsq_call *m = a->mail_head; m; m = m->next) {
-        if (m->wait_writer && !m->wait_expired && now - m->wait_since_ms >= limit) {
+        /* (now was read before: a write may have begun to wait since.) */
+        if (m->wait_writer && !m->wait_expired && now >= m->wait_since_ms && now - m->wait_since_ms >= limit) {
             m->wait_expired = true;
             any = true;
         }

@@ -1166,3 +1166,34 @@ Test(engine, stop_with_a_transaction_queued_behind_a_transaction)
     tfree(b2);
     tfree(b);
 }
+
+/* The tick reads the clock once, then goes through the databases; a write
+ * that began to wait after that reading has waited "negative" time: it
+ * must not count as having waited write_wait_timeout. */
+Test(engine, write_parked_after_the_ticks_clock_reading_does_not_expire)
+{
+    ok("wpt", "CREATE TABLE t(x)");
+    tcall *b = begin("wpt", 0);
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "wpt", &w->c), 0);
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "the write waits");
+    dsq_actor *a = w->c.actor;
+    pthread_mutex_lock(&a->mu);
+    uint64_t since = w->c.wait_since_ms;
+    pthread_mutex_unlock(&a->mu);
+    cr_assert_gt(since, 0, "it was sent back to wait");
+    dsq__actor_expire_writers(E, a, since - 5); /* a tick that read its clock just before */
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "the write failed: %s", w->c.msg);
+    tfree(end_txn("wpt", b->c.txn_out, true));
+    wait_done(before + 2);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    tfree(b);
+}
