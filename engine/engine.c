@@ -309,6 +309,11 @@ void dsq_engine_poll_calls(dsq_engine *e)
             lru_remove(e, a);
             atomic_fetch_sub(&e->nopen, 1);
         }
+        if (e->stopping && c->op == DSQ_OP_BEGIN && c->err == 0 && !c->read_only && c->txn_out[0])
+            /* Stopping: a transaction a queued beginTransaction opened is
+             * rolled back too (what is queued behind it would wait for it
+             * for ever, and so would dsq_engine_free). */
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, c->txn_out, (uint64_t)-1, 0);
         if (c->done)
             c->done(c);
     }
@@ -642,25 +647,7 @@ fail:
     return NULL;
 }
 
-/* Stopping: roll back every open transaction not already being rolled
- * back (expire_sent), also one a queued beginTransaction opened since. */
-static void expire_txns(dsq_engine *e)
-{
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        for (dsq_actor *a = e->buckets[i]; a; a = a->hnext) {
-            pthread_mutex_lock(&a->mu);
-            char txn[33];
-            memcpy(txn, a->txn, sizeof txn);
-            pthread_mutex_unlock(&a->mu);
-            if (txn[0] && !a->expire_sent && post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0) == 0)
-                a->expire_sent = true;
-        }
-    }
-}
-
-/* Wait for every call in flight, running their done hooks. While
- * stopping, a transaction opened meanwhile is rolled back too: the calls
- * queued behind it would wait for it for ever. */
+/* Wait for every call in flight, running their done hooks. */
 static void wait_idle(dsq_engine *e)
 {
     dsq__pool_kick(e);
@@ -670,10 +657,6 @@ static void wait_idle(dsq_engine *e)
             pthread_cond_wait(&e->ccv, &e->cmu);
         pthread_mutex_unlock(&e->cmu);
         dsq_engine_poll(e);
-        if (e->stopping) {
-            expire_txns(e);
-            dsq__pool_kick(e);
-        }
     }
 }
 
@@ -687,14 +670,17 @@ void dsq_engine_free(dsq_engine *e)
     for (size_t i = 0; i < e->nbuckets; i++) {
         for (dsq_actor *a = e->buckets[i]; a; a = a->hnext) {
             pthread_mutex_lock(&a->mu);
+            char txn[33];
+            memcpy(txn, a->txn, sizeof txn);
             uint64_t stream_id = a->stream_id;
             pthread_mutex_unlock(&a->mu);
             if (stream_id)
                 post_internal(e, a, DSQ__OP_STREAM_END, NULL, 0, stream_id);
+            if (txn[0])
+                post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
         }
     }
-    expire_txns(e);
-    wait_idle(e);
+    wait_idle(e); /* (a transaction a queued call opens meanwhile: dsq_engine_poll_calls) */
     for (size_t i = 0; i < e->nbuckets; i++)
         for (dsq_actor *a = e->buckets[i]; a; a = a->hnext)
             post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);
