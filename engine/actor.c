@@ -15,7 +15,8 @@
  *     transaction runs at once: a read-only one, or to fail.
  *   - one connection's messages run in the order they came: a message
  *     waits while an earlier one of its connection waits (those that name
- *     a transaction excepted: the transaction must be able to end).
+ *     a transaction excepted: the transaction must be able to end; and a
+ *     stream's continuation: what its connection sent since waits for it).
  *   - an open stream: only its own continuation (or its end) runs.
  *   - a call waiting for a page from the object store (cold_wait): nothing
  *     runs until it is back (dsq__actor_cold_back), so calls keep their
@@ -70,8 +71,10 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
     if (a->stream_id != 0) {
         if (c->stream_id == a->stream_id)
             return true; /* its continuation, cancel, or STREAM_END */
-        /* The transaction a stream runs in may expire under it. */
-        if (op_of(c) == DSQ__OP_TXN_EXPIRE && a->txn[0] && strcmp(c->txn, a->txn) == 0)
+        /* The transaction a stream runs in may expire under it; so may a
+         * read-only one (its expiry must not wait behind the stream). */
+        if (op_of(c) == DSQ__OP_TXN_EXPIRE &&
+            ((a->txn[0] && strcmp(c->txn, a->txn) == 0) || dsq__snap_find((dsq_actor *)a, c->txn) != NULL))
             return true;
         /* Other clients' reads run beside the transaction and its stream. */
         return c->txn[0] == '\0' && !c->wait_writer && reads_beside_txn(c);
@@ -87,15 +90,19 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
 {
     uint64_t waiting[8]; /* connections with a message that waits */
     size_t nwaiting = 0;
-    bool many = false;   /* more than that: every connection's messages wait */
+    bool many = false;   /* more than that: look through the messages before */
     dsq_call *prev = NULL;
     for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
         bool ok = belongs_to_hold(a, c);
+        /* (A stream's continuation is no new request: it goes on with one
+         * that already ran, ahead of what its connection sent since.) */
         if (ok && c->session != 0 && c->txn[0] == '\0' && op_of(c) < DSQ__OP_HIBERNATE &&
-            !dsq__cancelled(c) && !c->wait_expired) {
-            ok = !many;
+            c->state == DSQ__CALL_NEW && !dsq__cancelled(c) && !c->wait_expired) {
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;
+            /* Every message before c waits (else it would be the one). */
+            for (const dsq_call *m = a->mail_head; ok && many && m != c; m = m->next)
+                ok = m->session != c->session;
         }
         if (ok) {
             if (prevp)
@@ -216,7 +223,8 @@ void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
     pthread_mutex_lock(&a->mu);
     bool any = false;
     for (dsq_call *m = a->mail_head; m; m = m->next) {
-        if (m->wait_writer && !m->wait_expired && now - m->wait_since_ms >= limit) {
+        /* (now was read before: a write may have begun to wait since.) */
+        if (m->wait_writer && !m->wait_expired && now >= m->wait_since_ms && now - m->wait_since_ms >= limit) {
             m->wait_expired = true;
             any = true;
         }

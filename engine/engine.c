@@ -355,6 +355,11 @@ void dsq_engine_poll_calls(dsq_engine *e)
             atomic_fetch_sub(&e->nopen, 1);
         }
         withhold_paths(e, c);
+        if (e->stopping && c->op == DSQ_OP_BEGIN && c->err == 0 && !c->read_only && c->txn_out[0])
+            /* Stopping: a transaction a queued beginTransaction opened is
+             * rolled back too (what is queued behind it would wait for it
+             * for ever, and so would dsq_engine_free). */
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, c->txn_out, (uint64_t)-1, 0);
         if (c->done)
             c->done(c);
     }
@@ -760,7 +765,7 @@ void dsq_engine_free(dsq_engine *e)
                 post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
         }
     }
-    wait_idle(e);
+    wait_idle(e); /* (a transaction a queued call opens meanwhile: dsq_engine_poll_calls) */
     for (size_t i = 0; i < e->nbuckets; i++)
         for (dsq_actor *a = e->buckets[i]; a; a = a->hnext)
             post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);

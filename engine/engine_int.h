@@ -376,7 +376,9 @@ void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
 
 /* ---- schema.c ---- */
 json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
-json_t *dsq__stats(dsq_engine *e, dsq_actor *a);
+/* The database's statistics; its size as connection db sees it (the
+ * actor's, or the one reads beside an open transaction use). */
+json_t *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *db);
 
 /* ---- result.c ---- */
 int dsq__result_add(dsq_result *r, sqlite3_stmt *st, int ncols);

@@ -471,11 +471,14 @@ void dsq__beside_close(actor_open *o)
 /* Remove read-only transaction i: its connection and view close. Worker. */
 static void snap_remove(dsq_engine *e, dsq_actor *a, size_t i)
 {
-    actor_open *o = a->open;
-    snap_txn t = a->snaps[i];
-    (void)o;
-    dsq__sstreams_close(a, t.db); /* its streams end with it */
+    /* Only this worker adds or removes entries, but the loop thread
+     * writes their deadlines: entries are copied and moved under mu. */
     pthread_mutex_lock(&a->mu);
+    sqlite3 *db = a->snaps[i].db;
+    pthread_mutex_unlock(&a->mu);
+    dsq__sstreams_close(a, db); /* its streams end with it */
+    pthread_mutex_lock(&a->mu);
+    snap_txn t = a->snaps[i];
     a->snaps[i] = a->snaps[--a->nsnaps];
     pthread_mutex_unlock(&a->mu);
     sqlite3_close(t.db);
@@ -817,11 +820,6 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         nstmts++;
         /* (A cached statement is never one of stmt_writes': not special.) */
         bool reads = sqlite3_stmt_readonly(st) && !o->stmt_writes;
-        if (x->beside && !reads) {
-            x->park = true; /* it runs once the open transaction ends */
-            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
-            goto out;
-        }
         if (x->snap && !reads) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
             goto out;
@@ -832,6 +830,11 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         }
         if (!(c->scope & DSQ_SCOPE_W) && !reads) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+            goto out;
+        }
+        if (x->beside && !reads) {
+            x->park = true; /* it runs once the open transaction ends (if it may write) */
+            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
             goto out;
         }
         int brc = bind_params(c, st, r, used);
@@ -1120,7 +1123,12 @@ static sqlite3 *view_db(run_ctx *x)
     if (o->snap_db == NULL) {
         char err[600];
         if (view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
-            if (cold(x)) {
+            if (cold(x) && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+                /* (A non-atomic batch, which cold_failed lets on.) The page
+                 * it waited for to open the view did not come. */
+                dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s",
+                          c->cold_msg);
+            } else if (cold(x)) {
                 x->retry = true;
                 c->resume_off = 0;
             } else {
@@ -1240,23 +1248,36 @@ static void op_query(run_ctx *x)
     res->lsn = c->lsn = o->lsn;
 }
 
-/* A batch on a view's connection (view_db): it only reads, so it runs
- * whole each time, and atomic or not differ only in how a failure ends it. */
-static void batch_on(run_ctx *x, sqlite3 *db)
+/* A batch on a view's connection (view_db): it only reads, and atomic or
+ * not differ only in how a failure ends it. After a cold page it goes on
+ * with statement `from` (the view is the same: nothing ends a transaction
+ * while a call waits for a page); a statement that writes sends it back
+ * to run whole once the transaction ends. */
+static void batch_on(run_ctx *x, sqlite3 *db, size_t from)
 {
     dsq_call *c = x->c;
     uint64_t lsn = x->snap ? x->snap->lsn : x->o->lsn;
     c->resume_stmt = 0;
     x->bytes_before = 0;
-    for (size_t i = 0; i < c->nresults; i++) {
-        dsq__result_free(&c->results[i]);
-        memset(&c->results[i], 0, sizeof c->results[i]);
-    }
-    for (size_t i = 0; i < c->nstmts; i++) {
+    for (size_t i = 0; i < from; i++)
+        x->bytes_before += c->results[i].rows.len;
+    for (size_t i = from; i < c->nstmts; i++) {
         dsq_result *res = &c->results[i];
+        if (i == from && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+            /* (Non-atomic: cold_failed ended an atomic one.) Its page did
+             * not come: this statement fails, the rest run. */
+            res->code = c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR;
+            res->error = strdup(c->cold_msg);
+            res->lsn = lsn;
+            continue;
+        }
         int rc = run_on(x, db, &c->stmts[i], res);
-        if (x->park || x->retry)
+        if (x->park)
             return;
+        if (x->retry) {
+            c->resume_stmt = i;
+            return;
+        }
         if (rc != 0 && c->atomic) {
             char first[sizeof c->msg];
             snprintf(first, sizeof first, "%s", c->msg);
@@ -1300,7 +1321,7 @@ static void op_batch(run_ctx *x)
     sqlite3 *vdb = view_db(x);
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
-            batch_on(x, vdb);
+            batch_on(x, vdb, from);
         return;
     }
     for (size_t i = 0; i < from; i++)
@@ -1608,8 +1629,8 @@ static int stream_start_in_txn(run_ctx *x)
 /* Remove snapshot stream i: its statement, connection and view close. */
 static void sstream_remove(dsq_actor *a, size_t i)
 {
+    pthread_mutex_lock(&a->mu); /* (the loop thread writes deadlines under it) */
     snap_stream t = a->sstreams[i];
-    pthread_mutex_lock(&a->mu);
     a->sstreams[i] = a->sstreams[--a->nsstreams];
     pthread_mutex_unlock(&a->mu);
     sqlite3_finalize(t.stmt);
@@ -1822,8 +1843,8 @@ static void op_stream(run_ctx *x)
 
 static void op_ping(run_ctx *x)
 {
-    x->c->lsn = x->o->lsn;
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->o->lsn, "time",
+    x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
+    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
                           (json_int_t)dsq_wall_ms());
 }
 
@@ -1976,6 +1997,8 @@ static void exec_internal(run_ctx *x)
             size_t i = (size_t)(t - a->snaps);
             pthread_mutex_unlock(&a->mu);
             if (late && x->o != NULL) {
+                if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == a->snaps[i].db)
+                    stream_finish(x); /* its stream ends with it */
                 snap_remove(x->e, a, i);
                 DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
                          c->session ? "client_disconnected" : "idle_timeout");
@@ -1989,7 +2012,9 @@ static void exec_internal(run_ctx *x)
         pthread_mutex_unlock(&a->mu);
         if (!match || x->o == NULL)
             break;
-        if (x->o->stream_stmt)
+        /* A stream in it ends with it; one in a read-only transaction
+         * (on that one's connection) goes on. */
+        if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
             stream_finish(x);
         internal_exec(x->o, "ROLLBACK");
         end_txn(x);
@@ -2199,10 +2224,14 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
             break;
         }
-        case DSQ_OP_STATS:
-            c->doc = dsq__stats(e, a);
+        case DSQ_OP_STATS: {
+            /* Beside another client's transaction: the last commit's size. */
+            sqlite3 *vdb = c->txn[0] == '\0' ? view_db(&x) : NULL;
+            if (c->err == 0 && !x.retry)
+                c->doc = dsq__stats(e, a, vdb ? vdb : x.o->db);
             c->lsn = x.o->lsn;
             break;
+        }
         case DSQ_OP_PING:
             if (check_txn(&x) == 0)
                 op_ping(&x);
@@ -2215,9 +2244,15 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         x.o->running = NULL;
         if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
-        if (c->txn[0] && x.o->in_txn) {
+        if (c->txn[0]) {
+            /* The idle clock of the transaction it named (not another
+             * client's, when it named a read-only one) restarts. */
             pthread_mutex_lock(&a->mu);
-            a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
+            snap_txn *t = dsq__snap_find(a, c->txn);
+            if (t != NULL)
+                t->deadline_ms = dsq_now_ms() + t->timeout_ms;
+            else if (x.o->in_txn && strcmp(a->txn, c->txn) == 0)
+                a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
             pthread_mutex_unlock(&a->mu);
         }
     } else if (a->open == NULL && cold(&x)) {
@@ -2239,6 +2274,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
         c->err = 0;
         c->msg[0] = '\0';
+        c->cold_retry = false; /* it runs whole again: no page it waited for is owed to it */
         c->wait_writer = true;
         dsq__actor_repost(e, a, c);
         return;

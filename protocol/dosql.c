@@ -11,6 +11,7 @@
 #include "protocol/dosql.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,8 @@ struct dsq_dosql_op {
     char *idtext;          /* owned; the request's id as JSON text */
     uint64_t chunks;       /* chunk notifications made */
     uint64_t rows;         /* rows in them */
-    bool cancelled;        /* asked the engine to stop */
+    atomic_bool cancelled; /* asked the engine to stop (the loop sets it while a worker may
+                              be encoding a chunk: enc_chunk reads it) */
     bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
     op *park_next;
     op *in_prev, *in_next; /* the session's inflight list */

@@ -117,3 +117,34 @@ test('a write waits at most write_wait_timeout for another client\'s transaction
     await w.cleanup();
   }
 });
+
+// A stream's chunks are encoded on a worker while the loop may be
+// cancelling it (cancel {requestId}, or its client going): what the two
+// share must be shared safely (a ThreadSanitizer build reports it at exit,
+// which fails this test). Each stream ends, and the database is free.
+test('cancelling streams while their chunks are being encoded: they end, nothing races', async () => {
+  const w = await startDosqld({});
+  try {
+    await query(w.port, 'cs', 'CREATE TABLE t(n INTEGER PRIMARY KEY, s TEXT)');
+    await query(w.port, 'cs', "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) INSERT INTO t SELECT i, printf('%.400c', 'x') FROM n");
+    for (let round = 0; round < 16; round++) {
+      const ws = await WsRpc.open(w.port, '/v1/db/cs/rpc');
+      const id = `s${round}`;
+      const pending = new Promise((resolve) => ws.pending.set(id, resolve));
+      ws.ws.send(JSON.stringify({ id, method: 'queryStream', params: { sql: 'SELECT n, s FROM t', chunkSize: 500 } }));
+      await sleep(round % 8);
+      if (round % 2 === 0) {
+        await ws.ok('cancel', { requestId: id });
+        const r = await within(5000, pending, 'the cancelled stream');
+        assert.ok(r.error?.code === 'TIMEOUT' || r.result?.rowCount === 4000, JSON.stringify(r).slice(0, 300));
+        await ws.close();
+      } else {
+        ws.ws.terminate();
+      }
+    }
+    const r = await within(3000, query(w.port, 'cs', 'INSERT INTO t(s) VALUES (1)'), 'a write after the streams');
+    assert.equal(r.rowsAffected, 1);
+  } finally {
+    await w.cleanup();
+  }
+});

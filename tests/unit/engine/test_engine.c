@@ -1038,10 +1038,410 @@ Test(engine, queue_limit)
         }
     }
     cr_assert_eq(refused, 1);
+    /* (The reads run beside the transaction, so they may finish before
+     * the rollback: wait for all four before freeing any.) */
     int before = ndone;
-    tfree(end_txn("qq", b->c.txn_out, false));
+    tcall *rb = mk(DSQ_OP_ROLLBACK, NULL);
+    strcpy(rb->c.txn, b->c.txn_out);
+    cr_assert_eq(dsq_engine_submit(E, "qq", &rb->c), 0);
     wait_done(before + 4);
+    cr_assert_eq(rb->c.err, 0, "%s", rb->c.msg);
+    tfree(rb);
     for (int i = 0; i < 4; i++)
         tfree(w[i]);
+    tfree(b);
+}
+
+/* ---- beside an open transaction, read-only transactions, cancellation ------------------------ */
+
+static tcall *begin_ro(const char *db, uint64_t session, uint64_t timeout_ms)
+{
+    tcall *t = mk(DSQ_OP_BEGIN, NULL);
+    t->c.session = session;
+    t->c.read_only = true;
+    t->c.txn_timeout_ms = timeout_ms;
+    run(db, t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(strlen(t->c.txn_out), 32);
+    return t;
+}
+
+/* A stream's continuation is not a new request of its connection: a
+ * request the same connection sent while the stream was open (it waits
+ * for the stream) must not hold the continuation back in turn. */
+Test(engine, stream_continuation_not_held_by_its_own_connection)
+{
+    ok("sso", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *t = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    t->c.session = 5;
+    run("sso", t);
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert(t->c.more);
+    /* The same connection asks something else meanwhile: it runs (the
+     * stream reads a snapshot and holds no one), and does not hold back
+     * the stream's next chunks either. */
+    tcall *other = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    other->c.session = 5;
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "sso", &other->c), 0);
+    wait_done(before + 1);
+    cr_assert_eq(other->c.err, 0, "%s", other->c.msg);
+    int seen = (int)t->c.results[0].nrows;
+    for (int guard = 0; guard < 10 && t->c.more; guard++) {
+        int b = ndone;
+        dsq_engine_stream_more(E, &t->c, false);
+        wait_done(b + 1); /* the stream goes on */
+        cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+        seen += (int)t->c.results[0].nrows;
+    }
+    cr_assert_eq(seen, 5);
+    tfree(other);
+    tfree(t);
+}
+
+/* A database with a read-only transaction open is not hibernated to make
+ * room (max_open_actors): left out of the open list, its transaction
+ * would escape both its idle limit and its connection's end. */
+Test(engine, read_only_transaction_keeps_its_database_open)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.max_open_actors = 1;
+    start_with(c);
+    ok("roa", "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    tcall *b = begin_ro("roa", 9, 0);
+    ok("rob", "SELECT 1"); /* a second database: over the limit */
+    usleep(50000);
+    dsq_engine_poll(E);
+    dsq_engine_session_closed(E, 9); /* its connection ends */
+    usleep(100000);
+    dsq_engine_poll(E);
+    dsq_engine_stats s;
+    dsq_engine_stats_get(E, &s);
+    cr_assert_eq(s.txns_open, 0, "the read-only transaction outlived its connection");
+    tcall *r = in_txn("roa", b->c.txn_out, "SELECT count(*) FROM t");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    tfree(b);
+}
+
+/* Requests in a read-only transaction keep that one alive, not another
+ * client's write transaction, which still expires when idle. */
+Test(engine, read_only_requests_do_not_keep_a_writer_alive)
+{
+    ok("rka", "CREATE TABLE t(x)");
+    tcall *w = mk(DSQ_OP_BEGIN, NULL);
+    w->c.txn_timeout_ms = 150;
+    run("rka", w);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(in_txn("rka", w->c.txn_out, "INSERT INTO t VALUES (1)"));
+    tcall *ro = begin_ro("rka", 0, 0);
+    for (int i = 0; i < 8; i++) {
+        tcall *r = in_txn("rka", ro->c.txn_out, "SELECT count(*) FROM t");
+        cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+        tfree(r);
+        usleep(50000);
+        dsq_engine_tick(E);
+        dsq_engine_poll(E);
+    }
+    tcall *r = in_txn("rka", w->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "the idle writer was kept open: %s", r->c.msg);
+    tfree(r);
+    tfree(end_txn("rka", ro->c.txn_out, true));
+    tfree(ro);
+    tfree(w);
+}
+
+/* A stream in a read-only transaction is not the write transaction's:
+ * that one's idle end leaves it running. */
+Test(engine, writer_expiry_leaves_a_read_only_stream)
+{
+    ok("wes", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *w = mk(DSQ_OP_BEGIN, NULL);
+    w->c.txn_timeout_ms = 100;
+    run("wes", w);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(in_txn("wes", w->c.txn_out, "INSERT INTO t VALUES (6)"));
+    tcall *ro = begin_ro("wes", 0, 0);
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("wes", s);
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    int seen = (int)s->c.results[0].nrows;
+    usleep(150000);
+    dsq_engine_tick(E); /* the writer is idle past its limit: rolled back */
+    usleep(50000);
+    dsq_engine_poll(E);
+    dsq_engine_stats st;
+    dsq_engine_stats_get(E, &st);
+    cr_assert_eq(st.txns_open, 1, "the writer was rolled back, the read-only one stays");
+    for (int guard = 0; guard < 10 && s->c.more; guard++) {
+        int b = ndone;
+        dsq_engine_stream_more(E, &s->c, false);
+        wait_done(b + 1);
+        cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+        seen += (int)s->c.results[0].nrows;
+    }
+    cr_assert_eq(seen, 5, "the snapshot's rows, all of them");
+    tcall *r = in_txn("wes", w->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    tfree(end_txn("wes", ro->c.txn_out, true));
+    tfree(s);
+    tfree(ro);
+    tfree(w);
+}
+
+/* A write from a token with read scope only is refused at once, also
+ * while another client's transaction is open: it does not wait for that
+ * one to end (and then time out) to learn it may not write. */
+Test(engine, read_scope_write_beside_a_transaction_is_refused_at_once)
+{
+    ok("rsw", "CREATE TABLE t(x)");
+    tcall *b = begin("rsw", 0);
+    tfree(in_txn("rsw", b->c.txn_out, "INSERT INTO t VALUES (1)"));
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (2)");
+    w->c.scope = DSQ_SCOPE_R;
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "rsw", &w->c), 0);
+    dsq_engine_kick(E);
+    for (int i = 0; i < 50 && ndone == before; i++) {
+        usleep(10000);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the refusal waited for the transaction");
+    cr_assert_eq(w->c.code, DSQ_CODE_FORBIDDEN, "%s", w->c.msg);
+    tfree(w);
+    tfree(end_txn("rsw", b->c.txn_out, false));
+    tfree(b);
+}
+
+/* getStats beside an open transaction describes the last commit, as
+ * every read beside it does: not the pages the transaction added. */
+Test(engine, stats_beside_a_transaction_show_the_last_commit)
+{
+    ok("sbt", "CREATE TABLE t(x)");
+    tcall *s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    json_int_t pages = json_integer_value(json_object_get(json_object_get(s->c.doc, "database"), "pages"));
+    tfree(s);
+    tcall *b = begin("sbt", 0);
+    tcall *w = in_txn("sbt", b->c.txn_out, "INSERT INTO t VALUES (randomblob(200000))");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    json_t *db = json_object_get(s->c.doc, "database");
+    cr_assert_eq(json_integer_value(json_object_get(db, "pages")), pages,
+                 "getStats saw the open transaction's pages");
+    cr_assert_eq(json_integer_value(json_object_get(db, "lsn")), 1);
+    tfree(s);
+    tfree(end_txn("sbt", b->c.txn_out, true));
+    s = run("sbt", mk(DSQ_OP_STATS, NULL));
+    cr_assert_gt(json_integer_value(json_object_get(json_object_get(s->c.doc, "database"), "pages")), pages);
+    tfree(s);
+    tfree(b);
+}
+
+/* What a read-only transaction's requests answer reflects its commit, not
+ * those made since: its rows, and the LSN they say they are as of. */
+Test(engine, read_only_transaction_answers_with_its_lsn)
+{
+    ok("rol", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)"); /* LSN 1 */
+    tcall *ro = begin_ro("rol", 0, 0);
+    cr_assert_eq(ro->c.lsn, 1);
+    ok("rol", "INSERT INTO t VALUES (4)"); /* LSN 2 */
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("rol", s);
+    int seen = 0;
+    for (int guard = 0; guard < 10; guard++) {
+        cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+        seen += (int)s->c.results[0].nrows;
+        cr_assert_eq(s->c.lsn, 1, "a chunk of the snapshot says LSN %llu", (unsigned long long)s->c.lsn);
+        cr_assert_eq(s->c.results[0].lsn, 1);
+        if (!s->c.more)
+            break;
+        int b = ndone;
+        dsq_engine_stream_more(E, &s->c, false);
+        wait_done(b + 1);
+    }
+    cr_assert_eq(seen, 3);
+    tfree(s);
+    tcall *p = mk(DSQ_OP_PING, NULL);
+    strcpy(p->c.txn, ro->c.txn_out);
+    run("rol", p);
+    cr_assert_eq(p->c.err, 0, "%s", p->c.msg);
+    cr_assert_eq(p->c.lsn, 1);
+    cr_assert_eq(json_integer_value(json_object_get(p->c.doc, "lsn")), 1);
+    tfree(p);
+    tfree(end_txn("rol", ro->c.txn_out, true));
+    tfree(ro);
+}
+
+/* A read-only transaction idle past its limit while its stream is open:
+ * the stream's client went quiet. Both end (the stream too, at the
+ * latest at its own idle limit), and the database serves others again. */
+Test(engine, idle_read_only_transaction_with_an_open_stream_ends)
+{
+    dsq_engine_free(E);
+    dsq_engine_cfg c = cfg_default();
+    c.txn_timeout_ms = 300;
+    start_with(c);
+    ok("ros", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3), (4), (5)");
+    tcall *ro = begin_ro("ros", 0, 100);
+    tcall *s = mk(DSQ_OP_STREAM, "SELECT x FROM t ORDER BY x");
+    strcpy(s->c.txn, ro->c.txn_out);
+    run("ros", s);
+    cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
+    cr_assert(s->c.more);
+    /* Its client asks for nothing more; another one writes. */
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (6)");
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "ros", &w->c), 0);
+    for (int i = 0; i < 40 && ndone == before; i++) {
+        usleep(50000);
+        dsq_engine_tick(E);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the write still waits for the idle stream after 2 s");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    /* (A stream in a read-only transaction holds no one, so the write may
+     * be done at once; the transaction's idle end comes with the ticks.) */
+    for (int i = 0; i < 10; i++) {
+        usleep(50000);
+        dsq_engine_tick(E);
+        dsq_engine_poll(E);
+    }
+    tcall *r = in_txn("ros", ro->c.txn_out, "SELECT 1");
+    cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
+    tfree(r);
+    before = ndone;
+    dsq_engine_stream_more(E, &s->c, false);
+    wait_done(before + 1);
+    cr_assert_neq(s->c.err, 0, "the stream was ended");
+    cr_assert_not(s->c.more);
+    tfree(s);
+    tfree(ro);
+}
+
+/* Readers never wait for a writer, however many connections have a write
+ * waiting for the open transaction (more than first_runnable keeps in its
+ * short list). */
+Test(engine, many_waiting_writers_do_not_hold_back_a_reader)
+{
+    ok("mww", "CREATE TABLE t(x)");
+    tcall *b = begin("mww", 0);
+    tfree(in_txn("mww", b->c.txn_out, "INSERT INTO t VALUES (0)"));
+    enum { N = 12 };
+    tcall *w[N];
+    int before = ndone;
+    for (int i = 0; i < N; i++) {
+        w[i] = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+        w[i]->c.session = 100 + (uint64_t)i;
+        cr_assert_eq(dsq_engine_submit(E, "mww", &w[i]->c), 0);
+    }
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "a write ran beside the transaction");
+    tcall *r = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    r->c.session = 7;
+    cr_assert_eq(dsq_engine_submit(E, "mww", &r->c), 0);
+    dsq_engine_kick(E);
+    for (int i = 0; i < 50 && ndone == before; i++) {
+        usleep(10000);
+        dsq_engine_poll(E);
+    }
+    cr_assert_eq(ndone, before + 1, "the reader waited for the transaction");
+    cr_assert_eq(order[before], &r->c);
+    cr_assert_eq(val(&r->c.results[0], 0).i, 0);
+    tfree(r);
+    tcall *cm = mk(DSQ_OP_COMMIT, NULL); /* (not run(): the writers finish around it) */
+    strcpy(cm->c.txn, b->c.txn_out);
+    cr_assert_eq(dsq_engine_submit(E, "mww", &cm->c), 0);
+    wait_done(before + 2 + N);
+    cr_assert_eq(cm->c.err, 0, "%s", cm->c.msg);
+    tfree(cm);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(w[i]->c.err, 0, "%s", w[i]->c.msg);
+        tfree(w[i]);
+    }
+    tfree(b);
+}
+
+/* Stopping with a transaction open and, queued behind it, another
+ * client's beginTransaction and then a write: the first is rolled back,
+ * the second opens, and the write waits for it. Stopping must not wait
+ * for that one for ever: it is rolled back too, and the queued write
+ * runs (queued calls finish). */
+static void *free_engine(void *arg)
+{
+    dsq_engine_free(arg);
+    return NULL;
+}
+
+Test(engine, stop_with_a_transaction_queued_behind_a_transaction)
+{
+    ok("sq", "CREATE TABLE t(x)");
+    tcall *b = begin("sq", 0);
+    tcall *b2 = mk(DSQ_OP_BEGIN, NULL);
+    cr_assert_eq(dsq_engine_submit(E, "sq", &b2->c), 0);
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    cr_assert_eq(dsq_engine_submit(E, "sq", &w->c), 0);
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, free_engine, E), 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    int rc = pthread_timedjoin_np(th, NULL, &until);
+    cr_assert_eq(rc, 0, "dsq_engine_free still waits after 5 s");
+    E = NULL;
+    start_with(cfg_default());
+    cr_assert_eq(b2->c.err, 0, "%s", b2->c.msg);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
+    tcall *r = q("sq", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&r->c.results[0], 0).i, 1, "the queued write, once");
+    tfree(r);
+    tfree(b2);
+    tfree(b);
+}
+
+/* The tick reads the clock once, then goes through the databases; a write
+ * that began to wait after that reading has waited "negative" time: it
+ * must not count as having waited write_wait_timeout. */
+Test(engine, write_parked_after_the_ticks_clock_reading_does_not_expire)
+{
+    ok("wpt", "CREATE TABLE t(x)");
+    tcall *b = begin("wpt", 0);
+    tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    int before = ndone;
+    cr_assert_eq(dsq_engine_submit(E, "wpt", &w->c), 0);
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "the write waits");
+    dsq_actor *a = w->c.actor;
+    pthread_mutex_lock(&a->mu);
+    uint64_t since = w->c.wait_since_ms;
+    pthread_mutex_unlock(&a->mu);
+    cr_assert_gt(since, 0, "it was sent back to wait");
+    dsq__actor_expire_writers(E, a, since - 5); /* a tick that read its clock just before */
+    dsq_engine_kick(E);
+    usleep(100000);
+    dsq_engine_poll(E);
+    cr_assert_eq(ndone, before, "the write failed: %s", w->c.msg);
+    tcall *cm = mk(DSQ_OP_COMMIT, NULL); /* (not run(): the write finishes around it) */
+    strcpy(cm->c.txn, b->c.txn_out);
+    cr_assert_eq(dsq_engine_submit(E, "wpt", &cm->c), 0);
+    wait_done(before + 2);
+    cr_assert_eq(cm->c.err, 0, "%s", cm->c.msg);
+    tfree(cm);
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    tfree(w);
     tfree(b);
 }
