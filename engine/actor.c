@@ -145,11 +145,11 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
         pthread_mutex_unlock(&a->mu);
         return -1;
     }
-    /* A call for the open transaction is never refused: refusing its
-     * COMMIT or ROLLBACK would leave everyone waiting for the timeout. */
+    /* A call for the open write transaction is never refused: refusing
+     * its COMMIT or ROLLBACK would leave everyone waiting for the timeout.
+     * (A read-only transaction holds no one: its calls count like any.) */
     bool for_hold = a->txn[0] != '\0' && strcmp(c->txn, a->txn) == 0;
     snap_txn *snap = c->txn[0] ? dsq__snap_find(a, c->txn) : NULL;
-    for_hold = for_hold || snap != NULL;
     if (!internal && !for_hold && a->nmail >= e->cfg.max_queue) {
         pthread_mutex_unlock(&a->mu);
         return -1;
@@ -161,8 +161,10 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
         snap->deadline_ms = now + snap->timeout_ms;
     else if (for_hold && op_of(c) < DSQ__OP_HIBERNATE)
         a->txn_deadline_ms = now + a->txn_timeout_ms;
-    if (c->seq == 0)
+    if (c->seq == 0) {
         c->seq = ++a->mail_seq;
+        c->posted_ms = now;
+    }
     if (a->stream_id != 0 && c->stream_id == a->stream_id && op_of(c) == DSQ_OP_STREAM)
         a->stream_deadline_ms = now + e->cfg.txn_timeout_ms;
     for (size_t i = 0; c->stream_id != 0 && op_of(c) == DSQ_OP_STREAM && i < a->nsstreams; i++)
@@ -223,8 +225,13 @@ void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
     pthread_mutex_lock(&a->mu);
     bool any = false;
     for (dsq_call *m = a->mail_head; m; m = m->next) {
-        /* (now was read before: a write may have begun to wait since.) */
-        if (m->wait_writer && !m->wait_expired && now >= m->wait_since_ms && now - m->wait_since_ms >= limit) {
+        /* Writes sent back to wait, and what waits for the transaction
+         * from the start: another beginTransaction, a drop. (now was read
+         * before: a call may have begun to wait since.) */
+        bool waits = m->wait_writer || (m->state == DSQ__CALL_NEW && m->txn[0] == '\0' &&
+                                        ((m->op == DSQ_OP_BEGIN && !m->read_only) || m->op == DSQ_OP_DROP));
+        uint64_t since = m->wait_writer ? m->wait_since_ms : m->posted_ms;
+        if (waits && !m->wait_expired && now >= since && now - since >= limit) {
             m->wait_expired = true;
             any = true;
         }

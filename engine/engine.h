@@ -169,6 +169,7 @@ struct dsq_call {
     bool wait_writer;        /* it writes, and another client's transaction is open: it
                                 waits for that one to end (reads run meanwhile) */
     uint64_t wait_since_ms;  /* when it began to wait so (monotonic) */
+    uint64_t posted_ms;      /* when it reached the mailbox (monotonic) */
     bool wait_expired;       /* it waited write_wait_ms: it fails at once */
     uint64_t stream_id;
     int state;

@@ -2169,7 +2169,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     } else if (c->wait_expired) {
         dsq__fail(c, DSQ_CODE_TIMEOUT,
                   "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
-                  (unsigned long long)(dsq_now_ms() - c->wait_since_ms));
+                  (unsigned long long)(dsq_now_ms() - (c->wait_since_ms ? c->wait_since_ms : c->posted_ms)));
     } else if (c->state == DSQ__CALL_NEW && dsq__cancellable(c) && dsq__cancelled(c)) {
         dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
         if (c->op == DSQ_OP_STREAM) {

@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { BUILD, startDosqld, sleep, within } from './lib/harness.mjs';
-import { query, WsRpc } from './lib/rpc.mjs';
+import { call, query, WsRpc } from './lib/rpc.mjs';
 
 // Counts forever; only a cancel or query_timeout stops it.
 const RUNAWAY = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c';
@@ -109,6 +109,9 @@ test('a write waits at most write_wait_timeout for another client\'s transaction
     assert.ok(ms >= 900, `it failed after ${ms} ms, before write_wait_timeout`);
     // Reads went on meanwhile, and the transaction is intact.
     assert.deepEqual((await query(w.port, 'ww', 'SELECT count(*) FROM t')).rows, [[0]]);
+    // So does another beginTransaction (it waits from the start).
+    const b = await within(5000, call(w.port, '/v1/db/ww/rpc', 'beginTransaction', {}), 'a second beginTransaction');
+    assert.equal(b.error?.code, 'TIMEOUT', JSON.stringify(b));
     await a.ok('query', { sql: 'INSERT INTO t VALUES (3)', transactionId });
     await a.ok('commit', { transactionId });
     assert.deepEqual((await query(w.port, 'ww', 'SELECT x FROM t ORDER BY x')).rows, [[1], [3]]);
