@@ -2268,7 +2268,10 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         }
         if (k != NULL)
             dsq_warm_release(e->warm, k);
-        if (a->npins > 0 && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
+        pthread_mutex_lock(&a->mu);
+        bool other_waits = a->cold_wait; /* (a cancelled call ran while another waits for its page) */
+        pthread_mutex_unlock(&a->mu);
+        if (a->npins > 0 && !other_waits && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
             pins_release(e, a);
     }
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
