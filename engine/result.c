@@ -118,6 +118,20 @@ bool dsq_result_next(const dsq_result *r, size_t *pos, dsq_value *v)
     return true;
 }
 
+void dsq_budget_init(dsq_budget *b)
+{
+    atomic_init(&b->used, 0);
+    atomic_init(&b->over, false);
+}
+
+void dsq_budget_release(dsq_budget *b, uint64_t n)
+{
+    if (b == NULL || n == 0)
+        return;
+    atomic_fetch_sub(&b->used, n);
+    atomic_store(&b->over, false);
+}
+
 void dsq_call_reset(dsq_call *c)
 {
     for (size_t i = 0; i < c->nresults; i++)

@@ -57,7 +57,7 @@ typedef struct dsq_config {
     uint64_t engine_batch_per_turn; /* messages an actor runs before yielding */
     uint64_t engine_query_timeout_ms; /* one request's statements stop after this */
     uint64_t engine_txn_timeout_ms; /* default idle limit of a transaction */
-    uint64_t engine_max_result_bytes; /* bytes of rows in one result */
+    uint64_t engine_max_result_bytes; /* bytes of rows one request holds (dsq_budget) */
     uint64_t engine_max_sql_length; /* bytes of SQL text */
     uint64_t engine_max_value_size; /* bytes of one string or BLOB */
     uint64_t engine_max_columns;    /* columns in a table, index or result */

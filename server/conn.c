@@ -959,8 +959,23 @@ static void pipeline_advance(dsq_conn *c)
 
 /* ---- responses ------------------------------------------------------------ */
 
+static void respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
+                    bool nl, const char *extra);
+
 void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
                   const char *extra)
+{
+    respond(req, status, ctype, body, len, false, extra);
+}
+
+void dsq__respond_line(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len)
+{
+    respond(req, status, ctype, body, len, true, NULL);
+}
+
+/* The response: head, body, and a newline after it when `nl`. */
+static void respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
+                    bool nl, const char *extra)
 {
     dsq_conn *c = req->owner;
     if (req->answered)
@@ -969,9 +984,12 @@ void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *
     req->close_after = close;
     /* The head of the pipeline writes straight to the output. */
     dsq_buf *o = c->head == req ? &c->out : &req->out;
-    dsq_http_format_head(o, status, ctype, (int64_t)len, !close, extra);
-    if (req->method != HTTP_HEAD && len > 0)
+    dsq_http_format_head(o, status, ctype, (int64_t)(len + nl), !close, extra);
+    if (req->method != HTTP_HEAD && len + nl > 0) {
+        dsq_buf_reserve(o, len + nl);
         dsq_buf_append(o, body, len);
+        dsq_buf_append(o, "\n", nl);
+    }
     req->status = status;
     req->answered = true;
     uint64_t ns = dsq_now_ns() - req->start_ns;

@@ -207,10 +207,7 @@ static void http_reply(void *ud, const char *text, size_t len, int status)
     } else if (text == NULL) {
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
     } else {
-        dsq_buf_reset(&tx->line);
-        dsq_buf_append(&tx->line, text, len);
-        dsq_buf_append(&tx->line, "\n", 1);
-        dsq__respond(req, status, "application/json", tx->line.data, tx->line.len, NULL);
+        dsq__respond_line(req, status, "application/json", text, len);
     }
     http_tx_close(tx); /* the response is whole: the session is done */
 }

@@ -91,6 +91,9 @@ void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *
                   size_t len, const char *extra);
 /* Answer with a JSON body (borrowed) and status. */
 void dsq__respond_json(dsq_http_req *req, int status, json_t *body);
+/* dsq__respond with a newline after the body (JSON for humans with curl),
+ * without copying the body to add it. */
+void dsq__respond_line(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len);
 /* Answer with DESIGN's error body; status 0 means the code's own. */
 void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -64,6 +64,7 @@ class SlowReader {
       let got = 0;
       const check = () => {
         if (complete(this) || this.ended) {
+          sock.pause(); // what comes next waits in the socket for the next read
           sock.removeAllListeners('data');
           resolve();
           return true;
@@ -206,4 +207,136 @@ test('a client that reads nothing at all for send_timeout is still cut off', asy
     { pauseMs: 4000, ms: 15000 });
   assert.ok(!r.whole, 'a peer silent past send_timeout does not get the whole body');
   assert.ok(Date.now() - t0 < 12000);
+});
+
+// ---- one budget per request ------------------------------------------------------------
+
+// The daemon's resident memory in bytes.
+function rss(d) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'));
+  return Number(m[1]) * 1024;
+}
+
+// Sample rss(d) every 10 ms until `promise` settles; resolves to
+// [its value, the highest sample].
+async function peakDuring(d, promise) {
+  let peak = rss(d);
+  const timer = setInterval(() => { try { peak = Math.max(peak, rss(d)); } catch { /* exited */ } }, 10);
+  try {
+    return [await promise, peak];
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+// While `promise` runs: `select 1` on another database, timed (ms).
+async function selectOneDuring(port, promise) {
+  await sleep(30);
+  const t0 = Date.now();
+  const r = await post(port, '/v1/db/other/query', { sql: 'select 1 as one' });
+  const ms = Date.now() - t0;
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.json.rows, [[1]]);
+  await promise;
+  return ms;
+}
+
+const ZB = 'select zeroblob(5000000) as z';
+const BUDGET_CONF = '[engine]\nmax_result_bytes = 8M\n';
+const MiB = 1 << 20;
+
+// A reply array of n: the first holds the 5 MB blob, every later one is
+// RESOURCE_EXHAUSTED naming max_result_bytes.
+function checkBatchReplies(replies, n) {
+  assert.ok(Array.isArray(replies), 'a batch reply');
+  assert.equal(replies.length, n);
+  assert.equal(replies[0].id, 0);
+  assert.ok(replies[0].result, `the first call fits: ${JSON.stringify(replies[0]).slice(0, 200)}`);
+  assert.equal(Buffer.from(replies[0].result.rows[0][0].$bytes, 'base64').length, 5000000);
+  for (let i = 1; i < n; i++) {
+    assert.equal(replies[i].id, i);
+    assert.equal(replies[i].error?.code, 'RESOURCE_EXHAUSTED', `call ${i}: ${JSON.stringify(replies[i]).slice(0, 200)}`);
+    assert.match(replies[i].error.message, /max_result_bytes/);
+  }
+}
+
+test('HTTP JSON-RPC: a batch of 200 x zeroblob(5000000) has one 8 MiB budget; memory stays low', async () => {
+  const d = await start(BUDGET_CONF);
+  await post(d.port, '/v1/db/other/query', { sql: 'select 1' }); // both databases open first
+  await post(d.port, '/v1/db/zb/query', { sql: 'select 1' });
+  const before = rss(d);
+  const batch = Array.from({ length: 200 }, (_, i) => ({ id: i, method: 'query', params: { sql: ZB } }));
+  const req = post(d.port, '/v1/db/zb/rpc', batch);
+  const [[r, oneMs], peak] = await peakDuring(d, Promise.all([req, selectOneDuring(d.port, req)]));
+  assert.equal(r.status, 200);
+  checkBatchReplies(r.json, 200);
+  assert.ok(oneMs < 2000, `select 1 on another database took ${oneMs} ms`);
+  assert.ok(peak - before < 150 * MiB, `RSS grew by ${((peak - before) / MiB).toFixed(0)} MiB`);
+  // The budget is the request's: the next request has its own.
+  const again = await post(d.port, '/v1/db/zb/query', { sql: ZB });
+  assert.equal(again.status, 200);
+});
+
+test('WebSocket JSON-RPC: a batch message has one budget too', async () => {
+  const d = await start(BUDGET_CONF);
+  const ws = await WsRpc.open(d.port, '/v1/db/zb/rpc');
+  const batch = Array.from({ length: 200 }, (_, i) => ({ id: i, method: 'query', params: { sql: ZB } }));
+  const got = new Promise((resolve) => ws.ws.once('message', (m) => resolve(JSON.parse(m.toString()))));
+  ws.ws.send(JSON.stringify(batch));
+  const [replies, peak] = await peakDuring(d, within(20000, got, 'batch reply'));
+  checkBatchReplies(replies, 200);
+  assert.ok(peak < 400 * MiB, `RSS ${((peak) / MiB).toFixed(0)} MiB`);
+  // The connection goes on, with a fresh budget per message.
+  const r = await ws.call('query', { sql: ZB });
+  assert.ok(r.result, JSON.stringify(r).slice(0, 200));
+  await ws.close();
+});
+
+test('Cap\'n Web HTTP batch: its pushes share one budget', async () => {
+  const d = await start(BUDGET_CONF);
+  const lines = [];
+  for (let i = 1; i <= 200; i++) lines.push(`["push",["pipeline",0,["query"],[{"sql":"${ZB}"}]]]`, `["pull",${i}]`);
+  const r = await within(20000, fetch(`${d.url}/v1/db/zb/capnweb`, { method: 'POST', body: lines.join('\n') }), 'batch');
+  assert.equal(r.status, 200);
+  const out = (await r.text()).split('\n').map((l) => JSON.parse(l));
+  assert.equal(out.length, 200);
+  assert.equal(out[0][0], 'resolve', JSON.stringify(out[0]).slice(0, 200));
+  for (const m of out.slice(1)) {
+    assert.equal(m[0], 'reject', JSON.stringify(m).slice(0, 200));
+    assert.equal(m[2][4].code, 'RESOURCE_EXHAUSTED');
+  }
+});
+
+
+test('Cap\'n Web WebSocket: the results a session holds share one budget; released ones give it back', async () => {
+  const d = await start(BUDGET_CONF);
+  const { default: WebSocket } = await import('ws');
+  const ws = new WebSocket(`ws://127.0.0.1:${d.port}/v1/db/zb/capnweb`);
+  await within(5000, new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); }), 'open');
+  const answers = new Map();
+  let wake = () => {};
+  ws.on('message', (m) => {
+    const msg = JSON.parse(m.toString());
+    if (msg[0] === 'resolve' || msg[0] === 'reject') answers.set(msg[1], msg);
+    wake();
+  });
+  const answer = (id) => within(20000, new Promise((resolve) => {
+    const check = () => (answers.has(id) ? resolve(answers.get(id)) : (wake = check));
+    check();
+  }), `answer ${id}`);
+  const push = `["push",["pipeline",0,["query"],[{"sql":"${ZB}"}]]]`;
+  // 20 pushes pipelined, none released: the first fits, the rest do not.
+  for (let i = 1; i <= 20; i++) { ws.send(push); ws.send(`["pull",${i}]`); }
+  assert.equal((await answer(1))[0], 'resolve');
+  for (let i = 2; i <= 20; i++) {
+    const a = await answer(i);
+    assert.equal(a[0], 'reject', JSON.stringify(a).slice(0, 200));
+    assert.equal(a[2][4].code, 'RESOURCE_EXHAUSTED');
+  }
+  // Releasing the result gives its bytes back: the next push runs.
+  ws.send('["release",1,1]');
+  ws.send(push);
+  ws.send('["pull",21]');
+  assert.equal((await answer(21))[0], 'resolve');
+  ws.close();
 });
