@@ -219,6 +219,7 @@ struct dsq_cw_session {
     cw_task *qhead, *qtail;    /* pushes not delivered yet */
     bool pumping;              /* inside pump() */
     size_t waiting;            /* exports pulled and not settled (batch_check) */
+    size_t running;            /* jobs: engine calls in progress */
     cw_export *current;        /* the entry of the task being looked at */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
@@ -936,6 +937,9 @@ static void job_free(cw_job *j)
     }
     json_decref(j->params);
     free(j);
+    s->running--;
+    if (!s->closed)
+        pump(s); /* a push may have waited for it to end */
     unref(s);
 }
 
@@ -1099,6 +1103,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         chunk = on_chunk;
     }
     s->refs++;
+    s->running++;
     dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     return;
 refuse:
@@ -1663,6 +1668,18 @@ static void deliver(dsq_cw_session *s, cw_task *t)
 
 static void task_release_promises(dsq_cw_session *s, cw_task *t);
 
+/* May the next push be delivered now? Not over a WebSocket while
+ * max_running calls are in progress, or while its output has no room (a
+ * client that does not read holds back its own requests). */
+static bool may_deliver(dsq_cw_session *s)
+{
+    if (s->batch)
+        return true; /* its response goes at the end; the budget bounds it */
+    if (s->lim.max_running != 0 && s->running >= s->lim.max_running)
+        return false;
+    return s->t.room == NULL || s->t.room(s->t.ud);
+}
+
 /* Deliver tasks in order while the head is ready. */
 static void pump(dsq_cw_session *s)
 {
@@ -1670,7 +1687,7 @@ static void pump(dsq_cw_session *s)
         return; /* the outer pump goes on */
     s->pumping = true;
     s->refs++; /* a delivery may end the session under us */
-    while (s->qhead != NULL && !s->closed && !s->aborted) {
+    while (s->qhead != NULL && !s->closed && !s->aborted && may_deliver(s)) {
         cw_task *t = s->qhead;
         s->current = t->e;
         int r = ready(s, t->expr, 0, NULL, true);
@@ -2028,6 +2045,12 @@ static void batch_check(dsq_cw_session *s)
         return;
     s->batch_answered = true;
     s->t.batch_done(s->t.ud);
+}
+
+void dsq_cw_writable(dsq_cw_session *s)
+{
+    if (!s->closed)
+        pump(s);
 }
 
 void dsq_cw_batch_end(dsq_cw_session *s)

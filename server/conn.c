@@ -59,6 +59,7 @@ struct dsq_conn {
     unsigned nrequests;         /* request heads seen */
     bool reading;               /* uv_read_start is on */
     bool paused;                /* the parser is paused: pipeline full */
+    bool held;                  /* the WebSocket app holds messages (dsq__conn_hold_input) */
     bool input_closed;          /* a final response is queued: ignore input */
     bool finishing;             /* no more requests; close once flushed */
     bool shut;                  /* uv_shutdown issued */
@@ -433,7 +434,7 @@ static void sync_reading(dsq_conn *c)
     bool want;
     if (c->finishing)
         want = true;
-    else if (c->paused || bl > limit)
+    else if (c->paused || c->held || bl > limit)
         want = false;
     else
         want = c->reading || bl <= limit / 2;
@@ -549,6 +550,14 @@ void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w)
         pp = &(*pp)->next;
     *pp = w;
     mark_dirty(c);
+}
+
+void dsq__conn_hold_input(dsq_conn *c, bool hold)
+{
+    if (c->held == hold)
+        return;
+    c->held = hold;
+    sync_reading(c);
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; /* the prepare handle does the work */ }

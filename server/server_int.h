@@ -122,6 +122,9 @@ typedef struct dsq_waiter {
  * already queued stays queued once. The queue is dropped (never called)
  * when the connection ends. */
 void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w);
+/* A WebSocket app holds messages it cannot start yet: while `hold` is
+ * set the connection reads no more from the client. */
+void dsq__conn_hold_input(dsq_conn *c, bool hold);
 
 /* Send a WebSocket message on `c`. Returns 0, or -1 when the session is
  * closing or the connection was cut for holding too much unsent data. */

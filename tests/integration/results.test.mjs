@@ -340,3 +340,90 @@ test('Cap\'n Web WebSocket: the results a session holds share one budget; releas
   assert.equal((await answer(21))[0], 'resolve');
   ws.close();
 });
+
+
+// ---- a client that does not read holds back its own requests ------------------------------
+
+// A client text frame (masked).
+function textFrame(text) {
+  const p = Buffer.from(text);
+  const key = crypto.randomBytes(4);
+  const masked = Buffer.alloc(p.length);
+  for (let k = 0; k < p.length; k++) masked[k] = p[k] ^ key[k % 4];
+  const len = p.length < 126 ? [0x80 | p.length] : [0x80 | 126, p.length >> 8, p.length & 0xff];
+  return Buffer.concat([Buffer.from([0x81, ...len]), key, masked]);
+}
+
+// Open a WebSocket on a SlowReader (nothing read past the 101).
+async function wsSlowOpen(port, path) {
+  const r = await SlowReader.connect(port);
+  r.sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\n\r\n`);
+  let head = null;
+  await r.read((s) => (head = httpHead(s.bytes())) !== null, { ms: 5000 });
+  assert.equal(head?.status, 101);
+  r.shift(head.bodyStart);
+  return r;
+}
+
+// Read text messages until `n` came; resolves to them, parsed.
+async function wsReadMessages(r, n) {
+  const got = [];
+  await r.read((s) => {
+    const b = s.bytes();
+    let off = 0;
+    while (b.length - off >= 2) {
+      const l7 = b[off + 1] & 0x7f;
+      const hl = l7 < 126 ? 2 : l7 === 126 ? 4 : 10;
+      if (b.length - off < hl) break;
+      const len = l7 < 126 ? l7 : l7 === 126 ? b.readUInt16BE(off + 2) : Number(b.readBigUInt64BE(off + 2));
+      if (b.length - off < hl + len) break;
+      if ((b[off] & 0x0f) === 1) got.push(JSON.parse(b.subarray(off + hl, off + hl + len).toString('latin1')));
+      off += hl + len;
+    }
+    if (off > 0) { s.chunks = [b.subarray(off)]; s.total -= off; }
+    return got.length >= n;
+  }, { ms: 60000 }).catch((e) => { throw new Error(`${e.message}: ${got.length} of ${n} messages`); });
+  return got;
+}
+
+const HEX2M = 'select hex(zeroblob(1000000)) as h'; // a 2 MB text
+
+test('WebSocket JSON-RPC: a client that stops reading stops its requests from running, then gets every reply', async () => {
+  const d = await start('[server]\nmax_pipeline = 2\n');
+  const r = await wsSlowOpen(d.port, '/v1/db/bp/rpc');
+  const before = rss(d);
+  // 100 requests of 2 MB each in one write: 200 MB of replies owed.
+  r.sock.write(Buffer.concat(Array.from({ length: 100 }, (_, i) =>
+    textFrame(JSON.stringify({ id: i, method: 'query', params: { sql: HEX2M } })))));
+  // Read nothing for 3 s: the replies owed must not pile up in the server.
+  const [, peak] = await peakDuring(d, sleep(3000));
+  assert.ok(peak - before < 100 * MiB, `RSS grew by ${((peak - before) / MiB).toFixed(0)} MiB while the client did not read`);
+  // Then every reply comes, whole and in order.
+  const got = await wsReadMessages(r, 100);
+  r.destroy();
+  got.forEach((m, i) => {
+    assert.equal(m.id, i);
+    assert.equal(m.result?.rows?.[0]?.[0]?.length, 2000000, `reply ${i}`);
+  });
+});
+
+test('Cap\'n Web WebSocket: the same for pushes pulled and released at once', async () => {
+  const d = await start('[server]\nmax_pipeline = 2\n');
+  const r = await wsSlowOpen(d.port, '/v1/db/bp/capnweb');
+  const before = rss(d);
+  const msgs = [];
+  for (let i = 1; i <= 100; i++) {
+    msgs.push(textFrame(`["push",["pipeline",0,["query"],[{"sql":"${HEX2M}"}]]]`),
+      textFrame(`["pull",${i}]`), textFrame(`["release",${i},1]`));
+  }
+  r.sock.write(Buffer.concat(msgs));
+  const [, peak] = await peakDuring(d, sleep(3000));
+  assert.ok(peak - before < 100 * MiB, `RSS grew by ${((peak - before) / MiB).toFixed(0)} MiB while the client did not read`);
+  const got = await wsReadMessages(r, 100);
+  r.destroy();
+  got.forEach((m, i) => {
+    assert.deepEqual(m.slice(0, 2), ['resolve', i + 1]);
+    assert.ok(JSON.stringify(m).length > 2000000, `resolution ${i + 1}`);
+  });
+});
