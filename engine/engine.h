@@ -199,6 +199,9 @@ struct dsq_call {
 
 /* Free a finished call's engine-owned parts (results, doc, out). */
 void dsq_call_reset(dsq_call *c);
+/* Free just its results (an encoder that has turned them into `out`:
+ * the rows and their text are not held together longer than needed). */
+void dsq_call_free_results(dsq_call *c);
 
 /* ---- the engine ------------------------------------------------------------------ */
 

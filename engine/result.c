@@ -132,13 +132,18 @@ void dsq_budget_release(dsq_budget *b, uint64_t n)
     atomic_store(&b->over, false);
 }
 
-void dsq_call_reset(dsq_call *c)
+void dsq_call_free_results(dsq_call *c)
 {
     for (size_t i = 0; i < c->nresults; i++)
         dsq__result_free(&c->results[i]);
     free(c->results);
     c->results = NULL;
     c->nresults = 0;
+}
+
+void dsq_call_reset(dsq_call *c)
+{
+    dsq_call_free_results(c);
     json_decref(c->doc);
     c->doc = NULL;
     dsq_buf_free(&c->out);

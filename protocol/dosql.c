@@ -341,6 +341,7 @@ static void enc_query(dsq_call *c)
 {
     if (c->err == 0)
         put_result(c, &c->out, &c->results[0]);
+    dsq_call_free_results(c); /* the text is all the reply needs */
 }
 
 static void enc_batch(dsq_call *c)
@@ -364,6 +365,7 @@ static void enc_batch(dsq_call *c)
     dsq_buf_puts(b, cw(c) ? "]],\"lsn\":" : "],\"lsn\":");
     put_lsn(c, b, c->lsn);
     dsq_buf_puts(b, "}");
+    dsq_call_free_results(c);
 }
 
 static void enc_doc(dsq_call *c)
