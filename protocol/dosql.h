@@ -8,7 +8,9 @@
  * engine's worker) into the JSON-RPC reply.
  *
  * Methods: query, queryStream, beginTransaction, commit, rollback, batch,
- * getSchema, ping, getStats. queryStream sends its rows as notifications
+ * getSchema, ping, getStats, subscribeCDC, unsubscribeCDC; each takes one
+ * request object, whose members are checked against the method's (an
+ * unknown one is INVALID_REQUEST naming it). queryStream sends its rows as notifications
  * ("stream.chunk", then "stream.complete") before its reply; a transport
  * over HTTP sends them as NDJSON lines of the one response, so there it
  * must be a lone request, not part of a batch.
@@ -102,6 +104,10 @@ bool dsq_dosql_has_method(const char *name);
  * (borrowed; it must outlive the session's calls). A JSON-RPC message
  * (dsq_dosql_handle) always has a budget of its own. */
 void dsq_dosql_set_budget(dsq_dosql_session *s, dsq_budget *b);
+/* Does request `req` (an object, or NULL) hold only members `method`
+ * takes? 0, or -1 with the message in `why` (the first other member
+ * named): unknown fields are INVALID_REQUEST, never ignored. */
+int dsq_dosql_check_fields(const char *method, json_t *req, char *why, size_t n);
 /* After a chunk function returned 1: the next chunk, or the end. */
 void dsq_dosql_stream_resume(dsq_dosql_op *op, bool cancel);
 
