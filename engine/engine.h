@@ -85,6 +85,26 @@ typedef struct dsq_result {
  * borrowed from the result) and returns false past the end. */
 bool dsq_result_next(const dsq_result *r, size_t *pos, dsq_value *v);
 
+/* ---- result budgets ------------------------------------------------------------ */
+
+/* One request's results as a whole (a JSON-RPC batch, a Cap'n Web batch
+ * or session): the bytes of rows its calls hold together stay within
+ * max_result_bytes. A call whose rows would take the sum past it fails
+ * with RESOURCE_EXHAUSTED, and so does every QUERY or BATCH call of the
+ * request that starts after that (they do not run), until bytes are given
+ * back. The calls run on workers (several at once: different databases),
+ * hence the atomics. Zero it (or dsq_budget_init) before the first call;
+ * it must outlive the calls that name it. */
+typedef struct dsq_budget {
+    _Atomic uint64_t used; /* bytes of rows charged by the request's calls */
+    atomic_bool over;      /* a call went past max_result_bytes */
+} dsq_budget;
+
+void dsq_budget_init(dsq_budget *b);
+/* The request let go of results holding n bytes (charged before): later
+ * calls may use them again. */
+void dsq_budget_release(dsq_budget *b, uint64_t n);
+
 /* ---- calls -------------------------------------------------------------------- */
 
 typedef enum dsq_op {
@@ -133,6 +153,8 @@ struct dsq_call {
     int as_of;               /* QUERY: DSQ_AS_OF_*: read the database as it was */
     uint64_t as_of_lsn;      /* DSQ_AS_OF_LSN: at this commit */
     uint64_t as_of_time_us;  /* DSQ_AS_OF_TIME: at the newest commit at or before this */
+    dsq_budget *budget;      /* QUERY, BATCH: the request's, shared with its other calls
+                                (borrowed; outlives the call); NULL: the call's own */
     const char *target_db;   /* CDC_READ on the system actor: whose log (borrowed) */
     uint64_t upto_lsn;       /* CDC_READ on the system actor: read no further; on the
                                 database's actor it is set to the durable end */
@@ -157,6 +179,8 @@ struct dsq_call {
     uint64_t lsn;            /* the LSN the call's outcome reflects */
     char txn_out[33];        /* BEGIN: the new transaction's id */
     json_t *doc;             /* SCHEMA, STATS: the document (owned) */
+    uint64_t result_bytes;   /* QUERY, BATCH: bytes of rows its results hold (with a budget:
+                                charged to it; released only by dsq_budget_release) */
     bool more;               /* STREAM: more chunks follow this one; CDC_READ: more is durable */
     dsq_buf out;             /* encode's output */
 
@@ -185,6 +209,9 @@ struct dsq_call {
 
 /* Free a finished call's engine-owned parts (results, doc, out). */
 void dsq_call_reset(dsq_call *c);
+/* Free just its results (an encoder that has turned them into `out`:
+ * the rows and their text are not held together longer than needed). */
+void dsq_call_free_results(dsq_call *c);
 
 /* ---- the engine ------------------------------------------------------------------ */
 
@@ -203,7 +230,7 @@ typedef struct dsq_engine_cfg {
     size_t max_queue;              /* messages waiting per actor */
     unsigned batch_per_turn;       /* messages an actor runs before yielding */
     uint64_t query_timeout_ms;     /* one call's statements stop after this */
-    size_t max_result_size;        /* bytes of rows per call */
+    size_t max_result_size;        /* bytes of rows per call, and per request (dsq_budget) */
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
     uint64_t max_txn_timeout_ms;   /* the largest timeoutMs a BEGIN may ask for (0: no cap) */
     uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails

@@ -712,6 +712,73 @@ static int internal_exec(actor_open *o, const char *sql)
     return rc;
 }
 
+/* The shared budget is charged in steps of this much (and at the end of
+ * each statement), not at every row; each row only reads it. */
+#define BUDGET_STEP (64u << 10)
+
+/* The call holds `holding` bytes of rows now: within max_result_bytes,
+ * alone and with what the request's other calls hold (c->budget)? The
+ * budget is charged up to the call's high-water mark (c->result_bytes;
+ * dsq__exec settles it when the call ends). 0, or -1 with the call
+ * failed. */
+static int budget_check(run_ctx *x, size_t holding, bool final)
+{
+    dsq_call *c = x->c;
+    dsq_budget *b = c->budget;
+    size_t limit = x->e->cfg.max_result_size;
+    if (holding > limit) {
+        if (b != NULL)
+            atomic_store(&b->over, true);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "the result is larger than max_result_bytes (%zu bytes)", limit);
+        return -1;
+    }
+    if (b == NULL || holding <= c->result_bytes)
+        return 0;
+    uint64_t more = holding - c->result_bytes;
+    if (!final && more < BUDGET_STEP && atomic_load(&b->used) + more <= limit)
+        return 0;
+    uint64_t used = atomic_fetch_add(&b->used, more) + more;
+    c->result_bytes = holding;
+    if (used > limit) {
+        atomic_store(&b->over, true);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "the request's results are larger than max_result_bytes (%zu bytes) together",
+                  limit);
+        return -1;
+    }
+    return 0;
+}
+
+/* A QUERY or BATCH call of a request whose results already went past the
+ * budget fails before it runs: 1 when so. */
+static int budget_spent(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    if (c->budget == NULL || c->cold_retry || !atomic_load(&c->budget->over))
+        return 0;
+    dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+              "not run: the request's results went past max_result_bytes (%zu bytes)",
+              x->e->cfg.max_result_size);
+    return 1;
+}
+
+/* The call is over: its budget holds what its results hold (nothing when
+ * it failed), no longer its high-water mark. */
+static void budget_settle(dsq_call *c)
+{
+    if (c->op != DSQ_OP_QUERY && c->op != DSQ_OP_BATCH)
+        return;
+    uint64_t hold = 0;
+    for (size_t i = 0; c->err == 0 && i < c->nresults; i++)
+        hold += c->results[i].rows.len;
+    if (c->budget != NULL && hold > c->result_bytes)
+        atomic_fetch_add(&c->budget->used, hold - c->result_bytes);
+    else if (c->budget != NULL && hold < c->result_bytes)
+        atomic_fetch_sub(&c->budget->used, c->result_bytes - hold);
+    c->result_bytes = hold;
+}
+
 /* Step `st` to the end, keeping its rows in `res`. */
 static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
 {
@@ -731,16 +798,15 @@ static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
                 dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 return -1;
             }
-            if (x->bytes_before + res->rows.len > x->e->cfg.max_result_size) {
-                dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED,
-                          "the result is larger than max_result_bytes (%zu bytes)",
-                          x->e->cfg.max_result_size);
+            if (budget_check(x, x->bytes_before + res->rows.len, false) != 0)
                 return -1;
-            }
             continue;
         }
-        if (rc == SQLITE_DONE)
+        if (rc == SQLITE_DONE) {
+            if (budget_check(x, x->bytes_before + res->rows.len, true) != 0)
+                return -1;
             break;
+        }
         fail_sqlite(x, rc);
         return -1;
     }
@@ -2099,6 +2165,7 @@ static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *
         free(w);
         dsq_warm_release(e->warm, k);
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        budget_settle(c);
         dsq__reply(e, a, c);
         return;
     }
@@ -2208,8 +2275,14 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
         x.o->running = c;
         switch (c->op) {
-        case DSQ_OP_QUERY: op_query(&x); break;
-        case DSQ_OP_BATCH: op_batch(&x); break;
+        case DSQ_OP_QUERY:
+            if (budget_spent(&x) == 0)
+                op_query(&x);
+            break;
+        case DSQ_OP_BATCH:
+            if (budget_spent(&x) == 0)
+                op_batch(&x);
+            break;
         case DSQ_OP_STREAM: op_stream(&x); break;
         case DSQ_OP_BEGIN: op_begin(&x); break;
         case DSQ_OP_COMMIT: op_end_txn(&x, true); break;
@@ -2283,6 +2356,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     c->cold_retry = false;
+    budget_settle(c);
     if (c->op == DSQ_OP_STREAM) {
         if (c->err != 0)
             c->more = false;

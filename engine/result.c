@@ -118,13 +118,32 @@ bool dsq_result_next(const dsq_result *r, size_t *pos, dsq_value *v)
     return true;
 }
 
-void dsq_call_reset(dsq_call *c)
+void dsq_budget_init(dsq_budget *b)
+{
+    atomic_init(&b->used, 0);
+    atomic_init(&b->over, false);
+}
+
+void dsq_budget_release(dsq_budget *b, uint64_t n)
+{
+    if (b == NULL || n == 0)
+        return;
+    atomic_fetch_sub(&b->used, n);
+    atomic_store(&b->over, false);
+}
+
+void dsq_call_free_results(dsq_call *c)
 {
     for (size_t i = 0; i < c->nresults; i++)
         dsq__result_free(&c->results[i]);
     free(c->results);
     c->results = NULL;
     c->nresults = 0;
+}
+
+void dsq_call_reset(dsq_call *c)
+{
+    dsq_call_free_results(c);
     json_decref(c->doc);
     c->doc = NULL;
     dsq_buf_free(&c->out);

@@ -143,6 +143,7 @@ typedef struct cw_val {
     char db[129];    /* V_DB: its database */
     int64_t client;  /* V_CLIENT: the client's export id */
     struct cw_sub *sub; /* V_SUB: a CDC subscription (the session's, lives as long) */
+    uint64_t held;   /* V_DATA from our call: bytes charged to the session's budget */
 } cw_val;
 
 static void val_clear(cw_val *v)
@@ -218,10 +219,15 @@ struct dsq_cw_session {
     cw_task *qhead, *qtail;    /* pushes not delivered yet */
     bool pumping;              /* inside pump() */
     size_t waiting;            /* exports pulled and not settled (batch_check) */
+    size_t running;            /* jobs: engine calls in progress */
     cw_export *current;        /* the entry of the task being looked at */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
     struct cw_sub *subs;       /* CDC subscriptions made in it (freed with it) */
+    /* The results of its calls as a whole: an HTTP batch's are never
+     * given back (the response holds them all); a WebSocket session's are
+     * when their entries go (released by the client). */
+    dsq_budget budget;
 };
 
 static void abort_session(dsq_cw_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -273,8 +279,18 @@ static void export_destroy(cw_export *e)
     entries_total--;
 }
 
+/* A result the session lets go of: its bytes go back to the budget
+ * (WebSocket sessions; a batch's response holds them all). */
+static void val_let_go(dsq_cw_session *s, cw_val *v)
+{
+    if (!s->batch)
+        dsq_budget_release(&s->budget, v->held);
+    v->held = 0;
+}
+
 static void export_free(dsq_cw_session *s, cw_export *e)
 {
+    val_let_go(s, &e->val);
     idmap_del(&s->exports, e->id);
     export_destroy(e);
 }
@@ -844,6 +860,7 @@ static int64_t export_stub(dsq_cw_session *s, const cw_val *v)
 static void settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
 {
     if (e->state != S_PENDING) {
+        val_let_go(s, v);
         val_clear(v);
         return;
     }
@@ -926,14 +943,22 @@ static void job_free(cw_job *j)
     }
     json_decref(j->params);
     free(j);
+    s->running--;
+    if (!s->closed)
+        pump(s); /* a push may have waited for it to end */
     unref(s);
 }
 
 /* A job's outcome: data (Cap'n Web text) or an error. */
-static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner)
+static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner,
+                       uint64_t held)
 {
     dsq_cw_session *s = j->s;
-    cw_val v = {0};
+    /* A map's steps give their bytes back at once (the map's own array is
+     * not counted); an entry keeps them until it goes. */
+    cw_val v = {.held = j->map ? 0 : held};
+    if (j->map && !s->batch)
+        dsq_budget_release(&s->budget, held);
     if (err == 0 && owner != NULL && owner->data == text && owner->len == len) {
         v.kind = V_DATA; /* the text is ours, no copy */
         v.text = dsq_buf_steal(owner, &v.len);
@@ -957,13 +982,15 @@ static void job_finish(cw_job *j, int err, dsq_code code, const char *text, size
         settle_done(s, j->e, &v);
     else if (!s->closed && j->e)
         settle_failed(s, j->e, code, msg);
+    val_let_go(s, &v); /* not taken by an entry */
     val_clear(&v);
     job_free(j);
 }
 
-static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner)
+static void on_dosql_done(void *ud, int err, dsq_code code, const char *text, size_t len, dsq_buf *owner,
+                          uint64_t held)
 {
-    job_finish(ud, err, code, text, len, owner);
+    job_finish(ud, err, code, text, len, owner, held);
 }
 
 /* Call the client's function `cb` with one argument (Cap'n Web text) and
@@ -1097,6 +1124,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         chunk = on_chunk;
     }
     s->refs++;
+    s->running++;
     dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     return;
 refuse:
@@ -1674,6 +1702,18 @@ static void deliver(dsq_cw_session *s, cw_task *t)
 
 static void task_release_promises(dsq_cw_session *s, cw_task *t);
 
+/* May the next push be delivered now? Not over a WebSocket while
+ * max_running calls are in progress, or while its output has no room (a
+ * client that does not read holds back its own requests). */
+static bool may_deliver(dsq_cw_session *s)
+{
+    if (s->batch)
+        return true; /* its response goes at the end; the budget bounds it */
+    if (s->lim.max_running != 0 && s->running >= s->lim.max_running)
+        return false;
+    return s->t.room == NULL || s->t.room(s->t.ud);
+}
+
 /* Deliver tasks in order while the head is ready. */
 static void pump(dsq_cw_session *s)
 {
@@ -1681,7 +1721,7 @@ static void pump(dsq_cw_session *s)
         return; /* the outer pump goes on */
     s->pumping = true;
     s->refs++; /* a delivery may end the session under us */
-    while (s->qhead != NULL && !s->closed && !s->aborted) {
+    while (s->qhead != NULL && !s->closed && !s->aborted && may_deliver(s)) {
         cw_task *t = s->qhead;
         s->current = t->e;
         int r = ready(s, t->expr, 0, NULL, true);
@@ -2009,6 +2049,9 @@ dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
      * through dsq_dosql_call) except for scopes. */
     dsq_dosql_transport dt = {t->scope, NULL, NULL, NULL, false, t->ud, NULL};
     s->dosql = dsq_dosql_session_new(e, dl, NULL, session_id, &dt);
+    dsq_budget_init(&s->budget);
+    if (s->dosql != NULL)
+        dsq_dosql_set_budget(s->dosql, &s->budget);
     cw_export *main = s->dosql ? export_new(s, 0) : NULL;
     if (main == NULL) {
         if (s->dosql)
@@ -2032,6 +2075,12 @@ static void batch_check(dsq_cw_session *s)
         return;
     s->batch_answered = true;
     s->t.batch_done(s->t.ud);
+}
+
+void dsq_cw_writable(dsq_cw_session *s)
+{
+    if (!s->closed)
+        pump(s);
 }
 
 void dsq_cw_batch_end(dsq_cw_session *s)

@@ -28,6 +28,8 @@ typedef struct dsq_cw_limits {
     int max_depth;           /* nesting of one expression */
     size_t max_bigint_digits;/* digits of a ["bigint", ...] */
     size_t max_entries;      /* imports plus exports alive in one session */
+    size_t max_running;      /* WebSocket: engine calls in progress at once (0: no limit);
+                                later pushes wait to be delivered */
 } dsq_cw_limits;
 
 typedef struct dsq_cw_transport {
@@ -43,6 +45,10 @@ typedef struct dsq_cw_transport {
     /* Scopes (DSQ_SCOPE_R/W) on a database, as for dosql. */
     unsigned (*scope)(void *ud, const char *db);
     void *ud;
+    /* May be NULL. Is there room for more output? While it says no, no
+     * push is delivered (its call does not start); the transport calls
+     * dsq_cw_writable() once there is room again. */
+    bool (*room)(void *ud);
 } dsq_cw_transport;
 
 typedef struct dsq_cw_session dsq_cw_session;
@@ -53,6 +59,9 @@ typedef struct dsq_cw_session dsq_cw_session;
 dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
                                    const dsq_cw_limits *cl, const char *db, uint64_t session_id,
                                    bool batch, const dsq_cw_transport *t);
+
+/* The transport has room again (see room): deliver the pushes that wait. */
+void dsq_cw_writable(dsq_cw_session *s);
 
 /* One message from the client. */
 void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len);

@@ -30,6 +30,7 @@ struct dsq_dosql_session {
     bool closed;           /* the transport is gone */
     bool may_hold;         /* it asked for a transaction or a stream: its end tells the engine */
     struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
+    dsq_budget *budget;    /* dsq_dosql_call's results are charged here, or NULL */
     struct csub *subs;     /* CDC subscriptions */
     struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
     uint64_t next_sub;     /* their ids */
@@ -62,6 +63,12 @@ struct dsq_dosql_op {
 };
 
 typedef void (*method_fn)(op *o, json_t *params);
+
+/* One JSON-RPC message in flight: its calls share one result budget. */
+typedef struct message {
+    dsq_dosql_session *s;
+    dsq_budget budget;
+} message;
 
 /* A DoSQL method and the members its request object may hold. */
 typedef struct method_def {
@@ -134,7 +141,8 @@ static void op_free(op *o)
 static void answer_raw(op *o, const char *json, size_t n, dsq_buf *owner)
 {
     if (o->done_fn != NULL)
-        o->done_fn(o->done_ud, 0, DSQ_CODE_UNKNOWN, json, n, owner);
+        o->done_fn(o->done_ud, 0, DSQ_CODE_UNKNOWN, json, n, owner,
+                   o->call.budget != NULL ? o->call.result_bytes : 0);
     else if (o->rpc != NULL)
         dsq_rpc_result_raw(o->rpc, json, n);
     else if (!o->s->closed)
@@ -144,7 +152,7 @@ static void answer_raw(op *o, const char *json, size_t n, dsq_buf *owner)
 static void answer_error_msg(op *o, dsq_code code, const char *msg)
 {
     if (o->done_fn != NULL) {
-        o->done_fn(o->done_ud, -1, code, msg, strlen(msg), NULL);
+        o->done_fn(o->done_ud, -1, code, msg, strlen(msg), NULL, 0);
         return;
     }
     if (o->rpc != NULL) {
@@ -386,6 +394,7 @@ static void enc_query(dsq_call *c)
 {
     if (c->err == 0)
         put_result(c, &c->out, &c->results[0]);
+    dsq_call_free_results(c); /* the text is all the reply needs */
 }
 
 static void enc_batch(dsq_call *c)
@@ -409,6 +418,7 @@ static void enc_batch(dsq_call *c)
     dsq_buf_puts(b, cw(c) ? "]],\"lsn\":" : "],\"lsn\":");
     put_lsn(c, b, c->lsn);
     dsq_buf_puts(b, "}");
+    dsq_call_free_results(c);
 }
 
 static void enc_doc(dsq_call *c)
@@ -1126,6 +1136,7 @@ static void rpc_method(dsq_rpc_call *call, json_t *params, void *ctx)
         dsq_rpc_error(call, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
+    o->call.budget = &((message *)dsq_rpc_call_ud(call))->budget;
     run(o, d, params);
 }
 
@@ -1183,9 +1194,10 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
     const method_def *d = method_find(method);
     op *o = op_new(s, NULL);
     if (o == NULL) {
-        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13, NULL);
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13, NULL, 0);
         return;
     }
+    o->call.budget = s->budget;
     o->enc = enc;
     o->done_fn = done;
     o->chunk_fn = chunk;
@@ -1202,6 +1214,8 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
     o->root = json_incref(params);
     run(o, d, params);
 }
+
+void dsq_dosql_set_budget(dsq_dosql_session *s, dsq_budget *b) { s->budget = b; }
 
 void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
 {
@@ -1235,10 +1249,13 @@ static const dsq_rpc_method methods[] = {
     {NULL, NULL},
 };
 
-/* The whole reply of one message: to the transport unless it is gone. */
+/* The whole reply of one message: to the transport unless it is gone.
+ * Every call of the message has answered: none uses the budget now. */
 static void message_reply(void *ud, const char *text, size_t len, int status)
 {
-    dsq_dosql_session *s = ud;
+    message *m = ud;
+    dsq_dosql_session *s = m->s;
+    free(m);
     if (!s->closed)
         s->t.reply(s->t.ud, text, len, status);
     session_unref(s);
@@ -1247,8 +1264,18 @@ static void message_reply(void *ud, const char *text, size_t len, int status)
 void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len)
 {
     dsq_rpc_server rs = {methods, s, s->lim.max_batch};
+    message *m = malloc(sizeof *m);
+    if (m == NULL) {
+        static const char oom[] = "{\"id\":null,\"error\":{\"code\":\"RESOURCE_EXHAUSTED\","
+                                  "\"message\":\"out of memory\"}}";
+        if (!s->closed)
+            s->t.reply(s->t.ud, oom, sizeof oom - 1, 503);
+        return;
+    }
+    m->s = s;
+    dsq_budget_init(&m->budget);
     s->refs++; /* until message_reply */
-    dsq_rpc_handle(&rs, msg, len, message_reply, s);
+    dsq_rpc_handle(&rs, msg, len, message_reply, m);
 }
 
 void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len)

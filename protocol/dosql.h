@@ -81,9 +81,12 @@ typedef struct dsq_dosql_op dsq_dosql_op;
 /* A call's outcome: err 0 and the result as text in the call's encoding,
  * or err -1 with the code and the message. Always called exactly once,
  * also after the session closed. When `owner` is not NULL it is the buffer
- * holding `text`, and the function may take its memory (dsq_buf_steal). */
+ * holding `text`, and the function may take its memory (dsq_buf_steal).
+ * `held`: the bytes of rows the result charged to the session's budget
+ * (dsq_dosql_set_budget), to give back with dsq_budget_release once the
+ * caller lets the result go; 0 without a budget or on error. */
 typedef void (*dsq_dosql_done_fn)(void *ud, int err, dsq_code code, const char *text, size_t len,
-                                  dsq_buf *owner);
+                                  dsq_buf *owner, uint64_t held);
 
 /* queryStream's chunks ({"seq", "columns"?, "columnTypes"?, "rows"} in the
  * call's encoding): return 0 for the next chunk now, 1 to wait until
@@ -97,6 +100,10 @@ typedef int (*dsq_dosql_chunk_fn)(void *ud, dsq_dosql_op *op, const char *text, 
 void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, json_t *params,
                     dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
 bool dsq_dosql_has_method(const char *name);
+/* Every later dsq_dosql_call of the session charges its results to `b`
+ * (borrowed; it must outlive the session's calls). A JSON-RPC message
+ * (dsq_dosql_handle) always has a budget of its own. */
+void dsq_dosql_set_budget(dsq_dosql_session *s, dsq_budget *b);
 /* Does request `req` (an object, or NULL) hold only members `method`
  * takes? 0, or -1 with the message in `why` (the first other member
  * named): unknown fields are INVALID_REQUEST, never ignored. */

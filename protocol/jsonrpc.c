@@ -66,6 +66,7 @@ static void exchange_finish(exchange *ex)
             continue;
         dsq_buf_append(&out, n == 0 ? "[" : ",", 1);
         dsq_buf_append(&out, c->reply.data, c->reply.len);
+        dsq_buf_free(&c->reply); /* one copy of a large batch at a time */
         n++;
     }
     if (ex->batch && n > 0)
@@ -167,6 +168,8 @@ const char *dsq_rpc_method_name(const dsq_rpc_call *call)
 json_t *dsq_rpc_call_id(const dsq_rpc_call *call) { return call->id; }
 
 int dsq_rpc_call_in_batch(const dsq_rpc_call *call) { return call->ex->batch; }
+
+void *dsq_rpc_call_ud(const dsq_rpc_call *call) { return call->ex->ud; }
 
 /* ---- validation ----------------------------------------------------------------- */
 

@@ -60,6 +60,10 @@ const char *dsq_rpc_method_name(const dsq_rpc_call *call);
 /* The call's id (borrowed; NULL for a notification). */
 json_t *dsq_rpc_call_id(const dsq_rpc_call *call);
 
+/* The `ud` its message was handled with (dsq_rpc_handle): what the
+ * calls of one message share. */
+void *dsq_rpc_call_ud(const dsq_rpc_call *call);
+
 /* Is the call part of a batch? */
 int dsq_rpc_call_in_batch(const dsq_rpc_call *call);
 

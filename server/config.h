@@ -60,7 +60,7 @@ typedef struct dsq_config {
     uint64_t engine_max_txn_timeout_ms; /* the largest timeoutMs of a beginTransaction */
     uint64_t engine_write_wait_ms;  /* how long a write waits for another's transaction */
     unsigned engine_max_snapshots;  /* read-only transactions and streams per database */
-    uint64_t engine_max_result_bytes; /* bytes of rows in one result */
+    uint64_t engine_max_result_bytes; /* bytes of rows one request holds (dsq_budget) */
     uint64_t engine_max_sql_length; /* bytes of SQL text */
     uint64_t engine_max_value_size; /* bytes of one string or BLOB */
     uint64_t engine_max_columns;    /* columns in a table, index or result */

@@ -59,6 +59,7 @@ struct dsq_conn {
     unsigned nrequests;         /* request heads seen */
     bool reading;               /* uv_read_start is on */
     bool paused;                /* the parser is paused: pipeline full */
+    bool held;                  /* the WebSocket app holds messages (dsq__conn_hold_input) */
     bool input_closed;          /* a final response is queued: ignore input */
     bool finishing;             /* no more requests; close once flushed */
     bool shut;                  /* uv_shutdown issued */
@@ -70,6 +71,7 @@ struct dsq_conn {
     uint64_t dl_body;
     uint64_t dl_idle;
     uint64_t dl_stall;
+    size_t stall_mark;          /* the socket's write queue when dl_stall was set */
     uint64_t dl_ping;
     uint64_t dl_close;
     uint64_t armed;             /* the deadline the timer is set for */
@@ -301,7 +303,7 @@ static void conn_close(dsq_conn *c, dsq_close_reason why)
         c->in_dirty = false;
     }
     /* A cut-off connection is reset: its unsent bytes are dropped. */
-    bool reset = why == DSQ_CLOSE_SEND_STALL || why == DSQ_CLOSE_SEND_OVERFLOW;
+    bool reset = why == DSQ_CLOSE_SEND_STALL;
     if (!reset || uv_tcp_close_reset(&c->tcp, on_handle_closed) != 0)
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     if (srv->draining && srv->conns == NULL)
@@ -348,6 +350,16 @@ static void mark_dirty(dsq_conn *c)
     c->srv->dirty = c;
 }
 
+/* The send stall clock restarts from now (none while nothing is unsent).
+ * A large response is one uv_write whose callback comes only at its end,
+ * so progress inside it is seen by the socket's write queue shrinking:
+ * the mark is compared when the deadline comes (see on_timer). */
+static void stall_restart(dsq_conn *c)
+{
+    c->dl_stall = c->unsent ? now_ms(c) + c->srv->cfg->send_timeout_ms : 0;
+    c->stall_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
@@ -364,7 +376,7 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     /* Progress: the stall clock restarts. */
-    c->dl_stall = c->unsent ? now_ms(c) + c->srv->cfg->send_timeout_ms : 0;
+    stall_restart(c);
     mark_dirty(c);
 }
 
@@ -408,7 +420,9 @@ static void raw_send(dsq_conn *c, dsq_buf *b)
     }
     c->unsent += w->len;
     if (c->dl_stall == 0)
-        c->dl_stall = now_ms(c) + c->srv->cfg->send_timeout_ms;
+        stall_restart(c);
+    else
+        c->stall_mark += w->len; /* what is queued now, had nothing gone */
 }
 
 /* Read while there is room to answer: stop above send_queue_limit, start
@@ -422,7 +436,7 @@ static void sync_reading(dsq_conn *c)
     bool want;
     if (c->finishing)
         want = true;
-    else if (c->paused || bl > limit)
+    else if (c->paused || c->held || bl > limit)
         want = false;
     else
         want = c->reading || bl <= limit / 2;
@@ -487,11 +501,11 @@ static void conn_flush(dsq_conn *c)
             break;
         }
     }
-    if (backlog(c) > 4 * c->srv->cfg->send_queue_limit) {
-        DSQ_WARN("connection_cut", "peer=%s reason=send_overflow unsent=%zu", c->peer, backlog(c));
-        conn_close(c, DSQ_CLOSE_SEND_OVERFLOW);
-        return;
-    }
+    /* No cut-off for a large backlog: a response, once begun, goes whole,
+     * at the pace the peer reads it (only a peer reading nothing for
+     * send_timeout is cut). What bounds the backlog is upstream: reading
+     * stops above send_queue_limit, streams and feeds wait for room, and
+     * each request's results are bounded by max_result_bytes. */
     if (c->finishing && !c->shut && backlog(c) == 0) {
         c->shut = true;
         if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -538,6 +552,14 @@ void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w)
         pp = &(*pp)->next;
     *pp = w;
     mark_dirty(c);
+}
+
+void dsq__conn_hold_input(dsq_conn *c, bool hold)
+{
+    if (c->held == hold)
+        return;
+    c->held = hold;
+    sync_reading(c);
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; /* the prepare handle does the work */ }
@@ -634,6 +656,10 @@ static void on_timer(uv_timer_t *t)
     c->armed = 0;
     if (c->closing)
         return;
+    if (c->dl_stall && now >= c->dl_stall &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < c->stall_mark) {
+        stall_restart(c); /* the peer took some of a large write meanwhile */
+    }
     if (c->dl_stall && now >= c->dl_stall) {
         DSQ_WARN("connection_cut", "peer=%s reason=send_stall unsent=%zu", c->peer, backlog(c));
         conn_close(c, DSQ_CLOSE_SEND_STALL);
@@ -958,8 +984,23 @@ static void pipeline_advance(dsq_conn *c)
 
 /* ---- responses ------------------------------------------------------------ */
 
+static void respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
+                    bool nl, const char *extra);
+
 void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
                   const char *extra)
+{
+    respond(req, status, ctype, body, len, false, extra);
+}
+
+void dsq__respond_line(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len)
+{
+    respond(req, status, ctype, body, len, true, NULL);
+}
+
+/* The response: head, body, and a newline after it when `nl`. */
+static void respond(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len,
+                    bool nl, const char *extra)
 {
     dsq_conn *c = req->owner;
     if (req->answered)
@@ -968,9 +1009,12 @@ void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *
     req->close_after = close;
     /* The head of the pipeline writes straight to the output. */
     dsq_buf *o = c->head == req ? &c->out : &req->out;
-    dsq_http_format_head(o, status, ctype, (int64_t)len, !close, extra);
-    if (req->method != HTTP_HEAD && len > 0)
+    dsq_http_format_head(o, status, ctype, (int64_t)(len + nl), !close, extra);
+    if (req->method != HTTP_HEAD && len + nl > 0) {
+        dsq_buf_reserve(o, len + nl);
         dsq_buf_append(o, body, len);
+        dsq_buf_append(o, "\n", nl);
+    }
     req->status = status;
     req->answered = true;
     uint64_t ns = dsq_now_ns() - req->start_ns;

@@ -207,10 +207,7 @@ static void http_reply(void *ud, const char *text, size_t len, int status)
     } else if (text == NULL) {
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
     } else {
-        dsq_buf_reset(&tx->line);
-        dsq_buf_append(&tx->line, text, len);
-        dsq_buf_append(&tx->line, "\n", 1);
-        dsq__respond(req, status, "application/json", tx->line.data, tx->line.len, NULL);
+        dsq__respond_line(req, status, "application/json", text, len);
     }
     http_tx_close(tx); /* the response is whole: the session is done */
 }
@@ -262,6 +259,66 @@ static void handle_query(dsq_server *srv, dsq_http_req *req)
 
 /* ---- DoSQL over WebSocket: a session per connection ------------------------------- */
 
+/* ---- WebSocket messages that wait to start ------------------------------------------ */
+
+/* A WebSocket app starts no message while its connection's unsent output
+ * is over half of send_queue_limit (a client that does not read its
+ * replies): the message waits, in order, with those after it, and the
+ * connection reads nothing more meanwhile, so what waits is at most what
+ * one read brought. Once the output drains they start. */
+typedef struct held_msg {
+    struct held_msg *next;
+    size_t len;
+    char text[];
+} held_msg;
+
+typedef struct msg_queue {
+    held_msg *head, *tail; /* owned */
+} msg_queue;
+
+/* Keep a copy of a message at the end of q, and stop reading. 0, or -1
+ * (out of memory: the connection is closed). */
+static int mq_hold(msg_queue *q, dsq_conn *c, const uint8_t *p, size_t n)
+{
+    held_msg *m = malloc(sizeof *m + n);
+    if (m == NULL) {
+        dsq__ws_close(c, 1011, "out of memory");
+        return -1;
+    }
+    m->next = NULL;
+    m->len = n;
+    memcpy(m->text, p, n);
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    dsq__conn_hold_input(c, true);
+    return 0;
+}
+
+/* The first message waiting (the caller frees it), or NULL. */
+static held_msg *mq_take(msg_queue *q)
+{
+    held_msg *m = q->head;
+    if (m != NULL && (q->head = m->next) == NULL)
+        q->tail = NULL;
+    return m;
+}
+
+static void mq_free(msg_queue *q)
+{
+    held_msg *m;
+    while ((m = mq_take(q)) != NULL)
+        free(m);
+}
+
+/* ---- DoSQL over WebSocket: a session per connection ------------------------------- */
+
+/* Each message is a request with a result budget of its own. Besides
+ * waiting for room (above), at most max_pipeline of them are in progress
+ * at once; so a connection holds at most max_pipeline requests' results,
+ * however many it is sent. */
 typedef struct ws_tx {
     dsq_server *srv;
     dsq_conn *c;
@@ -271,7 +328,12 @@ typedef struct ws_tx {
     size_t token_len;
     char db[129];          /* the bound database, or "" */
     unsigned db_scope;     /* scopes on it, found at the upgrade */
+    size_t inflight;       /* messages started and not answered */
+    msg_queue held;        /* messages waiting to start */
+    bool pumping;          /* inside ws_pump */
 } ws_tx;
+
+static void ws_pump(ws_tx *tx);
 
 static unsigned ws_scope(void *ud, const char *db)
 {
@@ -281,11 +343,16 @@ static unsigned ws_scope(void *ud, const char *db)
     return token_scopes(tx->srv, tx->token, tx->token_len, db);
 }
 
+/* The answer to one message (NULL: notifications only): it is over. */
 static void ws_reply(void *ud, const char *text, size_t len, int status)
 {
     ws_tx *tx = ud;
+    (void)status;
     if (text != NULL)
         dsq__ws_send(tx->c, false, text, len);
+    if (tx->inflight > 0)
+        tx->inflight--;
+    ws_pump(tx);
 }
 
 static int ws_notify(void *ud, const char *text, size_t len)
@@ -304,6 +371,32 @@ static void ws_writable(void *arg)
 {
     ws_tx *tx = arg;
     dsq_dosql_writable(tx->s);
+    ws_pump(tx);
+}
+
+static bool ws_may_start(ws_tx *tx)
+{
+    return tx->inflight < tx->srv->cfg->max_pipeline && dsq__conn_room(tx->c);
+}
+
+/* Start the messages that waited while there is room; read again once
+ * none waits. */
+static void ws_pump(ws_tx *tx)
+{
+    if (tx->pumping)
+        return; /* the outer call goes on */
+    tx->pumping = true;
+    while (tx->held.head != NULL && ws_may_start(tx)) {
+        held_msg *m = mq_take(&tx->held);
+        tx->inflight++;
+        dsq_dosql_handle(tx->s, m->text, m->len);
+        free(m);
+    }
+    tx->pumping = false;
+    if (tx->held.head == NULL)
+        dsq__conn_hold_input(tx->c, false);
+    else if (!dsq__conn_room(tx->c))
+        dsq__conn_wait_room(tx->c, &tx->room);
 }
 
 static bool ws_can_send(void *ud)
@@ -356,7 +449,13 @@ static void ws_rpc_message(void *state, dsq_conn *c, bool binary, const uint8_t 
         dsq__ws_send(c, false, err, sizeof err - 1);
         return;
     }
-    dsq_dosql_handle(tx->s, (const char *)p, n);
+    if (tx->held.head == NULL && ws_may_start(tx)) {
+        tx->inflight++;
+        dsq_dosql_handle(tx->s, (const char *)p, n);
+        return;
+    }
+    if (mq_hold(&tx->held, c, p, n) == 0 && !dsq__conn_room(c))
+        dsq__conn_wait_room(c, &tx->room);
 }
 
 static void ws_rpc_close(void *state)
@@ -364,6 +463,7 @@ static void ws_rpc_close(void *state)
     ws_tx *tx = state;
     if (tx == NULL)
         return;
+    mq_free(&tx->held);
     dsq_dosql_session_close(tx->s); /* rolls back its transactions, ends its streams */
     free(tx->token);
     free(tx);
@@ -465,7 +565,7 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     }
     h->srv = srv;
     h->req = req;
-    dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h};
+    dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h, NULL};
     /* A session of its own: what the batch left open (a transaction, a
      * stream) ends with it. */
     h->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, req->db[0] ? req->db : NULL,
@@ -488,10 +588,15 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
         dsq_cw_batch_end(h->s);
 }
 
+/* Its results are bounded by the session's budget; its messages wait for
+ * room as the JSON-RPC ones do. */
 typedef struct cw_ws {
     dsq_server *srv;
     dsq_conn *c;
     dsq_cw_session *s;
+    msg_queue held;        /* messages waiting for room */
+    dsq_waiter room;       /* waiting for the connection to drain */
+    bool pumping;          /* inside cw_ws_pump */
     char *token;           /* owned */
     size_t token_len;
     char db[129];
@@ -520,6 +625,36 @@ static void cw_ws_end(void *ud)
 
 static void cw_ws_batch_done(void *ud) { (void)ud; }
 
+/* Deliver the messages that waited while there is room; read again once
+ * none waits. */
+static void cw_ws_pump(void *arg)
+{
+    cw_ws *w = arg;
+    if (w->pumping)
+        return;
+    w->pumping = true;
+    dsq_cw_writable(w->s); /* pushes that waited for room first */
+    while (w->held.head != NULL && dsq__conn_room(w->c)) {
+        held_msg *m = mq_take(&w->held);
+        dsq_cw_receive(w->s, m->text, m->len);
+        free(m);
+    }
+    w->pumping = false;
+    if (w->held.head == NULL)
+        dsq__conn_hold_input(w->c, false);
+    else
+        dsq__conn_wait_room(w->c, &w->room);
+}
+
+static bool cw_ws_room(void *ud)
+{
+    cw_ws *w = ud;
+    if (dsq__conn_room(w->c))
+        return true;
+    dsq__conn_wait_room(w->c, &w->room);
+    return false;
+}
+
 static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
 {
     dsq_server *srv = dsq__conn_server(c);
@@ -528,6 +663,8 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
         return NULL;
     w->srv = srv;
     w->c = c;
+    w->room.fn = cw_ws_pump;
+    w->room.arg = w;
     if (req->token) {
         w->token = strndup(req->token, req->token_len);
         w->token_len = req->token_len;
@@ -535,8 +672,10 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
     memcpy(w->db, req->db, sizeof w->db);
     if (w->db[0])
         w->db_scope = token_scopes(srv, w->token, w->token_len, w->db);
-    dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w};
-    w->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, w->db[0] ? w->db : NULL,
+    dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w, cw_ws_room};
+    dsq_cw_limits cl = cw_limits;
+    cl.max_running = srv->cfg->max_pipeline;
+    w->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cl, w->db[0] ? w->db : NULL,
                               ++srv->next_session, false, &t);
     if (w->s == NULL) {
         free(w->token);
@@ -557,7 +696,12 @@ static void cw_ws_message(void *state, dsq_conn *c, bool binary, const uint8_t *
         dsq__ws_close(c, 1003, "Cap'n Web messages are text frames");
         return;
     }
-    dsq_cw_receive(w->s, (const char *)p, n);
+    if (w->held.head == NULL && dsq__conn_room(c)) {
+        dsq_cw_receive(w->s, (const char *)p, n);
+        return;
+    }
+    if (mq_hold(&w->held, c, p, n) == 0)
+        dsq__conn_wait_room(c, &w->room);
 }
 
 static void cw_ws_close(void *state)
@@ -566,6 +710,7 @@ static void cw_ws_close(void *state)
     if (w == NULL)
         return;
     dsq_cw_session_close(w->s);
+    mq_free(&w->held);
     free(w->token);
     free(w);
 }

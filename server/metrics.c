@@ -25,7 +25,6 @@ static const char *const close_names[DSQ__CLOSE_COUNT] = {
     [DSQ_CLOSE_BODY_TIMEOUT] = "body_timeout",
     [DSQ_CLOSE_IDLE_TIMEOUT] = "idle_timeout",
     [DSQ_CLOSE_SEND_STALL] = "send_stall",
-    [DSQ_CLOSE_SEND_OVERFLOW] = "send_overflow",
     [DSQ_CLOSE_PING_TIMEOUT] = "ping_timeout",
     [DSQ_CLOSE_WS_PROTOCOL] = "ws_protocol",
     [DSQ_CLOSE_SHUTDOWN] = "shutdown",

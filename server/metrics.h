@@ -20,7 +20,6 @@ typedef enum dsq_close_reason {
     DSQ_CLOSE_BODY_TIMEOUT,    /* body not whole within body_timeout */
     DSQ_CLOSE_IDLE_TIMEOUT,    /* keep-alive idle past keepalive_timeout */
     DSQ_CLOSE_SEND_STALL,      /* client read nothing for send_timeout: cut off */
-    DSQ_CLOSE_SEND_OVERFLOW,   /* unsent data past 4 x send_queue_limit: cut off */
     DSQ_CLOSE_PING_TIMEOUT,    /* WebSocket peer silent past two ping intervals */
     DSQ_CLOSE_WS_PROTOCOL,     /* WebSocket protocol violation */
     DSQ_CLOSE_SHUTDOWN,        /* server shutting down */

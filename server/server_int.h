@@ -91,6 +91,9 @@ void dsq__respond(dsq_http_req *req, int status, const char *ctype, const void *
                   size_t len, const char *extra);
 /* Answer with a JSON body (borrowed) and status. */
 void dsq__respond_json(dsq_http_req *req, int status, json_t *body);
+/* dsq__respond with a newline after the body (JSON for humans with curl),
+ * without copying the body to add it. */
+void dsq__respond_line(dsq_http_req *req, int status, const char *ctype, const void *body, size_t len);
 /* Answer with DESIGN's error body; status 0 means the code's own. */
 void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -119,6 +122,9 @@ typedef struct dsq_waiter {
  * already queued stays queued once. The queue is dropped (never called)
  * when the connection ends. */
 void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w);
+/* A WebSocket app holds messages it cannot start yet: while `hold` is
+ * set the connection reads no more from the client. */
+void dsq__conn_hold_input(dsq_conn *c, bool hold);
 
 /* Send a WebSocket message on `c`. Returns 0, or -1 when the session is
  * closing or the connection was cut for holding too much unsent data. */

@@ -374,6 +374,57 @@ Test(engine, max_result_size)
                DSQ_CODE_RESOURCE_EXHAUSTED, "max_result_bytes");
 }
 
+/* A shared budget (max_result_bytes 1 MiB): calls of one request, on two
+ * databases, hold 600 KB each. The second goes past and fails; a call
+ * that starts after that does not run; bytes given back make room. */
+Test(engine, result_budget_shared_by_a_request)
+{
+    dsq_budget b;
+    dsq_budget_init(&b);
+    const char *big = "SELECT zeroblob(600000)";
+    tcall *t1 = mk(DSQ_OP_QUERY, big);
+    t1->c.budget = &b;
+    run("one", t1);
+    cr_assert_eq(t1->c.err, 0, "%s", t1->c.msg);
+    cr_assert_geq(t1->c.result_bytes, 600000);
+    cr_assert_eq(atomic_load(&b.used), t1->c.result_bytes, "the budget holds what the results hold");
+    tcall *t2 = mk(DSQ_OP_QUERY, big);
+    t2->c.budget = &b;
+    run("two", t2);
+    cr_assert_eq(t2->c.code, DSQ_CODE_RESOURCE_EXHAUSTED, "%s", t2->c.msg);
+    cr_assert(strstr(t2->c.msg, "max_result_bytes") != NULL, "%s", t2->c.msg);
+    cr_assert_eq(atomic_load(&b.used), t1->c.result_bytes, "a failed call holds nothing");
+    /* Past the budget, even a small call (a write) does not run. */
+    ok("two", "CREATE TABLE t(x)");
+    tcall *t3 = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    t3->c.budget = &b;
+    run("two", t3);
+    cr_assert_eq(t3->c.code, DSQ_CODE_RESOURCE_EXHAUSTED, "%s", t3->c.msg);
+    tcall *n = q("two", "SELECT count(*) FROM t");
+    cr_assert_eq(val(&n->c.results[0], 0).i, 0, "the refused call did not run");
+    tfree(n);
+    /* The request lets the first result go: room again. */
+    dsq_budget_release(&b, t1->c.result_bytes);
+    tcall *t4 = mk(DSQ_OP_QUERY, big);
+    t4->c.budget = &b;
+    run("two", t4);
+    cr_assert_eq(t4->c.err, 0, "%s", t4->c.msg);
+    tfree(t1);
+    tfree(t2);
+    tfree(t3);
+    tfree(t4);
+}
+
+/* Without a shared budget each call has max_result_bytes of its own. */
+Test(engine, result_budget_per_call_without_one)
+{
+    for (int i = 0; i < 3; i++) {
+        tcall *t = q("solo", "SELECT zeroblob(600000)");
+        cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+        tfree(t);
+    }
+}
+
 /* ---- transactions --------------------------------------------------------------------- */
 
 static tcall *begin(const char *db, uint64_t session)
