@@ -9,7 +9,8 @@
 #                   build-fuzz/, each run FUZZ_SECONDS (default 60) from its corpus;
 #                   FUZZ_TARGETS="http ws" picks some. Crashes go to build-fuzz/crashes/
 #                   and make it fail. docs/testing.md says how to reproduce one.
-#   make fuzz-build only build them; make fuzz-test runs each 5 s as make test does
+#   make fuzz-build only build them; make fuzz-test runs each 5 s as make test does;
+#                   make fuzz-corpus rewrites the storage targets' binary seeds
 #   make clean
 #
 # SANITIZE=address,undefined builds into build-address-undefined/ with those
@@ -72,7 +73,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean fuzz fuzz-build fuzz-bins fuzz-test
+.PHONY: all run test unit integration bench install clean fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
 all: $(B)/dosqld $(B)/dosql
 
 $(B)/obj/%.o: %.c config.mk
@@ -169,6 +170,16 @@ $(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB) config.mk
 fuzz: fuzz-build
 	./tests/fuzz/run $(FUZZ_B) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# Regenerate the storage targets' binary seeds with the engine's writers.
+$(FUZZ_B)/mkcorpus: tests/fuzz/mkcorpus.c $(LIB) config.mk
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) $(CURL_LIBS) -lm
+
+fuzz-corpus: $(FUZZ_B)/.toolchain
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 $(FUZZ_B)/mkcorpus
+	./$(FUZZ_B)/mkcorpus tests/fuzz/corpus
+
 # What make test runs of them: each briefly, counted as tests.
 fuzz-test: fuzz-build
 	./tests/run fuzz
@@ -228,5 +239,5 @@ install: all $(B)/dosqld.service
 clean:
 	rm -rf build build-*
 
--include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
+-include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(FUZZ_B)/mkcorpus.d $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
          $(B)/bench/wsload.d

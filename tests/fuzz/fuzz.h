@@ -56,6 +56,17 @@ static inline void fuzz_write(const char *path, const void *p, size_t n)
     }
 }
 
+/* DSQ_FUZZ_VERBOSE=1: say why an input was refused (to check that a seed
+ * gets as far as it should). */
+static inline void fuzz_note(const char *what, int rc, const char *err)
+{
+    static int verbose = -1;
+    if (verbose < 0)
+        verbose = getenv("DSQ_FUZZ_VERBOSE") != NULL;
+    if (verbose)
+        fprintf(stderr, "fuzz: %s -> %d%s%s\n", what, rc, rc != 0 && err ? ": " : "", rc != 0 && err ? err : "");
+}
+
 /* Errors only: a decoder's warnings would drown libFuzzer's output. */
 static inline void fuzz_quiet(void) { dsq_log_set_level(DSQ_LOG_ERROR); }
 
