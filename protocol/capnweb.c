@@ -1064,6 +1064,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     if (strcmp(method, "queryStream") == 0) {
         json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
         if (!json_is_integer(cb) || s->batch) {
+            json_decref(j->params);
             free(j);
             fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
                                                        : "queryStream(request, callback) needs a callback function");
