@@ -4,6 +4,8 @@
 #   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
 #   make test       build, then run every unit and integration test
 #   make bench      benchmarks against peers (bench/)
+#   make soak       30 minutes of mixed load on an ASan+UBSan build, watching memory and
+#                   descriptors (SOAK_SECONDS; tests/soak/soak.mjs; the report in build-soak/)
 #   make install    PREFIX, DESTDIR: binary, config, systemd unit, sysusers/tmpfiles
 #   make fuzz       libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang into
 #                   build-fuzz/, each run FUZZ_SECONDS (default 60) from its corpus;
@@ -73,7 +75,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
+.PHONY: all run test unit integration bench install clean soak fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
 all: $(B)/dosqld $(B)/dosql
 
 $(B)/obj/%.o: %.c config.mk
@@ -184,6 +186,14 @@ fuzz-corpus: $(FUZZ_B)/.toolchain
 fuzz-test: fuzz-build
 	./tests/run fuzz
 
+# The soak runs on its own sanitizer build (a sub-make: SANITIZE picks the
+# build directory) and writes its samples and report to build-soak/.
+SOAK_SECONDS ?= 1800
+soak: tests/node_modules/.stamp
+	$(MAKE) SANITIZE=address,undefined all
+	DOSQLD=$(CURDIR)/build-address-undefined/dosqld DSQ_BUILD=$(CURDIR)/build-address-undefined \
+	    node tests/soak/soak.mjs $(SOAK_SECONDS) build-soak
+
 # The WebSocket load generator for bench/point_select (libuv and wslay only).
 $(B)/bench/wsload: bench/wsload.c config.mk
 	@mkdir -p $(@D)
@@ -219,22 +229,38 @@ SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 
 # Rebuilt on every install: PREFIX may differ from the last one.
-.PHONY: $(B)/dosqld.service
+.PHONY: $(B)/dosqld.service $(B)/dosqld.tmpfiles
 $(B)/dosqld.service: systemd/dosqld.service.in
 	@mkdir -p $(@D)
 	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+$(B)/dosqld.tmpfiles: systemd/dosqld.tmpfiles
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
 
-install: all $(B)/dosqld.service
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/dosqld $(DESTDIR)$(UNITDIR) \
-	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+# The configuration may hold secrets (tokens, object-store keys): 0640,
+# group dosqld, the group the service runs as (systemd/dosqld.sysusers),
+# in a directory 0750 of that group. When the group does not exist yet
+# (a DESTDIR staging, a first install before systemd-sysusers), the
+# files stay root's, and the tmpfiles snippet gives them to the group
+# (systemd-tmpfiles --create, and at every boot).
+CONF_DIR := $(DESTDIR)$(SYSCONFDIR)/dosqld
+install: all $(B)/dosqld.service $(B)/dosqld.tmpfiles
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -d -m 0750 $(CONF_DIR)
 	install -m 0755 $(B)/dosqld $(DESTDIR)$(BINDIR)/dosqld
 	install -m 0755 $(B)/dosql $(DESTDIR)$(BINDIR)/dosql
-	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf ]; then \
-	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf"; \
-	else install -m 0640 conf/dosqld.conf $(DESTDIR)$(SYSCONFDIR)/dosqld/dosqld.conf; fi
+	@if [ -e $(CONF_DIR)/dosqld.conf ]; then \
+	    echo "keeping existing $(CONF_DIR)/dosqld.conf"; \
+	else install -m 0640 conf/dosqld.conf $(CONF_DIR)/dosqld.conf; fi
+	@if getent group dosqld >/dev/null 2>&1; then \
+	    chgrp dosqld $(CONF_DIR) $(CONF_DIR)/dosqld.conf 2>/dev/null || \
+	        echo "note: could not give $(SYSCONFDIR)/dosqld to group dosqld; systemd-tmpfiles --create will"; \
+	else \
+	    echo "note: no group dosqld yet: systemd-sysusers makes it, then systemd-tmpfiles --create gives it $(SYSCONFDIR)/dosqld"; \
+	fi
 	install -m 0644 $(B)/dosqld.service $(DESTDIR)$(UNITDIR)/dosqld.service
 	install -m 0644 systemd/dosqld.sysusers $(DESTDIR)$(SYSUSERSDIR)/dosqld.conf
-	install -m 0644 systemd/dosqld.tmpfiles $(DESTDIR)$(TMPFILESDIR)/dosqld.conf
+	install -m 0644 $(B)/dosqld.tmpfiles $(DESTDIR)$(TMPFILESDIR)/dosqld.conf
 
 clean:
 	rm -rf build build-*

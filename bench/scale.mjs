@@ -1,5 +1,4 @@
-// bench/scale — many databases on one node (the benchmark issue's
-// workload 4), against a running dosqld (PORT, its PID):
+// bench/scale — many databases on one node, against a running dosqld (PORT, its PID):
 //   1. create and touch N databases, 64 requests in flight over keep-alive
 //      HTTP: CREATE TABLE t(x); INSERT INTO t VALUES (i) in database s<i>;
 //   2. wait until every one is hibernated (getStats actorsOpen = 0) and

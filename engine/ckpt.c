@@ -12,6 +12,7 @@
 
 #include "common/util.h"
 #include "engine/disk.h"
+#include "engine/fdcache.h"
 #include "engine/warm.h"
 
 #define MAGIC "DSQCKPT1"
@@ -146,9 +147,9 @@ int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
         return -1;
     }
     dsq_fsync_dir(w->dir);
+    close(w->fd); /* synced: reads open it again through the owner's cache */
     *out = (dsq_ckpt){.lsn = w->lsn, .time_us = w->time_us, .db_pages = w->db_pages,
-                      .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at,
-                      .fd = w->fd};
+                      .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at};
     snprintf(out->path, sizeof out->path, "%s", w->path);
     free(w->buf);
     free(w);
@@ -160,7 +161,6 @@ int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
 int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    out->fd = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
@@ -217,8 +217,9 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
         close(fd);
         return -1;
     }
+    close(fd);
     *out = (dsq_ckpt){.cold = cold, .lsn = dsq_get64(h + 16), .time_us = dsq_get64(h + 24), .db_pages = dsq_get32(h + 32),
-                      .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size, .fd = fd};
+                      .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size};
     snprintf(out->path, sizeof out->path, "%s", path);
     return 0;
 }
@@ -298,7 +299,18 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
         }
         return dsq_warm_read(c->warm, c->cold, e->off, buf, e->clen, err, errlen);
     }
-    int rc = dsq_pread_full(c->fd, buf, e->clen, e->off);
+    int fd = c->fdc ? dsq_fdc_get(c->fdc, DSQ_CKPT_FDKEY(c->lsn), c->path) : open(c->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open its file: %s", strerror(errno));
+        return -1;
+    }
+    int rc = dsq_pread_full(fd, buf, e->clen, e->off);
+    int saved = errno;
+    if (c->fdc)
+        dsq_fdc_put(c->fdc, fd);
+    else
+        close(fd);
+    errno = saved;
     if (rc != 0)
         snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(errno));
     return rc != 0 ? -1 : 0;
@@ -323,9 +335,8 @@ int dsq_ckpt_evict(const char *path, const dsq_cold *cold, uint64_t *freed, char
 
 void dsq_ckpt_close(dsq_ckpt *c, int remove)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    if (c->fdc != NULL && c->dir != NULL)
+        dsq_fdc_forget(c->fdc, DSQ_CKPT_FDKEY(c->lsn));
     if (remove) {
         unlink(c->path);
         char side[4300];

@@ -39,9 +39,10 @@ typedef struct dsq_ckpt {
     uint32_t n;             /* entries */
     dsq_ckpt_entry *dir;    /* owned; ascending pgno */
     uint64_t bytes;         /* file size */
-    int fd;
     struct dsq_cold *cold;  /* evicted: its frames are in the object store (warm.h); owned */
     struct dsq_warm *warm;  /* where to read them (set by the owner) */
+    struct dsq_fdc *fdc;    /* the descriptors reads go through (set by the owner; NULL: a
+                               descriptor of its own for each read) */
     char path[4200];
 } dsq_ckpt;
 
@@ -54,12 +55,14 @@ dsq_ckpt_writer *dsq_ckpt_begin(const char *dir, uint64_t lsn, uint64_t time_us,
 /* Add the next page (ascending pgno) with its zstd frame. 0 or -1. */
 int dsq_ckpt_add(dsq_ckpt_writer *w, uint32_t pgno, const void *frame, uint32_t clen);
 /* Finish: header and directory written, fsynced, renamed into place; *out
- * is the new checkpoint, open for reading. Frees w. 0 or -1. */
+ * is the new checkpoint, ready for reading (no descriptor is kept: reads
+ * open the file on demand, through c->fdc). Frees w. 0 or -1. */
 int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen);
 /* Give up: the temporary file goes. */
 void dsq_ckpt_abort(dsq_ckpt_writer *w);
 
-/* Open and check checkpoint file `path` (header and directory CRCs). */
+/* Load and check checkpoint file `path` (header and directory CRCs); the
+ * file is not kept open. */
 int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err, size_t errlen);
 /* The checkpoint files in `dir`, oldest first: *paths is malloc'd, each
  * path too. Temporary files left by a crash are removed. */
@@ -77,8 +80,11 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
  * system cannot punch holes); the checkpoint must not be open. */
 struct dsq_cold;
 int dsq_ckpt_evict(const char *path, const struct dsq_cold *cold, uint64_t *freed, char *err, size_t errlen);
-/* Close the file and free the directory; with `remove`, delete it (and
- * its sidecar) too. */
+/* The key of checkpoint `lsn`'s file in a database's fdcache.h. */
+#define DSQ_CKPT_FDKEY(lsn) ((1ull << 63) | (uint64_t)(lsn))
+
+/* Free the directory, and drop the file's descriptor from c->fdc; with
+ * `remove`, delete it (and its sidecar) too. */
 void dsq_ckpt_close(dsq_ckpt *c, int remove);
 
 #endif

@@ -14,6 +14,8 @@
  * Only actors with no call in flight and no transaction or stream are
  * hibernated, so a hibernation never races a caller. A hibernated actor is
  * its name, a mutex and a few counters. */
+#include <ctype.h>
+#include <errno.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
@@ -136,7 +138,8 @@ static void lru_push_back(dsq_engine *e, dsq_actor *a)
 static bool held(dsq_actor *a)
 {
     pthread_mutex_lock(&a->mu);
-    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait;
+    bool h = a->txn[0] != '\0' || a->stream_id != 0 || a->nmail > 0 || a->cold_wait || a->nsnaps > 0 ||
+             a->nsstreams > 0;
     pthread_mutex_unlock(&a->mu);
     return h;
 }
@@ -279,6 +282,48 @@ void dsq_engine_feed_poll(dsq_engine *e)
     dsq__pool_kick(e); /* for calls the subscribers submitted (log reads) */
 }
 
+/* ---- errors to clients ------------------------------------------------------------------- */
+
+/* Whether msg names a file under dir: dir, at the start or after a
+ * character that cannot be part of a name, followed by '/'. */
+static bool names_file_in(const char *msg, const char *dir)
+{
+    size_t n = dir ? strlen(dir) : 0;
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n < 2)
+        return false;
+    for (const char *p = msg; (p = strstr(p, dir)) != NULL; p++) {
+        bool start = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '-' || p[-1] == '.');
+        if (start && p[n] == '/')
+            return true;
+    }
+    return false;
+}
+
+/* A failed call's message is about to reach a client, which must not
+ * learn where the server keeps its files: the engine's messages name
+ * them for the log. A message naming a file under the data directory is
+ * logged here whole and replaced by a generic one (the code stays); one
+ * saying the process ran out of descriptors becomes RESOURCE_EXHAUSTED
+ * (503), a condition that passes, not an internal error. Loop thread. */
+static void withhold_paths(dsq_engine *e, dsq_call *c)
+{
+    if (c->err == 0 || c->msg[0] == '\0')
+        return;
+    bool emfile = strstr(c->msg, strerror(EMFILE)) != NULL; /* ENFILE's text starts with it */
+    bool path = names_file_in(c->msg, e->data_dir) || names_file_in(c->msg, e->data_dir_real);
+    if (!emfile && !path)
+        return;
+    DSQ_WARN("error_detail_withheld", "db=%s code=%s reason=%s", c->db, dsq_code_name(c->code), dsq_log_q(c->msg));
+    if (emfile) {
+        c->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(c->msg, sizeof c->msg, "too many open files on the server; try again later");
+    } else {
+        snprintf(c->msg, sizeof c->msg, "a storage error on the server (its log has the details)");
+    }
+}
+
 void dsq_engine_poll_calls(dsq_engine *e)
 {
     dsq__pool_kick(e);
@@ -309,6 +354,12 @@ void dsq_engine_poll_calls(dsq_engine *e)
             lru_remove(e, a);
             atomic_fetch_sub(&e->nopen, 1);
         }
+        withhold_paths(e, c);
+        if (e->stopping && c->op == DSQ_OP_BEGIN && c->err == 0 && !c->read_only && c->txn_out[0])
+            /* Stopping: a transaction a queued beginTransaction opened is
+             * rolled back too (what is queued behind it would wait for it
+             * for ever, and so would dsq_engine_free). */
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, c->txn_out, (uint64_t)-1, 0);
         if (c->done)
             c->done(c);
     }
@@ -326,11 +377,27 @@ void dsq_engine_tick(dsq_engine *e)
         pthread_mutex_lock(&a->mu);
         bool txn_late = a->txn[0] != '\0' && now >= a->txn_deadline_ms;
         bool stream_late = a->stream_id != 0 && now >= a->stream_deadline_ms;
-        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0;
+        bool idle = a->txn[0] == '\0' && a->stream_id == 0 && a->nmail == 0 && a->nsnaps == 0 &&
+                    a->nsstreams == 0;
         char txn[33];
         memcpy(txn, a->txn, sizeof txn);
+        for (size_t i = 0; !txn_late && i < a->nsnaps; i++) {
+            if (now >= a->snaps[i].deadline_ms) { /* a read-only transaction idle too long */
+                txn_late = true;
+                memcpy(txn, a->snaps[i].id, sizeof txn);
+            }
+        }
         uint64_t stream_id = a->stream_id;
+        for (size_t i = 0; !stream_late && i < a->nsstreams; i++) {
+            if (now >= a->sstreams[i].deadline_ms) { /* a snapshot stream idle too long */
+                stream_late = true;
+                stream_id = a->sstreams[i].id;
+            }
+        }
+        bool writers = a->txn[0] != '\0' && a->nmail > 0;
         pthread_mutex_unlock(&a->mu);
+        if (writers)
+            dsq__actor_expire_writers(e, a, now);
         if ((txn_late || stream_late) && !a->expire_sent) {
             /* A stream inside the transaction ends with it. */
             if (txn_late && post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, 0, 0) == 0)
@@ -368,6 +435,15 @@ void dsq__heap_trim(dsq_engine *e)
 
 /* ---- sessions and streams ------------------------------------------------------------------ */
 
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c)
+{
+    if (!dsq__cancellable(c) || c->actor == NULL)
+        return;
+    atomic_store(&c->cancelled, true);
+    dsq__actor_cancel(e, c->actor, c);
+    dsq__pool_kick(e);
+}
+
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
 {
     if (session == 0)
@@ -379,11 +455,37 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
         char id[33];
         memcpy(id, a->txn, sizeof id);
         uint64_t stream_id = a->stream_id;
+        size_t nro = 0; /* its read-only transactions */
+        char (*ro)[33] = NULL;
+        for (size_t i = 0; i < a->nsnaps; i++)
+            nro += a->snaps[i].session == session;
+        if (nro > 0 && (ro = malloc(nro * sizeof *ro)) != NULL) {
+            size_t k = 0;
+            for (size_t i = 0; i < a->nsnaps; i++)
+                if (a->snaps[i].session == session)
+                    memcpy(ro[k++], a->snaps[i].id, sizeof ro[0]);
+        }
+        size_t nss = 0; /* its snapshot streams */
+        uint64_t *ss = NULL;
+        for (size_t i = 0; i < a->nsstreams; i++)
+            nss += a->sstreams[i].session == session;
+        if (nss > 0 && (ss = malloc(nss * sizeof *ss)) != NULL) {
+            size_t k = 0;
+            for (size_t i = 0; i < a->nsstreams; i++)
+                if (a->sstreams[i].session == session)
+                    ss[k++] = a->sstreams[i].id;
+        }
         pthread_mutex_unlock(&a->mu);
         if (stream)
             post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, stream_id);
+        for (size_t i = 0; ss != NULL && i < nss; i++) /* (out of memory: they end when idle) */
+            post_internal(e, a, DSQ__OP_STREAM_END, NULL, session, ss[i]);
+        free(ss);
         if (txn)
             post_internal(e, a, DSQ__OP_TXN_EXPIRE, id, session, 0);
+        for (size_t i = 0; ro != NULL && i < nro; i++) /* (out of memory: they expire when idle) */
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, ro[i], session, 0);
+        free(ro);
     }
     dsq__pool_kick(e);
 }
@@ -512,6 +614,13 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     e->cfg = *cfg;
+    /* Before anything reads or writes the directory (the journal's
+     * replay first): another process with it open would have its logs
+     * rewritten under it, and two writers give two histories of one LSN. */
+    if ((e->lock_fd = dsq_engine_lock_dir(cfg->data_dir, err, errlen)) < 0) {
+        free(e);
+        return NULL;
+    }
     /* The CPUs this process may run on (taskset, cgroups' cpusets and CPU
      * quotas), not every CPU online. */
     e->ncpu = dsq_usable_cpus();
@@ -543,6 +652,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         free(e->data_dir);
         free(e->buckets);
+        dsq_engine_unlock_dir(e->lock_fd);
         free(e);
         return NULL;
     }
@@ -555,8 +665,10 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     if (e->cfg.journal_bytes == 0)
         e->cfg.journal_bytes = 32u << 20;
-    if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0)
+    if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0 ||
+        (e->cfg.objects == NULL && dsq__store_sweep_dropped(e, err, errlen) != 0))
         goto fail;
+    e->data_dir_real = realpath(e->data_dir, NULL); /* for withhold_paths; NULL: the name as given only */
     if (e->cfg.tier_chunk_bytes == 0)
         e->cfg.tier_chunk_bytes = 2u << 20;
     if (e->cfg.tier_interval_ms == 0)
@@ -571,11 +683,18 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
                            .chunk_bytes = e->cfg.tier_chunk_bytes,
                            .tails = e->cfg.tier_commit,
                            .segment_bytes = e->cfg.segment_bytes};
-        if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL)
+        if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL || dsq__store_sweep_dropped(e, err, errlen) != 0)
             goto fail;
         long n = dsq_tier_restore_missing(e->tier, err, errlen);
-        if (n < 0)
+        if (n == -2) {
+            /* Unreachable: the local databases are served meanwhile; the
+             * ones only the store has come back once it answers. */
+            DSQ_WARN("object_store_unreachable", "reason=%s", dsq_log_q(err));
+            if (dsq_tier_catch_up(e->tier, err, errlen) != 0)
+                goto fail;
+        } else if (n < 0) {
             goto fail;
+        }
         if (n > 0)
             DSQ_INFO("databases_restored", "count=%ld", n);
         char dir[4200];
@@ -607,6 +726,8 @@ fail:
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
+    free(e->data_dir_real);
+    dsq_engine_unlock_dir(e->lock_fd);
     free(e);
     return NULL;
 }
@@ -644,7 +765,7 @@ void dsq_engine_free(dsq_engine *e)
                 post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
         }
     }
-    wait_idle(e);
+    wait_idle(e); /* (a transaction a queued call opens meanwhile: dsq_engine_poll_calls) */
     for (size_t i = 0; i < e->nbuckets; i++)
         for (dsq_actor *a = e->buckets[i]; a; a = a->hnext)
             post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);
@@ -661,6 +782,8 @@ void dsq_engine_free(dsq_engine *e)
             pthread_mutex_destroy(&a->mu);
             dsq__feed_free(atomic_load(&a->feed));
             free(a->pins);
+            free(a->snaps);
+            free(a->sstreams);
             a = next;
         }
     }
@@ -686,5 +809,7 @@ void dsq_engine_free(dsq_engine *e)
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
+    free(e->data_dir_real);
+    dsq_engine_unlock_dir(e->lock_fd); /* last: nothing of ours touches the directory any more */
     free(e);
 }

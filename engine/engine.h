@@ -16,6 +16,7 @@
 #define DSQ_ENGINE_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -123,6 +124,8 @@ struct dsq_call {
     bool atomic;             /* BATCH: all or nothing (default true) */
     char txn[33];            /* the transaction this call belongs to, or "" */
     bool immediate;          /* BEGIN: BEGIN IMMEDIATE */
+    bool read_only;          /* BEGIN: a snapshot transaction: it reads the database as of its
+                                start, on a connection of its own, and holds back no one */
     uint64_t txn_timeout_ms; /* BEGIN: idle limit; 0 = the engine default */
     unsigned scope;          /* DSQ_SCOPE_* the caller holds */
     uint64_t session;        /* the connection; its transactions end with it (0: none) */
@@ -148,6 +151,7 @@ struct dsq_call {
     int err;                 /* 0, or -1 with code and msg */
     dsq_code code;
     char msg[512];
+    bool not_found;          /* DROP: no such database (HTTP answers 404) */
     dsq_result *results;     /* owned; QUERY/STREAM: 1, BATCH: nresults */
     size_t nresults;
     uint64_t lsn;            /* the LSN the call's outcome reflects */
@@ -160,6 +164,13 @@ struct dsq_call {
     char db[129];
     struct dsq_actor *actor;
     dsq_call *next;
+    uint64_t seq;            /* its place in the actor's arrival order */
+    atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
+    bool wait_writer;        /* it writes, and another client's transaction is open: it
+                                waits for that one to end (reads run meanwhile) */
+    uint64_t wait_since_ms;  /* when it began to wait so (monotonic) */
+    uint64_t posted_ms;      /* when it reached the mailbox (monotonic) */
+    bool wait_expired;       /* it waited write_wait_ms: it fails at once */
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
@@ -194,6 +205,11 @@ typedef struct dsq_engine_cfg {
     uint64_t query_timeout_ms;     /* one call's statements stop after this */
     size_t max_result_size;        /* bytes of rows per call */
     uint64_t txn_timeout_ms;       /* default idle limit of a transaction */
+    uint64_t max_txn_timeout_ms;   /* the largest timeoutMs a BEGIN may ask for (0: no cap) */
+    uint64_t write_wait_ms;        /* a write waiting for another client's transaction fails
+                                      after this long (0: 30 s) */
+    unsigned max_snapshots;        /* read-only transactions and streams open at once per
+                                      database (0: 64) */
     size_t max_sql_length;         /* SQLITE_LIMIT_SQL_LENGTH */
     size_t max_value_size;         /* SQLITE_LIMIT_LENGTH */
     int max_columns;               /* SQLITE_LIMIT_COLUMN */
@@ -205,6 +221,8 @@ typedef struct dsq_engine_cfg {
     int zstd_level;                /* of log pages */
     uint64_t max_txn_bytes;        /* pages one transaction may change */
     uint64_t checkpoint_bytes;     /* log after the newest checkpoint that makes one due */
+    unsigned max_open_files;       /* descriptors a database keeps open for reads of its old
+                                      segments and checkpoints (fdcache.h); 0: 16 */
     uint64_t retention_ms;         /* history kept for time travel */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
     unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */
@@ -234,9 +252,21 @@ typedef struct dsq_engine_cfg {
     void *wake_arg;
 } dsq_engine_cfg;
 
-/* Start the engine: create DATA_DIR/db, start the workers. NULL with the
- * reason in err. */
+/* Start the engine: lock the data directory (dsq_engine_lock_dir, held
+ * until dsq_engine_free), create DATA_DIR/db, start the workers. NULL
+ * with the reason in err. */
 dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen);
+
+/* A data directory belongs to one process at a time: take its lock,
+ * DATA_DIR/LOCK (created if need be), which then holds this process's
+ * pid. The kernel releases the lock when the process ends, however it
+ * ends. Every opener of a data directory takes it: dsq_engine_new does;
+ * a tool that works on one without an engine (dosqld --restore) calls
+ * this itself. Returns the lock's descriptor, for dsq_engine_unlock_dir;
+ * or -1 with the reason in err, which names the holder's pid when another
+ * open of the directory (in this process or another) holds it. */
+int dsq_engine_lock_dir(const char *data_dir, char *err, size_t errlen);
+void dsq_engine_unlock_dir(int fd);
 
 /* Submit a call to database `db` (a valid name). The first call to a name
  * creates the database. Returns 0; or -1 when the call cannot be queued,
@@ -272,6 +302,16 @@ bool dsq_engine_feed_pending(dsq_engine *e);
  * transactions and end streams past their idle limits, bring the number of
  * open actors back under max_open_actors. Loop thread. */
 void dsq_engine_tick(dsq_engine *e);
+
+/* The caller no longer wants call c (its client went away, or asked to
+ * cancel it). A QUERY, BATCH, STREAM, SCHEMA or BEGIN that has not
+ * started fails when its turn comes, without running; a statement it is
+ * running stops at SQLite's next progress check (every 1000 virtual
+ * machine instructions), as at query_timeout, and SQLite undoes it. Its
+ * `done` still runs, with TIMEOUT "the request was cancelled". Other
+ * operations (COMMIT, ROLLBACK, ...) run as asked. A call that is done:
+ * nothing. Loop thread. */
+void dsq_engine_cancel(dsq_engine *e, dsq_call *c);
 
 /* A connection went away: roll back its transactions, end its streams. */
 void dsq_engine_session_closed(dsq_engine *e, uint64_t session);

@@ -82,6 +82,12 @@ typedef struct dsq_syncer {
 } dsq_syncer;
 
 /* What an open actor holds; freed when it hibernates. Worker only. */
+/* When a statement should stop (sqlfn.c): fn(arg) != 0. */
+typedef struct dsq_sqlfn_stop {
+    int (*fn)(void *arg);
+    void *arg;
+} dsq_sqlfn_stop;
+
 typedef struct actor_open {
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
@@ -97,20 +103,59 @@ typedef struct actor_open {
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
     uint64_t deadline_ns;        /* progress handler: stop after this */
+    dsq_sqlfn_stop fn_stop;      /* the progress handler's question, for sqlfn.c */
+    dsq_call *running;           /* the call running now (the progress handler stops it when
+                                    it is cancelled), or NULL */
     sqlite3_stmt *stream_stmt;   /* the open stream's statement (not cached) */
     uint64_t stream_rows;        /* rows it has handed out */
     uint64_t stream_skip;        /* rows to step over first: it starts again after a cold page */
-    bool stream_began;           /* the stream opened its own read transaction */
     uint64_t statements;         /* statements run since open */
     uint64_t cache_hits, cache_misses;
     struct dsq_engine *engine;
     struct dsq_cdc_cap *cap;     /* the open transaction's row changes (cdc.h) */
     /* what the authorizer saw while the last statement was prepared */
     bool stmt_ddl;               /* it changes the schema */
+    bool stmt_writes;            /* it writes though SQLite calls it read-only (ANALYZE, REINDEX,
+                                    PRAGMA optimize): never cached, so this holds for it */
     char stmt_created[129];      /* the table it creates, or "" */
     char sp_op[16];              /* SAVEPOINT: "BEGIN", "RELEASE" or "ROLLBACK" (TO), or "" */
     char sp_name[128];
+    /* Reads outside the open transaction run on the last commit, through
+     * this connection; it lives until the transaction ends. */
+    struct dsq_ps_view *snap_view; /* owned */
+    sqlite3 *snap_db;              /* owned: a connection on snap_view */
 } actor_open;
+
+/* A read-only transaction (beginTransaction readOnly): the database as of
+ * its start, on a connection of its own. It holds back no one; while any
+ * is open the store keeps the history it reads (no retention, no merge). */
+typedef struct snap_txn {
+    /* under the actor's mu */
+    char id[33];
+    uint64_t session;            /* its owner connection (0: none) */
+    uint64_t timeout_ms;         /* idle limit */
+    uint64_t deadline_ms;        /* monotonic ms */
+    /* worker only */
+    uint64_t lsn;                /* the commit it reads */
+    struct dsq_ps_view *view;    /* owned */
+    sqlite3 *db;                 /* owned: a connection on view */
+} snap_txn;
+
+/* A stream outside the write transaction (queryStream): a connection of
+ * its own on a view of the commit it started at, or a read-only
+ * transaction's connection; it holds back no one. */
+typedef struct snap_stream {
+    /* under the actor's mu */
+    uint64_t id;
+    uint64_t session;            /* its owner connection (0: none) */
+    uint64_t deadline_ms;        /* idle limit (transaction_timeout), monotonic ms */
+    /* worker only */
+    struct dsq_ps_view *view;    /* owned; NULL: it reads a read-only transaction's db */
+    sqlite3 *db;                 /* owned with view */
+    sqlite3_stmt *stmt;          /* owned */
+    uint64_t lsn;                /* the commit it reads */
+    uint64_t rows, skip;         /* rows handed out; rows to step over (after a cold page) */
+} snap_stream;
 
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
@@ -132,6 +177,11 @@ typedef struct dsq_actor {
     uint64_t txn_session;           /* its owner connection (0: none) */
     uint64_t txn_timeout_ms;
     uint64_t txn_deadline_ms;       /* idle limit, monotonic ms */
+    snap_txn *snaps;                /* open read-only transactions (owned) */
+    size_t nsnaps, snaps_cap;
+    snap_stream *sstreams;          /* open streams outside the write transaction (owned) */
+    size_t nsstreams, sstreams_cap;
+    uint64_t mail_seq;              /* the last arrival number given */
     uint64_t stream_id;             /* the open stream, or 0 */
     uint64_t stream_session;
     uint64_t stream_deadline_ms;
@@ -169,6 +219,8 @@ struct dsq_jnl;
 struct dsq_engine {
     dsq_engine_cfg cfg;
     char *data_dir;                 /* owned copy */
+    char *data_dir_real;            /* owned: its absolute path (realpath), or NULL */
+    int lock_fd;                    /* DATA_DIR/LOCK, held for the engine's life (owned) */
     pool pool;
     struct dsq_jnl *jnl;            /* the node journal, or NULL */
 
@@ -232,6 +284,28 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a);
 /* Append `c` to the mailbox; schedule the actor if `c` can run. Returns 0,
  * or -1 when the mailbox is full or the actor is shut. */
 int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front);
+/* Put back, in its place by arrival, a call that found it writes while
+ * another client's transaction is open (it is marked wait_writer). Worker,
+ * during the actor's turn. */
+void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* dsq_engine_cancel's part under the actor's lock: a cancelled call that
+ * waits in the mailbox gets a turn at once, to fail. Loop thread. */
+void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Writers that waited write_wait_ms for another client's transaction are
+ * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
+void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
+/* Operations dsq_engine_cancel stops. */
+static inline bool dsq__cancellable(const dsq_call *c)
+{
+    return c->op == DSQ_OP_QUERY || c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
+           c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_BEGIN;
+}
+static inline bool dsq__cancelled(const dsq_call *c)
+{
+    return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);
+}
+/* The open read-only transaction `id`, or NULL. Caller holds a->mu. */
+snap_txn *dsq__snap_find(dsq_actor *a, const char *id);
 /* Put back a call that waited for a page from the object store (first in
  * line) and end the actor's wait. Any thread. */
 void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c);
@@ -291,9 +365,20 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
 
+/* ---- exec.c: connections on views (worker) ---- */
+/* Close the connection reads beside the open transaction use. */
+void dsq__beside_close(actor_open *o);
+/* Close the actor's snapshot streams: all (on NULL), or those that read
+ * the read-only transaction connection `on`. Worker. */
+void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
+/* Close every read-only transaction of the actor (it closes or shuts). */
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
+
 /* ---- schema.c ---- */
-json_t *dsq__schema(actor_open *o, char *err, size_t errlen);
-json_t *dsq__stats(dsq_engine *e, dsq_actor *a);
+json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
+/* The database's statistics; its size as connection db sees it (the
+ * actor's, or the one reads beside an open transaction use). */
+json_t *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *db);
 
 /* ---- result.c ---- */
 int dsq__result_add(dsq_result *r, sqlite3_stmt *st, int ncols);
@@ -307,7 +392,16 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen);
 /* Open database `name`'s store and its SQLite connection. */
 int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen);
+/* Whether DATA_DIR/db/NAME exists. */
+bool dsq__store_exists(const dsq_engine *e, const char *name);
+/* Drop database `name` (its directory, its tombstone and the deletion of
+ * its objects when there is an object store: tier.h). 0 dropped; 1 no
+ * such database, here or in the store; 2 the store cannot tell (err); -1
+ * failed (err). */
 int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t errlen);
+/* At start: drops a crash interrupted (DATA_DIR/db/.dropped.NAME) are
+ * finished (tombstone, then the directory goes). */
+int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen);
 /* At start, before any database opens: write back into the databases'
  * logs what the node journal holds (journal.h), then start the journal
  * (e->jnl) when the configuration wants it. */
@@ -321,5 +415,13 @@ int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, 
 /* A read-only connection on a view of a store (time travel). */
 struct dsq_ps_view;
 int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
+
+/* ---- sqlfn.c ---- */
+/* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with
+ * versions that keep their results but refuse output past the length
+ * limit before making it and stop (SQLITE_INTERRUPT) as soon as
+ * stop->fn(stop->arg) is non-zero (asked every few hundred microseconds
+ * of work, as the progress handler is). `stop` outlives db. */
+int dsq__sqlfn_register(sqlite3 *db, const dsq_sqlfn_stop *stop);
 
 #endif

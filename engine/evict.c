@@ -31,6 +31,8 @@ struct dsq_evict {
     bool stopping;          /* mu */
     bool unsupported;       /* mu: the file system cannot punch holes */
     bool running;           /* the thread was started */
+    bool store_failed;      /* the thread's: the last look could not read a manifest */
+    unsigned store_fails;   /* the thread's: looks in a row that could not */
     pthread_t thread;
     dsq_evict_counts counts; /* mu */
 };
@@ -152,6 +154,8 @@ static uint64_t evict_one(dsq_evict *v, const cand *c)
     uint64_t mlsn = 0;
     int rc = dsq_tier_cold_of(v->cfg.tier, c->db, c->name, (uint64_t)st.st_ino, (uint64_t)st.st_size, mtime, &cold,
                               &mlsn, msg, sizeof msg);
+    if (rc < 0)
+        v->store_failed = true; /* the manifest could not be read: the store fails */
     if (rc > 0 && c->seg) {
         /* A segment goes only when a checkpoint covers all of it: the
          * last one, when the manifest (written after it was closed, the
@@ -261,6 +265,7 @@ size_t dsq_evict_run(dsq_evict *v)
 {
     if (v == NULL)
         return 0;
+    v->store_failed = false;
     char root[4200];
     snprintf(root, sizeof root, "%s/db", v->data_dir);
     DIR *d = opendir(root);
@@ -353,6 +358,8 @@ size_t dsq_evict_run(dsq_evict *v)
             v->counts.evicted_bytes += freed;
         }
         pthread_mutex_unlock(&v->mu);
+        if (v->store_failed)
+            break; /* the store fails: not a request per file; the next look comes after a backoff */
         if (freed > 0) {
             evicted++;
             cold_files++;
@@ -398,6 +405,13 @@ static void *evict_main(void *arg)
         /* A look over many databases costs: at most a twentieth of the time. */
         uint64_t took = dsq_now_ms() - t0;
         wait = took * 20 > v->cfg.interval_ms ? took * 20 : v->cfg.interval_ms;
+        /* A store that fails is asked again after a backoff (the store's
+         * helper: full jitter, the interval doubling to a minute). */
+        v->store_fails = v->store_failed ? v->store_fails + 1 : 0;
+        if (v->store_fails > 0) {
+            uint64_t back = dsq_obj_backoff_ms(v->store_fails, (unsigned)v->cfg.interval_ms, 60000, dsq_obj_backoff_rnd());
+            wait = back > wait ? back : wait;
+        }
         pthread_mutex_lock(&v->mu);
     }
     pthread_mutex_unlock(&v->mu);

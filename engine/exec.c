@@ -12,7 +12,15 @@
  * also advances the LSN in the same transaction (store.c). User SQL cannot
  * begin, commit or roll back on its own: the authorizer refuses it, so the
  * engine always knows where commits happen. The one exception is a lone
- * VACUUM, which SQLite runs only outside a transaction. */
+ * VACUUM, which SQLite runs only outside a transaction.
+ *
+ * Isolation. Writes are serializable: one transaction at a time, on the
+ * actor's connection. Reads never wait for a writer: while a client's
+ * explicit transaction is open, other clients' requests run on the last
+ * commit through a second connection on a view of the store (the same
+ * views time travel uses), and one that turns out to write waits for the
+ * transaction to end (dsq__actor_repost). A read-only transaction
+ * (beginTransaction readOnly) is such a view held across requests. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -106,9 +114,15 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
     case SQLITE_ALTER_TABLE:
         o->stmt_ddl = true;
         return SQLITE_OK;
+    case SQLITE_ANALYZE:
+    case SQLITE_REINDEX:
+        o->stmt_writes = true; /* they write the database, whatever sqlite3_stmt_readonly() says */
+        return SQLITE_OK;
     case SQLITE_PRAGMA:
         if (a1 == NULL)
             return deny(o, "PRAGMA is not allowed");
+        if (strcasecmp(a1, "optimize") == 0)
+            o->stmt_writes = true; /* it may run ANALYZE (sqlite3_stmt_readonly() says no) */
         if (in_list(pragma_introspect, a1) || in_list(pragma_settable, a1))
             return SQLITE_OK;
         if (in_list(pragma_readonly, a1)) {
@@ -236,6 +250,8 @@ static bool lone_statement(const char *sql, size_t len)
 static int progress(void *ud)
 {
     actor_open *o = ud;
+    if (o->running != NULL && dsq__cancelled(o->running))
+        return 1;
     return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
 }
 
@@ -248,7 +264,9 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, (int)cfg->max_value_size);
+    /* No value can be larger than a whole result may be. */
+    size_t length = cfg->max_value_size < cfg->max_result_size ? cfg->max_value_size : cfg->max_result_size;
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, length > INT32_MAX ? INT32_MAX : (int)length);
     sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, (int)cfg->max_sql_length);
     sqlite3_limit(db, SQLITE_LIMIT_COLUMN, cfg->max_columns);
     sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, cfg->max_expr_depth);
@@ -261,6 +279,12 @@ static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
     sqlite3_exec(db, pragma, NULL, NULL, NULL);
     sqlite3_set_authorizer(db, authorizer, o);
     sqlite3_progress_handler(db, 1000, progress, o);
+    /* Builtins that can work for long inside one call, between two looks
+     * of the progress handler, replaced by bounded ones (sqlfn.c) that ask
+     * it themselves. */
+    o->fn_stop = (dsq_sqlfn_stop){progress, o};
+    if (dsq__sqlfn_register(db, &o->fn_stop) != SQLITE_OK)
+        DSQ_ERROR("sql_functions_failed", "error=%s", dsq_log_q(sqlite3_errmsg(db)));
 }
 
 static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
@@ -276,15 +300,34 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
     }
+    if (e->tier != NULL && !dsq_tier_ready(e->tier) && !dsq__store_exists(e, a->name) &&
+        !dsq_tier_tombstoned(e->tier, a->name)) {
+        /* Not here, and the store may have it: making it new now would
+         * hide (and its first upload replace) the store's copy. */
+        free(o);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "database %s is not on this node and the object store, which may have it, cannot be reached "
+                  "yet (it is tried again in the background); try again later",
+                  a->name);
+        return -1;
+    }
     dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
     if (dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err) != 0) {
+        int eno = errno;
         dsq_evict_closed(e->evict, a->name);
         free(o);
         if (e->warm != NULL && dsq_warm_missed()) /* not a failure: it opens again once the page is here */
             DSQ_DEBUG("database_open_cold", "db=%s reason=%s", a->name, dsq_log_q(err));
         else
             DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s: %s", a->name, err);
+        /* The message names the server's files: the log has it, the
+         * client gets what it can act on. */
+        if (eno == EMFILE || eno == ENFILE)
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                      "cannot open database %s: too many open files on the server; try again later", a->name);
+        else
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot open database %s's storage (the server's log has the details)",
+                      a->name);
         return -1;
     }
     if ((o->cap = dsq_cdc_cap_new(o->db)) == NULL) {
@@ -348,6 +391,10 @@ void dsq__actor_close(dsq_actor *a)
     o->internal = true;
     if (o->stream_stmt)
         sqlite3_finalize(o->stream_stmt);
+    o->stream_stmt = NULL;
+    dsq__sstreams_close(a, NULL);
+    dsq__snaps_close_all(o->engine, a);
+    dsq__beside_close(o);
     if (!sqlite3_get_autocommit(o->db))
         sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < STMT_CACHE; i++) {
@@ -386,6 +433,63 @@ void dsq__actor_close(dsq_actor *a)
         offer_files(e, a, NULL, durable); /* all of it is durable now */
     dsq_evict_closed(e->evict, a->name);
     atomic_fetch_add(&e->closes, 1); /* (the tick has the heap trimmed after many: dsq__heap_trim) */
+}
+
+/* ---- connections on views: reads beside a transaction, read-only transactions ---- */
+
+/* A connection on the database as of `lsn`, with the actor's sandbox. -1
+ * when there is no such view (the LSN is out of the history kept), -2
+ * when the connection cannot open; the reason in err either way (a page
+ * may be in the object store: cold). */
+static int view_conn(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t lsn, dsq_ps_view **vp,
+                     sqlite3 **dbp, char *err, size_t errlen)
+{
+    *vp = NULL;
+    *dbp = NULL;
+    if (dsq_ps_view_open(o->ps, lsn, vp, err, errlen) != 0)
+        return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db/%s/db", e->data_dir, a->name);
+    if (dsq__vfs_open_view(*vp, path, dbp, err, errlen) != 0) {
+        dsq_ps_view_close(*vp);
+        *vp = NULL;
+        return -2;
+    }
+    sandbox(o, *dbp, &e->cfg);
+    return 0;
+}
+
+void dsq__beside_close(actor_open *o)
+{
+    if (o->snap_db != NULL)
+        sqlite3_close(o->snap_db);
+    dsq_ps_view_close(o->snap_view);
+    o->snap_db = NULL;
+    o->snap_view = NULL;
+}
+
+/* Remove read-only transaction i: its connection and view close. Worker. */
+static void snap_remove(dsq_engine *e, dsq_actor *a, size_t i)
+{
+    /* Only this worker adds or removes entries, but the loop thread
+     * writes their deadlines: entries are copied and moved under mu. */
+    pthread_mutex_lock(&a->mu);
+    sqlite3 *db = a->snaps[i].db;
+    pthread_mutex_unlock(&a->mu);
+    dsq__sstreams_close(a, db); /* its streams end with it */
+    pthread_mutex_lock(&a->mu);
+    snap_txn t = a->snaps[i];
+    a->snaps[i] = a->snaps[--a->nsnaps];
+    pthread_mutex_unlock(&a->mu);
+    sqlite3_close(t.db);
+    dsq_ps_view_close(t.view);
+    atomic_fetch_sub(&e->txns_open, 1);
+}
+
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a)
+{
+    while (a->nsnaps > 0)
+        snap_remove(e, a, a->nsnaps - 1);
 }
 
 /* ---- the statement cache ------------------------------------------------------ */
@@ -507,6 +611,10 @@ typedef struct run_ctx {
     sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
     sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
     bool past;           /* a time-travel query: statements may only read */
+    bool beside;         /* reads beside another client's open transaction: a statement
+                            that writes makes the call wait for it (park) */
+    bool park;           /* so it did: the call goes back to the mailbox, to run later */
+    snap_txn *snap;      /* the read-only transaction the call names, or NULL */
     size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
     bool retry;          /* a page was in the object store: run the call again once it is here */
 } run_ctx;
@@ -562,6 +670,8 @@ static void fail_sqlite(run_ctx *x, int rc)
      * SQLITE_AUTH: whenever the authorizer said no, say why. */
     if (o->deny[0])
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "%s", o->deny);
+    else if ((rc & 0xff) == SQLITE_INTERRUPT && dsq__cancelled(x->c))
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the request was cancelled");
     else if ((rc & 0xff) == SQLITE_INTERRUPT)
         dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
                   (unsigned long long)x->e->cfg.query_timeout_ms);
@@ -667,7 +777,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
          * kept: what the authorizer says of it while it is prepared is
          * what the change capture needs, each time. */
         bool special = false;
-        o->stmt_ddl = false;
+        o->stmt_ddl = o->stmt_writes = false;
         o->stmt_created[0] = o->sp_op[0] = '\0';
         if (st != NULL) {
             tail = p + take;
@@ -690,7 +800,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
                 goto out;
             }
-            special = o->stmt_ddl || o->sp_op[0] != '\0';
+            special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
             if (cached && !special && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
@@ -708,12 +818,23 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         memcpy(sp_op, o->sp_op, sizeof sp_op);
         memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
-        if (x->past && !sqlite3_stmt_readonly(st)) {
+        /* (A cached statement is never one of stmt_writes': not special.) */
+        bool reads = sqlite3_stmt_readonly(st) && !o->stmt_writes;
+        if (x->snap && !reads) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
+            goto out;
+        }
+        if (x->past && !reads) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
             goto out;
         }
-        if (!(c->scope & DSQ_SCOPE_W) && !sqlite3_stmt_readonly(st)) {
+        if (!(c->scope & DSQ_SCOPE_W) && !reads) {
             dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+            goto out;
+        }
+        if (x->beside && !reads) {
+            x->park = true; /* it runs once the open transaction ends (if it may write) */
+            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
             goto out;
         }
         int brc = bind_params(c, st, r, used);
@@ -796,6 +917,7 @@ static void end_txn(run_ctx *x)
     if (!x->o->in_txn)
         return;
     x->o->in_txn = false;
+    dsq__beside_close(x->o); /* the last commit moves on, or stays the one it had */
     pthread_mutex_lock(&a->mu);
     a->txn[0] = '\0';
     a->txn_session = 0;
@@ -808,8 +930,11 @@ static void checkpoint(dsq_actor *a, actor_open *o)
 {
     char err[600];
     uint64_t t0 = dsq_now_ns();
+    /* Read-only transactions read the history through their views: it
+     * stays (no retention, no merge) until they end. */
+    bool keep = a->nsnaps > 0 || a->nsstreams > 0 || o->snap_db != NULL;
     if (dsq_ps_checkpoint(o->ps, err, sizeof err) != 0 ||
-        dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0) {
+        (!keep && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)) {
         /* Commits go on from the log; try again in a while, not at every
          * commit (a full disk would make each one pay for a failed write). */
         o->ckpt_after_ms = dsq_now_ms() + 5000;
@@ -835,7 +960,7 @@ static void checkpoint_before_close(dsq_actor *a)
     }
     /* History that aged out while the database was quiet goes now. */
     char err[600];
-    if (dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
+    if (a->nsnaps == 0 && a->nsstreams == 0 && o->snap_db == NULL && dsq_ps_maintain(o->ps, dsq_wall_ms() * 1000, err, sizeof err) != 0)
         DSQ_ERROR("retention_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
 }
 
@@ -846,6 +971,8 @@ static int took_commit(run_ctx *x, const void *changes, size_t nchanges)
     actor_open *o = x->o;
     uint64_t lsn = dsq_ps_lsn(o->ps);
     dsq_feed *feed = atomic_load(&x->a->feed);
+    if (lsn != o->lsn)
+        dsq__beside_close(o);
     if (feed != NULL && lsn > o->lsn) {
         dsq__feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
         if (x->e->cfg.sync == DSQ_SYNC_OFF) /* no syncs: as durable as it gets */
@@ -927,6 +1054,13 @@ static int end_request(run_ctx *x, bool ok)
             x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
         return ok ? 0 : -1;
     }
+    if (ok && !(x->c->scope & DSQ_SCOPE_W) && sqlite3_txn_state(o->db, "main") == SQLITE_TXN_WRITE) {
+        /* A read-scope request commits nothing, whatever it ran: the
+         * statements were refused if they write (run_sql), and this holds
+         * for what that check could not see. */
+        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "the request wrote; the token has read scope only");
+        ok = false;
+    }
     if (ok)
         return commit(x);
     if (!sqlite3_get_autocommit(o->db))
@@ -946,7 +1080,10 @@ static int check_txn(run_ctx *x)
         return 0;
     pthread_mutex_lock(&x->a->mu);
     bool ok = x->a->txn[0] != '\0' && strcmp(x->a->txn, c->txn) == 0;
+    x->snap = ok ? NULL : dsq__snap_find(x->a, c->txn);
     pthread_mutex_unlock(&x->a->mu);
+    if (x->snap != NULL)
+        return 0; /* (only this worker changes the list: the pointer holds for the call) */
     if (!ok || !x->o->in_txn) {
         dsq__fail(c, DSQ_CODE_TRANSACTION_NOT_FOUND,
                   "transaction %.40s is not open (committed, rolled back or expired)", c->txn);
@@ -971,6 +1108,56 @@ static int alloc_results(dsq_call *c, size_t n)
     return 0;
 }
 
+/* The connection a call that reads beside the open transaction, or in a
+ * read-only transaction, runs on; NULL when it runs on the actor's own
+ * (or it failed: c->err, or x->retry when a page is in the object store). */
+static sqlite3 *view_db(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (x->snap != NULL)
+        return x->snap->db;
+    if (c->txn[0] != '\0' || !o->in_txn)
+        return NULL;
+    x->beside = true;
+    if (o->snap_db == NULL) {
+        char err[600];
+        if (view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
+            if (cold(x) && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+                /* (A non-atomic batch, which cold_failed lets on.) The page
+                 * it waited for to open the view did not come. */
+                dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s",
+                          c->cold_msg);
+            } else if (cold(x)) {
+                x->retry = true;
+                c->resume_off = 0;
+            } else {
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            }
+            return NULL;
+        }
+    }
+    return o->snap_db;
+}
+
+/* Run r on connection db (a view's): it only reads, and runs whole again
+ * after a cold page. */
+static int run_on(run_ctx *x, sqlite3 *db, const dsq_stmt_req *r, dsq_result *res)
+{
+    x->db = db;
+    x->start_off = 0;
+    int rc = run_sql(x, r, res);
+    if (rc != 0 && cold(x)) {
+        x->retry = true;
+        x->c->resume_off = 0;
+    }
+    if (x->scratch)
+        sqlite3_finalize(x->scratch);
+    x->scratch = NULL;
+    x->db = NULL;
+    return rc;
+}
+
 /* A read-only query on the database as it was at an LSN or a time
  * (DESIGN 3.3 asOf), through a connection on a view of the store. */
 static void op_query_as_of(run_ctx *x)
@@ -984,8 +1171,8 @@ static void op_query_as_of(run_ctx *x)
     char err[600];
     uint64_t lsn = c->as_of_lsn;
     dsq_ps_view *v = NULL;
-    if ((c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) ||
-        dsq_ps_view_open(o->ps, lsn, &v, err, sizeof err) != 0) {
+    sqlite3 *vdb = NULL;
+    if (c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) {
         if (cold(x)) { /* the log it reads was evicted: again once it is here */
             x->retry = true;
             c->resume_off = 0;
@@ -994,19 +1181,16 @@ static void op_query_as_of(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_LSN, "%s", err);
         return;
     }
-    char path[4200];
-    snprintf(path, sizeof path, "%s/db/%s/db", x->e->data_dir, x->a->name);
-    sqlite3 *vdb = NULL;
-    if (dsq__vfs_open_view(v, path, &vdb, err, sizeof err) != 0) {
-        if (cold(x)) { /* it read the schema from an evicted file */
+    int vrc = view_conn(x->e, x->a, o, lsn, &v, &vdb, err, sizeof err);
+    if (vrc != 0) {
+        if (cold(x)) { /* it read the log or the schema from an evicted file */
             x->retry = true;
             c->resume_off = 0;
+            return;
         }
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
-        dsq_ps_view_close(v);
+        dsq__fail(c, vrc == -1 ? DSQ_CODE_INVALID_LSN : DSQ_CODE_INTERNAL_ERROR, "%s", err);
         return;
     }
-    sandbox(o, vdb, &x->e->cfg);
     x->db = vdb;
     x->past = true;
     if (run_sql(x, &c->stmts[0], &c->results[0]) != 0 && cold(x)) {
@@ -1037,6 +1221,13 @@ static void op_query(run_ctx *x)
         return;
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
+    sqlite3 *vdb = view_db(x);
+    if (vdb != NULL || c->err != 0 || x->retry) {
+        if (vdb != NULL)
+            run_on(x, vdb, r, res);
+        res->lsn = c->lsn = x->snap ? x->snap->lsn : o->lsn;
+        return;
+    }
     if (!o->in_txn && starts_with_word(r->sql, r->sql_len, "VACUUM")) {
         /* SQLite runs VACUUM only outside a transaction: so it must be the
          * request's only statement; the LSN then advances in a
@@ -1055,6 +1246,55 @@ static void op_query(run_ctx *x)
         end_request(x, rc == 0);
     }
     res->lsn = c->lsn = o->lsn;
+}
+
+/* A batch on a view's connection (view_db): it only reads, and atomic or
+ * not differ only in how a failure ends it. After a cold page it goes on
+ * with statement `from` (the view is the same: nothing ends a transaction
+ * while a call waits for a page); a statement that writes sends it back
+ * to run whole once the transaction ends. */
+static void batch_on(run_ctx *x, sqlite3 *db, size_t from)
+{
+    dsq_call *c = x->c;
+    uint64_t lsn = x->snap ? x->snap->lsn : x->o->lsn;
+    c->resume_stmt = 0;
+    x->bytes_before = 0;
+    for (size_t i = 0; i < from; i++)
+        x->bytes_before += c->results[i].rows.len;
+    for (size_t i = from; i < c->nstmts; i++) {
+        dsq_result *res = &c->results[i];
+        if (i == from && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+            /* (Non-atomic: cold_failed ended an atomic one.) Its page did
+             * not come: this statement fails, the rest run. */
+            res->code = c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR;
+            res->error = strdup(c->cold_msg);
+            res->lsn = lsn;
+            continue;
+        }
+        int rc = run_on(x, db, &c->stmts[i], res);
+        if (x->park)
+            return;
+        if (x->retry) {
+            c->resume_stmt = i;
+            return;
+        }
+        if (rc != 0 && c->atomic) {
+            char first[sizeof c->msg];
+            snprintf(first, sizeof first, "%s", c->msg);
+            snprintf(c->msg, sizeof c->msg, "statement %zu: %.470s", i, first);
+            return;
+        }
+        if (rc != 0) {
+            dsq__result_free(res);
+            res->code = c->code;
+            res->error = strdup(c->msg);
+            c->err = 0;
+            c->msg[0] = '\0';
+        }
+        x->bytes_before += res->rows.len;
+        res->lsn = lsn;
+    }
+    c->lsn = lsn;
 }
 
 static void op_batch(run_ctx *x)
@@ -1078,6 +1318,12 @@ static void op_batch(run_ctx *x)
     }
     if (check_txn(x) != 0)
         return;
+    sqlite3 *vdb = view_db(x);
+    if (vdb != NULL || c->err != 0 || x->retry) {
+        if (vdb != NULL)
+            batch_on(x, vdb, from);
+        return;
+    }
     for (size_t i = 0; i < from; i++)
         x->bytes_before += c->results[i].rows.len;
     if (c->atomic) {
@@ -1144,6 +1390,66 @@ static void op_batch(run_ctx *x)
             c->results[i].lsn = o->lsn;
 }
 
+/* A new transaction id: 32 hex digits. */
+static int txn_id(char out[33])
+{
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+    return 0;
+}
+
+/* beginTransaction readOnly: a view of the last commit, kept until the
+ * transaction ends; the actor's connection stays free for everyone. */
+static void op_begin_read_only(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    snap_txn t = {.lsn = o->lsn, .session = c->session};
+    t.timeout_ms = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
+    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    if (a->nsstreams + a->nsnaps >= max) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "%u streams and read-only transactions are open on this database (max_snapshots)", max);
+        return;
+    }
+    char err[600];
+    if (txn_id(t.id) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
+        return;
+    }
+    if (view_conn(x->e, a, o, t.lsn, &t.view, &t.db, err, sizeof err) != 0) {
+        if (cold(x))
+            x->retry = true;
+        else
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->nsnaps == a->snaps_cap) {
+        size_t cap = a->snaps_cap ? a->snaps_cap * 2 : 4;
+        snap_txn *p = realloc(a->snaps, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&a->mu);
+            sqlite3_close(t.db);
+            dsq_ps_view_close(t.view);
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        a->snaps = p;
+        a->snaps_cap = cap;
+    }
+    t.deadline_ms = dsq_now_ms() + t.timeout_ms;
+    a->snaps[a->nsnaps++] = t;
+    pthread_mutex_unlock(&a->mu);
+    atomic_fetch_add(&x->e->txns_open, 1);
+    memcpy(c->txn_out, t.id, sizeof c->txn_out);
+    c->lsn = t.lsn;
+}
+
 static void op_begin(run_ctx *x)
 {
     dsq_call *c = x->c;
@@ -1153,19 +1459,35 @@ static void op_begin(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
         return;
     }
+    /* A transaction holds the database (or, read-only, a view of it) until
+     * it ends: no longer than the operator allows. */
+    if (x->e->cfg.max_txn_timeout_ms != 0 && c->txn_timeout_ms > x->e->cfg.max_txn_timeout_ms) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "timeoutMs %llu is above max_transaction_timeout (%llu ms)",
+                  (unsigned long long)c->txn_timeout_ms, (unsigned long long)x->e->cfg.max_txn_timeout_ms);
+        return;
+    }
+    /* One that may write takes the write lock (at its first write, or at
+     * once): it needs write scope. */
+    if (!c->read_only && !(c->scope & DSQ_SCOPE_W)) {
+        dsq__fail(c, DSQ_CODE_FORBIDDEN,
+                  "a transaction that may write needs write scope; the token has read scope only "
+                  "(beginTransaction readOnly: true reads a snapshot)");
+        return;
+    }
+    if (c->read_only) {
+        op_begin_read_only(x);
+        return;
+    }
     int rc = internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc);
         return;
     }
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+    if (txn_id(c->txn_out) != 0) {
         internal_exec(o, "ROLLBACK");
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
         return;
     }
-    for (int i = 0; i < 16; i++)
-        snprintf(c->txn_out + 2 * i, 3, "%02x", rnd[i]);
     o->in_txn = true;
     uint64_t timeout = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
     pthread_mutex_lock(&a->mu);
@@ -1187,6 +1509,12 @@ static void op_end_txn(run_ctx *x, bool do_commit)
     }
     if (check_txn(x) != 0)
         return;
+    if (x->snap != NULL) { /* read-only: it only ends */
+        c->lsn = x->snap->lsn;
+        snap_remove(x->e, x->a, (size_t)(x->snap - x->a->snaps));
+        x->snap = NULL;
+        return;
+    }
     if (do_commit) {
         if (commit(x) != 0) {
             if (x->retry)
@@ -1219,48 +1547,45 @@ static void stream_finish(run_ctx *x)
         sqlite3_finalize(o->stream_stmt);
         o->stream_stmt = NULL;
     }
-    if (o->stream_began) {
-        internal_exec(o, "COMMIT"); /* read only: nothing to make durable */
-        o->stream_began = false;
-    }
     pthread_mutex_lock(&x->a->mu);
     x->a->stream_id = 0;
     x->a->stream_session = 0;
     pthread_mutex_unlock(&x->a->mu);
 }
 
-/* Prepare a stream's one read-only statement and take the hold. */
-static int stream_start(run_ctx *x)
+/* Prepare a stream's one read-only statement on db, bind it and fill the
+ * result's columns. NULL with c failed. */
+static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
-    if (alloc_results(c, 1) != 0 || check_txn(x) != 0)
-        return -1;
     const dsq_stmt_req *r = &c->stmts[0];
     sqlite3_stmt *st = NULL;
-    o->stream_rows = o->stream_skip = 0;
     const char *tail = NULL;
     o->deny[0] = '\0';
-    int rc = sqlite3_prepare_v3(o->db, r->sql, (int)r->sql_len, 0, &st, &tail);
+    o->stmt_writes = false;
+    int rc = sqlite3_prepare_v3(db, r->sql, (int)r->sql_len, 0, &st, &tail);
     if (rc != SQLITE_OK) {
+        x->db = db;
         fail_sqlite(x, rc);
-        return -1;
+        x->db = NULL;
+        return NULL;
     }
     if (st == NULL) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
-        return -1;
+        return NULL;
     }
     const char *end = r->sql + r->sql_len;
     if (skip_space(tail, end) != end && !(*skip_space(tail, end) == ';' &&
                                           skip_space(skip_space(tail, end) + 1, end) == end)) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream takes exactly one statement");
-        return -1;
+        return NULL;
     }
-    if (!sqlite3_stmt_readonly(st)) {
+    if (!sqlite3_stmt_readonly(st) || o->stmt_writes) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream runs read-only statements; use query");
-        return -1;
+        return NULL;
     }
     unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
     int brc = used ? bind_params(c, st, r, used) : -1;
@@ -1275,18 +1600,23 @@ static int stream_start(run_ctx *x)
         if (c->err == 0)
             dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         sqlite3_finalize(st);
-        return -1;
+        return NULL;
     }
-    if (!o->in_txn) {
-        if (internal_exec(o, "BEGIN") != SQLITE_OK) {
-            sqlite3_finalize(st);
-            fail_sqlite(x, sqlite3_errcode(o->db));
-            return -1;
-        }
-        o->stream_began = true;
-    }
-    o->stream_stmt = st;
     o->statements++;
+    return st;
+}
+
+/* A stream in the open write transaction: its statement runs on the
+ * actor's connection, and holds the actor until its last chunk. */
+static int stream_start_in_txn(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    o->stream_rows = o->stream_skip = 0;
+    sqlite3_stmt *st = stream_prepare(x, o->db);
+    if (st == NULL)
+        return -1;
+    o->stream_stmt = st;
     c->stream_id = atomic_fetch_add(&x->e->next_stream, 1) + 1;
     pthread_mutex_lock(&x->a->mu);
     x->a->stream_id = c->stream_id;
@@ -1296,67 +1626,127 @@ static int stream_start(run_ctx *x)
     return 0;
 }
 
-/* Start, continue or cancel a stream; hands one chunk to the loop. */
-static void op_stream(run_ctx *x)
+/* Remove snapshot stream i: its statement, connection and view close. */
+static void sstream_remove(dsq_actor *a, size_t i)
+{
+    pthread_mutex_lock(&a->mu); /* (the loop thread writes deadlines under it) */
+    snap_stream t = a->sstreams[i];
+    a->sstreams[i] = a->sstreams[--a->nsstreams];
+    pthread_mutex_unlock(&a->mu);
+    sqlite3_finalize(t.stmt);
+    if (t.view != NULL) {
+        sqlite3_close(t.db);
+        dsq_ps_view_close(t.view);
+    }
+}
+
+void dsq__sstreams_close(dsq_actor *a, sqlite3 *on)
+{
+    for (size_t i = a->nsstreams; i-- > 0;)
+        if (on == NULL || (a->sstreams[i].view == NULL && a->sstreams[i].db == on))
+            sstream_remove(a, i);
+}
+
+static snap_stream *sstream_find(dsq_actor *a, uint64_t id)
+{
+    for (size_t i = 0; id != 0 && i < a->nsstreams; i++)
+        if (a->sstreams[i].id == id)
+            return &a->sstreams[i];
+    return NULL;
+}
+
+/* A stream outside the write transaction: a connection of its own on a
+ * view of the last commit (or a read-only transaction's connection), so
+ * it holds back no one. At most max_snapshots per database, with the
+ * read-only transactions. */
+static int sstream_start(run_ctx *x)
 {
     dsq_call *c = x->c;
     actor_open *o = x->o;
     dsq_actor *a = x->a;
-    bool ours;
-    pthread_mutex_lock(&a->mu);
-    ours = c->stream_id != 0 && a->stream_id == c->stream_id;
-    if (ours)
-        a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
-    pthread_mutex_unlock(&a->mu);
-
-    if (c->state == DSQ__CALL_STREAM_CANCEL) {
-        if (ours)
-            stream_finish(x);
-        c->more = false;
-        return;
+    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    if (a->nsstreams + a->nsnaps >= max) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "%u streams and read-only transactions are open on this database (max_snapshots)", max);
+        return -1;
     }
-    if (c->state == DSQ__CALL_NEW) {
-        if (stream_start(x) != 0) {
-            if (cold(x))
-                x->retry = true; /* nothing is open yet: it starts again */
-            c->more = false;
-            return;
+    snap_stream t = {.session = c->session, .lsn = o->lsn};
+    if (x->snap != NULL) {
+        t.db = x->snap->db;
+        t.lsn = x->snap->lsn;
+    } else {
+        char err[600];
+        if (view_conn(x->e, a, o, o->lsn, &t.view, &t.db, err, sizeof err) != 0) {
+            if (!cold(x))
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            return -1;
         }
-    } else if (!ours || o->stream_stmt == NULL) {
-        dsq__fail(c, DSQ_CODE_TIMEOUT, "the stream was ended: idle past transaction_timeout");
-        c->more = false;
-        return;
     }
+    if ((t.stmt = stream_prepare(x, t.db)) == NULL)
+        goto fail;
+    pthread_mutex_lock(&a->mu);
+    if (a->nsstreams == a->sstreams_cap) {
+        size_t cap = a->sstreams_cap ? a->sstreams_cap * 2 : 4;
+        snap_stream *p = realloc(a->sstreams, cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&a->mu);
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            goto fail;
+        }
+        a->sstreams = p;
+        a->sstreams_cap = cap;
+    }
+    t.id = c->stream_id = atomic_fetch_add(&x->e->next_stream, 1) + 1;
+    t.deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    a->sstreams[a->nsstreams++] = t;
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+fail:
+    sqlite3_finalize(t.stmt);
+    if (t.view != NULL) {
+        sqlite3_close(t.db);
+        dsq_ps_view_close(t.view);
+    }
+    return -1;
+}
+
+/* Step a stream's statement for one chunk into results[0]. *rows counts
+ * the rows handed out, *skip those to step over first (it starts again
+ * after a cold page: the same snapshot, so the same rows). Returns true
+ * when the stream is done (its end or a failure); sets x->retry when a
+ * page is in the object store (the chunk is made again once it is here). */
+static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t *skip)
+{
+    dsq_call *c = x->c;
     dsq_result *res = &c->results[0];
     dsq_buf_reset(&res->rows);
     res->nrows = 0;
-    int ncols = sqlite3_column_count(o->stream_stmt);
+    int ncols = sqlite3_column_count(st);
     bool done = false;
-    /* After a cold page the statement started over (in the same read
-     * transaction, so with the same rows): the ones handed out are
-     * stepped over. */
-    while (o->stream_skip > 0) {
-        int rc = sqlite3_step(o->stream_stmt);
+    x->db = sqlite3_db_handle(st); /* for fail_sqlite's message */
+    while (*skip > 0) {
+        int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            o->stream_skip--;
+            (*skip)--;
             continue;
         }
         if (cold(x)) {
-            sqlite3_reset(o->stream_stmt);
-            o->stream_skip = o->stream_rows;
+            sqlite3_reset(st);
+            *skip = *rows;
             c->state = DSQ__CALL_STREAM_MORE;
             x->retry = true;
-            return;
+            x->db = NULL;
+            return false;
         }
         if (rc != SQLITE_DONE)
             fail_sqlite(x, rc);
-        o->stream_skip = 0;
+        *skip = 0;
         done = true;
     }
     for (size_t n = 0; n < c->chunk_rows && !done && c->err == 0; n++) {
-        int rc = sqlite3_step(o->stream_stmt);
+        int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            if (dsq__result_add(res, o->stream_stmt, ncols) != 0) {
+            if (dsq__result_add(res, st, ncols) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 break;
             }
@@ -1369,35 +1759,92 @@ static void op_stream(run_ctx *x)
             continue;
         }
         if (rc != SQLITE_DONE && cold(x)) {
-            /* A page is in the object store: once it is here, this chunk
-             * is made again (the stream and its transaction stay open). */
-            sqlite3_reset(o->stream_stmt);
-            o->stream_skip = o->stream_rows;
+            sqlite3_reset(st);
+            *skip = *rows;
             dsq_buf_reset(&res->rows);
             res->nrows = 0;
             c->state = DSQ__CALL_STREAM_MORE;
             x->retry = true;
-            return;
+            x->db = NULL;
+            return false;
         }
         if (rc != SQLITE_DONE)
             fail_sqlite(x, rc);
         done = true;
         break;
     }
-    o->stream_rows += res->nrows;
-    if (c->err != 0 || done) {
-        stream_finish(x);
+    x->db = NULL;
+    *rows += res->nrows;
+    return done || c->err != 0;
+}
+
+/* Start, continue or cancel a stream; hands one chunk to the loop. */
+static void op_stream(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    bool ours;
+    pthread_mutex_lock(&a->mu);
+    ours = c->stream_id != 0 && a->stream_id == c->stream_id;
+    snap_stream *ss = ours ? NULL : sstream_find(a, c->stream_id);
+    if (ours)
+        a->stream_deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    if (ss != NULL)
+        ss->deadline_ms = dsq_now_ms() + x->e->cfg.txn_timeout_ms;
+    pthread_mutex_unlock(&a->mu);
+
+    if (c->state == DSQ__CALL_STREAM_CANCEL) {
+        if (ours)
+            stream_finish(x);
+        else if (ss != NULL)
+            sstream_remove(a, (size_t)(ss - a->sstreams));
+        c->more = false;
+        return;
+    }
+    if (c->state == DSQ__CALL_NEW) {
+        if (alloc_results(c, 1) != 0 || check_txn(x) != 0) {
+            c->more = false;
+            return;
+        }
+        bool in_txn = c->txn[0] != '\0' && x->snap == NULL;
+        if ((in_txn ? stream_start_in_txn(x) : sstream_start(x)) != 0) {
+            if (cold(x))
+                x->retry = true; /* nothing is open yet: it starts again */
+            c->more = false;
+            return;
+        }
+        ours = in_txn;
+        pthread_mutex_lock(&a->mu);
+        ss = in_txn ? NULL : sstream_find(a, c->stream_id);
+        pthread_mutex_unlock(&a->mu);
+    } else if (!(ours && o->stream_stmt != NULL) && ss == NULL) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the stream was ended: idle past transaction_timeout");
+        c->more = false;
+        return;
+    }
+    bool done = ours ? stream_chunk(x, o->stream_stmt, &o->stream_rows, &o->stream_skip)
+                     : stream_chunk(x, ss->stmt, &ss->rows, &ss->skip);
+    if (x->retry)
+        return;
+    dsq_result *res = &c->results[0];
+    uint64_t lsn = ours ? o->lsn : ss->lsn;
+    if (done) {
+        if (ours)
+            stream_finish(x);
+        else
+            sstream_remove(a, (size_t)(ss - a->sstreams));
         c->more = false;
     } else {
         c->more = true;
     }
-    res->lsn = c->lsn = o->lsn;
+    res->lsn = c->lsn = lsn;
 }
 
 static void op_ping(run_ctx *x)
 {
-    x->c->lsn = x->o->lsn;
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->o->lsn, "time",
+    x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
+    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
                           (json_int_t)dsq_wall_ms());
 }
 
@@ -1535,7 +1982,7 @@ static void exec_internal(run_ctx *x)
     switch (op_of(c)) {
     case DSQ__OP_HIBERNATE:
         pthread_mutex_lock(&a->mu);
-        held = a->txn[0] != '\0' || a->stream_id != 0;
+        held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0 || a->nsstreams > 0;
         pthread_mutex_unlock(&a->mu);
         if (!held) {
             checkpoint_before_close(a);
@@ -1544,6 +1991,20 @@ static void exec_internal(run_ctx *x)
         break;
     case DSQ__OP_TXN_EXPIRE: {
         pthread_mutex_lock(&a->mu);
+        snap_txn *t = dsq__snap_find(a, c->txn);
+        if (t != NULL) {
+            bool late = c->session != 0 || dsq_now_ms() >= t->deadline_ms;
+            size_t i = (size_t)(t - a->snaps);
+            pthread_mutex_unlock(&a->mu);
+            if (late && x->o != NULL) {
+                if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == a->snaps[i].db)
+                    stream_finish(x); /* its stream ends with it */
+                snap_remove(x->e, a, i);
+                DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
+                         c->session ? "client_disconnected" : "idle_timeout");
+            }
+            break;
+        }
         bool match = a->txn[0] != '\0' && strcmp(a->txn, c->txn) == 0;
         /* An idle expiry loses to activity that came in meanwhile. */
         if (match && c->session == 0 && dsq_now_ms() < a->txn_deadline_ms)
@@ -1551,7 +2012,9 @@ static void exec_internal(run_ctx *x)
         pthread_mutex_unlock(&a->mu);
         if (!match || x->o == NULL)
             break;
-        if (x->o->stream_stmt)
+        /* A stream in it ends with it; one in a read-only transaction
+         * (on that one's connection) goes on. */
+        if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
             stream_finish(x);
         internal_exec(x->o, "ROLLBACK");
         end_txn(x);
@@ -1559,8 +2022,17 @@ static void exec_internal(run_ctx *x)
                  c->session ? "client_disconnected" : "idle_timeout");
         break;
     }
-    case DSQ__OP_STREAM_END:
+    case DSQ__OP_STREAM_END: {
         pthread_mutex_lock(&a->mu);
+        snap_stream *ss = sstream_find(a, c->stream_id);
+        if (ss != NULL) {
+            bool late = c->session != 0 || dsq_now_ms() >= ss->deadline_ms;
+            size_t i = (size_t)(ss - a->sstreams);
+            pthread_mutex_unlock(&a->mu);
+            if (late && x->o != NULL)
+                sstream_remove(a, i);
+            break;
+        }
         held = a->stream_id == c->stream_id;
         /* As for transactions: an idle end loses to a continuation that
          * came in meanwhile. */
@@ -1570,6 +2042,7 @@ static void exec_internal(run_ctx *x)
         if (held && x->o)
             stream_finish(x);
         break;
+    }
     case DSQ__OP_HEAP_TRIM:
         dsq__heap_trim(x->e);
         break;
@@ -1654,8 +2127,11 @@ static int cold_failed(run_ctx *x)
     if (c->op == DSQ_OP_STREAM) {
         if (c->nresults == 0)
             alloc_results(c, 1);
-        if (x->o && x->o->stream_stmt && c->state != DSQ__CALL_NEW)
+        if (x->o && x->o->stream_stmt && c->state != DSQ__CALL_NEW && x->a->stream_id == c->stream_id)
             stream_finish(x);
+        snap_stream *ss = x->o && c->state != DSQ__CALL_NEW ? sstream_find(x->a, c->stream_id) : NULL;
+        if (ss != NULL)
+            sstream_remove(x->a, (size_t)(ss - x->a->sstreams));
         c->more = false;
     }
     c->cold_retry = false;
@@ -1666,7 +2142,9 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
+    c->not_found = false;
     c->msg[0] = '\0';
+    c->wait_writer = false;
     if (e->warm != NULL)
         dsq_warm_miss_clear();
     if (op_of(c) >= DSQ__OP_HIBERNATE) {
@@ -1688,6 +2166,16 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->wait_expired) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT,
+                  "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
+                  (unsigned long long)(dsq_now_ms() - (c->wait_since_ms ? c->wait_since_ms : c->posted_ms)));
+    } else if (c->state == DSQ__CALL_NEW && dsq__cancellable(c) && dsq__cancelled(c)) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
+        if (c->op == DSQ_OP_STREAM) {
+            alloc_results(c, 1);
+            c->more = false;
+        }
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL && cold_failed(&x)) {
         /* its log chunk did not come: failed (a batch of the system actor) */
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
@@ -1702,17 +2190,23 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
         } else {
             dsq__actor_close(a);
-            if (dsq__store_drop(e, a->name, err, sizeof err) != 0) {
+            int rc = dsq__store_drop(e, a->name, err, sizeof err);
+            if (rc == 1) {
+                c->not_found = true;
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "no such database: %s", a->name);
+            } else if (rc == 2) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot drop %s: %s", a->name, err);
+            } else if (rc != 0) {
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
             } else {
                 dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
-                dsq_tier_dropped(e->tier, a->name);          /* and its objects */
                 c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }
     } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
         x.o = a->open;
         x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
+        x.o->running = c;
         switch (c->op) {
         case DSQ_OP_QUERY: op_query(&x); break;
         case DSQ_OP_BATCH: op_batch(&x); break;
@@ -1723,15 +2217,21 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         case DSQ_OP_CDC_READ: op_cdc_read(&x); break;
         case DSQ_OP_SCHEMA: {
             char err[256];
-            if (check_txn(&x) == 0 && (c->doc = dsq__schema(x.o, err, sizeof err)) == NULL)
+            sqlite3 *vdb = check_txn(&x) == 0 ? view_db(&x) : NULL;
+            if (c->err == 0 && !x.retry &&
+                (c->doc = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+            c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
+            break;
+        }
+        case DSQ_OP_STATS: {
+            /* Beside another client's transaction: the last commit's size. */
+            sqlite3 *vdb = c->txn[0] == '\0' ? view_db(&x) : NULL;
+            if (c->err == 0 && !x.retry)
+                c->doc = dsq__stats(e, a, vdb ? vdb : x.o->db);
             c->lsn = x.o->lsn;
             break;
         }
-        case DSQ_OP_STATS:
-            c->doc = dsq__stats(e, a);
-            c->lsn = x.o->lsn;
-            break;
         case DSQ_OP_PING:
             if (check_txn(&x) == 0)
                 op_ping(&x);
@@ -1741,11 +2241,18 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             break;
         }
         x.o->deadline_ns = 0;
+        x.o->running = NULL;
         if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
-        if (c->txn[0] && x.o->in_txn) {
+        if (c->txn[0]) {
+            /* The idle clock of the transaction it named (not another
+             * client's, when it named a read-only one) restarts. */
             pthread_mutex_lock(&a->mu);
-            a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
+            snap_txn *t = dsq__snap_find(a, c->txn);
+            if (t != NULL)
+                t->deadline_ms = dsq_now_ms() + t->timeout_ms;
+            else if (x.o->in_txn && strcmp(a->txn, c->txn) == 0)
+                a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
             pthread_mutex_unlock(&a->mu);
         }
     } else if (a->open == NULL && cold(&x)) {
@@ -1761,8 +2268,19 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         }
         if (k != NULL)
             dsq_warm_release(e->warm, k);
-        if (a->npins > 0 && (a->open == NULL || a->open->stream_stmt == NULL))
+        pthread_mutex_lock(&a->mu);
+        bool other_waits = a->cold_wait; /* (a cancelled call ran while another waits for its page) */
+        pthread_mutex_unlock(&a->mu);
+        if (a->npins > 0 && !other_waits && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
             pins_release(e, a);
+    }
+    if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
+        c->err = 0;
+        c->msg[0] = '\0';
+        c->cold_retry = false; /* it runs whole again: no page it waited for is owed to it */
+        c->wait_writer = true;
+        dsq__actor_repost(e, a, c);
+        return;
     }
     c->cold_retry = false;
     if (c->op == DSQ_OP_STREAM) {

@@ -90,7 +90,7 @@ void dsq__obj_fail(dsq_obj_req *r, dsq_obj_status st, const char *fmt, ...)
     va_end(ap);
 }
 
-uint64_t dsq__obj_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd)
+uint64_t dsq_obj_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd)
 {
     uint64_t ceiling = base_ms;
     for (unsigned i = 1; i < attempt && ceiling < cap_ms; i++)
@@ -98,6 +98,18 @@ uint64_t dsq__obj_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms
     if (ceiling > cap_ms)
         ceiling = cap_ms;
     return rnd % (ceiling + 1);
+}
+
+uint64_t dsq_obj_backoff_rnd(void)
+{
+    /* xorshift64*, seeded per thread from the clock and the thread */
+    static _Thread_local uint64_t x;
+    if (x == 0)
+        x = (dsq_now_ns() ^ ((uint64_t)gettid() << 32) ^ (uint64_t)(uintptr_t)&x) | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    return x * 0x2545F4914F6CDD1DULL;
 }
 
 void dsq_obj_req_clear(dsq_obj_req *r)

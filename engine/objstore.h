@@ -126,6 +126,16 @@ void dsq_obj_close(dsq_obj *o);
 const char *dsq_obj_op_name(dsq_obj_op op);
 const char *dsq_obj_status_name(dsq_obj_status s);
 
+/* The wait before retry `attempt` (1, 2, ...) of anything that failed
+ * against the store: uniform in [0, ceiling], the ceiling base *
+ * 2^(attempt-1) up to cap ("full jitter"); `rnd` a random 64-bit number
+ * (dsq_obj_backoff_rnd). Every retry loop against the store waits so:
+ * a request's own retries (s3), the tier's uploads, drops and listing. */
+uint64_t dsq_obj_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd);
+
+/* A random number for dsq_obj_backoff_ms (per thread; jitter, not secrets). */
+uint64_t dsq_obj_backoff_rnd(void);
+
 /* Is `key` a valid key (see above)? */
 bool dsq_obj_key_valid(const char *key);
 

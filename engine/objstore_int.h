@@ -43,11 +43,6 @@ extern const dsq_obj_backend dsq__obj_s3;
 void dsq__obj_finish(dsq_obj *o, dsq_obj_req *r);
 void dsq__obj_fail(dsq_obj_req *r, dsq_obj_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* The wait before retry `attempt` (1, 2, ...): uniform in [0, ceiling],
- * the ceiling base * 2^(attempt-1) up to cap ("full jitter"); `rnd` a
- * random 64-bit number. */
-uint64_t dsq__obj_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd);
-
 /* Percent-encode `s` as SigV4 wants (RFC 3986 unreserved characters
  * kept; '/' kept when keep_slash). 0 or -1 out of memory. */
 int dsq__s3_uri_encode(dsq_buf *b, const char *s, size_t n, bool keep_slash);

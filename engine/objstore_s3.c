@@ -354,7 +354,7 @@ static void retry_or_fail(xfer *x, dsq_obj_status st, const char *why)
     dsq_obj_req *r = x->r;
     release_easy(x);
     if (x->tries <= s->o->cfg.retries && !s->stopping) {
-        uint64_t ms = dsq__obj_backoff_ms(x->tries, s->o->cfg.backoff_ms, s->o->cfg.max_backoff_ms, next_rnd(s));
+        uint64_t ms = dsq_obj_backoff_ms(x->tries, s->o->cfg.backoff_ms, s->o->cfg.max_backoff_ms, next_rnd(s));
         snprintf(r->msg, sizeof r->msg, "%s", why); /* kept if the next try is cut short */
         uv_timer_start(&x->retry, on_retry, ms, 0);
         return;

@@ -34,6 +34,7 @@
 #include "common/util.h"
 #include "engine/disk.h"
 #include "engine/ckpt.h"
+#include "engine/fdcache.h"
 #include "engine/warm.h"
 
 #define FORMAT_NAME "dosqld-db"
@@ -73,6 +74,7 @@ struct dsq_ps {
     dsq_ps_cfg cfg;
     uint32_t page_size;
     dsq_wal *wal;
+    dsq_fdc *fdc;          /* read descriptors of its segments and checkpoints; owned */
 
     uint64_t lsn, lsn_time;
     const void *extra;     /* the next commit's extra bytes (dsq_ps_set_extra) */
@@ -362,6 +364,7 @@ static int ck_push(dsq_ps *ps, const dsq_ckpt *c)
     }
     ps->ckpts[ps->nckpts++] = (ck){++ps->next_ckpt_id, *c};
     ps->ckpts[ps->nckpts - 1].c.warm = ps->cfg.warm;
+    ps->ckpts[ps->nckpts - 1].c.fdc = ps->fdc;
     return 0;
 }
 
@@ -411,6 +414,15 @@ static int load_checkpoints(dsq_ps *ps, char *err, size_t errlen)
 static size_t retain(dsq_ps *ps, uint64_t now_us);
 
 
+/* Close a store that failed to open, keeping errno (the caller tells
+ * EMFILE from the rest). */
+static void ps_close_keep_errno(dsq_ps *ps)
+{
+    int saved = errno;
+    dsq_ps_close(ps);
+    errno = saved;
+}
+
 int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -439,13 +451,14 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     ps->page_size = (uint32_t)page_size;
     ps->spare_cap = 32; /* page buffers kept between transactions: 128 KiB at 4 KiB */
     ps->spare = calloc(ps->spare_cap, sizeof *ps->spare);
-    if (ps->spare == NULL) {
+    ps->fdc = dsq_fdc_new(cfg->max_open_files ? cfg->max_open_files : DSQ_FDC_DEFAULT);
+    if (ps->spare == NULL || ps->fdc == NULL) {
         snprintf(err, errlen, "out of memory");
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     if (load_checkpoints(ps, err, errlen) != 0) {
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     uint64_t from = ps->lsn; /* the newest checkpoint's */
@@ -453,10 +466,10 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
     dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes,
                       .known_durable = cfg->known_durable, .jnl = cfg->jnl, .jname = cfg->name,
-                      .warm = cfg->warm};
+                      .warm = cfg->warm, .fdc = ps->fdc};
     uint64_t last;
     if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
-        dsq_ps_close(ps);
+        ps_close_keep_errno(ps);
         return -1;
     }
     /* Time travel reaches the oldest checkpoint, or the beginning while
@@ -488,6 +501,7 @@ void dsq_ps_close(dsq_ps *ps)
     dsq_wal_close(ps->wal);
     for (size_t i = 0; i < ps->nckpts; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, 0);
+    dsq_fdc_free(ps->fdc);
     free(ps->ckpts);
     free(ps->idx.v);
     free(ps->frame);
@@ -865,6 +879,8 @@ static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
     for (size_t i = 0; i <= k; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, i < k); /* file k's name is the merged one's now */
     ps->ckpts[0] = (ck){base_id, c};
+    ps->ckpts[0].c.warm = ps->cfg.warm;
+    ps->ckpts[0].c.fdc = ps->fdc;
     memset(ps->rkey, 0, sizeof ps->rkey); /* the merged file reuses base_id's frames' names */
     memmove(ps->ckpts + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
     ps->nckpts -= k;
@@ -920,6 +936,8 @@ void dsq_ps_usage(dsq_ps *ps, dsq_ps_usage_t *u)
     u->oldest_lsn = ps->oldest;
     u->pages = ps->idx.n;
 }
+
+unsigned dsq_ps_read_fds(dsq_ps *ps) { return dsq_fdc_open_count(ps->fdc); }
 
 /* ---- views: the database as of an LSN ----------------------------------------------------- */
 

@@ -30,6 +30,8 @@ typedef struct dsq_ps_cfg {
     struct dsq_jnl *jnl;    /* the node's journal, or NULL (wal.h) */
     const char *name;       /* the database's name in it */
     struct dsq_warm *warm;  /* where evicted checkpoints' pages are read from (warm.h), or NULL */
+    unsigned max_open_files; /* descriptors kept open for reads of old segments and
+                                checkpoints (fdcache.h); 0: DSQ_FDC_DEFAULT */
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.
@@ -98,6 +100,9 @@ typedef struct dsq_ps_usage_t {
     uint64_t log_bytes, checkpoint_bytes, log_first_lsn, oldest_lsn;
 } dsq_ps_usage_t;
 void dsq_ps_usage(dsq_ps *ps, dsq_ps_usage_t *u);
+/* Descriptors open now for reads (at most max_open_files while no read
+ * is under way). */
+unsigned dsq_ps_read_fds(dsq_ps *ps);
 
 /* ---- views: the database as it was at a commit ---- */
 

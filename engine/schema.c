@@ -79,9 +79,8 @@ static void index_details(sqlite3 *db, const char *index, const char *table, jso
     json_object_set_new(ix, "unique", json_boolean(unique));
 }
 
-json_t *dsq__schema(actor_open *o, char *err, size_t errlen)
+json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen)
 {
-    sqlite3 *db = o->db;
     sqlite3_stmt *st = NULL;
     o->internal = true;
     int rc = sqlite3_prepare_v2(db,
@@ -134,28 +133,28 @@ json_t *dsq__schema(actor_open *o, char *err, size_t errlen)
                      "triggers", triggers);
 }
 
-static int64_t pragma_int(actor_open *o, const char *sql)
+static int64_t pragma_int(actor_open *o, sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     int64_t v = 0;
     o->internal = true;
-    if (sqlite3_prepare_v2(o->db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     o->internal = false;
     return v;
 }
 
-json_t *dsq__stats(dsq_engine *e, dsq_actor *a)
+json_t *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *conn)
 {
     actor_open *o = a->open;
     int hit = 0, miss = 0, used = 0, hi;
     sqlite3_db_status(o->db, SQLITE_DBSTATUS_CACHE_HIT, &hit, &hi, 0);
     sqlite3_db_status(o->db, SQLITE_DBSTATUS_CACHE_MISS, &miss, &hi, 0);
     sqlite3_db_status(o->db, SQLITE_DBSTATUS_CACHE_USED, &used, &hi, 0);
-    int64_t pages = pragma_int(o, "PRAGMA page_count");
-    int64_t page_size = pragma_int(o, "PRAGMA page_size");
-    int64_t free_pages = pragma_int(o, "PRAGMA freelist_count");
+    int64_t pages = pragma_int(o, conn, "PRAGMA page_count");
+    int64_t page_size = pragma_int(o, conn, "PRAGMA page_size");
+    int64_t free_pages = pragma_int(o, conn, "PRAGMA freelist_count");
     dsq_engine_stats s;
     dsq_engine_stats_get(e, &s);
     json_t *db = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "name", a->name,

@@ -2,8 +2,8 @@
  * store (pagestore.c: its format file and its log), which SQLite reads and
  * writes through the VFS (vfs.c). The LSN is the log's.
  *
- * Divisions: layout; the journal at start; opening; dropping and
- * listing. */
+ * Divisions: layout; the data directory's lock; the journal at start;
+ * opening; dropping and listing. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +19,7 @@
 #include "engine/engine_int.h"
 #include "engine/journal.h"
 #include "engine/pagestore.h"
+#include "engine/tier.h"
 
 static int db_dir(const char *data_dir, const char *name, char *out, size_t n)
 {
@@ -37,6 +38,91 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* ---- the data directory's lock ------------------------------------------------------------- */
+
+/* DATA_DIR/LOCK: a data directory belongs to one process at a time. The
+ * lock is an open-file-description lock (F_OFD_SETLK) on the whole file:
+ * the kernel drops it when its descriptor closes, so when the process
+ * ends however it ends (kill -9 too), and it conflicts with any other
+ * open of the file, in this process or another. The file holds the
+ * holder's pid and a newline, for the message a second process prints
+ * (OFD locks do not report their owner: F_OFD_GETLK's l_pid is -1); a
+ * clean release empties it. The file itself stays: removing it would
+ * let a third process lock a new file while a second waits on the old. */
+
+/* The pid in a held LOCK file, or 0 when it cannot be read. The holder
+ * writes it just after it takes the lock: a few tries, 50 ms at most. */
+static long lock_holder(int fd)
+{
+    for (int i = 0; i < 10; i++) {
+        char b[32];
+        ssize_t n = pread(fd, b, sizeof b - 1, 0);
+        if (n > 0) {
+            b[n] = '\0';
+            char *end;
+            long pid = strtol(b, &end, 10);
+            if (pid > 0 && *end == '\n')
+                return pid;
+        }
+        usleep(5000);
+    }
+    return 0;
+}
+
+int dsq_engine_lock_dir(const char *data_dir, char *err, size_t errlen)
+{
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/LOCK", data_dir) >= (int)sizeof path) {
+        snprintf(err, errlen, "data directory path too long");
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EACCES) {
+            long pid = lock_holder(fd);
+            if (pid > 0)
+                snprintf(err, errlen,
+                         "data directory %.3000s is in use by process %ld (it holds %.3000s); "
+                         "a data directory belongs to one process at a time",
+                         data_dir, pid, path);
+            else
+                snprintf(err, errlen,
+                         "data directory %.3000s is in use by another process (it holds %.3000s); "
+                         "a data directory belongs to one process at a time",
+                         data_dir, path);
+        } else {
+            snprintf(err, errlen, "cannot lock %.3000s: %s", path, strerror(e));
+        }
+        close(fd);
+        return -1;
+    }
+    char b[32];
+    int n = snprintf(b, sizeof b, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, b, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "cannot write %.3000s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void dsq_engine_unlock_dir(int fd)
+{
+    if (fd < 0)
+        return;
+    /* Still held: no one else can be writing it. */
+    if (ftruncate(fd, 0) != 0) {
+        /* The next holder rewrites it; a stale pid misleads no lock. */
+    }
+    close(fd);
 }
 
 /* ---- the journal at start -------------------------------------------------------------------- */
@@ -230,6 +316,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .jnl = e->jnl,
         .name = name,
         .warm = e->warm,
+        .max_open_files = e->cfg.max_open_files,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
         return -1;
@@ -242,26 +329,117 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
     return 0;
 }
 
+bool dsq__store_exists(const dsq_engine *e, const char *name)
+{
+    char dir[4096];
+    struct stat st;
+    return db_dir(e->data_dir, name, dir, sizeof dir) == 0 && stat(dir, &st) == 0;
+}
+
+/* Dropping: the directory moves to db/.dropped.NAME (one rename, made
+ * durable) before the tombstone is written (tier.h), so that a tombstone
+ * next to a directory of the name always means a database made again
+ * after the drop; a crash between the two leaves .dropped.NAME, and the
+ * next start finishes the drop (dsq__store_sweep_dropped). */
+typedef struct drop_ctx {
+    const dsq_engine *e;
+    const char *name;
+    char dir[4096];      /* db/NAME */
+    char gone[4200];     /* db/.dropped.NAME */
+    char base[4096];     /* db */
+    bool local;          /* it was here (moved away) */
+} drop_ctx;
+
+static int drop_local(void *ud, char *err, size_t errlen)
+{
+    drop_ctx *x = ud;
+    struct stat st;
+    if (stat(x->dir, &st) == 0) {
+        /* No live journal entry may name it when it goes: a database made
+         * later under the same name must not get them at the next start. */
+        if (x->e->jnl != NULL && dsq_jnl_barrier(x->e->jnl, err, errlen) != 0)
+            return -1;
+        char e2[256];
+        dsq_ps_remove(x->gone, e2, sizeof e2); /* a leftover of a drop before */
+        if (rename(x->dir, x->gone) != 0) {
+            snprintf(err, errlen, "rename %.1000s: %s", x->dir, strerror(errno));
+            return -1;
+        }
+        dsq_fsync_dir(x->base);
+        x->local = true;
+        return 0;
+    }
+    /* Not here: the store may have it (not restored yet, the store being
+     * unreachable at start). */
+    dsq_tier *t = x->e->tier;
+    if (t == NULL || dsq_tier_tombstoned(t, x->name))
+        return 1;
+    char msg[300] = "";
+    int has = dsq_tier_exists(t, x->name, msg, sizeof msg);
+    if (has > 0)
+        return 0;
+    if (has == 0 || dsq_tier_ready(t))
+        return 1; /* (every database the store had is here: the store's failure tells nothing) */
+    snprintf(err, errlen, "%s is not on this node and the object store cannot tell whether it has it: %s", x->name,
+             msg);
+    return 2;
+}
+
 int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t errlen)
 {
-    char dir[4096], path[4200];
+    drop_ctx x = {.e = e, .name = name};
     const char *data_dir = e->data_dir;
-    if (db_dir(data_dir, name, dir, sizeof dir) != 0) {
+    if (db_dir(data_dir, name, x.dir, sizeof x.dir) != 0) {
         snprintf(err, errlen, "path too long");
         return -1;
     }
-    /* No live journal entry may name it when it goes: a database made
-     * later under the same name must not get them at the next start. */
-    if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, errlen) != 0)
-        return -1;
+    snprintf(x.base, sizeof x.base, "%s/db", data_dir);
+    snprintf(x.gone, sizeof x.gone, "%s/db/.dropped.%s", data_dir, name);
     dsq_evict_opening(e->evict, name); /* no eviction of its files meanwhile */
-    int rc = dsq_ps_remove(dir, err, errlen);
+    int rc = e->tier ? dsq_tier_drop(e->tier, name, drop_local, &x, err, errlen) : drop_local(&x, err, errlen);
     dsq_evict_closed(e->evict, name);
-    if (rc != 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/db", data_dir);
-    dsq_fsync_dir(path);
-    return 0;
+    if (x.local && rc == 0) {
+        /* Dropped: its bytes go; what is left of them goes at the next
+         * start. (When the tombstone could not be written, the directory
+         * stays renamed: the next start writes the tombstone and ends the
+         * drop, which its queued job may have ended already.) */
+        char e2[256];
+        if (dsq_ps_remove(x.gone, e2, sizeof e2) != 0)
+            DSQ_WARN("drop_cleanup_failed", "db=%s reason=%s", name, dsq_log_q(e2));
+        else
+            dsq_fsync_dir(x.base);
+    }
+    return rc;
+}
+
+int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen)
+{
+    char base[4096];
+    snprintf(base, sizeof base, "%s/db", e->data_dir);
+    DIR *d = opendir(base);
+    if (d == NULL)
+        return 0;
+    struct dirent *de;
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ".dropped.", 9) != 0 || !dsq_db_name_valid(de->d_name + 9))
+            continue;
+        const char *name = de->d_name + 9;
+        if (e->tier != NULL && !dsq_tier_tombstoned(e->tier, name) &&
+            dsq_tier_drop(e->tier, name, NULL, NULL, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        char p[4400], e2[256];
+        snprintf(p, sizeof p, "%s/%s", base, de->d_name);
+        if (dsq_ps_remove(p, e2, sizeof e2) != 0)
+            DSQ_WARN("drop_cleanup_failed", "db=%s reason=%s", name, dsq_log_q(e2));
+        DSQ_INFO("drop_finished_at_start", "db=%s", name);
+    }
+    closedir(d);
+    if (rc == 0)
+        dsq_fsync_dir(base);
+    return rc;
 }
 
 static int cmp_names(const void *a, const void *b)

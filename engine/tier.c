@@ -40,6 +40,8 @@
 enum job_kind { JOB_OFFER, JOB_DROP };
 
 #define TIER_THREADS_MAX 16
+#define TIER_RETRY_MS 1000      /* a failed job's first backoff ceiling */
+#define TIER_RETRY_MAX_MS 60000 /* and its cap */
 
 typedef struct job {
     enum job_kind kind;
@@ -64,12 +66,24 @@ struct dsq_tier {
     char active[TIER_THREADS_MAX][129]; /* mu: the databases being worked on ("" free) */
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
-    bool hurry;             /* mu: drain: no backoff */
     pthread_mutex_t cmu;
     json_t *cache;          /* cmu: database name -> the manifest the store has */
+    json_t *reborn;         /* cmu: name of a database dropped in this run -> the file version
+                               its next incarnation starts at (above every one the dropped one
+                               used: the warm cache, keyed by object, may still hold those) */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
+    /* Drops: DATA_DIR/dropped/NAME, a tombstone per database dropped whose
+     * objects the store may still hold. dmu orders a drop (the local
+     * directory moved away, the tombstone written) against a restore
+     * putting a database into place. Lock order: dmu, then mu. */
+    pthread_mutex_t dmu;
+    /* Whether every database the store has is here (or dropped): the
+     * listing at start worked, or the catch-up thread got there since. */
+    atomic_bool ready;
+    pthread_t catchup;      /* the catch-up thread, when the store could not be listed at start */
+    bool catchup_running;
 };
 
 static void note_error(dsq_tier *t, const char *db, const char *what)
@@ -229,6 +243,13 @@ static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msgle
     if (rc == 0 && (m = manifest_new(db)) == NULL) {
         snprintf(msg, msglen, "out of memory");
         return NULL;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&t->cmu);
+        json_t *floor = json_object_get(t->reborn, db);
+        if (floor != NULL)
+            json_object_set(m, "next", floor);
+        pthread_mutex_unlock(&t->cmu);
     }
     pthread_mutex_lock(&t->cmu);
     int set = json_object_set(t->cache, db, m);
@@ -439,19 +460,84 @@ static int upload_all(dsq_tier *t, upload *ups, size_t n, char *msg, size_t msgl
     return rc;
 }
 
-static void delete_keys(dsq_tier *t, json_t *keys)
+/* Delete the objects named by `keys`; returns how many failed (msg: why
+ * the first did). */
+static size_t delete_keys(dsq_tier *t, json_t *keys, char *msg, size_t msglen)
 {
     const char *key;
     json_t *v;
+    size_t failed = 0;
     json_object_foreach(keys, key, v) {
         dsq_obj_req r;
         memset(&r, 0, sizeof r);
         r.op = DSQ_OBJ_DELETE;
         dsq_strlcpy(r.key, key, sizeof r.key);
-        if (dsq_obj_run(t->cfg.obj, &r) == DSQ_OBJ_OK)
-            atomic_fetch_add(&t->deletes, 1); /* a failure leaves an orphan, named by no manifest */
+        if (dsq_obj_run(t->cfg.obj, &r) == DSQ_OBJ_OK) {
+            atomic_fetch_add(&t->deletes, 1);
+        } else {
+            if (failed++ == 0 && msg != NULL)
+                snprintf(msg, msglen, "%s", r.msg);
+        }
         dsq_obj_req_clear(&r);
     }
+    return failed;
+}
+
+/* ---- tombstones ------------------------------------------------------------------------------- */
+
+static void tomb_path(const dsq_tier *t, const char *db, char *out, size_t n)
+{
+    snprintf(out, n, "%s/dropped/%s", t->data_dir, db);
+}
+
+bool dsq_tier_tombstoned(dsq_tier *t, const char *db)
+{
+    if (t == NULL)
+        return false;
+    char p[4400];
+    tomb_path(t, db, p, sizeof p);
+    return access(p, F_OK) == 0;
+}
+
+/* Write db's tombstone durably: the file fsynced, then its directory. */
+static int tomb_write(dsq_tier *t, const char *db, char *err, size_t errlen)
+{
+    char p[4400];
+    tomb_path(t, db, p, sizeof p);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    static const char text[] = "dosqld-dropped 1\n";
+    if (fd < 0 || dsq_pwrite_full(fd, text, sizeof text - 1, 0) != 0 || fsync(fd) != 0) {
+        snprintf(err, errlen, "cannot write %.300s: %s", p, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    *strrchr(p, '/') = '\0';
+    dsq_fsync_dir(p);
+    return 0;
+}
+
+/* db's objects are all gone: its tombstone goes, unless a later drop of
+ * the name waits (it wrote the same file). */
+static void tomb_clear(dsq_tier *t, const char *db)
+{
+    pthread_mutex_lock(&t->dmu);
+    pthread_mutex_lock(&t->mu);
+    bool again = false;
+    for (job *x = t->head; x; x = x->next)
+        again |= x->kind == JOB_DROP && strcmp(x->db, db) == 0;
+    pthread_mutex_unlock(&t->mu);
+    if (!again) {
+        char p[4400];
+        tomb_path(t, db, p, sizeof p);
+        if (unlink(p) == 0) {
+            *strrchr(p, '/') = '\0';
+            dsq_fsync_dir(p);
+            DSQ_INFO("drop_finished", "db=%s reason=%s", db, dsq_log_q("the object store has none of its objects"));
+        }
+    }
+    pthread_mutex_unlock(&t->dmu);
 }
 
 static void tails_trim(dsq_tier *t, const char *db, uint64_t lsn);
@@ -610,7 +696,7 @@ static int offer_against(dsq_tier *t, job *j, json_t *old, char *msg, size_t msg
         json_object_del(gone, key);
     json_decref(keep);
     cache_set(t, j->db, nm);
-    delete_keys(t, gone);
+    delete_keys(t, gone, NULL, 0); /* a failure leaves an orphan, named by no manifest */
     json_decref(gone);
     if (t->cfg.tails)
         tails_trim(t, j->db, j->lsn);
@@ -627,8 +713,25 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
     return rc;
 }
 
+/* A database made again under a dropped name numbers its file versions
+ * from above `id` (an object key names its version). */
+static void reborn_above(dsq_tier *t, const char *db, uint64_t id)
+{
+    pthread_mutex_lock(&t->cmu);
+    json_t *cur = json_object_get(t->reborn, db);
+    if (cur == NULL || (uint64_t)json_integer_value(cur) <= id)
+        json_object_set_new(t->reborn, db, json_integer((json_int_t)id + 1));
+    pthread_mutex_unlock(&t->cmu);
+}
+
 static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 {
+    pthread_mutex_lock(&t->cmu);
+    json_t *cached = json_object_get(t->cache, j->db);
+    uint64_t next = cached ? (uint64_t)json_integer_value(json_object_get(cached, "next")) : 0;
+    pthread_mutex_unlock(&t->cmu);
+    if (next > 0)
+        reborn_above(t, j->db, next - 1);
     cache_forget(t, j->db);
     /* The manifest first: no restore finds half a database. */
     dsq_obj_req r;
@@ -649,11 +752,19 @@ static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
         return -1;
     }
     json_t *keys = json_object();
-    for (size_t i = 0; i < r.nitems; i++)
+    for (size_t i = 0; i < r.nitems; i++) {
         json_object_set_new(keys, r.items[i].key, json_true());
+        const char *c = strstr(r.items[i].key, "/data/");
+        unsigned long long id;
+        if (c != NULL && sscanf(c + 6, "%8llx.", &id) == 1)
+            reborn_above(t, j->db, id);
+    }
     dsq_obj_req_clear(&r);
-    delete_keys(t, keys);
+    size_t left = delete_keys(t, keys, msg, msglen);
     json_decref(keys);
+    if (left > 0)
+        return -1; /* the tombstone stays until the store has none of them */
+    tomb_clear(t, j->db);
     return 0;
 }
 
@@ -676,12 +787,32 @@ static void append_job(dsq_tier *t, job *j)
     *pp = j;
 }
 
+/* A drop that failed goes back before the jobs of its database that came
+ * after it: the offers of a database made again under the name go up only
+ * once the old one's objects are gone. */
+static void insert_drop(dsq_tier *t, job *j)
+{
+    job **pp = &t->head;
+    while (*pp && strcmp((*pp)->db, j->db) != 0)
+        pp = &(*pp)->next;
+    j->next = *pp;
+    *pp = j;
+}
+
 static bool active(const dsq_tier *t, const char *db)
 {
     for (unsigned i = 0; i < t->nthreads; i++)
         if (strcmp(t->active[i], db) == 0)
             return true;
     return false;
+}
+
+/* The wait before a failed job's next try: full jitter, the ceiling 1 s
+ * doubling to a minute (the store's own helper). A stop waits for the
+ * same backoff: it does not hammer a store that is down. */
+static uint64_t retry_wait_ms(unsigned fails)
+{
+    return dsq_obj_backoff_ms(fails, TIER_RETRY_MS, TIER_RETRY_MAX_MS, dsq_obj_backoff_rnd());
 }
 
 /* Whether a job before j concerns j's database: a database's jobs run in
@@ -712,7 +843,7 @@ static void *tier_main(void *arg)
             job *c = *pp;
             if (active(t, c->db) || behind_another(t, c))
                 continue;
-            if (t->hurry || c->not_before_ms <= now) {
+            if (c->not_before_ms <= now) {
                 j = c;
                 *pp = c->next;
                 break;
@@ -740,12 +871,15 @@ static void *tier_main(void *arg)
         pthread_mutex_lock(&t->mu);
         t->active[mine][0] = '\0';
         t->busy--;
-        if (rc < 0 && !has_job_for(t, j->db) && !t->stopping) {
-            /* Again later: 1 s, doubling to a minute. */
+        if (rc < 0 && !(j->kind == JOB_OFFER && has_job_for(t, j->db)) && !t->stopping) {
+            /* Again later, after a backoff (a drop always: its tombstone
+             * waits for it; a newer offer replaces this one). */
             j->fails++;
-            uint64_t wait = 1000ull << (j->fails < 6 ? j->fails - 1 : 6);
-            j->not_before_ms = dsq_now_ms() + (wait > 60000 ? 60000 : wait);
-            append_job(t, j);
+            j->not_before_ms = dsq_now_ms() + retry_wait_ms(j->fails);
+            if (j->kind == JOB_DROP)
+                insert_drop(t, j);
+            else
+                append_job(t, j);
         } else {
             job_free(j);
         }
@@ -793,19 +927,45 @@ void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_fi
     queue(t, j);
 }
 
-void dsq_tier_dropped(dsq_tier *t, const char *db)
+static void queue_drop(dsq_tier *t, const char *db)
 {
-    if (t == NULL)
-        return;
     job *j = calloc(1, sizeof *j);
     if (j == NULL) {
-        note_error(t, db, "out of memory queueing a drop");
+        note_error(t, db, "out of memory queueing a drop (it is tried again at the next start)");
         return;
     }
     j->kind = JOB_DROP;
     dsq_strlcpy(j->db, db, sizeof j->db);
     queue(t, j);
 }
+
+int dsq_tier_drop(dsq_tier *t, const char *db, dsq_tier_drop_fn local, void *ud, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&t->dmu);
+    int rc = local ? local(ud, err, errlen) : 0;
+    if (rc == 0) {
+        if (tomb_write(t, db, err, errlen) != 0)
+            rc = -1; /* not answered as dropped; the objects go all the same */
+        queue_drop(t, db);
+    }
+    pthread_mutex_unlock(&t->dmu);
+    return rc;
+}
+
+int dsq_tier_exists(dsq_tier *t, const char *db, char *msg, size_t msglen)
+{
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_HEAD;
+    manifest_key(r.key, sizeof r.key, db);
+    dsq_obj_status st = dsq_obj_run(t->cfg.obj, &r);
+    if (st != DSQ_OBJ_OK && st != DSQ_OBJ_NOT_FOUND)
+        snprintf(msg, msglen, "%s", r.msg);
+    dsq_obj_req_clear(&r);
+    return st == DSQ_OBJ_OK ? 1 : st == DSQ_OBJ_NOT_FOUND ? 0 : -1;
+}
+
+bool dsq_tier_ready(dsq_tier *t) { return t == NULL || atomic_load(&t->ready); }
 
 /* ---- listing a database's files ------------------------------------------------------------------- */
 
@@ -1009,7 +1169,7 @@ static void tails_trim(dsq_tier *t, const char *db, uint64_t lsn)
             json_object_set_new(keys, r.items[i].key, json_true());
     }
     dsq_obj_req_clear(&r);
-    delete_keys(t, keys);
+    delete_keys(t, keys, NULL, 0);
     json_decref(keys);
 }
 
@@ -1287,6 +1447,9 @@ static void *restore_main(void *arg)
         pthread_mutex_lock(&rj->mu);
         bool stop = rj->failed;
         pthread_mutex_unlock(&rj->mu);
+        pthread_mutex_lock(&t->mu);
+        stop |= t->stopping;
+        pthread_mutex_unlock(&t->mu);
         if (i >= rj->n || stop)
             return NULL;
         const char *db = rj->names[i];
@@ -1299,13 +1462,38 @@ static void *restore_main(void *arg)
             continue; /* dropped meanwhile */
         char e2[256];
         int saved = 0;
+        bool dropped = false;
         if (rc > 0) {
             dsq_ps_remove(tmp, e2, sizeof e2);
             if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
-                tails_apply(t, db, tmp, NULL, msg, sizeof msg) != 0 || rename(tmp, dir) != 0) {
+                tails_apply(t, db, tmp, NULL, msg, sizeof msg) != 0) {
                 saved = errno;
                 rc = -1;
+            } else {
+                /* Into place unless it was dropped meanwhile (a drop of a
+                 * database not here yet writes its tombstone under dmu). */
+                pthread_mutex_lock(&t->dmu);
+                dropped = dsq_tier_tombstoned(t, db);
+                if (!dropped && rename(tmp, dir) != 0) {
+                    saved = errno;
+                    rc = -1;
+                }
+                if (!dropped && rc > 0) {
+                    /* What was restored is what the store has: no upload
+                     * needed (unless the database, open meanwhile, read
+                     * the manifest itself, maybe a newer one). */
+                    pthread_mutex_lock(&t->cmu);
+                    if (json_object_get(t->cache, db) == NULL)
+                        json_object_set(t->cache, db, m);
+                    pthread_mutex_unlock(&t->cmu);
+                }
+                pthread_mutex_unlock(&t->dmu);
             }
+        }
+        if (dropped) {
+            dsq_ps_remove(tmp, e2, sizeof e2);
+            json_decref(m);
+            continue;
         }
         pthread_mutex_lock(&rj->mu);
         if (rc < 0) {
@@ -1329,7 +1517,9 @@ static void *restore_main(void *arg)
     }
 }
 
-long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
+/* One pass of dsq_tier_restore_missing: n, -1 (a restore failed), -2
+ * (the store cannot be listed). */
+static long restore_missing(dsq_tier *t, char *err, size_t errlen)
 {
     char base[4096];
     snprintf(base, sizeof base, "%s/db", t->data_dir);
@@ -1354,7 +1544,7 @@ long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
     if (dsq_obj_run(t->cfg.obj, &r) != DSQ_OBJ_OK) {
         snprintf(err, errlen, "cannot list the object store: %s", r.msg);
         dsq_obj_req_clear(&r);
-        return -1;
+        return -2;
     }
     /* The databases to bring back: named by a manifest, not here. */
     rjobs rj = {.t = t, .base = base};
@@ -1378,8 +1568,8 @@ long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
         char dir[4096 + 256];
         snprintf(dir, sizeof dir, "%s/%s", base, db);
         struct stat st;
-        if (dsq_db_name_valid(db) && stat(dir, &st) != 0)
-            rj.n++; /* else here already: the local copy is the newer */
+        if (dsq_db_name_valid(db) && stat(dir, &st) != 0 && !dsq_tier_tombstoned(t, db))
+            rj.n++; /* else here already (the local copy is the newer), or dropped */
     }
     dsq_obj_req_clear(&r);
     /* Several at once: with many small databases the time is the store's
@@ -1395,17 +1585,64 @@ long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen)
     for (size_t i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
     pthread_mutex_destroy(&rj.mu);
-    /* What was restored is what the store has: no upload needed. */
     for (size_t i = 0; i < rj.n; i++)
-        if (rj.ms[i] != NULL)
-            cache_set(t, rj.names[i], rj.ms[i]);
+        json_decref(rj.ms[i]);
     free(rj.names);
     free(rj.ms);
     if (rj.failed) {
         snprintf(err, errlen, "%s", rj.err);
         return -1;
     }
+    pthread_mutex_lock(&t->mu);
+    bool stopped = t->stopping;
+    pthread_mutex_unlock(&t->mu);
+    if (stopped) {
+        snprintf(err, errlen, "stopped before every database was restored");
+        return -1;
+    }
+    atomic_store(&t->ready, true);
     return rj.restored;
+}
+
+long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen) { return restore_missing(t, err, errlen); }
+
+/* ---- catching up with a store that was unreachable at start ------------------------------------ */
+
+#define CATCHUP_RETRY_MS 1000
+#define CATCHUP_RETRY_MAX_MS 30000
+
+static void *catchup_main(void *arg)
+{
+    dsq_thread_name("dsq-catchup");
+    dsq_tier *t = arg;
+    for (unsigned fails = 1;; fails++) {
+        uint64_t until = dsq_now_ms() + dsq_obj_backoff_ms(fails, CATCHUP_RETRY_MS, CATCHUP_RETRY_MAX_MS,
+                                                           dsq_obj_backoff_rnd());
+        pthread_mutex_lock(&t->mu);
+        while (!t->stopping && dsq_now_ms() < until)
+            dsq_cond_wait_ms(&t->cv, &t->mu, until - dsq_now_ms());
+        bool stop = t->stopping;
+        pthread_mutex_unlock(&t->mu);
+        if (stop)
+            return NULL;
+        char err[700];
+        long n = restore_missing(t, err, sizeof err);
+        if (n >= 0) {
+            DSQ_INFO("object_store_caught_up", "restored=%ld attempts=%u", n, fails + 1);
+            return NULL;
+        }
+        DSQ_WARN("object_store_catch_up_failed", "attempt=%u reason=%s", fails + 1, dsq_log_q(err));
+    }
+}
+
+int dsq_tier_catch_up(dsq_tier *t, char *err, size_t errlen)
+{
+    if (pthread_create(&t->catchup, NULL, catchup_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the object store's catch-up thread");
+        return -1;
+    }
+    t->catchup_running = true;
+    return 0;
 }
 
 /* ---- restore to a point in time ------------------------------------------------------------------ */
@@ -1548,8 +1785,13 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
         snprintf(err, errlen, "%s exists already; restore into another data directory", dir);
         return -1;
     }
+    if (dsq_tier_tombstoned(t, db)) {
+        snprintf(err, errlen, "%s was dropped (its objects are being deleted); restore into another data directory",
+                 db);
+        return -1;
+    }
     json_t *m = NULL;
-    char msg[300];
+    char msg[512];
     int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
     if (rc <= 0) {
         snprintf(err, errlen, "%s", rc == 0 ? "the object store has no such database" : msg);
@@ -1568,6 +1810,16 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
     *at = lsn ? lsn : last;
     if (rc == 0 && (lsn != 0 || time_us != 0))
         rc = cut_back(tmp, last, time_us, at, msg, sizeof msg);
+    /* A copy with no commit restores nothing: a database that was only
+     * opened, or one open on a running dosqld whose commits have not gone
+     * up yet. Saying "restored at LSN 0" would hide that. */
+    if (rc == 0 && *at == 0) {
+        snprintf(msg, sizeof msg,
+                 "the object store holds no commit of %s (its copy is at LSN 0): nothing to restore "
+                 "(an open database's commits go up every upload_interval, and all of them when it closes)",
+                 db);
+        rc = -1;
+    }
     if (rc != 0 || rename(tmp, dir) != 0) {
         snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
         dsq_ps_remove(tmp, e2, sizeof e2);
@@ -1590,7 +1842,8 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     t->cfg = *cfg;
-    if ((t->cache = json_object()) == NULL) {
+    if ((t->cache = json_object()) == NULL || (t->reborn = json_object()) == NULL) {
+        json_decref(t->cache);
         free(t->data_dir);
         free(t);
         snprintf(err, errlen, "out of memory");
@@ -1613,7 +1866,33 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->cmu, NULL);
     pthread_mutex_init(&t->emu, NULL);
+    pthread_mutex_init(&t->dmu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    /* The drops not finished before: their objects go first. */
+    char dd[4200];
+    snprintf(dd, sizeof dd, "%s/dropped", t->data_dir);
+    if (mkdir(dd, 0700) == 0) {
+        dsq_fsync_dir(t->data_dir);
+    } else if (errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %.3000s: %s", dd, strerror(errno));
+        dsq_tier_stop(t);
+        return NULL;
+    }
+    DIR *d = opendir(dd);
+    if (d != NULL) {
+        struct dirent *de;
+        size_t n = 0;
+        while ((de = readdir(d)) != NULL) {
+            if (dsq_db_name_valid(de->d_name)) {
+                queue_drop(t, de->d_name);
+                n++;
+            }
+        }
+        closedir(d);
+        if (n > 0)
+            DSQ_INFO("drops_pending", "databases=%zu reason=%s", n,
+                     dsq_log_q("dropped before; their objects are deleted from the object store"));
+    }
     for (unsigned i = 0; i < t->cfg.threads; i++) {
         if (pthread_create(&t->threads[i], NULL, tier_main, t) != 0) {
             snprintf(err, errlen, "cannot start the upload threads");
@@ -1631,14 +1910,17 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
         return 0;
     uint64_t until = dsq_now_ms() + timeout_ms;
     pthread_mutex_lock(&t->mu);
-    t->hurry = true;
+    /* What waits out a backoff gets one try now; one that fails again
+     * waits its next backoff, stop or not (a store that is down gets a
+     * few requests per database, not a loop of them). */
+    for (job *j = t->head; j; j = j->next)
+        j->not_before_ms = 0;
     pthread_cond_broadcast(&t->cv);
     while ((t->head != NULL || t->busy > 0) && dsq_now_ms() < until)
         dsq_cond_wait_ms(&t->cv, &t->mu, 50);
     size_t left = t->busy;
     for (job *j = t->head; j; j = j->next)
         left++;
-    t->hurry = false;
     pthread_mutex_unlock(&t->mu);
     return left;
 }
@@ -1653,14 +1935,18 @@ void dsq_tier_stop(dsq_tier *t)
     pthread_mutex_unlock(&t->mu);
     for (unsigned i = 0; i < t->nthreads; i++)
         pthread_join(t->threads[i], NULL);
+    if (t->catchup_running)
+        pthread_join(t->catchup, NULL);
     while (t->head) {
         job *j = t->head;
         t->head = j->next;
         job_free(j);
     }
     json_decref(t->cache);
+    json_decref(t->reborn);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
+    pthread_mutex_destroy(&t->dmu);
     pthread_mutex_destroy(&t->cmu);
     pthread_mutex_destroy(&t->mu);
     free(t->data_dir);

@@ -56,9 +56,21 @@ typedef struct dsq_tier_file {
 dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen);
 
 /* Before the databases open: every database the store has a manifest of
- * and DATA_DIR/db has not is downloaded (each chunk's length and CRC
- * checked) into place. Returns how many, or -1 with a message. */
+ * and DATA_DIR/db has not (and that was not dropped) is downloaded (each
+ * chunk's length and CRC checked) into place. Returns how many; -1 with a
+ * message when a restore failed; -2 when the store cannot be listed
+ * (unreachable: then dsq_tier_catch_up). */
 long dsq_tier_restore_missing(dsq_tier *t, char *err, size_t errlen);
+
+/* The store could not be listed at start: a thread tries again, with
+ * backoff (full jitter, 1 s doubling to 30 s), until the missing
+ * databases are restored. 0, or -1 with a message. */
+int dsq_tier_catch_up(dsq_tier *t, char *err, size_t errlen);
+
+/* Whether every database the store has is here (or dropped): a listing
+ * worked. Until then a database that is not here may be in the store.
+ * True for t NULL. Any thread. */
+bool dsq_tier_ready(dsq_tier *t);
 
 /* sync_to_object_store = commit: copy the log records (after, upto] of
  * database `db` (durable in `w`) to the store as one object
@@ -72,8 +84,9 @@ void dsq_tier_tail(dsq_tier *t, const char *db, struct dsq_wal *w, uint64_t afte
 /* Materialize database `db` from the store into DATA_DIR/db/NAME, which
  * must not exist: all the store has, or only up to LSN `lsn`, or (with
  * time_us) up to the newest commit at or before that time. *at is the
- * LSN it ends at. 0, or -1 with a message (no such database, an LSN the
- * store no longer or not yet holds, damage). */
+ * LSN it ends at. 0, or -1 with a message (no such database, a copy
+ * with no commit (LSN 0: nothing to restore), an LSN the store no longer
+ * or not yet holds, damage). */
 int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
                      size_t errlen);
 
@@ -102,9 +115,24 @@ int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino
  * before it holds the database closed). */
 void dsq_tier_prefetch(dsq_tier *t, const char *db);
 
-/* Database `db` was dropped: its objects go (after what was offered
- * before). */
-void dsq_tier_dropped(dsq_tier *t, const char *db);
+/* Drop database `db`: under the tier's drop lock, `local` (may be NULL)
+ * takes the local copy away (0 to go on; anything else is returned as
+ * it is, nothing else done); then the tombstone DATA_DIR/dropped/NAME is
+ * written and fsynced, and the deletion of the database's objects is
+ * queued (after what was offered before; retried with backoff until the
+ * store has none of them, across restarts; then the tombstone goes). A
+ * restore never brings back a database with a tombstone. 0, or -1 with a
+ * message (the tombstone could not be written: the objects go all the
+ * same). */
+typedef int (*dsq_tier_drop_fn)(void *ud, char *err, size_t errlen);
+int dsq_tier_drop(dsq_tier *t, const char *db, dsq_tier_drop_fn local, void *ud, char *err, size_t errlen);
+
+/* Whether db has a tombstone: dropped, its objects maybe not all gone. */
+bool dsq_tier_tombstoned(dsq_tier *t, const char *db);
+
+/* Whether the store has a manifest of db: 1, 0, or -1 (msg: the store
+ * failed). */
+int dsq_tier_exists(dsq_tier *t, const char *db, char *msg, size_t msglen);
 
 /* Wait until nothing offered is left to upload, or timeout_ms passed.
  * Returns the databases still waiting. */

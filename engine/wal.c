@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/disk.h"
+#include "engine/fdcache.h"
 #include "engine/journal.h"
 #include "engine/warm.h"
 
@@ -182,7 +183,9 @@ int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, u
 
 typedef struct seg {
     uint32_t seq;
-    int fd;               /* -1 when not open */
+    int fd;               /* for writing and syncing: open while it is the newest
+                             segment or not synced to its end; else -1 (reads
+                             go through the log's fdcache) */
     dsq_cold *cold;       /* evicted: its records are in the object store (warm.h) */
     uint64_t first_lsn;   /* of its first record */
     uint64_t last_lsn;    /* of its last record (first_lsn - 1 when empty) */
@@ -193,6 +196,8 @@ typedef struct seg {
 struct dsq_wal {
     char *dir;
     dsq_wal_cfg cfg;
+    dsq_fdc *fdc;         /* cfg.fdc, or its own (own_fdc) */
+    bool own_fdc;
     pthread_mutex_t mu;   /* segs, appended, durable */
     seg *segs;            /* oldest first; the last is the one appended to */
     size_t nsegs, cap;
@@ -274,6 +279,33 @@ static seg *seg_find(dsq_wal *w, uint32_t seq)
 {
     size_t i = dsq_lower_bound_u32(w->segs, w->nsegs, sizeof *w->segs, offsetof(seg, seq), seq);
     return i < w->nsegs && w->segs[i].seq == seq ? &w->segs[i] : NULL;
+}
+
+/* A sealed segment synced to its end needs its own descriptor no more:
+ * a later write-back error cannot concern it (mu held, or the log not
+ * shared yet). */
+static void seg_settle(dsq_wal *w, seg *s)
+{
+    if (s->fd >= 0 && s != &w->segs[w->nsegs - 1] && s->synced >= s->size) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+/* A descriptor to read segment seq's file through (the fdcache's, until
+ * read_put), or -1 with errno. */
+static int read_get(dsq_wal *w, uint32_t seq)
+{
+    char path[4200];
+    dsq_wal_seg_path(w->dir, seq, path, sizeof path);
+    return dsq_fdc_get(w->fdc, seq, path);
+}
+
+static void read_put(dsq_wal *w, int fd)
+{
+    int saved = errno;
+    dsq_fdc_put(w->fdc, fd);
+    errno = saved;
 }
 
 /* Write the pending records to the newest segment (mu held). 0, or -1
@@ -402,11 +434,28 @@ static int seg_create(dsq_wal *w, uint32_t seq, uint64_t first_lsn, seg *out, ch
     return 0;
 }
 
+/* Open segment s's own descriptor, if it is not. 0 or -1. */
+static int seg_open(dsq_wal *w, seg *s, char *err, size_t errlen)
+{
+    if (s->fd >= 0)
+        return 0;
+    char path[4200];
+    seg_path(w, s->seq, path, sizeof path);
+    s->fd = open(path, O_RDWR | O_CLOEXEC);
+    if (s->fd < 0) {
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int seg_read_header(dsq_wal *w, seg *s, char *err, size_t errlen)
 {
     uint8_t h[DSQ_WAL_SEG_HDR];
     char path[4200];
     seg_path(w, s->seq, path, sizeof path);
+    if (seg_open(w, s, err, errlen) != 0)
+        return -1;
     if (dsq_pread_full(s->fd, h, sizeof h, 0) != 0 || memcmp(h, SEG_MAGIC, 8) != 0 ||
         dsq_get32(h + 60) != dsq_crc32(h, 60) || dsq_get32(h + 16) != s->seq) {
         snprintf(err, errlen, "%.3000s: not a dosqld log segment, or its header is damaged", path);
@@ -494,15 +543,11 @@ static int list_segments(dsq_wal *w, char *err, size_t errlen)
             continue;
         char path[4200];
         seg_path(w, seq, path, sizeof path);
-        int fd = open(path, O_RDWR | O_CLOEXEC);
-        seg s = {.seq = seq, .fd = fd};
-        if (fd >= 0 && seg_cold(&s, path, err, errlen) != 0) {
-            close(fd);
+        seg s = {.seq = seq, .fd = -1};
+        if (seg_cold(&s, path, err, errlen) != 0) {
             rc = -1;
-        } else if (fd < 0 || segs_push(w, s) != 0) {
-            snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
-            if (fd >= 0)
-                close(fd);
+        } else if (segs_push(w, s) != 0) {
+            snprintf(err, errlen, "out of memory");
             dsq_cold_free(s.cold);
             rc = -1;
         }
@@ -578,8 +623,20 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     w->cfg = *cfg;
     w->cfg.jname = NULL;
     w->push_fd = -1;
+    w->fdc = cfg->fdc;
+    if (w->fdc == NULL) {
+        w->own_fdc = true;
+        if ((w->fdc = dsq_fdc_new(4)) == NULL) {
+            free(w->dir);
+            free(w);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
     pthread_mutex_init(&w->mu, NULL);
     if (cfg->jnl != NULL && (cfg->jname == NULL || (w->cfg.jname = strdup(cfg->jname)) == NULL)) {
+        if (w->own_fdc)
+            dsq_fdc_free(w->fdc);
         free(w->dir);
         free(w);
         snprintf(err, errlen, "out of memory");
@@ -591,9 +648,15 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     size_t cap = 0;
     if (list_segments(w, err, errlen) != 0)
         goto fail;
-    for (size_t i = 0; i < w->nsegs; i++)
+    /* One descriptor at a time: a database may keep many segments. */
+    for (size_t i = 0; i < w->nsegs; i++) {
         if (seg_read_header(w, &w->segs[i], err, errlen) != 0)
             goto fail;
+        if (i + 1 < w->nsegs) {
+            close(w->segs[i].fd);
+            w->segs[i].fd = -1;
+        }
+    }
     for (size_t i = 0; i < w->nsegs; i++) {
         seg *s = &w->segs[i];
         if (i + 1 < w->nsegs) {
@@ -624,14 +687,20 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
          * to find its end). */
         if (i + 1 < w->nsegs && s->last_lsn <= from_lsn) {
             struct stat st;
-            if (fstat(s->fd, &st) != 0)
+            char path[4200];
+            seg_path(w, s->seq, path, sizeof path);
+            if (stat(path, &st) != 0) {
+                snprintf(err, errlen, "cannot stat %.3000s: %s", path, strerror(errno));
                 goto fail;
+            }
             s->size = s->synced = (uint64_t)st.st_size;
             continue;
         }
         uint64_t last_before = s->last_lsn;
-        if (recover_segment(w, i, from_lsn, visit, ud, &buf, &cap, err, errlen) != 0)
+        if (seg_open(w, s, err, errlen) != 0 ||
+            recover_segment(w, i, from_lsn, visit, ud, &buf, &cap, err, errlen) != 0)
             goto fail;
+        seg_settle(w, s);
         if (i + 1 < w->nsegs && s->last_lsn != last_before) {
             snprintf(err, errlen, "%.3000s: segment %08x ends at LSN %llu, the next starts at %llu",
                      dir, s->seq, (unsigned long long)s->last_lsn,
@@ -666,9 +735,11 @@ int dsq_wal_open(const char *dir, const dsq_wal_cfg *cfg, uint64_t from_lsn, dsq
     *last_lsn = w->appended;
     *out = w;
     return 0;
-fail:
+fail:;
+    int saved = errno; /* the caller tells EMFILE from the rest */
     free(buf);
     dsq_wal_close(w);
+    errno = saved;
     return -1;
 }
 
@@ -692,6 +763,8 @@ void dsq_wal_close(dsq_wal *w)
         dsq_cold_free(w->segs[i].cold);
     }
     free(w->segs);
+    if (w->own_fdc)
+        dsq_fdc_free(w->fdc);
     dsq_buf_free(&w->teebuf);
     pthread_mutex_destroy(&w->mu);
     free((char *)w->cfg.jname);
@@ -811,6 +884,8 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
             return -1;
         pthread_mutex_lock(&w->mu);
         rc = segs_push(w, n);
+        if (rc == 0 && w->nsegs > 1)
+            seg_settle(w, &w->segs[w->nsegs - 2]); /* sealed now */
         pthread_mutex_unlock(&w->mu);
         if (rc != 0) {
             close(n.fd);
@@ -904,10 +979,20 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
             return -1;
         }
     }
-    seg copy = s && s->fd >= 0 ? *s : (seg){.fd = -1};
+    seg copy = s ? *s : (seg){.fd = -1};
     pthread_mutex_unlock(&w->mu);
+    if (s == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
     /* (The worker that reads is the one that retires: copy.cold stays.) */
-    return copy.fd >= 0 && seg_pread(&copy, w->cfg.warm, buf, n, off) == 0 ? 0 : -1;
+    if ((copy.fd = read_get(w, seq)) < 0)
+        return -1;
+    int rc = seg_pread(&copy, w->cfg.warm, buf, n, off);
+    read_put(w, copy.fd);
+    if (rc > 0)
+        errno = EIO; /* the file ends before the frame: cannot be (damaged) */
+    return rc == 0 ? 0 : -1;
 }
 
 /* What one sync covers: the segments written since the last sync (usually
@@ -1009,6 +1094,8 @@ static void snap_done(dsq_wal *w, sync_snap *sn, bool ok, uint64_t *durable)
             w->dur_seq = sn->tseq;
             w->dur_size = sn->tsize;
         }
+        for (size_t i = 0; i + 1 < w->nsegs; i++)
+            seg_settle(w, &w->segs[i]);
     }
     *durable = w->durable;
     pthread_mutex_unlock(&w->mu);
@@ -1143,12 +1230,17 @@ int dsq_wal_rewind(dsq_wal *w, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        close(s->fd);
+        if (s->fd >= 0)
+            close(s->fd);
+        dsq_fdc_forget(w->fdc, s->seq);
+        dsq_cold_free(s->cold);
         w->nsegs--;
     }
     if (rc == 0 && w->nsegs > 0) {
         seg *s = &w->segs[w->nsegs - 1];
-        if (s->size > w->dur_size) {
+        if (s->cold == NULL && seg_open(w, s, err, errlen) != 0) /* the newest again: appended to */
+            rc = -1;
+        else if (s->size > w->dur_size) {
             if (ftruncate(s->fd, (off_t)w->dur_size) != 0 || fdatasync(s->fd) != 0) {
                 snprintf(err, errlen, "cannot cut log segment %08x back to %llu: %s", s->seq,
                          (unsigned long long)w->dur_size, strerror(errno));
@@ -1182,7 +1274,9 @@ int dsq_wal_retire(dsq_wal *w, uint64_t lsn)
         char side[4300];
         snprintf(side, sizeof side, "%s.cold", path);
         unlink(side);
-        close(w->segs[0].fd);
+        if (w->segs[0].fd >= 0)
+            close(w->segs[0].fd);
+        dsq_fdc_forget(w->fdc, w->segs[0].seq);
         dsq_cold_free(w->segs[0].cold);
         memmove(w->segs, w->segs + 1, (w->nsegs - 1) * sizeof *w->segs);
         w->nsegs--;
@@ -1304,15 +1398,22 @@ int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
             rc = -1;
             break;
         }
-        seg s = i < w->nsegs ? w->segs[i] : (seg){.fd = -1};
+        bool have = i < w->nsegs;
+        seg s = have ? w->segs[i] : (seg){.fd = -1};
         pthread_mutex_unlock(&w->mu);
-        if (s.fd < 0 || s.first_lsn > to)
+        if (!have || s.first_lsn > to)
             break;
         if (s.last_lsn <= from)
             continue;
         uint64_t next;
+        if ((s.fd = read_get(w, s.seq)) < 0) {
+            snprintf(err, errlen, "cannot open log segment %08x: %s", s.seq, strerror(errno));
+            rc = -1;
+            break;
+        }
         rc = scan_segment(&s, w->cfg.warm, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b,
                           &next, err, errlen);
+        read_put(w, s.fd);
         uint64_t upto = s.last_lsn < to ? s.last_lsn : to;
         if (rc == 0 && next <= upto) {
             snprintf(err, errlen, "log segment %08x: the record of LSN %llu cannot be read", s.seq,

@@ -5,7 +5,7 @@
  * is one committed transaction: its LSN (one more than the record before
  * it), commit time, the database's size in pages after it, and the pages
  * it changed, each page a zstd frame with zstd's content checksum, then
- * optional extra bytes (the CDC issue's row changes), padding to 8 bytes
+ * optional extra bytes (the commit's row changes, for CDC), padding to 8 bytes
  * and a CRC-32 over everything before it. docs/storage.md has the layout.
  *
  * With the node journal (cfg.jnl), a record it copies is written to the
@@ -16,6 +16,12 @@
  * holds the journal's file. A sync makes records durable in the journal
  * only: read the segment files of an open log after dsq_wal_durable_end
  * or dsq_jnl_write_held.
+ *
+ * Descriptors: the log keeps its newest segment open for writing, and
+ * a sealed one until a sync has covered all of it (a write-back error is
+ * reported to the descriptors open when it happens: the sync that makes
+ * the segment durable must ask through one of them). Reads go through
+ * the fdcache (cfg.fdc), which bounds what stays open for them.
  *
  * Threads: the actor's worker opens, appends, reads, retires and closes;
  * the syncer calls dsq_wal_sync at any time in between. They meet under
@@ -108,6 +114,8 @@ typedef struct dsq_wal_cfg {
                                journal's instead of the segments' */
     const char *jname;      /* the database's name in the journal */
     struct dsq_warm *warm;  /* where evicted segments are read from (warm.h), or NULL */
+    struct dsq_fdc *fdc;    /* reads of segments go through it (fdcache.h; the owner's,
+                               which outlives the log); NULL: a small one of its own */
 } dsq_wal_cfg;
 
 /* Where a record lies: its segment's sequence number and offset. */

@@ -303,15 +303,21 @@ static void import_free(dsq_cw_session *s, cw_import *im)
 
 /* ---- sending --------------------------------------------------------------------------- */
 
+/* A message in the debug log, its values redacted (parameters, rows). */
+static void log_msg(const char *event, const char *msg, size_t len)
+{
+    if (dsq_log_get_level() > DSQ_LOG_DEBUG)
+        return;
+    char *text = dsq_redact_json(msg, len);
+    DSQ_DEBUG(event, "msg=%s", dsq_log_q(text));
+    free(text);
+}
+
 static void send_msg(dsq_cw_session *s, const dsq_buf *b)
 {
     if (s->closed || s->aborted)
         return;
-    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
-        char text[241];
-        snprintf(text, sizeof text, "%.*s", (int)(b->len < 240 ? b->len : 240), b->data);
-        DSQ_DEBUG("capnweb_out", "msg=%s", dsq_log_q(text));
-    }
+    log_msg("capnweb_out", b->data, b->len);
     s->t.send(s->t.ud, b->data, b->len);
 }
 
@@ -1041,12 +1047,34 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         fail(s, DSQ_CODE_INVALID_REQUEST, "%s takes one request object", method);
         goto refuse;
     }
+    /* An argument no one reads is refused, as unknown fields are: the
+     * callback methods take one after the request, the others none. */
+    bool callback = strcmp(method, "queryStream") == 0 || strcmp(method, "subscribeCDC") == 0;
+    if (json_array_size(args) > (callback ? 2u : 1u)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, "%.100s takes %s, not %zu arguments", method,
+             callback ? "a request object and a callback" : "one request object", json_array_size(args));
+        goto refuse;
+    }
     if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
         start_subscription(s, e, db, args);
         return;
     }
     if (!dsq_dosql_has_method(method)) {
         fail(s, DSQ_CODE_INVALID_REQUEST, "no method '%.100s' on a database", method);
+        goto refuse;
+    }
+    /* Unknown fields first, whatever else is wrong (dsq_dosql_call checks
+     * them too, but a refused queryStream never gets there). */
+    if (json_is_object(req) && dsq_dosql_check_fields(method, req, s->why, sizeof s->why) != 0) {
+        s->why_code = DSQ_CODE_INVALID_REQUEST;
+        goto refuse;
+    }
+    /* queryStream's callback, checked before anything is taken for the job. */
+    bool stream = strcmp(method, "queryStream") == 0;
+    json_t *cb = stream ? json_object_get(json_array_get(args, 1), "$clientStub") : NULL;
+    if (stream && (!json_is_integer(cb) || s->batch)) {
+        fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
+                                                   : "queryStream(request, callback) needs a callback function");
         goto refuse;
     }
     cw_job *j = calloc(1, sizeof *j);
@@ -1061,15 +1089,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     j->params = req && json_is_object(req) ? json_incref(req) : json_object();
     dsq_strlcpy(j->db, db, sizeof j->db);
     dsq_dosql_chunk_fn chunk = NULL;
-    if (strcmp(method, "queryStream") == 0) {
-        json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
-        if (!json_is_integer(cb) || s->batch) {
-            json_decref(j->params);
-            free(j);
-            fail(s, DSQ_CODE_INVALID_REQUEST, s->batch ? "queryStream needs a WebSocket session"
-                                                       : "queryStream(request, callback) needs a callback function");
-            goto refuse;
-        }
+    if (stream) {
         j->cb = json_integer_value(cb);
         cw_import *im = idmap_get(&s->imports, j->cb);
         if (im != NULL)
@@ -1199,8 +1219,18 @@ static void start_subscription(dsq_cw_session *s, cw_export *e, const char *db, 
     json_t *req = json_array_get(args, 0);
     json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
     const char *tables[1000];
-    char why[200];
+    char why[512];
     dsq_cdcsub_req r = {.db = db, .enc = DSQ_ENC_CAPNWEB};
+    json_t *d = json_object_get(req, "database");
+    if (json_is_object(req) && dsq_dosql_check_fields("subscribeCDC", req, why, sizeof why) != 0) {
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, why);
+        return;
+    }
+    if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), db) == 0)) {
+        snprintf(why, sizeof why, "\"database\" differs from the called database '%s'", db);
+        settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, why);
+        return;
+    }
     if (s->batch) {
         settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC needs a WebSocket session");
         return;
@@ -1285,7 +1315,10 @@ static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size
     } else if (v->kind == V_MAIN && strcmp(method, "database") == 0) {
         json_t *name = json_array_get(args, 0);
         const char *db = json_string_value(name);
-        if (db == NULL || json_string_length(name) != strlen(db) || !dsq_db_name_valid(db)) {
+        if (json_array_size(args) > 1) {
+            fail(s, DSQ_CODE_INVALID_REQUEST, "database(name) takes one argument, not %zu",
+                 json_array_size(args));
+        } else if (db == NULL || json_string_length(name) != strlen(db) || !dsq_db_name_valid(db)) {
             fail(s, DSQ_CODE_INVALID_REQUEST,
                  "database(name): invalid name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.'");
         } else if (s->t.scope(s->t.ud, db) == 0) {
@@ -1928,11 +1961,7 @@ void dsq_cw_receive(dsq_cw_session *s, const char *msg, size_t len)
         unref(s);
         return;
     }
-    if (dsq_log_get_level() <= DSQ_LOG_DEBUG) {
-        char text[241];
-        snprintf(text, sizeof text, "%.*s", (int)(len < 240 ? len : 240), msg);
-        DSQ_DEBUG("capnweb_in", "msg=%s", dsq_log_q(text));
-    }
+    log_msg("capnweb_in", msg, len);
     json_error_t je;
     json_t *m = json_loadb(msg, len, 0, &je);
     if (m == NULL)

@@ -1,6 +1,6 @@
 /* cdcsub — one CDC subscription: a database's row changes after an LSN,
  * filtered, rendered and handed to a sink, in LSN order, exactly once,
- * as they become durable (DESIGN 3.3 subscribeCDC; issue 6).
+ * as they become durable (subscribeCDC, docs/protocol.md).
  *
  * It reads the log (the engine's DSQ_OP_CDC_READ) until it has caught up,
  * then the database's feed of recent commits; whenever it falls behind

@@ -11,6 +11,7 @@
 #include "protocol/dosql.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,10 @@ struct dsq_dosql_session {
     uint64_t id;           /* engine session id */
     int refs;
     bool closed;           /* the transport is gone */
+    bool may_hold;         /* it asked for a transaction or a stream: its end tells the engine */
     struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
     struct csub *subs;     /* CDC subscriptions */
+    struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
     uint64_t next_sub;     /* their ids */
 };
 
@@ -46,17 +49,27 @@ struct dsq_dosql_op {
     dsq_arena arena;       /* parameters and statements */
     dsq_stmt_req stmt;     /* QUERY and STREAM's one statement */
     char db[129];
-    bool as_of_ok;         /* the method takes asOf (query) */
     /* streams */
     char *idtext;          /* owned; the request's id as JSON text */
     uint64_t chunks;       /* chunk notifications made */
     uint64_t rows;         /* rows in them */
-    bool cancelled;        /* asked the engine to stop */
+    atomic_bool cancelled; /* asked the engine to stop (the loop sets it while a worker may
+                              be encoding a chunk: enc_chunk reads it) */
     bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
     op *park_next;
+    op *in_prev, *in_next; /* the session's inflight list */
+    bool in_list;
 };
 
 typedef void (*method_fn)(op *o, json_t *params);
+
+/* A DoSQL method and the members its request object may hold. */
+typedef struct method_def {
+    const char *name;
+    method_fn fn;
+    bool rpc_only;              /* not on Cap'n Web (its CDC is a callback and a stub) */
+    const char *fields[8];      /* the request's members, NULL-terminated */
+} method_def;
 
 /* ---- sessions ------------------------------------------------------------------- */
 
@@ -102,6 +115,14 @@ static op *op_new(dsq_dosql_session *s, dsq_rpc_call *rpc)
 static void op_free(op *o)
 {
     dsq_dosql_session *s = o->s;
+    if (o->in_list) {
+        if (o->in_prev)
+            o->in_prev->in_next = o->in_next;
+        else
+            s->inflight = o->in_next;
+        if (o->in_next)
+            o->in_next->in_prev = o->in_prev;
+    }
     dsq_call_reset(&o->call);
     dsq_arena_free(&o->arena);
     json_decref(o->root);
@@ -158,6 +179,44 @@ static void reject(op *o, dsq_code code, const char *fmt, ...)
 
 /* ---- request parsing ------------------------------------------------------------------ */
 
+/* Does object `p` hold only members `fields` (NULL-terminated) names?
+ * Returns 0, or -1 with the first other member named in `why`, and what
+ * `what` (the object: "query", "batch statements[2]") takes. A member
+ * nobody reads is refused, never ignored: a client that misspells one, or
+ * counts on one this server does not have, learns it at once. */
+static int fields_check(json_t *p, const char *const *fields, const char *what, char *why, size_t n)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(p, k, v) {
+        size_t i = 0;
+        while (fields[i] != NULL && strcmp(fields[i], k) != 0)
+            i++;
+        if (fields[i] != NULL)
+            continue;
+        int len = snprintf(why, n, "unknown field \"%.64s\" in %s (it takes ", k, what);
+        for (i = 0; fields[i] != NULL && len >= 0 && (size_t)len < n; i++)
+            len += snprintf(why + len, n - (size_t)len, "%s%s", i ? ", " : "", fields[i]);
+        if (i == 0 && len >= 0 && (size_t)len < n)
+            len += snprintf(why + len, n - (size_t)len, "no fields");
+        if (len >= 0 && (size_t)len < n)
+            snprintf(why + len, n - (size_t)len, ")");
+        return -1;
+    }
+    return 0;
+}
+
+/* As fields_check(), rejecting the operation. Returns 0, or -1 after
+ * rejecting. */
+static int check_fields(op *o, json_t *p, const char *const *fields, const char *what)
+{
+    char why[512];
+    if (fields_check(p, fields, what, why, sizeof why) == 0)
+        return 0;
+    reject(o, DSQ_CODE_INVALID_REQUEST, "%s", why);
+    return -1;
+}
+
 /* The database, the caller's scope on it, and the transaction. Returns 0,
  * or -1 after rejecting. */
 /* An LSN: a whole number, {"$bigint": "..."} (Cap'n Web's BigInt), or
@@ -209,15 +268,14 @@ static int prelude(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
     json_t *d = json_object_get(p, "database");
-    if (o->fixed_db != NULL) {
-        dsq_strlcpy(o->db, o->fixed_db, sizeof o->db);
-    } else if (s->db[0]) {
-        if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), s->db) == 0)) {
-            reject(o, DSQ_CODE_INVALID_REQUEST,
-                   "\"database\" differs from the route's database '%s'", s->db);
+    if (o->fixed_db != NULL || s->db[0]) { /* the call is on a database already */
+        const char *bound = o->fixed_db != NULL ? o->fixed_db : s->db;
+        if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), bound) == 0)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"database\" differs from the %s database '%s'",
+                   o->fixed_db != NULL ? "called" : "route's", bound);
             return -1;
         }
-        memcpy(o->db, s->db, sizeof o->db);
+        dsq_strlcpy(o->db, bound, sizeof o->db);
     } else {
         if (d == NULL) {
             reject(o, DSQ_CODE_INVALID_REQUEST, "\"database\" is required on this route");
@@ -252,14 +310,9 @@ static int prelude(op *o, json_t *p)
         }
         memcpy(o->call.txn, json_string_value(tx), n + 1);
     }
-    json_t *as_of = json_object_get(p, "asOf");
-    if (as_of != NULL && !json_is_null(as_of)) {
-        if (!o->as_of_ok) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "\"asOf\" is taken by query only");
-            return -1;
-        }
+    json_t *as_of = json_object_get(p, "asOf"); /* query's only (its fields) */
+    if (as_of != NULL && !json_is_null(as_of))
         return parse_as_of(o, as_of);
-    }
     return 0;
 }
 
@@ -431,8 +484,27 @@ static void on_done(dsq_call *c);
 static void submit(op *o)
 {
     o->call.done = on_done;
-    if (dsq_engine_submit(o->s->e, o->db, &o->call) != 0)
+    if (dsq_engine_submit(o->s->e, o->db, &o->call) != 0) {
         reject(o, o->call.code, "%s", o->call.msg);
+        return;
+    }
+    dsq_dosql_session *s = o->s;
+    if (o->call.op == DSQ_OP_BEGIN || o->call.op == DSQ_OP_STREAM)
+        s->may_hold = true;
+    o->in_prev = NULL;
+    o->in_next = s->inflight;
+    if (s->inflight)
+        s->inflight->in_prev = o;
+    s->inflight = o;
+    o->in_list = true;
+}
+
+/* Stop op o's work in the engine (dsq_engine_cancel); a stream ends. */
+static void op_cancel(op *o)
+{
+    if (o->call.op == DSQ_OP_STREAM)
+        o->cancelled = true;
+    dsq_engine_cancel(o->s->e, &o->call);
 }
 
 static void stream_more(op *o, bool cancel)
@@ -453,7 +525,8 @@ static void stream_done(op *o)
             stream_more(o, true);
             return;
         }
-        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
+        reject(o, s->closed ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_TIMEOUT,
+               s->closed ? "the stream was cancelled: the client went away" : "the request was cancelled");
         return;
     }
     if (o->chunk_fn != NULL) {
@@ -546,7 +619,6 @@ static void on_done(dsq_call *c)
 
 static void m_query(op *o, json_t *p)
 {
-    o->as_of_ok = true;
     if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
     o->call.op = DSQ_OP_QUERY;
@@ -597,10 +669,6 @@ static void m_query_stream(op *o, json_t *p)
 
 static void m_begin(op *o, json_t *p)
 {
-    if (json_object_get(p, "transactionId") != NULL) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no \"transactionId\"");
-        return;
-    }
     if (prelude(o, p) != 0)
         return;
     json_t *mode = json_object_get(p, "mode");
@@ -613,8 +681,22 @@ static void m_begin(op *o, json_t *p)
             return;
         }
     }
-    if (o->call.immediate && !(o->call.scope & DSQ_SCOPE_W)) {
-        reject(o, DSQ_CODE_FORBIDDEN, "an immediate transaction writes; the token has read scope only");
+    json_t *ro = json_object_get(p, "readOnly");
+    if (ro != NULL && !json_is_null(ro)) {
+        if (!json_is_boolean(ro)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"readOnly\" must be a boolean");
+            return;
+        }
+        o->call.read_only = json_is_true(ro);
+    }
+    if (o->call.read_only && o->call.immediate) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "a read-only transaction cannot be \"immediate\"");
+        return;
+    }
+    if (!o->call.read_only && !(o->call.scope & DSQ_SCOPE_W)) {
+        reject(o, DSQ_CODE_FORBIDDEN,
+               "a transaction that may write needs write scope; the token has read scope only "
+               "(beginTransaction readOnly: true reads a snapshot)");
         return;
     }
     if (opt_uint(o, p, "timeoutMs", 1, 86400000, &o->call.txn_timeout_ms) != 0)
@@ -676,7 +758,10 @@ static void m_batch(op *o, json_t *p)
             reject(o, DSQ_CODE_INVALID_REQUEST, "%smust be an object {sql, params?}", where);
             return;
         }
-        if (parse_stmt(o, item, &st[i], where) != 0)
+        static const char *const stmt_fields[] = {"sql", "params", NULL};
+        char what[48];
+        snprintf(what, sizeof what, "batch statements[%zu]", i);
+        if (check_fields(o, item, stmt_fields, what) != 0 || parse_stmt(o, item, &st[i], where) != 0)
             return;
     }
     o->call.op = DSQ_OP_BATCH;
@@ -697,15 +782,18 @@ static void simple(op *o, json_t *p, dsq_op which)
 
 static void m_schema(op *o, json_t *p) { simple(o, p, DSQ_OP_SCHEMA); }
 
-/* Without a database (unbound routes): the server's own ping and stats. */
+/* Without a database (an unbound route, no "database", and not a call
+ * made on a database, as Cap'n Web's are): the server's own ping and
+ * stats. */
 static bool server_level(op *o, json_t *p)
 {
-    return o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
+    return o->fixed_db == NULL && o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
 }
 
 static void m_ping(op *o, json_t *p)
 {
-    if (!server_level(o, p)) {
+    /* A transaction is a database's: with one, "database" is needed. */
+    if (!server_level(o, p) || json_object_get(p, "transactionId") != NULL) {
         simple(o, p, DSQ_OP_PING);
         return;
     }
@@ -743,6 +831,7 @@ static void m_stats(op *o, json_t *p)
 typedef struct csub {
     dsq_dosql_session *s;
     char id[24];
+    char db[129];           /* its database */
     int enc;
     unsigned ops;
     dsq_buf out;            /* notifications gathered: "[" n1 "," n2 ... */
@@ -937,6 +1026,7 @@ static void m_subscribe_cdc(op *o, json_t *p)
     }
     c->s = s;
     c->pending = o;
+    memcpy(c->db, o->db, sizeof c->db);
     c->enc = (int)o->enc;
     c->ops = req.ops;
     snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
@@ -960,8 +1050,14 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
         reject(o, DSQ_CODE_INVALID_REQUEST, "\"subscriptionId\" (a string) is required");
         return;
     }
+    json_t *d = json_object_get(p, "database");
     for (csub *c = o->s->subs; c; c = c->next) {
         if (strcmp(c->id, json_string_value(id)) == 0 && c->pending == NULL) {
+            if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), c->db) == 0)) {
+                reject(o, DSQ_CODE_INVALID_REQUEST,
+                       "\"database\" differs from subscription %s's database '%s'", c->id, c->db);
+                return;
+            }
             uint64_t lsn = dsq_cdcsub_lsn(c->sub);
             csub_remove(c);
             char buf[96];
@@ -978,8 +1074,49 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
 
 /* ---- entry points ------------------------------------------------------------------------ */
 
-static void start(dsq_rpc_call *call, json_t *params, void *ctx, method_fn fn)
+/* The DoSQL methods and the members each one's request object takes
+ * (DESIGN 3.3, docs/protocol.md): JSON-RPC and Cap'n Web alike refuse
+ * any other. "database" is every method's: it names the database on
+ * /v1/rpc and must name the bound one elsewhere (prelude). */
+static const method_def api[] = {
+    {"query", m_query, false, {"sql", "params", "transactionId", "asOf", "database"}},
+    {"queryStream", m_query_stream, false, {"sql", "params", "chunkSize", "transactionId", "database"}},
+    {"beginTransaction", m_begin, false, {"mode", "readOnly", "timeoutMs", "database"}},
+    {"commit", m_commit, false, {"transactionId", "database"}},
+    {"rollback", m_rollback, false, {"transactionId", "database"}},
+    {"batch", m_batch, false, {"statements", "atomic", "transactionId", "database"}},
+    {"getSchema", m_schema, false, {"transactionId", "database"}},
+    {"ping", m_ping, false, {"transactionId", "database"}},
+    {"getStats", m_stats, false, {"database"}},
+    {"subscribeCDC", m_subscribe_cdc, true, {"fromLSN", "tables", "operations", "database"}},
+    {"unsubscribeCDC", m_unsubscribe_cdc, true, {"subscriptionId", "database"}},
+};
+
+static const method_def *method_find(const char *name)
 {
+    for (size_t i = 0; i < sizeof api / sizeof api[0]; i++)
+        if (strcmp(api[i].name, name) == 0)
+            return &api[i];
+    return NULL;
+}
+
+/* Run method `d` on request `p` (an object, or NULL for none): its
+ * fields first. */
+static void run(op *o, const method_def *d, json_t *p)
+{
+    if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
+        return;
+    d->fn(o, p);
+}
+
+/* Every JSON-RPC method: the call's name picks its definition. */
+static void rpc_method(dsq_rpc_call *call, json_t *params, void *ctx)
+{
+    const method_def *d = method_find(dsq_rpc_method_name(call));
+    if (d == NULL) { /* methods[] names only what api[] has */
+        dsq_rpc_error(call, DSQ_CODE_INTERNAL_ERROR, "no method '%.100s'", dsq_rpc_method_name(call));
+        return;
+    }
     if (params != NULL && !json_is_object(params)) {
         dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "\"params\" must be an object");
         return;
@@ -989,57 +1126,61 @@ static void start(dsq_rpc_call *call, json_t *params, void *ctx, method_fn fn)
         dsq_rpc_error(call, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    fn(o, params);
+    run(o, d, params);
 }
 
-#define RPC(fn)                                                                     \
-    static void rpc_##fn(dsq_rpc_call *call, json_t *params, void *ctx)                   \
-    {                                                                                     \
-        start(call, params, ctx, fn);                                                     \
+/* cancel {requestId}: stop this connection's request with that JSON-RPC
+ * id (it answers TIMEOUT "the request was cancelled"). Answers
+ * {"cancelled": true} when such a request was running or waiting. */
+static void rpc_m_cancel(dsq_rpc_call *call, json_t *params, void *ctx)
+{
+    dsq_dosql_session *s = ctx;
+    json_t *id = json_is_object(params) ? json_object_get(params, "requestId") : NULL;
+    const char *key;
+    json_t *v;
+    if (json_is_object(params)) {
+        json_object_foreach(params, key, v) {
+            if (strcmp(key, "requestId") != 0 && strcmp(key, "database") != 0) {
+                dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "unknown field \"%.60s\" in cancel", key);
+                return;
+            }
+        }
     }
-RPC(m_query)
-RPC(m_query_stream)
-RPC(m_begin)
-RPC(m_commit)
-RPC(m_rollback)
-RPC(m_batch)
-RPC(m_schema)
-RPC(m_ping)
-RPC(m_stats)
-RPC(m_subscribe_cdc)
-RPC(m_unsubscribe_cdc)
-#undef RPC
-
-static const struct {
-    const char *name;
-    method_fn fn;
-} api[] = {
-    {"query", m_query},
-    {"queryStream", m_query_stream},
-    {"beginTransaction", m_begin},
-    {"commit", m_commit},
-    {"rollback", m_rollback},
-    {"batch", m_batch},
-    {"getSchema", m_schema},
-    {"ping", m_ping},
-    {"getStats", m_stats},
-};
+    if (id == NULL || !(json_is_string(id) || json_is_integer(id))) {
+        dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "cancel needs \"requestId\": the id of a request");
+        return;
+    }
+    bool found = false;
+    for (op *o = s->inflight; o != NULL; o = o->in_next) {
+        json_t *oid = o->rpc ? dsq_rpc_call_id(o->rpc) : NULL;
+        if (oid != NULL && json_equal(oid, id)) {
+            op_cancel(o);
+            found = true;
+        }
+    }
+    dsq_rpc_result(call, json_pack("{s:b}", "cancelled", found));
+}
 
 bool dsq_dosql_has_method(const char *name)
 {
-    for (size_t i = 0; i < sizeof api / sizeof api[0]; i++)
-        if (strcmp(api[i].name, name) == 0)
-            return true;
-    return false;
+    const method_def *d = method_find(name);
+    return d != NULL && !d->rpc_only;
+}
+
+int dsq_dosql_check_fields(const char *method, json_t *req, char *why, size_t n)
+{
+    const method_def *d = method_find(method);
+    if (d == NULL) {
+        snprintf(why, n, "unknown method '%.100s'", method);
+        return -1;
+    }
+    return req == NULL ? 0 : fields_check(req, d->fields, d->name, why, n);
 }
 
 void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, json_t *params,
                     dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud)
 {
-    method_fn fn = NULL;
-    for (size_t i = 0; i < sizeof api / sizeof api[0] && fn == NULL; i++)
-        if (strcmp(api[i].name, method) == 0)
-            fn = api[i].fn;
+    const method_def *d = method_find(method);
     op *o = op_new(s, NULL);
     if (o == NULL) {
         done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13, NULL);
@@ -1050,7 +1191,7 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
     o->chunk_fn = chunk;
     o->done_ud = ud;
     o->fixed_db = db;
-    if (fn == NULL) {
+    if (d == NULL || d->rpc_only) {
         reject(o, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", method);
         return;
     }
@@ -1059,7 +1200,7 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
         return;
     }
     o->root = json_incref(params);
-    fn(o, params);
+    run(o, d, params);
 }
 
 void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
@@ -1077,18 +1218,20 @@ void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
     stream_end(o);
 }
 
+/* api[]'s names, for the JSON-RPC envelope's dispatch. */
 static const dsq_rpc_method methods[] = {
-    {"query", rpc_m_query},
-    {"queryStream", rpc_m_query_stream},
-    {"beginTransaction", rpc_m_begin},
-    {"commit", rpc_m_commit},
-    {"rollback", rpc_m_rollback},
-    {"batch", rpc_m_batch},
-    {"getSchema", rpc_m_schema},
-    {"ping", rpc_m_ping},
-    {"getStats", rpc_m_stats},
-    {"subscribeCDC", rpc_m_subscribe_cdc},
-    {"unsubscribeCDC", rpc_m_unsubscribe_cdc},
+    {"query", rpc_method},
+    {"queryStream", rpc_method},
+    {"beginTransaction", rpc_method},
+    {"commit", rpc_method},
+    {"rollback", rpc_method},
+    {"batch", rpc_method},
+    {"getSchema", rpc_method},
+    {"ping", rpc_method},
+    {"getStats", rpc_method},
+    {"subscribeCDC", rpc_method},
+    {"unsubscribeCDC", rpc_method},
+    {"cancel", rpc_m_cancel},
     {NULL, NULL},
 };
 
@@ -1127,7 +1270,7 @@ void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len)
         reject(o, DSQ_CODE_INVALID_REQUEST, "the body must be a JSON object {sql, params?}");
         return;
     }
-    m_query(o, o->root);
+    run(o, method_find("query"), o->root);
 }
 
 void dsq_dosql_writable(dsq_dosql_session *s)
@@ -1156,11 +1299,17 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
         if (pending != NULL)
             reject(pending, DSQ_CODE_RESOURCE_EXHAUSTED, "the connection closed");
     }
+    /* Nobody waits for their outcome: what they run stops. */
+    for (op *o = s->inflight; o != NULL; o = o->in_next)
+        op_cancel(o);
     while (s->parked != NULL) {
         op *o = s->parked;
         s->parked = o->park_next;
         stream_more(o, true);
     }
-    dsq_engine_session_closed(s->e, s->id);
+    /* (It looks at every database: only for a session that may hold one;
+     * every Cap'n Web HTTP batch is a session.) */
+    if (s->may_hold)
+        dsq_engine_session_closed(s->e, s->id);
     session_unref(s);
 }

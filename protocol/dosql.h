@@ -8,7 +8,9 @@
  * engine's worker) into the JSON-RPC reply.
  *
  * Methods: query, queryStream, beginTransaction, commit, rollback, batch,
- * getSchema, ping, getStats. queryStream sends its rows as notifications
+ * getSchema, ping, getStats, subscribeCDC, unsubscribeCDC; each takes one
+ * request object, whose members are checked against the method's (an
+ * unknown one is INVALID_REQUEST naming it). queryStream sends its rows as notifications
  * ("stream.chunk", then "stream.complete") before its reply; a transport
  * over HTTP sends them as NDJSON lines of the one response, so there it
  * must be a lone request, not part of a batch.
@@ -95,6 +97,10 @@ typedef int (*dsq_dosql_chunk_fn)(void *ud, dsq_dosql_op *op, const char *text, 
 void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, json_t *params,
                     dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
 bool dsq_dosql_has_method(const char *name);
+/* Does request `req` (an object, or NULL) hold only members `method`
+ * takes? 0, or -1 with the message in `why` (the first other member
+ * named): unknown fields are INVALID_REQUEST, never ignored. */
+int dsq_dosql_check_fields(const char *method, json_t *req, char *why, size_t n);
 /* After a chunk function returned 1: the next chunk, or the end. */
 void dsq_dosql_stream_resume(dsq_dosql_op *op, bool cancel);
 

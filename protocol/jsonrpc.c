@@ -192,6 +192,18 @@ static void dispatch(const dsq_rpc_server *srv, dsq_rpc_call *call, json_t *req)
         }
         call->jsonrpc = true;
     }
+    /* A member we do not know is refused, not ignored (after "id", so
+     * the error reply carries it). */
+    const char *k;
+    json_t *v;
+    json_object_foreach(req, k, v) {
+        if (strcmp(k, "jsonrpc") != 0 && strcmp(k, "id") != 0 && strcmp(k, "method") != 0 &&
+            strcmp(k, "params") != 0) {
+            dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST,
+                          "unknown field \"%.64s\" in the request (it takes jsonrpc, id, method, params)", k);
+            return;
+        }
+    }
     json_t *method = json_object_get(req, "method");
     if (!json_is_string(method)) {
         dsq_rpc_error(call, DSQ_CODE_INVALID_REQUEST, "\"method\" must be a string");

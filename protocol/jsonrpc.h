@@ -3,7 +3,8 @@
  * A request is {"id", "method", "params"} ("jsonrpc": "2.0" accepted and
  * echoed); a reply is {"id", "result"} or {"id", "error": {"code",
  * "message"}} with DESIGN's string codes; a request without "id" is a
- * notification and gets no reply. `id` must be a string or a number.
+ * notification and gets no reply. `id` must be a string or a number; any
+ * other member is refused (INVALID_REQUEST naming it).
  * Methods come from a table the caller passes; each is handed a call and
  * answers it with dsq_rpc_result*() or dsq_rpc_error(), now or later. When
  * every call of a message has answered, the reply function gets the whole

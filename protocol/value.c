@@ -1,7 +1,7 @@
 /* value — JSON ↔ SQL values.
  *
  * Divisions: the arena; decoding; writing (strings, numbers,
- * values, results). Writing is hand-made, not jansson: results are written
+ * values, results); redaction for logs. Writing is hand-made, not jansson: results are written
  * on the engine's workers straight into one buffer, without a tree, and
  * with control over number formats. */
 #include "protocol/value.h"
@@ -502,3 +502,65 @@ static int cw_doc(dsq_buf *out, json_t *j, const char *key, int depth)
 }
 
 int dsq_cw_doc(dsq_buf *out, json_t *doc) { return cw_doc(out, doc, NULL, 0); }
+
+/* ---- redaction for logs ------------------------------------------------------------------ */
+
+static bool secret_key(const char *k)
+{
+    return strcmp(k, "params") == 0 || strcmp(k, "rows") == 0 || strcmp(k, "before") == 0 ||
+           strcmp(k, "after") == 0;
+}
+
+/* A copy of `j` with every scalar under a secret member (`secret`: j is
+ * under one) as "?". `envelope`: j may be a JSON-RPC message, whose
+ * "params" is the request (walked into, not hidden: its "sql" stays).
+ * Past 64 levels the rest is "..." whatever it holds. New reference, or
+ * NULL. */
+static json_t *redacted(json_t *j, bool secret, int depth, bool envelope)
+{
+    if (depth > 64)
+        return json_string("...");
+    if (json_is_object(j)) {
+        bool rpc = envelope && json_object_get(j, "method") != NULL;
+        json_t *o = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            bool hide = secret || (secret_key(k) && !(rpc && strcmp(k, "params") == 0));
+            if (o != NULL && json_object_set_new(o, k, redacted(v, hide, depth + 1, false)) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        return o;
+    }
+    if (json_is_array(j)) {
+        /* A JSON-RPC batch is an array of messages (Cap'n Web's messages
+         * are arrays too, but start with their type). */
+        bool batch = envelope && json_is_object(json_array_get(j, 0));
+        json_t *a = json_array();
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v) {
+            if (a != NULL && json_array_append_new(a, redacted(v, secret, depth + 1, batch)) != 0) {
+                json_decref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    return secret ? json_string("?") : json_incref(j);
+}
+
+char *dsq_redact_json(const char *msg, size_t len)
+{
+    json_error_t je;
+    json_t *j = len <= (64u << 10) ? json_loadb(msg, len, JSON_DECODE_ANY, &je) : NULL;
+    json_t *r = j ? redacted(j, false, 0, true) : NULL;
+    char *text = r ? json_dumps(r, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    json_decref(r);
+    if (text == NULL && (text = malloc(32)) != NULL)
+        snprintf(text, 32, "<%zu bytes>", len);
+    return text;
+}

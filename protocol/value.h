@@ -60,4 +60,13 @@ void dsq_cw_result(dsq_buf *out, const dsq_result *r);
  * named "lsn" as BigInts. Returns 0, or -1 when nested past 64 levels. */
 int dsq_cw_doc(dsq_buf *out, json_t *doc);
 
+/* For a log line: message `msg` (JSON text, JSON-RPC or Cap'n Web) with
+ * every value under a member named "params" (SQL parameters), "rows"
+ * (result rows) or "before"/"after" (CDC row images) replaced by "?", so
+ * that no value a client sends or reads reaches the log; the SQL text
+ * stays. Text that does not parse, or is longer than 64 KiB, is not
+ * copied at all ("<N bytes>"). A new string for free(), or NULL (out of
+ * memory). */
+char *dsq_redact_json(const char *msg, size_t len);
+
 #endif

@@ -63,6 +63,9 @@ static const key_def keys[] = {
     {"engine", "batch_per_turn", T_UINT, F(engine_batch_per_turn), "16", 1, 100000},
     {"engine", "query_timeout", T_DURATION, F(engine_query_timeout_ms), "30s", 1, 86400000},
     {"engine", "transaction_timeout", T_DURATION, F(engine_txn_timeout_ms), "30s", 1, 86400000},
+    {"engine", "max_snapshots", T_UINT, F(engine_max_snapshots), "64", 1, 100000},
+    {"engine", "max_transaction_timeout", T_DURATION, F(engine_max_txn_timeout_ms), "5m", 1, 86400000},
+    {"engine", "write_wait_timeout", T_DURATION, F(engine_write_wait_ms), "30s", 1, 86400000},
     {"engine", "max_result_bytes", T_SIZE, F(engine_max_result_bytes), "64M", 1024, 1ull << 32},
     {"engine", "max_sql_length", T_SIZE, F(engine_max_sql_length), "1M", 1024, 1ull << 30},
     {"engine", "max_value_size", T_SIZE, F(engine_max_value_size), "64M", 1024, 1ull << 30},
@@ -80,6 +83,7 @@ static const key_def keys[] = {
     {"storage", "sync", T_STR, F(storage_sync), "full", 0, 0},
     {"storage", "sync_to_object_store", T_STR, F(storage_sync_to_objects), "no", 0, 0},
     {"storage", "checkpoint_size", T_SIZE, F(storage_checkpoint_size), "16M", 65536, 1ull << 34},
+    {"storage", "max_open_files_per_database", T_UINT, F(storage_max_open_files), "16", 1, 4096},
     {"storage", "history_retention", T_DURATION, F(storage_history_retention_ms), "24h", 0,
      366ull * 86400000},
     {"storage", "sync_threads", T_UINT, F(storage_sync_threads), "1", 1, 256},
@@ -111,6 +115,12 @@ static const key_def keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 _Static_assert(NKEYS <= sizeof(((dsq_config *)0)->set_by), "set_by too small");
+
+uint64_t dsq_config_fds_needed(const dsq_config *cfg)
+{
+    return cfg->max_connections + cfg->engine_max_open_actors * (cfg->storage_max_open_files + 4) +
+           cfg->obj_max_requests + 128;
+}
 
 /* ---- lists ---------------------------------------------------------- */
 
@@ -464,6 +474,11 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         dsq_buf_printf(errs, "%s: server.tls_cert and server.tls_key go together\n", where);
+        problems++;
+    }
+    if (cfg->engine_txn_timeout_ms > cfg->engine_max_txn_timeout_ms) {
+        dsq_buf_printf(errs, "%s: engine.transaction_timeout must not be above engine.max_transaction_timeout\n",
+                       where);
         problems++;
     }
     if (cfg->storage_sync == NULL || (strcmp(cfg->storage_sync, "full") != 0 &&

@@ -57,6 +57,9 @@ typedef struct dsq_config {
     uint64_t engine_batch_per_turn; /* messages an actor runs before yielding */
     uint64_t engine_query_timeout_ms; /* one request's statements stop after this */
     uint64_t engine_txn_timeout_ms; /* default idle limit of a transaction */
+    uint64_t engine_max_txn_timeout_ms; /* the largest timeoutMs of a beginTransaction */
+    uint64_t engine_write_wait_ms;  /* how long a write waits for another's transaction */
+    unsigned engine_max_snapshots;  /* read-only transactions and streams per database */
     uint64_t engine_max_result_bytes; /* bytes of rows in one result */
     uint64_t engine_max_sql_length; /* bytes of SQL text */
     uint64_t engine_max_value_size; /* bytes of one string or BLOB */
@@ -99,6 +102,7 @@ typedef struct dsq_config {
     uint64_t obj_chunk_size;        /* bytes of one uploaded chunk of a database's file */
     uint64_t obj_upload_interval_ms; /* a committing database's files go up this often */
     uint64_t storage_checkpoint_size; /* log bytes between checkpoints */
+    uint64_t storage_max_open_files; /* descriptors a database keeps open for reads */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
     /* [auth] */
@@ -136,6 +140,14 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs);
 /* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal, or localhost; port
  * 0-65535, 0 = any free port). Returns 0 or -1. */
 int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out);
+
+/* File descriptors the process may need at once with this configuration
+ * (docs/operations.md, Sizing): one per connection, per open database
+ * max_open_files_per_database for reads plus 4 (its newest log segment,
+ * a sealed one until synced, the journal's push descriptor, a checkpoint
+ * being written), one per object store request, and 128 for the rest
+ * (the journal's files, up to 64; listeners, the loop, the lock, logs). */
+uint64_t dsq_config_fds_needed(const dsq_config *cfg);
 
 /* True when the address is in 127.0.0.0/8 or is ::1. */
 bool dsq_addr_is_loopback(const struct sockaddr_storage *ss);

@@ -73,6 +73,8 @@ struct dsq_conn {
     uint64_t dl_ping;
     uint64_t dl_close;
     uint64_t armed;             /* the deadline the timer is set for */
+    unsigned dl_head_of;        /* nrequests when dl_head was set: the head it is for */
+    unsigned dl_body_of;        /* nrequests when dl_body was set: the body it is for */
     uint64_t last_rx;           /* uv_now() of the last bytes read */
     dsq_waiter *waiters;        /* waiting for room (see dsq__conn_wait_room) */
     dsq_conn *prev, *next;      /* srv->conns */
@@ -595,15 +597,28 @@ static void http_deadlines(dsq_conn *c)
 {
     if (c->mode != MODE_HTTP || c->finishing || c->closing)
         return;
+    if (c->input_closed) { /* no more requests are read: none has a head or body due */
+        c->dl_head = c->dl_body = 0;
+        return;
+    }
     const dsq_config *cfg = c->srv->cfg;
     uint64_t now = now_ms(c);
+    /* Both are total deadlines, set once per request: slow bytes do not
+     * extend them. c->nrequests counts heads complete, so it tells this
+     * request's head or body from the last one's when one read held the end
+     * of a request and the start of the next. */
     if (!dsq_http_parser_idle(&c->parser)) {
         c->dl_idle = 0;
         if (dsq_http_parser_in_body(&c->parser)) {
             c->dl_head = 0;
-            c->dl_body = c->last_rx + cfg->body_timeout_ms;
-        } else if (c->dl_head == 0) {
-            c->dl_head = now + cfg->header_timeout_ms; /* set once: slow bytes do not extend it */
+            if (c->dl_body == 0 || c->dl_body_of != c->nrequests) {
+                c->dl_body = now + cfg->body_timeout_ms;
+                c->dl_body_of = c->nrequests;
+            }
+        } else if (c->dl_head == 0 || c->dl_head_of != c->nrequests) {
+            c->dl_body = 0;
+            c->dl_head = now + cfg->header_timeout_ms;
+            c->dl_head_of = c->nrequests;
         }
     } else if (c->nrequests > 0) {
         c->dl_head = c->dl_body = 0;
@@ -640,7 +655,8 @@ static void on_timer(uv_timer_t *t)
     }
     if (c->dl_body && now >= c->dl_body) {
         c->dl_body = 0;
-        error_response(c, 408, DSQ_CODE_TIMEOUT, "request body stalled", DSQ_CLOSE_BODY_TIMEOUT);
+        error_response(c, 408, DSQ_CODE_TIMEOUT, "request body not received in time",
+                       DSQ_CLOSE_BODY_TIMEOUT);
         return;
     }
     if (c->dl_idle && now >= c->dl_idle) {

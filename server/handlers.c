@@ -466,8 +466,10 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     h->srv = srv;
     h->req = req;
     dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h};
-    h->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, req->db[0] ? req->db : NULL, 0,
-                              true, &t);
+    /* A session of its own: what the batch left open (a transaction, a
+     * stream) ends with it. */
+    h->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, req->db[0] ? req->db : NULL,
+                              ++srv->next_session, true, &t);
     if (h->s == NULL) {
         free(h);
         dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -597,7 +599,7 @@ static void admin_done(dsq_call *c)
     if (a->req != NULL) {
         a->req->abandon = NULL;
         if (c->err != 0)
-            dsq__respond_error(a->req, 0, c->code, "%s", c->msg);
+            dsq__respond_error(a->req, c->not_found ? 404 : 0, c->code, "%s", c->msg);
         else if (c->out.len == 0)
             dsq__respond_error(a->req, 500, DSQ_CODE_INTERNAL_ERROR, "out of memory");
         else

@@ -7,7 +7,17 @@
  * a NUL) are appended to req->raw and remembered by offset, because raw may
  * move as it grows; when the head is complete the offsets become pointers
  * and raw never grows again (trailers of chunked bodies are counted against
- * the limit and dropped). */
+ * the limit and dropped).
+ *
+ * llhttp 8.1 (Debian's) is lenient where a proxy in front of us may not
+ * be, which is how requests get smuggled: it skips the two bytes after a
+ * chunk's data without looking at them, and it takes any Transfer-Encoding
+ * ending in "chunked" as chunked. So we check both ourselves: the bytes
+ * after each chunk's data must be CRLF (checked in cb_body, and at the start
+ * of the next feed when they had not arrived yet), and a request may carry
+ * Transfer-Encoding only as exactly "chunked", once, in HTTP/1.1, and
+ * never together with Content-Length. Each violation is a 400 that ends
+ * the connection. */
 #include "server/http.h"
 
 #include <stdio.h>
@@ -72,6 +82,8 @@ static int cb_message_begin(llhttp_t *llh)
     p->head_bytes = 0;
     p->target_len = 0;
     p->rejecting = false;
+    p->chunk_left = 0;
+    p->crlf_want = 0;
     return 0;
 }
 
@@ -153,22 +165,55 @@ static int cb_header_value_complete(llhttp_t *llh)
     return dsq_buf_append(&p->cur->raw, "", 1) == 0 ? 0 : fail(p, 500, "out of memory");
 }
 
+/* The framing headers of a complete head: Transfer-Encoding, if sent, is
+ * exactly one "chunked" in an HTTP/1.1 request and comes without
+ * Content-Length. NULL when acceptable, else why not. */
+static const char *framing_error(const dsq_http_req *req)
+{
+    size_t nte = 0, ncl = 0;
+    const dsq_http_header *te = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, "transfer-encoding") == 0) {
+            nte++;
+            te = &req->headers[i];
+        } else if (strcasecmp(req->headers[i].name, "content-length") == 0) {
+            ncl++;
+        }
+    }
+    if (nte == 0)
+        return NULL;
+    if (req->http_minor == 0) /* HTTP/1.0 has no transfer codings (RFC 9112 6.1) */
+        return "Transfer-Encoding in an HTTP/1.0 request";
+    if (ncl > 0)
+        return "both Content-Length and Transfer-Encoding";
+    if (nte > 1 || !dsq_strn_ieq(te->value, te->value_len, "chunked"))
+        return "Transfer-Encoding other than chunked";
+    return NULL;
+}
+
 static int cb_headers_complete(llhttp_t *llh)
 {
     dsq_http_parser *p = parser_of(llh);
     dsq_http_req *req = p->cur;
 
     /* Split the target: path gets its own NUL-terminated copy. This is the
-     * last append to raw, so pointers taken after it stay valid. */
+     * last growth of raw, so pointers taken after it stay valid. The copy
+     * comes from raw itself: room is made first, and only then is the
+     * source read (appending raw's bytes to raw would read them from the
+     * block a realloc had just freed). */
     size_t tlen = p->target_len;
     const char *q = memchr(req->raw.data, '?', tlen);
-    size_t plen = q ? (size_t)(q - req->raw.data) : tlen;
+    bool has_query = q != NULL;
+    size_t plen = has_query ? (size_t)(q - req->raw.data) : tlen;
     size_t path_off = req->raw.len;
-    if (dsq_buf_append(&req->raw, req->raw.data, plen) != 0 || dsq_buf_append(&req->raw, "", 1) != 0)
+    if (dsq_buf_reserve(&req->raw, plen + 1) != 0)
         return fail(p, 500, "out of memory");
+    memcpy(req->raw.data + path_off, req->raw.data, plen); /* path_off > tlen ≥ plen: apart */
+    req->raw.data[path_off + plen] = '\0';
+    req->raw.len += plen + 1;
     req->target = req->raw.data;
     req->path = req->raw.data + path_off;
-    req->query = q ? req->raw.data + plen + 1 : req->raw.data + tlen;
+    req->query = has_query ? req->raw.data + plen + 1 : req->raw.data + tlen;
 
     req->headers = calloc(p->noffs ? p->noffs : 1, sizeof *req->headers);
     if (req->headers == NULL)
@@ -192,6 +237,9 @@ static int cb_headers_complete(llhttp_t *llh)
     req->http_minor = llh->http_minor;
     if (req->http_major != 1)
         return fail(p, 505, "HTTP version not supported");
+    const char *bad_framing = framing_error(req);
+    if (bad_framing != NULL)
+        return fail(p, 400, bad_framing);
     req->chunked = (llh->flags & F_CHUNKED) != 0;
     if (llh->flags & F_CONTENT_LENGTH)
         req->content_length = (int64_t)llh->content_length;
@@ -207,12 +255,40 @@ static int cb_headers_complete(llhttp_t *llh)
     return 0;
 }
 
+static int cb_chunk_header(llhttp_t *llh)
+{
+    dsq_http_parser *p = parser_of(llh);
+    p->chunk_left = llh->content_length; /* 0 for the last chunk: no CRLF of its own */
+    return 0;
+}
+
+/* Check the CRLF after a chunk's data, as far as the fed bytes reach from
+ * `from`; the rest is checked at the start of the next feed. 0, or -1 when
+ * a byte is not the one due. */
+static int check_crlf(dsq_http_parser *p, const char *from)
+{
+    while (p->crlf_want > 0 && from < p->feed_end) {
+        if (*from++ != (p->crlf_want == 2 ? '\r' : '\n'))
+            return -1;
+        p->crlf_want--;
+    }
+    return 0;
+}
+
 static int cb_body(llhttp_t *llh, const char *at, size_t len)
 {
     dsq_http_parser *p = parser_of(llh);
     dsq_http_req *req = p->cur;
     if (req->body.len + len > p->max_body_size)
         return fail(p, 413, "request body too large");
+    if (req->chunked) {
+        p->chunk_left -= len < p->chunk_left ? len : p->chunk_left;
+        if (p->chunk_left == 0) {
+            p->crlf_want = 2;
+            if (check_crlf(p, at + len) != 0)
+                return fail(p, 400, "chunk data not followed by CRLF");
+        }
+    }
     if (req->discard_body) {
         req->body.len += len; /* counted for the limit, not kept */
         return 0;
@@ -250,6 +326,7 @@ void dsq_http_parser_init(dsq_http_parser *p, const dsq_http_parser_cb *cb, void
     p->settings.on_header_value = cb_header_value;
     p->settings.on_header_value_complete = cb_header_value_complete;
     p->settings.on_headers_complete = cb_headers_complete;
+    p->settings.on_chunk_header = cb_chunk_header;
     p->settings.on_body = cb_body;
     p->settings.on_message_complete = cb_message_complete;
     llhttp_init(&p->llh, HTTP_REQUEST, &p->settings);
@@ -272,6 +349,13 @@ void dsq_http_parser_free(dsq_http_parser *p)
 
 int dsq_http_parser_feed(dsq_http_parser *p, const char *data, size_t len, size_t *consumed)
 {
+    p->feed_end = data + len;
+    if (p->crlf_want > 0 && check_crlf(p, data) != 0) {
+        *consumed = 0;
+        p->err_status = 400;
+        p->err_reason = "chunk data not followed by CRLF";
+        return DSQ_HTTP_ERROR;
+    }
     llhttp_errno_t e = llhttp_execute(&p->llh, data, len);
     if (e == HPE_OK) {
         *consumed = len;

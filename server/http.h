@@ -97,6 +97,9 @@ typedef struct dsq_http_parser {
     size_t head_bytes;              /* head bytes of the current request */
     size_t target_len;              /* request-target bytes */
     bool rejecting;                 /* on_head refused the current request */
+    const char *feed_end;           /* end of the bytes being fed */
+    uint64_t chunk_left;            /* data bytes left in the current chunk */
+    int crlf_want;                  /* bytes of a chunk's closing CRLF not yet checked */
     int err_status;                 /* on DSQ_HTTP_ERROR: 400, 413, 431, 505 */
     const char *err_reason;         /* on DSQ_HTTP_ERROR: static text */
 } dsq_http_parser;

@@ -12,16 +12,65 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/engine.h"
 #include "engine/tier.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/server.h"
 #include "server/tls.h"
+
+/* The descriptor limit: the soft limit goes up to the hard one (as
+ * daemons do: the default soft limit of 1,024 is far below what a server
+ * of thousands of connections and open databases needs), and a limit
+ * still below what the configuration may need is a warning with the
+ * numbers (dsq_config_fds_needed). */
+static void fd_limit_check(const dsq_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        DSQ_WARN("fd_limit_unknown", "reason=%s", dsq_log_q(strerror(errno)));
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        if (want == RLIM_INFINITY) { /* the kernel's ceiling: fs.nr_open */
+            unsigned long long nr_open = 1048576;
+            FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+            if (f != NULL) {
+                if (fscanf(f, "%llu", &nr_open) != 1)
+                    nr_open = 1048576;
+                fclose(f);
+            }
+            want = (rlim_t)nr_open;
+        }
+        if (want > rl.rlim_cur) {
+            struct rlimit up = {want, rl.rlim_max};
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+                DSQ_INFO("fd_limit_raised", "from=%llu to=%llu", (unsigned long long)rl.rlim_cur,
+                         (unsigned long long)want);
+                rl.rlim_cur = want;
+            } else {
+                DSQ_WARN("fd_limit_not_raised", "limit=%llu hard=%llu reason=%s", (unsigned long long)rl.rlim_cur,
+                         (unsigned long long)want, dsq_log_q(strerror(errno)));
+            }
+        }
+    }
+    uint64_t need = dsq_config_fds_needed(cfg);
+    if (rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < need)
+        DSQ_WARN("fd_limit_low",
+                 "limit=%llu needed=%llu max_connections=%llu max_open_actors=%llu max_open_files_per_database=%llu "
+                 "reason=%s",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need, (unsigned long long)cfg->max_connections,
+                 (unsigned long long)cfg->engine_max_open_actors, (unsigned long long)cfg->storage_max_open_files,
+                 dsq_log_q("at full load requests will fail with RESOURCE_EXHAUSTED (too many open files): raise "
+                           "the hard limit (LimitNOFILE=, ulimit -Hn) or lower these"));
+}
 
 static void usage(FILE *to)
 {
@@ -60,9 +109,17 @@ static int restore_main(const dsq_config *cfg, const char *db, const char *as_of
         return 1;
     }
     char err[1024], path[4096];
+    /* The data directory is a running dosqld's (or another restore's):
+     * what it would write there, it would write under them. */
+    int lock = dsq_engine_lock_dir(cfg->data_dir, err, sizeof err);
+    if (lock < 0) {
+        fprintf(stderr, "dosqld: restore %s: %s\n", db, err);
+        return 1;
+    }
     snprintf(path, sizeof path, "%s/db", cfg->data_dir);
     if (mkdir(path, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "dosqld: cannot create %s: %s\n", path, strerror(errno));
+        dsq_engine_unlock_dir(lock);
         return 1;
     }
     dsq_obj *o = dsq_server_objects_open(cfg, err, sizeof err);
@@ -78,6 +135,7 @@ static int restore_main(const dsq_config *cfg, const char *db, const char *as_of
         fprintf(stderr, "dosqld: restore %s: %s\n", db, err);
     dsq_tier_stop(t);
     dsq_obj_close(o);
+    dsq_engine_unlock_dir(lock);
     return rc;
 }
 
@@ -243,6 +301,7 @@ int main(int argc, char **argv)
     }
     DSQ_INFO("starting", "version=%s data_dir=%s object_store=%s config=%s", DSQ_VERSION,
              dsq_log_q(cfg->data_dir), dsq_log_q(cfg->object_store), dsq_log_q(config_path));
+    fd_limit_check(cfg);
     dsq_server *srv = dsq_server_new(cfg, auth, config_path, flags, nflags, err, sizeof err);
     free(flags);
     if (srv == NULL) {

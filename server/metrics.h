@@ -17,7 +17,7 @@ typedef enum dsq_close_reason {
     DSQ_CLOSE_BAD_REQUEST,     /* malformed HTTP, an over-limit request */
     DSQ_CLOSE_TLS_ERROR,       /* TLS handshake or record error */
     DSQ_CLOSE_HEADER_TIMEOUT,  /* request head not complete in header_timeout */
-    DSQ_CLOSE_BODY_TIMEOUT,    /* body stalled for body_timeout */
+    DSQ_CLOSE_BODY_TIMEOUT,    /* body not whole within body_timeout */
     DSQ_CLOSE_IDLE_TIMEOUT,    /* keep-alive idle past keepalive_timeout */
     DSQ_CLOSE_SEND_STALL,      /* client read nothing for send_timeout: cut off */
     DSQ_CLOSE_SEND_OVERFLOW,   /* unsent data past 4 x send_queue_limit: cut off */

@@ -15,7 +15,20 @@
  * message sent alike to many sessions is compressed once (dsq_alt). A
  * client's messages are inflated in a stream of the session's, made at
  * its first compressed message, and bounded by max_message once
- * inflated. */
+ * inflated.
+ *
+ * The frame scan: wslay 1.1 looks at a frame's header only once payload
+ * bytes follow it, so a header declaring more than max_message was
+ * answered only when the peer went on sending; and it echoes a close frame
+ * whose payload is one byte (no code) as an empty close, and does not look
+ * at a close reason's UTF-8. So the input is scanned, frame by frame,
+ * before wslay reads it: a data frame whose header takes its message past
+ * max_message is refused with 1009 as soon as the header is in, an
+ * unmasked frame or an oversized or fragmented control frame with 1002,
+ * and a close frame with a one-byte payload or an invalid code with 1002,
+ * one whose reason is not UTF-8 with 1007. wslay is given the bytes before
+ * the offending frame only, so it neither reads that frame nor answers
+ * it. */
 #include "server/ws.h"
 
 #include <openssl/evp.h>
@@ -193,8 +206,22 @@ bool dsq_ws_deflate_accept(const char *hdr, size_t len, dsq_ws_deflate *out, cha
 
 /* ---- the session -------------------------------------------------------- */
 
+/* What the frame scan knows of the input so far (see the file's head). */
+typedef struct ws_scan {
+    uint8_t hdr[14];   /* the frame header being read */
+    size_t hlen;       /* bytes of it read */
+    uint8_t opcode;    /* the current frame's */
+    uint8_t mask[4];   /* its masking key */
+    uint64_t left;     /* its payload bytes still to come */
+    uint64_t msg_len;  /* payload bytes of the data message so far, fragments included */
+    uint8_t close[125]; /* a close frame's payload, unmasked */
+    size_t close_len;   /* bytes of it read */
+    bool done;         /* a violation was found: scan no more */
+} ws_scan;
+
 struct dsq_ws {
     wslay_event_context_ptr ctx; /* owned */
+    ws_scan scan;                /* the frame scan of the input */
     const dsq_ws_cb *cb;         /* the owner's callbacks */
     void *ud;                    /* passed to cb */
     const uint8_t *in;           /* input being fed */
@@ -444,20 +471,150 @@ int dsq_ws_flush(dsq_ws *ws)
     return 0;
 }
 
+/* A close code a peer may send (RFC 6455 7.4): as wslay judges it. */
+static bool close_code_valid(uint16_t code)
+{
+    return (code >= 1000 && code <= 1011 && code != 1004 && code != 1005 && code != 1006) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* A complete frame header in sc->hdr: check it and start its payload.
+ * Returns 0, or the close code of a violation (with *why). */
+static uint16_t scan_header(ws_scan *sc, uint64_t max_message, const char **why)
+{
+    const uint8_t *h = sc->hdr;
+    bool fin = (h[0] & 0x80) != 0;
+    uint8_t opcode = h[0] & 0x0f;
+    uint64_t len = h[1] & 0x7f;
+    size_t o = 2;
+    if (len == 126) {
+        len = (uint64_t)h[2] << 8 | h[3];
+        o = 4;
+    } else if (len == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | h[2 + i];
+        o = 10;
+    }
+    if (!(h[1] & 0x80)) {
+        *why = "a client frame must be masked";
+        return WSLAY_CODE_PROTOCOL_ERROR;
+    }
+    memcpy(sc->mask, h + o, 4);
+    sc->opcode = opcode;
+    sc->left = len;
+    if (opcode >= 8) {
+        if (len > 125 || !fin) {
+            *why = "a control frame must be whole and at most 125 bytes";
+            return WSLAY_CODE_PROTOCOL_ERROR;
+        }
+        sc->close_len = 0;
+    } else if (opcode <= 2) {
+        uint64_t before = opcode == 0 ? sc->msg_len : 0; /* a continuation adds up */
+        if (len > max_message || before > max_message - len) {
+            *why = "the message is larger than max_message";
+            return WSLAY_CODE_MESSAGE_TOO_BIG;
+        }
+        sc->msg_len = before + len;
+    }
+    return 0;
+}
+
+/* A close frame's payload, complete: check its code and reason. */
+static uint16_t scan_close(const ws_scan *sc, const char **why)
+{
+    if (sc->close_len == 0)
+        return 0;
+    if (sc->close_len == 1) {
+        *why = "a close payload must hold a 2-byte code";
+        return WSLAY_CODE_PROTOCOL_ERROR;
+    }
+    uint16_t code = (uint16_t)(sc->close[0] << 8 | sc->close[1]);
+    if (!close_code_valid(code)) {
+        *why = "invalid close code";
+        return WSLAY_CODE_PROTOCOL_ERROR;
+    }
+    if (!dsq_utf8_valid(sc->close + 2, sc->close_len - 2)) {
+        *why = "invalid UTF-8 in the close reason";
+        return WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
+    }
+    return 0;
+}
+
+/* Scan p[0..n). Returns 0 when wslay may read all of it; else the close
+ * code of a violation (with *why), and *ok says how many bytes wslay may
+ * read: those before the offending frame began (in this input). */
+static uint16_t scan_input(ws_scan *sc, uint64_t max_message, const uint8_t *p, size_t n,
+                           size_t *ok, const char **why)
+{
+    size_t frame_start = 0; /* where the current frame began, if in this input */
+    size_t i = 0;
+    while (i < n) {
+        if (sc->left == 0 && sc->hlen == 0)
+            frame_start = i;
+        if (sc->left == 0) { /* in a header */
+            sc->hdr[sc->hlen++] = p[i++];
+            size_t need = 2;
+            if (sc->hlen >= 2) {
+                uint8_t l7 = sc->hdr[1] & 0x7f;
+                need += (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((sc->hdr[1] & 0x80) ? 4 : 0);
+            }
+            if (sc->hlen < need)
+                continue;
+            sc->hlen = 0;
+            uint16_t code = scan_header(sc, max_message, why);
+            if (code == 0 && sc->opcode == WSLAY_CONNECTION_CLOSE && sc->left == 0)
+                code = scan_close(sc, why);
+            if (code != 0) {
+                *ok = frame_start;
+                return code;
+            }
+            continue;
+        }
+        size_t take = sc->left < n - i ? (size_t)sc->left : n - i;
+        if (sc->opcode == WSLAY_CONNECTION_CLOSE) {
+            for (size_t k = 0; k < take; k++, sc->close_len++)
+                sc->close[sc->close_len] = p[i + k] ^ sc->mask[sc->close_len % 4];
+        }
+        i += take;
+        sc->left -= take;
+        if (sc->left == 0 && sc->opcode == WSLAY_CONNECTION_CLOSE) {
+            uint16_t code = scan_close(sc, why);
+            if (code != 0) {
+                *ok = frame_start;
+                return code;
+            }
+        }
+    }
+    *ok = n;
+    return 0;
+}
+
 int dsq_ws_feed(dsq_ws *ws, const uint8_t *p, size_t n)
 {
     if (ws->fatal)
         return -1;
-    ws->in = p;
-    ws->in_len = n;
     /* Input after our read side shut (close received, or a violation) is
      * dropped, as RFC 6455 says data after a close frame is. */
-    if (wslay_event_get_read_enabled(ws->ctx) && wslay_event_recv(ws->ctx) != 0) {
+    if (!wslay_event_get_read_enabled(ws->ctx))
+        return dsq_ws_flush(ws);
+    size_t ok = n;
+    const char *why = NULL;
+    uint16_t code = ws->scan.done ? 0 : scan_input(&ws->scan, ws->max_message, p, n, &ok, &why);
+    ws->in = p;
+    ws->in_len = ok;
+    int rv = ok > 0 ? wslay_event_recv(ws->ctx) : 0;
+    ws->in = NULL;
+    ws->in_len = 0;
+    if (rv != 0) {
         ws->fatal = true;
         return -1;
     }
-    ws->in = NULL;
-    ws->in_len = 0;
+    if (code != 0) {
+        ws->scan.done = true;
+        if (wslay_event_get_read_enabled(ws->ctx)) /* wslay found nothing wrong before it */
+            fail(ws->ctx, code, why);
+    }
     return dsq_ws_flush(ws);
 }
 

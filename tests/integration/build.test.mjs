@@ -48,3 +48,109 @@ test('make install with PREFIX and DESTDIR', (t) => {
   assert.equal(again.status, 0);
   assert.equal(readFileSync(path.join(dest, 'etc/dosqld/dosqld.conf'), 'utf8'), '[log]\nlevel = warn\n');
 });
+
+// The unit runs as user dosqld (group dosqld): the configuration it is
+// started with must be readable by it, and by no one else (it may hold
+// tokens and object-store keys). Needs root: it makes the dosqld user if
+// this machine has none (and removes it after), installs, and runs
+// dosqld as that user.
+test('the installed configuration is readable by the service user, and only by it', (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip('needs root: makes the dosqld user and runs as it');
+    return;
+  }
+  const sh = (cmd, args) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 30000 });
+  const id = (what) => {
+    const r = sh('getent', [what, 'dosqld']);
+    return r.status === 0 ? Number(r.stdout.split(':')[2]) : null;
+  };
+  const madeGroup = id('group') === null;
+  const madeUser = id('passwd') === null;
+  if (madeUser) {
+    const r = sh('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin',
+      ...(madeGroup ? ['--user-group'] : ['--gid', 'dosqld']), 'dosqld']);
+    assert.equal(r.status, 0, r.stderr);
+  } else if (madeGroup) {
+    const r = sh('groupadd', ['--system', 'dosqld']);
+    assert.equal(r.status, 0, r.stderr);
+  }
+  t.after(() => {
+    if (madeUser) sh('userdel', ['dosqld']);
+    if (madeGroup && id('group') !== null) sh('groupdel', ['dosqld']);
+  });
+  const uid = id('passwd');
+  const gid = id('group');
+  assert.ok(uid !== null && gid !== null);
+
+  const dest = tempDir();
+  t.after(() => rmSync(dest, { recursive: true, force: true }));
+  chmodSync(dest, 0o755); // the service user walks in, as it would walk /
+  const args = ['-s', 'install', `DESTDIR=${dest}`, 'PREFIX=/usr'];
+  if (process.env.SANITIZE) args.push(`SANITIZE=${process.env.SANITIZE}`);
+  const r = spawnSync('make', args, { cwd: ROOT, encoding: 'utf8', timeout: 300000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const conf = path.join(dest, 'etc/dosqld/dosqld.conf');
+  const st = statSync(conf);
+  assert.equal(st.mode & 0o777, 0o640, 'the configuration may hold secrets: no one else reads it');
+  assert.equal(st.uid, 0);
+  assert.equal(st.gid, gid, 'the configuration belongs to group dosqld');
+  const dir = statSync(path.dirname(conf));
+  assert.equal(dir.mode & 0o777, 0o750);
+  assert.equal(dir.gid, gid);
+
+  // As the unit runs it: User=dosqld, Group=dosqld, no other groups.
+  const as = (cmd, ...rest) => sh('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', cmd, ...rest]);
+  const cat = as('cat', conf);
+  assert.equal(cat.status, 0, cat.stderr);
+  assert.equal(cat.stdout, readFileSync(path.join(ROOT, 'conf/dosqld.conf'), 'utf8'));
+  const check = as(path.join(dest, 'usr/bin/dosqld'), '--check-config', '-c', conf);
+  assert.equal(check.status, 0, check.stdout + check.stderr);
+  assert.equal(check.stdout, `configuration ok: ${conf}\n`);
+  // Anyone else is kept out.
+  const nobody = sh('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', conf]);
+  assert.notEqual(nobody.status, 0, 'a user outside the group cannot read it');
+
+  // The tmpfiles snippet keeps it so on a system where the install came
+  // before the group (fills in the configuration directory).
+  const tmpfiles = readFileSync(path.join(dest, 'usr/lib/tmpfiles.d/dosqld.conf'), 'utf8');
+  assert.match(tmpfiles, /^d \/etc\/dosqld 0750 root dosqld -$/m);
+  assert.match(tmpfiles, /^z \/etc\/dosqld\/dosqld\.conf 0640 root dosqld -$/m);
+});
+
+// Staged with DESTDIR on a machine without the group, the files are
+// root's; systemd-tmpfiles (at boot, or --create after systemd-sysusers)
+// gives the configuration to the group. Run against the staged tree as
+// its root, with its own passwd and group files, so the host is left alone.
+test('a staged install gets its configuration group from the tmpfiles snippet', (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip('needs root: changes ownership and runs as another user');
+    return;
+  }
+  if (spawnSync('systemd-tmpfiles', ['--version']).status !== 0) {
+    t.skip('no systemd-tmpfiles here');
+    return;
+  }
+  const dest = tempDir();
+  t.after(() => rmSync(dest, { recursive: true, force: true }));
+  chmodSync(dest, 0o755);
+  const args = ['-s', 'install', `DESTDIR=${dest}`, 'PREFIX=/usr'];
+  if (process.env.SANITIZE) args.push(`SANITIZE=${process.env.SANITIZE}`);
+  const r = spawnSync('make', args, { cwd: ROOT, encoding: 'utf8', timeout: 300000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  // Ids no account of the host has: the staged system's dosqld.
+  const uid = 64991, gid = 64992;
+  writeFileSync(path.join(dest, 'etc/passwd'), `root:x:0:0::/root:/bin/sh\ndosqld:x:${uid}:${gid}::/nonexistent:/usr/sbin/nologin\n`);
+  writeFileSync(path.join(dest, 'etc/group'), `root:x:0:\ndosqld:x:${gid}:\n`);
+  const conf = path.join(dest, 'etc/dosqld/dosqld.conf');
+  const as = () => spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', 'cat', conf], { encoding: 'utf8' });
+  assert.notEqual(as().status, 0, 'before systemd-tmpfiles the staged system\'s dosqld cannot read it');
+  const tf = spawnSync('systemd-tmpfiles', ['--create', `--root=${dest}`, path.join(dest, 'usr/lib/tmpfiles.d/dosqld.conf')],
+    { encoding: 'utf8', timeout: 30000 });
+  assert.equal(tf.status, 0, tf.stderr);
+  const st = statSync(conf);
+  assert.deepEqual([st.mode & 0o777, st.uid, st.gid], [0o640, 0, gid]);
+  const read = as();
+  assert.equal(read.status, 0, read.stderr);
+  assert.equal(read.stdout, readFileSync(path.join(ROOT, 'conf/dosqld.conf'), 'utf8'));
+  assert.equal(statSync(path.join(dest, 'var/lib/dosqld')).uid, uid, 'the state directory is the service\'s');
+});

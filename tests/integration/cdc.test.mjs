@@ -1,4 +1,4 @@
-// Change data capture (issue 6) over JSON-RPC WebSocket: subscribeCDC and
+// Change data capture over JSON-RPC WebSocket: subscribeCDC and
 // its "cdc" notifications, unsubscribeCDC, resuming from any LSN exactly
 // once (during a write load, and across a crash), filters, schema events,
 // triggers and cascades, rolled-back work producing nothing, errors.

@@ -1,4 +1,4 @@
-// The hot tier (the object-store issue): a database larger than
+// The hot tier: a database larger than
 // hot_tier_max_bytes has its uploaded checkpoints evicted once it is
 // closed, and every row reads back through the warm cache (queries,
 // streams, explicit transactions, batches, asOf), with the cold fetches
@@ -316,6 +316,46 @@ test('s3: a client that hangs up while its request waits for a cold page: the re
     assert.deepEqual((await query(d.port, 'other', 'SELECT 1')).rows, [[1]]);
     assert.deepEqual(await d.stop(), { code: 0, signal: null }, 'a clean stop after it');
   } finally {
+    await d.cleanup();
+  }
+});
+
+// A read beside another client's open transaction runs on a connection of
+// its own (a view of the last commit); when its page does not come from
+// the object store it fails, bounded, as any read does — a batch of
+// independent statements too — and does not wait again and again, holding
+// up the transaction's own requests.
+test('s3: a non-atomic batch beside a transaction whose page does not come fails, bounded; the transaction goes on', async () => {
+  const b = backends.s3();
+  const dataDir = path.join(root, 'beside');
+  let d = await start(b, dataDir);
+  let tx;
+  try {
+    await fill(d.port, 'big');
+    await evicted(d, dataDir, 'big');
+    await d.stop();
+    d = await start(b, dataDir); // an empty warm cache
+    tx = await WsRpc.open(d.port, '/v1/db/big/rpc');
+    const { transactionId } = await tx.ok('beginTransaction', {});
+    await tx.ok('query', { transactionId, sql: "INSERT INTO t VALUES (0, x'00', 'zero')" }, 30000);
+    await s3.fault('500', { count: 100000, match: 'GET', path: '/data/' });
+    const t0 = Date.now();
+    const r = await within(10000, call(d.port, '/v1/db/big/rpc', 'batch', { atomic: false, statements: [
+      { sql: 'SELECT 1' },
+      { sql: 'SELECT sum(length(b)) FROM t' },
+    ] }), 'the batch beside the transaction');
+    // As outside a transaction: that statement fails, the others run.
+    assert.deepEqual(r.result?.results?.[0]?.rows, [[1]], JSON.stringify(r));
+    const err = r.result.results[1].error;
+    assert.ok(['INTERNAL_ERROR', 'TIMEOUT'].includes(err?.code), JSON.stringify(r));
+    assert.match(err.message, /object store/);
+    assert.ok(Date.now() - t0 < 10000);
+    await s3.fault('500', { count: 0 });
+    await tx.ok('commit', { transactionId }, 30000);
+    assert.deepEqual((await query(d.port, 'big', 'SELECT count(*) FROM t')).rows, [[ROWS + 1]]);
+  } finally {
+    await s3.fault('500', { count: 0 }).catch(() => {});
+    await tx?.close().catch(() => {});
     await d.cleanup();
   }
 });

@@ -153,6 +153,41 @@ test('responses owed before a malformed request are still sent', async () => {
   await c.readClose();
 });
 
+test('chunk data not followed by CRLF gets 400, and nothing pipelined after it is read', async () => {
+  const c = await Raw.connect(d.port);
+  const body = '{"id":1,"method":"ping"}';
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' +
+    `${body.length.toString(16)}\r\n${body}XX0\r\n\r\n` +
+    'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, 'INVALID_REQUEST');
+  assert.equal(r.headers['connection'], 'close');
+  const rest = await c.readClose();
+  assert.equal(rest.length, 0, 'the pipelined request was not answered');
+});
+
+for (const [what, framing, version = '1.1'] of [
+  ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip, chunked\r\n'],
+  ['Transfer-Encoding: identity', 'Transfer-Encoding: identity\r\n'],
+  ['two Transfer-Encoding headers', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n'],
+  ['Content-Length with Transfer-Encoding', 'Content-Length: 29\r\nTransfer-Encoding: chunked\r\n'],
+  ['Transfer-Encoding: chunked in HTTP/1.0', 'Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n', '1.0'],
+]) {
+  test(`${what} gets 400 and the connection closes`, async () => {
+    const c = await Raw.connect(d.port);
+    const body = '{"id":1,"method":"ping"}';
+    c.write(`POST /v1/rpc HTTP/${version}\r\nHost: x\r\n${framing}\r\n` +
+      `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` +
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    const r = await c.readResponse();
+    assert.equal(r.status, 400);
+    assert.equal(r.headers['connection'], 'close');
+    const rest = await c.readClose();
+    assert.equal(rest.length, 0, 'nothing after it was answered');
+  });
+}
+
 test('Expect: 100-continue', async () => {
   const c = await Raw.connect(d.port);
   const body = '{"id":9,"method":"ping"}';
@@ -172,13 +207,17 @@ test('Expect: 100-continue', async () => {
 
 test('slow headers are cut off after header_timeout', async () => {
   const c = await Raw.connect(d.port);
+  const t0 = Date.now();
   c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
-  // Trickle a header byte at a time: it must not extend the deadline.
-  const trickle = setInterval(() => { if (!c.closed) c.write('X'); }, 100);
+  // Trickle a header byte every 200 ms: header_timeout (600 ms) is a total
+  // deadline for the head, which the bytes must not extend.
+  const trickle = setInterval(() => { if (!c.closed) c.write('X'); }, 200);
   try {
     const r = await c.readResponse({ ms: 5000 });
+    const took = Date.now() - t0;
     assert.equal(r.status, 408);
     assert.equal(r.json.error.code, 'TIMEOUT');
+    assert.ok(took >= 500 && took < 2500, `answered after ${took} ms`);
     await c.readClose(3000);
   } finally {
     clearInterval(trickle);
@@ -198,6 +237,53 @@ test('a stalled body is cut off after body_timeout', async () => {
   const r = await c.readResponse({ ms: 5000 });
   assert.equal(r.status, 408);
   await c.readClose(3000);
+});
+
+test('a body trickled a byte every 200 ms is cut off after body_timeout in total', async () => {
+  const c = await Raw.connect(d.port);
+  c.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n');
+  const t0 = Date.now();
+  // Each gap is well under body_timeout (600 ms); the whole body is not.
+  const trickle = setInterval(() => { if (!c.closed) c.write(' '); }, 200);
+  try {
+    const r = await c.readResponse({ ms: 4000 });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 408);
+    assert.equal(r.json.error.code, 'TIMEOUT');
+    assert.ok(took >= 500 && took < 2500, `answered after ${took} ms`);
+    await c.readClose(3000);
+  } finally {
+    clearInterval(trickle);
+  }
+  assert.ok(await metric(d.port, 'dosqld_connections_closed_total{reason="body_timeout"}') >= 1);
+});
+
+test('each keep-alive request gets its own head and body deadlines', async () => {
+  // Two requests, each sent in pieces well within the deadlines, where one
+  // write ends a request and starts the next: the second is not charged
+  // with the first one's time.
+  const c = await Raw.connect(d.port);
+  const body = '{"id":1,"method":"ping"}';
+  const req = `POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const cut = req.length - 5;
+  c.write(req.slice(0, cut));
+  await sleep(400);
+  c.write(req.slice(cut) + req.slice(0, cut));
+  await sleep(400);
+  c.write(req.slice(cut));
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 200);
+  // The same for heads: one write ends a head and starts the next.
+  const get = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+  const half = 20;
+  c.write(get.slice(0, half));
+  await sleep(400);
+  c.write(get.slice(half) + get.slice(0, half));
+  await sleep(400);
+  c.write(get.slice(half));
+  assert.equal((await c.readResponse()).status, 200);
+  assert.equal((await c.readResponse()).status, 200);
+  c.destroy();
 });
 
 test('an idle keep-alive connection is closed after keepalive_timeout', async () => {
@@ -277,6 +363,21 @@ test('metrics: requests by route and status, latency histogram, bytes', async ()
   assert.match(r.text, /dosqld_received_bytes_total [1-9]\d*/);
   assert.match(r.text, /dosqld_sent_bytes_total [1-9]\d*/);
   assert.match(r.text, /dosqld_connections [1-9]/);
+});
+
+test('User-Agent of every length from 1 to 300: each request is parsed right', async () => {
+  // The head's storage grows while it is parsed; the path copied out of it
+  // at the end must survive wherever that growth falls.
+  const c = await Raw.connect(d.port);
+  const failed = [];
+  for (let n = 1; n <= 300; n++) {
+    c.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\nUser-Agent: ${'u'.repeat(n)}\r\nAccept: */*\r\n\r\n`);
+    const r = await c.readResponse();
+    if (r.status !== 200) failed.push(`${n}: ${r.status} ${r.text}`);
+    if (c.closed || c.ended) break;
+  }
+  c.destroy();
+  assert.deepEqual(failed, []);
 });
 
 test('the daemon survived everything above', async () => {

@@ -1,4 +1,4 @@
-// Object store (the tiering issue): engine/objstore through tests/tools/
+// Object store: engine/objstore through tests/tools/
 // objcli, against the S3-compatible server of lib/s3server.mjs (s3rver
 // behind a proxy that checks every SigV4 signature and payload hash, and
 // injects faults) and against file://, the same operations on both.
@@ -33,6 +33,7 @@ function cli(args, input) {
     p.stderr.on('data', (d) => { err += d; });
     p.on('error', reject);
     p.on('exit', (code) => resolve({ code, out: Buffer.concat(out), err }));
+    p.stdin.on('error', () => {}); // it may exit (refused at once) before reading its input
     p.stdin.end(input ?? '');
   }), `objcli ${args.join(' ')}`);
 }

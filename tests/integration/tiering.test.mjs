@@ -1,4 +1,4 @@
-// Tiering (the object-store issue): databases' files go to the object
+// Tiering: databases' files go to the object
 // store while dosqld runs and when it stops; a node with an empty data
 // directory restores every database from the store alone; a dropped
 // database's objects go; an object store that is down does not stop

@@ -1,6 +1,7 @@
-// Integration: transactions on a real dosqld — isolation (others wait, never
-// see uncommitted rows), savepoints, timeouts, rollback on disconnect, and a
-// money-transfer invariant under 50 concurrent clients over 200 databases.
+// Integration: transactions on a real dosqld — isolation (readers never wait
+// and never see uncommitted rows; writers wait), read-only transactions,
+// savepoints, timeouts, rollback on disconnect, and a money-transfer
+// invariant under 50 concurrent clients over 200 databases.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDosqld, sleep, within } from './lib/harness.mjs';
@@ -20,20 +21,118 @@ async function settles(p, ms) {
   return done;
 }
 
-test('a second client waits for an open transaction and never sees its rows', async () => {
-  await query(d.port, 'iso', 'CREATE TABLE t(x)');
+test('a reader does not wait for an open transaction and never sees its rows; a writer waits', async () => {
+  const before = await query(d.port, 'iso', 'CREATE TABLE t(x)');
   const a = await WsRpc.open(d.port, '/v1/db/iso/rpc');
   const { transactionId } = await a.ok('beginTransaction', {});
   assert.match(transactionId, /^[0-9a-f]+$/);
   await a.ok('query', { sql: 'INSERT INTO t VALUES (1), (2)', transactionId });
   const inside = await a.ok('query', { sql: 'SELECT count(*) FROM t', transactionId });
   assert.deepEqual(inside.rows, [[2]], 'the transaction sees its own rows');
-  const other = query(d.port, 'iso', 'SELECT count(*) FROM t');
-  assert.equal(await settles(other, 300), false, 'the other client waits');
+  const read = await within(2000, query(d.port, 'iso', 'SELECT count(*) FROM t'), 'a read beside the transaction');
+  assert.deepEqual(read.rows, [[0]], 'the reader sees the last commit');
+  assert.equal(read.lsn, before.lsn);
+  const writer = query(d.port, 'iso', 'INSERT INTO t VALUES (3)');
+  assert.equal(await settles(writer, 300), false, 'the other writer waits');
+  // Reads keep running while the writer waits.
+  const batch = await within(2000, call(d.port, '/v1/db/iso/rpc', 'batch',
+    { statements: [{ sql: 'SELECT count(*) FROM t' }, { sql: 'SELECT 42' }] }), 'a read-only batch');
+  assert.deepEqual(batch.result.results.map((r) => r.rows), [[[0]], [[42]]]);
+  const schema = await within(2000, call(d.port, '/v1/db/iso/rpc', 'getSchema', {}), 'getSchema');
+  assert.ok(schema.result.tables.some((t) => t.name === 't'));
   const { lsn } = await a.ok('commit', { transactionId });
-  const seen = await within(5000, other, 'the waiting read');
-  assert.deepEqual(seen.rows, [[2]], 'it proceeds after the commit and sees the committed rows');
-  assert.equal(seen.lsn, lsn);
+  const w = await within(5000, writer, 'the waiting writer');
+  assert.equal(w.rowsAffected, 1);
+  assert.ok(w.lsn > lsn, 'the writer committed after the transaction');
+  const seen = await query(d.port, 'iso', 'SELECT count(*) FROM t');
+  assert.deepEqual(seen.rows, [[3]]);
+  await a.close();
+});
+
+test('uncommitted DDL stays invisible to readers beside the transaction', async () => {
+  await query(d.port, 'isoddl', 'CREATE TABLE t(x)');
+  const a = await WsRpc.open(d.port, '/v1/db/isoddl/rpc');
+  const { transactionId } = await a.ok('beginTransaction', {});
+  await a.ok('query', { sql: 'CREATE TABLE u(y)', transactionId });
+  const schema = await within(2000, call(d.port, '/v1/db/isoddl/rpc', 'getSchema', {}), 'getSchema');
+  assert.deepEqual(schema.result.tables.map((t) => t.name), ['t']);
+  const r = await query(d.port, 'isoddl', 'SELECT * FROM u', undefined, { raw: true });
+  assert.equal(r.json.error.code, 'TABLE_NOT_FOUND', r.text);
+  await a.ok('commit', { transactionId });
+  assert.deepEqual((await query(d.port, 'isoddl', 'SELECT count(*) FROM u')).rows, [[0]]);
+  await a.close();
+});
+
+test('a request that reads and writes waits whole; one connection\'s requests keep their order', async () => {
+  await query(d.port, 'isoord', 'CREATE TABLE t(x)');
+  const a = await WsRpc.open(d.port, '/v1/db/isoord/rpc');
+  const { transactionId } = await a.ok('beginTransaction', {});
+  await a.ok('query', { sql: 'INSERT INTO t VALUES (1)', transactionId });
+  const b = await WsRpc.open(d.port, '/v1/db/isoord/rpc');
+  // Sent back to back on one connection: the read after the write must see it.
+  const mixed = b.call('query', { sql: 'SELECT count(*) FROM t; INSERT INTO t VALUES (2)' });
+  const after = b.call('query', { sql: 'SELECT count(*) FROM t' });
+  assert.equal(await settles(after, 300), false, 'the read waits behind its connection\'s write');
+  assert.equal(await settles(mixed, 0), false);
+  // Another connection's read does not wait.
+  const c = await within(2000, query(d.port, 'isoord', 'SELECT count(*) FROM t'), 'another connection');
+  assert.deepEqual(c.rows, [[0]]);
+  await a.ok('commit', { transactionId });
+  const m = await within(5000, mixed, 'the mixed request');
+  assert.equal(m.result.rowsAffected, 1, JSON.stringify(m));
+  const r = await within(5000, after, 'the read after it');
+  assert.deepEqual(r.result.rows, [[2]], 'it ran after its connection\'s write');
+  await a.close();
+  await b.close();
+});
+
+test('a read-only transaction reads one snapshot and holds back no one', async () => {
+  await query(d.port, 'ro', 'CREATE TABLE t(x); INSERT INTO t VALUES (1)');
+  const a = await WsRpc.open(d.port, '/v1/db/ro/rpc');
+  const begun = await a.ok('beginTransaction', { readOnly: true });
+  const { transactionId } = begun;
+  const w = await within(2000, query(d.port, 'ro', 'INSERT INTO t VALUES (2)'), 'a writer beside a read-only transaction');
+  assert.equal(w.rowsAffected, 1);
+  const seen = await a.ok('query', { sql: 'SELECT count(*) FROM t', transactionId });
+  assert.deepEqual(seen.rows, [[1]], 'it reads the database as of its start');
+  assert.equal(seen.lsn, begun.lsn);
+  const b = await a.ok('batch', { transactionId, statements: [{ sql: 'SELECT max(x) FROM t' }] });
+  assert.deepEqual(b.results[0].rows, [[1]]);
+  const ins = await a.call('query', { sql: 'INSERT INTO t VALUES (3)', transactionId });
+  assert.equal(ins.error.code, 'INVALID_REQUEST');
+  assert.match(ins.error.message, /read-only/);
+  // A write transaction may open beside it, and both end independently.
+  const t2 = (await call(d.port, '/v1/db/ro/rpc', 'beginTransaction', {})).result.transactionId;
+  assert.deepEqual((await a.ok('query', { sql: 'SELECT count(*) FROM t', transactionId })).rows, [[1]]);
+  await call(d.port, '/v1/db/ro/rpc', 'rollback', { transactionId: t2 });
+  const done = await a.ok('commit', { transactionId });
+  assert.equal(done.lsn, begun.lsn);
+  const gone = await a.call('query', { sql: 'SELECT 1', transactionId });
+  assert.equal(gone.error.code, 'TRANSACTION_NOT_FOUND');
+  const bad = await a.call('beginTransaction', { readOnly: true, mode: 'immediate' });
+  assert.equal(bad.error.code, 'INVALID_REQUEST');
+  await a.close();
+});
+
+test('a read-only transaction ends when idle past its timeout or when its client goes', async () => {
+  await query(d.port, 'roend', 'CREATE TABLE t(x)');
+  const a = await WsRpc.open(d.port, '/v1/db/roend/rpc');
+  const { transactionId } = await a.ok('beginTransaction', { readOnly: true, timeoutMs: 300 });
+  await sleep(1500);
+  const late = await a.call('query', { sql: 'SELECT 1', transactionId });
+  assert.equal(late.error.code, 'TRANSACTION_NOT_FOUND');
+  const b = await WsRpc.open(d.port, '/v1/db/roend/rpc');
+  await b.ok('beginTransaction', { readOnly: true });
+  const open = (await call(d.port, '/v1/db/roend/rpc', 'getStats', {})).result;
+  assert.equal(open.server.transactionsOpen, 1, JSON.stringify(open.server));
+  b.ws.terminate();
+  let st;
+  for (let i = 0; i < 50; i++) {
+    st = (await call(d.port, '/v1/db/roend/rpc', 'getStats', {})).result;
+    if (st.server.transactionsOpen === 0) break;
+    await sleep(100);
+  }
+  assert.equal(st.server.transactionsOpen, 0, 'the disconnected client\'s transaction ended');
   await a.close();
 });
 
@@ -42,10 +141,11 @@ test('rollback discards; the waiting client sees nothing of it', async () => {
   const a = await WsRpc.open(d.port, '/v1/db/rb/rpc');
   const { transactionId } = await a.ok('beginTransaction', { mode: 'immediate' });
   await a.ok('query', { sql: 'INSERT INTO t VALUES (1)', transactionId });
-  const other = query(d.port, 'rb', 'SELECT count(*) FROM t');
+  const other = query(d.port, 'rb', 'INSERT INTO t VALUES (5)');
   assert.equal(await settles(other, 200), false);
   await a.ok('rollback', { transactionId });
-  assert.deepEqual((await other).rows, [[0]]);
+  await other;
+  assert.deepEqual((await query(d.port, 'rb', 'SELECT x FROM t')).rows, [[5]]);
   const again = await a.call('commit', { transactionId });
   assert.equal(again.error.code, 'TRANSACTION_NOT_FOUND', 'the id is gone after rollback');
   await a.close();
@@ -97,11 +197,12 @@ test('an idle transaction past timeoutMs is rolled back and its id is gone', asy
   const a = await WsRpc.open(d.port, '/v1/db/tmo/rpc');
   const { transactionId } = await a.ok('beginTransaction', { timeoutMs: 300 });
   await a.ok('query', { sql: 'INSERT INTO t VALUES (1)', transactionId });
-  // Another client waits behind it, then proceeds once it expires.
+  // Another writer waits behind it, then proceeds once it expires.
   const t0 = Date.now();
-  const other = await within(5000, query(d.port, 'tmo', 'SELECT count(*) FROM t'), 'read behind an expiring transaction');
-  assert.deepEqual(other.rows, [[0]]);
+  const other = await within(5000, query(d.port, 'tmo', 'INSERT INTO t VALUES (2)'), 'write behind an expiring transaction');
+  assert.equal(other.rowsAffected, 1);
   assert.ok(Date.now() - t0 >= 200, 'it waited for the timeout');
+  assert.deepEqual((await query(d.port, 'tmo', 'SELECT x FROM t')).rows, [[2]]);
   const late = await a.call('query', { sql: 'SELECT 1', transactionId });
   assert.equal(late.error.code, 'TRANSACTION_NOT_FOUND');
   const c = await a.call('commit', { transactionId });
@@ -114,11 +215,12 @@ test('a client that disconnects has its transaction rolled back', async () => {
   const a = await WsRpc.open(d.port, '/v1/db/disc/rpc');
   const { transactionId } = await a.ok('beginTransaction', {});
   await a.ok('query', { sql: 'INSERT INTO t VALUES (1)', transactionId });
-  const other = query(d.port, 'disc', 'SELECT count(*) FROM t');
+  const other = query(d.port, 'disc', 'INSERT INTO t VALUES (2)');
   assert.equal(await settles(other, 200), false);
   a.ws.terminate(); // no close frame: the TCP connection just ends
-  const seen = await within(5000, other, 'read after the disconnect');
-  assert.deepEqual(seen.rows, [[0]]);
+  await within(5000, other, 'write after the disconnect');
+  const seen = await query(d.port, 'disc', 'SELECT x FROM t');
+  assert.deepEqual(seen.rows, [[2]]);
   const st = (await call(d.port, '/v1/db/disc/rpc', 'getStats', {})).result;
   assert.equal(st.database.transactionOpen, false);
 });
@@ -224,4 +326,42 @@ test(`money transfers: ${CLIENTS} clients over ${DBS} databases keep every total
   assert.equal(stats.committed + stats.refused, CLIENTS * TRANSFERS);
   assert.ok(stats.committed > CLIENTS * TRANSFERS / 4, `too few transfers went through: ${JSON.stringify(stats)}`);
   assert.ok(stats.refused > 0, 'some transfers must hit the CHECK constraint');
+});
+
+test('a stream runs beside an open transaction on the last commit; max_snapshots bounds snapshots', async () => {
+  const s = await startDosqld({ conf: '[engine]\nmax_snapshots = 2\n' });
+  try {
+    await query(s.port, 'ss', 'CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)');
+    const a = await WsRpc.open(s.port, '/v1/db/ss/rpc');
+    const { transactionId } = await a.ok('beginTransaction', {});
+    await a.ok('query', { sql: 'DELETE FROM t', transactionId });
+    // Another client's stream reads the last commit, not the open transaction.
+    const b = await WsRpc.open(s.port, '/v1/db/ss/rpc');
+    const r = await within(2000, b.ok('queryStream', { sql: 'SELECT x FROM t ORDER BY x', chunkSize: 2 }), 'a stream beside');
+    assert.equal(r.rowCount, 3);
+    // The transaction's own stream sees its own writes.
+    const own = await a.ok('queryStream', { sql: 'SELECT x FROM t', transactionId });
+    assert.equal(own.rowCount, 0);
+    await a.ok('rollback', { transactionId });
+    // A read-only transaction's stream reads its snapshot.
+    const ro = await b.ok('beginTransaction', { readOnly: true });
+    await query(s.port, 'ss', 'INSERT INTO t VALUES (4)');
+    const inRo = await b.ok('queryStream', { sql: 'SELECT x FROM t', transactionId: ro.transactionId });
+    assert.equal(inRo.rowCount, 3);
+    // Two snapshots at most: a second read-only transaction fills the
+    // bound, and a third snapshot is refused.
+    const ro2 = await b.ok('beginTransaction', { readOnly: true });
+    const third = await b.call('beginTransaction', { readOnly: true });
+    assert.equal(third.error.code, 'RESOURCE_EXHAUSTED', JSON.stringify(third));
+    const st = await b.call('queryStream', { sql: 'SELECT 1' });
+    assert.equal(st.error.code, 'RESOURCE_EXHAUSTED');
+    assert.match(st.error.message, /max_snapshots/);
+    await b.ok('commit', { transactionId: ro.transactionId });
+    await b.ok('commit', { transactionId: ro2.transactionId });
+    assert.equal((await b.ok('queryStream', { sql: 'SELECT x FROM t' })).rowCount, 4);
+    await a.close();
+    await b.close();
+  } finally {
+    await s.cleanup();
+  }
 });

@@ -118,6 +118,99 @@ test('close handshake: the client\'s code is echoed and the connection ends', as
   await c.readClose();
 });
 
+test('an upgrade with ?x=<n chars>, n from 1 to 300: each gets 101', async () => {
+  const failed = [];
+  for (let n = 1; n <= 300; n++) {
+    const c = await wsRaw(d.port, `/v1/rpc?x=${'x'.repeat(n)}`);
+    if (c.upgrade.status !== 101) failed.push(`${n}: ${c.upgrade.status} ${c.upgrade.text}`);
+    c.destroy();
+  }
+  assert.deepEqual(failed, []);
+});
+
+// A masked frame header alone (no payload bytes follow), declaring `len`.
+function frameHeader(opcode, len, { fin = true } = {}) {
+  const head = [(fin ? 0x80 : 0) | opcode];
+  if (len < 126) head.push(0x80 | len);
+  else if (len < 65536) head.push(0x80 | 126, len >> 8, len & 0xff);
+  else {
+    head.push(0x80 | 127);
+    for (let i = 7; i >= 0; i--) head.push(Number((BigInt(len) >> BigInt(8 * i)) & 0xffn));
+  }
+  return Buffer.concat([Buffer.from(head), Buffer.from([1, 2, 3, 4])]);
+}
+
+async function closeAnswer(c, ms = 2000) {
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x8), ms);
+  const close = frames.find((x) => x.opcode === 0x8);
+  assert.ok(close, 'a close frame came back');
+  return close;
+}
+
+test('a close frame with a 1-byte payload is answered with close 1002', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x8, Buffer.from([0x03])));
+  assert.equal(closeCode(await closeAnswer(c)), 1002);
+  await c.readClose();
+});
+
+for (const code of [0, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000, 65535]) {
+  test(`a close frame with the invalid code ${code} is answered with close 1002`, async () => {
+    const c = await wsRaw(d.port);
+    const p = Buffer.alloc(2);
+    p.writeUInt16BE(code);
+    c.write(wsFrame(0x8, p));
+    assert.equal(closeCode(await closeAnswer(c)), 1002);
+    await c.readClose();
+  });
+}
+
+test('a close frame whose reason is not UTF-8 is answered with close 1007', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x8, Buffer.from([0x03, 0xe8, 0x62, 0x79, 0xc0, 0xaf])));
+  assert.equal(closeCode(await closeAnswer(c)), 1007);
+  await c.readClose();
+});
+
+test('a close frame with a valid code and UTF-8 reason is echoed', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x8, Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('fin é')])));
+  const close = await closeAnswer(c);
+  assert.equal(closeCode(close), 1000);
+  await c.readClose();
+});
+
+test('a frame header declaring more than max_message is refused with 1009 before its payload', async () => {
+  for (const len of [1025, 70000, 2 ** 40]) {
+    const c = await wsRaw(d.port);
+    c.write(frameHeader(0x2, len)); // and not one payload byte
+    const close = await closeAnswer(c, 1500);
+    assert.equal(closeCode(close), 1009, `declared ${len}`);
+    await c.readClose(2000);
+  }
+});
+
+test('a continuation header taking the message past max_message is refused with 1009 at once', async () => {
+  const c = await wsRaw(d.port);
+  c.write(wsFrame(0x1, Buffer.from('"'.repeat(600)), { fin: false }));
+  c.write(frameHeader(0x0, 600));
+  assert.equal(closeCode(await closeAnswer(c, 1500)), 1009);
+  await c.readClose(2000);
+});
+
+test('a message of exactly max_message in fragments is delivered', async () => {
+  const c = await wsRaw(d.port);
+  const base = '{"id":7,"method":"ping","params":{},"x":""}';
+  const msg = base.replace('""', `"${'a'.repeat(1024 - base.length)}"`);
+  assert.equal(msg.length, 1024);
+  c.write(wsFrame(0x1, Buffer.from(msg.slice(0, 500)), { fin: false }));
+  c.write(wsFrame(0x0, Buffer.from(msg.slice(500)), { fin: true }));
+  const frames = await wsReadUntil(c, (f) => f.some((x) => x.opcode === 0x1 || x.opcode === 0x8));
+  const m = frames.find((x) => x.opcode === 0x1 || x.opcode === 0x8);
+  assert.equal(m.opcode, 0x1, `answered, not closed: ${m.payload}`);
+  c.destroy();
+});
+
 test('the server pings; a peer that answers stays, a silent one is dropped', async () => {
   const ws = await open();
   let pings = 0;

@@ -360,3 +360,174 @@ test('an HTTP batch with a bad line answers what came before and an abort', asyn
   assert.equal(e.status, 200);
   assert.equal(await e.text(), '');
 });
+
+test('an HTTP batch cannot stream to a callback: refused, and nothing leaks', async () => {
+  // A daemon of its own, so that its exit (and, in a sanitizer build, the
+  // leak check that runs then) is this test's.
+  const own = await startDosqld();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const b = newHttpBatchRpcSession(`http://127.0.0.1:${own.port}/v1/db/leak/capnweb`);
+      const e = await b.queryStream({ sql: 'SELECT 1', chunkSize: 10 }, () => {}).then(() => null, (err) => err);
+      assert.ok(e instanceof Error, 'refused');
+      assert.equal(e.code, 'INVALID_REQUEST');
+      assert.match(e.message, /WebSocket/);
+    }
+  } finally {
+    await own.cleanup(); // throws on a sanitizer report or an unclean exit
+  }
+});
+
+test('ping and getStats on a database answer for that database, as JSON-RPC does on its route', async () => {
+  const name = 'pingstats';
+  const rpc = async (method) => {
+    const r = await fetch(httpUrl(`/v1/db/${name}/rpc`), { method: 'POST', body: JSON.stringify({ id: 1, method, params: {} }) });
+    return (await r.json()).result;
+  };
+  // The shape of a value: its members and their types (BigInts are the
+  // numbers of JSON).
+  const shape = (v) => {
+    if (typeof v === 'bigint') return 'number';
+    if (v === null) return 'null';
+    if (Array.isArray(v)) return v.map(shape);
+    if (typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)]).sort());
+    return typeof v;
+  };
+  const created = await fetch(httpUrl(`/v1/db/${name}/query`), { method: 'POST', body: JSON.stringify({ sql: 'CREATE TABLE t(x)' }) }).then((r) => r.json());
+  const wantPing = await rpc('ping');
+  const wantStats = await rpc('getStats');
+  assert.equal(wantPing.lsn, created.lsn);
+  assert.equal(wantStats.database.name, name);
+  const bound = ws(`/v1/db/${name}/capnweb`);
+  const unbound = ws('/v1/capnweb');
+  try {
+    const batch = newHttpBatchRpcSession(httpUrl('/v1/capnweb'));
+    const batchPing = await batch.database(name).ping();
+    for (const [how, api] of [['/v1/db/{db}/capnweb', bound], ['database(name) on /v1/capnweb', unbound.database(name)]]) {
+      const p = await api.ping();
+      assert.deepEqual(shape(p), shape(wantPing), `${how}: ping`);
+      assert.equal(p.lsn, BigInt(created.lsn), `${how}: the database's LSN`);
+      const s = await api.getStats();
+      assert.deepEqual(Object.keys(s).sort(), Object.keys(wantStats).sort(), `${how}: getStats`);
+      assert.deepEqual(shape(s.database), shape(wantStats.database), `${how}: getStats database`);
+      assert.equal(s.database.name, name);
+      assert.equal(s.database.lsn, BigInt(created.lsn));
+    }
+    assert.equal(batchPing.lsn, BigInt(created.lsn), 'HTTP batch: the database\'s ping');
+  } finally {
+    bound[Symbol.dispose]();
+    unbound[Symbol.dispose]();
+  }
+});
+
+test('an unknown request field rejects with INVALID_REQUEST naming it, for every method', async () => {
+  const setup = ws('/v1/db/ufcw/capnweb');
+  await setup.query({ sql: 'CREATE TABLE t(x)' });
+  setup[Symbol.dispose]();
+  // Each method with a request it takes plus `branch`; a function for
+  // the methods that call back.
+  const cases = [
+    ['query', { sql: 'INSERT INTO t VALUES (1)' }],
+    ['queryStream', { sql: 'SELECT x FROM t' }, () => {}],
+    ['beginTransaction', { mode: 'immediate' }],
+    ['commit', { transactionId: 'abc' }],
+    ['rollback', { transactionId: 'abc' }],
+    ['batch', { statements: [{ sql: 'INSERT INTO t VALUES (2)' }] }],
+    ['subscribeCDC', {}, () => {}],
+    ['getSchema', {}],
+    ['ping', {}],
+    ['getStats', {}],
+  ];
+  const bound = ws('/v1/db/ufcw/capnweb');
+  const unbound = ws('/v1/capnweb');
+  try {
+    for (const [how, api] of [['/v1/db/{db}/capnweb', bound], ['database(name)', unbound.database('ufcw')]]) {
+      for (const [method, req, cb] of cases) {
+        const args = cb ? [{ ...req, branch: 'x' }, cb] : [{ ...req, branch: 'x' }];
+        const e = await api[method](...args).then(() => null, (err) => err);
+        assert.ok(e instanceof Error, `${how} ${method}: refused`);
+        assert.equal(e.code, 'INVALID_REQUEST', `${how} ${method}: ${e.message}`);
+        assert.match(e.message, new RegExp(`unknown field "branch" in ${method}\\b`), `${how} ${method}`);
+      }
+    }
+    // Fields a client might expect to be honoured, and a batch's statement.
+    let e = await bound.query({ sql: 'select 1', branch: 'x' }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /unknown field "branch" in query/);
+    e = await bound.beginTransaction({ isolation: 'serializable', readOnly: true }).then(() => null, (err) => err);
+    assert.equal(e?.code, 'INVALID_REQUEST');
+    assert.match(e.message, /unknown field "isolation" in beginTransaction/);
+    // readOnly is honoured: a snapshot transaction.
+    const ro = await bound.beginTransaction({ readOnly: true });
+    assert.match(ro.transactionId, /^[0-9a-f]{32}$/);
+    await bound.rollback({ transactionId: ro.transactionId });
+    e = await bound.batch({ statements: [{ sql: 'SELECT 1', branch: 'x' }] }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /unknown field "branch" in batch statements\[0\]/);
+    e = await unbound.database('ufcw').query({ sql: 'SELECT 1', database: 'other' }).then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /"database" differs/, 'a stub\'s calls run on its database, not another');
+    // Arguments beyond those a method takes are refused the same way.
+    e = await bound.query({ sql: 'INSERT INTO t VALUES (5)' }, { branch: 'x' }).then(() => null, (err) => err);
+    assert.equal(e?.code, 'INVALID_REQUEST');
+    assert.match(e.message, /query takes one request object, not 2 arguments/);
+    e = await bound.queryStream({ sql: 'SELECT 1' }, () => {}, 'x').then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /queryStream takes a request object and a callback, not 3 arguments/);
+    e = await unbound.database('ufcw', 'branch-x').ping().then(() => null, (err) => err);
+    assert.match(e?.message ?? '', /database\(name\) takes one argument/);
+    // Over an HTTP batch too, even where the call is refused for more.
+    const b = newHttpBatchRpcSession(httpUrl('/v1/db/ufcw/capnweb'));
+    const [q, s] = await Promise.allSettled([
+      b.query({ sql: 'INSERT INTO t VALUES (3)', branch: 'x' }),
+      b.queryStream({ sql: 'SELECT 1', branch: 'x' }, () => {}),
+    ]);
+    assert.match(q.reason?.message ?? '', /unknown field "branch" in query/);
+    assert.match(s.reason?.message ?? '', /unknown field "branch" in queryStream/);
+    // Nothing was written, and the session goes on.
+    assert.deepEqual((await bound.query({ sql: 'SELECT count(*) FROM t' })).rows, [[0]]);
+  } finally {
+    bound[Symbol.dispose]();
+    unbound[Symbol.dispose]();
+  }
+});
+
+test('debug logs name the messages but never the values of parameters or rows', async () => {
+  const own = await startDosqld({ args: ['--log-level', 'debug'] });
+  const url = (p) => `http://127.0.0.1:${own.port}${p}`;
+  const secrets = ['s3cret-cw-positional', 's3cret-cw-named', 's3cret-cw-batch', 's3cret-cw-http', 's3cret-rpc-http', 's3cret-rpc-ws'];
+  const blob = new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x5e, 0xc7]);
+  const blob64 = Buffer.from(blob).toString('base64').replace(/=+$/, '');
+  try {
+    const api = newWebSocketRpcSession(`ws://127.0.0.1:${own.port}/v1/db/logs/capnweb`);
+    try {
+      await api.query({ sql: 'CREATE TABLE t(v, b BLOB)' });
+      const got = [];
+      const sub = await api.subscribeCDC({}, (ev) => { got.push(ev); });
+      const r = await api.query({ sql: 'INSERT INTO t VALUES (?, ?) RETURNING v', params: [secrets[0], blob] });
+      assert.deepEqual(r.rows, [[secrets[0]]]);
+      await api.query({ sql: 'SELECT :v AS v', params: { v: secrets[1] } });
+      await api.batch({ statements: [{ sql: 'SELECT ? AS v', params: [secrets[2]] }] });
+      const chunks = [];
+      await api.queryStream({ sql: 'SELECT v, b FROM t' }, (c) => { chunks.push(c); });
+      assert.equal(chunks[0].rows[0][0], secrets[0]);
+      await within(5000, (async () => { while (got.length < 1) await sleep(10); })(), 'CDC event');
+      assert.equal(got[0].after.v, secrets[0]);
+      await sub.unsubscribe();
+    } finally {
+      api[Symbol.dispose]();
+    }
+    const b = newHttpBatchRpcSession(url('/v1/db/logs/capnweb'));
+    assert.deepEqual((await b.query({ sql: 'SELECT ? AS v', params: [secrets[3]] })).rows, [[secrets[3]]]);
+    const rpc = await fetch(url('/v1/db/logs/rpc'), { method: 'POST', body: JSON.stringify({ id: 1, method: 'query', params: { sql: 'SELECT ? AS v', params: [secrets[4]] } }) }).then((x) => x.json());
+    assert.deepEqual(rpc.result.rows, [[secrets[4]]]);
+    const sock = new WebSocket(`ws://127.0.0.1:${own.port}/v1/db/logs/rpc`);
+    await within(5000, new Promise((resolve, reject) => { sock.on('open', resolve); sock.on('error', reject); }), 'WebSocket open');
+    const reply = within(5000, new Promise((resolve) => sock.once('message', (m) => resolve(JSON.parse(m.toString())))), 'reply');
+    sock.send(JSON.stringify({ id: 1, method: 'query', params: { sql: 'SELECT ? AS v', params: [secrets[5]] } }));
+    assert.deepEqual((await reply).result.rows, [[secrets[5]]]);
+    sock.close();
+  } finally {
+    await own.cleanup();
+  }
+  // The messages were logged (the SQL text with them), their values not.
+  assert.match(own.stderr, /event=capnweb_in .*INSERT INTO t VALUES \(\?, \?\) RETURNING v/);
+  assert.match(own.stderr, /event=capnweb_out /);
+  for (const s of [...secrets, blob64]) assert.ok(!own.stderr.includes(s), `${s} is in the log:\n${own.stderr.split('\n').filter((l) => l.includes(s)).join('\n')}`);
+});

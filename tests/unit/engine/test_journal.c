@@ -536,10 +536,12 @@ Test(journal, appends_wait_for_a_chunk_being_zeroed)
 {
     dsq_jnl *j = open_j();
     uint64_t lsn = 0;
-    /* The journal's thread takes 30 ms between choosing a chunk and
+    /* The journal's thread takes 150 ms between choosing a chunk and
      * zeroing it: a burst of appends gets there first and must wait, or
-     * its entries would be zeroed over. */
-    atomic_store(&dsq_jnl_zero_delay_us, 30000);
+     * its entries would be zeroed over. (30 ms was not always enough on a
+     * loaded machine: 150 synced appends could take longer, and none
+     * waited.) */
+    atomic_store(&dsq_jnl_zero_delay_us, 150000);
     char err[256];
     uint64_t end = 0;
     for (int i = 0; i < 150; i++) {

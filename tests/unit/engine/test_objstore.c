@@ -42,14 +42,14 @@ Test(objstore, backoff_is_full_jitter_doubling_to_a_cap)
 {
     /* The ceiling doubles from the base and stops at the cap; the wait is
      * anywhere in [0, ceiling]. */
-    cr_assert_eq(dsq__obj_backoff_ms(1, 100, 5000, UINT64_MAX), UINT64_MAX % 101);
+    cr_assert_eq(dsq_obj_backoff_ms(1, 100, 5000, UINT64_MAX), UINT64_MAX % 101);
     for (unsigned a = 1; a <= 12; a++) {
         uint64_t ceiling = 100;
         for (unsigned i = 1; i < a; i++)
             ceiling = ceiling * 2 > 5000 ? 5000 : ceiling * 2;
         uint64_t max = 0;
         for (uint64_t r = 0; r < 20000; r += 7) {
-            uint64_t w = dsq__obj_backoff_ms(a, 100, 5000, r * 2654435761u);
+            uint64_t w = dsq_obj_backoff_ms(a, 100, 5000, r * 2654435761u);
             cr_assert_leq(w, ceiling, "attempt %u: %llu > %llu", a, (unsigned long long)w,
                           (unsigned long long)ceiling);
             if (w > max)
@@ -57,7 +57,7 @@ Test(objstore, backoff_is_full_jitter_doubling_to_a_cap)
         }
         cr_assert_geq(max, ceiling * 9 / 10, "attempt %u never waits near its ceiling", a);
     }
-    cr_assert_eq(dsq__obj_backoff_ms(1, 0, 0, 12345), 0);
+    cr_assert_eq(dsq_obj_backoff_ms(1, 0, 0, 12345), 0);
 }
 
 Test(objstore, uri_encoding)

@@ -184,9 +184,23 @@ Test(tier, uploads_what_the_manifest_lacks)
     dsq_tier_counts_get(T, &c);
     cr_assert_eq(c.errors, 0, "%s", c.last_error);
 
-    dsq_tier_dropped(T, "b");
+    char derr[256];
+    cr_assert_eq(dsq_tier_drop(T, "b", NULL, NULL, derr, sizeof derr), 0, "%s", derr);
     cr_assert_eq(dsq_tier_drain(T, 10000), 0);
     cr_assert_eq(count("db/b/"), 0, "a dropped database leaves nothing");
+
+    /* Made again under the name: its file versions start above the
+     * dropped one's (1 to 5), so no object key of the new one names an
+     * object the warm cache may still hold for the old one. */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/db/b'", data);
+    cr_assert_eq(system(cmd), 0);
+    put_file("b", "format", 'g', 27, false);
+    put_file("b", "wal/00000001.seg", 't', 250, false);
+    offer_whole("b", 3);
+    cr_assert_eq(dsq_tier_drain(T, 10000), 0);
+    cr_assert_eq(count("db/b/data/"), 3);
+    cr_assert_eq(count("db/b/data/00000007."), 3, "format 6 (inline), the segment 7");
 }
 
 Test(tier, a_stale_offer_is_dropped_not_retried)

@@ -145,3 +145,18 @@ Test(jsonrpc, asynchronous_answer)
     cr_assert_eq(replies, 1);
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(got, 0), "result")), "done");
 }
+
+Test(jsonrpc, unknown_envelope_members_refused_naming_them)
+{
+    handle("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"echo\",\"params\":{},\"branch\":\"x\"}");
+    cr_assert_eq(replies, 1);
+    cr_assert_str_eq(err_code(got), "INVALID_REQUEST");
+    cr_assert_eq(json_integer_value(json_object_get(got, "id")), 3, "the reply carries the id");
+    const char *msg = json_string_value(json_object_get(json_object_get(got, "error"), "message"));
+    cr_assert(msg != NULL && strstr(msg, "unknown field \"branch\"") != NULL, "%s", msg);
+    /* In a batch only that request fails. */
+    handle("[{\"id\":1,\"method\":\"echo\",\"params\":{}},{\"id\":2,\"method\":\"echo\",\"result\":5}]");
+    cr_assert_eq(json_array_size(got), 2);
+    cr_assert_not_null(json_object_get(json_array_get(got, 0), "result"));
+    cr_assert_str_eq(err_code(json_array_get(got, 1)), "INVALID_REQUEST");
+}

@@ -301,3 +301,27 @@ Test(value, capnweb_documents_escape_arrays_and_bigint_lsns)
     dsq_buf_free(&b);
     json_decref(doc);
 }
+
+Test(value, redaction_hides_parameter_and_row_values_not_sql)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"{\"id\":1,\"method\":\"query\",\"params\":{\"sql\":\"SELECT ?\",\"params\":[\"pw\",7,{\"$bytes\":\"AQI=\"}]}}",
+         "{\"id\":1,\"method\":\"query\",\"params\":{\"sql\":\"SELECT ?\",\"params\":[\"?\",\"?\",{\"$bytes\":\"?\"}]}}"},
+        {"[{\"method\":\"stream.chunk\",\"params\":{\"seq\":0,\"rows\":[[\"pw\"]]}},{\"id\":2,\"params\":{\"params\":[\"pw\"]}}]",
+         "[{\"method\":\"stream.chunk\",\"params\":{\"seq\":0,\"rows\":[[\"?\"]]}},{\"id\":2,\"params\":{\"params\":[\"?\"]}}]"},
+        {"[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT :a\",\"params\":{\"a\":\"pw\"}}]]]",
+         "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT :a\",\"params\":{\"a\":\"?\"}}]]]"},
+        {"[\"resolve\",1,{\"columns\":[[\"v\"]],\"rows\":[[[[\"pw\",null]]]],\"lsn\":[\"bigint\",\"2\"]}]",
+         "[\"resolve\",1,{\"columns\":[[\"v\"]],\"rows\":[[[[\"?\",\"?\"]]]],\"lsn\":[\"bigint\",\"2\"]}]"},
+        {"{\"operation\":\"UPDATE\",\"before\":{\"v\":\"old\"},\"after\":{\"v\":\"new\"}}",
+         "{\"operation\":\"UPDATE\",\"before\":{\"v\":\"?\"},\"after\":{\"v\":\"?\"}}"},
+        {"not json \"pw\"", "<13 bytes>"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = dsq_redact_json(cases[i].in, strlen(cases[i].in));
+        cr_assert_str_eq(got, cases[i].want, "%s", cases[i].in);
+        free(got);
+    }
+}

@@ -55,6 +55,20 @@ Test(config, defaults)
     dsq_buf_free(&errs);
 }
 
+Test(config, fds_needed_follows_connections_databases_and_their_files)
+{
+    dsq_config cfg;
+    dsq_config_init(&cfg);
+    /* 10000 + 1000 x (16 + 4) + 16 + 128 */
+    cr_assert_eq(dsq_config_fds_needed(&cfg), 30144);
+    cfg.max_connections = 100;
+    cfg.engine_max_open_actors = 10;
+    cfg.storage_max_open_files = 2;
+    cfg.obj_max_requests = 4;
+    cr_assert_eq(dsq_config_fds_needed(&cfg), 100 + 10 * 6 + 4 + 128);
+    dsq_config_free(&cfg);
+}
+
 Test(config, good_file)
 {
     dsq_config cfg;
@@ -233,6 +247,24 @@ Test(config, finish_checks_keys_together)
     cr_assert(strstr(errs.data, "tls_listen needs server.tls_cert and server.tls_key") != NULL);
     cr_assert(strstr(errs.data, "tls_cert and server.tls_key go together") != NULL);
     cr_assert(strstr(errs.data, "'ftp://x' is not a file://") != NULL);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, transaction_timeout_within_its_cap)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    cr_assert_eq(load(&cfg, "[engine]\ntransaction_timeout = 10m\n", &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "transaction_timeout must not be above engine.max_transaction_timeout") != NULL,
+              "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    cr_assert_eq(load(&cfg, "[engine]\ntransaction_timeout = 10m\nmax_transaction_timeout = 1h\n", &errs), 0,
+                 "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.engine_max_txn_timeout_ms, 3600000u);
     dsq_config_free(&cfg);
     dsq_buf_free(&errs);
 }

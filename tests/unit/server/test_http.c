@@ -352,3 +352,158 @@ Test(http, format_head)
     dsq_buf_free(&b);
     cr_assert_str_eq(dsq_http_reason(431), "Request Header Fields Too Large");
 }
+
+/* The path is copied within the request's own storage when the head
+ * completes; that copy must hold wherever the storage's growth falls, so
+ * sweep the lengths of the target and of a header across its doublings. */
+static int sweep_checked;
+static char sweep_path[1024], sweep_query[1024], sweep_ua[1024];
+
+static int sweep_on_request(void *ud, dsq_http_req *r)
+{
+    (void)ud;
+    cr_assert_str_eq(r->path, sweep_path);
+    cr_assert_str_eq(r->query, sweep_query);
+    cr_assert_str_eq(dsq_http_header_get(r, "user-agent", NULL), sweep_ua);
+    sweep_checked++;
+    dsq_http_req_free(r);
+    return 0;
+}
+
+static void sweep_one(dsq_http_parser *sp, size_t path_len, size_t query_len, size_t ua_len)
+{
+    sweep_path[0] = '/';
+    memset(sweep_path + 1, 'p', path_len - 1);
+    sweep_path[path_len] = '\0';
+    memset(sweep_query, 'q', query_len);
+    sweep_query[query_len] = '\0';
+    memset(sweep_ua, 'u', ua_len);
+    sweep_ua[ua_len] = '\0';
+    char req[4096];
+    int n = snprintf(req, sizeof req, "GET %s%s%s HTTP/1.1\r\nHost: h\r\nUser-Agent: %s\r\n\r\n",
+                     sweep_path, query_len ? "?" : "", sweep_query, sweep_ua);
+    cr_assert(n > 0 && (size_t)n < sizeof req);
+    size_t used = 0;
+    int before = sweep_checked;
+    cr_assert_eq(dsq_http_parser_feed(sp, req, (size_t)n, &used), DSQ_HTTP_OK,
+                 "path %zu query %zu user-agent %zu: %s", path_len, query_len, ua_len,
+                 sp->err_reason ? sp->err_reason : "?");
+    cr_assert_eq(sweep_checked, before + 1);
+}
+
+Test(http_sweep, path_copy_at_every_length)
+{
+    static const dsq_http_parser_cb sweep_cbs = {on_head, sweep_on_request};
+    sink ss;
+    memset(&ss, 0, sizeof ss);
+    dsq_http_parser sp;
+    dsq_http_parser_init(&sp, &sweep_cbs, &ss, 1 << 16, 4096);
+    for (size_t ua = 1; ua <= 300; ua++)
+        sweep_one(&sp, 17, 0, ua);
+    for (size_t ua = 1; ua <= 300; ua++)
+        sweep_one(&sp, 17, 5, ua);
+    for (size_t len = 1; len <= 600; len++) {
+        sweep_one(&sp, len, 0, 10);
+        sweep_one(&sp, 16, len, 10);
+    }
+    dsq_http_parser_free(&sp);
+}
+
+/* ---- framing that a proxy in front may read differently ----------------- */
+
+Test(http, chunk_data_must_end_in_crlf)
+{
+    const char *req = "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "12\r\n{\"id\":1,\"x\":12345}XX0\r\n\r\n"
+                      "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
+    cr_assert_eq(feed(req, NULL), DSQ_HTTP_ERROR);
+    cr_assert_eq(p.err_status, 400);
+    cr_assert_eq(s.n, 0, "neither the request nor the one after it is handed over");
+}
+
+Test(http, chunk_crlf_checked_across_feeds)
+{
+    /* The chunk's data ends a feed; its CRLF comes (wrong) in the next
+     * ones, split at every point. */
+    const char *head = "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc";
+    size_t used;
+    cr_assert_eq(feed(head, &used), DSQ_HTTP_OK);
+    cr_assert_eq(feed("\r", &used), DSQ_HTTP_OK);
+    cr_assert_eq(feed("X0\r\n\r\n", &used), DSQ_HTTP_ERROR);
+    cr_assert_eq(p.err_status, 400);
+    cr_assert_eq(s.n, 0);
+}
+
+Test(http, chunk_crlf_wrong_first_byte_in_next_feed)
+{
+    size_t used;
+    cr_assert_eq(feed("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc", &used),
+                 DSQ_HTTP_OK);
+    cr_assert_eq(feed("\n\n0\r\n\r\n", &used), DSQ_HTTP_ERROR);
+    cr_assert_eq(p.err_status, 400);
+}
+
+Test(http, chunks_with_crlf_split_anywhere_are_fine)
+{
+    /* Every split of a good chunked request into two feeds parses. */
+    const char *req = "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    size_t n = strlen(req);
+    for (size_t cut = 1; cut < n; cut++) {
+        dsq_http_parser_free(&p);
+        for (int i = 0; i < s.n; i++)
+            dsq_http_req_free(s.reqs[i]);
+        memset(&s, 0, sizeof s);
+        dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
+        size_t used;
+        cr_assert_eq(dsq_http_parser_feed(&p, req, cut, &used), DSQ_HTTP_OK, "cut %zu", cut);
+        cr_assert_eq(dsq_http_parser_feed(&p, req + cut, n - cut, &used), DSQ_HTTP_OK, "cut %zu", cut);
+        cr_assert_eq(s.n, 1);
+        cr_assert_eq(s.reqs[0]->body.len, 5);
+        cr_assert(memcmp(s.reqs[0]->body.data, "abcde", 5) == 0);
+    }
+}
+
+Test(http, transfer_encoding_must_be_exactly_chunked)
+{
+    static const char *const bad[] = {
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: identity\r\n",
+        "Transfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: chunkedx\r\n",
+        "Transfer-Encoding: \r\n",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dsq_http_parser_free(&p);
+        memset(&s, 0, sizeof s);
+        dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
+        char req[512];
+        snprintf(req, sizeof req, "POST /a HTTP/1.1\r\nHost: h\r\n%s\r\n5\r\nhello\r\n0\r\n\r\n", bad[i]);
+        cr_assert_eq(feed(req, NULL), DSQ_HTTP_ERROR, "%s", bad[i]);
+        cr_assert_eq(p.err_status, 400, "%s", bad[i]);
+        cr_assert_eq(s.heads, 0, "%s: refused before on_head", bad[i]);
+        cr_assert_eq(s.n, 0, "%s", bad[i]);
+    }
+    /* HTTP/1.0 has no chunked coding: a proxy would read the body otherwise. */
+    dsq_http_parser_free(&p);
+    memset(&s, 0, sizeof s);
+    dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
+    cr_assert_eq(feed("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                      NULL),
+                 DSQ_HTTP_ERROR);
+    cr_assert_eq(p.err_status, 400);
+    /* Exactly chunked, in any case, with spaces around it, is fine. */
+    dsq_http_parser_free(&p);
+    dsq_http_parser_init(&p, &cbs, &s, 1024, 4096);
+    cr_assert_eq(feed("POST /a HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                      NULL),
+                 DSQ_HTTP_OK);
+    cr_assert_eq(s.n, 1);
+    cr_assert_eq(s.reqs[0]->body.len, 5);
+}

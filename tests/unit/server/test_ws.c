@@ -332,8 +332,10 @@ Test(ws, long_control_frame_is_a_protocol_error)
     char payload[126];
     memset(payload, 'p', sizeof payload);
     size_t n = frame(b, true, 0, 0x9, true, payload, sizeof payload);
-    /* wslay treats this as fatal: the connection is dropped at once. */
-    cr_assert_eq(feed(b, n), -1);
+    /* Refused at its header with 1002 (wslay alone would drop the
+     * connection without a close frame). */
+    cr_assert_eq(feed(b, n), 0);
+    cr_assert_eq(server_close_code(), 1002);
     cr_assert(dsq_ws_finished(ws));
 }
 
@@ -721,4 +723,123 @@ Test(ws, rsv1_without_deflate_is_a_protocol_error)
     cr_assert_eq(feed(f, frame(f, true, 4, 1, true, c, cl)), 0);
     cr_assert_eq(pe.nmsg, 0);
     cr_assert_eq(server_close_code(), 1002);
+}
+
+/* ---- refused at the frame header, before any payload ---------------------- */
+
+/* A masked frame header alone, declaring `len` payload bytes. */
+static size_t header_only(uint8_t *buf, bool fin, int opcode, uint64_t len)
+{
+    size_t o = 0;
+    buf[o++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+    if (len < 126) {
+        buf[o++] = (uint8_t)(0x80 | len);
+    } else if (len < 65536) {
+        buf[o++] = 0x80 | 126;
+        buf[o++] = (uint8_t)(len >> 8);
+        buf[o++] = (uint8_t)len;
+    } else {
+        buf[o++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            buf[o++] = (uint8_t)(len >> (8 * i));
+    }
+    memcpy(buf + o, "\x12\x34\x56\x78", 4);
+    return o + 4;
+}
+
+Test(ws, oversized_header_is_refused_before_its_payload)
+{
+    static const uint64_t lens[] = {101, 126, 65535, 65536, 1ull << 40, UINT64_MAX >> 1};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        teardown();
+        setup();
+        uint8_t b[16];
+        size_t n = header_only(b, true, 0x2, lens[k]);
+        /* A byte at a time: the close comes with the header's last byte. */
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(server_close_code(), 0, "len %llu: not before byte %zu",
+                         (unsigned long long)lens[k], i);
+            cr_assert_eq(feed(b + i, 1), 0);
+        }
+        cr_assert_eq(server_close_code(), 1009, "len %llu", (unsigned long long)lens[k]);
+        cr_assert(dsq_ws_finished(ws));
+        cr_assert_eq(pe.nmsg, 0);
+    }
+}
+
+Test(ws, a_message_of_max_message_in_fragments_is_fine_one_more_byte_is_not)
+{
+    uint8_t b[256];
+    char part[60];
+    memset(part, 'a', sizeof part);
+    size_t n = frame(b, false, 0, 0x2, true, part, 60);
+    n += frame(b + n, true, 0, 0x0, true, part, 40);
+    cr_assert_eq(feed(b, n), 0);
+    cr_assert_eq(pe.nmsg, 1);
+    cr_assert_eq(pe.last.len, 100);
+    cr_assert_eq(server_close_code(), 0);
+    /* 60 + a continuation header declaring 41: refused at that header. */
+    n = frame(b, false, 0, 0x2, true, part, 60);
+    n += header_only(b + n, true, 0x0, 41);
+    cr_assert_eq(feed(b, n), 0);
+    cr_assert_eq(server_close_code(), 1009);
+    cr_assert_eq(pe.nmsg, 1);
+}
+
+Test(ws, messages_before_a_refused_frame_are_delivered)
+{
+    uint8_t b[256];
+    size_t n = frame(b, true, 0, 0x1, true, "one", 3);
+    n += frame(b + n, true, 0, 0x1, true, "two", 3);
+    n += header_only(b + n, true, 0x1, 1000);
+    cr_assert_eq(feed(b, n), 0);
+    cr_assert_eq(pe.nmsg, 2);
+    cr_assert_eq(server_close_code(), 1009);
+}
+
+static uint16_t close_answer(const void *payload, size_t len, bool bytewise)
+{
+    uint8_t b[256];
+    size_t n = frame(b, true, 0, 0x8, true, payload, len);
+    if (bytewise) {
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(feed(b + i, 1), 0);
+    } else {
+        cr_assert_eq(feed(b, n), 0);
+    }
+    cr_assert(dsq_ws_finished(ws));
+    return server_close_code();
+}
+
+Test(ws, close_payload_of_one_byte_is_a_protocol_error)
+{
+    cr_assert_eq(close_answer("\x03", 1, false), 1002);
+    teardown();
+    setup();
+    cr_assert_eq(close_answer("\x03", 1, true), 1002);
+}
+
+Test(ws, close_with_an_invalid_code_is_a_protocol_error)
+{
+    static const uint16_t bad[] = {0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000, 65535};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        teardown();
+        setup();
+        uint8_t p[2] = {(uint8_t)(bad[k] >> 8), (uint8_t)bad[k]};
+        cr_assert_eq(close_answer(p, 2, k % 2 == 1), 1002, "code %u", bad[k]);
+    }
+}
+
+Test(ws, close_reason_must_be_utf8)
+{
+    cr_assert_eq(close_answer("\x03\xe8" "ok\xc0\xaf", 6, false), 1007);
+    teardown();
+    setup();
+    cr_assert_eq(close_answer("\x03\xe8" "ok\xc0\xaf", 6, true), 1007);
+    teardown();
+    setup();
+    cr_assert_eq(close_answer("\x0f\xa0" "fin \xc3\xa9", 8, true), 4000, "valid: echoed");
+    teardown();
+    setup();
+    cr_assert_eq(close_answer("", 0, false), 1005, "no payload: an empty close back");
 }

@@ -1,0 +1,180 @@
+/* Unit tests: engine/pagestore — the descriptors a database holds stay
+ * within max_open_files (plus the log's newest segments) however many
+ * checkpoints and segments it keeps, while reads of every page, now and
+ * as of old LSNs (time travel), still reach them all. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/pagestore.h"
+
+#define PAGE 4096
+#define NPAGES 40
+#define COMMITS 200
+#define PER_COMMIT 4
+#define CKPT_EVERY 5
+#define MAX_OPEN 4
+/* Besides the reads': the newest segment, open for appends, and a sealed
+ * one until a sync covers it (here a checkpoint's, every 5 commits,
+ * while a segment holds about 8). */
+#define BOUND (MAX_OPEN + 2)
+
+static char dir[64];
+static dsq_ps *ps;
+/* writer[lsn][pgno]: the LSN whose commit wrote the version of page pgno
+ * that the database holds as of lsn (0: never written). */
+static uint32_t writer[COMMITS + 1][NPAGES + 1];
+
+/* The content commit `lsn` wrote to page `pgno`: 2 KiB of noise (so a
+ * record is several KiB and segments fill) and zeros. */
+static void gen(uint32_t pgno, uint32_t lsn, uint8_t *out)
+{
+    memset(out, 0, PAGE);
+    uint32_t x = pgno * 2654435761u ^ lsn * 40503u ^ 0x9e3779b9u;
+    for (size_t i = 0; i < PAGE / 2; i += 4) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        memcpy(out + i, &x, 4);
+    }
+    memcpy(out, &lsn, 4);
+    memcpy(out + 4, &pgno, 4);
+}
+
+/* Descriptors of this process open on files under dir. */
+static int fds_in_dir(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *de;
+    int n = 0;
+    size_t len = strlen(dir);
+    while ((de = readdir(d)) != NULL) {
+        char link[300], target[4200];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t k = readlink(link, target, sizeof target - 1);
+        if (k <= 0)
+            continue;
+        target[k] = '\0';
+        if ((size_t)k > len && strncmp(target, dir, len) == 0 && target[len] == '/')
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void open_store(void)
+{
+    char err[512] = "";
+    dsq_ps_cfg cfg = {.page_size = PAGE, .segment_bytes = 64 << 10, .zstd_level = 1,
+                      .max_txn_bytes = 64u << 20, .checkpoint_bytes = 1ull << 40,
+                      .retention_us = 86400ull * 1000000, .max_open_files = MAX_OPEN};
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/dsq-ps-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    open_store();
+}
+
+static void teardown(void)
+{
+    dsq_ps_close(ps);
+    ps = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(pagestore, .init = setup, .fini = teardown);
+
+/* COMMITS commits of PER_COMMIT pages each, a checkpoint every
+ * CKPT_EVERY: many checkpoints and log segments, all kept (24 h of
+ * history). */
+static void write_history(void)
+{
+    static uint8_t page[PAGE];
+    char err[512] = "";
+    uint32_t rnd = 12345;
+    for (uint32_t lsn = 1; lsn <= COMMITS; lsn++) {
+        memcpy(writer[lsn], writer[lsn - 1], sizeof writer[lsn]);
+        for (int k = 0; k < PER_COMMIT; k++) {
+            rnd = rnd * 1103515245u + 12345u;
+            uint32_t pgno = lsn == 1 ? (uint32_t)NPAGES - (uint32_t)k : 1 + (rnd >> 8) % NPAGES;
+            gen(pgno, lsn, page);
+            cr_assert_eq(dsq_ps_write(ps, pgno, page), 0, "%s", dsq_ps_error(ps));
+            writer[lsn][pgno] = lsn;
+        }
+        cr_assert_eq(dsq_ps_commit(ps), 0, "%s", dsq_ps_error(ps));
+        cr_assert_eq(dsq_ps_lsn(ps), lsn);
+        if (lsn % CKPT_EVERY == 0)
+            cr_assert_eq(dsq_ps_checkpoint(ps, err, sizeof err), 0, "%s", err);
+        cr_assert_leq(fds_in_dir(), BOUND, "after commit %u: %d descriptors", lsn, fds_in_dir());
+    }
+    dsq_ps_usage_t u;
+    dsq_ps_usage(ps, &u);
+    cr_assert_geq(u.checkpoints, COMMITS / CKPT_EVERY, "checkpoints %u", u.checkpoints);
+    cr_assert_geq(u.segments, 10, "segments %u", u.segments);
+}
+
+static void check_page(uint32_t pgno, uint32_t as_of, const uint8_t *got)
+{
+    static uint8_t want[PAGE];
+    uint32_t w = writer[as_of][pgno];
+    if (w == 0)
+        memset(want, 0, PAGE);
+    else
+        gen(pgno, w, want);
+    cr_assert(memcmp(got, want, PAGE) == 0, "page %u as of %u: want the version of commit %u", pgno, as_of, w);
+}
+
+Test(pagestore, descriptors_stay_bounded_while_every_version_reads)
+{
+    write_history();
+    static uint8_t page[PAGE];
+    /* Now: the pages' newest versions lie in every checkpoint. */
+    for (uint32_t p = 1; p <= NPAGES; p++) {
+        cr_assert_eq(dsq_ps_read(ps, p, page), 0, "%s", dsq_ps_error(ps));
+        check_page(p, COMMITS, page);
+    }
+    cr_assert_leq(fds_in_dir(), BOUND, "%d descriptors", fds_in_dir());
+    cr_assert_leq(dsq_ps_read_fds(ps), MAX_OPEN);
+    /* Time travel: views at old LSNs read checkpoints and log segments
+     * from the whole history. */
+    char err[512] = "";
+    for (uint32_t lsn = 1; lsn <= COMMITS; lsn += 7) {
+        dsq_ps_view *v;
+        cr_assert_eq(dsq_ps_view_open(ps, lsn, &v, err, sizeof err), 0, "LSN %u: %s", lsn, err);
+        for (uint32_t p = 1; p <= NPAGES; p++) {
+            cr_assert_eq(dsq_ps_view_read_part(v, p, 0, PAGE, page), 0, "LSN %u page %u: %s", lsn, p,
+                         dsq_ps_error(ps));
+            check_page(p, lsn, page);
+        }
+        dsq_ps_view_close(v);
+        cr_assert_leq(fds_in_dir(), BOUND, "after the view at %u: %d descriptors", lsn, fds_in_dir());
+    }
+    /* Reopened: recovery does not keep them open either, and reads go on. */
+    dsq_ps_close(ps);
+    ps = NULL;
+    cr_assert_eq(fds_in_dir(), 0);
+    open_store();
+    cr_assert_leq(fds_in_dir(), BOUND, "after reopening: %d descriptors", fds_in_dir());
+    cr_assert_eq(dsq_ps_lsn(ps), COMMITS);
+    for (uint32_t p = 1; p <= NPAGES; p++) {
+        cr_assert_eq(dsq_ps_read(ps, p, page), 0, "%s", dsq_ps_error(ps));
+        check_page(p, COMMITS, page);
+    }
+    dsq_ps_view *v;
+    cr_assert_eq(dsq_ps_view_open(ps, 3, &v, err, sizeof err), 0, "%s", err);
+    for (uint32_t p = 1; p <= NPAGES; p++) {
+        cr_assert_eq(dsq_ps_view_read_part(v, p, 0, PAGE, page), 0, "%s", dsq_ps_error(ps));
+        check_page(p, 3, page);
+    }
+    dsq_ps_view_close(v);
+    cr_assert_leq(fds_in_dir(), BOUND, "%d descriptors", fds_in_dir());
+}
