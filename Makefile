@@ -161,8 +161,7 @@ fuzz-build: $(FUZZ_B)/.toolchain
 
 fuzz-bins: $(FUZZ_BIN)
 
-# fuzz_http wraps one function (see its header comment).
-$(FUZZ_B)/fuzz_http: FUZZ_LDFLAGS = -Wl,--wrap=dsq_buf_append
+# A target may add link flags (FUZZ_LDFLAGS) with a target-specific variable.
 $(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB) config.mk
 	@mkdir -p $(@D)
 	$(say) FUZZ $<
