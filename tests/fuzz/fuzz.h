@@ -17,9 +17,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-/* A directory of this process's own for the files a decoder reads
- * (/dev/shm when there is one: no disk writes per input), removed at exit. */
-static char fuzz_dir[128];
+/* A directory of this process's own for the files a decoder reads, under
+ * $DSQ_FUZZ_SCRATCH (tests/fuzz/run makes one and removes it: libFuzzer
+ * ends with _Exit, so atexit handlers do not run after fuzzing), else
+ * /dev/shm when there is one (no disk writes per input), else /tmp. */
+static char fuzz_dir[4096];
 
 static inline void fuzz_dir_remove(void)
 {
@@ -34,7 +36,9 @@ static inline void fuzz_dir_remove(void)
 static inline const char *fuzz_scratch(void)
 {
     if (fuzz_dir[0] == '\0') {
-        const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        const char *base = getenv("DSQ_FUZZ_SCRATCH");
+        if (base == NULL || *base == '\0')
+            base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
         snprintf(fuzz_dir, sizeof fuzz_dir, "%s/dsq-fuzz-XXXXXX", base);
         if (mkdtemp(fuzz_dir) == NULL) {
             perror("fuzz: mkdtemp");
