@@ -7,6 +7,12 @@
 #   make soak       30 minutes of mixed load on an ASan+UBSan build, watching memory and
 #                   descriptors (SOAK_SECONDS; tests/soak/soak.mjs; the report in build-soak/)
 #   make install    PREFIX, DESTDIR: binary, config, systemd unit, sysusers/tmpfiles
+#   make fuzz       libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang into
+#                   build-fuzz/, each run FUZZ_SECONDS (default 60) from its corpus;
+#                   FUZZ_TARGETS="http ws" picks some. Crashes go to build-fuzz/crashes/
+#                   and make it fail. docs/testing.md says how to reproduce one.
+#   make fuzz-build only build them; make fuzz-test runs each 5 s as make test does;
+#                   make fuzz-corpus rewrites the storage targets' binary seeds
 #   make clean
 #
 # SANITIZE=address,undefined builds into build-address-undefined/ with those
@@ -31,6 +37,16 @@ Q := @
 say := @printf '  %-6s %s\n'
 endif
 B := build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+
+# FUZZ=1 (set by `make fuzz-build`, not by hand): the library again with
+# clang and the fuzzer's coverage instrumentation, into build-fuzz/.
+FUZZ_CC ?= clang
+FUZZ_B := build-fuzz
+ifeq ($(FUZZ),1)
+override CC := $(FUZZ_CC)
+override B := $(FUZZ_B)
+override SANITIZE := fuzzer-no-link,address,undefined
+endif
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wno-unused-parameter -Wvla
@@ -59,7 +75,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean soak
+.PHONY: all run test unit integration bench install clean soak fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
 all: $(B)/dosqld $(B)/dosql
 
 $(B)/obj/%.o: %.c config.mk
@@ -123,8 +139,51 @@ unit: $(UNIT_BIN)
 integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
 	SANITIZE=$(SANITIZE) ./tests/run integration $(B)
 
-test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
+test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp fuzz-build
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
+
+# ---- fuzzing (tests/fuzz/, docs/testing.md) ----
+# Each tests/fuzz/fuzz_NAME.c is one libFuzzer target, linked with
+# -fsanitize=fuzzer,address,undefined against a library built for it.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_B)/%)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+# The toolchain is checked (and on Debian, as root, installed) first.
+$(FUZZ_B)/.toolchain: tests/fuzz/toolchain
+	@mkdir -p $(@D)
+	$(Q)FUZZ_CC=$(FUZZ_CC) ./tests/fuzz/toolchain
+	@touch $@
+
+fuzz-build: $(FUZZ_B)/.toolchain
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 fuzz-bins
+
+fuzz-bins: $(FUZZ_BIN)
+
+# A target may add link flags (FUZZ_LDFLAGS) with a target-specific variable.
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB) config.mk
+	@mkdir -p $(@D)
+	$(say) FUZZ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=fuzzer,address,undefined $(FUZZ_LDFLAGS) -o $@ $< $(LIB) \
+	    $(DEP_LIBS) $(CURL_LIBS) -lm
+
+fuzz: fuzz-build
+	./tests/fuzz/run $(FUZZ_B) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Regenerate the storage targets' binary seeds with the engine's writers.
+$(FUZZ_B)/mkcorpus: tests/fuzz/mkcorpus.c $(LIB) config.mk
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) $(CURL_LIBS) -lm
+
+fuzz-corpus: $(FUZZ_B)/.toolchain
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 $(FUZZ_B)/mkcorpus
+	./$(FUZZ_B)/mkcorpus tests/fuzz/corpus
+
+# What make test runs of them: each briefly, counted as tests.
+fuzz-test: fuzz-build
+	./tests/run fuzz
 
 # The soak runs on its own sanitizer build (a sub-make: SANITIZE picks the
 # build directory) and writes its samples and report to build-soak/.
@@ -205,5 +264,5 @@ install: all $(B)/dosqld.service $(B)/dosqld.tmpfiles
 clean:
 	rm -rf build build-*
 
--include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
+-include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(FUZZ_B)/mkcorpus.d $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
          $(B)/bench/wsload.d

@@ -28,6 +28,7 @@
 
 #include "engine/ckpt.h"
 #include "engine/tier.h"
+#include "engine/tier_int.h"
 #include "engine/warm.h"
 #include "engine/wal.h"
 
@@ -192,6 +193,8 @@ static json_t *manifest_parse(const char *p, size_t n, const char *db)
     }
     return m;
 }
+
+json_t *dsq__tier_manifest_parse(const char *p, size_t n, const char *db) { return manifest_parse(p, n, db); }
 
 /* GET and check a manifest: 1 found (*out), 0 none, -1 error (msg). One
  * that arrives damaged is asked for again, twice at most. */
@@ -1186,6 +1189,13 @@ static bool tail_whole(const uint8_t *p, size_t n, uint64_t after, uint64_t upto
     }
     return p == end && next == upto + 1;
 }
+
+bool dsq__tier_tail_whole(const uint8_t *p, size_t n, uint64_t after, uint64_t upto)
+{
+    return tail_whole(p, n, after, upto);
+}
+
+bool dsq__tier_tail_range(const char *key, uint64_t *after, uint64_t *upto) { return tail_range(key, after, upto); }
 
 /* After a restore's files are in `dir`: append to its log the records of
  * the tail objects that follow the log's last record; with ends_at, the

@@ -447,7 +447,8 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
 /* Hand a batch's commits to the sink; the cursor follows. */
 static void deliver(dsq_cdcsub *s, const dsq_buf *b)
 {
-    const uint8_t *p = (const uint8_t *)b->data, *end = p + b->len;
+    /* An empty batch may have no buffer at all: NULL + 0 is undefined. */
+    const uint8_t *p = (const uint8_t *)b->data, *end = b->len ? p + b->len : p;
     uint64_t lsn, t;
     const uint8_t *changes;
     uint32_t n;
