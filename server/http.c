@@ -302,11 +302,14 @@ static int cb_message_complete(llhttp_t *llh)
     dsq_http_req *req = p->cur;
     p->cur = NULL;
     p->hstate = H_NONE;
-    req->upgrade = llh->upgrade != 0;
+    bool upgrade = llh->upgrade != 0;
+    req->upgrade = upgrade;
     if (req->discard_body)
         req->body.len = 0;
-    /* An upgrade makes llhttp stop by itself (HPE_PAUSED_UPGRADE). */
-    if (p->cb->on_request(p->ud, req) != 0 && !req->upgrade)
+    /* on_request owns req from here (it may free it): only the local is
+     * read after. An upgrade makes llhttp stop by itself
+     * (HPE_PAUSED_UPGRADE). */
+    if (p->cb->on_request(p->ud, req) != 0 && !upgrade)
         return HPE_PAUSED;
     return 0;
 }
