@@ -369,6 +369,12 @@ static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t clo
         lsn = dsq_wal_durable_end(dsq_ps_wal(o->ps), &seq, &size);
         if (!e->cfg.tier_commit) /* with it, the records are in tails already */
             size -= size % e->cfg.tier_chunk_bytes;
+        /* But never less than its header (durable since the segment was
+         * made): one offered shorter is left out, and the manifest would
+         * stop naming a segment it holds whole from the last close, or
+         * one evicted since, and its objects would be deleted. */
+        if (seq > 0 && size < DSQ_WAL_SEG_HDR)
+            size = DSQ_WAL_SEG_HDR;
         o->offered_ms = dsq_now_ms();
     }
     a->offered = true;

@@ -231,9 +231,18 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
  * to every other subscriber as they are. Consecutive commits of a
  * database take consecutive slots, so a batch of up to RC_SLOTS commits
  * (what a busy server gathers for a subscriber while it coalesces, feed.c)
- * is rendered once for all. Loop thread only. */
+ * is rendered once for all. Loop thread only.
+ *
+ * A slot's buffers only grow, so without a bound each would keep the
+ * largest commit it ever held (4096 slots of a 100 KiB DELETE are
+ * 400 MiB, reached slowly over a long run): what the slots hold in all
+ * stays within about RC_BUDGET (a commit that would pass it is rendered for its
+ * subscriber and not kept), and a slot holding more than RC_SLOT_KEEP
+ * lets it go when it is taken for another commit. */
 
 #define RC_SLOTS 4096
+#define RC_BUDGET (8u << 20)
+#define RC_SLOT_KEEP (16u << 10)
 
 typedef struct rc_entry {
     char db[129];
@@ -249,6 +258,22 @@ typedef struct rc_entry {
 } rc_entry;
 
 static rc_entry rcache[RC_SLOTS];
+static size_t rc_held; /* bytes the slots' buffers hold */
+
+static size_t rc_size(const rc_entry *e) { return e->text.cap + e->cap * (sizeof *e->ends + sizeof *e->last); }
+
+/* Slot e holds nothing (and no commit). */
+static void rc_release(rc_entry *e)
+{
+    rc_held -= rc_size(e);
+    dsq_buf_free(&e->text);
+    free(e->ends);
+    free(e->last);
+    e->ends = NULL;
+    e->last = NULL;
+    e->n = e->cap = 0;
+    e->valid = false;
+}
 
 static rc_entry *rc_slot(const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
 {
@@ -264,6 +289,9 @@ static bool rc_match(const rc_entry *e, const char *db, uint64_t epoch, uint64_t
 
 static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
 {
+    size_t before = rc_size(e);
+    if (rc_held + len > RC_BUDGET)
+        return -1;
     if (e->n == e->cap) {
         size_t cap = e->cap ? 2 * e->cap : 8;
         uint32_t *ends = realloc(e->ends, cap * sizeof *ends);
@@ -276,7 +304,9 @@ static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
         e->last = l;
         e->cap = cap;
     }
-    if (dsq_buf_append(&e->text, text, len) != 0 || e->text.len > UINT32_MAX)
+    int rc = dsq_buf_append(&e->text, text, len) != 0 || e->text.len > UINT32_MAX ? -1 : 0;
+    rc_held += rc_size(e) - before;
+    if (rc != 0)
         return -1;
     e->ends[e->n] = (uint32_t)e->text.len;
     e->last[e->n++] = last;
@@ -406,7 +436,7 @@ static int on_event_kept(void *ud, const char *text, size_t len, bool last)
 {
     recording *r = ud;
     if (r->e != NULL && rc_add(r->e, text, len, last) != 0) {
-        r->e->valid = false;
+        rc_release(r->e); /* not kept: out of memory, or over the budget */
         r->e = NULL;
     }
     return on_event(r->s, text, len, last);
@@ -429,6 +459,8 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
         }
         return 0;
     }
+    if (rc_size(e) > RC_SLOT_KEEP)
+        rc_release(e);
     e->valid = false;
     dsq_strlcpy(e->db, s->db, sizeof e->db);
     e->epoch = epoch;

@@ -416,6 +416,37 @@ async function stalled(conf, expectOverflow) {
   }
 }
 
+test('the commits kept rendered for alike subscribers stay within a bound: large ones do not pile up in the heap', async () => {
+  const d = await startDosqld();
+  let c;
+  try {
+    await query(d.port, 'big', 'CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)');
+    c = await WsRpc.open(d.port, '/v1/db/big/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    // Each commit renders to about 80 KB (a 60 KB blob in base64).
+    const write = async (from, to) => {
+      let w;
+      for (let i = from; i <= to; i++) {
+        if (i % 50 === 0) c.notes.length = 0; // (the client keeps little; never the last event)
+        w = await query(d.port, 'big', 'INSERT INTO t VALUES (?, randomblob(60000))', [i]);
+      }
+      await within(20000, (async () => {
+        while (!c.notes.some((n) => n.method === 'cdc' && n.params.subscriptionId === id && n.params.lsn === w.lsn)) await sleep(10);
+      })(), 'the last commit\'s event');
+      c.notes.length = 0;
+    };
+    const inUse = async () => (await c.ok('getStats', {})).server.heap.inUse;
+    await write(1, 50); // caches and buffers at their size
+    const before = await inUse();
+    await write(51, 350);
+    const grew = (await inUse()) - before;
+    assert.ok(grew < 16 << 20, `300 commits of 80 KB rendered: the heap grew ${(grew / 1048576).toFixed(1)} MiB`);
+  } finally {
+    c?.ws.terminate();
+    await d.cleanup();
+  }
+});
+
 test('a stalled subscriber neither stops writers nor other subscribers, then catches up from the log', async () => {
   await stalled('[cdc]\nbuffer_size = 64K\n', false);
 });

@@ -12,7 +12,7 @@
 // against file://.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { metric, startDosqld, syncShimPreload, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query, post, WsRpc } from './lib/rpc.mjs';
@@ -238,6 +238,54 @@ test('file: hot_tier_max_age evicts what has not been touched for that long, wha
     assert.equal((await query(d.port, 'old', 'SELECT count(*) FROM t')).rows[0][0], ROWS);
   } finally {
     await d.cleanup();
+  }
+});
+
+test('file: an evicted last log segment stays in the manifest when its database opens again and commits; the store\'s copy restores', async () => {
+  // Segments smaller than a chunk, all covered by the checkpoint taken at
+  // the close (more than 1 MiB of log): the close uploads them and the
+  // budget evicts them, the last one included.
+  const store = path.join(root, 'lastseg-store');
+  const dataDir = path.join(root, 'lastseg');
+  const lconf = '[engine]\nidle_timeout = 1s\n[storage]\nsegment_size = 4M\ncheckpoint_size = 64M\n' +
+    'history_retention = 1h\nhot_tier_max_bytes = 100K\n[object_store]\nchunk_size = 8M\nupload_interval = 50ms\n';
+  const d = await startDosqld({ conf: lconf, dataDir, args: ['--object-store', `file://${store}`] });
+  const manifest = () => {
+    const text = readFileSync(path.join(store, 'db/big/manifest.json'), 'utf8');
+    return JSON.parse(text.slice(0, text.indexOf('\n')));
+  };
+  let all;
+  try {
+    await fill(d.port, 'big');
+    const wal = path.join(dataDir, 'db/big/wal');
+    const segs = () => readdirSync(wal).filter((f) => f.endsWith('.seg')).sort();
+    await within(20000, (async () => {
+      while (!segs().every((f) => existsSync(path.join(wal, `${f}.cold`)))) await sleep(100);
+    })(), `every segment evicted: ${readdirSync(wal).join(' ')}`);
+    const evicted = segs().map((f) => `wal/${f}`);
+    // Open again, commit: appends go to a new segment, and what is
+    // offered while open still names the evicted ones.
+    await query(d.port, 'big', "INSERT INTO t VALUES (0, x'00', 'zero')");
+    await within(10000, (async () => {
+      while ((await serverStats(d)).objectStore.pending > 0) await sleep(50);
+    })(), 'uploads');
+    const named = manifest().files.map((f) => f.name);
+    for (const f of evicted) assert.ok(named.includes(f), `evicted ${f} is named: ${named.join(' ')}`);
+    all = await digest(d.port, 'big');
+    assert.equal(all.length, ROWS + 1);
+    assert.equal((await d.stop()).code, 0);
+    assert.doesNotMatch(d.stderr, /cold_file_unknown/);
+  } finally {
+    await d.cleanup();
+  }
+  // The disk is lost: the store's copy is whole.
+  const fresh = path.join(root, 'lastseg2');
+  const e = await startDosqld({ conf: lconf, dataDir: fresh, args: ['--object-store', `file://${store}`] });
+  try {
+    assert.match(e.stderr, /event=database_restored db=big/);
+    assert.deepEqual(await digest(e.port, 'big'), all);
+  } finally {
+    await e.cleanup();
   }
 });
 

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BUILD, metric, startDosqld, syncShimPreload, tempDir, sleep, within } from './lib/harness.mjs';
 import { call, query } from './lib/rpc.mjs';
@@ -166,6 +166,54 @@ for (const [name, make] of Object.entries(backends)) {
     }
   });
 }
+
+// The manifest of the file store at `store` for database db (its JSON).
+function manifestOf(store, db) {
+  const text = readFileSync(path.join(store, 'db', db, 'manifest.json'), 'utf8');
+  return JSON.parse(text.slice(0, text.indexOf('\n')));
+}
+
+test('file: a database that opens again and commits keeps its last segment in the store: a lost disk then loses nothing from before its close', async () => {
+  // Segments smaller than a chunk (2 MiB): while open, the last segment
+  // has no whole chunk to offer.
+  const store = path.join(root, 'reopen-store');
+  const conf = '[engine]\nidle_timeout = 1s\n[storage]\nsegment_size = 256K\ncheckpoint_size = 64M\n' +
+    '[object_store]\nupload_interval = 50ms\n';
+  const d = await startDosqld({ conf, dataDir: path.join(root, 'reopen'), args: ['--object-store', `file://${store}`] });
+  let closed;
+  try {
+    await fill(d.port, 'r', 1, 40);
+    const lsn = (await stats(d, 'r')).database.lsn;
+    // It hibernates: its whole log goes up.
+    closed = await within(10000, (async () => {
+      for (;;) {
+        const m = existsSync(path.join(store, 'db/r/manifest.json')) ? manifestOf(store, 'r') : null;
+        const seg = m?.files.find((f) => f.name === 'wal/00000001.seg');
+        if (m?.lsn >= lsn && seg) return seg;
+        await sleep(50);
+      }
+    })(), 'the upload at its close');
+    // It opens again and commits: what it offers while open keeps the
+    // segment as the store has it.
+    await fill(d.port, 'r', 41, 41);
+    await uploaded(d, 'r');
+    const seg = manifestOf(store, 'r').files.find((f) => f.name === 'wal/00000001.seg');
+    assert.ok(seg && seg.size >= closed.size, `the segment uploaded at its close is still named: ${JSON.stringify(seg)}`);
+  } finally {
+    await d.stop('SIGKILL'); // the disk is lost
+    rmSync(d.dir, { recursive: true, force: true });
+  }
+  const r = spawnSync(path.join(BUILD, 'dosqld'), ['--data-dir', path.join(root, 'reopen2'), '--object-store',
+    `file://${store}`, '--restore', 'r'], { timeout: 30000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  const e = await startDosqld({ dataDir: path.join(root, 'reopen2'), args: ['--object-store', `file://${path.join(root, 'reopen2-store')}`] });
+  try {
+    const [count, min, max] = await summary(e.port, 'r');
+    assert.ok(count >= 40 && min === 1 && max === count, `every row committed before the close: ${count} ${min} ${max}`);
+  } finally {
+    await e.cleanup();
+  }
+});
 
 test('s3: while the store is down, writes are acknowledged and uploads wait; then everything goes up', async () => {
   const b = backends.s3();
