@@ -14,7 +14,8 @@
 //   - clients that disconnect mid-request (a WebSocket closed while its
 //     runaway query runs, an HTTP request dropped);
 //   - hibernation (idle_timeout 2 s) and eviction (max_open_actors 12,
-//     hot_tier_max_bytes 2 MiB) all along.
+//     hot_tier_max_bytes 2 MiB) all along; the warm cache is 16 MiB, so
+//     that it is full (and its bookkeeping at its size) after the warm-up.
 // Every SAMPLE seconds: VmRSS and the number of open descriptors of the
 // daemon (/proc). After a warm-up (the first third of the run) the mean
 // of the last tenth must be within 5 % of the mean of the tenth after the
@@ -51,6 +52,7 @@ checkpoint_size = 256K
 segment_size = 256K
 hot_tier_max_bytes = 2M
 history_retention = 30s
+warm_cache_bytes = 16M
 `;
 
 const rnd = (n) => Math.floor(Math.random() * n);
