@@ -177,6 +177,36 @@ static const char *type_hint(enum key_type t)
 
 /* Set key `k` from text `v` on behalf of layer `by`. On error, writes the
  * reason (without location) to `why`. */
+/* String keys that take one of a few words. */
+static const struct {
+    const char *section, *name, *words; /* words: "a|b|c" */
+} key_words[] = {
+    {"storage", "sync", "full|normal|off"},
+    {"storage", "sync_to_object_store", "no|commit"},
+};
+
+static const char *words_of(const key_def *k)
+{
+    for (size_t i = 0; i < sizeof key_words / sizeof key_words[0]; i++)
+        if (strcmp(key_words[i].section, k->section) == 0 && strcmp(key_words[i].name, k->name) == 0)
+            return key_words[i].words;
+    return NULL;
+}
+
+/* Whether v is one of "a|b|c". */
+static bool one_of(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        p += len + (bar != NULL);
+    }
+    return false;
+}
+
 static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, int line,
                      char *why, size_t whylen)
 {
@@ -190,6 +220,11 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, i
     case T_STR: {
         char **sp = field;
         char *copy = NULL;
+        const char *words = words_of(k);
+        if (words != NULL && !one_of(words, v)) {
+            snprintf(why, whylen, "%s.%s must be one of %s, not '%.100s'", k->section, k->name, words, v);
+            return -1;
+        }
         if (*v != '\0' && (copy = strdup(v)) == NULL) {
             snprintf(why, whylen, "out of memory");
             return -1;
@@ -323,6 +358,7 @@ typedef struct ini_state {
     int errors;    /* problems found */
     int last_err;  /* line of the last problem we reported */
     dsq_buf *errs;
+    char bad_section[64]; /* the unknown section being read (reported at its line), or "" */
 } ini_state;
 
 static void ini_error(ini_state *st, const char *fmt, ...)
@@ -355,6 +391,25 @@ static char *ini_reader_fn(char *str, int num, void *stream)
             ;
         str[0] = '\0';
     }
+    /* A section header: an unknown one is reported here, at its own line,
+     * whether or not keys follow (inih tells us only about keys). */
+    const char *p = str;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    const char *close = *p == '[' ? strchr(p, ']') : NULL;
+    if (close != NULL) {
+        char name[64];
+        size_t n = (size_t)(close - p - 1);
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), p + 1);
+        bool known = false;
+        for (size_t i = 0; i < NKEYS && !known; i++)
+            known = strcmp(keys[i].section, name) == 0;
+        st->bad_section[0] = '\0';
+        if (!known) {
+            ini_error(st, "unknown section [%s]", name);
+            snprintf(st->bad_section, sizeof st->bad_section, "%s", name);
+        }
+    }
     return str;
 }
 
@@ -366,6 +421,8 @@ static int ini_handler_fn(void *user, const char *section, const char *name,
         ini_error(st, "key '%s' outside a section (start with e.g. [server])", name);
         return 1; /* reported; keep inih's own error count out of it */
     }
+    if (st->bad_section[0] != '\0' && strcmp(section, st->bad_section) == 0)
+        return 1; /* reported at the section's line */
     const key_def *k = find_key(section, name);
     if (k == NULL) {
         bool known_section = false;

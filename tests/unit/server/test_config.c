@@ -139,10 +139,35 @@ Test(config, unknown_section_and_key_outside_section)
 {
     dsq_config cfg;
     dsq_buf errs = DSQ_BUF_INIT;
-    int n = load(&cfg, "early = 1\n[nope]\nx = 1\n", &errs);
+    int n = load(&cfg, "early = 1\n[nope]\nx = 1\ny = 2\n", &errs);
     cr_assert_eq(n, 2, "%s", errs.data);
     cr_assert(strstr(errs.data, ":1: key 'early' outside a section") != NULL, "%s", errs.data);
-    cr_assert(strstr(errs.data, ":3: unknown section [nope]") != NULL, "%s", errs.data);
+    /* At the section's own line, once, whatever its keys. */
+    cr_assert(strstr(errs.data, ":2: unknown section [nope]") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, unknown_section_alone_is_an_error)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "[server]\nlisten = 127.0.0.1:1\n  [bogus]  \n", &errs);
+    cr_assert_eq(n, 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":3: unknown section [bogus]") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+Test(config, a_word_key_names_its_line)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    int n = load(&cfg, "[storage]\nsync = maybe\nsync_to_object_store = sometimes\n", &errs);
+    cr_assert_eq(n, 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":2: storage.sync must be one of full|normal|off") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":3: storage.sync_to_object_store must be one of no|commit") != NULL, "%s",
+              errs.data);
     dsq_config_free(&cfg);
     dsq_buf_free(&errs);
 }
@@ -372,10 +397,12 @@ Test(config, storage_keys)
     cr_assert(strstr(errs.data, "maybe negative") != NULL, "%s", errs.data);
 
     dsq_buf_reset(&errs);
-    cr_assert_eq(load(&cfg, "[storage]\npage_size = 3000\nsync = sometimes\n", &errs), 0, "%s", errs.data);
-    cr_assert_eq(dsq_config_finish(&cfg, &errs), 2, "%s", errs.data);
+    /* A word key is checked as it is read (with its line); page_size
+     * when the keys are checked together. */
+    cr_assert_eq(load(&cfg, "[storage]\npage_size = 3000\nsync = sometimes\n", &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, ":3: storage.sync must be one of full|normal|off") != NULL, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
     cr_assert(strstr(errs.data, "page_size must be a power of two") != NULL, "%s", errs.data);
-    cr_assert(strstr(errs.data, "sync must be full, normal or off") != NULL, "%s", errs.data);
     dsq_config_free(&cfg);
     dsq_buf_free(&errs);
 }
