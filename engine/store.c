@@ -301,7 +301,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
     }
     snprintf(path, sizeof path, "%s/data.sqlite", dir);
     if (access(path, F_OK) == 0) {
-        snprintf(err, errlen, "%.3000s is in the format of dosqld before 0.2 (SQLite's own files); "
+        snprintf(err, errlen, "%.3000s is in the format of early dosqld builds (SQLite's own files); "
                  "dump it with sqlite3 and load it again", dir);
         return -1;
     }

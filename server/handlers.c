@@ -1,9 +1,8 @@
-/* handlers — what each route of DESIGN 3.2 does.
+/* handlers — what each route does (the route table: README, "API").
  *
  * Divisions: health and metrics; scopes; the DoSQL API over HTTP (a
  * session per request) and over WebSocket (a session per connection);
- * listing and dropping databases; routes whose work arrives in later
- * versions (501).
+ * listing and dropping databases.
  *
  * Requests arrive here routed and authorized (conn.c did both at the end of
  * the head). */

@@ -8,10 +8,10 @@
  * (bit 7) or on_request pauses (bit 6); the rest is the byte stream.
  *
  * A request that pauses the parser stays queued until it resumes, as in
- * conn.c: cb_message_complete reads it after on_request returns 1.
- * regressions/http/headers-complete-self-append is the (known)
- * use-after-free in cb_headers_complete this target hit in its first
- * seconds; fixed on main. */
+ * conn.c. regressions/http/ holds what this target found: a use-after-free
+ * in cb_headers_complete (it hit it in its first seconds), and a read of
+ * a request cb_message_complete had handed on (pause-frees-request), both
+ * fixed. */
 #include <stdbool.h>
 
 #include "server/auth.h"
@@ -82,8 +82,7 @@ static int on_request(void *ud, dsq_http_req *req)
     use_head(req);
     if (req->body.len > 0)
         (void)((volatile char *)req->body.data)[req->body.len - 1];
-    /* A request that pauses the parser is still queued (as in conn.c):
-     * cb_message_complete reads it after this returns 1. */
+    /* A request that pauses the parser is still queued (as in conn.c). */
     if (st->pause && !req->upgrade) {
         dsq_http_req_free(st->held);
         st->held = req;
