@@ -174,8 +174,10 @@ typedef struct cw_export {
     bool pulled;      /* send its resolution */
     bool sent;        /* it was sent */
     bool stream;      /* from a "stream" message: gone once settled */
-    bool released;    /* the client released it while pending */
+    bool released;    /* its count reached zero (or, a stream's, it was sent) */
+    int64_t released_at; /* then the last push so far: only pushes up to it see it */
     int64_t refs;     /* introductions not yet released */
+    int64_t users;    /* queued pushes that refer to it: it stays for them */
 } cw_export;
 
 typedef struct cw_import {
@@ -197,6 +199,8 @@ typedef struct cw_task {
     json_t *expr;     /* owned */
     int64_t *promises;/* owned: the client's promises it waits for (their import ids) */
     size_t npromises;
+    cw_export **uses; /* owned: the entries it refers to, each kept while it waits */
+    size_t nuses;
     struct cw_task *next;
 } cw_task;
 
@@ -221,6 +225,7 @@ struct dsq_cw_session {
     size_t waiting;            /* exports pulled and not settled (batch_check) */
     size_t running;            /* jobs: engine calls in progress */
     cw_export *current;        /* the entry of the task being looked at */
+    int64_t seq;               /* its push id (what it may see), or 0 */
     char why[300];             /* the current evaluation error */
     dsq_code why_code;
     struct cw_sub *subs;       /* CDC subscriptions made in it (freed with it) */
@@ -293,6 +298,32 @@ static void export_free(dsq_cw_session *s, cw_export *e)
     val_let_go(s, &e->val);
     idmap_del(&s->exports, e->id);
     export_destroy(e);
+}
+
+/* Entry `id` as the push being looked at (s->seq), or a message outside
+ * any push (0), sees it. A released entry has left the table, as in the
+ * protocol; it lives on only for the pushes that arrived before the
+ * release and refer to it (cw_export.users), and only they find it. */
+static cw_export *export_get(dsq_cw_session *s, int64_t id)
+{
+    cw_export *x = idmap_get(&s->exports, id);
+    if (x != NULL && x->released && (s->seq == 0 || s->seq > x->released_at))
+        return NULL;
+    return x;
+}
+
+/* A released entry goes once it has settled and no queued push uses it. */
+static void export_done_with(dsq_cw_session *s, cw_export *e)
+{
+    if (e->released && e->state != S_PENDING && e->users == 0)
+        export_free(s, e);
+}
+
+static void export_release(dsq_cw_session *s, cw_export *e)
+{
+    e->released = true;
+    e->released_at = s->pushes;
+    export_done_with(s, e);
 }
 
 static cw_import *import_get_or_new(dsq_cw_session *s, int64_t id)
@@ -516,7 +547,7 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
             return fail(s, DSQ_CODE_INVALID_REQUEST,
                         "a call inside another call's arguments is not supported");
         if (mc == NULL) {
-            cw_export *x = idmap_get(&s->exports, id);
+            cw_export *x = export_get(s, id);
             if (x == NULL)
                 return bad(s, "no such entry on the exports table: %lld", (long long)id);
             if (x == s->current)
@@ -551,7 +582,7 @@ static int ready(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool top)
         if (n != 5 || !get_id(json_array_get(e, 1), &id) || !valid_path(json_array_get(e, 2)) ||
             !json_is_array(json_array_get(e, 3)) || !json_is_array(json_array_get(e, 4)))
             return bad(s, "malformed remap expression");
-        cw_export *x = idmap_get(&s->exports, id);
+        cw_export *x = export_get(s, id);
         if (x == NULL)
             return bad(s, "no such entry on the exports table: %lld", (long long)id);
         if (x == s->current)
@@ -711,7 +742,7 @@ static json_t *eval(dsq_cw_session *s, json_t *e, int depth, mapctx *mc, bool *u
         json_t *none = json_array();
         json_t *r = NULL;
         if (mc == NULL) {
-            cw_export *x = idmap_get(&s->exports, id);
+            cw_export *x = export_get(s, id);
             if (x == NULL || x->state == S_PENDING)
                 fail(s, DSQ_CODE_INVALID_REQUEST, "no settled entry %lld", (long long)id);
             else if (x->state == S_FAILED)
@@ -870,8 +901,10 @@ static void settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
     if (e->pulled)
         s->waiting--;
     send_settled(s, e);
-    if (e->released || (e->stream && e->sent))
-        export_free(s, e);
+    if (e->stream && e->sent)
+        export_release(s, e); /* implicitly, once sent */
+    else
+        export_done_with(s, e);
     pump(s);
     batch_check(s);
 }
@@ -886,8 +919,10 @@ static void settle_failed(dsq_cw_session *s, cw_export *e, dsq_code code, const 
     if (e->pulled)
         s->waiting--;
     send_settled(s, e);
-    if (e->released || (e->stream && e->sent))
-        export_free(s, e);
+    if (e->stream && e->sent)
+        export_release(s, e); /* implicitly, once sent */
+    else
+        export_done_with(s, e);
     pump(s);
     batch_check(s);
 }
@@ -1540,7 +1575,7 @@ static void start_map(dsq_cw_session *s, cw_export *e, json_t *expr)
 {
     int64_t id = 0;
     get_id(json_array_get(expr, 1), &id);
-    cw_export *x = idmap_get(&s->exports, id);
+    cw_export *x = export_get(s, id);
     if (x->state == S_FAILED) {
         settle_failed(s, e, x->code, x->msg ? x->msg : "failed");
         return;
@@ -1567,7 +1602,7 @@ static void start_map(dsq_cw_session *s, cw_export *e, json_t *expr)
             break;
         }
         if (is_tag(c, "import")) {
-            cw_export *cx = idmap_get(&s->exports, cid);
+            cw_export *cx = export_get(s, cid);
             if (cx == NULL || cx->state != S_DONE) {
                 why = "a map capture refers to no settled entry";
                 break;
@@ -1641,7 +1676,7 @@ static void deliver(dsq_cw_session *s, cw_task *t)
     if (n == 4 && (is_tag(x, "pipeline") || is_tag(x, "import"))) {
         int64_t id = 0;
         get_id(json_array_get(x, 1), &id);
-        cw_export *target = idmap_get(&s->exports, id);
+        cw_export *target = export_get(s, id);
         if (target->state == S_FAILED) {
             settle_failed(s, e, target->code, target->msg ? target->msg : "failed");
             return;
@@ -1673,7 +1708,7 @@ static void deliver(dsq_cw_session *s, cw_task *t)
     if (n >= 2 && n <= 3 && (is_tag(x, "pipeline") || is_tag(x, "import"))) {
         int64_t id = 0;
         get_id(json_array_get(x, 1), &id);
-        cw_export *target = idmap_get(&s->exports, id);
+        cw_export *target = export_get(s, id);
         json_t *path = json_array_get(x, 2);
         if (target->state == S_FAILED) {
             settle_failed(s, e, target->code, target->msg ? target->msg : "failed");
@@ -1701,6 +1736,7 @@ static void deliver(dsq_cw_session *s, cw_task *t)
 }
 
 static void task_release_promises(dsq_cw_session *s, cw_task *t);
+static void task_let_go(dsq_cw_session *s, cw_task *t);
 
 /* May the next push be delivered now? Not over a WebSocket while
  * max_running calls are in progress, or while its output has no room (a
@@ -1724,10 +1760,13 @@ static void pump(dsq_cw_session *s)
     while (s->qhead != NULL && !s->closed && !s->aborted && may_deliver(s)) {
         cw_task *t = s->qhead;
         s->current = t->e;
+        s->seq = t->e->id; /* it sees what was there when it arrived */
         int r = ready(s, t->expr, 0, NULL, true);
         s->current = NULL;
-        if (r == 0)
+        if (r == 0) {
+            s->seq = 0;
             break;
+        }
         s->qhead = t->next;
         if (s->qhead == NULL)
             s->qtail = NULL;
@@ -1735,7 +1774,9 @@ static void pump(dsq_cw_session *s)
             settle_failed(s, t->e, s->why_code, s->why);
         else
             deliver(s, t);
+        s->seq = 0;
         task_release_promises(s, t);
+        task_let_go(s, t);
         json_decref(t->expr);
         free(t->promises);
         free(t);
@@ -1784,6 +1825,60 @@ static void introduce_all(dsq_cw_session *s, json_t *e, int depth, cw_task *t)
     json_array_foreach(e, i, v) introduce_all(s, v, depth + 1, t);
 }
 
+/* A push that has to wait keeps the entries it refers to (its target,
+ * its arguments' pipelines, a map's target and captures; not the map's
+ * instructions, whose ids are the map's own) until it is delivered: the
+ * client may release them meanwhile (`using` on a pipelined promise), and
+ * the push came before the release. Nothing to do for a push delivered at
+ * once. */
+static void task_hold(dsq_cw_session *s, json_t *e, int depth, cw_task *t)
+{
+    if (depth > s->lim.max_depth || s->aborted)
+        return; /* ready() reports the depth */
+    if (json_is_object(e)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v) task_hold(s, v, depth + 1, t);
+        return;
+    }
+    if (!json_is_array(e))
+        return;
+    size_t n = json_array_size(e);
+    int64_t id = 0;
+    if ((is_tag(e, "pipeline") || is_tag(e, "import") || is_tag(e, "remap")) && n >= 2 &&
+        get_id(json_array_get(e, 1), &id)) {
+        cw_export *x = idmap_get(&s->exports, id);
+        if (x != NULL && !x->released && x != t->e && (t->nuses == 0 || t->uses[t->nuses - 1] != x)) {
+            cw_export **u = realloc(t->uses, (t->nuses + 1) * sizeof *u);
+            if (u == NULL) {
+                abort_session(s, "out of memory");
+                return;
+            }
+            t->uses = u;
+            t->uses[t->nuses++] = x;
+            x->users++;
+        }
+        if (n >= 4) /* a call's arguments, a map's captures */
+            task_hold(s, json_array_get(e, 3), depth + 1, t);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(e, i, v) task_hold(s, v, depth + 1, t);
+}
+
+/* The task was delivered (or failed): the entries it kept may go. */
+static void task_let_go(dsq_cw_session *s, cw_task *t)
+{
+    for (size_t i = 0; i < t->nuses; i++) {
+        t->uses[i]->users--;
+        export_done_with(s, t->uses[i]);
+    }
+    free(t->uses);
+    t->uses = NULL;
+    t->nuses = 0;
+}
+
 /* A client's promise that no waiting push needs any more, once settled,
  * is released back to the client and forgotten. */
 static void promise_done_with(dsq_cw_session *s, cw_import *im)
@@ -1823,17 +1918,22 @@ static void on_push(dsq_cw_session *s, json_t *expr, bool stream, bool stubs)
     s->waiting += stream;
     t->e = e;
     t->expr = json_incref(expr);
+    bool behind = s->qhead != NULL; /* it waits for the pushes before it */
     if (s->qtail)
         s->qtail->next = t;
     else
         s->qhead = t;
     s->qtail = t;
+    if (behind)
+        task_hold(s, t->expr, 0, t);
     pump(s);
+    if (!behind && s->qhead != NULL && s->qhead->e->id == id) /* it waits for a result */
+        task_hold(s, s->qhead->expr, 0, s->qhead);
 }
 
 static void on_pull(dsq_cw_session *s, int64_t id)
 {
-    cw_export *e = idmap_get(&s->exports, id);
+    cw_export *e = export_get(s, id);
     if (e == NULL) {
         abort_session(s, "pull of %lld: no such entry on the exports table", (long long)id);
         return;
@@ -1846,7 +1946,7 @@ static void on_pull(dsq_cw_session *s, int64_t id)
 
 static void on_release(dsq_cw_session *s, int64_t id, int64_t count)
 {
-    cw_export *e = idmap_get(&s->exports, id);
+    cw_export *e = export_get(s, id);
     if (id == 0)
         return; /* the main object stays */
     if (e == NULL) {
@@ -1856,10 +1956,8 @@ static void on_release(dsq_cw_session *s, int64_t id, int64_t count)
     e->refs -= count;
     if (e->refs > 0)
         return;
-    if (e->state == S_PENDING)
-        e->released = true; /* freed when it settles */
-    else
-        export_free(s, e);
+    /* Freed once settled and delivered to the pushes that use it. */
+    export_release(s, e);
 }
 
 /* resolve/reject from the client: a promise it passed us, or our call. */
@@ -2121,6 +2219,7 @@ void dsq_cw_session_close(dsq_cw_session *s)
         s->qhead = t->next;
         json_decref(t->expr);
         free(t->promises);
+        free(t->uses); /* the entries go with the session */
         free(t);
     }
     s->qtail = NULL;

@@ -132,6 +132,28 @@ test('a pipelined transaction over WebSocket, and its rollback', async () => {
   }
 });
 
+// `using tx = api.beginTransaction(...)` (Node 20 has no `using`: the same
+// dispose by hand): the client releases the promise while beginTransaction
+// still runs, after a call that pipelines on it was sent. A slow query on
+// the same database first keeps beginTransaction pending until the release
+// has arrived.
+test('a call pipelined on a promise disposed before it resolves still runs', async () => {
+  const api = ws('/v1/db/wdispose/capnweb');
+  try {
+    await api.query({ sql: 'CREATE TABLE t(x)' });
+    const slow = api.query({ sql: 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) SELECT count(*) AS c FROM n' });
+    const tx = api.beginTransaction({});
+    const ins = api.query({ sql: 'INSERT INTO t VALUES (1) RETURNING x', transactionId: tx.transactionId });
+    tx[Symbol.dispose]();
+    const r = await ins;
+    assert.deepEqual(r.rows, [[1]]);
+    assert.deepEqual((await slow).rows, [[1000000]]);
+    assert.deepEqual((await api.query({ sql: 'SELECT 2 AS two' })).rows, [[2]], 'the session goes on');
+  } finally {
+    api[Symbol.dispose]();
+  }
+});
+
 test('database(name) returns a stub; calls on it pipeline', async () => {
   const before = await capnwebRequests();
   const b = newHttpBatchRpcSession(httpUrl('/v1/capnweb'));

@@ -355,3 +355,56 @@ Test(capnweb, closing_during_a_map_frees_everything)
     }
     cr_assert_eq(dsq_cw_entries_total(), 0);
 }
+
+/* The client releases a push's result while it is still pending and later
+ * pushes still pipeline on it (`using` on a pipelined promise in the
+ * capnweb client): the pushes that came before the release still get it
+ * (tests/fuzz/corpus/capnweb/release_while_pending). */
+Test(capnweb, pushes_before_a_release_still_pipeline_on_the_pending_result)
+{
+    dsq_cw_session *s = open_db("u14");
+    in(s, "[\"push\",[\"pipeline\",0,[\"beginTransaction\"],[{}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 1 AS one\",\"transactionId\":[\"pipeline\",1,[\"transactionId\"]]}]]]");
+    in(s, "[\"release\",1,1]");
+    in(s, "[\"pull\",2]");
+    wait_sent(1);
+    cr_assert_eq(ended, 0, "%s", sent[0]);
+    cr_assert(strncmp(sent[0], "[\"resolve\",2,{\"columns\":[[\"one\"]]", 32) == 0, "%s", sent[0]);
+    cr_assert_eq(dsq_cw_entries_total(), 2, "main and push 2: the released result went once used");
+    in(s, "[\"release\",2,1]");
+    cr_assert_eq(dsq_cw_entries_total(), 1);
+    dsq_cw_session_close(s);
+}
+
+/* The same with a result that has settled: released while a push still
+ * queued behind a pending one refers to it. */
+Test(capnweb, pushes_before_a_release_still_see_a_settled_result)
+{
+    dsq_cw_session *s = open_db("u15");
+    in(s, "[\"push\",{\"sql\":\"SELECT 5 AS n\"}]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"beginTransaction\"],[{}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":[\"pipeline\",1,[\"sql\"]],"
+          "\"transactionId\":[\"pipeline\",2,[\"transactionId\"]]}]]]");
+    in(s, "[\"release\",1,1]");
+    in(s, "[\"pull\",3]");
+    wait_sent(1);
+    cr_assert_eq(ended, 0, "%s", sent[0]);
+    cr_assert(strncmp(sent[0], "[\"resolve\",3,{\"columns\":[[\"n\"]],\"columnTypes\":[[null]],\"rows\":[[[[5]]]]", 70) == 0,
+              "%s", sent[0]);
+    cr_assert_eq(dsq_cw_entries_total(), 3, "main, pushes 2 and 3");
+    dsq_cw_session_close(s);
+}
+
+/* A push that arrives after the release does not see the entry, pending
+ * or not (as in the capnweb reference: the id left the table). */
+Test(capnweb, a_push_after_the_release_does_not_see_the_entry)
+{
+    dsq_cw_session *s = open_db("u16");
+    in(s, "[\"push\",[\"pipeline\",0,[\"beginTransaction\"],[{}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 1\",\"transactionId\":[\"pipeline\",1,[\"transactionId\"]]}]]]");
+    in(s, "[\"release\",1,1]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 2\",\"transactionId\":[\"pipeline\",1,[\"transactionId\"]]}]]]");
+    test_wait(E, &ended, 1, "the abort");
+    cr_assert(strstr(sent[nsent - 1], "no such entry on the exports table: 1") != NULL, "%s", sent[nsent - 1]);
+    dsq_cw_session_close(s);
+}
