@@ -306,6 +306,11 @@ static void export_free(dsq_cw_session *s, cw_export *e)
  * release and refer to it (cw_export.users), and only they find it. */
 static cw_export *export_get(dsq_cw_session *s, int64_t id)
 {
+    /* A push sees only the results of the pushes before it (and itself,
+     * refused by its caller): one that named a later push would wait for
+     * it, queued ahead of it, for ever. */
+    if (s->seq != 0 && id > s->seq)
+        return NULL;
     cw_export *x = idmap_get(&s->exports, id);
     if (x != NULL && x->released && (s->seq == 0 || s->seq > x->released_at))
         return NULL;

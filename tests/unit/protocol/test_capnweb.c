@@ -397,6 +397,21 @@ Test(capnweb, pushes_before_a_release_still_see_a_settled_result)
 
 /* A push that arrives after the release does not see the entry, pending
  * or not (as in the capnweb reference: the id left the table). */
+/* A push that names a later push's result is refused; it waited for
+ * that push, which waited behind it, for ever. */
+Test(capnweb, a_push_naming_a_later_push_is_refused)
+{
+    dsq_cw_session *s = open_db("u17");
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) SELECT count(*) FROM n\"}]]]");
+    /* It waits for push 1 (pending), and names push 3 too. */
+    in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":[\"pipeline\",1,[\"lsn\"]],\"transactionId\":[\"pipeline\",3,[\"transactionId\"]]}]]]");
+    in(s, "[\"push\",[\"pipeline\",0,[\"beginTransaction\"],[{}]]]");
+    in(s, "[\"pull\",2]");
+    test_wait(E, &ended, 1, "the abort");
+    cr_assert(strstr(sent[nsent - 1], "no such entry on the exports table: 3") != NULL, "%s", sent[nsent - 1]);
+    dsq_cw_session_close(s);
+}
+
 Test(capnweb, a_push_after_the_release_does_not_see_the_entry)
 {
     dsq_cw_session *s = open_db("u16");
