@@ -83,11 +83,11 @@ static int header_decode(const uint8_t h[DSQ_JNL_HDR], uint32_t *state, uint32_t
  * its own writes, on this thread) leave the syncfs little to write: the
  * commit path's fdatasyncs no longer queue behind tens of ms of it. */
 #define FLUSH_EVERY_MS 1000
+#define FLUSH_BYTES (1u << 20)
+#define LOGS_PER_FLUSH 8
 
 /* For tests: FLUSH_EVERY_MS in its place when not 0. */
 _Atomic unsigned dsq_jnl_flush_every_ms;
-#define FLUSH_BYTES (1u << 20)
-#define LOGS_PER_FLUSH 8
 
 /* ---- slots ------------------------------------------------------------------------------ */
 
