@@ -86,6 +86,9 @@ static int header_decode(const uint8_t h[DSQ_JNL_HDR], uint32_t *state, uint32_t
 #define FLUSH_BYTES (1u << 20)
 #define LOGS_PER_FLUSH 8
 
+/* For tests: FLUSH_EVERY_MS in its place when not 0. */
+_Atomic unsigned dsq_jnl_flush_every_ms;
+
 /* ---- slots ------------------------------------------------------------------------------ */
 
 typedef struct slot {
@@ -1001,8 +1004,9 @@ static void *flush_main(void *arg)
         }
         if (flushable(j) < 0) {
             int rc = 0; /* (a MiB may have come while this thread was zeroing) */
+            unsigned every_ms = atomic_load(&dsq_jnl_flush_every_ms);
             if (j->st.bytes - j->bytes_written < FLUSH_BYTES)
-                rc = dsq_cond_wait_ms(&j->fcv, &j->mu, FLUSH_EVERY_MS);
+                rc = dsq_cond_wait_ms(&j->fcv, &j->mu, every_ms ? every_ms : FLUSH_EVERY_MS);
             /* (Held entries: a log's write failed or is still to come.) */
             bool idle = rc == ETIMEDOUT && (j->st.bytes > j->bytes_synced || j->st.held > 0);
             if ((!idle && j->st.bytes - j->bytes_written < FLUSH_BYTES) || flushable(j) >= 0)

@@ -161,4 +161,8 @@ void dsq_jnl_stats_get(dsq_jnl *j, dsq_jnl_stats *out);
  * to zero ahead of the appends and writing it (0). */
 extern _Atomic unsigned dsq_jnl_zero_delay_us;
 
+/* For tests: how long after the first append since its last syncfs the
+ * journal's thread runs one even without a MiB more (0: 1000 ms). */
+extern _Atomic unsigned dsq_jnl_flush_every_ms;
+
 #endif

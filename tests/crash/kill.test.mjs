@@ -28,7 +28,7 @@ const random = () => ((rnd = (rnd * 1103515245 + 12345) % 2147483648) / 21474836
 async function verify(d, acked, maxLsn, label) {
   for (const db of DBS) {
     const r = await post(d.port, `/v1/db/${db}/query`, { sql: 'SELECT grp, count(*) FROM g GROUP BY grp' });
-    assert.equal(r.status, 200, `${label} ${db}: ${r.text}`);
+    assert.equal(r.status, 200, `${label} ${db}: ${r.text}\n${d.stderr.slice(-3000)}`);
     const present = new Map(r.json.rows.map(([g, n]) => [g, n]));
     for (const [g, n] of present) assert.equal(n, 3, `${label} ${db}: group ${g} is half-present (${n} rows)`);
     for (const g of acked[db]) assert.ok(present.has(g), `${label} ${db}: acknowledged group ${g} is gone`);
