@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -154,6 +155,33 @@ const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r)
     return p + at;
 }
 
+/* The extra data's frame header declares its content size, and the
+ * record's CRC does not make that claim true: it only proves the bytes are
+ * the ones written, and a crafted record, or a tail object from a store,
+ * has a right CRC too. Reserving what the header declares let a few bytes
+ * of extra data claiming 2 GiB allocate 2 GiB. So the declaration is only
+ * checked, never allocated:
+ *
+ * - against what the frame could hold at all: each zstd block has a 3-byte
+ *   header and regenerates at most 128 KiB (RFC 8878, Block_Maximum_Size),
+ *   so extra_len stored bytes decode to at most extra_len / 3 * 128 KiB;
+ *   a header claiming more is damage, refused without decoding;
+ * - against what the frame really holds: it is decoded into room that
+ *   starts at 16 times its stored size (row changes compress about 3 to 1)
+ *   and doubles only when zstd says the output did not fit, up to the
+ *   declared size. Memory follows the output zstd actually produced
+ *   (under twice it), and the re-decoding costs under twice one decode.
+ *
+ * Not a cap from [storage] max_transaction_size: that bounds the pages a
+ * transaction buffers, not its row changes (one row updated a million
+ * times is one page and a million events), and a smaller setting would
+ * refuse records written under a larger one. Not zstd's streaming
+ * decoder either: it allocates a window as large as the frame header's
+ * window descriptor says (up to 128 MiB by default), which is again a size
+ * from the file. Single-pass decoding needs no window. */
+#define ZSTD_BLOCK_MAX (128u << 10)
+#define EXTRA_FIRST_ROOM (256u << 10)
+
 int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, dsq_buf *out)
 {
     const uint8_t *x = dsq_wal_rec_extra(p, r);
@@ -161,13 +189,27 @@ int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, ds
         return r->extra_len ? dsq_buf_append(out, x, r->extra_len) : 0;
     unsigned long long n = ZSTD_getFrameContentSize(x, r->extra_len);
     if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n >= DSQ_WAL_REC_MAX ||
-        dsq_buf_reserve(out, (size_t)n) != 0)
+        n > (unsigned long long)(r->extra_len / 3) * ZSTD_BLOCK_MAX)
         return -1;
-    size_t got = ZSTD_decompressDCtx(dctx, out->data + out->len, (size_t)n, x, r->extra_len);
-    if (ZSTD_isError(got) || got != n)
-        return -1;
-    out->len += got;
-    return 0;
+    uint64_t room = (uint64_t)r->extra_len * 16;
+    if (room < EXTRA_FIRST_ROOM)
+        room = EXTRA_FIRST_ROOM;
+    if (room > n)
+        room = n;
+    for (;;) {
+        if (dsq_buf_reserve(out, (size_t)room) != 0)
+            return -1;
+        size_t got = ZSTD_decompressDCtx(dctx, out->data + out->len, (size_t)room, x, r->extra_len);
+        if (!ZSTD_isError(got) && got == n) {
+            out->len += got;
+            out->data[out->len] = '\0';
+            return 0;
+        }
+        out->data[out->len] = '\0'; /* (zstd may have written there) */
+        if (!ZSTD_isError(got) || ZSTD_getErrorCode(got) != ZSTD_error_dstSize_tooSmall || room == n)
+            return -1;
+        room = room > n / 2 ? n : room * 2;
+    }
 }
 
 int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, uint32_t page_size)
