@@ -543,20 +543,21 @@ static int cmp_seq(const void *a, const void *b)
 
 enum { REC_OK, REC_END, REC_BAD };
 
-/* Read the record at `off` of s into *buf: REC_OK, REC_END (clean end of
- * file), or REC_BAD (torn, damaged, or not the LSN expected). */
-static int read_record(seg *s, uint64_t off, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
+/* Read the record at `off` of s, whose file has `end` bytes, into *buf:
+ * REC_OK, REC_END (clean end of file), or REC_BAD (torn, damaged, or not
+ * the LSN expected). The header's CRC proves its length was written, not
+ * that the record reached the disk: its length is checked against the
+ * bytes the file has before anything is allocated for it (a torn tail
+ * could otherwise ask for up to 2 GiB). */
+static int read_record(seg *s, uint64_t off, uint64_t end, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
                        size_t *cap, dsq_wal_rec *r)
 {
+    if (off >= end)
+        return off == end ? REC_END : REC_BAD;
     uint8_t h[DSQ_WAL_REC_HDR];
-    int rc = dsq_pread_full(s->fd, h, sizeof h, off);
-    if (rc < 0)
+    if (end - off < sizeof h || dsq_pread_full(s->fd, h, sizeof h, off) != 0)
         return REC_BAD;
-    if (rc > 0) {
-        struct stat st;
-        return fstat(s->fd, &st) == 0 && (uint64_t)st.st_size == off ? REC_END : REC_BAD;
-    }
-    if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size)
+    if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size || r->len > end - off)
         return REC_BAD;
     if (*cap < r->len) {
         uint8_t *n = realloc(*buf, r->len);
@@ -609,10 +610,16 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
     bool last = i + 1 == w->nsegs;
     char path[4200];
     seg_path(w, s->seq, path, sizeof path);
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint64_t end = (uint64_t)st.st_size; /* (nothing else writes it while it opens) */
     uint64_t off = DSQ_WAL_SEG_HDR, want = s->first_lsn;
     for (;;) {
         dsq_wal_rec r;
-        int rc = read_record(s, off, want, w->cfg.page_size, buf, cap, &r);
+        int rc = read_record(s, off, end, want, w->cfg.page_size, buf, cap, &r);
         if (rc == REC_END)
             break;
         if (rc == REC_BAD) {
@@ -622,7 +629,7 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
             bool later = false;
             if (dsq_pread_full(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
                 r1.lsn == want)
-                later = read_record(s, off + r1.len, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
+                later = read_record(s, off + r1.len, end, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
             if (!last || later) {
                 snprintf(err, errlen,
                          "%.3000s: the record at offset %llu (LSN %llu) is damaged and the log "
@@ -1345,10 +1352,23 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
 #define SCAN_BLOCK (1u << 20)
 
 /* Read file bytes [off, off + max(need, SCAN_BLOCK)) into *buf (as far as
- * the file goes); 0 when at least `need` came, else -1. */
+ * the file goes); 0 when at least `need` came, else -1. `need` may be a
+ * record's length from its header: it is checked against the bytes the
+ * file has before the buffer grows for it. */
 static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t need, uint8_t **buf, size_t *cap,
                       uint64_t *bstart, uint64_t *bend)
 {
+    uint64_t size;
+    if (s->cold != NULL) {
+        size = s->cold->size;
+    } else {
+        struct stat st;
+        if (fstat(s->fd, &st) != 0)
+            return -1;
+        size = (uint64_t)st.st_size;
+    }
+    if (off >= size || need > size - off)
+        return -1;
     size_t want = need > SCAN_BLOCK ? need : SCAN_BLOCK;
     if (*cap < want) {
         uint8_t *n = realloc(*buf, want);
@@ -1358,10 +1378,8 @@ static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t 
         *cap = want;
     }
     if (s->cold != NULL) { /* evicted: from the warm cache, within the file */
-        if (off >= s->cold->size)
-            return -1;
-        size_t n = s->cold->size - off < want ? (size_t)(s->cold->size - off) : want;
-        if (n < need || seg_pread(s, warm, *buf, n, off) != 0)
+        size_t n = size - off < want ? (size_t)(size - off) : want;
+        if (seg_pread(s, warm, *buf, n, off) != 0)
             return -1;
         *bstart = off;
         *bend = off + n;

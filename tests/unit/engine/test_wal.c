@@ -241,6 +241,66 @@ Test(wal, zeros_after_the_end_are_a_torn_tail)
     dsq_wal_close(w);
 }
 
+/* The process's peak address space so far (VmPeak), in bytes. */
+static uint64_t vm_peak(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert_not_null(f);
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f) != NULL && sscanf(line, "VmPeak: %llu kB", &kb) != 1)
+        ;
+    fclose(f);
+    cr_assert_gt(kb, 0);
+    return kb * 1024;
+}
+
+/* A torn tail whose header survived whole (CRC-valid) and claims a record
+ * of almost 2 GiB in a file of a few KiB: the CDC reader and recovery
+ * refuse it by the file's size, before allocating what it claims (the old
+ * code's realloc of 2 GiB shows in VmPeak even though it is freed). */
+Test(wal, a_record_longer_than_its_file_is_refused_before_allocating)
+{
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 1 << 20);
+    append_n(w, 1, 2, 1);
+    dsq_wal_close(w);
+    uint8_t h[DSQ_WAL_REC_HDR + 200] = {0};
+    dsq_put32(h, 0x52515344u); /* "DSQR" */
+    h[4] = 1;
+    dsq_put32(h + 8, 0x7ffffff8u);
+    dsq_put64(h + 16, 3);
+    dsq_put64(h + 24, 3000);
+    dsq_put32(h + 32, 1);
+    dsq_put32(h + 36, PS);
+    dsq_put32(h + 44, dsq_crc32(h, 44));
+    dsq_wal_rec r;
+    cr_assert_eq(dsq_wal_rec_header(h, &r), 0, "a sound header");
+    int fd = open(seg_file(1), O_WRONLY | O_APPEND);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, h, sizeof h), (ssize_t)sizeof h);
+    close(fd);
+
+    char walkdir[128], err[512];
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    uint64_t oldest, before = vm_peak();
+    s.n = 0;
+    cr_assert_eq(dsq_wal_scan_files(walkdir, NULL, 0, 3, visit, &s, &oldest, err, sizeof err), -1);
+    cr_assert_eq(s.n, 2, "the whole records are read");
+    cr_assert_lt(vm_peak() - before, 64u << 20, "the scan reserved %llu bytes",
+                 (unsigned long long)(vm_peak() - before));
+
+    before = vm_peak();
+    s.n = 0;
+    w = open_log(0, &s, &last, 1 << 20);
+    cr_assert_eq(last, 2, "the torn record was cut");
+    cr_assert_eq(s.n, 2);
+    cr_assert_lt(vm_peak() - before, 64u << 20, "recovery reserved %llu bytes",
+                 (unsigned long long)(vm_peak() - before));
+    dsq_wal_close(w);
+}
+
 Test(wal, damage_in_the_middle_keeps_it_closed)
 {
     seen s = {0};
