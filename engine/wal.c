@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -154,6 +155,33 @@ const uint8_t *dsq_wal_rec_extra(const uint8_t *p, const dsq_wal_rec *r)
     return p + at;
 }
 
+/* The extra data's frame header declares its content size, and the
+ * record's CRC does not make that claim true: it only proves the bytes are
+ * the ones written, and a crafted record, or a tail object from a store,
+ * has a right CRC too. Reserving what the header declares let a few bytes
+ * of extra data claiming 2 GiB allocate 2 GiB. So the declaration is only
+ * checked, never allocated:
+ *
+ * - against what the frame could hold at all: each zstd block has a 3-byte
+ *   header and regenerates at most 128 KiB (RFC 8878, Block_Maximum_Size),
+ *   so extra_len stored bytes decode to at most extra_len / 3 * 128 KiB;
+ *   a header claiming more is damage, refused without decoding;
+ * - against what the frame really holds: it is decoded into room that
+ *   starts at 16 times its stored size (row changes compress about 3 to 1)
+ *   and doubles only when zstd says the output did not fit, up to the
+ *   declared size. Memory follows the output zstd actually produced
+ *   (under twice it), and the re-decoding costs under twice one decode.
+ *
+ * Not a cap from [storage] max_transaction_size: that bounds the pages a
+ * transaction buffers, not its row changes (one row updated a million
+ * times is one page and a million events), and a smaller setting would
+ * refuse records written under a larger one. Not zstd's streaming
+ * decoder either: it allocates a window as large as the frame header's
+ * window descriptor says (up to 128 MiB by default), which is again a size
+ * from the file. Single-pass decoding needs no window. */
+#define ZSTD_BLOCK_MAX (128u << 10)
+#define EXTRA_FIRST_ROOM (256u << 10)
+
 int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, dsq_buf *out)
 {
     const uint8_t *x = dsq_wal_rec_extra(p, r);
@@ -161,13 +189,27 @@ int dsq_wal_rec_extra_get(const uint8_t *p, const dsq_wal_rec *r, void *dctx, ds
         return r->extra_len ? dsq_buf_append(out, x, r->extra_len) : 0;
     unsigned long long n = ZSTD_getFrameContentSize(x, r->extra_len);
     if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n >= DSQ_WAL_REC_MAX ||
-        dsq_buf_reserve(out, (size_t)n) != 0)
+        n > (unsigned long long)(r->extra_len / 3) * ZSTD_BLOCK_MAX)
         return -1;
-    size_t got = ZSTD_decompressDCtx(dctx, out->data + out->len, (size_t)n, x, r->extra_len);
-    if (ZSTD_isError(got) || got != n)
-        return -1;
-    out->len += got;
-    return 0;
+    uint64_t room = (uint64_t)r->extra_len * 16;
+    if (room < EXTRA_FIRST_ROOM)
+        room = EXTRA_FIRST_ROOM;
+    if (room > n)
+        room = n;
+    for (;;) {
+        if (dsq_buf_reserve(out, (size_t)room) != 0)
+            return -1;
+        size_t got = ZSTD_decompressDCtx(dctx, out->data + out->len, (size_t)room, x, r->extra_len);
+        if (!ZSTD_isError(got) && got == n) {
+            out->len += got;
+            out->data[out->len] = '\0';
+            return 0;
+        }
+        out->data[out->len] = '\0'; /* (zstd may have written there) */
+        if (!ZSTD_isError(got) || ZSTD_getErrorCode(got) != ZSTD_error_dstSize_tooSmall || room == n)
+            return -1;
+        room = room > n / 2 ? n : room * 2;
+    }
 }
 
 int dsq_wal_page_decode(void *dctx, const void *frame, size_t clen, void *dst, uint32_t page_size)
@@ -501,20 +543,21 @@ static int cmp_seq(const void *a, const void *b)
 
 enum { REC_OK, REC_END, REC_BAD };
 
-/* Read the record at `off` of s into *buf: REC_OK, REC_END (clean end of
- * file), or REC_BAD (torn, damaged, or not the LSN expected). */
-static int read_record(seg *s, uint64_t off, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
+/* Read the record at `off` of s, whose file has `end` bytes, into *buf:
+ * REC_OK, REC_END (clean end of file), or REC_BAD (torn, damaged, or not
+ * the LSN expected). The header's CRC proves its length was written, not
+ * that the record reached the disk: its length is checked against the
+ * bytes the file has before anything is allocated for it (a torn tail
+ * could otherwise ask for up to 2 GiB). */
+static int read_record(seg *s, uint64_t off, uint64_t end, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
                        size_t *cap, dsq_wal_rec *r)
 {
+    if (off >= end)
+        return off == end ? REC_END : REC_BAD;
     uint8_t h[DSQ_WAL_REC_HDR];
-    int rc = dsq_pread_full(s->fd, h, sizeof h, off);
-    if (rc < 0)
+    if (end - off < sizeof h || dsq_pread_full(s->fd, h, sizeof h, off) != 0)
         return REC_BAD;
-    if (rc > 0) {
-        struct stat st;
-        return fstat(s->fd, &st) == 0 && (uint64_t)st.st_size == off ? REC_END : REC_BAD;
-    }
-    if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size)
+    if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size || r->len > end - off)
         return REC_BAD;
     if (*cap < r->len) {
         uint8_t *n = realloc(*buf, r->len);
@@ -567,10 +610,16 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
     bool last = i + 1 == w->nsegs;
     char path[4200];
     seg_path(w, s->seq, path, sizeof path);
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint64_t end = (uint64_t)st.st_size; /* (nothing else writes it while it opens) */
     uint64_t off = DSQ_WAL_SEG_HDR, want = s->first_lsn;
     for (;;) {
         dsq_wal_rec r;
-        int rc = read_record(s, off, want, w->cfg.page_size, buf, cap, &r);
+        int rc = read_record(s, off, end, want, w->cfg.page_size, buf, cap, &r);
         if (rc == REC_END)
             break;
         if (rc == REC_BAD) {
@@ -580,7 +629,7 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
             bool later = false;
             if (dsq_pread_full(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
                 r1.lsn == want)
-                later = read_record(s, off + r1.len, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
+                later = read_record(s, off + r1.len, end, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
             if (!last || later) {
                 snprintf(err, errlen,
                          "%.3000s: the record at offset %llu (LSN %llu) is damaged and the log "
@@ -1303,10 +1352,23 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
 #define SCAN_BLOCK (1u << 20)
 
 /* Read file bytes [off, off + max(need, SCAN_BLOCK)) into *buf (as far as
- * the file goes); 0 when at least `need` came, else -1. */
+ * the file goes); 0 when at least `need` came, else -1. `need` may be a
+ * record's length from its header: it is checked against the bytes the
+ * file has before the buffer grows for it. */
 static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t need, uint8_t **buf, size_t *cap,
                       uint64_t *bstart, uint64_t *bend)
 {
+    uint64_t size;
+    if (s->cold != NULL) {
+        size = s->cold->size;
+    } else {
+        struct stat st;
+        if (fstat(s->fd, &st) != 0)
+            return -1;
+        size = (uint64_t)st.st_size;
+    }
+    if (off >= size || need > size - off)
+        return -1;
     size_t want = need > SCAN_BLOCK ? need : SCAN_BLOCK;
     if (*cap < want) {
         uint8_t *n = realloc(*buf, want);
@@ -1316,10 +1378,8 @@ static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t 
         *cap = want;
     }
     if (s->cold != NULL) { /* evicted: from the warm cache, within the file */
-        if (off >= s->cold->size)
-            return -1;
-        size_t n = s->cold->size - off < want ? (size_t)(s->cold->size - off) : want;
-        if (n < need || seg_pread(s, warm, *buf, n, off) != 0)
+        size_t n = size - off < want ? (size_t)(size - off) : want;
+        if (seg_pread(s, warm, *buf, n, off) != 0)
             return -1;
         *bstart = off;
         *bend = off + n;

@@ -11,14 +11,7 @@
  *      header), read by dsq_wal_scan_files (read-only, as CDC does), then
  *      recovered by dsq_wal_open (which may cut a torn tail) and read
  *      again with dsq_wal_scan; every record visited is decoded as in 0.
- * Files live in a per-process directory under /dev/shm.
- *
- * Known issue worked around here, not fixed: dsq_wal_rec_extra_get
- * reserves the content size a zstd frame's header declares (up to 2 GiB)
- * before it decompresses, so a record whose small extra data claims more
- * asks malloc for that much (libFuzzer: out-of-memory; regression
- * extra-content-size-2gib). Extra data declaring over 64 MiB is not decoded
- * here; DSQ_FUZZ_NO_WORKAROUND=1 decodes it anyway. */
+ * Files live in a per-process directory under /dev/shm. */
 #include <dirent.h>
 #include <sys/stat.h>
 #include <zstd.h>
@@ -31,13 +24,10 @@
 
 static ZSTD_DCtx *dctx;
 static uint8_t page[MAX_PAGE];
-static bool workaround = true;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     fuzz_quiet();
-    const char *no = getenv("DSQ_FUZZ_NO_WORKAROUND");
-    workaround = no == NULL || *no == '\0' || *no == '0';
     dctx = ZSTD_createDCtx();
     (void)fuzz_scratch();
     return 0;
@@ -78,11 +68,6 @@ static void decode_record(const uint8_t *p, const dsq_wal_rec *r)
     if (x + r->extra_len > p + r->len - 8) {
         fprintf(stderr, "extra data lies outside its record\n");
         abort();
-    }
-    if (workaround && (r->flags & DSQ_WAL_EXTRA_ZSTD)) {
-        unsigned long long n = ZSTD_getFrameContentSize(x, r->extra_len);
-        if (n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n > (64u << 20))
-            return;
     }
     dsq_buf extra = DSQ_BUF_INIT;
     (void)dsq_wal_rec_extra_get(p, r, dctx, &extra);
