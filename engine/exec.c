@@ -1320,6 +1320,17 @@ static void op_query(run_ctx *x)
     res->lsn = c->lsn = o->lsn;
 }
 
+/* A non-atomic batch's statement failed: the failure goes into its
+ * result (c->code and c->msg), and the call goes on. */
+static void keep_failure(dsq_call *c, dsq_result *res)
+{
+    dsq__result_free(res);
+    res->code = c->code;
+    res->error = strdup(c->msg);
+    c->err = 0;
+    c->msg[0] = '\0';
+}
+
 /* A batch on a view's connection (view_db): it only reads, and atomic or
  * not differ only in how a failure ends it. After a cold page it goes on
  * with statement `from` (the view is the same: nothing ends a transaction
@@ -1356,13 +1367,8 @@ static void batch_on(run_ctx *x, sqlite3 *db, size_t from)
             snprintf(c->msg, sizeof c->msg, "statement %zu: %.470s", i, first);
             return;
         }
-        if (rc != 0) {
-            dsq__result_free(res);
-            res->code = c->code;
-            res->error = strdup(c->msg);
-            c->err = 0;
-            c->msg[0] = '\0';
-        }
+        if (rc != 0)
+            keep_failure(c, res);
         x->bytes_before += res->rows.len;
         res->lsn = lsn;
     }
@@ -1445,13 +1451,8 @@ static void op_batch(run_ctx *x)
                 c->resume_stmt = i;
                 return;
             }
-            if (rc != 0) {
-                dsq__result_free(res);
-                res->code = c->code;
-                res->error = strdup(c->msg);
-                c->err = 0;
-                c->msg[0] = '\0';
-            }
+            if (rc != 0)
+                keep_failure(c, res);
             x->bytes_before += res->rows.len;
             res->lsn = o->lsn;
         }

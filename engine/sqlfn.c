@@ -57,6 +57,32 @@ static bool late_now(budget *b) { return late(b, WORK_SLICE); }
 
 static void fail_late(sqlite3_context *ctx) { sqlite3_result_error_code(ctx, SQLITE_INTERRUPT); }
 
+/* Finish `out` as the function's text result, or its error: rc (0, or
+ * SQLITE_INTERRUPT past the deadline), else the builder's own (too big,
+ * out of memory). An empty result is '' with empty_text, else NULL (as
+ * SQLite's printf('') is). */
+static void str_result(sqlite3_context *ctx, sqlite3_str *out, int rc, bool empty_text)
+{
+    if (rc == 0 && sqlite3_str_errcode(out) != SQLITE_OK)
+        rc = sqlite3_str_errcode(out);
+    int n = sqlite3_str_length(out);
+    char *z = sqlite3_str_finish(out);
+    if (rc != 0) {
+        sqlite3_free(z);
+        if (rc == SQLITE_TOOBIG)
+            sqlite3_result_error_toobig(ctx);
+        else if (rc == SQLITE_NOMEM)
+            sqlite3_result_error_nomem(ctx);
+        else
+            fail_late(ctx);
+        return;
+    }
+    if (z == NULL && empty_text)
+        sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+    else
+        sqlite3_result_text(ctx, z, n, sqlite3_free);
+}
+
 static size_t length_limit(sqlite3_context *ctx)
 {
     return (size_t)sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
@@ -320,21 +346,7 @@ static void fn_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv)
             rc = sqlite3_str_errcode(out);
         p++;
     }
-    if (rc == 0 && sqlite3_str_errcode(out) != SQLITE_OK)
-        rc = sqlite3_str_errcode(out);
-    int n = sqlite3_str_length(out);
-    char *z = sqlite3_str_finish(out);
-    if (rc != 0) {
-        sqlite3_free(z);
-        if (rc == SQLITE_TOOBIG)
-            sqlite3_result_error_toobig(ctx);
-        else if (rc == SQLITE_NOMEM)
-            sqlite3_result_error_nomem(ctx);
-        else
-            fail_late(ctx);
-        return;
-    }
-    sqlite3_result_text(ctx, z, n, sqlite3_free);
+    str_result(ctx, out, rc, false);
 }
 
 /* ---- replace ------------------------------------------------------------------------ */
@@ -392,24 +404,7 @@ static void fn_replace(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     }
     if (rc == 0)
         sqlite3_str_append(out, (const char *)str + from, (int)(nstr - from));
-    if (rc == 0 && sqlite3_str_errcode(out) != SQLITE_OK)
-        rc = sqlite3_str_errcode(out);
-    int n = sqlite3_str_length(out);
-    char *z = sqlite3_str_finish(out);
-    if (rc != 0) {
-        sqlite3_free(z);
-        if (rc == SQLITE_INTERRUPT)
-            fail_late(ctx);
-        else if (rc == SQLITE_NOMEM)
-            sqlite3_result_error_nomem(ctx);
-        else
-            sqlite3_result_error_toobig(ctx);
-        return;
-    }
-    if (z == NULL) /* an empty result */
-        sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
-    else
-        sqlite3_result_text(ctx, z, n, sqlite3_free);
+    str_result(ctx, out, rc, true);
 }
 
 /* ---- instr -------------------------------------------------------------------------- */
