@@ -142,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer *pe = calloc(1, sizeof *pe);
     if (pe == NULL)
         abort();
-    dsq_cw_transport t = {t_send, t_end, t_batch_done, t_scope, pe};
+    dsq_cw_transport t = {.send = t_send, .end = t_end, .batch_done = t_batch_done, .scope = t_scope, .ud = pe};
     bool batch = (opt & 2) != 0;
     dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, (opt & 1) ? "f" : NULL, ++sessions, batch, &t);
     if (s == NULL)
