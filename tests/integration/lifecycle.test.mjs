@@ -35,7 +35,7 @@ test('--check-config: the shipped file is valid; errors name their line', async 
   const r = await runDosqld(['--check-config', '-c', bad]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /bad\.conf:3: server\.max_body_size: 'huge' is not a size/);
-  assert.match(r.stderr, /bad\.conf:5: unknown section \[servr\]/);
+  assert.match(r.stderr, /bad\.conf:4: unknown section \[servr\]/);
   assert.match(r.stderr, /2 problems/);
   writeFileSync(bad, '[auth]\n\ntoken = short read\n');
   const tok = await runDosqld(['--check-config', '-c', bad]);
