@@ -561,7 +561,7 @@ static void crafted_record(dsq_buf *b, const uint8_t *x, size_t n, dsq_wal_rec *
  * header said (the buffer's capacity shows it) or ran out of memory (errno
  * says ENOMEM); neither may happen. (No limit under ASan: the capacity
  * check remains.) */
-Test(wal, extra_data_declaring_more_than_it_holds_fails_without_allocating_it, .timeout = 20)
+Test(wal, extra_data_declaring_more_than_it_holds_fails_without_allocating_it)
 {
     static uint8_t big[4 + 1 + 1 + 4 + 4 + 3 + 16384];
     uint8_t small[] = {
