@@ -472,6 +472,20 @@ out:
 
 /* ---- trim --------------------------------------------------------------------------- */
 
+/* The first of the nchars characters chars (lens bytes each) that begins
+ * (or, from_end, ends) in[0..nin); nchars when none does, *len its length. */
+static size_t trim_match(const unsigned char *in, size_t nin, const unsigned char **chars,
+                         const size_t *lens, size_t nchars, bool from_end, size_t *len)
+{
+    size_t i;
+    for (i = 0; i < nchars; i++) {
+        *len = lens[i];
+        if (*len <= nin && memcmp(from_end ? in + nin - *len : in, chars[i], *len) == 0)
+            break;
+    }
+    return i;
+}
+
 /* trim, ltrim, rtrim (flags: 1 left, 2 right): SQLite's algorithm, with
  * the deadline checked. */
 static void trim(sqlite3_context *ctx, int argc, sqlite3_value **argv, int flags)
@@ -521,12 +535,7 @@ static void trim(sqlite3_context *ctx, int argc, sqlite3_value **argv, int flags
     if (nchars > 0) {
         if (flags & 1) {
             while (nin > 0) {
-                size_t i, len = 0;
-                for (i = 0; i < nchars; i++) {
-                    len = lens[i];
-                    if (len <= nin && memcmp(in, chars[i], len) == 0)
-                        break;
-                }
+                size_t len = 0, i = trim_match(in, nin, chars, lens, nchars, false, &len);
                 if (late(&b, i + 1)) {
                     sqlite3_free(mem);
                     fail_late(ctx);
@@ -540,12 +549,7 @@ static void trim(sqlite3_context *ctx, int argc, sqlite3_value **argv, int flags
         }
         if (flags & 2) {
             while (nin > 0) {
-                size_t i, len = 0;
-                for (i = 0; i < nchars; i++) {
-                    len = lens[i];
-                    if (len <= nin && memcmp(in + nin - len, chars[i], len) == 0)
-                        break;
-                }
+                size_t len = 0, i = trim_match(in, nin, chars, lens, nchars, true, &len);
                 if (late(&b, i + 1)) {
                     sqlite3_free(mem);
                     fail_late(ctx);
