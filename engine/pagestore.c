@@ -48,7 +48,8 @@ typedef struct loc {
     uint64_t off;  /* of the frame, in its file */
 } loc;
 #define CKPT 0x80000000u
-#define MERGE_AT 8 /* checkpoints at or before R that get merged into one */
+#define MERGE_AT 8 /* checkpoints in a row at or before R, all local, that get merged into one */
+#define MERGE_ALL_AT (2 * MERGE_AT) /* at or before R in all: merged whole, evicted ones fetched */
 
 /* An index: page n's version at v[n - 1], for n <= n. */
 typedef struct pindex {
@@ -106,6 +107,8 @@ struct dsq_ps {
     uint8_t *frame;        /* read buffer for one frame */
     size_t frame_cap;
     dsq_buf rec;           /* encode buffer */
+    dsq_warm_chunk **pins; /* warm chunks a pending merge of evicted checkpoints reads (kept) */
+    size_t npins, pins_cap;
     bool full;             /* the last commit failed for want of space */
     char err[512];
 };
@@ -352,6 +355,55 @@ static void pend_clear(dsq_ps *ps)
 
 /* ---- checkpoints: loading ------------------------------------------------------------------ */
 
+/* Warm chunks that a merge of evicted checkpoints waits for: each one
+ * missed is kept (the cache does not drop a chunk someone holds) until
+ * the merge is done, so that the next try finds them all. */
+static void unpin_all(dsq_ps *ps)
+{
+    for (size_t i = 0; i < ps->npins; i++)
+        dsq_warm_release(ps->cfg.warm, ps->pins[i]);
+    ps->npins = 0;
+}
+
+/* Keep this thread's warm miss, once. 0, or -1 out of memory. */
+static int pin_miss(dsq_ps *ps)
+{
+    dsq_warm_chunk *m = dsq_warm_miss_take();
+    if (m == NULL)
+        return 0;
+    for (size_t i = 0; i < ps->npins; i++)
+        if (ps->pins[i] == m) {
+            dsq_warm_release(ps->cfg.warm, m);
+            return 0;
+        }
+    if (ps->npins == ps->pins_cap) {
+        size_t cap = ps->pins_cap ? ps->pins_cap * 2 : 16;
+        dsq_warm_chunk **n = realloc(ps->pins, cap * sizeof *n);
+        if (n == NULL) {
+            dsq_warm_release(ps->cfg.warm, m);
+            return -1;
+        }
+        ps->pins = n;
+        ps->pins_cap = cap;
+    }
+    ps->pins[ps->npins++] = m;
+    return 0;
+}
+
+/* A chunk whose fetch failed is asked for again under a new reference:
+ * the old one goes. */
+static void unpin_failed(dsq_ps *ps)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ps->npins; i++) {
+        if (dsq_warm_failed(ps->cfg.warm, ps->pins[i]))
+            dsq_warm_release(ps->cfg.warm, ps->pins[i]);
+        else
+            ps->pins[n++] = ps->pins[i];
+    }
+    ps->npins = n;
+}
+
 static int ck_push(dsq_ps *ps, const dsq_ckpt *c)
 {
     if (ps->nckpts == ps->ckpt_cap) {
@@ -499,6 +551,8 @@ void dsq_ps_close(dsq_ps *ps)
         free(ps->spare[i]);
     free(ps->spare);
     dsq_wal_close(ps->wal);
+    unpin_all(ps);
+    free(ps->pins);
     for (size_t i = 0; i < ps->nckpts; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, 0);
     dsq_fdc_free(ps->fdc);
@@ -832,69 +886,105 @@ int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen)
 
 /* ---- retention ------------------------------------------------------------------------------ */
 
-/* Merge checkpoints 0..k into one holding every page as of ckpts[k]. */
-static int merge(dsq_ps *ps, size_t k, char *err, size_t errlen)
+/* Merge checkpoints j..k into one: each page's newest version among them,
+ * and their smallest size, with ckpts[k]'s LSN and name. Layered on
+ * 0..j-1 it is the database as of ckpts[k] (with j = 0, on its own); the
+ * ones between are not reachable any more (k is at or before R). A page
+ * of an evicted checkpoint is read through the warm cache: when one is
+ * not there yet, the merge waits for the next try (its chunks fetched
+ * and kept meanwhile) and answers 0. ckpts[k] is not evicted. */
+static int merge(dsq_ps *ps, size_t j, size_t k, char *err, size_t errlen)
 {
-    /* Evicted checkpoints stay as they are: merging would fetch them
-     * whole from the object store (docs/storage.md, "Hot tier"). */
-    for (size_t i = 0; i <= k; i++)
-        if (ps->ckpts[i].c.cold != NULL)
-            return 0;
+    unpin_failed(ps);
     pindex x = {0};
-    for (size_t i = 0; i <= k; i++)
+    uint32_t min_pages = UINT32_MAX;
+    for (size_t i = j; i <= k; i++) {
         if (pindex_ckpt(&x, &ps->ckpts[i]) != 0) {
             free(x.v);
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        if (ps->ckpts[i].c.min_pages < min_pages)
+            min_pages = ps->ckpts[i].c.min_pages;
+    }
+    if (j == 0)
+        min_pages = 0; /* the whole database: nothing below it */
     uint32_t n = 0;
     for (uint32_t p = 0; p < x.n; p++)
         n += x.v[p].seg != 0;
     const dsq_ckpt *top = &ps->ckpts[k].c;
     char dir[4200];
     ckpt_dir(ps, dir, sizeof dir);
-    dsq_ckpt_writer *w = dsq_ckpt_begin(dir, top->lsn, top->time_us, top->db_pages, 0, ps->page_size, n,
-                                        err, errlen);
+    dsq_ckpt_writer *w = dsq_ckpt_begin(dir, top->lsn, top->time_us, top->db_pages, min_pages, ps->page_size,
+                                        n, err, errlen);
     if (w == NULL) {
         free(x.v);
         return -1;
     }
+    /* After a miss, only the evicted pages are read (each miss starts its
+     * chunk's fetch); nothing more is written. */
+    bool missed = false;
+    dsq_warm_miss_clear();
     for (uint32_t p = 0; p < x.n; p++) {
         if (x.v[p].seg == 0)
             continue;
-        if (read_frame(ps, p + 1, x.v[p]) != 0 || dsq_ckpt_add(w, p + 1, ps->frame, x.v[p].clen) != 0) {
-            snprintf(err, errlen, "merging checkpoints: %s", ps->err[0] ? ps->err : "cannot write");
-            dsq_ckpt_abort(w);
-            free(x.v);
-            return -1;
+        if (missed && ck_find(ps, x.v[p].seg & ~CKPT)->c.cold == NULL)
+            continue;
+        if (read_frame(ps, p + 1, x.v[p]) != 0) {
+            if (dsq_warm_missed()) {
+                if (pin_miss(ps) != 0) {
+                    snprintf(err, errlen, "out of memory");
+                    goto fail;
+                }
+                if (!missed)
+                    dsq_ckpt_abort(w);
+                missed = true;
+                continue;
+            }
+            snprintf(err, errlen, "merging checkpoints: %s", ps->err);
+            goto fail;
+        }
+        if (!missed && dsq_ckpt_add(w, p + 1, ps->frame, x.v[p].clen) != 0) {
+            snprintf(err, errlen, "merging checkpoints: cannot write");
+            goto fail;
         }
     }
     free(x.v);
+    if (missed)
+        return 0; /* again at the next checkpoint or close, with the chunks here */
     dsq_ckpt c;
     /* The merged file takes the newest one's name (the same LSN): the
      * rename replaces it whole; the older ones go after. */
     if (dsq_ckpt_finish(w, &c, err, errlen) != 0)
         return -1;
-    uint32_t base_id = ps->ckpts[0].id, top_id = ps->ckpts[k].id;
-    for (size_t i = 0; i <= k; i++)
+    unpin_all(ps);
+    uint32_t base_id = ps->ckpts[j].id, top_id = ps->ckpts[k].id;
+    for (size_t i = j; i <= k; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, i < k); /* file k's name is the merged one's now */
-    ps->ckpts[0] = (ck){base_id, c};
-    ps->ckpts[0].c.warm = ps->cfg.warm;
-    ps->ckpts[0].c.fdc = ps->fdc;
+    ps->ckpts[j] = (ck){base_id, c};
+    ps->ckpts[j].c.warm = ps->cfg.warm;
+    ps->ckpts[j].c.fdc = ps->fdc;
     memset(ps->rkey, 0, sizeof ps->rkey); /* the merged file reuses base_id's frames' names */
-    memmove(ps->ckpts + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
-    ps->nckpts -= k;
+    memmove(ps->ckpts + j + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
+    ps->nckpts -= k - j;
     /* Pages whose newest version was in a merged file now read from the
-     * merged one. */
-    const ck *b = &ps->ckpts[0];
+     * merged one (which has every such page: a later truncation in j..k
+     * would have moved it). */
+    const ck *b = &ps->ckpts[j];
     for (uint32_t p = 0; p < ps->idx.n; p++) {
         loc *l = &ps->idx.v[p];
-        if (!(l->seg & CKPT) || (l->seg & ~CKPT) > top_id)
+        uint32_t id = l->seg & ~CKPT;
+        if (!(l->seg & CKPT) || id < base_id || id > top_id)
             continue;
         const dsq_ckpt_entry *e = dsq_ckpt_find(&b->c, p + 1);
         *l = e ? (loc){CKPT | base_id, e->clen, e->off} : (loc){0, 0, 0};
     }
     return 0;
+fail:
+    if (!missed)
+        dsq_ckpt_abort(w);
+    free(x.v);
+    return -1;
 }
 
 /* The retention point at now_us: the newest checkpoint older than the
@@ -919,8 +1009,25 @@ static size_t retain(dsq_ps *ps, uint64_t now_us)
 int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
 {
     size_t k = retain(ps, now_us);
-    if (k != SIZE_MAX && k + 1 >= MERGE_AT)
-        return merge(ps, k, err, errlen);
+    /* The merged file takes the name of the newest one merged, which must
+     * be local: an evicted one's sidecar names the object store's copy. */
+    while (k != SIZE_MAX && k > 0 && ps->ckpts[k].c.cold != NULL)
+        k--;
+    if (k == SIZE_MAX || k == 0)
+        return 0;
+    /* The local ones above the newest evicted one are merged among
+     * themselves; once that leaves too many, all of them, the evicted
+     * ones' pages fetched (a database closed, evicted and opened again
+     * many times would keep every checkpoint otherwise). */
+    size_t j = k + 1;
+    while (j > 0 && ps->ckpts[j - 1].c.cold == NULL)
+        j--;
+    if (k + 1 - j >= MERGE_AT)
+        return merge(ps, j, k, err, errlen);
+    if (k + 1 >= MERGE_ALL_AT && ps->cfg.warm != NULL)
+        return merge(ps, 0, k, err, errlen);
+    if (ps->npins > 0)
+        unpin_all(ps); /* a merge that waited is not due any more */
     return 0;
 }
 

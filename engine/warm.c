@@ -676,6 +676,14 @@ void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k)
     pthread_mutex_unlock(&w->mu);
 }
 
+bool dsq_warm_failed(dsq_warm *w, dsq_warm_chunk *k)
+{
+    pthread_mutex_lock(&w->mu);
+    bool failed = k->state == K_FAILED;
+    pthread_mutex_unlock(&w->mu);
+    return failed;
+}
+
 void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
 {
     waiter *x = calloc(1, sizeof *x);

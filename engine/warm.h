@@ -101,6 +101,10 @@ void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud);
  * cache holds still gets to its end (the cache is over budget meanwhile). */
 void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k);
 
+/* Whether chunk k's fetch failed (a read asks for it again under a new
+ * reference). */
+bool dsq_warm_failed(dsq_warm *w, dsq_warm_chunk *k);
+
 typedef struct dsq_warm_counts {
     uint64_t hits;         /* reads served from the cache */
     uint64_t misses;       /* reads that found their chunk missing */
