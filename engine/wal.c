@@ -541,34 +541,40 @@ static int cmp_seq(const void *a, const void *b)
 
 /* ---- opening and recovery --------------------------------------------------------------- */
 
-enum { REC_OK, REC_END, REC_BAD };
+enum { REC_OK, REC_END, REC_BAD, REC_ERR };
 
 /* Read the record at `off` of s, whose file has `end` bytes, into *buf:
- * REC_OK, REC_END (clean end of file), or REC_BAD (torn, damaged, or not
- * the LSN expected). The header's CRC proves its length was written, not
- * that the record reached the disk: its length is checked against the
- * bytes the file has before anything is allocated for it (a torn tail
- * could otherwise ask for up to 2 GiB). */
+ * REC_OK, REC_END (clean end of file), REC_BAD (torn, damaged, or not
+ * the LSN expected), or REC_ERR (errno: the disk would not read, or no
+ * memory for it; says nothing about the record). The header's CRC proves
+ * its length was written, not that the record reached the disk: its
+ * length is checked against the bytes the file has before anything is
+ * allocated for it (a torn tail could otherwise ask for up to 2 GiB). */
 static int read_record(seg *s, uint64_t off, uint64_t end, uint64_t want_lsn, uint32_t page_size, uint8_t **buf,
                        size_t *cap, dsq_wal_rec *r)
 {
     if (off >= end)
         return off == end ? REC_END : REC_BAD;
     uint8_t h[DSQ_WAL_REC_HDR];
-    if (end - off < sizeof h || dsq_pread_full(s->fd, h, sizeof h, off) != 0)
+    if (end - off < sizeof h)
         return REC_BAD;
+    int got = dsq_pread_full(s->fd, h, sizeof h, off);
+    if (got != 0)
+        return got < 0 ? REC_ERR : REC_BAD;
     if (dsq_wal_rec_header(h, r) != 0 || r->lsn != want_lsn || r->page_size != page_size || r->len > end - off)
         return REC_BAD;
     if (*cap < r->len) {
         uint8_t *n = realloc(*buf, r->len);
-        if (n == NULL)
-            return REC_BAD;
+        if (n == NULL) {
+            errno = ENOMEM;
+            return REC_ERR;
+        }
         *buf = n;
         *cap = r->len;
     }
-    if (dsq_pread_full(s->fd, *buf, r->len, off) != 0 || !dsq_wal_rec_valid(*buf, r))
-        return REC_BAD;
-    return REC_OK;
+    if ((got = dsq_pread_full(s->fd, *buf, r->len, off)) != 0)
+        return got < 0 ? REC_ERR : REC_BAD;
+    return dsq_wal_rec_valid(*buf, r) ? REC_OK : REC_BAD;
 }
 
 static int list_segments(dsq_wal *w, char *err, size_t errlen)
@@ -622,14 +628,26 @@ static int recover_segment(dsq_wal *w, size_t i, uint64_t from_lsn, dsq_wal_visi
         int rc = read_record(s, off, end, want, w->cfg.page_size, buf, cap, &r);
         if (rc == REC_END)
             break;
+        bool later = false;
         if (rc == REC_BAD) {
             /* A torn tail, or damage with good records after it? */
             uint8_t h[DSQ_WAL_REC_HDR];
             dsq_wal_rec r1, r2;
-            bool later = false;
             if (dsq_pread_full(s->fd, h, sizeof h, off) == 0 && dsq_wal_rec_header(h, &r1) == 0 &&
-                r1.lsn == want)
-                later = read_record(s, off + r1.len, end, want + 1, w->cfg.page_size, buf, cap, &r2) == REC_OK;
+                r1.lsn == want) {
+                int next = read_record(s, off + r1.len, end, want + 1, w->cfg.page_size, buf, cap, &r2);
+                later = next == REC_OK;
+                if (next == REC_ERR)
+                    rc = REC_ERR;
+            }
+        }
+        if (rc == REC_ERR) {
+            /* Not the record's fault: nothing is cut; the open fails. */
+            snprintf(err, errlen, "%.3000s: cannot read the record at offset %llu (LSN %llu): %s", path,
+                     (unsigned long long)off, (unsigned long long)want, strerror(errno));
+            return -1;
+        }
+        if (rc == REC_BAD) {
             if (!last || later) {
                 snprintf(err, errlen,
                          "%.3000s: the record at offset %llu (LSN %llu) is damaged and the log "

@@ -621,6 +621,73 @@ Test(wal, extra_data_declaring_more_than_it_holds_fails_without_allocating_it)
     }
 }
 
+/* Recovery that cannot get the memory for a whole record (or cannot read
+ * it) fails the open and cuts nothing: the old code took the failed
+ * allocation for a torn tail and cut a whole, acknowledged last record.
+ * The last record carries 48 MiB of incompressible row changes; the open
+ * runs under RLIMIT_AS of 16 MiB more than the test already has. (Not
+ * under ASan, whose allocator does not run under RLIMIT_AS.) */
+Test(wal, recovery_without_memory_for_a_record_fails_and_cuts_nothing, .timeout = 60)
+{
+#ifdef UNDER_ASAN
+    cr_skip_test("RLIMIT_AS does not work under ASan");
+#else
+    seen s = {0};
+    uint64_t last;
+    dsq_wal *w = open_log(0, &s, &last, 256u << 20);
+    append_n(w, 1, 2, 1);
+    size_t n = 48u << 20;
+    uint8_t *x = malloc(n);
+    cr_assert_not_null(x);
+    uint32_t v = 2463534242u;
+    for (size_t i = 0; i < n; i++) {
+        v ^= v << 13, v ^= v >> 17, v ^= v << 5;
+        x[i] = (uint8_t)v;
+    }
+    static uint8_t page[PS];
+    fill(page, 1, 3);
+    const uint8_t *pages[1] = {page};
+    uint32_t pgnos[1] = {1};
+    dsq_wal_rec r = {.lsn = 3, .time_us = 3000, .db_pages = 1, .page_size = PS};
+    dsq_buf b = DSQ_BUF_INIT;
+    cr_assert_eq(dsq_wal_encode(&b, cc, 1, &r, 1, pgnos, pages, x, (uint32_t)n), 0);
+    free(x);
+    dsq_wal_loc loc;
+    char err[512] = "";
+    cr_assert_eq(dsq_wal_append(w, b.data, b.len, 3, &loc, err, sizeof err), 0, "%s", err);
+    dsq_buf_free(&b);
+    uint64_t durable;
+    cr_assert_eq(dsq_wal_sync(w, &durable, err, sizeof err), 0, "%s", err);
+    dsq_wal_close(w);
+    struct stat before;
+    cr_assert_eq(stat(seg_file(1), &before), 0);
+
+    char walkdir[128];
+    snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 256u << 20};
+    struct rlimit old, low;
+    cr_assert_eq(getrlimit(RLIMIT_AS, &old), 0);
+    low = old;
+    low.rlim_cur = address_space() + (16u << 20);
+    cr_assert_eq(setrlimit(RLIMIT_AS, &low), 0);
+    s.n = 0;
+    w = NULL;
+    int rc = dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w, &last, err, sizeof err);
+    cr_assert_eq(setrlimit(RLIMIT_AS, &old), 0);
+    cr_assert_eq(rc, -1, "the open succeeded (last LSN %llu)", (unsigned long long)last);
+    cr_assert_not_null(strstr(err, "Cannot allocate memory"), "%s", err);
+    struct stat after;
+    cr_assert_eq(stat(seg_file(1), &after), 0);
+    cr_assert_eq(after.st_size, before.st_size, "nothing was cut");
+
+    s.n = 0;
+    w = open_log(0, &s, &last, 256u << 20);
+    cr_assert_eq(last, 3, "with the memory, every record is there");
+    cr_assert_eq(s.n, 3);
+    dsq_wal_close(w);
+#endif
+}
+
 /* Row changes that compress far better than usual (a ratio over 1000)
  * still read back whole: the decoder's buffer grows with what the frame
  * really holds. */
