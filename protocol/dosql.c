@@ -616,6 +616,10 @@ static void on_done(dsq_call *c)
         stream_done(o);
         return;
     }
+    /* A transaction that began while its client went away: the close
+     * looked for the session's transactions before this one was there. */
+    if (c->op == DSQ_OP_BEGIN && c->err == 0 && o->s->closed)
+        dsq_engine_session_closed(o->s->e, o->s->id);
     if (c->err != 0)
         answer_error_msg(o, c->code, c->msg);
     else if (c->out.data != NULL)

@@ -136,6 +136,35 @@ test('a read-only transaction ends when idle past its timeout or when its client
   await a.close();
 });
 
+// A client that goes while its beginTransaction runs: the close looks
+// for the session's transactions before the new one is there, so the
+// transaction's own answer must end it (it lived until its timeout). A
+// long log after the last checkpoint makes a read-only begin slow (its
+// view reads that log), so that the close comes while it runs.
+test('a transaction that begins as its client goes ends at once', async () => {
+  const s = await startDosqld({ conf: '[engine]\ntransaction_timeout = 60s\n[storage]\ncheckpoint_size = 1G\n' });
+  try {
+    await query(s.port, 'robegin', 'CREATE TABLE t(x)');
+    for (let i = 0; i < 1500; i++) await query(s.port, 'robegin', 'INSERT INTO t VALUES (?)', [i]);
+    for (let i = 0; i < 60; i++) {
+      const c = await WsRpc.open(s.port, '/v1/db/robegin/rpc');
+      c.ws.send(JSON.stringify({ id: 1, method: 'beginTransaction', params: { readOnly: i % 4 !== 3 } }));
+      await sleep(i % 5);
+      c.ws.terminate();
+    }
+    let st;
+    for (let i = 0; i < 30; i++) {
+      st = (await call(s.port, '/v1/db/robegin/rpc', 'getStats', {})).result;
+      if (st.server.transactionsOpen === 0) break;
+      await sleep(100);
+    }
+    assert.equal(st.server.transactionsOpen, 0, 'every transaction of a client that went ended');
+    await within(3000, query(s.port, 'robegin', 'INSERT INTO t VALUES (1)'), 'a write');
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('rollback discards; the waiting client sees nothing of it', async () => {
   await query(d.port, 'rb', 'CREATE TABLE t(x)');
   const a = await WsRpc.open(d.port, '/v1/db/rb/rpc');
