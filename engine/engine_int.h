@@ -102,6 +102,8 @@ typedef struct actor_open {
     char deny[200];              /* why the authorizer said no, for the error */
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
+    bool on_view;                /* SQL runs on a view's connection (beside the transaction, or a
+                                    read-only one): no savepoint there */
     uint64_t deadline_ns;        /* progress handler: stop after this */
     dsq_sqlfn_stop fn_stop;      /* the progress handler's question, for sqlfn.c */
     dsq_call *running;           /* the call running now (the progress handler stops it when

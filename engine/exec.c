@@ -91,7 +91,9 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
         return deny(o, "%s is not allowed in SQL: use beginTransaction, commit and rollback",
                     a1 ? a1 : "transaction control");
     case SQLITE_SAVEPOINT:
-        if (!o->in_txn)
+        /* Beside another client's transaction it would be a no-op on the
+         * view's connection, not the client's savepoint. */
+        if (!o->in_txn || o->on_view)
             return deny(o, "SAVEPOINT, RELEASE and ROLLBACK TO need an open transaction "
                            "(beginTransaction)");
         dsq_strlcpy(o->sp_op, a1 ? a1 : "", sizeof o->sp_op);
@@ -1218,7 +1220,9 @@ static int run_on(run_ctx *x, sqlite3 *db, const dsq_stmt_req *r, dsq_result *re
 {
     x->db = db;
     x->start_off = 0;
+    x->o->on_view = true;
     int rc = run_sql(x, r, res);
+    x->o->on_view = false;
     if (rc != 0 && cold(x)) {
         x->retry = true;
         x->c->resume_off = 0;

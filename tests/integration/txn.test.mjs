@@ -206,6 +206,19 @@ test('SAVEPOINT, ROLLBACK TO and RELEASE inside a transaction', async () => {
   assert.deepEqual((await query(d.port, 'sp', 'SELECT x FROM t ORDER BY x')).rows, [[1], [3]]);
   const outside = await query(d.port, 'sp', 'SAVEPOINT s2', undefined, { raw: true });
   assert.equal(outside.json.error.code, 'FORBIDDEN', 'savepoints belong inside a transaction');
+  // Nor beside another client's transaction (it ran, as a no-op, on the
+  // connection such reads use), nor in a read-only transaction.
+  const other = await a.ok('beginTransaction', {});
+  await a.ok('query', { sql: 'INSERT INTO t VALUES (4)', transactionId: other.transactionId });
+  const beside = await query(d.port, 'sp', 'SAVEPOINT s3', undefined, { raw: true });
+  assert.equal(beside.json.error?.code, 'FORBIDDEN', JSON.stringify(beside.json));
+  const b = await WsRpc.open(d.port, '/v1/db/sp/rpc');
+  const ro = await b.ok('beginTransaction', { readOnly: true });
+  const inRo = await b.call('query', { sql: 'SAVEPOINT s4', transactionId: ro.transactionId });
+  assert.equal(inRo.error?.code, 'FORBIDDEN', JSON.stringify(inRo));
+  await b.ok('rollback', { transactionId: ro.transactionId });
+  await a.ok('rollback', { transactionId: other.transactionId });
+  await b.close();
   await a.close();
 });
 
