@@ -1,6 +1,8 @@
 # dosqld — build.
 #
-#   make            build build/dosqld and build/dosql (runs ./configure first if config.mk is missing)
+#   make            build build/dosqld and build/dosql (runs ./configure first if config.mk is missing;
+#                   as root on Debian, make deps)
+#   make deps       install the missing Debian packages (./configure --missing), then ./configure
 #   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
 #   make test       build, then run every unit and integration test
 #   make bench      benchmarks against peers (bench/)
@@ -34,11 +36,30 @@
 
 .DEFAULT_GOAL := all
 
-ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifeq ($(filter clean deps,$(MAKECMDGOALS)),)
 include config.mk
 endif
 
+# Root on Debian gets what is missing installed first (make deps);
+# anyone else gets the apt-get line from ./configure.
+ROOT_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo yes)
 config.mk: configure VERSION
+ifeq ($(ROOT_APT),yes)
+	$(Q)$(MAKE) --no-print-directory deps
+else
+	./configure
+endif
+
+# Install every missing Debian package (the daemon's, the shell's, the
+# tests'), then configure.
+deps:
+	$(Q)need=$$(./configure --missing); \
+	if [ -n "$$need" ]; then \
+	    echo "deps: installing $$need"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$need >/dev/null || \
+	        { echo "deps: apt-get install $$need failed" >&2; exit 1; }; \
+	fi
 	./configure
 
 comma := ,
@@ -69,9 +90,40 @@ endif
 OPT ?= -O2
 SAN := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 
-CPPFLAGS := -D_GNU_SOURCE -DDSQ_VERSION='"$(VERSION)"' -I. -I$(LLHTTP_INC)
-CFLAGS := -std=gnu11 $(OPT) -g -fPIC $(WARN) $(SAN) $(DEP_CFLAGS) -MMD -MP
-LDFLAGS := $(SAN)
+# Hardening for a network daemon: stack protector, bounds-checked libc
+# calls where the size is known (with optimisation, and not beside the
+# sanitizers, which replace those calls), position-independent
+# executables, and a read-only GOT bound at start.
+HARDEN_CFLAGS := -fstack-protector-strong
+HARDEN_LDFLAGS := -pie -Wl,-z,relro,-z,now
+
+# Ours first, then what the command line or the environment gives, so that
+# `make CFLAGS=-O1` changes the optimisation and keeps -g, the dependency
+# files and every warning. (The user's values are kept apart, exported for
+# the recursive makes, so that they are not added twice.)
+ifndef DSQ_USER_CFLAGS
+export DSQ_USER_CFLAGS := $(CFLAGS)
+export DSQ_USER_CPPFLAGS := $(CPPFLAGS)
+export DSQ_USER_LDFLAGS := $(LDFLAGS)
+endif
+unexport CFLAGS CPPFLAGS LDFLAGS
+FORTIFY := $(if $(SANITIZE)$(filter -O0,$(OPT) $(DSQ_USER_CFLAGS)),,-D_FORTIFY_SOURCE=2)
+override CPPFLAGS := -D_GNU_SOURCE -DDSQ_VERSION='"$(VERSION)"' -I. -I$(LLHTTP_INC) $(FORTIFY) $(DSQ_USER_CPPFLAGS)
+override CFLAGS := -std=gnu11 $(OPT) -g -fPIC $(HARDEN_CFLAGS) $(WARN) $(SAN) $(DEP_CFLAGS) -MMD -MP $(DSQ_USER_CFLAGS)
+override LDFLAGS := $(SAN) $(HARDEN_LDFLAGS) $(DSQ_USER_LDFLAGS)
+
+# Objects are rebuilt when the flags change (not only the sources; -Werror
+# changes no output, so it does not count): the
+# flags of the last build are kept in $(B)/.flags (not by make -n).
+FLAGS := $(B)/.flags
+ifeq ($(filter clean deps,$(MAKECMDGOALS))$(findstring n,$(firstword -$(MAKEFLAGS))),)
+FLAGS_NOW := $(filter-out -Werror,$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS))
+ifneq ($(FLAGS_NOW),$(file < $(FLAGS)))
+$(shell mkdir -p $(B))
+$(file > $(FLAGS),$(FLAGS_NOW))
+endif
+endif
+$(FLAGS): ;
 
 # Every module's sources; main.c is the daemon's alone.
 LIB_SRC := $(wildcard common/*.c protocol/*.c engine/*.c) \
@@ -88,10 +140,13 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean soak fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
-all: $(B)/dosqld $(B)/dosql
+.PHONY: all run test unit integration bench install clean deps soak fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
+all: $(B)/dosqld $(if $(filter yes,$(HAVE_SHELL)),$(B)/dosql)
+ifneq ($(HAVE_SHELL),yes)
+	@echo "note: the shell (dosql) is not built: libedit is missing (./configure --missing shell)"
+endif
 
-$(B)/obj/%.o: %.c config.mk
+$(B)/obj/%.o: %.c config.mk $(FLAGS)
 	@mkdir -p $(@D)
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -107,21 +162,21 @@ $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 	$(say) AR $@
 	$(Q)ar rcs $@ $^
 
-$(B)/dosqld: $(B)/obj/server/main.o $(LIB)
+$(B)/dosqld: $(B)/obj/server/main.o $(LIB) $(FLAGS)
 	$(say) LINK $@
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DEP_LIBS) $(CURL_LIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAGS),$^) $(DEP_LIBS) $(CURL_LIBS) -lm
 
-$(B)/dosql: $(CLIENT_OBJ) $(LIB)
+$(B)/dosql: $(CLIENT_OBJ) $(LIB) $(FLAGS)
 	$(say) LINK $@
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS) $(CURL_LIBS) $(EDIT_LIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAGS),$^) $(CLIENT_LIBS) $(CURL_LIBS) $(EDIT_LIBS) -lm
 
-$(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk
+$(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk $(FLAGS)
 	@mkdir -p $(@D)
 	$(say) TEST $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
 	    $(CRITERION_LIBS) $(DEP_LIBS) $(CURL_LIBS) -lm
 
-$(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk
+$(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk $(FLAGS)
 	@mkdir -p $(@D)
 	$(say) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS) $(CURL_LIBS) -lm
@@ -142,10 +197,19 @@ tests/interop/node_modules/.stamp: tests/interop/package.json tests/interop/pack
 	cd tests/interop && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# As root on Debian, run and test install what is missing first (make
+# deps) and go on with the configuration that makes.
+ifeq ($(ROOT_APT)$(HAVE_SHELL),yesno)
+run:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory run
+else
 run: all
 	@mkdir -p data
 	exec ./$(B)/dosqld --listen 127.0.0.1:8787 --data-dir ./data
+endif
 
+ifeq ($(HAVE_TESTS),yes)
 unit: $(UNIT_BIN)
 	SANITIZE=$(SANITIZE) ./tests/run unit $(B)
 
@@ -154,6 +218,16 @@ integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modul
 
 test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp fuzz-build
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
+else ifeq ($(ROOT_APT),yes)
+unit integration test:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory $@
+else
+unit integration test:
+	@echo "$@: the tests' dependencies are missing. Install them with:" >&2
+	@echo "    apt-get install -y $$(./configure --missing tests)" >&2
+	@exit 1
+endif
 
 # ---- fuzzing (tests/fuzz/, docs/testing.md) ----
 # Each tests/fuzz/fuzz_NAME.c is one libFuzzer target, linked with
@@ -163,7 +237,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_B)/%)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-# The toolchain is checked (and on Debian, as root, installed) first.
+# The toolchain is checked first (make deps installs it).
 $(FUZZ_B)/.toolchain: tests/fuzz/toolchain
 	@mkdir -p $(@D)
 	$(Q)FUZZ_CC=$(FUZZ_CC) ./tests/fuzz/toolchain

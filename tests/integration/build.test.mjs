@@ -1,27 +1,68 @@
 // Integration: the build's own promises — configure names a missing
-// package, make install lays out binary, config and systemd files.
+// package and builds the daemon without the shell's and the tests'
+// libraries, flags from the command line are added, the daemon is hardened, make install lays out binary, config and systemd files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, tempDir } from './lib/harness.mjs';
 
-test('configure prints the exact apt-get line for a missing library', (t) => {
+// configure in a copy of what it reads (so that the tree's config.mk
+// stays), with a pkg-config that has never heard of the libraries named.
+function configureWithout(t, libs) {
   const dir = tempDir();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  // A pkg-config that has never heard of inih.
   const fake = path.join(dir, 'pkg-config');
-  writeFileSync(fake, '#!/bin/sh\ncase "$*" in *inih*) exit 1 ;; esac\nexec pkg-config "$@"\n');
+  writeFileSync(fake, `#!/bin/sh\ncase "$*" in ${libs.map((l) => `*${l}*`).join('|')}) exit 1 ;; esac\nexec pkg-config "$@"\n`);
   chmodSync(fake, 0o755);
-  const before = readFileSync(path.join(ROOT, 'config.mk'), 'utf8');
-  const r = spawnSync('./configure', ['--no-install'], {
-    cwd: ROOT, encoding: 'utf8', env: { ...process.env, PKG_CONFIG: fake }, timeout: 60000,
-  });
+  const tree = path.join(dir, 'tree');
+  mkdirSync(path.join(tree, 'tests/fuzz'), { recursive: true });
+  for (const f of ['configure', 'VERSION', 'tests/fuzz/toolchain']) copyFileSync(path.join(ROOT, f), path.join(tree, f));
+  chmodSync(path.join(tree, 'configure'), 0o755);
+  chmodSync(path.join(tree, 'tests/fuzz/toolchain'), 0o755);
+  const r = spawnSync('./configure', [], { cwd: tree, encoding: 'utf8', env: { ...process.env, PKG_CONFIG: fake }, timeout: 60000 });
+  const mk = path.join(tree, 'config.mk');
+  return { ...r, config: existsSync(mk) ? readFileSync(mk, 'utf8') : null };
+}
+
+test('configure fails with the exact apt-get line when a library of the daemon is missing', (t) => {
+  const r = configureWithout(t, ['inih']);
   assert.equal(r.status, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, /missing dependencies/);
+  assert.match(r.stderr, /the daemon's dependencies are missing/);
   assert.match(r.stderr, /^ {4}apt-get install -y libinih-dev$/m);
-  assert.equal(readFileSync(path.join(ROOT, 'config.mk'), 'utf8'), before, 'a failed configure leaves config.mk alone');
+  assert.equal(r.config, null, 'a failed configure writes no config.mk');
+});
+
+test('the daemon builds without the shell\'s and the tests\' libraries: configure says what they need', (t) => {
+  const r = configureWithout(t, ['libedit', 'criterion']);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.config, /^HAVE_SHELL = no$/m);
+  assert.match(r.config, /^HAVE_TESTS = no$/m);
+  assert.match(r.stdout, /no shell \(dosql\) without: apt-get install -y libedit-dev/);
+  assert.match(r.stdout, /no tests without: apt-get install -y libcriterion-dev/);
+});
+
+test('flags from the command line are added to the build\'s, not put in their place; the daemon is hardened', () => {
+  // (Into a build directory of its own, which make -n leaves empty.)
+  const r = spawnSync('make', ['-n', 'B=build-flagcheck', 'CFLAGS=-O1', 'LDFLAGS=-Wl,--as-needed',
+    'build-flagcheck/obj/common/util.o', 'build-flagcheck/dosqld'], { cwd: ROOT, encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.status, 0, r.stderr);
+  const cc = r.stdout.split('\n').find((l) => l.includes('-c -o build-flagcheck/obj/common/util.o'));
+  for (const flag of ['-g', '-MMD', '-Wall', '-Wextra', '-fstack-protector-strong', '-D_FORTIFY_SOURCE=2', '-O1'])
+    assert.ok(cc.split(/\s+/).includes(flag), `${flag} in: ${cc}`);
+  assert.ok(cc.indexOf(' -O1') > cc.indexOf(' -O2'), 'the user\'s -O1 comes last, so it wins');
+  const ld = r.stdout.split('\n').find((l) => l.includes('-o build-flagcheck/dosqld '));
+  for (const flag of ['-pie', '-Wl,-z,relro,-z,now', '-Wl,--as-needed'])
+    assert.ok(ld.split(/\s+/).includes(flag), `${flag} in: ${ld}`);
+  // The daemon the tests run: a position-independent executable, its
+  // relocations read-only after start.
+  const dosqld = path.join(ROOT, 'build/dosqld');
+  if (!existsSync(dosqld)) return;
+  const h = spawnSync('readelf', ['-h', '-d', '-l', '-W', dosqld], { encoding: 'utf8' }).stdout;
+  assert.match(h, /Type:\s+DYN/);
+  assert.match(h, /BIND_NOW/);
+  assert.match(h, /GNU_RELRO/);
 });
 
 test('make install with PREFIX and DESTDIR', (t) => {
