@@ -17,6 +17,21 @@
 #include <ctype.h>
 #include <errno.h>
 #include <malloc.h>
+#if defined(__SANITIZE_ADDRESS__)
+#define DSQ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DSQ_ASAN 1
+#endif
+#endif
+#ifndef DSQ_ASAN
+#define DSQ_ASAN 0
+#else
+/* AddressSanitizer's allocator (sanitizer/allocator_interface.h, which
+ * gcc does not ship). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+size_t __sanitizer_get_free_bytes(void);
+#endif
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,6 +559,20 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     }
 }
 
+/* The heap's bytes in use and free: glibc's (mallinfo2), or, under
+ * AddressSanitizer, whose allocator replaces malloc, its own. */
+static void heap_usage(uint64_t *in_use, uint64_t *free_bytes)
+{
+#if DSQ_ASAN
+    *in_use = __sanitizer_get_current_allocated_bytes();
+    *free_bytes = __sanitizer_get_free_bytes();
+#else
+    struct mallinfo2 mi = mallinfo2();
+    *in_use = mi.uordblks + mi.hblkhd;
+    *free_bytes = mi.fordblks;
+#endif
+}
+
 json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
 {
     json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
@@ -558,9 +587,10 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
     /* mallinfo2 walks malloc's free lists under their locks: for getStats,
      * not in dsq_engine_stats_get, which every /metrics scrape calls on the
      * loop thread. */
-    struct mallinfo2 mi = mallinfo2();
-    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)(mi.uordblks + mi.hblkhd),
-                                               "free", (json_int_t)mi.fordblks));
+    uint64_t in_use, free_bytes;
+    heap_usage(&in_use, &free_bytes);
+    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)in_use, "free",
+                                               (json_int_t)free_bytes));
     json_object_set_new(srv, "journal",
                         s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "syncs",
                                                (json_int_t)s->journal_syncs, "flushes",

@@ -17,7 +17,11 @@
 //     hot_tier_max_bytes 2 MiB) all along; the warm cache is 16 MiB, so
 //     that it is full (and its bookkeeping at its size) after the warm-up.
 // Every SAMPLE seconds: VmRSS and the number of open descriptors of the
-// daemon (/proc). After a warm-up (the first third of the run) the mean
+// daemon (/proc), and the heap's bytes in use (getStats: the allocator's
+// own count, AddressSanitizer's on its build). AddressSanitizer keeps
+// freed memory mapped at its high-water mark unless asked to give it back:
+// the daemon runs with allocator_release_to_os_interval_ms, so that its
+// resident memory follows what it uses. After a warm-up (the first third of the run) the mean
 // of the last tenth must be within 5 % of the mean of the tenth after the
 // warm-up, for both. Any error other than the expected ones (TIMEOUT from
 // cancels and waits, TRANSACTION_NOT_FOUND after an expiry), any 5xx, a
@@ -85,7 +89,8 @@ function postJson(port, p, body, ms = 15000) {
 
 export async function soak({ seconds = 60, conf = SOAK_CONF, sample = 0, checkGrowth = seconds >= 300,
   outDir = null, log = console.log } = {}) {
-  const d = await startDosqld({ conf });
+  const asan = process.env.ASAN_OPTIONS ? `${process.env.ASAN_OPTIONS}:` : '';
+  const d = await startDosqld({ conf, env: { ASAN_OPTIONS: `${asan}allocator_release_to_os_interval_ms=1000` } });
   const pid = d.proc.pid;
   const t0 = Date.now();
   const end = t0 + seconds * 1000;
@@ -241,7 +246,9 @@ export async function soak({ seconds = 60, conf = SOAK_CONF, sample = 0, checkGr
   const sampler = async () => {
     while (live()) {
       try {
-        samples.push({ t: Math.round((Date.now() - t0) / 1000), rss: rssKb(pid), fds: fds(pid), ops: stats.ops });
+        const st = await postJson(d.port, '/v1/db/soak-0/rpc', { jsonrpc: '2.0', id: 1, method: 'getStats', params: {} });
+        const heap = Math.round((st.json?.result?.server?.heap?.inUse ?? NaN) / 1024);
+        samples.push({ t: Math.round((Date.now() - t0) / 1000), rss: rssKb(pid), fds: fds(pid), heap, ops: stats.ops });
       } catch { /* it exited: the run fails below */ }
       await sleep(every * 1000);
     }
@@ -265,6 +272,7 @@ export async function soak({ seconds = 60, conf = SOAK_CONF, sample = 0, checkGr
   const growth = {
     rss: base.length && last.length ? mean(last, 'rss') / mean(base, 'rss') - 1 : NaN,
     fds: base.length && last.length ? mean(last, 'fds') / mean(base, 'fds') - 1 : NaN,
+    heap: base.length && last.length ? mean(last, 'heap') / mean(base, 'heap') - 1 : NaN,
   };
   const report = {
     seconds, ops: stats.ops, opsPerSecond: Math.round(stats.ops / seconds), txns: stats.txns,
@@ -274,6 +282,8 @@ export async function soak({ seconds = 60, conf = SOAK_CONF, sample = 0, checkGr
       max: Math.max(...samples.map((s) => s.rss)) },
     fds: { first: samples[0]?.fds, afterWarmup: Math.round(mean(base, 'fds')), last: Math.round(mean(last, 'fds')),
       max: Math.max(...samples.map((s) => s.fds)) },
+    heapKb: { first: samples[0]?.heap, afterWarmup: Math.round(mean(base, 'heap')), last: Math.round(mean(last, 'heap')),
+      max: Math.max(...samples.map((s) => s.heap)) },
     growth,
   };
   const problems = [];
@@ -287,7 +297,7 @@ export async function soak({ seconds = 60, conf = SOAK_CONF, sample = 0, checkGr
   if (outDir) {
     mkdirSync(outDir, { recursive: true });
     writeFileSync(path.join(outDir, 'samples.csv'),
-      'seconds,rss_kb,fds,ops\n' + samples.map((s) => `${s.t},${s.rss},${s.fds},${s.ops}`).join('\n') + '\n');
+      'seconds,rss_kb,fds,heap_kb,ops\n' + samples.map((s) => `${s.t},${s.rss},${s.fds},${s.heap},${s.ops}`).join('\n') + '\n');
     writeFileSync(path.join(outDir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
   }
   log(JSON.stringify(report, null, 2));
