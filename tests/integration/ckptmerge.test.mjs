@@ -62,7 +62,7 @@ async function closeAndEvict(d, dataDir) {
   })(), `eviction: ${readdirSync(ckptDir(dataDir)).join(' ')}`);
 }
 
-test('evicted checkpoints are merged: their number stays bounded, every row reads back, the store restores', async () => {
+test('evicted checkpoints are merged: their number stays bounded, every row reads back, the store restores', { timeout: 300000 }, async () => {
   const store = path.join(root, 'store');
   const dataDir = path.join(root, 'data');
   const args = ['--object-store', `file://${store}`];
