@@ -23,9 +23,9 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
-#include "engine/evict.h"
-#include "engine/tier.h"
-#include "engine/warm.h"
+#include "engine/tier/evict.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/warm.h"
 
 /* ---- values ------------------------------------------------------------------ */
 

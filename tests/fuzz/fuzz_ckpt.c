@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "engine/ckpt.h"
-#include "engine/disk.h"
-#include "engine/wal.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/wal.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_PAGE 65536

@@ -18,13 +18,13 @@
 #include <sys/stat.h>
 
 #include "common/base64.h"
-#include "engine/disk.h"
-#include "engine/objstore.h"
-#include "engine/pagestore.h"
-#include "engine/tier.h"
-#include "engine/tier_int.h"
-#include "engine/wal.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/pagestore.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/objstore.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/tier_int.h"
+#include "engine/tier/warm.h"
 #include "tests/fuzz/fuzz.h"
 
 static dsq_obj *obj;

@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "engine/disk.h"
-#include "engine/wal.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/wal.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_PAGE 65536 /* callers check a record's page size against the database's (at most 64 KiB) */

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/objstore.h"
+#include "engine/tier/objstore.h"
 
 static int usage(void)
 {

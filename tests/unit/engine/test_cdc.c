@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/cdc.h"
+#include "engine/cdc/cdc.h"
 
 static sqlite3 *db;
 static dsq_cdc_cap *cap;

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/fdcache.h"
+#include "engine/storage/fdcache.h"
 
 static char dir[64];
 

@@ -12,7 +12,7 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 static dsq_engine *E;
 static char dir[64];

@@ -15,8 +15,8 @@
 
 #include <zlib.h>
 
-#include "engine/disk.h"
-#include "engine/journal.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
 
 #define FILE_BYTES (64u * 1024)
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/pagestore.h"
+#include "engine/storage/pagestore.h"
 
 #define PAGE 4096
 #define NPAGES 40

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/tier.h"
-#include "engine/wal.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/tier.h"
 
 static char dir[64], data[128], store[128];
 static dsq_obj *O;

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/engine_int.h"
-#include "engine/pagestore.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/pagestore.h"
 
 /* 1..n as rows of `value` (Debian's SQLite has no generate_series). */
 #define SERIES(n) \

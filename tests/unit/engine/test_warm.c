@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/objstore.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/tier/objstore.h"
+#include "engine/tier/warm.h"
 
 static char root[256];
 
