@@ -1,6 +1,6 @@
 /* fuzz_tier — what the tier reads back from the object store
- * (engine/tier.c) and the cold-file sidecars beside evicted files
- * (engine/warm.c).
+ * (engine/tier/tier.c) and the cold-file sidecars beside evicted files
+ * (engine/tier/warm.c).
  *
  * Input: byte 0 = mode (bits 0-1) and options; the rest is the object:
  *   0  a manifest: dsq__tier_manifest_parse;

@@ -1,5 +1,5 @@
-/* fuzz_wal — log records and segments (engine/wal.c) as recovery and the
- * CDC readers decode them from disk.
+/* fuzz_wal — log records and segments (engine/storage/wal.c) as recovery and
+ * the CDC readers decode them from disk.
  *
  * Input: byte 0 = options: bit 0 set, the harness rewrites every CRC the
  * format has (segment header, record header, whole record) so that the

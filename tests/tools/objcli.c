@@ -1,4 +1,4 @@
-/* objcli — engine/objstore from the command line, for the object-store
+/* objcli — engine/tier/objstore from the command line, for the object-store
  * integration tests (tests/integration/objstore.test.mjs).
  *
  *   objcli [options] URL put KEY FILE       (FILE "-": stdin)

@@ -1,5 +1,5 @@
-/* Unit tests: engine/cdc — the row changes of a transaction as captured by
- * the pre-update hook, encoded and read back: every operation and value
+/* Unit tests: engine/cdc/cdc — the row changes of a transaction as captured
+ * by the pre-update hook, encoded and read back: every operation and value
  * type, triggers and cascades in statement order, failed statements and
  * ROLLBACK TO taking theirs back, schema events, WITHOUT ROWID tables by
  * primary key, rolled-back transactions leaving nothing, damaged bytes

@@ -1,7 +1,7 @@
-/* Unit tests: engine/vfs and engine/pagestore — SQLite's commit point
- * becomes one log record, and nothing else does: rollbacks, statement
- * rollbacks, ROLLBACK TO, cache spills, VACUUM and shrinking, each checked
- * by reopening the store from its log alone. */
+/* Unit tests: engine/storage/vfs and engine/storage/pagestore — SQLite's
+ * commit point becomes one log record, and nothing else does: rollbacks,
+ * statement rollbacks, ROLLBACK TO, cache spills, VACUUM and shrinking, each
+ * checked by reopening the store from its log alone. */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 #include <stdio.h>

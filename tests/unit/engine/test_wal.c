@@ -1,5 +1,5 @@
-/* Unit tests: engine/wal — record encoding and checksums, recovery of a
- * torn tail, refusal of damage in the middle, segments, retiring, scans,
+/* Unit tests: engine/storage/wal — record encoding and checksums, recovery of
+ * a torn tail, refusal of damage in the middle, segments, retiring, scans,
  * evicted segments read through the warm cache. */
 #include <criterion/criterion.h>
 #include <dirent.h>
