@@ -23,9 +23,9 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
-#include "engine/evict.h"
-#include "engine/tier.h"
-#include "engine/warm.h"
+#include "engine/tier/evict.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/warm.h"
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -383,7 +383,7 @@ json_t *dsq_engine_stats_json(const dsq_engine_stats *s);
 
 /* A CDC batch (dsq_engine_feed_read, DSQ_OP_CDC_READ): per commit, in LSN
  * order, lsn u64 | commit time µs u64 | n u32 | n bytes of row changes
- * (engine/cdc.h's encoding; 0 bytes: none), little-endian. */
+ * (engine/cdc/cdc.h's encoding; 0 bytes: none), little-endian. */
 int dsq_cdc_batch_put(dsq_buf *out, uint64_t lsn, uint64_t time_us, const void *changes, uint32_t n);
 /* The next commit of a batch: 1 and its fields, 0 at the end, -1 damaged. */
 int dsq_cdc_batch_next(const uint8_t **p, const uint8_t *end, uint64_t *lsn, uint64_t *time_us,

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "engine/cdc.h"
+#include "engine/cdc/cdc.h"
 #include "protocol/value.h"
 
 #define LOG_BATCH (256u << 10) /* change bytes per log read */

@@ -19,7 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/tier.h"
+#include "engine/tier/tier.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/server.h"

@@ -4,9 +4,9 @@
 
 #include <stddef.h>
 
+#include "engine/tier/objstore.h"
 #include "server/auth.h"
 #include "server/config.h"
-#include "engine/objstore.h"
 
 typedef struct dsq_server dsq_server;
 

@@ -15,7 +15,7 @@
 #include "common/buf.h"
 #include "common/errors.h"
 #include "engine/engine.h"
-#include "engine/objstore.h"
+#include "engine/tier/objstore.h"
 #include "protocol/dosql.h"
 #include "server/auth.h"
 #include "server/config.h"

@@ -1,4 +1,4 @@
-/* fuzz_ckpt — checkpoint files (engine/ckpt.c) as a database opening
+/* fuzz_ckpt — checkpoint files (engine/storage/ckpt.c) as a database opening
  * reads them: dsq_ckpt_list finds the file, dsq_ckpt_load checks header
  * and directory, then every entry is looked up (dsq_ckpt_find), read
  * (dsq_ckpt_read) and its zstd frame decompressed as the page store does.
@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "engine/ckpt.h"
-#include "engine/disk.h"
-#include "engine/wal.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/wal.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_PAGE 65536

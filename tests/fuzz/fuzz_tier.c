@@ -1,6 +1,6 @@
 /* fuzz_tier — what the tier reads back from the object store
- * (engine/tier.c) and the cold-file sidecars beside evicted files
- * (engine/warm.c).
+ * (engine/tier/tier.c) and the cold-file sidecars beside evicted files
+ * (engine/tier/warm.c).
  *
  * Input: byte 0 = mode (bits 0-1) and options; the rest is the object:
  *   0  a manifest: dsq__tier_manifest_parse;
@@ -18,13 +18,13 @@
 #include <sys/stat.h>
 
 #include "common/base64.h"
-#include "engine/disk.h"
-#include "engine/objstore.h"
-#include "engine/pagestore.h"
-#include "engine/tier.h"
-#include "engine/tier_int.h"
-#include "engine/wal.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/pagestore.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/objstore.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/tier_int.h"
+#include "engine/tier/warm.h"
 #include "tests/fuzz/fuzz.h"
 
 static dsq_obj *obj;

@@ -1,5 +1,5 @@
-/* fuzz_wal — log records and segments (engine/wal.c) as recovery and the
- * CDC readers decode them from disk.
+/* fuzz_wal — log records and segments (engine/storage/wal.c) as recovery and
+ * the CDC readers decode them from disk.
  *
  * Input: byte 0 = options: bit 0 set, the harness rewrites every CRC the
  * format has (segment header, record header, whole record) so that the
@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "engine/disk.h"
-#include "engine/wal.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/wal.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_PAGE 65536 /* callers check a record's page size against the database's (at most 64 KiB) */

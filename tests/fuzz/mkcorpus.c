@@ -14,10 +14,10 @@
 
 #include "common/base64.h"
 #include "common/buf.h"
-#include "engine/ckpt.h"
-#include "engine/disk.h"
-#include "engine/wal.h"
-#include "engine/warm.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/warm.h"
 
 #define PAGE 512
 

@@ -1,4 +1,4 @@
-// Object store: engine/objstore through tests/tools/
+// Object store: engine/tier/objstore through tests/tools/
 // objcli, against the S3-compatible server of lib/s3server.mjs (s3rver
 // behind a proxy that checks every SigV4 signature and payload hash, and
 // injects faults) and against file://, the same operations on both.

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
-#include "engine/engine_int.h" /* to describe stuck actors on failure */
+#include "engine/runtime/engine_int.h" /* to describe stuck actors on failure */
 
 #define NDB 20
 

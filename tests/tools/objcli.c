@@ -1,4 +1,4 @@
-/* objcli — engine/objstore from the command line, for the object-store
+/* objcli — engine/tier/objstore from the command line, for the object-store
  * integration tests (tests/integration/objstore.test.mjs).
  *
  *   objcli [options] URL put KEY FILE       (FILE "-": stdin)
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/objstore.h"
+#include "engine/tier/objstore.h"
 
 static int usage(void)
 {

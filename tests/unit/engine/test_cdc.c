@@ -1,5 +1,5 @@
-/* Unit tests: engine/cdc — the row changes of a transaction as captured by
- * the pre-update hook, encoded and read back: every operation and value
+/* Unit tests: engine/cdc/cdc — the row changes of a transaction as captured
+ * by the pre-update hook, encoded and read back: every operation and value
  * type, triggers and cascades in statement order, failed statements and
  * ROLLBACK TO taking theirs back, schema events, WITHOUT ROWID tables by
  * primary key, rolled-back transactions leaving nothing, damaged bytes
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/cdc.h"
+#include "engine/cdc/cdc.h"
 
 static sqlite3 *db;
 static dsq_cdc_cap *cap;

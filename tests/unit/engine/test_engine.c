@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/runtime/engine_int.h"
 #include "tests/unit/support/engine_wait.h"
-#include "engine/engine_int.h"
 
 /* ---- harness ------------------------------------------------------------------- */
 

@@ -1,5 +1,5 @@
-/* Unit tests: engine/fdcache — the bound, least recently used out first,
- * descriptors in use never closed, forgotten files opened again. */
+/* Unit tests: engine/storage/fdcache — the bound, least recently used out
+ * first, descriptors in use never closed, forgotten files opened again. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/fdcache.h"
+#include "engine/storage/fdcache.h"
 
 static char dir[64];
 

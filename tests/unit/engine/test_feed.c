@@ -1,4 +1,4 @@
-/* Unit tests: engine/feed — the buffer policy of a database's recent
+/* Unit tests: engine/cdc/feed — the buffer policy of a database's recent
  * commits for CDC subscribers: only durable commits are read, a budget
  * evicts the oldest (a subscriber behind them is sent to the log), a
  * commit that went by unseen restarts the buffer, reads stop at their
@@ -12,7 +12,7 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 static dsq_engine *E;
 static char dir[64];

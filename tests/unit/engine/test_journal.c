@@ -1,5 +1,5 @@
-/* Unit tests: engine/journal — entries read back in order, a damaged or
- * torn entry ends the replay there, stale entries of a reused file are not
+/* Unit tests: engine/storage/journal — entries read back in order, a damaged
+ * or torn entry ends the replay there, stale entries of a reused file are not
  * taken, a clean close and a barrier leave nothing live, records too large
  * are journaled by place only, positions grow across files. */
 #include <criterion/criterion.h>
@@ -15,8 +15,8 @@
 
 #include <zlib.h>
 
-#include "engine/disk.h"
-#include "engine/journal.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
 
 #define FILE_BYTES (64u * 1024)
 

@@ -1,6 +1,6 @@
-/* Unit tests: engine/objstore — keys, the retry backoff, the S3 backend's
- * text handling (encoding, list pages, error documents), the file://
- * backend end to end, and the S3 backend's transport failures against
+/* Unit tests: engine/tier/objstore — keys, the retry backoff, the S3
+ * backend's text handling (encoding, list pages, error documents), the
+ * file:// backend end to end, and the S3 backend's transport failures against
  * local sockets: refused connections are retried then fail, a server that
  * never answers times out, closing cancels what waits. The S3 protocol
  * against a real S3-compatible server is tests/integration/objstore. */
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/objstore_int.h"
+#include "engine/tier/objstore_int.h"
 
 Test(objstore, keys)
 {

@@ -1,5 +1,5 @@
-/* Unit tests: engine/pagestore — the descriptors a database holds stay
- * within max_open_files (plus the log's newest segments) however many
+/* Unit tests: engine/storage/pagestore — the descriptors a database holds
+ * stay within max_open_files (plus the log's newest segments) however many
  * checkpoints and segments it keeps, while reads of every page, now and
  * as of old LSNs (time travel), still reach them all. */
 #include <criterion/criterion.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/pagestore.h"
+#include "engine/storage/pagestore.h"
 
 #define PAGE 4096
 #define NPAGES 40

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 static sqlite3 *builtin, *bounded;
 static uint64_t deadline;

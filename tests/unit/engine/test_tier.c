@@ -1,4 +1,4 @@
-/* Unit tests: engine/tier — which files of a database are offered (the
+/* Unit tests: engine/tier/tier — which files of a database are offered (the
  * durable end, half-written checkpoints, a segment without its header),
  * what an offer uploads (only what the manifest lacks: new chunks of a
  * growing segment, a replaced checkpoint as a new version, nothing when
@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/tier.h"
-#include "engine/wal.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/tier.h"
 
 static char dir[64], data[128], store[128];
 static dsq_obj *O;

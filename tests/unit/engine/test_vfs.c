@@ -1,7 +1,7 @@
-/* Unit tests: engine/vfs and engine/pagestore — SQLite's commit point
- * becomes one log record, and nothing else does: rollbacks, statement
- * rollbacks, ROLLBACK TO, cache spills, VACUUM and shrinking, each checked
- * by reopening the store from its log alone. */
+/* Unit tests: engine/storage/vfs and engine/storage/pagestore — SQLite's
+ * commit point becomes one log record, and nothing else does: rollbacks,
+ * statement rollbacks, ROLLBACK TO, cache spills, VACUUM and shrinking, each
+ * checked by reopening the store from its log alone. */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/engine_int.h"
-#include "engine/pagestore.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/pagestore.h"
 
 /* 1..n as rows of `value` (Debian's SQLite has no generate_series). */
 #define SERIES(n) \

@@ -1,5 +1,5 @@
-/* Unit tests: engine/wal — record encoding and checksums, recovery of a
- * torn tail, refusal of damage in the middle, segments, retiring, scans,
+/* Unit tests: engine/storage/wal — record encoding and checksums, recovery of
+ * a torn tail, refusal of damage in the middle, segments, retiring, scans,
  * evicted segments read through the warm cache. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -16,11 +16,11 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "engine/disk.h"
-#include "engine/journal.h"
-#include "engine/objstore.h"
-#include "engine/wal.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/objstore.h"
+#include "engine/tier/warm.h"
 
 #define PS 4096
 

@@ -1,5 +1,5 @@
-/* Unit tests: engine/warm — cold files' sidecars (round trip, damage), and
- * the warm cache against a file:// store: a miss starts one fetch and
+/* Unit tests: engine/tier/warm — cold files' sidecars (round trip, damage),
+ * and the warm cache against a file:// store: a miss starts one fetch and
  * fails the read, the wait ends when the chunk is in, the read then hits;
  * reads across chunks; several misses of one chunk share one GET; a chunk
  * that arrives damaged is fetched three times, then the wait fails; a
@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/objstore.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/tier/objstore.h"
+#include "engine/tier/warm.h"
 
 static char root[256];
 

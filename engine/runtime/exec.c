@@ -32,12 +32,12 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/cdc.h"
-#include "engine/disk.h"
-#include "engine/engine_int.h"
-#include "engine/journal.h"
-#include "engine/pagestore.h"
-#include "engine/warm.h"
+#include "engine/cdc/cdc.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
+#include "engine/storage/pagestore.h"
+#include "engine/tier/warm.h"
 
 /* ---- the sandbox ----------------------------------------------------------- */
 

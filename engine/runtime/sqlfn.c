@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 /* ---- the deadline --------------------------------------------------------------- */
 

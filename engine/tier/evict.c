@@ -2,7 +2,7 @@
  *
  * Divisions: which databases are open; a look (adding up, choosing);
  * evicting one file; the thread. */
-#include "engine/evict.h"
+#include "engine/tier/evict.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,10 +17,10 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/ckpt.h"
-#include "engine/tier.h"
-#include "engine/wal.h"
-#include "engine/warm.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/warm.h"
 
 struct dsq_evict {
     dsq_evict_cfg cfg;

@@ -1,5 +1,5 @@
 /* disk — shared helpers of engine/'s file formats (see disk.h). */
-#include "engine/disk.h"
+#include "engine/storage/disk.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,11 +15,11 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/engine_int.h"
-#include "engine/journal.h"
-#include "engine/pagestore.h"
-#include "engine/tier.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
+#include "engine/storage/pagestore.h"
+#include "engine/tier/tier.h"
 
 static int db_dir(const char *data_dir, const char *name, char *out, size_t n)
 {

@@ -6,7 +6,7 @@
  * meanwhile keeps the first descriptor installed); closes run under it.
  * Entries in use are never closed: while every entry is in use the array
  * grows past the bound, and shrinks back as they are given back. */
-#include "engine/fdcache.h"
+#include "engine/storage/fdcache.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -16,7 +16,7 @@
  *
  * Divisions: the format file; the page index; the transaction buffer;
  * opening; reading; committing; checkpoints; retention; views. */
-#include "engine/pagestore.h"
+#include "engine/storage/pagestore.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,10 +32,10 @@
 #include <zstd.h>
 
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/ckpt.h"
-#include "engine/fdcache.h"
-#include "engine/warm.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/fdcache.h"
+#include "engine/tier/warm.h"
 
 #define FORMAT_NAME "dosqld-db"
 #define FORMAT_VERSION 1

@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/warm.h"
-#include "engine/engine_int.h"
-#include "engine/pagestore.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/pagestore.h"
+#include "engine/tier/warm.h"
 
 #define VFS_NAME "dosqld"
 

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/wal.h"
+#include "engine/storage/wal.h"
 
 typedef struct dsq_ps dsq_ps;
 

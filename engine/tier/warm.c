@@ -2,7 +2,7 @@
  *
  * Divisions: keys; sidecars; the cache (entries, fetches, waits, the
  * timer thread). */
-#include "engine/warm.h"
+#include "engine/tier/warm.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,8 +19,8 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/objstore.h"
+#include "engine/storage/disk.h"
+#include "engine/tier/objstore.h"
 
 void dsq_chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len)
 {

@@ -29,8 +29,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/engine_int.h"
-#include "engine/pagestore.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/pagestore.h"
 
 /* ---- the syncer's list ------------------------------------------------------------------ */
 

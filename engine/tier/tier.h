@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/objstore.h"
+#include "engine/tier/objstore.h"
 
 typedef struct dsq_tier dsq_tier;
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/objstore_int.h"
+#include "engine/tier/objstore_int.h"
 
 typedef struct xfer xfer;
 

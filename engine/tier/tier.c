@@ -22,15 +22,15 @@
 #include "common/base64.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/pagestore.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/pagestore.h"
 #include <jansson.h>
 
-#include "engine/ckpt.h"
-#include "engine/tier.h"
-#include "engine/tier_int.h"
-#include "engine/warm.h"
-#include "engine/wal.h"
+#include "engine/storage/ckpt.h"
+#include "engine/storage/wal.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/tier_int.h"
+#include "engine/tier/warm.h"
 
 #define MANIFEST_FORMAT "dosqld-manifest 1"
 /* Files up to cfg.inline_bytes (at most this) travel inside the manifest

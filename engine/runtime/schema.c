@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "engine/engine_int.h"
-#include "engine/pagestore.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/pagestore.h"
 
 static json_t *text_or_null(sqlite3_stmt *st, int col)
 {

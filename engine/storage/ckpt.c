@@ -1,5 +1,5 @@
 /* ckpt — checkpoint files (see ckpt.h). */
-#include "engine/ckpt.h"
+#include "engine/storage/ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/fdcache.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/fdcache.h"
+#include "engine/tier/warm.h"
 
 #define MAGIC "DSQCKPT1"
 #define VERSION 1

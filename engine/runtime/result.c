@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 void dsq__result_free(dsq_result *r)
 {

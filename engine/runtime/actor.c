@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 static bool sstream_open(const dsq_actor *a, uint64_t id)
 {

@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#include "engine/objstore.h"
+#include "engine/tier/objstore.h"
 
 typedef struct dsq_obj_backend {
     /* Caller's thread, before the store's thread starts: 0 or -1 with a message. */

@@ -40,8 +40,8 @@ size_t __sanitizer_get_free_bytes(void);
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/engine_int.h"
-#include "engine/journal.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/journal.h"
 
 #define SYSTEM_ACTOR ".system" /* not a valid database name: never collides */
 

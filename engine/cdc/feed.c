@@ -26,8 +26,8 @@
 
 #include "common/util.h"
 
-#include "engine/disk.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
+#include "engine/storage/disk.h"
 
 typedef struct entry {
     uint64_t lsn, time_us;

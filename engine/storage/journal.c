@@ -2,7 +2,7 @@
  *
  * Divisions: formats; slots; replay; opening and closing; appending;
  * syncing; the flush thread. */
-#include "engine/journal.h"
+#include "engine/storage/journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +19,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/disk.h"
+#include "engine/storage/disk.h"
 
 /* ---- formats ---------------------------------------------------------------------------- */
 

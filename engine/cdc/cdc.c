@@ -4,13 +4,13 @@
 /* The system SQLite is built with the pre-update hook (configure checks
  * for it); its declarations need this. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
-#include "engine/cdc.h"
+#include "engine/cdc/cdc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/disk.h"
+#include "engine/storage/disk.h"
 
 /* ---- the encoding ------------------------------------------------------------------------
  *

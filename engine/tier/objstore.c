@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "engine/objstore_int.h"
+#include "engine/tier/objstore_int.h"
 
 const char *dsq_obj_op_name(dsq_obj_op op)
 {

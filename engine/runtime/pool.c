@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "engine/engine_int.h"
+#include "engine/runtime/engine_int.h"
 
 static void *worker_main(void *arg)
 {

@@ -2,7 +2,7 @@
  *
  * Divisions: byte order; records; segments on disk; opening and recovery;
  * appending, syncing, reading; retiring and scanning. */
-#include "engine/wal.h"
+#include "engine/storage/wal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,10 +19,10 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/disk.h"
-#include "engine/fdcache.h"
-#include "engine/journal.h"
-#include "engine/warm.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/fdcache.h"
+#include "engine/storage/journal.h"
+#include "engine/tier/warm.h"
 
 #define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
 #define SEG_MAGIC "DSQWAL01"
