@@ -238,11 +238,17 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
  * 400 MiB, reached slowly over a long run): what the slots hold in all
  * stays within about RC_BUDGET (a commit that would pass it is rendered for its
  * subscriber and not kept), and a slot holding more than RC_SLOT_KEEP
- * lets it go when it is taken for another commit. */
+ * lets it go when it is taken for another commit. A slot not used for
+ * RC_IDLE_MS gives its memory back (a few slots are looked at with each
+ * commit delivered): subscribers alike read a commit within moments of
+ * each other, and the cache's memory follows what they read now rather
+ * than filling up to the budget over hours. */
 
 #define RC_SLOTS 4096
 #define RC_BUDGET (8u << 20)
 #define RC_SLOT_KEEP (16u << 10)
+#define RC_IDLE_MS 5000
+#define RC_SWEEP 64 /* slots looked at per commit delivered */
 
 typedef struct rc_entry {
     char db[129];
@@ -251,6 +257,7 @@ typedef struct rc_entry {
     int enc;
     unsigned ops;
     bool valid;
+    uint64_t used_ms; /* last filled or read */
     dsq_buf text;     /* the events back to back */
     uint32_t *ends;   /* where each ends in text */
     uint8_t *last;    /* the last of its commit */
@@ -259,6 +266,7 @@ typedef struct rc_entry {
 
 static rc_entry rcache[RC_SLOTS];
 static size_t rc_held; /* bytes the slots' buffers hold */
+static size_t rc_next; /* the next slot the sweep looks at */
 
 static size_t rc_size(const rc_entry *e) { return e->text.cap + e->cap * (sizeof *e->ends + sizeof *e->last); }
 
@@ -273,6 +281,17 @@ static void rc_release(rc_entry *e)
     e->last = NULL;
     e->n = e->cap = 0;
     e->valid = false;
+}
+
+/* Give back the memory of the next RC_SWEEP slots that were not used for
+ * RC_IDLE_MS. */
+static void rc_sweep(uint64_t now)
+{
+    for (int i = 0; i < RC_SWEEP; i++) {
+        rc_entry *e = &rcache[rc_next++ % RC_SLOTS];
+        if (rc_size(e) > 0 && now - e->used_ms >= RC_IDLE_MS)
+            rc_release(e);
+    }
 }
 
 static rc_entry *rc_slot(const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
@@ -450,7 +469,10 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
         return render(changes, n, lsn, t, s->enc, (const char *const *)s->tables, s->ntables, s->ops,
                       on_event, s, s->scratch);
     uint64_t epoch = s->feed != NULL ? dsq_engine_feed_epoch(s->feed) : 0;
+    uint64_t now = dsq_now_ms();
+    rc_sweep(now);
     rc_entry *e = rc_slot(s->db, epoch, lsn, (int)s->enc, s->ops);
+    e->used_ms = now;
     if (rc_match(e, s->db, epoch, lsn, (int)s->enc, s->ops)) {
         for (size_t k = 0; k < e->n; k++) {
             size_t from = k ? e->ends[k - 1] : 0;

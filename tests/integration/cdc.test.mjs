@@ -447,6 +447,42 @@ test('the commits kept rendered for alike subscribers stay within a bound: large
   }
 });
 
+// The commits kept rendered give their memory back once nobody reads them
+// (5 s): a subscriber's heap follows what it reads now. Without that the
+// cache filled up to its bound over a long run (the soak's heap grew by a
+// third in 20 minutes).
+test('the commits kept rendered are let go once idle', async () => {
+  const d = await startDosqld();
+  let c;
+  try {
+    await query(d.port, 'idle', 'CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)');
+    c = await WsRpc.open(d.port, '/v1/db/idle/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    const write = async (from, to, size) => {
+      let w;
+      for (let i = from; i <= to; i++) w = await query(d.port, 'idle', 'INSERT INTO t VALUES (?, randomblob(?))', [i, size]);
+      await within(20000, (async () => {
+        while (!c.notes.some((n) => n.method === 'cdc' && n.params.subscriptionId === id && n.params.lsn === w.lsn)) await sleep(10);
+      })(), 'the last commit\'s event');
+      c.notes.length = 0;
+    };
+    const inUse = async () => (await c.ok('getStats', {})).server.heap.inUse;
+    await write(1, 20, 10);
+    const base = await inUse();
+    await write(21, 420, 9000); // about 12 KB rendered each: 4.8 MB kept
+    const full = await inUse();
+    assert.ok(full - base > 3 << 20, `the cache holds them: ${((full - base) / 1048576).toFixed(1)} MiB`);
+    await sleep(5500);
+    await write(421, 520, 10); // each commit delivered looks at 64 slots
+    const after = await inUse();
+    assert.ok(full - after > 3 << 20, `let go: ${((full - base) / 1048576).toFixed(1)} MiB held, ` +
+      `${((after - base) / 1048576).toFixed(1)} MiB after`);
+  } finally {
+    c?.ws.terminate();
+    await d.cleanup();
+  }
+});
+
 test('a stalled subscriber neither stops writers nor other subscribers, then catches up from the log', async () => {
   await stalled('[cdc]\nbuffer_size = 64K\n', false);
 });
