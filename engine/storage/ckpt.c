@@ -141,16 +141,23 @@ int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
     dsq_put32(head + HDR + dlen, dsq_crc32(head + HDR, dlen));
     int rc = dsq_pwrite_full(w->fd, head, HDR + dlen + 8, 0);
     free(head);
+    char *name = strdup(w->path);
+    if (name == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dsq_ckpt_abort(w);
+        return -1;
+    }
     if (rc != 0 || fdatasync(w->fd) != 0 || rename(w->tmp, w->path) != 0) {
         snprintf(err, errlen, "cannot write %.3000s: %s", w->path, strerror(errno));
+        free(name);
         dsq_ckpt_abort(w);
         return -1;
     }
     dsq_fsync_dir(w->dir);
     close(w->fd); /* synced: reads open it again through the owner's cache */
     *out = (dsq_ckpt){.lsn = w->lsn, .time_us = w->time_us, .db_pages = w->db_pages,
-                      .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at};
-    snprintf(out->path, sizeof out->path, "%s", w->path);
+                      .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at,
+                      .path = name};
     free(w->buf);
     free(w);
     return 0;
@@ -218,9 +225,16 @@ int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err
         return -1;
     }
     close(fd);
+    char *name = strdup(path);
+    if (name == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dsq_cold_free(cold);
+        free(dir);
+        return -1;
+    }
     *out = (dsq_ckpt){.cold = cold, .lsn = dsq_get64(h + 16), .time_us = dsq_get64(h + 24), .db_pages = dsq_get32(h + 32),
-                      .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size};
-    snprintf(out->path, sizeof out->path, "%s", path);
+                      .min_pages = dsq_get32(h + 40), .page_size = page_size, .n = n, .dir = dir, .bytes = (uint64_t)size,
+                      .path = name};
     return 0;
 }
 
@@ -337,12 +351,14 @@ void dsq_ckpt_close(dsq_ckpt *c, int remove)
 {
     if (c->fdc != NULL && c->dir != NULL)
         dsq_fdc_forget(c->fdc, DSQ_CKPT_FDKEY(c->lsn));
-    if (remove) {
+    if (remove && c->path != NULL) {
         unlink(c->path);
         char side[4300];
         snprintf(side, sizeof side, "%s.cold", c->path);
         unlink(side);
     }
+    free(c->path);
+    c->path = NULL;
     free(c->dir);
     c->dir = NULL;
     dsq_cold_free(c->cold);

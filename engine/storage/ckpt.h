@@ -43,7 +43,7 @@ typedef struct dsq_ckpt {
     struct dsq_warm *warm;  /* where to read them (set by the owner) */
     struct dsq_fdc *fdc;    /* the descriptors reads go through (set by the owner; NULL: a
                                descriptor of its own for each read) */
-    char path[4200];
+    char *path;             /* owned */
 } dsq_ckpt;
 
 typedef struct dsq_ckpt_writer dsq_ckpt_writer;
