@@ -983,9 +983,7 @@ Test(engine, lru_and_idle_hibernation)
     dsq_engine_poll(E);
     dsq_engine_stats_get(E, &s);
     cr_assert_eq(s.actors_open, 0, "idle actors hibernate");
-    cr_assert_eq(s.actors_hibernated, 3);
-    /* A hibernated actor is small. */
-    cr_assert_leq(sizeof(dsq_actor) + 2, 400, "dsq_actor is %zu bytes", sizeof(dsq_actor));
+    cr_assert_eq(s.actors_hibernated, 3); /* (its size: a _Static_assert in engine_int.h) */
 }
 
 Test(engine, restart_keeps_commits_shutdown_rolls_back)
