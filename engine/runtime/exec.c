@@ -683,6 +683,11 @@ static void fail_sqlite(run_ctx *x, int rc)
     else if ((rc & 0xff) == SQLITE_INTERRUPT)
         dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
                   (unsigned long long)x->e->cfg.query_timeout_ms);
+    else if ((rc & 0xff) == SQLITE_IOERR && (sqlite3_system_errno(x->db ? x->db : o->db) == EMFILE ||
+                                             sqlite3_system_errno(x->db ? x->db : o->db) == ENFILE))
+        /* The store could not open a file (a new log segment, a page's
+         * file): the server's limit, not the database's fault. */
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "too many open files on the server; try again later");
     else
         dsq__fail(x->c, dsq__sqlite_code(rc, msg), "%s", msg);
 }

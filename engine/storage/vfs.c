@@ -15,6 +15,7 @@
  *
  * A connection is bound to its store by the thread that opens it: the
  * store is passed in a thread-local for the duration of sqlite3_open_v2. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,10 @@ static sqlite3_vfs vfs;
 static sqlite3_vfs *os; /* the default VFS, for every other file */
 static __thread dsq_ps *opening;
 static __thread dsq_ps_view *opening_view;
+/* The errno of the store's last failure on this thread: SQLite asks for
+ * it (xGetLastError) right after an I/O error, and sqlite3_system_errno
+ * gives it to the engine, which tells "too many open files" apart. */
+static __thread int store_errno;
 
 static uint32_t f_npages(const ps_file *p)
 {
@@ -73,12 +78,16 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
     while (left > 0) {
         uint32_t pgno = (uint32_t)(at / psz) + 1;
         size_t within = at % psz, n = psz - within < left ? psz - within : left;
-        if (f_page(p, pgno, (uint32_t)within, (uint32_t)n, out) != 0)
+        if (f_page(p, pgno, (uint32_t)within, (uint32_t)n, out) != 0) {
             /* A page of an evicted file that is on its way (warm.h): not
              * an I/O error, which would make SQLite roll back the whole
              * transaction; BUSY undoes only the statement, which the
              * engine runs again once the page is here. */
-            return dsq_warm_missed() ? SQLITE_BUSY : SQLITE_IOERR_READ;
+            if (dsq_warm_missed())
+                return SQLITE_BUSY;
+            store_errno = errno;
+            return SQLITE_IOERR_READ;
+        }
         out += n;
         at += n;
         left -= n;
@@ -161,6 +170,7 @@ static int f_control(sqlite3_file *f, int op, void *arg)
     if (op == SQLITE_FCNTL_COMMIT_PHASETWO && !p->view) {
         if (dsq_ps_commit(p->ps) == 0)
             return SQLITE_OK;
+        store_errno = errno;
         return dsq_ps_full(p->ps) ? SQLITE_FULL : SQLITE_IOERR_WRITE;
     }
     if (op == SQLITE_FCNTL_VFSNAME) {
@@ -238,7 +248,12 @@ static int v_full_pathname(sqlite3_vfs *v, const char *name, int n, char *out)
 static int v_randomness(sqlite3_vfs *v, int n, char *out) { return os->xRandomness(os, n, out); }
 static int v_sleep(sqlite3_vfs *v, int us) { return os->xSleep(os, us); }
 static int v_current_time(sqlite3_vfs *v, double *t) { return os->xCurrentTime(os, t); }
-static int v_last_error(sqlite3_vfs *v, int n, char *out) { return os->xGetLastError(os, n, out); }
+static int v_last_error(sqlite3_vfs *v, int n, char *out)
+{
+    int e = store_errno;
+    store_errno = 0;
+    return e != 0 ? e : os->xGetLastError(os, n, out);
+}
 static int v_current_time64(sqlite3_vfs *v, sqlite3_int64 *t) { return os->xCurrentTimeInt64(os, t); }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
