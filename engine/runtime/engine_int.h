@@ -413,14 +413,6 @@ int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen);
 int dsq__store_journal_start(dsq_engine *e, char *err, size_t errlen);
 json_t *dsq__store_list(const char *data_dir);
 
-/* ---- vfs.c ---- */
-/* Open a SQLite connection whose main database is store `ps`; `path` is
- * only its name. Sets the connection's journal, sync and temp settings. */
-int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, size_t errlen);
-/* A read-only connection on a view of a store (time travel). */
-struct dsq_ps_view;
-int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
-
 /* ---- sqlfn.c ---- */
 /* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with
  * versions that keep their results but refuse output past the length

@@ -37,6 +37,7 @@
 #include "engine/storage/disk.h"
 #include "engine/storage/journal.h"
 #include "engine/storage/pagestore.h"
+#include "engine/storage/vfs.h"
 #include "engine/tier/warm.h"
 
 /* ---- the sandbox ----------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include "engine/storage/disk.h"
 #include "engine/storage/journal.h"
 #include "engine/storage/pagestore.h"
+#include "engine/storage/vfs.h"
 #include "engine/tier/tier.h"
 
 static int db_dir(const char *data_dir, const char *name, char *out, size_t n)

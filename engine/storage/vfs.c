@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/runtime/engine_int.h"
 #include "engine/storage/pagestore.h"
+#include "engine/storage/vfs.h"
 #include "engine/tier/warm.h"
 
 #define VFS_NAME "dosqld"

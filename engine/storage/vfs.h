@@ -1,0 +1,19 @@
+/* vfs — the SQLite VFS "dosqld" (see vfs.c): SQLite connections whose
+ * main database is a page store or a view of one. */
+#ifndef DSQ_VFS_H
+#define DSQ_VFS_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+struct dsq_ps;
+struct dsq_ps_view;
+
+/* Open a SQLite connection whose main database is store `ps`; `path` is
+ * only its name. Sets the connection's journal, sync and temp settings. */
+int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, size_t errlen);
+/* A read-only connection on a view of a store (time travel, reads beside
+ * a transaction, read-only transactions). */
+int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
+
+#endif
