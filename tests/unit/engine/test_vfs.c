@@ -12,6 +12,7 @@
 
 #include "engine/runtime/engine_int.h"
 #include "engine/storage/pagestore.h"
+#include "engine/storage/vfs.h"
 
 /* 1..n as rows of `value` (Debian's SQLite has no generate_series). */
 #define SERIES(n) \
