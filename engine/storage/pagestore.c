@@ -1014,20 +1014,23 @@ int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
     while (k != SIZE_MAX && k > 0 && ps->ckpts[k].c.cold != NULL)
         k--;
     if (k == SIZE_MAX || k == 0)
-        return 0;
-    /* The local ones above the newest evicted one are merged among
-     * themselves; once that leaves too many, all of them, the evicted
+        goto none;
+    /* Once too many lie before R, all of them are merged, the evicted
      * ones' pages fetched (a database closed, evicted and opened again
-     * many times would keep every checkpoint otherwise). */
+     * many times would keep every checkpoint otherwise). This comes
+     * first: a merge of the local ones alone would release the chunks a
+     * pending one waits for, and bring the count back under the mark
+     * without ever merging the evicted ones. Until then, the local ones
+     * above the newest evicted one are merged among themselves. */
+    if (k + 1 >= MERGE_ALL_AT && ps->cfg.warm != NULL)
+        return merge(ps, 0, k, err, errlen);
     size_t j = k + 1;
     while (j > 0 && ps->ckpts[j - 1].c.cold == NULL)
         j--;
     if (k + 1 - j >= MERGE_AT)
         return merge(ps, j, k, err, errlen);
-    if (k + 1 >= MERGE_ALL_AT && ps->cfg.warm != NULL)
-        return merge(ps, 0, k, err, errlen);
-    if (ps->npins > 0)
-        unpin_all(ps); /* a merge that waited is not due any more */
+none:
+    unpin_all(ps); /* a merge that waited (if any) is not due any more */
     return 0;
 }
 
