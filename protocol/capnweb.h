@@ -13,7 +13,10 @@
  * The main object is a database's API (bound sessions) or has
  * database(name) returning one (unbound). A push's call waits for the
  * pushes it references, and pushes are delivered in the order they came.
- * Everything runs on the loop thread. */
+ * Everything runs on the loop thread.
+ *
+ * The implementation is in protocol/capnweb/ (capnweb_int.h lists its
+ * files); this header is its one entry point. */
 #ifndef DSQ_CAPNWEB_H
 #define DSQ_CAPNWEB_H
 
@@ -51,12 +54,25 @@ typedef struct dsq_cw_transport {
     bool (*room)(void *ud);
 } dsq_cw_transport;
 
+/* What the sessions of one server share: the count of their table
+ * entries. The server makes it when it starts and frees it when it
+ * stops, once every session is gone (a closed session lives on until its
+ * last engine call returns). */
+typedef struct dsq_cw_stats dsq_cw_stats;
+
+/* NULL: out of memory. */
+dsq_cw_stats *dsq_cw_stats_new(void);
+void dsq_cw_stats_free(dsq_cw_stats *st);
+
+/* Entries alive in all its sessions (exports + imports), for /metrics. */
+uint64_t dsq_cw_stats_entries(const dsq_cw_stats *st);
+
 typedef struct dsq_cw_session dsq_cw_session;
 
 /* A session whose main object is database `db`'s API, or (db NULL) the
- * object with database(name). `batch`: an HTTP batch (no calls back to
- * the client; the response ends it). */
-dsq_cw_session *dsq_cw_session_new(dsq_engine *e, const dsq_dosql_limits *dl,
+ * object with database(name); its entries count in `stats`. `batch`: an
+ * HTTP batch (no calls back to the client; the response ends it). */
+dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, const dsq_dosql_limits *dl,
                                    const dsq_cw_limits *cl, const char *db, uint64_t session_id,
                                    bool batch, const dsq_cw_transport *t);
 
@@ -76,8 +92,5 @@ void dsq_cw_batch_end(dsq_cw_session *s);
 /* The transport is gone: stop sending, release everything; the session is
  * freed when its last engine call returns. */
 void dsq_cw_session_close(dsq_cw_session *s);
-
-/* Entries alive in all sessions (exports + imports), for /metrics. */
-uint64_t dsq_cw_entries_total(void);
 
 #endif

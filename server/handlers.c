@@ -41,7 +41,7 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
         {"dosqld_cdc_subscriptions", "CDC subscribers (WebSocket, Cap'n Web, Server-Sent Events).",
          es.subscriptions},
         {"dosqld_capnweb_entries", "Cap'n Web import and export table entries alive.",
-         dsq_cw_entries_total()},
+         dsq_cw_stats_entries(srv->cw_stats)},
         {"dosqld_object_store_pending", "Databases with an upload (or a drop) waiting for the object store.",
          es.tier_counts.pending},
         {"dosqld_hot_tier_bytes", "Bytes the databases' files take on the local disk (at the last look).",
@@ -567,8 +567,8 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h, NULL};
     /* A session of its own: what the batch left open (a transaction, a
      * stream) ends with it. */
-    h->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cw_limits, req->db[0] ? req->db : NULL,
-                              ++srv->next_session, true, &t);
+    h->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cw_limits,
+                              req->db[0] ? req->db : NULL, ++srv->next_session, true, &t);
     if (h->s == NULL) {
         free(h);
         dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -674,7 +674,7 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
     dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w, cw_ws_room};
     dsq_cw_limits cl = cw_limits;
     cl.max_running = srv->cfg->max_pipeline;
-    w->s = dsq_cw_session_new(srv->engine, &srv->dosql, &cl, w->db[0] ? w->db : NULL,
+    w->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cl, w->db[0] ? w->db : NULL,
                               ++srv->next_session, false, &t);
     if (w->s == NULL) {
         free(w->token);

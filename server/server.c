@@ -248,6 +248,12 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     for (size_t i = 0; i < 2 * nflags; i++)
         dsq_buf_append(&srv->flag_keys, flags[i], strlen(flags[i]) + 1);
     dsq_metrics_init(&srv->metrics);
+    srv->cw_stats = dsq_cw_stats_new();
+    if (srv->cw_stats == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dsq_server_free(srv);
+        return NULL;
+    }
     if (cfg->tls_listen.n > 0) {
         srv->tls = dsq_tls_ctx_new(cfg->tls_cert, cfg->tls_key, err, errlen);
         if (srv->tls == NULL) {
@@ -508,6 +514,9 @@ void dsq_server_free(dsq_server *srv)
         dsq_ws_deflate_cleanup(); /* the loop thread's compression streams */
     }
     dsq_obj_close(srv->objects);
+    /* After the engine: the last Cap'n Web sessions went with its last
+     * calls. */
+    dsq_cw_stats_free(srv->cw_stats);
     if (srv->engine_efd >= 0)
         close(srv->engine_efd);
     dsq_tls_ctx_free(srv->tls);

@@ -16,6 +16,7 @@
 #include "common/errors.h"
 #include "engine/engine.h"
 #include "engine/tier/objstore.h"
+#include "protocol/capnweb.h"
 #include "protocol/dosql.h"
 #include "server/auth.h"
 #include "server/config.h"
@@ -59,6 +60,7 @@ struct dsq_server {
     uv_timer_t feed_timer;     /* CDC feeds held back (dsq_engine_feed_due_ms) */
     dsq_obj *objects;          /* the object store (storage.object_store) */
     dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
+    dsq_cw_stats *cw_stats;    /* owned; what the Cap'n Web sessions share (their count of entries) */
     uint64_t next_session;     /* engine session ids of WebSocket connections */
     char *config_path;         /* owned; for SIGHUP */
     dsq_buf flag_keys;         /* NUL-separated key/value pairs from flags */

@@ -1,5 +1,5 @@
 /* fuzz_capnweb — Cap'n Web message decoding and evaluation
- * (protocol/capnweb.c): push, pull, resolve, reject, release, abort,
+ * (protocol/capnweb/): push, pull, resolve, reject, release, abort,
  * stream and pipe messages, expressions (escaped arrays, bigint, bytes,
  * date, error, import/pipeline paths and calls, export/promise, remap),
  * pipelining and the import/export tables, against a real engine opened
@@ -29,6 +29,7 @@
 #include "tests/fuzz/fuzz.h"
 
 static dsq_engine *E;
+static dsq_cw_stats *ST; /* for the life of the process, as the engine */
 static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
 static int wakes;
@@ -101,6 +102,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_capnweb: %s\n", err);
         abort();
     }
+    ST = dsq_cw_stats_new();
+    if (ST == NULL)
+        abort();
     clock_gettime(CLOCK_MONOTONIC, &last_tick);
     return 0;
 }
@@ -144,7 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     dsq_cw_transport t = {.send = t_send, .end = t_end, .batch_done = t_batch_done, .scope = t_scope, .ud = pe};
     bool batch = (opt & 2) != 0;
-    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, (opt & 1) ? "f" : NULL, ++sessions, batch, &t);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, (opt & 1) ? "f" : NULL, ++sessions, batch, &t);
     if (s == NULL)
         abort();
     if (batch) {

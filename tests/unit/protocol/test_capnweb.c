@@ -13,6 +13,7 @@
 #include "tests/unit/support/engine_wait.h"
 
 static dsq_engine *E;
+static dsq_cw_stats *ST;
 static char dir[64];
 
 /* What the session sent, and how it ended. */
@@ -54,6 +55,8 @@ static void setup(void)
     char err[256];
     E = dsq_engine_new(&c, err, sizeof err);
     cr_assert_not_null(E, "%s", err);
+    ST = dsq_cw_stats_new();
+    cr_assert_not_null(ST);
     nsent = 0;
     ended = 0;
     batch_done = 0;
@@ -67,7 +70,9 @@ static void teardown(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
-    cr_assert_eq(dsq_cw_entries_total(), 0, "every table entry was freed");
+    uint64_t left = dsq_cw_stats_entries(ST);
+    dsq_cw_stats_free(ST);
+    cr_assert_eq(left, 0, "every table entry was freed");
 }
 
 TestSuite(capnweb, .init = setup, .fini = teardown, .timeout = 60);
@@ -79,7 +84,7 @@ static void in(dsq_cw_session *s, const char *msg) { dsq_cw_receive(s, msg, strl
 
 static dsq_cw_session *open_db(const char *db)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, db, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, db, 1, false, &T);
     cr_assert_not_null(s);
     return s;
 }
@@ -130,7 +135,7 @@ Test(capnweb, pipelining_waits_for_the_referenced_result)
 
 Test(capnweb, database_name_exports_a_stub_and_release_counts)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, NULL, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, NULL, 1, false, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"u4\"]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",1,[\"ping\"],[{}]]]");
@@ -152,7 +157,7 @@ Test(capnweb, database_name_exports_a_stub_and_release_counts)
 
 Test(capnweb, forbidden_and_invalid_database_names)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, NULL, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, NULL, 1, false, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"secret\"]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"../x\"]]]");
@@ -263,7 +268,7 @@ Test(capnweb, too_many_entries_abort)
 
 Test(capnweb, http_batch_answers_when_pulled_results_settle)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, &DL, &CL, "u10", 0, true, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, "u10", 0, true, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 7 AS n\"}]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",0,[\"ping\"],[{}]]]"); /* not pulled: not waited for */
@@ -333,7 +338,7 @@ Test(capnweb, a_promise_the_client_passes_is_awaited)
     in(s, "[\"reject\",-2,[\"error\",\"Error\",\"nope\"]]");
     cr_assert(strstr(sent[2], "[\"reject\",2,") && strstr(sent[2], "nope"), "%s", sent[2]);
     cr_assert_str_eq(sent[3], "[\"release\",-2,1]");
-    cr_assert_eq(dsq_cw_entries_total(), 3, "main, and the two pushes not released yet");
+    cr_assert_eq(dsq_cw_stats_entries(ST), 3, "main, and the two pushes not released yet");
     dsq_cw_session_close(s);
 }
 
@@ -348,12 +353,12 @@ Test(capnweb, closing_during_a_map_frees_everything)
           "[\"pipeline\",-1,[\"query\"],[{\"sql\":\"SELECT 2\"}]]]]]");
     in(s, "[\"pull\",2]");
     dsq_cw_session_close(s); /* with 50 calls in flight */
-    for (int i = 0; i < 200 && dsq_cw_entries_total() > 0; i++) {
+    for (int i = 0; i < 200 && dsq_cw_stats_entries(ST) > 0; i++) {
         dsq_engine_poll(E);
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }
-    cr_assert_eq(dsq_cw_entries_total(), 0);
+    cr_assert_eq(dsq_cw_stats_entries(ST), 0);
 }
 
 /* The client releases a push's result while it is still pending and later
@@ -370,9 +375,9 @@ Test(capnweb, pushes_before_a_release_still_pipeline_on_the_pending_result)
     wait_sent(1);
     cr_assert_eq(ended, 0, "%s", sent[0]);
     cr_assert(strncmp(sent[0], "[\"resolve\",2,{\"columns\":[[\"one\"]]", 32) == 0, "%s", sent[0]);
-    cr_assert_eq(dsq_cw_entries_total(), 2, "main and push 2: the released result went once used");
+    cr_assert_eq(dsq_cw_stats_entries(ST), 2, "main and push 2: the released result went once used");
     in(s, "[\"release\",2,1]");
-    cr_assert_eq(dsq_cw_entries_total(), 1);
+    cr_assert_eq(dsq_cw_stats_entries(ST), 1);
     dsq_cw_session_close(s);
 }
 
@@ -391,7 +396,7 @@ Test(capnweb, pushes_before_a_release_still_see_a_settled_result)
     cr_assert_eq(ended, 0, "%s", sent[0]);
     cr_assert(strncmp(sent[0], "[\"resolve\",3,{\"columns\":[[\"n\"]],\"columnTypes\":[[null]],\"rows\":[[[[5]]]]", 70) == 0,
               "%s", sent[0]);
-    cr_assert_eq(dsq_cw_entries_total(), 3, "main, pushes 2 and 3");
+    cr_assert_eq(dsq_cw_stats_entries(ST), 3, "main, pushes 2 and 3");
     dsq_cw_session_close(s);
 }
 
