@@ -87,6 +87,46 @@ TestSuite(engine, .init = setup, .fini = teardown, .timeout = 60);
 /* Poll until `n` finished calls in total; fail after 10 s. */
 static void wait_done(int n) { test_wait(E, &ndone, n, "finished calls"); }
 
+/* Poll until no more than `n` calls and engine messages (expiries,
+ * hibernations) are in flight: all that was posted beyond those has
+ * finished. An open stream's call is in flight. */
+static void wait_in_flight(uint64_t n)
+{
+    ENGINE_WAIT_UNTIL(E, E->inflight <= n, "%llu calls and engine messages in flight, want %llu",
+                      (unsigned long long)E->inflight, (unsigned long long)n);
+}
+
+/* Whether call `c` waits in its actor's mailbox for another client's
+ * transaction to end (it was sent back, wait_writer), with the actor at
+ * rest: nothing runs it until something new is posted there. */
+static bool parked(const dsq_call *c)
+{
+    dsq_actor *a = c->actor;
+    pthread_mutex_lock(&a->mu);
+    bool in_mail = false;
+    for (const dsq_call *m = a->mail_head; m != NULL && !in_mail; m = m->next)
+        in_mail = m == c;
+    bool p = in_mail && c->wait_writer && a->sched == ACTOR_IDLE;
+    pthread_mutex_unlock(&a->mu);
+    return p;
+}
+
+/* Whether actor `a` is on a worker now. */
+static bool running(dsq_actor *a)
+{
+    pthread_mutex_lock(&a->mu);
+    bool r = a->sched == ACTOR_RUNNING;
+    pthread_mutex_unlock(&a->mu);
+    return r;
+}
+
+static uint64_t txns_open(void)
+{
+    dsq_engine_stats s;
+    dsq_engine_stats_get(E, &s);
+    return s.txns_open;
+}
+
 /* A call with one statement; params given as a printf-like list of
  * type letters: i (int64), d (double), s (text), n (null), b (blob
  * pointer + length). Named when names != NULL. */
@@ -573,8 +613,8 @@ Test(engine, transaction_isolates_readers_run_writers_wait)
     tcall *r2 = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
     cr_assert_eq(dsq_engine_submit(E, "tx", &r2->c), 0);
     wait_done(before + 1);
-    usleep(100000);
-    dsq_engine_poll(E);
+    /* Sent back to wait, with its actor at rest: it cannot run now. */
+    ENGINE_WAIT_UNTIL(E, parked(&other->c), "a write ran inside someone else's transaction");
     cr_assert_eq(ndone, before + 1, "a write ran inside someone else's transaction");
     cr_assert_eq(order[before], &r2->c, "the read went ahead");
     tcall *cm = mk(DSQ_OP_COMMIT, NULL);
@@ -654,10 +694,9 @@ Test(engine, transaction_times_out)
     b->c.txn_timeout_ms = 100;
     run("to", b);
     tfree(in_txn("to", b->c.txn_out, "INSERT INTO t VALUES (1)"));
-    usleep(200000);
+    let_time_pass(150); /* the transaction is idle past its 100 ms */
     dsq_engine_tick(E);
-    usleep(100000);
-    dsq_engine_poll(E);
+    wait_in_flight(0); /* the expiry the tick posted */
     tcall *r = in_txn("to", b->c.txn_out, "SELECT 1");
     cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
     tfree(r);
@@ -769,7 +808,7 @@ Test(engine, stream_continuation_beats_a_pending_idle_end)
     t->c.chunk_rows = 1;
     run("sl", t);
     cr_assert(t->c.more);
-    usleep(1050000);       /* idle past the timeout */
+    let_time_pass(1050);   /* the stream is idle past its 1 s */
     /* About 0.1 s of work here (0.3-0.5 s in a sanitizer build on a busy
      * machine): long enough to hold the worker while both are posted,
      * short of the continuation's new 1 s deadline. */
@@ -778,7 +817,7 @@ Test(engine, stream_continuation_beats_a_pending_idle_end)
     int before = ndone;
     cr_assert_eq(dsq_engine_submit(E, "busy", &slow->c), 0);
     dsq_engine_kick(E);
-    usleep(10000);         /* the worker is in the slow query now */
+    ENGINE_WAIT_UNTIL(E, running(slow->c.actor), "the slow query did not start");
     dsq_engine_tick(E);    /* the tick posts the stream's end... */
     dsq_engine_stream_more(E, &t->c, false); /* ...and the client asks right behind it */
     wait_done(before + 2);
@@ -967,8 +1006,7 @@ Test(engine, lru_and_idle_hibernation)
     ok("b", "SELECT 1");
     ok("c", "SELECT 1"); /* three open: "a" is the least recently used */
     dsq_engine_stats s;
-    usleep(50000);
-    dsq_engine_poll(E);
+    wait_in_flight(0); /* the hibernation that made room */
     dsq_engine_stats_get(E, &s);
     cr_assert_eq(s.actors, 3);
     cr_assert_leq(s.actors_open, 2, "open: %llu", (unsigned long long)s.actors_open);
@@ -977,10 +1015,9 @@ Test(engine, lru_and_idle_hibernation)
     dsq_value v = val(&t->c.results[0], 0);
     cr_assert(v.n == 4 && memcmp(v.p, "kept", 4) == 0);
     tfree(t);
-    usleep(150000);
+    let_time_pass(150); /* every actor is idle past its 100 ms */
     dsq_engine_tick(E);
-    usleep(100000);
-    dsq_engine_poll(E);
+    wait_in_flight(0); /* the hibernations the tick posted */
     dsq_engine_stats_get(E, &s);
     cr_assert_eq(s.actors_open, 0, "idle actors hibernate");
     cr_assert_eq(s.actors_hibernated, 3); /* (its size: a _Static_assert in engine_int.h) */
@@ -1034,19 +1071,24 @@ Test(engine, the_lock_of_a_killed_process_is_gone)
     char d2[64];
     strcpy(d2, "/tmp/dsq-test-lock-XXXXXX");
     cr_assert_not_null(mkdtemp(d2));
-    int p[2];
+    int p[2], hold[2];
     cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(pipe(hold), 0);
     pid_t child = fork();
     cr_assert_geq(child, 0);
     if (child == 0) {
+        close(hold[1]);
         char e2[512];
         char ok1 = dsq_engine_lock_dir(d2, e2, sizeof e2) >= 0 ? 'y' : 'n';
         if (write(p[1], &ok1, 1) != 1)
             _exit(1);
-        for (int i = 0; i < 600; i++) /* 60 s at most; killed long before */
-            usleep(100000);
-        _exit(0);
+        /* Hold the lock until killed. Nothing is ever written to `hold`:
+         * the read returns only when the test's end of it closes, should
+         * the test die before it kills this process. */
+        char none;
+        _exit(read(hold[0], &none, 1) < 0);
     }
+    close(hold[0]);
     close(p[1]);
     char got = 0;
     cr_assert_eq(read(p[0], &got, 1), 1);
@@ -1060,6 +1102,7 @@ Test(engine, the_lock_of_a_killed_process_is_gone)
     kill(child, SIGKILL);
     int st;
     cr_assert_eq(waitpid(child, &st, 0), child);
+    close(hold[1]);
     int fd = dsq_engine_lock_dir(d2, err, sizeof err);
     cr_assert_geq(fd, 0, "free after kill -9: %s", err);
     dsq_engine_unlock_dir(fd);
@@ -1160,11 +1203,9 @@ Test(engine, read_only_transaction_keeps_its_database_open)
     ok("roa", "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
     tcall *b = begin_ro("roa", 9, 0);
     ok("rob", "SELECT 1"); /* a second database: over the limit */
-    usleep(50000);
-    dsq_engine_poll(E);
+    wait_in_flight(0); /* a hibernation, had one been posted to make room */
     dsq_engine_session_closed(E, 9); /* its connection ends */
-    usleep(100000);
-    dsq_engine_poll(E);
+    wait_in_flight(0); /* the expiry that posted */
     dsq_engine_stats s;
     dsq_engine_stats_get(E, &s);
     cr_assert_eq(s.txns_open, 0, "the read-only transaction outlived its connection");
@@ -1189,10 +1230,13 @@ Test(engine, read_only_requests_do_not_keep_a_writer_alive)
         tcall *r = in_txn("rka", ro->c.txn_out, "SELECT count(*) FROM t");
         cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
         tfree(r);
-        usleep(50000);
+        /* 8 x 50 ms of read-only requests: the writer is idle past its
+         * 150 ms meanwhile. */
+        let_time_pass(50);
         dsq_engine_tick(E);
         dsq_engine_poll(E);
     }
+    wait_in_flight(0); /* the expiry a tick posted */
     tcall *r = in_txn("rka", w->c.txn_out, "SELECT 1");
     cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "the idle writer was kept open: %s", r->c.msg);
     tfree(r);
@@ -1217,10 +1261,9 @@ Test(engine, writer_expiry_leaves_a_read_only_stream)
     run("wes", s);
     cr_assert_eq(s->c.err, 0, "%s", s->c.msg);
     int seen = (int)s->c.results[0].nrows;
-    usleep(150000);
-    dsq_engine_tick(E); /* the writer is idle past its limit: rolled back */
-    usleep(50000);
-    dsq_engine_poll(E);
+    let_time_pass(150); /* the writer is idle past its 100 ms */
+    dsq_engine_tick(E); /* rolled back */
+    wait_in_flight(1); /* the expiry; the stream's call stays */
     dsq_engine_stats st;
     dsq_engine_stats_get(E, &st);
     cr_assert_eq(st.txns_open, 1, "the writer was rolled back, the read-only one stays");
@@ -1254,10 +1297,9 @@ Test(engine, read_scope_write_beside_a_transaction_is_refused_at_once)
     int before = ndone;
     cr_assert_eq(dsq_engine_submit(E, "rsw", &w->c), 0);
     dsq_engine_kick(E);
-    for (int i = 0; i < 50 && ndone == before; i++) {
-        usleep(10000);
-        dsq_engine_poll(E);
-    }
+    /* (The transaction stays open until after this: an answer that waited
+     * for it would not come at all.) */
+    ENGINE_WAIT_UNTIL(E, ndone > before, "the refusal waited for the transaction");
     cr_assert_eq(ndone, before + 1, "the refusal waited for the transaction");
     cr_assert_eq(w->c.code, DSQ_CODE_FORBIDDEN, "%s", w->c.msg);
     tfree(w);
@@ -1347,21 +1389,16 @@ Test(engine, idle_read_only_transaction_with_an_open_stream_ends)
     tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (6)");
     int before = ndone;
     cr_assert_eq(dsq_engine_submit(E, "ros", &w->c), 0);
-    for (int i = 0; i < 40 && ndone == before; i++) {
-        usleep(50000);
-        dsq_engine_tick(E);
-        dsq_engine_poll(E);
-    }
-    cr_assert_eq(ndone, before + 1, "the write still waits for the idle stream after 2 s");
+    WAIT_UNTIL_STEP((dsq_engine_tick(E), dsq_engine_poll(E)), ndone > before, WAIT_MS,
+                    "the write still waits for the idle stream");
+    cr_assert_eq(ndone, before + 1, "the write still waits for the idle stream");
     cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
     tfree(w);
     /* (A stream in a read-only transaction holds no one, so the write may
-     * be done at once; the transaction's idle end comes with the ticks.) */
-    for (int i = 0; i < 10; i++) {
-        usleep(50000);
-        dsq_engine_tick(E);
-        dsq_engine_poll(E);
-    }
+     * be done at once; the transaction's idle end, after its 100 ms, comes
+     * with the ticks, and its stream ends with it.) */
+    WAIT_UNTIL_STEP((dsq_engine_tick(E), dsq_engine_poll(E)), txns_open() == 0, WAIT_MS,
+                    "the idle read-only transaction did not end");
     tcall *r = in_txn("ros", ro->c.txn_out, "SELECT 1");
     cr_assert_eq(r->c.code, DSQ_CODE_TRANSACTION_NOT_FOUND, "%s", r->c.msg);
     tfree(r);
@@ -1391,17 +1428,17 @@ Test(engine, many_waiting_writers_do_not_hold_back_a_reader)
         cr_assert_eq(dsq_engine_submit(E, "mww", &w[i]->c), 0);
     }
     dsq_engine_kick(E);
-    usleep(100000);
-    dsq_engine_poll(E);
+    ENGINE_WAIT_UNTIL(E, parked(&w[N - 1]->c), "a write ran beside the transaction");
+    for (int i = 0; i < N; i++)
+        cr_assert(parked(&w[i]->c), "write %d ran beside the transaction", i);
     cr_assert_eq(ndone, before, "a write ran beside the transaction");
     tcall *r = mk(DSQ_OP_QUERY, "SELECT count(*) FROM t");
     r->c.session = 7;
     cr_assert_eq(dsq_engine_submit(E, "mww", &r->c), 0);
     dsq_engine_kick(E);
-    for (int i = 0; i < 50 && ndone == before; i++) {
-        usleep(10000);
-        dsq_engine_poll(E);
-    }
+    /* (The transaction stays open until after this: an answer that waited
+     * for it would not come at all.) */
+    ENGINE_WAIT_UNTIL(E, ndone > before, "the reader waited for the transaction");
     cr_assert_eq(ndone, before + 1, "the reader waited for the transaction");
     cr_assert_eq(order[before], &r->c);
     cr_assert_eq(val(&r->c.results[0], 0).i, 0);
@@ -1439,8 +1476,7 @@ Test(engine, stop_with_a_transaction_queued_behind_a_transaction)
     tcall *w = mk(DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
     cr_assert_eq(dsq_engine_submit(E, "sq", &w->c), 0);
     dsq_engine_kick(E);
-    usleep(100000);
-    dsq_engine_poll(E);
+    ENGINE_WAIT_UNTIL(E, parked(&w->c), "the write did not wait for the transaction");
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, free_engine, E), 0);
     struct timespec until;
@@ -1471,8 +1507,7 @@ Test(engine, write_parked_after_the_ticks_clock_reading_does_not_expire)
     int before = ndone;
     cr_assert_eq(dsq_engine_submit(E, "wpt", &w->c), 0);
     dsq_engine_kick(E);
-    usleep(100000);
-    dsq_engine_poll(E);
+    ENGINE_WAIT_UNTIL(E, parked(&w->c), "the write did not wait for the transaction");
     cr_assert_eq(ndone, before, "the write waits");
     dsq_actor *a = w->c.actor;
     pthread_mutex_lock(&a->mu);
@@ -1480,9 +1515,15 @@ Test(engine, write_parked_after_the_ticks_clock_reading_does_not_expire)
     pthread_mutex_unlock(&a->mu);
     cr_assert_gt(since, 0, "it was sent back to wait");
     dsq__actor_expire_writers(E, a, since - 5); /* a tick that read its clock just before */
+    /* It ran on this thread: had it marked the write to fail, the write
+     * would be marked now, and its actor queued to run it. */
+    pthread_mutex_lock(&a->mu);
+    bool marked = w->c.wait_expired;
+    pthread_mutex_unlock(&a->mu);
+    cr_assert_not(marked, "the write was marked to fail");
     dsq_engine_kick(E);
-    usleep(100000);
     dsq_engine_poll(E);
+    cr_assert(parked(&w->c), "the write was taken out of its wait");
     cr_assert_eq(ndone, before, "the write failed: %s", w->c.msg);
     tcall *cm = mk(DSQ_OP_COMMIT, NULL); /* (not run(): the write finishes around it) */
     strcpy(cm->c.txn, b->c.txn_out);

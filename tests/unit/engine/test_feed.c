@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/util.h"
 #include "engine/engine.h"
 #include "engine/runtime/engine_int.h"
+#include "tests/unit/support/wait.h"
 
 static dsq_engine *E;
 static char dir[64];
@@ -233,7 +233,8 @@ Test(feed, a_busy_process_holds_news_back_until_the_interval_ends)
     dsq_engine_stats st;
     dsq_engine_stats_get(E, &st);
     cr_assert_eq(st.cdc_coalesced, 1, "held back once, however much news came meanwhile");
-    usleep((useconds_t)due * 1000 + 2000);
+    /* Time must pass: the held news is due when the interval ends. */
+    WAIT_UNTIL(dsq_engine_feed_due_ms(E) <= 0, WAIT_MS, "the held news did not come due");
     poll_rounds();
     cr_assert_eq(news, 2, "its turn came: one call for both commits");
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1);
@@ -262,7 +263,8 @@ Test(feed, a_feed_with_few_subscribers_waits_less)
     durable(f, 2);
     int64_t due = dsq_engine_feed_due_ms(E);
     cr_assert(due >= 0 && due <= 2, "4 subscribers: 2 ms at most, not the 300 (due in %lld)", (long long)due);
-    usleep(3000);
+    /* Time must pass: the held news is due when its shorter interval ends. */
+    WAIT_UNTIL(dsq_engine_feed_due_ms(E) <= 0, WAIT_MS, "the held news did not come due");
     poll_rounds();
     cr_assert_eq(news, 8);
     for (int i = 0; i < 4; i++)
@@ -279,7 +281,9 @@ Test(feed, an_idle_process_does_not_hold_news_back)
     for (uint64_t l = 1; l <= 3; l++) {
         dsq__feed_durable(E, f, l);
         poll_rounds();
-        usleep(60000); /* past the CPU sampling window */
+        /* Each sync in a window of its own: the process's CPU use is
+         * looked at once per 50 ms window. */
+        let_time_pass(60);
     }
     cr_assert_eq(news, 3, "every sync's news at once");
     cr_assert_eq(dsq_engine_feed_due_ms(E), -1);

@@ -17,6 +17,7 @@
 
 #include "engine/storage/disk.h"
 #include "engine/storage/journal.h"
+#include "tests/unit/support/wait.h"
 
 #define FILE_BYTES (64u * 1024)
 
@@ -320,18 +321,19 @@ Test(journal, entries_a_later_file_voids_are_skipped)
     dsq_jnl_close(j);
 }
 
-/* Live files, after waiting (at most 5 s) for the flush thread to bring
- * them down to `want`. */
-static uint32_t live_after(dsq_jnl *j, uint32_t want)
+static dsq_jnl_stats stats(dsq_jnl *j)
 {
     dsq_jnl_stats st;
-    for (int i = 0; i < 500; i++) {
-        dsq_jnl_stats_get(j, &st);
-        if (st.live <= want)
-            break;
-        usleep(10000);
-    }
-    return st.live;
+    dsq_jnl_stats_get(j, &st);
+    return st;
+}
+
+/* Live files, after waiting for the flush thread to bring them down to
+ * `want` (the test fails after WAIT_MS). */
+static uint32_t live_after(dsq_jnl *j, uint32_t want)
+{
+    WAIT_UNTIL(stats(j).live <= want, WAIT_MS, "live files: %u, want %u", stats(j).live, want);
+    return stats(j).live;
 }
 
 /* Append a held entry of database "a" (64 bytes, LSN lsn); its position. */
@@ -359,8 +361,10 @@ Test(journal, a_held_entry_keeps_its_file_live_until_released)
     cr_assert_eq(st.held, 1u);
     cr_assert_geq(st.live, 2u);
     /* The flush thread would retire the first file now; the held entry's
-     * record is not in its log yet, so the file stays and replays. */
-    usleep(300 * 1000);
+     * record is not in its log yet, so the file stays and replays. That it
+     * does not retire it shows in no state to wait for: it looks again
+     * every 100 ms; give it three looks. */
+    let_time_pass(300);
     dsq_jnl_stats_get(j, &st);
     cr_assert_eq(st.flushes, 0u, "no flush while an entry is held");
     seen s = replay_now();
@@ -446,8 +450,9 @@ Test(journal, the_flush_has_the_holders_write_before_it_retires_a_file)
     for (uint64_t lsn = 2; lsn < 20; lsn++) /* into the next file */
         append(j, "b", lsn, 4000, NULL, &end);
     cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
-    /* A holder that cannot write keeps the file, and is asked again. */
-    usleep(350 * 1000);
+    /* A holder that cannot write keeps the file, and is asked again (every
+     * 100 ms): once asked twice, the flush thread found the file held. */
+    WAIT_UNTIL(f.asked >= 2, WAIT_MS, "asked %d times", f.asked);
     dsq_jnl_stats st;
     dsq_jnl_stats_get(j, &st);
     cr_assert_eq(st.flushes, 0u);
@@ -484,34 +489,66 @@ static int visit_run(void *ud, const dsq_jnl_entry *en, char *err, size_t errlen
     return 0;
 }
 
+/* A file's zeroing chunk (FILE_BYTES / 16); the journal's thread zeroes up
+ * to 4 of them ahead of the appends. */
+#define CHUNK (FILE_BYTES / 16)
+
+/* Whether the zeroing keeps up with the appends (bytes since a start):
+ * some zeroed, and within 4 chunks of the appended bytes. */
+static bool kept_up(uint64_t zeroed, uint64_t appended) { return zeroed > 0 && zeroed + 4 * CHUNK >= appended; }
+
 /* Append `count` entries of "z" (256-byte records; 320 bytes of journal
- * each) in bursts of ten, each burst synced. */
-static void append_z(dsq_jnl *j, uint64_t *lsn, int count)
+ * each) in bursts of ten, each burst synced. `zeroing`: the appends go
+ * where the journal's thread should zero ahead of them (a file's first
+ * pass); after each burst, wait for it to keep up. It never zeroes the
+ * start of a file, before it first runs there, so the bytes zeroed trail
+ * the bytes appended; once 2 chunks were appended it has zeroed some, and
+ * from then on it keeps the zeroed bytes within 4 chunks of the appended
+ * ones (it catches up each time it runs). Else the thread should zero
+ * nothing, which shows in no state to wait for: let 1 ms pass after each
+ * burst, a turn for it to zero what it should not. */
+static void append_z(dsq_jnl *j, uint64_t *lsn, int count, bool zeroing)
 {
     char err[256];
-    uint64_t end = 0;
+    uint64_t end = 0, zeroed0 = stats(j).zeroed;
     for (int i = 0; i < count; i++) {
         append(j, "z", ++*lsn, 256, NULL, &end);
-        if (i % 10 == 9 || i == count - 1) {
-            cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
-            usleep(1000);
+        if (i % 10 != 9 && i != count - 1)
+            continue;
+        cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
+        uint64_t appended = (uint64_t)(i + 1) * 320;
+        if (!zeroing) {
+            let_time_pass(1);
+            continue;
         }
+        WAIT_UNTIL(appended < 2 * CHUNK || kept_up(stats(j).zeroed - zeroed0, appended), WAIT_MS,
+                   "zeroed %llu bytes after %llu appended", (unsigned long long)(stats(j).zeroed - zeroed0),
+                   (unsigned long long)appended);
     }
 }
 
-/* Zeroing done (at most 5 s): the bytes zeroed so far. */
+/* The bytes zeroed, once they are at least `at_least` (the test fails
+ * after WAIT_MS). A chunk may still be being written then: no state shows
+ * when the journal's thread is done with it, so give it 50 ms to finish
+ * (only the end of the file is left to zero after the appends: the counts
+ * the tests compare leave room for that chunk). */
 static uint64_t zeroed_after(dsq_jnl *j, uint64_t at_least)
 {
-    dsq_jnl_stats st;
-    for (int i = 0; i < 500; i++) {
-        dsq_jnl_stats_get(j, &st);
-        if (st.zeroed >= at_least)
-            break;
-        usleep(10000);
-    }
-    usleep(50000); /* a chunk still being written */
-    dsq_jnl_stats_get(j, &st);
-    return st.zeroed;
+    WAIT_UNTIL(stats(j).zeroed >= at_least, WAIT_MS, "zeroed %llu bytes, want %llu",
+               (unsigned long long)stats(j).zeroed, (unsigned long long)at_least);
+    let_time_pass(50);
+    return stats(j).zeroed;
+}
+
+/* The bytes zeroed, once the journal's thread is done with the current
+ * file: a barrier moves to a new file, which the thread does not zero
+ * before it holds a chunk, and waits for the thread's flush, which comes
+ * after any chunk it was zeroing. */
+static uint64_t zeroed_final(dsq_jnl *j)
+{
+    char err[256];
+    cr_assert_eq(dsq_jnl_barrier(j, err, sizeof err), 0, "%s", err);
+    return stats(j).zeroed;
 }
 
 Test(journal, zeros_go_ahead_of_the_appends_never_over_them)
@@ -521,7 +558,7 @@ Test(journal, zeros_go_ahead_of_the_appends_never_over_them)
     /* Most of one file (200 x 320 bytes of 64 KiB), written while the
      * flush thread zeroes ahead in 4 KiB chunks: bursts of appends catch
      * up with it and wait for its chunk. */
-    append_z(j, &lsn, 200);
+    append_z(j, &lsn, 200, true);
     cr_assert_geq(zeroed_after(j, 16 * 1024), 16 * 1024u);
     run r = {.ok = true};
     char err[256];
@@ -564,8 +601,10 @@ Test(journal, a_journal_used_lightly_is_not_zeroed)
 {
     dsq_jnl *j = open_j();
     uint64_t lsn = 0;
-    append_z(j, &lsn, 10); /* 3,200 bytes: less than a chunk */
-    usleep(100 * 1000);
+    append_z(j, &lsn, 10, false); /* 3,200 bytes: less than a chunk */
+    /* That nothing is zeroed shows in no state to wait for: the journal's
+     * thread, woken by the appends, would have started in 100 ms. */
+    let_time_pass(100);
     dsq_jnl_stats st;
     dsq_jnl_stats_get(j, &st);
     cr_assert_eq(st.zeroed, 0u);
@@ -576,16 +615,16 @@ Test(journal, a_file_written_once_is_not_zeroed_again)
 {
     dsq_jnl *j = open_j();
     uint64_t lsn = 0;
-    append_z(j, &lsn, 200); /* the first file */
+    append_z(j, &lsn, 200, true); /* the first file */
     uint64_t first = zeroed_after(j, 32 * 1024);
     cr_assert_geq(first, 32 * 1024u);
-    append_z(j, &lsn, 200); /* on into the second, new: zeroed too */
+    append_z(j, &lsn, 200, true); /* on into the second, new: zeroed too */
     cr_assert_eq(live_after(j, 1), 1u, "the first file is retired, free for the third pass");
     uint64_t second = zeroed_after(j, first + 32 * 1024);
     cr_assert_geq(second, first + 32 * 1024);
-    append_z(j, &lsn, 200); /* the third pass: back into the first file */
+    append_z(j, &lsn, 200, false); /* the third pass: back into the first file */
     cr_assert_eq(live_after(j, 1), 1u);
-    uint64_t third = zeroed_after(j, UINT64_MAX);
+    uint64_t third = zeroed_final(j);
     cr_assert_leq(third - second, 8 * 1024u, "only the end the first pass left: %llu bytes",
                   (unsigned long long)(third - second));
     dsq_jnl_close(j);
@@ -663,8 +702,7 @@ Test(journal, a_round_of_pushes_holds_up_removals_only, .timeout = 20)
     round_arg round = {.j = j}, rm = {.j = j, .h = &h};
     pthread_t t1, t2;
     cr_assert_eq(pthread_create(&t1, NULL, push_round, &round), 0);
-    for (int k = 0; k < 500 && !l.pushing; k++)
-        usleep(10000);
+    WAIT_UNTIL(l.pushing, WAIT_MS, "the push did not start");
     cr_assert(l.pushing, "the push is under way");
     /* These return while it waits (else the test hangs and times out). */
     fake_holder f = {.j = j};
@@ -674,7 +712,9 @@ Test(journal, a_round_of_pushes_holds_up_removals_only, .timeout = 20)
     cr_assert_geq(f.asked, 1);
     cr_assert_eq(dsq_jnl_write_held(j, "slow", false), 1u, "a reader has the slow log write");
     cr_assert_eq(pthread_create(&t2, NULL, remove_holder, &rm), 0);
-    usleep(100000);
+    /* That the removal waits shows in no state to wait for: give it 100 ms
+     * to return, which it must not. */
+    let_time_pass(100);
     cr_assert(!rm.done, "the removal waits for the round");
     sem_post(&l.go);
     pthread_join(t2, NULL);
@@ -692,7 +732,8 @@ Test(journal, a_round_of_pushes_holds_up_removals_only, .timeout = 20)
  * last: on a slow machine (a sanitizer build, others' load) a MiB of
  * appends can take longer than that, so that timer is set out of reach.
  * The syncfs itself can take long there too: the count is read once it
- * reaches `want` (at most 5 s) and 50 ms more, to see none too many. */
+ * reaches `want` (the test fails after WAIT_MS) and 50 ms more, to see
+ * none too many. */
 static uint64_t bulk_syncs_after(int logs, int mib, uint64_t want)
 {
     char err[256];
@@ -714,17 +755,15 @@ static uint64_t bulk_syncs_after(int logs, int mib, uint64_t want)
         for (int i = 0; i < per_mib; i++)
             append(j, "l0", ++lsn, 4000, NULL, &end);
         cr_assert_eq(dsq_jnl_sync(j, 0, end, err, sizeof err), 0, "%s", err);
-        for (int k = 0; k < 500 && b[0].pushed < m; k++) /* the thread's turn: at most 5 s */
-            usleep(10000);
+        WAIT_UNTIL(b[0].pushed >= m, WAIT_MS, "pushed %d times after %d MiB", b[0].pushed, m);
         cr_assert_geq(b[0].asked, m, "asked after each MiB");
         cr_assert_eq(b[0].pushed, b[0].asked, "and told to push");
     }
-    dsq_jnl_stats_get(j, &st);
-    for (int k = 0; k < 500 && st.bulk_syncs < want; k++) {
-        usleep(10000);
-        dsq_jnl_stats_get(j, &st);
-    }
-    usleep(50000);
+    WAIT_UNTIL(stats(j).bulk_syncs >= want, WAIT_MS, "%llu bulk syncs, want %llu",
+               (unsigned long long)stats(j).bulk_syncs, (unsigned long long)want);
+    /* None too many: a syncfs that should not come shows in no state to
+     * wait for; give it 50 ms. */
+    let_time_pass(50);
     dsq_jnl_stats_get(j, &st);
     for (int i = 0; i < logs; i++)
         dsq_jnl_holder_remove(j, &h[i]);

@@ -15,6 +15,7 @@
 
 #include "common/util.h"
 #include "engine/tier/objstore_int.h"
+#include "tests/unit/support/wait.h"
 
 Test(objstore, keys)
 {
@@ -306,8 +307,7 @@ Test(objstore_file, many_at_once_from_threads_callbacks)
         rs[i].body_len = strlen(bodies[i]);
         dsq_obj_submit(O, &rs[i]);
     }
-    for (int k = 0; k < 5000 && dsq_obj_pending(O) > 0; k++)
-        usleep(1000);
+    WAIT_UNTIL(dsq_obj_pending(O) == 0, WAIT_MS, "%zu requests still pending", dsq_obj_pending(O));
     cr_assert_eq(dsq_obj_pending(O), 0);
     dsq_obj_req r;
     cr_assert_eq(op(DSQ_OBJ_LIST, "many/", &r), DSQ_OBJ_OK);
@@ -423,12 +423,23 @@ Test(objstore_s3, a_silent_server_times_out)
 
 static void count_done(dsq_obj_req *r) { (*(int *)r->ud)++; }
 
+/* Requests whose first attempt failed, now waiting for their retry: the
+ * store's thread sets the failure's message then and keeps it meanwhile.
+ * (Read while that thread works: one byte, which stays once set.) */
+static int between_attempts(dsq_obj_req *rs, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += __atomic_load_n(&rs[i].msg[0], __ATOMIC_ACQUIRE) != '\0';
+    return k;
+}
+
 Test(objstore_s3, closing_cancels_what_waits)
 {
     int fd = loopback_socket(false);
     /* Retries wait 60 s: the requests are between attempts when closed. */
     dsq_obj *o = s3_to(port_of(fd), 2000, 5, 60000);
-    enum { N = 40 }; /* more than max_inflight: some never started */
+    enum { N = 40, MAX_INFLIGHT = 16 }; /* more than max_inflight (its default): some never start */
     static dsq_obj_req rs[N];
     int done = 0;
     for (int i = 0; i < N; i++) {
@@ -441,7 +452,8 @@ Test(objstore_s3, closing_cancels_what_waits)
         rs[i].ud = &done;
         dsq_obj_submit(o, &rs[i]);
     }
-    usleep(200 * 1000);
+    WAIT_UNTIL(between_attempts(rs, N) == MAX_INFLIGHT, WAIT_MS, "%d of the %d begun wait for a retry",
+               between_attempts(rs, N), MAX_INFLIGHT);
     cr_assert_eq(dsq_obj_pending(o), N);
     uint64_t t0 = dsq_now_ms();
     dsq_obj_close(o);

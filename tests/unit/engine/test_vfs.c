@@ -13,6 +13,7 @@
 #include "engine/runtime/engine_int.h"
 #include "engine/storage/pagestore.h"
 #include "engine/storage/vfs.h"
+#include "tests/unit/support/wait.h"
 
 /* 1..n as rows of `value` (Debian's SQLite has no generate_series). */
 #define SERIES(n) \
@@ -427,7 +428,7 @@ Test(vfs, the_lsn_at_a_time)
 {
     exec_ok("CREATE TABLE t(x)");
     uint64_t t1 = dsq_ps_lsn_time(ps);
-    usleep(3000);
+    let_time_pass(3); /* the clock must move on: the two commits' times differ */
     exec_ok("INSERT INTO t VALUES (1)");
     uint64_t t2 = dsq_ps_lsn_time(ps);
     char err[256];

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +17,13 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "common/util.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/journal.h"
 #include "engine/storage/wal.h"
 #include "engine/tier/objstore.h"
 #include "engine/tier/warm.h"
+#include "tests/unit/support/wait.h"
 
 #define PS 4096
 
@@ -812,10 +815,33 @@ static void evict_seg(dsq_obj *o, uint32_t seq, uint64_t lsn)
     free(b);
 }
 
+/* What dsq_warm_wait's callback said, for the test's thread to wait on. */
+typedef struct ready {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int how; /* DSQ_WARM_* + 1 once called; 0 before */
+} ready;
+
 static void on_ready(void *ud, int how, const char *msg)
 {
     (void)msg;
-    *(volatile int *)ud = how + 1;
+    ready *r = ud;
+    pthread_mutex_lock(&r->mu);
+    r->how = how + 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The callback's DSQ_WARM_* + 1, once it ran; 0 if not within WAIT_MS. */
+static int wait_ready(ready *r)
+{
+    uint64_t end = wait_now_ms() + WAIT_MS;
+    pthread_mutex_lock(&r->mu);
+    for (uint64_t now = wait_now_ms(); r->how == 0 && now < end; now = wait_now_ms())
+        dsq_cond_wait_ms(&r->cv, &r->mu, end - now);
+    int how = r->how;
+    pthread_mutex_unlock(&r->mu);
+    return how;
 }
 
 Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
@@ -862,11 +888,10 @@ Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
         dsq_warm_chunk *k = dsq_warm_miss_take();
         if (rc != 0) {
             cr_assert_not_null(k, "a failed scan of an evicted segment is a miss: %s", err);
-            volatile int how = 0;
-            dsq_warm_wait(warm, k, on_ready, (void *)&how);
-            for (int i = 0; i < 2000 && how == 0; i++)
-                usleep(5000);
-            cr_assert_eq(how, DSQ_WARM_READY + 1);
+            ready r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+            dsq_warm_wait(warm, k, on_ready, &r);
+            int how = wait_ready(&r);
+            cr_assert_eq(how, DSQ_WARM_READY + 1, "the wait ended with %d (0: not within %d ms)", how, WAIT_MS);
             dsq_warm_release(warm, k);
         }
     } while (rc != 0 && ++tries < 100);

@@ -20,6 +20,7 @@
 #include "engine/storage/disk.h"
 #include "engine/tier/objstore.h"
 #include "engine/tier/warm.h"
+#include "tests/unit/support/wait.h"
 
 static char root[256];
 
@@ -142,6 +143,13 @@ static void on_wait(void *ud, int how, const char *msg)
     snprintf(w->msg, sizeof w->msg, "%s", msg);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+static uint64_t fetches(dsq_warm *w)
+{
+    dsq_warm_counts n;
+    dsq_warm_counts_get(w, &n);
+    return n.fetches;
 }
 
 /* Take this thread's miss and wait for it (at most 10 s); returns how. */
@@ -330,12 +338,8 @@ Test(warm, a_scan_fetches_the_next_chunks_ahead, .timeout = 30)
     /* The next chunk missed too: a scan; three more come along. */
     cr_assert_eq(dsq_warm_read(w, c, 10000, buf, 16, err, sizeof err), DSQ_WARM_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
-    for (int i = 0; i < 400; i++) {
-        dsq_warm_counts_get(w, &n);
-        if (n.fetches == 5)
-            break;
-        usleep(5000);
-    }
+    WAIT_UNTIL(fetches(w) >= 5, WAIT_MS, "chunks 2 to 4 fetched ahead: %llu", (unsigned long long)fetches(w));
+    dsq_warm_counts_get(w, &n);
     cr_assert_eq(n.fetches, 5, "chunks 2 to 4 fetched ahead: %llu", (unsigned long long)n.fetches);
     for (int i = 2; i <= 4; i++) {
         cr_assert_eq(dsq_warm_read(w, c, (uint64_t)i * 10000 + 5, buf, 16, err, sizeof err), 0, "%s", err);

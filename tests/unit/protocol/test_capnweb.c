@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "protocol/capnweb.h"
 #include "tests/unit/support/engine_wait.h"
@@ -353,11 +352,8 @@ Test(capnweb, closing_during_a_map_frees_everything)
           "[\"pipeline\",-1,[\"query\"],[{\"sql\":\"SELECT 2\"}]]]]]");
     in(s, "[\"pull\",2]");
     dsq_cw_session_close(s); /* with 50 calls in flight */
-    for (int i = 0; i < 200 && dsq_cw_stats_entries(ST) > 0; i++) {
-        dsq_engine_poll(E);
-        struct timespec ts = {0, 5000000};
-        nanosleep(&ts, NULL);
-    }
+    ENGINE_WAIT_UNTIL(E, dsq_cw_stats_entries(ST) == 0, "%llu entries left",
+                      (unsigned long long)dsq_cw_stats_entries(ST));
     cr_assert_eq(dsq_cw_stats_entries(ST), 0);
 }
 
