@@ -191,8 +191,10 @@ int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t 
 
 enum { K_FETCHING, K_READY, K_FAILED };
 
+/* A cache of many small chunks holds one of these for each: its fetch's
+ * request and a failure's message are kept only while needed, and its key
+ * is allocated with it, so that it stays small (about 150 bytes). */
 struct dsq_warm_chunk {
-    char key[DSQ_OBJ_KEY_MAX + 1];
     uint64_t len;
     uint32_t crc;
     int state;
@@ -201,11 +203,12 @@ struct dsq_warm_chunk {
     uint64_t file;            /* DIR/%016llx once ready */
     unsigned attempts;
     int how;                  /* K_FAILED: DSQ_WARM_FAILED or DSQ_WARM_TIMEOUT */
-    char msg[256];
+    char *msg;                /* K_FAILED: why (NULL: out of memory) */
     dsq_warm_chunk *hnext;
     dsq_warm_chunk *prev, *next; /* LRU of ready chunks, oldest first */
     dsq_warm *w;
-    dsq_obj_req req;
+    dsq_obj_req *req;         /* while it is being fetched */
+    char key[];
 };
 
 typedef struct waiter {
@@ -252,8 +255,11 @@ static void chunk_path(const dsq_warm *w, uint64_t file, char *out, size_t n)
 static void unref_locked(dsq_warm *w, dsq_warm_chunk *k)
 {
     (void)w;
-    if (--k->refs == 0)
+    if (--k->refs == 0) {
+        free(k->req);
+        free(k->msg);
         free(k);
+    }
 }
 
 static void table_remove(dsq_warm *w, dsq_warm_chunk *k)
@@ -339,13 +345,13 @@ static void fetch_done(dsq_obj_req *r);
 
 static void fetch_start(dsq_warm *w, dsq_warm_chunk *k)
 {
-    memset(&k->req, 0, sizeof k->req);
-    k->req.op = DSQ_OBJ_GET;
-    memcpy(k->req.key, k->key, sizeof k->req.key);
-    k->req.done = fetch_done;
-    k->req.ud = k;
+    memset(k->req, 0, sizeof *k->req);
+    k->req->op = DSQ_OBJ_GET;
+    snprintf(k->req->key, sizeof k->req->key, "%s", k->key);
+    k->req->done = fetch_done;
+    k->req->ud = k;
     k->attempts++;
-    dsq_obj_submit(w->obj, &k->req);
+    dsq_obj_submit(w->obj, k->req);
 }
 
 static void fetch_done(dsq_obj_req *r)
@@ -392,6 +398,8 @@ static void fetch_done(dsq_obj_req *r)
             close(fd);
     }
     dsq_obj_req_clear(r);
+    free(k->req); /* r */
+    k->req = NULL;
     pthread_mutex_lock(&w->mu);
     w->inflight--;
     waiter *list = take_waiters(w, k);
@@ -407,7 +415,7 @@ static void fetch_done(dsq_obj_req *r)
     } else {
         k->state = K_FAILED;
         k->how = how;
-        snprintf(k->msg, sizeof k->msg, "%s", msg);
+        k->msg = strdup(msg);
         w->errors++;
         if (k->in_table)
             table_remove(w, k); /* the next read asks again */
@@ -531,10 +539,13 @@ void dsq_warm_close(dsq_warm *w)
  * caller starts the fetch after the unlock). Caller holds mu. */
 static dsq_warm_chunk *chunk_new(dsq_warm *w, const char *key, const dsq_cold_chunk *cc)
 {
-    dsq_warm_chunk *k = calloc(1, sizeof *k);
-    if (k == NULL)
+    size_t klen = strlen(key);
+    dsq_warm_chunk *k = calloc(1, sizeof *k + klen + 1);
+    if (k == NULL || (k->req = calloc(1, sizeof *k->req)) == NULL) {
+        free(k);
         return NULL;
-    snprintf(k->key, sizeof k->key, "%s", key);
+    }
+    memcpy(k->key, key, klen + 1);
     k->len = cc->len;
     k->crc = cc->crc;
     k->w = w;
@@ -699,8 +710,8 @@ void dsq_warm_wait(dsq_warm *w, dsq_warm_chunk *k, dsq_warm_fn fn, void *ud)
     }
     int how = k->how;
     bool closing = w->closing;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", k->msg);
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s", k->msg ? k->msg : "out of memory");
     pthread_mutex_unlock(&w->mu);
     free(x);
     if (state == K_READY)
