@@ -1,7 +1,6 @@
 /* exec — running calls against an actor's SQLite connection (worker).
  *
- * Divisions: the sandbox (authorizer, pragma allow-list, lexical checks);
- * opening and closing; the statement cache; binding; running statements;
+ * Divisions: opening and closing; the statement cache; binding; running statements;
  * request transactions and LSNs; the operations; the entry point.
  *
  * Outside an explicit transaction every request runs in a transaction of
@@ -33,262 +32,14 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/cdc/cdc.h"
-#include "engine/runtime/engine_int.h"
+#include "engine/runtime/exec_int.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/journal.h"
 #include "engine/storage/pagestore.h"
 #include "engine/storage/vfs.h"
 #include "engine/tier/warm.h"
 
-/* ---- the sandbox ----------------------------------------------------------- */
-
-/* PRAGMAs a client may run. Introspection takes any argument; read-only
- * ones none; the last group may also be set (they live in the database
- * file or in the current transaction, never in the shared connection). */
-static const char *const pragma_introspect[] = {
-    "table_info",   "table_xinfo",       "table_list",   "index_list",    "index_info",
-    "index_xinfo",  "foreign_key_list",  "foreign_key_check", "integrity_check", "quick_check",
-    "collation_list", "function_list",   "module_list",  "pragma_list",   "compile_options",
-    "optimize",     NULL};
-static const char *const pragma_readonly[] = {
-    "page_count",   "page_size",         "freelist_count", "schema_version", "data_version",
-    "encoding",     "auto_vacuum",       "foreign_keys", "max_page_count", "journal_mode",
-    "synchronous",  NULL};
-static const char *const pragma_settable[] = {"user_version", "application_id",
-                                              "defer_foreign_keys", NULL};
-
-static bool in_list(const char *const *list, const char *s)
-{
-    for (; *list; list++)
-        if (strcasecmp(*list, s) == 0)
-            return true;
-    return false;
-}
-
-static int deny(actor_open *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int deny(actor_open *o, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(o->deny, sizeof o->deny, fmt, ap);
-    va_end(ap);
-    return SQLITE_DENY;
-}
-
-static int authorizer(void *ud, int action, const char *a1, const char *a2, const char *a3,
-                      const char *a4)
-{
-    actor_open *o = ud;
-    /* A plain VACUUM (VACUUM INTO is refused before it runs) rebuilds the
-     * database with statements of its own: BEGIN, a scratch ATTACH, reads
-     * and writes of every table. They are SQLite's, not the client's. */
-    if (o->internal || o->vacuum)
-        return SQLITE_OK;
-    switch (action) {
-    case SQLITE_ATTACH:
-    case SQLITE_DETACH:
-        return deny(o, "ATTACH and DETACH are not allowed");
-    case SQLITE_TRANSACTION:
-        return deny(o, "%s is not allowed in SQL: use beginTransaction, commit and rollback",
-                    a1 ? a1 : "transaction control");
-    case SQLITE_SAVEPOINT:
-        /* Beside another client's transaction it would be a no-op on the
-         * view's connection, not the client's savepoint. */
-        if (!o->in_txn || o->on_view)
-            return deny(o, "SAVEPOINT, RELEASE and ROLLBACK TO need an open transaction "
-                           "(beginTransaction)");
-        dsq_strlcpy(o->sp_op, a1 ? a1 : "", sizeof o->sp_op);
-        dsq_strlcpy(o->sp_name, a2 ? a2 : "", sizeof o->sp_name);
-        return SQLITE_OK;
-    case SQLITE_CREATE_TABLE:
-        if (a1 && a2 && strcmp(a2, "main") == 0)
-            dsq_strlcpy(o->stmt_created, a1, sizeof o->stmt_created);
-        o->stmt_ddl = true;
-        return SQLITE_OK;
-    case SQLITE_CREATE_INDEX:
-    case SQLITE_CREATE_TRIGGER:
-    case SQLITE_CREATE_VIEW:
-    case SQLITE_CREATE_VTABLE:
-    case SQLITE_DROP_INDEX:
-    case SQLITE_DROP_TABLE:
-    case SQLITE_DROP_TRIGGER:
-    case SQLITE_DROP_VIEW:
-    case SQLITE_DROP_VTABLE:
-    case SQLITE_ALTER_TABLE:
-        o->stmt_ddl = true;
-        return SQLITE_OK;
-    case SQLITE_ANALYZE:
-    case SQLITE_REINDEX:
-        o->stmt_writes = true; /* they write the database, whatever sqlite3_stmt_readonly() says */
-        return SQLITE_OK;
-    case SQLITE_PRAGMA:
-        if (a1 == NULL)
-            return deny(o, "PRAGMA is not allowed");
-        if (strcasecmp(a1, "optimize") == 0)
-            o->stmt_writes = true; /* it may run ANALYZE (sqlite3_stmt_readonly() says no) */
-        if (in_list(pragma_introspect, a1) || in_list(pragma_settable, a1))
-            return SQLITE_OK;
-        if (in_list(pragma_readonly, a1)) {
-            if (a2 == NULL)
-                return SQLITE_OK;
-            return deny(o, "PRAGMA %s may be read, not set", a1);
-        }
-        return deny(o, "PRAGMA %s is not allowed", a1);
-    case SQLITE_FUNCTION:
-        if (a2 && (strcasecmp(a2, "load_extension") == 0 || strcasecmp(a2, "fts3_tokenizer") == 0))
-            return deny(o, "%s() is not allowed", a2);
-        return SQLITE_OK;
-    case SQLITE_CREATE_TEMP_INDEX:
-    case SQLITE_CREATE_TEMP_TABLE:
-    case SQLITE_CREATE_TEMP_TRIGGER:
-    case SQLITE_CREATE_TEMP_VIEW:
-        return deny(o, "temporary tables, views, indexes and triggers are not allowed "
-                       "(every client of a database shares its connection)");
-    default:
-        return SQLITE_OK;
-    }
-}
-
-/* Skip white space and comments. */
-static const char *skip_space(const char *p, const char *end)
-{
-    while (p < end) {
-        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f') {
-            p++;
-        } else if (p + 1 < end && p[0] == '-' && p[1] == '-') {
-            while (p < end && *p != '\n')
-                p++;
-        } else if (p + 1 < end && p[0] == '/' && p[1] == '*') {
-            p += 2;
-            while (p + 1 < end && !(p[0] == '*' && p[1] == '/'))
-                p++;
-            p = p + 1 < end ? p + 2 : end;
-        } else {
-            break;
-        }
-    }
-    return p;
-}
-
-static bool is_word_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           (unsigned char)c >= 0x80;
-}
-
-/* Does the statement text start with keyword `kw`? */
-static bool starts_with_word(const char *sql, size_t len, const char *kw)
-{
-    const char *end = sql + len;
-    const char *p = skip_space(sql, end);
-    size_t k = strlen(kw);
-    return (size_t)(end - p) >= k && strncasecmp(p, kw, k) == 0 &&
-           (p + k == end || !is_word_char(p[k]));
-}
-
-/* Does keyword `kw` appear as a token (outside quotes and comments)? */
-static bool has_word(const char *sql, size_t len, const char *kw)
-{
-    const char *end = sql + len, *p = sql;
-    size_t k = strlen(kw);
-    while (p < end) {
-        p = skip_space(p, end);
-        if (p >= end)
-            break;
-        char q = *p;
-        if (q == '\'' || q == '"' || q == '`' || q == '[') {
-            char close = q == '[' ? ']' : q;
-            for (p++; p < end; p++) {
-                if (*p == close) {
-                    if (close != ']' && p + 1 < end && p[1] == close) {
-                        p++; /* doubled quote */
-                        continue;
-                    }
-                    p++;
-                    break;
-                }
-            }
-            continue;
-        }
-        if (is_word_char(q)) {
-            const char *w = p;
-            while (p < end && is_word_char(*p))
-                p++;
-            if ((size_t)(p - w) == k && strncasecmp(w, kw, k) == 0)
-                return true;
-            continue;
-        }
-        p++;
-    }
-    return false;
-}
-
-/* Is there nothing but white space, comments and one ';' after the first
- * statement? (The first ';' outside quotes and comments ends it; SQL's
- * only other use of ';' is inside CREATE TRIGGER, which VACUUM is not.) */
-static bool lone_statement(const char *sql, size_t len)
-{
-    const char *end = sql + len, *p = sql;
-    while (p < end) {
-        p = skip_space(p, end);
-        if (p >= end)
-            return true;
-        char q = *p;
-        if (q == '\'' || q == '"' || q == '`' || q == '[') {
-            char close = q == '[' ? ']' : q;
-            for (p++; p < end && *p != close; p++)
-                ;
-            p++;
-            continue;
-        }
-        if (q == ';')
-            return skip_space(p + 1, end) == end;
-        p++;
-    }
-    return true;
-}
-
 /* ---- opening and closing ------------------------------------------------------ */
-
-static int progress(void *ud)
-{
-    actor_open *o = ud;
-    if (o->running != NULL && dsq__cancelled(o->running))
-        return 1;
-    return o->deadline_ns != 0 && dsq_now_ns() > o->deadline_ns;
-}
-
-/* Limits, settings and the authorizer every connection of an actor gets. */
-static void sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg)
-{
-    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
-    /* No value can be larger than a whole result may be. */
-    size_t length = cfg->max_value_size < cfg->max_result_size ? cfg->max_value_size : cfg->max_result_size;
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, length > INT32_MAX ? INT32_MAX : (int)length);
-    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, (int)cfg->max_sql_length);
-    sqlite3_limit(db, SQLITE_LIMIT_COLUMN, cfg->max_columns);
-    sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, cfg->max_expr_depth);
-    sqlite3_limit(db, SQLITE_LIMIT_VARIABLE_NUMBER, cfg->max_params);
-    sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 1); /* VACUUM's scratch database; the authorizer refuses users' */
-    sqlite3_limit(db, SQLITE_LIMIT_TRIGGER_DEPTH, 100);
-    sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0);
-    char pragma[64];
-    snprintf(pragma, sizeof pragma, "PRAGMA cache_size=%d", cfg->cache_pages);
-    sqlite3_exec(db, pragma, NULL, NULL, NULL);
-    sqlite3_set_authorizer(db, authorizer, o);
-    sqlite3_progress_handler(db, 1000, progress, o);
-    /* Builtins that can work for long inside one call, between two looks
-     * of the progress handler, replaced by bounded ones (sqlfn.c) that ask
-     * it themselves. */
-    o->fn_stop = (dsq_sqlfn_stop){progress, o};
-    if (dsq__sqlfn_register(db, &o->fn_stop) != SQLITE_OK)
-        DSQ_ERROR("sql_functions_failed", "error=%s", dsq_log_q(sqlite3_errmsg(db)));
-}
 
 static void offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
 static void pins_release(dsq_engine *e, dsq_actor *a);
@@ -345,7 +96,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     dsq__gate_init(&o->gate, e, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
     if (e->tier != NULL && e->cfg.tier_commit)
         dsq_wal_tee(dsq_ps_wal(o->ps), true); /* the tails come from memory */
-    sandbox(o, o->db, &e->cfg);
+    dsq__sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;
     atomic_fetch_add(&e->nopen_real, 1);
@@ -464,7 +215,7 @@ static int view_conn(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t lsn, d
         *vp = NULL;
         return -2;
     }
-    sandbox(o, *dbp, &e->cfg);
+    dsq__sandbox(o, *dbp, &e->cfg);
     return 0;
 }
 
@@ -610,27 +361,6 @@ static int bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, uns
 }
 
 /* ---- running statements -------------------------------------------------------- */
-
-typedef struct run_ctx {
-    dsq_engine *e;
-    dsq_actor *a;
-    actor_open *o;
-    dsq_call *c;
-    size_t bytes_before; /* result bytes of earlier statements kept by the call */
-    sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
-    sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
-    bool past;           /* a time-travel query: statements may only read */
-    bool beside;         /* reads beside another client's open transaction: a statement
-                            that writes makes the call wait for it (park) */
-    bool park;           /* so it did: the call goes back to the mailbox, to run later */
-    snap_txn *snap;      /* the read-only transaction the call names, or NULL */
-    size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
-    bool retry;          /* a page was in the object store: run the call again once it is here */
-} run_ctx;
-
-/* Whether what just failed read a page that is in the object store, not
- * in the warm cache yet (warm.h): then the call runs again later. */
-static bool cold(const run_ctx *x) { return x->e->warm != NULL && dsq_warm_missed(); }
 
 dsq_code dsq__sqlite_code(int rc, const char *msg)
 {
@@ -874,8 +604,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 continue;
             }
             const char *text = sqlite3_sql(st);
-            if (text && starts_with_word(text, strlen(text), "VACUUM") &&
-                has_word(text, strlen(text), "INTO")) {
+            if (text && dsq__sql_vacuum_into(text, strlen(text))) {
                 sqlite3_finalize(st);
                 dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
                 goto out;
@@ -919,12 +648,12 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
         }
         int brc = bind_params(c, st, r, used);
         const char *text = sqlite3_sql(st);
-        o->vacuum = text && starts_with_word(text, strlen(text), "VACUUM");
+        o->vacuum = text && dsq__sql_starts_with(text, strlen(text), "VACUUM");
         bool capture = db == o->db; /* not a time-travel connection */
         dsq_cdc_mark mark = dsq_cdc_cap_mark(o->cap);
         if (brc == 0)
             brc = step_all(x, st, res);
-        if (brc == 0 && cold(x) && sqlite3_stmt_readonly(st)) {
+        if (brc == 0 && dsq__cold(x) && sqlite3_stmt_readonly(st)) {
             /* It read past a page on its way from the object store and went
              * on (PRAGMA integrity_check reports such a page in its rows):
              * its result is not the database's. It runs again. */
@@ -976,7 +705,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     }
     rv = 0;
 out:
-    if (rv != 0 && cold(x))
+    if (rv != 0 && dsq__cold(x))
         c->resume_off = (size_t)(p - r->sql); /* where the statement that waits begins */
     sqlite3_finalize(temp); /* a refusal left it unrun */
     free(used);
@@ -1084,7 +813,7 @@ static int commit(run_ctx *x)
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
         bool open = !sqlite3_get_autocommit(o->db);
-        if (cold(x) && (!o->in_txn || open)) {
+        if (dsq__cold(x) && (!o->in_txn || open)) {
             /* (A deferred foreign key check read a page that is in the
              * object store.) Outside a transaction the request runs again
              * whole; an explicit one stays open for its COMMIT to run again. */
@@ -1130,7 +859,7 @@ static int end_request(run_ctx *x, bool ok)
             append_msg(x->c, " (the transaction was rolled back)");
             return -1;
         }
-        if (!ok && cold(x))
+        if (!ok && dsq__cold(x))
             x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
         return ok ? 0 : -1;
     }
@@ -1145,7 +874,7 @@ static int end_request(run_ctx *x, bool ok)
         return commit(x);
     if (!sqlite3_get_autocommit(o->db))
         internal_exec(o, "ROLLBACK");
-    if (cold(x)) {
+    if (dsq__cold(x)) {
         x->retry = true; /* all of it was undone: it runs again from the start */
         x->c->resume_off = 0;
     }
@@ -1203,12 +932,12 @@ static sqlite3 *view_db(run_ctx *x)
     if (o->snap_db == NULL) {
         char err[600];
         if (view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
-            if (cold(x) && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
+            if (dsq__cold(x) && c->cold_retry && c->cold_how != DSQ_WARM_READY) {
                 /* (A non-atomic batch, which cold_failed lets on.) The page
                  * it waited for to open the view did not come. */
                 dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s",
                           c->cold_msg);
-            } else if (cold(x)) {
+            } else if (dsq__cold(x)) {
                 x->retry = true;
                 c->resume_off = 0;
             } else {
@@ -1229,7 +958,7 @@ static int run_on(run_ctx *x, sqlite3 *db, const dsq_stmt_req *r, dsq_result *re
     x->o->on_view = true;
     int rc = run_sql(x, r, res);
     x->o->on_view = false;
-    if (rc != 0 && cold(x)) {
+    if (rc != 0 && dsq__cold(x)) {
         x->retry = true;
         x->c->resume_off = 0;
     }
@@ -1255,7 +984,7 @@ static void op_query_as_of(run_ctx *x)
     dsq_ps_view *v = NULL;
     sqlite3 *vdb = NULL;
     if (c->as_of == DSQ_AS_OF_TIME && dsq_ps_lsn_at(o->ps, c->as_of_time_us, &lsn, err, sizeof err) != 0) {
-        if (cold(x)) { /* the log it reads was evicted: again once it is here */
+        if (dsq__cold(x)) { /* the log it reads was evicted: again once it is here */
             x->retry = true;
             c->resume_off = 0;
             return;
@@ -1265,7 +994,7 @@ static void op_query_as_of(run_ctx *x)
     }
     int vrc = view_conn(x->e, x->a, o, lsn, &v, &vdb, err, sizeof err);
     if (vrc != 0) {
-        if (cold(x)) { /* it read the log or the schema from an evicted file */
+        if (dsq__cold(x)) { /* it read the log or the schema from an evicted file */
             x->retry = true;
             c->resume_off = 0;
             return;
@@ -1275,7 +1004,7 @@ static void op_query_as_of(run_ctx *x)
     }
     x->db = vdb;
     x->past = true;
-    if (run_sql(x, &c->stmts[0], &c->results[0]) != 0 && cold(x)) {
+    if (run_sql(x, &c->stmts[0], &c->results[0]) != 0 && dsq__cold(x)) {
         x->retry = true; /* it only reads: it runs again from the start */
         c->resume_off = 0;
     }
@@ -1310,15 +1039,15 @@ static void op_query(run_ctx *x)
         res->lsn = c->lsn = x->snap ? x->snap->lsn : o->lsn;
         return;
     }
-    if (!o->in_txn && starts_with_word(r->sql, r->sql_len, "VACUUM")) {
+    if (!o->in_txn && dsq__sql_starts_with(r->sql, r->sql_len, "VACUUM")) {
         /* SQLite runs VACUUM only outside a transaction: so it must be the
          * request's only statement; the LSN then advances in a
          * transaction of its own. */
-        if (!lone_statement(r->sql, r->sql_len)) {
+        if (!dsq__sql_lone_statement(r->sql, r->sql_len)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
         } else if (run_sql(x, r, res) == 0) {
             took_commit(x, NULL, 0); /* VACUUM commits on its own */
-        } else if (cold(x)) {
+        } else if (dsq__cold(x)) {
             x->retry = true;
             c->resume_off = 0;
         }
@@ -1505,7 +1234,7 @@ static void op_begin_read_only(run_ctx *x)
         return;
     }
     if (view_conn(x->e, a, o, t.lsn, &t.view, &t.db, err, sizeof err) != 0) {
-        if (cold(x))
+        if (dsq__cold(x))
             x->retry = true;
         else
             dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
@@ -1658,9 +1387,8 @@ static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
         return NULL;
     }
-    const char *end = r->sql + r->sql_len;
-    if (skip_space(tail, end) != end && !(*skip_space(tail, end) == ';' &&
-                                          skip_space(skip_space(tail, end) + 1, end) == end)) {
+    const char *end = r->sql + r->sql_len, *rest = dsq__sql_skip_space(tail, end);
+    if (rest != end && !(*rest == ';' && dsq__sql_skip_space(rest + 1, end) == end)) {
         sqlite3_finalize(st);
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "queryStream takes exactly one statement");
         return NULL;
@@ -1760,7 +1488,7 @@ static int sstream_start(run_ctx *x)
     } else {
         char err[600];
         if (view_conn(x->e, a, o, o->lsn, &t.view, &t.db, err, sizeof err) != 0) {
-            if (!cold(x))
+            if (!dsq__cold(x))
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
             return -1;
         }
@@ -1813,7 +1541,7 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             (*skip)--;
             continue;
         }
-        if (cold(x)) {
+        if (dsq__cold(x)) {
             sqlite3_reset(st);
             *skip = *rows;
             c->state = DSQ__CALL_STREAM_MORE;
@@ -1841,7 +1569,7 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             }
             continue;
         }
-        if (rc != SQLITE_DONE && cold(x)) {
+        if (rc != SQLITE_DONE && dsq__cold(x)) {
             sqlite3_reset(st);
             *skip = *rows;
             dsq_buf_reset(&res->rows);
@@ -1892,7 +1620,7 @@ static void op_stream(run_ctx *x)
         }
         bool in_txn = c->txn[0] != '\0' && x->snap == NULL;
         if ((in_txn ? stream_start_in_txn(x) : sstream_start(x)) != 0) {
-            if (cold(x))
+            if (dsq__cold(x))
                 x->retry = true; /* nothing is open yet: it starts again */
             c->more = false;
             return;
@@ -2043,7 +1771,7 @@ static void op_cdc_read(run_ctx *x)
     int rc = s.dctx ? dsq_wal_scan(w, after, durable, cdc_visit, &s, err, sizeof err)
                     : (snprintf(err, sizeof err, "out of memory"), -1);
     ZSTD_freeDCtx(s.dctx);
-    if (rc != 0 && !s.full && cold(x)) {
+    if (rc != 0 && !s.full && dsq__cold(x)) {
         x->retry = true;
         return;
     }
@@ -2332,7 +2060,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         }
         x.o->deadline_ns = 0;
         x.o->running = NULL;
-        if (c->err != 0 && cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
+        if (c->err != 0 && dsq__cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
             x.retry = true; /* they only read */
         if (c->txn[0]) {
             /* The idle clock of the transaction it named (not another
@@ -2345,7 +2073,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
             pthread_mutex_unlock(&a->mu);
         }
-    } else if (a->open == NULL && cold(&x)) {
+    } else if (a->open == NULL && dsq__cold(&x)) {
         x.retry = true; /* opening read a page that is in the object store */
     } else if (c->op == DSQ_OP_STREAM) {
         c->more = false;

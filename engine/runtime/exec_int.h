@@ -1,0 +1,47 @@
+/* exec_int — private to the files that run calls on an actor's
+ * connections (worker): the call in hand (run_ctx) and what those files
+ * call of each other. The rest of the runtime sees dsq__exec and
+ * dsq__actor_close only (engine_int.h). */
+#ifndef DSQ_EXEC_INT_H
+#define DSQ_EXEC_INT_H
+
+#include "engine/runtime/engine_int.h"
+#include "engine/tier/warm.h"
+
+/* The call a worker is running, and where it runs. */
+typedef struct run_ctx {
+    dsq_engine *e;
+    dsq_actor *a;
+    actor_open *o;
+    dsq_call *c;
+    size_t bytes_before; /* result bytes of earlier statements kept by the call */
+    sqlite3 *db;         /* the connection statements run on: o->db, or a time-travel one */
+    sqlite3_stmt *scratch; /* the time-travel connection's statement in hand */
+    bool past;           /* a time-travel query: statements may only read */
+    bool beside;         /* reads beside another client's open transaction: a statement
+                            that writes makes the call wait for it (park) */
+    bool park;           /* so it did: the call goes back to the mailbox, to run later */
+    snap_txn *snap;      /* the read-only transaction the call names, or NULL */
+    size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
+    bool retry;          /* a page was in the object store: run the call again once it is here */
+} run_ctx;
+
+/* Whether what just failed read a page that is in the object store, not
+ * in the warm cache yet (warm.h): then the call runs again later. */
+static inline bool dsq__cold(const run_ctx *x) { return x->e->warm != NULL && dsq_warm_missed(); }
+
+/* ---- sandbox.c: what a client's SQL may do ---- */
+/* Limits, settings, the authorizer and the progress handler, on db (the
+ * actor's connection or one on a view of its store). */
+void dsq__sandbox(actor_open *o, sqlite3 *db, const dsq_engine_cfg *cfg);
+/* Skip white space and comments in [p, end). */
+const char *dsq__sql_skip_space(const char *p, const char *end);
+/* Does the statement text start with keyword `kw`? */
+bool dsq__sql_starts_with(const char *sql, size_t len, const char *kw);
+/* Is it VACUUM INTO (refused: it writes a file)? */
+bool dsq__sql_vacuum_into(const char *sql, size_t len);
+/* Is there nothing but white space, comments and one ';' after the
+ * first statement? */
+bool dsq__sql_lone_statement(const char *sql, size_t len);
+
+#endif
