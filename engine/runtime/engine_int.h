@@ -96,7 +96,7 @@ typedef struct actor_open {
     uint64_t offered_ms;         /* when its files were last offered to the object store */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
-    sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */
+    sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (stmt.c) */
     uint64_t clock;              /* LRU clock of the cache */
     bool internal;               /* our own SQL: the authorizer lets it pass */
     char deny[200];              /* why the authorizer said no, for the error */

@@ -157,12 +157,7 @@ void dsq__actor_close(dsq_actor *a)
     dsq__beside_close(o);
     if (!sqlite3_get_autocommit(o->db))
         sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
-    for (int i = 0; i < STMT_CACHE; i++) {
-        sqlite3_finalize(o->cache[i].stmt);
-        free(o->cache[i].sql);
-    }
-    for (size_t i = 0; i < sizeof o->ctl / sizeof o->ctl[0]; i++)
-        sqlite3_finalize(o->ctl[i]);
+    dsq__stmts_free(o);
     dsq_cdc_cap_free(o->cap);
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
@@ -252,114 +247,6 @@ void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a)
         snap_remove(e, a, a->nsnaps - 1);
 }
 
-/* ---- the statement cache ------------------------------------------------------ */
-
-/* The cache is keyed by the whole text that remains of a request from the
- * statement on (so "SELECT 1; " and "SELECT 1;" are different keys, each
- * always found again); a slot remembers how much of it the statement used. */
-static sqlite3_stmt *cache_get(actor_open *o, const char *rest, size_t len, size_t *consumed)
-{
-    for (int i = 0; i < STMT_CACHE; i++) {
-        stmt_slot *s = &o->cache[i];
-        if (s->stmt && s->len == len && memcmp(s->sql, rest, len) == 0) {
-            s->used = ++o->clock;
-            o->cache_hits++;
-            *consumed = s->consumed;
-            return s->stmt;
-        }
-    }
-    o->cache_misses++;
-    return NULL;
-}
-
-/* Keep `st` for `rest`. On failure (out of memory) st is finalized. */
-static int cache_put(actor_open *o, const char *rest, size_t len, size_t consumed, sqlite3_stmt *st)
-{
-    stmt_slot *victim = &o->cache[0];
-    for (int i = 0; i < STMT_CACHE; i++) {
-        if (o->cache[i].stmt == NULL) {
-            victim = &o->cache[i];
-            break;
-        }
-        if (o->cache[i].used < victim->used)
-            victim = &o->cache[i];
-    }
-    char *copy = malloc(len ? len : 1);
-    if (copy == NULL) {
-        sqlite3_finalize(st);
-        return -1;
-    }
-    memcpy(copy, rest, len);
-    sqlite3_finalize(victim->stmt);
-    free(victim->sql);
-    victim->stmt = st;
-    victim->sql = copy;
-    victim->len = len;
-    victim->consumed = consumed;
-    victim->used = ++o->clock;
-    return 0;
-}
-
-/* ---- binding -------------------------------------------------------------------- */
-
-static int bind_value(sqlite3_stmt *st, int i, const dsq_value *v)
-{
-    switch (v->type) {
-    case DSQ_V_INT: return sqlite3_bind_int64(st, i, v->i);
-    case DSQ_V_REAL: return sqlite3_bind_double(st, i, v->d);
-    case DSQ_V_TEXT: return sqlite3_bind_text64(st, i, v->p, v->n, SQLITE_STATIC, SQLITE_UTF8);
-    case DSQ_V_BLOB: return sqlite3_bind_blob64(st, i, v->p, v->n, SQLITE_STATIC);
-    default: return sqlite3_bind_null(st, i);
-    }
-}
-
-/* Bind the request's parameters to `st`, marking which were used. */
-static int bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, unsigned char *used)
-{
-    int n = sqlite3_bind_parameter_count(st);
-    for (int i = 1; i <= n; i++) {
-        const char *name = sqlite3_bind_parameter_name(st, i);
-        if (r->named) {
-            if (name == NULL || name[0] == '?') {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
-                          "the SQL uses positional parameters (?) but params is an object");
-                return -1;
-            }
-            size_t k;
-            for (k = 0; k < r->nparams; k++)
-                if (strcmp(r->params[k].name, name + 1) == 0)
-                    break;
-            if (k == r->nparams) {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "missing parameter %s", name);
-                return -1;
-            }
-            used[k] = 1;
-            if (bind_value(st, i, &r->params[k].v) != SQLITE_OK) {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "cannot bind parameter %s", name);
-                return -1;
-            }
-        } else {
-            if (name != NULL && name[0] != '?') {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
-                          "the SQL uses named parameter %s but params is an array", name);
-                return -1;
-            }
-            if ((size_t)i > r->nparams) {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
-                          "the SQL uses %d parameter%s but params has %zu", n, n == 1 ? "" : "s",
-                          r->nparams);
-                return -1;
-            }
-            used[i - 1] = 1;
-            if (bind_value(st, i, &r->params[i - 1].v) != SQLITE_OK) {
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "cannot bind parameter ?%d", i);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
 /* ---- running statements -------------------------------------------------------- */
 
 dsq_code dsq__sqlite_code(int rc, const char *msg)
@@ -421,39 +308,6 @@ static void fail_sqlite(run_ctx *x, int rc)
         dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "too many open files on the server; try again later");
     else
         dsq__fail(x->c, dsq__sqlite_code(rc, msg), "%s", msg);
-}
-
-/* Run our own SQL (not subject to the sandbox). */
-/* The transaction-control statements every request runs: prepared once
- * per connection instead of parsed each time. */
-static const char *const ctl_sql[] = {"BEGIN", "COMMIT", "ROLLBACK", "BEGIN IMMEDIATE",
-                                      "BEGIN DEFERRED"};
-_Static_assert(sizeof ctl_sql / sizeof ctl_sql[0] == sizeof ((actor_open *)0)->ctl /
-                                                         sizeof(sqlite3_stmt *),
-               "one prepared slot per control statement");
-
-/* Run our own SQL (the authorizer lets it pass). Returns SQLITE_OK or the
- * error. */
-static int internal_exec(actor_open *o, const char *sql)
-{
-    int rc = SQLITE_OK;
-    size_t i = 0;
-    while (i < sizeof ctl_sql / sizeof ctl_sql[0] && strcmp(ctl_sql[i], sql) != 0)
-        i++;
-    o->internal = true;
-    if (i == sizeof ctl_sql / sizeof ctl_sql[0]) {
-        rc = sqlite3_exec(o->db, sql, NULL, NULL, NULL);
-    } else {
-        if (o->ctl[i] == NULL)
-            rc = sqlite3_prepare_v3(o->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &o->ctl[i], NULL);
-        if (rc == SQLITE_OK) {
-            rc = sqlite3_step(o->ctl[i]);
-            int rc2 = sqlite3_reset(o->ctl[i]);
-            rc = rc == SQLITE_DONE ? SQLITE_OK : rc2 != SQLITE_OK ? rc2 : rc;
-        }
-    }
-    o->internal = false;
-    return rc;
 }
 
 /* The shared budget is charged in steps of this much (and at the end of
@@ -581,7 +435,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     sqlite3 *db = x->db ? x->db : o->db;
     while (p < end) {
         size_t take = 0;
-        sqlite3_stmt *st = cached ? cache_get(o, p, (size_t)(end - p), &take) : NULL;
+        sqlite3_stmt *st = cached ? dsq__cache_get(o, p, (size_t)(end - p), &take) : NULL;
         const char *tail;
         /* A statement that changes the schema or is a savepoint is not
          * kept: what the authorizer says of it while it is prepared is
@@ -610,7 +464,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
                 goto out;
             }
             special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
-            if (cached && !special && cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
+            if (cached && !special && dsq__cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
                 dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
             }
@@ -646,7 +500,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
             dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
             goto out;
         }
-        int brc = bind_params(c, st, r, used);
+        int brc = dsq__bind_params(c, st, r, used);
         const char *text = sqlite3_sql(st);
         o->vacuum = text && dsq__sql_starts_with(text, strlen(text), "VACUUM");
         bool capture = db == o->db; /* not a time-travel connection */
@@ -804,11 +658,11 @@ static int commit(run_ctx *x)
     size_t nchanges;
     if (dsq_cdc_cap_encode(o->cap, &changes, &nchanges) != 0) {
         dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory capturing the row changes");
-        internal_exec(o, "ROLLBACK");
+        dsq__internal_exec(o, "ROLLBACK");
         return -1;
     }
     dsq_ps_set_extra(o->ps, changes, nchanges);
-    int rc = internal_exec(o, "COMMIT");
+    int rc = dsq__internal_exec(o, "COMMIT");
     dsq_ps_set_extra(o->ps, NULL, 0);
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
@@ -823,7 +677,7 @@ static int commit(run_ctx *x)
                 return -1;
         }
         if (open)
-            internal_exec(o, "ROLLBACK");
+            dsq__internal_exec(o, "ROLLBACK");
         return -1;
     }
     took_commit(x, changes, nchanges);
@@ -839,7 +693,7 @@ static int begin_request(run_ctx *x)
 {
     if (x->o->in_txn)
         return 0;
-    int rc = internal_exec(x->o, "BEGIN");
+    int rc = dsq__internal_exec(x->o, "BEGIN");
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc);
         return -1;
@@ -873,7 +727,7 @@ static int end_request(run_ctx *x, bool ok)
     if (ok)
         return commit(x);
     if (!sqlite3_get_autocommit(o->db))
-        internal_exec(o, "ROLLBACK");
+        dsq__internal_exec(o, "ROLLBACK");
     if (dsq__cold(x)) {
         x->retry = true; /* all of it was undone: it runs again from the start */
         x->c->resume_off = 0;
@@ -1290,13 +1144,13 @@ static void op_begin(run_ctx *x)
         op_begin_read_only(x);
         return;
     }
-    int rc = internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+    int rc = dsq__internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
     if (rc != SQLITE_OK) {
         fail_sqlite(x, rc);
         return;
     }
     if (txn_id(c->txn_out) != 0) {
-        internal_exec(o, "ROLLBACK");
+        dsq__internal_exec(o, "ROLLBACK");
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
         return;
     }
@@ -1334,7 +1188,7 @@ static void op_end_txn(run_ctx *x, bool do_commit)
             append_msg(c, " (the transaction was rolled back)");
         }
     } else {
-        internal_exec(x->o, "ROLLBACK");
+        dsq__internal_exec(x->o, "ROLLBACK");
     }
     end_txn(x);
     c->lsn = x->o->lsn;
@@ -1399,7 +1253,7 @@ static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
         return NULL;
     }
     unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
-    int brc = used ? bind_params(c, st, r, used) : -1;
+    int brc = used ? dsq__bind_params(c, st, r, used) : -1;
     for (size_t k = 0; brc == 0 && k < r->nparams; k++) {
         if (!used[k]) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "params has values the SQL does not use");
@@ -1827,7 +1681,7 @@ static void exec_internal(run_ctx *x)
          * (on that one's connection) goes on. */
         if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
             stream_finish(x);
-        internal_exec(x->o, "ROLLBACK");
+        dsq__internal_exec(x->o, "ROLLBACK");
         end_txn(x);
         DSQ_INFO("transaction_rolled_back", "db=%s reason=%s", a->name,
                  c->session ? "client_disconnected" : "idle_timeout");
@@ -1862,7 +1716,7 @@ static void exec_internal(run_ctx *x)
             if (x->o->stream_stmt)
                 stream_finish(x);
             if (x->o->in_txn) {
-                internal_exec(x->o, "ROLLBACK");
+                dsq__internal_exec(x->o, "ROLLBACK");
                 end_txn(x);
             }
             checkpoint_before_close(a);

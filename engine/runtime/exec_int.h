@@ -44,4 +44,21 @@ bool dsq__sql_vacuum_into(const char *sql, size_t len);
  * first statement? */
 bool dsq__sql_lone_statement(const char *sql, size_t len);
 
+/* ---- stmt.c: prepared statements ---- */
+/* The cached statement for the text `rest` (the request's SQL from the
+ * statement on), with how many bytes of it the statement used; NULL when
+ * none is cached. */
+sqlite3_stmt *dsq__cache_get(actor_open *o, const char *rest, size_t len, size_t *consumed);
+/* Keep `st` for `rest`, in place of the least recently used. On failure
+ * (out of memory) st is finalized and -1 returned. */
+int dsq__cache_put(actor_open *o, const char *rest, size_t len, size_t consumed, sqlite3_stmt *st);
+/* Finalize every statement the connection keeps (it closes). */
+void dsq__stmts_free(actor_open *o);
+/* Bind the request's parameters to `st`, marking which were used in
+ * `used` (one byte each). 0, or -1 with c failed. */
+int dsq__bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, unsigned char *used);
+/* Run our own SQL on the actor's connection (the authorizer lets it
+ * pass). Returns SQLITE_OK or the error. */
+int dsq__internal_exec(actor_open *o, const char *sql);
+
 #endif
