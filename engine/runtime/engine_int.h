@@ -328,11 +328,10 @@ void dsq__fail(dsq_call *c, dsq_code code, const char *fmt, ...)
  * hibernate. */
 void dsq__heap_trim(dsq_engine *e);
 
-/* ---- exec.c (worker, actor open) ---- */
+/* ---- exec.c, conn.c: running calls (worker); the rest is in exec_int.h ---- */
+/* Run call c on actor a (it completes c, or parks it). */
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);
-/* Open the actor's database if it is closed. 0 or -1 (c failed). */
-int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
-/* Roll back whatever is open, finalize statements, close. */
+/* Roll back whatever is open, finalize statements, close (conn.c). */
 void dsq__actor_close(dsq_actor *a);
 /* Map a SQLite result code (and message) to DESIGN's code. */
 dsq_code dsq__sqlite_code(int rc, const char *msg);
@@ -369,15 +368,6 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
  * reply. -1 when the log could not be made durable. */
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
-
-/* ---- exec.c: connections on views (worker) ---- */
-/* Close the connection reads beside the open transaction use. */
-void dsq__beside_close(actor_open *o);
-/* Close the actor's snapshot streams: all (on NULL), or those that read
- * the read-only transaction connection `on`. Worker. */
-void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
-/* Close every read-only transaction of the actor (it closes or shuts). */
-void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
 
 /* ---- schema.c ---- */
 json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);

@@ -61,4 +61,36 @@ int dsq__bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, unsig
  * pass). Returns SQLITE_OK or the error. */
 int dsq__internal_exec(actor_open *o, const char *sql);
 
+/* ---- conn.c: an actor's connections ---- */
+/* Open the actor's database if it is closed. 0 or -1 (c failed). */
+int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Offer the database's durable files to the object store (tier.h): up
+ * to the durable end of its log while open (o), or whole once closed
+ * (o NULL, its log durable up to closed_lsn). */
+void dsq__offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t closed_lsn);
+/* A connection on the database as of `lsn`, with the actor's sandbox.
+ * -1 when there is no such view (the LSN is out of the history kept), -2
+ * when the connection cannot open; the reason in err either way. */
+int dsq__view_conn(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t lsn, struct dsq_ps_view **vp,
+                   sqlite3 **dbp, char *err, size_t errlen);
+/* Close the connection reads beside the open transaction use. */
+void dsq__beside_close(actor_open *o);
+/* Remove read-only transaction i: its streams, connection and view close. */
+void dsq__snap_remove(dsq_engine *e, dsq_actor *a, size_t i);
+/* Close every read-only transaction of the actor (it closes or shuts). */
+void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
+/* Write a checkpoint and apply the retention window (between requests). */
+void dsq__checkpoint(dsq_actor *a, actor_open *o);
+/* Before the database closes: a checkpoint if much log follows the last
+ * one, and the retention window. */
+void dsq__checkpoint_before_close(dsq_actor *a);
+
+/* ---- exec.c ---- */
+/* Close the actor's snapshot streams: all (on NULL), or those that read
+ * the read-only transaction connection `on`. */
+void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
+/* The running call (or the stream) ended: the chunks it waited for may
+ * leave the warm cache again. */
+void dsq__pins_release(dsq_engine *e, dsq_actor *a);
+
 #endif
