@@ -80,7 +80,7 @@ dsq_code dsq__sqlite_code(int rc, const char *msg)
 }
 
 /* Fail `c` with the connection's current error. */
-static void fail_sqlite(run_ctx *x, int rc)
+void dsq__fail_sqlite(run_ctx *x, int rc)
 {
     actor_open *o = x->o;
     const char *msg = sqlite3_errmsg(x->db ? x->db : o->db);
@@ -197,7 +197,7 @@ static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
                 return -1;
             break;
         }
-        fail_sqlite(x, rc);
+        dsq__fail_sqlite(x, rc);
         return -1;
     }
     /* sqlite3_changes() still counts the last DML when this was DDL; the
@@ -242,7 +242,7 @@ static int run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
             int rc = sqlite3_prepare_v3(db, p, (int)(end - p), cached ? SQLITE_PREPARE_PERSISTENT : 0,
                                         &st, &tail);
             if (rc != SQLITE_OK) {
-                fail_sqlite(x, rc);
+                dsq__fail_sqlite(x, rc);
                 goto out;
             }
             if (st == NULL) { /* only white space or comments left */
@@ -356,157 +356,6 @@ out:
     sqlite3_finalize(temp); /* a refusal left it unrun */
     free(used);
     return rv;
-}
-
-/* ---- request transactions and LSNs ------------------------------------------------ */
-
-static void append_msg(dsq_call *c, const char *more)
-{
-    size_t n = strlen(c->msg);
-    snprintf(c->msg + n, sizeof c->msg - n, "%s", more);
-}
-
-static void end_txn(run_ctx *x)
-{
-    dsq_actor *a = x->a;
-    if (!x->o->in_txn)
-        return;
-    x->o->in_txn = false;
-    dsq__beside_close(x->o); /* the last commit moves on, or stays the one it had */
-    pthread_mutex_lock(&a->mu);
-    a->txn[0] = '\0';
-    a->txn_session = 0;
-    pthread_mutex_unlock(&a->mu);
-    atomic_fetch_sub(&x->e->txns_open, 1);
-}
-
-
-/* After SQLite may have committed: the store's LSN is the connection's.
- * The reply waits at the output gate until it is durable (gate.c). */
-static int took_commit(run_ctx *x, const void *changes, size_t nchanges)
-{
-    actor_open *o = x->o;
-    uint64_t lsn = dsq_ps_lsn(o->ps);
-    dsq_feed *feed = atomic_load(&x->a->feed);
-    if (lsn != o->lsn)
-        dsq__beside_close(o);
-    if (feed != NULL && lsn > o->lsn) {
-        dsq__feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
-        if (x->e->cfg.sync == DSQ_SYNC_OFF) /* no syncs: as durable as it gets */
-            dsq__feed_durable(x->e, feed, lsn);
-    }
-    o->lsn = lsn;
-    if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn && dsq_now_ms() >= o->ckpt_after_ms)
-        dsq__checkpoint(x->a, o);
-    else if (x->e->tier != NULL && dsq_now_ms() - o->offered_ms >= x->e->cfg.tier_interval_ms)
-        dsq__offer_files(x->e, x->a, o, 0);
-    return 0;
-}
-
-/* Commit what is open; if it wrote, the log gave it the next LSN. */
-static int commit(run_ctx *x)
-{
-    actor_open *o = x->o;
-    /* The row changes go into the commit's log record (cdc.h). */
-    const void *changes;
-    size_t nchanges;
-    if (dsq_cdc_cap_encode(o->cap, &changes, &nchanges) != 0) {
-        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory capturing the row changes");
-        dsq__internal_exec(o, "ROLLBACK");
-        return -1;
-    }
-    dsq_ps_set_extra(o->ps, changes, nchanges);
-    int rc = dsq__internal_exec(o, "COMMIT");
-    dsq_ps_set_extra(o->ps, NULL, 0);
-    if (rc != SQLITE_OK) {
-        fail_sqlite(x, rc); /* e.g. a deferred foreign key, or the log refused the record */
-        bool open = !sqlite3_get_autocommit(o->db);
-        if (dsq__cold(x) && (!o->in_txn || open)) {
-            /* (A deferred foreign key check read a page that is in the
-             * object store.) Outside a transaction the request runs again
-             * whole; an explicit one stays open for its COMMIT to run again. */
-            x->retry = true;
-            x->c->resume_off = 0;
-            if (o->in_txn)
-                return -1;
-        }
-        if (open)
-            dsq__internal_exec(o, "ROLLBACK");
-        return -1;
-    }
-    took_commit(x, changes, nchanges);
-    dsq_cdc_cap_reset(o->cap);
-    return 0;
-}
-
-/* Outside an explicit transaction a request is a transaction of its own.
- * Inside one it is not wrapped: a savepoint around it would swallow the
- * client's own savepoints at its end. There a failing statement undoes
- * itself (SQLite's statement rollback) and the client decides the rest. */
-static int begin_request(run_ctx *x)
-{
-    if (x->o->in_txn)
-        return 0;
-    int rc = dsq__internal_exec(x->o, "BEGIN");
-    if (rc != SQLITE_OK) {
-        fail_sqlite(x, rc);
-        return -1;
-    }
-    return 0;
-}
-
-/* Keep the request's work if ok, else undo it. Returns 0 when kept. */
-static int end_request(run_ctx *x, bool ok)
-{
-    actor_open *o = x->o;
-    if (o->in_txn) {
-        if (sqlite3_get_autocommit(o->db)) {
-            /* Some errors (disk full, out of memory) make SQLite roll back
-             * the whole transaction. */
-            end_txn(x);
-            append_msg(x->c, " (the transaction was rolled back)");
-            return -1;
-        }
-        if (!ok && dsq__cold(x))
-            x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
-        return ok ? 0 : -1;
-    }
-    if (ok && !(x->c->scope & DSQ_SCOPE_W) && sqlite3_txn_state(o->db, "main") == SQLITE_TXN_WRITE) {
-        /* A read-scope request commits nothing, whatever it ran: the
-         * statements were refused if they write (run_sql), and this holds
-         * for what that check could not see. */
-        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "the request wrote; the token has read scope only");
-        ok = false;
-    }
-    if (ok)
-        return commit(x);
-    if (!sqlite3_get_autocommit(o->db))
-        dsq__internal_exec(o, "ROLLBACK");
-    if (dsq__cold(x)) {
-        x->retry = true; /* all of it was undone: it runs again from the start */
-        x->c->resume_off = 0;
-    }
-    return -1;
-}
-
-/* A call that names a transaction must name the open one. */
-static int check_txn(run_ctx *x)
-{
-    dsq_call *c = x->c;
-    if (c->txn[0] == '\0')
-        return 0;
-    pthread_mutex_lock(&x->a->mu);
-    bool ok = x->a->txn[0] != '\0' && strcmp(x->a->txn, c->txn) == 0;
-    x->snap = ok ? NULL : dsq__snap_find(x->a, c->txn);
-    pthread_mutex_unlock(&x->a->mu);
-    if (x->snap != NULL)
-        return 0; /* (only this worker changes the list: the pointer holds for the call) */
-    if (!ok || !x->o->in_txn) {
-        dsq__fail(c, DSQ_CODE_TRANSACTION_NOT_FOUND,
-                  "transaction %.40s is not open (committed, rolled back or expired)", c->txn);
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- the operations --------------------------------------------------------------- */
@@ -636,7 +485,7 @@ static void op_query(run_ctx *x)
         op_query_as_of(x);
         return;
     }
-    if (check_txn(x) != 0)
+    if (dsq__check_txn(x) != 0)
         return;
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
@@ -654,15 +503,15 @@ static void op_query(run_ctx *x)
         if (!dsq__sql_lone_statement(r->sql, r->sql_len)) {
             dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "VACUUM must be the only statement of its request");
         } else if (run_sql(x, r, res) == 0) {
-            took_commit(x, NULL, 0); /* VACUUM commits on its own */
+            dsq__took_commit(x, NULL, 0); /* VACUUM commits on its own */
         } else if (dsq__cold(x)) {
             x->retry = true;
             c->resume_off = 0;
         }
-    } else if (begin_request(x) == 0) {
+    } else if (dsq__begin_request(x) == 0) {
         x->start_off = o->in_txn ? c->resume_off : 0;
         int rc = run_sql(x, r, res);
-        end_request(x, rc == 0);
+        dsq__end_request(x, rc == 0);
     }
     res->lsn = c->lsn = o->lsn;
 }
@@ -741,7 +590,7 @@ static void op_batch(run_ctx *x)
             memset(&c->results[i], 0, sizeof c->results[i]);
         }
     }
-    if (check_txn(x) != 0)
+    if (dsq__check_txn(x) != 0)
         return;
     sqlite3 *vdb = view_db(x);
     if (vdb != NULL || c->err != 0 || x->retry) {
@@ -752,7 +601,7 @@ static void op_batch(run_ctx *x)
     for (size_t i = 0; i < from; i++)
         x->bytes_before += c->results[i].rows.len;
     if (c->atomic) {
-        if (begin_request(x) != 0)
+        if (dsq__begin_request(x) != 0)
             return;
         bool ok = true;
         for (size_t i = from; i < c->nstmts && ok; i++) {
@@ -766,7 +615,7 @@ static void op_batch(run_ctx *x)
             }
             x->bytes_before += c->results[i].rows.len;
         }
-        end_request(x, ok);
+        dsq__end_request(x, ok);
         if (x->retry && !o->in_txn)
             c->resume_stmt = 0;
     } else {
@@ -786,11 +635,11 @@ static void op_batch(run_ctx *x)
                 res->error = strdup("the transaction was rolled back by an earlier statement");
                 continue;
             }
-            int rc = begin_request(x);
+            int rc = dsq__begin_request(x);
             if (rc == 0) {
                 x->start_off = o->in_txn && i == from ? c->resume_off : 0;
                 rc = run_sql(x, &c->stmts[i], res);
-                int kept = end_request(x, rc == 0); /* commit failures land in c->msg */
+                int kept = dsq__end_request(x, rc == 0); /* commit failures land in c->msg */
                 if (rc == 0)
                     rc = kept;
             }
@@ -808,144 +657,6 @@ static void op_batch(run_ctx *x)
     for (size_t i = 0; i < c->nresults; i++)
         if (c->atomic)
             c->results[i].lsn = o->lsn;
-}
-
-/* A new transaction id: 32 hex digits. */
-static int txn_id(char out[33])
-{
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        return -1;
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
-    return 0;
-}
-
-/* beginTransaction readOnly: a view of the last commit, kept until the
- * transaction ends; the actor's connection stays free for everyone. */
-static void op_begin_read_only(run_ctx *x)
-{
-    dsq_call *c = x->c;
-    actor_open *o = x->o;
-    dsq_actor *a = x->a;
-    snap_txn t = {.lsn = o->lsn, .session = c->session};
-    t.timeout_ms = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
-    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
-    if (a->nsstreams + a->nsnaps >= max) {
-        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
-                  "%u streams and read-only transactions are open on this database (max_snapshots)", max);
-        return;
-    }
-    char err[600];
-    if (txn_id(t.id) != 0) {
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
-        return;
-    }
-    if (dsq__view_conn(x->e, a, o, t.lsn, &t.view, &t.db, err, sizeof err) != 0) {
-        if (dsq__cold(x))
-            x->retry = true;
-        else
-            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
-        return;
-    }
-    pthread_mutex_lock(&a->mu);
-    if (a->nsnaps == a->snaps_cap) {
-        size_t cap = a->snaps_cap ? a->snaps_cap * 2 : 4;
-        snap_txn *p = realloc(a->snaps, cap * sizeof *p);
-        if (p == NULL) {
-            pthread_mutex_unlock(&a->mu);
-            sqlite3_close(t.db);
-            dsq_ps_view_close(t.view);
-            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        a->snaps = p;
-        a->snaps_cap = cap;
-    }
-    t.deadline_ms = dsq_now_ms() + t.timeout_ms;
-    a->snaps[a->nsnaps++] = t;
-    pthread_mutex_unlock(&a->mu);
-    atomic_fetch_add(&x->e->txns_open, 1);
-    memcpy(c->txn_out, t.id, sizeof c->txn_out);
-    c->lsn = t.lsn;
-}
-
-static void op_begin(run_ctx *x)
-{
-    dsq_call *c = x->c;
-    actor_open *o = x->o;
-    dsq_actor *a = x->a;
-    if (c->txn[0] != '\0') {
-        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "beginTransaction takes no transactionId");
-        return;
-    }
-    /* A transaction holds the database (or, read-only, a view of it) until
-     * it ends: no longer than the operator allows. */
-    if (x->e->cfg.max_txn_timeout_ms != 0 && c->txn_timeout_ms > x->e->cfg.max_txn_timeout_ms) {
-        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "timeoutMs %llu is above max_transaction_timeout (%llu ms)",
-                  (unsigned long long)c->txn_timeout_ms, (unsigned long long)x->e->cfg.max_txn_timeout_ms);
-        return;
-    }
-    /* One that may write takes the write lock (at its first write, or at
-     * once): it needs write scope. */
-    if (!c->read_only && !(c->scope & DSQ_SCOPE_W)) {
-        dsq__fail(c, DSQ_CODE_FORBIDDEN,
-                  "a transaction that may write needs write scope; the token has read scope only "
-                  "(beginTransaction readOnly: true reads a snapshot)");
-        return;
-    }
-    if (c->read_only) {
-        op_begin_read_only(x);
-        return;
-    }
-    int rc = dsq__internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
-    if (rc != SQLITE_OK) {
-        fail_sqlite(x, rc);
-        return;
-    }
-    if (txn_id(c->txn_out) != 0) {
-        dsq__internal_exec(o, "ROLLBACK");
-        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
-        return;
-    }
-    o->in_txn = true;
-    uint64_t timeout = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
-    pthread_mutex_lock(&a->mu);
-    memcpy(a->txn, c->txn_out, sizeof a->txn);
-    a->txn_session = c->session;
-    a->txn_timeout_ms = timeout;
-    a->txn_deadline_ms = dsq_now_ms() + timeout;
-    pthread_mutex_unlock(&a->mu);
-    atomic_fetch_add(&x->e->txns_open, 1);
-    c->lsn = o->lsn;
-}
-
-static void op_end_txn(run_ctx *x, bool do_commit)
-{
-    dsq_call *c = x->c;
-    if (c->txn[0] == '\0') {
-        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transactionId is required");
-        return;
-    }
-    if (check_txn(x) != 0)
-        return;
-    if (x->snap != NULL) { /* read-only: it only ends */
-        c->lsn = x->snap->lsn;
-        dsq__snap_remove(x->e, x->a, (size_t)(x->snap - x->a->snaps));
-        x->snap = NULL;
-        return;
-    }
-    if (do_commit) {
-        if (commit(x) != 0) {
-            if (x->retry)
-                return; /* still open: the COMMIT runs again */
-            append_msg(c, " (the transaction was rolled back)");
-        }
-    } else {
-        dsq__internal_exec(x->o, "ROLLBACK");
-    }
-    end_txn(x);
-    c->lsn = x->o->lsn;
 }
 
 /* The running call (or the stream) ended: the chunks it waited for may
@@ -987,7 +698,7 @@ static sqlite3_stmt *stream_prepare(run_ctx *x, sqlite3 *db)
     int rc = sqlite3_prepare_v3(db, r->sql, (int)r->sql_len, 0, &st, &tail);
     if (rc != SQLITE_OK) {
         x->db = db;
-        fail_sqlite(x, rc);
+        dsq__fail_sqlite(x, rc);
         x->db = NULL;
         return NULL;
     }
@@ -1158,7 +869,7 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             return false;
         }
         if (rc != SQLITE_DONE)
-            fail_sqlite(x, rc);
+            dsq__fail_sqlite(x, rc);
         *skip = 0;
         done = true;
     }
@@ -1188,7 +899,7 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             return false;
         }
         if (rc != SQLITE_DONE)
-            fail_sqlite(x, rc);
+            dsq__fail_sqlite(x, rc);
         done = true;
         break;
     }
@@ -1222,7 +933,7 @@ static void op_stream(run_ctx *x)
         return;
     }
     if (c->state == DSQ__CALL_NEW) {
-        if (alloc_results(c, 1) != 0 || check_txn(x) != 0) {
+        if (alloc_results(c, 1) != 0 || dsq__check_txn(x) != 0) {
             c->more = false;
             return;
         }
@@ -1436,7 +1147,7 @@ static void exec_internal(run_ctx *x)
         if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
             stream_finish(x);
         dsq__internal_exec(x->o, "ROLLBACK");
-        end_txn(x);
+        dsq__end_txn(x);
         DSQ_INFO("transaction_rolled_back", "db=%s reason=%s", a->name,
                  c->session ? "client_disconnected" : "idle_timeout");
         break;
@@ -1471,7 +1182,7 @@ static void exec_internal(run_ctx *x)
                 stream_finish(x);
             if (x->o->in_txn) {
                 dsq__internal_exec(x->o, "ROLLBACK");
-                end_txn(x);
+                dsq__end_txn(x);
             }
             dsq__checkpoint_before_close(a);
             dsq__actor_close(a);
@@ -1579,7 +1290,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         /* An fsync failed: start again from what is durable. */
         if (a->open->in_txn) {
             x.o = a->open;
-            end_txn(&x);
+            dsq__end_txn(&x);
         }
         dsq__actor_close(a);
         x.o = NULL;
@@ -1637,13 +1348,13 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 op_batch(&x);
             break;
         case DSQ_OP_STREAM: op_stream(&x); break;
-        case DSQ_OP_BEGIN: op_begin(&x); break;
-        case DSQ_OP_COMMIT: op_end_txn(&x, true); break;
-        case DSQ_OP_ROLLBACK: op_end_txn(&x, false); break;
+        case DSQ_OP_BEGIN: dsq__op_begin(&x); break;
+        case DSQ_OP_COMMIT: dsq__op_commit(&x); break;
+        case DSQ_OP_ROLLBACK: dsq__op_rollback(&x); break;
         case DSQ_OP_CDC_READ: op_cdc_read(&x); break;
         case DSQ_OP_SCHEMA: {
             char err[256];
-            sqlite3 *vdb = check_txn(&x) == 0 ? view_db(&x) : NULL;
+            sqlite3 *vdb = dsq__check_txn(&x) == 0 ? view_db(&x) : NULL;
             if (c->err == 0 && !x.retry &&
                 (c->doc = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
@@ -1659,7 +1370,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             break;
         }
         case DSQ_OP_PING:
-            if (check_txn(&x) == 0)
+            if (dsq__check_txn(&x) == 0)
                 op_ping(&x);
             break;
         default:

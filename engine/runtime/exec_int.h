@@ -85,7 +85,29 @@ void dsq__checkpoint(dsq_actor *a, actor_open *o);
  * one, and the retention window. */
 void dsq__checkpoint_before_close(dsq_actor *a);
 
+/* ---- txn.c: transactions ---- */
+/* The client's transaction ended (committed or rolled back): no longer
+ * open on the actor. */
+void dsq__end_txn(run_ctx *x);
+/* After SQLite may have committed: the store's LSN is the connection's,
+ * and the commit (with its row changes) goes to the actor's CDC feed. */
+int dsq__took_commit(run_ctx *x, const void *changes, size_t nchanges);
+/* A request's own transaction begins (not inside an explicit one). 0, or
+ * -1 with the call failed. */
+int dsq__begin_request(run_ctx *x);
+/* Keep the request's work if ok, else undo it. Returns 0 when kept. */
+int dsq__end_request(run_ctx *x, bool ok);
+/* A call that names a transaction must name the open one (or a read-only
+ * one: x->snap). 0, or -1 with the call failed. */
+int dsq__check_txn(run_ctx *x);
+void dsq__op_begin(run_ctx *x);
+void dsq__op_commit(run_ctx *x);
+void dsq__op_rollback(run_ctx *x);
+
 /* ---- exec.c ---- */
+/* Fail the call with the connection's current error (x->db's, else the
+ * actor's). */
+void dsq__fail_sqlite(run_ctx *x, int rc);
 /* Close the actor's snapshot streams: all (on NULL), or those that read
  * the read-only transaction connection `on`. */
 void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
