@@ -104,13 +104,28 @@ void dsq__op_begin(run_ctx *x);
 void dsq__op_commit(run_ctx *x);
 void dsq__op_rollback(run_ctx *x);
 
-/* ---- exec.c ---- */
-/* Fail the call with the connection's current error (x->db's, else the
- * actor's). */
-void dsq__fail_sqlite(run_ctx *x, int rc);
+/* ---- stream.c: queryStream ---- */
+/* Start, continue or cancel a stream; hands one chunk to the loop. */
+void dsq__op_stream(run_ctx *x);
+/* DSQ__OP_STREAM_END: end stream c->stream_id (its client went, or it
+ * idled past transaction_timeout). */
+void dsq__op_stream_end(run_ctx *x);
+/* End the stream in the write transaction: its statement, and the
+ * actor's hold. */
+void dsq__stream_finish(run_ctx *x);
+/* The stream's call failed before it ran: what it holds is let go. */
+void dsq__stream_abandon(run_ctx *x);
 /* Close the actor's snapshot streams: all (on NULL), or those that read
  * the read-only transaction connection `on`. */
 void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
+
+/* ---- exec.c ---- */
+/* results[0..n) of the call, empty (what they held is freed). 0, or -1
+ * with the call failed. */
+int dsq__alloc_results(dsq_call *c, size_t n);
+/* Fail the call with the connection's current error (x->db's, else the
+ * actor's). */
+void dsq__fail_sqlite(run_ctx *x, int rc);
 /* The running call (or the stream) ended: the chunks it waited for may
  * leave the warm cache again. */
 void dsq__pins_release(dsq_engine *e, dsq_actor *a);
