@@ -119,6 +119,12 @@ void dsq__stream_abandon(run_ctx *x);
  * the read-only transaction connection `on`. */
 void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
 
+/* ---- cdcread.c: CDC catch-up reads ---- */
+/* The durable commits after c->as_of_lsn, from the actor's open log. */
+void dsq__op_cdc_read(run_ctx *x);
+/* The same from database c->target_db's log files, on the system actor. */
+void dsq__op_cdc_read_files(run_ctx *x);
+
 /* ---- exec.c ---- */
 /* results[0..n) of the call, empty (what they held is freed). 0, or -1
  * with the call failed. */
