@@ -333,8 +333,6 @@ void dsq__heap_trim(dsq_engine *e);
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Roll back whatever is open, finalize statements, close (conn.c). */
 void dsq__actor_close(dsq_actor *a);
-/* Map a SQLite result code (and message) to DESIGN's code. */
-dsq_code dsq__sqlite_code(int rc, const char *msg);
 
 /* ---- gate.c: output gates and group commit ---- */
 int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);

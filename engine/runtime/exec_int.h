@@ -125,13 +125,26 @@ void dsq__op_cdc_read(run_ctx *x);
 /* The same from database c->target_db's log files, on the system actor. */
 void dsq__op_cdc_read_files(run_ctx *x);
 
+/* ---- run.c: running a request's SQL ---- */
+/* Map a SQLite result code (and message) to DESIGN's code. */
+dsq_code dsq__sqlite_code(int rc, const char *msg);
+/* Fail the call with the connection's current error (x->db's, else the
+ * actor's). */
+void dsq__fail_sqlite(run_ctx *x, int rc);
+/* A QUERY or BATCH call of a request whose results already went past the
+ * budget fails before it runs: 1 when so. */
+int dsq__budget_spent(run_ctx *x);
+/* The call is over: its budget holds what its results hold. */
+void dsq__budget_settle(dsq_call *c);
+/* Run every statement in r->sql in order, on x->db (NULL: the actor's
+ * connection), from byte x->start_off; `res` keeps the last one's rows.
+ * 0, or -1 with the call failed. */
+int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res);
+
 /* ---- exec.c ---- */
 /* results[0..n) of the call, empty (what they held is freed). 0, or -1
  * with the call failed. */
 int dsq__alloc_results(dsq_call *c, size_t n);
-/* Fail the call with the connection's current error (x->db's, else the
- * actor's). */
-void dsq__fail_sqlite(run_ctx *x, int rc);
 /* The running call (or the stream) ended: the chunks it waited for may
  * leave the warm cache again. */
 void dsq__pins_release(dsq_engine *e, dsq_actor *a);
