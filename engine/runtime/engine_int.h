@@ -299,12 +299,9 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Writers that waited write_wait_ms for another client's transaction are
  * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
 void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
-/* Operations dsq_engine_cancel stops. */
-static inline bool dsq__cancellable(const dsq_call *c)
-{
-    return c->op == DSQ_OP_QUERY || c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
-           c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_BEGIN;
-}
+/* Whether dsq_engine_cancel stops the call's operation (exec.c's table
+ * says). */
+bool dsq__cancellable(const dsq_call *c);
 static inline bool dsq__cancelled(const dsq_call *c)
 {
     return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);

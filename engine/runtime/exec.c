@@ -1,17 +1,16 @@
 /* exec — running calls against an actor's SQLite connection (worker).
  *
- * Divisions: opening and closing; the statement cache; binding; running statements;
- * request transactions and LSNs; the operations; the entry point.
+ * Divisions: where a call runs; the operations; the engine's own
+ * operations; the operation table; calls that wait for a page from the
+ * object store; the entry point, dsq__exec.
  *
- * Outside an explicit transaction every request runs in a transaction of
- * its own, BEGIN ... COMMIT, so a multi-statement `sql` or an atomic batch
- * is all or nothing, as a Durable Object's writes between awaits are.
- * Inside an explicit transaction requests are not wrapped (the client's
- * savepoints must outlive them). A commit that wrote anything
- * also advances the LSN in the same transaction (store.c). User SQL cannot
- * begin, commit or roll back on its own: the authorizer refuses it, so the
- * engine always knows where commits happen. The one exception is a lone
- * VACUUM, which SQLite runs only outside a transaction.
+ * Each operation is one entry of a table (ops), which says how
+ * dsq__exec runs it: whether it needs the database open, whether
+ * cancelling stops it, whether its rows count against the request's
+ * budget, and so on. The operations live where their concern does:
+ * transactions in txn.c, queryStream in stream.c, CDC reads in cdcread.c;
+ * the statements they run go through run.c, stmt.c and the sandbox
+ * (sandbox.c); the connections they run on are conn.c's.
  *
  * Isolation. Writes are serializable: one transaction at a time, on the
  * actor's connection. Reads never wait for a writer: while a client's
@@ -20,26 +19,15 @@
  * views time travel uses), and one that turns out to write waits for the
  * transaction to end (dsq__actor_repost). A read-only transaction
  * (beginTransaction readOnly) is such a view held across requests. */
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/random.h>
-#include <zstd.h>
 
-#include "common/log.h"
 #include "common/util.h"
-#include "engine/cdc/cdc.h"
 #include "engine/runtime/exec_int.h"
-#include "engine/storage/disk.h"
-#include "engine/storage/journal.h"
 #include "engine/storage/pagestore.h"
-#include "engine/storage/vfs.h"
-#include "engine/tier/warm.h"
 
-/* ---- the operations --------------------------------------------------------------- */
+/* ---- where a call runs ------------------------------------------------------------- */
 
 int dsq__alloc_results(dsq_call *c, size_t n)
 {
@@ -106,6 +94,8 @@ static int run_on(run_ctx *x, sqlite3 *db, const dsq_stmt_req *r, dsq_result *re
     x->db = NULL;
     return rc;
 }
+
+/* ---- the operations ----------------------------------------------------------------- */
 
 /* A read-only query on the database as it was at an LSN or a time
  * (DESIGN 3.3 asOf), through a connection on a view of the store. */
@@ -340,6 +330,172 @@ static void op_batch(run_ctx *x)
             c->results[i].lsn = o->lsn;
 }
 
+/* The last commit's LSN (a read-only transaction's, when the call names
+ * one) and the time. */
+static void op_ping(run_ctx *x)
+{
+    if (dsq__check_txn(x) != 0)
+        return;
+    x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
+    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
+                          (json_int_t)dsq_wall_ms());
+}
+
+static void op_schema(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    char err[256];
+    sqlite3 *vdb = dsq__check_txn(x) == 0 ? view_db(x) : NULL;
+    if (c->err == 0 && !x->retry && (c->doc = dsq__schema(x->o, vdb ? vdb : x->o->db, err, sizeof err)) == NULL)
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
+    c->lsn = x->snap ? x->snap->lsn : x->o->lsn;
+}
+
+static void op_stats(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    /* Beside another client's transaction: the last commit's size. */
+    sqlite3 *vdb = c->txn[0] == '\0' ? view_db(x) : NULL;
+    if (c->err == 0 && !x->retry)
+        c->doc = dsq__stats(x->e, x->a, vdb ? vdb : x->o->db);
+    c->lsn = x->o->lsn;
+}
+
+/* (On the system actor.) */
+static void op_list(run_ctx *x)
+{
+    x->c->doc = dsq__store_list(x->e->data_dir);
+    if (x->c->doc == NULL)
+        dsq__fail(x->c, DSQ_CODE_INTERNAL_ERROR, "cannot list databases");
+}
+
+/* Close the database and delete its files; its CDC subscribers end. */
+static void op_drop(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
+    char err[512];
+    if (c->txn[0]) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
+        return;
+    }
+    dsq__actor_close(a);
+    int rc = dsq__store_drop(x->e, a->name, err, sizeof err);
+    if (rc == 1) {
+        c->not_found = true;
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "no such database: %s", a->name);
+    } else if (rc == 2) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot drop %s: %s", a->name, err);
+    } else if (rc != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
+    } else {
+        dsq__feed_dropped(x->e, atomic_load(&a->feed)); /* its subscribers end */
+        c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
+    }
+}
+
+/* An operation the table does not have; it fails once the database is
+ * open. */
+static void op_unknown(run_ctx *x)
+{
+    dsq__fail(x->c, DSQ_CODE_INVALID_REQUEST, "unknown operation %d", op_of(x->c));
+}
+
+/* ---- the engine's own operations ---------------------------------------------------- */
+
+/* DSQ__OP_HIBERNATE: close the database unless a transaction or a stream
+ * holds it. */
+static void op_hibernate(run_ctx *x)
+{
+    dsq_actor *a = x->a;
+    pthread_mutex_lock(&a->mu);
+    bool held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0 || a->nsstreams > 0;
+    pthread_mutex_unlock(&a->mu);
+    if (!held) {
+        dsq__checkpoint_before_close(a);
+        dsq__actor_close(a);
+    }
+}
+
+/* DSQ__OP_SHUTDOWN: roll back, close, and refuse every call that follows. */
+static void op_shutdown(run_ctx *x)
+{
+    dsq_actor *a = x->a;
+    if (x->o) {
+        if (x->o->stream_stmt)
+            dsq__stream_finish(x);
+        if (x->o->in_txn) {
+            dsq__internal_exec(x->o, "ROLLBACK");
+            dsq__end_txn(x);
+        }
+        dsq__checkpoint_before_close(a);
+        dsq__actor_close(a);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->shut = true;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* DSQ__OP_HEAP_TRIM (the system actor). */
+static void op_heap_trim(run_ctx *x) { dsq__heap_trim(x->e); }
+
+/* ---- the operation table ------------------------------------------------------------- */
+
+/* What dsq__exec needs to know of an operation. */
+typedef struct exec_op {
+    void (*run)(run_ctx *x);       /* the operation */
+    void (*run_files)(run_ctx *x); /* instead, when the call names another database (c->target_db:
+                                      the system actor reads that one's log files) */
+    bool own;          /* the engine's own (engine_int.h): no checks, no reply, completed at once */
+    bool open;         /* it runs on the actor's database, opened first */
+    bool cancellable;  /* dsq_engine_cancel stops it (before it starts, or through the progress
+                          handler) */
+    bool budgeted;     /* its rows count against the request's max_result_bytes (c->budget) */
+    bool retry_cold;   /* it only reads, and leaves it to dsq__exec to run it again when it
+                          failed on a page that is in the object store */
+    bool streams;      /* it answers in chunks (c->chunk, c->more) */
+    bool by_statement; /* unless atomic, its statements fail one by one: a page that did not
+                          come fails only the statement that waited for it (op_batch) */
+} exec_op;
+
+static const exec_op ops[] = {
+    [DSQ_OP_QUERY] = {.run = op_query, .open = true, .cancellable = true, .budgeted = true},
+    [DSQ_OP_BATCH] = {.run = op_batch, .open = true, .cancellable = true, .budgeted = true,
+                      .by_statement = true},
+    [DSQ_OP_STREAM] = {.run = dsq__op_stream, .open = true, .cancellable = true, .streams = true},
+    [DSQ_OP_BEGIN] = {.run = dsq__op_begin, .open = true, .cancellable = true},
+    [DSQ_OP_COMMIT] = {.run = dsq__op_commit, .open = true},
+    [DSQ_OP_ROLLBACK] = {.run = dsq__op_rollback, .open = true},
+    [DSQ_OP_SCHEMA] = {.run = op_schema, .open = true, .cancellable = true, .retry_cold = true},
+    [DSQ_OP_STATS] = {.run = op_stats, .open = true, .retry_cold = true},
+    [DSQ_OP_PING] = {.run = op_ping, .open = true, .retry_cold = true},
+    [DSQ_OP_DROP] = {.run = op_drop},
+    [DSQ_OP_LIST] = {.run = op_list},
+    [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
+    [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
+    [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},
+    [DSQ__OP_STREAM_END] = {.run = dsq__op_stream_end, .own = true},
+    [DSQ__OP_SHUTDOWN] = {.run = op_shutdown, .own = true},
+    [DSQ__OP_HEAP_TRIM] = {.run = op_heap_trim, .own = true},
+};
+
+/* Operations no entry has: in the engine's own range one does nothing;
+ * any other fails once the database is open. */
+static const exec_op own_unknown = {.own = true};
+static const exec_op unknown = {.run = op_unknown, .open = true};
+
+static const exec_op *op_for(const dsq_call *c)
+{
+    int op = op_of(c);
+    if (op >= 0 && (size_t)op < sizeof ops / sizeof ops[0] && ops[op].run != NULL)
+        return &ops[op];
+    return op >= DSQ__OP_HIBERNATE ? &own_unknown : &unknown;
+}
+
+bool dsq__cancellable(const dsq_call *c) { return op_for(c)->cancellable; }
+
+/* ---- calls that wait for a page from the object store ------------------------------------ */
+
 /* The running call (or the stream) ended: the chunks it waited for may
  * leave the warm cache again. */
 void dsq__pins_release(dsq_engine *e, dsq_actor *a)
@@ -350,89 +506,6 @@ void dsq__pins_release(dsq_engine *e, dsq_actor *a)
     a->pins = NULL;
     a->npins = a->pins_cap = 0;
 }
-
-static void op_ping(run_ctx *x)
-{
-    x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
-                          (json_int_t)dsq_wall_ms());
-}
-
-/* ---- the entry point ---------------------------------------------------------------- */
-
-static void exec_internal(run_ctx *x)
-{
-    dsq_call *c = x->c;
-    dsq_actor *a = x->a;
-    bool held;
-    switch (op_of(c)) {
-    case DSQ__OP_HIBERNATE:
-        pthread_mutex_lock(&a->mu);
-        held = a->txn[0] != '\0' || a->stream_id != 0 || a->nsnaps > 0 || a->nsstreams > 0;
-        pthread_mutex_unlock(&a->mu);
-        if (!held) {
-            dsq__checkpoint_before_close(a);
-            dsq__actor_close(a);
-        }
-        break;
-    case DSQ__OP_TXN_EXPIRE: {
-        pthread_mutex_lock(&a->mu);
-        snap_txn *t = dsq__snap_find(a, c->txn);
-        if (t != NULL) {
-            bool late = c->session != 0 || dsq_now_ms() >= t->deadline_ms;
-            size_t i = (size_t)(t - a->snaps);
-            pthread_mutex_unlock(&a->mu);
-            if (late && x->o != NULL) {
-                if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == a->snaps[i].db)
-                    dsq__stream_finish(x); /* its stream ends with it */
-                dsq__snap_remove(x->e, a, i);
-                DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
-                         c->session ? "client_disconnected" : "idle_timeout");
-            }
-            break;
-        }
-        bool match = a->txn[0] != '\0' && strcmp(a->txn, c->txn) == 0;
-        /* An idle expiry loses to activity that came in meanwhile. */
-        if (match && c->session == 0 && dsq_now_ms() < a->txn_deadline_ms)
-            match = false;
-        pthread_mutex_unlock(&a->mu);
-        if (!match || x->o == NULL)
-            break;
-        /* A stream in it ends with it; one in a read-only transaction
-         * (on that one's connection) goes on. */
-        if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
-            dsq__stream_finish(x);
-        dsq__internal_exec(x->o, "ROLLBACK");
-        dsq__end_txn(x);
-        DSQ_INFO("transaction_rolled_back", "db=%s reason=%s", a->name,
-                 c->session ? "client_disconnected" : "idle_timeout");
-        break;
-    }
-    case DSQ__OP_STREAM_END:
-        dsq__op_stream_end(x);
-        break;
-    case DSQ__OP_HEAP_TRIM:
-        dsq__heap_trim(x->e);
-        break;
-    case DSQ__OP_SHUTDOWN:
-        if (x->o) {
-            if (x->o->stream_stmt)
-                dsq__stream_finish(x);
-            if (x->o->in_txn) {
-                dsq__internal_exec(x->o, "ROLLBACK");
-                dsq__end_txn(x);
-            }
-            dsq__checkpoint_before_close(a);
-            dsq__actor_close(a);
-        }
-        pthread_mutex_lock(&a->mu);
-        a->shut = true;
-        pthread_mutex_unlock(&a->mu);
-        break;
-    }
-}
-
-/* ---- calls that wait for a page from the object store ------------------------------------ */
 
 typedef struct cold_wait {
     dsq_engine *e;
@@ -450,10 +523,13 @@ static void cold_back(void *ud, int how, const char *msg)
     dsq__actor_cold_back(e, c->actor, c);
 }
 
-/* Set c aside until chunk k is in the warm cache; the actor runs nothing
- * else meanwhile, and its worker goes on with other actors. */
-static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *k)
+/* Set the call aside until chunk k is in the warm cache; the actor runs
+ * nothing else meanwhile, and its worker goes on with other actors. */
+static void cold_park(run_ctx *x, const exec_op *op, dsq_warm_chunk *k)
 {
+    dsq_engine *e = x->e;
+    dsq_actor *a = x->a;
+    dsq_call *c = x->c;
     cold_wait *w = malloc(sizeof *w);
     if (a->npins == a->pins_cap) {
         size_t cap = a->pins_cap ? a->pins_cap * 2 : 8;
@@ -467,11 +543,12 @@ static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *
         free(w);
         dsq_warm_release(e->warm, k);
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        dsq__budget_settle(c);
+        if (op->budgeted)
+            dsq__budget_settle(c);
         dsq__reply(e, a, c);
         return;
     }
-    *w = (cold_wait){e, c};
+    *w = (cold_wait){.e = e, .c = c};
     a->pins[a->npins++] = k; /* until the call ends */
     c->err = 0;
     c->msg[0] = '\0';
@@ -486,21 +563,123 @@ static void cold_park(dsq_engine *e, dsq_actor *a, dsq_call *c, dsq_warm_chunk *
 /* A second run whose page did not come (timeout, or the store failed):
  * the call fails with why; 1 when so. A batch of independent statements
  * fails only that statement (op_batch); a stream ends. */
-static int cold_failed(run_ctx *x)
+static int cold_failed(run_ctx *x, const exec_op *op)
 {
     dsq_call *c = x->c;
-    if (!c->cold_retry || c->cold_how == DSQ_WARM_READY ||
-        (c->op == DSQ_OP_BATCH && !c->atomic && x->a->open != NULL))
+    if (!c->cold_retry || c->cold_how == DSQ_WARM_READY || (op->by_statement && !c->atomic && x->a->open != NULL))
         return 0;
     dsq__fail(c, c->cold_how == DSQ_WARM_TIMEOUT ? DSQ_CODE_TIMEOUT : DSQ_CODE_INTERNAL_ERROR, "%s", c->cold_msg);
-    if (c->op == DSQ_OP_STREAM)
+    if (op->streams)
         dsq__stream_abandon(x);
     c->cold_retry = false;
     return 1;
 }
 
+/* After a run, with an object store behind the disk (e->warm): a call
+ * that must wait for a page is set aside (true), and the chunks the
+ * actor's calls waited for go once nothing holds them. */
+static bool cold_settle(run_ctx *x, const exec_op *op)
+{
+    dsq_engine *e = x->e;
+    dsq_actor *a = x->a;
+    dsq_warm_chunk *k = dsq_warm_miss_take();
+    if (k != NULL && x->retry) {
+        cold_park(x, op, k);
+        return true;
+    }
+    if (k != NULL)
+        dsq_warm_release(e->warm, k);
+    pthread_mutex_lock(&a->mu);
+    bool other_waits = a->cold_wait; /* (a cancelled call ran while another waits for its page) */
+    pthread_mutex_unlock(&a->mu);
+    if (a->npins > 0 && !other_waits && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
+        dsq__pins_release(e, a);
+    return false;
+}
+
+/* ---- the entry point ---------------------------------------------------------------- */
+
+/* A call that fails before it runs: the server shuts down, the call
+ * waited too long for another client's transaction, or it was cancelled.
+ * True when so. */
+static bool refused(run_ctx *x, const exec_op *op, bool shut)
+{
+    dsq_call *c = x->c;
+    if (shut) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (c->wait_expired) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT,
+                  "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
+                  (unsigned long long)(dsq_now_ms() - (c->wait_since_ms ? c->wait_since_ms : c->posted_ms)));
+    } else if (c->state == DSQ__CALL_NEW && op->cancellable && dsq__cancelled(c)) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
+        if (op->streams) {
+            dsq__alloc_results(c, 1);
+            c->more = false;
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Run the operation on the actor's open database, within query_timeout. */
+static void run_open(run_ctx *x, const exec_op *op)
+{
+    dsq_call *c = x->c;
+    x->o = x->a->open;
+    x->o->deadline_ns = dsq_now_ns() + x->e->cfg.query_timeout_ms * 1000000u;
+    x->o->running = c;
+    if (!op->budgeted || dsq__budget_spent(x) == 0)
+        op->run(x);
+    x->o->deadline_ns = 0;
+    x->o->running = NULL;
+    if (c->err != 0 && dsq__cold(x) && op->retry_cold)
+        x->retry = true; /* it only reads */
+    dsq__txn_touch(x);
+}
+
+/* Run the operation where it runs: on another database's files, without
+ * the database, or on it once it is open. */
+static void dispatch(run_ctx *x, const exec_op *op)
+{
+    dsq_call *c = x->c;
+    if (op->run_files != NULL && c->target_db != NULL) {
+        if (cold_failed(x, op) == 0) /* (else its log chunk did not come: failed) */
+            op->run_files(x);
+    } else if (!op->open) {
+        op->run(x);
+    } else if (cold_failed(x, op) == 0 && dsq__actor_open(x->e, x->a, c) == 0) {
+        run_open(x, op);
+    } else if (x->a->open == NULL && dsq__cold(x)) {
+        x->retry = true; /* opening read a page that is in the object store */
+    } else if (op->streams) {
+        c->more = false;
+    }
+}
+
+/* The call is done: its results are encoded (a stream's chunk handed
+ * over) and the reply goes, through the output gate. */
+static void reply(run_ctx *x, const exec_op *op)
+{
+    dsq_call *c = x->c;
+    c->cold_retry = false;
+    if (op->budgeted)
+        dsq__budget_settle(c);
+    if (op->streams) {
+        if (c->err != 0)
+            c->more = false;
+        if (c->chunk)
+            c->chunk(c);
+    } else if (c->encode) {
+        c->encode(c);
+    }
+    dsq__reply(x->e, x->a, c);
+}
+
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
+    const exec_op *op = op_for(c);
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->not_found = false;
@@ -508,8 +687,9 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     c->wait_writer = false;
     if (e->warm != NULL)
         dsq_warm_miss_clear();
-    if (op_of(c) >= DSQ__OP_HIBERNATE) {
-        exec_internal(&x);
+    if (op->own) {
+        if (op->run != NULL)
+            op->run(&x);
         dsq__complete(e, c);
         return;
     }
@@ -525,122 +705,10 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__actor_close(a);
         x.o = NULL;
     }
-    if (shut) {
-        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
-    } else if (c->wait_expired) {
-        dsq__fail(c, DSQ_CODE_TIMEOUT,
-                  "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
-                  (unsigned long long)(dsq_now_ms() - (c->wait_since_ms ? c->wait_since_ms : c->posted_ms)));
-    } else if (c->state == DSQ__CALL_NEW && dsq__cancellable(c) && dsq__cancelled(c)) {
-        dsq__fail(c, DSQ_CODE_TIMEOUT, "the request was cancelled");
-        if (c->op == DSQ_OP_STREAM) {
-            dsq__alloc_results(c, 1);
-            c->more = false;
-        }
-    } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL && cold_failed(&x)) {
-        /* its log chunk did not come: failed (a batch of the system actor) */
-    } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
-        dsq__op_cdc_read_files(&x);
-    } else if (c->op == DSQ_OP_LIST) {
-        c->doc = dsq__store_list(e->data_dir);
-        if (c->doc == NULL)
-            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot list databases");
-    } else if (c->op == DSQ_OP_DROP) {
-        char err[512];
-        if (c->txn[0]) {
-            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "dropping a database is not part of a transaction");
-        } else {
-            dsq__actor_close(a);
-            int rc = dsq__store_drop(e, a->name, err, sizeof err);
-            if (rc == 1) {
-                c->not_found = true;
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "no such database: %s", a->name);
-            } else if (rc == 2) {
-                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot drop %s: %s", a->name, err);
-            } else if (rc != 0) {
-                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
-            } else {
-                dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
-                c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
-            }
-        }
-    } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
-        x.o = a->open;
-        x.o->deadline_ns = dsq_now_ns() + e->cfg.query_timeout_ms * 1000000u;
-        x.o->running = c;
-        switch (c->op) {
-        case DSQ_OP_QUERY:
-            if (dsq__budget_spent(&x) == 0)
-                op_query(&x);
-            break;
-        case DSQ_OP_BATCH:
-            if (dsq__budget_spent(&x) == 0)
-                op_batch(&x);
-            break;
-        case DSQ_OP_STREAM: dsq__op_stream(&x); break;
-        case DSQ_OP_BEGIN: dsq__op_begin(&x); break;
-        case DSQ_OP_COMMIT: dsq__op_commit(&x); break;
-        case DSQ_OP_ROLLBACK: dsq__op_rollback(&x); break;
-        case DSQ_OP_CDC_READ: dsq__op_cdc_read(&x); break;
-        case DSQ_OP_SCHEMA: {
-            char err[256];
-            sqlite3 *vdb = dsq__check_txn(&x) == 0 ? view_db(&x) : NULL;
-            if (c->err == 0 && !x.retry &&
-                (c->doc = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
-                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
-            c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
-            break;
-        }
-        case DSQ_OP_STATS: {
-            /* Beside another client's transaction: the last commit's size. */
-            sqlite3 *vdb = c->txn[0] == '\0' ? view_db(&x) : NULL;
-            if (c->err == 0 && !x.retry)
-                c->doc = dsq__stats(e, a, vdb ? vdb : x.o->db);
-            c->lsn = x.o->lsn;
-            break;
-        }
-        case DSQ_OP_PING:
-            if (dsq__check_txn(&x) == 0)
-                op_ping(&x);
-            break;
-        default:
-            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "unknown operation %d", op_of(c));
-            break;
-        }
-        x.o->deadline_ns = 0;
-        x.o->running = NULL;
-        if (c->err != 0 && dsq__cold(&x) && (c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_STATS || c->op == DSQ_OP_PING))
-            x.retry = true; /* they only read */
-        if (c->txn[0]) {
-            /* The idle clock of the transaction it named (not another
-             * client's, when it named a read-only one) restarts. */
-            pthread_mutex_lock(&a->mu);
-            snap_txn *t = dsq__snap_find(a, c->txn);
-            if (t != NULL)
-                t->deadline_ms = dsq_now_ms() + t->timeout_ms;
-            else if (x.o->in_txn && strcmp(a->txn, c->txn) == 0)
-                a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
-            pthread_mutex_unlock(&a->mu);
-        }
-    } else if (a->open == NULL && dsq__cold(&x)) {
-        x.retry = true; /* opening read a page that is in the object store */
-    } else if (c->op == DSQ_OP_STREAM) {
-        c->more = false;
-    }
-    if (e->warm != NULL) {
-        dsq_warm_chunk *k = dsq_warm_miss_take();
-        if (k != NULL && x.retry) {
-            cold_park(e, a, c, k);
-            return;
-        }
-        if (k != NULL)
-            dsq_warm_release(e->warm, k);
-        pthread_mutex_lock(&a->mu);
-        bool other_waits = a->cold_wait; /* (a cancelled call ran while another waits for its page) */
-        pthread_mutex_unlock(&a->mu);
-        if (a->npins > 0 && !other_waits && (a->open == NULL || (a->open->stream_stmt == NULL && a->nsstreams == 0)))
-            dsq__pins_release(e, a);
-    }
+    if (!refused(&x, op, shut))
+        dispatch(&x, op);
+    if (e->warm != NULL && cold_settle(&x, op))
+        return; /* it waits for a page */
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
         c->err = 0;
         c->msg[0] = '\0';
@@ -649,15 +717,5 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__actor_repost(e, a, c);
         return;
     }
-    c->cold_retry = false;
-    dsq__budget_settle(c);
-    if (c->op == DSQ_OP_STREAM) {
-        if (c->err != 0)
-            c->more = false;
-        if (c->chunk)
-            c->chunk(c);
-    } else if (c->encode) {
-        c->encode(c);
-    }
-    dsq__reply(e, a, c);
+    reply(&x, op);
 }

@@ -22,7 +22,7 @@ typedef struct run_ctx {
                             that writes makes the call wait for it (park) */
     bool park;           /* so it did: the call goes back to the mailbox, to run later */
     snap_txn *snap;      /* the read-only transaction the call names, or NULL */
-    size_t start_off;    /* run_sql: begin at this byte of the SQL (a run after a cold page) */
+    size_t start_off;    /* dsq__run_sql: begin at this byte of the SQL (a run after a cold page) */
     bool retry;          /* a page was in the object store: run the call again once it is here */
 } run_ctx;
 
@@ -61,6 +61,22 @@ int dsq__bind_params(dsq_call *c, sqlite3_stmt *st, const dsq_stmt_req *r, unsig
  * pass). Returns SQLITE_OK or the error. */
 int dsq__internal_exec(actor_open *o, const char *sql);
 
+/* ---- run.c: running a request's SQL ---- */
+/* Map a SQLite result code (and message) to DESIGN's code. */
+dsq_code dsq__sqlite_code(int rc, const char *msg);
+/* Fail the call with the connection's current error (x->db's, else the
+ * actor's). */
+void dsq__fail_sqlite(run_ctx *x, int rc);
+/* A QUERY or BATCH call of a request whose results already went past the
+ * budget fails before it runs: 1 when so. */
+int dsq__budget_spent(run_ctx *x);
+/* A QUERY or BATCH call is over: its budget holds what its results hold. */
+void dsq__budget_settle(dsq_call *c);
+/* Run every statement in r->sql in order, on x->db (NULL: the actor's
+ * connection), from byte x->start_off; `res` keeps the last one's rows.
+ * 0, or -1 with the call failed. */
+int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res);
+
 /* ---- conn.c: an actor's connections ---- */
 /* Open the actor's database if it is closed. 0 or -1 (c failed). */
 int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
@@ -90,7 +106,8 @@ void dsq__checkpoint_before_close(dsq_actor *a);
  * open on the actor. */
 void dsq__end_txn(run_ctx *x);
 /* After SQLite may have committed: the store's LSN is the connection's,
- * and the commit (with its row changes) goes to the actor's CDC feed. */
+ * the commit (with its row changes) goes to the actor's CDC feed, and a
+ * checkpoint or an offer of files follows when due. */
 int dsq__took_commit(run_ctx *x, const void *changes, size_t nchanges);
 /* A request's own transaction begins (not inside an explicit one). 0, or
  * -1 with the call failed. */
@@ -103,6 +120,11 @@ int dsq__check_txn(run_ctx *x);
 void dsq__op_begin(run_ctx *x);
 void dsq__op_commit(run_ctx *x);
 void dsq__op_rollback(run_ctx *x);
+/* A call ran: the idle clock of the transaction it named restarts. */
+void dsq__txn_touch(run_ctx *x);
+/* DSQ__OP_TXN_EXPIRE: roll back transaction c->txn (its client went, or
+ * it idled past its timeout). */
+void dsq__op_txn_expire(run_ctx *x);
 
 /* ---- stream.c: queryStream ---- */
 /* Start, continue or cancel a stream; hands one chunk to the loop. */
@@ -124,22 +146,6 @@ void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
 void dsq__op_cdc_read(run_ctx *x);
 /* The same from database c->target_db's log files, on the system actor. */
 void dsq__op_cdc_read_files(run_ctx *x);
-
-/* ---- run.c: running a request's SQL ---- */
-/* Map a SQLite result code (and message) to DESIGN's code. */
-dsq_code dsq__sqlite_code(int rc, const char *msg);
-/* Fail the call with the connection's current error (x->db's, else the
- * actor's). */
-void dsq__fail_sqlite(run_ctx *x, int rc);
-/* A QUERY or BATCH call of a request whose results already went past the
- * budget fails before it runs: 1 when so. */
-int dsq__budget_spent(run_ctx *x);
-/* The call is over: its budget holds what its results hold. */
-void dsq__budget_settle(dsq_call *c);
-/* Run every statement in r->sql in order, on x->db (NULL: the actor's
- * connection), from byte x->start_off; `res` keeps the last one's rows.
- * 0, or -1 with the call failed. */
-int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res);
 
 /* ---- exec.c ---- */
 /* results[0..n) of the call, empty (what they held is freed). 0, or -1

@@ -128,12 +128,10 @@ int dsq__budget_spent(run_ctx *x)
     return 1;
 }
 
-/* The call is over: its budget holds what its results hold (nothing when
- * it failed), no longer its high-water mark. */
+/* A QUERY or BATCH call is over: its budget holds what its results hold
+ * (nothing when it failed), no longer its high-water mark. */
 void dsq__budget_settle(dsq_call *c)
 {
-    if (c->op != DSQ_OP_QUERY && c->op != DSQ_OP_BATCH)
-        return;
     uint64_t hold = 0;
     for (size_t i = 0; c->err == 0 && i < c->nresults; i++)
         hold += c->results[i].rows.len;

@@ -203,7 +203,7 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
     res->nrows = 0;
     int ncols = sqlite3_column_count(st);
     bool done = false;
-    x->db = sqlite3_db_handle(st); /* for fail_sqlite's message */
+    x->db = sqlite3_db_handle(st); /* for dsq__fail_sqlite's message */
     while (*skip > 0) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {

@@ -2,7 +2,7 @@
  * ones, read-only ones, and the LSN a commit takes.
  *
  * Divisions: request transactions and LSNs; beginTransaction, commit and
- * rollback.
+ * rollback; the idle clock, and transactions that expire.
  *
  * Outside an explicit transaction every request runs in a transaction of
  * its own, BEGIN ... COMMIT, so a multi-statement `sql` or an atomic batch
@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "engine/cdc/cdc.h"
 #include "engine/runtime/exec_int.h"
@@ -143,7 +144,7 @@ int dsq__end_request(run_ctx *x, bool ok)
     }
     if (ok && !(x->c->scope & DSQ_SCOPE_W) && sqlite3_txn_state(o->db, "main") == SQLITE_TXN_WRITE) {
         /* A read-scope request commits nothing, whatever it ran: the
-         * statements were refused if they write (run_sql), and this holds
+         * statements were refused if they write (dsq__run_sql), and this holds
          * for what that check could not see. */
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "the request wrote; the token has read scope only");
         ok = false;
@@ -322,3 +323,60 @@ static void op_end_txn(run_ctx *x, bool do_commit)
 void dsq__op_commit(run_ctx *x) { op_end_txn(x, true); }
 
 void dsq__op_rollback(run_ctx *x) { op_end_txn(x, false); }
+
+/* ---- the idle clock and expiry -------------------------------------------------------- */
+
+/* A call ran: the idle clock of the transaction it named (not another
+ * client's, when it named a read-only one) restarts. */
+void dsq__txn_touch(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
+    if (c->txn[0] == '\0')
+        return;
+    pthread_mutex_lock(&a->mu);
+    snap_txn *t = dsq__snap_find(a, c->txn);
+    if (t != NULL)
+        t->deadline_ms = dsq_now_ms() + t->timeout_ms;
+    else if (x->o->in_txn && strcmp(a->txn, c->txn) == 0)
+        a->txn_deadline_ms = dsq_now_ms() + a->txn_timeout_ms;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* DSQ__OP_TXN_EXPIRE: roll back transaction c->txn (its client went, or
+ * it idled past its timeout). */
+void dsq__op_txn_expire(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
+    pthread_mutex_lock(&a->mu);
+    snap_txn *t = dsq__snap_find(a, c->txn);
+    if (t != NULL) {
+        bool late = c->session != 0 || dsq_now_ms() >= t->deadline_ms;
+        size_t i = (size_t)(t - a->snaps);
+        pthread_mutex_unlock(&a->mu);
+        if (late && x->o != NULL) {
+            if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == a->snaps[i].db)
+                dsq__stream_finish(x); /* its stream ends with it */
+            dsq__snap_remove(x->e, a, i);
+            DSQ_INFO("transaction_rolled_back", "db=%s reason=%s read_only=1", a->name,
+                     c->session ? "client_disconnected" : "idle_timeout");
+        }
+        return;
+    }
+    bool match = a->txn[0] != '\0' && strcmp(a->txn, c->txn) == 0;
+    /* An idle expiry loses to activity that came in meanwhile. */
+    if (match && c->session == 0 && dsq_now_ms() < a->txn_deadline_ms)
+        match = false;
+    pthread_mutex_unlock(&a->mu);
+    if (!match || x->o == NULL)
+        return;
+    /* A stream in it ends with it; one in a read-only transaction
+     * (on that one's connection) goes on. */
+    if (x->o->stream_stmt && sqlite3_db_handle(x->o->stream_stmt) == x->o->db)
+        dsq__stream_finish(x);
+    dsq__internal_exec(x->o, "ROLLBACK");
+    dsq__end_txn(x);
+    DSQ_INFO("transaction_rolled_back", "db=%s reason=%s", a->name,
+             c->session ? "client_disconnected" : "idle_timeout");
+}
