@@ -446,7 +446,8 @@ typedef struct exec_op {
     void (*run)(run_ctx *x);       /* the operation */
     void (*run_files)(run_ctx *x); /* instead, when the call names another database (c->target_db:
                                       the system actor reads that one's log files) */
-    bool own;          /* the engine's own (engine_int.h): no checks, no reply, completed at once */
+    bool own;          /* the engine's own (engine_int.h): none of the checks; completed, not
+                          replied to through the output gate */
     bool open;         /* it runs on the actor's database, opened first */
     bool cancellable;  /* dsq_engine_cancel stops it (before it starts, or through the progress
                           handler) */
@@ -458,6 +459,8 @@ typedef struct exec_op {
                           come fails only the statement that waited for it (op_batch) */
 } exec_op;
 
+/* Indexed by operation; the engine's own start at 100 (the entries
+ * between are empty). */
 static const exec_op ops[] = {
     [DSQ_OP_QUERY] = {.run = op_query, .open = true, .cancellable = true, .budgeted = true},
     [DSQ_OP_BATCH] = {.run = op_batch, .open = true, .cancellable = true, .budgeted = true,
