@@ -299,9 +299,6 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Writers that waited write_wait_ms for another client's transaction are
  * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
 void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
-/* Whether dsq_engine_cancel stops the call's operation (exec.c's table
- * says). */
-bool dsq__cancellable(const dsq_call *c);
 static inline bool dsq__cancelled(const dsq_call *c)
 {
     return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);
@@ -330,6 +327,9 @@ void dsq__heap_trim(dsq_engine *e);
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Roll back whatever is open, finalize statements, close (conn.c). */
 void dsq__actor_close(dsq_actor *a);
+/* Whether dsq_engine_cancel stops the call's operation (the operation
+ * table says). Any thread. */
+bool dsq__cancellable(const dsq_call *c);
 
 /* ---- gate.c: output gates and group commit ---- */
 int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
