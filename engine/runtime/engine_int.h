@@ -96,7 +96,7 @@ typedef struct actor_open {
     uint64_t offered_ms;         /* when its files were last offered to the object store */
     uint64_t lsn;                /* last committed LSN */
     stmt_slot cache[STMT_CACHE]; /* prepared statements */
-    sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (see internal_exec) */
+    sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (stmt.c) */
     uint64_t clock;              /* LRU clock of the cache */
     bool internal;               /* our own SQL: the authorizer lets it pass */
     char deny[200];              /* why the authorizer said no, for the error */
@@ -299,12 +299,6 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c);
 /* Writers that waited write_wait_ms for another client's transaction are
  * marked to fail (wait_expired) and get a turn. Loop thread (the tick). */
 void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now);
-/* Operations dsq_engine_cancel stops. */
-static inline bool dsq__cancellable(const dsq_call *c)
-{
-    return c->op == DSQ_OP_QUERY || c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
-           c->op == DSQ_OP_SCHEMA || c->op == DSQ_OP_BEGIN;
-}
 static inline bool dsq__cancelled(const dsq_call *c)
 {
     return atomic_load_explicit(&((dsq_call *)c)->cancelled, memory_order_relaxed);
@@ -328,14 +322,14 @@ void dsq__fail(dsq_call *c, dsq_code code, const char *fmt, ...)
  * hibernate. */
 void dsq__heap_trim(dsq_engine *e);
 
-/* ---- exec.c (worker, actor open) ---- */
+/* ---- exec.c, conn.c: running calls (worker); the rest is in exec_int.h ---- */
+/* Run call c on actor a (it completes c, or parks it). */
 void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c);
-/* Open the actor's database if it is closed. 0 or -1 (c failed). */
-int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c);
-/* Roll back whatever is open, finalize statements, close. */
+/* Roll back whatever is open, finalize statements, close (conn.c). */
 void dsq__actor_close(dsq_actor *a);
-/* Map a SQLite result code (and message) to DESIGN's code. */
-dsq_code dsq__sqlite_code(int rc, const char *msg);
+/* Whether dsq_engine_cancel stops the call's operation (the operation
+ * table says). Any thread. */
+bool dsq__cancellable(const dsq_call *c);
 
 /* ---- gate.c: output gates and group commit ---- */
 int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
@@ -369,15 +363,6 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
  * reply. -1 when the log could not be made durable. */
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
-
-/* ---- exec.c: connections on views (worker) ---- */
-/* Close the connection reads beside the open transaction use. */
-void dsq__beside_close(actor_open *o);
-/* Close the actor's snapshot streams: all (on NULL), or those that read
- * the read-only transaction connection `on`. Worker. */
-void dsq__sstreams_close(dsq_actor *a, sqlite3 *on);
-/* Close every read-only transaction of the actor (it closes or shuts). */
-void dsq__snaps_close_all(dsq_engine *e, dsq_actor *a);
 
 /* ---- schema.c ---- */
 json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);

@@ -1,0 +1,334 @@
+/* run — running a request's SQL on a connection (worker): its statements
+ * one after another, each prepared (or found in the cache), checked,
+ * bound, stepped, and its row changes captured.
+ *
+ * Divisions: errors (SQLite's codes to DESIGN's, and why the authorizer
+ * said no); the result budget (max_result_bytes, for a call and for its
+ * request); running statements. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cdc/cdc.h"
+#include "engine/runtime/exec_int.h"
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+dsq_code dsq__sqlite_code(int rc, const char *msg)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        if (rc == SQLITE_CONSTRAINT_DATATYPE)
+            return DSQ_CODE_TYPE_MISMATCH;
+        return DSQ_CODE_CONSTRAINT_VIOLATION;
+    case SQLITE_MISMATCH: return DSQ_CODE_TYPE_MISMATCH;
+    case SQLITE_INTERRUPT: return DSQ_CODE_TIMEOUT;
+    case SQLITE_AUTH: return DSQ_CODE_FORBIDDEN;
+    case SQLITE_TOOBIG: return DSQ_CODE_RESOURCE_EXHAUSTED;
+    case SQLITE_NOMEM:
+    case SQLITE_FULL: return DSQ_CODE_RESOURCE_EXHAUSTED;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return DSQ_CODE_SERIALIZATION_FAILURE;
+    case SQLITE_RANGE: return DSQ_CODE_INVALID_REQUEST;
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB:
+    case SQLITE_READONLY:
+    case SQLITE_INTERNAL:
+    case SQLITE_PROTOCOL: return DSQ_CODE_INTERNAL_ERROR;
+    case SQLITE_ERROR:
+        if (msg) {
+            if (strncmp(msg, "no such table", 13) == 0)
+                return DSQ_CODE_TABLE_NOT_FOUND;
+            if (strncmp(msg, "no such column", 14) == 0)
+                return DSQ_CODE_COLUMN_NOT_FOUND;
+            if (strstr(msg, "syntax error") || strncmp(msg, "incomplete input", 16) == 0 ||
+                strncmp(msg, "unrecognized token", 18) == 0)
+                return DSQ_CODE_SYNTAX_ERROR;
+        }
+        return DSQ_CODE_INVALID_REQUEST;
+    default: return DSQ_CODE_UNKNOWN;
+    }
+}
+
+/* Fail `c` with the connection's current error. */
+void dsq__fail_sqlite(run_ctx *x, int rc)
+{
+    actor_open *o = x->o;
+    const char *msg = sqlite3_errmsg(x->db ? x->db : o->db);
+    /* A denied function comes back as SQLITE_ERROR, other denials as
+     * SQLITE_AUTH: whenever the authorizer said no, say why. */
+    if (o->deny[0])
+        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "%s", o->deny);
+    else if ((rc & 0xff) == SQLITE_INTERRUPT && dsq__cancelled(x->c))
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the request was cancelled");
+    else if ((rc & 0xff) == SQLITE_INTERRUPT)
+        dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
+                  (unsigned long long)x->e->cfg.query_timeout_ms);
+    else if ((rc & 0xff) == SQLITE_IOERR && (sqlite3_system_errno(x->db ? x->db : o->db) == EMFILE ||
+                                             sqlite3_system_errno(x->db ? x->db : o->db) == ENFILE))
+        /* The store could not open a file (a new log segment, a page's
+         * file): the server's limit, not the database's fault. */
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "too many open files on the server; try again later");
+    else
+        dsq__fail(x->c, dsq__sqlite_code(rc, msg), "%s", msg);
+}
+
+/* ---- the result budget --------------------------------------------------------------- */
+
+/* The shared budget is charged in steps of this much (and at the end of
+ * each statement), not at every row; each row only reads it. */
+#define BUDGET_STEP (64u << 10)
+
+/* The call holds `holding` bytes of rows now: within max_result_bytes,
+ * alone and with what the request's other calls hold (c->budget)? The
+ * budget is charged up to the call's high-water mark (c->result_bytes;
+ * dsq__exec settles it when the call ends). 0, or -1 with the call
+ * failed. */
+static int budget_check(run_ctx *x, size_t holding, bool final)
+{
+    dsq_call *c = x->c;
+    dsq_budget *b = c->budget;
+    size_t limit = x->e->cfg.max_result_size;
+    if (holding > limit) {
+        if (b != NULL)
+            atomic_store(&b->over, true);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "the result is larger than max_result_bytes (%zu bytes)", limit);
+        return -1;
+    }
+    if (b == NULL || holding <= c->result_bytes)
+        return 0;
+    uint64_t more = holding - c->result_bytes;
+    if (!final && more < BUDGET_STEP && atomic_load(&b->used) + more <= limit)
+        return 0;
+    uint64_t used = atomic_fetch_add(&b->used, more) + more;
+    c->result_bytes = holding;
+    if (used > limit) {
+        atomic_store(&b->over, true);
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                  "the request's results are larger than max_result_bytes (%zu bytes) together",
+                  limit);
+        return -1;
+    }
+    return 0;
+}
+
+/* A QUERY or BATCH call of a request whose results already went past the
+ * budget fails before it runs: 1 when so. */
+int dsq__budget_spent(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    if (c->budget == NULL || c->cold_retry || !atomic_load(&c->budget->over))
+        return 0;
+    dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+              "not run: the request's results went past max_result_bytes (%zu bytes)",
+              x->e->cfg.max_result_size);
+    return 1;
+}
+
+/* A QUERY or BATCH call is over: its budget holds what its results hold
+ * (nothing when it failed), no longer its high-water mark. */
+void dsq__budget_settle(dsq_call *c)
+{
+    uint64_t hold = 0;
+    for (size_t i = 0; c->err == 0 && i < c->nresults; i++)
+        hold += c->results[i].rows.len;
+    if (c->budget != NULL && hold > c->result_bytes)
+        atomic_fetch_add(&c->budget->used, hold - c->result_bytes);
+    else if (c->budget != NULL && hold < c->result_bytes)
+        atomic_fetch_sub(&c->budget->used, c->result_bytes - hold);
+    c->result_bytes = hold;
+}
+
+/* ---- running statements ---------------------------------------------------------------- */
+
+/* Step `st` to the end, keeping its rows in `res`. */
+static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
+{
+    actor_open *o = x->o;
+    sqlite3 *db = x->db ? x->db : o->db;
+    int ncols = sqlite3_column_count(st);
+    int64_t before = sqlite3_total_changes64(db);
+    if (dsq__result_columns(res, st) != 0) {
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    o->statements++;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (dsq__result_add(res, st, ncols) != 0) {
+                dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+                return -1;
+            }
+            if (budget_check(x, x->bytes_before + res->rows.len, false) != 0)
+                return -1;
+            continue;
+        }
+        if (rc == SQLITE_DONE) {
+            if (budget_check(x, x->bytes_before + res->rows.len, true) != 0)
+                return -1;
+            break;
+        }
+        dsq__fail_sqlite(x, rc);
+        return -1;
+    }
+    /* sqlite3_changes() still counts the last DML when this was DDL; the
+     * total tells whether this statement changed rows at all. */
+    res->rows_affected = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+    res->last_insert_rowid = sqlite3_last_insert_rowid(db);
+    return 0;
+}
+
+/* Run every statement in r->sql in order; `res` keeps the last one's. */
+int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
+{
+    actor_open *o = x->o;
+    dsq_call *c = x->c;
+    const char *p = r->sql + x->start_off, *end = r->sql + r->sql_len;
+    bool resumed = x->start_off > 0;
+    x->start_off = 0;
+    unsigned char *used = calloc(r->nparams ? r->nparams : 1, 1);
+    int nstmts = 0, rv = -1;
+    if (used == NULL) {
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    /* A time-travel connection lives for one request: no cache. */
+    bool cached = x->db == NULL || x->db == o->db;
+    sqlite3_stmt *temp = NULL; /* a statement not kept: finalized after its run */
+    sqlite3 *db = x->db ? x->db : o->db;
+    while (p < end) {
+        size_t take = 0;
+        sqlite3_stmt *st = cached ? dsq__cache_get(o, p, (size_t)(end - p), &take) : NULL;
+        const char *tail;
+        /* A statement that changes the schema or is a savepoint is not
+         * kept: what the authorizer says of it while it is prepared is
+         * what the change capture needs, each time. */
+        bool special = false;
+        o->stmt_ddl = o->stmt_writes = false;
+        o->stmt_created[0] = o->sp_op[0] = '\0';
+        if (st != NULL) {
+            tail = p + take;
+        } else {
+            o->deny[0] = '\0';
+            int rc = sqlite3_prepare_v3(db, p, (int)(end - p), cached ? SQLITE_PREPARE_PERSISTENT : 0,
+                                        &st, &tail);
+            if (rc != SQLITE_OK) {
+                dsq__fail_sqlite(x, rc);
+                goto out;
+            }
+            if (st == NULL) { /* only white space or comments left */
+                p = tail;
+                continue;
+            }
+            const char *text = sqlite3_sql(st);
+            if (text && dsq__sql_vacuum_into(text, strlen(text))) {
+                sqlite3_finalize(st);
+                dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
+                goto out;
+            }
+            special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
+            if (cached && !special && dsq__cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+        }
+        if (cached && special)
+            temp = st;
+        if (!cached && x->scratch != NULL)
+            sqlite3_finalize(x->scratch);
+        if (!cached)
+            x->scratch = st; /* finalized with the connection's request */
+        bool ddl = o->stmt_ddl;
+        char created[sizeof o->stmt_created], sp_op[sizeof o->sp_op], sp_name[sizeof o->sp_name];
+        memcpy(created, o->stmt_created, sizeof created);
+        memcpy(sp_op, o->sp_op, sizeof sp_op);
+        memcpy(sp_name, o->sp_name, sizeof sp_name);
+        nstmts++;
+        /* (A cached statement is never one of stmt_writes': not special.) */
+        bool reads = sqlite3_stmt_readonly(st) && !o->stmt_writes;
+        if (x->snap && !reads) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
+            goto out;
+        }
+        if (x->past && !reads) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
+            goto out;
+        }
+        if (!(c->scope & DSQ_SCOPE_W) && !reads) {
+            dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+            goto out;
+        }
+        if (x->beside && !reads) {
+            x->park = true; /* it runs once the open transaction ends (if it may write) */
+            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
+            goto out;
+        }
+        int brc = dsq__bind_params(c, st, r, used);
+        const char *text = sqlite3_sql(st);
+        o->vacuum = text && dsq__sql_starts_with(text, strlen(text), "VACUUM");
+        bool capture = db == o->db; /* not a time-travel connection */
+        dsq_cdc_mark mark = dsq_cdc_cap_mark(o->cap);
+        if (brc == 0)
+            brc = step_all(x, st, res);
+        if (brc == 0 && dsq__cold(x) && sqlite3_stmt_readonly(st)) {
+            /* It read past a page on its way from the object store and went
+             * on (PRAGMA integrity_check reports such a page in its rows):
+             * its result is not the database's. It runs again. */
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "a page is on its way from the object store");
+            brc = -1;
+        }
+        o->vacuum = false;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (capture && brc != 0) {
+            dsq_cdc_cap_rewind(o->cap, mark); /* SQLite undid the statement */
+        } else if (capture) {
+            if (sp_op[0])
+                dsq_cdc_cap_savepoint(o->cap, sp_op, sp_name, mark);
+            o->internal = true; /* the capture's own queries */
+            int crc = dsq_cdc_cap_statement_done(o->cap, mark, ddl ? text : NULL,
+                                                 created[0] ? created : NULL);
+            o->internal = false;
+            if (crc != 0) {
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
+                          "out of memory capturing the statement's row changes");
+                brc = -1;
+            }
+        }
+        if (temp != NULL) {
+            sqlite3_finalize(temp);
+            temp = NULL;
+        }
+        if (brc != 0)
+            goto out;
+        p = tail;
+    }
+    if (nstmts == 0 && !resumed) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "sql holds no statement");
+        goto out;
+    }
+    /* (A run that goes on after a cold page did not see the parameters
+     * the statements before used.) */
+    for (size_t k = 0; k < r->nparams && !resumed; k++) {
+        if (!used[k]) {
+            if (r->named)
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "parameter %s is not used by the SQL",
+                          r->params[k].name);
+            else
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                          "params has %zu values; the SQL uses fewer", r->nparams);
+            goto out;
+        }
+    }
+    rv = 0;
+out:
+    if (rv != 0 && dsq__cold(x))
+        c->resume_off = (size_t)(p - r->sql); /* where the statement that waits begins */
+    sqlite3_finalize(temp); /* a refusal left it unrun */
+    free(used);
+    return rv;
+}
