@@ -193,7 +193,7 @@ static bool http_can_send_or_wait(void *ud)
     return false;
 }
 
-static void http_reply(void *ud, const char *text, size_t len, int status)
+static void http_reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     http_tx *tx = ud;
     dsq_http_req *req = tx->req;
@@ -206,7 +206,7 @@ static void http_reply(void *ud, const char *text, size_t len, int status)
     } else if (text == NULL) {
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
     } else {
-        dsq__respond_line(req, status, "application/json", text, len);
+        dsq__respond_line(req, how.failed ? dsq_http_status_of(how.code) : 200, "application/json", text, len);
     }
     http_tx_close(tx); /* the response is whole: the session is done */
 }
@@ -343,10 +343,10 @@ static unsigned ws_scope(void *ud, const char *db)
 }
 
 /* The answer to one message (NULL: notifications only): it is over. */
-static void ws_reply(void *ud, const char *text, size_t len, int status)
+static void ws_reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     ws_tx *tx = ud;
-    (void)status;
+    (void)how; /* each reply says how its request went */
     if (text != NULL)
         dsq__ws_send(tx->c, false, text, len);
     if (tx->inflight > 0)
