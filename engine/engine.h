@@ -23,9 +23,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
-#include "engine/tier/evict.h"
-#include "engine/tier/tier.h"
-#include "engine/tier/warm.h"
+#include "engine/counters.h"
 
 /* ---- values ------------------------------------------------------------------ */
 

@@ -16,6 +16,9 @@
 #include <stdatomic.h>
 
 #include "engine/engine.h"
+#include "engine/tier/evict.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/warm.h"
 
 /* Operations the engine sends itself (never from callers). */
 enum {
