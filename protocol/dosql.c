@@ -18,6 +18,7 @@
 
 #include "common/util.h"
 #include "protocol/cdcsub.h"
+#include "protocol/docs.h"
 #include "protocol/value.h"
 
 struct dsq_dosql_session {
@@ -423,17 +424,19 @@ static void enc_batch(dsq_call *c)
 
 static void enc_doc(dsq_call *c)
 {
-    if (c->err != 0 || c->doc == NULL)
+    json_t *doc = dsq_doc_of(c);
+    if (doc == NULL)
         return;
     if (cw(c)) {
-        if (dsq_cw_doc(&c->out, c->doc) != 0)
+        if (dsq_cw_doc(&c->out, doc) != 0)
             dsq_buf_reset(&c->out);
-        return;
+    } else {
+        char *text = json_dumps(doc, JSON_COMPACT);
+        if (text != NULL)
+            dsq_buf_puts(&c->out, text);
+        free(text);
     }
-    char *text = json_dumps(c->doc, JSON_COMPACT);
-    if (text != NULL)
-        dsq_buf_puts(&c->out, text);
-    free(text);
+    json_decref(doc);
 }
 
 static void enc_begin(dsq_call *c)
@@ -826,7 +829,7 @@ static void m_stats(op *o, json_t *p)
     }
     dsq_engine_stats st;
     dsq_engine_stats_get(o->s->e, &st);
-    json_t *srv = dsq_engine_stats_json(&st);
+    json_t *srv = dsq_doc_server_stats(&st);
     json_t *doc = srv ? json_pack("{s:o}", "server", srv) : NULL;
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);

@@ -11,6 +11,7 @@
 
 #include "common/util.h"
 #include "protocol/capnweb.h"
+#include "protocol/docs.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 
@@ -729,7 +730,9 @@ static void admin_abandon(void *arg) { ((admin_op *)arg)->req = NULL; }
  * names is not written on the loop thread). */
 static void admin_encode(dsq_call *c)
 {
-    char *text = c->err == 0 && c->doc ? json_dumps(c->doc, JSON_COMPACT) : NULL;
+    json_t *doc = dsq_doc_of(c);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
     if (text != NULL) {
         dsq_buf_puts(&c->out, text);
         dsq_buf_puts(&c->out, "\n");

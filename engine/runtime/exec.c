@@ -1927,8 +1927,7 @@ static void op_stream(run_ctx *x)
 static void op_ping(run_ctx *x)
 {
     x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
-                          (json_int_t)dsq_wall_ms());
+    x->c->time_ms = dsq_wall_ms();
 }
 
 /* CDC catch-up: the durable commits after c->as_of_lsn, read from the log,
@@ -2265,8 +2264,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     } else if (c->op == DSQ_OP_CDC_READ && c->target_db != NULL) {
         op_cdc_read_files(e, c, &x.retry);
     } else if (c->op == DSQ_OP_LIST) {
-        c->doc = dsq__store_list(e->data_dir);
-        if (c->doc == NULL)
+        if (dsq__store_list(e->data_dir, &c->names, &c->nnames) != 0)
             dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot list databases");
     } else if (c->op == DSQ_OP_DROP) {
         char err[512];
@@ -2284,7 +2282,6 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
             } else {
                 dsq__feed_dropped(e, atomic_load(&a->feed)); /* its subscribers end */
-                c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
             }
         }
     } else if (cold_failed(&x) == 0 && dsq__actor_open(e, a, c) == 0) {
@@ -2309,7 +2306,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
             char err[256];
             sqlite3 *vdb = check_txn(&x) == 0 ? view_db(&x) : NULL;
             if (c->err == 0 && !x.retry &&
-                (c->doc = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
+                (c->schema = dsq__schema(x.o, vdb ? vdb : x.o->db, err, sizeof err)) == NULL)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
             c->lsn = x.snap ? x.snap->lsn : x.o->lsn;
             break;
@@ -2317,8 +2314,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         case DSQ_OP_STATS: {
             /* Beside another client's transaction: the last commit's size. */
             sqlite3 *vdb = c->txn[0] == '\0' ? view_db(&x) : NULL;
-            if (c->err == 0 && !x.retry)
-                c->doc = dsq__stats(e, a, vdb ? vdb : x.o->db);
+            if (c->err == 0 && !x.retry && (c->stats = dsq__stats(e, a, vdb ? vdb : x.o->db)) == NULL)
+                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
             c->lsn = x.o->lsn;
             break;
         }
