@@ -1,7 +1,8 @@
-/* errors — the public error codes (DESIGN 3.3) and their HTTP statuses.
+/* errors — the public error codes and their wire names.
  *
- * This is the only table that maps a code to its wire string and status;
- * every protocol and route uses it. */
+ * This is the only table that maps a code to its wire string; every
+ * protocol and route uses it. Protocols return codes; the HTTP status a
+ * code answers with is the server's (server/http.h). */
 #ifndef DSQ_ERRORS_H
 #define DSQ_ERRORS_H
 
@@ -32,9 +33,6 @@ typedef enum dsq_code {
 
 /* "INVALID_REQUEST" etc.; "UNKNOWN" for an out-of-range value. */
 const char *dsq_code_name(dsq_code code);
-
-/* The HTTP status that follows the code. */
-int dsq_code_http_status(dsq_code code);
 
 /* Name → code. Returns false when the name is not a code. */
 bool dsq_code_parse(const char *name, dsq_code *out);

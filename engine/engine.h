@@ -15,7 +15,6 @@
 #ifndef DSQ_ENGINE_H
 #define DSQ_ENGINE_H
 
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,9 +22,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
-#include "engine/tier/evict.h"
-#include "engine/tier/tier.h"
-#include "engine/tier/warm.h"
+#include "engine/counters.h"
 
 /* ---- values ------------------------------------------------------------------ */
 
@@ -133,6 +130,52 @@ enum {
 
 typedef struct dsq_call dsq_call;
 
+/* ---- what SCHEMA, STATS and LIST answer: plain structs, which the
+ * protocols encode (every string is owned by its struct) ---- */
+
+typedef struct dsq_schema_column {
+    char *name;       /* NULL: an index's expression */
+    char *type;       /* as declared ("" when none) */
+    bool not_null;
+    char *dflt;       /* the default's SQL text; NULL: none */
+    int pk;           /* its place in the primary key (1, 2, ...); 0: not in it */
+    bool generated;   /* a generated column */
+} dsq_schema_column;
+
+typedef struct dsq_schema_object {
+    char *name;
+    char *table;                 /* index, trigger: the table it belongs to */
+    char *sql;                   /* its CREATE statement; NULL: none (an automatic index) */
+    dsq_schema_column *columns;  /* table, view: its columns; index: the names it covers */
+    size_t ncolumns;
+    bool has_flags;              /* table: without_rowid and strict are known */
+    bool without_rowid, strict;
+    bool unique;                 /* index */
+} dsq_schema_object;
+
+typedef struct dsq_schema_list {
+    dsq_schema_object *v;
+    size_t n;
+} dsq_schema_list;
+
+/* A database's schema, SQLite's own objects and dosqld's left out; each
+ * list in name order. */
+typedef struct dsq_schema {
+    dsq_schema_list tables, indexes, views, triggers;
+} dsq_schema;
+
+void dsq_schema_free(dsq_schema *s);
+
+/* A CDC subscriber of a database (STATS). */
+typedef struct dsq_sub_stats {
+    uint64_t lsn;       /* the last commit it was sent */
+    uint64_t lag_lsn;   /* commits durable since */
+    uint64_t lag_bytes; /* bytes of row changes the feed holds for it */
+    bool reading_log;   /* it is behind the feed: it reads the log */
+} dsq_sub_stats;
+
+/* ---- calls, continued ---- */
+
 enum { DSQ_AS_OF_NONE = 0, DSQ_AS_OF_LSN, DSQ_AS_OF_TIME };
 typedef struct dsq_engine dsq_engine;
 
@@ -178,14 +221,18 @@ struct dsq_call {
     size_t nresults;
     uint64_t lsn;            /* the LSN the call's outcome reflects */
     char txn_out[33];        /* BEGIN: the new transaction's id */
-    json_t *doc;             /* SCHEMA, STATS: the document (owned) */
+    dsq_schema *schema;      /* SCHEMA (owned) */
+    struct dsq_db_stats *stats; /* STATS (owned) */
+    char **names;            /* LIST: the databases' names, sorted (owned) */
+    size_t nnames;
+    uint64_t time_ms;        /* PING: the server's wall clock (ms since the epoch) */
     uint64_t result_bytes;   /* QUERY, BATCH: bytes of rows its results hold (with a budget:
                                 charged to it; released only by dsq_budget_release) */
     bool more;               /* STREAM: more chunks follow this one; CDC_READ: more is durable */
     dsq_buf out;             /* encode's output */
+    char db[129];            /* the database it was submitted to (set by the engine) */
 
     /* ---- private to the engine ---- */
-    char db[129];
     struct dsq_actor *actor;
     dsq_call *next;
     uint64_t seq;            /* its place in the actor's arrival order */
@@ -207,7 +254,8 @@ struct dsq_call {
     char cold_msg[256];
 };
 
-/* Free a finished call's engine-owned parts (results, doc, out). */
+/* Free a finished call's engine-owned parts (results, schema, stats,
+ * names, out). */
 void dsq_call_reset(dsq_call *c);
 /* Free just its results (an encoder that has turned them into `out`:
  * the rows and their text are not held together longer than needed). */
@@ -375,9 +423,23 @@ typedef struct dsq_engine_stats {
 } dsq_engine_stats;
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out);
-/* The "server" object of getStats (docs/protocol.md); NULL when out of
- * memory. */
-json_t *dsq_engine_stats_json(const dsq_engine_stats *s);
+
+/* STATS: a database's figures, with the server's. */
+typedef struct dsq_db_stats {
+    char name[129];
+    uint64_t lsn;
+    int64_t pages, page_size, free_pages;
+    uint64_t statements, cache_hits, cache_misses; /* the statement cache's */
+    int page_cache_hits, page_cache_misses, page_cache_bytes;
+    bool txn_open;
+    /* storage */
+    uint64_t log_segments, log_bytes, checkpoints, checkpoint_bytes, oldest_lsn, durable_lsn;
+    dsq_sub_stats *subs; /* its CDC subscribers (owned) */
+    size_t nsubs;
+    dsq_engine_stats server;
+} dsq_db_stats;
+
+void dsq_db_stats_free(dsq_db_stats *s);
 
 /* ---- change data capture: database feeds ---------------------------------------- */
 

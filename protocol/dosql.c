@@ -18,6 +18,7 @@
 
 #include "common/util.h"
 #include "protocol/cdcsub.h"
+#include "protocol/docs.h"
 #include "protocol/value.h"
 
 struct dsq_dosql_session {
@@ -146,7 +147,7 @@ static void answer_raw(op *o, const char *json, size_t n, dsq_buf *owner)
     else if (o->rpc != NULL)
         dsq_rpc_result_raw(o->rpc, json, n);
     else if (!o->s->closed)
-        o->s->t.reply(o->s->t.ud, json, n, 200);
+        o->s->t.reply(o->s->t.ud, json, n, DSQ_RPC_OK);
 }
 
 static void answer_error_msg(op *o, dsq_code code, const char *msg)
@@ -166,9 +167,9 @@ static void answer_error_msg(op *o, dsq_code code, const char *msg)
     json_decref(body);
     if (text == NULL)
         o->s->t.reply(o->s->t.ud, "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}",
-                      63, 500);
+                      63, DSQ_RPC_FAILED(DSQ_CODE_INTERNAL_ERROR));
     else
-        o->s->t.reply(o->s->t.ud, text, strlen(text), dsq_code_http_status(code));
+        o->s->t.reply(o->s->t.ud, text, strlen(text), DSQ_RPC_FAILED(code));
     free(text);
 }
 
@@ -423,17 +424,19 @@ static void enc_batch(dsq_call *c)
 
 static void enc_doc(dsq_call *c)
 {
-    if (c->err != 0 || c->doc == NULL)
+    json_t *doc = dsq_doc_of(c);
+    if (doc == NULL)
         return;
     if (cw(c)) {
-        if (dsq_cw_doc(&c->out, c->doc) != 0)
+        if (dsq_cw_doc(&c->out, doc) != 0)
             dsq_buf_reset(&c->out);
-        return;
+    } else {
+        char *text = json_dumps(doc, JSON_COMPACT);
+        if (text != NULL)
+            dsq_buf_puts(&c->out, text);
+        free(text);
     }
-    char *text = json_dumps(c->doc, JSON_COMPACT);
-    if (text != NULL)
-        dsq_buf_puts(&c->out, text);
-    free(text);
+    json_decref(doc);
 }
 
 static void enc_begin(dsq_call *c)
@@ -826,7 +829,7 @@ static void m_stats(op *o, json_t *p)
     }
     dsq_engine_stats st;
     dsq_engine_stats_get(o->s->e, &st);
-    json_t *srv = dsq_engine_stats_json(&st);
+    json_t *srv = dsq_doc_server_stats(&st);
     json_t *doc = srv ? json_pack("{s:o}", "server", srv) : NULL;
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -1255,13 +1258,13 @@ static const dsq_rpc_method methods[] = {
 
 /* The whole reply of one message: to the transport unless it is gone.
  * Every call of the message has answered: none uses the budget now. */
-static void message_reply(void *ud, const char *text, size_t len, int status)
+static void message_reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     message *m = ud;
     dsq_dosql_session *s = m->s;
     free(m);
     if (!s->closed)
-        s->t.reply(s->t.ud, text, len, status);
+        s->t.reply(s->t.ud, text, len, how);
     session_unref(s);
 }
 
@@ -1273,7 +1276,7 @@ void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len)
         static const char oom[] = "{\"id\":null,\"error\":{\"code\":\"RESOURCE_EXHAUSTED\","
                                   "\"message\":\"out of memory\"}}";
         if (!s->closed)
-            s->t.reply(s->t.ud, oom, sizeof oom - 1, 503);
+            s->t.reply(s->t.ud, oom, sizeof oom - 1, DSQ_RPC_FAILED(DSQ_CODE_RESOURCE_EXHAUSTED));
         return;
     }
     m->s = s;
@@ -1287,7 +1290,7 @@ void dsq_dosql_query_route(dsq_dosql_session *s, const char *body, size_t len)
     op *o = op_new(s, NULL);
     if (o == NULL) {
         static const char oom[] = "{\"error\":{\"code\":\"RESOURCE_EXHAUSTED\",\"message\":\"out of memory\"}}";
-        s->t.reply(s->t.ud, oom, sizeof oom - 1, 503);
+        s->t.reply(s->t.ud, oom, sizeof oom - 1, DSQ_RPC_FAILED(DSQ_CODE_RESOURCE_EXHAUSTED));
         return;
     }
     json_error_t jerr;

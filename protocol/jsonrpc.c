@@ -25,7 +25,7 @@ struct dsq_rpc_call {
     bool jsonrpc;       /* echo "jsonrpc": "2.0" */
     const char *method; /* borrowed from the request */
     dsq_buf reply;      /* the reply object's text once answered (empty: none) */
-    int status;         /* HTTP status of the answer */
+    dsq_rpc_outcome how; /* of the answer */
     bool answered;
 };
 
@@ -51,13 +51,13 @@ json_t *dsq_rpc_error_body(dsq_code code, const char *message)
 static void exchange_finish(exchange *ex)
 {
     dsq_buf out = DSQ_BUF_INIT;
-    int status = 200;
+    dsq_rpc_outcome how = DSQ_RPC_OK;
     size_t n = 0;
     if (!ex->batch) { /* the one reply as it is, no copy */
         dsq_rpc_call *c = &ex->calls[0];
         out = c->reply;
         c->reply = (dsq_buf)DSQ_BUF_INIT;
-        status = c->status;
+        how = c->how;
         n = out.len > 0;
     }
     for (size_t i = 0; ex->batch && i < ex->ncalls; i++) {
@@ -72,9 +72,9 @@ static void exchange_finish(exchange *ex)
     if (ex->batch && n > 0)
         dsq_buf_append(&out, "]", 1);
     if (n == 0)
-        ex->reply(ex->ud, NULL, 0, 204);
+        ex->reply(ex->ud, NULL, 0, how);
     else
-        ex->reply(ex->ud, out.data, out.len, status);
+        ex->reply(ex->ud, out.data, out.len, how);
     dsq_buf_free(&out);
     for (size_t i = 0; i < ex->ncalls; i++) {
         json_decref(ex->calls[i].id);
@@ -119,7 +119,7 @@ void dsq_rpc_result_raw(dsq_rpc_call *call, const char *json, size_t len)
         dsq_buf_append(&call->reply, json, len);
         dsq_buf_puts(&call->reply, "}");
     }
-    call->status = 200;
+    call->how = DSQ_RPC_OK;
     call_done(call);
 }
 
@@ -156,7 +156,7 @@ void dsq_rpc_error(dsq_rpc_call *call, dsq_code code, const char *fmt, ...)
         dsq_buf_puts(&call->reply, "}");
         free(text);
     }
-    call->status = dsq_code_http_status(code);
+    call->how = DSQ_RPC_FAILED(code);
     call_done(call);
 }
 
@@ -237,7 +237,7 @@ static void refuse(dsq_rpc_reply_fn reply, void *ud, dsq_code code, const char *
                              "message", why);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    reply(ud, text ? text : "null", text ? strlen(text) : 4, dsq_code_http_status(code));
+    reply(ud, text ? text : "null", text ? strlen(text) : 4, DSQ_RPC_FAILED(code));
     free(text);
 }
 

@@ -28,11 +28,21 @@ typedef struct dsq_rpc_method {
     dsq_rpc_method_fn fn;
 } dsq_rpc_method;
 
+/* How a message went, for a transport that answers with a status of its
+ * own (HTTP maps it to one; WebSocket has none): `failed` when the message
+ * was one request and it failed, with its code. A batch whose requests
+ * failed did not fail: each reply in it says how its request went. */
+typedef struct dsq_rpc_outcome {
+    bool failed;
+    dsq_code code; /* when failed */
+} dsq_rpc_outcome;
+
+#define DSQ_RPC_OK ((dsq_rpc_outcome){.failed = false})
+#define DSQ_RPC_FAILED(c) ((dsq_rpc_outcome){.failed = true, .code = (c)})
+
 /* Receives the complete reply to one message: JSON text (an object, or an
- * array for a batch), or NULL when the message held only notifications.
- * `http_status` is what an HTTP transport should answer: 200, 204 for no
- * reply, or the error's status for a single failed request. */
-typedef void (*dsq_rpc_reply_fn)(void *ud, const char *text, size_t len, int http_status);
+ * array for a batch), or NULL when the message held only notifications. */
+typedef void (*dsq_rpc_reply_fn)(void *ud, const char *text, size_t len, dsq_rpc_outcome how);
 
 typedef struct dsq_rpc_server {
     const dsq_rpc_method *methods; /* terminated by a NULL name */

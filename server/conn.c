@@ -1101,7 +1101,7 @@ static void respond_error_extra(dsq_http_req *req, int status, dsq_code code, co
     }
     size_t n = strlen(text);
     text[n] = '\n';
-    dsq__respond(req, status ? status : dsq_code_http_status(code), "application/json", text,
+    dsq__respond(req, status ? status : dsq_http_status_of(code), "application/json", text,
                  n + 1, extra);
     free(text);
 }

@@ -11,6 +11,7 @@
 
 #include "common/util.h"
 #include "protocol/capnweb.h"
+#include "protocol/docs.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 
@@ -193,7 +194,7 @@ static bool http_can_send_or_wait(void *ud)
     return false;
 }
 
-static void http_reply(void *ud, const char *text, size_t len, int status)
+static void http_reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     http_tx *tx = ud;
     dsq_http_req *req = tx->req;
@@ -206,7 +207,7 @@ static void http_reply(void *ud, const char *text, size_t len, int status)
     } else if (text == NULL) {
         dsq__respond(req, 204, NULL, NULL, 0, NULL);
     } else {
-        dsq__respond_line(req, status, "application/json", text, len);
+        dsq__respond_line(req, how.failed ? dsq_http_status_of(how.code) : 200, "application/json", text, len);
     }
     http_tx_close(tx); /* the response is whole: the session is done */
 }
@@ -343,10 +344,10 @@ static unsigned ws_scope(void *ud, const char *db)
 }
 
 /* The answer to one message (NULL: notifications only): it is over. */
-static void ws_reply(void *ud, const char *text, size_t len, int status)
+static void ws_reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     ws_tx *tx = ud;
-    (void)status;
+    (void)how; /* each reply says how its request went */
     if (text != NULL)
         dsq__ws_send(tx->c, false, text, len);
     if (tx->inflight > 0)
@@ -729,7 +730,9 @@ static void admin_abandon(void *arg) { ((admin_op *)arg)->req = NULL; }
  * names is not written on the loop thread). */
 static void admin_encode(dsq_call *c)
 {
-    char *text = c->err == 0 && c->doc ? json_dumps(c->doc, JSON_COMPACT) : NULL;
+    json_t *doc = dsq_doc_of(c);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
     if (text != NULL) {
         dsq_buf_puts(&c->out, text);
         dsq_buf_puts(&c->out, "\n");

@@ -505,6 +505,35 @@ long dsq_http_query_get(const dsq_http_req *req, const char *name, char *out, si
 
 /* ---- response heads ------------------------------------------------------ */
 
+static const int code_status[DSQ__CODE_COUNT] = {
+    [DSQ_CODE_UNKNOWN] = 500,
+    [DSQ_CODE_INVALID_REQUEST] = 400,
+    [DSQ_CODE_TIMEOUT] = 408,
+    [DSQ_CODE_INTERNAL_ERROR] = 500,
+    [DSQ_CODE_SYNTAX_ERROR] = 400,
+    [DSQ_CODE_TABLE_NOT_FOUND] = 404,
+    [DSQ_CODE_COLUMN_NOT_FOUND] = 400,
+    [DSQ_CODE_TYPE_MISMATCH] = 400,
+    [DSQ_CODE_CONSTRAINT_VIOLATION] = 409,
+    [DSQ_CODE_TRANSACTION_NOT_FOUND] = 404,
+    [DSQ_CODE_DEADLOCK_DETECTED] = 409,
+    [DSQ_CODE_SERIALIZATION_FAILURE] = 409,
+    [DSQ_CODE_INVALID_LSN] = 400,
+    [DSQ_CODE_SUBSCRIPTION_ERROR] = 400,
+    [DSQ_CODE_BUFFER_OVERFLOW] = 413,
+    [DSQ_CODE_UNAUTHORIZED] = 401,
+    [DSQ_CODE_FORBIDDEN] = 403,
+    [DSQ_CODE_RESOURCE_EXHAUSTED] = 503,
+    [DSQ_CODE_QUOTA_EXCEEDED] = 429,
+};
+
+int dsq_http_status_of(dsq_code code)
+{
+    if ((unsigned)code >= DSQ__CODE_COUNT || code_status[code] == 0)
+        return 500;
+    return code_status[code];
+}
+
 const char *dsq_http_reason(int status)
 {
     switch (status) {

@@ -14,6 +14,7 @@
 #include <llhttp.h>
 
 #include "common/buf.h"
+#include "common/errors.h"
 
 typedef struct dsq_http_header {
     const char *name;  /* NUL-terminated, as sent */
@@ -142,6 +143,13 @@ long dsq_http_pct_decode(const char *in, size_t n, char *out);
 
 /* Standard reason phrase ("Not Found"); "Unknown" for others. */
 const char *dsq_http_reason(int status);
+
+/* The status an error code answers with over HTTP (docs/protocol.md):
+ * 400 a request the client must change; 401/403 auth; 404 a named thing
+ * that does not exist; 408 a time limit; 409 a conflict with other writers
+ * or constraints; 413 a size limit; 429 a quota; 500 our fault; 503 a
+ * server limit, or a server that is going away. */
+int dsq_http_status_of(dsq_code code);
 
 /* Append a response head: status line, Date, Server, Content-Type (if
  * ctype), Content-Length (if content_length ≥ 0) or chunked encoding (if

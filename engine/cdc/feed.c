@@ -458,13 +458,20 @@ void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn)
     pthread_mutex_unlock(&s->feed->mu);
 }
 
-json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable)
+int dsq__feed_stats(dsq_feed *f, uint64_t durable, dsq_sub_stats **out, size_t *n)
 {
-    json_t *list = json_array();
-    if (f == NULL || list == NULL)
-        return list;
+    *out = NULL;
+    *n = 0;
+    if (f == NULL)
+        return 0;
+    int rc = 0;
+    size_t cap = 0;
     pthread_mutex_lock(&f->mu);
-    for (dsq_feed_sub *s = f->subs; s; s = s->next) {
+    for (dsq_feed_sub *s = f->subs; s; s = s->next)
+        cap += !s->dead;
+    if (cap > 0 && (*out = calloc(cap, sizeof **out)) == NULL)
+        rc = -1;
+    for (dsq_feed_sub *s = f->subs; rc == 0 && s; s = s->next) {
         if (s->dead)
             continue;
         /* Bytes of row changes after its cursor that the feed holds; one
@@ -475,13 +482,15 @@ json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable)
             if (x->lsn > s->cursor && x->lsn <= durable)
                 bytes += x->len;
         }
-        bool behind = f->from == UINT64_MAX || s->cursor < f->from;
-        json_array_append_new(list, json_pack("{s:I,s:I,s:I,s:b}", "lsn", (json_int_t)s->cursor, "lagLsn",
-                                              (json_int_t)(durable > s->cursor ? durable - s->cursor : 0),
-                                              "lagBytes", (json_int_t)bytes, "readingLog", behind));
+        (*out)[(*n)++] = (dsq_sub_stats){
+            .lsn = s->cursor,
+            .lag_lsn = durable > s->cursor ? durable - s->cursor : 0,
+            .lag_bytes = bytes,
+            .reading_log = f->from == UINT64_MAX || s->cursor < f->from,
+        };
     }
     pthread_mutex_unlock(&f->mu);
-    return list;
+    return rc;
 }
 
 int dsq_cdc_batch_put(dsq_buf *out, uint64_t lsn, uint64_t time_us, const void *changes, uint32_t n)

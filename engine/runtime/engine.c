@@ -16,22 +16,7 @@
  * its name, a mutex and a few counters. */
 #include <ctype.h>
 #include <errno.h>
-#include <malloc.h>
-#if defined(__SANITIZE_ADDRESS__)
-#define DSQ_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define DSQ_ASAN 1
-#endif
-#endif
-#ifndef DSQ_ASAN
-#define DSQ_ASAN 0
-#else
-/* AddressSanitizer's allocator (sanitizer/allocator_interface.h, which
- * gcc does not ship). */
-size_t __sanitizer_get_current_allocated_bytes(void);
-size_t __sanitizer_get_free_bytes(void);
-#endif
+#include <malloc.h> /* malloc_trim */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -557,75 +542,6 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
         out->journal_zeroed = js.zeroed;
         out->journal_zero_waits = js.zero_waits;
     }
-}
-
-/* The heap's bytes in use and free: glibc's (mallinfo2), or, under
- * AddressSanitizer, whose allocator replaces malloc, its own. */
-static void heap_usage(uint64_t *in_use, uint64_t *free_bytes)
-{
-#if DSQ_ASAN
-    *in_use = __sanitizer_get_current_allocated_bytes();
-    *free_bytes = __sanitizer_get_free_bytes();
-#else
-    struct mallinfo2 mi = mallinfo2();
-    *in_use = mi.uordblks + mi.hblkhd;
-    *free_bytes = mi.fordblks;
-#endif
-}
-
-json_t *dsq_engine_stats_json(const dsq_engine_stats *s)
-{
-    json_t *srv = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "actors", (json_int_t)s->actors,
-                            "actorsOpen", (json_int_t)s->actors_open, "actorsHibernated",
-                            (json_int_t)s->actors_hibernated, "queuedMessages", (json_int_t)s->queued,
-                            "transactionsOpen", (json_int_t)s->txns_open, "calls",
-                            (json_int_t)s->calls, "logSyncs", (json_int_t)s->fsyncs, "gatedReplies",
-                            (json_int_t)s->gated, "subscriptions", (json_int_t)s->subscriptions,
-                            "cdcCoalesced", (json_int_t)s->cdc_coalesced);
-    if (srv == NULL)
-        return NULL;
-    /* mallinfo2 walks malloc's free lists under their locks: for getStats,
-     * not in dsq_engine_stats_get, which every /metrics scrape calls on the
-     * loop thread. */
-    uint64_t in_use, free_bytes;
-    heap_usage(&in_use, &free_bytes);
-    json_object_set_new(srv, "heap", json_pack("{s:I,s:I}", "inUse", (json_int_t)in_use, "free",
-                                               (json_int_t)free_bytes));
-    json_object_set_new(srv, "journal",
-                        s->journal ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "syncs",
-                                               (json_int_t)s->journal_syncs, "flushes",
-                                               (json_int_t)s->journal_flushes, "bytes",
-                                               (json_int_t)s->journal_bytes, "files",
-                                               (json_int_t)s->journal_files, "liveFiles",
-                                               (json_int_t)s->journal_live, "held", (json_int_t)s->journal_held,
-                                               "bulkSyncs", (json_int_t)s->journal_bulk_syncs, "zeroedBytes",
-                                               (json_int_t)s->journal_zeroed, "zeroWaits",
-                                               (json_int_t)s->journal_zero_waits)
-                                   : json_null());
-    const dsq_tier_counts *t = &s->tier_counts;
-    json_object_set_new(srv, "objectStore",
-                        s->tier ? json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "uploads", (json_int_t)t->uploads,
-                                            "uploadedBytes", (json_int_t)t->bytes, "manifests",
-                                            (json_int_t)t->manifests, "deletes", (json_int_t)t->deletes, "errors",
-                                            (json_int_t)t->errors, "pending", (json_int_t)t->pending, "restored",
-                                            (json_int_t)t->restored, "lastError", t->last_error)
-                                : json_null());
-    json_t *os = json_object_get(srv, "objectStore");
-    if (os != NULL) {
-        const dsq_evict_counts *v = &s->evict_counts;
-        const dsq_warm_counts *w = &s->warm_counts;
-        json_object_set_new(os, "hotTier",
-                            json_pack("{s:I,s:I,s:I,s:I,s:I}", "localBytes", (json_int_t)v->local_bytes, "coldFiles",
-                                      (json_int_t)v->cold_files, "evictions", (json_int_t)v->evictions,
-                                      "evictedBytes", (json_int_t)v->evicted_bytes, "errors", (json_int_t)v->errors));
-        json_object_set_new(os, "warmCache",
-                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)w->hits, "misses",
-                                      (json_int_t)w->misses, "fetches", (json_int_t)w->fetches, "fetchedBytes",
-                                      (json_int_t)w->fetch_bytes, "errors", (json_int_t)w->errors, "timeouts",
-                                      (json_int_t)w->timeouts, "bytes", (json_int_t)w->bytes, "chunks",
-                                      (json_int_t)w->chunks));
-    }
-    return srv;
 }
 
 /* ---- start and stop ---------------------------------------------------------------------------- */

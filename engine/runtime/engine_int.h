@@ -16,6 +16,9 @@
 #include <stdatomic.h>
 
 #include "engine/engine.h"
+#include "engine/tier/evict.h"
+#include "engine/tier/tier.h"
+#include "engine/tier/warm.h"
 
 /* Operations the engine sends itself (never from callers). */
 enum {
@@ -348,9 +351,10 @@ void dsq__feed_poll(dsq_engine *e);
  * on ncpu CPUs: pct % or more of them, or (was busy) 70 % of pct. */
 bool dsq__busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct);
 void dsq__feed_free(dsq_feed *f);
-/* getStats: one object per subscriber {lsn, lagLsn, lagBytes, readingLog}
- * against the durable end (any thread). */
-json_t *dsq__feed_stats(dsq_feed *f, uint64_t durable);
+/* getStats: each subscriber's position against the durable end, in
+ * *out (malloc'd, *n of them; NULL when none). 0, or -1 out of memory
+ * (any thread). */
+int dsq__feed_stats(dsq_feed *f, uint64_t durable, dsq_sub_stats **out, size_t *n);
 /* The actor of database `name`, made if new (loop thread). */
 struct dsq_actor *dsq__actor_get(dsq_engine *e, const char *name);
 void dsq__syncer_stop(dsq_engine *e);
@@ -365,10 +369,12 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g);
 bool dsq__gate_failed(dsq_gate *g);
 
 /* ---- schema.c ---- */
-json_t *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
+/* The schema as connection db sees it; NULL with err on failure. */
+dsq_schema *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen);
 /* The database's statistics; its size as connection db sees it (the
- * actor's, or the one reads beside an open transaction use). */
-json_t *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *db);
+ * actor's, or the one reads beside an open transaction use). NULL: out of
+ * memory. */
+dsq_db_stats *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *db);
 
 /* ---- result.c ---- */
 int dsq__result_add(dsq_result *r, sqlite3_stmt *st, int ncols);
@@ -396,7 +402,10 @@ int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen);
  * logs what the node journal holds (journal.h), then start the journal
  * (e->jnl) when the configuration wants it. */
 int dsq__store_journal_start(dsq_engine *e, char *err, size_t errlen);
-json_t *dsq__store_list(const char *data_dir);
+/* The names of the databases in data_dir, sorted, in *names (malloc'd,
+ * each name too; NULL when none). 0, or -1 (the directory cannot be read,
+ * or out of memory). */
+int dsq__store_list(const char *data_dir, char ***names, size_t *n);
 
 /* ---- sqlfn.c ---- */
 /* Replace printf, format, replace, instr, trim, ltrim and rtrim on `db` with

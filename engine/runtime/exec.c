@@ -337,8 +337,7 @@ static void op_ping(run_ctx *x)
     if (dsq__check_txn(x) != 0)
         return;
     x->c->lsn = x->snap ? x->snap->lsn : x->o->lsn; /* (a read-only transaction's: its commit) */
-    x->c->doc = json_pack("{s:b,s:I,s:I}", "pong", 1, "lsn", (json_int_t)x->c->lsn, "time",
-                          (json_int_t)dsq_wall_ms());
+    x->c->time_ms = dsq_wall_ms();
 }
 
 static void op_schema(run_ctx *x)
@@ -346,7 +345,7 @@ static void op_schema(run_ctx *x)
     dsq_call *c = x->c;
     char err[256];
     sqlite3 *vdb = dsq__check_txn(x) == 0 ? view_db(x) : NULL;
-    if (c->err == 0 && !x->retry && (c->doc = dsq__schema(x->o, vdb ? vdb : x->o->db, err, sizeof err)) == NULL)
+    if (c->err == 0 && !x->retry && (c->schema = dsq__schema(x->o, vdb ? vdb : x->o->db, err, sizeof err)) == NULL)
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "%s", err);
     c->lsn = x->snap ? x->snap->lsn : x->o->lsn;
 }
@@ -356,16 +355,15 @@ static void op_stats(run_ctx *x)
     dsq_call *c = x->c;
     /* Beside another client's transaction: the last commit's size. */
     sqlite3 *vdb = c->txn[0] == '\0' ? view_db(x) : NULL;
-    if (c->err == 0 && !x->retry)
-        c->doc = dsq__stats(x->e, x->a, vdb ? vdb : x->o->db);
+    if (c->err == 0 && !x->retry && (c->stats = dsq__stats(x->e, x->a, vdb ? vdb : x->o->db)) == NULL)
+        dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
     c->lsn = x->o->lsn;
 }
 
 /* (On the system actor.) */
 static void op_list(run_ctx *x)
 {
-    x->c->doc = dsq__store_list(x->e->data_dir);
-    if (x->c->doc == NULL)
+    if (dsq__store_list(x->e->data_dir, &x->c->names, &x->c->nnames) != 0)
         dsq__fail(x->c, DSQ_CODE_INTERNAL_ERROR, "cannot list databases");
 }
 
@@ -390,7 +388,6 @@ static void op_drop(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
     } else {
         dsq__feed_dropped(x->e, atomic_load(&a->feed)); /* its subscribers end */
-        c->doc = json_pack("{s:b,s:s}", "dropped", 1, "database", a->name);
     }
 }
 

@@ -144,7 +144,14 @@ void dsq_call_free_results(dsq_call *c)
 void dsq_call_reset(dsq_call *c)
 {
     dsq_call_free_results(c);
-    json_decref(c->doc);
-    c->doc = NULL;
+    dsq_schema_free(c->schema);
+    c->schema = NULL;
+    dsq_db_stats_free(c->stats);
+    c->stats = NULL;
+    for (size_t i = 0; i < c->nnames; i++)
+        free(c->names[i]);
+    free(c->names);
+    c->names = NULL;
+    c->nnames = 0;
     dsq_buf_free(&c->out);
 }

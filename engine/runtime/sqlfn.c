@@ -22,6 +22,7 @@
  * (sqlite3_create_function overrides a builtin of the same name). */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/util.h"

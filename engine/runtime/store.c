@@ -448,37 +448,46 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-json_t *dsq__store_list(const char *data_dir)
+int dsq__store_list(const char *data_dir, char ***out, size_t *nout)
 {
+    *out = NULL;
+    *nout = 0;
     char path[4096];
     snprintf(path, sizeof path, "%s/db", data_dir);
     DIR *d = opendir(path);
     if (d == NULL)
-        return NULL;
+        return -1;
     char **names = NULL;
     size_t n = 0, cap = 0;
+    int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
+    while (rc == 0 && (de = readdir(d)) != NULL) {
         if (!dsq_db_name_valid(de->d_name))
             continue; /* ".", "..", and anything that is not ours */
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             char **grown = realloc(names, cap * sizeof *names);
-            if (grown == NULL)
+            if (grown == NULL) {
+                rc = -1;
                 break;
+            }
             names = grown;
         }
-        names[n++] = strdup(de->d_name);
+        if ((names[n] = strdup(de->d_name)) == NULL)
+            rc = -1;
+        else
+            n++;
     }
     closedir(d);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return -1;
+    }
     if (n > 0) /* names is NULL when there are none */
         qsort(names, n, sizeof *names, cmp_names);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        if (names[i])
-            json_array_append_new(arr, json_string(names[i]));
-        free(names[i]);
-    }
-    free(names);
-    return arr;
+    *out = names;
+    *nout = n;
+    return 0;
 }

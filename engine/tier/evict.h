@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/counters.h"
+
 struct dsq_tier;
 typedef struct dsq_evict dsq_evict;
 
@@ -46,13 +48,6 @@ void dsq_evict_closed(dsq_evict *v, const char *db);
  * Returns the files evicted. */
 size_t dsq_evict_run(dsq_evict *v);
 
-typedef struct dsq_evict_counts {
-    uint64_t local_bytes;  /* the databases' files on disk at the last look */
-    uint64_t cold_files;   /* evicted files at the last look */
-    uint64_t evictions;    /* files evicted */
-    uint64_t evicted_bytes; /* disk bytes they gave back */
-    uint64_t errors;
-} dsq_evict_counts;
 void dsq_evict_counts_get(dsq_evict *v, dsq_evict_counts *out);
 
 #endif

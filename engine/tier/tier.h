@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/counters.h"
 #include "engine/tier/objstore.h"
 
 typedef struct dsq_tier dsq_tier;
@@ -140,18 +141,6 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms);
 
 /* Stop the thread (what is not uploaded stays so) and free. */
 void dsq_tier_stop(dsq_tier *t);
-
-/* What it has done (getStats, /metrics). */
-typedef struct dsq_tier_counts {
-    uint64_t uploads;       /* chunk objects written */
-    uint64_t bytes;         /* their bytes */
-    uint64_t manifests;     /* manifests written */
-    uint64_t deletes;       /* objects deleted (superseded, or of dropped databases) */
-    uint64_t errors;        /* jobs that failed (each is tried again) */
-    uint64_t pending;       /* databases with an upload or drop waiting */
-    uint64_t restored;      /* databases restored at start */
-    char last_error[300];
-} dsq_tier_counts;
 
 void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out);
 

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/counters.h"
+
 struct dsq_obj;
 
 /* The object key of chunk `idx` (len bytes) of version `id` of one of
@@ -104,17 +106,6 @@ void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k);
 /* Whether chunk k's fetch failed (a read asks for it again under a new
  * reference). */
 bool dsq_warm_failed(dsq_warm *w, dsq_warm_chunk *k);
-
-typedef struct dsq_warm_counts {
-    uint64_t hits;         /* reads served from the cache */
-    uint64_t misses;       /* reads that found their chunk missing */
-    uint64_t fetches;      /* chunks fetched (GETs that succeeded) */
-    uint64_t fetch_bytes;
-    uint64_t errors;       /* fetches that failed (after the store's retries, or damaged 3 times) */
-    uint64_t timeouts;     /* waits that ended by the timeout */
-    uint64_t bytes;        /* cached now */
-    uint64_t chunks;       /* cached now */
-} dsq_warm_counts;
 
 void dsq_warm_counts_get(dsq_warm *w, dsq_warm_counts *out);
 

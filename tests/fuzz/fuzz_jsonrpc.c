@@ -4,7 +4,7 @@
  * an error, or later (after dsq_rpc_handle returned), and one that decodes
  * its params as SQL values (protocol/value.c), as the query methods do.
  * Every message must get exactly one reply that is valid JSON (or none,
- * for notifications only), with an HTTP status a transport can send. */
+ * for notifications only), with an outcome whose code is a known one. */
 #include <stdbool.h>
 
 #include "protocol/jsonrpc.h"
@@ -86,12 +86,12 @@ static const dsq_rpc_method methods[] = {
     {"echo", m_echo}, {"raw", m_raw}, {"error", m_error}, {"later", m_later}, {"query", m_query}, {NULL, NULL},
 };
 
-static void reply(void *ud, const char *text, size_t len, int status)
+static void reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     ctx *c = ud;
     c->replies++;
-    if (status != 204 && (status < 200 || status > 599)) {
-        fprintf(stderr, "reply with HTTP status %d\n", status);
+    if (how.failed && (unsigned)how.code >= DSQ__CODE_COUNT) {
+        fprintf(stderr, "reply with error code %d\n", (int)how.code);
         abort();
     }
     if (text == NULL)

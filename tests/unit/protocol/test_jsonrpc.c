@@ -5,11 +5,11 @@
 #include "protocol/jsonrpc.h"
 
 static json_t *got;
-static int got_status;
+static dsq_rpc_outcome got_how;
 static int replies;
 static dsq_rpc_call *held; /* a call the "later" method keeps */
 
-static void reply(void *ud, const char *text, size_t len, int status)
+static void reply(void *ud, const char *text, size_t len, dsq_rpc_outcome how)
 {
     replies++;
     json_decref(got);
@@ -19,7 +19,7 @@ static void reply(void *ud, const char *text, size_t len, int status)
         got = json_loadb(text, len, 0, &e);
         cr_assert_not_null(got, "the reply is not JSON: %.*s", (int)len, text);
     }
-    got_status = status;
+    got_how = how;
 }
 
 static void m_echo(dsq_rpc_call *call, json_t *params, void *ctx)
@@ -64,7 +64,7 @@ Test(jsonrpc, single_result)
 {
     handle("{\"id\":7,\"method\":\"echo\",\"params\":{\"a\":1}}");
     cr_assert_eq(replies, 1);
-    cr_assert_eq(got_status, 200);
+    cr_assert_not(got_how.failed);
     cr_assert_eq(json_integer_value(json_object_get(got, "id")), 7);
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(got, "result"), "a")), 1);
     cr_assert_null(json_object_get(got, "jsonrpc"), "not echoed when not sent");
@@ -79,11 +79,12 @@ Test(jsonrpc, jsonrpc_field_echoed_and_checked)
     cr_assert_str_eq(err_code(got), "INVALID_REQUEST");
 }
 
-Test(jsonrpc, error_with_its_status)
+Test(jsonrpc, error_with_its_outcome)
 {
     handle("{\"id\":1,\"method\":\"fail\"}");
     cr_assert_str_eq(err_code(got), "TABLE_NOT_FOUND");
-    cr_assert_eq(got_status, 404);
+    cr_assert(got_how.failed);
+    cr_assert_eq(got_how.code, DSQ_CODE_TABLE_NOT_FOUND);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(got, "error"), "message")),
                      "no such table: t");
 }
@@ -102,7 +103,8 @@ Test(jsonrpc, malformed_inputs)
         cr_assert_eq(replies, 1, "case %zu", i);
         cr_assert_not_null(got, "case %zu: an error reply", i);
         cr_assert_str_eq(err_code(got), "INVALID_REQUEST", "case %zu", i);
-        cr_assert_eq(got_status, 400, "case %zu", i);
+        cr_assert(got_how.failed, "case %zu", i);
+        cr_assert_eq(got_how.code, DSQ_CODE_INVALID_REQUEST, "case %zu", i);
     }
 }
 
@@ -114,7 +116,7 @@ Test(jsonrpc, batch_in_order_without_notifications)
     cr_assert_eq(json_array_size(got), 2);
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(got, 0), "id")), 1);
     cr_assert_str_eq(err_code(json_array_get(got, 1)), "TABLE_NOT_FOUND");
-    cr_assert_eq(got_status, 200, "a batch is 200 whatever its parts");
+    cr_assert_not(got_how.failed, "a batch does not fail, whatever its parts");
 }
 
 Test(jsonrpc, notifications_only_get_no_reply)
@@ -122,7 +124,7 @@ Test(jsonrpc, notifications_only_get_no_reply)
     handle("{\"method\":\"echo\"}");
     cr_assert_eq(replies, 1);
     cr_assert_null(got);
-    cr_assert_eq(got_status, 204);
+    cr_assert_not(got_how.failed);
     handle("{\"method\":\"missing\"}");
     cr_assert_null(got, "a notification's error is not answered");
 }

@@ -507,3 +507,24 @@ Test(http, transfer_encoding_must_be_exactly_chunked)
     cr_assert_eq(s.n, 1);
     cr_assert_eq(s.reqs[0]->body.len, 5);
 }
+
+Test(http, error_statuses)
+{
+    for (int i = 0; i < DSQ__CODE_COUNT; i++) {
+        int st = dsq_http_status_of((dsq_code)i);
+        cr_assert(st == 400 || st == 401 || st == 403 || st == 404 || st == 408 || st == 409 ||
+                      st == 413 || st == 429 || st == 500 || st == 503,
+                  "%s -> %d", dsq_code_name((dsq_code)i), st);
+    }
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_INVALID_REQUEST), 400);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_UNAUTHORIZED), 401);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_FORBIDDEN), 403);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_TABLE_NOT_FOUND), 404);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_TIMEOUT), 408);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_CONSTRAINT_VIOLATION), 409);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_BUFFER_OVERFLOW), 413);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_QUOTA_EXCEEDED), 429);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_INTERNAL_ERROR), 500);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_RESOURCE_EXHAUSTED), 503);
+    cr_assert_eq(dsq_http_status_of((dsq_code)999), 500);
+}
