@@ -22,6 +22,7 @@
 
 struct dsq_dosql_session {
     dsq_engine *e;
+    dsq_cdc_cache *cdc;    /* the server's: what CDC subscriptions share */
     dsq_dosql_limits lim;
     dsq_dosql_transport t;
     char db[129];          /* the bound database, or "" */
@@ -80,7 +81,7 @@ typedef struct method_def {
 
 /* ---- sessions ------------------------------------------------------------------- */
 
-dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *lim,
+dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, dsq_cdc_cache *cdc, const dsq_dosql_limits *lim,
                                           const char *db, uint64_t session_id,
                                           const dsq_dosql_transport *t)
 {
@@ -88,6 +89,7 @@ dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *
     if (s == NULL)
         return NULL;
     s->e = e;
+    s->cdc = cdc;
     s->lim = *lim;
     s->t = *t;
     if (db != NULL)
@@ -912,7 +914,7 @@ static void csub_flush(void *ud)
     c->gathering = false;
     if (c->nout == 0) {
         if (keep)
-            dsq_cdc_batch_keep(&c->key, NULL, 0); /* a batch without events for it */
+            dsq_cdc_batch_keep(s->cdc, &c->key, NULL, 0); /* a batch without events for it */
         return;
     }
     dsq_buf_puts(&c->out, "]");
@@ -922,7 +924,7 @@ static void csub_flush(void *ud)
         p++;
         n -= 2;
     }
-    dsq_alt *alt = keep && p != NULL ? dsq_cdc_batch_keep(&c->key, p, n) : NULL;
+    dsq_alt *alt = keep && p != NULL ? dsq_cdc_batch_keep(s->cdc, &c->key, p, n) : NULL;
     if (p != NULL && !s->closed)
         notify_alt(s, p, n, alt);
     dsq_buf_reset(&c->out);
@@ -939,7 +941,7 @@ static int csub_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, 
     dsq_strlcpy(k.db, db, sizeof k.db);
     snprintf(k.tag, sizeof k.tag, "rpc %s", c->id);
     dsq_alt *alt;
-    const dsq_buf *m = dsq_cdc_batch_find(&k, &alt);
+    const dsq_buf *m = dsq_cdc_batch_find(c->s->cdc, &k, &alt);
     if (m != NULL) {
         if (m->len > 0 && !c->s->closed)
             notify_alt(c->s, m->data, m->len, alt);
@@ -1049,7 +1051,7 @@ static void m_subscribe_cdc(op *o, json_t *p)
     dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c, csub_batch};
     dsq_code code;
     char msg[600];
-    c->sub = dsq_cdcsub_start(s->e, &req, &sink, &code, msg, sizeof msg);
+    c->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
     if (c->sub == NULL) {
         s->subs = c->next;
         free(c);

@@ -221,7 +221,8 @@ static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
     tx->room.fn = http_writable;
     tx->room.arg = tx;
     dsq_dosql_transport t = {http_scope, http_reply, http_notify, http_can_send_or_wait, true, tx, NULL};
-    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, req->db[0] ? req->db : NULL, 0, &t);
+    tx->s = dsq_dosql_session_new(srv->engine, srv->cdc_cache, &srv->dosql, req->db[0] ? req->db : NULL, 0,
+                                  &t);
     if (tx->s == NULL) {
         free(tx);
         return NULL;
@@ -425,7 +426,7 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
     if (tx->db[0])
         tx->db_scope = token_scopes(srv, tx->token, tx->token_len, tx->db);
     dsq_dosql_transport t = {ws_scope, ws_reply, ws_notify, ws_can_send, false, tx, ws_notify_alt};
-    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, tx->db[0] ? tx->db : NULL,
+    tx->s = dsq_dosql_session_new(srv->engine, srv->cdc_cache, &srv->dosql, tx->db[0] ? tx->db : NULL,
                                   ++srv->next_session, &t);
     if (tx->s == NULL) {
         free(tx->token);
@@ -567,7 +568,7 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h, NULL};
     /* A session of its own: what the batch left open (a transaction, a
      * stream) ends with it. */
-    h->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cw_limits,
+    h->s = dsq_cw_session_new(srv->engine, srv->cw_stats, srv->cdc_cache, &srv->dosql, &cw_limits,
                               req->db[0] ? req->db : NULL, ++srv->next_session, true, &t);
     if (h->s == NULL) {
         free(h);
@@ -674,8 +675,8 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
     dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w, cw_ws_room};
     dsq_cw_limits cl = cw_limits;
     cl.max_running = srv->cfg->max_pipeline;
-    w->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cl, w->db[0] ? w->db : NULL,
-                              ++srv->next_session, false, &t);
+    w->s = dsq_cw_session_new(srv->engine, srv->cw_stats, srv->cdc_cache, &srv->dosql, &cl,
+                              w->db[0] ? w->db : NULL, ++srv->next_session, false, &t);
     if (w->s == NULL) {
         free(w->token);
         free(w);
