@@ -1048,7 +1048,15 @@ static void m_subscribe_cdc(op *o, json_t *p)
     snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
     c->next = s->subs;
     s->subs = c;
-    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c, csub_batch};
+    dsq_cdcsub_sink sink = {
+        .started = csub_started,
+        .event = csub_event,
+        .can_send = csub_can_send,
+        .flush = csub_flush,
+        .ended = csub_ended,
+        .ud = c,
+        .batch = csub_batch,
+    };
     dsq_code code;
     char msg[600];
     c->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
@@ -1269,7 +1277,7 @@ static void message_reply(void *ud, const char *text, size_t len, int status)
 
 void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len)
 {
-    dsq_rpc_server rs = {methods, s, s->lim.max_batch};
+    dsq_rpc_server rs = {.methods = methods, .ctx = s, .max_batch = s->lim.max_batch};
     message *m = malloc(sizeof *m);
     if (m == NULL) {
         static const char oom[] = "{\"id\":null,\"error\":{\"code\":\"RESOURCE_EXHAUSTED\","

@@ -252,7 +252,15 @@ void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req)
     x->ops = r.ops;
     x->room.fn = sse_writable;
     x->room.arg = x;
-    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, sse_flush, sse_ended, x, sse_batch};
+    dsq_cdcsub_sink sink = {
+        .started = sse_started,
+        .event = sse_event,
+        .can_send = sse_can_send,
+        .flush = sse_flush,
+        .ended = sse_ended,
+        .ud = x,
+        .batch = sse_batch,
+    };
     dsq_code code;
     char msg[600];
     x->sub = dsq_cdcsub_start(srv->engine, srv->cdc_cache, &r, &sink, &code, msg, sizeof msg);

@@ -38,7 +38,7 @@ static unsigned t_scope(void *ud, const char *db)
     return strcmp(db, "secret") == 0 ? 0 : DSQ_SCOPE_R | DSQ_SCOPE_W;
 }
 
-static const dsq_cw_transport T = {t_send, t_end, t_batch_done, t_scope, NULL, NULL};
+static const dsq_cw_transport T = {.send = t_send, .end = t_end, .batch_done = t_batch_done, .scope = t_scope};
 static const dsq_dosql_limits DL = {.max_params = 100, .max_batch = 100, .chunk_rows = 10,
                                     .max_chunk_rows = 1000};
 static const dsq_cw_limits CL = {.max_depth = 16, .max_bigint_digits = 40, .max_entries = 20};
