@@ -70,11 +70,12 @@ uint64_t dsq_cw_stats_entries(const dsq_cw_stats *st);
 typedef struct dsq_cw_session dsq_cw_session;
 
 /* A session whose main object is database `db`'s API, or (db NULL) the
- * object with database(name); its entries count in `stats`. `batch`: an
- * HTTP batch (no calls back to the client; the response ends it). */
-dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, const dsq_dosql_limits *dl,
-                                   const dsq_cw_limits *cl, const char *db, uint64_t session_id,
-                                   bool batch, const dsq_cw_transport *t);
+ * object with database(name); its entries count in `stats`, its CDC
+ * subscriptions share `cdc` (both the server's). `batch`: an HTTP batch
+ * (no calls back to the client; the response ends it). */
+dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, dsq_cdc_cache *cdc,
+                                   const dsq_dosql_limits *dl, const dsq_cw_limits *cl, const char *db,
+                                   uint64_t session_id, bool batch, const dsq_cw_transport *t);
 
 /* The transport has room again (see room): deliver the pushes that wait. */
 void dsq_cw_writable(dsq_cw_session *s);

@@ -1,6 +1,7 @@
 /* cdcsub — a CDC subscription (see cdcsub.h).
  *
- * Divisions: rendering events; the subscription. */
+ * Divisions: rendering events; requests; rendered commits, shared;
+ * messages of whole batches, shared; the cache's life; the subscription. */
 #include "protocol/cdcsub.h"
 
 #include <stdio.h>
@@ -80,8 +81,9 @@ static bool wanted(const dsq_cdc_event *ev, const char *const *tables, size_t nt
 static void render_event(dsq_buf *b, const dsq_cdc_event *ev, uint64_t lsn, uint64_t time_us,
                          dsq_dosql_enc enc)
 {
-    static const char *const ops[] = {"", ",\"operation\":\"INSERT\"", ",\"operation\":\"UPDATE\"",
-                                      ",\"operation\":\"DELETE\"", ",\"operation\":\"DDL\""};
+    /* Arrays of chars, not pointers: read-only data, nothing to relocate. */
+    static const char ops[][24] = {"", ",\"operation\":\"INSERT\"", ",\"operation\":\"UPDATE\"",
+                                   ",\"operation\":\"DELETE\"", ",\"operation\":\"DDL\""};
     dsq_buf_puts(b, "{\"lsn\":");
     if (enc == DSQ_ENC_CAPNWEB)
         dsq_cw_bigint(b, (int64_t)lsn);
@@ -200,7 +202,7 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
     }
     json_t *a = json_object_get(p, "operations");
     if (a != NULL && !json_is_null(a)) {
-        static const char *const names[] = {"INSERT", "UPDATE", "DELETE", "DDL"};
+        static const char names[][8] = {"INSERT", "UPDATE", "DELETE", "DDL"};
         static const unsigned bits[] = {DSQ_CDCSUB_INSERT, DSQ_CDCSUB_UPDATE, DSQ_CDCSUB_DELETE, DSQ_CDCSUB_DDL};
         if (!json_is_array(a) || json_array_size(a) == 0) {
             snprintf(err, errlen, "\"operations\" must be a non-empty array of \"INSERT\", \"UPDATE\", "
@@ -231,7 +233,8 @@ int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t m
  * to every other subscriber as they are. Consecutive commits of a
  * database take consecutive slots, so a batch of up to RC_SLOTS commits
  * (what a busy server gathers for a subscriber while it coalesces, feed.c)
- * is rendered once for all. Loop thread only.
+ * is rendered once for all. The slots are the server's (dsq_cdc_cache),
+ * shared by all its subscriptions. Loop thread only.
  *
  * A slot's buffers only grow, so without a bound each would keep the
  * largest commit it ever held (4096 slots of a 100 KiB DELETE are
@@ -264,16 +267,19 @@ typedef struct rc_entry {
     size_t n, cap;
 } rc_entry;
 
-static rc_entry rcache[RC_SLOTS];
-static size_t rc_held; /* bytes the slots' buffers hold */
-static size_t rc_next; /* the next slot the sweep looks at */
+/* The rendered commits, as the subscriptions reach them (one server's). */
+typedef struct rc_cache {
+    rc_entry slot[RC_SLOTS];
+    size_t held;      /* bytes the slots' buffers hold */
+    size_t next;      /* the next slot the sweep looks at */
+} rc_cache;
 
 static size_t rc_size(const rc_entry *e) { return e->text.cap + e->cap * (sizeof *e->ends + sizeof *e->last); }
 
-/* Slot e holds nothing (and no commit). */
-static void rc_release(rc_entry *e)
+/* Slot e (of c) holds nothing (and no commit). */
+static void rc_release(rc_cache *c, rc_entry *e)
 {
-    rc_held -= rc_size(e);
+    c->held -= rc_size(e);
     dsq_buf_free(&e->text);
     free(e->ends);
     free(e->last);
@@ -285,19 +291,19 @@ static void rc_release(rc_entry *e)
 
 /* Give back the memory of the next RC_SWEEP slots that were not used for
  * RC_IDLE_MS. */
-static void rc_sweep(uint64_t now)
+static void rc_sweep(rc_cache *c, uint64_t now)
 {
     for (int i = 0; i < RC_SWEEP; i++) {
-        rc_entry *e = &rcache[rc_next++ % RC_SLOTS];
+        rc_entry *e = &c->slot[c->next++ % RC_SLOTS];
         if (rc_size(e) > 0 && now - e->used_ms >= RC_IDLE_MS)
-            rc_release(e);
+            rc_release(c, e);
     }
 }
 
-static rc_entry *rc_slot(const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
+static rc_entry *rc_slot(rc_cache *c, const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
 {
     uint64_t h = (dsq_hash_str(db) ^ (epoch * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ops << 3) ^ (uint64_t)enc) + lsn;
-    return &rcache[h % RC_SLOTS];
+    return &c->slot[h % RC_SLOTS];
 }
 
 static bool rc_match(const rc_entry *e, const char *db, uint64_t epoch, uint64_t lsn, int enc, unsigned ops)
@@ -306,10 +312,10 @@ static bool rc_match(const rc_entry *e, const char *db, uint64_t epoch, uint64_t
            strcmp(e->db, db) == 0;
 }
 
-static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
+static int rc_add(rc_cache *c, rc_entry *e, const char *text, size_t len, bool last)
 {
     size_t before = rc_size(e);
-    if (rc_held + len > RC_BUDGET)
+    if (c->held + len > RC_BUDGET)
         return -1;
     if (e->n == e->cap) {
         size_t cap = e->cap ? 2 * e->cap : 8;
@@ -324,7 +330,7 @@ static int rc_add(rc_entry *e, const char *text, size_t len, bool last)
         e->cap = cap;
     }
     int rc = dsq_buf_append(&e->text, text, len) != 0 || e->text.len > UINT32_MAX ? -1 : 0;
-    rc_held += rc_size(e) - before;
+    c->held += rc_size(e) - before;
     if (rc != 0)
         return -1;
     e->ends[e->n] = (uint32_t)e->text.len;
@@ -343,17 +349,22 @@ typedef struct batch_msg {
     dsq_alt alt; /* the message's other form, made by a transport */
 } batch_msg;
 
-static batch_msg batches[BATCH_SLOTS];
+/* What one server's subscriptions share: the rendered commits and the
+ * messages of whole batches. */
+struct dsq_cdc_cache {
+    rc_cache rc;
+    batch_msg batches[BATCH_SLOTS];
+};
 
-static batch_msg *batch_slot(const dsq_cdc_batch_key *k)
+static batch_msg *batch_slot(dsq_cdc_cache *c, const dsq_cdc_batch_key *k)
 {
     uint64_t h = dsq_hash_str(k->db) ^ (dsq_hash_str(k->tag) * 31) ^ (k->after * 0x9E3779B97F4A7C15ull) ^ k->upto;
-    return &batches[h % BATCH_SLOTS];
+    return &c->batches[h % BATCH_SLOTS];
 }
 
-const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k, dsq_alt **alt)
+const dsq_buf *dsq_cdc_batch_find(dsq_cdc_cache *c, const dsq_cdc_batch_key *k, dsq_alt **alt)
 {
-    batch_msg *m = batch_slot(k);
+    batch_msg *m = batch_slot(c, k);
     bool same = m->valid && m->key.epoch == k->epoch && m->key.after == k->after && m->key.upto == k->upto &&
                 m->key.enc == k->enc && m->key.ops == k->ops && strcmp(m->key.tag, k->tag) == 0 &&
                 strcmp(m->key.db, k->db) == 0;
@@ -362,9 +373,9 @@ const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k, dsq_alt **alt)
     return same ? &m->msg : NULL;
 }
 
-dsq_alt *dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len)
+dsq_alt *dsq_cdc_batch_keep(dsq_cdc_cache *c, const dsq_cdc_batch_key *k, const void *msg, size_t len)
 {
-    batch_msg *m = batch_slot(k);
+    batch_msg *m = batch_slot(c, k);
     m->valid = false;
     m->key = *k;
     dsq_buf_reset(&m->msg);
@@ -376,10 +387,28 @@ dsq_alt *dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t 
     return m->valid ? &m->alt : NULL;
 }
 
+/* ---- the cache's life ------------------------------------------------------------------------- */
+
+dsq_cdc_cache *dsq_cdc_cache_new(void) { return calloc(1, sizeof(dsq_cdc_cache)); }
+
+void dsq_cdc_cache_free(dsq_cdc_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < RC_SLOTS; i++)
+        rc_release(&c->rc, &c->rc.slot[i]);
+    for (size_t i = 0; i < BATCH_SLOTS; i++) {
+        dsq_buf_free(&c->batches[i].msg);
+        dsq_buf_free(&c->batches[i].alt.buf);
+    }
+    free(c);
+}
+
 /* ---- the subscription ---------------------------------------------------------------------- */
 
 struct dsq_cdcsub {
     dsq_engine *e;
+    dsq_cdc_cache *cache;   /* the server's: rendered commits, shared */
     dsq_cdcsub_sink sink;
     char db[129];
     char **tables;
@@ -454,8 +483,9 @@ typedef struct recording {
 static int on_event_kept(void *ud, const char *text, size_t len, bool last)
 {
     recording *r = ud;
-    if (r->e != NULL && rc_add(r->e, text, len, last) != 0) {
-        rc_release(r->e); /* not kept: out of memory, or over the budget */
+    rc_cache *c = &r->s->cache->rc;
+    if (r->e != NULL && rc_add(c, r->e, text, len, last) != 0) {
+        rc_release(c, r->e); /* not kept: out of memory, or over the budget */
         r->e = NULL;
     }
     return on_event(r->s, text, len, last);
@@ -470,8 +500,9 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
                       on_event, s, s->scratch);
     uint64_t epoch = s->feed != NULL ? dsq_engine_feed_epoch(s->feed) : 0;
     uint64_t now = dsq_now_ms();
-    rc_sweep(now);
-    rc_entry *e = rc_slot(s->db, epoch, lsn, (int)s->enc, s->ops);
+    rc_cache *c = &s->cache->rc;
+    rc_sweep(c, now);
+    rc_entry *e = rc_slot(c, s->db, epoch, lsn, (int)s->enc, s->ops);
     e->used_ms = now;
     if (rc_match(e, s->db, epoch, lsn, (int)s->enc, s->ops)) {
         for (size_t k = 0; k < e->n; k++) {
@@ -482,7 +513,7 @@ static int deliver_commit(dsq_cdcsub *s, const uint8_t *changes, uint32_t n, uin
         return 0;
     }
     if (rc_size(e) > RC_SLOT_KEEP)
-        rc_release(e);
+        rc_release(c, e);
     e->valid = false;
     dsq_strlcpy(e->db, s->db, sizeof e->db);
     e->epoch = epoch;
@@ -693,8 +724,8 @@ static void on_news(void *ud)
     }
 }
 
-dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *sink,
-                             dsq_code *code, char *msg, size_t msglen)
+dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, dsq_cdc_cache *cache, const dsq_cdcsub_req *req,
+                             const dsq_cdcsub_sink *sink, dsq_code *code, char *msg, size_t msglen)
 {
     *code = DSQ_CODE_RESOURCE_EXHAUSTED;
     snprintf(msg, msglen, "out of memory");
@@ -702,6 +733,7 @@ dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq
     if (s == NULL)
         return NULL;
     s->e = e;
+    s->cache = cache;
     s->sink = *sink;
     dsq_strlcpy(s->db, req->db, sizeof s->db);
     /* By default everything; with a table filter, the row events of those

@@ -40,6 +40,17 @@ enum {
 
 typedef struct dsq_cdcsub dsq_cdcsub;
 
+/* What the subscriptions of one server share: commits rendered for one of
+ * them, kept for the others (8 MiB at most, given back when not read for
+ * a few seconds), and messages of whole batches (below). The server makes
+ * it when it starts and frees it when it stops, after the engine (a
+ * stopped subscription lives on until its last engine call returns). */
+typedef struct dsq_cdc_cache dsq_cdc_cache;
+
+/* NULL: out of memory. */
+dsq_cdc_cache *dsq_cdc_cache_new(void);
+void dsq_cdc_cache_free(dsq_cdc_cache *c);
+
 typedef struct dsq_cdcsub_req {
     const char *db;          /* a valid name (copied) */
     bool has_from;           /* from: deliver the commits after this LSN */
@@ -88,11 +99,12 @@ typedef struct dsq_cdcsub_sink {
 int dsq_cdcsub_parse(json_t *p, dsq_cdcsub_req *r, const char **tables, size_t max_tables, char *err,
                      size_t errlen);
 
-/* Start a subscription; sink->started says later how it went. NULL, with
- * the code and message, when it cannot start at all (out of memory, the
+/* Start a subscription, sharing rendered commits through `cache` (which
+ * must outlive it); sink->started says later how it went. NULL, with the
+ * code and message, when it cannot start at all (out of memory, the
  * database's mailbox full); then no sink function is called. */
-dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *sink,
-                             dsq_code *code, char *msg, size_t msglen);
+dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, dsq_cdc_cache *cache, const dsq_cdcsub_req *req,
+                             const dsq_cdcsub_sink *sink, dsq_code *code, char *msg, size_t msglen);
 
 /* The sink has room again. */
 void dsq_cdcsub_writable(dsq_cdcsub *s);
@@ -110,7 +122,8 @@ uint64_t dsq_cdcsub_lsn(const dsq_cdcsub *s);
  * database, incarnation, LSN range, encoding, operations, and sink `tag`
  * (its kind and whatever else goes into its bytes: a JSON-RPC
  * subscription's id) — send the message the first of them made. A
- * direct-mapped cache of the latest batches; loop thread only. */
+ * direct-mapped cache of the latest batches, in the server's
+ * dsq_cdc_cache; loop thread only. */
 typedef struct dsq_cdc_batch_key {
     char db[129];
     char tag[32];
@@ -121,9 +134,9 @@ typedef struct dsq_cdc_batch_key {
 
 /* The message kept for k (len 0: the batch sends nothing), or NULL; *alt
  * (when alt is not NULL) its other form, for the transport to make once. */
-const dsq_buf *dsq_cdc_batch_find(const dsq_cdc_batch_key *k, dsq_alt **alt);
+const dsq_buf *dsq_cdc_batch_find(dsq_cdc_cache *c, const dsq_cdc_batch_key *k, dsq_alt **alt);
 /* Keep msg[0..len) for k (out of memory: nothing kept, NULL); its other
  * form, empty. */
-dsq_alt *dsq_cdc_batch_keep(const dsq_cdc_batch_key *k, const void *msg, size_t len);
+dsq_alt *dsq_cdc_batch_keep(dsq_cdc_cache *c, const dsq_cdc_batch_key *k, const void *msg, size_t len);
 
 #endif

@@ -23,6 +23,7 @@
 
 struct dsq_dosql_session {
     dsq_engine *e;
+    dsq_cdc_cache *cdc;    /* the server's: what CDC subscriptions share */
     dsq_dosql_limits lim;
     dsq_dosql_transport t;
     char db[129];          /* the bound database, or "" */
@@ -81,7 +82,7 @@ typedef struct method_def {
 
 /* ---- sessions ------------------------------------------------------------------- */
 
-dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *lim,
+dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, dsq_cdc_cache *cdc, const dsq_dosql_limits *lim,
                                           const char *db, uint64_t session_id,
                                           const dsq_dosql_transport *t)
 {
@@ -89,6 +90,7 @@ dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *
     if (s == NULL)
         return NULL;
     s->e = e;
+    s->cdc = cdc;
     s->lim = *lim;
     s->t = *t;
     if (db != NULL)
@@ -915,7 +917,7 @@ static void csub_flush(void *ud)
     c->gathering = false;
     if (c->nout == 0) {
         if (keep)
-            dsq_cdc_batch_keep(&c->key, NULL, 0); /* a batch without events for it */
+            dsq_cdc_batch_keep(s->cdc, &c->key, NULL, 0); /* a batch without events for it */
         return;
     }
     dsq_buf_puts(&c->out, "]");
@@ -925,7 +927,7 @@ static void csub_flush(void *ud)
         p++;
         n -= 2;
     }
-    dsq_alt *alt = keep && p != NULL ? dsq_cdc_batch_keep(&c->key, p, n) : NULL;
+    dsq_alt *alt = keep && p != NULL ? dsq_cdc_batch_keep(s->cdc, &c->key, p, n) : NULL;
     if (p != NULL && !s->closed)
         notify_alt(s, p, n, alt);
     dsq_buf_reset(&c->out);
@@ -942,7 +944,7 @@ static int csub_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, 
     dsq_strlcpy(k.db, db, sizeof k.db);
     snprintf(k.tag, sizeof k.tag, "rpc %s", c->id);
     dsq_alt *alt;
-    const dsq_buf *m = dsq_cdc_batch_find(&k, &alt);
+    const dsq_buf *m = dsq_cdc_batch_find(c->s->cdc, &k, &alt);
     if (m != NULL) {
         if (m->len > 0 && !c->s->closed)
             notify_alt(c->s, m->data, m->len, alt);
@@ -1049,10 +1051,18 @@ static void m_subscribe_cdc(op *o, json_t *p)
     snprintf(c->id, sizeof c->id, "%llu", (unsigned long long)++s->next_sub);
     c->next = s->subs;
     s->subs = c;
-    dsq_cdcsub_sink sink = {csub_started, csub_event, csub_can_send, csub_flush, csub_ended, c, csub_batch};
+    dsq_cdcsub_sink sink = {
+        .started = csub_started,
+        .event = csub_event,
+        .can_send = csub_can_send,
+        .flush = csub_flush,
+        .ended = csub_ended,
+        .ud = c,
+        .batch = csub_batch,
+    };
     dsq_code code;
     char msg[600];
-    c->sub = dsq_cdcsub_start(s->e, &req, &sink, &code, msg, sizeof msg);
+    c->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
     if (c->sub == NULL) {
         s->subs = c->next;
         free(c);
@@ -1270,7 +1280,7 @@ static void message_reply(void *ud, const char *text, size_t len, dsq_rpc_outcom
 
 void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len)
 {
-    dsq_rpc_server rs = {methods, s, s->lim.max_batch};
+    dsq_rpc_server rs = {.methods = methods, .ctx = s, .max_batch = s->lim.max_batch};
     message *m = malloc(sizeof *m);
     if (m == NULL) {
         static const char oom[] = "{\"id\":null,\"error\":{\"code\":\"RESOURCE_EXHAUSTED\","

@@ -55,10 +55,12 @@ typedef struct dsq_dosql_transport {
 } dsq_dosql_transport;
 
 typedef struct dsq_dosql_session dsq_dosql_session;
+typedef struct dsq_cdc_cache dsq_cdc_cache; /* protocol/cdcsub.h */
 
 /* A session on `db` (NULL: unbound). `session_id` ties transactions and
- * streams to it (0: they outlive it, as over HTTP). */
-dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, const dsq_dosql_limits *lim,
+ * streams to it (0: they outlive it, as over HTTP). Its CDC
+ * subscriptions share `cdc` (the server's, outliving the session). */
+dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, dsq_cdc_cache *cdc, const dsq_dosql_limits *lim,
                                           const char *db, uint64_t session_id,
                                           const dsq_dosql_transport *t);
 

@@ -108,7 +108,7 @@ static void respond_error_extra(dsq_http_req *req, int status, dsq_code code, co
 static int conn_on_head(void *ud, dsq_http_req *req);
 static int conn_on_request(void *ud, dsq_http_req *req);
 
-static const dsq_http_parser_cb parser_cb = {conn_on_head, conn_on_request};
+static const dsq_http_parser_cb parser_cb = {.on_head = conn_on_head, .on_request = conn_on_request};
 
 static uint64_t now_ms(const dsq_conn *c) { return uv_now(&c->srv->loop); }
 
@@ -1172,7 +1172,7 @@ static void ws_on_message(void *ud, bool binary, const uint8_t *p, size_t n)
         c->app->message(c->app_state, c, binary, p, n);
 }
 
-static const dsq_ws_cb ws_callbacks = {ws_write, ws_on_message, ws_write_frame};
+static const dsq_ws_cb ws_callbacks = {.write = ws_write, .on_message = ws_on_message, .write_frame = ws_write_frame};
 
 static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
 {

@@ -221,8 +221,16 @@ static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
     tx->req = req;
     tx->room.fn = http_writable;
     tx->room.arg = tx;
-    dsq_dosql_transport t = {http_scope, http_reply, http_notify, http_can_send_or_wait, true, tx, NULL};
-    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, req->db[0] ? req->db : NULL, 0, &t);
+    dsq_dosql_transport t = {
+        .scope = http_scope,
+        .reply = http_reply,
+        .notify = http_notify,
+        .can_send = http_can_send_or_wait,
+        .http = true,
+        .ud = tx,
+    };
+    tx->s = dsq_dosql_session_new(srv->engine, srv->cdc_cache, &srv->dosql, req->db[0] ? req->db : NULL, 0,
+                                  &t);
     if (tx->s == NULL) {
         free(tx);
         return NULL;
@@ -425,8 +433,15 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
     memcpy(tx->db, req->db, sizeof tx->db);
     if (tx->db[0])
         tx->db_scope = token_scopes(srv, tx->token, tx->token_len, tx->db);
-    dsq_dosql_transport t = {ws_scope, ws_reply, ws_notify, ws_can_send, false, tx, ws_notify_alt};
-    tx->s = dsq_dosql_session_new(srv->engine, &srv->dosql, tx->db[0] ? tx->db : NULL,
+    dsq_dosql_transport t = {
+        .scope = ws_scope,
+        .reply = ws_reply,
+        .notify = ws_notify,
+        .can_send = ws_can_send,
+        .ud = tx,
+        .notify_alt = ws_notify_alt,
+    };
+    tx->s = dsq_dosql_session_new(srv->engine, srv->cdc_cache, &srv->dosql, tx->db[0] ? tx->db : NULL,
                                   ++srv->next_session, &t);
     if (tx->s == NULL) {
         free(tx->token);
@@ -469,7 +484,7 @@ static void ws_rpc_close(void *state)
     free(tx);
 }
 
-static const dsq_ws_app rpc_app = {ws_rpc_open, ws_rpc_message, ws_rpc_close};
+static const dsq_ws_app rpc_app = {.open = ws_rpc_open, .message = ws_rpc_message, .close = ws_rpc_close};
 static const dsq_ws_app capnweb_app; /* below */
 
 const dsq_ws_app *dsq__ws_app(dsq_route_id route)
@@ -565,10 +580,16 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
     }
     h->srv = srv;
     h->req = req;
-    dsq_cw_transport t = {cw_http_send, cw_http_end, cw_http_done, cw_http_scope, h, NULL};
+    dsq_cw_transport t = {
+        .send = cw_http_send,
+        .end = cw_http_end,
+        .batch_done = cw_http_done,
+        .scope = cw_http_scope,
+        .ud = h,
+    };
     /* A session of its own: what the batch left open (a transaction, a
      * stream) ends with it. */
-    h->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cw_limits,
+    h->s = dsq_cw_session_new(srv->engine, srv->cw_stats, srv->cdc_cache, &srv->dosql, &cw_limits,
                               req->db[0] ? req->db : NULL, ++srv->next_session, true, &t);
     if (h->s == NULL) {
         free(h);
@@ -672,11 +693,18 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
     memcpy(w->db, req->db, sizeof w->db);
     if (w->db[0])
         w->db_scope = token_scopes(srv, w->token, w->token_len, w->db);
-    dsq_cw_transport t = {cw_ws_send, cw_ws_end, cw_ws_batch_done, cw_ws_scope, w, cw_ws_room};
+    dsq_cw_transport t = {
+        .send = cw_ws_send,
+        .end = cw_ws_end,
+        .batch_done = cw_ws_batch_done,
+        .scope = cw_ws_scope,
+        .ud = w,
+        .room = cw_ws_room,
+    };
     dsq_cw_limits cl = cw_limits;
     cl.max_running = srv->cfg->max_pipeline;
-    w->s = dsq_cw_session_new(srv->engine, srv->cw_stats, &srv->dosql, &cl, w->db[0] ? w->db : NULL,
-                              ++srv->next_session, false, &t);
+    w->s = dsq_cw_session_new(srv->engine, srv->cw_stats, srv->cdc_cache, &srv->dosql, &cl,
+                              w->db[0] ? w->db : NULL, ++srv->next_session, false, &t);
     if (w->s == NULL) {
         free(w->token);
         free(w);
@@ -715,7 +743,7 @@ static void cw_ws_close(void *state)
     free(w);
 }
 
-static const dsq_ws_app capnweb_app = {cw_ws_open, cw_ws_message, cw_ws_close};
+static const dsq_ws_app capnweb_app = {.open = cw_ws_open, .message = cw_ws_message, .close = cw_ws_close};
 
 /* ---- listing and dropping databases ------------------------------------------------ */
 

@@ -249,7 +249,8 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
         dsq_buf_append(&srv->flag_keys, flags[i], strlen(flags[i]) + 1);
     dsq_metrics_init(&srv->metrics);
     srv->cw_stats = dsq_cw_stats_new();
-    if (srv->cw_stats == NULL) {
+    srv->cdc_cache = dsq_cdc_cache_new();
+    if (srv->cw_stats == NULL || srv->cdc_cache == NULL) {
         snprintf(err, errlen, "out of memory");
         dsq_server_free(srv);
         return NULL;
@@ -514,9 +515,10 @@ void dsq_server_free(dsq_server *srv)
         dsq_ws_deflate_cleanup(); /* the loop thread's compression streams */
     }
     dsq_obj_close(srv->objects);
-    /* After the engine: the last Cap'n Web sessions went with its last
-     * calls. */
+    /* After the engine: the last Cap'n Web sessions and CDC subscriptions
+     * went with its last calls. */
     dsq_cw_stats_free(srv->cw_stats);
+    dsq_cdc_cache_free(srv->cdc_cache);
     if (srv->engine_efd >= 0)
         close(srv->engine_efd);
     dsq_tls_ctx_free(srv->tls);

@@ -17,6 +17,7 @@
 #include "engine/engine.h"
 #include "engine/tier/objstore.h"
 #include "protocol/capnweb.h"
+#include "protocol/cdcsub.h"
 #include "protocol/dosql.h"
 #include "server/auth.h"
 #include "server/config.h"
@@ -61,6 +62,7 @@ struct dsq_server {
     dsq_obj *objects;          /* the object store (storage.object_store) */
     dsq_dosql_limits dosql;    /* limits of the DoSQL API, from cfg */
     dsq_cw_stats *cw_stats;    /* owned; what the Cap'n Web sessions share (their count of entries) */
+    dsq_cdc_cache *cdc_cache;  /* owned; what the CDC subscriptions share (rendered commits, batches) */
     uint64_t next_session;     /* engine session ids of WebSocket connections */
     char *config_path;         /* owned; for SIGHUP */
     dsq_buf flag_keys;         /* NUL-separated key/value pairs from flags */

@@ -22,6 +22,7 @@
 typedef struct sse {
     dsq_http_req *req;      /* NULL once the client is gone */
     dsq_cdcsub *sub;
+    dsq_cdc_cache *cache;   /* the server's: batches kept for alike subscribers */
     dsq_waiter room;
     dsq_buf buf;            /* the events of a batch, gathered: one chunk */
     bool begun;
@@ -72,7 +73,7 @@ static void sse_flush(void *ud)
     bool keep = x->gathering;
     x->gathering = false;
     if (keep)
-        dsq_cdc_batch_keep(&x->key, x->buf.data, x->buf.len);
+        dsq_cdc_batch_keep(x->cache, &x->key, x->buf.data, x->buf.len);
     if (x->buf.len > 0 && x->req != NULL)
         dsq__respond_chunk(x->req, x->buf.data, x->buf.len);
     dsq_buf_reset(&x->buf);
@@ -106,7 +107,7 @@ static int sse_batch(void *ud, const char *db, uint64_t epoch, uint64_t after, u
     dsq_cdc_batch_key k = {.epoch = epoch, .after = after, .upto = upto, .enc = x->enc, .ops = x->ops};
     dsq_strlcpy(k.db, db, sizeof k.db);
     dsq_strlcpy(k.tag, "sse", sizeof k.tag);
-    const dsq_buf *m = dsq_cdc_batch_find(&k, NULL);
+    const dsq_buf *m = dsq_cdc_batch_find(x->cache, &k, NULL);
     if (m != NULL) {
         if (m->len > 0)
             dsq__respond_chunk(x->req, m->data, m->len);
@@ -246,14 +247,23 @@ void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req)
         return;
     }
     x->req = req;
+    x->cache = srv->cdc_cache;
     x->enc = (int)r.enc;
     x->ops = r.ops;
     x->room.fn = sse_writable;
     x->room.arg = x;
-    dsq_cdcsub_sink sink = {sse_started, sse_event, sse_can_send, sse_flush, sse_ended, x, sse_batch};
+    dsq_cdcsub_sink sink = {
+        .started = sse_started,
+        .event = sse_event,
+        .can_send = sse_can_send,
+        .flush = sse_flush,
+        .ended = sse_ended,
+        .ud = x,
+        .batch = sse_batch,
+    };
     dsq_code code;
     char msg[600];
-    x->sub = dsq_cdcsub_start(srv->engine, &r, &sink, &code, msg, sizeof msg);
+    x->sub = dsq_cdcsub_start(srv->engine, srv->cdc_cache, &r, &sink, &code, msg, sizeof msg);
     if (x->sub == NULL) {
         sse_free(x);
         dsq__respond_error(req, 0, code, "%s", msg);

@@ -127,6 +127,7 @@ typedef struct cw_task {
 struct dsq_cw_session {
     dsq_engine *engine;
     dsq_cw_stats *stats;       /* the server's: counts our entries */
+    dsq_cdc_cache *cdc;        /* the server's: what CDC subscriptions share */
     dsq_dosql_session *dosql;  /* owned; unbound: calls name their database */
     dsq_cw_limits lim;
     dsq_cw_transport t;

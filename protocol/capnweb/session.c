@@ -340,15 +340,16 @@ void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len)
 
 /* ---- the session's life ------------------------------------------------------------------------- */
 
-dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, const dsq_dosql_limits *dl,
-                                   const dsq_cw_limits *cl, const char *db, uint64_t session_id,
-                                   bool batch, const dsq_cw_transport *t)
+dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, dsq_cdc_cache *cdc,
+                                   const dsq_dosql_limits *dl, const dsq_cw_limits *cl, const char *db,
+                                   uint64_t session_id, bool batch, const dsq_cw_transport *t)
 {
     dsq_cw_session *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
     s->engine = e;
     s->stats = stats;
+    s->cdc = cdc;
     s->lim = *cl;
     s->t = *t;
     s->batch = batch;
@@ -358,7 +359,7 @@ dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, const dsq
     /* The dosql session's own transport is unused (every call comes
      * through dsq_dosql_call) except for scopes. */
     dsq_dosql_transport dt = {.scope = t->scope, .ud = t->ud};
-    s->dosql = dsq_dosql_session_new(e, dl, NULL, session_id, &dt);
+    s->dosql = dsq_dosql_session_new(e, cdc, dl, NULL, session_id, &dt);
     dsq_budget_init(&s->budget);
     if (s->dosql != NULL)
         dsq_dosql_set_budget(s->dosql, &s->budget);

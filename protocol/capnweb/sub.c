@@ -174,7 +174,7 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
     };
     dsq_code code;
     char msg[600];
-    u->sub = dsq_cdcsub_start(s->engine, &r, &sink, &code, msg, sizeof msg);
+    u->sub = dsq_cdcsub_start(s->engine, s->cdc, &r, &sink, &code, msg, sizeof msg);
     if (u->sub == NULL) {
         u->e = NULL;
         if (im != NULL)

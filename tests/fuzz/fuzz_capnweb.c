@@ -26,10 +26,12 @@
 #include <time.h>
 
 #include "protocol/capnweb.h"
+#include "protocol/cdcsub.h"
 #include "tests/fuzz/fuzz.h"
 
 static dsq_engine *E;
 static dsq_cw_stats *ST; /* for the life of the process, as the engine */
+static dsq_cdc_cache *CC; /* likewise */
 static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wcv = PTHREAD_COND_INITIALIZER;
 static int wakes;
@@ -103,7 +105,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     ST = dsq_cw_stats_new();
-    if (ST == NULL)
+    CC = dsq_cdc_cache_new();
+    if (ST == NULL || CC == NULL)
         abort();
     clock_gettime(CLOCK_MONOTONIC, &last_tick);
     return 0;
@@ -148,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     dsq_cw_transport t = {.send = t_send, .end = t_end, .batch_done = t_batch_done, .scope = t_scope, .ud = pe};
     bool batch = (opt & 2) != 0;
-    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, (opt & 1) ? "f" : NULL, ++sessions, batch, &t);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, CC, &DL, &CL, (opt & 1) ? "f" : NULL, ++sessions, batch, &t);
     if (s == NULL)
         abort();
     if (batch) {

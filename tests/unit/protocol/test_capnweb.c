@@ -9,10 +9,12 @@
 #include <string.h>
 
 #include "protocol/capnweb.h"
+#include "protocol/cdcsub.h"
 #include "tests/unit/support/engine_wait.h"
 
 static dsq_engine *E;
 static dsq_cw_stats *ST;
+static dsq_cdc_cache *CC;
 static char dir[64];
 
 /* What the session sent, and how it ended. */
@@ -35,7 +37,7 @@ static unsigned t_scope(void *ud, const char *db)
     return strcmp(db, "secret") == 0 ? 0 : DSQ_SCOPE_R | DSQ_SCOPE_W;
 }
 
-static const dsq_cw_transport T = {t_send, t_end, t_batch_done, t_scope, NULL, NULL};
+static const dsq_cw_transport T = {.send = t_send, .end = t_end, .batch_done = t_batch_done, .scope = t_scope};
 static const dsq_dosql_limits DL = {.max_params = 100, .max_batch = 100, .chunk_rows = 10,
                                     .max_chunk_rows = 1000};
 static const dsq_cw_limits CL = {.max_depth = 16, .max_bigint_digits = 40, .max_entries = 20};
@@ -56,6 +58,8 @@ static void setup(void)
     cr_assert_not_null(E, "%s", err);
     ST = dsq_cw_stats_new();
     cr_assert_not_null(ST);
+    CC = dsq_cdc_cache_new();
+    cr_assert_not_null(CC);
     nsent = 0;
     ended = 0;
     batch_done = 0;
@@ -71,6 +75,7 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
     uint64_t left = dsq_cw_stats_entries(ST);
     dsq_cw_stats_free(ST);
+    dsq_cdc_cache_free(CC);
     cr_assert_eq(left, 0, "every table entry was freed");
 }
 
@@ -83,7 +88,7 @@ static void in(dsq_cw_session *s, const char *msg) { dsq_cw_receive(s, msg, strl
 
 static dsq_cw_session *open_db(const char *db)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, db, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, CC, &DL, &CL, db, 1, false, &T);
     cr_assert_not_null(s);
     return s;
 }
@@ -134,7 +139,7 @@ Test(capnweb, pipelining_waits_for_the_referenced_result)
 
 Test(capnweb, database_name_exports_a_stub_and_release_counts)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, NULL, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, CC, &DL, &CL, NULL, 1, false, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"u4\"]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",1,[\"ping\"],[{}]]]");
@@ -156,7 +161,7 @@ Test(capnweb, database_name_exports_a_stub_and_release_counts)
 
 Test(capnweb, forbidden_and_invalid_database_names)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, NULL, 1, false, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, CC, &DL, &CL, NULL, 1, false, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"secret\"]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",0,[\"database\"],[\"../x\"]]]");
@@ -267,7 +272,7 @@ Test(capnweb, too_many_entries_abort)
 
 Test(capnweb, http_batch_answers_when_pulled_results_settle)
 {
-    dsq_cw_session *s = dsq_cw_session_new(E, ST, &DL, &CL, "u10", 0, true, &T);
+    dsq_cw_session *s = dsq_cw_session_new(E, ST, CC, &DL, &CL, "u10", 0, true, &T);
     in(s, "[\"push\",[\"pipeline\",0,[\"query\"],[{\"sql\":\"SELECT 7 AS n\"}]]]");
     in(s, "[\"pull\",1]");
     in(s, "[\"push\",[\"pipeline\",0,[\"ping\"],[{}]]]"); /* not pulled: not waited for */
