@@ -650,3 +650,54 @@ bool dsq_config_key_at(size_t i, const char **section, const char **name,
     *default_value = keys[i].dflt;
     return true;
 }
+
+/* ---- the engine's settings ------------------------------------------------ */
+
+void dsq_config_engine(const dsq_config *cfg, dsq_engine_cfg *ec)
+{
+    *ec = (dsq_engine_cfg){
+        .data_dir = cfg->data_dir,
+        .workers = (unsigned)cfg->engine_workers,
+        .idle_timeout_ms = cfg->engine_idle_timeout_ms,
+        .max_open_actors = (unsigned)cfg->engine_max_open_actors,
+        .max_queue = cfg->engine_max_queue,
+        .batch_per_turn = (unsigned)cfg->engine_batch_per_turn,
+        .query_timeout_ms = cfg->engine_query_timeout_ms,
+        .max_result_size = cfg->engine_max_result_bytes,
+        .txn_timeout_ms = cfg->engine_txn_timeout_ms,
+        .max_txn_timeout_ms = cfg->engine_max_txn_timeout_ms,
+        .write_wait_ms = cfg->engine_write_wait_ms,
+        .max_snapshots = cfg->engine_max_snapshots,
+        .max_sql_length = cfg->engine_max_sql_length,
+        .max_value_size = cfg->engine_max_value_size,
+        .max_columns = (int)cfg->engine_max_columns,
+        .max_expr_depth = (int)cfg->engine_max_expr_depth,
+        .max_params = (int)cfg->engine_max_params,
+        .cache_pages = (int)(cfg->engine_cache_size / cfg->storage_page_size),
+        .page_size = (uint32_t)cfg->storage_page_size,
+        .segment_bytes = cfg->storage_segment_size,
+        .zstd_level = (int)cfg->storage_compression_level,
+        .max_txn_bytes = cfg->storage_max_txn_size,
+        .sync = strcmp(cfg->storage_sync, "off") == 0      ? DSQ_SYNC_OFF
+                : strcmp(cfg->storage_sync, "normal") == 0 ? DSQ_SYNC_NORMAL
+                                                            : DSQ_SYNC_FULL,
+        .sync_threads = (unsigned)cfg->storage_sync_threads,
+        .group_sync = cfg->storage_group_sync,
+        .journal = cfg->storage_journal,
+        .journal_bytes = cfg->storage_journal_size,
+        .cdc_buffer_bytes = cfg->cdc_buffer_size,
+        .cdc_coalesce_ms = (unsigned)cfg->cdc_coalesce_ms,
+        .cdc_coalesce_cpu = (unsigned)cfg->cdc_coalesce_cpu,
+        .tier_chunk_bytes = cfg->obj_chunk_size,
+        .tier_interval_ms = cfg->obj_upload_interval_ms,
+        .tier_drain_ms = cfg->shutdown_timeout_ms ? cfg->shutdown_timeout_ms : 1,
+        .tier_commit = strcmp(cfg->storage_sync_to_objects, "commit") == 0,
+        .hot_tier_max_bytes = cfg->storage_hot_max_bytes,
+        .hot_tier_max_age_ms = cfg->storage_hot_max_age_ms,
+        .warm_cache_bytes = cfg->storage_warm_cache_bytes,
+        .cold_read_timeout_ms = cfg->storage_cold_read_timeout_ms,
+        .checkpoint_bytes = cfg->storage_checkpoint_size,
+        .max_open_files = (unsigned)cfg->storage_max_open_files,
+        .retention_ms = cfg->storage_history_retention_ms,
+    };
+}

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "common/buf.h"
+#include "engine/engine.h"
 
 typedef struct dsq_strlist {
     char **items; /* owned, each owned */
@@ -119,6 +120,11 @@ typedef struct dsq_config {
 
 /* Fill `cfg` with the defaults. Free with dsq_config_free(). */
 void dsq_config_init(dsq_config *cfg);
+
+/* The engine's settings from the configuration: the one place their
+ * defaults come from (the engine has none of its own). The caller adds
+ * the object store and the wake hook. Strings are borrowed from cfg. */
+void dsq_config_engine(const dsq_config *cfg, dsq_engine_cfg *ec);
 void dsq_config_free(dsq_config *cfg);
 
 /* Read an INI file over the current values. Every problem is appended to

@@ -221,7 +221,7 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
 
 void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
 {
-    uint64_t limit = e->cfg.write_wait_ms ? e->cfg.write_wait_ms : 30000;
+    uint64_t limit = e->cfg.write_wait_ms;
     pthread_mutex_lock(&a->mu);
     bool any = false;
     for (dsq_call *m = a->mail_head; m; m = m->next) {

@@ -546,6 +546,50 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
 
 /* ---- start and stop ---------------------------------------------------------------------------- */
 
+/* The first setting the caller left at 0 that must not be (the engine has
+ * no defaults of its own: dsq_config_engine gives the configuration's),
+ * or NULL. */
+static const char *missing_setting(const dsq_engine_cfg *c)
+{
+    if (c->data_dir == NULL)
+        return "data_dir";
+    if (c->max_open_actors == 0)
+        return "max_open_actors";
+    if (c->max_queue == 0)
+        return "max_queue";
+    if (c->batch_per_turn == 0)
+        return "batch_per_turn";
+    if (c->write_wait_ms == 0)
+        return "write_wait_ms";
+    if (c->max_snapshots == 0)
+        return "max_snapshots";
+    if (c->page_size == 0)
+        return "page_size";
+    if (c->segment_bytes == 0)
+        return "segment_bytes";
+    if (c->max_txn_bytes == 0)
+        return "max_txn_bytes";
+    if (c->checkpoint_bytes == 0)
+        return "checkpoint_bytes";
+    if (c->max_open_files == 0)
+        return "max_open_files";
+    if (c->sync != DSQ_SYNC_OFF && c->sync_threads == 0)
+        return "sync_threads";
+    if (c->journal && c->journal_bytes == 0)
+        return "journal_bytes";
+    if (c->cdc_buffer_bytes == 0)
+        return "cdc_buffer_bytes";
+    if (c->objects != NULL && c->tier_chunk_bytes == 0)
+        return "tier_chunk_bytes";
+    if (c->objects != NULL && c->tier_interval_ms == 0)
+        return "tier_interval_ms";
+    if (c->objects != NULL && c->tier_drain_ms == 0)
+        return "tier_drain_ms";
+    if (c->objects != NULL && c->warm_cache_bytes == 0)
+        return "warm_cache_bytes";
+    return NULL;
+}
+
 dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
 {
     /* Page caches start empty and grow a page at a time: SQLite's
@@ -554,6 +598,11 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
      * small it is. Only possible before SQLite initializes (the first
      * engine of a process); MISUSE after is harmless. */
     sqlite3_config(SQLITE_CONFIG_PAGECACHE, (void *)0, 0, 0);
+    const char *missing = missing_setting(cfg);
+    if (missing != NULL) {
+        snprintf(err, errlen, "the engine's setting %s is not set", missing);
+        return NULL;
+    }
     dsq_engine *e = calloc(1, sizeof *e);
     if (e == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -573,24 +622,6 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     if (e->cfg.workers == 0) {
         e->cfg.workers = e->ncpu;
     }
-    if (e->cfg.batch_per_turn == 0)
-        e->cfg.batch_per_turn = 16;
-    if (e->cfg.max_queue == 0)
-        e->cfg.max_queue = 1000;
-    if (e->cfg.max_open_actors == 0)
-        e->cfg.max_open_actors = 1000;
-    if (e->cfg.page_size == 0)
-        e->cfg.page_size = 4096;
-    if (e->cfg.segment_bytes == 0)
-        e->cfg.segment_bytes = 64u << 20;
-    if (e->cfg.zstd_level == 0)
-        e->cfg.zstd_level = -5;
-    if (e->cfg.max_txn_bytes == 0)
-        e->cfg.max_txn_bytes = 1u << 30;
-    if (e->cfg.checkpoint_bytes == 0)
-        e->cfg.checkpoint_bytes = 16u << 20;
-    if (e->cfg.cdc_buffer_bytes == 0)
-        e->cfg.cdc_buffer_bytes = 1u << 20;
     e->data_dir = strdup(cfg->data_dir);
     e->nbuckets = 1024;
     e->buckets = calloc(e->nbuckets, sizeof *e->buckets);
@@ -609,18 +640,10 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "this SQLite was built without thread support");
         goto fail;
     }
-    if (e->cfg.journal_bytes == 0)
-        e->cfg.journal_bytes = 32u << 20;
     if (dsq__store_init(e->data_dir, err, errlen) != 0 || dsq__store_journal_start(e, err, errlen) != 0 ||
         (e->cfg.objects == NULL && dsq__store_sweep_dropped(e, err, errlen) != 0))
         goto fail;
     e->data_dir_real = realpath(e->data_dir, NULL); /* for withhold_paths; NULL: the name as given only */
-    if (e->cfg.tier_chunk_bytes == 0)
-        e->cfg.tier_chunk_bytes = 2u << 20;
-    if (e->cfg.tier_interval_ms == 0)
-        e->cfg.tier_interval_ms = 1000;
-    if (e->cfg.tier_drain_ms == 0)
-        e->cfg.tier_drain_ms = 10000;
     if (e->cfg.objects != NULL) {
         /* Databases the store has and this node has not come back first;
          * each database's files go up as it opens, commits and closes. */
@@ -645,7 +668,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
             DSQ_INFO("databases_restored", "count=%ld", n);
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/warm", e->data_dir);
-        if ((e->warm = dsq_warm_open(e->cfg.objects, dir, e->cfg.warm_cache_bytes ? e->cfg.warm_cache_bytes : 256u << 20,
+        if ((e->warm = dsq_warm_open(e->cfg.objects, dir, e->cfg.warm_cache_bytes,
                                      e->cfg.cold_read_timeout_ms, err, errlen)) == NULL)
             goto fail;
         dsq_evict_cfg vc = {.tier = e->tier,

@@ -287,7 +287,7 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     dsq_syncer *s = &e->syncer;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads ? e->cfg.sync_threads : 1;
+    unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads;
     s->threads = n ? calloc(n, sizeof *s->threads) : NULL;
     if (n && s->threads == NULL) {
         snprintf(err, errlen, "out of memory");

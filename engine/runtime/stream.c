@@ -142,7 +142,7 @@ static int sstream_start(run_ctx *x)
     dsq_call *c = x->c;
     actor_open *o = x->o;
     dsq_actor *a = x->a;
-    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    unsigned max = x->e->cfg.max_snapshots;
     if (a->nsstreams + a->nsnaps >= max) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
                   "%u streams and read-only transactions are open on this database (max_snapshots)", max);

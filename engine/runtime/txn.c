@@ -202,7 +202,7 @@ static void op_begin_read_only(run_ctx *x)
     dsq_actor *a = x->a;
     snap_txn t = {.lsn = o->lsn, .session = c->session};
     t.timeout_ms = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
-    unsigned max = x->e->cfg.max_snapshots ? x->e->cfg.max_snapshots : 64;
+    unsigned max = x->e->cfg.max_snapshots;
     if (a->nsstreams + a->nsnaps >= max) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
                   "%u streams and read-only transactions are open on this database (max_snapshots)", max);

@@ -18,7 +18,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DSQ_FDC_DEFAULT 16 /* storage.max_open_files_per_database's default */
 
 typedef struct dsq_fdc dsq_fdc;
 

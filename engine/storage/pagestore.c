@@ -503,7 +503,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     ps->page_size = (uint32_t)page_size;
     ps->spare_cap = 32; /* page buffers kept between transactions: 128 KiB at 4 KiB */
     ps->spare = calloc(ps->spare_cap, sizeof *ps->spare);
-    ps->fdc = dsq_fdc_new(cfg->max_open_files ? cfg->max_open_files : DSQ_FDC_DEFAULT);
+    ps->fdc = dsq_fdc_new(cfg->max_open_files);
     if (ps->spare == NULL || ps->fdc == NULL) {
         snprintf(err, errlen, "out of memory");
         ps_close_keep_errno(ps);

@@ -31,7 +31,7 @@ typedef struct dsq_ps_cfg {
     const char *name;       /* the database's name in it */
     struct dsq_warm *warm;  /* where evicted checkpoints' pages are read from (warm.h), or NULL */
     unsigned max_open_files; /* descriptors kept open for reads of old segments and
-                                checkpoints (fdcache.h); 0: DSQ_FDC_DEFAULT */
+                                checkpoints (fdcache.h); 0 counts as 1 */
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.

@@ -28,6 +28,7 @@
 #include "protocol/capnweb.h"
 #include "protocol/cdcsub.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/unit/support/engine_cfg.h"
 
 static dsq_engine *E;
 static dsq_cw_stats *ST; /* for the life of the process, as the engine */
@@ -92,13 +93,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char dir[256], err[512];
     snprintf(dir, sizeof dir, "%s/engine", fuzz_scratch());
     mkdir(dir, 0700);
-    dsq_engine_cfg c = {
-        .data_dir = dir, .workers = 1, .idle_timeout_ms = 60000, .max_open_actors = 4,
-        .max_queue = 100, .batch_per_turn = 16, .query_timeout_ms = 50,
-        .max_result_size = 1 << 18, .txn_timeout_ms = 1000, .max_sql_length = 10000,
-        .max_value_size = 1 << 18, .max_columns = 100, .max_expr_depth = 100, .max_params = 100,
-        .cache_pages = 100, .page_size = 4096, .sync = DSQ_SYNC_OFF, .wake = wake,
-    };
+    dsq_engine_cfg c = test_engine_cfg(dir);
+    c.workers = 1;
+    c.max_open_actors = 4;
+    c.max_queue = 100;
+    c.query_timeout_ms = 50;
+    c.max_result_size = 1 << 18;
+    c.txn_timeout_ms = 1000;
+    c.max_sql_length = 10000;
+    c.max_value_size = 1 << 18;
+    c.max_columns = 100;
+    c.max_expr_depth = 100;
+    c.max_params = 100;
+    c.cache_pages = 100;
+    c.page_size = 4096;
+    c.sync = DSQ_SYNC_OFF;
+    c.retention_ms = 0;
+    c.max_txn_timeout_ms = 0;
+    c.cdc_coalesce_ms = 0;
+    c.cdc_coalesce_cpu = 0;
+    c.wake = wake;
     E = dsq_engine_new(&c, err, sizeof err);
     if (E == NULL) {
         fprintf(stderr, "fuzz_capnweb: %s\n", err);

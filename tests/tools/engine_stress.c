@@ -17,6 +17,7 @@
 
 #include "engine/engine.h"
 #include "engine/runtime/engine_int.h" /* to describe stuck actors on failure */
+#include "tests/unit/support/engine_cfg.h"
 
 #define NDB 20
 
@@ -165,13 +166,28 @@ int main(int argc, char **argv)
         return 2;
     }
     int rounds = argc > 2 ? atoi(argv[2]) : 30;
-    dsq_engine_cfg cfg = {
-        .data_dir = argv[1], .workers = 4, .idle_timeout_ms = 5, .max_open_actors = 6,
-        .max_queue = 10000, .batch_per_turn = 3, .query_timeout_ms = 5000,
-        .max_result_size = 1 << 20, .txn_timeout_ms = 50, .max_sql_length = 100000,
-        .max_value_size = 1 << 20, .max_columns = 100, .max_expr_depth = 100,
-        .max_params = 100, .cache_pages = 100, .wake = wake,
-    };
+    /* The configuration's defaults, then tight limits to churn actors,
+     * hibernation and expiries. */
+    dsq_engine_cfg cfg = test_engine_cfg(argv[1]);
+    cfg.workers = 4;
+    cfg.idle_timeout_ms = 5;
+    cfg.max_open_actors = 6;
+    cfg.max_queue = 10000;
+    cfg.batch_per_turn = 3;
+    cfg.query_timeout_ms = 5000;
+    cfg.max_result_size = 1 << 20;
+    cfg.txn_timeout_ms = 50;
+    cfg.max_sql_length = 100000;
+    cfg.max_value_size = 1 << 20;
+    cfg.max_columns = 100;
+    cfg.max_expr_depth = 100;
+    cfg.max_params = 100;
+    cfg.cache_pages = 100;
+    cfg.retention_ms = 0;
+    cfg.max_txn_timeout_ms = 0;
+    cfg.cdc_coalesce_ms = 0;
+    cfg.cdc_coalesce_cpu = 0;
+    cfg.wake = wake;
     char err[256];
     E = dsq_engine_new(&cfg, err, sizeof err);
     if (E == NULL) {

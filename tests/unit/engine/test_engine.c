@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "engine/runtime/engine_int.h"
+#include "tests/unit/support/engine_cfg.h"
 #include "tests/unit/support/engine_wait.h"
 
 /* ---- harness ------------------------------------------------------------------- */
@@ -32,24 +33,30 @@ static void on_done(dsq_call *c)
 
 static dsq_engine_cfg cfg_default(void)
 {
-    dsq_engine_cfg c = {
-        .data_dir = dir,
-        .workers = 2,
-        .idle_timeout_ms = 60000,
-        .max_open_actors = 100,
-        .max_queue = 1000,
-        .batch_per_turn = 16,
-        .query_timeout_ms = 2000,
-        .max_result_size = 1 << 20,
-        .txn_timeout_ms = 30000,
-        .max_sql_length = 100000,
-        .max_value_size = 1 << 20,
-        .max_columns = 2000,
-        .max_expr_depth = 100,
-        .max_params = 999,
-        .cache_pages = 500,
-        .wake = test_wake,
-    };
+    /* The configuration's defaults, with smaller limits, and no history
+     * kept, no cap on transaction timeouts and no CDC coalescing unless a
+     * test asks. */
+    dsq_engine_cfg c = test_engine_cfg(dir);
+    c.workers = 2;
+    c.idle_timeout_ms = 60000;
+    c.max_open_actors = 100;
+    c.max_queue = 1000;
+    c.batch_per_turn = 16;
+    c.query_timeout_ms = 2000;
+    c.max_result_size = 1 << 20;
+    c.txn_timeout_ms = 30000;
+    c.max_txn_timeout_ms = 0;
+    c.max_sql_length = 100000;
+    c.max_value_size = 1 << 20;
+    c.max_columns = 2000;
+    c.max_expr_depth = 100;
+    c.max_params = 999;
+    c.cache_pages = 500;
+    c.retention_ms = 0;
+    c.group_sync = false;
+    c.cdc_coalesce_ms = 0;
+    c.cdc_coalesce_cpu = 0;
+    c.wake = test_wake;
     return c;
 }
 

@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "engine/engine.h"
 #include "engine/runtime/engine_int.h"
+#include "tests/unit/support/engine_cfg.h"
 #include "tests/unit/support/wait.h"
 
 static dsq_engine *E;
@@ -21,17 +22,21 @@ static int news;
 static void on_news(void *ud) { (*(int *)ud)++; }
 static void wake(void *arg) { (void)arg; }
 
-/* E becomes an engine on `dir` with c's CDC settings (the rest fixed). */
-static void engine_with(dsq_engine_cfg c)
+/* E becomes an engine on `dir` with cdc's CDC settings (its CDC buffer
+ * 4 KiB when it gives none; no coalescing unless it asks), the rest the
+ * configuration's defaults with one worker and no fsyncs. */
+static void engine_with(dsq_engine_cfg cdc)
 {
     dsq_engine_free(E);
-    c.data_dir = dir;
+    dsq_engine_cfg c = test_engine_cfg(dir);
     c.workers = 1;
     c.max_queue = 100;
     c.sync = DSQ_SYNC_OFF;
     c.wake = wake;
-    if (c.cdc_buffer_bytes == 0)
-        c.cdc_buffer_bytes = 4096;
+    c.cdc_buffer_bytes = cdc.cdc_buffer_bytes ? cdc.cdc_buffer_bytes : 4096;
+    c.cdc_coalesce_ms = cdc.cdc_coalesce_ms;
+    c.cdc_coalesce_cpu = cdc.cdc_coalesce_cpu;
+    c.cdc_slice_ns = cdc.cdc_slice_ns;
     char err[256];
     E = dsq_engine_new(&c, err, sizeof err);
     cr_assert_not_null(E, "%s", err);

@@ -27,7 +27,7 @@ static sqlite3 *db;
 static void open_db(void)
 {
     char err[512] = "", path[128];
-    dsq_ps_cfg cfg = {.page_size = 4096, .segment_bytes = 1 << 20, .zstd_level = 1,
+    dsq_ps_cfg cfg = {.page_size = 4096, .segment_bytes = 1 << 20, .zstd_level = 1, .max_open_files = 16,
                       .max_txn_bytes = 64u << 20};
     cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
     snprintf(path, sizeof path, "%s/db", dir);
@@ -229,7 +229,7 @@ Test(vfs, a_transaction_over_its_limit_fails_cleanly)
 {
     close_db();
     char err[512] = "", path[128];
-    dsq_ps_cfg cfg = {.page_size = 4096, .segment_bytes = 1 << 20, .zstd_level = 1,
+    dsq_ps_cfg cfg = {.page_size = 4096, .segment_bytes = 1 << 20, .zstd_level = 1, .max_open_files = 16,
                       .max_txn_bytes = 256 * 1024};
     cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
     snprintf(path, sizeof path, "%s/db", dir);
@@ -251,7 +251,7 @@ Test(vfs, the_page_size_is_the_stores)
     snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
     cr_assert_eq(system(cmd), 0);
     char err[512] = "", path[128];
-    dsq_ps_cfg cfg = {.page_size = 8192, .segment_bytes = 1 << 20, .zstd_level = 1,
+    dsq_ps_cfg cfg = {.page_size = 8192, .segment_bytes = 1 << 20, .zstd_level = 1, .max_open_files = 16,
                       .max_txn_bytes = 64u << 20};
     cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
     snprintf(path, sizeof path, "%s/db", dir);
@@ -271,7 +271,7 @@ Test(vfs, the_page_size_is_the_stores)
 
 static dsq_ps_cfg cfg_with(uint64_t seg, uint64_t retention_us)
 {
-    return (dsq_ps_cfg){.page_size = 4096, .segment_bytes = seg, .zstd_level = 1,
+    return (dsq_ps_cfg){.page_size = 4096, .segment_bytes = seg, .zstd_level = 1, .max_open_files = 16,
                         .max_txn_bytes = 64u << 20, .checkpoint_bytes = 1 << 20,
                         .retention_us = retention_us};
 }

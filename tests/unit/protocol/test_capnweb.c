@@ -10,6 +10,7 @@
 
 #include "protocol/capnweb.h"
 #include "protocol/cdcsub.h"
+#include "tests/unit/support/engine_cfg.h"
 #include "tests/unit/support/engine_wait.h"
 
 static dsq_engine *E;
@@ -46,13 +47,23 @@ static void setup(void)
 {
     strcpy(dir, "/tmp/dsq-test-capnweb-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    dsq_engine_cfg c = {
-        .data_dir = dir, .workers = 1, .idle_timeout_ms = 60000, .max_open_actors = 10,
-        .max_queue = 100, .batch_per_turn = 16, .query_timeout_ms = 2000,
-        .max_result_size = 1 << 20, .txn_timeout_ms = 30000, .max_sql_length = 10000,
-        .max_value_size = 1 << 20, .max_columns = 100, .max_expr_depth = 100, .max_params = 100,
-        .cache_pages = 100, .wake = test_wake,
-    };
+    dsq_engine_cfg c = test_engine_cfg(dir);
+    c.workers = 1;
+    c.max_open_actors = 10;
+    c.max_queue = 100;
+    c.query_timeout_ms = 2000;
+    c.max_result_size = 1 << 20;
+    c.max_sql_length = 10000;
+    c.max_value_size = 1 << 20;
+    c.max_columns = 100;
+    c.max_expr_depth = 100;
+    c.max_params = 100;
+    c.cache_pages = 100;
+    c.retention_ms = 0;
+    c.max_txn_timeout_ms = 0;
+    c.cdc_coalesce_ms = 0;
+    c.cdc_coalesce_cpu = 0;
+    c.wake = test_wake;
     char err[256];
     E = dsq_engine_new(&c, err, sizeof err);
     cr_assert_not_null(E, "%s", err);
