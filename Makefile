@@ -18,7 +18,9 @@
 #   make clean
 #
 # SANITIZE=address,undefined builds into build-address-undefined/ with those
-# sanitizers, for any target. WERROR=1 turns warnings into errors (CI).
+# sanitizers, for any target; it also checks the code's invariants
+# (DSQ_ASSERT, common/check.h), as OPT=-O0 and CHECKS=1 do. WERROR=1 turns
+# warnings into errors (CI).
 # V=1 shows the full commands.
 #
 # make test SANITIZE=... runs the whole suite, every unit, integration,
@@ -108,7 +110,11 @@ export DSQ_USER_LDFLAGS := $(LDFLAGS)
 endif
 unexport CFLAGS CPPFLAGS LDFLAGS
 FORTIFY := $(if $(SANITIZE)$(filter -O0,$(OPT) $(DSQ_USER_CFLAGS)),,-D_FORTIFY_SOURCE=2)
-override CPPFLAGS := -D_GNU_SOURCE -DDSQ_VERSION='"$(VERSION)"' -I. -I$(LLHTTP_INC) $(FORTIFY) $(DSQ_USER_CPPFLAGS)
+# Invariants (common/check.h) are checked in sanitizer and -O0 builds, and
+# with CHECKS=1.
+CHECKS ?=
+DSQ_CHECKS := $(if $(SANITIZE)$(filter -O0,$(OPT) $(DSQ_USER_CFLAGS))$(filter 1,$(CHECKS)),-DDSQ_CHECKS)
+override CPPFLAGS := -D_GNU_SOURCE -DDSQ_VERSION='"$(VERSION)"' -I. -I$(LLHTTP_INC) $(FORTIFY) $(DSQ_CHECKS) $(DSQ_USER_CPPFLAGS)
 override CFLAGS := -std=gnu11 $(OPT) -g -fPIC $(HARDEN_CFLAGS) $(WARN) $(SAN) $(DEP_CFLAGS) -MMD -MP $(DSQ_USER_CFLAGS)
 override LDFLAGS := $(SAN) $(HARDEN_LDFLAGS) $(DSQ_USER_LDFLAGS)
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
@@ -200,6 +201,7 @@ static int slot_create(dsq_jnl *j, unsigned no, char *err, size_t errlen)
  * that covers an entry in the file. */
 static int rotate(dsq_jnl *j, uint64_t void_from, char *err, size_t errlen)
 {
+    DSQ_ASSERT_HELD(&j->mu);
     if (j->cur >= 0) {
         buf_write(j); /* the file's last entries */
         slot *old = &j->slots[j->cur];
@@ -560,7 +562,10 @@ dsq_jnl *dsq_jnl_open(const char *dir, uint64_t file_bytes, char *err, size_t er
         if (slot_create(j, j->nslots, err, errlen) != 0)
             goto fail;
     j->st.files = j->nslots;
-    if (rotate(j, 0, err, errlen) != 0)
+    pthread_mutex_lock(&j->mu); /* (no other thread yet: rotate's rule) */
+    int rrc = rotate(j, 0, err, errlen);
+    pthread_mutex_unlock(&j->mu);
+    if (rrc != 0)
         goto fail;
     j->synced_pos = pos_of(j->slots[j->cur].seq, 0);
     if (pthread_create(&j->flusher, NULL, flush_main, j) != 0) {

@@ -17,6 +17,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
@@ -859,10 +860,17 @@ static int journal_append(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
     return dsq_jnl_append(w->cfg.jnl, w->cfg.jname, s->seq, s->size, lsn, rec, len, first, end, err, errlen);
 }
 
-/* The record of LSN lsn (len bytes) is now at the end of s (mu held). */
+/* The record of LSN lsn (len bytes) is now at the end of s (mu held).
+ *
+ * dsq_wal_append keeps s, a pointer into w->segs, across unlocks: the
+ * array is grown (realloc) and shifted (retiring) only by calls that come
+ * from the log's one writer, the thread appending, so the newest segment
+ * stays where it was meanwhile. */
 static void appended(dsq_wal *w, seg *s, const void *rec, size_t len, uint64_t lsn, uint64_t jfirst,
                      uint64_t jend, dsq_wal_loc *loc)
 {
+    DSQ_ASSERT_HELD(&w->mu);
+    DSQ_ASSERT(w->nsegs > 0 && s == &w->segs[w->nsegs - 1]);
     loc->seg = s->seq;
     loc->off = s->size;
     s->size += len;
@@ -884,6 +892,7 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
                           char *err, size_t errlen)
 {
     pthread_mutex_lock(&w->mu);
+    DSQ_ASSERT(w->nsegs > 0 && s == &w->segs[w->nsegs - 1]); /* (appended) */
     if (w->npend == w->pend_cap) {
         size_t cap = w->pend_cap ? w->pend_cap * 2 : 64;
         uint64_t *n = realloc(w->pend_pos, cap * sizeof *n);
