@@ -23,6 +23,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "common/list.h"
 #include "engine/tier/evict.h"
 #include "engine/tier/tier.h"
 #include "engine/tier/warm.h"
@@ -187,7 +188,7 @@ struct dsq_call {
     /* ---- private to the engine ---- */
     char db[129];
     struct dsq_actor *actor;
-    dsq_call *next;
+    dsq_qnode link;          /* in the actor's mailbox, at its gate, or done */
     uint64_t seq;            /* its place in the actor's arrival order */
     atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
     bool wait_writer;        /* it writes, and another client's transaction is open: it

@@ -19,17 +19,13 @@ static void *worker_main(void *arg)
     pool *p = &e->pool;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (p->head == NULL && !p->stopping)
+        while (dsq_queue_empty(&p->run) && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
-        dsq_actor *a = p->head;
+        dsq_actor *a = dsq_container_of(dsq_queue_pop(&p->run), dsq_actor, run_link);
         if (a == NULL) { /* stopping, and nothing left to run */
             pthread_mutex_unlock(&p->mu);
             return NULL;
         }
-        p->head = a->run_next;
-        if (p->head == NULL)
-            p->tail = NULL;
-        a->run_next = NULL;
         pthread_mutex_unlock(&p->mu);
         dsq__actor_run(e, a);
     }
@@ -39,12 +35,7 @@ void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake)
 {
     pool *p = &e->pool;
     pthread_mutex_lock(&p->mu);
-    a->run_next = NULL;
-    if (p->tail)
-        p->tail->run_next = a;
-    else
-        p->head = a;
-    p->tail = a;
+    dsq_queue_push(&p->run, &a->run_link);
     if (!wake)
         p->unsignaled++;
     pthread_mutex_unlock(&p->mu);
