@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/base64.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
@@ -51,7 +52,7 @@ typedef struct job {
     size_t n;
     unsigned fails;
     uint64_t not_before_ms;
-    struct job *next;
+    dsq_qnode link;         /* on dsq_tier.jobs */
 } job;
 
 
@@ -62,7 +63,7 @@ struct dsq_tier {
     unsigned nthreads;
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* jobs came, or one finished (drain) */
-    job *head;              /* mu */
+    dsq_queue jobs;         /* mu: waiting, in the order they run (job.link) */
     char active[TIER_THREADS_MAX][129]; /* mu: the databases being worked on ("" free) */
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
@@ -525,7 +526,8 @@ static void tomb_clear(dsq_tier *t, const char *db)
     pthread_mutex_lock(&t->dmu);
     pthread_mutex_lock(&t->mu);
     bool again = false;
-    for (job *x = t->head; x; x = x->next)
+    job *x;
+    dsq_queue_foreach(x, &t->jobs, link)
         again |= x->kind == JOB_DROP && strcmp(x->db, db) == 0;
     pthread_mutex_unlock(&t->mu);
     if (!again) {
@@ -772,19 +774,11 @@ static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 
 static bool has_job_for(dsq_tier *t, const char *db)
 {
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         if (strcmp(j->db, db) == 0)
             return true;
     return false;
-}
-
-static void append_job(dsq_tier *t, job *j)
-{
-    job **pp = &t->head;
-    while (*pp)
-        pp = &(*pp)->next;
-    j->next = NULL;
-    *pp = j;
 }
 
 /* A drop that failed goes back before the jobs of its database that came
@@ -792,11 +786,11 @@ static void append_job(dsq_tier *t, job *j)
  * once the old one's objects are gone. */
 static void insert_drop(dsq_tier *t, job *j)
 {
-    job **pp = &t->head;
-    while (*pp && strcmp((*pp)->db, j->db) != 0)
-        pp = &(*pp)->next;
-    j->next = *pp;
-    *pp = j;
+    dsq_qnode *prev = NULL;
+    for (dsq_qnode *n = dsq_queue_first(&t->jobs); n; prev = n, n = n->next)
+        if (strcmp(dsq_container_of(n, job, link)->db, j->db) == 0)
+            break;
+    dsq_queue_insert_after(&t->jobs, prev, &j->link);
 }
 
 static bool active(const dsq_tier *t, const char *db)
@@ -820,8 +814,8 @@ static uint64_t retry_wait_ms(unsigned fails)
  * under the name). */
 static bool behind_another(const dsq_tier *t, const job *j)
 {
-    for (const job *x = t->head; x != j; x = x->next)
-        if (strcmp(x->db, j->db) == 0)
+    for (const dsq_qnode *n = dsq_queue_first(&t->jobs); n != &j->link; n = n->next)
+        if (strcmp(dsq_container_of(n, job, link)->db, j->db) == 0)
             return true;
     return false;
 }
@@ -838,14 +832,15 @@ static void *tier_main(void *arg)
     pthread_mutex_lock(&t->mu);
     while (!t->stopping) {
         uint64_t now = dsq_now_ms(), wake = 0;
-        job **pp = &t->head, *j = NULL;
-        for (; *pp; pp = &(*pp)->next) {
-            job *c = *pp;
+        job *j = NULL;
+        dsq_qnode *prev = NULL;
+        for (dsq_qnode *n = dsq_queue_first(&t->jobs); n; prev = n, n = n->next) {
+            job *c = dsq_container_of(n, job, link);
             if (active(t, c->db) || behind_another(t, c))
                 continue;
             if (c->not_before_ms <= now) {
                 j = c;
-                *pp = c->next;
+                dsq_queue_remove_after(&t->jobs, prev);
                 break;
             }
             if (wake == 0 || c->not_before_ms < wake)
@@ -879,7 +874,7 @@ static void *tier_main(void *arg)
             if (j->kind == JOB_DROP)
                 insert_drop(t, j);
             else
-                append_job(t, j);
+                dsq_queue_push(&t->jobs, &j->link);
         } else {
             job_free(j);
         }
@@ -894,16 +889,18 @@ static void queue(dsq_tier *t, job *j)
     pthread_mutex_lock(&t->mu);
     /* The newest offer of a database replaces one not yet begun; a drop
      * replaces its offers. */
-    for (job **pp = &t->head; *pp;) {
-        job *o = *pp;
+    dsq_qnode *prev = NULL, *n = dsq_queue_first(&t->jobs);
+    while (n != NULL) {
+        job *o = dsq_container_of(n, job, link);
+        n = n->next;
         if (strcmp(o->db, j->db) == 0 && o->kind == JOB_OFFER) {
-            *pp = o->next;
+            dsq_queue_remove_after(&t->jobs, prev);
             job_free(o);
         } else {
-            pp = &o->next;
+            prev = &o->link;
         }
     }
-    append_job(t, j);
+    dsq_queue_push(&t->jobs, &j->link);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
@@ -1913,13 +1910,14 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
     /* What waits out a backoff gets one try now; one that fails again
      * waits its next backoff, stop or not (a store that is down gets a
      * few requests per database, not a loop of them). */
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         j->not_before_ms = 0;
     pthread_cond_broadcast(&t->cv);
-    while ((t->head != NULL || t->busy > 0) && dsq_now_ms() < until)
+    while ((!dsq_queue_empty(&t->jobs) || t->busy > 0) && dsq_now_ms() < until)
         dsq_cond_wait_ms(&t->cv, &t->mu, 50);
     size_t left = t->busy;
-    for (job *j = t->head; j; j = j->next)
+    dsq_queue_foreach(j, &t->jobs, link)
         left++;
     pthread_mutex_unlock(&t->mu);
     return left;
@@ -1937,11 +1935,9 @@ void dsq_tier_stop(dsq_tier *t)
         pthread_join(t->threads[i], NULL);
     if (t->catchup_running)
         pthread_join(t->catchup, NULL);
-    while (t->head) {
-        job *j = t->head;
-        t->head = j->next;
-        job_free(j);
-    }
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&t->jobs)) != NULL)
+        job_free(dsq_container_of(n, job, link));
     json_decref(t->cache);
     json_decref(t->reborn);
     pthread_cond_destroy(&t->cv);
@@ -1958,7 +1954,8 @@ void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&t->mu);
     out->pending = t->busy;
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         out->pending++;
     pthread_mutex_unlock(&t->mu);
     out->uploads = atomic_load(&t->uploads);
