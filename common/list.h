@@ -128,9 +128,6 @@ typedef struct dsq_list {
     dsq_lnode *head, *tail;        /* the first and the last; NULL: empty */
 } dsq_list;
 
-/* The first element's link, or NULL. */
-static inline dsq_lnode *dsq_list_first(const dsq_list *l) { return l->head; }
-
 /* Append n at the tail. */
 static inline void dsq_list_push(dsq_list *l, dsq_lnode *n)
 {

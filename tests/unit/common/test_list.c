@@ -127,10 +127,10 @@ Test(list, list_push_remove)
 {
     item it[4] = {{.id = 0}, {.id = 1}, {.id = 2}, {.id = 3}};
     dsq_list l = {0};
-    cr_assert_null(dsq_list_first(&l));
+    cr_assert_null(l.head);
     for (int i = 0; i < 4; i++)
         dsq_list_push(&l, &it[i].llink);
-    cr_assert_eq(dsq_list_first(&l), &it[0].llink);
+    cr_assert_eq(l.head, &it[0].llink);
     int ids[8];
     cr_assert_eq(list_ids(&l, ids, 8), 4);
     dsq_list_remove(&l, &it[0].llink); /* the head */
