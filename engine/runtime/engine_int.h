@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 
+#include "common/threads.h"
 #include "engine/engine.h"
 
 /* Operations the engine sends itself (never from callers). */
@@ -76,8 +77,7 @@ typedef struct dsq_syncer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     dsq_queue gates;             /* gates with replies or records waiting (dsq_gate.link) */
-    pthread_t *threads;
-    unsigned n;
+    dsq_threads threads;
     bool stopping;
 } dsq_syncer;
 
@@ -214,8 +214,7 @@ typedef struct pool {
     unsigned unsignaled;            /* queued by the loop since the last kick */
     bool live;                      /* started and not stopped (loop thread) */
     bool stopping;
-    pthread_t *threads;
-    unsigned n;
+    dsq_threads threads;
 } pool;
 
 struct dsq_jnl;

@@ -264,19 +264,11 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads ? e->cfg.sync_threads : 1;
-    s->threads = n ? calloc(n, sizeof *s->threads) : NULL;
-    if (n && s->threads == NULL) {
-        snprintf(err, errlen, "out of memory");
+    int rv = dsq_threads_start(&s->threads, n, syncer_main, e);
+    if (rv != 0) {
+        snprintf(err, errlen, rv == ENOMEM ? "out of memory" : "cannot start a syncer thread");
+        dsq__syncer_stop(e); /* the ones started */
         return -1;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        if (pthread_create(&s->threads[i], NULL, syncer_main, e) != 0) {
-            snprintf(err, errlen, "cannot start a syncer thread");
-            s->n = i;
-            dsq__syncer_stop(e);
-            return -1;
-        }
-        s->n = i + 1;
     }
     return 0;
 }
@@ -288,11 +280,7 @@ void dsq__syncer_stop(dsq_engine *e)
     s->stopping = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    for (unsigned i = 0; i < s->n; i++)
-        pthread_join(s->threads[i], NULL);
-    free(s->threads);
-    s->threads = NULL;
-    s->n = 0;
+    dsq_threads_join(&s->threads);
 }
 
 /* ---- an actor's gate --------------------------------------------------------------------- */

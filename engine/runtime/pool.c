@@ -67,19 +67,14 @@ int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->live = true;
-    p->threads = calloc(n, sizeof *p->threads);
-    if (p->threads == NULL) {
-        snprintf(err, errlen, "out of memory");
+    int rv = dsq_threads_start(&p->threads, n, worker_main, e);
+    if (rv != 0) {
+        if (rv == ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        else
+            snprintf(err, errlen, "cannot start worker %u: %s", p->threads.n, strerror(rv));
+        dsq__pool_stop(e); /* the ones started */
         return -1;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        int rv = pthread_create(&p->threads[i], NULL, worker_main, e);
-        if (rv != 0) {
-            snprintf(err, errlen, "cannot start worker %u: %s", i, strerror(rv));
-            dsq__pool_stop(e);
-            return -1;
-        }
-        p->n++;
     }
     return 0;
 }
@@ -92,11 +87,7 @@ void dsq__pool_stop(dsq_engine *e)
     p->stopping = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->n; i++)
-        pthread_join(p->threads[i], NULL);
-    free(p->threads);
-    p->threads = NULL;
-    p->n = 0;
+    dsq_threads_join(&p->threads);
     p->live = false;
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);

@@ -22,6 +22,7 @@
 #include "common/base64.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/threads.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/pagestore.h"
@@ -59,8 +60,7 @@ typedef struct job {
 struct dsq_tier {
     dsq_tier_cfg cfg;
     char *data_dir;
-    pthread_t threads[TIER_THREADS_MAX];
-    unsigned nthreads;
+    dsq_threads threads;    /* the upload threads (at most TIER_THREADS_MAX) */
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* jobs came, or one finished (drain) */
     dsq_queue jobs;         /* mu: waiting, in the order they run (job.link) */
@@ -795,7 +795,7 @@ static void insert_drop(dsq_tier *t, job *j)
 
 static bool active(const dsq_tier *t, const char *db)
 {
-    for (unsigned i = 0; i < t->nthreads; i++)
+    for (unsigned i = 0; i < t->threads.n; i++)
         if (strcmp(t->active[i], db) == 0)
             return true;
     return false;
@@ -855,7 +855,7 @@ static void *tier_main(void *arg)
         }
         unsigned mine = 0;
         while (t->active[mine][0] != '\0')
-            mine++; /* a free one: at most nthreads jobs are taken */
+            mine++; /* a free one: at most threads.n jobs are taken */
         dsq_strlcpy(t->active[mine], j->db, sizeof t->active[mine]);
         t->busy++;
         pthread_mutex_unlock(&t->mu);
@@ -1572,15 +1572,12 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
     /* Several at once: with many small databases the time is the store's
      * round trips. */
     pthread_mutex_init(&rj.mu, NULL);
-    pthread_t th[RESTORE_THREADS];
-    size_t nth = 0;
-    for (; nth < RESTORE_THREADS && nth < rj.n; nth++)
-        if (pthread_create(&th[nth], NULL, restore_main, &rj) != 0)
-            break;
-    if (nth == 0 && rj.n > 0)
+    dsq_threads th = {0};
+    /* Fewer threads are fine; with none, the work is done here. */
+    (void)dsq_threads_start(&th, rj.n < RESTORE_THREADS ? (unsigned)rj.n : RESTORE_THREADS, restore_main, &rj);
+    if (th.n == 0 && rj.n > 0)
         restore_main(&rj);
-    for (size_t i = 0; i < nth; i++)
-        pthread_join(th[i], NULL);
+    dsq_threads_join(&th);
     pthread_mutex_destroy(&rj.mu);
     for (size_t i = 0; i < rj.n; i++)
         json_decref(rj.ms[i]);
@@ -1890,13 +1887,10 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
             DSQ_INFO("drops_pending", "databases=%zu reason=%s", n,
                      dsq_log_q("dropped before; their objects are deleted from the object store"));
     }
-    for (unsigned i = 0; i < t->cfg.threads; i++) {
-        if (pthread_create(&t->threads[i], NULL, tier_main, t) != 0) {
-            snprintf(err, errlen, "cannot start the upload threads");
-            dsq_tier_stop(t);
-            return NULL;
-        }
-        t->nthreads = i + 1;
+    if (dsq_threads_start(&t->threads, t->cfg.threads, tier_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the upload threads");
+        dsq_tier_stop(t);
+        return NULL;
     }
     return t;
 }
@@ -1931,8 +1925,7 @@ void dsq_tier_stop(dsq_tier *t)
     t->stopping = true;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    for (unsigned i = 0; i < t->nthreads; i++)
-        pthread_join(t->threads[i], NULL);
+    dsq_threads_join(&t->threads);
     if (t->catchup_running)
         pthread_join(t->catchup, NULL);
     dsq_qnode *n;
