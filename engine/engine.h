@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "common/list.h"
 #include "engine/counters.h"
 
 /* ---- values ------------------------------------------------------------------ */
@@ -234,7 +235,7 @@ struct dsq_call {
 
     /* ---- private to the engine ---- */
     struct dsq_actor *actor;
-    dsq_call *next;
+    dsq_qnode link;          /* in the actor's mailbox, at its gate, or done */
     uint64_t seq;            /* its place in the actor's arrival order */
     atomic_bool cancelled;   /* dsq_engine_cancel: its statement stops, or it never starts */
     bool wait_writer;        /* it writes, and another client's transaction is open: it

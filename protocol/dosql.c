@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/list.h"
 #include "common/util.h"
 #include "protocol/cdcsub.h"
 #include "protocol/docs.h"
@@ -31,7 +32,7 @@ struct dsq_dosql_session {
     int refs;
     bool closed;           /* the transport is gone */
     bool may_hold;         /* it asked for a transaction or a stream: its end tells the engine */
-    struct dsq_dosql_op *parked; /* streams waiting for room, oldest first */
+    dsq_queue parked;      /* streams waiting for room, oldest first (dsq_dosql_op.park_link) */
     dsq_budget *budget;    /* dsq_dosql_call's results are charged here, or NULL */
     struct csub *subs;     /* CDC subscriptions */
     struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
@@ -59,7 +60,7 @@ struct dsq_dosql_op {
     atomic_bool cancelled; /* asked the engine to stop (the loop sets it while a worker may
                               be encoding a chunk: enc_chunk reads it) */
     bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
-    op *park_next;
+    dsq_qnode park_link;   /* on the session's parked streams */
     op *in_prev, *in_next; /* the session's inflight list */
     bool in_list;
 };
@@ -571,11 +572,7 @@ static void stream_done(op *o)
         if (s->t.can_send == NULL || s->t.can_send(s->t.ud)) {
             stream_more(o, false);
         } else { /* wait for room: dsq_dosql_writable() */
-            op **pp = &s->parked;
-            while (*pp)
-                pp = &(*pp)->park_next;
-            o->park_next = NULL;
-            *pp = o;
+            dsq_queue_push(&s->parked, &o->park_link);
         }
         return;
     }
@@ -1324,11 +1321,8 @@ void dsq_dosql_writable(dsq_dosql_session *s)
         if (c->pending == NULL)
             dsq_cdcsub_writable(c->sub);
     }
-    while (s->parked != NULL && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud))) {
-        op *o = s->parked;
-        s->parked = o->park_next;
-        stream_more(o, false);
-    }
+    while (!dsq_queue_empty(&s->parked) && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud)))
+        stream_more(dsq_container_of(dsq_queue_pop(&s->parked), op, park_link), false);
 }
 
 void dsq_dosql_session_close(dsq_dosql_session *s)
@@ -1346,11 +1340,9 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
     /* Nobody waits for their outcome: what they run stops. */
     for (op *o = s->inflight; o != NULL; o = o->in_next)
         op_cancel(o);
-    while (s->parked != NULL) {
-        op *o = s->parked;
-        s->parked = o->park_next;
-        stream_more(o, true);
-    }
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&s->parked)) != NULL)
+        stream_more(dsq_container_of(n, op, park_link), true);
     /* (It looks at every database: only for a session that may hold one;
      * every Cap'n Web HTTP batch is a session.) */
     if (s->may_hold)

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "protocol/jsonrpc.h"
@@ -46,7 +47,7 @@ struct dsq_conn {
     dsq_tls *tls;               /* owned; NULL on a plain listener */
     int mode;                   /* MODE_HTTP or MODE_WS */
     dsq_http_parser parser;     /* HTTP input */
-    dsq_http_req *head, *tail;  /* owned; requests in arrival order */
+    dsq_queue pipeline;         /* owned; requests in arrival order (dsq_http_req.link) */
     size_t npipe;               /* requests in that list */
     dsq_http_req *upgrade;      /* owned; upgrade waiting for the parser to stop */
     dsq_ws *ws;                 /* owned; the WebSocket session */
@@ -78,7 +79,8 @@ struct dsq_conn {
     unsigned dl_head_of;        /* nrequests when dl_head was set: the head it is for */
     unsigned dl_body_of;        /* nrequests when dl_body was set: the body it is for */
     uint64_t last_rx;           /* uv_now() of the last bytes read */
-    dsq_waiter *waiters;        /* waiting for room (see dsq__conn_wait_room) */
+    dsq_queue waiters;          /* waiting for room, oldest first (dsq_waiter.link;
+                                   see dsq__conn_wait_room) */
     dsq_conn *prev, *next;      /* srv->conns */
     dsq_conn *dirty_next;       /* srv->dirty */
     int handles;                /* open uv handles; freed at 0 */
@@ -114,23 +116,25 @@ static uint64_t now_ms(const dsq_conn *c) { return uv_now(&c->srv->loop); }
 
 dsq_server *dsq__conn_server(const dsq_conn *c) { return c->srv; }
 
+/* The request whose response goes out next, or NULL. */
+static dsq_http_req *pipeline_head(const dsq_conn *c)
+{
+    return dsq_container_of(dsq_queue_first(&c->pipeline), dsq_http_req, link);
+}
+
 /* ---- life ----------------------------------------------------------------- */
 
 static void free_pipeline(dsq_conn *c)
 {
-    while (c->waiters) {
-        dsq_waiter *w = c->waiters;
-        c->waiters = w->next;
-        w->queued = false;
-    }
-    while (c->head) {
-        dsq_http_req *r = c->head;
-        c->head = r->next;
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&c->waiters)) != NULL)
+        dsq_container_of(n, dsq_waiter, link)->queued = false;
+    while ((n = dsq_queue_pop(&c->pipeline)) != NULL) {
+        dsq_http_req *r = dsq_container_of(n, dsq_http_req, link);
         if (!r->answered && r->abandon)
             r->abandon(r->abandon_arg);
         dsq_http_req_free(r);
     }
-    c->tail = NULL;
     c->npipe = 0;
 }
 
@@ -521,15 +525,14 @@ static void conn_flush(dsq_conn *c)
         return;
     }
     /* Wake those waiting for room, oldest first, while it lasts. */
-    for (int n = 0; n < 64 && c->waiters && dsq__conn_room(c); n++) {
-        dsq_waiter *w = c->waiters;
-        c->waiters = w->next;
+    for (int n = 0; n < 64 && !dsq_queue_empty(&c->waiters) && dsq__conn_room(c); n++) {
+        dsq_waiter *w = dsq_container_of(dsq_queue_pop(&c->waiters), dsq_waiter, link);
         w->queued = false;
         w->fn(w->arg);
         if (c->closing)
             return;
     }
-    if (c->waiters && dsq__conn_room(c))
+    if (!dsq_queue_empty(&c->waiters) && dsq__conn_room(c))
         mark_dirty(c); /* more next round */
     sync_reading(c);
     http_deadlines(c);
@@ -546,11 +549,7 @@ void dsq__conn_wait_room(dsq_conn *c, dsq_waiter *w)
     if (w->queued || c->closing)
         return;
     w->queued = true;
-    w->next = NULL;
-    dsq_waiter **pp = &c->waiters;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = w;
+    dsq_queue_push(&c->waiters, &w->link);
     mark_dirty(c);
 }
 
@@ -767,12 +766,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void enqueue(dsq_conn *c, dsq_http_req *req)
 {
     req->owner = c;
-    req->next = NULL;
-    if (c->tail)
-        c->tail->next = req;
-    else
-        c->head = req;
-    c->tail = req;
+    dsq_queue_push(&c->pipeline, &req->link);
     c->npipe++;
 }
 
@@ -959,11 +953,9 @@ static void http_input(dsq_conn *c, const char *p, size_t n)
 /* Move answered requests at the head of the pipeline to the output. */
 static void pipeline_advance(dsq_conn *c)
 {
-    while (c->head && c->head->answered) {
-        dsq_http_req *r = c->head;
-        c->head = r->next;
-        if (c->head == NULL)
-            c->tail = NULL;
+    dsq_http_req *r;
+    while ((r = pipeline_head(c)) != NULL && r->answered) {
+        dsq_queue_pop(&c->pipeline);
         c->npipe--;
         if (r->out.len)
             dsq_buf_append(&c->out, r->out.data, r->out.len);
@@ -975,9 +967,9 @@ static void pipeline_advance(dsq_conn *c)
         }
     }
     /* A streaming response that is now at the head writes straight out. */
-    if (c->head && c->head->streaming && c->head->out.len) {
-        dsq_buf_append(&c->out, c->head->out.data, c->head->out.len);
-        dsq_buf_reset(&c->head->out);
+    if ((r = pipeline_head(c)) != NULL && r->streaming && r->out.len) {
+        dsq_buf_append(&c->out, r->out.data, r->out.len);
+        dsq_buf_reset(&r->out);
     }
     mark_dirty(c);
 }
@@ -1008,7 +1000,7 @@ static void respond(dsq_http_req *req, int status, const char *ctype, const void
     bool close = !req->keep_alive || c->draining || c->srv->draining;
     req->close_after = close;
     /* The head of the pipeline writes straight to the output. */
-    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf *o = pipeline_head(c) == req ? &c->out : &req->out;
     dsq_http_format_head(o, status, ctype, (int64_t)(len + nl), !close, extra);
     if (req->method != HTTP_HEAD && len + nl > 0) {
         dsq_buf_reserve(o, len + nl);
@@ -1022,7 +1014,7 @@ static void respond(dsq_http_req *req, int status, const char *ctype, const void
     DSQ_DEBUG("request", "peer=%s method=%s path=%s status=%d us=%llu", c->peer,
               llhttp_method_name((llhttp_method_t)req->method),
               dsq_log_q(req->path ? req->path : "-"), status, (unsigned long long)(ns / 1000));
-    if (c->head == req)
+    if (pipeline_head(c) == req)
         pipeline_advance(c);
 }
 
@@ -1035,7 +1027,7 @@ void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype)
     req->close_after = close;
     req->streaming = true;
     req->status = status;
-    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf *o = pipeline_head(c) == req ? &c->out : &req->out;
     dsq_http_format_head(o, status, ctype, -1, !close, NULL);
     mark_dirty(c);
 }
@@ -1045,7 +1037,7 @@ void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n)
     dsq_conn *c = req->owner;
     if (!req->streaming || n == 0)
         return;
-    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf *o = pipeline_head(c) == req ? &c->out : &req->out;
     dsq_buf_printf(o, "%zx\r\n", n);
     dsq_buf_append(o, p, n);
     dsq_buf_append(o, "\r\n", 2);
@@ -1057,20 +1049,20 @@ void dsq__respond_end(dsq_http_req *req)
     dsq_conn *c = req->owner;
     if (!req->streaming)
         return;
-    dsq_buf *o = c->head == req ? &c->out : &req->out;
+    dsq_buf *o = pipeline_head(c) == req ? &c->out : &req->out;
     dsq_buf_puts(o, "0\r\n\r\n");
     req->streaming = false;
     req->answered = true;
     uint64_t ns = dsq_now_ns() - req->start_ns;
     dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, req->status, ns);
-    if (c->head == req)
+    if (pipeline_head(c) == req)
         pipeline_advance(c);
 }
 
 bool dsq__respond_at_head(const dsq_http_req *req)
 {
     const dsq_conn *c = req->owner;
-    return c->head == req;
+    return pipeline_head(c) == req;
 }
 
 dsq_conn *dsq__req_conn(const dsq_http_req *req) { return req->owner; }
@@ -1215,7 +1207,7 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
                    accept, ext[0] ? "Sec-WebSocket-Extensions: " : "", ext, ext[0] ? "\r\n" : "");
     dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, 101,
                         dsq_now_ns() - req->start_ns);
-    c->head = c->tail = NULL;
+    dsq_queue_pop(&c->pipeline); /* req, the only one (npipe is 1) */
     c->npipe = 0;
     c->mode = MODE_WS;
     c->srv->metrics.ws_open++;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/list.h"
 #include "common/util.h"
 #include "protocol/capnweb.h"
 #include "protocol/docs.h"
@@ -275,46 +276,31 @@ static void handle_query(dsq_server *srv, dsq_http_req *req)
  * connection reads nothing more meanwhile, so what waits is at most what
  * one read brought. Once the output drains they start. */
 typedef struct held_msg {
-    struct held_msg *next;
+    dsq_qnode link;        /* on its connection's queue of held messages */
     size_t len;
     char text[];
 } held_msg;
 
-typedef struct msg_queue {
-    held_msg *head, *tail; /* owned */
-} msg_queue;
-
 /* Keep a copy of a message at the end of q, and stop reading. 0, or -1
  * (out of memory: the connection is closed). */
-static int mq_hold(msg_queue *q, dsq_conn *c, const uint8_t *p, size_t n)
+static int mq_hold(dsq_queue *q, dsq_conn *c, const uint8_t *p, size_t n)
 {
     held_msg *m = malloc(sizeof *m + n);
     if (m == NULL) {
         dsq__ws_close(c, 1011, "out of memory");
         return -1;
     }
-    m->next = NULL;
     m->len = n;
     memcpy(m->text, p, n);
-    if (q->tail)
-        q->tail->next = m;
-    else
-        q->head = m;
-    q->tail = m;
+    dsq_queue_push(q, &m->link);
     dsq__conn_hold_input(c, true);
     return 0;
 }
 
 /* The first message waiting (the caller frees it), or NULL. */
-static held_msg *mq_take(msg_queue *q)
-{
-    held_msg *m = q->head;
-    if (m != NULL && (q->head = m->next) == NULL)
-        q->tail = NULL;
-    return m;
-}
+static held_msg *mq_take(dsq_queue *q) { return dsq_container_of(dsq_queue_pop(q), held_msg, link); }
 
-static void mq_free(msg_queue *q)
+static void mq_free(dsq_queue *q)
 {
     held_msg *m;
     while ((m = mq_take(q)) != NULL)
@@ -337,7 +323,7 @@ typedef struct ws_tx {
     char db[129];          /* the bound database, or "" */
     unsigned db_scope;     /* scopes on it, found at the upgrade */
     size_t inflight;       /* messages started and not answered */
-    msg_queue held;        /* messages waiting to start */
+    dsq_queue held;        /* messages waiting to start (owned held_msg) */
     bool pumping;          /* inside ws_pump */
 } ws_tx;
 
@@ -394,14 +380,14 @@ static void ws_pump(ws_tx *tx)
     if (tx->pumping)
         return; /* the outer call goes on */
     tx->pumping = true;
-    while (tx->held.head != NULL && ws_may_start(tx)) {
+    while (!dsq_queue_empty(&tx->held) && ws_may_start(tx)) {
         held_msg *m = mq_take(&tx->held);
         tx->inflight++;
         dsq_dosql_handle(tx->s, m->text, m->len);
         free(m);
     }
     tx->pumping = false;
-    if (tx->held.head == NULL)
+    if (dsq_queue_empty(&tx->held))
         dsq__conn_hold_input(tx->c, false);
     else if (!dsq__conn_room(tx->c))
         dsq__conn_wait_room(tx->c, &tx->room);
@@ -464,7 +450,7 @@ static void ws_rpc_message(void *state, dsq_conn *c, bool binary, const uint8_t 
         dsq__ws_send(c, false, err, sizeof err - 1);
         return;
     }
-    if (tx->held.head == NULL && ws_may_start(tx)) {
+    if (dsq_queue_empty(&tx->held) && ws_may_start(tx)) {
         tx->inflight++;
         dsq_dosql_handle(tx->s, (const char *)p, n);
         return;
@@ -615,7 +601,7 @@ typedef struct cw_ws {
     dsq_server *srv;
     dsq_conn *c;
     dsq_cw_session *s;
-    msg_queue held;        /* messages waiting for room */
+    dsq_queue held;        /* messages waiting for room (owned held_msg) */
     dsq_waiter room;       /* waiting for the connection to drain */
     bool pumping;          /* inside cw_ws_pump */
     char *token;           /* owned */
@@ -655,13 +641,13 @@ static void cw_ws_pump(void *arg)
         return;
     w->pumping = true;
     dsq_cw_writable(w->s); /* pushes that waited for room first */
-    while (w->held.head != NULL && dsq__conn_room(w->c)) {
+    while (!dsq_queue_empty(&w->held) && dsq__conn_room(w->c)) {
         held_msg *m = mq_take(&w->held);
         dsq_cw_receive(w->s, m->text, m->len);
         free(m);
     }
     w->pumping = false;
-    if (w->held.head == NULL)
+    if (dsq_queue_empty(&w->held))
         dsq__conn_hold_input(w->c, false);
     else
         dsq__conn_wait_room(w->c, &w->room);
@@ -724,7 +710,7 @@ static void cw_ws_message(void *state, dsq_conn *c, bool binary, const uint8_t *
         dsq__ws_close(c, 1003, "Cap'n Web messages are text frames");
         return;
     }
-    if (w->held.head == NULL && dsq__conn_room(c)) {
+    if (dsq_queue_empty(&w->held) && dsq__conn_room(c)) {
         dsq_cw_receive(w->s, (const char *)p, n);
         return;
     }

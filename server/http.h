@@ -15,6 +15,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "common/list.h"
 
 typedef struct dsq_http_header {
     const char *name;  /* NUL-terminated, as sent */
@@ -44,7 +45,7 @@ struct dsq_http_req {
     dsq_buf raw;              /* owned storage for target and header bytes */
 
     /* Owned by whoever holds the request after on_request (conn.c). */
-    dsq_http_req *next;       /* pipeline order */
+    dsq_qnode link;           /* on its connection's pipeline */
     void *owner;              /* the connection */
     uint64_t start_ns;        /* when its first byte arrived */
     int route;                /* router's route id */

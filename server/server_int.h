@@ -119,7 +119,7 @@ bool dsq__conn_room(const dsq_conn *c);
 typedef struct dsq_waiter {
     void (*fn)(void *arg);
     void *arg;
-    struct dsq_waiter *next;
+    dsq_qnode link;          /* on the connection's waiters while queued */
     bool queued;
 } dsq_waiter;
 /* Call w->fn once, from the flush, when dsq__conn_room() holds. A waiter

@@ -84,15 +84,16 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
     return true;
 }
 
-/* The first message that may run now (and the one before it), or NULL.
- * Caller holds mu. */
-static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
+/* The first message that may run now (and the link of the one before
+ * it, NULL if it is the first), or NULL. Caller holds mu. */
+static dsq_call *first_runnable(const dsq_actor *a, dsq_qnode **prevp)
 {
     uint64_t waiting[8]; /* connections with a message that waits */
     size_t nwaiting = 0;
     bool many = false;   /* more than that: look through the messages before */
-    dsq_call *prev = NULL;
-    for (dsq_call *c = a->mail_head; c; prev = c, c = c->next) {
+    dsq_qnode *prev = NULL;
+    for (dsq_qnode *n = dsq_queue_first(&a->mail); n; prev = n, n = n->next) {
+        dsq_call *c = dsq_container_of(n, dsq_call, link);
         bool ok = belongs_to_hold(a, c);
         /* (A stream's continuation is no new request: it goes on with one
          * that already ran, ahead of what its connection sent since.) */
@@ -101,8 +102,8 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
             for (size_t i = 0; ok && i < nwaiting; i++)
                 ok = waiting[i] != c->session;
             /* Every message before c waits (else it would be the one). */
-            for (const dsq_call *m = a->mail_head; ok && many && m != c; m = m->next)
-                ok = m->session != c->session;
+            for (const dsq_qnode *m = dsq_queue_first(&a->mail); ok && many && m != n; m = m->next)
+                ok = dsq_container_of(m, dsq_call, link)->session != c->session;
         }
         if (ok) {
             if (prevp)
@@ -120,16 +121,10 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_call **prevp)
 /* Unlink and return the first message that may run now. Caller holds mu. */
 static dsq_call *take_runnable(dsq_actor *a)
 {
-    dsq_call *prev = NULL;
+    dsq_qnode *prev = NULL;
     dsq_call *c = first_runnable(a, &prev);
     if (c != NULL) {
-        if (prev)
-            prev->next = c->next;
-        else
-            a->mail_head = c->next;
-        if (a->mail_tail == c)
-            a->mail_tail = prev;
-        c->next = NULL;
+        dsq_queue_remove_after(&a->mail, prev);
         a->nmail--;
     }
     return c;
@@ -170,19 +165,10 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
     for (size_t i = 0; c->stream_id != 0 && op_of(c) == DSQ_OP_STREAM && i < a->nsstreams; i++)
         if (a->sstreams[i].id == c->stream_id)
             a->sstreams[i].deadline_ms = now + e->cfg.txn_timeout_ms;
-    c->next = NULL;
-    if (front) {
-        c->next = a->mail_head;
-        a->mail_head = c;
-        if (a->mail_tail == NULL)
-            a->mail_tail = c;
-    } else {
-        if (a->mail_tail)
-            a->mail_tail->next = c;
-        else
-            a->mail_head = c;
-        a->mail_tail = c;
-    }
+    if (front)
+        dsq_queue_insert_after(&a->mail, NULL, &c->link);
+    else
+        dsq_queue_push(&a->mail, &c->link);
     a->nmail++;
     atomic_fetch_add(&e->queued, 1);
     bool push = a->sched == ACTOR_IDLE && belongs_to_hold(a, c);
@@ -199,20 +185,16 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
 void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     pthread_mutex_lock(&a->mu);
-    dsq_call *prev = NULL, *at = a->mail_head;
-    while (at != NULL && at->seq < c->seq) {
+    /* Back in its place by arrival: after every message that came before it. */
+    dsq_qnode *prev = NULL;
+    for (dsq_qnode *at = dsq_queue_first(&a->mail); at != NULL; at = at->next) {
+        if (dsq_container_of(at, dsq_call, link)->seq >= c->seq)
+            break;
         prev = at;
-        at = at->next;
     }
     if (c->wait_since_ms == 0)
         c->wait_since_ms = dsq_now_ms();
-    c->next = at;
-    if (prev)
-        prev->next = c;
-    else
-        a->mail_head = c;
-    if (at == NULL)
-        a->mail_tail = c;
+    dsq_queue_insert_after(&a->mail, prev, &c->link);
     a->nmail++;
     atomic_fetch_add(&e->queued, 1);
     pthread_mutex_unlock(&a->mu);
@@ -224,7 +206,8 @@ void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
     uint64_t limit = e->cfg.write_wait_ms;
     pthread_mutex_lock(&a->mu);
     bool any = false;
-    for (dsq_call *m = a->mail_head; m; m = m->next) {
+    dsq_call *m;
+    dsq_queue_foreach(m, &a->mail, link) {
         /* Writes sent back to wait, and what waits for the transaction
          * from the start: another beginTransaction, a drop. (now was read
          * before: a call may have begun to wait since.) */
@@ -248,8 +231,8 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     pthread_mutex_lock(&a->mu);
     bool waiting = false;
-    for (dsq_call *m = a->mail_head; m && !waiting; m = m->next)
-        waiting = m == c;
+    for (const dsq_qnode *m = dsq_queue_first(&a->mail); m && !waiting; m = m->next)
+        waiting = m == &c->link;
     bool push = waiting && a->sched == ACTOR_IDLE;
     if (push)
         a->sched = ACTOR_QUEUED;
@@ -270,10 +253,7 @@ void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c)
 {
     pthread_mutex_lock(&a->mu);
     a->cold_wait = false;
-    c->next = a->mail_head;
-    a->mail_head = c;
-    if (a->mail_tail == NULL)
-        a->mail_tail = c;
+    dsq_queue_insert_after(&a->mail, NULL, &c->link);
     a->nmail++;
     atomic_fetch_add(&e->queued, 1);
     bool push = a->sched == ACTOR_IDLE;
@@ -312,12 +292,7 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a)
 void dsq__complete(dsq_engine *e, dsq_call *c)
 {
     pthread_mutex_lock(&e->cmu);
-    c->next = NULL;
-    if (e->ctail)
-        e->ctail->next = c;
-    else
-        e->chead = c;
-    e->ctail = c;
+    dsq_queue_push(&e->done, &c->link);
     pthread_cond_broadcast(&e->ccv);
     pthread_mutex_unlock(&e->cmu);
     if (e->cfg.wake)

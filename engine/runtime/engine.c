@@ -111,30 +111,6 @@ static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
 
 /* ---- the LRU and hibernation ---------------------------------------------------------- */
 
-static void lru_remove(dsq_engine *e, dsq_actor *a)
-{
-    if (a->lru_prev)
-        a->lru_prev->lru_next = a->lru_next;
-    else
-        e->lru_head = a->lru_next;
-    if (a->lru_next)
-        a->lru_next->lru_prev = a->lru_prev;
-    else
-        e->lru_tail = a->lru_prev;
-    a->lru_prev = a->lru_next = NULL;
-}
-
-static void lru_push_back(dsq_engine *e, dsq_actor *a)
-{
-    a->lru_next = NULL;
-    a->lru_prev = e->lru_tail;
-    if (e->lru_tail)
-        e->lru_tail->lru_next = a;
-    else
-        e->lru_head = a;
-    e->lru_tail = a;
-}
-
 static bool held(dsq_actor *a)
 {
     pthread_mutex_lock(&a->mu);
@@ -171,7 +147,7 @@ static void hibernate(dsq_engine *e, dsq_actor *a)
     if (post_internal(e, a, DSQ__OP_HIBERNATE, NULL, 0, 0) != 0)
         return;
     a->open_intent = false;
-    lru_remove(e, a);
+    dsq_list_remove(&e->lru, &a->lru);
     atomic_fetch_sub(&e->nopen, 1);
 }
 
@@ -180,12 +156,12 @@ static void hibernate(dsq_engine *e, dsq_actor *a)
  * free the limit is exceeded for now and the tick tries again. */
 static void evict(dsq_engine *e, dsq_actor *keep)
 {
-    dsq_actor *a = e->lru_head;
-    while (atomic_load(&e->nopen) > e->cfg.max_open_actors && a) {
-        dsq_actor *next = a->lru_next;
+    dsq_actor *a, *next;
+    dsq_list_foreach_safe(a, next, &e->lru, lru) {
+        if (atomic_load(&e->nopen) <= e->cfg.max_open_actors)
+            break;
         if (a != keep && a->inflight == 0 && !held(a))
             hibernate(e, a);
-        a = next;
     }
 }
 
@@ -204,12 +180,12 @@ static int submit_to(dsq_engine *e, dsq_actor *a, dsq_call *c)
     dsq_strlcpy(c->db, a->name, sizeof c->db);
     if (!a->open_intent && strcmp(a->name, SYSTEM_ACTOR) != 0) {
         a->open_intent = true;
-        lru_push_back(e, a);
+        dsq_list_push(&e->lru, &a->lru);
         atomic_fetch_add(&e->nopen, 1);
         evict(e, a);
     } else if (a->open_intent) {
-        lru_remove(e, a);
-        lru_push_back(e, a);
+        dsq_list_remove(&e->lru, &a->lru);
+        dsq_list_push(&e->lru, &a->lru);
     }
     a->last_used_ms = dsq_now_ms();
     if (dsq__actor_post(e, a, c, false) != 0) {
@@ -328,13 +304,11 @@ void dsq_engine_poll_calls(dsq_engine *e)
 {
     dsq__pool_kick(e);
     pthread_mutex_lock(&e->cmu);
-    dsq_call *list = e->chead;
-    e->chead = e->ctail = NULL;
+    dsq_queue list = dsq_queue_take(&e->done);
     pthread_mutex_unlock(&e->cmu);
-    while (list) {
-        dsq_call *c = list;
-        list = c->next;
-        c->next = NULL;
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&list)) != NULL) {
+        dsq_call *c = dsq_container_of(n, dsq_call, link);
         dsq_actor *a = c->actor;
         bool last = !(c->op == DSQ_OP_STREAM && c->more);
         if (last) {
@@ -351,7 +325,7 @@ void dsq_engine_poll_calls(dsq_engine *e)
         if (c->op == DSQ_OP_DROP && c->err == 0 && a->inflight == 0 && a->open_intent) {
             /* Dropped and nothing queued behind: no longer open. */
             a->open_intent = false;
-            lru_remove(e, a);
+            dsq_list_remove(&e->lru, &a->lru);
             atomic_fetch_sub(&e->nopen, 1);
         }
         withhold_paths(e, c);
@@ -371,9 +345,8 @@ void dsq_engine_poll_calls(dsq_engine *e)
 void dsq_engine_tick(dsq_engine *e)
 {
     uint64_t now = dsq_now_ms();
-    dsq_actor *next;
-    for (dsq_actor *a = e->lru_head; a; a = next) {
-        next = a->lru_next;
+    dsq_actor *a, *next;
+    dsq_list_foreach_safe(a, next, &e->lru, lru) {
         pthread_mutex_lock(&a->mu);
         bool txn_late = a->txn[0] != '\0' && now >= a->txn_deadline_ms;
         bool stream_late = a->stream_id != 0 && now >= a->stream_deadline_ms;
@@ -448,7 +421,8 @@ void dsq_engine_session_closed(dsq_engine *e, uint64_t session)
 {
     if (session == 0)
         return;
-    for (dsq_actor *a = e->lru_head; a; a = a->lru_next) {
+    dsq_actor *a, *next;
+    dsq_list_foreach_safe(a, next, &e->lru, lru) {
         pthread_mutex_lock(&a->mu);
         bool txn = a->txn[0] != '\0' && a->txn_session == session;
         bool stream = a->stream_id != 0 && a->stream_session == session;
@@ -707,7 +681,7 @@ static void wait_idle(dsq_engine *e)
     dsq__pool_kick(e);
     while (e->inflight > 0) {
         pthread_mutex_lock(&e->cmu);
-        while (e->chead == NULL)
+        while (dsq_queue_empty(&e->done))
             pthread_cond_wait(&e->ccv, &e->cmu);
         pthread_mutex_unlock(&e->cmu);
         dsq_engine_poll(e);

@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 
+#include "common/threads.h"
 #include "engine/engine.h"
 #include "engine/tier/evict.h"
 #include "engine/tier/tier.h"
@@ -58,7 +59,7 @@ typedef struct dsq_feed dsq_feed; /* feed.c: a database's recent commits, for CD
 typedef struct dsq_gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* busy went false */
-    dsq_call *head, *tail;       /* parked replies, in order */
+    dsq_queue parked;            /* replies waiting (dsq_call.link), in order */
     struct dsq_wal *wal;
     uint64_t durable;            /* the log's durable LSN, as last synced */
     uint64_t released;           /* replies up to this LSN may leave: durable, or with
@@ -71,16 +72,15 @@ typedef struct dsq_gate {
     bool failed;                 /* an fsync failed: the actor restarts */
     char why[300];
     int why_errno;               /* the failure's errno (ENOSPC: the disk is full) */
-    struct dsq_gate *next;       /* syncer list link (under syncer.mu) */
+    dsq_qnode link;              /* on the syncer's list (under syncer.mu) */
     _Atomic(dsq_feed *) *feedp;  /* the actor's feed, told how far the log is durable */
 } dsq_gate;
 
 typedef struct dsq_syncer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    dsq_gate *head, *tail;       /* gates with replies or records waiting */
-    pthread_t *threads;
-    unsigned n;
+    dsq_queue gates;             /* gates with replies or records waiting (dsq_gate.link) */
+    dsq_threads threads;
     bool stopping;
 } dsq_syncer;
 
@@ -165,8 +165,7 @@ typedef struct snap_stream {
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
     struct dsq_actor *hnext;        /* hash chain */
-    struct dsq_actor *lru_prev;     /* open actors, least recently used first */
-    struct dsq_actor *lru_next;
+    dsq_lnode lru;                  /* on the engine's LRU of open actors */
     uint64_t last_used_ms;
     uint32_t inflight;              /* submitted calls not yet done */
     bool open_intent;               /* counted as open (in the LRU) */
@@ -174,10 +173,10 @@ typedef struct dsq_actor {
 
     /* ---- under mu ---- */
     pthread_mutex_t mu;
-    dsq_call *mail_head, *mail_tail;
+    dsq_queue mail;                 /* the mailbox (dsq_call.link), in arrival order */
     size_t nmail;
     int sched;                      /* ACTOR_* */
-    struct dsq_actor *run_next;     /* pool run queue link (under pool.mu) */
+    dsq_qnode run_link;             /* on the pool's run queue (under pool.mu) */
     char txn[33];                   /* the open transaction, or "" */
     uint64_t txn_session;           /* its owner connection (0: none) */
     uint64_t txn_timeout_ms;
@@ -214,12 +213,11 @@ _Static_assert(sizeof(dsq_actor) <= 400, "dsq_actor grew past 400 bytes");
 typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    dsq_actor *head, *tail;         /* actors with runnable mail */
+    dsq_queue run;                  /* actors with runnable mail (dsq_actor.run_link) */
     unsigned unsignaled;            /* queued by the loop since the last kick */
     bool live;                      /* started and not stopped (loop thread) */
     bool stopping;
-    pthread_t *threads;
-    unsigned n;
+    dsq_threads threads;
 } pool;
 
 struct dsq_jnl;
@@ -237,7 +235,7 @@ struct dsq_engine {
     size_t nbuckets;
     size_t nentries;                /* actors in the hash, the system one too */
     atomic_size_t nactors;          /* written by the loop, read by workers (stats) */
-    dsq_actor *lru_head, *lru_tail; /* open actors */
+    dsq_list lru;                   /* open actors (dsq_actor.lru), least recently used first */
     atomic_size_t nopen;            /* counted as open by the loop (LRU) */
     atomic_size_t nopen_real;       /* connections actually open (workers) */
     bool stopping;
@@ -245,7 +243,7 @@ struct dsq_engine {
     /* completions */
     pthread_mutex_t cmu;
     pthread_cond_t ccv;             /* signalled on each completion (for free) */
-    dsq_call *chead, *ctail;
+    dsq_queue done;                 /* completed calls (dsq_call.link), for the loop */
 
     /* counters */
     atomic_uint_fast64_t queued;    /* messages in mailboxes */

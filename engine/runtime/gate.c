@@ -40,12 +40,7 @@ static void enqueue(dsq_engine *e, dsq_gate *g)
     pthread_mutex_lock(&s->mu);
     if (!g->queued && !s->stopping) {
         g->queued = true;
-        g->next = NULL;
-        if (s->tail)
-            s->tail->next = g;
-        else
-            s->head = g;
-        s->tail = g;
+        dsq_queue_push(&s->gates, &g->link);
         pthread_cond_signal(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
@@ -56,57 +51,40 @@ static void unqueue(dsq_engine *e, dsq_gate *g)
     dsq_syncer *s = &e->syncer;
     pthread_mutex_lock(&s->mu);
     if (g->queued) {
-        dsq_gate *prev = NULL;
-        for (dsq_gate *x = s->head; x; prev = x, x = x->next) {
-            if (x != g)
-                continue;
-            if (prev)
-                prev->next = x->next;
-            else
-                s->head = x->next;
-            if (s->tail == x)
-                s->tail = prev;
-            break;
-        }
+        dsq_queue_remove(&s->gates, &g->link);
         g->queued = false;
     }
     pthread_mutex_unlock(&s->mu);
 }
 
 /* Hand released replies to the loop, in order. */
-static void complete_all(dsq_engine *e, dsq_call *c)
+static void complete_all(dsq_engine *e, dsq_queue *out)
 {
-    while (c) {
-        dsq_call *next = c->next;
-        dsq__complete(e, c);
-        c = next;
-    }
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(out)) != NULL)
+        dsq__complete(e, dsq_container_of(n, dsq_call, link));
 }
 
 /* Take the parked replies an fsync up to `durable` covers (all of them
  * when failing). Caller holds g->mu. */
-static dsq_call *take_released(dsq_gate *g, uint64_t durable, bool all)
+static dsq_queue take_released(dsq_gate *g, uint64_t durable, bool all)
 {
-    dsq_call *head = NULL, **tail = &head;
-    while (g->head && (all || g->head->gate_lsn <= durable)) {
-        dsq_call *c = g->head;
-        g->head = c->next;
-        c->next = NULL;
-        *tail = c;
-        tail = &c->next;
-    }
-    if (g->head == NULL)
-        g->tail = NULL;
-    return head;
+    dsq_queue out = {0};
+    dsq_call *c;
+    while ((c = dsq_container_of(dsq_queue_first(&g->parked), dsq_call, link)) != NULL &&
+           (all || c->gate_lsn <= durable))
+        dsq_queue_push(&out, dsq_queue_pop(&g->parked));
+    return out;
 }
 
-static void fail_each(dsq_call *c, dsq_code code, const char *msg)
+static void fail_each(dsq_queue *out, dsq_code code, const char *msg)
 {
-    for (; c; c = c->next)
+    dsq_call *c;
+    dsq_queue_foreach(c, out, link)
         dsq__fail(c, code, "%s", msg);
 }
 
-static void fail_calls(dsq_call *c, const char *why, int eno)
+static void fail_calls(dsq_queue *out, const char *why, int eno)
 {
     char msg[480];
     bool full = eno == ENOSPC || eno == EDQUOT;
@@ -114,18 +92,18 @@ static void fail_calls(dsq_call *c, const char *why, int eno)
              "%s: the commit could not be made durable (%.300s); the database restarts from its last durable "
              "commit",
              full ? "the disk is full" : "disk I/O error", why);
-    fail_each(c, full ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INTERNAL_ERROR, msg);
+    fail_each(out, full ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INTERNAL_ERROR, msg);
 }
 
 /* Replies of committed, locally durable work that the object store did
  * not take. */
-static void fail_tail(dsq_call *c, const char *why)
+static void fail_tail(dsq_queue *out, const char *why)
 {
     char msg[480];
     snprintf(msg, sizeof msg,
              "the commit is durable on this node but the object store did not take it (%.250s); it goes up later",
              why);
-    fail_each(c, DSQ_CODE_TIMEOUT, msg);
+    fail_each(out, DSQ_CODE_TIMEOUT, msg);
 }
 
 /* ---- the syncer threads ------------------------------------------------------------------ */
@@ -140,7 +118,7 @@ static void tail_done(void *ud, bool ok, uint64_t upto, const char *why);
 static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, const char *err)
 {
     pthread_mutex_lock(&g->mu);
-    dsq_call *out;
+    dsq_queue out;
     if (rc != 0) {
         if (!g->failed) {
             g->failed = true;
@@ -149,7 +127,7 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }
         out = take_released(g, 0, true);
-        fail_calls(out, g->why, g->why_errno);
+        fail_calls(&out, g->why, g->why_errno);
     } else if (tail_mode(e) && durable > g->released) {
         /* Durable here; the replies wait for the object store too. g
          * stays busy (its owner's close waits) until tail_done. */
@@ -167,11 +145,11 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
         out = take_released(g, g->released, false);
     }
     dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
-    bool more = !g->failed && (g->head != NULL || (rc == 0 && dsq_wal_appended(g->wal) > g->released));
+    bool more = !g->failed && (!dsq_queue_empty(&g->parked) || (rc == 0 && dsq_wal_appended(g->wal) > g->released));
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, out);
+    complete_all(e, &out);
     if (rc == 0)
         dsq__feed_durable(e, feed, durable);
     if (more)
@@ -184,18 +162,18 @@ static void tail_done(void *ud, bool ok, uint64_t upto, const char *why)
     dsq_gate *g = ud;
     dsq_engine *e = g->engine;
     pthread_mutex_lock(&g->mu);
-    dsq_call *out = take_released(g, upto, false);
+    dsq_queue out = take_released(g, upto, false);
     if (ok)
         g->released = upto;
     else
-        fail_tail(out, why);
+        fail_tail(&out, why);
     /* Not more when the store failed and nobody waits: the next commit
      * (or the close) tries again, not a loop against a store that is down. */
-    bool more = !g->failed && (g->head != NULL || (ok && dsq_wal_appended(g->wal) > g->released));
+    bool more = !g->failed && (!dsq_queue_empty(&g->parked) || (ok && dsq_wal_appended(g->wal) > g->released));
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, out);
+    complete_all(e, &out);
     if (more)
         enqueue(e, g);
 }
@@ -214,9 +192,9 @@ static void *syncer_main(void *arg)
     static __thread char errs[GROUP_MAX][400];
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (s->head == NULL && !s->stopping)
+        while (dsq_queue_empty(&s->gates) && !s->stopping)
             pthread_cond_wait(&s->cv, &s->mu);
-        if (s->head == NULL && s->stopping)
+        if (dsq_queue_empty(&s->gates) && s->stopping)
             break;
         /* The first waiting log, and every other one that one sync can
          * cover with it: all of them with the journal (one fdatasync of
@@ -224,13 +202,11 @@ static void *syncer_main(void *arg)
          * syncfs). */
         size_t n = 0;
         dev_t dev = 0;
-        while (s->head != NULL && n < GROUP_MAX) {
-            dsq_gate *g = s->head;
+        dsq_gate *g;
+        while (n < GROUP_MAX && (g = dsq_container_of(dsq_queue_first(&s->gates), dsq_gate, link)) != NULL) {
             if (n > 0 && !e->jnl && (!e->cfg.group_sync || dsq_wal_device(g->wal) != dev))
                 break;
-            s->head = g->next;
-            if (s->head == NULL)
-                s->tail = NULL;
+            dsq_queue_pop(&s->gates);
             g->queued = false;
             pthread_mutex_lock(&g->mu);
             if (g->closing || g->busy) {
@@ -288,19 +264,11 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads;
-    s->threads = n ? calloc(n, sizeof *s->threads) : NULL;
-    if (n && s->threads == NULL) {
-        snprintf(err, errlen, "out of memory");
+    int rv = dsq_threads_start(&s->threads, n, syncer_main, e);
+    if (rv != 0) {
+        snprintf(err, errlen, rv == ENOMEM ? "out of memory" : "cannot start a syncer thread");
+        dsq__syncer_stop(e); /* the ones started */
         return -1;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        if (pthread_create(&s->threads[i], NULL, syncer_main, e) != 0) {
-            snprintf(err, errlen, "cannot start a syncer thread");
-            s->n = i;
-            dsq__syncer_stop(e);
-            return -1;
-        }
-        s->n = i + 1;
     }
     return 0;
 }
@@ -312,11 +280,7 @@ void dsq__syncer_stop(dsq_engine *e)
     s->stopping = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    for (unsigned i = 0; i < s->n; i++)
-        pthread_join(s->threads[i], NULL);
-    free(s->threads);
-    s->threads = NULL;
-    s->n = 0;
+    dsq_threads_join(&s->threads);
 }
 
 /* ---- an actor's gate --------------------------------------------------------------------- */
@@ -352,24 +316,21 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     pthread_mutex_lock(&g->mu);
-    if (g->head == NULL && o->lsn <= g->released) {
+    if (dsq_queue_empty(&g->parked) && o->lsn <= g->released) {
         pthread_mutex_unlock(&g->mu);
         dsq__complete(e, c); /* nothing of this actor's is waiting for the disk */
         return;
     }
     if (g->failed) { /* the actor restarts at its next message; this one fails */
         pthread_mutex_unlock(&g->mu);
-        fail_calls(c, g->why, g->why_errno);
+        dsq_queue one = {0};
+        dsq_queue_push(&one, &c->link);
+        fail_calls(&one, g->why, g->why_errno);
         dsq__complete(e, c);
         return;
     }
     c->gate_lsn = o->lsn;
-    c->next = NULL;
-    if (g->tail)
-        g->tail->next = c;
-    else
-        g->head = c;
-    g->tail = c;
+    dsq_queue_push(&g->parked, &c->link);
     pthread_mutex_unlock(&g->mu);
     atomic_fetch_add(&e->gated, 1);
     enqueue(e, g);
@@ -431,19 +392,19 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
         pthread_mutex_destroy(&tw.mu);
     }
     pthread_mutex_lock(&g->mu);
-    dsq_call *out = take_released(g, durable, true);
+    dsq_queue out = take_released(g, durable, true);
     if (g->failed) {
-        fail_calls(out, g->why, g->why_errno);
+        fail_calls(&out, g->why, g->why_errno);
     } else {
         g->durable = durable;
         if (tw.done && !tw.ok)
-            fail_tail(out, tw.why);
+            fail_tail(&out, tw.why);
         else
             g->released = durable;
     }
     bool ok = !g->failed;
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, out);
+    complete_all(e, &out);
     if (ok && g->feedp)
         dsq__feed_durable(e, atomic_load(g->feedp), durable);
     pthread_cond_destroy(&g->cv);

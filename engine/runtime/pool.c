@@ -19,17 +19,13 @@ static void *worker_main(void *arg)
     pool *p = &e->pool;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (p->head == NULL && !p->stopping)
+        while (dsq_queue_empty(&p->run) && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
-        dsq_actor *a = p->head;
+        dsq_actor *a = dsq_container_of(dsq_queue_pop(&p->run), dsq_actor, run_link);
         if (a == NULL) { /* stopping, and nothing left to run */
             pthread_mutex_unlock(&p->mu);
             return NULL;
         }
-        p->head = a->run_next;
-        if (p->head == NULL)
-            p->tail = NULL;
-        a->run_next = NULL;
         pthread_mutex_unlock(&p->mu);
         dsq__actor_run(e, a);
     }
@@ -39,12 +35,7 @@ void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake)
 {
     pool *p = &e->pool;
     pthread_mutex_lock(&p->mu);
-    a->run_next = NULL;
-    if (p->tail)
-        p->tail->run_next = a;
-    else
-        p->head = a;
-    p->tail = a;
+    dsq_queue_push(&p->run, &a->run_link);
     if (!wake)
         p->unsignaled++;
     pthread_mutex_unlock(&p->mu);
@@ -76,19 +67,14 @@ int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->live = true;
-    p->threads = calloc(n, sizeof *p->threads);
-    if (p->threads == NULL) {
-        snprintf(err, errlen, "out of memory");
+    int rv = dsq_threads_start(&p->threads, n, worker_main, e);
+    if (rv != 0) {
+        if (rv == ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        else
+            snprintf(err, errlen, "cannot start worker %u: %s", p->threads.n, strerror(rv));
+        dsq__pool_stop(e); /* the ones started */
         return -1;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        int rv = pthread_create(&p->threads[i], NULL, worker_main, e);
-        if (rv != 0) {
-            snprintf(err, errlen, "cannot start worker %u: %s", i, strerror(rv));
-            dsq__pool_stop(e);
-            return -1;
-        }
-        p->n++;
     }
     return 0;
 }
@@ -101,11 +87,7 @@ void dsq__pool_stop(dsq_engine *e)
     p->stopping = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->n; i++)
-        pthread_join(p->threads[i], NULL);
-    free(p->threads);
-    p->threads = NULL;
-    p->n = 0;
+    dsq_threads_join(&p->threads);
     p->live = false;
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);

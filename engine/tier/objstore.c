@@ -135,14 +135,12 @@ static void on_async(uv_async_t *h)
 {
     dsq_obj *o = h->data;
     pthread_mutex_lock(&o->mu);
-    dsq_obj_req *list = o->qhead;
-    o->qhead = o->qtail = NULL;
+    dsq_queue list = dsq_queue_take(&o->queue);
     bool closing = o->closing;
     pthread_mutex_unlock(&o->mu);
-    while (list) {
-        dsq_obj_req *r = list;
-        list = r->next;
-        r->next = NULL;
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&list)) != NULL) {
+        dsq_obj_req *r = dsq_container_of(n, dsq_obj_req, link);
         if (closing) {
             dsq__obj_fail(r, DSQ_OBJ_CANCELLED, "the object store was closed");
             dsq__obj_finish(o, r);
@@ -173,7 +171,6 @@ void dsq_obj_submit(dsq_obj *o, dsq_obj_req *r)
     r->attempts = 0;
     r->msg[0] = '\0';
     r->size = 0;
-    r->next = NULL;
     r->priv = NULL;
     dsq_obj_req_clear(r);
     atomic_fetch_add(&o->pending, 1);
@@ -189,11 +186,7 @@ void dsq_obj_submit(dsq_obj *o, dsq_obj_req *r)
         dsq__obj_finish(o, r);
         return;
     }
-    if (o->qtail)
-        o->qtail->next = r;
-    else
-        o->qhead = r;
-    o->qtail = r;
+    dsq_queue_push(&o->queue, &r->link);
     pthread_mutex_unlock(&o->mu);
     uv_async_send(&o->async);
 }

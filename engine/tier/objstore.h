@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 
 #define DSQ_OBJ_KEY_MAX 900 /* bytes: S3 allows 1024 with the prefix */
 
@@ -95,7 +96,7 @@ struct dsq_obj_req {
     dsq_obj_item *items;           /* list: keys under the prefix, ascending */
     size_t nitems;
     /* the store's */
-    dsq_obj_req *next;
+    dsq_qnode link;                /* on the store's queue, or the S3 backend's */
     void *priv;
 };
 

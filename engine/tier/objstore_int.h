@@ -31,7 +31,7 @@ struct dsq_obj {
     uv_async_t async;
     pthread_t thread;
     pthread_mutex_t mu;
-    dsq_obj_req *qhead, *qtail;   /* submitted, not begun (mu) */
+    dsq_queue queue;              /* submitted, not begun (dsq_obj_req.link; mu) */
     bool closing;                 /* mu */
     atomic_size_t pending;
 };

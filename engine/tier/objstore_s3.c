@@ -35,7 +35,7 @@ typedef struct s3 {
     char *sigv4;                     /* "aws:amz:REGION:s3" */
     char *userpwd;                   /* "KEY:SECRET" */
     xfer *xfers;                     /* begun, not finished */
-    dsq_obj_req *wait_head, *wait_tail; /* past max_inflight */
+    dsq_queue waiting;               /* past max_inflight (dsq_obj_req.link) */
     unsigned inflight;
     uint64_t rnd;
     bool stopping;
@@ -335,14 +335,8 @@ static void finish(xfer *x)
     uv_timer_stop(&x->retry);
     uv_close((uv_handle_t *)&x->retry, on_xfer_closed);
     dsq__obj_finish(s->o, r);
-    if (!s->stopping && s->wait_head != NULL && s->inflight < s->o->cfg.max_inflight) {
-        dsq_obj_req *next = s->wait_head;
-        s->wait_head = next->next;
-        if (s->wait_head == NULL)
-            s->wait_tail = NULL;
-        next->next = NULL;
-        begin(s, next);
-    }
+    if (!s->stopping && !dsq_queue_empty(&s->waiting) && s->inflight < s->o->cfg.max_inflight)
+        begin(s, dsq_container_of(dsq_queue_pop(&s->waiting), dsq_obj_req, link));
 }
 
 static void on_retry(uv_timer_t *t) { attempt(t->data); }
@@ -860,11 +854,7 @@ static void s3_start(dsq_obj *o, dsq_obj_req *r)
         return;
     }
     if (s->inflight >= o->cfg.max_inflight) {
-        if (s->wait_tail)
-            s->wait_tail->next = r;
-        else
-            s->wait_head = r;
-        s->wait_tail = r;
+        dsq_queue_push(&s->waiting, &r->link);
         return;
     }
     begin(s, r);
@@ -874,14 +864,12 @@ static void s3_stop(dsq_obj *o)
 {
     s3 *s = o->be_state;
     s->stopping = true;
-    while (s->wait_head) {
-        dsq_obj_req *r = s->wait_head;
-        s->wait_head = r->next;
-        r->next = NULL;
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&s->waiting)) != NULL) {
+        dsq_obj_req *r = dsq_container_of(n, dsq_obj_req, link);
         dsq__obj_fail(r, DSQ_OBJ_CANCELLED, "the object store was closed");
         dsq__obj_finish(o, r);
     }
-    s->wait_tail = NULL;
     while (s->xfers) {
         xfer *x = s->xfers;
         dsq__obj_fail(x->r, DSQ_OBJ_CANCELLED, "the object store was closed");

@@ -20,7 +20,9 @@
 #include <unistd.h>
 
 #include "common/base64.h"
+#include "common/list.h"
 #include "common/log.h"
+#include "common/threads.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/pagestore.h"
@@ -51,18 +53,17 @@ typedef struct job {
     size_t n;
     unsigned fails;
     uint64_t not_before_ms;
-    struct job *next;
+    dsq_qnode link;         /* on dsq_tier.jobs */
 } job;
 
 
 struct dsq_tier {
     dsq_tier_cfg cfg;
     char *data_dir;
-    pthread_t threads[TIER_THREADS_MAX];
-    unsigned nthreads;
+    dsq_threads threads;    /* the upload threads (at most TIER_THREADS_MAX) */
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* jobs came, or one finished (drain) */
-    job *head;              /* mu */
+    dsq_queue jobs;         /* mu: waiting, in the order they run (job.link) */
     char active[TIER_THREADS_MAX][129]; /* mu: the databases being worked on ("" free) */
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
@@ -525,7 +526,8 @@ static void tomb_clear(dsq_tier *t, const char *db)
     pthread_mutex_lock(&t->dmu);
     pthread_mutex_lock(&t->mu);
     bool again = false;
-    for (job *x = t->head; x; x = x->next)
+    job *x;
+    dsq_queue_foreach(x, &t->jobs, link)
         again |= x->kind == JOB_DROP && strcmp(x->db, db) == 0;
     pthread_mutex_unlock(&t->mu);
     if (!again) {
@@ -772,19 +774,11 @@ static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 
 static bool has_job_for(dsq_tier *t, const char *db)
 {
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         if (strcmp(j->db, db) == 0)
             return true;
     return false;
-}
-
-static void append_job(dsq_tier *t, job *j)
-{
-    job **pp = &t->head;
-    while (*pp)
-        pp = &(*pp)->next;
-    j->next = NULL;
-    *pp = j;
 }
 
 /* A drop that failed goes back before the jobs of its database that came
@@ -792,16 +786,16 @@ static void append_job(dsq_tier *t, job *j)
  * once the old one's objects are gone. */
 static void insert_drop(dsq_tier *t, job *j)
 {
-    job **pp = &t->head;
-    while (*pp && strcmp((*pp)->db, j->db) != 0)
-        pp = &(*pp)->next;
-    j->next = *pp;
-    *pp = j;
+    dsq_qnode *prev = NULL;
+    for (dsq_qnode *n = dsq_queue_first(&t->jobs); n; prev = n, n = n->next)
+        if (strcmp(dsq_container_of(n, job, link)->db, j->db) == 0)
+            break;
+    dsq_queue_insert_after(&t->jobs, prev, &j->link);
 }
 
 static bool active(const dsq_tier *t, const char *db)
 {
-    for (unsigned i = 0; i < t->nthreads; i++)
+    for (unsigned i = 0; i < t->threads.n; i++)
         if (strcmp(t->active[i], db) == 0)
             return true;
     return false;
@@ -820,8 +814,8 @@ static uint64_t retry_wait_ms(unsigned fails)
  * under the name). */
 static bool behind_another(const dsq_tier *t, const job *j)
 {
-    for (const job *x = t->head; x != j; x = x->next)
-        if (strcmp(x->db, j->db) == 0)
+    for (const dsq_qnode *n = dsq_queue_first(&t->jobs); n != &j->link; n = n->next)
+        if (strcmp(dsq_container_of(n, job, link)->db, j->db) == 0)
             return true;
     return false;
 }
@@ -838,14 +832,15 @@ static void *tier_main(void *arg)
     pthread_mutex_lock(&t->mu);
     while (!t->stopping) {
         uint64_t now = dsq_now_ms(), wake = 0;
-        job **pp = &t->head, *j = NULL;
-        for (; *pp; pp = &(*pp)->next) {
-            job *c = *pp;
+        job *j = NULL;
+        dsq_qnode *prev = NULL;
+        for (dsq_qnode *n = dsq_queue_first(&t->jobs); n; prev = n, n = n->next) {
+            job *c = dsq_container_of(n, job, link);
             if (active(t, c->db) || behind_another(t, c))
                 continue;
             if (c->not_before_ms <= now) {
                 j = c;
-                *pp = c->next;
+                dsq_queue_remove_after(&t->jobs, prev);
                 break;
             }
             if (wake == 0 || c->not_before_ms < wake)
@@ -860,7 +855,7 @@ static void *tier_main(void *arg)
         }
         unsigned mine = 0;
         while (t->active[mine][0] != '\0')
-            mine++; /* a free one: at most nthreads jobs are taken */
+            mine++; /* a free one: at most threads.n jobs are taken */
         dsq_strlcpy(t->active[mine], j->db, sizeof t->active[mine]);
         t->busy++;
         pthread_mutex_unlock(&t->mu);
@@ -879,7 +874,7 @@ static void *tier_main(void *arg)
             if (j->kind == JOB_DROP)
                 insert_drop(t, j);
             else
-                append_job(t, j);
+                dsq_queue_push(&t->jobs, &j->link);
         } else {
             job_free(j);
         }
@@ -894,16 +889,18 @@ static void queue(dsq_tier *t, job *j)
     pthread_mutex_lock(&t->mu);
     /* The newest offer of a database replaces one not yet begun; a drop
      * replaces its offers. */
-    for (job **pp = &t->head; *pp;) {
-        job *o = *pp;
+    dsq_qnode *prev = NULL, *n = dsq_queue_first(&t->jobs);
+    while (n != NULL) {
+        job *o = dsq_container_of(n, job, link);
+        n = n->next;
         if (strcmp(o->db, j->db) == 0 && o->kind == JOB_OFFER) {
-            *pp = o->next;
+            dsq_queue_remove_after(&t->jobs, prev);
             job_free(o);
         } else {
-            pp = &o->next;
+            prev = &o->link;
         }
     }
-    append_job(t, j);
+    dsq_queue_push(&t->jobs, &j->link);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
@@ -1575,15 +1572,12 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
     /* Several at once: with many small databases the time is the store's
      * round trips. */
     pthread_mutex_init(&rj.mu, NULL);
-    pthread_t th[RESTORE_THREADS];
-    size_t nth = 0;
-    for (; nth < RESTORE_THREADS && nth < rj.n; nth++)
-        if (pthread_create(&th[nth], NULL, restore_main, &rj) != 0)
-            break;
-    if (nth == 0 && rj.n > 0)
+    dsq_threads th = {0};
+    /* Fewer threads are fine; with none, the work is done here. */
+    (void)dsq_threads_start(&th, rj.n < RESTORE_THREADS ? (unsigned)rj.n : RESTORE_THREADS, restore_main, &rj);
+    if (th.n == 0 && rj.n > 0)
         restore_main(&rj);
-    for (size_t i = 0; i < nth; i++)
-        pthread_join(th[i], NULL);
+    dsq_threads_join(&th);
     pthread_mutex_destroy(&rj.mu);
     for (size_t i = 0; i < rj.n; i++)
         json_decref(rj.ms[i]);
@@ -1893,13 +1887,10 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
             DSQ_INFO("drops_pending", "databases=%zu reason=%s", n,
                      dsq_log_q("dropped before; their objects are deleted from the object store"));
     }
-    for (unsigned i = 0; i < t->cfg.threads; i++) {
-        if (pthread_create(&t->threads[i], NULL, tier_main, t) != 0) {
-            snprintf(err, errlen, "cannot start the upload threads");
-            dsq_tier_stop(t);
-            return NULL;
-        }
-        t->nthreads = i + 1;
+    if (dsq_threads_start(&t->threads, t->cfg.threads, tier_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the upload threads");
+        dsq_tier_stop(t);
+        return NULL;
     }
     return t;
 }
@@ -1913,13 +1904,14 @@ size_t dsq_tier_drain(dsq_tier *t, uint64_t timeout_ms)
     /* What waits out a backoff gets one try now; one that fails again
      * waits its next backoff, stop or not (a store that is down gets a
      * few requests per database, not a loop of them). */
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         j->not_before_ms = 0;
     pthread_cond_broadcast(&t->cv);
-    while ((t->head != NULL || t->busy > 0) && dsq_now_ms() < until)
+    while ((!dsq_queue_empty(&t->jobs) || t->busy > 0) && dsq_now_ms() < until)
         dsq_cond_wait_ms(&t->cv, &t->mu, 50);
     size_t left = t->busy;
-    for (job *j = t->head; j; j = j->next)
+    dsq_queue_foreach(j, &t->jobs, link)
         left++;
     pthread_mutex_unlock(&t->mu);
     return left;
@@ -1933,15 +1925,12 @@ void dsq_tier_stop(dsq_tier *t)
     t->stopping = true;
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    for (unsigned i = 0; i < t->nthreads; i++)
-        pthread_join(t->threads[i], NULL);
+    dsq_threads_join(&t->threads);
     if (t->catchup_running)
         pthread_join(t->catchup, NULL);
-    while (t->head) {
-        job *j = t->head;
-        t->head = j->next;
-        job_free(j);
-    }
+    dsq_qnode *n;
+    while ((n = dsq_queue_pop(&t->jobs)) != NULL)
+        job_free(dsq_container_of(n, job, link));
     json_decref(t->cache);
     json_decref(t->reborn);
     pthread_cond_destroy(&t->cv);
@@ -1958,7 +1947,8 @@ void dsq_tier_counts_get(dsq_tier *t, dsq_tier_counts *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&t->mu);
     out->pending = t->busy;
-    for (job *j = t->head; j; j = j->next)
+    job *j;
+    dsq_queue_foreach(j, &t->jobs, link)
         out->pending++;
     pthread_mutex_unlock(&t->mu);
     out->uploads = atomic_load(&t->uploads);

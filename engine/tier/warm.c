@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/storage/disk.h"
@@ -205,7 +206,7 @@ struct dsq_warm_chunk {
     int how;                  /* K_FAILED: DSQ_WARM_FAILED or DSQ_WARM_TIMEOUT */
     char *msg;                /* K_FAILED: why (NULL: out of memory) */
     dsq_warm_chunk *hnext;
-    dsq_warm_chunk *prev, *next; /* LRU of ready chunks, oldest first */
+    dsq_lnode lru;            /* on dsq_warm.lru while ready */
     dsq_warm *w;
     dsq_obj_req *req;         /* while it is being fetched */
     char key[];
@@ -228,7 +229,7 @@ struct dsq_warm {
     pthread_mutex_t mu;
     pthread_cond_t cv;         /* waiters came, fetches ended */
     dsq_warm_chunk *buckets[NBUCKETS];
-    dsq_warm_chunk *lru_head, *lru_tail;
+    dsq_list lru;              /* ready chunks (dsq_warm_chunk.lru), least recently used first */
     waiter *waiters;
     uint64_t next_file;
     unsigned inflight;         /* fetches the store has */
@@ -271,14 +272,7 @@ static void table_remove(dsq_warm *w, dsq_warm_chunk *k)
         *pp = k->hnext;
     k->in_table = false;
     if (k->state == K_READY) {
-        if (k->prev)
-            k->prev->next = k->next;
-        else
-            w->lru_head = k->next;
-        if (k->next)
-            k->next->prev = k->prev;
-        else
-            w->lru_tail = k->prev;
+        dsq_list_remove(&w->lru, &k->lru);
         char path[4200];
         chunk_path(w, k->file, path, sizeof path);
         unlink(path);
@@ -292,23 +286,13 @@ static void table_remove(dsq_warm *w, dsq_warm_chunk *k)
  * pinned (nor `keep`). */
 static void trim(dsq_warm *w, const dsq_warm_chunk *keep)
 {
-    for (dsq_warm_chunk *x = w->lru_head; x != NULL && w->bytes > w->max_bytes;) {
-        dsq_warm_chunk *next = x->next;
+    dsq_warm_chunk *x, *next;
+    dsq_list_foreach_safe(x, next, &w->lru, lru) {
+        if (w->bytes <= w->max_bytes)
+            break;
         if (x != keep && x->refs == 1)
             table_remove(w, x);
-        x = next;
     }
-}
-
-static void lru_append(dsq_warm *w, dsq_warm_chunk *k)
-{
-    k->next = NULL;
-    k->prev = w->lru_tail;
-    if (w->lru_tail)
-        w->lru_tail->next = k;
-    else
-        w->lru_head = k;
-    w->lru_tail = k;
 }
 
 /* Move the waiters of k out of the list: the caller calls them. */
@@ -410,7 +394,7 @@ static void fetch_done(dsq_obj_req *r)
         w->fetch_bytes += k->len;
         w->bytes += k->len;
         w->chunks++;
-        lru_append(w, k);
+        dsq_list_push(&w->lru, &k->lru);
         trim(w, k);
     } else {
         k->state = K_FAILED;
@@ -629,14 +613,8 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
             return DSQ_WARM_MISS;
         }
         /* Most recently used now. */
-        if (w->lru_tail != k) {
-            if (k->prev)
-                k->prev->next = k->next;
-            else
-                w->lru_head = k->next;
-            k->next->prev = k->prev;
-            lru_append(w, k);
-        }
+        dsq_list_remove(&w->lru, &k->lru);
+        dsq_list_push(&w->lru, &k->lru);
         w->hits++;
         uint64_t file = k->file;
         pthread_mutex_unlock(&w->mu);

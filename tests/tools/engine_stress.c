@@ -145,13 +145,13 @@ static void drain(void)
             for (size_t i = 0; i < E->nbuckets; i++)
                 for (dsq_actor *a = E->buckets[i]; a; a = a->hnext) {
                     pthread_mutex_lock(&a->mu);
+                    const dsq_call *head = dsq_container_of(dsq_queue_first(&a->mail), dsq_call, link);
                     if (a->nmail || a->inflight || a->txn[0] || a->stream_id)
                         fprintf(stderr, "  %s: sched=%d mail=%zu inflight=%u txn=%s stream=%llu "
                                         "open=%d expire_sent=%d head_op=%d head_state=%d\n",
                                 a->name, a->sched, a->nmail, a->inflight, a->txn[0] ? a->txn : "-",
                                 (unsigned long long)a->stream_id, a->open != NULL, a->expire_sent,
-                                a->mail_head ? (int)a->mail_head->op : -1,
-                                a->mail_head ? a->mail_head->state : -1);
+                                head ? (int)head->op : -1, head ? head->state : -1);
                     pthread_mutex_unlock(&a->mu);
                 }
             exit(1);
