@@ -111,8 +111,9 @@ static bool parked(const dsq_call *c)
     dsq_actor *a = c->actor;
     pthread_mutex_lock(&a->mu);
     bool in_mail = false;
-    for (const dsq_call *m = a->mail_head; m != NULL && !in_mail; m = m->next)
-        in_mail = m == c;
+    dsq_call *m;
+    dsq_queue_foreach(m, &a->mail, link)
+        in_mail = in_mail || m == c;
     bool p = in_mail && c->wait_writer && a->sched == ACTOR_IDLE;
     pthread_mutex_unlock(&a->mu);
     return p;
