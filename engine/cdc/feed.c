@@ -1,32 +1,12 @@
-/* feed — each database's recent durable commits, for CDC subscribers.
- *
- * A database gets a feed when its first subscriber comes; from then on its
- * actor hands every commit (LSN, time, row changes as cdc.h encodes them)
- * to the feed, which keeps the newest ones within cdc_buffer_bytes. The
- * syncer tells the feed how far the log is durable; the loop thread then
- * runs each subscriber's callback, and subscribers copy out what is
- * durable and new to them. A subscriber further behind than the feed
- * holds reads the log instead (DSQ_OP_CDC_READ): the feed never holds a
- * writer back, whatever its subscribers do.
- *
- * Sending to many subscribers costs the server a socket write each, for
- * each sync: while the process uses most of its CPUs, a feed's
- * subscribers are called at most every 0.5 ms times their number (up to
- * cdc_coalesce_ms), and each then sends in one message all that became
- * durable since (coalescing). With CPU to spare they are called at every
- * sync.
- *
- * Threads: commits from the actor's worker, durability from the syncer
- * (or the worker), reads and the subscriber list on the loop thread; the
- * feed's mutex guards the buffer, the durable end, and changes to the
- * list (the worker reads it for getStats). */
+/* feed — each database's recent durable commits, for CDC subscribers
+ * (feed.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/util.h"
 
-#include "engine/runtime/engine_int.h"
+#include "engine/cdc/feed.h"
 #include "engine/storage/disk.h"
 
 typedef struct entry {
@@ -90,7 +70,7 @@ static void drop_oldest(dsq_feed *f)
     f->n--;
 }
 
-void dsq__feed_free(dsq_feed *f)
+void dsq_feed_free(dsq_feed *f)
 {
     if (f == NULL)
         return;
@@ -114,7 +94,7 @@ static void restart(dsq_feed *f, uint64_t lsn)
     f->from = lsn;
 }
 
-void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n)
+void dsq_feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n)
 {
     if (f == NULL || atomic_load(&f->nsubs) == 0)
         return;
@@ -159,7 +139,7 @@ void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *c
 
 /* Tell the loop thread the feed has news for its subscribers (mu held on
  * entry; released). */
-static void announce(dsq_engine *e, dsq_feed *f, bool news)
+static void announce(dsq_feeds *fs, dsq_feed *f, bool news)
 {
     bool queue = news && !f->queued && atomic_load(&f->nsubs) > 0;
     if (queue)
@@ -167,15 +147,15 @@ static void announce(dsq_engine *e, dsq_feed *f, bool news)
     pthread_mutex_unlock(&f->mu);
     if (!queue)
         return;
-    pthread_mutex_lock(&e->feed_mu);
-    f->news_next = e->feed_news;
-    e->feed_news = f;
-    pthread_mutex_unlock(&e->feed_mu);
-    if (e->cfg.wake)
-        e->cfg.wake(e->cfg.wake_arg);
+    pthread_mutex_lock(&fs->mu);
+    f->news_next = fs->news;
+    fs->news = f;
+    pthread_mutex_unlock(&fs->mu);
+    if (fs->wake)
+        fs->wake(fs->wake_arg);
 }
 
-void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
+void dsq_feed_durable(dsq_feeds *fs, dsq_feed *f, uint64_t lsn)
 {
     if (f == NULL)
         return;
@@ -183,10 +163,10 @@ void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn)
     bool news = lsn > f->durable;
     if (news)
         f->durable = lsn;
-    announce(e, f, news);
+    announce(fs, f, news);
 }
 
-void dsq__feed_dropped(dsq_engine *e, dsq_feed *f)
+void dsq_feed_dropped(dsq_feeds *fs, dsq_feed *f)
 {
     if (f == NULL)
         return;
@@ -194,7 +174,7 @@ void dsq__feed_dropped(dsq_engine *e, dsq_feed *f)
     restart(f, UINT64_MAX); /* a database made later under the name starts from LSN 0 */
     f->durable = 0;
     f->epoch++;
-    announce(e, f, true);
+    announce(fs, f, true);
 }
 
 uint64_t dsq_engine_feed_epoch(dsq_feed_sub *s) { return s->epoch; }
@@ -217,39 +197,39 @@ bool dsq_engine_feed_gone(dsq_feed_sub *s)
 #define BUSY_WINDOW_NS 50000000ull
 #define BUSY_STAY 70u
 
-bool dsq__busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct)
+bool dsq_feed_busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct)
 {
     double need = pct * (was ? BUSY_STAY : 100u) / 10000.0; /* a share of the CPUs */
     return (double)cpu_ns >= (double)wall_ns * ncpu * need; /* in double: a long window, many CPUs */
 }
 
-static bool busy(dsq_engine *e, uint64_t now)
+static bool busy(dsq_feeds *fs, uint64_t now)
 {
-    if (e->cfg.cdc_coalesce_cpu == 0)
+    if (fs->coalesce_cpu == 0)
         return true;
-    if (e->busy_at_ns != 0 && now - e->busy_at_ns < BUSY_WINDOW_NS)
-        return e->busy;
+    if (fs->busy_at_ns != 0 && now - fs->busy_at_ns < BUSY_WINDOW_NS)
+        return fs->busy;
     struct timespec ts;
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
         return false;
     uint64_t cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    if (e->busy_at_ns != 0)
-        e->busy = dsq__busy_next(e->busy, cpu - e->busy_cpu_ns, now - e->busy_at_ns, e->ncpu,
-                                 e->cfg.cdc_coalesce_cpu);
-    e->busy_at_ns = now;
-    e->busy_cpu_ns = cpu;
-    return e->busy;
+    if (fs->busy_at_ns != 0)
+        fs->busy = dsq_feed_busy_next(fs->busy, cpu - fs->busy_cpu_ns, now - fs->busy_at_ns, fs->ncpu,
+                                      fs->coalesce_cpu);
+    fs->busy_at_ns = now;
+    fs->busy_cpu_ns = cpu;
+    return fs->busy;
 }
 
-bool dsq_engine_busy(dsq_engine *e) { return busy(e, dsq_now_ns()); }
+bool dsq_feeds_busy(dsq_feeds *fs) { return busy(fs, dsq_now_ns()); }
 
-bool dsq_engine_feed_pending(dsq_engine *e)
+bool dsq_feeds_pending(dsq_feeds *fs)
 {
-    if (e->feed_later != NULL)
+    if (fs->later != NULL)
         return true;
-    pthread_mutex_lock(&e->feed_mu);
-    bool news = e->feed_news != NULL;
-    pthread_mutex_unlock(&e->feed_mu);
+    pthread_mutex_lock(&fs->mu);
+    bool news = fs->news != NULL;
+    pthread_mutex_unlock(&fs->mu);
     return news;
 }
 
@@ -312,27 +292,27 @@ static bool dispatch(dsq_feed *f, uint64_t now, uint64_t deadline)
     return over;
 }
 
-static void later(dsq_engine *e, dsq_feed *f)
+static void later(dsq_feeds *fs, dsq_feed *f)
 {
     f->later = true;
-    f->later_next = e->feed_later;
-    e->feed_later = f;
+    f->later_next = fs->later;
+    fs->later = f;
 }
 
-void dsq__feed_poll(dsq_engine *e)
+void dsq_feed_poll(dsq_feeds *fs)
 {
-    pthread_mutex_lock(&e->feed_mu);
-    dsq_feed *list = e->feed_news;
-    e->feed_news = NULL;
-    pthread_mutex_unlock(&e->feed_mu);
-    if (list == NULL && e->feed_later == NULL)
+    pthread_mutex_lock(&fs->mu);
+    dsq_feed *list = fs->news;
+    fs->news = NULL;
+    pthread_mutex_unlock(&fs->mu);
+    if (list == NULL && fs->later == NULL)
         return;
     uint64_t now = dsq_now_ns();
-    uint64_t most = (uint64_t)e->cfg.cdc_coalesce_ms * 1000000u;
-    bool hold = most > 0 && busy(e, now);
-    uint64_t deadline = now + (e->cfg.cdc_slice_ns ? e->cfg.cdc_slice_ns : DISPATCH_SLICE_NS);
-    dsq_feed *waiting = e->feed_later;
-    e->feed_later = NULL;
+    uint64_t most = (uint64_t)fs->coalesce_ms * 1000000u;
+    bool hold = most > 0 && busy(fs, now);
+    uint64_t deadline = now + (fs->slice_ns ? fs->slice_ns : DISPATCH_SLICE_NS);
+    dsq_feed *waiting = fs->later;
+    fs->later = NULL;
     while (list) {
         dsq_feed *f = list;
         list = f->news_next;
@@ -347,12 +327,12 @@ void dsq__feed_poll(dsq_engine *e)
             continue;
         }
         if (hold && now - f->called_ns < gap_of(f, most)) {
-            later(e, f);
-            atomic_fetch_add(&e->feed_held, 1);
+            later(fs, f);
+            atomic_fetch_add(&fs->held, 1);
             continue;
         }
         if (!dispatch(f, now, deadline))
-            later(e, f);
+            later(fs, f);
     }
     /* Feeds held back whose turn came, and rounds going on in slices; a
      * round that news came during is followed by another, in its turn. */
@@ -361,43 +341,52 @@ void dsq__feed_poll(dsq_engine *e)
         waiting = f->later_next;
         f->later = false;
         if (!f->slicing && hold && now - f->called_ns < gap_of(f, most)) {
-            later(e, f);
+            later(fs, f);
             continue;
         }
         if (!dispatch(f, now, deadline)) {
-            later(e, f);
+            later(fs, f);
         } else if (f->renew) {
             f->renew = false;
-            later(e, f);
-            atomic_fetch_add(&e->feed_held, 1);
+            later(fs, f);
+            atomic_fetch_add(&fs->held, 1);
         }
     }
-    e->feed_due_ns = 0;
-    for (dsq_feed *f = e->feed_later; f; f = f->later_next) {
+    fs->due_ns = 0;
+    for (dsq_feed *f = fs->later; f; f = f->later_next) {
         uint64_t due = f->slicing || !hold ? now : f->called_ns + gap_of(f, most);
-        if (e->feed_due_ns == 0 || due < e->feed_due_ns)
-            e->feed_due_ns = due;
+        if (fs->due_ns == 0 || due < fs->due_ns)
+            fs->due_ns = due;
     }
 }
 
-int64_t dsq_engine_feed_due_ms(dsq_engine *e)
+int64_t dsq_feeds_due_ms(dsq_feeds *fs)
 {
-    if (e->feed_due_ns == 0)
+    if (fs->due_ns == 0)
         return -1;
     uint64_t now = dsq_now_ns();
-    return now >= e->feed_due_ns ? 0 : (int64_t)((e->feed_due_ns - now + 999999) / 1000000);
+    return now >= fs->due_ns ? 0 : (int64_t)((fs->due_ns - now + 999999) / 1000000);
 }
 
-dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud)
+void dsq_feeds_init(dsq_feeds *fs)
 {
-    dsq_actor *a = dsq__actor_get(e, db);
-    if (a == NULL)
-        return NULL;
-    dsq_feed *f = atomic_load(&a->feed);
+    pthread_mutex_init(&fs->mu, NULL);
+    atomic_init(&fs->subscriptions, 0);
+    atomic_init(&fs->held, 0);
+    fs->news = fs->later = NULL;
+    fs->due_ns = fs->busy_at_ns = fs->busy_cpu_ns = 0;
+    fs->busy = false;
+}
+
+void dsq_feeds_destroy(dsq_feeds *fs) { pthread_mutex_destroy(&fs->mu); }
+
+dsq_feed_sub *dsq_feed_subscribe(dsq_feeds *fs, _Atomic(dsq_feed *) *slot, dsq_feed_fn fn, void *ud)
+{
+    dsq_feed *f = atomic_load(slot);
     if (f == NULL) {
-        if ((f = feed_new(e->cfg.cdc_buffer_bytes)) == NULL)
+        if ((f = feed_new(fs->buffer_bytes)) == NULL)
             return NULL;
-        atomic_store(&a->feed, f);
+        atomic_store(slot, f);
     }
     dsq_feed_sub *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -407,17 +396,17 @@ dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_
     f->subs = s;
     pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->nsubs, 1);
-    atomic_fetch_add(&e->subscriptions, 1);
+    atomic_fetch_add(&fs->subscriptions, 1);
     return s;
 }
 
-void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s)
+void dsq_feed_unsubscribe(dsq_feeds *fs, dsq_feed_sub *s)
 {
     if (s == NULL)
         return;
     dsq_feed *f = s->feed;
     atomic_fetch_sub(&f->nsubs, 1);
-    atomic_fetch_sub(&e->subscriptions, 1);
+    atomic_fetch_sub(&fs->subscriptions, 1);
     pthread_mutex_lock(&f->mu);
     if (f->dispatching) {
         s->dead = true;
@@ -458,7 +447,7 @@ void dsq_engine_feed_progress(dsq_feed_sub *s, uint64_t lsn)
     pthread_mutex_unlock(&s->feed->mu);
 }
 
-int dsq__feed_stats(dsq_feed *f, uint64_t durable, dsq_sub_stats **out, size_t *n)
+int dsq_feed_stats(dsq_feed *f, uint64_t durable, dsq_sub_stats **out, size_t *n)
 {
     *out = NULL;
     *n = 0;

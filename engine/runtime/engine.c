@@ -254,7 +254,7 @@ void dsq_engine_poll(dsq_engine *e)
 
 void dsq_engine_feed_poll(dsq_engine *e)
 {
-    dsq__feed_poll(e);
+    dsq_feed_poll(&e->feeds);
     dsq__pool_kick(e); /* for calls the subscribers submitted (log reads) */
 }
 
@@ -481,6 +481,22 @@ void dsq_engine_stream_more(dsq_engine *e, dsq_call *c, bool cancel)
     }
 }
 
+/* ---- change data capture: the engine's face of the feeds (engine/cdc/feed.h) ---- */
+
+dsq_feed_sub *dsq_engine_feed_subscribe(dsq_engine *e, const char *db, dsq_feed_fn fn, void *ud)
+{
+    dsq_actor *a = dsq__actor_get(e, db);
+    return a ? dsq_feed_subscribe(&e->feeds, &a->feed, fn, ud) : NULL;
+}
+
+void dsq_engine_feed_unsubscribe(dsq_engine *e, dsq_feed_sub *s) { dsq_feed_unsubscribe(&e->feeds, s); }
+
+bool dsq_engine_busy(dsq_engine *e) { return dsq_feeds_busy(&e->feeds); }
+
+bool dsq_engine_feed_pending(dsq_engine *e) { return dsq_feeds_pending(&e->feeds); }
+
+int64_t dsq_engine_feed_due_ms(dsq_engine *e) { return dsq_feeds_due_ms(&e->feeds); }
+
 /* ---- statistics ------------------------------------------------------------------------------ */
 
 void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
@@ -495,8 +511,8 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->txns_open = atomic_load(&e->txns_open);
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
-    out->subscriptions = atomic_load(&e->subscriptions);
-    out->cdc_coalesced = atomic_load(&e->feed_held);
+    out->subscriptions = atomic_load(&e->feeds.subscriptions);
+    out->cdc_coalesced = atomic_load(&e->feeds.held);
     out->tier = e->tier != NULL;
     if (e->tier)
         dsq_tier_counts_get(e->tier, &out->tier_counts);
@@ -609,7 +625,14 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     }
     pthread_mutex_init(&e->cmu, NULL);
     pthread_cond_init(&e->ccv, NULL);
-    pthread_mutex_init(&e->feed_mu, NULL);
+    dsq_feeds_init(&e->feeds);
+    e->feeds.buffer_bytes = e->cfg.cdc_buffer_bytes;
+    e->feeds.coalesce_ms = e->cfg.cdc_coalesce_ms;
+    e->feeds.coalesce_cpu = e->cfg.cdc_coalesce_cpu;
+    e->feeds.slice_ns = e->cfg.cdc_slice_ns;
+    e->feeds.ncpu = e->ncpu;
+    e->feeds.wake = e->cfg.wake;
+    e->feeds.wake_arg = e->cfg.wake_arg;
     if (sqlite3_threadsafe() == 0) {
         snprintf(err, errlen, "this SQLite was built without thread support");
         goto fail;
@@ -665,7 +688,7 @@ fail:
     dsq_tier_stop(e->tier);
     dsq_jnl_close(e->jnl);
     pthread_cond_destroy(&e->ccv);
-    pthread_mutex_destroy(&e->feed_mu);
+    dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);
@@ -723,7 +746,7 @@ void dsq_engine_free(dsq_engine *e)
             if (a->open) /* cannot happen after SHUTDOWN; be safe */
                 dsq__actor_close(a);
             pthread_mutex_destroy(&a->mu);
-            dsq__feed_free(atomic_load(&a->feed));
+            dsq_feed_free(atomic_load(&a->feed));
             free(a->pins);
             free(a->snaps);
             free(a->sstreams);
@@ -748,7 +771,7 @@ void dsq_engine_free(dsq_engine *e)
         dsq_tier_stop(e->tier);
     }
     pthread_cond_destroy(&e->ccv);
-    pthread_mutex_destroy(&e->feed_mu);
+    dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
     free(e->buckets);
     free(e->data_dir);

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 
 #include "common/threads.h"
+#include "engine/cdc/feed.h"
 #include "engine/engine.h"
 #include "engine/tier/evict.h"
 #include "engine/tier/tier.h"
@@ -54,7 +55,6 @@ typedef struct stmt_slot {
 
 /* An actor's output gate (gate.c): replies waiting for the log to be
  * durable up to their LSN. */
-typedef struct dsq_feed dsq_feed; /* feed.c: a database's recent commits, for CDC */
 
 typedef struct dsq_gate {
     pthread_mutex_t mu;
@@ -255,15 +255,7 @@ struct dsq_engine {
     dsq_syncer syncer;              /* gate.c */
     atomic_uint_fast64_t fsyncs;    /* log syncs done by the syncers */
     atomic_uint_fast64_t gated;     /* replies that waited for one */
-    atomic_size_t subscriptions;    /* CDC feed subscribers */
-    pthread_mutex_t feed_mu;        /* feed_news */
-    dsq_feed *feed_news;            /* feeds whose durable end moved */
-    /* loop thread (feed.c): feeds held back while the process is busy */
-    dsq_feed *feed_later;
-    uint64_t feed_due_ns;           /* when the first of them is due; 0: none */
-    uint64_t busy_at_ns, busy_cpu_ns; /* the last look at the process's CPU time */
-    bool busy;                      /* it used most of its CPUs since the one before */
-    atomic_uint_fast64_t feed_held; /* dispatches held back (getStats) */
+    dsq_feeds feeds;                /* every database's CDC feed (engine/cdc/feed.h) */
     unsigned ncpu;                  /* CPUs the process may run on */
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
     struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
@@ -335,24 +327,6 @@ bool dsq__cancellable(const dsq_call *c);
 /* ---- gate.c: output gates and group commit ---- */
 int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen);
 
-/* ---- feed.c ---- */
-/* A commit of the feed's database (worker): kept while it has subscribers. */
-void dsq__feed_commit(dsq_feed *f, uint64_t lsn, uint64_t time_us, const void *changes, size_t n);
-/* The database's log is durable up to lsn (any thread). */
-void dsq__feed_durable(dsq_engine *e, dsq_feed *f, uint64_t lsn);
-/* The database was dropped: its subscribers end (dsq_engine_feed_gone);
- * the feed starts over for a database made later under the name. */
-void dsq__feed_dropped(dsq_engine *e, dsq_feed *f);
-/* Loop thread: run the callbacks of subscribers whose feed has news. */
-void dsq__feed_poll(dsq_engine *e);
-/* Busy after a window of wall_ns in which the process used cpu_ns of CPU
- * on ncpu CPUs: pct % or more of them, or (was busy) 70 % of pct. */
-bool dsq__busy_next(bool was, uint64_t cpu_ns, uint64_t wall_ns, unsigned ncpu, unsigned pct);
-void dsq__feed_free(dsq_feed *f);
-/* getStats: each subscriber's position against the durable end, in
- * *out (malloc'd, *n of them; NULL when none). 0, or -1 out of memory
- * (any thread). */
-int dsq__feed_stats(dsq_feed *f, uint64_t durable, dsq_sub_stats **out, size_t *n);
 /* The actor of database `name`, made if new (loop thread). */
 struct dsq_actor *dsq__actor_get(dsq_engine *e, const char *name);
 void dsq__syncer_stop(dsq_engine *e);

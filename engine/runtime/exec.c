@@ -387,7 +387,7 @@ static void op_drop(run_ctx *x)
     } else if (rc != 0) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
     } else {
-        dsq__feed_dropped(x->e, atomic_load(&a->feed)); /* its subscribers end */
+        dsq_feed_dropped(&x->e->feeds, atomic_load(&a->feed)); /* its subscribers end */
     }
 }
 

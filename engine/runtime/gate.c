@@ -135,7 +135,7 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
         uint64_t after = g->released;
         dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
         pthread_mutex_unlock(&g->mu);
-        dsq__feed_durable(e, feed, durable);
+        dsq_feed_durable(&e->feeds, feed, durable);
         dsq_tier_tail(e->tier, g->name, g->wal, after, durable, tail_done, g);
         return;
     } else {
@@ -151,7 +151,7 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
     pthread_mutex_unlock(&g->mu);
     complete_all(e, &out);
     if (rc == 0)
-        dsq__feed_durable(e, feed, durable);
+        dsq_feed_durable(&e->feeds, feed, durable);
     if (more)
         enqueue(e, g);
 }
@@ -406,7 +406,7 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
     pthread_mutex_unlock(&g->mu);
     complete_all(e, &out);
     if (ok && g->feedp)
-        dsq__feed_durable(e, atomic_load(g->feedp), durable);
+        dsq_feed_durable(&e->feeds, atomic_load(g->feedp), durable);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     return g->failed ? -1 : rc;

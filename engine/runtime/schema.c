@@ -279,7 +279,7 @@ dsq_db_stats *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *conn)
     s->oldest_lsn = u.oldest_lsn;
     s->durable_lsn = dsq_wal_durable(dsq_ps_wal(o->ps));
     uint64_t durable = e->cfg.sync == DSQ_SYNC_OFF ? o->lsn : s->durable_lsn;
-    if (dsq__feed_stats(atomic_load(&a->feed), durable, &s->subs, &s->nsubs) != 0) {
+    if (dsq_feed_stats(atomic_load(&a->feed), durable, &s->subs, &s->nsubs) != 0) {
         dsq_db_stats_free(s);
         return NULL;
     }

@@ -62,9 +62,9 @@ int dsq__took_commit(run_ctx *x, const void *changes, size_t nchanges)
     if (lsn != o->lsn)
         dsq__beside_close(o);
     if (feed != NULL && lsn > o->lsn) {
-        dsq__feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
+        dsq_feed_commit(feed, lsn, dsq_ps_lsn_time(o->ps), changes, nchanges);
         if (x->e->cfg.sync == DSQ_SYNC_OFF) /* no syncs: as durable as it gets */
-            dsq__feed_durable(x->e, feed, lsn);
+            dsq_feed_durable(&x->e->feeds, feed, lsn);
     }
     o->lsn = lsn;
     if (dsq_ps_checkpoint_due(o->ps) && !o->in_txn && dsq_now_ms() >= o->ckpt_after_ms)

@@ -68,7 +68,7 @@ static void commits(dsq_feed *f, uint64_t from, uint64_t to, size_t bytes)
     uint8_t buf[2048];
     for (uint64_t l = from; l <= to; l++) {
         memset(buf, (int)(l & 0xff), bytes);
-        dsq__feed_commit(f, l, l * 1000, buf, bytes);
+        dsq_feed_commit(f, l, l * 1000, buf, bytes);
     }
 }
 
@@ -106,7 +106,7 @@ Test(feed, only_durable_commits_are_read)
     bool more;
     cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 1);
     cr_assert_eq(n, 0, "nothing durable yet");
-    dsq__feed_durable(E, f, 3);
+    dsq_feed_durable(&E->feeds, f, 3);
     dsq_engine_poll(E);
     cr_assert_eq(news, 1, "the subscriber heard of it");
     cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 1);
@@ -115,8 +115,8 @@ Test(feed, only_durable_commits_are_read)
     cr_assert_eq(l[2], 3);
     cr_assert_eq(upto, 3);
     cr_assert_eq(more, false);
-    dsq__feed_durable(E, f, 5);
-    dsq__feed_durable(E, f, 5); /* no news twice */
+    dsq_feed_durable(&E->feeds, f, 5);
+    dsq_feed_durable(&E->feeds, f, 5); /* no news twice */
     dsq_engine_poll(E);
     cr_assert_eq(news, 2);
     cr_assert_eq(read_lsns(s, 3, 1 << 20, l, 16, &n, &upto, &more), 1);
@@ -130,7 +130,7 @@ Test(feed, the_budget_evicts_the_oldest_and_a_reader_behind_goes_to_the_log)
     dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "b", on_news, &news);
     dsq_feed *f = feed_of("b");
     commits(f, 1, 100, 200); /* 20 KB against a 4 KiB budget */
-    dsq__feed_durable(E, f, 100);
+    dsq_feed_durable(&E->feeds, f, 100);
     uint64_t l[128], upto;
     size_t n;
     bool more;
@@ -153,7 +153,7 @@ Test(feed, a_commit_that_went_by_unseen_restarts_the_buffer)
     dsq_feed *f = feed_of("c");
     commits(f, 1, 3, 10);
     commits(f, 5, 6, 10); /* 4 never came */
-    dsq__feed_durable(E, f, 6);
+    dsq_feed_durable(&E->feeds, f, 6);
     uint64_t l[16], upto;
     size_t n;
     bool more;
@@ -170,7 +170,7 @@ Test(feed, a_feed_nobody_follows_keeps_nothing)
     dsq_feed *f = feed_of("d");
     dsq_engine_feed_unsubscribe(E, s);
     commits(f, 1, 10, 100);
-    dsq__feed_durable(E, f, 10);
+    dsq_feed_durable(&E->feeds, f, 10);
     dsq_engine_poll(E);
     cr_assert_eq(news, 0);
     s = dsq_engine_feed_subscribe(E, "d", on_news, &news);
@@ -179,7 +179,7 @@ Test(feed, a_feed_nobody_follows_keeps_nothing)
     bool more;
     cr_assert_eq(read_lsns(s, 0, 1 << 20, l, 16, &n, &upto, &more), 0, "nothing was kept meanwhile");
     commits(f, 11, 12, 10);
-    dsq__feed_durable(E, f, 12);
+    dsq_feed_durable(&E->feeds, f, 12);
     cr_assert_eq(read_lsns(s, 10, 1 << 20, l, 16, &n, &upto, &more), 1, "held from the next commit on");
     cr_assert_eq(n, 2);
     dsq_engine_stats st;
@@ -204,7 +204,7 @@ static void poll_rounds(void)
 /* The feed's log is durable up to lsn: then poll. */
 static void durable(dsq_feed *f, uint64_t lsn)
 {
-    dsq__feed_durable(E, f, lsn);
+    dsq_feed_durable(&E->feeds, f, lsn);
     poll_rounds();
 }
 
@@ -284,7 +284,7 @@ Test(feed, an_idle_process_does_not_hold_news_back)
     dsq_feed *f = feed_of("idle");
     commits(f, 1, 3, 10);
     for (uint64_t l = 1; l <= 3; l++) {
-        dsq__feed_durable(E, f, l);
+        dsq_feed_durable(&E->feeds, f, l);
         poll_rounds();
         /* Each sync in a window of its own: the process's CPU use is
          * looked at once per 50 ms window. */
@@ -302,20 +302,20 @@ Test(feed, busy_has_hysteresis)
 {
     const uint64_t ms50 = 50000000u;
     /* one CPU, 70 %: in at 35 ms of 50, out below 24.5 ms */
-    cr_assert(!dsq__busy_next(false, 34000000u, ms50, 1, 70));
-    cr_assert(dsq__busy_next(false, 35000000u, ms50, 1, 70));
-    cr_assert(dsq__busy_next(true, 30000000u, ms50, 1, 70), "60 %% keeps it busy");
-    cr_assert(!dsq__busy_next(false, 30000000u, ms50, 1, 70), "but does not make it so");
-    cr_assert(dsq__busy_next(true, 24500000u, ms50, 1, 70));
-    cr_assert(!dsq__busy_next(true, 24000000u, ms50, 1, 70), "48 %%: no longer");
+    cr_assert(!dsq_feed_busy_next(false, 34000000u, ms50, 1, 70));
+    cr_assert(dsq_feed_busy_next(false, 35000000u, ms50, 1, 70));
+    cr_assert(dsq_feed_busy_next(true, 30000000u, ms50, 1, 70), "60 %% keeps it busy");
+    cr_assert(!dsq_feed_busy_next(false, 30000000u, ms50, 1, 70), "but does not make it so");
+    cr_assert(dsq_feed_busy_next(true, 24500000u, ms50, 1, 70));
+    cr_assert(!dsq_feed_busy_next(true, 24000000u, ms50, 1, 70), "48 %%: no longer");
     /* counted over the CPUs it may use */
-    cr_assert(!dsq__busy_next(false, 35000000u, ms50, 2, 70));
-    cr_assert(dsq__busy_next(false, 70000000u, ms50, 2, 70));
-    cr_assert(dsq__busy_next(true, 50000000u, ms50, 2, 70));
+    cr_assert(!dsq_feed_busy_next(false, 35000000u, ms50, 2, 70));
+    cr_assert(dsq_feed_busy_next(false, 70000000u, ms50, 2, 70));
+    cr_assert(dsq_feed_busy_next(true, 50000000u, ms50, 2, 70));
     /* a window of a day on 256 CPUs does not overflow */
     uint64_t day = 86400ull * 1000000000u;
-    cr_assert(!dsq__busy_next(false, day, day, 256, 70));
-    cr_assert(dsq__busy_next(false, day * 200, day, 256, 70));
+    cr_assert(!dsq_feed_busy_next(false, day, day, 256, 70));
+    cr_assert(dsq_feed_busy_next(false, day * 200, day, 256, 70));
 }
 
 /* A read up to a limit stops there and says there is more. */
@@ -324,7 +324,7 @@ Test(feed, a_read_stops_at_its_limit)
     dsq_feed_sub *s = dsq_engine_feed_subscribe(E, "lim", on_news, &news);
     dsq_feed *f = feed_of("lim");
     commits(f, 1, 6, 10);
-    dsq__feed_durable(E, f, 6);
+    dsq_feed_durable(&E->feeds, f, 6);
     uint64_t upto;
     bool more;
     dsq_buf b = DSQ_BUF_INIT;
@@ -361,7 +361,7 @@ Test(feed, many_subscribers_are_called_in_slices)
         cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "sl", on_news_slow, &calls[i]));
     dsq_feed *f = feed_of("sl");
     commits(f, 1, 2, 10);
-    dsq__feed_durable(E, f, 1);
+    dsq_feed_durable(&E->feeds, f, 1);
     dsq_engine_poll(E);
     int total = 0;
     for (int i = 0; i < 40; i++)
@@ -370,7 +370,7 @@ Test(feed, many_subscribers_are_called_in_slices)
     cr_assert_eq(dsq_engine_feed_due_ms(E), 0, "the rest at once, next iteration");
     cr_assert(dsq_engine_feed_pending(E), "a round in slices has events coming");
     int first = total;
-    dsq__feed_durable(E, f, 2); /* news during the round */
+    dsq_feed_durable(&E->feeds, f, 2); /* news during the round */
     dsq_engine_poll(E);
     dsq_engine_feed_poll(E);
     for (int i = 0; i < 1000 && dsq_engine_feed_due_ms(E) == 0; i++)
@@ -396,7 +396,7 @@ Test(feed, a_slice_lasts_cdc_slice_ns)
     for (int i = 0; i < 5; i++)
         cr_assert_not_null(s[i] = dsq_engine_feed_subscribe(E, "one", on_news, &calls[i]));
     commits(feed_of("one"), 1, 1, 10);
-    dsq__feed_durable(E, feed_of("one"), 1);
+    dsq_feed_durable(&E->feeds, feed_of("one"), 1);
     dsq_engine_poll(E);
     for (int round = 1; round <= 5; round++) {
         int total = 0;
