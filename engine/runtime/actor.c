@@ -88,6 +88,7 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
  * it, NULL if it is the first), or NULL. Caller holds mu. */
 static dsq_call *first_runnable(const dsq_actor *a, dsq_qnode **prevp)
 {
+    DSQ_ASSERT_HELD(&a->mu);
     uint64_t waiting[8]; /* connections with a message that waits */
     size_t nwaiting = 0;
     bool many = false;   /* more than that: look through the messages before */
@@ -121,6 +122,7 @@ static dsq_call *first_runnable(const dsq_actor *a, dsq_qnode **prevp)
 /* Unlink and return the first message that may run now. Caller holds mu. */
 static dsq_call *take_runnable(dsq_actor *a)
 {
+    DSQ_ASSERT_HELD(&a->mu);
     dsq_qnode *prev = NULL;
     dsq_call *c = first_runnable(a, &prev);
     if (c != NULL) {
@@ -173,7 +175,7 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
     atomic_fetch_add(&e->queued, 1);
     bool push = a->sched == ACTOR_IDLE && belongs_to_hold(a, c);
     if (push)
-        a->sched = ACTOR_QUEUED;
+        dsq__actor_sched(a, ACTOR_QUEUED);
     pthread_mutex_unlock(&a->mu);
     /* Outside a->mu: the worker this wakes may run at once on this CPU,
      * and must not find the lock still held. */
@@ -221,7 +223,7 @@ void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
     }
     bool push = any && a->sched == ACTOR_IDLE;
     if (push)
-        a->sched = ACTOR_QUEUED;
+        dsq__actor_sched(a, ACTOR_QUEUED);
     pthread_mutex_unlock(&a->mu);
     if (push)
         dsq__pool_push(e, a, false);
@@ -235,7 +237,7 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c)
         waiting = m == &c->link;
     bool push = waiting && a->sched == ACTOR_IDLE;
     if (push)
-        a->sched = ACTOR_QUEUED;
+        dsq__actor_sched(a, ACTOR_QUEUED);
     pthread_mutex_unlock(&a->mu);
     if (push)
         dsq__pool_push(e, a, false); /* the loop thread: woken by the next kick */
@@ -243,6 +245,7 @@ void dsq__actor_cancel(dsq_engine *e, dsq_actor *a, dsq_call *c)
 
 snap_txn *dsq__snap_find(dsq_actor *a, const char *id)
 {
+    DSQ_ASSERT_HELD(&a->mu);
     for (size_t i = 0; i < a->nsnaps; i++)
         if (strcmp(a->snaps[i].id, id) == 0)
             return &a->snaps[i];
@@ -258,7 +261,7 @@ void dsq__actor_cold_back(dsq_engine *e, dsq_actor *a, dsq_call *c)
     atomic_fetch_add(&e->queued, 1);
     bool push = a->sched == ACTOR_IDLE;
     if (push)
-        a->sched = ACTOR_QUEUED;
+        dsq__actor_sched(a, ACTOR_QUEUED);
     pthread_mutex_unlock(&a->mu);
     if (push)
         dsq__pool_push(e, a, true);
@@ -272,18 +275,18 @@ void dsq__actor_run(dsq_engine *e, dsq_actor *a)
         pthread_mutex_lock(&a->mu);
         dsq_call *c = take_runnable(a);
         if (c == NULL) {
-            a->sched = ACTOR_IDLE;
+            dsq__actor_sched(a, ACTOR_IDLE);
             pthread_mutex_unlock(&a->mu);
             return;
         }
-        a->sched = ACTOR_RUNNING;
+        dsq__actor_sched(a, ACTOR_RUNNING);
         pthread_mutex_unlock(&a->mu);
         atomic_fetch_sub(&e->queued, 1);
         dsq__exec(e, a, c); /* completes c (or parks a stream); c is gone */
     }
     pthread_mutex_lock(&a->mu);
     bool again = has_runnable(a);
-    a->sched = again ? ACTOR_QUEUED : ACTOR_IDLE;
+    dsq__actor_sched(a, again ? ACTOR_QUEUED : ACTOR_IDLE);
     pthread_mutex_unlock(&a->mu);
     if (again)
         dsq__pool_push(e, a, true); /* a worker: wake another now */

@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 
+#include "common/check.h"
 #include "common/threads.h"
 #include "engine/cdc/feed.h"
 #include "engine/engine.h"
@@ -38,7 +39,9 @@ enum {
     DSQ__CALL_STREAM_CANCEL, /* re-queued to end early */
 };
 
-enum { ACTOR_IDLE = 0, ACTOR_QUEUED, ACTOR_RUNNING };
+/* An actor's place in scheduling (under its mu): at rest; on the pool's
+ * run queue (at most once); on a worker. */
+typedef enum actor_sched { ACTOR_IDLE = 0, ACTOR_QUEUED, ACTOR_RUNNING } actor_sched;
 
 /* A call's operation as an int, to compare with the engine's own ones. */
 static inline int op_of(const dsq_call *c) { return (int)c->op; }
@@ -175,7 +178,7 @@ typedef struct dsq_actor {
     pthread_mutex_t mu;
     dsq_queue mail;                 /* the mailbox (dsq_call.link), in arrival order */
     size_t nmail;
-    int sched;                      /* ACTOR_* */
+    actor_sched sched;              /* dsq__actor_sched: IDLE -> QUEUED -> RUNNING -> ... */
     dsq_qnode run_link;             /* on the pool's run queue (under pool.mu) */
     char txn[33];                   /* the open transaction, or "" */
     uint64_t txn_session;           /* its owner connection (0: none) */
@@ -209,6 +212,23 @@ typedef struct dsq_actor {
 /* Every database the server has seen keeps one, open or not: a hibernated
  * actor is small (10,000 databases in a few MiB). */
 _Static_assert(sizeof(dsq_actor) <= 400, "dsq_actor grew past 400 bytes");
+
+/* Move a's scheduling state (caller holds a->mu). A post queues an actor
+ * at rest; a worker takes a queued one (or finds nothing to run and lets
+ * it rest); after a turn it runs on, rests, or goes back on the queue.
+ * Never queued twice, never run without having been queued. */
+static inline void dsq__actor_sched(struct dsq_actor *a, actor_sched to)
+{
+    static const bool allowed[3][3] = {
+        [ACTOR_IDLE] = {[ACTOR_QUEUED] = true},
+        [ACTOR_QUEUED] = {[ACTOR_RUNNING] = true, [ACTOR_IDLE] = true},
+        [ACTOR_RUNNING] = {[ACTOR_RUNNING] = true, [ACTOR_IDLE] = true, [ACTOR_QUEUED] = true},
+    };
+    DSQ_ASSERT_HELD(&a->mu);
+    DSQ_ASSERT(allowed[a->sched][to]);
+    (void)allowed;
+    a->sched = to;
+}
 
 typedef struct pool {
     pthread_mutex_t mu;
@@ -270,9 +290,10 @@ struct dsq_engine {
 /* ---- pool.c ---- */
 int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen);
 void dsq__pool_stop(dsq_engine *e);
-/* Put `a` on the run queue. Caller holds a->mu and has set ACTOR_QUEUED. */
-/* Queue a runnable actor. `wake`: signal a worker now (worker threads);
- * else the loop's next dsq__pool_kick does. */
+/* Put `a` on the run queue. The caller has moved it to ACTOR_QUEUED under
+ * a->mu (which it may have released since: no one else queues an actor
+ * in that state). `wake`: signal a worker now (worker threads); else the
+ * loop's next dsq__pool_kick does. */
 void dsq__pool_push(dsq_engine *e, dsq_actor *a, bool wake);
 void dsq__pool_kick(dsq_engine *e);
 

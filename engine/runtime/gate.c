@@ -69,6 +69,7 @@ static void complete_all(dsq_engine *e, dsq_queue *out)
  * when failing). Caller holds g->mu. */
 static dsq_queue take_released(dsq_gate *g, uint64_t durable, bool all)
 {
+    DSQ_ASSERT_HELD(&g->mu);
     dsq_queue out = {0};
     dsq_call *c;
     while ((c = dsq_container_of(dsq_queue_first(&g->parked), dsq_call, link)) != NULL &&
@@ -330,6 +331,9 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     c->gate_lsn = o->lsn;
+    /* In LSN order: take_released stops at the first not yet durable. */
+    DSQ_ASSERT(g->parked.tail == NULL ||
+               dsq_container_of(g->parked.tail, dsq_call, link)->gate_lsn <= c->gate_lsn);
     dsq_queue_push(&g->parked, &c->link);
     pthread_mutex_unlock(&g->mu);
     atomic_fetch_add(&e->gated, 1);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/check.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -523,6 +524,7 @@ void dsq_warm_close(dsq_warm *w)
  * caller starts the fetch after the unlock). Caller holds mu. */
 static dsq_warm_chunk *chunk_new(dsq_warm *w, const char *key, const dsq_cold_chunk *cc)
 {
+    DSQ_ASSERT_HELD(&w->mu);
     size_t klen = strlen(key);
     dsq_warm_chunk *k = calloc(1, sizeof *k + klen + 1);
     if (k == NULL || (k->req = calloc(1, sizeof *k->req)) == NULL) {
