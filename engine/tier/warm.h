@@ -80,6 +80,24 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
 
 typedef struct dsq_warm_chunk dsq_warm_chunk;
 
+/* ---- a miss, from the read that met it to the call that waits ----
+ *
+ * SQLite reads a page through the VFS (engine/storage/vfs.c), which reads
+ * the page store, which reads an evicted file through dsq_warm_read. When
+ * the chunk is not here, nothing between the read and the executor can
+ * say why the read failed: SQLite turns it into SQLITE_IOERR and unwinds
+ * the statement. So the miss is recorded per thread: dsq_warm_read (or the
+ * read-ahead) sets this thread's miss; the executor, on the same worker
+ * thread, sees the statement fail, asks dsq_warm_missed, takes the chunk
+ * (dsq_warm_miss_take) and parks the call until dsq_warm_wait calls back.
+ * Every reader on the way (the VFS, the page store, the log, checkpoints)
+ * therefore runs on the calling thread, never hands a read to another
+ * thread, and lets a miss through as an I/O error without clearing it;
+ * the executor clears any stale miss before each call it runs, and a
+ * page-store merge before its reads (dsq_warm_miss_clear). A worker
+ * thread is the unit: one call at a time runs on it, so a miss always
+ * belongs to the call running there. */
+
 /* This thread's miss since the last take (a reference), or NULL; and
  * forget it. */
 dsq_warm_chunk *dsq_warm_miss_take(void);
