@@ -190,6 +190,24 @@ fail:
 
 /* ---- chunks and the operation -------------------------------------------------------- */
 
+/* A page of the stream's was evicted: the statement starts again (the
+ * rows handed out so far are stepped over next time, and `res`, when
+ * given, drops this chunk's rows), and the call runs again once the page
+ * is here. Returns false: the stream is not done. */
+static bool cold_again(run_ctx *x, sqlite3_stmt *st, uint64_t *skip, uint64_t rows, dsq_result *res)
+{
+    sqlite3_reset(st);
+    *skip = rows;
+    if (res != NULL) {
+        dsq_buf_reset(&res->rows);
+        res->nrows = 0;
+    }
+    x->c->state = DSQ__CALL_STREAM_MORE;
+    x->retry = true;
+    x->db = NULL;
+    return false;
+}
+
 /* Step a stream's statement for one chunk into results[0]. *rows counts
  * the rows handed out, *skip those to step over first (it starts again
  * after a cold page: the same snapshot, so the same rows). Returns true
@@ -210,14 +228,8 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             (*skip)--;
             continue;
         }
-        if (dsq__cold(x)) {
-            sqlite3_reset(st);
-            *skip = *rows;
-            c->state = DSQ__CALL_STREAM_MORE;
-            x->retry = true;
-            x->db = NULL;
-            return false;
-        }
+        if (dsq__cold(x))
+            return cold_again(x, st, skip, *rows, NULL);
         if (rc != SQLITE_DONE)
             dsq__fail_sqlite(x, rc);
         *skip = 0;
@@ -238,16 +250,8 @@ static bool stream_chunk(run_ctx *x, sqlite3_stmt *st, uint64_t *rows, uint64_t 
             }
             continue;
         }
-        if (rc != SQLITE_DONE && dsq__cold(x)) {
-            sqlite3_reset(st);
-            *skip = *rows;
-            dsq_buf_reset(&res->rows);
-            res->nrows = 0;
-            c->state = DSQ__CALL_STREAM_MORE;
-            x->retry = true;
-            x->db = NULL;
-            return false;
-        }
+        if (rc != SQLITE_DONE && dsq__cold(x))
+            return cold_again(x, st, skip, *rows, res);
         if (rc != SQLITE_DONE)
             dsq__fail_sqlite(x, rc);
         done = true;

@@ -100,16 +100,10 @@ static void send_settled(dsq_cw_session *s, cw_export *e)
 
 static void batch_check(dsq_cw_session *s);
 
-void dsq__cw_settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
+/* What follows an export's settling, either way: the client is told, a
+ * stream's export goes once sent, and waiting pushes may go on. */
+static void settled(dsq_cw_session *s, cw_export *e)
 {
-    if (e->state != S_PENDING) {
-        dsq__cw_val_let_go(s, v);
-        dsq__cw_val_clear(v);
-        return;
-    }
-    e->state = S_DONE;
-    e->val = *v;
-    *v = (cw_val){0};
     if (e->pulled)
         s->waiting--;
     send_settled(s, e);
@@ -121,6 +115,19 @@ void dsq__cw_settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
     batch_check(s);
 }
 
+void dsq__cw_settle_done(dsq_cw_session *s, cw_export *e, cw_val *v)
+{
+    if (e->state != S_PENDING) {
+        dsq__cw_val_let_go(s, v);
+        dsq__cw_val_clear(v);
+        return;
+    }
+    e->state = S_DONE;
+    e->val = *v;
+    *v = (cw_val){0};
+    settled(s, e);
+}
+
 void dsq__cw_settle_failed(dsq_cw_session *s, cw_export *e, dsq_code code, const char *msg)
 {
     if (e->state != S_PENDING)
@@ -128,15 +135,7 @@ void dsq__cw_settle_failed(dsq_cw_session *s, cw_export *e, dsq_code code, const
     e->state = S_FAILED;
     e->code = code;
     e->msg = strdup(msg);
-    if (e->pulled)
-        s->waiting--;
-    send_settled(s, e);
-    if (e->stream && e->sent)
-        dsq__cw_export_release(s, e); /* implicitly, once sent */
-    else
-        dsq__cw_export_done_with(s, e);
-    dsq__cw_pump(s);
-    batch_check(s);
+    settled(s, e);
 }
 
 /* ---- messages ------------------------------------------------------------------------------------ */

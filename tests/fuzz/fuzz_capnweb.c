@@ -102,16 +102,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     c.txn_timeout_ms = 1000;
     c.max_sql_length = 10000;
     c.max_value_size = 1 << 18;
-    c.max_columns = 100;
-    c.max_expr_depth = 100;
-    c.max_params = 100;
-    c.cache_pages = 100;
     c.page_size = 4096;
     c.sync = DSQ_SYNC_OFF;
-    c.retention_ms = 0;
-    c.max_txn_timeout_ms = 0;
-    c.cdc_coalesce_ms = 0;
-    c.cdc_coalesce_cpu = 0;
     c.wake = wake;
     E = dsq_engine_new(&c, err, sizeof err);
     if (E == NULL) {

@@ -175,18 +175,7 @@ int main(int argc, char **argv)
     cfg.max_queue = 10000;
     cfg.batch_per_turn = 3;
     cfg.query_timeout_ms = 5000;
-    cfg.max_result_size = 1 << 20;
     cfg.txn_timeout_ms = 50;
-    cfg.max_sql_length = 100000;
-    cfg.max_value_size = 1 << 20;
-    cfg.max_columns = 100;
-    cfg.max_expr_depth = 100;
-    cfg.max_params = 100;
-    cfg.cache_pages = 100;
-    cfg.retention_ms = 0;
-    cfg.max_txn_timeout_ms = 0;
-    cfg.cdc_coalesce_ms = 0;
-    cfg.cdc_coalesce_cpu = 0;
     cfg.wake = wake;
     char err[256];
     E = dsq_engine_new(&cfg, err, sizeof err);

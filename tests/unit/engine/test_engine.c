@@ -33,9 +33,8 @@ static void on_done(dsq_call *c)
 
 static dsq_engine_cfg cfg_default(void)
 {
-    /* The configuration's defaults, with smaller limits, and no history
-     * kept, no cap on transaction timeouts and no CDC coalescing unless a
-     * test asks. */
+    /* The tests' engine (support/engine_cfg.h): two workers, a short
+     * query timeout, and the values the tests below count on. */
     dsq_engine_cfg c = test_engine_cfg(dir);
     c.workers = 2;
     c.idle_timeout_ms = 60000;
@@ -43,19 +42,11 @@ static dsq_engine_cfg cfg_default(void)
     c.max_queue = 1000;
     c.batch_per_turn = 16;
     c.query_timeout_ms = 2000;
-    c.max_result_size = 1 << 20;
     c.txn_timeout_ms = 30000;
-    c.max_txn_timeout_ms = 0;
-    c.max_sql_length = 100000;
-    c.max_value_size = 1 << 20;
     c.max_columns = 2000;
-    c.max_expr_depth = 100;
     c.max_params = 999;
     c.cache_pages = 500;
-    c.retention_ms = 0;
     c.group_sync = false;
-    c.cdc_coalesce_ms = 0;
-    c.cdc_coalesce_cpu = 0;
     c.wake = test_wake;
     return c;
 }

@@ -52,17 +52,7 @@ static void setup(void)
     c.max_open_actors = 10;
     c.max_queue = 100;
     c.query_timeout_ms = 2000;
-    c.max_result_size = 1 << 20;
     c.max_sql_length = 10000;
-    c.max_value_size = 1 << 20;
-    c.max_columns = 100;
-    c.max_expr_depth = 100;
-    c.max_params = 100;
-    c.cache_pages = 100;
-    c.retention_ms = 0;
-    c.max_txn_timeout_ms = 0;
-    c.cdc_coalesce_ms = 0;
-    c.cdc_coalesce_cpu = 0;
     c.wake = test_wake;
     char err[256];
     E = dsq_engine_new(&c, err, sizeof err);
