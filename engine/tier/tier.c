@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/base64.h"
+#include "common/check.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/threads.h"
@@ -33,11 +34,6 @@
 #include "engine/tier/tier.h"
 #include "engine/tier/tier_int.h"
 #include "engine/tier/warm.h"
-
-#define MANIFEST_FORMAT "dosqld-manifest 1"
-/* Files up to cfg.inline_bytes (at most this) travel inside the manifest
- * (base64), not as chunks: a small database is one object. */
-#define INLINE_MAX 65536
 
 enum job_kind { JOB_OFFER, JOB_DROP };
 
@@ -56,6 +52,15 @@ typedef struct job {
     dsq_qnode link;         /* on dsq_tier.jobs */
 } job;
 
+/* What the tier knows of a database it has seen (dsq_tier.known). */
+typedef struct known {
+    char db[129];
+    dsq_manifest *m;        /* held: the manifest the store has; NULL: not read (or dropped since) */
+    uint64_t reborn;        /* dropped in this run: the file version its next incarnation starts
+                               at (above every one the dropped one used: the warm cache, keyed by
+                               object, may still hold those); 0: not dropped */
+    struct known *next;     /* the hash chain */
+} known;
 
 struct dsq_tier {
     dsq_tier_cfg cfg;
@@ -68,10 +73,9 @@ struct dsq_tier {
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
     pthread_mutex_t cmu;
-    json_t *cache;          /* cmu: database name -> the manifest the store has */
-    json_t *reborn;         /* cmu: name of a database dropped in this run -> the file version
-                               its next incarnation starts at (above every one the dropped one
-                               used: the warm cache, keyed by object, may still hold those) */
+    known **known;          /* cmu: the databases seen, by name (chains of a hash) */
+    size_t nbuckets;        /* cmu: a power of two */
+    size_t nknown;          /* cmu: entries */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
@@ -106,100 +110,12 @@ static void job_free(job *j)
 
 /* ---- keys and manifests ---------------------------------------------------------------------- */
 
-static void chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx, uint64_t len)
-{
-    dsq_chunk_key(out, n, db, id, idx, len);
-}
-
 static void manifest_key(char *out, size_t n, const char *db) { snprintf(out, n, "db/%s/manifest.json", db); }
 
-static json_t *manifest_new(const char *db)
-{
-    return json_pack("{s:s,s:s,s:I,s:I,s:[]}", "format", MANIFEST_FORMAT, "db", db, "lsn", (json_int_t)0, "next",
-                     (json_int_t)1, "files");
-}
-
-/* A manifest read back: the shape checked, so that later code can index
- * it without checking again. */
-static bool manifest_valid(json_t *m, const char *db)
-{
-    json_t *files = json_object_get(m, "files");
-    if (!json_is_string(json_object_get(m, "format")) ||
-        strcmp(json_string_value(json_object_get(m, "format")), MANIFEST_FORMAT) != 0 ||
-        !json_is_string(json_object_get(m, "db")) || strcmp(json_string_value(json_object_get(m, "db")), db) != 0 ||
-        !json_is_integer(json_object_get(m, "next")) || !json_is_integer(json_object_get(m, "lsn")) ||
-        !json_is_array(files))
-        return false;
-    size_t i;
-    json_t *f;
-    json_array_foreach(files, i, f) {
-        json_t *chunks = json_object_get(f, "chunks");
-        const char *name = json_string_value(json_object_get(f, "name"));
-        if (name == NULL || strlen(name) >= sizeof((dsq_tier_file *)0)->name || strstr(name, "..") != NULL ||
-            name[0] == '/' || !json_is_integer(json_object_get(f, "id")) ||
-            !json_is_integer(json_object_get(f, "size")) || !json_is_array(chunks))
-            return false;
-        json_t *inl = json_object_get(f, "data");
-        if (inl != NULL) {
-            if (!json_is_string(inl) || json_array_size(chunks) != 0 || !json_is_integer(json_object_get(f, "crc")) ||
-                json_integer_value(json_object_get(f, "size")) > INLINE_MAX)
-                return false;
-            continue;
-        }
-        size_t k;
-        json_t *c;
-        uint64_t total = 0;
-        json_array_foreach(chunks, k, c) {
-            if (!json_is_array(c) || json_array_size(c) != 2 || !json_is_integer(json_array_get(c, 0)) ||
-                !json_is_integer(json_array_get(c, 1)))
-                return false;
-            total += (uint64_t)json_integer_value(json_array_get(c, 0));
-        }
-        if (total != (uint64_t)json_integer_value(json_object_get(f, "size")))
-            return false;
-    }
-    return true;
-}
-
-/* A manifest's object: its JSON, a newline, then "#crc32 XXXXXXXX\n"
- * (the CRC-32 of the JSON's bytes), so that damage is seen even where it
- * leaves valid JSON. */
-static char *manifest_text(json_t *m, size_t *len)
-{
-    char *j = json_dumps(m, JSON_COMPACT);
-    if (j == NULL)
-        return NULL;
-    size_t n = strlen(j);
-    char *out = malloc(n + 32);
-    if (out != NULL)
-        *len = (size_t)snprintf(out, n + 32, "%s\n#crc32 %08x\n", j, dsq_crc32(j, n));
-    free(j);
-    return out;
-}
-
-/* The manifest in p[0..n), checked; NULL if damaged. */
-static json_t *manifest_parse(const char *p, size_t n, const char *db)
-{
-    if (n < 17 || p[n - 1] != '\n')
-        return NULL;
-    const char *t = p + n - 16; /* "#crc32 XXXXXXXX\n" */
-    unsigned crc;
-    if (t[-1] != '\n' || sscanf(t, "#crc32 %8x", &crc) != 1 || dsq_crc32(p, (size_t)(t - 1 - p)) != crc)
-        return NULL;
-    json_error_t je;
-    json_t *m = json_loadb(p, (size_t)(t - 1 - p), 0, &je);
-    if (m != NULL && !manifest_valid(m, db)) {
-        json_decref(m);
-        m = NULL;
-    }
-    return m;
-}
-
-json_t *dsq__tier_manifest_parse(const char *p, size_t n, const char *db) { return manifest_parse(p, n, db); }
-
-/* GET and check a manifest: 1 found (*out), 0 none, -1 error (msg). One
- * that arrives damaged is asked for again, twice at most. */
-static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, size_t msglen)
+/* GET and decode a manifest: 1 found (*out, one reference), 0 none, -1
+ * error (msg). One that arrives damaged is asked for again, twice at
+ * most. */
+static int manifest_fetch(dsq_tier *t, const char *db, dsq_manifest **out, char *msg, size_t msglen)
 {
     for (int attempt = 0; attempt < 3; attempt++) {
         dsq_obj_req r;
@@ -216,135 +132,195 @@ static int manifest_fetch(dsq_tier *t, const char *db, json_t **out, char *msg, 
             dsq_obj_req_clear(&r);
             return -1;
         }
-        json_t *m = manifest_parse(r.data.data ? r.data.data : "", r.data.len, db);
+        char why[200];
+        int rc = dsq__manifest_decode(r.data.data ? r.data.data : "", r.data.len, db, out, why, sizeof why);
         dsq_obj_req_clear(&r);
-        if (m != NULL) {
-            *out = m;
+        if (rc == 0)
             return 1;
-        }
-        DSQ_WARN("manifest_damaged", "db=%s attempt=%d", db, attempt + 1);
+        DSQ_WARN("manifest_damaged", "db=%s attempt=%d reason=%s", db, attempt + 1, dsq_log_q(why));
     }
     snprintf(msg, msglen, "the manifest of %s in the object store is damaged", db);
     return -1;
 }
 
+/* db's entry in the table of databases seen: where its link is (*slot
+ * NULL: none). Caller holds cmu. */
+static known **known_slot(dsq_tier *t, const char *db)
+{
+    DSQ_ASSERT_HELD(&t->cmu);
+    known **k = &t->known[dsq_hash_str(db) & (t->nbuckets - 1)];
+    while (*k != NULL && strcmp((*k)->db, db) != 0)
+        k = &(*k)->next;
+    return k;
+}
+
+/* db's entry, made (empty) if there is none; NULL: out of memory. Caller
+ * holds cmu. */
+static known *known_add(dsq_tier *t, const char *db)
+{
+    known **slot = known_slot(t, db);
+    if (*slot != NULL)
+        return *slot;
+    if (t->nknown >= t->nbuckets) { /* twice the buckets: chains stay short */
+        known **nb = calloc(t->nbuckets * 2, sizeof *nb);
+        if (nb == NULL)
+            return NULL;
+        for (size_t i = 0; i < t->nbuckets; i++)
+            while (t->known[i] != NULL) {
+                known *k = t->known[i];
+                t->known[i] = k->next;
+                size_t h = dsq_hash_str(k->db) & (t->nbuckets * 2 - 1);
+                k->next = nb[h];
+                nb[h] = k;
+            }
+        free(t->known);
+        t->known = nb;
+        t->nbuckets *= 2;
+        slot = known_slot(t, db);
+    }
+    known *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return NULL;
+    dsq_strlcpy(k->db, db, sizeof k->db);
+    *slot = k;
+    t->nknown++;
+    return k;
+}
+
+/* The manifest of db in the cache (a reference the caller releases), or
+ * NULL. */
+static dsq_manifest *cache_get(dsq_tier *t, const char *db)
+{
+    pthread_mutex_lock(&t->cmu);
+    known *k = *known_slot(t, db);
+    dsq_manifest *m = dsq__manifest_hold(k ? k->m : NULL);
+    pthread_mutex_unlock(&t->cmu);
+    return m;
+}
+
+/* db's manifest is now m (its reference taken), or with !replace only if
+ * the cache has none. 0, or -1: out of memory. */
+static int cache_set(dsq_tier *t, const char *db, dsq_manifest *m, bool replace)
+{
+    pthread_mutex_lock(&t->cmu);
+    known *k = known_add(t, db);
+    if (k != NULL && (replace || k->m == NULL)) {
+        dsq_manifest *was = k->m;
+        k->m = m;
+        m = was;
+    }
+    pthread_mutex_unlock(&t->cmu);
+    dsq__manifest_release(m);
+    return k != NULL ? 0 : -1;
+}
+
+static void cache_forget(dsq_tier *t, const char *db)
+{
+    pthread_mutex_lock(&t->cmu);
+    known **slot = known_slot(t, db), *k = *slot;
+    dsq_manifest *m = k ? k->m : NULL;
+    if (k != NULL && k->reborn == 0) {
+        *slot = k->next;
+        t->nknown--;
+        free(k);
+    } else if (k != NULL) {
+        k->m = NULL;
+    }
+    pthread_mutex_unlock(&t->cmu);
+    dsq__manifest_release(m);
+}
+
+/* The file version a database made again under dropped name db starts
+ * at; 0: none dropped in this run. */
+static uint64_t reborn_floor(dsq_tier *t, const char *db)
+{
+    pthread_mutex_lock(&t->cmu);
+    known *k = *known_slot(t, db);
+    uint64_t floor = k ? k->reborn : 0;
+    pthread_mutex_unlock(&t->cmu);
+    return floor;
+}
+
 /* The manifest the store has of db (cached after the first read); a
  * reference the caller releases. Only the thread working on db changes
  * its entry, so it stays what it was while that thread uses it. */
-static json_t *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msglen)
+static dsq_manifest *manifest_get(dsq_tier *t, const char *db, char *msg, size_t msglen)
 {
-    pthread_mutex_lock(&t->cmu);
-    json_t *m = json_incref(json_object_get(t->cache, db));
-    pthread_mutex_unlock(&t->cmu);
+    dsq_manifest *m = cache_get(t, db);
     if (m)
         return m;
     int rc = manifest_fetch(t, db, &m, msg, msglen);
     if (rc < 0)
         return NULL;
-    if (rc == 0 && (m = manifest_new(db)) == NULL) {
+    if (rc == 0 && (m = dsq__manifest_new(db)) == NULL) {
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
-    if (rc == 0) {
-        pthread_mutex_lock(&t->cmu);
-        json_t *floor = json_object_get(t->reborn, db);
-        if (floor != NULL)
-            json_object_set(m, "next", floor);
-        pthread_mutex_unlock(&t->cmu);
-    }
-    pthread_mutex_lock(&t->cmu);
-    int set = json_object_set(t->cache, db, m);
-    pthread_mutex_unlock(&t->cmu);
-    if (set != 0) {
-        json_decref(m);
+    uint64_t floor = rc == 0 ? reborn_floor(t, db) : 0;
+    if (floor != 0)
+        m->next = floor;
+    if (cache_set(t, db, dsq__manifest_hold(m), true) != 0) {
+        dsq__manifest_release(m);
         snprintf(msg, msglen, "out of memory");
         return NULL;
     }
     return m;
 }
 
-/* db's manifest is now m (taken). */
-static void cache_set(dsq_tier *t, const char *db, json_t *m)
-{
-    pthread_mutex_lock(&t->cmu);
-    json_object_set_new(t->cache, db, m);
-    pthread_mutex_unlock(&t->cmu);
-}
-
-static void cache_forget(dsq_tier *t, const char *db)
-{
-    pthread_mutex_lock(&t->cmu);
-    json_object_del(t->cache, db);
-    pthread_mutex_unlock(&t->cmu);
-}
-
-static json_t *manifest_file(json_t *m, const char *name)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(m, "files"), i, f)
-        if (strcmp(json_string_value(json_object_get(f, "name")), name) == 0)
-            return f;
-    return NULL;
-}
-
 void dsq_tier_prefetch(dsq_tier *t, const char *db)
 {
     char msg[300];
-    json_decref(manifest_get(t, db, msg, sizeof msg));
+    dsq__manifest_release(manifest_get(t, db, msg, sizeof msg));
+}
+
+/* File f of database db, in chunk objects, as a cold file's description. */
+static dsq_cold *cold_new(const char *db, const dsq_manifest_file *f)
+{
+    dsq_cold *c = calloc(1, sizeof *c);
+    if (c == NULL || (c->chunks = calloc(f->nchunks ? f->nchunks : 1, sizeof *c->chunks)) == NULL) {
+        dsq_cold_free(c);
+        return NULL;
+    }
+    dsq_strlcpy(c->db, db, sizeof c->db);
+    c->id = f->id;
+    c->size = f->size;
+    c->n = f->nchunks;
+    uint64_t at = 0;
+    for (size_t k = 0; k < f->nchunks; k++) {
+        c->chunks[k] = (dsq_cold_chunk){at, f->chunks[k].len, f->chunks[k].crc};
+        at += f->chunks[k].len;
+    }
+    return c;
 }
 
 int dsq_tier_cold_of(dsq_tier *t, const char *db, const char *name, uint64_t ino, uint64_t size, uint64_t mtime_ns,
                      dsq_cold **out, uint64_t *manifest_lsn, char *msg, size_t msglen)
 {
     *out = NULL;
-    json_t *m = manifest_get(t, db, msg, msglen);
+    dsq_manifest *m = manifest_get(t, db, msg, msglen);
     if (m == NULL)
         return -1;
-    *manifest_lsn = (uint64_t)json_integer_value(json_object_get(m, "lsn"));
-    json_t *f = manifest_file(m, name);
+    *manifest_lsn = m->lsn;
+    const dsq_manifest_file *f = dsq__manifest_file(m, name);
     int rc = 0;
-    if (f != NULL && json_object_get(f, "data") == NULL &&
-        (uint64_t)json_integer_value(json_object_get(f, "ino")) == ino &&
-        (uint64_t)json_integer_value(json_object_get(f, "size")) == size &&
-        (uint64_t)json_integer_value(json_object_get(f, "mtime")) == mtime_ns) {
-        json_t *chunks = json_object_get(f, "chunks");
-        dsq_cold *c = calloc(1, sizeof *c);
-        size_t n = json_array_size(chunks);
-        if (c == NULL || (c->chunks = calloc(n ? n : 1, sizeof *c->chunks)) == NULL) {
-            dsq_cold_free(c);
+    if (f != NULL && f->data == NULL && f->ino == ino && f->size == size && f->mtime_ns == mtime_ns) {
+        *out = cold_new(db, f);
+        rc = *out != NULL ? 1 : -1;
+        if (rc < 0)
             snprintf(msg, msglen, "out of memory");
-            json_decref(m);
-            return -1;
-        }
-        dsq_strlcpy(c->db, db, sizeof c->db);
-        c->id = (uint64_t)json_integer_value(json_object_get(f, "id"));
-        c->size = size;
-        c->n = n;
-        uint64_t at = 0;
-        for (size_t k = 0; k < n; k++) {
-            json_t *ch = json_array_get(chunks, k);
-            c->chunks[k] = (dsq_cold_chunk){at, (uint64_t)json_integer_value(json_array_get(ch, 0)),
-                                            (uint32_t)json_integer_value(json_array_get(ch, 1))};
-            at += c->chunks[k].len;
-        }
-        *out = c;
-        rc = 1;
     }
-    json_decref(m);
+    dsq__manifest_release(m);
     return rc;
 }
 
 /* Add every chunk key of manifest m to `keys` (a JSON object used as a set). */
-static void manifest_keys(json_t *m, const char *db, json_t *keys)
+static void manifest_keys(const dsq_manifest *m, json_t *keys)
 {
-    size_t i, k;
-    json_t *f, *c;
-    json_array_foreach(json_object_get(m, "files"), i, f) {
-        uint64_t id = (uint64_t)json_integer_value(json_object_get(f, "id"));
-        json_array_foreach(json_object_get(f, "chunks"), k, c) {
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const dsq_manifest_file *f = &m->files[i];
+        for (size_t k = 0; k < f->nchunks; k++) {
             char key[DSQ_OBJ_KEY_MAX + 1];
-            chunk_key(key, sizeof key, db, id, k, (uint64_t)json_integer_value(json_array_get(c, 0)));
+            dsq_chunk_key(key, sizeof key, m->db, f->id, k, f->chunks[k].len);
             json_object_set_new(keys, key, json_true());
         }
     }
@@ -377,7 +353,7 @@ typedef struct upload {
     char path[4096];
     uint64_t off, len;
     char key[DSQ_OBJ_KEY_MAX + 1];
-    json_t *chunk; /* [len, crc] to fill */
+    dsq_manifest_chunk *chunk; /* its CRC-32 to fill */
 } upload;
 
 /* Upload the chunks, `parallel` at a time. 0; 1 a local file is gone or
@@ -423,7 +399,7 @@ static int upload_all(dsq_tier *t, upload *ups, size_t n, char *msg, size_t msgl
                     snprintf(msg, msglen, "read %.200s: %s", u->path, strerror(errno)), rc = -1;
                 break;
             }
-            json_array_set_new(u->chunk, 1, json_integer((json_int_t)dsq_crc32(s->buf, u->len)));
+            u->chunk->crc = dsq_crc32(s->buf, u->len);
             memset(&s->r, 0, sizeof s->r);
             s->r.op = DSQ_OBJ_PUT;
             dsq_strlcpy(s->r.key, u->key, sizeof s->r.key);
@@ -544,174 +520,226 @@ static void tomb_clear(dsq_tier *t, const char *db)
 
 static void tails_trim(dsq_tier *t, const char *db, uint64_t lsn);
 
-/* Offer j against the manifest the store has (old). 0 done, 1 stale
- * (dropped), -1 failed (retry later; msg). */
-static int offer_against(dsq_tier *t, job *j, json_t *old, char *msg, size_t msglen)
+/* One offer's work: the manifest it makes, and the chunks that manifest
+ * names and the store does not have yet. */
+typedef struct offer {
+    dsq_tier *t;
+    const job *j;
+    const dsq_manifest *old; /* the manifest the store has */
+    dsq_manifest *nm;        /* owned: the one to write (room for j->n files) */
+    upload *ups;             /* owned: nups of them, room for cap */
+    size_t nups, cap;
+    char *msg;
+    size_t msglen;
+} offer;
+
+/* File of of the old manifest goes into the new one as it is. */
+static int offer_keep(offer *o, const dsq_manifest_file *of)
 {
-    uint64_t chunk = t->cfg.chunk_bytes;
-    json_int_t next = json_integer_value(json_object_get(old, "next"));
-    json_t *files = json_array();
-    upload *ups = NULL;
-    size_t nups = 0, cap = 0;
-    int rc = 0;
-    for (size_t i = 0; i < j->n && rc == 0; i++) {
-        const dsq_tier_file *f = &j->files[i];
-        json_t *of = manifest_file(old, f->name);
-        if (f->cold) {
-            /* Evicted: its bytes are the ones the manifest names (and
-             * only there). */
-            if (of != NULL)
-                json_array_append(files, of);
-            else
-                DSQ_ERROR("cold_file_unknown", "db=%s file=%s reason=%s", j->db, f->name,
-                          dsq_log_q("evicted, but not in the manifest"));
-            continue;
-        }
-        uint64_t osize = of ? (uint64_t)json_integer_value(json_object_get(of, "size")) : 0;
-        if (of != NULL && f->append_only && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
-            f->size <= osize) {
-            json_array_append(files, of); /* uploaded already, up to where it was when it closed */
-            continue;
-        }
-        if (f->size <= t->cfg.inline_bytes) {
-            char path[4096 + 256];
-            snprintf(path, sizeof path, "%s/db/%s/%s", t->data_dir, j->db, f->name);
-            unsigned char *buf = malloc(f->size + 1);
-            if (buf == NULL) {
-                snprintf(msg, msglen, "out of memory");
-                rc = -1;
-                break;
-            }
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            int got = fd < 0 ? (errno == ENOENT ? 1 : -1) : dsq_pread_full(fd, buf, (size_t)f->size, 0);
-            if (fd >= 0)
-                close(fd);
-            if (got != 0) {
-                if (got < 0)
-                    snprintf(msg, msglen, "read %.200s: %s", path, strerror(errno));
-                rc = got > 0 ? 1 : -1;
-                free(buf);
-                break;
-            }
-            dsq_buf b64 = DSQ_BUF_INIT;
-            dsq_base64_encode(&b64, buf, (size_t)f->size);
-            uint32_t crc = dsq_crc32(buf, (size_t)f->size);
-            json_t *od = of ? json_object_get(of, "data") : NULL;
-            bool same_inline = od != NULL && osize == f->size &&
-                               (uint32_t)json_integer_value(json_object_get(of, "crc")) == crc;
-            free(buf);
-            if (same_inline) { /* unchanged: as it was (then an offer of nothing new writes nothing) */
-                dsq_buf_free(&b64);
-                json_array_append(files, of);
-                continue;
-            }
-            json_array_append_new(files, json_pack("{s:s,s:I,s:I,s:I,s:I,s:b,s:[],s:s%,s:I}", "name", f->name, "id",
-                                                   next++, "size", (json_int_t)f->size, "ino", (json_int_t)f->ino,
-                                                   "mtime", (json_int_t)f->mtime_ns, "append", f->append_only,
-                                                   "chunks", "data", b64.data ? b64.data : "", b64.len, "crc",
-                                                   (json_int_t)crc));
-            dsq_buf_free(&b64);
-            continue;
-        }
-        bool same = of != NULL && (uint64_t)json_integer_value(json_object_get(of, "ino")) == f->ino &&
-                    (f->append_only ? osize <= f->size
-                                    : osize == f->size &&
-                                          (uint64_t)json_integer_value(json_object_get(of, "mtime")) == f->mtime_ns);
-        json_int_t id = same ? json_integer_value(json_object_get(of, "id")) : next++;
-        json_t *chunks = json_array();
-        size_t nch = (size_t)((f->size + chunk - 1) / chunk);
-        for (size_t k = 0; k < nch; k++) {
-            uint64_t off = k * chunk, len = f->size - off < chunk ? f->size - off : chunk;
-            json_t *oc = same ? json_array_get(json_object_get(of, "chunks"), k) : NULL;
-            if (oc != NULL && (uint64_t)json_integer_value(json_array_get(oc, 0)) == len) {
-                json_array_append(chunks, oc); /* uploaded before */
-                continue;
-            }
-            json_t *c = json_pack("[I,I]", (json_int_t)len, (json_int_t)0);
-            json_array_append_new(chunks, c);
-            if (nups == cap) {
-                cap = cap ? cap * 2 : 16;
-                upload *nu = realloc(ups, cap * sizeof *nu);
-                if (nu == NULL) {
-                    snprintf(msg, msglen, "out of memory");
-                    rc = -1;
-                    break;
-                }
-                ups = nu;
-            }
-            upload *u = &ups[nups++];
-            snprintf(u->path, sizeof u->path, "%s/db/%s/%s", t->data_dir, j->db, f->name);
-            u->off = off;
-            u->len = len;
-            u->chunk = c;
-            chunk_key(u->key, sizeof u->key, j->db, (uint64_t)id, k, len);
-        }
-        json_array_append_new(files, json_pack("{s:s,s:I,s:I,s:I,s:I,s:b,s:o}", "name", f->name, "id", id, "size",
-                                               (json_int_t)f->size, "ino", (json_int_t)f->ino, "mtime",
-                                               (json_int_t)f->mtime_ns, "append", f->append_only, "chunks", chunks));
+    if (dsq__manifest_file_copy(&o->nm->files[o->nm->nfiles], of) != 0) {
+        snprintf(o->msg, o->msglen, "out of memory");
+        return -1;
     }
-    json_t *nm = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "format", MANIFEST_FORMAT, "db", j->db, "lsn",
-                           (json_int_t)j->lsn, "time", (json_int_t)dsq_wall_ms(), "chunk", (json_int_t)chunk,
-                           "next", next, "files", files);
-    if (rc == 0 && nm == NULL) {
-        snprintf(msg, msglen, "out of memory");
-        rc = -1;
+    o->nm->nfiles++;
+    return 0;
+}
+
+/* A small file goes inside the manifest: 0, 1 (gone: the offer is
+ * stale), -1 (msg). */
+static int offer_inline(offer *o, const dsq_tier_file *f, const dsq_manifest_file *of)
+{
+    char path[4096 + 256];
+    snprintf(path, sizeof path, "%s/db/%s/%s", o->t->data_dir, o->j->db, f->name);
+    unsigned char *buf = malloc(f->size + 1);
+    if (buf == NULL) {
+        snprintf(o->msg, o->msglen, "out of memory");
+        return -1;
     }
-    if (rc == 0 && nups == 0 && json_equal(files, json_object_get(old, "files"))) {
-        free(ups); /* nothing new */
-        json_decref(nm);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int got = fd < 0 ? (errno == ENOENT ? 1 : -1) : dsq_pread_full(fd, buf, (size_t)f->size, 0);
+    if (fd >= 0)
+        close(fd);
+    if (got != 0) {
+        if (got < 0)
+            snprintf(o->msg, o->msglen, "read %.200s: %s", path, strerror(errno));
+        free(buf);
+        return got > 0 ? 1 : -1;
+    }
+    uint32_t crc = dsq_crc32(buf, (size_t)f->size);
+    if (of != NULL && of->data != NULL && of->size == f->size && of->crc == crc) {
+        free(buf); /* unchanged: as it was (then an offer of nothing new writes nothing) */
+        return offer_keep(o, of);
+    }
+    dsq_buf b64 = DSQ_BUF_INIT;
+    dsq_base64_encode(&b64, buf, (size_t)f->size);
+    free(buf);
+    dsq_manifest_file *nf = &o->nm->files[o->nm->nfiles];
+    *nf = (dsq_manifest_file){.id = o->nm->next++, .size = f->size, .ino = f->ino, .mtime_ns = f->mtime_ns,
+                              .append_only = f->append_only, .crc = crc};
+    dsq_strlcpy(nf->name, f->name, sizeof nf->name);
+    nf->data = strndup(b64.data ? b64.data : "", b64.len);
+    dsq_buf_free(&b64);
+    if (nf->data == NULL) {
+        snprintf(o->msg, o->msglen, "out of memory");
+        return -1;
+    }
+    o->nm->nfiles++;
+    return 0;
+}
+
+/* Chunk idx of file `name` (version id), its bytes [off, off + len),
+ * goes up before the manifest; its CRC-32 goes to *c. */
+static int offer_upload(offer *o, const char *name, uint64_t id, size_t idx, uint64_t off, uint64_t len,
+                        dsq_manifest_chunk *c)
+{
+    if (o->nups == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 16;
+        upload *nu = realloc(o->ups, cap * sizeof *nu);
+        if (nu == NULL) {
+            snprintf(o->msg, o->msglen, "out of memory");
+            return -1;
+        }
+        o->ups = nu;
+        o->cap = cap;
+    }
+    upload *u = &o->ups[o->nups++];
+    snprintf(u->path, sizeof u->path, "%s/db/%s/%s", o->t->data_dir, o->j->db, name);
+    u->off = off;
+    u->len = len;
+    u->chunk = c;
+    dsq_chunk_key(u->key, sizeof u->key, o->j->db, id, idx, len);
+    return 0;
+}
+
+/* A file goes up in chunks: the same file as the old manifest's (a log
+ * segment grown since, or unchanged) keeps its version and the chunks
+ * the store has; any other is a new version. */
+static int offer_chunked(offer *o, const dsq_tier_file *f, const dsq_manifest_file *of)
+{
+    uint64_t chunk = o->t->cfg.chunk_bytes;
+    bool same = of != NULL && of->ino == f->ino &&
+                (f->append_only ? of->size <= f->size : of->size == f->size && of->mtime_ns == f->mtime_ns);
+    size_t nch = (size_t)((f->size + chunk - 1) / chunk);
+    dsq_manifest_file *nf = &o->nm->files[o->nm->nfiles];
+    *nf = (dsq_manifest_file){.id = same ? of->id : o->nm->next++, .size = f->size, .ino = f->ino,
+                              .mtime_ns = f->mtime_ns, .append_only = f->append_only};
+    dsq_strlcpy(nf->name, f->name, sizeof nf->name);
+    if (nch > 0 && (nf->chunks = calloc(nch, sizeof *nf->chunks)) == NULL) {
+        snprintf(o->msg, o->msglen, "out of memory");
+        return -1;
+    }
+    nf->nchunks = nch;
+    o->nm->nfiles++;
+    for (size_t k = 0; k < nch; k++) {
+        uint64_t off = k * chunk, len = f->size - off < chunk ? f->size - off : chunk;
+        const dsq_manifest_chunk *oc = same && k < of->nchunks ? &of->chunks[k] : NULL;
+        if (oc != NULL && oc->len == len) {
+            nf->chunks[k] = *oc; /* uploaded before */
+            continue;
+        }
+        nf->chunks[k] = (dsq_manifest_chunk){len, 0};
+        if (offer_upload(o, f->name, nf->id, k, off, len, &nf->chunks[k]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* What of file f goes into the new manifest, and what of it up. */
+static int offer_file(offer *o, const dsq_tier_file *f)
+{
+    const dsq_manifest_file *of = dsq__manifest_file(o->old, f->name);
+    if (f->cold) {
+        /* Evicted: its bytes are the ones the manifest names (and only
+         * there). */
+        if (of != NULL)
+            return offer_keep(o, of);
+        DSQ_ERROR("cold_file_unknown", "db=%s file=%s reason=%s", o->j->db, f->name,
+                  dsq_log_q("evicted, but not in the manifest"));
         return 0;
     }
-    if (rc == 0)
-        rc = upload_all(t, ups, nups, msg, msglen);
-    free(ups);
-    if (rc != 0) {
-        json_decref(nm);
-        return rc;
-    }
-    /* The manifest after the objects it names. */
-    size_t tlen = 0;
-    char *text = manifest_text(nm, &tlen);
+    if (of != NULL && f->append_only && of->ino == f->ino && f->size <= of->size)
+        return offer_keep(o, of); /* uploaded already, up to where it was when it closed */
+    if (f->size <= o->t->cfg.inline_bytes)
+        return offer_inline(o, f, of);
+    return offer_chunked(o, f, of);
+}
+
+/* Write manifest m to the store: 0, or -1 (msg). */
+static int manifest_put(dsq_tier *t, const dsq_manifest *m, char *msg, size_t msglen)
+{
+    size_t len = 0;
+    char *text = dsq__manifest_encode(m, &len);
     dsq_obj_req r;
     memset(&r, 0, sizeof r);
     r.op = DSQ_OBJ_PUT;
-    manifest_key(r.key, sizeof r.key, j->db);
+    manifest_key(r.key, sizeof r.key, m->db);
     r.body = text;
-    r.body_len = tlen;
+    r.body_len = len;
     dsq_obj_status st = text ? dsq_obj_run(t->cfg.obj, &r) : DSQ_OBJ_FAILED;
     if (st != DSQ_OBJ_OK)
         snprintf(msg, msglen, "%s", text ? r.msg : "out of memory");
     dsq_obj_req_clear(&r);
     free(text);
-    if (st != DSQ_OBJ_OK) {
-        json_decref(nm);
-        return -1;
-    }
-    atomic_fetch_add(&t->manifests, 1);
-    /* What the old manifest named and the new one does not. */
+    return st == DSQ_OBJ_OK ? 0 : -1;
+}
+
+/* nm is written in place of old: the cache has it, and the objects old
+ * named and nm does not go, with the tails nm covers. */
+static void superseded(dsq_tier *t, const dsq_manifest *old, dsq_manifest *nm)
+{
     json_t *gone = json_object(), *keep = json_object();
-    manifest_keys(old, j->db, gone);
-    manifest_keys(nm, j->db, keep);
+    manifest_keys(old, gone);
+    manifest_keys(nm, keep);
     const char *key;
     json_t *v;
     json_object_foreach(keep, key, v)
         json_object_del(gone, key);
     json_decref(keep);
-    cache_set(t, j->db, nm);
+    cache_set(t, nm->db, dsq__manifest_hold(nm), true);
     delete_keys(t, gone, NULL, 0); /* a failure leaves an orphan, named by no manifest */
     json_decref(gone);
     if (t->cfg.tails)
-        tails_trim(t, j->db, j->lsn);
-    return 0;
+        tails_trim(t, nm->db, nm->lsn);
+}
+
+/* Offer j against the manifest the store has (old). 0 done, 1 stale
+ * (dropped), -1 failed (retry later; msg). */
+static int offer_against(dsq_tier *t, job *j, const dsq_manifest *old, char *msg, size_t msglen)
+{
+    offer o = {.t = t, .j = j, .old = old, .msg = msg, .msglen = msglen};
+    o.nm = dsq__manifest_new(j->db);
+    if (o.nm == NULL || (o.nm->files = calloc(j->n ? j->n : 1, sizeof *o.nm->files)) == NULL) {
+        dsq__manifest_release(o.nm);
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    o.nm->lsn = j->lsn;
+    o.nm->time_ms = dsq_wall_ms();
+    o.nm->chunk_bytes = t->cfg.chunk_bytes;
+    o.nm->next = old->next;
+    int rc = 0;
+    for (size_t i = 0; i < j->n && rc == 0; i++)
+        rc = offer_file(&o, &j->files[i]);
+    bool nothing_new = rc == 0 && o.nups == 0 && dsq__manifest_files_equal(o.nm, old);
+    if (rc == 0 && !nothing_new)
+        rc = upload_all(t, o.ups, o.nups, msg, msglen);
+    /* The manifest after the objects it names. */
+    if (rc == 0 && !nothing_new && (rc = manifest_put(t, o.nm, msg, msglen)) == 0) {
+        atomic_fetch_add(&t->manifests, 1);
+        superseded(t, old, o.nm);
+    }
+    free(o.ups);
+    dsq__manifest_release(o.nm);
+    return rc;
 }
 
 static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
 {
-    json_t *old = manifest_get(t, j->db, msg, msglen);
+    dsq_manifest *old = manifest_get(t, j->db, msg, msglen);
     if (old == NULL)
         return -1;
     int rc = offer_against(t, j, old, msg, msglen);
-    json_decref(old);
+    dsq__manifest_release(old);
     return rc;
 }
 
@@ -720,20 +748,18 @@ static int do_offer(dsq_tier *t, job *j, char *msg, size_t msglen)
 static void reborn_above(dsq_tier *t, const char *db, uint64_t id)
 {
     pthread_mutex_lock(&t->cmu);
-    json_t *cur = json_object_get(t->reborn, db);
-    if (cur == NULL || (uint64_t)json_integer_value(cur) <= id)
-        json_object_set_new(t->reborn, db, json_integer((json_int_t)id + 1));
+    known *k = known_add(t, db);
+    if (k != NULL && k->reborn <= id)
+        k->reborn = id + 1;
     pthread_mutex_unlock(&t->cmu);
 }
 
 static int do_drop(dsq_tier *t, job *j, char *msg, size_t msglen)
 {
-    pthread_mutex_lock(&t->cmu);
-    json_t *cached = json_object_get(t->cache, j->db);
-    uint64_t next = cached ? (uint64_t)json_integer_value(json_object_get(cached, "next")) : 0;
-    pthread_mutex_unlock(&t->cmu);
-    if (next > 0)
-        reborn_above(t, j->db, next - 1);
+    dsq_manifest *cached = cache_get(t, j->db);
+    if (cached != NULL && cached->next > 0)
+        reborn_above(t, j->db, cached->next - 1);
+    dsq__manifest_release(cached);
     cache_forget(t, j->db);
     /* The manifest first: no restore finds half a database. */
     dsq_obj_req r;
@@ -1299,122 +1325,132 @@ static int tails_apply(dsq_tier *t, const char *db, const char *dir, uint64_t *e
 
 /* ---- restore ------------------------------------------------------------------------------------- */
 
-/* Download the files manifest m names into directory `into`. */
-static int restore_into(dsq_tier *t, const char *db, json_t *m, const char *into, char *err, size_t errlen)
+/* A file kept inline in the manifest, f, into fd. */
+static int restore_inline(const char *db, const dsq_manifest_file *f, int fd, char *err, size_t errlen)
 {
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(m, "files"), i, f) {
-        const char *name = json_string_value(json_object_get(f, "name"));
-        uint64_t id = (uint64_t)json_integer_value(json_object_get(f, "id"));
-        char path[8192];
-        snprintf(path, sizeof path, "%s/%s", into, name);
-        char *slash = strrchr(path, '/');
-        *slash = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "mkdir %.200s: %s", path, strerror(errno));
-            return -1;
+    size_t bl = strlen(f->data);
+    unsigned char *buf = malloc(bl / 4 * 3 + 3);
+    long got = buf ? dsq_base64_decode(f->data, bl, buf) : -1;
+    int rc = got < 0 || (uint64_t)got != f->size || dsq_crc32(buf, (size_t)got) != f->crc ||
+                     dsq_pwrite_full(fd, buf, (size_t)got, 0) != 0
+                 ? -1
+                 : 0;
+    if (rc != 0)
+        snprintf(err, errlen, "%s of %s: the manifest's copy is damaged, or it cannot be written", f->name, db);
+    free(buf);
+    return rc;
+}
+
+/* Whether chunk GET r (done) brought the chunk of `len` bytes with CRC-32
+ * `crc`; one that arrives with the wrong length or CRC is asked for again
+ * (damaged on the way), twice at most. 0 it did; 1 the store failed (its
+ * message in r); 2 the wrong length; 3 the wrong CRC. */
+static int chunk_check(dsq_tier *t, const char *db, dsq_obj_req *r, uint64_t len, uint32_t crc)
+{
+    for (int attempt = 0;; attempt++) {
+        int bad = r->status != DSQ_OBJ_OK ? 1 : r->data.len != len ? 2 : dsq_crc32(r->data.data, len) != crc ? 3 : 0;
+        if (bad != 2 && bad != 3)
+            return bad;
+        DSQ_WARN("restore_chunk_damaged", "db=%s key=%s reason=%s attempt=%d", db, r->key,
+                 bad == 2 ? "length" : "crc32", attempt + 1);
+        if (attempt == 2)
+            return bad;
+        dsq_obj_req_clear(r);
+        r->done = NULL;
+        dsq_obj_run(t->cfg.obj, r);
+    }
+}
+
+/* The chunks of file f into fd (the file at `path`), `parallel` GETs at
+ * a time. */
+static int restore_chunks(dsq_tier *t, const char *db, const dsq_manifest_file *f, int fd, const char *path, char *err,
+                          size_t errlen)
+{
+    size_t par = t->cfg.parallel;
+    batch bt = {.left = 0};
+    pthread_mutex_init(&bt.mu, NULL);
+    pthread_cond_init(&bt.cv, NULL);
+    slot *sl = calloc(par, sizeof *sl);
+    int rc = sl ? 0 : -1;
+    if (rc != 0)
+        snprintf(err, errlen, "out of memory");
+    uint64_t off = 0;
+    for (size_t at = 0; at < f->nchunks && rc == 0; at += par) {
+        size_t w = f->nchunks - at < par ? f->nchunks - at : par;
+        bt.left = w;
+        for (size_t q = 0; q < w; q++) {
+            memset(&sl[q].r, 0, sizeof sl[q].r);
+            sl[q].r.op = DSQ_OBJ_GET;
+            dsq_chunk_key(sl[q].r.key, sizeof sl[q].r.key, db, f->id, at + q, f->chunks[at + q].len);
+            sl[q].r.done = slot_done;
+            sl[q].r.ud = &sl[q];
+            sl[q].b = &bt;
+            dsq_obj_submit(t->cfg.obj, &sl[q].r);
         }
-        *slash = '/';
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            snprintf(err, errlen, "create %.200s: %s", path, strerror(errno));
-            return -1;
-        }
-        json_t *inl = json_object_get(f, "data");
-        if (inl != NULL) {
-            const char *b64 = json_string_value(inl);
-            size_t bl = strlen(b64);
-            unsigned char *buf = malloc(bl / 4 * 3 + 3);
-            long got = buf ? dsq_base64_decode(b64, bl, buf) : -1;
-            if (got != json_integer_value(json_object_get(f, "size")) ||
-                dsq_crc32(buf, (size_t)got) != (uint32_t)json_integer_value(json_object_get(f, "crc")) ||
-                dsq_pwrite_full(fd, buf, (size_t)got, 0) != 0) {
-                snprintf(err, errlen, "%s of %s: the manifest's copy is damaged, or it cannot be written", name, db);
-                free(buf);
-                close(fd);
-                return -1;
+        pthread_mutex_lock(&bt.mu);
+        while (bt.left > 0)
+            pthread_cond_wait(&bt.cv, &bt.mu);
+        pthread_mutex_unlock(&bt.mu);
+        for (size_t q = 0; q < w; q++) {
+            const dsq_manifest_chunk *c = &f->chunks[at + q];
+            dsq_obj_req *r = &sl[q].r;
+            int bad = rc == 0 ? chunk_check(t, db, r, c->len, c->crc) : 0;
+            if (bad) {
+                snprintf(err, errlen, "%.120s: %.150s", r->key,
+                         bad == 1 ? r->msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
+                rc = -1;
             }
-            free(buf);
-        }
-        /* The chunks, `parallel` GETs at a time; one that arrives with the
-         * wrong length or CRC is asked for again (damaged on the way),
-         * twice at most. */
-        json_t *chunks = json_object_get(f, "chunks");
-        size_t nch = json_array_size(chunks), par = t->cfg.parallel;
-        batch bt = {.left = 0};
-        pthread_mutex_init(&bt.mu, NULL);
-        pthread_cond_init(&bt.cv, NULL);
-        slot *sl = calloc(par, sizeof *sl);
-        int rc = sl ? 0 : -1;
-        if (rc != 0)
-            snprintf(err, errlen, "out of memory");
-        uint64_t off = 0;
-        for (size_t at = 0; at < nch && rc == 0; at += par) {
-            size_t w = nch - at < par ? nch - at : par;
-            bt.left = w;
-            for (size_t q = 0; q < w; q++) {
-                json_t *cj = json_array_get(chunks, at + q);
-                memset(&sl[q].r, 0, sizeof sl[q].r);
-                sl[q].r.op = DSQ_OBJ_GET;
-                chunk_key(sl[q].r.key, sizeof sl[q].r.key, db, id, at + q,
-                          (uint64_t)json_integer_value(json_array_get(cj, 0)));
-                sl[q].r.done = slot_done;
-                sl[q].r.ud = &sl[q];
-                sl[q].b = &bt;
-                dsq_obj_submit(t->cfg.obj, &sl[q].r);
+            if (rc == 0 && dsq_pwrite_full(fd, r->data.data, c->len, off) != 0) {
+                snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
+                rc = -1;
             }
-            pthread_mutex_lock(&bt.mu);
-            while (bt.left > 0)
-                pthread_cond_wait(&bt.cv, &bt.mu);
-            pthread_mutex_unlock(&bt.mu);
-            for (size_t q = 0; q < w; q++) {
-                json_t *cj = json_array_get(chunks, at + q);
-                uint64_t len = (uint64_t)json_integer_value(json_array_get(cj, 0));
-                uint32_t crc = (uint32_t)json_integer_value(json_array_get(cj, 1));
-                dsq_obj_req *r = &sl[q].r;
-                int bad = 0;
-                for (int attempt = 0; rc == 0; attempt++) {
-                    bad = r->status != DSQ_OBJ_OK ? 1 : r->data.len != len ? 2 : dsq_crc32(r->data.data, len) != crc ? 3 : 0;
-                    if (bad != 2 && bad != 3)
-                        break;
-                    DSQ_WARN("restore_chunk_damaged", "db=%s key=%s reason=%s attempt=%d", db, r->key,
-                             bad == 2 ? "length" : "crc32", attempt + 1);
-                    if (attempt == 2)
-                        break;
-                    dsq_obj_req_clear(r);
-                    r->done = NULL;
-                    dsq_obj_run(t->cfg.obj, r);
-                }
-                if (rc == 0 && bad) {
-                    snprintf(err, errlen, "%.120s: %.150s", r->key,
-                             bad == 1 ? r->msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
-                    rc = -1;
-                }
-                if (rc == 0 && dsq_pwrite_full(fd, r->data.data, len, off) != 0) {
-                    snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
-                    rc = -1;
-                }
-                off += len;
-                dsq_obj_req_clear(r);
-            }
+            off += c->len;
+            dsq_obj_req_clear(r);
         }
-        free(sl);
-        pthread_cond_destroy(&bt.cv);
-        pthread_mutex_destroy(&bt.mu);
-        if (rc != 0) {
-            close(fd);
-            return -1;
-        }
-        if (fsync(fd) != 0) {
-            snprintf(err, errlen, "fsync %.200s: %s", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        close(fd);
+    }
+    free(sl);
+    pthread_cond_destroy(&bt.cv);
+    pthread_mutex_destroy(&bt.mu);
+    return rc;
+}
+
+/* File f of db's manifest into directory `into`, synced. */
+static int restore_file(dsq_tier *t, const char *db, const dsq_manifest_file *f, const char *into, char *err,
+                        size_t errlen)
+{
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", into, f->name);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "mkdir %.200s: %s", path, strerror(errno));
+        return -1;
+    }
+    *slash = '/';
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "create %.200s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = f->data != NULL ? restore_inline(db, f, fd, err, errlen) : restore_chunks(t, db, f, fd, path, err, errlen);
+    if (rc == 0 && fsync(fd) != 0) {
+        snprintf(err, errlen, "fsync %.200s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    if (rc == 0) {
         *slash = '\0';
         dsq_fsync_dir(path);
     }
+    return rc;
+}
+
+/* Download the files manifest m names into directory `into`. */
+static int restore_into(dsq_tier *t, const dsq_manifest *m, const char *into, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (restore_file(t, m->db, &m->files[i], into, err, errlen) != 0)
+            return -1;
     return 0;
 }
 
@@ -1424,7 +1460,6 @@ typedef struct rjobs {
     dsq_tier *t;
     const char *base;           /* DATA_DIR/db */
     char (*names)[129];         /* the databases to restore */
-    json_t **ms;                /* their manifests, once restored */
     size_t n;
     atomic_size_t next;
     pthread_mutex_t mu;         /* the rest */
@@ -1432,6 +1467,53 @@ typedef struct rjobs {
     bool failed;
     char err[600];
 } rjobs;
+
+/* Database db from the store into place in `base` (DATA_DIR/db), where
+ * it is not: 1 restored; 0 not (dropped meanwhile); -1 failed (msg). */
+static int restore_db(dsq_tier *t, const char *base, const char *db, char *msg, size_t msglen)
+{
+    char dir[4096 + 256], tmp[4096 + 256], e2[256];
+    snprintf(dir, sizeof dir, "%s/%s", base, db);
+    snprintf(tmp, sizeof tmp, "%s/.restore.%s", base, db);
+    dsq_manifest *m = NULL;
+    int rc = manifest_fetch(t, db, &m, msg, msglen);
+    if (rc <= 0)
+        return rc; /* none: dropped meanwhile */
+    int saved = 0;
+    dsq_ps_remove(tmp, e2, sizeof e2);
+    if (mkdir(tmp, 0700) != 0 || restore_into(t, m, tmp, msg, msglen) != 0 ||
+        tails_apply(t, db, tmp, NULL, msg, msglen) != 0) {
+        saved = errno;
+        rc = -1;
+    } else {
+        /* Into place unless it was dropped meanwhile (a drop of a
+         * database not here yet writes its tombstone under dmu). */
+        pthread_mutex_lock(&t->dmu);
+        if (dsq_tier_tombstoned(t, db)) {
+            rc = 0;
+        } else if (rename(tmp, dir) != 0) {
+            saved = errno;
+            rc = -1;
+        } else {
+            /* What was restored is what the store has: no upload needed
+             * (unless the database, open meanwhile, read the manifest
+             * itself, maybe a newer one). */
+            cache_set(t, db, dsq__manifest_hold(m), false);
+        }
+        pthread_mutex_unlock(&t->dmu);
+    }
+    if (rc <= 0)
+        dsq_ps_remove(tmp, e2, sizeof e2);
+    if (rc < 0 && msg[0] == '\0')
+        snprintf(msg, msglen, "%s", strerror(saved));
+    if (rc > 0) {
+        dsq_fsync_dir(base);
+        atomic_fetch_add(&t->restored, 1);
+        DSQ_INFO("database_restored", "db=%s lsn=%llu files=%zu", db, (unsigned long long)m->lsn, m->nfiles);
+    }
+    dsq__manifest_release(m);
+    return rc;
+}
 
 /* Restore databases from the list until it is done or one fails. */
 static void *restore_main(void *arg)
@@ -1449,68 +1531,14 @@ static void *restore_main(void *arg)
         pthread_mutex_unlock(&t->mu);
         if (i >= rj->n || stop)
             return NULL;
-        const char *db = rj->names[i];
-        char dir[4096 + 256], tmp[4096 + 256], msg[300] = "";
-        snprintf(dir, sizeof dir, "%s/%s", rj->base, db);
-        snprintf(tmp, sizeof tmp, "%s/.restore.%s", rj->base, db);
-        json_t *m = NULL;
-        int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
-        if (rc == 0)
-            continue; /* dropped meanwhile */
-        char e2[256];
-        int saved = 0;
-        bool dropped = false;
-        if (rc > 0) {
-            dsq_ps_remove(tmp, e2, sizeof e2);
-            if (mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
-                tails_apply(t, db, tmp, NULL, msg, sizeof msg) != 0) {
-                saved = errno;
-                rc = -1;
-            } else {
-                /* Into place unless it was dropped meanwhile (a drop of a
-                 * database not here yet writes its tombstone under dmu). */
-                pthread_mutex_lock(&t->dmu);
-                dropped = dsq_tier_tombstoned(t, db);
-                if (!dropped && rename(tmp, dir) != 0) {
-                    saved = errno;
-                    rc = -1;
-                }
-                if (!dropped && rc > 0) {
-                    /* What was restored is what the store has: no upload
-                     * needed (unless the database, open meanwhile, read
-                     * the manifest itself, maybe a newer one). */
-                    pthread_mutex_lock(&t->cmu);
-                    if (json_object_get(t->cache, db) == NULL)
-                        json_object_set(t->cache, db, m);
-                    pthread_mutex_unlock(&t->cmu);
-                }
-                pthread_mutex_unlock(&t->dmu);
-            }
-        }
-        if (dropped) {
-            dsq_ps_remove(tmp, e2, sizeof e2);
-            json_decref(m);
-            continue;
-        }
+        char msg[300] = "";
+        int rc = restore_db(t, rj->base, rj->names[i], msg, sizeof msg);
         pthread_mutex_lock(&rj->mu);
-        if (rc < 0) {
-            if (!rj->failed)
-                snprintf(rj->err, sizeof rj->err, "restoring %s: %s", db, msg[0] ? msg : strerror(saved));
-            rj->failed = true;
-            json_decref(m);
-        } else {
-            rj->ms[i] = m;
-            rj->restored++;
-        }
+        if (rc < 0 && !rj->failed)
+            snprintf(rj->err, sizeof rj->err, "restoring %s: %s", rj->names[i], msg);
+        rj->failed |= rc < 0;
+        rj->restored += rc > 0;
         pthread_mutex_unlock(&rj->mu);
-        if (rc < 0) {
-            dsq_ps_remove(tmp, e2, sizeof e2);
-            continue;
-        }
-        dsq_fsync_dir(rj->base);
-        atomic_fetch_add(&t->restored, 1);
-        DSQ_INFO("database_restored", "db=%s lsn=%lld files=%zu", db,
-                 (long long)json_integer_value(json_object_get(m, "lsn")), json_array_size(json_object_get(m, "files")));
     }
 }
 
@@ -1546,10 +1574,7 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
     /* The databases to bring back: named by a manifest, not here. */
     rjobs rj = {.t = t, .base = base};
     rj.names = calloc(r.nitems ? r.nitems : 1, sizeof *rj.names);
-    rj.ms = calloc(r.nitems ? r.nitems : 1, sizeof *rj.ms);
-    if (rj.names == NULL || rj.ms == NULL) {
-        free(rj.names);
-        free(rj.ms);
+    if (rj.names == NULL) {
         dsq_obj_req_clear(&r);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -1579,10 +1604,7 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
         restore_main(&rj);
     dsq_threads_join(&th);
     pthread_mutex_destroy(&rj.mu);
-    for (size_t i = 0; i < rj.n; i++)
-        json_decref(rj.ms[i]);
     free(rj.names);
-    free(rj.ms);
     if (rj.failed) {
         snprintf(err, errlen, "%s", rj.err);
         return -1;
@@ -1784,7 +1806,7 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
                  db);
         return -1;
     }
-    json_t *m = NULL;
+    dsq_manifest *m = NULL;
     char msg[512];
     int rc = manifest_fetch(t, db, &m, msg, sizeof msg);
     if (rc <= 0) {
@@ -1797,7 +1819,7 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
     msg[0] = '\0';
     /* The files, the tails after them (the log then ends at `last`), then
      * back to the point asked for. */
-    rc = mkdir(tmp, 0700) != 0 || restore_into(t, db, m, tmp, msg, sizeof msg) != 0 ||
+    rc = mkdir(tmp, 0700) != 0 || restore_into(t, m, tmp, msg, sizeof msg) != 0 ||
                  tails_apply(t, db, tmp, &last, msg, sizeof msg) != 0
              ? -1
              : 0;
@@ -1817,11 +1839,11 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
     if (rc != 0 || rename(tmp, dir) != 0) {
         snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
         dsq_ps_remove(tmp, e2, sizeof e2);
-        json_decref(m);
+        dsq__manifest_release(m);
         return -1;
     }
     dsq_fsync_dir(base);
-    json_decref(m);
+    dsq__manifest_release(m);
     return 0;
 }
 
@@ -1836,8 +1858,8 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     t->cfg = *cfg;
-    if ((t->cache = json_object()) == NULL || (t->reborn = json_object()) == NULL) {
-        json_decref(t->cache);
+    t->nbuckets = 64;
+    if ((t->known = calloc(t->nbuckets, sizeof *t->known)) == NULL) {
         free(t->data_dir);
         free(t);
         snprintf(err, errlen, "out of memory");
@@ -1851,8 +1873,8 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         t->cfg.inline_bytes = 4096;
     if (t->cfg.segment_bytes == 0)
         t->cfg.segment_bytes = 64u << 20;
-    if (t->cfg.inline_bytes > INLINE_MAX)
-        t->cfg.inline_bytes = INLINE_MAX;
+    if (t->cfg.inline_bytes > DSQ_TIER_INLINE_MAX)
+        t->cfg.inline_bytes = DSQ_TIER_INLINE_MAX;
     if (t->cfg.threads == 0)
         t->cfg.threads = 4;
     if (t->cfg.threads > TIER_THREADS_MAX)
@@ -1931,8 +1953,14 @@ void dsq_tier_stop(dsq_tier *t)
     dsq_qnode *n;
     while ((n = dsq_queue_pop(&t->jobs)) != NULL)
         job_free(dsq_container_of(n, job, link));
-    json_decref(t->cache);
-    json_decref(t->reborn);
+    for (size_t i = 0; i < t->nbuckets; i++)
+        while (t->known[i] != NULL) {
+            known *k = t->known[i];
+            t->known[i] = k->next;
+            dsq__manifest_release(k->m);
+            free(k);
+        }
+    free(t->known);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
     pthread_mutex_destroy(&t->dmu);
