@@ -18,7 +18,7 @@
  * boolean as shown, and all must be there; fields not named here are
  * ignored. A chunked file's chunk lengths add up to its size.
  *
- * Divisions: the struct; decoding; encoding. */
+ * Divisions: the struct; decoding; encoding; keys. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +27,7 @@
 #include "common/util.h"
 #include "engine/storage/disk.h"
 #include "engine/tier/tier_int.h"
+#include "engine/tier/warm.h"
 
 /* ---- the struct -------------------------------------------------------------------------------- */
 
@@ -355,4 +356,20 @@ char *dsq__manifest_encode(const dsq_manifest *m, size_t *len)
         *len = (size_t)snprintf(out, n + 32, "%s\n#crc32 %08x\n", text, dsq_crc32(text, n));
     free(text);
     return out;
+}
+
+/* ---- keys -------------------------------------------------------------------------------------- */
+
+void dsq__manifest_key(char *out, size_t n, const char *db) { snprintf(out, n, "db/%s/manifest.json", db); }
+
+void dsq__manifest_chunk_keys(const dsq_manifest *m, json_t *keys)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const dsq_manifest_file *f = &m->files[i];
+        for (size_t k = 0; k < f->nchunks; k++) {
+            char key[DSQ_OBJ_KEY_MAX + 1];
+            dsq_chunk_key(key, sizeof key, m->db, f->id, k, f->chunks[k].len);
+            json_object_set_new(keys, key, json_true());
+        }
+    }
 }
