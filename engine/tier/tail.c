@@ -1,8 +1,8 @@
 /* tail — sync_to_object_store = commit: a database's log records go to the
- * object store as they commit, one tail object per batch
+ * object store as they become durable, in tail objects
  * (db/NAME/tail/AFTER-UPTO, LSNs in hex: the records after AFTER up to
- * UPTO, as the log holds them); a manifest that covers a tail's last
- * LSN makes it go; a restore appends the tails that follow the log it
+ * UPTO, as the log holds them); once a manifest covers a tail's last LSN
+ * the tail goes; a restore appends the tails that follow the log it
  * downloaded (tier.h has the model, docs/storage.md the layout).
  *
  * Divisions: putting a tail; tail keys and trimming; applying tails to a
