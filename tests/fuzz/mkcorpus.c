@@ -167,20 +167,24 @@ int main(int argc, char **argv)
     /* ---- tier: manifests (mode 0, 1 restored), a sidecar (2), a tail (3) ---- */
     dsq_buf m = DSQ_BUF_INIT, b64 = DSQ_BUF_INIT, fmt = DSQ_BUF_INIT;
     dsq_buf_printf(&fmt, "dosqld-db 1 page_size %d\n", PAGE);
-    dsq_buf_puts(&m, "{\"format\":\"dosqld-manifest 1\",\"db\":\"f\",\"lsn\":4,\"next\":4,\"files\":[");
+    dsq_buf_puts(&m, "{\"format\":\"dosqld-manifest 1\",\"db\":\"f\",\"lsn\":4,\"time\":1795671662856,"
+                    "\"chunk\":2097152,\"next\":4,\"files\":[");
     dsq_base64_encode(&b64, fmt.data, fmt.len);
-    dsq_buf_printf(&m, "{\"name\":\"format\",\"id\":1,\"size\":%zu,\"crc\":%u,\"chunks\":[],\"data\":\"%.*s\"},",
+    dsq_buf_printf(&m, "{\"name\":\"format\",\"id\":1,\"size\":%zu,\"ino\":7,\"mtime\":8,\"append\":false,\"crc\":%u,"
+                   "\"chunks\":[],\"data\":\"%.*s\"},",
                    fmt.len, dsq_crc32(fmt.data, fmt.len), (int)b64.len, b64.data);
     dsq_buf_reset(&b64);
     dsq_base64_encode(&b64, seg1.data, seg1.len);
-    dsq_buf_printf(&m, "{\"name\":\"wal/00000001.seg\",\"id\":2,\"size\":%zu,\"crc\":%u,\"chunks\":[],\"data\":\"%.*s\"},",
+    dsq_buf_printf(&m, "{\"name\":\"wal/00000001.seg\",\"id\":2,\"size\":%zu,\"ino\":9,\"mtime\":10,\"append\":true,"
+                   "\"crc\":%u,\"chunks\":[],\"data\":\"%.*s\"},",
                    seg1.len, dsq_crc32(seg1.data, seg1.len), (int)b64.len, b64.data);
     /* Restored: every file inline (chunk objects are not in the harness's store). */
     dsq_buf mi = DSQ_BUF_INIT;
     dsq_buf_append(&mi, m.data, m.len);
     dsq_buf_reset(&b64);
     dsq_base64_encode(&b64, cf.data, cf.len);
-    dsq_buf_printf(&mi, "{\"name\":\"ckpt/0000000000000001.ckpt\",\"id\":3,\"size\":%zu,\"crc\":%u,\"chunks\":[],"
+    dsq_buf_printf(&mi, "{\"name\":\"ckpt/0000000000000001.ckpt\",\"id\":3,\"size\":%zu,\"ino\":5,\"mtime\":6,"
+                   "\"append\":false,\"crc\":%u,\"chunks\":[],"
                    "\"data\":\"%.*s\"}]}",
                    cf.len, dsq_crc32(cf.data, cf.len), (int)b64.len, b64.data);
     put("tier", "manifest_restore", 0x11, mi.data, mi.len);
@@ -188,7 +192,7 @@ int main(int argc, char **argv)
     dsq_buf_free(&mi);
     /* Parsed only: a file in chunk objects. */
     dsq_buf_printf(&m, "{\"name\":\"ckpt/0000000000000004.ckpt\",\"id\":3,\"size\":%zu,\"ino\":5,\"mtime\":6,"
-                   "\"chunks\":[[%zu,%u]]}]}",
+                   "\"append\":false,\"chunks\":[[%zu,%u]]}]}",
                    cf.len, cf.len, dsq_crc32(cf.data, cf.len));
     put("tier", "manifest", 0x10, m.data, m.len);
     dsq_buf whole = DSQ_BUF_INIT;
