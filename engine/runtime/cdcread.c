@@ -121,7 +121,7 @@ void dsq__op_cdc_read_files(run_ctx *x)
                   .dctx = ZSTD_createDCtx()};
     char err[400];
     uint64_t oldest;
-    int rc = s.dctx ? dsq_wal_scan_files(dir, e->warm, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err,
+    int rc = s.dctx ? dsq_wal_scan_files(dir, e->warm ? &e->cold_src : NULL, c->as_of_lsn, c->upto_lsn, cdc_visit, &s, &oldest, err,
                                          sizeof err)
                     : (snprintf(err, sizeof err, "out of memory"), -1);
     ZSTD_freeDCtx(s.dctx);

@@ -44,7 +44,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         int eno = errno;
         dsq_evict_closed(e->evict, a->name);
         free(o);
-        if (e->warm != NULL && dsq_warm_missed()) /* not a failure: it opens again once the page is here */
+        if (e->warm != NULL && dsq_cold_missed()) /* not a failure: it opens again once the page is here */
             DSQ_DEBUG("database_open_cold", "db=%s reason=%s", a->name, dsq_log_q(err));
         else
             DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));

@@ -668,6 +668,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         if ((e->warm = dsq_warm_open(e->cfg.objects, dir, e->cfg.warm_cache_bytes,
                                      e->cfg.cold_read_timeout_ms, err, errlen)) == NULL)
             goto fail;
+        e->cold_src = dsq_warm_source(e->warm);
         dsq_evict_cfg vc = {.tier = e->tier,
                             .data_dir = e->data_dir,
                             .max_bytes = e->cfg.hot_tier_max_bytes,

@@ -198,7 +198,7 @@ typedef struct dsq_actor {
 
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
-    struct dsq_warm_chunk **pins;   /* chunks the running call (or open stream) waited for:
+    dsq_warm_chunk **pins;   /* chunks the running call (or open stream) waited for:
                                        kept in the warm cache until it ends (warm.h) */
     size_t npins, pins_cap;
     bool closed_durable;            /* last closed with its log synced (this process) */
@@ -279,6 +279,7 @@ struct dsq_engine {
     unsigned ncpu;                  /* CPUs the process may run on */
     dsq_tier *tier;                 /* uploads to the object store, or NULL */
     struct dsq_warm *warm;          /* reads of evicted files (warm.h), or NULL */
+    dsq_cold_src cold_src;          /* warm as the source storage reads them from (cold.h) */
     struct dsq_evict *evict;        /* the hot tier's budget (evict.h), or NULL */
     atomic_uint_fast64_t closes;    /* databases closed (workers count them) */
     struct actor_slab *slabs;       /* loop: where actors are carved from (never freed before the end) */

@@ -533,7 +533,7 @@ static void cold_park(run_ctx *x, const exec_op *op, dsq_warm_chunk *k)
     cold_wait *w = malloc(sizeof *w);
     if (a->npins == a->pins_cap) {
         size_t cap = a->pins_cap ? a->pins_cap * 2 : 8;
-        struct dsq_warm_chunk **p = realloc(a->pins, cap * sizeof *p);
+        dsq_warm_chunk **p = realloc(a->pins, cap * sizeof *p);
         if (p != NULL) {
             a->pins = p;
             a->pins_cap = cap;
@@ -582,7 +582,7 @@ static bool cold_settle(run_ctx *x, const exec_op *op)
 {
     dsq_engine *e = x->e;
     dsq_actor *a = x->a;
-    dsq_warm_chunk *k = dsq_warm_miss_take();
+    dsq_warm_chunk *k = dsq_cold_miss_take();
     if (k != NULL && x->retry) {
         cold_park(x, op, k);
         return true;
@@ -686,7 +686,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     c->msg[0] = '\0';
     c->wait_writer = false;
     if (e->warm != NULL)
-        dsq_warm_miss_clear();
+        dsq_cold_miss_clear(&e->cold_src);
     if (op->own) {
         if (op->run != NULL)
             op->run(&x);

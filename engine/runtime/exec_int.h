@@ -28,7 +28,7 @@ typedef struct run_ctx {
 
 /* Whether what just failed read a page that is in the object store, not
  * in the warm cache yet (warm.h): then the call runs again later. */
-static inline bool dsq__cold(const run_ctx *x) { return x->e->warm != NULL && dsq_warm_missed(); }
+static inline bool dsq__cold(const run_ctx *x) { return x->e->warm != NULL && dsq_cold_missed(); }
 
 /* ---- sandbox.c: what a client's SQL may do ---- */
 /* Limits, settings, the authorizer and the progress handler, on db (the

@@ -316,7 +316,7 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .known_durable = known_durable || e->cfg.sync == DSQ_SYNC_OFF,
         .jnl = e->jnl,
         .name = name,
-        .warm = e->warm,
+        .cold_src = e->warm ? &e->cold_src : NULL,
         .max_open_files = e->cfg.max_open_files,
     };
     if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)

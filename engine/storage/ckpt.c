@@ -13,7 +13,7 @@
 #include "common/util.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/fdcache.h"
-#include "engine/tier/warm.h"
+#include "engine/storage/cold.h"
 
 #define MAGIC "DSQCKPT1"
 #define VERSION 1
@@ -307,11 +307,11 @@ const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno)
 int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *err, size_t errlen)
 {
     if (c->cold != NULL) {
-        if (c->warm == NULL) {
+        if (c->src == NULL) {
             snprintf(err, errlen, "its pages are in the object store, and none is configured");
             return -1;
         }
-        return dsq_warm_read(c->warm, c->cold, e->off, buf, e->clen, err, errlen);
+        return c->src->read(c->src->ctx, c->cold, e->off, buf, e->clen, err, errlen);
     }
     int fd = c->fdc ? dsq_fdc_get(c->fdc, DSQ_CKPT_FDKEY(c->lsn), c->path) : open(c->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -15,13 +15,15 @@
  * fsynced, renamed, and the directory fsynced. docs/storage.md.
  *
  * An evicted checkpoint keeps its header and directory; its frames' bytes
- * are given back to the disk and DIR/%016llx.ckpt.cold (warm.h) says
+ * are given back to the disk and DIR/%016llx.ckpt.cold (cold.h) says
  * which object store chunks hold them. */
 #ifndef DSQ_CKPT_H
 #define DSQ_CKPT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "engine/storage/cold.h"
 
 typedef struct dsq_ckpt_entry {
     uint32_t pgno;
@@ -39,8 +41,8 @@ typedef struct dsq_ckpt {
     uint32_t n;             /* entries */
     dsq_ckpt_entry *dir;    /* owned; ascending pgno */
     uint64_t bytes;         /* file size */
-    struct dsq_cold *cold;  /* evicted: its frames are in the object store (warm.h); owned */
-    struct dsq_warm *warm;  /* where to read them (set by the owner) */
+    struct dsq_cold *cold;  /* evicted: its frames are in the object store (cold.h); owned */
+    const struct dsq_cold_src *src; /* where to read them (set by the owner) */
     struct dsq_fdc *fdc;    /* the descriptors reads go through (set by the owner; NULL: a
                                descriptor of its own for each read) */
     char *path;             /* owned */
@@ -71,7 +73,7 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
 const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno);
 /* Read an entry's frame into buf[e->clen]. 0, -1 (errno; or a message in
  * err), or DSQ_WARM_MISS (1) when the checkpoint is cold and the frame's
- * chunk is not in the warm cache yet (warm.h). */
+ * chunk is not in the warm cache yet (cold.h). */
 int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *err, size_t errlen);
 /* Evict checkpoint file `path`, which the object store holds as `cold`
  * says: the sidecar is written (and synced), then the frames' bytes are

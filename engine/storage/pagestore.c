@@ -35,7 +35,7 @@
 #include "engine/storage/ckpt.h"
 #include "engine/storage/disk.h"
 #include "engine/storage/fdcache.h"
-#include "engine/tier/warm.h"
+#include "engine/storage/cold.h"
 
 #define FORMAT_NAME "dosqld-db"
 #define FORMAT_VERSION 1
@@ -107,7 +107,7 @@ struct dsq_ps {
     uint8_t *frame;        /* read buffer for one frame */
     size_t frame_cap;
     dsq_buf rec;           /* encode buffer */
-    dsq_warm_chunk **pins; /* warm chunks a pending merge of evicted checkpoints reads (kept) */
+    dsq_cold_ref **pins; /* warm chunks a pending merge of evicted checkpoints reads (kept) */
     size_t npins, pins_cap;
     bool full;             /* the last commit failed for want of space */
     char err[512];
@@ -361,26 +361,26 @@ static void pend_clear(dsq_ps *ps)
 static void unpin_all(dsq_ps *ps)
 {
     for (size_t i = 0; i < ps->npins; i++)
-        dsq_warm_release(ps->cfg.warm, ps->pins[i]);
+        ps->cfg.cold_src->release(ps->cfg.cold_src->ctx, ps->pins[i]);
     ps->npins = 0;
 }
 
 /* Keep this thread's warm miss, once. 0, or -1 out of memory. */
 static int pin_miss(dsq_ps *ps)
 {
-    dsq_warm_chunk *m = dsq_warm_miss_take();
+    dsq_cold_ref *m = dsq_cold_miss_take();
     if (m == NULL)
         return 0;
     for (size_t i = 0; i < ps->npins; i++)
         if (ps->pins[i] == m) {
-            dsq_warm_release(ps->cfg.warm, m);
+            ps->cfg.cold_src->release(ps->cfg.cold_src->ctx, m);
             return 0;
         }
     if (ps->npins == ps->pins_cap) {
         size_t cap = ps->pins_cap ? ps->pins_cap * 2 : 16;
-        dsq_warm_chunk **n = realloc(ps->pins, cap * sizeof *n);
+        dsq_cold_ref **n = realloc(ps->pins, cap * sizeof *n);
         if (n == NULL) {
-            dsq_warm_release(ps->cfg.warm, m);
+            ps->cfg.cold_src->release(ps->cfg.cold_src->ctx, m);
             return -1;
         }
         ps->pins = n;
@@ -396,8 +396,8 @@ static void unpin_failed(dsq_ps *ps)
 {
     size_t n = 0;
     for (size_t i = 0; i < ps->npins; i++) {
-        if (dsq_warm_failed(ps->cfg.warm, ps->pins[i]))
-            dsq_warm_release(ps->cfg.warm, ps->pins[i]);
+        if (ps->cfg.cold_src->failed(ps->cfg.cold_src->ctx, ps->pins[i]))
+            ps->cfg.cold_src->release(ps->cfg.cold_src->ctx, ps->pins[i]);
         else
             ps->pins[n++] = ps->pins[i];
     }
@@ -415,7 +415,7 @@ static int ck_push(dsq_ps *ps, const dsq_ckpt *c)
         ps->ckpt_cap = cap;
     }
     ps->ckpts[ps->nckpts++] = (ck){++ps->next_ckpt_id, *c};
-    ps->ckpts[ps->nckpts - 1].c.warm = ps->cfg.warm;
+    ps->ckpts[ps->nckpts - 1].c.src = ps->cfg.cold_src;
     ps->ckpts[ps->nckpts - 1].c.fdc = ps->fdc;
     return 0;
 }
@@ -518,7 +518,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
     dsq_wal_cfg wc = {.page_size = ps->page_size, .segment_bytes = cfg->segment_bytes,
                       .known_durable = cfg->known_durable, .jnl = cfg->jnl, .jname = cfg->name,
-                      .warm = cfg->warm, .fdc = ps->fdc};
+                      .cold_src = cfg->cold_src, .fdc = ps->fdc};
     uint64_t last;
     if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
         ps_close_keep_errno(ps);
@@ -924,14 +924,14 @@ static int merge(dsq_ps *ps, size_t j, size_t k, char *err, size_t errlen)
     /* After a miss, only the evicted pages are read (each miss starts its
      * chunk's fetch); nothing more is written. */
     bool missed = false;
-    dsq_warm_miss_clear();
+    dsq_cold_miss_clear(ps->cfg.cold_src);
     for (uint32_t p = 0; p < x.n; p++) {
         if (x.v[p].seg == 0)
             continue;
         if (missed && ck_find(ps, x.v[p].seg & ~CKPT)->c.cold == NULL)
             continue;
         if (read_frame(ps, p + 1, x.v[p]) != 0) {
-            if (dsq_warm_missed()) {
+            if (dsq_cold_missed()) {
                 if (pin_miss(ps) != 0) {
                     snprintf(err, errlen, "out of memory");
                     goto fail;
@@ -962,7 +962,7 @@ static int merge(dsq_ps *ps, size_t j, size_t k, char *err, size_t errlen)
     for (size_t i = j; i <= k; i++)
         dsq_ckpt_close(&ps->ckpts[i].c, i < k); /* file k's name is the merged one's now */
     ps->ckpts[j] = (ck){base_id, c};
-    ps->ckpts[j].c.warm = ps->cfg.warm;
+    ps->ckpts[j].c.src = ps->cfg.cold_src;
     ps->ckpts[j].c.fdc = ps->fdc;
     memset(ps->rkey, 0, sizeof ps->rkey); /* the merged file reuses base_id's frames' names */
     memmove(ps->ckpts + j + 1, ps->ckpts + k + 1, (ps->nckpts - k - 1) * sizeof *ps->ckpts);
@@ -1022,7 +1022,7 @@ int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
      * pending one waits for, and bring the count back under the mark
      * without ever merging the evicted ones. Until then, the local ones
      * above the newest evicted one are merged among themselves. */
-    if (k + 1 >= MERGE_ALL_AT && ps->cfg.warm != NULL)
+    if (k + 1 >= MERGE_ALL_AT && ps->cfg.cold_src != NULL)
         return merge(ps, 0, k, err, errlen);
     size_t j = k + 1;
     while (j > 0 && ps->ckpts[j - 1].c.cold == NULL)

@@ -29,7 +29,7 @@ typedef struct dsq_ps_cfg {
     bool known_durable;     /* closed with its log synced, in this process: no fsync at open */
     struct dsq_jnl *jnl;    /* the node's journal, or NULL (wal.h) */
     const char *name;       /* the database's name in it */
-    struct dsq_warm *warm;  /* where evicted checkpoints' pages are read from (warm.h), or NULL */
+    const struct dsq_cold_src *cold_src; /* where evicted checkpoints' pages are read from (cold.h), or NULL */
     unsigned max_open_files; /* descriptors kept open for reads of old segments and
                                 checkpoints (fdcache.h); 0 counts as 1 */
 } dsq_ps_cfg;
@@ -52,7 +52,7 @@ dsq_wal *dsq_ps_wal(dsq_ps *ps);
  * dst[page_size]; a page past the end reads as zeros. 0, or -1 (I/O or a
  * damaged frame; the message in dsq_ps_error; or a page of an evicted
  * checkpoint that is not in the warm cache yet: then this thread has a
- * miss, warm.h). */
+ * miss, cold.h). */
 int dsq_ps_read(dsq_ps *ps, uint32_t pgno, void *dst);
 /* Bytes [off, off + n) of it (off + n <= page size). */
 int dsq_ps_read_part(dsq_ps *ps, uint32_t pgno, uint32_t off, uint32_t n, void *dst);

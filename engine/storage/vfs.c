@@ -23,7 +23,7 @@
 
 #include "engine/storage/pagestore.h"
 #include "engine/storage/vfs.h"
-#include "engine/tier/warm.h"
+#include "engine/storage/cold.h"
 
 #define VFS_NAME "dosqld"
 
@@ -79,11 +79,11 @@ static int f_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
         uint32_t pgno = (uint32_t)(at / psz) + 1;
         size_t within = at % psz, n = psz - within < left ? psz - within : left;
         if (f_page(p, pgno, (uint32_t)within, (uint32_t)n, out) != 0) {
-            /* A page of an evicted file that is on its way (warm.h): not
+            /* A page of an evicted file that is on its way (cold.h): not
              * an I/O error, which would make SQLite roll back the whole
              * transaction; BUSY undoes only the statement, which the
              * engine runs again once the page is here. */
-            if (dsq_warm_missed())
+            if (dsq_cold_missed())
                 return SQLITE_BUSY;
             store_errno = errno;
             return SQLITE_IOERR_READ;

@@ -3,8 +3,8 @@
  *
  * A read of a page whose file was evicted to the object store, and whose
  * chunk is not in the warm cache, fails as SQLITE_IOERR; the miss itself
- * is kept per thread for the executor (engine/tier/warm.h, "a miss, from
- * the read that met it to the call that waits"). The VFS reads on the
+ * is kept per thread for the executor (cold.h, "a miss, from the read
+ * that met it to the call that waits"). The VFS reads on the
  * calling thread and leaves that miss in place. */
 #ifndef DSQ_VFS_H
 #define DSQ_VFS_H

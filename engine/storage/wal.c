@@ -23,7 +23,7 @@
 #include "engine/storage/disk.h"
 #include "engine/storage/fdcache.h"
 #include "engine/storage/journal.h"
-#include "engine/tier/warm.h"
+#include "engine/storage/cold.h"
 
 #define REC_MAGIC 0x52515344u      /* "DSQR" read as little-endian bytes */
 #define SEG_MAGIC "DSQWAL01"
@@ -229,7 +229,7 @@ typedef struct seg {
     int fd;               /* for writing and syncing: open while it is the newest
                              segment or not synced to its end; else -1 (reads
                              go through the log's fdcache) */
-    dsq_cold *cold;       /* evicted: its records are in the object store (warm.h) */
+    dsq_cold *cold;       /* evicted: its records are in the object store (cold.h) */
     uint64_t first_lsn;   /* of its first record */
     uint64_t last_lsn;    /* of its last record (first_lsn - 1 when empty) */
     uint64_t size;        /* bytes written */
@@ -515,15 +515,15 @@ static int seg_read_header(dsq_wal *w, seg *s, char *err, size_t errlen)
 }
 
 /* Bytes [off, off + n) of segment s: from its file, or for an evicted one
- * from the warm cache. 0, 1 (the file ends first), -1 (error, or a miss). */
-static int seg_pread(const seg *s, struct dsq_warm *warm, void *buf, size_t n, uint64_t off)
+ * from its source (cold.h). 0, 1 (the file ends first), -1 (error, or a miss). */
+static int seg_pread(const seg *s, const dsq_cold_src *src, void *buf, size_t n, uint64_t off)
 {
     if (s->cold == NULL || off + n <= DSQ_WAL_SEG_HDR)
         return dsq_pread_full(s->fd, buf, n, off);
     if (off + n > s->cold->size)
         return 1;
     char err[300];
-    return warm != NULL && dsq_warm_read(warm, s->cold, off, buf, n, err, sizeof err) == 0 ? 0 : -1;
+    return src != NULL && src->read(src->ctx, s->cold, off, buf, n, err, sizeof err) == 0 ? 0 : -1;
 }
 
 /* Load segment path's sidecar, if it was evicted. 0 or -1. */
@@ -1064,7 +1064,7 @@ int dsq_wal_read(dsq_wal *w, uint32_t seq, uint64_t off, void *buf, size_t n)
     /* (The worker that reads is the one that retires: copy.cold stays.) */
     if ((copy.fd = read_get(w, seq)) < 0)
         return -1;
-    int rc = seg_pread(&copy, w->cfg.warm, buf, n, off);
+    int rc = seg_pread(&copy, w->cfg.cold_src, buf, n, off);
     read_put(w, copy.fd);
     if (rc > 0)
         errno = EIO; /* the file ends before the frame: cannot be (damaged) */
@@ -1382,7 +1382,7 @@ void dsq_wal_usage(dsq_wal *w, uint32_t *segments, uint64_t *bytes, uint64_t *fi
  * the file goes); 0 when at least `need` came, else -1. `need` may be a
  * record's length from its header: it is checked against the bytes the
  * file has before the buffer grows for it. */
-static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t need, uint8_t **buf, size_t *cap,
+static int fill_block(const seg *s, const dsq_cold_src *src, uint64_t off, size_t need, uint8_t **buf, size_t *cap,
                       uint64_t *bstart, uint64_t *bend)
 {
     uint64_t size;
@@ -1404,9 +1404,9 @@ static int fill_block(const seg *s, struct dsq_warm *warm, uint64_t off, size_t 
         *buf = n;
         *cap = want;
     }
-    if (s->cold != NULL) { /* evicted: from the warm cache, within the file */
+    if (s->cold != NULL) { /* evicted: from its source, within the file */
         size_t n = size - off < want ? (size_t)(size - off) : want;
-        if (seg_pread(s, warm, *buf, n, off) != 0)
+        if (seg_pread(s, src, *buf, n, off) != 0)
             return -1;
         *bstart = off;
         *bend = off + n;
@@ -1440,7 +1440,7 @@ typedef struct block {
     uint64_t start, end; /* the file bytes buf holds */
 } block;
 
-static int scan_segment(const seg *s, struct dsq_warm *warm, uint64_t first_lsn, uint64_t last, uint32_t page_size,
+static int scan_segment(const seg *s, const dsq_cold_src *src, uint64_t first_lsn, uint64_t last, uint32_t page_size,
                         uint64_t from, uint64_t to, dsq_wal_visit_fn visit, void *ud, block *b, uint64_t *next,
                         char *err, size_t errlen)
 {
@@ -1449,13 +1449,13 @@ static int scan_segment(const seg *s, struct dsq_warm *warm, uint64_t first_lsn,
     b->start = b->end = 0;
     while (want <= to && want <= last) {
         if ((off + DSQ_WAL_REC_HDR > b->end || off < b->start) &&
-            fill_block(s, warm, off, DSQ_WAL_REC_HDR, &b->buf, &b->cap, &b->start, &b->end) != 0)
+            fill_block(s, src, off, DSQ_WAL_REC_HDR, &b->buf, &b->cap, &b->start, &b->end) != 0)
             break;
         dsq_wal_rec r;
         if (dsq_wal_rec_header(b->buf + (off - b->start), &r) != 0 || r.lsn != want || r.page_size != page_size)
             break;
         if (want > from) {
-            if (off + r.len > b->end && fill_block(s, warm, off, r.len, &b->buf, &b->cap, &b->start, &b->end) != 0)
+            if (off + r.len > b->end && fill_block(s, src, off, r.len, &b->buf, &b->cap, &b->start, &b->end) != 0)
                 break;
             const uint8_t *p = b->buf + (off - b->start);
             if (!dsq_wal_rec_valid(p, &r))
@@ -1498,7 +1498,7 @@ int dsq_wal_scan(dsq_wal *w, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
             rc = -1;
             break;
         }
-        rc = scan_segment(&s, w->cfg.warm, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b,
+        rc = scan_segment(&s, w->cfg.cold_src, s.first_lsn, s.last_lsn, w->cfg.page_size, from, to, visit, ud, &b,
                           &next, err, errlen);
         read_put(w, s.fd);
         uint64_t upto = s.last_lsn < to ? s.last_lsn : to;
@@ -1543,7 +1543,7 @@ int dsq_wal_seg_first(int fd, uint64_t *first_lsn)
     return 0;
 }
 
-int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
+int dsq_wal_scan_files(const char *dir, const dsq_cold_src *src, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
                        void *ud, uint64_t *oldest, char *err, size_t errlen)
 {
     *oldest = 0;
@@ -1610,7 +1610,7 @@ int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, ui
         uint32_t page_size = dsq_pread_full(s.fd, h, sizeof h, 0) == 0 ? dsq_get32(h + 12) : 0;
         if (seg_cold(&s, path, err, errlen) != 0)
             rc = -1;
-        else if (s.cold != NULL && warm == NULL) {
+        else if (s.cold != NULL && src == NULL) {
             snprintf(err, errlen, "log segment %08x is in the object store, and none is configured", v[i].seq);
             rc = -1;
         } else if (v[i].first_lsn != want) {
@@ -1620,10 +1620,10 @@ int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, ui
         }
         if (rc == 0) {
             uint64_t next;
-            rc = scan_segment(&s, warm, want, s.cold ? s.cold->lsn : UINT64_MAX, page_size, from, to, visit, ud, &blk,
+            rc = scan_segment(&s, src, want, s.cold ? s.cold->lsn : UINT64_MAX, page_size, from, to, visit, ud, &blk,
                               &next, err, errlen);
             want = next; /* stopped early: on in the next segment, which must start there */
-            if (rc == 0 && dsq_warm_missed()) {
+            if (rc == 0 && dsq_cold_missed()) {
                 snprintf(err, errlen, "log segment %08x: a chunk is on its way from the object store", v[i].seq);
                 rc = -1;
             }

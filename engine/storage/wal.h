@@ -36,6 +36,7 @@
 #include <sys/types.h>
 
 #include "common/buf.h"
+#include "engine/storage/cold.h"
 
 #define DSQ_WAL_SEG_HDR 64 /* bytes of a segment's header */
 #define DSQ_WAL_REC_HDR 48 /* bytes of a record's fixed header */
@@ -113,7 +114,7 @@ typedef struct dsq_wal_cfg {
                                record also goes there, and a sync is the
                                journal's instead of the segments' */
     const char *jname;      /* the database's name in the journal */
-    struct dsq_warm *warm;  /* where evicted segments are read from (warm.h), or NULL */
+    const struct dsq_cold_src *cold_src; /* where evicted segments are read from (cold.h), or NULL */
     struct dsq_fdc *fdc;    /* reads of segments go through it (fdcache.h; the owner's,
                                which outlives the log); NULL: a small one of its own */
 } dsq_wal_cfg;
@@ -161,7 +162,7 @@ int dsq_wal_tee_take(dsq_wal *w, uint64_t after, uint64_t upto, dsq_buf *out);
 
 /* Read n bytes at `off` of segment `seg`. 0, or -1 (gone, short, I/O; or
  * an evicted segment's chunk not in the warm cache yet: this thread has
- * a miss, warm.h). */
+ * a miss, cold.h). */
 int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 
 /* Make every record appended so far durable (with a journal: the
@@ -233,9 +234,8 @@ int dsq_wal_seg_first(int fd, uint64_t *first_lsn);
  * what is being appended). Returns 0; 1 with *oldest set when the
  * segments no longer hold LSN from + 1 (*oldest: the LSN the oldest
  * segment's first record follows); -1 with a message. Evicted segments
- * are read through `warm` (may be NULL when there are none). */
-struct dsq_warm;
-int dsq_wal_scan_files(const char *dir, struct dsq_warm *warm, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
+ * are read through `src` (cold.h; may be NULL when there are none). */
+int dsq_wal_scan_files(const char *dir, const struct dsq_cold_src *src, uint64_t from, uint64_t to, dsq_wal_visit_fn visit,
                        void *ud,
                        uint64_t *oldest, char *err, size_t errlen);
 

@@ -1,7 +1,8 @@
-/* warm — cold files' sidecars and the warm cache (see warm.h).
+/* warm — the warm cache (see warm.h): the source storage reads evicted
+ * files from (engine/storage/cold.h).
  *
- * Divisions: keys; sidecars; the cache (entries, fetches, waits, the
- * timer thread). */
+ * Divisions: keys; the cache (entries, fetches, waits, the timer
+ * thread); the source. */
 #include "engine/tier/warm.h"
 
 #include <dirent.h>
@@ -29,166 +30,6 @@ void dsq_chunk_key(char *out, size_t n, const char *db, uint64_t id, size_t idx,
     snprintf(out, n, "db/%s/data/%08llx.%05zu.%08llx", db, (unsigned long long)id, idx, (unsigned long long)len);
 }
 
-/* ---- sidecars ------------------------------------------------------------------------------ */
-
-/* Text: "dosqld-cold 1\n", "db NAME\n", "id N\n", "size N\n", "lsn N\n", "chunks N\n",
- * then per chunk "OFF LEN CRC\n" (CRC in hex), then "#crc32 XXXXXXXX\n"
- * over everything before it. */
-#define COLD_MAGIC "dosqld-cold 1\n"
-
-void dsq_cold_free(dsq_cold *c)
-{
-    if (c) {
-        free(c->chunks);
-        free(c);
-    }
-}
-
-int dsq_cold_load(const char *path, dsq_cold **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    char *text = NULL;
-    int rc = -1;
-    dsq_cold *c = NULL;
-    if (fstat(fd, &st) != 0 || st.st_size < 32 || st.st_size > (64 << 20) ||
-        (text = malloc((size_t)st.st_size + 1)) == NULL || dsq_pread_full(fd, text, (size_t)st.st_size, 0) != 0)
-        goto bad;
-    size_t len = (size_t)st.st_size;
-    text[len] = '\0';
-    const char *trailer = text + len - 16; /* "#crc32 XXXXXXXX\n" */
-    unsigned crc;
-    if (text[len - 1] != '\n' || sscanf(trailer, "#crc32 %8x", &crc) != 1 ||
-        dsq_crc32(text, (size_t)(trailer - text)) != crc || strncmp(text, COLD_MAGIC, strlen(COLD_MAGIC)) != 0)
-        goto bad;
-    c = calloc(1, sizeof *c);
-    if (c == NULL)
-        goto bad;
-    const char *p = text + strlen(COLD_MAGIC);
-    int used = 0;
-    size_t n = 0;
-    if (sscanf(p, "db %128[A-Za-z0-9._-]\nid %" SCNu64 "\nsize %" SCNu64 "\nlsn %" SCNu64 "\nchunks %zu\n%n", c->db,
-               &c->id, &c->size, &c->lsn, &n, &used) != 5 ||
-        used == 0 || n > (1u << 24))
-        goto bad;
-    p += used;
-    c->chunks = calloc(n ? n : 1, sizeof *c->chunks);
-    if (c->chunks == NULL)
-        goto bad;
-    uint64_t at = 0;
-    for (size_t i = 0; i < n; i++) {
-        dsq_cold_chunk *k = &c->chunks[i];
-        used = 0;
-        if (sscanf(p, "%" SCNu64 " %" SCNu64 " %8x\n%n", &k->off, &k->len, &k->crc, &used) != 3 || used == 0 ||
-            k->off != at || k->len == 0)
-            goto bad;
-        at += k->len;
-        p += used;
-    }
-    if (at != c->size || p != trailer)
-        goto bad;
-    c->n = n;
-    *out = c;
-    c = NULL;
-    rc = 1;
-bad:
-    if (rc < 0)
-        snprintf(err, errlen, "%.3000s: damaged (not a cold file's description)", path);
-    dsq_cold_free(c);
-    free(text);
-    close(fd);
-    return rc;
-}
-
-int dsq_cold_write(const char *path, const dsq_cold *c, char *err, size_t errlen)
-{
-    dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, COLD_MAGIC "db %s\nid %" PRIu64 "\nsize %" PRIu64 "\nlsn %" PRIu64 "\nchunks %zu\n", c->db,
-                   c->id, c->size, c->lsn, c->n);
-    for (size_t i = 0; i < c->n; i++)
-        dsq_buf_printf(&b, "%" PRIu64 " %" PRIu64 " %08x\n", c->chunks[i].off, c->chunks[i].len, c->chunks[i].crc);
-    if (b.data == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    dsq_buf_printf(&b, "#crc32 %08x\n", dsq_crc32(b.data, b.len));
-    char tmp[4200], dir[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int rc = -1;
-    if (fd >= 0 && b.data != NULL && dsq_pwrite_full(fd, b.data, b.len, 0) == 0 && fsync(fd) == 0) {
-        close(fd);
-        fd = -1;
-        if (rename(tmp, path) == 0)
-            rc = 0;
-    }
-    if (rc != 0)
-        snprintf(err, errlen, "cannot write %.3000s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0)
-        unlink(tmp);
-    dsq_buf_free(&b);
-    if (rc == 0) {
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = '\0';
-            dsq_fsync_dir(dir);
-        }
-    }
-    return rc;
-}
-
-int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t *freed, char *err, size_t errlen)
-{
-    *freed = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    struct stat before, after;
-    if (fd < 0 || fstat(fd, &before) != 0) {
-        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    if (c->size != (uint64_t)before.st_size) {
-        snprintf(err, errlen, "%.3000s: the object store's copy has another size", path);
-        close(fd);
-        return -1;
-    }
-    uint64_t start = (keep + 4095) & ~(uint64_t)4095;
-    if (start >= (uint64_t)before.st_size) {
-        close(fd);
-        return 0; /* nothing to give back */
-    }
-    char side[4300];
-    snprintf(side, sizeof side, "%s.cold", path);
-    if (dsq_cold_write(side, c, err, errlen) != 0) {
-        close(fd);
-        return -1;
-    }
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
-                  (off_t)((uint64_t)before.st_size - start)) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "%.3000s: cannot punch a hole: %s", path, strerror(e));
-        unlink(side);
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    if (fstat(fd, &after) == 0 && after.st_blocks < before.st_blocks)
-        *freed = (uint64_t)(before.st_blocks - after.st_blocks) * 512u;
-    close(fd);
-    return 0;
-}
-
 /* ---- the cache --------------------------------------------------------------------------------- */
 
 enum { K_FETCHING, K_READY, K_FAILED };
@@ -196,7 +37,7 @@ enum { K_FETCHING, K_READY, K_FAILED };
 /* A cache of many small chunks holds one of these for each: its fetch's
  * request and a failure's message are kept only while needed, and its key
  * is allocated with it, so that it stays small (about 150 bytes). */
-struct dsq_warm_chunk {
+struct dsq_cold_ref { /* dsq_warm_chunk */
     uint64_t len;
     uint32_t crc;
     int state;
@@ -244,8 +85,6 @@ struct dsq_warm {
 
 /* Chunks fetched ahead of a scan (see dsq_warm_read). */
 #define READ_AHEAD 3
-
-static _Thread_local dsq_warm_chunk *tls_miss;
 
 static size_t bucket_of(const char *key) { return (size_t)(dsq_hash_str(key) % NBUCKETS); }
 
@@ -604,15 +443,15 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
                 w->last_idx = i;
             }
             w->misses++;
-            if (tls_miss == NULL) {
+            if (!dsq_cold_missed()) {
                 k->refs++;
-                tls_miss = k;
+                dsq_cold_miss_set(k);
             }
             pthread_mutex_unlock(&w->mu);
             for (size_t j = 0; j < nstart; j++)
                 fetch_start(w, start[j]);
             snprintf(err, errlen, "fetching %.200s from the object store", key);
-            return DSQ_WARM_MISS;
+            return DSQ_COLD_MISS;
         }
         /* Most recently used now. */
         dsq_list_remove(&w->lru, &k->lru);
@@ -639,22 +478,6 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
         i++;
     }
     return 0;
-}
-
-dsq_warm_chunk *dsq_warm_miss_take(void)
-{
-    dsq_warm_chunk *k = tls_miss;
-    tls_miss = NULL;
-    return k;
-}
-
-bool dsq_warm_missed(void) { return tls_miss != NULL; }
-
-void dsq_warm_miss_clear(void)
-{
-    dsq_warm_chunk *k = dsq_warm_miss_take();
-    if (k)
-        dsq_warm_release(k->w, k);
 }
 
 void dsq_warm_release(dsq_warm *w, dsq_warm_chunk *k)
@@ -711,4 +534,20 @@ void dsq_warm_counts_get(dsq_warm *w, dsq_warm_counts *out)
     *out = (dsq_warm_counts){w->hits, w->misses, w->fetches, w->fetch_bytes, w->errors,
                              w->timeouts, w->bytes, w->chunks};
     pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- the source storage reads from -------------------------------------------------------------- */
+
+static int src_read(void *ctx, const dsq_cold *c, uint64_t off, void *buf, size_t n, char *err, size_t errlen)
+{
+    return dsq_warm_read(ctx, c, off, buf, n, err, errlen);
+}
+
+static bool src_failed(void *ctx, dsq_cold_ref *r) { return dsq_warm_failed(ctx, r); }
+
+static void src_release(void *ctx, dsq_cold_ref *r) { dsq_warm_release(ctx, r); }
+
+dsq_cold_src dsq_warm_source(dsq_warm *w)
+{
+    return (dsq_cold_src){.ctx = w, .read = src_read, .failed = src_failed, .release = src_release};
 }

@@ -873,7 +873,8 @@ Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
     /* Records after the newest checkpoint (here: from 0) must be local. */
     char walkdir[128];
     snprintf(walkdir, sizeof walkdir, "%s/wal", dir);
-    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 * 1024, .warm = warm};
+    dsq_cold_src src = dsq_warm_source(warm);
+    dsq_wal_cfg cfg = {.page_size = PS, .segment_bytes = 16 * 1024, .cold_src = &src};
     cr_assert_eq(dsq_wal_open(walkdir, &cfg, 0, visit, &s, &w, &last, err, sizeof err), -1);
     cr_assert(strstr(err, "was evicted but holds") != NULL, "%s", err);
     cr_assert_eq(dsq_wal_open(walkdir, &cfg, 30, visit, &s, &w, &last, err, sizeof err), 0, "%s", err);
@@ -883,9 +884,9 @@ Test(wal, evicted_segments_are_read_through_the_warm_cache, .timeout = 60)
     int tries = 0, rc;
     do {
         s.n = 0;
-        dsq_warm_miss_clear();
+        dsq_cold_miss_clear(&src);
         rc = dsq_wal_scan(w, 0, 30, visit, &s, err, sizeof err);
-        dsq_warm_chunk *k = dsq_warm_miss_take();
+        dsq_warm_chunk *k = dsq_cold_miss_take();
         if (rc != 0) {
             cr_assert_not_null(k, "a failed scan of an evicted segment is a miss: %s", err);
             ready r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};

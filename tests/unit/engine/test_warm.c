@@ -156,9 +156,9 @@ static uint64_t fetches(dsq_warm *w)
 static int wait_miss(dsq_warm *w, waited *out)
 {
     *out = (waited){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    dsq_warm_chunk *k = dsq_warm_miss_take();
+    dsq_warm_chunk *k = dsq_cold_miss_take();
     cr_assert_not_null(k, "a miss is noted");
-    cr_assert_null(dsq_warm_miss_take(), "and taken once");
+    cr_assert_null(dsq_cold_miss_take(), "and taken once");
     dsq_warm_wait(w, k, on_wait, out);
     pthread_mutex_lock(&out->mu);
     uint64_t until = dsq_now_ms() + 10000;
@@ -185,17 +185,17 @@ Test(warm, a_miss_fetches_once_then_reads_hit, .timeout = 30)
     dsq_warm *w = cache(o, 1 << 20, 5000);
     uint8_t buf[8192];
     char err[512];
-    cr_assert_eq(dsq_warm_read(w, c, 100, buf, 4000, err, sizeof err), DSQ_WARM_MISS);
-    cr_assert(dsq_warm_missed());
+    cr_assert_eq(dsq_warm_read(w, c, 100, buf, 4000, err, sizeof err), DSQ_COLD_MISS);
+    cr_assert(dsq_cold_missed());
     /* A second miss of the same chunk before it is in: one GET for both. */
     int again = dsq_warm_read(w, c, 200, buf, 10, err, sizeof err);
-    cr_assert(again == DSQ_WARM_MISS || again == 0);
+    cr_assert(again == DSQ_COLD_MISS || again == 0);
     waited wt;
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
     cr_assert_eq(dsq_warm_read(w, c, 100, buf, 4000, err, sizeof err), 0, "%s", err);
     expect_pattern(buf, 4000, 1, 100);
     /* Across the two chunks: the second one is fetched first. */
-    cr_assert_eq(dsq_warm_read(w, c, 65536 - 100, buf, 300, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 65536 - 100, buf, 300, err, sizeof err), DSQ_COLD_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
     cr_assert_eq(dsq_warm_read(w, c, 65536 - 100, buf, 300, err, sizeof err), 0, "%s", err);
     expect_pattern(buf, 100, 1, 65436);
@@ -224,7 +224,7 @@ Test(warm, damaged_chunks_are_fetched_three_times_then_fail, .timeout = 30)
     dsq_warm *w = cache(o, 1 << 20, 5000);
     uint8_t buf[100];
     char err[512];
-    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 100, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 100, err, sizeof err), DSQ_COLD_MISS);
     waited wt;
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_FAILED);
     cr_assert(strstr(wt.msg, "damaged 3 times") != NULL, "%s", wt.msg);
@@ -234,11 +234,11 @@ Test(warm, damaged_chunks_are_fetched_three_times_then_fail, .timeout = 30)
     cr_assert_eq(n.fetches, 0);
     cr_assert_eq(n.chunks, 0);
     /* The next read asks again (and fails the same way). */
-    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 100, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 100, err, sizeof err), DSQ_COLD_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_FAILED);
     /* A chunk the store does not have. */
     dsq_cold *gone = cold_new("d", 99, 1, lens, crcs);
-    cr_assert_eq(dsq_warm_read(w, gone, 0, buf, 100, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, gone, 0, buf, 100, err, sizeof err), DSQ_COLD_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_FAILED);
     cr_assert(strstr(wt.msg, "no such object") != NULL, "%s", wt.msg);
     dsq_warm_close(w);
@@ -260,7 +260,7 @@ Test(warm, the_budget_drops_the_least_recently_used, .timeout = 30)
     char err[512];
     waited wt;
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(dsq_warm_read(w, c, (uint64_t)i * 40000, buf, 16, err, sizeof err), DSQ_WARM_MISS);
+        cr_assert_eq(dsq_warm_read(w, c, (uint64_t)i * 40000, buf, 16, err, sizeof err), DSQ_COLD_MISS);
         cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
         if (i == 1) /* chunk 0 used again: chunk 1 is now the oldest */
             cr_assert_eq(dsq_warm_read(w, c, 0, buf, 16, err, sizeof err), 0, "%s", err);
@@ -271,8 +271,9 @@ Test(warm, the_budget_drops_the_least_recently_used, .timeout = 30)
     cr_assert_eq(n.bytes, 80000);
     cr_assert_eq(dsq_warm_read(w, c, 0, buf, 16, err, sizeof err), 0, "chunk 0 stayed: %s", err);
     cr_assert_eq(dsq_warm_read(w, c, 80000, buf, 16, err, sizeof err), 0, "chunk 2 stayed: %s", err);
-    cr_assert_eq(dsq_warm_read(w, c, 40000, buf, 16, err, sizeof err), DSQ_WARM_MISS, "chunk 1 went");
-    dsq_warm_miss_clear();
+    cr_assert_eq(dsq_warm_read(w, c, 40000, buf, 16, err, sizeof err), DSQ_COLD_MISS, "chunk 1 went");
+    dsq_cold_src src = dsq_warm_source(w);
+    dsq_cold_miss_clear(&src);
     dsq_warm_close(w);
     dsq_obj_close(o);
     dsq_cold_free(c);
@@ -298,7 +299,7 @@ Test(warm, a_store_that_does_not_answer_ends_the_wait_at_the_timeout, .timeout =
     dsq_cold *c = cold_new("d", 1, 1, lens, crcs);
     dsq_warm *w = cache(o, 1 << 20, 200);
     uint8_t buf[10];
-    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 10, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 10, err, sizeof err), DSQ_COLD_MISS);
     uint64_t t0 = dsq_now_ms();
     waited wt;
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_TIMEOUT, "%s", wt.msg);
@@ -330,13 +331,13 @@ Test(warm, a_scan_fetches_the_next_chunks_ahead, .timeout = 30)
     char err[512];
     waited wt;
     /* A point read: one chunk. */
-    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 16, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 0, buf, 16, err, sizeof err), DSQ_COLD_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
     dsq_warm_counts n;
     dsq_warm_counts_get(w, &n);
     cr_assert_eq(n.fetches, 1);
     /* The next chunk missed too: a scan; three more come along. */
-    cr_assert_eq(dsq_warm_read(w, c, 10000, buf, 16, err, sizeof err), DSQ_WARM_MISS);
+    cr_assert_eq(dsq_warm_read(w, c, 10000, buf, 16, err, sizeof err), DSQ_COLD_MISS);
     cr_assert_eq(wait_miss(w, &wt), DSQ_WARM_READY, "%s", wt.msg);
     WAIT_UNTIL(fetches(w) >= 5, WAIT_MS, "chunks 2 to 4 fetched ahead: %llu", (unsigned long long)fetches(w));
     dsq_warm_counts_get(w, &n);
