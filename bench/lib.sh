@@ -63,16 +63,11 @@ dosqld_stop() {
     dpid=""
 }
 
-# pg_start [OPTIONS]: initdb and start PostgreSQL (installed from Debian
-# when missing and root) pinned on a free port; sets PGB (pgbench with the
-# connection flags) and PSQL.
+# pg_start [OPTIONS]: initdb and start PostgreSQL (the driver has called
+# bench_require ... postgresql) pinned on a free port; sets PGB (pgbench
+# with the connection flags) and PSQL.
 pg_start() {
     PGBIN=${PGBIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-    if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/pgbench" ]; then
-        [ "$(id -u)" = 0 ] || die "needs postgresql (apt-get install -y postgresql)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >/dev/null
-        PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    fi
     pport=$(free_port)
     mkdir -p "$tmp/pg"
     [ -n "$AS_PG" ] && chown postgres: "$tmp/pg"
@@ -86,5 +81,5 @@ pg_start() {
     PSQL="$PGBIN/psql -h 127.0.0.1 -p $pport -U postgres -q"
 }
 
-# median, spread and summary: bench/summary.sh.
+# bench_require, median, spread and summary: bench/summary.sh.
 . bench/summary.sh

@@ -1,6 +1,24 @@
 # bench/summary.sh — sourced by the benchmark drivers (directly, or
-# through bench/lib.sh): medians, spreads, and the rows of the table
-# bench/summary prints at the end of `make bench`.
+# through bench/lib.sh): the check of the Debian packages they need,
+# medians, spreads, and the rows of the table bench/summary prints at the
+# end of `make bench`.
+
+# bench_require NAME PACKAGE...: exits 1, with the apt-get line that
+# installs them, when some of the Debian packages a driver needs are
+# missing (./configure --missing bench decides). Nothing is installed
+# here: make bench does that as root (make deps DEPS=bench).
+bench_require() {
+    local who=$1 need="" p
+    shift
+    for p in $(./configure --missing bench); do
+        case " $* " in *" $p "*) need="$need $p" ;; esac
+    done
+    [ -z "$need" ] && return 0
+    echo "$who: Debian packages missing. Install them with:" >&2
+    echo "    apt-get install -y${need}" >&2
+    echo "(or, as root: make deps DEPS=bench)" >&2
+    exit 1
+}
 
 # The median and the spread ((max - min) / median, in %) of the numbers
 # on stdin, one a line.
