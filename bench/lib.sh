@@ -1,5 +1,6 @@
 # bench/lib.sh — what the benchmark drivers share (sourced, not run):
-# CPU pinning, a scratch directory cleaned at exit, starting dosqld and
+# CPU pinning, a scratch directory cleaned at exit (and the servers
+# stopped: dosqld's dpid, BASE's bpid, PostgreSQL), starting dosqld and
 # PostgreSQL on loopback, medians and spreads, and the summary rows that
 # bench/summary prints as one table.
 #
@@ -17,12 +18,14 @@ fi
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
 dpid=""
+bpid=""
 pg_started=""
 PGBIN=""
 AS_PG=""
 [ "$(id -u)" = 0 ] && AS_PG="runuser -u postgres --"
 lib_cleanup() {
     [ -n "$dpid" ] && kill "$dpid" 2>/dev/null || true
+    [ -n "$bpid" ] && kill "$bpid" 2>/dev/null || true
     [ -n "$pg_started" ] && $AS_PG "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     wait 2>/dev/null || true
     rm -rf "$tmp"
