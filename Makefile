@@ -2,10 +2,14 @@
 #
 #   make            build build/dosqld and build/dosql (runs ./configure first if config.mk is missing;
 #                   as root on Debian, make deps)
-#   make deps       install the missing Debian packages (./configure --missing), then ./configure
+#   make deps       install the missing Debian packages (./configure --missing), then ./configure;
+#                   DEPS="bench" picks the groups (default: the daemon's, the shell's, the tests')
 #   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
 #   make test       build, then run every unit and integration test
-#   make bench      benchmarks against peers (bench/)
+#   make bench      benchmarks against peers (bench/; as root on Debian, make deps DEPS=bench
+#                   first); QUICK=1: a short version of each driver; BASE=/path/to/dosqld:
+#                   every workload also against that binary, interleaved, with the ratio
+#                   new/base and a verdict beside the noise (docs/benchmarks.md)
 #   make soak       30 minutes of mixed load on an ASan+UBSan build, watching memory and
 #                   descriptors (SOAK_SECONDS; tests/soak/soak.mjs; the report in build-soak/)
 #   make install    PREFIX, DESTDIR: binary, config, systemd unit, sysusers/tmpfiles
@@ -53,9 +57,10 @@ else
 endif
 
 # Install every missing Debian package (the daemon's, the shell's, the
-# tests'), then configure.
+# tests'; or those of the groups in DEPS, e.g. DEPS=bench), then configure.
+DEPS ?=
 deps:
-	$(Q)need=$$(./configure --missing); \
+	$(Q)need=$$(./configure --missing $(DEPS)); \
 	if [ -n "$$need" ]; then \
 	    echo "deps: installing $$need"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
@@ -301,8 +306,13 @@ $(B)/bench/sqlite_commits: bench/sqlite_commits.c config.mk
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lsqlite3 -lpthread
 
 # Every driver appends its medians to bench/results/summary.csv; the table
-# of this run's rows comes last (bench/summary).
+# of this run's rows comes last (bench/summary). QUICK=1 and BASE (a
+# command-line variable, so in the drivers' environment) reach every
+# driver. As root on Debian, the benchmarks' peers and tools are installed
+# first (make deps DEPS=bench); BENCH_DEPS_TRIED stops a second attempt.
+ifeq ($(HAVE_BENCH),yes)
 bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli tests/node_modules/.stamp
+	@mkdir -p $(B)/bench
 	@date -u +%Y-%m-%dT%H:%M:%SZ >$(B)/bench/started
 	./bench/http_ceiling $(B)/dosqld
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
@@ -313,6 +323,21 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
 	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
 	./bench/summary $$(cat $(B)/bench/started)
+else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
+bench:
+	$(Q)$(MAKE) --no-print-directory deps DEPS=bench
+	$(Q)$(MAKE) --no-print-directory BENCH_DEPS_TRIED=1 bench
+else
+bench:
+	@need=$$(./configure --missing bench); \
+	if [ -n "$$need" ]; then \
+	    echo "bench: the benchmarks' dependencies are missing. Install them with:" >&2; \
+	    echo "    apt-get install -y $$need" >&2; \
+	else \
+	    echo "bench: config.mk predates the benchmarks' packages: run ./configure" >&2; \
+	fi; \
+	exit 1
+endif
 
 DESTDIR ?=
 # /usr installs its configuration in /etc; other prefixes in PREFIX/etc.

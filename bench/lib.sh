@@ -1,5 +1,6 @@
 # bench/lib.sh — what the benchmark drivers share (sourced, not run):
-# CPU pinning, a scratch directory cleaned at exit, starting dosqld and
+# CPU pinning, a scratch directory cleaned at exit (and the servers
+# stopped: dosqld's dpid, BASE's bpid, PostgreSQL), starting dosqld and
 # PostgreSQL on loopback, medians and spreads, and the summary rows that
 # bench/summary prints as one table.
 #
@@ -17,12 +18,14 @@ fi
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
 dpid=""
+bpid=""
 pg_started=""
 PGBIN=""
 AS_PG=""
 [ "$(id -u)" = 0 ] && AS_PG="runuser -u postgres --"
 lib_cleanup() {
     [ -n "$dpid" ] && kill "$dpid" 2>/dev/null || true
+    [ -n "$bpid" ] && kill "$bpid" 2>/dev/null || true
     [ -n "$pg_started" ] && $AS_PG "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     wait 2>/dev/null || true
     rm -rf "$tmp"
@@ -63,16 +66,11 @@ dosqld_stop() {
     dpid=""
 }
 
-# pg_start [OPTIONS]: initdb and start PostgreSQL (installed from Debian
-# when missing and root) pinned on a free port; sets PGB (pgbench with the
-# connection flags) and PSQL.
+# pg_start [OPTIONS]: initdb and start PostgreSQL (the driver has called
+# bench_require ... postgresql) pinned on a free port; sets PGB (pgbench
+# with the connection flags) and PSQL.
 pg_start() {
     PGBIN=${PGBIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-    if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/pgbench" ]; then
-        [ "$(id -u)" = 0 ] || die "needs postgresql (apt-get install -y postgresql)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >/dev/null
-        PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    fi
     pport=$(free_port)
     mkdir -p "$tmp/pg"
     [ -n "$AS_PG" ] && chown postgres: "$tmp/pg"
@@ -86,5 +84,5 @@ pg_start() {
     PSQL="$PGBIN/psql -h 127.0.0.1 -p $pport -U postgres -q"
 }
 
-# median, spread and summary: bench/summary.sh.
+# bench_require, median, spread and summary: bench/summary.sh.
 . bench/summary.sh

@@ -1,27 +1,29 @@
 // Integration: the build's own promises — configure names a missing
-// package and builds the daemon without the shell's and the tests'
-// libraries, flags from the command line are added, the daemon is hardened, make install lays out binary, config and systemd files.
+// package and builds the daemon without the shell's, the tests' and the
+// benchmarks' packages, flags from the command line are added, the daemon is hardened, make install lays out binary, config and systemd files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, tempDir } from './lib/harness.mjs';
 
 // configure in a copy of what it reads (so that the tree's config.mk
-// stays), with a pkg-config that has never heard of the libraries named.
-function configureWithout(t, libs) {
+// stays), with a pkg-config that has never heard of the libraries named
+// (and ENV added to the environment, ARGS given to configure).
+function configureWithout(t, libs, env = {}, args = []) {
   const dir = tempDir();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const fake = path.join(dir, 'pkg-config');
-  writeFileSync(fake, `#!/bin/sh\ncase "$*" in ${libs.map((l) => `*${l}*`).join('|')}) exit 1 ;; esac\nexec pkg-config "$@"\n`);
+  const known = libs.length ? libs.map((l) => `*${l}*`).join('|') : '--no-library-is-missing';
+  writeFileSync(fake, `#!/bin/sh\ncase "$*" in ${known}) exit 1 ;; esac\nexec pkg-config "$@"\n`);
   chmodSync(fake, 0o755);
   const tree = path.join(dir, 'tree');
   mkdirSync(path.join(tree, 'tests/fuzz'), { recursive: true });
   for (const f of ['configure', 'VERSION', 'tests/fuzz/toolchain']) copyFileSync(path.join(ROOT, f), path.join(tree, f));
   chmodSync(path.join(tree, 'configure'), 0o755);
   chmodSync(path.join(tree, 'tests/fuzz/toolchain'), 0o755);
-  const r = spawnSync('./configure', [], { cwd: tree, encoding: 'utf8', env: { ...process.env, PKG_CONFIG: fake }, timeout: 60000 });
+  const r = spawnSync('./configure', args, { cwd: tree, encoding: 'utf8', env: { ...process.env, PKG_CONFIG: fake, ...env }, timeout: 60000 });
   const mk = path.join(tree, 'config.mk');
   return { ...r, config: existsSync(mk) ? readFileSync(mk, 'utf8') : null };
 }
@@ -41,6 +43,43 @@ test('the daemon builds without the shell\'s and the tests\' libraries: configur
   assert.match(r.config, /^HAVE_TESTS = no$/m);
   assert.match(r.stdout, /no shell \(dosql\) without: apt-get install -y libedit-dev/);
   assert.match(r.stdout, /no tests without: apt-get install -y libcriterion-dev/);
+});
+
+test('the daemon builds without the benchmarks\' peers: configure says what they need', (t) => {
+  const r = configureWithout(t, [], { PGBIN: '/nonexistent' });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.config, /^HAVE_BENCH = no$/m);
+  assert.match(r.stdout, /no benchmarks without: apt-get install -y (\S+ )*postgresql\b/);
+});
+
+test('configure --missing bench names the benchmarks\' missing packages; the default groups leave them out', (t) => {
+  // A PATH of the shell tools configure uses, the benchmarks' peers and
+  // tools as stubs, all but wrk and gnuplot; PostgreSQL in PGBIN.
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bin = path.join(dir, 'bin');
+  const pg = path.join(dir, 'pg');
+  mkdirSync(bin);
+  mkdirSync(pg);
+  for (const tool of ['sh', 'awk', 'tr', 'sed', 'sort', 'tail', 'ls', 'cat', 'mktemp', 'rm']) {
+    const p = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+    if (p) symlinkSync(p, path.join(bin, tool));
+  }
+  const stub = (file) => { writeFileSync(file, '#!/bin/sh\nexit 0\n'); chmodSync(file, 0o755); };
+  for (const tool of ['nginx', 'redis-server', 'redis-benchmark', 'redis-cli', 'curl', 'node', 'npm']) stub(path.join(bin, tool));
+  for (const tool of ['pgbench', 'initdb']) stub(path.join(pg, tool));
+  const env = { PATH: bin, PGBIN: pg };
+  const r = configureWithout(t, [], env, ['--missing', 'bench']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'wrk gnuplot-nox\n');
+  assert.equal(r.config, null, '--missing writes nothing');
+  const none = configureWithout(t, [], { ...env, PGBIN: '/nonexistent' }, ['--missing', 'bench']);
+  assert.equal(none.stdout, 'wrk gnuplot-nox postgresql\n');
+  const all = configureWithout(t, [], env, ['--missing']);
+  assert.equal(all.status, 0, all.stderr);
+  assert.doesNotMatch(all.stdout, /wrk|gnuplot/, 'bench is asked for by name');
+  const both = configureWithout(t, [], env, ['--missing', 'shell', 'bench']);
+  assert.match(both.stdout, /\bwrk gnuplot-nox$/m);
 });
 
 test('flags from the command line are added to the build\'s, not put in their place; the daemon is hardened', () => {
