@@ -70,7 +70,7 @@ dosqld_stop() {
 # bench_require ... postgresql) pinned on a free port; sets PGB (pgbench
 # with the connection flags) and PSQL.
 pg_start() {
-    PGBIN=${PGBIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+    PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
     pport=$(free_port)
     mkdir -p "$tmp/pg"
     [ -n "$AS_PG" ] && chown postgres: "$tmp/pg"

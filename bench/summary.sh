@@ -107,3 +107,10 @@ summary() {
         >>bench/results/summary.csv
     if [ -n "${BASE:-}" ] && [ $# -ge 8 ]; then ab_row "$1" "$2" "$7" "$8"; fi
 }
+
+# A run that went wrong. Drivers call their runs inside $(...), a
+# subshell, where a counter in a variable would be lost: each failure is
+# a line in $tmp/failed_runs (the driver's scratch directory), and
+# runs_failed counts them at the end.
+run_failed() { echo x >>"$tmp/failed_runs"; }
+runs_failed() { if [ -f "$tmp/failed_runs" ]; then wc -l <"$tmp/failed_runs"; else echo 0; fi; }
