@@ -221,8 +221,9 @@ static int replay_visit(void *ud, const dsq_jnl_entry *en, char *err, size_t err
         return -1;
     if (d->fd < 0)
         return 0;
-    if (en->rec != NULL && dsq_pwrite_full(d->fd, en->rec, en->len, en->off) != 0) {
-        snprintf(err, errlen, "journal replay: cannot write the log of %s: %s", d->name, strerror(errno));
+    int rc = en->rec != NULL ? dsq_pwrite_full(d->fd, en->rec, en->len, en->off) : 0;
+    if (rc != 0) {
+        snprintf(err, errlen, "journal replay: cannot write the log of %s: %s", d->name, strerror(-rc));
         return -1;
     }
     d->any = true;

@@ -319,14 +319,14 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
         return -1;
     }
     int rc = dsq_pread_full(fd, buf, e->clen, e->off);
-    int saved = errno;
     if (c->fdc)
         dsq_fdc_put(c->fdc, fd);
     else
         close(fd);
-    errno = saved;
     if (rc != 0)
-        snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(errno));
+        snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(-rc));
+    if (rc < 0)
+        errno = -rc; /* the VFS hands it to SQLite (vfs.c, store_errno) */
     return rc != 0 ? -1 : 0;
 }
 

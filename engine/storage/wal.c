@@ -358,12 +358,12 @@ static int pend_write(dsq_wal *w)
     if (w->pend.len == 0)
         return 0;
     seg *s = &w->segs[w->nsegs - 1];
-    if (dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off) != 0) {
-        int saved = errno;
+    int rc = dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off);
+    if (rc != 0) {
         if (!w->pend_failed)
-            DSQ_ERROR("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(saved)));
+            DSQ_ERROR("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(-rc)));
         w->pend_failed = true;
-        errno = saved;
+        errno = -rc;
         return -1;
     }
     if (w->pend_failed)
