@@ -768,8 +768,9 @@ int dsq_ps_commit(dsq_ps *ps)
     }
     dsq_wal_loc at;
     char err[400];
-    if (dsq_wal_append(ps->wal, ps->rec.data, ps->rec.len, r.lsn, &at, err, sizeof err) != 0) {
-        ps->full = errno == ENOSPC || errno == EDQUOT;
+    int arc = dsq_wal_append(ps->wal, ps->rec.data, ps->rec.len, r.lsn, &at, err, sizeof err);
+    if (arc != 0) {
+        ps->full = arc == -ENOSPC || arc == -EDQUOT;
         set_err(ps, "%s", err);
         goto out;
     }
