@@ -76,8 +76,10 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
 /* Evict checkpoint file `path`, which the object store holds as `cold`
  * says: the sidecar is written (and synced), then the frames' bytes are
  * given back to the disk (a hole punched, the size kept). *freed is what
- * the disk got back. 0, or -1 with a message (errno EOPNOTSUPP: the file
- * system cannot punch holes); the checkpoint must not be open. */
+ * the disk got back. 0, or a negative code with a message, as
+ * dsq_cold_evict's (-EOPNOTSUPP: the file system cannot punch holes; -EIO
+ * also when the file is not a checkpoint); the checkpoint must not be
+ * open. */
 struct dsq_cold;
 int dsq_ckpt_evict(const char *path, const struct dsq_cold *cold, uint64_t *freed, char *err, size_t errlen);
 /* The key of checkpoint `lsn`'s file in a database's fdcache.h. */
