@@ -267,7 +267,7 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads;
     int rv = dsq_threads_start(&s->threads, n, syncer_main, e);
     if (rv != 0) {
-        snprintf(err, errlen, rv == ENOMEM ? "out of memory" : "cannot start a syncer thread");
+        snprintf(err, errlen, rv == -ENOMEM ? "out of memory" : "cannot start a syncer thread");
         dsq__syncer_stop(e); /* the ones started */
         return -1;
     }
