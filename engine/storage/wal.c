@@ -1206,8 +1206,7 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
         rc = snap_fdatasync(&sn, err, errlen);
     rc = failure(rc);
     snap_done(w, &sn, rc == 0, durable);
-    if (rc != 0)
-        errno = -rc; /* tier.c's restore still reads it */
+    errno = -rc; /* tier.c's restore still reads it */
     return rc;
 }
 
