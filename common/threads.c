@@ -10,11 +10,11 @@ int dsq_threads_start(dsq_threads *t, unsigned n, void *(*fn)(void *), void *arg
         return 0;
     t->ids = calloc(n, sizeof *t->ids);
     if (t->ids == NULL)
-        return ENOMEM;
+        return -ENOMEM;
     for (; t->n < n; t->n++) {
         int rv = pthread_create(&t->ids[t->n], NULL, fn, arg);
         if (rv != 0)
-            return rv;
+            return -rv;
     }
     return 0;
 }

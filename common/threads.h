@@ -16,10 +16,10 @@ typedef struct dsq_threads {
     unsigned n;             /* started and not yet joined */
 } dsq_threads;
 
-/* Start n threads running fn(arg), into a zeroed t. 0, or an errno value
- * with t->n threads started (fewer than n) and still running: ENOMEM when
- * there is no memory for their ids (none started), else pthread_create's
- * error for thread t->n. */
+/* Start n threads running fn(arg), into a zeroed t. 0, or a negated
+ * errno value with t->n threads started (fewer than n) and still running:
+ * -ENOMEM when there is no memory for their ids (none started), else
+ * pthread_create's error for thread t->n, negated (-EAGAIN). */
 int dsq_threads_start(dsq_threads *t, unsigned n, void *(*fn)(void *), void *arg);
 
 /* Wait for every thread started to end; t is zeroed again. */

@@ -40,8 +40,8 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
-    if (dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err) != 0) {
-        int eno = errno;
+    int rc = dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err);
+    if (rc != 0) {
         dsq_evict_closed(e->evict, a->name);
         free(o);
         if (e->warm != NULL && dsq_cold_missed()) /* not a failure: it opens again once the page is here */
@@ -50,7 +50,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
             DSQ_ERROR("database_open_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
         /* The message names the server's files: the log has it, the
          * client gets what it can act on. */
-        if (eno == EMFILE || eno == ENFILE)
+        if (rc == -EMFILE || rc == -ENFILE)
             dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
                       "cannot open database %s: too many open files on the server; try again later", a->name);
         else

@@ -379,7 +379,10 @@ int dsq__result_columns(dsq_result *r, sqlite3_stmt *st);
  * VFS). ---- */
 struct dsq_ps;
 int dsq__store_init(const char *data_dir, char *err, size_t errlen);
-/* Open database `name`'s store and its SQLite connection. */
+/* Open database `name`'s store and its SQLite connection. 0, or a
+ * negative code with a message: dsq_ps_open's or dsq__vfs_open's
+ * (-EMFILE, -ENFILE: out of descriptors), -ENAMETOOLONG, or -EINVAL (a
+ * database in the format of early builds). */
 int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen);
 /* Whether DATA_DIR/db/NAME exists. */

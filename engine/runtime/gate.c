@@ -113,9 +113,9 @@ static bool tail_mode(const dsq_engine *e) { return e->tier != NULL && e->cfg.ti
 
 static void tail_done(void *ud, bool ok, uint64_t upto, const char *why);
 
-/* After a sync of g: release what it covered (with tails: send them
- * first), or fail everything parked when it failed; take g again when
- * more is waiting. */
+/* After a sync of g (rc: 0, or the sync's negated errno): release what
+ * it covered (with tails: send them first), or fail everything parked
+ * when it failed; take g again when more is waiting. */
 static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, const char *err)
 {
     pthread_mutex_lock(&g->mu);
@@ -123,7 +123,7 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
     if (rc != 0) {
         if (!g->failed) {
             g->failed = true;
-            g->why_errno = rc;
+            g->why_errno = -rc;
             snprintf(g->why, sizeof g->why, "%.290s", err);
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }
@@ -237,7 +237,7 @@ static void *syncer_main(void *arg)
         uint64_t mdur[GROUP_MAX];
         static __thread char merrs[GROUP_MAX][400];
         if (m == 1) {
-            mrcs[0] = dsq_wal_sync(wals[0], &mdur[0], merrs[0], sizeof merrs[0]) == 0 ? 0 : errno;
+            mrcs[0] = dsq_wal_sync(wals[0], &mdur[0], merrs[0], sizeof merrs[0]);
             if (mrcs[0] == 0)
                 atomic_fetch_add(&e->fsyncs, 1);
         } else if (m > 1) {
@@ -267,7 +267,7 @@ int dsq__syncer_start(dsq_engine *e, char *err, size_t errlen)
     unsigned n = e->cfg.sync == DSQ_SYNC_OFF ? 0 : e->cfg.sync_threads;
     int rv = dsq_threads_start(&s->threads, n, syncer_main, e);
     if (rv != 0) {
-        snprintf(err, errlen, rv == ENOMEM ? "out of memory" : "cannot start a syncer thread");
+        snprintf(err, errlen, rv == -ENOMEM ? "out of memory" : "cannot start a syncer thread");
         dsq__syncer_stop(e); /* the ones started */
         return -1;
     }
@@ -376,7 +376,7 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
         rc = dsq_wal_sync(g->wal, &durable, err, sizeof err);
         if (rc != 0) {
             g->failed = true;
-            g->why_errno = errno;
+            g->why_errno = -rc;
             snprintf(g->why, sizeof g->why, "%s", err);
             DSQ_ERROR("log_sync_failed", "db=%s reason=%s", g->name, dsq_log_q(err));
         }

@@ -69,10 +69,10 @@ int dsq__pool_start(dsq_engine *e, unsigned n, char *err, size_t errlen)
     p->live = true;
     int rv = dsq_threads_start(&p->threads, n, worker_main, e);
     if (rv != 0) {
-        if (rv == ENOMEM)
+        if (rv == -ENOMEM)
             snprintf(err, errlen, "out of memory");
         else
-            snprintf(err, errlen, "cannot start worker %u: %s", p->threads.n, strerror(rv));
+            snprintf(err, errlen, "cannot start worker %u: %s", p->threads.n, strerror(-rv));
         dsq__pool_stop(e); /* the ones started */
         return -1;
     }

@@ -221,8 +221,9 @@ static int replay_visit(void *ud, const dsq_jnl_entry *en, char *err, size_t err
         return -1;
     if (d->fd < 0)
         return 0;
-    if (en->rec != NULL && dsq_pwrite_full(d->fd, en->rec, en->len, en->off) != 0) {
-        snprintf(err, errlen, "journal replay: cannot write the log of %s: %s", d->name, strerror(errno));
+    int rc = en->rec != NULL ? dsq_pwrite_full(d->fd, en->rec, en->len, en->off) : 0;
+    if (rc != 0) {
+        snprintf(err, errlen, "journal replay: cannot write the log of %s: %s", d->name, strerror(-rc));
         return -1;
     }
     d->any = true;
@@ -298,13 +299,13 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
     *db = NULL;
     if (db_dir(e->data_dir, name, dir, sizeof dir) != 0) {
         snprintf(err, errlen, "path too long");
-        return -1;
+        return -ENAMETOOLONG;
     }
     snprintf(path, sizeof path, "%s/data.sqlite", dir);
     if (access(path, F_OK) == 0) {
         snprintf(err, errlen, "%.3000s is in the format of early dosqld builds (SQLite's own files); "
                  "dump it with sqlite3 and load it again", dir);
-        return -1;
+        return -EINVAL;
     }
     dsq_ps_cfg pc = {
         .page_size = e->cfg.page_size,
@@ -319,13 +320,14 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .cold_src = e->warm ? &e->cold_src : NULL,
         .max_open_files = e->cfg.max_open_files,
     };
-    if (dsq_ps_open(dir, &pc, ps, err, errlen) != 0)
-        return -1;
+    int rc = dsq_ps_open(dir, &pc, ps, err, errlen);
+    if (rc != 0)
+        return rc;
     snprintf(path, sizeof path, "%s/db", dir); /* the name SQLite knows it by; no such file */
-    if (dsq__vfs_open(*ps, path, db, err, errlen) != 0) {
+    if ((rc = dsq__vfs_open(*ps, path, db, err, errlen)) != 0) {
         dsq_ps_close(*ps);
         *ps = NULL;
-        return -1;
+        return rc;
     }
     return 0;
 }

@@ -319,14 +319,14 @@ int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *e
         return -1;
     }
     int rc = dsq_pread_full(fd, buf, e->clen, e->off);
-    int saved = errno;
     if (c->fdc)
         dsq_fdc_put(c->fdc, fd);
     else
         close(fd);
-    errno = saved;
     if (rc != 0)
-        snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(errno));
+        snprintf(err, errlen, "%s", rc > 0 ? "the file is shorter than its directory" : strerror(-rc));
+    if (rc < 0)
+        errno = -rc; /* the VFS hands it to SQLite (vfs.c, store_errno) */
     return rc != 0 ? -1 : 0;
 }
 
@@ -335,12 +335,15 @@ int dsq_ckpt_evict(const char *path, const dsq_cold *cold, uint64_t *freed, char
     *freed = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     uint8_t h[HDR];
-    if (fd < 0 || dsq_pread_full(fd, h, HDR, 0) != 0 || memcmp(h, MAGIC, 8) != 0 ||
-        dsq_get32(h + 60) != dsq_crc32(h, 60)) {
-        snprintf(err, errlen, "%.3000s: not a readable checkpoint: %s", path, strerror(errno));
+    int rc = fd < 0 ? -errno : dsq_pread_full(fd, h, HDR, 0);
+    if (rc == 0 && (memcmp(h, MAGIC, 8) != 0 || dsq_get32(h + 60) != dsq_crc32(h, 60)))
+        rc = -EIO; /* not a checkpoint's header */
+    if (rc != 0) {
+        rc = rc < 0 ? rc : -EIO; /* 1: shorter than a header */
+        snprintf(err, errlen, "%.3000s: not a readable checkpoint: %s", path, strerror(-rc));
         if (fd >= 0)
             close(fd);
-        return -1;
+        return rc;
     }
     close(fd);
     /* Header and directory stay: opening reads them. */

@@ -72,14 +72,16 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
 /* The entry for page pgno, or NULL. */
 const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno);
 /* Read an entry's frame into buf[e->clen]. 0, -1 (errno; or a message in
- * err), or DSQ_WARM_MISS (1) when the checkpoint is cold and the frame's
+ * err), or DSQ_COLD_MISS (1) when the checkpoint is cold and the frame's
  * chunk is not in the warm cache yet (cold.h). */
 int dsq_ckpt_read(const dsq_ckpt *c, const dsq_ckpt_entry *e, void *buf, char *err, size_t errlen);
 /* Evict checkpoint file `path`, which the object store holds as `cold`
  * says: the sidecar is written (and synced), then the frames' bytes are
  * given back to the disk (a hole punched, the size kept). *freed is what
- * the disk got back. 0, or -1 with a message (errno EOPNOTSUPP: the file
- * system cannot punch holes); the checkpoint must not be open. */
+ * the disk got back. 0, or a negative code with a message, as
+ * dsq_cold_evict's (-EOPNOTSUPP: the file system cannot punch holes; -EIO
+ * also when the file is not a checkpoint); the checkpoint must not be
+ * open. */
 struct dsq_cold;
 int dsq_ckpt_evict(const char *path, const struct dsq_cold *cold, uint64_t *freed, char *err, size_t errlen);
 /* The key of checkpoint `lsn`'s file in a database's fdcache.h. */

@@ -138,15 +138,16 @@ int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t 
     int fd = open(path, O_RDWR | O_CLOEXEC);
     struct stat before, after;
     if (fd < 0 || fstat(fd, &before) != 0) {
-        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot open %.3000s: %s", path, strerror(e));
         if (fd >= 0)
             close(fd);
-        return -1;
+        return -e;
     }
     if (c->size != (uint64_t)before.st_size) {
         snprintf(err, errlen, "%.3000s: the object store's copy has another size", path);
         close(fd);
-        return -1;
+        return -EIO;
     }
     uint64_t start = (keep + 4095) & ~(uint64_t)4095;
     if (start >= (uint64_t)before.st_size) {
@@ -157,7 +158,7 @@ int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t 
     snprintf(side, sizeof side, "%s.cold", path);
     if (dsq_cold_write(side, c, err, errlen) != 0) {
         close(fd);
-        return -1;
+        return -EIO;
     }
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
                   (off_t)((uint64_t)before.st_size - start)) != 0) {
@@ -165,8 +166,7 @@ int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t 
         snprintf(err, errlen, "%.3000s: cannot punch a hole: %s", path, strerror(e));
         unlink(side);
         close(fd);
-        errno = e;
-        return -1;
+        return -e;
     }
     if (fstat(fd, &after) == 0 && after.st_blocks < before.st_blocks)
         *freed = (uint64_t)(before.st_blocks - after.st_blocks) * 512u;

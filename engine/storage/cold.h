@@ -41,8 +41,9 @@ void dsq_cold_free(dsq_cold *c);
 /* Evict file `path`, which the object store holds as c says: the sidecar
  * PATH.cold is written (and synced), then every whole 4 KiB block after
  * its first `keep` bytes is given back to the disk (a hole punched; the
- * size stays). *freed: the disk bytes given back. 0, or -1 with a message
- * (errno EOPNOTSUPP: the file system cannot punch holes). */
+ * size stays). *freed: the disk bytes given back. 0, or a negative code
+ * with a message: the negated errno of a failed open or hole punch
+ * (-EOPNOTSUPP: the file system cannot punch holes), else -EIO. */
 int dsq_cold_evict(const char *path, const dsq_cold *c, uint64_t keep, uint64_t *freed, char *err, size_t errlen);
 
 /* ---- the source ---- */

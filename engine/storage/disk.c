@@ -21,7 +21,7 @@ int dsq_pread_full(int fd, void *buf, size_t n, uint64_t off)
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            return r == 0 ? 1 : -1;
+            return r == 0 ? 1 : -errno;
         got += (size_t)r;
     }
     return 0;
@@ -35,7 +35,7 @@ int dsq_pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            return -1;
+            return -errno;
         put += (size_t)r;
     }
     return 0;

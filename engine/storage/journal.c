@@ -156,9 +156,9 @@ static void buf_write(dsq_jnl *j)
 {
     if (j->buf.len == 0)
         return;
-    if (dsq_pwrite_full(j->slots[j->cur].fd, j->buf.data, j->buf.len, (off_t)j->buf_off) != 0 &&
-        j->write_errno == 0)
-        j->write_errno = errno ? errno : EIO;
+    int rc = dsq_pwrite_full(j->slots[j->cur].fd, j->buf.data, j->buf.len, (off_t)j->buf_off);
+    if (rc != 0 && j->write_errno == 0)
+        j->write_errno = -rc;
     j->buf_off += j->buf.len;
     dsq_buf_reset(&j->buf);
 }
@@ -228,10 +228,10 @@ static int rotate(dsq_jnl *j, uint64_t void_from, char *err, size_t errlen)
     slot *s = &j->slots[pick];
     uint8_t h[DSQ_JNL_HDR];
     header_encode(h, ST_LIVE, j->last_seq + 1, void_from, j->file_bytes);
-    if (dsq_pwrite_full(s->fd, h, sizeof h, 0) != 0) {
-        int saved = errno;
-        snprintf(err, errlen, "cannot write a journal header: %s", strerror(saved));
-        errno = saved;
+    int rc = dsq_pwrite_full(s->fd, h, sizeof h, 0);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot write a journal header: %s", strerror(-rc));
+        errno = -rc; /* for the caller: ENOSPC */
         return -1;
     }
     s->seq = ++j->last_seq;
@@ -856,8 +856,9 @@ int dsq_jnl_sync(dsq_jnl *j, uint64_t first, uint64_t end, char *err, size_t err
         }
         j->writing = j->slots[j->cur].seq;
         pthread_mutex_unlock(&j->mu);
-        if (rc == 0 && taken.len > 0 && dsq_pwrite_full(tfd, taken.data, taken.len, (off_t)toff) != 0) {
-            saved = errno ? errno : EIO;
+        int wrc = rc == 0 && taken.len > 0 ? dsq_pwrite_full(tfd, taken.data, taken.len, (off_t)toff) : 0;
+        if (wrc != 0) {
+            saved = -wrc;
             rc = -1;
         }
         for (size_t k = 0; k < n && rc == 0; k++) {

@@ -466,29 +466,34 @@ static int load_checkpoints(dsq_ps *ps, char *err, size_t errlen)
 static size_t retain(dsq_ps *ps, uint64_t now_us);
 
 
-/* Close a store that failed to open, keeping errno (the caller tells
+/* The negated errno of a failure to open just reported by this module,
+ * -EIO when errno names none: dsq_ps_open's return (the caller tells
  * EMFILE from the rest). */
-static void ps_close_keep_errno(dsq_ps *ps)
+static int open_error(void) { return errno != 0 ? -errno : -EIO; }
+
+/* Close a store that failed to open; returns open_error(), taken first. */
+static int open_failed(dsq_ps *ps)
 {
-    int saved = errno;
+    int rc = open_error();
     dsq_ps_close(ps);
-    errno = saved;
+    return rc;
 }
 
 int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %.3000s: %s", dir, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, errlen, "cannot create %.3000s: %s", dir, strerror(e));
+        return -e;
     }
     long page_size = read_format(dir, err, errlen);
     if (page_size < 0)
-        return -1;
+        return open_error();
     if (page_size == 0) {
         page_size = cfg->page_size;
         if (write_format(dir, (uint32_t)page_size, err, errlen) != 0)
-            return -1;
+            return open_error();
         char parent[4200];
         snprintf(parent, sizeof parent, "%s/..", dir);
         dsq_fsync_dir(parent); /* the database's own entry */
@@ -497,7 +502,7 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     if (ps == NULL || (ps->dir = strdup(dir)) == NULL) {
         free(ps);
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     ps->cfg = *cfg;
     ps->page_size = (uint32_t)page_size;
@@ -506,13 +511,11 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
     ps->fdc = dsq_fdc_new(cfg->max_open_files);
     if (ps->spare == NULL || ps->fdc == NULL) {
         snprintf(err, errlen, "out of memory");
-        ps_close_keep_errno(ps);
-        return -1;
+        dsq_ps_close(ps);
+        return -ENOMEM;
     }
-    if (load_checkpoints(ps, err, errlen) != 0) {
-        ps_close_keep_errno(ps);
-        return -1;
-    }
+    if (load_checkpoints(ps, err, errlen) != 0)
+        return open_failed(ps);
     uint64_t from = ps->lsn; /* the newest checkpoint's */
     char waldir[4200];
     snprintf(waldir, sizeof waldir, "%s/wal", dir);
@@ -520,10 +523,8 @@ int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err,
                       .known_durable = cfg->known_durable, .jnl = cfg->jnl, .jname = cfg->name,
                       .cold_src = cfg->cold_src, .fdc = ps->fdc};
     uint64_t last;
-    if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0) {
-        ps_close_keep_errno(ps);
-        return -1;
-    }
+    if (dsq_wal_open(waldir, &wc, from, on_record, ps, &ps->wal, &last, err, errlen) != 0)
+        return open_failed(ps);
     /* Time travel reaches the oldest checkpoint, or the beginning while
      * the log still starts at LSN 1. */
     uint32_t nseg;
@@ -768,8 +769,9 @@ int dsq_ps_commit(dsq_ps *ps)
     }
     dsq_wal_loc at;
     char err[400];
-    if (dsq_wal_append(ps->wal, ps->rec.data, ps->rec.len, r.lsn, &at, err, sizeof err) != 0) {
-        ps->full = errno == ENOSPC || errno == EDQUOT;
+    int arc = dsq_wal_append(ps->wal, ps->rec.data, ps->rec.len, r.lsn, &at, err, sizeof err);
+    if (arc != 0) {
+        ps->full = arc == -ENOSPC || arc == -EDQUOT;
         set_err(ps, "%s", err);
         goto out;
     }

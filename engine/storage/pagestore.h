@@ -35,7 +35,9 @@ typedef struct dsq_ps_cfg {
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.
- * Returns 0, or -1 with a message (a damaged log keeps it closed). */
+ * Returns 0, or a negative code with a message (a damaged log keeps it
+ * closed): the failure's negated errno (-EMFILE, -ENFILE: out of
+ * descriptors; -ENOMEM), or -EIO when it had none. */
 int dsq_ps_open(const char *dir, const dsq_ps_cfg *cfg, dsq_ps **out, char *err, size_t errlen);
 /* Close; whatever is buffered and not committed is dropped. */
 void dsq_ps_close(dsq_ps *ps);

@@ -293,8 +293,17 @@ static int exec_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
+/* The negated errno of db's last I/O failure (the store's, which SQLite
+ * took through xGetLastError), -ENOMEM without a db, or -EIO when there
+ * was none: what a failed open returns. */
+static int conn_error(sqlite3 *db)
+{
+    int e = db != NULL ? sqlite3_system_errno(db) : ENOMEM;
+    return e != 0 ? -e : -EIO;
+}
+
 /* Open `path` on the VFS with the store (or view) handed to xOpen through
- * the thread-locals, then run `pragmas`. */
+ * the thread-locals, then run `pragmas`. 0, or conn_error()'s code. */
 static int open_conn(dsq_ps *ps, dsq_ps_view *v, const char *path, int flags, const char *const *pragmas,
                      sqlite3 **out, char *err, size_t errlen)
 {
@@ -302,7 +311,7 @@ static int open_conn(dsq_ps *ps, dsq_ps_view *v, const char *path, int flags, co
     pthread_once(&once, do_register);
     if (registered != SQLITE_OK) {
         snprintf(err, errlen, "cannot register the SQLite VFS");
-        return -1;
+        return -EIO;
     }
     sqlite3 *db = NULL;
     opening = ps;
@@ -312,13 +321,15 @@ static int open_conn(dsq_ps *ps, dsq_ps_view *v, const char *path, int flags, co
     opening_view = NULL;
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %.3000s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        rc = conn_error(db);
         sqlite3_close(db);
-        return -1;
+        return rc;
     }
     for (; *pragmas; pragmas++) {
         if (exec_simple(db, *pragmas, err, errlen) != SQLITE_OK) {
+            rc = conn_error(db);
             sqlite3_close(db);
-            return -1;
+            return rc;
         }
     }
     *out = db;

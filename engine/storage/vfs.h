@@ -16,10 +16,12 @@ struct dsq_ps;
 struct dsq_ps_view;
 
 /* Open a SQLite connection whose main database is store `ps`; `path` is
- * only its name. Sets the connection's journal, sync and temp settings. */
+ * only its name. Sets the connection's journal, sync and temp settings.
+ * 0, or a negative code with a message: the negated errno of the store's
+ * failure (-EMFILE...), -ENOMEM, or -EIO when there was none. */
 int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, size_t errlen);
 /* A read-only connection on a view of a store (time travel, reads beside
- * a transaction, read-only transactions). */
+ * a transaction, read-only transactions). Returns as dsq__vfs_open. */
 int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
 
 #endif

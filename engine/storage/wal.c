@@ -358,12 +358,12 @@ static int pend_write(dsq_wal *w)
     if (w->pend.len == 0)
         return 0;
     seg *s = &w->segs[w->nsegs - 1];
-    if (dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off) != 0) {
-        int saved = errno;
+    int rc = dsq_pwrite_full(s->fd, w->pend.data, w->pend.len, w->pend_off);
+    if (rc != 0) {
         if (!w->pend_failed)
-            DSQ_ERROR("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(saved)));
+            DSQ_ERROR("log_write_failed", "dir=%s reason=%s", dsq_log_q(w->dir), dsq_log_q(strerror(-rc)));
         w->pend_failed = true;
-        errno = saved;
+        errno = -rc;
         return -1;
     }
     if (w->pend_failed)
@@ -885,6 +885,12 @@ static void appended(dsq_wal *w, seg *s, const void *rec, size_t len, uint64_t l
     }
 }
 
+/* 0, or the negated errno of a failure just reported (-EIO when errno
+ * names none): what the log's appends and syncs return. Inside this
+ * module a failure is passed up in errno; the public functions return
+ * it. */
+static int failure(int rc) { return rc == 0 ? 0 : errno != 0 ? -errno : -EIO; }
+
 /* With a journal: the record goes to the journal now and to the segment
  * with the pending ones later. 0 (appended), -1 (failed, errno set), or 1
  * (out of memory for the copy: write it now instead). */
@@ -939,8 +945,9 @@ static int append_pending(dsq_wal *w, seg *s, const void *rec, size_t len, uint6
     return 0;
 }
 
-int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
-                   char *err, size_t errlen)
+/* dsq_wal_append: 0, or -1 with errno. */
+static int append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc, char *err,
+                  size_t errlen)
 {
     pthread_mutex_lock(&w->mu);
     seg *s = w->nsegs > 0 ? &w->segs[w->nsegs - 1] : NULL;
@@ -1000,6 +1007,15 @@ int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wa
     appended(w, s, rec, len, lsn, jfirst, jend, loc);
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
+                   char *err, size_t errlen)
+{
+    int rc = failure(append(w, rec, len, lsn, loc, err, errlen));
+    if (rc != 0)
+        errno = -rc; /* tier.c's restore, and the VFS after a failed commit (vfs.c), still read it */
+    return rc;
 }
 
 void dsq_wal_tee(dsq_wal *w, bool on)
@@ -1179,9 +1195,6 @@ static void snap_done(dsq_wal *w, sync_snap *sn, bool ok, uint64_t *durable)
     sn->jobs = NULL;
 }
 
-/* 0, or the errno of a failure just reported (EIO when there is none). */
-static int failure(int rc) { return rc == 0 ? 0 : errno != 0 ? errno : EIO; }
-
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
 {
     sync_snap sn;
@@ -1191,10 +1204,10 @@ int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen)
         rc = sn.jend != 0 ? dsq_jnl_sync(w->cfg.jnl, sn.jfirst, sn.jend, err, errlen) : 0;
     else if (rc == 0)
         rc = snap_fdatasync(&sn, err, errlen);
-    int eno = failure(rc);
+    rc = failure(rc);
     snap_done(w, &sn, rc == 0, durable);
-    errno = eno;
-    return rc == 0 ? 0 : -1;
+    errno = -rc; /* tier.c's restore still reads it */
+    return rc;
 }
 
 int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen)
@@ -1202,7 +1215,7 @@ int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char
     sync_snap *sn = calloc(n, sizeof *sn);
     if (sn == NULL) {
         for (size_t i = 0; i < n; i++)
-            rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen) == 0 ? 0 : failure(-1);
+            rcs[i] = dsq_wal_sync(ws[i], &durables[i], errs + i * errlen, errlen);
         return 0;
     }
     if (n > 0 && ws[0]->cfg.jnl != NULL) {

@@ -147,8 +147,9 @@ void dsq_wal_close(dsq_wal *w);
  * Starts a new segment first when the current one is full. No fsync: see
  * dsq_wal_sync. With a journal, a record it copies is kept in memory (see
  * above); one too large for it is written to the segment first. Returns 0
- * and where it went, or -1 with a message and errno set (ENOSPC: the disk
- * is full; also when 4 MiB wait in memory and cannot be written). */
+ * and where it went, or the negated errno with a message (-ENOSPC: the
+ * disk is full; also when 4 MiB wait in memory and cannot be written;
+ * -EIO when the failure had no errno); errno is set to the same. */
 int dsq_wal_append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal_loc *loc,
                    char *err, size_t errlen);
 
@@ -168,15 +169,16 @@ int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
 /* Make every record appended so far durable (with a journal: the
  * journal's sync; without: fdatasync of each segment written since the
  * last sync). Returns 0 and
- * the LSN now durable, or -1 with a message and errno set (ENOSPC: the
- * disk is full) when the disk refused. Any thread. */
+ * the LSN now durable, or the negated errno with a message (-ENOSPC: the
+ * disk is full; -EIO when the failure had no errno) when the disk refused;
+ * errno is set to the same (tier.c still reads it). Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 
 /* Sync n logs on one file system at once: one syncfs() instead of n
  * fdatasyncs (one device flush for all). When syncfs reports an error each
  * log falls back to fdatasync of its own segments, which reports its own
- * errors. Per log: rcs[i] 0 and durables[i], or the failure's errno and a
- * message at errs + i * errlen. Returns 1 when the one syncfs covered them all. */
+ * errors. Per log: rcs[i] 0 and durables[i], or the failure's negated
+ * errno (as dsq_wal_sync's) and a message at errs + i * errlen. Returns 1 when the one syncfs covered them all. */
 int dsq_wal_sync_many(dsq_wal **ws, size_t n, uint64_t *durables, int *rcs, char *errs, size_t errlen);
 /* The file system the log is on (st_dev). */
 dev_t dsq_wal_device(const dsq_wal *w);

@@ -165,10 +165,13 @@ static uint64_t evict_one(dsq_evict *v, const cand *c)
             rc = 0;
     }
     uint64_t freed = 0;
-    if (rc > 0 && (c->seg ? dsq_cold_evict(path, cold, 64, &freed, msg, sizeof msg)
-                          : dsq_ckpt_evict(path, cold, &freed, msg, sizeof msg)) != 0) {
+    int erc = 0;
+    if (rc > 0)
+        erc = c->seg ? dsq_cold_evict(path, cold, 64, &freed, msg, sizeof msg)
+                     : dsq_ckpt_evict(path, cold, &freed, msg, sizeof msg);
+    if (erc != 0) {
         rc = -1;
-        if (errno == EOPNOTSUPP) {
+        if (erc == -EOPNOTSUPP) {
             pthread_mutex_lock(&v->mu);
             v->unsupported = true;
             pthread_mutex_unlock(&v->mu);

@@ -213,9 +213,10 @@ static void fetch_done(dsq_obj_req *r)
         char path[4200];
         chunk_path(w, file, path, sizeof path);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0 || dsq_pwrite_full(fd, r->data.data, r->data.len, 0) != 0) {
+        int rc = fd < 0 ? -errno : dsq_pwrite_full(fd, r->data.data, r->data.len, 0);
+        if (rc != 0) {
             how = DSQ_WARM_FAILED;
-            snprintf(msg, sizeof msg, "cannot keep %.200s in the warm cache: %s", k->key, strerror(errno));
+            snprintf(msg, sizeof msg, "cannot keep %.200s in the warm cache: %s", k->key, strerror(-rc));
             unlink(path);
         }
         if (fd >= 0)
@@ -465,11 +466,11 @@ int dsq_warm_read(dsq_warm *w, const dsq_cold *c, uint64_t off, void *buf, size_
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT && ++tries < 3)
             continue; /* evicted meanwhile: look again */
-        int rc = fd < 0 ? -1 : dsq_pread_full(fd, dst, (size_t)take, in);
+        int rc = fd < 0 ? -errno : dsq_pread_full(fd, dst, (size_t)take, in);
         if (fd >= 0)
             close(fd);
         if (rc != 0) {
-            snprintf(err, errlen, "cannot read %.3000s: %s", path, rc > 0 ? "short" : strerror(errno));
+            snprintf(err, errlen, "cannot read %.3000s: %s", path, rc > 0 ? "short" : strerror(-rc));
             return -1;
         }
         dst += take;

@@ -503,7 +503,7 @@ Test(vfs, damaged_checkpoints_are_refused)
 
     /* A damaged directory: the database does not open. */
     flip(path, 64 + 3);
-    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), -1);
+    cr_assert_lt(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0);
     cr_assert_null(ps);
     cr_assert(strstr(err, "directory is damaged") != NULL, "%s", err);
     /* Teardown has nothing to close. */
