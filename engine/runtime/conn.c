@@ -157,8 +157,9 @@ void dsq__offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t close
     a->offered = true;
     dsq_tier_file *files;
     size_t n;
-    if (dsq_tier_list_files(dir, o == NULL, seq, size, &files, &n) != 0) {
-        DSQ_WARN("upload_skipped", "db=%s reason=%s", a->name, dsq_log_q(strerror(errno)));
+    int lrc = dsq_tier_list_files(dir, o == NULL, seq, size, &files, &n);
+    if (lrc != 0) {
+        DSQ_WARN("upload_skipped", "db=%s reason=%s", a->name, dsq_log_q(strerror(-lrc)));
         return;
     }
     if (n > 0)

@@ -36,9 +36,8 @@ uint32_t dsq_crc32_more(uint32_t crc, const void *p, size_t n);
 
 /* All n bytes at off: 0, 1 when the file ends first, or the negated
  * errno of the failed pread (-EIO...). Retries EINTR and short transfers.
- * errno is left as the failed call set it, for callers that test it
- * together with other system calls in one condition (and for tier.c,
- * which still reads it). */
+ * errno is left as the failed call set it, for callers inside storage
+ * that test it together with other system calls in one condition. */
 int dsq_pread_full(int fd, void *buf, size_t n, uint64_t off);
 /* 0, or the negated errno of the failed pwrite (-ENOSPC...), errno left
  * set as with dsq_pread_full. */

@@ -171,7 +171,7 @@ int dsq_wal_read(dsq_wal *w, uint32_t seg, uint64_t off, void *buf, size_t n);
  * last sync). Returns 0 and
  * the LSN now durable, or the negated errno with a message (-ENOSPC: the
  * disk is full; -EIO when the failure had no errno) when the disk refused;
- * errno is set to the same (tier.c still reads it). Any thread. */
+ * errno is set to the same. Any thread. */
 int dsq_wal_sync(dsq_wal *w, uint64_t *durable, char *err, size_t errlen);
 
 /* Sync n logs on one file system at once: one syncfs() instead of n

@@ -101,8 +101,9 @@ static int restore_chunks(dsq_tier *t, const char *db, const dsq_manifest_file *
                          bad == 1 ? r->msg : bad == 2 ? "the chunk has the wrong length" : "the chunk's CRC-32 does not match");
                 rc = -1;
             }
-            if (rc == 0 && dsq_pwrite_full(fd, r->data.data, c->len, off) != 0) {
-                snprintf(err, errlen, "write %.200s: %s", path, strerror(errno));
+            int wrc = rc == 0 ? dsq_pwrite_full(fd, r->data.data, c->len, off) : 0;
+            if (wrc != 0) {
+                snprintf(err, errlen, "write %.200s: %s", path, strerror(-wrc));
                 rc = -1;
             }
             off += c->len;
@@ -181,10 +182,11 @@ static int restore_db(dsq_tier *t, const char *base, const char *db, char *msg, 
         return rc; /* none: dropped meanwhile */
     int saved = 0;
     dsq_ps_remove(tmp, e2, sizeof e2);
-    if (mkdir(tmp, 0700) != 0 || restore_into(t, m, tmp, msg, msglen) != 0 ||
-        dsq__tier_tails_apply(t, db, tmp, NULL, msg, msglen) != 0) {
+    if (mkdir(tmp, 0700) != 0) {
         saved = errno;
         rc = -1;
+    } else if (restore_into(t, m, tmp, msg, msglen) != 0 || dsq__tier_tails_apply(t, db, tmp, NULL, msg, msglen) != 0) {
+        rc = -1; /* their message says why */
     } else {
         /* Into place unless it was dropped meanwhile (a drop of a
          * database not here yet writes its tombstone under dmu). */
@@ -205,7 +207,7 @@ static int restore_db(dsq_tier *t, const char *base, const char *db, char *msg, 
     if (rc <= 0)
         dsq_ps_remove(tmp, e2, sizeof e2);
     if (rc < 0 && msg[0] == '\0')
-        snprintf(msg, msglen, "%s", strerror(saved));
+        snprintf(msg, msglen, "%s", saved ? strerror(saved) : "the restore failed");
     if (rc > 0) {
         dsq_fsync_dir(base);
         atomic_fetch_add(&t->restored, 1);
@@ -536,8 +538,12 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
                  db);
         rc = -1;
     }
-    if (rc != 0 || rename(tmp, dir) != 0) {
-        snprintf(err, errlen, "%s", msg[0] ? msg : strerror(errno));
+    if (rc == 0 && rename(tmp, dir) != 0) {
+        snprintf(msg, sizeof msg, "%s", strerror(errno));
+        rc = -1;
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", msg[0] ? msg : "the restore failed");
         dsq_ps_remove(tmp, e2, sizeof e2);
         dsq__manifest_release(m);
         return -1;

@@ -98,7 +98,7 @@ void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_fi
 /* List what of database directory `dir` may be offered: every file whole
  * (`whole`: the database is closed), or else with the segments after
  * `seg` left out and segment `seg` cut at `seg_size` (the durable end).
- * 0, or -1 with errno. The caller frees *out. */
+ * 0, or a negated errno. The caller frees *out. */
 int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_size, dsq_tier_file **out,
                         size_t *n);
 

@@ -46,12 +46,12 @@ static int add_file(dsq_tier_file **out, size_t *n, size_t *cap, const char *dir
     snprintf(path, sizeof path, "%s/%s", dir, name);
     struct stat st;
     if (stat(path, &st) != 0)
-        return errno == ENOENT ? 0 : -1;
+        return errno == ENOENT ? 0 : -errno;
     if (*n == *cap) {
         *cap = *cap ? *cap * 2 : 16;
         dsq_tier_file *nf = realloc(*out, *cap * sizeof *nf);
         if (nf == NULL)
-            return -1;
+            return -ENOMEM;
         *out = nf;
     }
     dsq_tier_file *f = &(*out)[(*n)++];
@@ -79,7 +79,8 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
     *out = NULL;
     *n = 0;
     size_t cap = 0;
-    if (add_file(out, n, &cap, dir, "format", UINT64_MAX, false) != 0)
+    int rc = add_file(out, n, &cap, dir, "format", UINT64_MAX, false);
+    if (rc != 0)
         goto fail;
     static const char *const subs[] = {"ckpt", "wal"};
     for (int s = 0; s < 2; s++) {
@@ -89,6 +90,7 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
         if (d == NULL) {
             if (errno == ENOENT)
                 continue;
+            rc = -errno;
             goto fail;
         }
         struct dirent *de;
@@ -99,7 +101,7 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                 if (len < 6 || len > 40 || strcmp(de->d_name + len - 5, ".ckpt") != 0)
                     continue; /* .ckpt.tmp and the rest are not yet (or not) files to keep */
                 snprintf(name, sizeof name, "ckpt/%s", de->d_name);
-                if (add_file(out, n, &cap, dir, name, UINT64_MAX, false) != 0) {
+                if ((rc = add_file(out, n, &cap, dir, name, UINT64_MAX, false)) != 0) {
                     closedir(d);
                     goto fail;
                 }
@@ -110,7 +112,7 @@ int dsq_tier_list_files(const char *dir, bool whole, uint32_t seg, uint64_t seg_
                 if (!dsq_wal_seg_seq(de->d_name, &seq) || (!whole && (seq > seg || (seq == seg && seg_size < DSQ_WAL_SEG_HDR))))
                     continue;
                 snprintf(name, sizeof name, "wal/%s", de->d_name);
-                if (add_file(out, n, &cap, dir, name, !whole && seq == seg ? seg_size : UINT64_MAX, true) != 0) {
+                if ((rc = add_file(out, n, &cap, dir, name, !whole && seq == seg ? seg_size : UINT64_MAX, true)) != 0) {
                     closedir(d);
                     goto fail;
                 }
@@ -125,7 +127,7 @@ fail:
     free(*out);
     *out = NULL;
     *n = 0;
-    return -1;
+    return rc;
 }
 
 /* ---- uploads ------------------------------------------------------------------------------------ */
@@ -163,7 +165,7 @@ static int upload_read(const upload *u, char **buf, char *msg, size_t msglen)
     if (got > 0)
         return 1; /* shorter than offered */
     if (got < 0) {
-        snprintf(msg, msglen, "read %.200s: %s", u->path, strerror(errno));
+        snprintf(msg, msglen, "read %.200s: %s", u->path, strerror(-got));
         return -1;
     }
     return 0;
@@ -264,8 +266,11 @@ static int tomb_write(dsq_tier *t, const char *db, char *err, size_t errlen)
     tomb_path(t, db, p, sizeof p);
     int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     static const char text[] = "dosqld-dropped 1\n";
-    if (fd < 0 || dsq_pwrite_full(fd, text, sizeof text - 1, 0) != 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %.300s: %s", p, strerror(errno));
+    int rc = fd < 0 ? -errno : dsq_pwrite_full(fd, text, sizeof text - 1, 0);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot write %.300s: %s", p, strerror(-rc));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -337,12 +342,12 @@ static int offer_inline(offer *o, const dsq_tier_file *f, const dsq_manifest_fil
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int got = fd < 0 ? (errno == ENOENT ? 1 : -1) : dsq_pread_full(fd, buf, (size_t)f->size, 0);
+    int got = fd < 0 ? (errno == ENOENT ? 1 : -errno) : dsq_pread_full(fd, buf, (size_t)f->size, 0);
     if (fd >= 0)
         close(fd);
     if (got != 0) {
         if (got < 0)
-            snprintf(o->msg, o->msglen, "read %.200s: %s", path, strerror(errno));
+            snprintf(o->msg, o->msglen, "read %.200s: %s", path, strerror(-got));
         free(buf);
         return got > 0 ? 1 : -1;
     }
