@@ -48,13 +48,7 @@ dosqld_start() {
     shift 2
     $PIN_SERVER "$bin" "$@" --listen 127.0.0.1:0 --data-dir "$dir" 2>"$tmp/dosqld.log" &
     dpid=$!
-    dport=""
-    for _ in $(seq 200); do
-        dport=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/dosqld.log" | head -n 1)
-        [ -n "$dport" ] && return 0
-        kill -0 "$dpid" 2>/dev/null || break
-        sleep 0.05
-    done
+    dport=$(listening_port "$tmp/dosqld.log" "$dpid") && return 0
     cat "$tmp/dosqld.log" >&2
     die "dosqld did not start"
 }

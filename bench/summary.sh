@@ -43,6 +43,20 @@ ab_new_first() { [ $(($1 % 2)) = 1 ]; }
 # (median's own definition: a driver may replace median with its own.)
 ab_median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
+# listening_port LOG PID: the port a dosqld started with --listen
+# 127.0.0.1:0 says it listens on in LOG, once it does (within 20 s); fails
+# when it exits or does not say so in time.
+listening_port() {
+    local port
+    for _ in $(seq 400); do
+        port=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -n 1)
+        [ -n "$port" ] && { echo "$port"; return 0; }
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 # ab_start LOG ARGS...: starts BASE (pinned as the driver's servers are,
 # PIN_SERVER) with ARGS and --listen 127.0.0.1:0; sets bpid and bport
 # (the driver's cleanup stops bpid).
@@ -51,13 +65,7 @@ ab_start() {
     shift
     ${PIN_SERVER:-} "$BASE" "$@" --listen 127.0.0.1:0 2>"$log" &
     bpid=$!
-    bport=""
-    for _ in $(seq 400); do
-        bport=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n 1)
-        [ -n "$bport" ] && return 0
-        kill -0 "$bpid" 2>/dev/null || break
-        sleep 0.05
-    done
+    bport=$(listening_port "$log" "$bpid") && return 0
     cat "$log" >&2
     echo "BASE=$BASE did not start" >&2
     exit 1
