@@ -1535,3 +1535,28 @@ Test(engine, write_parked_after_the_ticks_clock_reading_does_not_expire)
     tfree(w);
     tfree(b);
 }
+
+/* The engine has no defaults of its own: a setting left at 0 that must
+ * not be is refused by name (before the data directory is touched). */
+Test(engine, a_missing_setting_is_refused_by_name)
+{
+    static const struct {
+        const char *name;
+        size_t off, size;
+    } req[] = {
+        {"max_open_actors", offsetof(dsq_engine_cfg, max_open_actors), sizeof(unsigned)},
+        {"write_wait_ms", offsetof(dsq_engine_cfg, write_wait_ms), sizeof(uint64_t)},
+        {"max_snapshots", offsetof(dsq_engine_cfg, max_snapshots), sizeof(((dsq_engine_cfg *)0)->max_snapshots)},
+        {"segment_bytes", offsetof(dsq_engine_cfg, segment_bytes), sizeof(((dsq_engine_cfg *)0)->segment_bytes)},
+        {"max_open_files", offsetof(dsq_engine_cfg, max_open_files), sizeof(unsigned)},
+        {"cdc_buffer_bytes", offsetof(dsq_engine_cfg, cdc_buffer_bytes), sizeof(((dsq_engine_cfg *)0)->cdc_buffer_bytes)},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
+        dsq_engine_cfg c = cfg_default();
+        memset((char *)&c + req[i].off, 0, req[i].size);
+        char err[256] = "";
+        dsq_engine *e = dsq_engine_new(&c, err, sizeof err);
+        cr_assert_null(e, "%s: an engine without it started", req[i].name);
+        cr_assert(strstr(err, req[i].name) != NULL, "%s: %s", req[i].name, err);
+    }
+}
