@@ -138,7 +138,7 @@ int dsq__actor_post(dsq_engine *e, dsq_actor *a, dsq_call *c, bool front)
 {
     bool internal = op_of(c) >= DSQ__OP_HIBERNATE || c->state != DSQ__CALL_NEW;
     pthread_mutex_lock(&a->mu);
-    if (a->shut && op_of(c) != DSQ__OP_SHUTDOWN) {
+    if (a->life == ACTOR_SHUT && op_of(c) != DSQ__OP_SHUTDOWN) {
         pthread_mutex_unlock(&a->mu);
         return -1;
     }

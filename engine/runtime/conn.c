@@ -40,7 +40,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
-    int rc = dsq__store_open(e, a->name, a->closed_durable, &o->ps, &o->db, err, sizeof err);
+    int rc = dsq__store_open(e, a->name, a->life == ACTOR_RESTING, &o->ps, &o->db, err, sizeof err);
     if (rc != 0) {
         dsq_evict_closed(e->evict, a->name);
         free(o);
@@ -73,6 +73,7 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     dsq__sandbox(o, o->db, &e->cfg);
     o->engine = e;
     a->open = o;
+    dsq__actor_life(a, ACTOR_OPEN);
     atomic_fetch_add(&e->nopen_real, 1);
     /* What a crash or restart left not uploaded (recovered, so durable):
      * once per start; later opens follow closes that offered it all. */
@@ -103,10 +104,8 @@ void dsq__actor_close(dsq_actor *a)
     /* Everything appended becomes durable and the replies waiting for it
      * go; if the disk refused, what is not durable is cut from the log, so
      * the next open starts from the last durable commit. */
-    a->closed_durable = false;
-    if (dsq__gate_close(o->engine, &o->gate) == 0) {
-        a->closed_durable = true;
-    } else {
+    bool synced = dsq__gate_close(o->engine, &o->gate) == 0;
+    if (!synced) {
         char err[400];
         if (dsq_wal_rewind(dsq_ps_wal(o->ps), err, sizeof err) != 0)
             DSQ_ERROR("log_rewind_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
@@ -122,7 +121,8 @@ void dsq__actor_close(dsq_actor *a)
     dsq_engine *e = o->engine;
     free(o);
     a->open = NULL;
-    if (a->closed_durable)
+    dsq__actor_life(a, synced ? ACTOR_RESTING : ACTOR_FAILED);
+    if (synced)
         dsq__offer_files(e, a, NULL, durable); /* all of it is durable now */
     dsq_evict_closed(e->evict, a->name);
     atomic_fetch_add(&e->closes, 1); /* (the tick has the heap trimmed after many: dsq__heap_trim) */

@@ -3,10 +3,14 @@
  * Who touches what:
  *   loop thread  the registry (hash, LRU), each actor's `inflight`,
  *                `open_intent` and `last_used_ms`, the completion drain.
+ *                `open_intent` is the loop's count of open databases (for
+ *                max_open_actors), not the actor's life: it is set when a
+ *                call is submitted and cleared when a hibernation is sent,
+ *                ahead of the worker doing either.
  *   a worker     the actor it is running: `open` (the SQLite connection and
- *                everything hanging off it).
- *   either       under the actor's `mu`: the mailbox, scheduling state and
- *                the hold (transaction or stream).
+ *                everything hanging off it) and its `life` (actor_life).
+ *   either       under the actor's `mu`: the mailbox, scheduling state,
+ *                the hold (transaction or stream); `life` is read there.
  * Lock order: actor.mu before pool.mu; the completion lock alone. */
 #ifndef DSQ_ENGINE_INT_H
 #define DSQ_ENGINE_INT_H
@@ -42,6 +46,24 @@ enum {
 /* An actor's place in scheduling (under its mu): at rest; on the pool's
  * run queue (at most once); on a worker. */
 typedef enum actor_sched { ACTOR_IDLE = 0, ACTOR_QUEUED, ACTOR_RUNNING } actor_sched;
+
+/* An actor's life (dsq__actor_life; written by the worker running it,
+ * under its mu, so a post can read it):
+ *
+ *   UNOPENED --open--> OPEN --close, log synced--> RESTING --open--> OPEN
+ *                        \--close, sync failed--> FAILED  --open--> OPEN
+ *   RESTING, FAILED --drop--> UNOPENED
+ *   UNOPENED, RESTING, FAILED --shutdown--> SHUT (for good)
+ *
+ * UNOPENED and FAILED open with a recovery of the log; RESTING closed with
+ * everything durable and skips it. `open` is non-NULL exactly in OPEN. */
+typedef enum actor_life {
+    ACTOR_UNOPENED = 0, /* not opened since the start, or dropped */
+    ACTOR_OPEN,         /* `open` is its connection */
+    ACTOR_RESTING,      /* hibernated with its log synced */
+    ACTOR_FAILED,       /* closed after a failed sync: the log was cut back to what is durable */
+    ACTOR_SHUT,         /* shut down: refuses everything */
+} actor_life;
 
 /* A call's operation as an int, to compare with the engine's own ones. */
 static inline int op_of(const dsq_call *c) { return (int)c->op; }
@@ -192,7 +214,7 @@ typedef struct dsq_actor {
     uint64_t stream_id;             /* the open stream, or 0 */
     uint64_t stream_session;
     uint64_t stream_deadline_ms;
-    bool shut;                      /* shut down: refuse everything */
+    actor_life life;                /* dsq__actor_life: written by its worker */
     bool cold_wait;                 /* a call waits for a page from the object store: nothing
                                        else runs until it ran again (warm.h) */
 
@@ -201,7 +223,6 @@ typedef struct dsq_actor {
     dsq_warm_chunk **pins;   /* chunks the running call (or open stream) waited for:
                                        kept in the warm cache until it ends (warm.h) */
     size_t npins, pins_cap;
-    bool closed_durable;            /* last closed with its log synced (this process) */
     bool offered;                   /* its files were offered to the object store since the start */
 
     /* ---- set once by the loop thread, then read by any ---- */
@@ -212,6 +233,22 @@ typedef struct dsq_actor {
 /* Every database the server has seen keeps one, open or not: a hibernated
  * actor is small (10,000 databases in a few MiB). */
 _Static_assert(sizeof(dsq_actor) <= 400, "dsq_actor grew past 400 bytes");
+
+/* Move a's life (on the worker running it). */
+static inline void dsq__actor_life(struct dsq_actor *a, actor_life to)
+{
+    static const bool allowed[5][5] = {
+        [ACTOR_UNOPENED] = {[ACTOR_OPEN] = true, [ACTOR_SHUT] = true},
+        [ACTOR_OPEN] = {[ACTOR_RESTING] = true, [ACTOR_FAILED] = true},
+        [ACTOR_RESTING] = {[ACTOR_OPEN] = true, [ACTOR_UNOPENED] = true, [ACTOR_SHUT] = true},
+        [ACTOR_FAILED] = {[ACTOR_OPEN] = true, [ACTOR_UNOPENED] = true, [ACTOR_SHUT] = true},
+    };
+    DSQ_ASSERT(allowed[a->life][to]);
+    (void)allowed;
+    pthread_mutex_lock(&a->mu);
+    a->life = to;
+    pthread_mutex_unlock(&a->mu);
+}
 
 /* Move a's scheduling state (caller holds a->mu). A post queues an actor
  * at rest; a worker takes a queued one (or finds nothing to run and lets

@@ -387,6 +387,8 @@ static void op_drop(run_ctx *x)
     } else if (rc != 0) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot drop %s: %s", a->name, err);
     } else {
+        if (a->life != ACTOR_UNOPENED) /* a new database of that name starts from nothing */
+            dsq__actor_life(a, ACTOR_UNOPENED);
         dsq_feed_dropped(&x->e->feeds, atomic_load(&a->feed)); /* its subscribers end */
     }
 }
@@ -418,6 +420,8 @@ static void op_hibernate(run_ctx *x)
 static void op_shutdown(run_ctx *x)
 {
     dsq_actor *a = x->a;
+    if (a->life == ACTOR_SHUT)
+        return;
     if (x->o) {
         if (x->o->stream_stmt)
             dsq__stream_finish(x);
@@ -428,9 +432,7 @@ static void op_shutdown(run_ctx *x)
         dsq__checkpoint_before_close(a);
         dsq__actor_close(a);
     }
-    pthread_mutex_lock(&a->mu);
-    a->shut = true;
-    pthread_mutex_unlock(&a->mu);
+    dsq__actor_life(a, ACTOR_SHUT);
 }
 
 /* DSQ__OP_HEAP_TRIM (the system actor). */
@@ -693,9 +695,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__complete(e, c);
         return;
     }
-    pthread_mutex_lock(&a->mu);
-    bool shut = a->shut;
-    pthread_mutex_unlock(&a->mu);
+    DSQ_ASSERT((a->open != NULL) == (a->life == ACTOR_OPEN));
+    bool shut = a->life == ACTOR_SHUT; /* (its own worker writes it) */
     if (a->open && dsq__gate_failed(&a->open->gate)) {
         /* An fsync failed: start again from what is durable. */
         if (a->open->in_txn) {
