@@ -81,7 +81,7 @@ struct dsq_conn {
     uint64_t last_rx;           /* uv_now() of the last bytes read */
     dsq_queue waiters;          /* waiting for room, oldest first (dsq_waiter.link;
                                    see dsq__conn_wait_room) */
-    dsq_conn *prev, *next;      /* srv->conns */
+    dsq_lnode link;             /* on srv->conns */
     dsq_conn *dirty_next;       /* srv->dirty */
     int handles;                /* open uv handles; freed at 0 */
     char peer[64];              /* client address, for logs */
@@ -159,26 +159,6 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void conn_link(dsq_conn *c)
-{
-    dsq_server *srv = c->srv;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-}
-
-static void conn_unlink(dsq_conn *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 void dsq__conn_accept(dsq_listener *l)
 {
     dsq_server *srv = l->srv;
@@ -220,7 +200,7 @@ void dsq__conn_accept(dsq_listener *l)
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     dsq_http_parser_init(&c->parser, &parser_cb, c, srv->cfg->max_header_size,
                          srv->cfg->max_body_size);
-    conn_link(c);
+    dsq_list_push(&c->srv->conns, &c->link);
     srv->metrics.conns_accepted++;
     srv->metrics.conns_open++;
     c->last_rx = now_ms(c);
@@ -282,7 +262,7 @@ static void conn_close(dsq_conn *c, dsq_close_reason why)
     srv->metrics.conns_open--;
     DSQ_DEBUG("connection_closed", "peer=%s reason=%s requests=%u", c->peer,
               dsq_close_reason_name(why), c->nrequests);
-    conn_unlink(c);
+    dsq_list_remove(&c->srv->conns, &c->link);
     free_pipeline(c);
     dsq_http_req_free(c->upgrade);
     c->upgrade = NULL;
@@ -310,15 +290,14 @@ static void conn_close(dsq_conn *c, dsq_close_reason why)
     bool reset = why == DSQ_CLOSE_SEND_STALL;
     if (!reset || uv_tcp_close_reset(&c->tcp, on_handle_closed) != 0)
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    if (srv->draining && srv->conns == NULL)
+    if (srv->draining && srv->conns.head == NULL)
         dsq__server_conns_gone(srv);
 }
 
 void dsq__conns_drain(dsq_server *srv)
 {
-    dsq_conn *next;
-    for (dsq_conn *c = srv->conns; c; c = next) {
-        next = c->next;
+    dsq_conn *c, *next;
+    dsq_list_foreach_safe(c, next, &srv->conns, link) {
         c->draining = true;
         if (c->finishing)
             continue;
@@ -334,8 +313,8 @@ void dsq__conns_drain(dsq_server *srv)
 
 void dsq__conns_close_all(dsq_server *srv)
 {
-    while (srv->conns)
-        conn_close(srv->conns, DSQ_CLOSE_SHUTDOWN);
+    while (srv->conns.head != NULL)
+        conn_close(dsq_container_of(srv->conns.head, dsq_conn, link), DSQ_CLOSE_SHUTDOWN);
 }
 
 /* ---- output --------------------------------------------------------------- */

@@ -374,7 +374,7 @@ static void begin_shutdown(dsq_server *srv, const char *signame)
              (unsigned long long)srv->metrics.conns_open,
              (unsigned long long)srv->cfg->shutdown_timeout_ms);
     close_listeners(srv);
-    if (srv->conns != NULL) {
+    if (srv->conns.head != NULL) {
         uv_timer_init(&srv->loop, &srv->shutdown_timer);
         srv->shutdown_timer.data = srv;
         uv_timer_start(&srv->shutdown_timer, on_shutdown_timer, srv->cfg->shutdown_timeout_ms, 0);

@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/errors.h"
+#include "common/list.h"
 #include "engine/engine.h"
 #include "engine/tier/objstore.h"
 #include "protocol/capnweb.h"
@@ -45,7 +46,7 @@ struct dsq_server {
     dsq_tls_ctx *tls;          /* owned; NULL without TLS listeners */
     dsq_metrics metrics;
     dsq_listener *listeners;   /* owned list */
-    dsq_conn *conns;           /* open connections (intrusive list) */
+    dsq_list conns;            /* open connections (dsq_conn.link) */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
     uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */

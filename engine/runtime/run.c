@@ -182,6 +182,133 @@ static int step_all(run_ctx *x, sqlite3_stmt *st, dsq_result *res)
     return 0;
 }
 
+/* The statement at p: from the cache, or prepared now (and kept unless
+ * `special`: it changes the schema, writes, or is a savepoint; what the
+ * authorizer says of such a statement while it is prepared is what the
+ * change capture needs, each time). *st is NULL when only white space
+ * or comments are left. */
+static int next_stmt(run_ctx *x, const char *p, const char *end, bool cached, sqlite3_stmt **st,
+                     const char **tail, bool *special)
+{
+    actor_open *o = x->o;
+    sqlite3 *db = x->db ? x->db : o->db;
+    size_t take = 0;
+    *special = false;
+    *st = cached ? dsq__cache_get(o, p, (size_t)(end - p), &take) : NULL;
+    o->stmt_ddl = o->stmt_writes = false;
+    o->stmt_created[0] = o->sp_op[0] = '\0';
+    if (*st != NULL) {
+        *tail = p + take;
+        return 0;
+    }
+    o->deny[0] = '\0';
+    int rc = sqlite3_prepare_v3(db, p, (int)(end - p), cached ? SQLITE_PREPARE_PERSISTENT : 0, st, tail);
+    if (rc != SQLITE_OK) {
+        dsq__fail_sqlite(x, rc);
+        return -1;
+    }
+    if (*st == NULL)
+        return 0;
+    const char *text = sqlite3_sql(*st);
+    if (text && dsq__sql_vacuum_into(text, strlen(text))) {
+        sqlite3_finalize(*st);
+        *st = NULL;
+        dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
+        return -1;
+    }
+    *special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
+    if (cached && !*special && dsq__cache_put(o, p, (size_t)(end - p), (size_t)(*tail - p), *st) != 0) {
+        dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A statement that writes where writing is not allowed fails before it
+ * runs: in a read-only transaction or a time-travel query, with a
+ * read-scope token, or beside another client's open transaction (then
+ * the call waits for it: x->park). */
+static int refuse_write(run_ctx *x, sqlite3_stmt *st)
+{
+    dsq_call *c = x->c;
+    /* (A cached statement is never one of stmt_writes': not special.) */
+    if (sqlite3_stmt_readonly(st) && !x->o->stmt_writes)
+        return 0;
+    if (x->snap) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
+    } else if (x->past) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
+    } else if (!(c->scope & DSQ_SCOPE_W)) {
+        dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+    } else if (x->beside) {
+        x->park = true; /* it runs once the open transaction ends (if it may write) */
+        dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
+    } else {
+        return 0;
+    }
+    return -1;
+}
+
+/* Bind and run one prepared statement, and hand its row changes to the
+ * change capture (or take them back when it failed: SQLite undid it). */
+static int run_stmt(run_ctx *x, sqlite3_stmt *st, const dsq_stmt_req *r, unsigned char *used, dsq_result *res)
+{
+    actor_open *o = x->o;
+    dsq_call *c = x->c;
+    bool ddl = o->stmt_ddl;
+    char created[sizeof o->stmt_created], sp_op[sizeof o->sp_op], sp_name[sizeof o->sp_name];
+    memcpy(created, o->stmt_created, sizeof created);
+    memcpy(sp_op, o->sp_op, sizeof sp_op);
+    memcpy(sp_name, o->sp_name, sizeof sp_name);
+    int brc = dsq__bind_params(c, st, r, used);
+    const char *text = sqlite3_sql(st);
+    o->vacuum = text && dsq__sql_starts_with(text, strlen(text), "VACUUM");
+    bool capture = x->db == NULL || x->db == o->db; /* not a time-travel connection */
+    dsq_cdc_mark mark = dsq_cdc_cap_mark(o->cap);
+    if (brc == 0)
+        brc = step_all(x, st, res);
+    if (brc == 0 && dsq__cold(x) && sqlite3_stmt_readonly(st)) {
+        /* It read past a page on its way from the object store and went
+         * on (PRAGMA integrity_check reports such a page in its rows):
+         * its result is not the database's. It runs again. */
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "a page is on its way from the object store");
+        brc = -1;
+    }
+    o->vacuum = false;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (capture && brc != 0) {
+        dsq_cdc_cap_rewind(o->cap, mark); /* SQLite undid the statement */
+    } else if (capture) {
+        if (sp_op[0])
+            dsq_cdc_cap_savepoint(o->cap, sp_op, sp_name, mark);
+        o->internal = true; /* the capture's own queries */
+        int crc = dsq_cdc_cap_statement_done(o->cap, mark, ddl ? text : NULL, created[0] ? created : NULL);
+        o->internal = false;
+        if (crc != 0) {
+            dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory capturing the statement's row changes");
+            brc = -1;
+        }
+    }
+    return brc;
+}
+
+/* A parameter the statements did not use is an error (a count or name
+ * the client got wrong). */
+static int params_unused(dsq_call *c, const dsq_stmt_req *r, const unsigned char *used)
+{
+    for (size_t k = 0; k < r->nparams; k++) {
+        if (used[k])
+            continue;
+        if (r->named)
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "parameter %s is not used by the SQL", r->params[k].name);
+        else
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "params has %zu values; the SQL uses fewer", r->nparams);
+        return -1;
+    }
+    return 0;
+}
+
 /* Run every statement in r->sql in order; `res` keeps the last one's. */
 int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
 {
@@ -199,42 +326,15 @@ int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     /* A time-travel connection lives for one request: no cache. */
     bool cached = x->db == NULL || x->db == o->db;
     sqlite3_stmt *temp = NULL; /* a statement not kept: finalized after its run */
-    sqlite3 *db = x->db ? x->db : o->db;
     while (p < end) {
-        size_t take = 0;
-        sqlite3_stmt *st = cached ? dsq__cache_get(o, p, (size_t)(end - p), &take) : NULL;
+        sqlite3_stmt *st;
         const char *tail;
-        /* A statement that changes the schema or is a savepoint is not
-         * kept: what the authorizer says of it while it is prepared is
-         * what the change capture needs, each time. */
-        bool special = false;
-        o->stmt_ddl = o->stmt_writes = false;
-        o->stmt_created[0] = o->sp_op[0] = '\0';
-        if (st != NULL) {
-            tail = p + take;
-        } else {
-            o->deny[0] = '\0';
-            int rc = sqlite3_prepare_v3(db, p, (int)(end - p), cached ? SQLITE_PREPARE_PERSISTENT : 0,
-                                        &st, &tail);
-            if (rc != SQLITE_OK) {
-                dsq__fail_sqlite(x, rc);
-                goto out;
-            }
-            if (st == NULL) { /* only white space or comments left */
-                p = tail;
-                continue;
-            }
-            const char *text = sqlite3_sql(st);
-            if (text && dsq__sql_vacuum_into(text, strlen(text))) {
-                sqlite3_finalize(st);
-                dsq__fail(c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
-                goto out;
-            }
-            special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
-            if (cached && !special && dsq__cache_put(o, p, (size_t)(end - p), (size_t)(tail - p), st) != 0) {
-                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-                goto out;
-            }
+        bool special;
+        if (next_stmt(x, p, end, cached, &st, &tail, &special) != 0)
+            goto out;
+        if (st == NULL) { /* only white space or comments left */
+            p = tail;
+            continue;
         }
         if (cached && special)
             temp = st;
@@ -242,63 +342,10 @@ int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
             sqlite3_finalize(x->scratch);
         if (!cached)
             x->scratch = st; /* finalized with the connection's request */
-        bool ddl = o->stmt_ddl;
-        char created[sizeof o->stmt_created], sp_op[sizeof o->sp_op], sp_name[sizeof o->sp_name];
-        memcpy(created, o->stmt_created, sizeof created);
-        memcpy(sp_op, o->sp_op, sizeof sp_op);
-        memcpy(sp_name, o->sp_name, sizeof sp_name);
         nstmts++;
-        /* (A cached statement is never one of stmt_writes': not special.) */
-        bool reads = sqlite3_stmt_readonly(st) && !o->stmt_writes;
-        if (x->snap && !reads) {
-            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
+        if (refuse_write(x, st) != 0)
             goto out;
-        }
-        if (x->past && !reads) {
-            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");
-            goto out;
-        }
-        if (!(c->scope & DSQ_SCOPE_W) && !reads) {
-            dsq__fail(c, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
-            goto out;
-        }
-        if (x->beside && !reads) {
-            x->park = true; /* it runs once the open transaction ends (if it may write) */
-            dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
-            goto out;
-        }
-        int brc = dsq__bind_params(c, st, r, used);
-        const char *text = sqlite3_sql(st);
-        o->vacuum = text && dsq__sql_starts_with(text, strlen(text), "VACUUM");
-        bool capture = db == o->db; /* not a time-travel connection */
-        dsq_cdc_mark mark = dsq_cdc_cap_mark(o->cap);
-        if (brc == 0)
-            brc = step_all(x, st, res);
-        if (brc == 0 && dsq__cold(x) && sqlite3_stmt_readonly(st)) {
-            /* It read past a page on its way from the object store and went
-             * on (PRAGMA integrity_check reports such a page in its rows):
-             * its result is not the database's. It runs again. */
-            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "a page is on its way from the object store");
-            brc = -1;
-        }
-        o->vacuum = false;
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        if (capture && brc != 0) {
-            dsq_cdc_cap_rewind(o->cap, mark); /* SQLite undid the statement */
-        } else if (capture) {
-            if (sp_op[0])
-                dsq_cdc_cap_savepoint(o->cap, sp_op, sp_name, mark);
-            o->internal = true; /* the capture's own queries */
-            int crc = dsq_cdc_cap_statement_done(o->cap, mark, ddl ? text : NULL,
-                                                 created[0] ? created : NULL);
-            o->internal = false;
-            if (crc != 0) {
-                dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED,
-                          "out of memory capturing the statement's row changes");
-                brc = -1;
-            }
-        }
+        int brc = run_stmt(x, st, r, used, res);
         if (temp != NULL) {
             sqlite3_finalize(temp);
             temp = NULL;
@@ -313,17 +360,8 @@ int dsq__run_sql(run_ctx *x, const dsq_stmt_req *r, dsq_result *res)
     }
     /* (A run that goes on after a cold page did not see the parameters
      * the statements before used.) */
-    for (size_t k = 0; k < r->nparams && !resumed; k++) {
-        if (!used[k]) {
-            if (r->named)
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "parameter %s is not used by the SQL",
-                          r->params[k].name);
-            else
-                dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
-                          "params has %zu values; the SQL uses fewer", r->nparams);
-            goto out;
-        }
-    }
+    if (!resumed && params_unused(c, r, used) != 0)
+        goto out;
     rv = 0;
 out:
     if (rv != 0 && dsq__cold(x))

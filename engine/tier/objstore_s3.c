@@ -34,7 +34,7 @@ typedef struct s3 {
     char *base;                      /* scheme://host[:port] the requests go to, no '/' at the end */
     char *sigv4;                     /* "aws:amz:REGION:s3" */
     char *userpwd;                   /* "KEY:SECRET" */
-    xfer *xfers;                     /* begun, not finished */
+    dsq_list xfers;                  /* begun, not finished (xfer.link) */
     dsq_queue waiting;               /* past max_inflight (dsq_obj_req.link) */
     unsigned inflight;
     uint64_t rnd;
@@ -51,7 +51,7 @@ struct xfer {
     size_t sent;                     /* put: bytes read by curl */
     unsigned tries;                  /* attempts of the current page */
     uv_timer_t retry;
-    xfer *next, *prev;
+    dsq_lnode link;                  /* on s3.xfers */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -324,12 +324,7 @@ static void finish(xfer *x)
 {
     s3 *s = x->s;
     release_easy(x);
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        s->xfers = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
+    dsq_list_remove(&s->xfers, &x->link);
     s->inflight--;
     dsq_obj_req *r = x->r;
     uv_timer_stop(&x->retry);
@@ -503,10 +498,7 @@ static void begin(s3 *s, dsq_obj_req *r)
     x->r = r;
     uv_timer_init(&s->o->loop, &x->retry);
     x->retry.data = x;
-    x->next = s->xfers;
-    if (s->xfers)
-        s->xfers->prev = x;
-    s->xfers = x;
+    dsq_list_push(&s->xfers, &x->link);
     s->inflight++;
     attempt(x);
 }
@@ -870,8 +862,8 @@ static void s3_stop(dsq_obj *o)
         dsq__obj_fail(r, DSQ_OBJ_CANCELLED, "the object store was closed");
         dsq__obj_finish(o, r);
     }
-    while (s->xfers) {
-        xfer *x = s->xfers;
+    while (s->xfers.head != NULL) {
+        xfer *x = dsq_container_of(s->xfers.head, xfer, link);
         dsq__obj_fail(x->r, DSQ_OBJ_CANCELLED, "the object store was closed");
         finish(x);
     }
