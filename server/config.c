@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
+#include "cluster/placement.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -108,6 +110,11 @@ static const key_def keys[] = {
     {"object_store", "max_requests", T_UINT, F(obj_max_requests), "16", 1, 1024},
     {"object_store", "chunk_size", T_SIZE, F(obj_chunk_size), "2M", 65536, 1ull << 30},
     {"object_store", "upload_interval", T_DURATION, F(obj_upload_interval_ms), "1s", 10, 3600000},
+    {"cluster", "node_id", T_STR, F(cluster_node_id), "", 0, 0},
+    {"cluster", "peers", T_LIST, F(cluster_peers), "", 0, 0},
+    {"cluster", "secret_file", T_STR, F(cluster_secret_file), "", 0, 0},
+    {"cluster", "heartbeat_interval", T_DURATION, F(cluster_heartbeat_ms), "250ms", 10, 60000},
+    {"cluster", "peer_timeout", T_DURATION, F(cluster_peer_timeout_ms), "3s", 100, 600000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -503,6 +510,63 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
 
 /* ---- checks ------------------------------------------------------------- */
 
+/* [cluster]: every peer is ID@HOST:PORT, ids and addresses appear once,
+ * this node is among them, and there are nodes enough for the copies.
+ * The number of problems. */
+static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
+{
+    int problems = 0;
+    const dsq_strlist *l = &cfg->cluster_peers;
+    if (l->n == 0)
+        return problems;
+    if (l->n > DSQ_NODES_MAX) {
+        dsq_buf_printf(errs, "%s: cluster.peers names %zu nodes; at most %d\n", where, l->n, DSQ_NODES_MAX);
+        return problems + 1;
+    }
+    dsq_node nodes[DSQ_NODES_MAX];
+    bool self = false;
+    for (size_t i = 0; i < l->n; i++) {
+        char why[256];
+        if (dsq_node_parse(l->items[i], &nodes[i], why, sizeof why) != 0) {
+            dsq_buf_printf(errs, "%s: cluster.peers: %s\n", where, why);
+            problems++;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(nodes[i].id, nodes[j].id) == 0) {
+                dsq_buf_printf(errs, "%s: cluster.peers names node %s twice\n", where, nodes[i].id);
+                problems++;
+            } else if (strcmp(nodes[i].addr_text, nodes[j].addr_text) == 0) {
+                dsq_buf_printf(errs, "%s: cluster.peers: nodes %s and %s have the same address %s\n", where,
+                               nodes[j].id, nodes[i].id, nodes[i].addr_text);
+                problems++;
+            }
+        }
+        if (cfg->cluster_node_id != NULL && strcmp(nodes[i].id, cfg->cluster_node_id) == 0)
+            self = true;
+    }
+    if (problems > 0)
+        return problems;
+    if (cfg->cluster_node_id == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.peers needs cluster.node_id (which of them this node is)\n", where);
+        problems++;
+    } else if (!self) {
+        dsq_buf_printf(errs, "%s: cluster.node_id %s is not in cluster.peers\n", where, cfg->cluster_node_id);
+        problems++;
+    }
+    if (cfg->cluster_peer_timeout_ms <= cfg->cluster_heartbeat_ms) {
+        dsq_buf_printf(errs, "%s: cluster.peer_timeout must be longer than cluster.heartbeat_interval\n", where);
+        problems++;
+    }
+    if (l->n > 1 && cfg->cluster_secret_file == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.peers needs cluster.secret_file (the nodes authenticate each other "
+                             "with the secret in it)\n",
+                       where);
+        problems++;
+    }
+    return problems;
+}
+
 int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
 {
     int problems = 0;
@@ -516,7 +580,7 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
     for (int tls = 0; tls < 2; tls++) {
         dsq_strlist *l = tls ? &cfg->tls_listen : &cfg->listen;
         for (size_t i = 0; i < l->n; i++) {
-            if (dsq_config_parse_addr(l->items[i], &ss) != 0) {
+            if (dsq_parse_addr(l->items[i], &ss) != 0) {
                 dsq_buf_printf(errs, "%s: server.%s: '%s' is not HOST:PORT "
                                "(an IP address or localhost, and a port)\n",
                                where, tls ? "tls_listen" : "listen", l->items[i]);
@@ -572,72 +636,13 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
                        where, cfg->object_store);
         problems++;
     }
+    problems += cluster_finish(cfg, where, errs);
     if (cfg->object_store != NULL && strcmp(cfg->object_store, "none") == 0 &&
         cfg->storage_sync_to_objects != NULL && strcmp(cfg->storage_sync_to_objects, "commit") == 0) {
         dsq_buf_printf(errs, "%s: storage.sync_to_object_store = commit needs an object store\n", where);
         problems++;
     }
     return problems;
-}
-
-/* ---- addresses ---------------------------------------------------------- */
-
-int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out)
-{
-    char host[64];
-    const char *colon;
-    memset(out, 0, sizeof *out);
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close[1] != ':')
-            return -1;
-        size_t hl = (size_t)(close - s - 1);
-        if (hl == 0 || hl >= sizeof host)
-            return -1;
-        memcpy(host, s + 1, hl);
-        host[hl] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL)
-            return -1;
-        size_t hl = (size_t)(colon - s);
-        if (hl == 0 || hl >= sizeof host)
-            return -1;
-        memcpy(host, s, hl);
-        host[hl] = '\0';
-    }
-    uint64_t port;
-    if (dsq_parse_u64(colon + 1, &port) != 0 || port > 65535)
-        return -1;
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    struct sockaddr_in *in4 = (struct sockaddr_in *)out;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
-    if (s[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        return 0;
-    }
-    if (s[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        return 0;
-    }
-    return -1;
-}
-
-bool dsq_addr_is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
-        return (ntohl(in4->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
-    }
-    return false;
 }
 
 bool dsq_config_key_at(size_t i, const char **section, const char **name,

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "common/buf.h"
+#include "common/net.h"
 #include "engine/engine.h"
 
 typedef struct dsq_strlist {
@@ -106,6 +107,13 @@ typedef struct dsq_config {
     uint64_t storage_max_open_files; /* descriptors a database keeps open for reads */
     uint64_t storage_history_retention_ms; /* how far back time travel reaches */
 
+    /* [cluster] */
+    char *cluster_node_id;          /* owned; this node's id in peers, or NULL */
+    dsq_strlist cluster_peers;      /* every node, ID@HOST:PORT (this one included) */
+    char *cluster_secret_file;      /* owned; the nodes' shared secret, or NULL */
+    uint64_t cluster_heartbeat_ms;  /* a link sends a heartbeat this often */
+    uint64_t cluster_peer_timeout_ms; /* a link silent this long is down */
+
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */
     char *tokens_file;              /* owned; more token lines, or NULL */
@@ -115,7 +123,7 @@ typedef struct dsq_config {
     int log_level;                  /* DSQ_LOG_* */
 
     /* private: which layer last set each key (see config.c) */
-    unsigned char set_by[80];
+    unsigned char set_by[96];
 } dsq_config;
 
 /* Fill `cfg` with the defaults. Free with dsq_config_free(). */
@@ -143,9 +151,6 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
  * key, addresses parse, ...). Returns the number of problems. */
 int dsq_config_finish(dsq_config *cfg, dsq_buf *errs);
 
-/* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal, or localhost; port
- * 0-65535, 0 = any free port). Returns 0 or -1. */
-int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out);
 
 /* File descriptors the process may need at once with this configuration
  * (docs/operations.md, Sizing): one per connection, per open database
@@ -155,8 +160,6 @@ int dsq_config_parse_addr(const char *s, struct sockaddr_storage *out);
  * (the journal's files, up to 64; listeners, the loop, the lock, logs). */
 uint64_t dsq_config_fds_needed(const dsq_config *cfg);
 
-/* True when the address is in 127.0.0.0/8 or is ::1. */
-bool dsq_addr_is_loopback(const struct sockaddr_storage *ss);
 
 /* For tests and docs: walk the key table. Returns false past the end. */
 bool dsq_config_key_at(size_t i, const char **section, const char **name,

@@ -26,6 +26,34 @@ static void handle_healthz(dsq_server *srv, dsq_http_req *req)
         dsq__respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
 }
 
+/* GET /v1/cluster: the nodes and whether this node reaches each. A node
+ * without cluster.peers is a cluster of one. */
+static void handle_cluster(dsq_server *srv, dsq_http_req *req)
+{
+    json_t *nodes = json_array();
+    if (srv->cluster == NULL) {
+        const char *id = srv->cfg->cluster_node_id ? srv->cfg->cluster_node_id : "";
+        json_array_append_new(nodes, json_pack("{s:s, s:n, s:b, s:b}", "id", id, "address", "reachable", 1,
+                                               "self", 1));
+    } else {
+        for (size_t i = 0; i < dsq_cluster_nnodes(srv->cluster); i++) {
+            dsq_cluster_node_info n;
+            dsq_cluster_node(srv->cluster, i, &n);
+            json_array_append_new(nodes, json_pack("{s:s, s:s, s:b, s:b}", "id", n.id, "address", n.address,
+                                                   "reachable", n.reachable, "self", n.self));
+        }
+    }
+    json_t *doc = json_pack("{s:o}", "nodes", nodes);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    dsq__respond_line(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
 static void handle_metrics(dsq_server *srv, dsq_http_req *req)
 {
     dsq_buf b = DSQ_BUF_INIT;
@@ -102,6 +130,25 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    (unsigned long long)es.warm_counts.hits,
                    (unsigned long long)(es.warm_counts.errors + es.warm_counts.timeouts),
                    (unsigned long long)es.cdc_coalesced);
+    if (srv->cluster != NULL) {
+        dsq_cluster_stats cs;
+        dsq_cluster_stats_get(srv->cluster, &cs);
+        dsq_buf_printf(&b,
+                       "# HELP dosqld_cluster_links_up Links to the other nodes of cluster.peers that are up.\n"
+                       "# TYPE dosqld_cluster_links_up gauge\ndosqld_cluster_links_up %llu\n"
+                       "# HELP dosqld_cluster_sent_bytes_total Bytes sent to the other nodes.\n"
+                       "# TYPE dosqld_cluster_sent_bytes_total counter\ndosqld_cluster_sent_bytes_total %llu\n"
+                       "# HELP dosqld_cluster_received_bytes_total Bytes received from the other nodes.\n"
+                       "# TYPE dosqld_cluster_received_bytes_total counter\ndosqld_cluster_received_bytes_total %llu\n"
+                       "# HELP dosqld_cluster_link_connects_total Links to other nodes made (each after its handshake).\n"
+                       "# TYPE dosqld_cluster_link_connects_total counter\ndosqld_cluster_link_connects_total %llu\n"
+                       "# HELP dosqld_cluster_auth_failures_total Handshakes with another node refused (a wrong "
+                       "secret or cluster.peers).\n"
+                       "# TYPE dosqld_cluster_auth_failures_total counter\ndosqld_cluster_auth_failures_total %llu\n",
+                       (unsigned long long)cs.links_up, (unsigned long long)cs.bytes_out,
+                       (unsigned long long)cs.bytes_in, (unsigned long long)cs.link_connects,
+                       (unsigned long long)cs.auth_failures);
+    }
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
 }
@@ -809,6 +856,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
+    case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -34,7 +35,7 @@ int dsq_server_check_exposure(const dsq_config *cfg, const dsq_auth *auth, char 
         const dsq_strlist *l = tls ? &cfg->tls_listen : &cfg->listen;
         for (size_t i = 0; i < l->n; i++) {
             struct sockaddr_storage ss;
-            if (dsq_config_parse_addr(l->items[i], &ss) == 0 && !dsq_addr_is_loopback(&ss)) {
+            if (dsq_parse_addr(l->items[i], &ss) == 0 && !dsq_addr_is_loopback(&ss)) {
                 snprintf(err, errlen,
                          "refusing to listen on %s without auth tokens: configure [auth] "
                          "token or tokens_file, or set allow_unauthenticated = yes",
@@ -272,7 +273,7 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
 static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    if (dsq_config_parse_addr(spec, &ss) != 0) {
+    if (dsq_parse_addr(spec, &ss) != 0) {
         snprintf(err, errlen, "bad listen address '%s'", spec);
         return -1;
     }
@@ -302,6 +303,33 @@ static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, 
     return 0;
 }
 
+/* Link up with the other nodes of cluster.peers, if any. */
+static int cluster_start(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    if (cfg->cluster_peers.n == 0)
+        return 0;
+    char secret[DSQ_SECRET_MAX + 1] = "";
+    char why[400];
+    if (cfg->cluster_secret_file != NULL &&
+        dsq_cluster_read_secret(cfg->cluster_secret_file, secret, sizeof secret, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cluster.secret_file: %s", why);
+        return -1;
+    }
+    dsq_cluster_cfg cc = {
+        .loop = &srv->loop,
+        .node_id = cfg->cluster_node_id,
+        .peers = (const char *const *)cfg->cluster_peers.items,
+        .npeers = cfg->cluster_peers.n,
+        .secret = secret,
+        .heartbeat_ms = cfg->cluster_heartbeat_ms,
+        .peer_timeout_ms = cfg->cluster_peer_timeout_ms,
+    };
+    int rc = dsq_cluster_start(&cc, &srv->cluster, err, errlen);
+    OPENSSL_cleanse(secret, sizeof secret);
+    return rc;
+}
+
 int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
 {
     const dsq_config *cfg = srv->cfg;
@@ -321,6 +349,8 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->tls_listen.n; i++)
         if (add_listener(srv, cfg->tls_listen.items[i], true, err, errlen) != 0)
             return -1;
+    if (cluster_start(srv, err, errlen) != 0)
+        return -1;
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
                  cfg->allow_unauthenticated ? "allow_unauthenticated=yes" : "no_tokens_loopback_only");
@@ -374,6 +404,8 @@ static void begin_shutdown(dsq_server *srv, const char *signame)
              (unsigned long long)srv->metrics.conns_open,
              (unsigned long long)srv->cfg->shutdown_timeout_ms);
     close_listeners(srv);
+    dsq_cluster_stop(srv->cluster, NULL, NULL);
+    srv->cluster = NULL;
     if (srv->conns.head != NULL) {
         uv_timer_init(&srv->loop, &srv->shutdown_timer);
         srv->shutdown_timer.data = srv;
@@ -466,6 +498,8 @@ void dsq_server_free(dsq_server *srv)
             srv->engine = NULL;
             DSQ_INFO("engine_stopped", "databases=%s", "closed");
         }
+        dsq_cluster_stop(srv->cluster, NULL, NULL);
+        srv->cluster = NULL;
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);

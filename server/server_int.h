@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "cluster/cluster.h"
 #include "common/buf.h"
 #include "common/errors.h"
 #include "common/list.h"
@@ -47,6 +48,7 @@ struct dsq_server {
     dsq_metrics metrics;
     dsq_listener *listeners;   /* owned list */
     dsq_list conns;            /* open connections (dsq_conn.link) */
+    dsq_cluster *cluster;      /* the other nodes (cluster.peers), or NULL */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
     uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */

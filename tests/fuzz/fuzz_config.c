@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     for (size_t i = 0; i < cfg.listen.n; i++) {
         struct sockaddr_storage ss;
-        if (dsq_config_parse_addr(cfg.listen.items[i], &ss) == 0)
+        if (dsq_parse_addr(cfg.listen.items[i], &ss) == 0)
             (void)dsq_addr_is_loopback(&ss);
     }
     if (errs.len > 0)

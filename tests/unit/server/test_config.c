@@ -297,24 +297,24 @@ Test(config, transaction_timeout_within_its_cap)
 Test(config, addresses)
 {
     struct sockaddr_storage ss;
-    cr_assert_eq(dsq_config_parse_addr("127.0.0.1:8787", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("127.0.0.1:8787", &ss), 0);
     cr_assert(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("127.9.9.9:0", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("127.9.9.9:0", &ss), 0);
     cr_assert(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("localhost:1", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("localhost:1", &ss), 0);
     cr_assert(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("[::1]:1", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("[::1]:1", &ss), 0);
     cr_assert(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("0.0.0.0:80", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("0.0.0.0:80", &ss), 0);
     cr_assert_not(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("[::]:80", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("[::]:80", &ss), 0);
     cr_assert_not(dsq_addr_is_loopback(&ss));
-    cr_assert_eq(dsq_config_parse_addr("10.1.2.3:80", &ss), 0);
+    cr_assert_eq(dsq_parse_addr("10.1.2.3:80", &ss), 0);
     cr_assert_not(dsq_addr_is_loopback(&ss));
     const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", ":80", "::1:80",
                          "[::1]80", "[127.0.0.1]:80", "example.com:80", "1.2.3.4:-1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        cr_assert_eq(dsq_config_parse_addr(bad[i], &ss), -1, "accepted '%s'", bad[i]);
+        cr_assert_eq(dsq_parse_addr(bad[i], &ss), -1, "accepted '%s'", bad[i]);
 }
 
 /* conf/dosqld.conf must list every key, commented out, with its default,

@@ -1,0 +1,93 @@
+/* cluster — dosqld beyond one node: the node list, the shared secret
+ * the nodes authenticate each other with, and (in this folder) where each
+ * database's copies live (placement.h), the links between nodes (peer.h)
+ * and replication over them.
+ *
+ * This header is what server/ uses: the [cluster] settings, parsed and
+ * checked. */
+#ifndef DSQ_CLUSTER_H
+#define DSQ_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#define DSQ_NODES_MAX 64   /* nodes in one cluster */
+#define DSQ_NODE_ID_MAX 32 /* bytes of a node id, with its NUL */
+#define DSQ_SECRET_MIN 32  /* characters of the shared secret at least */
+#define DSQ_SECRET_MAX 512
+
+/* One node of the cluster, as `peers` names it: "ID@HOST:PORT", where
+ * HOST:PORT is where the node listens for the other nodes (not for
+ * clients). */
+typedef struct dsq_node {
+    char id[DSQ_NODE_ID_MAX];      /* letters, digits, '-', '_', '.' */
+    char addr_text[80];            /* HOST:PORT as written */
+    struct sockaddr_storage addr;
+} dsq_node;
+
+/* Parse "ID@HOST:PORT". 0, or -1 with the reason in err. */
+int dsq_node_parse(const char *s, dsq_node *out, char *err, size_t errlen);
+
+/* How many copies must hold a commit durably before its reply leaves. */
+typedef enum dsq_commit_ack {
+    DSQ_ACK_QUORUM = 0, /* a majority of the copies (the primary's own sync counts) */
+    DSQ_ACK_ALL,        /* every copy */
+    DSQ_ACK_LOCAL,      /* the primary's own sync only; followers catch up behind */
+} dsq_commit_ack;
+
+/* Parse "quorum", "all" or "local". 0 or -1. */
+int dsq_commit_ack_parse(const char *s, dsq_commit_ack *out);
+
+/* Copies whose durable LSN must reach a commit's before its reply goes,
+ * out of `copies`. */
+unsigned dsq_commit_ack_needed(dsq_commit_ack ack, unsigned copies);
+
+/* Read the shared secret: the first line of the file at `path`, at least
+ * DSQ_SECRET_MIN characters (trailing white space dropped). The file must
+ * not be readable by others than its owner and group. out[cap] gets it,
+ * NUL-terminated. 0, or -1 with the reason in err. */
+int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, size_t errlen);
+
+/* ---- the cluster as a running part of the server (loop thread) ---- */
+
+typedef struct dsq_cluster dsq_cluster;
+
+typedef struct dsq_cluster_cfg {
+    uv_loop_t *loop;
+    const char *node_id;            /* this node */
+    const char *const *peers;       /* every node, "ID@HOST:PORT", this one included */
+    size_t npeers;
+    const char *secret;             /* the shared secret (dsq_cluster_read_secret) */
+    uint64_t heartbeat_ms;          /* cluster.heartbeat_interval */
+    uint64_t peer_timeout_ms;       /* cluster.peer_timeout: silent this long, a link is down */
+} dsq_cluster_cfg;
+
+/* Parse the node list, listen on this node's peer address and link up
+ * with the others. 0, or -1 with a message. */
+int dsq_cluster_start(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen);
+
+/* Close every link; `done` runs on the loop once all is closed and freed.
+ * NULL: nothing to stop (done runs at once). */
+void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
+
+/* The nodes, in the order of cluster.peers. */
+typedef struct dsq_cluster_node_info {
+    const char *id, *address; /* valid while the cluster runs */
+    bool self;
+    bool reachable;           /* this node, or its link is up */
+} dsq_cluster_node_info;
+size_t dsq_cluster_nnodes(const dsq_cluster *c);
+
+/* Counters for metrics. */
+typedef struct dsq_cluster_stats {
+    uint64_t links_up;                     /* links to other nodes up now */
+    uint64_t bytes_out, bytes_in;          /* over every link since the start */
+    uint64_t link_connects, auth_failures; /* links made; handshakes refused */
+} dsq_cluster_stats;
+void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out);
+void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out);
+
+#endif

@@ -1,0 +1,99 @@
+/* peer — the links between the nodes of a cluster.
+ *
+ * One TCP connection per pair of nodes carries every message between
+ * them, for every database. The node whose id sorts first dials, the
+ * other accepts on its peer address; a link that breaks is dialed again,
+ * after 100 ms doubling to 2 s while it keeps failing.
+ *
+ * Framing: each message is a 4-byte big-endian length (of what follows),
+ * a type byte and its payload. Types below DSQ_PEER_MSG_MIN are the
+ * link's own: the handshake and the heartbeat.
+ *
+ * Handshake: the dialer sends HELLO (its id, the id it means to reach, a
+ * random 32-byte nonce); the acceptor answers with a nonce of its own and
+ * an HMAC-SHA256, under the shared secret, of both ids and both nonces;
+ * the dialer checks it and answers with its own HMAC of the same (under a
+ * different label). Either side closes the connection when a check fails,
+ * so only nodes that know the secret exchange messages, and a recorded
+ * handshake cannot be replayed (the other side's nonce is new each time).
+ * Messages after it are not encrypted or signed: the links are meant for
+ * a private network (or loopback).
+ *
+ * Liveness: each side sends a heartbeat every `heartbeat_ms`; a link that
+ * has received nothing for `dead_after_ms` is closed (and dialed again).
+ *
+ * Sending never blocks: messages queue on the link. dsq_peer_queued tells
+ * how much waits, so a sender can hold back (backpressure); when a link's
+ * queue falls under half of `send_limit` after having been over it,
+ * on_writable is called.
+ *
+ * Loop thread (the server's), for everything here. */
+#ifndef DSQ_PEER_H
+#define DSQ_PEER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/cluster.h"
+
+#define DSQ_PEER_MSG_MIN 16 /* the first message type that is the caller's */
+
+typedef struct dsq_peers dsq_peers;
+
+typedef struct dsq_peers_cfg {
+    uv_loop_t *loop;
+    const dsq_node *nodes;   /* every node of the cluster, this one included (copied) */
+    size_t nnodes;
+    size_t self;             /* this node's index in nodes */
+    const char *secret;      /* the shared secret (copied) */
+    uint64_t heartbeat_ms;
+    uint64_t dead_after_ms;
+    uint64_t send_limit;     /* queued bytes per link over which senders should wait */
+    uint64_t max_message;    /* a longer message closes the link */
+    /* A message of type >= DSQ_PEER_MSG_MIN from node `node`; p is valid
+     * during the call. */
+    void (*on_message)(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n);
+    /* The link to `node` came up (authenticated) or went down. */
+    void (*on_link)(void *ud, size_t node, bool up);
+    /* The link to `node` has room again (see above). */
+    void (*on_writable)(void *ud, size_t node);
+    void *ud;
+} dsq_peers_cfg;
+
+/* Listen on this node's peer address and start dialing the nodes this
+ * one dials. 0, or -1 with a message (the address cannot be bound). */
+int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t errlen);
+
+/* Close every link and the listener; `done` is called (on the loop) once
+ * every handle is closed and the object freed. */
+void dsq_peers_stop(dsq_peers *p, void (*done)(void *ud), void *ud);
+
+/* Whether the link to `node` is up (authenticated). */
+bool dsq_peer_up(const dsq_peers *p, size_t node);
+
+/* Queue a message of `type` for `node`: the concatenation of parts
+ * a[0..alen) and b[0..blen) (b may be NULL). 0, or -1 when the link is
+ * not up (nothing is queued) or memory ran out (the link is closed). */
+int dsq_peer_send(dsq_peers *p, size_t node, uint8_t type, const void *a, size_t alen, const void *b,
+                  size_t blen);
+
+/* Bytes queued on the link to `node` and not yet written. */
+size_t dsq_peer_queued(const dsq_peers *p, size_t node);
+
+/* Counters for metrics: bytes and messages sent and received over every
+ * link since the start. */
+typedef struct dsq_peer_stats {
+    uint64_t bytes_out, bytes_in, msgs_out, msgs_in, connects, auth_failures;
+} dsq_peer_stats;
+void dsq_peers_stats(const dsq_peers *p, dsq_peer_stats *out);
+
+/* ---- the handshake's proofs (pure; unit-tested) ---- */
+
+/* HMAC-SHA256 under `secret` of label, dialer id, acceptor id and both
+ * nonces, into mac[32]. */
+void dsq_peer_proof(const char *secret, const char *label, const char *dialer, const char *acceptor,
+                    const uint8_t nonce_d[32], const uint8_t nonce_a[32], uint8_t mac[32]);
+
+#endif

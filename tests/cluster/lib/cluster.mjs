@@ -1,0 +1,81 @@
+// cluster — start several dosqld nodes on loopback, each with its own
+// data directory, client port and peer port, sharing one secret; every
+// wait bounded. Stop what was started by its pid (cleanup).
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+
+import { sleep, startDosqld } from '../../integration/lib/harness.mjs';
+
+export { sleep };
+
+// A loopback port free now (the kernel's pick, released at once).
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// Write a secret file readable by its owner only; returns its path.
+export function secretFile(dir, secret = crypto.randomBytes(32).toString('hex')) {
+  const p = path.join(dir, `secret-${crypto.randomBytes(4).toString('hex')}`);
+  writeFileSync(p, `${secret}\n`);
+  chmodSync(p, 0o600);
+  return p;
+}
+
+// Start `n` nodes n1..nN. `conf(i)` adds text to node i's config (after
+// its [cluster] section's keys, so it may add more of them); `secrets`
+// gives a node another secret file.
+export async function startCluster(n, { conf = () => '', secretFor = {} } = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'dosqld-cluster-'));
+  const secret = secretFile(dir);
+  const ports = [];
+  for (let i = 0; i < n; i++) ports.push(await freePort());
+  const peers = ports.map((p, i) => `n${i + 1}@127.0.0.1:${p}`).join(', ');
+  const nodes = [];
+  const c = { dir, secret, peers, peerPorts: ports, nodes };
+  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = ${peers}\nsecret_file = ${secretFor[i] ?? secret}\n` +
+    `heartbeat_interval = 100ms\npeer_timeout = 1s\n${conf(i)}`;
+  try {
+    for (let i = 0; i < n; i++) nodes.push(await startDosqld({ conf: c.confOf(i) }));
+  } catch (e) {
+    await Promise.all(nodes.map((d) => d.stop('SIGKILL')));
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  c.cleanup = async () => {
+    const errs = [];
+    for (const d of nodes) {
+      try { await d.cleanup(); } catch (e) { errs.push(e); }
+    }
+    rmSync(dir, { recursive: true, force: true });
+    if (errs.length) throw errs[0];
+  };
+  return c;
+}
+
+export async function clusterInfo(d, query = '') {
+  const r = await fetch(`${d.url}/v1/cluster${query}`);
+  return { status: r.status, body: await r.json() };
+}
+
+// Poll `pred` (async) every 50 ms until true, for at most `ms`.
+export async function until(pred, ms = 10000, what = 'condition') {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try {
+      if (await pred()) return;
+    } catch (e) { last = e; }
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
