@@ -24,6 +24,7 @@ static const char *const names[DSQ__CODE_COUNT] = {
     [DSQ_CODE_FORBIDDEN] = "FORBIDDEN",
     [DSQ_CODE_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
     [DSQ_CODE_QUOTA_EXCEEDED] = "QUOTA_EXCEEDED",
+    [DSQ_CODE_NOT_PRIMARY] = "NOT_PRIMARY",
 };
 
 const char *dsq_code_name(dsq_code code)

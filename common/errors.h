@@ -28,6 +28,8 @@ typedef enum dsq_code {
     DSQ_CODE_FORBIDDEN,
     DSQ_CODE_RESOURCE_EXHAUSTED,
     DSQ_CODE_QUOTA_EXCEEDED,
+    DSQ_CODE_NOT_PRIMARY,  /* this node holds no primary copy of the database: the message names
+                              the node that does, when it is known */
     DSQ__CODE_COUNT
 } dsq_code;
 

@@ -117,6 +117,12 @@ typedef enum dsq_op {
     DSQ_OP_PING,
     DSQ_OP_DROP,        /* close the database and delete its files */
     DSQ_OP_LIST,        /* the names of existing databases (dsq_engine_submit_system) */
+    DSQ_OP_APPLY,       /* (replication, a follower) append the log records recs[0..recs_len),
+                           made by the primary, as the next commits; lsn: the last one */
+    DSQ_OP_LOG_READ,    /* (replication, the primary) the log records after as_of_lsn, back to
+                           back in `out`, about chunk_rows bytes at most (at least one); lsn:
+                           the last one given; more: the log goes on past it. INVALID_LSN when
+                           the log no longer holds the record after as_of_lsn */
     DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
                            durable end) from the log, as a CDC batch in `out`. Through
                            dsq_engine_submit_system, with target_db and upto_lsn: read
@@ -202,6 +208,8 @@ struct dsq_call {
     const char *target_db;   /* CDC_READ on the system actor: whose log (borrowed) */
     uint64_t upto_lsn;       /* CDC_READ on the system actor: read no further; on the
                                 database's actor it is set to the durable end */
+    const uint8_t *recs;     /* APPLY: log records, back to back (borrowed; outlives the call) */
+    size_t recs_len;
     /* Runs on the worker when results are final (and before done): turn
      * them into `out`. May be NULL. */
     void (*encode)(dsq_call *c);
@@ -246,6 +254,7 @@ struct dsq_call {
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
+    uint64_t parked_ms;      /* when it was parked there (monotonic) */
     /* A page it read was in the object store (warm.h): it runs again once
      * the page is here, from where it stopped. */
     bool cold_retry;         /* it is such a second run */
@@ -324,9 +333,47 @@ typedef struct dsq_engine_cfg {
     uint64_t warm_cache_bytes;     /* evicted pages' chunks kept locally (default 256 MiB) */
     uint64_t cold_read_timeout_ms; /* a call waits this long for a page from the store (default 10 s) */
     uint64_t journal_bytes;        /* one journal file's size */
+    const struct dsq_repl_hooks *repl; /* replication (see below); NULL: every database has one
+                                      copy, this one (borrowed; outlives the engine) */
+    uint64_t repl_timeout_ms;      /* with repl: a reply that waited this long for other copies
+                                      to hold its commit fails with TIMEOUT */
     void (*wake)(void *arg);       /* from any thread: calls are ready */
     void *wake_arg;
 } dsq_engine_cfg;
+
+/* ---- replication: the engine's side (cluster/ has the rest) ----------------------------------
+ *
+ * A database may have copies on other nodes. The engine does not know
+ * them: it asks the hooks which role this node's copy has, tells them of
+ * each commit record and of how far the log is durable, and lets a reply
+ * after a commit leave only once the hooks say enough copies hold it.
+ * A primary takes writes; a follower takes records from its primary
+ * (DSQ_OP_APPLY), serves reads, and refuses writes with NOT_PRIMARY. */
+
+typedef enum dsq_role {
+    DSQ_ROLE_ALONE = 0, /* the only copy: as without replication */
+    DSQ_ROLE_PRIMARY,
+    DSQ_ROLE_FOLLOWER,
+} dsq_role;
+
+typedef struct dsq_repl_hooks {
+    /* Any thread. The role of this node's copy of db; a follower writes
+     * the primary's node id into primary[len] ("" when unknown). */
+    dsq_role (*role)(void *ud, const char *db, char *primary, size_t len);
+    /* Any thread. Replies after commits up to which LSN may leave, now
+     * that this node's log of db is durable up to `durable` (for a
+     * database alone: durable). Called as the log becomes durable and
+     * after dsq_engine_repl_poke. */
+    uint64_t (*released)(void *ud, const char *db, uint64_t durable);
+    /* A worker, in LSN order per database: this node's primary copy of
+     * db appended commit record rec[0..len) (valid during the call). */
+    void (*committed)(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len);
+    void *ud;
+} dsq_repl_hooks;
+
+/* The answer of `released` for db may have grown (another copy holds
+ * more): replies waiting for it leave. Loop thread. */
+void dsq_engine_repl_poke(dsq_engine *e, const char *db);
 
 /* Start the engine: lock the data directory (dsq_engine_lock_dir, held
  * until dsq_engine_free), create DATA_DIR/db, start the workers. NULL

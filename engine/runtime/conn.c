@@ -40,7 +40,9 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return -1;
     }
     dsq_evict_opening(e->evict, a->name); /* its files stay as they are while it is open */
-    int rc = dsq__store_open(e, a->name, a->life == ACTOR_RESTING, &o->ps, &o->db, err, sizeof err);
+    o->name = a->name;
+    o->engine = e;
+    int rc = dsq__store_open(e, a->name, a->life == ACTOR_RESTING, o, &o->ps, &o->db, err, sizeof err);
     if (rc != 0) {
         dsq_evict_closed(e->evict, a->name);
         free(o);
@@ -68,6 +70,9 @@ int dsq__actor_open(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     o->lsn = dsq_ps_lsn(o->ps);
     dsq__gate_init(&o->gate, e, dsq_ps_wal(o->ps), o->lsn, a->name, &a->feed);
+    pthread_mutex_lock(&a->mu);
+    a->gate_live = &o->gate;
+    pthread_mutex_unlock(&a->mu);
     if (e->tier != NULL && e->cfg.tier_commit)
         dsq_wal_tee(dsq_ps_wal(o->ps), true); /* the tails come from memory */
     dsq__sandbox(o, o->db, &e->cfg);
@@ -101,6 +106,9 @@ void dsq__actor_close(dsq_actor *a)
     int rc = sqlite3_close(o->db);
     if (rc != SQLITE_OK)
         DSQ_ERROR("database_close_failed", "db=%s error=%s", a->name, dsq_log_q(sqlite3_errstr(rc)));
+    pthread_mutex_lock(&a->mu); /* the loop thread no longer reaches the gate */
+    a->gate_live = NULL;
+    pthread_mutex_unlock(&a->mu);
     /* Everything appended becomes durable and the replies waiting for it
      * go; if the disk refused, what is not durable is cut from the log, so
      * the next open starts from the last durable commit. */
@@ -136,6 +144,10 @@ void dsq__offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t close
 {
     if (e->tier == NULL)
         return;
+    const dsq_repl_hooks *h = e->cfg.repl;
+    char primary[32];
+    if (h != NULL && h->role(h->ud, a->name, primary, sizeof primary) == DSQ_ROLE_FOLLOWER)
+        return; /* only the primary's copy goes to the object store */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/db/%s", e->data_dir, a->name);
     uint32_t seq = 0;

@@ -340,6 +340,29 @@ void dsq_engine_poll_calls(dsq_engine *e)
     dsq__pool_kick(e); /* for calls the done hooks submitted */
 }
 
+/* ---- replication -------------------------------------------------------------------------- */
+
+/* Replies at a's gate that wait for other copies: let go of what the
+ * hooks allow now; fail those parked longer than expire_ms (0: none), or
+ * with `all` every one. Loop thread. */
+static void repoll(dsq_engine *e, dsq_actor *a, uint64_t now, uint64_t expire_ms, bool all)
+{
+    dsq_queue out = {0};
+    pthread_mutex_lock(&a->mu);
+    dsq_gate *g = a->gate_live;
+    if (g != NULL)
+        dsq__gate_repoll(g, now, expire_ms, all, &out);
+    pthread_mutex_unlock(&a->mu);
+    dsq__complete_all(e, &out);
+}
+
+void dsq_engine_repl_poke(dsq_engine *e, const char *db)
+{
+    dsq_actor *a = e->cfg.repl != NULL ? lookup(e, db, false) : NULL;
+    if (a != NULL)
+        repoll(e, a, 0, 0, false);
+}
+
 /* ---- the tick ------------------------------------------------------------------------------ */
 
 void dsq_engine_tick(dsq_engine *e)
@@ -379,6 +402,8 @@ void dsq_engine_tick(dsq_engine *e)
                 a->expire_sent = true;
             continue;
         }
+        if (e->cfg.repl != NULL)
+            repoll(e, a, now, e->cfg.repl_timeout_ms, false);
         if (idle && a->inflight == 0 && now - a->last_used_ms >= e->cfg.idle_timeout_ms)
             hibernate(e, a);
     }
@@ -577,6 +602,8 @@ static const char *missing_setting(const dsq_engine_cfg *c)
         return "tier_drain_ms";
     if (c->objects != NULL && c->warm_cache_bytes == 0)
         return "warm_cache_bytes";
+    if (c->repl != NULL && c->repl_timeout_ms == 0)
+        return "repl_timeout_ms";
     return NULL;
 }
 
@@ -591,6 +618,10 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
     const char *missing = missing_setting(cfg);
     if (missing != NULL) {
         snprintf(err, errlen, "the engine's setting %s is not set", missing);
+        return NULL;
+    }
+    if (cfg->repl != NULL && cfg->tier_commit) {
+        snprintf(err, errlen, "replication and sync_to_object_store = commit do not go together");
         return NULL;
     }
     dsq_engine *e = calloc(1, sizeof *e);
@@ -705,9 +736,18 @@ static void wait_idle(dsq_engine *e)
     dsq__pool_kick(e);
     while (e->inflight > 0) {
         pthread_mutex_lock(&e->cmu);
-        while (dsq_queue_empty(&e->done))
-            pthread_cond_wait(&e->ccv, &e->cmu);
+        while (dsq_queue_empty(&e->done)) {
+            if (e->cfg.repl == NULL)
+                pthread_cond_wait(&e->ccv, &e->cmu);
+            else if (dsq_cond_wait_ms(&e->ccv, &e->cmu, 20) != 0)
+                break;
+        }
         pthread_mutex_unlock(&e->cmu);
+        /* Stopping, the loop no longer runs: no other copy's acknowledgement
+         * comes. Replies that wait for one fail (the commit is durable here). */
+        dsq_actor *a, *next;
+        if (e->cfg.repl != NULL)
+            dsq_list_foreach_safe(a, next, &e->lru, lru) repoll(e, a, 0, 0, true);
         dsq_engine_poll(e);
     }
 }

@@ -99,6 +99,7 @@ typedef struct dsq_gate {
     int why_errno;               /* the failure's errno (ENOSPC: the disk is full) */
     dsq_qnode link;              /* on the syncer's list (under syncer.mu) */
     _Atomic(dsq_feed *) *feedp;  /* the actor's feed, told how far the log is durable */
+    const dsq_repl_hooks *repl;  /* with replication: `released` says how far replies may go */
 } dsq_gate;
 
 typedef struct dsq_syncer {
@@ -117,6 +118,8 @@ typedef struct dsq_sqlfn_stop {
 } dsq_sqlfn_stop;
 
 typedef struct actor_open {
+    const char *name;            /* the database's (its actor's) */
+    dsq_role role;               /* this copy's, as the running call found it (repl.c) */
     sqlite3 *db;                 /* owned */
     struct dsq_ps *ps;           /* owned: the pages under db */
     dsq_gate gate;               /* replies waiting for the log */
@@ -217,6 +220,8 @@ typedef struct dsq_actor {
     actor_life life;                /* dsq__actor_life: written by its worker */
     bool cold_wait;                 /* a call waits for a page from the object store: nothing
                                        else runs until it ran again (warm.h) */
+    dsq_gate *gate_live;            /* the open database's gate, for the loop thread
+                                       (dsq_engine_repl_poke, the tick); NULL while closed */
 
     /* ---- the worker running it ---- */
     actor_open *open;               /* NULL while hibernated */
@@ -394,6 +399,16 @@ void dsq__gate_init(dsq_gate *g, struct dsq_engine *e, struct dsq_wal *wal, uint
 /* A call is done on the worker: it leaves now, or waits at the gate until
  * the log is durable past what the actor has written. */
 void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
+/* Have the log synced if records wait (a reply that did not go through
+ * the gate). Any thread. */
+void dsq__gate_kick(dsq_engine *e, dsq_gate *g);
+/* With replication: ask `released` again and let go of the replies it
+ * now covers; with `expire_ms`, fail those parked longer (TIMEOUT), and
+ * with `all` every one not covered. The loop thread, holding the actor's
+ * mu (the gate stays open meanwhile); the calls to complete are moved to
+ * *out (complete them after letting go of mu: dsq__complete_all). */
+void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_queue *out);
+void dsq__complete_all(dsq_engine *e, dsq_queue *out);
 /* Before the actor closes: sync what is appended and release every parked
  * reply. -1 when the log could not be made durable. */
 int dsq__gate_close(dsq_engine *e, dsq_gate *g);
@@ -419,8 +434,10 @@ int dsq__store_init(const char *data_dir, char *err, size_t errlen);
 /* Open database `name`'s store and its SQLite connection. 0, or a
  * negative code with a message: dsq_ps_open's or dsq__vfs_open's
  * (-EMFILE, -ENFILE: out of descriptors), -ENAMETOOLONG, or -EINVAL (a
- * database in the format of early builds). */
-int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, struct dsq_ps **ps,
+ * database in the format of early builds). With replication, the
+ * records of its commits go to the hooks' `committed` while its
+ * actor_open (commit_ud) says it is the primary. */
+int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, void *commit_ud, struct dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen);
 /* Whether DATA_DIR/db/NAME exists. */
 bool dsq__store_exists(const dsq_engine *e, const char *name);

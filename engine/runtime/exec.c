@@ -456,6 +456,8 @@ typedef struct exec_op {
     bool streams;      /* it answers in chunks (c->chunk, c->more) */
     bool by_statement; /* unless atomic, its statements fail one by one: a page that did not
                           come fails only the statement that waited for it (op_batch) */
+    bool ungated;      /* its reply leaves at once, not through the output gate (what it
+                          appended is synced behind it) */
 } exec_op;
 
 /* Indexed by operation; the engine's own start at 100 (the entries
@@ -473,6 +475,8 @@ static const exec_op ops[] = {
     [DSQ_OP_PING] = {.run = op_ping, .open = true, .retry_cold = true},
     [DSQ_OP_DROP] = {.run = op_drop},
     [DSQ_OP_LIST] = {.run = op_list},
+    [DSQ_OP_APPLY] = {.run = dsq__op_apply, .open = true, .ungated = true},
+    [DSQ_OP_LOG_READ] = {.run = dsq__op_log_read, .open = true, .retry_cold = true, .ungated = true},
     [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
     [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
     [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},
@@ -630,6 +634,7 @@ static void run_open(run_ctx *x, const exec_op *op)
 {
     dsq_call *c = x->c;
     x->o = x->a->open;
+    x->o->role = x->role;
     x->o->deadline_ns = dsq_now_ns() + x->e->cfg.query_timeout_ms * 1000000u;
     x->o->running = c;
     if (!op->budgeted || dsq__budget_spent(x) == 0)
@@ -676,6 +681,12 @@ static void reply(run_ctx *x, const exec_op *op)
     } else if (c->encode) {
         c->encode(c);
     }
+    if (op->ungated) {
+        dsq__complete(x->e, c);
+        if (x->a->open != NULL)
+            dsq__gate_kick(x->e, &x->a->open->gate);
+        return;
+    }
     dsq__reply(x->e, x->a, c);
 }
 
@@ -706,6 +717,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__actor_close(a);
         x.o = NULL;
     }
+    if (op->open)
+        dsq__repl_role(&x);
     if (!refused(&x, op, shut))
         dispatch(&x, op);
     if (e->warm != NULL && cold_settle(&x, op))

@@ -24,11 +24,22 @@ typedef struct run_ctx {
     snap_txn *snap;      /* the read-only transaction the call names, or NULL */
     size_t start_off;    /* dsq__run_sql: begin at this byte of the SQL (a run after a cold page) */
     bool retry;          /* a page was in the object store: run the call again once it is here */
+    dsq_role role;       /* this node's copy of the database (dsq__repl_role) */
+    char primary[32];    /* a follower's primary, when known */
 } run_ctx;
 
 /* Whether what just failed read a page that is in the object store, not
  * in the warm cache yet (warm.h): then the call runs again later. */
 static inline bool dsq__cold(const run_ctx *x) { return x->e->warm != NULL && dsq_cold_missed(); }
+
+/* ---- repl.c: replication ---- */
+/* Ask the hooks for the role of the actor's copy (x->role, x->primary). */
+void dsq__repl_role(run_ctx *x);
+/* Fail the call: a follower does not take `what` ("writes", ...). */
+void dsq__fail_not_primary(run_ctx *x, const char *what);
+/* DSQ_OP_APPLY and DSQ_OP_LOG_READ (engine.h). */
+void dsq__op_apply(run_ctx *x);
+void dsq__op_log_read(run_ctx *x);
 
 /* ---- sandbox.c: what a client's SQL may do ---- */
 /* Limits, settings, the authorizer and the progress handler, on db (the

@@ -58,7 +58,7 @@ static void unqueue(dsq_engine *e, dsq_gate *g)
 }
 
 /* Hand released replies to the loop, in order. */
-static void complete_all(dsq_engine *e, dsq_queue *out)
+void dsq__complete_all(dsq_engine *e, dsq_queue *out)
 {
     dsq_qnode *n;
     while ((n = dsq_queue_pop(out)) != NULL)
@@ -107,6 +107,27 @@ static void fail_tail(dsq_queue *out, const char *why)
     fail_each(out, DSQ_CODE_TIMEOUT, msg);
 }
 
+/* Replies of commits durable here that not enough other copies
+ * acknowledged in time (replication). */
+static void fail_unreplicated(dsq_queue *out, const char *why)
+{
+    char msg[480];
+    snprintf(msg, sizeof msg,
+             "the commit is durable on this node but not yet on enough of the database's copies (%.250s); it may "
+             "still reach them",
+             why);
+    fail_each(out, DSQ_CODE_TIMEOUT, msg);
+}
+
+/* How far replies may go with the log durable up to `durable`: that far
+ * alone; with replication, as far as the hooks say (never back). Caller
+ * holds g->mu. */
+static uint64_t release_point(dsq_gate *g, uint64_t durable)
+{
+    uint64_t r = g->repl != NULL ? g->repl->released(g->repl->ud, g->name, durable) : durable;
+    return r > g->released ? r : g->released;
+}
+
 /* ---- the syncer threads ------------------------------------------------------------------ */
 
 static bool tail_mode(const dsq_engine *e) { return e->tier != NULL && e->cfg.tier_commit; }
@@ -141,18 +162,20 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
         return;
     } else {
         g->durable = durable;
-        if (durable > g->released)
-            g->released = durable;
+        g->released = release_point(g, durable);
         out = take_released(g, g->released, false);
     }
     dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
-    bool more = !g->failed && (!dsq_queue_empty(&g->parked) || (rc == 0 && dsq_wal_appended(g->wal) > g->released));
+    /* Again when more was appended meanwhile (a reply that waits for other
+     * copies, not for the disk, is no reason to sync). */
+    bool more = !g->failed && rc == 0 && dsq_wal_appended(g->wal) > g->durable;
+    uint64_t told = g->released;
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, &out);
+    dsq__complete_all(e, &out);
     if (rc == 0)
-        dsq_feed_durable(&e->feeds, feed, durable);
+        dsq_feed_durable(&e->feeds, feed, told); /* (subscribers see what the replies may) */
     if (more)
         enqueue(e, g);
 }
@@ -174,7 +197,7 @@ static void tail_done(void *ud, bool ok, uint64_t upto, const char *why)
     g->busy = false;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, &out);
+    dsq__complete_all(e, &out);
     if (more)
         enqueue(e, g);
 }
@@ -297,6 +320,12 @@ void dsq__gate_init(dsq_gate *g, dsq_engine *e, dsq_wal *wal, uint64_t durable, 
     g->durable = g->released = durable;
     g->name = name;
     g->feedp = feedp;
+    g->repl = e->cfg.repl;
+    if (g->repl != NULL) { /* what the hooks allow of what is durable already (a primary's log may
+                              hold commits that no other copy acknowledged before a crash) */
+        uint64_t r = g->repl->released(g->repl->ud, name, durable);
+        g->released = r < durable ? r : durable;
+    }
 }
 
 void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
@@ -331,13 +360,60 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     c->gate_lsn = o->lsn;
+    c->parked_ms = dsq_now_ms();
     /* In LSN order: take_released stops at the first not yet durable. */
     DSQ_ASSERT(g->parked.tail == NULL ||
                dsq_container_of(g->parked.tail, dsq_call, link)->gate_lsn <= c->gate_lsn);
     dsq_queue_push(&g->parked, &c->link);
+    /* A sync unless what it waits for is durable already (then it waits
+     * for other copies). */
+    bool sync = o->lsn > g->durable;
     pthread_mutex_unlock(&g->mu);
     atomic_fetch_add(&e->gated, 1);
-    enqueue(e, g);
+    if (sync)
+        enqueue(e, g);
+}
+
+void dsq__gate_kick(dsq_engine *e, dsq_gate *g)
+{
+    if (e->cfg.sync == DSQ_SYNC_OFF)
+        return;
+    pthread_mutex_lock(&g->mu);
+    bool behind = !g->failed && dsq_wal_appended(g->wal) > g->durable;
+    pthread_mutex_unlock(&g->mu);
+    if (behind)
+        enqueue(e, g);
+}
+
+void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_queue *out)
+{
+    *out = (dsq_queue){0};
+    pthread_mutex_lock(&g->mu);
+    if (g->failed || g->repl == NULL) {
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
+    if (!g->closing && !g->busy)
+        g->released = release_point(g, g->durable);
+    *out = take_released(g, g->released, false);
+    /* Those that waited too long for the other copies (or every one left,
+     * `all`) fail, in order: the first of them is the oldest. */
+    dsq_queue late = {0};
+    dsq_call *c;
+    while ((c = dsq_container_of(dsq_queue_first(&g->parked), dsq_call, link)) != NULL &&
+           c->gate_lsn <= g->durable && (all || (expire_ms > 0 && now_ms - c->parked_ms >= expire_ms)))
+        dsq_queue_push(&late, dsq_queue_pop(&g->parked));
+    dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
+    uint64_t told = g->released;
+    struct dsq_engine *e = g->engine;
+    pthread_mutex_unlock(&g->mu);
+    if (!dsq_queue_empty(&late)) {
+        fail_unreplicated(&late, all ? "the server is stopping" : "storage.replication_timeout passed");
+        dsq_qnode *n;
+        while ((n = dsq_queue_pop(&late)) != NULL)
+            dsq_queue_push(out, n);
+    }
+    dsq_feed_durable(&e->feeds, feed, told);
 }
 
 typedef struct tail_wait {
@@ -396,10 +472,20 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
         pthread_mutex_destroy(&tw.mu);
     }
     pthread_mutex_lock(&g->mu);
-    dsq_queue out = take_released(g, durable, true);
+    dsq_queue out, late = {0};
     if (g->failed) {
+        out = take_released(g, durable, true);
         fail_calls(&out, g->why, g->why_errno);
+    } else if (g->repl != NULL) {
+        /* Replies go as far as the other copies acknowledged; the rest fail
+         * (the database closes: nothing would let them go). */
+        g->durable = durable;
+        g->released = release_point(g, durable);
+        out = take_released(g, g->released, false);
+        late = take_released(g, 0, true);
+        fail_unreplicated(&late, "the database closed first");
     } else {
+        out = take_released(g, durable, true);
         g->durable = durable;
         if (tw.done && !tw.ok)
             fail_tail(&out, tw.why);
@@ -407,10 +493,12 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
             g->released = durable;
     }
     bool ok = !g->failed;
+    uint64_t told = g->released;
     pthread_mutex_unlock(&g->mu);
-    complete_all(e, &out);
+    dsq__complete_all(e, &out);
+    dsq__complete_all(e, &late);
     if (ok && g->feedp)
-        dsq_feed_durable(&e->feeds, atomic_load(g->feedp), durable);
+        dsq_feed_durable(&e->feeds, atomic_load(g->feedp), told);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     return g->failed ? -1 : rc;

@@ -225,16 +225,18 @@ static int next_stmt(run_ctx *x, const char *p, const char *end, bool cached, sq
 }
 
 /* A statement that writes where writing is not allowed fails before it
- * runs: in a read-only transaction or a time-travel query, with a
- * read-scope token, or beside another client's open transaction (then
- * the call waits for it: x->park). */
+ * runs: on a follower copy, in a read-only transaction or a time-travel
+ * query, with a read-scope token, or beside another client's open
+ * transaction (then the call waits for it: x->park). */
 static int refuse_write(run_ctx *x, sqlite3_stmt *st)
 {
     dsq_call *c = x->c;
     /* (A cached statement is never one of stmt_writes': not special.) */
     if (sqlite3_stmt_readonly(st) && !x->o->stmt_writes)
         return 0;
-    if (x->snap) {
+    if (x->role == DSQ_ROLE_FOLLOWER) {
+        dsq__fail_not_primary(x, "writes");
+    } else if (x->snap) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transaction %.40s is read-only", c->txn);
     } else if (x->past) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a query with asOf only reads");

@@ -291,7 +291,17 @@ int dsq__store_journal_start(dsq_engine *e, char *err, size_t errlen)
 
 /* ---- opening --------------------------------------------------------------------------------- */
 
-int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, dsq_ps **ps,
+/* A commit record of an open database (its actor_open is ud): to the
+ * replication hooks when this copy is the primary. */
+static void on_commit(void *ud, uint64_t lsn, const void *rec, size_t len)
+{
+    actor_open *o = ud;
+    const dsq_repl_hooks *h = o->engine->cfg.repl;
+    if (o->role == DSQ_ROLE_PRIMARY)
+        h->committed(h->ud, o->name, lsn, rec, len);
+}
+
+int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, void *commit_ud, dsq_ps **ps,
                     sqlite3 **db, char *err, size_t errlen)
 {
     char dir[4096], path[4200];
@@ -319,6 +329,8 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, d
         .name = name,
         .cold_src = e->warm ? &e->cold_src : NULL,
         .max_open_files = e->cfg.max_open_files,
+        .on_commit = e->cfg.repl != NULL && commit_ud != NULL ? on_commit : NULL,
+        .on_commit_ud = commit_ud,
     };
     int rc = dsq_ps_open(dir, &pc, ps, err, errlen);
     if (rc != 0)

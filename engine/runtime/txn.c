@@ -258,6 +258,10 @@ void dsq__op_begin(run_ctx *x)
                   (unsigned long long)c->txn_timeout_ms, (unsigned long long)x->e->cfg.max_txn_timeout_ms);
         return;
     }
+    if (!c->read_only && x->role == DSQ_ROLE_FOLLOWER) {
+        dsq__fail_not_primary(x, "transactions that may write (beginTransaction readOnly: true reads here)");
+        return;
+    }
     /* One that may write takes the write lock (at its first write, or at
      * once): it needs write scope. */
     if (!c->read_only && !(c->scope & DSQ_SCOPE_W)) {

@@ -780,6 +780,8 @@ int dsq_ps_commit(dsq_ps *ps)
         goto out;
     }
     ps->log_since += r.len;
+    if (ps->cfg.on_commit != NULL)
+        ps->cfg.on_commit(ps->cfg.on_commit_ud, r.lsn, ps->rec.data, ps->rec.len);
     /* SQLite reads page 1's header at the start of every transaction: keep
      * it decoded under its new frame (the other pages stay in SQLite's own
      * cache; copying them too cost more than it saved). */
@@ -793,6 +795,47 @@ out:
     free(pages);
     pend_clear(ps);
     return rc;
+}
+
+int dsq_ps_apply(dsq_ps *ps, const void *rec, size_t len)
+{
+    ps->full = false;
+    const uint8_t *p = rec;
+    dsq_wal_rec r;
+    if (dsq_ps_dirty(ps)) {
+        set_err(ps, "a transaction is open");
+        return -1;
+    }
+    if (len < DSQ_WAL_REC_HDR || dsq_wal_rec_header(p, &r) != 0 || r.len != len || !dsq_wal_rec_valid(p, &r)) {
+        set_err(ps, "not a whole, intact log record");
+        return -1;
+    }
+    if (r.lsn != ps->lsn + 1) {
+        set_err(ps, "record %llu does not follow the last one here, %llu", (unsigned long long)r.lsn,
+                (unsigned long long)ps->lsn);
+        return -1;
+    }
+    if (r.page_size != ps->page_size) {
+        set_err(ps, "record %llu has pages of %u bytes; this database's are %u bytes (storage.page_size must be "
+                    "the same on every node)",
+                (unsigned long long)r.lsn, r.page_size, ps->page_size);
+        return -1;
+    }
+    dsq_wal_loc at;
+    char err[400];
+    int arc = dsq_wal_append(ps->wal, rec, len, r.lsn, &at, err, sizeof err);
+    if (arc != 0) {
+        ps->full = arc == -ENOSPC || arc == -EDQUOT;
+        set_err(ps, "%s", err);
+        return -1;
+    }
+    if (index_apply(ps, &r, p, at) != 0) {
+        set_err(ps, "out of memory for the page index");
+        return -1;
+    }
+    ps->log_since += r.len;
+    ps->pnpages = ps->idx.n;
+    return 0;
 }
 
 /* ---- removing ----------------------------------------------------------------------------- */

@@ -32,6 +32,11 @@ typedef struct dsq_ps_cfg {
     const struct dsq_cold_src *cold_src; /* where evicted checkpoints' pages are read from (cold.h), or NULL */
     unsigned max_open_files; /* descriptors kept open for reads of old segments and
                                 checkpoints (fdcache.h); 0 counts as 1 */
+    /* Called by dsq_ps_commit with each record it appended, as logged
+     * (rec is valid during the call); NULL: none. Not called by
+     * dsq_ps_apply. */
+    void (*on_commit)(void *ud, uint64_t lsn, const void *rec, size_t len);
+    void *on_commit_ud;
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.
@@ -71,6 +76,12 @@ bool dsq_ps_dirty(const dsq_ps *ps);
  * nothing changed). Appends without fsync. Returns 0, or -1 with the
  * reason in dsq_ps_error (the buffer is dropped either way). */
 int dsq_ps_commit(dsq_ps *ps);
+/* Append a record made elsewhere (another copy's log: replication) as
+ * the next commit: rec[0..len) must be one whole, intact record (its CRC
+ * and every page frame's bounds are checked) with the next LSN and this
+ * store's page size, and nothing may be buffered. Appends without fsync,
+ * as dsq_ps_commit does. 0, or -1 with the reason in dsq_ps_error. */
+int dsq_ps_apply(dsq_ps *ps, const void *rec, size_t len);
 /* Bytes the next commit's record carries after its pages (the row
  * changes, cdc.h); p must stay valid until then. (NULL, 0): none. */
 void dsq_ps_set_extra(dsq_ps *ps, const void *p, size_t n);

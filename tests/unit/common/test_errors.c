@@ -11,7 +11,7 @@ Test(errors, every_code_round_trips)
         "TABLE_NOT_FOUND", "COLUMN_NOT_FOUND", "TYPE_MISMATCH", "CONSTRAINT_VIOLATION",
         "TRANSACTION_NOT_FOUND", "DEADLOCK_DETECTED", "SERIALIZATION_FAILURE", "INVALID_LSN",
         "SUBSCRIPTION_ERROR", "BUFFER_OVERFLOW", "UNAUTHORIZED", "FORBIDDEN",
-        "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"};
+        "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "NOT_PRIMARY"};
     _Static_assert(sizeof names / sizeof names[0] == DSQ__CODE_COUNT, "a name for every code");
     for (int i = 0; i < DSQ__CODE_COUNT; i++) {
         dsq_code c;

@@ -178,3 +178,110 @@ Test(pagestore, descriptors_stay_bounded_while_every_version_reads)
     dsq_ps_view_close(v);
     cr_assert_leq(fds_in_dir(), BOUND, "%d descriptors", fds_in_dir());
 }
+
+/* ---- replication: a copy applies the records the primary's commits made ---- */
+
+typedef struct recs {
+    dsq_buf all;      /* the records, back to back */
+    size_t off[64];   /* where each starts */
+    size_t len[64];
+    uint64_t lsn[64];
+    size_t n;
+} recs;
+
+static void keep_record(void *ud, uint64_t lsn, const void *rec, size_t len)
+{
+    recs *r = ud;
+    cr_assert_lt(r->n, 64);
+    r->off[r->n] = r->all.len;
+    r->len[r->n] = len;
+    r->lsn[r->n] = lsn;
+    r->n++;
+    cr_assert_eq(dsq_buf_append(&r->all, rec, len), 0);
+}
+
+static dsq_ps *open_at(const char *d, recs *r)
+{
+    char err[512] = "";
+    dsq_ps_cfg cfg = {.page_size = PAGE, .segment_bytes = 64 << 10, .zstd_level = 1,
+                      .max_txn_bytes = 64u << 20, .checkpoint_bytes = 1ull << 40,
+                      .retention_us = 86400ull * 1000000, .max_open_files = MAX_OPEN,
+                      .on_commit = r ? keep_record : NULL, .on_commit_ud = r};
+    dsq_ps *s = NULL;
+    cr_assert_eq(dsq_ps_open(d, &cfg, &s, err, sizeof err), 0, "%s", err);
+    return s;
+}
+
+/* Every commit's record reaches on_commit as logged; a second store that
+ * applies them holds the same pages, keeps them across a reopen, and
+ * refuses a record out of order, a damaged one, or one of another page
+ * size. */
+Test(pagestore, a_copy_applies_the_records_of_each_commit)
+{
+    char copy[64];
+    snprintf(copy, sizeof copy, "/tmp/dsq-ps-copy-XXXXXX");
+    cr_assert_not_null(mkdtemp(copy));
+    dsq_ps_close(ps);
+    recs r = {.all = DSQ_BUF_INIT};
+    ps = open_at(dir, &r);
+    static uint8_t page[PAGE], got[PAGE];
+    for (uint32_t lsn = 1; lsn <= 20; lsn++) {
+        for (uint32_t k = 0; k < 3; k++) {
+            gen(1 + (lsn * 7 + k) % NPAGES, lsn, page);
+            cr_assert_eq(dsq_ps_write(ps, 1 + (lsn * 7 + k) % NPAGES, page), 0);
+        }
+        cr_assert_eq(dsq_ps_commit(ps), 0, "%s", dsq_ps_error(ps));
+    }
+    cr_assert_eq(r.n, 20);
+    for (size_t i = 0; i < r.n; i++)
+        cr_assert_eq(r.lsn[i], i + 1);
+
+    dsq_ps *c = open_at(copy, NULL);
+    const uint8_t *all = (const uint8_t *)r.all.data;
+    /* Not the next one: refused, nothing changes. */
+    cr_assert_eq(dsq_ps_apply(c, all + r.off[1], r.len[1]), -1);
+    cr_assert(strstr(dsq_ps_error(c), "does not follow") != NULL, "%s", dsq_ps_error(c));
+    /* Damaged: refused. */
+    uint8_t *bad = malloc(r.len[0]);
+    memcpy(bad, all + r.off[0], r.len[0]);
+    bad[r.len[0] / 2] ^= 1;
+    cr_assert_eq(dsq_ps_apply(c, bad, r.len[0]), -1);
+    cr_assert_eq(dsq_ps_apply(c, all + r.off[0], r.len[0] - 8), -1); /* cut short */
+    free(bad);
+    cr_assert_eq(dsq_ps_lsn(c), 0);
+    for (size_t i = 0; i < 10; i++)
+        cr_assert_eq(dsq_ps_apply(c, all + r.off[i], r.len[i]), 0, "%s", dsq_ps_error(c));
+    cr_assert_eq(dsq_ps_lsn(c), 10);
+    dsq_ps_close(c);
+    c = open_at(copy, NULL); /* recovered from its own log */
+    cr_assert_eq(dsq_ps_lsn(c), 10);
+    for (size_t i = 10; i < r.n; i++)
+        cr_assert_eq(dsq_ps_apply(c, all + r.off[i], r.len[i]), 0, "%s", dsq_ps_error(c));
+    cr_assert_eq(dsq_ps_lsn(c), dsq_ps_lsn(ps));
+    cr_assert_eq(dsq_ps_npages(c), dsq_ps_npages(ps));
+    for (uint32_t pg = 1; pg <= dsq_ps_npages(ps); pg++) {
+        cr_assert_eq(dsq_ps_read(ps, pg, page), 0);
+        cr_assert_eq(dsq_ps_read(c, pg, got), 0);
+        cr_assert(memcmp(page, got, PAGE) == 0, "page %u differs", pg);
+    }
+    /* Nothing is applied while a transaction of its own is buffered. */
+    cr_assert_eq(dsq_ps_write(c, 1, page), 0);
+    cr_assert_eq(dsq_ps_apply(c, all + r.off[0], r.len[0]), -1);
+    dsq_ps_discard(c);
+    dsq_ps_close(c);
+    /* Another page size: refused. */
+    char other[64];
+    snprintf(other, sizeof other, "/tmp/dsq-ps-other-XXXXXX");
+    cr_assert_not_null(mkdtemp(other));
+    char err[512] = "";
+    dsq_ps_cfg cfg = {.page_size = 8192, .segment_bytes = 64 << 10, .zstd_level = 1, .max_txn_bytes = 64u << 20,
+                      .checkpoint_bytes = 1ull << 40, .retention_us = 1, .max_open_files = 4};
+    cr_assert_eq(dsq_ps_open(other, &cfg, &c, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_ps_apply(c, all + r.off[0], r.len[0]), -1);
+    cr_assert(strstr(dsq_ps_error(c), "page_size") != NULL, "%s", dsq_ps_error(c));
+    dsq_ps_close(c);
+    dsq_buf_free(&r.all);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", copy, other);
+    cr_assert_eq(system(cmd), 0);
+}

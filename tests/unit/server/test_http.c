@@ -524,6 +524,7 @@ Test(http, error_statuses)
     cr_assert_eq(dsq_http_status_of(DSQ_CODE_CONSTRAINT_VIOLATION), 409);
     cr_assert_eq(dsq_http_status_of(DSQ_CODE_BUFFER_OVERFLOW), 413);
     cr_assert_eq(dsq_http_status_of(DSQ_CODE_QUOTA_EXCEEDED), 429);
+    cr_assert_eq(dsq_http_status_of(DSQ_CODE_NOT_PRIMARY), 503);
     cr_assert_eq(dsq_http_status_of(DSQ_CODE_INTERNAL_ERROR), 500);
     cr_assert_eq(dsq_http_status_of(DSQ_CODE_RESOURCE_EXHAUSTED), 503);
     cr_assert_eq(dsq_http_status_of((dsq_code)999), 500);

@@ -1,0 +1,150 @@
+/* repl — the engine's side of replication (engine.h, "replication"):
+ * a follower applies its primary's records; a primary reads its log back
+ * for a follower that is behind; the role of a copy decides what a call
+ * may do. Worker, during the actor's turn. */
+#include <stdio.h>
+#include <zstd.h>
+
+#include "common/util.h"
+#include "engine/runtime/exec_int.h"
+#include "engine/storage/pagestore.h"
+
+void dsq__repl_role(run_ctx *x)
+{
+    const dsq_repl_hooks *h = x->e->cfg.repl;
+    x->primary[0] = '\0';
+    x->role = h != NULL ? h->role(h->ud, x->a->name, x->primary, sizeof x->primary) : DSQ_ROLE_ALONE;
+}
+
+void dsq__fail_not_primary(run_ctx *x, const char *what)
+{
+    if (x->primary[0])
+        dsq__fail(x->c, DSQ_CODE_NOT_PRIMARY,
+                  "this node holds a follower copy of database %s, which does not take %s; its primary is node %s",
+                  x->a->name, what, x->primary);
+    else
+        dsq__fail(x->c, DSQ_CODE_NOT_PRIMARY,
+                  "this node holds a follower copy of database %s, which does not take %s; its primary is not "
+                  "known here now",
+                  x->a->name, what);
+}
+
+/* Hand the row changes of applied record rec to the database's CDC feed. */
+static void feed_record(dsq_feed *feed, const uint8_t *rec, const dsq_wal_rec *r, ZSTD_DCtx **dctx, dsq_buf *tmp)
+{
+    dsq_buf_reset(tmp);
+    if (r->extra_len > 0) {
+        if (*dctx == NULL)
+            *dctx = ZSTD_createDCtx();
+        if (*dctx == NULL || dsq_wal_rec_extra_get(rec, r, *dctx, tmp) != 0)
+            dsq_buf_reset(tmp); /* (checked by its CRC already: only out of memory) */
+    }
+    dsq_feed_commit(feed, r->lsn, r->time_us, tmp->data, tmp->len);
+}
+
+void dsq__op_apply(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (x->role != DSQ_ROLE_FOLLOWER) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "database %s: this node's copy is not a follower", x->a->name);
+        return;
+    }
+    if (o->in_txn) { /* (followers refuse transactions that write) */
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: a transaction is open on a follower", x->a->name);
+        return;
+    }
+    dsq_feed *feed = atomic_load(&x->a->feed);
+    ZSTD_DCtx *dctx = NULL;
+    dsq_buf tmp = DSQ_BUF_INIT;
+    const uint8_t *p = c->recs, *end = c->recs + c->recs_len;
+    while (p < end) {
+        dsq_wal_rec r;
+        if ((size_t)(end - p) < DSQ_WAL_REC_HDR || dsq_wal_rec_header(p, &r) != 0 || r.len > (size_t)(end - p)) {
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "database %s: the records from the primary are cut or damaged",
+                      x->a->name);
+            break;
+        }
+        if (r.lsn > o->lsn) { /* (one it has already: sent again) */
+            if (dsq_ps_apply(o->ps, p, r.len) != 0) {
+                dsq__fail(c, dsq_ps_full(o->ps) ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INVALID_REQUEST,
+                          "database %s: %s", x->a->name, dsq_ps_error(o->ps));
+                break;
+            }
+            if (feed != NULL)
+                feed_record(feed, p, &r, &dctx, &tmp);
+            o->lsn = r.lsn;
+        }
+        p += r.len;
+    }
+    ZSTD_freeDCtx(dctx);
+    dsq_buf_free(&tmp);
+    dsq__beside_close(o); /* (a view of the last commit moves on) */
+    c->lsn = o->lsn;
+}
+
+/* ---- the primary reads its log back ----------------------------------------------------------- */
+
+typedef struct log_scan {
+    dsq_buf *out;
+    size_t max;
+    uint64_t last;
+    bool full;
+} log_scan;
+
+static int log_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err, size_t errlen)
+{
+    (void)loc;
+    log_scan *s = ud;
+    if (s->out->len > 0 && s->out->len + r->len > s->max) {
+        s->full = true;
+        snprintf(err, errlen, "full");
+        return -1; /* stop here: the caller reads on from s->last */
+    }
+    if (dsq_buf_append(s->out, rec, r->len) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->last = r->lsn;
+    return 0;
+}
+
+void dsq__op_log_read(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_wal *w = dsq_ps_wal(o->ps);
+    uint64_t after = c->as_of_lsn;
+    uint32_t segs;
+    uint64_t bytes, first;
+    dsq_wal_usage(w, &segs, &bytes, &first);
+    c->lsn = after;
+    c->more = false;
+    dsq_buf_reset(&c->out); /* (a run again after a cold segment starts over) */
+    if (after > o->lsn) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "database %s: LSN %llu is after the last commit here (%llu)", x->a->name,
+                  (unsigned long long)after, (unsigned long long)o->lsn);
+        return;
+    }
+    if (after == o->lsn)
+        return;
+    if (first == 0 || after + 1 < first) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN,
+                  "database %s: the records after LSN %llu are no longer in the log (it starts at %llu)", x->a->name,
+                  (unsigned long long)after, (unsigned long long)first);
+        return;
+    }
+    log_scan s = {.out = &c->out, .max = c->chunk_rows ? c->chunk_rows : 1u << 20, .last = after};
+    char err[400];
+    int rc = dsq_wal_scan(w, after, o->lsn, log_visit, &s, err, sizeof err);
+    if (rc != 0 && !s.full && dsq__cold(x)) {
+        x->retry = true;
+        return;
+    }
+    if (rc != 0 && !s.full) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: cannot read the log: %s", x->a->name, err);
+        return;
+    }
+    c->lsn = s.last;
+    c->more = s.last < o->lsn;
+}
