@@ -1,21 +1,26 @@
-/* cluster — the running cluster: the node list and the links (peer.h). */
+/* cluster — the running cluster: the node list, the links (peer.h) and
+ * replication over them (repl.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster/cluster.h"
 #include "cluster/peer.h"
+#include "cluster/repl.h"
 #include "common/log.h"
 
 struct dsq_cluster {
     dsq_node nodes[DSQ_NODES_MAX];
     size_t nnodes, self;
+    dsq_cluster_cfg cfg;
+    char secret[DSQ_SECRET_MAX + 1];
+    dsq_repl *repl;
     dsq_peers *peers;
     void (*done)(void *ud);
     void *done_ud;
 };
 
-int dsq_cluster_start(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen)
+int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen)
 {
     if (cfg->npeers == 0 || cfg->npeers > DSQ_NODES_MAX) {
         snprintf(err, errlen, "cluster.peers must name 1 to %d nodes", DSQ_NODES_MAX);
@@ -43,23 +48,60 @@ int dsq_cluster_start(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, 
         free(c);
         return -1;
     }
-    dsq_peers_cfg pc = {
-        .loop = cfg->loop,
+    c->cfg = *cfg;
+    snprintf(c->secret, sizeof c->secret, "%s", cfg->secret);
+    c->cfg.secret = c->secret;
+    dsq_repl_cfg rc = {
         .nodes = c->nodes,
         .nnodes = c->nnodes,
         .self = c->self,
-        .secret = cfg->secret,
-        .heartbeat_ms = cfg->heartbeat_ms,
-        .dead_after_ms = cfg->peer_timeout_ms,
-        .send_limit = 8u << 20,
-        .max_message = 1ull << 31,
-        .ud = c,
+        .replicas = cfg->replicas ? cfg->replicas : 1,
+        .ack = cfg->ack,
+        .ship_limit = 8u << 20,
     };
-    if (c->nnodes > 1 && dsq_peers_start(&pc, &c->peers, err, errlen) != 0) {
+    if ((c->repl = dsq_repl_new(&rc)) == NULL) {
+        snprintf(err, errlen, "out of memory");
         free(c);
         return -1;
     }
     *out = c;
+    return 0;
+}
+
+const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c) { return dsq_repl_hooks_of(c->repl); }
+
+static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n)
+{
+    dsq_repl_on_message(((dsq_cluster *)ud)->repl, node, type, p, n);
+}
+
+static void on_link(void *ud, size_t node, bool up) { dsq_repl_on_link(((dsq_cluster *)ud)->repl, node, up); }
+
+static void on_writable(void *ud, size_t node) { dsq_repl_on_writable(((dsq_cluster *)ud)->repl, node); }
+
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, char *err, size_t errlen)
+{
+    dsq_peers_cfg pc = {
+        .loop = loop,
+        .nodes = c->nodes,
+        .nnodes = c->nnodes,
+        .self = c->self,
+        .secret = c->secret,
+        .heartbeat_ms = c->cfg.heartbeat_ms,
+        .dead_after_ms = c->cfg.peer_timeout_ms,
+        .send_limit = 8u << 20,
+        .max_message = 1ull << 31,
+        .on_message = on_message,
+        .on_link = on_link,
+        .on_writable = on_writable,
+        .ud = c,
+    };
+    if (c->nnodes > 1 && dsq_peers_start(&pc, &c->peers, err, errlen) != 0)
+        return -1;
+    if (dsq_repl_start(c->repl, loop, e, c->peers) != 0) {
+        snprintf(err, errlen, "cannot start replication");
+        return -1;
+    }
     return 0;
 }
 
@@ -68,6 +110,7 @@ static void peers_stopped(void *ud)
     dsq_cluster *c = ud;
     void (*done)(void *) = c->done;
     void *dud = c->done_ud;
+    dsq_repl_free(c->repl);
     free(c);
     if (done != NULL)
         done(dud);
@@ -82,6 +125,7 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     }
     c->done = done;
     c->done_ud = ud;
+    dsq_repl_stop(c->repl);
     if (c->peers != NULL)
         dsq_peers_stop(c->peers, peers_stopped, c);
     else
@@ -101,6 +145,13 @@ void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
 {
     *out = (dsq_cluster_stats){0};
+    dsq_repl_stats rs;
+    dsq_repl_stats_get(c->repl, &rs);
+    out->records_shipped = rs.records_shipped;
+    out->bytes_shipped = rs.bytes_shipped;
+    out->applies = rs.applies;
+    out->log_reads = rs.log_reads;
+    out->acks = rs.acks;
     if (c->peers == NULL)
         return;
     dsq_peer_stats ps;
@@ -111,4 +162,19 @@ void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
     out->auth_failures = ps.auth_failures;
     for (size_t i = 0; i < c->nnodes; i++)
         out->links_up += i != c->self && dsq_peer_up(c->peers, i);
+}
+
+void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out)
+{
+    dsq_repl_info ri;
+    dsq_repl_describe(c->repl, db, &ri);
+    memset(out, 0, sizeof *out);
+    out->primary = c->nodes[ri.primary].id;
+    out->epoch = ri.epoch;
+    out->ncopies = ri.ncopies;
+    for (size_t i = 0; i < ri.ncopies; i++)
+        out->copies[i] = (dsq_cluster_copy){.node = c->nodes[ri.copies[i].node].id,
+                                            .primary = ri.copies[i].primary,
+                                            .durable = ri.copies[i].durable,
+                                            .applied = ri.copies[i].applied};
 }

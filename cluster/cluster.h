@@ -54,23 +54,33 @@ int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, 
 /* ---- the cluster as a running part of the server (loop thread) ---- */
 
 typedef struct dsq_cluster dsq_cluster;
+struct dsq_engine;
+struct dsq_repl_hooks;
 
 typedef struct dsq_cluster_cfg {
-    uv_loop_t *loop;
     const char *node_id;            /* this node */
     const char *const *peers;       /* every node, "ID@HOST:PORT", this one included */
     size_t npeers;
     const char *secret;             /* the shared secret (dsq_cluster_read_secret) */
     uint64_t heartbeat_ms;          /* cluster.heartbeat_interval */
     uint64_t peer_timeout_ms;       /* cluster.peer_timeout: silent this long, a link is down */
+    unsigned replicas;              /* cluster.replicas: copies of each database */
+    dsq_commit_ack ack;             /* cluster.commit_ack */
 } dsq_cluster_cfg;
 
-/* Parse the node list, listen on this node's peer address and link up
- * with the others. 0, or -1 with a message. */
-int dsq_cluster_start(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen);
+/* Parse the node list and set up replication (nothing runs yet). 0, or
+ * -1 with a message. */
+int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen);
+/* The hooks the engine is to be made with (engine.h, "replication"). */
+const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c);
+/* Listen on this node's peer address, link up with the others and
+ * replicate the engine's databases. Loop thread. 0, or -1 with a
+ * message. The cluster's handles do not keep the loop running. */
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, char *err, size_t errlen);
 
-/* Close every link; `done` runs on the loop once all is closed and freed.
- * NULL: nothing to stop (done runs at once). */
+/* Close every link (after the engine is freed: its hooks no longer run
+ * through the loop); `done` runs on the loop once all is closed, then
+ * the object is freed. NULL: nothing to stop (done runs at once). */
 void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
 
 /* The nodes, in the order of cluster.peers. */
@@ -86,8 +96,23 @@ typedef struct dsq_cluster_stats {
     uint64_t links_up;                     /* links to other nodes up now */
     uint64_t bytes_out, bytes_in;          /* over every link since the start */
     uint64_t link_connects, auth_failures; /* links made; handshakes refused */
+    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks; /* replication */
 } dsq_cluster_stats;
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out);
 void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out);
+
+/* A database's copies as this node knows them (GET /v1/cluster?database=). */
+typedef struct dsq_cluster_copy {
+    const char *node;          /* its id */
+    bool primary;
+    uint64_t durable, applied; /* LSNs, as last heard (this node's own: now) */
+} dsq_cluster_copy;
+typedef struct dsq_cluster_db {
+    const char *primary;       /* node id */
+    uint64_t epoch;
+    dsq_cluster_copy copies[DSQ_NODES_MAX];
+    size_t ncopies;
+} dsq_cluster_db;
+void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out);
 
 #endif

@@ -444,6 +444,7 @@ static pconn *conn_new(dsq_peers *ps, bool dialer, size_t node)
     }
     c->tcp.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_unref((uv_handle_t *)&c->tcp); /* the links do not keep the server's loop running */
     dsq_list_push(&ps->conns, &c->link);
     return c;
 }
@@ -573,6 +574,8 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
     if (every > 100)
         every = 100; /* redials and handshake limits are checked at least this often */
     uv_timer_start(&ps->timer, on_tick, 0, every);
+    uv_unref((uv_handle_t *)&ps->timer);
+    uv_unref((uv_handle_t *)&ps->listener);
     DSQ_INFO("peers_listening", "node=%s address=%s nodes=%zu", self->id, self->addr_text, cfg->nnodes);
     *out = ps;
     return 0;

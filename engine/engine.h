@@ -123,6 +123,11 @@ typedef enum dsq_op {
                            back in `out`, about chunk_rows bytes at most (at least one); lsn:
                            the last one given; more: the log goes on past it. INVALID_LSN when
                            the log no longer holds the record after as_of_lsn */
+    DSQ_OP_TRUNCATE,    /* (replication) cut the log after as_of_lsn: the commits after it go
+                           (they were never acknowledged); lsn: the last one kept. The database
+                           closes (its open streams and read-only transactions end) and opens
+                           again at its next call. INVALID_LSN when a checkpoint holds commits
+                           after as_of_lsn: then the copy must be made again */
     DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
                            durable end) from the log, as a CDC batch in `out`. Through
                            dsq_engine_submit_system, with target_db and upto_lsn: read
@@ -354,11 +359,14 @@ typedef enum dsq_role {
     DSQ_ROLE_ALONE = 0, /* the only copy: as without replication */
     DSQ_ROLE_PRIMARY,
     DSQ_ROLE_FOLLOWER,
+    DSQ_ROLE_ELSEWHERE, /* this node holds no copy: every call on the database fails with
+                           NOT_PRIMARY, before anything is opened or made */
 } dsq_role;
 
 typedef struct dsq_repl_hooks {
-    /* Any thread. The role of this node's copy of db; a follower writes
-     * the primary's node id into primary[len] ("" when unknown). */
+    /* Any thread. The role of this node's copy of db; a follower (or a
+     * node without a copy) writes the primary's node id into primary[len]
+     * ("" when unknown). */
     dsq_role (*role)(void *ud, const char *db, char *primary, size_t len);
     /* Any thread. Replies after commits up to which LSN may leave, now
      * that this node's log of db is durable up to `durable` (for a
@@ -370,6 +378,11 @@ typedef struct dsq_repl_hooks {
     void (*committed)(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len);
     void *ud;
 } dsq_repl_hooks;
+
+/* The commit record at p[0..n) (as `committed` and DSQ_OP_LOG_READ give
+ * them, back to back): its LSN and length. 0, or -1 when p does not hold
+ * a whole record header that says so. */
+int dsq_log_record(const void *p, size_t n, uint64_t *lsn, size_t *len);
 
 /* The answer of `released` for db may have grown (another copy holds
  * more): replies waiting for it leave. Loop thread. */

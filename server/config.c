@@ -113,6 +113,9 @@ static const key_def keys[] = {
     {"cluster", "node_id", T_STR, F(cluster_node_id), "", 0, 0},
     {"cluster", "peers", T_LIST, F(cluster_peers), "", 0, 0},
     {"cluster", "secret_file", T_STR, F(cluster_secret_file), "", 0, 0},
+    {"cluster", "replicas", T_UINT, F(cluster_replicas), "1", 1, DSQ_NODES_MAX},
+    {"cluster", "commit_ack", T_STR, F(cluster_commit_ack), "quorum", 0, 0},
+    {"cluster", "commit_timeout", T_DURATION, F(cluster_commit_timeout_ms), "10s", 100, 3600000},
     {"cluster", "heartbeat_interval", T_DURATION, F(cluster_heartbeat_ms), "250ms", 10, 60000},
     {"cluster", "peer_timeout", T_DURATION, F(cluster_peer_timeout_ms), "3s", 100, 600000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
@@ -190,6 +193,7 @@ static const struct {
 } key_words[] = {
     {"storage", "sync", "full|normal|off"},
     {"storage", "sync_to_object_store", "no|commit"},
+    {"cluster", "commit_ack", "quorum|all|local"},
 };
 
 static const char *words_of(const key_def *k)
@@ -517,8 +521,14 @@ static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *err
 {
     int problems = 0;
     const dsq_strlist *l = &cfg->cluster_peers;
-    if (l->n == 0)
+    if (l->n == 0) {
+        if (cfg->cluster_replicas > 1) {
+            dsq_buf_printf(errs, "%s: cluster.replicas = %llu needs cluster.peers (the nodes that hold the copies)\n",
+                           where, (unsigned long long)cfg->cluster_replicas);
+            problems++;
+        }
         return problems;
+    }
     if (l->n > DSQ_NODES_MAX) {
         dsq_buf_printf(errs, "%s: cluster.peers names %zu nodes; at most %d\n", where, l->n, DSQ_NODES_MAX);
         return problems + 1;
@@ -552,6 +562,17 @@ static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *err
         problems++;
     } else if (!self) {
         dsq_buf_printf(errs, "%s: cluster.node_id %s is not in cluster.peers\n", where, cfg->cluster_node_id);
+        problems++;
+    }
+    if (cfg->cluster_replicas > l->n) {
+        dsq_buf_printf(errs, "%s: cluster.replicas = %llu but cluster.peers names %zu nodes\n", where,
+                       (unsigned long long)cfg->cluster_replicas, l->n);
+        problems++;
+    }
+    if (cfg->storage_sync_to_objects != NULL && strcmp(cfg->storage_sync_to_objects, "commit") == 0) {
+        dsq_buf_printf(errs, "%s: storage.sync_to_object_store = commit does not go with cluster.peers (the other "
+                             "copies hold each commit instead)\n",
+                       where);
         problems++;
     }
     if (cfg->cluster_peer_timeout_ms <= cfg->cluster_heartbeat_ms) {

@@ -111,6 +111,9 @@ typedef struct dsq_config {
     char *cluster_node_id;          /* owned; this node's id in peers, or NULL */
     dsq_strlist cluster_peers;      /* every node, ID@HOST:PORT (this one included) */
     char *cluster_secret_file;      /* owned; the nodes' shared secret, or NULL */
+    uint64_t cluster_replicas;      /* copies of each database, the primary's included */
+    char *cluster_commit_ack;       /* owned: quorum, all or local */
+    uint64_t cluster_commit_timeout_ms; /* a reply waits this long for the other copies */
     uint64_t cluster_heartbeat_ms;  /* a link sends a heartbeat this often */
     uint64_t cluster_peer_timeout_ms; /* a link silent this long is down */
 

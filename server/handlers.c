@@ -44,6 +44,28 @@ static void handle_cluster(dsq_server *srv, dsq_http_req *req)
         }
     }
     json_t *doc = json_pack("{s:o}", "nodes", nodes);
+    char db[129];
+    long dl = dsq_http_query_get(req, "database", db, sizeof db);
+    if (dl >= 0 && !dsq_db_name_valid(db)) {
+        json_decref(doc);
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "database: not a database name");
+        return;
+    }
+    if (dl >= 0 && doc != NULL && srv->cluster != NULL) {
+        dsq_cluster_db info;
+        dsq_cluster_describe(srv->cluster, db, &info);
+        json_t *copies = json_array();
+        for (size_t i = 0; i < info.ncopies; i++)
+            json_array_append_new(copies, json_pack("{s:s, s:s, s:I, s:I}", "node", info.copies[i].node, "role",
+                                                    info.copies[i].primary ? "primary" : "follower", "durableLSN",
+                                                    (json_int_t)info.copies[i].durable, "appliedLSN",
+                                                    (json_int_t)info.copies[i].applied));
+        json_object_set_new(doc, "database", json_pack("{s:s, s:s, s:I, s:o}", "name", db, "primary", info.primary,
+                                                        "epoch", (json_int_t)info.epoch, "copies", copies));
+    } else if (dl >= 0 && doc != NULL) {
+        json_object_set_new(doc, "database", json_pack("{s:s, s:n, s:i, s:[]}", "name", db, "primary", "epoch", 0,
+                                                        "copies"));
+    }
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (text == NULL) {
@@ -148,6 +170,21 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        (unsigned long long)cs.links_up, (unsigned long long)cs.bytes_out,
                        (unsigned long long)cs.bytes_in, (unsigned long long)cs.link_connects,
                        (unsigned long long)cs.auth_failures);
+        dsq_buf_printf(&b,
+                       "# HELP dosqld_replication_records_shipped_total Commit records sent to followers.\n"
+                       "# TYPE dosqld_replication_records_shipped_total counter\n"
+                       "dosqld_replication_records_shipped_total %llu\n"
+                       "# HELP dosqld_replication_shipped_bytes_total Their bytes.\n"
+                       "# TYPE dosqld_replication_shipped_bytes_total counter\n"
+                       "dosqld_replication_shipped_bytes_total %llu\n"
+                       "# HELP dosqld_replication_applies_total Batches of a primary's records applied here.\n"
+                       "# TYPE dosqld_replication_applies_total counter\ndosqld_replication_applies_total %llu\n"
+                       "# HELP dosqld_replication_log_reads_total Reads of this node's logs for followers behind.\n"
+                       "# TYPE dosqld_replication_log_reads_total counter\ndosqld_replication_log_reads_total %llu\n"
+                       "# HELP dosqld_replication_acks_total Acknowledgements received from followers.\n"
+                       "# TYPE dosqld_replication_acks_total counter\ndosqld_replication_acks_total %llu\n",
+                       (unsigned long long)cs.records_shipped, (unsigned long long)cs.bytes_shipped,
+                       (unsigned long long)cs.applies, (unsigned long long)cs.log_reads, (unsigned long long)cs.acks);
     }
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);

@@ -137,6 +137,10 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
     dsq_engine_cfg ec;
     dsq_config_engine(cfg, &ec);
     ec.objects = srv->objects;
+    if (srv->cluster != NULL) {
+        ec.repl = dsq_cluster_repl_hooks(srv->cluster);
+        ec.repl_timeout_ms = cfg->cluster_commit_timeout_ms;
+    }
     ec.wake = engine_wake;
     ec.wake_arg = srv;
     srv->engine = dsq_engine_new(&ec, err, errlen);
@@ -158,6 +162,37 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .max_chunk_rows = cfg->rpc_max_stream_chunk_rows,
     };
     return 0;
+}
+
+/* The other nodes of cluster.peers, if any: read the secret and set up
+ * replication, before the engine (which is made with its hooks). */
+static int cluster_new(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    if (cfg->cluster_peers.n == 0)
+        return 0;
+    char secret[DSQ_SECRET_MAX + 1] = "";
+    char why[400];
+    if (cfg->cluster_secret_file != NULL &&
+        dsq_cluster_read_secret(cfg->cluster_secret_file, secret, sizeof secret, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cluster.secret_file: %s", why);
+        return -1;
+    }
+    dsq_commit_ack ack = DSQ_ACK_QUORUM;
+    dsq_commit_ack_parse(cfg->cluster_commit_ack, &ack); /* (checked by the configuration) */
+    dsq_cluster_cfg cc = {
+        .node_id = cfg->cluster_node_id,
+        .peers = (const char *const *)cfg->cluster_peers.items,
+        .npeers = cfg->cluster_peers.n,
+        .secret = secret,
+        .heartbeat_ms = cfg->cluster_heartbeat_ms,
+        .peer_timeout_ms = cfg->cluster_peer_timeout_ms,
+        .replicas = (unsigned)cfg->cluster_replicas,
+        .ack = ack,
+    };
+    int rc = dsq_cluster_new(&cc, &srv->cluster, err, errlen);
+    OPENSSL_cleanse(secret, sizeof secret);
+    return rc;
 }
 
 dsq_obj *dsq_server_objects_open(const dsq_config *cfg, char *err, size_t errlen)
@@ -234,7 +269,8 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     uv_unref((uv_handle_t *)&srv->flush_prep);
     uv_idle_init(&srv->loop, &srv->flush_idle);
     uv_unref((uv_handle_t *)&srv->flush_idle);
-    if (objects_open(srv, err, errlen) != 0 || engine_start(srv, err, errlen) != 0) {
+    if (objects_open(srv, err, errlen) != 0 || cluster_new(srv, err, errlen) != 0 ||
+        engine_start(srv, err, errlen) != 0) {
         dsq_server_free(srv);
         return NULL;
     }
@@ -303,33 +339,6 @@ static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, 
     return 0;
 }
 
-/* Link up with the other nodes of cluster.peers, if any. */
-static int cluster_start(dsq_server *srv, char *err, size_t errlen)
-{
-    const dsq_config *cfg = srv->cfg;
-    if (cfg->cluster_peers.n == 0)
-        return 0;
-    char secret[DSQ_SECRET_MAX + 1] = "";
-    char why[400];
-    if (cfg->cluster_secret_file != NULL &&
-        dsq_cluster_read_secret(cfg->cluster_secret_file, secret, sizeof secret, why, sizeof why) != 0) {
-        snprintf(err, errlen, "cluster.secret_file: %s", why);
-        return -1;
-    }
-    dsq_cluster_cfg cc = {
-        .loop = &srv->loop,
-        .node_id = cfg->cluster_node_id,
-        .peers = (const char *const *)cfg->cluster_peers.items,
-        .npeers = cfg->cluster_peers.n,
-        .secret = secret,
-        .heartbeat_ms = cfg->cluster_heartbeat_ms,
-        .peer_timeout_ms = cfg->cluster_peer_timeout_ms,
-    };
-    int rc = dsq_cluster_start(&cc, &srv->cluster, err, errlen);
-    OPENSSL_cleanse(secret, sizeof secret);
-    return rc;
-}
-
 int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
 {
     const dsq_config *cfg = srv->cfg;
@@ -349,7 +358,7 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->tls_listen.n; i++)
         if (add_listener(srv, cfg->tls_listen.items[i], true, err, errlen) != 0)
             return -1;
-    if (cluster_start(srv, err, errlen) != 0)
+    if (srv->cluster != NULL && dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, err, errlen) != 0)
         return -1;
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
@@ -403,9 +412,7 @@ static void begin_shutdown(dsq_server *srv, const char *signame)
     DSQ_INFO("shutdown", "signal=%s connections=%llu timeout_ms=%llu", signame,
              (unsigned long long)srv->metrics.conns_open,
              (unsigned long long)srv->cfg->shutdown_timeout_ms);
-    close_listeners(srv);
-    dsq_cluster_stop(srv->cluster, NULL, NULL);
-    srv->cluster = NULL;
+    close_listeners(srv); /* (the links to other nodes stay: replies wait for their copies) */
     if (srv->conns.head != NULL) {
         uv_timer_init(&srv->loop, &srv->shutdown_timer);
         srv->shutdown_timer.data = srv;

@@ -477,6 +477,7 @@ static const exec_op ops[] = {
     [DSQ_OP_LIST] = {.run = op_list},
     [DSQ_OP_APPLY] = {.run = dsq__op_apply, .open = true, .ungated = true},
     [DSQ_OP_LOG_READ] = {.run = dsq__op_log_read, .open = true, .retry_cold = true, .ungated = true},
+    [DSQ_OP_TRUNCATE] = {.run = dsq__op_truncate, .open = true, .ungated = true},
     [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
     [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
     [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},
@@ -613,6 +614,8 @@ static bool refused(run_ctx *x, const exec_op *op, bool shut)
     dsq_call *c = x->c;
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
+    } else if (op->open && x->role == DSQ_ROLE_ELSEWHERE) {
+        dsq__fail_not_primary(x, "calls");
     } else if (c->wait_expired) {
         dsq__fail(c, DSQ_CODE_TIMEOUT,
                   "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
@@ -639,6 +642,8 @@ static void run_open(run_ctx *x, const exec_op *op)
     x->o->running = c;
     if (!op->budgeted || dsq__budget_spent(x) == 0)
         op->run(x);
+    if (x->o == NULL) /* the operation closed the database (DSQ_OP_TRUNCATE) */
+        return;
     x->o->deadline_ns = 0;
     x->o->running = NULL;
     if (c->err != 0 && dsq__cold(x) && op->retry_cold)

@@ -40,6 +40,7 @@ void dsq__fail_not_primary(run_ctx *x, const char *what);
 /* DSQ_OP_APPLY and DSQ_OP_LOG_READ (engine.h). */
 void dsq__op_apply(run_ctx *x);
 void dsq__op_log_read(run_ctx *x);
+void dsq__op_truncate(run_ctx *x);
 
 /* ---- sandbox.c: what a client's SQL may do ---- */
 /* Limits, settings, the authorizer and the progress handler, on db (the

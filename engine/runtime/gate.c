@@ -408,7 +408,7 @@ void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all
     struct dsq_engine *e = g->engine;
     pthread_mutex_unlock(&g->mu);
     if (!dsq_queue_empty(&late)) {
-        fail_unreplicated(&late, all ? "the server is stopping" : "storage.replication_timeout passed");
+        fail_unreplicated(&late, all ? "the server is stopping" : "cluster.commit_timeout passed");
         dsq_qnode *n;
         while ((n = dsq_queue_pop(&late)) != NULL)
             dsq_queue_push(out, n);

@@ -2,12 +2,28 @@
  * a follower applies its primary's records; a primary reads its log back
  * for a follower that is behind; the role of a copy decides what a call
  * may do. Worker, during the actor's turn. */
+#include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <zstd.h>
+
+#include "common/log.h"
 
 #include "common/util.h"
 #include "engine/runtime/exec_int.h"
+#include "engine/storage/disk.h"
+#include "engine/storage/journal.h"
 #include "engine/storage/pagestore.h"
+
+int dsq_log_record(const void *p, size_t n, uint64_t *lsn, size_t *len)
+{
+    dsq_wal_rec r;
+    if (n < DSQ_WAL_REC_HDR || dsq_wal_rec_header(p, &r) != 0 || r.len > n)
+        return -1;
+    *lsn = r.lsn;
+    *len = r.len;
+    return 0;
+}
 
 void dsq__repl_role(run_ctx *x)
 {
@@ -18,7 +34,10 @@ void dsq__repl_role(run_ctx *x)
 
 void dsq__fail_not_primary(run_ctx *x, const char *what)
 {
-    if (x->primary[0])
+    if (x->role == DSQ_ROLE_ELSEWHERE)
+        dsq__fail(x->c, DSQ_CODE_NOT_PRIMARY, "this node holds no copy of database %s; its primary is node %s",
+                  x->a->name, x->primary[0] ? x->primary : "(not known here now)");
+    else if (x->primary[0])
         dsq__fail(x->c, DSQ_CODE_NOT_PRIMARY,
                   "this node holds a follower copy of database %s, which does not take %s; its primary is node %s",
                   x->a->name, what, x->primary);
@@ -147,4 +166,77 @@ void dsq__op_log_read(run_ctx *x)
     }
     c->lsn = s.last;
     c->more = s.last < o->lsn;
+}
+
+/* ---- cutting a log back ---------------------------------------------------------------------- */
+
+typedef struct find_loc {
+    dsq_wal_loc loc;
+    bool found;
+} find_loc;
+
+static int loc_visit(void *ud, const dsq_wal_rec *r, const uint8_t *rec, dsq_wal_loc loc, char *err, size_t errlen)
+{
+    (void)r, (void)rec, (void)err, (void)errlen;
+    find_loc *f = ud;
+    f->loc = loc;
+    f->found = true;
+    return 0;
+}
+
+void dsq__op_truncate(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    dsq_actor *a = x->a;
+    uint64_t keep = c->as_of_lsn;
+    c->lsn = o->lsn;
+    if (keep >= o->lsn)
+        return;
+    if (o->in_txn) {
+        dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "database %s: a transaction is open", a->name);
+        return;
+    }
+    uint64_t ck = dsq_ps_checkpoint_lsn(o->ps);
+    if (ck > keep) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "database %s: a checkpoint holds its commits up to LSN %llu, after %llu",
+                  a->name, (unsigned long long)ck, (unsigned long long)keep);
+        return;
+    }
+    /* Where the first record to go begins. */
+    find_loc f = {.found = false};
+    char err[400];
+    if (dsq_wal_scan(dsq_ps_wal(o->ps), keep, keep + 1, loc_visit, &f, err, sizeof err) != 0 || !f.found) {
+        if (dsq__cold(x)) {
+            x->retry = true;
+            return;
+        }
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: cannot find LSN %llu in the log: %s", a->name,
+                  (unsigned long long)keep + 1, f.found ? err : "not there");
+        return;
+    }
+    dsq_engine *e = x->e;
+    dsq__actor_close(a);
+    x->o = NULL;
+    /* No journal entry of what goes may be put back at the next start. */
+    if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: %s", a->name, err);
+        return;
+    }
+    char dir[4200], seg[4400];
+    snprintf(dir, sizeof dir, "%s/db/%s/wal", e->data_dir, a->name);
+    if (dsq_wal_cut_after(dir, f.loc.seg, f.loc.off, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: %s", a->name, err);
+        return;
+    }
+    dsq_wal_seg_path(dir, f.loc.seg, seg, sizeof seg);
+    int fd = open(seg, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    dsq_fsync_dir(dir);
+    DSQ_WARN("log_truncated", "db=%s kept_lsn=%llu dropped_after=%llu", a->name, (unsigned long long)keep,
+             (unsigned long long)c->lsn);
+    c->lsn = keep;
 }

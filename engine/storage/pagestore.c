@@ -570,6 +570,7 @@ uint32_t dsq_ps_page_size(const dsq_ps *ps) { return ps->page_size; }
 uint64_t dsq_ps_lsn(const dsq_ps *ps) { return ps->lsn; }
 uint64_t dsq_ps_lsn_time(const dsq_ps *ps) { return ps->lsn_time; }
 uint32_t dsq_ps_npages(const dsq_ps *ps) { return ps->pnpages; }
+uint64_t dsq_ps_checkpoint_lsn(const dsq_ps *ps) { return ps->nckpts ? ps->ckpts[ps->nckpts - 1].c.lsn : 0; }
 dsq_wal *dsq_ps_wal(dsq_ps *ps) { return ps->wal; }
 bool dsq_ps_dirty(const dsq_ps *ps) { return ps->pend.n > 0 || ps->resized; }
 const char *dsq_ps_error(const dsq_ps *ps) { return ps->err; }

@@ -105,6 +105,8 @@ int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen);
  * it becomes the oldest point time travel reaches; log segments before it
  * go; checkpoints before it are merged once there are enough. */
 int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen);
+/* The LSN of the newest checkpoint (0: none). */
+uint64_t dsq_ps_checkpoint_lsn(const dsq_ps *ps);
 /* The oldest LSN time travel can reach. */
 uint64_t dsq_ps_oldest(const dsq_ps *ps);
 

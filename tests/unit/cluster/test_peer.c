@@ -41,6 +41,11 @@ typedef struct node_t {
 
 static dsq_node nodes[3];
 static uv_loop_t loop;
+/* The links' handles do not keep a loop running (the server's ends when
+ * its clients are gone): this one does, for the tests' NOWAIT turns. */
+static uv_timer_t keep;
+
+static void noop(uv_timer_t *t) { (void)t; }
 
 static void on_message(void *ud, size_t from, uint8_t type, const uint8_t *p, size_t n)
 {
@@ -74,6 +79,8 @@ static void make_nodes(size_t n)
         cr_assert(dsq_node_parse(spec, &nodes[i], err, sizeof err) == 0, "%s", err);
     }
     uv_loop_init(&loop);
+    uv_timer_init(&loop, &keep);
+    uv_timer_start(&keep, noop, 3600 * 1000, 0);
 }
 
 static void start(node_t *t, size_t self, size_t n, const char *secret)
@@ -123,6 +130,7 @@ static void stop(node_t *t)
 
 static void finish(void)
 {
+    uv_close((uv_handle_t *)&keep, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&loop), 0, "a handle was left open");
 }

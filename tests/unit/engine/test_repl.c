@@ -62,7 +62,7 @@ static void h_committed(void *ud, const char *db, uint64_t lsn, const void *rec,
 
 static void on_done(dsq_call *c) { ((copy *)c->ud)->ndone++; }
 
-static void start(copy *c, dsq_role role)
+static void start_ckpt(copy *c, dsq_role role, uint64_t checkpoint_bytes)
 {
     memset(c, 0, sizeof *c);
     strcpy(c->dir, "/tmp/dsq-test-repl-XXXXXX");
@@ -76,10 +76,14 @@ static void start(copy *c, dsq_role role)
     cfg.wake = test_wake;
     cfg.repl = &c->hooks;
     cfg.repl_timeout_ms = 300;
+    if (checkpoint_bytes)
+        cfg.checkpoint_bytes = checkpoint_bytes;
     char err[256];
     c->e = dsq_engine_new(&cfg, err, sizeof err);
     cr_assert_not_null(c->e, "%s", err);
 }
+
+static void start(copy *c, dsq_role role) { start_ckpt(c, role, 0); }
 
 static void stop(copy *c)
 {
@@ -308,6 +312,86 @@ Test(repl, the_primarys_log_reads_back_for_a_follower_behind)
     ack();
     test_wait(P.e, &P.ndone, 5, "the writes' replies");
     cr_assert_eq(w2->c.err, 0, "%s", w2->c.msg);
+    done(w);
+    done(w2);
+}
+
+/* A follower's records past a point are cut (they were never
+ * acknowledged: another primary's history goes on from there); it then
+ * takes that history. Cutting behind a checkpoint is refused. */
+Test(repl, a_follower_cuts_its_log_back_and_goes_on)
+{
+    tcall *w[6];
+    w[0] = submit(&P, DSQ_OP_QUERY, "CREATE TABLE t(x)");
+    for (int i = 1; i < 6; i++)
+        w[i] = submit(&P, DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    ENGINE_WAIT_UNTIL(P.e, (pthread_mutex_lock(&P.mu), P.last_lsn >= 6 ? (pthread_mutex_unlock(&P.mu), 1)
+                                                                       : (pthread_mutex_unlock(&P.mu), 0)),
+                      "six records");
+    dsq_buf all = P.recs; /* (kept: applied again below) */
+    P.recs = (dsq_buf)DSQ_BUF_INIT;
+    tcall *a = make(&F, DSQ_OP_APPLY, NULL);
+    a->c.recs = (const uint8_t *)all.data;
+    a->c.recs_len = all.len;
+    go(&F, a);
+    test_wait(F.e, &F.ndone, 1, "the apply");
+    cr_assert_eq(a->c.lsn, 6);
+    done(a);
+    tcall *t = make(&F, DSQ_OP_TRUNCATE, NULL);
+    t->c.as_of_lsn = 3;
+    go(&F, t);
+    test_wait(F.e, &F.ndone, 2, "the cut");
+    cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
+    cr_assert_eq(t->c.lsn, 3);
+    done(t);
+    tcall *r = submit(&F, DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    test_wait(F.e, &F.ndone, 3, "a read");
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    size_t pos = 0;
+    dsq_value v;
+    cr_assert(dsq_result_next(&r->c.results[0], &pos, &v));
+    cr_assert_eq(v.i, 2, "records 2 and 3 stay");
+    done(r);
+    /* The records after 3 come again (here: the same ones). */
+    a = make(&F, DSQ_OP_APPLY, NULL);
+    a->c.recs = (const uint8_t *)all.data;
+    a->c.recs_len = all.len;
+    go(&F, a);
+    test_wait(F.e, &F.ndone, 4, "the apply again");
+    cr_assert_eq(a->c.err, 0, "%s", a->c.msg);
+    cr_assert_eq(a->c.lsn, 6);
+    done(a);
+    dsq_buf_free(&all);
+    ship();
+    ack();
+    test_wait(P.e, &P.ndone, 6, "the writes' replies");
+    for (int i = 0; i < 6; i++)
+        done(w[i]);
+}
+
+/* A checkpoint holds the commits up to its LSN: a log is not cut behind
+ * it (the copy has to be made again instead). */
+Test(repl, no_cut_behind_a_checkpoint)
+{
+    stop(&P);
+    start_ckpt(&P, DSQ_ROLE_PRIMARY, 1); /* a checkpoint after every commit */
+    tcall *w = submit(&P, DSQ_OP_QUERY, "CREATE TABLE t(x)");
+    tcall *w2 = submit(&P, DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    ENGINE_WAIT_UNTIL(P.e, (pthread_mutex_lock(&P.mu), P.last_lsn >= 2 ? (pthread_mutex_unlock(&P.mu), 1)
+                                                                       : (pthread_mutex_unlock(&P.mu), 0)),
+                      "two records");
+    tcall *t = make(&P, DSQ_OP_TRUNCATE, NULL);
+    t->c.as_of_lsn = 1;
+    go(&P, t);
+    test_wait(P.e, &P.ndone, 1, "the cut");
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_LSN, "%s", t->c.msg);
+    cr_assert(strstr(t->c.msg, "checkpoint") != NULL, "%s", t->c.msg);
+    done(t);
+    pthread_mutex_lock(&P.mu);
+    P.acked = UINT64_MAX;
+    pthread_mutex_unlock(&P.mu);
+    dsq_engine_repl_poke(P.e, "d");
+    test_wait(P.e, &P.ndone, 3, "the writes' replies");
     done(w);
     done(w2);
 }

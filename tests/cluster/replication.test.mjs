@@ -1,0 +1,141 @@
+// Replication: three nodes, three copies of each database. A commit's
+// reply waits for a quorum of copies; followers serve reads and refuse
+// writes; a follower that was stopped, killed or emptied catches up while
+// writes go on; with no follower reachable a write ends in TIMEOUT and is
+// not acknowledged.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { startDosqld } from '../integration/lib/harness.mjs';
+import { clusterInfo, sleep, startCluster, until } from './lib/cluster.mjs';
+
+const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\n';
+
+async function query(d, db, sql, params, ms = 10000) {
+  const r = await fetch(`${d.url}/v1/db/${db}/query`, {
+    method: 'POST', body: JSON.stringify({ sql, params }), signal: AbortSignal.timeout(ms),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+// The node that is db's primary, and its followers.
+async function roles(c, db) {
+  const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;
+  const byId = (id) => c.nodes[Number(id.slice(1)) - 1];
+  return { primary: byId(info.primary), followers: info.copies.filter((x) => x.role === 'follower').map((x) => byId(x.node)), info };
+}
+
+const values = async (d, db) => {
+  const r = await query(d, db, 'SELECT group_concat(x) AS v FROM (SELECT x FROM t ORDER BY x)');
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.rows[0][0] ?? '';
+};
+
+test('commits reach every copy; followers read them and refuse writes', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const { primary, followers, info } = await roles(c, 'acct');
+    assert.equal(info.copies.length, 3);
+    assert.equal(info.epoch, 1);
+    assert.equal((await query(primary, 'acct', 'CREATE TABLE t(x INTEGER PRIMARY KEY)')).status, 200);
+    let lsn = 0;
+    for (let i = 1; i <= 20; i++) {
+      const r = await query(primary, 'acct', 'INSERT INTO t VALUES (?)', [i]);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.ok(r.body.lsn > lsn);
+      lsn = r.body.lsn;
+    }
+    const want = Array.from({ length: 20 }, (_, i) => i + 1).join(',');
+    // An acknowledged commit is on a quorum at once; every copy has it soon.
+    for (const f of followers) await until(async () => (await values(f, 'acct')) === want, 10000, 'the follower');
+    const w = await query(followers[0], 'acct', 'INSERT INTO t VALUES (99)');
+    assert.equal(w.status, 503);
+    assert.equal(w.body.error.code, 'NOT_PRIMARY');
+    assert.match(w.body.error.message, new RegExp(`primary is node ${info.primary}`));
+    const copies = (await clusterInfo(primary, '?database=acct')).body.database.copies;
+    for (const x of copies) assert.ok(x.durableLSN >= lsn, JSON.stringify(copies));
+    const m = await (await fetch(`${primary.url}/metrics`)).text();
+    assert.ok(Number(/\ndosqld_replication_records_shipped_total (\d+)/.exec(m)[1]) >= 2 * 21, m.slice(-600));
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('one follower away: commits go on; both away: TIMEOUT, then everything converges', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const { primary, followers } = await roles(c, 'q');
+    assert.equal((await query(primary, 'q', 'CREATE TABLE t(x INTEGER PRIMARY KEY)')).status, 200);
+    followers[0].proc.kill('SIGSTOP');
+    try {
+      for (let i = 1; i <= 5; i++) assert.equal((await query(primary, 'q', 'INSERT INTO t VALUES (?)', [i])).status, 200);
+      followers[1].proc.kill('SIGSTOP');
+      try {
+        const t0 = Date.now();
+        const r = await query(primary, 'q', 'INSERT INTO t VALUES (6)');
+        assert.equal(r.status, 408, JSON.stringify(r.body));
+        assert.equal(r.body.error.code, 'TIMEOUT');
+        assert.match(r.body.error.message, /not yet on enough of the database's copies/);
+        assert.ok(Date.now() - t0 >= 1400, 'it waited for commit_timeout');
+      } finally {
+        followers[1].proc.kill('SIGCONT');
+      }
+    } finally {
+      followers[0].proc.kill('SIGCONT');
+    }
+    // Healed: every copy ends with the same rows (6 included: it was
+    // durable on the primary and reached the others after).
+    for (const d of c.nodes) await until(async () => (await values(d, 'q')) === '1,2,3,4,5,6', 15000, 'convergence');
+    assert.equal((await query(primary, 'q', 'INSERT INTO t VALUES (7)')).status, 200);
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('a follower killed, or started empty, catches up while writes go on', async () => {
+  const c = await startCluster(3, { conf });
+  const gone = []; // nodes killed for good: their directories
+  try {
+    const { primary, followers } = await roles(c, 'cu');
+    assert.equal((await query(primary, 'cu', 'CREATE TABLE t(x INTEGER PRIMARY KEY)')).status, 200);
+    const acked = [];
+    let next = 1;
+    const write = async (n) => {
+      for (let k = 0; k < n; k++, next++) {
+        const r = await query(primary, 'cu', 'INSERT INTO t VALUES (?)', [next]);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        acked.push(next);
+      }
+    };
+    await write(10);
+    const victim = followers[0];
+    const idx = c.nodes.indexOf(victim);
+    victim.proc.kill('SIGKILL');
+    await victim.exit;
+    gone.push(victim);
+    await write(30);
+    // It comes back with its own data directory: it catches up.
+    const back = await startDosqld({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') });
+    c.nodes[idx] = back;
+    await write(10);
+    const want = () => acked.join(',');
+    await until(async () => (await values(back, 'cu')) === want(), 15000, 'the restarted follower');
+    // The other follower loses its disk: it starts empty and gets it all.
+    const other = followers[1];
+    const j = c.nodes.indexOf(other);
+    other.proc.kill('SIGKILL');
+    await other.exit;
+    gone.push(other);
+    rmSync(path.join(other.dir, 'data'), { recursive: true, force: true });
+    const fresh = await startDosqld({ conf: c.confOf(j) });
+    c.nodes[j] = fresh;
+    await write(10);
+    await until(async () => (await values(fresh, 'cu')) === want(), 15000, 'the emptied follower');
+    for (const d of c.nodes) assert.equal(await values(d, 'cu'), want());
+  } finally {
+    await c.cleanup();
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+  }
+});
