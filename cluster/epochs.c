@@ -1,0 +1,320 @@
+/* epochs — each database's accepted epoch and log history, on disk
+ * (epochs.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cluster/epochs.h"
+#include "cluster/wire.h"
+#include "common/util.h"
+
+typedef struct ent {
+    struct ent *next;
+    char name[129];
+    dsq_epoch_state st;
+} ent;
+
+struct dsq_epochs {
+    int fd;
+    const dsq_node *nodes;
+    size_t nnodes;
+    ent **buckets;
+    size_t nbuckets, n;
+    unsigned pending;
+};
+
+/* ---- the table -------------------------------------------------------------------------------- */
+
+static ent *find(const dsq_epochs *e, const char *db)
+{
+    if (e->nbuckets == 0)
+        return NULL;
+    for (ent *x = e->buckets[dsq_hash_str(db) & (e->nbuckets - 1)]; x; x = x->next)
+        if (strcmp(x->name, db) == 0)
+            return x;
+    return NULL;
+}
+
+static ent *find_or_add(dsq_epochs *e, const char *db)
+{
+    ent *x = find(e, db);
+    if (x != NULL)
+        return x;
+    if (e->n >= e->nbuckets) {
+        size_t nb = e->nbuckets ? e->nbuckets * 2 : 64;
+        ent **b = calloc(nb, sizeof *b);
+        if (b == NULL)
+            return NULL;
+        for (size_t i = 0; i < e->nbuckets; i++)
+            for (ent *y = e->buckets[i], *next; y; y = next) {
+                next = y->next;
+                size_t k = dsq_hash_str(y->name) & (nb - 1);
+                y->next = b[k];
+                b[k] = y;
+            }
+        free(e->buckets);
+        e->buckets = b;
+        e->nbuckets = nb;
+    }
+    if ((x = calloc(1, sizeof *x)) == NULL)
+        return NULL;
+    snprintf(x->name, sizeof x->name, "%s", db);
+    x->st.accepted = 1;
+    size_t k = dsq_hash_str(db) & (e->nbuckets - 1);
+    x->next = e->buckets[k];
+    e->buckets[k] = x;
+    e->n++;
+    return x;
+}
+
+/* One entry, applied to the state in memory. */
+static void apply(ent *x, uint64_t epoch, uint32_t primary, uint64_t start)
+{
+    dsq_epoch_state *s = &x->st;
+    if (epoch >= s->accepted) {
+        s->accepted = epoch;
+        s->primary = primary;
+        s->primary_known = true;
+    }
+    if (start == 0)
+        return;
+    /* History: entries in increasing epoch and start; a start at or before
+     * an entry's replaces the entries from there (the log was cut back). */
+    while (s->nhist > 0 && (s->hist[s->nhist - 1].epoch >= epoch || s->hist[s->nhist - 1].start >= start))
+        s->nhist--;
+    if (s->nhist == DSQ_EPOCH_HISTORY) { /* the oldest two merge (long acknowledged) */
+        memmove(&s->hist[1], &s->hist[2], (DSQ_EPOCH_HISTORY - 2) * sizeof s->hist[0]);
+        s->nhist--;
+    }
+    s->hist[s->nhist++] = (dsq_epoch_hist){.epoch = epoch, .start = start};
+}
+
+static uint32_t node_of(const dsq_epochs *e, const char *id)
+{
+    for (size_t i = 0; i < e->nnodes; i++)
+        if (strcmp(e->nodes[i].id, id) == 0)
+            return (uint32_t)i;
+    return UINT32_MAX;
+}
+
+/* ---- the file --------------------------------------------------------------------------------- */
+
+/* Encode one entry: u32 length of the payload, u32 its CRC-32, payload. */
+static int encode(dsq_buf *b, const char *db, uint64_t epoch, const char *primary, uint64_t start)
+{
+    dsq_buf p = DSQ_BUF_INIT;
+    int rc = dsq_w_str(&p, db) | dsq_w_u64(&p, epoch) | dsq_w_str(&p, primary) | dsq_w_u64(&p, start);
+    if (rc == 0)
+        rc = dsq_w_u32(b, (uint32_t)p.len) | dsq_w_u32(b, (uint32_t)crc32(0, (const Bytef *)p.data, (uInt)p.len)) |
+             dsq_buf_append(b, p.data, p.len);
+    dsq_buf_free(&p);
+    return rc;
+}
+
+static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
+{
+    dsq_buf all = DSQ_BUF_INIT;
+    char chunk[65536];
+    ssize_t n;
+    while ((n = read(e->fd, chunk, sizeof chunk)) > 0)
+        if (dsq_buf_append(&all, chunk, (size_t)n) != 0) {
+            snprintf(err, errlen, "out of memory");
+            dsq_buf_free(&all);
+            return -1;
+        }
+    if (n < 0) {
+        snprintf(err, errlen, "cannot read %.300s: %s", path, strerror(errno));
+        dsq_buf_free(&all);
+        return -1;
+    }
+    size_t good = 0;
+    dsq_rd r = dsq_rd_of(all.data, all.len);
+    while (dsq_rd_left(&r) >= 8) {
+        uint32_t len = dsq_r_u32(&r), crc = dsq_r_u32(&r);
+        const uint8_t *p;
+        if (!dsq_rd_take(&r, len, &p) || (uint32_t)crc32(0, p, len) != crc)
+            break; /* a torn last entry (a crash in its write): it was never acknowledged */
+        dsq_rd q = dsq_rd_of(p, len);
+        char db[129], primary[DSQ_NODE_ID_MAX];
+        dsq_r_str(&q, db, sizeof db);
+        uint64_t epoch = dsq_r_u64(&q);
+        dsq_r_str(&q, primary, sizeof primary);
+        uint64_t start = dsq_r_u64(&q);
+        uint32_t node = node_of(e, primary);
+        if (!q.bad && node != UINT32_MAX) {
+            ent *x = find_or_add(e, db);
+            if (x == NULL) {
+                snprintf(err, errlen, "out of memory");
+                dsq_buf_free(&all);
+                return -1;
+            }
+            apply(x, epoch, node, start);
+        }
+        good = (size_t)(r.p - (const uint8_t *)all.data);
+    }
+    dsq_buf_free(&all);
+    if (good < (size_t)lseek(e->fd, 0, SEEK_END) && (ftruncate(e->fd, (off_t)good) != 0 || fdatasync(e->fd) != 0)) {
+        snprintf(err, errlen, "cannot cut the torn end of %.300s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, dsq_epochs **out, char *err,
+                    size_t errlen)
+{
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s/cluster", data_dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot make %.300s: %s", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/epochs", dir);
+    dsq_epochs *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->nodes = nodes;
+    e->nnodes = nnodes;
+    e->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (e->fd < 0) {
+        snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
+        free(e);
+        return -1;
+    }
+    if (load(e, path, err, errlen) != 0) {
+        dsq_epochs_close(e);
+        return -1;
+    }
+    *out = e;
+    return 0;
+}
+
+void dsq_epochs_close(dsq_epochs *e)
+{
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < e->nbuckets; i++)
+        for (ent *x = e->buckets[i], *next; x; x = next) {
+            next = x->next;
+            free(x);
+        }
+    free(e->buckets);
+    if (e->fd >= 0)
+        close(e->fd);
+    free(e);
+}
+
+void dsq_epochs_get(const dsq_epochs *e, const char *db, dsq_epoch_state *out)
+{
+    const ent *x = find(e, db);
+    if (x != NULL) {
+        *out = x->st;
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->accepted = 1;
+}
+
+uint64_t dsq_epoch_of(const dsq_epoch_state *s, uint64_t lsn)
+{
+    uint64_t epoch = 1;
+    for (size_t i = 0; i < s->nhist && s->hist[i].start <= lsn; i++)
+        epoch = s->hist[i].epoch;
+    return epoch;
+}
+
+uint64_t dsq_epoch_end(const dsq_epoch_state *s, uint64_t epoch, uint64_t last)
+{
+    /* The first entry of a later epoch ends it (its start - 1). */
+    for (size_t i = 0; i < s->nhist; i++)
+        if (s->hist[i].epoch > epoch)
+            return s->hist[i].start - 1 < last ? s->hist[i].start - 1 : last;
+    return last;
+}
+
+/* ---- appending -------------------------------------------------------------------------------- */
+
+typedef struct append {
+    uv_fs_t req;
+    dsq_epochs *e;
+    dsq_buf buf;
+    char name[129];
+    uint64_t epoch, start;
+    uint32_t primary;
+    void (*done)(void *ud, int rc);
+    void *ud;
+} append;
+
+static void finish(append *a, int rc)
+{
+    dsq_epochs *e = a->e;
+    e->pending--;
+    if (rc == 0) {
+        ent *x = find_or_add(e, a->name);
+        if (x == NULL)
+            rc = -1;
+        else
+            apply(x, a->epoch, a->primary, a->start);
+    }
+    if (a->done != NULL)
+        a->done(a->ud, rc);
+    dsq_buf_free(&a->buf);
+    free(a);
+}
+
+static void on_synced(uv_fs_t *req)
+{
+    append *a = req->data;
+    int rc = req->result < 0 ? -1 : 0;
+    uv_fs_req_cleanup(req);
+    finish(a, rc);
+}
+
+static void on_written(uv_fs_t *req)
+{
+    append *a = req->data;
+    bool whole = req->result == (ssize_t)a->buf.len;
+    uv_loop_t *loop = req->loop;
+    uv_fs_req_cleanup(req);
+    if (!whole || uv_fs_fdatasync(loop, &a->req, a->e->fd, on_synced) != 0)
+        finish(a, -1);
+}
+
+int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
+                   uint64_t start, void (*done)(void *ud, int rc), void *ud)
+{
+    if (primary >= e->nnodes)
+        return -1;
+    append *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return -1;
+    a->e = e;
+    snprintf(a->name, sizeof a->name, "%s", db);
+    a->epoch = epoch;
+    a->primary = primary;
+    a->start = start;
+    a->done = done;
+    a->ud = ud;
+    a->req.data = a;
+    if (encode(&a->buf, db, epoch, e->nodes[primary].id, start) != 0) {
+        free(a);
+        return -1;
+    }
+    uv_buf_t b = uv_buf_init(a->buf.data, (unsigned)a->buf.len);
+    if (uv_fs_write(loop, &a->req, e->fd, &b, 1, -1, on_written) != 0) {
+        dsq_buf_free(&a->buf);
+        free(a);
+        return -1;
+    }
+    e->pending++;
+    return 0;
+}
+
+unsigned dsq_epochs_pending(const dsq_epochs *e) { return e->pending; }

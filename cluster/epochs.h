@@ -1,0 +1,77 @@
+/* epochs — each database's epochs on this node, kept durably.
+ *
+ * An epoch is a term of one primary: a promotion makes a new one, higher
+ * than every epoch any copy accepted. This node keeps, per database:
+ *
+ *   - the highest epoch it accepted, and that epoch's primary: it takes
+ *     records only from that primary, and refuses any from an older
+ *     epoch (fencing);
+ *   - the history of its log: for each epoch whose records it holds, the
+ *     LSN of the first (history[i].start): the records from there to the
+ *     next entry's start came from that epoch's primary. Two copies agree
+ *     on their logs up to the end of the newest epoch both hold; past it,
+ *     the copy that is not the primary cuts its log back.
+ *
+ * A database with no entry is in epoch 1, whose primary is the one the
+ * placement names, with its whole log in epoch 1.
+ *
+ * The file (DATA_DIR/cluster/epochs) is an append-only list of entries,
+ * each with a CRC; read whole at start (a torn last entry is dropped),
+ * appended through libuv's thread pool (the loop thread never waits for
+ * the disk), each append made durable before its callback runs.
+ * Loop thread, except dsq_epochs_open (before the loop runs). */
+#ifndef DSQ_EPOCHS_H
+#define DSQ_EPOCHS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/cluster.h"
+
+#define DSQ_EPOCH_HISTORY 32 /* entries of history kept per database (older ones merge away) */
+
+typedef struct dsq_epoch_hist {
+    uint64_t epoch;
+    uint64_t start; /* the LSN of its first record */
+} dsq_epoch_hist;
+
+typedef struct dsq_epoch_state {
+    uint64_t accepted;         /* the highest epoch accepted (1 by default) */
+    uint32_t primary;          /* its primary (a node number) */
+    bool primary_known;        /* false: epoch 1's, the placement's */
+    dsq_epoch_hist hist[DSQ_EPOCH_HISTORY];
+    size_t nhist;              /* 0: all of the log is epoch 1's */
+} dsq_epoch_state;
+
+typedef struct dsq_epochs dsq_epochs;
+
+/* Read DATA_DIR/cluster/epochs (made if missing). `nodes` name the node
+ * numbers in the file (by id). 0, or -1 with a message. */
+int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, dsq_epochs **out, char *err,
+                    size_t errlen);
+void dsq_epochs_close(dsq_epochs *e);
+
+/* The database's state (its defaults when it has no entry). */
+void dsq_epochs_get(const dsq_epochs *e, const char *db, dsq_epoch_state *out);
+
+/* The epoch of the record at `lsn` in a log with this history (1 when
+ * before every entry). */
+uint64_t dsq_epoch_of(const dsq_epoch_state *s, uint64_t lsn);
+/* The last LSN of epoch `epoch` in a log with this history whose last
+ * record is `last`: the newest entry at or before that epoch ends where
+ * the next begins (or at `last`). */
+uint64_t dsq_epoch_end(const dsq_epoch_state *s, uint64_t epoch, uint64_t last);
+
+/* Record that db accepted `epoch` with primary `primary` (and, when
+ * start != 0, that its records from LSN start on are that epoch's);
+ * `done(ud, 0)` once durable, `done(ud, -1)` when the disk refused (then
+ * nothing changed). In memory the change shows at once. Loop thread. */
+int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
+                   uint64_t start, void (*done)(void *ud, int rc), void *ud);
+
+/* Appends under way (the owner waits for 0 before closing). */
+unsigned dsq_epochs_pending(const dsq_epochs *e);
+
+#endif
