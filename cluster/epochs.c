@@ -2,6 +2,7 @@
  * (epochs.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@ typedef struct ent {
 } ent;
 
 struct dsq_epochs {
+    pthread_mutex_t mu;   /* the table (read from any thread: dsq_epochs_get) */
     int fd;
     const dsq_node *nodes;
     size_t nnodes;
@@ -182,6 +184,7 @@ int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, 
     }
     e->nodes = nodes;
     e->nnodes = nnodes;
+    pthread_mutex_init(&e->mu, NULL);
     e->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (e->fd < 0) {
         snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
@@ -208,18 +211,21 @@ void dsq_epochs_close(dsq_epochs *e)
     free(e->buckets);
     if (e->fd >= 0)
         close(e->fd);
+    pthread_mutex_destroy(&e->mu);
     free(e);
 }
 
-void dsq_epochs_get(const dsq_epochs *e, const char *db, dsq_epoch_state *out)
+void dsq_epochs_get(dsq_epochs *e, const char *db, dsq_epoch_state *out)
 {
+    pthread_mutex_lock(&e->mu);
     const ent *x = find(e, db);
     if (x != NULL) {
         *out = x->st;
-        return;
+    } else {
+        memset(out, 0, sizeof *out);
+        out->accepted = 1;
     }
-    memset(out, 0, sizeof *out);
-    out->accepted = 1;
+    pthread_mutex_unlock(&e->mu);
 }
 
 uint64_t dsq_epoch_of(const dsq_epoch_state *s, uint64_t lsn)
@@ -257,11 +263,13 @@ static void finish(append *a, int rc)
     dsq_epochs *e = a->e;
     e->pending--;
     if (rc == 0) {
+        pthread_mutex_lock(&e->mu);
         ent *x = find_or_add(e, a->name);
         if (x == NULL)
             rc = -1;
         else
             apply(x, a->epoch, a->primary, a->start);
+        pthread_mutex_unlock(&e->mu);
     }
     if (a->done != NULL)
         a->done(a->ud, rc);

@@ -19,7 +19,8 @@
  * each with a CRC; read whole at start (a torn last entry is dropped),
  * appended through libuv's thread pool (the loop thread never waits for
  * the disk), each append made durable before its callback runs.
- * Loop thread, except dsq_epochs_open (before the loop runs). */
+ * Loop thread, except dsq_epochs_open (before the loop runs) and
+ * dsq_epochs_get (any thread). */
 #ifndef DSQ_EPOCHS_H
 #define DSQ_EPOCHS_H
 
@@ -54,7 +55,7 @@ int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, 
 void dsq_epochs_close(dsq_epochs *e);
 
 /* The database's state (its defaults when it has no entry). */
-void dsq_epochs_get(const dsq_epochs *e, const char *db, dsq_epoch_state *out);
+void dsq_epochs_get(dsq_epochs *e, const char *db, dsq_epoch_state *out);
 
 /* The epoch of the record at `lsn` in a log with this history (1 when
  * before every entry). */

@@ -376,6 +376,11 @@ typedef struct dsq_repl_hooks {
     /* A worker, in LSN order per database: this node's primary copy of
      * db appended commit record rec[0..len) (valid during the call). */
     void (*committed)(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len);
+    /* Any thread; NULL: always. Whether replies on db may leave at all now
+     * (a primary not sure that it still is one holds them, as it holds
+     * those of commits not yet acknowledged, until dsq_engine_repl_poke
+     * finds it sure again or the replies time out). */
+    bool (*answering)(void *ud, const char *db);
     void *ud;
 } dsq_repl_hooks;
 
@@ -387,6 +392,11 @@ int dsq_log_record(const void *p, size_t n, uint64_t *lsn, size_t *len);
 /* The answer of `released` for db may have grown (another copy holds
  * more): replies waiting for it leave. Loop thread. */
 void dsq_engine_repl_poke(dsq_engine *e, const char *db);
+
+/* Fail every reply of db still waiting for other copies with `code` and
+ * message `msg` (this copy was replaced as primary: they will never be
+ * acknowledged). Loop thread. */
+void dsq_engine_repl_abandon(dsq_engine *e, const char *db, dsq_code code, const char *msg);
 
 /* Start the engine: lock the data directory (dsq_engine_lock_dir, held
  * until dsq_engine_free), create DATA_DIR/db, start the workers. NULL

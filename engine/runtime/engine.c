@@ -345,13 +345,14 @@ void dsq_engine_poll_calls(dsq_engine *e)
 /* Replies at a's gate that wait for other copies: let go of what the
  * hooks allow now; fail those parked longer than expire_ms (0: none), or
  * with `all` every one. Loop thread. */
-static void repoll(dsq_engine *e, dsq_actor *a, uint64_t now, uint64_t expire_ms, bool all)
+static void repoll(dsq_engine *e, dsq_actor *a, uint64_t now, uint64_t expire_ms, bool all, dsq_code code,
+                   const char *why)
 {
     dsq_queue out = {0};
     pthread_mutex_lock(&a->mu);
     dsq_gate *g = a->gate_live;
     if (g != NULL)
-        dsq__gate_repoll(g, now, expire_ms, all, &out);
+        dsq__gate_repoll(g, now, expire_ms, all, code, why, &out);
     pthread_mutex_unlock(&a->mu);
     dsq__complete_all(e, &out);
 }
@@ -360,7 +361,14 @@ void dsq_engine_repl_poke(dsq_engine *e, const char *db)
 {
     dsq_actor *a = e->cfg.repl != NULL ? lookup(e, db, false) : NULL;
     if (a != NULL)
-        repoll(e, a, 0, 0, false);
+        repoll(e, a, 0, 0, false, DSQ_CODE_TIMEOUT, NULL);
+}
+
+void dsq_engine_repl_abandon(dsq_engine *e, const char *db, dsq_code code, const char *msg)
+{
+    dsq_actor *a = e->cfg.repl != NULL ? lookup(e, db, false) : NULL;
+    if (a != NULL)
+        repoll(e, a, 0, 0, true, code, msg);
 }
 
 /* ---- the tick ------------------------------------------------------------------------------ */
@@ -403,7 +411,7 @@ void dsq_engine_tick(dsq_engine *e)
             continue;
         }
         if (e->cfg.repl != NULL)
-            repoll(e, a, now, e->cfg.repl_timeout_ms, false);
+            repoll(e, a, now, e->cfg.repl_timeout_ms, false, DSQ_CODE_TIMEOUT, NULL);
         if (idle && a->inflight == 0 && now - a->last_used_ms >= e->cfg.idle_timeout_ms)
             hibernate(e, a);
     }
@@ -747,7 +755,7 @@ static void wait_idle(dsq_engine *e)
          * comes. Replies that wait for one fail (the commit is durable here). */
         dsq_actor *a, *next;
         if (e->cfg.repl != NULL)
-            dsq_list_foreach_safe(a, next, &e->lru, lru) repoll(e, a, 0, 0, true);
+            dsq_list_foreach_safe(a, next, &e->lru, lru) repoll(e, a, 0, 0, true, DSQ_CODE_TIMEOUT, NULL);
         dsq_engine_poll(e);
     }
 }

@@ -404,10 +404,12 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c);
 void dsq__gate_kick(dsq_engine *e, dsq_gate *g);
 /* With replication: ask `released` again and let go of the replies it
  * now covers; with `expire_ms`, fail those parked longer (TIMEOUT), and
- * with `all` every one not covered. The loop thread, holding the actor's
+ * with `all` every one not covered (with `why`: failing with code and
+ * that message instead of TIMEOUT's). The loop thread, holding the actor's
  * mu (the gate stays open meanwhile); the calls to complete are moved to
  * *out (complete them after letting go of mu: dsq__complete_all). */
-void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_queue *out);
+void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_code code, const char *why,
+                      dsq_queue *out);
 void dsq__complete_all(dsq_engine *e, dsq_queue *out);
 /* Before the actor closes: sync what is appended and release every parked
  * reply. -1 when the log could not be made durable. */

@@ -119,6 +119,13 @@ static void fail_unreplicated(dsq_queue *out, const char *why)
     fail_each(out, DSQ_CODE_TIMEOUT, msg);
 }
 
+/* Whether replies may leave at all (with replication, a primary that is
+ * not sure it still is one holds them). */
+static bool answering(const dsq_gate *g)
+{
+    return g->repl == NULL || g->repl->answering == NULL || g->repl->answering(g->repl->ud, g->name);
+}
+
 /* How far replies may go with the log durable up to `durable`: that far
  * alone; with replication, as far as the hooks say (never back). Caller
  * holds g->mu. */
@@ -163,7 +170,7 @@ static void sync_finished(dsq_engine *e, dsq_gate *g, int rc, uint64_t durable, 
     } else {
         g->durable = durable;
         g->released = release_point(g, durable);
-        out = take_released(g, g->released, false);
+        out = answering(g) ? take_released(g, g->released, false) : (dsq_queue){0};
     }
     dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
     /* Again when more was appended meanwhile (a reply that waits for other
@@ -346,7 +353,7 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     pthread_mutex_lock(&g->mu);
-    if (dsq_queue_empty(&g->parked) && o->lsn <= g->released) {
+    if (dsq_queue_empty(&g->parked) && o->lsn <= g->released && answering(g)) {
         pthread_mutex_unlock(&g->mu);
         dsq__complete(e, c); /* nothing of this actor's is waiting for the disk */
         return;
@@ -385,7 +392,8 @@ void dsq__gate_kick(dsq_engine *e, dsq_gate *g)
         enqueue(e, g);
 }
 
-void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_queue *out)
+void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all, dsq_code code, const char *why,
+                      dsq_queue *out)
 {
     *out = (dsq_queue){0};
     pthread_mutex_lock(&g->mu);
@@ -395,7 +403,8 @@ void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all
     }
     if (!g->closing && !g->busy)
         g->released = release_point(g, g->durable);
-    *out = take_released(g, g->released, false);
+    if (answering(g))
+        *out = take_released(g, g->released, false);
     /* Those that waited too long for the other copies (or every one left,
      * `all`) fail, in order: the first of them is the oldest. */
     dsq_queue late = {0};
@@ -407,8 +416,12 @@ void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all
     uint64_t told = g->released;
     struct dsq_engine *e = g->engine;
     pthread_mutex_unlock(&g->mu);
-    if (!dsq_queue_empty(&late)) {
+    if (!dsq_queue_empty(&late) && why != NULL) {
+        fail_each(&late, code, why);
+    } else if (!dsq_queue_empty(&late)) {
         fail_unreplicated(&late, all ? "the server is stopping" : "cluster.commit_timeout passed");
+    }
+    if (!dsq_queue_empty(&late)) {
         dsq_qnode *n;
         while ((n = dsq_queue_pop(&late)) != NULL)
             dsq_queue_push(out, n);
@@ -481,7 +494,7 @@ int dsq__gate_close(dsq_engine *e, dsq_gate *g)
          * (the database closes: nothing would let them go). */
         g->durable = durable;
         g->released = release_point(g, durable);
-        out = take_released(g, g->released, false);
+        out = answering(g) ? take_released(g, g->released, false) : (dsq_queue){0};
         late = take_released(g, 0, true);
         fail_unreplicated(&late, "the database closed first");
     } else {
