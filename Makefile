@@ -154,7 +154,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean deps soak fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
+.PHONY: all run test unit integration bench install clean deps soak chaos fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
 all: $(B)/dosqld $(if $(filter yes,$(HAVE_SHELL)),$(B)/dosql)
 ifneq ($(HAVE_SHELL),yes)
 	@echo "note: the shell (dosql) is not built: libedit is missing (./configure --missing shell)"
@@ -293,6 +293,14 @@ soak: tests/node_modules/.stamp
 	$(MAKE) SANITIZE=address,undefined all
 	DOSQLD=$(CURDIR)/build-address-undefined/dosqld DSQ_BUILD=$(CURDIR)/build-address-undefined \
 	    node tests/soak/soak.mjs $(SOAK_SECONDS) build-soak
+
+# Chaos (tests/chaos/chaos.mjs): three nodes under writes and a fault per
+# round (partition, pause, kill, delay, black hole, promotions); then
+# every acknowledged write must be on every copy. CHAOS_ROUNDS rounds
+# (make test runs 6 of them: tests/cluster/chaos.test.mjs).
+CHAOS_ROUNDS ?= 100
+chaos: all tests/node_modules/.stamp
+	DOSQLD=$(CURDIR)/$(B)/dosqld DSQ_BUILD=$(CURDIR)/$(B) node tests/chaos/chaos.mjs $(CHAOS_ROUNDS)
 
 # The WebSocket load generator for bench/point_select (libuv and wslay only).
 $(B)/bench/wsload: bench/wsload.c config.mk

@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "cluster/epochs.h"
 #include "cluster/peer.h"
 #include "cluster/repl.h"
+#include "cluster/wire.h"
 #include "common/log.h"
 
 struct dsq_cluster {
@@ -14,7 +16,9 @@ struct dsq_cluster {
     size_t nnodes, self;
     dsq_cluster_cfg cfg;
     char secret[DSQ_SECRET_MAX + 1];
+    dsq_epochs *epochs;
     dsq_repl *repl;
+    char client_addr[DSQ_NODES_MAX][80]; /* each node's, as it told (this one's: its own) */
     dsq_peers *peers;
     void (*done)(void *ud);
     void *done_ud;
@@ -51,6 +55,10 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     c->cfg = *cfg;
     snprintf(c->secret, sizeof c->secret, "%s", cfg->secret);
     c->cfg.secret = c->secret;
+    if (dsq_epochs_open(cfg->data_dir, c->nodes, c->nnodes, &c->epochs, err, errlen) != 0) {
+        free(c);
+        return -1;
+    }
     dsq_repl_cfg rc = {
         .nodes = c->nodes,
         .nnodes = c->nnodes,
@@ -58,9 +66,14 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         .replicas = cfg->replicas ? cfg->replicas : 1,
         .ack = cfg->ack,
         .ship_limit = 8u << 20,
+        .beat_ms = cfg->heartbeat_ms,
+        .lease_ms = cfg->peer_timeout_ms,
+        .promote_timeout_ms = cfg->promote_timeout_ms,
+        .epochs = c->epochs,
     };
     if ((c->repl = dsq_repl_new(&rc)) == NULL) {
         snprintf(err, errlen, "out of memory");
+        dsq_epochs_close(c->epochs);
         free(c);
         return -1;
     }
@@ -72,15 +85,37 @@ const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c) { return dsq
 
 static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n)
 {
-    dsq_repl_on_message(((dsq_cluster *)ud)->repl, node, type, p, n);
+    dsq_cluster *c = ud;
+    if (type == DSQ_CLUSTER_NODE_INFO) {
+        dsq_rd rd = dsq_rd_of(p, n);
+        char addr[80];
+        dsq_r_str(&rd, addr, sizeof addr);
+        if (!rd.bad)
+            snprintf(c->client_addr[node], sizeof c->client_addr[node], "%s", addr);
+        return;
+    }
+    dsq_repl_on_message(c->repl, node, type, p, n);
 }
 
-static void on_link(void *ud, size_t node, bool up) { dsq_repl_on_link(((dsq_cluster *)ud)->repl, node, up); }
+static void on_link(void *ud, size_t node, bool up)
+{
+    dsq_cluster *c = ud;
+    if (up && c->client_addr[c->self][0]) { /* where this node takes clients, for forwarding */
+        dsq_buf b = DSQ_BUF_INIT;
+        if (dsq_w_str(&b, c->client_addr[c->self]) == 0)
+            dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
+        dsq_buf_free(&b);
+    }
+    dsq_repl_on_link(c->repl, node, up);
+}
 
 static void on_writable(void *ud, size_t node) { dsq_repl_on_writable(((dsq_cluster *)ud)->repl, node); }
 
-int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, char *err, size_t errlen)
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr, char *err,
+                      size_t errlen)
 {
+    if (client_addr != NULL)
+        snprintf(c->client_addr[c->self], sizeof c->client_addr[c->self], "%s", client_addr);
     dsq_peers_cfg pc = {
         .loop = loop,
         .nodes = c->nodes,
@@ -111,6 +146,7 @@ static void peers_stopped(void *ud)
     void (*done)(void *) = c->done;
     void *dud = c->done_ud;
     dsq_repl_free(c->repl);
+    dsq_epochs_close(c->epochs);
     free(c);
     if (done != NULL)
         done(dud);
@@ -152,6 +188,9 @@ void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
     out->applies = rs.applies;
     out->log_reads = rs.log_reads;
     out->acks = rs.acks;
+    out->promotions = rs.promotions;
+    out->step_downs = rs.step_downs;
+    out->truncations = rs.truncations;
     if (c->peers == NULL)
         return;
     dsq_peer_stats ps;
@@ -177,4 +216,25 @@ void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out)
                                             .primary = ri.copies[i].primary,
                                             .durable = ri.copies[i].durable,
                                             .applied = ri.copies[i].applied};
+}
+
+int dsq_cluster_promote(dsq_cluster *c, const char *db,
+                        void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
+                        char *err, size_t errlen)
+{
+    return dsq_repl_promote(c->repl, db, done, ud, err, errlen);
+}
+
+int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len)
+{
+    size_t primary;
+    dsq_role role = dsq_repl_where(c->repl, db, &primary);
+    snprintf(addr, len, "%s", c->client_addr[primary]);
+    if (primary == c->self)
+        return 0; /* (a copy being promoted here: served, or held, here) */
+    switch (role) {
+    case DSQ_ROLE_FOLLOWER: return 1;
+    case DSQ_ROLE_ELSEWHERE: return 2;
+    default: return 0;
+    }
 }

@@ -58,6 +58,7 @@ struct dsq_engine;
 struct dsq_repl_hooks;
 
 typedef struct dsq_cluster_cfg {
+    const char *data_dir;           /* its epochs are kept in DATA_DIR/cluster/ */
     const char *node_id;            /* this node */
     const char *const *peers;       /* every node, "ID@HOST:PORT", this one included */
     size_t npeers;
@@ -66,6 +67,7 @@ typedef struct dsq_cluster_cfg {
     uint64_t peer_timeout_ms;       /* cluster.peer_timeout: silent this long, a link is down */
     unsigned replicas;              /* cluster.replicas: copies of each database */
     dsq_commit_ack ack;             /* cluster.commit_ack */
+    uint64_t promote_timeout_ms;    /* cluster.promote_timeout */
 } dsq_cluster_cfg;
 
 /* Parse the node list and set up replication (nothing runs yet). 0, or
@@ -74,14 +76,31 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
 /* The hooks the engine is to be made with (engine.h, "replication"). */
 const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c);
 /* Listen on this node's peer address, link up with the others and
- * replicate the engine's databases. Loop thread. 0, or -1 with a
- * message. The cluster's handles do not keep the loop running. */
-int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, char *err, size_t errlen);
+ * replicate the engine's databases; tell the other nodes client_addr
+ * (HOST:PORT where this node takes clients, for forwarding; NULL: none).
+ * Loop thread. 0, or -1 with a message. The cluster's handles do not
+ * keep the loop running. */
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr, char *err,
+                      size_t errlen);
+
+/* Where a call on db goes: whether this node's copy is its primary
+ * (or its only copy: 0), a follower (1) or none (2); and the primary's
+ * client address (HOST:PORT, as that node told; "" while unknown) in
+ * addr[len]. Loop thread. */
+int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len);
 
 /* Close every link (after the engine is freed: its hooks no longer run
  * through the loop); `done` runs on the loop once all is closed, then
  * the object is freed. NULL: nothing to stop (done runs at once). */
 void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
+
+/* Make this node's copy of db its primary (POST /v1/admin/promote):
+ * `done` runs on the loop with 0, the new epoch and where the log it took
+ * over ends, or -1 and why. 0, or -1 with a message when it cannot
+ * start (done is not called then). Loop thread. */
+int dsq_cluster_promote(dsq_cluster *c, const char *db,
+                        void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
+                        char *err, size_t errlen);
 
 /* The nodes, in the order of cluster.peers. */
 typedef struct dsq_cluster_node_info {
@@ -97,6 +116,8 @@ typedef struct dsq_cluster_stats {
     uint64_t bytes_out, bytes_in;          /* over every link since the start */
     uint64_t link_connects, auth_failures; /* links made; handshakes refused */
     uint64_t records_shipped, bytes_shipped, applies, log_reads, acks; /* replication */
+    uint64_t promotions, step_downs, truncations;
+    uint64_t forwarded;                    /* client connections forwarded to a primary */
 } dsq_cluster_stats;
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out);
 void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out);

@@ -326,3 +326,18 @@ int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoc
 }
 
 unsigned dsq_epochs_pending(const dsq_epochs *e) { return e->pending; }
+
+void dsq_epochs_each(dsq_epochs *e, void (*fn)(void *ud, const char *db, const dsq_epoch_state *s), void *ud)
+{
+    /* A copy of the entries first: fn runs without the lock. */
+    pthread_mutex_lock(&e->mu);
+    ent *v = malloc((e->n ? e->n : 1) * sizeof *v);
+    size_t n = 0;
+    for (size_t i = 0; v != NULL && i < e->nbuckets; i++)
+        for (ent *x = e->buckets[i]; x; x = x->next)
+            v[n++] = *x;
+    pthread_mutex_unlock(&e->mu);
+    for (size_t i = 0; i < n; i++)
+        fn(ud, v[i].name, &v[i].st);
+    free(v);
+}

@@ -72,6 +72,10 @@ uint64_t dsq_epoch_end(const dsq_epoch_state *s, uint64_t epoch, uint64_t last);
 int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
                    uint64_t start, void (*done)(void *ud, int rc), void *ud);
 
+/* Call fn for every database with an entry (its state; not under any
+ * lock of the caller's: fn may not call dsq_epochs_set). */
+void dsq_epochs_each(dsq_epochs *e, void (*fn)(void *ud, const char *db, const dsq_epoch_state *s), void *ud);
+
 /* Appends under way (the owner waits for 0 before closing). */
 unsigned dsq_epochs_pending(const dsq_epochs *e);
 

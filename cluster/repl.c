@@ -1,4 +1,6 @@
-/* repl — log shipping between a database's copies (repl.h). */
+/* repl — log shipping, epochs and promotion between a database's copies
+ * (repl.h). */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,43 +11,55 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define EPOCH 1             /* (one epoch per database in this version) */
-#define READ_CHUNK (1u << 20) /* bytes of records per read of the primary's log */
+#define READ_CHUNK (1u << 20) /* bytes of records per read of a log for another copy */
 
 /* One copy of a database, as this node sees it. */
 typedef struct rcopy {
     uint32_t node;
     /* under r->mu */
-    uint64_t durable;       /* how far its log is durable (its acknowledgements; this node's own) */
+    uint64_t durable;       /* how far its log is durable and agrees with the primary's (a follower's,
+                               counted once it is in sync with this epoch; this node's own) */
     uint64_t applied;
-    /* loop thread (the primary's view of a follower) */
-    uint64_t sent;          /* the last LSN sent to it */
+    /* loop thread: the primary's view of a follower */
+    uint64_t sent;          /* the last LSN sent to it since it was in sync */
+    bool ready;             /* in sync with this primary's epoch over this link (READY came) */
     bool streaming;         /* in step: records go to it as they are committed */
     bool reading;           /* a read of the log for it is under way */
     bool prompted;          /* asked where its log ends since the link came up */
 } rcopy;
 
+struct promo;
+
 typedef struct rdb {
     struct rdb *hnext;
     char name[129];
+    /* under r->mu (the hooks read them) */
     dsq_role role;
     uint32_t primary;       /* node */
-    uint64_t epoch;
-    /* under r->mu */
+    uint64_t epoch;         /* the highest accepted */
+    uint64_t serve_after_ms; /* primary: it answers from then on (a new one waits out the old one's lease) */
     uint64_t commit;        /* primary: acknowledged by enough copies; follower: the primary's, as told */
     bool ack_due;           /* follower: its durable LSN grew: tell the primary */
     bool commit_due;        /* primary: its commit grew: tell the followers */
     bool on_due;            /* on r->due */
     dsq_lnode due;
+    bool on_held;           /* on r->held: answering() said no; poke it when it says yes */
+    dsq_lnode held;
     /* loop thread */
     uint64_t commit_told;   /* primary: the commit last sent */
     uint64_t appended;      /* primary: the last record committed */
-    uint64_t expect;        /* follower: the next LSN it wants */
-    uint64_t at_sent;       /* follower: `expect` when it last said where it is (0: not since the
-                               link came up) */
-    bool pos_known;         /* follower: expect holds its log's end */
-    bool probing;           /* follower: a call to learn it is under way */
-    unsigned applies;       /* follower: APPLY calls in flight */
+    uint64_t max_seen;      /* the highest epoch another copy said it accepted */
+    /* follower */
+    uint64_t expect;        /* the next LSN it wants */
+    uint64_t at_sent;       /* `expect` when it last said where it is (0: not since the link came up) */
+    bool pos_known;         /* expect holds its log's end */
+    bool probing;           /* a call to learn it is under way */
+    bool synced;            /* the primary agreed where their logs meet (SYNC done, READY sent) */
+    bool settling;          /* cutting its log or recording history after a SYNC */
+    bool accepting;         /* recording an epoch it accepts */
+    uint32_t accept_to;     /* the candidate to answer once recorded (+ 1; 0: none) */
+    unsigned applies;       /* APPLY calls in flight */
+    struct promo *promo;    /* this node is becoming its primary */
     size_t ncopies;
     size_t self_copy;       /* index in copies of this node, or ncopies */
     rcopy copies[];
@@ -66,15 +80,25 @@ struct dsq_repl {
     dsq_repl_hooks hooks;
     dsq_engine *engine;
     dsq_peers *peers;
+    uv_loop_t *loop;
     uv_async_t async;
+    uv_timer_t beat;
     bool started;
-    pthread_mutex_t mu;     /* the table, the queue, the due list, the fields marked so */
+    pthread_mutex_t mu;     /* the table, the queue, the lists, beat_acked, the fields marked so */
     rdb **buckets;
     size_t nbuckets, n;
     dsq_queue recq;         /* recq_item.link */
     dsq_list due;           /* rdb.due */
+    dsq_list held;          /* rdb.held */
+    uint64_t beat_acked[DSQ_NODES_MAX]; /* the send time of the newest heartbeat each node acknowledged */
     dsq_repl_stats stats;   /* loop thread */
 };
+
+static void send_at(dsq_repl *r, rdb *d);
+static void read_log(dsq_repl *r, rdb *d, rcopy *c);
+static void prompt(dsq_repl *r, rdb *d, rcopy *c);
+static void promo_step(dsq_repl *r, rdb *d);
+static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
@@ -100,8 +124,17 @@ static int grow(dsq_repl *r)
     return 0;
 }
 
-/* The database's entry, made on first use from the placement (caller
- * holds r->mu). NULL: out of memory, or not a database name. */
+static dsq_role role_of(const dsq_repl *r, const rdb *d)
+{
+    if (d->self_copy == d->ncopies)
+        return DSQ_ROLE_ELSEWHERE;
+    if (d->ncopies == 1)
+        return DSQ_ROLE_ALONE;
+    return d->primary == r->cfg.self ? DSQ_ROLE_PRIMARY : DSQ_ROLE_FOLLOWER;
+}
+
+/* The database's entry, made on first use from the placement and the
+ * epochs kept on disk (caller holds r->mu). NULL: out of memory. */
 static rdb *get(dsq_repl *r, const char *db)
 {
     if (r->nbuckets > 0) {
@@ -120,22 +153,31 @@ static rdb *get(dsq_repl *r, const char *db)
     d->ncopies = n;
     d->self_copy = n;
     d->primary = nodes[0];
-    d->epoch = EPOCH;
+    d->epoch = 1;
     for (size_t i = 0; i < n; i++) {
         d->copies[i].node = nodes[i];
         if (nodes[i] == r->cfg.self)
             d->self_copy = i;
     }
-    if (d->self_copy == n)
-        d->role = DSQ_ROLE_ELSEWHERE;
-    else if (n == 1)
-        d->role = DSQ_ROLE_ALONE;
-    else
-        d->role = d->self_copy == 0 ? DSQ_ROLE_PRIMARY : DSQ_ROLE_FOLLOWER;
+    dsq_epoch_state st;
+    dsq_epochs_get(r->cfg.epochs, db, &st);
+    d->epoch = st.accepted;
+    if (st.primary_known)
+        d->primary = st.primary;
+    d->max_seen = d->epoch;
+    d->role = role_of(r, d);
     size_t k = dsq_hash_str(db) & (r->nbuckets - 1);
     d->hnext = r->buckets[k];
     r->buckets[k] = d;
     r->n++;
+    return d;
+}
+
+static rdb *entry(dsq_repl *r, const char *db)
+{
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    pthread_mutex_unlock(&r->mu);
     return d;
 }
 
@@ -158,21 +200,73 @@ static void mark_due(dsq_repl *r, rdb *d)
         uv_async_send(&r->async);
 }
 
-/* The LSN enough copies hold (caller holds r->mu): of the copies' durable
- * LSNs, highest first, the one that makes commit_ack's count. */
-static uint64_t quorum(const dsq_repl *r, const rdb *d)
+/* Copies of d that must hold a commit before its reply leaves. */
+static unsigned ack_needed(const dsq_repl *r, const rdb *d)
 {
-    unsigned need = dsq_commit_ack_needed(r->cfg.ack, (unsigned)d->ncopies);
-    uint64_t v[DSQ_NODES_MAX];
-    for (size_t i = 0; i < d->ncopies; i++)
-        v[i] = d->copies[i].durable;
-    for (size_t i = 1; i < d->ncopies; i++) /* insertion sort, highest first: a few copies */
+    return dsq_commit_ack_needed(r->cfg.ack, (unsigned)d->ncopies);
+}
+
+/* Copies that must accept a new epoch so that they meet every set of
+ * copies that could have acknowledged a commit. */
+static unsigned accept_needed(const dsq_repl *r, const rdb *d)
+{
+    return (unsigned)d->ncopies - ack_needed(r, d) + 1;
+}
+
+/* The k-th highest of v[0..n) (k from 1). */
+static uint64_t kth_highest(uint64_t *v, size_t n, size_t k)
+{
+    for (size_t i = 1; i < n; i++) /* insertion sort, highest first: a few copies */
         for (size_t j = i; j > 0 && v[j] > v[j - 1]; j--) {
             uint64_t t = v[j];
             v[j] = v[j - 1];
             v[j - 1] = t;
         }
-    return need == 0 ? 0 : v[need - 1];
+    return k == 0 || k > n ? 0 : v[k - 1];
+}
+
+/* The LSN enough copies hold (caller holds r->mu). */
+static uint64_t quorum(const dsq_repl *r, const rdb *d)
+{
+    uint64_t v[DSQ_NODES_MAX];
+    for (size_t i = 0; i < d->ncopies; i++)
+        v[i] = d->copies[i].durable;
+    return kth_highest(v, d->ncopies, ack_needed(r, d));
+}
+
+/* Whether the primary copy d may answer now: taken over long enough ago,
+ * and enough followers' nodes acknowledged a heartbeat within the lease
+ * (caller holds r->mu). */
+static bool may_answer(const dsq_repl *r, const rdb *d, uint64_t now)
+{
+    if (d->role != DSQ_ROLE_PRIMARY)
+        return true;
+    if (now < d->serve_after_ms)
+        return false;
+    unsigned need = ack_needed(r, d) - 1; /* followers, the primary itself counted */
+    if (need == 0)
+        return true;
+    uint64_t v[DSQ_NODES_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (i != d->self_copy)
+            v[n++] = r->beat_acked[d->copies[i].node];
+    uint64_t t = kth_highest(v, n, need);
+    return t != 0 && now < t + r->cfg.lease_ms;
+}
+
+/* Every database entry now (never freed before the object is): walked
+ * without the lock, since what is sent may call back here. */
+static rdb **entries(dsq_repl *r, size_t *n)
+{
+    pthread_mutex_lock(&r->mu);
+    rdb **v = malloc((r->n ? r->n : 1) * sizeof *v);
+    *n = 0;
+    for (size_t b = 0; v != NULL && b < r->nbuckets; b++)
+        for (rdb *d = r->buckets[b]; d; d = d->hnext)
+            v[(*n)++] = d;
+    pthread_mutex_unlock(&r->mu);
+    return v;
 }
 
 /* ---- the engine's hooks (any thread) ---------------------------------------------------------- */
@@ -219,6 +313,20 @@ static uint64_t h_released(void *ud, const char *db, uint64_t durable)
     return out;
 }
 
+static bool h_answering(void *ud, const char *db)
+{
+    dsq_repl *r = ud;
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    bool ok = d == NULL || may_answer(r, d, dsq_now_ms());
+    if (!ok && !d->on_held) { /* the beat timer pokes it once it may */
+        d->on_held = true;
+        dsq_list_push(&r->held, &d->held);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
 static void h_committed(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len)
 {
     dsq_repl *r = ud;
@@ -241,7 +349,8 @@ static void h_committed(void *ud, const char *db, uint64_t lsn, const void *rec,
 
 /* ---- sending (loop thread) -------------------------------------------------------------------- */
 
-/* A message about d: its name and epoch first, then `more` (u64s). */
+/* A message about d: its name and this node's epoch of it, then `more`
+ * (u64s), then `tail`. */
 static void send_msg(dsq_repl *r, size_t node, uint8_t type, const rdb *d, const uint64_t *more, size_t nmore,
                      const void *tail, size_t tail_len)
 {
@@ -262,6 +371,19 @@ static uint64_t commit_of(dsq_repl *r, rdb *d)
     return c;
 }
 
+static size_t count_records(const uint8_t *p, size_t n)
+{
+    size_t k = 0;
+    for (const uint8_t *e = p + n; p < e; k++) {
+        uint64_t lsn;
+        size_t len;
+        if (dsq_log_record(p, (size_t)(e - p), &lsn, &len) != 0)
+            break;
+        p += len;
+    }
+    return k;
+}
+
 static void ship(dsq_repl *r, rdb *d, size_t node, const void *recs, size_t len, size_t nrecs)
 {
     uint64_t commit = commit_of(r, d);
@@ -270,8 +392,31 @@ static void ship(dsq_repl *r, rdb *d, size_t node, const void *recs, size_t len,
     r->stats.bytes_shipped += len;
 }
 
-static void read_log(dsq_repl *r, rdb *d, rcopy *c);
-static void prompt(dsq_repl *r, rdb *d, rcopy *c);
+/* A history (epoch, start)s into a message. */
+static int put_hist(dsq_buf *b, const dsq_epoch_state *s, uint64_t after)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nhist; i++)
+        n += s->hist[i].start > after;
+    int rc = dsq_w_u8(b, (uint8_t)n);
+    for (size_t i = 0; i < s->nhist; i++)
+        if (s->hist[i].start > after)
+            rc |= dsq_w_u64(b, s->hist[i].epoch) | dsq_w_u64(b, s->hist[i].start);
+    return rc;
+}
+
+static void get_hist(dsq_rd *rd, dsq_epoch_state *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t n = dsq_r_u8(rd);
+    for (size_t i = 0; i < n && !rd->bad; i++) {
+        uint64_t e = dsq_r_u64(rd), start = dsq_r_u64(rd);
+        if (s->nhist < DSQ_EPOCH_HISTORY)
+            s->hist[s->nhist++] = (dsq_epoch_hist){.epoch = e, .start = start};
+    }
+}
+
+/* ---- the primary ------------------------------------------------------------------------------- */
 
 /* Records committed since the last time: to each follower in step, one
  * message per database and follower. */
@@ -283,10 +428,8 @@ static void ship_committed(dsq_repl *r)
     dsq_buf batch = DSQ_BUF_INIT;
     dsq_qnode *n = dsq_queue_first(&q);
     while (n != NULL) {
-        recq_item *first = dsq_container_of(n, recq_item, link);
-        rdb *d = first->d;
-        /* The run of records of this database. */
-        dsq_qnode *end = n;
+        rdb *d = dsq_container_of(n, recq_item, link)->d;
+        dsq_qnode *end = n; /* the run of records of this database */
         while (end != NULL && dsq_container_of(end, recq_item, link)->d == d)
             end = end->next;
         for (dsq_qnode *x = n; x != end; x = x->next)
@@ -296,12 +439,12 @@ static void ship_committed(dsq_repl *r)
             if (i == d->self_copy)
                 continue;
             if (!c->streaming) { /* it catches up from the log once it says where it is */
-                if (!c->reading)
+                if (!c->reading && !c->ready)
                     prompt(r, d, c);
                 continue;
             }
             if (!dsq_peer_up(r->peers, c->node)) {
-                c->streaming = false;
+                c->streaming = c->ready = false;
                 continue;
             }
             dsq_buf_reset(&batch);
@@ -310,12 +453,8 @@ static void ship_committed(dsq_repl *r)
                 recq_item *it = dsq_container_of(x, recq_item, link);
                 if (it->lsn <= c->sent)
                     continue;
-                if (it->lsn != c->sent + 1) { /* a gap (a record lost on its way here): from the log */
-                    c->streaming = false;
-                    break;
-                }
-                if (dsq_buf_append(&batch, it->rec, it->len) != 0) {
-                    c->streaming = false;
+                if (it->lsn != c->sent + 1 || dsq_buf_append(&batch, it->rec, it->len) != 0) {
+                    c->streaming = false; /* a gap (a record lost on its way here): from the log */
                     break;
                 }
                 c->sent = it->lsn;
@@ -335,61 +474,13 @@ static void ship_committed(dsq_repl *r)
         free(dsq_container_of(n, recq_item, link));
 }
 
-static void send_at(dsq_repl *r, rdb *d);
-
-/* Acknowledgements, commits and pokes that the hooks or messages asked
- * for. */
-static void flush_due(dsq_repl *r)
-{
-    for (;;) {
-        pthread_mutex_lock(&r->mu);
-        dsq_lnode *ln = r->due.head;
-        rdb *d = dsq_container_of(ln, rdb, due);
-        bool ack = false, commit = false;
-        uint64_t durable = 0, applied = 0, c = 0;
-        if (d != NULL) {
-            dsq_list_remove(&r->due, ln);
-            d->on_due = false;
-            ack = d->ack_due;
-            commit = d->commit_due;
-            d->ack_due = d->commit_due = false;
-            if (d->self_copy < d->ncopies) {
-                durable = d->copies[d->self_copy].durable;
-                applied = d->copies[d->self_copy].applied;
-            }
-            c = d->commit;
-        }
-        pthread_mutex_unlock(&r->mu);
-        if (d == NULL)
-            return;
-        if (ack && d->role == DSQ_ROLE_FOLLOWER && dsq_peer_up(r->peers, d->primary)) {
-            uint64_t v[2] = {durable, applied};
-            send_msg(r, d->primary, DSQ_REPL_ACK, d, v, 2, NULL, 0);
-        }
-        if (commit && d->role == DSQ_ROLE_PRIMARY && c > d->commit_told) {
-            d->commit_told = c;
-            uint64_t v[2] = {c, d->appended};
-            for (size_t i = 0; i < d->ncopies; i++)
-                if (i != d->self_copy && d->copies[i].streaming && dsq_peer_up(r->peers, d->copies[i].node))
-                    send_msg(r, d->copies[i].node, DSQ_REPL_COMMIT, d, v, 2, NULL, 0);
-        }
-    }
-}
-
-static void on_async(uv_async_t *h)
-{
-    dsq_repl *r = h->data;
-    ship_committed(r);
-    flush_due(r);
-}
-
-/* ---- the primary reads its log for a follower ---------------------------------------------------- */
-
 typedef struct log_read {
     dsq_call c;
     dsq_repl *r;
     rdb *d;
     uint32_t node;
+    bool fetch;     /* for a candidate's FETCH (not a follower's catch-up) */
+    uint64_t epoch; /* the epoch asked in */
 } log_read;
 
 static void log_read_done(dsq_call *call)
@@ -397,24 +488,31 @@ static void log_read_done(dsq_call *call)
     log_read *lr = (log_read *)call;
     dsq_repl *r = lr->r;
     rdb *d = lr->d;
+    r->stats.log_reads++;
+    if (lr->fetch) {
+        /* FETCHED: u8 more, records (an empty one with more = 0 on failure:
+         * the candidate stops there). */
+        if (dsq_peer_up(r->peers, lr->node) && d->epoch == lr->epoch) {
+            uint8_t more = call->err == 0 && call->more;
+            dsq_buf b = DSQ_BUF_INIT;
+            if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, more) == 0)
+                dsq_peer_send(r->peers, lr->node, DSQ_REPL_FETCHED, b.data, b.len, call->err ? NULL : call->out.data,
+                              call->err ? 0 : call->out.len);
+            dsq_buf_free(&b);
+        }
+        dsq_call_reset(call);
+        free(lr);
+        return;
+    }
     rcopy *c = copy_of(d, lr->node);
     c->reading = false;
-    r->stats.log_reads++;
     if (call->err != 0) {
         DSQ_ERROR("replication_read_failed", "db=%s follower=%s code=%s reason=%s", d->name,
                   r->cfg.nodes[c->node].id, dsq_code_name(call->code), dsq_log_q(call->msg));
-    } else if (dsq_peer_up(r->peers, c->node) && call->lsn >= c->sent) {
-        size_t nrecs = 0;
-        for (const uint8_t *p = (const uint8_t *)call->out.data, *e = p + call->out.len; p < e;) {
-            uint64_t lsn;
-            size_t len;
-            if (dsq_log_record(p, (size_t)(e - p), &lsn, &len) != 0)
-                break;
-            nrecs++;
-            p += len;
-        }
+    } else if (d->role == DSQ_ROLE_PRIMARY && c->ready && dsq_peer_up(r->peers, c->node) && call->lsn >= c->sent) {
         if (call->out.len > 0)
-            ship(r, d, c->node, call->out.data, call->out.len, nrecs);
+            ship(r, d, c->node, call->out.data, call->out.len, count_records((const uint8_t *)call->out.data,
+                                                                             call->out.len));
         c->sent = call->lsn;
         if (!call->more)
             c->streaming = true; /* what comes next comes as it is committed */
@@ -425,90 +523,175 @@ static void log_read_done(dsq_call *call)
     free(lr);
 }
 
-/* Send follower c of d what follows c->sent, from the primary's log. */
-static void read_log(dsq_repl *r, rdb *d, rcopy *c)
+static int submit_log_read(dsq_repl *r, rdb *d, uint32_t node, uint64_t after, bool fetch)
 {
-    if (c->reading || !dsq_peer_up(r->peers, c->node))
-        return;
     log_read *lr = calloc(1, sizeof *lr);
     if (lr == NULL)
-        return;
-    lr->r = r;
-    lr->d = d;
-    lr->node = c->node;
+        return -1;
+    *lr = (log_read){.r = r, .d = d, .node = node, .fetch = fetch, .epoch = d->epoch};
     lr->c.op = DSQ_OP_LOG_READ;
-    lr->c.as_of_lsn = c->sent;
+    lr->c.as_of_lsn = after;
     lr->c.chunk_rows = READ_CHUNK;
     lr->c.scope = DSQ_SCOPE_R;
     lr->c.done = log_read_done;
-    c->streaming = false;
     if (dsq_engine_submit(r->engine, d->name, &lr->c) != 0) {
         DSQ_WARN("replication_read_refused", "db=%s reason=%s", d->name, dsq_log_q(lr->c.msg));
         free(lr);
-        return;
+        return -1;
     }
-    c->reading = true;
+    return 0;
 }
 
-/* ---- a follower applies -------------------------------------------------------------------------- */
+/* Send follower c of d what follows c->sent, from the primary's log. */
+static void read_log(dsq_repl *r, rdb *d, rcopy *c)
+{
+    if (c->reading || !c->ready || !dsq_peer_up(r->peers, c->node))
+        return;
+    c->streaming = false;
+    if (submit_log_read(r, d, c->node, c->sent, false) == 0)
+        c->reading = true;
+}
+
+/* Ask follower c of d to say where its log ends (a COMMIT; it answers
+ * with BEHIND), once per link. */
+static void prompt(dsq_repl *r, rdb *d, rcopy *c)
+{
+    if (c->prompted || !dsq_peer_up(r->peers, c->node))
+        return;
+    c->prompted = true;
+    uint64_t v[2] = {commit_of(r, d), d->appended};
+    send_msg(r, c->node, DSQ_REPL_COMMIT, d, v, 2, NULL, 0);
+}
+
+/* BEHIND from follower c: where their logs agree, and this primary's
+ * history past it (SYNC). */
+static void on_behind(dsq_repl *r, rdb *d, rcopy *c, uint64_t have, uint64_t have_epoch)
+{
+    dsq_epoch_state st;
+    dsq_epochs_get(r->cfg.epochs, d->name, &st);
+    uint64_t end = dsq_epoch_end(&st, have_epoch, UINT64_MAX);
+    uint64_t keep = have < end ? have : end;
+    c->streaming = c->ready = c->reading = false;
+    c->prompted = true;
+    pthread_mutex_lock(&r->mu);
+    c->durable = 0; /* counted again once it is in sync */
+    pthread_mutex_unlock(&r->mu);
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u64(&b, keep) == 0 &&
+        put_hist(&b, &st, keep) == 0)
+        dsq_peer_send(r->peers, c->node, DSQ_REPL_SYNC, b.data, b.len, NULL, 0);
+    dsq_buf_free(&b);
+}
+
+/* READY from follower c: its log is this primary's up to `have`. */
+static void on_ready(dsq_repl *r, rdb *d, rcopy *c, uint64_t have, uint64_t durable)
+{
+    if (c->ready && have <= c->sent)
+        return; /* (said again: it has what was sent since) */
+    c->ready = true;
+    c->sent = have;
+    pthread_mutex_lock(&r->mu);
+    uint64_t agreed = durable < have ? durable : have;
+    if (agreed > c->durable)
+        c->durable = agreed;
+    pthread_mutex_unlock(&r->mu);
+    read_log(r, d, c);
+    dsq_engine_repl_poke(r->engine, d->name); /* (released() works out the commit) */
+}
+
+/* ---- a follower -------------------------------------------------------------------------------- */
 
 typedef struct apply {
     dsq_call c;
     dsq_repl *r;
     rdb *d;
-    bool probe;     /* only to learn where the log ends */
+    int kind;       /* APPLY_RECORDS, APPLY_PROBE (where the log ends), APPLY_CUT */
     size_t len;
     uint8_t recs[];
 } apply;
+
+enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT };
+
+static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
+static void settle_history(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *hist, size_t from);
 
 static void apply_done(dsq_call *call)
 {
     apply *a = (apply *)call;
     dsq_repl *r = a->r;
     rdb *d = a->d;
-    if (a->probe)
+    if (a->kind == APPLY_PROBE)
         d->probing = false;
-    else
+    else if (a->kind == APPLY_RECORDS)
         d->applies--;
-    if (call->err != 0 && a->probe) {
-        /* (it stays unknown: the next message from the primary asks again) */
-        DSQ_WARN("replication_open_failed", "db=%s code=%s reason=%s", d->name, dsq_code_name(call->code),
-                 dsq_log_q(call->msg));
-    } else {
-        if (!a->probe)
-            r->stats.applies++;
+    if (call->err == 0 || a->kind == APPLY_RECORDS) {
         pthread_mutex_lock(&r->mu);
         if (d->self_copy < d->ncopies && call->lsn > d->copies[d->self_copy].applied)
             d->copies[d->self_copy].applied = call->lsn;
         pthread_mutex_unlock(&r->mu);
-        if (call->err != 0)
+    }
+    switch (a->kind) {
+    case APPLY_PROBE:
+        if (call->err != 0) {
+            DSQ_WARN("replication_open_failed", "db=%s code=%s reason=%s", d->name, dsq_code_name(call->code),
+                     dsq_log_q(call->msg));
+            break;
+        }
+        d->expect = call->lsn + 1;
+        d->pos_known = true;
+        if (d->promo != NULL)
+            promo_step(r, d);
+        else if (d->accept_to != 0)
+            send_at(r, d); /* (send_at answers the candidate) */
+        else
+            send_at(r, d);
+        break;
+    case APPLY_RECORDS:
+        r->stats.applies++;
+        if (call->err != 0) {
             DSQ_WARN("replication_apply_failed", "db=%s lsn=%llu code=%s reason=%s", d->name,
                      (unsigned long long)call->lsn, dsq_code_name(call->code), dsq_log_q(call->msg));
-        if (a->probe || call->err != 0) {
-            /* Now it knows where its log ends: it says so, and the primary
-             * sends what follows. */
-            d->expect = call->lsn + 1;
-            d->pos_known = true;
+            d->expect = call->lsn + 1; /* it says where it is again */
+            d->synced = false;
             d->at_sent = 0;
             send_at(r, d);
+        } else if (d->promo != NULL) {
+            d->expect = call->lsn + 1;
+            promo_step(r, d);
         }
+        break;
+    case APPLY_CUT:
+        d->settling = false;
+        if (call->err != 0) {
+            DSQ_ERROR("replication_cut_failed", "db=%s keep=%llu code=%s reason=%s", d->name,
+                      (unsigned long long)call->as_of_lsn, dsq_code_name(call->code), dsq_log_q(call->msg));
+            break; /* it stays out of step; the copy has to be made again (not automated) */
+        }
+        r->stats.truncations++;
+        d->expect = call->lsn + 1;
+        if (d->promo != NULL)
+            promo_step(r, d);
+        else
+            send_at(r, d); /* again: the primary answers with the same point, nothing to cut now */
+        break;
     }
     dsq_call_reset(call);
     free(a);
 }
 
-static int submit_apply(dsq_repl *r, rdb *d, const void *recs, size_t len, bool probe)
+static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep)
 {
     apply *a = calloc(1, sizeof *a + len);
     if (a == NULL)
         return -1;
     a->r = r;
     a->d = d;
-    a->probe = probe;
+    a->kind = kind;
     a->len = len;
     if (len > 0)
         memcpy(a->recs, recs, len);
-    a->c.op = DSQ_OP_APPLY;
+    a->c.op = kind == APPLY_CUT ? DSQ_OP_TRUNCATE : DSQ_OP_APPLY;
+    a->c.as_of_lsn = keep;
     a->c.recs = a->recs;
     a->c.recs_len = len;
     a->c.scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
@@ -517,30 +700,54 @@ static int submit_apply(dsq_repl *r, rdb *d, const void *recs, size_t len, bool 
         free(a);
         return -1;
     }
-    if (probe)
+    if (kind == APPLY_PROBE)
         d->probing = true;
-    else
+    else if (kind == APPLY_RECORDS)
         d->applies++;
+    else
+        d->settling = true;
     return 0;
 }
 
+/* Learn where this copy's log ends (an empty APPLY answers with it). */
+static void probe(dsq_repl *r, rdb *d)
+{
+    if (!d->probing)
+        submit_apply(r, d, APPLY_PROBE, NULL, 0, 0);
+}
+
+/* The epoch of the record at lsn in this copy's log. */
+static uint64_t epoch_at(dsq_repl *r, rdb *d, uint64_t lsn)
+{
+    dsq_epoch_state st;
+    dsq_epochs_get(r->cfg.epochs, d->name, &st);
+    return dsq_epoch_of(&st, lsn);
+}
+
+static void send_accept(dsq_repl *r, rdb *d);
+
 /* Tell the primary where this copy's log ends (once per position), or
- * learn it first. */
+ * learn it first; or answer a candidate that waits for that. */
 static void send_at(dsq_repl *r, rdb *d)
 {
     if (!d->pos_known) {
-        if (!d->probing)
-            submit_apply(r, d, NULL, 0, true);
+        probe(r, d);
         return;
     }
-    if (d->at_sent == d->expect || !dsq_peer_up(r->peers, d->primary))
+    if (d->accept_to != 0) {
+        send_accept(r, d);
+        return;
+    }
+    if (d->role != DSQ_ROLE_FOLLOWER || d->settling || d->accepting || d->at_sent == d->expect ||
+        !dsq_peer_up(r->peers, d->primary))
         return;
     d->at_sent = d->expect;
+    d->synced = false;
     pthread_mutex_lock(&r->mu);
     uint64_t durable = d->self_copy < d->ncopies ? d->copies[d->self_copy].durable : 0;
     pthread_mutex_unlock(&r->mu);
-    uint64_t v[2] = {d->expect - 1, durable};
-    send_msg(r, d->primary, DSQ_REPL_BEHIND, d, v, 2, NULL, 0);
+    uint64_t v[3] = {d->expect - 1, durable, epoch_at(r, d, d->expect - 1)};
+    send_msg(r, d->primary, DSQ_REPL_BEHIND, d, v, 3, NULL, 0);
 }
 
 /* The primary's commit LSN grew: replies of reads here may go further. */
@@ -566,16 +773,11 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
         DSQ_WARN("replication_bad_message", "db=%s reason=%s", d->name, dsq_log_q("a damaged record"));
         return;
     }
-    if (!d->pos_known) {
-        send_at(r, d); /* learns it first; the primary sends again from there */
-        return;
-    }
-    if (first > d->expect) { /* it missed some: from the primary's log */
+    if (!d->pos_known || !d->synced || first > d->expect) { /* it says where it is first */
         send_at(r, d);
         return;
     }
-    /* The last record's LSN. */
-    uint64_t last = first;
+    uint64_t last = first; /* the last record's LSN */
     for (const uint8_t *p = recs, *e = recs + len; p < e;) {
         uint64_t lsn;
         size_t n;
@@ -586,11 +788,600 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
     }
     if (last < d->expect)
         return; /* it has them all */
-    if (submit_apply(r, d, recs, len, false) != 0) {
+    if (submit_apply(r, d, APPLY_RECORDS, recs, len, 0) != 0) {
         d->pos_known = false; /* (a full mailbox, memory): it starts again from its log's end */
         return;
     }
     d->expect = last + 1;
+}
+
+/* After a SYNC: the primary's history past `keep`, recorded one entry at
+ * a time (from hist->hist[from]), then READY. */
+typedef struct settle {
+    dsq_repl *r;
+    rdb *d;
+    uint64_t keep;
+    dsq_epoch_state hist;
+    size_t next;
+} settle;
+
+static void settle_next(void *ud, int rc)
+{
+    settle *s = ud;
+    dsq_repl *r = s->r;
+    rdb *d = s->d;
+    if (rc != 0) {
+        DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the history"));
+        d->settling = false;
+        free(s);
+        return;
+    }
+    if (s->next < s->hist.nhist) {
+        dsq_epoch_hist h = s->hist.hist[s->next++];
+        if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, h.epoch, d->primary, h.start, settle_next, s) != 0)
+            settle_next(s, -1);
+        return;
+    }
+    d->settling = false;
+    if (d->promo != NULL) {
+        free(s);
+        promo_step(r, d);
+        return;
+    }
+    if (d->role == DSQ_ROLE_FOLLOWER && dsq_peer_up(r->peers, d->primary)) {
+        d->synced = true;
+        d->at_sent = d->expect;
+        pthread_mutex_lock(&r->mu);
+        uint64_t durable = d->self_copy < d->ncopies ? d->copies[d->self_copy].durable : 0;
+        pthread_mutex_unlock(&r->mu);
+        uint64_t v[2] = {d->expect - 1, durable};
+        send_msg(r, d->primary, DSQ_REPL_READY, d, v, 2, NULL, 0);
+        /* And how far its log is durable from now on, as it grows (an
+         * acknowledgement held while it was out of sync goes now). */
+        pthread_mutex_lock(&r->mu);
+        if (d->ack_due)
+            mark_due(r, d);
+        pthread_mutex_unlock(&r->mu);
+    }
+    free(s);
+}
+
+static void settle_history(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *hist, size_t from)
+{
+    settle *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return;
+    *s = (settle){.r = r, .d = d, .keep = keep, .hist = *hist, .next = from};
+    d->settling = true;
+    settle_next(s, 0);
+}
+
+static void on_sync(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *hist)
+{
+    if (!d->pos_known || d->settling || d->applies > 0) {
+        d->at_sent = 0; /* it asks again once it knows */
+        send_at(r, d);
+        return;
+    }
+    if (keep + 1 < d->expect) { /* its records after keep were never acknowledged: they go */
+        DSQ_WARN("replication_diverged", "db=%s epoch=%llu keep=%llu had=%llu", d->name,
+                 (unsigned long long)d->epoch, (unsigned long long)keep, (unsigned long long)d->expect - 1);
+        d->at_sent = 0;
+        submit_apply(r, d, APPLY_CUT, NULL, 0, keep);
+        return;
+    }
+    /* Only the entries it does not hold. */
+    dsq_epoch_state mine;
+    dsq_epochs_get(r->cfg.epochs, d->name, &mine);
+    dsq_epoch_state todo = {0};
+    for (size_t i = 0; i < hist->nhist; i++) {
+        bool have = false;
+        for (size_t j = 0; j < mine.nhist; j++)
+            have = have || (mine.hist[j].epoch == hist->hist[i].epoch && mine.hist[j].start == hist->hist[i].start);
+        if (!have)
+            todo.hist[todo.nhist++] = hist->hist[i];
+    }
+    settle_history(r, d, keep, &todo, 0);
+}
+
+/* ---- epochs: accepting one, fencing, stepping down ------------------------------------------- */
+
+/* This copy now follows `primary` in `epoch` (in memory at once: refusing
+ * the older epoch early is always safe); if it was the primary, the
+ * replies still waiting for other copies fail, pointing at the new one. */
+static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
+{
+    pthread_mutex_lock(&r->mu);
+    bool was_primary = d->role == DSQ_ROLE_PRIMARY;
+    uint32_t old = d->primary;
+    d->epoch = epoch;
+    d->primary = primary;
+    d->role = role_of(r, d);
+    if (was_primary)
+        for (size_t i = 0; i < d->ncopies; i++)
+            if (i != d->self_copy)
+                d->copies[i].durable = 0;
+    pthread_mutex_unlock(&r->mu);
+    if (epoch > d->max_seen)
+        d->max_seen = epoch;
+    d->synced = false;
+    d->at_sent = 0;
+    for (size_t i = 0; i < d->ncopies; i++)
+        d->copies[i].streaming = d->copies[i].ready = d->copies[i].prompted = false;
+    if (was_primary) {
+        r->stats.step_downs++;
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "this node is no longer the primary of database %s: node %s is (epoch %llu); the commit was not "
+                 "acknowledged by enough copies and is undone",
+                 d->name, r->cfg.nodes[primary].id, (unsigned long long)epoch);
+        DSQ_WARN("replication_step_down", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
+                 r->cfg.nodes[primary].id);
+        dsq_engine_repl_abandon(r->engine, d->name, DSQ_CODE_NOT_PRIMARY, msg);
+    }
+    /* The former primary learns it was replaced before this node
+     * acknowledges another of its heartbeats (the lease). */
+    if (old != primary && old != r->cfg.self && dsq_peer_up(r->peers, old)) {
+        dsq_buf b = DSQ_BUF_INIT;
+        if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, epoch) == 0 && dsq_w_str(&b, r->cfg.nodes[primary].id) == 0)
+            dsq_peer_send(r->peers, old, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
+        dsq_buf_free(&b);
+    }
+}
+
+typedef struct accepting {
+    dsq_repl *r;
+    rdb *d;
+} accepting;
+
+static void accepted(void *ud, int rc)
+{
+    accepting *a = ud;
+    dsq_repl *r = a->r;
+    rdb *d = a->d;
+    free(a);
+    d->accepting = false;
+    if (rc != 0) {
+        DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the epoch"));
+        d->accept_to = 0;
+        return;
+    }
+    send_at(r, d); /* answers the candidate, or says where it is to the new primary */
+}
+
+/* Accept `epoch` with `primary` (recorded durably before anything is
+ * said of it). */
+static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
+{
+    follow(r, d, epoch, primary);
+    accepting *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return;
+    a->r = r;
+    a->d = d;
+    d->accepting = true;
+    if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, epoch, primary, 0, accepted, a) != 0) {
+        d->accepting = false;
+        free(a);
+    }
+}
+
+/* ACCEPT to the candidate: where this copy's log ends and its history. */
+static void send_accept(dsq_repl *r, rdb *d)
+{
+    uint32_t to = d->accept_to - 1;
+    if (d->accepting || !d->pos_known)
+        return;
+    d->accept_to = 0;
+    dsq_epoch_state st;
+    dsq_epochs_get(r->cfg.epochs, d->name, &st);
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, 1) == 0 &&
+        dsq_w_u64(&b, d->expect - 1) == 0 && put_hist(&b, &st, 0) == 0)
+        dsq_peer_send(r->peers, to, DSQ_REPL_ACCEPT, b.data, b.len, NULL, 0);
+    dsq_buf_free(&b);
+}
+
+static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
+{
+    if (d->self_copy == d->ncopies || copy_of(d, node) == NULL)
+        return;
+    if (epoch <= d->epoch) {
+        /* Refused: it names the higher epoch it accepted. */
+        dsq_buf b = DSQ_BUF_INIT;
+        if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, 0) == 0)
+            dsq_peer_send(r->peers, node, DSQ_REPL_ACCEPT, b.data, b.len, NULL, 0);
+        dsq_buf_free(&b);
+        return;
+    }
+    if (d->promo != NULL)
+        promo_fail(r, d, "node %s proposed a higher epoch (%llu)", r->cfg.nodes[node].id, (unsigned long long)epoch);
+    d->accept_to = (uint32_t)node + 1;
+    accept_epoch(r, d, epoch, (uint32_t)node);
+    if (!d->pos_known)
+        probe(r, d);
+}
+
+static void on_fenced(dsq_repl *r, rdb *d, uint64_t epoch, const char *primary_id)
+{
+    uint32_t p = UINT32_MAX;
+    for (size_t i = 0; i < r->cfg.nnodes; i++)
+        if (strcmp(r->cfg.nodes[i].id, primary_id) == 0)
+            p = (uint32_t)i;
+    if (p == UINT32_MAX || epoch <= d->epoch)
+        return;
+    if (d->promo != NULL)
+        promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", primary_id, (unsigned long long)epoch);
+    accept_epoch(r, d, epoch, p);
+}
+
+/* A message in an epoch other than this copy's. True when it was dealt
+ * with (and must go no further). */
+static bool other_epoch(dsq_repl *r, rdb *d, size_t node, uint8_t type, uint64_t epoch)
+{
+    if (epoch == d->epoch)
+        return false;
+    bool from_primary = type == DSQ_REPL_SHIP || type == DSQ_REPL_COMMIT || type == DSQ_REPL_SYNC;
+    if (epoch < d->epoch) {
+        if (from_primary && d->self_copy < d->ncopies) { /* a former primary: it is told */
+            dsq_buf b = DSQ_BUF_INIT;
+            if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 &&
+                dsq_w_str(&b, r->cfg.nodes[d->primary].id) == 0)
+                dsq_peer_send(r->peers, node, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
+            dsq_buf_free(&b);
+        }
+        return true;
+    }
+    /* A higher epoch: only a primary that a quorum accepted sends in it. */
+    if (from_primary && d->self_copy < d->ncopies && copy_of(d, node) != NULL && !d->accepting) {
+        if (d->promo != NULL)
+            promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", r->cfg.nodes[node].id,
+                       (unsigned long long)epoch);
+        accept_epoch(r, d, epoch, (uint32_t)node);
+    }
+    if (epoch > d->max_seen)
+        d->max_seen = epoch;
+    return true;
+}
+
+/* ---- promotion ------------------------------------------------------------------------------- */
+
+typedef enum { P_PROPOSING, P_CUTTING, P_FETCHING, P_HISTORY, P_STARTING, P_DONE } promo_phase;
+
+typedef struct promo {
+    dsq_repl *r;
+    rdb *d;
+    uint64_t epoch;
+    promo_phase phase;
+    dsq_promote_fn done;
+    void *ud;
+    uv_timer_t timer;
+    bool self_accepted;
+    struct {
+        bool ok;
+        uint64_t last;
+        dsq_epoch_state hist;
+    } from[DSQ_NODES_MAX];  /* by node */
+    size_t naccepted;       /* others */
+    uint32_t best;          /* the copy with the longest log */
+    uint64_t best_last;
+    dsq_epoch_state best_hist;
+    uint64_t common;        /* this copy's log agrees with best's up to here */
+} promo;
+
+static void promo_closed(uv_handle_t *h) { free(h->data); }
+
+static void promo_end(dsq_repl *r, rdb *d, int rc, const char *msg)
+{
+    promo *p = d->promo;
+    d->promo = NULL;
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, promo_closed);
+    if (rc == 0)
+        r->stats.promotions++;
+    if (p->done != NULL)
+        p->done(p->ud, rc, p->epoch, d->expect - 1, msg);
+}
+
+static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    DSQ_WARN("promotion_failed", "db=%s epoch=%llu reason=%s", d->name, (unsigned long long)d->promo->epoch,
+             dsq_log_q(msg));
+    promo_end(r, d, -1, msg);
+}
+
+static void on_promo_timeout(uv_timer_t *t)
+{
+    promo *p = t->data;
+    unsigned need = accept_needed(p->r, p->d);
+    promo_fail(p->r, p->d,
+               "only %zu of the %zu copies accepted epoch %llu within cluster.promote_timeout (%u needed: the others "
+               "must be reachable)",
+               p->naccepted + p->self_accepted, p->d->ncopies, (unsigned long long)p->epoch, need);
+}
+
+static void promo_self_accepted(void *ud, int rc)
+{
+    promo *p = ud;
+    rdb *d = p->d;
+    p->r->stats.promotions += 0;
+    d->accepting = false;
+    if (d->promo != p)
+        return; /* (it failed meanwhile) */
+    if (rc != 0) {
+        promo_fail(p->r, d, "this node cannot record the epoch on its disk");
+        return;
+    }
+    p->self_accepted = true;
+    promo_step(p->r, d);
+}
+
+static void promo_started(void *ud, int rc)
+{
+    promo *p = ud;
+    dsq_repl *r = p->r;
+    rdb *d = p->d;
+    if (d->promo != p)
+        return;
+    if (rc != 0) {
+        promo_fail(r, d, "this node cannot record the epoch's start on its disk");
+        return;
+    }
+    /* Primary from now on; it answers once the former primary's lease is
+     * surely over. */
+    pthread_mutex_lock(&r->mu);
+    d->role = DSQ_ROLE_PRIMARY;
+    d->primary = (uint32_t)r->cfg.self;
+    d->serve_after_ms = dsq_now_ms() + r->cfg.lease_ms;
+    d->commit = 0;
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (i != d->self_copy)
+            d->copies[i].durable = 0;
+    pthread_mutex_unlock(&r->mu);
+    d->appended = d->expect - 1;
+    d->commit_told = 0;
+    for (size_t i = 0; i < d->ncopies; i++) {
+        rcopy *c = &d->copies[i];
+        c->streaming = c->ready = c->reading = c->prompted = false;
+        if (i != d->self_copy)
+            prompt(r, d, c);
+    }
+    DSQ_INFO("promoted", "db=%s epoch=%llu lsn=%llu", d->name, (unsigned long long)p->epoch,
+             (unsigned long long)d->expect - 1);
+    p->phase = P_DONE;
+    promo_end(r, d, 0, NULL);
+    dsq_engine_repl_poke(r->engine, d->name);
+}
+
+static void promo_history_done(void *ud, int rc);
+
+/* The history of best's log past `common`, recorded one entry at a time,
+ * then the start of the new epoch. */
+static void promo_history_next(promo *p)
+{
+    rdb *d = p->d;
+    dsq_repl *r = p->r;
+    for (size_t i = 0; i < p->best_hist.nhist; i++) {
+        dsq_epoch_hist h = p->best_hist.hist[i];
+        if (h.start <= p->common)
+            continue;
+        p->best_hist.hist[i].start = 0; /* done after this */
+        if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, h.epoch, (uint32_t)p->best, h.start, promo_history_done,
+                           p) != 0)
+            promo_fail(r, d, "this node cannot record the history on its disk");
+        return;
+    }
+    p->phase = P_STARTING;
+    if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, p->epoch, (uint32_t)r->cfg.self, d->expect, promo_started,
+                       p) != 0)
+        promo_fail(r, d, "this node cannot record the epoch's start on its disk");
+}
+
+static void promo_history_done(void *ud, int rc)
+{
+    promo *p = ud;
+    if (p->d->promo != p)
+        return;
+    if (rc != 0) {
+        promo_fail(p->r, p->d, "this node cannot record the history on its disk");
+        return;
+    }
+    promo_history_next(p);
+}
+
+/* The next step of a promotion, from what it knows now. */
+static void promo_step(dsq_repl *r, rdb *d)
+{
+    promo *p = d->promo;
+    if (p == NULL || d->settling || d->applies > 0 || d->probing)
+        return;
+    if (!d->pos_known) {
+        probe(r, d);
+        return;
+    }
+    switch (p->phase) {
+    case P_PROPOSING: {
+        if (!p->self_accepted || p->naccepted + 1 < accept_needed(r, d))
+            return;
+        /* The longest log among those that accepted: by the epoch of its
+         * last record, then its length. */
+        dsq_epoch_state mine;
+        dsq_epochs_get(r->cfg.epochs, d->name, &mine);
+        uint64_t my_last = d->expect - 1;
+        p->best = (uint32_t)r->cfg.self;
+        p->best_last = my_last;
+        p->best_hist = mine;
+        uint64_t best_epoch = dsq_epoch_of(&mine, my_last);
+        for (size_t n = 0; n < r->cfg.nnodes; n++) {
+            if (!p->from[n].ok)
+                continue;
+            uint64_t e = dsq_epoch_of(&p->from[n].hist, p->from[n].last);
+            if (e > best_epoch || (e == best_epoch && p->from[n].last > p->best_last)) {
+                p->best = (uint32_t)n;
+                p->best_last = p->from[n].last;
+                p->best_hist = p->from[n].hist;
+                best_epoch = e;
+            }
+        }
+        if (p->best == r->cfg.self) {
+            p->common = my_last;
+            p->phase = P_HISTORY;
+            promo_history_next(p);
+            return;
+        }
+        /* Its own log agrees with best's up to the end of its last record's
+         * epoch in best's history; what follows goes. */
+        uint64_t end = dsq_epoch_end(&p->best_hist, dsq_epoch_of(&mine, my_last), p->best_last);
+        p->common = my_last < end ? my_last : end;
+        DSQ_INFO("promotion_catching_up", "db=%s epoch=%llu from=%s lsn=%llu upto=%llu", d->name,
+                 (unsigned long long)p->epoch, r->cfg.nodes[p->best].id, (unsigned long long)p->common,
+                 (unsigned long long)p->best_last);
+        if (my_last > p->common) {
+            p->phase = P_CUTTING;
+            if (submit_apply(r, d, APPLY_CUT, NULL, 0, p->common) != 0)
+                promo_fail(r, d, "cannot cut this node's log back");
+            return;
+        }
+        p->phase = P_FETCHING;
+    }
+    /* fallthrough */
+    case P_CUTTING:
+        if (p->phase == P_CUTTING) {
+            if (d->expect - 1 > p->common) {
+                promo_fail(r, d, "this node's log holds commits after LSN %llu that a checkpoint keeps; its copy "
+                                 "must be made again",
+                           (unsigned long long)p->common);
+                return;
+            }
+            p->phase = P_FETCHING;
+        }
+    /* fallthrough */
+    case P_FETCHING:
+        if (d->expect - 1 >= p->best_last) {
+            p->phase = P_HISTORY;
+            promo_history_next(p);
+            return;
+        }
+        if (!dsq_peer_up(r->peers, p->best)) {
+            promo_fail(r, d, "node %s, which holds the longest log, is not reachable", r->cfg.nodes[p->best].id);
+            return;
+        }
+        {
+            uint64_t after = d->expect - 1;
+            send_msg(r, p->best, DSQ_REPL_FETCH, d, &after, 1, NULL, 0);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_fetched(dsq_repl *r, rdb *d, size_t node, bool more, const uint8_t *recs, size_t len)
+{
+    promo *p = d->promo;
+    if (p == NULL || p->phase != P_FETCHING || node != p->best)
+        return;
+    if (len == 0) {
+        if (d->expect - 1 < p->best_last)
+            promo_fail(r, d, "node %s could not send its log past LSN %llu", r->cfg.nodes[node].id,
+                       (unsigned long long)d->expect - 1);
+        else
+            promo_step(r, d);
+        return;
+    }
+    (void)more; /* (promo_step asks again while it lacks records) */
+    if (submit_apply(r, d, APPLY_RECORDS, recs, len, 0) != 0)
+        promo_fail(r, d, "cannot apply the records fetched");
+}
+
+static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *rd)
+{
+    promo *p = d->promo;
+    if (p == NULL || p->phase != P_PROPOSING)
+        return;
+    uint8_t ok = dsq_r_u8(rd);
+    if (rd->bad)
+        return;
+    if (!ok) {
+        if (epoch > d->max_seen)
+            d->max_seen = epoch;
+        promo_fail(r, d, "node %s accepted epoch %llu already; promote again", r->cfg.nodes[node].id,
+                   (unsigned long long)epoch);
+        return;
+    }
+    if (epoch != p->epoch || p->from[node].ok)
+        return;
+    uint64_t last = dsq_r_u64(rd);
+    dsq_epoch_state hist;
+    get_hist(rd, &hist);
+    if (rd->bad)
+        return;
+    p->from[node].ok = true;
+    p->from[node].last = last;
+    p->from[node].hist = hist;
+    p->naccepted++;
+    promo_step(r, d);
+}
+
+int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen)
+{
+    rdb *d = entry(r, db);
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (d->self_copy == d->ncopies) {
+        snprintf(err, errlen, "this node holds no copy of database %s (its copies: cluster.replicas nodes by the "
+                              "placement)", db);
+        return -1;
+    }
+    if (d->ncopies == 1) {
+        snprintf(err, errlen, "database %s has one copy (cluster.replicas = 1): there is no other primary to be", db);
+        return -1;
+    }
+    if (d->role == DSQ_ROLE_PRIMARY) {
+        snprintf(err, errlen, "this node is the primary of database %s already (epoch %llu)", db,
+                 (unsigned long long)d->epoch);
+        return -1;
+    }
+    if (d->promo != NULL || d->accepting) {
+        snprintf(err, errlen, "a promotion of database %s is under way here", db);
+        return -1;
+    }
+    promo *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    uint64_t top = d->epoch > d->max_seen ? d->epoch : d->max_seen;
+    *p = (promo){.r = r, .d = d, .epoch = top + 1, .phase = P_PROPOSING, .done = done, .ud = ud};
+    uv_timer_init(r->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
+    d->promo = p;
+    DSQ_INFO("promotion", "db=%s epoch=%llu", db, (unsigned long long)p->epoch);
+    /* Its own acceptance first (durable), then every other copy's. */
+    follow(r, d, p->epoch, (uint32_t)r->cfg.self);
+    pthread_mutex_lock(&r->mu);
+    d->role = DSQ_ROLE_FOLLOWER; /* (no writes before it is established) */
+    pthread_mutex_unlock(&r->mu);
+    d->accepting = true;
+    if (dsq_epochs_set(r->cfg.epochs, r->loop, db, p->epoch, (uint32_t)r->cfg.self, 0, promo_self_accepted, p) != 0) {
+        d->accepting = false;
+        promo_fail(r, d, "this node cannot record the epoch on its disk");
+        return 0;
+    }
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (i != d->self_copy && dsq_peer_up(r->peers, d->copies[i].node))
+            send_msg(r, d->copies[i].node, DSQ_REPL_PROPOSE, d, NULL, 0, NULL, 0);
+    if (!d->pos_known)
+        probe(r, d);
+    return 0;
 }
 
 /* ---- messages -------------------------------------------------------------------------------- */
@@ -598,6 +1389,23 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
 void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *p, size_t n)
 {
     dsq_rd rd = dsq_rd_of(p, n);
+    if (type == DSQ_REPL_BEAT || type == DSQ_REPL_BEAT_ACK) {
+        uint64_t sent = dsq_r_u64(&rd);
+        if (rd.bad)
+            return;
+        if (type == DSQ_REPL_BEAT) {
+            dsq_buf b = DSQ_BUF_INIT;
+            if (dsq_w_u64(&b, sent) == 0)
+                dsq_peer_send(r->peers, node, DSQ_REPL_BEAT_ACK, b.data, b.len, NULL, 0);
+            dsq_buf_free(&b);
+        } else {
+            pthread_mutex_lock(&r->mu);
+            if (sent > r->beat_acked[node])
+                r->beat_acked[node] = sent;
+            pthread_mutex_unlock(&r->mu);
+        }
+        return;
+    }
     char name[129];
     dsq_r_str(&rd, name, sizeof name);
     uint64_t epoch = dsq_r_u64(&rd);
@@ -605,61 +1413,91 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         DSQ_WARN("replication_bad_message", "node=%s type=%u", r->cfg.nodes[node].id, type);
         return;
     }
-    pthread_mutex_lock(&r->mu);
-    rdb *d = get(r, name);
-    pthread_mutex_unlock(&r->mu);
-    if (d == NULL || epoch != d->epoch)
+    rdb *d = entry(r, name);
+    if (d == NULL)
+        return;
+    switch (type) {
+    case DSQ_REPL_PROPOSE:
+        on_propose(r, d, node, epoch);
+        return;
+    case DSQ_REPL_FENCED: {
+        char primary[DSQ_NODE_ID_MAX];
+        dsq_r_str(&rd, primary, sizeof primary);
+        if (!rd.bad)
+            on_fenced(r, d, epoch, primary);
+        return;
+    }
+    case DSQ_REPL_ACCEPT:
+        on_accept(r, d, node, epoch, &rd);
+        return;
+    default:
+        break;
+    }
+    if (other_epoch(r, d, node, type, epoch))
         return;
     switch (type) {
     case DSQ_REPL_SHIP: {
         uint64_t commit = dsq_r_u64(&rd);
-        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary)
+        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL)
             on_ship(r, d, commit, rd.p, dsq_rd_left(&rd));
         break;
     }
     case DSQ_REPL_COMMIT: {
         uint64_t commit = dsq_r_u64(&rd), appended = dsq_r_u64(&rd);
-        if (rd.bad || d->role != DSQ_ROLE_FOLLOWER || node != d->primary)
+        if (rd.bad || d->role != DSQ_ROLE_FOLLOWER || node != d->primary || d->promo != NULL)
             break;
         follow_commit(r, d, commit);
-        if (!d->pos_known || (appended >= d->expect && d->applies == 0))
-            send_at(r, d);
+        (void)appended; /* (records in step come in SHIPs; a gap shows in the next one) */
+        if (!d->synced || !d->pos_known)
+            send_at(r, d); /* (once per position: a SYNC may be on its way) */
         break;
     }
-    case DSQ_REPL_ACK: {
-        uint64_t durable = dsq_r_u64(&rd), applied = dsq_r_u64(&rd);
-        rcopy *c = copy_of(d, node);
-        if (rd.bad || d->role != DSQ_ROLE_PRIMARY || c == NULL)
-            break;
-        r->stats.acks++;
-        pthread_mutex_lock(&r->mu);
-        if (durable > c->durable)
-            c->durable = durable;
-        if (applied > c->applied)
-            c->applied = applied;
-        pthread_mutex_unlock(&r->mu);
-        dsq_engine_repl_poke(r->engine, d->name); /* (released() works out the commit) */
+    case DSQ_REPL_SYNC: {
+        uint64_t keep = dsq_r_u64(&rd);
+        dsq_epoch_state hist;
+        get_hist(&rd, &hist);
+        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL)
+            on_sync(r, d, keep, &hist);
         break;
     }
+    case DSQ_REPL_ACK:
+    case DSQ_REPL_READY:
     case DSQ_REPL_BEHIND: {
-        uint64_t have = dsq_r_u64(&rd), durable = dsq_r_u64(&rd);
+        uint64_t a = dsq_r_u64(&rd), b = dsq_r_u64(&rd);
+        uint64_t e = type == DSQ_REPL_BEHIND ? dsq_r_u64(&rd) : 0;
         rcopy *c = copy_of(d, node);
         if (rd.bad || d->role != DSQ_ROLE_PRIMARY || c == NULL)
             break;
-        pthread_mutex_lock(&r->mu);
-        bool grew = durable > c->durable;
-        if (grew)
-            c->durable = durable;
-        pthread_mutex_unlock(&r->mu);
-        c->streaming = false;
-        c->prompted = true;
-        if (!c->reading) {
-            c->sent = have;
-            read_log(r, d, c);
+        if (type == DSQ_REPL_BEHIND) {
+            on_behind(r, d, c, a, e);
+        } else if (type == DSQ_REPL_READY) {
+            on_ready(r, d, c, a, b);
+        } else if (c->ready) {
+            /* What it holds durably and agrees with this primary's log:
+             * no more than what was sent to it since it was in sync. */
+            r->stats.acks++;
+            uint64_t durable = a < c->sent ? a : c->sent;
+            pthread_mutex_lock(&r->mu);
+            if (durable > c->durable)
+                c->durable = durable;
+            if (b > c->applied)
+                c->applied = b;
+            pthread_mutex_unlock(&r->mu);
+            dsq_engine_repl_poke(r->engine, d->name); /* (released() works out the commit) */
         }
-        /* (else the read under way ends; the follower says again if need be) */
-        if (grew)
-            dsq_engine_repl_poke(r->engine, d->name);
+        break;
+    }
+    case DSQ_REPL_FETCH: {
+        uint64_t after = dsq_r_u64(&rd);
+        /* The candidate of this copy's epoch reads its log. */
+        if (!rd.bad && node == d->primary && d->self_copy < d->ncopies)
+            submit_log_read(r, d, (uint32_t)node, after, true);
+        break;
+    }
+    case DSQ_REPL_FETCHED: {
+        uint8_t more = dsq_r_u8(&rd);
+        if (!rd.bad)
+            on_fetched(r, d, node, more != 0, rd.p, dsq_rd_left(&rd));
         break;
     }
     default:
@@ -667,48 +1505,48 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
     }
 }
 
-/* Every database entry now (they are never freed before the object is):
- * walked without the lock, since what is sent may call back here. NULL
- * with *n 0 when out of memory. */
-static rdb **entries(dsq_repl *r, size_t *n)
-{
-    pthread_mutex_lock(&r->mu);
-    rdb **v = malloc((r->n ? r->n : 1) * sizeof *v);
-    *n = 0;
-    for (size_t b = 0; v != NULL && b < r->nbuckets; b++)
-        for (rdb *d = r->buckets[b]; d; d = d->hnext)
-            v[(*n)++] = d;
-    pthread_mutex_unlock(&r->mu);
-    return v;
-}
+/* ---- links, heartbeats, the loop's wake-ups ---------------------------------------------------- */
 
-/* Prompt follower c of d to say where its log ends (COMMIT; it answers
- * with BEHIND), once per link. */
-static void prompt(dsq_repl *r, rdb *d, rcopy *c)
+typedef struct fence_ctx {
+    dsq_repl *r;
+    size_t node;
+} fence_ctx;
+
+/* On a link coming up: tell the node of every database whose epoch this
+ * node accepted with another primary (it may be the former one), before
+ * any heartbeat of its is acknowledged on this link. */
+static void fence_on_link(void *ud, const char *db, const dsq_epoch_state *s)
 {
-    if (c->prompted || !dsq_peer_up(r->peers, c->node))
+    fence_ctx *f = ud;
+    dsq_repl *r = f->r;
+    if (!s->primary_known || s->primary == f->node)
         return;
-    c->prompted = true;
-    uint64_t v[2] = {commit_of(r, d), d->appended};
-    send_msg(r, c->node, DSQ_REPL_COMMIT, d, v, 2, NULL, 0);
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_str(&b, db) == 0 && dsq_w_u64(&b, s->accepted) == 0 && dsq_w_str(&b, r->cfg.nodes[s->primary].id) == 0)
+        dsq_peer_send(r->peers, f->node, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
+    dsq_buf_free(&b);
 }
 
 void dsq_repl_on_link(dsq_repl *r, size_t node, bool up)
 {
+    if (up) {
+        fence_ctx f = {.r = r, .node = node};
+        dsq_epochs_each(r->cfg.epochs, fence_on_link, &f);
+    }
     size_t n;
     rdb **v = entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         rdb *d = v[i];
-        if (d->role == DSQ_ROLE_FOLLOWER && d->primary == node) {
+        if (d->role == DSQ_ROLE_FOLLOWER && d->primary == node && d->promo == NULL) {
             d->at_sent = 0; /* it says where it is again */
+            d->synced = false;
             if (up)
                 send_at(r, d);
         } else if (d->role == DSQ_ROLE_PRIMARY) {
             rcopy *c = copy_of(d, node);
             if (c == NULL)
                 continue;
-            c->streaming = false;
-            c->prompted = false;
+            c->streaming = c->ready = c->prompted = false;
             if (up)
                 prompt(r, d, c);
         }
@@ -722,10 +1560,96 @@ void dsq_repl_on_writable(dsq_repl *r, size_t node)
     rdb **v = entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         rcopy *c = v[i]->role == DSQ_ROLE_PRIMARY ? copy_of(v[i], node) : NULL;
-        if (c != NULL && !c->streaming && !c->reading && c->prompted)
+        if (c != NULL && c->ready && !c->streaming && !c->reading)
             read_log(r, v[i], c);
     }
     free(v);
+}
+
+/* Acknowledgements, commits that the hooks asked to send. */
+static void flush_due(dsq_repl *r)
+{
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        dsq_lnode *ln = r->due.head;
+        rdb *d = dsq_container_of(ln, rdb, due);
+        bool ack = false, commit = false;
+        uint64_t durable = 0, applied = 0, c = 0;
+        if (d != NULL) {
+            dsq_list_remove(&r->due, ln);
+            d->on_due = false;
+            ack = d->ack_due;
+            commit = d->commit_due;
+            d->ack_due = d->commit_due = false;
+            if (d->self_copy < d->ncopies) {
+                durable = d->copies[d->self_copy].durable;
+                applied = d->copies[d->self_copy].applied;
+            }
+            c = d->commit;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (d == NULL)
+            return;
+        if (ack && d->role == DSQ_ROLE_FOLLOWER && d->synced && dsq_peer_up(r->peers, d->primary)) {
+            uint64_t v[2] = {durable, applied};
+            send_msg(r, d->primary, DSQ_REPL_ACK, d, v, 2, NULL, 0);
+        } else if (ack && d->role == DSQ_ROLE_FOLLOWER) {
+            /* Not in sync now: said once it is (settle_next), not lost. */
+            pthread_mutex_lock(&r->mu);
+            d->ack_due = true;
+            pthread_mutex_unlock(&r->mu);
+        }
+        if (commit && d->role == DSQ_ROLE_PRIMARY && c > d->commit_told) {
+            d->commit_told = c;
+            uint64_t v[2] = {c, d->appended};
+            for (size_t i = 0; i < d->ncopies; i++)
+                if (i != d->self_copy && d->copies[i].ready && dsq_peer_up(r->peers, d->copies[i].node))
+                    send_msg(r, d->copies[i].node, DSQ_REPL_COMMIT, d, v, 2, NULL, 0);
+        }
+    }
+}
+
+/* Primaries whose replies were held (no lease yet, or taking over) and
+ * that may answer now: their replies go. */
+static void release_held(dsq_repl *r)
+{
+    uint64_t now = dsq_now_ms();
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        rdb *d = NULL, *x, *next;
+        dsq_list_foreach_safe(x, next, &r->held, held) {
+            if (may_answer(r, x, now) || x->role != DSQ_ROLE_PRIMARY) {
+                dsq_list_remove(&r->held, &x->held);
+                x->on_held = false;
+                d = x;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (d == NULL)
+            return;
+        dsq_engine_repl_poke(r->engine, d->name);
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    dsq_repl *r = h->data;
+    ship_committed(r);
+    flush_due(r);
+}
+
+static void on_beat(uv_timer_t *t)
+{
+    dsq_repl *r = t->data;
+    uint64_t now = dsq_now_ms();
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_u64(&b, now) == 0)
+        for (size_t i = 0; i < r->cfg.nnodes; i++)
+            if (i != r->cfg.self && dsq_peer_up(r->peers, i))
+                dsq_peer_send(r->peers, i, DSQ_REPL_BEAT, b.data, b.len, NULL, 0);
+    dsq_buf_free(&b);
+    release_held(r);
 }
 
 /* ---- the object ------------------------------------------------------------------------------ */
@@ -741,7 +1665,8 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
         ids[i] = cfg->nodes[i].id;
     dsq_placement_static(&r->place, ids, cfg->nnodes, cfg->replicas);
     pthread_mutex_init(&r->mu, NULL);
-    r->hooks = (dsq_repl_hooks){.role = h_role, .released = h_released, .committed = h_committed, .ud = r};
+    r->hooks = (dsq_repl_hooks){
+        .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering, .ud = r};
     return r;
 }
 
@@ -751,10 +1676,15 @@ int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers
 {
     r->engine = e;
     r->peers = peers;
+    r->loop = loop;
     if (uv_async_init(loop, &r->async, on_async) != 0)
         return -1;
     r->async.data = r;
     uv_unref((uv_handle_t *)&r->async);
+    uv_timer_init(loop, &r->beat);
+    r->beat.data = r;
+    uv_timer_start(&r->beat, on_beat, 0, r->cfg.beat_ms);
+    uv_unref((uv_handle_t *)&r->beat);
     pthread_mutex_lock(&r->mu);
     r->started = true;
     bool pending = !dsq_queue_empty(&r->recq) || r->due.head != NULL;
@@ -770,8 +1700,17 @@ void dsq_repl_stop(dsq_repl *r)
     bool was = r->started;
     r->started = false;
     pthread_mutex_unlock(&r->mu);
-    if (was)
-        uv_close((uv_handle_t *)&r->async, NULL);
+    if (!was)
+        return;
+    uv_close((uv_handle_t *)&r->async, NULL);
+    uv_timer_stop(&r->beat);
+    uv_close((uv_handle_t *)&r->beat, NULL);
+    size_t n;
+    rdb **v = entries(r, &n);
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->promo != NULL)
+            promo_end(r, v[i], -1, "the server is stopping");
+    free(v);
 }
 
 void dsq_repl_free(dsq_repl *r)
@@ -794,6 +1733,16 @@ void dsq_repl_free(dsq_repl *r)
     free(r);
 }
 
+dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary)
+{
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    dsq_role role = d ? d->role : DSQ_ROLE_ELSEWHERE;
+    *primary = d ? d->primary : r->cfg.self;
+    pthread_mutex_unlock(&r->mu);
+    return role;
+}
+
 void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out)
 {
     memset(out, 0, sizeof *out);
@@ -803,12 +1752,11 @@ void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out)
         out->primary = d->primary;
         out->epoch = d->epoch;
         out->ncopies = d->ncopies;
-        for (size_t i = 0; i < d->ncopies; i++) {
+        for (size_t i = 0; i < d->ncopies; i++)
             out->copies[i] = (dsq_repl_copy){.node = d->copies[i].node,
                                              .primary = d->copies[i].node == d->primary,
                                              .durable = d->copies[i].durable,
                                              .applied = d->copies[i].applied};
-        }
     }
     pthread_mutex_unlock(&r->mu);
 }

@@ -2,21 +2,45 @@
  * nodes (peer.h): the engine's hooks (engine.h, "replication") on one
  * side, messages to and from the other copies on the other.
  *
- * Each database has `replicas` copies, on the nodes placement.h names;
- * the first is the primary (this version has one epoch, 1, per database:
- * promotion comes with epochs of their own). The primary sends each
- * commit record, as logged, to every follower that is in step
- * (streaming); a follower applies records in order (DSQ_OP_APPLY), syncs
- * them with group commit, and acknowledges how far its log is durable.
- * A reply after a commit leaves once commit_ack's number of copies hold
- * it durably (the primary's own sync counts as one). A follower that is
- * behind (it was down, its link broke, its queue overflowed) says where
- * its log ends, and the primary sends it what follows from its own log
- * (DSQ_OP_LOG_READ) until it is in step again.
+ * Each database has `replicas` copies, on the nodes placement.h names.
+ * Its primary is the one its newest epoch names (epochs.h; epoch 1's is
+ * the placement's first node). The primary sends each commit record, as
+ * logged, to every follower that is in step (streaming); a follower
+ * applies records in order (DSQ_OP_APPLY), syncs them with group commit,
+ * and acknowledges how far its log is durable. A reply after a commit
+ * leaves once commit_ack's number of copies hold it durably (the
+ * primary's own sync counts as one). The primary also tells followers
+ * how far commits are acknowledged (its commit LSN): a follower's
+ * replies wait for it, so that no copy shows a commit that could still
+ * be lost.
  *
- * The primary also tells followers how far the commits are acknowledged
- * (its commit LSN): a follower's reads wait for it, so that no reply, on
- * any copy, shows a commit that could still be lost.
+ * Sync: a follower that is not in step (it was down, its link broke, its
+ * queue overflowed, a new primary took over) says where its log ends and
+ * in which epoch its last record was made (BEHIND). The primary answers
+ * with where their logs agree up to and its history past that (SYNC); the
+ * follower cuts its log back to that point when it holds more (records of
+ * an epoch that never had them acknowledged: DSQ_OP_TRUNCATE), records
+ * the history, and says it is ready (READY); the primary sends the rest
+ * from its own log (DSQ_OP_LOG_READ) until it is in step.
+ *
+ * Promotion (dsq_repl_promote): the node to become primary proposes an
+ * epoch above every one it knows (PROPOSE). A copy that has not accepted
+ * a higher one records it durably, from then on refuses the messages of
+ * older epochs (answering FENCED, naming the new primary), tells the old
+ * primary so, and answers with its log's end and history (ACCEPT). With
+ * enough acceptances (so many that every set of copies that could have
+ * acknowledged a commit meets them), the node takes the longest log among
+ * them (FETCH from that copy when it is not its own), records the start
+ * of its epoch, waits out the old primary's lease, and serves.
+ *
+ * Lease: a primary answers only while enough of its followers' nodes
+ * acknowledged one of its heartbeats (BEAT) sent within the lease
+ * (cluster.peer_timeout). A follower that accepts a new epoch tells the
+ * old primary (FENCED) before it acknowledges another of its heartbeats,
+ * and the new primary waits a lease before it answers: so an old primary
+ * that was paused, cut off or slow never answers as primary with data a
+ * newer primary has changed; it holds the replies, learns, and steps
+ * down.
  *
  * Threads: the hooks run on workers and syncers; they touch the
  * databases' table under its lock and hand the rest to the loop thread
@@ -29,16 +53,30 @@
 #include <uv.h>
 
 #include "cluster/cluster.h"
+#include "cluster/epochs.h"
 #include "cluster/peer.h"
 #include "cluster/placement.h"
 #include "engine/engine.h"
 
-/* Message types over the links (peer.h: DSQ_PEER_MSG_MIN and up). */
+/* Message types over the links (peer.h: DSQ_PEER_MSG_MIN and up). Every
+ * one about a database starts with its name (str) and the sender's epoch
+ * (u64). */
 enum {
-    DSQ_REPL_SHIP = 16,  /* primary → follower: str db, u64 epoch, u64 commit, then records */
-    DSQ_REPL_ACK,        /* follower → primary: str db, u64 epoch, u64 durable, u64 applied */
-    DSQ_REPL_BEHIND,     /* follower → primary: str db, u64 epoch, u64 have: send from have + 1 */
-    DSQ_REPL_COMMIT,     /* primary → follower: str db, u64 epoch, u64 commit, u64 appended */
+    DSQ_REPL_SHIP = 16, /* primary → follower: u64 commit, then records */
+    DSQ_REPL_ACK,       /* follower → primary: u64 durable, u64 applied */
+    DSQ_REPL_BEHIND,    /* follower → primary: u64 have, u64 durable, u64 epoch of record `have` */
+    DSQ_REPL_COMMIT,    /* primary → follower: u64 commit, u64 appended */
+    DSQ_REPL_SYNC,      /* primary → follower: u64 keep, u8 n, n × (u64 epoch, u64 start) */
+    DSQ_REPL_READY,     /* follower → primary: u64 have */
+    DSQ_REPL_PROPOSE,   /* candidate → copy: (the epoch proposed is the message's) */
+    DSQ_REPL_ACCEPT,    /* copy → candidate: u8 ok, u64 last, u8 n, n × (u64 epoch, u64 start); not ok:
+                           the message's epoch is the higher one it accepted */
+    DSQ_REPL_FENCED,    /* copy → an older epoch's primary: str the newer epoch's primary */
+    DSQ_REPL_FETCH,     /* candidate → copy: u64 after */
+    DSQ_REPL_FETCHED,   /* copy → candidate: u8 more, then records */
+    DSQ_REPL_BEAT = 40, /* node → node: u64 sent (ms, the sender's clock); no database */
+    DSQ_REPL_BEAT_ACK,  /* node → node: u64 sent, echoed */
+    DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT */
 };
 
 typedef struct dsq_repl dsq_repl;
@@ -50,6 +88,11 @@ typedef struct dsq_repl_cfg {
     dsq_commit_ack ack;
     uint64_t ship_limit;       /* bytes queued on a link over which a follower falls back to
                                   reading the primary's log */
+    uint64_t beat_ms;          /* heartbeats for the lease */
+    uint64_t lease_ms;         /* a primary answers while enough followers acknowledged a
+                                  heartbeat sent this recently */
+    uint64_t promote_timeout_ms; /* a promotion gives up after this */
+    dsq_epochs *epochs;        /* borrowed; outlives the object */
 } dsq_repl_cfg;
 
 dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg);
@@ -57,8 +100,7 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg);
 const dsq_repl_hooks *dsq_repl_hooks_of(dsq_repl *r);
 /* Start on the loop with the engine and the links. 0 or -1. */
 int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers);
-/* Stop (the async handle is closed; the engine must be freed first, or
- * no longer call the hooks through the loop). */
+/* Stop: handles closed (the engine must be freed first). */
 void dsq_repl_stop(dsq_repl *r);
 void dsq_repl_free(dsq_repl *r);
 
@@ -66,6 +108,16 @@ void dsq_repl_free(dsq_repl *r);
 void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *p, size_t n);
 void dsq_repl_on_link(dsq_repl *r, size_t node, bool up);
 void dsq_repl_on_writable(dsq_repl *r, size_t node);
+
+/* Make this node's copy of db the primary (see above). `done` runs on
+ * the loop with 0 and the new epoch and its first LSN - 1 (the log it
+ * took over ends there), or -1 and a message. Loop thread. 0, or -1
+ * with a message when it cannot start. */
+typedef void (*dsq_promote_fn)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
+int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen);
+
+/* This node's role for db and its primary's node number (loop thread). */
+dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary);
 
 /* A database's copies as this node sees them (GET /v1/cluster?database=). */
 typedef struct dsq_repl_copy {
@@ -83,7 +135,7 @@ void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out);
 
 /* Counters for metrics. */
 typedef struct dsq_repl_stats {
-    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks;
+    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks, promotions, step_downs, truncations;
 } dsq_repl_stats;
 void dsq_repl_stats_get(dsq_repl *r, dsq_repl_stats *out);
 

@@ -213,6 +213,11 @@ struct dsq_call {
     const char *target_db;   /* CDC_READ on the system actor: whose log (borrowed) */
     uint64_t upto_lsn;       /* CDC_READ on the system actor: read no further; on the
                                 database's actor it is set to the durable end */
+    bool replica_ok;         /* QUERY: it may be answered by a follower copy (with replication:
+                                consistency "replica"); else a follower refuses it (NOT_PRIMARY) */
+    uint64_t min_lsn;        /* QUERY: answered once this copy has the commit of this LSN (a
+                                bookmark: read your writes); it waits for it up to the commit
+                                timeout (write_wait_ms without replication), then TIMEOUT */
     const uint8_t *recs;     /* APPLY: log records, back to back (borrowed; outlives the call) */
     size_t recs_len;
     /* Runs on the worker when results are final (and before done): turn
@@ -256,6 +261,7 @@ struct dsq_call {
     uint64_t wait_since_ms;  /* when it began to wait so (monotonic) */
     uint64_t posted_ms;      /* when it reached the mailbox (monotonic) */
     bool wait_expired;       /* it waited write_wait_ms: it fails at once */
+    bool wait_lsn;           /* it waits for this copy to reach min_lsn */
     uint64_t stream_id;
     int state;
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */

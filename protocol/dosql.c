@@ -633,9 +633,29 @@ static void on_done(dsq_call *c)
 
 /* ---- the methods ----------------------------------------------------------------------- */
 
+/* query's consistency ("primary" or "replica": may a follower copy
+ * answer) and minLSN (a bookmark: answered once the copy has that commit). */
+static int parse_consistency(op *o, json_t *p)
+{
+    json_t *c = json_object_get(p, "consistency"), *m = json_object_get(p, "minLSN");
+    if (c != NULL && !json_is_null(c)) {
+        const char *v = json_is_string(c) ? json_string_value(c) : "";
+        if (strcmp(v, "primary") != 0 && strcmp(v, "replica") != 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"consistency\" must be \"primary\" or \"replica\"");
+            return -1;
+        }
+        o->call.replica_ok = strcmp(v, "replica") == 0;
+    }
+    if (m != NULL && !json_is_null(m) && lsn_value(m, &o->call.min_lsn) != 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"minLSN\" must be an LSN (a whole number)");
+        return -1;
+    }
+    return 0;
+}
+
 static void m_query(op *o, json_t *p)
 {
-    if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
+    if (prelude(o, p) != 0 || parse_consistency(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
     o->call.op = DSQ_OP_QUERY;
     o->call.stmts = &o->stmt;
@@ -1103,7 +1123,7 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
  * any other. "database" is every method's: it names the database on
  * /v1/rpc and must name the bound one elsewhere (prelude). */
 static const method_def api[] = {
-    {"query", m_query, false, {"sql", "params", "transactionId", "asOf", "database"}},
+    {"query", m_query, false, {"sql", "params", "transactionId", "asOf", "database", "consistency", "minLSN"}},
     {"queryStream", m_query_stream, false, {"sql", "params", "chunkSize", "transactionId", "database"}},
     {"beginTransaction", m_begin, false, {"mode", "readOnly", "timeoutMs", "database"}},
     {"commit", m_commit, false, {"transactionId", "database"}},

@@ -116,6 +116,7 @@ static const key_def keys[] = {
     {"cluster", "replicas", T_UINT, F(cluster_replicas), "1", 1, DSQ_NODES_MAX},
     {"cluster", "commit_ack", T_STR, F(cluster_commit_ack), "quorum", 0, 0},
     {"cluster", "commit_timeout", T_DURATION, F(cluster_commit_timeout_ms), "10s", 100, 3600000},
+    {"cluster", "promote_timeout", T_DURATION, F(cluster_promote_timeout_ms), "10s", 100, 3600000},
     {"cluster", "heartbeat_interval", T_DURATION, F(cluster_heartbeat_ms), "250ms", 10, 60000},
     {"cluster", "peer_timeout", T_DURATION, F(cluster_peer_timeout_ms), "3s", 100, 600000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},

@@ -114,6 +114,7 @@ typedef struct dsq_config {
     uint64_t cluster_replicas;      /* copies of each database, the primary's included */
     char *cluster_commit_ack;       /* owned: quorum, all or local */
     uint64_t cluster_commit_timeout_ms; /* a reply waits this long for the other copies */
+    uint64_t cluster_promote_timeout_ms; /* a promotion gives up after this */
     uint64_t cluster_heartbeat_ms;  /* a link sends a heartbeat this often */
     uint64_t cluster_peer_timeout_ms; /* a link silent this long is down */
 

@@ -31,7 +31,7 @@
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 
-enum { MODE_HTTP, MODE_WS };
+enum { MODE_HTTP, MODE_WS, MODE_TUNNEL };
 
 /* How long a finishing connection lingers for the peer's EOF, and how long
  * a WebSocket waits for the peer's close frame. */
@@ -45,7 +45,7 @@ struct dsq_conn {
     dsq_server *srv;
     dsq_listener *lst;
     dsq_tls *tls;               /* owned; NULL on a plain listener */
-    int mode;                   /* MODE_HTTP or MODE_WS */
+    int mode;                   /* MODE_HTTP, MODE_WS or MODE_TUNNEL (forwarded to another node) */
     dsq_http_parser parser;     /* HTTP input */
     dsq_queue pipeline;         /* owned; requests in arrival order (dsq_http_req.link) */
     size_t npipe;               /* requests in that list */
@@ -81,6 +81,14 @@ struct dsq_conn {
     uint64_t last_rx;           /* uv_now() of the last bytes read */
     dsq_queue waiters;          /* waiting for room, oldest first (dsq_waiter.link;
                                    see dsq__conn_wait_room) */
+    bool capturing;             /* keeping the bytes of the request being read (raw) in case it
+                                   goes to another node (with [cluster]; until the pipeline
+                                   holds several requests) */
+    bool cap_pause;             /* the parser stopped at a request's end only to mark it */
+    dsq_buf raw;                /* the bytes from the start of the request being read on, as
+                                   received (after TLS) */
+    size_t chunk_base;          /* where in raw the input being parsed begins */
+    struct tunnel *tun;         /* MODE_TUNNEL: the connection to the primary's node */
     dsq_lnode link;             /* on srv->conns */
     dsq_conn *dirty_next;       /* srv->dirty */
     int handles;                /* open uv handles; freed at 0 */
@@ -138,6 +146,11 @@ static void free_pipeline(dsq_conn *c)
     c->npipe = 0;
 }
 
+static void tunnel_free(dsq_conn *c);
+static void tunnel_send(dsq_conn *c, const char *p, size_t n);
+static void tunnel_resume(dsq_conn *c);
+static bool forward_first(dsq_conn *c, dsq_http_req *req);
+
 static void on_handle_closed(uv_handle_t *h)
 {
     dsq_conn *c = h->data;
@@ -147,6 +160,8 @@ static void on_handle_closed(uv_handle_t *h)
     dsq_buf_free(&c->in);
     dsq_buf_free(&c->out);
     dsq_buf_free(&c->cipher);
+    dsq_buf_free(&c->raw);
+    tunnel_free(c);
     free(c);
 }
 
@@ -200,6 +215,7 @@ void dsq__conn_accept(dsq_listener *l)
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     dsq_http_parser_init(&c->parser, &parser_cb, c, srv->cfg->max_header_size,
                          srv->cfg->max_body_size);
+    c->capturing = srv->cluster != NULL;
     dsq_list_push(&c->srv->conns, &c->link);
     srv->metrics.conns_accepted++;
     srv->metrics.conns_open++;
@@ -275,6 +291,8 @@ static void conn_close(dsq_conn *c, dsq_close_reason why)
     }
     dsq_tls_free(c->tls);
     c->tls = NULL;
+    if (c->tun != NULL && !uv_is_closing((uv_handle_t *)c->tun))
+        uv_close((uv_handle_t *)c->tun, on_handle_closed); /* (the tunnel's handle is its first member) */
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (c->in_dirty) { /* it must not be flushed after it is freed */
@@ -361,6 +379,8 @@ static void on_write(uv_write_t *req, int status)
     /* Progress: the stall clock restarts. */
     stall_restart(c);
     mark_dirty(c);
+    if (c->tun != NULL)
+        tunnel_resume(c);
 }
 
 /* Write the bytes of `b`, taking its memory if they cannot all go now. */
@@ -686,8 +706,22 @@ static void on_timer(uv_timer_t *t)
 
 static void input(dsq_conn *c, const char *p, size_t n)
 {
-    if (c->closing || c->finishing || c->input_closed || n == 0)
+    if (c->closing || c->finishing || n == 0)
         return;
+    if (c->mode == MODE_TUNNEL) {
+        tunnel_send(c, p, n);
+        return;
+    }
+    if (c->input_closed)
+        return;
+    if (c->capturing) { /* the request may go to another node whole */
+        const dsq_config *cfg = c->srv->cfg;
+        c->chunk_base = c->raw.len;
+        if (c->raw.len + n > cfg->max_header_size + cfg->max_body_size + 65536 || dsq_buf_append(&c->raw, p, n) != 0) {
+            c->capturing = false; /* (then it is served here) */
+            dsq_buf_free(&c->raw);
+        }
+    }
     if (c->paused) {
         dsq_buf_append(&c->in, p, n); /* bounded: reading stops when paused */
         return;
@@ -834,7 +868,14 @@ static int conn_on_head(void *ud, dsq_http_req *req)
 static int conn_on_request(void *ud, dsq_http_req *req)
 {
     dsq_conn *c = ud;
+    if (c->capturing && c->npipe == 0 && forward_first(c, req)) {
+        dsq_http_req_free(req);
+        c->cap_pause = true;
+        return 1; /* the parser stops: this request's bytes and all after go to the other node */
+    }
     if (!req->answered && req->upgrade && ws_app_for(req) != NULL) {
+        c->capturing = false; /* a WebSocket from here on */
+        dsq_buf_free(&c->raw);
         c->upgrade = req; /* the parser stops after this; see http_input */
         return 0;
     }
@@ -845,7 +886,16 @@ static int conn_on_request(void *ud, dsq_http_req *req)
         pipeline_advance(c);
     else
         dsq__handle(c->srv, req);
-    return c->npipe >= c->srv->cfg->max_pipeline ? 1 : 0;
+    if (c->npipe >= c->srv->cfg->max_pipeline) {
+        c->capturing = false; /* pipelined: the connection stays here */
+        dsq_buf_free(&c->raw);
+        return 1;
+    }
+    if (c->capturing) {
+        c->cap_pause = true; /* http_input drops this request's bytes from raw */
+        return 1;
+    }
+    return 0;
 }
 
 /* A request the codec could not parse, or a timeout: answer it after the
@@ -875,16 +925,30 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
 
 static void http_input(dsq_conn *c, const char *p, size_t n)
 {
+    size_t done = 0; /* bytes of this input the parser took */
     while (n > 0 && !c->closing && !c->finishing && !c->input_closed && c->mode == MODE_HTTP) {
         size_t used = 0;
         int rv = dsq_http_parser_feed(&c->parser, p, n, &used);
         p += used;
         n -= used;
+        done += used;
         switch (rv) {
         case DSQ_HTTP_OK:
             n = 0;
             break;
         case DSQ_HTTP_PAUSED:
+            if (c->cap_pause) { /* a request ended: raw starts with the next one's bytes */
+                c->cap_pause = false;
+                if (c->mode == MODE_TUNNEL)
+                    return; /* (the rest went with the forwarded request) */
+                if (c->capturing) { /* raw keeps just the n bytes left of this input */
+                    dsq_buf_consume(&c->raw, c->chunk_base + done);
+                    c->chunk_base = 0;
+                    done = 0;
+                }
+                dsq_http_parser_resume(&c->parser);
+                continue;
+            }
             c->paused = true;
             dsq_buf_append(&c->in, p, n);
             sync_reading(c);
@@ -951,6 +1015,184 @@ static void pipeline_advance(dsq_conn *c)
         dsq_buf_reset(&r->out);
     }
     mark_dirty(c);
+}
+
+/* ---- forwarding to the primary's node ---------------------------------------------------- */
+
+/* A connection whose first request is for a database whose primary is on
+ * another node becomes a tunnel to that node's client listener: the
+ * request's bytes, and every byte after, go there as they came, and what
+ * comes back goes to the client. That node answers (and may itself pass
+ * the connection on). Bounded both ways by send_queue_limit. */
+typedef struct tunnel {
+    uv_tcp_t up;            /* first: the handle's address is the tunnel's; data = the conn */
+    uv_connect_t creq;
+    dsq_conn *c;
+    dsq_buf early;          /* the client's bytes before the connection is made */
+    bool connected;
+    bool reading;
+} tunnel;
+
+typedef struct up_write {
+    uv_write_t req;
+    dsq_conn *c;
+    size_t len;
+    char mem[];
+} up_write;
+
+static void tunnel_free(dsq_conn *c)
+{
+    if (c->tun == NULL)
+        return;
+    dsq_buf_free(&c->tun->early);
+    free(c->tun);
+    c->tun = NULL;
+}
+
+static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    dsq_conn *c = h->data;
+    buf->base = c->srv->rbuf;
+    buf->len = sizeof c->srv->rbuf;
+}
+
+static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    dsq_conn *c = s->data;
+    if (c->closing || nread == 0)
+        return;
+    if (nread < 0) { /* the other node is done: so is the client's connection, once flushed */
+        uv_read_stop(s);
+        c->tun->reading = false;
+        conn_finish(c, DSQ_CLOSE_DONE);
+        return;
+    }
+    dsq_buf_append(&c->out, buf->base, (size_t)nread);
+    mark_dirty(c);
+    if (backlog(c) > c->srv->cfg->send_queue_limit) {
+        uv_read_stop(s);
+        c->tun->reading = false;
+    }
+}
+
+static void tunnel_resume(dsq_conn *c)
+{
+    tunnel *t = c->tun;
+    if (t->connected && !t->reading && !c->finishing && !c->closing &&
+        backlog(c) <= c->srv->cfg->send_queue_limit / 2 &&
+        uv_read_start((uv_stream_t *)&t->up, on_up_alloc, on_up_read) == 0)
+        t->reading = true;
+}
+
+static void on_up_written(uv_write_t *req, int status)
+{
+    up_write *w = (up_write *)req;
+    dsq_conn *c = w->c;
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    if (c->held && uv_stream_get_write_queue_size((uv_stream_t *)&c->tun->up) <= c->srv->cfg->send_queue_limit / 2) {
+        c->held = false;
+        sync_reading(c);
+    }
+}
+
+static void up_write_bytes(dsq_conn *c, const char *p, size_t n)
+{
+    tunnel *t = c->tun;
+    up_write *w = malloc(sizeof *w + n);
+    if (w == NULL) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    w->c = c;
+    w->len = n;
+    memcpy(w->mem, p, n);
+    uv_buf_t b = uv_buf_init(w->mem, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&t->up, &b, 1, on_up_written) != 0) {
+        free(w);
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    /* The client waits while the other node does not take its bytes. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&t->up) > c->srv->cfg->send_queue_limit && !c->held) {
+        c->held = true;
+        sync_reading(c);
+    }
+}
+
+static void tunnel_send(dsq_conn *c, const char *p, size_t n)
+{
+    tunnel *t = c->tun;
+    if (!t->connected)
+        dsq_buf_append(&t->early, p, n);
+    else
+        up_write_bytes(c, p, n);
+}
+
+static void on_up_connected(uv_connect_t *req, int status)
+{
+    dsq_conn *c = req->data;
+    if (c->closing)
+        return;
+    tunnel *t = c->tun;
+    if (status < 0) {
+        DSQ_WARN("forward_failed", "peer=%s reason=%s", c->peer, dsq_log_q(uv_strerror(status)));
+        char body[300];
+        int n = snprintf(body, sizeof body,
+                         "{\"error\":{\"code\":\"NOT_PRIMARY\",\"message\":\"the node of the database's primary "
+                         "cannot be reached from here (%s); try again\"}}\n",
+                         uv_strerror(status));
+        dsq_buf_printf(&c->out,
+                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
+                       "%d\r\nConnection: close\r\n\r\n%s",
+                       n, body);
+        conn_finish(c, DSQ_CLOSE_DONE);
+        return;
+    }
+    t->connected = true;
+    uv_tcp_nodelay(&t->up, 1);
+    if (t->early.len > 0)
+        up_write_bytes(c, t->early.data, t->early.len);
+    dsq_buf_free(&t->early);
+    tunnel_resume(c);
+}
+
+/* The first request of c is for a database whose primary is elsewhere:
+ * true when c became a tunnel to that node (the request goes there). */
+static bool forward_first(dsq_conn *c, dsq_http_req *req)
+{
+    dsq_server *srv = c->srv;
+    char addr[80];
+    if (!dsq__forward_target(srv, req, addr, sizeof addr))
+        return false;
+    struct sockaddr_storage ss;
+    tunnel *t = calloc(1, sizeof *t);
+    if (t == NULL || dsq_parse_addr(addr, &ss) != 0) {
+        free(t);
+        return false;
+    }
+    t->c = c;
+    t->early = c->raw; /* this request's bytes, and what came after it */
+    c->raw = (dsq_buf)DSQ_BUF_INIT;
+    uv_tcp_init(&srv->loop, &t->up);
+    t->up.data = c;
+    c->handles++;
+    c->tun = t;
+    t->creq.data = c;
+    c->mode = MODE_TUNNEL;
+    c->paused = false;
+    c->dl_head = c->dl_body = c->dl_idle = 0;
+    dsq_buf_free(&c->in);
+    srv->metrics.forwarded++;
+    DSQ_DEBUG("forwarded", "peer=%s db=%s to=%s", c->peer, req->db, addr);
+    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ss, on_up_connected) != 0)
+        on_up_connected(&t->creq, UV_ECONNREFUSED);
+    return true;
 }
 
 /* ---- responses ------------------------------------------------------------ */

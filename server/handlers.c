@@ -185,6 +185,18 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "# TYPE dosqld_replication_acks_total counter\ndosqld_replication_acks_total %llu\n",
                        (unsigned long long)cs.records_shipped, (unsigned long long)cs.bytes_shipped,
                        (unsigned long long)cs.applies, (unsigned long long)cs.log_reads, (unsigned long long)cs.acks);
+        dsq_buf_printf(&b,
+                       "# HELP dosqld_replication_promotions_total Promotions of a copy here to primary.\n"
+                       "# TYPE dosqld_replication_promotions_total counter\n"
+                       "dosqld_replication_promotions_total %llu\n"
+                       "# HELP dosqld_replication_step_downs_total Primaries here that learned they were replaced.\n"
+                       "# TYPE dosqld_replication_step_downs_total counter\n"
+                       "dosqld_replication_step_downs_total %llu\n"
+                       "# HELP dosqld_replication_truncations_total Logs cut back to agree with a new primary's.\n"
+                       "# TYPE dosqld_replication_truncations_total counter\n"
+                       "dosqld_replication_truncations_total %llu\n",
+                       (unsigned long long)cs.promotions, (unsigned long long)cs.step_downs,
+                       (unsigned long long)cs.truncations);
     }
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);
@@ -878,6 +890,107 @@ static void handle_admin(dsq_server *srv, dsq_http_req *req, dsq_op op)
     req->abandon_arg = a;
 }
 
+/* ---- forwarding (several nodes) ------------------------------------------------ */
+
+/* Whether a /query body asks for a follower's answer. */
+static bool wants_replica(const dsq_http_req *req)
+{
+    json_error_t jerr;
+    json_t *b = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+    const char *c = b ? json_string_value(json_object_get(b, "consistency")) : NULL;
+    bool yes = c != NULL && strcmp(c, "replica") == 0;
+    json_decref(b);
+    return yes;
+}
+
+bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len)
+{
+    if (srv->cluster == NULL || req->answered || req->db[0] == '\0')
+        return false;
+    switch ((dsq_route_id)req->route) {
+    case DSQ_ROUTE_DB_QUERY:
+    case DSQ_ROUTE_DB_RPC:
+    case DSQ_ROUTE_DB_CAPNWEB:
+    case DSQ_ROUTE_DB_CDC:
+        break;
+    default:
+        return false;
+    }
+    int where = dsq_cluster_where(srv->cluster, req->db, addr, len);
+    if (where == 0 || addr[0] == '\0')
+        return false; /* its primary is here (or not known: refused here, naming it) */
+    if (where == 1 && (req->route == DSQ_ROUTE_DB_CDC || (req->route == DSQ_ROUTE_DB_QUERY && wants_replica(req))))
+        return false; /* what a follower serves itself */
+    return true;
+}
+
+/* ---- promoting a copy (several nodes) ------------------------------------------ */
+
+typedef struct promote_op {
+    dsq_http_req *req; /* NULL once abandoned */
+    char db[129];
+} promote_op;
+
+static void promote_abandon(void *arg) { ((promote_op *)arg)->req = NULL; }
+
+static void promote_done(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    promote_op *p = ud;
+    if (p->req != NULL) {
+        p->req->abandon = NULL;
+        if (rc != 0) {
+            dsq__respond_error(p->req, 0, DSQ_CODE_TIMEOUT, "the promotion of %s failed: %s", p->db, msg);
+        } else {
+            char body[400];
+            int n = snprintf(body, sizeof body, "{\"database\":\"%s\",\"epoch\":%llu,\"lsn\":%llu}", p->db,
+                             (unsigned long long)epoch, (unsigned long long)lsn);
+            dsq__respond_line(p->req, 200, "application/json", body, (size_t)n);
+        }
+    }
+    free(p);
+}
+
+/* POST /v1/admin/promote {"database": NAME}: make this node's copy the
+ * primary (docs/replication.md). */
+static void handle_promote(dsq_server *srv, dsq_http_req *req)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+    const char *db = body ? json_string_value(json_object_get(body, "database")) : NULL;
+    if (db == NULL || !dsq_db_name_valid(db)) {
+        json_decref(body);
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "the body must be {\"database\": NAME}");
+        return;
+    }
+    if (dsq_auth_check(srv->auth, req->token, req->token_len, DSQ_SCOPE_ADMIN, db) != DSQ_AUTH_OK) {
+        json_decref(body);
+        dsq__respond_error(req, 403, DSQ_CODE_FORBIDDEN, "the token does not grant admin on database %s", db);
+        return;
+    }
+    if (srv->cluster == NULL) {
+        json_decref(body);
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "this node is not part of a cluster ([cluster] peers)");
+        return;
+    }
+    promote_op *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        json_decref(body);
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->req = req;
+    snprintf(p->db, sizeof p->db, "%s", db);
+    json_decref(body);
+    char err[400];
+    req->abandon = promote_abandon;
+    req->abandon_arg = p;
+    if (dsq_cluster_promote(srv->cluster, p->db, promote_done, p, err, sizeof err) != 0) {
+        req->abandon = NULL;
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "%s", err);
+        free(p);
+    }
+}
+
 /* ---- dispatch -------------------------------------------------------------- */
 
 void dsq__handle(dsq_server *srv, dsq_http_req *req)
@@ -894,6 +1007,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
+    case DSQ_ROUTE_PROMOTE: handle_promote(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

@@ -84,6 +84,9 @@ int dsq_metrics_render(const dsq_metrics *m, dsq_buf *o)
            "Connections refused with 503 because max_connections were open.");
     dsq_buf_printf(o, "dosqld_connections_rejected_total %llu\n",
                    (unsigned long long)m->conns_rejected);
+    family(o, "dosqld_forwarded_connections_total", "counter",
+           "Client connections passed on to the node of their database's primary ([cluster]).");
+    dsq_buf_printf(o, "dosqld_forwarded_connections_total %llu\n", (unsigned long long)m->forwarded);
     family(o, "dosqld_connections_closed_total", "counter", "Connections closed, by reason.");
     for (int i = 0; i < DSQ__CLOSE_COUNT; i++)
         dsq_buf_printf(o, "dosqld_connections_closed_total{reason=\"%s\"} %llu\n", close_names[i],

@@ -33,6 +33,7 @@ typedef struct dsq_metrics {
     uint64_t conns_open;                          /* gauge */
     uint64_t conns_accepted;                      /* counter */
     uint64_t conns_rejected;                      /* over max_connections */
+    uint64_t forwarded;                           /* connections passed on to a primary's node */
     uint64_t conns_closed[DSQ__CLOSE_COUNT];      /* by reason */
     uint64_t ws_open;                             /* gauge */
     uint64_t ws_msgs_in, ws_msgs_out;             /* messages */

@@ -181,6 +181,7 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
     dsq_commit_ack ack = DSQ_ACK_QUORUM;
     dsq_commit_ack_parse(cfg->cluster_commit_ack, &ack); /* (checked by the configuration) */
     dsq_cluster_cfg cc = {
+        .data_dir = cfg->data_dir,
         .node_id = cfg->cluster_node_id,
         .peers = (const char *const *)cfg->cluster_peers.items,
         .npeers = cfg->cluster_peers.n,
@@ -189,6 +190,7 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .peer_timeout_ms = cfg->cluster_peer_timeout_ms,
         .replicas = (unsigned)cfg->cluster_replicas,
         .ack = ack,
+        .promote_timeout_ms = cfg->cluster_promote_timeout_ms,
     };
     int rc = dsq_cluster_new(&cc, &srv->cluster, err, errlen);
     OPENSSL_cleanse(secret, sizeof secret);
@@ -358,8 +360,16 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->tls_listen.n; i++)
         if (add_listener(srv, cfg->tls_listen.items[i], true, err, errlen) != 0)
             return -1;
-    if (srv->cluster != NULL && dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, err, errlen) != 0)
-        return -1;
+    if (srv->cluster != NULL) {
+        /* Where the other nodes send the clients they pass on: this node's
+         * first plain listener (the list is newest first). */
+        const char *client = NULL;
+        for (dsq_listener *l = srv->listeners; l != NULL; l = l->next)
+            if (!l->tls)
+                client = l->addr;
+        if (dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, client, err, errlen) != 0)
+            return -1;
+    }
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
                  cfg->allow_unauthenticated ? "allow_unauthenticated=yes" : "no_tokens_loopback_only");

@@ -152,6 +152,11 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req);
 const dsq_ws_app *dsq__ws_app(dsq_route_id route);
 
 /* ---- server.c ---- */
+/* With [cluster]: whether a connection whose first request is req goes
+ * whole to the node of req's database's primary (its client address
+ * into addr[len]) instead of being served here (handlers.c). */
+bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len);
+
 /* The last connection closed while draining: stop the loop. */
 void dsq__server_conns_gone(dsq_server *srv);
 

@@ -66,6 +66,8 @@ static bool belongs_to_hold(const dsq_actor *a, const dsq_call *c)
         return true; /* it fails at once, touching nothing */
     if (a->cold_wait)
         return false; /* in order: what came after the waiting call runs after it */
+    if (c->wait_lsn && c->min_lsn > a->lsn_seen)
+        return false; /* not yet: this copy has not reached its LSN */
     if (c->stream_id != 0 && c->state != DSQ__CALL_NEW && sstream_open(a, c->stream_id))
         return true; /* a snapshot stream's continuation: its own connection */
     if (a->stream_id != 0) {
@@ -206,10 +208,18 @@ void dsq__actor_repost(dsq_engine *e, dsq_actor *a, dsq_call *c)
 void dsq__actor_expire_writers(dsq_engine *e, dsq_actor *a, uint64_t now)
 {
     uint64_t limit = e->cfg.write_wait_ms;
+    uint64_t lsn_limit = e->cfg.repl_timeout_ms ? e->cfg.repl_timeout_ms : e->cfg.write_wait_ms;
     pthread_mutex_lock(&a->mu);
     bool any = false;
     dsq_call *m;
     dsq_queue_foreach(m, &a->mail, link) {
+        if (m->wait_lsn) { /* a read waiting for this copy to reach its LSN */
+            if (!m->wait_expired && now >= m->wait_since_ms && now - m->wait_since_ms >= lsn_limit) {
+                m->wait_expired = true;
+                any = true;
+            }
+            continue;
+        }
         /* Writes sent back to wait, and what waits for the transaction
          * from the start: another beginTransaction, a drop. (now was read
          * before: a call may have begun to wait since.) */

@@ -398,7 +398,8 @@ void dsq_engine_tick(dsq_engine *e)
                 stream_id = a->sstreams[i].id;
             }
         }
-        bool writers = a->txn[0] != '\0' && a->nmail > 0;
+        /* (also reads waiting for this copy to reach their LSN) */
+        bool writers = a->nmail > 0;
         pthread_mutex_unlock(&a->mu);
         if (writers)
             dsq__actor_expire_writers(e, a, now);

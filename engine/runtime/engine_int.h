@@ -220,6 +220,8 @@ typedef struct dsq_actor {
     actor_life life;                /* dsq__actor_life: written by its worker */
     bool cold_wait;                 /* a call waits for a page from the object store: nothing
                                        else runs until it ran again (warm.h) */
+    uint64_t lsn_seen;              /* the last commit, as of the end of its last call (for calls
+                                       that wait for an LSN: wait_lsn) */
     dsq_gate *gate_live;            /* the open database's gate, for the loop thread
                                        (dsq_engine_repl_poke, the tick); NULL while closed */
 

@@ -152,6 +152,10 @@ static void op_query(run_ctx *x)
     actor_open *o = x->o;
     if (dsq__alloc_results(c, 1) != 0)
         return;
+    if (c->min_lsn > o->lsn) { /* a bookmark this copy has not reached */
+        x->park_lsn = true;
+        return;
+    }
     if (c->as_of != DSQ_AS_OF_NONE) {
         op_query_as_of(x);
         return;
@@ -614,8 +618,22 @@ static bool refused(run_ctx *x, const exec_op *op, bool shut)
     dsq_call *c = x->c;
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
-    } else if (op->open && x->role == DSQ_ROLE_ELSEWHERE) {
+    } else if ((op->open || c->op == DSQ_OP_DROP) && x->role == DSQ_ROLE_ELSEWHERE) {
         dsq__fail_not_primary(x, "calls");
+    } else if (c->op == DSQ_OP_DROP && x->role != DSQ_ROLE_ALONE) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                  "database %s has copies on several nodes: dropping it is not supported yet", x->a->name);
+    } else if (x->role == DSQ_ROLE_FOLLOWER && c->state == DSQ__CALL_NEW && c->txn[0] == '\0' && !c->replica_ok &&
+               (c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
+                (c->op == DSQ_OP_QUERY && c->as_of == DSQ_AS_OF_NONE))) {
+        /* A read of the newest state is the primary's to answer, unless the
+         * client takes a follower's (time travel and read-only transactions
+         * read a state they name). */
+        dsq__fail_not_primary(x, "reads of the newest state unless asked with consistency \"replica\"");
+    } else if (c->wait_expired && c->wait_lsn) {
+        dsq__fail(c, DSQ_CODE_TIMEOUT, "it waited %llu ms for this copy of %s to reach LSN %llu (minLSN); it is at %llu",
+                  (unsigned long long)(dsq_now_ms() - c->wait_since_ms), x->a->name, (unsigned long long)c->min_lsn,
+                  (unsigned long long)x->a->lsn_seen);
     } else if (c->wait_expired) {
         dsq__fail(c, DSQ_CODE_TIMEOUT,
                   "it waited %llu ms for another client's transaction to end (write_wait_timeout)",
@@ -722,12 +740,25 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__actor_close(a);
         x.o = NULL;
     }
-    if (op->open)
+    if (op->open || c->op == DSQ_OP_DROP)
         dsq__repl_role(&x);
     if (!refused(&x, op, shut))
         dispatch(&x, op);
     if (e->warm != NULL && cold_settle(&x, op))
         return; /* it waits for a page */
+    if (x.o != NULL && x.o->lsn != a->lsn_seen) { /* (read by calls that wait for an LSN) */
+        pthread_mutex_lock(&a->mu);
+        a->lsn_seen = x.o->lsn;
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (x.park_lsn) { /* it waits, in its place, for this copy to reach its LSN */
+        c->err = 0;
+        c->msg[0] = '\0';
+        c->cold_retry = false;
+        c->wait_lsn = true;
+        dsq__actor_repost(e, a, c);
+        return;
+    }
     if (x.park) { /* it writes: it waits, in its place, for the open transaction to end */
         c->err = 0;
         c->msg[0] = '\0';

@@ -21,6 +21,7 @@ typedef struct run_ctx {
     bool beside;         /* reads beside another client's open transaction: a statement
                             that writes makes the call wait for it (park) */
     bool park;           /* so it did: the call goes back to the mailbox, to run later */
+    bool park_lsn;       /* it waits for this copy to reach c->min_lsn (back to the mailbox) */
     snap_txn *snap;      /* the read-only transaction the call names, or NULL */
     size_t start_off;    /* dsq__run_sql: begin at this byte of the SQL (a run after a cold page) */
     bool retry;          /* a page was in the object store: run the call again once it is here */

@@ -8,6 +8,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 
 import { sleep, startDosqld } from '../../integration/lib/harness.mjs';
+import { FaultProxy } from './proxy.mjs';
 
 export { sleep };
 
@@ -33,17 +34,33 @@ export function secretFile(dir, secret = crypto.randomBytes(32).toString('hex'))
 
 // Start `n` nodes n1..nN. `conf(i)` adds text to node i's config (after
 // its [cluster] section's keys, so it may add more of them); `secrets`
-// gives a node another secret file.
-export async function startCluster(n, { conf = () => '', secretFor = {} } = {}) {
+// gives a node another secret file. With `proxies`, every link goes
+// through a FaultProxy (proxy.mjs): c.proxy(i, j) is the one between
+// nodes i and j (0-based), c.isolate(i) / c.rejoin(i) partition a node
+// from all the others and heal it.
+export async function startCluster(n, { conf = () => '', secretFor = {}, proxies = false } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'dosqld-cluster-'));
   const secret = secretFile(dir);
   const ports = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());
   const peers = ports.map((p, i) => `n${i + 1}@127.0.0.1:${p}`).join(', ');
+  // The node with the smaller id dials: node i reaches node j > i through
+  // the proxy of the pair.
+  const pairs = new Map();
+  if (proxies)
+    for (let i = 0; i < n; i++)
+      for (let j = i + 1; j < n; j++) pairs.set(`${i},${j}`, await new FaultProxy(ports[j]).start());
+  const peersOf = (i) => ports.map((p, j) => {
+    const px = j > i ? pairs.get(`${i},${j}`) : undefined;
+    return `n${j + 1}@127.0.0.1:${px ? px.port : p}`;
+  }).join(', ');
   const nodes = [];
   const c = { dir, secret, peers, peerPorts: ports, nodes };
-  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = ${peers}\nsecret_file = ${secretFor[i] ?? secret}\n` +
+  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = ${proxies ? peersOf(i) : peers}\nsecret_file = ${secretFor[i] ?? secret}\n` +
     `heartbeat_interval = 100ms\npeer_timeout = 1s\n${conf(i)}`;
+  c.proxy = (i, j) => pairs.get(i < j ? `${i},${j}` : `${j},${i}`);
+  c.isolate = (i) => { for (let j = 0; j < n; j++) if (j !== i) c.proxy(i, j).partition(); };
+  c.rejoin = (i) => { for (let j = 0; j < n; j++) if (j !== i) c.proxy(i, j).heal(); };
   try {
     for (let i = 0; i < n; i++) nodes.push(await startDosqld({ conf: c.confOf(i) }));
   } catch (e) {
@@ -56,6 +73,7 @@ export async function startCluster(n, { conf = () => '', secretFor = {} } = {}) 
     for (const d of nodes) {
       try { await d.cleanup(); } catch (e) { errs.push(e); }
     }
+    for (const px of pairs.values()) await px.close();
     rmSync(dir, { recursive: true, force: true });
     if (errs.length) throw errs[0];
   };

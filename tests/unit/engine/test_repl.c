@@ -139,6 +139,16 @@ static tcall *go(copy *cp, tcall *t)
 
 static tcall *submit(copy *cp, dsq_op op, const char *sql) { return go(cp, make(cp, op, sql)); }
 
+/* A query a follower may answer (consistency "replica"), once it has
+ * min_lsn. */
+static tcall *replica_read(const char *sql, uint64_t min_lsn)
+{
+    tcall *t = make(&F, DSQ_OP_QUERY, sql);
+    t->c.replica_ok = true;
+    t->c.min_lsn = min_lsn;
+    return go(&F, t);
+}
+
 static void done(tcall *t)
 {
     dsq_call_reset(&t->c);
@@ -201,7 +211,7 @@ Test(repl, a_reply_waits_for_the_other_copy_which_then_serves_it)
     uint64_t lsn = w->c.lsn;
     done(w);
 
-    tcall *r = submit(&F, DSQ_OP_QUERY, "SELECT sum(x), count(*) FROM t");
+    tcall *r = replica_read("SELECT sum(x), count(*) FROM t", 0);
     test_wait(F.e, &F.ndone, F.ndone + 1, "the follower's read");
     cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
     size_t pos = 0;
@@ -225,7 +235,7 @@ Test(repl, a_reply_waits_for_the_other_copy_which_then_serves_it)
         cr_assert_eq(more[i]->c.err, 0, "%s", more[i]->c.msg);
         done(more[i]);
     }
-    r = submit(&F, DSQ_OP_QUERY, "SELECT sum(x) FROM t");
+    r = replica_read("SELECT sum(x) FROM t", 0);
     int n = F.ndone + 1;
     test_wait(F.e, &F.ndone, n, "the follower's read");
     pos = 0;
@@ -344,7 +354,7 @@ Test(repl, a_follower_cuts_its_log_back_and_goes_on)
     cr_assert_eq(t->c.err, 0, "%s", t->c.msg);
     cr_assert_eq(t->c.lsn, 3);
     done(t);
-    tcall *r = submit(&F, DSQ_OP_QUERY, "SELECT count(*) FROM t");
+    tcall *r = replica_read("SELECT count(*) FROM t", 0);
     test_wait(F.e, &F.ndone, 3, "a read");
     cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
     size_t pos = 0;
@@ -392,6 +402,54 @@ Test(repl, no_cut_behind_a_checkpoint)
     pthread_mutex_unlock(&P.mu);
     dsq_engine_repl_poke(P.e, "d");
     test_wait(P.e, &P.ndone, 3, "the writes' replies");
+    done(w);
+    done(w2);
+}
+
+/* A read of the newest state is the primary's unless the client takes a
+ * follower's; a bookmark read waits for the follower to reach its LSN. */
+Test(repl, a_follower_answers_reads_asked_so_once_it_has_the_bookmark)
+{
+    tcall *w = submit(&P, DSQ_OP_QUERY, "CREATE TABLE t(x)");
+    tcall *w2 = submit(&P, DSQ_OP_QUERY, "INSERT INTO t VALUES (5)");
+    ENGINE_WAIT_UNTIL(P.e, (pthread_mutex_lock(&P.mu), P.last_lsn >= 2 ? (pthread_mutex_unlock(&P.mu), 1)
+                                                                       : (pthread_mutex_unlock(&P.mu), 0)),
+                      "two records");
+    tcall *plain = submit(&F, DSQ_OP_QUERY, "SELECT 1");
+    test_wait(F.e, &F.ndone, 1, "a plain read");
+    cr_assert_eq(plain->c.code, DSQ_CODE_NOT_PRIMARY, "%s", plain->c.msg);
+    cr_assert(strstr(plain->c.msg, "consistency") != NULL, "%s", plain->c.msg);
+    done(plain);
+    /* Bookmark 2: it waits (the follower has nothing yet), then the
+     * records come and it answers with them. */
+    tcall *r = replica_read("SELECT count(*) FROM t", 2);
+    for (int i = 0; i < 20; i++) { /* (that something does not happen: a while) */
+        dsq_engine_poll(F.e);
+        wait_sleep_ms(2);
+    }
+    cr_assert_eq(F.ndone, 1, "the read did not wait for its bookmark");
+    ship();
+    test_wait(F.e, &F.ndone, 3, "the read after the records");
+    cr_assert_eq(r->c.err, 0, "%s", r->c.msg);
+    size_t pos = 0;
+    dsq_value v;
+    cr_assert(dsq_result_next(&r->c.results[0], &pos, &v));
+    cr_assert_eq(v.i, 1);
+    cr_assert_geq(r->c.lsn, 2);
+    done(r);
+    /* A bookmark it never reaches: TIMEOUT after the commit timeout (300 ms
+     * here), naming how far it is. */
+    r = replica_read("SELECT 1", 99);
+    for (int i = 0; i < 3000 && F.ndone < 4; i++) {
+        dsq_engine_tick(F.e);
+        dsq_engine_poll(F.e);
+        wait_sleep_ms(1);
+    }
+    cr_assert_eq(r->c.code, DSQ_CODE_TIMEOUT, "%s", r->c.msg);
+    cr_assert(strstr(r->c.msg, "reach LSN 99") != NULL, "%s", r->c.msg);
+    done(r);
+    ack();
+    test_wait(P.e, &P.ndone, 2, "the writes' replies");
     done(w);
     done(w2);
 }

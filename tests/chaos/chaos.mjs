@@ -1,0 +1,132 @@
+// chaos — three nodes, three copies, writers through every node, and
+// faults one after another: a node partitioned, paused (SIGSTOP), killed
+// (SIGKILL) and restarted; a link delayed or black-holed; a promotion
+// when the primary is out of reach. At the end, everything healed: every
+// acknowledged write is on every copy, once. Prints a summary.
+//
+//   node tests/chaos/chaos.mjs [ROUNDS]      (make chaos: ROUNDS=...)
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { startDosqld } from '../integration/lib/harness.mjs';
+import { clusterInfo, sleep, startCluster, until } from '../cluster/lib/cluster.mjs';
+
+export async function chaos(rounds, { log = console.log, seed = Date.now() } = {}) {
+  let x = seed >>> 0;
+  const rand = () => ((x = (x * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const pick = (a) => a[Math.floor(rand() * a.length)];
+  const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\n';
+  const c = await startCluster(3, { conf, proxies: true });
+  const db = 'chaos';
+  const faults = {};
+  const acked = new Set();
+  let attempts = 0, promotions = 0;
+  const down = new Set(); // nodes not to send to now (stopped or killed)
+  const gone = []; // directories of killed nodes' first daemons
+  const post = async (d, route, body, ms = 8000) => {
+    try {
+      const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
+      return { status: r.status, body: await r.json() };
+    } catch (e) {
+      return { status: 0, body: { error: { code: 'NETWORK', message: String(e) } } };
+    }
+  };
+  const primaryIdx = async () => {
+    for (const [i, d] of c.nodes.entries()) {
+      if (down.has(i)) continue;
+      try { return Number((await clusterInfo(d, `?database=${db}`)).body.database.primary.slice(1)) - 1; } catch { /* next */ }
+    }
+    return -1;
+  };
+  try {
+    const p0 = c.nodes[await primaryIdx()];
+    assert.equal((await post(p0, `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    let stop = false, next = 1;
+    const writer = async () => {
+      while (!stop) {
+        const live = c.nodes.map((_, i) => i).filter((i) => !down.has(i));
+        const id = next++;
+        attempts++;
+        const r = await post(c.nodes[pick(live)], `/v1/db/${db}/query`, { sql: 'INSERT INTO t VALUES (?)', params: [id] });
+        if (r.status === 200) acked.add(id);
+        else await sleep(30);
+      }
+    };
+    const writers = [writer(), writer(), writer()];
+    for (let round = 1; round <= rounds; round++) {
+      const i = Math.floor(rand() * 3);
+      const kind = pick(['partition', 'pause', 'kill', 'delay', 'blackhole']);
+      faults[kind] = (faults[kind] ?? 0) + 1;
+      const ms = 800 + Math.floor(rand() * 1500);
+      const p = await primaryIdx();
+      if (kind === 'partition') {
+        c.isolate(i);
+      } else if (kind === 'pause') {
+        down.add(i);
+        c.nodes[i].proc.kill('SIGSTOP');
+      } else if (kind === 'kill') {
+        down.add(i);
+        c.nodes[i].proc.kill('SIGKILL');
+        await c.nodes[i].exit;
+      } else {
+        const j = (i + 1 + Math.floor(rand() * 2)) % 3;
+        if (kind === 'delay') c.proxy(i, j).delayMs = 50;
+        else c.proxy(i, j).blackhole();
+      }
+      // The primary out of reach: the operator promotes another copy.
+      if (i === p && (kind === 'partition' || kind === 'pause' || kind === 'kill')) {
+        await sleep(1200); // (the others see it gone: peer_timeout)
+        const to = pick([0, 1, 2].filter((k) => k !== i));
+        const r = await post(c.nodes[to], '/v1/admin/promote', { database: db }, 10000);
+        if (r.status === 200) promotions++;
+      } else {
+        await sleep(ms);
+      }
+      // Heal.
+      if (kind === 'partition' || kind === 'delay' || kind === 'blackhole') {
+        c.rejoin(i);
+        for (let j = 0; j < 3; j++) if (j !== i) c.proxy(i, j).heal();
+      } else if (kind === 'pause') {
+        c.nodes[i].proc.kill('SIGCONT');
+        down.delete(i);
+      } else {
+        const old = c.nodes[i];
+        c.nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: path.join(old.dir, 'data') });
+        gone.push(old.dir); /* (its data stays in the first one's directory) */
+        down.delete(i);
+      }
+      await sleep(300);
+      log(`round ${round}: ${kind} n${i + 1}${i === p ? ' (the primary)' : ''}; acknowledged ${acked.size} of ${attempts}`);
+    }
+    stop = true;
+    await Promise.all(writers);
+    // Healed: writes go through again, and every copy converges.
+    const fin = await primaryIdx();
+    await until(async () => (await post(c.nodes[fin], `/v1/db/${db}/query`, { sql: 'INSERT OR IGNORE INTO t VALUES (0)' })).status === 200,
+      30000, 'a write after healing');
+    const ids = async (d) => {
+      const r = await post(d, `/v1/db/${db}/query`, { sql: 'SELECT group_concat(id) FROM (SELECT id FROM t ORDER BY id)', consistency: 'replica' });
+      return r.status === 200 ? (r.body.rows[0][0] ?? '') : `error ${r.status}`;
+    };
+    const want = await ids(c.nodes[fin]);
+    const have = new Set(want.split(',').map(Number));
+    const lost = [...acked].filter((id) => !have.has(id));
+    assert.deepEqual(lost, [], `acknowledged writes lost: ${lost.slice(0, 20)}`);
+    for (const d of c.nodes) await until(async () => (await ids(d)) === want, 30000, 'every copy the same');
+    const summary = { rounds, seed, faults, promotions, attempts, acknowledged: acked.size, rows: have.size - 1 };
+    log(`chaos: ${JSON.stringify(summary)}`);
+    return summary;
+  } finally {
+    for (const d of c.nodes) {
+      try { d.proc.kill('SIGCONT'); } catch { /* gone */ }
+    }
+    await c.cleanup();
+    for (const d of gone) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const rounds = Number(process.argv[2] ?? process.env.ROUNDS ?? 40);
+  chaos(rounds).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+}

@@ -1,0 +1,179 @@
+// Promotion and fencing: a follower promoted after its primary is killed
+// has every acknowledged commit; a primary that was only paused can get
+// nothing acknowledged once replaced and points its clients at the new
+// one; a follower's bookmark reads see the client's own writes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { startDosqld } from '../integration/lib/harness.mjs';
+import { clusterInfo, sleep, startCluster, until } from './lib/cluster.mjs';
+
+const conf = () => 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n';
+
+async function post(d, route, body, ms = 15000) {
+  try {
+    const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
+    return { status: r.status, body: await r.json() };
+  } catch (e) {
+    return { status: 0, body: { error: { code: 'NETWORK', message: String(e) } } };
+  }
+}
+const query = (d, db, sql, params, extra = {}) => post(d, `/v1/db/${db}/query`, { sql, params, ...extra });
+
+async function roles(c, db) {
+  const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;
+  const byId = (id) => c.nodes[Number(id.slice(1)) - 1];
+  return { primary: byId(info.primary), followers: info.copies.filter((x) => x.role === 'follower').map((x) => byId(x.node)), info };
+}
+
+async function ids(d, db) {
+  const r = await query(d, db, 'SELECT id FROM t ORDER BY id', undefined, { consistency: 'replica' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.rows.map((x) => x[0]);
+}
+
+// Writers that insert unique ids until stopped; `acked` holds the ids whose
+// reply said so.
+function writers(node, db, n, acked, from) {
+  let stop = false;
+  let next = from;
+  const run = async () => {
+    while (!stop) {
+      const id = next++;
+      const r = await query(node(), db, 'INSERT INTO t(id) VALUES (?)', [id]);
+      if (r.status === 200) acked.push(id);
+      else await sleep(20);
+    }
+  };
+  const all = Array.from({ length: n }, run);
+  return async () => { stop = true; await Promise.all(all); };
+}
+
+async function killAndPromote(lose) {
+  const c = await startCluster(3, { conf });
+  const gone = [];
+  try {
+    const db = 'ledger';
+    let { primary, followers } = await roles(c, db);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    const acked = [];
+    let target = primary;
+    const stop = writers(() => target, db, 4, acked, 1);
+    await until(async () => acked.length >= 50, 15000, 'writes before the kill');
+    primary.proc.kill('SIGKILL');
+    await primary.exit;
+    gone.push(primary);
+    await stop();
+    const before = acked.length;
+    // The operator promotes a follower.
+    const p = await post(followers[0], '/v1/admin/promote', { database: db });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.epoch, 2);
+    // Every acknowledged commit is there, each once.
+    const have = new Set(await ids(followers[0], db));
+    for (const id of acked) assert.ok(have.has(id), `acknowledged id ${id} is missing after the promotion`);
+    // Writes go on on the new primary (once the old one's lease is over).
+    target = followers[0];
+    const stop2 = writers(() => target, db, 2, acked, 100000);
+    await until(async () => acked.length >= before + 20, 15000, 'writes on the new primary');
+    // The old primary comes back (with its disk, or without): it follows.
+    const idx = c.nodes.indexOf(primary);
+    if (lose) rmSync(path.join(primary.dir, 'data'), { recursive: true, force: true });
+    const back = await startDosqld({ conf: c.confOf(idx), dataDir: lose ? undefined : path.join(primary.dir, 'data') });
+    c.nodes[idx] = back;
+    await stop2();
+    const want = [...new Set(await ids(target, db))].sort((a, b) => a - b);
+    for (const id of acked) assert.ok(want.includes(id), `acknowledged id ${id} missing`);
+    for (const d of [back, followers[1]])
+      await until(async () => JSON.stringify(await ids(d, db)) === JSON.stringify(want), 20000, 'every copy the same');
+    // Through the old primary's node, a write reaches the new primary.
+    const w = await query(back, db, 'INSERT INTO t(id) VALUES (-1)');
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+    assert.ok((await ids(target, db)).includes(-1));
+  } finally {
+    await c.cleanup();
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+  }
+}
+
+test('kill -9 the primary under writes, promote a follower: nothing acknowledged is lost', () => killAndPromote(false));
+
+test('the same with the primary\'s disk lost', () => killAndPromote(true));
+
+test('a paused primary, replaced, gets nothing acknowledged and points at the new one', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const db = 'fence';
+    const { primary, followers, info } = await roles(c, db);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    assert.equal((await query(primary, db, 'INSERT INTO t VALUES (1)')).status, 200);
+    primary.proc.kill('SIGSTOP');
+    let resumed = false;
+    try {
+      // A write and a read sent to it while it is paused wait in its socket.
+      const late = query(primary, db, 'INSERT INTO t VALUES (2)');
+      const p = await post(followers[0], '/v1/admin/promote', { database: db });
+      assert.equal(p.status, 200, JSON.stringify(p.body));
+      const w = await query(followers[0], db, 'INSERT INTO t VALUES (3)');
+      assert.equal(w.status, 200, JSON.stringify(w.body));
+      primary.proc.kill('SIGCONT');
+      resumed = true;
+      // What it had taken before it learned was not acknowledged by it:
+      // either refused pointing at the new primary, or (once it knew)
+      // passed on to the new primary and acknowledged there.
+      const r = await late;
+      const newId = `n${c.nodes.indexOf(followers[0]) + 1}`;
+      if (r.status !== 200) {
+        assert.ok(['NOT_PRIMARY', 'TIMEOUT'].includes(r.body.error?.code), JSON.stringify(r.body));
+        if (r.body.error.code === 'NOT_PRIMARY') assert.match(r.body.error.message, new RegExp(newId));
+      }
+      // Its reads never show the state before the new primary's write.
+      const read = await query(primary, db, 'SELECT group_concat(id) FROM t');
+      if (read.status === 200) assert.match(read.body.rows[0][0], /3/);
+      else assert.ok(['NOT_PRIMARY', 'TIMEOUT'].includes(read.body.error.code), JSON.stringify(read.body));
+      // Soon its clients reach the new primary through it.
+      await until(async () => (await query(primary, db, 'INSERT OR IGNORE INTO t VALUES (4)')).status === 200, 10000,
+        'a write through the old primary');
+      assert.ok((await ids(followers[0], db)).includes(4));
+      // Every copy ends the same, without the unacknowledged write unless it
+      // came through the new primary.
+      const want = JSON.stringify(await ids(followers[0], db));
+      for (const d of c.nodes) await until(async () => JSON.stringify(await ids(d, db)) === want, 15000, 'convergence');
+      if (r.status === 200) assert.ok(JSON.parse(want).includes(2), 'an acknowledged write was lost');
+      if (r.body.error?.code === 'NOT_PRIMARY') assert.ok(!JSON.parse(want).includes(2), 'a refused write is there');
+      assert.equal(info.epoch, 1);
+    } finally {
+      if (!resumed) primary.proc.kill('SIGCONT');
+    }
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('bookmark reads on a follower always see the client\'s own writes', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const db = 'bm';
+    const { primary, followers } = await roles(c, db);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    for (let i = 1; i <= 40; i++) {
+      const w = await query(primary, db, 'INSERT INTO t VALUES (?)', [i]);
+      assert.equal(w.status, 200);
+      const f = followers[i % 2];
+      const r = await query(f, db, 'SELECT max(id) FROM t', undefined, { consistency: 'replica', minLSN: w.body.lsn });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.rows[0][0], i, 'the follower answered without the write before it');
+      assert.ok(r.body.lsn >= w.body.lsn);
+    }
+    // A bookmark no copy reaches: TIMEOUT after the commit timeout.
+    const r = await query(followers[0], db, 'SELECT 1', undefined, { consistency: 'replica', minLSN: 1e9 });
+    assert.equal(r.body.error?.code, 'TIMEOUT', JSON.stringify(r.body));
+    assert.match(r.body.error.message, /minLSN/);
+    const bad = await query(followers[0], db, 'SELECT 1', undefined, { consistency: 'eventual' });
+    assert.equal(bad.status, 400);
+  } finally {
+    await c.cleanup();
+  }
+});

@@ -1,0 +1,94 @@
+// Faults on the links, through a proxy between every pair of nodes:
+// partitions, black holes and delays. Commits go on with a quorum, wait
+// and end in TIMEOUT without one, nothing acknowledged is lost across a
+// promotion on the majority side, and every copy converges after healing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { clusterInfo, startCluster, until } from './lib/cluster.mjs';
+
+const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\n';
+
+async function post(d, route, body, ms = 15000) {
+  try {
+    const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
+    return { status: r.status, body: await r.json() };
+  } catch (e) {
+    return { status: 0, body: { error: { code: 'NETWORK', message: String(e) } } };
+  }
+}
+const query = (d, db, sql, params, extra = {}) => post(d, `/v1/db/${db}/query`, { sql, params, ...extra });
+
+async function roles(c, db) {
+  const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;
+  const idx = (id) => Number(id.slice(1)) - 1;
+  return { p: idx(info.primary), fs: info.copies.filter((x) => x.role === 'follower').map((x) => idx(x.node)) };
+}
+
+async function ids(d, db) {
+  const r = await query(d, db, 'SELECT group_concat(id) FROM (SELECT id FROM t ORDER BY id)', undefined, { consistency: 'replica' });
+  return r.status === 200 ? (r.body.rows[0][0] ?? '') : `error ${r.status}`;
+}
+
+test('partitions: a quorum commits, none times out, healing converges', async () => {
+  const c = await startCluster(3, { conf, proxies: true });
+  try {
+    const db = 'part';
+    const { p, fs } = await roles(c, db);
+    const P = c.nodes[p];
+    assert.equal((await query(P, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    c.isolate(fs[0]);
+    for (let i = 1; i <= 5; i++) assert.equal((await query(P, db, 'INSERT INTO t VALUES (?)', [i])).status, 200);
+    c.isolate(fs[1]); // the primary is alone now
+    const r = await query(P, db, 'INSERT INTO t VALUES (6)');
+    assert.equal(r.body.error?.code, 'TIMEOUT', JSON.stringify(r.body));
+    // A black hole (the connection stays, the bytes vanish) and a delay.
+    c.rejoin(fs[0]);
+    c.rejoin(fs[1]);
+    c.proxy(p, fs[0]).blackhole();
+    c.proxy(p, fs[1]).delayMs = 30;
+    await until(async () => (await query(P, db, 'INSERT OR IGNORE INTO t VALUES (7)')).status === 200, 15000, 'a commit over the slow link');
+    c.rejoin(fs[0]);
+    for (const d of c.nodes) await until(async () => (await ids(d, db)) === '1,2,3,4,5,6,7', 15000, 'convergence');
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('the primary cut off: the majority promotes; after healing the old one follows, nothing acknowledged lost', async () => {
+  const c = await startCluster(3, { conf, proxies: true });
+  try {
+    const db = 'split';
+    const { p, fs } = await roles(c, db);
+    const P = c.nodes[p];
+    assert.equal((await query(P, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    const acked = [];
+    for (let i = 1; i <= 10; i++) if ((await query(P, db, 'INSERT INTO t VALUES (?)', [i])).status === 200) acked.push(i);
+    c.isolate(p);
+    // Its writes cannot be acknowledged now.
+    const lost = await query(P, db, 'INSERT INTO t VALUES (100)');
+    assert.notEqual(lost.status, 200);
+    await until(async () => (await clusterInfo(c.nodes[fs[0]])).body.nodes[p].reachable === false, 10000, 'the cut seen');
+    const pr = await post(c.nodes[fs[0]], '/v1/admin/promote', { database: db });
+    assert.equal(pr.status, 200, JSON.stringify(pr.body));
+    const N = c.nodes[fs[0]];
+    for (let i = 11; i <= 20; i++) {
+      const w = await query(N, db, 'INSERT INTO t VALUES (?)', [i]);
+      if (w.status === 200) acked.push(i);
+    }
+    assert.ok(acked.includes(20), 'the new primary takes writes');
+    c.rejoin(p);
+    await until(async () => {
+      const x = await query(P, db, 'INSERT INTO t VALUES (200)');
+      return x.body.error?.code === 'NOT_PRIMARY' && x.body.error.message.includes(`node n${fs[0] + 1}`);
+    }, 15000, 'the old primary to step down');
+    const want = await ids(N, db);
+    for (const id of acked) assert.ok(want.split(',').includes(String(id)), `acknowledged ${id} lost`);
+    assert.ok(!want.split(',').includes('100'), 'the write the cut-off primary could not get acknowledged is gone');
+    for (const d of c.nodes) await until(async () => (await ids(d, db)) === want, 15000, 'every copy the same');
+    const m = await (await fetch(`${P.url}/metrics`)).text();
+    assert.ok(Number(/\ndosqld_replication_truncations_total (\d+)/.exec(m)[1]) >= 1, 'the old primary cut its log back');
+  } finally {
+    await c.cleanup();
+  }
+});
