@@ -90,7 +90,7 @@ static void done(dsq_call *c)
     inflight--;
     if (c->err == 0 && j->kind == 8) {
         size_t pos = 0;
-        dsq_value v;
+        dsq_value v = {0}; /* no row at all is reported as 0 rows */
         if (!dsq_result_next(&c->results[0], &pos, &v) || v.i != committed[j->db]) {
             fprintf(stderr, "engine_stress: db%d has %lld rows, %ld committed\n", j->db,
                     (long long)v.i, committed[j->db]);
