@@ -238,3 +238,5 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len)
     default: return 0;
     }
 }
+
+void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms) { dsq_repl_lag(c->repl, i, lsn, ms); }

@@ -122,6 +122,10 @@ typedef struct dsq_cluster_stats {
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out);
 void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out);
 
+/* The most any database of which this node is the primary lags on node
+ * i: commits and ms (metrics). */
+void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms);
+
 /* A database's copies as this node knows them (GET /v1/cluster?database=). */
 typedef struct dsq_cluster_copy {
     const char *node;          /* its id */

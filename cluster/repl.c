@@ -20,6 +20,7 @@ typedef struct rcopy {
     uint64_t durable;       /* how far its log is durable and agrees with the primary's (a follower's,
                                counted once it is in sync with this epoch; this node's own) */
     uint64_t applied;
+    uint64_t behind_since;  /* primary: since when (ms) it holds less than appended (0: in step) */
     /* loop thread: the primary's view of a follower */
     uint64_t sent;          /* the last LSN sent to it since it was in sync */
     bool ready;             /* in sync with this primary's epoch over this link (READY came) */
@@ -47,7 +48,7 @@ typedef struct rdb {
     dsq_lnode held;
     /* loop thread */
     uint64_t commit_told;   /* primary: the commit last sent */
-    uint64_t appended;      /* primary: the last record committed */
+    uint64_t appended;      /* primary: the last record committed (under r->mu) */
     uint64_t max_seen;      /* the highest epoch another copy said it accepted */
     /* follower */
     uint64_t expect;        /* the next LSN it wants */
@@ -327,6 +328,28 @@ static bool h_answering(void *ud, const char *db)
     return ok;
 }
 
+static size_t h_copies(void *ud, const char *db, dsq_copy_stats *out, size_t max, uint64_t *epoch)
+{
+    dsq_repl *r = ud;
+    size_t n = 0;
+    uint64_t now = dsq_now_ms();
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    *epoch = d ? d->epoch : 0;
+    for (size_t i = 0; d != NULL && i < d->ncopies && n < max; i++, n++) {
+        const rcopy *c = &d->copies[i];
+        bool primary_here = d->role == DSQ_ROLE_PRIMARY && i != d->self_copy;
+        out[n] = (dsq_copy_stats){.primary = c->node == d->primary,
+                                  .durable = c->durable,
+                                  .applied = c->applied,
+                                  .lag_lsn = primary_here && d->appended > c->durable ? d->appended - c->durable : 0,
+                                  .lag_ms = primary_here && c->behind_since ? now - c->behind_since : 0};
+        snprintf(out[n].node, sizeof out[n].node, "%s", r->cfg.nodes[c->node].id);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
 static void h_committed(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len)
 {
     dsq_repl *r = ud;
@@ -432,8 +455,14 @@ static void ship_committed(dsq_repl *r)
         dsq_qnode *end = n; /* the run of records of this database */
         while (end != NULL && dsq_container_of(end, recq_item, link)->d == d)
             end = end->next;
+        pthread_mutex_lock(&r->mu);
         for (dsq_qnode *x = n; x != end; x = x->next)
             d->appended = dsq_container_of(x, recq_item, link)->lsn;
+        uint64_t now = dsq_now_ms();
+        for (size_t i = 0; i < d->ncopies; i++)
+            if (i != d->self_copy && d->copies[i].behind_since == 0 && d->copies[i].durable < d->appended)
+                d->copies[i].behind_since = now;
+        pthread_mutex_unlock(&r->mu);
         for (size_t i = 0; i < d->ncopies && d->role == DSQ_ROLE_PRIMARY; i++) {
             rcopy *c = &d->copies[i];
             if (i == d->self_copy)
@@ -1141,9 +1170,9 @@ static void promo_started(void *ud, int rc)
     d->commit = 0;
     for (size_t i = 0; i < d->ncopies; i++)
         if (i != d->self_copy)
-            d->copies[i].durable = 0;
-    pthread_mutex_unlock(&r->mu);
+            d->copies[i].durable = d->copies[i].behind_since = 0;
     d->appended = d->expect - 1;
+    pthread_mutex_unlock(&r->mu);
     d->commit_told = 0;
     for (size_t i = 0; i < d->ncopies; i++) {
         rcopy *c = &d->copies[i];
@@ -1482,6 +1511,8 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
                 c->durable = durable;
             if (b > c->applied)
                 c->applied = b;
+            if (c->durable >= d->appended)
+                c->behind_since = 0;
             pthread_mutex_unlock(&r->mu);
             dsq_engine_repl_poke(r->engine, d->name); /* (released() works out the commit) */
         }
@@ -1666,7 +1697,8 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
     dsq_placement_static(&r->place, ids, cfg->nnodes, cfg->replicas);
     pthread_mutex_init(&r->mu, NULL);
     r->hooks = (dsq_repl_hooks){
-        .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering, .ud = r};
+        .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering,
+        .copies = h_copies, .ud = r};
     return r;
 }
 
@@ -1762,3 +1794,21 @@ void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out)
 }
 
 void dsq_repl_stats_get(dsq_repl *r, dsq_repl_stats *out) { *out = r->stats; }
+
+void dsq_repl_lag(dsq_repl *r, size_t node, uint64_t *lsn, uint64_t *ms)
+{
+    *lsn = *ms = 0;
+    uint64_t now = dsq_now_ms();
+    pthread_mutex_lock(&r->mu);
+    for (size_t b = 0; b < r->nbuckets; b++)
+        for (rdb *d = r->buckets[b]; d; d = d->hnext) {
+            rcopy *c = d->role == DSQ_ROLE_PRIMARY ? copy_of(d, node) : NULL;
+            if (c == NULL || node == r->cfg.self)
+                continue;
+            if (d->appended > c->durable && d->appended - c->durable > *lsn)
+                *lsn = d->appended - c->durable;
+            if (c->behind_since && now - c->behind_since > *ms)
+                *ms = now - c->behind_since;
+        }
+    pthread_mutex_unlock(&r->mu);
+}

@@ -133,6 +133,10 @@ typedef struct dsq_repl_info {
 } dsq_repl_info;
 void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out);
 
+/* The most any database of which this node is the primary lags on
+ * follower `node`: commits (LSNs) and ms (metrics). */
+void dsq_repl_lag(dsq_repl *r, size_t node, uint64_t *lsn, uint64_t *ms);
+
 /* Counters for metrics. */
 typedef struct dsq_repl_stats {
     uint64_t records_shipped, bytes_shipped, applies, log_reads, acks, promotions, step_downs, truncations;

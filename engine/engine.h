@@ -369,6 +369,17 @@ typedef enum dsq_role {
                            NOT_PRIMARY, before anything is opened or made */
 } dsq_role;
 
+/* STATS, with replication: one copy of the database, as this node knows
+ * it (the hooks' `copies`). */
+typedef struct dsq_copy_stats {
+    char node[32];
+    bool primary;
+    uint64_t durable, applied; /* LSNs */
+    uint64_t lag_lsn;          /* commits the primary has that it does not hold durably (the primary
+                                  knows; 0 elsewhere) */
+    uint64_t lag_ms;           /* how long it has been behind so (0: in step) */
+} dsq_copy_stats;
+
 typedef struct dsq_repl_hooks {
     /* Any thread. The role of this node's copy of db; a follower (or a
      * node without a copy) writes the primary's node id into primary[len]
@@ -387,6 +398,9 @@ typedef struct dsq_repl_hooks {
      * those of commits not yet acknowledged, until dsq_engine_repl_poke
      * finds it sure again or the replies time out). */
     bool (*answering)(void *ud, const char *db);
+    /* Any thread; NULL: none. db's copies as this node knows them, into
+     * out[0..max) (returns how many) and its epoch (STATS). */
+    size_t (*copies)(void *ud, const char *db, dsq_copy_stats *out, size_t max, uint64_t *epoch);
     void *ud;
 } dsq_repl_hooks;
 
@@ -513,6 +527,12 @@ typedef struct dsq_db_stats {
     uint64_t log_segments, log_bytes, checkpoints, checkpoint_bytes, oldest_lsn, durable_lsn;
     dsq_sub_stats *subs; /* its CDC subscribers (owned) */
     size_t nsubs;
+    /* replication (with the hooks): this copy's role, the epoch, the copies */
+    dsq_role role;
+    bool replicated;     /* the hooks answered: the fields below mean something */
+    uint64_t epoch;
+    dsq_copy_stats *copies; /* owned */
+    size_t ncopies;
     dsq_engine_stats server;
 } dsq_db_stats;
 

@@ -152,6 +152,20 @@ static json_t *stats_doc(const dsq_db_stats *s)
                                   "checkpointBytes", (json_int_t)s->checkpoint_bytes, "oldestLsn",
                                   (json_int_t)s->oldest_lsn, "durableLsn", (json_int_t)s->durable_lsn, "fsyncs",
                                   (json_int_t)s->server.fsyncs));
+    if (s->replicated) {
+        static const char *const roles[] = {[DSQ_ROLE_ALONE] = "alone", [DSQ_ROLE_PRIMARY] = "primary",
+                                            [DSQ_ROLE_FOLLOWER] = "follower", [DSQ_ROLE_ELSEWHERE] = "none"};
+        json_t *copies = json_array();
+        for (size_t i = 0; i < s->ncopies; i++) {
+            const dsq_copy_stats *c = &s->copies[i];
+            json_array_append_new(copies, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "node", c->node, "role",
+                                                    c->primary ? "primary" : "follower", "durableLSN",
+                                                    (json_int_t)c->durable, "appliedLSN", (json_int_t)c->applied,
+                                                    "lagLSN", (json_int_t)c->lag_lsn, "lagMs", (json_int_t)c->lag_ms));
+        }
+        json_object_set_new(db, "replication", json_pack("{s:s,s:I,s:o}", "role", roles[s->role], "epoch",
+                                                         (json_int_t)s->epoch, "copies", copies));
+    }
     json_t *subs = subs_doc(s);
     json_object_set_new(db, "cdc", json_pack("{s:I,s:o}", "subscriptions", (json_int_t)s->nsubs, "subscribers",
                                              subs ? subs : json_array()));

@@ -247,6 +247,7 @@ void dsq_db_stats_free(dsq_db_stats *s)
     if (s == NULL)
         return;
     free(s->subs);
+    free(s->copies);
     free(s);
 }
 
@@ -282,6 +283,14 @@ dsq_db_stats *dsq__stats(dsq_engine *e, dsq_actor *a, sqlite3 *conn)
     if (dsq_feed_stats(atomic_load(&a->feed), durable, &s->subs, &s->nsubs) != 0) {
         dsq_db_stats_free(s);
         return NULL;
+    }
+    const dsq_repl_hooks *h = e->cfg.repl;
+    if (h != NULL) {
+        char primary[32];
+        s->role = h->role(h->ud, a->name, primary, sizeof primary);
+        s->replicated = true;
+        if (h->copies != NULL && (s->copies = calloc(64, sizeof *s->copies)) != NULL)
+            s->ncopies = h->copies(h->ud, a->name, s->copies, 64, &s->epoch);
     }
     return s;
 }

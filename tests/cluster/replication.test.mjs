@@ -60,14 +60,25 @@ test('commits reach every copy; followers read them when asked and pass the rest
     const plain = await query(followers[1], 'acct', 'SELECT count(*) FROM t');
     assert.equal(plain.status, 200, JSON.stringify(plain.body));
     assert.equal(plain.body.rows[0][0], 21);
-    await query(primary, 'acct', 'DELETE FROM t WHERE x = 99');
-    const rep = await query(followers[0], 'acct', 'SELECT count(*) FROM t', undefined, 10000, { consistency: 'replica' });
-    assert.equal(rep.status, 200);
-    assert.equal(rep.body.rows[0][0], 20);
-    assert.ok(rep.body.lsn >= lsn);
+    const del = await query(primary, 'acct', 'DELETE FROM t WHERE x = 99');
+    const mine = await query(followers[0], 'acct', 'SELECT count(*) FROM t', undefined, 10000,
+      { consistency: 'replica', minLSN: del.body.lsn });
+    assert.equal(mine.status, 200);
+    assert.equal(mine.body.rows[0][0], 20);
+    assert.ok(mine.body.lsn >= del.body.lsn);
     const copies = (await clusterInfo(primary, '?database=acct')).body.database.copies;
     for (const x of copies) assert.ok(x.durableLSN >= lsn, JSON.stringify(copies));
+    // getStats: the role and the copies, each with its lag.
+    const st = await (await fetch(`${primary.url}/v1/db/acct/rpc`, {
+      method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'getStats', params: {} }),
+    })).json();
+    const rep = st.result.database.replication;
+    assert.equal(rep.role, 'primary');
+    assert.equal(rep.epoch, 1);
+    assert.equal(rep.copies.length, 3);
+    for (const x of rep.copies) assert.ok('lagLSN' in x && 'lagMs' in x && x.durableLSN >= lsn, JSON.stringify(x));
     const m = await (await fetch(`${primary.url}/metrics`)).text();
+    assert.match(m, /\ndosqld_replication_lag_lsn\{follower="n\d"\} \d+\n/);
     assert.ok(Number(/\ndosqld_replication_records_shipped_total (\d+)/.exec(m)[1]) >= 2 * 21, m.slice(-600));
   } finally {
     await c.cleanup();
@@ -82,6 +93,13 @@ test('one follower away: commits go on; both away: TIMEOUT, then everything conv
     followers[0].proc.kill('SIGSTOP');
     try {
       for (let i = 1; i <= 5; i++) assert.equal((await query(primary, 'q', 'INSERT INTO t VALUES (?)', [i])).status, 200);
+      // The stopped follower lags, and getStats says by how much.
+      const st = await (await fetch(`${primary.url}/v1/db/q/rpc`, {
+        method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'getStats', params: {} }),
+      })).json();
+      const id = `n${c.nodes.indexOf(followers[0]) + 1}`;
+      const lag = st.result.database.replication.copies.find((x) => x.node === id);
+      assert.ok(lag.lagLSN >= 5 && lag.lagMs > 0, JSON.stringify(lag));
       followers[1].proc.kill('SIGSTOP');
       try {
         const t0 = Date.now();
