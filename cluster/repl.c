@@ -634,12 +634,12 @@ typedef struct apply {
     dsq_call c;
     dsq_repl *r;
     rdb *d;
-    int kind;       /* APPLY_RECORDS, APPLY_PROBE (where the log ends), APPLY_CUT */
+    int kind;       /* APPLY_RECORDS, APPLY_PROBE (where the log ends), APPLY_CUT, APPLY_RESET */
     size_t len;
     uint8_t recs[];
 } apply;
 
-enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT };
+enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET };
 
 static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
 static void settle_history(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *hist, size_t from);
@@ -689,12 +689,31 @@ static void apply_done(dsq_call *call)
             promo_step(r, d);
         }
         break;
+    case APPLY_RESET:
+        d->settling = false;
+        if (call->err != 0) {
+            DSQ_ERROR("replication_reset_failed", "db=%s code=%s reason=%s", d->name, dsq_code_name(call->code),
+                      dsq_log_q(call->msg));
+            break;
+        }
+        d->pos_known = false; /* empty now: it says so, and gets everything from the primary */
+        d->at_sent = 0;
+        send_at(r, d);
+        break;
     case APPLY_CUT:
         d->settling = false;
+        if (call->err != 0 && call->code == DSQ_CODE_INVALID_LSN && d->promo == NULL) {
+            /* A checkpoint holds commits that must go: the copy is made
+             * again, from the primary. */
+            DSQ_WARN("replication_cut_failed", "db=%s keep=%llu action=reset reason=%s", d->name,
+                     (unsigned long long)call->as_of_lsn, dsq_log_q(call->msg));
+            submit_apply(r, d, APPLY_RESET, NULL, 0, 0);
+            break;
+        }
         if (call->err != 0) {
             DSQ_ERROR("replication_cut_failed", "db=%s keep=%llu code=%s reason=%s", d->name,
                       (unsigned long long)call->as_of_lsn, dsq_code_name(call->code), dsq_log_q(call->msg));
-            break; /* it stays out of step; the copy has to be made again (not automated) */
+            break; /* it stays out of step */
         }
         r->stats.truncations++;
         d->expect = call->lsn + 1;
@@ -719,7 +738,7 @@ static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t 
     a->len = len;
     if (len > 0)
         memcpy(a->recs, recs, len);
-    a->c.op = kind == APPLY_CUT ? DSQ_OP_TRUNCATE : DSQ_OP_APPLY;
+    a->c.op = kind == APPLY_CUT ? DSQ_OP_TRUNCATE : kind == APPLY_RESET ? DSQ_OP_RESET : DSQ_OP_APPLY;
     a->c.as_of_lsn = keep;
     a->c.recs = a->recs;
     a->c.recs_len = len;

@@ -128,6 +128,9 @@ typedef enum dsq_op {
                            closes (its open streams and read-only transactions end) and opens
                            again at its next call. INVALID_LSN when a checkpoint holds commits
                            after as_of_lsn: then the copy must be made again */
+    DSQ_OP_RESET,       /* (replication, a follower) forget this node's copy: closed, its files
+                           removed here only (no tombstone, nothing in the object store);
+                           the next call makes it again, empty, to be filled from its primary */
     DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
                            durable end) from the log, as a CDC batch in `out`. Through
                            dsq_engine_submit_system, with target_db and upto_lsn: read

@@ -445,6 +445,10 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, v
                     sqlite3 **db, char *err, size_t errlen);
 /* Whether DATA_DIR/db/NAME exists. */
 bool dsq__store_exists(const dsq_engine *e, const char *name);
+/* Remove this node's copy of database `name` (closed), here only: no
+ * tombstone, nothing in the object store (replication: a copy made
+ * again). 0, or -1 with a message. */
+int dsq__store_forget(const dsq_engine *e, const char *name, char *err, size_t errlen);
 /* Drop database `name` (its directory, its tombstone and the deletion of
  * its objects when there is an object store: tier.h). 0 dropped; 1 no
  * such database, here or in the store; 2 the store cannot tell (err); -1

@@ -42,6 +42,7 @@ void dsq__fail_not_primary(run_ctx *x, const char *what);
 void dsq__op_apply(run_ctx *x);
 void dsq__op_log_read(run_ctx *x);
 void dsq__op_truncate(run_ctx *x);
+void dsq__op_reset(run_ctx *x);
 
 /* ---- sandbox.c: what a client's SQL may do ---- */
 /* Limits, settings, the authorizer and the progress handler, on db (the

@@ -240,3 +240,25 @@ void dsq__op_truncate(run_ctx *x)
              (unsigned long long)c->lsn);
     c->lsn = keep;
 }
+
+void dsq__op_reset(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
+    char err[512];
+    if (x->role != DSQ_ROLE_FOLLOWER) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "database %s: only a follower copy is made again", a->name);
+        return;
+    }
+    dsq__actor_close(a);
+    x->o = NULL;
+    if (dsq__store_forget(x->e, a->name, err, sizeof err) != 0) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: %s", a->name, err);
+        return;
+    }
+    if (a->life != ACTOR_UNOPENED)
+        dsq__actor_life(a, ACTOR_UNOPENED);
+    dsq_feed_dropped(&x->e->feeds, atomic_load(&a->feed)); /* its CDC subscribers here end */
+    DSQ_WARN("copy_reset", "db=%s", a->name);
+    c->lsn = 0;
+}

@@ -427,6 +427,35 @@ int dsq__store_drop(const dsq_engine *e, const char *name, char *err, size_t err
     return rc;
 }
 
+int dsq__store_forget(const dsq_engine *e, const char *name, char *err, size_t errlen)
+{
+    char dir[4096], gone[4200], base[4096];
+    if (db_dir(e->data_dir, name, dir, sizeof dir) != 0) {
+        snprintf(err, errlen, "path too long");
+        return -1;
+    }
+    snprintf(base, sizeof base, "%s/db", e->data_dir);
+    snprintf(gone, sizeof gone, "%s/db/.reset.%s", e->data_dir, name);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return 0;
+    /* No journal entry may put its records back at the next start. */
+    if (e->jnl != NULL && dsq_jnl_barrier(e->jnl, err, errlen) != 0)
+        return -1;
+    char e2[256];
+    dsq_ps_remove(gone, e2, sizeof e2); /* a leftover of a reset before */
+    if (rename(dir, gone) != 0) {
+        snprintf(err, errlen, "rename %.1000s: %s", dir, strerror(errno));
+        return -1;
+    }
+    dsq_fsync_dir(base);
+    if (dsq_ps_remove(gone, e2, sizeof e2) != 0)
+        DSQ_WARN("reset_cleanup_failed", "db=%s reason=%s", name, dsq_log_q(e2)); /* (swept at the next start) */
+    else
+        dsq_fsync_dir(base);
+    return 0;
+}
+
 int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen)
 {
     char base[4096];
@@ -437,6 +466,13 @@ int dsq__store_sweep_dropped(dsq_engine *e, char *err, size_t errlen)
     struct dirent *de;
     int rc = 0;
     while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ".reset.", 7) == 0) { /* a copy forgotten (dsq__store_forget): no tombstone */
+            char p[4400], e2[256];
+            snprintf(p, sizeof p, "%s/%s", base, de->d_name);
+            if (dsq_ps_remove(p, e2, sizeof e2) != 0)
+                DSQ_WARN("reset_cleanup_failed", "dir=%s reason=%s", de->d_name, dsq_log_q(e2));
+            continue;
+        }
         if (strncmp(de->d_name, ".dropped.", 9) != 0 || !dsq_db_name_valid(de->d_name + 9))
             continue;
         const char *name = de->d_name + 9;

@@ -92,3 +92,29 @@ test('the primary cut off: the majority promotes; after healing the old one foll
     await c.cleanup();
   }
 });
+
+test('a former primary whose checkpoint holds commits never acknowledged is made again', async () => {
+  const c = await startCluster(3, { conf: () => 'replicas = 3\ncommit_timeout = 1s\npromote_timeout = 5s\n[storage]\ncheckpoint_size = 64K\n', proxies: true });
+  try {
+    const db = 'ckpt';
+    const { p, fs } = await roles(c, db);
+    const P = c.nodes[p];
+    assert.equal((await query(P, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)')).status, 200);
+    assert.equal((await query(P, db, 'INSERT INTO t VALUES (1, NULL)')).status, 200);
+    c.isolate(p);
+    // Cut off, it commits (never acknowledged) past a checkpoint's size.
+    for (let i = 100; i < 103; i++) await query(P, db, 'INSERT INTO t VALUES (?, randomblob(60000))', [i]);
+    await until(async () => (await clusterInfo(c.nodes[fs[0]])).body.nodes[p].reachable === false, 10000, 'the cut seen');
+    const pr = await post(c.nodes[fs[0]], '/v1/admin/promote', { database: db });
+    assert.equal(pr.status, 200, JSON.stringify(pr.body));
+    const N = c.nodes[fs[0]];
+    await until(async () => (await query(N, db, 'INSERT OR IGNORE INTO t VALUES (2, NULL)')).status === 200, 10000, 'a write');
+    c.rejoin(p);
+    await until(() => /event=copy_reset db=ckpt/.test(P.stderr), 15000, 'the old primary to make its copy again');
+    const want = await ids(N, db);
+    assert.equal(want, '1,2');
+    await until(async () => (await ids(P, db)) === want, 15000, 'the copy made again');
+  } finally {
+    await c.cleanup();
+  }
+});
