@@ -197,28 +197,29 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "dosqld_replication_truncations_total %llu\n",
                        (unsigned long long)cs.promotions, (unsigned long long)cs.step_downs,
                        (unsigned long long)cs.truncations);
-        dsq_buf_printf(&b, "# HELP dosqld_replication_lag_lsn Commits the most lagging database of which this "
-                           "node is the primary has that a follower does not hold durably, by follower.\n"
-                           "# TYPE dosqld_replication_lag_lsn gauge\n");
+        /* Per follower node: the most any database of which this node is
+         * the primary lags there. */
+        dsq_buf lsns = DSQ_BUF_INIT, secs = DSQ_BUF_INIT;
         for (size_t i = 0; i < dsq_cluster_nnodes(srv->cluster); i++) {
             dsq_cluster_node_info n;
             dsq_cluster_node(srv->cluster, i, &n);
             uint64_t lsn, ms;
             dsq_cluster_lag(srv->cluster, i, &lsn, &ms);
-            if (!n.self)
-                dsq_buf_printf(&b, "dosqld_replication_lag_lsn{follower=\"%s\"} %llu\n", n.id, (unsigned long long)lsn);
+            if (n.self)
+                continue;
+            dsq_buf_printf(&lsns, "dosqld_replication_lag_lsn{follower=\"%s\"} %llu\n", n.id, (unsigned long long)lsn);
+            dsq_buf_printf(&secs, "dosqld_replication_lag_seconds{follower=\"%s\"} %.3f\n", n.id, (double)ms / 1000);
         }
-        dsq_buf_printf(&b, "# HELP dosqld_replication_lag_seconds How long the most lagging such database has "
-                           "been behind on a follower.\n"
-                           "# TYPE dosqld_replication_lag_seconds gauge\n");
-        for (size_t i = 0; i < dsq_cluster_nnodes(srv->cluster); i++) {
-            dsq_cluster_node_info n;
-            dsq_cluster_node(srv->cluster, i, &n);
-            uint64_t lsn, ms;
-            dsq_cluster_lag(srv->cluster, i, &lsn, &ms);
-            if (!n.self)
-                dsq_buf_printf(&b, "dosqld_replication_lag_seconds{follower=\"%s\"} %.3f\n", n.id, (double)ms / 1000);
-        }
+        dsq_buf_printf(&b,
+                       "# HELP dosqld_replication_lag_lsn Commits the most lagging database of which this node is the "
+                       "primary has that a follower does not hold durably, by follower.\n"
+                       "# TYPE dosqld_replication_lag_lsn gauge\n%s"
+                       "# HELP dosqld_replication_lag_seconds How long the most lagging such database has been behind "
+                       "on a follower.\n"
+                       "# TYPE dosqld_replication_lag_seconds gauge\n%s",
+                       lsns.data ? lsns.data : "", secs.data ? secs.data : "");
+        dsq_buf_free(&lsns);
+        dsq_buf_free(&secs);
     }
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);

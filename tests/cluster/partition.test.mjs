@@ -5,19 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { clusterInfo, startCluster, until } from './lib/cluster.mjs';
+import { clusterInfo, post, query, startCluster, until } from './lib/cluster.mjs';
 
 const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\n';
 
-async function post(d, route, body, ms = 15000) {
-  try {
-    const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
-    return { status: r.status, body: await r.json() };
-  } catch (e) {
-    return { status: 0, body: { error: { code: 'NETWORK', message: String(e) } } };
-  }
-}
-const query = (d, db, sql, params, extra = {}) => post(d, `/v1/db/${db}/query`, { sql, params, ...extra });
 
 async function roles(c, db) {
   const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;

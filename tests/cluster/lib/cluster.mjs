@@ -97,3 +97,17 @@ export async function until(pred, ms = 10000, what = 'condition') {
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
 }
+
+// POST a JSON body; { status, body } (status 0 and a NETWORK error when
+// the request did not get through).
+export async function post(d, route, body, ms = 15000) {
+  try {
+    const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
+    return { status: r.status, body: await r.json() };
+  } catch (e) {
+    return { status: 0, body: { error: { code: 'NETWORK', message: String(e) } } };
+  }
+}
+
+// /v1/db/{db}/query with `extra` members (consistency, minLSN).
+export const query = (d, db, sql, params, extra = {}) => post(d, `/v1/db/${db}/query`, { sql, params, ...extra });
