@@ -570,6 +570,15 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
 
 /* ---- start and stop ---------------------------------------------------------------------------- */
 
+/* With replication: whether this node holds a copy of db (a database the
+ * object store has, restored at start only where a copy belongs). */
+static bool holds_copy(void *ud, const char *db)
+{
+    const dsq_repl_hooks *h = ((dsq_engine *)ud)->cfg.repl;
+    char primary[32];
+    return h->role(h->ud, db, primary, sizeof primary) != DSQ_ROLE_ELSEWHERE;
+}
+
 /* The first setting the caller left at 0 that must not be (the engine has
  * no defaults of its own: dsq_config_engine gives the configuration's),
  * or NULL. */
@@ -688,7 +697,9 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
                            .data_dir = e->data_dir,
                            .chunk_bytes = e->cfg.tier_chunk_bytes,
                            .tails = e->cfg.tier_commit,
-                           .segment_bytes = e->cfg.segment_bytes};
+                           .segment_bytes = e->cfg.segment_bytes,
+                           .holds = e->cfg.repl != NULL ? holds_copy : NULL,
+                           .holds_ud = e};
         if ((e->tier = dsq_tier_start(&tc, err, errlen)) == NULL || dsq__store_sweep_dropped(e, err, errlen) != 0)
             goto fail;
         long n = dsq_tier_restore_missing(e->tier, err, errlen);

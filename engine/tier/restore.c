@@ -292,8 +292,9 @@ static long restore_missing(dsq_tier *t, char *err, size_t errlen)
         char dir[4096 + 256];
         snprintf(dir, sizeof dir, "%s/%s", base, db);
         struct stat st;
-        if (dsq_db_name_valid(db) && stat(dir, &st) != 0 && !dsq_tier_tombstoned(t, db))
-            rj.n++; /* else here already (the local copy is the newer), or dropped */
+        if (dsq_db_name_valid(db) && stat(dir, &st) != 0 && !dsq_tier_tombstoned(t, db) &&
+            (t->cfg.holds == NULL || t->cfg.holds(t->cfg.holds_ud, db)))
+            rj.n++; /* else here already (the local copy is the newer), dropped, or another node's */
     }
     dsq_obj_req_clear(&r);
     /* Several at once: with many small databases the time is the store's

@@ -40,6 +40,10 @@ typedef struct dsq_tier_cfg {
                               objects (dsq_tier_tail), deleted once a manifest covers them */
     uint64_t segment_bytes; /* restore appends tails to logs of this segment size (default 64 MiB) */
     uint64_t inline_bytes; /* files up to this size go inside the manifest (default 4096, at most 64K) */
+    /* Whether this node holds database db (the ones restored at start);
+     * NULL: every database. Any thread. */
+    bool (*holds)(void *ud, const char *db);
+    void *holds_ud;
 } dsq_tier_cfg;
 
 /* A file of a database offered for upload: its path under the database's

@@ -5,7 +5,8 @@
 // not acknowledged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { startDosqld } from '../integration/lib/harness.mjs';
@@ -166,5 +167,43 @@ test('a follower killed, or started empty, catches up while writes go on', async
   } finally {
     await c.cleanup();
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+  }
+});
+
+test('a shared object store: at start a node restores only the databases it holds a copy of', async () => {
+  const shared = mkdtempSync(path.join(tmpdir(), 'dosqld-shared-'));
+  const c = await startCluster(3, {
+    conf: () => `replicas = 2\ncommit_timeout = 1500ms\n[storage]\nobject_store = file://${shared}\n[object_store]\nupload_interval = 100ms\n`,
+  });
+  const gone = [];
+  try {
+    const db = 'stored';
+    const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;
+    const idx = (id) => Number(id.slice(1)) - 1;
+    const p = idx(info.primary);
+    const f = idx(info.copies.find((x) => x.role === 'follower').node);
+    const n = [0, 1, 2].find((i) => i !== p && i !== f);
+    assert.equal((await query(c.nodes[p], db, 'CREATE TABLE t(x)')).status, 200);
+    for (let i = 1; i <= 10; i++) assert.equal((await query(c.nodes[p], db, 'INSERT INTO t VALUES (?)', [i])).status, 200);
+    await until(() => existsSync(path.join(shared, 'db', db, 'manifest.json')), 15000, 'the primary to upload');
+    const restart = async (i) => {
+      const old = c.nodes[i];
+      await old.stop('SIGTERM');
+      gone.push(old);
+      c.nodes[i] = await startDosqld({ conf: c.confOf(i) }); /* an empty data directory */
+      return c.nodes[i];
+    };
+    // The node without a copy: nothing of the database comes back there.
+    const N = await restart(n);
+    const list = await (await fetch(`${N.url}/v1/db`)).json();
+    assert.ok(!list.includes(db), `restored where no copy belongs: ${JSON.stringify(list)}`);
+    // The follower: its copy comes back from the store and catches up.
+    const F = await restart(f);
+    assert.equal((await query(c.nodes[p], db, 'INSERT INTO t VALUES (11)')).status, 200);
+    await until(async () => (await values(F, db)).split(',').length === 11, 15000, 'the follower, restored and caught up');
+  } finally {
+    await c.cleanup();
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+    rmSync(shared, { recursive: true, force: true });
   }
 });
