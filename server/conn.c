@@ -1179,6 +1179,24 @@ static bool forward_first(dsq_conn *c, dsq_http_req *req)
     t->c = c;
     t->early = c->raw; /* this request's bytes, and what came after it */
     c->raw = (dsq_buf)DSQ_BUF_INIT;
+    if (!req->upgrade) {
+        /* One request only: the other node closes after its response, so
+         * the client's next request (maybe for this node: /metrics, an
+         * admin route, another database) comes on a connection of its own
+         * to this node. (A WebSocket stays passed on: it is one database's.) */
+        const char *eol = memmem(t->early.data, t->early.len, "\r\n", 2);
+        dsq_buf b = DSQ_BUF_INIT;
+        if (eol != NULL) {
+            size_t head = (size_t)(eol - t->early.data) + 2;
+            if (dsq_buf_append(&b, t->early.data, head) == 0 && dsq_buf_puts(&b, "Connection: close\r\n") == 0 &&
+                dsq_buf_append(&b, t->early.data + head, t->early.len - head) == 0) {
+                dsq_buf_free(&t->early);
+                t->early = b;
+                b = (dsq_buf)DSQ_BUF_INIT;
+            }
+        }
+        dsq_buf_free(&b);
+    }
     uv_tcp_init(&srv->loop, &t->up);
     t->up.data = c;
     c->handles++;

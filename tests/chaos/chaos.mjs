@@ -18,6 +18,7 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
   const pick = (a) => a[Math.floor(rand() * a.length)];
   const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\n';
   const c = await startCluster(3, { conf, proxies: true });
+  log(`chaos: seed ${seed}`);
   const db = 'chaos';
   const faults = {};
   const acked = new Set();
@@ -80,6 +81,7 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
         const to = pick([0, 1, 2].filter((k) => k !== i));
         const r = await post(c.nodes[to], '/v1/admin/promote', { database: db }, 10000);
         if (r.status === 200) promotions++;
+        else log(`round ${round}: promoting n${to + 1} failed: ${JSON.stringify(r.body)}`);
       } else {
         await sleep(ms);
       }

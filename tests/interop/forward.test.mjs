@@ -54,6 +54,14 @@ test('HTTP /query through a follower and a node without a copy', async () => {
   assert.equal(r.status, 200, JSON.stringify(r.body));
   assert.equal(r.body.rows[0][0], 2);
   assert.ok(await forwarded(F) > f0 && await forwarded(N) > n0, 'both passed the connection on');
+  // One request is passed on, not the client's connection for good: the
+  // next request on it (fetch keeps connections) is the node's own again.
+  for (const d of [F, N]) {
+    assert.equal((await query(d, { sql: 'SELECT 1' })).status, 200);
+    const me = (await (await fetch(`${d.url}/v1/cluster`)).json()).nodes.find((x) => x.self);
+    assert.equal(`127.0.0.1:${c.peerPorts[Number(me.id.slice(1)) - 1]}`, me.address);
+    assert.equal(c.nodes[Number(me.id.slice(1)) - 1], d, 'answered by the node asked');
+  }
   // A follower's own answer when asked for one (with a bookmark).
   const rep = await query(F, { sql: 'SELECT count(*) FROM t', consistency: 'replica', minLSN: w.body.lsn });
   assert.equal(rep.status, 200, JSON.stringify(rep.body));
