@@ -1587,6 +1587,11 @@ void dsq_repl_on_link(dsq_repl *r, size_t node, bool up)
     rdb **v = entries(r, &n);
     for (size_t i = 0; i < n; i++) {
         rdb *d = v[i];
+        if (up && d->promo != NULL && d->promo->phase == P_PROPOSING && copy_of(d, node) != NULL &&
+            !d->promo->from[node].ok) { /* a copy it could not ask before */
+            send_msg(r, node, DSQ_REPL_PROPOSE, d, NULL, 0, NULL, 0);
+            continue;
+        }
         if (d->role == DSQ_ROLE_FOLLOWER && d->primary == node && d->promo == NULL) {
             d->at_sent = 0; /* it says where it is again */
             d->synced = false;
