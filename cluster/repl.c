@@ -642,6 +642,23 @@ typedef struct apply {
 enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET };
 
 static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
+
+/* This copy's log was cut back to `keep` (0: removed): its durable and
+ * applied LSNs are no more than that (they only grow otherwise, and an
+ * acknowledgement must never claim what went). */
+static void forget_from(dsq_repl *r, rdb *d, uint64_t keep)
+{
+    if (d->self_copy == d->ncopies)
+        return;
+    pthread_mutex_lock(&r->mu);
+    rcopy *me = &d->copies[d->self_copy];
+    if (me->durable > keep)
+        me->durable = keep;
+    if (me->applied > keep)
+        me->applied = keep;
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void settle_history(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *hist, size_t from);
 
 static void apply_done(dsq_call *call)
@@ -696,7 +713,11 @@ static void apply_done(dsq_call *call)
                       dsq_log_q(call->msg));
             break;
         }
-        d->pos_known = false; /* empty now: it says so, and gets everything from the primary */
+        /* Empty now: nothing of it is durable or applied any more (what
+         * it acknowledged before is gone with it); it says so, and gets
+         * everything from the primary. */
+        forget_from(r, d, 0);
+        d->pos_known = false;
         d->at_sent = 0;
         send_at(r, d);
         break;
@@ -716,6 +737,7 @@ static void apply_done(dsq_call *call)
             break; /* it stays out of step */
         }
         r->stats.truncations++;
+        forget_from(r, d, call->lsn); /* what went is neither durable nor applied here now */
         d->expect = call->lsn + 1;
         if (d->promo != NULL)
             promo_step(r, d);
@@ -882,7 +904,7 @@ static void settle_next(void *ud, int rc)
         pthread_mutex_lock(&r->mu);
         uint64_t durable = d->self_copy < d->ncopies ? d->copies[d->self_copy].durable : 0;
         pthread_mutex_unlock(&r->mu);
-        uint64_t v[2] = {d->expect - 1, durable};
+        uint64_t v[2] = {d->expect - 1, durable < d->expect - 1 ? durable : d->expect - 1};
         send_msg(r, d->primary, DSQ_REPL_READY, d, v, 2, NULL, 0);
         /* And how far its log is durable from now on, as it grows (an
          * acknowledgement held while it was out of sync goes now). */
@@ -1034,6 +1056,13 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
 {
     if (d->self_copy == d->ncopies || copy_of(d, node) == NULL)
         return;
+    if (epoch == d->epoch && d->primary == node && !d->accepting) {
+        /* Asked again (the answer may have been lost with a link): the
+         * same answer. */
+        d->accept_to = (uint32_t)node + 1;
+        send_at(r, d);
+        return;
+    }
     if (epoch <= d->epoch) {
         /* Refused: it names the higher epoch it accepted. */
         dsq_buf b = DSQ_BUF_INIT;
@@ -1646,7 +1675,7 @@ static void flush_due(dsq_repl *r)
         if (d == NULL)
             return;
         if (ack && d->role == DSQ_ROLE_FOLLOWER && d->synced && dsq_peer_up(r->peers, d->primary)) {
-            uint64_t v[2] = {durable, applied};
+            uint64_t v[2] = {durable < d->expect - 1 ? durable : d->expect - 1, applied};
             send_msg(r, d->primary, DSQ_REPL_ACK, d, v, 2, NULL, 0);
         } else if (ack && d->role == DSQ_ROLE_FOLLOWER) {
             /* Not in sync now: said once it is (settle_next), not lost. */

@@ -25,6 +25,8 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
   let attempts = 0, promotions = 0;
   const down = new Set(); // nodes not to send to now (stopped or killed)
   const gone = []; // directories of killed nodes' first daemons
+  const past = ['', '', '']; // what killed daemons logged
+  const when = new Map(); // acknowledged id → which node answered, when, LSN
   const post = async (d, route, body, ms = 8000) => {
     try {
       const r = await fetch(`${d.url}${route}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(ms) });
@@ -49,8 +51,12 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
         const live = c.nodes.map((_, i) => i).filter((i) => !down.has(i));
         const id = next++;
         attempts++;
-        const r = await post(c.nodes[pick(live)], `/v1/db/${db}/query`, { sql: 'INSERT INTO t VALUES (?)', params: [id] });
-        if (r.status === 200) acked.add(id);
+        const to = pick(live);
+        const r = await post(c.nodes[to], `/v1/db/${db}/query`, { sql: 'INSERT INTO t VALUES (?)', params: [id] });
+        if (r.status === 200) {
+          acked.add(id);
+          when.set(id, `n${to + 1} at ${new Date().toISOString()} lsn ${r.body.lsn}`);
+        }
         else await sleep(30);
       }
     };
@@ -94,6 +100,7 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
         down.delete(i);
       } else {
         const old = c.nodes[i];
+        past[i] += old.stderr;
         c.nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: path.join(old.dir, 'data') });
         gone.push(old.dir); /* (its data stays in the first one's directory) */
         down.delete(i);
@@ -114,6 +121,11 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
     const want = await ids(c.nodes[fin]);
     const have = new Set(want.split(',').map(Number));
     const lost = [...acked].filter((id) => !have.has(id));
+    if (lost.length > 0) { /* what each node said about replication, for the post-mortem */
+      for (const id of lost.slice(0, 10)) log(`lost ${id}: acknowledged through ${when.get(id)}`);
+      for (const [i, d] of c.nodes.entries())
+        log(`--- n${i + 1}\n${(past[i] + d.stderr).split('\n').filter((l) => /promot|step_down|diverged|truncat|cut|reset|epoch|peer_up|peer_down|listening/.test(l)).join('\n')}`);
+    }
     assert.deepEqual(lost, [], `acknowledged writes lost: ${lost.slice(0, 20)}`);
     for (const d of c.nodes) await until(async () => (await ids(d)) === want, 30000, 'every copy the same');
     const summary = { rounds, seed, faults, promotions, attempts, acknowledged: acked.size, rows: have.size - 1 };
