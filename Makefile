@@ -344,6 +344,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/point_select $(B)/dosqld $(B)/bench/wsload
 	./bench/capnweb $(B)/dosqld $(B)/bench/wsload
 	./bench/commits $(B)/dosqld $(B)/bench/wsload $(B)/bench/sqlite_commits
+	./bench/replication $(B)/dosqld $(B)/bench/wsload
 	./bench/mixed $(B)/dosqld $(B)/bench/wsload
 	./bench/scale $(B)/dosqld
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
