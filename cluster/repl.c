@@ -341,7 +341,7 @@ static size_t h_copies(void *ud, const char *db, dsq_copy_stats *out, size_t max
         bool primary_here = d->role == DSQ_ROLE_PRIMARY && i != d->self_copy;
         out[n] = (dsq_copy_stats){.primary = c->node == d->primary,
                                   .durable = c->durable,
-                                  .applied = c->applied,
+                                  .applied = d->role == DSQ_ROLE_PRIMARY && i == d->self_copy ? d->appended : c->applied,
                                   .lag_lsn = primary_here && d->appended > c->durable ? d->appended - c->durable : 0,
                                   .lag_ms = primary_here && c->behind_since ? now - c->behind_since : 0};
         snprintf(out[n].node, sizeof out[n].node, "%s", r->cfg.nodes[c->node].id);
@@ -983,7 +983,7 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
         char msg[400];
         snprintf(msg, sizeof msg,
                  "this node is no longer the primary of database %s: node %s is (epoch %llu); the commit was not "
-                 "acknowledged by enough copies and is undone",
+                 "acknowledged here, and whether it survives is not known (read it back from the new primary)",
                  d->name, r->cfg.nodes[primary].id, (unsigned long long)epoch);
         DSQ_WARN("replication_step_down", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
                  r->cfg.nodes[primary].id);
@@ -1023,6 +1023,8 @@ static void accepted(void *ud, int rc)
  * said of it). */
 static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
 {
+    DSQ_INFO("epoch_accepted", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
+             r->cfg.nodes[primary].id);
     follow(r, d, epoch, primary);
     accepting *a = calloc(1, sizeof *a);
     if (a == NULL)
@@ -1838,10 +1840,11 @@ void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out)
         out->epoch = d->epoch;
         out->ncopies = d->ncopies;
         for (size_t i = 0; i < d->ncopies; i++)
-            out->copies[i] = (dsq_repl_copy){.node = d->copies[i].node,
-                                             .primary = d->copies[i].node == d->primary,
-                                             .durable = d->copies[i].durable,
-                                             .applied = d->copies[i].applied};
+            out->copies[i] = (dsq_repl_copy){
+                .node = d->copies[i].node,
+                .primary = d->copies[i].node == d->primary,
+                .durable = d->copies[i].durable,
+                .applied = d->role == DSQ_ROLE_PRIMARY && i == d->self_copy ? d->appended : d->copies[i].applied};
     }
     pthread_mutex_unlock(&r->mu);
 }
