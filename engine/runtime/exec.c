@@ -382,6 +382,7 @@ static void op_drop(run_ctx *x)
         return;
     }
     dsq__actor_close(a);
+    x->o = NULL; /* (freed) */
     int rc = dsq__store_drop(x->e, a->name, err, sizeof err);
     if (rc == 1) {
         c->not_found = true;
@@ -747,9 +748,10 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dispatch(&x, op);
     if (e->warm != NULL && cold_settle(&x, op))
         return; /* it waits for a page */
-    if (x.o != NULL && x.o->lsn != a->lsn_seen) { /* (read by calls that wait for an LSN) */
+    if (a->open != NULL && a->open->lsn != a->lsn_seen) { /* (read by calls that wait for an LSN; the
+                                                               operation may have closed the database) */
         pthread_mutex_lock(&a->mu);
-        a->lsn_seen = x.o->lsn;
+        a->lsn_seen = a->open->lsn;
         pthread_mutex_unlock(&a->mu);
     }
     if (x.park_lsn) { /* it waits, in its place, for this copy to reach its LSN */
