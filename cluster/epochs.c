@@ -12,10 +12,11 @@
 
 #include "cluster/epochs.h"
 #include "cluster/wire.h"
+#include "common/htab.h"
 #include "common/util.h"
 
 typedef struct ent {
-    struct ent *next;
+    dsq_hnode link;       /* in dsq_epochs.t */
     char name[129];
     dsq_epoch_state st;
 } ent;
@@ -25,8 +26,7 @@ struct dsq_epochs {
     int fd;
     const dsq_node *nodes;
     size_t nnodes;
-    ent **buckets;
-    size_t nbuckets, n;
+    dsq_htab t;           /* ent.link */
     unsigned pending;
 };
 
@@ -34,12 +34,7 @@ struct dsq_epochs {
 
 static ent *find(const dsq_epochs *e, const char *db)
 {
-    if (e->nbuckets == 0)
-        return NULL;
-    for (ent *x = e->buckets[dsq_hash_str(db) & (e->nbuckets - 1)]; x; x = x->next)
-        if (strcmp(x->name, db) == 0)
-            return x;
-    return NULL;
+    return dsq_container_of(dsq_htab_find(&e->t, db), ent, link);
 }
 
 static ent *find_or_add(dsq_epochs *e, const char *db)
@@ -47,30 +42,14 @@ static ent *find_or_add(dsq_epochs *e, const char *db)
     ent *x = find(e, db);
     if (x != NULL)
         return x;
-    if (e->n >= e->nbuckets) {
-        size_t nb = e->nbuckets ? e->nbuckets * 2 : 64;
-        ent **b = calloc(nb, sizeof *b);
-        if (b == NULL)
-            return NULL;
-        for (size_t i = 0; i < e->nbuckets; i++)
-            for (ent *y = e->buckets[i], *next; y; y = next) {
-                next = y->next;
-                size_t k = dsq_hash_str(y->name) & (nb - 1);
-                y->next = b[k];
-                b[k] = y;
-            }
-        free(e->buckets);
-        e->buckets = b;
-        e->nbuckets = nb;
-    }
     if ((x = calloc(1, sizeof *x)) == NULL)
         return NULL;
     snprintf(x->name, sizeof x->name, "%s", db);
     x->st.accepted = 1;
-    size_t k = dsq_hash_str(db) & (e->nbuckets - 1);
-    x->next = e->buckets[k];
-    e->buckets[k] = x;
-    e->n++;
+    if (dsq_htab_add(&e->t, &x->link, x->name) != 0) {
+        free(x);
+        return NULL;
+    }
     return x;
 }
 
@@ -203,12 +182,10 @@ void dsq_epochs_close(dsq_epochs *e)
 {
     if (e == NULL)
         return;
-    for (size_t i = 0; i < e->nbuckets; i++)
-        for (ent *x = e->buckets[i], *next; x; x = next) {
-            next = x->next;
-            free(x);
-        }
-    free(e->buckets);
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&e->t, &it)) != NULL;)
+        free(dsq_container_of(h, ent, link));
+    dsq_htab_free(&e->t);
     if (e->fd >= 0)
         close(e->fd);
     pthread_mutex_destroy(&e->mu);
@@ -331,11 +308,11 @@ void dsq_epochs_each(dsq_epochs *e, void (*fn)(void *ud, const char *db, const d
 {
     /* A copy of the entries first: fn runs without the lock. */
     pthread_mutex_lock(&e->mu);
-    ent *v = malloc((e->n ? e->n : 1) * sizeof *v);
+    ent *v = malloc((e->t.n ? e->t.n : 1) * sizeof *v);
     size_t n = 0;
-    for (size_t i = 0; v != NULL && i < e->nbuckets; i++)
-        for (ent *x = e->buckets[i]; x; x = x->next)
-            v[n++] = *x;
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; v != NULL && (h = dsq_htab_next(&e->t, &it)) != NULL;)
+        v[n++] = *dsq_container_of(h, ent, link);
     pthread_mutex_unlock(&e->mu);
     for (size_t i = 0; i < n; i++)
         fn(ud, v[i].name, &v[i].st);

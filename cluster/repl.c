@@ -7,6 +7,7 @@
 
 #include "cluster/repl.h"
 #include "cluster/wire.h"
+#include "common/htab.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -32,7 +33,7 @@ typedef struct rcopy {
 struct promo;
 
 typedef struct rdb {
-    struct rdb *hnext;
+    dsq_hnode link;         /* in dsq_repl.dbs */
     char name[129];
     /* under r->mu (the hooks read them) */
     dsq_role role;
@@ -86,8 +87,7 @@ struct dsq_repl {
     uv_timer_t beat;
     bool started;
     pthread_mutex_t mu;     /* the table, the queue, the lists, beat_acked, the fields marked so */
-    rdb **buckets;
-    size_t nbuckets, n;
+    dsq_htab dbs;           /* rdb.link */
     dsq_queue recq;         /* recq_item.link */
     dsq_list due;           /* rdb.due */
     dsq_list held;          /* rdb.held */
@@ -103,28 +103,6 @@ static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__(
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
-static int grow(dsq_repl *r)
-{
-    size_t nb = r->nbuckets ? r->nbuckets * 2 : 256;
-    rdb **b = calloc(nb, sizeof *b);
-    if (b == NULL)
-        return -1;
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        rdb *d = r->buckets[i];
-        while (d) {
-            rdb *next = d->hnext;
-            size_t k = dsq_hash_str(d->name) & (nb - 1);
-            d->hnext = b[k];
-            b[k] = d;
-            d = next;
-        }
-    }
-    free(r->buckets);
-    r->buckets = b;
-    r->nbuckets = nb;
-    return 0;
-}
-
 static dsq_role role_of(const dsq_repl *r, const rdb *d)
 {
     if (d->self_copy == d->ncopies)
@@ -138,16 +116,12 @@ static dsq_role role_of(const dsq_repl *r, const rdb *d)
  * epochs kept on disk (caller holds r->mu). NULL: out of memory. */
 static rdb *get(dsq_repl *r, const char *db)
 {
-    if (r->nbuckets > 0) {
-        for (rdb *d = r->buckets[dsq_hash_str(db) & (r->nbuckets - 1)]; d; d = d->hnext)
-            if (strcmp(d->name, db) == 0)
-                return d;
-    }
-    if (strlen(db) >= sizeof((rdb *)0)->name || (r->n >= r->nbuckets && grow(r) != 0))
-        return NULL;
+    rdb *d = dsq_container_of(dsq_htab_find(&r->dbs, db), rdb, link);
+    if (d != NULL || strlen(db) >= sizeof d->name)
+        return d;
     uint32_t nodes[DSQ_NODES_MAX];
     size_t n = dsq_place(&r->place, db, nodes, DSQ_NODES_MAX);
-    rdb *d = calloc(1, sizeof *d + n * sizeof d->copies[0]);
+    d = calloc(1, sizeof *d + n * sizeof d->copies[0]);
     if (d == NULL)
         return NULL;
     snprintf(d->name, sizeof d->name, "%s", db);
@@ -167,10 +141,10 @@ static rdb *get(dsq_repl *r, const char *db)
         d->primary = st.primary;
     d->max_seen = d->epoch;
     d->role = role_of(r, d);
-    size_t k = dsq_hash_str(db) & (r->nbuckets - 1);
-    d->hnext = r->buckets[k];
-    r->buckets[k] = d;
-    r->n++;
+    if (dsq_htab_add(&r->dbs, &d->link, d->name) != 0) {
+        free(d);
+        return NULL;
+    }
     return d;
 }
 
@@ -261,11 +235,11 @@ static bool may_answer(const dsq_repl *r, const rdb *d, uint64_t now)
 static rdb **entries(dsq_repl *r, size_t *n)
 {
     pthread_mutex_lock(&r->mu);
-    rdb **v = malloc((r->n ? r->n : 1) * sizeof *v);
+    rdb **v = malloc((r->dbs.n ? r->dbs.n : 1) * sizeof *v);
     *n = 0;
-    for (size_t b = 0; v != NULL && b < r->nbuckets; b++)
-        for (rdb *d = r->buckets[b]; d; d = d->hnext)
-            v[(*n)++] = d;
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; v != NULL && (h = dsq_htab_next(&r->dbs, &it)) != NULL;)
+        v[(*n)++] = dsq_container_of(h, rdb, link);
     pthread_mutex_unlock(&r->mu);
     return v;
 }
@@ -1807,15 +1781,10 @@ void dsq_repl_free(dsq_repl *r)
     dsq_qnode *n;
     while ((n = dsq_queue_pop(&r->recq)) != NULL)
         free(dsq_container_of(n, recq_item, link));
-    for (size_t b = 0; b < r->nbuckets; b++) {
-        rdb *d = r->buckets[b];
-        while (d) {
-            rdb *next = d->hnext;
-            free(d);
-            d = next;
-        }
-    }
-    free(r->buckets);
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&r->dbs, &it)) != NULL;)
+        free(dsq_container_of(h, rdb, link));
+    dsq_htab_free(&r->dbs);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -1856,15 +1825,16 @@ void dsq_repl_lag(dsq_repl *r, size_t node, uint64_t *lsn, uint64_t *ms)
     *lsn = *ms = 0;
     uint64_t now = dsq_now_ms();
     pthread_mutex_lock(&r->mu);
-    for (size_t b = 0; b < r->nbuckets; b++)
-        for (rdb *d = r->buckets[b]; d; d = d->hnext) {
-            rcopy *c = d->role == DSQ_ROLE_PRIMARY ? copy_of(d, node) : NULL;
-            if (c == NULL || node == r->cfg.self)
-                continue;
-            if (d->appended > c->durable && d->appended - c->durable > *lsn)
-                *lsn = d->appended - c->durable;
-            if (c->behind_since && now - c->behind_since > *ms)
-                *ms = now - c->behind_since;
-        }
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&r->dbs, &it)) != NULL;) {
+        rdb *d = dsq_container_of(h, rdb, link);
+        rcopy *c = d->role == DSQ_ROLE_PRIMARY ? copy_of(d, node) : NULL;
+        if (c == NULL || node == r->cfg.self)
+            continue;
+        if (d->appended > c->durable && d->appended - c->durable > *lsn)
+            *lsn = d->appended - c->durable;
+        if (c->behind_since && now - c->behind_since > *ms)
+            *ms = now - c->behind_since;
+    }
     pthread_mutex_unlock(&r->mu);
 }

@@ -32,27 +32,6 @@
 
 /* ---- the registry -------------------------------------------------------------------- */
 
-static void grow_buckets(dsq_engine *e)
-{
-    size_t n = e->nbuckets * 2;
-    dsq_actor **b = calloc(n, sizeof *b);
-    if (b == NULL)
-        return; /* longer chains; still correct */
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        dsq_actor *a = e->buckets[i];
-        while (a) {
-            dsq_actor *next = a->hnext;
-            size_t k = dsq_hash_str(a->name) & (n - 1);
-            a->hnext = b[k];
-            b[k] = a;
-            a = next;
-        }
-    }
-    free(e->buckets);
-    e->buckets = b;
-    e->nbuckets = n;
-}
-
 static dsq_actor *lookup(dsq_engine *e, const char *name, bool create);
 
 dsq_actor *dsq__actor_get(dsq_engine *e, const char *name) { return lookup(e, name, true); }
@@ -87,25 +66,18 @@ static void *actor_alloc(dsq_engine *e, size_t n)
 
 static dsq_actor *lookup(dsq_engine *e, const char *name, bool create)
 {
-    size_t k = dsq_hash_str(name) & (e->nbuckets - 1);
-    for (dsq_actor *a = e->buckets[k]; a; a = a->hnext)
-        if (strcmp(a->name, name) == 0)
-            return a;
-    if (!create)
-        return NULL;
+    dsq_actor *a = dsq_container_of(dsq_htab_find(&e->actors, name), dsq_actor, hlink);
+    if (a != NULL || !create)
+        return a;
     size_t len = strlen(name);
-    dsq_actor *a = actor_alloc(e, sizeof *a + len + 1);
+    a = actor_alloc(e, sizeof *a + len + 1);
     if (a == NULL)
         return NULL;
     memcpy(a->name, name, len + 1);
     pthread_mutex_init(&a->mu, NULL);
-    a->hnext = e->buckets[k];
-    e->buckets[k] = a;
-    e->nentries++;
+    (void)dsq_htab_add(&e->actors, &a->hlink, a->name); /* (its buckets were reserved at the start) */
     if (strcmp(name, SYSTEM_ACTOR) != 0) /* counted as a database */
         atomic_fetch_add(&e->nactors, 1);
-    if (e->nentries > 2 * e->nbuckets)
-        grow_buckets(e);
     return a;
 }
 
@@ -662,12 +634,10 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         e->cfg.workers = e->ncpu;
     }
     e->data_dir = strdup(cfg->data_dir);
-    e->nbuckets = 1024;
-    e->buckets = calloc(e->nbuckets, sizeof *e->buckets);
-    if (e->data_dir == NULL || e->buckets == NULL) {
+    if (e->data_dir == NULL || dsq_htab_reserve(&e->actors, 1024) != 0) {
         snprintf(err, errlen, "out of memory");
         free(e->data_dir);
-        free(e->buckets);
+        dsq_htab_free(&e->actors);
         dsq_engine_unlock_dir(e->lock_fd);
         free(e);
         return NULL;
@@ -742,7 +712,7 @@ fail:
     pthread_cond_destroy(&e->ccv);
     dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
-    free(e->buckets);
+    dsq_htab_free(&e->actors);
     free(e->data_dir);
     free(e->data_dir_real);
     dsq_engine_unlock_dir(e->lock_fd);
@@ -779,40 +749,37 @@ void dsq_engine_free(dsq_engine *e)
     e->stopping = true;
     /* End the holds so that every waiting call can run; then let the
      * mailboxes drain; then close every database. */
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        for (dsq_actor *a = e->buckets[i]; a; a = a->hnext) {
-            pthread_mutex_lock(&a->mu);
-            char txn[33];
-            memcpy(txn, a->txn, sizeof txn);
-            uint64_t stream_id = a->stream_id;
-            pthread_mutex_unlock(&a->mu);
-            if (stream_id)
-                post_internal(e, a, DSQ__OP_STREAM_END, NULL, 0, stream_id);
-            if (txn[0])
-                post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
-        }
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *n; (n = dsq_htab_next(&e->actors, &it)) != NULL;) {
+        dsq_actor *a = dsq_container_of(n, dsq_actor, hlink);
+        pthread_mutex_lock(&a->mu);
+        char txn[33];
+        memcpy(txn, a->txn, sizeof txn);
+        uint64_t stream_id = a->stream_id;
+        pthread_mutex_unlock(&a->mu);
+        if (stream_id)
+            post_internal(e, a, DSQ__OP_STREAM_END, NULL, 0, stream_id);
+        if (txn[0])
+            post_internal(e, a, DSQ__OP_TXN_EXPIRE, txn, (uint64_t)-1, 0);
     }
     wait_idle(e); /* (a transaction a queued call opens meanwhile: dsq_engine_poll_calls) */
-    for (size_t i = 0; i < e->nbuckets; i++)
-        for (dsq_actor *a = e->buckets[i]; a; a = a->hnext)
-            post_internal(e, a, DSQ__OP_SHUTDOWN, NULL, 0, 0);
+    it = (dsq_htab_iter){0};
+    for (dsq_hnode *n; (n = dsq_htab_next(&e->actors, &it)) != NULL;)
+        post_internal(e, dsq_container_of(n, dsq_actor, hlink), DSQ__OP_SHUTDOWN, NULL, 0, 0);
     wait_idle(e);
     dsq__pool_stop(e);
     dsq__syncer_stop(e);
     dsq_engine_poll(e);
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        dsq_actor *a = e->buckets[i];
-        while (a) {
-            dsq_actor *next = a->hnext;
-            if (a->open) /* cannot happen after SHUTDOWN; be safe */
-                dsq__actor_close(a);
-            pthread_mutex_destroy(&a->mu);
-            dsq_feed_free(atomic_load(&a->feed));
-            free(a->pins);
-            free(a->snaps);
-            free(a->sstreams);
-            a = next;
-        }
+    it = (dsq_htab_iter){0};
+    for (dsq_hnode *n; (n = dsq_htab_next(&e->actors, &it)) != NULL;) {
+        dsq_actor *a = dsq_container_of(n, dsq_actor, hlink); /* (its memory is the slabs') */
+        if (a->open) /* cannot happen after SHUTDOWN; be safe */
+            dsq__actor_close(a);
+        pthread_mutex_destroy(&a->mu);
+        dsq_feed_free(atomic_load(&a->feed));
+        free(a->pins);
+        free(a->snaps);
+        free(a->sstreams);
     }
     while (e->slabs) {
         struct actor_slab *s = e->slabs;
@@ -834,7 +801,7 @@ void dsq_engine_free(dsq_engine *e)
     pthread_cond_destroy(&e->ccv);
     dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
-    free(e->buckets);
+    dsq_htab_free(&e->actors);
     free(e->data_dir);
     free(e->data_dir_real);
     dsq_engine_unlock_dir(e->lock_fd); /* last: nothing of ours touches the directory any more */

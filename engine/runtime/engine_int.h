@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 
 #include "common/check.h"
+#include "common/htab.h"
 #include "common/threads.h"
 #include "engine/cdc/feed.h"
 #include "engine/engine.h"
@@ -192,7 +193,7 @@ typedef struct snap_stream {
 
 typedef struct dsq_actor {
     /* ---- loop thread ---- */
-    struct dsq_actor *hnext;        /* hash chain */
+    dsq_hnode hlink;                /* in the engine's table by name */
     dsq_lnode lru;                  /* on the engine's LRU of open actors */
     uint64_t last_used_ms;
     uint32_t inflight;              /* submitted calls not yet done */
@@ -295,9 +296,7 @@ struct dsq_engine {
     struct dsq_jnl *jnl;            /* the node journal, or NULL */
 
     /* registry (loop thread) */
-    dsq_actor **buckets;
-    size_t nbuckets;
-    size_t nentries;                /* actors in the hash, the system one too */
+    dsq_htab actors;                /* dsq_actor.hlink, the system one too */
     atomic_size_t nactors;          /* written by the loop, read by workers (stats) */
     dsq_list lru;                   /* open actors (dsq_actor.lru), least recently used first */
     atomic_size_t nopen;            /* counted as open by the loop (LRU) */

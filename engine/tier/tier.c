@@ -73,47 +73,27 @@ int dsq__tier_manifest_fetch(dsq_tier *t, const char *db, dsq_manifest **out, ch
     return -1;
 }
 
-/* db's entry in the table of databases seen: where its link is (*slot
- * NULL: none). Caller holds cmu. */
-static dsq_tier_known **known_slot(dsq_tier *t, const char *db)
+/* db's entry in the table of databases seen, or NULL. Caller holds cmu. */
+static dsq_tier_known *known_find(dsq_tier *t, const char *db)
 {
     DSQ_ASSERT_HELD(&t->cmu);
-    dsq_tier_known **k = &t->known[dsq_hash_str(db) & (t->nbuckets - 1)];
-    while (*k != NULL && strcmp((*k)->db, db) != 0)
-        k = &(*k)->next;
-    return k;
+    return dsq_container_of(dsq_htab_find(&t->known, db), dsq_tier_known, link);
 }
 
 /* db's entry, made (empty) if there is none; NULL: out of memory. Caller
  * holds cmu. */
 static dsq_tier_known *known_add(dsq_tier *t, const char *db)
 {
-    dsq_tier_known **slot = known_slot(t, db);
-    if (*slot != NULL)
-        return *slot;
-    if (t->nknown >= t->nbuckets) { /* twice the buckets: chains stay short */
-        dsq_tier_known **nb = calloc(t->nbuckets * 2, sizeof *nb);
-        if (nb == NULL)
-            return NULL;
-        for (size_t i = 0; i < t->nbuckets; i++)
-            while (t->known[i] != NULL) {
-                dsq_tier_known *k = t->known[i];
-                t->known[i] = k->next;
-                size_t h = dsq_hash_str(k->db) & (t->nbuckets * 2 - 1);
-                k->next = nb[h];
-                nb[h] = k;
-            }
-        free(t->known);
-        t->known = nb;
-        t->nbuckets *= 2;
-        slot = known_slot(t, db);
-    }
-    dsq_tier_known *k = calloc(1, sizeof *k);
-    if (k == NULL)
+    dsq_tier_known *k = known_find(t, db);
+    if (k != NULL)
+        return k;
+    if ((k = calloc(1, sizeof *k)) == NULL)
         return NULL;
     dsq_strlcpy(k->db, db, sizeof k->db);
-    *slot = k;
-    t->nknown++;
+    if (dsq_htab_add(&t->known, &k->link, k->db) != 0) {
+        free(k);
+        return NULL;
+    }
     return k;
 }
 
@@ -122,7 +102,7 @@ static dsq_tier_known *known_add(dsq_tier *t, const char *db)
 dsq_manifest *dsq__tier_cache_get(dsq_tier *t, const char *db)
 {
     pthread_mutex_lock(&t->cmu);
-    dsq_tier_known *k = *known_slot(t, db);
+    dsq_tier_known *k = known_find(t, db);
     dsq_manifest *m = dsq__manifest_hold(k ? k->m : NULL);
     pthread_mutex_unlock(&t->cmu);
     return m;
@@ -147,11 +127,10 @@ int dsq__tier_cache_set(dsq_tier *t, const char *db, dsq_manifest *m, bool repla
 void dsq__tier_cache_forget(dsq_tier *t, const char *db)
 {
     pthread_mutex_lock(&t->cmu);
-    dsq_tier_known **slot = known_slot(t, db), *k = *slot;
+    dsq_tier_known *k = known_find(t, db);
     dsq_manifest *m = k ? k->m : NULL;
     if (k != NULL && k->reborn == 0) {
-        *slot = k->next;
-        t->nknown--;
+        dsq_htab_remove(&t->known, &k->link);
         free(k);
     } else if (k != NULL) {
         k->m = NULL;
@@ -165,7 +144,7 @@ void dsq__tier_cache_forget(dsq_tier *t, const char *db)
 static uint64_t reborn_floor(dsq_tier *t, const char *db)
 {
     pthread_mutex_lock(&t->cmu);
-    dsq_tier_known *k = *known_slot(t, db);
+    dsq_tier_known *k = known_find(t, db);
     uint64_t floor = k ? k->reborn : 0;
     pthread_mutex_unlock(&t->cmu);
     return floor;
@@ -322,13 +301,6 @@ dsq_tier *dsq_tier_start(const dsq_tier_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     t->cfg = *cfg;
-    t->nbuckets = 64;
-    if ((t->known = calloc(t->nbuckets, sizeof *t->known)) == NULL) {
-        free(t->data_dir);
-        free(t);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
     if (t->cfg.chunk_bytes == 0)
         t->cfg.chunk_bytes = 2u << 20;
     if (t->cfg.parallel == 0)
@@ -417,14 +389,13 @@ void dsq_tier_stop(dsq_tier *t)
     dsq_qnode *n;
     while ((n = dsq_queue_pop(&t->jobs)) != NULL)
         dsq__tier_job_free(dsq_container_of(n, dsq_tier_job, link));
-    for (size_t i = 0; i < t->nbuckets; i++)
-        while (t->known[i] != NULL) {
-            dsq_tier_known *k = t->known[i];
-            t->known[i] = k->next;
-            dsq__manifest_release(k->m);
-            free(k);
-        }
-    free(t->known);
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&t->known, &it)) != NULL;) {
+        dsq_tier_known *k = dsq_container_of(h, dsq_tier_known, link);
+        dsq__manifest_release(k->m);
+        free(k);
+    }
+    dsq_htab_free(&t->known);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->emu);
     pthread_mutex_destroy(&t->dmu);

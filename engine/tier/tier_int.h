@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/htab.h"
 #include "common/list.h"
 #include "common/threads.h"
 #include "engine/tier/objstore.h"
@@ -117,7 +118,7 @@ typedef struct dsq_tier_known {
     uint64_t reborn;        /* dropped in this run: the file version its next incarnation starts
                                at (above every one the dropped one used: the warm cache, keyed by
                                object, may still hold those); 0: not dropped */
-    struct dsq_tier_known *next; /* the hash chain */
+    dsq_hnode link;         /* in dsq_tier.known */
 } dsq_tier_known;
 
 struct dsq_tier {
@@ -131,9 +132,7 @@ struct dsq_tier {
     unsigned busy;          /* mu: how many */
     bool stopping;          /* mu */
     pthread_mutex_t cmu;
-    dsq_tier_known **known; /* cmu: the databases seen, by name (chains of a hash) */
-    size_t nbuckets;        /* cmu: a power of two */
-    size_t nknown;          /* cmu: entries */
+    dsq_htab known;         /* cmu: the databases seen, by name (dsq_tier_known.link) */
     atomic_uint_fast64_t uploads, bytes, manifests, deletes, errors, restored;
     pthread_mutex_t emu;
     char last_error[300];   /* emu */
