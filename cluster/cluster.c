@@ -181,24 +181,10 @@ void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
 {
     *out = (dsq_cluster_stats){0};
-    dsq_repl_stats rs;
-    dsq_repl_stats_get(c->repl, &rs);
-    out->records_shipped = rs.records_shipped;
-    out->bytes_shipped = rs.bytes_shipped;
-    out->applies = rs.applies;
-    out->log_reads = rs.log_reads;
-    out->acks = rs.acks;
-    out->promotions = rs.promotions;
-    out->step_downs = rs.step_downs;
-    out->truncations = rs.truncations;
+    dsq_repl_stats_get(c->repl, &out->repl);
     if (c->peers == NULL)
         return;
-    dsq_peer_stats ps;
-    dsq_peers_stats(c->peers, &ps);
-    out->bytes_out = ps.bytes_out;
-    out->bytes_in = ps.bytes_in;
-    out->link_connects = ps.connects;
-    out->auth_failures = ps.auth_failures;
+    dsq_peers_stats(c->peers, &out->links);
     for (size_t i = 0; i < c->nnodes; i++)
         out->links_up += i != c->self && dsq_peer_up(c->peers, i);
 }

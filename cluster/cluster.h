@@ -110,14 +110,20 @@ typedef struct dsq_cluster_node_info {
 } dsq_cluster_node_info;
 size_t dsq_cluster_nnodes(const dsq_cluster *c);
 
-/* Counters for metrics. */
+/* Counters for metrics, since the start. The links' (peer.c): bytes
+ * and messages sent and received over every link; links made;
+ * handshakes refused. */
+typedef struct dsq_peer_stats {
+    uint64_t bytes_out, bytes_in, msgs_out, msgs_in, connects, auth_failures;
+} dsq_peer_stats;
+/* Replication's (repl.c). */
+typedef struct dsq_repl_stats {
+    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks, promotions, step_downs, truncations;
+} dsq_repl_stats;
 typedef struct dsq_cluster_stats {
-    uint64_t links_up;                     /* links to other nodes up now */
-    uint64_t bytes_out, bytes_in;          /* over every link since the start */
-    uint64_t link_connects, auth_failures; /* links made; handshakes refused */
-    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks; /* replication */
-    uint64_t promotions, step_downs, truncations;
-    uint64_t forwarded;                    /* client connections forwarded to a primary */
+    uint64_t links_up;    /* links to other nodes up now */
+    dsq_peer_stats links; /* zero when the cluster is one node */
+    dsq_repl_stats repl;
 } dsq_cluster_stats;
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out);
 void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out);

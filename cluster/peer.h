@@ -82,11 +82,7 @@ int dsq_peer_send(dsq_peers *p, size_t node, uint8_t type, const void *a, size_t
 /* Bytes queued on the link to `node` and not yet written. */
 size_t dsq_peer_queued(const dsq_peers *p, size_t node);
 
-/* Counters for metrics: bytes and messages sent and received over every
- * link since the start. */
-typedef struct dsq_peer_stats {
-    uint64_t bytes_out, bytes_in, msgs_out, msgs_in, connects, auth_failures;
-} dsq_peer_stats;
+/* Counters for metrics (cluster.h). */
 void dsq_peers_stats(const dsq_peers *p, dsq_peer_stats *out);
 
 /* ---- the handshake's proofs (pure; unit-tested) ---- */

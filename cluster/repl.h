@@ -137,10 +137,7 @@ void dsq_repl_describe(dsq_repl *r, const char *db, dsq_repl_info *out);
  * follower `node`: commits (LSNs) and ms (metrics). */
 void dsq_repl_lag(dsq_repl *r, size_t node, uint64_t *lsn, uint64_t *ms);
 
-/* Counters for metrics. */
-typedef struct dsq_repl_stats {
-    uint64_t records_shipped, bytes_shipped, applies, log_reads, acks, promotions, step_downs, truncations;
-} dsq_repl_stats;
+/* Counters for metrics (cluster.h). */
 void dsq_repl_stats_get(dsq_repl *r, dsq_repl_stats *out);
 
 #endif

@@ -167,9 +167,9 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "# HELP dosqld_cluster_auth_failures_total Handshakes with another node refused (a wrong "
                        "secret or cluster.peers).\n"
                        "# TYPE dosqld_cluster_auth_failures_total counter\ndosqld_cluster_auth_failures_total %llu\n",
-                       (unsigned long long)cs.links_up, (unsigned long long)cs.bytes_out,
-                       (unsigned long long)cs.bytes_in, (unsigned long long)cs.link_connects,
-                       (unsigned long long)cs.auth_failures);
+                       (unsigned long long)cs.links_up, (unsigned long long)cs.links.bytes_out,
+                       (unsigned long long)cs.links.bytes_in, (unsigned long long)cs.links.connects,
+                       (unsigned long long)cs.links.auth_failures);
         dsq_buf_printf(&b,
                        "# HELP dosqld_replication_records_shipped_total Commit records sent to followers.\n"
                        "# TYPE dosqld_replication_records_shipped_total counter\n"
@@ -183,8 +183,8 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "# TYPE dosqld_replication_log_reads_total counter\ndosqld_replication_log_reads_total %llu\n"
                        "# HELP dosqld_replication_acks_total Acknowledgements received from followers.\n"
                        "# TYPE dosqld_replication_acks_total counter\ndosqld_replication_acks_total %llu\n",
-                       (unsigned long long)cs.records_shipped, (unsigned long long)cs.bytes_shipped,
-                       (unsigned long long)cs.applies, (unsigned long long)cs.log_reads, (unsigned long long)cs.acks);
+                       (unsigned long long)cs.repl.records_shipped, (unsigned long long)cs.repl.bytes_shipped,
+                       (unsigned long long)cs.repl.applies, (unsigned long long)cs.repl.log_reads, (unsigned long long)cs.repl.acks);
         dsq_buf_printf(&b,
                        "# HELP dosqld_replication_promotions_total Promotions of a copy here to primary.\n"
                        "# TYPE dosqld_replication_promotions_total counter\n"
@@ -195,8 +195,8 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "# HELP dosqld_replication_truncations_total Logs cut back to agree with a new primary's.\n"
                        "# TYPE dosqld_replication_truncations_total counter\n"
                        "dosqld_replication_truncations_total %llu\n",
-                       (unsigned long long)cs.promotions, (unsigned long long)cs.step_downs,
-                       (unsigned long long)cs.truncations);
+                       (unsigned long long)cs.repl.promotions, (unsigned long long)cs.repl.step_downs,
+                       (unsigned long long)cs.repl.truncations);
         /* Per follower node: the most any database of which this node is
          * the primary lags there. */
         dsq_buf lsns = DSQ_BUF_INIT, secs = DSQ_BUF_INIT;
