@@ -56,6 +56,7 @@ typedef struct rdb {
     uint64_t at_sent;       /* `expect` when it last said where it is (0: not since the link came up) */
     bool pos_known;         /* expect holds its log's end */
     bool probing;           /* a call to learn it is under way */
+    bool reprobe;           /* the log may have grown since that call read its end: ask again */
     bool synced;            /* the primary agreed where their logs meet (SYNC done, READY sent) */
     bool settling;          /* cutting its log or recording history after a SYNC */
     bool accepting;         /* recording an epoch it accepts */
@@ -616,6 +617,7 @@ typedef struct apply {
 enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET };
 
 static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
+static void probe(dsq_repl *r, rdb *d);
 
 /* This copy's log was cut back to `keep` (0: removed): its durable and
  * applied LSNs are no more than that (they only grow otherwise, and an
@@ -652,6 +654,11 @@ static void apply_done(dsq_call *call)
     }
     switch (a->kind) {
     case APPLY_PROBE:
+        if (d->reprobe) {
+            d->reprobe = false;
+            probe(r, d);
+            break;
+        }
         if (call->err != 0) {
             DSQ_WARN("replication_open_failed", "db=%s code=%s reason=%s", d->name, dsq_code_name(call->code),
                      dsq_log_q(call->msg));
@@ -832,7 +839,7 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
     }
     if (last < d->expect)
         return; /* it has them all */
-    if (submit_apply(r, d, APPLY_RECORDS, recs, len, 0) != 0) {
+    if (submit_apply(r, d, APPLY_RECORDS, recs, len, d->expect - 1) != 0) {
         d->pos_known = false; /* (a full mailbox, memory): it starts again from its log's end */
         return;
     }
@@ -953,6 +960,12 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     for (size_t i = 0; i < d->ncopies; i++)
         d->copies[i].streaming = d->copies[i].ready = d->copies[i].prompted = false;
     if (was_primary) {
+        /* `expect` is where its log ended when it last followed or was
+         * promoted; it committed past that since: learn the end again
+         * before saying where it is (else the new primary would take a
+         * log that holds commits of its own for one in step). */
+        d->pos_known = false;
+        d->reprobe = d->probing;
         r->stats.step_downs++;
         char msg[400];
         snprintf(msg, sizeof msg,
@@ -1032,9 +1045,11 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
 {
     if (d->self_copy == d->ncopies || copy_of(d, node) == NULL)
         return;
-    if (epoch == d->epoch && d->primary == node && !d->accepting) {
-        /* Asked again (the answer may have been lost with a link): the
-         * same answer. */
+    if (epoch == d->epoch && d->primary == node) {
+        /* Asked again (the answer may have been lost with a link), or
+         * asked while it records the epoch it learned another way (the
+         * candidate's FENCED to the primary it replaces): the same
+         * answer, once the epoch is recorded (send_accept waits). */
         d->accept_to = (uint32_t)node + 1;
         send_at(r, d);
         return;
@@ -1337,8 +1352,8 @@ static void promo_step(dsq_repl *r, rdb *d)
 static void on_fetched(dsq_repl *r, rdb *d, size_t node, bool more, const uint8_t *recs, size_t len)
 {
     promo *p = d->promo;
-    if (p == NULL || p->phase != P_FETCHING || node != p->best)
-        return;
+    if (p == NULL || p->phase != P_FETCHING || node != p->best || d->applies > 0)
+        return; /* (while a batch is applied: promo_step asks for the next after it) */
     if (len == 0) {
         if (d->expect - 1 < p->best_last)
             promo_fail(r, d, "node %s could not send its log past LSN %llu", r->cfg.nodes[node].id,
@@ -1348,7 +1363,7 @@ static void on_fetched(dsq_repl *r, rdb *d, size_t node, bool more, const uint8_
         return;
     }
     (void)more; /* (promo_step asks again while it lacks records) */
-    if (submit_apply(r, d, APPLY_RECORDS, recs, len, 0) != 0)
+    if (submit_apply(r, d, APPLY_RECORDS, recs, len, d->expect - 1) != 0)
         promo_fail(r, d, "cannot apply the records fetched");
 }
 

@@ -118,7 +118,10 @@ typedef enum dsq_op {
     DSQ_OP_DROP,        /* close the database and delete its files */
     DSQ_OP_LIST,        /* the names of existing databases (dsq_engine_submit_system) */
     DSQ_OP_APPLY,       /* (replication, a follower) append the log records recs[0..recs_len),
-                           made by the primary, as the next commits; lsn: the last one */
+                           made by the primary, as the next commits; lsn: the last one. They
+                           follow as_of_lsn, where this copy's log must end (INVALID_LSN
+                           otherwise, lsn: where it does); those up to it, sent again, are
+                           passed over. No records: lsn says where the log ends */
     DSQ_OP_LOG_READ,    /* (replication, the primary) the log records after as_of_lsn, back to
                            back in `out`, about chunk_rows bytes at most (at least one); lsn:
                            the last one given; more: the log goes on past it. INVALID_LSN when

@@ -73,6 +73,15 @@ void dsq__op_apply(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: a transaction is open on a follower", x->a->name);
         return;
     }
+    if (c->recs_len > 0 && c->as_of_lsn != o->lsn) {
+        /* The sender takes this copy's log for one that ends elsewhere:
+         * nothing is applied (a record of another history at an LSN it
+         * holds would pass for one it has), and it learns where it ends. */
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "database %s: the records follow LSN %llu; this copy's log ends at %llu",
+                  x->a->name, (unsigned long long)c->as_of_lsn, (unsigned long long)o->lsn);
+        c->lsn = o->lsn;
+        return;
+    }
     dsq_feed *feed = atomic_load(&x->a->feed);
     ZSTD_DCtx *dctx = NULL;
     dsq_buf tmp = DSQ_BUF_INIT;
@@ -84,7 +93,7 @@ void dsq__op_apply(run_ctx *x)
                       x->a->name);
             break;
         }
-        if (r.lsn > o->lsn) { /* (one it has already: sent again) */
+        if (r.lsn > o->lsn) { /* (up to as_of_lsn: sent again, and here already) */
             if (dsq_ps_apply(o->ps, p, r.len) != 0) {
                 dsq__fail(c, dsq_ps_full(o->ps) ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INVALID_REQUEST,
                           "database %s: %s", x->a->name, dsq_ps_error(o->ps));

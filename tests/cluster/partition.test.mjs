@@ -90,6 +90,41 @@ test('the primary cut off: the majority promotes; after healing the old one foll
   }
 });
 
+// A copy that became primary by promotion, then cut off in its turn:
+// its log grew past where it stood when promoted, and the commits it
+// could not get acknowledged go when it follows the next primary (it
+// says where its log ends now, not where it ended then).
+test('a promoted primary cut off in its turn: its unacknowledged commits go too', async () => {
+  const c = await startCluster(3, { conf, proxies: true });
+  try {
+    const db = 'again';
+    const { p, fs } = await roles(c, db);
+    assert.equal((await query(c.nodes[p], db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    assert.equal((await query(c.nodes[p], db, 'INSERT INTO t VALUES (1)')).status, 200);
+    const a = fs[0], b = fs[1];
+    const pr = await post(c.nodes[a], '/v1/admin/promote', { database: db });
+    assert.equal(pr.status, 200, JSON.stringify(pr.body));
+    const A = c.nodes[a];
+    for (let i = 2; i <= 6; i++)
+      await until(async () => (await query(A, db, 'INSERT OR IGNORE INTO t VALUES (?)', [i])).status === 200, 10000, `write ${i}`);
+    c.isolate(a);
+    const lost = await Promise.all([100, 101, 102].map((i) => query(A, db, 'INSERT INTO t VALUES (?)', [i])));
+    for (const x of lost) assert.notEqual(x.status, 200);
+    await until(async () => (await clusterInfo(c.nodes[b])).body.nodes[a].reachable === false, 10000, 'the cut seen');
+    const pr2 = await post(c.nodes[b], '/v1/admin/promote', { database: db });
+    assert.equal(pr2.status, 200, JSON.stringify(pr2.body));
+    const B = c.nodes[b];
+    for (let i = 7; i <= 9; i++)
+      await until(async () => (await query(B, db, 'INSERT OR IGNORE INTO t VALUES (?)', [i])).status === 200, 10000, `write ${i}`);
+    c.rejoin(a);
+    const want = '1,2,3,4,5,6,7,8,9';
+    for (const d of c.nodes) await until(async () => (await ids(d, db)) === want, 15000, `n${c.nodes.indexOf(d) + 1} the same`);
+    assert.match(A.stderr, /event=replication_diverged db=again/);
+  } finally {
+    await c.cleanup();
+  }
+});
+
 test('a former primary whose checkpoint holds commits never acknowledged is made again', async () => {
   const c = await startCluster(3, { conf: () => 'replicas = 3\ncommit_timeout = 1s\npromote_timeout = 5s\n[storage]\ncheckpoint_size = 64K\n', proxies: true });
   try {

@@ -164,9 +164,14 @@ static void ship(void)
     P.recs = (dsq_buf)DSQ_BUF_INIT;
     uint64_t upto = P.last_lsn;
     pthread_mutex_unlock(&P.mu);
+    uint64_t first = 1;
+    size_t first_len;
+    if (recs.len > 0)
+        cr_assert_eq(dsq_log_record(recs.data, recs.len, &first, &first_len), 0);
     tcall *t = make(&F, DSQ_OP_APPLY, NULL);
     t->c.recs = (const uint8_t *)recs.data;
     t->c.recs_len = recs.len;
+    t->c.as_of_lsn = first - 1; /* (the follower has everything before) */
     go(&F, t);
     int n = F.ndone + 1;
     test_wait(F.e, &F.ndone, n, "the apply");
@@ -362,12 +367,25 @@ Test(repl, a_follower_cuts_its_log_back_and_goes_on)
     cr_assert(dsq_result_next(&r->c.results[0], &pos, &v));
     cr_assert_eq(v.i, 2, "records 2 and 3 stay");
     done(r);
-    /* The records after 3 come again (here: the same ones). */
+    /* Records sent as if its log ended elsewhere (at 1: those at 2 and 3
+     * would pass for its own) are refused whole, saying where it ends. */
     a = make(&F, DSQ_OP_APPLY, NULL);
     a->c.recs = (const uint8_t *)all.data;
     a->c.recs_len = all.len;
+    a->c.as_of_lsn = 1;
     go(&F, a);
-    test_wait(F.e, &F.ndone, 4, "the apply again");
+    test_wait(F.e, &F.ndone, 4, "an apply from the wrong place");
+    cr_assert_eq(a->c.code, DSQ_CODE_INVALID_LSN, "%s", a->c.msg);
+    cr_assert_eq(a->c.lsn, 3);
+    done(a);
+    /* The records after 3 come again (here: the same ones, from the
+     * start: those up to 3 are passed over). */
+    a = make(&F, DSQ_OP_APPLY, NULL);
+    a->c.recs = (const uint8_t *)all.data;
+    a->c.recs_len = all.len;
+    a->c.as_of_lsn = 3;
+    go(&F, a);
+    test_wait(F.e, &F.ndone, 5, "the apply again");
     cr_assert_eq(a->c.err, 0, "%s", a->c.msg);
     cr_assert_eq(a->c.lsn, 6);
     done(a);
