@@ -59,7 +59,8 @@ typedef struct rdb {
     bool reprobe;           /* the log may have grown since that call read its end: ask again */
     bool synced;            /* the primary agreed where their logs meet (SYNC done, READY sent) */
     bool settling;          /* cutting its log or recording history after a SYNC */
-    bool accepting;         /* recording an epoch it accepts */
+    unsigned accepting;     /* epochs it accepts being recorded (one at a time but for a failed
+                               promotion's, which may still be on its way) */
     uint32_t accept_to;     /* the candidate to answer once recorded (+ 1; 0: none) */
     unsigned applies;       /* APPLY calls in flight */
     struct promo *promo;    /* this node is becoming its primary */
@@ -997,7 +998,7 @@ static void accepted(void *ud, int rc)
     dsq_repl *r = a->r;
     rdb *d = a->d;
     free(a);
-    d->accepting = false;
+    d->accepting--;
     if (rc != 0) {
         DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the epoch"));
         d->accept_to = 0;
@@ -1018,9 +1019,9 @@ static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
         return;
     a->r = r;
     a->d = d;
-    d->accepting = true;
+    d->accepting++;
     if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, epoch, primary, 0, accepted, a) != 0) {
-        d->accepting = false;
+        d->accepting--;
         free(a);
     }
 }
@@ -1135,9 +1136,44 @@ typedef struct promo {
     uint64_t best_last;
     dsq_epoch_state best_hist;
     uint64_t common;        /* this copy's log agrees with best's up to here */
+    unsigned writes;        /* its records of epochs under way (each calls back with it) */
+    bool closed;            /* ended, its timer closed: it goes once no record is under way */
 } promo;
 
-static void promo_closed(uv_handle_t *h) { free(h->data); }
+static void promo_release(promo *p)
+{
+    if (p->closed && p->writes == 0)
+        free(p);
+}
+
+static void promo_closed(uv_handle_t *h)
+{
+    promo *p = h->data;
+    p->closed = true;
+    promo_release(p);
+}
+
+/* Record an epoch's entry for promotion p; cb gets p back (promo_back
+ * first). 0, or -1: not started. */
+static int promo_record(promo *p, uint64_t epoch, uint32_t primary, uint64_t start, void (*cb)(void *, int))
+{
+    p->writes++;
+    if (dsq_epochs_set(p->r->cfg.epochs, p->r->loop, p->d->name, epoch, primary, start, cb, p) == 0)
+        return 0;
+    p->writes--;
+    return -1;
+}
+
+/* One of p's records is done: true when p is still the promotion under
+ * way; false when it ended meanwhile (and may be gone now). */
+static bool promo_back(promo *p)
+{
+    p->writes--;
+    if (p->d->promo == p)
+        return true;
+    promo_release(p);
+    return false;
+}
 
 static void promo_end(dsq_repl *r, rdb *d, int rc, const char *msg)
 {
@@ -1177,9 +1213,8 @@ static void promo_self_accepted(void *ud, int rc)
 {
     promo *p = ud;
     rdb *d = p->d;
-    p->r->stats.promotions += 0;
-    d->accepting = false;
-    if (d->promo != p)
+    d->accepting--;
+    if (!promo_back(p))
         return; /* (it failed meanwhile) */
     if (rc != 0) {
         promo_fail(p->r, d, "this node cannot record the epoch on its disk");
@@ -1194,7 +1229,7 @@ static void promo_started(void *ud, int rc)
     promo *p = ud;
     dsq_repl *r = p->r;
     rdb *d = p->d;
-    if (d->promo != p)
+    if (!promo_back(p))
         return;
     if (rc != 0) {
         promo_fail(r, d, "this node cannot record the epoch's start on its disk");
@@ -1239,21 +1274,19 @@ static void promo_history_next(promo *p)
         if (h.start <= p->common)
             continue;
         p->best_hist.hist[i].start = 0; /* done after this */
-        if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, h.epoch, (uint32_t)p->best, h.start, promo_history_done,
-                           p) != 0)
+        if (promo_record(p, h.epoch, (uint32_t)p->best, h.start, promo_history_done) != 0)
             promo_fail(r, d, "this node cannot record the history on its disk");
         return;
     }
     p->phase = P_STARTING;
-    if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, p->epoch, (uint32_t)r->cfg.self, d->expect, promo_started,
-                       p) != 0)
+    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, d->expect, promo_started) != 0)
         promo_fail(r, d, "this node cannot record the epoch's start on its disk");
 }
 
 static void promo_history_done(void *ud, int rc)
 {
     promo *p = ud;
-    if (p->d->promo != p)
+    if (!promo_back(p))
         return;
     if (rc != 0) {
         promo_fail(p->r, p->d, "this node cannot record the history on its disk");
@@ -1438,9 +1471,9 @@ int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud,
     pthread_mutex_lock(&r->mu);
     d->role = DSQ_ROLE_FOLLOWER; /* (no writes before it is established) */
     pthread_mutex_unlock(&r->mu);
-    d->accepting = true;
-    if (dsq_epochs_set(r->cfg.epochs, r->loop, db, p->epoch, (uint32_t)r->cfg.self, 0, promo_self_accepted, p) != 0) {
-        d->accepting = false;
+    d->accepting++;
+    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, 0, promo_self_accepted) != 0) {
+        d->accepting--;
         promo_fail(r, d, "this node cannot record the epoch on its disk");
         return 0;
     }

@@ -125,6 +125,37 @@ test('a promoted primary cut off in its turn: its unacknowledged commits go too'
   }
 });
 
+// A copy that missed an epoch proposes the same number again: a copy that
+// accepted that epoch with another primary refuses at once (before the
+// candidate has recorded its own acceptance); the promotion fails saying
+// so, and the next one, with the epoch it learned, succeeds.
+test('a promotion refused by a copy that knows a newer epoch fails at once; the next succeeds', async () => {
+  const c = await startCluster(3, { conf, proxies: true });
+  try {
+    const db = 'stale';
+    const { p, fs } = await roles(c, db);
+    const [a, b] = fs;
+    assert.equal((await query(c.nodes[p], db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    c.proxy(a, b).partition();
+    await until(async () => (await clusterInfo(c.nodes[a])).body.nodes[b].reachable === false, 10000, 'the cut seen');
+    const pa = await post(c.nodes[a], '/v1/admin/promote', { database: db });
+    assert.equal(pa.status, 200, JSON.stringify(pa.body));
+    assert.equal(pa.body.epoch, 2);
+    // b heard nothing of epoch 2; the former primary accepted it.
+    const pb = await post(c.nodes[b], '/v1/admin/promote', { database: db });
+    assert.equal(pb.body.error?.code, 'TIMEOUT', JSON.stringify(pb.body));
+    assert.match(pb.body.error.message, new RegExp(`node n${p + 1} accepted epoch 2 already`));
+    const again = await post(c.nodes[b], '/v1/admin/promote', { database: db });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal(again.body.epoch, 3);
+    await until(async () => (await query(c.nodes[b], db, 'INSERT OR IGNORE INTO t VALUES (1)')).status === 200, 10000, 'a write');
+    c.proxy(a, b).heal();
+    for (const d of c.nodes) await until(async () => (await ids(d, db)) === '1', 15000, 'every copy the same');
+  } finally {
+    await c.cleanup();
+  }
+});
+
 test('a former primary whose checkpoint holds commits never acknowledged is made again', async () => {
   const c = await startCluster(3, { conf: () => 'replicas = 3\ncommit_timeout = 1s\npromote_timeout = 5s\n[storage]\ncheckpoint_size = 64K\n', proxies: true });
   try {
