@@ -1,0 +1,80 @@
+// Forwarding when things go wrong: the primary's node gone (a request
+// passed on to it ends, the next one is refused at once with 503
+// NOT_PRIMARY), and a client that never reads what comes back through a
+// node (cut off after server.send_timeout, as on a connection of the
+// node's own; the node reads no more from the other one meanwhile).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { metric, sleep, wsFrame, wsRaw } from '../integration/lib/harness.mjs';
+import { clusterInfo, startCluster, until } from './lib/cluster.mjs';
+
+// A database's primary and a node without a copy (replicas = 2 of 3).
+async function place(c, db) {
+  const info = (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database;
+  const byId = (id) => c.nodes[Number(id.slice(1)) - 1];
+  const P = byId(info.primary);
+  const N = c.nodes.find((d) => !info.copies.some((x) => byId(x.node) === d));
+  for (const d of c.nodes)
+    await until(async () => (await clusterInfo(d)).body.nodes.every((n) => n.reachable), 10000, 'links');
+  return { P, N };
+}
+
+async function query(d, db, sql, ms = 20000) {
+  const r = await fetch(`${d.url}/v1/db/${db}/query`, { method: 'POST', body: JSON.stringify({ sql }), signal: AbortSignal.timeout(ms) });
+  return { status: r.status, body: await r.json() };
+}
+
+test('the primary\'s node gone: a request passed on to it ends, the next is refused at once', async () => {
+  const c = await startCluster(3, { conf: () => 'replicas = 2\n' });
+  try {
+    const db = 'gone';
+    const { P, N } = await place(c, db);
+    assert.equal((await query(N, db, 'CREATE TABLE t(x)')).status, 200);
+    // A statement that runs for seconds on the primary, through N.
+    const slow = query(N, db, 'WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 200000000) ' +
+      'SELECT count(*) FROM r').then((r) => `answered ${r.status}`, (e) => `ended: ${e.name}`);
+    await sleep(300);
+    P.proc.kill('SIGKILL');
+    await P.exit;
+    const t0 = Date.now();
+    const how = await slow;
+    assert.match(how, /^ended: (TypeError|SyntaxError)/, `the request in flight ends with the connection (${how})`);
+    assert.ok(Date.now() - t0 < 5000, 'at once, not after a timeout');
+    const r = await query(N, db, 'SELECT 1', 5000);
+    assert.equal(r.status, 503, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'NOT_PRIMARY');
+    assert.match(r.body.error.message, /cannot be reached/);
+    assert.equal((await fetch(`${N.url}/healthz`)).status, 200, 'the node passing it on goes on');
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('a client that never reads what comes back through a node is cut off; the node goes on', async () => {
+  const c = await startCluster(3, { conf: () => 'replicas = 2\n[server]\nsend_timeout = 1s\nsend_queue_limit = 256K\n' });
+  try {
+    const db = 'deaf';
+    const { N } = await place(c, db);
+    const stalled = () => metric(N.port, 'dosqld_connections_closed_total{reason="send_stall"}');
+    const before = await stalled();
+    const w = await wsRaw(N.port, `/v1/db/${db}/rpc`);
+    w.sock.pause(); // never read again
+    w.sock.on('error', () => {});
+    const ping = wsFrame(0x9, Buffer.alloc(125, 0x61));
+    const batch = Buffer.concat(Array(1000).fill(ping)); // 125 KiB of pongs owed a batch
+    let cut = before;
+    // Bounded: at most 200 batches or 20 s.
+    const deadline = Date.now() + 20000;
+    for (let i = 0; i < 200 && Date.now() < deadline && cut === before; i++) {
+      if (!w.sock.destroyed && w.sock.writableLength < 8 << 20) w.write(batch);
+      await sleep(100);
+      cut = await stalled();
+    }
+    assert.ok(cut > before, 'the client that does not read was cut off by the node it reached');
+    assert.equal((await query(N, db, 'SELECT 1')).status, 200, 'others are served through it');
+    w.destroy();
+  } finally {
+    await c.cleanup();
+  }
+});
