@@ -142,18 +142,19 @@ static void drain(void)
         if (time(NULL) > give_up) {
             fprintf(stderr, "engine_stress: calls did not finish (%d left)\n", inflight);
             /* What each actor with work holds, for the post-mortem. */
-            for (size_t i = 0; i < E->nbuckets; i++)
-                for (dsq_actor *a = E->buckets[i]; a; a = a->hnext) {
-                    pthread_mutex_lock(&a->mu);
-                    const dsq_call *head = dsq_container_of(dsq_queue_first(&a->mail), dsq_call, link);
-                    if (a->nmail || a->inflight || a->txn[0] || a->stream_id)
-                        fprintf(stderr, "  %s: sched=%d mail=%zu inflight=%u txn=%s stream=%llu "
-                                        "open=%d expire_sent=%d head_op=%d head_state=%d\n",
-                                a->name, a->sched, a->nmail, a->inflight, a->txn[0] ? a->txn : "-",
-                                (unsigned long long)a->stream_id, a->open != NULL, a->expire_sent,
-                                head ? (int)head->op : -1, head ? head->state : -1);
-                    pthread_mutex_unlock(&a->mu);
-                }
+            dsq_htab_iter it = {0};
+            for (dsq_hnode *n; (n = dsq_htab_next(&E->actors, &it)) != NULL;) {
+                dsq_actor *a = dsq_container_of(n, dsq_actor, hlink);
+                pthread_mutex_lock(&a->mu);
+                const dsq_call *head = dsq_container_of(dsq_queue_first(&a->mail), dsq_call, link);
+                if (a->nmail || a->inflight || a->txn[0] || a->stream_id)
+                    fprintf(stderr, "  %s: sched=%d mail=%zu inflight=%u txn=%s stream=%llu "
+                                    "open=%d expire_sent=%d head_op=%d head_state=%d\n",
+                            a->name, a->sched, a->nmail, a->inflight, a->txn[0] ? a->txn : "-",
+                            (unsigned long long)a->stream_id, a->open != NULL, a->expire_sent,
+                            head ? (int)head->op : -1, head ? head->state : -1);
+                pthread_mutex_unlock(&a->mu);
+            }
             exit(1);
         }
     }
