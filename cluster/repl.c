@@ -848,11 +848,15 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
 }
 
 /* After a SYNC: the primary's history past `keep`, recorded one entry at
- * a time (from hist->hist[from]), then READY. */
+ * a time (from hist->hist[from]), then READY — to that primary, in that
+ * epoch: a copy that accepted another meanwhile says where it is to the
+ * new primary instead (it is in sync with nobody). */
 typedef struct settle {
     dsq_repl *r;
     rdb *d;
     uint64_t keep;
+    uint64_t epoch;         /* of the SYNC */
+    uint32_t primary;       /* its sender */
     dsq_epoch_state hist;
     size_t next;
 } settle;
@@ -870,7 +874,7 @@ static void settle_next(void *ud, int rc)
     }
     if (s->next < s->hist.nhist) {
         dsq_epoch_hist h = s->hist.hist[s->next++];
-        if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, h.epoch, d->primary, h.start, settle_next, s) != 0)
+        if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, h.epoch, s->primary, h.start, settle_next, s) != 0)
             settle_next(s, -1);
         return;
     }
@@ -878,6 +882,12 @@ static void settle_next(void *ud, int rc)
     if (d->promo != NULL) {
         free(s);
         promo_step(r, d);
+        return;
+    }
+    if (d->epoch != s->epoch || d->primary != s->primary) {
+        free(s);
+        d->at_sent = 0;
+        send_at(r, d);
         return;
     }
     if (d->role == DSQ_ROLE_FOLLOWER && dsq_peer_up(r->peers, d->primary)) {
@@ -903,7 +913,7 @@ static void settle_history(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_s
     settle *s = calloc(1, sizeof *s);
     if (s == NULL)
         return;
-    *s = (settle){.r = r, .d = d, .keep = keep, .hist = *hist, .next = from};
+    *s = (settle){.r = r, .d = d, .keep = keep, .epoch = d->epoch, .primary = d->primary, .hist = *hist, .next = from};
     d->settling = true;
     settle_next(s, 0);
 }
