@@ -17,13 +17,13 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/util.h"
 #include "engine/engine.h"
 #include "engine/tier/tier.h"
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/server.h"
-#include "server/tls.h"
 
 /* The descriptor limit: the soft limit goes up to the hard one (as
  * daemons do: the default soft limit of 1,024 is far below what a server

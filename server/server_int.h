@@ -16,6 +16,7 @@
 #include "common/buf.h"
 #include "common/errors.h"
 #include "common/list.h"
+#include "common/tls.h"
 #include "engine/engine.h"
 #include "engine/tier/objstore.h"
 #include "protocol/capnweb.h"
@@ -26,7 +27,6 @@
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/router.h"
-#include "server/tls.h"
 #include "server/ws.h"
 
 typedef struct dsq_server dsq_server;

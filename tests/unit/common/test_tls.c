@@ -1,4 +1,4 @@
-/* Unit tests: server/tls — a real OpenSSL client against dsq_tls, both on
+/* Unit tests: common/tls — a real OpenSSL client against dsq_tls, both on
  * memory BIOs, with a certificate made here. */
 #include <criterion/criterion.h>
 #include <openssl/err.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/tls.h"
+#include "common/tls.h"
 
 static char cert_path[] = "/tmp/dsq-test-cert-XXXXXX";
 static char key_path[] = "/tmp/dsq-test-key-XXXXXX";
