@@ -16,6 +16,7 @@ struct dsq_cluster {
     size_t nnodes, self;
     dsq_cluster_cfg cfg;
     char secret[DSQ_SECRET_MAX + 1];
+    char *tls_cert, *tls_key, *tls_ca; /* owned; NULL without TLS */
     dsq_epochs *epochs;
     dsq_repl *repl;
     char client_addr[DSQ_NODES_MAX][80]; /* each node's, as it told (this one's: its own) */
@@ -23,6 +24,14 @@ struct dsq_cluster {
     void (*done)(void *ud);
     void *done_ud;
 };
+
+static void cluster_free(dsq_cluster *c)
+{
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_ca);
+    free(c);
+}
 
 int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen)
 {
@@ -55,8 +64,16 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     c->cfg = *cfg;
     snprintf(c->secret, sizeof c->secret, "%s", cfg->secret);
     c->cfg.secret = c->secret;
+    c->cfg.tls_cert = c->cfg.tls_key = c->cfg.tls_ca = NULL;
+    if (cfg->tls_cert != NULL &&
+        ((c->tls_cert = strdup(cfg->tls_cert)) == NULL || (c->tls_key = strdup(cfg->tls_key)) == NULL ||
+         (c->tls_ca = strdup(cfg->tls_ca)) == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        cluster_free(c);
+        return -1;
+    }
     if (dsq_epochs_open(cfg->data_dir, c->nodes, c->nnodes, &c->epochs, err, errlen) != 0) {
-        free(c);
+        cluster_free(c);
         return -1;
     }
     dsq_repl_cfg rc = {
@@ -74,7 +91,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     if ((c->repl = dsq_repl_new(&rc)) == NULL) {
         snprintf(err, errlen, "out of memory");
         dsq_epochs_close(c->epochs);
-        free(c);
+        cluster_free(c);
         return -1;
     }
     *out = c;
@@ -126,6 +143,9 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         .dead_after_ms = c->cfg.peer_timeout_ms,
         .send_limit = 8u << 20,
         .max_message = 1ull << 31,
+        .tls_cert = c->tls_cert,
+        .tls_key = c->tls_key,
+        .tls_ca = c->tls_ca,
         .on_message = on_message,
         .on_link = on_link,
         .on_writable = on_writable,
@@ -147,7 +167,7 @@ static void peers_stopped(void *ud)
     void *dud = c->done_ud;
     dsq_repl_free(c->repl);
     dsq_epochs_close(c->epochs);
-    free(c);
+    cluster_free(c);
     if (done != NULL)
         done(dud);
 }

@@ -68,6 +68,9 @@ typedef struct dsq_cluster_cfg {
     unsigned replicas;              /* cluster.replicas: copies of each database */
     dsq_commit_ack ack;             /* cluster.commit_ack */
     uint64_t promote_timeout_ms;    /* cluster.promote_timeout */
+    /* cluster.tls: PEM files (copied paths; read when the links start);
+     * tls_cert NULL: the links are plain TCP. See peer.h. */
+    const char *tls_cert, *tls_key, *tls_ca;
 } dsq_cluster_cfg;
 
 /* Parse the node list and set up replication (nothing runs yet). 0, or
@@ -111,8 +114,9 @@ typedef struct dsq_cluster_node_info {
 size_t dsq_cluster_nnodes(const dsq_cluster *c);
 
 /* Counters for metrics, since the start. The links' (peer.c): bytes
- * and messages sent and received over every link; links made;
- * handshakes refused. */
+ * (of the messages: TLS's own not counted) and messages sent and
+ * received over every link; links made; handshakes refused (the HMAC's
+ * or, with TLS, the certificates'). */
 typedef struct dsq_peer_stats {
     uint64_t bytes_out, bytes_in, msgs_out, msgs_in, connects, auth_failures;
 } dsq_peer_stats;

@@ -1,5 +1,5 @@
-/* peer — the links between nodes: connections, the handshake, framing,
- * heartbeats and redialing (peer.h). */
+/* peer — the links between nodes: connections, TLS when on, the handshake,
+ * framing, heartbeats and redialing (peer.h). */
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
@@ -12,6 +12,7 @@
 #include "cluster/wire.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/util.h"
 
 /* The link's own message types. */
@@ -45,9 +46,14 @@ typedef struct pconn {
     uint8_t nonce_d[NONCE], nonce_a[NONCE];
     uint64_t since_ms;            /* opened (for the handshake's limit) */
     uint64_t last_rx_ms;          /* anything received */
-    dsq_buf in;                   /* received, not yet a whole frame */
-    dsq_buf out;                  /* queued, not yet handed to a write */
+    dsq_buf in;                   /* received, not yet a whole frame (plaintext) */
+    dsq_buf out;                  /* queued, not yet handed to a write (plaintext) */
     dsq_buf wbuf;                 /* the write under way */
+    dsq_tls *tls;                 /* with cluster.tls: the session (owned); else NULL */
+    dsq_buf cin;                  /* TLS: ciphertext read, not yet decrypted */
+    dsq_buf cout;                 /* TLS: ciphertext not yet handed to a write */
+    bool heard;                   /* anything received yet */
+    char addr[64];                /* the other end's address, for the log */
     bool writing;
     bool over;                    /* queued past send_limit since the last on_writable */
     uv_write_t wreq;
@@ -66,6 +72,7 @@ struct dsq_peers {
     dsq_peers_cfg cfg;
     dsq_node nodes[DSQ_NODES_MAX];
     char secret[DSQ_SECRET_MAX + 1];
+    dsq_tls_ctx *tls;             /* with cluster.tls (owned); else NULL */
     uv_tcp_t listener;
     uv_timer_t timer;
     plink links[DSQ_NODES_MAX];
@@ -100,6 +107,7 @@ static void maybe_done(dsq_peers *ps)
     if (ps->stopping && ps->closing == 0 && ps->done != NULL) {
         void (*done)(void *) = ps->done;
         void *ud = ps->done_ud;
+        dsq_tls_ctx_free(ps->tls);
         free(ps);
         done(ud);
     }
@@ -112,6 +120,9 @@ static void on_conn_closed(uv_handle_t *h)
     dsq_buf_free(&c->in);
     dsq_buf_free(&c->out);
     dsq_buf_free(&c->wbuf);
+    dsq_buf_free(&c->cin);
+    dsq_buf_free(&c->cout);
+    dsq_tls_free(c->tls);
     free(c);
     ps->closing--;
     maybe_done(ps);
@@ -152,6 +163,10 @@ static void conn_close(pconn *c, const char *why)
 
 static void start_write(pconn *c);
 
+/* Bytes queued on the connection and not yet written (plaintext waiting
+ * for encryption counted as it is). */
+static size_t queued(const pconn *c) { return c->out.len + c->cout.len + c->wbuf.len; }
+
 static void on_written(uv_write_t *w, int status)
 {
     pconn *c = w->data;
@@ -165,7 +180,7 @@ static void on_written(uv_write_t *w, int status)
     }
     start_write(c);
     dsq_peers *ps = c->ps;
-    if (c->over && c->state == C_UP && c->out.len + c->wbuf.len < ps->cfg.send_limit / 2) {
+    if (c->over && c->state == C_UP && queued(c) < ps->cfg.send_limit / 2) {
         c->over = false;
         if (ps->cfg.on_writable != NULL)
             ps->cfg.on_writable(ps->cfg.ud, c->node);
@@ -173,15 +188,26 @@ static void on_written(uv_write_t *w, int status)
 }
 
 /* Hand what is queued to one write (what queues meanwhile goes in the
- * next). */
+ * next). With TLS, what is queued is encrypted first, in order after
+ * whatever the session itself had to send. */
 static void start_write(pconn *c)
 {
-    if (c->writing || c->out.len == 0 || c->state == C_CLOSING)
+    if (c->writing || c->state == C_CLOSING)
+        return;
+    if (c->tls != NULL && c->out.len > 0) {
+        if (dsq_tls_write(c->tls, c->out.data, c->out.len, &c->cout) != 0) {
+            conn_close(c, dsq_tls_error(c->tls));
+            return;
+        }
+        dsq_buf_reset(&c->out);
+    }
+    dsq_buf *q = c->tls != NULL ? &c->cout : &c->out;
+    if (q->len == 0)
         return;
     dsq_buf t = c->wbuf;
-    c->wbuf = c->out;
-    c->out = t;
-    dsq_buf_reset(&c->out);
+    c->wbuf = *q;
+    *q = t;
+    dsq_buf_reset(q);
     uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
@@ -232,9 +258,28 @@ static void auth_failed(pconn *c, const char *why)
 {
     dsq_peers *ps = c->ps;
     ps->stats.auth_failures++;
-    DSQ_ERROR("peer_auth_failed", "node=%s reason=%s", c->node < ps->cfg.nnodes ? ps->nodes[c->node].id : "?",
-              dsq_log_q(why));
+    DSQ_ERROR("peer_auth_failed", "node=%s address=%s reason=%s",
+              c->node < ps->cfg.nnodes ? ps->nodes[c->node].id : "?", c->addr, dsq_log_q(why));
     conn_close(c, NULL);
+}
+
+/* The TLS session failed: before the link is up (a certificate refused
+ * either way, a handshake cut short, bytes that are not TLS) that is a
+ * failed authentication; after, a broken link. The alert that says why,
+ * if the session made one, goes out first when the socket takes it at
+ * once (it never waits). */
+static void tls_failed(pconn *c)
+{
+    char why[320];
+    snprintf(why, sizeof why, "TLS: %s", dsq_tls_error(c->tls));
+    if (c->cout.len > 0) {
+        uv_buf_t b = uv_buf_init(c->cout.data, (unsigned)c->cout.len);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* (UV_EAGAIN while a write is queued: then not) */
+    }
+    if (c->state == C_UP)
+        conn_close(c, why);
+    else
+        auth_failed(c, why);
 }
 
 static size_t node_by_id(const dsq_peers *ps, const char *id)
@@ -291,6 +336,14 @@ static void on_hello(pconn *c, const uint8_t *p, size_t n)
     }
     if (strcmp(from, self) > 0) {
         auth_failed(c, "that node should accept, not dial (check cluster.peers on both)");
+        return;
+    }
+    if (c->tls != NULL && !dsq_tls_peer_named(c->tls, from)) {
+        /* Its certificate verified, but is another node's: it cannot
+         * speak for `from`. */
+        char why[160];
+        snprintf(why, sizeof why, "its hello says it is node %s, which its TLS certificate does not name", from);
+        auth_failed(c, why);
         return;
     }
     c->node = node;
@@ -381,13 +434,25 @@ static void on_frame(pconn *c, uint8_t type, const uint8_t *p, size_t n)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     pconn *c = h->data;
+    dsq_buf *b = c->tls != NULL ? &c->cin : &c->in; /* TLS: ciphertext, decrypted into in */
     size_t want = suggested < 65536 ? 65536 : suggested;
-    if (dsq_buf_reserve(&c->in, want) != 0) {
+    if (dsq_buf_reserve(b, want) != 0) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
-    *buf = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+    *buf = uv_buf_init(b->data + b->len, (unsigned)(b->cap - b->len));
 }
+
+/* The first bytes of a connection, when they are not what this side
+ * speaks, tell which side has TLS: a plain node's hello starts with its
+ * length, type 1 and the magic; a TLS ClientHello with a handshake
+ * record's header (22, then version 3.x). */
+static bool plain_hello(const dsq_buf *b)
+{
+    return b->len >= 9 && b->data[4] == T_HELLO && memcmp(b->data + 5, MAGIC, 4) == 0;
+}
+
+static bool tls_hello(const uint8_t *p, size_t n) { return n >= 2 && p[0] == 22 && p[1] == 3; }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -397,9 +462,32 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c, nread == UV_EOF ? "closed by the other node" : uv_strerror((int)nread));
         return;
     }
-    c->in.len += (size_t)nread;
-    ps->stats.bytes_in += (uint64_t)nread;
     c->last_rx_ms = dsq_now_ms();
+    if (c->tls != NULL) {
+        c->cin.len += (size_t)nread;
+        if (!c->heard && plain_hello(&c->cin)) {
+            auth_failed(c, "it does not speak TLS: cluster.tls is on here and off there");
+            return;
+        }
+        c->heard = c->heard || nread > 0;
+        size_t before = c->in.len;
+        int rc = dsq_tls_read(c->tls, c->cin.data, c->cin.len, &c->in, &c->cout);
+        dsq_buf_reset(&c->cin);
+        if (rc != 0) {
+            tls_failed(c);
+            return;
+        }
+        ps->stats.bytes_in += c->in.len - before;
+        start_write(c); /* the session's own: handshake messages, and what waited for it */
+    } else {
+        if (!c->heard && tls_hello((const uint8_t *)c->in.data + c->in.len, (size_t)nread)) {
+            auth_failed(c, "it speaks TLS: cluster.tls is on there and off here");
+            return;
+        }
+        c->heard = c->heard || nread > 0;
+        c->in.len += (size_t)nread;
+        ps->stats.bytes_in += (uint64_t)nread;
+    }
     size_t off = 0;
     while (c->state != C_CLOSING && c->in.len - off >= 4) {
         const uint8_t *p = (const uint8_t *)c->in.data + off;
@@ -458,12 +546,21 @@ static void on_connected(uv_connect_t *req, int status)
         conn_close(c, uv_strerror(status));
         return;
     }
+    dsq_peers *ps = c->ps;
+    if (ps->tls != NULL) {
+        /* The acceptor's certificate must name the node this one dials. */
+        c->tls = dsq_tls_new_client(ps->tls, ps->nodes[c->node].id);
+        if (c->tls == NULL || dsq_tls_start(c->tls, &c->cout) != 0) {
+            conn_close(c, "TLS: out of memory");
+            return;
+        }
+    }
     int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc < 0) {
         conn_close(c, uv_strerror(rc));
         return;
     }
-    send_hello(c);
+    send_hello(c); /* (with TLS, held until its handshake is done) */
 }
 
 static void dial(dsq_peers *ps, size_t node)
@@ -476,6 +573,7 @@ static void dial(dsq_peers *ps, size_t node)
     }
     l->dialing = c;
     c->state = C_CONNECTING;
+    snprintf(c->addr, sizeof c->addr, "%s", ps->nodes[node].addr_text);
     c->connect.data = c;
     int rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&ps->nodes[node].addr, on_connected);
     if (rc < 0)
@@ -491,8 +589,27 @@ static void on_accept(uv_stream_t *s, int status)
     if (c == NULL)
         return;
     c->state = C_WAIT_HELLO;
-    if (uv_accept(s, (uv_stream_t *)&c->tcp) != 0 ||
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    if (uv_accept(s, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c, "cannot accept");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char ip[48] = "?";
+        if (ss.ss_family == AF_INET6)
+            uv_ip6_name((const struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        else
+            uv_ip4_name((const struct sockaddr_in *)&ss, ip, sizeof ip);
+        snprintf(c->addr, sizeof c->addr, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
+                 (unsigned)ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                          : ((struct sockaddr_in *)&ss)->sin_port));
+    }
+    if (ps->tls != NULL && (c->tls = dsq_tls_new(ps->tls)) == NULL) {
+        conn_close(c, "TLS: out of memory");
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         conn_close(c, "cannot accept");
 }
 
@@ -541,6 +658,7 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
         return -1;
     }
     ps->cfg = *cfg;
+    ps->cfg.tls_cert = ps->cfg.tls_key = ps->cfg.tls_ca = NULL; /* (borrowed: read here, not kept) */
     memcpy(ps->nodes, cfg->nodes, cfg->nnodes * sizeof *ps->nodes);
     ps->cfg.nodes = ps->nodes;
     snprintf(ps->secret, sizeof ps->secret, "%s", cfg->secret);
@@ -548,6 +666,16 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
     for (size_t i = 0; i < cfg->nnodes; i++)
         ps->links[i].backoff_ms = DIAL_MIN_MS;
     const dsq_node *self = &ps->nodes[cfg->self];
+    if (cfg->tls_cert != NULL) {
+        char why[512];
+        if ((ps->tls = dsq_tls_ctx_new_mutual(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, why, sizeof why)) == NULL ||
+            dsq_tls_ctx_check_own(ps->tls, self->id, why, sizeof why) != 0) {
+            snprintf(err, errlen, "cluster.%s", why);
+            dsq_tls_ctx_free(ps->tls);
+            free(ps);
+            return -1;
+        }
+    }
     int rc = uv_tcp_init(cfg->loop, &ps->listener);
     if (rc == 0) {
         ps->listener.data = ps;
@@ -560,11 +688,13 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
             uv_close((uv_handle_t *)&ps->listener, NULL);
             /* (the handle's memory goes with ps: run the loop once so libuv is done with it) */
             uv_run(cfg->loop, UV_RUN_NOWAIT);
+            dsq_tls_ctx_free(ps->tls);
             free(ps);
             return -1;
         }
     } else {
         snprintf(err, errlen, "cannot listen for the other nodes: %s", uv_strerror(rc));
+        dsq_tls_ctx_free(ps->tls);
         free(ps);
         return -1;
     }
@@ -576,7 +706,8 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
     uv_timer_start(&ps->timer, on_tick, 0, every);
     uv_unref((uv_handle_t *)&ps->timer);
     uv_unref((uv_handle_t *)&ps->listener);
-    DSQ_INFO("peers_listening", "node=%s address=%s nodes=%zu", self->id, self->addr_text, cfg->nnodes);
+    DSQ_INFO("peers_listening", "node=%s address=%s nodes=%zu tls=%s", self->id, self->addr_text, cfg->nnodes,
+             ps->tls != NULL ? "yes" : "no");
     *out = ps;
     return 0;
 }
@@ -614,7 +745,7 @@ int dsq_peer_send(dsq_peers *ps, size_t node, uint8_t type, const void *a, size_
     pconn *c = ps->links[node].up;
     if (frame(c, type, a, alen, b, blen) != 0)
         return -1;
-    if (c->out.len + c->wbuf.len >= ps->cfg.send_limit)
+    if (queued(c) >= ps->cfg.send_limit)
         c->over = true;
     return 0;
 }
@@ -622,7 +753,7 @@ int dsq_peer_send(dsq_peers *ps, size_t node, uint8_t type, const void *a, size_
 size_t dsq_peer_queued(const dsq_peers *ps, size_t node)
 {
     const pconn *c = node < ps->cfg.nnodes ? ps->links[node].up : NULL;
-    return c ? c->out.len + c->wbuf.len : 0;
+    return c ? queued(c) : 0;
 }
 
 void dsq_peers_stats(const dsq_peers *ps, dsq_peer_stats *out) { *out = ps->stats; }

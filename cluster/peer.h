@@ -16,8 +16,19 @@
  * different label). Either side closes the connection when a check fails,
  * so only nodes that know the secret exchange messages, and a recorded
  * handshake cannot be replayed (the other side's nonce is new each time).
- * Messages after it are not encrypted or signed: the links are meant for
- * a private network (or loopback).
+ * Without TLS, messages after it are not encrypted or signed: the links
+ * are then meant for a private network (or loopback).
+ *
+ * TLS (cluster.tls): every connection is TLS 1.2+ from its first byte,
+ * and the handshake and messages above run inside it. Both ends present
+ * a certificate that must chain to the CA file (mutual TLS). The dialer
+ * requires the acceptor's certificate to name the node it dials; the
+ * acceptor requires the dialer's to name the node its HELLO says it is.
+ * A certificate names a node when one of its DNS subjectAltNames is the
+ * node's id, exactly (no wildcard), or, when it has no DNS name, its
+ * subject CN is. A TLS failure before the link is up counts as a failed
+ * authentication, as does a node that has TLS off talking to one that
+ * has it on (either way round).
  *
  * Liveness: each side sends a heartbeat every `heartbeat_ms`; a link that
  * has received nothing for `dead_after_ms` is closed (and dialed again).
@@ -52,6 +63,11 @@ typedef struct dsq_peers_cfg {
     uint64_t dead_after_ms;
     uint64_t send_limit;     /* queued bytes per link over which senders should wait */
     uint64_t max_message;    /* a longer message closes the link */
+    /* cluster.tls: the PEM files of this node's certificate chain, its
+     * private key and the CA certificates every node's certificate must
+     * chain to, read by dsq_peers_start (not kept). tls_cert NULL: plain
+     * TCP. */
+    const char *tls_cert, *tls_key, *tls_ca;
     /* A message of type >= DSQ_PEER_MSG_MIN from node `node`; p is valid
      * during the call. */
     void (*on_message)(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n);
@@ -63,7 +79,10 @@ typedef struct dsq_peers_cfg {
 } dsq_peers_cfg;
 
 /* Listen on this node's peer address and start dialing the nodes this
- * one dials. 0, or -1 with a message (the address cannot be bound). */
+ * one dials. 0, or -1 with a message (the address cannot be bound; with
+ * TLS, a file cannot be read, or this node's own certificate does not
+ * verify against the CA file or does not name it: the message starts
+ * with the key, e.g. "cluster.tls_cert: ..."). */
 int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t errlen);
 
 /* Close every link and the listener; `done` is called (on the loop) once

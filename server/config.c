@@ -119,6 +119,10 @@ static const key_def keys[] = {
     {"cluster", "promote_timeout", T_DURATION, F(cluster_promote_timeout_ms), "10s", 100, 3600000},
     {"cluster", "heartbeat_interval", T_DURATION, F(cluster_heartbeat_ms), "250ms", 10, 60000},
     {"cluster", "peer_timeout", T_DURATION, F(cluster_peer_timeout_ms), "3s", 100, 600000},
+    {"cluster", "tls", T_BOOL, F(cluster_tls), "no", 0, 0},
+    {"cluster", "tls_cert", T_STR, F(cluster_tls_cert), "", 0, 0},
+    {"cluster", "tls_key", T_STR, F(cluster_tls_key), "", 0, 0},
+    {"cluster", "tls_ca", T_STR, F(cluster_tls_ca), "", 0, 0},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -515,12 +519,36 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
 
 /* ---- checks ------------------------------------------------------------- */
 
+/* [cluster] tls: on, it needs its three files; off, none of them is set
+ * (a file given with tls = no would leave the links plain while the
+ * configuration looks encrypted). The number of problems. */
+static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
+{
+    int problems = 0;
+    static const char *const names[] = {"tls_cert", "tls_key", "tls_ca"};
+    const char *const values[] = {cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca};
+    static const char *const what[] = {"this node's certificate chain, PEM", "its private key, PEM",
+                                       "the CA certificates every node's certificate must chain to, PEM"};
+    for (size_t i = 0; i < 3; i++) {
+        if (cfg->cluster_tls && values[i] == NULL) {
+            dsq_buf_printf(errs, "%s: cluster.tls = yes needs cluster.%s (%s)\n", where, names[i], what[i]);
+            problems++;
+        } else if (!cfg->cluster_tls && values[i] != NULL) {
+            dsq_buf_printf(errs, "%s: cluster.%s is set but cluster.tls = no: the links would not use it "
+                                 "(set cluster.tls = yes, or remove it)\n",
+                           where, names[i]);
+            problems++;
+        }
+    }
+    return problems;
+}
+
 /* [cluster]: every peer is ID@HOST:PORT, ids and addresses appear once,
  * this node is among them, and there are nodes enough for the copies.
  * The number of problems. */
 static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
 {
-    int problems = 0;
+    int problems = cluster_tls_finish(cfg, where, errs);
     const dsq_strlist *l = &cfg->cluster_peers;
     if (l->n == 0) {
         if (cfg->cluster_replicas > 1) {

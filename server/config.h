@@ -117,6 +117,10 @@ typedef struct dsq_config {
     uint64_t cluster_promote_timeout_ms; /* a promotion gives up after this */
     uint64_t cluster_heartbeat_ms;  /* a link sends a heartbeat this often */
     uint64_t cluster_peer_timeout_ms; /* a link silent this long is down */
+    bool cluster_tls;               /* every link runs mutual TLS */
+    char *cluster_tls_cert;         /* owned; this node's PEM certificate chain, or NULL */
+    char *cluster_tls_key;          /* owned; its PEM private key, or NULL */
+    char *cluster_tls_ca;           /* owned; the PEM CA certificates every node's must chain to, or NULL */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

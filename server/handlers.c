@@ -165,7 +165,7 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "# HELP dosqld_cluster_link_connects_total Links to other nodes made (each after its handshake).\n"
                        "# TYPE dosqld_cluster_link_connects_total counter\ndosqld_cluster_link_connects_total %llu\n"
                        "# HELP dosqld_cluster_auth_failures_total Handshakes with another node refused (a wrong "
-                       "secret or cluster.peers).\n"
+                       "secret or cluster.peers, or with cluster.tls a certificate refused).\n"
                        "# TYPE dosqld_cluster_auth_failures_total counter\ndosqld_cluster_auth_failures_total %llu\n",
                        (unsigned long long)cs.links_up, (unsigned long long)cs.links.bytes_out,
                        (unsigned long long)cs.links.bytes_in, (unsigned long long)cs.links.connects,

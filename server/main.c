@@ -261,6 +261,16 @@ int main(int argc, char **argv)
         }
         dsq_tls_ctx_free(t);
     }
+    if (problems == 0 && cfg->cluster_tls && cfg->cluster_peers.n > 1) {
+        /* The links' files, as dsq_peers_start will read them. */
+        dsq_tls_ctx *t = dsq_tls_ctx_new_mutual(cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca,
+                                                err, sizeof err);
+        if (t == NULL || dsq_tls_ctx_check_own(t, cfg->cluster_node_id, err, sizeof err) != 0) {
+            dsq_buf_printf(&errs, "cluster.%s\n", err);
+            problems++;
+        }
+        dsq_tls_ctx_free(t);
+    }
     if (problems > 0) {
         fprintf(stderr, "dosqld: configuration has %d problem%s:\n%s", problems,
                 problems == 1 ? "" : "s", errs.data ? errs.data : "");

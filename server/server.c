@@ -191,6 +191,9 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .replicas = (unsigned)cfg->cluster_replicas,
         .ack = ack,
         .promote_timeout_ms = cfg->cluster_promote_timeout_ms,
+        .tls_cert = cfg->cluster_tls ? cfg->cluster_tls_cert : NULL,
+        .tls_key = cfg->cluster_tls_key,
+        .tls_ca = cfg->cluster_tls_ca,
     };
     int rc = dsq_cluster_new(&cc, &srv->cluster, err, errlen);
     OPENSSL_cleanse(secret, sizeof secret);

@@ -1,8 +1,14 @@
 /* Unit tests: cluster/peer (the links between nodes), with two or three
- * nodes' link layers on one loop over loopback. */
+ * nodes' link layers on one loop over loopback; with TLS, on certificates
+ * the openssl command makes at test time. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +16,7 @@
 #include <unistd.h>
 
 #include "cluster/peer.h"
+#include "cluster/wire.h"
 #include "tests/unit/support/wait.h"
 
 #define SECRET "0123456789abcdef0123456789abcdef-test"
@@ -36,6 +43,7 @@ typedef struct node_t {
     size_t last_from;
     uint8_t *last;      /* the last message's payload (owned) */
     size_t last_len;
+    uint64_t sum;       /* fnv() of every payload, in order */
     int writable;
 } node_t;
 
@@ -47,11 +55,22 @@ static uv_timer_t keep;
 
 static void noop(uv_timer_t *t) { (void)t; }
 
+/* FNV-1a over bytes, carried from one message to the next: equal sums
+ * mean the same bytes arrived in the same order. */
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+#define FNV0 0xcbf29ce484222325ull
+
 static void on_message(void *ud, size_t from, uint8_t type, const uint8_t *p, size_t n)
 {
     node_t *t = ud;
     t->got++;
     t->got_bytes += n;
+    t->sum = fnv(t->sum ? t->sum : FNV0, p, n);
     t->last_type = type;
     t->last_from = from;
     free(t->last);
@@ -83,9 +102,14 @@ static void make_nodes(size_t n)
     uv_timer_start(&keep, noop, 3600 * 1000, 0);
 }
 
-static void start(node_t *t, size_t self, size_t n, const char *secret)
+/* TLS files for start_tls: a certificate chain, its key, the CA file. */
+typedef struct tls_files {
+    const char *cert, *key, *ca;
+} tls_files;
+
+static dsq_peers_cfg cfg_of(node_t *t, size_t self, size_t n, const char *secret)
 {
-    dsq_peers_cfg cfg = {
+    return (dsq_peers_cfg){
         .loop = &loop,
         .nodes = nodes,
         .nnodes = n,
@@ -100,7 +124,22 @@ static void start(node_t *t, size_t self, size_t n, const char *secret)
         .on_writable = on_writable,
         .ud = t,
     };
+}
+
+static void start(node_t *t, size_t self, size_t n, const char *secret)
+{
+    dsq_peers_cfg cfg = cfg_of(t, self, n, secret);
     char err[256];
+    cr_assert(dsq_peers_start(&cfg, &t->ps, err, sizeof err) == 0, "%s", err);
+}
+
+static void start_tls(node_t *t, size_t self, size_t n, tls_files f)
+{
+    dsq_peers_cfg cfg = cfg_of(t, self, n, SECRET);
+    cfg.tls_cert = f.cert;
+    cfg.tls_key = f.key;
+    cfg.tls_ca = f.ca;
+    char err[512];
     cr_assert(dsq_peers_start(&cfg, &t->ps, err, sizeof err) == 0, "%s", err);
 }
 
@@ -280,4 +319,345 @@ Test(peer, garbage_is_refused)
     stop(&t[0]);
     stop(&t[1]);
     finish();
+}
+
+/* ---- TLS (cluster.tls) ------------------------------------------------------------------------- */
+
+/* Certificates are made with the openssl command, as an operator would,
+ * in a directory of the test's own. */
+static char tls_dir[64];
+static char paths[16][160];
+static size_t npaths;
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    cr_assert(rc == 0, "failed (%d): %s", rc, cmd);
+}
+
+/* TLS_DIR/name (kept for the test's life). */
+static const char *at(const char *name)
+{
+    cr_assert(npaths < 16);
+    snprintf(paths[npaths], sizeof paths[npaths], "%s/%s", tls_dir, name);
+    return paths[npaths++];
+}
+
+static void tls_dir_make(void)
+{
+    snprintf(tls_dir, sizeof tls_dir, "/tmp/dsq-peertls-XXXXXX");
+    cr_assert(mkdtemp(tls_dir) != NULL);
+    npaths = 0;
+}
+
+static void tls_dir_remove(void) { sh("rm -rf '%s'", tls_dir); }
+
+#define QUIET " >/dev/null 2>&1"
+#define NEWKEY "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+
+/* A self-signed CA: NAME.pem, NAME.key. */
+static void make_ca(const char *name)
+{
+    sh("cd '%s' && openssl req -x509 " NEWKEY " -keyout %s.key -out %s.pem -days 1 -subj /CN=%s" QUIET, tls_dir,
+       name, name, name);
+}
+
+/* A node's certificate FILE.pem (and FILE.key) signed by CA `ca`, with
+ * `ext` its extensions (the names it gives, its key usage). */
+static void make_cert(const char *file, const char *cn, const char *ca, const char *ext)
+{
+    sh("cd '%s' && printf '%%s\\n' '%s' | tr ';' '\\n' > %s.ext && "
+       "openssl req -new " NEWKEY " -keyout %s.key -out %s.csr -subj /CN=%s" QUIET " && "
+       "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial 0x%08x -days 1 -out %s.pem "
+       "-extfile %s.ext" QUIET,
+       tls_dir, ext, file, file, file, cn, file, ca, ca, (unsigned)rand(), file, file);
+}
+
+/* A node certificate as the docs ask: its id as a DNS name, usable as a
+ * TLS server's and a client's. */
+static void make_node_cert(const char *file, const char *id, const char *ca)
+{
+    char ext[160];
+    snprintf(ext, sizeof ext, "subjectAltName=DNS:%s;extendedKeyUsage=serverAuth,clientAuth", id);
+    make_cert(file, id, ca, ext);
+}
+
+static tls_files files_of(const char *file, const char *ca)
+{
+    char b[64];
+    tls_files f;
+    snprintf(b, sizeof b, "%s.pem", file);
+    f.cert = at(b);
+    snprintf(b, sizeof b, "%s.key", file);
+    f.key = at(b);
+    snprintf(b, sizeof b, "%s.pem", ca);
+    f.ca = at(b);
+    return f;
+}
+
+#define ALL_UP3(t)                                                                                            \
+    ((t)[0].up[1] == 1 && (t)[0].up[2] == 1 && (t)[1].up[0] == 1 && (t)[1].up[2] == 1 && (t)[2].up[0] == 1 && \
+     (t)[2].up[1] == 1)
+
+/* With TLS on every node, the links come up and carry small messages
+ * both ways and large ones whole, in order, with backpressure as over
+ * plain TCP; the bytes on the wire are not the messages'. */
+Test(peer, tls_links_come_up_and_carry_large_messages)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n2", "n2", "ca");
+    make_node_cert("n3", "n3", "ca");
+    make_nodes(3);
+    node_t t[3] = {0};
+    start_tls(&t[0], 0, 3, files_of("n1", "ca"));
+    start_tls(&t[1], 1, 3, files_of("n2", "ca"));
+    start_tls(&t[2], 2, 3, files_of("n3", "ca"));
+    RUN_UNTIL(ALL_UP3(t));
+    cr_assert(dsq_peer_send(t[0].ps, 1, 20, "ab", 2, "cd", 2) == 0);
+    cr_assert(dsq_peer_send(t[2].ps, 0, 21, "xyz", 3, NULL, 0) == 0);
+    RUN_UNTIL(t[1].got == 1 && t[0].got == 1);
+    cr_assert(t[1].last_type == 20 && t[1].last_from == 0 && t[1].last_len == 4);
+    cr_assert(memcmp(t[1].last, "abcd", 4) == 0);
+    cr_assert(t[0].last_from == 2 && memcmp(t[0].last, "xyz", 3) == 0);
+
+    /* 8 MiB between two small ones, from the acceptor to the dialer and
+     * back (n2 accepts n1's link). */
+    size_t big = 8u << 20;
+    uint8_t *p = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        p[i] = (uint8_t)(i * 7 + 3);
+    for (int dir = 0; dir < 2; dir++) {
+        node_t *from = dir == 0 ? &t[1] : &t[0], *to = dir == 0 ? &t[0] : &t[1];
+        size_t dest = dir == 0 ? 0 : 1;
+        size_t got0 = to->got;
+        uint64_t want = fnv(to->sum ? to->sum : FNV0, (const uint8_t *)"a", 1);
+        want = fnv(want, p, big);
+        want = fnv(want, (const uint8_t *)"z", 1);
+        int writable0 = from->writable;
+        cr_assert(dsq_peer_send(from->ps, dest, 30, "a", 1, NULL, 0) == 0);
+        cr_assert(dsq_peer_send(from->ps, dest, 31, p, big, NULL, 0) == 0);
+        cr_assert(dsq_peer_queued(from->ps, dest) > 0);
+        cr_assert(dsq_peer_send(from->ps, dest, 32, "z", 1, NULL, 0) == 0);
+        RUN_UNTIL(to->got == got0 + 3);
+        cr_assert_eq(to->last_type, 32);
+        cr_assert_eq(to->sum, want, "the bytes arrived whole and in order");
+        RUN_UNTIL(from->writable > writable0 && dsq_peer_queued(from->ps, dest) == 0);
+    }
+    free(p);
+    dsq_peer_stats s;
+    dsq_peers_stats(t[1].ps, &s);
+    cr_assert(s.bytes_in >= big && s.bytes_out >= big && s.auth_failures == 0);
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+    tls_dir_remove();
+}
+
+/* A node whose certificate another CA signed gets no link, whether it
+ * dials (the acceptor refuses its certificate) or accepts (the dialer
+ * refuses it). n2 trusts both CAs, so that each refusal is the other
+ * side's alone. */
+Test(peer, tls_a_certificate_of_another_ca_gets_no_link)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_ca("other");
+    sh("cat '%s/ca.pem' '%s/other.pem' > '%s/both.pem'", tls_dir, tls_dir, tls_dir);
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n2", "n2", "other");
+    make_node_cert("n3", "n3", "ca");
+    make_nodes(3);
+    node_t t[3] = {0};
+    start_tls(&t[0], 0, 3, files_of("n1", "ca"));
+    start_tls(&t[1], 1, 3, files_of("n2", "both"));
+    start_tls(&t[2], 2, 3, files_of("n3", "ca"));
+    /* n1 dials n2 (and refuses its certificate) and n3 (accepted); n2
+     * dials n3 (which refuses n2's). */
+    RUN_UNTIL(t[0].up[2] == 1 && t[2].up[0] == 1);
+    dsq_peer_stats s0, s2;
+    RUN_UNTIL((dsq_peers_stats(t[0].ps, &s0), s0.auth_failures >= 2) &&
+              (dsq_peers_stats(t[2].ps, &s2), s2.auth_failures >= 2));
+    cr_assert_eq(t[1].up[0] + t[1].up[2] + t[0].up[1] + t[2].up[1], 0);
+    cr_assert(!dsq_peer_up(t[0].ps, 1) && !dsq_peer_up(t[2].ps, 1) && !dsq_peer_up(t[1].ps, 0) &&
+              !dsq_peer_up(t[1].ps, 2));
+    cr_assert(dsq_peer_send(t[1].ps, 2, 20, "x", 1, NULL, 0) != 0);
+    cr_assert_eq(t[2].got + t[0].got, 0);
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+    tls_dir_remove();
+}
+
+/* A node with TLS off and one with it on never link, either way round;
+ * both see why. */
+Test(peer, tls_and_plain_nodes_do_not_link)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n3", "n3", "ca");
+    make_nodes(3);
+    node_t t[3] = {0};
+    start_tls(&t[0], 0, 3, files_of("n1", "ca"));
+    start(&t[1], 1, 3, SECRET); /* no TLS */
+    start_tls(&t[2], 2, 3, files_of("n3", "ca"));
+    RUN_UNTIL(t[0].up[2] == 1 && t[2].up[0] == 1);
+    /* n1 (TLS) dials n2 (plain), n2 dials n3 (TLS): each acceptor refuses. */
+    dsq_peer_stats s1, s2;
+    RUN_UNTIL((dsq_peers_stats(t[1].ps, &s1), s1.auth_failures >= 2) &&
+              (dsq_peers_stats(t[2].ps, &s2), s2.auth_failures >= 2));
+    cr_assert_eq(t[1].up[0] + t[1].up[2] + t[0].up[1] + t[2].up[1], 0);
+    cr_assert(!dsq_peer_up(t[0].ps, 1) && !dsq_peer_up(t[2].ps, 1));
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+    tls_dir_remove();
+}
+
+/* An impostor: a node with a good certificate of the cluster's CA,
+ * naming n3, that says it is n1. It runs on a thread of its own with
+ * blocking OpenSSL calls while the loop runs the acceptor. */
+typedef struct impostor {
+    const char *cert, *key, *ca;
+    const struct sockaddr *to;
+    atomic_int done; /* 1: the acceptor closed the connection after the hello; -1: something else */
+} impostor;
+
+static void *impostor_run(void *arg)
+{
+    impostor *im = arg;
+    int result = -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_use_certificate_chain_file(ctx, im->cert);
+    SSL_CTX_use_PrivateKey_file(ctx, im->key, SSL_FILETYPE_PEM);
+    SSL_CTX_load_verify_locations(ctx, im->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL *ssl = SSL_new(ctx);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, im->to, sizeof(struct sockaddr_in)) == 0 && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1) {
+        dsq_buf h = DSQ_BUF_INIT, f = DSQ_BUF_INIT;
+        uint8_t nonce[32];
+        RAND_bytes(nonce, sizeof nonce);
+        dsq_buf_append(&h, "DSQP", 4);
+        dsq_w_u8(&h, 1);
+        dsq_w_str(&h, "n1");
+        dsq_w_str(&h, "n2");
+        dsq_buf_append(&h, nonce, sizeof nonce);
+        dsq_w_u32(&f, (uint32_t)(h.len + 1));
+        dsq_w_u8(&f, 1); /* HELLO */
+        dsq_buf_append(&f, h.data, h.len);
+        char buf[512];
+        if (SSL_write(ssl, f.data, (int)f.len) == (int)f.len)
+            result = SSL_read(ssl, buf, sizeof buf) <= 0 ? 1 : -1; /* no answer: closed */
+        dsq_buf_free(&h);
+        dsq_buf_free(&f);
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    atomic_store(&im->done, result);
+    return NULL;
+}
+
+/* A certificate must name the node: the dialer checks the acceptor's
+ * against the node it dials, the acceptor the dialer's against the node
+ * its hello names. */
+Test(peer, tls_a_certificate_must_name_its_node)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n2", "n2", "ca");
+    make_node_cert("n3", "n3", "ca");
+    make_nodes(3);
+    node_t t[3] = {0};
+    /* n1 is told n2 is at the address where n3 listens. */
+    dsq_node n2_real = nodes[1];
+    start_tls(&t[2], 2, 3, files_of("n3", "ca"));
+    nodes[1] = nodes[2];
+    snprintf(nodes[1].id, sizeof nodes[1].id, "n2");
+    nodes[2] = n2_real;
+    snprintf(nodes[2].id, sizeof nodes[2].id, "n3");
+    start_tls(&t[0], 0, 3, files_of("n1", "ca"));
+    dsq_peer_stats s;
+    RUN_UNTIL((dsq_peers_stats(t[0].ps, &s), s.auth_failures >= 1));
+    cr_assert(!dsq_peer_up(t[0].ps, 1));
+    stop(&t[0]);
+    stop(&t[2]);
+    finish();
+
+    /* The impostor dials n2, saying it is n1, with n3's certificate. */
+    make_nodes(2);
+    node_t a = {0};
+    start_tls(&a, 1, 2, files_of("n2", "ca"));
+    tls_files f3 = files_of("n3", "ca");
+    impostor im = {.cert = f3.cert, .key = f3.key, .ca = f3.ca, .to = (const struct sockaddr *)&nodes[1].addr};
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, impostor_run, &im) == 0);
+    RUN_UNTIL(atomic_load(&im.done) != 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&im.done), 1, "the acceptor should close the connection at the hello");
+    dsq_peers_stats(a.ps, &s);
+    cr_assert_eq(s.auth_failures, 1);
+    cr_assert_eq(a.up[0], 0);
+    /* The real n1 still gets in. */
+    node_t d = {0};
+    start_tls(&d, 0, 2, files_of("n1", "ca"));
+    RUN_UNTIL(d.up[1] == 1 && a.up[0] == 1);
+    stop(&d);
+    stop(&a);
+    finish();
+    tls_dir_remove();
+}
+
+/* The files are read at start: one that cannot be, a key of another
+ * certificate, a certificate that does not verify against the CA file,
+ * that does not name the node or that may not serve as a TLS client's
+ * each stop it there, the message naming the key. */
+Test(peer, tls_files_are_checked_at_start)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_ca("other");
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n2", "n2", "ca");
+    make_node_cert("x1", "n1", "other");
+    make_cert("s1", "n1", "ca", "subjectAltName=DNS:n1;extendedKeyUsage=serverAuth");
+    make_cert("cn1", "n1", "ca", "extendedKeyUsage=serverAuth,clientAuth"); /* no SAN: the CN names it */
+    make_nodes(2);
+    static const struct {
+        const char *cert, *key, *ca, *want;
+    } cases[] = {
+        {"none.pem", "n1.key", "ca.pem", "cluster.tls_cert: "},
+        {"n1.pem", "none.key", "ca.pem", "cluster.tls_key: "},
+        {"n1.pem", "n2.key", "ca.pem", "cluster.tls_key: "}, /* (OpenSSL: key values mismatch) */
+        {"n1.pem", "n1.key", "none.pem", "cluster.tls_ca: "},
+        {"x1.pem", "x1.key", "ca.pem", "cluster.tls_cert: it does not verify against tls_ca"},
+        {"n2.pem", "n2.key", "ca.pem", "cluster.tls_cert: it does not name n1"},
+        {"s1.pem", "s1.key", "ca.pem", "clientAuth"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        node_t t = {0};
+        dsq_peers_cfg cfg = cfg_of(&t, 0, 2, SECRET);
+        cfg.tls_cert = at(cases[i].cert);
+        cfg.tls_key = at(cases[i].key);
+        cfg.tls_ca = at(cases[i].ca);
+        npaths -= 3;
+        char err[512] = "";
+        cr_assert(dsq_peers_start(&cfg, &t.ps, err, sizeof err) != 0, "case %zu started", i);
+        cr_assert(strstr(err, cases[i].want) != NULL, "case %zu: %s", i, err);
+    }
+    node_t t = {0};
+    start_tls(&t, 0, 2, files_of("cn1", "ca"));
+    stop(&t);
+    finish();
+    tls_dir_remove();
 }

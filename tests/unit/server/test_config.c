@@ -276,6 +276,40 @@ Test(config, finish_checks_keys_together)
     dsq_buf_free(&errs);
 }
 
+/* cluster.tls = yes needs its three files, each missing one named; the
+ * files without tls = yes are refused too (the links would be plain). */
+Test(config, cluster_tls_needs_its_files)
+{
+    static const char *const peers = "[cluster]\nnode_id = n1\npeers = n1@127.0.0.1:7101, n2@127.0.0.1:7102\n"
+                                     "secret_file = /s\n";
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char text[512];
+    snprintf(text, sizeof text, "%stls = yes\ntls_cert = /n1.pem\n", peers);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert(cfg.cluster_tls);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.tls = yes needs cluster.tls_key") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.tls = yes needs cluster.tls_ca") != NULL, "%s", errs.data);
+    cr_assert(strstr(errs.data, "needs cluster.tls_cert") == NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    snprintf(text, sizeof text, "%stls_ca = /ca.pem\n", peers);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.tls_ca is set but cluster.tls = no") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    snprintf(text, sizeof text, "%stls = yes\ntls_cert = /n1.pem\ntls_key = /n1.key\ntls_ca = /ca.pem\n", peers);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_tls_ca, "/ca.pem");
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
 Test(config, transaction_timeout_within_its_cap)
 {
     dsq_config cfg;
