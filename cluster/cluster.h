@@ -123,6 +123,7 @@ typedef struct dsq_peer_stats {
 /* Replication's (repl.c). */
 typedef struct dsq_repl_stats {
     uint64_t records_shipped, bytes_shipped, applies, log_reads, acks, promotions, step_downs, truncations;
+    uint64_t rebuilds;      /* copies here made again from the object store */
 } dsq_repl_stats;
 typedef struct dsq_cluster_stats {
     uint64_t links_up;    /* links to other nodes up now */

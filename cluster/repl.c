@@ -13,6 +13,8 @@
 #include "common/util.h"
 
 #define READ_CHUNK (1u << 20) /* bytes of records per read of a log for another copy */
+#define REBUILD_RETRY_MS 1000 /* a copy the object store could not make yet: tried again after 1 s, */
+#define REBUILD_RETRY_MAX_MS 30000 /* doubling up to 30 s */
 
 /* One copy of a database, as this node sees it. */
 typedef struct rcopy {
@@ -47,6 +49,14 @@ typedef struct rdb {
     dsq_lnode due;
     bool on_held;           /* on r->held: answering() said no; poke it when it says yes */
     dsq_lnode held;
+    /* loop thread: a follower's copy to be made again from the object store */
+    bool on_rebuild;        /* on r->rebuilds: asked, not yet under way */
+    bool rebuilding;        /* under way (DSQ_OP_REBUILD) */
+    dsq_lnode rebuild;
+    uint64_t rebuild_need;  /* the first record of the primary's log */
+    uint64_t rebuild_epoch; /* the epoch asked in */
+    uint64_t rebuild_at;    /* not before then (ms): the backoff after a failure */
+    unsigned rebuild_fails;
     /* loop thread */
     uint64_t commit_told;   /* primary: the commit last sent */
     uint64_t appended;      /* primary: the last record committed (under r->mu) */
@@ -93,6 +103,7 @@ struct dsq_repl {
     dsq_queue recq;         /* recq_item.link */
     dsq_list due;           /* rdb.due */
     dsq_list held;          /* rdb.held */
+    dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     uint64_t beat_acked[DSQ_NODES_MAX]; /* the send time of the newest heartbeat each node acknowledged */
     dsq_repl_stats stats;   /* loop thread */
 };
@@ -326,6 +337,24 @@ static size_t h_copies(void *ud, const char *db, dsq_copy_stats *out, size_t max
     return n;
 }
 
+static uint64_t h_epoch(void *ud, const char *db)
+{
+    dsq_repl *r = ud;
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    uint64_t epoch = d ? d->epoch : 0;
+    pthread_mutex_unlock(&r->mu);
+    return epoch;
+}
+
+static uint64_t h_epoch_end(void *ud, const char *db, uint64_t epoch)
+{
+    dsq_repl *r = ud;
+    dsq_epoch_state st;
+    dsq_epochs_get(r->cfg.epochs, db, &st);
+    return dsq_epoch_end(&st, epoch ? epoch : 1, UINT64_MAX);
+}
+
 static void h_committed(void *ud, const char *db, uint64_t lsn, const void *rec, size_t len)
 {
     dsq_repl *r = ud;
@@ -511,7 +540,17 @@ static void log_read_done(dsq_call *call)
     }
     rcopy *c = copy_of(d, lr->node);
     c->reading = false;
-    if (call->err != 0) {
+    if (call->err != 0 && call->code == DSQ_CODE_INVALID_LSN && call->lsn > call->as_of_lsn + 1) {
+        /* The log no longer reaches back to where the follower's ends:
+         * its copy is made again from the object store. */
+        if (d->role == DSQ_ROLE_PRIMARY && c->ready && dsq_peer_up(r->peers, c->node) && d->epoch == lr->epoch) {
+            c->ready = c->streaming = false;
+            DSQ_WARN("replication_rebuild_asked", "db=%s follower=%s have=%llu first=%llu", d->name,
+                     r->cfg.nodes[c->node].id, (unsigned long long)call->as_of_lsn, (unsigned long long)call->lsn);
+            uint64_t v[1] = {call->lsn};
+            send_msg(r, c->node, DSQ_REPL_REBUILD, d, v, 1, NULL, 0);
+        }
+    } else if (call->err != 0) {
         DSQ_ERROR("replication_read_failed", "db=%s follower=%s code=%s reason=%s", d->name,
                   r->cfg.nodes[c->node].id, dsq_code_name(call->code), dsq_log_q(call->msg));
     } else if (d->role == DSQ_ROLE_PRIMARY && c->ready && dsq_peer_up(r->peers, c->node) && call->lsn >= c->sent) {
@@ -610,12 +649,13 @@ typedef struct apply {
     dsq_call c;
     dsq_repl *r;
     rdb *d;
-    int kind;       /* APPLY_RECORDS, APPLY_PROBE (where the log ends), APPLY_CUT, APPLY_RESET */
+    int kind;       /* APPLY_RECORDS, APPLY_PROBE (where the log ends), APPLY_CUT, APPLY_RESET,
+                       APPLY_REBUILD */
     size_t len;
     uint8_t recs[];
 } apply;
 
-enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET };
+enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET, APPLY_REBUILD };
 
 static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
 static void probe(dsq_repl *r, rdb *d);
@@ -703,6 +743,30 @@ static void apply_done(dsq_call *call)
         d->at_sent = 0;
         send_at(r, d);
         break;
+    case APPLY_REBUILD:
+        d->settling = false;
+        d->rebuilding = false;
+        /* Whatever it holds now was not counted: it says where it ends
+         * and syncs from there (after a failure, once the backoff is
+         * over: the primary asks again). */
+        forget_from(r, d, 0);
+        d->pos_known = false;
+        d->synced = false;
+        d->at_sent = 0;
+        if (call->err != 0) {
+            d->rebuild_fails++;
+            unsigned shift = d->rebuild_fails < 6 ? d->rebuild_fails - 1 : 5;
+            uint64_t wait = (uint64_t)REBUILD_RETRY_MS << shift;
+            d->rebuild_at = dsq_now_ms() + (wait < REBUILD_RETRY_MAX_MS ? wait : REBUILD_RETRY_MAX_MS);
+            DSQ_WARN("replication_rebuild_failed", "db=%s attempt=%u code=%s reason=%s", d->name, d->rebuild_fails,
+                     dsq_code_name(call->code), dsq_log_q(call->msg));
+            break;
+        }
+        d->rebuild_fails = 0;
+        r->stats.rebuilds++;
+        DSQ_INFO("replication_rebuilt", "db=%s lsn=%llu", d->name, (unsigned long long)call->lsn);
+        send_at(r, d);
+        break;
     case APPLY_CUT:
         d->settling = false;
         if (call->err != 0 && call->code == DSQ_CODE_INVALID_LSN && d->promo == NULL) {
@@ -742,7 +806,10 @@ static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t 
     a->len = len;
     if (len > 0)
         memcpy(a->recs, recs, len);
-    a->c.op = kind == APPLY_CUT ? DSQ_OP_TRUNCATE : kind == APPLY_RESET ? DSQ_OP_RESET : DSQ_OP_APPLY;
+    a->c.op = kind == APPLY_CUT       ? DSQ_OP_TRUNCATE
+              : kind == APPLY_RESET   ? DSQ_OP_RESET
+              : kind == APPLY_REBUILD ? DSQ_OP_REBUILD
+                                      : DSQ_OP_APPLY;
     a->c.as_of_lsn = keep;
     a->c.recs = a->recs;
     a->c.recs_len = len;
@@ -845,6 +912,51 @@ static void on_ship(dsq_repl *r, rdb *d, uint64_t commit, const uint8_t *recs, s
         return;
     }
     d->expect = last + 1;
+}
+
+/* ---- a follower's copy made again from the object store ---- */
+
+/* Start d's rebuild if it is still asked for and nothing else is under
+ * way on its copy; it stays on r->rebuilds until then (on_beat tries
+ * again). */
+static void rebuild_try(dsq_repl *r, rdb *d)
+{
+    if (d->role != DSQ_ROLE_FOLLOWER || d->promo != NULL || d->epoch != d->rebuild_epoch) {
+        dsq_list_remove(&r->rebuilds, &d->rebuild); /* (a new primary asks again if it must) */
+        d->on_rebuild = false;
+        return;
+    }
+    if (d->settling || d->probing || d->applies > 0 || d->accepting || dsq_now_ms() < d->rebuild_at)
+        return;
+    dsq_list_remove(&r->rebuilds, &d->rebuild);
+    d->on_rebuild = false;
+    DSQ_WARN("replication_rebuilding", "db=%s need=%llu", d->name, (unsigned long long)d->rebuild_need - 1);
+    if (submit_apply(r, d, APPLY_REBUILD, NULL, 0, d->rebuild_need) == 0)
+        d->rebuilding = true;
+    else
+        DSQ_ERROR("replication_rebuild_failed", "db=%s reason=%s", d->name, dsq_log_q("the engine refused the call"));
+}
+
+/* REBUILD from the primary: its log starts at `first`, after this copy's
+ * end. */
+static void on_rebuild(dsq_repl *r, rdb *d, uint64_t first)
+{
+    if (d->rebuilding)
+        return; /* (asked again meanwhile: it says where it is once done) */
+    d->rebuild_need = first;
+    d->rebuild_epoch = d->epoch;
+    if (!d->on_rebuild) {
+        d->on_rebuild = true;
+        dsq_list_push(&r->rebuilds, &d->rebuild);
+    }
+    rebuild_try(r, d);
+}
+
+static void rebuilds_due(dsq_repl *r)
+{
+    rdb *d, *next;
+    dsq_list_foreach_safe(d, next, &r->rebuilds, rebuild)
+        rebuild_try(r, d);
 }
 
 /* After a SYNC: the primary's history past `keep`, recorded one entry at
@@ -1613,6 +1725,12 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
             on_fetched(r, d, node, more != 0, rd.p, dsq_rd_left(&rd));
         break;
     }
+    case DSQ_REPL_REBUILD: {
+        uint64_t first = dsq_r_u64(&rd);
+        if (!rd.bad && first > 1 && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL)
+            on_rebuild(r, d, first);
+        break;
+    }
     default:
         DSQ_WARN("replication_bad_message", "node=%s type=%u", r->cfg.nodes[node].id, type);
     }
@@ -1768,6 +1886,7 @@ static void on_beat(uv_timer_t *t)
                 dsq_peer_send(r->peers, i, DSQ_REPL_BEAT, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);
     release_held(r);
+    rebuilds_due(r);
 }
 
 /* ---- the object ------------------------------------------------------------------------------ */
@@ -1785,7 +1904,7 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
     pthread_mutex_init(&r->mu, NULL);
     r->hooks = (dsq_repl_hooks){
         .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering,
-        .copies = h_copies, .ud = r};
+        .copies = h_copies, .epoch = h_epoch, .epoch_end = h_epoch_end, .ud = r};
     return r;
 }
 

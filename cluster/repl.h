@@ -23,6 +23,15 @@
  * the history, and says it is ready (READY); the primary sends the rest
  * from its own log (DSQ_OP_LOG_READ) until it is in step.
  *
+ * Rebuild: when the primary's log no longer reaches back to where the
+ * follower's ends (history_retention let it go), the primary says where
+ * it starts (REBUILD). The follower makes its copy again from the object
+ * store (DSQ_OP_REBUILD: what the primary uploaded, no further than the
+ * epoch the upload was made in agrees with the history it recorded at
+ * the SYNC), then says where it is (BEHIND) and syncs from there. When
+ * the store's copy does not reach the primary's log yet (the primary has
+ * not uploaded since), it tries again after a backoff.
+ *
  * Promotion (dsq_repl_promote): the node to become primary proposes an
  * epoch above every one it knows (PROPOSE). A copy that has not accepted
  * a higher one records it durably, from then on refuses the messages of
@@ -74,6 +83,8 @@ enum {
     DSQ_REPL_FENCED,    /* copy → an older epoch's primary: str the newer epoch's primary */
     DSQ_REPL_FETCH,     /* candidate → copy: u64 after */
     DSQ_REPL_FETCHED,   /* copy → candidate: u8 more, then records */
+    DSQ_REPL_REBUILD,   /* primary → follower: u64 first (the first record its log holds: the
+                           follower's log ends before it) */
     DSQ_REPL_BEAT = 40, /* node → node: u64 sent (ms, the sender's clock); no database */
     DSQ_REPL_BEAT_ACK,  /* node → node: u64 sent, echoed */
     DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT */

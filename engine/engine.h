@@ -125,7 +125,9 @@ typedef enum dsq_op {
     DSQ_OP_LOG_READ,    /* (replication, the primary) the log records after as_of_lsn, back to
                            back in `out`, about chunk_rows bytes at most (at least one); lsn:
                            the last one given; more: the log goes on past it. INVALID_LSN when
-                           the log no longer holds the record after as_of_lsn */
+                           the log no longer holds the record after as_of_lsn (lsn: the
+                           first it holds, or the next to come when it holds none), or when
+                           as_of_lsn is past its end (lsn: as_of_lsn) */
     DSQ_OP_TRUNCATE,    /* (replication) cut the log after as_of_lsn: the commits after it go
                            (they were never acknowledged); lsn: the last one kept. The database
                            closes (its open streams and read-only transactions end) and opens
@@ -134,6 +136,14 @@ typedef enum dsq_op {
     DSQ_OP_RESET,       /* (replication, a follower) forget this node's copy: closed, its files
                            removed here only (no tombstone, nothing in the object store);
                            the next call makes it again, empty, to be filled from its primary */
+    DSQ_OP_REBUILD,     /* (replication, a follower) make this node's copy again from the
+                           object store: forgotten as by RESET, then restored with what the
+                           store has, no further than the hooks' epoch_end of the epoch its
+                           manifest was written in. lsn: where the copy ends now (0: none made).
+                           INVALID_LSN when the store cannot give one, or gives one that ends
+                           before as_of_lsn (the LSN the copy must reach: the record before the
+                           primary's log starts); the copy it made, if any, stays. The worker
+                           waits for the download */
     DSQ_OP_CDC_READ,    /* the durable commits after as_of_lsn (as_of NONE: none, just the
                            durable end) from the log, as a CDC batch in `out`. Through
                            dsq_engine_submit_system, with target_db and upto_lsn: read
@@ -407,6 +417,13 @@ typedef struct dsq_repl_hooks {
     /* Any thread; NULL: none. db's copies as this node knows them, into
      * out[0..max) (returns how many) and its epoch (STATS). */
     size_t (*copies)(void *ud, const char *db, dsq_copy_stats *out, size_t max, uint64_t *epoch);
+    /* Any thread; NULL: no epochs (0). The highest epoch this copy of db
+     * accepted (its uploads say it: tier.h). */
+    uint64_t (*epoch)(void *ud, const char *db);
+    /* Any thread; NULL: UINT64_MAX. The last LSN of epoch `epoch` in the
+     * history of db this node holds (UINT64_MAX when it is the newest
+     * there): how far a copy written in that epoch agrees with it. */
+    uint64_t (*epoch_end)(void *ud, const char *db, uint64_t epoch);
     void *ud;
 } dsq_repl_hooks;
 

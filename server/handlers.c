@@ -194,9 +194,13 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "dosqld_replication_step_downs_total %llu\n"
                        "# HELP dosqld_replication_truncations_total Logs cut back to agree with a new primary's.\n"
                        "# TYPE dosqld_replication_truncations_total counter\n"
-                       "dosqld_replication_truncations_total %llu\n",
+                       "dosqld_replication_truncations_total %llu\n"
+                       "# HELP dosqld_replication_rebuilds_total Copies here made again from the object store "
+                       "(their primary's log no longer reached back to them).\n"
+                       "# TYPE dosqld_replication_rebuilds_total counter\n"
+                       "dosqld_replication_rebuilds_total %llu\n",
                        (unsigned long long)cs.repl.promotions, (unsigned long long)cs.repl.step_downs,
-                       (unsigned long long)cs.repl.truncations);
+                       (unsigned long long)cs.repl.truncations, (unsigned long long)cs.repl.rebuilds);
         /* Per follower node: the most any database of which this node is
          * the primary lags there. */
         dsq_buf lsns = DSQ_BUF_INIT, secs = DSQ_BUF_INIT;

@@ -148,6 +148,7 @@ void dsq__offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t close
     char primary[32];
     if (h != NULL && h->role(h->ud, a->name, primary, sizeof primary) == DSQ_ROLE_FOLLOWER)
         return; /* only the primary's copy goes to the object store */
+    uint64_t epoch = h != NULL && h->epoch != NULL ? h->epoch(h->ud, a->name) : 0;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/db/%s", e->data_dir, a->name);
     uint32_t seq = 0;
@@ -175,7 +176,7 @@ void dsq__offer_files(dsq_engine *e, dsq_actor *a, actor_open *o, uint64_t close
         return;
     }
     if (n > 0)
-        dsq_tier_offer(e->tier, a->name, lsn, files, n);
+        dsq_tier_offer(e->tier, a->name, lsn, epoch, files, n);
     free(files);
 }
 

@@ -484,6 +484,7 @@ static const exec_op ops[] = {
     [DSQ_OP_LOG_READ] = {.run = dsq__op_log_read, .open = true, .retry_cold = true, .ungated = true},
     [DSQ_OP_TRUNCATE] = {.run = dsq__op_truncate, .open = true, .ungated = true},
     [DSQ_OP_RESET] = {.run = dsq__op_reset, .open = true, .ungated = true},
+    [DSQ_OP_REBUILD] = {.run = dsq__op_rebuild, .open = true, .ungated = true},
     [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
     [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
     [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},

@@ -43,6 +43,7 @@ void dsq__op_apply(run_ctx *x);
 void dsq__op_log_read(run_ctx *x);
 void dsq__op_truncate(run_ctx *x);
 void dsq__op_reset(run_ctx *x);
+void dsq__op_rebuild(run_ctx *x);
 
 /* ---- sandbox.c: what a client's SQL may do ---- */
 /* Limits, settings, the authorizer and the progress handler, on db (the

@@ -157,6 +157,7 @@ void dsq__op_log_read(run_ctx *x)
     if (after == o->lsn)
         return;
     if (first == 0 || after + 1 < first) {
+        c->lsn = first != 0 ? first : o->lsn + 1;
         dsq__fail(c, DSQ_CODE_INVALID_LSN,
                   "database %s: the records after LSN %llu are no longer in the log (it starts at %llu)", x->a->name,
                   (unsigned long long)after, (unsigned long long)first);
@@ -250,24 +251,72 @@ void dsq__op_truncate(run_ctx *x)
     c->lsn = keep;
 }
 
-void dsq__op_reset(run_ctx *x)
+/* Close and remove this node's copy (a follower's): 0, or -1 (failed). */
+static int forget_copy(run_ctx *x)
 {
     dsq_call *c = x->c;
     dsq_actor *a = x->a;
     char err[512];
     if (x->role != DSQ_ROLE_FOLLOWER) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "database %s: only a follower copy is made again", a->name);
-        return;
+        return -1;
     }
     dsq__actor_close(a);
     x->o = NULL;
     if (dsq__store_forget(x->e, a->name, err, sizeof err) != 0) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "database %s: %s", a->name, err);
-        return;
+        return -1;
     }
     if (a->life != ACTOR_UNOPENED)
         dsq__actor_life(a, ACTOR_UNOPENED);
     dsq_feed_dropped(&x->e->feeds, atomic_load(&a->feed)); /* its CDC subscribers here end */
-    DSQ_WARN("copy_reset", "db=%s", a->name);
+    return 0;
+}
+
+void dsq__op_reset(run_ctx *x)
+{
+    if (forget_copy(x) != 0)
+        return;
+    DSQ_WARN("copy_reset", "db=%s", x->a->name);
+    x->c->lsn = 0;
+}
+
+/* How far a copy in the store written in `epoch` agrees with this node's
+ * history (dsq_tier_limit_fn). */
+static uint64_t rebuild_limit(void *ud, uint64_t epoch)
+{
+    run_ctx *x = ud;
+    const dsq_repl_hooks *h = x->e->cfg.repl;
+    return h->epoch_end != NULL ? h->epoch_end(h->ud, x->a->name, epoch) : UINT64_MAX;
+}
+
+void dsq__op_rebuild(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    dsq_actor *a = x->a;
     c->lsn = 0;
+    if (x->e->tier == NULL) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "database %s: there is no object store to make the copy from", a->name);
+        return;
+    }
+    if (forget_copy(x) != 0)
+        return;
+    char err[700];
+    uint64_t at = 0;
+    if (dsq_tier_restore_within(x->e->tier, a->name, rebuild_limit, x, &at, err, sizeof err) != 0) {
+        DSQ_WARN("copy_rebuild_failed", "db=%s reason=%s", a->name, dsq_log_q(err));
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "database %s: the object store cannot make the copy: %s", a->name, err);
+        return;
+    }
+    c->lsn = at;
+    if (at + 1 < c->as_of_lsn) {
+        DSQ_WARN("copy_rebuild_short", "db=%s lsn=%llu need=%llu", a->name, (unsigned long long)at,
+                 (unsigned long long)c->as_of_lsn - 1);
+        dsq__fail(c, DSQ_CODE_INVALID_LSN,
+                  "database %s: the object store's copy ends at LSN %llu, before %llu, where its primary's log "
+                  "takes over",
+                  a->name, (unsigned long long)at, (unsigned long long)c->as_of_lsn - 1);
+        return;
+    }
+    DSQ_WARN("copy_rebuilt", "db=%s lsn=%llu", a->name, (unsigned long long)at);
 }

@@ -7,7 +7,7 @@
  * that damage is seen even where it leaves valid JSON:
  *
  *   {"format":"dosqld-manifest 1", "db":NAME, "lsn":LSN, "time":MS,
- *    "chunk":BYTES, "next":ID, "files":[FILE...]}
+ *    "chunk":BYTES, "next":ID, "epoch":EPOCH, "files":[FILE...]}
  *   FILE: {"name":NAME, "id":ID, "size":BYTES, "ino":INO, "mtime":NS,
  *          "append":BOOL, "chunks":[[LENGTH, CRC32]...]}
  *         and, for a file kept inline, "data":BASE64 and "crc":CRC32 (its
@@ -15,8 +15,9 @@
  *
  * Every field is an integer (JSON's are signed 64-bit: "ino" and "mtime"
  * hold the bits of a uint64_t, which may read negative), a string or a
- * boolean as shown, and all must be there; fields not named here are
- * ignored. A chunked file's chunk lengths add up to its size.
+ * boolean as shown, and all must be there but "epoch" (written with
+ * replication: the epoch its writer was the database's primary in; read
+ * as 0 when absent); fields not named here are ignored. A chunked file's chunk lengths add up to its size.
  *
  * Divisions: the struct; decoding; encoding; keys. */
 #include <jansson.h>
@@ -274,7 +275,9 @@ static int decode_tree(json_t *j, const char *db, dsq_manifest **out, char *err,
     int rc = get_u64(j, "", "lsn", UINT64_MAX, false, &m->lsn, err, errlen) != 0 ||
                      get_u64(j, "", "time", UINT64_MAX, false, &m->time_ms, err, errlen) != 0 ||
                      get_u64(j, "", "chunk", UINT64_MAX, false, &m->chunk_bytes, err, errlen) != 0 ||
-                     get_u64(j, "", "next", UINT64_MAX, false, &m->next, err, errlen) != 0
+                     get_u64(j, "", "next", UINT64_MAX, false, &m->next, err, errlen) != 0 ||
+                     (json_object_get(j, "epoch") != NULL &&
+                      get_u64(j, "", "epoch", UINT64_MAX, false, &m->epoch, err, errlen) != 0)
                  ? -1
                  : 0;
     /* nfiles counts the entries begun, so that release frees each. */
@@ -346,6 +349,10 @@ char *dsq__manifest_encode(const dsq_manifest *m, size_t *len)
     json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "format", DSQ_MANIFEST_FORMAT, "db", m->db, "lsn",
                           (json_int_t)m->lsn, "time", (json_int_t)m->time_ms, "chunk", (json_int_t)m->chunk_bytes,
                           "next", (json_int_t)m->next, "files", files);
+    if (j != NULL && m->epoch != 0 && json_object_set_new(j, "epoch", json_integer((json_int_t)m->epoch)) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)

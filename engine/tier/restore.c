@@ -492,8 +492,8 @@ static int cut_back(const char *dir, uint64_t last, uint64_t time_us, uint64_t *
     return rc;
 }
 
-int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
-                     size_t errlen)
+static int restore_as(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, dsq_tier_limit_fn limit,
+                      void *ud, uint64_t *at, char *err, size_t errlen)
 {
     char base[4096], dir[4096 + 256], tmp[4096 + 256];
     snprintf(base, sizeof base, "%s/db", t->data_dir);
@@ -516,6 +516,13 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
         snprintf(err, errlen, "%s", rc == 0 ? "the object store has no such database" : msg);
         return -1;
     }
+    uint64_t cap = limit != NULL ? limit(ud, m->epoch) : UINT64_MAX;
+    if (cap == 0) {
+        snprintf(err, errlen, "the object store's copy of %s (written in epoch %llu) holds nothing this node may take",
+                 db, (unsigned long long)m->epoch);
+        dsq__manifest_release(m);
+        return -1;
+    }
     uint64_t last = 0;
     char e2[256];
     dsq_ps_remove(tmp, e2, sizeof e2);
@@ -526,6 +533,8 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
                  dsq__tier_tails_apply(t, db, tmp, &last, msg, sizeof msg) != 0
              ? -1
              : 0;
+    if (rc == 0 && lsn == 0 && time_us == 0 && last > cap)
+        lsn = cap; /* (its writer's commits after cap are not this node's history) */
     *at = lsn ? lsn : last;
     if (rc == 0 && (lsn != 0 || time_us != 0))
         rc = cut_back(tmp, last, time_us, at, msg, sizeof msg);
@@ -552,4 +561,16 @@ int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us
     dsq_fsync_dir(base);
     dsq__manifest_release(m);
     return 0;
+}
+
+int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
+                     size_t errlen)
+{
+    return restore_as(t, db, lsn, time_us, NULL, NULL, at, err, errlen);
+}
+
+int dsq_tier_restore_within(dsq_tier *t, const char *db, dsq_tier_limit_fn limit, void *ud, uint64_t *at, char *err,
+                            size_t errlen)
+{
+    return restore_as(t, db, 0, 0, limit, ud, at, err, errlen);
 }

@@ -95,9 +95,22 @@ void dsq_tier_tail(dsq_tier *t, const char *db, struct dsq_wal *w, uint64_t afte
 int dsq_tier_restore(dsq_tier *t, const char *db, uint64_t lsn, uint64_t time_us, uint64_t *at, char *err,
                      size_t errlen);
 
+/* As dsq_tier_restore with all the store has, but no further than LSN
+ * limit(ud, epoch) (epoch: the manifest's, tier.h dsq_tier_offer; 0 means
+ * nothing may be taken): a copy restored for replication takes only what
+ * agrees with its own history. */
+typedef uint64_t (*dsq_tier_limit_fn)(void *ud, uint64_t epoch);
+int dsq_tier_restore_within(dsq_tier *t, const char *db, dsq_tier_limit_fn limit, void *ud, uint64_t *at, char *err,
+                            size_t errlen);
+
 /* The files of database `db` as they are durable now, up to LSN `lsn`
- * (any thread). */
-void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_file *files, size_t n);
+ * (any thread). With replication, `epoch` is the one this node is the
+ * database's primary in (0 without): the manifest says it, and an offer
+ * finding the store's manifest written in a newer epoch is dropped
+ * (upload_fenced) — a primary replaced puts nothing over its successor's
+ * copy once that has written one. */
+void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, uint64_t epoch, const dsq_tier_file *files,
+                    size_t n);
 
 /* List what of database directory `dir` may be offered: every file whole
  * (`whole`: the database is closed), or else with the segments after

@@ -61,6 +61,8 @@ typedef struct dsq_manifest {
     uint64_t time_ms;            /* when it was written (wall clock) */
     uint64_t chunk_bytes;        /* the chunk size it was cut with */
     uint64_t next;               /* the next file version */
+    uint64_t epoch;              /* with replication, the epoch its writer was the primary in
+                                    (0: none, or written before epochs were) */
     dsq_manifest_file *files;    /* owned */
     size_t nfiles;
 } dsq_manifest;
@@ -104,6 +106,7 @@ typedef struct dsq_tier_job {
     enum dsq_tier_job_kind kind;
     char db[129];
     uint64_t lsn;           /* an offer: the LSN its files hold */
+    uint64_t epoch;         /* an offer: the primary's epoch it was made in (0: no replication) */
     dsq_tier_file *files;   /* owned: an offer's files, n of them */
     size_t n;
     unsigned fails;         /* tries that failed */

@@ -503,6 +503,7 @@ static int offer_against(dsq_tier *t, dsq_tier_job *j, const dsq_manifest *old, 
     o.nm->time_ms = dsq_wall_ms();
     o.nm->chunk_bytes = t->cfg.chunk_bytes;
     o.nm->next = old->next;
+    o.nm->epoch = j->epoch;
     int rc = 0;
     for (size_t i = 0; i < j->n && rc == 0; i++)
         rc = offer_file(&o, &j->files[i]);
@@ -521,6 +522,26 @@ static int offer_against(dsq_tier *t, dsq_tier_job *j, const dsq_manifest *old, 
 
 static int do_offer(dsq_tier *t, dsq_tier_job *j, char *msg, size_t msglen)
 {
+    if (j->epoch != 0) {
+        /* Replicated: the manifest the store has may be another node's
+         * (a primary before this one, or after it): read it again, and
+         * put nothing over one of a newer epoch (this node is no longer
+         * the primary, whether it knows it yet or not). */
+        dsq_manifest *m = NULL;
+        int rc = dsq__tier_manifest_fetch(t, j->db, &m, msg, msglen);
+        if (rc < 0)
+            return -1;
+        if (rc == 1 && m->epoch > j->epoch) {
+            DSQ_WARN("upload_fenced", "db=%s epoch=%llu store_epoch=%llu", j->db, (unsigned long long)j->epoch,
+                     (unsigned long long)m->epoch);
+            dsq__tier_cache_set(t, j->db, m, true);
+            return 1;
+        }
+        if (rc == 1 && dsq__tier_cache_set(t, j->db, m, true) != 0) {
+            snprintf(msg, msglen, "out of memory");
+            return -1;
+        }
+    }
     dsq_manifest *old = dsq__tier_manifest_get(t, j->db, msg, msglen);
     if (old == NULL)
         return -1;
@@ -716,7 +737,8 @@ static void queue(dsq_tier *t, dsq_tier_job *j)
     pthread_mutex_unlock(&t->mu);
 }
 
-void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_file *files, size_t n)
+void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, uint64_t epoch, const dsq_tier_file *files,
+                    size_t n)
 {
     if (t == NULL)
         return;
@@ -729,6 +751,7 @@ void dsq_tier_offer(dsq_tier *t, const char *db, uint64_t lsn, const dsq_tier_fi
     j->kind = DSQ_TIER_OFFER;
     dsq_strlcpy(j->db, db, sizeof j->db);
     j->lsn = lsn;
+    j->epoch = epoch;
     if (n)
         memcpy(j->files, files, n * sizeof *files);
     j->n = n;

@@ -110,6 +110,32 @@ Test(manifest, empty_one_encodes)
     free(text);
 }
 
+Test(manifest, the_epoch_is_written_when_set_and_read_as_0_when_absent)
+{
+    dsq_manifest *m;
+    char err[300];
+    cr_assert_eq(decode(json_text, "app", &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m->epoch, 0, "written without replication");
+    m->epoch = 7;
+    size_t len;
+    char *text = dsq__manifest_encode(m, &len);
+    cr_assert_not_null(text);
+    cr_assert_not_null(strstr(text, "\"epoch\":7"), "%s", text);
+    dsq_manifest *again;
+    cr_assert_eq(dsq__manifest_decode(text, len, "app", &again, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(again->epoch, 7);
+    dsq__manifest_release(again);
+    free(text);
+    dsq__manifest_release(m);
+    json_t *j = json_loads(json_text, 0, NULL);
+    json_object_set_new(j, "epoch", json_string("7"));
+    text = json_dumps(j, JSON_COMPACT);
+    cr_assert_neq(decode(text, "app", &m, err, sizeof err), 0, "an epoch that is not an integer is refused");
+    cr_assert_not_null(strstr(err, "epoch"), "%s", err);
+    free(text);
+    json_decref(j);
+}
+
 Test(manifest, fields_not_known_are_ignored)
 {
     json_t *j = json_loads(json_text, 0, NULL);

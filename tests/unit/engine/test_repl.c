@@ -424,6 +424,20 @@ Test(repl, no_cut_behind_a_checkpoint)
     done(w2);
 }
 
+/* A copy is made again from the object store only where there is one,
+ * and only a follower's. */
+Test(repl, a_rebuild_needs_an_object_store_and_a_follower)
+{
+    tcall *t = make(&F, DSQ_OP_REBUILD, NULL);
+    t->c.as_of_lsn = 5;
+    go(&F, t);
+    test_wait(F.e, &F.ndone, 1, "the rebuild");
+    cr_assert_eq(t->c.code, DSQ_CODE_INVALID_LSN, "%s", t->c.msg);
+    cr_assert(strstr(t->c.msg, "no object store") != NULL, "%s", t->c.msg);
+    cr_assert_eq(t->c.lsn, 0);
+    done(t);
+}
+
 /* A read of the newest state is the primary's unless the client takes a
  * follower's; a bookmark read waits for the follower to reach its LSN. */
 Test(repl, a_follower_answers_reads_asked_so_once_it_has_the_bookmark)

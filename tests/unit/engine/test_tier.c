@@ -82,7 +82,7 @@ static void offer_whole(const char *db, uint64_t lsn)
     dsq_tier_file *f;
     size_t n;
     list_whole(db, &f, &n);
-    dsq_tier_offer(T, db, lsn, f, n);
+    dsq_tier_offer(T, db, lsn, 0, f, n);
     free(f);
     cr_assert_eq(dsq_tier_drain(T, 10000), 0);
 }
@@ -216,7 +216,7 @@ Test(tier, a_stale_offer_is_dropped_not_retried)
     char p[512];
     snprintf(p, sizeof p, "%s/db/s/wal/00000001.seg", data);
     cr_assert_eq(truncate(p, 10), 0); /* shorter than offered */
-    dsq_tier_offer(T, "s", 3, f, n);
+    dsq_tier_offer(T, "s", 3, 0, f, n);
     free(f);
     cr_assert_eq(dsq_tier_drain(T, 10000), 0);
     dsq_tier_counts c;
@@ -224,6 +224,109 @@ Test(tier, a_stale_offer_is_dropped_not_retried)
     cr_assert_eq(c.errors, 0, "not a failure to retry: %s", c.last_error);
     cr_assert_eq(c.manifests, 0);
     cr_assert_eq(count("db/s/manifest.json"), 0, "no manifest names what could not be read");
+}
+
+/* The store's manifest of db, as text (NUL-terminated; the caller frees). */
+static char *manifest_text(const char *db)
+{
+    dsq_obj_req r;
+    memset(&r, 0, sizeof r);
+    r.op = DSQ_OBJ_GET;
+    snprintf(r.key, sizeof r.key, "db/%s/manifest.json", db);
+    cr_assert_eq(dsq_obj_run(O, &r), DSQ_OBJ_OK);
+    char *t = strndup(r.data.data, r.data.len);
+    dsq_obj_req_clear(&r);
+    return t;
+}
+
+static void offer_in(const char *db, uint64_t lsn, uint64_t epoch)
+{
+    dsq_tier_file *f;
+    size_t n;
+    list_whole(db, &f, &n);
+    dsq_tier_offer(T, db, lsn, epoch, f, n);
+    free(f);
+    cr_assert_eq(dsq_tier_drain(T, 10000), 0);
+}
+
+Test(tier, nothing_goes_over_a_manifest_of_a_newer_epoch)
+{
+    put_file("e", "format", 'f', 27, false);
+    put_file("e", "wal/00000001.seg", 's', 250, false);
+    offer_in("e", 3, 3);
+    char *t = manifest_text("e");
+    cr_assert_not_null(strstr(t, "\"epoch\":3"), "%s", t);
+    free(t);
+    /* Another node, primary in epoch 5, writes its own (here: a second
+     * tier on another data directory, same store). */
+    char data2[160], err[256], p[300];
+    snprintf(data2, sizeof data2, "%s/data2", dir);
+    mkdir(data2, 0700);
+    snprintf(p, sizeof p, "%s/db", data2);
+    mkdir(p, 0700);
+    snprintf(p, sizeof p, "%s/db/e", data2);
+    mkdir(p, 0700);
+    snprintf(p, sizeof p, "%s/db/e/format", data2);
+    FILE *fp = fopen(p, "w");
+    fputs("formatformatformatformatfor", fp);
+    fclose(fp);
+    dsq_tier *T2 = dsq_tier_start(&(dsq_tier_cfg){.obj = O, .data_dir = data2, .chunk_bytes = 100, .inline_bytes = 30},
+                                  err, sizeof err);
+    cr_assert_not_null(T2, "%s", err);
+    dsq_tier_file *f;
+    size_t n;
+    snprintf(p, sizeof p, "%s/db/e", data2);
+    cr_assert_eq(dsq_tier_list_files(p, true, 0, 0, &f, &n), 0);
+    dsq_tier_offer(T2, "e", 9, 5, f, n);
+    free(f);
+    cr_assert_eq(dsq_tier_drain(T2, 10000), 0);
+    dsq_tier_stop(T2);
+    t = manifest_text("e");
+    cr_assert_not_null(strstr(t, "\"epoch\":5"), "%s", t);
+    free(t);
+    size_t objects = count("db/e/");
+    /* The first node, replaced but not knowing it, offers again: its
+     * cached manifest is its own, but the store's is newer. */
+    put_file("e", "wal/00000001.seg", 's', 100, true);
+    offer_in("e", 4, 3);
+    t = manifest_text("e");
+    cr_assert_not_null(strstr(t, "\"epoch\":5"), "the newer epoch's manifest stays: %s", t);
+    cr_assert_not_null(strstr(t, "\"lsn\":9"), "%s", t);
+    free(t);
+    cr_assert_eq(count("db/e/"), objects, "nothing uploaded");
+    dsq_tier_counts c;
+    dsq_tier_counts_get(T, &c);
+    cr_assert_eq(c.errors, 0, "dropped, not retried: %s", c.last_error);
+    /* Once it is the primary again, in a newer epoch, it writes over it
+     * (its own files, versions after the other node's). */
+    offer_in("e", 12, 6);
+    t = manifest_text("e");
+    cr_assert_not_null(strstr(t, "\"epoch\":6"), "%s", t);
+    cr_assert_not_null(strstr(t, "\"lsn\":12"), "%s", t);
+    free(t);
+}
+
+static uint64_t seen_epoch;
+static uint64_t cap_at(void *ud, uint64_t epoch)
+{
+    seen_epoch = epoch;
+    return *(uint64_t *)ud;
+}
+
+Test(tier, a_restore_within_asks_how_far_for_the_manifest_s_epoch)
+{
+    put_file("w", "format", 'f', 27, false);
+    offer_in("w", 4, 2);
+    char p[300], err[512];
+    snprintf(p, sizeof p, "rm -rf '%s/db/w'", data);
+    cr_assert_eq(system(p), 0);
+    uint64_t cap = 0, at = 99;
+    cr_assert_neq(dsq_tier_restore_within(T, "w", cap_at, &cap, &at, err, sizeof err), 0);
+    cr_assert_eq(seen_epoch, 2);
+    cr_assert_not_null(strstr(err, "epoch 2"), "%s", err);
+    snprintf(p, sizeof p, "%s/db/w", data);
+    struct stat st;
+    cr_assert_neq(stat(p, &st), 0, "nothing restored");
 }
 
 Test(tier, restore_brings_back_what_is_missing_and_leaves_the_rest)
