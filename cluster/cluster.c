@@ -10,6 +10,7 @@
 #include "cluster/repl.h"
 #include "cluster/wire.h"
 #include "common/log.h"
+#include "common/util.h"
 
 struct dsq_cluster {
     dsq_node nodes[DSQ_NODES_MAX];
@@ -21,6 +22,10 @@ struct dsq_cluster {
     dsq_repl *repl;
     char client_addr[DSQ_NODES_MAX][80]; /* each node's, as it told (this one's: its own) */
     dsq_peers *peers;
+    uv_loop_t *loop;        /* NULL until started */
+    uv_timer_t wait;        /* stopping: for the epochs' writes under way */
+    uint64_t wait_until;    /* ms: then it gives up waiting */
+    bool leak;              /* they did not end: their memory is left to them */
     void (*done)(void *ud);
     void *done_ud;
 };
@@ -153,6 +158,7 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
     };
     if (c->nnodes > 1 && dsq_peers_start(&pc, &c->peers, err, errlen) != 0)
         return -1;
+    c->loop = loop;
     if (dsq_repl_start(c->repl, loop, e, c->peers) != 0) {
         snprintf(err, errlen, "cannot start replication");
         return -1;
@@ -165,11 +171,42 @@ static void peers_stopped(void *ud)
     dsq_cluster *c = ud;
     void (*done)(void *) = c->done;
     void *dud = c->done_ud;
-    dsq_repl_free(c->repl);
-    dsq_epochs_close(c->epochs);
-    cluster_free(c);
+    if (!c->leak) {
+        dsq_repl_free(c->repl);
+        dsq_epochs_close(c->epochs);
+        cluster_free(c);
+    }
     if (done != NULL)
         done(dud);
+}
+
+static void stop_peers(dsq_cluster *c)
+{
+    if (c->peers != NULL)
+        dsq_peers_stop(c->peers, peers_stopped, c);
+    else
+        peers_stopped(c);
+}
+
+static void wait_closed(uv_handle_t *h) { stop_peers(h->data); }
+
+/* Stopping: the epochs' writes under way call back into replication (it
+ * only frees what they carry now); the links and replication's memory
+ * go once they have all ended, or after 10 s (then that memory is left
+ * to them: the process is ending). */
+static void on_wait(uv_timer_t *t)
+{
+    dsq_cluster *c = t->data;
+    unsigned pending = dsq_epochs_pending(c->epochs);
+    if (pending > 0 && dsq_now_ms() < c->wait_until)
+        return;
+    if (pending > 0) {
+        DSQ_ERROR("cluster_stop_incomplete", "epoch_writes=%u reason=%s", pending,
+                  dsq_log_q("the epochs' writes did not end in 10 s"));
+        c->leak = true;
+    }
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, wait_closed);
 }
 
 void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
@@ -182,10 +219,14 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     c->done = done;
     c->done_ud = ud;
     dsq_repl_stop(c->repl);
-    if (c->peers != NULL)
-        dsq_peers_stop(c->peers, peers_stopped, c);
-    else
-        peers_stopped(c);
+    if (c->loop == NULL || dsq_epochs_pending(c->epochs) == 0) {
+        stop_peers(c);
+        return;
+    }
+    c->wait_until = dsq_now_ms() + 10000;
+    uv_timer_init(c->loop, &c->wait);
+    c->wait.data = c;
+    uv_timer_start(&c->wait, on_wait, 5, 5);
 }
 
 size_t dsq_cluster_nnodes(const dsq_cluster *c) { return c->nnodes; }

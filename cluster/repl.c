@@ -98,6 +98,8 @@ struct dsq_repl {
     uv_async_t async;
     uv_timer_t beat;
     bool started;
+    bool stopped;           /* loop thread: dsq_repl_stop ran (the engine may be gone: the epochs'
+                               writes that call back after it only free what they carry) */
     pthread_mutex_t mu;     /* the table, the queue, the lists, beat_acked, the fields marked so */
     dsq_htab dbs;           /* rdb.link */
     dsq_queue recq;         /* recq_item.link */
@@ -978,6 +980,11 @@ static void settle_next(void *ud, int rc)
     settle *s = ud;
     dsq_repl *r = s->r;
     rdb *d = s->d;
+    if (r->stopped) {
+        d->settling = false;
+        free(s);
+        return;
+    }
     if (rc != 0) {
         DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the history"));
         d->settling = false;
@@ -1121,6 +1128,8 @@ static void accepted(void *ud, int rc)
     rdb *d = a->d;
     free(a);
     d->accepting--;
+    if (r->stopped)
+        return;
     if (rc != 0) {
         DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the epoch"));
         d->accept_to = 0;
@@ -1940,6 +1949,7 @@ void dsq_repl_stop(dsq_repl *r)
     pthread_mutex_unlock(&r->mu);
     if (!was)
         return;
+    r->stopped = true;
     uv_close((uv_handle_t *)&r->async, NULL);
     uv_timer_stop(&r->beat);
     uv_close((uv_handle_t *)&r->beat, NULL);
