@@ -100,7 +100,8 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
 /* Make this node's copy of db its primary (POST /v1/admin/promote):
  * `done` runs on the loop with 0, the new epoch and where the log it took
  * over ends, or -1 and why. 0, or -1 with a message when it cannot
- * start (done is not called then). Loop thread. */
+ * start (done is not called then); -2 when one is under way there
+ * already. Loop thread. */
 int dsq_cluster_promote(dsq_cluster *c, const char *db,
                         void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
                         char *err, size_t errlen);

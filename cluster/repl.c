@@ -1582,8 +1582,8 @@ int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud,
         return -1;
     }
     if (d->promo != NULL || d->accepting) {
-        snprintf(err, errlen, "a promotion of database %s is under way here", db);
-        return -1;
+        snprintf(err, errlen, "a promotion of database %s is under way here; ask again once it ended", db);
+        return -2;
     }
     promo *p = calloc(1, sizeof *p);
     if (p == NULL) {

@@ -123,7 +123,8 @@ void dsq_repl_on_writable(dsq_repl *r, size_t node);
 /* Make this node's copy of db the primary (see above). `done` runs on
  * the loop with 0 and the new epoch and its first LSN - 1 (the log it
  * took over ends there), or -1 and a message. Loop thread. 0, or -1
- * with a message when it cannot start. */
+ * with a message when it cannot start: -2 when that is because another
+ * promotion of db here (or its epoch's record) is under way. */
 typedef void (*dsq_promote_fn)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen);
 

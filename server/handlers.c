@@ -1011,9 +1011,14 @@ static void handle_promote(dsq_server *srv, dsq_http_req *req)
     char err[400];
     req->abandon = promote_abandon;
     req->abandon_arg = p;
-    if (dsq_cluster_promote(srv->cluster, p->db, promote_done, p, err, sizeof err) != 0) {
+    int rc = dsq_cluster_promote(srv->cluster, p->db, promote_done, p, err, sizeof err);
+    if (rc != 0) {
         req->abandon = NULL;
-        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "%s", err);
+        /* Another one under way: a conflict that passes (retry). */
+        if (rc == -2)
+            dsq__respond_error(req, 409, DSQ_CODE_SERIALIZATION_FAILURE, "%s", err);
+        else
+            dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "%s", err);
         free(p);
     }
 }

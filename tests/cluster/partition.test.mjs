@@ -150,7 +150,11 @@ test('a promotion refused by a copy that knows a newer epoch fails at once; the 
     let again;
     await until(async () => {
       again = await post(c.nodes[b], '/v1/admin/promote', { database: db });
-      if (again.status !== 200) assert.match(again.body.error?.message, /under way here/, JSON.stringify(again.body));
+      if (again.status !== 200) {
+        assert.equal(again.status, 409, JSON.stringify(again.body));
+        assert.equal(again.body.error?.code, 'SERIALIZATION_FAILURE', JSON.stringify(again.body));
+        assert.match(again.body.error.message, /under way here/, JSON.stringify(again.body));
+      }
       return again.status === 200;
     }, 10000, 'the promotion again');
     assert.equal(again.body.epoch, 3);
