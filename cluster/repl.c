@@ -1982,6 +1982,15 @@ dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary)
     rdb *d = get(r, db);
     dsq_role role = d ? d->role : DSQ_ROLE_ELSEWHERE;
     *primary = d ? d->primary : r->cfg.self;
+    /* A node without a copy knows the primary from the placement only (a
+     * promotion is told to the copies): when that node is out of reach,
+     * a copy's node that is not passes the call on to the one it knows. */
+    if (d != NULL && role == DSQ_ROLE_ELSEWHERE && r->peers != NULL && !dsq_peer_up(r->peers, d->primary))
+        for (size_t i = 0; i < d->ncopies; i++)
+            if (dsq_peer_up(r->peers, d->copies[i].node)) {
+                *primary = d->copies[i].node;
+                break;
+            }
     pthread_mutex_unlock(&r->mu);
     return role;
 }

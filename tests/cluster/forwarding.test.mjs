@@ -2,7 +2,9 @@
 // passed on to it ends, the next one is refused at once with 503
 // NOT_PRIMARY), and a client that never reads what comes back through a
 // node (cut off after server.send_timeout, as on a connection of the
-// node's own; the node reads no more from the other one meanwhile).
+// node's own; the node reads no more from the other one meanwhile); and
+// a node without a copy, after the placement's primary died and another
+// copy was promoted (it goes through a copy's node).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -74,6 +76,32 @@ test('a client that never reads what comes back through a node is cut off; the n
     assert.ok(cut > before, 'the client that does not read was cut off by the node it reached');
     assert.equal((await query(N, db, 'SELECT 1')).status, 200, 'others are served through it');
     w.destroy();
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('a node without a copy reaches a promoted primary through a copy\'s node', async () => {
+  const c = await startCluster(4, { conf: () => 'replicas = 3\ncommit_timeout = 1500ms\n' });
+  try {
+    const db = 'moved';
+    const { P, N } = await place(c, db);
+    const F = c.nodes.find((d) => d !== P && d !== N);
+    assert.equal((await query(N, db, 'CREATE TABLE t(x)')).status, 200);
+    assert.equal((await query(N, db, 'INSERT INTO t VALUES (42)')).status, 200);
+    P.proc.kill('SIGKILL');
+    await P.exit;
+    const pr = await fetch(`${F.url}/v1/admin/promote`, { method: 'POST', body: JSON.stringify({ database: db }) });
+    assert.equal(pr.status, 200, await pr.text());
+    // N still takes P for the primary (the placement's): P is out of
+    // reach, so its requests go through a copy's node, which passes them
+    // on to the primary it knows.
+    let r;
+    await until(async () => (r = await query(N, db, 'INSERT INTO t VALUES (43)', 5000)).status === 200, 10000,
+      'a write through the node without a copy');
+    r = await query(N, db, 'SELECT x FROM t ORDER BY x', 5000);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body.rows, [[42], [43]]);
   } finally {
     await c.cleanup();
   }
