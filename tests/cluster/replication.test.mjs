@@ -28,6 +28,32 @@ async function roles(c, db) {
   return { primary: byId(info.primary), followers: info.copies.filter((x) => x.role === 'follower').map((x) => byId(x.node)), info };
 }
 
+// write(n): n inserts of the next ids through node d, each acknowledged;
+// write.acked lists them.
+function appender(d, db, sql = 'INSERT INTO t VALUES (?)') {
+  const acked = [];
+  let next = 1;
+  const write = async (n) => {
+    for (let k = 0; k < n; k++, next++) {
+      const r = await query(d, db, sql, [next]);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      acked.push(next);
+    }
+  };
+  write.acked = acked;
+  return write;
+}
+
+// SIGKILL node `victim` of c (kept in `gone`, its directory removed at the
+// end); the function returned starts it again on its data directory.
+async function kill(c, victim, gone) {
+  const idx = c.nodes.indexOf(victim);
+  victim.proc.kill('SIGKILL');
+  await victim.exit;
+  gone.push(victim);
+  return async () => (c.nodes[idx] = await startDosqld({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') }));
+}
+
 // What a copy holds (a follower answers when asked with consistency replica).
 const values = async (d, db) => {
   const r = await query(d, db, 'SELECT group_concat(x) AS v FROM (SELECT x FROM t ORDER BY x)', undefined, 10000,
@@ -130,27 +156,14 @@ test('a follower killed, or started empty, catches up while writes go on', async
   try {
     const { primary, followers } = await roles(c, 'cu');
     assert.equal((await query(primary, 'cu', 'CREATE TABLE t(x INTEGER PRIMARY KEY)')).status, 200);
-    const acked = [];
-    let next = 1;
-    const write = async (n) => {
-      for (let k = 0; k < n; k++, next++) {
-        const r = await query(primary, 'cu', 'INSERT INTO t VALUES (?)', [next]);
-        assert.equal(r.status, 200, JSON.stringify(r.body));
-        acked.push(next);
-      }
-    };
+    const write = appender(primary, 'cu');
     await write(10);
-    const victim = followers[0];
-    const idx = c.nodes.indexOf(victim);
-    victim.proc.kill('SIGKILL');
-    await victim.exit;
-    gone.push(victim);
+    const restart = await kill(c, followers[0], gone);
     await write(30);
     // It comes back with its own data directory: it catches up.
-    const back = await startDosqld({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') });
-    c.nodes[idx] = back;
+    const back = await restart();
     await write(10);
-    const want = () => acked.join(',');
+    const want = () => write.acked.join(',');
     await until(async () => (await values(back, 'cu')) === want(), 15000, 'the restarted follower');
     // The other follower loses its disk: it starts empty and gets it all.
     const other = followers[1];
@@ -227,27 +240,15 @@ test('a follower behind the start of its primary\'s log is made again from the o
     const db = 'rebuilt';
     const { primary, followers } = await roles(c, db);
     assert.equal((await query(primary, db, 'CREATE TABLE t(x INTEGER PRIMARY KEY, pad BLOB)')).status, 200);
-    let next = 1;
-    const acked = [];
-    const write = async (n) => {
-      for (let k = 0; k < n; k++, next++) {
-        const r = await query(primary, db, 'INSERT INTO t VALUES (?, randomblob(3000))', [next]);
-        assert.equal(r.status, 200, JSON.stringify(r.body));
-        acked.push(next);
-      }
-    };
+    const write = appender(primary, db, 'INSERT INTO t VALUES (?, randomblob(3000))');
+    const acked = write.acked;
     await write(5);
-    const victim = followers[0];
-    const idx = c.nodes.indexOf(victim);
-    await until(async () => (await values(victim, db)) === acked.join(','), 10000, 'the follower in step');
-    victim.proc.kill('SIGKILL');
-    await victim.exit;
-    gone.push(victim);
+    await until(async () => (await values(followers[0], db)) === acked.join(','), 10000, 'the follower in step');
+    const restart = await kill(c, followers[0], gone);
     // About 1.2 MB of log: many segments and checkpoints, the old ones
     // deleted, and the store given the newest.
     await write(400);
-    const back = await startDosqld({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') });
-    c.nodes[idx] = back;
+    const back = await restart();
     await write(5);
     await until(async () => (await values(back, db)) === acked.join(','), 30000, 'the follower made again');
     assert.ok((await metric(back, 'dosqld_replication_rebuilds_total')) >= 1, 'caught up without a rebuild: the test did not test it');
