@@ -749,8 +749,8 @@ static void apply_done(dsq_call *call)
         d->settling = false;
         d->rebuilding = false;
         /* Whatever it holds now was not counted: it says where it ends
-         * and syncs from there (after a failure, once the backoff is
-         * over: the primary asks again). */
+         * and syncs from there (after a failure, it tries again once the
+         * backoff is over). */
         forget_from(r, d, 0);
         d->pos_known = false;
         d->synced = false;
@@ -762,6 +762,12 @@ static void apply_done(dsq_call *call)
             d->rebuild_at = dsq_now_ms() + (wait < REBUILD_RETRY_MAX_MS ? wait : REBUILD_RETRY_MAX_MS);
             DSQ_WARN("replication_rebuild_failed", "db=%s attempt=%u code=%s reason=%s", d->name, d->rebuild_fails,
                      dsq_code_name(call->code), dsq_log_q(call->msg));
+            /* Tried again from the beat once the backoff is over (nothing
+             * else asks: the primary waits to hear where it is). */
+            if (!d->on_rebuild) {
+                d->on_rebuild = true;
+                dsq_list_push(&r->rebuilds, &d->rebuild);
+            }
             break;
         }
         d->rebuild_fails = 0;

@@ -250,7 +250,12 @@ test('a follower behind the start of its primary\'s log is made again from the o
     await write(400);
     const back = await restart();
     await write(5);
-    await until(async () => (await values(back, db)) === acked.join(','), 30000, 'the follower made again');
+    try {
+      await until(async () => (await values(back, db)) === acked.join(','), 30000, 'the follower made again');
+    } catch (e) {
+      const events = (d) => d.stderr.split('\n').filter((l) => /rebuil|copy_|replication_|upload|restore/.test(l)).slice(-40).join('\n');
+      throw new Error(`${e.message}\n--- the follower\n${events(back)}\n--- the primary\n${events(primary)}`);
+    }
     assert.ok((await metric(back, 'dosqld_replication_rebuilds_total')) >= 1, 'caught up without a rebuild: the test did not test it');
     // And it stays in step.
     await write(5);

@@ -1,7 +1,7 @@
 // cluster — start several dosqld nodes on loopback, each with its own
 // data directory, client port and peer port, sharing one secret; every
 // wait bounded. Stop what was started by its pid (cleanup).
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,16 +12,33 @@ import { FaultProxy } from './proxy.mjs';
 
 export { sleep };
 
-// A loopback port free now (the kernel's pick, released at once).
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+// The ports the kernel hands out as the source ports of connections.
+function ephemeralRange() {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo > 0 && hi >= lo) return [lo, hi];
+  } catch { /* not Linux: its default */ }
+  return [32768, 60999];
+}
+
+// A loopback port free now, for a node's peer listener, which a node
+// restarted by a test must get again: so not one of the kernel's
+// ephemeral ports (any outgoing connection could take that as its source
+// port while the node is down), but one below them, tried until one
+// binds (at most 100 tries).
+export async function freePort() {
+  const [lo] = ephemeralRange();
+  const base = 10000, span = Math.max(1000, lo - base);
+  for (let i = 0; i < 100; i++) {
+    const port = base + crypto.randomInt(span);
+    const ok = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (ok) return port;
+  }
+  throw new Error('no free loopback port below the ephemeral range after 100 tries');
 }
 
 // Write a secret file readable by its owner only; returns its path.
