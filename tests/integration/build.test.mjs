@@ -78,6 +78,7 @@ test('configure --missing bench names the benchmarks\' missing packages; the def
   const all = configureWithout(t, [], env, ['--missing']);
   assert.equal(all.status, 0, all.stderr);
   assert.doesNotMatch(all.stdout, /wrk|gnuplot/, 'bench is asked for by name');
+  assert.match(all.stdout, /\betcd-server\b/, 'the tests\' etcd (not on that PATH), by its Debian package');
   const both = configureWithout(t, [], env, ['--missing', 'shell', 'bench']);
   assert.match(both.stdout, /\bwrk gnuplot-nox$/m);
 });
