@@ -22,6 +22,7 @@ struct dsq_tls {
     BIO *rbio;         /* ciphertext from the peer */
     BIO *wbio;         /* ciphertext for the peer */
     dsq_buf pending;   /* plaintext written before the handshake finished */
+    bool peer_closed;  /* its close_notify came */
     char err[256];     /* last error */
 };
 
@@ -331,6 +332,7 @@ int dsq_tls_read(dsq_tls *t, const void *in, size_t n, dsq_buf *plain, dsq_buf *
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
             break;
         if (e == SSL_ERROR_ZERO_RETURN) {
+            t->peer_closed = true;
             snprintf(t->err, sizeof t->err, "peer sent close_notify");
             drain_wbio(t, out);
             return -1;
@@ -374,5 +376,9 @@ bool dsq_tls_peer_named(const dsq_tls *t, const char *name)
     ERR_clear_error();
     return ok;
 }
+
+bool dsq_tls_established(const dsq_tls *t) { return SSL_is_init_finished(t->ssl); }
+
+bool dsq_tls_peer_closed(const dsq_tls *t) { return t->peer_closed; }
 
 const char *dsq_tls_error(const dsq_tls *t) { return t->err; }

@@ -71,6 +71,14 @@ int dsq_tls_shutdown(dsq_tls *t, dsq_buf *out);
  * subject's CN is. */
 bool dsq_tls_peer_named(const dsq_tls *t, const char *name);
 
+/* Whether the handshake is done (for a server with a mutual context: the
+ * client's certificate verified). */
+bool dsq_tls_established(const dsq_tls *t);
+
+/* Whether the other end ended the session (its close_notify: the -1 of
+ * dsq_tls_read that came with it is an orderly end, not a failure). */
+bool dsq_tls_peer_closed(const dsq_tls *t);
+
 /* The last error, as text. */
 const char *dsq_tls_error(const dsq_tls *t);
 

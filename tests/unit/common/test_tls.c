@@ -126,8 +126,10 @@ Test(tls, handshake_and_data_both_ways)
     cr_assert_eq(dsq_tls_write(t, "early", 5, &early), 0);
     cr_assert_eq(early.len, 0);
 
+    cr_assert_not(dsq_tls_established(t));
     cr_assert_eq(pump(&c, t, &plain), 0);
     cr_assert(SSL_is_init_finished(c.ssl), "handshake did not finish");
+    cr_assert(dsq_tls_established(t));
     cr_assert_geq(SSL_version(c.ssl), TLS1_2_VERSION);
 
     cr_assert_eq(SSL_write(c.ssl, "hello", 5), 5);
@@ -156,6 +158,29 @@ Test(tls, handshake_and_data_both_ways)
     client_free(&c);
 }
 
+/* The other end's close_notify ends the session in order: told apart
+ * from a failure. */
+Test(tls, close_notify_is_an_orderly_end)
+{
+    client c;
+    client_init(&c, 0);
+    dsq_buf plain = DSQ_BUF_INIT, out = DSQ_BUF_INIT;
+    cr_assert_eq(pump(&c, t, &plain), 0);
+    cr_assert_eq(SSL_write(c.ssl, "last", 4), 4);
+    SSL_shutdown(c.ssl);
+    char buf[16384];
+    int n = BIO_read(c.wbio, buf, sizeof buf);
+    cr_assert_gt(n, 0);
+    cr_assert_not(dsq_tls_peer_closed(t));
+    cr_assert_eq(dsq_tls_read(t, buf, (size_t)n, &plain, &out), -1);
+    cr_assert(dsq_tls_peer_closed(t));
+    cr_assert_eq(plain.len, 4, "what came before it is read");
+    cr_assert(memcmp(plain.data, "last", 4) == 0);
+    dsq_buf_free(&plain);
+    dsq_buf_free(&out);
+    client_free(&c);
+}
+
 Test(tls, refuses_tls_1_1)
 {
     client c;
@@ -173,6 +198,8 @@ Test(tls, garbage_is_fatal)
     const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     cr_assert_eq(dsq_tls_read(t, junk, sizeof junk - 1, &plain, &out), -1);
     cr_assert_eq(plain.len, 0);
+    cr_assert_not(dsq_tls_peer_closed(t));
+    cr_assert_not(dsq_tls_established(t));
     cr_assert(strlen(dsq_tls_error(t)) > 0);
     dsq_buf_free(&plain);
     dsq_buf_free(&out);
