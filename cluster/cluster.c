@@ -21,6 +21,8 @@ struct dsq_cluster {
     dsq_epochs *epochs;
     dsq_repl *repl;
     char client_addr[DSQ_NODES_MAX][80]; /* each node's, as it told (this one's: its own) */
+    char forward_addr[DSQ_NODES_MAX][80]; /* with TLS: each node's listener for passed-on
+                                             connections, as it told (this one's: its own) */
     dsq_peers *peers;
     uv_loop_t *loop;        /* NULL until started */
     uv_timer_t wait;        /* stopping: for the epochs' writes under way */
@@ -105,15 +107,34 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
 
 const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c) { return dsq_repl_hooks_of(c->repl); }
 
+int dsq_node_info_encode(dsq_buf *b, const char *client, const char *forward)
+{
+    return dsq_w_str(b, client) | dsq_w_str(b, forward);
+}
+
+int dsq_node_info_decode(const void *p, size_t n, char *client, char *forward, size_t cap)
+{
+    dsq_rd rd = dsq_rd_of(p, n);
+    dsq_r_str(&rd, client, cap);
+    forward[0] = '\0';
+    if (!rd.bad && dsq_rd_left(&rd) > 0)
+        dsq_r_str(&rd, forward, cap);
+    if (rd.bad) {
+        client[0] = forward[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n)
 {
     dsq_cluster *c = ud;
     if (type == DSQ_CLUSTER_NODE_INFO) {
-        dsq_rd rd = dsq_rd_of(p, n);
-        char addr[80];
-        dsq_r_str(&rd, addr, sizeof addr);
-        if (!rd.bad)
-            snprintf(c->client_addr[node], sizeof c->client_addr[node], "%s", addr);
+        char client[80], forward[80];
+        if (dsq_node_info_decode(p, n, client, forward, sizeof client) == 0) {
+            snprintf(c->client_addr[node], sizeof c->client_addr[node], "%s", client);
+            snprintf(c->forward_addr[node], sizeof c->forward_addr[node], "%s", forward);
+        }
         return;
     }
     dsq_repl_on_message(c->repl, node, type, p, n);
@@ -122,9 +143,10 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
 static void on_link(void *ud, size_t node, bool up)
 {
     dsq_cluster *c = ud;
-    if (up && c->client_addr[c->self][0]) { /* where this node takes clients, for forwarding */
+    if (up && (c->client_addr[c->self][0] || c->forward_addr[c->self][0])) {
+        /* where this node takes the clients the others pass on */
         dsq_buf b = DSQ_BUF_INIT;
-        if (dsq_w_str(&b, c->client_addr[c->self]) == 0)
+        if (dsq_node_info_encode(&b, c->client_addr[c->self], c->forward_addr[c->self]) == 0)
             dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
@@ -133,11 +155,13 @@ static void on_link(void *ud, size_t node, bool up)
 
 static void on_writable(void *ud, size_t node) { dsq_repl_on_writable(((dsq_cluster *)ud)->repl, node); }
 
-int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr, char *err,
-                      size_t errlen)
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr,
+                      const char *forward_addr, char *err, size_t errlen)
 {
     if (client_addr != NULL)
         snprintf(c->client_addr[c->self], sizeof c->client_addr[c->self], "%s", client_addr);
+    if (forward_addr != NULL)
+        snprintf(c->forward_addr[c->self], sizeof c->forward_addr[c->self], "%s", forward_addr);
     dsq_peers_cfg pc = {
         .loop = loop,
         .nodes = c->nodes,
@@ -272,11 +296,14 @@ int dsq_cluster_promote(dsq_cluster *c, const char *db,
     return dsq_repl_promote(c->repl, db, done, ud, err, errlen);
 }
 
-int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len)
+int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node)
 {
     size_t primary;
     dsq_role role = dsq_repl_where(c->repl, db, &primary);
-    snprintf(addr, len, "%s", c->client_addr[primary]);
+    /* With TLS, never the clients' listener: what goes between nodes is
+     * encrypted (a node that told no TLS address is not passed clients). */
+    snprintf(addr, len, "%s", c->tls_cert != NULL ? c->forward_addr[primary] : c->client_addr[primary]);
+    *node = c->nodes[primary].id;
     if (primary == c->self)
         return 0; /* (a copy being promoted here: served, or held, here) */
     switch (role) {

@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "common/buf.h"
+
 #define DSQ_NODES_MAX 64   /* nodes in one cluster */
 #define DSQ_NODE_ID_MAX 32 /* bytes of a node id, with its NUL */
 #define DSQ_SECRET_MIN 32  /* characters of the shared secret at least */
@@ -79,18 +81,23 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
 /* The hooks the engine is to be made with (engine.h, "replication"). */
 const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c);
 /* Listen on this node's peer address, link up with the others and
- * replicate the engine's databases; tell the other nodes client_addr
- * (HOST:PORT where this node takes clients, for forwarding; NULL: none).
- * Loop thread. 0, or -1 with a message. The cluster's handles do not
- * keep the loop running. */
-int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr, char *err,
-                      size_t errlen);
+ * replicate the engine's databases; tell the other nodes where they pass
+ * clients on to this node: client_addr (HOST:PORT of its clients'
+ * listener; NULL: none) and, with cluster.tls, forward_addr (HOST:PORT of
+ * its listener for passed-on connections, mutual TLS; NULL: none). Loop
+ * thread. 0, or -1 with a message. The cluster's handles do not keep the
+ * loop running. */
+int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr,
+                      const char *forward_addr, char *err, size_t errlen);
 
 /* Where a call on db goes: whether this node's copy is its primary
- * (or its only copy: 0), a follower (1) or none (2); and the primary's
- * client address (HOST:PORT, as that node told; "" while unknown) in
- * addr[len]. Loop thread. */
-int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len);
+ * (or its only copy: 0), a follower (1) or none (2); the primary's node
+ * id in *node (valid while the cluster runs); and in addr[len] where a
+ * connection is passed on to that node (HOST:PORT, as that node told;
+ * "" while unknown): with cluster.tls its listener for passed-on
+ * connections (mutual TLS; "" when that node told none), else its
+ * clients' listener. Loop thread. */
+int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node);
 
 /* Close every link (after the engine is freed: its hooks no longer run
  * through the loop); `done` runs on the loop once all is closed, then
@@ -105,6 +112,20 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
 int dsq_cluster_promote(dsq_cluster *c, const char *db,
                         void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
                         char *err, size_t errlen);
+
+/* ---- what a node tells the others of itself (pure; unit-tested) ---- */
+
+/* The payload of DSQ_CLUSTER_NODE_INFO: str the address of the node's
+ * clients' listener (HOST:PORT; "" for none), then str the address of its
+ * listener for passed-on connections (cluster.tls; "" for none). A node
+ * that reads the first field only ignores the second. 0, or -1 (an
+ * address of 256 bytes or more, or out of memory). */
+int dsq_node_info_encode(dsq_buf *b, const char *client, const char *forward);
+
+/* Read it into client[cap] and forward[cap]; a payload with the first
+ * field only (from a node that sends no second) gives forward "". 0, or
+ * -1 when it is malformed (both are then ""). */
+int dsq_node_info_decode(const void *p, size_t n, char *client, char *forward, size_t cap);
 
 /* The nodes, in the order of cluster.peers. */
 typedef struct dsq_cluster_node_info {

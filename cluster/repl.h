@@ -87,7 +87,9 @@ enum {
                            follower's log ends before it) */
     DSQ_REPL_BEAT = 40, /* node → node: u64 sent (ms, the sender's clock); no database */
     DSQ_REPL_BEAT_ACK,  /* node → node: u64 sent, echoed */
-    DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT */
+    DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT, then
+                                   str its address for passed-on connections over TLS
+                                   (dsq_node_info_encode) */
 };
 
 typedef struct dsq_repl dsq_repl;

@@ -123,6 +123,7 @@ static const key_def keys[] = {
     {"cluster", "tls_cert", T_STR, F(cluster_tls_cert), "", 0, 0},
     {"cluster", "tls_key", T_STR, F(cluster_tls_key), "", 0, 0},
     {"cluster", "tls_ca", T_STR, F(cluster_tls_ca), "", 0, 0},
+    {"cluster", "forward_listen", T_STR, F(cluster_forward_listen), "", 0, 0},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -521,7 +522,8 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
 
 /* [cluster] tls: on, it needs its three files; off, none of them is set
  * (a file given with tls = no would leave the links plain while the
- * configuration looks encrypted). The number of problems. */
+ * configuration looks encrypted), nor forward_listen. The number of
+ * problems. */
 static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
 {
     int problems = 0;
@@ -539,6 +541,18 @@ static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf 
                            where, names[i]);
             problems++;
         }
+    }
+    struct sockaddr_storage ss;
+    if (cfg->cluster_forward_listen != NULL && !cfg->cluster_tls) {
+        dsq_buf_printf(errs, "%s: cluster.forward_listen is set but cluster.tls = no: without TLS the nodes pass "
+                             "connections on to each other's client listener (set cluster.tls = yes, or remove it)\n",
+                       where);
+        problems++;
+    } else if (cfg->cluster_forward_listen != NULL && dsq_parse_addr(cfg->cluster_forward_listen, &ss) != 0) {
+        dsq_buf_printf(errs, "%s: cluster.forward_listen: '%s' is not HOST:PORT (an IP address or localhost, and a "
+                             "port)\n",
+                       where, cfg->cluster_forward_listen);
+        problems++;
     }
     return problems;
 }

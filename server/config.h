@@ -121,6 +121,8 @@ typedef struct dsq_config {
     char *cluster_tls_cert;         /* owned; this node's PEM certificate chain, or NULL */
     char *cluster_tls_key;          /* owned; its PEM private key, or NULL */
     char *cluster_tls_ca;           /* owned; the PEM CA certificates every node's must chain to, or NULL */
+    char *cluster_forward_listen;   /* owned; HOST:PORT for the connections other nodes pass on (with tls),
+                                       or NULL: the host of this node's peers entry, any port */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

@@ -43,8 +43,9 @@ struct dsq_conn {
     uv_timer_t timer;           /* one timer for every deadline; data = this */
     uv_shutdown_t shutdown_req; /* FIN after the last byte; data = this */
     dsq_server *srv;
-    dsq_listener *lst;
     dsq_tls *tls;               /* owned; NULL on a plain listener */
+    bool fwd_in;                /* from the listener for passed-on connections (cluster.tls) */
+    bool fwd_named;             /* ... and its certificate named a node (forward_check_node) */
     int mode;                   /* MODE_HTTP, MODE_WS or MODE_TUNNEL (forwarded to another node) */
     dsq_http_parser parser;     /* HTTP input */
     dsq_queue pipeline;         /* owned; requests in arrival order (dsq_http_req.link) */
@@ -150,6 +151,8 @@ static void tunnel_free(dsq_conn *c);
 static void tunnel_send(dsq_conn *c, const char *p, size_t n);
 static void tunnel_resume(dsq_conn *c);
 static bool forward_first(dsq_conn *c, dsq_http_req *req);
+static void forward_refused(dsq_conn *c, const char *why);
+static bool forward_check_node(dsq_conn *c);
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -183,7 +186,7 @@ void dsq__conn_accept(dsq_listener *l)
         return;
     }
     c->srv = srv;
-    c->lst = l;
+    c->fwd_in = l->forward;
     uv_tcp_init(&srv->loop, &c->tcp);
     c->tcp.data = c;
     c->handles = 1;
@@ -221,7 +224,7 @@ void dsq__conn_accept(dsq_listener *l)
     srv->metrics.conns_open++;
     c->last_rx = now_ms(c);
     c->dl_head = now_ms(c) + srv->cfg->header_timeout_ms;
-    if (l->tls && (c->tls = dsq_tls_new(srv->tls)) == NULL) {
+    if (l->tls && (c->tls = dsq_tls_new(l->tls)) == NULL) {
         conn_close(c, DSQ_CLOSE_IO_ERROR);
         return;
     }
@@ -754,10 +757,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->cipher.len)
             mark_dirty(c);
         if (rv != 0) {
-            DSQ_DEBUG("tls_error", "peer=%s error=%s", c->peer, dsq_log_q(dsq_tls_error(c->tls)));
+            if (c->fwd_in && !c->fwd_named)
+                forward_refused(c, dsq_tls_error(c->tls));
+            else
+                DSQ_DEBUG("tls_error", "peer=%s error=%s", c->peer, dsq_log_q(dsq_tls_error(c->tls)));
             raw_send(c, &c->cipher); /* the alert */
             if (!c->closing)
                 conn_close(c, DSQ_CLOSE_TLS_ERROR);
+            dsq_buf_free(&plain);
+            return;
+        }
+        /* Passed on by another node: nothing is read before its
+         * certificate is known to name one. */
+        if (c->fwd_in && !c->fwd_named && dsq_tls_established(c->tls) && !forward_check_node(c)) {
             dsq_buf_free(&plain);
             return;
         }
@@ -1020,24 +1032,32 @@ static void pipeline_advance(dsq_conn *c)
 /* ---- forwarding to the primary's node ---------------------------------------------------- */
 
 /* A connection whose first request is for a database whose primary is on
- * another node becomes a tunnel to that node's client listener: the
- * request's bytes, and every byte after, go there as they came, and what
- * comes back goes to the client. That node answers (and may itself pass
- * the connection on). Bounded both ways by send_queue_limit. */
+ * another node becomes a tunnel to that node: the request's bytes, and
+ * every byte after, go there as they came, and what comes back goes to
+ * the client. That node answers (and may itself pass the connection on).
+ * Without cluster.tls the tunnel goes to that node's clients' listener, as
+ * plain TCP. With it, it goes to that node's listener for passed-on
+ * connections, over mutual TLS with the cluster's certificates: this node
+ * presents its own, and that node's must name the node it is (its id),
+ * as on the links. Until the tunnel is ready (connected, and with TLS its
+ * handshake done) the client's bytes wait in `early`. Bounded both ways
+ * by send_queue_limit. */
 typedef struct tunnel {
     uv_tcp_t up;            /* first: the handle's address is the tunnel's; data = the conn */
     uv_connect_t creq;
     dsq_conn *c;
-    dsq_buf early;          /* the client's bytes before the connection is made */
-    bool connected;
+    dsq_tls *tls;           /* with cluster.tls: the session with that node (owned); else NULL */
+    char node[DSQ_NODE_ID_MAX]; /* that node's id */
+    dsq_buf early;          /* the client's bytes before the tunnel is ready */
+    bool connected;         /* TCP connected: that node is read from */
+    bool ready;             /* connected, and with TLS the handshake done: the client's bytes go */
     bool reading;
 } tunnel;
 
 typedef struct up_write {
     uv_write_t req;
     dsq_conn *c;
-    size_t len;
-    char mem[];
+    char *mem;              /* owned: the bytes */
 } up_write;
 
 static void tunnel_free(dsq_conn *c)
@@ -1045,8 +1065,31 @@ static void tunnel_free(dsq_conn *c)
     if (c->tun == NULL)
         return;
     dsq_buf_free(&c->tun->early);
+    dsq_tls_free(c->tun->tls);
     free(c->tun);
     c->tun = NULL;
+}
+
+/* The tunnel cannot be made: the client gets 503 NOT_PRIMARY, then its
+ * connection ends. */
+static void tunnel_unreachable(dsq_conn *c, const char *why)
+{
+    DSQ_WARN("forward_failed", "peer=%s node=%s reason=%s", c->peer, c->tun->node, dsq_log_q(why));
+    char msg[512];
+    snprintf(msg, sizeof msg, "the node of the database's primary cannot be reached from here (%s); try again", why);
+    json_t *body = dsq_rpc_error_body(DSQ_CODE_NOT_PRIMARY, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    dsq_buf_printf(&c->out,
+                   "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
+                   "%zu\r\nConnection: close\r\n\r\n%s\n",
+                   strlen(text) + 1, text);
+    free(text);
+    conn_finish(c, DSQ_CLOSE_DONE);
 }
 
 static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -1056,22 +1099,62 @@ static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof c->srv->rbuf;
 }
 
+static void tunnel_ready(dsq_conn *c);
+static void up_send(dsq_conn *c, dsq_buf *b);
+
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     dsq_conn *c = s->data;
     if (c->closing || nread == 0)
         return;
-    if (nread < 0) { /* the other node is done: so is the client's connection, once flushed */
+    tunnel *t = c->tun;
+    if (nread < 0) {
         uv_read_stop(s);
-        c->tun->reading = false;
-        conn_finish(c, DSQ_CLOSE_DONE);
+        t->reading = false;
+        if (!t->ready) /* (with TLS, during the handshake: that node refused this one) */
+            tunnel_unreachable(c, nread == UV_EOF ? "TLS: it closed the connection in the handshake"
+                                                  : uv_strerror((int)nread));
+        else /* the other node is done: so is the client's connection, once flushed */
+            conn_finish(c, DSQ_CLOSE_DONE);
         return;
     }
-    dsq_buf_append(&c->out, buf->base, (size_t)nread);
+    if (t->tls == NULL) {
+        dsq_buf_append(&c->out, buf->base, (size_t)nread);
+    } else {
+        dsq_buf own = DSQ_BUF_INIT; /* what the session sends: its handshake, an alert */
+        int rv = dsq_tls_read(t->tls, buf->base, (size_t)nread, &c->out, &own);
+        up_send(c, &own);
+        if (c->closing)
+            return;
+        if (rv != 0) {
+            uv_read_stop(s);
+            t->reading = false;
+            if (!dsq_tls_established(t->tls)) { /* its certificate failed the checks, or it refused this one's */
+                char why[320];
+                snprintf(why, sizeof why, "TLS: %s", dsq_tls_error(t->tls));
+                tunnel_unreachable(c, why);
+                return;
+            }
+            /* Its close_notify: done, as at its EOF. Else the session broke
+             * after the request went: its outcome is not known here, so
+             * the client's connection ends as with a plain one that breaks. */
+            if (!dsq_tls_peer_closed(t->tls))
+                DSQ_WARN("forward_failed", "peer=%s node=%s reason=%s", c->peer, t->node,
+                         dsq_log_q(dsq_tls_error(t->tls)));
+            mark_dirty(c);
+            conn_finish(c, DSQ_CLOSE_DONE);
+            return;
+        }
+        if (!t->ready && dsq_tls_established(t->tls)) {
+            tunnel_ready(c);
+            if (c->closing)
+                return;
+        }
+    }
     mark_dirty(c);
     if (backlog(c) > c->srv->cfg->send_queue_limit) {
         uv_read_stop(s);
-        c->tun->reading = false;
+        t->reading = false;
     }
 }
 
@@ -1088,6 +1171,7 @@ static void on_up_written(uv_write_t *req, int status)
 {
     up_write *w = (up_write *)req;
     dsq_conn *c = w->c;
+    free(w->mem);
     free(w);
     if (c->closing)
         return;
@@ -1101,19 +1185,28 @@ static void on_up_written(uv_write_t *req, int status)
     }
 }
 
-static void up_write_bytes(dsq_conn *c, const char *p, size_t n)
+/* Write what b holds to the other node, taking its memory (b is left
+ * empty). */
+static void up_send(dsq_conn *c, dsq_buf *b)
 {
+    if (b->len == 0) {
+        dsq_buf_free(b);
+        return;
+    }
     tunnel *t = c->tun;
-    up_write *w = malloc(sizeof *w + n);
+    up_write *w = malloc(sizeof *w);
+    size_t n;
+    char *mem = dsq_buf_steal(b, &n);
     if (w == NULL) {
+        free(mem);
         conn_close(c, DSQ_CLOSE_IO_ERROR);
         return;
     }
     w->c = c;
-    w->len = n;
-    memcpy(w->mem, p, n);
-    uv_buf_t b = uv_buf_init(w->mem, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&t->up, &b, 1, on_up_written) != 0) {
+    w->mem = mem;
+    uv_buf_t ub = uv_buf_init(mem, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&t->up, &ub, 1, on_up_written) != 0) {
+        free(mem);
         free(w);
         conn_close(c, DSQ_CLOSE_IO_ERROR);
         return;
@@ -1125,13 +1218,57 @@ static void up_write_bytes(dsq_conn *c, const char *p, size_t n)
     }
 }
 
+/* The client's bytes p[n] to the other node (through the TLS session, if
+ * any). */
+static void up_write_bytes(dsq_conn *c, const char *p, size_t n)
+{
+    tunnel *t = c->tun;
+    dsq_buf b = DSQ_BUF_INIT;
+    int rv = t->tls != NULL ? dsq_tls_write(t->tls, p, n, &b) : dsq_buf_append(&b, p, n);
+    if (rv != 0) {
+        dsq_buf_free(&b);
+        conn_close(c, t->tls != NULL ? DSQ_CLOSE_TLS_ERROR : DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    up_send(c, &b);
+}
+
 static void tunnel_send(dsq_conn *c, const char *p, size_t n)
 {
     tunnel *t = c->tun;
-    if (!t->connected)
-        dsq_buf_append(&t->early, p, n);
-    else
+    if (t->ready) {
         up_write_bytes(c, p, n);
+        return;
+    }
+    if (dsq_buf_append(&t->early, p, n) != 0) {
+        conn_close(c, DSQ_CLOSE_IO_ERROR);
+        return;
+    }
+    /* The client waits while the tunnel is being made. */
+    if (t->early.len > c->srv->cfg->send_queue_limit && !c->held) {
+        c->held = true;
+        sync_reading(c);
+    }
+}
+
+/* The tunnel is ready: the client's bytes so far go, and the next as they
+ * come. */
+static void tunnel_ready(dsq_conn *c)
+{
+    tunnel *t = c->tun;
+    t->ready = true;
+    dsq_buf early = t->early;
+    t->early = (dsq_buf)DSQ_BUF_INIT;
+    if (t->tls == NULL)
+        up_send(c, &early);
+    else if (early.len > 0)
+        up_write_bytes(c, early.data, early.len);
+    dsq_buf_free(&early);
+    if (!c->closing && c->held &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&t->up) <= c->srv->cfg->send_queue_limit / 2) {
+        c->held = false;
+        sync_reading(c);
+    }
 }
 
 static void on_up_connected(uv_connect_t *req, int status)
@@ -1141,25 +1278,24 @@ static void on_up_connected(uv_connect_t *req, int status)
         return;
     tunnel *t = c->tun;
     if (status < 0) {
-        DSQ_WARN("forward_failed", "peer=%s reason=%s", c->peer, dsq_log_q(uv_strerror(status)));
-        char body[300];
-        int n = snprintf(body, sizeof body,
-                         "{\"error\":{\"code\":\"NOT_PRIMARY\",\"message\":\"the node of the database's primary "
-                         "cannot be reached from here (%s); try again\"}}\n",
-                         uv_strerror(status));
-        dsq_buf_printf(&c->out,
-                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
-                       "%d\r\nConnection: close\r\n\r\n%s",
-                       n, body);
-        conn_finish(c, DSQ_CLOSE_DONE);
+        tunnel_unreachable(c, uv_strerror(status));
         return;
     }
     t->connected = true;
     uv_tcp_nodelay(&t->up, 1);
-    if (t->early.len > 0)
-        up_write_bytes(c, t->early.data, t->early.len);
-    dsq_buf_free(&t->early);
-    tunnel_resume(c);
+    if (t->tls != NULL) { /* ready once the handshake is done (on_up_read) */
+        dsq_buf hello = DSQ_BUF_INIT;
+        if (dsq_tls_start(t->tls, &hello) != 0) {
+            dsq_buf_free(&hello);
+            conn_close(c, DSQ_CLOSE_TLS_ERROR);
+            return;
+        }
+        up_send(c, &hello);
+    } else {
+        tunnel_ready(c);
+    }
+    if (!c->closing)
+        tunnel_resume(c);
 }
 
 /* The first request of c is for a database whose primary is elsewhere:
@@ -1168,14 +1304,19 @@ static bool forward_first(dsq_conn *c, dsq_http_req *req)
 {
     dsq_server *srv = c->srv;
     char addr[80];
-    if (!dsq__forward_target(srv, req, addr, sizeof addr))
+    const char *node = NULL;
+    if (!dsq__forward_target(srv, req, addr, sizeof addr, &node))
         return false;
+    if (srv->cfg->cluster_tls && srv->forward_tls == NULL)
+        return false; /* (never in plain TCP when the nodes speak TLS) */
     struct sockaddr_storage ss;
     tunnel *t = calloc(1, sizeof *t);
-    if (t == NULL || dsq_parse_addr(addr, &ss) != 0) {
+    if (t == NULL || dsq_parse_addr(addr, &ss) != 0 ||
+        (srv->forward_tls != NULL && (t->tls = dsq_tls_new_client(srv->forward_tls, node)) == NULL)) {
         free(t);
         return false;
     }
+    snprintf(t->node, sizeof t->node, "%s", node);
     t->c = c;
     t->early = c->raw; /* this request's bytes, and what came after it */
     c->raw = (dsq_buf)DSQ_BUF_INIT;
@@ -1207,10 +1348,41 @@ static bool forward_first(dsq_conn *c, dsq_http_req *req)
     c->dl_head = c->dl_body = c->dl_idle = 0;
     dsq_buf_free(&c->in);
     srv->metrics.forwarded++;
-    DSQ_DEBUG("forwarded", "peer=%s db=%s to=%s", c->peer, req->db, addr);
+    DSQ_DEBUG("forwarded", "peer=%s db=%s node=%s to=%s tls=%s", c->peer, req->db, t->node, addr,
+              t->tls != NULL ? "yes" : "no");
     if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ss, on_up_connected) != 0)
         on_up_connected(&t->creq, UV_ECONNREFUSED);
     return true;
+}
+
+/* ---- passed on to this node (cluster.tls) ------------------------------------------------- */
+
+static void forward_refused(dsq_conn *c, const char *why)
+{
+    c->srv->metrics.forwarded_in_refused++;
+    DSQ_WARN("forward_refused", "peer=%s reason=%s", c->peer, dsq_log_q(why));
+}
+
+/* A connection on the listener for passed-on connections, its TLS
+ * handshake done (its certificate verified against the cluster's CA):
+ * true when that certificate names another node of cluster.peers; else
+ * the connection is closed. */
+static bool forward_check_node(dsq_conn *c)
+{
+    dsq_server *srv = c->srv;
+    for (size_t i = 0; srv->cluster != NULL && i < dsq_cluster_nnodes(srv->cluster); i++) {
+        dsq_cluster_node_info n;
+        dsq_cluster_node(srv->cluster, i, &n);
+        if (!n.self && dsq_tls_peer_named(c->tls, n.id)) {
+            c->fwd_named = true;
+            srv->metrics.forwarded_in++;
+            DSQ_DEBUG("forward_accepted", "peer=%s node=%s", c->peer, n.id);
+            return true;
+        }
+    }
+    forward_refused(c, "its certificate names no other node of cluster.peers");
+    conn_close(c, DSQ_CLOSE_TLS_ERROR);
+    return false;
 }
 
 /* ---- responses ------------------------------------------------------------ */

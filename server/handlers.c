@@ -930,7 +930,7 @@ static bool wants_replica(const dsq_http_req *req)
     return yes;
 }
 
-bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len)
+bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node)
 {
     if (srv->cluster == NULL || req->answered || req->db[0] == '\0')
         return false;
@@ -943,7 +943,7 @@ bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, s
     default:
         return false;
     }
-    int where = dsq_cluster_where(srv->cluster, req->db, addr, len);
+    int where = dsq_cluster_where(srv->cluster, req->db, addr, len, node);
     if (where == 0 || addr[0] == '\0')
         return false; /* its primary is here (or not known: refused here, naming it) */
     if (where == 1 && (req->route == DSQ_ROUTE_DB_CDC || (req->route == DSQ_ROUTE_DB_QUERY && wants_replica(req))))

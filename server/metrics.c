@@ -87,6 +87,14 @@ int dsq_metrics_render(const dsq_metrics *m, dsq_buf *o)
     family(o, "dosqld_forwarded_connections_total", "counter",
            "Client connections passed on to the node of their database's primary ([cluster]).");
     dsq_buf_printf(o, "dosqld_forwarded_connections_total %llu\n", (unsigned long long)m->forwarded);
+    family(o, "dosqld_forwarded_in_connections_total", "counter",
+           "Client connections other nodes passed on to this one over mutual TLS ([cluster] tls).");
+    dsq_buf_printf(o, "dosqld_forwarded_in_connections_total %llu\n", (unsigned long long)m->forwarded_in);
+    family(o, "dosqld_forwarded_in_refused_total", "counter",
+           "Connections to the listener for passed-on connections refused: not TLS, or no certificate "
+           "of the cluster's CA naming a node.");
+    dsq_buf_printf(o, "dosqld_forwarded_in_refused_total %llu\n",
+                   (unsigned long long)m->forwarded_in_refused);
     family(o, "dosqld_connections_closed_total", "counter", "Connections closed, by reason.");
     for (int i = 0; i < DSQ__CLOSE_COUNT; i++)
         dsq_buf_printf(o, "dosqld_connections_closed_total{reason=\"%s\"} %llu\n", close_names[i],

@@ -34,6 +34,10 @@ typedef struct dsq_metrics {
     uint64_t conns_accepted;                      /* counter */
     uint64_t conns_rejected;                      /* over max_connections */
     uint64_t forwarded;                           /* connections passed on to a primary's node */
+    uint64_t forwarded_in;                        /* connections other nodes passed on here, over
+                                                     TLS (cluster.tls) */
+    uint64_t forwarded_in_refused;                /* connections to that listener refused: their TLS
+                                                     or certificate failed */
     uint64_t conns_closed[DSQ__CLOSE_COUNT];      /* by reason */
     uint64_t ws_open;                             /* gauge */
     uint64_t ws_msgs_in, ws_msgs_out;             /* messages */

@@ -311,6 +311,37 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
     }
 }
 
+/* Listen on ss (spec: as written, for errors) with TLS context tls (NULL:
+ * plain); the listener, or NULL with the reason in err. */
+static dsq_listener *listen_at(dsq_server *srv, struct sockaddr_storage *ss, const char *spec, dsq_tls_ctx *tls,
+                               bool forward, char *err, size_t errlen)
+{
+    dsq_listener *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->srv = srv;
+    l->tls = tls;
+    l->forward = forward;
+    uv_tcp_init(&srv->loop, &l->tcp);
+    l->tcp.data = l;
+    l->next = srv->listeners;
+    srv->listeners = l;
+    int rv = uv_tcp_bind(&l->tcp, (const struct sockaddr *)ss,
+                         ss->ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (rv == 0)
+        rv = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, uv_strerror(rv));
+        return NULL;
+    }
+    int sl = sizeof *ss;
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)ss, &sl);
+    addr_text(ss, l->addr, sizeof l->addr);
+    return l;
+}
+
 static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -318,29 +349,87 @@ static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, 
         snprintf(err, errlen, "bad listen address '%s'", spec);
         return -1;
     }
-    dsq_listener *l = calloc(1, sizeof *l);
-    if (l == NULL) {
-        snprintf(err, errlen, "out of memory");
+    dsq_listener *l = listen_at(srv, &ss, spec, tls ? srv->tls : NULL, false, err, errlen);
+    if (l == NULL)
         return -1;
-    }
-    l->srv = srv;
-    l->tls = tls;
-    uv_tcp_init(&srv->loop, &l->tcp);
-    l->tcp.data = l;
-    l->next = srv->listeners;
-    srv->listeners = l;
-    int rv = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss,
-                         ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-    if (rv == 0)
-        rv = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
-    if (rv != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", spec, uv_strerror(rv));
-        return -1;
-    }
-    int sl = sizeof ss;
-    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &sl);
-    addr_text(&ss, l->addr, sizeof l->addr);
     DSQ_INFO("listening", "addr=%s tls=%s", l->addr, tls ? "yes" : "no");
+    return 0;
+}
+
+static bool addr_unspecified(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+    return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static void addr_set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+}
+
+static uint16_t addr_port(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* With cluster.tls: the listener for the connections other nodes pass on
+ * to this one (mutual TLS with the cluster's certificates), on
+ * cluster.forward_listen, by default on the host of this node's peers
+ * entry with a port the system picks. Where the others are to connect
+ * (the peers entry's host when it listens on every address) goes into
+ * out[len]. 0, or -1 with a message. */
+static int forward_listener(dsq_server *srv, char *out, size_t len, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    char why[512];
+    srv->forward_tls = dsq_tls_ctx_new_mutual(cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca, why,
+                                              sizeof why);
+    if (srv->forward_tls == NULL) {
+        snprintf(err, errlen, "cluster.%s", why);
+        return -1;
+    }
+    struct sockaddr_storage self, ss;
+    const char *self_text = NULL;
+    for (size_t i = 0; i < dsq_cluster_nnodes(srv->cluster); i++) {
+        dsq_cluster_node_info n;
+        dsq_cluster_node(srv->cluster, i, &n);
+        if (n.self)
+            self_text = n.address;
+    }
+    if (self_text == NULL || dsq_parse_addr(self_text, &self) != 0) {
+        snprintf(err, errlen, "cluster.peers: this node's address cannot be read");
+        return -1;
+    }
+    const char *spec = cfg->cluster_forward_listen;
+    char dflt[96];
+    if (spec != NULL) {
+        if (dsq_parse_addr(spec, &ss) != 0) {
+            snprintf(err, errlen, "cluster.forward_listen: '%s' is not HOST:PORT", spec);
+            return -1;
+        }
+    } else {
+        ss = self;
+        addr_set_port(&ss, 0);
+        snprintf(dflt, sizeof dflt, "the host of this node's peers entry (%s), any port", self_text);
+        spec = dflt;
+    }
+    dsq_listener *l = listen_at(srv, &ss, spec, srv->forward_tls, true, why, sizeof why);
+    if (l == NULL) {
+        snprintf(err, errlen, "cluster.forward_listen: %s", why);
+        return -1;
+    }
+    if (addr_unspecified(&ss)) { /* (0.0.0.0 or [::]: the others reach it as they reach the links) */
+        addr_set_port(&self, addr_port(&ss));
+        addr_text(&self, out, len);
+    } else {
+        snprintf(out, len, "%s", l->addr);
+    }
+    DSQ_INFO("forward_listening", "addr=%s advertised=%s tls=yes", l->addr, out);
     return 0;
 }
 
@@ -365,12 +454,18 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
             return -1;
     if (srv->cluster != NULL) {
         /* Where the other nodes send the clients they pass on: this node's
-         * first plain listener (the list is newest first). */
+         * first plain listener (the list is newest first); with TLS between
+         * the nodes, a listener of its own. */
         const char *client = NULL;
         for (dsq_listener *l = srv->listeners; l != NULL; l = l->next)
-            if (!l->tls)
+            if (l->tls == NULL)
                 client = l->addr;
-        if (dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, client, err, errlen) != 0)
+        char forward[80] = "";
+        if (cfg->cluster_tls && cfg->cluster_peers.n > 1 &&
+            forward_listener(srv, forward, sizeof forward, err, errlen) != 0)
+            return -1;
+        if (dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, client, forward[0] ? forward : NULL, err,
+                              errlen) != 0)
             return -1;
     }
     if (dsq_auth_count(srv->auth) == 0)
@@ -533,6 +628,7 @@ void dsq_server_free(dsq_server *srv)
     if (srv->engine_efd >= 0)
         close(srv->engine_efd);
     dsq_tls_ctx_free(srv->tls);
+    dsq_tls_ctx_free(srv->forward_tls);
     dsq_auth_free(srv->auth);
     if (srv->cfg) {
         dsq_config_free(srv->cfg);

@@ -35,7 +35,9 @@ typedef struct dsq_conn dsq_conn;
 typedef struct dsq_listener {
     uv_tcp_t tcp;              /* listening socket; data = this */
     dsq_server *srv;
-    bool tls;                  /* connections speak TLS */
+    dsq_tls_ctx *tls;          /* borrowed: connections speak TLS with it; NULL: plain */
+    bool forward;              /* for the connections other nodes pass on (cluster.tls): mutual
+                                  TLS, the other end's certificate naming a node of peers */
     char addr[64];             /* bound address, as HOST:PORT */
     struct dsq_listener *next; /* srv->listeners */
 } dsq_listener;
@@ -45,6 +47,8 @@ struct dsq_server {
     dsq_config *cfg;           /* owned */
     dsq_auth *auth;            /* owned; replaced on SIGHUP */
     dsq_tls_ctx *tls;          /* owned; NULL without TLS listeners */
+    dsq_tls_ctx *forward_tls;  /* owned; with cluster.tls (several nodes): the mutual context of
+                                  passed-on connections, both ways; else NULL */
     dsq_metrics metrics;
     dsq_listener *listeners;   /* owned list */
     dsq_list conns;            /* open connections (dsq_conn.link) */
@@ -151,11 +155,14 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req);
 /* The WebSocket application of a route, or NULL if it takes none (yet). */
 const dsq_ws_app *dsq__ws_app(dsq_route_id route);
 
-/* ---- server.c ---- */
 /* With [cluster]: whether a connection whose first request is req goes
- * whole to the node of req's database's primary (its client address
- * into addr[len]) instead of being served here (handlers.c). */
-bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len);
+ * whole to the node of req's database's primary instead of being served
+ * here: where to (dsq_cluster_where: with cluster.tls that node's
+ * listener for passed-on connections) into addr[len], and that node's id
+ * into *node. */
+bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node);
+
+/* ---- server.c ---- */
 
 /* The last connection closed while draining: stop the loop. */
 void dsq__server_conns_gone(dsq_server *srv);

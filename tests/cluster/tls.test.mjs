@@ -1,15 +1,18 @@
 // TLS between nodes (cluster.tls): three nodes link over mutual TLS and
-// replicate a write to every copy; a node whose certificate another CA
-// signed never links; bad TLS settings refuse to start, naming the key.
-// Certificates are made with the openssl command, as an operator would.
+// replicate a write to every copy; the client connections a node passes
+// on to a database's primary go over mutual TLS too, to a listener of the
+// primary's node that refuses anything else; a node whose certificate
+// another CA signed never links; bad TLS settings refuse to start, naming
+// the key. Certificates are made with the openssl command, as an operator
+// would.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { runDosqld } from '../integration/lib/harness.mjs';
+import { Raw, metric as metricOf, runDosqld, wsFrame, wsRaw, wsReadUntil } from '../integration/lib/harness.mjs';
 import { clusterInfo, freePort, secretFile, startCluster, until } from './lib/cluster.mjs';
 
 let dir;
@@ -40,6 +43,7 @@ before(() => {
   makeCA('other');
   for (const id of ['n1', 'n2', 'n3']) makeNodeCert(id, id, 'ca');
   makeNodeCert('x3', 'n3', 'other');
+  makeNodeCert('intruder', 'intruder', 'ca'); // the cluster's CA, but no node's name
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -92,6 +96,148 @@ test('three nodes over TLS replicate a write to every copy', async () => {
   }
 });
 
+// A JSON-RPC session over a raw WebSocket: call() sends one request and
+// waits for its reply (the n-th text frame).
+async function rpcSession(port, route) {
+  const w = await wsRaw(port, route);
+  assert.equal(w.upgrade.status, 101, w.upgrade.text ?? '');
+  let id = 0;
+  return {
+    call: async (method, params) => {
+      const n = ++id;
+      w.write(wsFrame(0x1, Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: n, method, params }))));
+      const frames = (await wsReadUntil(w, (f) => f.filter((x) => x.opcode === 0x1).length >= n, 10000))
+        .filter((x) => x.opcode === 0x1);
+      assert.ok(frames.length >= n, 'the session ended before its reply');
+      return JSON.parse(frames[n - 1].payload.toString());
+    },
+    close: () => w.destroy(),
+  };
+}
+
+// Where a node takes the connections other nodes pass on, as it logged.
+const forwardAddr = (d) => {
+  const m = /event=forward_listening addr=(\S+) advertised=(\S+) tls=yes/.exec(d.stderr);
+  assert.ok(m, `no forward_listening in:\n${d.stderr}`);
+  return { bound: m[1], port: Number(m[2].slice(m[2].lastIndexOf(':') + 1)), advertised: m[2] };
+};
+
+test('connections passed on to the primary\'s node go over mutual TLS', async () => {
+  // n1's listener for passed-on connections on a port of the
+  // configuration's; n2's and n3's on ports the system picks.
+  const fixed = await freePort();
+  const conf = (i) => `replicas = 2\n${tlsConf(`n${i + 1}`, 'ca')}${i === 0 ? `forward_listen = 127.0.0.1:${fixed}\n` : ''}`;
+  const c = await startCluster(3, { conf });
+  try {
+    for (const d of c.nodes)
+      await until(async () => (await reach(d)) === 'n1:true n2:true n3:true', 10000, 'every link up');
+    const fwd = c.nodes.map(forwardAddr);
+    assert.equal(fwd[0].bound, `127.0.0.1:${fixed}`);
+    assert.equal(fwd[0].advertised, `127.0.0.1:${fixed}`);
+    for (const f of fwd.slice(1)) assert.match(f.advertised, /^127\.0\.0\.1:\d+$/);
+    const byId = (id) => c.nodes[Number(id.slice(1)) - 1];
+    // A database whose primary is n1 (the configured port) and one whose
+    // primary is another node (a port the system picked).
+    const place = async (want) => {
+      for (let k = 0; k < 100; k++) {
+        const info = (await clusterInfo(c.nodes[0], `?database=fw${k}`)).body.database;
+        if (want(info.primary)) {
+          const P = byId(info.primary);
+          const F = byId(info.copies.find((x) => x.role === 'follower').node);
+          return { db: `fw${k}`, P, F, N: c.nodes.find((d) => d !== P && d !== F) };
+        }
+      }
+      throw new Error('no such database name');
+    };
+    const counts = async () => Promise.all(c.nodes.map(async (d) => ({
+      out: await metricOf(d.port, 'dosqld_forwarded_connections_total'),
+      in: await metricOf(d.port, 'dosqld_forwarded_in_connections_total'),
+      refused: await metricOf(d.port, 'dosqld_forwarded_in_refused_total'),
+    })));
+    for (const want of [(p) => p === 'n1', (p) => p !== 'n1']) {
+      const { db, P, F, N } = await place(want);
+      const before = await counts();
+      // HTTP through the follower and through the node without a copy.
+      let r = await query(N, db, 'CREATE TABLE t(x INTEGER PRIMARY KEY, s TEXT)');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      // A request larger than a TLS record, and an answer too.
+      r = await query(F, db, 'INSERT INTO t VALUES (1, ?), (2, ?)', ['a'.repeat(40000), 'b']);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      r = await query(N, db, 'SELECT x, length(s), s FROM t ORDER BY x');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body.rows.map((x) => x.slice(0, 2)), [[1, 40000], [2, 1]]);
+      assert.equal(r.body.rows[0][2], 'a'.repeat(40000));
+      // A JSON-RPC session over WebSocket through the follower: a transaction.
+      const s = await rpcSession(F.port, `/v1/db/${db}/rpc`);
+      try {
+        const b = await s.call('beginTransaction', {});
+        assert.ok(b.result?.transactionId, JSON.stringify(b));
+        const q = await s.call('query', { sql: 'INSERT INTO t VALUES (3, ?)', params: ['c'], transactionId: b.result.transactionId });
+        assert.equal(q.result?.rowsAffected, 1, JSON.stringify(q));
+        const cm = await s.call('commit', { transactionId: b.result.transactionId });
+        assert.ok(cm.result?.lsn, JSON.stringify(cm));
+        const cnt = await s.call('query', { sql: 'SELECT count(*) FROM t' });
+        assert.deepEqual(cnt.result?.rows, [[3]], JSON.stringify(cnt));
+      } finally {
+        s.close();
+      }
+      assert.deepEqual((await query(P, db, 'SELECT s FROM t WHERE x = 3')).body.rows, [['c']]);
+      // Four connections passed on (three requests, one session): each
+      // arrived at the primary's node on its TLS listener, none refused.
+      const after = await counts();
+      const iP = c.nodes.indexOf(P), iF = c.nodes.indexOf(F), iN = c.nodes.indexOf(N);
+      assert.equal(after[iF].out - before[iF].out, 2, 'the follower passed on its request and its session');
+      assert.equal(after[iN].out - before[iN].out, 2, 'the node without a copy passed on its two');
+      assert.equal(after[iP].out - before[iP].out, 0);
+      assert.equal(after[iP].in - before[iP].in, 4, 'the primary\'s node took them over TLS');
+      assert.equal(after[iP].refused, before[iP].refused);
+      for (const i of [iF, iN]) assert.equal(after[i].in, before[i].in);
+    }
+
+    // The listener takes nothing else: not plain TCP, not a certificate
+    // of another CA, none at all, nor one of the cluster's CA that names
+    // no node. Nothing is answered; each is refused and counted.
+    const P = c.nodes[0];
+    const port = fwd[0].port;
+    const refused0 = await metricOf(P.port, 'dosqld_forwarded_in_refused_total');
+    const request = 'POST /v1/db/fw/query HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{"sql":"S 1"}';
+    const attempts = [
+      ['plain TCP', {}],
+      ['no certificate', { secure: true }],
+      ['another CA', { secure: true, tlsOptions: { cert: readFileSync(f('x3.pem')), key: readFileSync(f('x3.key')) } }],
+      ['no node named', { secure: true, tlsOptions: { cert: readFileSync(f('intruder.pem')), key: readFileSync(f('intruder.key')) } }],
+    ];
+    for (const [what, opts] of attempts) {
+      let got = Buffer.alloc(0);
+      try {
+        const raw = await Raw.connect(port, opts);
+        raw.sock.on('error', () => {});
+        raw.write(request);
+        got = await raw.readClose(5000);
+        raw.destroy();
+      } catch (e) {
+        if (!/ECONNRESET|alert|handshake|socket hang up|certificate/i.test(String(e))) throw e; // refused in the handshake
+      }
+      assert.ok(!got.toString('latin1').includes('HTTP/1.1'), `${what}: answered ${JSON.stringify(got.toString('latin1'))}`);
+    }
+    await until(async () => (await metricOf(P.port, 'dosqld_forwarded_in_refused_total')) === refused0 + attempts.length,
+      5000, 'each attempt refused and counted');
+    for (const why of [/its certificate names no other node of cluster\.peers/, /http request|wrong version number/,
+      /peer did not return a certificate/, /certificate verify failed|unknown ca/]) {
+      const re = new RegExp(`event=forward_refused \\S+ reason="[^"]*(${why.source})`);
+      await until(() => re.test(P.stderr), 5000, `forward_refused for ${why}`);
+    }
+    // A node's certificate is taken there: after TLS it is a client
+    // connection as any.
+    const raw = await Raw.connect(port, { secure: true, tlsOptions: { cert: readFileSync(f('n2.pem')), key: readFileSync(f('n2.key')) } });
+    raw.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await raw.readResponse()).status, 200);
+    raw.destroy();
+  } finally {
+    await c.cleanup();
+  }
+});
+
 test('a node whose certificate another CA signed never links', async () => {
   // n3's certificate names it, but the other CA signed it (and n3 trusts
   // only that one): the other nodes refuse it and it refuses them.
@@ -137,6 +283,14 @@ test('bad TLS settings are refused at start, naming the key', async () => {
   r = await run(`tls = yes\ntls_cert = ${f('n1.pem')}\ntls_key = ${f('n1.key')}\ntls_ca = ${f('none.pem')}\n`);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /cluster\.tls_ca: \S*none\.pem/);
+  r = await run(`forward_listen = 127.0.0.1:${p2 + 1}\n`);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /cluster\.forward_listen is set but cluster\.tls = no/);
+  r = await run(`${tlsConf('n1', 'ca')}forward_listen = nohost\n`);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /cluster\.forward_listen: 'nohost' is not HOST:PORT/);
+  r = await run(`${tlsConf('n1', 'ca')}forward_listen = 0.0.0.0:${p2 + 1}\n`);
+  assert.equal(r.code, 0, r.stderr);
   r = await run(tlsConf('n1', 'ca'));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /configuration ok/);

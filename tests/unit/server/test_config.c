@@ -310,6 +310,44 @@ Test(config, cluster_tls_needs_its_files)
     dsq_buf_free(&errs);
 }
 
+/* cluster.forward_listen goes with tls = yes (without it the nodes pass
+ * connections on to each other's client listener) and is HOST:PORT. */
+Test(config, cluster_forward_listen)
+{
+    static const char *const peers = "[cluster]\nnode_id = n1\npeers = n1@127.0.0.1:7101, n2@127.0.0.1:7102\n"
+                                     "secret_file = /s\n";
+    static const char *const tls = "tls = yes\ntls_cert = /n1.pem\ntls_key = /n1.key\ntls_ca = /ca.pem\n";
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char text[512];
+    snprintf(text, sizeof text, "%sforward_listen = 127.0.0.1:7201\n", peers);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.forward_listen is set but cluster.tls = no") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    snprintf(text, sizeof text, "%s%sforward_listen = nohost\n", peers, tls);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.forward_listen: 'nohost' is not HOST:PORT") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    snprintf(text, sizeof text, "%s%s", peers, tls);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_null(cfg.cluster_forward_listen, "empty by default: the peers entry's host, any port");
+    dsq_config_free(&cfg);
+
+    snprintf(text, sizeof text, "%s%sforward_listen = [::]:7201\n", peers, tls);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_forward_listen, "[::]:7201");
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
 Test(config, transaction_timeout_within_its_cap)
 {
     dsq_config cfg;
