@@ -7,45 +7,27 @@
 // would.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import crypto from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 import { Raw, metric as metricOf, runDosqld, wsFrame, wsRaw, wsReadUntil } from '../integration/lib/harness.mjs';
 import { clusterInfo, freePort, secretFile, startCluster, until } from './lib/cluster.mjs';
+import { Certs } from './lib/certs.mjs';
 
-let dir;
-const f = (name) => path.join(dir, name);
-const openssl = (...args) => execFileSync('openssl', args, { stdio: 'ignore' });
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-
-function makeCA(name) {
-  openssl('req', '-x509', ...EC, '-keyout', f(`${name}.key`), '-out', f(`${name}.pem`), '-days', '1',
-    '-subj', `/CN=${name}`);
-}
-
-// A node's certificate as docs/replication.md asks: its id as a DNS
-// subjectAltName, usable as a TLS server's and a client's.
-function makeNodeCert(file, id, ca) {
-  writeFileSync(f(`${file}.ext`), `subjectAltName=DNS:${id}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-  openssl('req', '-new', ...EC, '-keyout', f(`${file}.key`), '-out', f(`${file}.csr`), '-subj', `/CN=${id}`);
-  openssl('x509', '-req', '-in', f(`${file}.csr`), '-CA', f(`${ca}.pem`), '-CAkey', f(`${ca}.key`),
-    '-set_serial', String(1000 + Math.floor(Math.random() * 1e6)), '-days', '1', '-out', f(`${file}.pem`),
-    '-extfile', f(`${file}.ext`));
-}
-
-const tlsConf = (file, ca) => `tls = yes\ntls_cert = ${f(`${file}.pem`)}\ntls_key = ${f(`${file}.key`)}\ntls_ca = ${f(`${ca}.pem`)}\n`;
+let certs, dir;
+const f = (name) => certs.path(name);
+const tlsConf = (file, ca) => certs.conf(file, ca);
 
 before(() => {
-  dir = mkdtempSync(path.join(tmpdir(), 'dosqld-peertls-'));
-  makeCA('ca');
-  makeCA('other');
-  for (const id of ['n1', 'n2', 'n3']) makeNodeCert(id, id, 'ca');
-  makeNodeCert('x3', 'n3', 'other');
-  makeNodeCert('intruder', 'intruder', 'ca'); // the cluster's CA, but no node's name
+  certs = new Certs();
+  dir = certs.dir;
+  certs.ca('ca');
+  certs.ca('other');
+  for (const id of ['n1', 'n2', 'n3']) certs.node(id, id, 'ca');
+  certs.node('x3', 'n3', 'other');
+  certs.node('intruder', 'intruder', 'ca'); // the cluster's CA, but no node's name
 });
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => certs.cleanup());
 
 async function query(d, db, sql, params, extra = {}) {
   const r = await fetch(`${d.url}/v1/db/${db}/query`, {
@@ -182,14 +164,27 @@ test('connections passed on to the primary\'s node go over mutual TLS', async ()
         s.close();
       }
       assert.deepEqual((await query(P, db, 'SELECT s FROM t WHERE x = 3')).body.rows, [['c']]);
-      // Four connections passed on (three requests, one session): each
+      // The upgrade and the first message in one write, through the node
+      // without a copy: both wait for the TLS handshake with the primary's
+      // node, then go in order.
+      const raw = await Raw.connect(N.port);
+      raw.write(Buffer.concat([
+        Buffer.from(`GET /v1/db/${db}/rpc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\n\r\n`),
+        wsFrame(0x1, Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'query', params: { sql: 'SELECT count(*) FROM t' } }))),
+      ]));
+      assert.equal((await raw.readResponse({ ms: 10000 })).status, 101);
+      const first = (await wsReadUntil(raw, (fr) => fr.some((x) => x.opcode === 0x1), 10000)).find((x) => x.opcode === 0x1);
+      assert.deepEqual(JSON.parse(first.payload.toString()).result?.rows, [[3]], first.payload.toString());
+      raw.destroy();
+      // Five connections passed on (three requests, two sessions): each
       // arrived at the primary's node on its TLS listener, none refused.
       const after = await counts();
       const iP = c.nodes.indexOf(P), iF = c.nodes.indexOf(F), iN = c.nodes.indexOf(N);
       assert.equal(after[iF].out - before[iF].out, 2, 'the follower passed on its request and its session');
-      assert.equal(after[iN].out - before[iN].out, 2, 'the node without a copy passed on its two');
+      assert.equal(after[iN].out - before[iN].out, 3, 'the node without a copy passed on its three');
       assert.equal(after[iP].out - before[iP].out, 0);
-      assert.equal(after[iP].in - before[iP].in, 4, 'the primary\'s node took them over TLS');
+      assert.equal(after[iP].in - before[iP].in, 5, 'the primary\'s node took them over TLS');
       assert.equal(after[iP].refused, before[iP].refused);
       for (const i of [iF, iN]) assert.equal(after[i].in, before[i].in);
     }
