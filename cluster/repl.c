@@ -68,6 +68,7 @@ typedef struct rdb {
     bool probing;           /* a call to learn it is under way */
     bool reprobe;           /* the log may have grown since that call read its end: ask again */
     bool synced;            /* the primary agreed where their logs meet (SYNC done, READY sent) */
+    bool primary_serving;   /* the primary of this epoch sent a COMMIT or records: it serves */
     bool settling;          /* cutting its log or recording history after a SYNC */
     unsigned accepting;     /* epochs it accepts being recorded (one at a time but for a failed
                                promotion's, which may still be on its way) */
@@ -863,7 +864,11 @@ static void send_at(dsq_repl *r, rdb *d)
     }
     if (d->accept_to != 0) {
         send_accept(r, d);
-        return;
+        /* A primary that already serves this epoch (it sent a COMMIT or
+         * records) waits to hear where this copy is too: its prompt may
+         * have come while the answer to the candidate was pending. */
+        if (d->accept_to != 0 || !d->primary_serving)
+            return;
     }
     if (d->role != DSQ_ROLE_FOLLOWER || d->settling || d->accepting || d->at_sent == d->expect ||
         !dsq_peer_up(r->peers, d->primary))
@@ -1092,6 +1097,7 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     if (epoch > d->max_seen)
         d->max_seen = epoch;
     d->synced = false;
+    d->primary_serving = false;
     d->at_sent = 0;
     for (size_t i = 0; i < d->ncopies; i++)
         d->copies[i].streaming = d->copies[i].ready = d->copies[i].prompted = false;
@@ -1676,14 +1682,17 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
     switch (type) {
     case DSQ_REPL_SHIP: {
         uint64_t commit = dsq_r_u64(&rd);
-        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL)
+        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL) {
+            d->primary_serving = true;
             on_ship(r, d, commit, rd.p, dsq_rd_left(&rd));
+        }
         break;
     }
     case DSQ_REPL_COMMIT: {
         uint64_t commit = dsq_r_u64(&rd), appended = dsq_r_u64(&rd);
         if (rd.bad || d->role != DSQ_ROLE_FOLLOWER || node != d->primary || d->promo != NULL)
             break;
+        d->primary_serving = true;
         follow_commit(r, d, commit);
         (void)appended; /* (records in step come in SHIPs; a gap shows in the next one) */
         if (!d->synced || !d->pos_known)

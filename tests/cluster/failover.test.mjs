@@ -131,7 +131,17 @@ test('a paused primary, replaced, gets nothing acknowledged and points at the ne
       // Every copy ends the same, without the unacknowledged write unless it
       // came through the new primary.
       const want = JSON.stringify(await ids(followers[0], db));
-      for (const d of c.nodes) await until(async () => JSON.stringify(await ids(d, db)) === want, 15000, 'convergence');
+      for (const d of c.nodes) {
+        try {
+          await until(async () => JSON.stringify(await ids(d, db)) === want, 15000, 'convergence');
+        } catch (e) {
+          const events = (x) => x.stderr.split("\n").filter((l) => !/level=debug/.test(l)).slice(-40).join('\n');
+          const lines = [];
+          for (const [i, x] of c.nodes.entries())
+            lines.push(`--- n${i + 1}: ${JSON.stringify(await ids(x, db).catch((err) => String(err)))}\n${events(x)}`);
+          throw new Error(`${e.message} (want ${want})\n${lines.join('\n')}`);
+        }
+      }
       if (r.status === 200) assert.ok(JSON.parse(want).includes(2), 'an acknowledged write was lost');
       if (r.body.error?.code === 'NOT_PRIMARY') assert.ok(!JSON.parse(want).includes(2), 'a refused write is there');
       assert.equal(info.epoch, 1);
