@@ -66,11 +66,13 @@ typedef struct plink {
     uint64_t next_dial_ms;        /* dialer: when to try again */
     uint64_t backoff_ms;
     uint64_t last_beat_ms;        /* the last heartbeat sent */
+    bool gone;                    /* removed (dsq_peers_remove), until added again */
 } plink;
 
 struct dsq_peers {
-    dsq_peers_cfg cfg;
-    dsq_node nodes[DSQ_NODES_MAX];
+    dsq_peers_cfg cfg;            /* (cfg.nnodes: the configured ones; nnodes below counts the added too) */
+    dsq_node nodes[DSQ_NODES_MAX]; /* by index: the configured ones, then each added in turn */
+    size_t nnodes;                /* indices given so far: nodes[0..nnodes), removed ones included */
     char secret[DSQ_SECRET_MAX + 1];
     dsq_tls_ctx *tls;             /* with cluster.tls (owned); else NULL */
     uv_tcp_t listener;
@@ -136,7 +138,7 @@ static void conn_close(pconn *c, const char *why)
     bool was_up = c->state == C_UP;
     c->state = C_CLOSING;
     dsq_list_remove(&ps->conns, &c->link);
-    if (c->node < ps->cfg.nnodes) {
+    if (c->node < ps->nnodes) {
         plink *l = &ps->links[c->node];
         if (l->up == c)
             l->up = NULL;
@@ -153,7 +155,7 @@ static void conn_close(pconn *c, const char *why)
             ps->cfg.on_link(ps->cfg.ud, c->node, false);
     } else if (why != NULL && !ps->stopping) {
         DSQ_DEBUG("peer_connect_failed", "node=%s reason=%s",
-                  c->node < ps->cfg.nnodes ? ps->nodes[c->node].id : "?", dsq_log_q(why));
+                  c->node < ps->nnodes ? ps->nodes[c->node].id : "?", dsq_log_q(why));
     }
     ps->closing++;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -259,7 +261,7 @@ static void auth_failed(pconn *c, const char *why)
     dsq_peers *ps = c->ps;
     ps->stats.auth_failures++;
     DSQ_ERROR("peer_auth_failed", "node=%s address=%s reason=%s",
-              c->node < ps->cfg.nnodes ? ps->nodes[c->node].id : "?", c->addr, dsq_log_q(why));
+              c->node < ps->nnodes ? ps->nodes[c->node].id : "?", c->addr, dsq_log_q(why));
     conn_close(c, NULL);
 }
 
@@ -282,9 +284,10 @@ static void tls_failed(pconn *c)
         auth_failed(c, why);
 }
 
+/* The index `id` was given (removed or not), or SIZE_MAX. */
 static size_t node_by_id(const dsq_peers *ps, const char *id)
 {
-    for (size_t i = 0; i < ps->cfg.nnodes; i++)
+    for (size_t i = 0; i < ps->nnodes; i++)
         if (strcmp(ps->nodes[i].id, id) == 0)
             return i;
     return SIZE_MAX;
@@ -330,8 +333,8 @@ static void on_hello(pconn *c, const uint8_t *p, size_t n)
         auth_failed(c, "it meant to reach another node (check cluster.peers on both)");
         return;
     }
-    if (node == SIZE_MAX || node == ps->cfg.self) {
-        auth_failed(c, "a node not in cluster.peers");
+    if (node == SIZE_MAX || node == ps->cfg.self || ps->links[node].gone) {
+        auth_failed(c, "a node this one does not know (not in cluster.peers nor added since, or removed)");
         return;
     }
     if (strcmp(from, self) > 0) {
@@ -631,9 +634,9 @@ static void on_tick(uv_timer_t *t)
         else if (c->state != C_UP && now - c->since_ms >= HANDSHAKE_MS)
             conn_close(c, "no handshake in time");
     }
-    for (size_t i = 0; i < ps->cfg.nnodes; i++) {
+    for (size_t i = 0; i < ps->nnodes; i++) {
         plink *l = &ps->links[i];
-        if (i == ps->cfg.self)
+        if (i == ps->cfg.self || l->gone)
             continue;
         if (l->up != NULL && now - l->last_beat_ms >= ps->cfg.heartbeat_ms) {
             l->last_beat_ms = now;
@@ -660,6 +663,7 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
     ps->cfg = *cfg;
     ps->cfg.tls_cert = ps->cfg.tls_key = ps->cfg.tls_ca = NULL; /* (borrowed: read here, not kept) */
     memcpy(ps->nodes, cfg->nodes, cfg->nnodes * sizeof *ps->nodes);
+    ps->nnodes = cfg->nnodes;
     ps->cfg.nodes = ps->nodes;
     snprintf(ps->secret, sizeof ps->secret, "%s", cfg->secret);
     ps->cfg.secret = ps->secret;
@@ -735,7 +739,7 @@ void dsq_peers_stop(dsq_peers *ps, void (*done)(void *ud), void *ud)
 
 bool dsq_peer_up(const dsq_peers *ps, size_t node)
 {
-    return node < ps->cfg.nnodes && ps->links[node].up != NULL;
+    return node < ps->nnodes && ps->links[node].up != NULL;
 }
 
 int dsq_peer_send(dsq_peers *ps, size_t node, uint8_t type, const void *a, size_t alen, const void *b, size_t blen)
@@ -752,8 +756,121 @@ int dsq_peer_send(dsq_peers *ps, size_t node, uint8_t type, const void *a, size_
 
 size_t dsq_peer_queued(const dsq_peers *ps, size_t node)
 {
-    const pconn *c = node < ps->cfg.nnodes ? ps->links[node].up : NULL;
+    const pconn *c = node < ps->nnodes ? ps->links[node].up : NULL;
     return c ? queued(c) : 0;
 }
 
 void dsq_peers_stats(const dsq_peers *ps, dsq_peer_stats *out) { *out = ps->stats; }
+
+/* ---- nodes added and removed at run time ------------------------------------------------------ */
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+}
+
+/* Close every connection to or from `node`, whatever its state; the one
+ * that is up last, so that the on_link(false) its closing calls runs
+ * after the walk over the list. */
+static void close_node(dsq_peers *ps, size_t node, const char *why)
+{
+    pconn *up = ps->links[node].up, *c, *next;
+    dsq_list_foreach_safe(c, next, &ps->conns, link) {
+        if (c->node == node && c != up)
+            conn_close(c, why);
+    }
+    if (up != NULL)
+        conn_close(up, why);
+}
+
+int dsq_peers_add(dsq_peers *ps, const dsq_node *node, size_t *index, char *err, size_t errlen)
+{
+    if (ps->stopping) {
+        snprintf(err, errlen, "the links are stopping");
+        return -1;
+    }
+    if (node->id[0] == '\0' || memchr(node->id, '\0', sizeof node->id) == NULL ||
+        memchr(node->addr_text, '\0', sizeof node->addr_text) == NULL ||
+        (node->addr.ss_family != AF_INET && node->addr.ss_family != AF_INET6)) {
+        snprintf(err, errlen, "not a node (an id and an IP address, as dsq_node_parse gives)");
+        return -1;
+    }
+    size_t i = node_by_id(ps, node->id);
+    if (i == ps->cfg.self) {
+        if (!same_addr(&node->addr, &ps->nodes[i].addr)) {
+            snprintf(err, errlen, "node %s is this one, which listens on %s, not %s", node->id,
+                     ps->nodes[i].addr_text, node->addr_text);
+            return -1;
+        }
+        *index = i;
+        return 0;
+    }
+    if (i == SIZE_MAX) {
+        if (ps->nnodes == DSQ_NODES_MAX) {
+            snprintf(err, errlen,
+                     "cannot add node %s: %d nodes have an index already (removed ones too: an index is "
+                     "never given to another node), the most there can be",
+                     node->id, DSQ_NODES_MAX);
+            return -1;
+        }
+        i = ps->nnodes++;
+        ps->nodes[i] = *node;
+        ps->links[i] = (plink){.backoff_ms = DIAL_MIN_MS};
+        DSQ_INFO("peer_added", "node=%s address=%s role=%s", node->id, node->addr_text,
+                 dials(ps, i) ? "dialer" : "acceptor");
+        *index = i;
+        return 0;
+    }
+    plink *l = &ps->links[i];
+    bool moved = !same_addr(&node->addr, &ps->nodes[i].addr);
+    if (moved) {
+        DSQ_INFO("peer_moved", "node=%s from=%s to=%s", node->id, ps->nodes[i].addr_text, node->addr_text);
+        ps->nodes[i] = *node;
+        close_node(ps, i, "the node moved to another address");
+    } else {
+        /* (the same place, perhaps written otherwise: kept for the log) */
+        snprintf(ps->nodes[i].addr_text, sizeof ps->nodes[i].addr_text, "%s", node->addr_text);
+    }
+    if (moved || l->gone) {
+        if (l->gone)
+            DSQ_INFO("peer_added", "node=%s address=%s role=%s again=yes", node->id, node->addr_text,
+                     dials(ps, i) ? "dialer" : "acceptor");
+        l->gone = false;
+        l->backoff_ms = DIAL_MIN_MS; /* (dialed at the next tick) */
+        l->next_dial_ms = 0;
+    }
+    *index = i;
+    return 0;
+}
+
+int dsq_peers_remove(dsq_peers *ps, size_t node)
+{
+    if (node >= ps->nnodes || node == ps->cfg.self)
+        return -1;
+    plink *l = &ps->links[node];
+    if (l->gone)
+        return 0;
+    l->gone = true; /* first: dsq_peer_known is false in the on_link(false) below */
+    DSQ_INFO("peer_removed", "node=%s address=%s", ps->nodes[node].id, ps->nodes[node].addr_text);
+    close_node(ps, node, "the node was removed");
+    return 0;
+}
+
+size_t dsq_peers_count(const dsq_peers *ps) { return ps->nnodes; }
+
+bool dsq_peer_known(const dsq_peers *ps, size_t node) { return node < ps->nnodes && !ps->links[node].gone; }
+
+const dsq_node *dsq_peers_node(const dsq_peers *ps, size_t node)
+{
+    return node < ps->nnodes ? &ps->nodes[node] : NULL;
+}
+
+size_t dsq_peers_find(const dsq_peers *ps, const char *id) { return node_by_id(ps, id); }

@@ -33,12 +33,33 @@
  * Liveness: each side sends a heartbeat every `heartbeat_ms`; a link that
  * has received nothing for `dead_after_ms` is closed (and dialed again).
  *
+ * Nodes: each has an index, the caller's name for it (on_message,
+ * dsq_peer_send, ...): the configured ones (cfg.nodes) 0 to nnodes-1, in
+ * their order, then each node added since (dsq_peers_add) the next one.
+ * An index names one id for the life of the object: it is never given to
+ * another id, not even after its node is removed, and an id that is
+ * added again after its removal gets its old index back. So at most
+ * DSQ_NODES_MAX ids, configured and added, over the object's life (the
+ * callers keep arrays of that size by index). The acceptor takes a HELLO
+ * only from a node it knows (configured or added, and not removed): one
+ * it does not know yet is refused as a failed authentication, and gets
+ * in once it is added (its dialer dials again, on the backoff above).
+ * The rule of who dials is the same for added nodes. A node added again
+ * at another address has moved: its connections, up or under way, are
+ * closed (on_link(false) if it was up), and if this side dials it, it is
+ * dialed at the new address at the next tick (the backoff starts over).
+ * A removed node has left for good: its connections are closed, with
+ * on_link(false) if its link was up (dsq_peer_known is already false
+ * then), what was queued for it is dropped, sending to it fails, it is
+ * not dialed and its HELLOs are refused.
+ *
  * Sending never blocks: messages queue on the link. dsq_peer_queued tells
  * how much waits, so a sender can hold back (backpressure); when a link's
  * queue falls under half of `send_limit` after having been over it,
  * on_writable is called.
  *
- * Loop thread (the server's), for everything here. */
+ * Loop thread (the server's), for everything here, adding and removing
+ * nodes included. */
 #ifndef DSQ_PEER_H
 #define DSQ_PEER_H
 
@@ -55,8 +76,9 @@ typedef struct dsq_peers dsq_peers;
 
 typedef struct dsq_peers_cfg {
     uv_loop_t *loop;
-    const dsq_node *nodes;   /* every node of the cluster, this one included (copied) */
-    size_t nnodes;
+    const dsq_node *nodes;   /* the nodes known at the start, this one included (copied); more
+                                can be added (dsq_peers_add) */
+    size_t nnodes;           /* 1 (this one alone) to DSQ_NODES_MAX */
     size_t self;             /* this node's index in nodes */
     const char *secret;      /* the shared secret (copied) */
     uint64_t heartbeat_ms;
@@ -103,6 +125,41 @@ size_t dsq_peer_queued(const dsq_peers *p, size_t node);
 
 /* Counters for metrics (cluster.h). */
 void dsq_peers_stats(const dsq_peers *p, dsq_peer_stats *out);
+
+/* ---- nodes added and removed while running (see "Nodes" above) ---- */
+
+/* Add `node` (id and address, as dsq_node_parse makes it; copied): 0 and
+ * its index in *index, or -1 with a message. A new id gets the next
+ * index; this side starts dialing it at the next tick when its id sorts
+ * after this node's, else it now accepts its HELLOs. An id known already
+ * gives its index: at the same address (IP and port) nothing changes;
+ * at another the node has moved (its links are closed and redialed
+ * there); a removed one is known again. -1: DSQ_NODES_MAX ids were known
+ * already, `node` is malformed, it is this node's id at another address,
+ * or the object is stopping. */
+int dsq_peers_add(dsq_peers *p, const dsq_node *node, size_t *index, char *err, size_t errlen);
+
+/* Node `node` left for good: close its connections (on_link(false) if
+ * its link was up), drop what was queued for it, stop dialing it and
+ * refuse its HELLOs. 0 (also when it was removed already), or -1 for
+ * this node or an index not given. */
+int dsq_peers_remove(dsq_peers *p, size_t node);
+
+/* Indices given so far, removed ones included: every index is below
+ * this. */
+size_t dsq_peers_count(const dsq_peers *p);
+
+/* Whether `node` is an index given and not removed. */
+bool dsq_peer_known(const dsq_peers *p, size_t node);
+
+/* The node at index `node` (a removed one too: its id and last address),
+ * or NULL past dsq_peers_count. Valid while the object lives; the
+ * address in it changes when the node moves. */
+const dsq_node *dsq_peers_node(const dsq_peers *p, size_t node);
+
+/* The index of id `id` (removed or not), or SIZE_MAX when it was never
+ * known. */
+size_t dsq_peers_find(const dsq_peers *p, const char *id);
 
 /* ---- the handshake's proofs (pure; unit-tested) ---- */
 

@@ -1,4 +1,4 @@
-/* Unit tests: cluster/peer (the links between nodes), with two or three
+/* Unit tests: cluster/peer (the links between nodes), with one to three
  * nodes' link layers on one loop over loopback; with TLS, on certificates
  * the openssl command makes at test time. */
 #include <arpa/inet.h>
@@ -35,8 +35,9 @@ static int free_port(void)
 
 typedef struct node_t {
     dsq_peers *ps;
-    int up[3];          /* link ups seen per node, minus downs */
+    int up[DSQ_NODES_MAX]; /* link ups seen per node (index), minus downs */
     int downs;
+    int downs_known;    /* downs of a node that dsq_peer_known still called known */
     size_t got;         /* messages received */
     size_t got_bytes;
     uint8_t last_type;
@@ -83,8 +84,10 @@ static void on_link(void *ud, size_t node, bool up)
 {
     node_t *t = ud;
     t->up[node] += up ? 1 : -1;
-    if (!up)
+    if (!up) {
         t->downs++;
+        t->downs_known += dsq_peer_known(t->ps, node);
+    }
 }
 
 static void on_writable(void *ud, size_t node) { ((node_t *)ud)->writable++; }
@@ -143,6 +146,46 @@ static void start_tls(node_t *t, size_t self, size_t n, tls_files f)
     cr_assert(dsq_peers_start(&cfg, &t->ps, err, sizeof err) == 0, "%s", err);
 }
 
+/* Start node nodes[i] knowing only itself (its index there is 0). */
+static void start_alone(node_t *t, size_t i)
+{
+    dsq_peers_cfg cfg = cfg_of(t, 0, 1, SECRET);
+    cfg.nodes = &nodes[i];
+    char err[256];
+    cr_assert(dsq_peers_start(&cfg, &t->ps, err, sizeof err) == 0, "%s", err);
+}
+
+static void start_alone_tls(node_t *t, size_t i, tls_files f)
+{
+    dsq_peers_cfg cfg = cfg_of(t, 0, 1, SECRET);
+    cfg.nodes = &nodes[i];
+    cfg.tls_cert = f.cert;
+    cfg.tls_key = f.key;
+    cfg.tls_ca = f.ca;
+    char err[512];
+    cr_assert(dsq_peers_start(&cfg, &t->ps, err, sizeof err) == 0, "%s", err);
+}
+
+/* Add node n to t's links: its index. */
+static size_t add(node_t *t, const dsq_node *n)
+{
+    size_t index = SIZE_MAX;
+    char err[256] = "";
+    cr_assert(dsq_peers_add(t->ps, n, &index, err, sizeof err) == 0, "adding %s: %s", n->id, err);
+    cr_assert(index < dsq_peers_count(t->ps));
+    cr_assert(dsq_peer_known(t->ps, index));
+    cr_assert_str_eq(dsq_peers_node(t->ps, index)->id, n->id);
+    cr_assert_eq(dsq_peers_find(t->ps, n->id), index);
+    return index;
+}
+
+static uint64_t auth_failures(const node_t *t)
+{
+    dsq_peer_stats s;
+    dsq_peers_stats(t->ps, &s);
+    return s.auth_failures;
+}
+
 static void stopped(void *ud) { *(bool *)ud = true; }
 
 static void stop(node_t *t)
@@ -165,6 +208,15 @@ static void stop(node_t *t)
         while (!(cond) && wait_now_ms() < until_)                                                  \
             uv_run(&loop, UV_RUN_NOWAIT), wait_sleep_ms(1);                                        \
         cr_assert((cond), "timed out waiting for " #cond);                                         \
+    } while (0)
+
+/* Run the loop for `ms`: the test checks that something does not happen
+ * meanwhile (the timers of the code under test run). */
+#define RUN_FOR(ms)                                                                                \
+    do {                                                                                           \
+        uint64_t until_ = wait_now_ms() + (ms);                                                    \
+        while (wait_now_ms() < until_)                                                             \
+            uv_run(&loop, UV_RUN_NOWAIT), wait_sleep_ms(1);                                        \
     } while (0)
 
 static void finish(void)
@@ -658,6 +710,246 @@ Test(peer, tls_files_are_checked_at_start)
     node_t t = {0};
     start_tls(&t, 0, 2, files_of("cn1", "ca"));
     stop(&t);
+    finish();
+    tls_dir_remove();
+}
+
+/* ---- nodes added and removed while running ------------------------------------------------------ */
+
+/* Two nodes that start knowing only themselves link once each has added
+ * the other: n2 (the acceptor) adds n1 first, so n1's first dial gets
+ * in. A third node added later to both links to both (n1 and n2 dial
+ * it), and messages go both ways over every added link. */
+Test(peer, added_nodes_link_up_and_carry_messages)
+{
+    make_nodes(3);
+    node_t t[3] = {0};
+    start_alone(&t[0], 0);
+    start_alone(&t[1], 1);
+    cr_assert_eq(dsq_peers_count(t[0].ps), 1);
+    cr_assert(dsq_peer_known(t[0].ps, 0) && !dsq_peer_known(t[0].ps, 1));
+    cr_assert(dsq_peers_node(t[0].ps, 1) == NULL);
+    cr_assert_eq(dsq_peers_find(t[0].ps, "n2"), SIZE_MAX);
+    cr_assert_eq(add(&t[1], &nodes[0]), 1); /* n1 in n2's: the next index */
+    cr_assert_eq(add(&t[0], &nodes[1]), 1);
+    RUN_UNTIL(t[0].up[1] == 1 && t[1].up[1] == 1);
+    cr_assert_eq(auth_failures(&t[1]), 0, "n2 knew n1 before n1 dialed");
+    /* Added again at the same address: the same index, the link stays. */
+    cr_assert_eq(add(&t[0], &nodes[1]), 1);
+    cr_assert_eq(dsq_peers_count(t[0].ps), 2);
+
+    /* n3: added to n1 and n2, which dial it, after it knows them. */
+    start_alone(&t[2], 2);
+    cr_assert_eq(add(&t[2], &nodes[1]), 1);
+    cr_assert_eq(add(&t[2], &nodes[0]), 2);
+    cr_assert_eq(add(&t[0], &nodes[2]), 2);
+    cr_assert_eq(add(&t[1], &nodes[2]), 2);
+    RUN_UNTIL(t[0].up[2] == 1 && t[1].up[2] == 1 && t[2].up[1] == 1 && t[2].up[2] == 1);
+    cr_assert(t[0].up[1] == 1 && t[1].up[1] == 1 && t[0].downs + t[1].downs + t[2].downs == 0);
+
+    /* Each way over each link, with the indices each side gave. */
+    static const struct {
+        size_t from, to, to_index, from_index; /* to_index in from's, from_index in to's */
+    } m[] = {
+        {0, 1, 1, 1}, {1, 0, 1, 1}, {0, 2, 2, 2}, {2, 0, 2, 2}, {1, 2, 2, 1}, {2, 1, 1, 2},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        node_t *to = &t[m[i].to];
+        size_t got0 = to->got;
+        char msg[16];
+        int len = snprintf(msg, sizeof msg, "m%zu", i);
+        cr_assert(dsq_peer_send(t[m[i].from].ps, m[i].to_index, 50, msg, (size_t)len, NULL, 0) == 0);
+        RUN_UNTIL(to->got == got0 + 1);
+        cr_assert_eq(to->last_from, m[i].from_index, "message %zu", i);
+        cr_assert(to->last_len == (size_t)len && memcmp(to->last, msg, (size_t)len) == 0, "message %zu", i);
+    }
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+}
+
+/* n1 adds n2 and dials it before n2 knows n1: n2 refuses its hello (a
+ * failed authentication) until it adds n1; then n1's next dial gets in. */
+Test(peer, a_hello_from_a_node_not_yet_added_is_refused_until_it_is)
+{
+    make_nodes(2);
+    node_t t[2] = {0};
+    start_alone(&t[0], 0);
+    start_alone(&t[1], 1);
+    cr_assert_eq(add(&t[0], &nodes[1]), 1);
+    RUN_UNTIL(auth_failures(&t[1]) >= 2);
+    cr_assert(t[0].up[1] == 0 && t[1].up[1] == 0 && !dsq_peer_up(t[0].ps, 1));
+    cr_assert(dsq_peer_send(t[0].ps, 1, 20, "x", 1, NULL, 0) != 0);
+    cr_assert_eq(add(&t[1], &nodes[0]), 1);
+    RUN_UNTIL(t[0].up[1] == 1 && t[1].up[1] == 1);
+    cr_assert(dsq_peer_send(t[0].ps, 1, 20, "x", 1, NULL, 0) == 0);
+    RUN_UNTIL(t[1].got == 1);
+    stop(&t[0]);
+    stop(&t[1]);
+    finish();
+}
+
+/* A removed node's link closes on both sides. Removed by its acceptor
+ * (n2 removes n1): what was queued for it is dropped, sending fails, and
+ * n1's redials are refused, until n2 adds n1 again (its old index).
+ * Removed by its dialer (n1 removes n3): n1 no longer dials it. */
+Test(peer, a_removed_node_is_closed_and_refused)
+{
+    make_nodes(3);
+    node_t t[3] = {0};
+    for (size_t i = 0; i < 3; i++)
+        start(&t[i], i, 3, SECRET);
+    RUN_UNTIL(ALL_UP3(t));
+    cr_assert(dsq_peers_remove(t[0].ps, 0) != 0, "removing itself");
+    cr_assert(dsq_peers_remove(t[0].ps, 3) != 0, "an index not given");
+
+    /* A message far larger than the socket's buffers, queued and then
+     * dropped: it never arrives whole. */
+    size_t big = 32u << 20;
+    uint8_t *p = calloc(1, big);
+    cr_assert(dsq_peer_send(t[1].ps, 0, 31, p, big, NULL, 0) == 0);
+    cr_assert(dsq_peer_queued(t[1].ps, 0) > 0);
+    cr_assert(dsq_peers_remove(t[1].ps, 0) == 0);
+    free(p);
+    cr_assert(t[1].up[0] == 0 && t[1].downs == 1, "on_link(n1, false) at once");
+    cr_assert_eq(t[1].downs_known, 0, "n1 is no longer known when its link's end is told");
+    cr_assert(!dsq_peer_known(t[1].ps, 0) && !dsq_peer_up(t[1].ps, 0));
+    cr_assert_eq(dsq_peer_queued(t[1].ps, 0), 0);
+    cr_assert(dsq_peer_send(t[1].ps, 0, 20, "x", 1, NULL, 0) != 0);
+    cr_assert_str_eq(dsq_peers_node(t[1].ps, 0)->id, "n1", "a removed index still names its node");
+    cr_assert_eq(dsq_peers_count(t[1].ps), 3);
+    cr_assert(dsq_peers_remove(t[1].ps, 0) == 0, "removed already");
+    RUN_UNTIL(t[0].downs == 1);
+    cr_assert_eq(t[0].up[1], 0);
+    uint64_t f0 = auth_failures(&t[1]);
+    RUN_UNTIL(auth_failures(&t[1]) >= f0 + 2); /* n1 redials, n2 refuses */
+    cr_assert(t[0].up[1] == 0 && t[1].up[0] == 0);
+    cr_assert_eq(t[0].got, 0, "the dropped message did not arrive");
+    /* The n2-n3 and n1-n3 links are untouched. */
+    cr_assert(t[1].up[2] == 1 && t[2].up[1] == 1 && t[0].up[2] == 1 && t[2].up[0] == 1);
+
+    /* n1 is added again: its old index, and n1's next dial gets in. */
+    cr_assert_eq(add(&t[1], &nodes[0]), 0);
+    cr_assert_eq(dsq_peers_count(t[1].ps), 3);
+    RUN_UNTIL(t[0].up[1] == 1 && t[1].up[0] == 1);
+
+    /* n1 (the dialer) removes n3. */
+    cr_assert(dsq_peers_remove(t[0].ps, 2) == 0);
+    cr_assert(t[0].up[2] == 0 && !dsq_peer_up(t[0].ps, 2));
+    RUN_UNTIL(t[2].up[0] == 0);
+    /* The loop runs for several redials' time (the first would come after
+     * 100 ms): n3 still knows n1 and would take one, so none is made. */
+    RUN_FOR(600);
+    cr_assert(t[2].up[0] == 0 && t[0].up[2] == 0, "n1 dialed n3 after removing it");
+    cr_assert_eq(auth_failures(&t[2]), 0);
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+}
+
+/* n2 moves: a new n2 listens at another address while the old one still
+ * runs. n1, told n2's new address, closes its link to the old one and
+ * dials the new one; the old one (an acceptor) is not dialed again. */
+Test(peer, a_node_added_again_at_another_address_moves)
+{
+    make_nodes(3);
+    dsq_node moved = nodes[2];
+    snprintf(moved.id, sizeof moved.id, "n2");
+    node_t t[3] = {0};
+    start_alone(&t[0], 0);
+    start_alone(&t[1], 1);
+    cr_assert_eq(add(&t[1], &nodes[0]), 1);
+    cr_assert_eq(add(&t[0], &nodes[1]), 1);
+    RUN_UNTIL(t[0].up[1] == 1 && t[1].up[1] == 1);
+
+    dsq_peers_cfg cfg = cfg_of(&t[2], 0, 1, SECRET);
+    cfg.nodes = &moved;
+    char err[256] = "";
+    cr_assert(dsq_peers_start(&cfg, &t[2].ps, err, sizeof err) == 0, "%s", err);
+    cr_assert_eq(add(&t[2], &nodes[0]), 1);
+    cr_assert_eq(add(&t[0], &moved), 1, "the same index");
+    cr_assert_str_eq(dsq_peers_node(t[0].ps, 1)->addr_text, moved.addr_text);
+    cr_assert(t[0].downs == 1 && t[0].up[1] == 0, "the link to the old address closed at once");
+    RUN_UNTIL(t[0].up[1] == 1 && t[2].up[1] == 1 && t[1].downs == 1);
+    cr_assert_eq(t[1].up[1], 0);
+    cr_assert(dsq_peer_send(t[0].ps, 1, 20, "new", 3, NULL, 0) == 0);
+    RUN_UNTIL(t[2].got == 1);
+    cr_assert(t[2].last_len == 3 && memcmp(t[2].last, "new", 3) == 0);
+    /* (the old n2 gets nothing, and its link stays down) */
+    cr_assert(t[1].got == 0 && t[1].up[1] == 0);
+    for (size_t i = 0; i < 3; i++)
+        stop(&t[i]);
+    finish();
+}
+
+/* At most DSQ_NODES_MAX ids over the object's life: past that an add
+ * fails and says why; a removed index is not given to another id; an id
+ * known already (removed or not) is still taken. Also refused: this
+ * node's id at another address and a malformed node. */
+Test(peer, adding_beyond_the_limit_fails)
+{
+    make_nodes(2);
+    node_t t = {0};
+    start_alone(&t, 1); /* n2; the ids below sort first: n2 would accept them, never dials */
+    for (size_t i = 1; i < DSQ_NODES_MAX; i++) {
+        char spec[64], err[256];
+        dsq_node n;
+        snprintf(spec, sizeof spec, "a%02zu@127.0.0.1:%zu", i, 20000 + i);
+        cr_assert(dsq_node_parse(spec, &n, err, sizeof err) == 0, "%s", err);
+        cr_assert_eq(add(&t, &n), i);
+    }
+    cr_assert_eq(dsq_peers_count(t.ps), DSQ_NODES_MAX);
+    size_t index = 12345;
+    char err[256] = "";
+    cr_assert(dsq_peers_add(t.ps, &nodes[0], &index, err, sizeof err) != 0);
+    cr_assert(strstr(err, "64 nodes have an index already") != NULL, "%s", err);
+    cr_assert_eq(index, 12345);
+    cr_assert(!dsq_peer_known(t.ps, DSQ_NODES_MAX) && dsq_peers_node(t.ps, DSQ_NODES_MAX) == NULL);
+    /* Removing one frees no index. */
+    cr_assert(dsq_peers_remove(t.ps, 5) == 0);
+    cr_assert(!dsq_peer_known(t.ps, 5));
+    cr_assert(dsq_peers_add(t.ps, &nodes[0], &index, err, sizeof err) != 0);
+    /* Known ids still are: again at the same address, and the removed one. */
+    dsq_node a05 = *dsq_peers_node(t.ps, 5), a07 = *dsq_peers_node(t.ps, 7);
+    cr_assert_eq(add(&t, &a07), 7);
+    cr_assert_eq(add(&t, &a05), 5);
+    cr_assert_eq(dsq_peers_count(t.ps), DSQ_NODES_MAX);
+    /* This node: its own index at its address; refused at another. */
+    cr_assert_eq(add(&t, &nodes[1]), 0);
+    dsq_node self = nodes[0];
+    snprintf(self.id, sizeof self.id, "n2");
+    cr_assert(dsq_peers_add(t.ps, &self, &index, err, sizeof err) != 0);
+    cr_assert(strstr(err, "is this one") != NULL, "%s", err);
+    dsq_node bad = {0};
+    cr_assert(dsq_peers_add(t.ps, &bad, &index, err, sizeof err) != 0);
+    stop(&t);
+    finish();
+}
+
+/* With TLS, two nodes that start knowing only themselves link once each
+ * has added the other (the dialer checks the certificate names the node
+ * it added), and carry messages both ways. */
+Test(peer, tls_added_nodes_link_up)
+{
+    tls_dir_make();
+    make_ca("ca");
+    make_node_cert("n1", "n1", "ca");
+    make_node_cert("n2", "n2", "ca");
+    make_nodes(2);
+    node_t t[2] = {0};
+    start_alone_tls(&t[0], 0, files_of("n1", "ca"));
+    start_alone_tls(&t[1], 1, files_of("n2", "ca"));
+    cr_assert_eq(add(&t[1], &nodes[0]), 1);
+    cr_assert_eq(add(&t[0], &nodes[1]), 1);
+    RUN_UNTIL(t[0].up[1] == 1 && t[1].up[1] == 1);
+    cr_assert(dsq_peer_send(t[0].ps, 1, 20, "ab", 2, NULL, 0) == 0);
+    cr_assert(dsq_peer_send(t[1].ps, 1, 21, "cd", 2, NULL, 0) == 0);
+    RUN_UNTIL(t[0].got == 1 && t[1].got == 1);
+    cr_assert(t[1].last_type == 20 && memcmp(t[1].last, "ab", 2) == 0);
+    cr_assert(t[0].last_type == 21 && memcmp(t[0].last, "cd", 2) == 0);
+    cr_assert_eq(auth_failures(&t[0]) + auth_failures(&t[1]), 0);
+    stop(&t[0]);
+    stop(&t[1]);
     finish();
     tls_dir_remove();
 }
