@@ -14,6 +14,7 @@
 
 #include "cluster/etcd.h"
 #include "tests/unit/support/etcd.h"
+#include "tests/unit/support/sh.h"
 #include "tests/unit/support/wait.h"
 
 #define PREFIX "/dosqld-test/"
@@ -649,18 +650,6 @@ Test(etcd, auth_token_and_authenticating_again)
 }
 
 /* ---- TLS --------------------------------------------------------------------------------------- */
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    cr_assert(rc == 0, "failed (%d): %s", rc, cmd);
-}
 
 #define QUIET " >/dev/null 2>&1"
 #define NEWKEY "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"

@@ -18,6 +18,7 @@
 #include "cluster/peer.h"
 #include "cluster/wire.h"
 #include "tests/unit/support/wait.h"
+#include "tests/unit/support/sh.h"
 
 #define SECRET "0123456789abcdef0123456789abcdef-test"
 
@@ -380,18 +381,6 @@ Test(peer, garbage_is_refused)
 static char tls_dir[64];
 static char paths[16][160];
 static size_t npaths;
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    cr_assert(rc == 0, "failed (%d): %s", rc, cmd);
-}
 
 /* TLS_DIR/name (kept for the test's life). */
 static const char *at(const char *name)
