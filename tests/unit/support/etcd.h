@@ -18,6 +18,10 @@
  *     ...
  *     test_etcd_stop(&etcd);               // (also when it is stopped already)
  *
+ * test_etcd_kill stops it and keeps its directory; test_etcd_restart then
+ * starts it again on the same ports with the same data (its keys, leases
+ * and revisions), as a member that was down and came back.
+ *
  * For TLS, test_etcd_mkdir first (certificates go in etcd.dir), set
  * etcd.tls and the files the helper's own requests use (ca, cert, key),
  * and pass etcd's TLS flags as extra arguments.
@@ -197,7 +201,7 @@ static inline void test_etcd_spawn(test_etcd *t, const char *const *extra)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644); /* (a restart's after the first run's) */
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
@@ -272,6 +276,20 @@ static inline void test_etcd_kill(test_etcd *t)
         wait_sleep_ms(5);
     }
     t->pid = 0;
+}
+
+/* Start it again after test_etcd_kill: the same ports, directory and
+ * arguments (extra, as test_etcd_start's), its data as it was. Fails the
+ * test when it is not healthy within TEST_ETCD_START_MS (a port taken
+ * meanwhile, say). */
+static inline void test_etcd_restart(test_etcd *t, const char *const *extra)
+{
+    cr_assert(t->pid == 0 && t->dir[0] != '\0', "test_etcd_restart: after test_etcd_kill only");
+    test_etcd_spawn(t, extra);
+    int st = 0;
+    if (!test_etcd_wait_healthy(t, &st))
+        TEST_ETCD_FAIL(t, "etcd exited (status %d) when started again on ports %d and %d", st, t->port,
+                       t->peer_port);
 }
 
 /* Stop it and remove its directory. */
