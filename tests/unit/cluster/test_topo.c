@@ -284,6 +284,19 @@ static void wait_up(rec *r, const char *const *ids, size_t n)
         WAIT_UNTIL(in_view(r, ids[i]), WAIT_MS, "%s never saw %s up; events:\n%s", r->name, ids[i], rec_dump(r));
 }
 
+/* Nodes "a" and "b" with a lease of ttl s, each recording its events in
+ * its rec, once each sees both up. */
+static void start_pair(rec *ra, rec *rb, dsq_topo **a, dsq_topo **b, unsigned ttl)
+{
+    static const char *const both[] = {"a", "b"};
+    rec_init(ra, "a");
+    rec_init(rb, "b");
+    *a = topo_new(ra, "a", "127.0.0.1:7001", ttl);
+    *b = topo_new(rb, "b", "127.0.0.1:7002", ttl);
+    wait_up(ra, both, 2);
+    wait_up(rb, both, 2);
+}
+
 /* The key of node id as etcd holds it (decoded); false when none. */
 static bool key_of(const char *id, dsq_topo_node *out, int64_t *lease)
 {
@@ -324,15 +337,10 @@ TestSuite(topo, .init = start, .fini = stop, .timeout = 60);
 Test(topo, two_nodes_see_each_other_and_a_stop_is_seen_at_once)
 {
     rec ra, rb;
-    rec_init(&ra, "a");
-    rec_init(&rb, "b");
+    dsq_topo *a, *b;
     /* a TTL of 5 s: a NODE_DOWN within 2.5 s of the stop can only be the
      * revoke's, not the lease running out */
-    dsq_topo *a = topo_new(&ra, "a", "127.0.0.1:7001", 5);
-    dsq_topo *b = topo_new(&rb, "b", "127.0.0.1:7002", 5);
-    const char *both[] = {"a", "b"};
-    wait_up(&ra, both, 2);
-    wait_up(&rb, both, 2);
+    start_pair(&ra, &rb, &a, &b, 5);
     WAIT_VIEW_IS_TRUTH(&ra);
     WAIT_VIEW_IS_TRUTH(&rb);
     cr_assert_eq(count(&ra, DSQ_TOPO_REGISTERED, "a"), 1);
@@ -371,13 +379,8 @@ Test(topo, two_nodes_see_each_other_and_a_stop_is_seen_at_once)
 Test(topo, paused_registration_loses_the_lease_then_registers_again)
 {
     rec ra, rb;
-    rec_init(&ra, "a");
-    rec_init(&rb, "b");
-    dsq_topo *a = topo_new(&ra, "a", "127.0.0.1:7001", 2);
-    dsq_topo *b = topo_new(&rb, "b", "127.0.0.1:7002", 2);
-    const char *both[] = {"a", "b"};
-    wait_up(&ra, both, 2);
-    wait_up(&rb, both, 2);
+    dsq_topo *a, *b;
+    start_pair(&ra, &rb, &a, &b, 2);
     int64_t lease1 = 0;
     dsq_topo_node k;
     cr_assert(key_of("b", &k, &lease1));
@@ -458,13 +461,8 @@ Test(topo, a_second_process_with_the_same_id_waits_for_the_first_to_leave)
 Test(topo, load_changes_show_as_node_changed_at_most_once_per_ttl)
 {
     rec ra, rb;
-    rec_init(&ra, "a");
-    rec_init(&rb, "b");
-    dsq_topo *a = topo_new(&ra, "a", "127.0.0.1:7001", 2);
-    dsq_topo *b = topo_new(&rb, "b", "127.0.0.1:7002", 2);
-    const char *both[] = {"a", "b"};
-    wait_up(&ra, both, 2);
-    wait_up(&rb, both, 2);
+    dsq_topo *a, *b;
+    start_pair(&ra, &rb, &a, &b, 2);
 
     dsq_topo_set_load(a, 3, 3000);
     WAIT_UNTIL(count(&rb, DSQ_TOPO_NODE_CHANGED, "a") == 1, WAIT_MS, "b sees a's load:\n%s", rec_dump(&rb));
@@ -562,13 +560,8 @@ Test(topo, keys_written_by_hand)
 Test(topo, etcd_stopped_and_started_again_is_down_then_up_and_the_view_recovers)
 {
     rec ra, rb;
-    rec_init(&ra, "a");
-    rec_init(&rb, "b");
-    dsq_topo *a = topo_new(&ra, "a", "127.0.0.1:7001", 2);
-    dsq_topo *b = topo_new(&rb, "b", "127.0.0.1:7002", 2);
-    const char *both[] = {"a", "b"};
-    wait_up(&ra, both, 2);
-    wait_up(&rb, both, 2);
+    dsq_topo *a, *b;
+    start_pair(&ra, &rb, &a, &b, 2);
 
     test_etcd_kill(&etcd);
     WAIT_UNTIL(count(&ra, DSQ_TOPO_ETCD_DOWN, NULL) == 1, WAIT_MS, "a sees etcd down:\n%s", rec_dump(&ra));
