@@ -11,6 +11,7 @@
 
 #include "engine/cdc/cdc.h"
 #include "engine/runtime/exec_int.h"
+#include "engine/storage/vfs.h"
 
 /* ---- errors ------------------------------------------------------------------------ */
 
@@ -57,6 +58,10 @@ void dsq__fail_sqlite(run_ctx *x, int rc)
 {
     actor_open *o = x->o;
     const char *msg = sqlite3_errmsg(x->db ? x->db : o->db);
+    /* Taken whatever the failure, so that none is left for a later one. */
+    int store_errno = dsq__vfs_take_errno();
+    if (store_errno == 0)
+        store_errno = sqlite3_system_errno(x->db ? x->db : o->db);
     /* A denied function comes back as SQLITE_ERROR, other denials as
      * SQLITE_AUTH: whenever the authorizer said no, say why. */
     if (o->deny[0])
@@ -66,8 +71,7 @@ void dsq__fail_sqlite(run_ctx *x, int rc)
     else if ((rc & 0xff) == SQLITE_INTERRUPT)
         dsq__fail(x->c, DSQ_CODE_TIMEOUT, "the statement ran past query_timeout (%llu ms)",
                   (unsigned long long)x->e->cfg.query_timeout_ms);
-    else if ((rc & 0xff) == SQLITE_IOERR && (sqlite3_system_errno(x->db ? x->db : o->db) == EMFILE ||
-                                             sqlite3_system_errno(x->db ? x->db : o->db) == ENFILE))
+    else if ((rc & 0xff) == SQLITE_IOERR && (store_errno == EMFILE || store_errno == ENFILE))
         /* The store could not open a file (a new log segment, a page's
          * file): the server's limit, not the database's fault. */
         dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "too many open files on the server; try again later");

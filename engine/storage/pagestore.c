@@ -791,10 +791,12 @@ int dsq_ps_commit(dsq_ps *ps)
     if (ps->rec.cap > (8u << 20))
         dsq_buf_free(&ps->rec); /* a big transaction's buffer goes */
     rc = 0;
-out:
+out:;
+    int saved = errno; /* the VFS gives it to the engine (EMFILE...) */
     free(pgnos);
     free(pages);
     pend_clear(ps);
+    errno = saved;
     return rc;
 }
 

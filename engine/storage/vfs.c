@@ -39,9 +39,9 @@ static sqlite3_vfs vfs;
 static sqlite3_vfs *os; /* the default VFS, for every other file */
 static __thread dsq_ps *opening;
 static __thread dsq_ps_view *opening_view;
-/* The errno of the store's last failure on this thread: SQLite asks for
- * it (xGetLastError) right after an I/O error, and sqlite3_system_errno
- * gives it to the engine, which tells "too many open files" apart. */
+/* The errno of the store's last failure on this thread, until taken
+ * (dsq__vfs_take_errno). SQLite may also ask for it (xGetLastError), which
+ * leaves it in place: it does so on some paths only. */
 static __thread int store_errno;
 
 static uint32_t f_npages(const ps_file *p)
@@ -250,9 +250,14 @@ static int v_sleep(sqlite3_vfs *v, int us) { return os->xSleep(os, us); }
 static int v_current_time(sqlite3_vfs *v, double *t) { return os->xCurrentTime(os, t); }
 static int v_last_error(sqlite3_vfs *v, int n, char *out)
 {
+    return store_errno != 0 ? store_errno : os->xGetLastError(os, n, out);
+}
+
+int dsq__vfs_take_errno(void)
+{
     int e = store_errno;
     store_errno = 0;
-    return e != 0 ? e : os->xGetLastError(os, n, out);
+    return e;
 }
 static int v_current_time64(sqlite3_vfs *v, sqlite3_int64 *t) { return os->xCurrentTimeInt64(os, t); }
 

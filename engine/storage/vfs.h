@@ -23,5 +23,12 @@ int dsq__vfs_open(struct dsq_ps *ps, const char *path, sqlite3 **db, char *err, 
 /* A read-only connection on a view of a store (time travel, reads beside
  * a transaction, read-only transactions). Returns as dsq__vfs_open. */
 int dsq__vfs_open_view(struct dsq_ps_view *v, const char *path, sqlite3 **db, char *err, size_t errlen);
+/* The errno of the store's last failure on this thread (a file it could
+ * not open, write or sync), 0 when there was none since the last call;
+ * cleared. SQLite does not ask for it on every path (a failed commit's
+ * second phase leaves sqlite3_system_errno at 0), so the engine takes it
+ * here when a statement fails with SQLITE_IOERR, to tell "too many open
+ * files" from the rest. */
+int dsq__vfs_take_errno(void);
 
 #endif

@@ -3,10 +3,12 @@
  * statement rollbacks, ROLLBACK TO, cache spills, VACUUM and shrinking, each
  * checked by reopening the store from its log alone. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -507,4 +509,33 @@ Test(vfs, damaged_checkpoints_are_refused)
     cr_assert_null(ps);
     cr_assert(strstr(err, "directory is damaged") != NULL, "%s", err);
     /* Teardown has nothing to close. */
+}
+
+/* A commit that cannot open a file (here the log's first segment, made at
+ * the first commit) because the process is out of descriptors says so:
+ * the store's errno is EMFILE, which the engine turns into
+ * RESOURCE_EXHAUSTED rather than an internal error. SQLite itself does
+ * not ask for it on this path (sqlite3_system_errno stays 0). */
+Test(vfs, a_commit_out_of_descriptors_reports_emfile)
+{
+    struct rlimit old, low;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = (struct rlimit){.rlim_cur = 256, .rlim_max = old.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int fds[256], n = 0;
+    for (int fd; n < 256 && (fd = dup(0)) >= 0;)
+        fds[n++] = fd;
+    cr_assert_eq(errno, EMFILE);
+    int rc = exec_rc("CREATE TABLE t(x)");
+    int sys = dsq__vfs_take_errno();
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(rc & 0xff, SQLITE_IOERR, "%s", sqlite3_errstr(rc));
+    cr_assert_eq(sys, EMFILE, "store errno %d", sys);
+    cr_assert_eq(dsq__vfs_take_errno(), 0, "taken once");
+    /* With descriptors again the same commit goes through. */
+    exec_ok("CREATE TABLE t(x)");
+    reopen();
+    cr_assert_eq(one("SELECT count(*) FROM sqlite_schema WHERE name = 't'"), 1);
 }
