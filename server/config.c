@@ -124,6 +124,9 @@ static const key_def keys[] = {
     {"cluster", "tls_key", T_STR, F(cluster_tls_key), "", 0, 0},
     {"cluster", "tls_ca", T_STR, F(cluster_tls_ca), "", 0, 0},
     {"cluster", "forward_listen", T_STR, F(cluster_forward_listen), "", 0, 0},
+    {"cluster", "etcd", T_STR, F(cluster_etcd), "", 0, 0},
+    {"cluster", "etcd_prefix", T_STR, F(cluster_etcd_prefix), "/dosqld/", 0, 0},
+    {"cluster", "node_ttl", T_DURATION, F(cluster_node_ttl_ms), "3s", 2000, 3600000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -557,6 +560,56 @@ static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf 
     return problems;
 }
 
+/* [cluster] etcd: every endpoint is an http:// or https:// URL, the
+ * prefix is not empty, node_ttl is whole seconds; and with etcd the
+ * other nodes come from etcd, so `peers` names this node alone (its
+ * address for the links), and the links need the shared secret. The
+ * number of problems. */
+static int cluster_etcd_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
+{
+    int problems = 0;
+    if (cfg->cluster_node_ttl_ms % 1000 != 0) {
+        dsq_buf_printf(errs, "%s: cluster.node_ttl must be whole seconds (etcd's leases are)\n", where);
+        problems++;
+    }
+    if (cfg->cluster_etcd == NULL)
+        return problems;
+    const char *p = cfg->cluster_etcd;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, ",");
+        size_t end = len;
+        while (end > 0 && (p[end - 1] == ' ' || p[end - 1] == '\t'))
+            end--;
+        bool http = end > 7 && strncmp(p, "http://", 7) == 0, https = end > 8 && strncmp(p, "https://", 8) == 0;
+        if (!http && !https) {
+            dsq_buf_printf(errs, "%s: cluster.etcd: '%.*s' is not an http:// or https:// URL\n", where, (int)end, p);
+            problems++;
+        }
+        if (p[len] == '\0')
+            break;
+        p += len + 1;
+    }
+    if (cfg->cluster_etcd_prefix == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.etcd_prefix must not be empty\n", where);
+        problems++;
+    }
+    if (cfg->cluster_peers.n != 1) {
+        dsq_buf_printf(errs, "%s: cluster.etcd needs cluster.peers to name this node alone (its address for the "
+                             "other nodes; they are found in etcd)\n",
+                       where);
+        problems++;
+    }
+    if (cfg->cluster_secret_file == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.etcd needs cluster.secret_file (the nodes authenticate each other "
+                             "with the secret in it)\n",
+                       where);
+        problems++;
+    }
+    return problems;
+}
+
 /* [cluster]: every peer is ID@HOST:PORT, ids and addresses appear once,
  * this node is among them, and there are nodes enough for the copies.
  * The number of problems. */
@@ -564,6 +617,7 @@ static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *err
 {
     int problems = cluster_tls_finish(cfg, where, errs);
     const dsq_strlist *l = &cfg->cluster_peers;
+    problems += cluster_etcd_finish(cfg, where, errs);
     if (l->n == 0) {
         if (cfg->cluster_replicas > 1) {
             dsq_buf_printf(errs, "%s: cluster.replicas = %llu needs cluster.peers (the nodes that hold the copies)\n",

@@ -123,6 +123,10 @@ typedef struct dsq_config {
     char *cluster_tls_ca;           /* owned; the PEM CA certificates every node's must chain to, or NULL */
     char *cluster_forward_listen;   /* owned; HOST:PORT for the connections other nodes pass on (with tls),
                                        or NULL: the host of this node's peers entry, any port */
+    char *cluster_etcd;             /* owned; etcd's endpoints, "http://H:P,https://H:P", or NULL: no etcd
+                                       (the nodes are cluster.peers) */
+    char *cluster_etcd_prefix;      /* owned; the keys' prefix in etcd ("/dosqld/") */
+    uint64_t cluster_node_ttl_ms;   /* this node's lease in etcd (whole seconds, at least 2 s) */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

@@ -348,6 +348,95 @@ Test(config, cluster_forward_listen)
     dsq_buf_free(&errs);
 }
 
+/* cluster.etcd: off by default (prefix and node_ttl have their
+ * defaults); its endpoints are http(s) URLs; with it, peers names this
+ * node alone and secret_file is needed; node_ttl is whole seconds, at
+ * least 2 s. */
+Test(config, cluster_etcd)
+{
+    static const char *const self = "[cluster]\nnode_id = n1\npeers = n1@127.0.0.1:7101\nsecret_file = /s\n";
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char text[512];
+
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_null(cfg.cluster_etcd);
+    cr_assert_str_eq(cfg.cluster_etcd_prefix, "/dosqld/");
+    cr_assert_eq(cfg.cluster_node_ttl_ms, 3000);
+    dsq_config_free(&cfg);
+
+    snprintf(text, sizeof text, "%setcd = http://10.0.0.1:2379, https://10.0.0.2:2379\netcd_prefix = /c1/\n"
+                                "node_ttl = 5s\n",
+             self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_etcd, "http://10.0.0.1:2379, https://10.0.0.2:2379");
+    cr_assert_str_eq(cfg.cluster_etcd_prefix, "/c1/");
+    cr_assert_eq(cfg.cluster_node_ttl_ms, 5000);
+    dsq_config_free(&cfg);
+
+    snprintf(text, sizeof text, "%setcd = http://10.0.0.1:2379,10.0.0.2:2379,\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd: '10.0.0.2:2379' is not an http:// or https:// URL") != NULL,
+              "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd: '' is not an http:// or https:// URL") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* other nodes in peers, no secret */
+    cr_assert_eq(load(&cfg, "[cluster]\nnode_id = n1\npeers = n1@127.0.0.1:7101, n2@127.0.0.1:7102\n"
+                            "etcd = http://127.0.0.1:2379\n",
+                      &errs),
+                 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 2, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd needs cluster.peers to name this node alone") != NULL, "%s",
+              errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd needs cluster.secret_file") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* no peers at all: this node's address is missing */
+    cr_assert_eq(load(&cfg, "[cluster]\nnode_id = n1\nsecret_file = /s\netcd = http://127.0.0.1:2379\n", &errs),
+                 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd needs cluster.peers to name this node alone") != NULL, "%s",
+              errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* peers names another node only */
+    cr_assert_eq(load(&cfg, "[cluster]\nnode_id = n1\npeers = n2@127.0.0.1:7102\nsecret_file = /s\n"
+                            "etcd = http://127.0.0.1:2379\n",
+                      &errs),
+                 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.node_id n1 is not in cluster.peers") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    snprintf(text, sizeof text, "%setcd = http://127.0.0.1:2379\netcd_prefix =\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.etcd_prefix must not be empty") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* node_ttl: at least 2 s, whole seconds */
+    snprintf(text, sizeof text, "%snode_ttl = 1s\n", self);
+    cr_assert_gt(load(&cfg, text, &errs), 0);
+    cr_assert(strstr(errs.data, "node_ttl") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    snprintf(text, sizeof text, "%snode_ttl = 2500ms\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.node_ttl must be whole seconds") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
 Test(config, transaction_timeout_within_its_cap)
 {
     dsq_config cfg;
