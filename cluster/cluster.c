@@ -1,5 +1,15 @@
 /* cluster — the running cluster: the node list, the links (peer.h) and
- * replication over them (repl.h). */
+ * replication over them (repl.h).
+ *
+ * With cluster.etcd, this node registers itself in etcd and watches the
+ * other nodes' registrations (topo.h, on threads of its own); their
+ * events are queued under a mutex and handled on the loop thread (an
+ * uv_async_t wakes it). A node found there is added to the links
+ * (dsq_peers_add). For now that is all: replication and placement still
+ * follow the static node list (cluster.peers, which then names this node
+ * alone), so with etcd only the links and GET /v1/cluster see the nodes
+ * found there. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +18,20 @@
 #include "cluster/epochs.h"
 #include "cluster/peer.h"
 #include "cluster/repl.h"
+#include "cluster/topo.h"
 #include "cluster/wire.h"
 #include "common/log.h"
 #include "common/util.h"
+
+/* A topo event, copied for the loop thread. */
+typedef struct topo_msg {
+    struct topo_msg *next;
+    dsq_topo_event_type type;
+    char id[DSQ_NODE_ID_MAX];
+    bool has_node;
+    dsq_topo_node node;
+    char msg[256];
+} topo_msg;
 
 struct dsq_cluster {
     dsq_node nodes[DSQ_NODES_MAX];
@@ -30,10 +51,34 @@ struct dsq_cluster {
     bool leak;              /* they did not end: their memory is left to them */
     void (*done)(void *ud);
     void *done_ud;
+    /* cluster.etcd */
+    char *etcd, *etcd_prefix;  /* owned; etcd NULL: no etcd */
+    dsq_topo *topo;            /* NULL until started */
+    uv_async_t topo_async;     /* wakes the loop for the events queued */
+    bool topo_async_on;
+    pthread_mutex_t topo_mu;   /* over the queue */
+    topo_msg *topo_head, *topo_tail;
 };
+
+static void topo_queue_free(dsq_cluster *c)
+{
+    pthread_mutex_lock(&c->topo_mu);
+    topo_msg *m = c->topo_head;
+    c->topo_head = c->topo_tail = NULL;
+    pthread_mutex_unlock(&c->topo_mu);
+    while (m != NULL) {
+        topo_msg *next = m->next;
+        free(m);
+        m = next;
+    }
+}
 
 static void cluster_free(dsq_cluster *c)
 {
+    topo_queue_free(c);
+    pthread_mutex_destroy(&c->topo_mu);
+    free(c->etcd);
+    free(c->etcd_prefix);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca);
@@ -52,11 +97,12 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         return -1;
     }
     c->self = SIZE_MAX;
+    pthread_mutex_init(&c->topo_mu, NULL);
     for (size_t i = 0; i < cfg->npeers; i++) {
         char why[256];
         if (dsq_node_parse(cfg->peers[i], &c->nodes[i], why, sizeof why) != 0) {
             snprintf(err, errlen, "cluster.peers: %s", why);
-            free(c);
+            cluster_free(c);
             return -1;
         }
         if (strcmp(c->nodes[i].id, cfg->node_id) == 0)
@@ -65,7 +111,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     c->nnodes = cfg->npeers;
     if (c->self == SIZE_MAX) {
         snprintf(err, errlen, "cluster.node_id %s is not in cluster.peers", cfg->node_id);
-        free(c);
+        cluster_free(c);
         return -1;
     }
     c->cfg = *cfg;
@@ -75,6 +121,13 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     if (cfg->tls_cert != NULL &&
         ((c->tls_cert = strdup(cfg->tls_cert)) == NULL || (c->tls_key = strdup(cfg->tls_key)) == NULL ||
          (c->tls_ca = strdup(cfg->tls_ca)) == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        cluster_free(c);
+        return -1;
+    }
+    c->cfg.etcd = c->cfg.etcd_prefix = NULL;
+    if (cfg->etcd != NULL && ((c->etcd = strdup(cfg->etcd)) == NULL ||
+                              (c->etcd_prefix = strdup(cfg->etcd_prefix ? cfg->etcd_prefix : "/dosqld/")) == NULL)) {
         snprintf(err, errlen, "out of memory");
         cluster_free(c);
         return -1;
@@ -137,7 +190,8 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
         }
         return;
     }
-    dsq_repl_on_message(c->repl, node, type, p, n);
+    if (node < c->nnodes) /* replication knows the nodes of cluster.peers only (for now) */
+        dsq_repl_on_message(c->repl, node, type, p, n);
 }
 
 static void on_link(void *ud, size_t node, bool up)
@@ -150,10 +204,158 @@ static void on_link(void *ud, size_t node, bool up)
             dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
-    dsq_repl_on_link(c->repl, node, up);
+    if (node < c->nnodes)
+        dsq_repl_on_link(c->repl, node, up);
 }
 
-static void on_writable(void *ud, size_t node) { dsq_repl_on_writable(((dsq_cluster *)ud)->repl, node); }
+static void on_writable(void *ud, size_t node)
+{
+    dsq_cluster *c = ud;
+    if (node < c->nnodes)
+        dsq_repl_on_writable(c->repl, node);
+}
+
+/* ---- cluster.etcd: the topo's events ---------------------------------------------------------- */
+
+/* On a topo thread: copy the event for the loop and wake it. */
+static void on_topo_event(void *ud, const dsq_topo_event *ev)
+{
+    dsq_cluster *c = ud;
+    topo_msg *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        DSQ_ERROR("cluster_topo_event_lost", "node=%s reason=%s", dsq_log_q(ev->id), dsq_log_q("out of memory"));
+        return;
+    }
+    m->type = ev->type;
+    snprintf(m->id, sizeof m->id, "%s", ev->id ? ev->id : "");
+    if (ev->node != NULL) {
+        m->has_node = true;
+        m->node = *ev->node;
+    }
+    snprintf(m->msg, sizeof m->msg, "%s", ev->msg ? ev->msg : "");
+    pthread_mutex_lock(&c->topo_mu);
+    if (c->topo_tail != NULL)
+        c->topo_tail->next = m;
+    else
+        c->topo_head = m;
+    c->topo_tail = m;
+    pthread_mutex_unlock(&c->topo_mu);
+    uv_async_send(&c->topo_async);
+}
+
+/* A node in etcd: link up with it (it is added, or moved when its peer
+ * address changed; the same address again changes nothing). */
+static void topo_node_seen(dsq_cluster *c, const topo_msg *m)
+{
+    if (!m->has_node || strcmp(m->node.id, c->nodes[c->self].id) == 0)
+        return;
+    char spec[DSQ_NODE_ID_MAX + DSQ_TOPO_ADDR_MAX + 1], why[256];
+    dsq_node n;
+    size_t index;
+    snprintf(spec, sizeof spec, "%s@%s", m->node.id, m->node.peer);
+    if (dsq_node_parse(spec, &n, why, sizeof why) != 0 ||
+        dsq_peers_add(c->peers, &n, &index, why, sizeof why) != 0) {
+        DSQ_WARN("cluster_node_not_added", "node=%s peer=%s reason=%s", dsq_log_q(m->node.id),
+                 dsq_log_q(m->node.peer), dsq_log_q(why));
+        return;
+    }
+    DSQ_INFO("cluster_node_added", "node=%s peer=%s index=%zu", dsq_log_q(m->node.id), dsq_log_q(m->node.peer),
+             index);
+}
+
+static void topo_handle(dsq_cluster *c, const topo_msg *m)
+{
+    switch (m->type) {
+    case DSQ_TOPO_NODE_UP:
+    case DSQ_TOPO_NODE_CHANGED:
+        topo_node_seen(c, m);
+        break;
+    case DSQ_TOPO_NODE_DOWN:
+        /* Its key is gone (its lease expired or was revoked). Nothing more
+         * yet: the link stays known (and is redialed) until a later step
+         * removes the node (dsq_peers_remove) once it has been gone for
+         * node_dead_after; meanwhile a node that comes back at the same
+         * address links again by itself. */
+        DSQ_INFO("cluster_node_down", "node=%s reason=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_REGISTERED:
+        DSQ_INFO("cluster_registered", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_REGISTER_CONFLICT:
+        DSQ_WARN("cluster_register_conflict", "node=%s other_peer=%s msg=%s", dsq_log_q(m->id),
+                 dsq_log_q(m->has_node ? m->node.peer : ""), dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_LEASE_LOST:
+        DSQ_WARN("cluster_lease_lost", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_ETCD_DOWN:
+        DSQ_WARN("cluster_etcd_down", "msg=%s", dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_ETCD_UP:
+        DSQ_INFO("cluster_etcd_up", "msg=%s", dsq_log_q(m->msg));
+        break;
+    }
+}
+
+static void on_topo_async(uv_async_t *h)
+{
+    dsq_cluster *c = h->data;
+    pthread_mutex_lock(&c->topo_mu);
+    topo_msg *m = c->topo_head;
+    c->topo_head = c->topo_tail = NULL;
+    pthread_mutex_unlock(&c->topo_mu);
+    while (m != NULL) {
+        topo_msg *next = m->next;
+        if (c->topo != NULL)
+            topo_handle(c, m);
+        free(m);
+        m = next;
+    }
+}
+
+static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
+{
+    if (uv_async_init(loop, &c->topo_async, on_topo_async) != 0) {
+        snprintf(err, errlen, "cannot start the etcd events' handle");
+        return -1;
+    }
+    c->topo_async.data = c;
+    c->topo_async_on = true;
+    uv_unref((uv_handle_t *)&c->topo_async);
+    dsq_topo_cfg tc = {
+        .etcd = {.endpoints = c->etcd, .prefix = c->etcd_prefix},
+        .id = c->nodes[c->self].id,
+        .peer = c->nodes[c->self].addr_text,
+        .client = c->client_addr[c->self][0] ? c->client_addr[c->self] : NULL,
+        .forward = c->forward_addr[c->self][0] ? c->forward_addr[c->self] : NULL,
+        .node_ttl = c->cfg.node_ttl_s,
+        .on_event = on_topo_event,
+        .ud = c,
+    };
+    char why[400];
+    if ((c->topo = dsq_topo_start(&tc, why, sizeof why)) == NULL) {
+        snprintf(err, errlen, "cluster.etcd: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Stop registering and watching (the lease is revoked: the others see
+ * this node leave at once); events not yet handled are dropped. Blocks
+ * for up to about two etcd requests' timeouts (topo.h). */
+static void topo_stop(dsq_cluster *c)
+{
+    if (c->topo != NULL) {
+        dsq_topo *t = c->topo;
+        c->topo = NULL;
+        dsq_topo_stop(t);
+    }
+    topo_queue_free(c);
+    if (c->topo_async_on) {
+        c->topo_async_on = false;
+        uv_close((uv_handle_t *)&c->topo_async, NULL); /* (c outlives it: freed once the links have closed) */
+    }
+}
 
 int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr,
                       const char *forward_addr, char *err, size_t errlen)
@@ -180,13 +382,17 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         .on_writable = on_writable,
         .ud = c,
     };
-    if (c->nnodes > 1 && dsq_peers_start(&pc, &c->peers, err, errlen) != 0)
+    /* With etcd, the links start with this node alone: the others are
+     * added as etcd says they are there. */
+    if ((c->nnodes > 1 || c->etcd != NULL) && dsq_peers_start(&pc, &c->peers, err, errlen) != 0)
         return -1;
     c->loop = loop;
     if (dsq_repl_start(c->repl, loop, e, c->peers) != 0) {
         snprintf(err, errlen, "cannot start replication");
         return -1;
     }
+    if (c->etcd != NULL && topo_start(c, loop, err, errlen) != 0)
+        return -1;
     return 0;
 }
 
@@ -242,6 +448,7 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     }
     c->done = done;
     c->done_ud = ud;
+    topo_stop(c); /* before the links: no node is added to them after this */
     dsq_repl_stop(c->repl);
     if (c->loop == NULL || dsq_epochs_pending(c->epochs) == 0) {
         stop_peers(c);
@@ -253,14 +460,18 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     uv_timer_start(&c->wait, on_wait, 5, 5);
 }
 
-size_t dsq_cluster_nnodes(const dsq_cluster *c) { return c->nnodes; }
+/* Once the links run, their nodes: cluster.peers' (the same indices),
+ * then those found in etcd. */
+size_t dsq_cluster_nnodes(const dsq_cluster *c) { return c->peers != NULL ? dsq_peers_count(c->peers) : c->nnodes; }
 
 void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out)
 {
-    out->id = c->nodes[i].id;
-    out->address = c->nodes[i].addr_text;
+    const dsq_node *n = c->peers != NULL ? dsq_peers_node(c->peers, i) : &c->nodes[i];
+    out->id = n->id;
+    out->address = n->addr_text;
     out->self = i == c->self;
-    out->reachable = out->self || (c->peers != NULL && dsq_peer_up(c->peers, i));
+    /* (a node removed from the links is listed, unreachable) */
+    out->reachable = out->self || (c->peers != NULL && dsq_peer_known(c->peers, i) && dsq_peer_up(c->peers, i));
 }
 
 void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
@@ -270,7 +481,7 @@ void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
     if (c->peers == NULL)
         return;
     dsq_peers_stats(c->peers, &out->links);
-    for (size_t i = 0; i < c->nnodes; i++)
+    for (size_t i = 0; i < dsq_peers_count(c->peers); i++)
         out->links_up += i != c->self && dsq_peer_up(c->peers, i);
 }
 
@@ -313,4 +524,11 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, co
     }
 }
 
-void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms) { dsq_repl_lag(c->repl, i, lsn, ms); }
+void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms)
+{
+    if (i >= c->nnodes) { /* a node found in etcd: replication does not know it (yet) */
+        *lsn = *ms = 0;
+        return;
+    }
+    dsq_repl_lag(c->repl, i, lsn, ms);
+}

@@ -73,6 +73,15 @@ typedef struct dsq_cluster_cfg {
     /* cluster.tls: PEM files (copied paths; read when the links start);
      * tls_cert NULL: the links are plain TCP. See peer.h. */
     const char *tls_cert, *tls_key, *tls_ca;
+    /* cluster.etcd: etcd's endpoints (copied; NULL: no etcd). With them,
+     * this node registers in etcd under a lease of node_ttl_s (topo.h)
+     * and links up with every node it finds there (peers then names this
+     * node alone). For now only the links and dsq_cluster_nnodes /
+     * dsq_cluster_node see the nodes found there: replication and
+     * placement follow `peers`. */
+    const char *etcd;
+    const char *etcd_prefix;        /* cluster.etcd_prefix (copied) */
+    unsigned node_ttl_s;            /* cluster.node_ttl, seconds */
 } dsq_cluster_cfg;
 
 /* Parse the node list and set up replication (nothing runs yet). 0, or
@@ -127,7 +136,8 @@ int dsq_node_info_encode(dsq_buf *b, const char *client, const char *forward);
  * -1 when it is malformed (both are then ""). */
 int dsq_node_info_decode(const void *p, size_t n, char *client, char *forward, size_t cap);
 
-/* The nodes, in the order of cluster.peers. */
+/* The nodes, in the order of cluster.peers, then (with cluster.etcd,
+ * once started) the nodes found in etcd in the order they were found. */
 typedef struct dsq_cluster_node_info {
     const char *id, *address; /* valid while the cluster runs */
     bool self;

@@ -194,6 +194,9 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .tls_cert = cfg->cluster_tls ? cfg->cluster_tls_cert : NULL,
         .tls_key = cfg->cluster_tls_key,
         .tls_ca = cfg->cluster_tls_ca,
+        .etcd = cfg->cluster_etcd,
+        .etcd_prefix = cfg->cluster_etcd_prefix,
+        .node_ttl_s = (unsigned)(cfg->cluster_node_ttl_ms / 1000),
     };
     int rc = dsq_cluster_new(&cc, &srv->cluster, err, errlen);
     OPENSSL_cleanse(secret, sizeof secret);
@@ -461,7 +464,7 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
             if (l->tls == NULL)
                 client = l->addr;
         char forward[80] = "";
-        if (cfg->cluster_tls && cfg->cluster_peers.n > 1 &&
+        if (cfg->cluster_tls && (cfg->cluster_peers.n > 1 || cfg->cluster_etcd != NULL) &&
             forward_listener(srv, forward, sizeof forward, err, errlen) != 0)
             return -1;
         if (dsq_cluster_start(srv->cluster, &srv->loop, srv->engine, client, forward[0] ? forward : NULL, err,
