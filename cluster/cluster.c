@@ -36,6 +36,7 @@ typedef struct topo_msg {
 struct dsq_cluster {
     dsq_node nodes[DSQ_NODES_MAX];
     size_t nnodes, self;
+    dsq_nodeset *ids;       /* every node's number: nodes' first, in order */
     dsq_cluster_cfg cfg;
     char secret[DSQ_SECRET_MAX + 1];
     char *tls_cert, *tls_key, *tls_ca; /* owned; NULL without TLS */
@@ -77,6 +78,7 @@ static void cluster_free(dsq_cluster *c)
 {
     topo_queue_free(c);
     pthread_mutex_destroy(&c->topo_mu);
+    dsq_nodeset_free(c->ids);
     free(c->etcd);
     free(c->etcd_prefix);
     free(c->tls_cert);
@@ -98,10 +100,21 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
     }
     c->self = SIZE_MAX;
     pthread_mutex_init(&c->topo_mu, NULL);
+    if ((c->ids = dsq_nodeset_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        cluster_free(c);
+        return -1;
+    }
     for (size_t i = 0; i < cfg->npeers; i++) {
         char why[256];
         if (dsq_node_parse(cfg->peers[i], &c->nodes[i], why, sizeof why) != 0) {
             snprintf(err, errlen, "cluster.peers: %s", why);
+            cluster_free(c);
+            return -1;
+        }
+        uint32_t ix;
+        if (dsq_nodeset_intern(c->ids, c->nodes[i].id, &ix) != 0 || ix != i) {
+            snprintf(err, errlen, "cluster.peers: node %s is named twice", c->nodes[i].id);
             cluster_free(c);
             return -1;
         }
@@ -132,7 +145,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         cluster_free(c);
         return -1;
     }
-    if (dsq_epochs_open(cfg->data_dir, c->nodes, c->nnodes, &c->epochs, err, errlen) != 0) {
+    if (dsq_epochs_open(cfg->data_dir, c->ids, &c->epochs, err, errlen) != 0) {
         cluster_free(c);
         return -1;
     }
@@ -140,6 +153,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         .nodes = c->nodes,
         .nnodes = c->nnodes,
         .self = c->self,
+        .ids = c->ids,
         .replicas = cfg->replicas ? cfg->replicas : 1,
         .ack = cfg->ack,
         .ship_limit = 8u << 20,
@@ -190,8 +204,7 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
         }
         return;
     }
-    if (node < c->nnodes) /* replication knows the nodes of cluster.peers only (for now) */
-        dsq_repl_on_message(c->repl, node, type, p, n);
+    dsq_repl_on_message(c->repl, node, type, p, n);
 }
 
 static void on_link(void *ud, size_t node, bool up)
@@ -204,15 +217,13 @@ static void on_link(void *ud, size_t node, bool up)
             dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
-    if (node < c->nnodes)
-        dsq_repl_on_link(c->repl, node, up);
+    dsq_repl_on_link(c->repl, node, up);
 }
 
 static void on_writable(void *ud, size_t node)
 {
     dsq_cluster *c = ud;
-    if (node < c->nnodes)
-        dsq_repl_on_writable(c->repl, node);
+    dsq_repl_on_writable(c->repl, node);
 }
 
 /* ---- cluster.etcd: the topo's events ---------------------------------------------------------- */
@@ -369,6 +380,7 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         .nodes = c->nodes,
         .nnodes = c->nnodes,
         .self = c->self,
+        .ids = c->ids,
         .secret = c->secret,
         .heartbeat_ms = c->cfg.heartbeat_ms,
         .dead_after_ms = c->cfg.peer_timeout_ms,
@@ -485,16 +497,23 @@ void dsq_cluster_stats_get(const dsq_cluster *c, dsq_cluster_stats *out)
         out->links_up += i != c->self && dsq_peer_up(c->peers, i);
 }
 
+/* Node i's id (valid while the cluster runs). */
+static const char *node_name(const dsq_cluster *c, size_t i)
+{
+    const char *id = dsq_nodeset_id(c->ids, (uint32_t)i);
+    return id != NULL ? id : "?";
+}
+
 void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out)
 {
     dsq_repl_info ri;
     dsq_repl_describe(c->repl, db, &ri);
     memset(out, 0, sizeof *out);
-    out->primary = c->nodes[ri.primary].id;
+    out->primary = node_name(c, ri.primary);
     out->epoch = ri.epoch;
     out->ncopies = ri.ncopies;
     for (size_t i = 0; i < ri.ncopies; i++)
-        out->copies[i] = (dsq_cluster_copy){.node = c->nodes[ri.copies[i].node].id,
+        out->copies[i] = (dsq_cluster_copy){.node = node_name(c, ri.copies[i].node),
                                             .primary = ri.copies[i].primary,
                                             .durable = ri.copies[i].durable,
                                             .applied = ri.copies[i].applied};
@@ -514,7 +533,7 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, co
     /* With TLS, never the clients' listener: what goes between nodes is
      * encrypted (a node that told no TLS address is not passed clients). */
     snprintf(addr, len, "%s", c->tls_cert != NULL ? c->forward_addr[primary] : c->client_addr[primary]);
-    *node = c->nodes[primary].id;
+    *node = node_name(c, primary);
     if (primary == c->self)
         return 0; /* (a copy being promoted here: served, or held, here) */
     switch (role) {
@@ -524,11 +543,4 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, co
     }
 }
 
-void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms)
-{
-    if (i >= c->nnodes) { /* a node found in etcd: replication does not know it (yet) */
-        *lsn = *ms = 0;
-        return;
-    }
-    dsq_repl_lag(c->repl, i, lsn, ms);
-}
+void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms) { dsq_repl_lag(c->repl, i, lsn, ms); }

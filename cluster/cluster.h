@@ -32,6 +32,9 @@ typedef struct dsq_node {
 
 /* Parse "ID@HOST:PORT". 0, or -1 with the reason in err. */
 int dsq_node_parse(const char *s, dsq_node *out, char *err, size_t errlen);
+/* Whether id is a node id: 1 to DSQ_NODE_ID_MAX - 1 of letters, digits,
+ * '-', '_' and '.'. */
+bool dsq_node_id_valid(const char *id);
 
 /* How many copies must hold a commit durably before its reply leaves. */
 typedef enum dsq_commit_ack {

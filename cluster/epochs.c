@@ -24,8 +24,7 @@ typedef struct ent {
 struct dsq_epochs {
     pthread_mutex_t mu;   /* the table (read from any thread: dsq_epochs_get) */
     int fd;
-    const dsq_node *nodes;
-    size_t nnodes;
+    dsq_nodeset *ids;     /* node numbers (borrowed) */
     dsq_htab t;           /* ent.link */
     unsigned pending;
 };
@@ -75,12 +74,12 @@ static void apply(ent *x, uint64_t epoch, uint32_t primary, uint64_t start)
     s->hist[s->nhist++] = (dsq_epoch_hist){.epoch = epoch, .start = start};
 }
 
+/* The node number of id: given now when it has none (a node not seen
+ * since the start, named by an entry of before). */
 static uint32_t node_of(const dsq_epochs *e, const char *id)
 {
-    for (size_t i = 0; i < e->nnodes; i++)
-        if (strcmp(e->nodes[i].id, id) == 0)
-            return (uint32_t)i;
-    return UINT32_MAX;
+    uint32_t i;
+    return dsq_nodeset_intern(e->ids, id, &i) == 0 ? i : DSQ_NODE_NONE;
 }
 
 /* ---- the file --------------------------------------------------------------------------------- */
@@ -127,7 +126,15 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
         dsq_r_str(&q, primary, sizeof primary);
         uint64_t start = dsq_r_u64(&q);
         uint32_t node = node_of(e, primary);
-        if (!q.bad && node != UINT32_MAX) {
+        if (q.bad || node == DSQ_NODE_NONE) {
+            /* Not an entry this build wrote, or a 65th node: refuse to
+             * start rather than forget an epoch accepted. */
+            snprintf(err, errlen, "%.300s: an entry for database %.129s names node '%.40s', which %s", path, db,
+                     primary, q.bad ? "is malformed" : "cannot be given a number (too many nodes)");
+            dsq_buf_free(&all);
+            return -1;
+        }
+        {
             ent *x = find_or_add(e, db);
             if (x == NULL) {
                 snprintf(err, errlen, "out of memory");
@@ -146,8 +153,7 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, dsq_epochs **out, char *err,
-                    size_t errlen)
+int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, char *err, size_t errlen)
 {
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/cluster", data_dir);
@@ -161,8 +167,7 @@ int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, 
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    e->nodes = nodes;
-    e->nnodes = nnodes;
+    e->ids = ids;
     pthread_mutex_init(&e->mu, NULL);
     e->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (e->fd < 0) {
@@ -275,7 +280,8 @@ static void on_written(uv_fs_t *req)
 int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
                    uint64_t start, void (*done)(void *ud, int rc), void *ud)
 {
-    if (primary >= e->nnodes)
+    const char *id = dsq_nodeset_id(e->ids, primary);
+    if (id == NULL)
         return -1;
     append *a = calloc(1, sizeof *a);
     if (a == NULL)
@@ -288,7 +294,7 @@ int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoc
     a->done = done;
     a->ud = ud;
     a->req.data = a;
-    if (encode(&a->buf, db, epoch, e->nodes[primary].id, start) != 0) {
+    if (encode(&a->buf, db, epoch, id, start) != 0) {
         free(a);
         return -1;
     }

@@ -30,6 +30,7 @@
 #include <uv.h>
 
 #include "cluster/cluster.h"
+#include "cluster/nodeset.h"
 
 #define DSQ_EPOCH_HISTORY 32 /* entries of history kept per database (older ones merge away) */
 
@@ -48,10 +49,12 @@ typedef struct dsq_epoch_state {
 
 typedef struct dsq_epochs dsq_epochs;
 
-/* Read DATA_DIR/cluster/epochs (made if missing). `nodes` name the node
- * numbers in the file (by id). 0, or -1 with a message. */
-int dsq_epochs_open(const char *data_dir, const dsq_node *nodes, size_t nnodes, dsq_epochs **out, char *err,
-                    size_t errlen);
+/* Read DATA_DIR/cluster/epochs (made if missing). The file names nodes
+ * by id; `ids` (borrowed, outliving the object) gives their numbers, and
+ * a number to an id it does not know yet (a node the cluster has not
+ * seen since it started). 0, or -1 with a message (the file cannot be
+ * read, or names more nodes than there can be numbers). */
+int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, char *err, size_t errlen);
 void dsq_epochs_close(dsq_epochs *e);
 
 /* The database's state (its defaults when it has no entry). */

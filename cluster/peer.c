@@ -66,13 +66,17 @@ typedef struct plink {
     uint64_t next_dial_ms;        /* dialer: when to try again */
     uint64_t backoff_ms;
     uint64_t last_beat_ms;        /* the last heartbeat sent */
-    bool gone;                    /* removed (dsq_peers_remove), until added again */
+    bool gone;                    /* removed (dsq_peers_remove), until added again; or absent */
+    bool absent;                  /* an index the node set gave its id before it was added here (with
+                                     gone: no address, not dialed, its HELLOs refused) */
 } plink;
 
 struct dsq_peers {
     dsq_peers_cfg cfg;            /* (cfg.nnodes: the configured ones; nnodes below counts the added too) */
-    dsq_node nodes[DSQ_NODES_MAX]; /* by index: the configured ones, then each added in turn */
-    size_t nnodes;                /* indices given so far: nodes[0..nnodes), removed ones included */
+    dsq_nodeset *ids;             /* the indices (cfg.ids, or own_ids) */
+    dsq_nodeset *own_ids;         /* made here when cfg.ids is NULL */
+    dsq_node nodes[DSQ_NODES_MAX]; /* by index (the node set's) */
+    size_t nnodes;                /* indices covered: nodes[0..nnodes), removed and absent ones included */
     char secret[DSQ_SECRET_MAX + 1];
     dsq_tls_ctx *tls;             /* with cluster.tls (owned); else NULL */
     uv_tcp_t listener;
@@ -104,13 +108,19 @@ void dsq_peer_proof(const char *secret, const char *label, const char *dialer, c
 
 /* ---- closing ---------------------------------------------------------------------------------- */
 
+static void ps_free(dsq_peers *ps)
+{
+    dsq_tls_ctx_free(ps->tls);
+    dsq_nodeset_free(ps->own_ids);
+    free(ps);
+}
+
 static void maybe_done(dsq_peers *ps)
 {
     if (ps->stopping && ps->closing == 0 && ps->done != NULL) {
         void (*done)(void *) = ps->done;
         void *ud = ps->done_ud;
-        dsq_tls_ctx_free(ps->tls);
-        free(ps);
+        ps_free(ps);
         done(ud);
     }
 }
@@ -284,13 +294,23 @@ static void tls_failed(pconn *c)
         auth_failed(c, why);
 }
 
-/* The index `id` was given (removed or not), or SIZE_MAX. */
+/* The index `id` has here (removed or absent too), or SIZE_MAX. */
 static size_t node_by_id(const dsq_peers *ps, const char *id)
 {
-    for (size_t i = 0; i < ps->nnodes; i++)
-        if (strcmp(ps->nodes[i].id, id) == 0)
-            return i;
-    return SIZE_MAX;
+    uint32_t i = dsq_nodeset_find(ps->ids, id);
+    return i < ps->nnodes ? i : SIZE_MAX;
+}
+
+/* Cover the node set's indices up to `upto` (excluded): those not added
+ * here are absent (see plink). */
+static void cover(dsq_peers *ps, size_t upto)
+{
+    for (; ps->nnodes < upto; ps->nnodes++) {
+        size_t j = ps->nnodes;
+        memset(&ps->nodes[j], 0, sizeof ps->nodes[j]);
+        snprintf(ps->nodes[j].id, sizeof ps->nodes[j].id, "%s", dsq_nodeset_id(ps->ids, (uint32_t)j));
+        ps->links[j] = (plink){.backoff_ms = DIAL_MIN_MS, .gone = true, .absent = true};
+    }
 }
 
 static void send_hello(pconn *c)
@@ -662,9 +682,25 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
     }
     ps->cfg = *cfg;
     ps->cfg.tls_cert = ps->cfg.tls_key = ps->cfg.tls_ca = NULL; /* (borrowed: read here, not kept) */
+    ps->ids = cfg->ids;
+    if (ps->ids == NULL && (ps->ids = ps->own_ids = dsq_nodeset_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(ps);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nnodes; i++) {
+        uint32_t index;
+        if (dsq_nodeset_intern(ps->ids, cfg->nodes[i].id, &index) != 0 || index != i) {
+            snprintf(err, errlen, "node %s does not have index %zu in the node set", cfg->nodes[i].id, i);
+            dsq_nodeset_free(ps->own_ids);
+            free(ps);
+            return -1;
+        }
+    }
     memcpy(ps->nodes, cfg->nodes, cfg->nnodes * sizeof *ps->nodes);
     ps->nnodes = cfg->nnodes;
     ps->cfg.nodes = ps->nodes;
+    cover(ps, dsq_nodeset_count(ps->ids));
     snprintf(ps->secret, sizeof ps->secret, "%s", cfg->secret);
     ps->cfg.secret = ps->secret;
     for (size_t i = 0; i < cfg->nnodes; i++)
@@ -675,8 +711,7 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
         if ((ps->tls = dsq_tls_ctx_new_mutual(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, why, sizeof why)) == NULL ||
             dsq_tls_ctx_check_own(ps->tls, self->id, why, sizeof why) != 0) {
             snprintf(err, errlen, "cluster.%s", why);
-            dsq_tls_ctx_free(ps->tls);
-            free(ps);
+            ps_free(ps);
             return -1;
         }
     }
@@ -692,14 +727,12 @@ int dsq_peers_start(const dsq_peers_cfg *cfg, dsq_peers **out, char *err, size_t
             uv_close((uv_handle_t *)&ps->listener, NULL);
             /* (the handle's memory goes with ps: run the loop once so libuv is done with it) */
             uv_run(cfg->loop, UV_RUN_NOWAIT);
-            dsq_tls_ctx_free(ps->tls);
-            free(ps);
+            ps_free(ps);
             return -1;
         }
     } else {
         snprintf(err, errlen, "cannot listen for the other nodes: %s", uv_strerror(rc));
-        dsq_tls_ctx_free(ps->tls);
-        free(ps);
+        ps_free(ps);
         return -1;
     }
     uv_timer_init(cfg->loop, &ps->timer);
@@ -803,7 +836,20 @@ int dsq_peers_add(dsq_peers *ps, const dsq_node *node, size_t *index, char *err,
         snprintf(err, errlen, "not a node (an id and an IP address, as dsq_node_parse gives)");
         return -1;
     }
-    size_t i = node_by_id(ps, node->id);
+    uint32_t ix;
+    if (!dsq_node_id_valid(node->id)) {
+        snprintf(err, errlen, "'%s' is not a node id", node->id);
+        return -1;
+    }
+    if (dsq_nodeset_intern(ps->ids, node->id, &ix) != 0) {
+        snprintf(err, errlen,
+                 "cannot add node %s: %d nodes have an index already (removed ones too: an index is "
+                 "never given to another node), the most there can be",
+                 node->id, DSQ_NODES_MAX);
+        return -1;
+    }
+    cover(ps, (size_t)ix + 1);
+    size_t i = ix;
     if (i == ps->cfg.self) {
         if (!same_addr(&node->addr, &ps->nodes[i].addr)) {
             snprintf(err, errlen, "node %s is this one, which listens on %s, not %s", node->id,
@@ -813,15 +859,7 @@ int dsq_peers_add(dsq_peers *ps, const dsq_node *node, size_t *index, char *err,
         *index = i;
         return 0;
     }
-    if (i == SIZE_MAX) {
-        if (ps->nnodes == DSQ_NODES_MAX) {
-            snprintf(err, errlen,
-                     "cannot add node %s: %d nodes have an index already (removed ones too: an index is "
-                     "never given to another node), the most there can be",
-                     node->id, DSQ_NODES_MAX);
-            return -1;
-        }
-        i = ps->nnodes++;
+    if (ps->links[i].absent) {
         ps->nodes[i] = *node;
         ps->links[i] = (plink){.backoff_ms = DIAL_MIN_MS};
         DSQ_INFO("peer_added", "node=%s address=%s role=%s", node->id, node->addr_text,

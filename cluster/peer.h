@@ -34,8 +34,11 @@
  * has received nothing for `dead_after_ms` is closed (and dialed again).
  *
  * Nodes: each has an index, the caller's name for it (on_message,
- * dsq_peer_send, ...): the configured ones (cfg.nodes) 0 to nnodes-1, in
- * their order, then each node added since (dsq_peers_add) the next one.
+ * dsq_peer_send, ...), from the node set (nodeset.h, cfg.ids): the
+ * configured ones (cfg.nodes) 0 to nnodes-1, in their order, then each
+ * node added since (dsq_peers_add) the index the set gives its id. An
+ * index the set gave to an id that was not added here is absent: no
+ * address, not known (dsq_peer_known false), until it is added.
  * An index names one id for the life of the object: it is never given to
  * another id, not even after its node is removed, and an id that is
  * added again after its removal gets its old index back. So at most
@@ -69,6 +72,7 @@
 #include <uv.h>
 
 #include "cluster/cluster.h"
+#include "cluster/nodeset.h"
 
 #define DSQ_PEER_MSG_MIN 16 /* the first message type that is the caller's */
 
@@ -80,6 +84,8 @@ typedef struct dsq_peers_cfg {
                                 can be added (dsq_peers_add) */
     size_t nnodes;           /* 1 (this one alone) to DSQ_NODES_MAX */
     size_t self;             /* this node's index in nodes */
+    dsq_nodeset *ids;        /* the indices (borrowed; outlives the object), in which nodes[i] has
+                                index i; NULL: the object keeps a set of its own */
     const char *secret;      /* the shared secret (copied) */
     uint64_t heartbeat_ms;
     uint64_t dead_after_ms;

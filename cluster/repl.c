@@ -119,6 +119,13 @@ static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__(
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
+/* Node `n`'s id, for messages and the log. */
+static const char *node_id(const dsq_repl *r, size_t n)
+{
+    const char *id = dsq_nodeset_id(r->cfg.ids, (uint32_t)n);
+    return id != NULL ? id : "?";
+}
+
 static dsq_role role_of(const dsq_repl *r, const rdb *d)
 {
     if (d->self_copy == d->ncopies)
@@ -268,7 +275,7 @@ static dsq_role h_role(void *ud, const char *db, char *primary, size_t len)
     pthread_mutex_lock(&r->mu);
     rdb *d = get(r, db);
     dsq_role role = d ? d->role : DSQ_ROLE_ELSEWHERE;
-    snprintf(primary, len, "%s", d ? r->cfg.nodes[d->primary].id : "");
+    snprintf(primary, len, "%s", d ? node_id(r, d->primary) : "");
     pthread_mutex_unlock(&r->mu);
     return role;
 }
@@ -334,7 +341,7 @@ static size_t h_copies(void *ud, const char *db, dsq_copy_stats *out, size_t max
                                   .applied = d->role == DSQ_ROLE_PRIMARY && i == d->self_copy ? d->appended : c->applied,
                                   .lag_lsn = primary_here && d->appended > c->durable ? d->appended - c->durable : 0,
                                   .lag_ms = primary_here && c->behind_since ? now - c->behind_since : 0};
-        snprintf(out[n].node, sizeof out[n].node, "%s", r->cfg.nodes[c->node].id);
+        snprintf(out[n].node, sizeof out[n].node, "%s", node_id(r, c->node));
     }
     pthread_mutex_unlock(&r->mu);
     return n;
@@ -549,13 +556,13 @@ static void log_read_done(dsq_call *call)
         if (d->role == DSQ_ROLE_PRIMARY && c->ready && dsq_peer_up(r->peers, c->node) && d->epoch == lr->epoch) {
             c->ready = c->streaming = false;
             DSQ_WARN("replication_rebuild_asked", "db=%s follower=%s have=%llu first=%llu", d->name,
-                     r->cfg.nodes[c->node].id, (unsigned long long)call->as_of_lsn, (unsigned long long)call->lsn);
+                     node_id(r, c->node), (unsigned long long)call->as_of_lsn, (unsigned long long)call->lsn);
             uint64_t v[1] = {call->lsn};
             send_msg(r, c->node, DSQ_REPL_REBUILD, d, v, 1, NULL, 0);
         }
     } else if (call->err != 0) {
         DSQ_ERROR("replication_read_failed", "db=%s follower=%s code=%s reason=%s", d->name,
-                  r->cfg.nodes[c->node].id, dsq_code_name(call->code), dsq_log_q(call->msg));
+                  node_id(r, c->node), dsq_code_name(call->code), dsq_log_q(call->msg));
     } else if (d->role == DSQ_ROLE_PRIMARY && c->ready && dsq_peer_up(r->peers, c->node) && call->lsn >= c->sent) {
         if (call->out.len > 0)
             ship(r, d, c->node, call->out.data, call->out.len, count_records((const uint8_t *)call->out.data,
@@ -1113,16 +1120,16 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
         snprintf(msg, sizeof msg,
                  "this node is no longer the primary of database %s: node %s is (epoch %llu); the commit was not "
                  "acknowledged here, and whether it survives is not known (read it back from the new primary)",
-                 d->name, r->cfg.nodes[primary].id, (unsigned long long)epoch);
+                 d->name, node_id(r, primary), (unsigned long long)epoch);
         DSQ_WARN("replication_step_down", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
-                 r->cfg.nodes[primary].id);
+                 node_id(r, primary));
         dsq_engine_repl_abandon(r->engine, d->name, DSQ_CODE_NOT_PRIMARY, msg);
     }
     /* The former primary learns it was replaced before this node
      * acknowledges another of its heartbeats (the lease). */
     if (old != primary && old != r->cfg.self && dsq_peer_up(r->peers, old)) {
         dsq_buf b = DSQ_BUF_INIT;
-        if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, epoch) == 0 && dsq_w_str(&b, r->cfg.nodes[primary].id) == 0)
+        if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, epoch) == 0 && dsq_w_str(&b, node_id(r, primary)) == 0)
             dsq_peer_send(r->peers, old, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
@@ -1155,7 +1162,7 @@ static void accepted(void *ud, int rc)
 static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
 {
     DSQ_INFO("epoch_accepted", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
-             r->cfg.nodes[primary].id);
+             node_id(r, primary));
     follow(r, d, epoch, primary);
     accepting *a = calloc(1, sizeof *a);
     if (a == NULL)
@@ -1207,7 +1214,7 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
         return;
     }
     if (d->promo != NULL)
-        promo_fail(r, d, "node %s proposed a higher epoch (%llu)", r->cfg.nodes[node].id, (unsigned long long)epoch);
+        promo_fail(r, d, "node %s proposed a higher epoch (%llu)", node_id(r, node), (unsigned long long)epoch);
     d->accept_to = (uint32_t)node + 1;
     accept_epoch(r, d, epoch, (uint32_t)node);
     if (!d->pos_known)
@@ -1216,11 +1223,8 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
 
 static void on_fenced(dsq_repl *r, rdb *d, uint64_t epoch, const char *primary_id)
 {
-    uint32_t p = UINT32_MAX;
-    for (size_t i = 0; i < r->cfg.nnodes; i++)
-        if (strcmp(r->cfg.nodes[i].id, primary_id) == 0)
-            p = (uint32_t)i;
-    if (p == UINT32_MAX || epoch <= d->epoch)
+    uint32_t p;
+    if (dsq_nodeset_intern(r->cfg.ids, primary_id, &p) != 0 || epoch <= d->epoch)
         return;
     if (d->promo != NULL)
         promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", primary_id, (unsigned long long)epoch);
@@ -1238,7 +1242,7 @@ static bool other_epoch(dsq_repl *r, rdb *d, size_t node, uint8_t type, uint64_t
         if (from_primary && d->self_copy < d->ncopies) { /* a former primary: it is told */
             dsq_buf b = DSQ_BUF_INIT;
             if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 &&
-                dsq_w_str(&b, r->cfg.nodes[d->primary].id) == 0)
+                dsq_w_str(&b, node_id(r, d->primary)) == 0)
                 dsq_peer_send(r->peers, node, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
             dsq_buf_free(&b);
         }
@@ -1247,7 +1251,7 @@ static bool other_epoch(dsq_repl *r, rdb *d, size_t node, uint8_t type, uint64_t
     /* A higher epoch: only a primary that a quorum accepted sends in it. */
     if (from_primary && d->self_copy < d->ncopies && copy_of(d, node) != NULL && !d->accepting) {
         if (d->promo != NULL)
-            promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", r->cfg.nodes[node].id,
+            promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", node_id(r, node),
                        (unsigned long long)epoch);
         accept_epoch(r, d, epoch, (uint32_t)node);
     }
@@ -1461,7 +1465,7 @@ static void promo_step(dsq_repl *r, rdb *d)
         p->best_last = my_last;
         p->best_hist = mine;
         uint64_t best_epoch = dsq_epoch_of(&mine, my_last);
-        for (size_t n = 0; n < r->cfg.nnodes; n++) {
+        for (size_t n = 0; n < dsq_nodeset_count(r->cfg.ids); n++) {
             if (!p->from[n].ok)
                 continue;
             uint64_t e = dsq_epoch_of(&p->from[n].hist, p->from[n].last);
@@ -1483,7 +1487,7 @@ static void promo_step(dsq_repl *r, rdb *d)
         uint64_t end = dsq_epoch_end(&p->best_hist, dsq_epoch_of(&mine, my_last), p->best_last);
         p->common = my_last < end ? my_last : end;
         DSQ_INFO("promotion_catching_up", "db=%s epoch=%llu from=%s lsn=%llu upto=%llu", d->name,
-                 (unsigned long long)p->epoch, r->cfg.nodes[p->best].id, (unsigned long long)p->common,
+                 (unsigned long long)p->epoch, node_id(r, p->best), (unsigned long long)p->common,
                  (unsigned long long)p->best_last);
         if (my_last > p->common) {
             p->phase = P_CUTTING;
@@ -1512,7 +1516,7 @@ static void promo_step(dsq_repl *r, rdb *d)
             return;
         }
         if (!dsq_peer_up(r->peers, p->best)) {
-            promo_fail(r, d, "node %s, which holds the longest log, is not reachable", r->cfg.nodes[p->best].id);
+            promo_fail(r, d, "node %s, which holds the longest log, is not reachable", node_id(r, p->best));
             return;
         }
         {
@@ -1532,7 +1536,7 @@ static void on_fetched(dsq_repl *r, rdb *d, size_t node, bool more, const uint8_
         return; /* (while a batch is applied: promo_step asks for the next after it) */
     if (len == 0) {
         if (d->expect - 1 < p->best_last)
-            promo_fail(r, d, "node %s could not send its log past LSN %llu", r->cfg.nodes[node].id,
+            promo_fail(r, d, "node %s could not send its log past LSN %llu", node_id(r, node),
                        (unsigned long long)d->expect - 1);
         else
             promo_step(r, d);
@@ -1554,7 +1558,7 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     if (!ok) {
         if (epoch > d->max_seen)
             d->max_seen = epoch;
-        promo_fail(r, d, "node %s accepted epoch %llu already; promote again", r->cfg.nodes[node].id,
+        promo_fail(r, d, "node %s accepted epoch %llu already; promote again", node_id(r, node),
                    (unsigned long long)epoch);
         return;
     }
@@ -1654,7 +1658,7 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
     dsq_r_str(&rd, name, sizeof name);
     uint64_t epoch = dsq_r_u64(&rd);
     if (rd.bad || !dsq_db_name_valid(name)) {
-        DSQ_WARN("replication_bad_message", "node=%s type=%u", r->cfg.nodes[node].id, type);
+        DSQ_WARN("replication_bad_message", "node=%s type=%u", node_id(r, node), type);
         return;
     }
     rdb *d = entry(r, name);
@@ -1756,7 +1760,7 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         break;
     }
     default:
-        DSQ_WARN("replication_bad_message", "node=%s type=%u", r->cfg.nodes[node].id, type);
+        DSQ_WARN("replication_bad_message", "node=%s type=%u", node_id(r, node), type);
     }
 }
 
@@ -1777,7 +1781,7 @@ static void fence_on_link(void *ud, const char *db, const dsq_epoch_state *s)
     if (!s->primary_known || s->primary == f->node)
         return;
     dsq_buf b = DSQ_BUF_INIT;
-    if (dsq_w_str(&b, db) == 0 && dsq_w_u64(&b, s->accepted) == 0 && dsq_w_str(&b, r->cfg.nodes[s->primary].id) == 0)
+    if (dsq_w_str(&b, db) == 0 && dsq_w_u64(&b, s->accepted) == 0 && dsq_w_str(&b, node_id(r, s->primary)) == 0)
         dsq_peer_send(r->peers, f->node, DSQ_REPL_FENCED, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);
 }
@@ -1905,7 +1909,7 @@ static void on_beat(uv_timer_t *t)
     uint64_t now = dsq_now_ms();
     dsq_buf b = DSQ_BUF_INIT;
     if (dsq_w_u64(&b, now) == 0)
-        for (size_t i = 0; i < r->cfg.nnodes; i++)
+        for (size_t i = 0; r->peers != NULL && i < dsq_peers_count(r->peers); i++)
             if (i != r->cfg.self && dsq_peer_up(r->peers, i))
                 dsq_peer_send(r->peers, i, DSQ_REPL_BEAT, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);

@@ -95,8 +95,11 @@ enum {
 typedef struct dsq_repl dsq_repl;
 
 typedef struct dsq_repl_cfg {
-    const dsq_node *nodes;     /* borrowed; outlives the object */
+    const dsq_node *nodes;     /* the configured nodes (borrowed; outlives the object), for the
+                                  static placement */
     size_t nnodes, self;
+    dsq_nodeset *ids;          /* every node's number (borrowed; outlives the object), the
+                                  configured ones 0 to nnodes - 1 */
     unsigned replicas;
     dsq_commit_ack ack;
     uint64_t ship_limit;       /* bytes queued on a link over which a follower falls back to

@@ -10,23 +10,26 @@
 #include "cluster/epochs.h"
 
 static char dir[64];
-static dsq_node nodes[3];
+static dsq_nodeset *ids;
 static uv_loop_t loop;
 
 static void setup(void)
 {
     strcpy(dir, "/tmp/dsq-epochs-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    const char *spec[] = {"n1@127.0.0.1:7101", "n2@127.0.0.1:7102", "n3@127.0.0.1:7103"};
-    char err[256];
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(dsq_node_parse(spec[i], &nodes[i], err, sizeof err), 0);
+    ids = dsq_nodeset_new();
+    const char *spec[] = {"n1", "n2", "n3"};
+    for (uint32_t i = 0, ix; i < 3; i++) {
+        cr_assert_eq(dsq_nodeset_intern(ids, spec[i], &ix), 0);
+        cr_assert_eq(ix, i);
+    }
     uv_loop_init(&loop);
 }
 
 static void teardown(void)
 {
     uv_loop_close(&loop);
+    dsq_nodeset_free(ids);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
@@ -56,7 +59,7 @@ static dsq_epochs *open_it(void)
 {
     dsq_epochs *e;
     char err[256];
-    cr_assert_eq(dsq_epochs_open(dir, nodes, 3, &e, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(dsq_epochs_open(dir, ids, &e, err, sizeof err), 0, "%s", err);
     return e;
 }
 
@@ -128,5 +131,40 @@ Test(epochs, a_torn_last_entry_is_dropped)
     e = open_it();
     dsq_epochs_get(e, "a", &s);
     cr_assert_eq(s.accepted, 3);
+    dsq_epochs_close(e);
+}
+
+/* A node numbered otherwise after a restart (with etcd the numbers follow
+ * the order nodes are met in), or not met yet: the entries keep their
+ * primary by id, and an id not known yet gets the next number. */
+Test(epochs, entries_name_their_primary_by_id_across_numberings)
+{
+    dsq_epochs *e = open_it();
+    set(e, "a", 4, 2, 7); /* n3 */
+    set(e, "b", 2, 1, 0); /* n2 */
+    dsq_epochs_close(e);
+    dsq_nodeset_free(ids);
+    ids = dsq_nodeset_new();
+    uint32_t ix;
+    cr_assert_eq(dsq_nodeset_intern(ids, "n1", &ix), 0);
+    e = open_it();
+    cr_assert_eq(dsq_nodeset_count(ids), 3, "n3 and n2 numbered as met");
+    dsq_epoch_state st;
+    dsq_epochs_get(e, "a", &st);
+    cr_assert_eq(st.accepted, 4);
+    cr_assert(st.primary_known);
+    cr_assert_str_eq(dsq_nodeset_id(ids, st.primary), "n3");
+    cr_assert_eq(st.nhist, 1);
+    cr_assert_eq(st.hist[0].start, 7);
+    dsq_epochs_get(e, "b", &st);
+    cr_assert_eq(st.accepted, 2);
+    cr_assert_str_eq(dsq_nodeset_id(ids, st.primary), "n2");
+    /* Written under the new numbers, read back by id. */
+    set(e, "b", 3, 0, 0); /* n1 */
+    dsq_epochs_close(e);
+    e = open_it();
+    dsq_epochs_get(e, "b", &st);
+    cr_assert_eq(st.accepted, 3);
+    cr_assert_str_eq(dsq_nodeset_id(ids, st.primary), "n1");
     dsq_epochs_close(e);
 }

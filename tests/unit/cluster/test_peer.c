@@ -942,3 +942,45 @@ Test(peer, tls_added_nodes_link_up)
     finish();
     tls_dir_remove();
 }
+
+/* A node set shared with the rest of the cluster may give an id an index
+ * before the node is added here (an epochs file or an assignment named
+ * it): that index is absent until then (not known, not dialed, its HELLOs
+ * refused), and a node added later gets the set's index, past the gap. */
+Test(peer, indices_come_from_a_shared_node_set_with_gaps)
+{
+    make_nodes(3);
+    node_t t[2] = {0};
+    dsq_nodeset *ids = dsq_nodeset_new();
+    uint32_t ix;
+    cr_assert_eq(dsq_nodeset_intern(ids, "n1", &ix), 0);
+    cr_assert_eq(dsq_nodeset_intern(ids, "n3", &ix), 0); /* named before it is seen */
+    cr_assert_eq(ix, 1);
+    dsq_peers_cfg cfg = cfg_of(&t[0], 0, 1, SECRET);
+    cfg.nodes = &nodes[0];
+    cfg.ids = ids;
+    char err[256];
+    cr_assert(dsq_peers_start(&cfg, &t[0].ps, err, sizeof err) == 0, "%s", err);
+    cr_assert_eq(dsq_peers_count(t[0].ps), 2);
+    cr_assert(!dsq_peer_known(t[0].ps, 1), "n3 is absent");
+    cr_assert_str_eq(dsq_peers_node(t[0].ps, 1)->id, "n3");
+    /* n2 is added: the set's next index, 2, past the absent one. */
+    start_alone(&t[1], 1);
+    cr_assert_eq(add(&t[0], &nodes[1]), 2);
+    cr_assert_eq(dsq_nodeset_find(ids, "n2"), 2);
+    cr_assert_eq(add(&t[1], &nodes[0]), 1);
+    RUN_UNTIL(t[0].up[2] == 1 && t[1].up[1] == 1);
+    /* n3 is added at last: its index from the set, now known. */
+    cr_assert_eq(add(&t[0], &nodes[2]), 1);
+    cr_assert(dsq_peer_known(t[0].ps, 1));
+    cr_assert_eq(dsq_peers_count(t[0].ps), 3);
+    /* An id the set numbered after the start is covered when added. */
+    cr_assert_eq(dsq_nodeset_intern(ids, "n9", &ix), 0);
+    cr_assert_eq(ix, 3);
+    cr_assert_eq(dsq_peers_count(t[0].ps), 3);
+    cr_assert_eq(dsq_peers_find(t[0].ps, "n9"), SIZE_MAX);
+    stop(&t[0]);
+    stop(&t[1]);
+    finish();
+    dsq_nodeset_free(ids);
+}
