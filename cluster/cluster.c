@@ -10,11 +10,13 @@
  * alone), so with etcd only the links and GET /v1/cluster see the nodes
  * found there. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "cluster/eplace.h"
 #include "cluster/epochs.h"
 #include "cluster/peer.h"
 #include "cluster/repl.h"
@@ -55,6 +57,10 @@ struct dsq_cluster {
     /* cluster.etcd */
     char *etcd, *etcd_prefix;  /* owned; etcd NULL: no etcd */
     dsq_topo *topo;            /* NULL until started */
+    _Atomic(dsq_eplace *) eplace; /* the assignments (NULL until started; read by the placement on
+                                     any thread) */
+    dsq_placement etcd_place;  /* replication's placement with etcd: eplace's, once it runs */
+    bool view_read;            /* topo's view of the nodes was whole once (loop thread) */
     uv_async_t topo_async;     /* wakes the loop for the events queued */
     bool topo_async_on;
     pthread_mutex_t topo_mu;   /* over the queue */
@@ -72,6 +78,19 @@ static void topo_queue_free(dsq_cluster *c)
         free(m);
         m = next;
     }
+}
+
+/* With etcd, replication's placement: eplace's, which knows nothing
+ * before it starts (any thread). */
+static size_t etcd_copies(const dsq_placement *p, const char *db, uint32_t *out, size_t max, uint32_t *primary,
+                          uint64_t *epoch)
+{
+    dsq_cluster *c = p->ud;
+    dsq_eplace *e = atomic_load(&c->eplace);
+    if (e == NULL)
+        return 0;
+    const dsq_placement *inner = dsq_eplace_placement(e);
+    return inner->copies(inner, db, out, max, primary, epoch);
 }
 
 static void cluster_free(dsq_cluster *c)
@@ -145,6 +164,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         cluster_free(c);
         return -1;
     }
+    c->etcd_place = (dsq_placement){.copies = etcd_copies, .ud = c};
     if (dsq_epochs_open(cfg->data_dir, c->ids, &c->epochs, err, errlen) != 0) {
         cluster_free(c);
         return -1;
@@ -154,6 +174,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         .nnodes = c->nnodes,
         .self = c->self,
         .ids = c->ids,
+        .place = c->etcd != NULL ? &c->etcd_place : NULL,
         .replicas = cfg->replicas ? cfg->replicas : 1,
         .ack = cfg->ack,
         .ship_limit = 8u << 20,
@@ -204,7 +225,31 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
         }
         return;
     }
+    dsq_eplace *e = atomic_load(&c->eplace);
+    if (e != NULL && type >= DSQ_REPL_SHIP && type < DSQ_REPL_BEAT) {
+        /* About a database: held while its assignment is read, when it is
+         * not known here yet (its primary placed it a moment ago). */
+        dsq_rd rd = dsq_rd_of(p, n);
+        char db[129];
+        dsq_r_str(&rd, db, sizeof db);
+        if (!rd.bad && dsq_eplace_hold(e, db, node, type, p, n))
+            return;
+    }
     dsq_repl_on_message(c->repl, node, type, p, n);
+}
+
+/* A held message, its database known now. */
+static void on_replay(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n)
+{
+    dsq_cluster *c = ud;
+    dsq_repl_on_message(c->repl, node, type, p, n);
+}
+
+/* A database's assignment changed in etcd. */
+static void on_placement_changed(void *ud, const char *db)
+{
+    dsq_cluster *c = ud;
+    dsq_repl_placement_changed(c->repl, db);
 }
 
 static void on_link(void *ud, size_t node, bool up)
@@ -279,6 +324,8 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
     switch (m->type) {
     case DSQ_TOPO_NODE_UP:
     case DSQ_TOPO_NODE_CHANGED:
+        if (m->has_node && atomic_load(&c->eplace) != NULL)
+            dsq_eplace_node(atomic_load(&c->eplace), m->node.id, true, m->node.dbs, m->node.bytes);
         topo_node_seen(c, m);
         break;
     case DSQ_TOPO_NODE_DOWN:
@@ -288,6 +335,8 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
          * node_dead_after; meanwhile a node that comes back at the same
          * address links again by itself. */
         DSQ_INFO("cluster_node_down", "node=%s reason=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
+        if (atomic_load(&c->eplace) != NULL)
+            dsq_eplace_node(atomic_load(&c->eplace), m->id, false, 0, 0);
         break;
     case DSQ_TOPO_REGISTERED:
         DSQ_INFO("cluster_registered", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
@@ -304,6 +353,9 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
         break;
     case DSQ_TOPO_ETCD_UP:
         DSQ_INFO("cluster_etcd_up", "msg=%s", dsq_log_q(m->msg));
+        break;
+    case DSQ_TOPO_VIEW_READ:
+        c->view_read = true; /* the nodes not seen now have no key in etcd */
         break;
     }
 }
@@ -344,6 +396,23 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
         .ud = c,
     };
     char why[400];
+    /* The assignments first: the nodes topo finds are where new databases
+     * are placed. */
+    dsq_eplace_cfg ec = {
+        .loop = loop,
+        .ids = c->ids,
+        .replicas = c->cfg.replicas ? c->cfg.replicas : 1,
+        .etcd = tc.etcd,
+        .replay = on_replay,
+        .changed = on_placement_changed,
+        .ud = c,
+    };
+    dsq_eplace *ep;
+    if (dsq_eplace_start(&ec, &ep, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cluster.etcd: %s", why);
+        return -1;
+    }
+    atomic_store(&c->eplace, ep);
     if ((c->topo = dsq_topo_start(&tc, why, sizeof why)) == NULL) {
         snprintf(err, errlen, "cluster.etcd: %s", why);
         return -1;
@@ -356,6 +425,8 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
  * for up to about two etcd requests' timeouts (topo.h). */
 static void topo_stop(dsq_cluster *c)
 {
+    dsq_eplace *ep = atomic_exchange(&c->eplace, NULL);
+    dsq_eplace_stop(ep); /* (waiters are told it stops) */
     if (c->topo != NULL) {
         dsq_topo *t = c->topo;
         c->topo = NULL;
@@ -470,6 +541,25 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     uv_timer_init(c->loop, &c->wait);
     c->wait.data = c;
     uv_timer_start(&c->wait, on_wait, 5, 5);
+}
+
+int dsq_cluster_place(dsq_cluster *c, const char *db, dsq_place_wait *w, char *err, size_t errlen)
+{
+    if (c->etcd == NULL)
+        return 0;
+    dsq_eplace *ep = atomic_load(&c->eplace);
+    if (ep == NULL) {
+        snprintf(err, errlen, "the cluster is not running");
+        return -1;
+    }
+    return dsq_eplace_wait(ep, db, w, err, errlen);
+}
+
+void dsq_cluster_place_cancel(dsq_cluster *c, dsq_place_wait *w)
+{
+    dsq_eplace *ep = c != NULL ? atomic_load(&c->eplace) : NULL;
+    if (ep != NULL)
+        dsq_eplace_cancel(ep, w);
 }
 
 /* Once the links run, their nodes: cluster.peers' (the same indices),

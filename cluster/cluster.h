@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 
 #define DSQ_NODES_MAX 64   /* nodes in one cluster */
 #define DSQ_NODE_ID_MAX 32 /* bytes of a node id, with its NUL */
@@ -101,6 +102,25 @@ const struct dsq_repl_hooks *dsq_cluster_repl_hooks(dsq_cluster *c);
  * loop running. */
 int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, const char *client_addr,
                       const char *forward_addr, char *err, size_t errlen);
+
+/* A caller waiting for a database to be placed (dsq_cluster_place); the
+ * caller owns it and fills `done`. */
+typedef struct dsq_place_wait {
+    dsq_lnode link;                /* (the cluster's) */
+    /* rc 0: placed (dsq_cluster_where answers for it now); -1: it could
+     * not be placed now (msg says why; a condition that passes). */
+    void (*done)(struct dsq_place_wait *w, int rc, const char *msg);
+    bool waiting;                  /* (the cluster's) */
+} dsq_place_wait;
+
+/* With cluster.etcd, a database must have its assignment (its copies,
+ * recorded in etcd) before a call on it goes anywhere: 0 when it has one
+ * (or the cluster has no etcd), else 1, and w->done runs on the loop once
+ * it has (the first node to need a database places it), unless
+ * dsq_cluster_place_cancel comes first; -1 with a message when it cannot
+ * even wait (stopping). Loop thread. */
+int dsq_cluster_place(dsq_cluster *c, const char *db, dsq_place_wait *w, char *err, size_t errlen);
+void dsq_cluster_place_cancel(dsq_cluster *c, dsq_place_wait *w);
 
 /* Where a call on db goes: whether this node's copy is its primary
  * (or its only copy: 0), a follower (1) or none (2); the primary's node

@@ -4,7 +4,8 @@
 
 #include "cluster/placement.h"
 
-static size_t static_copies(const dsq_placement *p, const char *db, uint32_t *out, size_t max)
+static size_t static_copies(const dsq_placement *p, const char *db, uint32_t *out, size_t max, uint32_t *primary,
+                            uint64_t *epoch)
 {
     size_t want = p->replicas < p->nnodes ? p->replicas : p->nnodes;
     if (want > max)
@@ -27,6 +28,10 @@ static size_t static_copies(const dsq_placement *p, const char *db, uint32_t *ou
         taken |= 1ull << best;
         out[k] = (uint32_t)best;
     }
+    if (primary != NULL)
+        *primary = want > 0 ? out[0] : 0;
+    if (epoch != NULL)
+        *epoch = 1;
     return want;
 }
 

@@ -25,8 +25,13 @@ typedef struct dsq_placement dsq_placement;
 struct dsq_placement {
     /* The nodes holding a copy of `db`, best first, into out[0..max);
      * returns how many (the replica count, or fewer when there are
-     * fewer nodes or max is smaller). */
-    size_t (*copies)(const dsq_placement *p, const char *db, uint32_t *out, size_t max);
+     * fewer nodes or max is smaller; 0 when the rule does not know db
+     * yet: an assignment not read yet). *primary and *epoch (when not
+     * NULL) get the primary the rule names and its epoch: the first copy
+     * and 1 for a rule that knows no more. */
+    size_t (*copies)(const dsq_placement *p, const char *db, uint32_t *out, size_t max, uint32_t *primary,
+                     uint64_t *epoch);
+    void *ud;                      /* a rule's state kept elsewhere */
     /* ---- the static rule's state ---- */
     uint64_t seeds[DSQ_NODES_MAX]; /* each node's id, hashed */
     size_t nnodes;
@@ -39,7 +44,7 @@ void dsq_placement_static(dsq_placement *p, const char *const *ids, size_t n, un
 
 static inline size_t dsq_place(const dsq_placement *p, const char *db, uint32_t *out, size_t max)
 {
-    return p->copies(p, db, out, max);
+    return p->copies(p, db, out, max, NULL, NULL);
 }
 
 #endif

@@ -15,6 +15,7 @@
 #define READ_CHUNK (1u << 20) /* bytes of records per read of a log for another copy */
 #define REBUILD_RETRY_MS 1000 /* a copy the object store could not make yet: tried again after 1 s, */
 #define REBUILD_RETRY_MAX_MS 30000 /* doubling up to 30 s */
+#define QUIET_MAX 16 /* copies whose quiet times an ACCEPT carries */
 
 /* One copy of a database, as this node sees it. */
 typedef struct rcopy {
@@ -91,7 +92,8 @@ typedef struct recq_item {
 
 struct dsq_repl {
     dsq_repl_cfg cfg;
-    dsq_placement place;
+    dsq_placement own_place; /* the static rule, when cfg.place is NULL */
+    const dsq_placement *place;
     dsq_repl_hooks hooks;
     dsq_engine *engine;
     dsq_peers *peers;
@@ -108,6 +110,8 @@ struct dsq_repl {
     dsq_list held;          /* rdb.held */
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     uint64_t beat_acked[DSQ_NODES_MAX]; /* the send time of the newest heartbeat each node acknowledged */
+    uint64_t beat_answered[DSQ_NODES_MAX]; /* loop thread: when (ms) this node last acknowledged a
+                                              heartbeat of each node (0: never) */
     dsq_repl_stats stats;   /* loop thread */
 };
 
@@ -136,21 +140,22 @@ static dsq_role role_of(const dsq_repl *r, const rdb *d)
 }
 
 /* The database's entry, made on first use from the placement and the
- * epochs kept on disk (caller holds r->mu). NULL: out of memory. */
+ * epochs kept on disk (caller holds r->mu). NULL: out of memory, or the
+ * placement does not know db yet (its assignment in etcd not read). */
 static rdb *get(dsq_repl *r, const char *db)
 {
     rdb *d = dsq_container_of(dsq_htab_find(&r->dbs, db), rdb, link);
     if (d != NULL || strlen(db) >= sizeof d->name)
         return d;
-    uint32_t nodes[DSQ_NODES_MAX];
-    size_t n = dsq_place(&r->place, db, nodes, DSQ_NODES_MAX);
-    d = calloc(1, sizeof *d + n * sizeof d->copies[0]);
-    if (d == NULL)
+    uint32_t nodes[DSQ_NODES_MAX], primary;
+    uint64_t named_in;
+    size_t n = r->place->copies(r->place, db, nodes, DSQ_NODES_MAX, &primary, &named_in);
+    if (n == 0 || (d = calloc(1, sizeof *d + n * sizeof d->copies[0])) == NULL)
         return NULL;
     snprintf(d->name, sizeof d->name, "%s", db);
     d->ncopies = n;
     d->self_copy = n;
-    d->primary = nodes[0];
+    d->primary = primary;
     d->epoch = 1;
     for (size_t i = 0; i < n; i++) {
         d->copies[i].node = nodes[i];
@@ -160,7 +165,10 @@ static rdb *get(dsq_repl *r, const char *db)
     dsq_epoch_state st;
     dsq_epochs_get(r->cfg.epochs, db, &st);
     d->epoch = st.accepted;
-    if (st.primary_known)
+    /* The placement's primary is a hint where it names a newer epoch than
+     * this copy accepted (etcd says who won a failover before that node's
+     * messages came): where to look, not an epoch accepted. */
+    if (st.primary_known && st.accepted >= named_in)
         d->primary = st.primary;
     d->max_seen = d->epoch;
     d->role = role_of(r, d);
@@ -1176,6 +1184,50 @@ static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     }
 }
 
+/* How long (ms) since this node last acknowledged a heartbeat of each of
+ * d's copies' nodes: an older primary answers only while one of the
+ * copies that could make up its lease still acknowledges it (may_answer);
+ * a candidate told this by enough copies waits only for what is left of
+ * such a lease (promo_lease_wait), not a whole one. */
+static uint64_t quiet_ms(const dsq_repl *r, size_t node, uint64_t now)
+{
+    uint64_t t = r->beat_answered[node];
+    return t == 0 ? UINT64_MAX : now > t ? now - t : 0;
+}
+
+/* The ACCEPT's last part: u8 n, then n × (str node id, u64 quiet ms). */
+static int put_quiet(const dsq_repl *r, const rdb *d, dsq_buf *b)
+{
+    uint64_t now = dsq_now_ms();
+    int rc = dsq_w_u8(b, (uint8_t)d->ncopies);
+    for (size_t i = 0; i < d->ncopies; i++)
+        rc |= dsq_w_str(b, node_id(r, d->copies[i].node)) | dsq_w_u64(b, quiet_ms(r, d->copies[i].node, now));
+    return rc;
+}
+
+/* An ACCEPT's quiet times into q (by copy; a copy it did not name:
+ * 0, not quiet); *has false when it sent none (a node of an earlier
+ * build) or they do not read. */
+static void get_quiet(const dsq_repl *r, const rdb *d, dsq_rd *rd, uint64_t *q, bool *has)
+{
+    *has = false;
+    for (size_t i = 0; i < d->ncopies && i < QUIET_MAX; i++)
+        q[i] = 0;
+    if (dsq_rd_left(rd) == 0)
+        return;
+    size_t n = dsq_r_u8(rd);
+    for (size_t k = 0; k < n && !rd->bad; k++) {
+        char id[DSQ_NODE_ID_MAX];
+        dsq_r_str(rd, id, sizeof id);
+        uint64_t v = dsq_r_u64(rd);
+        uint32_t node = dsq_nodeset_find(r->cfg.ids, id);
+        for (size_t i = 0; i < d->ncopies && i < QUIET_MAX; i++)
+            if (d->copies[i].node == node)
+                q[i] = v;
+    }
+    *has = !rd->bad;
+}
+
 /* ACCEPT to the candidate: where this copy's log ends and its history. */
 static void send_accept(dsq_repl *r, rdb *d)
 {
@@ -1187,7 +1239,7 @@ static void send_accept(dsq_repl *r, rdb *d)
     dsq_epochs_get(r->cfg.epochs, d->name, &st);
     dsq_buf b = DSQ_BUF_INIT;
     if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, 1) == 0 &&
-        dsq_w_u64(&b, d->expect - 1) == 0 && put_hist(&b, &st, 0) == 0)
+        dsq_w_u64(&b, d->expect - 1) == 0 && put_hist(&b, &st, 0) == 0 && put_quiet(r, d, &b) == 0)
         dsq_peer_send(r->peers, to, DSQ_REPL_ACCEPT, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);
 }
@@ -1277,6 +1329,8 @@ typedef struct promo {
         bool ok;
         uint64_t last;
         dsq_epoch_state hist;
+        bool has_quiet;     /* it said how long each copy's node has been quiet to it */
+        uint64_t quiet[QUIET_MAX]; /* by copy (d->copies' order) */
     } from[DSQ_NODES_MAX];  /* by node */
     size_t naccepted;       /* others */
     uint32_t best;          /* the copy with the longest log */
@@ -1387,7 +1441,8 @@ static void promo_started(void *ud, int rc)
     pthread_mutex_lock(&r->mu);
     d->role = DSQ_ROLE_PRIMARY;
     d->primary = (uint32_t)r->cfg.self;
-    d->serve_after_ms = dsq_now_ms() + r->cfg.lease_ms;
+    uint64_t wait = promo_lease_wait(r, d, p);
+    d->serve_after_ms = dsq_now_ms() + wait;
     d->commit = 0;
     for (size_t i = 0; i < d->ncopies; i++)
         if (i != d->self_copy)
@@ -1401,14 +1456,45 @@ static void promo_started(void *ud, int rc)
         if (i != d->self_copy)
             prompt(r, d, c);
     }
-    DSQ_INFO("promoted", "db=%s epoch=%llu lsn=%llu", d->name, (unsigned long long)p->epoch,
-             (unsigned long long)d->expect - 1);
+    DSQ_INFO("promoted", "db=%s epoch=%llu lsn=%llu lease_wait_ms=%llu", d->name, (unsigned long long)p->epoch,
+             (unsigned long long)d->expect - 1, (unsigned long long)wait);
     p->phase = P_DONE;
     promo_end(r, d, 0, NULL);
     dsq_engine_repl_poke(r->engine, d->name);
 }
 
 static void promo_history_done(void *ud, int rc);
+
+/* How long the new primary waits before it answers (loop thread): the
+ * whole lease, unless every copy that accepted said how long each copy's
+ * node has been quiet to it. Then, for each copy that did not accept
+ * (only such a one can still answer as an older primary: one that
+ * accepted has stepped down), what is left of the lease the most recent
+ * acknowledgement of its heartbeats by an acceptor (this node included)
+ * could give it; a copy no acceptor heard from within a lease gives none.
+ * A primary that died long enough ago costs no wait at all. */
+static uint64_t promo_lease_wait(const dsq_repl *r, const rdb *d, const promo *p)
+{
+    uint64_t lease = r->cfg.lease_ms, now = dsq_now_ms(), wait = 0;
+    if (d->ncopies > QUIET_MAX)
+        return lease;
+    for (size_t n = 0; n < DSQ_NODES_MAX; n++)
+        if (p->from[n].ok && !p->from[n].has_quiet)
+            return lease;
+    for (size_t i = 0; i < d->ncopies; i++) {
+        uint32_t node = d->copies[i].node;
+        if (node == r->cfg.self || p->from[node].ok)
+            continue;
+        uint64_t recent = quiet_ms(r, node, now); /* this node's own */
+        for (size_t n = 0; n < DSQ_NODES_MAX; n++)
+            if (p->from[n].ok && p->from[n].quiet[i] < recent)
+                recent = p->from[n].quiet[i];
+        uint64_t left = recent < lease ? lease - recent : 0;
+        if (left > wait)
+            wait = left;
+    }
+    return wait;
+}
 
 /* The history of best's log past `common`, recorded one entry at a time,
  * then the start of the new epoch. */
@@ -1572,6 +1658,7 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     p->from[node].ok = true;
     p->from[node].last = last;
     p->from[node].hist = hist;
+    get_quiet(r, d, rd, p->from[node].quiet, &p->from[node].has_quiet);
     p->naccepted++;
     promo_step(r, d);
 }
@@ -1642,6 +1729,7 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         if (rd.bad)
             return;
         if (type == DSQ_REPL_BEAT) {
+            r->beat_answered[node] = dsq_now_ms();
             dsq_buf b = DSQ_BUF_INIT;
             if (dsq_w_u64(&b, sent) == 0)
                 dsq_peer_send(r->peers, node, DSQ_REPL_BEAT_ACK, b.data, b.len, NULL, 0);
@@ -1928,7 +2016,8 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
     const char *ids[DSQ_NODES_MAX];
     for (size_t i = 0; i < cfg->nnodes; i++)
         ids[i] = cfg->nodes[i].id;
-    dsq_placement_static(&r->place, ids, cfg->nnodes, cfg->replicas);
+    dsq_placement_static(&r->own_place, ids, cfg->nnodes, cfg->replicas);
+    r->place = cfg->place != NULL ? cfg->place : &r->own_place;
     pthread_mutex_init(&r->mu, NULL);
     r->hooks = (dsq_repl_hooks){
         .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering,
@@ -1993,6 +2082,21 @@ void dsq_repl_free(dsq_repl *r)
     dsq_htab_free(&r->dbs);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+void dsq_repl_placement_changed(dsq_repl *r, const char *db)
+{
+    pthread_mutex_lock(&r->mu);
+    rdb *d = dsq_container_of(dsq_htab_find(&r->dbs, db), rdb, link);
+    if (d != NULL && d->self_copy == d->ncopies) {
+        uint32_t nodes[DSQ_NODES_MAX], primary;
+        uint64_t epoch;
+        if (r->place->copies(r->place, db, nodes, DSQ_NODES_MAX, &primary, &epoch) > 0 && epoch >= d->epoch) {
+            d->primary = primary;
+            d->epoch = epoch;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary)

@@ -100,6 +100,8 @@ typedef struct dsq_repl_cfg {
     size_t nnodes, self;
     dsq_nodeset *ids;          /* every node's number (borrowed; outlives the object), the
                                   configured ones 0 to nnodes - 1 */
+    const dsq_placement *place; /* where each database's copies are (borrowed; outlives the
+                                  object; any thread); NULL: the static rule over nodes */
     unsigned replicas;
     dsq_commit_ack ack;
     uint64_t ship_limit;       /* bytes queued on a link over which a follower falls back to
@@ -132,6 +134,11 @@ void dsq_repl_on_writable(dsq_repl *r, size_t node);
  * promotion of db here (or its epoch's record) is under way. */
 typedef void (*dsq_promote_fn)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen);
+
+/* Db's placement changed (its assignment in etcd): a node without a copy
+ * takes the primary it names from then on (a copy learns a new primary
+ * from the primary's own messages). Any thread. */
+void dsq_repl_placement_changed(dsq_repl *r, const char *db);
 
 /* This node's role for db and its primary's node number (loop thread). */
 dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary);

@@ -669,6 +669,7 @@ static void *watch_main(void *arg)
             }
             etcd_ok(t, sent);
             view_sync(t, kvs, n, rev);
+            emit(t, DSQ_TOPO_VIEW_READ, t->self.id, NULL, rev, "read");
             dsq_etcd_kvs_free(kvs, n);
             t->rev = rev;
             need_read = false;

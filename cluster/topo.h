@@ -46,7 +46,8 @@
  * leader is elected), so after an outage the key is usually still there.
  *
  * The watch thread ("dsq-topo-watch", with its own handle) reads every
- * "nodes/" key (one NODE_UP per node, this one included), then watches
+ * "nodes/" key (one NODE_UP per node, this one included; then VIEW_READ:
+ * the view is whole, a node not in it has no key), then watches
  * from the revision after that read: a key written for an id not in the
  * view, NODE_UP; written again with a description that differs (an
  * address, the load, "started"), NODE_CHANGED (the same description
@@ -134,6 +135,8 @@ typedef enum dsq_topo_event_type {
     DSQ_TOPO_NODE_UP,              /* a node joined the view */
     DSQ_TOPO_NODE_CHANGED,         /* a node's description changed (node: the new one) */
     DSQ_TOPO_NODE_DOWN,            /* a node left the view (node: as it was last) */
+    DSQ_TOPO_VIEW_READ,            /* a read of every node's key is reported (the NODE_* events
+                                    * before it): the view is whole as of that read (revision) */
 } dsq_topo_event_type;
 
 typedef struct dsq_topo_event {

@@ -89,6 +89,10 @@ struct dsq_conn {
     dsq_buf raw;                /* the bytes from the start of the request being read on, as
                                    received (after TLS) */
     size_t chunk_base;          /* where in raw the input being parsed begins */
+    dsq_http_req *placing;      /* a request held while its database is placed (cluster.etcd: its
+                                   assignment is read or made), reading paused; NULL: none */
+    size_t placing_raw;         /* where in raw the bytes after it begin (SIZE_MAX: not known yet) */
+    dsq_place_wait place;       /* its wait (dsq_cluster_place) */
     struct tunnel *tun;         /* MODE_TUNNEL: the connection to the primary's node */
     dsq_lnode link;             /* on srv->conns */
     dsq_conn *dirty_next;       /* srv->dirty */
@@ -104,6 +108,7 @@ typedef struct write_req {
 } write_req;
 
 static void conn_close(dsq_conn *c, dsq_close_reason why);
+static void placing_drop(dsq_conn *c);
 static void conn_finish(dsq_conn *c, dsq_close_reason why);
 static void mark_dirty(dsq_conn *c);
 static void update_timer(dsq_conn *c);
@@ -252,6 +257,7 @@ static void conn_finish(dsq_conn *c, dsq_close_reason why)
         return;
     c->finishing = true;
     c->finish_reason = why;
+    placing_drop(c);
     free_pipeline(c);
     dsq_http_req_free(c->upgrade);
     c->upgrade = NULL;
@@ -282,6 +288,7 @@ static void conn_close(dsq_conn *c, dsq_close_reason why)
     DSQ_DEBUG("connection_closed", "peer=%s reason=%s requests=%u", c->peer,
               dsq_close_reason_name(why), c->nrequests);
     dsq_list_remove(&c->srv->conns, &c->link);
+    placing_drop(c);
     free_pipeline(c);
     dsq_http_req_free(c->upgrade);
     c->upgrade = NULL;
@@ -877,9 +884,13 @@ static int conn_on_head(void *ud, dsq_http_req *req)
     return 0;
 }
 
+static bool placing_start(dsq_conn *c, dsq_http_req *req);
+
 static int conn_on_request(void *ud, dsq_http_req *req)
 {
     dsq_conn *c = ud;
+    if (c->capturing && c->npipe == 0 && placing_start(c, req))
+        return 1; /* the parser stops here until the database is placed (placing_done) */
     if (c->capturing && c->npipe == 0 && forward_first(c, req)) {
         dsq_http_req_free(req);
         c->cap_pause = true;
@@ -961,6 +972,8 @@ static void http_input(dsq_conn *c, const char *p, size_t n)
                 dsq_http_parser_resume(&c->parser);
                 continue;
             }
+            if (c->placing != NULL && c->placing_raw == SIZE_MAX)
+                c->placing_raw = c->chunk_base + done;
             c->paused = true;
             dsq_buf_append(&c->in, p, n);
             sync_reading(c);
@@ -1300,6 +1313,94 @@ static void on_up_connected(uv_connect_t *req, int status)
 
 /* The first request of c is for a database whose primary is elsewhere:
  * true when c became a tunnel to that node (the request goes there). */
+/* ---- a request held while its database is placed (cluster.etcd) ---- */
+
+static void placing_done(dsq_place_wait *w, int rc, const char *msg);
+
+/* Whether req waits for its database's assignment: then it is held, the
+ * parser stops after it and reading pauses (input goes to c->in). When it
+ * cannot be placed now, it is answered here (503) and goes on as any. */
+static bool placing_start(dsq_conn *c, dsq_http_req *req)
+{
+    char err[300];
+    c->place.done = placing_done;
+    int rc = dsq__place_first(c->srv, req, &c->place, err, sizeof err);
+    if (rc == 0)
+        return false;
+    if (rc < 0) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot place database %s now: %s; try again",
+                           req->db, err);
+        return false;
+    }
+    c->placing = req;
+    c->placing_raw = SIZE_MAX;
+    return true;
+}
+
+/* The held request, no longer wanted (the connection ends). */
+static void placing_drop(dsq_conn *c)
+{
+    if (c->placing == NULL)
+        return;
+    dsq_cluster_place_cancel(c->srv->cluster, &c->place);
+    dsq_http_req_free(c->placing);
+    c->placing = NULL;
+}
+
+/* The database is placed (or cannot be): the held request goes on as
+ * conn_on_request would have taken it, then reading resumes. */
+static void placing_done(dsq_place_wait *w, int rc, const char *msg)
+{
+    dsq_conn *c = dsq_container_of(w, dsq_conn, place);
+    dsq_http_req *req = c->placing;
+    c->placing = NULL;
+    if (req == NULL || c->closing || c->finishing) {
+        dsq_http_req_free(req);
+        return;
+    }
+    if (rc != 0)
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "cannot place database %s now: %s; try again",
+                           req->db, msg ? msg : "");
+    else if (forward_first(c, req)) {
+        /* (raw had this request's bytes and every one after: c->in's go too) */
+        dsq_http_req_free(req);
+        dsq_buf_free(&c->in);
+        c->in = (dsq_buf)DSQ_BUF_INIT;
+        mark_dirty(c);
+        return;
+    }
+    /* Served here: raw keeps the bytes after it (those of c->in). */
+    if (c->capturing) {
+        size_t cut = c->placing_raw != SIZE_MAX && c->placing_raw <= c->raw.len ? c->placing_raw : c->raw.len;
+        dsq_buf_consume(&c->raw, cut);
+        c->chunk_base = 0;
+    }
+    if (!req->answered && req->upgrade && ws_app_for(req) != NULL) {
+        c->capturing = false; /* a WebSocket from here on */
+        dsq_buf_free(&c->raw);
+        c->paused = false;
+        dsq_buf rest = c->in;
+        c->in = (dsq_buf)DSQ_BUF_INIT;
+        ws_start(c, req, rest.data, rest.len);
+        dsq_buf_free(&rest);
+        sync_reading(c);
+        return;
+    }
+    if (!req->keep_alive)
+        c->input_closed = true;
+    enqueue(c, req);
+    if (req->answered)
+        pipeline_advance(c);
+    else
+        dsq__handle(c->srv, req);
+    if (c->npipe >= c->srv->cfg->max_pipeline) {
+        c->capturing = false;
+        dsq_buf_free(&c->raw);
+    }
+    resume_input(c);
+    sync_reading(c);
+}
+
 static bool forward_first(dsq_conn *c, dsq_http_req *req)
 {
     dsq_server *srv = c->srv;

@@ -930,7 +930,9 @@ static bool wants_replica(const dsq_http_req *req)
     return yes;
 }
 
-bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node)
+/* Whether req is a call on its database that goes to where the database
+ * is (its primary, or a follower for what followers serve). */
+static bool goes_to_db(const dsq_server *srv, const dsq_http_req *req)
 {
     if (srv->cluster == NULL || req->answered || req->db[0] == '\0')
         return false;
@@ -939,10 +941,21 @@ bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, s
     case DSQ_ROUTE_DB_RPC:
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_DB_CDC:
-        break;
+        return true;
     default:
         return false;
     }
+}
+
+int dsq__place_first(dsq_server *srv, const dsq_http_req *req, dsq_place_wait *w, char *err, size_t errlen)
+{
+    return goes_to_db(srv, req) ? dsq_cluster_place(srv->cluster, req->db, w, err, errlen) : 0;
+}
+
+bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node)
+{
+    if (!goes_to_db(srv, req))
+        return false;
     int where = dsq_cluster_where(srv->cluster, req->db, addr, len, node);
     if (where == 0 || addr[0] == '\0')
         return false; /* its primary is here (or not known: refused here, naming it) */

@@ -161,6 +161,10 @@ const dsq_ws_app *dsq__ws_app(dsq_route_id route);
  * listener for passed-on connections) into addr[len], and that node's id
  * into *node. */
 bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node);
+/* Before dsq__forward_target, with cluster.etcd: whether req's database
+ * has its assignment (dsq_cluster_place): 0 yes (or nothing to place),
+ * 1 w->done runs once it has, -1 it cannot be placed now (err). */
+int dsq__place_first(dsq_server *srv, const dsq_http_req *req, dsq_place_wait *w, char *err, size_t errlen);
 
 /* ---- server.c ---- */
 

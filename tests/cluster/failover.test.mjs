@@ -178,3 +178,38 @@ test('bookmark reads on a follower always see the client\'s own writes', async (
     await c.cleanup();
   }
 });
+
+// The new primary waits out the old one's lease only as long as it may
+// still run: each copy that accepts says how long the others' nodes have
+// been quiet to it. A primary killed more than a lease ago costs no wait;
+// one alive (a promotion by hand) costs most of a lease (peer_timeout 1 s).
+test('the lease wait after a promotion: none when the primary died a lease ago, most of one when it lives', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const db = 'leases';
+    const { primary, followers } = await roles(c, db);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    const waitOf = (d) => {
+      const m = [...d.stderr.matchAll(/event=promoted db=leases epoch=(\d+) lsn=\d+ lease_wait_ms=(\d+)/g)];
+      return m.length ? { epoch: Number(m.at(-1)[1]), wait: Number(m.at(-1)[2]) } : null;
+    };
+    // By hand, the primary alive: it is still acknowledged by the others.
+    const p1 = await post(followers[0], '/v1/admin/promote', { database: db });
+    assert.equal(p1.status, 200, JSON.stringify(p1.body));
+    await until(() => waitOf(followers[0])?.epoch === p1.body.epoch, 5000, 'the promotion logged');
+    const alive = waitOf(followers[0]).wait;
+    assert.ok(alive >= 700 && alive <= 1000, `wait with the old primary alive: ${alive} ms`);
+    // The new primary killed, the next promotion 1.5 s later: no wait.
+    followers[0].proc.kill('SIGKILL');
+    await followers[0].exit;
+    await sleep(1500);
+    const p2 = await post(followers[1], '/v1/admin/promote', { database: db });
+    assert.equal(p2.status, 200, JSON.stringify(p2.body));
+    await until(() => waitOf(followers[1])?.epoch === p2.body.epoch, 5000, 'the second promotion logged');
+    assert.equal(waitOf(followers[1]).wait, 0, 'the killed primary was quiet to every acceptor for over a lease');
+    const w = await query(followers[1], db, 'INSERT INTO t(id) VALUES (1)');
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+  } finally {
+    await c.cleanup();
+  }
+});

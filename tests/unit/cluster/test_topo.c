@@ -56,8 +56,8 @@ typedef struct rec {
 
 static const char *type_name(dsq_topo_event_type t)
 {
-    static const char *const names[] = {"REGISTERED", "REGISTER_CONFLICT", "LEASE_LOST", "ETCD_DOWN",
-                                        "ETCD_UP",    "NODE_UP",           "NODE_CHANGED", "NODE_DOWN"};
+    static const char *const names[] = {"REGISTERED", "REGISTER_CONFLICT", "LEASE_LOST", "ETCD_DOWN", "ETCD_UP",
+                                        "NODE_UP",    "NODE_CHANGED",      "NODE_DOWN",  "VIEW_READ"};
     return (unsigned)t < sizeof names / sizeof *names ? names[t] : "?";
 }
 
@@ -346,6 +346,19 @@ Test(topo, two_nodes_see_each_other_and_a_stop_is_seen_at_once)
     cr_assert_eq(count(&ra, DSQ_TOPO_REGISTERED, "a"), 1);
     cr_assert_eq(count(&rb, DSQ_TOPO_REGISTERED, "b"), 1);
     cr_assert_eq(count(&ra, DSQ_TOPO_NODE_UP, NULL), 2, "one NODE_UP each, self included:\n%s", rec_dump(&ra));
+    /* The first read's VIEW_READ follows the NODE_UPs it found (a, and b
+     * when b was there first); every read has one. */
+    WAIT_UNTIL(count(&ra, DSQ_TOPO_VIEW_READ, NULL) >= 1, 5000, "a's first VIEW_READ");
+    pthread_mutex_lock(&ra.mu);
+    size_t first_read = SIZE_MAX, first_up_self = SIZE_MAX;
+    for (size_t i = 0; i < ra.n; i++) {
+        if (ra.evs[i].type == DSQ_TOPO_VIEW_READ && first_read == SIZE_MAX)
+            first_read = i;
+        if (ra.evs[i].type == DSQ_TOPO_NODE_UP && strcmp(ra.evs[i].id, "a") == 0 && first_up_self == SIZE_MAX)
+            first_up_self = i;
+    }
+    pthread_mutex_unlock(&ra.mu);
+    cr_assert_lt(first_up_self, first_read, "a is in its view before its first VIEW_READ:\n%s", rec_dump(&ra));
     rec_ev up = last(&ra, DSQ_TOPO_NODE_UP, "b");
     cr_assert_str_eq(up.node.peer, "127.0.0.1:7002");
     cr_assert_str_eq(up.node.client, "127.0.0.1:8787");
