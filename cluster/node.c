@@ -17,6 +17,16 @@ static bool id_char(char c)
            c == '_' || c == '.';
 }
 
+bool dsq_node_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n >= DSQ_NODE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!id_char(s[i]))
+            return false;
+    return true;
+}
+
 int dsq_node_parse(const char *s, dsq_node *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
