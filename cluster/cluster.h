@@ -33,9 +33,10 @@ typedef struct dsq_node {
 
 /* Parse "ID@HOST:PORT". 0, or -1 with the reason in err. */
 int dsq_node_parse(const char *s, dsq_node *out, char *err, size_t errlen);
-/* Whether id is a node id: 1 to DSQ_NODE_ID_MAX - 1 of letters, digits,
- * '-', '_' and '.'. */
-bool dsq_node_id_valid(const char *id);
+/* Whether s[0..n) is a node id: 1 to DSQ_NODE_ID_MAX - 1 letters, digits,
+ * '-', '_' and '.' (what dsq_node_parse takes; etcd's keys and values
+ * name nodes with the same ids). */
+bool dsq_node_id_valid(const char *s, size_t n);
 
 /* How many copies must hold a commit durably before its reply leaves. */
 typedef enum dsq_commit_ack {

@@ -34,13 +34,13 @@ typedef struct pend {
 /* What the assignments' threads tell the loop. */
 typedef enum ev_kind { EV_CHANGED, EV_DELETED, EV_LOADED, EV_GOT, EV_CREATED } ev_kind;
 
-typedef struct ev {
-    struct ev *next;
+typedef struct pev {
+    struct pev *next;
     ev_kind kind;
     int rc;
     char db[129];
     char msg[256];
-} ev;
+} pev;
 
 typedef struct live_node {
     char id[DSQ_NODE_ID_MAX];
@@ -54,7 +54,7 @@ struct dsq_eplace {
     dsq_assign *assign;
     uv_async_t async;
     pthread_mutex_t mu;            /* over the event queue */
-    ev *head, *tail;
+    pev *head, *tail;
     bool stopping;                 /* loop thread */
     dsq_htab pend;                 /* pend.link (loop thread) */
     size_t held_bytes;
@@ -94,7 +94,7 @@ static size_t copies_of(const dsq_placement *pl, const char *db, uint32_t *out, 
 
 static void post(dsq_eplace *p, ev_kind kind, int rc, const char *db, const char *msg)
 {
-    ev *e = calloc(1, sizeof *e);
+    pev *e = calloc(1, sizeof *e);
     if (e == NULL) {
         /* A waiter then waits for the watch, or its caller's bound. */
         DSQ_ERROR("placement_event_lost", "db=%s reason=%s", dsq_log_q(db ? db : ""), dsq_log_q("out of memory"));
@@ -217,12 +217,22 @@ static void place_new(dsq_eplace *p, const char *db)
     }
 }
 
-static void handle(dsq_eplace *p, const ev *e)
+static void handle(dsq_eplace *p, const pev *e)
 {
     switch (e->kind) {
-    case EV_LOADED:
+    case EV_LOADED: {
         DSQ_INFO("placement_loaded", "databases=%zu", dsq_assign_count(p->assign));
+        /* A whole read tells no database one by one: those waited for that
+         * it found are known now. */
+        dsq_htab_iter it = {0};
+        for (dsq_hnode *h; (h = dsq_htab_next(&p->pend, &it)) != NULL;) {
+            pend *x = dsq_container_of(h, pend, link);
+            dsq_assignment a;
+            if (dsq_assign_lookup(p->assign, x->db, &a) == 0)
+                finish(p, x->db, 0, NULL); /* (the walk has read on past x) */
+        }
         break;
+    }
     case EV_CHANGED:
         if (p->cfg.changed != NULL)
             p->cfg.changed(p->cfg.ud, e->db);
@@ -255,11 +265,11 @@ static void on_async(uv_async_t *h)
 {
     dsq_eplace *p = h->data;
     pthread_mutex_lock(&p->mu);
-    ev *e = p->head;
+    pev *e = p->head;
     p->head = p->tail = NULL;
     pthread_mutex_unlock(&p->mu);
     while (e != NULL) {
-        ev *next = e->next;
+        pev *next = e->next;
         if (!p->stopping)
             handle(p, e);
         free(e);
@@ -427,11 +437,11 @@ void dsq_eplace_stop(dsq_eplace *p)
         finish(p, dsq_container_of(h, pend, link)->db, -1, "the cluster is stopping");
     dsq_htab_free(&p->pend);
     pthread_mutex_lock(&p->mu);
-    ev *e = p->head;
+    pev *e = p->head;
     p->head = p->tail = NULL;
     pthread_mutex_unlock(&p->mu);
     while (e != NULL) {
-        ev *next = e->next;
+        pev *next = e->next;
         free(e);
         e = next;
     }

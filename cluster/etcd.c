@@ -28,6 +28,7 @@
 
 /* gRPC status codes etcd answers with ("code"). */
 #define GRPC_NOT_FOUND 5         /* in a KV or lease call: the lease is not there */
+#define GRPC_OUT_OF_RANGE 11     /* a range at a revision compacted away */
 #define GRPC_UNAVAILABLE 14      /* "no leader", timeouts */
 #define GRPC_UNAUTHENTICATED 16  /* "invalid auth token" */
 
@@ -659,22 +660,40 @@ int dsq_etcd_get(dsq_etcd *e, const char *key, dsq_etcd_kv *out, int64_t *rev, c
     return rc;
 }
 
-int dsq_etcd_range(dsq_etcd *e, const char *prefix, dsq_etcd_kv **out, size_t *n, int64_t *rev, char *err,
-                   size_t errlen)
+int dsq_etcd_range_page(dsq_etcd *e, const char *prefix, const char *after, size_t limit, int64_t at_rev,
+                        dsq_etcd_kv **out, size_t *n, bool *more, int64_t *rev, char *err, size_t errlen)
 {
     *out = NULL;
     *n = 0;
+    if (more != NULL)
+        *more = false;
+    if (after != NULL && strncmp(after, prefix, strlen(prefix)) != 0)
+        return fail(err, errlen, DSQ_ETCD_EFAIL, "etcd: a page's key '%.100s' is not below '%s'", after, prefix);
     json_t *req = json_object();
-    if (req == NULL || set_prefix_range(e, prefix, req) != 0) {
-        json_decref(req);
-        return OOM(err, errlen);
+    if (req == NULL || set_prefix_range(e, prefix, req) != 0)
+        goto oom;
+    if (after != NULL) {
+        /* the first key after it: the same bytes and a NUL */
+        dsq_buf k = DSQ_BUF_INIT;
+        json_t *start = full_key(e, after, &k) == 0 && dsq_buf_append(&k, "", 1) == 0 ? jbytes(k.data, k.len) : NULL;
+        dsq_buf_free(&k);
+        if (json_object_set_new(req, "key", start) != 0)
+            goto oom;
     }
+    if ((limit > 0 && json_object_set_new(req, "limit", jnum((int64_t)limit)) != 0) ||
+        (at_rev > 0 && json_object_set_new(req, "revision", jnum(at_rev)) != 0))
+        goto oom;
     answer a;
     int rc = call(e, "/v3/kv/range", req, &a, err, errlen);
-    if (rc != 0)
+    if (rc != 0) {
+        if (a.code == GRPC_OUT_OF_RANGE && strstr(a.msg, "compacted") != NULL)
+            rc = fail(err, errlen, DSQ_ETCD_ECOMPACTED, "etcd: revision %lld was compacted away", (long long)at_rev);
         return rc;
+    }
     if (rev != NULL)
-        *rev = header_rev(a.j);
+        *rev = at_rev > 0 ? at_rev : header_rev(a.j);
+    if (more != NULL)
+        *more = json_is_true(json_object_get(a.j, "more"));
     json_t *kvs = json_object_get(a.j, "kvs");
     size_t m = json_array_size(kvs);
     dsq_etcd_kv *v = m > 0 ? calloc(m, sizeof *v) : NULL;
@@ -689,6 +708,15 @@ int dsq_etcd_range(dsq_etcd *e, const char *prefix, dsq_etcd_kv **out, size_t *n
         *n = m;
     }
     return rc;
+oom:
+    json_decref(req);
+    return OOM(err, errlen);
+}
+
+int dsq_etcd_range(dsq_etcd *e, const char *prefix, dsq_etcd_kv **out, size_t *n, int64_t *rev, char *err,
+                   size_t errlen)
+{
+    return dsq_etcd_range_page(e, prefix, NULL, 0, 0, out, n, NULL, rev, err, errlen);
 }
 
 /* A PutRequest's body. NULL: out of memory. */

@@ -114,7 +114,12 @@
  * - After a compaction (/v3/kv/compaction) at revision N, revisions
  *   below N are gone: a watch from one is canceled with
  *   compact_revision N (from N on it starts), a range at one fails with
- *   code 11, "required revision has been compacted". */
+ *   code 11, "required revision has been compacted".
+ * - A range's "limit" cuts the answer at that many keys and says
+ *   "more":true when keys were left (absent: none were); "count" is
+ *   every key of the range, not those of the page. With "revision" the
+ *   range reads the store as it was then (the header's revision is still
+ *   the store's present one). */
 #ifndef DSQ_ETCD_H
 #define DSQ_ETCD_H
 
@@ -129,7 +134,7 @@
 #define DSQ_ETCD_ENOTFOUND -2  /* get, delete: no such key */
 #define DSQ_ETCD_ECONFLICT -3  /* cas, txn: a compare failed (nothing was written by then-ops) */
 #define DSQ_ETCD_ELEASE -4     /* keepalive, revoke (and put under a lease): the lease is gone */
-#define DSQ_ETCD_ECOMPACTED -5 /* watch: the start revision was compacted away */
+#define DSQ_ETCD_ECOMPACTED -5 /* watch, range_page: the revision asked for was compacted away */
 
 typedef struct dsq_etcd dsq_etcd;
 
@@ -188,9 +193,23 @@ int dsq_etcd_get(dsq_etcd *e, const char *key, dsq_etcd_kv *out, int64_t *rev, c
  * store's revision of the answer into *rev (may be NULL): a watch from
  * *rev + 1 misses no change after what this read. 0 or DSQ_ETCD_EFAIL.
  * The whole range is one answer: meant for the small sets of keys a
- * topology has, not for bulk data. */
+ * topology has; larger sets go page by page (dsq_etcd_range_page). */
 int dsq_etcd_range(dsq_etcd *e, const char *prefix, dsq_etcd_kv **out, size_t *n, int64_t *rev, char *err,
                    size_t errlen);
+
+/* One page of the keys below prefix, for sets too large for one answer:
+ * at most limit keys (0: no bound) in key order, from the first key after
+ * `after` (a key below prefix as the pages hand them back, without the
+ * handle's prefix; NULL: from the first), as the store was at revision
+ * at_rev (0: now). *more (may be NULL) says whether keys are left after
+ * this page; *rev (may be NULL) is the revision read, at_rev or, with 0,
+ * the answer's. The whole set as one snapshot: the first page at 0, the
+ * next ones at its *rev, each after the last key of the one before, while
+ * *more; a watch from *rev + 1 then misses nothing. The kvs are as
+ * dsq_etcd_range's. 0; DSQ_ETCD_ECOMPACTED when at_rev was compacted away
+ * meanwhile (start again from the first page); DSQ_ETCD_EFAIL. */
+int dsq_etcd_range_page(dsq_etcd *e, const char *prefix, const char *after, size_t limit, int64_t at_rev,
+                        dsq_etcd_kv **out, size_t *n, bool *more, int64_t *rev, char *err, size_t errlen);
 
 /* Set key to value[0..len), under lease (0: none), and the store's
  * revision after it (the key's new mod_revision) into *rev (may be NULL).

@@ -17,13 +17,12 @@ static bool id_char(char c)
            c == '_' || c == '.';
 }
 
-bool dsq_node_id_valid(const char *id)
+bool dsq_node_id_valid(const char *s, size_t n)
 {
-    size_t n = strlen(id);
     if (n == 0 || n >= DSQ_NODE_ID_MAX)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (!id_char(id[i]))
+        if (!id_char(s[i]))
             return false;
     return true;
 }

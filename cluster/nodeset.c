@@ -43,7 +43,7 @@ uint32_t dsq_nodeset_find(const dsq_nodeset *s, const char *id)
 
 int dsq_nodeset_intern(dsq_nodeset *s, const char *id, uint32_t *index)
 {
-    if (!dsq_node_id_valid(id))
+    if (!dsq_node_id_valid(id, strnlen(id, DSQ_NODE_ID_MAX)))
         return -1;
     pthread_mutex_lock(&s->mu);
     size_t n = atomic_load_explicit(&s->n, memory_order_relaxed);

@@ -837,7 +837,7 @@ int dsq_peers_add(dsq_peers *ps, const dsq_node *node, size_t *index, char *err,
         return -1;
     }
     uint32_t ix;
-    if (!dsq_node_id_valid(node->id)) {
+    if (!dsq_node_id_valid(node->id, strnlen(node->id, sizeof node->id))) {
         snprintf(err, errlen, "'%s' is not a node id", node->id);
         return -1;
     }

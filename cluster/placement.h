@@ -11,7 +11,12 @@
  * database is a 64-bit hash of (node id, database name), and the copies
  * are the `replicas` nodes with the highest scores. Every node computes
  * the same answer from the same node list; adding or removing a node
- * moves only the copies that node gains or loses. Any thread. */
+ * moves only the copies that node gains or loses. Any thread.
+ *
+ * With the nodes and their load from etcd (topo.h), a new database's
+ * copies are chosen once, by dsq_place_weighted, and recorded in etcd
+ * (assign.h): the nodes' loads weigh the same hashing, so that new
+ * databases go less to the nodes that hold more. */
 #ifndef DSQ_PLACEMENT_H
 #define DSQ_PLACEMENT_H
 
@@ -46,5 +51,40 @@ static inline size_t dsq_place(const dsq_placement *p, const char *db, uint32_t 
 {
     return p->copies(p, db, out, max, NULL, NULL);
 }
+
+/* ---- load-weighted rendezvous hashing ---- */
+
+/* A node that may take a copy, and its load (topo.h's description). */
+typedef struct dsq_place_node {
+    const char *id;                /* its node id */
+    uint64_t dbs, bytes;           /* the databases it holds, and their bytes */
+} dsq_place_node;
+
+/* The nodes to hold a new database `db`: min(replicas, n, DSQ_NODES_MAX)
+ * of them, best first (the first is to be its primary), as indexes into
+ * nodes[0..n) into out (room for that many); returns how many.
+ *
+ * Weighted rendezvous hashing: node i's score is w_i / -ln(u_i), where
+ * u_i in (0, 1) is the static rule's 64-bit hash of (its id, db) (the
+ * top 53 bits, plus a half, over 2^53), and the highest scores win. Node
+ * i comes first with probability w_i / (w_1 + ... + w_n), and the same
+ * inputs always give the same answer, whatever the order of the list
+ * (a tie of scores goes to the lower id). The weight falls as a node's
+ * load rises above the others':
+ *
+ *     r_i = (dbs_i / mean(dbs) + bytes_i / mean(bytes)) / 2
+ *     w_i = 1 / (1 + r_i)^2
+ *
+ * where a part whose mean is 0 counts as 1 (nobody has any: no
+ * difference). With equal loads every r is 1 and every w the same: each
+ * node is first for about 1/n of the databases, and the answer is the
+ * static rule's (but for scores within rounding of each other). A node at twice the mean load (r = 2) has 4/9 of an
+ * average node's weight; an empty one (r = 0) four times it, and no
+ * more, so that a new node takes a larger share of the new databases
+ * while its load catches up, not all of them (its load in etcd lags
+ * behind the databases it was just given). Floating point: another
+ * build may order two nearly equal scores the other way, which is why
+ * the answer is recorded (assign.h), not computed again elsewhere. */
+size_t dsq_place_weighted(const char *db, const dsq_place_node *nodes, size_t n, unsigned replicas, uint32_t *out);
 
 #endif

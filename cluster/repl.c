@@ -1425,6 +1425,37 @@ static void promo_self_accepted(void *ud, int rc)
     promo_step(p->r, d);
 }
 
+/* How long the new primary waits before it answers (loop thread): the
+ * whole lease, unless every copy that accepted said how long each copy's
+ * node has been quiet to it. Then, for each copy that did not accept
+ * (only such a one can still answer as an older primary: one that
+ * accepted has stepped down), what is left of the lease the most recent
+ * acknowledgement of its heartbeats by an acceptor (this node included)
+ * could give it; a copy no acceptor heard from within a lease gives none.
+ * A primary that died long enough ago costs no wait at all. */
+static uint64_t promo_lease_wait(const dsq_repl *r, const rdb *d, const promo *p)
+{
+    uint64_t lease = r->cfg.lease_ms, now = dsq_now_ms(), wait = 0;
+    if (d->ncopies > QUIET_MAX)
+        return lease;
+    for (size_t n = 0; n < DSQ_NODES_MAX; n++)
+        if (p->from[n].ok && !p->from[n].has_quiet)
+            return lease;
+    for (size_t i = 0; i < d->ncopies; i++) {
+        uint32_t node = d->copies[i].node;
+        if (node == r->cfg.self || p->from[node].ok)
+            continue;
+        uint64_t recent = quiet_ms(r, node, now); /* this node's own */
+        for (size_t n = 0; n < DSQ_NODES_MAX; n++)
+            if (p->from[n].ok && p->from[n].quiet[i] < recent)
+                recent = p->from[n].quiet[i];
+        uint64_t left = recent < lease ? lease - recent : 0;
+        if (left > wait)
+            wait = left;
+    }
+    return wait;
+}
+
 static void promo_started(void *ud, int rc)
 {
     promo *p = ud;
@@ -1465,36 +1496,6 @@ static void promo_started(void *ud, int rc)
 
 static void promo_history_done(void *ud, int rc);
 
-/* How long the new primary waits before it answers (loop thread): the
- * whole lease, unless every copy that accepted said how long each copy's
- * node has been quiet to it. Then, for each copy that did not accept
- * (only such a one can still answer as an older primary: one that
- * accepted has stepped down), what is left of the lease the most recent
- * acknowledgement of its heartbeats by an acceptor (this node included)
- * could give it; a copy no acceptor heard from within a lease gives none.
- * A primary that died long enough ago costs no wait at all. */
-static uint64_t promo_lease_wait(const dsq_repl *r, const rdb *d, const promo *p)
-{
-    uint64_t lease = r->cfg.lease_ms, now = dsq_now_ms(), wait = 0;
-    if (d->ncopies > QUIET_MAX)
-        return lease;
-    for (size_t n = 0; n < DSQ_NODES_MAX; n++)
-        if (p->from[n].ok && !p->from[n].has_quiet)
-            return lease;
-    for (size_t i = 0; i < d->ncopies; i++) {
-        uint32_t node = d->copies[i].node;
-        if (node == r->cfg.self || p->from[node].ok)
-            continue;
-        uint64_t recent = quiet_ms(r, node, now); /* this node's own */
-        for (size_t n = 0; n < DSQ_NODES_MAX; n++)
-            if (p->from[n].ok && p->from[n].quiet[i] < recent)
-                recent = p->from[n].quiet[i];
-        uint64_t left = recent < lease ? lease - recent : 0;
-        if (left > wait)
-            wait = left;
-    }
-    return wait;
-}
 
 /* The history of best's log past `common`, recorded one entry at a time,
  * then the start of the new epoch. */

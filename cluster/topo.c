@@ -36,23 +36,6 @@
 
 /* ---- the description's JSON -------------------------------------------------------------------- */
 
-static bool id_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
-}
-
-/* Whether s[0..n) is a node id (as dsq_node_parse takes them). */
-static bool id_valid(const char *s, size_t n)
-{
-    if (n == 0 || n >= DSQ_NODE_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!id_char(s[i]))
-            return false;
-    return true;
-}
-
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -69,7 +52,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 static int node_check(const dsq_topo_node *n, char *err, size_t errlen)
 {
     size_t idlen = strnlen(n->id, sizeof n->id);
-    if (!id_valid(n->id, idlen))
+    if (!dsq_node_id_valid(n->id, idlen))
         return fail(err, errlen, "topo: node id '%.40s' is not 1 to %d of letters, digits, '-', '_', '.'", n->id,
                     DSQ_NODE_ID_MAX - 1);
     if (n->peer[0] == '\0')
@@ -500,7 +483,7 @@ static bool key_id(const dsq_etcd_kv *kv, char *id)
 {
     size_t plen = sizeof DSQ_TOPO_KEYS - 1;
     if (kv->key_len <= plen || memcmp(kv->key, DSQ_TOPO_KEYS, plen) != 0 ||
-        !id_valid(kv->key + plen, kv->key_len - plen))
+        !dsq_node_id_valid(kv->key + plen, kv->key_len - plen))
         return false;
     memcpy(id, kv->key + plen, kv->key_len - plen + 1);
     return true;

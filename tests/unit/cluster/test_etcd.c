@@ -163,6 +163,80 @@ Test(etcd, put_get_range_delete_below_the_prefix)
     dsq_etcd_free(raw);
 }
 
+/* A set read page by page is one snapshot: the pages after the first read
+ * the store as it was then, whatever changed since. */
+Test(etcd, range_pages_are_one_snapshot)
+{
+    char key[32], val[32];
+    for (int i = 0; i < 25; i++) {
+        snprintf(key, sizeof key, "p/k%02d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        put(cli, key, val);
+    }
+    put(cli, "pz", "not below p/");
+    dsq_etcd_kv *kvs;
+    size_t n, total = 0;
+    bool more = true;
+    int64_t rev = 0, at = 0;
+    char after[64] = "";
+    int pages = 0;
+    while (more) {
+        cr_assert_lt(pages, 10);
+        int rc = dsq_etcd_range_page(cli, "p/", pages > 0 ? after : NULL, 10, at, &kvs, &n, &more, &rev, err,
+                                     sizeof err);
+        cr_assert_eq(rc, 0, "%s", err);
+        if (pages == 0) {
+            at = rev;
+            /* changes after the first page are not in the next ones */
+            put(cli, "p/k05", "changed");
+            put(cli, "p/k24", "changed");
+            put(cli, "p/k99", "new");
+            cr_assert_eq(dsq_etcd_delete(cli, "p/k20", NULL, err, sizeof err), 0, "%s", err);
+        }
+        cr_assert_eq(rev, at, "each page says the revision it read");
+        cr_assert_eq(n, pages < 2 ? 10u : 5u, "page %d has %zu", pages, n);
+        cr_assert_eq(more, pages < 2, "page %d: more %d", pages, more);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(key, sizeof key, "p/k%02zu", total + i);
+            snprintf(val, sizeof val, "v%zu", total + i);
+            cr_assert_str_eq(kvs[i].key, key);
+            cr_assert_str_eq(kvs[i].value, val);
+        }
+        total += n;
+        snprintf(after, sizeof after, "%s", kvs[n - 1].key);
+        dsq_etcd_kvs_free(kvs, n);
+        pages++;
+    }
+    cr_assert_eq(total, 25);
+    cr_assert_eq(pages, 3);
+
+    /* no limit, now: the changes are there; after the last key, nothing */
+    cr_assert_eq(dsq_etcd_range_page(cli, "p/", NULL, 0, 0, &kvs, &n, &more, &rev, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(n, 25);
+    cr_assert_not(more);
+    cr_assert_gt(rev, at);
+    cr_assert_str_eq(kvs[5].value, "changed");
+    cr_assert_str_eq(kvs[24].key, "p/k99");
+    dsq_etcd_kvs_free(kvs, n);
+    cr_assert_eq(dsq_etcd_range_page(cli, "p/", "p/k99", 10, 0, &kvs, &n, &more, NULL, err, sizeof err), 0, "%s",
+                 err);
+    cr_assert_eq(n, 0);
+    cr_assert_null(kvs);
+    cr_assert_not(more);
+    cr_assert_eq(dsq_etcd_range_page(cli, "p/", "o/x", 10, 0, &kvs, &n, &more, NULL, err, sizeof err),
+                 DSQ_ETCD_EFAIL, "a page after a key not below the prefix");
+    cr_assert(strstr(err, "not below") != NULL, "%s", err);
+
+    /* the snapshot's revision compacted away: start again */
+    char body[96];
+    snprintf(body, sizeof body, "{\"revision\":\"%lld\",\"physical\":true}", (long long)rev);
+    test_etcd_post_ok(&etcd, "/v3/kv/compaction", body, NULL);
+    int rc = dsq_etcd_range_page(cli, "p/", "p/k09", 10, at, &kvs, &n, &more, NULL, err, sizeof err);
+    cr_assert_eq(rc, DSQ_ETCD_ECOMPACTED, "%d %s", rc, err);
+    cr_assert(strstr(err, "compacted") != NULL, "%s", err);
+    cr_assert_null(kvs);
+}
+
 Test(etcd, bad_settings_are_refused)
 {
     char e[256];
