@@ -82,6 +82,13 @@ typedef struct dsq_cluster_cfg {
     const char *etcd;
     const char *etcd_prefix;        /* cluster.etcd_prefix (copied) */
     unsigned node_ttl_s;            /* cluster.node_ttl, seconds */
+    /* How this node gets into etcd (etcd.h's auth and TLS; all copied,
+     * each NULL for none): cluster.etcd_user and the password read from
+     * cluster.etcd_password_file (both or neither; the copy is wiped when
+     * the cluster is freed); cluster.etcd_ca, etcd_cert and etcd_key (PEM
+     * paths, read at each connection to an https:// endpoint). */
+    const char *etcd_user, *etcd_password;
+    const char *etcd_ca, *etcd_cert, *etcd_key;
 } dsq_cluster_cfg;
 
 /* Parse the node list and set up replication (nothing runs yet). 0, or
