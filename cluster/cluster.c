@@ -5,10 +5,10 @@
  * other nodes' registrations (topo.h, on threads of its own); their
  * events are queued under a mutex and handled on the loop thread (an
  * uv_async_t wakes it). A node found there is added to the links
- * (dsq_peers_add). For now that is all: replication and placement still
- * follow the static node list (cluster.peers, which then names this node
- * alone), so with etcd only the links and GET /v1/cluster see the nodes
- * found there. */
+ * (dsq_peers_add), and to the nodes new databases may be placed on. Where
+ * each database's copies are is its assignment in etcd (eplace.h), which
+ * replication's placement reads; node numbers come from the node set
+ * (nodeset.h) shared by the links, the epochs and replication. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,6 +56,8 @@ struct dsq_cluster {
     void *done_ud;
     /* cluster.etcd */
     char *etcd, *etcd_prefix;  /* owned; etcd NULL: no etcd */
+    char *etcd_user, *etcd_password; /* owned; NULL: no auth (the password is wiped at free) */
+    char *etcd_ca, *etcd_cert, *etcd_key; /* owned; NULL: none */
     dsq_topo *topo;            /* NULL until started */
     _Atomic(dsq_eplace *) eplace; /* the assignments (NULL until started; read by the placement on
                                      any thread) */
@@ -100,10 +102,49 @@ static void cluster_free(dsq_cluster *c)
     dsq_nodeset_free(c->ids);
     free(c->etcd);
     free(c->etcd_prefix);
+    free(c->etcd_user);
+    if (c->etcd_password != NULL) {
+        explicit_bzero(c->etcd_password, strlen(c->etcd_password));
+        free(c->etcd_password);
+    }
+    free(c->etcd_ca);
+    free(c->etcd_cert);
+    free(c->etcd_key);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca);
     free(c);
+}
+
+/* A copy of s, or NULL for NULL; *oom set when memory ran out. */
+static char *dup_or_null(const char *s, bool *oom)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        *oom = true;
+    return d;
+}
+
+/* cluster.etcd's settings, copied (cfg's pointers are the caller's). 0,
+ * or -1 when memory ran out. */
+static int copy_etcd_cfg(dsq_cluster *c, const dsq_cluster_cfg *cfg)
+{
+    c->cfg.etcd = c->cfg.etcd_prefix = NULL;
+    c->cfg.etcd_user = c->cfg.etcd_password = NULL;
+    c->cfg.etcd_ca = c->cfg.etcd_cert = c->cfg.etcd_key = NULL;
+    if (cfg->etcd == NULL)
+        return 0;
+    bool oom = false;
+    c->etcd = dup_or_null(cfg->etcd, &oom);
+    c->etcd_prefix = dup_or_null(cfg->etcd_prefix ? cfg->etcd_prefix : "/dosqld/", &oom);
+    c->etcd_user = dup_or_null(cfg->etcd_user, &oom);
+    c->etcd_password = dup_or_null(cfg->etcd_password, &oom);
+    c->etcd_ca = dup_or_null(cfg->etcd_ca, &oom);
+    c->etcd_cert = dup_or_null(cfg->etcd_cert, &oom);
+    c->etcd_key = dup_or_null(cfg->etcd_key, &oom);
+    return oom ? -1 : 0;
 }
 
 int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, size_t errlen)
@@ -157,9 +198,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         cluster_free(c);
         return -1;
     }
-    c->cfg.etcd = c->cfg.etcd_prefix = NULL;
-    if (cfg->etcd != NULL && ((c->etcd = strdup(cfg->etcd)) == NULL ||
-                              (c->etcd_prefix = strdup(cfg->etcd_prefix ? cfg->etcd_prefix : "/dosqld/")) == NULL)) {
+    if (copy_etcd_cfg(c, cfg) != 0) {
         snprintf(err, errlen, "out of memory");
         cluster_free(c);
         return -1;
@@ -386,7 +425,13 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
     c->topo_async_on = true;
     uv_unref((uv_handle_t *)&c->topo_async);
     dsq_topo_cfg tc = {
-        .etcd = {.endpoints = c->etcd, .prefix = c->etcd_prefix},
+        .etcd = {.endpoints = c->etcd,
+                 .prefix = c->etcd_prefix,
+                 .user = c->etcd_user,
+                 .password = c->etcd_password,
+                 .ca_file = c->etcd_ca,
+                 .cert_file = c->etcd_cert,
+                 .key_file = c->etcd_key},
         .id = c->nodes[c->self].id,
         .peer = c->nodes[c->self].addr_text,
         .client = c->client_addr[c->self][0] ? c->client_addr[c->self] : NULL,

@@ -81,12 +81,19 @@ typedef struct dsq_cluster_cfg {
     /* cluster.etcd: etcd's endpoints (copied; NULL: no etcd). With them,
      * this node registers in etcd under a lease of node_ttl_s (topo.h)
      * and links up with every node it finds there (peers then names this
-     * node alone). For now only the links and dsq_cluster_nnodes /
-     * dsq_cluster_node see the nodes found there: replication and
-     * placement follow `peers`. */
+     * node alone); each database's copies are its assignment in etcd
+     * (eplace.h), which a database gets before a call on it goes anywhere
+     * (dsq_cluster_place). */
     const char *etcd;
     const char *etcd_prefix;        /* cluster.etcd_prefix (copied) */
     unsigned node_ttl_s;            /* cluster.node_ttl, seconds */
+    /* How this node gets into etcd (etcd.h's auth and TLS; all copied,
+     * each NULL for none): cluster.etcd_user and the password read from
+     * cluster.etcd_password_file (both or neither; the copy is wiped when
+     * the cluster is freed); cluster.etcd_ca, etcd_cert and etcd_key (PEM
+     * paths, read at each connection to an https:// endpoint). */
+    const char *etcd_user, *etcd_password;
+    const char *etcd_ca, *etcd_cert, *etcd_key;
 } dsq_cluster_cfg;
 
 /* Parse the node list and set up replication (nothing runs yet). 0, or

@@ -7,12 +7,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cluster/cluster.h"
 #include "cluster/placement.h"
@@ -127,6 +130,11 @@ static const key_def keys[] = {
     {"cluster", "etcd", T_STR, F(cluster_etcd), "", 0, 0},
     {"cluster", "etcd_prefix", T_STR, F(cluster_etcd_prefix), "/dosqld/", 0, 0},
     {"cluster", "node_ttl", T_DURATION, F(cluster_node_ttl_ms), "3s", 2000, 3600000},
+    {"cluster", "etcd_user", T_STR, F(cluster_etcd_user), "", 0, 0},
+    {"cluster", "etcd_password_file", T_STR, F(cluster_etcd_password_file), "", 0, 0},
+    {"cluster", "etcd_ca", T_STR, F(cluster_etcd_ca), "", 0, 0},
+    {"cluster", "etcd_cert", T_STR, F(cluster_etcd_cert), "", 0, 0},
+    {"cluster", "etcd_key", T_STR, F(cluster_etcd_key), "", 0, 0},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -355,6 +363,11 @@ void dsq_config_init(dsq_config *cfg)
 
 void dsq_config_free(dsq_config *cfg)
 {
+    if (cfg->cluster_etcd_password != NULL) {
+        explicit_bzero(cfg->cluster_etcd_password, strlen(cfg->cluster_etcd_password));
+        free(cfg->cluster_etcd_password);
+        cfg->cluster_etcd_password = NULL;
+    }
     for (size_t i = 0; i < NKEYS; i++) {
         void *field = (char *)cfg + keys[i].offset;
         if (keys[i].type == T_STR) {
@@ -560,12 +573,164 @@ static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf 
     return problems;
 }
 
+#define ETCD_PASSWORD_MAX 1024 /* bytes of cluster.etcd_password_file's first line, at most */
+
+/* The etcd user's password: the first line of the file at path, without
+ * its line ending ("\n" or "\r\n"; other white space is the password's),
+ * into *out (malloc'd; whoever frees it wipes it first). The file is held
+ * to dsq_cluster_read_secret's checks for the cluster's secret: a regular
+ * file, not readable by every user. The line must not be empty, and must
+ * be UTF-8 without NUL (it travels in JSON). No message quotes the file's
+ * content. 0, or -1 with the reason in err. */
+static int read_password_file(const char *path, char **out, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* (a FIFO named by mistake must not hang the start) */
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%.300s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_mode & S_IROTH) {
+        snprintf(err, errlen, "%.300s is readable by every user; chmod o-r it (it holds etcd's password)", path);
+        close(fd);
+        return -1;
+    }
+    char buf[ETCD_PASSWORD_MAX + 1]; /* one byte more: a line that fills it is too long */
+    size_t n = 0;
+    int rc = -1;
+    while (n < sizeof buf && memchr(buf, '\n', n) == NULL) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read %.300s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    const char *nl = memchr(buf, '\n', n);
+    size_t len = nl != NULL ? (size_t)(nl - buf) : n;
+    if (len > 0 && buf[len - 1] == '\r')
+        len--;
+    if (len == 0)
+        snprintf(err, errlen, "%.300s: the first line (the password) is empty", path);
+    else if (len > ETCD_PASSWORD_MAX)
+        snprintf(err, errlen, "%.300s: the first line (the password) is longer than %d bytes", path,
+                 ETCD_PASSWORD_MAX);
+    else if (memchr(buf, '\0', len) != NULL || !dsq_utf8_valid((const uint8_t *)buf, len))
+        snprintf(err, errlen, "%.300s: the first line (the password) is not UTF-8 text", path);
+    else if ((*out = malloc(len + 1)) == NULL)
+        snprintf(err, errlen, "out of memory");
+    else {
+        memcpy(*out, buf, len);
+        (*out)[len] = '\0';
+        rc = 0;
+    }
+out:
+    explicit_bzero(buf, sizeof buf);
+    close(fd);
+    return rc;
+}
+
+/* A file that is read later (etcd's TLS files, each time dosqld connects
+ * to etcd) is there and readable now, so that a wrong path stops the
+ * start rather than every connection. 0, or -1 with the reason. */
+static int check_readable(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* (as read_password_file) */
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int rc = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -1;
+    if (rc != 0)
+        snprintf(err, errlen, "%.300s is not a regular file", path);
+    close(fd);
+    return rc;
+}
+
+/* [cluster] etcd_user, etcd_password_file, etcd_ca, etcd_cert, etcd_key:
+ * how this node gets into etcd. None of them means anything without
+ * etcd. The user needs its password's file, and the file the user. The
+ * TLS files need an https:// endpoint (with http:// alone they would go
+ * unused while the configuration looks encrypted); cert and key go
+ * together. Every file is checked now, and the password read into
+ * cfg->cluster_etcd_password: its file may be readable only at start
+ * (before privileges are dropped, or a secret mounted for the start). The
+ * number of problems. */
+static int cluster_etcd_access_finish(dsq_config *cfg, bool https, const char *where, dsq_buf *errs)
+{
+    static const char *const names[] = {"etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key"};
+    const char *const values[] = {cfg->cluster_etcd_user, cfg->cluster_etcd_password_file, cfg->cluster_etcd_ca,
+                                  cfg->cluster_etcd_cert, cfg->cluster_etcd_key};
+    int problems = 0;
+    char why[512];
+    if (cfg->cluster_etcd == NULL) {
+        for (size_t i = 0; i < 5; i++)
+            if (values[i] != NULL) {
+                dsq_buf_printf(errs, "%s: cluster.%s is set but cluster.etcd is not (set etcd, or remove it)\n",
+                               where, names[i]);
+                problems++;
+            }
+        return problems;
+    }
+    if (cfg->cluster_etcd_user != NULL && cfg->cluster_etcd_password_file == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.etcd_user needs cluster.etcd_password_file (the file whose first line "
+                             "is its password)\n",
+                       where);
+        problems++;
+    } else if (cfg->cluster_etcd_user == NULL && cfg->cluster_etcd_password_file != NULL) {
+        dsq_buf_printf(errs, "%s: cluster.etcd_password_file is set but cluster.etcd_user is not (whose password "
+                             "is it?)\n",
+                       where);
+        problems++;
+    } else if (cfg->cluster_etcd_user != NULL) {
+        if (cfg->cluster_etcd_password != NULL) { /* (finished twice: read it again) */
+            explicit_bzero(cfg->cluster_etcd_password, strlen(cfg->cluster_etcd_password));
+            free(cfg->cluster_etcd_password);
+            cfg->cluster_etcd_password = NULL;
+        }
+        if (read_password_file(cfg->cluster_etcd_password_file, &cfg->cluster_etcd_password, why, sizeof why) != 0) {
+            dsq_buf_printf(errs, "%s: cluster.etcd_password_file: %s\n", where, why);
+            problems++;
+        }
+    }
+    if ((cfg->cluster_etcd_cert == NULL) != (cfg->cluster_etcd_key == NULL)) {
+        dsq_buf_printf(errs, "%s: cluster.etcd_cert and cluster.etcd_key go together (a client certificate and "
+                             "its private key)\n",
+                       where);
+        problems++;
+    }
+    for (size_t i = 2; i < 5; i++) {
+        if (values[i] == NULL)
+            continue;
+        if (!https) {
+            dsq_buf_printf(errs, "%s: cluster.%s is set but no cluster.etcd endpoint is https:// (over http:// it "
+                                 "would not be used)\n",
+                           where, names[i]);
+            problems++;
+        } else if (check_readable(values[i], why, sizeof why) != 0) {
+            dsq_buf_printf(errs, "%s: cluster.%s: %s\n", where, names[i], why);
+            problems++;
+        }
+    }
+    return problems;
+}
+
 /* [cluster] etcd: every endpoint is an http:// or https:// URL, the
  * prefix is not empty, node_ttl is whole seconds; and with etcd the
  * other nodes come from etcd, so `peers` names this node alone (its
- * address for the links), and the links need the shared secret. The
- * number of problems. */
-static int cluster_etcd_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
+ * address for the links), and the links need the shared secret. Then
+ * the keys of etcd's auth and TLS (above). The number of problems. */
+static int cluster_etcd_finish(dsq_config *cfg, const char *where, dsq_buf *errs)
 {
     int problems = 0;
     if (cfg->cluster_node_ttl_ms % 1000 != 0) {
@@ -573,8 +738,9 @@ static int cluster_etcd_finish(const dsq_config *cfg, const char *where, dsq_buf
         problems++;
     }
     if (cfg->cluster_etcd == NULL)
-        return problems;
+        return problems + cluster_etcd_access_finish(cfg, false, where, errs);
     const char *p = cfg->cluster_etcd;
+    bool any_https = false;
     for (;;) {
         while (*p == ' ' || *p == '\t')
             p++;
@@ -587,6 +753,7 @@ static int cluster_etcd_finish(const dsq_config *cfg, const char *where, dsq_buf
             dsq_buf_printf(errs, "%s: cluster.etcd: '%.*s' is not an http:// or https:// URL\n", where, (int)end, p);
             problems++;
         }
+        any_https = any_https || https;
         if (p[len] == '\0')
             break;
         p += len + 1;
@@ -607,13 +774,13 @@ static int cluster_etcd_finish(const dsq_config *cfg, const char *where, dsq_buf
                        where);
         problems++;
     }
-    return problems;
+    return problems + cluster_etcd_access_finish(cfg, any_https, where, errs);
 }
 
 /* [cluster]: every peer is ID@HOST:PORT, ids and addresses appear once,
  * this node is among them, and there are nodes enough for the copies.
  * The number of problems. */
-static int cluster_finish(const dsq_config *cfg, const char *where, dsq_buf *errs)
+static int cluster_finish(dsq_config *cfg, const char *where, dsq_buf *errs)
 {
     int problems = cluster_tls_finish(cfg, where, errs);
     const dsq_strlist *l = &cfg->cluster_peers;

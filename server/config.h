@@ -127,6 +127,13 @@ typedef struct dsq_config {
                                        (the nodes are cluster.peers) */
     char *cluster_etcd_prefix;      /* owned; the keys' prefix in etcd ("/dosqld/") */
     uint64_t cluster_node_ttl_ms;   /* this node's lease in etcd (whole seconds, at least 2 s) */
+    char *cluster_etcd_user;        /* owned; the user dosqld authenticates to etcd as, or NULL: no auth */
+    char *cluster_etcd_password_file; /* owned; the file whose first line is that user's password, or NULL */
+    char *cluster_etcd_password;    /* owned; that password, read by dsq_config_finish (never logged;
+                                       wiped by dsq_config_free), or NULL */
+    char *cluster_etcd_ca;          /* owned; PEM CA certificates for https endpoints, or NULL: the system's */
+    char *cluster_etcd_cert;        /* owned; PEM client certificate for etcd (with etcd_key), or NULL */
+    char *cluster_etcd_key;         /* owned; its PEM private key, or NULL */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */
@@ -137,7 +144,7 @@ typedef struct dsq_config {
     int log_level;                  /* DSQ_LOG_* */
 
     /* private: which layer last set each key (see config.c) */
-    unsigned char set_by[96];
+    unsigned char set_by[128];
 } dsq_config;
 
 /* Fill `cfg` with the defaults. Free with dsq_config_free(). */
@@ -162,7 +169,9 @@ int dsq_config_set_flag(dsq_config *cfg, const char *key, const char *value,
                         dsq_buf *errs);
 
 /* Fill derived defaults and check the values together (TLS needs cert and
- * key, addresses parse, ...). Returns the number of problems. */
+ * key, addresses parse, ...), and read what the configuration points to
+ * that must be there at start (cluster.etcd_password_file). Returns the
+ * number of problems. */
 int dsq_config_finish(dsq_config *cfg, dsq_buf *errs);
 
 

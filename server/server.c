@@ -197,6 +197,11 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .etcd = cfg->cluster_etcd,
         .etcd_prefix = cfg->cluster_etcd_prefix,
         .node_ttl_s = (unsigned)(cfg->cluster_node_ttl_ms / 1000),
+        .etcd_user = cfg->cluster_etcd_user,
+        .etcd_password = cfg->cluster_etcd_password, /* (read by dsq_config_finish) */
+        .etcd_ca = cfg->cluster_etcd_ca,
+        .etcd_cert = cfg->cluster_etcd_cert,
+        .etcd_key = cfg->cluster_etcd_key,
     };
     int rc = dsq_cluster_new(&cc, &srv->cluster, err, errlen);
     OPENSSL_cleanse(secret, sizeof secret);

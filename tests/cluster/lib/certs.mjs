@@ -23,11 +23,12 @@ export class Certs {
   }
 
   // A node's certificate as docs/replication.md asks, FILE.pem and
-  // FILE.key, signed by CA: its id as a DNS subjectAltName, usable as a
+  // FILE.key, signed by CA: its id as a DNS subjectAltName (or `san`,
+  // e.g. "IP:127.0.0.1" for a server reached by address), usable as a
   // TLS server's and a client's.
-  node(file, id, ca) {
+  node(file, id, ca, san = `DNS:${id}`) {
     const f = (n) => this.path(n);
-    writeFileSync(f(`${file}.ext`), `subjectAltName=DNS:${id}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    writeFileSync(f(`${file}.ext`), `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`);
     openssl('req', '-new', ...EC, '-keyout', f(`${file}.key`), '-out', f(`${file}.csr`), '-subj', `/CN=${id}`);
     openssl('x509', '-req', '-in', f(`${file}.csr`), '-CA', f(`${ca}.pem`), '-CAkey', f(`${ca}.key`),
       '-set_serial', String(1000 + Math.floor(Math.random() * 1e6)), '-days', '1', '-out', f(`${file}.pem`),

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -433,6 +434,232 @@ Test(config, cluster_etcd)
     cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
     cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
     cr_assert(strstr(errs.data, "cluster.node_ttl must be whole seconds") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_free(&errs);
+}
+
+/* A file with `text` and `mode` under a temporary name, left in p[64]. */
+static void write_file(char p[64], const char *text, mode_t mode)
+{
+    strcpy(p, "/tmp/dsq-test-file-XXXXXX");
+    int fd = mkstemp(p);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    cr_assert_eq(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+/* `extra` after an etcd node's [cluster] keys (etcd = endpoints):
+ * loaded (with no problem) and finished; the number of problems, and
+ * their text in errs. */
+static int etcd_finish(dsq_config *cfg, const char *endpoints, const char *extra, dsq_buf *errs)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "[cluster]\nnode_id = n1\npeers = n1@127.0.0.1:7101\nsecret_file = /s\n"
+                                "etcd = %s\n%s",
+             endpoints, extra);
+    cr_assert_eq(load(cfg, text, errs), 0, "%s", errs->data);
+    return dsq_config_finish(cfg, errs);
+}
+
+#define HAS(errs, s) cr_assert(strstr((errs).data ? (errs).data : "", (s)) != NULL, "no '%s' in: %s", (s), (errs).data)
+
+/* etcd_user and etcd_password_file: none by default; set, the password
+ * is the file's first line (without its line ending), read at finish and
+ * wiped at free. The user needs the file and the file the user; the file
+ * is held to secret_file's checks; no message shows the password. */
+Test(config, cluster_etcd_auth)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char pw[64], extra[512];
+
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_null(cfg.cluster_etcd_user);
+    cr_assert_null(cfg.cluster_etcd_password_file);
+    cr_assert_null(cfg.cluster_etcd_password);
+    dsq_config_free(&cfg);
+
+    /* group may read it (as secret_file); trailing blanks are the password's */
+    write_file(pw, "s3cret pw \r\nsecond line\n", 0640);
+    snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_etcd_user, "dosqld");
+    cr_assert_str_eq(cfg.cluster_etcd_password_file, pw);
+    cr_assert_str_eq(cfg.cluster_etcd_password, "s3cret pw ");
+    /* finished again (a reload does it on a new config; this must not leak) */
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_etcd_password, "s3cret pw ");
+    dsq_config_free(&cfg);
+    cr_assert_null(cfg.cluster_etcd_password);
+    unlink(pw);
+
+    /* no line ending at all */
+    write_file(pw, "pw", 0600);
+    snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 0, "%s", errs.data);
+    cr_assert_str_eq(cfg.cluster_etcd_password, "pw");
+    dsq_config_free(&cfg);
+    unlink(pw);
+
+    /* one without the other */
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", "etcd_user = dosqld\n", &errs), 1, "%s", errs.data);
+    HAS(errs, "cluster.etcd_user needs cluster.etcd_password_file");
+    cr_assert_null(cfg.cluster_etcd_password);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", "etcd_password_file = /nonexistent\n", &errs), 1,
+                 "%s", errs.data);
+    HAS(errs, "cluster.etcd_password_file is set but cluster.etcd_user is not");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* the file: readable by every user, missing, not a file, an empty
+     * first line, not UTF-8, too long */
+    write_file(pw, "topsecret\n", 0644);
+    snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 1, "%s", errs.data);
+    HAS(errs, "is readable by every user; chmod o-r it");
+    cr_assert_null(strstr(errs.data, "topsecret"), "%s", errs.data);
+    cr_assert_null(cfg.cluster_etcd_password);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    unlink(pw);
+
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379",
+                             "etcd_user = dosqld\netcd_password_file = /nonexistent/pw\n", &errs),
+                 1, "%s", errs.data);
+    HAS(errs, "cluster.etcd_password_file: cannot open /nonexistent/pw");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", "etcd_user = dosqld\netcd_password_file = /tmp\n",
+                             &errs),
+                 1, "%s", errs.data);
+    HAS(errs, "/tmp is not a regular file");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    static const char *const bad[] = {"\nsecond\n", "\r\n", "", "ab\xff\n"};
+    static const char *const why[] = {"is empty", "is empty", "is empty", "is not UTF-8 text"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(pw, bad[i], 0600);
+        snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+        cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 1, "%zu: %s", i, errs.data);
+        HAS(errs, why[i]);
+        dsq_config_free(&cfg);
+        dsq_buf_reset(&errs);
+        unlink(pw);
+    }
+    char long_pw[1100];
+    memset(long_pw, 'x', 1025);
+    strcpy(long_pw + 1025, "\n");
+    write_file(pw, long_pw, 0600);
+    snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 1, "%s", errs.data);
+    HAS(errs, "is longer than 1024 bytes");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    unlink(pw);
+    long_pw[1024] = '\n'; /* 1024 bytes: the longest */
+    long_pw[1025] = '\0';
+    write_file(pw, long_pw, 0600);
+    snprintf(extra, sizeof extra, "etcd_user = dosqld\netcd_password_file = %s\n", pw);
+    cr_assert_eq(etcd_finish(&cfg, "http://127.0.0.1:2379", extra, &errs), 0, "%s", errs.data);
+    cr_assert_eq(strlen(cfg.cluster_etcd_password), 1024);
+    dsq_config_free(&cfg);
+    unlink(pw);
+    dsq_buf_free(&errs);
+}
+
+/* etcd_ca, etcd_cert and etcd_key: none by default; they need an
+ * https:// endpoint (one among several is enough), cert and key go
+ * together, and each file must be there. */
+Test(config, cluster_etcd_tls)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    char ca[64], cert[64], key[64], extra[512];
+    write_file(ca, "ca\n", 0644);
+    write_file(cert, "cert\n", 0644);
+    write_file(key, "key\n", 0600);
+
+    dsq_config_init(&cfg);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_null(cfg.cluster_etcd_ca);
+    cr_assert_null(cfg.cluster_etcd_cert);
+    cr_assert_null(cfg.cluster_etcd_key);
+    dsq_config_free(&cfg);
+
+    snprintf(extra, sizeof extra, "etcd_ca = %s\netcd_cert = %s\netcd_key = %s\n", ca, cert, key);
+    cr_assert_eq(etcd_finish(&cfg, "http://10.0.0.1:2379, https://10.0.0.2:2379", extra, &errs), 0, "%s",
+                 errs.data);
+    cr_assert_str_eq(cfg.cluster_etcd_ca, ca);
+    cr_assert_str_eq(cfg.cluster_etcd_cert, cert);
+    cr_assert_str_eq(cfg.cluster_etcd_key, key);
+    dsq_config_free(&cfg);
+
+    /* the CA alone (no client certificate) */
+    snprintf(extra, sizeof extra, "etcd_ca = %s\n", ca);
+    cr_assert_eq(etcd_finish(&cfg, "https://10.0.0.2:2379", extra, &errs), 0, "%s", errs.data);
+    dsq_config_free(&cfg);
+
+    /* http:// endpoints only: each of the three is refused */
+    snprintf(extra, sizeof extra, "etcd_ca = %s\netcd_cert = %s\netcd_key = %s\n", ca, cert, key);
+    cr_assert_eq(etcd_finish(&cfg, "http://10.0.0.1:2379,http://10.0.0.2:2379", extra, &errs), 3, "%s", errs.data);
+    HAS(errs, "cluster.etcd_ca is set but no cluster.etcd endpoint is https://");
+    HAS(errs, "cluster.etcd_cert is set but no cluster.etcd endpoint is https://");
+    HAS(errs, "cluster.etcd_key is set but no cluster.etcd endpoint is https://");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* a certificate without its key, and the other way round */
+    snprintf(extra, sizeof extra, "etcd_cert = %s\n", cert);
+    cr_assert_eq(etcd_finish(&cfg, "https://10.0.0.2:2379", extra, &errs), 1, "%s", errs.data);
+    HAS(errs, "cluster.etcd_cert and cluster.etcd_key go together");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    snprintf(extra, sizeof extra, "etcd_key = %s\n", key);
+    cr_assert_eq(etcd_finish(&cfg, "https://10.0.0.2:2379", extra, &errs), 1, "%s", errs.data);
+    HAS(errs, "cluster.etcd_cert and cluster.etcd_key go together");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    /* files that are not there, or not files */
+    cr_assert_eq(etcd_finish(&cfg, "https://10.0.0.2:2379",
+                             "etcd_ca = /nonexistent/ca.pem\netcd_cert = /nonexistent/c.pem\netcd_key = /tmp\n",
+                             &errs),
+                 3, "%s", errs.data);
+    HAS(errs, "cluster.etcd_ca: cannot open /nonexistent/ca.pem: No such file or directory");
+    HAS(errs, "cluster.etcd_cert: cannot open /nonexistent/c.pem");
+    HAS(errs, "cluster.etcd_key: /tmp is not a regular file");
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
+    unlink(ca);
+    unlink(cert);
+    unlink(key);
+    dsq_buf_free(&errs);
+}
+
+/* Without etcd, every one of its auth and TLS keys is refused. */
+Test(config, cluster_etcd_access_keys_need_etcd)
+{
+    dsq_config cfg;
+    dsq_buf errs = DSQ_BUF_INIT;
+    cr_assert_eq(load(&cfg, "[cluster]\netcd_user = u\netcd_password_file = /p\netcd_ca = /ca\n"
+                            "etcd_cert = /c\netcd_key = /k\n",
+                      &errs),
+                 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 5, "%s", errs.data);
+    static const char *const names[] = {"etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key"};
+    for (size_t i = 0; i < 5; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "cluster.%s is set but cluster.etcd is not", names[i]);
+        HAS(errs, want);
+    }
+    cr_assert_null(cfg.cluster_etcd_password, "not read without etcd");
     dsq_config_free(&cfg);
     dsq_buf_free(&errs);
 }
