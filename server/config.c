@@ -828,9 +828,16 @@ static int cluster_finish(dsq_config *cfg, const char *where, dsq_buf *errs)
         dsq_buf_printf(errs, "%s: cluster.node_id %s is not in cluster.peers\n", where, cfg->cluster_node_id);
         problems++;
     }
-    if (cfg->cluster_replicas > l->n) {
+    /* (with etcd, peers names this node alone: the copies are placed on the
+     * nodes found there) */
+    if (cfg->cluster_replicas > l->n && cfg->cluster_etcd == NULL) {
         dsq_buf_printf(errs, "%s: cluster.replicas = %llu but cluster.peers names %zu nodes\n", where,
                        (unsigned long long)cfg->cluster_replicas, l->n);
+        problems++;
+    }
+    if (cfg->cluster_etcd != NULL && cfg->cluster_replicas > 9) {
+        dsq_buf_printf(errs, "%s: cluster.replicas = %llu: with cluster.etcd a database has at most 9 copies\n",
+                       where, (unsigned long long)cfg->cluster_replicas);
         problems++;
     }
     if (cfg->storage_sync_to_objects != NULL && strcmp(cfg->storage_sync_to_objects, "commit") == 0) {

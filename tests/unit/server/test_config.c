@@ -424,6 +424,20 @@ Test(config, cluster_etcd)
     dsq_config_free(&cfg);
     dsq_buf_reset(&errs);
 
+    /* replicas: more than peers names (the copies go on nodes found in
+     * etcd), up to 9 */
+    snprintf(text, sizeof text, "%setcd = http://127.0.0.1:2379\nreplicas = 3\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.cluster_replicas, 3);
+    dsq_config_free(&cfg);
+    snprintf(text, sizeof text, "%setcd = http://127.0.0.1:2379\nreplicas = 10\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "with cluster.etcd a database has at most 9 copies") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+
     /* node_ttl: at least 2 s, whole seconds */
     snprintf(text, sizeof text, "%snode_ttl = 1s\n", self);
     cr_assert_gt(load(&cfg, text, &errs), 0);
