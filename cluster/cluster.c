@@ -17,6 +17,7 @@
 
 #include "cluster/cluster.h"
 #include "cluster/eplace.h"
+#include "cluster/failover.h"
 #include "cluster/epochs.h"
 #include "cluster/peer.h"
 #include "cluster/repl.h"
@@ -63,6 +64,7 @@ struct dsq_cluster {
                                      any thread) */
     dsq_placement etcd_place;  /* replication's placement with etcd: eplace's, once it runs */
     bool view_read;            /* topo's view of the nodes was whole once (loop thread) */
+    dsq_failover *failover;    /* with etcd (loop thread) */
     uv_async_t topo_async;     /* wakes the loop for the events queued */
     bool topo_async_on;
     pthread_mutex_t topo_mu;   /* over the queue */
@@ -289,7 +291,13 @@ static void on_placement_changed(void *ud, const char *db)
 {
     dsq_cluster *c = ud;
     dsq_repl_placement_changed(c->repl, db);
+    dsq_failover_kick(c->failover);
 }
+
+/* The failover's hands on replication. */
+static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_failover_promoted_fn done, void *arg,
+                            char *err, size_t errlen);
+static bool failover_primary_here(void *ud, const char *db) { return dsq_repl_primary_here(((dsq_cluster *)ud)->repl, db); }
 
 static void on_link(void *ud, size_t node, bool up)
 {
@@ -366,6 +374,7 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
         if (m->has_node && atomic_load(&c->eplace) != NULL)
             dsq_eplace_node(atomic_load(&c->eplace), m->node.id, true, m->node.dbs, m->node.bytes);
         topo_node_seen(c, m);
+        dsq_failover_kick(c->failover);
         break;
     case DSQ_TOPO_NODE_DOWN:
         /* Its key is gone (its lease expired or was revoked). Nothing more
@@ -376,6 +385,7 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
         DSQ_INFO("cluster_node_down", "node=%s reason=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
         if (atomic_load(&c->eplace) != NULL)
             dsq_eplace_node(atomic_load(&c->eplace), m->id, false, 0, 0);
+        dsq_failover_node_left(c->failover, m->id);
         break;
     case DSQ_TOPO_REGISTERED:
         DSQ_INFO("cluster_registered", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
@@ -395,6 +405,9 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
         break;
     case DSQ_TOPO_VIEW_READ:
         c->view_read = true; /* the nodes not seen now have no key in etcd */
+        if (atomic_load(&c->eplace) != NULL)
+            dsq_eplace_view(atomic_load(&c->eplace));
+        dsq_failover_kick(c->failover);
         break;
     }
 }
@@ -458,6 +471,18 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
         return -1;
     }
     atomic_store(&c->eplace, ep);
+    dsq_failover_cfg fc = {
+        .loop = loop,
+        .eplace = ep,
+        .self = c->nodes[c->self].id,
+        .promote = failover_promote,
+        .primary_here = failover_primary_here,
+        .ud = c,
+    };
+    if (dsq_failover_start(&fc, &c->failover, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cluster.etcd: %s", why);
+        return -1;
+    }
     if ((c->topo = dsq_topo_start(&tc, why, sizeof why)) == NULL) {
         snprintf(err, errlen, "cluster.etcd: %s", why);
         return -1;
@@ -470,6 +495,8 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
  * for up to about two etcd requests' timeouts (topo.h). */
 static void topo_stop(dsq_cluster *c)
 {
+    dsq_failover_stop(c->failover); /* (before the assignments it acts on) */
+    c->failover = NULL;
     dsq_eplace *ep = atomic_exchange(&c->eplace, NULL);
     dsq_eplace_stop(ep); /* (waiters are told it stops) */
     if (c->topo != NULL) {
@@ -654,11 +681,41 @@ void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out)
                                             .applied = ri.copies[i].applied};
 }
 
+/* A promotion's end, for the failover (repl's callback has the LSN too). */
+typedef struct fo_promo {
+    dsq_failover_promoted_fn done;
+    void *arg;
+} fo_promo;
+
+static void failover_promoted(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    fo_promo *p = ud;
+    (void)lsn;
+    p->done(p->arg, rc, epoch, msg);
+    free(p);
+}
+
+static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_failover_promoted_fn done, void *arg,
+                            char *err, size_t errlen)
+{
+    dsq_cluster *c = ud;
+    fo_promo *p = malloc(sizeof *p);
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *p = (fo_promo){.done = done, .arg = arg};
+    int rc = dsq_repl_promote(c->repl, db, min_epoch, failover_promoted, p, err, errlen);
+    if (rc != 0)
+        free(p);
+    return rc;
+}
+
 int dsq_cluster_promote(dsq_cluster *c, const char *db,
                         void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
                         char *err, size_t errlen)
 {
-    return dsq_repl_promote(c->repl, db, done, ud, err, errlen);
+    return dsq_repl_promote(c->repl, db, 0, done, ud, err, errlen);
 }
 
 int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node)

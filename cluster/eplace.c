@@ -60,6 +60,7 @@ struct dsq_eplace {
     size_t held_bytes;
     live_node live[DSQ_NODES_MAX]; /* loop thread */
     size_t nlive;
+    bool view_whole;               /* loop thread */
 };
 
 /* ---- the placement (any thread) --------------------------------------------------------------- */
@@ -388,6 +389,20 @@ void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, uint64_t dbs, uint6
     l->dbs = dbs;
     l->bytes = bytes;
 }
+
+bool dsq_eplace_alive(const dsq_eplace *p, const char *id)
+{
+    for (size_t i = 0; i < p->nlive; i++)
+        if (strcmp(p->live[i].id, id) == 0)
+            return p->live[i].up;
+    return false;
+}
+
+void dsq_eplace_view(dsq_eplace *p) { p->view_whole = true; }
+
+bool dsq_eplace_view_whole(const dsq_eplace *p) { return p->view_whole; }
+
+dsq_assign *dsq_eplace_assign(dsq_eplace *p) { return p->stopping ? NULL : p->assign; }
 
 /* ---- the object ------------------------------------------------------------------------------- */
 

@@ -81,6 +81,18 @@ void dsq_eplace_cancel(dsq_eplace *p, dsq_place_wait *w);
  * the sender's protocol recovers, as from a message lost with a link). */
 bool dsq_eplace_hold(dsq_eplace *p, const char *db, size_t node, uint8_t type, const uint8_t *msg, size_t n);
 
+/* Whether node id has a key in etcd now (as this node last heard). */
+bool dsq_eplace_alive(const dsq_eplace *p, const char *id);
+
+/* The nodes' view is whole (topo's VIEW_READ): a node not alive in it has
+ * no key. Until then dsq_eplace_view_whole is false. */
+void dsq_eplace_view(dsq_eplace *p);
+bool dsq_eplace_view_whole(const dsq_eplace *p);
+
+/* The assignments themselves (assign.h), for who acts on them; NULL once
+ * stopping. */
+struct dsq_assign *dsq_eplace_assign(dsq_eplace *p);
+
 /* Whether the first full read of the assignments is done. */
 bool dsq_eplace_loaded(const dsq_eplace *p);
 

@@ -1664,7 +1664,8 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     promo_step(r, d);
 }
 
-int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen)
+int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
+                     size_t errlen)
 {
     rdb *d = entry(r, db);
     if (d == NULL) {
@@ -1695,7 +1696,8 @@ int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud,
         return -1;
     }
     uint64_t top = d->epoch > d->max_seen ? d->epoch : d->max_seen;
-    *p = (promo){.r = r, .d = d, .epoch = top + 1, .phase = P_PROPOSING, .done = done, .ud = ud};
+    *p = (promo){.r = r, .d = d, .epoch = top + 1 > min_epoch ? top + 1 : min_epoch, .phase = P_PROPOSING,
+                 .done = done, .ud = ud};
     uv_timer_init(r->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
@@ -2083,6 +2085,12 @@ void dsq_repl_free(dsq_repl *r)
     dsq_htab_free(&r->dbs);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+bool dsq_repl_primary_here(dsq_repl *r, const char *db)
+{
+    rdb *d = entry(r, db);
+    return d != NULL && (d->role == DSQ_ROLE_PRIMARY || d->role == DSQ_ROLE_ALONE || d->promo != NULL);
 }
 
 void dsq_repl_placement_changed(dsq_repl *r, const char *db)

@@ -127,18 +127,25 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
 void dsq_repl_on_link(dsq_repl *r, size_t node, bool up);
 void dsq_repl_on_writable(dsq_repl *r, size_t node);
 
-/* Make this node's copy of db the primary (see above). `done` runs on
- * the loop with 0 and the new epoch and its first LSN - 1 (the log it
- * took over ends there), or -1 and a message. Loop thread. 0, or -1
- * with a message when it cannot start: -2 when that is because another
- * promotion of db here (or its epoch's record) is under way. */
+/* Make this node's copy of db the primary (see above), in an epoch above
+ * every one it knows and at least min_epoch (etcd's next, with
+ * cluster.etcd; 0: no floor). `done` runs on the loop with 0 and the new
+ * epoch and its first LSN - 1 (the log it took over ends there), or -1
+ * and a message. Loop thread. 0, or -1 with a message when it cannot
+ * start: -2 when that is because another promotion of db here (or its
+ * epoch's record) is under way. */
 typedef void (*dsq_promote_fn)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
-int dsq_repl_promote(dsq_repl *r, const char *db, dsq_promote_fn done, void *ud, char *err, size_t errlen);
+int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
+                     size_t errlen);
 
 /* Db's placement changed (its assignment in etcd): a node without a copy
  * takes the primary it names from then on (a copy learns a new primary
  * from the primary's own messages). Any thread. */
 void dsq_repl_placement_changed(dsq_repl *r, const char *db);
+
+/* Whether this node's copy of db is its primary, or is becoming it (a
+ * promotion under way). Loop thread. */
+bool dsq_repl_primary_here(dsq_repl *r, const char *db);
 
 /* This node's role for db and its primary's node number (loop thread). */
 dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary);

@@ -1,0 +1,452 @@
+/* failover — automatic failover with cluster.etcd (failover.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/assign.h"
+#include "cluster/failover.h"
+#include "common/htab.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "common/mailbox.h"
+#include "common/util.h"
+
+#define SWEEP_MS 500
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 30000
+
+/* A database this node acts on (or waits to act on again). */
+typedef struct fent {
+    dsq_hnode link;                /* in f->ents */
+    char db[DSQ_ASSIGN_DB_MAX];
+    char from[DSQ_NODE_ID_MAX];    /* the primary it replaces ("" for a reconcile) */
+    bool inflight;                 /* a write or a promotion is under way */
+    bool seen;                     /* the last sweep wanted it */
+    uint64_t next_ms;              /* not again before then (after a failure) */
+    uint64_t backoff_ms;
+} fent;
+
+/* An answer of etcd's, or a promotion's end, on its way back. */
+typedef struct fctx {
+    dsq_lnode link;                /* promotions: on f->promos */
+    dsq_failover *f;               /* NULL once f stopped (a promotion that ends later) */
+    char db[DSQ_ASSIGN_DB_MAX];
+    uint64_t epoch;                /* the one written (or asked for) */
+    int rc;
+    char msg[256];
+} fctx;
+
+typedef struct left_node {
+    char id[DSQ_NODE_ID_MAX];
+    uint64_t at_ms;                /* monotonic */
+} left_node;
+
+struct dsq_failover {
+    dsq_failover_cfg cfg;
+    char self[DSQ_NODE_ID_MAX];
+    dsq_mailbox mb;
+    uv_timer_t sweep, kick;
+    unsigned closing;              /* handles whose close is owed */
+    bool stopping;
+    dsq_htab ents;                 /* fent.link */
+    dsq_list promos;               /* fctx.link: promotions under way */
+    left_node left[DSQ_NODES_MAX];
+    size_t nleft;
+    dsq_failover_stats stats;
+    dsq_failover_record recent[DSQ_FAILOVER_RECENT];
+    size_t nrecent, recent_at;     /* a ring: the next slot */
+};
+
+static fent *ent_get(dsq_failover *f, const char *db)
+{
+    fent *e = dsq_container_of(dsq_htab_find(&f->ents, db), fent, link);
+    if (e != NULL)
+        return e;
+    if ((e = calloc(1, sizeof *e)) == NULL)
+        return NULL;
+    snprintf(e->db, sizeof e->db, "%s", db);
+    if (dsq_htab_add(&f->ents, &e->link, e->db) != 0) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void ent_drop(dsq_failover *f, fent *e)
+{
+    dsq_htab_remove(&f->ents, &e->link);
+    free(e);
+}
+
+/* A failure: not again before the backoff. */
+static void ent_failed(dsq_failover *f, fent *e)
+{
+    f->stats.failed++;
+    e->inflight = false;
+    e->backoff_ms = e->backoff_ms == 0 ? BACKOFF_MIN_MS : e->backoff_ms * 2;
+    if (e->backoff_ms > BACKOFF_MAX_MS)
+        e->backoff_ms = BACKOFF_MAX_MS;
+    e->next_ms = dsq_now_ms() + e->backoff_ms;
+}
+
+static uint64_t left_at(const dsq_failover *f, const char *id)
+{
+    for (size_t i = 0; i < f->nleft; i++)
+        if (strcmp(f->left[i].id, id) == 0)
+            return f->left[i].at_ms;
+    return 0;
+}
+
+static void remember(dsq_failover *f, const fent *e, uint64_t epoch)
+{
+    dsq_failover_record *r = &f->recent[f->recent_at];
+    f->recent_at = (f->recent_at + 1) % DSQ_FAILOVER_RECENT;
+    if (f->nrecent < DSQ_FAILOVER_RECENT)
+        f->nrecent++;
+    uint64_t left = left_at(f, e->from), now = dsq_now_ms();
+    *r = (dsq_failover_record){.epoch = epoch, .at_ms = dsq_wall_ms(), .took_ms = left && now > left ? now - left : 0};
+    snprintf(r->db, sizeof r->db, "%s", e->db);
+    snprintf(r->from, sizeof r->from, "%s", e->from);
+    snprintf(r->to, sizeof r->to, "%s", f->self);
+}
+
+/* ---- promoting ---------------------------------------------------------------------------------- */
+
+static void on_epoch_written(void *ud, int rc, const dsq_assignment *now, const char *msg)
+{
+    char *db = ud;
+    (void)now;
+    if (rc != 0)
+        DSQ_DEBUG("failover_epoch_not_written", "db=%s rc=%d reason=%s", db, rc, dsq_log_q(msg ? msg : ""));
+    free(db);
+}
+
+/* The promotion chose a higher epoch than etcd's: etcd's follows. */
+static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch)
+{
+    dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
+    dsq_assignment a;
+    if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0 || a.epoch >= epoch)
+        return;
+    a.epoch = epoch;
+    char *u = strdup(db);
+    if (u != NULL && dsq_assign_update(as, &a, a.mod_revision, on_epoch_written, u) != 0)
+        free(u);
+}
+
+static void promoted(void *arg, int rc, uint64_t epoch, const char *msg)
+{
+    fctx *x = arg;
+    dsq_failover *f = x->f;
+    if (f == NULL) { /* (stopped meanwhile) */
+        free(x);
+        return;
+    }
+    dsq_list_remove(&f->promos, &x->link);
+    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
+    if (rc != 0) {
+        DSQ_WARN("failover_promotion_failed", "db=%s epoch=%llu reason=%s", x->db, (unsigned long long)x->epoch,
+                 dsq_log_q(msg ? msg : ""));
+        if (e != NULL)
+            ent_failed(f, e);
+        free(x);
+        return;
+    }
+    f->stats.promoted++;
+    if (e != NULL) {
+        remember(f, e, epoch);
+        DSQ_INFO("failover_done", "db=%s from=%s epoch=%llu took_ms=%llu", x->db, e->from[0] ? e->from : "-",
+                 (unsigned long long)epoch,
+                 (unsigned long long)f->recent[(f->recent_at + DSQ_FAILOVER_RECENT - 1) % DSQ_FAILOVER_RECENT].took_ms);
+        ent_drop(f, e);
+    }
+    if (epoch != x->epoch)
+        write_epoch(f, x->db, epoch);
+    free(x);
+}
+
+static void promote(dsq_failover *f, fent *e, uint64_t min_epoch)
+{
+    fctx *x = calloc(1, sizeof *x);
+    char err[300];
+    if (x == NULL) {
+        ent_failed(f, e);
+        return;
+    }
+    x->f = f;
+    x->epoch = min_epoch;
+    snprintf(x->db, sizeof x->db, "%s", e->db);
+    dsq_list_push(&f->promos, &x->link);
+    int rc = f->cfg.promote(f->cfg.ud, e->db, min_epoch, promoted, x, err, sizeof err);
+    if (rc != 0) {
+        dsq_list_remove(&f->promos, &x->link);
+        free(x);
+        if (rc == -2) { /* one under way here: it ends by itself */
+            e->inflight = false;
+            e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
+        } else {
+            DSQ_WARN("failover_promotion_failed", "db=%s reason=%s", e->db, dsq_log_q(err));
+            ent_failed(f, e);
+        }
+    }
+}
+
+/* ---- the compare-and-swap ---------------------------------------------------------------------- */
+
+static void cas_done(void *arg, bool run)
+{
+    fctx *x = arg;
+    dsq_failover *f = x->f;
+    if (!run || f->stopping) {
+        free(x);
+        return;
+    }
+    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
+    if (e == NULL) {
+        free(x);
+        return;
+    }
+    if (x->rc == 0) {
+        f->stats.won++;
+        DSQ_INFO("failover_won", "db=%s from=%s epoch=%llu", x->db, e->from, (unsigned long long)x->epoch);
+        promote(f, e, x->epoch);
+    } else if (x->rc == 1 || x->rc == 2) {
+        f->stats.lost++;
+        DSQ_INFO("failover_lost", "db=%s from=%s reason=%s", x->db, e->from,
+                 dsq_log_q("the assignment changed first (another node's write)"));
+        ent_drop(f, e);
+    } else {
+        DSQ_WARN("failover_write_failed", "db=%s reason=%s", x->db, dsq_log_q(x->msg));
+        ent_failed(f, e);
+    }
+    free(x);
+}
+
+/* On the assignments' request thread. */
+static void on_cas(void *ud, int rc, const dsq_assignment *now, const char *msg)
+{
+    fctx *x = ud;
+    (void)now;
+    x->rc = rc;
+    snprintf(x->msg, sizeof x->msg, "%s", msg ? msg : "");
+    if (dsq_mailbox_post(&x->f->mb, cas_done, x) != 0)
+        free(x); /* (stopping) */
+}
+
+/* Step forward for a's database: write it with this node as primary. */
+static void take_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
+{
+    fent *e = ent_get(f, a->db);
+    if (e == NULL)
+        return;
+    e->seen = true;
+    if (e->inflight || dsq_now_ms() < e->next_ms)
+        return;
+    dsq_assignment want = *a;
+    want.epoch = a->epoch + 1;
+    snprintf(want.primary, sizeof want.primary, "%s", f->self);
+    snprintf(e->from, sizeof e->from, "%s", a->primary);
+    fctx *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return;
+    x->f = f;
+    x->epoch = want.epoch;
+    snprintf(x->db, sizeof x->db, "%s", a->db);
+    e->inflight = true;
+    f->stats.attempts++;
+    DSQ_INFO("failover_candidate", "db=%s from=%s epoch=%llu", a->db, a->primary, (unsigned long long)want.epoch);
+    if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
+        free(x);
+        ent_failed(f, e);
+    }
+}
+
+/* The assignment names this node, whose copy is not the primary. */
+static void reconcile(dsq_failover *f, const dsq_assignment *a)
+{
+    fent *e = ent_get(f, a->db);
+    if (e == NULL)
+        return;
+    e->seen = true;
+    if (e->inflight || dsq_now_ms() < e->next_ms)
+        return;
+    e->inflight = true;
+    e->from[0] = '\0';
+    DSQ_INFO("failover_reconcile", "db=%s epoch=%llu", a->db, (unsigned long long)a->epoch);
+    promote(f, e, a->epoch);
+}
+
+/* ---- the sweep ----------------------------------------------------------------------------------- */
+
+typedef struct todo {
+    dsq_assignment *v;
+    size_t n, cap;
+    const dsq_failover *f;
+} todo;
+
+static bool has_copy(const dsq_assignment *a, const char *id)
+{
+    for (size_t i = 0; i < a->ncopies; i++)
+        if (strcmp(a->copies[i], id) == 0)
+            return true;
+    return false;
+}
+
+/* Under the assignments' lock: only copy out what this node may act on. */
+static int collect(void *ud, const dsq_assignment *a)
+{
+    todo *t = ud;
+    if (!has_copy(a, t->f->self))
+        return 0;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        dsq_assignment *v = realloc(t->v, cap * sizeof *v);
+        if (v == NULL)
+            return 1; /* (the rest at the next sweep) */
+        t->v = v;
+        t->cap = cap;
+    }
+    t->v[t->n++] = *a;
+    return 0;
+}
+
+static void sweep(dsq_failover *f)
+{
+    dsq_eplace *ep = f->cfg.eplace;
+    dsq_assign *as = dsq_eplace_assign(ep);
+    if (f->stopping || as == NULL || !dsq_eplace_loaded(ep) || !dsq_eplace_view_whole(ep))
+        return;
+    todo t = {.f = f};
+    dsq_assign_each(as, collect, &t);
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&f->ents, &it)) != NULL;)
+        dsq_container_of(h, fent, link)->seen = false;
+    for (size_t i = 0; i < t.n; i++) {
+        const dsq_assignment *a = &t.v[i];
+        if (dsq_eplace_alive(ep, a->primary)) {
+            if (strcmp(a->primary, f->self) == 0 && !f->cfg.primary_here(f->cfg.ud, a->db))
+                reconcile(f, a);
+            continue;
+        }
+        /* The primary's node is gone: the first copy alive steps forward. */
+        for (size_t k = 0; k < a->ncopies; k++) {
+            if (strcmp(a->copies[k], a->primary) == 0 || !dsq_eplace_alive(ep, a->copies[k]))
+                continue;
+            if (strcmp(a->copies[k], f->self) == 0)
+                take_over(f, as, a);
+            break;
+        }
+    }
+    free(t.v);
+    /* What no longer needs acting on, and is not under way, goes. */
+    it = (dsq_htab_iter){0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&f->ents, &it)) != NULL;) {
+        fent *e = dsq_container_of(h, fent, link);
+        if (!e->seen && !e->inflight)
+            ent_drop(f, e);
+    }
+}
+
+static void on_sweep(uv_timer_t *t) { sweep(t->data); }
+
+void dsq_failover_kick(dsq_failover *f)
+{
+    if (f != NULL && !f->stopping)
+        uv_timer_start(&f->kick, on_sweep, 0, 0); /* (once, soon: several kicks make one sweep) */
+}
+
+void dsq_failover_node_left(dsq_failover *f, const char *id)
+{
+    if (f == NULL)
+        return;
+    size_t i = 0;
+    while (i < f->nleft && strcmp(f->left[i].id, id) != 0)
+        i++;
+    if (i == f->nleft) {
+        if (f->nleft == DSQ_NODES_MAX)
+            return;
+        f->nleft++;
+        snprintf(f->left[i].id, sizeof f->left[i].id, "%s", id);
+    }
+    f->left[i].at_ms = dsq_now_ms();
+    dsq_failover_kick(f);
+}
+
+/* ---- the object ---------------------------------------------------------------------------------- */
+
+int dsq_failover_start(const dsq_failover_cfg *cfg, dsq_failover **out, char *err, size_t errlen)
+{
+    dsq_failover *f = calloc(1, sizeof *f);
+    if (f == NULL || dsq_mailbox_init(&f->mb, cfg->loop) != 0) {
+        free(f);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    f->cfg = *cfg;
+    snprintf(f->self, sizeof f->self, "%s", cfg->self);
+    f->cfg.self = f->self;
+    uv_timer_init(cfg->loop, &f->sweep);
+    uv_timer_init(cfg->loop, &f->kick);
+    f->sweep.data = f->kick.data = f;
+    uv_unref((uv_handle_t *)&f->sweep);
+    uv_unref((uv_handle_t *)&f->kick);
+    uv_timer_start(&f->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    *out = f;
+    return 0;
+}
+
+static void maybe_free(dsq_failover *f)
+{
+    if (f->closing > 0)
+        return;
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&f->ents, &it)) != NULL;)
+        free(dsq_container_of(h, fent, link));
+    dsq_htab_free(&f->ents);
+    free(f);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    dsq_failover *f = h->data;
+    f->closing--;
+    maybe_free(f);
+}
+
+static void mailbox_closed(dsq_mailbox *m)
+{
+    dsq_failover *f = dsq_container_of(m, dsq_failover, mb);
+    f->closing--;
+    maybe_free(f);
+}
+
+void dsq_failover_stop(dsq_failover *f)
+{
+    if (f == NULL)
+        return;
+    f->stopping = true;
+    fctx *x, *tmp;
+    dsq_list_foreach_safe(x, tmp, &f->promos, link) {
+        dsq_list_remove(&f->promos, &x->link);
+        x->f = NULL; /* (freed when it ends) */
+    }
+    f->closing = 3;
+    uv_timer_stop(&f->sweep);
+    uv_timer_stop(&f->kick);
+    uv_close((uv_handle_t *)&f->sweep, timer_closed);
+    uv_close((uv_handle_t *)&f->kick, timer_closed);
+    dsq_mailbox_close(&f->mb, mailbox_closed);
+}
+
+void dsq_failover_stats_get(const dsq_failover *f, dsq_failover_stats *out)
+{
+    *out = f != NULL ? f->stats : (dsq_failover_stats){0};
+}
+
+size_t dsq_failover_recent(const dsq_failover *f, dsq_failover_record *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t k = 0; f != NULL && k < f->nrecent && n < max; k++)
+        out[n++] = f->recent[(f->recent_at + DSQ_FAILOVER_RECENT - 1 - k) % DSQ_FAILOVER_RECENT];
+    return n;
+}

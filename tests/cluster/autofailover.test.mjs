@@ -1,0 +1,95 @@
+// Automatic failover on etcd: three nodes found through etcd, three copies
+// of each database. When the primary's node dies (SIGKILL) or stops for
+// longer than its lease in etcd (SIGSTOP), a surviving copy takes over by
+// itself (the assignment in etcd names it, in the next epoch), writes
+// through any surviving node go on, and every acknowledged write is there
+// exactly once. A stopped primary that comes back acknowledges nothing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
+import { startEtcdCluster } from './lib/etcdcluster.mjs';
+
+const conf = 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n';
+
+// Inserts of unique ids through the nodes `via()` names, round robin, until
+// stopped; `acked` gets each id whose reply was 200. A failure waits 20 ms.
+function writers(via, db, acked, from) {
+  let stop = false;
+  let next = from;
+  let turn = 0;
+  const run = async () => {
+    while (!stop) {
+      const nodes = via();
+      const id = next++;
+      const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
+        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 5000);
+      if (r.status === 200) acked.push({ id, at: Date.now() });
+      else await sleep(20);
+    }
+  };
+  const all = [run(), run()];
+  return async () => { stop = true; await Promise.all(all); };
+}
+
+async function ids(d, db) {
+  const r = await post(d, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.rows.map((x) => x[0]);
+}
+
+for (const how of ['SIGKILL', 'SIGSTOP']) {
+  test(`the primary's node ${how === 'SIGKILL' ? 'killed' : 'stopped past its lease'}: a copy takes over by itself, no acknowledged write lost`, async () => {
+    const c = await startEtcdCluster(3, { conf });
+    try {
+      const db = 'auto';
+      assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+      const a1 = await c.assignment(db);
+      assert.equal(a1.epoch, 1);
+      const primary = c.byId(a1.primary);
+      const survivors = c.nodes.filter((d) => d !== primary);
+      const acked = [];
+      const stop = writers(() => survivors, db, acked, 1);
+      await until(async () => acked.length >= 30, 15000, 'writes before the fault');
+      const t0 = Date.now();
+      primary.proc.kill(how);
+      // The assignment moves to a survivor, in epoch 2, by itself.
+      await until(async () => (await c.assignment(db))?.epoch >= 2, 15000, 'a new primary in etcd');
+      const a2 = await c.assignment(db);
+      assert.notEqual(a2.primary, a1.primary);
+      assert.deepEqual([...a2.copies].sort(), [...a1.copies].sort());
+      const before = acked.length;
+      await until(async () => acked.length >= before + 30, 15000, 'writes on the new primary');
+      const resumed = acked.find((x) => x.at > t0 && acked.indexOf(x) >= before)?.at ?? Date.now();
+      await stop();
+      const newPrimary = c.byId(a2.primary);
+      assert.match(newPrimary.stderr, /event=failover_won db=auto from=n\d epoch=2/);
+      for (const d of survivors) {
+        const info = (await clusterInfo(d, `?database=${db}`)).body.database;
+        assert.equal(info.primary, a2.primary, 'every survivor routes to the new primary');
+      }
+      // Every acknowledged id, exactly once.
+      const have = await ids(survivors[0], db);
+      assert.equal(new Set(have).size, have.length, 'no id twice');
+      for (const { id } of acked) assert.ok(have.includes(id), `acknowledged id ${id} missing`);
+      if (how === 'SIGSTOP') {
+        // The old primary wakes: it no longer answers as primary (its
+        // epoch is fenced); a write through it goes to the new one or fails.
+        primary.proc.kill('SIGCONT');
+        const r = await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [-1] }, 8000);
+        if (r.status === 200) {
+          const now = await ids(newPrimary, db);
+          assert.ok(now.includes(-1), 'a write the old primary acknowledged is on the new primary');
+        }
+        await until(async () => {
+          const info = (await clusterInfo(primary, `?database=${db}`)).body.database;
+          return info.primary === a2.primary;
+        }, 15000, 'the old primary follows the new one');
+      }
+      console.log(`# ${how}: writes resumed ${resumed - t0} ms after the fault`);
+    } finally {
+      if (how === 'SIGSTOP') for (const d of c.nodes) d.proc.kill('SIGCONT');
+      await c.cleanup();
+    }
+  });
+}

@@ -1,0 +1,72 @@
+// An etcd and n dosqld nodes that find each other through it (each
+// node's peers names itself alone), for the tests of placement and
+// failover on etcd. Every wait bounded; everything stopped by its pid.
+//
+//     const c = await startEtcdCluster(3, { conf: 'replicas = 3\n' });
+//     c.nodes[i]               // startDosqld's handles (n1, n2, ...)
+//     await c.assignment(db)   // dbs/<db> as etcd holds it, or null
+//     await c.restart(i)       // node i again, with its data
+//     await c.cleanup()
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { startDosqld } from '../../integration/lib/harness.mjs';
+import { clusterInfo, freePort, secretFile, until } from './cluster.mjs';
+import { startEtcd } from './etcd.mjs';
+
+export const PREFIX = '/t/';
+const b64 = (s) => Buffer.from(s).toString('base64');
+
+export async function startEtcdCluster(n, { conf = '', ttl = '2s' } = {}) {
+  const etcd = await startEtcd();
+  const dir = mkdtempSync(path.join(tmpdir(), 'dosqld-etcd-cluster-'));
+  const secret = secretFile(dir);
+  const ports = [];
+  for (let i = 0; i < n; i++) ports.push(await freePort());
+  const nodes = [];
+  const gone = []; // handles replaced by a restart: their directories hold the new one's data
+  const c = { etcd, dir, nodes, ports, gone };
+  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = n${i + 1}@127.0.0.1:${ports[i]}\nsecret_file = ${secret}\n` +
+    `etcd = ${etcd.url}\netcd_prefix = ${PREFIX}\nnode_ttl = ${ttl}\nheartbeat_interval = 100ms\npeer_timeout = 1s\n${conf}`;
+  c.byId = (id) => nodes[Number(id.slice(1)) - 1];
+  c.assignment = async (db) => {
+    const r = await etcd.post('/v3/kv/range', { key: b64(`${PREFIX}dbs/${db}`) });
+    const kv = r.kvs?.[0];
+    return kv ? JSON.parse(Buffer.from(kv.value, 'base64').toString()) : null;
+  };
+  // Node i again (after a kill or a stop), with its data directory.
+  c.restart = async (i) => {
+    const old = nodes[i];
+    if (!old.exited) throw new Error(`node ${i} still runs`);
+    gone.push(old);
+    nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: path.join(old.dir, 'data') });
+    return nodes[i];
+  };
+  // Wait until every running node in `live` links to every other.
+  c.linked = async (live = nodes) => {
+    for (const d of live)
+      await until(async () => {
+        const info = (await clusterInfo(d)).body.nodes;
+        return live.every((o) => info.some((x) => x.id === `n${nodes.indexOf(o) + 1}` && x.reachable));
+      }, 20000, 'every link up');
+  };
+  c.cleanup = async () => {
+    const errs = [];
+    for (const d of nodes) {
+      try { await d.cleanup(); } catch (e) { errs.push(e); }
+    }
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+    await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
+    if (errs.length) throw errs[0];
+  };
+  try {
+    for (let i = 0; i < n; i++) nodes.push(await startDosqld({ conf: c.confOf(i) }));
+    await c.linked();
+  } catch (e) {
+    await c.cleanup().catch(() => {});
+    throw e;
+  }
+  return c;
+}
