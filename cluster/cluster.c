@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "cluster/assign.h"
 #include "cluster/eplace.h"
 #include "cluster/failover.h"
 #include "cluster/epochs.h"
@@ -25,6 +26,7 @@
 #include "cluster/wire.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/engine.h"
 
 /* A topo event, copied for the loop thread. */
 typedef struct topo_msg {
@@ -65,6 +67,10 @@ struct dsq_cluster {
     dsq_placement etcd_place;  /* replication's placement with etcd: eplace's, once it runs */
     bool view_read;            /* topo's view of the nodes was whole once (loop thread) */
     dsq_failover *failover;    /* with etcd (loop thread) */
+    bool etcd_up, registered;  /* as topo's events last said (loop thread) */
+    struct dsq_engine *engine; /* (for the load this node tells etcd) */
+    uv_timer_t load_timer;     /* with etcd: the load told every second (topo writes it when it changed) */
+    bool load_timer_on;
     uv_async_t topo_async;     /* wakes the loop for the events queued */
     bool topo_async_on;
     pthread_mutex_t topo_mu;   /* over the queue */
@@ -388,6 +394,7 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
         dsq_failover_node_left(c->failover, m->id);
         break;
     case DSQ_TOPO_REGISTERED:
+        c->registered = c->etcd_up = true;
         DSQ_INFO("cluster_registered", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
         break;
     case DSQ_TOPO_REGISTER_CONFLICT:
@@ -395,12 +402,15 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
                  dsq_log_q(m->has_node ? m->node.peer : ""), dsq_log_q(m->msg));
         break;
     case DSQ_TOPO_LEASE_LOST:
+        c->registered = false;
         DSQ_WARN("cluster_lease_lost", "node=%s msg=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
         break;
     case DSQ_TOPO_ETCD_DOWN:
+        c->etcd_up = false;
         DSQ_WARN("cluster_etcd_down", "msg=%s", dsq_log_q(m->msg));
         break;
     case DSQ_TOPO_ETCD_UP:
+        c->etcd_up = true;
         DSQ_INFO("cluster_etcd_up", "msg=%s", dsq_log_q(m->msg));
         break;
     case DSQ_TOPO_VIEW_READ:
@@ -426,6 +436,22 @@ static void on_topo_async(uv_async_t *h)
         free(m);
         m = next;
     }
+}
+
+/* The load new databases are placed by (eplace.h): the databases this
+ * node holds a copy of, by the assignments, and the bytes of its
+ * databases' files on its disk. topo writes it at most once a node_ttl,
+ * when it changed. */
+static void on_load_timer(uv_timer_t *t)
+{
+    dsq_cluster *c = t->data;
+    if (c->topo == NULL || c->engine == NULL)
+        return;
+    dsq_cluster_node_etcd me;
+    dsq_cluster_node_etcd_get(c, c->self, &me);
+    dsq_engine_stats es;
+    dsq_engine_stats_get(c->engine, &es);
+    dsq_topo_set_load(c->topo, me.copies, es.evict_counts.local_bytes);
 }
 
 static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
@@ -487,6 +513,11 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
         snprintf(err, errlen, "cluster.etcd: %s", why);
         return -1;
     }
+    uv_timer_init(loop, &c->load_timer);
+    c->load_timer.data = c;
+    c->load_timer_on = true;
+    uv_timer_start(&c->load_timer, on_load_timer, 1000, 1000);
+    uv_unref((uv_handle_t *)&c->load_timer);
     return 0;
 }
 
@@ -495,6 +526,10 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
  * for up to about two etcd requests' timeouts (topo.h). */
 static void topo_stop(dsq_cluster *c)
 {
+    if (c->load_timer_on) {
+        c->load_timer_on = false;
+        uv_close((uv_handle_t *)&c->load_timer, NULL); /* (c outlives it: freed once the links have closed) */
+    }
     dsq_failover_stop(c->failover); /* (before the assignments it acts on) */
     c->failover = NULL;
     dsq_eplace *ep = atomic_exchange(&c->eplace, NULL);
@@ -546,6 +581,7 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         snprintf(err, errlen, "cannot start replication");
         return -1;
     }
+    c->engine = e;
     if (c->etcd != NULL && topo_start(c, loop, err, errlen) != 0)
         return -1;
     return 0;
@@ -632,6 +668,57 @@ void dsq_cluster_place_cancel(dsq_cluster *c, dsq_place_wait *w)
     dsq_eplace *ep = c != NULL ? atomic_load(&c->eplace) : NULL;
     if (ep != NULL)
         dsq_eplace_cancel(ep, w);
+}
+
+void dsq_cluster_etcd_get(dsq_cluster *c, dsq_cluster_etcd_info *out)
+{
+    memset(out, 0, sizeof *out);
+    dsq_eplace *ep = c != NULL ? atomic_load(&c->eplace) : NULL;
+    if (ep == NULL)
+        return;
+    out->on = true;
+    out->etcd_up = c->etcd_up;
+    out->registered = c->registered;
+    out->view_whole = dsq_eplace_view_whole(ep);
+    out->assignments_loaded = dsq_eplace_loaded(ep);
+    out->assignments = dsq_eplace_count(ep);
+    dsq_failover_stats_get(c->failover, &out->failover);
+}
+
+typedef struct count_ctx {
+    const char *id;
+    uint64_t copies, primaries;
+} count_ctx;
+
+static int count_node(void *ud, const dsq_assignment *a)
+{
+    count_ctx *x = ud;
+    for (size_t i = 0; i < a->ncopies; i++)
+        if (strcmp(a->copies[i], x->id) == 0)
+            x->copies++;
+    x->primaries += strcmp(a->primary, x->id) == 0;
+    return 0;
+}
+
+void dsq_cluster_node_etcd_get(dsq_cluster *c, size_t i, dsq_cluster_node_etcd *out)
+{
+    memset(out, 0, sizeof *out);
+    dsq_eplace *ep = atomic_load(&c->eplace);
+    const char *id = dsq_nodeset_id(c->ids, (uint32_t)i);
+    if (ep == NULL || id == NULL)
+        return;
+    dsq_eplace_node_load(ep, id, &out->alive, &out->dbs, &out->bytes);
+    dsq_assign *as = dsq_eplace_assign(ep);
+    count_ctx x = {.id = id};
+    if (as != NULL)
+        dsq_assign_each(as, count_node, &x);
+    out->copies = x.copies;
+    out->primaries = x.primaries;
+}
+
+size_t dsq_cluster_failovers(dsq_cluster *c, dsq_failover_record *out, size_t max)
+{
+    return c != NULL ? dsq_failover_recent(c->failover, out, max) : 0;
 }
 
 /* Once the links run, their nodes: cluster.peers' (the same indices),

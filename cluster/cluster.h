@@ -200,6 +200,53 @@ void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out
  * i: commits and ms (metrics). */
 void dsq_cluster_lag(dsq_cluster *c, size_t i, uint64_t *lsn, uint64_t *ms);
 
+/* ---- with cluster.etcd (GET /v1/cluster, metrics) ---- */
+
+#define DSQ_FAILOVER_RECENT 32 /* failovers remembered for GET /v1/cluster */
+
+/* One failover, as this node saw it (the ones it made). */
+typedef struct dsq_failover_record {
+    char db[129];
+    char from[DSQ_NODE_ID_MAX];    /* the primary whose node left */
+    char to[DSQ_NODE_ID_MAX];      /* this node */
+    uint64_t epoch;                /* the new one */
+    uint64_t at_ms;                /* when it served (wall clock, ms since the epoch) */
+    uint64_t took_ms;              /* from the old primary's node leaving etcd's view here to then */
+} dsq_failover_record;
+
+typedef struct dsq_failover_stats {
+    uint64_t attempts;             /* candidacies started (compare-and-swap sent) */
+    uint64_t won;                  /* assignments this node wrote */
+    uint64_t lost;                 /* another node's write came first */
+    uint64_t promoted;             /* promotions that ended serving */
+    uint64_t failed;               /* promotions or writes that failed (tried again) */
+} dsq_failover_stats;
+
+typedef struct dsq_cluster_etcd_info {
+    bool on;                       /* cluster.etcd is set (else the rest is zero) */
+    bool etcd_up;                  /* etcd answered this node's last request */
+    bool registered;               /* this node's key is written, under its lease */
+    bool view_whole;               /* the nodes' view was read whole once */
+    bool assignments_loaded;       /* every database's assignment was read once */
+    size_t assignments;            /* databases placed, as this node knows them */
+    dsq_failover_stats failover;   /* this node's part in failovers, since the start */
+} dsq_cluster_etcd_info;
+void dsq_cluster_etcd_get(dsq_cluster *c, dsq_cluster_etcd_info *out);
+
+/* Node i (dsq_cluster_node's numbering) as etcd shows it: whether it has
+ * a key (alive), its load there, and of the assignments known here, how
+ * many databases it holds a copy of and of how many it is the primary.
+ * All zero without etcd. Loop thread. */
+typedef struct dsq_cluster_node_etcd {
+    bool alive;
+    uint64_t dbs, bytes;           /* the load its key tells */
+    uint64_t copies, primaries;    /* from the assignments */
+} dsq_cluster_node_etcd;
+void dsq_cluster_node_etcd_get(dsq_cluster *c, size_t i, dsq_cluster_node_etcd *out);
+
+/* The failovers made here, newest first, into out[0..max). */
+size_t dsq_cluster_failovers(dsq_cluster *c, dsq_failover_record *out, size_t max);
+
 /* A database's copies as this node knows them (GET /v1/cluster?database=). */
 typedef struct dsq_cluster_copy {
     const char *node;          /* its id */

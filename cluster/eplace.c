@@ -398,6 +398,18 @@ bool dsq_eplace_alive(const dsq_eplace *p, const char *id)
     return false;
 }
 
+void dsq_eplace_node_load(const dsq_eplace *p, const char *id, bool *alive, uint64_t *dbs, uint64_t *bytes)
+{
+    *alive = false;
+    *dbs = *bytes = 0;
+    for (size_t i = 0; i < p->nlive; i++)
+        if (strcmp(p->live[i].id, id) == 0 && p->live[i].up) {
+            *alive = true;
+            *dbs = p->live[i].dbs;
+            *bytes = p->live[i].bytes;
+        }
+}
+
 void dsq_eplace_view(dsq_eplace *p) { p->view_whole = true; }
 
 bool dsq_eplace_view_whole(const dsq_eplace *p) { return p->view_whole; }

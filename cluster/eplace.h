@@ -83,6 +83,8 @@ bool dsq_eplace_hold(dsq_eplace *p, const char *db, size_t node, uint8_t type, c
 
 /* Whether node id has a key in etcd now (as this node last heard). */
 bool dsq_eplace_alive(const dsq_eplace *p, const char *id);
+/* The same, and the load its key last told (zeros when none). */
+void dsq_eplace_node_load(const dsq_eplace *p, const char *id, bool *alive, uint64_t *dbs, uint64_t *bytes);
 
 /* The nodes' view is whole (topo's VIEW_READ): a node not alive in it has
  * no key. Until then dsq_eplace_view_whole is false. */

@@ -57,7 +57,6 @@
 #include "cluster/cluster.h"
 #include "cluster/eplace.h"
 
-#define DSQ_FAILOVER_RECENT 32 /* failovers remembered for GET /v1/cluster */
 
 typedef struct dsq_failover dsq_failover;
 
@@ -78,23 +77,6 @@ typedef struct dsq_failover_cfg {
     void *ud;
 } dsq_failover_cfg;
 
-/* One failover, as this node saw it (the ones it made). */
-typedef struct dsq_failover_record {
-    char db[129];
-    char from[DSQ_NODE_ID_MAX];    /* the primary whose node left */
-    char to[DSQ_NODE_ID_MAX];      /* this node */
-    uint64_t epoch;                /* the new one */
-    uint64_t at_ms;                /* when it served (wall clock, ms since the epoch) */
-    uint64_t took_ms;              /* from the old primary's node leaving etcd's view here to then */
-} dsq_failover_record;
-
-typedef struct dsq_failover_stats {
-    uint64_t attempts;             /* candidacies started (compare-and-swap sent) */
-    uint64_t won;                  /* assignments this node wrote */
-    uint64_t lost;                 /* another node's write came first */
-    uint64_t promoted;             /* promotions that ended serving */
-    uint64_t failed;               /* promotions or writes that failed (tried again) */
-} dsq_failover_stats;
 
 int dsq_failover_start(const dsq_failover_cfg *cfg, dsq_failover **out, char *err, size_t errlen);
 
