@@ -8,6 +8,7 @@
 //     await etcd.post('/v3/auth/user/add', { name: 'root', password: 'pw' });  // its JSON gateway
 //     ...
 //     await etcd.stop();                // SIGTERM, SIGKILL after a bound; its directory removed
+//     await etcd.kill(); await etcd.restart();   // killed, then back with its ports and data
 //
 // With `tls` (PEM paths: cert and key, the member's; ca, the CA whose
 // client certificates it accepts; clientCert and clientKey, the ones
@@ -52,21 +53,27 @@ export async function startEtcd({ tls } = {}) {
   const [port, peerPort] = [await freePort(), await freePort()];
   const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, peer = `http://127.0.0.1:${peerPort}`;
   const logPath = path.join(dir, 'etcd.log');
-  const log = openSync(logPath, 'a');
   const tlsArgs = tls
     ? ['--cert-file', tls.cert, '--key-file', tls.key, '--trusted-ca-file', tls.ca, '--client-cert-auth']
     : [];
-  const proc = spawn(ETCD, ['--name', 'default', '--data-dir', path.join(dir, 'data'),
+  const args = ['--name', 'default', '--data-dir', path.join(dir, 'data'),
     '--listen-client-urls', url, '--advertise-client-urls', url,
     '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `default=${peer}`, '--heartbeat-interval', '10', '--election-timeout', '100', ...tlsArgs],
-  { stdio: ['ignore', log, log] });
-  closeSync(log);
-  const e = { proc, dir, url, port, exited: null };
+    '--initial-cluster', `default=${peer}`, '--heartbeat-interval', '10', '--election-timeout', '100', ...tlsArgs];
+  const e = { dir, url, port, exited: null };
+  // (Re)start the member with the same ports and data directory.
+  const launch = () => {
+    const log = openSync(logPath, 'a');
+    const proc = spawn(ETCD, args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    e.proc = proc;
+    e.exited = null;
+    e.exit = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(e.exited = { code, signal })));
+  };
+  launch();
   e.tlsOptions = tls
     ? { ca: readFileSync(tls.ca), cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) }
     : {};
-  e.exit = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(e.exited = { code, signal })));
   e.log = () => { try { return readFileSync(logPath, 'utf8'); } catch { return ''; } };
   // POST a JSON body to the gateway (token: with auth on); its answer,
   // parsed. Throws unless etcd answers 200.
@@ -76,28 +83,41 @@ export async function startEtcd({ tls } = {}) {
     return JSON.parse(r.text);
   };
   e.stop = async () => {
-    if (!e.exited) proc.kill('SIGTERM');
-    const timer = setTimeout(() => { if (!e.exited) proc.kill('SIGKILL'); }, STOP_MS);
+    if (!e.exited) e.proc.kill('SIGTERM');
+    const timer = setTimeout(() => { if (!e.exited) e.proc.kill('SIGKILL'); }, STOP_MS);
     await e.exit;
     clearTimeout(timer);
     rmSync(dir, { recursive: true, force: true });
   };
-  const end = Date.now() + START_MS;
-  for (;;) {
-    if (e.exited) {
-      const text = e.log();
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`etcd exited (${JSON.stringify(e.exited)}) before it was healthy:\n${text.slice(-2000)}`);
+  // Killed (SIGKILL), its data kept; e.restart() starts it again.
+  e.kill = async () => {
+    if (!e.exited) e.proc.kill('SIGKILL');
+    await e.exit;
+  };
+  const healthy = async () => {
+    const end = Date.now() + START_MS;
+    for (;;) {
+      if (e.exited) {
+        const text = e.log();
+        rmSync(dir, { recursive: true, force: true });
+        throw new Error(`etcd exited (${JSON.stringify(e.exited)}) before it was healthy:\n${text.slice(-2000)}`);
+      }
+      try {
+        const r = await request(e, 'GET', '/health');
+        if (r.status === 200 && JSON.parse(r.text).health === 'true') return e;
+      } catch { /* not up yet */ }
+      if (Date.now() >= end) {
+        const text = e.log();
+        await e.stop();
+        throw new Error(`etcd at ${url} was not healthy within ${START_MS} ms:\n${text.slice(-2000)}`);
+      }
+      await sleep(20);
     }
-    try {
-      const r = await request(e, 'GET', '/health');
-      if (r.status === 200 && JSON.parse(r.text).health === 'true') return e;
-    } catch { /* not up yet */ }
-    if (Date.now() >= end) {
-      const text = e.log();
-      await e.stop();
-      throw new Error(`etcd at ${url} was not healthy within ${START_MS} ms:\n${text.slice(-2000)}`);
-    }
-    await sleep(20);
-  }
+  };
+  e.restart = async () => {
+    if (!e.exited) throw new Error('etcd still runs');
+    launch();
+    return healthy();
+  };
+  return healthy();
 }

@@ -14,21 +14,28 @@ import path from 'node:path';
 import { startDosqld } from '../../integration/lib/harness.mjs';
 import { clusterInfo, freePort, secretFile, until } from './cluster.mjs';
 import { startEtcd } from './etcd.mjs';
+import { FaultProxy } from './proxy.mjs';
 
 export const PREFIX = '/t/';
 const b64 = (s) => Buffer.from(s).toString('base64');
 
-export async function startEtcdCluster(n, { conf = '', ttl = '2s' } = {}) {
+// With `etcdProxies`, each node reaches etcd through a FaultProxy of its
+// own (c.etcdProxy(i)): a node cut off from etcd alone.
+export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies = false } = {}) {
   const etcd = await startEtcd();
+  const proxies = [];
+  if (etcdProxies)
+    for (let i = 0; i < n; i++) proxies.push(await new FaultProxy(etcd.port).start());
   const dir = mkdtempSync(path.join(tmpdir(), 'dosqld-etcd-cluster-'));
   const secret = secretFile(dir);
   const ports = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());
   const nodes = [];
   const gone = []; // handles replaced by a restart: their directories hold the new one's data
-  const c = { etcd, dir, nodes, ports, gone };
+  const c = { etcd, dir, nodes, ports, gone, etcdProxy: (i) => proxies[i] };
+  const etcdUrl = (i) => (etcdProxies ? `http://127.0.0.1:${proxies[i].port}` : etcd.url);
   c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = n${i + 1}@127.0.0.1:${ports[i]}\nsecret_file = ${secret}\n` +
-    `etcd = ${etcd.url}\netcd_prefix = ${PREFIX}\nnode_ttl = ${ttl}\nheartbeat_interval = 100ms\npeer_timeout = 1s\n${conf}`;
+    `etcd = ${etcdUrl(i)}\netcd_prefix = ${PREFIX}\nnode_ttl = ${ttl}\nheartbeat_interval = 100ms\npeer_timeout = 1s\n${conf}`;
   c.byId = (id) => nodes[Number(id.slice(1)) - 1];
   c.assignment = async (db) => {
     const r = await etcd.post('/v3/kv/range', { key: b64(`${PREFIX}dbs/${db}`) });
@@ -57,6 +64,7 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s' } = {}) {
       try { await d.cleanup(); } catch (e) { errs.push(e); }
     }
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+    for (const px of proxies) await px.close();
     await etcd.stop();
     rmSync(dir, { recursive: true, force: true });
     if (errs.length) throw errs[0];
