@@ -777,8 +777,7 @@ typedef struct fo_promo {
 static void failover_promoted(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
 {
     fo_promo *p = ud;
-    (void)lsn;
-    p->done(p->arg, rc, epoch, msg);
+    p->done(p->arg, rc, epoch, lsn, msg);
     free(p);
 }
 
@@ -798,11 +797,37 @@ static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_fa
     return rc;
 }
 
+/* A promotion by hand through etcd: its end, told as dsq_cluster_promote's. */
+typedef struct hand_promo {
+    void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
+    void *ud;
+} hand_promo;
+
+static void hand_promoted(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    hand_promo *h = arg;
+    h->done(h->ud, rc, epoch, lsn, msg);
+    free(h);
+}
+
 int dsq_cluster_promote(dsq_cluster *c, const char *db,
                         void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
                         char *err, size_t errlen)
 {
-    return dsq_repl_promote(c->repl, db, 0, done, ud, err, errlen);
+    if (c->failover == NULL)
+        return dsq_repl_promote(c->repl, db, 0, done, ud, err, errlen);
+    /* With etcd, the assignment names the new primary first: else the
+     * former one, named there still, would take its place back. */
+    hand_promo *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *h = (hand_promo){.done = done, .ud = ud};
+    int rc = dsq_failover_promote(c->failover, db, hand_promoted, h, err, errlen);
+    if (rc != 0)
+        free(h);
+    return rc;
 }
 
 int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node)

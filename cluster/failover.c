@@ -24,6 +24,8 @@ typedef struct fent {
     bool seen;                     /* the last sweep wanted it */
     uint64_t next_ms;              /* not again before then (after a failure) */
     uint64_t backoff_ms;
+    dsq_failover_promoted_fn asked; /* a promotion asked by hand (dsq_failover_promote): told how it ends */
+    void *asked_arg;
 } fent;
 
 /* An answer of etcd's, or a promotion's end, on its way back. */
@@ -57,6 +59,15 @@ struct dsq_failover {
     size_t nrecent, recent_at;     /* a ring: the next slot */
 };
 
+/* Tell who asked by hand (once). */
+static void tell(fent *e, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    dsq_failover_promoted_fn fn = e->asked;
+    e->asked = NULL;
+    if (fn != NULL)
+        fn(e->asked_arg, rc, epoch, lsn, msg);
+}
+
 static fent *ent_get(dsq_failover *f, const char *db)
 {
     fent *e = dsq_container_of(dsq_htab_find(&f->ents, db), fent, link);
@@ -74,6 +85,7 @@ static fent *ent_get(dsq_failover *f, const char *db)
 
 static void ent_drop(dsq_failover *f, fent *e)
 {
+    tell(e, -1, 0, 0, "the cluster is stopping");
     dsq_htab_remove(&f->ents, &e->link);
     free(e);
 }
@@ -134,7 +146,7 @@ static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch)
         free(u);
 }
 
-static void promoted(void *arg, int rc, uint64_t epoch, const char *msg)
+static void promoted(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
 {
     fctx *x = arg;
     dsq_failover *f = x->f;
@@ -147,13 +159,16 @@ static void promoted(void *arg, int rc, uint64_t epoch, const char *msg)
     if (rc != 0) {
         DSQ_WARN("failover_promotion_failed", "db=%s epoch=%llu reason=%s", x->db, (unsigned long long)x->epoch,
                  dsq_log_q(msg ? msg : ""));
-        if (e != NULL)
+        if (e != NULL) {
+            tell(e, -1, 0, 0, msg ? msg : "the promotion failed");
             ent_failed(f, e);
+        }
         free(x);
         return;
     }
     f->stats.promoted++;
     if (e != NULL) {
+        tell(e, 0, epoch, lsn, NULL);
         remember(f, e, epoch);
         DSQ_INFO("failover_done", "db=%s from=%s epoch=%llu took_ms=%llu", x->db, e->from[0] ? e->from : "-",
                  (unsigned long long)epoch,
@@ -182,16 +197,21 @@ static void promote(dsq_failover *f, fent *e, uint64_t min_epoch)
         dsq_list_remove(&f->promos, &x->link);
         free(x);
         if (rc == -2) { /* one under way here: it ends by itself */
+            tell(e, -1, 0, 0, err);
             e->inflight = false;
             e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
         } else {
             DSQ_WARN("failover_promotion_failed", "db=%s reason=%s", e->db, dsq_log_q(err));
+            tell(e, -1, 0, 0, err);
             ent_failed(f, e);
         }
     }
 }
 
 /* ---- the compare-and-swap ---------------------------------------------------------------------- */
+
+static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e);
+static bool has_copy(const dsq_assignment *a, const char *id);
 
 static void cas_done(void *arg, bool run)
 {
@@ -214,9 +234,11 @@ static void cas_done(void *arg, bool run)
         f->stats.lost++;
         DSQ_INFO("failover_lost", "db=%s from=%s reason=%s", x->db, e->from,
                  dsq_log_q("the assignment changed first (another node's write)"));
+        tell(e, -1, 0, 0, "the database's assignment changed meanwhile (another node's promotion); ask again");
         ent_drop(f, e);
     } else {
         DSQ_WARN("failover_write_failed", "db=%s reason=%s", x->db, dsq_log_q(x->msg));
+        tell(e, -1, 0, 0, x->msg[0] ? x->msg : "etcd did not answer");
         ent_failed(f, e);
     }
     free(x);
@@ -242,6 +264,13 @@ static void take_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
     e->seen = true;
     if (e->inflight || dsq_now_ms() < e->next_ms)
         return;
+    write_self(f, as, a, e);
+}
+
+/* The compare-and-swap that makes this node a's primary, then (cas_done)
+ * the promotion. */
+static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e)
+{
     dsq_assignment want = *a;
     want.epoch = a->epoch + 1;
     snprintf(want.primary, sizeof want.primary, "%s", f->self);
@@ -257,8 +286,50 @@ static void take_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
     DSQ_INFO("failover_candidate", "db=%s from=%s epoch=%llu", a->db, a->primary, (unsigned long long)want.epoch);
     if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
         free(x);
+        tell(e, -1, 0, 0, "cannot ask etcd");
         ent_failed(f, e);
     }
+}
+
+int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_fn done, void *arg, char *err,
+                         size_t errlen)
+{
+    dsq_assign *as = f != NULL && !f->stopping ? dsq_eplace_assign(f->cfg.eplace) : NULL;
+    dsq_assignment a;
+    if (as == NULL) {
+        snprintf(err, errlen, "the cluster is stopping");
+        return -1;
+    }
+    if (dsq_assign_lookup(as, db, &a) != 0) {
+        snprintf(err, errlen, "database %s is not placed (no assignment in etcd)", db);
+        return -1;
+    }
+    if (!has_copy(&a, f->self)) {
+        snprintf(err, errlen, "this node holds no copy of database %s (its copies: %s%s%s%s%s)", db, a.copies[0],
+                 a.ncopies > 1 ? ", " : "", a.ncopies > 1 ? a.copies[1] : "", a.ncopies > 2 ? ", " : "",
+                 a.ncopies > 2 ? a.copies[2] : "");
+        return -1;
+    }
+    if (strcmp(a.primary, f->self) == 0 && f->cfg.primary_here(f->cfg.ud, db)) {
+        snprintf(err, errlen, "this node is the primary of database %s already (epoch %llu)", db,
+                 (unsigned long long)a.epoch);
+        return -1;
+    }
+    fent *e = ent_get(f, db);
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (e->inflight || e->asked != NULL) {
+        snprintf(err, errlen, "a promotion of database %s is under way here; ask again once it ended", db);
+        return -2;
+    }
+    e->asked = done;
+    e->asked_arg = arg;
+    e->seen = true;
+    e->next_ms = 0;
+    write_self(f, as, &a, e);
+    return 0;
 }
 
 /* The assignment names this node, whose copy is not the primary. */
@@ -425,6 +496,9 @@ void dsq_failover_stop(dsq_failover *f)
     if (f == NULL)
         return;
     f->stopping = true;
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&f->ents, &it)) != NULL;)
+        tell(dsq_container_of(h, fent, link), -1, 0, 0, "the node is stopping");
     fctx *x, *tmp;
     dsq_list_foreach_safe(x, tmp, &f->promos, link) {
         dsq_list_remove(&f->promos, &x->link);

@@ -60,8 +60,9 @@
 
 typedef struct dsq_failover dsq_failover;
 
-/* A promotion's end: 0 and the epoch, or -1 and why (loop thread). */
-typedef void (*dsq_failover_promoted_fn)(void *arg, int rc, uint64_t epoch, const char *msg);
+/* A promotion's end: 0, the epoch and where the log it took over ends,
+ * or -1 and why (loop thread). */
+typedef void (*dsq_failover_promoted_fn)(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 
 typedef struct dsq_failover_cfg {
     uv_loop_t *loop;
@@ -85,6 +86,14 @@ void dsq_failover_kick(dsq_failover *f);
 
 /* Node id left etcd's view now (its failovers' time counts from here). */
 void dsq_failover_node_left(dsq_failover *f, const char *id);
+
+/* A promotion asked by hand (POST /v1/admin/promote): the assignment is
+ * written with this node as primary and epoch + 1, as a failover's, then
+ * the copy promoted; done(arg, ...) tells how it ended. 0; -1 (db not
+ * placed, no copy here, the primary here already) or -2 (one under way)
+ * with a message, done not called. */
+int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_fn done, void *arg, char *err,
+                         size_t errlen);
 
 /* Stop (promotions under way end on their own; nothing is done with
  * them). NULL: nothing. Loop thread. */

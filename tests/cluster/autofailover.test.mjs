@@ -93,3 +93,34 @@ for (const how of ['SIGKILL', 'SIGSTOP']) {
     }
   });
 }
+
+// A promotion by hand on etcd goes through the assignment first, so the
+// former primary (alive, named there before) does not take its place back.
+test('a promotion by hand on etcd: the assignment names the new primary, and it stays', async () => {
+  const c = await startEtcdCluster(3, { conf });
+  try {
+    const db = 'byhand';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const target = c.nodes.find((d) => d !== c.byId(a1.primary));
+    const tid = `n${c.nodes.indexOf(target) + 1}`;
+    const p = await post(target, '/v1/admin/promote', { database: db });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    const a2 = await c.assignment(db);
+    assert.equal(a2.primary, tid);
+    assert.equal(a2.epoch, p.body.epoch);
+    assert.ok(a2.epoch > a1.epoch);
+    await sleep(2000); // (sweeps every 500 ms: the former primary would have acted)
+    assert.deepEqual(await c.assignment(db), a2);
+    for (const d of c.nodes)
+      await until(async () => (await clusterInfo(d, `?database=${db}`)).body.database.primary === tid, 5000,
+        'every node routing to the new primary');
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (1)' })).status, 200);
+    // Asking again on the primary: refused.
+    const again = await post(target, '/v1/admin/promote', { database: db });
+    assert.equal(again.status, 400);
+    assert.match(again.body.error.message, /primary of database byhand already/);
+  } finally {
+    await c.cleanup();
+  }
+});
