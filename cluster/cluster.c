@@ -378,7 +378,7 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
     case DSQ_TOPO_NODE_UP:
     case DSQ_TOPO_NODE_CHANGED:
         if (m->has_node && atomic_load(&c->eplace) != NULL)
-            dsq_eplace_node(atomic_load(&c->eplace), m->node.id, true, m->node.dbs, m->node.bytes);
+            dsq_eplace_node(atomic_load(&c->eplace), m->node.id, true, m->node.draining, m->node.dbs, m->node.bytes);
         topo_node_seen(c, m);
         dsq_failover_kick(c->failover);
         break;
@@ -390,7 +390,7 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
          * address links again by itself. */
         DSQ_INFO("cluster_node_down", "node=%s reason=%s", dsq_log_q(m->id), dsq_log_q(m->msg));
         if (atomic_load(&c->eplace) != NULL)
-            dsq_eplace_node(atomic_load(&c->eplace), m->id, false, 0, 0);
+            dsq_eplace_node(atomic_load(&c->eplace), m->id, false, false, 0, 0);
         dsq_failover_node_left(c->failover, m->id);
         break;
     case DSQ_TOPO_REGISTERED:
@@ -714,6 +714,31 @@ void dsq_cluster_node_etcd_get(dsq_cluster *c, size_t i, dsq_cluster_node_etcd *
         dsq_assign_each(as, count_node, &x);
     out->copies = x.copies;
     out->primaries = x.primaries;
+}
+
+int dsq_cluster_drain(dsq_cluster *c, const char *node, bool drain, uint64_t *primaries, char *err, size_t errlen)
+{
+    *primaries = 0;
+    if (c->failover == NULL || c->topo == NULL) {
+        snprintf(err, errlen, "draining needs the cluster on etcd ([cluster] etcd)");
+        return -1;
+    }
+    const char *self = c->nodes[c->self].id;
+    if (strcmp(node, self) != 0) {
+        size_t i = c->peers != NULL ? dsq_peers_find(c->peers, node) : SIZE_MAX;
+        const char *at = i != SIZE_MAX && i < DSQ_NODES_MAX ? c->client_addr[i] : "";
+        snprintf(err, errlen, "this is node %s: ask node %.40s itself%s%s%s", self, node, at[0] ? " (at " : "", at,
+                 at[0] ? ")" : "");
+        return -1;
+    }
+    if (drain != dsq_failover_draining(c->failover))
+        DSQ_INFO(drain ? "drain_started" : "drain_stopped", "node=%s", self);
+    dsq_topo_set_draining(c->topo, drain);
+    dsq_failover_set_draining(c->failover, drain);
+    dsq_cluster_node_etcd me;
+    dsq_cluster_node_etcd_get(c, c->self, &me);
+    *primaries = me.primaries;
+    return 0;
 }
 
 size_t dsq_cluster_failovers(dsq_cluster *c, dsq_failover_record *out, size_t max)

@@ -244,6 +244,14 @@ typedef struct dsq_cluster_node_etcd {
 } dsq_cluster_node_etcd;
 void dsq_cluster_node_etcd_get(dsq_cluster *c, size_t i, dsq_cluster_node_etcd *out);
 
+/* Drain this node (drain) or stop draining it: with cluster.etcd only,
+ * `node` must be this node's id. Draining, its key in etcd says so (no
+ * new database is placed on it) and every database it is the primary of
+ * moves to another copy (failover.h). *primaries: how many databases it
+ * is the primary of by their assignments now. 0, or -1 with a message.
+ * Loop thread. */
+int dsq_cluster_drain(dsq_cluster *c, const char *node, bool drain, uint64_t *primaries, char *err, size_t errlen);
+
 /* The failovers made here, newest first, into out[0..max). */
 size_t dsq_cluster_failovers(dsq_cluster *c, dsq_failover_record *out, size_t max);
 

@@ -46,6 +46,7 @@ typedef struct live_node {
     char id[DSQ_NODE_ID_MAX];
     uint64_t dbs, bytes;
     bool up;
+    bool draining;                 /* no new database goes there */
 } live_node;
 
 struct dsq_eplace {
@@ -192,17 +193,27 @@ static void finish(dsq_eplace *p, const char *db, int rc, const char *msg)
 static void place_new(dsq_eplace *p, const char *db)
 {
     dsq_place_node nodes[DSQ_NODES_MAX];
+    bool draining[DSQ_NODES_MAX];
     size_t n = 0;
     for (size_t i = 0; i < p->nlive; i++)
-        if (p->live[i].up)
+        if (p->live[i].up) {
+            draining[n] = p->live[i].draining;
             nodes[n++] = (dsq_place_node){.id = p->live[i].id, .dbs = p->live[i].dbs, .bytes = p->live[i].bytes};
+        }
     if (n == 0) {
         finish(p, db, -1, "no node is alive in etcd to place it on");
         return;
     }
     unsigned want = p->cfg.replicas < DSQ_ASSIGN_COPIES_MAX ? p->cfg.replicas : DSQ_ASSIGN_COPIES_MAX;
-    uint32_t pick[DSQ_NODES_MAX];
-    size_t k = dsq_place_weighted(db, nodes, n, want, pick);
+    uint32_t rank[DSQ_NODES_MAX], pick[DSQ_NODES_MAX];
+    size_t all = dsq_place_weighted(db, nodes, n, (unsigned)n, rank);
+    /* Draining nodes go last (so never the primary while another node is
+     * alive), the order otherwise kept. */
+    size_t k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < all && k < want; i++)
+            if (draining[rank[i]] == (pass == 1))
+                pick[k++] = rank[i];
     dsq_assignment a = {.epoch = 1, .ncopies = k};
     snprintf(a.db, sizeof a.db, "%s", db);
     for (size_t i = 0; i < k; i++)
@@ -373,7 +384,7 @@ bool dsq_eplace_hold(dsq_eplace *p, const char *db, size_t node, uint8_t type, c
 
 /* ---- nodes ------------------------------------------------------------------------------------ */
 
-void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, uint64_t dbs, uint64_t bytes)
+void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, bool draining, uint64_t dbs, uint64_t bytes)
 {
     live_node *l = NULL;
     for (size_t i = 0; i < p->nlive && l == NULL; i++)
@@ -386,8 +397,17 @@ void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, uint64_t dbs, uint6
         snprintf(l->id, sizeof l->id, "%s", id);
     }
     l->up = up;
+    l->draining = up && draining;
     l->dbs = dbs;
     l->bytes = bytes;
+}
+
+bool dsq_eplace_draining(const dsq_eplace *p, const char *id)
+{
+    for (size_t i = 0; i < p->nlive; i++)
+        if (strcmp(p->live[i].id, id) == 0)
+            return p->live[i].draining;
+    return false;
 }
 
 bool dsq_eplace_alive(const dsq_eplace *p, const char *id)

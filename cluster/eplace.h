@@ -64,8 +64,12 @@ void dsq_eplace_stop(dsq_eplace *p);
 /* The placement over the assignments (valid while the object lives). */
 const dsq_placement *dsq_eplace_placement(dsq_eplace *p);
 
-/* Node `id` is alive with this load (its key in etcd), or gone. */
-void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, uint64_t dbs, uint64_t bytes);
+/* Node `id` is alive with this load (its key in etcd), draining or not
+ * (its key says so: no new database goes there while another node can
+ * take it), or gone. */
+void dsq_eplace_node(dsq_eplace *p, const char *id, bool up, bool draining, uint64_t dbs, uint64_t bytes);
+/* Whether node id's key says it is draining. */
+bool dsq_eplace_draining(const dsq_eplace *p, const char *id);
 
 /* Whether db's assignment is known: 0; else 1 and w->done runs once it
  * is (or cannot be), unless cancelled first; -1 when not even that

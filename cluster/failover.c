@@ -36,6 +36,7 @@ typedef struct fctx {
     uint64_t epoch;                /* the one written (or asked for) */
     int rc;
     char msg[256];
+    bool handing;                  /* a drain's write naming another node: nothing to promote here */
 } fctx;
 
 typedef struct left_node {
@@ -55,6 +56,7 @@ struct dsq_failover {
     left_node left[DSQ_NODES_MAX];
     size_t nleft;
     dsq_failover_stats stats;
+    bool draining;                 /* this node's primaries move away */
     dsq_failover_record recent[DSQ_FAILOVER_RECENT];
     size_t nrecent, recent_at;     /* a ring: the next slot */
 };
@@ -226,7 +228,12 @@ static void cas_done(void *arg, bool run)
         free(x);
         return;
     }
-    if (x->rc == 0) {
+    if (x->rc == 0 && x->handing) {
+        /* (the other node promotes; this entry goes once it is primary
+         * there: the sweep no longer sees this node named) */
+        e->inflight = false;
+        e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
+    } else if (x->rc == 0) {
         f->stats.won++;
         DSQ_INFO("failover_won", "db=%s from=%s epoch=%llu", x->db, e->from, (unsigned long long)x->epoch);
         promote(f, e, x->epoch);
@@ -349,6 +356,62 @@ static void reconcile(dsq_failover *f, const dsq_assignment *a)
 
 /* ---- the sweep ----------------------------------------------------------------------------------- */
 
+/* The copy of a that is to be its primary in place of a->primary: the
+ * first alive in the assignment's order, not draining (a draining one
+ * only when `or_draining` and no other is alive); NULL: none. */
+static const char *next_primary(const dsq_eplace *ep, const dsq_assignment *a, bool or_draining)
+{
+    const char *spare = NULL;
+    for (size_t k = 0; k < a->ncopies; k++) {
+        const char *id = a->copies[k];
+        if (strcmp(id, a->primary) == 0 || !dsq_eplace_alive(ep, id))
+            continue;
+        if (!dsq_eplace_draining(ep, id))
+            return id;
+        if (spare == NULL)
+            spare = id;
+    }
+    return or_draining ? spare : NULL;
+}
+
+/* This node drains: a's primary moves to another copy. The assignment is
+ * written naming it (epoch + 1); that node, named there and not primary,
+ * promotes its copy (reconcile), which fences this one. */
+static void hand_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
+{
+    fent *e = ent_get(f, a->db);
+    if (e == NULL)
+        return;
+    e->seen = true;
+    if (e->inflight || dsq_now_ms() < e->next_ms)
+        return;
+    const char *to = next_primary(f->cfg.eplace, a, false);
+    if (to == NULL) {
+        if (e->backoff_ms == 0)
+            DSQ_WARN("drain_stuck", "db=%s reason=%s", a->db, dsq_log_q("no other copy is alive and not draining"));
+        e->backoff_ms = BACKOFF_MAX_MS;
+        e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
+        return;
+    }
+    dsq_assignment want = *a;
+    want.epoch = a->epoch + 1;
+    snprintf(want.primary, sizeof want.primary, "%s", to);
+    fctx *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return;
+    x->f = f;
+    x->epoch = want.epoch;
+    x->handing = true;
+    snprintf(x->db, sizeof x->db, "%s", a->db);
+    e->inflight = true;
+    f->stats.attempts++;
+    DSQ_INFO("drain_hand_over", "db=%s to=%s epoch=%llu", a->db, to, (unsigned long long)want.epoch);
+    if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
+        free(x);
+        ent_failed(f, e);
+    }
+}
+
 typedef struct todo {
     dsq_assignment *v;
     size_t n, cap;
@@ -395,18 +458,17 @@ static void sweep(dsq_failover *f)
     for (size_t i = 0; i < t.n; i++) {
         const dsq_assignment *a = &t.v[i];
         if (dsq_eplace_alive(ep, a->primary)) {
-            if (strcmp(a->primary, f->self) == 0 && !f->cfg.primary_here(f->cfg.ud, a->db))
+            if (strcmp(a->primary, f->self) == 0 && f->draining)
+                hand_over(f, as, a);
+            else if (strcmp(a->primary, f->self) == 0 && !f->cfg.primary_here(f->cfg.ud, a->db))
                 reconcile(f, a);
             continue;
         }
-        /* The primary's node is gone: the first copy alive steps forward. */
-        for (size_t k = 0; k < a->ncopies; k++) {
-            if (strcmp(a->copies[k], a->primary) == 0 || !dsq_eplace_alive(ep, a->copies[k]))
-                continue;
-            if (strcmp(a->copies[k], f->self) == 0)
-                take_over(f, as, a);
-            break;
-        }
+        /* The primary's node is gone: the first copy alive steps forward
+         * (one draining only when no other is alive). */
+        const char *who = next_primary(ep, a, true);
+        if (who != NULL && strcmp(who, f->self) == 0)
+            take_over(f, as, a);
     }
     free(t.v);
     /* What no longer needs acting on, and is not under way, goes. */
@@ -425,6 +487,16 @@ void dsq_failover_kick(dsq_failover *f)
     if (f != NULL && !f->stopping)
         uv_timer_start(&f->kick, on_sweep, 0, 0); /* (once, soon: several kicks make one sweep) */
 }
+
+void dsq_failover_set_draining(dsq_failover *f, bool draining)
+{
+    if (f == NULL)
+        return;
+    f->draining = draining;
+    dsq_failover_kick(f);
+}
+
+bool dsq_failover_draining(const dsq_failover *f) { return f != NULL && f->draining; }
 
 void dsq_failover_node_left(dsq_failover *f, const char *id)
 {

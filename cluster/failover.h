@@ -84,6 +84,13 @@ int dsq_failover_start(const dsq_failover_cfg *cfg, dsq_failover **out, char *er
 /* Nodes or assignments changed: look again soon. Loop thread. */
 void dsq_failover_kick(dsq_failover *f);
 
+/* Draining (dsq_cluster_drain): every database of which this node is the
+ * primary by its assignment is handed to another copy (the first alive
+ * and not draining, in the assignment's order): its assignment is written
+ * naming that node, in epoch + 1, and that node promotes its copy. */
+void dsq_failover_set_draining(dsq_failover *f, bool draining);
+bool dsq_failover_draining(const dsq_failover *f);
+
 /* Node id left etcd's view now (its failovers' time counts from here). */
 void dsq_failover_node_left(dsq_failover *f, const char *id);
 

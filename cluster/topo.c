@@ -70,9 +70,9 @@ int dsq_topo_node_encode(const dsq_topo_node *n, dsq_buf *out, char *err, size_t
 {
     if (node_check(n, err, errlen) != 0)
         return -1;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:{s:I, s:I}, s:I}", "id", n->id, "peer", n->peer, "client",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:{s:I, s:I}, s:I, s:b}", "id", n->id, "peer", n->peer, "client",
                           n->client, "forward", n->forward, "load", "dbs", (json_int_t)n->dbs, "bytes",
-                          (json_int_t)n->bytes, "started", (json_int_t)n->started_ms);
+                          (json_int_t)n->bytes, "started", (json_int_t)n->started_ms, "draining", n->draining);
     char *s = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     int rc = s != NULL && dsq_buf_puts(out, s) == 0 ? 0 : fail(err, errlen, "topo: out of memory");
@@ -137,6 +137,12 @@ int dsq_topo_node_decode(const void *p, size_t len, dsq_topo_node *out, char *er
     }
     if (get_num(load, "dbs", &out->dbs, err, errlen) != 0 || get_num(load, "bytes", &out->bytes, err, errlen) != 0)
         goto out;
+    json_t *dr = json_object_get(j, "draining"); /* (optional: false when missing) */
+    if (dr != NULL && !json_is_boolean(dr)) {
+        fail(err, errlen, "topo: a node description's \"draining\" is not true or false");
+        goto out;
+    }
+    out->draining = dr != NULL && json_is_true(dr);
     rc = node_check(out, err, errlen);
 out:
     json_decref(j);
@@ -149,7 +155,7 @@ static bool node_eq(const dsq_topo_node *a, const dsq_topo_node *b)
 {
     return strcmp(a->id, b->id) == 0 && strcmp(a->peer, b->peer) == 0 && strcmp(a->client, b->client) == 0 &&
            strcmp(a->forward, b->forward) == 0 && a->dbs == b->dbs && a->bytes == b->bytes &&
-           a->started_ms == b->started_ms;
+           a->started_ms == b->started_ms && a->draining == b->draining;
 }
 
 /* ---- the object and its shared state ----------------------------------------------------------- */
@@ -173,6 +179,8 @@ struct dsq_topo {
     bool pause_reg, reg_paused;    /* the test hooks: asked, and the thread is paused */
     bool pause_watch, watch_paused;
     uint64_t dbs, bytes;           /* the load to write */
+    bool draining;                 /* to write (dsq_topo_set_draining) */
+    bool write_now;                /* it changed: a round now */
 
     pthread_mutex_t ev_mu;         /* what follows, and the calls of on_event */
     bool ev_closed;                /* dsq_topo_stop began: no more events */
@@ -273,6 +281,7 @@ typedef struct reg {
     int64_t mod_rev;
     bool conflict;                 /* REGISTER_CONFLICT said for the present episode */
     uint64_t dbs, bytes;           /* the load last written */
+    bool draining;                 /* as last written */
     uint64_t written_ms;           /* when */
     char err[MSG_MAX];
 } reg;
@@ -296,6 +305,7 @@ static int reg_write(dsq_topo *t, reg *r, uint64_t sent_ms)
     pthread_mutex_lock(&t->mu);
     me.dbs = t->dbs;
     me.bytes = t->bytes;
+    me.draining = t->draining;
     pthread_mutex_unlock(&t->mu);
     dsq_buf v = DSQ_BUF_INIT;
     if (dsq_topo_node_encode(&me, &v, r->err, sizeof r->err) != 0) {
@@ -316,6 +326,7 @@ static int reg_write(dsq_topo *t, reg *r, uint64_t sent_ms)
             r->mod_rev = rev;
             r->dbs = me.dbs;
             r->bytes = me.bytes;
+            r->draining = me.draining;
             r->written_ms = dsq_now_ms();
             if (!was) {
                 DSQ_INFO("topo_registered", "node=%s lease=%lld revision=%lld", me.id, (long long)r->lease,
@@ -395,8 +406,9 @@ static int reg_round(dsq_topo *t, reg *r, bool recheck)
         bool write = !r->registered || recheck;
         if (!write) {
             pthread_mutex_lock(&t->mu);
-            write = (t->dbs != r->dbs || t->bytes != r->bytes) &&
-                    dsq_now_ms() - r->written_ms >= (uint64_t)t->ttl * 1000;
+            write = ((t->dbs != r->dbs || t->bytes != r->bytes) &&
+                     dsq_now_ms() - r->written_ms >= (uint64_t)t->ttl * 1000) ||
+                    t->draining != r->draining; /* (at once) */
             pthread_mutex_unlock(&t->mu);
         }
         if (!write)
@@ -434,12 +446,12 @@ static void *reg_main(void *arg)
                 continue;
             }
             t->reg_paused = false;
-            if (t->recheck || dsq_now_ms() >= next)
+            if (t->recheck || t->write_now || dsq_now_ms() >= next)
                 break;
             wait_until_locked(t, next);
         }
         bool recheck = t->recheck || pending;
-        t->recheck = false;
+        t->recheck = t->write_now = false;
         pthread_mutex_unlock(&t->mu);
         if (atomic_load(&t->stopping))
             break;
@@ -766,6 +778,15 @@ void dsq_topo_set_load(dsq_topo *t, uint64_t dbs, uint64_t bytes)
     pthread_mutex_lock(&t->mu);
     t->dbs = dbs;
     t->bytes = bytes;
+    pthread_mutex_unlock(&t->mu);
+}
+
+void dsq_topo_set_draining(dsq_topo *t, bool draining)
+{
+    pthread_mutex_lock(&t->mu);
+    t->draining = draining;
+    t->write_now = true;
+    pthread_cond_broadcast(&t->cv); /* (the registration thread writes it now) */
     pthread_mutex_unlock(&t->mu);
 }
 

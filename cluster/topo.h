@@ -15,7 +15,9 @@
  * node's description as JSON (dsq_topo_node_encode):
  *
  *     {"id":"n1","peer":"10.0.0.5:7000","client":"10.0.0.5:8787","forward":"",
- *      "load":{"dbs":12,"bytes":4096000},"started":1796000000000}
+ *      "load":{"dbs":12,"bytes":4096000},"started":1796000000000,"draining":false}
+ *
+ * ("draining" may be missing: false.)
  *
  * "started" is when this dsq_topo started (ms since the Unix epoch): a
  * restarted process has a new one. A node whose process dies, or stops
@@ -112,6 +114,7 @@ typedef struct dsq_topo_node {
     uint64_t dbs;                  /* load: the databases it holds */
     uint64_t bytes;                /* and their bytes */
     uint64_t started_ms;           /* when its dsq_topo started, ms since the Unix epoch */
+    bool draining;                 /* its primaries are moving away; no new database goes there */
 } dsq_topo_node;
 
 /* Write n as its key's JSON value (the format above) into out (appended).
@@ -174,6 +177,11 @@ dsq_topo *dsq_topo_start(const dsq_topo_cfg *cfg, char *err, size_t errlen);
 /* The load the next rounds write (any thread; at most once per node_ttl,
  * only when it changed since the last write). */
 void dsq_topo_set_load(dsq_topo *t, uint64_t dbs, uint64_t bytes);
+
+/* Say in this node's key that it is draining (or no longer is): written
+ * at the next round, at once (not held to once per node_ttl as the load
+ * is). Any thread. */
+void dsq_topo_set_draining(dsq_topo *t, bool draining);
 
 /* Stop both threads, revoke the lease (see "Stopping"), free t. NULL:
  * nothing. Not from on_event. */

@@ -1036,6 +1036,44 @@ static void handle_promote(dsq_server *srv, dsq_http_req *req)
     }
 }
 
+/* POST /v1/admin/drain {"node": ID, "drain": true|false}: this node (ID
+ * must be its own id) moves every database it is the primary of to
+ * another copy and takes no new one, or stops draining. Answers at once
+ * with the primaries it still holds (docs/cluster.md); GET /v1/cluster
+ * shows them fall to 0. */
+static void handle_drain(dsq_server *srv, dsq_http_req *req)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+    const char *node = body ? json_string_value(json_object_get(body, "node")) : NULL;
+    json_t *on = body ? json_object_get(body, "drain") : NULL;
+    if (node == NULL || (on != NULL && !json_is_boolean(on))) {
+        json_decref(body);
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "the body must be {\"node\": ID, \"drain\": true|false}");
+        return;
+    }
+    bool drain = on == NULL || json_is_true(on);
+    if (dsq_auth_check(srv->auth, req->token, req->token_len, DSQ_SCOPE_ADMIN, "*") != DSQ_AUTH_OK) {
+        json_decref(body);
+        dsq__respond_error(req, 403, DSQ_CODE_FORBIDDEN, "draining a node needs a token with admin on every database");
+        return;
+    }
+    char err[300];
+    uint64_t primaries = 0;
+    int rc = srv->cluster != NULL ? dsq_cluster_drain(srv->cluster, node, drain, &primaries, err, sizeof err) : -1;
+    if (srv->cluster == NULL)
+        snprintf(err, sizeof err, "this node is not part of a cluster ([cluster])");
+    json_decref(body);
+    if (rc != 0) {
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "%s", err);
+        return;
+    }
+    char out[200];
+    int n = snprintf(out, sizeof out, "{\"node\":\"%s\",\"draining\":%s,\"primaries\":%llu}",
+                     srv->cfg->cluster_node_id, drain ? "true" : "false", (unsigned long long)primaries);
+    dsq__respond_line(req, 200, "application/json", out, (size_t)n);
+}
+
 /* ---- dispatch -------------------------------------------------------------- */
 
 void dsq__handle(dsq_server *srv, dsq_http_req *req)
@@ -1053,6 +1091,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
     case DSQ_ROUTE_PROMOTE: handle_promote(srv, req); break;
+    case DSQ_ROUTE_DRAIN: handle_drain(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");
