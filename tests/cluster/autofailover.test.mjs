@@ -23,7 +23,7 @@ function writers(via, db, acked, from) {
       const nodes = via();
       const id = next++;
       const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
-        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 5000);
+        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 2000);
       if (r.status === 200) acked.push({ id, at: Date.now() });
       else await sleep(20);
     }
