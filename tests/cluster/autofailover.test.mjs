@@ -72,6 +72,24 @@ for (const how of ['SIGKILL', 'SIGSTOP']) {
       const have = await ids(survivors[0], db);
       assert.equal(new Set(have).size, have.length, 'no id twice');
       for (const { id } of acked) assert.ok(have.includes(id), `acknowledged id ${id} missing`);
+      if (how === 'SIGKILL') {
+        // The old primary comes back with its data: it follows the new one
+        // (it does not take its place back) and catches up.
+        const back = await c.restart(c.nodes.indexOf(primary));
+        await until(async () => {
+          const info = (await clusterInfo(back, `?database=${db}`)).body.database;
+          return info.primary === a2.primary;
+        }, 15000, 'the restarted node to follow the new primary');
+        const last = await post(newPrimary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [-2] });
+        assert.equal(last.status, 200, JSON.stringify(last.body));
+        await until(async () => {
+          const r = await post(back, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t WHERE id = -2' , consistency: 'replica' });
+          return r.status === 200 && r.body.rows[0][0] === 1;
+        }, 15000, 'the restarted node to catch up');
+        const mine = (await post(back, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t', consistency: 'replica' })).body.rows.map((x) => x[0]);
+        for (const { id } of acked) assert.ok(mine.includes(id), `acknowledged id ${id} missing on the restarted node`);
+        assert.equal((await c.assignment(db)).primary, a2.primary, 'the assignment did not move back');
+      }
       if (how === 'SIGSTOP') {
         // The old primary wakes: it no longer answers as primary (its
         // epoch is fenced); a write through it goes to the new one or fails.
