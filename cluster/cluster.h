@@ -57,6 +57,12 @@ unsigned dsq_commit_ack_needed(dsq_commit_ack ack, unsigned copies);
  * not be readable by others than its owner and group. out[cap] gets it,
  * NUL-terminated. 0, or -1 with the reason in err. */
 int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, size_t errlen);
+/* A file that holds a secret, opened for reading: 0 or more (the fd),
+ * or -1 with the reason in err when it cannot be opened, is not a regular
+ * file, or is readable by every user (the message says it holds `holds`,
+ * and never quotes the content). Opened non-blocking: a FIFO named by
+ * mistake does not hang the start. */
+int dsq_open_secret_file(const char *path, const char *holds, char *err, size_t errlen);
 
 /* ---- the cluster as a running part of the server (loop thread) ---- */
 

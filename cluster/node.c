@@ -86,9 +86,9 @@ unsigned dsq_commit_ack_needed(dsq_commit_ack ack, unsigned copies)
     }
 }
 
-int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, size_t errlen)
+int dsq_open_secret_file(const char *path, const char *holds, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* (a FIFO named by mistake must not hang the start) */
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
         return -1;
@@ -100,10 +100,18 @@ int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, 
         return -1;
     }
     if (st.st_mode & S_IROTH) {
-        snprintf(err, errlen, "%.300s is readable by every user; chmod o-r it (it holds the nodes' secret)", path);
+        snprintf(err, errlen, "%.300s is readable by every user; chmod o-r it (it holds %s)", path, holds);
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+int dsq_cluster_read_secret(const char *path, char *out, size_t cap, char *err, size_t errlen)
+{
+    int fd = dsq_open_secret_file(path, "the nodes' secret", err, errlen);
+    if (fd < 0)
+        return -1;
     char buf[DSQ_SECRET_MAX + 2];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);

@@ -584,22 +584,9 @@ static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf 
  * content. 0, or -1 with the reason in err. */
 static int read_password_file(const char *path, char **out, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* (a FIFO named by mistake must not hang the start) */
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
+    int fd = dsq_open_secret_file(path, "etcd's password", err, errlen);
+    if (fd < 0)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%.300s is not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (st.st_mode & S_IROTH) {
-        snprintf(err, errlen, "%.300s is readable by every user; chmod o-r it (it holds etcd's password)", path);
-        close(fd);
-        return -1;
-    }
     char buf[ETCD_PASSWORD_MAX + 1]; /* one byte more: a line that fills it is too long */
     size_t n = 0;
     int rc = -1;
