@@ -793,46 +793,11 @@ void dsq_cluster_describe(dsq_cluster *c, const char *db, dsq_cluster_db *out)
                                             .applied = ri.copies[i].applied};
 }
 
-/* A promotion's end, for the failover (repl's callback has the LSN too). */
-typedef struct fo_promo {
-    dsq_failover_promoted_fn done;
-    void *arg;
-} fo_promo;
-
-static void failover_promoted(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
-{
-    fo_promo *p = ud;
-    p->done(p->arg, rc, epoch, lsn, msg);
-    free(p);
-}
-
 static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_failover_promoted_fn done, void *arg,
                             char *err, size_t errlen)
 {
     dsq_cluster *c = ud;
-    fo_promo *p = malloc(sizeof *p);
-    if (p == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    *p = (fo_promo){.done = done, .arg = arg};
-    int rc = dsq_repl_promote(c->repl, db, min_epoch, failover_promoted, p, err, errlen);
-    if (rc != 0)
-        free(p);
-    return rc;
-}
-
-/* A promotion by hand through etcd: its end, told as dsq_cluster_promote's. */
-typedef struct hand_promo {
-    void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
-    void *ud;
-} hand_promo;
-
-static void hand_promoted(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
-{
-    hand_promo *h = arg;
-    h->done(h->ud, rc, epoch, lsn, msg);
-    free(h);
+    return dsq_repl_promote(c->repl, db, min_epoch, done, arg, err, errlen);
 }
 
 int dsq_cluster_promote(dsq_cluster *c, const char *db,
@@ -843,16 +808,7 @@ int dsq_cluster_promote(dsq_cluster *c, const char *db,
         return dsq_repl_promote(c->repl, db, 0, done, ud, err, errlen);
     /* With etcd, the assignment names the new primary first: else the
      * former one, named there still, would take its place back. */
-    hand_promo *h = calloc(1, sizeof *h);
-    if (h == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    *h = (hand_promo){.done = done, .ud = ud};
-    int rc = dsq_failover_promote(c->failover, db, hand_promoted, h, err, errlen);
-    if (rc != 0)
-        free(h);
-    return rc;
+    return dsq_failover_promote(c->failover, db, done, ud, err, errlen);
 }
 
 int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node)

@@ -127,35 +127,32 @@ static void on_assign_event(void *ud, const dsq_assign_event *ev)
     }
 }
 
-/* dsq_assign_get's and dsq_assign_create's answers: ud is the name (owned). */
-static void on_got(void *ud, int rc, const dsq_assignment *now, const char *msg)
-{
-    char *db = ud;
-    (void)now;
-    dsq_eplace *p = *(dsq_eplace **)db;
-    post(p, EV_GOT, rc, db + sizeof p, msg);
-    free(db);
-}
+/* A request to the assignments (get, create): what its answer becomes. */
+typedef struct req {
+    dsq_eplace *p;
+    ev_kind kind;                  /* EV_GOT, EV_CREATED */
+    char db[];
+} req;
 
-static void on_created(void *ud, int rc, const dsq_assignment *now, const char *msg)
-{
-    char *db = ud;
-    (void)now;
-    dsq_eplace *p = *(dsq_eplace **)db;
-    post(p, EV_CREATED, rc, db + sizeof p, msg);
-    free(db);
-}
-
-/* A request's ud: p, then the name. */
-static char *req_ud(dsq_eplace *p, const char *db)
+static req *req_new(dsq_eplace *p, ev_kind kind, const char *db)
 {
     size_t len = strlen(db);
-    char *u = malloc(sizeof p + len + 1);
+    req *u = malloc(sizeof *u + len + 1);
     if (u != NULL) {
-        memcpy(u, &p, sizeof p);
-        memcpy(u + sizeof p, db, len + 1);
+        u->p = p;
+        u->kind = kind;
+        memcpy(u->db, db, len + 1);
     }
     return u;
+}
+
+/* Its answer, on the assignments' request thread. */
+static void on_answer(void *ud, int rc, const dsq_assignment *now, const char *msg)
+{
+    req *u = ud;
+    (void)now;
+    post(u->p, u->kind, rc, u->db, msg);
+    free(u);
 }
 
 /* ---- waiting ---------------------------------------------------------------------------------- */
@@ -222,8 +219,8 @@ static void place_new(dsq_eplace *p, const char *db)
     if (k < p->cfg.replicas)
         DSQ_WARN("placement_short", "db=%s copies=%zu replicas=%u reason=%s", db, k, p->cfg.replicas,
                  dsq_log_q("fewer nodes alive than copies wanted"));
-    char *u = req_ud(p, db);
-    if (u == NULL || dsq_assign_create(p->assign, &a, on_created, u) != 0) {
+    req *u = req_new(p, EV_CREATED, db);
+    if (u == NULL || dsq_assign_create(p->assign, &a, on_answer, u) != 0) {
         free(u);
         finish(p, db, -1, "cannot ask etcd");
     }
@@ -304,14 +301,14 @@ static pend *pend_get(dsq_eplace *p, const char *db, char *err, size_t errlen)
         return NULL;
     }
     snprintf(x->db, sizeof x->db, "%s", db);
-    char *u = req_ud(p, db);
+    req *u = req_new(p, EV_GOT, db);
     if (u == NULL || dsq_htab_add(&p->pend, &x->link, x->db) != 0) {
         free(u);
         free(x);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (dsq_assign_get(p->assign, db, on_got, u) != 0) {
+    if (dsq_assign_get(p->assign, db, on_answer, u) != 0) {
         free(u);
         dsq_htab_remove(&p->pend, &x->link);
         free(x);

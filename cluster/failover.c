@@ -262,40 +262,60 @@ static void on_cas(void *ud, int rc, const dsq_assignment *now, const char *msg)
         free(x); /* (stopping) */
 }
 
-/* Step forward for a's database: write it with this node as primary. */
-static void take_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
+/* db's entry when the sweep may act on it now (none under way, its
+ * backoff over), else NULL; either way the sweep wanted it. */
+static fent *due(dsq_failover *f, const char *db)
 {
-    fent *e = ent_get(f, a->db);
+    fent *e = ent_get(f, db);
     if (e == NULL)
-        return;
+        return NULL;
     e->seen = true;
-    if (e->inflight || dsq_now_ms() < e->next_ms)
+    return e->inflight || dsq_now_ms() < e->next_ms ? NULL : e;
+}
+
+/* Write a's assignment naming `to` as primary, in epoch + 1, by
+ * compare-and-swap; then (cas_done) this node promotes its copy, unless
+ * `handing` (a drain: `to` does). */
+static void write_primary(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e, const char *to,
+                          bool handing)
+{
+    dsq_assignment want = *a;
+    want.epoch = a->epoch + 1;
+    snprintf(want.primary, sizeof want.primary, "%s", to);
+    fctx *x = calloc(1, sizeof *x);
+    if (x == NULL)
         return;
-    write_self(f, as, a, e);
+    x->f = f;
+    x->epoch = want.epoch;
+    x->handing = handing;
+    snprintf(x->db, sizeof x->db, "%s", a->db);
+    e->inflight = true;
+    f->stats.attempts++;
+    if (handing)
+        DSQ_INFO("drain_hand_over", "db=%s to=%s epoch=%llu", a->db, to, (unsigned long long)want.epoch);
+    else
+        DSQ_INFO("failover_candidate", "db=%s from=%s epoch=%llu", a->db, a->primary, (unsigned long long)want.epoch);
+    if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
+        free(x);
+        tell(e, -1, 0, 0, "cannot ask etcd");
+        ent_failed(f, e);
+    }
 }
 
 /* The compare-and-swap that makes this node a's primary, then (cas_done)
  * the promotion. */
 static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e)
 {
-    dsq_assignment want = *a;
-    want.epoch = a->epoch + 1;
-    snprintf(want.primary, sizeof want.primary, "%s", f->self);
     snprintf(e->from, sizeof e->from, "%s", a->primary);
-    fctx *x = calloc(1, sizeof *x);
-    if (x == NULL)
-        return;
-    x->f = f;
-    x->epoch = want.epoch;
-    snprintf(x->db, sizeof x->db, "%s", a->db);
-    e->inflight = true;
-    f->stats.attempts++;
-    DSQ_INFO("failover_candidate", "db=%s from=%s epoch=%llu", a->db, a->primary, (unsigned long long)want.epoch);
-    if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
-        free(x);
-        tell(e, -1, 0, 0, "cannot ask etcd");
-        ent_failed(f, e);
-    }
+    write_primary(f, as, a, e, f->self, false);
+}
+
+/* Step forward for a's database: write it with this node as primary. */
+static void take_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
+{
+    fent *e = due(f, a->db);
+    if (e != NULL)
+        write_self(f, as, a, e);
 }
 
 int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_fn done, void *arg, char *err,
@@ -342,11 +362,8 @@ int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_
 /* The assignment names this node, whose copy is not the primary. */
 static void reconcile(dsq_failover *f, const dsq_assignment *a)
 {
-    fent *e = ent_get(f, a->db);
+    fent *e = due(f, a->db);
     if (e == NULL)
-        return;
-    e->seen = true;
-    if (e->inflight || dsq_now_ms() < e->next_ms)
         return;
     e->inflight = true;
     e->from[0] = '\0';
@@ -379,11 +396,8 @@ static const char *next_primary(const dsq_eplace *ep, const dsq_assignment *a, b
  * promotes its copy (reconcile), which fences this one. */
 static void hand_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
 {
-    fent *e = ent_get(f, a->db);
+    fent *e = due(f, a->db);
     if (e == NULL)
-        return;
-    e->seen = true;
-    if (e->inflight || dsq_now_ms() < e->next_ms)
         return;
     const char *to = next_primary(f->cfg.eplace, a, false);
     if (to == NULL) {
@@ -393,23 +407,7 @@ static void hand_over(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
         e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
         return;
     }
-    dsq_assignment want = *a;
-    want.epoch = a->epoch + 1;
-    snprintf(want.primary, sizeof want.primary, "%s", to);
-    fctx *x = calloc(1, sizeof *x);
-    if (x == NULL)
-        return;
-    x->f = f;
-    x->epoch = want.epoch;
-    x->handing = true;
-    snprintf(x->db, sizeof x->db, "%s", a->db);
-    e->inflight = true;
-    f->stats.attempts++;
-    DSQ_INFO("drain_hand_over", "db=%s to=%s epoch=%llu", a->db, to, (unsigned long long)want.epoch);
-    if (dsq_assign_update(as, &want, a->mod_revision, on_cas, x) != 0) {
-        free(x);
-        ent_failed(f, e);
-    }
+    write_primary(f, as, a, e, to, true);
 }
 
 typedef struct todo {
