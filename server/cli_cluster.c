@@ -256,7 +256,7 @@ static void render_etcd(const json_t *doc, dsq_buf *out)
         if (i == DSQ_FAILOVER_RECENT)
             break;
         dsq_buf_printf(out, "  %s  %s  %s -> %s  epoch %llu  took %llu ms\n", str_at(r, "at", "?"),
-                       str_at(r, "database", "?"), str_at(r, "from", "?"), str_at(r, "to", "?"),
+                       str_at(r, "database", "?"), str_at(r, "from", "-"), str_at(r, "to", "?"),
                        num_at(r, "epoch", NULL), num_at(r, "tookMs", NULL));
     }
 }

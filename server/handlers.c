@@ -54,9 +54,11 @@ static void cluster_etcd_json(dsq_cluster *c, const dsq_cluster_etcd_info *ei, j
     for (size_t i = 0; i < n; i++) {
         char at[DSQ_RFC3339_MS_LEN];
         dsq_format_rfc3339_ms(recent[i].at_ms, at, sizeof at);
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "database", recent[i].db, "from",
-                                              recent[i].from, "to", recent[i].to, "epoch",
-                                              (json_int_t)recent[i].epoch, "at", at, "tookMs",
+        /* (from is "" when this node took over an assignment that already
+         * named it, its copy not serving yet: null, not a node) */
+        json_array_append_new(list, json_pack("{s:s, s:s?, s:s, s:I, s:s, s:I}", "database", recent[i].db, "from",
+                                              recent[i].from[0] ? recent[i].from : NULL, "to", recent[i].to,
+                                              "epoch", (json_int_t)recent[i].epoch, "at", at, "tookMs",
                                               (json_int_t)recent[i].took_ms));
     }
     json_object_set_new(doc, "failovers", list);

@@ -90,9 +90,14 @@ Test(cli_cluster, render_missing_fields)
     char *out = render("{\"nodes\":["
                        "{\"id\":\"n1\",\"address\":\"h:1\",\"reachable\":true,\"self\":true,\"etcd\":{}},"
                        "{\"address\":\"h:2\",\"self\":false}],"
-                       "\"etcd\":{\"up\":false,\"assignments\":0},\"failovers\":[]}");
+                       "\"etcd\":{\"up\":false,\"assignments\":0},\"failovers\":[{\"database\":\"d\","
+                       "\"from\":null,\"to\":\"n1\",\"epoch\":3,\"at\":\"2026-12-07T10:20:11.123Z\","
+                       "\"tookMs\":0}]}");
     has(out, "  ?     h:2      no         ?     ?     ?       ?          ?\n");
     has(out, "etcd: not answering, not registered, the nodes not all seen yet, 0 assignments (not all read yet)\n");
+    has(out, "  2026-12-07T10:20:11.123Z  d  - -> n1  epoch 3  took 0 ms\n");
+    free(out);
+    out = render("{\"nodes\":[{\"id\":\"n1\",\"address\":\"h:1\",\"self\":true}],\"etcd\":{},\"failovers\":[]}");
     has(out, "recent failovers by this node: none\n");
     free(out);
     dsq_buf b = DSQ_BUF_INIT;
