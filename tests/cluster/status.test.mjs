@@ -6,6 +6,8 @@
 // killed and the survivor that took over lists the failover.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 
 import { runDosqld } from '../integration/lib/harness.mjs';
 import { clusterInfo, freePort, post, until } from './lib/cluster.mjs';
@@ -91,6 +93,12 @@ test('GET /v1/cluster, /metrics and dosqld cluster status show etcd, the nodes a
     assert.match(st.stdout, /^3 nodes, as n1 sees them:$/m);
     assert.match(st.stdout, /^etcd: up, registered, every node seen, 1 assignment$/m);
     assert.match(st.stdout, new RegExp(`^database ${db}: primary ${a1.primary}, epoch 1$`, 'm'));
+    // -c: the node's address from the file's listen
+    const confPath = path.join(c.dir, 'status.conf');
+    writeFileSync(confPath, `[server]\nlisten = 127.0.0.1:${c.nodes[1].port}\n`);
+    const byConf = await runDosqld(['cluster', 'status', '-c', confPath]);
+    assert.equal(byConf.code, 0, byConf.stderr);
+    assert.match(byConf.stdout, /^3 nodes, as n2 sees them:$/m);
     const js = await runDosqld(['cluster', 'status', '--url', url, '--json']);
     assert.equal(js.code, 0, js.stderr);
     assert.equal(JSON.parse(js.stdout).etcd.up, true);
@@ -101,6 +109,7 @@ test('GET /v1/cluster, /metrics and dosqld cluster status show etcd, the nodes a
     assert.match(down.stderr, new RegExp(`cannot reach http://127\\.0\\.0\\.1:${closed}/v1/cluster`));
     const usage = await runDosqld(['cluster', 'statuz']);
     assert.equal(usage.code, 2);
+    assert.match((await runDosqld(['--help'])).stdout, /dosqld cluster status/);
 
     // The primary's node dies: a survivor takes over and lists it.
     const primary = c.byId(a1.primary);
