@@ -278,6 +278,21 @@ int dsq_parse_rfc3339(const char *s, uint64_t *us)
     return 0;
 }
 
+void dsq_format_rfc3339_ms(uint64_t ms, char *out, size_t cap)
+{
+    /* RFC 3339's years have four digits: a time past 9999 (no clock it
+     * shows gets there) is "?". */
+    uint64_t secs = ms / 1000;
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if (secs > 253402300799ull || gmtime_r(&t, &tm) == NULL) {
+        snprintf(out, cap, "?");
+        return;
+    }
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+}
+
 size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, uint32_t key)
 {
     const unsigned char *b = base;

@@ -61,6 +61,12 @@ bool dsq_db_name_valid(const char *name);
  * +HH:MM offsets allowed; 't'/'z' and a space for 'T' too) as µs since
  * the epoch. 0, or -1 when it is not one or before 1970. */
 int dsq_parse_rfc3339(const char *s, uint64_t *us);
+/* The other way: ms since the epoch as "2026-11-26T10:00:00.123Z" (UTC,
+ * always three digits of ms: what dsq_parse_rfc3339 reads back) into
+ * out[cap], cut to fit (DSQ_RFC3339_MS_LEN bytes are enough); past the
+ * year 9999, "?". */
+#define DSQ_RFC3339_MS_LEN 32
+void dsq_format_rfc3339_ms(uint64_t ms, char *out, size_t cap);
 
 /* In an array of n elements of `size` bytes sorted by the uint32_t at byte
  * `off` of each, the index of the first whose key is >= key (n if none). */

@@ -26,24 +26,76 @@ static void handle_healthz(dsq_server *srv, dsq_http_req *req)
         dsq__respond(req, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
 }
 
-/* GET /v1/cluster: the nodes and whether this node reaches each. A node
- * without cluster.peers is a cluster of one. */
+/* With cluster.etcd, what etcd shows of node i (GET /v1/cluster). */
+static json_t *node_etcd_json(dsq_cluster *c, size_t i)
+{
+    dsq_cluster_node_etcd ne;
+    dsq_cluster_node_etcd_get(c, i, &ne);
+    return json_pack("{s:b, s:{s:I, s:I}, s:I, s:I}", "alive", ne.alive, "load", "dbs", (json_int_t)ne.dbs, "bytes",
+                     (json_int_t)ne.bytes, "copies", (json_int_t)ne.copies, "primaries", (json_int_t)ne.primaries);
+}
+
+/* With cluster.etcd, this node's state there and the failovers it made,
+ * newest first, into doc. */
+static void cluster_etcd_json(dsq_cluster *c, const dsq_cluster_etcd_info *ei, json_t *doc)
+{
+    const dsq_failover_stats *fs = &ei->failover;
+    json_object_set_new(doc, "etcd",
+                        json_pack("{s:b, s:b, s:b, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I}}", "up", ei->etcd_up,
+                                  "registered", ei->registered, "viewWhole", ei->view_whole, "assignmentsLoaded",
+                                  ei->assignments_loaded, "assignments", (json_int_t)ei->assignments, "failover",
+                                  "attempts", (json_int_t)fs->attempts, "won", (json_int_t)fs->won, "lost",
+                                  (json_int_t)fs->lost, "promoted", (json_int_t)fs->promoted, "failed",
+                                  (json_int_t)fs->failed));
+    /* (DSQ_FAILOVER_RECENT records of ~220 bytes: on the stack) */
+    dsq_failover_record recent[DSQ_FAILOVER_RECENT];
+    size_t n = dsq_cluster_failovers(c, recent, DSQ_FAILOVER_RECENT);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char at[DSQ_RFC3339_MS_LEN];
+        dsq_format_rfc3339_ms(recent[i].at_ms, at, sizeof at);
+        /* (from is "" when this node took over an assignment that already
+         * named it, its copy not serving yet: null, not a node) */
+        json_array_append_new(list, json_pack("{s:s, s:s?, s:s, s:I, s:s, s:I}", "database", recent[i].db, "from",
+                                              recent[i].from[0] ? recent[i].from : NULL, "to", recent[i].to,
+                                              "epoch", (json_int_t)recent[i].epoch, "at", at, "tookMs",
+                                              (json_int_t)recent[i].took_ms));
+    }
+    json_object_set_new(doc, "failovers", list);
+}
+
+/* GET /v1/cluster: the nodes and whether this node reaches each, and how
+ * far behind each is on the databases of which this node is the primary
+ * (lagLSN, lagMs: the most lagging of them). A node without
+ * cluster.peers is a cluster of one. With cluster.etcd, also what etcd
+ * shows of each node (alive: its key is there; its load; the copies and
+ * primaries the assignments give it), this node's state there and the
+ * failovers it made. */
 static void handle_cluster(dsq_server *srv, dsq_http_req *req)
 {
+    dsq_cluster_etcd_info ei;
+    dsq_cluster_etcd_get(srv->cluster, &ei); /* (ei.on false without a cluster) */
     json_t *nodes = json_array();
     if (srv->cluster == NULL) {
         const char *id = srv->cfg->cluster_node_id ? srv->cfg->cluster_node_id : "";
-        json_array_append_new(nodes, json_pack("{s:s, s:n, s:b, s:b}", "id", id, "address", "reachable", 1,
-                                               "self", 1));
+        json_array_append_new(nodes, json_pack("{s:s, s:n, s:b, s:b, s:i, s:i}", "id", id, "address", "reachable",
+                                               1, "self", 1, "lagLSN", 0, "lagMs", 0));
     } else {
         for (size_t i = 0; i < dsq_cluster_nnodes(srv->cluster); i++) {
             dsq_cluster_node_info n;
             dsq_cluster_node(srv->cluster, i, &n);
-            json_array_append_new(nodes, json_pack("{s:s, s:s, s:b, s:b}", "id", n.id, "address", n.address,
-                                                   "reachable", n.reachable, "self", n.self));
+            uint64_t lsn, ms;
+            dsq_cluster_lag(srv->cluster, i, &lsn, &ms);
+            json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:I, s:I}", "id", n.id, "address", n.address, "reachable",
+                                  n.reachable, "self", n.self, "lagLSN", (json_int_t)lsn, "lagMs", (json_int_t)ms);
+            if (o != NULL && ei.on)
+                json_object_set_new(o, "etcd", node_etcd_json(srv->cluster, i));
+            json_array_append_new(nodes, o);
         }
     }
     json_t *doc = json_pack("{s:o}", "nodes", nodes);
+    if (doc != NULL && ei.on)
+        cluster_etcd_json(srv->cluster, &ei, doc);
     char db[129];
     long dl = dsq_http_query_get(req, "database", db, sizeof db);
     if (dl >= 0 && !dsq_db_name_valid(db)) {
@@ -74,6 +126,66 @@ static void handle_cluster(dsq_server *srv, dsq_http_req *req)
     }
     dsq__respond_line(req, 200, "application/json", text, strlen(text));
     free(text);
+}
+
+/* With cluster.etcd: whether etcd answers and this node is registered,
+ * the assignments known here, this node's part in failovers, and per
+ * node whether etcd shows it alive and the copies and primaries the
+ * assignments give it. Nothing without etcd. */
+static void cluster_etcd_metrics(dsq_cluster *c, dsq_buf *b)
+{
+    dsq_cluster_etcd_info ei;
+    dsq_cluster_etcd_get(c, &ei);
+    if (!ei.on)
+        return;
+    const dsq_failover_stats *fs = &ei.failover;
+    dsq_buf_printf(b,
+                   "# HELP dosqld_cluster_etcd_up Whether etcd answered this node's last request (1) or not (0).\n"
+                   "# TYPE dosqld_cluster_etcd_up gauge\ndosqld_cluster_etcd_up %d\n"
+                   "# HELP dosqld_cluster_registered Whether this node's key is in etcd, under its lease (1) or not "
+                   "(0).\n"
+                   "# TYPE dosqld_cluster_registered gauge\ndosqld_cluster_registered %d\n"
+                   "# HELP dosqld_cluster_assignments Databases with an assignment in etcd, as this node knows them.\n"
+                   "# TYPE dosqld_cluster_assignments gauge\ndosqld_cluster_assignments %llu\n"
+                   "# HELP dosqld_cluster_failover_attempts_total Failovers this node stood for (its write of the "
+                   "assignment sent).\n"
+                   "# TYPE dosqld_cluster_failover_attempts_total counter\n"
+                   "dosqld_cluster_failover_attempts_total %llu\n"
+                   "# HELP dosqld_cluster_failovers_total This node's failovers by result: won (it wrote the "
+                   "assignment), lost (another node did first), promoted (its copy served as the primary), failed "
+                   "(a write or promotion failed, tried again).\n"
+                   "# TYPE dosqld_cluster_failovers_total counter\n"
+                   "dosqld_cluster_failovers_total{result=\"won\"} %llu\n"
+                   "dosqld_cluster_failovers_total{result=\"lost\"} %llu\n"
+                   "dosqld_cluster_failovers_total{result=\"promoted\"} %llu\n"
+                   "dosqld_cluster_failovers_total{result=\"failed\"} %llu\n",
+                   ei.etcd_up, ei.registered, (unsigned long long)ei.assignments,
+                   (unsigned long long)fs->attempts, (unsigned long long)fs->won, (unsigned long long)fs->lost,
+                   (unsigned long long)fs->promoted, (unsigned long long)fs->failed);
+    static const char *const fam[3][2] = {
+        {"dosqld_cluster_node_alive", "Whether a node has its key in etcd (1) or not (0), by node."},
+        {"dosqld_cluster_node_copies", "Databases a node holds a copy of, by the assignments this node knows, by "
+                                       "node."},
+        {"dosqld_cluster_node_primaries", "Databases of which a node is the primary, by the assignments this node "
+                                          "knows, by node."},
+    };
+    /* Each node's three numbers at once (one walk of the assignments a
+     * node), written family by family. */
+    dsq_buf rows[3] = {DSQ_BUF_INIT, DSQ_BUF_INIT, DSQ_BUF_INIT};
+    for (size_t i = 0; i < dsq_cluster_nnodes(c); i++) {
+        dsq_cluster_node_info n;
+        dsq_cluster_node(c, i, &n);
+        dsq_cluster_node_etcd ne;
+        dsq_cluster_node_etcd_get(c, i, &ne);
+        uint64_t v[3] = {ne.alive, ne.copies, ne.primaries};
+        for (int f = 0; f < 3; f++)
+            dsq_buf_printf(&rows[f], "%s{node=\"%s\"} %llu\n", fam[f][0], n.id, (unsigned long long)v[f]);
+    }
+    for (int f = 0; f < 3; f++) {
+        dsq_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s", fam[f][0], fam[f][1], fam[f][0],
+                       rows[f].data ? rows[f].data : "");
+        dsq_buf_free(&rows[f]);
+    }
 }
 
 static void handle_metrics(dsq_server *srv, dsq_http_req *req)
@@ -224,6 +336,7 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        lsns.data ? lsns.data : "", secs.data ? secs.data : "");
         dsq_buf_free(&lsns);
         dsq_buf_free(&secs);
+        cluster_etcd_metrics(srv->cluster, &b);
     }
     dsq__respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
     dsq_buf_free(&b);

@@ -2,6 +2,7 @@
  *
  *   dosqld [-c FILE] [--listen HOST:PORT] [--data-dir DIR]
  *          [--object-store URL] [--log-level L] [--check-config]
+ *   dosqld cluster status [--url URL | -c FILE] ...   (cli_cluster.h)
  *
  * Flags override the file. Exit codes: 0 served and stopped cleanly (or
  * the configuration is valid), 1 a configuration or start-up error, 2 a
@@ -22,6 +23,7 @@
 #include "engine/engine.h"
 #include "engine/tier/tier.h"
 #include "server/auth.h"
+#include "server/cli_cluster.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -78,6 +80,7 @@ static void usage(FILE *to)
             "usage: dosqld [-c FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
             "              [--object-store URL] [--log-level LEVEL] [--check-config]\n"
             "       dosqld [-c FILE] [--data-dir DIR] [--object-store URL] --restore DB [--as-of LSN|TIME]\n"
+            "       dosqld cluster status [--url URL | -c FILE] [--token TOKEN] [--database NAME] [--json]\n"
             "\n"
             "  -c, --config FILE      read settings from FILE (see conf/dosqld.conf)\n"
             "      --listen HOST:PORT listen here (repeatable; replaces server.listen)\n"
@@ -91,6 +94,9 @@ static void usage(FILE *to)
             "                         (RFC 3339, e.g. 2026-11-26T05:00:00Z)\n"
             "  -h, --help             this text\n"
             "  -V, --version          print the version\n"
+            "\n"
+            "  cluster status         ask a running node what it knows of the cluster and print it\n"
+            "                         (dosqld cluster --help)\n"
             "\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tokens and log level.\n");
 }
@@ -194,6 +200,11 @@ int main(int argc, char **argv)
 
     if (flags == NULL)
         return 1;
+    /* A subcommand: a client of a running node, nothing of a server. */
+    if (argc > 1 && strcmp(argv[1], "cluster") == 0) {
+        free(flags);
+        return dsq_cli_cluster_main(argc - 1, argv + 1);
+    }
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         const char *key = NULL;
         switch (opt) {

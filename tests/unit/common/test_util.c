@@ -170,6 +170,28 @@ Test(util, rfc3339)
         cr_assert_eq(dsq_parse_rfc3339(bad[i], &us), -1, "%s", bad[i]);
 }
 
+Test(util, rfc3339_format)
+{
+    char t[DSQ_RFC3339_MS_LEN];
+    dsq_format_rfc3339_ms(0, t, sizeof t);
+    cr_assert_str_eq(t, "1970-01-01T00:00:00.000Z");
+    dsq_format_rfc3339_ms(1795654432123ull, t, sizeof t);
+    cr_assert_str_eq(t, "2026-11-26T00:53:52.123Z");
+    dsq_format_rfc3339_ms(951825600007ull, t, sizeof t);
+    cr_assert_str_eq(t, "2000-02-29T12:00:00.007Z");
+    /* what it writes, dsq_parse_rfc3339 reads back */
+    uint64_t us;
+    cr_assert_eq(dsq_parse_rfc3339(t, &us), 0);
+    cr_assert_eq(us, 951825600007ull * 1000);
+    dsq_format_rfc3339_ms(253402300799999ull, t, sizeof t);
+    cr_assert_str_eq(t, "9999-12-31T23:59:59.999Z");
+    dsq_format_rfc3339_ms(UINT64_MAX, t, sizeof t);
+    cr_assert_str_eq(t, "?", "past four digits of years");
+    char small[8];
+    dsq_format_rfc3339_ms(0, small, sizeof small);
+    cr_assert_str_eq(small, "1970-01", "cut to fit, terminated");
+}
+
 /* ---- CPU quotas of cgroups (a fake /sys/fs/cgroup in a temporary directory) ---- */
 
 static void put_file(const char *dir, const char *rel, const char *text)
