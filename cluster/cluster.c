@@ -708,6 +708,7 @@ void dsq_cluster_node_etcd_get(dsq_cluster *c, size_t i, dsq_cluster_node_etcd *
     if (ep == NULL || id == NULL)
         return;
     dsq_eplace_node_load(ep, id, &out->alive, &out->dbs, &out->bytes);
+    out->draining = dsq_eplace_draining(ep, id);
     dsq_assign *as = dsq_eplace_assign(ep);
     count_ctx x = {.id = id};
     if (as != NULL)
@@ -755,6 +756,7 @@ void dsq_cluster_node(const dsq_cluster *c, size_t i, dsq_cluster_node_info *out
     const dsq_node *n = c->peers != NULL ? dsq_peers_node(c->peers, i) : &c->nodes[i];
     out->id = n->id;
     out->address = n->addr_text;
+    out->client = i < DSQ_NODES_MAX ? c->client_addr[i] : "";
     out->self = i == c->self;
     /* (a node removed from the links is listed, unreachable) */
     out->reachable = out->self || (c->peers != NULL && dsq_peer_known(c->peers, i) && dsq_peer_up(c->peers, i));

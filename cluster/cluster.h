@@ -177,6 +177,7 @@ int dsq_node_info_decode(const void *p, size_t n, char *client, char *forward, s
  * once started) the nodes found in etcd in the order they were found. */
 typedef struct dsq_cluster_node_info {
     const char *id, *address; /* valid while the cluster runs */
+    const char *client;       /* where it takes clients (HOST:PORT, as it told over its link); "" unknown */
     bool self;
     bool reachable;           /* this node, or its link is up */
 } dsq_cluster_node_info;
@@ -245,6 +246,7 @@ void dsq_cluster_etcd_get(dsq_cluster *c, dsq_cluster_etcd_info *out);
  * All zero without etcd. Loop thread. */
 typedef struct dsq_cluster_node_etcd {
     bool alive;
+    bool draining;                 /* its key says so */
     uint64_t dbs, bytes;           /* the load its key tells */
     uint64_t copies, primaries;    /* from the assignments */
 } dsq_cluster_node_etcd;

@@ -352,10 +352,11 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
     return dsq_buf_append(b, p, size * n) == 0 ? size * n : 0;
 }
 
-/* GET url with the token (NULL or "": none); the answer's status in
- * *status and its body in body. 0, or -1 with the reason in err when
- * there was no answer. */
-static int http_get(const char *url, const char *token, long *status, dsq_buf *body, char *err, size_t errlen)
+/* GET url (POST `post` as JSON when not NULL) with the token (NULL or
+ * "": none); the answer's status in *status and its body in body. 0, or
+ * -1 with the reason in err when there was no answer. */
+static int http_req(const char *url, const char *post, const char *token, long *status, dsq_buf *body, char *err,
+                    size_t errlen)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
@@ -376,7 +377,17 @@ static int http_get(const char *url, const char *token, long *status, dsq_buf *b
         curl_easy_cleanup(c);
         return -1;
     }
+    struct curl_slist *with_type = post != NULL ? curl_slist_append(headers, "Content-Type: application/json") : headers;
+    if (with_type == NULL) {
+        snprintf(err, errlen, "out of memory");
+        curl_slist_free_all(headers);
+        curl_easy_cleanup(c);
+        return -1;
+    }
+    headers = with_type;
     curl_easy_setopt(c, CURLOPT_URL, url);
+    if (post != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "dosqld-cluster/" DSQ_VERSION);
@@ -404,11 +415,17 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: dosqld cluster status [--url URL | -c FILE] [--token TOKEN] [--database NAME] [--json]\n"
+            "       dosqld cluster drain NODE [--url URL | -c FILE] [--token TOKEN] [--undo] [--wait SECONDS]\n"
             "\n"
             "Ask a running node what it knows of the cluster (GET /v1/cluster) and print it:\n"
             "the nodes, whether that node reaches each, and with [cluster] etcd whether etcd\n"
             "shows each alive, their load, copies, primaries and lag, etcd's state and the\n"
             "failovers that node made.\n"
+            "\n"
+            "drain (with [cluster] etcd): ask node NODE (found through the node at --url) to\n"
+            "hand every database it is the primary of to another copy and take no new one,\n"
+            "then wait until it is the primary of none (--wait, default 120 s; 0: do not\n"
+            "wait). --undo: stop draining it.\n"
             "\n"
             "      --url URL        the node, http://HOST:PORT (default: the first listen\n"
             "                       address of -c FILE, else " DEFAULT_BASE ")\n"
@@ -416,10 +433,13 @@ static void usage(FILE *to)
             "      --token TOKEN    a token with read scope (default $DOSQL_TOKEN)\n"
             "      --database NAME  also that database's primary, epoch and copies\n"
             "      --json           print the node's answer as it came (JSON)\n"
+            "      --undo           drain: stop draining NODE\n"
+            "      --wait SECONDS   drain: how long to wait for its primaries to go (0: not)\n"
             "  -h, --help           this text\n"
             "\n"
-            "Exit status: 0 the node answered, 1 it could not be reached or answered with an\n"
-            "error, 2 a usage error.\n");
+            "Exit status: 0 the node answered (drain: and its primaries went in time), 1 it\n"
+            "could not be reached, answered with an error or (drain) still had primaries\n"
+            "after --wait, 2 a usage error.\n");
 }
 
 static int usage_error(const char *msg, const char *arg)
@@ -476,20 +496,133 @@ static void print_refusal(const char *url, long status, const dsq_buf *body)
     json_decref(doc);
 }
 
+/* GET /v1/cluster at base, parsed; NULL with the reason on stderr. */
+static json_t *get_cluster(const char *base, const char *token)
+{
+    char url[1024], err[512];
+    dsq_buf body = DSQ_BUF_INIT;
+    long status = 0;
+    json_t *doc = NULL;
+    if (dsq_cli_cluster_url(base, NULL, url, sizeof url, err, sizeof err) != 0)
+        fprintf(stderr, "dosqld cluster: %s\n", err);
+    else if (http_req(url, NULL, token, &status, &body, err, sizeof err) != 0)
+        fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
+    else if (status != 200)
+        print_refusal(url, status, &body);
+    else if ((doc = json_loadb(body.data ? body.data : "", body.len, 0, NULL)) == NULL)
+        fprintf(stderr, "dosqld cluster: %s answered 200 but not with JSON\n", url);
+    dsq_buf_free(&body);
+    return doc;
+}
+
+/* Node `id` in a GET /v1/cluster answer, or NULL. */
+static json_t *node_named(json_t *doc, const char *id)
+{
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(doc, "nodes"), i, n) {
+        if (strcmp(str_at(n, "id", ""), id) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+/* The primaries node `id` holds by the assignments, as the node at base
+ * says; -1 when it cannot tell. */
+static long long primaries_of(const char *base, const char *token, const char *id)
+{
+    json_t *doc = get_cluster(base, token);
+    json_t *n = doc != NULL ? json_object_get(node_named(doc, id), "etcd") : NULL;
+    bool ok = n != NULL; /* (num_at only clears it) */
+    unsigned long long v = n != NULL ? num_at(n, "primaries", &ok) : 0;
+    json_decref(doc);
+    return ok ? (long long)v : -1;
+}
+
+/* `dosqld cluster drain NODE`: find NODE's client address through the
+ * node at base, ask NODE, wait for its primaries to go. */
+static int drain(const char *base, const char *token, const char *id, bool undo, long wait_s)
+{
+    json_t *doc = get_cluster(base, token);
+    if (doc == NULL)
+        return 1;
+    json_t *n = node_named(doc, id);
+    char target[512];
+    if (n == NULL) {
+        fprintf(stderr, "dosqld cluster: %s does not know node %s\n", base, id);
+        json_decref(doc);
+        return 1;
+    }
+    if (bool_at(n, "self"))
+        snprintf(target, sizeof target, "%s", base);
+    else if (str_at(n, "client", "")[0] != '\0')
+        snprintf(target, sizeof target, "http://%s", str_at(n, "client", ""));
+    else {
+        fprintf(stderr, "dosqld cluster: %s does not know where node %s takes clients: give its --url\n", base, id);
+        json_decref(doc);
+        return 1;
+    }
+    json_decref(doc);
+    char url[1024], body_text[200], err[512];
+    size_t bl = strlen(target);
+    while (bl > 0 && target[bl - 1] == '/')
+        target[--bl] = '\0';
+    snprintf(url, sizeof url, "%s/v1/admin/drain", target);
+    snprintf(body_text, sizeof body_text, "{\"node\":\"%s\",\"drain\":%s}", id, undo ? "false" : "true");
+    dsq_buf body = DSQ_BUF_INIT;
+    long status = 0;
+    int rc = 1;
+    if (http_req(url, body_text, token, &status, &body, err, sizeof err) != 0)
+        fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
+    else if (status != 200)
+        print_refusal(url, status, &body);
+    else
+        rc = 0;
+    dsq_buf_free(&body);
+    if (rc != 0)
+        return rc;
+    if (undo) {
+        printf("node %s: no longer draining\n", id);
+        return 0;
+    }
+    long long left = primaries_of(target, token, id), said = -2;
+    uint64_t until = dsq_now_ms() + (uint64_t)wait_s * 1000;
+    for (;;) {
+        if (left != said) {
+            printf("node %s: draining, primary of %lld database%s\n", id, left, left == 1 ? "" : "s");
+            fflush(stdout);
+            said = left;
+        }
+        if (left == 0 || wait_s == 0 || dsq_now_ms() >= until)
+            break;
+        usleep(500 * 1000);
+        left = primaries_of(target, token, id);
+    }
+    if (left != 0 && wait_s > 0) {
+        fprintf(stderr, "dosqld cluster: node %s is still the primary of %lld database%s after %ld s\n", id, left,
+                left == 1 ? "" : "s", wait_s);
+        return 1;
+    }
+    return 0;
+}
+
 int dsq_cli_cluster_main(int argc, char **argv)
 {
-    enum { OPT_URL = 256, OPT_TOKEN, OPT_DATABASE, OPT_JSON };
+    enum { OPT_URL = 256, OPT_TOKEN, OPT_DATABASE, OPT_JSON, OPT_UNDO, OPT_WAIT };
     static const struct option opts[] = {
         {"url", required_argument, NULL, OPT_URL},
         {"config", required_argument, NULL, 'c'},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"database", required_argument, NULL, OPT_DATABASE},
         {"json", no_argument, NULL, OPT_JSON},
+        {"undo", no_argument, NULL, OPT_UNDO},
+        {"wait", required_argument, NULL, OPT_WAIT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *url_arg = NULL, *config = NULL, *token = NULL, *db = NULL;
-    bool raw = false;
+    bool raw = false, undo = false;
+    long wait_s = 120;
     int opt;
     opterr = 0; /* (our messages, not getopt's under the name "cluster") */
     optind = 1;
@@ -500,14 +633,29 @@ int dsq_cli_cluster_main(int argc, char **argv)
         case OPT_TOKEN: token = optarg; break;
         case OPT_DATABASE: db = optarg; break;
         case OPT_JSON: raw = true; break;
+        case OPT_UNDO: undo = true; break;
+        case OPT_WAIT: {
+            char *end;
+            wait_s = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || wait_s < 0 || wait_s > 86400)
+                return usage_error("--wait takes seconds from 0 to 86400", optarg);
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: return usage_error("unknown option or missing value", argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return usage_error("what of the cluster? (status)", NULL);
-    if (strcmp(argv[optind], "status") != 0)
+        return usage_error("what of the cluster? (status, drain)", NULL);
+    bool draining = strcmp(argv[optind], "drain") == 0;
+    if (!draining && strcmp(argv[optind], "status") != 0)
         return usage_error("unknown command", argv[optind]);
+    const char *node = NULL;
+    if (draining) {
+        if (optind + 1 >= argc)
+            return usage_error("drain: which node?", NULL);
+        node = argv[++optind];
+    }
     if (optind + 1 < argc)
         return usage_error("unexpected argument", argv[optind + 1]);
     if (url_arg != NULL && config != NULL)
@@ -528,11 +676,16 @@ int dsq_cli_cluster_main(int argc, char **argv)
         fprintf(stderr, "dosqld cluster: cannot initialise libcurl\n");
         return 1;
     }
+    if (draining) {
+        int drc = drain(base, token, node, undo, wait_s);
+        curl_global_cleanup();
+        return drc;
+    }
     dsq_buf body = DSQ_BUF_INIT, text = DSQ_BUF_INIT;
     long status = 0;
     int rc = 1;
     json_t *doc = NULL;
-    if (http_get(url, token, &status, &body, err, sizeof err) != 0) {
+    if (http_req(url, NULL, token, &status, &body, err, sizeof err) != 0) {
         fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
     } else if (status != 200) {
         print_refusal(url, status, &body);

@@ -31,8 +31,9 @@ static json_t *node_etcd_json(dsq_cluster *c, size_t i)
 {
     dsq_cluster_node_etcd ne;
     dsq_cluster_node_etcd_get(c, i, &ne);
-    return json_pack("{s:b, s:{s:I, s:I}, s:I, s:I}", "alive", ne.alive, "load", "dbs", (json_int_t)ne.dbs, "bytes",
-                     (json_int_t)ne.bytes, "copies", (json_int_t)ne.copies, "primaries", (json_int_t)ne.primaries);
+    return json_pack("{s:b, s:b, s:{s:I, s:I}, s:I, s:I}", "alive", ne.alive, "draining", ne.draining, "load", "dbs",
+                     (json_int_t)ne.dbs, "bytes", (json_int_t)ne.bytes, "copies", (json_int_t)ne.copies, "primaries",
+                     (json_int_t)ne.primaries);
 }
 
 /* With cluster.etcd, this node's state there and the failovers it made,
@@ -86,8 +87,9 @@ static void handle_cluster(dsq_server *srv, dsq_http_req *req)
             dsq_cluster_node(srv->cluster, i, &n);
             uint64_t lsn, ms;
             dsq_cluster_lag(srv->cluster, i, &lsn, &ms);
-            json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:I, s:I}", "id", n.id, "address", n.address, "reachable",
-                                  n.reachable, "self", n.self, "lagLSN", (json_int_t)lsn, "lagMs", (json_int_t)ms);
+            json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:I}", "id", n.id, "address", n.address, "client",
+                                  n.client, "reachable", n.reachable, "self", n.self, "lagLSN", (json_int_t)lsn, "lagMs",
+                                  (json_int_t)ms);
             if (o != NULL && ei.on)
                 json_object_set_new(o, "etcd", node_etcd_json(srv->cluster, i));
             json_array_append_new(nodes, o);

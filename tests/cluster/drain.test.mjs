@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { runDosqld } from '../integration/lib/harness.mjs';
 import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
@@ -44,9 +45,15 @@ test('drain under writes: the primaries move away, nothing acknowledged is lost,
     };
     const writers = [writer(0), writer(1), writer(2)];
     await sleep(1000);
-    const dr = await post(node, '/v1/admin/drain', { node: nodeId, drain: true });
-    assert.equal(dr.status, 200, JSON.stringify(dr.body));
-    assert.equal(dr.body.draining, true);
+    // Asked through another node (dosqld cluster drain finds the node's
+    // address there), waiting until it is the primary of none.
+    const other = c.nodes.find((d) => d !== node);
+    const cli = await runDosqld(['cluster', 'drain', nodeId, '--url', other.url, '--wait', '30'], { timeoutMs: 40000 });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, new RegExp(`node ${nodeId}: draining, primary of 0 databases`));
+    const info = (await clusterInfo(other)).body.nodes.find((x) => x.id === nodeId);
+    assert.equal(info.etcd.draining, true);
+    assert.equal(info.etcd.primaries, 0);
     await until(async () => {
       for (const db of dbs) if ((await c.assignment(db)).primary === nodeId) return false;
       return true;
@@ -70,6 +77,15 @@ test('drain under writes: the primaries move away, nothing acknowledged is lost,
       assert.equal((await post(c.nodes[i % 3], `/v1/db/new${i}/query`, { sql: 'SELECT 1' })).status, 200);
       assert.notEqual((await c.assignment(`new${i}`)).primary, nodeId);
     }
+    // Asked of a node that is not the one named: refused, naming where.
+    const wrong = await post(other, '/v1/admin/drain', { node: nodeId });
+    assert.equal(wrong.status, 400);
+    assert.match(wrong.body.error.message, new RegExp(`ask node ${nodeId} itself`));
+    // Undone: its key no longer says draining.
+    const undo = await runDosqld(['cluster', 'drain', nodeId, '--url', other.url, '--undo']);
+    assert.equal(undo.code, 0, undo.stderr);
+    await until(async () => (await clusterInfo(other)).body.nodes.find((x) => x.id === nodeId).etcd.draining === false,
+      10000, 'the drain undone');
     const total = [...acked.values()].reduce((s, v) => s + v.length, 0);
     console.log(`# drained ${nodeId} (${count.get(nodeId)} primaries) under writes: ${total} acknowledged, ${failures.length} retryable failures (${[...new Set(failures)].join(', ')})`);
   } finally {
