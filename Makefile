@@ -171,7 +171,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean deps soak chaos fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
+.PHONY: all run test unit integration bench install clean deps soak chaos chaos-etcd fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
 all: $(B)/dosqld $(if $(filter yes,$(HAVE_SHELL)),$(B)/dosql)
 ifneq ($(HAVE_SHELL),yes)
 	@echo "note: the shell (dosql) is not built: libedit is missing (./configure --missing shell)"
@@ -314,10 +314,24 @@ soak: tests/node_modules/.stamp
 # Chaos (tests/chaos/chaos.mjs): three nodes under writes and a fault per
 # round (partition, pause, kill, delay, black hole, promotions); then
 # every acknowledged write must be on every copy. CHAOS_ROUNDS rounds
-# (make test runs 6 of them: tests/cluster/chaos.test.mjs).
+# (make test runs 6 of them: tests/cluster/chaos.test.mjs). Then the same
+# on etcd (chaos-etcd).
 CHAOS_ROUNDS ?= 100
 chaos: all tests/node_modules/.stamp
 	DOSQLD=$(CURDIR)/$(B)/dosqld DSQ_BUILD=$(CURDIR)/$(B) node tests/chaos/chaos.mjs $(CHAOS_ROUNDS)
+	$(Q)$(MAKE) --no-print-directory chaos-etcd
+
+# Chaos on etcd (tests/chaos/chaos-etcd.mjs): an etcd and three nodes that
+# fail over by themselves, 2 to 4 databases under writes, and a fault per
+# round (a node killed, stopped past its lease or cut off from etcd, most
+# often a primary; now and then etcd killed); then every acknowledged
+# write must be on every copy, no epoch promoted twice, etcd's epochs
+# only up. Prints the failover times. CHAOS_ROUNDS rounds, CHAOS_SEED
+# (default: the time) to replay a run (make test runs 4 rounds:
+# tests/cluster/chaos-etcd.test.mjs).
+CHAOS_SEED ?=
+chaos-etcd: all tests/node_modules/.stamp
+	DOSQLD=$(CURDIR)/$(B)/dosqld DSQ_BUILD=$(CURDIR)/$(B) node tests/chaos/chaos-etcd.mjs $(CHAOS_ROUNDS) $(CHAOS_SEED)
 
 # The WebSocket load generator for bench/point_select (libuv and wslay only).
 $(B)/bench/wsload: bench/wsload.c config.mk

@@ -37,6 +37,7 @@ typedef struct fctx {
     int rc;
     char msg[256];
     bool handing;                  /* a drain's write naming another node: nothing to promote here */
+    char primary[DSQ_NODE_ID_MAX]; /* a reconcile's check: the primary etcd names ("" for none) */
 } fctx;
 
 typedef struct left_node {
@@ -359,16 +360,81 @@ int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_
     return 0;
 }
 
-/* The assignment names this node, whose copy is not the primary. */
-static void reconcile(dsq_failover *f, const dsq_assignment *a)
+/* etcd's answer to a reconcile's check (reconcile), on the loop. */
+static void check_done(void *arg, bool run)
+{
+    fctx *x = arg;
+    dsq_failover *f = x->f;
+    if (!run || f->stopping) {
+        free(x);
+        return;
+    }
+    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
+    if (e == NULL) {
+        free(x);
+        return;
+    }
+    if (x->rc == 0 && strcmp(x->primary, f->self) == 0) {
+        if (f->cfg.primary_here(f->cfg.ud, x->db)) { /* (it is by now) */
+            e->inflight = false;
+            e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
+        } else {
+            DSQ_INFO("failover_reconcile", "db=%s epoch=%llu", x->db, (unsigned long long)x->epoch);
+            promote(f, e, x->epoch);
+        }
+    } else if (x->rc == 0 || x->rc == 1) {
+        /* This node's copy of the assignments is behind: the watch brings
+         * the newer one, and the sweep looks again then. */
+        DSQ_INFO("failover_reconcile_skipped", "db=%s primary=%s epoch=%llu reason=%s", x->db,
+                 x->primary[0] ? x->primary : "-", (unsigned long long)x->epoch,
+                 dsq_log_q("etcd no longer names this node the primary"));
+        e->inflight = false;
+        e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
+    } else {
+        DSQ_WARN("failover_reconcile_unchecked", "db=%s reason=%s", x->db, dsq_log_q(x->msg));
+        ent_failed(f, e);
+    }
+    free(x);
+}
+
+/* On the assignments' request thread. */
+static void on_check(void *ud, int rc, const dsq_assignment *now, const char *msg)
+{
+    fctx *x = ud;
+    x->rc = rc;
+    if (rc == 0 && now != NULL) {
+        x->epoch = now->epoch;
+        snprintf(x->primary, sizeof x->primary, "%s", now->primary);
+    }
+    snprintf(x->msg, sizeof x->msg, "%s", msg ? msg : "");
+    if (dsq_mailbox_post(&x->f->mb, check_done, x) != 0)
+        free(x); /* (stopping) */
+}
+
+/* The assignment names this node, whose copy is not the primary. That is
+ * this node's copy of the assignments, which can be behind: cut off from
+ * etcd, it still names this node while the others moved the primary away
+ * (a failover), and promoting then would take the database back from the
+ * primary etcd names, which would take it back in turn, and so on. So
+ * etcd is asked first (a read of the key, not the cache), and the copy
+ * promoted only when etcd names this node still; when etcd cannot be
+ * asked, nothing is done (the backoff). */
+static void reconcile(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
 {
     fent *e = due(f, a->db);
     if (e == NULL)
         return;
+    fctx *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return;
+    x->f = f;
+    snprintf(x->db, sizeof x->db, "%s", a->db);
     e->inflight = true;
     e->from[0] = '\0';
-    DSQ_INFO("failover_reconcile", "db=%s epoch=%llu", a->db, (unsigned long long)a->epoch);
-    promote(f, e, a->epoch);
+    if (dsq_assign_get(as, a->db, on_check, x) != 0) {
+        free(x);
+        ent_failed(f, e);
+    }
 }
 
 /* ---- the sweep ----------------------------------------------------------------------------------- */
@@ -459,7 +525,7 @@ static void sweep(dsq_failover *f)
             if (strcmp(a->primary, f->self) == 0 && f->draining)
                 hand_over(f, as, a);
             else if (strcmp(a->primary, f->self) == 0 && !f->cfg.primary_here(f->cfg.ud, a->db))
-                reconcile(f, a);
+                reconcile(f, as, a);
             continue;
         }
         /* The primary's node is gone: the first copy alive steps forward

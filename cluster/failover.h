@@ -34,7 +34,13 @@
  * Reconciling: a database whose assignment names this node as primary
  * but whose copy here is not the primary (the promotion failed: no
  * quorum yet; the node restarted meanwhile) is promoted again, after a
- * backoff of 1 s doubling to 30 s while it keeps failing.
+ * backoff of 1 s doubling to 30 s while it keeps failing. The assignment
+ * is read from etcd first (not from the watch's copy): a node cut off
+ * from etcd still has the old one, naming it, while the others moved the
+ * primary away; promoting on it would take the database back from the
+ * primary etcd names (the copies accept any higher epoch), which would
+ * take it back in turn, every sweep for as long as the cut lasts. When
+ * etcd names another node, or cannot be asked, nothing is done.
  *
  * Nothing happens before the assignments were read whole and the nodes'
  * view is whole (a node missing from a view still being read is not

@@ -280,6 +280,8 @@ struct dsq_call {
     bool wait_lsn;           /* it waits for this copy to reach min_lsn */
     uint64_t stream_id;
     int state;
+    bool ran_as_primary;     /* with replication: it ran on the primary copy ... */
+    uint64_t repl_gen;       /* ... whose actor's repl_gen was this before its role was read */
     uint64_t gate_lsn;       /* parked at the output gate until this LSN is durable */
     uint64_t parked_ms;      /* when it was parked there (monotonic) */
     /* A page it read was in the object store (warm.h): it runs again once

@@ -339,8 +339,12 @@ void dsq_engine_repl_poke(dsq_engine *e, const char *db)
 void dsq_engine_repl_abandon(dsq_engine *e, const char *db, dsq_code code, const char *msg)
 {
     dsq_actor *a = e->cfg.repl != NULL ? lookup(e, db, false) : NULL;
-    if (a != NULL)
-        repoll(e, a, 0, 0, true, code, msg);
+    if (a == NULL)
+        return;
+    /* Before the parked replies are failed: a call a worker runs as
+     * primary now parks its reply after this, and fails then (dsq__reply). */
+    atomic_fetch_add(&a->repl_gen, 1);
+    repoll(e, a, 0, 0, true, code, msg);
 }
 
 /* ---- the tick ------------------------------------------------------------------------------ */

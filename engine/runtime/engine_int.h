@@ -236,6 +236,11 @@ typedef struct dsq_actor {
     /* ---- set once by the loop thread, then read by any ---- */
     _Atomic(dsq_feed *) feed;       /* made when the first CDC subscriber comes */
 
+    /* ---- bumped by the loop thread, read by any ---- */
+    _Atomic uint64_t repl_gen;      /* how many times this copy stopped being the primary
+                                       (dsq_engine_repl_abandon): a call run as primary whose
+                                       reply comes after that fails (dsq__reply) */
+
     char name[];                    /* the database's name */
 } dsq_actor;
 /* Every database the server has seen keeps one, open or not: a hibernated

@@ -743,8 +743,15 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         dsq__actor_close(a);
         x.o = NULL;
     }
-    if (op->open || c->op == DSQ_OP_DROP)
+    c->ran_as_primary = false;
+    if (op->open || c->op == DSQ_OP_DROP) {
+        /* The generation first, then the role: a role read as primary
+         * before a step-down comes with the generation before it. */
+        uint64_t gen = atomic_load(&a->repl_gen);
         dsq__repl_role(&x);
+        c->ran_as_primary = x.role == DSQ_ROLE_PRIMARY;
+        c->repl_gen = gen;
+    }
     if (!refused(&x, op, shut))
         dispatch(&x, op);
     if (e->warm != NULL && cold_settle(&x, op))

@@ -353,6 +353,22 @@ void dsq__reply(dsq_engine *e, dsq_actor *a, dsq_call *c)
         return;
     }
     pthread_mutex_lock(&g->mu);
+    if (c->ran_as_primary && c->repl_gen != atomic_load(&a->repl_gen)) {
+        /* It ran as primary, and this copy stepped down since (the
+         * replies parked then failed): what it committed may be cut from
+         * the log, and the LSNs it would wait for come to mean the new
+         * primary's commits. (Checked under g->mu, which the step-down's
+         * sweep of the parked replies takes after bumping repl_gen: a
+         * reply parked before that is swept, one parked after fails here.) */
+        pthread_mutex_unlock(&g->mu);
+        dsq__fail(c, DSQ_CODE_NOT_PRIMARY,
+                  "this node stopped being the primary of database %s while the call ran: what it committed was "
+                  "not acknowledged here, and whether it survives is not known (read it back from the new primary)",
+                  c->db);
+        c->more = false;
+        dsq__complete(e, c);
+        return;
+    }
     if (dsq_queue_empty(&g->parked) && o->lsn <= g->released && answering(g)) {
         pthread_mutex_unlock(&g->mu);
         dsq__complete(e, c); /* nothing of this actor's is waiting for the disk */

@@ -92,3 +92,37 @@ test("the primary's node cut off from etcd alone: a survivor takes over, the cut
     await c.cleanup();
   }
 });
+
+// The node cut off from etcd still reads the old assignments (its copy of
+// them cannot be refreshed), which name it primary of a database whose
+// primary moved; it must not act on them. Were it to promote its copy
+// again (it reaches the other copies, which accept the higher epoch), the
+// primary etcd names would do the same in turn, and so on every sweep
+// for as long as the cut lasts: a promotion war, each turn failing the
+// writes under way.
+test("a primary cut off from etcd does not take its database back while cut off", async () => {
+  const c = await startEtcdCluster(3, { conf, etcdProxies: true });
+  try {
+    const db = 'war';
+    assert.equal((await q(c.nodes[0], db, 'CREATE TABLE t(x)')).status, 200);
+    const a1 = await c.assignment(db);
+    const pi = c.nodes.indexOf(c.byId(a1.primary));
+    const old = c.nodes[pi];
+    c.etcdProxy(pi).partition();
+    await until(async () => (await c.assignment(db)).epoch >= 2, 15000, 'a new primary in etcd');
+    const a2 = await c.assignment(db);
+    const from = old.stderr.length;
+    await sleep(3000); // (the failover sweeps every 500 ms)
+    const a3 = await c.assignment(db);
+    c.etcdProxy(pi).heal();
+    const promotions = old.stderr.slice(from).split('\n').filter((l) => /event=promot/.test(l));
+    assert.deepEqual(promotions, [], 'the cut-off node promoted its copy');
+    assert.deepEqual(a3, a2, 'the assignment did not stay');
+    await until(async () => (await clusterInfo(old, `?database=${db}`)).body.database.primary === a2.primary,
+      15000, 'the cut-off node to follow the new primary');
+    assert.deepEqual(await c.assignment(db), a2, 'healing changed the assignment');
+  } finally {
+    for (let i = 0; i < 3; i++) c.etcdProxy(i)?.heal();
+    await c.cleanup();
+  }
+});

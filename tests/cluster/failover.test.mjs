@@ -222,3 +222,53 @@ test('the lease wait after a promotion: most of one when the primary was just he
     await c.cleanup();
   }
 });
+
+// A primary paused with many writes waiting in its sockets, replaced, and
+// woken: it runs the first of them as primary before it hears of the new
+// epoch. Those whose replies were waiting for the other copies when it
+// stepped down fail; so must the one its worker was running at that
+// moment, whose reply comes to wait only after the step-down. Were it to
+// wait as a follower's, the new primary's commit LSN (past the old one's
+// log end: other commits at the same LSNs) would let it go as done while
+// the record is cut from the log. Three rounds, each replacing the
+// primary of the round before.
+test('a replaced primary woken under a queue of writes acknowledges none that it loses', async () => {
+  const c = await startCluster(3, { conf });
+  try {
+    const db = 'stepdown';
+    let { primary, followers } = await roles(c, db);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER PRIMARY KEY)')).status, 200);
+    const acked = [];
+    let next = 1;
+    const write = async (d) => {
+      const id = next++;
+      const r = await query(d, db, 'INSERT INTO t(id) VALUES (?)', [id]);
+      if (r.status === 200) acked.push(id);
+      return r;
+    };
+    for (let k = 0; k < 20; k++) assert.equal((await write(primary)).status, 200);
+    for (let round = 0; round < 3; round++) {
+      primary.proc.kill('SIGSTOP');
+      let late;
+      try {
+        late = Array.from({ length: 150 }, () => write(primary)); /* (wait in its sockets) */
+        await sleep(300);
+        const p = await post(followers[0], '/v1/admin/promote', { database: db });
+        assert.equal(p.status, 200, JSON.stringify(p.body));
+        // The new primary commits past where the old one's log will end.
+        for (let k = 0; k < 200; k++) assert.equal((await write(followers[0])).status, 200);
+      } finally {
+        primary.proc.kill('SIGCONT');
+      }
+      await Promise.all(late);
+      [primary, followers] = [followers[0], [followers[1], primary]];
+      const want = JSON.stringify(await ids(primary, db));
+      for (const d of c.nodes) await until(async () => JSON.stringify(await ids(d, db)) === want, 15000, 'convergence');
+      const have = new Set(JSON.parse(want));
+      const lost = acked.filter((id) => !have.has(id));
+      assert.deepEqual(lost, [], `round ${round + 1}: acknowledged writes lost`);
+    }
+  } finally {
+    await c.cleanup();
+  }
+});

@@ -29,11 +29,30 @@ typedef struct copy {
 
 static copy P, F;
 
+/* A worker's next read of a role, held (hold_role): it reads the role,
+ * says so (role_read) and waits for role_go before it goes on with it. */
+static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+static bool hold_role, role_read, role_go;
+static pthread_t test_thread;
+
 static dsq_role h_role(void *ud, const char *db, char *primary, size_t len)
 {
     copy *c = ud;
-    snprintf(primary, len, "%s", c->role == DSQ_ROLE_FOLLOWER ? "nP" : "");
-    return strcmp(db, "d") == 0 ? c->role : DSQ_ROLE_ALONE;
+    pthread_mutex_lock(&c->mu);
+    dsq_role role = c->role;
+    pthread_mutex_unlock(&c->mu);
+    snprintf(primary, len, "%s", role == DSQ_ROLE_FOLLOWER ? "nP" : "");
+    pthread_mutex_lock(&hold_mu);
+    if (hold_role && strcmp(db, "d") == 0 && !pthread_equal(pthread_self(), test_thread)) {
+        hold_role = false;
+        role_read = true;
+        pthread_cond_broadcast(&hold_cv);
+        while (!role_go)
+            pthread_cond_wait(&hold_cv, &hold_mu);
+    }
+    pthread_mutex_unlock(&hold_mu);
+    return strcmp(db, "d") == 0 ? role : DSQ_ROLE_ALONE;
 }
 
 static uint64_t h_released(void *ud, const char *db, uint64_t durable)
@@ -96,6 +115,8 @@ static void stop(copy *c)
 
 static void setup(void)
 {
+    test_thread = pthread_self();
+    hold_role = role_read = role_go = false;
     start(&P, DSQ_ROLE_PRIMARY);
     start(&F, DSQ_ROLE_FOLLOWER);
 }
@@ -247,6 +268,48 @@ Test(repl, a_reply_waits_for_the_other_copy_which_then_serves_it)
     cr_assert(dsq_result_next(&r->c.results[0], &pos, &v));
     cr_assert_eq(v.i, 53);
     done(r);
+}
+
+/* A write reads the role (primary), and before it commits, the copy steps
+ * down (another was promoted: follower now, the replies waiting for other
+ * copies abandoned). Its reply comes to wait after that sweep; as a
+ * follower's it would go as soon as the log is durable that far (the new
+ * primary's commit LSN passes it: other commits at those LSNs), though
+ * no other copy holds the record and it is to be cut. It fails instead,
+ * NOT_PRIMARY. */
+Test(repl, a_write_run_as_primary_fails_if_the_copy_stepped_down_meanwhile)
+{
+    tcall *w = submit(&P, DSQ_OP_QUERY, "CREATE TABLE t(x)");
+    ENGINE_WAIT_UNTIL(P.e, (pthread_mutex_lock(&P.mu), P.last_lsn >= 1 ? (pthread_mutex_unlock(&P.mu), 1)
+                                                                       : (pthread_mutex_unlock(&P.mu), 0)),
+                      "the create's record");
+    ship();
+    ack();
+    test_wait(P.e, &P.ndone, 1, "the create");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    done(w);
+
+    pthread_mutex_lock(&hold_mu);
+    hold_role = true;
+    pthread_mutex_unlock(&hold_mu);
+    w = submit(&P, DSQ_OP_QUERY, "INSERT INTO t VALUES (1)");
+    ENGINE_WAIT_UNTIL(P.e, (pthread_mutex_lock(&hold_mu), role_read ? (pthread_mutex_unlock(&hold_mu), 1)
+                                                                    : (pthread_mutex_unlock(&hold_mu), 0)),
+                      "the write to read its role");
+    pthread_mutex_lock(&P.mu);
+    P.role = DSQ_ROLE_FOLLOWER;
+    pthread_mutex_unlock(&P.mu);
+    dsq_engine_repl_abandon(P.e, "d", DSQ_CODE_NOT_PRIMARY, "stepped down");
+    pthread_mutex_lock(&hold_mu);
+    role_go = true;
+    pthread_cond_broadcast(&hold_cv);
+    pthread_mutex_unlock(&hold_mu);
+
+    test_wait(P.e, &P.ndone, 2, "the write's reply");
+    cr_assert_eq(w->c.err, -1, "the write was answered as done");
+    cr_assert_eq(w->c.code, DSQ_CODE_NOT_PRIMARY, "%s", w->c.msg);
+    cr_assert(strstr(w->c.msg, "stopped being the primary of database d") != NULL, "%s", w->c.msg);
+    done(w);
 }
 
 Test(repl, a_follower_refuses_writes_naming_its_primary)
