@@ -741,7 +741,7 @@ Test(topo_json, encode_then_decode)
     dsq_buf b = DSQ_BUF_INIT;
     cr_assert_eq(dsq_topo_node_encode(&n, &b, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(b.data, "{\"id\":\"n-1.a_b\",\"peer\":\"10.0.0.5:7000\",\"client\":\"[::1]:8787\",\"forward\":\"\","
-                             "\"load\":{\"dbs\":12,\"bytes\":4096000},\"started\":1796000000000}");
+                             "\"load\":{\"dbs\":12,\"bytes\":4096000},\"started\":1796000000000,\"draining\":false}");
     cr_assert_eq(dsq_topo_node_decode(b.data, b.len, &m, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(m.id, "n-1.a_b");
     cr_assert_str_eq(m.peer, "10.0.0.5:7000");
@@ -750,7 +750,25 @@ Test(topo_json, encode_then_decode)
     cr_assert_eq(m.dbs, 12);
     cr_assert_eq(m.bytes, 4096000);
     cr_assert_eq(m.started_ms, 1796000000000ull);
+    cr_assert(!m.draining);
     dsq_buf_free(&b);
+
+    /* draining: written, read back; missing (a node of an earlier build):
+     * false; not a boolean: refused */
+    n.draining = true;
+    cr_assert_eq(dsq_topo_node_encode(&n, &b, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(b.data, "\"draining\":true") != NULL, "%s", b.data);
+    cr_assert_eq(dsq_topo_node_decode(b.data, b.len, &m, err, sizeof err), 0, "%s", err);
+    cr_assert(m.draining);
+    dsq_buf_free(&b);
+    const char *old = "{\"id\":\"x\",\"peer\":\"p\",\"client\":\"\",\"forward\":\"\",\"load\":{\"dbs\":0,\"bytes\":0},"
+                      "\"started\":0}";
+    cr_assert_eq(dsq_topo_node_decode(old, strlen(old), &m, err, sizeof err), 0, "%s", err);
+    cr_assert(!m.draining);
+    const char *odd = "{\"id\":\"x\",\"peer\":\"p\",\"client\":\"\",\"forward\":\"\",\"load\":{\"dbs\":0,\"bytes\":0},"
+                      "\"started\":0,\"draining\":1}";
+    cr_assert_eq(dsq_topo_node_decode(odd, strlen(odd), &m, err, sizeof err), -1);
+    cr_assert(strstr(err, "\"draining\"") != NULL, "%s", err);
 
     /* other fields are ignored; the largest numbers pass; escapes decode */
     const char *ok = "{\"started\":9223372036854775807,\"id\":\"x\",\"peer\":\"p\\u00e9\",\"client\":\"\","
