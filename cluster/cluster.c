@@ -3,8 +3,8 @@
  *
  * With cluster.etcd, this node registers itself in etcd and watches the
  * other nodes' registrations (topo.h, on threads of its own); their
- * events are queued under a mutex and handled on the loop thread (an
- * uv_async_t wakes it). A node found there is added to the links
+ * events are handed to the loop thread through a mailbox
+ * (common/mailbox.h). A node found there is added to the links
  * (dsq_peers_add), and to the nodes new databases may be placed on. Where
  * each database's copies are is its assignment in etcd (eplace.h), which
  * replication's placement reads; node numbers come from the node set
@@ -25,12 +25,13 @@
 #include "cluster/topo.h"
 #include "cluster/wire.h"
 #include "common/log.h"
+#include "common/mailbox.h"
 #include "common/util.h"
 #include "engine/engine.h"
 
 /* A topo event, copied for the loop thread. */
 typedef struct topo_msg {
-    struct topo_msg *next;
+    struct dsq_cluster *c;
     dsq_topo_event_type type;
     char id[DSQ_NODE_ID_MAX];
     bool has_node;
@@ -71,24 +72,10 @@ struct dsq_cluster {
     struct dsq_engine *engine; /* (for the load this node tells etcd) */
     uv_timer_t load_timer;     /* with etcd: the load told every second (topo writes it when it changed) */
     bool load_timer_on;
-    uv_async_t topo_async;     /* wakes the loop for the events queued */
-    bool topo_async_on;
-    pthread_mutex_t topo_mu;   /* over the queue */
-    topo_msg *topo_head, *topo_tail;
+    dsq_mailbox topo_mb;       /* the topo's events, to the loop */
+    bool topo_mb_on;
 };
 
-static void topo_queue_free(dsq_cluster *c)
-{
-    pthread_mutex_lock(&c->topo_mu);
-    topo_msg *m = c->topo_head;
-    c->topo_head = c->topo_tail = NULL;
-    pthread_mutex_unlock(&c->topo_mu);
-    while (m != NULL) {
-        topo_msg *next = m->next;
-        free(m);
-        m = next;
-    }
-}
 
 /* With etcd, replication's placement: eplace's, which knows nothing
  * before it starts (any thread). */
@@ -105,8 +92,6 @@ static size_t etcd_copies(const dsq_placement *p, const char *db, uint32_t *out,
 
 static void cluster_free(dsq_cluster *c)
 {
-    topo_queue_free(c);
-    pthread_mutex_destroy(&c->topo_mu);
     dsq_nodeset_free(c->ids);
     free(c->etcd);
     free(c->etcd_prefix);
@@ -167,7 +152,6 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         return -1;
     }
     c->self = SIZE_MAX;
-    pthread_mutex_init(&c->topo_mu, NULL);
     if ((c->ids = dsq_nodeset_new()) == NULL) {
         snprintf(err, errlen, "out of memory");
         cluster_free(c);
@@ -326,6 +310,8 @@ static void on_writable(void *ud, size_t node)
 
 /* ---- cluster.etcd: the topo's events ---------------------------------------------------------- */
 
+static void on_topo_mail(void *arg, bool run);
+
 /* On a topo thread: copy the event for the loop and wake it. */
 static void on_topo_event(void *ud, const dsq_topo_event *ev)
 {
@@ -342,14 +328,9 @@ static void on_topo_event(void *ud, const dsq_topo_event *ev)
         m->node = *ev->node;
     }
     snprintf(m->msg, sizeof m->msg, "%s", ev->msg ? ev->msg : "");
-    pthread_mutex_lock(&c->topo_mu);
-    if (c->topo_tail != NULL)
-        c->topo_tail->next = m;
-    else
-        c->topo_head = m;
-    c->topo_tail = m;
-    pthread_mutex_unlock(&c->topo_mu);
-    uv_async_send(&c->topo_async);
+    m->c = c;
+    if (dsq_mailbox_post(&c->topo_mb, on_topo_mail, m) != 0)
+        free(m); /* (stopping) */
 }
 
 /* A node in etcd: link up with it (it is added, or moved when its peer
@@ -422,20 +403,13 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
     }
 }
 
-static void on_topo_async(uv_async_t *h)
+/* On the loop (run), or dropped when the mailbox closes. */
+static void on_topo_mail(void *arg, bool run)
 {
-    dsq_cluster *c = h->data;
-    pthread_mutex_lock(&c->topo_mu);
-    topo_msg *m = c->topo_head;
-    c->topo_head = c->topo_tail = NULL;
-    pthread_mutex_unlock(&c->topo_mu);
-    while (m != NULL) {
-        topo_msg *next = m->next;
-        if (c->topo != NULL)
-            topo_handle(c, m);
-        free(m);
-        m = next;
-    }
+    topo_msg *m = arg;
+    if (run && m->c->topo != NULL)
+        topo_handle(m->c, m);
+    free(m);
 }
 
 /* The load new databases are placed by (eplace.h): the databases this
@@ -456,13 +430,11 @@ static void on_load_timer(uv_timer_t *t)
 
 static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
 {
-    if (uv_async_init(loop, &c->topo_async, on_topo_async) != 0) {
+    if (dsq_mailbox_init(&c->topo_mb, loop) != 0) {
         snprintf(err, errlen, "cannot start the etcd events' handle");
         return -1;
     }
-    c->topo_async.data = c;
-    c->topo_async_on = true;
-    uv_unref((uv_handle_t *)&c->topo_async);
+    c->topo_mb_on = true;
     dsq_topo_cfg tc = {
         .etcd = {.endpoints = c->etcd,
                  .prefix = c->etcd_prefix,
@@ -539,10 +511,9 @@ static void topo_stop(dsq_cluster *c)
         c->topo = NULL;
         dsq_topo_stop(t);
     }
-    topo_queue_free(c);
-    if (c->topo_async_on) {
-        c->topo_async_on = false;
-        uv_close((uv_handle_t *)&c->topo_async, NULL); /* (c outlives it: freed once the links have closed) */
+    if (c->topo_mb_on) {
+        c->topo_mb_on = false;
+        dsq_mailbox_close(&c->topo_mb, NULL); /* (c outlives it: freed once the links have closed) */
     }
 }
 

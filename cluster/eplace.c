@@ -8,6 +8,7 @@
 #include "cluster/eplace.h"
 #include "common/htab.h"
 #include "common/log.h"
+#include "common/mailbox.h"
 #include "common/util.h"
 
 #define HOLD_MAX_MSGS 4096           /* messages held per database */
@@ -35,7 +36,7 @@ typedef struct pend {
 typedef enum ev_kind { EV_CHANGED, EV_DELETED, EV_LOADED, EV_GOT, EV_CREATED } ev_kind;
 
 typedef struct pev {
-    struct pev *next;
+    struct dsq_eplace *p;
     ev_kind kind;
     int rc;
     char db[129];
@@ -53,9 +54,7 @@ struct dsq_eplace {
     dsq_eplace_cfg cfg;
     dsq_placement place;
     dsq_assign *assign;
-    uv_async_t async;
-    pthread_mutex_t mu;            /* over the event queue */
-    pev *head, *tail;
+    dsq_mailbox mb;                /* the assignments' events and answers, to the loop */
     bool stopping;                 /* loop thread */
     dsq_htab pend;                 /* pend.link (loop thread) */
     size_t held_bytes;
@@ -94,6 +93,17 @@ static size_t copies_of(const dsq_placement *pl, const char *db, uint32_t *out, 
 
 /* ---- events from the assignments' threads --------------------------------------------------- */
 
+static void handle(dsq_eplace *p, const pev *e);
+
+/* On the loop (run), or dropped at the mailbox's close. */
+static void on_mail(void *arg, bool run)
+{
+    pev *e = arg;
+    if (run && !e->p->stopping)
+        handle(e->p, e);
+    free(e);
+}
+
 static void post(dsq_eplace *p, ev_kind kind, int rc, const char *db, const char *msg)
 {
     pev *e = calloc(1, sizeof *e);
@@ -102,18 +112,13 @@ static void post(dsq_eplace *p, ev_kind kind, int rc, const char *db, const char
         DSQ_ERROR("placement_event_lost", "db=%s reason=%s", dsq_log_q(db ? db : ""), dsq_log_q("out of memory"));
         return;
     }
+    e->p = p;
     e->kind = kind;
     e->rc = rc;
     snprintf(e->db, sizeof e->db, "%s", db ? db : "");
     snprintf(e->msg, sizeof e->msg, "%s", msg ? msg : "");
-    pthread_mutex_lock(&p->mu);
-    if (p->tail != NULL)
-        p->tail->next = e;
-    else
-        p->head = e;
-    p->tail = e;
-    pthread_mutex_unlock(&p->mu);
-    uv_async_send(&p->async);
+    if (dsq_mailbox_post(&p->mb, on_mail, e) != 0)
+        free(e); /* (stopping) */
 }
 
 static void on_assign_event(void *ud, const dsq_assign_event *ev)
@@ -270,22 +275,6 @@ static void handle(dsq_eplace *p, const pev *e)
     }
 }
 
-static void on_async(uv_async_t *h)
-{
-    dsq_eplace *p = h->data;
-    pthread_mutex_lock(&p->mu);
-    pev *e = p->head;
-    p->head = p->tail = NULL;
-    pthread_mutex_unlock(&p->mu);
-    while (e != NULL) {
-        pev *next = e->next;
-        if (!p->stopping)
-            handle(p, e);
-        free(e);
-        e = next;
-    }
-}
-
 /* The database's pending entry, made (and its read asked) when new. */
 static pend *pend_get(dsq_eplace *p, const char *db, char *err, size_t errlen)
 {
@@ -435,6 +424,8 @@ dsq_assign *dsq_eplace_assign(dsq_eplace *p) { return p->stopping ? NULL : p->as
 
 /* ---- the object ------------------------------------------------------------------------------- */
 
+static void mailbox_closed(dsq_mailbox *m) { free(dsq_container_of(m, dsq_eplace, mb)); }
+
 int dsq_eplace_start(const dsq_eplace_cfg *cfg, dsq_eplace **out, char *err, size_t errlen)
 {
     dsq_eplace *p = calloc(1, sizeof *p);
@@ -444,29 +435,18 @@ int dsq_eplace_start(const dsq_eplace_cfg *cfg, dsq_eplace **out, char *err, siz
     }
     p->cfg = *cfg;
     p->place = (dsq_placement){.copies = copies_of, .ud = p};
-    pthread_mutex_init(&p->mu, NULL);
-    if (uv_async_init(cfg->loop, &p->async, on_async) != 0) {
-        pthread_mutex_destroy(&p->mu);
+    if (dsq_mailbox_init(&p->mb, cfg->loop) != 0) {
         free(p);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    p->async.data = p;
-    uv_unref((uv_handle_t *)&p->async);
     dsq_assign_cfg ac = {.etcd = cfg->etcd, .on_change = on_assign_event, .ud = p};
     if ((p->assign = dsq_assign_start(&ac, err, errlen)) == NULL) {
-        uv_close((uv_handle_t *)&p->async, NULL); /* (p is left to the handle: a failed start ends the process) */
+        dsq_mailbox_close(&p->mb, mailbox_closed);
         return -1;
     }
     *out = p;
     return 0;
-}
-
-static void on_async_closed(uv_handle_t *h)
-{
-    dsq_eplace *p = h->data;
-    pthread_mutex_destroy(&p->mu);
-    free(p);
 }
 
 void dsq_eplace_stop(dsq_eplace *p)
@@ -480,16 +460,7 @@ void dsq_eplace_stop(dsq_eplace *p)
     for (dsq_hnode *h; (h = dsq_htab_next(&p->pend, &it)) != NULL; it = (dsq_htab_iter){0})
         finish(p, dsq_container_of(h, pend, link)->db, -1, "the cluster is stopping");
     dsq_htab_free(&p->pend);
-    pthread_mutex_lock(&p->mu);
-    pev *e = p->head;
-    p->head = p->tail = NULL;
-    pthread_mutex_unlock(&p->mu);
-    while (e != NULL) {
-        pev *next = e->next;
-        free(e);
-        e = next;
-    }
-    uv_close((uv_handle_t *)&p->async, on_async_closed);
+    dsq_mailbox_close(&p->mb, mailbox_closed); /* (what is queued is dropped) */
 }
 
 const dsq_placement *dsq_eplace_placement(dsq_eplace *p) { return &p->place; }

@@ -216,19 +216,24 @@ static void promote(dsq_failover *f, fent *e, uint64_t min_epoch)
 static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e);
 static bool has_copy(const dsq_assignment *a, const char *id);
 
+/* An answer's entry on the loop, or NULL (x freed) when there is none to
+ * act on any more (stopping, or the entry went). */
+static fent *answer_ent(fctx *x, bool run)
+{
+    dsq_failover *f = x->f;
+    fent *e = run && !f->stopping ? dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link) : NULL;
+    if (e == NULL)
+        free(x);
+    return e;
+}
+
 static void cas_done(void *arg, bool run)
 {
     fctx *x = arg;
     dsq_failover *f = x->f;
-    if (!run || f->stopping) {
-        free(x);
+    fent *e = answer_ent(x, run);
+    if (e == NULL)
         return;
-    }
-    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
-    if (e == NULL) {
-        free(x);
-        return;
-    }
     if (x->rc == 0 && x->handing) {
         /* (the other node promotes; this entry goes once it is primary
          * there: the sweep no longer sees this node named) */
@@ -365,15 +370,9 @@ static void check_done(void *arg, bool run)
 {
     fctx *x = arg;
     dsq_failover *f = x->f;
-    if (!run || f->stopping) {
-        free(x);
+    fent *e = answer_ent(x, run);
+    if (e == NULL)
         return;
-    }
-    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
-    if (e == NULL) {
-        free(x);
-        return;
-    }
     if (x->rc == 0 && strcmp(x->primary, f->self) == 0) {
         if (f->cfg.primary_here(f->cfg.ud, x->db)) { /* (it is by now) */
             e->inflight = false;
