@@ -886,6 +886,26 @@ static int conn_on_head(void *ud, dsq_http_req *req)
 
 static bool placing_start(dsq_conn *c, dsq_http_req *req);
 
+/* A complete request served here: into the pipeline and to its handler.
+ * True when the pipeline is full (the parser stops; the connection stays
+ * here: no longer captured for passing on). */
+static bool take(dsq_conn *c, dsq_http_req *req)
+{
+    if (!req->keep_alive)
+        c->input_closed = true; /* its response ends the connection */
+    enqueue(c, req);
+    if (req->answered)
+        pipeline_advance(c);
+    else
+        dsq__handle(c->srv, req);
+    if (c->npipe >= c->srv->cfg->max_pipeline) {
+        c->capturing = false; /* pipelined: the connection stays here */
+        dsq_buf_free(&c->raw);
+        return true;
+    }
+    return false;
+}
+
 static int conn_on_request(void *ud, dsq_http_req *req)
 {
     dsq_conn *c = ud;
@@ -902,18 +922,8 @@ static int conn_on_request(void *ud, dsq_http_req *req)
         c->upgrade = req; /* the parser stops after this; see http_input */
         return 0;
     }
-    if (!req->keep_alive)
-        c->input_closed = true; /* its response ends the connection */
-    enqueue(c, req);
-    if (req->answered)
-        pipeline_advance(c);
-    else
-        dsq__handle(c->srv, req);
-    if (c->npipe >= c->srv->cfg->max_pipeline) {
-        c->capturing = false; /* pipelined: the connection stays here */
-        dsq_buf_free(&c->raw);
+    if (take(c, req))
         return 1;
-    }
     if (c->capturing) {
         c->cap_pause = true; /* http_input drops this request's bytes from raw */
         return 1;
@@ -1386,17 +1396,7 @@ static void placing_done(dsq_place_wait *w, int rc, const char *msg)
         sync_reading(c);
         return;
     }
-    if (!req->keep_alive)
-        c->input_closed = true;
-    enqueue(c, req);
-    if (req->answered)
-        pipeline_advance(c);
-    else
-        dsq__handle(c->srv, req);
-    if (c->npipe >= c->srv->cfg->max_pipeline) {
-        c->capturing = false;
-        dsq_buf_free(&c->raw);
-    }
+    take(c, req);
     resume_input(c);
     sync_reading(c);
 }
