@@ -29,6 +29,7 @@
 //
 //   node tests/chaos/chaos-etcd.mjs [ROUNDS] [SEED]      (make chaos-etcd)
 //   CHAOS_LOGS=REGEX: print the daemons' log lines that match, at the end
+//   CHAOS_ONLY=kill|stop|cut|etcd: every fault of that kind
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +45,7 @@ const WRITE_MS = 8000;    // a writer's request
 const PROBE_MS = 1000;    // a probe's request
 const PROBE_EVERY = 50;
 const MAX_EPOCHS_A_ROUND = 3; // a database's epoch in etcd, in one round
+const STALL_NOTED_MS = 5000;  // a database whose primary was not faulted: its logs are kept
 const b64 = (s) => Buffer.from(s).toString('base64');
 
 // The p-th percentile (nearest rank) of numbers; null for none.
@@ -129,6 +131,14 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
   const logsOf = (re) => daemons.map(({ node, d }) =>
     `--- ${node} (pid ${d.proc.pid}${d.exited ? `, ended ${JSON.stringify(d.exited)}` : ''})\n` +
     d.stderr.split('\n').filter((l) => re.test(l)).slice(-40).join('\n')).join('\n');
+  // Every daemon's whole log so far, for the post-mortem: the directory.
+  const saveLogs = (why) => {
+    const dir = mkdtempSync(path.join(tmpdir(), `chaos-etcd-${seed}-`));
+    for (const [k, { node, d }] of daemons.entries()) writeFileSync(path.join(dir, `${k}-${node}.log`), d.stderr);
+    writeFileSync(path.join(dir, 'etcd.log'), c.etcd.log());
+    log(`chaos-etcd: ${why} (seed ${seed}); the daemons' logs: ${dir}`);
+    return dir;
+  };
   const RELEVANT = /promot|step_down|diverged|failover|epoch_accepted|fenced|etcd_down|etcd_up|topo_node_down|topo_registered|drain|cut|rebuild|error/;
 
   let writers = [], probes = [], failed = false;
@@ -158,7 +168,8 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     for (let round = 1; round <= rounds; round++) {
       // Every draw of the round first, whatever it turns out to need.
       const [kindRoll, targetRoll, dbRoll, nodeRoll, lenRoll] = [rand(), rand(), rand(), rand(), rand()];
-      const kind = kindRoll < 0.1 ? 'etcd' : ['kill', 'stop', 'cut'][Math.floor((kindRoll - 0.1) / 0.9 * 3)];
+      const kind = process.env.CHAOS_ONLY ??
+        (kindRoll < 0.1 ? 'etcd' : ['kill', 'stop', 'cut'][Math.floor((kindRoll - 0.1) / 0.9 * 3)]);
       faults[kind] = (faults[kind] ?? 0) + 1;
       const now = new Map();
       for (const db of dbs) now.set(db, await c.assignment(db));
@@ -191,7 +202,9 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
         c.nodes[i].proc.kill('SIGCONT');
         down.delete(i); faulted.delete(i);
       } else if (kind === 'cut') {
-        const pause = TTL_MS + 500 + Math.floor(lenRoll * 2500);
+        // (from a little less than the lease, which moves nothing, to
+        // well past it; around the lease, the hand-over races the return)
+        const pause = TTL_MS - 500 + Math.floor(lenRoll * 3500);
         what = `cut ${node} from etcd for ${pause} ms`;
         faulted.add(i);
         c.etcdProxy(i).partition();
@@ -219,6 +232,10 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       for (const db of dbs) {
         const rose = (await c.assignment(db)).epoch - now.get(db).epoch;
         climb = Math.max(climb, rose);
+        if (kind === 'etcd' && rose > 0) {
+          log(logsOf(RELEVANT));
+          assert.fail(`round ${round} (${what}): ${db} failed over (epoch ${now.get(db).epoch} to ${now.get(db).epoch + rose}): etcd down moves no primary`);
+        }
         if (rose > MAX_EPOCHS_A_ROUND) {
           log(logsOf(RELEVANT));
           assert.fail(`round ${round} (${what}): ${db}'s epoch rose by ${rose} (from ${now.get(db).epoch}): a promotion war`);
@@ -242,7 +259,11 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
         if (primaryOf.includes(db)) {
           hits.push({ round, kind, db, node, first: s.first, worst: s.worst });
           notes.push(`${db} primary: first write after ${s.first} ms, longest stall ${s.worst} ms, now ${(await c.assignment(db)).primary}`);
-        } else others.push({ round, kind, db, worst: s.worst });
+        } else {
+          others.push({ round, kind, db, worst: s.worst });
+          if (s.worst > 2000) notes.push(`${db} (its primary not faulted): longest stall ${s.worst} ms`);
+          if (s.worst > STALL_NOTED_MS) saveLogs(`round ${round}: ${db} stalled ${s.worst} ms, its primary not faulted`);
+        }
       }
       log(`round ${round} (+${ms()} ms): ${what}${notes.length ? `; ${notes.join('; ')}` : ''}; acknowledged ${count.acknowledged} of ${count.attempted}`);
     }
@@ -336,12 +357,8 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     return summary;
   } catch (e) {
     failed = true;
-    // Every daemon's whole log, for the post-mortem.
-    const dir = mkdtempSync(path.join(tmpdir(), `chaos-etcd-${seed}-`));
-    for (const [k, { node, d }] of daemons.entries()) writeFileSync(path.join(dir, `${k}-${node}.log`), d.stderr);
-    writeFileSync(path.join(dir, 'etcd.log'), c.etcd.log());
+    const dir = saveLogs('failed');
     e.message += `\n(the daemons' logs: ${dir})`;
-    log(`chaos-etcd: failed (seed ${seed}); the daemons' logs: ${dir}`);
     throw e;
   } finally {
     stop = true;
