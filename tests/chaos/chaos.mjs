@@ -7,7 +7,6 @@
 //   node tests/chaos/chaos.mjs [ROUNDS]      (make chaos: ROUNDS=...)
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import path from 'node:path';
 
 import { startDosqld } from '../integration/lib/harness.mjs';
 import { clusterInfo, sleep, startCluster, until } from '../cluster/lib/cluster.mjs';
@@ -112,7 +111,7 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
       } else {
         const old = c.nodes[i];
         past[i] += old.stderr;
-        c.nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: path.join(old.dir, 'data') });
+        c.nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: old.dataDir });
         gone.push(old.dir); /* (its data stays in the first one's directory) */
         down.delete(i);
       }

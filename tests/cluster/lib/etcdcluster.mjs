@@ -42,12 +42,13 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
     const kv = r.kvs?.[0];
     return kv ? JSON.parse(Buffer.from(kv.value, 'base64').toString()) : null;
   };
-  // Node i again (after a kill or a stop), with its data directory.
+  // Node i again (after a kill or a stop), with its data directory (the
+  // first daemon's, however many times it was restarted).
   c.restart = async (i) => {
     const old = nodes[i];
     if (!old.exited) throw new Error(`node ${i} still runs`);
     gone.push(old);
-    nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: path.join(old.dir, 'data') });
+    nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: old.dataDir });
     return nodes[i];
   };
   // Wait until every running node in `live` links to every other.

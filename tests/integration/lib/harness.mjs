@@ -55,14 +55,16 @@ export function tempDir(prefix = 'dosqld-it-') {
 // Start dosqld. `conf` is the config file's text; `args` more flags. By
 // default it listens on 127.0.0.1:0 (a free port) and waits for as many
 // "listening" lines as it has listeners (`listeners`). `dataDir` (default:
-// inside the temporary directory) outlives cleanup when given. `nofile`:
+// inside the temporary directory; d.dataDir either way) outlives cleanup
+// when given: a daemon started again on d.dataDir has d's data. `nofile`:
 // run it under that descriptor limit, soft and hard (sh's ulimit -n), so
 // that it cannot raise it.
 export async function startDosqld({ conf = '', args = [], listeners = 1, env = {}, listen = true, dataDir, nofile } = {}) {
   const dir = tempDir();
   const confPath = path.join(dir, 'dosqld.conf');
   writeFileSync(confPath, conf);
-  const argv = ['-c', confPath, '--data-dir', dataDir ?? path.join(dir, 'data')];
+  const dataPath = dataDir ?? path.join(dir, 'data');
+  const argv = ['-c', confPath, '--data-dir', dataPath];
   if (listen) argv.push('--listen', '127.0.0.1:0');
   argv.push(...args);
   const [cmd, cmdArgs] = nofile === undefined
@@ -70,7 +72,7 @@ export async function startDosqld({ conf = '', args = [], listeners = 1, env = {
     : ['/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, DOSQLD, ...argv]];
   const proc = spawn(cmd, cmdArgs, { env: { ...process.env, ...tsanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const d = {
-    proc, dir, confPath, addrs: [], stderr: '', stdout: '',
+    proc, dir, confPath, dataDir: dataPath, addrs: [], stderr: '', stdout: '',
     exited: null,
   };
   d.exit = new Promise((resolve) => {
