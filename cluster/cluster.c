@@ -72,8 +72,8 @@ struct dsq_cluster {
     struct dsq_engine *engine; /* (for the load this node tells etcd) */
     uv_timer_t load_timer;     /* with etcd: the load told every second (topo writes it when it changed) */
     bool load_timer_on;
-    dsq_mailbox topo_mb;       /* the topo's events, to the loop */
-    bool topo_mb_on;
+    dsq_mailbox *topo_mb;      /* the topo's events, to the loop (its own allocation: its handle's
+                                  close may end after c is freed) */
 };
 
 
@@ -329,7 +329,7 @@ static void on_topo_event(void *ud, const dsq_topo_event *ev)
     }
     snprintf(m->msg, sizeof m->msg, "%s", ev->msg ? ev->msg : "");
     m->c = c;
-    if (dsq_mailbox_post(&c->topo_mb, on_topo_mail, m) != 0)
+    if (dsq_mailbox_post(c->topo_mb, on_topo_mail, m) != 0)
         free(m); /* (stopping) */
 }
 
@@ -403,6 +403,8 @@ static void topo_handle(dsq_cluster *c, const topo_msg *m)
     }
 }
 
+static void mailbox_free(dsq_mailbox *m) { free(m); }
+
 /* On the loop (run), or dropped when the mailbox closes. */
 static void on_topo_mail(void *arg, bool run)
 {
@@ -430,11 +432,12 @@ static void on_load_timer(uv_timer_t *t)
 
 static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
 {
-    if (dsq_mailbox_init(&c->topo_mb, loop) != 0) {
+    if ((c->topo_mb = malloc(sizeof *c->topo_mb)) == NULL || dsq_mailbox_init(c->topo_mb, loop) != 0) {
+        free(c->topo_mb);
+        c->topo_mb = NULL;
         snprintf(err, errlen, "cannot start the etcd events' handle");
         return -1;
     }
-    c->topo_mb_on = true;
     dsq_topo_cfg tc = {
         .etcd = {.endpoints = c->etcd,
                  .prefix = c->etcd_prefix,
@@ -511,9 +514,9 @@ static void topo_stop(dsq_cluster *c)
         c->topo = NULL;
         dsq_topo_stop(t);
     }
-    if (c->topo_mb_on) {
-        c->topo_mb_on = false;
-        dsq_mailbox_close(&c->topo_mb, NULL); /* (c outlives it: freed once the links have closed) */
+    if (c->topo_mb != NULL) {
+        dsq_mailbox_close(c->topo_mb, mailbox_free); /* (what is queued is dropped) */
+        c->topo_mb = NULL;
     }
 }
 
