@@ -20,8 +20,9 @@
 // to the first acknowledged write on that database sent after it (the
 // probes write every 50 ms with a 1 s timeout through the nodes not
 // faulted). A primary cut off from etcd is not gone: it serves until the
-// new primary fences it, so for those the figure is the longest stretch
-// without an acknowledged write from the fault on (the hand-over).
+// new primary fences it, so for those (the ones replaced: a cut shorter
+// than the lease replaces none) the figure is the longest stretch without
+// an acknowledged write from the fault on (the hand-over).
 //
 // Also checked after each round: every node is back in etcd and linked,
 // and no database's epoch rose by more than 3 (a promotion war). A failure
@@ -229,16 +230,17 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       await sample(round);
       // A fault moves a primary once (twice when its node comes back in
       // time to take it again): more is a promotion war.
+      const rose = new Map();
       for (const db of dbs) {
-        const rose = (await c.assignment(db)).epoch - now.get(db).epoch;
-        climb = Math.max(climb, rose);
-        if (kind === 'etcd' && rose > 0) {
+        rose.set(db, (await c.assignment(db)).epoch - now.get(db).epoch);
+        climb = Math.max(climb, rose.get(db));
+        if (kind === 'etcd' && rose.get(db) > 0) {
           log(logsOf(RELEVANT));
-          assert.fail(`round ${round} (${what}): ${db} failed over (epoch ${now.get(db).epoch} to ${now.get(db).epoch + rose}): etcd down moves no primary`);
+          assert.fail(`round ${round} (${what}): ${db} failed over (epoch ${now.get(db).epoch} to ${now.get(db).epoch + rose.get(db)}): etcd down moves no primary`);
         }
-        if (rose > MAX_EPOCHS_A_ROUND) {
+        if (rose.get(db) > MAX_EPOCHS_A_ROUND) {
           log(logsOf(RELEVANT));
-          assert.fail(`round ${round} (${what}): ${db}'s epoch rose by ${rose} (from ${now.get(db).epoch}): a promotion war`);
+          assert.fail(`round ${round} (${what}): ${db}'s epoch rose by ${rose.get(db)} (from ${now.get(db).epoch}): a promotion war`);
         }
       }
       const t1 = Date.now();
@@ -257,8 +259,9 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       for (const db of dbs) {
         const s = stall(db);
         if (primaryOf.includes(db)) {
-          hits.push({ round, kind, db, node, first: s.first, worst: s.worst });
-          notes.push(`${db} primary: first write after ${s.first} ms, longest stall ${s.worst} ms, now ${(await c.assignment(db)).primary}`);
+          hits.push({ round, kind, db, node, first: s.first, worst: s.worst, moved: rose.get(db) > 0 });
+          notes.push(`${db} primary: first write after ${s.first} ms, longest stall ${s.worst} ms, now ${(await c.assignment(db)).primary}` +
+            (rose.get(db) > 0 ? '' : ' (no failover)'));
         } else {
           others.push({ round, kind, db, worst: s.worst });
           if (s.worst > 2000) notes.push(`${db} (its primary not faulted): longest stall ${s.worst} ms`);
@@ -340,15 +343,16 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     }
 
     const failover = hits.filter((h) => h.kind !== 'cut').map((h) => h.first);
-    const handover = hits.filter((h) => h.kind === 'cut').map((h) => h.worst);
+    const handover = hits.filter((h) => h.kind === 'cut' && h.moved).map((h) => h.worst);
     const summary = {
       rounds, seed, databases: dbs.length, faults,
       primaryFaults: Object.fromEntries(['kill', 'stop', 'cut'].map((k) => [k, hits.filter((h) => h.kind === k).length])),
+      failovers: hits.filter((h) => h.moved).length, // (a cut shorter than the lease moves nothing)
       writes: { attempted: count.attempted, acknowledged: count.acknowledged, checked, rows },
       promotions: [...promoted.values()].reduce((s, v) => s + v.length, 0),
       mostEpochsInARound: climb,
       failoverMs: stats(failover),          // killed or stopped primary: fault → first acknowledged write
-      cutHandoverMs: stats(handover),       // primary cut from etcd: longest stretch without an acknowledged write
+      cutHandoverMs: stats(handover),       // primary cut from etcd, replaced: longest stretch without an acknowledged write
       otherStallMs: stats(others.map((o) => o.worst)), // databases whose primary the fault left alone
       seconds: Math.round((Date.now() - t00) / 1000),
     };

@@ -282,3 +282,68 @@ test('a replaced primary woken under a queue of writes acknowledges none that it
     await c.cleanup();
   }
 });
+
+// Not yet right: a primary killed and started again resumes its epoch at
+// once, with the log its disk kept. The records its journal had not
+// written yet went with the process, but it had already shipped them:
+// both followers may hold them (a quorum: some may even have been
+// acknowledged). The restarted primary then commits new records at those
+// LSNs; the followers, which say (READY) that they hold its log that far,
+// are not sent them, and count as having them, so the new commits are
+// acknowledged held by two copies while one does. Here the restarted
+// primary is killed again and a follower promoted: the writes it
+// acknowledged are not there. (Attempts until the restarted primary's
+// log ends before the followers': most do.)
+test('a primary killed and started again at once: what it acknowledges then is not lost', {
+  todo: 'a restarted primary resumes its epoch although its log may end before what it had shipped',
+}, async () => {
+  const c = await startCluster(3, { conf });
+  const gone = [];
+  try {
+    const db = 'again';
+    const { primary } = await roles(c, db);
+    const pi = c.nodes.indexOf(primary);
+    const fi = [0, 1, 2].filter((i) => i !== pi);
+    assert.equal((await query(primary, db, 'CREATE TABLE t(id INTEGER)')).status, 200);
+    let next = 1;
+    for (let attempt = 1; attempt <= 15; attempt++) {
+      let stop = false;
+      const writer = async () => {
+        while (!stop) if ((await query(c.nodes[pi], db, 'INSERT INTO t VALUES (?)', [next++])).status !== 200) await sleep(5);
+      };
+      const ws = Array.from({ length: 24 }, writer);
+      await sleep(300);
+      const old = c.nodes[pi];
+      old.proc.kill('SIGKILL');
+      await old.exit;
+      gone.push(old);
+      stop = true;
+      await Promise.all(ws);
+      const held = [];
+      for (const i of fi)
+        held.push((await clusterInfo(c.nodes[i], `?database=${db}`)).body.database.copies.find((x) => x.node === `n${i + 1}`).durableLSN);
+      c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: old.dataDir });
+      const end = (await query(c.nodes[pi], db, 'SELECT 1', undefined, { consistency: 'replica' })).body.lsn;
+      if (!(end < Math.min(...held)))
+        continue;
+      const acked = [];
+      for (let k = 0; k < 5; k++) {
+        const r = await query(c.nodes[pi], db, 'INSERT INTO t VALUES (?)', [1e6 + k]);
+        if (r.status === 200) acked.push(1e6 + k);
+      }
+      const again = c.nodes[pi];
+      again.proc.kill('SIGKILL');
+      await again.exit;
+      gone.push(again);
+      const p = await post(c.nodes[fi[0]], '/v1/admin/promote', { database: db });
+      assert.equal(p.status, 200, JSON.stringify(p.body));
+      const have = (await query(c.nodes[fi[0]], db, 'SELECT id FROM t WHERE id >= 1000000')).body.rows.map((x) => x[0]);
+      assert.deepEqual(acked.filter((id) => !have.includes(id)), [],
+        `log ends at ${end} after the restart, the followers' at ${held.join(' and ')}: acknowledged writes lost`);
+      return;
+    }
+  } finally {
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+    await c.cleanup();
+  }
+});
