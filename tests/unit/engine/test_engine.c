@@ -15,7 +15,9 @@
 
 #include "engine/engine.h"
 #include "engine/runtime/engine_int.h"
+#include "tests/unit/support/nofds.h"
 #include "tests/unit/support/engine_cfg.h"
+#include "tests/unit/support/nofds.h"
 #include "tests/unit/support/engine_wait.h"
 
 /* ---- harness ------------------------------------------------------------------- */
@@ -938,17 +940,10 @@ Test(engine, errors_name_no_file_of_the_server)
 Test(engine, a_commit_out_of_descriptors_is_resource_exhausted)
 {
     ok("fdless", "SELECT 1"); /* open, nothing written yet */
-    struct rlimit old, low;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    low = (struct rlimit){.rlim_cur = 256, .rlim_max = old.rlim_max};
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-    int fds[256], n = 0;
-    for (int fd; n < 256 && (fd = dup(0)) >= 0;)
-        fds[n++] = fd;
+    test_nofds held;
+    test_nofds_take(&held);
     tcall *t = q("fdless", "CREATE TABLE t(x)");
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    test_nofds_give(&held);
     cr_assert_neq(t->c.err, 0, "committed without a descriptor");
     cr_assert_eq(t->c.code, DSQ_CODE_RESOURCE_EXHAUSTED, "%s: %s", dsq_code_name(t->c.code), t->c.msg);
     cr_assert(strstr(t->c.msg, "too many open files") != NULL, "%s", t->c.msg);

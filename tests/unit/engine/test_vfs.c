@@ -15,6 +15,7 @@
 #include "engine/runtime/engine_int.h"
 #include "engine/storage/pagestore.h"
 #include "engine/storage/vfs.h"
+#include "tests/unit/support/nofds.h"
 #include "tests/unit/support/wait.h"
 
 /* 1..n as rows of `value` (Debian's SQLite has no generate_series). */
@@ -518,19 +519,11 @@ Test(vfs, damaged_checkpoints_are_refused)
  * not ask for it on this path (sqlite3_system_errno stays 0). */
 Test(vfs, a_commit_out_of_descriptors_reports_emfile)
 {
-    struct rlimit old, low;
-    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    low = (struct rlimit){.rlim_cur = 256, .rlim_max = old.rlim_max};
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-    int fds[256], n = 0;
-    for (int fd; n < 256 && (fd = dup(0)) >= 0;)
-        fds[n++] = fd;
-    cr_assert_eq(errno, EMFILE);
+    test_nofds held;
+    test_nofds_take(&held);
     int rc = exec_rc("CREATE TABLE t(x)");
     int sys = dsq__vfs_take_errno();
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    test_nofds_give(&held);
     cr_assert_eq(rc & 0xff, SQLITE_IOERR, "%s", sqlite3_errstr(rc));
     cr_assert_eq(sys, EMFILE, "store errno %d", sys);
     cr_assert_eq(dsq__vfs_take_errno(), 0, "taken once");
