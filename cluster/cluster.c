@@ -213,6 +213,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         .lease_ms = cfg->peer_timeout_ms,
         .promote_timeout_ms = cfg->promote_timeout_ms,
         .epochs = c->epochs,
+        .resume = dsq_epochs_unclean(c->epochs),
     };
     if ((c->repl = dsq_repl_new(&rc)) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -567,6 +568,7 @@ static void peers_stopped(void *ud)
     void (*done)(void *) = c->done;
     void *dud = c->done_ud;
     if (!c->leak) {
+        dsq_epochs_stopped(c->epochs); /* (the engine is closed: every log synced) */
         dsq_repl_free(c->repl);
         dsq_epochs_close(c->epochs);
         cluster_free(c);

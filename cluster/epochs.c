@@ -27,6 +27,8 @@ struct dsq_epochs {
     dsq_nodeset *ids;     /* node numbers (borrowed) */
     dsq_htab t;           /* ent.link */
     unsigned pending;
+    char dir[4096];       /* DATA_DIR/cluster */
+    bool unclean;         /* the last run did not stop cleanly (its mark was there) */
 };
 
 /* ---- the table -------------------------------------------------------------------------------- */
@@ -153,6 +155,35 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* DATA_DIR/cluster/running: there from a start to a clean stop. Found at
+ * a start, the last run crashed or was killed. */
+static int mark_running(dsq_epochs *e, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/running", e->dir);
+    e->unclean = access(path, F_OK) == 0;
+    if (e->unclean)
+        return 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || fsync(fd) != 0 || close(fd) != 0 || sync_dir(e->dir) != 0) {
+        snprintf(err, errlen, "cannot make %.300s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0;
+}
+
 int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, char *err, size_t errlen)
 {
     char dir[4096], path[4200];
@@ -179,8 +210,25 @@ int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, ch
         dsq_epochs_close(e);
         return -1;
     }
+    snprintf(e->dir, sizeof e->dir, "%s", dir);
+    if (mark_running(e, err, errlen) != 0) {
+        dsq_epochs_close(e);
+        return -1;
+    }
     *out = e;
     return 0;
+}
+
+bool dsq_epochs_unclean(const dsq_epochs *e) { return e->unclean; }
+
+void dsq_epochs_stopped(dsq_epochs *e)
+{
+    char path[4200];
+    if (e->unclean)
+        return; /* (kept: a copy this run did not resume still needs it) */
+    snprintf(path, sizeof path, "%s/running", e->dir);
+    if (unlink(path) == 0)
+        sync_dir(e->dir);
 }
 
 void dsq_epochs_close(dsq_epochs *e)

@@ -57,6 +57,15 @@ typedef struct dsq_epochs dsq_epochs;
 int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, char *err, size_t errlen);
 void dsq_epochs_close(dsq_epochs *e);
 
+/* Whether the last run stopped without dsq_epochs_stopped (killed, or
+ * crashed): DATA_DIR/cluster/running, made at open, was there. Once set
+ * it stays set over later runs (a run does not know that it resumed
+ * every copy the crash left behind). */
+bool dsq_epochs_unclean(const dsq_epochs *e);
+/* The run stops cleanly: every database's log is synced (the engine is
+ * closed). */
+void dsq_epochs_stopped(dsq_epochs *e);
+
 /* The database's state (its defaults when it has no entry). */
 void dsq_epochs_get(dsq_epochs *e, const char *db, dsq_epoch_state *out);
 

@@ -76,6 +76,18 @@ typedef struct rdb {
     uint32_t accept_to;     /* the candidate to answer once recorded (+ 1; 0: none) */
     unsigned applies;       /* APPLY calls in flight */
     struct promo *promo;    /* this node is becoming its primary */
+    /* A primary copy found on disk after this node stopped without
+     * syncing (cfg.resume): its log may end before records it shipped,
+     * which a quorum of followers may hold (some acknowledged), so it
+     * takes a new epoch, with the longest log, before it serves. */
+    bool resuming;          /* under r->mu */
+    bool on_resume;         /* on r->resumes (under r->mu) */
+    dsq_lnode resume;
+    uint64_t resume_since;  /* when it began (ms): a heartbeat sent since then acknowledged by a copy
+                               means that copy's FENCED, sent when its link came up, came first */
+    uint64_t resume_at;     /* not before then (ms): the backoff after a failure */
+    uint64_t resume_backoff;
+    bool resume_refused;    /* a copy refused its promotion: it had accepted that epoch or a newer one */
     size_t ncopies;
     size_t self_copy;       /* index in copies of this node, or ncopies */
     rcopy copies[];
@@ -109,6 +121,7 @@ struct dsq_repl {
     dsq_list due;           /* rdb.due */
     dsq_list held;          /* rdb.held */
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
+    dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
     uint64_t beat_acked[DSQ_NODES_MAX]; /* the send time of the newest heartbeat each node acknowledged */
     uint64_t beat_answered[DSQ_NODES_MAX]; /* loop thread: when (ms) this node last acknowledged a
                                               heartbeat of each node (0: never) */
@@ -120,6 +133,7 @@ static void read_log(dsq_repl *r, rdb *d, rcopy *c);
 static void prompt(dsq_repl *r, rdb *d, rcopy *c);
 static void promo_step(dsq_repl *r, rdb *d);
 static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static unsigned ack_needed(const dsq_repl *r, const rdb *d);
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
@@ -175,6 +189,22 @@ static rdb *get(dsq_repl *r, const char *db)
     if (dsq_htab_add(&r->dbs, &d->link, d->name) != 0) {
         free(d);
         return NULL;
+    }
+    /* Resumed after a crash: with commit_ack = all or local its own log
+     * holds every acknowledged commit (its sync counted); with a quorum
+     * that may leave it out, it does not. */
+    if (d->role == DSQ_ROLE_PRIMARY && r->cfg.resume && r->cfg.ack == DSQ_ACK_QUORUM &&
+        ack_needed(r, d) < d->ncopies) {
+        d->role = DSQ_ROLE_FOLLOWER;
+        d->resuming = true;
+        d->resume_since = dsq_now_ms();
+        DSQ_INFO("replication_resuming", "db=%s epoch=%llu", d->name, (unsigned long long)d->epoch);
+        if (r->cfg.place == NULL) {
+            d->on_resume = true;
+            dsq_list_push(&r->resumes, &d->resume);
+            if (r->started)
+                uv_async_send(&r->async);
+        }
     }
     return d;
 }
@@ -234,6 +264,8 @@ static uint64_t kth_highest(uint64_t *v, size_t n, size_t k)
 /* The LSN enough copies hold (caller holds r->mu). */
 static uint64_t quorum(const dsq_repl *r, const rdb *d)
 {
+    if (r->cfg.ack == DSQ_ACK_LOCAL && d->self_copy < d->ncopies)
+        return d->copies[d->self_copy].durable; /* (not a follower's, which may be ahead of it) */
     uint64_t v[DSQ_NODES_MAX];
     for (size_t i = 0; i < d->ncopies; i++)
         v[i] = d->copies[i].durable;
@@ -1104,6 +1136,10 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     d->epoch = epoch;
     d->primary = primary;
     d->role = role_of(r, d);
+    if (d->role == DSQ_ROLE_PRIMARY)
+        d->role = DSQ_ROLE_FOLLOWER; /* (a copy is made primary by its promotion only: promo_started) */
+    if (primary != r->cfg.self)
+        d->resuming = false; /* (another primary took over meanwhile: it follows that one) */
     if (was_primary)
         for (size_t i = 0; i < d->ncopies; i++)
             if (i != d->self_copy)
@@ -1276,7 +1312,7 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
 static void on_fenced(dsq_repl *r, rdb *d, uint64_t epoch, const char *primary_id)
 {
     uint32_t p;
-    if (dsq_nodeset_intern(r->cfg.ids, primary_id, &p) != 0 || epoch <= d->epoch)
+    if (d->self_copy == d->ncopies || dsq_nodeset_intern(r->cfg.ids, primary_id, &p) != 0 || epoch <= d->epoch)
         return;
     if (d->promo != NULL)
         promo_fail(r, d, "node %s is the primary of a higher epoch (%llu)", primary_id, (unsigned long long)epoch);
@@ -1325,6 +1361,7 @@ typedef struct promo {
     void *ud;
     uv_timer_t timer;
     bool self_accepted;
+    bool resume;            /* this node was the primary of the epoch before, in a run that crashed */
     struct {
         bool ok;
         uint64_t last;
@@ -1472,7 +1509,12 @@ static void promo_started(void *ud, int rc)
     pthread_mutex_lock(&r->mu);
     d->role = DSQ_ROLE_PRIMARY;
     d->primary = (uint32_t)r->cfg.self;
-    uint64_t wait = promo_lease_wait(r, d, p);
+    /* Resumed: the primary it replaces is this node's run that crashed
+     * (the data directory's lock says it is gone); older primaries were
+     * waited out when that one took over, and a newer one would have
+     * refused this epoch through the copies that accepted it. */
+    uint64_t wait = p->resume && d->resuming ? 0 : promo_lease_wait(r, d, p);
+    d->resuming = false;
     d->serve_after_ms = dsq_now_ms() + wait;
     d->commit = 0;
     for (size_t i = 0; i < d->ncopies; i++)
@@ -1645,6 +1687,8 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     if (!ok) {
         if (epoch > d->max_seen)
             d->max_seen = epoch;
+        if (p->resume)
+            d->resume_refused = true;
         promo_fail(r, d, "node %s accepted epoch %llu already; promote again", node_id(r, node),
                    (unsigned long long)epoch);
         return;
@@ -1697,17 +1741,14 @@ int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promot
     }
     uint64_t top = d->epoch > d->max_seen ? d->epoch : d->max_seen;
     *p = (promo){.r = r, .d = d, .epoch = top + 1 > min_epoch ? top + 1 : min_epoch, .phase = P_PROPOSING,
-                 .done = done, .ud = ud};
+                 .done = done, .ud = ud, .resume = d->resuming};
     uv_timer_init(r->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
     d->promo = p;
     DSQ_INFO("promotion", "db=%s epoch=%llu", db, (unsigned long long)p->epoch);
     /* Its own acceptance first (durable), then every other copy's. */
-    follow(r, d, p->epoch, (uint32_t)r->cfg.self);
-    pthread_mutex_lock(&r->mu);
-    d->role = DSQ_ROLE_FOLLOWER; /* (no writes before it is established) */
-    pthread_mutex_unlock(&r->mu);
+    follow(r, d, p->epoch, (uint32_t)r->cfg.self); /* (a follower until it is established: no writes) */
     d->accepting++;
     if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, 0, promo_self_accepted) != 0) {
         d->accepting--;
@@ -1987,11 +2028,97 @@ static void release_held(dsq_repl *r)
     }
 }
 
+/* ---- resuming after a crash (static placement) ------------------------------------------------ */
+
+typedef struct resume_ctx {
+    dsq_repl *r;
+    rdb *d;
+} resume_ctx;
+
+/* Try d's resumption again after a backoff, unless it ended otherwise
+ * (another primary took over) or another node holds a newer epoch: then
+ * promoting again would take the database from it. */
+static void resume_later(dsq_repl *r, rdb *d, const char *why)
+{
+    pthread_mutex_lock(&r->mu);
+    bool again = d->resuming && !d->on_resume && !r->stopped && !d->resume_refused;
+    if (again) {
+        d->resume_backoff = d->resume_backoff == 0 ? REBUILD_RETRY_MS : d->resume_backoff * 2;
+        if (d->resume_backoff > REBUILD_RETRY_MAX_MS)
+            d->resume_backoff = REBUILD_RETRY_MAX_MS;
+        d->resume_at = dsq_now_ms() + d->resume_backoff;
+        d->on_resume = true;
+        dsq_list_push(&r->resumes, &d->resume);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!r->stopped)
+        DSQ_WARN("replication_resume_failed", "db=%s again=%s reason=%s", d->name, again ? "yes" : "no",
+                 dsq_log_q(why));
+}
+
+static void resumed(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    resume_ctx *x = ud;
+    (void)epoch;
+    (void)lsn;
+    if (rc != 0)
+        resume_later(x->r, x->d, msg ? msg : "the promotion failed");
+    free(x);
+}
+
+/* Whether enough of d's other copies acknowledged a heartbeat sent since
+ * it began resuming: a copy that knows of a newer epoch told this node
+ * (FENCED, before any acknowledgement on its link), which then follows
+ * that epoch's primary instead of proposing one of its own. */
+static bool resume_heard(const dsq_repl *r, const rdb *d)
+{
+    unsigned heard = 1, need = accept_needed(r, d);
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (i != d->self_copy && r->beat_acked[d->copies[i].node] >= d->resume_since)
+            heard++;
+    return heard >= need;
+}
+
+static void resumes_due(dsq_repl *r)
+{
+    uint64_t now = dsq_now_ms();
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        rdb *d = NULL, *x, *next;
+        dsq_list_foreach_safe(x, next, &r->resumes, resume) {
+            if (!x->resuming) {
+                dsq_list_remove(&r->resumes, &x->resume);
+                x->on_resume = false;
+            } else if (now >= x->resume_at && x->promo == NULL && !x->accepting && resume_heard(r, x)) {
+                dsq_list_remove(&r->resumes, &x->resume);
+                x->on_resume = false;
+                d = x;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (d == NULL)
+            return;
+        resume_ctx *c = malloc(sizeof *c);
+        char err[300];
+        if (c == NULL) {
+            resume_later(r, d, "out of memory");
+            continue;
+        }
+        *c = (resume_ctx){.r = r, .d = d};
+        if (dsq_repl_promote(r, d->name, 0, resumed, c, err, sizeof err) != 0) {
+            free(c);
+            resume_later(r, d, err);
+        }
+    }
+}
+
 static void on_async(uv_async_t *h)
 {
     dsq_repl *r = h->data;
     ship_committed(r);
     flush_due(r);
+    resumes_due(r);
 }
 
 static void on_beat(uv_timer_t *t)
@@ -2006,6 +2133,7 @@ static void on_beat(uv_timer_t *t)
     dsq_buf_free(&b);
     release_held(r);
     rebuilds_due(r);
+    resumes_due(r);
 }
 
 /* ---- the object ------------------------------------------------------------------------------ */
@@ -2045,7 +2173,7 @@ int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers
     uv_unref((uv_handle_t *)&r->beat);
     pthread_mutex_lock(&r->mu);
     r->started = true;
-    bool pending = !dsq_queue_empty(&r->recq) || r->due.head != NULL;
+    bool pending = !dsq_queue_empty(&r->recq) || r->due.head != NULL || r->resumes.head != NULL;
     pthread_mutex_unlock(&r->mu);
     if (pending)
         uv_async_send(&r->async);

@@ -42,6 +42,18 @@
  * them (FETCH from that copy when it is not its own), records the start
  * of its epoch, waits out the old primary's lease, and serves.
  *
+ * Resuming: a primary ships records as it commits them, before its own
+ * log syncs them, so after a crash its log may end before records that a
+ * quorum of followers holds (acknowledged ones among them). A primary
+ * copy found on disk after a run that did not stop cleanly (cfg.resume)
+ * is not the primary until it took a new epoch by promotion, with the
+ * longest log of a quorum; it does not wait out a lease (the primary it
+ * replaces is its own run that crashed). With the static placement it
+ * promotes itself once enough copies acknowledged a heartbeat (so that a
+ * copy that knows of a newer epoch told it first); with etcd, failover.c
+ * does it. A copy that refused it (a newer epoch) makes it give up and
+ * follow that epoch's primary.
+ *
  * Lease: a primary answers only while enough of its followers' nodes
  * acknowledged one of its heartbeats (BEAT) sent within the lease
  * (cluster.peer_timeout). A follower that accepts a new epoch tells the
@@ -110,6 +122,9 @@ typedef struct dsq_repl_cfg {
     uint64_t lease_ms;         /* a primary answers while enough followers acknowledged a
                                   heartbeat sent this recently */
     uint64_t promote_timeout_ms; /* a promotion gives up after this */
+    bool resume;               /* the last run stopped without syncing (killed, crashed): a primary
+                                  copy found on disk takes a new epoch before it serves (with
+                                  commit_ack = quorum; with etcd, failover.c promotes it) */
     dsq_epochs *epochs;        /* borrowed; outlives the object */
 } dsq_repl_cfg;
 

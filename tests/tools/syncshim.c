@@ -20,6 +20,13 @@
  *                        DSQ_FAILWRITE_PATH (default "/wal/") fail (and write
  *                        nothing), with errno EIO, or ENOSPC when FILE holds
  *                        "ENOSPC".
+ *   DSQ_DROPWRITE=FILE   while FILE exists, writes (pwrite) of data to files
+ *                        under a "/wal/" or "/journal/" directory report
+ *                        success and write nothing: a process killed then
+ *                        lost them, as a crash loses what was not written
+ *                        yet (a primary's log ends before records it
+ *                        shipped). Writes of zeros only (a journal's space
+ *                        made ahead) are made.
  *   DSQ_FAILPUNCH=FILE   while FILE exists, fallocate() asked to punch a hole
  *                        fails with EOPNOTSUPP (a file system that cannot).
  *   DSQ_FAILSFR=FILE     while FILE exists, sync_file_range() fails with EIO
@@ -174,6 +181,22 @@ int syncfs(int fd)
 int fsync(int fd) { return around(fd, "fsync"); }
 int fdatasync(int fd) { return around(fd, "fdatasync"); }
 
+/* Whether DSQ_DROPWRITE's file exists and buf (not only zeros) is for a
+ * file of a log: then it is not written. */
+static int write_dropped(int fd, const void *buf, size_t n)
+{
+    const char *drop = getenv("DSQ_DROPWRITE");
+    char path[4096];
+    if (drop == NULL || access(drop, F_OK) != 0 || fd_path(fd, path, sizeof path) != 0 ||
+        (strstr(path, "/wal/") == NULL && strstr(path, "/journal/") == NULL))
+        return 0;
+    const unsigned char *p = buf;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return 1;
+    return 0;
+}
+
 /* Whether writes to fd are to fail now; sets errno. */
 static int write_fails(int fd)
 {
@@ -196,6 +219,8 @@ static int write_fails(int fd)
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
+    if (write_dropped(fd, buf, n))
+        return (ssize_t)n;
     if (write_fails(fd))
         return -1;
     log_write(fd, off, n);
@@ -204,6 +229,8 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
+    if (write_dropped(fd, buf, n))
+        return (ssize_t)n;
     if (write_fails(fd))
         return -1;
     log_write(fd, off, n);

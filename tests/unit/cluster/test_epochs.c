@@ -168,3 +168,27 @@ Test(epochs, entries_name_their_primary_by_id_across_numberings)
     cr_assert_str_eq(dsq_nodeset_id(ids, st.primary), "n1");
     dsq_epochs_close(e);
 }
+
+/* DATA_DIR/cluster/running: a run that ends without dsq_epochs_stopped
+ * (killed) is seen by the next one; once seen, it stays seen over clean
+ * runs (a run cannot tell which primaries it resumed). */
+Test(epochs, a_run_that_did_not_stop_cleanly_is_seen_by_the_next)
+{
+    dsq_epochs *e = open_it();
+    cr_assert(!dsq_epochs_unclean(e), "a new data directory");
+    dsq_epochs_stopped(e);
+    dsq_epochs_close(e);
+
+    e = open_it();
+    cr_assert(!dsq_epochs_unclean(e), "after a clean stop");
+    dsq_epochs_close(e); /* killed: no dsq_epochs_stopped */
+
+    e = open_it();
+    cr_assert(dsq_epochs_unclean(e), "after a run that was killed");
+    dsq_epochs_stopped(e);
+    dsq_epochs_close(e);
+
+    e = open_it();
+    cr_assert(dsq_epochs_unclean(e), "still, after a clean run that began unclean");
+    dsq_epochs_close(e);
+}
