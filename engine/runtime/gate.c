@@ -422,7 +422,8 @@ void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all
     if (answering(g))
         *out = take_released(g, g->released, false);
     /* Those that waited too long for the other copies (or every one left,
-     * `all`) fail, in order: the first of them is the oldest. */
+     * `all`) fail, in order: the first of them is the oldest. (now_ms may
+     * be older than a call parked since the caller read it.) */
     dsq_queue late = {0};
     dsq_call *c;
     /* (Abandoned: every one, durable here or not: what this copy committed
@@ -431,7 +432,8 @@ void dsq__gate_repoll(dsq_gate *g, uint64_t now_ms, uint64_t expire_ms, bool all
      * commits.) */
     bool abandon = all && why != NULL;
     while ((c = dsq_container_of(dsq_queue_first(&g->parked), dsq_call, link)) != NULL &&
-           (abandon || (c->gate_lsn <= g->durable && (all || (expire_ms > 0 && now_ms - c->parked_ms >= expire_ms)))))
+           (abandon ||
+            (c->gate_lsn <= g->durable && (all || (expire_ms > 0 && now_ms >= c->parked_ms + expire_ms)))))
         dsq_queue_push(&late, dsq_queue_pop(&g->parked));
     dsq_feed *feed = g->feedp ? atomic_load(g->feedp) : NULL;
     uint64_t told = g->released;

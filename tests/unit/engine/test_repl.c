@@ -353,6 +353,45 @@ Test(repl, a_reply_no_other_copy_acknowledges_times_out)
     done(w);
 }
 
+/* The engine's sweep reads the time once, then walks the actors: a reply
+ * parked after that reading is younger than "now" says. It waits its
+ * whole commit_timeout (it did fail at once with TIMEOUT: the wait
+ * computed as now - parked underflowed). */
+Test(repl, a_reply_parked_after_the_sweep_read_the_time_does_not_time_out)
+{
+    tcall *w = submit(&P, DSQ_OP_QUERY, "CREATE TABLE t(x)");
+    dsq_actor *a = dsq__actor_get(P.e, "d");
+    dsq_queue out = {0};
+    uint64_t parked = 0;
+    for (int i = 0; i < 5000 && parked == 0; i++) { /* parked at the gate once its commit is durable here */
+        pthread_mutex_lock(&a->mu);
+        dsq_gate *g = a->gate_live;
+        if (g != NULL) {
+            pthread_mutex_lock(&g->mu);
+            dsq_call *c = dsq_container_of(dsq_queue_first(&g->parked), dsq_call, link);
+            if (c != NULL && c->gate_lsn <= g->durable)
+                parked = c->parked_ms;
+            pthread_mutex_unlock(&g->mu);
+        }
+        pthread_mutex_unlock(&a->mu);
+        if (parked == 0) {
+            dsq_engine_poll(P.e);
+            wait_sleep_ms(1);
+        }
+    }
+    cr_assert_neq(parked, 0, "the reply parked, waiting for the other copy");
+    pthread_mutex_lock(&a->mu);
+    dsq__gate_repoll(a->gate_live, parked - 1, 1000, false, DSQ_CODE_TIMEOUT, NULL, &out);
+    pthread_mutex_unlock(&a->mu);
+    cr_assert(dsq_queue_empty(&out), "a reply parked 1 ms after the sweep's time failed");
+    cr_assert_eq(P.ndone, 0);
+    ship();
+    ack();
+    test_wait(P.e, &P.ndone, 1, "the reply");
+    cr_assert_eq(w->c.err, 0, "%s", w->c.msg);
+    done(w);
+}
+
 /* A follower that missed records reads them from the primary's log. */
 Test(repl, the_primarys_log_reads_back_for_a_follower_behind)
 {
