@@ -358,6 +358,7 @@ async function main() {
   const FO = 'fo';
   await mustQuery(E[0], FO, 'CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)');
   await mustQuery(S[0], FO, 'CREATE TABLE t(id INTEGER PRIMARY KEY, x INTEGER)');
+  const f0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : '-');
   const pct = (arr, p) => {
     if (!arr.length) return NaN;
     const s = [...arr].sort((a, b) => a - b);
@@ -436,12 +437,26 @@ async function main() {
         if (wait > 0) await sleep(wait);
       }
     })();
-    const tKill = now();
+    // What etcd says of the victim's lease meanwhile (its remaining TTL,
+    // -1 once revoked), every 250 ms: printed when etcd took long.
+    const lease = (await etcdPost('/v3/kv/range', { key: b64(`${PREFIX}nodes/${victim.id}`) })).kvs?.[0]?.lease;
+    const ttls = [];
+    let tKill = now();
+    const ttlSampler = (async () => {
+      while (polling) {
+        const t = await etcdPost('/v3/lease/timetolive', { ID: lease }).catch(() => null);
+        ttls.push(`${(now() - tKill).toFixed(0)}:${t?.TTL ?? '?'}`);
+        await sleep(250);
+      }
+    })();
+    tKill = now();
     await killNode(victim);
     await until(async () => p.firstAckAfter(tKill) && detected, 30000, 'a write acknowledged after the kill, and a new primary in etcd')
       .catch((e) => problem(`etcd kill ${k}: ${e.message}`));
     polling = false;
     await poller;
+    await ttlSampler;
+    if (!detected || detected.at - tKill > 4000) say(`    etcd took ${detected ? f0(detected.at - tKill) : 'more than 30000'} ms: ${victim.id}'s lease ${lease} after the kill (ms:TTL s) ${ttls.join(' ')}`);
     await sleep(300);
     await p.stop();
     const ack = p.firstAckAfter(tKill);
@@ -490,7 +505,6 @@ async function main() {
   say(`   (${PROBE_TIMEOUT_MS} ms timeout each); the killed node restarted with its data and caught up before the next kill`);
   const ek = [];
   const sk = [];
-  const f0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : '-');
   for (let k = 1; k <= KILLS; k++) {
     let e, s;
     if (k % 2) {
