@@ -136,6 +136,12 @@ async function main() {
   const CREATORS = 64; // requests in flight placing databases
   const KEYS = 10000;
 
+  // The machine's 1-minute load average (other work on a shared machine
+  // shows there), every 10 s: printed with each part and at the end.
+  const load = () => Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+  const loads = [load()];
+  setInterval(() => loads.push(load()), 10000).unref();
+  const loadNote = () => `load average ${load().toFixed(2)}`;
   const children = new Set();
   const figures = [];
   const fig = (k, v) => figures.push(`${k}=${v}`);
@@ -501,7 +507,7 @@ async function main() {
     return res;
   }
   say('');
-  say(`1. failover: SIGKILL of ${FO}'s primary's node, a probe writing through the two others every ${PROBE_MS} ms`);
+  say(`1. failover: SIGKILL of ${FO}'s primary's node, a probe writing through the two others every ${PROBE_MS} ms (${loadNote()})`);
   say(`   (${PROBE_TIMEOUT_MS} ms timeout each); the killed node restarted with its data and caught up before the next kill`);
   const ek = [];
   const sk = [];
@@ -611,7 +617,7 @@ async function main() {
     ['http', 1, 'point read, HTTP POST /query, 1 client'], ['http', 16, 'point read, HTTP POST /query, 16 clients'],
     ['wsw', 16, 'INSERT, WebSocket, 16 clients']];
   say('');
-  say(`2. routing: ${RT} on ${rtA.copies.join(',')} (primary ${rtPrimaryId}); n4 started, holding no copy: requests to`);
+  say(`2. routing: ${RT} on ${rtA.copies.join(',')} (primary ${rtPrimaryId}); n4 started, holding no copy (${loadNote()}): requests to`);
   say(`   ${rtPrimaryId}'s port (direct) and to n4's (passed on to ${rtPrimaryId}); ${SECS} s runs, ${ROUNDS} round(s), the order`);
   say('   reversed in even rounds');
   for (const [kind, c] of WLS) await wl(kind, c, n4.port); // warm-up: connections, pages
@@ -728,13 +734,13 @@ async function main() {
     return { dbs, per };
   }
   say('');
-  say(`4. etcd traffic at rest (bytes both ways through each node's proxy; requests: "POST /v3/..." sent)`);
+  say(`4. etcd traffic at rest (bytes both ways through each node's proxy; requests: "POST /v3/..." sent; ${loadNote()})`);
   await place(E3, 's', Math.max(0, SMALL - await countKeys('dbs/')));
   const small = await atRest('small');
 
   // ---- 3. Placing DBS new databases ----
   say('');
-  say(`3. placing ${DBS} new databases: CREATE TABLE t(x) on each new name, ${CREATORS} in flight, sent to n1, n2, n3 in turn`);
+  say(`3. placing ${DBS} new databases: CREATE TABLE t(x) on each new name, ${CREATORS} in flight, sent to n1, n2, n3 in turn (${loadNote()})`);
   const pl = await place(E3, 'p', DBS);
   const p = `${PREFIX}dbs/p`;
   const all = await etcdPost('/v3/kv/range', { key: b64(p), range_end: b64(prefixEnd(p)) });
@@ -777,13 +783,14 @@ async function main() {
   if (!indep) problem('etcd traffic at rest grows with the number of databases');
 
   // ---- 3 (peer). One node without etcd ----
+  const singleLoad = loadNote();
   const one = makeNode('single', path.join(TMP, 'single'), '');
   await startNode(one);
   const sp = await place([one], 'p', DBS);
   await stop(one.c);
   say('');
   say(`3. (peer) one node without etcd: ${DBS} in ${sp.s.toFixed(1)} s, ${sp.rate.toFixed(0)} databases/s, p50 ${sp.p50.toFixed(1)} / p99 ${sp.p99.toFixed(1)} ms a request` +
-    ` (${sp.retries} failed and were sent again)`);
+    ` (${sp.retries} failed and were sent again; ${singleLoad})`);
   fig('single_retries', sp.retries);
   fig('single_s', sp.s.toFixed(2));
   fig('single_rate', sp.rate.toFixed(1));
@@ -798,6 +805,11 @@ async function main() {
   }
   say('');
   say(`  warnings and errors the nodes logged (all nodes, all parts): ${Object.entries(events).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`);
+  loads.push(load());
+  say(`  the machine's load average (1 min) every 10 s: at the start ${loads[0].toFixed(2)}, median ${pct(loads, 0.5).toFixed(2)}, max ${Math.max(...loads).toFixed(2)}, at the end ${loads[loads.length - 1].toFixed(2)}`);
+  fig('load_start', loads[0].toFixed(2));
+  fig('load_median', pct(loads, 0.5).toFixed(2));
+  fig('load_max', Math.max(...loads).toFixed(2));
   fig('problems', problems);
   fs.writeFileSync(FIGURES, `${figures.join('\n')}\n`);
   // (All at once: one stopped after the others would try to take over
