@@ -32,6 +32,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { freePort } from '../tests/cluster/lib/cluster.mjs'; // (a port below the ephemeral range: a restarted node gets its own again)
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 const b64 = (s) => Buffer.from(s).toString('base64');
@@ -182,21 +184,6 @@ async function main() {
     return e;
   }
 
-  // A loopback port below the kernel's ephemeral range (a restarted node
-  // gets its peer port again: no outgoing connection may have taken it).
-  async function freePort() {
-    const lo = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
-    for (let i = 0; i < 200; i++) {
-      const port = 10000 + crypto.randomInt(Math.max(1000, lo - 10000));
-      const ok = await new Promise((resolve) => {
-        const s = net.createServer();
-        s.once('error', () => resolve(false));
-        s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-      });
-      if (ok) return port;
-    }
-    throw new Error('no free loopback port');
-  }
 
   // One HTTP request on a connection of its own: { status, text, json, ms }
   // (status 0 when it did not get through or timed out).
