@@ -606,6 +606,14 @@ static void on_wait(uv_timer_t *t)
     uv_close((uv_handle_t *)t, wait_closed);
 }
 
+void dsq_cluster_quiesce(dsq_cluster *c)
+{
+    if (c == NULL)
+        return;
+    dsq_failover_quiesce(c->failover);
+    dsq_repl_quiesce(c->repl);
+}
+
 void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
 {
     if (c == NULL) {

@@ -149,6 +149,10 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, co
  * through the loop); `done` runs on the loop once all is closed, then
  * the object is freed. NULL: nothing to stop (done runs at once). */
 void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud);
+/* The node begins to stop (SIGTERM): no failover or promotion starts from
+ * now on, and those under way end, so that the requests waiting on them
+ * are answered before the connections drain. Loop thread. */
+void dsq_cluster_quiesce(dsq_cluster *c);
 
 /* Make this node's copy of db its primary (POST /v1/admin/promote):
  * `done` runs on the loop with 0, the new epoch and where the log it took

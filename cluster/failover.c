@@ -626,6 +626,15 @@ static void mailbox_closed(dsq_mailbox *m)
     maybe_free(f);
 }
 
+void dsq_failover_quiesce(dsq_failover *f)
+{
+    if (f == NULL || f->stopping)
+        return;
+    f->stopping = true; /* (answers still to come are dropped; the handles close at the stop) */
+    uv_timer_stop(&f->sweep);
+    uv_timer_stop(&f->kick);
+}
+
 void dsq_failover_stop(dsq_failover *f)
 {
     if (f == NULL)

@@ -112,6 +112,10 @@ int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_
 /* Stop (promotions under way end on their own; nothing is done with
  * them). NULL: nothing. Loop thread. */
 void dsq_failover_stop(dsq_failover *f);
+/* The node begins to stop: no failover, reconcile, hand-over or
+ * promotion by hand starts from now on (one under way ends as it ends).
+ * dsq_failover_stop still follows. */
+void dsq_failover_quiesce(dsq_failover *f);
 
 void dsq_failover_stats_get(const dsq_failover *f, dsq_failover_stats *out);
 

@@ -113,6 +113,7 @@ struct dsq_repl {
     uv_async_t async;
     uv_timer_t beat;
     bool started;
+    bool quiet;             /* loop thread: the node is stopping (dsq_repl_quiesce): no promotion starts */
     bool stopped;           /* loop thread: dsq_repl_stop ran (the engine may be gone: the epochs'
                                writes that call back after it only free what they carry) */
     pthread_mutex_t mu;     /* the table, the queue, the lists, beat_acked, the fields marked so */
@@ -1711,6 +1712,10 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
 int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
                      size_t errlen)
 {
+    if (r->quiet) {
+        snprintf(err, errlen, "this node is stopping");
+        return -1;
+    }
     rdb *d = entry(r, db);
     if (d == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -2081,6 +2086,8 @@ static bool resume_heard(const dsq_repl *r, const rdb *d)
 
 static void resumes_due(dsq_repl *r)
 {
+    if (r->quiet)
+        return;
     uint64_t now = dsq_now_ms();
     for (;;) {
         pthread_mutex_lock(&r->mu);
@@ -2178,6 +2185,19 @@ int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers
     if (pending)
         uv_async_send(&r->async);
     return 0;
+}
+
+void dsq_repl_quiesce(dsq_repl *r)
+{
+    if (r->quiet || !r->started)
+        return;
+    r->quiet = true;
+    size_t n;
+    rdb **v = entries(r, &n);
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->promo != NULL)
+            promo_fail(r, v[i], "this node is stopping");
+    free(v);
 }
 
 void dsq_repl_stop(dsq_repl *r)

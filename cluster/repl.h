@@ -133,6 +133,10 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg);
 const dsq_repl_hooks *dsq_repl_hooks_of(dsq_repl *r);
 /* Start on the loop with the engine and the links. 0 or -1. */
 int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers);
+/* The node begins to stop: promotions under way fail ("this node is
+ * stopping": the calls waiting on them end now, not at promote_timeout),
+ * and none starts from now on. Loop thread. */
+void dsq_repl_quiesce(dsq_repl *r);
 /* Stop: handles closed (the engine must be freed first). */
 void dsq_repl_stop(dsq_repl *r);
 void dsq_repl_free(dsq_repl *r);

@@ -529,6 +529,7 @@ static void begin_shutdown(dsq_server *srv, const char *signame)
              (unsigned long long)srv->metrics.conns_open,
              (unsigned long long)srv->cfg->shutdown_timeout_ms);
     close_listeners(srv); /* (the links to other nodes stay: replies wait for their copies) */
+    dsq_cluster_quiesce(srv->cluster); /* (no promotion keeps requests waiting) */
     if (srv->conns.head != NULL) {
         uv_timer_init(&srv->loop, &srv->shutdown_timer);
         srv->shutdown_timer.data = srv;

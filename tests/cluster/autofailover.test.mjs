@@ -142,3 +142,32 @@ test('a promotion by hand on etcd: the assignment names the new primary, and it 
     await c.cleanup();
   }
 });
+
+// The last node stopped (SIGTERM) while it tries to take over a database
+// whose other copies are gone: the promotion cannot reach a quorum and
+// would wait promote_timeout (20 s here), keeping the node's requests and
+// its stop waiting. Stopping ends it at once ("this node is stopping"), no
+// failover starts after the stop began, and the node exits cleanly.
+test('the last node stopped while its promotion cannot finish: the promotion ends at once, the node exits cleanly', async () => {
+  const c = await startEtcdCluster(3, { conf: 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 20s\n' });
+  try {
+    let db = null;
+    for (let i = 0; i < 30 && db === null; i++) {
+      const name = `last${i}`;
+      assert.equal((await post(c.nodes[1], `/v1/db/${name}/query`, { sql: 'CREATE TABLE t(x)' })).status, 200);
+      if ((await c.assignment(name)).primary === 'n2') db = name;
+    }
+    assert.ok(db, 'a database whose primary is n2');
+    const [n1, n2, n3] = c.nodes;
+    await n1.stop();
+    await n2.stop();
+    await until(() => new RegExp(`event=promotion db=${db} `).test(n3.stderr), 15000, 'n3 promoting its copy');
+    const e = await n3.stop('SIGTERM', 30000);
+    assert.deepEqual(e, { code: 0, signal: null }, n3.stderr.slice(-2000));
+    assert.match(n3.stderr, new RegExp(`event=promotion_failed db=${db} epoch=\\d+ reason="this node is stopping"`));
+    const after = n3.stderr.slice(n3.stderr.indexOf('event=shutdown'));
+    assert.doesNotMatch(after, /event=(failover_candidate|promotion) /, 'nothing started after the stop began');
+  } finally {
+    await c.cleanup();
+  }
+});
