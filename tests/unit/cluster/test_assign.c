@@ -8,10 +8,10 @@
  * compaction, etcd stopped and started again, a stop with requests
  * queued; etcd unreachable from the start; and the value's JSON alone.
  *
- * Each instance's events go to a recorder that checks that they never
- * come two at once and that a database's events never go back (each a
- * later revision than its last); the tests compare the cache with what
- * etcd holds (the truth). */
+ * Each instance's events go to a recorder (tests/unit/support/evlog.h)
+ * that checks that they never come two at once and that a database's
+ * events never go back (each a later revision than its last); the tests
+ * compare the cache with what etcd holds (the truth). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -23,6 +23,7 @@
 #include "cluster/assign.h"
 #include "cluster/etcd.h"
 #include "tests/unit/support/etcd.h"
+#include "tests/unit/support/evlog.h"
 #include "tests/unit/support/wait.h"
 
 #define PREFIX "/dosqld-assign/"
@@ -103,15 +104,7 @@ typedef struct rec_ev {
     char msg[160];
 } rec_ev;
 
-typedef struct rec {
-    const char *name;
-    pthread_mutex_t mu;
-    rec_ev *evs;
-    size_t n, cap;
-    atomic_int inside;             /* on_change calls under way */
-    int bad;                       /* events two at once, or going back */
-    char why[256];
-} rec;
+typedef evlog rec;                 /* of rec_ev; bad: events two at once, or going back */
 
 static const char *type_name(dsq_assign_event_type t)
 {
@@ -122,31 +115,20 @@ static const char *type_name(dsq_assign_event_type t)
 static void on_change(void *ud, const dsq_assign_event *ev)
 {
     rec *r = ud;
-    if (atomic_fetch_add(&r->inside, 1) != 0) {
-        r->bad++;
-        snprintf(r->why, sizeof r->why, "two on_change calls at once");
-    }
     cr_assert(ev->msg != NULL);
-    pthread_mutex_lock(&r->mu);
+    evlog_enter(r, "on_change");
     if (ev->db != NULL) { /* a database's events never go back */
         for (size_t i = r->n; i-- > 0;) {
-            if (r->evs[i].type == DSQ_ASSIGN_LOADED || strcmp(r->evs[i].db, ev->db) != 0)
+            const rec_ev *p = evlog_ev(r, i);
+            if (p->type == DSQ_ASSIGN_LOADED || strcmp(p->db, ev->db) != 0)
                 continue;
-            if (r->evs[i].revision >= ev->revision) {
-                r->bad++;
-                snprintf(r->why, sizeof r->why, "%s of %s at %lld after %s at %lld", type_name(ev->type), ev->db,
-                         (long long)ev->revision, type_name(r->evs[i].type), (long long)r->evs[i].revision);
-            }
+            if (p->revision >= ev->revision)
+                evlog_bad(r, "%s of %s at %lld after %s at %lld", type_name(ev->type), ev->db, (long long)ev->revision,
+                          type_name(p->type), (long long)p->revision);
             break;
         }
     }
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 64;
-        r->evs = realloc(r->evs, r->cap * sizeof *r->evs);
-        cr_assert(r->evs != NULL);
-    }
-    rec_ev *e = &r->evs[r->n++];
-    memset(e, 0, sizeof *e);
+    rec_ev *e = evlog_add(r);
     e->type = ev->type;
     if (ev->db != NULL)
         snprintf(e->db, sizeof e->db, "%s", ev->db);
@@ -156,82 +138,44 @@ static void on_change(void *ud, const dsq_assign_event *ev)
     e->revision = ev->revision;
     snprintf(e->msg, sizeof e->msg, "%s", ev->msg);
     if (ev->type == DSQ_ASSIGN_CHANGED && (ev->assignment == NULL || strcmp(ev->assignment->db, ev->db) != 0 ||
-                                           ev->assignment->mod_revision != ev->revision)) {
-        r->bad++;
-        snprintf(r->why, sizeof r->why, "CHANGED of %s without its assignment and revision", ev->db);
-    }
-    pthread_mutex_unlock(&r->mu);
-    atomic_fetch_sub(&r->inside, 1);
+                                           ev->assignment->mod_revision != ev->revision))
+        evlog_bad(r, "CHANGED of %s without its assignment and revision", ev->db);
+    evlog_leave(r);
 }
 
-static void rec_init(rec *r, const char *name)
-{
-    memset(r, 0, sizeof *r);
-    r->name = name;
-    pthread_mutex_init(&r->mu, NULL);
-    atomic_init(&r->inside, 0);
-}
+static void rec_init(rec *r, const char *name) { EVLOG_INIT(r, name, rec_ev, type, db); }
 
-static void rec_free(rec *r)
-{
-    free(r->evs);
-    pthread_mutex_destroy(&r->mu);
-}
+static void rec_free(rec *r) { evlog_free(r); }
 
 /* Events of type (of db; NULL: any) from index `from` on. */
 static size_t count_from(rec *r, size_t from, dsq_assign_event_type type, const char *db)
 {
-    size_t k = 0;
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = from; i < r->n; i++)
-        if (r->evs[i].type == type && (db == NULL || strcmp(r->evs[i].db, db) == 0))
-            k++;
-    pthread_mutex_unlock(&r->mu);
-    return k;
+    return evlog_count(r, from, (int)type, db);
 }
 
-static size_t count(rec *r, dsq_assign_event_type type, const char *db) { return count_from(r, 0, type, db); }
+static size_t count(rec *r, dsq_assign_event_type type, const char *db) { return evlog_count(r, 0, (int)type, db); }
 
-static size_t rec_len(rec *r)
-{
-    pthread_mutex_lock(&r->mu);
-    size_t n = r->n;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
+static size_t rec_len(rec *r) { return evlog_len(r); }
 
 /* The last event of type for db (a copy; fails the test when none). */
 static rec_ev last(rec *r, dsq_assign_event_type type, const char *db)
 {
     rec_ev e;
     memset(&e, 0, sizeof e);
-    bool found = false;
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = r->n; i-- > 0 && !found;)
-        if (r->evs[i].type == type && (db == NULL || strcmp(r->evs[i].db, db) == 0)) {
-            e = r->evs[i];
-            found = true;
-        }
-    pthread_mutex_unlock(&r->mu);
+    bool found = evlog_last(r, (int)type, db, &e);
     cr_assert(found, "%s: no %s of %s", r->name, type_name(type), db ? db : "any");
     return e;
 }
 
-/* Every event, one a line, for a failure's message (a static buffer). */
-static const char *rec_dump(rec *r)
+static int dump_line(char *out, size_t len, const void *ev)
 {
-    static char out[4096];
-    size_t o = 0;
-    out[0] = '\0';
-    pthread_mutex_lock(&r->mu);
-    size_t from = r->n > 40 ? r->n - 40 : 0; /* the last ones */
-    for (size_t i = from; i < r->n && o < sizeof out - 300; i++)
-        o += (size_t)snprintf(out + o, sizeof out - o, "  %s %s epoch=%llu count=%zu rev=%lld %s\n",
-                              type_name(r->evs[i].type), r->evs[i].db, (unsigned long long)r->evs[i].a.epoch,
-                              r->evs[i].count, (long long)r->evs[i].revision, r->evs[i].msg);
-    pthread_mutex_unlock(&r->mu);
-    return out;
+    const rec_ev *e = ev;
+    return snprintf(out, len, "  %s %s epoch=%llu count=%zu rev=%lld %s\n", type_name(e->type), e->db,
+                    (unsigned long long)e->a.epoch, e->count, (long long)e->revision, e->msg);
 }
+
+/* The last 40 events, one a line, for a failure's message (a static buffer). */
+static const char *rec_dump(rec *r) { return evlog_dump(r, 40, 300, dump_line); }
 
 static void rec_check(rec *r)
 {

@@ -7,13 +7,12 @@
  * started again, a compacted watch; etcd unreachable from the start; and
  * the description's JSON alone.
  *
- * Each instance's events go to a recorder that keeps them and builds the
- * view they describe; the tests compare that view with what etcd holds
- * (the truth) and check that events never contradict it (an UP of a node
- * already up, a DOWN of one not up) nor arrive two at once. */
+ * Each instance's events go to a recorder (tests/unit/support/evlog.h)
+ * that keeps them, and beside it the view they describe; the tests
+ * compare that view with what etcd holds (the truth) and check that
+ * events never contradict it (an UP of a node already up, a DOWN of one
+ * not up) nor arrive two at once. */
 #include <criterion/criterion.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "cluster/etcd.h"
 #include "cluster/topo.h"
 #include "tests/unit/support/etcd.h"
+#include "tests/unit/support/evlog.h"
 #include "tests/unit/support/wait.h"
 
 #define PREFIX "/dosqld-topo/"
@@ -43,15 +43,9 @@ typedef struct rec_ev {
 } rec_ev;
 
 typedef struct rec {
-    const char *name;
-    pthread_mutex_t mu;
-    rec_ev *evs;
-    size_t n, cap;
-    dsq_topo_node view[16];      /* as the NODE_* events say */
+    evlog log;                   /* of rec_ev; bad: events that contradict the view, or came two at once */
+    dsq_topo_node view[16];      /* as the NODE_* events say (under log's lock) */
     size_t nview;
-    atomic_int inside;           /* on_event calls under way */
-    int bad;                     /* events that contradict the view, or came two at once */
-    char why[256];
 } rec;
 
 static const char *type_name(dsq_topo_event_type t)
@@ -72,18 +66,8 @@ static dsq_topo_node *rec_find(rec *r, const char *id)
 static void on_event(void *ud, const dsq_topo_event *ev)
 {
     rec *r = ud;
-    if (atomic_fetch_add(&r->inside, 1) != 0) {
-        r->bad++;
-        snprintf(r->why, sizeof r->why, "two on_event calls at once");
-    }
-    pthread_mutex_lock(&r->mu);
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 32;
-        r->evs = realloc(r->evs, r->cap * sizeof *r->evs);
-        cr_assert(r->evs != NULL);
-    }
-    rec_ev *e = &r->evs[r->n++];
-    memset(e, 0, sizeof *e);
+    evlog_enter(&r->log, "on_event");
+    rec_ev *e = evlog_add(&r->log);
     e->type = ev->type;
     snprintf(e->id, sizeof e->id, "%s", ev->id);
     e->has_node = ev->node != NULL;
@@ -95,113 +79,76 @@ static void on_event(void *ud, const dsq_topo_event *ev)
     dsq_topo_node *v = rec_find(r, ev->id);
     bool node_ev = ev->type == DSQ_TOPO_NODE_UP || ev->type == DSQ_TOPO_NODE_CHANGED || ev->type == DSQ_TOPO_NODE_DOWN;
     if (node_ev && (ev->node == NULL || strcmp(ev->node->id, ev->id) != 0)) {
-        r->bad++;
-        snprintf(r->why, sizeof r->why, "%s %s without its node", type_name(ev->type), ev->id);
+        evlog_bad(&r->log, "%s %s without its node", type_name(ev->type), ev->id);
     } else if (ev->type == DSQ_TOPO_NODE_UP) {
         if (v != NULL) {
-            r->bad++;
-            snprintf(r->why, sizeof r->why, "NODE_UP of %s, up already", ev->id);
+            evlog_bad(&r->log, "NODE_UP of %s, up already", ev->id);
         } else {
             cr_assert(r->nview < 16);
             r->view[r->nview++] = *ev->node;
         }
     } else if (ev->type == DSQ_TOPO_NODE_CHANGED) {
-        if (v == NULL) {
-            r->bad++;
-            snprintf(r->why, sizeof r->why, "NODE_CHANGED of %s, not up", ev->id);
-        } else {
+        if (v == NULL)
+            evlog_bad(&r->log, "NODE_CHANGED of %s, not up", ev->id);
+        else
             *v = *ev->node;
-        }
     } else if (ev->type == DSQ_TOPO_NODE_DOWN) {
-        if (v == NULL) {
-            r->bad++;
-            snprintf(r->why, sizeof r->why, "NODE_DOWN of %s, not up", ev->id);
-        } else {
+        if (v == NULL)
+            evlog_bad(&r->log, "NODE_DOWN of %s, not up", ev->id);
+        else
             *v = r->view[--r->nview];
-        }
     }
-    pthread_mutex_unlock(&r->mu);
-    atomic_fetch_sub(&r->inside, 1);
+    evlog_leave(&r->log);
 }
 
 static void rec_init(rec *r, const char *name)
 {
     memset(r, 0, sizeof *r);
-    r->name = name;
-    pthread_mutex_init(&r->mu, NULL);
-    atomic_init(&r->inside, 0);
+    EVLOG_INIT(&r->log, name, rec_ev, type, id);
 }
 
-static void rec_free(rec *r)
-{
-    free(r->evs);
-    pthread_mutex_destroy(&r->mu);
-}
+static void rec_free(rec *r) { evlog_free(&r->log); }
 
 /* Events of type (of node id; NULL: any) from index `from` on. */
 static size_t count_from(rec *r, size_t from, dsq_topo_event_type type, const char *id)
 {
-    size_t k = 0;
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = from; i < r->n; i++)
-        if (r->evs[i].type == type && (id == NULL || strcmp(r->evs[i].id, id) == 0))
-            k++;
-    pthread_mutex_unlock(&r->mu);
-    return k;
+    return evlog_count(&r->log, from, (int)type, id);
 }
 
-static size_t count(rec *r, dsq_topo_event_type type, const char *id) { return count_from(r, 0, type, id); }
+static size_t count(rec *r, dsq_topo_event_type type, const char *id) { return evlog_count(&r->log, 0, (int)type, id); }
 
-static size_t rec_len(rec *r)
-{
-    pthread_mutex_lock(&r->mu);
-    size_t n = r->n;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
+static size_t rec_len(rec *r) { return evlog_len(&r->log); }
 
 /* The last event of type for id (a copy; fails the test when none). */
 static rec_ev last(rec *r, dsq_topo_event_type type, const char *id)
 {
     rec_ev e = {0};
-    bool found = false;
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = r->n; i-- > 0 && !found;)
-        if (r->evs[i].type == type && (id == NULL || strcmp(r->evs[i].id, id) == 0)) {
-            e = r->evs[i];
-            found = true;
-        }
-    pthread_mutex_unlock(&r->mu);
-    cr_assert(found, "%s: no %s of %s", r->name, type_name(type), id ? id : "any");
+    bool found = evlog_last(&r->log, (int)type, id, &e);
+    cr_assert(found, "%s: no %s of %s", r->log.name, type_name(type), id ? id : "any");
     return e;
 }
 
 static bool in_view(rec *r, const char *id)
 {
-    pthread_mutex_lock(&r->mu);
+    evlog_lock(&r->log);
     bool in = rec_find(r, id) != NULL;
-    pthread_mutex_unlock(&r->mu);
+    evlog_unlock(&r->log);
     return in;
 }
 
-/* Every event, one a line, for a failure's message (a static buffer). */
-static const char *rec_dump(rec *r)
+static int dump_line(char *out, size_t len, const void *ev)
 {
-    static char out[4096];
-    size_t o = 0;
-    out[0] = '\0';
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < r->n && o < sizeof out - 200; i++)
-        o += (size_t)snprintf(out + o, sizeof out - o, "  %s %s dbs=%llu rev=%lld %s\n", type_name(r->evs[i].type),
-                              r->evs[i].id, (unsigned long long)r->evs[i].node.dbs, (long long)r->evs[i].revision,
-                              r->evs[i].msg);
-    pthread_mutex_unlock(&r->mu);
-    return out;
+    const rec_ev *e = ev;
+    return snprintf(out, len, "  %s %s dbs=%llu rev=%lld %s\n", type_name(e->type), e->id,
+                    (unsigned long long)e->node.dbs, (long long)e->revision, e->msg);
 }
+
+/* Every event, one a line, for a failure's message (a static buffer). */
+static const char *rec_dump(rec *r) { return evlog_dump(&r->log, 0, 200, dump_line); }
 
 static void rec_check(rec *r)
 {
-    cr_assert_eq(r->bad, 0, "%s: %s; events:\n%s", r->name, r->why, rec_dump(r));
+    cr_assert_eq(r->log.bad, 0, "%s: %s; events:\n%s", r->log.name, r->log.why, rec_dump(r));
 }
 
 static bool node_same(const dsq_topo_node *a, const dsq_topo_node *b)
@@ -228,20 +175,20 @@ static bool view_is_truth(rec *r, char *why, size_t len)
         if (dsq_topo_node_decode(kvs[i].value, kvs[i].value_len, &valid[m], err, sizeof err) == 0 &&
             strcmp(kvs[i].key + 6, valid[m].id) == 0)
             m++;
-    pthread_mutex_lock(&r->mu);
+    evlog_lock(&r->log);
     if (m != r->nview) {
         same = false;
-        snprintf(why, len, "%s: %zu nodes in the view, %zu in etcd", r->name, r->nview, m);
+        snprintf(why, len, "%s: %zu nodes in the view, %zu in etcd", r->log.name, r->nview, m);
     }
     for (size_t i = 0; i < m && same; i++) {
         dsq_topo_node t = valid[i];
         dsq_topo_node *v = rec_find(r, t.id);
         if (v == NULL || !node_same(v, &t)) {
             same = false;
-            snprintf(why, len, "%s: node %s %s", r->name, t.id, v == NULL ? "not in the view" : "differs");
+            snprintf(why, len, "%s: node %s %s", r->log.name, t.id, v == NULL ? "not in the view" : "differs");
         }
     }
-    pthread_mutex_unlock(&r->mu);
+    evlog_unlock(&r->log);
     free(valid);
     dsq_etcd_kvs_free(kvs, n);
     return same;
@@ -281,7 +228,8 @@ static dsq_topo *topo_new(rec *r, const char *id, const char *peer, unsigned ttl
 static void wait_up(rec *r, const char *const *ids, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        WAIT_UNTIL(in_view(r, ids[i]), WAIT_MS, "%s never saw %s up; events:\n%s", r->name, ids[i], rec_dump(r));
+        WAIT_UNTIL(in_view(r, ids[i]), WAIT_MS, "%s never saw %s up; events:\n%s", r->log.name, ids[i],
+                   rec_dump(r));
 }
 
 /* Nodes "a" and "b" with a lease of ttl s, each recording its events in
@@ -642,10 +590,9 @@ Test(topo, a_compacted_watch_reads_again_and_reports_only_the_differences)
                  "d came and went while a did not watch:\n%s", rec_dump(&ra));
     cr_assert_eq(count_from(&ra, from, DSQ_TOPO_VIEW_READ, NULL), 1, "the read again:\n%s", rec_dump(&ra));
     cr_assert_eq(rec_len(&ra), from + 4, "three changes and the read's VIEW_READ, last:\n%s", rec_dump(&ra));
-    pthread_mutex_lock(&ra.mu);
-    dsq_topo_event_type last_type = ra.evs[ra.n - 1].type;
-    pthread_mutex_unlock(&ra.mu);
-    cr_assert_eq(last_type, DSQ_TOPO_VIEW_READ);
+    rec_ev le;
+    cr_assert(evlog_last(&ra.log, EVLOG_ANY, NULL, &le));
+    cr_assert_eq(le.type, DSQ_TOPO_VIEW_READ);
     cr_assert_eq(last(&ra, DSQ_TOPO_NODE_UP, "e").revision, last(&ra, DSQ_TOPO_NODE_DOWN, "c").revision,
                  "all from the one read");
     /* and it watches again from that read */
