@@ -214,6 +214,7 @@ int dsq_cluster_new(const dsq_cluster_cfg *cfg, dsq_cluster **out, char *err, si
         .promote_timeout_ms = cfg->promote_timeout_ms,
         .epochs = c->epochs,
         .resume = dsq_epochs_unclean(c->epochs),
+        .data_dir = cfg->data_dir,
     };
     if ((c->repl = dsq_repl_new(&rc)) == NULL) {
         snprintf(err, errlen, "out of memory");

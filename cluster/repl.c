@@ -1,5 +1,7 @@
 /* repl — log shipping, epochs and promotion between a database's copies
  * (repl.h). */
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +125,9 @@ struct dsq_repl {
     dsq_list held;          /* rdb.held */
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
+    dsq_htab found;         /* found_db.link: with cfg.resume, the databases on disk at the start
+                               (a database first made in this run has nothing to resume) */
+    bool found_all;         /* they could not be listed: every one counts as found */
     uint64_t beat_acked[DSQ_NODES_MAX]; /* the send time of the newest heartbeat each node acknowledged */
     uint64_t beat_answered[DSQ_NODES_MAX]; /* loop thread: when (ms) this node last acknowledged a
                                               heartbeat of each node (0: never) */
@@ -195,7 +200,7 @@ static rdb *get(dsq_repl *r, const char *db)
      * holds every acknowledged commit (its sync counted); with a quorum
      * that may leave it out, it does not. */
     if (d->role == DSQ_ROLE_PRIMARY && r->cfg.resume && r->cfg.ack == DSQ_ACK_QUORUM &&
-        ack_needed(r, d) < d->ncopies) {
+        ack_needed(r, d) < d->ncopies && (r->found_all || dsq_htab_find(&r->found, db) != NULL)) {
         d->role = DSQ_ROLE_FOLLOWER;
         d->resuming = true;
         d->resume_since = dsq_now_ms();
@@ -316,7 +321,9 @@ static dsq_role h_role(void *ud, const char *db, char *primary, size_t len)
     pthread_mutex_lock(&r->mu);
     rdb *d = get(r, db);
     dsq_role role = d ? d->role : DSQ_ROLE_ELSEWHERE;
-    snprintf(primary, len, "%s", d ? node_id(r, d->primary) : "");
+    /* (A copy becoming the primary here, or resuming, has none to name.) */
+    bool becoming = d != NULL && role == DSQ_ROLE_FOLLOWER && d->primary == r->cfg.self;
+    snprintf(primary, len, "%s", d && !becoming ? node_id(r, d->primary) : "");
     pthread_mutex_unlock(&r->mu);
     return role;
 }
@@ -2145,6 +2152,36 @@ static void on_beat(uv_timer_t *t)
 
 /* ---- the object ------------------------------------------------------------------------------ */
 
+typedef struct found_db {
+    dsq_hnode link;
+    char name[];
+} found_db;
+
+/* The databases in DATA_DIR/db now (r->found); when they cannot be read
+ * but for there being none, every one counts as found. */
+static void find_on_disk(dsq_repl *r)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/db", r->cfg.data_dir ? r->cfg.data_dir : "");
+    DIR *dir = r->cfg.data_dir ? opendir(path) : NULL;
+    if (dir == NULL) {
+        r->found_all = r->cfg.data_dir == NULL || errno != ENOENT;
+        return;
+    }
+    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        size_t len = strlen(de->d_name);
+        found_db *f = malloc(sizeof *f + len + 1);
+        if (f == NULL || (memcpy(f->name, de->d_name, len + 1), dsq_htab_add(&r->found, &f->link, f->name)) != 0) {
+            free(f);
+            r->found_all = true;
+            break;
+        }
+    }
+    closedir(dir);
+}
+
 dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
 {
     dsq_repl *r = calloc(1, sizeof *r);
@@ -2157,6 +2194,9 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
     dsq_placement_static(&r->own_place, ids, cfg->nnodes, cfg->replicas);
     r->place = cfg->place != NULL ? cfg->place : &r->own_place;
     pthread_mutex_init(&r->mu, NULL);
+    if (cfg->resume)
+        find_on_disk(r);
+    r->cfg.data_dir = NULL; /* (borrowed: read above only) */
     r->hooks = (dsq_repl_hooks){
         .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering,
         .copies = h_copies, .epoch = h_epoch, .epoch_end = h_epoch_end, .ud = r};
@@ -2231,6 +2271,10 @@ void dsq_repl_free(dsq_repl *r)
     for (dsq_hnode *h; (h = dsq_htab_next(&r->dbs, &it)) != NULL;)
         free(dsq_container_of(h, rdb, link));
     dsq_htab_free(&r->dbs);
+    it = (dsq_htab_iter){0};
+    for (dsq_hnode *h; (h = dsq_htab_next(&r->found, &it)) != NULL;)
+        free(dsq_container_of(h, found_db, link));
+    dsq_htab_free(&r->found);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }

@@ -125,6 +125,8 @@ typedef struct dsq_repl_cfg {
     bool resume;               /* the last run stopped without syncing (killed, crashed): a primary
                                   copy found on disk takes a new epoch before it serves (with
                                   commit_ack = quorum; with etcd, failover.c promotes it) */
+    const char *data_dir;      /* with resume: the databases in DATA_DIR/db at the start are the
+                                  copies found on disk (read by dsq_repl_new) */
     dsq_epochs *epochs;        /* borrowed; outlives the object */
 } dsq_repl_cfg;
 

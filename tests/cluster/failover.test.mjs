@@ -342,3 +342,36 @@ test('a primary killed and started again at once: what it acknowledged before an
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+// After a crash only the copies found on disk resume: a database this
+// node is the primary of that it first makes after its restart has
+// nothing to take back, keeps epoch 1 and is served from its first
+// request.
+test('after a crash, a database first made after the restart is served at once in epoch 1', async () => {
+  const c = await startCluster(3, { conf });
+  const gone = [];
+  try {
+    const { primary } = await roles(c, 'before');
+    const pi = c.nodes.indexOf(primary);
+    assert.equal((await query(primary, 'before', 'CREATE TABLE t(x)')).status, 200);
+    primary.proc.kill('SIGKILL');
+    await primary.exit;
+    gone.push(primary);
+    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: primary.dataDir });
+    let db = null;
+    for (let i = 0; i < 50 && db === null; i++)
+      if ((await roles(c, `after${i}`)).primary === c.nodes[pi]) db = `after${i}`;
+    assert.ok(db, 'a new database whose primary is the restarted node');
+    const w = await query(c.nodes[pi], db, 'CREATE TABLE t(x)');
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+    const info = (await clusterInfo(c.nodes[pi], `?database=${db}`)).body.database;
+    assert.equal(info.epoch, 1, JSON.stringify(info));
+    assert.doesNotMatch(c.nodes[pi].stderr, new RegExp(`event=replication_resuming db=${db} `));
+    // The database it had before the crash does resume.
+    await until(async () => (await query(c.nodes[pi], 'before', 'INSERT INTO t VALUES (1)')).status === 200, 15000, 'before served again');
+    assert.match(c.nodes[pi].stderr, /event=replication_resuming db=before /);
+  } finally {
+    await c.cleanup();
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+  }
+});
