@@ -110,6 +110,24 @@ void dsq_ckpt_abort(dsq_ckpt_writer *w)
     free(w);
 }
 
+/* merged (complete, durable) takes the place of evicted file path: its
+ * sidecar goes first, then the rename; both durable. 0 or -1. */
+static int replace_cold(const char *dir, const char *merged, const char *path, const char *side, char *err,
+                        size_t errlen)
+{
+    if (unlink(side) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove %.3000s: %s", side, strerror(errno));
+        return -1;
+    }
+    dsq_fsync_dir(dir); /* never the new file under the old sidecar */
+    if (rename(merged, path) != 0) {
+        snprintf(err, errlen, "cannot replace %.3000s: %s", path, strerror(errno));
+        return -1;
+    }
+    dsq_fsync_dir(dir);
+    return 0;
+}
+
 int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
 {
     if (w->failed || w->added != w->n || flush(w) != 0) {
@@ -147,13 +165,27 @@ int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen)
         dsq_ckpt_abort(w);
         return -1;
     }
-    if (rc != 0 || fdatasync(w->fd) != 0 || rename(w->tmp, w->path) != 0) {
+    /* Over an evicted file of the same name (a merge whose newest is
+     * one): its sidecar would describe the old bytes, and the two cannot
+     * be swapped in one rename. The new file is put down complete as
+     * PATH.merged first; opening finishes what a crash interrupts after
+     * that (dsq_ckpt_list). */
+    char side[4300], merged[4300];
+    snprintf(side, sizeof side, "%s.cold", w->path);
+    snprintf(merged, sizeof merged, "%s.merged", w->path);
+    bool over_cold = access(side, F_OK) == 0 || access(merged, F_OK) == 0; /* or one a failure left */
+    if (rc != 0 || fdatasync(w->fd) != 0 || rename(w->tmp, over_cold ? merged : w->path) != 0) {
         snprintf(err, errlen, "cannot write %.3000s: %s", w->path, strerror(errno));
         free(name);
         dsq_ckpt_abort(w);
         return -1;
     }
     dsq_fsync_dir(w->dir);
+    if (over_cold && replace_cold(w->dir, merged, w->path, side, err, errlen) != 0) {
+        free(name);
+        dsq_ckpt_abort(w); /* PATH.merged stays: the next open puts it in place */
+        return -1;
+    }
     close(w->fd); /* synced: reads open it again through the owner's cache */
     *out = (dsq_ckpt){.lsn = w->lsn, .time_us = w->time_us, .db_pages = w->db_pages,
                       .min_pages = w->min_pages, .page_size = w->page_size, .n = w->n, .dir = w->entries, .bytes = w->at,
@@ -265,9 +297,23 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
             unlink(path); /* a checkpoint a crash interrupted */
             continue;
         }
-        if (len != 21 || strcmp(de->d_name + 16, ".ckpt") != 0 ||
-            strspn(de->d_name, "0123456789abcdef") != 16)
+        if (len == 28 && strcmp(de->d_name + 16, ".ckpt.merged") == 0 &&
+            strspn(de->d_name, "0123456789abcdef") == 16) {
+            /* A merge over an evicted file that a crash interrupted: the
+             * merged file is whole, it takes the place (listed as that
+             * name, here or where readdir meets it; duplicates go below). */
+            char to[4200], side[4300];
+            snprintf(to, sizeof to, "%s/%.21s", dir, de->d_name);
+            snprintf(side, sizeof side, "%s.cold", to);
+            if (replace_cold(dir, path, to, side, err, errlen) != 0) {
+                rc = -2;
+                break;
+            }
+            snprintf(path, sizeof path, "%s", to);
+        } else if (len != 21 || strcmp(de->d_name + 16, ".ckpt") != 0 ||
+                   strspn(de->d_name, "0123456789abcdef") != 16) {
             continue;
+        }
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
             char **g = realloc(*paths, cap * sizeof *g);
@@ -285,7 +331,8 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
     }
     closedir(d);
     if (rc != 0) {
-        snprintf(err, errlen, "out of memory");
+        if (rc == -1)
+            snprintf(err, errlen, "out of memory");
         for (size_t i = 0; i < *n; i++)
             free((*paths)[i]);
         free(*paths);
@@ -295,6 +342,14 @@ int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t e
     }
     if (*n > 1) /* fixed-width hex names sort as their LSNs */
         qsort(*paths, *n, sizeof **paths, cmp_str);
+    size_t m = 0; /* a name listed twice: see .ckpt.merged above */
+    for (size_t i = 0; i < *n; i++) {
+        if (m > 0 && strcmp((*paths)[m - 1], (*paths)[i]) == 0)
+            free((*paths)[i]);
+        else
+            (*paths)[m++] = (*paths)[i];
+    }
+    *n = m;
     return 0;
 }
 

@@ -58,7 +58,9 @@ dsq_ckpt_writer *dsq_ckpt_begin(const char *dir, uint64_t lsn, uint64_t time_us,
 int dsq_ckpt_add(dsq_ckpt_writer *w, uint32_t pgno, const void *frame, uint32_t clen);
 /* Finish: header and directory written, fsynced, renamed into place; *out
  * is the new checkpoint, ready for reading (no descriptor is kept: reads
- * open the file on demand, through c->fdc). Frees w. 0 or -1. */
+ * open the file on demand, through c->fdc). In place of an evicted file
+ * of the same name (a merge): renamed to PATH.merged first, then its
+ * sidecar removed, then renamed to PATH. Frees w. 0 or -1. */
 int dsq_ckpt_finish(dsq_ckpt_writer *w, dsq_ckpt *out, char *err, size_t errlen);
 /* Give up: the temporary file goes. */
 void dsq_ckpt_abort(dsq_ckpt_writer *w);
@@ -67,7 +69,8 @@ void dsq_ckpt_abort(dsq_ckpt_writer *w);
  * file is not kept open. */
 int dsq_ckpt_load(const char *path, uint32_t page_size, dsq_ckpt *out, char *err, size_t errlen);
 /* The checkpoint files in `dir`, oldest first: *paths is malloc'd, each
- * path too. Temporary files left by a crash are removed. */
+ * path too. Temporary files left by a crash are removed, and a
+ * PATH.merged one takes the place of PATH (and its sidecar). */
 int dsq_ckpt_list(const char *dir, char ***paths, size_t *n, char *err, size_t errlen);
 /* The entry for page pgno, or NULL. */
 const dsq_ckpt_entry *dsq_ckpt_find(const dsq_ckpt *c, uint32_t pgno);

@@ -940,7 +940,10 @@ int dsq_ps_checkpoint(dsq_ps *ps, char *err, size_t errlen)
  * ones between are not reachable any more (k is at or before R). A page
  * of an evicted checkpoint is read through the warm cache: when one is
  * not there yet, the merge waits for the next try (its chunks fetched
- * and kept meanwhile) and answers 0. ckpts[k] is not evicted. */
+ * and kept meanwhile) and answers 0. ckpts[k] may be evicted only with
+ * j = 0: the merged file, local, takes its name and drops its sidecar
+ * (dsq_ckpt_finish), so the object store's copy of that name is the old
+ * one until the next upload, which sends the new one (a new version). */
 static int merge(dsq_ps *ps, size_t j, size_t k, char *err, size_t errlen)
 {
     unpin_failed(ps);
@@ -1057,21 +1060,25 @@ static size_t retain(dsq_ps *ps, uint64_t now_us)
 int dsq_ps_maintain(dsq_ps *ps, uint64_t now_us, char *err, size_t errlen)
 {
     size_t k = retain(ps, now_us);
-    /* The merged file takes the name of the newest one merged, which must
-     * be local: an evicted one's sidecar names the object store's copy. */
-    while (k != SIZE_MAX && k > 0 && ps->ckpts[k].c.cold != NULL)
-        k--;
     if (k == SIZE_MAX || k == 0)
         goto none;
     /* Once too many lie before R, all of them are merged, the evicted
      * ones' pages fetched (a database closed, evicted and opened again
-     * many times would keep every checkpoint otherwise). This comes
-     * first: a merge of the local ones alone would release the chunks a
-     * pending one waits for, and bring the count back under the mark
-     * without ever merging the evicted ones. Until then, the local ones
-     * above the newest evicted one are merged among themselves. */
+     * many times would keep every checkpoint otherwise). Up to R itself,
+     * evicted or not: a database whose every session is shorter than the
+     * window has, while open, no local checkpoint at or before R, and
+     * would never merge. This comes first: a merge of the local ones
+     * alone would release the chunks a pending one waits for, and bring
+     * the count back under the mark without ever merging the evicted
+     * ones. Until then, the local ones above the newest evicted one are
+     * merged among themselves. */
     if (k + 1 >= MERGE_ALL_AT && ps->cfg.cold_src != NULL)
         return merge(ps, 0, k, err, errlen);
+    /* Those into the newest of them, which is local. */
+    while (k > 0 && ps->ckpts[k].c.cold != NULL)
+        k--;
+    if (k == 0)
+        goto none;
     size_t j = k + 1;
     while (j > 0 && ps->ckpts[j - 1].c.cold == NULL)
         j--;

@@ -172,3 +172,57 @@ test('evicted checkpoints are merged: their number stays bounded, every row read
     await f.cleanup();
   }
 });
+
+// Every session shorter than the window (open, written, closed, evicted):
+// while it is open, every checkpoint older than the window is an evicted
+// one, none local. They are merged all the same (the old code looked for
+// a local one to name the merged file after, found none and kept every
+// checkpoint of every session), and the rows read back, after a restart
+// and from the store.
+test('evicted checkpoints of sessions shorter than the window are merged too', { timeout: 300000 }, async (t) => {
+  const store = path.join(root, 'store2');
+  const dataDir = path.join(root, 'data2');
+  const args = ['--object-store', `file://${store}`];
+  const conf2 = conf.replace('history_retention = 1s', 'history_retention = 3s');
+  const first = next; // rows numbered on from the test before
+  const d = await startDosqld({ conf: conf2, dataDir, args });
+  let all;
+  try {
+    await query(d.port, 'm', 'CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, b BLOB)');
+    const evicted = new Set();
+    const counts = [];
+    for (let s = 0; s < 30; s++) {
+      await write(d.port, 3);
+      await closeAndEvict(d, dataDir);
+      for (const f of cold(dataDir)) evicted.add(f);
+      counts.push(ckpts(dataDir).length);
+    }
+    t.diagnostic(`checkpoints after each session: ${counts.join(' ')}`);
+    const merged = [...evicted].some((f) => !existsSync(path.join(ckptDir(dataDir), f)));
+    assert.ok(merged, `no evicted checkpoint was merged; checkpoints after each session: ${counts.join(' ')}`);
+    // Sixteen before the window at most, and those in it (a few sessions').
+    assert.ok(Math.max(...counts.slice(-10)) <= 24, `checkpoints after each session: ${counts.join(' ')}`);
+    all = await digest(d.port);
+    assert.equal(all.length, next - first);
+    await within(20000, (async () => {
+      while ((await serverStats(d)).objectStore.pending > 0) await sleep(50);
+    })(), 'uploads');
+    assert.equal((await d.stop()).code, 0);
+    assert.doesNotMatch(d.stderr, /level=error|event=cold_/);
+  } finally {
+    await d.cleanup();
+  }
+  const e = await startDosqld({ conf: conf2, dataDir, args });
+  try {
+    assert.deepEqual(await digest(e.port), all);
+  } finally {
+    await e.cleanup();
+  }
+  const f = await startDosqld({ conf: conf2, dataDir: path.join(root, 'fresh2'), args });
+  try {
+    assert.match(f.stderr, /event=database_restored db=m/);
+    assert.deepEqual(await digest(f.port), all);
+  } finally {
+    await f.cleanup();
+  }
+});

@@ -7,8 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/storage/ckpt.h"
+#include "engine/storage/cold.h"
+#include "engine/storage/disk.h"
 #include "engine/storage/pagestore.h"
 
 #define PAGE 4096
@@ -284,4 +288,236 @@ Test(pagestore, a_copy_applies_the_records_of_each_commit)
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s %s", copy, other);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- evicted checkpoints: short sessions under a long window ---- */
+
+/* A source of evicted files as the warm cache is one: each file's bytes
+ * kept here by its id; the first read of one misses (its fetch), the
+ * next ones find it. */
+struct dsq_cold_ref {
+    uint64_t id;
+};
+
+#define MAX_COLD 256
+static struct {
+    uint8_t *bytes[MAX_COLD];
+    uint64_t size[MAX_COLD];
+    bool fetched[MAX_COLD];
+    uint64_t n;       /* ids 1..n */
+    unsigned reads, misses, refs;
+} store;
+
+static int cold_read(void *ctx, const dsq_cold *c, uint64_t off, void *buf, size_t n, char *err, size_t errlen)
+{
+    (void)ctx;
+    if (c->id == 0 || c->id > store.n || off + n > store.size[c->id - 1]) {
+        snprintf(err, errlen, "no such object");
+        return -1;
+    }
+    if (!store.fetched[c->id - 1]) {
+        store.fetched[c->id - 1] = true;
+        struct dsq_cold_ref *r = malloc(sizeof *r);
+        cr_assert_not_null(r);
+        r->id = c->id;
+        store.misses++;
+        store.refs++;
+        dsq_cold_miss_set(r);
+        return DSQ_COLD_MISS;
+    }
+    store.reads++;
+    memcpy(buf, store.bytes[c->id - 1] + off, n);
+    return 0;
+}
+
+static bool cold_failed(void *ctx, dsq_cold_ref *r)
+{
+    (void)ctx;
+    (void)r;
+    return false;
+}
+
+static void cold_release(void *ctx, dsq_cold_ref *r)
+{
+    (void)ctx;
+    store.refs--;
+    free(r);
+}
+
+static const dsq_cold_src cold_src = {NULL, cold_read, cold_failed, cold_release};
+
+/* Evict every local checkpoint of the closed database, as the tier does
+ * once it is in the object store. */
+static void evict_all(void)
+{
+    char cdir[128];
+    snprintf(cdir, sizeof cdir, "%s/ckpt", dir);
+    char **paths;
+    size_t n;
+    char err[512] = "";
+    cr_assert_eq(dsq_ckpt_list(cdir, &paths, &n, err, sizeof err), 0, "%s", err);
+    for (size_t i = 0; i < n; i++) {
+        char side[4300];
+        snprintf(side, sizeof side, "%s.cold", paths[i]);
+        if (access(side, F_OK) != 0) {
+            FILE *f = fopen(paths[i], "rb");
+            cr_assert_not_null(f);
+            fseek(f, 0, SEEK_END);
+            long size = ftell(f);
+            rewind(f);
+            cr_assert_lt(store.n, MAX_COLD);
+            uint8_t *b = malloc((size_t)size);
+            cr_assert_eq(fread(b, 1, (size_t)size, f), (size_t)size);
+            fclose(f);
+            store.bytes[store.n] = b;
+            store.size[store.n] = (uint64_t)size;
+            store.n++;
+            dsq_cold_chunk ch = {0, (uint64_t)size, dsq_crc32(b, (size_t)size)};
+            dsq_cold c = {.db = "t", .id = store.n, .size = (uint64_t)size, .n = 1, .chunks = &ch};
+            uint64_t freed;
+            cr_assert_eq(dsq_ckpt_evict(paths[i], &c, &freed, err, sizeof err), 0, "%s", err);
+        }
+        free(paths[i]);
+    }
+    free(paths);
+}
+
+/* Files in the database's ckpt/ directory. */
+static unsigned ckpt_files(void)
+{
+    char cdir[128];
+    snprintf(cdir, sizeof cdir, "%s/ckpt", dir);
+    DIR *d = opendir(cdir);
+    cr_assert_not_null(d);
+    unsigned n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void open_cold(void)
+{
+    char err[512] = "";
+    dsq_ps_cfg cfg = {.page_size = PAGE, .segment_bytes = 64 << 10, .zstd_level = 1,
+                      .max_txn_bytes = 64u << 20, .checkpoint_bytes = 1ull << 40,
+                      .retention_us = 3600ull * 1000000, .max_open_files = MAX_OPEN, .cold_src = &cold_src};
+    cr_assert_eq(dsq_ps_open(dir, &cfg, &ps, err, sizeof err), 0, "%s", err);
+}
+
+static void commit_pages(uint32_t lsn, uint32_t first, uint32_t n)
+{
+    static uint8_t page[PAGE];
+    memcpy(writer[lsn], writer[lsn - 1], sizeof writer[lsn]);
+    for (uint32_t p = first; p < first + n; p++) {
+        gen(p, lsn, page);
+        cr_assert_eq(dsq_ps_write(ps, p, page), 0, "%s", dsq_ps_error(ps));
+        writer[lsn][p] = lsn;
+    }
+    cr_assert_eq(dsq_ps_commit(ps), 0, "%s", dsq_ps_error(ps));
+    cr_assert_eq(dsq_ps_lsn(ps), lsn);
+}
+
+static void check_as_of(uint32_t lsn)
+{
+    static uint8_t page[PAGE];
+    char err[512] = "";
+    dsq_ps_view *v;
+    cr_assert_eq(dsq_ps_view_open(ps, lsn, &v, err, sizeof err), 0, "LSN %u: %s", lsn, err);
+    for (uint32_t p = 1; p <= NPAGES; p++) {
+        int rc = dsq_ps_view_read_part(v, p, 0, PAGE, page);
+        if (rc != 0 && dsq_cold_missed()) { /* fetched meanwhile, as the executor waits */
+            dsq_cold_miss_clear(&cold_src);
+            rc = dsq_ps_view_read_part(v, p, 0, PAGE, page);
+        }
+        cr_assert_eq(rc, 0, "LSN %u page %u: %s", lsn, p, dsq_ps_error(ps));
+        check_page(p, lsn, page);
+    }
+    dsq_ps_view_close(v);
+}
+
+/* Every session of a database (open, written, closed, its checkpoints
+ * evicted) is shorter than the window: while it is open, every
+ * checkpoint at or before R is an evicted one. They are merged all the
+ * same once there are enough of them (the count stays bounded), and
+ * nothing in the window goes: every LSN from R on reads as it was, in
+ * the store and after it reopens. */
+Test(pagestore, evicted_checkpoints_of_short_sessions_are_merged)
+{
+    dsq_ps_close(ps);
+    ps = NULL;
+    char err[512] = "";
+    uint32_t lsn = 0;
+    for (int s = 0; s < 30; s++) {
+        open_cold();
+        cr_assert_eq(dsq_ps_lsn(ps), lsn);
+        lsn++;
+        commit_pages(lsn, s == 0 ? 1 : 1 + (uint32_t)(s * 5) % (NPAGES - 4), s == 0 ? NPAGES : 4);
+        /* R just before this session: every earlier checkpoint is at or
+         * before it, none of this one's. */
+        uint64_t now = dsq_ps_lsn_time(ps) - 1 + 3600ull * 1000000;
+        uint32_t first = lsn;
+        for (int c = 0; c < 2; c++) {
+            cr_assert_eq(dsq_ps_checkpoint(ps, err, sizeof err), 0, "%s", err);
+            cr_assert_eq(dsq_ps_maintain(ps, now, err, sizeof err), 0, "%s", err);
+            lsn++;
+            commit_pages(lsn, 1 + (uint32_t)(s * 7 + c * 3) % (NPAGES - 3), 3);
+        }
+        cr_assert_eq(dsq_ps_maintain(ps, now, err, sizeof err), 0, "%s", err); /* at close */
+        /* The window is whole: from R on, every LSN reads as it was. */
+        uint64_t oldest = dsq_ps_oldest(ps);
+        cr_assert_lt(oldest, first, "session %d: R %llu, the session's first LSN %u", s,
+                     (unsigned long long)oldest, first);
+        for (uint64_t l = oldest ? oldest : 1; l <= lsn; l++)
+            check_as_of((uint32_t)l);
+        dsq_ps_usage_t u;
+        dsq_ps_usage(ps, &u);
+        cr_assert_leq(u.checkpoints, 24, "session %d: %u checkpoints", s, u.checkpoints);
+        cr_assert_leq(ckpt_files(), 48, "session %d: %u files in ckpt/", s, ckpt_files());
+        dsq_ps_close(ps);
+        ps = NULL;
+        evict_all();
+    }
+    cr_assert_eq(store.refs, 0, "%u warm references kept", store.refs);
+    cr_assert_gt(store.misses, 0);
+    /* Reopened: the merged files load (no sidecar left of a file a merge
+     * replaced) and read as before. */
+    open_cold();
+    cr_assert_eq(dsq_ps_lsn(ps), lsn);
+    for (uint32_t l = lsn - 5; l <= lsn; l++)
+        check_as_of(l);
+    /* A crash in a merge over an evicted file, once the merged one is
+     * whole as NAME.merged: opening puts it in place of the evicted one
+     * and its sidecar (here the file's own bytes stand for it). */
+    dsq_ps_close(ps);
+    ps = NULL;
+    evict_all();
+    char cdir[128], **paths, path[4400];
+    size_t n;
+    snprintf(cdir, sizeof cdir, "%s/ckpt", dir);
+    cr_assert_eq(dsq_ckpt_list(cdir, &paths, &n, err, sizeof err), 0, "%s", err);
+    cr_assert_gt(n, 0);
+    snprintf(path, sizeof path, "%s.merged", paths[n - 1]);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(store.bytes[store.n - 1], 1, store.size[store.n - 1], f), store.size[store.n - 1]);
+    fclose(f);
+    open_cold();
+    cr_assert_neq(access(path, F_OK), 0, "%s is still there", path);
+    snprintf(path, sizeof path, "%s.cold", paths[n - 1]);
+    cr_assert_neq(access(path, F_OK), 0, "%s is still there", path);
+    dsq_ps_usage_t u;
+    dsq_ps_usage(ps, &u);
+    cr_assert_eq(u.checkpoints, n);
+    struct stat st;
+    cr_assert_eq(stat(paths[n - 1], &st), 0);
+    cr_assert_geq((uint64_t)st.st_blocks * 512, store.size[store.n - 1] - 4096, "not the merged file: holes");
+    for (uint32_t l = lsn - 2; l <= lsn; l++)
+        check_as_of(l);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    for (uint32_t i = 0; i < store.n; i++)
+        free(store.bytes[i]);
 }
