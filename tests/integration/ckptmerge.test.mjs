@@ -51,6 +51,15 @@ async function write(port, calls) {
   }
 }
 
+// Every upload done, then a clean stop with nothing logged amiss.
+async function uploadedAndStopped(d) {
+  await within(20000, (async () => {
+    while ((await serverStats(d)).objectStore.pending > 0) await sleep(50);
+  })(), 'uploads');
+  assert.equal((await d.stop()).code, 0);
+  assert.doesNotMatch(d.stderr, /level=error|event=cold_/);
+}
+
 // Let `ms` pass with the database open (idle_timeout is 1 s).
 async function keepOpen(port, ms) {
   for (const t = Date.now(); Date.now() - t < ms;) {
@@ -149,11 +158,7 @@ test('evicted checkpoints are merged: their number stays bounded, every row read
     const oldest = (await call(d.port, '/v1/db/m/rpc', 'getStats', {})).result.database.storage.oldestLsn;
     const r = await call(d.port, '/v1/db/m/rpc', 'query', { sql: 'SELECT count(*) AS c FROM t', asOf: { lsn: oldest } });
     assert.ok(r.result.rows[0].c > 0 || r.result.rows[0][0] > 0, JSON.stringify(r));
-    await within(20000, (async () => {
-      while ((await serverStats(d)).objectStore.pending > 0) await sleep(50);
-    })(), 'uploads');
-    assert.equal((await d.stop()).code, 0);
-    assert.doesNotMatch(d.stderr, /level=error|event=cold_/);
+    await uploadedAndStopped(d);
   } finally {
     await d.cleanup();
   }
@@ -204,11 +209,7 @@ test('evicted checkpoints of sessions shorter than the window are merged too', {
     assert.ok(Math.max(...counts.slice(-10)) <= 24, `checkpoints after each session: ${counts.join(' ')}`);
     all = await digest(d.port);
     assert.equal(all.length, next - first);
-    await within(20000, (async () => {
-      while ((await serverStats(d)).objectStore.pending > 0) await sleep(50);
-    })(), 'uploads');
-    assert.equal((await d.stop()).code, 0);
-    assert.doesNotMatch(d.stderr, /level=error|event=cold_/);
+    await uploadedAndStopped(d);
   } finally {
     await d.cleanup();
   }
