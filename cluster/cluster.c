@@ -569,7 +569,8 @@ static void peers_stopped(void *ud)
     void (*done)(void *) = c->done;
     void *dud = c->done_ud;
     if (!c->leak) {
-        dsq_epochs_stopped(c->epochs); /* (the engine is closed: every log synced) */
+        /* (The engine is closed: every log synced.) */
+        dsq_epochs_stopped(c->epochs, dsq_repl_resumed_all(c->repl));
         dsq_repl_free(c->repl);
         dsq_epochs_close(c->epochs);
         cluster_free(c);

@@ -221,10 +221,10 @@ int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, ch
 
 bool dsq_epochs_unclean(const dsq_epochs *e) { return e->unclean; }
 
-void dsq_epochs_stopped(dsq_epochs *e)
+void dsq_epochs_stopped(dsq_epochs *e, bool resumed)
 {
     char path[4200];
-    if (e->unclean)
+    if (e->unclean && !resumed)
         return; /* (kept: a copy this run did not resume still needs it) */
     snprintf(path, sizeof path, "%s/running", e->dir);
     if (unlink(path) == 0)

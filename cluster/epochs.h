@@ -58,13 +58,14 @@ int dsq_epochs_open(const char *data_dir, dsq_nodeset *ids, dsq_epochs **out, ch
 void dsq_epochs_close(dsq_epochs *e);
 
 /* Whether the last run stopped without dsq_epochs_stopped (killed, or
- * crashed): DATA_DIR/cluster/running, made at open, was there. Once set
- * it stays set over later runs (a run does not know that it resumed
- * every copy the crash left behind). */
+ * crashed): DATA_DIR/cluster/running, made at open, was there. It stays
+ * set over later runs until one that began so resumed every copy the
+ * crash left behind. */
 bool dsq_epochs_unclean(const dsq_epochs *e);
 /* The run stops cleanly: every database's log is synced (the engine is
- * closed). */
-void dsq_epochs_stopped(dsq_epochs *e);
+ * closed). `resumed`: a run that began unclean resumed every copy that
+ * needed it (else the mark stays for the next run). */
+void dsq_epochs_stopped(dsq_epochs *e, bool resumed);
 
 /* The database's state (its defaults when it has no entry). */
 void dsq_epochs_get(dsq_epochs *e, const char *db, dsq_epoch_state *out);

@@ -2205,6 +2205,23 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
 
 const dsq_repl_hooks *dsq_repl_hooks_of(dsq_repl *r) { return &r->hooks; }
 
+bool dsq_repl_resumed_all(dsq_repl *r)
+{
+    if (!r->cfg.resume)
+        return true;
+    if (r->found_all)
+        return false;
+    bool all = true;
+    pthread_mutex_lock(&r->mu);
+    dsq_htab_iter it = {0};
+    for (dsq_hnode *h; all && (h = dsq_htab_next(&r->found, &it)) != NULL;) {
+        rdb *d = get(r, h->key); /* (made now for one this run never met: it may need no resuming) */
+        all = d != NULL && !d->resuming;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return all;
+}
+
 int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers)
 {
     r->engine = e;
@@ -2220,6 +2237,16 @@ int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers
     uv_unref((uv_handle_t *)&r->beat);
     pthread_mutex_lock(&r->mu);
     r->started = true;
+    /* With the static placement, every primary copy found on disk
+     * resumes now, not at its first use: so the run that began after a
+     * crash settles them all, and its clean stop clears the mark (with
+     * etcd, failover.c reconciles every database etcd names this node
+     * the primary of). */
+    if (r->cfg.place == NULL) {
+        dsq_htab_iter it = {0};
+        for (dsq_hnode *h; (h = dsq_htab_next(&r->found, &it)) != NULL;)
+            (void)get(r, h->key);
+    }
     bool pending = !dsq_queue_empty(&r->recq) || r->due.head != NULL || r->resumes.head != NULL;
     pthread_mutex_unlock(&r->mu);
     if (pending)

@@ -139,6 +139,11 @@ int dsq_repl_start(dsq_repl *r, uv_loop_t *loop, dsq_engine *e, dsq_peers *peers
  * stopping": the calls waiting on them end now, not at promote_timeout),
  * and none starts from now on. Loop thread. */
 void dsq_repl_quiesce(dsq_repl *r);
+/* With cfg.resume: whether every database found on disk at the start is
+ * settled, its copy's placement known here and none resuming still (then
+ * the next start after a clean stop has nothing to resume). Any thread,
+ * after the engine is freed. */
+bool dsq_repl_resumed_all(dsq_repl *r);
 /* Stop: handles closed (the engine must be freed first). */
 void dsq_repl_stop(dsq_repl *r);
 void dsq_repl_free(dsq_repl *r);

@@ -346,8 +346,9 @@ test('a primary killed and started again at once: what it acknowledged before an
 // After a crash only the copies found on disk resume: a database this
 // node is the primary of that it first makes after its restart has
 // nothing to take back, keeps epoch 1 and is served from its first
-// request.
-test('after a crash, a database first made after the restart is served at once in epoch 1', async () => {
+// request. Once every copy found is settled, a clean stop clears the
+// mark: the start after it resumes nothing.
+test('after a crash, a database first made after the restart is served at once in epoch 1; a clean stop then leaves nothing to resume', async () => {
   const c = await startCluster(3, { conf });
   const gone = [];
   try {
@@ -370,6 +371,17 @@ test('after a crash, a database first made after the restart is served at once i
     // The database it had before the crash does resume.
     await until(async () => (await query(c.nodes[pi], 'before', 'INSERT INTO t VALUES (1)')).status === 200, 15000, 'before served again');
     assert.match(c.nodes[pi].stderr, /event=replication_resuming db=before /);
+    // All it had to resume done, a clean stop clears the mark: the next
+    // start resumes nothing, and the epoch stays.
+    const epoch = (await clusterInfo(c.nodes[pi], '?database=before')).body.database.epoch;
+    assert.ok(epoch >= 2, `resumed into a new epoch: ${epoch}`);
+    const again = c.nodes[pi];
+    assert.deepEqual(await again.stop(), { code: 0, signal: null });
+    gone.push(again);
+    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: again.dataDir });
+    await until(async () => (await query(c.nodes[pi], 'before', 'INSERT INTO t VALUES (2)')).status === 200, 15000, 'before served after the clean restart');
+    assert.doesNotMatch(c.nodes[pi].stderr, /event=replication_resuming/);
+    assert.equal((await clusterInfo(c.nodes[pi], '?database=before')).body.database.epoch, epoch);
   } finally {
     await c.cleanup();
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });

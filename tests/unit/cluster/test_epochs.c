@@ -171,12 +171,12 @@ Test(epochs, entries_name_their_primary_by_id_across_numberings)
 
 /* DATA_DIR/cluster/running: a run that ends without dsq_epochs_stopped
  * (killed) is seen by the next one; once seen, it stays seen over clean
- * runs (a run cannot tell which primaries it resumed). */
+ * runs until one resumed every copy that needed it. */
 Test(epochs, a_run_that_did_not_stop_cleanly_is_seen_by_the_next)
 {
     dsq_epochs *e = open_it();
     cr_assert(!dsq_epochs_unclean(e), "a new data directory");
-    dsq_epochs_stopped(e);
+    dsq_epochs_stopped(e, false);
     dsq_epochs_close(e);
 
     e = open_it();
@@ -185,10 +185,15 @@ Test(epochs, a_run_that_did_not_stop_cleanly_is_seen_by_the_next)
 
     e = open_it();
     cr_assert(dsq_epochs_unclean(e), "after a run that was killed");
-    dsq_epochs_stopped(e);
+    dsq_epochs_stopped(e, false);
     dsq_epochs_close(e);
 
     e = open_it();
-    cr_assert(dsq_epochs_unclean(e), "still, after a clean run that began unclean");
+    cr_assert(dsq_epochs_unclean(e), "still, after a clean run that began unclean and resumed not all");
+    dsq_epochs_stopped(e, true);
+    dsq_epochs_close(e);
+
+    e = open_it();
+    cr_assert(!dsq_epochs_unclean(e), "after a clean run that resumed all");
     dsq_epochs_close(e);
 }
