@@ -84,6 +84,13 @@ async function killAndPromote(lose) {
     const w = await query(back, db, 'INSERT INTO t(id) VALUES (-1)');
     assert.equal(w.status, 200, JSON.stringify(w.body));
     assert.ok((await ids(target, db)).includes(-1));
+    // Killed, the old primary came back unclean: it learned of epoch 2
+    // from the copies (before resuming) and follows; it never proposed an
+    // epoch of its own to take the database back.
+    assert.doesNotMatch(back.stderr, new RegExp(`event=promotion db=${db} `));
+    const now = (await clusterInfo(target, `?database=${db}`)).body.database;
+    assert.equal(now.epoch, 2, JSON.stringify(now));
+    assert.equal(c.nodes[Number(now.primary.slice(1)) - 1], target);
   } finally {
     await c.cleanup();
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
