@@ -18,6 +18,8 @@
 #define REBUILD_RETRY_MS 1000 /* a copy the object store could not make yet: tried again after 1 s, */
 #define REBUILD_RETRY_MAX_MS 30000 /* doubling up to 30 s */
 #define QUIET_MAX 16 /* copies whose quiet times an ACCEPT carries */
+#define RESUMES_MAX 16 /* resuming promotions under way at once (after a crash, every primary resumes:
+                          the rest wait their turn, not promote_timeout behind the epochs file's syncs) */
 
 /* One copy of a database, as this node sees it. */
 typedef struct rcopy {
@@ -125,6 +127,7 @@ struct dsq_repl {
     dsq_list held;          /* rdb.held */
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
+    unsigned resumes_now;   /* loop thread: their promotions under way (at most RESUMES_MAX) */
     dsq_htab found;         /* found_db.link: with cfg.resume, the databases on disk at the start
                                (a database first made in this run has nothing to resume) */
     bool found_all;         /* they could not be listed: every one counts as found */
@@ -2073,9 +2076,13 @@ static void resumed(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *
     resume_ctx *x = ud;
     (void)epoch;
     (void)lsn;
+    dsq_repl *r = x->r;
+    r->resumes_now--;
     if (rc != 0)
-        resume_later(x->r, x->d, msg ? msg : "the promotion failed");
+        resume_later(r, x->d, msg ? msg : "the promotion failed");
     free(x);
+    if (r->started && !r->quiet)
+        uv_async_send(&r->async); /* (the next one waiting its turn: resumes_due) */
 }
 
 /* Whether enough of d's other copies acknowledged a heartbeat sent since
@@ -2093,10 +2100,8 @@ static bool resume_heard(const dsq_repl *r, const rdb *d)
 
 static void resumes_due(dsq_repl *r)
 {
-    if (r->quiet)
-        return;
     uint64_t now = dsq_now_ms();
-    for (;;) {
+    while (!r->quiet && !r->stopped && r->resumes_now < RESUMES_MAX) {
         pthread_mutex_lock(&r->mu);
         rdb *d = NULL, *x, *next;
         dsq_list_foreach_safe(x, next, &r->resumes, resume) {
@@ -2120,7 +2125,9 @@ static void resumes_due(dsq_repl *r)
             continue;
         }
         *c = (resume_ctx){.r = r, .d = d};
+        r->resumes_now++;
         if (dsq_repl_promote(r, d->name, 0, resumed, c, err, sizeof err) != 0) {
+            r->resumes_now--;
             free(c);
             resume_later(r, d, err);
         }

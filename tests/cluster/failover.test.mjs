@@ -394,3 +394,39 @@ test('after a crash, a database first made after the restart is served at once i
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
   }
 });
+
+// After a crash every primary copy on disk resumes, at most 16 promotions
+// at a time (the rest wait their turn): each of the node's databases is
+// served again, and a clean stop then clears the mark.
+test('after a crash, many primaries resume in turn and are all served again', async () => {
+  const c = await startCluster(3, { conf });
+  const gone = [];
+  try {
+    const victim = c.nodes[0];
+    const mine = [];
+    for (let i = 0; i < 80; i++) {
+      const db = `many${i}`;
+      if ((await roles(c, db)).primary !== victim) continue;
+      await until(async () => (await query(victim, db, 'CREATE TABLE IF NOT EXISTS t(x)')).status === 200, 10000, `${db} made`);
+      mine.push(db);
+    }
+    assert.ok(mine.length > 16, `more primaries on n1 than resume at once: ${mine.length}`);
+    victim.proc.kill('SIGKILL');
+    await victim.exit;
+    gone.push(victim);
+    c.nodes[0] = await startDosqld({ conf: c.confOf(0), dataDir: victim.dataDir });
+    for (const db of mine)
+      await until(async () => (await query(c.nodes[0], db, 'INSERT INTO t VALUES (1)')).status === 200, 20000, `${db} served again`);
+    const resumed = new Set([...c.nodes[0].stderr.matchAll(/event=promoted db=(many\d+) /g)].map((m) => m[1]));
+    assert.deepEqual([...resumed].sort(), [...mine].sort());
+    const again = c.nodes[0];
+    assert.deepEqual(await again.stop(), { code: 0, signal: null });
+    gone.push(again);
+    c.nodes[0] = await startDosqld({ conf: c.confOf(0), dataDir: again.dataDir });
+    assert.equal((await query(c.nodes[0], mine[0], 'INSERT INTO t VALUES (2)')).status, 200);
+    assert.doesNotMatch(c.nodes[0].stderr, /event=replication_resuming/);
+  } finally {
+    await c.cleanup();
+    for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
+  }
+});
