@@ -55,9 +55,11 @@ static ent *find_or_add(dsq_epochs *e, const char *db)
 }
 
 /* One entry, applied to the state in memory. */
-static void apply(ent *x, uint64_t epoch, uint32_t primary, uint64_t start)
+static void apply(ent *x, uint64_t epoch, uint32_t primary, uint64_t start, const dsq_copyset *set)
 {
     dsq_epoch_state *s = &x->st;
+    if (set != NULL && dsq_copyset_newer(set, &s->set))
+        s->set = *set;
     if (epoch >= s->accepted) {
         s->accepted = epoch;
         s->primary = primary;
@@ -86,11 +88,26 @@ static uint32_t node_of(const dsq_epochs *e, const char *id)
 
 /* ---- the file --------------------------------------------------------------------------------- */
 
-/* Encode one entry: u32 length of the payload, u32 its CRC-32, payload. */
-static int encode(dsq_buf *b, const char *db, uint64_t epoch, const char *primary, uint64_t start)
+/* Encode one entry: u32 length of the payload, u32 its CRC-32, payload:
+ * str db, u64 epoch, str primary, u64 start, and with a copy set, u64 its
+ * epoch, u8 n, n × str node id (an entry without one ends before). */
+static int encode(const dsq_epochs *e, dsq_buf *b, const char *db, uint64_t epoch, const char *primary,
+                  uint64_t start, const dsq_copyset *set)
 {
     dsq_buf p = DSQ_BUF_INIT;
     int rc = dsq_w_str(&p, db) | dsq_w_u64(&p, epoch) | dsq_w_str(&p, primary) | dsq_w_u64(&p, start);
+    if (set != NULL) {
+        rc |= dsq_w_u64(&p, set->epoch) | dsq_w_u8(&p, (uint8_t)set->n);
+        for (size_t i = 0; i < set->n; i++) {
+            const char *id = dsq_nodeset_id(e->ids, set->nodes[i]);
+            rc |= id != NULL ? dsq_w_str(&p, id) : -1;
+        }
+        rc |= dsq_w_u8(&p, (uint8_t)set->nprev);
+        for (size_t i = 0; i < set->nprev; i++) {
+            const char *id = dsq_nodeset_id(e->ids, set->prev[i]);
+            rc |= id != NULL ? dsq_w_str(&p, id) : -1;
+        }
+    }
     if (rc == 0)
         rc = dsq_w_u32(b, (uint32_t)p.len) | dsq_w_u32(b, (uint32_t)crc32(0, (const Bytef *)p.data, (uInt)p.len)) |
              dsq_buf_append(b, p.data, p.len);
@@ -128,6 +145,29 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
         dsq_r_str(&q, primary, sizeof primary);
         uint64_t start = dsq_r_u64(&q);
         uint32_t node = node_of(e, primary);
+        dsq_copyset set = {0};
+        bool has_set = !q.bad && dsq_rd_left(&q) > 0;
+        if (has_set) {
+            set.epoch = dsq_r_u64(&q);
+            set.n = dsq_r_u8(&q);
+            for (size_t i = 0; i < set.n && !q.bad; i++) {
+                char id[DSQ_NODE_ID_MAX];
+                dsq_r_str(&q, id, sizeof id);
+                set.nodes[i < DSQ_COPYSET_MAX ? i : 0] = node_of(e, id);
+                if (set.nodes[i < DSQ_COPYSET_MAX ? i : 0] == DSQ_NODE_NONE)
+                    node = DSQ_NODE_NONE;
+            }
+            set.nprev = dsq_r_u8(&q);
+            for (size_t i = 0; i < set.nprev && !q.bad; i++) {
+                char id[DSQ_NODE_ID_MAX];
+                dsq_r_str(&q, id, sizeof id);
+                set.prev[i < DSQ_COPYSET_MAX ? i : 0] = node_of(e, id);
+                if (set.prev[i < DSQ_COPYSET_MAX ? i : 0] == DSQ_NODE_NONE)
+                    node = DSQ_NODE_NONE;
+            }
+            if (set.n > DSQ_COPYSET_MAX || set.nprev > DSQ_COPYSET_MAX)
+                q.bad = true;
+        }
         if (q.bad || node == DSQ_NODE_NONE) {
             /* Not an entry this build wrote, or a 65th node: refuse to
              * start rather than forget an epoch accepted. */
@@ -143,7 +183,7 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
                 dsq_buf_free(&all);
                 return -1;
             }
-            apply(x, epoch, node, start);
+            apply(x, epoch, node, start, has_set ? &set : NULL);
         }
         good = (size_t)(r.p - (const uint8_t *)all.data);
     }
@@ -284,6 +324,8 @@ typedef struct append {
     char name[129];
     uint64_t epoch, start;
     uint32_t primary;
+    bool has_set;
+    dsq_copyset set;
     void (*done)(void *ud, int rc);
     void *ud;
 } append;
@@ -298,7 +340,7 @@ static void finish(append *a, int rc)
         if (x == NULL)
             rc = -1;
         else
-            apply(x, a->epoch, a->primary, a->start);
+            apply(x, a->epoch, a->primary, a->start, a->has_set ? &a->set : NULL);
         pthread_mutex_unlock(&e->mu);
     }
     if (a->done != NULL)
@@ -328,6 +370,14 @@ static void on_written(uv_fs_t *req)
 int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
                    uint64_t start, void (*done)(void *ud, int rc), void *ud)
 {
+    return dsq_epochs_set_copies(e, loop, db, epoch, primary, start, NULL, done, ud);
+}
+
+int dsq_epochs_set_copies(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
+                          uint64_t start, const dsq_copyset *set, void (*done)(void *ud, int rc), void *ud)
+{
+    if (set != NULL && (set->n > DSQ_COPYSET_MAX || set->nprev > DSQ_COPYSET_MAX))
+        return -1;
     const char *id = dsq_nodeset_id(e->ids, primary);
     if (id == NULL)
         return -1;
@@ -339,10 +389,13 @@ int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoc
     a->epoch = epoch;
     a->primary = primary;
     a->start = start;
+    a->has_set = set != NULL;
+    if (set != NULL)
+        a->set = *set;
     a->done = done;
     a->ud = ud;
     a->req.data = a;
-    if (encode(&a->buf, db, epoch, id, start) != 0) {
+    if (encode(e, &a->buf, db, epoch, id, start, set) != 0) {
         free(a);
         return -1;
     }

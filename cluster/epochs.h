@@ -15,6 +15,9 @@
  * A database with no entry is in epoch 1, whose primary is the one the
  * placement names, with its whole log in epoch 1.
  *
+ * It also keeps the newest copy set a change of the database's copies
+ * made (dsq_copyset), once this node accepted the epoch that made it.
+ *
  * The file (DATA_DIR/cluster/epochs) is an append-only list of entries,
  * each with a CRC; read whole at start (a torn last entry is dropped),
  * appended through libuv's thread pool (the loop thread never waits for
@@ -39,12 +42,32 @@ typedef struct dsq_epoch_hist {
     uint64_t start; /* the LSN of its first record */
 } dsq_epoch_hist;
 
+/* A database's copy set as a change of it made it (repl.h, "Changing the
+ * copies"): the nodes, the epoch that made it theirs, and while that
+ * epoch may not be established yet, the set it replaces (prev: a
+ * promotion then needs a quorum of both). One is newer than another by
+ * its epoch, then by having no prev. */
+#define DSQ_COPYSET_MAX 16
+typedef struct dsq_copyset {
+    uint64_t epoch;            /* 0: none recorded (the placement's copies hold) */
+    uint32_t nodes[DSQ_COPYSET_MAX];
+    size_t n;
+    uint32_t prev[DSQ_COPYSET_MAX];
+    size_t nprev;              /* 0: established */
+} dsq_copyset;
+
+static inline bool dsq_copyset_newer(const dsq_copyset *a, const dsq_copyset *b)
+{
+    return a->epoch > b->epoch || (a->epoch == b->epoch && a->epoch != 0 && a->nprev == 0 && b->nprev > 0);
+}
+
 typedef struct dsq_epoch_state {
     uint64_t accepted;         /* the highest epoch accepted (1 by default) */
     uint32_t primary;          /* its primary (a node number) */
     bool primary_known;        /* false: epoch 1's, the placement's */
     dsq_epoch_hist hist[DSQ_EPOCH_HISTORY];
     size_t nhist;              /* 0: all of the log is epoch 1's */
+    dsq_copyset set;           /* the newest copy set recorded (set.epoch 0: none) */
 } dsq_epoch_state;
 
 typedef struct dsq_epochs dsq_epochs;
@@ -84,6 +107,11 @@ uint64_t dsq_epoch_end(const dsq_epoch_state *s, uint64_t epoch, uint64_t last);
  * nothing changed). In memory the change shows at once. Loop thread. */
 int dsq_epochs_set(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
                    uint64_t start, void (*done)(void *ud, int rc), void *ud);
+
+/* As dsq_epochs_set, and the copy set `set` (recorded when its epoch is
+ * above the one recorded; NULL: none) in the same entry. */
+int dsq_epochs_set_copies(dsq_epochs *e, uv_loop_t *loop, const char *db, uint64_t epoch, uint32_t primary,
+                          uint64_t start, const dsq_copyset *set, void (*done)(void *ud, int rc), void *ud);
 
 /* Call fn for every database with an entry (its state; not under any
  * lock of the caller's: fn may not call dsq_epochs_set). */

@@ -197,3 +197,43 @@ Test(epochs, a_run_that_did_not_stop_cleanly_is_seen_by_the_next)
     cr_assert(!dsq_epochs_unclean(e), "after a clean run that resumed all");
     dsq_epochs_close(e);
 }
+
+Test(epochs, a_copy_set_survives_a_restart_and_an_older_one_never_replaces_it)
+{
+    dsq_epochs *e = open_it();
+    dsq_epoch_state s;
+    dsq_epochs_get(e, "a", &s);
+    cr_assert_eq(s.set.epoch, 0, "no copy set recorded: the placement's");
+    int n = 0;
+    dsq_copyset cs = {.epoch = 4, .nodes = {0, 2, 1}, .n = 3};
+    cr_assert_eq(dsq_epochs_set_copies(e, &loop, "a", 4, 0, 0, &cs, on_set, &n), 0);
+    dsq_copyset old = {.epoch = 3, .nodes = {0, 1}, .n = 2};
+    cr_assert_eq(dsq_epochs_set_copies(e, &loop, "a", 4, 0, 0, &old, on_set, &n), 0);
+    while (n < 2)
+        uv_run(&loop, UV_RUN_ONCE);
+    dsq_copyset joint = {.epoch = 6, .nodes = {0, 2}, .n = 2, .prev = {0, 1}, .nprev = 2};
+    cr_assert_eq(dsq_epochs_set_copies(e, &loop, "b", 6, 0, 0, &joint, on_set, &n), 0);
+    while (n < 3)
+        uv_run(&loop, UV_RUN_ONCE);
+    set(e, "a", 5, 2, 30); /* a later entry without one keeps it */
+    dsq_epochs_close(e);
+    e = open_it();
+    dsq_epochs_get(e, "a", &s);
+    cr_assert_eq(s.accepted, 5);
+    cr_assert_eq(s.set.epoch, 4);
+    cr_assert_eq(s.set.n, 3);
+    cr_assert_eq(s.set.nodes[0], 0);
+    cr_assert_eq(s.set.nodes[1], 2);
+    cr_assert_eq(s.set.nodes[2], 1);
+    cr_assert_eq(s.set.nprev, 0);
+    dsq_epochs_get(e, "b", &s);
+    cr_assert_eq(s.set.epoch, 6);
+    cr_assert_eq(s.set.n, 2);
+    cr_assert_eq(s.set.nprev, 2);
+    cr_assert_eq(s.set.prev[1], 1);
+    /* The same epoch's set established (no prev) is newer; joint again is not. */
+    dsq_copyset done = {.epoch = 6, .nodes = {0, 2}, .n = 2};
+    cr_assert(dsq_copyset_newer(&done, &s.set));
+    cr_assert(!dsq_copyset_newer(&s.set, &done));
+    dsq_epochs_close(e);
+}
