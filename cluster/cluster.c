@@ -290,6 +290,9 @@ static void on_placement_changed(void *ud, const char *db)
 static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_failover_promoted_fn done, void *arg,
                             char *err, size_t errlen);
 static bool failover_primary_here(void *ud, const char *db) { return dsq_repl_primary_here(((dsq_cluster *)ud)->repl, db); }
+static int failover_change(void *ud, const char *db, const char *out, const char *in, uint64_t min_epoch,
+                           dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
+static size_t failover_copyset(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max);
 
 static void on_link(void *ud, size_t node, bool up)
 {
@@ -480,6 +483,10 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
         .self = c->nodes[c->self].id,
         .promote = failover_promote,
         .primary_here = failover_primary_here,
+        .change = failover_change,
+        .copyset = failover_copyset,
+        .ids = c->ids,
+        .dead_after_ms = c->cfg.node_dead_after_ms,
         .ud = c,
     };
     if (dsq_failover_start(&fc, &c->failover, why, sizeof why) != 0) {
@@ -786,6 +793,44 @@ static int failover_promote(void *ud, const char *db, uint64_t min_epoch, dsq_fa
 {
     dsq_cluster *c = ud;
     return dsq_repl_promote(c->repl, db, min_epoch, done, arg, err, errlen);
+}
+
+static int failover_change(void *ud, const char *db, const char *out, const char *in, uint64_t min_epoch,
+                           dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen)
+{
+    dsq_cluster *c = ud;
+    uint32_t o = dsq_nodeset_find(c->ids, out), i = dsq_nodeset_find(c->ids, in);
+    if (o == DSQ_NODE_NONE || i == DSQ_NODE_NONE) {
+        snprintf(err, errlen, "node %s is not known here", o == DSQ_NODE_NONE ? out : in);
+        return -1;
+    }
+    return dsq_repl_change(c->repl, db, o, i, min_epoch, done, arg, err, errlen);
+}
+
+static size_t failover_copyset(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max)
+{
+    dsq_cluster *c = ud;
+    uint32_t nodes[DSQ_COPYSET_MAX];
+    uint64_t set_epoch;
+    size_t n = dsq_repl_copyset(c->repl, db, nodes, DSQ_COPYSET_MAX, &set_epoch), k = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        const char *id = dsq_nodeset_id(c->ids, nodes[i]);
+        if (id == NULL)
+            return 0;
+        snprintf(ids[k++], DSQ_NODE_ID_MAX, "%s", id);
+    }
+    return k;
+}
+
+int dsq_cluster_move(dsq_cluster *c, const char *db, const char *from, const char *to,
+                     void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
+                     char *err, size_t errlen)
+{
+    if (c->failover == NULL) {
+        snprintf(err, errlen, "moving a copy needs cluster.etcd (the static placement decides the copies)");
+        return -1;
+    }
+    return dsq_failover_move(c->failover, db, from, to, done, ud, err, errlen);
 }
 
 int dsq_cluster_promote(dsq_cluster *c, const char *db,

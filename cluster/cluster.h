@@ -93,6 +93,8 @@ typedef struct dsq_cluster_cfg {
     const char *etcd;
     const char *etcd_prefix;        /* cluster.etcd_prefix (copied) */
     unsigned node_ttl_s;            /* cluster.node_ttl, seconds */
+    uint64_t node_dead_after_ms;    /* cluster.node_dead_after: a node gone from etcd this long has its
+                                       copies replaced on other nodes (0: never) */
     /* How this node gets into etcd (etcd.h's auth and TLS; all copied,
      * each NULL for none): cluster.etcd_user and the password read from
      * cluster.etcd_password_file (both or neither; the copy is wiped when
@@ -163,6 +165,13 @@ int dsq_cluster_promote(dsq_cluster *c, const char *db,
                         void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
                         char *err, size_t errlen);
 
+/* Move db's copy from node `from` to node `to` (POST /v1/admin/move;
+ * cluster.etcd only; this node db's primary): failover.h's
+ * dsq_failover_move. As dsq_cluster_promote. */
+int dsq_cluster_move(dsq_cluster *c, const char *db, const char *from, const char *to,
+                     void (*done)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg), void *ud,
+                     char *err, size_t errlen);
+
 /* ---- what a node tells the others of itself (pure; unit-tested) ---- */
 
 /* The payload of DSQ_CLUSTER_NODE_INFO: str the address of the node's
@@ -231,6 +240,7 @@ typedef struct dsq_failover_stats {
     uint64_t lost;                 /* another node's write came first */
     uint64_t promoted;             /* promotions that ended serving */
     uint64_t failed;               /* promotions or writes that failed (tried again) */
+    uint64_t replaced;             /* copies replaced here (re-replication, moves) */
 } dsq_failover_stats;
 
 typedef struct dsq_cluster_etcd_info {

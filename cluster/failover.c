@@ -58,6 +58,7 @@ struct dsq_failover {
     size_t nleft;
     dsq_failover_stats stats;
     bool draining;                 /* this node's primaries move away */
+    uint64_t started_ms;           /* a copy's node not seen since counts as gone from then */
     dsq_failover_record recent[DSQ_FAILOVER_RECENT];
     size_t nrecent, recent_at;     /* a ring: the next slot */
 };
@@ -127,6 +128,8 @@ static void remember(dsq_failover *f, const fent *e, uint64_t epoch)
 
 /* ---- promoting ---------------------------------------------------------------------------------- */
 
+static bool has_copy(const dsq_assignment *a, const char *id);
+
 static void on_epoch_written(void *ud, int rc, const dsq_assignment *now, const char *msg)
 {
     char *db = ud;
@@ -136,14 +139,39 @@ static void on_epoch_written(void *ud, int rc, const dsq_assignment *now, const 
     free(db);
 }
 
-/* The promotion chose a higher epoch than etcd's: etcd's follows. */
+/* A promotion chose a higher epoch than etcd's, or the copies changed:
+ * etcd's assignment follows (the copies replication holds, in the
+ * assignment's order where they stay). Also from the sweep, so that a
+ * write lost with etcd's trouble is made again. */
 static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch)
 {
     dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
     dsq_assignment a;
-    if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0 || a.epoch >= epoch)
+    if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0)
         return;
-    a.epoch = epoch;
+    char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
+    size_t n = f->cfg.copyset != NULL ? f->cfg.copyset(f->cfg.ud, db, ids, DSQ_ASSIGN_COPIES_MAX) : 0;
+    bool same = n == 0 || n == a.ncopies;
+    for (size_t i = 0; i < n && same; i++)
+        same = has_copy(&a, ids[i]);
+    if (a.epoch >= epoch && same)
+        return;
+    if (!same) {
+        dsq_assignment b = a;
+        b.ncopies = 0;
+        for (size_t k = 0; k < a.ncopies; k++) /* those that stay, in their order */
+            for (size_t i = 0; i < n; i++)
+                if (strcmp(a.copies[k], ids[i]) == 0)
+                    snprintf(b.copies[b.ncopies++], sizeof b.copies[0], "%.*s", (int)sizeof b.copies[0] - 1, ids[i]);
+        for (size_t i = 0; i < n; i++) /* then the new ones */
+            if (!has_copy(&a, ids[i]))
+                snprintf(b.copies[b.ncopies++], sizeof b.copies[0], "%.*s", (int)sizeof b.copies[0] - 1, ids[i]);
+        memcpy(a.copies, b.copies, sizeof a.copies);
+        a.ncopies = b.ncopies;
+        DSQ_INFO("assignment_copies", "db=%s copies=%zu", db, a.ncopies);
+    }
+    if (a.epoch < epoch)
+        a.epoch = epoch;
     char *u = strdup(db);
     if (u != NULL && dsq_assign_update(as, &a, a.mod_revision, on_epoch_written, u) != 0)
         free(u);
@@ -178,8 +206,7 @@ static void promoted(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char
                  (unsigned long long)f->recent[(f->recent_at + DSQ_FAILOVER_RECENT - 1) % DSQ_FAILOVER_RECENT].took_ms);
         ent_drop(f, e);
     }
-    if (epoch != x->epoch)
-        write_epoch(f, x->db, epoch);
+    write_epoch(f, x->db, epoch); /* (a higher epoch than written, or copies that changed) */
     free(x);
 }
 
@@ -214,7 +241,6 @@ static void promote(dsq_failover *f, fent *e, uint64_t min_epoch)
 /* ---- the compare-and-swap ---------------------------------------------------------------------- */
 
 static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e);
-static bool has_copy(const dsq_assignment *a, const char *id);
 
 /* An answer's entry on the loop, or NULL (x freed) when there is none to
  * act on any more (stopping, or the entry went). */
@@ -436,6 +462,165 @@ static void reconcile(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
     }
 }
 
+/* ---- re-replication and moves -------------------------------------------------------------------- */
+
+static void changed(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    fctx *x = arg;
+    dsq_failover *f = x->f;
+    if (f == NULL) {
+        free(x);
+        return;
+    }
+    dsq_list_remove(&f->promos, &x->link);
+    fent *e = dsq_container_of(dsq_htab_find(&f->ents, x->db), fent, link);
+    if (rc != 0) {
+        if (e != NULL) {
+            tell(e, -1, 0, 0, msg ? msg : "the change failed");
+            ent_failed(f, e);
+        }
+    } else {
+        f->stats.replaced++;
+        if (e != NULL) {
+            tell(e, 0, epoch, lsn, NULL);
+            ent_drop(f, e);
+        }
+        write_epoch(f, x->db, epoch); /* the assignment names the new copies */
+    }
+    free(x);
+}
+
+/* Replace a's copy on `out` by one on `in` (this node a's primary). */
+static int start_change(dsq_failover *f, fent *e, const dsq_assignment *a, const char *out, const char *in,
+                        char *err, size_t errlen)
+{
+    fctx *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    x->f = f;
+    x->epoch = a->epoch + 1;
+    snprintf(x->db, sizeof x->db, "%s", a->db);
+    dsq_list_push(&f->promos, &x->link);
+    e->inflight = true;
+    snprintf(e->from, sizeof e->from, "%s", out);
+    DSQ_INFO("copy_replace", "db=%s out=%s in=%s", a->db, out, in);
+    int rc = f->cfg.change(f->cfg.ud, a->db, out, in, a->epoch + 1, changed, x, err, errlen);
+    if (rc != 0) {
+        dsq_list_remove(&f->promos, &x->link);
+        free(x);
+        e->inflight = false;
+        return rc;
+    }
+    return 0;
+}
+
+/* The node to hold a new copy of a in place of one gone: weighted
+ * rendezvous hashing (placement.h) over the nodes alive, not draining and
+ * without a copy. false: none. */
+static bool pick_new(const dsq_failover *f, const dsq_assignment *a, char *out, size_t len)
+{
+    dsq_place_node nodes[DSQ_NODES_MAX];
+    size_t n = 0;
+    for (uint32_t i = 0; f->cfg.ids != NULL && i < dsq_nodeset_count(f->cfg.ids) && n < DSQ_NODES_MAX; i++) {
+        const char *id = dsq_nodeset_id(f->cfg.ids, i);
+        bool alive;
+        uint64_t dbs, bytes;
+        if (id == NULL || has_copy(a, id) || dsq_eplace_draining(f->cfg.eplace, id))
+            continue;
+        dsq_eplace_node_load(f->cfg.eplace, id, &alive, &dbs, &bytes);
+        if (alive)
+            nodes[n++] = (dsq_place_node){.id = id, .dbs = dbs, .bytes = bytes};
+    }
+    uint32_t pick;
+    if (n == 0 || dsq_place_weighted(a->db, nodes, n, 1, &pick) != 1)
+        return false;
+    snprintf(out, len, "%s", nodes[pick].id);
+    return true;
+}
+
+/* This node is a's primary: a copy whose node has been gone for
+ * node_dead_after is replaced by one on another node. */
+static void re_replicate(dsq_failover *f, const dsq_assignment *a)
+{
+    uint64_t now = dsq_now_ms();
+    const char *out = NULL;
+    for (size_t k = 0; k < a->ncopies && out == NULL; k++) {
+        const char *id = a->copies[k];
+        if (strcmp(id, f->self) == 0 || dsq_eplace_alive(f->cfg.eplace, id))
+            continue;
+        uint64_t gone = left_at(f, id);
+        if (gone == 0 || gone < f->started_ms)
+            gone = f->started_ms; /* (not seen in this run: from its start) */
+        if (now >= gone + f->cfg.dead_after_ms)
+            out = id;
+    }
+    if (out == NULL)
+        return;
+    fent *e = due(f, a->db);
+    if (e == NULL)
+        return;
+    char in[DSQ_NODE_ID_MAX], err[300];
+    if (!pick_new(f, a, in, sizeof in)) {
+        if (e->backoff_ms == 0)
+            DSQ_WARN("copy_replace_stuck", "db=%s out=%s reason=%s", a->db, out,
+                     dsq_log_q("no node alive without a copy to take its place"));
+        e->backoff_ms = BACKOFF_MAX_MS;
+        e->next_ms = now + BACKOFF_MAX_MS;
+        return;
+    }
+    if (start_change(f, e, a, out, in, err, sizeof err) != 0) {
+        DSQ_WARN("copy_replace_failed", "db=%s out=%s in=%s reason=%s", a->db, out, in, dsq_log_q(err));
+        ent_failed(f, e);
+    }
+}
+
+int dsq_failover_move(dsq_failover *f, const char *db, const char *from, const char *to,
+                      dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen)
+{
+    dsq_assign *as = f != NULL && !f->stopping ? dsq_eplace_assign(f->cfg.eplace) : NULL;
+    dsq_assignment a;
+    if (as == NULL) {
+        snprintf(err, errlen, "this node is stopping");
+        return -1;
+    }
+    if (dsq_assign_lookup(as, db, &a) != 0) {
+        snprintf(err, errlen, "database %s is not placed", db);
+        return -1;
+    }
+    if (strcmp(a.primary, f->self) != 0 || !f->cfg.primary_here(f->cfg.ud, db)) {
+        snprintf(err, errlen, "this node is not the primary of database %s (node %s is, by its assignment)", db,
+                 a.primary);
+        return -1;
+    }
+    if (!has_copy(&a, from) || strcmp(from, f->self) == 0) {
+        snprintf(err, errlen, "node %s holds no copy of database %s other than its primary (to move the primary, "
+                              "promote another copy first)", from, db);
+        return -1;
+    }
+    if (has_copy(&a, to) || !dsq_eplace_alive(f->cfg.eplace, to)) {
+        snprintf(err, errlen, "node %s %s", to, has_copy(&a, to) ? "holds a copy already" : "is not alive in etcd");
+        return -1;
+    }
+    fent *e = ent_get(f, db);
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (e->inflight) {
+        snprintf(err, errlen, "a failover, move or change of database %s is under way here", db);
+        return -2;
+    }
+    e->seen = true;
+    int rc = start_change(f, e, &a, from, to, err, errlen);
+    if (rc == 0) {
+        e->asked = done;
+        e->asked_arg = arg;
+    }
+    return rc;
+}
+
 /* ---- the sweep ----------------------------------------------------------------------------------- */
 
 /* The copy of a that is to be its primary in place of a->primary: the
@@ -525,6 +710,16 @@ static void sweep(dsq_failover *f)
                 hand_over(f, as, a);
             else if (strcmp(a->primary, f->self) == 0 && !f->cfg.primary_here(f->cfg.ud, a->db))
                 reconcile(f, as, a);
+            else if (strcmp(a->primary, f->self) == 0) {
+                fent *e = dsq_container_of(dsq_htab_find(&f->ents, a->db), fent, link);
+                if (e != NULL && e->inflight) {
+                    e->seen = true;
+                    continue;
+                }
+                write_epoch(f, a->db, 0); /* (copies changed and etcd not told: told again) */
+                if (f->cfg.dead_after_ms > 0 && f->cfg.change != NULL)
+                    re_replicate(f, a);
+            }
             continue;
         }
         /* The primary's node is gone: the first copy alive steps forward
@@ -589,6 +784,7 @@ int dsq_failover_start(const dsq_failover_cfg *cfg, dsq_failover **out, char *er
         return -1;
     }
     f->cfg = *cfg;
+    f->started_ms = dsq_now_ms();
     snprintf(f->self, sizeof f->self, "%s", cfg->self);
     f->cfg.self = f->self;
     uv_timer_init(cfg->loop, &f->sweep);

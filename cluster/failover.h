@@ -62,6 +62,7 @@
 
 #include "cluster/cluster.h"
 #include "cluster/eplace.h"
+#include "cluster/nodeset.h"
 
 
 typedef struct dsq_failover dsq_failover;
@@ -82,6 +83,16 @@ typedef struct dsq_failover_cfg {
                    char *err, size_t errlen);
     /* Whether this node's copy of db is its primary (or becoming it). */
     bool (*primary_here)(void *ud, const char *db);
+    /* Change db's copies: node `in` in place of `out` (repl.h,
+     * dsq_repl_change); as promote. */
+    int (*change)(void *ud, const char *db, const char *out, const char *in, uint64_t min_epoch,
+                  dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
+    /* Db's copy set as replication knows it, node ids into ids[0..max);
+     * how many. */
+    size_t (*copyset)(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max);
+    dsq_nodeset *ids;              /* the nodes known (borrowed), where new copies are chosen from */
+    uint64_t dead_after_ms;        /* cluster.node_dead_after: a copy's node gone this long is replaced
+                                      (0: never) */
     void *ud;
 } dsq_failover_cfg;
 
@@ -108,6 +119,12 @@ void dsq_failover_node_left(dsq_failover *f, const char *id);
  * with a message, done not called. */
 int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_fn done, void *arg, char *err,
                          size_t errlen);
+
+/* Move db's copy on node `from` to node `to` (POST /v1/admin/move), this
+ * node its primary: a change of its copies (dsq_repl_change), then its
+ * assignment written with them. done as dsq_failover_promote's. */
+int dsq_failover_move(dsq_failover *f, const char *db, const char *from, const char *to,
+                      dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
 
 /* Stop (promotions under way end on their own; nothing is done with
  * them). NULL: nothing. Loop thread. */

@@ -18,12 +18,22 @@
 #define REBUILD_RETRY_MS 1000 /* a copy the object store could not make yet: tried again after 1 s, */
 #define REBUILD_RETRY_MAX_MS 30000 /* doubling up to 30 s */
 #define QUIET_MAX 16 /* copies whose quiet times an ACCEPT carries */
+#define CHANGE_CATCHUP_MS 300000 /* a node being added to a copy set must be in step within 5 min */
 #define RESUMES_MAX 16 /* resuming promotions under way at once (after a crash, every primary resumes:
                           the rest wait their turn, not promote_timeout behind the epochs file's syncs) */
+
+/* What a copy is to the database's copy set (rcopy.in). */
+enum {
+    IN_SET = 1,     /* a member: counted for acknowledgements, promotions, the lease */
+    IN_PREV = 2,    /* a member of the set a change replaces, while that change may not be
+                       established: a promotion needs a quorum of it too */
+    IN_LEARNER = 4, /* being added (a change under way on the primary): sent the log, not counted */
+};
 
 /* One copy of a database, as this node sees it. */
 typedef struct rcopy {
     uint32_t node;
+    uint8_t in;             /* IN_* (under r->mu) */
     /* under r->mu */
     uint64_t durable;       /* how far its log is durable and agrees with the primary's (a follower's,
                                counted once it is in sync with this epoch; this node's own) */
@@ -38,6 +48,7 @@ typedef struct rcopy {
 } rcopy;
 
 struct promo;
+struct change;
 
 typedef struct rdb {
     dsq_hnode link;         /* in dsq_repl.dbs */
@@ -92,6 +103,10 @@ typedef struct rdb {
     uint64_t resume_at;     /* not before then (ms): the backoff after a failure */
     uint64_t resume_backoff;
     bool resume_refused;    /* a copy refused its promotion: it had accepted that epoch or a newer one */
+    struct change *chg;     /* primary: a change of the copy set under way (dsq_repl_change) */
+    bool keep_replies;      /* stepping down for its own change: replies wait on, not abandoned */
+    uint64_t set_epoch;     /* the epoch that made the copy set (0: the placement's) (under r->mu) */
+    size_t cap;             /* room in copies */
     size_t ncopies;
     size_t self_copy;       /* index in copies of this node, or ncopies */
     rcopy copies[];
@@ -128,6 +143,7 @@ struct dsq_repl {
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
     unsigned resumes_now;   /* loop thread: their promotions under way (at most RESUMES_MAX) */
+    unsigned changes;       /* loop thread: changes of copy sets may be under way (not 0) */
     dsq_htab found;         /* found_db.link: with cfg.resume, the databases on disk at the start
                                (a database first made in this run has nothing to resume) */
     bool found_all;         /* they could not be listed: every one counts as found */
@@ -141,8 +157,35 @@ static void send_at(dsq_repl *r, rdb *d);
 static void read_log(dsq_repl *r, rdb *d, rcopy *c);
 static void prompt(dsq_repl *r, rdb *d, rcopy *c);
 static void promo_step(dsq_repl *r, rdb *d);
+static void send_learn(dsq_repl *r, rdb *d, size_t node);
+static void on_learn(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, const dsq_copyset *cs);
+static bool adopt_set(dsq_repl *r, rdb *d, const dsq_copyset *cs, bool record);
+static void change_step(dsq_repl *r, rdb *d);
+static void change_end(dsq_repl *r, rdb *d, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static unsigned ack_needed(const dsq_repl *r, const rdb *d);
+static rcopy *copy_of(rdb *d, size_t node);
+
+/* A change of a database's copy set under way on its primary
+ * (dsq_repl_change): node `in` follows as a learner until it is in step,
+ * then the primary proposes a new epoch with the new set. */
+typedef struct change {
+    dsq_repl *r;
+    rdb *d;
+    uint32_t out, in;
+    uint64_t since;         /* ms */
+    uint64_t min_epoch;
+    bool promoting;
+    dsq_promote_fn done;
+    void *ud;
+} change;
+
+static rcopy *change_learner(rdb *d)
+{
+    rcopy *c = d->chg != NULL ? copy_of(d, d->chg->in) : NULL;
+    return c != NULL && c->in == IN_LEARNER ? c : NULL;
+}
+
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
@@ -159,7 +202,79 @@ static dsq_role role_of(const dsq_repl *r, const rdb *d)
         return DSQ_ROLE_ELSEWHERE;
     if (d->ncopies == 1)
         return DSQ_ROLE_ALONE;
+    if (!(d->copies[d->self_copy].in & IN_SET))
+        return DSQ_ROLE_FOLLOWER; /* (being added, or leaving with a change) */
     return d->primary == r->cfg.self ? DSQ_ROLE_PRIMARY : DSQ_ROLE_FOLLOWER;
+}
+
+/* Copies of d that are `in` (a mask of IN_*). */
+static size_t count_in(const rdb *d, uint8_t in)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->ncopies; i++)
+        n += (d->copies[i].in & in) != 0;
+    return n;
+}
+
+static bool cs_has(const uint32_t *v, size_t n, uint32_t node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == node)
+            return true;
+    return false;
+}
+
+/* d's copy set now (caller holds r->mu, or is the loop thread). */
+static void cur_set(const rdb *d, dsq_copyset *out)
+{
+    memset(out, 0, sizeof *out);
+    out->epoch = d->set_epoch;
+    for (size_t i = 0; i < d->ncopies; i++) {
+        if ((d->copies[i].in & IN_SET) && out->n < DSQ_COPYSET_MAX)
+            out->nodes[out->n++] = d->copies[i].node;
+        if ((d->copies[i].in & IN_PREV) && out->nprev < DSQ_COPYSET_MAX)
+            out->prev[out->nprev++] = d->copies[i].node;
+    }
+}
+
+/* Make d's copies those of cs (and `learner`, not counted, unless
+ * DSQ_NODE_NONE), keeping what is known of each node that stays
+ * (caller holds r->mu). The role follows, but a copy is made primary by
+ * its promotion only. -1 when they do not fit (nothing changed). */
+static int set_copies(dsq_repl *r, rdb *d, const dsq_copyset *cs, uint32_t learner)
+{
+    rcopy next[2 * DSQ_COPYSET_MAX + 1];
+    size_t n = 0;
+    for (size_t k = 0; k < cs->n + cs->nprev + 1; k++) {
+        uint32_t node = k < cs->n ? cs->nodes[k] : k < cs->n + cs->nprev ? cs->prev[k - cs->n] : learner;
+        uint8_t in = k < cs->n ? IN_SET : k < cs->n + cs->nprev ? IN_PREV : IN_LEARNER;
+        if (node == DSQ_NODE_NONE)
+            continue;
+        size_t j = 0;
+        while (j < n && next[j].node != node)
+            j++;
+        if (j == n) {
+            if (n == d->cap || n == sizeof next / sizeof next[0])
+                return -1;
+            const rcopy *old = copy_of(d, node);
+            next[n] = old != NULL ? *old : (rcopy){.node = node};
+            next[n++].in = 0;
+        }
+        if (!(in == IN_LEARNER && next[j].in != 0))
+            next[j].in |= in;
+    }
+    memcpy(d->copies, next, n * sizeof next[0]);
+    d->ncopies = n;
+    d->self_copy = n;
+    for (size_t i = 0; i < n; i++)
+        if (d->copies[i].node == r->cfg.self)
+            d->self_copy = i;
+    d->set_epoch = cs->epoch;
+    dsq_role was = d->role;
+    d->role = role_of(r, d);
+    if (d->role == DSQ_ROLE_PRIMARY && was != DSQ_ROLE_PRIMARY)
+        d->role = DSQ_ROLE_FOLLOWER;
+    return 0;
 }
 
 /* The database's entry, made on first use from the placement and the
@@ -173,21 +288,30 @@ static rdb *get(dsq_repl *r, const char *db)
     uint32_t nodes[DSQ_NODES_MAX], primary;
     uint64_t named_in;
     size_t n = r->place->copies(r->place, db, nodes, DSQ_NODES_MAX, &primary, &named_in);
-    if (n == 0 || (d = calloc(1, sizeof *d + n * sizeof d->copies[0])) == NULL)
+    /* (with etcd, room for a change of the copy set: one more, and one being added) */
+    size_t cap = r->cfg.place != NULL ? (n + 2 > DSQ_COPYSET_MAX ? n + 2 : DSQ_COPYSET_MAX) : n;
+    if (n == 0 || (d = calloc(1, sizeof *d + cap * sizeof d->copies[0])) == NULL)
         return NULL;
     snprintf(d->name, sizeof d->name, "%s", db);
+    d->cap = cap;
     d->ncopies = n;
     d->self_copy = n;
     d->primary = primary;
     d->epoch = 1;
     for (size_t i = 0; i < n; i++) {
         d->copies[i].node = nodes[i];
+        d->copies[i].in = IN_SET;
         if (nodes[i] == r->cfg.self)
             d->self_copy = i;
     }
     dsq_epoch_state st;
     dsq_epochs_get(r->cfg.epochs, db, &st);
     d->epoch = st.accepted;
+    /* A copy set a change made, accepted here, holds over the placement's;
+     * but where etcd names a newer epoch without this node, it was taken
+     * out of the set (a change it did not hear of). */
+    if (st.set.epoch > 0 && st.set.n > 0 && !(named_in > st.set.epoch && d->self_copy == d->ncopies))
+        set_copies(r, d, &st.set, DSQ_NODE_NONE);
     /* The placement's primary is a hint where it names a newer epoch than
      * this copy accepted (etcd says who won a failover before that node's
      * messages came): where to look, not an epoch accepted. */
@@ -203,7 +327,7 @@ static rdb *get(dsq_repl *r, const char *db)
      * holds every acknowledged commit (its sync counted); with a quorum
      * that may leave it out, it does not. */
     if (d->role == DSQ_ROLE_PRIMARY && r->cfg.resume && r->cfg.ack == DSQ_ACK_QUORUM &&
-        ack_needed(r, d) < d->ncopies && (r->found_all || dsq_htab_find(&r->found, db) != NULL)) {
+        ack_needed(r, d) < count_in(d, IN_SET) && (r->found_all || dsq_htab_find(&r->found, db) != NULL)) {
         d->role = DSQ_ROLE_FOLLOWER;
         d->resuming = true;
         d->resume_since = dsq_now_ms();
@@ -245,17 +369,18 @@ static void mark_due(dsq_repl *r, rdb *d)
         uv_async_send(&r->async);
 }
 
-/* Copies of d that must hold a commit before its reply leaves. */
+/* Copies of d that must hold a commit before its reply leaves (of its
+ * copy set). */
 static unsigned ack_needed(const dsq_repl *r, const rdb *d)
 {
-    return dsq_commit_ack_needed(r->cfg.ack, (unsigned)d->ncopies);
+    return dsq_commit_ack_needed(r->cfg.ack, (unsigned)count_in(d, IN_SET));
 }
 
 /* Copies that must accept a new epoch so that they meet every set of
  * copies that could have acknowledged a commit. */
 static unsigned accept_needed(const dsq_repl *r, const rdb *d)
 {
-    return (unsigned)d->ncopies - ack_needed(r, d) + 1;
+    return (unsigned)count_in(d, IN_SET) - ack_needed(r, d) + 1;
 }
 
 /* The k-th highest of v[0..n) (k from 1). */
@@ -276,9 +401,11 @@ static uint64_t quorum(const dsq_repl *r, const rdb *d)
     if (r->cfg.ack == DSQ_ACK_LOCAL && d->self_copy < d->ncopies)
         return d->copies[d->self_copy].durable; /* (not a follower's, which may be ahead of it) */
     uint64_t v[DSQ_NODES_MAX];
+    size_t n = 0;
     for (size_t i = 0; i < d->ncopies; i++)
-        v[i] = d->copies[i].durable;
-    return kth_highest(v, d->ncopies, ack_needed(r, d));
+        if (d->copies[i].in & IN_SET)
+            v[n++] = d->copies[i].durable;
+    return kth_highest(v, n, ack_needed(r, d));
 }
 
 /* Whether the primary copy d may answer now: taken over long enough ago,
@@ -296,7 +423,7 @@ static bool may_answer(const dsq_repl *r, const rdb *d, uint64_t now)
     uint64_t v[DSQ_NODES_MAX];
     size_t n = 0;
     for (size_t i = 0; i < d->ncopies; i++)
-        if (i != d->self_copy)
+        if (i != d->self_copy && (d->copies[i].in & IN_SET))
             v[n++] = r->beat_acked[d->copies[i].node];
     uint64_t t = kth_highest(v, n, need);
     return t != 0 && now < t + r->cfg.lease_ms;
@@ -505,6 +632,48 @@ static void get_hist(dsq_rd *rd, dsq_epoch_state *s)
     }
 }
 
+/* A copy set into a message: u64 its epoch, u8 n, n × str node id, u8
+ * nprev, nprev × str node id. */
+static int put_set(dsq_buf *b, const dsq_repl *r, const dsq_copyset *cs)
+{
+    int rc = dsq_w_u64(b, cs->epoch) | dsq_w_u8(b, (uint8_t)cs->n);
+    for (size_t i = 0; i < cs->n; i++)
+        rc |= dsq_w_str(b, node_id(r, cs->nodes[i]));
+    rc |= dsq_w_u8(b, (uint8_t)cs->nprev);
+    for (size_t i = 0; i < cs->nprev; i++)
+        rc |= dsq_w_str(b, node_id(r, cs->prev[i]));
+    return rc;
+}
+
+/* One from a message: false when it has none (a node of an earlier
+ * build) or it does not read. */
+static bool get_set(dsq_rd *rd, const dsq_repl *r, dsq_copyset *cs)
+{
+    memset(cs, 0, sizeof *cs);
+    if (dsq_rd_left(rd) == 0)
+        return false;
+    cs->epoch = dsq_r_u64(rd);
+    size_t n = dsq_r_u8(rd);
+    for (size_t i = 0; i < n && !rd->bad; i++) {
+        char id[DSQ_NODE_ID_MAX];
+        dsq_r_str(rd, id, sizeof id);
+        uint32_t node;
+        if (rd->bad || cs->n == DSQ_COPYSET_MAX || dsq_nodeset_intern(r->cfg.ids, id, &node) != 0)
+            return false;
+        cs->nodes[cs->n++] = node;
+    }
+    n = dsq_r_u8(rd);
+    for (size_t i = 0; i < n && !rd->bad; i++) {
+        char id[DSQ_NODE_ID_MAX];
+        dsq_r_str(rd, id, sizeof id);
+        uint32_t node;
+        if (rd->bad || cs->nprev == DSQ_COPYSET_MAX || dsq_nodeset_intern(r->cfg.ids, id, &node) != 0)
+            return false;
+        cs->prev[cs->nprev++] = node;
+    }
+    return !rd->bad && cs->n > 0;
+}
+
 /* ---- the primary ------------------------------------------------------------------------------- */
 
 /* Records committed since the last time: to each follower in step, one
@@ -682,8 +851,13 @@ static void on_behind(dsq_repl *r, rdb *d, rcopy *c, uint64_t have, uint64_t hav
     c->durable = 0; /* counted again once it is in sync */
     pthread_mutex_unlock(&r->mu);
     dsq_buf b = DSQ_BUF_INIT;
+    dsq_copyset cs;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &cs);
+    pthread_mutex_unlock(&r->mu);
+    /* (its copy set: a copy that missed the change, or its end, learns it here) */
     if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u64(&b, keep) == 0 &&
-        put_hist(&b, &st, keep) == 0)
+        put_hist(&b, &st, keep) == 0 && (cs.epoch == 0 || put_set(&b, r, &cs) == 0))
         dsq_peer_send(r->peers, c->node, DSQ_REPL_SYNC, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);
 }
@@ -1136,6 +1310,35 @@ static void on_sync(dsq_repl *r, rdb *d, uint64_t keep, const dsq_epoch_state *h
 
 /* ---- epochs: accepting one, fencing, stepping down ------------------------------------------- */
 
+/* A copy set newer than d's, heard of (its primary's SYNC, a copy's
+ * answer, a proposal): taken (a node being added here stays one while
+ * the set does not name it), and recorded with this copy's epoch when
+ * `record`. Loop thread. */
+static bool adopt_set(dsq_repl *r, rdb *d, const dsq_copyset *cs, bool record)
+{
+    pthread_mutex_lock(&r->mu);
+    dsq_copyset mine;
+    cur_set(d, &mine);
+    bool newer = dsq_copyset_newer(cs, &mine);
+    uint32_t learner = DSQ_NODE_NONE;
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (d->copies[i].in == IN_LEARNER)
+            learner = d->copies[i].node;
+    if (newer && set_copies(r, d, cs, learner) != 0)
+        newer = false;
+    uint64_t epoch = d->epoch;
+    uint32_t primary = d->primary;
+    pthread_mutex_unlock(&r->mu);
+    if (!newer)
+        return false;
+    DSQ_INFO("copies_changed", "db=%s set_epoch=%llu copies=%zu joint=%s here=%s", d->name,
+             (unsigned long long)cs->epoch, cs->n, cs->nprev ? "yes" : "no",
+             d->self_copy == d->ncopies ? "no" : (d->copies[d->self_copy].in & IN_SET) ? "yes" : "leaving");
+    if (record)
+        dsq_epochs_set_copies(r->cfg.epochs, r->loop, d->name, epoch, primary, 0, cs, NULL, NULL);
+    return true;
+}
+
 /* This copy now follows `primary` in `epoch` (in memory at once: refusing
  * the older epoch early is always safe); if it was the primary, the
  * replies still waiting for other copies fail, pointing at the new one. */
@@ -1158,6 +1361,8 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     pthread_mutex_unlock(&r->mu);
     if (epoch > d->max_seen)
         d->max_seen = epoch;
+    if (d->chg != NULL && !d->chg->promoting)
+        change_end(r, d, -1, 0, 0, "this node is no longer the primary");
     d->synced = false;
     d->primary_serving = false;
     d->at_sent = 0;
@@ -1170,6 +1375,8 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
          * log that holds commits of its own for one in step). */
         d->pos_known = false;
         d->reprobe = d->probing;
+    }
+    if (was_primary && !d->keep_replies) {
         r->stats.step_downs++;
         char msg[400];
         snprintf(msg, sizeof msg,
@@ -1225,7 +1432,12 @@ static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     a->r = r;
     a->d = d;
     d->accepting++;
-    if (dsq_epochs_set(r->cfg.epochs, r->loop, d->name, epoch, primary, 0, accepted, a) != 0) {
+    dsq_copyset cs;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &cs);
+    pthread_mutex_unlock(&r->mu);
+    if (dsq_epochs_set_copies(r->cfg.epochs, r->loop, d->name, epoch, primary, 0, cs.epoch ? &cs : NULL, accepted,
+                              a) != 0) {
         d->accepting--;
         free(a);
     }
@@ -1291,8 +1503,41 @@ static void send_accept(dsq_repl *r, rdb *d)
     dsq_buf_free(&b);
 }
 
-static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
+/* ACCEPT, not ok: the higher epoch this copy accepted, and its copy set. */
+static void refuse(dsq_repl *r, rdb *d, size_t node)
 {
+    dsq_copyset cs;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &cs);
+    pthread_mutex_unlock(&r->mu);
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, 0) == 0 &&
+        put_set(&b, r, &cs) == 0)
+        dsq_peer_send(r->peers, node, DSQ_REPL_ACCEPT, b.data, b.len, NULL, 0);
+    dsq_buf_free(&b);
+}
+
+static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *rd)
+{
+    /* The copy set the candidate proposes in: one older than this copy's
+     * is refused (the candidate learns the newer one from the answer);
+     * one newer is taken with the epoch. The candidate must be in it, and
+     * this node too, to take part. */
+    dsq_copyset ps, mine;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &mine);
+    pthread_mutex_unlock(&r->mu);
+    if (!get_set(rd, r, &ps))
+        ps = mine; /* (a node of an earlier build: the set it knows is the placement's) */
+    bool voter = cs_has(ps.nodes, ps.n, (uint32_t)r->cfg.self) || cs_has(ps.prev, ps.nprev, (uint32_t)r->cfg.self);
+    if (!voter || !(cs_has(ps.nodes, ps.n, (uint32_t)node) || cs_has(ps.prev, ps.nprev, (uint32_t)node)))
+        return;
+    if (dsq_copyset_newer(&mine, &ps)) {
+        refuse(r, d, node);
+        return;
+    }
+    if (epoch > d->epoch && dsq_copyset_newer(&ps, &mine))
+        adopt_set(r, d, &ps, false); /* (recorded with the epoch, below) */
     if (d->self_copy == d->ncopies || copy_of(d, node) == NULL)
         return;
     if (epoch == d->epoch && d->primary == node) {
@@ -1305,11 +1550,7 @@ static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch)
         return;
     }
     if (epoch <= d->epoch) {
-        /* Refused: it names the higher epoch it accepted. */
-        dsq_buf b = DSQ_BUF_INIT;
-        if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u8(&b, 0) == 0)
-            dsq_peer_send(r->peers, node, DSQ_REPL_ACCEPT, b.data, b.len, NULL, 0);
-        dsq_buf_free(&b);
+        refuse(r, d, node); /* it names the higher epoch it accepted */
         return;
     }
     if (d->promo != NULL)
@@ -1373,6 +1614,8 @@ typedef struct promo {
     uv_timer_t timer;
     bool self_accepted;
     bool resume;            /* this node was the primary of the epoch before, in a run that crashed */
+    bool was_primary;       /* ... or in this run (a change of the copy set): no lease to wait out */
+    dsq_copyset set;        /* the copy set it proposes (with prev: a quorum of both) */
     struct {
         bool ok;
         uint64_t last;
@@ -1404,10 +1647,11 @@ static void promo_closed(uv_handle_t *h)
 
 /* Record an epoch's entry for promotion p; cb gets p back (promo_back
  * first). 0, or -1: not started. */
-static int promo_record(promo *p, uint64_t epoch, uint32_t primary, uint64_t start, void (*cb)(void *, int))
+static int promo_record(promo *p, uint64_t epoch, uint32_t primary, uint64_t start, const dsq_copyset *set,
+                        void (*cb)(void *, int))
 {
     p->writes++;
-    if (dsq_epochs_set(p->r->cfg.epochs, p->r->loop, p->d->name, epoch, primary, start, cb, p) == 0)
+    if (dsq_epochs_set_copies(p->r->cfg.epochs, p->r->loop, p->d->name, epoch, primary, start, set, cb, p) == 0)
         return 0;
     p->writes--;
     return -1;
@@ -1518,13 +1762,18 @@ static void promo_started(void *ud, int rc)
     /* Primary from now on; it answers once the former primary's lease is
      * surely over. */
     pthread_mutex_lock(&r->mu);
+    if (p->set.epoch != 0) {
+        dsq_copyset final = p->set;
+        final.nprev = 0;
+        set_copies(r, d, &final, DSQ_NODE_NONE); /* (the set it replaced leaves: it is established) */
+    }
     d->role = DSQ_ROLE_PRIMARY;
     d->primary = (uint32_t)r->cfg.self;
     /* Resumed: the primary it replaces is this node's run that crashed
      * (the data directory's lock says it is gone); older primaries were
      * waited out when that one took over, and a newer one would have
      * refused this epoch through the copies that accepted it. */
-    uint64_t wait = p->resume && d->resuming ? 0 : promo_lease_wait(r, d, p);
+    uint64_t wait = (p->resume && d->resuming) || p->was_primary ? 0 : promo_lease_wait(r, d, p);
     d->resuming = false;
     d->serve_after_ms = dsq_now_ms() + wait;
     d->commit = 0;
@@ -1561,12 +1810,16 @@ static void promo_history_next(promo *p)
         if (h.start <= p->common)
             continue;
         p->best_hist.hist[i].start = 0; /* done after this */
-        if (promo_record(p, h.epoch, (uint32_t)p->best, h.start, promo_history_done) != 0)
+        if (promo_record(p, h.epoch, (uint32_t)p->best, h.start, NULL, promo_history_done) != 0)
             promo_fail(r, d, "this node cannot record the history on its disk");
         return;
     }
     p->phase = P_STARTING;
-    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, d->expect, promo_started) != 0)
+    /* A change's set is established now (both quorums accepted): recorded
+     * without the set it replaced. */
+    dsq_copyset final = p->set;
+    final.nprev = 0;
+    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, d->expect, final.epoch ? &final : NULL, promo_started) != 0)
         promo_fail(r, d, "this node cannot record the epoch's start on its disk");
 }
 
@@ -1582,6 +1835,37 @@ static void promo_history_done(void *ud, int rc)
     promo_history_next(p);
 }
 
+/* Whether enough copies accepted p's epoch: of its copy set, so many that
+ * they meet every set that could acknowledge a commit; and while the set
+ * replaces another (a change not established), of that one as many as
+ * acknowledge a commit, so that a candidate that knows only the set
+ * before meets one that took the new one (and is refused). */
+static bool promo_quorum(const dsq_repl *r, const promo *p)
+{
+    size_t in_set = 0, in_prev = 0;
+    for (size_t i = 0; i < p->set.n; i++) {
+        uint32_t n = p->set.nodes[i];
+        in_set += n == r->cfg.self ? p->self_accepted : p->from[n].ok;
+    }
+    for (size_t i = 0; i < p->set.nprev; i++) {
+        uint32_t n = p->set.prev[i];
+        in_prev += n == r->cfg.self ? p->self_accepted : p->from[n].ok;
+    }
+    unsigned ack = dsq_commit_ack_needed(r->cfg.ack, (unsigned)p->set.n);
+    if (in_set < p->set.n - ack + 1)
+        return false;
+    return p->set.nprev == 0 || in_prev >= dsq_commit_ack_needed(r->cfg.ack, (unsigned)p->set.nprev);
+}
+
+/* PROPOSE to `node`, with the set proposed. */
+static void send_propose(dsq_repl *r, rdb *d, size_t node)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    if (put_set(&b, r, &d->promo->set) == 0)
+        send_msg(r, node, DSQ_REPL_PROPOSE, d, NULL, 0, b.data, b.len);
+    dsq_buf_free(&b);
+}
+
 /* The next step of a promotion, from what it knows now. */
 static void promo_step(dsq_repl *r, rdb *d)
 {
@@ -1594,7 +1878,7 @@ static void promo_step(dsq_repl *r, rdb *d)
     }
     switch (p->phase) {
     case P_PROPOSING: {
-        if (!p->self_accepted || p->naccepted + 1 < accept_needed(r, d))
+        if (!p->self_accepted || !promo_quorum(r, p))
             return;
         /* The longest log among those that accepted: by the epoch of its
          * last record, then its length. */
@@ -1696,6 +1980,15 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     if (rd->bad)
         return;
     if (!ok) {
+        dsq_copyset cs;
+        if (get_set(rd, r, &cs) && dsq_copyset_newer(&cs, &p->set)) {
+            /* The copies changed (an epoch this node did not hear of made
+             * a new set): taken; the next promotion proposes in it. */
+            adopt_set(r, d, &cs, false);
+            promo_fail(r, d, "node %s holds a newer copy set of database %s (made in epoch %llu); promote again",
+                       node_id(r, node), d->name, (unsigned long long)cs.epoch);
+            return;
+        }
         if (epoch > d->max_seen)
             d->max_seen = epoch;
         if (p->resume)
@@ -1717,6 +2010,42 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     get_quiet(r, d, rd, p->from[node].quiet, &p->from[node].has_quiet);
     p->naccepted++;
     promo_step(r, d);
+}
+
+/* Start promotion of d in `epoch`, proposing copy set `set` (its epoch
+ * 0: the placement's, as it is); `was_primary`: d was the primary until
+ * now (a change of its copies), its replies waiting on. 0, or -1 (out of
+ * memory). */
+static int promo_begin(dsq_repl *r, rdb *d, uint64_t epoch, const dsq_copyset *set, bool was_primary,
+                       dsq_promote_fn done, void *ud)
+{
+    promo *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return -1;
+    *p = (promo){.r = r, .d = d, .epoch = epoch, .phase = P_PROPOSING, .done = done, .ud = ud,
+                 .resume = d->resuming, .was_primary = was_primary, .set = *set};
+    uv_timer_init(r->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
+    d->promo = p;
+    DSQ_INFO("promotion", "db=%s epoch=%llu%s", d->name, (unsigned long long)p->epoch,
+             set->nprev ? " change=yes" : "");
+    /* Its own acceptance first (durable), then every other copy's. */
+    d->keep_replies = was_primary;
+    follow(r, d, p->epoch, (uint32_t)r->cfg.self); /* (a follower until it is established: no writes) */
+    d->keep_replies = false;
+    d->accepting++;
+    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, 0, set->epoch ? set : NULL, promo_self_accepted) != 0) {
+        d->accepting--;
+        promo_fail(r, d, "this node cannot record the epoch on its disk");
+        return 0;
+    }
+    for (size_t i = 0; i < d->ncopies; i++)
+        if (i != d->self_copy && (d->copies[i].in & (IN_SET | IN_PREV)) && dsq_peer_up(r->peers, d->copies[i].node))
+            send_propose(r, d, d->copies[i].node);
+    if (!d->pos_known)
+        probe(r, d);
+    return 0;
 }
 
 int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
@@ -1749,33 +2078,213 @@ int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promot
         snprintf(err, errlen, "a promotion of database %s is under way here; ask again once it ended", db);
         return -2;
     }
-    promo *p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        snprintf(err, errlen, "out of memory");
+    if (!(d->copies[d->self_copy].in & IN_SET)) {
+        snprintf(err, errlen, "this node is not in the copy set of database %s (it is being added or taken out)",
+                 db);
         return -1;
     }
     uint64_t top = d->epoch > d->max_seen ? d->epoch : d->max_seen;
-    *p = (promo){.r = r, .d = d, .epoch = top + 1 > min_epoch ? top + 1 : min_epoch, .phase = P_PROPOSING,
-                 .done = done, .ud = ud, .resume = d->resuming};
-    uv_timer_init(r->loop, &p->timer);
-    p->timer.data = p;
-    uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
-    d->promo = p;
-    DSQ_INFO("promotion", "db=%s epoch=%llu", db, (unsigned long long)p->epoch);
-    /* Its own acceptance first (durable), then every other copy's. */
-    follow(r, d, p->epoch, (uint32_t)r->cfg.self); /* (a follower until it is established: no writes) */
-    d->accepting++;
-    if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, 0, promo_self_accepted) != 0) {
-        d->accepting--;
-        promo_fail(r, d, "this node cannot record the epoch on its disk");
-        return 0;
+    dsq_copyset set;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &set);
+    pthread_mutex_unlock(&r->mu);
+    if (promo_begin(r, d, top + 1 > min_epoch ? top + 1 : min_epoch, &set, false, done, ud) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    for (size_t i = 0; i < d->ncopies; i++)
-        if (i != d->self_copy && dsq_peer_up(r->peers, d->copies[i].node))
-            send_msg(r, d->copies[i].node, DSQ_REPL_PROPOSE, d, NULL, 0, NULL, 0);
+    return 0;
+}
+
+/* ---- changing the copy set ------------------------------------------------------------------- */
+
+static void send_learn(dsq_repl *r, rdb *d, size_t node)
+{
+    dsq_copyset cs;
+    pthread_mutex_lock(&r->mu);
+    cur_set(d, &cs);
+    pthread_mutex_unlock(&r->mu);
+    dsq_buf b = DSQ_BUF_INIT;
+    if (put_set(&b, r, &cs) == 0)
+        send_msg(r, node, DSQ_REPL_LEARN, d, NULL, 0, b.data, b.len);
+    dsq_buf_free(&b);
+}
+
+/* LEARN from the primary of `epoch`: this node is being added to the
+ * copy set `cs`; it follows that primary as a learner (nothing it holds
+ * counts until the change makes it a member). In memory only: the
+ * primary says it again on a new link. */
+static void on_learn(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, const dsq_copyset *cs)
+{
+    if (d->promo != NULL || d->accepting || epoch < d->epoch || cs_has(cs->nodes, cs->n, (uint32_t)r->cfg.self))
+        return;
+    pthread_mutex_lock(&r->mu);
+    bool member = d->self_copy < d->ncopies && (d->copies[d->self_copy].in & (IN_SET | IN_PREV));
+    int rc = member ? -1 : set_copies(r, d, cs, (uint32_t)r->cfg.self);
+    if (rc == 0) {
+        d->epoch = epoch;
+        d->primary = (uint32_t)node;
+        d->role = DSQ_ROLE_FOLLOWER;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0)
+        return;
+    if (epoch > d->max_seen)
+        d->max_seen = epoch;
+    d->synced = false;
+    d->primary_serving = false;
+    d->at_sent = 0;
+    DSQ_INFO("copy_learning", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch, node_id(r, node));
     if (!d->pos_known)
         probe(r, d);
+}
+
+static void change_end(dsq_repl *r, rdb *d, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    change *c = d->chg;
+    if (c == NULL)
+        return;
+    d->chg = NULL;
+    if (!c->promoting) { /* the learner goes (a promotion made it a member, or failed with it one) */
+        pthread_mutex_lock(&r->mu);
+        dsq_copyset cs;
+        cur_set(d, &cs);
+        set_copies(r, d, &cs, DSQ_NODE_NONE);
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (rc == 0)
+        DSQ_INFO("copies_changed_here", "db=%s epoch=%llu out=%s in=%s", d->name, (unsigned long long)epoch,
+                 node_id(r, c->out), node_id(r, c->in));
+    else
+        DSQ_WARN("copy_change_failed", "db=%s out=%s in=%s reason=%s", d->name, node_id(r, c->out),
+                 node_id(r, c->in), dsq_log_q(msg ? msg : "?"));
+    if (c->done != NULL)
+        c->done(c->ud, rc, epoch, lsn, msg);
+    free(c);
+}
+
+static void change_promoted(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
+{
+    change *c = ud;
+    change_end(c->r, c->d, rc, epoch, lsn, msg);
+}
+
+/* The change's next step: once the learner is in step (it holds every
+ * commit acknowledged so far), the primary stops acknowledging in its
+ * epoch (the learner's log covers all it acknowledged) and proposes the
+ * next with the new set, the old one as prev (promo_quorum). */
+static void change_step(dsq_repl *r, rdb *d)
+{
+    change *c = d->chg;
+    if (c == NULL || c->promoting || d->promo != NULL || r->quiet)
+        return;
+    uint64_t now = dsq_now_ms();
+    if (now > c->since + CHANGE_CATCHUP_MS) {
+        change_end(r, d, -1, 0, 0, "the node being added was not in step within 5 minutes");
+        return;
+    }
+    rcopy *l = change_learner(d);
+    dsq_copyset cs;
+    pthread_mutex_lock(&r->mu);
+    bool ready = l != NULL && l->ready && l->streaming && l->durable >= d->commit && d->role == DSQ_ROLE_PRIMARY &&
+                 may_answer(r, d, now) && !d->accepting;
+    if (ready) {
+        dsq_copyset s1;
+        cur_set(d, &s1);
+        cs = s1;
+        for (size_t i = 0; i < cs.n; i++)
+            if (cs.nodes[i] == c->out)
+                cs.nodes[i] = c->in;
+        memcpy(cs.prev, s1.nodes, sizeof s1.nodes);
+        cs.nprev = s1.n;
+        uint64_t top = d->epoch > d->max_seen ? d->epoch : d->max_seen;
+        cs.epoch = top + 1 > c->min_epoch ? top + 1 : c->min_epoch;
+        /* No commit is acknowledged in this epoch from here on: every one
+         * that was is on the learner (its durable LSN reaches the commit). */
+        d->role = DSQ_ROLE_FOLLOWER;
+        set_copies(r, d, &cs, DSQ_NODE_NONE);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!ready)
+        return;
+    d->pos_known = false; /* (it committed since it last learned where its log ends) */
+    d->reprobe = d->probing;
+    c->promoting = true;
+    if (promo_begin(r, d, cs.epoch, &cs, true, change_promoted, c) != 0)
+        change_end(r, d, -1, 0, 0, "out of memory");
+}
+
+int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint64_t min_epoch,
+                    dsq_promote_fn done, void *ud, char *err, size_t errlen)
+{
+    if (r->quiet) {
+        snprintf(err, errlen, "this node is stopping");
+        return -1;
+    }
+    rdb *d = entry(r, db);
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (d->role != DSQ_ROLE_PRIMARY) {
+        snprintf(err, errlen, "this node is not the primary of database %s", db);
+        return -1;
+    }
+    if (d->promo != NULL || d->accepting || d->chg != NULL) {
+        snprintf(err, errlen, "a promotion or a change of the copies of database %s is under way here", db);
+        return -2;
+    }
+    rcopy *o = copy_of(d, out);
+    if (o == NULL || !(o->in & IN_SET) || out == r->cfg.self) {
+        snprintf(err, errlen, "node %s is not a copy of database %s other than its primary", node_id(r, out), db);
+        return -1;
+    }
+    if (copy_of(d, in) != NULL || in == r->cfg.self || r->peers == NULL || in >= dsq_peers_count(r->peers)) {
+        snprintf(err, errlen, "node %s cannot be added to database %s (a copy already, or not a node here)",
+                 node_id(r, in), db);
+        return -1;
+    }
+    change *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    *c = (change){.r = r, .d = d, .out = out, .in = in, .since = dsq_now_ms(), .min_epoch = min_epoch,
+                  .done = done, .ud = ud};
+    pthread_mutex_lock(&r->mu);
+    dsq_copyset cs;
+    cur_set(d, &cs);
+    int rc = set_copies(r, d, &cs, in);
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0) {
+        free(c);
+        snprintf(err, errlen, "database %s has no room for another copy", db);
+        return -1;
+    }
+    d->chg = c;
+    r->changes++;
+    DSQ_INFO("copy_change", "db=%s out=%s in=%s", db, node_id(r, out), node_id(r, in));
+    rcopy *l = change_learner(d);
+    if (dsq_peer_up(r->peers, in)) {
+        send_learn(r, d, in);
+        prompt(r, d, l);
+    }
     return 0;
+}
+
+static void changes_due(dsq_repl *r)
+{
+    if (r->changes == 0)
+        return;
+    size_t n, live = 0;
+    rdb **v = entries(r, &n);
+    for (size_t i = 0; v != NULL && i < n; i++)
+        if (v[i]->chg != NULL) {
+            live++;
+            change_step(r, v[i]);
+        }
+    free(v);
+    if (live == 0)
+        r->changes = 0;
 }
 
 /* ---- messages -------------------------------------------------------------------------------- */
@@ -1813,8 +2322,14 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         return;
     switch (type) {
     case DSQ_REPL_PROPOSE:
-        on_propose(r, d, node, epoch);
+        on_propose(r, d, node, epoch, &rd);
         return;
+    case DSQ_REPL_LEARN: {
+        dsq_copyset cs;
+        if (get_set(&rd, r, &cs))
+            on_learn(r, d, node, epoch, &cs);
+        return;
+    }
     case DSQ_REPL_FENCED: {
         char primary[DSQ_NODE_ID_MAX];
         dsq_r_str(&rd, primary, sizeof primary);
@@ -1854,8 +2369,13 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         uint64_t keep = dsq_r_u64(&rd);
         dsq_epoch_state hist;
         get_hist(&rd, &hist);
-        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL)
+        dsq_copyset cs;
+        bool has_set = !rd.bad && get_set(&rd, r, &cs);
+        if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL) {
+            if (has_set)
+                adopt_set(r, d, &cs, true);
             on_sync(r, d, keep, &hist);
+        }
         break;
     }
     case DSQ_REPL_ACK:
@@ -1884,6 +2404,8 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
                 c->behind_since = 0;
             pthread_mutex_unlock(&r->mu);
             dsq_engine_repl_poke(r->engine, d->name); /* (released() works out the commit) */
+            if (d->chg != NULL && c->in == IN_LEARNER)
+                change_step(r, d);
         }
         break;
     }
@@ -1945,7 +2467,14 @@ void dsq_repl_on_link(dsq_repl *r, size_t node, bool up)
         rdb *d = v[i];
         if (up && d->promo != NULL && d->promo->phase == P_PROPOSING && copy_of(d, node) != NULL &&
             !d->promo->from[node].ok) { /* a copy it could not ask before */
-            send_msg(r, node, DSQ_REPL_PROPOSE, d, NULL, 0, NULL, 0);
+            send_propose(r, d, node);
+            continue;
+        }
+        if (up && d->chg != NULL && change_learner(d) != NULL && change_learner(d)->node == node) {
+            send_learn(r, d, node); /* (it forgot, or never heard: told again) */
+            rcopy *c = change_learner(d);
+            c->streaming = c->ready = c->prompted = false;
+            prompt(r, d, c);
             continue;
         }
         if (d->role == DSQ_ROLE_FOLLOWER && d->primary == node && d->promo == NULL) {
@@ -2155,6 +2684,7 @@ static void on_beat(uv_timer_t *t)
     release_held(r);
     rebuilds_due(r);
     resumes_due(r);
+    changes_due(r);
 }
 
 /* ---- the object ------------------------------------------------------------------------------ */
@@ -2323,15 +2853,40 @@ void dsq_repl_placement_changed(dsq_repl *r, const char *db)
 {
     pthread_mutex_lock(&r->mu);
     rdb *d = dsq_container_of(dsq_htab_find(&r->dbs, db), rdb, link);
-    if (d != NULL && d->self_copy == d->ncopies) {
-        uint32_t nodes[DSQ_NODES_MAX], primary;
-        uint64_t epoch;
-        if (r->place->copies(r->place, db, nodes, DSQ_NODES_MAX, &primary, &epoch) > 0 && epoch >= d->epoch) {
-            d->primary = primary;
-            d->epoch = epoch;
-        }
+    uint32_t nodes[DSQ_NODES_MAX], primary;
+    uint64_t epoch;
+    size_t n = d != NULL ? r->place->copies(r->place, db, nodes, DSQ_NODES_MAX, &primary, &epoch) : 0;
+    if (n > 0 && d->self_copy < d->ncopies && d->promo == NULL && !d->accepting && d->chg == NULL &&
+        !cs_has(nodes, n, (uint32_t)r->cfg.self) && n <= DSQ_COPYSET_MAX &&
+        d->copies[d->self_copy].in != IN_LEARNER &&
+        (epoch > d->epoch || (epoch == d->epoch && !(d->copies[d->self_copy].in & IN_SET)))) {
+        /* etcd names a newer epoch whose copies leave this node out (a
+         * change it did not hear of took it out of the set), or the epoch
+         * of the change it accepted leaving, established since. It stops
+         * being a copy (a node that is not one only ever leaves). */
+        dsq_copyset cs = {.epoch = epoch, .n = n};
+        memcpy(cs.nodes, nodes, n * sizeof nodes[0]);
+        if (set_copies(r, d, &cs, DSQ_NODE_NONE) == 0)
+            DSQ_INFO("copy_removed", "db=%s epoch=%llu", d->name, (unsigned long long)epoch);
+    }
+    if (d != NULL && d->self_copy == d->ncopies && n > 0 && epoch >= d->epoch) {
+        d->primary = primary;
+        d->epoch = epoch;
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+size_t dsq_repl_copyset(dsq_repl *r, const char *db, uint32_t *out, size_t max, uint64_t *set_epoch)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    *set_epoch = d != NULL ? d->set_epoch : 0;
+    for (size_t i = 0; d != NULL && i < d->ncopies && n < max; i++)
+        if (d->copies[i].in & IN_SET)
+            out[n++] = d->copies[i].node;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 dsq_role dsq_repl_where(dsq_repl *r, const char *db, size_t *primary)

@@ -97,6 +97,8 @@ enum {
     DSQ_REPL_FETCHED,   /* copy → candidate: u8 more, then records */
     DSQ_REPL_REBUILD,   /* primary → follower: u64 first (the first record its log holds: the
                            follower's log ends before it) */
+    DSQ_REPL_LEARN,     /* primary → a node being added to the copy set: the set (put_set); it
+                           follows as a learner (sent the log, not counted) */
     DSQ_REPL_BEAT = 40, /* node → node: u64 sent (ms, the sender's clock); no database */
     DSQ_REPL_BEAT_ACK,  /* node → node: u64 sent, echoed */
     DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT, then
@@ -163,6 +165,24 @@ void dsq_repl_on_writable(dsq_repl *r, size_t node);
 typedef void (*dsq_promote_fn)(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
                      size_t errlen);
+
+/* Change db's copy set (this node its primary): node `in` takes the
+ * place of copy `out` (a follower). `in` follows as a learner, sent the
+ * log (or made from the object store) without being counted; once it
+ * holds every commit acknowledged, the primary stops acknowledging for
+ * a moment and proposes a new epoch (at least min_epoch) with the new
+ * set, which a quorum of the new set and as many of the old as
+ * acknowledge a commit must accept; established, the old copy is no
+ * longer one. `done` as dsq_repl_promote's (the epoch the set was made
+ * in). 0; -1 or -2 (a promotion or change under way) with a message.
+ * Loop thread. */
+int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint64_t min_epoch,
+                    dsq_promote_fn done, void *ud, char *err, size_t errlen);
+
+/* Db's copy set as this node knows it (node numbers, the placement's
+ * order where it has not changed) into out[0..max); how many. *set_epoch:
+ * the epoch a change made it in (0: the placement's). Any thread. */
+size_t dsq_repl_copyset(dsq_repl *r, const char *db, uint32_t *out, size_t max, uint64_t *set_epoch);
 
 /* Db's placement changed (its assignment in etcd): a node without a copy
  * takes the primary it names from then on (a copy learns a new primary

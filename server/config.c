@@ -130,6 +130,7 @@ static const key_def keys[] = {
     {"cluster", "etcd", T_STR, F(cluster_etcd), "", 0, 0},
     {"cluster", "etcd_prefix", T_STR, F(cluster_etcd_prefix), "/dosqld/", 0, 0},
     {"cluster", "node_ttl", T_DURATION, F(cluster_node_ttl_ms), "3s", 2000, 3600000},
+    {"cluster", "node_dead_after", T_DURATION, F(cluster_node_dead_after_ms), "5m", 0, 604800000},
     {"cluster", "etcd_user", T_STR, F(cluster_etcd_user), "", 0, 0},
     {"cluster", "etcd_password_file", T_STR, F(cluster_etcd_password_file), "", 0, 0},
     {"cluster", "etcd_ca", T_STR, F(cluster_etcd_ca), "", 0, 0},

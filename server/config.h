@@ -115,6 +115,7 @@ typedef struct dsq_config {
     char *cluster_commit_ack;       /* owned: quorum, all or local */
     uint64_t cluster_commit_timeout_ms; /* a reply waits this long for the other copies */
     uint64_t cluster_promote_timeout_ms; /* a promotion gives up after this */
+    uint64_t cluster_node_dead_after_ms; /* a node gone from etcd this long has its copies replaced (0: never) */
     uint64_t cluster_heartbeat_ms;  /* a link sends a heartbeat this often */
     uint64_t cluster_peer_timeout_ms; /* a link silent this long is down */
     bool cluster_tls;               /* every link runs mutual TLS */

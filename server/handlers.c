@@ -1084,6 +1084,7 @@ bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, s
 typedef struct promote_op {
     dsq_http_req *req; /* NULL once abandoned */
     char db[129];
+    bool move; /* POST /v1/admin/move */
 } promote_op;
 
 static void promote_abandon(void *arg) { ((promote_op *)arg)->req = NULL; }
@@ -1094,7 +1095,8 @@ static void promote_done(void *ud, int rc, uint64_t epoch, uint64_t lsn, const c
     if (p->req != NULL) {
         p->req->abandon = NULL;
         if (rc != 0) {
-            dsq__respond_error(p->req, 0, DSQ_CODE_TIMEOUT, "the promotion of %s failed: %s", p->db, msg);
+            dsq__respond_error(p->req, 0, DSQ_CODE_TIMEOUT, "the %s of %s failed: %s",
+                               p->move ? "move of a copy" : "promotion", p->db, msg);
         } else {
             char body[400];
             int n = snprintf(body, sizeof body, "{\"database\":\"%s\",\"epoch\":%llu,\"lsn\":%llu}", p->db,
@@ -1106,15 +1108,21 @@ static void promote_done(void *ud, int rc, uint64_t epoch, uint64_t lsn, const c
 }
 
 /* POST /v1/admin/promote {"database": NAME}: make this node's copy the
- * primary (docs/replication.md). */
-static void handle_promote(dsq_server *srv, dsq_http_req *req)
+ * primary (docs/replication.md). POST /v1/admin/move {"database": NAME,
+ * "from": NODE, "to": NODE} (`move`): this node, the primary, replaces
+ * the copy on `from` by one on `to` (docs/cluster.md). */
+static void handle_promote(dsq_server *srv, dsq_http_req *req, bool move)
 {
     json_error_t jerr;
     json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
     const char *db = body ? json_string_value(json_object_get(body, "database")) : NULL;
-    if (db == NULL || !dsq_db_name_valid(db)) {
+    const char *from = body ? json_string_value(json_object_get(body, "from")) : NULL;
+    const char *to = body ? json_string_value(json_object_get(body, "to")) : NULL;
+    if (db == NULL || !dsq_db_name_valid(db) || (move && (from == NULL || to == NULL))) {
         json_decref(body);
-        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "the body must be {\"database\": NAME}");
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST,
+                           move ? "the body must be {\"database\": NAME, \"from\": NODE, \"to\": NODE}"
+                                : "the body must be {\"database\": NAME}");
         return;
     }
     if (dsq_auth_check(srv->auth, req->token, req->token_len, DSQ_SCOPE_ADMIN, db) != DSQ_AUTH_OK) {
@@ -1134,12 +1142,14 @@ static void handle_promote(dsq_server *srv, dsq_http_req *req)
         return;
     }
     p->req = req;
+    p->move = move;
     snprintf(p->db, sizeof p->db, "%s", db);
-    json_decref(body);
     char err[400];
     req->abandon = promote_abandon;
     req->abandon_arg = p;
-    int rc = dsq_cluster_promote(srv->cluster, p->db, promote_done, p, err, sizeof err);
+    int rc = move ? dsq_cluster_move(srv->cluster, p->db, from, to, promote_done, p, err, sizeof err)
+                  : dsq_cluster_promote(srv->cluster, p->db, promote_done, p, err, sizeof err);
+    json_decref(body);
     if (rc != 0) {
         req->abandon = NULL;
         /* Another one under way: a conflict that passes (retry). */
@@ -1205,7 +1215,8 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
-    case DSQ_ROUTE_PROMOTE: handle_promote(srv, req); break;
+    case DSQ_ROUTE_PROMOTE: handle_promote(srv, req, false); break;
+    case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;
     case DSQ_ROUTE_DRAIN: handle_drain(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:

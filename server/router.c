@@ -41,6 +41,7 @@ static const route_def routes[] = {
      DSQ_SCOPE_READ},
     {DSQ_ROUTE_CLUSTER, "cluster", "/v1/cluster", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
     {DSQ_ROUTE_PROMOTE, "promote", "/v1/admin/promote", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
+    {DSQ_ROUTE_MOVE, "move", "/v1/admin/move", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_DRAIN, "drain", "/v1/admin/drain", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])

@@ -18,6 +18,7 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_CAPNWEB,    /* POST or WebSocket /v1/capnweb */
     DSQ_ROUTE_CLUSTER,    /* GET /v1/cluster */
     DSQ_ROUTE_PROMOTE,    /* POST /v1/admin/promote */
+    DSQ_ROUTE_MOVE,       /* POST /v1/admin/move */
     DSQ_ROUTE_DRAIN,      /* POST /v1/admin/drain */
     DSQ__ROUTE_COUNT
 } dsq_route_id;

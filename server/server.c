@@ -197,6 +197,7 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .etcd = cfg->cluster_etcd,
         .etcd_prefix = cfg->cluster_etcd_prefix,
         .node_ttl_s = (unsigned)(cfg->cluster_node_ttl_ms / 1000),
+        .node_dead_after_ms = cfg->cluster_node_dead_after_ms,
         .etcd_user = cfg->cluster_etcd_user,
         .etcd_password = cfg->cluster_etcd_password, /* (read by dsq_config_finish) */
         .etcd_ca = cfg->cluster_etcd_ca,

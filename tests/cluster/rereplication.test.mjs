@@ -1,0 +1,166 @@
+// Changing a database's copies on etcd: re-replication after
+// node_dead_after, and POST /v1/admin/move. Four nodes, three copies of
+// each database: when a copy's node is gone past node_dead_after, the
+// primary gives its place to the fourth node by itself (the new copy
+// follows as a learner until it is in step, then a new epoch makes it a
+// member); writes go on, and every acknowledged write is there, on the
+// new copy too. The new copy is a member: with the old copy still gone,
+// a failover needs it. A move by hand does the same for a copy of one's
+// choice; the copy moved away stops being one.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
+import { startEtcdCluster } from './lib/etcdcluster.mjs';
+
+const conf = 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\nnode_dead_after = 2s\n';
+
+// Inserts of unique ids through `via()`, until stopped; `acked` gets each
+// id whose reply was 200. A failure waits 20 ms.
+function writers(via, db, acked, from) {
+  let stop = false;
+  let next = from;
+  let turn = 0;
+  const run = async () => {
+    while (!stop) {
+      const nodes = via();
+      const id = next++;
+      const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
+        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 3000);
+      if (r.status === 200) acked.push(id);
+      else await sleep(20);
+    }
+  };
+  const all = [run(), run()];
+  return async () => { stop = true; await Promise.all(all); };
+}
+
+// The ids node d's copy holds (a follower's read: what it has applied).
+async function idsOn(d, db) {
+  const r = await post(d, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id', consistency: 'replica' });
+  return r.status === 200 ? r.body.rows.map((x) => x[0]) : null;
+}
+
+async function holdsAll(d, db, acked) {
+  const have = await idsOn(d, db);
+  if (have == null) return false;
+  const set = new Set(have);
+  return have.length === set.size && acked.every((id) => set.has(id));
+}
+
+test('a copy gone past node_dead_after is replaced on another node by itself, under writes; the new copy counts', async () => {
+  const c = await startEtcdCluster(4, { conf });
+  try {
+    await c.linked();
+    const db = 'rerep';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    assert.equal(a1.copies.length, 3);
+    const primary = c.byId(a1.primary);
+    const goneId = a1.copies.find((id) => id !== a1.primary);
+    const gone = c.byId(goneId);
+    const spareId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    const spare = c.byId(spareId);
+    const acked = [];
+    const stop = writers(() => [primary], db, acked, 1);
+    await until(async () => acked.length >= 30, 15000, 'writes before the fault');
+    gone.proc.kill('SIGKILL');
+    // The copy set in etcd loses the dead node and gains the spare one.
+    await until(async () => {
+      const a = await c.assignment(db);
+      return !a.copies.includes(goneId) && a.copies.includes(spareId);
+    }, 30000, 'the dead copy replaced in etcd');
+    const a2 = await c.assignment(db);
+    assert.equal(a2.primary, a1.primary, 'the primary stays');
+    assert.ok(a2.epoch > a1.epoch, 'a new epoch made the new set');
+    assert.equal(a2.copies.length, 3);
+    const before = acked.length;
+    await until(async () => acked.length >= before + 30, 15000, 'writes after the change');
+    await stop();
+    assert.match(primary.stderr, new RegExp(`event=copy_change db=${db} out=${goneId} in=${spareId}`));
+    assert.match(primary.stderr, new RegExp(`event=copies_changed_here db=${db} epoch=\\d+ out=${goneId} in=${spareId}`));
+    // The new copy holds every acknowledged write, once.
+    await until(() => holdsAll(spare, db, acked), 20000, 'the new copy to hold every acknowledged write');
+    const info = (await clusterInfo(primary, `?database=${db}`)).body.database;
+    assert.deepEqual(info.copies.map((x) => x.node).sort(), [...a2.copies].sort());
+
+    // With the old copy still gone, the primary's node dies too: a quorum
+    // of the new set (the other follower and the new copy) takes over.
+    const acked2 = [];
+    const left = c.nodes.filter((d) => d !== gone && d !== primary);
+    primary.proc.kill('SIGKILL');
+    await until(async () => (await c.assignment(db)).primary !== a1.primary, 20000, 'a failover after the change');
+    const stop2 = writers(() => left, db, acked2, 100000);
+    await until(async () => acked2.length >= 20, 20000, 'writes on the new primary');
+    await stop2();
+    const a3 = await c.assignment(db);
+    const p3 = c.byId(a3.primary);
+    const have = (await post(p3, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id' })).body.rows.map((x) => x[0]);
+    assert.equal(new Set(have).size, have.length, 'no id twice');
+    for (const id of [...acked, ...acked2]) assert.ok(have.includes(id), `acknowledged id ${id} missing`);
+
+    // The node taken out comes back: it is no copy any more, serves the
+    // database through the primary, and takes no part in it.
+    const back = await c.restart(c.nodes.indexOf(gone));
+    await until(async () => {
+      const r = await post(back, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t' });
+      return r.status === 200 && r.body.rows[0][0] === have.length;
+    }, 20000, 'the node taken out to serve through the primary');
+    const a4 = await c.assignment(db);
+    assert.ok(!a4.copies.includes(goneId), 'the node taken out is not put back');
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the copy moved away stops being one', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  try {
+    await c.linked();
+    const db = 'moved';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const primary = c.byId(a1.primary);
+    const fromId = a1.copies.find((id) => id !== a1.primary);
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    const acked = [];
+    const stop = writers(() => [primary], db, acked, 1);
+    await until(async () => acked.length >= 20, 15000, 'writes before the move');
+    // Refused clearly: moving the primary's own copy, to a node with a
+    // copy, or through a node that is not the primary.
+    let r = await post(primary, '/v1/admin/move', { database: db, from: a1.primary, to: toId });
+    assert.equal(r.status, 400);
+    assert.match(r.body.error.message, /promote another copy first/);
+    r = await post(primary, '/v1/admin/move', { database: db, from: fromId, to: a1.copies.find((id) => id !== a1.primary && id !== fromId) });
+    assert.equal(r.status, 400);
+    assert.match(r.body.error.message, /holds a copy already/);
+    r = await post(c.byId(fromId), '/v1/admin/move', { database: db, from: fromId, to: toId });
+    assert.equal(r.status, 400);
+    assert.match(r.body.error.message, /not the primary/);
+    r = await post(primary, '/v1/admin/move', { database: db, to: toId });
+    assert.equal(r.status, 400);
+    // The move, under writes.
+    r = await post(primary, '/v1/admin/move', { database: db, from: fromId, to: toId }, 30000);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.ok(r.body.epoch > a1.epoch);
+    await until(async () => {
+      const a = await c.assignment(db);
+      return a.copies.includes(toId) && !a.copies.includes(fromId);
+    }, 10000, 'the assignment to name the new copy');
+    const before = acked.length;
+    await until(async () => acked.length >= before + 20, 15000, 'writes after the move');
+    await stop();
+    await until(() => holdsAll(c.byId(toId), db, acked), 20000, 'the new copy to hold every acknowledged write');
+    // The node moved away from is no copy: it passes calls on to the primary.
+    const from = c.byId(fromId);
+    await until(async () => {
+      const info = (await clusterInfo(from, `?database=${db}`)).body.database;
+      return !info.copies.some((x) => x.node === fromId) && info.copies.some((x) => x.node === toId);
+    }, 10000, 'the old copy to stop being one');
+    const n = await post(from, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t' });
+    assert.equal(n.status, 200, JSON.stringify(n.body));
+    assert.equal(n.body.rows[0][0], new Set(acked).size);
+  } finally {
+    await c.cleanup();
+  }
+});
