@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cluster/repl.h"
 #include "cluster/wire.h"
@@ -105,6 +107,7 @@ typedef struct rdb {
     bool resume_refused;    /* a copy refused its promotion: it had accepted that epoch or a newer one */
     struct change *chg;     /* primary: a change of the copy set under way (dsq_repl_change) */
     bool keep_replies;      /* stepping down for its own change: replies wait on, not abandoned */
+    bool discard;           /* taken out of the copy set: its files go (loop thread, r->discards) */
     uint64_t set_epoch;     /* the epoch that made the copy set (0: the placement's) (under r->mu) */
     size_t cap;             /* room in copies */
     size_t ncopies;
@@ -144,6 +147,8 @@ struct dsq_repl {
     dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
     unsigned resumes_now;   /* loop thread: their promotions under way (at most RESUMES_MAX) */
     unsigned changes;       /* loop thread: changes of copy sets may be under way (not 0) */
+    atomic_uint discards;   /* copies taken out of their set may wait to be removed (not 0) */
+    char *data_dir;         /* cfg.data_dir's copy (owned) */
     dsq_htab found;         /* found_db.link: with cfg.resume, the databases on disk at the start
                                (a database first made in this run has nothing to resume) */
     bool found_all;         /* they could not be listed: every one counts as found */
@@ -322,6 +327,18 @@ static rdb *get(dsq_repl *r, const char *db)
     if (dsq_htab_add(&r->dbs, &d->link, d->name) != 0) {
         free(d);
         return NULL;
+    }
+    /* With etcd, files of a database this node holds no copy of are what a
+     * change of its copies left behind (taken out while this node was
+     * down, or a copy being added when it stopped): they go. */
+    if (d->role == DSQ_ROLE_ELSEWHERE && r->cfg.place != NULL && r->cfg.data_dir != NULL) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/db/%s", r->cfg.data_dir, db);
+        if (access(path, F_OK) == 0) {
+            DSQ_INFO("copy_removed", "db=%s epoch=%llu", d->name, (unsigned long long)named_in);
+            d->discard = true;
+            atomic_fetch_add(&r->discards, 1);
+        }
     }
     /* Resumed after a crash: with commit_ack = all or local its own log
      * holds every acknowledged commit (its sync counted); with a quorum
@@ -890,7 +907,7 @@ typedef struct apply {
     uint8_t recs[];
 } apply;
 
-enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET, APPLY_REBUILD };
+enum { APPLY_RECORDS, APPLY_PROBE, APPLY_CUT, APPLY_RESET, APPLY_REBUILD, APPLY_DISCARD };
 
 static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t len, uint64_t keep);
 static void probe(dsq_repl *r, rdb *d);
@@ -962,6 +979,14 @@ static void apply_done(dsq_call *call)
             d->expect = call->lsn + 1;
             promo_step(r, d);
         }
+        break;
+    case APPLY_DISCARD:
+        d->settling = false;
+        if (call->err != 0)
+            DSQ_WARN("copy_discard_failed", "db=%s code=%s reason=%s", d->name, dsq_code_name(call->code),
+                     dsq_log_q(call->msg));
+        else
+            DSQ_INFO("copy_discarded", "db=%s", d->name);
         break;
     case APPLY_RESET:
         d->settling = false;
@@ -1048,7 +1073,7 @@ static int submit_apply(dsq_repl *r, rdb *d, int kind, const void *recs, size_t 
     if (len > 0)
         memcpy(a->recs, recs, len);
     a->c.op = kind == APPLY_CUT       ? DSQ_OP_TRUNCATE
-              : kind == APPLY_RESET   ? DSQ_OP_RESET
+              : kind == APPLY_RESET || kind == APPLY_DISCARD ? DSQ_OP_RESET
               : kind == APPLY_REBUILD ? DSQ_OP_REBUILD
                                       : DSQ_OP_APPLY;
     a->c.as_of_lsn = keep;
@@ -2271,6 +2296,34 @@ int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint
     return 0;
 }
 
+/* Copies taken out of their set: their files removed here (DSQ_OP_RESET),
+ * unless the node became a copy again meanwhile. */
+static void discards_due(dsq_repl *r)
+{
+    if (atomic_exchange(&r->discards, 0) == 0)
+        return;
+    size_t n;
+    rdb **v = entries(r, &n);
+    for (size_t i = 0; v != NULL && i < n; i++) {
+        rdb *d = v[i];
+        pthread_mutex_lock(&r->mu);
+        bool want = d->discard && d->self_copy == d->ncopies;
+        d->discard = false;
+        pthread_mutex_unlock(&r->mu);
+        if (!want)
+            continue;
+        if (d->promo == NULL && !d->settling && d->applies == 0 && !d->probing && !d->rebuilding) {
+            submit_apply(r, d, APPLY_DISCARD, NULL, 0, 0);
+        } else { /* (busy: the next beat) */
+            pthread_mutex_lock(&r->mu);
+            d->discard = true;
+            pthread_mutex_unlock(&r->mu);
+            atomic_fetch_add(&r->discards, 1);
+        }
+    }
+    free(v);
+}
+
 static void changes_due(dsq_repl *r)
 {
     if (r->changes == 0)
@@ -2685,6 +2738,7 @@ static void on_beat(uv_timer_t *t)
     rebuilds_due(r);
     resumes_due(r);
     changes_due(r);
+    discards_due(r);
 }
 
 /* ---- the object ------------------------------------------------------------------------------ */
@@ -2733,7 +2787,8 @@ dsq_repl *dsq_repl_new(const dsq_repl_cfg *cfg)
     pthread_mutex_init(&r->mu, NULL);
     if (cfg->resume)
         find_on_disk(r);
-    r->cfg.data_dir = NULL; /* (borrowed: read above only) */
+    /* (borrowed: kept as a copy, for the files of copies taken out of their set) */
+    r->cfg.data_dir = cfg->data_dir != NULL ? (r->data_dir = strdup(cfg->data_dir)) : NULL;
     r->hooks = (dsq_repl_hooks){
         .role = h_role, .released = h_released, .committed = h_committed, .answering = h_answering,
         .copies = h_copies, .epoch = h_epoch, .epoch_end = h_epoch_end, .ud = r};
@@ -2840,6 +2895,7 @@ void dsq_repl_free(dsq_repl *r)
         free(dsq_container_of(h, found_db, link));
     dsq_htab_free(&r->found);
     pthread_mutex_destroy(&r->mu);
+    free(r->data_dir);
     free(r);
 }
 
@@ -2866,8 +2922,15 @@ void dsq_repl_placement_changed(dsq_repl *r, const char *db)
          * being a copy (a node that is not one only ever leaves). */
         dsq_copyset cs = {.epoch = epoch, .n = n};
         memcpy(cs.nodes, nodes, n * sizeof nodes[0]);
-        if (set_copies(r, d, &cs, DSQ_NODE_NONE) == 0)
+        if (set_copies(r, d, &cs, DSQ_NODE_NONE) == 0) {
+            /* Its files go (on the loop thread): nothing it holds counts
+             * any more, and the primary never asks it for them again. */
             DSQ_INFO("copy_removed", "db=%s epoch=%llu", d->name, (unsigned long long)epoch);
+            d->discard = true;
+            atomic_fetch_add(&r->discards, 1);
+            if (r->started)
+                uv_async_send(&r->async);
+        }
     }
     if (d != NULL && d->self_copy == d->ncopies && n > 0 && epoch >= d->epoch) {
         d->primary = primary;

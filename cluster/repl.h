@@ -128,7 +128,8 @@ typedef struct dsq_repl_cfg {
                                   copy found on disk takes a new epoch before it serves (with
                                   commit_ack = quorum; with etcd, failover.c promotes it) */
     const char *data_dir;      /* with resume: the databases in DATA_DIR/db at the start are the
-                                  copies found on disk (read by dsq_repl_new) */
+                                  copies found on disk (read by dsq_repl_new); with etcd, the files
+                                  of a database this node holds no copy of go (copied) */
     dsq_epochs *epochs;        /* borrowed; outlives the object */
 } dsq_repl_cfg;
 

@@ -133,7 +133,8 @@ typedef enum dsq_op {
                            closes (its open streams and read-only transactions end) and opens
                            again at its next call. INVALID_LSN when a checkpoint holds commits
                            after as_of_lsn: then the copy must be made again */
-    DSQ_OP_RESET,       /* (replication, a follower) forget this node's copy: closed, its files
+    DSQ_OP_RESET,       /* (replication, a follower, or a node whose copy was taken out of the
+                           database's copy set) forget this node's copy: closed, its files
                            removed here only (no tombstone, nothing in the object store);
                            the next call makes it again, empty, to be filled from its primary */
     DSQ_OP_REBUILD,     /* (replication, a follower) make this node's copy again from the

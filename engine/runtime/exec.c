@@ -621,7 +621,8 @@ static bool refused(run_ctx *x, const exec_op *op, bool shut)
     dsq_call *c = x->c;
     if (shut) {
         dsq__fail(c, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is shutting down");
-    } else if ((op->open || c->op == DSQ_OP_DROP) && x->role == DSQ_ROLE_ELSEWHERE) {
+    } else if ((op->open || c->op == DSQ_OP_DROP) && x->role == DSQ_ROLE_ELSEWHERE && c->op != DSQ_OP_RESET) {
+        /* (a copy taken out of its set is reset there: its files go) */
         dsq__fail_not_primary(x, "calls");
     } else if (c->op == DSQ_OP_DROP && x->role != DSQ_ROLE_ALONE) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST,

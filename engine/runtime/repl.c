@@ -257,7 +257,7 @@ static int forget_copy(run_ctx *x)
     dsq_call *c = x->c;
     dsq_actor *a = x->a;
     char err[512];
-    if (x->role != DSQ_ROLE_FOLLOWER) {
+    if (x->role != DSQ_ROLE_FOLLOWER && !(c->op == DSQ_OP_RESET && x->role == DSQ_ROLE_ELSEWHERE)) {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "database %s: only a follower copy is made again", a->name);
         return -1;
     }

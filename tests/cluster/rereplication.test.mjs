@@ -9,6 +9,8 @@
 // choice; the copy moved away stops being one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 
 import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
@@ -99,15 +101,16 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     assert.equal(new Set(have).size, have.length, 'no id twice');
     for (const id of [...acked, ...acked2]) assert.ok(have.includes(id), `acknowledged id ${id} missing`);
 
-    // The node taken out comes back: it is no copy any more, serves the
-    // database through the primary, and takes no part in it.
+    // The node taken out comes back. The old primary's node is gone past
+    // node_dead_after too, and this one is the only node without a copy:
+    // it is given one again, made afresh from the primary, and holds every
+    // acknowledged write.
     const back = await c.restart(c.nodes.indexOf(gone));
     await until(async () => {
-      const r = await post(back, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t' });
-      return r.status === 200 && r.body.rows[0][0] === have.length;
-    }, 20000, 'the node taken out to serve through the primary');
-    const a4 = await c.assignment(db);
-    assert.ok(!a4.copies.includes(goneId), 'the node taken out is not put back');
+      const a = await c.assignment(db);
+      return a.copies.includes(goneId) && !a.copies.includes(a1.primary);
+    }, 30000, 'the returning node to take the dead primary\'s place');
+    await until(() => holdsAll(back, db, [...acked, ...acked2]), 20000, 'the returning node to hold every acknowledged write');
   } finally {
     await c.cleanup();
   }
@@ -156,10 +159,44 @@ test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the co
     await until(async () => {
       const info = (await clusterInfo(from, `?database=${db}`)).body.database;
       return !info.copies.some((x) => x.node === fromId) && info.copies.some((x) => x.node === toId);
-    }, 10000, 'the old copy to stop being one');
+    }, 10000, 'the old copy to stop being one').catch((e) => { for (const d of c.nodes) console.log(d.stderr.split('\n').filter((l) => /db=moved/.test(l)).join('\n')); throw e; });
     const n = await post(from, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t' });
     assert.equal(n.status, 200, JSON.stringify(n.body));
     assert.equal(n.body.rows[0][0], new Set(acked).size);
+    // ... and its files are gone from that node.
+    await until(async () => /event=copy_discarded db=moved/.test(from.stderr), 10000, 'the old copy\'s files removed').catch((e) => { console.log(from.stderr.split('\n').filter((l) => /moved/.test(l)).join('\n')); throw e; });
+    assert.ok(!existsSync(path.join(from.dataDir, 'db', db)), 'the old copy\'s directory is gone');
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('a node taken out of a copy set while it was down removes its stale copy when it comes back', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  try {
+    await c.linked();
+    const db = 'stale';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const primary = c.byId(a1.primary);
+    const fromId = a1.copies.find((id) => id !== a1.primary);
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    for (let i = 1; i <= 10; i++)
+      assert.equal((await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [i] })).status, 200);
+    const from = c.byId(fromId);
+    await until(async () => (await idsOn(from, db))?.length === 10, 10000, 'the follower to hold the rows');
+    from.proc.kill('SIGKILL');
+    await until(async () => from.exited, 5000, 'the follower to exit');
+    // Its copy moves while it is down (the other two copies are a quorum of both sets).
+    const r = await post(primary, '/v1/admin/move', { database: db, from: fromId, to: toId }, 30000);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const back = await c.restart(c.nodes.indexOf(from));
+    await until(async () => /event=copy_discarded db=stale/.test(back.stderr), 15000, 'the stale copy removed');
+    assert.ok(!existsSync(path.join(back.dataDir, 'db', db)), 'the stale copy\'s directory is gone');
+    const n = await post(back, `/v1/db/${db}/query`, { sql: 'SELECT count(*) FROM t' });
+    assert.equal(n.status, 200, JSON.stringify(n.body));
+    assert.equal(n.body.rows[0][0], 10, 'served through the primary');
+    assert.ok(!(await c.assignment(db)).copies.includes(fromId));
   } finally {
     await c.cleanup();
   }
