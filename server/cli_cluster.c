@@ -355,6 +355,8 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
 /* GET url (POST `post` as JSON when not NULL) with the token (NULL or
  * "": none); the answer's status in *status and its body in body. 0, or
  * -1 with the reason in err when there was no answer. */
+static long req_timeout_ms = 15000L; /* a node that does not answer within seconds is as good as down */
+
 static int http_req(const char *url, const char *post, const char *token, long *status, dsq_buf *body, char *err,
                     size_t errlen)
 {
@@ -394,7 +396,7 @@ static int http_req(const char *url, const char *post, const char *token, long *
     /* A node that does not answer within seconds is as good as down for
      * someone looking at the cluster. */
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, req_timeout_ms);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
@@ -416,6 +418,8 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: dosqld cluster status [--url URL | -c FILE] [--token TOKEN] [--database NAME] [--json]\n"
             "       dosqld cluster drain NODE [--url URL | -c FILE] [--token TOKEN] [--undo] [--wait SECONDS]\n"
+            "       dosqld cluster move DATABASE --to NODE [--from NODE] [--primary] [--url URL | -c FILE]\n"
+            "                           [--token TOKEN]\n"
             "\n"
             "Ask a running node what it knows of the cluster (GET /v1/cluster) and print it:\n"
             "the nodes, whether that node reaches each, and with [cluster] etcd whether etcd\n"
@@ -427,6 +431,12 @@ static void usage(FILE *to)
             "then wait until it is the primary of none (--wait, default 120 s; 0: do not\n"
             "wait). --undo: stop draining it.\n"
             "\n"
+            "move (with [cluster] etcd): the copy of DATABASE on node --from (default: its\n"
+            "primary's node) goes to node --to, which holds none: the new copy is made from\n"
+            "the primary, then takes the old one's place in a new epoch. When --from is the\n"
+            "primary's node, another copy takes over first. --primary: then --to becomes\n"
+            "the primary. Waits for each step (up to about 5 minutes for the copy).\n"
+            "\n"
             "      --url URL        the node, http://HOST:PORT (default: the first listen\n"
             "                       address of -c FILE, else " DEFAULT_BASE ")\n"
             "  -c, --config FILE    the node's configuration file (read for server.listen)\n"
@@ -435,6 +445,9 @@ static void usage(FILE *to)
             "      --json           print the node's answer as it came (JSON)\n"
             "      --undo           drain: stop draining NODE\n"
             "      --wait SECONDS   drain: how long to wait for its primaries to go (0: not)\n"
+            "      --from NODE      move: the node whose copy goes (default: the primary's)\n"
+            "      --to NODE        move: the node to hold it\n"
+            "      --primary        move: make --to the primary after\n"
             "  -h, --help           this text\n"
             "\n"
             "Exit status: 0 the node answered (drain: and its primaries went in time), 1 it\n"
@@ -497,13 +510,13 @@ static void print_refusal(const char *url, long status, const dsq_buf *body)
 }
 
 /* GET /v1/cluster at base, parsed; NULL with the reason on stderr. */
-static json_t *get_cluster(const char *base, const char *token)
+static json_t *get_cluster(const char *base, const char *token, const char *db)
 {
     char url[1024], err[512];
     dsq_buf body = DSQ_BUF_INIT;
     long status = 0;
     json_t *doc = NULL;
-    if (dsq_cli_cluster_url(base, NULL, url, sizeof url, err, sizeof err) != 0)
+    if (dsq_cli_cluster_url(base, db, url, sizeof url, err, sizeof err) != 0)
         fprintf(stderr, "dosqld cluster: %s\n", err);
     else if (http_req(url, NULL, token, &status, &body, err, sizeof err) != 0)
         fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
@@ -531,7 +544,7 @@ static json_t *node_named(json_t *doc, const char *id)
  * says; -1 when it cannot tell. */
 static long long primaries_of(const char *base, const char *token, const char *id)
 {
-    json_t *doc = get_cluster(base, token);
+    json_t *doc = get_cluster(base, token, NULL);
     json_t *n = doc != NULL ? json_object_get(node_named(doc, id), "etcd") : NULL;
     bool ok = n != NULL; /* (num_at only clears it) */
     unsigned long long v = n != NULL ? num_at(n, "primaries", &ok) : 0;
@@ -539,34 +552,42 @@ static long long primaries_of(const char *base, const char *token, const char *i
     return ok ? (long long)v : -1;
 }
 
+/* Node `id`'s address for clients, as the node at base knows it (its own
+ * when it is that node), into out; false with the reason on stderr. */
+static bool client_base(json_t *doc, const char *base, const char *id, char *out, size_t cap)
+{
+    json_t *n = node_named(doc, id);
+    if (n == NULL) {
+        fprintf(stderr, "dosqld cluster: %s does not know node %s\n", base, id);
+        return false;
+    }
+    if (bool_at(n, "self"))
+        snprintf(out, cap, "%s", base);
+    else if (str_at(n, "client", "")[0] != '\0')
+        snprintf(out, cap, "http://%s", str_at(n, "client", ""));
+    else {
+        fprintf(stderr, "dosqld cluster: %s does not know where node %s takes clients\n", base, id);
+        return false;
+    }
+    size_t l = strlen(out);
+    while (l > 0 && out[l - 1] == '/')
+        out[--l] = '\0';
+    return true;
+}
+
 /* `dosqld cluster drain NODE`: find NODE's client address through the
  * node at base, ask NODE, wait for its primaries to go. */
 static int drain(const char *base, const char *token, const char *id, bool undo, long wait_s)
 {
-    json_t *doc = get_cluster(base, token);
+    json_t *doc = get_cluster(base, token, NULL);
     if (doc == NULL)
         return 1;
-    json_t *n = node_named(doc, id);
     char target[512];
-    if (n == NULL) {
-        fprintf(stderr, "dosqld cluster: %s does not know node %s\n", base, id);
-        json_decref(doc);
-        return 1;
-    }
-    if (bool_at(n, "self"))
-        snprintf(target, sizeof target, "%s", base);
-    else if (str_at(n, "client", "")[0] != '\0')
-        snprintf(target, sizeof target, "http://%s", str_at(n, "client", ""));
-    else {
-        fprintf(stderr, "dosqld cluster: %s does not know where node %s takes clients: give its --url\n", base, id);
-        json_decref(doc);
-        return 1;
-    }
+    bool found = client_base(doc, base, id, target, sizeof target);
     json_decref(doc);
+    if (!found)
+        return 1;
     char url[1024], body_text[200], err[512];
-    size_t bl = strlen(target);
-    while (bl > 0 && target[bl - 1] == '/')
-        target[--bl] = '\0';
     snprintf(url, sizeof url, "%s/v1/admin/drain", target);
     snprintf(body_text, sizeof body_text, "{\"node\":\"%s\",\"drain\":%s}", id, undo ? "false" : "true");
     dsq_buf body = DSQ_BUF_INIT;
@@ -606,9 +627,97 @@ static int drain(const char *base, const char *token, const char *id, bool undo,
     return 0;
 }
 
+/* ---- move ---------------------------------------------------------------------------- */
+
+/* POST path with body at node `id` (found through base); the answer's
+ * epoch into *epoch. 0, or 1 with the reason on stderr. */
+static int admin_post(const char *base, const char *token, const char *id, const char *path, const char *body_text,
+                      unsigned long long *epoch)
+{
+    json_t *doc = get_cluster(base, token, NULL);
+    char target[512], url[1024], err[512];
+    bool found = doc != NULL && client_base(doc, base, id, target, sizeof target);
+    json_decref(doc);
+    if (!found)
+        return 1;
+    snprintf(url, sizeof url, "%s%s", target, path);
+    dsq_buf body = DSQ_BUF_INIT;
+    long status = 0;
+    int rc = 1;
+    if (http_req(url, body_text, token, &status, &body, err, sizeof err) != 0) {
+        fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
+    } else if (status != 200) {
+        print_refusal(url, status, &body);
+    } else {
+        json_t *a = json_loadb(body.data ? body.data : "", body.len, 0, NULL);
+        bool ok = true;
+        *epoch = num_at(a, "epoch", &ok);
+        json_decref(a);
+        rc = 0;
+    }
+    dsq_buf_free(&body);
+    return rc;
+}
+
+/* `dosqld cluster move DATABASE --to NODE [--from NODE] [--primary]`:
+ * the copy on `from` (default: the primary's node) goes to `to`. When
+ * `from` is the primary, another copy is promoted first (a copy is moved
+ * from a follower only); with `primary`, `to` is promoted after. */
+static int move(const char *base, const char *token, const char *db, const char *from, const char *to,
+                bool primary)
+{
+    char body_text[600];
+    json_t *doc = get_cluster(base, token, db);
+    json_t *d = json_object_get(doc, "database");
+    char cur[DSQ_NODE_ID_MAX], other[DSQ_NODE_ID_MAX] = "";
+    snprintf(cur, sizeof cur, "%s", str_at(d, "primary", ""));
+    size_t i;
+    json_t *cp;
+    json_array_foreach(json_object_get(d, "copies"), i, cp) {
+        const char *id = str_at(cp, "node", "");
+        if (other[0] == '\0' && strcmp(id, cur) != 0 && (from == NULL || strcmp(id, from) != 0) &&
+            strcmp(id, to) != 0)
+            snprintf(other, sizeof other, "%s", id);
+    }
+    json_decref(doc);
+    if (cur[0] == '\0') {
+        fprintf(stderr, "dosqld cluster: %s does not know the primary of database %s\n", base, db);
+        return 1;
+    }
+    char from_id[DSQ_NODE_ID_MAX];
+    snprintf(from_id, sizeof from_id, "%s", from != NULL ? from : cur);
+    from = from_id;
+    unsigned long long epoch = 0;
+    snprintf(body_text, sizeof body_text, "{\"database\":\"%s\"}", db);
+    if (strcmp(from, cur) == 0) {
+        /* The primary's copy moves: another copy takes over first. */
+        if (other[0] == '\0') {
+            fprintf(stderr, "dosqld cluster: database %s has no other copy to take over from %s\n", db, cur);
+            return 1;
+        }
+        if (admin_post(base, token, other, "/v1/admin/promote", body_text, &epoch) != 0)
+            return 1;
+        printf("database %s: primary handed from %s to %s (epoch %llu)\n", db, cur, other, epoch);
+        fflush(stdout);
+        snprintf(cur, sizeof cur, "%s", other);
+    }
+    snprintf(body_text, sizeof body_text, "{\"database\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"}", db, from, to);
+    if (admin_post(base, token, cur, "/v1/admin/move", body_text, &epoch) != 0)
+        return 1;
+    printf("database %s: copy moved from %s to %s (epoch %llu)\n", db, from, to, epoch);
+    fflush(stdout);
+    if (primary) {
+        snprintf(body_text, sizeof body_text, "{\"database\":\"%s\"}", db);
+        if (admin_post(base, token, to, "/v1/admin/promote", body_text, &epoch) != 0)
+            return 1;
+        printf("database %s: primary handed from %s to %s (epoch %llu)\n", db, cur, to, epoch);
+    }
+    return 0;
+}
+
 int dsq_cli_cluster_main(int argc, char **argv)
 {
-    enum { OPT_URL = 256, OPT_TOKEN, OPT_DATABASE, OPT_JSON, OPT_UNDO, OPT_WAIT };
+    enum { OPT_URL = 256, OPT_TOKEN, OPT_DATABASE, OPT_JSON, OPT_UNDO, OPT_WAIT, OPT_FROM, OPT_TO, OPT_PRIMARY };
     static const struct option opts[] = {
         {"url", required_argument, NULL, OPT_URL},
         {"config", required_argument, NULL, 'c'},
@@ -617,11 +726,14 @@ int dsq_cli_cluster_main(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"undo", no_argument, NULL, OPT_UNDO},
         {"wait", required_argument, NULL, OPT_WAIT},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"to", required_argument, NULL, OPT_TO},
+        {"primary", no_argument, NULL, OPT_PRIMARY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *url_arg = NULL, *config = NULL, *token = NULL, *db = NULL;
-    bool raw = false, undo = false;
+    const char *url_arg = NULL, *config = NULL, *token = NULL, *db = NULL, *from = NULL, *to = NULL;
+    bool raw = false, undo = false, primary = false;
     long wait_s = 120;
     int opt;
     opterr = 0; /* (our messages, not getopt's under the name "cluster") */
@@ -634,6 +746,9 @@ int dsq_cli_cluster_main(int argc, char **argv)
         case OPT_DATABASE: db = optarg; break;
         case OPT_JSON: raw = true; break;
         case OPT_UNDO: undo = true; break;
+        case OPT_FROM: from = optarg; break;
+        case OPT_TO: to = optarg; break;
+        case OPT_PRIMARY: primary = true; break;
         case OPT_WAIT: {
             char *end;
             wait_s = strtol(optarg, &end, 10);
@@ -646,15 +761,22 @@ int dsq_cli_cluster_main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return usage_error("what of the cluster? (status, drain)", NULL);
-    bool draining = strcmp(argv[optind], "drain") == 0;
-    if (!draining && strcmp(argv[optind], "status") != 0)
+        return usage_error("what of the cluster? (status, drain, move)", NULL);
+    bool draining = strcmp(argv[optind], "drain") == 0, moving = strcmp(argv[optind], "move") == 0;
+    if (!draining && !moving && strcmp(argv[optind], "status") != 0)
         return usage_error("unknown command", argv[optind]);
     const char *node = NULL;
     if (draining) {
         if (optind + 1 >= argc)
             return usage_error("drain: which node?", NULL);
         node = argv[++optind];
+    }
+    if (moving) {
+        if (optind + 1 >= argc)
+            return usage_error("move: which database?", NULL);
+        db = argv[++optind];
+        if (to == NULL)
+            return usage_error("move: to which node? (--to NODE)", NULL);
     }
     if (optind + 1 < argc)
         return usage_error("unexpected argument", argv[optind + 1]);
@@ -680,6 +802,12 @@ int dsq_cli_cluster_main(int argc, char **argv)
         int drc = drain(base, token, node, undo, wait_s);
         curl_global_cleanup();
         return drc;
+    }
+    if (moving) {
+        req_timeout_ms = 330000L; /* (a copy is made before the answer comes: up to about 5 minutes) */
+        int mrc = move(base, token, db, from, to, primary);
+        curl_global_cleanup();
+        return mrc;
     }
     dsq_buf body = DSQ_BUF_INIT, text = DSQ_BUF_INIT;
     long status = 0;

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
+import { runDosqld } from '../integration/lib/harness.mjs';
 import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
@@ -197,6 +198,42 @@ test('a node taken out of a copy set while it was down removes its stale copy wh
     assert.equal(n.status, 200, JSON.stringify(n.body));
     assert.equal(n.body.rows[0][0], 10, 'served through the primary');
     assert.ok(!(await c.assignment(db)).copies.includes(fromId));
+  } finally {
+    await c.cleanup();
+  }
+});
+
+test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its primary\'s node for NODE, which serves it', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  try {
+    await c.linked();
+    const db = 'cli';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    const acked = [];
+    const stop = writers(() => c.nodes, db, acked, 1);
+    await until(async () => acked.length >= 20, 15000, 'writes before the move');
+    const via = c.byId(toId); // (any node finds the others)
+    const cli = await runDosqld(['cluster', 'move', db, '--to', toId, '--primary', '--url', via.url], { timeoutMs: 60000 });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, new RegExp(`database ${db}: copy moved from ${a1.primary} to ${toId}`));
+    const a2 = await c.assignment(db);
+    assert.equal(a2.primary, toId, 'the new node is the primary');
+    assert.ok(!a2.copies.includes(a1.primary), 'the old primary\'s node holds no copy');
+    assert.equal(a2.copies.length, 3);
+    const before = acked.length;
+    await until(async () => acked.length >= before + 20, 15000, 'writes after the move');
+    await stop();
+    const have = (await post(c.byId(toId), `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id' })).body.rows.map((x) => x[0]);
+    assert.equal(new Set(have).size, have.length, 'no id twice');
+    for (const id of acked) assert.ok(have.includes(id), `acknowledged id ${id} missing`);
+    // Refused clearly: no --to; a node that holds a copy already.
+    let r = await runDosqld(['cluster', 'move', db, '--url', via.url]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--to NODE/);
+    r = await runDosqld(['cluster', 'move', db, '--to', a2.copies.find((id) => id !== toId), '--from', toId, '--url', via.url], { timeoutMs: 60000 });
+    assert.equal(r.code, 1);
   } finally {
     await c.cleanup();
   }
