@@ -293,6 +293,7 @@ static bool failover_primary_here(void *ud, const char *db) { return dsq_repl_pr
 static int failover_change(void *ud, const char *db, const char *out, const char *in, uint64_t min_epoch,
                            dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
 static size_t failover_copyset(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max);
+static bool failover_member(void *ud, const char *db) { return dsq_repl_member(((dsq_cluster *)ud)->repl, db); }
 
 static void on_link(void *ud, size_t node, bool up)
 {
@@ -484,6 +485,7 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
         .promote = failover_promote,
         .primary_here = failover_primary_here,
         .change = failover_change,
+        .member = failover_member,
         .copyset = failover_copyset,
         .ids = c->ids,
         .dead_after_ms = c->cfg.node_dead_after_ms,

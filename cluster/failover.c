@@ -34,6 +34,7 @@ typedef struct fctx {
     dsq_failover *f;               /* NULL once f stopped (a promotion that ends later) */
     char db[DSQ_ASSIGN_DB_MAX];
     uint64_t epoch;                /* the one written (or asked for) */
+    uint64_t lsn;                  /* a change's: where the log it took over ends */
     int rc;
     char msg[256];
     bool handing;                  /* a drain's write naming another node: nothing to promote here */
@@ -129,6 +130,7 @@ static void remember(dsq_failover *f, const fent *e, uint64_t epoch)
 /* ---- promoting ---------------------------------------------------------------------------------- */
 
 static bool has_copy(const dsq_assignment *a, const char *id);
+static void on_written_then(void *ud, int rc, const dsq_assignment *now, const char *msg);
 
 static void on_epoch_written(void *ud, int rc, const dsq_assignment *now, const char *msg)
 {
@@ -143,19 +145,26 @@ static void on_epoch_written(void *ud, int rc, const dsq_assignment *now, const 
  * etcd's assignment follows (the copies replication holds, in the
  * assignment's order where they stay). Also from the sweep, so that a
  * write lost with etcd's trouble is made again. */
-static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch)
+static int write_epoch_then(dsq_failover *f, const char *db, uint64_t epoch, fctx *then);
+
+static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch) { write_epoch_then(f, db, epoch, NULL); }
+
+/* write_epoch, and with `then`, its answer posted to it (epoch_written):
+ * 0 when so; 1 when there was nothing to write, -1 when it could not be
+ * asked (then is the caller's still). */
+static int write_epoch_then(dsq_failover *f, const char *db, uint64_t epoch, fctx *then)
 {
     dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
     dsq_assignment a;
     if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0)
-        return;
+        return 1;
     char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
     size_t n = f->cfg.copyset != NULL ? f->cfg.copyset(f->cfg.ud, db, ids, DSQ_ASSIGN_COPIES_MAX) : 0;
     bool same = n == 0 || n == a.ncopies;
     for (size_t i = 0; i < n && same; i++)
         same = has_copy(&a, ids[i]);
     if (a.epoch >= epoch && same)
-        return;
+        return 1;
     if (!same) {
         dsq_assignment b = a;
         b.ncopies = 0;
@@ -172,9 +181,12 @@ static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch)
     }
     if (a.epoch < epoch)
         a.epoch = epoch;
+    if (then != NULL)
+        return dsq_assign_update(as, &a, a.mod_revision, on_written_then, then) == 0 ? 0 : -1;
     char *u = strdup(db);
     if (u != NULL && dsq_assign_update(as, &a, a.mod_revision, on_epoch_written, u) != 0)
         free(u);
+    return 0;
 }
 
 static void promoted(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
@@ -307,11 +319,18 @@ static fent *due(dsq_failover *f, const char *db)
 
 /* Write a's assignment naming `to` as primary, in epoch + 1, by
  * compare-and-swap; then (cas_done) this node promotes its copy, unless
- * `handing` (a drain: `to` does). */
-static void write_primary(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e, const char *to,
-                          bool handing)
+ * `handing` (a drain: `to` does). With `copies` (n of them), the
+ * assignment names those. */
+static void write_primary_copies(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e, const char *to,
+                                 bool handing, char (*copies)[DSQ_NODE_ID_MAX], size_t n)
 {
     dsq_assignment want = *a;
+    if (n > 0) {
+        want.ncopies = 0;
+        for (size_t i = 0; i < n && i < DSQ_ASSIGN_COPIES_MAX; i++)
+            snprintf(want.copies[want.ncopies++], sizeof want.copies[0], "%.*s", (int)sizeof want.copies[0] - 1,
+                     copies[i]);
+    }
     want.epoch = a->epoch + 1;
     snprintf(want.primary, sizeof want.primary, "%s", to);
     fctx *x = calloc(1, sizeof *x);
@@ -334,10 +353,41 @@ static void write_primary(dsq_failover *f, dsq_assign *as, const dsq_assignment 
     }
 }
 
+static void write_primary(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e, const char *to,
+                          bool handing)
+{
+    write_primary_copies(f, as, a, e, to, handing, NULL, 0);
+}
+
+/* This node is to be a's primary by etcd's copies, which lag: a change
+ * took it out of the copy set (or is taking it out). The assignment is
+ * written naming the first member alive as primary, with the copies
+ * replication knows; that node promotes (reconcile). false: it cannot
+ * (no member alive, or the set not known here). */
+static bool hand_to_member(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e)
+{
+    char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
+    size_t n = f->cfg.copyset != NULL ? f->cfg.copyset(f->cfg.ud, a->db, ids, DSQ_ASSIGN_COPIES_MAX) : 0;
+    const char *to = NULL;
+    for (size_t i = 0; i < n && to == NULL; i++)
+        if (strcmp(ids[i], f->self) != 0 && dsq_eplace_alive(f->cfg.eplace, ids[i]))
+            to = ids[i];
+    if (to == NULL)
+        return false;
+    DSQ_INFO("failover_not_member", "db=%s to=%s", a->db, to);
+    write_primary_copies(f, as, a, e, to, true, ids, n);
+    return true;
+}
+
 /* The compare-and-swap that makes this node a's primary, then (cas_done)
  * the promotion. */
 static void write_self(dsq_failover *f, dsq_assign *as, const dsq_assignment *a, fent *e)
 {
+    if (f->cfg.member != NULL && !f->cfg.member(f->cfg.ud, a->db)) {
+        if (!hand_to_member(f, as, a, e))
+            ent_failed(f, e);
+        return;
+    }
     snprintf(e->from, sizeof e->from, "%s", a->primary);
     write_primary(f, as, a, e, f->self, false);
 }
@@ -449,6 +499,11 @@ static void reconcile(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
     fent *e = due(f, a->db);
     if (e == NULL)
         return;
+    if (f->cfg.member != NULL && !f->cfg.member(f->cfg.ud, a->db)) { /* (etcd's copies lag a change) */
+        if (!hand_to_member(f, as, a, e))
+            ent_failed(f, e);
+        return;
+    }
     fctx *x = calloc(1, sizeof *x);
     if (x == NULL)
         return;
@@ -463,6 +518,34 @@ static void reconcile(dsq_failover *f, dsq_assign *as, const dsq_assignment *a)
 }
 
 /* ---- re-replication and moves -------------------------------------------------------------------- */
+
+/* A change's assignment written (or not: the sweep writes it again): who
+ * asked is told now, so that the copies etcd names are the new ones by
+ * then. */
+static void change_written(void *arg, bool run)
+{
+    fctx *x = arg;
+    dsq_failover *f = x->f;
+    fent *e = answer_ent(x, run);
+    if (e == NULL)
+        return;
+    if (x->rc != 0)
+        DSQ_WARN("assignment_copies_not_written", "db=%s reason=%s", x->db, dsq_log_q(x->msg));
+    tell(e, 0, x->epoch, x->lsn, NULL);
+    ent_drop(f, e);
+    free(x);
+}
+
+/* On the assignments' request thread. */
+static void on_written_then(void *ud, int rc, const dsq_assignment *now, const char *msg)
+{
+    fctx *x = ud;
+    (void)now;
+    x->rc = rc;
+    snprintf(x->msg, sizeof x->msg, "%s", msg ? msg : "");
+    if (dsq_mailbox_post(&x->f->mb, change_written, x) != 0)
+        free(x); /* (stopping) */
+}
 
 static void changed(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
 {
@@ -481,11 +564,16 @@ static void changed(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char 
         }
     } else {
         f->stats.replaced++;
+        x->epoch = epoch;
+        x->lsn = lsn;
+        if (e != NULL && write_epoch_then(f, x->db, epoch, x) == 0)
+            return; /* (told once etcd answered: change_written) */
         if (e != NULL) {
             tell(e, 0, epoch, lsn, NULL);
             ent_drop(f, e);
+        } else {
+            write_epoch(f, x->db, epoch); /* the assignment names the new copies */
         }
-        write_epoch(f, x->db, epoch); /* the assignment names the new copies */
     }
     free(x);
 }

@@ -87,6 +87,8 @@ typedef struct dsq_failover_cfg {
      * dsq_repl_change); as promote. */
     int (*change)(void *ud, const char *db, const char *out, const char *in, uint64_t min_epoch,
                   dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
+    /* Whether this node is in db's copy set as replication knows it. */
+    bool (*member)(void *ud, const char *db);
     /* Db's copy set as replication knows it, node ids into ids[0..max);
      * how many. */
     size_t (*copyset)(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max);

@@ -315,7 +315,10 @@ static rdb *get(dsq_repl *r, const char *db)
     /* A copy set a change made, accepted here, holds over the placement's;
      * but where etcd names a newer epoch without this node, it was taken
      * out of the set (a change it did not hear of). */
-    if (st.set.epoch > 0 && st.set.n > 0 && !(named_in > st.set.epoch && d->self_copy == d->ncopies))
+    bool taken_out = d->self_copy == d->ncopies &&
+                     (named_in > st.set.epoch ||
+                      (named_in == st.set.epoch && !cs_has(st.set.nodes, st.set.n, (uint32_t)r->cfg.self)));
+    if (st.set.epoch > 0 && st.set.n > 0 && !taken_out)
         set_copies(r, d, &st.set, DSQ_NODE_NONE);
     /* The placement's primary is a hint where it names a newer epoch than
      * this copy accepted (etcd says who won a failover before that node's
@@ -786,6 +789,11 @@ static void log_read_done(dsq_call *call)
         return;
     }
     rcopy *c = copy_of(d, lr->node);
+    if (c == NULL) { /* (it left the copy set meanwhile: a change) */
+        dsq_call_reset(call);
+        free(lr);
+        return;
+    }
     c->reading = false;
     if (call->err != 0 && call->code == DSQ_CODE_INVALID_LSN && call->lsn > call->as_of_lsn + 1) {
         /* The log no longer reaches back to where the follower's ends:
@@ -1528,6 +1536,64 @@ static void send_accept(dsq_repl *r, rdb *d)
     dsq_buf_free(&b);
 }
 
+typedef struct set_rec {
+    dsq_repl *r;
+    rdb *d;
+} set_rec;
+
+static void set_recorded(void *ud, int rc)
+{
+    set_rec *x = ud;
+    dsq_repl *r = x->r;
+    rdb *d = x->d;
+    free(x);
+    d->settling = false;
+    if (r->stopped)
+        return;
+    if (rc != 0)
+        DSQ_ERROR("replication_epochs_failed", "db=%s reason=%s", d->name, dsq_log_q("cannot record the copy set"));
+    d->at_sent = 0;
+    send_at(r, d);
+}
+
+/* adopt_set, recorded with this copy's epoch; true when it was newer
+ * (then d settles until the record is durable, and says where it is
+ * after). */
+static bool adopt_set_recorded(dsq_repl *r, rdb *d, const dsq_copyset *cs)
+{
+    if (!adopt_set(r, d, cs, false))
+        return false;
+    set_rec *x = malloc(sizeof *x);
+    if (x != NULL) {
+        *x = (set_rec){.r = r, .d = d};
+        d->settling = true;
+        if (dsq_epochs_set_copies(r->cfg.epochs, r->loop, d->name, d->epoch, d->primary, 0, cs, set_recorded, x) !=
+            0) {
+            d->settling = false;
+            free(x);
+        }
+    }
+    return true;
+}
+
+/* FORGET from the primary this node was a learner of: the change that
+ * was adding it ended without it. It is no copy (its files go). */
+static void on_forget(dsq_repl *r, rdb *d, size_t node)
+{
+    pthread_mutex_lock(&r->mu);
+    bool learner = d->self_copy < d->ncopies && d->copies[d->self_copy].in == IN_LEARNER && node == d->primary;
+    if (learner) {
+        dsq_copyset cs;
+        cur_set(d, &cs);
+        set_copies(r, d, &cs, DSQ_NODE_NONE);
+        d->discard = true;
+        atomic_fetch_add(&r->discards, 1);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (learner)
+        DSQ_INFO("copy_learning_ended", "db=%s", d->name);
+}
+
 /* ACCEPT, not ok: the higher epoch this copy accepted, and its copy set. */
 static void refuse(dsq_repl *r, rdb *d, size_t node)
 {
@@ -1544,6 +1610,11 @@ static void refuse(dsq_repl *r, rdb *d, size_t node)
 
 static void on_propose(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *rd)
 {
+    /* A node that holds no copy (never did, or was taken out and its files
+     * removed) takes no part: a set that names it is one it left. A node
+     * being added (a learner) does, once a change names it. */
+    if (d->self_copy == d->ncopies)
+        return;
     /* The copy set the candidate proposes in: one older than this copy's
      * is refused (the candidate learns the newer one from the answer);
      * one newer is taken with the epoch. The candidate must be in it, and
@@ -1639,7 +1710,8 @@ typedef struct promo {
     uv_timer_t timer;
     bool self_accepted;
     bool resume;            /* this node was the primary of the epoch before, in a run that crashed */
-    bool was_primary;       /* ... or in this run (a change of the copy set): no lease to wait out */
+    bool was_primary;       /* ... or in this run (a change of the copy set) */
+    uint64_t prev_epoch;    /* with was_primary: the epoch it was the primary of */
     dsq_copyset set;        /* the copy set it proposes (with prev: a quorum of both) */
     struct {
         bool ok;
@@ -1787,6 +1859,18 @@ static void promo_started(void *ud, int rc)
     /* Primary from now on; it answers once the former primary's lease is
      * surely over. */
     pthread_mutex_lock(&r->mu);
+    /* Resumed: the primary it replaces is this node's run that crashed
+     * (the data directory's lock says it is gone); older primaries were
+     * waited out when that one took over, and a newer one would have
+     * refused this epoch through the copies that accepted it. A change by
+     * the primary in the epoch right after its own has none to wait out
+     * either: no epoch lies between, and an older one's primary was
+     * waited out when this one took over. Otherwise (an epoch was skipped:
+     * another node proposed one meanwhile) it waits as any promotion, over
+     * the old set and the new. */
+    uint64_t wait = (p->resume && d->resuming) || (p->was_primary && p->epoch == p->prev_epoch + 1)
+                        ? 0
+                        : promo_lease_wait(r, d, p);
     if (p->set.epoch != 0) {
         dsq_copyset final = p->set;
         final.nprev = 0;
@@ -1794,11 +1878,6 @@ static void promo_started(void *ud, int rc)
     }
     d->role = DSQ_ROLE_PRIMARY;
     d->primary = (uint32_t)r->cfg.self;
-    /* Resumed: the primary it replaces is this node's run that crashed
-     * (the data directory's lock says it is gone); older primaries were
-     * waited out when that one took over, and a newer one would have
-     * refused this epoch through the copies that accepted it. */
-    uint64_t wait = (p->resume && d->resuming) || p->was_primary ? 0 : promo_lease_wait(r, d, p);
     d->resuming = false;
     d->serve_after_ms = dsq_now_ms() + wait;
     d->commit = 0;
@@ -2048,7 +2127,7 @@ static int promo_begin(dsq_repl *r, rdb *d, uint64_t epoch, const dsq_copyset *s
     if (p == NULL)
         return -1;
     *p = (promo){.r = r, .d = d, .epoch = epoch, .phase = P_PROPOSING, .done = done, .ud = ud,
-                 .resume = d->resuming, .was_primary = was_primary, .set = *set};
+                 .resume = d->resuming, .was_primary = was_primary, .prev_epoch = d->epoch, .set = *set};
     uv_timer_init(r->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_promo_timeout, r->cfg.promote_timeout_ms, 0);
@@ -2182,6 +2261,19 @@ static void change_end(dsq_repl *r, rdb *d, int rc, uint64_t epoch, uint64_t lsn
     else
         DSQ_WARN("copy_change_failed", "db=%s out=%s in=%s reason=%s", d->name, node_id(r, c->out),
                  node_id(r, c->in), dsq_log_q(msg ? msg : "?"));
+    if (rc != 0 && c->promoting) {
+        /* It stepped down for the change, its replies waiting on: whether
+         * their commits survive is now the next primary's to say. */
+        r->stats.step_downs++;
+        char m[400];
+        snprintf(m, sizeof m,
+                 "the change of the copies of database %s failed (%s); the commit was not acknowledged here, and "
+                 "whether it survives is not known (read it back from the primary)",
+                 d->name, msg ? msg : "?");
+        dsq_engine_repl_abandon(r->engine, d->name, DSQ_CODE_NOT_PRIMARY, m);
+    } else if (rc != 0 && dsq_peer_up(r->peers, c->in)) {
+        send_msg(r, c->in, DSQ_REPL_FORGET, d, NULL, 0, NULL, 0); /* (it is no learner any more) */
+    }
     if (c->done != NULL)
         c->done(c->ud, rc, epoch, lsn, msg);
     free(c);
@@ -2377,6 +2469,9 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
     case DSQ_REPL_PROPOSE:
         on_propose(r, d, node, epoch, &rd);
         return;
+    case DSQ_REPL_FORGET:
+        on_forget(r, d, node);
+        return;
     case DSQ_REPL_LEARN: {
         dsq_copyset cs;
         if (get_set(&rd, r, &cs))
@@ -2425,8 +2520,11 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         dsq_copyset cs;
         bool has_set = !rd.bad && get_set(&rd, r, &cs);
         if (!rd.bad && d->role == DSQ_ROLE_FOLLOWER && node == d->primary && d->promo == NULL) {
-            if (has_set)
-                adopt_set(r, d, &cs, true);
+            /* A newer copy set: on disk before this copy says it is ready
+             * (it counts from then on, and after a crash it must know it
+             * is a copy); it asks again (BEHIND) once it is. */
+            if (has_set && d->pos_known && !d->settling && d->applies == 0 && adopt_set_recorded(r, d, &cs))
+                break;
             on_sync(r, d, keep, &hist);
         }
         break;
@@ -2437,6 +2535,8 @@ void dsq_repl_on_message(dsq_repl *r, size_t node, uint8_t type, const uint8_t *
         uint64_t a = dsq_r_u64(&rd), b = dsq_r_u64(&rd);
         uint64_t e = type == DSQ_REPL_BEHIND ? dsq_r_u64(&rd) : 0;
         rcopy *c = copy_of(d, node);
+        if (!rd.bad && c == NULL && d->self_copy < d->ncopies)
+            send_msg(r, node, DSQ_REPL_FORGET, d, NULL, 0, NULL, 0); /* (a learner of a change that ended) */
         if (rd.bad || d->role != DSQ_ROLE_PRIMARY || c == NULL)
             break;
         if (type == DSQ_REPL_BEHIND) {
@@ -2937,6 +3037,15 @@ void dsq_repl_placement_changed(dsq_repl *r, const char *db)
         d->epoch = epoch;
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+bool dsq_repl_member(dsq_repl *r, const char *db)
+{
+    pthread_mutex_lock(&r->mu);
+    rdb *d = get(r, db);
+    bool in = d != NULL && d->self_copy < d->ncopies && (d->copies[d->self_copy].in & IN_SET);
+    pthread_mutex_unlock(&r->mu);
+    return in;
 }
 
 size_t dsq_repl_copyset(dsq_repl *r, const char *db, uint32_t *out, size_t max, uint64_t *set_epoch)

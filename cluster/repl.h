@@ -99,6 +99,7 @@ enum {
                            follower's log ends before it) */
     DSQ_REPL_LEARN,     /* primary → a node being added to the copy set: the set (put_set); it
                            follows as a learner (sent the log, not counted) */
+    DSQ_REPL_FORGET,    /* primary → a learner: the change that was adding it ended without it */
     DSQ_REPL_BEAT = 40, /* node → node: u64 sent (ms, the sender's clock); no database */
     DSQ_REPL_BEAT_ACK,  /* node → node: u64 sent, echoed */
     DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT, then
@@ -179,6 +180,10 @@ int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promot
  * Loop thread. */
 int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint64_t min_epoch,
                     dsq_promote_fn done, void *ud, char *err, size_t errlen);
+
+/* Whether this node is in db's copy set (not only being added or taken
+ * out). Any thread. */
+bool dsq_repl_member(dsq_repl *r, const char *db);
 
 /* Db's copy set as this node knows it (node numbers, the placement's
  * order where it has not changed) into out[0..max); how many. *set_epoch:

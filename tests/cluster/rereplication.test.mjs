@@ -216,6 +216,7 @@ test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its 
     await until(async () => acked.length >= 20, 15000, 'writes before the move');
     const via = c.byId(toId); // (any node finds the others)
     const cli = await runDosqld(['cluster', 'move', db, '--to', toId, '--primary', '--url', via.url], { timeoutMs: 60000 });
+    if (cli.code !== 0) for (const d of c.nodes) console.log(d.stderr.split('\n').filter((l) => /db=cli/.test(l)).join('\n'));
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, new RegExp(`database ${db}: copy moved from ${a1.primary} to ${toId}`));
     const a2 = await c.assignment(db);
