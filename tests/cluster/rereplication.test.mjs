@@ -239,3 +239,88 @@ test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its 
     await c.cleanup();
   }
 });
+
+// The primary changes the copies, then dies before etcd hears of it: etcd
+// still names the copy taken out, first in its order, as the one to step
+// forward. That node is no member any more; it hands the database to one
+// (writing the copies it knows), and a member takes over with the new set.
+test('the primary dies after a change, before etcd names the new copies: the copy taken out hands over to a member', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0'), ttl: '4s', etcdProxies: true });
+  try {
+    await c.linked();
+    const db = 'lagging';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const primary = c.byId(a1.primary);
+    const fromId = a1.copies.find((id) => id !== a1.primary); // (first in etcd's order after the primary)
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    for (let i = 1; i <= 10; i++)
+      assert.equal((await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [i] })).status, 200);
+    c.etcdProxy(c.nodes.indexOf(primary)).partition(); // (its writes to etcd go nowhere)
+    const moving = post(primary, '/v1/admin/move', { database: db, from: fromId, to: toId }, 20000);
+    await until(async () => /event=copies_changed_here db=lagging/.test(primary.stderr), 15000, 'the change made');
+    primary.proc.kill('SIGKILL');
+    await moving.catch(() => null);
+    const a2 = await c.assignment(db);
+    assert.ok(a2.copies.includes(fromId) && !a2.copies.includes(toId), 'etcd did not hear of the change');
+    // etcd moves the primary on; it ends on a member of the new set.
+    await until(async () => {
+      const a = await c.assignment(db);
+      return a.primary !== a1.primary && a.primary !== fromId && a.copies.includes(toId) && !a.copies.includes(fromId);
+    }, 40000, 'a member of the new set named primary, with the new copies');
+    assert.match(c.byId(fromId).stderr, /event=failover_not_member db=lagging/);
+    const p = c.byId((await c.assignment(db)).primary);
+    let r;
+    await until(async () => {
+      r = await post(p, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [11] });
+      return r.status === 200;
+    }, 20000, 'writes on the new primary');
+    const have = (await post(p, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id' })).body.rows.map((x) => x[0]);
+    assert.deepEqual(have, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  } finally {
+    for (let i = 0; i < 4; i++) c.etcdProxy(i)?.heal();
+    await c.cleanup();
+  }
+});
+
+// A move that cannot finish: the node being added is stopped, and another
+// copy is made primary meanwhile. The move fails clearly; the node that
+// was being added, when it wakes, is told it is no copy and removes what
+// it had; the database serves on.
+test('a move cut short by a promotion elsewhere fails clearly, and the node being added forgets its copy', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  try {
+    await c.linked();
+    const db = 'cutshort';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const primary = c.byId(a1.primary);
+    const [fromId, otherId] = a1.copies.filter((id) => id !== a1.primary);
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    const to = c.byId(toId);
+    for (let i = 1; i <= 10; i++)
+      assert.equal((await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (?)', params: [i] })).status, 200);
+    to.proc.kill('SIGSTOP');
+    try {
+      const moving = post(primary, '/v1/admin/move', { database: db, from: fromId, to: toId }, 30000);
+      await until(async () => /event=copy_change db=cutshort/.test(primary.stderr), 10000, 'the move begun');
+      const pr = await post(c.byId(otherId), '/v1/admin/promote', { database: db }, 20000);
+      assert.equal(pr.status, 200, JSON.stringify(pr.body));
+      const mv = await moving;
+      assert.notEqual(mv.status, 200, 'the move did not happen');
+      assert.match(mv.body.error.message, /move of a copy of cutshort failed: this node is no longer the primary/);
+    } finally {
+      to.proc.kill('SIGCONT');
+    }
+    await until(async () => /event=copy_discarded db=cutshort/.test(to.stderr), 20000, 'the node being added to forget its copy');
+    assert.match(to.stderr, /event=copy_learning_ended db=cutshort/);
+    assert.ok(!existsSync(path.join(to.dataDir, 'db', db)));
+    assert.equal(primary.exited, null, 'the former primary runs on');
+    const a2 = await c.assignment(db);
+    assert.deepEqual([...a2.copies].sort(), [...a1.copies].sort(), 'the copies are as before');
+    const r = await post(c.byId(otherId), `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (11)' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  } finally {
+    await c.cleanup();
+  }
+});
