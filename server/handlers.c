@@ -42,12 +42,12 @@ static void cluster_etcd_json(dsq_cluster *c, const dsq_cluster_etcd_info *ei, j
 {
     const dsq_failover_stats *fs = &ei->failover;
     json_object_set_new(doc, "etcd",
-                        json_pack("{s:b, s:b, s:b, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I}}", "up", ei->etcd_up,
+                        json_pack("{s:b, s:b, s:b, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "up", ei->etcd_up,
                                   "registered", ei->registered, "viewWhole", ei->view_whole, "assignmentsLoaded",
                                   ei->assignments_loaded, "assignments", (json_int_t)ei->assignments, "failover",
                                   "attempts", (json_int_t)fs->attempts, "won", (json_int_t)fs->won, "lost",
                                   (json_int_t)fs->lost, "promoted", (json_int_t)fs->promoted, "failed",
-                                  (json_int_t)fs->failed));
+                                  (json_int_t)fs->failed, "replaced", (json_int_t)fs->replaced));
     /* (DSQ_FAILOVER_RECENT records of ~220 bytes: on the stack) */
     dsq_failover_record recent[DSQ_FAILOVER_RECENT];
     size_t n = dsq_cluster_failovers(c, recent, DSQ_FAILOVER_RECENT);
@@ -155,15 +155,17 @@ static void cluster_etcd_metrics(dsq_cluster *c, dsq_buf *b)
                    "dosqld_cluster_failover_attempts_total %llu\n"
                    "# HELP dosqld_cluster_failovers_total This node's failovers by result: won (it wrote the "
                    "assignment), lost (another node did first), promoted (its copy served as the primary), failed "
-                   "(a write or promotion failed, tried again).\n"
+                   "(a write or promotion failed, tried again), replaced (a copy of a database it is the primary of "
+                   "moved to another node: re-replication, a move).\n"
                    "# TYPE dosqld_cluster_failovers_total counter\n"
                    "dosqld_cluster_failovers_total{result=\"won\"} %llu\n"
                    "dosqld_cluster_failovers_total{result=\"lost\"} %llu\n"
                    "dosqld_cluster_failovers_total{result=\"promoted\"} %llu\n"
-                   "dosqld_cluster_failovers_total{result=\"failed\"} %llu\n",
+                   "dosqld_cluster_failovers_total{result=\"failed\"} %llu\n"
+                   "dosqld_cluster_failovers_total{result=\"replaced\"} %llu\n",
                    ei.etcd_up, ei.registered, (unsigned long long)ei.assignments,
                    (unsigned long long)fs->attempts, (unsigned long long)fs->won, (unsigned long long)fs->lost,
-                   (unsigned long long)fs->promoted, (unsigned long long)fs->failed);
+                   (unsigned long long)fs->promoted, (unsigned long long)fs->failed, (unsigned long long)fs->replaced);
     static const char *const fam[3][2] = {
         {"dosqld_cluster_node_alive", "Whether a node has its key in etcd (1) or not (0), by node."},
         {"dosqld_cluster_node_copies", "Databases a node holds a copy of, by the assignments this node knows, by "

@@ -1,15 +1,19 @@
-// chaos on etcd — an etcd and three nodes that find each other through
+// chaos on etcd — an etcd and four nodes that find each other through
 // it (each reaching etcd through a proxy of its own), three copies of 2 to
 // 4 databases, writers through every live node and a probe per database,
 // and one fault per round on a node chosen at random (most often the
 // primary of a database): killed (SIGKILL) and started again, stopped
 // (SIGSTOP) for longer than its lease, cut off from etcd; now and then
 // etcd itself killed and started again. Nobody promotes anything by hand:
-// the nodes fail over by themselves. Between rounds every database must
-// serve again within a bound. At the end, everything healed:
+// the nodes fail over by themselves. A node killed for longer than
+// node_dead_after (3 s here) has its copies made again on the node
+// without one (re-replication). Between rounds every database must serve
+// again within a bound, and have its three copies on live nodes again. At
+// the end, everything healed:
 //
-//   - every acknowledged id is on every copy, exactly once, and no copy
-//     holds an id that was never sent;
+//   - every acknowledged id is on every copy etcd names (three, the number
+//     configured), exactly once, and no copy holds an id that was never
+//     sent;
 //   - no (database, epoch) was promoted by two nodes (the daemons'
 //     `event=promoted` lines, those of killed daemons included);
 //   - the assignments in etcd, sampled all along, never went back to an
@@ -39,13 +43,16 @@ import path from 'node:path';
 import { clusterInfo, sleep, until } from '../cluster/lib/cluster.mjs';
 import { PREFIX, startEtcdCluster } from '../cluster/lib/etcdcluster.mjs';
 
-const CONF = 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\n';
+const CONF = 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\nnode_dead_after = 3s\n';
+const NODES = 4;
+const COPIES = 3;
+const RESTORED_MS = 30000; // a database's copies all on live nodes again after a round
 const TTL_MS = 2000;
 const SERVE_MS = 30000;   // a database serving again after a round (else: stuck)
 const WRITE_MS = 8000;    // a writer's request
 const PROBE_MS = 1000;    // a probe's request
 const PROBE_EVERY = 50;
-const MAX_EPOCHS_A_ROUND = 3; // a database's epoch in etcd, in one round
+const MAX_EPOCHS_A_ROUND = 4; // a database's epoch in etcd, in one round (a failover, a copy replaced, ...)
 const STALL_NOTED_MS = 5000;  // a database whose primary was not faulted: its logs are kept
 const b64 = (s) => Buffer.from(s).toString('base64');
 
@@ -64,7 +71,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
   const rand = () => ((x = (x * 1103515245 + 12345) >>> 0) / 2 ** 32);
   const ndb = 2 + Math.floor(rand() * 3);
   const dbs = Array.from({ length: ndb }, (_, k) => `e${k}`);
-  const c = await startEtcdCluster(3, { conf: CONF, ttl: `${TTL_MS / 1000}s`, etcdProxies: true });
+  const c = await startEtcdCluster(NODES, { conf: CONF, ttl: `${TTL_MS / 1000}s`, etcdProxies: true });
   log(`chaos-etcd: seed ${seed}, ${rounds} rounds, databases ${dbs.join(' ')}`);
   const t00 = Date.now();
   const ms = () => Date.now() - t00; // (for the log)
@@ -104,7 +111,9 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     acks.get(db).push({ sent: t, at });
     return true;
   };
-  const live = () => [0, 1, 2].filter((i) => !down.has(i));
+  const all = [...Array(NODES).keys()];
+  const live = () => all.filter((i) => !down.has(i));
+  let replaced = 0; // copies etcd's assignments dropped for another node's
   const sample = async (round) => {
     for (const db of dbs) {
       let a;
@@ -125,7 +134,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
   const whole = async () => {
     await until(async () => {
       const r = await c.etcd.post('/v3/kv/range', { key: b64(`${PREFIX}nodes/`), range_end: b64(`${PREFIX}nodes0`), count_only: true });
-      return Number(r.count ?? 0) === 3;
+      return Number(r.count ?? 0) === NODES;
     }, 20000, 'every node back in etcd');
     await c.linked();
   };
@@ -149,7 +158,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
         10000, `CREATE TABLE in ${db}`);
     await sample(0);
     // Writers: one per node, through it while it runs, into a database at random.
-    writers = [0, 1, 2].map(async (i) => {
+    writers = all.map(async (i) => {
       while (!stop) {
         if (down.has(i)) { await sleep(50); continue; }
         if (!(await write(dbs[Math.floor(Math.random() * dbs.length)], i, WRITE_MS))) await sleep(30);
@@ -183,7 +192,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       const t0 = Date.now();
       let what;
       if (kind === 'kill') {
-        const pause = 300 + Math.floor(lenRoll * 3700);
+        const pause = 300 + Math.floor(lenRoll * 6700); // (past ~5 s: its key gone 2 s, then node_dead_after)
         what = `kill ${node}, restarted after ${pause} ms`;
         down.add(i); faulted.add(i);
         c.nodes[i].proc.kill('SIGKILL');
@@ -223,6 +232,13 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       try {
         await serving(`round ${round}: ${what}`);
         await whole();
+        // Every database's copies: three, on live nodes (a node gone past
+        // node_dead_after replaced; the others back).
+        for (const db of dbs)
+          await until(async () => {
+            const a = await c.assignment(db);
+            return a.copies.length === COPIES && a.copies.every((id) => !down.has(Number(id.slice(1)) - 1));
+          }, RESTORED_MS, `${db}'s ${COPIES} copies on live nodes (round ${round}: ${what})`);
       } catch (e) {
         e.message += `\n${logsOf(RELEVANT)}`;
         throw e;
@@ -232,7 +248,9 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       // time to take it again): more is a promotion war.
       const rose = new Map();
       for (const db of dbs) {
-        rose.set(db, (await c.assignment(db)).epoch - now.get(db).epoch);
+        const a = await c.assignment(db);
+        replaced += now.get(db).copies.filter((id) => !a.copies.includes(id)).length;
+        rose.set(db, a.epoch - now.get(db).epoch);
         climb = Math.max(climb, rose.get(db));
         if (kind === 'etcd' && rose.get(db) > 0) {
           log(logsOf(RELEVANT));
@@ -304,7 +322,9 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       assert.equal(have.size, want.length, `${db}: an id twice on the primary ${a.primary}`);
       const strange = want.filter((id) => !sent.get(db).has(id));
       assert.deepEqual(strange, [], `${db}: ids never sent to it`);
-      for (const [k, d] of c.nodes.entries()) {
+      assert.equal(a.copies.length, COPIES, `${db}: ${a.copies.length} copies in etcd`);
+      for (const k of a.copies.map((id) => Number(id.slice(1)) - 1)) {
+        const d = c.nodes[k];
         try {
           await until(async () => {
             const v = await ids(d, db, { consistency: 'replica' });
@@ -348,6 +368,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       rounds, seed, databases: dbs.length, faults,
       primaryFaults: Object.fromEntries(['kill', 'stop', 'cut'].map((k) => [k, hits.filter((h) => h.kind === k).length])),
       failovers: hits.filter((h) => h.moved).length, // (a cut shorter than the lease moves nothing)
+      copiesReplaced: replaced,             // re-replication of nodes gone past node_dead_after
       writes: { attempted: count.attempted, acknowledged: count.acknowledged, checked, rows },
       promotions: [...promoted.values()].reduce((s, v) => s + v.length, 0),
       mostEpochsInARound: climb,
@@ -369,7 +390,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     for (const d of c.nodes) {
       try { d.proc.kill('SIGCONT'); } catch { /* gone */ }
     }
-    for (let i = 0; i < 3; i++) c.etcdProxy(i).heal();
+    for (let i = 0; i < NODES; i++) c.etcdProxy(i).heal();
     await Promise.allSettled([...writers, ...probes]);
     if (c.etcd.exited) await c.etcd.restart().catch(() => {});
     // (all at once: one by one, each stop would make the others fail over)

@@ -1,5 +1,6 @@
 // The short version of make chaos-etcd (tests/chaos/chaos-etcd.mjs): an
-// etcd and three nodes failing over by themselves, four rounds of faults
+// etcd and four nodes failing over by themselves (three copies of each
+// database, re-made elsewhere for a node gone past node_dead_after), four rounds of faults
 // under writes (seed 490: a primary killed and back before its lease ran
 // out, a primary cut off from etcd, etcd killed, a primary stopped past
 // its lease); nothing acknowledged is lost, no epoch is promoted twice,

@@ -86,6 +86,7 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     await until(() => holdsAll(spare, db, acked), 20000, 'the new copy to hold every acknowledged write');
     const info = (await clusterInfo(primary, `?database=${db}`)).body.database;
     assert.deepEqual(info.copies.map((x) => x.node).sort(), [...a2.copies].sort());
+    assert.equal((await clusterInfo(primary)).body.etcd.failover.replaced, 1, 'counted as replaced');
 
     // With the old copy still gone, the primary's node dies too: a quorum
     // of the new set (the other follower and the new copy) takes over.

@@ -75,7 +75,7 @@ test('GET /v1/cluster, /metrics and dosqld cluster status show etcd, the nodes a
     assert.equal(sample(m, 'dosqld_cluster_registered'), 1);
     assert.ok(sample(m, 'dosqld_cluster_assignments') >= 1);
     assert.equal(sample(m, 'dosqld_cluster_failover_attempts_total'), 0);
-    for (const r of ['won', 'lost', 'promoted', 'failed'])
+    for (const r of ['won', 'lost', 'promoted', 'failed', 'replaced'])
       assert.equal(sample(m, `dosqld_cluster_failovers_total{result="${r}"}`), 0, r);
     for (const id of ['n1', 'n2', 'n3']) {
       assert.equal(sample(m, `dosqld_cluster_node_alive{node="${id}"}`), 1, id);
