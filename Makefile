@@ -321,12 +321,13 @@ chaos: all tests/node_modules/.stamp
 	DOSQLD=$(CURDIR)/$(B)/dosqld DSQ_BUILD=$(CURDIR)/$(B) node tests/chaos/chaos.mjs $(CHAOS_ROUNDS)
 	$(Q)$(MAKE) --no-print-directory chaos-etcd
 
-# Chaos on etcd (tests/chaos/chaos-etcd.mjs): an etcd and three nodes that
-# fail over by themselves, 2 to 4 databases under writes, and a fault per
-# round (a node killed, stopped past its lease or cut off from etcd, most
-# often a primary; now and then etcd killed); then every acknowledged
-# write must be on every copy, no epoch promoted twice, etcd's epochs
-# only up. Prints the failover times. CHAOS_ROUNDS rounds, CHAOS_SEED
+# Chaos on etcd (tests/chaos/chaos-etcd.mjs): an etcd and four nodes that
+# fail over by themselves, three copies of 2 to 4 databases under writes,
+# and a fault per round (a node killed, stopped past its lease or cut off
+# from etcd, most often a primary; now and then etcd killed); a node gone
+# past node_dead_after has its copies made again elsewhere. Then every
+# database must have its three copies, every acknowledged write must be
+# on every copy, no epoch promoted twice, etcd's epochs only up. Prints the failover times. CHAOS_ROUNDS rounds, CHAOS_SEED
 # (default: the time) to replay a run (make test runs 4 rounds:
 # tests/cluster/chaos-etcd.test.mjs).
 CHAOS_SEED ?=

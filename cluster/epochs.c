@@ -115,6 +115,25 @@ static int encode(const dsq_epochs *e, dsq_buf *b, const char *db, uint64_t epoc
     return rc;
 }
 
+/* u8 n, n × str node id, into out[0..n) (node numbers); n. More than
+ * DSQ_COPYSET_MAX: q goes bad. *unknown set when one cannot be given a
+ * number. */
+static size_t read_ids(const dsq_epochs *e, dsq_rd *q, uint32_t *out, bool *unknown)
+{
+    size_t n = dsq_r_u8(q);
+    if (n > DSQ_COPYSET_MAX) {
+        q->bad = true;
+        return 0;
+    }
+    for (size_t i = 0; i < n && !q->bad; i++) {
+        char id[DSQ_NODE_ID_MAX];
+        dsq_r_str(q, id, sizeof id);
+        out[i] = node_of(e, id);
+        *unknown = *unknown || out[i] == DSQ_NODE_NONE;
+    }
+    return n;
+}
+
 static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
 {
     dsq_buf all = DSQ_BUF_INIT;
@@ -148,25 +167,12 @@ static int load(dsq_epochs *e, const char *path, char *err, size_t errlen)
         dsq_copyset set = {0};
         bool has_set = !q.bad && dsq_rd_left(&q) > 0;
         if (has_set) {
+            bool unknown = false;
             set.epoch = dsq_r_u64(&q);
-            set.n = dsq_r_u8(&q);
-            for (size_t i = 0; i < set.n && !q.bad; i++) {
-                char id[DSQ_NODE_ID_MAX];
-                dsq_r_str(&q, id, sizeof id);
-                set.nodes[i < DSQ_COPYSET_MAX ? i : 0] = node_of(e, id);
-                if (set.nodes[i < DSQ_COPYSET_MAX ? i : 0] == DSQ_NODE_NONE)
-                    node = DSQ_NODE_NONE;
-            }
-            set.nprev = dsq_r_u8(&q);
-            for (size_t i = 0; i < set.nprev && !q.bad; i++) {
-                char id[DSQ_NODE_ID_MAX];
-                dsq_r_str(&q, id, sizeof id);
-                set.prev[i < DSQ_COPYSET_MAX ? i : 0] = node_of(e, id);
-                if (set.prev[i < DSQ_COPYSET_MAX ? i : 0] == DSQ_NODE_NONE)
-                    node = DSQ_NODE_NONE;
-            }
-            if (set.n > DSQ_COPYSET_MAX || set.nprev > DSQ_COPYSET_MAX)
-                q.bad = true;
+            set.n = read_ids(e, &q, set.nodes, &unknown);
+            set.nprev = read_ids(e, &q, set.prev, &unknown);
+            if (unknown)
+                node = DSQ_NODE_NONE;
         }
         if (q.bad || node == DSQ_NODE_NONE) {
             /* Not an entry this build wrote, or a 65th node: refuse to

@@ -1430,14 +1430,15 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     }
 }
 
-typedef struct accepting {
+/* A database's entry, for a callback. */
+typedef struct db_ctx {
     dsq_repl *r;
     rdb *d;
-} accepting;
+} db_ctx;
 
 static void accepted(void *ud, int rc)
 {
-    accepting *a = ud;
+    db_ctx *a = ud;
     dsq_repl *r = a->r;
     rdb *d = a->d;
     free(a);
@@ -1459,7 +1460,7 @@ static void accept_epoch(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
     DSQ_INFO("epoch_accepted", "db=%s epoch=%llu primary=%s", d->name, (unsigned long long)epoch,
              node_id(r, primary));
     follow(r, d, epoch, primary);
-    accepting *a = calloc(1, sizeof *a);
+    db_ctx *a = calloc(1, sizeof *a);
     if (a == NULL)
         return;
     a->r = r;
@@ -1536,14 +1537,9 @@ static void send_accept(dsq_repl *r, rdb *d)
     dsq_buf_free(&b);
 }
 
-typedef struct set_rec {
-    dsq_repl *r;
-    rdb *d;
-} set_rec;
-
 static void set_recorded(void *ud, int rc)
 {
-    set_rec *x = ud;
+    db_ctx *x = ud;
     dsq_repl *r = x->r;
     rdb *d = x->d;
     free(x);
@@ -1563,9 +1559,9 @@ static bool adopt_set_recorded(dsq_repl *r, rdb *d, const dsq_copyset *cs)
 {
     if (!adopt_set(r, d, cs, false))
         return false;
-    set_rec *x = malloc(sizeof *x);
+    db_ctx *x = malloc(sizeof *x);
     if (x != NULL) {
-        *x = (set_rec){.r = r, .d = d};
+        *x = (db_ctx){.r = r, .d = d};
         d->settling = true;
         if (dsq_epochs_set_copies(r->cfg.epochs, r->loop, d->name, d->epoch, d->primary, 0, cs, set_recorded, x) !=
             0) {
@@ -2727,10 +2723,6 @@ static void release_held(dsq_repl *r)
 
 /* ---- resuming after a crash (static placement) ------------------------------------------------ */
 
-typedef struct resume_ctx {
-    dsq_repl *r;
-    rdb *d;
-} resume_ctx;
 
 /* Try d's resumption again after a backoff, unless it ended otherwise
  * (another primary took over) or another node holds a newer epoch: then
@@ -2755,7 +2747,7 @@ static void resume_later(dsq_repl *r, rdb *d, const char *why)
 
 static void resumed(void *ud, int rc, uint64_t epoch, uint64_t lsn, const char *msg)
 {
-    resume_ctx *x = ud;
+    db_ctx *x = ud;
     (void)epoch;
     (void)lsn;
     dsq_repl *r = x->r;
@@ -2800,13 +2792,13 @@ static void resumes_due(dsq_repl *r)
         pthread_mutex_unlock(&r->mu);
         if (d == NULL)
             return;
-        resume_ctx *c = malloc(sizeof *c);
+        db_ctx *c = malloc(sizeof *c);
         char err[300];
         if (c == NULL) {
             resume_later(r, d, "out of memory");
             continue;
         }
-        *c = (resume_ctx){.r = r, .d = d};
+        *c = (db_ctx){.r = r, .d = d};
         r->resumes_now++;
         if (dsq_repl_promote(r, d->name, 0, resumed, c, err, sizeof err) != 0) {
             r->resumes_now--;

@@ -7,30 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
+import { clusterInfo, post, sleep, until, writers } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
 const conf = 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n';
-
-// Inserts of unique ids through the nodes `via()` names, round robin, until
-// stopped; `acked` gets each id whose reply was 200. A failure waits 20 ms.
-function writers(via, db, acked, from) {
-  let stop = false;
-  let next = from;
-  let turn = 0;
-  const run = async () => {
-    while (!stop) {
-      const nodes = via();
-      const id = next++;
-      const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
-        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 2000);
-      if (r.status === 200) acked.push({ id, at: Date.now() });
-      else await sleep(20);
-    }
-  };
-  const all = [run(), run()];
-  return async () => { stop = true; await Promise.all(all); };
-}
 
 async function ids(d, db) {
   const r = await post(d, `/v1/db/${db}/query`, { sql: 'SELECT id FROM t ORDER BY id' });
@@ -49,7 +29,7 @@ for (const how of ['SIGKILL', 'SIGSTOP']) {
       const primary = c.byId(a1.primary);
       const survivors = c.nodes.filter((d) => d !== primary);
       const acked = [];
-      const stop = writers(() => survivors, db, acked, 1);
+      const stop = writers(() => survivors, db, (id) => acked.push({ id, at: Date.now() }), 1);
       await until(async () => acked.length >= 30, 15000, 'writes before the fault');
       const t0 = Date.now();
       primary.proc.kill(how);

@@ -13,30 +13,10 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { runDosqld } from '../integration/lib/harness.mjs';
-import { clusterInfo, post, sleep, until } from './lib/cluster.mjs';
+import { clusterInfo, post, until, writers } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
 const conf = 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\nnode_dead_after = 2s\n';
-
-// Inserts of unique ids through `via()`, until stopped; `acked` gets each
-// id whose reply was 200. A failure waits 20 ms.
-function writers(via, db, acked, from) {
-  let stop = false;
-  let next = from;
-  let turn = 0;
-  const run = async () => {
-    while (!stop) {
-      const nodes = via();
-      const id = next++;
-      const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
-        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, 3000);
-      if (r.status === 200) acked.push(id);
-      else await sleep(20);
-    }
-  };
-  const all = [run(), run()];
-  return async () => { stop = true; await Promise.all(all); };
-}
 
 // The ids node d's copy holds (a follower's read: what it has applied).
 async function idsOn(d, db) {
@@ -65,7 +45,7 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     const spareId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
     const spare = c.byId(spareId);
     const acked = [];
-    const stop = writers(() => [primary], db, acked, 1);
+    const stop = writers(() => [primary], db, (id) => acked.push(id), 1, 3000);
     await until(async () => acked.length >= 30, 15000, 'writes before the fault');
     gone.proc.kill('SIGKILL');
     // The copy set in etcd loses the dead node and gains the spare one.
@@ -94,7 +74,7 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     const left = c.nodes.filter((d) => d !== gone && d !== primary);
     primary.proc.kill('SIGKILL');
     await until(async () => (await c.assignment(db)).primary !== a1.primary, 20000, 'a failover after the change');
-    const stop2 = writers(() => left, db, acked2, 100000);
+    const stop2 = writers(() => left, db, (id) => acked2.push(id), 100000, 3000);
     await until(async () => acked2.length >= 20, 20000, 'writes on the new primary');
     await stop2();
     const a3 = await c.assignment(db);
@@ -129,7 +109,7 @@ test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the co
     const fromId = a1.copies.find((id) => id !== a1.primary);
     const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
     const acked = [];
-    const stop = writers(() => [primary], db, acked, 1);
+    const stop = writers(() => [primary], db, (id) => acked.push(id), 1, 3000);
     await until(async () => acked.length >= 20, 15000, 'writes before the move');
     // Refused clearly: moving the primary's own copy, to a node with a
     // copy, or through a node that is not the primary.
@@ -213,7 +193,7 @@ test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its 
     const a1 = await c.assignment(db);
     const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
     const acked = [];
-    const stop = writers(() => c.nodes, db, acked, 1);
+    const stop = writers(() => c.nodes, db, (id) => acked.push(id), 1, 3000);
     await until(async () => acked.length >= 20, 15000, 'writes before the move');
     const via = c.byId(toId); // (any node finds the others)
     const cli = await runDosqld(['cluster', 'move', db, '--to', toId, '--primary', '--url', via.url], { timeoutMs: 60000 });

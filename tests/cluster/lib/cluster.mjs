@@ -128,3 +128,25 @@ export async function post(d, route, body, ms = 15000) {
 
 // /v1/db/{db}/query with `extra` members (consistency, minLSN).
 export const query = (d, db, sql, params, extra = {}) => post(d, `/v1/db/${db}/query`, { sql, params, ...extra });
+
+// Writers: two loops inserting unique ids (from `from` up) into db's table
+// t through the nodes `via()` names, round robin, until the function
+// returned is awaited; onAck(id) for each id whose reply was 200. A
+// failure waits 20 ms.
+export function writers(via, db, onAck, from, timeout = 2000) {
+  let stop = false;
+  let next = from;
+  let turn = 0;
+  const run = async () => {
+    while (!stop) {
+      const nodes = via();
+      const id = next++;
+      const r = await post(nodes[turn++ % nodes.length], `/v1/db/${db}/query`,
+        { sql: 'INSERT INTO t(id) VALUES (?)', params: [id] }, timeout);
+      if (r.status === 200) onAck(id);
+      else await sleep(20);
+    }
+  };
+  const all = [run(), run()];
+  return async () => { stop = true; await Promise.all(all); };
+}
