@@ -60,6 +60,7 @@ struct dsq_cluster {
     void *done_ud;
     /* cluster.etcd */
     char *etcd, *etcd_prefix;  /* owned; etcd NULL: no etcd */
+    char *advertise;           /* owned; NULL: the peers entry's address */
     char *etcd_user, *etcd_password; /* owned; NULL: no auth (the password is wiped at free) */
     char *etcd_ca, *etcd_cert, *etcd_key; /* owned; NULL: none */
     dsq_topo *topo;            /* NULL until started */
@@ -95,6 +96,7 @@ static void cluster_free(dsq_cluster *c)
     dsq_nodeset_free(c->ids);
     free(c->etcd);
     free(c->etcd_prefix);
+    free(c->advertise);
     free(c->etcd_user);
     if (c->etcd_password != NULL) {
         explicit_bzero(c->etcd_password, strlen(c->etcd_password));
@@ -124,7 +126,7 @@ static char *dup_or_null(const char *s, bool *oom)
  * or -1 when memory ran out. */
 static int copy_etcd_cfg(dsq_cluster *c, const dsq_cluster_cfg *cfg)
 {
-    c->cfg.etcd = c->cfg.etcd_prefix = NULL;
+    c->cfg.etcd = c->cfg.etcd_prefix = c->cfg.advertise = NULL;
     c->cfg.etcd_user = c->cfg.etcd_password = NULL;
     c->cfg.etcd_ca = c->cfg.etcd_cert = c->cfg.etcd_key = NULL;
     if (cfg->etcd == NULL)
@@ -132,6 +134,7 @@ static int copy_etcd_cfg(dsq_cluster *c, const dsq_cluster_cfg *cfg)
     bool oom = false;
     c->etcd = dup_or_null(cfg->etcd, &oom);
     c->etcd_prefix = dup_or_null(cfg->etcd_prefix ? cfg->etcd_prefix : "/dosqld/", &oom);
+    c->advertise = dup_or_null(cfg->advertise, &oom);
     c->etcd_user = dup_or_null(cfg->etcd_user, &oom);
     c->etcd_password = dup_or_null(cfg->etcd_password, &oom);
     c->etcd_ca = dup_or_null(cfg->etcd_ca, &oom);
@@ -453,7 +456,7 @@ static int topo_start(dsq_cluster *c, uv_loop_t *loop, char *err, size_t errlen)
                  .cert_file = c->etcd_cert,
                  .key_file = c->etcd_key},
         .id = c->nodes[c->self].id,
-        .peer = c->nodes[c->self].addr_text,
+        .peer = c->advertise != NULL ? c->advertise : c->nodes[c->self].addr_text,
         .client = c->client_addr[c->self][0] ? c->client_addr[c->self] : NULL,
         .forward = c->forward_addr[c->self][0] ? c->forward_addr[c->self] : NULL,
         .node_ttl = c->cfg.node_ttl_s,

@@ -92,6 +92,8 @@ typedef struct dsq_cluster_cfg {
      * (dsq_cluster_place). */
     const char *etcd;
     const char *etcd_prefix;        /* cluster.etcd_prefix (copied) */
+    const char *advertise;          /* cluster.advertise: HOST:PORT the others dial for this node's links
+                                       (copied; NULL: its peers entry's) */
     unsigned node_ttl_s;            /* cluster.node_ttl, seconds */
     uint64_t node_dead_after_ms;    /* cluster.node_dead_after: a node gone from etcd this long has its
                                        copies replaced on other nodes (0: never) */

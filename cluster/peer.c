@@ -598,7 +598,22 @@ static void dial(dsq_peers *ps, size_t node)
     c->state = C_CONNECTING;
     snprintf(c->addr, sizeof c->addr, "%s", ps->nodes[node].addr_text);
     c->connect.data = c;
-    int rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&ps->nodes[node].addr, on_connected);
+    /* From the address this node's links listen on (any port), when it is
+     * one address and of the peer's family: on a host with several, the
+     * links leave from the one the others know. */
+    struct sockaddr_storage from = ps->nodes[ps->cfg.self].addr;
+    int rc = 0;
+    if (from.ss_family == ps->nodes[node].addr.ss_family && from.ss_family == AF_INET &&
+        ((struct sockaddr_in *)&from)->sin_addr.s_addr != htonl(INADDR_ANY)) {
+        ((struct sockaddr_in *)&from)->sin_port = 0;
+        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&from, 0);
+    } else if (from.ss_family == ps->nodes[node].addr.ss_family && from.ss_family == AF_INET6 &&
+               !IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&from)->sin6_addr)) {
+        ((struct sockaddr_in6 *)&from)->sin6_port = 0;
+        rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&from, 0);
+    }
+    if (rc == 0)
+        rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&ps->nodes[node].addr, on_connected);
     if (rc < 0)
         conn_close(c, uv_strerror(rc));
 }

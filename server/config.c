@@ -127,6 +127,7 @@ static const key_def keys[] = {
     {"cluster", "tls_key", T_STR, F(cluster_tls_key), "", 0, 0},
     {"cluster", "tls_ca", T_STR, F(cluster_tls_ca), "", 0, 0},
     {"cluster", "forward_listen", T_STR, F(cluster_forward_listen), "", 0, 0},
+    {"cluster", "advertise", T_STR, F(cluster_advertise), "", 0, 0},
     {"cluster", "etcd", T_STR, F(cluster_etcd), "", 0, 0},
     {"cluster", "etcd_prefix", T_STR, F(cluster_etcd_prefix), "/dosqld/", 0, 0},
     {"cluster", "node_ttl", T_DURATION, F(cluster_node_ttl_ms), "3s", 2000, 3600000},
@@ -569,6 +570,16 @@ static int cluster_tls_finish(const dsq_config *cfg, const char *where, dsq_buf 
         dsq_buf_printf(errs, "%s: cluster.forward_listen: '%s' is not HOST:PORT (an IP address or localhost, and a "
                              "port)\n",
                        where, cfg->cluster_forward_listen);
+        problems++;
+    }
+    if (cfg->cluster_advertise != NULL && cfg->cluster_etcd == NULL) {
+        dsq_buf_printf(errs, "%s: cluster.advertise is set without cluster.etcd (the node list in peers says where "
+                             "each node is)\n",
+                       where);
+        problems++;
+    } else if (cfg->cluster_advertise != NULL && dsq_parse_addr(cfg->cluster_advertise, &ss) != 0) {
+        dsq_buf_printf(errs, "%s: cluster.advertise: '%s' is not HOST:PORT (an IP address or localhost, and a port)\n",
+                       where, cfg->cluster_advertise);
         problems++;
     }
     return problems;

@@ -127,6 +127,8 @@ typedef struct dsq_config {
     char *cluster_etcd;             /* owned; etcd's endpoints, "http://H:P,https://H:P", or NULL: no etcd
                                        (the nodes are cluster.peers) */
     char *cluster_etcd_prefix;      /* owned; the keys' prefix in etcd ("/dosqld/") */
+    char *cluster_advertise;        /* owned; with etcd, the HOST:PORT the others dial for this node's links,
+                                       or NULL: its peers entry's */
     uint64_t cluster_node_ttl_ms;   /* this node's lease in etcd (whole seconds, at least 2 s) */
     char *cluster_etcd_user;        /* owned; the user dosqld authenticates to etcd as, or NULL: no auth */
     char *cluster_etcd_password_file; /* owned; the file whose first line is that user's password, or NULL */

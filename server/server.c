@@ -196,6 +196,7 @@ static int cluster_new(dsq_server *srv, char *err, size_t errlen)
         .tls_ca = cfg->cluster_tls_ca,
         .etcd = cfg->cluster_etcd,
         .etcd_prefix = cfg->cluster_etcd_prefix,
+        .advertise = cfg->cluster_advertise,
         .node_ttl_s = (unsigned)(cfg->cluster_node_ttl_ms / 1000),
         .node_dead_after_ms = cfg->cluster_node_dead_after_ms,
         .etcd_user = cfg->cluster_etcd_user,

@@ -3,8 +3,10 @@
 // 4 databases, writers through every live node and a probe per database,
 // and one fault per round on a node chosen at random (most often the
 // primary of a database): killed (SIGKILL) and started again, stopped
-// (SIGSTOP) for longer than its lease, cut off from etcd; now and then
-// etcd itself killed and started again. Nobody promotes anything by hand:
+// (SIGSTOP) for longer than its lease, cut off from etcd, cut off from the
+// other nodes (its links, through a proxy per node: etcd still sees it, so
+// nothing fails over and its databases wait), cut off from both (the
+// others fail over); now and then etcd itself killed and started again. Nobody promotes anything by hand:
 // the nodes fail over by themselves. A node killed for longer than
 // node_dead_after (3 s here) has its copies made again on the node
 // without one (re-replication). Between rounds every database must serve
@@ -34,7 +36,7 @@
 //
 //   node tests/chaos/chaos-etcd.mjs [ROUNDS] [SEED]      (make chaos-etcd)
 //   CHAOS_LOGS=REGEX: print the daemons' log lines that match, at the end
-//   CHAOS_ONLY=kill|stop|cut|etcd: every fault of that kind
+//   CHAOS_ONLY=kill|stop|cut|isolate|both|etcd: every fault of that kind
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,6 +47,7 @@ import { PREFIX, startEtcdCluster } from '../cluster/lib/etcdcluster.mjs';
 
 const CONF = 'replicas = 3\ncommit_timeout = 1500ms\npromote_timeout = 5s\nnode_dead_after = 3s\n';
 const NODES = 4;
+const KINDS = ['kill', 'stop', 'cut', 'isolate', 'both'];
 const COPIES = 3;
 const RESTORED_MS = 30000; // a database's copies all on live nodes again after a round
 const TTL_MS = 2000;
@@ -71,7 +74,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
   const rand = () => ((x = (x * 1103515245 + 12345) >>> 0) / 2 ** 32);
   const ndb = 2 + Math.floor(rand() * 3);
   const dbs = Array.from({ length: ndb }, (_, k) => `e${k}`);
-  const c = await startEtcdCluster(NODES, { conf: CONF, ttl: `${TTL_MS / 1000}s`, etcdProxies: true });
+  const c = await startEtcdCluster(NODES, { conf: CONF, ttl: `${TTL_MS / 1000}s`, etcdProxies: true, peerProxies: true });
   log(`chaos-etcd: seed ${seed}, ${rounds} rounds, databases ${dbs.join(' ')}`);
   const t00 = Date.now();
   const ms = () => Date.now() - t00; // (for the log)
@@ -179,7 +182,7 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       // Every draw of the round first, whatever it turns out to need.
       const [kindRoll, targetRoll, dbRoll, nodeRoll, lenRoll] = [rand(), rand(), rand(), rand(), rand()];
       const kind = process.env.CHAOS_ONLY ??
-        (kindRoll < 0.1 ? 'etcd' : ['kill', 'stop', 'cut'][Math.floor((kindRoll - 0.1) / 0.9 * 3)]);
+        (kindRoll < 0.1 ? 'etcd' : KINDS[Math.floor((kindRoll - 0.1) / 0.9 * KINDS.length)]);
       faults[kind] = (faults[kind] ?? 0) + 1;
       const now = new Map();
       for (const db of dbs) now.set(db, await c.assignment(db));
@@ -220,6 +223,26 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
         c.etcdProxy(i).partition();
         await sleep(pause);
         await sample(round);
+        c.etcdProxy(i).heal();
+        faulted.delete(i);
+      } else if (kind === 'isolate') {
+        const pause = 1000 + Math.floor(lenRoll * 3000);
+        what = `cut ${node} from the other nodes for ${pause} ms`;
+        faulted.add(i);
+        c.isolate(i);
+        await sleep(pause);
+        await sample(round);
+        c.rejoin(i);
+        faulted.delete(i);
+      } else if (kind === 'both') {
+        const pause = TTL_MS + 500 + Math.floor(lenRoll * 2500);
+        what = `cut ${node} from the other nodes and from etcd for ${pause} ms`;
+        faulted.add(i);
+        c.isolate(i);
+        c.etcdProxy(i).partition();
+        await sleep(pause);
+        await sample(round);
+        c.rejoin(i);
         c.etcdProxy(i).heal();
         faulted.delete(i);
       } else {
@@ -362,18 +385,20 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
       }
     }
 
-    const failover = hits.filter((h) => h.kind !== 'cut').map((h) => h.first);
+    const failover = hits.filter((h) => h.kind !== 'cut' && h.kind !== 'isolate').map((h) => h.first);
+    const isolated = hits.filter((h) => h.kind === 'isolate').map((h) => h.worst);
     const handover = hits.filter((h) => h.kind === 'cut' && h.moved).map((h) => h.worst);
     const summary = {
       rounds, seed, databases: dbs.length, faults,
-      primaryFaults: Object.fromEntries(['kill', 'stop', 'cut'].map((k) => [k, hits.filter((h) => h.kind === k).length])),
+      primaryFaults: Object.fromEntries(KINDS.map((k) => [k, hits.filter((h) => h.kind === k).length])),
       failovers: hits.filter((h) => h.moved).length, // (a cut shorter than the lease moves nothing)
       copiesReplaced: replaced,             // re-replication of nodes gone past node_dead_after
       writes: { attempted: count.attempted, acknowledged: count.acknowledged, checked, rows },
       promotions: [...promoted.values()].reduce((s, v) => s + v.length, 0),
       mostEpochsInARound: climb,
-      failoverMs: stats(failover),          // killed or stopped primary: fault → first acknowledged write
+      failoverMs: stats(failover),          // killed, stopped or cut-from-both primary: fault → first acknowledged write
       cutHandoverMs: stats(handover),       // primary cut from etcd, replaced: longest stretch without an acknowledged write
+      isolatedStallMs: stats(isolated),     // primary cut from its peers only (no failover): its longest stall
       otherStallMs: stats(others.map((o) => o.worst)), // databases whose primary the fault left alone
       seconds: Math.round((Date.now() - t00) / 1000),
     };
@@ -390,7 +415,10 @@ export async function chaosEtcd(rounds, { log = console.log, seed = Date.now() }
     for (const d of c.nodes) {
       try { d.proc.kill('SIGCONT'); } catch { /* gone */ }
     }
-    for (let i = 0; i < NODES; i++) c.etcdProxy(i).heal();
+    for (let i = 0; i < NODES; i++) {
+      c.etcdProxy(i).heal();
+      c.rejoin(i);
+    }
     await Promise.allSettled([...writers, ...probes]);
     if (c.etcd.exited) await c.etcd.restart().catch(() => {});
     // (all at once: one by one, each stop would make the others fail over)

@@ -20,8 +20,12 @@ export const PREFIX = '/t/';
 const b64 = (s) => Buffer.from(s).toString('base64');
 
 // With `etcdProxies`, each node reaches etcd through a FaultProxy of its
-// own (c.etcdProxy(i)): a node cut off from etcd alone.
-export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies = false } = {}) {
+// own (c.etcdProxy(i)): a node cut off from etcd alone. With
+// `peerProxies`, node i's links listen on 127.0.0.(i + 2) and leave from
+// there, and the others reach them through a FaultProxy (advertised in
+// etcd): c.isolate(i) cuts node i from every other node (not from etcd),
+// c.rejoin(i) heals it.
+export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies = false, peerProxies = false } = {}) {
   const etcd = await startEtcd();
   const proxies = [];
   if (etcdProxies)
@@ -30,13 +34,26 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
   const secret = secretFile(dir);
   const ports = [];
   for (let i = 0; i < n; i++) ports.push(await freePort());
+  const linkHost = (i) => (peerProxies ? `127.0.0.${i + 2}` : '127.0.0.1');
+  const peerProxy = [];
+  if (peerProxies)
+    for (let i = 0; i < n; i++) peerProxy.push(await new FaultProxy(ports[i], linkHost(i)).start());
   const nodes = [];
   const gone = []; // handles replaced by a restart: their directories hold the new one's data
   const c = { etcd, dir, nodes, ports, gone, etcdProxy: (i) => proxies[i] };
   const etcdUrl = (i) => (etcdProxies ? `http://127.0.0.1:${proxies[i].port}` : etcd.url);
-  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = n${i + 1}@127.0.0.1:${ports[i]}\nsecret_file = ${secret}\n` +
+  c.confOf = (i) => `[cluster]\nnode_id = n${i + 1}\npeers = n${i + 1}@${linkHost(i)}:${ports[i]}\nsecret_file = ${secret}\n` +
+    (peerProxies ? `advertise = 127.0.0.1:${peerProxy[i].port}\n` : '') +
     `etcd = ${etcdUrl(i)}\netcd_prefix = ${PREFIX}\nnode_ttl = ${ttl}\nheartbeat_interval = 100ms\npeer_timeout = 1s\n${conf}`;
   c.byId = (id) => nodes[Number(id.slice(1)) - 1];
+  c.isolate = (i) => {
+    peerProxy[i].partition();
+    for (let j = 0; j < n; j++) if (j !== i) peerProxy[j].block(linkHost(i));
+  };
+  c.rejoin = (i) => {
+    peerProxy[i].heal();
+    for (let j = 0; j < n; j++) if (j !== i) peerProxy[j].unblock(linkHost(i));
+  };
   c.assignment = async (db) => {
     const r = await etcd.post('/v3/kv/range', { key: b64(`${PREFIX}dbs/${db}`) });
     const kv = r.kvs?.[0];
@@ -65,7 +82,7 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
       try { await d.cleanup(); } catch (e) { errs.push(e); }
     }
     for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
-    for (const px of proxies) await px.close();
+    for (const px of [...proxies, ...peerProxy]) await px.close();
     await etcd.stop();
     rmSync(dir, { recursive: true, force: true });
     if (errs.length) throw errs[0];

@@ -2,11 +2,16 @@
 // bytes both ways, or delays them, drops them (the connection stays, the
 // bytes vanish: a black hole), refuses new connections, or cuts the ones
 // it carries. partition() is refuse + cut; heal() forwards again.
+// block(host) refuses and cuts the connections that come from that
+// address only (a node whose links leave from an address of its own);
+// unblock(host) lets them in again.
 import net from 'node:net';
 
 export class FaultProxy {
-  constructor(targetPort) {
+  constructor(targetPort, targetHost = '127.0.0.1') {
     this.targetPort = targetPort;
+    this.targetHost = targetHost;
+    this.blocked = new Set();
     this.mode = 'pass'; // pass | drop | refuse
     this.delayMs = 0;
     this.conns = new Set();
@@ -25,13 +30,13 @@ export class FaultProxy {
   }
 
   accept(client) {
-    if (this.mode === 'refuse') {
+    if (this.mode === 'refuse' || this.blocked.has(client.remoteAddress)) {
       this.stats.refused++;
       client.destroy();
       return;
     }
     this.stats.accepted++;
-    const up = net.connect({ host: '127.0.0.1', port: this.targetPort });
+    const up = net.connect({ host: this.targetHost, port: this.targetPort });
     const pair = { client, up };
     this.conns.add(pair);
     const pipe = (from, to) => from.on('data', (b) => {
@@ -50,6 +55,20 @@ export class FaultProxy {
     up.on('close', end);
     client.on('error', end);
     up.on('error', end);
+  }
+
+  block(host) {
+    this.blocked.add(host);
+    for (const { client, up } of this.conns)
+      if (client.remoteAddress === host) {
+        client.destroy();
+        up.destroy();
+        this.stats.cut++;
+      }
+  }
+
+  unblock(host) {
+    this.blocked.delete(host);
   }
 
   cut() {
