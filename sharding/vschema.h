@@ -1,0 +1,74 @@
+/* vschema — how the tables of each keyspace are split over its shards.
+ *
+ * A VSchema is JSON:
+ *
+ *   {"keyspaces": {"shop": {
+ *      "shards": ["shop-0", "shop-1", "shop-2", "shop-3"],
+ *      "vindexes": {"h": {"type": "hash"},
+ *                   "r": {"type": "range", "boundaries": [1000, 5000, 9000]},
+ *                   "c": {"type": "consistent_hash", "virtual_nodes": 128}},
+ *      "tables": {"orders": {"column": "customer_id", "vindex": "h"},
+ *                 "countries": {"type": "reference"},
+ *                 "settings": {"type": "unsharded", "shard": "shop-0"}}}}}
+ *
+ * Each shard is a database (its name a database name), in one keyspace
+ * only. A table is `sharded` (the default type: its rows split by the
+ * value of `column` through vindex `vindex`), `reference` (a copy on
+ * every shard) or `unsharded` (on `shard` alone). Vindex types:
+ * vindex.h. Names of keyspaces, vindexes, tables and columns are 1 to 128
+ * characters: letters, digits and '_' (not starting with a digit);
+ * tables and columns compare without regard to ASCII case, as SQLite's.
+ * Anything else — an unknown key, a wrong type, a name used twice, a
+ * vindex or shard not defined — is refused with the path of the value at
+ * fault ("keyspaces.shop.tables.orders.vindex: ..."). Immutable once
+ * parsed; any thread. */
+#ifndef DSQ_VSCHEMA_H
+#define DSQ_VSCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sharding/vindex.h"
+
+#define DSQ_VS_NAME_MAX 129
+
+typedef enum { DSQ_VS_SHARDED, DSQ_VS_REFERENCE, DSQ_VS_UNSHARDED } dsq_vs_table_type;
+
+typedef struct dsq_vs_table {
+    char name[DSQ_VS_NAME_MAX];
+    dsq_vs_table_type type;
+    char column[DSQ_VS_NAME_MAX]; /* sharded */
+    size_t vindex;                /* sharded: index in the keyspace's vindexes */
+    size_t shard;                 /* unsharded: index in the keyspace's shards */
+} dsq_vs_table;
+
+typedef struct dsq_vs_vindex {
+    char name[DSQ_VS_NAME_MAX];
+    dsq_vindex *v;
+} dsq_vs_vindex;
+
+typedef struct dsq_vs_keyspace {
+    char name[DSQ_VS_NAME_MAX];
+    char (*shards)[DSQ_VS_NAME_MAX];
+    size_t nshards;
+    dsq_vs_vindex *vindexes;
+    size_t nvindexes;
+    dsq_vs_table *tables;
+    size_t ntables;
+} dsq_vs_keyspace;
+
+typedef struct dsq_vschema {
+    dsq_vs_keyspace *keyspaces;
+    size_t nkeyspaces;
+} dsq_vschema;
+
+/* Parse and check text[0..len): 0 and *out, or -1 with the reason. */
+int dsq_vschema_parse(const char *text, size_t len, dsq_vschema **out, char *err, size_t errlen);
+void dsq_vschema_free(dsq_vschema *vs);
+
+/* Keyspace `name`, or NULL. */
+const dsq_vs_keyspace *dsq_vschema_keyspace(const dsq_vschema *vs, const char *name);
+/* Table `name` of keyspace ks (without regard to ASCII case), or NULL. */
+const dsq_vs_table *dsq_vs_table_find(const dsq_vs_keyspace *ks, const char *name);
+
+#endif
