@@ -2112,6 +2112,20 @@ static void on_accept(dsq_repl *r, rdb *d, size_t node, uint64_t epoch, dsq_rd *
     promo_step(r, d);
 }
 
+/* db's entry for a promotion or a change asked here, or NULL with why
+ * (this node is stopping; out of memory). */
+static rdb *entry_to_change(dsq_repl *r, const char *db, char *err, size_t errlen)
+{
+    if (r->quiet) {
+        snprintf(err, errlen, "this node is stopping");
+        return NULL;
+    }
+    rdb *d = entry(r, db);
+    if (d == NULL)
+        snprintf(err, errlen, "out of memory");
+    return d;
+}
+
 /* Start promotion of d in `epoch`, proposing copy set `set` (its epoch
  * 0: the placement's, as it is); `was_primary`: d was the primary until
  * now (a change of its copies), its replies waiting on. 0, or -1 (out of
@@ -2151,15 +2165,9 @@ static int promo_begin(dsq_repl *r, rdb *d, uint64_t epoch, const dsq_copyset *s
 int dsq_repl_promote(dsq_repl *r, const char *db, uint64_t min_epoch, dsq_promote_fn done, void *ud, char *err,
                      size_t errlen)
 {
-    if (r->quiet) {
-        snprintf(err, errlen, "this node is stopping");
+    rdb *d = entry_to_change(r, db, err, errlen);
+    if (d == NULL)
         return -1;
-    }
-    rdb *d = entry(r, db);
-    if (d == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     if (d->self_copy == d->ncopies) {
         snprintf(err, errlen, "this node holds no copy of database %s (its copies: cluster.replicas nodes by the "
                               "placement)", db);
@@ -2329,15 +2337,9 @@ static void change_step(dsq_repl *r, rdb *d)
 int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint64_t min_epoch,
                     dsq_promote_fn done, void *ud, char *err, size_t errlen)
 {
-    if (r->quiet) {
-        snprintf(err, errlen, "this node is stopping");
+    rdb *d = entry_to_change(r, db, err, errlen);
+    if (d == NULL)
         return -1;
-    }
-    rdb *d = entry(r, db);
-    if (d == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     if (d->role != DSQ_ROLE_PRIMARY) {
         snprintf(err, errlen, "this node is not the primary of database %s", db);
         return -1;
