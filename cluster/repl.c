@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +105,10 @@ typedef struct rdb {
     uint64_t resume_backoff;
     bool resume_refused;    /* a copy refused its promotion: it had accepted that epoch or a newer one */
     struct change *chg;     /* primary: a change of the copy set under way (dsq_repl_change) */
-    bool keep_replies;      /* stepping down for its own change: replies wait on, not abandoned */
-    bool discard;           /* taken out of the copy set: its files go (loop thread, r->discards) */
+    bool on_changing;       /* on r->changing (loop thread): chg is set */
+    dsq_lnode changing;
+    bool on_discard;        /* on r->discards (under r->mu): taken out of the copy set, its files go */
+    dsq_lnode discarding;
     uint64_t set_epoch;     /* the epoch that made the copy set (0: the placement's) (under r->mu) */
     size_t cap;             /* room in copies */
     size_t ncopies;
@@ -146,8 +147,8 @@ struct dsq_repl {
     dsq_list rebuilds;      /* rdb.rebuild (loop thread) */
     dsq_list resumes;       /* rdb.resume (static placement only: with etcd, failover.c promotes) */
     unsigned resumes_now;   /* loop thread: their promotions under way (at most RESUMES_MAX) */
-    unsigned changes;       /* loop thread: changes of copy sets may be under way (not 0) */
-    atomic_uint discards;   /* copies taken out of their set may wait to be removed (not 0) */
+    dsq_list changing;      /* rdb.changing: a change of its copy set under way here (loop thread) */
+    dsq_list discards;      /* rdb.discarding: copies taken out of their set, files to remove (r->mu) */
     char *data_dir;         /* cfg.data_dir's copy (owned) */
     dsq_htab found;         /* found_db.link: with cfg.resume, the databases on disk at the start
                                (a database first made in this run has nothing to resume) */
@@ -170,6 +171,7 @@ static void change_end(dsq_repl *r, rdb *d, int rc, uint64_t epoch, uint64_t lsn
 static void promo_fail(dsq_repl *r, rdb *d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static unsigned ack_needed(const dsq_repl *r, const rdb *d);
 static rcopy *copy_of(rdb *d, size_t node);
+static void mark_discard(dsq_repl *r, rdb *d);
 
 /* A change of a database's copy set under way on its primary
  * (dsq_repl_change): node `in` follows as a learner until it is in step,
@@ -339,8 +341,7 @@ static rdb *get(dsq_repl *r, const char *db)
         snprintf(path, sizeof path, "%s/db/%s", r->cfg.data_dir, db);
         if (access(path, F_OK) == 0) {
             DSQ_INFO("copy_removed", "db=%s epoch=%llu", d->name, (unsigned long long)named_in);
-            d->discard = true;
-            atomic_fetch_add(&r->discards, 1);
+            mark_discard(r, d);
         }
     }
     /* Resumed after a crash: with commit_ack = all or local its own log
@@ -387,6 +388,16 @@ static void mark_due(dsq_repl *r, rdb *d)
     }
     if (r->started)
         uv_async_send(&r->async);
+}
+
+/* d's files are to go: it was taken out of its copy set (caller holds
+ * r->mu; discards_due on the beat removes them). */
+static void mark_discard(dsq_repl *r, rdb *d)
+{
+    if (!d->on_discard) {
+        d->on_discard = true;
+        dsq_list_push(&r->discards, &d->discarding);
+    }
 }
 
 /* Copies of d that must hold a commit before its reply leaves (of its
@@ -665,6 +676,20 @@ static int put_set(dsq_buf *b, const dsq_repl *r, const dsq_copyset *cs)
     return rc;
 }
 
+/* u8 n, n × str node id, into out[0..n) (node numbers); false when they
+ * do not read or are more than DSQ_COPYSET_MAX. */
+static bool get_ids(dsq_rd *rd, const dsq_repl *r, uint32_t *out, size_t *n)
+{
+    size_t k = dsq_r_u8(rd);
+    for (*n = 0; *n < k && !rd->bad; (*n)++) {
+        char id[DSQ_NODE_ID_MAX];
+        dsq_r_str(rd, id, sizeof id);
+        if (rd->bad || *n == DSQ_COPYSET_MAX || dsq_nodeset_intern(r->cfg.ids, id, &out[*n]) != 0)
+            return false;
+    }
+    return !rd->bad;
+}
+
 /* One from a message: false when it has none (a node of an earlier
  * build) or it does not read. */
 static bool get_set(dsq_rd *rd, const dsq_repl *r, dsq_copyset *cs)
@@ -673,25 +698,7 @@ static bool get_set(dsq_rd *rd, const dsq_repl *r, dsq_copyset *cs)
     if (dsq_rd_left(rd) == 0)
         return false;
     cs->epoch = dsq_r_u64(rd);
-    size_t n = dsq_r_u8(rd);
-    for (size_t i = 0; i < n && !rd->bad; i++) {
-        char id[DSQ_NODE_ID_MAX];
-        dsq_r_str(rd, id, sizeof id);
-        uint32_t node;
-        if (rd->bad || cs->n == DSQ_COPYSET_MAX || dsq_nodeset_intern(r->cfg.ids, id, &node) != 0)
-            return false;
-        cs->nodes[cs->n++] = node;
-    }
-    n = dsq_r_u8(rd);
-    for (size_t i = 0; i < n && !rd->bad; i++) {
-        char id[DSQ_NODE_ID_MAX];
-        dsq_r_str(rd, id, sizeof id);
-        uint32_t node;
-        if (rd->bad || cs->nprev == DSQ_COPYSET_MAX || dsq_nodeset_intern(r->cfg.ids, id, &node) != 0)
-            return false;
-        cs->prev[cs->nprev++] = node;
-    }
-    return !rd->bad && cs->n > 0;
+    return get_ids(rd, r, cs->nodes, &cs->n) && get_ids(rd, r, cs->prev, &cs->nprev) && cs->n > 0;
 }
 
 /* ---- the primary ------------------------------------------------------------------------------- */
@@ -872,14 +879,12 @@ static void on_behind(dsq_repl *r, rdb *d, rcopy *c, uint64_t have, uint64_t hav
     uint64_t keep = have < end ? have : end;
     c->streaming = c->ready = c->reading = false;
     c->prompted = true;
-    pthread_mutex_lock(&r->mu);
-    c->durable = 0; /* counted again once it is in sync */
-    pthread_mutex_unlock(&r->mu);
-    dsq_buf b = DSQ_BUF_INIT;
     dsq_copyset cs;
     pthread_mutex_lock(&r->mu);
+    c->durable = 0; /* counted again once it is in sync */
     cur_set(d, &cs);
     pthread_mutex_unlock(&r->mu);
+    dsq_buf b = DSQ_BUF_INIT;
     /* (its copy set: a copy that missed the change, or its end, learns it here) */
     if (dsq_w_str(&b, d->name) == 0 && dsq_w_u64(&b, d->epoch) == 0 && dsq_w_u64(&b, keep) == 0 &&
         put_hist(&b, &st, keep) == 0 && (cs.epoch == 0 || put_set(&b, r, &cs) == 0))
@@ -1408,8 +1413,6 @@ static void follow(dsq_repl *r, rdb *d, uint64_t epoch, uint32_t primary)
          * log that holds commits of its own for one in step). */
         d->pos_known = false;
         d->reprobe = d->probing;
-    }
-    if (was_primary && !d->keep_replies) {
         r->stats.step_downs++;
         char msg[400];
         snprintf(msg, sizeof msg,
@@ -1582,8 +1585,7 @@ static void on_forget(dsq_repl *r, rdb *d, size_t node)
         dsq_copyset cs;
         cur_set(d, &cs);
         set_copies(r, d, &cs, DSQ_NODE_NONE);
-        d->discard = true;
-        atomic_fetch_add(&r->discards, 1);
+        mark_discard(r, d);
     }
     pthread_mutex_unlock(&r->mu);
     if (learner)
@@ -2145,9 +2147,8 @@ static int promo_begin(dsq_repl *r, rdb *d, uint64_t epoch, const dsq_copyset *s
     DSQ_INFO("promotion", "db=%s epoch=%llu%s", d->name, (unsigned long long)p->epoch,
              set->nprev ? " change=yes" : "");
     /* Its own acceptance first (durable), then every other copy's. */
-    d->keep_replies = was_primary;
-    follow(r, d, p->epoch, (uint32_t)r->cfg.self); /* (a follower until it is established: no writes) */
-    d->keep_replies = false;
+    follow(r, d, p->epoch, (uint32_t)r->cfg.self); /* (a follower until it is established: no writes; a
+                                                      change stepped down already, its replies waiting on) */
     d->accepting++;
     if (promo_record(p, p->epoch, (uint32_t)r->cfg.self, 0, set->epoch ? set : NULL, promo_self_accepted) != 0) {
         d->accepting--;
@@ -2252,6 +2253,10 @@ static void change_end(dsq_repl *r, rdb *d, int rc, uint64_t epoch, uint64_t lsn
     if (c == NULL)
         return;
     d->chg = NULL;
+    if (d->on_changing) {
+        d->on_changing = false;
+        dsq_list_remove(&r->changing, &d->changing);
+    }
     if (!c->promoting) { /* the learner goes (a promotion made it a member, or failed with it one) */
         pthread_mutex_lock(&r->mu);
         dsq_copyset cs;
@@ -2376,7 +2381,8 @@ int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint
         return -1;
     }
     d->chg = c;
-    r->changes++;
+    d->on_changing = true;
+    dsq_list_push(&r->changing, &d->changing);
     DSQ_INFO("copy_change", "db=%s out=%s in=%s", db, node_id(r, out), node_id(r, in));
     rcopy *l = change_learner(d);
     if (dsq_peer_up(r->peers, in)) {
@@ -2387,47 +2393,44 @@ int dsq_repl_change(dsq_repl *r, const char *db, uint32_t out, uint32_t in, uint
 }
 
 /* Copies taken out of their set: their files removed here (DSQ_OP_RESET),
- * unless the node became a copy again meanwhile. */
+ * unless the node became a copy again meanwhile; one busy (a call of its
+ * under way) waits for the next beat. */
 static void discards_due(dsq_repl *r)
 {
-    if (atomic_exchange(&r->discards, 0) == 0)
-        return;
-    size_t n;
-    rdb **v = entries(r, &n);
-    for (size_t i = 0; v != NULL && i < n; i++) {
-        rdb *d = v[i];
+    dsq_list busy = {0};
+    for (;;) {
         pthread_mutex_lock(&r->mu);
-        bool want = d->discard && d->self_copy == d->ncopies;
-        d->discard = false;
+        dsq_lnode *ln = r->discards.head;
+        rdb *d = dsq_container_of(ln, rdb, discarding);
+        bool want = false;
+        if (d != NULL) {
+            dsq_list_remove(&r->discards, ln);
+            d->on_discard = false;
+            want = d->self_copy == d->ncopies;
+        }
         pthread_mutex_unlock(&r->mu);
+        if (d == NULL)
+            break;
         if (!want)
             continue;
-        if (d->promo == NULL && !d->settling && d->applies == 0 && !d->probing && !d->rebuilding) {
+        if (d->promo != NULL || d->settling || d->applies > 0 || d->probing || d->rebuilding)
+            dsq_list_push(&busy, &d->discarding);
+        else
             submit_apply(r, d, APPLY_DISCARD, NULL, 0, 0);
-        } else { /* (busy: the next beat) */
-            pthread_mutex_lock(&r->mu);
-            d->discard = true;
-            pthread_mutex_unlock(&r->mu);
-            atomic_fetch_add(&r->discards, 1);
-        }
     }
-    free(v);
+    pthread_mutex_lock(&r->mu);
+    for (dsq_lnode *ln; (ln = busy.head) != NULL;) {
+        dsq_list_remove(&busy, ln);
+        mark_discard(r, dsq_container_of(ln, rdb, discarding));
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void changes_due(dsq_repl *r)
 {
-    if (r->changes == 0)
-        return;
-    size_t n, live = 0;
-    rdb **v = entries(r, &n);
-    for (size_t i = 0; v != NULL && i < n; i++)
-        if (v[i]->chg != NULL) {
-            live++;
-            change_step(r, v[i]);
-        }
-    free(v);
-    if (live == 0)
-        r->changes = 0;
+    rdb *d, *next;
+    dsq_list_foreach_safe(d, next, &r->changing, changing)
+        change_step(r, d);
 }
 
 /* ---- messages -------------------------------------------------------------------------------- */
@@ -3020,8 +3023,7 @@ void dsq_repl_placement_changed(dsq_repl *r, const char *db)
             /* Its files go (on the loop thread): nothing it holds counts
              * any more, and the primary never asks it for them again. */
             DSQ_INFO("copy_removed", "db=%s epoch=%llu", d->name, (unsigned long long)epoch);
-            d->discard = true;
-            atomic_fetch_add(&r->discards, 1);
+            mark_discard(r, d);
             if (r->started)
                 uv_async_send(&r->async);
         }
