@@ -818,6 +818,8 @@ static size_t failover_copyset(void *ud, const char *db, char (*ids)[DSQ_NODE_ID
     uint32_t nodes[DSQ_COPYSET_MAX];
     uint64_t set_epoch;
     size_t n = dsq_repl_copyset(c->repl, db, nodes, DSQ_COPYSET_MAX, &set_epoch), k = 0;
+    if (set_epoch == 0)
+        return 0; /* (the placement's: etcd's own) */
     for (size_t i = 0; i < n && k < max; i++) {
         const char *id = dsq_nodeset_id(c->ids, nodes[i]);
         if (id == NULL)

@@ -154,12 +154,14 @@ static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch) { write
  * asked (then is the caller's still). */
 static int write_epoch_then(dsq_failover *f, const char *db, uint64_t epoch, fctx *then)
 {
+    char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
+    size_t n = f->cfg.copyset != NULL ? f->cfg.copyset(f->cfg.ud, db, ids, DSQ_ASSIGN_COPIES_MAX) : 0;
+    if (n == 0 && epoch == 0)
+        return 1; /* (the sweep's look: copies never changed, no epoch to write) */
     dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
     dsq_assignment a;
     if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0)
         return 1;
-    char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
-    size_t n = f->cfg.copyset != NULL ? f->cfg.copyset(f->cfg.ud, db, ids, DSQ_ASSIGN_COPIES_MAX) : 0;
     bool same = n == 0 || n == a.ncopies;
     for (size_t i = 0; i < n && same; i++)
         same = has_copy(&a, ids[i]);

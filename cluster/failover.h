@@ -89,8 +89,8 @@ typedef struct dsq_failover_cfg {
                   dsq_failover_promoted_fn done, void *arg, char *err, size_t errlen);
     /* Whether this node is in db's copy set as replication knows it. */
     bool (*member)(void *ud, const char *db);
-    /* Db's copy set as replication knows it, node ids into ids[0..max);
-     * how many. */
+    /* Db's copy set as replication knows it, when a change made it, node
+     * ids into ids[0..max); how many (0: the assignment's own, unchanged). */
     size_t (*copyset)(void *ud, const char *db, char (*ids)[DSQ_NODE_ID_MAX], size_t max);
     dsq_nodeset *ids;              /* the nodes known (borrowed), where new copies are chosen from */
     uint64_t dead_after_ms;        /* cluster.node_dead_after: a copy's node gone this long is replaced
