@@ -375,7 +375,34 @@ Test(config, cluster_etcd)
     cr_assert_str_eq(cfg.cluster_etcd, "http://10.0.0.1:2379, https://10.0.0.2:2379");
     cr_assert_str_eq(cfg.cluster_etcd_prefix, "/c1/");
     cr_assert_eq(cfg.cluster_node_ttl_ms, 5000);
+    cr_assert_eq(cfg.cluster_node_dead_after_ms, 300000, "node_dead_after: 5m by default");
+    cr_assert_null(cfg.cluster_advertise, "advertise: the peers entry's by default");
     dsq_config_free(&cfg);
+
+    /* node_dead_after and advertise with etcd; advertise is HOST:PORT,
+     * and means nothing without etcd. */
+    snprintf(text, sizeof text, "%setcd = http://10.0.0.1:2379\nnode_dead_after = 0\nadvertise = 10.0.9.1:7101\n",
+             self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 0, "%s", errs.data);
+    cr_assert_eq(cfg.cluster_node_dead_after_ms, 0);
+    cr_assert_str_eq(cfg.cluster_advertise, "10.0.9.1:7101");
+    dsq_config_free(&cfg);
+    snprintf(text, sizeof text, "%setcd = http://10.0.0.1:2379\nadvertise = nohost\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.advertise: 'nohost' is not HOST:PORT") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    snprintf(text, sizeof text, "%sadvertise = 10.0.9.1:7101\n", self);
+    cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
+    cr_assert_eq(dsq_config_finish(&cfg, &errs), 1, "%s", errs.data);
+    cr_assert(strstr(errs.data, "cluster.advertise is set without cluster.etcd") != NULL, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
+    cr_assert_eq(load(&cfg, "[cluster]\nnode_dead_after = 2w\n", &errs), 1, "%s", errs.data);
+    dsq_config_free(&cfg);
+    dsq_buf_reset(&errs);
 
     snprintf(text, sizeof text, "%setcd = http://10.0.0.1:2379,10.0.0.2:2379,\n", self);
     cr_assert_eq(load(&cfg, text, &errs), 0, "%s", errs.data);
