@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { runDosqld } from '../integration/lib/harness.mjs';
-import { clusterInfo, post, until, writers } from './lib/cluster.mjs';
+import { clusterInfo, post, sleep, until, writers } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
 const conf = 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\nnode_dead_after = 2s\n';
@@ -300,6 +300,30 @@ test('a move cut short by a promotion elsewhere fails clearly, and the node bein
     const a2 = await c.assignment(db);
     assert.deepEqual([...a2.copies].sort(), [...a1.copies].sort(), 'the copies are as before');
     const r = await post(c.byId(otherId), `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (11)' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  } finally {
+    await c.cleanup();
+  }
+});
+
+// No node to take a dead copy's place (three nodes, three copies): the
+// primary says so once and waits; the database serves on with two copies,
+// and its assignment keeps the dead node (it may come back).
+test('a copy gone past node_dead_after with no node free to take it: said once, the database serves on', async () => {
+  const c = await startEtcdCluster(3, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 1s') });
+  try {
+    await c.linked();
+    const db = 'nofree';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const primary = c.byId(a1.primary);
+    const goneId = a1.copies.find((id) => id !== a1.primary);
+    c.byId(goneId).proc.kill('SIGKILL');
+    await until(async () => /event=copy_replace_stuck db=nofree/.test(primary.stderr), 15000, 'the primary to say no node is free');
+    await sleep(1500); // (sweeps every 500 ms: it says it once, and changes nothing)
+    assert.equal(primary.stderr.match(/event=copy_replace_stuck db=nofree/g).length, 1);
+    assert.deepEqual(await c.assignment(db), a1, 'the assignment is as it was');
+    const r = await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (1)' });
     assert.equal(r.status, 200, JSON.stringify(r.body));
   } finally {
     await c.cleanup();
