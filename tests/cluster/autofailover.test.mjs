@@ -21,6 +21,7 @@ async function ids(d, db) {
 for (const how of ['SIGKILL', 'SIGSTOP']) {
   test(`the primary's node ${how === 'SIGKILL' ? 'killed' : 'stopped past its lease'}: a copy takes over by itself, no acknowledged write lost`, async () => {
     const c = await startEtcdCluster(3, { conf });
+    let stop = async () => {}; // (the writers stopped however the test ends: else the file never ends)
     try {
       const db = 'auto';
       assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
@@ -29,7 +30,7 @@ for (const how of ['SIGKILL', 'SIGSTOP']) {
       const primary = c.byId(a1.primary);
       const survivors = c.nodes.filter((d) => d !== primary);
       const acked = [];
-      const stop = writers(() => survivors, db, (id) => acked.push({ id, at: Date.now() }), 1);
+      stop = writers(() => survivors, db, (id) => acked.push({ id, at: Date.now() }), 1);
       await until(async () => acked.length >= 30, 15000, 'writes before the fault');
       const t0 = Date.now();
       primary.proc.kill(how);
@@ -86,6 +87,7 @@ for (const how of ['SIGKILL', 'SIGSTOP']) {
       }
       console.log(`# ${how}: writes resumed ${resumed - t0} ms after the fault`);
     } finally {
+      await stop();
       if (how === 'SIGSTOP') for (const d of c.nodes) d.proc.kill('SIGCONT');
       await c.cleanup();
     }
