@@ -35,6 +35,9 @@ typedef struct fctx {
     char db[DSQ_ASSIGN_DB_MAX];
     uint64_t epoch;                /* the one written (or asked for) */
     uint64_t lsn;                  /* a change's: where the log it took over ends */
+    dsq_assignment now;            /* a change's write that found the key changed: its value then */
+    bool has_now;
+    unsigned tries;                /* a change's writes of its copies so far */
     int rc;
     char msg[256];
     bool handing;                  /* a drain's write naming another node: nothing to promote here */
@@ -152,6 +155,9 @@ static void write_epoch(dsq_failover *f, const char *db, uint64_t epoch) { write
 /* write_epoch, and with `then`, its answer posted to it (epoch_written):
  * 0 when so; 1 when there was nothing to write, -1 when it could not be
  * asked (then is the caller's still). */
+static int write_on(dsq_failover *f, dsq_assign *as, dsq_assignment a, char (*ids)[DSQ_NODE_ID_MAX], size_t n,
+                    uint64_t epoch, fctx *then);
+
 static int write_epoch_then(dsq_failover *f, const char *db, uint64_t epoch, fctx *then)
 {
     char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
@@ -160,7 +166,19 @@ static int write_epoch_then(dsq_failover *f, const char *db, uint64_t epoch, fct
         return 1; /* (the sweep's look: copies never changed, no epoch to write) */
     dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
     dsq_assignment a;
-    if (as == NULL || dsq_assign_lookup(as, db, &a) != 0 || strcmp(a.primary, f->self) != 0)
+    if (as == NULL || dsq_assign_lookup(as, db, &a) != 0)
+        return 1;
+    return write_on(f, as, a, ids, n, epoch, then);
+}
+
+/* Write assignment a (as read) with the copies ids[0..n) (0: as they are)
+ * and at least `epoch`, unless it names another primary or has them
+ * already: as write_epoch_then. */
+static int write_on(dsq_failover *f, dsq_assign *as, dsq_assignment a, char (*ids)[DSQ_NODE_ID_MAX], size_t n,
+                    uint64_t epoch, fctx *then)
+{
+    const char *db = a.db;
+    if (strcmp(a.primary, f->self) != 0)
         return 1;
     bool same = n == 0 || n == a.ncopies;
     for (size_t i = 0; i < n && same; i++)
@@ -415,6 +433,13 @@ int dsq_failover_promote(dsq_failover *f, const char *db, dsq_failover_promoted_
         snprintf(err, errlen, "database %s is not placed (no assignment in etcd)", db);
         return -1;
     }
+    if (!has_copy(&a, f->self) && f->cfg.member != NULL && f->cfg.member(f->cfg.ud, db)) {
+        /* A change made this node a copy, and the assignment as this node
+         * last heard of it does not name it yet: a moment. */
+        snprintf(err, errlen, "the assignment of database %s this node knows does not name it yet (its copies just "
+                              "changed); ask again", db);
+        return -2;
+    }
     if (!has_copy(&a, f->self)) {
         snprintf(err, errlen, "this node holds no copy of database %s (its copies: %s%s%s%s%s)", db, a.copies[0],
                  a.ncopies > 1 ? ", " : "", a.ncopies > 1 ? a.copies[1] : "", a.ncopies > 2 ? ", " : "",
@@ -531,6 +556,16 @@ static void change_written(void *arg, bool run)
     fent *e = answer_ent(x, run);
     if (e == NULL)
         return;
+    /* The key changed since this node's copy of it (a write of its own
+     * the watch has not shown yet): written again on its value now, a few
+     * times, so that who asked is told once etcd names the new copies. */
+    dsq_assign *as = dsq_eplace_assign(f->cfg.eplace);
+    char ids[DSQ_ASSIGN_COPIES_MAX][DSQ_NODE_ID_MAX];
+    size_t n = x->has_now && as != NULL && f->cfg.copyset != NULL && ++x->tries < 4
+                   ? f->cfg.copyset(f->cfg.ud, x->db, ids, DSQ_ASSIGN_COPIES_MAX)
+                   : 0;
+    if (n > 0 && write_on(f, as, x->now, ids, n, x->epoch, x) == 0)
+        return;
     if (x->rc != 0)
         DSQ_WARN("assignment_copies_not_written", "db=%s reason=%s", x->db, dsq_log_q(x->msg));
     tell(e, 0, x->epoch, x->lsn, NULL);
@@ -542,7 +577,9 @@ static void change_written(void *arg, bool run)
 static void on_written_then(void *ud, int rc, const dsq_assignment *now, const char *msg)
 {
     fctx *x = ud;
-    (void)now;
+    x->has_now = rc == 1 && now != NULL;
+    if (x->has_now)
+        x->now = *now;
     x->rc = rc;
     snprintf(x->msg, sizeof x->msg, "%s", msg ? msg : "");
     if (dsq_mailbox_post(&x->f->mb, change_written, x) != 0)

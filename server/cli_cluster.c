@@ -630,7 +630,9 @@ static int drain(const char *base, const char *token, const char *id, bool undo,
 /* ---- move ---------------------------------------------------------------------------- */
 
 /* POST path with body at node `id` (found through base); the answer's
- * epoch into *epoch. 0, or 1 with the reason on stderr. */
+ * epoch into *epoch. A conflict that passes (409: another step under way
+ * there, or its view of the copies a moment behind) is asked again, up to
+ * 20 times 250 ms apart. 0, or 1 with the reason on stderr. */
 static int admin_post(const char *base, const char *token, const char *id, const char *path, const char *body_text,
                       unsigned long long *epoch)
 {
@@ -644,7 +646,14 @@ static int admin_post(const char *base, const char *token, const char *id, const
     dsq_buf body = DSQ_BUF_INIT;
     long status = 0;
     int rc = 1;
-    if (http_req(url, body_text, token, &status, &body, err, sizeof err) != 0) {
+    for (int tries = 1;; tries++) {
+        status = 0;
+        dsq_buf_reset(&body);
+        if (http_req(url, body_text, token, &status, &body, err, sizeof err) != 0 || status != 409 || tries == 20)
+            break;
+        usleep(250 * 1000);
+    }
+    if (status == 0) {
         fprintf(stderr, "dosqld cluster: cannot reach %s: %s\n", url, err);
     } else if (status != 200) {
         print_refusal(url, status, &body);

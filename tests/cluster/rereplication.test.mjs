@@ -33,6 +33,7 @@ async function holdsAll(d, db, acked) {
 
 test('a copy gone past node_dead_after is replaced on another node by itself, under writes; the new copy counts', async () => {
   const c = await startEtcdCluster(4, { conf });
+  const stops = []; // (writers stopped however the test ends: else the file never ends)
   try {
     await c.linked();
     const db = 'rerep';
@@ -46,6 +47,7 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     const spare = c.byId(spareId);
     const acked = [];
     const stop = writers(() => [primary], db, (id) => acked.push(id), 1, 3000);
+    stops.push(stop);
     await until(async () => acked.length >= 30, 15000, 'writes before the fault');
     gone.proc.kill('SIGKILL');
     // The copy set in etcd loses the dead node and gains the spare one.
@@ -75,6 +77,7 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     primary.proc.kill('SIGKILL');
     await until(async () => (await c.assignment(db)).primary !== a1.primary, 20000, 'a failover after the change');
     const stop2 = writers(() => left, db, (id) => acked2.push(id), 100000, 3000);
+    stops.push(stop2);
     await until(async () => acked2.length >= 20, 20000, 'writes on the new primary');
     await stop2();
     const a3 = await c.assignment(db);
@@ -94,12 +97,14 @@ test('a copy gone past node_dead_after is replaced on another node by itself, un
     }, 30000, 'the returning node to take the dead primary\'s place');
     await until(() => holdsAll(back, db, [...acked, ...acked2]), 20000, 'the returning node to hold every acknowledged write');
   } finally {
+    await Promise.all(stops.map((s) => s()));
     await c.cleanup();
   }
 });
 
 test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the copy moved away stops being one', async () => {
   const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  const stops = []; // (writers stopped however the test ends: else the file never ends)
   try {
     await c.linked();
     const db = 'moved';
@@ -110,6 +115,7 @@ test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the co
     const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
     const acked = [];
     const stop = writers(() => [primary], db, (id) => acked.push(id), 1, 3000);
+    stops.push(stop);
     await until(async () => acked.length >= 20, 15000, 'writes before the move');
     // Refused clearly: moving the primary's own copy, to a node with a
     // copy, or through a node that is not the primary.
@@ -149,6 +155,7 @@ test('POST /v1/admin/move replaces a chosen copy by one on a chosen node; the co
     await until(async () => /event=copy_discarded db=moved/.test(from.stderr), 10000, 'the old copy\'s files removed').catch((e) => { console.log(from.stderr.split('\n').filter((l) => /moved/.test(l)).join('\n')); throw e; });
     assert.ok(!existsSync(path.join(from.dataDir, 'db', db)), 'the old copy\'s directory is gone');
   } finally {
+    await Promise.all(stops.map((s) => s()));
     await c.cleanup();
   }
 });
@@ -186,6 +193,7 @@ test('a node taken out of a copy set while it was down removes its stale copy wh
 
 test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its primary\'s node for NODE, which serves it', async () => {
   const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0') });
+  const stops = []; // (writers stopped however the test ends: else the file never ends)
   try {
     await c.linked();
     const db = 'cli';
@@ -194,6 +202,7 @@ test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its 
     const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
     const acked = [];
     const stop = writers(() => c.nodes, db, (id) => acked.push(id), 1, 3000);
+    stops.push(stop);
     await until(async () => acked.length >= 20, 15000, 'writes before the move');
     const via = c.byId(toId); // (any node finds the others)
     const cli = await runDosqld(['cluster', 'move', db, '--to', toId, '--primary', '--url', via.url], { timeoutMs: 60000 });
@@ -217,6 +226,7 @@ test('dosqld cluster move DATABASE --to NODE --primary: the database leaves its 
     r = await runDosqld(['cluster', 'move', db, '--to', a2.copies.find((id) => id !== toId), '--from', toId, '--url', via.url], { timeoutMs: 60000 });
     assert.equal(r.code, 1);
   } finally {
+    await Promise.all(stops.map((s) => s()));
     await c.cleanup();
   }
 });
@@ -325,6 +335,35 @@ test('a copy gone past node_dead_after with no node free to take it: said once, 
     assert.deepEqual(await c.assignment(db), a1, 'the assignment is as it was');
     const r = await post(primary, `/v1/db/${db}/query`, { sql: 'INSERT INTO t(id) VALUES (1)' });
     assert.equal(r.status, 200, JSON.stringify(r.body));
+  } finally {
+    await c.cleanup();
+  }
+});
+
+// The new copy's node hears of the change late (its etcd is slow): a
+// promotion asked of it at once answers 409, to ask again, rather than
+// "holds no copy"; asked again once its view caught up, it is promoted.
+test('a promotion asked of a new copy before its node heard of the change: 409, ask again; then it goes', async () => {
+  const c = await startEtcdCluster(4, { conf: conf.replace('node_dead_after = 2s', 'node_dead_after = 0'), ttl: '4s', etcdProxies: true });
+  try {
+    await c.linked();
+    const db = 'late';
+    assert.equal((await post(c.nodes[0], `/v1/db/${db}/query`, { sql: 'CREATE TABLE t(id INTEGER PRIMARY KEY)' })).status, 200);
+    const a1 = await c.assignment(db);
+    const fromId = a1.copies.find((id) => id !== a1.primary);
+    const toId = ['n1', 'n2', 'n3', 'n4'].find((id) => !a1.copies.includes(id));
+    c.etcdProxy(Number(toId.slice(1)) - 1).delayMs = 1500; // (its watch of the assignments lags)
+    const mv = await post(c.byId(a1.primary), '/v1/admin/move', { database: db, from: fromId, to: toId }, 30000);
+    assert.equal(mv.status, 200, JSON.stringify(mv.body));
+    const r = await post(c.byId(toId), '/v1/admin/promote', { database: db }, 20000);
+    assert.equal(r.status, 409, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /does not name it yet/);
+    c.etcdProxy(Number(toId.slice(1)) - 1).delayMs = 0;
+    let p;
+    await until(async () => (p = await post(c.byId(toId), '/v1/admin/promote', { database: db }, 20000)).status !== 409,
+      10000, 'the new copy\'s view to catch up');
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    await until(async () => (await c.assignment(db)).primary === toId, 10000, 'the new copy named primary');
   } finally {
     await c.cleanup();
   }
