@@ -1,7 +1,7 @@
 // cluster — start several dosqld nodes on loopback, each with its own
 // data directory, client port and peer port, sharing one secret; every
 // wait bounded. Stop what was started by its pid (cleanup).
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,16 +21,52 @@ function ephemeralRange() {
   return [32768, 60999];
 }
 
+// Ports this process reserved (see freePort), released when it exits.
+const RESERVED = path.join(tmpdir(), 'dosqld-test-ports');
+const mine = new Set();
+process.on('exit', () => {
+  for (const p of mine) try { rmSync(path.join(RESERVED, String(p)), { force: true }); } catch { /* gone */ }
+});
+
+// Reserve `port` for this process across the test files that run at the
+// same time: a file named after it holds our pid. One whose process is
+// gone is taken over.
+function reserve(port) {
+  mkdirSync(RESERVED, { recursive: true });
+  const f = path.join(RESERVED, String(port));
+  for (let i = 0; i < 2; i++) {
+    try {
+      writeFileSync(f, String(process.pid), { flag: 'wx' });
+      mine.add(port);
+      return true;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    let owner = 0;
+    try { owner = Number(readFileSync(f, 'utf8')); } catch { /* removed meanwhile */ }
+    try {
+      if (owner > 0) { process.kill(owner, 0); return false; }
+    } catch (e) {
+      if (e.code === 'EPERM') return false;
+    }
+    rmSync(f, { force: true }); /* its owner is gone */
+  }
+  return false;
+}
+
 // A loopback port free now, for a node's peer listener, which a node
 // restarted by a test must get again: so not one of the kernel's
 // ephemeral ports (any outgoing connection could take that as its source
 // port while the node is down), but one below them, tried until one
-// binds (at most 100 tries).
+// binds (at most 100 tries). It stays reserved for this process until it
+// exits, so another test file running meanwhile never picks it while a
+// node of ours is down or not listening yet.
 export async function freePort() {
   const [lo] = ephemeralRange();
   const base = 10000, span = Math.max(1000, lo - base);
   for (let i = 0; i < 100; i++) {
     const port = base + crypto.randomInt(span);
+    if (mine.has(port) || !reserve(port)) continue;
     const ok = await new Promise((resolve) => {
       const s = net.createServer();
       s.once('error', () => resolve(false));
