@@ -83,6 +83,18 @@ typedef struct dsq_result {
  * borrowed from the result) and returns false past the end. */
 bool dsq_result_next(const dsq_result *r, size_t *pos, dsq_value *v);
 
+/* Results made outside the engine (the sharding router's merges): the
+ * columns of a prepared statement (names and declared types), then its
+ * current row appended; 0, or -1 when out of memory. dsq_result_free
+ * releases what a result owns. */
+struct sqlite3_stmt;
+int dsq_result_set_columns(dsq_result *r, struct sqlite3_stmt *st);
+int dsq_result_add_row(dsq_result *r, struct sqlite3_stmt *st);
+/* Append one value to the row being built (its columns' count is the
+ * caller's to keep); 0 or -1. */
+int dsq_result_add_value(dsq_result *r, const dsq_value *v);
+void dsq_result_free(dsq_result *r);
+
 /* ---- result budgets ------------------------------------------------------------ */
 
 /* One request's results as a whole (a JSON-RPC batch, a Cap'n Web batch
@@ -297,6 +309,9 @@ struct dsq_call {
 /* Free a finished call's engine-owned parts (results, schema, stats,
  * names, out). */
 void dsq_call_reset(dsq_call *c);
+/* The public code of a SQLite result code and message ("no such table"
+ * is TABLE_NOT_FOUND, ...), as calls report them. */
+dsq_code dsq_code_of_sqlite(int rc, const char *msg);
 /* Free just its results (an encoder that has turned them into `out`:
  * the rows and their text are not held together longer than needed). */
 void dsq_call_free_results(dsq_call *c);

@@ -155,3 +155,34 @@ void dsq_call_reset(dsq_call *c)
     c->nnames = 0;
     dsq_buf_free(&c->out);
 }
+
+int dsq_result_set_columns(dsq_result *r, struct sqlite3_stmt *st) { return dsq__result_columns(r, st); }
+
+int dsq_result_add_row(dsq_result *r, struct sqlite3_stmt *st)
+{
+    return dsq__result_add(r, st, sqlite3_column_count(st));
+}
+
+int dsq_result_add_value(dsq_result *r, const dsq_value *v)
+{
+    unsigned char tag = (unsigned char)v->type;
+    switch (v->type) {
+    case DSQ_V_INT:
+        return dsq_buf_append(&r->rows, &tag, 1) || dsq_buf_append(&r->rows, &v->i, 8) ? -1 : 0;
+    case DSQ_V_REAL:
+        return dsq_buf_append(&r->rows, &tag, 1) || dsq_buf_append(&r->rows, &v->d, 8) ? -1 : 0;
+    case DSQ_V_TEXT:
+    case DSQ_V_BLOB: {
+        uint32_t n = (uint32_t)v->n;
+        return dsq_buf_append(&r->rows, &tag, 1) || dsq_buf_append(&r->rows, &n, 4) ||
+                       (n > 0 && dsq_buf_append(&r->rows, v->p, n))
+                   ? -1
+                   : 0;
+    }
+    default:
+        tag = DSQ_V_NULL;
+        return dsq_buf_append(&r->rows, &tag, 1) ? -1 : 0;
+    }
+}
+
+void dsq_result_free(dsq_result *r) { dsq__result_free(r); }

@@ -53,6 +53,8 @@ dsq_code dsq__sqlite_code(int rc, const char *msg)
     }
 }
 
+dsq_code dsq_code_of_sqlite(int rc, const char *msg) { return dsq__sqlite_code(rc, msg); }
+
 /* Fail `c` with the connection's current error. */
 void dsq__fail_sqlite(run_ctx *x, int rc)
 {
