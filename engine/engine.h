@@ -167,6 +167,7 @@ typedef enum dsq_op {
 enum {
     DSQ_SCOPE_R = 1, /* may run read-only statements */
     DSQ_SCOPE_W = 2, /* may run statements that write */
+    DSQ_SCOPE_A = 4, /* may change the server's settings (the VSchema): protocols' admin methods */
 };
 
 typedef struct dsq_call dsq_call;

@@ -21,6 +21,7 @@
 #include "protocol/cdcsub.h"
 #include "protocol/docs.h"
 #include "protocol/value.h"
+#include "sharding/router.h"
 
 struct dsq_dosql_session {
     dsq_engine *e;
@@ -37,6 +38,8 @@ struct dsq_dosql_session {
     struct csub *subs;     /* CDC subscriptions */
     struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
     uint64_t next_sub;     /* their ids */
+    struct dsq_router *router; /* keyspaces and the VSchema (NULL: none) */
+    char ks[129];          /* the bound keyspace, or "" */
 };
 
 typedef struct dsq_dosql_op op;
@@ -653,8 +656,59 @@ static int parse_consistency(op *o, json_t *p)
     return 0;
 }
 
+/* ---- keyspaces ---------------------------------------------------------------------------- */
+
+static void ks_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    op *o = ud;
+    (void)plan;
+    if (err != 0) {
+        answer_error_msg(o, code, msg);
+    } else {
+        dsq_buf b = {0};
+        if (o->enc == DSQ_ENC_CAPNWEB)
+            dsq_cw_result(&b, res);
+        else
+            dsq_json_result(&b, res);
+        if (b.data == NULL)
+            answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        else
+            answer_raw(o, b.data, b.len, &b);
+        dsq_buf_free(&b);
+    }
+    op_free(o);
+}
+
+/* The scopes the client holds on the session's keyspace; 0 after
+ * refusing. Members a keyspace does not take yet are refused by name. */
+static unsigned ks_prelude(op *o, json_t *p)
+{
+    static const char *const not_yet[] = {"transactionId", "asOf", "consistency", "minLSN", "database", NULL};
+    for (size_t i = 0; not_yet[i]; i++)
+        if (json_object_get(p, not_yet[i]) != NULL) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" is not supported on a keyspace", not_yet[i]);
+            return 0;
+        }
+    unsigned scope = o->s->t.scope(o->s->t.ud, o->s->ks);
+    if (scope == 0)
+        reject(o, DSQ_CODE_FORBIDDEN, "the token does not grant access to keyspace '%s'", o->s->ks);
+    return scope;
+}
+
+static void ks_query(op *o, json_t *p)
+{
+    unsigned scope = ks_prelude(o, p);
+    if (scope == 0 || parse_stmt(o, p, &o->stmt, "") != 0)
+        return;
+    dsq_router_query(o->s->router, o->s->ks, &o->stmt, scope, o->call.budget, ks_done, o);
+}
+
 static void m_query(op *o, json_t *p)
 {
+    if (o->s->ks[0]) {
+        ks_query(o, p);
+        return;
+    }
     if (prelude(o, p) != 0 || parse_consistency(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
     o->call.op = DSQ_OP_QUERY;
@@ -816,14 +870,31 @@ static void simple(op *o, json_t *p, dsq_op which)
     submit(o);
 }
 
-static void m_schema(op *o, json_t *p) { simple(o, p, DSQ_OP_SCHEMA); }
+static void m_schema(op *o, json_t *p)
+{
+    if (o->s->ks[0]) {
+        unsigned scope = ks_prelude(o, p);
+        if (scope == 0)
+            return;
+        if (!dsq_router_first_shard(o->s->router, o->s->ks, o->db, sizeof o->db)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "no keyspace '%s' in the VSchema", o->s->ks);
+            return;
+        }
+        o->call.scope = scope;
+        o->call.op = DSQ_OP_SCHEMA;
+        o->call.encode = enc_doc;
+        submit(o);
+        return;
+    }
+    simple(o, p, DSQ_OP_SCHEMA);
+}
 
 /* Without a database (an unbound route, no "database", and not a call
  * made on a database, as Cap'n Web's are): the server's own ping and
  * stats. */
 static bool server_level(op *o, json_t *p)
 {
-    return o->fixed_db == NULL && o->s->db[0] == '\0' && json_object_get(p, "database") == NULL;
+    return o->fixed_db == NULL && o->s->db[0] == '\0' && (json_object_get(p, "database") == NULL || o->s->ks[0]);
 }
 
 static void m_ping(op *o, json_t *p)
@@ -1118,6 +1189,65 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
 
 /* ---- entry points ------------------------------------------------------------------------ */
 
+/* applyVSchema {vschema} (admin): the VSchema in force from now on;
+ * answers {"version"}. getVSchema: {"version", "vschema"} (null: none). */
+static bool vschema_prelude(op *o, json_t *p, bool admin)
+{
+    if (o->s->router == NULL || o->s->db[0] || o->s->ks[0] || o->fixed_db != NULL ||
+        json_object_get(p, "database") != NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "the VSchema is the server's: call this on /v1/rpc, without \"database\"");
+        return false;
+    }
+    unsigned scope = o->s->t.scope(o->s->t.ud, NULL);
+    if ((scope & (admin ? DSQ_SCOPE_A : DSQ_SCOPE_R)) == 0) {
+        reject(o, DSQ_CODE_FORBIDDEN, "%s needs a token with the %s scope", admin ? "applyVSchema" : "getVSchema",
+               admin ? "admin" : "read");
+        return false;
+    }
+    return true;
+}
+
+static void m_apply_vschema(op *o, json_t *p)
+{
+    if (!vschema_prelude(o, p, true))
+        return;
+    json_t *v = json_object_get(p, "vschema");
+    if (!json_is_object(v)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "applyVSchema needs \"vschema\": an object {\"keyspaces\": {...}}");
+        return;
+    }
+    char *text = json_dumps(v, JSON_COMPACT);
+    char err[512];
+    uint64_t version = 0;
+    int rc = text ? dsq_router_apply(o->s->router, text, strlen(text), &version, err, sizeof err) : -1;
+    free(text);
+    if (rc != 0) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "invalid VSchema: %s", text ? err : "out of memory");
+        return;
+    }
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "{\"version\":%llu}", (unsigned long long)version);
+    answer_raw(o, buf, (size_t)n, NULL);
+    op_free(o);
+}
+
+static void m_get_vschema(op *o, json_t *p)
+{
+    if (!vschema_prelude(o, p, false))
+        return;
+    uint64_t version;
+    char *text = dsq_router_get(o->s->router, &version);
+    dsq_buf b = {0};
+    dsq_buf_printf(&b, "{\"version\":%llu,\"vschema\":%s}", (unsigned long long)version, text ? text : "null");
+    free(text);
+    if (b.data == NULL)
+        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    else
+        answer_raw(o, b.data, b.len, &b);
+    dsq_buf_free(&b);
+    op_free(o);
+}
+
 /* The DoSQL methods and the members each one's request object takes
  * (DESIGN 3.3, docs/protocol.md): JSON-RPC and Cap'n Web alike refuse
  * any other. "database" is every method's: it names the database on
@@ -1134,6 +1264,8 @@ static const method_def api[] = {
     {"getStats", m_stats, false, {"database"}},
     {"subscribeCDC", m_subscribe_cdc, true, {"fromLSN", "tables", "operations", "database"}},
     {"unsubscribeCDC", m_unsubscribe_cdc, true, {"subscriptionId", "database"}},
+    {"applyVSchema", m_apply_vschema, true, {"vschema", "database"}},
+    {"getVSchema", m_get_vschema, true, {"database"}},
 };
 
 static const method_def *method_find(const char *name)
@@ -1150,6 +1282,11 @@ static void run(op *o, const method_def *d, json_t *p)
 {
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
+    if (o->s->ks[0] && d->fn != m_query && d->fn != m_schema && d->fn != m_ping) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s is not supported on a keyspace (query, getSchema and ping are)",
+               d->name);
+        return;
+    }
     d->fn(o, p);
 }
 
@@ -1251,6 +1388,13 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
 
 void dsq_dosql_set_budget(dsq_dosql_session *s, dsq_budget *b) { s->budget = b; }
 
+void dsq_dosql_set_router(dsq_dosql_session *s, struct dsq_router *r, const char *ks)
+{
+    s->router = r;
+    if (ks != NULL)
+        snprintf(s->ks, sizeof s->ks, "%s", ks);
+}
+
 void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
 {
     if (!o->awaiting)
@@ -1279,6 +1423,8 @@ static const dsq_rpc_method methods[] = {
     {"getStats", rpc_method},
     {"subscribeCDC", rpc_method},
     {"unsubscribeCDC", rpc_method},
+    {"applyVSchema", rpc_method},
+    {"getVSchema", rpc_method},
     {"cancel", rpc_m_cancel},
     {NULL, NULL},
 };

@@ -64,6 +64,12 @@ dsq_dosql_session *dsq_dosql_session_new(dsq_engine *e, dsq_cdc_cache *cdc, cons
                                           const char *db, uint64_t session_id,
                                           const dsq_dosql_transport *t);
 
+struct dsq_router;
+/* Serve keyspace `ks` (a /v1/ks/{ks}/... route) through router r; with ks
+ * NULL, r only answers /v1/rpc's applyVSchema and getVSchema. On a
+ * keyspace: query, getSchema (its first shard's) and ping. */
+void dsq_dosql_set_router(dsq_dosql_session *s, struct dsq_router *r, const char *ks);
+
 /* One JSON-RPC message (a request or a batch). */
 void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len);
 

@@ -137,6 +137,7 @@ static const key_def keys[] = {
     {"cluster", "etcd_ca", T_STR, F(cluster_etcd_ca), "", 0, 0},
     {"cluster", "etcd_cert", T_STR, F(cluster_etcd_cert), "", 0, 0},
     {"cluster", "etcd_key", T_STR, F(cluster_etcd_key), "", 0, 0},
+    {"sharding", "vschema", T_STR, F(sharding_vschema), "", 0, 0},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},

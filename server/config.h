@@ -137,6 +137,7 @@ typedef struct dsq_config {
     char *cluster_etcd_ca;          /* owned; PEM CA certificates for https endpoints, or NULL: the system's */
     char *cluster_etcd_cert;        /* owned; PEM client certificate for etcd (with etcd_key), or NULL */
     char *cluster_etcd_key;         /* owned; its PEM private key, or NULL */
+    char *sharding_vschema;         /* owned; the VSchema file read when none was applied, or NULL */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

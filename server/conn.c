@@ -827,6 +827,7 @@ static int conn_on_head(void *ud, dsq_http_req *req)
     dsq_route(req->method, req->path, &m);
     req->route = m.route;
     memcpy(req->db, m.db, sizeof req->db);
+    memcpy(req->ks, m.ks, sizeof req->ks);
     if (m.status != 0) {
         status = m.status;
         why = m.why;
@@ -849,7 +850,8 @@ static int conn_on_head(void *ud, dsq_http_req *req)
         }
         if (tok != NULL && (req->token = strndup(tok, tlen)) != NULL)
             req->token_len = tlen;
-        switch (dsq_auth_check(srv->auth, tok, tlen, m.scope, m.db[0] ? m.db : NULL)) {
+        /* A keyspace's name is checked as a database's would be. */
+        switch (dsq_auth_check(srv->auth, tok, tlen, m.scope, m.db[0] ? m.db : m.ks[0] ? m.ks : NULL)) {
         case DSQ_AUTH_OK:
             break;
         case DSQ_AUTH_UNAUTHORIZED:

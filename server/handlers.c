@@ -15,6 +15,7 @@
 #include "protocol/docs.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
+#include "sharding/router.h"
 
 /* ---- health and metrics ------------------------------------------------- */
 
@@ -356,6 +357,8 @@ static unsigned token_scopes(const dsq_server *srv, const char *tok, size_t tlen
         s |= DSQ_SCOPE_R;
     if (dsq_auth_check(srv->auth, tok, tlen, DSQ_SCOPE_WRITE, db) == DSQ_AUTH_OK)
         s |= DSQ_SCOPE_W;
+    if (db == NULL && dsq_auth_check(srv->auth, tok, tlen, DSQ_SCOPE_ADMIN, NULL) == DSQ_AUTH_OK)
+        s |= DSQ_SCOPE_A;
     return s;
 }
 
@@ -476,6 +479,7 @@ static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
         free(tx);
         return NULL;
     }
+    dsq_dosql_set_router(tx->s, srv->router, req->ks[0] ? req->ks : NULL);
     req->abandon = http_abandon;
     req->abandon_arg = tx;
     return tx;
@@ -572,7 +576,7 @@ static void ws_pump(ws_tx *tx);
 static unsigned ws_scope(void *ud, const char *db)
 {
     ws_tx *tx = ud;
-    if (tx->db[0] && strcmp(db, tx->db) == 0)
+    if (tx->db[0] && db != NULL && strcmp(db, tx->db) == 0)
         return tx->db_scope;
     return token_scopes(tx->srv, tx->token, tx->token_len, db);
 }
@@ -674,6 +678,7 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
         free(tx);
         return NULL;
     }
+    dsq_dosql_set_router(tx->s, srv->router, req->ks[0] ? req->ks : NULL);
     return tx;
 }
 
@@ -717,6 +722,7 @@ const dsq_ws_app *dsq__ws_app(dsq_route_id route)
 {
     switch (route) {
     case DSQ_ROUTE_RPC:
+    case DSQ_ROUTE_KS_RPC:
     case DSQ_ROUTE_DB_RPC: return &rpc_app;
     case DSQ_ROUTE_CAPNWEB:
     case DSQ_ROUTE_DB_CAPNWEB: return &capnweb_app;
@@ -1209,7 +1215,9 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_HEALTHZ: handle_healthz(srv, req); break;
     case DSQ_ROUTE_METRICS: handle_metrics(srv, req); break;
     case DSQ_ROUTE_RPC:
+    case DSQ_ROUTE_KS_RPC:
     case DSQ_ROUTE_DB_RPC: handle_rpc(srv, req); break;
+    case DSQ_ROUTE_KS_QUERY:
     case DSQ_ROUTE_DB_QUERY: handle_query(srv, req); break;
     case DSQ_ROUTE_DB_LIST: handle_admin(srv, req, DSQ_OP_LIST); break;
     case DSQ_ROUTE_DB_DROP: handle_admin(srv, req, DSQ_OP_DROP); break;

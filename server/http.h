@@ -50,6 +50,7 @@ struct dsq_http_req {
     uint64_t start_ns;        /* when its first byte arrived */
     int route;                /* router's route id */
     char db[129];             /* database name from the path, or "" */
+    char ks[129];             /* keyspace name from the path, or "" */
     int status;               /* response status once answered, else 0 */
     bool answered;            /* a complete response is in `out` */
     bool close_after;         /* close the connection after this response */

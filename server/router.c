@@ -43,10 +43,25 @@ static const route_def routes[] = {
     {DSQ_ROUTE_PROMOTE, "promote", "/v1/admin/promote", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_MOVE, "move", "/v1/admin/move", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_DRAIN, "drain", "/v1/admin/drain", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
+    {DSQ_ROUTE_KS_QUERY, "ks_query", "/v1/ks/{ks}/query", M_POST, "POST", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_KS_RPC, "ks_rpc", "/v1/ks/{ks}/rpc", M_POST | M_GET, "GET, POST", true, DSQ_SCOPE_READ},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
 #define MAX_SEGS 6
+
+/* A keyspace's name, as a VSchema takes it (sharding/vschema.h). */
+static bool ks_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128 || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_'))
+            return false;
+    return true;
+}
 
 const char *dsq_route_name(dsq_route_id id)
 {
@@ -124,10 +139,12 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
         if (pn != n)
             continue;
         bool ok = true;
-        const char *db = NULL;
+        const char *db = NULL, *ks = NULL;
         for (int i = 0; i < n && ok; i++) {
             if (strcmp(psegs[i], "{db}") == 0)
                 db = segs[i];
+            else if (strcmp(psegs[i], "{ks}") == 0)
+                ks = segs[i];
             else
                 ok = strcmp(psegs[i], segs[i]) == 0;
         }
@@ -136,6 +153,11 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
         if (db != NULL && !dsq_db_name_valid(db)) {
             m->status = 400;
             m->why = "invalid database name: use 1-128 of A-Z a-z 0-9 . _ -, not starting with '.'";
+            return;
+        }
+        if (ks != NULL && !ks_name_valid(ks)) {
+            m->status = 400;
+            m->why = "invalid keyspace name: use 1-128 of A-Z a-z 0-9 _, not starting with a digit";
             return;
         }
         if ((method_bit(method) & d->methods) == 0) {
@@ -149,6 +171,8 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
         m->scope = d->scope;
         if (db != NULL) /* valid names are at most 128 bytes */
             memcpy(m->db, db, strlen(db) + 1);
+        if (ks != NULL)
+            memcpy(m->ks, ks, strlen(ks) + 1);
         return;
     }
     m->status = 404;

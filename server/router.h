@@ -20,6 +20,8 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_PROMOTE,    /* POST /v1/admin/promote */
     DSQ_ROUTE_MOVE,       /* POST /v1/admin/move */
     DSQ_ROUTE_DRAIN,      /* POST /v1/admin/drain */
+    DSQ_ROUTE_KS_QUERY,   /* POST /v1/ks/{ks}/query */
+    DSQ_ROUTE_KS_RPC,     /* POST or WebSocket /v1/ks/{ks}/rpc */
     DSQ__ROUTE_COUNT
 } dsq_route_id;
 
@@ -31,6 +33,7 @@ typedef struct dsq_route_match {
     bool websocket;       /* the route also takes a WebSocket upgrade */
     unsigned scope;       /* DSQ_SCOPE_* needed (0: public) */
     char db[129];         /* the {db} segment, decoded and validated */
+    char ks[129];         /* the {ks} segment (a keyspace's name), decoded and validated */
 } dsq_route_match;
 
 /* Match a decoded-on-the-fly path and llhttp method. */

@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "server/server_int.h"
+#include "sharding/router.h"
 #include "server/ws.h"
 
 /* ---- construction ------------------------------------------------------------ */
@@ -164,6 +165,65 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
     return 0;
 }
 
+/* The router's merges run on libuv's thread pool. */
+typedef struct offjob {
+    uv_work_t w;
+    void (*work)(void *arg);
+    void (*after)(void *arg);
+    void *arg;
+} offjob;
+
+static void offjob_work(uv_work_t *w)
+{
+    offjob *j = w->data;
+    j->work(j->arg);
+}
+
+static void offjob_after(uv_work_t *w, int status)
+{
+    offjob *j = w->data;
+    (void)status; /* (never cancelled: the work ran) */
+    j->after(j->arg);
+    free(j);
+}
+
+static void router_offload(void *ud, void (*work)(void *arg), void (*after)(void *arg), void *arg)
+{
+    dsq_server *srv = ud;
+    offjob *j = malloc(sizeof *j);
+    if (j != NULL) {
+        j->w.data = j;
+        j->work = work;
+        j->after = after;
+        j->arg = arg;
+        if (uv_queue_work(&srv->loop, &j->w, offjob_work, offjob_after) == 0)
+            return;
+        free(j);
+    }
+    work(arg); /* (no memory for the job: here, then) */
+    after(arg);
+}
+
+/* Keyspaces: the VSchema applied last (data_dir/vschema.json), else
+ * [sharding] vschema's file. */
+static int router_new(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    char state[4200];
+    snprintf(state, sizeof state, "%s/vschema.json", cfg->data_dir);
+    dsq_router_cfg rc = {
+        .engine = srv->engine,
+        .state_path = state,
+        .vschema_path = cfg->sharding_vschema,
+        .offload = router_offload,
+        .offload_ud = srv,
+        .timeout_ms = cfg->engine_query_timeout_ms,
+        .max_result_bytes = cfg->engine_max_result_bytes,
+    };
+    srv->router = dsq_router_new(&rc, err, errlen);
+    return srv->router != NULL ? 0 : -1;
+}
+
 /* The other nodes of cluster.peers, if any: read the secret and set up
  * replication, before the engine (which is made with its hooks). */
 static int cluster_new(dsq_server *srv, char *err, size_t errlen)
@@ -285,7 +345,7 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
     uv_idle_init(&srv->loop, &srv->flush_idle);
     uv_unref((uv_handle_t *)&srv->flush_idle);
     if (objects_open(srv, err, errlen) != 0 || cluster_new(srv, err, errlen) != 0 ||
-        engine_start(srv, err, errlen) != 0) {
+        engine_start(srv, err, errlen) != 0 || router_new(srv, err, errlen) != 0) {
         dsq_server_free(srv);
         return NULL;
     }
@@ -631,6 +691,7 @@ void dsq_server_free(dsq_server *srv)
         uv_loop_close(&srv->loop);
         dsq_ws_deflate_cleanup(); /* the loop thread's compression streams */
     }
+    dsq_router_free(srv->router); /* (its last statements ended with the engine's calls) */
     dsq_obj_close(srv->objects);
     /* After the engine: the last Cap'n Web sessions and CDC subscriptions
      * went with its last calls. */

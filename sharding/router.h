@@ -1,0 +1,74 @@
+/* router — keyspaces served: the VSchema in force, each keyspace's schema
+ * at the router, and statements run through their plans (plan.h) on the
+ * shards' databases (engine.h calls) with the router's part merged off
+ * the loop (merge.h).
+ *
+ * The VSchema in force has a version. It comes from the state file (the
+ * last one applied, kept across restarts), else from the configured
+ * file, else there is none (no keyspace). dsq_router_apply checks a new
+ * one whole, writes it to the state file (a new file renamed over the
+ * old, synced) and puts it in force with the next version; statements
+ * already planned finish on the one they started with.
+ *
+ * A keyspace's schema at the router is read from its first shard (the
+ * engine's SCHEMA call) when first needed, read again after a schema
+ * change made through the keyspace, and once more when a statement names
+ * a table or column it lacks (a change made on the shards directly).
+ *
+ * Loop thread only, but the merges (the `offload` hook's work). */
+#ifndef DSQ_SHARDING_ROUTER_H
+#define DSQ_SHARDING_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+
+typedef struct dsq_router dsq_router;
+
+/* Run work(arg) on another thread, then after(arg) on the loop thread. */
+typedef void (*dsq_router_offload_fn)(void *ud, void (*work)(void *arg), void (*after)(void *arg), void *arg);
+
+typedef struct dsq_router_cfg {
+    dsq_engine *engine;
+    const char *state_path;       /* the applied VSchema's file (NULL: not kept) */
+    const char *vschema_path;     /* [sharding] vschema (NULL: none) */
+    dsq_router_offload_fn offload;/* NULL: merges run on the caller's thread */
+    void *offload_ud;
+    uint64_t timeout_ms;          /* the router's part of a statement, at most */
+    size_t max_result_bytes;      /* an answer's rows, at most */
+} dsq_router_cfg;
+
+/* The router with its VSchema loaded: NULL with the reason when the state
+ * file or the configured file cannot be read or is not a valid VSchema. */
+dsq_router *dsq_router_new(const dsq_router_cfg *cfg, char *err, size_t errlen);
+/* After every statement finished (the loop has stopped). */
+void dsq_router_free(dsq_router *r);
+
+/* Put the VSchema json[0..len) in force: 0 and its version, or -1 with
+ * the reason (invalid: nothing changed; not written: nothing changed). */
+int dsq_router_apply(dsq_router *r, const char *json, size_t len, uint64_t *version, char *err, size_t errlen);
+/* The VSchema in force as JSON text (malloc'd) and its version; NULL and
+ * version 0 when there is none. */
+char *dsq_router_get(dsq_router *r, uint64_t *version);
+/* The name of keyspace ks's first shard (for its schema); false when
+ * there is no such keyspace. */
+bool dsq_router_first_shard(dsq_router *r, const char *ks, char *out, size_t n);
+bool dsq_router_has_keyspace(dsq_router *r, const char *ks);
+
+/* The outcome of a statement: err 0 and res (the router's until the
+ * function returns: it may take its parts), or err -1 with code and msg.
+ * `plan` names how it was answered ("one", "scatter", ...). */
+typedef void (*dsq_router_done_fn)(void *ud, int err, dsq_code code, const char *msg, dsq_result *res,
+                                   const char *plan);
+
+/* Run one statement `req` (borrowed until done) on keyspace ks with the
+ * caller's scopes (DSQ_SCOPE_R, _W) and result budget (may be NULL). */
+void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
+                      dsq_router_done_fn done, void *ud);
+
+/* Statements answered by each plan kind (dsq_plan_kind), for metrics. */
+void dsq_router_counts(const dsq_router *r, uint64_t out[6]);
+
+#endif

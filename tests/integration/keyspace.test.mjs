@@ -1,0 +1,237 @@
+// Keyspaces: a VSchema from the configuration, statements through
+// /v1/ks/{ks}/query and /rpc answered as one database answers them (the
+// same rows loaded in a plain database are the reference), clear
+// refusals that change nothing, applyVSchema / getVSchema (validated,
+// versioned, kept across a restart, admin only), a schema changed on the
+// shards directly picked up.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { startDosqld, tempDir } from './lib/harness.mjs';
+import { post, WsRpc } from './lib/rpc.mjs';
+
+const ADMIN = 'admin-token-0123456789';
+const READ = 'read-token-0123456789ab';
+const vschema = {
+  keyspaces: {
+    shop: {
+      shards: ['shop-0', 'shop-1', 'shop-2', 'shop-3'],
+      vindexes: { h: { type: 'hash' }, r: { type: 'range', boundaries: [1000, 5000, 9000] } },
+      tables: {
+        orders: { column: 'customer_id', vindex: 'h' },
+        customers: { column: 'id', vindex: 'h' },
+        countries: { type: 'reference' },
+        settings: { type: 'unsharded', shard: 'shop-0' },
+      },
+    },
+  },
+};
+
+let root, d;
+const conf = (vsPath) => `[sharding]\nvschema = ${vsPath}\n[auth]\ntoken = ${ADMIN} admin\ntoken = ${READ} read\n`;
+const auth = (t) => ({ authorization: `Bearer ${t}` });
+const ks = (sql, params, token = ADMIN) => post(d.port, '/v1/ks/shop/query', params ? { sql, params } : { sql }, auth(token));
+const db = (name, sql, params) => post(d.port, `/v1/db/${name}/query`, params ? { sql, params } : { sql }, auth(ADMIN));
+const rpc = (route, method, params, token = ADMIN) => post(d.port, route, { id: 1, method, params }, auth(token));
+
+async function ok(p) {
+  const r = await p;
+  assert.equal(r.status, 200, r.text);
+  return r.json;
+}
+
+before(async () => {
+  root = tempDir('dosqld-ks-');
+  const vsPath = path.join(root, 'vschema.json');
+  writeFileSync(vsPath, JSON.stringify(vschema));
+  d = await startDosqld({ conf: conf(vsPath), dataDir: path.join(root, 'data') });
+  const ddl = [
+    'CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT, region TEXT COLLATE NOCASE)',
+    'CREATE TABLE orders(id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, amount INTEGER, status TEXT, note)',
+    'CREATE TABLE countries(code TEXT PRIMARY KEY, name TEXT)',
+    'CREATE TABLE settings(k TEXT PRIMARY KEY, v)',
+  ];
+  for (const s of ddl) {
+    await ok(ks(s)); // every shard
+    await ok(db('plain', s));
+  }
+  const regions = ['north', 'South', 'east', 'WEST'];
+  const statuses = ['new', 'paid', 'shipped'];
+  for (let c = 1; c <= 40; c++) {
+    const row = [c, `c${c % 9}`, c % 11 === 0 ? null : regions[c % 4]];
+    await ok(ks('INSERT INTO customers VALUES (?, ?, ?)', row));
+    await ok(db('plain', 'INSERT INTO customers VALUES (?, ?, ?)', row));
+  }
+  let id = 1;
+  for (let c = 1; c <= 40; c++) {
+    const rows = [];
+    for (let k = 0; k < 1 + (c % 5); k++, id++)
+      rows.push([id, c, (id * 37) % 500, statuses[id % 3], id % 4 === 0 ? null : id % 4 === 1 ? `n${id % 7}` : id % 7]);
+    // One INSERT of several rows of one customer: one shard.
+    const sql = `INSERT INTO orders VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}`;
+    await ok(ks(sql, rows.flat()));
+    await ok(db('plain', sql, rows.flat()));
+  }
+  // Reference rows on every shard (written to each: cross-shard writes
+  // are refused through the keyspace), unsharded ones on their shard.
+  for (const name of ['plain', 'shop-0', 'shop-1', 'shop-2', 'shop-3'])
+    await ok(db(name, "INSERT INTO countries VALUES ('new', 'New'), ('paid', 'Paid'), ('xx', NULL)"));
+  for (const name of ['plain', 'shop-0'])
+    await ok(db(name, "INSERT INTO settings VALUES ('a', 1), ('b', 'two')"));
+});
+
+after(async () => {
+  if (d) await d.cleanup();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+const canon = (rows) => rows.map((r) => JSON.stringify(r));
+
+test('queries through the keyspace answer as one database with the same rows', async () => {
+  const queries = [
+    ['SELECT * FROM orders WHERE customer_id = 7 ORDER BY id', true],
+    ['SELECT * FROM orders WHERE customer_id IN (3, 9, 27) ORDER BY id', true],
+    ['SELECT count(*), sum(amount), min(amount), max(amount), avg(amount), count(note), total(amount) FROM orders', false],
+    ['SELECT status, count(*) n, sum(amount) FROM orders GROUP BY status ORDER BY status', true],
+    ['SELECT status, avg(amount) FROM orders WHERE amount > 100 GROUP BY status HAVING count(*) > 5 ORDER BY 2 DESC', true],
+    ['SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 10 OFFSET 5', true],
+    ['SELECT DISTINCT status FROM orders ORDER BY 1', true],
+    ['SELECT typeof(note), count(*) FROM orders GROUP BY 1 ORDER BY 1', true],
+    ['SELECT c.name, count(*), sum(o.amount) FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.name ORDER BY c.name', true],
+    ['SELECT o.id, k.name FROM orders o LEFT JOIN countries k ON k.code = o.status ORDER BY o.id LIMIT 25', true],
+    ['SELECT * FROM orders WHERE amount > (SELECT avg(amount) FROM orders) ORDER BY id', true],
+    ['SELECT a.id, b.id FROM orders a JOIN orders b ON a.amount = b.amount AND a.id < b.id ORDER BY 1, 2', true],
+    ['SELECT status FROM orders UNION SELECT code FROM countries ORDER BY 1', true],
+    ['SELECT * FROM countries ORDER BY code', true],
+    ['SELECT * FROM settings ORDER BY k', true],
+    ['SELECT count(*) FROM customers c LEFT JOIN orders o ON o.customer_id = c.id WHERE o.id IS NULL', false],
+    ['SELECT id FROM orders WHERE note IS NULL AND amount BETWEEN 100 AND 300', false],
+    ['SELECT max(note), min(note) FROM orders', false],
+  ];
+  for (const [sql, ordered] of queries) {
+    const want = await ok(db('plain', sql));
+    const got = await ok(ks(sql));
+    assert.deepEqual(got.columns, want.columns, sql);
+    const [a, b] = [canon(want.rows), canon(got.rows)];
+    if (!ordered) {
+      a.sort();
+      b.sort();
+    }
+    assert.deepEqual(b, a, sql);
+  }
+  // Bound parameters, positional and named.
+  const p1 = await ok(ks('SELECT id FROM orders WHERE customer_id = ? AND amount >= ? ORDER BY id', [5, 0]));
+  const w1 = await ok(db('plain', 'SELECT id FROM orders WHERE customer_id = ? AND amount >= ? ORDER BY id', [5, 0]));
+  assert.deepEqual(p1.rows, w1.rows);
+  const p2 = await ok(ks('SELECT count(*) FROM orders WHERE amount < :lim', { lim: 250 }));
+  const w2 = await ok(db('plain', 'SELECT count(*) FROM orders WHERE amount < :lim', { lim: 250 }));
+  assert.deepEqual(p2.rows, w2.rows);
+});
+
+test('writes by key go to their shard; what would cross shards is refused and changes nothing', async () => {
+  const before = await ok(ks('SELECT count(*), sum(amount) FROM orders'));
+  // Two customers on different shards in one INSERT: refused, none written.
+  let other = 2;
+  const shardOf = async (c) => {
+    for (let s = 0; s < 4; s++)
+      if ((await ok(db(`shop-${s}`, 'SELECT count(*) FROM customers WHERE id = ?', [c]))).rows[0][0] > 0) return s;
+    return -1;
+  };
+  const s1 = await shardOf(1);
+  while ((await shardOf(other)) === s1) other++;
+  const r = await ks('INSERT INTO orders VALUES (9001, 1, 1, \'new\', NULL), (9002, ?, 1, \'new\', NULL)', [other]);
+  assert.equal(r.status, 400, r.text);
+  assert.match(r.json.error.message, /more than one shard/);
+  const refusals = [
+    ['UPDATE orders SET customer_id = 2 WHERE customer_id = 1', /moving a row/],
+    ['UPDATE orders SET amount = 0', /not restricted to one shard/],
+    ["INSERT INTO countries VALUES ('zz', 'Z')", /reference table/],
+    ['INSERT INTO orders(id, amount) VALUES (9003, 1)', /key column 'customer_id'/],
+    ['SELECT * FROM nowhere', /no such table/],
+    ['PRAGMA table_info(orders)', /PRAGMA/],
+  ];
+  for (const [sql, why] of refusals) {
+    const x = await ks(sql);
+    assert.ok(x.status >= 400, `${sql}: ${x.text}`);
+    assert.match(x.json.error.message, why, sql);
+  }
+  assert.deepEqual((await ok(ks('SELECT count(*), sum(amount) FROM orders'))).rows, before.rows);
+  // By key: one shard, and the row is on that shard only.
+  const u = await ok(ks('UPDATE orders SET amount = amount + 1000 WHERE customer_id = 1 AND id = 1'));
+  assert.equal(u.rowsAffected, 1);
+  const where = [];
+  for (let s = 0; s < 4; s++)
+    where.push((await ok(db(`shop-${s}`, 'SELECT count(*) FROM orders WHERE amount >= 1000'))).rows[0][0]);
+  assert.deepEqual(where.sort(), [0, 0, 0, 1]);
+  await ok(ks('UPDATE orders SET amount = amount - 1000 WHERE customer_id = 1 AND id = 1'));
+  // A read-only token reads through the keyspace but does not write.
+  assert.equal((await ks('SELECT count(*) FROM orders', undefined, READ)).status, 200);
+  const w = await ks('DELETE FROM orders WHERE customer_id = 1', undefined, READ);
+  assert.equal(w.status, 403, w.text);
+});
+
+test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
+  const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
+  try {
+    const q = await c.call('query', { sql: 'SELECT count(*) FROM orders WHERE customer_id = 3' });
+    assert.ok(q.result, JSON.stringify(q));
+    const s = await c.call('getSchema', {});
+    assert.ok(s.result.tables.some((t) => t.name === 'orders'), JSON.stringify(s));
+    assert.equal((await c.call('ping', {})).result.pong, true);
+    const b = await c.call('beginTransaction', {});
+    assert.equal(b.error.code, 'INVALID_REQUEST');
+    assert.match(b.error.message, /beginTransaction is not supported on a keyspace/);
+    const t = await c.call('query', { sql: 'SELECT 1', transactionId: 'x' });
+    assert.match(t.error.message, /"transactionId" is not supported on a keyspace/);
+  } finally {
+    c.close();
+  }
+  const r = await post(d.port, '/v1/ks/nowhere/query', { sql: 'SELECT 1' }, auth(ADMIN));
+  assert.equal(r.status, 400);
+  assert.match(r.json.error.message, /no keyspace 'nowhere'/);
+  const bad = await post(d.port, '/v1/ks/not-a-name/query', { sql: 'SELECT 1' }, auth(ADMIN));
+  assert.equal(bad.status, 400);
+  assert.match(bad.text, /invalid keyspace name/);
+});
+
+test('applyVSchema: checked whole, admin only, versioned, kept across a restart; a table made on the shards directly is found', async () => {
+  const got = await rpc('/v1/rpc', 'getVSchema', {});
+  assert.equal(got.json.result.version, 1);
+  assert.deepEqual(Object.keys(got.json.result.vschema.keyspaces), ['shop']);
+  const wrong = structuredClone(vschema);
+  wrong.keyspaces.shop.tables.orders.vindex = 'nope';
+  const e1 = await rpc('/v1/rpc', 'applyVSchema', { vschema: wrong });
+  assert.equal(e1.json.error.code, 'INVALID_REQUEST');
+  assert.match(e1.json.error.message, /keyspaces\.shop\.tables\.orders\.vindex/);
+  const e2 = await rpc('/v1/rpc', 'applyVSchema', { vschema }, READ);
+  assert.equal(e2.json.error.code, 'FORBIDDEN');
+  const e3 = await rpc('/v1/ks/shop/rpc', 'applyVSchema', { vschema });
+  assert.equal(e3.json.error.code, 'INVALID_REQUEST');
+  // A new table, made on each shard directly, then named in the VSchema.
+  for (let s = 0; s < 4; s++) {
+    await ok(db(`shop-${s}`, 'CREATE TABLE events(id INTEGER PRIMARY KEY, kind TEXT)'));
+    await ok(db(`shop-${s}`, 'INSERT INTO events VALUES (?, ?)', [s, `k${s}`]));
+  }
+  const next = structuredClone(vschema);
+  next.keyspaces.shop.tables.events = { column: 'id', vindex: 'r' };
+  const a = await rpc('/v1/rpc', 'applyVSchema', { vschema: next });
+  assert.equal(a.json.result.version, 2, a.text);
+  assert.equal((await ok(ks('SELECT count(*) FROM events'))).rows[0][0], 4);
+  // A column added on the shards directly: the router's copy of the
+  // schema lacks it, reads it again, and answers.
+  for (let s = 0; s < 4; s++) await ok(db(`shop-${s}`, 'ALTER TABLE events ADD COLUMN extra INTEGER DEFAULT 7'));
+  assert.deepEqual((await ok(ks('SELECT sum(extra) FROM events'))).rows, [[28]]);
+  // A schema change that fails on one shard says so, and where it was made.
+  await ok(db('shop-3', 'CREATE TABLE half(x)'));
+  const h = await ks('CREATE TABLE half(x)');
+  assert.equal(h.status, 400, h.text);
+  assert.match(h.json.error.message, /failed on 1 of 4 shards .* made on the others .*shop-3.*already exists/);
+  await ok(ks('CREATE TABLE IF NOT EXISTS half(x)'));
+  await d.stop();
+  d = await startDosqld({ conf: conf('/nonexistent/the-applied-one-is-used'), dataDir: d.dataDir });
+  const again = await rpc('/v1/rpc', 'getVSchema', {});
+  assert.equal(again.json.result.version, 2);
+  assert.ok(again.json.result.vschema.keyspaces.shop.tables.events);
+  assert.equal((await ok(ks('SELECT count(*) FROM orders WHERE customer_id = 4'))).rows[0][0] > 0, true);
+});
