@@ -248,6 +248,15 @@ struct dsq_call {
     uint64_t min_lsn;        /* QUERY: answered once this copy has the commit of this LSN (a
                                 bookmark: read your writes); it waits for it up to the commit
                                 timeout (write_wait_ms without replication), then TIMEOUT */
+    bool internal_tables;    /* it may read and write dosqld's own tables (named _dsq_...: the
+                                sharding router's calls); other calls may not touch them */
+    char prepare_id[33];     /* a cross-shard transaction's id (the sharding router's; with
+                                internal_tables). BEGIN: recorded durably in the database's
+                                _dsq_prepared table (with target_db, its coordinator) before
+                                the transaction starts; while such a record is there, other
+                                clients' writes fail (SERIALIZATION_FAILURE, retryable) — also
+                                after a restart, until the router resolves it. COMMIT removes
+                                it in the transaction it commits; ROLLBACK after it */
     const uint8_t *recs;     /* APPLY: log records, back to back (borrowed; outlives the call) */
     size_t recs_len;
     /* Runs on the worker when results are final (and before done): turn

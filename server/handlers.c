@@ -226,6 +226,15 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
         dsq_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", engine[i].name,
                        engine[i].help, engine[i].name, engine[i].name,
                        (unsigned long long)engine[i].v);
+    uint64_t plans[6];
+    dsq_router_counts(srv->router, plans);
+    dsq_buf_puts(&b, "# HELP dosqld_keyspace_statements_total Statements on keyspaces, by how the router answered "
+                     "them (one shard, scatter, fetch, all shards, refused, error).\n"
+                     "# TYPE dosqld_keyspace_statements_total counter\n");
+    static const char *const plan_names[6] = {"one", "scatter", "fetch", "all", "refuse", "error"};
+    for (int k = 0; k < 6; k++)
+        dsq_buf_printf(&b, "dosqld_keyspace_statements_total{plan=\"%s\"} %llu\n", plan_names[k],
+                       (unsigned long long)plans[k]);
     dsq_buf_printf(&b,
                    "# HELP dosqld_engine_calls_total Engine calls completed.\n"
                    "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n"

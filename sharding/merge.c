@@ -116,11 +116,11 @@ static int load(mctx *m, sqlite3_stmt *ins, const dsq_result *r, size_t ncols, d
 }
 
 /* Run q over the loaded tables, the request's parameters bound, into out. */
-static int run_final(mctx *m, const dsq_plan *p, const char *sql, const dsq_stmt_req *req,
+static int run_final(mctx *m, const dsq_plan *p, const char *sql, size_t sql_len, const dsq_stmt_req *req,
                      const dsq_merge_limits *lim, dsq_result *out, dsq_code *code, char *msg, size_t n)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(m->db, sql, -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(m->db, sql, (int)sql_len, &st, NULL);
     if (rc != SQLITE_OK)
         return sql_fail(m, rc, code, msg, n);
     for (int i = 1; i <= sqlite3_bind_parameter_count(st); i++) {
@@ -135,9 +135,9 @@ static int run_final(mctx *m, const dsq_plan *p, const char *sql, const dsq_stmt
                     v = &req->params[k].v;
         }
         if (v == NULL) {
-            sqlite3_finalize(st);
             *code = DSQ_CODE_INVALID_REQUEST;
             snprintf(msg, n, "missing parameter %s", name ? name : "?");
+            sqlite3_finalize(st); /* (after: it owns the name) */
             return -1;
         }
         bind_value(st, i, v);
@@ -274,7 +274,7 @@ int dsq_merge_scatter(const dsq_plan *p, const dsq_result *const *parts, size_t 
             goto done;
     }
     sqlite3_exec(m.db, "COMMIT", NULL, NULL, NULL);
-    rc = run_final(&m, p, p->merge_q.sql, req, lim, out, code, msg, msglen);
+    rc = run_final(&m, p, p->merge_q.sql, strlen(p->merge_q.sql), req, lim, out, code, msg, msglen);
 done:
     sqlite3_finalize(ins);
     sqlite3_close(m.db);
@@ -314,7 +314,7 @@ int dsq_merge_fetch(const dsq_plan *p, const dsq_result *const *const *parts, co
         sqlite3_finalize(ins);
     }
     sqlite3_exec(m.db, "COMMIT", NULL, NULL, NULL);
-    rc = run_final(&m, p, req->sql, req, lim, out, code, msg, msglen);
+    rc = run_final(&m, p, req->sql, req->sql_len, req, lim, out, code, msg, msglen); /* (not NUL-terminated) */
 done:
     sqlite3_close(m.db);
     if (rc != 0)

@@ -235,6 +235,16 @@ static int authorize(void *ud, int action, const char *a1, const char *a2, const
     return SQLITE_OK;
 }
 
+/* The decimal number in p[0..n) (digits only; saturated): the text is
+ * the client's, not NUL-terminated. */
+static long digits(const char *p, size_t n)
+{
+    long v = 0;
+    for (size_t i = 0; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+        v = v > 100000000 ? v : v * 10 + (p[i] - '0');
+    return v;
+}
+
 /* SQLite's parameter numbering: ? takes the largest index so far + 1,
  * ?N is N, a name keeps the index it got first. */
 static int number_params(pctx *x)
@@ -249,7 +259,7 @@ static int number_params(pctx *x)
             continue;
         const char *p = x->sql + t->off;
         if (p[0] == '?') {
-            int k = t->len == 1 ? max + 1 : atoi(p + 1);
+            int k = t->len == 1 ? max + 1 : (int)digits(p + 1, t->len - 1);
             x->pidx[i] = k;
             if (k > max)
                 max = k;
@@ -1169,7 +1179,7 @@ static int scatter(pctx *x, const dsq_select *sel, sqlite3_stmt *st)
             map[i] = -1;
             const dsq_tok *t0 = &x->t[term.b];
             if (term.e - term.b == 1 && t0->type == DSQ_TK_NUMBER) {
-                long k = strtol(x->sql + t0->off, NULL, 10);
+                long k = digits(x->sql + t0->off, t0->len);
                 if (k >= 1 && (size_t)k <= ncols)
                     map[i] = k - 1;
             } else if (term.e - term.b == 1 && (t0->type == DSQ_TK_IDENT || t0->type == DSQ_TK_QIDENT)) {

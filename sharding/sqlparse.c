@@ -156,7 +156,8 @@ int dsq_sql_tokenize(const char *sql, size_t len, dsq_tok **toks, size_t *n, cha
         dsq_tok_type type = DSQ_TK_OP;
         size_t tl = scan(sql + i, len - i, &type);
         if (tl == 0) {
-            snprintf(err, errlen, "unrecognized token at byte %zu: \"%.20s\"", i, sql + i);
+            snprintf(err, errlen, "unrecognized token at byte %zu: \"%.*s\"", i, (int)(len - i < 20 ? len - i : 20),
+                     sql + i);
             free(v);
             return -1;
         }

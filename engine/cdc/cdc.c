@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "engine/storage/disk.h"
 
@@ -157,7 +158,8 @@ static void preupdate(void *ud, sqlite3 *db, int op, const char *zdb, const char
                       sqlite3_int64 k2)
 {
     dsq_cdc_cap *c = ud;
-    if (c->failed || strcmp(zdb, "main") != 0 || strncmp(zname, "sqlite_", 7) == 0)
+    if (c->failed || strcmp(zdb, "main") != 0 || strncmp(zname, "sqlite_", 7) == 0 ||
+        strncasecmp(zname, "_dsq_", 5) == 0)
         return;
     int ncols = sqlite3_preupdate_count(db);
     int t = table_index(c, zname, ncols);

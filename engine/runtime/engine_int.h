@@ -131,6 +131,10 @@ typedef struct actor_open {
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (stmt.c) */
     uint64_t clock;              /* LRU clock of the cache */
     bool internal;               /* our own SQL: the authorizer lets it pass */
+    uint32_t prepared;           /* cross-shard transactions prepared here awaiting their decision
+                                  (rows of _dsq_prepared): other clients' writes are refused */
+    bool prepared_known;         /* `prepared` is current (else counted at the next write) */
+    bool txn_prepared;           /* the open transaction is a prepared one (its writes are its own) */
     char deny[200];              /* why the authorizer said no, for the error */
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
@@ -149,6 +153,7 @@ typedef struct actor_open {
     struct dsq_cdc_cap *cap;     /* the open transaction's row changes (cdc.h) */
     /* what the authorizer saw while the last statement was prepared */
     bool stmt_ddl;               /* it changes the schema */
+    bool stmt_own;               /* it names one of dosqld's own tables (_dsq_...): never cached */
     bool stmt_writes;            /* it writes though SQLite calls it read-only (ANALYZE, REINDEX,
                                     PRAGMA optimize): never cached, so this holds for it */
     char stmt_created[129];      /* the table it creates, or "" */

@@ -755,6 +755,8 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     }
     if (!refused(&x, op, shut))
         dispatch(&x, op);
+    if (a->open != NULL && (c->op == DSQ_OP_APPLY || c->internal_tables))
+        a->open->prepared_known = false; /* (it may have changed _dsq_prepared) */
     if (e->warm != NULL && cold_settle(&x, op))
         return; /* it waits for a page */
     if (a->open != NULL && a->open->lsn != a->lsn_seen) { /* (read by calls that wait for an LSN; the

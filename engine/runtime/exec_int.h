@@ -124,6 +124,9 @@ void dsq__end_txn(run_ctx *x);
  * the commit (with its row changes) goes to the actor's CDC feed, and a
  * checkpoint or an offer of files follows when due. */
 int dsq__took_commit(run_ctx *x, const void *changes, size_t nchanges);
+/* Cross-shard transactions prepared on o and not decided (rows of its
+ * _dsq_prepared table; counted again when o->prepared_known is false). */
+uint32_t dsq__prepared_count(actor_open *o);
 /* A request's own transaction begins (not inside an explicit one). 0, or
  * -1 with the call failed. */
 int dsq__begin_request(run_ctx *x);

@@ -201,7 +201,7 @@ static int next_stmt(run_ctx *x, const char *p, const char *end, bool cached, sq
     size_t take = 0;
     *special = false;
     *st = cached ? dsq__cache_get(o, p, (size_t)(end - p), &take) : NULL;
-    o->stmt_ddl = o->stmt_writes = false;
+    o->stmt_ddl = o->stmt_writes = o->stmt_own = false;
     o->stmt_created[0] = o->sp_op[0] = '\0';
     if (*st != NULL) {
         *tail = p + take;
@@ -222,7 +222,7 @@ static int next_stmt(run_ctx *x, const char *p, const char *end, bool cached, sq
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "VACUUM INTO writes a file; it is not allowed");
         return -1;
     }
-    *special = o->stmt_ddl || o->stmt_writes || o->sp_op[0] != '\0';
+    *special = o->stmt_ddl || o->stmt_writes || o->stmt_own || o->sp_op[0] != '\0';
     if (cached && !*special && dsq__cache_put(o, p, (size_t)(end - p), (size_t)(*tail - p), *st) != 0) {
         dsq__fail(x->c, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return -1;
@@ -251,6 +251,11 @@ static int refuse_write(run_ctx *x, sqlite3_stmt *st)
     } else if (x->beside) {
         x->park = true; /* it runs once the open transaction ends (if it may write) */
         dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE, "it writes while a transaction is open");
+    } else if (!c->internal_tables && !(x->o->in_txn && x->o->txn_prepared) && dsq__prepared_count(x->o) > 0) {
+        dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE,
+                  "%u cross-shard transaction%s prepared on this database await%s the decision of its "
+                  "keyspace's router: writes are refused until then (retry)",
+                  x->o->prepared, x->o->prepared == 1 ? "" : "s", x->o->prepared == 1 ? "s" : "");
     } else {
         return 0;
     }

@@ -62,6 +62,22 @@ static int authorizer(void *ud, int action, const char *a1, const char *a2, cons
      * and writes of every table. They are SQLite's, not the client's. */
     if (o->internal || o->vacuum)
         return SQLITE_OK;
+    /* dosqld's own tables (_dsq_...): the router's calls only. */
+    bool table_action = action == SQLITE_READ || action == SQLITE_INSERT || action == SQLITE_UPDATE ||
+                        action == SQLITE_DELETE || action == SQLITE_CREATE_TABLE || action == SQLITE_DROP_TABLE ||
+                        action == SQLITE_ALTER_TABLE || action == SQLITE_CREATE_INDEX || action == SQLITE_DROP_INDEX ||
+                        action == SQLITE_CREATE_TRIGGER || action == SQLITE_DROP_TRIGGER;
+    const char *tname = action == SQLITE_ALTER_TABLE ? a2 : action == SQLITE_CREATE_INDEX ||
+                                                                  action == SQLITE_DROP_INDEX ||
+                                                                  action == SQLITE_CREATE_TRIGGER ||
+                                                                  action == SQLITE_DROP_TRIGGER
+                                                              ? a2
+                                                              : a1;
+    if (table_action && tname != NULL && strncasecmp(tname, "_dsq_", 5) == 0) {
+        if (o->running == NULL || !o->running->internal_tables)
+            return deny(o, "%s is one of dosqld's own tables (_dsq_...); it may not be used in SQL", tname);
+        o->stmt_own = true;
+    }
     switch (action) {
     case SQLITE_ATTACH:
     case SQLITE_DETACH:

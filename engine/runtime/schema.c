@@ -205,7 +205,8 @@ dsq_schema *dsq__schema(actor_open *o, sqlite3 *db, char *err, size_t errlen)
     o->internal = true;
     int rc = sqlite3_prepare_v2(db,
                                 "SELECT type, name, tbl_name, sql FROM sqlite_schema "
-                                "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+                                "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND tbl_name NOT LIKE '\\_dsq\\_%' ESCAPE '\\' "
+                                "ORDER BY type, name",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s", sqlite3_errmsg(db));

@@ -43,6 +43,7 @@ void dsq__end_txn(run_ctx *x)
     if (!x->o->in_txn)
         return;
     x->o->in_txn = false;
+    x->o->txn_prepared = false;
     dsq__beside_close(x->o); /* the last commit moves on, or stays the one it had */
     pthread_mutex_lock(&a->mu);
     a->txn[0] = '\0';
@@ -72,6 +73,93 @@ int dsq__took_commit(run_ctx *x, const void *changes, size_t nchanges)
     else if (x->e->tier != NULL && dsq_now_ms() - o->offered_ms >= x->e->cfg.tier_interval_ms)
         dsq__offer_files(x->e, x->a, o, 0);
     return 0;
+}
+
+uint32_t dsq__prepared_count(actor_open *o)
+{
+    if (o->prepared_known)
+        return o->prepared;
+    sqlite3_stmt *st = NULL;
+    uint32_t n = 0;
+    o->internal = true;
+    if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM _dsq_prepared", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = (uint32_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st); /* (no such table: none) */
+    o->internal = false;
+    o->prepared = n;
+    o->prepared_known = true;
+    return n;
+}
+
+static int commit(run_ctx *x);
+
+/* A cross-shard transaction's id: 32 hex digits (the router's). */
+static bool prepare_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n != 32)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The record of prepared transaction c->prepare_id, committed on its own
+ * (the reply waits for it to be durable, as any commit's). 0, or -1
+ * with the call failed. */
+static int record_prepared(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (!c->internal_tables || c->read_only || !prepare_id_ok(c->prepare_id) || c->target_db == NULL ||
+        !dsq_db_name_valid(c->target_db)) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a prepared transaction needs its id and its coordinator");
+        return -1;
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE IF NOT EXISTS _dsq_prepared(txid TEXT PRIMARY KEY, coordinator TEXT NOT NULL, "
+             "created INTEGER NOT NULL); INSERT OR IGNORE INTO _dsq_prepared VALUES ('%s', '%s', %llu)",
+             c->prepare_id, c->target_db, (unsigned long long)dsq_wall_ms());
+    if (dsq__begin_request(x) != 0)
+        return -1;
+    int rc = dsq__internal_exec(o, sql);
+    if (rc != SQLITE_OK) {
+        dsq__fail_sqlite(x, rc);
+        dsq__internal_exec(o, "ROLLBACK");
+        return -1;
+    }
+    if (commit(x) != 0)
+        return -1;
+    o->prepared_known = false;
+    return 0;
+}
+
+/* The record of prepared transaction c->prepare_id gone: in the open
+ * transaction (COMMIT), or in one of its own (after a ROLLBACK). */
+static int drop_prepared(run_ctx *x, bool own)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (!prepare_id_ok(c->prepare_id)) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "not a prepared transaction's id");
+        return -1;
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM _dsq_prepared WHERE txid = '%s'", c->prepare_id);
+    if (own && dsq__begin_request(x) != 0)
+        return -1;
+    int rc = dsq__internal_exec(o, sql);
+    if (rc != SQLITE_OK && !(rc == SQLITE_ERROR && strstr(sqlite3_errmsg(o->db), "no such table"))) {
+        dsq__fail_sqlite(x, rc);
+        if (own)
+            dsq__internal_exec(o, "ROLLBACK");
+        return -1;
+    }
+    o->prepared_known = false;
+    return own ? commit(x) : 0;
 }
 
 /* Commit what is open; if it wrote, the log gave it the next LSN. */
@@ -274,6 +362,8 @@ void dsq__op_begin(run_ctx *x)
         op_begin_read_only(x);
         return;
     }
+    if (c->prepare_id[0] != '\0' && record_prepared(x) != 0)
+        return;
     int rc = dsq__internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
     if (rc != SQLITE_OK) {
         dsq__fail_sqlite(x, rc);
@@ -285,6 +375,7 @@ void dsq__op_begin(run_ctx *x)
         return;
     }
     o->in_txn = true;
+    o->txn_prepared = c->prepare_id[0] != '\0';
     uint64_t timeout = c->txn_timeout_ms ? c->txn_timeout_ms : x->e->cfg.txn_timeout_ms;
     pthread_mutex_lock(&a->mu);
     memcpy(a->txn, c->txn_out, sizeof a->txn);
@@ -312,6 +403,13 @@ static void op_end_txn(run_ctx *x, bool do_commit)
         return;
     }
     if (do_commit) {
+        /* A prepared one's record goes with its commit. */
+        if (c->prepare_id[0] != '\0' && drop_prepared(x, false) != 0) {
+            dsq__internal_exec(x->o, "ROLLBACK");
+            dsq__end_txn(x);
+            append_msg(c, " (the transaction was rolled back)");
+            return;
+        }
         if (commit(x) != 0) {
             if (x->retry)
                 return; /* still open: the COMMIT runs again */
@@ -321,6 +419,8 @@ static void op_end_txn(run_ctx *x, bool do_commit)
         dsq__internal_exec(x->o, "ROLLBACK");
     }
     dsq__end_txn(x);
+    if (!do_commit && c->prepare_id[0] != '\0')
+        drop_prepared(x, true);
     c->lsn = x->o->lsn;
 }
 

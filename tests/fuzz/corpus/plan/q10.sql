@@ -1,0 +1,1 @@
+SELECT status FROM orders UNION SELECT code FROM countries

@@ -1,0 +1,1 @@
+INSERT INTO orders VALUES (9, 1, 2, 'x', NULL), (10, ?, 3, 'y', NULL)

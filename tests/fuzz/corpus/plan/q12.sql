@@ -1,0 +1,1 @@
+UPDATE orders SET amount = 1 WHERE customer_id IN (1, 2)

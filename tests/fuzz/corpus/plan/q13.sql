@@ -1,0 +1,1 @@
+DELETE FROM orders WHERE customer_id = ?2 AND id = :x

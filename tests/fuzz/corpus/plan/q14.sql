@@ -1,0 +1,1 @@
+SELECT a.id, b.id FROM orders a JOIN orders b ON a.amount = b.amount

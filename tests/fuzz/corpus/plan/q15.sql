@@ -1,0 +1,1 @@
+SELECT max(note), min(status COLLATE BINARY) FROM orders WHERE note IS NOT NULL

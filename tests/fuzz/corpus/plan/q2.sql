@@ -1,0 +1,1 @@
+SELECT count(*), sum(amount), avg(amount) FROM orders

@@ -1,0 +1,1 @@
+SELECT status, count(*) n FROM orders GROUP BY status HAVING n > 0 ORDER BY n DESC

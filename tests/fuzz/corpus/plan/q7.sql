@@ -1,0 +1,1 @@
+SELECT * FROM orders WHERE amount > (SELECT avg(amount) FROM orders)

@@ -1,0 +1,1 @@
+SELECT o.id, k.name FROM orders o LEFT JOIN countries k ON k.code = o.status
