@@ -226,15 +226,19 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
         dsq_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", engine[i].name,
                        engine[i].help, engine[i].name, engine[i].name,
                        (unsigned long long)engine[i].v);
-    uint64_t plans[6];
+    uint64_t plans[7];
     dsq_router_counts(srv->router, plans);
     dsq_buf_puts(&b, "# HELP dosqld_keyspace_statements_total Statements on keyspaces, by how the router answered "
-                     "them (one shard, scatter, fetch, all shards, refused, error).\n"
+                     "them (one shard, scatter, fetch, all shards, refused, error, multi: a cross-shard transaction).\n"
                      "# TYPE dosqld_keyspace_statements_total counter\n");
-    static const char *const plan_names[6] = {"one", "scatter", "fetch", "all", "refuse", "error"};
-    for (int k = 0; k < 6; k++)
+    static const char *const plan_names[7] = {"one", "scatter", "fetch", "all", "refuse", "error", "multi"};
+    for (int k = 0; k < 7; k++)
         dsq_buf_printf(&b, "dosqld_keyspace_statements_total{plan=\"%s\"} %llu\n", plan_names[k],
                        (unsigned long long)plans[k]);
+    dsq_buf_printf(&b, "# HELP dosqld_cross_shard_recovered_total Cross-shard transactions a crash left undecided "
+                       "or half done, resolved by recovery.\n# TYPE dosqld_cross_shard_recovered_total counter\n"
+                       "dosqld_cross_shard_recovered_total %llu\n",
+                   (unsigned long long)dsq_router_recovered(srv->router));
     dsq_buf_printf(&b,
                    "# HELP dosqld_engine_calls_total Engine calls completed.\n"
                    "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n"

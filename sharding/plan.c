@@ -87,6 +87,7 @@ const char *dsq_plan_kind_name(dsq_plan_kind k)
     case DSQ_PLAN_ALL: return "all";
     case DSQ_PLAN_REFUSE: return "refuse";
     case DSQ_PLAN_ERROR: return "error";
+    case DSQ_PLAN_MULTI: return "multi";
     }
     return "?";
 }
@@ -1188,10 +1189,6 @@ static int scatter(pctx *x, const dsq_select *sel, sqlite3_stmt *st)
                     for (size_t k = 0; k < sel->nitems && map[i] < 0 && !stars; k++)
                         if (strcasecmp(sel->items[k].alias, nm) == 0)
                             map[i] = (long)k;
-                if (stars && map[i] < 0) {
-                    rw_fail(&w, "ORDER BY a name with * among the result columns");
-                    goto out;
-                }
             }
             for (size_t k = 0; k < sel->nitems && map[i] < 0 && !stars; k++)
                 if (same_tokens(x, term, sel->items[k].expr))
@@ -1515,11 +1512,63 @@ static int fetch(pctx *x, const dsq_select *sel)
 
 /* ---- writes ------------------------------------------------------------------------------------------ */
 
-/* The shard an INSERT of sharded table tb writes to: 0, or -1 after
- * refusing. Every row of VALUES must name its key as a literal or a
- * parameter, all of one shard. */
+/* A MULTI plan's participant: shard s runs the statement made of the
+ * token spans v[0..n) (in order); with `rows`, v[1..n-1) are rows of
+ * VALUES, a comma between each two. 0, or -1 (out of memory). */
+static int add_write_spans(pctx *x, size_t s, const dsq_span *v, size_t n, bool rows)
+{
+    dsq_plan *p = x->out;
+    if (p->writes == NULL) {
+        p->writes = calloc(x->ks->nshards, sizeof *p->writes);
+        p->write_shard = calloc(x->ks->nshards, sizeof *p->write_shard);
+        if (p->writes == NULL || p->write_shard == NULL)
+            return -1;
+    }
+    emit e;
+    if (emit_init(x, &e) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (rows && i >= 2 && i + 1 < n)
+            dsq_buf_puts(&e.b, ",");
+        emit_span(x, &e, v[i]);
+    }
+    if (emit_take(&e, &p->writes[p->nwrites]) != 0)
+        return -1;
+    p->write_shard[p->nwrites++] = s;
+    p->kind = DSQ_PLAN_MULTI;
+    return 0;
+}
+
+static int add_write(pctx *x, size_t s, const dsq_span *v, size_t n) { return add_write_spans(x, s, v, n, false); }
+
+static int add_write_rows(pctx *x, size_t s, const dsq_span *v, size_t n)
+{
+    return add_write_spans(x, s, v, n, true);
+}
+
+/* The whole statement on each shard of `targets` (NULL: every shard). */
+static int write_everywhere(pctx *x, const bool *targets)
+{
+    size_t n = x->nt;
+    while (n > 0 && x->t[n - 1].type == DSQ_TK_SEMI)
+        n--;
+    dsq_span all = {0, n};
+    for (size_t s = 0; s < x->ks->nshards; s++)
+        if ((targets == NULL || targets[s]) && add_write(x, s, &all, 1) != 0)
+            return -1;
+    return 0;
+}
+
+/* The shard an INSERT of sharded table tb writes to: 0; or 1 when its
+ * rows go to several shards (x->out is then the MULTI plan of each
+ * shard's rows); or -1 after refusing. Every row of VALUES must name its
+ * key as a literal or a parameter. */
 static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
 {
+    size_t *row_shard = NULL;
+    dsq_span *row_span = NULL;
+    size_t values_at = 0, tail_at = 0;
+    bool several = false;
     const dsq_tok *t = x->t;
     size_t i = 0, n = x->nt;
     while (i < n && t[i].type == DSQ_TK_SEMI)
@@ -1567,9 +1616,24 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
                tb->name);
         return -1;
     }
+    values_at = i;
     i++;
     bool have = false;
     size_t rows = 0;
+    row_shard = calloc(n, sizeof *row_shard);
+    row_span = calloc(n, sizeof *row_span);
+    if (row_shard == NULL || row_span == NULL) {
+        free(row_shard);
+        free(row_span);
+        set_msg(x->out, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return -1;
+    }
+#define INSERT_FAIL       \
+    do {                  \
+        free(row_shard);  \
+        free(row_span);   \
+        return -1;        \
+    } while (0)
     while (i < n && t[i].type == DSQ_TK_LP) {
         size_t r = close_paren(t, i, n);
         long pos = 0;
@@ -1589,22 +1653,20 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
                 if (literal_value(x, vb, k, &v, buf, sizeof buf) != 0) {
                     refuse(x, "the key '%s' of each row inserted into sharded table '%s' must be a literal or "
                               "a parameter", tb->column, tb->name);
-                    return -1;
+                    INSERT_FAIL;
                 }
                 if (v.type == DSQ_V_NULL || shard_of(x, tb, &v, &s) != 0) {
                     refuse(x, "row %zu inserted into sharded table '%s' has no shard: its key '%s' is NULL or "
                               "not a value vindex '%s' places", rows + 1, tb->name, tb->column,
                            x->ks->vindexes[tb->vindex].name);
-                    return -1;
+                    INSERT_FAIL;
                 }
-                if (have && s != *shard) {
-                    refuse(x, "the rows of this INSERT go to more than one shard of keyspace '%s' (%s and %s): "
-                              "a write across shards needs a cross-shard transaction, which this router does "
-                              "not run yet; insert each shard's rows on their own", x->ks->name,
-                           x->ks->shards[*shard], x->ks->shards[s]);
-                    return -1;
-                }
-                *shard = s;
+                if (have && s != *shard)
+                    several = true;
+                if (!have)
+                    *shard = s;
+                row_shard[rows] = s;
+                row_span[rows] = (dsq_span){i, r + 1};
                 have = got = true;
             }
             pos++;
@@ -1612,7 +1674,7 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
         }
         if (!got) {
             refuse(x, "a row inserted into sharded table '%s' lacks its key '%s'", tb->name, tb->column);
-            return -1;
+            INSERT_FAIL;
         }
         rows++;
         i = r + 1;
@@ -1621,9 +1683,10 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
         else
             break;
     }
+    tail_at = i;
     if (!have) {
         refuse(x, "an INSERT into sharded table '%s' must list its rows in VALUES", tb->name);
-        return -1;
+        INSERT_FAIL;
     }
     /* An upsert that sets the key would move the row. */
     for (; i < n; i++)
@@ -1635,12 +1698,45 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
                     k + 1 < n && t[k + 1].type == DSQ_TK_OP && x->sql[t[k + 1].off] == '=') {
                     refuse(x, "this upsert sets the key '%s' of sharded table '%s': moving a row to another "
                               "shard is not supported", tb->column, tb->name);
-                    return -1;
+                    INSERT_FAIL;
                 }
             }
             break;
         }
-    return 0;
+    if (!several) {
+        free(row_shard);
+        free(row_span);
+        return 0;
+    }
+    /* Each shard its rows: INSERT ... VALUES <its rows> <the rest>. */
+    size_t end = n;
+    while (end > tail_at && t[end - 1].type == DSQ_TK_SEMI)
+        end--;
+    dsq_span *parts = calloc(rows + 2, sizeof *parts);
+    if (parts == NULL) {
+        set_msg(x->out, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        INSERT_FAIL;
+    }
+    for (size_t s = 0; s < x->ks->nshards; s++) {
+        size_t np = 0;
+        parts[np++] = (dsq_span){0, values_at + 1};
+        for (size_t k = 0; k < rows; k++)
+            if (row_shard[k] == s)
+                parts[np++] = row_span[k];
+        if (np == 1)
+            continue;
+        parts[np++] = (dsq_span){tail_at, end};
+        if (add_write_rows(x, s, parts, np) != 0) {
+            free(parts);
+            set_msg(x->out, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+            INSERT_FAIL;
+        }
+    }
+    free(parts);
+    free(row_shard);
+    free(row_span);
+    return 1;
+#undef INSERT_FAIL
 }
 
 /* UPDATE or DELETE of sharded table tb: the one shard its WHERE clause
@@ -1714,13 +1810,17 @@ static int update_shard(pctx *x, const dsq_vs_table *tb, bool update, size_t *sh
             *shard = s;
             count++;
         }
-    free(o[0].allowed);
     if (o[0].allowed == NULL || count > 1) {
-        refuse(x, "this %s of sharded table '%s' is not restricted to one shard (by %s = value or IN): a write "
-                  "across shards needs a cross-shard transaction, which this router does not run yet",
-               update ? "UPDATE" : "DELETE", tb->name, tb->column);
-        return -1;
+        /* Every shard it may touch runs it, in one cross-shard transaction. */
+        int rc = write_everywhere(x, o[0].allowed);
+        free(o[0].allowed);
+        if (rc != 0) {
+            set_msg(x->out, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+            return -1;
+        }
+        return 1;
     }
+    free(o[0].allowed);
     if (count == 0)
         *shard = 0; /* no row can match: any shard answers */
     return 0;
@@ -1908,9 +2008,12 @@ static void plan_write(pctx *x)
     dsq_sql_verb(x->sql, x->t, x->nt, verb, sizeof verb);
     switch (w->vs->type) {
     case DSQ_VS_REFERENCE:
-        refuse(x, "'%s' is a reference table: it is written on every shard at once, which needs a cross-shard "
-                  "transaction; this router does not run those yet",
-               w->name);
+        /* Every shard holds it: all of them, in one cross-shard transaction. */
+        if (write_everywhere(x, NULL) != 0) {
+            set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+            return;
+        }
+        snprintf(p->msg, sizeof p->msg, "multi: a reference table on every shard");
         return;
     case DSQ_VS_UNSHARDED:
         p->kind = DSQ_PLAN_ONE;
@@ -1923,8 +2026,12 @@ static void plan_write(pctx *x)
                  : strcmp(verb, "UPDATE") == 0                               ? update_shard(x, w->vs, true, &shard)
                  : strcmp(verb, "DELETE") == 0                               ? update_shard(x, w->vs, false, &shard)
                                                                              : (refuse(x, "a write not understood"), -1);
-        if (rc != 0)
+        if (rc < 0)
             return;
+        if (rc > 0) {
+            snprintf(p->msg, sizeof p->msg, "multi: %zu shards in one cross-shard transaction", p->nwrites);
+            return;
+        }
         p->kind = DSQ_PLAN_ONE;
         p->shard = shard;
         snprintf(p->msg, sizeof p->msg, "one: written by shard key");
@@ -2074,5 +2181,9 @@ void dsq_plan_free(dsq_plan *p)
     }
     free(p->fetch);
     free(p->fetch_ddl);
+    for (size_t i = 0; i < p->nwrites; i++)
+        sql_free(&p->writes[i]);
+    free(p->writes);
+    free(p->write_shard);
     memset(p, 0, sizeof *p);
 }

@@ -26,6 +26,11 @@
  *            collations at the router, and the statement runs there as
  *            written.
  *   ALL      DDL: the statement goes to every shard.
+ *   MULTI    a write on several shards, in one cross-shard transaction
+ *            (router.c's two-phase commit): INSERT rows split by shard
+ *            (each shard gets its rows), UPDATE and DELETE not restricted
+ *            to one shard (each target shard runs the statement), writes
+ *            to reference tables (every shard).
  *   REFUSE   what the router cannot answer exactly: the reason in msg.
  *   ERROR    the statement is wrong (SQLite's message and code).
  *
@@ -57,7 +62,16 @@ typedef struct dsq_ks_schema {
 int dsq_ks_schema_new(const char *const *ddl, size_t n, dsq_ks_schema **out, char *err, size_t errlen);
 void dsq_ks_schema_free(dsq_ks_schema *s);
 
-typedef enum { DSQ_PLAN_ONE, DSQ_PLAN_SCATTER, DSQ_PLAN_FETCH, DSQ_PLAN_ALL, DSQ_PLAN_REFUSE, DSQ_PLAN_ERROR } dsq_plan_kind;
+typedef enum {
+    DSQ_PLAN_ONE,
+    DSQ_PLAN_SCATTER,
+    DSQ_PLAN_FETCH,
+    DSQ_PLAN_ALL,
+    DSQ_PLAN_REFUSE,
+    DSQ_PLAN_ERROR,
+    DSQ_PLAN_MULTI,
+} dsq_plan_kind;
+#define DSQ_PLAN_KINDS 7
 
 /* SQL for a shard and the parameters it takes from the request:
  * positional ones 1..npos, or the named ones flagged in named[]. */
@@ -88,6 +102,9 @@ typedef struct dsq_plan {
     size_t ncols;           /* columns of the answer */
     char **names;           /* their names */
     char **decltypes;       /* their declared types (NULL entries: expressions) */
+    dsq_plan_sql *writes;   /* MULTI: each participant's statement ... */
+    size_t *write_shard;    /* ... and its shard */
+    size_t nwrites;
     dsq_plan_fetch *fetch;  /* FETCH */
     size_t nfetch;
     char *fetch_ddl;        /* FETCH: the tables and views at the router (';'-separated) */

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/base64.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "engine/storage/disk.h"
 #include "sharding/merge.h"
 #include "sharding/plan.h"
@@ -27,11 +31,22 @@ typedef struct gen {
     uint64_t *schema_gen;     /* bumped when a schema change went through the keyspace */
 } gen;
 
+/* A cross-shard transaction this process runs now (recovery leaves it be). */
+typedef struct inflight {
+    char txid[33];
+    struct inflight *next;
+} inflight;
+
 struct dsq_router {
     dsq_router_cfg cfg;
     char *state_path;
     gen *g;
-    uint64_t counts[6];
+    uint64_t counts[DSQ_PLAN_KINDS];
+    inflight *txns;            /* cross-shard transactions in flight here */
+    char crash_at[32];         /* DOSQLD_TEST_2PC_CRASH: a step to die at (tests) */
+    bool recovering;           /* a recovery pass is running */
+    uint64_t next_recovery_ms; /* when the next pass may start */
+    uint64_t recovered;        /* transactions it resolved */
 };
 
 static void gen_unref(gen *g)
@@ -153,6 +168,9 @@ dsq_router *dsq_router_new(const dsq_router_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     r->cfg = *cfg;
+    const char *crash = getenv("DOSQLD_TEST_2PC_CRASH");
+    if (crash != NULL)
+        snprintf(r->crash_at, sizeof r->crash_at, "%s", crash);
     r->cfg.state_path = NULL;
     r->cfg.vschema_path = NULL;
     if (cfg->state_path != NULL && (r->state_path = strdup(cfg->state_path)) == NULL) {
@@ -266,7 +284,10 @@ bool dsq_router_first_shard(dsq_router *r, const char *ks, char *out, size_t n)
     return true;
 }
 
-void dsq_router_counts(const dsq_router *r, uint64_t out[6]) { memcpy(out, r->counts, sizeof r->counts); }
+void dsq_router_counts(const dsq_router *r, uint64_t out[DSQ_PLAN_KINDS])
+{
+    memcpy(out, r->counts, sizeof r->counts);
+}
 
 /* ---- a statement ---------------------------------------------------------------------------- */
 
@@ -295,6 +316,7 @@ struct rop {
     dsq_plan plan;
     bool fresh_schema;   /* the schema was just read: a missing table is really missing */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
+    struct twopc *tx;    /* MULTI: the cross-shard transaction */
     rcall *calls;
     size_t ncalls, pending;
     /* the outcome */
@@ -304,9 +326,12 @@ struct rop {
     dsq_result res;
 };
 
+typedef struct twopc twopc;
+static void tx_free(twopc *t);
+
 static void op_finish(rop *o)
 {
-    o->r->counts[o->plan.kind < 6 ? o->plan.kind : DSQ_PLAN_ERROR]++;
+    o->r->counts[o->plan.kind < DSQ_PLAN_KINDS ? o->plan.kind : DSQ_PLAN_ERROR]++;
     if (o->err == 0)
         o->done(o->ud, 0, DSQ_CODE_UNKNOWN, NULL, &o->res, dsq_plan_kind_name(o->plan.kind));
     else
@@ -316,6 +341,7 @@ static void op_finish(rop *o)
         free(o->calls[i].params);
     }
     free(o->calls);
+    tx_free(o->tx);
     dsq_result_free(&o->res);
     dsq_plan_free(&o->plan);
     gen_unref(o->g);
@@ -575,6 +601,531 @@ static void submit_all(rop *o)
         all_done(o);
 }
 
+/* ---- cross-shard transactions: two-phase commit ---------------------------------------------------
+ *
+ * A MULTI plan's participants each run their statement in a transaction
+ * of their own, prepared (engine.h's prepare_id: a durable record on the
+ * shard, which refuses other writes until it is resolved). The decision
+ * is a row of the keyspace's coordinator database, _dsq_2pc.KEYSPACE:
+ *
+ *   1. the row, state 'prepare', with every participant's statement and
+ *      parameters (what recovery needs to redo them);
+ *   2. each participant in shard order, one after the other (so that two
+ *      transactions never wait for each other): BEGIN (its record), its
+ *      statement;
+ *   3. any failure: each participant rolled back (its record gone), the
+ *      row deleted; the client gets the failure.
+ *   4. all prepared: the row's state 'commit' — the decision, durable;
+ *   5. each participant: COMMIT (its record goes with its data);
+ *   6. the row deleted; the client gets the rows affected.
+ *
+ * Recovery (dsq_router_tick) finishes what a crash interrupted: a row in
+ * 'commit' is committed on every participant that still has its record
+ * (the statement redone under the same id: the record kept every other
+ * write out), a row in 'prepare' is rolled back everywhere, and records
+ * on shards whose row is gone are removed (a transaction without a
+ * decision aborts). Readers may see one shard's part before another's
+ * during step 5: the transaction is atomic, not isolated across shards. */
+
+typedef struct part {
+    rop *o;
+    size_t shard;
+    dsq_call call;
+    dsq_stmt_req stmt;
+    dsq_param *params;
+    char txn[33];
+    int stage;           /* PART_* */
+    bool begun;          /* BEGIN succeeded: its record is there */
+    int err;
+    dsq_code code;
+    char msg[400];
+    dsq_result res;
+} part;
+
+enum { PART_BEGIN, PART_QUERY, PART_COMMIT, PART_ROLLBACK, PART_UNMARK };
+
+struct twopc {
+    char txid[33];
+    char coord[160];
+    part *parts;
+    size_t nparts, pending;
+    size_t next;         /* phase one: the participant to begin next */
+    dsq_call ccall;      /* the coordinator's calls, one at a time */
+    dsq_stmt_req cstmt;
+    dsq_param cparams[3];
+    char *cjson;         /* the participants, as the row keeps them */
+    int cstage;          /* COORD_* */
+    bool failed;         /* a participant failed: abort */
+    bool done_one;       /* a participant committed (the test crash point) */
+};
+
+enum { COORD_TABLE, COORD_INSERT, COORD_DECIDE, COORD_FORGET, COORD_FORGET_ABORT };
+
+static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n)
+{
+    snprintf(out, n, "_dsq_2pc.%s", ks->name);
+}
+
+static int random_id(char out[33])
+{
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+    return 0;
+}
+
+static bool inflight_has(const dsq_router *r, const char *id)
+{
+    for (const inflight *f = r->txns; f != NULL; f = f->next)
+        if (strcmp(f->txid, id) == 0)
+            return true;
+    return false;
+}
+
+static void inflight_remove(dsq_router *r, const char *id)
+{
+    for (inflight **pp = &r->txns; *pp != NULL; pp = &(*pp)->next)
+        if (strcmp((*pp)->txid, id) == 0) {
+            inflight *f = *pp;
+            *pp = f->next;
+            free(f);
+            return;
+        }
+}
+
+/* Tests: DOSQLD_TEST_2PC_CRASH=STEP makes the process die (SIGKILL) at
+ * that step: prepared (every participant prepared, no decision yet),
+ * decided (the decision durable, nothing committed), committed_one (one
+ * participant committed). */
+static void crash_point(dsq_router *r, const char *step)
+{
+    if (r->crash_at[0] && strcmp(r->crash_at, step) == 0) {
+        DSQ_WARN("test_crash", "step=%s", step);
+        raise(SIGKILL);
+    }
+}
+
+/* ---- parameters, as the coordinator's row keeps them ---- */
+
+/* [[name or null, "i"|"r"|"t"|"b"|"n", text], ...]: integers and reals
+ * as decimal text (exact: %.17g), text and blobs in base64. */
+static json_t *params_json(const dsq_stmt_req *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < r->nparams; i++) {
+        const dsq_param *p = &r->params[i];
+        char num[40] = "";
+        const char *type = "n";
+        dsq_buf b = {0};
+        switch (p->v.type) {
+        case DSQ_V_INT: type = "i"; snprintf(num, sizeof num, "%lld", (long long)p->v.i); break;
+        case DSQ_V_REAL: type = "r"; snprintf(num, sizeof num, "%.17g", p->v.d); break;
+        case DSQ_V_TEXT: type = "t"; dsq_base64_encode(&b, p->v.p, p->v.n); break;
+        case DSQ_V_BLOB: type = "b"; dsq_base64_encode(&b, p->v.p, p->v.n); break;
+        default: break;
+        }
+        json_t *e = json_pack("[o s s]", p->name ? json_string(p->name) : json_null(), type,
+                              b.data ? b.data : num);
+        dsq_buf_free(&b);
+        if (e == NULL || json_array_append_new(a, e) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* The parameters of a row's participant back: 0 and out (values point
+ * into *arena, which the caller frees), or -1. */
+static int params_back(json_t *a, dsq_stmt_req *out, char **arena)
+{
+    size_t n = json_array_size(a), need = n * sizeof(dsq_param);
+    for (size_t i = 0; i < n; i++)
+        need += json_string_length(json_array_get(json_array_get(a, i), 2)) + 1;
+    char *mem = calloc(1, need ? need : 1);
+    if (mem == NULL)
+        return -1;
+    *arena = mem;
+    dsq_param *ps = (dsq_param *)mem;
+    char *bytes = mem + n * sizeof(dsq_param);
+    out->params = ps;
+    out->nparams = n;
+    out->named = false;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(a, i);
+        json_t *name = json_array_get(e, 0), *type = json_array_get(e, 1), *val = json_array_get(e, 2);
+        if (!json_is_string(type) || !json_is_string(val))
+            return -1;
+        ps[i].name = json_is_string(name) ? json_string_value(name) : NULL;
+        out->named |= ps[i].name != NULL;
+        const char *t = json_string_value(type), *v = json_string_value(val);
+        switch (t[0]) {
+        case 'i': ps[i].v.type = DSQ_V_INT; ps[i].v.i = strtoll(v, NULL, 10); break;
+        case 'r': ps[i].v.type = DSQ_V_REAL; ps[i].v.d = strtod(v, NULL); break;
+        case 't':
+        case 'b': {
+            long len = dsq_base64_decode(v, strlen(v), (unsigned char *)bytes);
+            if (len < 0)
+                return -1;
+            ps[i].v.type = t[0] == 't' ? DSQ_V_TEXT : DSQ_V_BLOB;
+            ps[i].v.p = bytes;
+            ps[i].v.n = (size_t)len;
+            bytes += len + 1;
+            break;
+        }
+        default: ps[i].v.type = DSQ_V_NULL; break;
+        }
+    }
+    return 0;
+}
+
+/* ---- the transaction ---- */
+
+static void tx_coord(rop *o, int stage, const char *sql, size_t nparams);
+static void tx_end_parts(rop *o, bool commit);
+
+static void tx_finish(rop *o)
+{
+    twopc *t = o->tx;
+    inflight_remove(o->r, t->txid);
+    op_finish(o);
+}
+
+static void tx_free(twopc *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->nparts; i++) {
+        dsq_call_reset(&t->parts[i].call);
+        free(t->parts[i].params);
+        dsq_result_free(&t->parts[i].res);
+    }
+    free(t->parts);
+    dsq_call_reset(&t->ccall);
+    free(t->cjson);
+    free(t);
+}
+
+static void part_submit(part *p, dsq_op op);
+
+/* Every participant answered the stage they were at. */
+static void tx_parts_done(rop *o)
+{
+    twopc *t = o->tx;
+    dsq_router *r = o->r;
+    part *first = NULL;
+    for (size_t i = 0; i < t->nparts; i++)
+        if (t->parts[i].err != 0 && first == NULL)
+            first = &t->parts[i];
+    switch (t->parts[0].stage) {
+    case PART_QUERY: /* phase one over */
+        if (first != NULL) {
+            o->err = -1;
+            o->code = first->code;
+            snprintf(o->msg, sizeof o->msg, "shard '%.128s': %.400s (the cross-shard transaction was rolled back)",
+                     o->kspace->shards[first->shard], first->msg);
+            tx_end_parts(o, false);
+            return;
+        }
+        crash_point(r, "prepared");
+        tx_coord(o, COORD_DECIDE, "UPDATE _dsq_txns SET state = 'commit' WHERE txid = ?1", 1);
+        return;
+    case PART_COMMIT:
+        if (first != NULL) {
+            /* Decided: recovery finishes it (the row stays). */
+            o->err = -1;
+            o->code = DSQ_CODE_INTERNAL_ERROR;
+            snprintf(o->msg, sizeof o->msg,
+                     "the cross-shard transaction %s is committed, but shard '%.128s' has not applied it yet (%.300s): "
+                     "recovery will; its rows read there once it has",
+                     t->txid, o->kspace->shards[first->shard], first->msg);
+            tx_finish(o);
+            return;
+        }
+        tx_coord(o, COORD_FORGET, "DELETE FROM _dsq_txns WHERE txid = ?1", 1);
+        return;
+    default: /* rolled back */
+        tx_coord(o, COORD_FORGET_ABORT, "DELETE FROM _dsq_txns WHERE txid = ?1", 1);
+        return;
+    }
+}
+
+static void part_done(dsq_call *c)
+{
+    part *p = (part *)((char *)c - offsetof(part, call));
+    rop *o = p->o;
+    twopc *t = o->tx;
+    if (c->err != 0 && p->err == 0) {
+        p->err = -1;
+        p->code = c->code;
+        snprintf(p->msg, sizeof p->msg, "%.390s", c->msg);
+    }
+    if (c->err == 0) {
+        switch (p->stage) {
+        case PART_BEGIN:
+            p->begun = true;
+            memcpy(p->txn, c->txn_out, sizeof p->txn);
+            dsq_call_reset(c);
+            p->stage = PART_QUERY;
+            part_submit(p, DSQ_OP_QUERY);
+            return;
+        case PART_QUERY:
+            p->res = c->results[0];
+            memset(&c->results[0], 0, sizeof p->res);
+            dsq_call_reset(c);
+            if (++t->next < t->nparts) { /* the next participant, in order */
+                t->parts[t->next].stage = PART_BEGIN;
+                part_submit(&t->parts[t->next], DSQ_OP_BEGIN);
+                return;
+            }
+            t->pending = 1;
+            break;
+        case PART_COMMIT:
+            if (!t->done_one) {
+                t->done_one = true;
+                crash_point(o->r, "committed_one");
+            }
+            break;
+        default:
+            break;
+        }
+    } else if (p->stage == PART_BEGIN || p->stage == PART_QUERY) {
+        /* Phase one stops here: the others are not begun. */
+        for (size_t i = 0; i < t->nparts; i++)
+            t->parts[i].stage = PART_QUERY;
+        t->pending = 1;
+    }
+    dsq_call_reset(c);
+    if (--t->pending == 0)
+        tx_parts_done(o);
+}
+
+static void part_submit(part *p, dsq_op op)
+{
+    rop *o = p->o;
+    twopc *t = o->tx;
+    dsq_call *c = &p->call;
+    memset(c, 0, sizeof *c);
+    c->op = op;
+    c->scope = o->scope;
+    c->atomic = true;
+    c->done = part_done;
+    c->ud = p;
+    c->budget = o->budget;
+    switch (op) {
+    case DSQ_OP_BEGIN:
+        c->immediate = true;
+        c->internal_tables = true;
+        c->target_db = t->coord;
+        memcpy(c->prepare_id, t->txid, sizeof c->prepare_id);
+        break;
+    case DSQ_OP_QUERY:
+        if (p->stage == PART_UNMARK) {
+            c->internal_tables = true;
+            p->stmt.sql = "DELETE FROM _dsq_prepared WHERE txid = ?1";
+            p->stmt.sql_len = strlen(p->stmt.sql);
+            p->params[0] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = t->txid, .n = 32}};
+            p->stmt.params = p->params;
+            p->stmt.nparams = 1;
+            p->stmt.named = false;
+        } else {
+            memcpy(c->txn, p->txn, sizeof c->txn);
+        }
+        c->stmts = &p->stmt;
+        c->nstmts = 1;
+        break;
+    default: /* COMMIT, ROLLBACK */
+        c->internal_tables = true;
+        memcpy(c->txn, p->txn, sizeof c->txn);
+        memcpy(c->prepare_id, t->txid, sizeof c->prepare_id);
+        break;
+    }
+    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[p->shard], c) != 0) {
+        c->err = -1; /* (code and msg set) */
+        part_done(c);
+    }
+}
+
+/* Phase two (commit), or the abort: each participant ends. */
+static void tx_end_parts(rop *o, bool commit)
+{
+    twopc *t = o->tx;
+    t->pending = t->nparts + 1; /* (held while they are submitted) */
+    for (size_t i = 0; i < t->nparts; i++) {
+        part *p = &t->parts[i];
+        if (commit) {
+            p->stage = PART_COMMIT;
+            part_submit(p, DSQ_OP_COMMIT);
+        } else if (p->begun) {
+            p->stage = PART_ROLLBACK;
+            part_submit(p, DSQ_OP_ROLLBACK);
+        } else if (i <= t->next) {
+            /* Its BEGIN failed after its record was made, perhaps. */
+            p->stage = PART_UNMARK;
+            part_submit(p, DSQ_OP_QUERY);
+        } else {
+            p->stage = PART_ROLLBACK; /* never begun: nothing to undo */
+            t->pending--;
+        }
+    }
+    if (--t->pending == 0)
+        tx_parts_done(o);
+}
+
+static void coord_done(dsq_call *c)
+{
+    twopc *t = (twopc *)((char *)c - offsetof(twopc, ccall));
+    rop *o = c->ud;
+    int err = c->err;
+    dsq_code code = c->code;
+    char msg[400];
+    snprintf(msg, sizeof msg, "%.390s", c->msg);
+    dsq_call_reset(c);
+    switch (t->cstage) {
+    case COORD_TABLE:
+        if (err != 0)
+            break;
+        tx_coord(o, COORD_INSERT, "INSERT INTO _dsq_txns VALUES (?1, 'prepare', ?2, ?3)", 3);
+        return;
+    case COORD_INSERT:
+        if (err != 0)
+            break;
+        t->next = 0;
+        t->pending = 1;
+        t->parts[0].stage = PART_BEGIN;
+        part_submit(&t->parts[0], DSQ_OP_BEGIN);
+        return;
+    case COORD_DECIDE:
+        if (err != 0) {
+            /* Not decided: roll back (recovery would too). */
+            o->err = -1;
+            o->code = code;
+            snprintf(o->msg, sizeof o->msg, "the cross-shard transaction's decision could not be recorded: %.300s",
+                     msg);
+            tx_end_parts(o, false);
+            return;
+        }
+        crash_point(o->r, "decided");
+        tx_end_parts(o, true);
+        return;
+    case COORD_FORGET: {
+        /* Committed everywhere: the answer is the participants' together. */
+        dsq_result *res = &o->res;
+        memset(res, 0, sizeof *res);
+        for (size_t i = 0; i < t->nparts; i++) {
+            dsq_result *pr = &t->parts[i].res;
+            if (res->ncols == 0 && pr->ncols > 0) {
+                dsq_result keep = *res;
+                *res = *pr;
+                memset(pr, 0, sizeof *pr);
+                res->rows_affected += keep.rows_affected;
+                continue;
+            }
+            res->rows_affected += pr->rows_affected;
+            if (pr->ncols == res->ncols && pr->rows.len > 0) {
+                dsq_buf_append(&res->rows, pr->rows.data, pr->rows.len);
+                res->nrows += pr->nrows;
+            }
+        }
+        res->lsn = 0;
+        res->last_insert_rowid = 0;
+        tx_finish(o);
+        return;
+    }
+    case COORD_FORGET_ABORT:
+        tx_finish(o); /* (o->err set by the failure) */
+        return;
+    }
+    o->err = -1;
+    o->code = code;
+    snprintf(o->msg, sizeof o->msg, "the keyspace's coordinator database '%s': %.300s", t->coord, msg);
+    tx_finish(o);
+}
+
+/* One call to the coordinator database (parameters ?1 txid, ?2 the
+ * participants, ?3 the time). */
+static void tx_coord(rop *o, int stage, const char *sql, size_t nparams)
+{
+    twopc *t = o->tx;
+    t->cstage = stage;
+    dsq_call *c = &t->ccall;
+    memset(c, 0, sizeof *c);
+    c->op = DSQ_OP_QUERY;
+    c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+    c->internal_tables = true;
+    c->atomic = true;
+    c->done = coord_done;
+    c->ud = o;
+    t->cstmt = (dsq_stmt_req){.sql = sql, .sql_len = strlen(sql), .params = t->cparams, .nparams = nparams};
+    t->cparams[0] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = t->txid, .n = 32}};
+    t->cparams[1] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = t->cjson, .n = strlen(t->cjson)}};
+    t->cparams[2] = (dsq_param){NULL, {.type = DSQ_V_INT, .i = (int64_t)dsq_wall_ms()}};
+    c->stmts = &t->cstmt;
+    c->nstmts = 1;
+    if (dsq_engine_submit(o->r->cfg.engine, t->coord, c) != 0) {
+        c->err = -1;
+        coord_done(c);
+    }
+}
+
+static const char coord_ddl[] = "CREATE TABLE IF NOT EXISTS _dsq_txns(txid TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                                "participants TEXT NOT NULL, created INTEGER NOT NULL)";
+
+static void run_multi(rop *o)
+{
+    dsq_plan *p = &o->plan;
+    if (!(o->scope & DSQ_SCOPE_W)) {
+        op_fail(o, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+        return;
+    }
+    twopc *t = calloc(1, sizeof *t);
+    inflight *f = calloc(1, sizeof *f);
+    json_t *all = json_array();
+    if (t == NULL || f == NULL || all == NULL || random_id(t->txid) != 0) {
+        free(t);
+        free(f);
+        json_decref(all);
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    o->tx = t;
+    coordinator_of(o->kspace, t->coord, sizeof t->coord);
+    t->parts = calloc(p->nwrites, sizeof *t->parts);
+    bool oom = t->parts == NULL;
+    for (size_t i = 0; !oom && i < p->nwrites; i++) {
+        part *pt = &t->parts[i];
+        pt->o = o;
+        pt->shard = p->write_shard[i];
+        pt->params = calloc(o->req->nparams + 1, sizeof *pt->params);
+        if (pt->params == NULL) {
+            oom = true;
+            break;
+        }
+        dsq_plan_params(&p->writes[i], o->req, pt->params, &pt->stmt);
+        t->nparts++;
+        json_t *pj = params_json(&pt->stmt);
+        json_t *e = pj ? json_pack("{s:s, s:s, s:o}", "shard", o->kspace->shards[pt->shard], "sql", pt->stmt.sql,
+                                   "params", pj)
+                       : NULL;
+        oom = e == NULL || json_array_append_new(all, e) != 0;
+    }
+    t->cjson = oom ? NULL : json_dumps(all, JSON_COMPACT);
+    json_decref(all);
+    if (oom || t->cjson == NULL) {
+        free(f);
+        o->tx = NULL;
+        tx_free(t);
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    memcpy(f->txid, t->txid, sizeof f->txid);
+    f->next = o->r->txns;
+    o->r->txns = f;
+    tx_coord(o, COORD_TABLE, coord_ddl, 0);
+}
+
 static void plan_and_run(rop *o)
 {
     gen *g = o->g;
@@ -596,6 +1147,10 @@ static void plan_and_run(rop *o)
     }
     if (p->kind == DSQ_PLAN_ERROR || p->kind == DSQ_PLAN_REFUSE) {
         op_fail(o, p->code, p->msg);
+        return;
+    }
+    if (p->kind == DSQ_PLAN_MULTI) {
+        run_multi(o);
         return;
     }
     size_t n = o->kspace->nshards;
@@ -668,3 +1223,419 @@ void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, un
     o->ud = ud;
     plan_and_run(o);
 }
+
+/* ---- recovery of cross-shard transactions ---------------------------------------------------------- */
+
+/* One pass over every keyspace, one engine call at a time: the
+ * coordinator's rows (each resolved), then each shard's records (those
+ * without a row removed). */
+typedef struct recov {
+    dsq_router *r;
+    gen *g;
+    size_t ks;            /* keyspace */
+    int phase;            /* REC_* */
+    dsq_call call;
+    dsq_stmt_req stmt;
+    dsq_param params[2];
+    char coord[160];
+    json_t *rows;         /* the coordinator's rows: [[txid, state, participants], ...] */
+    size_t row;
+    json_t *parts;        /* the row's participants */
+    size_t part;
+    dsq_stmt_req redo;    /* a participant's statement, to redo */
+    char *arena;
+    char txn[33];
+    bool row_ok;          /* every participant of the row resolved */
+    size_t shard;         /* the shard whose records are looked at */
+    json_t *marks;        /* its records: [[txid], ...] */
+    size_t mark;
+} recov;
+
+enum { REC_ROWS, REC_PART_CHECK, REC_PART_BEGIN, REC_PART_REDO, REC_PART_COMMIT, REC_PART_ABANDON, REC_PART_UNMARK,
+       REC_ROW_FORGET,
+       REC_MARKS, REC_MARK_ROW, REC_MARK_DROP };
+
+static void rec_step(recov *v);
+
+static void rec_call_done(dsq_call *c) { rec_step(c->ud); }
+
+static void rec_submit(recov *v, const char *db, dsq_op op, const char *sql, const char *arg)
+{
+    dsq_call *c = &v->call;
+    memset(c, 0, sizeof *c);
+    c->op = op;
+    c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+    c->internal_tables = true;
+    c->atomic = true;
+    c->done = rec_call_done; /* (the call is the first member) */
+    c->ud = v;
+    if (sql != NULL) {
+        v->params[0] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = arg, .n = arg ? strlen(arg) : 0}};
+        v->stmt = (dsq_stmt_req){.sql = sql, .sql_len = strlen(sql), .params = v->params, .nparams = arg ? 1 : 0};
+        c->stmts = &v->stmt;
+        c->nstmts = 1;
+    }
+    if (dsq_engine_submit(v->r->cfg.engine, db, c) != 0) {
+        c->err = -1;
+        rec_step(v);
+    }
+}
+
+/* The result's rows as JSON arrays of strings/integers. */
+static json_t *rows_of(const dsq_call *c)
+{
+    json_t *a = json_array();
+    if (c->err != 0 || c->nresults == 0)
+        return a;
+    const dsq_result *res = &c->results[0];
+    size_t pos = 0;
+    for (size_t i = 0; i < res->nrows && a; i++) {
+        json_t *row = json_array();
+        for (int k = 0; k < res->ncols; k++) {
+            dsq_value x;
+            dsq_result_next(res, &pos, &x);
+            json_array_append_new(row, x.type == DSQ_V_INT    ? json_integer(x.i)
+                                       : x.type == DSQ_V_TEXT ? json_stringn(x.p, x.n)
+                                                              : json_null());
+        }
+        json_array_append_new(a, row);
+    }
+    return a;
+}
+
+static const char *row_str(json_t *rows, size_t i, size_t k)
+{
+    const char *s = json_string_value(json_array_get(json_array_get(rows, i), k));
+    return s ? s : "";
+}
+
+static void rec_next_keyspace(recov *v);
+
+static void rec_marks_of_shard(recov *v)
+{
+    const dsq_vs_keyspace *ks = &v->g->vs->keyspaces[v->ks];
+    if (v->shard >= ks->nshards) {
+        v->ks++;
+        rec_next_keyspace(v);
+        return;
+    }
+    v->phase = REC_MARKS;
+    rec_submit(v, ks->shards[v->shard], DSQ_OP_QUERY, "SELECT txid FROM _dsq_prepared", NULL);
+}
+
+static void rec_next_mark(recov *v)
+{
+    const dsq_vs_keyspace *ks = &v->g->vs->keyspaces[v->ks];
+    while (v->mark < json_array_size(v->marks) && inflight_has(v->r, row_str(v->marks, v->mark, 0)))
+        v->mark++;
+    if (v->mark >= json_array_size(v->marks)) {
+        json_decref(v->marks);
+        v->marks = NULL;
+        v->shard++;
+        rec_marks_of_shard(v);
+        return;
+    }
+    (void)ks;
+    v->phase = REC_MARK_ROW;
+    rec_submit(v, v->coord, DSQ_OP_QUERY, "SELECT count(*) FROM _dsq_txns WHERE txid = ?1",
+               row_str(v->marks, v->mark, 0));
+}
+
+static void rec_next_part(recov *v);
+
+static void rec_next_row(recov *v)
+{
+    while (v->row < json_array_size(v->rows) && inflight_has(v->r, row_str(v->rows, v->row, 0)))
+        v->row++;
+    if (v->row >= json_array_size(v->rows)) {
+        json_decref(v->rows);
+        v->rows = NULL;
+        v->shard = 0;
+        rec_marks_of_shard(v);
+        return;
+    }
+    json_decref(v->parts);
+    json_error_t je;
+    const char *pj = row_str(v->rows, v->row, 2);
+    v->parts = json_loads(pj, 0, &je);
+    v->part = 0;
+    v->row_ok = true;
+    if (!json_is_array(v->parts)) {
+        DSQ_WARN("twopc_row_unreadable", "txid=%s", row_str(v->rows, v->row, 0));
+        v->row++;
+        rec_next_row(v);
+        return;
+    }
+    rec_next_part(v);
+}
+
+static void rec_next_part(recov *v)
+{
+    const char *txid = row_str(v->rows, v->row, 0);
+    bool commit = strcmp(row_str(v->rows, v->row, 1), "commit") == 0;
+    if (v->part >= json_array_size(v->parts)) {
+        if (v->row_ok) {
+            v->phase = REC_ROW_FORGET;
+            rec_submit(v, v->coord, DSQ_OP_QUERY, "DELETE FROM _dsq_txns WHERE txid = ?1", txid);
+            return;
+        }
+        v->row++;
+        rec_next_row(v);
+        return;
+    }
+    const char *shard = json_string_value(json_object_get(json_array_get(v->parts, v->part), "shard"));
+    if (shard == NULL) {
+        v->row_ok = false;
+        v->part++;
+        rec_next_part(v);
+        return;
+    }
+    if (commit) {
+        v->phase = REC_PART_CHECK;
+        rec_submit(v, shard, DSQ_OP_QUERY, "SELECT count(*) FROM _dsq_prepared WHERE txid = ?1", txid);
+    } else {
+        v->phase = REC_PART_UNMARK;
+        rec_submit(v, shard, DSQ_OP_QUERY, "DELETE FROM _dsq_prepared WHERE txid = ?1", txid);
+    }
+}
+
+static void rec_done(recov *v)
+{
+    json_decref(v->rows);
+    json_decref(v->parts);
+    json_decref(v->marks);
+    free(v->arena);
+    gen_unref(v->g);
+    v->r->recovering = false;
+    free(v);
+}
+
+static void rec_next_keyspace(recov *v)
+{
+    if (v->g->vs == NULL || v->ks >= v->g->vs->nkeyspaces) {
+        rec_done(v);
+        return;
+    }
+    coordinator_of(&v->g->vs->keyspaces[v->ks], v->coord, sizeof v->coord);
+    v->phase = REC_ROWS;
+    rec_submit(v, v->coord, DSQ_OP_QUERY, "SELECT txid, state, participants FROM _dsq_txns", NULL);
+}
+
+static bool no_table(const dsq_call *c) { return c->err != 0 && strstr(c->msg, "no such table") != NULL; }
+
+static void rec_step(recov *v)
+{
+    dsq_call *c = &v->call;
+    const char *txid = v->rows ? row_str(v->rows, v->row, 0) : "";
+    json_t *pt = v->parts ? json_array_get(v->parts, v->part) : NULL;
+    const char *shard = pt ? json_string_value(json_object_get(pt, "shard")) : NULL;
+    switch (v->phase) {
+    case REC_ROWS:
+        if (c->err != 0 && !no_table(c))
+            DSQ_WARN("twopc_recovery_failed", "db=%s reason=%s", v->coord, dsq_log_q(c->msg));
+        v->rows = rows_of(c);
+        v->row = 0;
+        dsq_call_reset(c);
+        rec_next_row(v);
+        return;
+    case REC_PART_CHECK: {
+        bool marked = c->err == 0 && c->nresults > 0 && c->results[0].nrows > 0;
+        int64_t n = 0;
+        if (marked) {
+            size_t pos = 0;
+            dsq_value x;
+            dsq_result_next(&c->results[0], &pos, &x);
+            n = x.i;
+        }
+        bool failed = c->err != 0 && !no_table(c);
+        if (failed) {
+            DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s reason=%s", shard, txid, dsq_log_q(c->msg));
+            v->row_ok = false;
+        }
+        dsq_call_reset(c);
+        if (failed || n == 0) { /* committed there already (or not reached) */
+            v->part++;
+            rec_next_part(v);
+            return;
+        }
+        /* Redo it under its id: the record kept every other write out. */
+        free(v->arena);
+        v->arena = NULL;
+        memset(&v->redo, 0, sizeof v->redo);
+        const char *sql = json_string_value(json_object_get(pt, "sql"));
+        if (sql == NULL || params_back(json_object_get(pt, "params"), &v->redo, &v->arena) != 0) {
+            DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s reason=unreadable", shard, txid);
+            v->row_ok = false;
+            v->part++;
+            rec_next_part(v);
+            return;
+        }
+        v->redo.sql = sql;
+        v->redo.sql_len = strlen(sql);
+        /* Begun under its id (its record is there: kept as it is), so
+         * that its writes are its own, not refused as another's. */
+        v->phase = REC_PART_BEGIN;
+        memset(c, 0, sizeof *c);
+        c->op = DSQ_OP_BEGIN;
+        c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+        c->internal_tables = true;
+        c->immediate = true;
+        c->target_db = v->coord;
+        memcpy(c->prepare_id, txid, sizeof c->prepare_id);
+        c->done = rec_call_done;
+        c->ud = v;
+        if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+            c->err = -1;
+            rec_step(v);
+        }
+        return;
+    }
+    case REC_PART_BEGIN:
+    case REC_PART_REDO:
+    case REC_PART_COMMIT:
+        if (c->err != 0) {
+            DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s step=%d reason=%s", shard, txid, v->phase,
+                     dsq_log_q(c->msg));
+            v->row_ok = false;
+            if (v->phase == REC_PART_REDO) { /* end the transaction it began */
+                dsq_call_reset(c);
+                v->phase = REC_PART_ABANDON;
+                memset(c, 0, sizeof *c);
+                c->op = DSQ_OP_ROLLBACK;
+                c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+                memcpy(c->txn, v->txn, sizeof c->txn); /* (no prepare id: its record stays) */
+                c->done = rec_call_done;
+                c->ud = v;
+                c->err = 0;
+                if (dsq_engine_submit(v->r->cfg.engine, shard, c) == 0)
+                    return;
+            }
+            dsq_call_reset(c);
+            v->part++;
+            rec_next_part(v);
+            return;
+        }
+        if (v->phase == REC_PART_BEGIN) {
+            memcpy(v->txn, c->txn_out, sizeof v->txn);
+            dsq_call_reset(c);
+            v->phase = REC_PART_REDO;
+            memset(c, 0, sizeof *c);
+            c->op = DSQ_OP_QUERY;
+            c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+            c->atomic = true;
+            memcpy(c->txn, v->txn, sizeof c->txn);
+            c->stmts = &v->redo;
+            c->nstmts = 1;
+            c->done = rec_call_done;
+            c->ud = v;
+            if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+                c->err = -1;
+                rec_step(v);
+            }
+            return;
+        }
+        if (v->phase == REC_PART_REDO) {
+            dsq_call_reset(c);
+            v->phase = REC_PART_COMMIT;
+            memset(c, 0, sizeof *c);
+            c->op = DSQ_OP_COMMIT;
+            c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+            c->internal_tables = true;
+            memcpy(c->txn, v->txn, sizeof c->txn);
+            memcpy(c->prepare_id, txid, sizeof c->prepare_id);
+            c->done = rec_call_done;
+            c->ud = v;
+            if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+                c->err = -1;
+                rec_step(v);
+            }
+            return;
+        }
+        DSQ_INFO("twopc_recovered", "txid=%s db=%s outcome=committed", txid, shard);
+        dsq_call_reset(c);
+        v->part++;
+        rec_next_part(v);
+        return;
+    case REC_PART_ABANDON: /* (the redo failed: the record stays, the next pass tries again) */
+        dsq_call_reset(c);
+        v->part++;
+        rec_next_part(v);
+        return;
+    case REC_PART_UNMARK:
+        if (c->err != 0 && !no_table(c)) {
+            DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s reason=%s", shard, txid, dsq_log_q(c->msg));
+            v->row_ok = false;
+        } else if (c->err == 0 && c->nresults > 0 && c->results[0].rows_affected > 0) {
+            DSQ_INFO("twopc_recovered", "txid=%s db=%s outcome=rolled_back", txid, shard);
+        }
+        dsq_call_reset(c);
+        v->part++;
+        rec_next_part(v);
+        return;
+    case REC_ROW_FORGET:
+        if (c->err == 0)
+            v->r->recovered++;
+        dsq_call_reset(c);
+        v->row++;
+        rec_next_row(v);
+        return;
+    case REC_MARKS:
+        if (c->err != 0 && !no_table(c))
+            DSQ_WARN("twopc_recovery_failed", "db=%s reason=%s", v->g->vs->keyspaces[v->ks].shards[v->shard],
+                     dsq_log_q(c->msg));
+        v->marks = rows_of(c);
+        v->mark = 0;
+        dsq_call_reset(c);
+        rec_next_mark(v);
+        return;
+    case REC_MARK_ROW: {
+        int64_t n = 1; /* (unknown: keep it) */
+        if (c->err == 0 && c->nresults > 0 && c->results[0].nrows > 0) {
+            size_t pos = 0;
+            dsq_value x;
+            dsq_result_next(&c->results[0], &pos, &x);
+            n = x.i;
+        } else if (no_table(c)) {
+            n = 0;
+        }
+        dsq_call_reset(c);
+        if (n == 0) { /* no decision was ever recorded for it: it aborted */
+            v->phase = REC_MARK_DROP;
+            rec_submit(v, v->g->vs->keyspaces[v->ks].shards[v->shard], DSQ_OP_QUERY,
+                       "DELETE FROM _dsq_prepared WHERE txid = ?1", row_str(v->marks, v->mark, 0));
+            return;
+        }
+        v->mark++;
+        rec_next_mark(v);
+        return;
+    }
+    case REC_MARK_DROP:
+        if (c->err == 0) {
+            DSQ_INFO("twopc_recovered", "txid=%s db=%s outcome=rolled_back", row_str(v->marks, v->mark, 0),
+                     v->g->vs->keyspaces[v->ks].shards[v->shard]);
+            v->r->recovered++;
+        }
+        dsq_call_reset(c);
+        v->mark++;
+        rec_next_mark(v);
+        return;
+    }
+}
+
+void dsq_router_tick(dsq_router *r)
+{
+    uint64_t now = dsq_now_ms();
+    if (r->recovering || now < r->next_recovery_ms || r->g->vs == NULL)
+        return;
+    r->next_recovery_ms = now + 2000;
+    recov *v = calloc(1, sizeof *v);
+    if (v == NULL)
+        return;
+    v->r = r;
+    v->g = r->g;
+    v->g->refs++;
+    r->recovering = true;
+    rec_next_keyspace(v);
+}
+
+uint64_t dsq_router_recovered(const dsq_router *r) { return r->recovered; }

@@ -68,7 +68,17 @@ typedef void (*dsq_router_done_fn)(void *ud, int err, dsq_code code, const char 
 void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
                       dsq_router_done_fn done, void *ud);
 
-/* Statements answered by each plan kind (dsq_plan_kind), for metrics. */
-void dsq_router_counts(const dsq_router *r, uint64_t out[6]);
+/* Statements answered by each plan kind (dsq_plan_kind, DSQ_PLAN_KINDS
+ * of them), for metrics. */
+void dsq_router_counts(const dsq_router *r, uint64_t out[7]);
+
+/* Cross-shard transactions: every few seconds (and at once after a
+ * start), those a crash left undecided or half done are resolved — a
+ * decided commit is finished on every shard, anything else rolled back
+ * — and records left on shards without a transaction are removed.
+ * Called from the loop's timer. */
+void dsq_router_tick(dsq_router *r);
+/* Cross-shard transactions resolved by recovery since start. */
+uint64_t dsq_router_recovered(const dsq_router *r);
 
 #endif

@@ -124,51 +124,77 @@ test('queries through the keyspace answer as one database with the same rows', a
   const p1 = await ok(ks('SELECT id FROM orders WHERE customer_id = ? AND amount >= ? ORDER BY id', [5, 0]));
   const w1 = await ok(db('plain', 'SELECT id FROM orders WHERE customer_id = ? AND amount >= ? ORDER BY id', [5, 0]));
   assert.deepEqual(p1.rows, w1.rows);
+  const m = await (await fetch(`${d.url}/metrics`, { headers: auth(ADMIN) })).text();
+  for (const plan of ['one', 'scatter', 'fetch', 'all'])
+    assert.match(m, new RegExp(`dosqld_keyspace_statements_total\\{plan="${plan}"\\} [1-9]`), plan);
   const p2 = await ok(ks('SELECT count(*) FROM orders WHERE amount < :lim', { lim: 250 }));
   const w2 = await ok(db('plain', 'SELECT count(*) FROM orders WHERE amount < :lim', { lim: 250 }));
   assert.deepEqual(p2.rows, w2.rows);
 });
 
-test('writes by key go to their shard; what would cross shards is refused and changes nothing', async () => {
-  const before = await ok(ks('SELECT count(*), sum(amount) FROM orders'));
-  // Two customers on different shards in one INSERT: refused, none written.
-  let other = 2;
+test('writes: by key to their shard; across shards in one cross-shard transaction, all or nothing', async () => {
   const shardOf = async (c) => {
     for (let s = 0; s < 4; s++)
       if ((await ok(db(`shop-${s}`, 'SELECT count(*) FROM customers WHERE id = ?', [c]))).rows[0][0] > 0) return s;
     return -1;
   };
   const s1 = await shardOf(1);
+  let other = 2;
   while ((await shardOf(other)) === s1) other++;
-  const r = await ks('INSERT INTO orders VALUES (9001, 1, 1, \'new\', NULL), (9002, ?, 1, \'new\', NULL)', [other]);
-  assert.equal(r.status, 400, r.text);
-  assert.match(r.json.error.message, /more than one shard/);
+  const where = async (sql, params) => {
+    const n = [];
+    for (let s = 0; s < 4; s++) n.push((await ok(db(`shop-${s}`, sql, params))).rows[0][0]);
+    return n;
+  };
+  const start = await ok(ks('SELECT count(*), sum(amount) FROM orders'));
+  // Rows of two shards in one INSERT: each shard gets its own.
+  const r = await ok(ks("INSERT INTO orders VALUES (9001, 1, 1, 'new', NULL), (9002, ?, 1, 'new', NULL)", [other]));
+  assert.equal(r.rowsAffected, 2);
+  const placed = await where('SELECT count(*) FROM orders WHERE id IN (9001, 9002)');
+  assert.equal(placed[s1], 1);
+  assert.equal(placed[await shardOf(other)], 1);
+  // One shard's part fails (its primary key is taken there): nothing is
+  // written anywhere, and the shards take writes again at once.
+  const before = await ok(ks('SELECT count(*), sum(amount) FROM orders'));
+  const f = await ks("INSERT INTO orders VALUES (9003, 1, 5, 'new', NULL), (9002, ?, 5, 'new', NULL)", [other]);
+  assert.equal(f.status, 409, f.text);
+  assert.equal(f.json.error.code, 'CONSTRAINT_VIOLATION');
+  assert.match(f.json.error.message, /rolled back/);
+  assert.deepEqual((await ok(ks('SELECT count(*), sum(amount) FROM orders'))).rows, before.rows);
+  assert.deepEqual(await where('SELECT count(*) FROM orders WHERE id = 9003'), [0, 0, 0, 0]);
+  // A scattered UPDATE and DELETE; a reference table on every shard.
+  const u = await ok(ks('UPDATE orders SET note = \'bulk\' WHERE id >= 9001'));
+  assert.equal(u.rowsAffected, 2);
+  assert.equal((await ok(ks('DELETE FROM orders WHERE id >= 9001'))).rowsAffected, 2);
+  await ok(ks("INSERT INTO countries VALUES ('zz', 'Zed')"));
+  assert.deepEqual(await where("SELECT count(*) FROM countries WHERE code = 'zz'"), [1, 1, 1, 1]);
+  await ok(ks("DELETE FROM countries WHERE code = 'zz'"));
+  assert.deepEqual(await where("SELECT count(*) FROM countries WHERE code = 'zz'"), [0, 0, 0, 0]);
+  assert.deepEqual((await ok(ks('SELECT count(*), sum(amount) FROM orders'))).rows, start.rows);
+  // Still refused: moving a row, a key that is no value, unknown tables.
   const refusals = [
     ['UPDATE orders SET customer_id = 2 WHERE customer_id = 1', /moving a row/],
-    ['UPDATE orders SET amount = 0', /not restricted to one shard/],
-    ["INSERT INTO countries VALUES ('zz', 'Z')", /reference table/],
     ['INSERT INTO orders(id, amount) VALUES (9003, 1)', /key column 'customer_id'/],
     ['SELECT * FROM nowhere', /no such table/],
     ['PRAGMA table_info(orders)', /PRAGMA/],
+    ['SELECT * FROM _dsq_prepared', /no such table/],
   ];
   for (const [sql, why] of refusals) {
     const x = await ks(sql);
     assert.ok(x.status >= 400, `${sql}: ${x.text}`);
     assert.match(x.json.error.message, why, sql);
   }
-  assert.deepEqual((await ok(ks('SELECT count(*), sum(amount) FROM orders'))).rows, before.rows);
   // By key: one shard, and the row is on that shard only.
-  const u = await ok(ks('UPDATE orders SET amount = amount + 1000 WHERE customer_id = 1 AND id = 1'));
-  assert.equal(u.rowsAffected, 1);
-  const where = [];
-  for (let s = 0; s < 4; s++)
-    where.push((await ok(db(`shop-${s}`, 'SELECT count(*) FROM orders WHERE amount >= 1000'))).rows[0][0]);
-  assert.deepEqual(where.sort(), [0, 0, 0, 1]);
+  const w1 = await ok(ks('UPDATE orders SET amount = amount + 1000 WHERE customer_id = 1 AND id = 1'));
+  assert.equal(w1.rowsAffected, 1);
+  assert.deepEqual((await where('SELECT count(*) FROM orders WHERE amount >= 1000')).sort(), [0, 0, 0, 1]);
   await ok(ks('UPDATE orders SET amount = amount - 1000 WHERE customer_id = 1 AND id = 1'));
   // A read-only token reads through the keyspace but does not write.
   assert.equal((await ks('SELECT count(*) FROM orders', undefined, READ)).status, 200);
-  const w = await ks('DELETE FROM orders WHERE customer_id = 1', undefined, READ);
-  assert.equal(w.status, 403, w.text);
+  for (const sql of ['DELETE FROM orders WHERE customer_id = 1', 'DELETE FROM orders WHERE amount < 0']) {
+    const w = await ks(sql, undefined, READ);
+    assert.equal(w.status, 403, w.text);
+  }
 });
 
 test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
