@@ -404,27 +404,38 @@ static void enc_query(dsq_call *c)
     dsq_call_free_results(c); /* the text is all the reply needs */
 }
 
-static void enc_batch(dsq_call *c)
+/* A batch's answer: {"results": [...], "lsn"} (a failed statement of a
+ * batch that is not atomic: {"error": {...}} in its place). */
+static void put_batch(dsq_buf *b, bool capnweb, const dsq_result *results, size_t n, uint64_t lsn)
 {
-    if (c->err != 0)
-        return;
-    dsq_buf *b = &c->out;
-    dsq_buf_puts(b, cw(c) ? "{\"results\":[[" : "{\"results\":[");
-    for (size_t i = 0; i < c->nresults; i++) {
-        const dsq_result *r = &c->results[i];
+    dsq_buf_puts(b, capnweb ? "{\"results\":[[" : "{\"results\":[");
+    for (size_t i = 0; i < n; i++) {
+        const dsq_result *r = &results[i];
         if (i)
             dsq_buf_puts(b, ",");
         if (r->error != NULL) {
             dsq_buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", dsq_code_name(r->code));
             dsq_json_string(b, r->error, strlen(r->error));
             dsq_buf_puts(b, "}}");
+        } else if (capnweb) {
+            dsq_cw_result(b, r);
         } else {
-            put_result(c, b, r);
+            dsq_json_result(b, r);
         }
     }
-    dsq_buf_puts(b, cw(c) ? "]],\"lsn\":" : "],\"lsn\":");
-    put_lsn(c, b, c->lsn);
+    dsq_buf_puts(b, capnweb ? "]],\"lsn\":" : "],\"lsn\":");
+    if (capnweb)
+        dsq_cw_bigint(b, (int64_t)lsn);
+    else
+        dsq_buf_put_u64(b, lsn);
     dsq_buf_puts(b, "}");
+}
+
+static void enc_batch(dsq_call *c)
+{
+    if (c->err != 0)
+        return;
+    put_batch(&c->out, cw(c), c->results, c->nresults, c->lsn);
     dsq_call_free_results(c);
 }
 
@@ -812,10 +823,32 @@ static void end_txn(op *o, json_t *p, dsq_op which)
 static void m_commit(op *o, json_t *p) { end_txn(o, p, DSQ_OP_COMMIT); }
 static void m_rollback(op *o, json_t *p) { end_txn(o, p, DSQ_OP_ROLLBACK); }
 
+static void ks_batch_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *results, size_t n)
+{
+    op *o = ud;
+    if (err != 0) {
+        answer_error_msg(o, code, msg);
+    } else {
+        dsq_buf b = {0};
+        put_batch(&b, o->enc == DSQ_ENC_CAPNWEB, results, n, 0);
+        if (b.data == NULL)
+            answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        else
+            answer_raw(o, b.data, b.len, &b);
+        dsq_buf_free(&b);
+    }
+    op_free(o);
+}
+
 static void m_batch(op *o, json_t *p)
 {
-    if (prelude(o, p) != 0)
+    unsigned kscope = 0;
+    if (o->s->ks[0]) {
+        if ((kscope = ks_prelude(o, p)) == 0)
+            return;
+    } else if (prelude(o, p) != 0) {
         return;
+    }
     json_t *list = json_object_get(p, "statements");
     if (!json_is_array(list)) {
         reject(o, DSQ_CODE_INVALID_REQUEST, "\"statements\" must be an array");
@@ -853,6 +886,10 @@ static void m_batch(op *o, json_t *p)
         snprintf(what, sizeof what, "batch statements[%zu]", i);
         if (check_fields(o, item, stmt_fields, what) != 0 || parse_stmt(o, item, &st[i], where) != 0)
             return;
+    }
+    if (o->s->ks[0]) {
+        dsq_router_batch(o->s->router, o->s->ks, st, n, o->call.atomic, kscope, o->call.budget, ks_batch_done, o);
+        return;
     }
     o->call.op = DSQ_OP_BATCH;
     o->call.stmts = st;
@@ -1282,9 +1319,9 @@ static void run(op *o, const method_def *d, json_t *p)
 {
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
-    if (o->s->ks[0] && d->fn != m_query && d->fn != m_schema && d->fn != m_ping) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "%s is not supported on a keyspace (query, getSchema and ping are)",
-               d->name);
+    if (o->s->ks[0] && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "%s is not supported on a keyspace (query, batch, getSchema and ping are)", d->name);
         return;
     }
     d->fn(o, p);

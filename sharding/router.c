@@ -314,6 +314,13 @@ struct rop {
     dsq_router_done_fn done;
     void *ud;
     dsq_plan plan;
+    /* a batch (dsq_router_batch): every statement, each planned */
+    const dsq_stmt_req *reqs;
+    size_t nreqs;
+    dsq_plan *plans;
+    bool batch;
+    dsq_router_batch_fn batch_done;
+    dsq_result *results; /* its answers, nreqs of them */
     bool fresh_schema;   /* the schema was just read: a missing table is really missing */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
     struct twopc *tx;    /* MULTI: the cross-shard transaction */
@@ -332,10 +339,22 @@ static void tx_free(twopc *t);
 static void op_finish(rop *o)
 {
     o->r->counts[o->plan.kind < DSQ_PLAN_KINDS ? o->plan.kind : DSQ_PLAN_ERROR]++;
-    if (o->err == 0)
+    if (o->batch) {
+        if (o->err == 0)
+            o->batch_done(o->ud, 0, DSQ_CODE_UNKNOWN, NULL, o->results, o->nreqs);
+        else
+            o->batch_done(o->ud, -1, o->code, o->msg, NULL, 0);
+        for (size_t i = 0; o->results && i < o->nreqs; i++)
+            dsq_result_free(&o->results[i]);
+        free(o->results);
+        for (size_t i = 0; o->plans && i < o->nreqs; i++)
+            dsq_plan_free(&o->plans[i]);
+        free(o->plans);
+    } else if (o->err == 0) {
         o->done(o->ud, 0, DSQ_CODE_UNKNOWN, NULL, &o->res, dsq_plan_kind_name(o->plan.kind));
-    else
+    } else {
         o->done(o->ud, -1, o->code, o->msg, NULL, dsq_plan_kind_name(o->plan.kind));
+    }
     for (size_t i = 0; i < o->ncalls; i++) {
         dsq_call_reset(&o->calls[i].call);
         free(o->calls[i].params);
@@ -631,15 +650,20 @@ typedef struct part {
     rop *o;
     size_t shard;
     dsq_call call;
-    dsq_stmt_req stmt;
-    dsq_param *params;
+    dsq_stmt_req *stmts; /* its statements, in the request's order */
+    size_t nstmts;
+    size_t *origin;      /* the request's statement each one comes from */
+    dsq_param **owned;   /* the parameter arrays made for its statements */
+    size_t nowned;
+    dsq_stmt_req unmark; /* the removal of its record (after a failed BEGIN) */
+    dsq_param unmark_p;
+    dsq_result *res;     /* its statements' results (nstmts) */
     char txn[33];
     int stage;           /* PART_* */
     bool begun;          /* BEGIN succeeded: its record is there */
     int err;
     dsq_code code;
     char msg[400];
-    dsq_result res;
 } part;
 
 enum { PART_BEGIN, PART_QUERY, PART_COMMIT, PART_ROLLBACK, PART_UNMARK };
@@ -798,9 +822,16 @@ static void tx_free(twopc *t)
     if (t == NULL)
         return;
     for (size_t i = 0; i < t->nparts; i++) {
-        dsq_call_reset(&t->parts[i].call);
-        free(t->parts[i].params);
-        dsq_result_free(&t->parts[i].res);
+        part *p = &t->parts[i];
+        dsq_call_reset(&p->call);
+        for (size_t k = 0; p->res && k < p->nstmts; k++)
+            dsq_result_free(&p->res[k]);
+        free(p->res);
+        free(p->stmts);
+        free(p->origin);
+        for (size_t k = 0; k < p->nowned; k++)
+            free(p->owned[k]);
+        free(p->owned);
     }
     free(t->parts);
     dsq_call_reset(&t->ccall);
@@ -869,11 +900,13 @@ static void part_done(dsq_call *c)
             memcpy(p->txn, c->txn_out, sizeof p->txn);
             dsq_call_reset(c);
             p->stage = PART_QUERY;
-            part_submit(p, DSQ_OP_QUERY);
+            part_submit(p, DSQ_OP_BATCH);
             return;
         case PART_QUERY:
-            p->res = c->results[0];
-            memset(&c->results[0], 0, sizeof p->res);
+            /* (an atomic batch in the transaction: a failed statement failed the call) */
+            p->res = c->results;
+            c->results = NULL;
+            c->nresults = 0;
             dsq_call_reset(c);
             if (++t->next < t->nparts) { /* the next participant, in order */
                 t->parts[t->next].stage = PART_BEGIN;
@@ -922,19 +955,20 @@ static void part_submit(part *p, dsq_op op)
         memcpy(c->prepare_id, t->txid, sizeof c->prepare_id);
         break;
     case DSQ_OP_QUERY:
-        if (p->stage == PART_UNMARK) {
-            c->internal_tables = true;
-            p->stmt.sql = "DELETE FROM _dsq_prepared WHERE txid = ?1";
-            p->stmt.sql_len = strlen(p->stmt.sql);
-            p->params[0] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = t->txid, .n = 32}};
-            p->stmt.params = p->params;
-            p->stmt.nparams = 1;
-            p->stmt.named = false;
-        } else {
-            memcpy(c->txn, p->txn, sizeof c->txn);
-        }
-        c->stmts = &p->stmt;
+        /* The removal of its record. */
+        c->internal_tables = true;
+        p->unmark.sql = "DELETE FROM _dsq_prepared WHERE txid = ?1";
+        p->unmark.sql_len = strlen(p->unmark.sql);
+        p->unmark_p = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = t->txid, .n = 32}};
+        p->unmark.params = &p->unmark_p;
+        p->unmark.nparams = 1;
+        c->stmts = &p->unmark;
         c->nstmts = 1;
+        break;
+    case DSQ_OP_BATCH: /* its statements, in its transaction */
+        memcpy(c->txn, p->txn, sizeof c->txn);
+        c->stmts = p->stmts;
+        c->nstmts = p->nstmts;
         break;
     default: /* COMMIT, ROLLBACK */
         c->internal_tables = true;
@@ -1011,26 +1045,45 @@ static void coord_done(dsq_call *c)
         tx_end_parts(o, true);
         return;
     case COORD_FORGET: {
-        /* Committed everywhere: the answer is the participants' together. */
-        dsq_result *res = &o->res;
-        memset(res, 0, sizeof *res);
+        /* Committed everywhere: each statement's answer is its parts'
+         * together (rows affected added, rows one after another). */
+        size_t n = o->batch ? o->nreqs : 1;
+        dsq_result *all = o->batch ? calloc(n, sizeof *all) : &o->res;
+        if (all == NULL) {
+            o->err = -1;
+            o->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+            snprintf(o->msg, sizeof o->msg, "the cross-shard transaction committed; its answer took more memory "
+                                            "than there is");
+            tx_finish(o);
+            return;
+        }
+        if (!o->batch)
+            memset(all, 0, sizeof *all);
         for (size_t i = 0; i < t->nparts; i++) {
-            dsq_result *pr = &t->parts[i].res;
-            if (res->ncols == 0 && pr->ncols > 0) {
-                dsq_result keep = *res;
-                *res = *pr;
-                memset(pr, 0, sizeof *pr);
-                res->rows_affected += keep.rows_affected;
-                continue;
-            }
-            res->rows_affected += pr->rows_affected;
-            if (pr->ncols == res->ncols && pr->rows.len > 0) {
-                dsq_buf_append(&res->rows, pr->rows.data, pr->rows.len);
-                res->nrows += pr->nrows;
+            part *pt = &t->parts[i];
+            for (size_t k = 0; pt->res && k < pt->nstmts; k++) {
+                dsq_result *res = &all[pt->origin[k]], *pr = &pt->res[k];
+                if (res->ncols == 0 && pr->ncols > 0) {
+                    int64_t before = res->rows_affected;
+                    dsq_result_free(res);
+                    *res = *pr;
+                    memset(pr, 0, sizeof *pr);
+                    res->rows_affected += before;
+                    continue;
+                }
+                res->rows_affected += pr->rows_affected;
+                if (pr->ncols == res->ncols && pr->rows.len > 0) {
+                    dsq_buf_append(&res->rows, pr->rows.data, pr->rows.len);
+                    res->nrows += pr->nrows;
+                }
             }
         }
-        res->lsn = 0;
-        res->last_insert_rowid = 0;
+        for (size_t k = 0; k < n; k++) {
+            all[k].lsn = 0;
+            all[k].last_insert_rowid = 0;
+        }
+        if (o->batch)
+            o->results = all;
         tx_finish(o);
         return;
     }
@@ -1073,9 +1126,58 @@ static void tx_coord(rop *o, int stage, const char *sql, size_t nparams)
 static const char coord_ddl[] = "CREATE TABLE IF NOT EXISTS _dsq_txns(txid TEXT PRIMARY KEY, state TEXT NOT NULL, "
                                 "participants TEXT NOT NULL, created INTEGER NOT NULL)";
 
+/* Add statement k's piece q (the request's statement `whole` when q is
+ * NULL) to shard s's participant. 0, or -1 (out of memory). */
+static int tx_add(rop *o, size_t s, size_t k, const dsq_plan_sql *q, const dsq_stmt_req *whole)
+{
+    twopc *t = o->tx;
+    part *pt = NULL;
+    for (size_t i = 0; i < t->nparts && pt == NULL; i++)
+        if (t->parts[i].shard == s)
+            pt = &t->parts[i];
+    if (pt == NULL) {
+        pt = &t->parts[t->nparts++];
+        pt->o = o;
+        pt->shard = s;
+    }
+    dsq_stmt_req *ns = realloc(pt->stmts, (pt->nstmts + 1) * sizeof *ns);
+    if (ns == NULL)
+        return -1;
+    pt->stmts = ns;
+    size_t *no = realloc(pt->origin, (pt->nstmts + 1) * sizeof *no);
+    if (no == NULL)
+        return -1;
+    pt->origin = no;
+    pt->origin[pt->nstmts] = k;
+    if (q == NULL) {
+        pt->stmts[pt->nstmts++] = *whole; /* (its parameters are the request's: they outlive it) */
+        return 0;
+    }
+    /* Its parameters: an array of its own (the participant frees it). */
+    dsq_param *ps = calloc(whole->nparams + 1, sizeof *ps);
+    dsq_param **owned = realloc(pt->owned, (pt->nstmts + 1) * sizeof *owned);
+    if (owned != NULL)
+        pt->owned = owned;
+    if (ps == NULL || owned == NULL) {
+        free(ps);
+        return -1;
+    }
+    dsq_stmt_req one;
+    dsq_plan_params(q, whole, ps, &one);
+    pt->owned[pt->nowned++] = ps;
+    pt->stmts[pt->nstmts++] = one;
+    return 0;
+}
+
+static int part_cmp(const void *a, const void *b)
+{
+    const part *x = a, *y = b;
+    return x->shard < y->shard ? -1 : x->shard > y->shard;
+}
+
+/* The cross-shard transaction of the statement (MULTI) or the batch. */
 static void run_multi(rop *o)
 {
-    dsq_plan *p = &o->plan;
     if (!(o->scope & DSQ_SCOPE_W)) {
         op_fail(o, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
         return;
@@ -1083,6 +1185,7 @@ static void run_multi(rop *o)
     twopc *t = calloc(1, sizeof *t);
     inflight *f = calloc(1, sizeof *f);
     json_t *all = json_array();
+    size_t nreq = o->batch ? o->nreqs : 1;
     if (t == NULL || f == NULL || all == NULL || random_id(t->txid) != 0) {
         free(t);
         free(f);
@@ -1092,23 +1195,35 @@ static void run_multi(rop *o)
     }
     o->tx = t;
     coordinator_of(o->kspace, t->coord, sizeof t->coord);
-    t->parts = calloc(p->nwrites, sizeof *t->parts);
+    t->parts = calloc(o->kspace->nshards, sizeof *t->parts);
     bool oom = t->parts == NULL;
-    for (size_t i = 0; !oom && i < p->nwrites; i++) {
-        part *pt = &t->parts[i];
-        pt->o = o;
-        pt->shard = p->write_shard[i];
-        pt->params = calloc(o->req->nparams + 1, sizeof *pt->params);
-        if (pt->params == NULL) {
-            oom = true;
-            break;
+    for (size_t k = 0; !oom && k < nreq; k++) {
+        const dsq_plan *p = o->batch ? &o->plans[k] : &o->plan;
+        const dsq_stmt_req *req = o->batch ? &o->reqs[k] : o->req;
+        if (p->kind == DSQ_PLAN_ONE) {
+            oom = tx_add(o, p->shard, k, NULL, req) != 0;
+        } else {
+            for (size_t i = 0; !oom && i < p->nwrites; i++)
+                oom = tx_add(o, p->write_shard[i], k, &p->writes[i], req) != 0;
         }
-        dsq_plan_params(&p->writes[i], o->req, pt->params, &pt->stmt);
-        t->nparts++;
-        json_t *pj = params_json(&pt->stmt);
-        json_t *e = pj ? json_pack("{s:s, s:s, s:o}", "shard", o->kspace->shards[pt->shard], "sql", pt->stmt.sql,
-                                   "params", pj)
-                       : NULL;
+    }
+    /* Begun in shard order: two transactions never wait in a cycle. */
+    if (!oom)
+        qsort(t->parts, t->nparts, sizeof *t->parts, part_cmp);
+    for (size_t i = 0; !oom && i < t->nparts; i++) {
+        part *pt = &t->parts[i];
+        json_t *stmts = json_array();
+        for (size_t k = 0; stmts != NULL && k < pt->nstmts; k++) {
+            json_t *pj = params_json(&pt->stmts[k]);
+            json_t *e = pj ? json_pack("{s:s%, s:o}", "sql", pt->stmts[k].sql, pt->stmts[k].sql_len, "params", pj)
+                           : NULL;
+            if (e == NULL || json_array_append_new(stmts, e) != 0) {
+                json_decref(stmts);
+                stmts = NULL;
+            }
+        }
+        json_t *e = stmts ? json_pack("{s:s, s:o}", "shard", o->kspace->shards[pt->shard], "statements", stmts)
+                          : NULL;
         oom = e == NULL || json_array_append_new(all, e) != 0;
     }
     t->cjson = oom ? NULL : json_dumps(all, JSON_COMPACT);
@@ -1120,11 +1235,15 @@ static void run_multi(rop *o)
         op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
         return;
     }
+    for (size_t i = 0; i < t->nparts; i++)
+        t->parts[i].o = o;
     memcpy(f->txid, t->txid, sizeof f->txid);
     f->next = o->r->txns;
     o->r->txns = f;
     tx_coord(o, COORD_TABLE, coord_ddl, 0);
 }
+
+static void plan_batch(rop *o);
 
 static void plan_and_run(rop *o)
 {
@@ -1132,6 +1251,10 @@ static void plan_and_run(rop *o)
     dsq_ks_schema *schema = g->schemas[o->ks];
     if (schema == NULL) {
         fetch_schema(o);
+        return;
+    }
+    if (o->batch) {
+        plan_batch(o);
         return;
     }
     dsq_plan_free(&o->plan);
@@ -1195,6 +1318,184 @@ static void plan_and_run(rop *o)
     submit_all(o);
 }
 
+/* An atomic batch: planned whole, then one batch on one shard, or one
+ * cross-shard transaction. */
+static void one_shard_batch_done(dsq_call *c)
+{
+    rcall *rc = (rcall *)c;
+    rop *o = rc->op;
+    if (c->err != 0) {
+        o->err = -1;
+        o->code = c->code;
+        snprintf(o->msg, sizeof o->msg, "%.590s", c->msg);
+    } else {
+        o->results = c->results; /* (nreqs of them) */
+        c->results = NULL;
+        c->nresults = 0;
+    }
+    op_finish(o);
+}
+
+static void plan_batch(rop *o)
+{
+    dsq_ks_schema *schema = o->g->schemas[o->ks];
+    bool one = true, stale = false;
+    size_t shard = 0;
+    for (size_t k = 0; k < o->nreqs; k++) {
+        dsq_plan_free(&o->plans[k]);
+        dsq_plan_make(schema, o->kspace, &o->reqs[k], &o->plans[k]);
+        dsq_plan *p = &o->plans[k];
+        if (p->kind == DSQ_PLAN_ERROR && !o->fresh_schema &&
+            (p->code == DSQ_CODE_TABLE_NOT_FOUND || p->code == DSQ_CODE_COLUMN_NOT_FOUND))
+            stale = true;
+    }
+    if (stale) {
+        dsq_ks_schema_free(o->g->schemas[o->ks]);
+        o->g->schemas[o->ks] = NULL;
+        fetch_schema(o);
+        return;
+    }
+    for (size_t k = 0; k < o->nreqs; k++) {
+        dsq_plan *p = &o->plans[k];
+        char m[600];
+        if (p->kind == DSQ_PLAN_ERROR || p->kind == DSQ_PLAN_REFUSE) {
+            snprintf(m, sizeof m, "statement %zu: %.500s", k + 1, p->msg);
+            op_fail(o, p->code, m);
+            return;
+        }
+        if (p->kind != DSQ_PLAN_ONE && p->kind != DSQ_PLAN_MULTI) {
+            snprintf(m, sizeof m, "statement %zu: an atomic batch on a keyspace takes statements that each go to one "
+                                  "shard, and writes (this one is answered by %s)",
+                     k + 1, dsq_plan_kind_name(p->kind));
+            op_fail(o, DSQ_CODE_INVALID_REQUEST, m);
+            return;
+        }
+        if (p->kind == DSQ_PLAN_MULTI || (k > 0 && p->shard != shard))
+            one = false;
+        shard = p->shard;
+    }
+    o->plan.kind = one ? DSQ_PLAN_ONE : DSQ_PLAN_MULTI;
+    if (!one) {
+        run_multi(o);
+        return;
+    }
+    /* All on one shard: a batch there, atomic as asked. */
+    o->calls = calloc(1, sizeof *o->calls);
+    if (o->calls == NULL) {
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    o->ncalls = 1;
+    rcall *rc = &o->calls[0];
+    rc->op = o;
+    rc->shard = shard;
+    rc->call.op = DSQ_OP_BATCH;
+    rc->call.stmts = (dsq_stmt_req *)o->reqs;
+    rc->call.nstmts = o->nreqs;
+    rc->call.atomic = true;
+    rc->call.scope = o->scope;
+    rc->call.budget = o->budget;
+    rc->call.done = one_shard_batch_done;
+    rc->call.ud = rc;
+    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[shard], &rc->call) != 0)
+        one_shard_batch_done(&rc->call);
+}
+
+/* A batch that is not atomic: each statement on its own, in order. */
+typedef struct seqb {
+    dsq_router *r;
+    char ks[129];
+    const dsq_stmt_req *reqs;
+    size_t n, next;
+    unsigned scope;
+    dsq_budget *budget;
+    dsq_router_batch_fn done;
+    void *ud;
+    dsq_result *results;
+} seqb;
+
+static void seqb_step(seqb *b);
+
+static void seqb_one(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    seqb *b = ud;
+    (void)plan;
+    dsq_result *out = &b->results[b->next];
+    if (err == 0) {
+        *out = *res;
+        memset(res, 0, sizeof *res);
+    } else {
+        out->code = code;
+        out->error = strdup(msg ? msg : "failed");
+    }
+    b->next++;
+    seqb_step(b);
+}
+
+static void seqb_step(seqb *b)
+{
+    if (b->next < b->n) {
+        dsq_router_query(b->r, b->ks, &b->reqs[b->next], b->scope, b->budget, seqb_one, b);
+        return;
+    }
+    b->done(b->ud, 0, DSQ_CODE_UNKNOWN, NULL, b->results, b->n);
+    for (size_t i = 0; i < b->n; i++)
+        dsq_result_free(&b->results[i]);
+    free(b->results);
+    free(b);
+}
+
+void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, size_t n, bool atomic, unsigned scope,
+                      dsq_budget *budget, dsq_router_batch_fn done, void *ud)
+{
+    long k = ks_index(r->g, ks);
+    if (k < 0) {
+        char m[300];
+        snprintf(m, sizeof m, "no keyspace '%.128s' in the VSchema", ks);
+        done(ud, -1, DSQ_CODE_INVALID_REQUEST, m, NULL, 0);
+        return;
+    }
+    if (!atomic || n == 0) {
+        seqb *b = calloc(1, sizeof *b);
+        if (b != NULL && (b->results = calloc(n ? n : 1, sizeof *b->results)) == NULL) {
+            free(b);
+            b = NULL;
+        }
+        if (b == NULL) {
+            done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router", NULL, 0);
+            return;
+        }
+        *b = (seqb){.r = r, .reqs = reqs, .n = n, .scope = scope, .budget = budget, .done = done, .ud = ud,
+                    .results = b->results};
+        snprintf(b->ks, sizeof b->ks, "%s", ks);
+        seqb_step(b);
+        return;
+    }
+    rop *o = calloc(1, sizeof *o);
+    dsq_plan *plans = calloc(n, sizeof *plans);
+    if (o == NULL || plans == NULL) {
+        free(o);
+        free(plans);
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router", NULL, 0);
+        return;
+    }
+    o->r = r;
+    o->g = r->g;
+    o->g->refs++;
+    o->ks = k;
+    o->kspace = &o->g->vs->keyspaces[k];
+    o->req = &reqs[0];
+    o->reqs = reqs;
+    o->nreqs = n;
+    o->plans = plans;
+    o->batch = true;
+    o->batch_done = done;
+    o->scope = scope;
+    o->budget = budget;
+    o->ud = ud;
+    plan_and_run(o);
+}
+
 void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
                       dsq_router_done_fn done, void *ud)
 {
@@ -1242,8 +1543,9 @@ typedef struct recov {
     size_t row;
     json_t *parts;        /* the row's participants */
     size_t part;
-    dsq_stmt_req redo;    /* a participant's statement, to redo */
-    char *arena;
+    dsq_stmt_req *redo;   /* a participant's statements, to redo */
+    size_t nredo;
+    char **arenas;        /* their parameters' memory */
     char txn[33];
     bool row_ok;          /* every participant of the row resolved */
     size_t shard;         /* the shard whose records are looked at */
@@ -1256,6 +1558,7 @@ enum { REC_ROWS, REC_PART_CHECK, REC_PART_BEGIN, REC_PART_REDO, REC_PART_COMMIT,
        REC_MARKS, REC_MARK_ROW, REC_MARK_DROP };
 
 static void rec_step(recov *v);
+static void rec_redo_free(recov *v);
 
 static void rec_call_done(dsq_call *c) { rec_step(c->ud); }
 
@@ -1399,12 +1702,23 @@ static void rec_next_part(recov *v)
     }
 }
 
+static void rec_redo_free(recov *v)
+{
+    for (size_t k = 0; v->arenas && k < v->nredo; k++)
+        free(v->arenas[k]);
+    free(v->arenas);
+    free(v->redo);
+    v->arenas = NULL;
+    v->redo = NULL;
+    v->nredo = 0;
+}
+
 static void rec_done(recov *v)
 {
     json_decref(v->rows);
     json_decref(v->parts);
     json_decref(v->marks);
-    free(v->arena);
+    rec_redo_free(v);
     gen_unref(v->g);
     v->r->recovering = false;
     free(v);
@@ -1459,19 +1773,29 @@ static void rec_step(recov *v)
             return;
         }
         /* Redo it under its id: the record kept every other write out. */
-        free(v->arena);
-        v->arena = NULL;
-        memset(&v->redo, 0, sizeof v->redo);
-        const char *sql = json_string_value(json_object_get(pt, "sql"));
-        if (sql == NULL || params_back(json_object_get(pt, "params"), &v->redo, &v->arena) != 0) {
+        rec_redo_free(v);
+        json_t *stmts = json_object_get(pt, "statements");
+        size_t ns = json_array_size(stmts);
+        v->redo = calloc(ns ? ns : 1, sizeof *v->redo);
+        v->arenas = calloc(ns ? ns : 1, sizeof *v->arenas);
+        bool bad = ns == 0 || v->redo == NULL || v->arenas == NULL;
+        for (size_t k = 0; !bad && k < ns; k++) {
+            json_t *st = json_array_get(stmts, k);
+            const char *sql = json_string_value(json_object_get(st, "sql"));
+            bad = sql == NULL || params_back(json_object_get(st, "params"), &v->redo[k], &v->arenas[k]) != 0;
+            if (!bad) {
+                v->redo[k].sql = sql;
+                v->redo[k].sql_len = json_string_length(json_object_get(st, "sql"));
+            }
+            v->nredo = k + 1;
+        }
+        if (bad) {
             DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s reason=unreadable", shard, txid);
             v->row_ok = false;
             v->part++;
             rec_next_part(v);
             return;
         }
-        v->redo.sql = sql;
-        v->redo.sql_len = strlen(sql);
         /* Begun under its id (its record is there: kept as it is), so
          * that its writes are its own, not refused as another's. */
         v->phase = REC_PART_BEGIN;
@@ -1520,12 +1844,12 @@ static void rec_step(recov *v)
             dsq_call_reset(c);
             v->phase = REC_PART_REDO;
             memset(c, 0, sizeof *c);
-            c->op = DSQ_OP_QUERY;
+            c->op = DSQ_OP_BATCH;
             c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
             c->atomic = true;
             memcpy(c->txn, v->txn, sizeof c->txn);
-            c->stmts = &v->redo;
-            c->nstmts = 1;
+            c->stmts = v->redo;
+            c->nstmts = v->nredo;
             c->done = rec_call_done;
             c->ud = v;
             if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {

@@ -68,6 +68,20 @@ typedef void (*dsq_router_done_fn)(void *ud, int err, dsq_code code, const char 
 void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
                       dsq_router_done_fn done, void *ud);
 
+/* A batch's outcome: err 0 and one result per statement (the router's
+ * until the function returns), or err -1 with code and msg. */
+typedef void (*dsq_router_batch_fn)(void *ud, int err, dsq_code code, const char *msg, dsq_result *results,
+                                    size_t n);
+
+/* Run statements reqs[0..n) (borrowed until done) on keyspace ks as one
+ * request. Atomic: all statements on one shard go there as one batch;
+ * else each must go to one shard or be a write, and they run in one
+ * cross-shard transaction (all or nothing; reads among them see the
+ * writes before them on their shard). Not atomic: one after the other,
+ * each on its own; a statement's failure is its result's (`error`, `code`). */
+void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, size_t n, bool atomic, unsigned scope,
+                      dsq_budget *budget, dsq_router_batch_fn done, void *ud);
+
 /* Statements answered by each plan kind (dsq_plan_kind, DSQ_PLAN_KINDS
  * of them), for metrics. */
 void dsq_router_counts(const dsq_router *r, uint64_t out[7]);

@@ -133,3 +133,26 @@ for (const step of ['prepared', 'decided', 'committed_one']) {
     await ok(ks(d.port, TRANSFER, [b, a, 10]));
   });
 }
+
+test('kill -9 after one participant of a batch committed: recovery redoes the others, statement by statement', async () => {
+  const b0 = await balances(d.port);
+  const a = 5;
+  let b = 6;
+  while ((await shardOf(d.port, b)) === (await shardOf(d.port, a))) b++;
+  const statements = [
+    { sql: 'UPDATE accounts SET balance = balance - ? WHERE id = ?', params: [3, a] },
+    { sql: 'UPDATE accounts SET balance = balance + ? WHERE id = ?', params: [2, b] },
+    { sql: 'UPDATE accounts SET balance = balance + ? WHERE id = ?', params: [1, b] },
+  ];
+  await d.stop();
+  d = await startDosqld({ conf: conf(), dataDir, env: { DOSQLD_TEST_2PC_CRASH: 'committed_one' } });
+  const r = await post(d.port, '/v1/ks/bank/rpc', { id: 1, method: 'batch', params: { statements } }).catch((e) => ({ status: 0, text: String(e) }));
+  assert.equal(r.status, 0, `the daemon answered: ${r.text}`);
+  await d.exit;
+  d = await startDosqld({ conf: conf(), dataDir });
+  await unlocked(d.port);
+  const want = new Map(b0);
+  want.set(a, b0.get(a) - 3);
+  want.set(b, b0.get(b) + 3);
+  assert.deepEqual(await balances(d.port), want);
+});

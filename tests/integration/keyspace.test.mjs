@@ -197,6 +197,47 @@ test('writes: by key to their shard; across shards in one cross-shard transactio
   }
 });
 
+test('batch on a keyspace: atomic on one shard, or one cross-shard transaction; not atomic, each on its own', async () => {
+  const sum = async () => (await ok(ks('SELECT sum(amount) FROM orders'))).rows[0][0];
+  const total = await sum();
+  // Two customers (shards): money moves between their first orders.
+  const first = async (c) => (await ok(ks('SELECT min(id) FROM orders WHERE customer_id = ?', [c]))).rows[0][0];
+  const [a, b] = [await first(1), await first(2)];
+  const move = (n) => [
+    { sql: 'UPDATE orders SET amount = amount - ? WHERE customer_id = 1 AND id = ?', params: [n, a] },
+    { sql: 'UPDATE orders SET amount = amount + ? WHERE customer_id = 2 AND id = ?', params: [n, b] },
+    { sql: 'SELECT amount FROM orders WHERE customer_id = 1 AND id = ?', params: [a] },
+  ];
+  const before = (await ok(ks('SELECT amount FROM orders WHERE id = ?', [a]))).rows[0][0];
+  const r = await rpc('/v1/ks/shop/rpc', 'batch', { statements: move(5) });
+  assert.ok(r.json.result, r.text);
+  assert.equal(r.json.result.results.length, 3);
+  assert.equal(r.json.result.results[0].rowsAffected, 1);
+  assert.deepEqual(r.json.result.results[2].rows, [[before - 5]], 'a read in the transaction sees its writes');
+  assert.equal(await sum(), total);
+  // One statement fails (a CHECK on nothing here: a table that is not
+  // there): nothing of the batch stays.
+  const bad = await rpc('/v1/ks/shop/rpc', 'batch', {
+    statements: [...move(7).slice(0, 2), { sql: "INSERT INTO orders VALUES (1, 1, 1, 'dup', NULL)" }],
+  });
+  assert.equal(bad.json.error.code, 'CONSTRAINT_VIOLATION', bad.text);
+  assert.equal((await ok(ks('SELECT amount FROM orders WHERE id = ?', [a]))).rows[0][0], before - 5);
+  await ok(ks('UPDATE orders SET amount = amount + 5 WHERE customer_id = 1 AND id = ?', [a]));
+  await ok(ks('UPDATE orders SET amount = amount - 5 WHERE customer_id = 2 AND id = ?', [b]));
+  assert.equal(await sum(), total);
+  // A scattered read has no place in an atomic batch across shards.
+  const sc = await rpc('/v1/ks/shop/rpc', 'batch', { statements: [move(1)[0], { sql: 'SELECT count(*) FROM orders' }] });
+  assert.match(sc.json.error.message, /statement 2: an atomic batch on a keyspace takes statements that each go to one shard/);
+  // Not atomic: each on its own, a failure in its place.
+  const na = await rpc('/v1/ks/shop/rpc', 'batch', {
+    atomic: false,
+    statements: [{ sql: 'SELECT count(*) FROM orders' }, { sql: 'SELECT * FROM nowhere' }, { sql: 'SELECT 1 FROM countries LIMIT 1' }],
+  });
+  assert.equal(na.json.result.results.length, 3, na.text);
+  assert.equal(na.json.result.results[1].error.code, 'TABLE_NOT_FOUND');
+  assert.deepEqual(na.json.result.results[2].rows, [[1]]);
+});
+
 test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
   const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
   try {
@@ -207,7 +248,7 @@ test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused b
     assert.equal((await c.call('ping', {})).result.pong, true);
     const b = await c.call('beginTransaction', {});
     assert.equal(b.error.code, 'INVALID_REQUEST');
-    assert.match(b.error.message, /beginTransaction is not supported on a keyspace/);
+    assert.match(b.error.message, /beginTransaction is not supported on a keyspace \(query, batch, getSchema and ping are\)/);
     const t = await c.call('query', { sql: 'SELECT 1', transactionId: 'x' });
     assert.match(t.error.message, /"transactionId" is not supported on a keyspace/);
   } finally {
