@@ -39,6 +39,7 @@ struct dsq_dosql_session {
     struct dsq_dosql_op *inflight; /* ops with the engine, newest first (cancelled at close) */
     uint64_t next_sub;     /* their ids */
     struct dsq_router *router; /* keyspaces and the VSchema (NULL: none) */
+    struct kcsub *ksubs;   /* CDC subscriptions of the keyspace */
     char ks[129];          /* the bound keyspace, or "" */
 };
 
@@ -1136,6 +1137,10 @@ static void csub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_l
     csub_remove(c);
 }
 
+static void ks_subscribe_cdc(op *o, json_t *p);
+typedef struct kcsub kcsub;
+static void kcsub_free(kcsub *k);
+
 static void m_subscribe_cdc(op *o, json_t *p)
 {
     dsq_dosql_session *s = o->s;
@@ -1148,6 +1153,17 @@ static void m_subscribe_cdc(op *o, json_t *p)
         reject(o, DSQ_CODE_INVALID_REQUEST,
                "subscribeCDC needs a WebSocket connection; over HTTP, GET /v1/db/{db}/cdc streams "
                "Server-Sent Events");
+        return;
+    }
+    if (s->ks[0]) {
+        if (ks_prelude(o, p) == 0)
+            return;
+        ks_subscribe_cdc(o, p);
+        return;
+    }
+    if (json_object_get(p, "fromPosition") != NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"fromPosition\" is a keyspace's (a database's stream resumes from "
+                                            "\"fromLSN\")");
         return;
     }
     if (prelude(o, p) != 0)
@@ -1195,6 +1211,275 @@ static void m_subscribe_cdc(op *o, json_t *p)
     }
 }
 
+/* ---- CDC of a keyspace: one subscription per shard, one stream ---- */
+
+/* subscribeCDC on a keyspace: every shard's changes in one stream. Each
+ * event names its shard; the last event of each commit carries the
+ * position — every shard's last commit delivered whole — which, given
+ * back as fromPosition, resumes the stream after it (Vitess's VGTID). */
+typedef struct kpart {
+    struct kcsub *k;
+    size_t shard;
+    dsq_cdcsub *sub;
+    uint64_t lsn;            /* its last commit delivered whole */
+    bool started;
+} kpart;
+
+struct kcsub {
+    dsq_dosql_session *s;
+    char id[24];
+    int enc;
+    char (*shards)[129];
+    size_t n;
+    kpart *parts;
+    size_t nstarted;
+    bool failed;
+    op *pending;
+    dsq_buf out;             /* notifications gathered */
+    size_t nout;
+    struct kcsub *next;
+};
+
+static void kcsub_free(kcsub *k)
+{
+    for (kcsub **pp = &k->s->ksubs; *pp; pp = &(*pp)->next)
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    for (size_t i = 0; i < k->n; i++)
+        if (k->parts[i].sub != NULL)
+            dsq_cdcsub_stop(k->parts[i].sub);
+    dsq_buf_free(&k->out);
+    free(k->parts);
+    free(k->shards);
+    free(k);
+}
+
+static void kcsub_position(kcsub *k, dsq_buf *b)
+{
+    dsq_buf_puts(b, "{");
+    for (size_t i = 0; i < k->n; i++) {
+        if (i)
+            dsq_buf_puts(b, ",");
+        dsq_json_string(b, k->shards[i], strlen(k->shards[i]));
+        dsq_buf_puts(b, ":");
+        if (k->enc == DSQ_ENC_CAPNWEB)
+            dsq_cw_bigint(b, (int64_t)k->parts[i].lsn);
+        else
+            dsq_buf_put_u64(b, k->parts[i].lsn);
+    }
+    dsq_buf_puts(b, "}");
+}
+
+static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
+{
+    kpart *p = ud;
+    kcsub *k = p->k;
+    if (err != 0) {
+        p->sub = NULL; /* it stopped itself */
+        if (!k->failed && k->pending != NULL) {
+            op *o = k->pending;
+            k->pending = NULL;
+            k->failed = true;
+            reject(o, code, "shard '%s': %s", k->shards[p->shard], msg);
+        }
+    } else {
+        p->started = true;
+        p->lsn = dsq_cdcsub_lsn(p->sub); /* where it starts (without a position: the durable end) */
+    }
+    if (++k->nstarted < k->n)
+        return;
+    if (k->failed) {
+        kcsub_free(k);
+        return;
+    }
+    op *o = k->pending;
+    k->pending = NULL;
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "{\"subscriptionId\":\"%s\",\"position\":", k->id);
+    kcsub_position(k, &b);
+    dsq_buf_puts(&b, "}");
+    if (b.data == NULL)
+        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    else
+        answer_raw(o, b.data, b.len, &b);
+    dsq_buf_free(&b);
+    op_free(o);
+}
+
+static void kpart_flush(void *ud)
+{
+    kcsub *k = ((kpart *)ud)->k;
+    dsq_dosql_session *s = k->s;
+    if (k->nout == 0)
+        return;
+    dsq_buf_puts(&k->out, "]");
+    const char *p = k->out.data;
+    size_t n = k->out.len;
+    if (k->nout == 1) {
+        p++;
+        n -= 2;
+    }
+    if (p != NULL && !s->closed)
+        s->t.notify(s->t.ud, p, n);
+    dsq_buf_reset(&k->out);
+    k->nout = 0;
+}
+
+static int kpart_event(void *ud, const char *text, size_t len, uint64_t lsn, bool last)
+{
+    kpart *p = ud;
+    kcsub *k = p->k;
+    dsq_dosql_session *s = k->s;
+    if (s->closed || len < 2)
+        return -1;
+    dsq_buf *b = &k->out;
+    dsq_buf_puts(b, k->nout ? ",{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\""
+                            : "[{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\"");
+    dsq_buf_puts(b, k->id);
+    dsq_buf_puts(b, "\",\"shard\":");
+    dsq_json_string(b, k->shards[p->shard], strlen(k->shards[p->shard]));
+    dsq_buf_puts(b, ",");
+    dsq_buf_append(b, text + 1, len - 2); /* the event's members */
+    if (last) {
+        p->lsn = lsn;
+        dsq_buf_puts(b, ",\"position\":");
+        kcsub_position(k, b);
+    }
+    dsq_buf_puts(b, "}}");
+    if (b->data == NULL)
+        return -1;
+    k->nout++;
+    if (b->len >= (256u << 10))
+        kpart_flush(p);
+    return 0;
+}
+
+static bool kpart_can_send(void *ud)
+{
+    dsq_dosql_session *s = ((kpart *)ud)->k->s;
+    return !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud));
+}
+
+static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_lsn)
+{
+    kpart *p = ud;
+    kcsub *k = p->k;
+    dsq_dosql_session *s = k->s;
+    (void)last_lsn;
+    kpart_flush(p);
+    p->sub = NULL; /* it stopped itself */
+    if (!s->closed) {
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_printf(&b, "{\"method\":\"cdc.end\",\"params\":{\"subscriptionId\":\"%s\",\"shard\":", k->id);
+        dsq_json_string(&b, k->shards[p->shard], strlen(k->shards[p->shard]));
+        dsq_buf_puts(&b, ",\"position\":");
+        kcsub_position(k, &b);
+        dsq_buf_printf(&b, ",\"error\":{\"code\":\"%s\",\"message\":", dsq_code_name(code));
+        dsq_json_string(&b, msg, strlen(msg));
+        dsq_buf_puts(&b, "}}}");
+        if (b.data)
+            s->t.notify(s->t.ud, b.data, b.len);
+        dsq_buf_free(&b);
+    }
+    kcsub_free(k); /* the stream is whole or not at all */
+}
+
+static void ks_subscribe_cdc(op *o, json_t *p)
+{
+    dsq_dosql_session *s = o->s;
+    json_t *from = json_object_get(p, "fromPosition");
+    if (json_object_get(p, "fromLSN") != NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "a keyspace's stream resumes from \"fromPosition\" (an object: each "
+                                            "shard's LSN), not \"fromLSN\"");
+        return;
+    }
+    if (from != NULL && !json_is_object(from)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"fromPosition\" must be an object: each shard's LSN");
+        return;
+    }
+    json_t *q = json_deep_copy(p);
+    if (q == NULL) {
+        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    json_object_del(q, "fromPosition");
+    dsq_cdcsub_req req = {.enc = o->enc, .session = s->id};
+    const char *tables[1000];
+    char why[200];
+    if (dsq_cdcsub_parse(q, &req, tables, sizeof tables / sizeof tables[0], why, sizeof why) != 0) {
+        json_decref(q);
+        reject(o, DSQ_CODE_INVALID_REQUEST, "%s", why);
+        return;
+    }
+    kcsub *k = calloc(1, sizeof *k);
+    if (k != NULL)
+        k->shards = dsq_router_shards(s->router, s->ks, &k->n);
+    if (k == NULL || k->shards == NULL || (k->parts = calloc(k->n, sizeof *k->parts)) == NULL) {
+        if (k)
+            free(k->shards);
+        free(k);
+        json_decref(q);
+        reject(o, DSQ_CODE_INVALID_REQUEST, "no keyspace '%s' in the VSchema", s->ks);
+        return;
+    }
+    /* Every shard named in the position is the keyspace's. */
+    const char *key;
+    json_t *v;
+    json_object_foreach(from, key, v) {
+        bool known = false;
+        for (size_t i = 0; i < k->n && !known; i++)
+            known = strcmp(k->shards[i], key) == 0;
+        uint64_t lsn;
+        if (!known || lsn_value(v, &lsn) != 0) {
+            reject(o, DSQ_CODE_INVALID_REQUEST,
+                   known ? "\"fromPosition\": shard '%.128s' needs an LSN (a whole number)"
+                         : "\"fromPosition\": '%.128s' is no shard of this keyspace",
+                   key);
+            free(k->parts);
+            free(k->shards);
+            free(k);
+            json_decref(q);
+            return;
+        }
+    }
+    k->s = s;
+    k->enc = (int)o->enc;
+    k->pending = o;
+    snprintf(k->id, sizeof k->id, "%llu", (unsigned long long)++s->next_sub);
+    k->next = s->ksubs;
+    s->ksubs = k;
+    dsq_cdcsub_sink sink = {
+        .started = kpart_started,
+        .event = kpart_event,
+        .can_send = kpart_can_send,
+        .flush = kpart_flush,
+        .ended = kpart_ended,
+    };
+    size_t n = k->n;
+    for (size_t i = 0; i < n; i++) {
+        kpart *pt = &k->parts[i];
+        pt->k = k;
+        pt->shard = i;
+        req.db = k->shards[i];
+        json_t *l = from ? json_object_get(from, k->shards[i]) : NULL;
+        req.has_from = from != NULL; /* a position: from its LSN (a shard it lacks: from the start) */
+        req.from = 0;
+        if (l != NULL)
+            lsn_value(l, &req.from);
+        pt->lsn = req.from;
+        sink.ud = pt;
+        dsq_code code;
+        char msg[600];
+        pt->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
+        if (pt->sub == NULL) /* not started: it counts as failed; the others answer in their time (the
+                                last one to answer frees k: after this, the loop touches k no more) */
+            kpart_started(pt, -1, code, msg);
+    }
+    json_decref(q);
+}
+
 static void m_unsubscribe_cdc(op *o, json_t *p)
 {
     json_t *id = json_object_get(p, "subscriptionId");
@@ -1203,6 +1488,22 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
         return;
     }
     json_t *d = json_object_get(p, "database");
+    for (kcsub *k = o->s->ksubs; k; k = k->next) {
+        if (strcmp(k->id, json_string_value(id)) == 0 && k->pending == NULL) {
+            dsq_buf b = DSQ_BUF_INIT;
+            dsq_buf_puts(&b, "{\"unsubscribed\":true,\"position\":");
+            kcsub_position(k, &b);
+            dsq_buf_puts(&b, "}");
+            kcsub_free(k);
+            if (b.data == NULL)
+                answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            else
+                answer_raw(o, b.data, b.len, &b);
+            dsq_buf_free(&b);
+            op_free(o);
+            return;
+        }
+    }
     for (csub *c = o->s->subs; c; c = c->next) {
         if (strcmp(c->id, json_string_value(id)) == 0 && c->pending == NULL) {
             if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), c->db) == 0)) {
@@ -1299,7 +1600,7 @@ static const method_def api[] = {
     {"getSchema", m_schema, false, {"transactionId", "database"}},
     {"ping", m_ping, false, {"transactionId", "database"}},
     {"getStats", m_stats, false, {"database"}},
-    {"subscribeCDC", m_subscribe_cdc, true, {"fromLSN", "tables", "operations", "database"}},
+    {"subscribeCDC", m_subscribe_cdc, true, {"fromLSN", "fromPosition", "tables", "operations", "database"}},
     {"unsubscribeCDC", m_unsubscribe_cdc, true, {"subscriptionId", "database"}},
     {"applyVSchema", m_apply_vschema, true, {"vschema", "database"}},
     {"getVSchema", m_get_vschema, true, {"database"}},
@@ -1319,9 +1620,12 @@ static void run(op *o, const method_def *d, json_t *p)
 {
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
-    if (o->s->ks[0] && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping) {
+    if (o->s->ks[0] && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping &&
+        d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc) {
         reject(o, DSQ_CODE_INVALID_REQUEST,
-               "%s is not supported on a keyspace (query, batch, getSchema and ping are)", d->name);
+               "%s is not supported on a keyspace (query, batch, getSchema, ping, subscribeCDC and "
+               "unsubscribeCDC are)",
+               d->name);
         return;
     }
     d->fn(o, p);
@@ -1524,6 +1828,12 @@ void dsq_dosql_writable(dsq_dosql_session *s)
         if (c->pending == NULL)
             dsq_cdcsub_writable(c->sub);
     }
+    for (kcsub *k = s->ksubs, *next; k && !s->closed; k = next) {
+        next = k->next;
+        for (size_t i = 0; k->pending == NULL && i < k->n; i++)
+            if (k->parts[i].sub != NULL)
+                dsq_cdcsub_writable(k->parts[i].sub);
+    }
     while (!dsq_queue_empty(&s->parked) && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud)))
         stream_more(dsq_container_of(dsq_queue_pop(&s->parked), op, park_link), false);
 }
@@ -1537,6 +1847,13 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
         csub *c = s->subs;
         op *pending = c->pending;
         csub_remove(c);
+        if (pending != NULL)
+            reject(pending, DSQ_CODE_RESOURCE_EXHAUSTED, "the connection closed");
+    }
+    while (s->ksubs != NULL) {
+        kcsub *k = s->ksubs;
+        op *pending = k->pending;
+        kcsub_free(k);
         if (pending != NULL)
             reject(pending, DSQ_CODE_RESOURCE_EXHAUSTED, "the connection closed");
     }

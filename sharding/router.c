@@ -275,6 +275,20 @@ static long ks_index(const gen *g, const char *ks)
 
 bool dsq_router_has_keyspace(dsq_router *r, const char *ks) { return ks_index(r->g, ks) >= 0; }
 
+char (*dsq_router_shards(dsq_router *r, const char *ks, size_t *n))[129]
+{
+    long i = ks_index(r->g, ks);
+    if (i < 0)
+        return NULL;
+    const dsq_vs_keyspace *k = &r->g->vs->keyspaces[i];
+    char(*v)[129] = calloc(k->nshards, sizeof *v);
+    if (v == NULL)
+        return NULL;
+    memcpy(v, k->shards, k->nshards * sizeof *v);
+    *n = k->nshards;
+    return v;
+}
+
 bool dsq_router_first_shard(dsq_router *r, const char *ks, char *out, size_t n)
 {
     long i = ks_index(r->g, ks);

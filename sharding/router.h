@@ -56,6 +56,10 @@ char *dsq_router_get(dsq_router *r, uint64_t *version);
  * there is no such keyspace. */
 bool dsq_router_first_shard(dsq_router *r, const char *ks, char *out, size_t n);
 bool dsq_router_has_keyspace(dsq_router *r, const char *ks);
+/* Keyspace ks's shards' names, in order: a malloc'd array of n names
+ * (each DSQ_VS_NAME_MAX bytes; one free() releases it), or NULL (no such
+ * keyspace, or out of memory). */
+char (*dsq_router_shards(dsq_router *r, const char *ks, size_t *n))[129];
 
 /* The outcome of a statement: err 0 and res (the router's until the
  * function returns: it may take its parts), or err -1 with code and msg.

@@ -238,6 +238,58 @@ test('batch on a keyspace: atomic on one shard, or one cross-shard transaction; 
   assert.deepEqual(na.json.result.results[2].rows, [[1]]);
 });
 
+test('CDC of a keyspace: every shard in one stream, each event naming its shard; resumed from a position', async () => {
+  const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
+  const until = async (pred, what) => {
+    for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(pred(), what);
+  };
+  const events = () => c.notes.filter((n) => n.method === 'cdc').map((n) => n.params);
+  try {
+    const sub = await c.call('subscribeCDC', { tables: ['orders'] });
+    assert.ok(sub.result, JSON.stringify(sub));
+    assert.deepEqual(Object.keys(sub.result.position).sort(), ['shop-0', 'shop-1', 'shop-2', 'shop-3']);
+    // Two customers on two shards, in one cross-shard transaction.
+    let other = 2;
+    const shardOfCustomer = async (cu) => {
+      for (let s2 = 0; s2 < 4; s2++)
+        if ((await ok(db(`shop-${s2}`, 'SELECT count(*) FROM customers WHERE id = ?', [cu]))).rows[0][0] > 0) return s2;
+      return -1;
+    };
+    while ((await shardOfCustomer(other)) === (await shardOfCustomer(1))) other++;
+    await ok(ks("INSERT INTO orders VALUES (9101, 1, 1, 'cdc', NULL), (9102, ?, 2, 'cdc', NULL)", [other]));
+    await ok(ks("INSERT INTO countries VALUES ('cd', 'not watched')"));
+    await until(() => events().length >= 2, 'two events');
+    const got = events();
+    assert.equal(got.length, 2, JSON.stringify(got));
+    assert.deepEqual(got.map((e) => e.after.id).sort(), [9101, 9102]);
+    assert.deepEqual(new Set(got.map((e) => e.shard)).size, 2, 'from two shards');
+    for (const e of got) {
+      assert.equal(e.table, 'orders');
+      assert.equal(e.operation, 'INSERT');
+      assert.equal(e.position[e.shard], e.lsn, 'the position has its commit');
+    }
+    // The position after both (each shard's part), to resume from.
+    const pos = { ...got[0].position };
+    for (const e of got) pos[e.shard] = Math.max(pos[e.shard], e.position[e.shard]);
+    const un = await c.call('unsubscribeCDC', { subscriptionId: sub.result.subscriptionId });
+    assert.equal(un.result.unsubscribed, true);
+    await ok(ks("DELETE FROM orders WHERE status = 'cdc'"));
+    await ok(ks("DELETE FROM countries WHERE code = 'cd'"));
+    c.notes.length = 0;
+    const again = await c.call('subscribeCDC', { fromPosition: pos, tables: ['orders'] });
+    assert.ok(again.result, JSON.stringify(again));
+    await until(() => events().length >= 2, 'the deletes, resumed');
+    assert.deepEqual(events().map((e) => [e.operation, e.before.id]).sort(), [['DELETE', 9101], ['DELETE', 9102]]);
+    const bad = await c.call('subscribeCDC', { fromPosition: { nowhere: 1 } });
+    assert.match(bad.error.message, /'nowhere' is no shard of this keyspace/);
+    const lsnToo = await c.call('subscribeCDC', { fromLSN: 1 });
+    assert.match(lsnToo.error.message, /fromPosition/);
+  } finally {
+    c.close();
+  }
+});
+
 test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
   const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
   try {
@@ -248,7 +300,7 @@ test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused b
     assert.equal((await c.call('ping', {})).result.pong, true);
     const b = await c.call('beginTransaction', {});
     assert.equal(b.error.code, 'INVALID_REQUEST');
-    assert.match(b.error.message, /beginTransaction is not supported on a keyspace \(query, batch, getSchema and ping are\)/);
+    assert.match(b.error.message, /beginTransaction is not supported on a keyspace/);
     const t = await c.call('query', { sql: 'SELECT 1', transactionId: 'x' });
     assert.match(t.error.message, /"transactionId" is not supported on a keyspace/);
   } finally {
