@@ -365,6 +365,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/cdc $(B)/dosqld $(B)/bench/wsload
 	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
 	./bench/cluster $(B)/dosqld $(B)/bench/wsload
+	./bench/sharding $(B)/dosqld
 	./bench/summary $$(cat $(B)/bench/started)
 else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
 bench:

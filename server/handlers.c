@@ -239,6 +239,10 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "or half done, resolved by recovery.\n# TYPE dosqld_cross_shard_recovered_total counter\n"
                        "dosqld_cross_shard_recovered_total %llu\n",
                    (unsigned long long)dsq_router_recovered(srv->router));
+    dsq_buf_printf(&b, "# HELP dosqld_keyspace_shard_rows_total Rows shards sent to the router to merge or evaluate "
+                       "(scatter and fetch plans).\n# TYPE dosqld_keyspace_shard_rows_total counter\n"
+                       "dosqld_keyspace_shard_rows_total %llu\n",
+                   (unsigned long long)dsq_router_shard_rows(srv->router));
     dsq_buf_printf(&b,
                    "# HELP dosqld_engine_calls_total Engine calls completed.\n"
                    "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n"

@@ -47,6 +47,7 @@ struct dsq_router {
     bool recovering;           /* a recovery pass is running */
     uint64_t next_recovery_ms; /* when the next pass may start */
     uint64_t recovered;        /* transactions it resolved */
+    uint64_t shard_rows;       /* rows shards sent to the router to merge or evaluate */
 };
 
 static void gen_unref(gen *g)
@@ -525,6 +526,9 @@ static void all_done(rop *o)
         return;
     }
     default:
+        for (size_t i = 0; i < o->ncalls; i++)
+            if (o->calls[i].call.nresults > 0)
+                o->r->shard_rows += o->calls[i].call.results[0].nrows;
         if (o->r->cfg.offload != NULL)
             o->r->cfg.offload(o->r->cfg.offload_ud, merge_work, merge_after, o);
         else {
@@ -1977,3 +1981,5 @@ void dsq_router_tick(dsq_router *r)
 }
 
 uint64_t dsq_router_recovered(const dsq_router *r) { return r->recovered; }
+
+uint64_t dsq_router_shard_rows(const dsq_router *r) { return r->shard_rows; }

@@ -98,5 +98,8 @@ void dsq_router_counts(const dsq_router *r, uint64_t out[7]);
 void dsq_router_tick(dsq_router *r);
 /* Cross-shard transactions resolved by recovery since start. */
 uint64_t dsq_router_recovered(const dsq_router *r);
+/* Rows the shards sent to the router to merge or evaluate (scatter and
+ * fetch plans), since start. */
+uint64_t dsq_router_shard_rows(const dsq_router *r);
 
 #endif
