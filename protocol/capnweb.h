@@ -73,6 +73,11 @@ typedef struct dsq_cw_session dsq_cw_session;
  * object with database(name); its entries count in `stats`, its CDC
  * subscriptions share `cdc` (both the server's). `batch`: an HTTP batch
  * (no calls back to the client; the response ends it). */
+struct dsq_router;
+/* The keyspaces of router r: keyspace(name) on the main object; with ks,
+ * the main object is that keyspace's API (/v1/ks/{ks}/capnweb). */
+void dsq_cw_session_set_router(dsq_cw_session *s, struct dsq_router *r, const char *ks);
+
 dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, dsq_cdc_cache *cdc,
                                    const dsq_dosql_limits *dl, const dsq_cw_limits *cl, const char *db,
                                    uint64_t session_id, bool batch, const dsq_cw_transport *t);

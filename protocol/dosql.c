@@ -52,6 +52,7 @@ struct dsq_dosql_op {
     dsq_dosql_done_fn done_fn; /* dsq_dosql_call's outcome goes here (else rpc or the query route) */
     dsq_dosql_chunk_fn chunk_fn; /* dsq_dosql_call's stream chunks go here */
     const char *fixed_db;  /* dsq_dosql_call's database (borrowed), or NULL */
+    const char *fixed_ks;  /* dsq_dosql_call_ks's keyspace (borrowed), or NULL */
     void *done_ud;
     json_t *root;          /* owned; the query route's parsed body */
     dsq_arena arena;       /* parameters and statements */
@@ -670,6 +671,15 @@ static int parse_consistency(op *o, json_t *p)
 
 /* ---- keyspaces ---------------------------------------------------------------------------- */
 
+/* The keyspace the call is on (a /v1/ks route's session, or a Cap'n Web
+ * keyspace stub's call), or NULL. */
+static const char *op_ks(const op *o)
+{
+    if (o->fixed_ks != NULL)
+        return o->fixed_ks;
+    return o->s->ks[0] ? o->s->ks : NULL;
+}
+
 static void ks_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
 {
     op *o = ud;
@@ -701,9 +711,9 @@ static unsigned ks_prelude(op *o, json_t *p)
             reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" is not supported on a keyspace", not_yet[i]);
             return 0;
         }
-    unsigned scope = o->s->t.scope(o->s->t.ud, o->s->ks);
+    unsigned scope = o->s->t.scope(o->s->t.ud, op_ks(o));
     if (scope == 0)
-        reject(o, DSQ_CODE_FORBIDDEN, "the token does not grant access to keyspace '%s'", o->s->ks);
+        reject(o, DSQ_CODE_FORBIDDEN, "the token does not grant access to keyspace '%s'", op_ks(o));
     return scope;
 }
 
@@ -712,12 +722,12 @@ static void ks_query(op *o, json_t *p)
     unsigned scope = ks_prelude(o, p);
     if (scope == 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
-    dsq_router_query(o->s->router, o->s->ks, &o->stmt, scope, o->call.budget, ks_done, o);
+    dsq_router_query(o->s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_done, o);
 }
 
 static void m_query(op *o, json_t *p)
 {
-    if (o->s->ks[0]) {
+    if (op_ks(o) != NULL) {
         ks_query(o, p);
         return;
     }
@@ -844,7 +854,7 @@ static void ks_batch_done(void *ud, int err, dsq_code code, const char *msg, dsq
 static void m_batch(op *o, json_t *p)
 {
     unsigned kscope = 0;
-    if (o->s->ks[0]) {
+    if (op_ks(o) != NULL) {
         if ((kscope = ks_prelude(o, p)) == 0)
             return;
     } else if (prelude(o, p) != 0) {
@@ -888,8 +898,8 @@ static void m_batch(op *o, json_t *p)
         if (check_fields(o, item, stmt_fields, what) != 0 || parse_stmt(o, item, &st[i], where) != 0)
             return;
     }
-    if (o->s->ks[0]) {
-        dsq_router_batch(o->s->router, o->s->ks, st, n, o->call.atomic, kscope, o->call.budget, ks_batch_done, o);
+    if (op_ks(o) != NULL) {
+        dsq_router_batch(o->s->router, op_ks(o), st, n, o->call.atomic, kscope, o->call.budget, ks_batch_done, o);
         return;
     }
     o->call.op = DSQ_OP_BATCH;
@@ -910,12 +920,12 @@ static void simple(op *o, json_t *p, dsq_op which)
 
 static void m_schema(op *o, json_t *p)
 {
-    if (o->s->ks[0]) {
+    if (op_ks(o) != NULL) {
         unsigned scope = ks_prelude(o, p);
         if (scope == 0)
             return;
-        if (!dsq_router_first_shard(o->s->router, o->s->ks, o->db, sizeof o->db)) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "no keyspace '%s' in the VSchema", o->s->ks);
+        if (!dsq_router_first_shard(o->s->router, op_ks(o), o->db, sizeof o->db)) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "no keyspace '%s' in the VSchema", op_ks(o));
             return;
         }
         o->call.scope = scope;
@@ -932,7 +942,7 @@ static void m_schema(op *o, json_t *p)
  * stats. */
 static bool server_level(op *o, json_t *p)
 {
-    return o->fixed_db == NULL && o->s->db[0] == '\0' && (json_object_get(p, "database") == NULL || o->s->ks[0]);
+    return o->fixed_db == NULL && o->s->db[0] == '\0' && (json_object_get(p, "database") == NULL || op_ks(o) != NULL);
 }
 
 static void m_ping(op *o, json_t *p)
@@ -1531,7 +1541,7 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
  * answers {"version"}. getVSchema: {"version", "vschema"} (null: none). */
 static bool vschema_prelude(op *o, json_t *p, bool admin)
 {
-    if (o->s->router == NULL || o->s->db[0] || o->s->ks[0] || o->fixed_db != NULL ||
+    if (o->s->router == NULL || o->s->db[0] || op_ks(o) != NULL || o->fixed_db != NULL ||
         json_object_get(p, "database") != NULL) {
         reject(o, DSQ_CODE_INVALID_REQUEST, "the VSchema is the server's: call this on /v1/rpc, without \"database\"");
         return false;
@@ -1620,7 +1630,7 @@ static void run(op *o, const method_def *d, json_t *p)
 {
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
-    if (o->s->ks[0] && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping &&
+    if (op_ks(o) != NULL && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping &&
         d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc) {
         reject(o, DSQ_CODE_INVALID_REQUEST,
                "%s is not supported on a keyspace (query, batch, getSchema, ping, subscribeCDC and "
@@ -1716,6 +1726,32 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
     o->done_ud = ud;
     o->fixed_db = db;
     if (d == NULL || d->rpc_only) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", method);
+        return;
+    }
+    if (params != NULL && !json_is_object(params)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "the request must be an object");
+        return;
+    }
+    o->root = json_incref(params);
+    run(o, d, params);
+}
+
+void dsq_dosql_call_ks(dsq_dosql_session *s, const char *ks, const char *method, json_t *params,
+                       dsq_dosql_enc enc, dsq_dosql_done_fn done, void *ud)
+{
+    const method_def *d = method_find(method);
+    op *o = op_new(s, NULL);
+    if (o == NULL) {
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory", 13, NULL, 0);
+        return;
+    }
+    o->call.budget = s->budget;
+    o->enc = enc;
+    o->done_fn = done;
+    o->done_ud = ud;
+    o->fixed_ks = ks;
+    if (d == NULL || d->rpc_only || s->router == NULL) {
         reject(o, DSQ_CODE_INVALID_REQUEST, "unknown method '%.100s'", method);
         return;
     }

@@ -742,6 +742,7 @@ const dsq_ws_app *dsq__ws_app(dsq_route_id route)
     case DSQ_ROUTE_KS_RPC:
     case DSQ_ROUTE_DB_RPC: return &rpc_app;
     case DSQ_ROUTE_CAPNWEB:
+    case DSQ_ROUTE_KS_CAPNWEB:
     case DSQ_ROUTE_DB_CAPNWEB: return &capnweb_app;
     default: return NULL;
     }
@@ -845,6 +846,7 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
         dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
+    dsq_cw_session_set_router(h->s, srv->router, req->ks[0] ? req->ks : NULL);
     req->abandon = cw_http_abandon;
     req->abandon_arg = h;
     /* An abort answers the batch while its messages are fed in; h stays
@@ -959,6 +961,7 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
         free(w);
         return NULL;
     }
+    dsq_cw_session_set_router(w->s, srv->router, req->ks[0] ? req->ks : NULL);
     return w;
 }
 
@@ -1239,6 +1242,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_LIST: handle_admin(srv, req, DSQ_OP_LIST); break;
     case DSQ_ROUTE_DB_DROP: handle_admin(srv, req, DSQ_OP_DROP); break;
     case DSQ_ROUTE_DB_CAPNWEB:
+    case DSQ_ROUTE_KS_CAPNWEB:
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;

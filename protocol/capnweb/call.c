@@ -12,6 +12,7 @@
 
 #include "common/util.h"
 #include "protocol/capnweb/capnweb_int.h"
+#include "sharding/router.h"
 
 /* An engine call on behalf of an export or of one step of a map. */
 typedef struct cw_job {
@@ -193,7 +194,7 @@ void dsq__cw_streams_end(dsq_cw_session *s)
 
 /* Start an engine call of `method` with the evaluated arguments. */
 static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t elem,
-                       const char *db, const char *method, json_t *args)
+                       const char *db, const char *method, json_t *args, bool ks)
 {
     json_t *req = json_array_get(args, 0);
     if (req != NULL && !json_is_object(req) && !json_is_null(req)) {
@@ -207,6 +208,13 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
         dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST, "%.100s takes %s, not %zu arguments", method,
                      callback ? "a request object and a callback" : "one request object",
                      json_array_size(args));
+        goto refuse;
+    }
+    if (ks && (strcmp(method, "subscribeCDC") == 0 || strcmp(method, "queryStream") == 0)) {
+        dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST,
+                     "%s is not supported on a keyspace's Cap'n Web stub (query, batch, getSchema and ping are; "
+                     "a keyspace's CDC is on JSON-RPC over WebSocket)",
+                     method);
         goto refuse;
     }
     if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
@@ -253,7 +261,10 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     }
     s->refs++;
     s->running++;
-    dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
+    if (ks)
+        dsq_dosql_call_ks(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, j);
+    else
+        dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     return;
 refuse:
     if (m)
@@ -270,9 +281,30 @@ static void call_on_stub(dsq_cw_session *s, cw_export *e, struct cw_map *m, size
     const char *method = json_string_value(json_array_get(path, json_array_size(path) - 1));
     if (json_array_size(path) != 1 || method == NULL) {
         dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST, "calls take one method name as their path");
-    } else if (v->kind == V_DB) {
-        start_call(s, e, m, elem, v->db, method, args);
+    } else if (v->kind == V_DB || v->kind == V_KS) {
+        start_call(s, e, m, elem, v->db, method, args, v->kind == V_KS);
         return;
+    } else if (v->kind == V_MAIN && strcmp(method, "keyspace") == 0) {
+        json_t *name = json_array_get(args, 0);
+        const char *ks = json_string_value(name);
+        if (json_array_size(args) > 1) {
+            dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST, "keyspace(name) takes one argument, not %zu",
+                         json_array_size(args));
+        } else if (s->router == NULL || ks == NULL || json_string_length(name) != strlen(ks) ||
+                   !dsq_router_has_keyspace(s->router, ks)) {
+            dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST, "keyspace(name): no keyspace '%.128s' in the VSchema",
+                         ks ? ks : "");
+        } else if (s->t.scope(s->t.ud, ks) == 0) {
+            dsq__cw_fail(s, DSQ_CODE_FORBIDDEN, "the token does not grant access to keyspace '%s'", ks);
+        } else {
+            cw_val stub = {.kind = V_KS};
+            dsq_strlcpy(stub.db, ks, sizeof stub.db);
+            if (m)
+                dsq__cw_map_step_done(m, elem, &stub, DSQ_CODE_UNKNOWN, NULL);
+            else
+                dsq__cw_settle_done(s, e, &stub);
+            return;
+        }
     } else if (v->kind == V_MAIN && strcmp(method, "database") == 0) {
         json_t *name = json_array_get(args, 0);
         const char *db = json_string_value(name);

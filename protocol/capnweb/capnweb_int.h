@@ -62,7 +62,7 @@ typedef struct idmap {
 
 /* ---- values ------------------------------------------------------------------------ */
 
-enum { V_NONE = 0, V_DATA, V_MAIN, V_DB, V_CLIENT, V_SUB };
+enum { V_NONE = 0, V_DATA, V_MAIN, V_DB, V_CLIENT, V_SUB, V_KS };
 
 struct cw_sub;  /* sub.c */
 struct cw_job;  /* call.c */
@@ -73,7 +73,7 @@ typedef struct cw_val {
     char *text;      /* V_DATA: a Cap'n Web expression (owned), or NULL */
     size_t len;
     json_t *tree;    /* V_DATA: the value as a tree (owned), made on demand */
-    char db[129];    /* V_DB: its database */
+    char db[129];    /* V_DB: its database; V_KS: its keyspace */
     int64_t client;  /* V_CLIENT: the client's export id */
     struct cw_sub *sub; /* V_SUB: a CDC subscription (the session's, lives as long) */
     uint64_t held;   /* V_DATA from our call: bytes charged to the session's budget */
@@ -132,6 +132,7 @@ struct dsq_cw_session {
     dsq_cw_limits lim;
     dsq_cw_transport t;
     char db[129];              /* the main object's database, or "" */
+    struct dsq_router *router; /* keyspaces (keyspace(name)), or NULL */
     bool batch;
     bool batch_ended;          /* all of the batch's messages are in */
     bool batch_answered;

@@ -190,7 +190,7 @@ json_t *dsq__cw_eval_ref(dsq_cw_session *s, cw_val *v, json_t *path)
             return dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST, "a property of a stub is not a value"), NULL;
         if (v->kind == V_CLIENT)
             return json_pack("{s:I}", "$clientStub", (json_int_t)v->client);
-        return json_pack("{s:s}", "$stub", v->kind == V_DB ? v->db : "");
+        return json_pack("{s:s}", "$stub", v->kind == V_DB || v->kind == V_KS ? v->db : "");
     }
     json_t *tree = dsq__cw_val_tree(s, v);
     json_t *at = tree ? follow(tree, path) : NULL;

@@ -339,6 +339,17 @@ void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len)
 
 /* ---- the session's life ------------------------------------------------------------------------- */
 
+void dsq_cw_session_set_router(dsq_cw_session *s, struct dsq_router *r, const char *ks)
+{
+    s->router = r;
+    dsq_dosql_set_router(s->dosql, r, NULL);
+    cw_export *main = ks != NULL ? dsq__cw_export_get(s, 0) : NULL;
+    if (main != NULL) {
+        main->val.kind = V_KS;
+        snprintf(main->val.db, sizeof main->val.db, "%s", ks);
+    }
+}
+
 dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, dsq_cdc_cache *cdc,
                                    const dsq_dosql_limits *dl, const dsq_cw_limits *cl, const char *db,
                                    uint64_t session_id, bool batch, const dsq_cw_transport *t)

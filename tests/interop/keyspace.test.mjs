@@ -1,0 +1,69 @@
+// Interop: the official capnweb client on keyspaces — keyspace(name) on
+// the main object and /v1/ks/{keyspace}/capnweb, over WebSocket and HTTP
+// batch: queries routed to one shard or scattered, a cross-shard write,
+// batches, getSchema; unknown keyspaces and methods refused by name.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { newWebSocketRpcSession, newHttpBatchRpcSession } from 'capnweb';
+import { startDosqld, tempDir } from '../integration/lib/harness.mjs';
+
+globalThis.WebSocket = WebSocket;
+
+let d, root;
+before(async () => {
+  root = tempDir('dosqld-ks-cw-');
+  const vs = path.join(root, 'vschema.json');
+  writeFileSync(vs, JSON.stringify({
+    keyspaces: { app: { shards: ['app-0', 'app-1', 'app-2'], vindexes: { h: { type: 'hash' } },
+      tables: { users: { column: 'id', vindex: 'h' } } } },
+  }));
+  d = await startDosqld({ conf: `[sharding]\nvschema = ${vs}\n` });
+});
+after(async () => {
+  await d?.cleanup();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+test('keyspace(name) over WebSocket: DDL, a write across shards, routed and scattered reads, a batch', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const app = main.keyspace('app');
+    await app.query({ sql: 'CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT, age INTEGER)' });
+    const ins = await app.query({ sql: 'INSERT INTO users VALUES (1, ?, 30), (2, ?, 40), (3, ?, 50), (4, ?, 60)', params: ['a', 'b', 'c', 'd'] });
+    assert.equal(ins.rowsAffected, 4);
+    const one = await app.query({ sql: 'SELECT name FROM users WHERE id = ?', params: [3] });
+    assert.deepEqual(one.rows, [['c']]);
+    const agg = await app.query({ sql: 'SELECT count(*), sum(age), avg(age) FROM users' });
+    assert.deepEqual(agg.rows, [[4, 180, 45]]);
+    const top = await app.query({ sql: 'SELECT id FROM users ORDER BY age DESC LIMIT 2' });
+    assert.deepEqual(top.rows, [[4], [3]]);
+    const b = await app.batch({ statements: [
+      { sql: 'UPDATE users SET age = age + 1 WHERE id = 1' },
+      { sql: 'UPDATE users SET age = age - 1 WHERE id = 4' },
+    ] });
+    assert.equal(b.results.length, 2);
+    assert.deepEqual((await app.query({ sql: 'SELECT sum(age) FROM users' })).rows, [[180]]);
+    const schema = await app.getSchema({});
+    assert.ok(schema.tables.some((t) => t.name === 'users'));
+    const e1 = await main.keyspace('nowhere').query({ sql: 'SELECT 1' }).catch((e) => e);
+    assert.ok(e1 instanceof Error);
+    assert.match(e1.message, /no keyspace 'nowhere'/);
+    const e2 = await app.beginTransaction({}).catch((e) => e);
+    assert.match(e2.message, /not supported on a keyspace/);
+  } finally {
+    main[Symbol.dispose]();
+  }
+});
+
+test('/v1/ks/{keyspace}/capnweb over HTTP batch: the main object is the keyspace', async () => {
+  const app = newHttpBatchRpcSession(`http://127.0.0.1:${d.port}/v1/ks/app/capnweb`);
+  const [n, byId] = await Promise.all([
+    app.query({ sql: 'SELECT count(*) FROM users' }),
+    newHttpBatchRpcSession(`http://127.0.0.1:${d.port}/v1/ks/app/capnweb`).query({ sql: 'SELECT name FROM users WHERE id = 2' }),
+  ]);
+  assert.deepEqual(n.rows, [[4]]);
+  assert.deepEqual(byId.rows, [['b']]);
+});
