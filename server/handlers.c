@@ -226,14 +226,14 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
         dsq_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", engine[i].name,
                        engine[i].help, engine[i].name, engine[i].name,
                        (unsigned long long)engine[i].v);
-    uint64_t plans[7];
+    uint64_t plans[DSQ_PLAN_KINDS];
     dsq_router_counts(srv->router, plans);
     dsq_buf_puts(&b, "# HELP dosqld_keyspace_statements_total Statements on keyspaces, by how the router answered "
-                     "them (one shard, scatter, fetch, all shards, refused, error, multi: a cross-shard transaction).\n"
+                     "them (one shard, scatter, fetch, all shards, refused, error, multi: a cross-shard transaction; sequence: "
+                     "values taken from a sequence first).\n"
                      "# TYPE dosqld_keyspace_statements_total counter\n");
-    static const char *const plan_names[7] = {"one", "scatter", "fetch", "all", "refuse", "error", "multi"};
-    for (int k = 0; k < 7; k++)
-        dsq_buf_printf(&b, "dosqld_keyspace_statements_total{plan=\"%s\"} %llu\n", plan_names[k],
+    for (int k = 0; k < DSQ_PLAN_KINDS; k++)
+        dsq_buf_printf(&b, "dosqld_keyspace_statements_total{plan=\"%s\"} %llu\n", dsq_plan_kind_name((dsq_plan_kind)k),
                        (unsigned long long)plans[k]);
     dsq_buf_printf(&b, "# HELP dosqld_cross_shard_recovered_total Cross-shard transactions a crash left undecided "
                        "or half done, resolved by recovery.\n# TYPE dosqld_cross_shard_recovered_total counter\n"

@@ -88,6 +88,7 @@ const char *dsq_plan_kind_name(dsq_plan_kind k)
     case DSQ_PLAN_REFUSE: return "refuse";
     case DSQ_PLAN_ERROR: return "error";
     case DSQ_PLAN_MULTI: return "multi";
+    case DSQ_PLAN_SEQUENCE: return "sequence";
     }
     return "?";
 }
@@ -1970,6 +1971,156 @@ oom:
     set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
 }
 
+/* An INSERT into a table with auto_increment: the rows that leave its
+ * column out, or give it NULL, get a new parameter for a sequence value
+ * each. 0 when none needs one; 1 with the SEQUENCE plan; -1 after
+ * refusing. */
+static int auto_fill(pctx *x, const dsq_vs_table *tb)
+{
+    const dsq_tok *t = x->t;
+    size_t n = x->nt;
+    while (n > 0 && t[n - 1].type == DSQ_TK_SEMI)
+        n--;
+    size_t i = 0;
+    while (i < n && !dsq_tok_is(x->sql, &t[i], "INTO"))
+        i++;
+    i += 2;
+    if (i < n && dsq_tok_is(x->sql, &t[i], "AS"))
+        i += 2;
+    long pos = -1;          /* the column's place in the rows */
+    size_t list_end = 0;    /* the column list's ')' when the column is not in it */
+    bool listed = i < n && t[i].type == DSQ_TK_LP;
+    if (listed) {
+        size_t r = close_paren(t, i, n);
+        long k = 0;
+        for (size_t j = i + 1; j < r; j++) {
+            if (t[j].type == DSQ_TK_COMMA) {
+                k++;
+                continue;
+            }
+            char nm[DSQ_SQL_NAME];
+            if (dsq_tok_name(x->sql, &t[j], nm, sizeof nm) == 0 && strcasecmp(nm, tb->auto_column) == 0)
+                pos = k;
+        }
+        if (pos < 0)
+            list_end = r;
+        i = r + 1;
+    } else {
+        sqlite3_stmt *ci = NULL;
+        if (sqlite3_prepare_v2(x->s->db, "SELECT name FROM pragma_table_info(?1)", -1, &ci, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(ci, 1, tb->name, -1, SQLITE_TRANSIENT);
+            for (long k = 0; sqlite3_step(ci) == SQLITE_ROW; k++)
+                if (strcasecmp((const char *)sqlite3_column_text(ci, 0), tb->auto_column) == 0)
+                    pos = k;
+        }
+        sqlite3_finalize(ci);
+        if (pos < 0)
+            return 0; /* (no such column: SQLite said so at prepare, or will) */
+    }
+    if (!(i < n && dsq_tok_is(x->sql, &t[i], "VALUES")))
+        return 0; /* INSERT ... SELECT / DEFAULT VALUES: as it is */
+    /* Each row that needs a value: where it goes (a NULL to replace, or
+     * the row's ')' to add it before), in the order of the text. */
+    size_t *at = calloc(n, sizeof *at);
+    bool *replace = calloc(n, sizeof *replace);
+    if (at == NULL || replace == NULL) {
+        free(at);
+        free(replace);
+        set_msg(x->out, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return -1;
+    }
+    size_t rows = 0, need = 0;
+    for (i++; i < n && t[i].type == DSQ_TK_LP;) {
+        size_t r = close_paren(t, i, n);
+        if (pos >= 0 && list_end == 0) {
+            long k = 0;
+            size_t vb = i + 1;
+            for (size_t j = i + 1; j <= r; j++) {
+                if (j < r && t[j].type == DSQ_TK_LP) {
+                    j = close_paren(t, j, r);
+                    continue;
+                }
+                if (j < r && t[j].type != DSQ_TK_COMMA)
+                    continue;
+                if (k == pos && j == vb + 1 && dsq_tok_is(x->sql, &t[vb], "NULL")) {
+                    at[need] = vb;
+                    replace[need] = true;
+                    need++;
+                }
+                k++;
+                vb = j + 1;
+            }
+        } else {
+            at[need] = r; /* added before the row's ')' */
+            need++;
+        }
+        rows++;
+        i = r + 1;
+        if (i < n && t[i].type == DSQ_TK_COMMA)
+            i++;
+        else
+            break;
+    }
+    if (need == 0) {
+        free(at);
+        free(replace);
+        return 0;
+    }
+    /* The INSERT again, with the new parameters. */
+    int max = 0;
+    for (size_t k = 0; k < x->nt; k++)
+        if (x->pidx[k] > max)
+            max = x->pidx[k];
+    dsq_plan *p = x->out;
+    emit e;
+    if (emit_init(x, &e) != 0) {
+        free(at);
+        free(replace);
+        set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return -1;
+    }
+    size_t next = 0, added = 0;
+    bool named = x->req->named;
+    for (size_t k = 0; k < n; k++) {
+        bool fill = next < need && at[next] == k;
+        if (fill && replace[next]) { /* NULL: the value in its place */
+            added++;
+            if (named)
+                dsq_buf_printf(&e.b, " :_dsq_seq%zu", added);
+            else
+                dsq_buf_printf(&e.b, " ?%zu", (size_t)max + added);
+            next++;
+            continue;
+        }
+        if (list_end != 0 && k == list_end) { /* the column, last in the list */
+            dsq_buf_puts(&e.b, ",");
+            emit_name(&e, tb->auto_column);
+        }
+        if (fill) { /* a row's ')': its value last in the row */
+            added++;
+            if (named)
+                dsq_buf_printf(&e.b, ", :_dsq_seq%zu", added);
+            else
+                dsq_buf_printf(&e.b, ", ?%zu", (size_t)max + added);
+            next++;
+        }
+        emit_tok(x, &e, k);
+    }
+    free(at);
+    free(replace);
+    if (emit_take(&e, &p->seq_q) != 0) {
+        set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return -1;
+    }
+    p->kind = DSQ_PLAN_SEQUENCE;
+    p->seq_table = tb->auto_seq;
+    p->seq_count = need;
+    p->seq_first = (size_t)max + 1;
+    snprintf(p->msg, sizeof p->msg, "sequence: %zu value%s of %s", need, need == 1 ? "" : "s",
+             x->ks->tables[tb->auto_seq].name);
+    return 1;
+}
+
 static void plan_write(pctx *x)
 {
     dsq_plan *p = x->out;
@@ -2006,6 +2157,11 @@ static void plan_write(pctx *x)
             }
     char verb[16];
     dsq_sql_verb(x->sql, x->t, x->nt, verb, sizeof verb);
+    if (w->vs->auto_column[0] && (strcmp(verb, "INSERT") == 0 || strcmp(verb, "REPLACE") == 0)) {
+        int rc = auto_fill(x, w->vs);
+        if (rc != 0)
+            return; /* the SEQUENCE plan, or refused */
+    }
     switch (w->vs->type) {
     case DSQ_VS_REFERENCE:
         /* Every shard holds it: all of them, in one cross-shard transaction. */
@@ -2019,6 +2175,9 @@ static void plan_write(pctx *x)
         p->kind = DSQ_PLAN_ONE;
         p->shard = w->vs->shard;
         snprintf(p->msg, sizeof p->msg, "one: unsharded table");
+        return;
+    case DSQ_VS_SEQUENCE:
+        refuse(x, "'%s' is a sequence of the keyspace, not a table", w->name);
         return;
     case DSQ_VS_SHARDED: {
         size_t shard = 0;
@@ -2126,6 +2285,10 @@ void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_r
             continue;
         }
         tb->vs = dsq_vs_table_find(ks, tb->name);
+        if (tb->vs != NULL && tb->vs->type == DSQ_VS_SEQUENCE) {
+            refuse(x, "'%s' is a sequence of keyspace '%s', not a table", tb->name, ks->name);
+            goto done;
+        }
         if (tb->vs == NULL) {
             refuse(x, "table '%s' is not in keyspace '%s' of the VSchema: add it (sharded, reference or "
                       "unsharded) to query it here", tb->name, ks->name);
@@ -2185,5 +2348,6 @@ void dsq_plan_free(dsq_plan *p)
         sql_free(&p->writes[i]);
     free(p->writes);
     free(p->write_shard);
+    sql_free(&p->seq_q);
     memset(p, 0, sizeof *p);
 }

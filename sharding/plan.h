@@ -25,6 +25,11 @@
  *            is exact), loaded into tables of the same names, types and
  *            collations at the router, and the statement runs there as
  *            written.
+ *   SEQUENCE an INSERT that needs values of a sequence (auto_increment):
+ *            the router takes `seq_count` of them from sequence
+ *            `seq_table`, binds them as the parameters seq_q adds (after
+ *            the request's positional ones, ?seq_first on; or named
+ *            :_dsq_seq1 ...), and plans seq_q again.
  *   ALL      DDL: the statement goes to every shard.
  *   MULTI    a write on several shards, in one cross-shard transaction
  *            (router.c's two-phase commit): INSERT rows split by shard
@@ -70,8 +75,9 @@ typedef enum {
     DSQ_PLAN_REFUSE,
     DSQ_PLAN_ERROR,
     DSQ_PLAN_MULTI,
+    DSQ_PLAN_SEQUENCE,
 } dsq_plan_kind;
-#define DSQ_PLAN_KINDS 7
+#define DSQ_PLAN_KINDS 8
 
 /* SQL for a shard and the parameters it takes from the request:
  * positional ones 1..npos, or the named ones flagged in named[]. */
@@ -105,6 +111,10 @@ typedef struct dsq_plan {
     dsq_plan_sql *writes;   /* MULTI: each participant's statement ... */
     size_t *write_shard;    /* ... and its shard */
     size_t nwrites;
+    dsq_plan_sql seq_q;     /* SEQUENCE: the INSERT with the values to fill as parameters */
+    size_t seq_table;       /* SEQUENCE: the sequence (index in the keyspace's tables) */
+    size_t seq_count;       /* SEQUENCE: values it needs */
+    size_t seq_first;       /* SEQUENCE: positional: the index of the first added parameter */
     dsq_plan_fetch *fetch;  /* FETCH */
     size_t nfetch;
     char *fetch_ddl;        /* FETCH: the tables and views at the router (';'-separated) */

@@ -20,6 +20,12 @@
 #include "sharding/plan.h"
 #include "sharding/vschema.h"
 
+/* Values of a sequence taken from its shard and not handed out yet:
+ * [next, limit). Lost at a restart (a gap, never a value twice). */
+typedef struct seqcache {
+    int64_t next, limit;
+} seqcache;
+
 /* A VSchema in force and what hangs on it: statements hold a reference
  * until they finish. */
 typedef struct gen {
@@ -28,6 +34,7 @@ typedef struct gen {
     dsq_vschema *vs;          /* NULL: none */
     char *text;               /* its JSON, compact */
     dsq_ks_schema **schemas;  /* per keyspace (vs order): the schema at the router, or NULL */
+    struct seqcache **seqs;   /* per keyspace, per table: a sequence's values taken and not used yet */
     uint64_t *schema_gen;     /* bumped when a schema change went through the keyspace */
 } gen;
 
@@ -54,8 +61,12 @@ static void gen_unref(gen *g)
 {
     if (g == NULL || --g->refs > 0)
         return;
-    for (size_t i = 0; g->vs && i < g->vs->nkeyspaces; i++)
+    for (size_t i = 0; g->vs && i < g->vs->nkeyspaces; i++) {
         dsq_ks_schema_free(g->schemas[i]);
+        if (g->seqs)
+            free(g->seqs[i]);
+    }
+    free(g->seqs);
     free(g->schemas);
     free(g->schema_gen);
     dsq_vschema_free(g->vs);
@@ -94,7 +105,16 @@ static gen *gen_new(const char *text, size_t len, uint64_t version, char *err, s
     size_t n = g->vs->nkeyspaces ? g->vs->nkeyspaces : 1;
     g->schemas = calloc(n, sizeof *g->schemas);
     g->schema_gen = calloc(n, sizeof *g->schema_gen);
-    if (g->schemas == NULL || g->schema_gen == NULL) {
+    g->seqs = calloc(n, sizeof *g->seqs);
+    for (size_t i = 0; g->seqs != NULL && i < g->vs->nkeyspaces; i++)
+        if ((g->seqs[i] = calloc(g->vs->keyspaces[i].ntables + 1, sizeof **g->seqs)) == NULL) {
+            g->schemas = g->schemas; /* (freed below) */
+            break;
+        }
+    bool seq_oom = g->seqs == NULL;
+    for (size_t i = 0; !seq_oom && i < g->vs->nkeyspaces; i++)
+        seq_oom = g->seqs[i] == NULL;
+    if (g->schemas == NULL || g->schema_gen == NULL || seq_oom) {
         snprintf(err, errlen, "out of memory");
         gen_unref(g);
         return NULL;
@@ -336,6 +356,16 @@ struct rop {
     bool batch;
     dsq_router_batch_fn batch_done;
     dsq_result *results; /* its answers, nreqs of them */
+    /* sequences: the statement (k) being given its values, rewritten */
+    dsq_stmt_req *own_reqs;  /* a batch's statements, once one is rewritten (owned array) */
+    dsq_stmt_req seq_req;    /* a single statement, rewritten */
+    char **seq_sql;          /* the rewritten texts (owned) */
+    dsq_param **seq_params;  /* and their parameters (owned) */
+    size_t nseq;
+    size_t seq_stmt;         /* the statement waiting for values */
+    int64_t seq_block;       /* values asked of the shard */
+    dsq_stmt_req seq_alloc[2];
+    dsq_param seq_alloc_p[3];
     bool fresh_schema;   /* the schema was just read: a missing table is really missing */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
     struct twopc *tx;    /* MULTI: the cross-shard transaction */
@@ -375,6 +405,13 @@ static void op_finish(rop *o)
         free(o->calls[i].params);
     }
     free(o->calls);
+    for (size_t i = 0; i < o->nseq; i++) {
+        free(o->seq_sql[i]);
+        free(o->seq_params[i]);
+    }
+    free(o->seq_sql);
+    free(o->seq_params);
+    free(o->own_reqs);
     tx_free(o->tx);
     dsq_result_free(&o->res);
     dsq_plan_free(&o->plan);
@@ -1263,6 +1300,150 @@ static void run_multi(rop *o)
 
 static void plan_batch(rop *o);
 
+/* ---- sequences ---- */
+
+static void seq_fill(rop *o, int64_t first);
+
+static void seq_alloc_done(dsq_call *c)
+{
+    rcall *rc = (rcall *)c;
+    rop *o = rc->op;
+    int64_t first = 0;
+    bool ok = c->err == 0 && c->nresults == 2 && c->results[1].nrows == 1;
+    if (ok) {
+        size_t pos = 0;
+        dsq_value v;
+        dsq_result_next(&c->results[1], &pos, &v);
+        first = v.i;
+        ok = v.type == DSQ_V_INT;
+    }
+    char m[600];
+    snprintf(m, sizeof m, "taking values of a sequence: %.500s", c->err ? c->msg : "no value came back");
+    dsq_code code = c->err ? c->code : DSQ_CODE_INTERNAL_ERROR;
+    dsq_call_reset(c);
+    free(o->calls);
+    o->calls = NULL;
+    o->ncalls = 0;
+    if (!ok) {
+        op_fail(o, code, m);
+        return;
+    }
+    const dsq_plan *p = o->batch ? &o->plans[o->seq_stmt] : &o->plan;
+    int64_t n = (int64_t)p->seq_count;
+    seqcache *sc = &o->g->seqs[o->ks][p->seq_table];
+    sc->next = first + n; /* the rest of the block, for the next ones */
+    sc->limit = first + o->seq_block;
+    seq_fill(o, first);
+}
+
+/* The statement's values: from the cache, else a block from the
+ * sequence's shard. */
+static void seq_take(rop *o)
+{
+    const dsq_plan *p = o->batch ? &o->plans[o->seq_stmt] : &o->plan;
+    const dsq_vs_table *sq = &o->kspace->tables[p->seq_table];
+    seqcache *sc = &o->g->seqs[o->ks][p->seq_table];
+    int64_t n = (int64_t)p->seq_count;
+    if (sc->limit - sc->next >= n) {
+        int64_t first = sc->next;
+        sc->next += n;
+        seq_fill(o, first);
+        return;
+    }
+    o->seq_block = n > sq->seq_cache ? n : sq->seq_cache;
+    o->calls = calloc(1, sizeof *o->calls);
+    if (o->calls == NULL) {
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    o->ncalls = 1;
+    rcall *rc = &o->calls[0];
+    rc->op = o;
+    static const char ddl[] = "CREATE TABLE IF NOT EXISTS _dsq_sequences(name TEXT PRIMARY KEY, next INTEGER NOT NULL)";
+    static const char take[] = "INSERT INTO _dsq_sequences VALUES (?1, ?2 + ?3) ON CONFLICT(name) DO UPDATE SET "
+                               "next = next + ?3 RETURNING next - ?3";
+    o->seq_alloc[0] = (dsq_stmt_req){.sql = ddl, .sql_len = sizeof ddl - 1};
+    o->seq_alloc_p[0] = (dsq_param){NULL, {.type = DSQ_V_TEXT, .p = sq->name, .n = strlen(sq->name)}};
+    o->seq_alloc_p[1] = (dsq_param){NULL, {.type = DSQ_V_INT, .i = sq->seq_start}};
+    o->seq_alloc_p[2] = (dsq_param){NULL, {.type = DSQ_V_INT, .i = o->seq_block}};
+    o->seq_alloc[1] = (dsq_stmt_req){.sql = take, .sql_len = sizeof take - 1, .params = o->seq_alloc_p, .nparams = 3};
+    rc->call.op = DSQ_OP_BATCH;
+    rc->call.stmts = o->seq_alloc;
+    rc->call.nstmts = 2;
+    rc->call.atomic = true;
+    rc->call.scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+    rc->call.internal_tables = true;
+    rc->call.done = seq_alloc_done;
+    rc->call.ud = rc;
+    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[sq->shard], &rc->call) != 0)
+        seq_alloc_done(&rc->call);
+}
+
+/* The statement with values first..first+n-1 bound to the parameters its
+ * rewrite added; planned again. */
+static void seq_fill(rop *o, int64_t first)
+{
+    const dsq_plan *p = o->batch ? &o->plans[o->seq_stmt] : &o->plan;
+    const dsq_stmt_req *req = o->batch ? &o->reqs[o->seq_stmt] : o->req;
+    size_t n = p->seq_count, np;
+    if (!req->named && req->nparams != p->seq_first - 1) {
+        char m[200];
+        snprintf(m, sizeof m, "the SQL uses %zu parameters but params has %zu", p->seq_first - 1, req->nparams);
+        op_fail(o, DSQ_CODE_INVALID_REQUEST, m);
+        return;
+    }
+    /* Named: the added parameters are :_dsq_seq1 ... (eight at most). */
+    static const char *const names[] = {"_dsq_seq1", "_dsq_seq2", "_dsq_seq3", "_dsq_seq4", "_dsq_seq5",
+                                        "_dsq_seq6", "_dsq_seq7", "_dsq_seq8"};
+    if (req->named && n > sizeof names / sizeof *names) {
+        op_fail(o, DSQ_CODE_INVALID_REQUEST,
+                "an INSERT with named parameters takes at most 8 rows' values from a sequence at once; use "
+                "positional parameters, or fewer rows");
+        return;
+    }
+    np = req->nparams + n;
+    char **ns = realloc(o->seq_sql, (o->nseq + 1) * sizeof *ns);
+    if (ns != NULL)
+        o->seq_sql = ns;
+    dsq_param **npp = realloc(o->seq_params, (o->nseq + 1) * sizeof *npp);
+    if (npp != NULL)
+        o->seq_params = npp;
+    char *sql = strdup(p->seq_q.sql);
+    dsq_param *ps = calloc(np, sizeof *ps);
+    if (ns == NULL || npp == NULL || sql == NULL || ps == NULL) {
+        free(sql);
+        free(ps);
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    memcpy(ps, req->params, req->nparams * sizeof *ps);
+    for (size_t i = 0; i < n; i++) {
+        dsq_param *q = &ps[req->nparams + i];
+        q->v = (dsq_value){.type = DSQ_V_INT, .i = first + (int64_t)i};
+        q->name = req->named ? names[i] : NULL;
+    }
+    o->seq_sql[o->nseq] = sql;
+    o->seq_params[o->nseq] = ps;
+    o->nseq++;
+    dsq_stmt_req nr = {.sql = sql, .sql_len = strlen(sql), .params = ps, .nparams = np, .named = req->named};
+    if (o->batch) {
+        if (o->own_reqs == NULL) {
+            o->own_reqs = calloc(o->nreqs, sizeof *o->own_reqs);
+            if (o->own_reqs == NULL) {
+                op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+                return;
+            }
+            memcpy(o->own_reqs, o->reqs, o->nreqs * sizeof *o->own_reqs);
+            o->reqs = o->own_reqs;
+        }
+        o->own_reqs[o->seq_stmt] = nr;
+    } else {
+        o->seq_req = nr;
+        o->req = &o->seq_req;
+    }
+    plan_and_run(o); /* again, with the values */
+}
+
 static void plan_and_run(rop *o)
 {
     gen *g = o->g;
@@ -1292,6 +1473,10 @@ static void plan_and_run(rop *o)
     }
     if (p->kind == DSQ_PLAN_MULTI) {
         run_multi(o);
+        return;
+    }
+    if (p->kind == DSQ_PLAN_SEQUENCE) {
+        seq_take(o);
         return;
     }
     size_t n = o->kspace->nshards;
@@ -1373,6 +1558,12 @@ static void plan_batch(rop *o)
         fetch_schema(o);
         return;
     }
+    for (size_t k = 0; k < o->nreqs; k++)
+        if (o->plans[k].kind == DSQ_PLAN_SEQUENCE) { /* its values first, then the batch again */
+            o->seq_stmt = k;
+            seq_take(o);
+            return;
+        }
     for (size_t k = 0; k < o->nreqs; k++) {
         dsq_plan *p = &o->plans[k];
         char m[600];

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "sharding/plan.h"
 
 typedef struct dsq_router dsq_router;
 
@@ -88,7 +89,7 @@ void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, s
 
 /* Statements answered by each plan kind (dsq_plan_kind, DSQ_PLAN_KINDS
  * of them), for metrics. */
-void dsq_router_counts(const dsq_router *r, uint64_t out[7]);
+void dsq_router_counts(const dsq_router *r, uint64_t out[DSQ_PLAN_KINDS]);
 
 /* Cross-shard transactions: every few seconds (and at once after a
  * start), those a crash left undecided or half done are resolved — a

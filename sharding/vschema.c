@@ -115,7 +115,7 @@ static int parse_vindex(ctx *x, const char *path, json_t *o, dsq_vs_keyspace *ks
 
 static int parse_table(ctx *x, const char *path, json_t *o, const dsq_vs_keyspace *ks, dsq_vs_table *out)
 {
-    static const char *const keys[] = {"type", "column", "vindex", "shard", NULL};
+    static const char *const keys[] = {"type", "column", "vindex", "shard", "start", "cache", "auto_increment", NULL};
     if (!json_is_object(o))
         return fail(x, "%s: a table is an object", path);
     if (only_keys(x, path, o, keys) != 0)
@@ -128,7 +128,55 @@ static int parse_table(ctx *x, const char *path, json_t *o, const dsq_vs_keyspac
     bool has_col = json_object_get(o, "column") != NULL, has_vdx = json_object_get(o, "vindex") != NULL,
          has_shard = json_object_get(o, "shard") != NULL;
     if (type == NULL)
-        return fail(x, "%s.type: \"sharded\", \"reference\" or \"unsharded\"", path);
+        return fail(x, "%s.type: \"sharded\", \"reference\", \"unsharded\" or \"sequence\"", path);
+    if (strcmp(type, "sequence") != 0 &&
+        (json_object_get(o, "start") != NULL || json_object_get(o, "cache") != NULL))
+        return fail(x, "%s.%s: only a sequence has one", path, json_object_get(o, "start") ? "start" : "cache");
+    json_t *ai = json_object_get(o, "auto_increment");
+    if (ai != NULL) {
+        static const char *const ai_keys[] = {"column", "sequence", NULL};
+        char p[700];
+        snprintf(p, sizeof p, "%s.auto_increment", path);
+        if (strcmp(type, "sequence") == 0)
+            return fail(x, "%s: a sequence has no auto_increment", p);
+        if (!json_is_object(ai))
+            return fail(x, "%s: an object {\"column\", \"sequence\"}", p);
+        if (only_keys(x, p, ai, ai_keys) != 0)
+            return -1;
+        const char *c = json_string_value(json_object_get(ai, "column"));
+        const char *sq = json_string_value(json_object_get(ai, "sequence"));
+        if (c == NULL || !name_ok(c))
+            return fail(x, "%s.column: the name of the column to fill", p);
+        if (sq == NULL || !name_ok(sq))
+            return fail(x, "%s.sequence: the name of a sequence of this keyspace", p);
+        snprintf(out->auto_column, sizeof out->auto_column, "%s", c);
+        /* (the sequence is looked up once every table is read) */
+        snprintf(out->auto_seq_name, sizeof out->auto_seq_name, "%s", sq);
+    }
+    if (strcmp(type, "sequence") == 0) {
+        out->type = DSQ_VS_SEQUENCE;
+        if (has_col || has_vdx)
+            return fail(x, "%s.%s: a sequence has no %s", path, has_col ? "column" : "vindex",
+                        has_col ? "column" : "vindex");
+        out->shard = 0;
+        if (has_shard) {
+            size_t k = 0;
+            while (shard != NULL && k < ks->nshards && strcmp(ks->shards[k], shard) != 0)
+                k++;
+            if (shard == NULL || k == ks->nshards)
+                return fail(x, "%s.shard: not a shard of keyspace %s", path, ks->name);
+            out->shard = k;
+        }
+        json_t *st = json_object_get(o, "start"), *ca = json_object_get(o, "cache");
+        if (st != NULL && !json_is_integer(st))
+            return fail(x, "%s.start: a whole number", path);
+        if (ca != NULL && (!json_is_integer(ca) || json_integer_value(ca) < 1 ||
+                           json_integer_value(ca) > DSQ_VS_SEQ_CACHE_MAX))
+            return fail(x, "%s.cache: a whole number from 1 to %d", path, DSQ_VS_SEQ_CACHE_MAX);
+        out->seq_start = st ? json_integer_value(st) : 1;
+        out->seq_cache = ca ? json_integer_value(ca) : DSQ_VS_SEQ_CACHE_DEFAULT;
+        return 0;
+    }
     if (strcmp(type, "sharded") == 0) {
         out->type = DSQ_VS_SHARDED;
         if (has_shard)
@@ -163,7 +211,8 @@ static int parse_table(ctx *x, const char *path, json_t *o, const dsq_vs_keyspac
             out->shard = k;
         }
     } else {
-        return fail(x, "%s.type: \"sharded\", \"reference\" or \"unsharded\" (not \"%.64s\")", path, type);
+        return fail(x, "%s.type: \"sharded\", \"reference\", \"unsharded\" or \"sequence\" (not \"%.64s\")",
+                    path, type);
     }
     return 0;
 }
@@ -235,6 +284,17 @@ static int parse_keyspace(ctx *x, const char *name, json_t *o, const dsq_vschema
         if (parse_table(x, p, v, ks, t) != 0)
             return -1;
         ks->ntables++;
+    }
+    /* Each auto_increment's sequence, now that every table is known. */
+    for (size_t i = 0; i < ks->ntables; i++) {
+        dsq_vs_table *t = &ks->tables[i];
+        if (t->auto_column[0] == '\0')
+            continue;
+        const dsq_vs_table *sq = dsq_vs_table_find(ks, t->auto_seq_name);
+        if (sq == NULL || sq->type != DSQ_VS_SEQUENCE)
+            return fail(x, "%s.tables.%s.auto_increment.sequence: keyspace %s has no sequence \"%s\"", path,
+                        t->name, ks->name, t->auto_seq_name);
+        t->auto_seq = (size_t)(sq - ks->tables);
     }
     return 0;
 }

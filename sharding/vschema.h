@@ -14,7 +14,11 @@
  * Each shard is a database (its name a database name), in one keyspace
  * only. A table is `sharded` (the default type: its rows split by the
  * value of `column` through vindex `vindex`), `reference` (a copy on
- * every shard) or `unsharded` (on `shard` alone). Vindex types:
+ * every shard) or `unsharded` (on `shard` alone). A `sequence`
+ * ({"type": "sequence", "shard"?, "start"?, "cache"?}) is no SQL table
+ * but a counter kept on its shard (the first by default): a table's
+ * "auto_increment": {"column", "sequence"} fills that column from it
+ * in INSERTs that leave it out or give NULL. Vindex types:
  * vindex.h. Names of keyspaces, vindexes, tables and columns are 1 to 128
  * characters: letters, digits and '_' (not starting with a digit);
  * tables and columns compare without regard to ASCII case, as SQLite's.
@@ -32,14 +36,24 @@
 
 #define DSQ_VS_NAME_MAX 129
 
-typedef enum { DSQ_VS_SHARDED, DSQ_VS_REFERENCE, DSQ_VS_UNSHARDED } dsq_vs_table_type;
+typedef enum { DSQ_VS_SHARDED, DSQ_VS_REFERENCE, DSQ_VS_UNSHARDED, DSQ_VS_SEQUENCE } dsq_vs_table_type;
+
+#define DSQ_VS_SEQ_CACHE_DEFAULT 100
+#define DSQ_VS_SEQ_CACHE_MAX 1000000
 
 typedef struct dsq_vs_table {
     char name[DSQ_VS_NAME_MAX];
     dsq_vs_table_type type;
     char column[DSQ_VS_NAME_MAX]; /* sharded */
     size_t vindex;                /* sharded: index in the keyspace's vindexes */
-    size_t shard;                 /* unsharded: index in the keyspace's shards */
+    size_t shard;                 /* unsharded, sequence: index in the keyspace's shards */
+    int64_t seq_start;            /* sequence: its first value (default 1) */
+    int64_t seq_cache;            /* sequence: values the router takes at a time (default 100) */
+    /* auto_increment: a column an INSERT that leaves it out (or gives
+     * NULL) gets the next values of a sequence of the keyspace */
+    char auto_column[DSQ_VS_NAME_MAX]; /* "" when none */
+    size_t auto_seq;              /* the sequence: index in the keyspace's tables */
+    char auto_seq_name[DSQ_VS_NAME_MAX];
 } dsq_vs_table;
 
 typedef struct dsq_vs_vindex {

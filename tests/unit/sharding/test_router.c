@@ -671,3 +671,80 @@ Test(sqlparse, the_parts_of_a_simple_select)
     cr_assert_neq(dsq_sql_tokenize("SELECT x'abc'", 13, &t, &n, err, sizeof err), 0);
     cr_assert_neq(dsq_sql_tokenize("SELECT a ! b", 12, &t, &n, err, sizeof err), 0);
 }
+
+/* auto_increment: an INSERT that leaves the column out, or gives NULL,
+ * gets one added parameter per row (after the request's own), and with
+ * the sequence's values bound it routes as any INSERT. */
+Test(router, auto_increment_fills_the_rows_that_lack_it)
+{
+    const char *vs_text =
+        "{\"keyspaces\": {\"ks\": {\"shards\": [\"s0\", \"s1\", \"s2\"], \"vindexes\": {\"h\": {\"type\": \"hash\"}},"
+        " \"tables\": {\"orders\": {\"column\": \"id\", \"vindex\": \"h\","
+        "   \"auto_increment\": {\"column\": \"id\", \"sequence\": \"order_seq\"}},"
+        "  \"order_seq\": {\"type\": \"sequence\", \"start\": 1000, \"cache\": 10}}}}}";
+    char err[300];
+    dsq_vschema *vs;
+    cr_assert_eq(dsq_vschema_parse(vs_text, strlen(vs_text), &vs, err, sizeof err), 0, "%s", err);
+    const dsq_vs_keyspace *ks = dsq_vschema_keyspace(vs, "ks");
+    const char *ddl1[] = {"CREATE TABLE orders(id INTEGER PRIMARY KEY, customer_id INTEGER, amount INTEGER)"};
+    dsq_ks_schema *schema;
+    cr_assert_eq(dsq_ks_schema_new(ddl1, 1, &schema, err, sizeof err), 0, "%s", err);
+    static const struct {
+        const char *sql;
+        size_t nparams;
+        size_t count; /* values it needs (0: none) */
+        const char *rewritten;
+    } cases[] = {
+        {"INSERT INTO orders(customer_id, amount) VALUES (7, 1), (8, 2)", 0, 2,
+         "INSERT INTO orders ( customer_id , amount, \"id\" ) VALUES ( 7 , 1, ?1 ) , ( 8 , 2, ?2 )"},
+        {"INSERT INTO orders VALUES (NULL, 7, 1), (5, 8, 2), (NULL, 9, 3)", 0, 2,
+         "INSERT INTO orders VALUES ( ?1 , 7 , 1 ) , ( 5 , 8 , 2 ) , ( ?2 , 9 , 3 )"},
+        {"INSERT INTO orders(customer_id) VALUES (?), (?)", 2, 2,
+         "INSERT INTO orders ( customer_id, \"id\" ) VALUES ( ?1, ?3 ) , ( ?2, ?4 )"},
+        {"INSERT INTO orders(id, customer_id) VALUES (5, 7)", 0, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dsq_param ps[4] = {{NULL, {.type = DSQ_V_INT, .i = 70}}, {NULL, {.type = DSQ_V_INT, .i = 80}}};
+        dsq_stmt_req r = {.sql = cases[i].sql, .sql_len = strlen(cases[i].sql), .params = ps,
+                          .nparams = cases[i].nparams};
+        dsq_plan p;
+        dsq_plan_make(schema, ks, &r, &p);
+        if (cases[i].count == 0) {
+            cr_expect_eq(p.kind, DSQ_PLAN_ONE, "%s: planned %s (%s)", cases[i].sql, dsq_plan_kind_name(p.kind), p.msg);
+            dsq_plan_free(&p);
+            continue;
+        }
+        cr_assert_eq(p.kind, DSQ_PLAN_SEQUENCE, "%s: planned %s (%s)", cases[i].sql, dsq_plan_kind_name(p.kind),
+                     p.msg);
+        cr_expect_eq(p.seq_count, cases[i].count);
+        cr_expect_str_eq(p.seq_q.sql, cases[i].rewritten);
+        cr_expect_str_eq(ks->tables[p.seq_table].name, "order_seq");
+        /* The values bound: it places its rows by them. */
+        dsq_param all[6];
+        memcpy(all, ps, cases[i].nparams * sizeof *ps);
+        for (size_t k = 0; k < p.seq_count; k++)
+            all[cases[i].nparams + k] = (dsq_param){NULL, {.type = DSQ_V_INT, .i = 1000 + (int64_t)k}};
+        dsq_stmt_req r2 = {.sql = p.seq_q.sql, .sql_len = strlen(p.seq_q.sql), .params = all,
+                           .nparams = cases[i].nparams + p.seq_count};
+        dsq_plan p2;
+        dsq_plan_make(schema, ks, &r2, &p2);
+        cr_expect(p2.kind == DSQ_PLAN_ONE || p2.kind == DSQ_PLAN_MULTI, "%s: then planned %s (%s)", p.seq_q.sql,
+                  dsq_plan_kind_name(p2.kind), p2.msg);
+        dsq_plan_free(&p2);
+        dsq_plan_free(&p);
+    }
+    /* A sequence is no table. */
+    dsq_stmt_req r = {.sql = "SELECT * FROM orders", .sql_len = 20};
+    dsq_plan p;
+    dsq_plan_make(schema, ks, &r, &p);
+    cr_expect_neq(p.kind, DSQ_PLAN_REFUSE, "%s", p.msg);
+    dsq_plan_free(&p);
+    dsq_ks_schema_free(schema);
+    dsq_vschema_free(vs);
+    /* A sequence named that is none, or a table given as one. */
+    const char *bad = "{\"keyspaces\": {\"ks\": {\"shards\": [\"s0\"], \"tables\": {\"t\": {\"type\": \"unsharded\", "
+                      "\"shard\": \"s0\", \"auto_increment\": {\"column\": \"id\", \"sequence\": \"u\"}},"
+                      " \"u\": {\"type\": \"unsharded\", \"shard\": \"s0\"}}}}}";
+    cr_assert_neq(dsq_vschema_parse(bad, strlen(bad), &vs, err, sizeof err), 0);
+    cr_expect(strstr(err, "auto_increment.sequence: keyspace ks has no sequence \"u\"") != NULL, "%s", err);
+}
