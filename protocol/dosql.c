@@ -158,6 +158,19 @@ static void answer_raw(op *o, const char *json, size_t n, dsq_buf *owner)
         o->s->t.reply(o->s->t.ud, json, n, DSQ_RPC_OK);
 }
 
+static void answer_error_msg(op *o, dsq_code code, const char *msg);
+
+/* Answer with the JSON text in b (out of memory when it has none), and
+ * let b go. */
+static void answer_buf(op *o, dsq_buf *b)
+{
+    if (b->data == NULL)
+        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    else
+        answer_raw(o, b->data, b->len, b);
+    dsq_buf_free(b);
+}
+
 static void answer_error_msg(op *o, dsq_code code, const char *msg)
 {
     if (o->done_fn != NULL) {
@@ -692,11 +705,7 @@ static void ks_done(void *ud, int err, dsq_code code, const char *msg, dsq_resul
             dsq_cw_result(&b, res);
         else
             dsq_json_result(&b, res);
-        if (b.data == NULL)
-            answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        else
-            answer_raw(o, b.data, b.len, &b);
-        dsq_buf_free(&b);
+        answer_buf(o, &b);
     }
     op_free(o);
 }
@@ -842,11 +851,7 @@ static void ks_batch_done(void *ud, int err, dsq_code code, const char *msg, dsq
     } else {
         dsq_buf b = {0};
         put_batch(&b, o->enc == DSQ_ENC_CAPNWEB, results, n, 0);
-        if (b.data == NULL)
-            answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        else
-            answer_raw(o, b.data, b.len, &b);
-        dsq_buf_free(&b);
+        answer_buf(o, &b);
     }
     op_free(o);
 }
@@ -1310,11 +1315,7 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
     dsq_buf_printf(&b, "{\"subscriptionId\":\"%s\",\"position\":", k->id);
     kcsub_position(k, &b);
     dsq_buf_puts(&b, "}");
-    if (b.data == NULL)
-        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-    else
-        answer_raw(o, b.data, b.len, &b);
-    dsq_buf_free(&b);
+    answer_buf(o, &b);
     op_free(o);
 }
 
@@ -1505,11 +1506,7 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
             kcsub_position(k, &b);
             dsq_buf_puts(&b, "}");
             kcsub_free(k);
-            if (b.data == NULL)
-                answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-            else
-                answer_raw(o, b.data, b.len, &b);
-            dsq_buf_free(&b);
+            answer_buf(o, &b);
             op_free(o);
             return;
         }
@@ -1588,11 +1585,7 @@ static void m_get_vschema(op *o, json_t *p)
     dsq_buf b = {0};
     dsq_buf_printf(&b, "{\"version\":%llu,\"vschema\":%s}", (unsigned long long)version, text ? text : "null");
     free(text);
-    if (b.data == NULL)
-        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-    else
-        answer_raw(o, b.data, b.len, &b);
-    dsq_buf_free(&b);
+    answer_buf(o, &b);
     op_free(o);
 }
 

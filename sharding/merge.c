@@ -227,9 +227,14 @@ int dsq_merge_scatter(const dsq_plan *p, const dsq_result *const *parts, size_t 
                 out->decltypes = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof *out->decltypes);
                 if (out->names == NULL || out->decltypes == NULL)
                     goto oom;
+                /* The names and types the statement has on one database
+                 * (a shard names a column after its text as it got it). */
+                bool ours = p->names != NULL && (size_t)r->ncols == p->ncols;
                 for (int c = 0; c < r->ncols; c++) {
-                    out->names[c] = strdup(r->names[c] ? r->names[c] : "");
-                    out->decltypes[c] = r->decltypes[c] ? strdup(r->decltypes[c]) : NULL;
+                    const char *nm = ours ? p->names[c] : r->names[c];
+                    const char *dt = ours && p->decltypes ? p->decltypes[c] : r->decltypes[c];
+                    out->names[c] = strdup(nm ? nm : "");
+                    out->decltypes[c] = dt ? strdup(dt) : NULL;
                     if (out->names[c] == NULL)
                         goto oom;
                 }

@@ -131,6 +131,7 @@ typedef struct pctx {
     char other[64];                 /* an action the router does not route (PRAGMA, ATTACH, ...) */
     bool ddl;
     bool quiet;                     /* the planner's own statement: not the client's */
+    char volatile_fn[64];           /* a function whose value differs each time it runs (random()), or "" */
 } pctx;
 
 static void set_msg(dsq_plan *p, dsq_plan_kind k, dsq_code code, const char *fmt, ...)
@@ -220,8 +221,17 @@ static int authorize(void *ud, int action, const char *a1, const char *a2, const
             t->written = true;
         break;
     }
+    case SQLITE_FUNCTION: {
+        static const char *const volatile_fns[] = {"random", "randomblob", "date", "time", "datetime", "julianday",
+                                                   "unixepoch", "strftime", "timediff", "current_date",
+                                                   "current_time", "current_timestamp", "changes",
+                                                   "total_changes", "last_insert_rowid", NULL};
+        for (size_t i = 0; a2 != NULL && volatile_fns[i]; i++)
+            if (strcasecmp(a2, volatile_fns[i]) == 0 && x->volatile_fn[0] == '\0')
+                snprintf(x->volatile_fn, sizeof x->volatile_fn, "%s", a2);
+        break;
+    }
     case SQLITE_SELECT:
-    case SQLITE_FUNCTION:
     case SQLITE_RECURSIVE:
         break;
     case SQLITE_CREATE_INDEX: case SQLITE_CREATE_TABLE: case SQLITE_CREATE_TRIGGER: case SQLITE_CREATE_VIEW:
@@ -390,6 +400,19 @@ static void sql_free(dsq_plan_sql *q)
 
 /* ---- schema questions ------------------------------------------------------------------------ */
 
+static bool has_triggers(pctx *x, const char *table)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(x->s->db, "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 "
+                                     "COLLATE NOCASE", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_TRANSIENT);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
 static bool is_view(pctx *x, const char *name)
 {
     sqlite3_stmt *st = NULL;
@@ -406,6 +429,21 @@ static bool is_view(pctx *x, const char *name)
 static bool has_column(pctx *x, const char *table, const char *col)
 {
     return sqlite3_table_column_metadata(x->s->db, "main", table, col, NULL, NULL, NULL, NULL, NULL) == SQLITE_OK;
+}
+
+/* The place of column col among table's (pragma table_info order), or -1. */
+static long column_pos(pctx *x, const char *table, const char *col)
+{
+    long pos = -1;
+    sqlite3_stmt *ci = NULL;
+    if (sqlite3_prepare_v2(x->s->db, "SELECT name FROM pragma_table_info(?1)", -1, &ci, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(ci, 1, table, -1, SQLITE_TRANSIENT);
+        for (long k = 0; sqlite3_step(ci) == SQLITE_ROW && pos < 0; k++)
+            if (strcasecmp((const char *)sqlite3_column_text(ci, 0), col) == 0)
+                pos = k;
+    }
+    sqlite3_finalize(ci);
+    return pos;
 }
 
 /* The declared collation of table.col ("BINARY" when none or unknown). */
@@ -428,11 +466,10 @@ static const char *decltype_of(pctx *x, const char *table, const char *col)
     return type;
 }
 
-/* v with the affinity of a column declared `type` applied, as SQLite
- * would store or compare it: 0 and *out (text in buf), or -1. */
-static int apply_affinity(pctx *x, const char *type, const dsq_value *v, dsq_value *out, char *buf, size_t buflen)
+/* The affinity of a column declared `type`, by SQLite's rules
+ * (datatype3.html 3.1): 0 INTEGER, 1 REAL, 2 NUMERIC, 3 TEXT, 4 BLOB. */
+static int affinity_of(const char *type)
 {
-    /* SQLite's rules (datatype3.html 3.1), on the declared type. */
     char up[64];
     size_t n = strlen(type);
     if (n >= sizeof up)
@@ -440,9 +477,16 @@ static int apply_affinity(pctx *x, const char *type, const dsq_value *v, dsq_val
     for (size_t i = 0; i < n; i++)
         up[i] = (char)((type[i] >= 'a' && type[i] <= 'z') ? type[i] - 32 : type[i]);
     up[n] = '\0';
-    int col = strstr(up, "INT") ? 0 : (strstr(up, "CHAR") || strstr(up, "CLOB") || strstr(up, "TEXT")) ? 3
-              : (strstr(up, "BLOB") || n == 0) ? 4
-              : (strstr(up, "REAL") || strstr(up, "FLOA") || strstr(up, "DOUB")) ? 1 : 2;
+    return strstr(up, "INT") ? 0 : (strstr(up, "CHAR") || strstr(up, "CLOB") || strstr(up, "TEXT")) ? 3
+           : (strstr(up, "BLOB") || n == 0) ? 4
+           : (strstr(up, "REAL") || strstr(up, "FLOA") || strstr(up, "DOUB")) ? 1 : 2;
+}
+
+/* v with the affinity of a column declared `type` applied, as SQLite
+ * would store or compare it: 0 and *out (text in buf), or -1. */
+static int apply_affinity(pctx *x, const char *type, const dsq_value *v, dsq_value *out, char *buf, size_t buflen)
+{
+    int col = affinity_of(type);
     static const char *const set[] = {"UPDATE temp._dsq_aff SET i = ?1", "UPDATE temp._dsq_aff SET r = ?1",
                                       "UPDATE temp._dsq_aff SET n = ?1", "UPDATE temp._dsq_aff SET t = ?1",
                                       "UPDATE temp._dsq_aff SET b = ?1"};
@@ -721,7 +765,11 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
     }
     long r = column_ref(x, sel, eq + 1, c.e, rcol);
     if (l >= 0 && r >= 0) {
-        if (is_key(x, o, l, lcol) && is_key(x, o, r, rcol) && o[l].vs->vindex == o[r].vs->vindex)
+        /* Keys of one vindex and one affinity: equal values are equal
+         * bytes (7 = '7' holds between an INTEGER and a TEXT column, whose
+         * values hash apart). */
+        if (is_key(x, o, l, lcol) && is_key(x, o, r, rcol) && o[l].vs->vindex == o[r].vs->vindex &&
+            affinity_of(decltype_of(x, o[l].vs->name, lcol)) == affinity_of(decltype_of(x, o[r].vs->name, rcol)))
             o[uf_find(o, (int)l)].group = uf_find(o, (int)r);
         return;
     }
@@ -735,16 +783,26 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
 
 /* ---- SCATTER: the rewrite ------------------------------------------------------------------------ */
 
-static bool is_agg_name(const char *sql, const dsq_tok *t)
+/* An aggregate function's name (bare or quoted: "count"(*) is count), in
+ * upper case into up (16 bytes), or false. */
+static bool agg_name(const char *sql, const dsq_tok *t, char *up)
 {
     static const char *const names[] = {"COUNT", "SUM", "TOTAL", "AVG", "MIN", "MAX", "GROUP_CONCAT",
                                         "STRING_AGG", "JSON_GROUP_ARRAY", "JSON_GROUP_OBJECT",
                                         "JSONB_GROUP_ARRAY", "JSONB_GROUP_OBJECT", NULL};
+    char nm[32];
+    if (dsq_tok_name(sql, t, nm, sizeof nm) != 0)
+        return false;
     for (size_t i = 0; names[i]; i++)
-        if (dsq_tok_is(sql, t, names[i]))
+        if (strcasecmp(nm, names[i]) == 0) {
+            if (up != NULL)
+                snprintf(up, 16, "%s", names[i]);
             return true;
+        }
     return false;
 }
+
+static bool is_agg_name(const char *sql, const dsq_tok *t) { return agg_name(sql, t, NULL); }
 
 /* The parenthesis closing the one at l (or n). */
 static size_t close_paren(const dsq_tok *t, size_t l, size_t n)
@@ -811,6 +869,9 @@ static size_t partial(rewrite *w, const char *fn, dsq_span args, const char *col
     return k;
 }
 
+static size_t collate_at(pctx *x, dsq_span s);
+static int expr_collation(pctx *x, const dsq_select *sel, dsq_span s, char *buf, size_t n);
+
 /* Router text for span s: aggregates replaced by their combination of
  * partials, qualifiers of grouped columns left off. */
 static void router_text(rewrite *w, emit *out, dsq_span s)
@@ -837,9 +898,7 @@ static void router_text(rewrite *w, emit *out, dsq_span s)
             if (star)
                 args.e = args.b;
             char fn[16];
-            snprintf(fn, sizeof fn, "%.*s", (int)t[i].len, x->sql + t[i].off);
-            for (char *p = fn; *p; p++)
-                *p = (char)((*p >= 'a' && *p <= 'z') ? *p - 32 : *p);
+            agg_name(x->sql, &t[i], fn);
             if (star && strcmp(fn, "COUNT") != 0) {
                 rw_fail(w, "an aggregate of *");
                 return;
@@ -847,15 +906,13 @@ static void router_text(rewrite *w, emit *out, dsq_span s)
             /* The collation MIN and MAX compare with: the argument's, when
              * it is a column. */
             const char *coll = NULL;
+            char cbuf[DSQ_SQL_NAME];
             if (minmax) {
-                char col[DSQ_SQL_NAME];
-                long oc = column_ref(x, w->sel, args.b, args.e, col);
-                if (oc >= 0)
-                    coll = collation(x, w->sel->tables[oc].table, col);
-                else if (args.e - args.b >= 2 && dsq_tok_is(x->sql, &t[args.e - 2], "COLLATE")) {
-                    rw_fail(w, "MIN or MAX with COLLATE");
+                if (expr_collation(x, w->sel, args, cbuf, sizeof cbuf) != 0) {
+                    rw_fail(w, "MIN or MAX of an expression whose collation the router cannot tell");
                     return;
                 }
+                coll = cbuf;
             }
             if (strcmp(fn, "COUNT") == 0) {
                 size_t k = partial(w, "count", args, NULL);
@@ -868,7 +925,8 @@ static void router_text(rewrite *w, emit *out, dsq_span s)
                 snprintf(text, sizeof text, "%s(\"_dsq_a%zu\")", fn, k);
                 emit_str(out, text);
             } else if (strcmp(fn, "AVG") == 0) {
-                size_t ks = partial(w, "sum", args, NULL);
+                /* (total, not sum: avg() never overflows, and sum() would) */
+                size_t ks = partial(w, "total", args, NULL);
                 size_t kc = partial(w, "count", args, NULL);
                 char text[96];
                 snprintf(text, sizeof text, "(total(\"_dsq_a%zu\") / sum(\"_dsq_a%zu\"))", ks, kc);
@@ -892,6 +950,22 @@ static void router_text(rewrite *w, emit *out, dsq_span s)
                 emit_name(out, col);
                 i += 2;
                 continue;
+            }
+        }
+        /* A bare column that is not grouped: one database reads it from
+         * some row of the group; at the router the name would mean
+         * something else (a result's alias, or nothing). */
+        if ((t[i].type == DSQ_TK_IDENT || t[i].type == DSQ_TK_QIDENT) &&
+            !(i + 1 < s.e && (t[i + 1].type == DSQ_TK_LP || t[i + 1].type == DSQ_TK_DOT)) &&
+            !(i > s.b && t[i - 1].type == DSQ_TK_DOT)) {
+            char col[DSQ_SQL_NAME];
+            long oc = column_ref(x, w->sel, i, i + 1, col);
+            bool grouped = false;
+            for (size_t g = 0; g < w->ngroup && oc >= 0; g++)
+                grouped |= w->gocc[g] == oc && strcasecmp(w->gcol[g], col) == 0;
+            if (oc >= 0 && !grouped) {
+                rw_fail(w, "a column neither grouped nor in an aggregate");
+                return;
             }
         }
         emit_tok(x, out, i);
@@ -922,28 +996,53 @@ static bool same_tokens(pctx *x, dsq_span a, dsq_span b)
     return true;
 }
 
-/* The collation a result column or ORDER BY term sorts with, when it is
- * a column: prepare `SELECT term FROM from` and ask its origin. */
-static const char *term_collation(pctx *x, const dsq_select *sel, dsq_span term, char *buf, size_t n)
+/* The collation an expression compares and sorts with, by SQLite's rules:
+ * a trailing COLLATE's; else, through parentheses, unary + and CAST, a
+ * column's own; else BINARY. 0 and the name in buf, or -1 when it is
+ * not known here (a COLLATE inside). */
+static int expr_collation(pctx *x, const dsq_select *sel, dsq_span s, char *buf, size_t n)
 {
-    emit e;
-    if (emit_init(x, &e) != 0)
-        return "BINARY";
-    emit_str(&e, "SELECT");
-    emit_span(x, &e, term);
-    emit_str(&e, "FROM");
-    emit_span(x, &e, sel->from);
-    buf_cstr(&e.b);
-    const char *coll = "BINARY";
-    sqlite3_stmt *st = NULL;
-    if (e.b.data && sqlite3_prepare_v2(x->s->db, e.b.data, -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_column_count(st) == 1 && sqlite3_column_table_name(st, 0) != NULL) {
-        snprintf(buf, n, "%s", collation(x, sqlite3_column_table_name(st, 0), sqlite3_column_origin_name(st, 0)));
-        coll = buf;
+    const dsq_tok *t = x->t;
+    size_t ce = collate_at(x, s);
+    if (ce < s.e) {
+        char nm[DSQ_SQL_NAME];
+        if (dsq_tok_name(x->sql, &t[s.e - 1], nm, sizeof nm) != 0)
+            return -1;
+        snprintf(buf, n, "%s", nm);
+        return 0;
     }
-    sqlite3_finalize(st);
-    emit_free(&e);
-    return coll;
+    for (size_t i = s.b; i < s.e; i++)
+        if (dsq_tok_is(x->sql, &t[i], "COLLATE"))
+            return -1;
+    for (;;) {
+        if (s.e - s.b >= 2 && t[s.b].type == DSQ_TK_LP && close_paren(t, s.b, s.e) == s.e - 1) {
+            s = (dsq_span){s.b + 1, s.e - 1};
+        } else if (s.e - s.b >= 2 && t[s.b].type == DSQ_TK_OP && t[s.b].len == 1 && x->sql[t[s.b].off] == '+') {
+            s.b++;
+        } else if (s.e - s.b >= 6 && dsq_tok_is(x->sql, &t[s.b], "CAST") && t[s.b + 1].type == DSQ_TK_LP &&
+                   close_paren(t, s.b + 1, s.e) == s.e - 1) {
+            /* CAST ( X AS type ): X, up to its AS at depth 0 */
+            size_t as = s.e;
+            int depth = 0;
+            for (size_t i = s.b + 2; i < s.e - 1 && as == s.e; i++) {
+                if (t[i].type == DSQ_TK_LP)
+                    depth++;
+                else if (t[i].type == DSQ_TK_RP)
+                    depth--;
+                else if (depth == 0 && dsq_tok_is(x->sql, &t[i], "AS"))
+                    as = i;
+            }
+            if (as == s.e)
+                return -1;
+            s = (dsq_span){s.b + 2, as};
+        } else {
+            break;
+        }
+    }
+    char col[DSQ_SQL_NAME];
+    long oc = column_ref(x, sel, s.b, s.e, col);
+    snprintf(buf, n, "%s", oc >= 0 ? collation(x, sel->tables[oc].table, col) : "BINARY");
+    return 0;
 }
 
 /* LIMIT and OFFSET's values (the request's parameters bound): 0, or -1
@@ -1152,7 +1251,14 @@ static int scatter(pctx *x, const dsq_select *sel, sqlite3_stmt *st)
             dsq_buf_printf(&ddl, "%s\"", g ? ", " : "");
             for (const char *c = w.gcol[g]; *c; c++)
                 dsq_buf_printf(&ddl, *c == '"' ? "\"\"" : "%c", *c);
-            dsq_buf_printf(&ddl, "\" COLLATE %s", collation(x, sel->tables[w.gocc[g]].table, w.gcol[g]));
+            /* Its declared type too: its affinity applies in comparisons at the router. */
+            const char *gt = decltype_of(x, sel->tables[w.gocc[g]].table, w.gcol[g]);
+            dsq_buf_puts(&ddl, "\" ");
+            for (const char *c = gt; *c; c++)
+                if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == ' ' ||
+                    *c == '(' || *c == ')' || *c == ',')
+                    dsq_buf_append(&ddl, c, 1);
+            dsq_buf_printf(&ddl, " COLLATE %s", collation(x, sel->tables[w.gocc[g]].table, w.gcol[g]));
         }
         if (w.ngroup == 0 && w.ddl.len > 2)
             dsq_buf_append(&ddl, w.ddl.data + 2, w.ddl.len - 2);
@@ -1241,18 +1347,41 @@ static int scatter(pctx *x, const dsq_select *sel, sqlite3_stmt *st)
         /* The table at the router, with each column's collation. */
         dsq_buf_puts(&ddl, "CREATE TABLE _dsq_r(");
         for (size_t c = 0; c < ncols; c++) {
-            const char *tn = sqlite3_column_table_name(st, (int)c);
-            const char *coll = tn ? collation(x, tn, sqlite3_column_origin_name(st, (int)c)) : "BINARY";
+            /* Each result column's collation: its item's, by SQLite's rules
+             * (with a * among the items, the origin of each column, and
+             * then the other items must sort as BINARY). */
+            char buf[DSQ_SQL_NAME];
+            const char *coll = "BINARY";
+            if (!stars) {
+                if (expr_collation(x, sel, sel->items[c].expr, buf, sizeof buf) != 0) {
+                    rw_fail(&w, "a result column whose collation the router cannot tell");
+                    goto out;
+                }
+                coll = buf;
+            } else if (sqlite3_column_table_name(st, (int)c) != NULL) {
+                coll = collation(x, sqlite3_column_table_name(st, (int)c), sqlite3_column_origin_name(st, (int)c));
+            }
             dsq_buf_printf(&ddl, "%s_dsq_c%zu COLLATE %s", c ? ", " : "", c + 1, coll);
+        }
+        for (size_t k = 0; stars && k < sel->nitems; k++) {
+            char buf[DSQ_SQL_NAME];
+            if (!sel->items[k].star &&
+                (expr_collation(x, sel, sel->items[k].expr, buf, sizeof buf) != 0 || strcmp(buf, "BINARY") != 0) &&
+                column_ref(x, sel, sel->items[k].expr.b, sel->items[k].expr.e, buf) < 0) {
+                rw_fail(&w, "a result column beside * whose collation is not BINARY");
+                goto out;
+            }
         }
         for (size_t i = 0; i < sel->norder; i++) {
             if (map[i] >= -1)
                 continue;
             char buf[DSQ_SQL_NAME];
-            const char *coll =
-                term_collation(x, sel, (dsq_span){sel->order[i].expr.b, collate_at(x, sel->order[i].expr)}, buf,
-                               sizeof buf);
-            dsq_buf_printf(&ddl, ", _dsq_o%ld COLLATE %s", -2 - map[i], coll);
+            if (expr_collation(x, sel, sel->order[i].expr, buf, sizeof buf) != 0) {
+                rw_fail(&w, "an ORDER BY term whose collation the router cannot tell");
+                goto out;
+            }
+            /* (an explicit COLLATE is applied at the router's ORDER BY) */
+            dsq_buf_printf(&ddl, ", _dsq_o%ld COLLATE %s", -2 - map[i], buf);
         }
         dsq_buf_puts(&ddl, ")");
         emit_str(&merge, "SELECT");
@@ -1275,8 +1404,9 @@ static int scatter(pctx *x, const dsq_select *sel, sqlite3_stmt *st)
                 emit_span(x, &merge, sel->order[i].suffix);
             }
         }
-        if (lim >= 0)
-            dsq_buf_printf(&merge.b, " LIMIT %lld OFFSET %lld", (long long)lim, (long long)(off > 0 ? off : 0));
+        if (lim >= 0 || off > 0) /* (LIMIT -1: no limit, but the offset holds) */
+            dsq_buf_printf(&merge.b, " LIMIT %lld OFFSET %lld", (long long)(lim >= 0 ? lim : -1),
+                           (long long)(off > 0 ? off : 0));
         p->shard_cols = ncols + hidden;
         snprintf(p->msg, sizeof p->msg, "scatter: rows merged%s%s%s", sel->distinct ? ", distinct" : "",
                  sel->norder ? ", sorted" : "", lim >= 0 ? ", cut" : "");
@@ -1375,6 +1505,23 @@ static int fetch_ddl(pctx *x, dsq_buf *out)
     return buf_cstr(out);
 }
 
+/* An authorizer that notes a read of any table but `table`. */
+typedef struct only_one {
+    const char *table;
+    bool other;
+} only_one;
+
+static int only_one_auth(void *ud, int action, const char *a1, const char *a2, const char *db, const char *trig)
+{
+    only_one *o = ud;
+    (void)a2;
+    (void)db;
+    (void)trig;
+    if (action == SQLITE_READ && a1 != NULL && strcasecmp(a1, o->table) != 0)
+        o->other = true;
+    return SQLITE_OK;
+}
+
 /* Conjuncts of the WHERE clause that concern occurrence `oc` alone, when
  * filtering its rows before the join changes nothing: only inner joins,
  * the table once in FROM, the conjunct prepared on that table alone. */
@@ -1387,6 +1534,8 @@ static void fetch_filter(pctx *x, const dsq_select *sel, size_t oc, emit *e)
             return;
         if (i != oc && strcasecmp(sel->tables[i].table, sel->tables[oc].table) == 0)
             return;
+        if (is_view(x, sel->tables[i].table))
+            return; /* (a view may read the table too, unfiltered) */
     }
     const dsq_from_table *ft = &sel->tables[oc];
     dsq_span cj[64];
@@ -1412,7 +1561,11 @@ static void fetch_filter(pctx *x, const dsq_select *sel, size_t oc, emit *e)
         emit_span(x, &t, cj[k]);
         buf_cstr(&t.b);
         sqlite3_stmt *st = NULL;
-        bool ok = t.b.data && sqlite3_prepare_v2(x->s->db, t.b.data, -1, &st, NULL) == SQLITE_OK;
+        /* It prepares on that table alone, and reads no other (`x IN t`). */
+        only_one one = {ft->table, false};
+        sqlite3_set_authorizer(x->s->db, only_one_auth, &one);
+        bool ok = t.b.data && sqlite3_prepare_v2(x->s->db, t.b.data, -1, &st, NULL) == SQLITE_OK && !one.other;
+        sqlite3_set_authorizer(x->s->db, NULL, NULL);
         sqlite3_finalize(st);
         emit_free(&t);
         if (!ok)
@@ -1599,14 +1752,7 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
         }
         i = r + 1;
     } else {
-        sqlite3_stmt *ci = NULL;
-        if (sqlite3_prepare_v2(x->s->db, "SELECT name FROM pragma_table_info(?1)", -1, &ci, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(ci, 1, tb->name, -1, SQLITE_TRANSIENT);
-            for (long pos = 0; sqlite3_step(ci) == SQLITE_ROW; pos++)
-                if (strcasecmp((const char *)sqlite3_column_text(ci, 0), tb->column) == 0)
-                    keypos = pos;
-        }
-        sqlite3_finalize(ci);
+        keypos = column_pos(x, tb->name, tb->column);
     }
     if (keypos < 0) {
         refuse(x, "an INSERT into sharded table '%s' must give its key column '%s'", tb->name, tb->column);
@@ -1689,14 +1835,27 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
         refuse(x, "an INSERT into sharded table '%s' must list its rows in VALUES", tb->name);
         INSERT_FAIL;
     }
-    /* An upsert that sets the key would move the row. */
+    /* An upsert that sets the key would move the row: `key = ...`, or
+     * the key in a row-value target `(a, key) = (...)`. */
     for (; i < n; i++)
         if (dsq_tok_is(x->sql, &t[i], "SET")) {
             for (size_t k = i + 1; k < n; k++) {
                 char nm[DSQ_SQL_NAME];
-                if ((t[k].type == DSQ_TK_IDENT || t[k].type == DSQ_TK_QIDENT) &&
-                    dsq_tok_name(x->sql, &t[k], nm, sizeof nm) == 0 && strcasecmp(nm, tb->column) == 0 &&
-                    k + 1 < n && t[k + 1].type == DSQ_TK_OP && x->sql[t[k + 1].off] == '=') {
+                if (!((t[k].type == DSQ_TK_IDENT || t[k].type == DSQ_TK_QIDENT) &&
+                      dsq_tok_name(x->sql, &t[k], nm, sizeof nm) == 0 && strcasecmp(nm, tb->column) == 0))
+                    continue;
+                bool target = k + 1 < n && t[k + 1].type == DSQ_TK_OP && x->sql[t[k + 1].off] == '=' &&
+                              t[k + 1].len == 1;
+                /* inside a parenthesized list followed by '=' */
+                for (size_t l = k; !target && l > i; l--) {
+                    if (t[l - 1].type != DSQ_TK_LP)
+                        continue;
+                    size_t r = close_paren(t, l - 1, n);
+                    target = r > k && r + 1 < n && t[r + 1].type == DSQ_TK_OP && x->sql[t[r + 1].off] == '=' &&
+                             t[r + 1].len == 1;
+                    break;
+                }
+                if (target) {
                     refuse(x, "this upsert sets the key '%s' of sharded table '%s': moving a row to another "
                               "shard is not supported", tb->column, tb->name);
                     INSERT_FAIL;
@@ -1874,6 +2033,42 @@ static void plan_read(pctx *x, sqlite3_stmt *st)
             snprintf(why, sizeof why, "a view over sharded tables");
             goto fetch;
         }
+    /* Every table it reads is in FROM (not: `x IN t`, which reads t
+     * without naming it there). */
+    for (size_t k = 0; k < x->ntabs; k++) {
+        const tab *tb = &x->tabs[k];
+        bool in_from = !tb->read || tb->vs == NULL;
+        for (size_t i = 0; i < sel->ntables && !in_from; i++)
+            in_from = strcasecmp(sel->tables[i].table, tb->name) == 0;
+        if (!in_from) {
+            snprintf(why, sizeof why, "a table read outside FROM");
+            goto fetch;
+        }
+    }
+    /* Outer joins: each shard's rows must be its own. A RIGHT or FULL
+     * join keeps rows of its left side that another shard may join; a
+     * LEFT join of a sharded table to rows every shard has (only
+     * reference tables so far) makes each shard null-extend all of them. */
+    {
+        const dsq_vs_table *v0 = dsq_vs_table_find(ks, sel->tables[0].table);
+        bool partitioned = v0 != NULL && v0->type == DSQ_VS_SHARDED;
+        for (size_t i = 1; i < sel->ntables; i++) {
+            const dsq_vs_table *vi = dsq_vs_table_find(ks, sel->tables[i].table);
+            bool sharded = vi != NULL && vi->type == DSQ_VS_SHARDED;
+            if (sel->tables[i].join == DSQ_JOIN_OUTER) {
+                snprintf(why, sizeof why, "a RIGHT or FULL join with sharded tables");
+                goto fetch;
+            }
+            if (sel->tables[i].join == DSQ_JOIN_LEFT) {
+                if (sharded && !partitioned) {
+                    snprintf(why, sizeof why, "a LEFT join of a sharded table to rows every shard has");
+                    goto fetch;
+                }
+            } else {
+                partitioned = partitioned || sharded;
+            }
+        }
+    }
     /* The occurrences, their co-sharded groups and restrictions. */
     occ o[DSQ_SEL_MAX];
     memset(o, 0, sizeof o);
@@ -1898,7 +2093,9 @@ static void plan_read(pctx *x, sqlite3_stmt *st)
                 if (dsq_tok_name(x->sql, &x->t[k], col, sizeof col) != 0 || !is_key(x, o, (long)i, col))
                     continue;
                 for (size_t j = 0; j < i; j++)
-                    if (is_key(x, o, (long)j, col) && o[j].vs->vindex == o[i].vs->vindex)
+                    if (is_key(x, o, (long)j, col) && o[j].vs->vindex == o[i].vs->vindex &&
+                        affinity_of(decltype_of(x, o[j].vs->name, col)) ==
+                            affinity_of(decltype_of(x, o[i].vs->name, col)))
                         o[uf_find(o, (int)i)].group = uf_find(o, (int)j);
             }
         }
@@ -2006,14 +2203,7 @@ static int auto_fill(pctx *x, const dsq_vs_table *tb)
             list_end = r;
         i = r + 1;
     } else {
-        sqlite3_stmt *ci = NULL;
-        if (sqlite3_prepare_v2(x->s->db, "SELECT name FROM pragma_table_info(?1)", -1, &ci, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(ci, 1, tb->name, -1, SQLITE_TRANSIENT);
-            for (long k = 0; sqlite3_step(ci) == SQLITE_ROW; k++)
-                if (strcasecmp((const char *)sqlite3_column_text(ci, 0), tb->auto_column) == 0)
-                    pos = k;
-        }
-        sqlite3_finalize(ci);
+        pos = column_pos(x, tb->name, tb->auto_column);
         if (pos < 0)
             return 0; /* (no such column: SQLite said so at prepare, or will) */
     }
@@ -2137,6 +2327,13 @@ static void plan_write(pctx *x)
         refuse(x, "a write the router cannot place");
         return;
     }
+    /* A trigger's writes happen on the shard that fired it, unrouted. */
+    if (has_triggers(x, w->name)) {
+        refuse(x, "table '%s' has triggers: their writes would land on whatever shard fired them, not where the "
+                  "router would place them; writes to it through the keyspace are not supported",
+               w->name);
+        return;
+    }
     /* What it reads besides must be where it writes. */
     for (size_t i = 0; i < x->ntabs; i++) {
         const tab *tb = &x->tabs[i];
@@ -2164,7 +2361,14 @@ static void plan_write(pctx *x)
     }
     switch (w->vs->type) {
     case DSQ_VS_REFERENCE:
-        /* Every shard holds it: all of them, in one cross-shard transaction. */
+        /* Every shard holds it: all of them, in one cross-shard transaction
+         * — each computing the same values. */
+        if (x->volatile_fn[0]) {
+            refuse(x, "a write to reference table '%s' calls %s(), which would give each shard's copy another "
+                      "value: compute it first and pass it as a parameter",
+                   w->name, x->volatile_fn);
+            return;
+        }
         if (write_everywhere(x, NULL) != 0) {
             set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
             return;
@@ -2224,6 +2428,13 @@ void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_r
     }
     char verb[16];
     dsq_sql_verb(x->sql, x->t, x->nt, verb, sizeof verb);
+    if (strcmp(verb, "CREATE") == 0)
+        for (size_t i = 1; i < x->nt && i < 4; i++)
+            if (dsq_tok_is(x->sql, &x->t[i], "TRIGGER")) {
+                refuse(x, "CREATE TRIGGER on a keyspace is not supported: a trigger's writes land on the shard "
+                          "that fired it, not where the router places rows");
+                goto done;
+            }
     if (strcmp(verb, "CREATE") == 0 || strcmp(verb, "DROP") == 0 || strcmp(verb, "ALTER") == 0) {
         for (size_t i = 1; i < x->nt; i++)
             if (dsq_tok_is(x->sql, &x->t[i], "SELECT") && strcmp(verb, "CREATE") == 0 &&
@@ -2285,6 +2496,12 @@ void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_r
             continue;
         }
         tb->vs = dsq_vs_table_find(ks, tb->name);
+        if (tb->vs != NULL && tb->vs->type == DSQ_VS_SHARDED && tb->rowid) {
+            refuse(x, "the statement reads the rowid of sharded table '%s': each shard numbers its rows on its "
+                      "own (declare an INTEGER PRIMARY KEY and name it)",
+                   tb->name);
+            goto done;
+        }
         if (tb->vs != NULL && tb->vs->type == DSQ_VS_SEQUENCE) {
             refuse(x, "'%s' is a sequence of keyspace '%s', not a table", tb->name, ks->name);
             goto done;

@@ -450,9 +450,10 @@ static void schema_done(dsq_call *c)
         op_fail(o, code, m);
         return;
     }
-    /* Tables first, then views (a view names tables). */
+    /* Tables first, then views (a view names tables), then triggers (the
+     * planner refuses writes to a table that has one). */
     const dsq_schema *s = c->schema;
-    size_t n = s->tables.n + s->views.n, k = 0;
+    size_t n = s->tables.n + s->views.n + s->triggers.n, k = 0;
     const char **ddl = calloc(n ? n : 1, sizeof *ddl);
     for (size_t i = 0; ddl && i < s->tables.n; i++)
         if (s->tables.v[i].sql)
@@ -460,6 +461,9 @@ static void schema_done(dsq_call *c)
     for (size_t i = 0; ddl && i < s->views.n; i++)
         if (s->views.v[i].sql)
             ddl[k++] = s->views.v[i].sql;
+    for (size_t i = 0; ddl && i < s->triggers.n; i++)
+        if (s->triggers.v[i].sql)
+            ddl[k++] = s->triggers.v[i].sql;
     dsq_ks_schema *ks = NULL;
     char err[400] = "out of memory";
     int rc2 = ddl ? dsq_ks_schema_new(ddl, k, &ks, err, sizeof err) : -1;
@@ -489,16 +493,24 @@ static void schema_done(dsq_call *c)
     plan_and_run(o);
 }
 
-static void fetch_schema(rop *o)
+/* The op's one call (its calls array of one), or NULL after failing it. */
+static rcall *one_call(rop *o)
 {
     o->calls = calloc(1, sizeof *o->calls);
     if (o->calls == NULL) {
         op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
-        return;
+        return NULL;
     }
     o->ncalls = 1;
-    rcall *rc = &o->calls[0];
-    rc->op = o;
+    o->calls[0].op = o;
+    return &o->calls[0];
+}
+
+static void fetch_schema(rop *o)
+{
+    rcall *rc = one_call(o);
+    if (rc == NULL)
+        return;
     rc->call.op = DSQ_OP_SCHEMA;
     rc->call.scope = o->scope;
     rc->call.done = schema_done;
@@ -735,10 +747,11 @@ struct twopc {
     char *cjson;         /* the participants, as the row keeps them */
     int cstage;          /* COORD_* */
     bool failed;         /* a participant failed: abort */
+    char check_state[16]; /* COORD_CHECK: the state the coordinator holds ("" when no row) */
     bool done_one;       /* a participant committed (the test crash point) */
 };
 
-enum { COORD_TABLE, COORD_INSERT, COORD_DECIDE, COORD_FORGET, COORD_FORGET_ABORT };
+enum { COORD_TABLE, COORD_INSERT, COORD_DECIDE, COORD_CHECK, COORD_FORGET, COORD_FORGET_ABORT };
 
 static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n)
 {
@@ -1071,6 +1084,16 @@ static void coord_done(dsq_call *c)
     dsq_code code = c->code;
     char msg[400];
     snprintf(msg, sizeof msg, "%.390s", c->msg);
+    if (t->cstage == COORD_CHECK) {
+        t->check_state[0] = '\0';
+        if (err == 0 && c->nresults > 0 && c->results[0].nrows > 0) {
+            size_t pos = 0;
+            dsq_value v;
+            dsq_result_next(&c->results[0], &pos, &v);
+            if (v.type == DSQ_V_TEXT)
+                snprintf(t->check_state, sizeof t->check_state, "%.*s", (int)v.n, v.p);
+        }
+    }
     dsq_call_reset(c);
     switch (t->cstage) {
     case COORD_TABLE:
@@ -1088,17 +1111,41 @@ static void coord_done(dsq_call *c)
         return;
     case COORD_DECIDE:
         if (err != 0) {
-            /* Not decided: roll back (recovery would too). */
-            o->err = -1;
-            o->code = code;
-            snprintf(o->msg, sizeof o->msg, "the cross-shard transaction's decision could not be recorded: %.300s",
-                     msg);
-            tx_end_parts(o, false);
+            /* Recorded or not? Read it back before anything is undone: a
+             * decision that is there must be carried out. */
+            tx_coord(o, COORD_CHECK, "SELECT state FROM _dsq_txns WHERE txid = ?1", 1);
             return;
         }
         crash_point(o->r, "decided");
         tx_end_parts(o, true);
         return;
+    case COORD_CHECK: {
+        const char *state = NULL;
+        if (err == 0 && t->check_state[0])
+            state = t->check_state;
+        if (state != NULL && strcmp(state, "commit") == 0) {
+            tx_end_parts(o, true);
+            return;
+        }
+        if (state != NULL && strcmp(state, "prepare") == 0) {
+            o->err = -1;
+            o->code = DSQ_CODE_SERIALIZATION_FAILURE;
+            snprintf(o->msg, sizeof o->msg, "the cross-shard transaction's decision could not be recorded; it "
+                                            "was rolled back (retry)");
+            tx_end_parts(o, false);
+            return;
+        }
+        /* Not known: the participants stay prepared; once their
+         * transactions expire, recovery resolves it by what the
+         * coordinator holds. */
+        o->err = -1;
+        o->code = DSQ_CODE_INTERNAL_ERROR;
+        snprintf(o->msg, sizeof o->msg, "the outcome of cross-shard transaction %s is not known yet (the "
+                                        "coordinator could not be read: %.200s); recovery will settle it",
+                 t->txid, msg);
+        tx_finish(o);
+        return;
+    }
     case COORD_FORGET: {
         /* Committed everywhere: each statement's answer is its parts'
          * together (rows affected added, rows one after another). */
@@ -1351,14 +1398,9 @@ static void seq_take(rop *o)
         return;
     }
     o->seq_block = n > sq->seq_cache ? n : sq->seq_cache;
-    o->calls = calloc(1, sizeof *o->calls);
-    if (o->calls == NULL) {
-        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+    rcall *rc = one_call(o);
+    if (rc == NULL)
         return;
-    }
-    o->ncalls = 1;
-    rcall *rc = &o->calls[0];
-    rc->op = o;
     static const char ddl[] = "CREATE TABLE IF NOT EXISTS _dsq_sequences(name TEXT PRIMARY KEY, next INTEGER NOT NULL)";
     static const char take[] = "INSERT INTO _dsq_sequences VALUES (?1, ?2 + ?3) ON CONFLICT(name) DO UPDATE SET "
                                "next = next + ?3 RETURNING next - ?3";
@@ -1589,14 +1631,9 @@ static void plan_batch(rop *o)
         return;
     }
     /* All on one shard: a batch there, atomic as asked. */
-    o->calls = calloc(1, sizeof *o->calls);
-    if (o->calls == NULL) {
-        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+    rcall *rc = one_call(o);
+    if (rc == NULL)
         return;
-    }
-    o->ncalls = 1;
-    rcall *rc = &o->calls[0];
-    rc->op = o;
     rc->shard = shard;
     rc->call.op = DSQ_OP_BATCH;
     rc->call.stmts = (dsq_stmt_req *)o->reqs;
@@ -1762,7 +1799,7 @@ typedef struct recov {
     size_t mark;
 } recov;
 
-enum { REC_ROWS, REC_PART_CHECK, REC_PART_BEGIN, REC_PART_REDO, REC_PART_COMMIT, REC_PART_ABANDON, REC_PART_UNMARK,
+enum { REC_ROWS, REC_ROW_STATE, REC_PART_CHECK, REC_PART_BEGIN, REC_PART_REDO, REC_PART_COMMIT, REC_PART_ABANDON, REC_PART_UNMARK,
        REC_ROW_FORGET,
        REC_MARKS, REC_MARK_ROW, REC_MARK_DROP };
 
@@ -1854,6 +1891,7 @@ static void rec_next_mark(recov *v)
 }
 
 static void rec_next_part(recov *v);
+static void rec_row_fresh(recov *v, json_t *fresh);
 
 static void rec_next_row(recov *v)
 {
@@ -1866,6 +1904,23 @@ static void rec_next_row(recov *v)
         rec_marks_of_shard(v);
         return;
     }
+    /* Its state now (the pass read every row at its start: one in flight
+     * then may have moved on since). */
+    v->phase = REC_ROW_STATE;
+    rec_submit(v, v->coord, DSQ_OP_QUERY, "SELECT txid, state, participants FROM _dsq_txns WHERE txid = ?1",
+               row_str(v->rows, v->row, 0));
+}
+
+/* The row as it is now (REC_ROW_STATE's answer): resolved, or gone. */
+static void rec_row_fresh(recov *v, json_t *fresh)
+{
+    json_t *row = json_array_get(fresh, 0);
+    if (row == NULL || inflight_has(v->r, row_str(v->rows, v->row, 0))) { /* gone (resolved), or begun again */
+        v->row++;
+        rec_next_row(v);
+        return;
+    }
+    json_array_set(v->rows, v->row, row);
     json_decref(v->parts);
     json_error_t je;
     const char *pj = row_str(v->rows, v->row, 2);
@@ -1961,6 +2016,22 @@ static void rec_step(recov *v)
         dsq_call_reset(c);
         rec_next_row(v);
         return;
+    case REC_ROW_STATE: {
+        bool failed = c->err != 0;
+        if (failed)
+            DSQ_WARN("twopc_recovery_failed", "db=%s txid=%s reason=%s", v->coord, txid, dsq_log_q(c->msg));
+        json_t *fresh = rows_of(c);
+        dsq_call_reset(c);
+        if (failed) { /* the next pass tries again */
+            json_decref(fresh);
+            v->row++;
+            rec_next_row(v);
+            return;
+        }
+        rec_row_fresh(v, fresh);
+        json_decref(fresh);
+        return;
+    }
     case REC_PART_CHECK: {
         bool marked = c->err == 0 && c->nresults > 0 && c->results[0].nrows > 0;
         int64_t n = 0;

@@ -118,6 +118,25 @@ static int record_prepared(run_ctx *x)
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "a prepared transaction needs its id and its coordinator");
         return -1;
     }
+    /* Another transaction's record (one a crash left undecided, or
+     * decided and not applied here yet): this one waits for it to be
+     * resolved, or it would run between that one's parts. */
+    sqlite3_stmt *st = NULL;
+    int others = 0;
+    o->internal = true;
+    if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM _dsq_prepared WHERE txid <> ?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, c->prepare_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            others = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st); /* (no such table: none) */
+    o->internal = false;
+    if (others > 0) {
+        dsq__fail(c, DSQ_CODE_SERIALIZATION_FAILURE,
+                  "another cross-shard transaction prepared on this database awaits its resolution; retry");
+        return -1;
+    }
     char sql[512];
     snprintf(sql, sizeof sql,
              "CREATE TABLE IF NOT EXISTS _dsq_prepared(txid TEXT PRIMARY KEY, coordinator TEXT NOT NULL, "

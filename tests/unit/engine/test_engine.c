@@ -1691,3 +1691,41 @@ Test(engine, prepared_transaction_fences_writes_until_resolved)
     cr_assert_eq(bad->c.code, DSQ_CODE_INVALID_REQUEST, "%s", bad->c.msg);
     tfree(bad);
 }
+
+/* A record another transaction left (undecided, or decided and not yet
+ * applied here after a crash) keeps a new prepared transaction out too:
+ * it would run between the other's parts. */
+Test(engine, a_prepared_record_keeps_other_prepared_transactions_out)
+{
+    const char *t1 = "11111111111111111111111111111111", *t2 = "22222222222222222222222222222222";
+    ok("p2", "CREATE TABLE t(x)");
+    tcall *b = begin_prepared("p2", t1);
+    cr_assert_eq(b->c.err, 0, "%s", b->c.msg);
+    tfree(b);
+    dsq_engine_free(E); /* lost: its record stays */
+    start_with(cfg_default());
+    tcall *b2 = begin_prepared("p2", t2);
+    cr_assert_eq(b2->c.code, DSQ_CODE_SERIALIZATION_FAILURE, "%s", b2->c.msg);
+    cr_assert(strstr(b2->c.msg, "another cross-shard transaction") != NULL, "%s", b2->c.msg);
+    tfree(b2);
+    /* Its own id begins again (recovery's redo). */
+    tcall *b3 = begin_prepared("p2", t1);
+    cr_assert_eq(b3->c.err, 0, "%s", b3->c.msg);
+    tcall *rb = mk(DSQ_OP_ROLLBACK, NULL);
+    strcpy(rb->c.txn, b3->c.txn_out);
+    strcpy(rb->c.prepare_id, t1);
+    rb->c.internal_tables = true;
+    run("p2", rb);
+    cr_assert_eq(rb->c.err, 0, "%s", rb->c.msg);
+    tfree(rb);
+    tfree(b3);
+    tcall *b4 = begin_prepared("p2", t2);
+    cr_assert_eq(b4->c.err, 0, "%s", b4->c.msg);
+    tcall *rb2 = mk(DSQ_OP_ROLLBACK, NULL);
+    strcpy(rb2->c.txn, b4->c.txn_out);
+    strcpy(rb2->c.prepare_id, t2);
+    rb2->c.internal_tables = true;
+    run("p2", rb2);
+    tfree(rb2);
+    tfree(b4);
+}

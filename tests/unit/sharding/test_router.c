@@ -72,6 +72,12 @@ static uint32_t rnd(void)
     return rnd_state >> 8;
 }
 
+/* Review: extra tables for some tests (DDL on every shard and at the
+ * router; VSchema entries appended to "tables"). */
+static const char *extra_ddl[8];
+static size_t nextra_ddl;
+static const char *extra_vs = "";
+
 static void world_make(world *w, size_t nshards)
 {
     memset(w, 0, sizeof *w);
@@ -86,12 +92,19 @@ static void world_make(world *w, size_t nshards)
              "   \"orders\": {\"column\": \"customer_id\", \"vindex\": \"h\"},"
              "   \"countries\": {\"type\": \"reference\"},"
              "   \"settings\": {\"type\": \"unsharded\", \"shard\": \"s0\"},"
-             "   \"events\": {\"column\": \"id\", \"vindex\": \"r\"}}}}}",
-             shards, nshards == 4 ? "100, 200, 300" : "20,40,60,80,100,120,140,160,180,200,220,240,260,280,300");
+             "   \"events\": {\"column\": \"id\", \"vindex\": \"r\"}%s}}}}",
+             shards, nshards == 4 ? "100, 200, 300" : "20,40,60,80,100,120,140,160,180,200,220,240,260,280,300",
+             extra_vs);
     char err[300];
     cr_assert_eq(dsq_vschema_parse(vs, strlen(vs), &w->vs, err, sizeof err), 0, "%s", err);
     w->ks = dsq_vschema_keyspace(w->vs, "ks");
-    cr_assert_eq(dsq_ks_schema_new(ddl, NDDL, &w->schema, err, sizeof err), 0, "%s", err);
+    const char *all_ddl[NDDL + 8];
+    size_t nall = 0;
+    for (size_t i = 0; i < NDDL; i++)
+        all_ddl[nall++] = ddl[i];
+    for (size_t i = 0; i < nextra_ddl; i++)
+        all_ddl[nall++] = extra_ddl[i];
+    cr_assert_eq(dsq_ks_schema_new(all_ddl, nall, &w->schema, err, sizeof err), 0, "%s", err);
     w->nshards = nshards;
     w->shards = calloc(nshards, sizeof *w->shards);
     cr_assert_eq(sqlite3_open(":memory:", &w->one), SQLITE_OK);
@@ -99,6 +112,8 @@ static void world_make(world *w, size_t nshards)
         cr_assert_eq(sqlite3_open(":memory:", &w->shards[s]), SQLITE_OK);
     for (size_t i = 0; i < NDDL; i++)
         put(w, (size_t)-1, ddl[i]);
+    for (size_t i = 0; i < nextra_ddl; i++)
+        put(w, (size_t)-1, extra_ddl[i]);
     exec(w->one, "BEGIN");
     for (size_t s = 0; s < nshards; s++)
         exec(w->shards[s], "BEGIN");
@@ -747,4 +762,309 @@ Test(router, auto_increment_fills_the_rows_that_lack_it)
                       " \"u\": {\"type\": \"unsharded\", \"shard\": \"s0\"}}}}}";
     cr_assert_neq(dsq_vschema_parse(bad, strlen(bad), &vs, err, sizeof err), 0);
     cr_expect(strstr(err, "auto_increment.sequence: keyspace ks has no sequence \"u\"") != NULL, "%s", err);
+}
+
+/* ==== Review: inputs where the router's answer differs from one database's ==== */
+
+static size_t other_key(world *w, const char *table, int64_t k, int64_t *out)
+{
+    size_t s = shard_of_int(w, table, k);
+    for (int64_t c = k + 1;; c++)
+        if (shard_of_int(w, table, c) != s) {
+            *out = c;
+            return shard_of_int(w, table, c);
+        }
+}
+
+/* A reference table LEFT JOINed to a sharded table is scattered: every
+ * shard null-extends the reference rows its own shard has no match for. */
+Test(review, reference_left_join_sharded_table_is_scattered_wrongly)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT n.code, o.id FROM countries n LEFT JOIN orders o ON o.status = n.code", NULL, 0, -1, false);
+    check(&w, &t, "SELECT count(*) FROM countries n LEFT JOIN orders o ON o.amount = 5 AND o.status = 'paid'", NULL, 0, -1, false);
+    check(&w, &t, "SELECT count(*) FROM orders o RIGHT JOIN countries n ON o.status = n.code", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* A key restriction in an inner join's ON spreads, through the
+ * co-sharded group, to the preserved side of a later RIGHT JOIN. */
+Test(review, restriction_carried_to_preserved_side_of_right_join)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t,
+          "SELECT count(*) FROM orders o JOIN customers c ON c.id = o.customer_id AND c.id = 7 "
+          "RIGHT JOIN customers c2 ON c2.id = c.id",
+          NULL, 0, -1, false);
+    check(&w, &t,
+          "SELECT count(*) FROM orders o JOIN customers c ON c.id = o.customer_id AND c.id = 7 "
+          "FULL JOIN customers c2 ON c2.id = c.id",
+          NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* LIMIT -1 OFFSET n: the offset is dropped at the router. */
+Test(review, negative_limit_with_offset_drops_the_offset)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT id FROM orders ORDER BY id LIMIT -1 OFFSET 995", NULL, 0, -1, true);
+    int64_t lo[] = {-1, 990};
+    check(&w, &t, "SELECT id FROM orders ORDER BY id LIMIT ? OFFSET ?", lo, 2, -1, true);
+    world_free(&w);
+}
+
+/* HAVING names a table column (a bare column on one database); at the
+ * router the table of partials lacks it and the name falls to an alias. */
+Test(review, having_bare_column_resolves_to_alias_at_router)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT id, count(*) AS amount FROM orders GROUP BY id HAVING amount > 500", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* The partials' table has no declared types: grouped columns lose their
+ * affinity in HAVING and in the result expressions. */
+Test(review, grouped_columns_lose_affinity_at_router)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT customer_id, count(*) FROM orders GROUP BY customer_id HAVING customer_id = '7'", NULL, 0, -1, false);
+    check(&w, &t, "SELECT customer_id = '7' AS x, count(*) FROM orders GROUP BY customer_id", NULL, 0, -1, false);
+    check(&w, &t, "SELECT count(*) FROM orders GROUP BY status HAVING status IN ('paid', 'new')", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* An aggregate named with a quoted identifier is not seen as one: each
+ * shard's aggregate row is concatenated. */
+Test(review, quoted_aggregate_name_concatenates_per_shard_aggregates)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT \"count\"(*) AS n FROM orders", NULL, 0, -1, false);
+    check(&w, &t, "SELECT [sum](amount) AS s, `max`(amount) AS m FROM orders", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* Collations SQLite derives through unary +, CAST or a COLLATE inside an
+ * expression are not the router's (it takes BINARY). */
+Test(review, derived_collation_lost_at_router)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    int64_t k2;
+    other_key(&w, "customers", 1001, &k2);
+    char sql[300];
+    snprintf(sql, sizeof sql, "INSERT INTO customers VALUES (1001, 'x', 'apple', 1)");
+    put(&w, shard_of_int(&w, "customers", 1001), sql);
+    snprintf(sql, sizeof sql, "INSERT INTO customers VALUES (%lld, 'y', 'Banana', 1)", (long long)k2);
+    put(&w, shard_of_int(&w, "customers", k2), sql);
+    snprintf(sql, sizeof sql, "SELECT min(CAST(region AS TEXT)) FROM customers WHERE id IN (1001, %lld)", (long long)k2);
+    check(&w, &t, sql, NULL, 0, -1, false);
+    snprintf(sql, sizeof sql, "SELECT min(+region) FROM customers WHERE id IN (1001, %lld)", (long long)k2);
+    check(&w, &t, sql, NULL, 0, -1, false);
+    snprintf(sql, sizeof sql, "SELECT +region FROM customers WHERE id IN (1001, %lld) ORDER BY 1 LIMIT 1", (long long)k2);
+    check(&w, &t, sql, NULL, 0, -1, true);
+    snprintf(sql, sizeof sql, "SELECT id FROM customers WHERE id IN (1001, %lld) ORDER BY +region LIMIT 1", (long long)k2);
+    check(&w, &t, sql, NULL, 0, -1, true);
+    world_free(&w);
+}
+
+Test(review, distinct_plus_region_keeps_case_variants)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT DISTINCT +region FROM customers", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* FETCH pushes a conjunct on orders down although a view in the same
+ * FROM reads orders too: the view sees the filtered rows. */
+Test(review, fetch_filter_ignores_views_reading_the_table)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT count(*) FROM big_orders b, orders o WHERE o.id = 5", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* Concatenated rows carry the shards' column names: the rewritten text's
+ * (tokens joined with spaces), not the statement's. */
+Test(review, concatenated_rows_carry_rewritten_column_names)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    check(&w, &t, "SELECT amount+1 FROM orders WHERE amount > 990", NULL, 0, -1, false);
+    check(&w, &t, "SELECT o.id,o.amount FROM orders o WHERE amount > 990", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* Extra tables: tags (one column, sharded by range), tk (a TEXT key on
+ * the hash vindex orders use), logs (no INTEGER PRIMARY KEY). */
+static void review_world(world *w)
+{
+    extra_ddl[0] = "CREATE TABLE tags(v INTEGER)";
+    extra_ddl[1] = "CREATE TABLE tk(k TEXT, label TEXT)";
+    extra_ddl[2] = "CREATE TABLE logs(k INTEGER, msg TEXT)";
+    nextra_ddl = 3;
+    extra_vs = ", \"tags\": {\"column\": \"v\", \"vindex\": \"r\"}, \"tk\": {\"column\": \"k\", \"vindex\": \"h\"},"
+               " \"logs\": {\"column\": \"k\", \"vindex\": \"h\"}";
+    world_make(w, 4);
+    nextra_ddl = 0;
+    extra_vs = "";
+    char sql[200];
+    for (int v = 0; v < 1000; v += 37) {
+        snprintf(sql, sizeof sql, "INSERT INTO tags VALUES (%d)", v);
+        put(w, shard_of_int(w, "tags", v), sql);
+    }
+    /* tk keys are text: their shard is the hash of the text's bytes. */
+    for (int k = 1; k <= 40; k++) {
+        const dsq_vs_table *tb = dsq_vs_table_find(w->ks, "tk");
+        char key[16];
+        snprintf(key, sizeof key, "%d", k);
+        dsq_skey sk = {.kind = DSQ_SKEY_TEXT, .p = key, .n = strlen(key)};
+        size_t s;
+        char err[100];
+        cr_assert_eq(dsq_vindex_shard(w->ks->vindexes[tb->vindex].v, &sk, &s, err, sizeof err), 0);
+        snprintf(sql, sizeof sql, "INSERT INTO tk VALUES ('%d', 'l%d')", k, k);
+        put(w, s, sql);
+    }
+    for (int k = 1; k <= 40; k++) {
+        snprintf(sql, sizeof sql, "INSERT INTO logs VALUES (%d, 'm%d')", k, k);
+        put(w, shard_of_int(w, "logs", k), sql);
+    }
+}
+
+/* `x IN table` reads a sharded table the FROM clause does not name: the
+ * planner neither counts it nor restricts it. */
+Test(review, in_table_reads_a_sharded_table_outside_from)
+{
+    world w;
+    review_world(&w);
+    tally t = {0};
+    check(&w, &t, "SELECT count(*) FROM orders WHERE amount IN tags", NULL, 0, -1, false);
+    /* Sent to one shard (customer c's) though `0 IN tags` is about shard 0's rows. */
+    int64_t c = 1;
+    while (shard_of_int(&w, "orders", c) == 0)
+        c++;
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM orders WHERE customer_id = %lld AND 0 IN tags", (long long)c);
+    check(&w, &t, sql, NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* Keys of one vindex with different affinities: SQLite joins '7' = 7
+ * (numeric affinity), the vindex places them apart. */
+Test(review, cosharded_join_of_keys_with_different_affinity)
+{
+    world w;
+    review_world(&w);
+    tally t = {0};
+    check(&w, &t, "SELECT count(*) FROM orders o JOIN tk ON tk.k = o.customer_id", NULL, 0, -1, false);
+    world_free(&w);
+}
+
+/* rowid of a sharded table without INTEGER PRIMARY KEY: per shard
+ * (refused at the router, returned by a scatter). */
+Test(review, scattered_rowid_is_per_shard)
+{
+    world w;
+    review_world(&w);
+    tally t = {0};
+    (void)t;
+    /* A shard's rowids are its own: refused, never a shard-local answer. */
+    expect_refusal(&w, "SELECT rowid FROM logs WHERE k = 40", "rowid");
+    expect_refusal(&w, "SELECT max(rowid) FROM logs", "rowid");
+    world_free(&w);
+}
+
+
+/* A trigger (made through the keyspace: on every shard) that writes its
+ * own table with another key: the row lands on the shard of the
+ * statement's row, not its own. */
+Test(review, trigger_writes_rows_onto_the_wrong_shard)
+{
+    world w;
+    world_make(&w, 4);
+    const char *trg = "CREATE TRIGGER echo AFTER INSERT ON orders WHEN new.id = 9001 BEGIN "
+                      "INSERT INTO orders VALUES (9002, new.customer_id + 1, 1, 'echo', NULL); END";
+    put(&w, (size_t)-1, trg);
+    exec(w.schema->db, trg);
+    int64_t c = 1;
+    while (shard_of_int(&w, "orders", c) == shard_of_int(&w, "orders", c + 1))
+        c++;
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO orders VALUES (9001, %lld, 1, 'x', NULL)", (long long)c);
+    expect_refusal(&w, sql, "has triggers");
+    expect_refusal(&w, trg, "CREATE TRIGGER");
+    world_free(&w);
+}
+
+/* Uniqueness of a column other than the key is per shard: an INSERT
+ * whose id is taken on another shard neither fails nor conflicts. */
+
+/* An upsert that sets the key with a row-value assignment is not refused:
+ * the row keeps its shard under a key that maps elsewhere. */
+Test(review, upsert_row_value_set_moves_the_key)
+{
+    world w;
+    world_make(&w, 4);
+    dsq_stmt_req r = {.sql = "SELECT customer_id FROM orders WHERE id = 3", .sql_len = 43};
+    dsq_result res;
+    char err[200];
+    cr_assert_eq(run(w.one, &r, &res, err, sizeof err), 0);
+    size_t pos = 0;
+    dsq_value v;
+    dsq_result_next(&res, &pos, &v);
+    int64_t c = v.i, c2;
+    other_key(&w, "orders", c, &c2);
+    dsq_result_free(&res);
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO orders VALUES (3, %lld, 5, 'x', NULL) ON CONFLICT(id) DO UPDATE SET (customer_id, status) = (%lld, 'moved')",
+             (long long)c, (long long)c2);
+    expect_refusal(&w, sql, "moving a row");
+    world_free(&w);
+}
+
+/* A reference table written with a non-deterministic value: every shard
+ * computes its own, the copies differ. */
+Test(review, reference_table_copies_diverge_on_nondeterministic_writes)
+{
+    world w;
+    world_make(&w, 4);
+    /* Each shard would compute its own value: refused. */
+    expect_refusal(&w, "INSERT INTO countries VALUES ('rn', hex(randomblob(8)))", "randomblob");
+    expect_refusal(&w, "UPDATE countries SET name = datetime('now')", "datetime");
+    world_free(&w);
+}
+
+/* AVG is rewritten as SUM/COUNT: a shard's integer SUM overflows (an
+ * error) where one database's AVG answers. */
+Test(review, avg_of_large_integers_fails_where_one_database_answers)
+{
+    world w;
+    world_make(&w, 4);
+    tally t = {0};
+    int64_t c = 1, c2;
+    other_key(&w, "orders", c, &c2);
+    put(&w, shard_of_int(&w, "orders", c), "INSERT INTO orders VALUES (9101, 1, 5000000000000000000, 'big', NULL)");
+    put(&w, shard_of_int(&w, "orders", c), "INSERT INTO orders VALUES (9102, 1, 5000000000000000000, 'big', NULL)");
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT avg(amount) FROM orders WHERE customer_id IN (1, %lld) AND status = 'big'", (long long)c2);
+    check(&w, &t, sql, NULL, 0, -1, false);
+    world_free(&w);
 }
