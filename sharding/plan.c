@@ -71,6 +71,7 @@ void dsq_ks_schema_free(dsq_ks_schema *s)
 {
     if (s == NULL)
         return;
+    sqlite3_finalize(s->view_q);
     sqlite3_close(s->db);
     for (size_t i = 0; i < s->nddl; i++)
         free(s->ddl[i]);
@@ -415,14 +416,16 @@ static bool has_triggers(pctx *x, const char *table)
 
 static bool is_view(pctx *x, const char *name)
 {
-    sqlite3_stmt *st = NULL;
-    bool view = false;
-    if (sqlite3_prepare_v2(x->s->db, "SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?1 COLLATE NOCASE",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        view = sqlite3_step(st) == SQLITE_ROW;
-    }
-    sqlite3_finalize(st);
+    /* (prepared once per schema: every statement asks) */
+    if (x->s->view_q == NULL &&
+        sqlite3_prepare_v3(x->s->db, "SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?1 COLLATE NOCASE",
+                           -1, SQLITE_PREPARE_PERSISTENT, &x->s->view_q, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_stmt *st = x->s->view_q;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    bool view = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     return view;
 }
 
@@ -568,7 +571,21 @@ static int literal_value(pctx *x, size_t b, size_t e, dsq_value *v, char *buf, s
         return 0;
     }
     case DSQ_TK_NUMBER: {
-        /* SQLite reads it: exact, whatever its form. */
+        /* A plain decimal integer that fits: read here. */
+        if (t->len < 19) {
+            bool digits_only = true;
+            int64_t n = 0;
+            for (size_t i = 0; i < t->len && digits_only; i++) {
+                digits_only = p[i] >= '0' && p[i] <= '9';
+                n = n * 10 + (p[i] - '0');
+            }
+            if (digits_only) {
+                v->type = DSQ_V_INT;
+                v->i = neg ? -n : n;
+                return 0;
+            }
+        }
+        /* Else SQLite reads it: exact, whatever its form. */
         char text[80];
         if (t->len + 2 > sizeof text)
             return -1;
@@ -630,8 +647,16 @@ static int shard_of(pctx *x, const dsq_vs_table *tb, const dsq_value *v, size_t 
 {
     char buf[4096];
     dsq_value a;
-    if (apply_affinity(x, decltype_of(x, tb->name, tb->column), v, &a, buf, sizeof buf) != 0)
+    /* The affinity changes nothing of an integer in a numeric column, of
+     * text in a TEXT column, of anything in a BLOB one: no SQL for those
+     * (a point read's common case). */
+    int aff = affinity_of(decltype_of(x, tb->name, tb->column));
+    if ((v->type == DSQ_V_INT && (aff == 0 || aff == 2)) || (v->type == DSQ_V_TEXT && aff == 3) || aff == 4 ||
+        v->type == DSQ_V_BLOB) {
+        a = *v;
+    } else if (apply_affinity(x, decltype_of(x, tb->name, tb->column), v, &a, buf, sizeof buf) != 0) {
         return -1;
+    }
     dsq_skey k = {0};
     switch (a.type) {
     case DSQ_V_INT: k.kind = DSQ_SKEY_INT; k.i = a.i; break;

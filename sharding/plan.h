@@ -56,8 +56,11 @@
 typedef struct sqlite3 sqlite3;
 
 /* A keyspace's schema at the router: its tables and views, empty. */
+typedef struct sqlite3_stmt sqlite3_stmt;
+
 typedef struct dsq_ks_schema {
     sqlite3 *db;
+    sqlite3_stmt *view_q;  /* "is this name a view?", prepared once */
     char **ddl;    /* the CREATE statements it was made of (tables first) */
     size_t nddl;
 } dsq_ks_schema;
