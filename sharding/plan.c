@@ -90,6 +90,7 @@ const char *dsq_plan_kind_name(dsq_plan_kind k)
     case DSQ_PLAN_ERROR: return "error";
     case DSQ_PLAN_MULTI: return "multi";
     case DSQ_PLAN_SEQUENCE: return "sequence";
+    case DSQ_PLAN_LOOKUP: return "lookup";
     }
     return "?";
 }
@@ -133,6 +134,9 @@ typedef struct pctx {
     bool ddl;
     bool quiet;                     /* the planner's own statement: not the client's */
     char volatile_fn[64];           /* a function whose value differs each time it runs (random()), or "" */
+    const dsq_plan_hints *hints;    /* the answers to the lookups, or NULL */
+    size_t nlook;                   /* lookups met so far (their order is the hints') */
+    bool look_needed;               /* a lookup would restrict an occurrence nothing else does */
 } pctx;
 
 static void set_msg(dsq_plan *p, dsq_plan_kind k, dsq_code code, const char *fmt, ...)
@@ -751,6 +755,84 @@ static void restrict_to(pctx *x, occ *o, long i, size_t b, size_t e, size_t nsha
     free(set);
 }
 
+/* Restrict occurrence i to `set` (nshards flags; taken). */
+static void restrict_set(occ *o, long i, bool *set, size_t nshards)
+{
+    if (o[i].allowed == NULL) {
+        o[i].allowed = set;
+        return;
+    }
+    for (size_t s = 0; s < nshards; s++)
+        o[i].allowed[s] = o[i].allowed[s] && set[s];
+    free(set);
+}
+
+/* Occurrence i's lookup vindex on column col (the vindex's index), or -1. */
+static long lookup_of(const occ *o, long i, const char *col)
+{
+    if (i < 0 || o[i].vs == NULL || o[i].vs->type != DSQ_VS_SHARDED)
+        return -1;
+    for (size_t k = 0; k < o[i].vs->nlookups; k++)
+        if (strcasecmp(o[i].vs->lookups[k].column, col) == 0)
+            return (long)o[i].vs->lookups[k].vindex;
+    return -1;
+}
+
+/* `col = value` or `col IN (values)` on a lookup column of occurrence i:
+ * each value is a lookup (its answer in the hints, in the order met), and
+ * with the answers the occurrence is restricted to their shards. */
+static void lookup_restrict(pctx *x, occ *o, long i, long vindex, size_t b, size_t e)
+{
+    size_t nshards = x->ks->nshards;
+    bool *set = calloc(nshards, sizeof *set);
+    bool ok = set != NULL;
+    size_t vb = b;
+    for (size_t k = b; k <= e && ok; k++) {
+        if (k < e && x->t[k].type != DSQ_TK_COMMA)
+            continue;
+        dsq_value v;
+        char buf[4096];
+        if (literal_value(x, vb, k, &v, buf, sizeof buf) != 0 || v.type == DSQ_V_NULL) {
+            ok = false;
+            break;
+        }
+        size_t n = x->nlook++;
+        if (x->hints == NULL) { /* asked for */
+            dsq_plan *p = x->out;
+            dsq_plan_lookup *nl = realloc(p->lookups, (p->nlookups + 1) * sizeof *nl);
+            if (nl == NULL) {
+                ok = false;
+                break;
+            }
+            p->lookups = nl;
+            dsq_plan_lookup *l = &p->lookups[p->nlookups++];
+            memset(l, 0, sizeof *l);
+            l->vindex = (size_t)vindex;
+            l->owner = (size_t)(o[i].vs - x->ks->tables);
+            l->value = v;
+            if (v.type == DSQ_V_TEXT || v.type == DSQ_V_BLOB) {
+                l->bytes = malloc(v.n ? v.n : 1);
+                if (l->bytes == NULL) {
+                    ok = false;
+                    break;
+                }
+                memcpy(l->bytes, v.p, v.n);
+                l->value.p = l->bytes;
+            }
+            if (o[i].allowed == NULL)
+                x->look_needed = true;
+        } else if (n < x->hints->n && x->hints->shard[n] >= 0 && (size_t)x->hints->shard[n] < nshards) {
+            set[x->hints->shard[n]] = true;
+        }
+        vb = k + 1;
+    }
+    if (!ok || x->hints == NULL) {
+        free(set);
+        return;
+    }
+    restrict_set(o, i, set, nshards); /* (no value with an owner: no shard; any answers) */
+}
+
 /* What one conjunct says: `a = b` joins two keys (co-sharded), `key =
  * value` and `key IN (values)` restrict. */
 static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool restricts)
@@ -778,14 +860,19 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
     long l = column_ref(x, sel, c.b, eq, lcol);
     if (in) {
         /* key IN ( v, ... ) */
-        if (!restricts || !is_key(x, o, l, lcol) || eq + 2 >= c.e || t[eq + 1].type != DSQ_TK_LP ||
+        long lk = lookup_of(o, l, lcol);
+        if (!restricts || !(is_key(x, o, l, lcol) || lk >= 0) || eq + 2 >= c.e || t[eq + 1].type != DSQ_TK_LP ||
             t[c.e - 1].type != DSQ_TK_RP)
             return;
         for (size_t i = eq + 2; i + 1 < c.e; i++)
             if (t[i].type == DSQ_TK_LP || t[i].type == DSQ_TK_RP)
                 return;
-        if (eq + 2 < c.e - 1)
-            restrict_to(x, o, l, eq + 2, c.e - 1, nshards);
+        if (eq + 2 < c.e - 1) {
+            if (is_key(x, o, l, lcol))
+                restrict_to(x, o, l, eq + 2, c.e - 1, nshards);
+            else
+                lookup_restrict(x, o, l, lk, eq + 2, c.e - 1);
+        }
         return;
     }
     long r = column_ref(x, sel, eq + 1, c.e, rcol);
@@ -804,6 +891,10 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
         restrict_to(x, o, l, eq + 1, c.e, nshards);
     else if (is_key(x, o, r, rcol))
         restrict_to(x, o, r, c.b, eq, nshards);
+    else if (lookup_of(o, l, lcol) >= 0)
+        lookup_restrict(x, o, l, lookup_of(o, l, lcol), eq + 1, c.e);
+    else if (lookup_of(o, r, rcol) >= 0)
+        lookup_restrict(x, o, r, lookup_of(o, r, rcol), c.b, eq);
 }
 
 /* ---- SCATTER: the rewrite ------------------------------------------------------------------------ */
@@ -1694,15 +1785,29 @@ static int fetch(pctx *x, const dsq_select *sel)
 /* A MULTI plan's participant: shard s runs the statement made of the
  * token spans v[0..n) (in order); with `rows`, v[1..n-1) are rows of
  * VALUES, a comma between each two. 0, or -1 (out of memory). */
+/* Room for one more participant's statement in the plan: 0, or -1. */
+static int writes_room(dsq_plan *p)
+{
+    if (p->nwrites < p->wcap)
+        return 0;
+    size_t cap = p->wcap ? 2 * p->wcap : 8;
+    dsq_plan_sql *w = realloc(p->writes, cap * sizeof *w);
+    if (w == NULL)
+        return -1;
+    p->writes = w;
+    size_t *ws = realloc(p->write_shard, cap * sizeof *ws);
+    if (ws == NULL)
+        return -1;
+    p->write_shard = ws;
+    p->wcap = cap;
+    return 0;
+}
+
 static int add_write_spans(pctx *x, size_t s, const dsq_span *v, size_t n, bool rows)
 {
     dsq_plan *p = x->out;
-    if (p->writes == NULL) {
-        p->writes = calloc(x->ks->nshards, sizeof *p->writes);
-        p->write_shard = calloc(x->ks->nshards, sizeof *p->write_shard);
-        if (p->writes == NULL || p->write_shard == NULL)
-            return -1;
-    }
+    if (writes_room(p) != 0)
+        return -1;
     emit e;
     if (emit_init(x, &e) != 0)
         return -1;
@@ -1924,6 +2029,228 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
 #undef INSERT_FAIL
 }
 
+/* The value each row of an INSERT ... VALUES gives column col: spans
+ * into out (b == e: the row leaves it out); the number of rows, or -1
+ * (not VALUES, too many rows). */
+static long row_values(pctx *x, const char *table, const char *col, dsq_span *out, size_t max)
+{
+    const dsq_tok *t = x->t;
+    size_t n = x->nt, i = 0;
+    while (n > 0 && t[n - 1].type == DSQ_TK_SEMI)
+        n--;
+    while (i < n && !dsq_tok_is(x->sql, &t[i], "INTO"))
+        i++;
+    i += 2;
+    if (i < n && dsq_tok_is(x->sql, &t[i], "AS"))
+        i += 2;
+    long pos = -1;
+    if (i < n && t[i].type == DSQ_TK_LP) {
+        size_t r = close_paren(t, i, n);
+        long k = 0;
+        for (size_t j = i + 1; j < r; j++) {
+            char nm[DSQ_SQL_NAME];
+            if (t[j].type == DSQ_TK_COMMA)
+                k++;
+            else if (dsq_tok_name(x->sql, &t[j], nm, sizeof nm) == 0 && strcasecmp(nm, col) == 0)
+                pos = k;
+        }
+        i = r + 1;
+    } else {
+        pos = column_pos(x, table, col);
+    }
+    if (!(i < n && dsq_tok_is(x->sql, &t[i], "VALUES")))
+        return -1;
+    size_t rows = 0;
+    for (i++; i < n && t[i].type == DSQ_TK_LP && rows < max;) {
+        size_t r = close_paren(t, i, n);
+        out[rows] = (dsq_span){0, 0};
+        long k = 0;
+        size_t vb = i + 1;
+        for (size_t j = i + 1; j <= r && r < n; j++) {
+            if (j < r && t[j].type == DSQ_TK_LP) {
+                j = close_paren(t, j, r);
+                continue;
+            }
+            if (j < r && t[j].type != DSQ_TK_COMMA)
+                continue;
+            if (k == pos)
+                out[rows] = (dsq_span){vb, j};
+            k++;
+            vb = j + 1;
+        }
+        rows++;
+        i = r + 1;
+        if (i < n && t[i].type == DSQ_TK_COMMA)
+            i++;
+        else
+            break;
+    }
+    return i < n && t[i].type == DSQ_TK_LP ? -1 : (long)rows;
+}
+
+/* The writes that keep table tb's lookup tables in step with a write to
+ * it, added to the plan (made MULTI: a plan that was ONE on `one` gets
+ * the statement there first). INSERT: a row (value, key) in each lookup
+ * table, on the shard of the value; DELETE by key only: the rows of
+ * those keys in each lookup table, on every shard. 0, or -1 after
+ * refusing. */
+static int lookup_writes(pctx *x, const dsq_vs_table *tb, const char *verb, bool was_one, size_t one)
+{
+    dsq_plan *p = x->out;
+    const dsq_tok *t = x->t;
+    size_t n = x->nt;
+    while (n > 0 && t[n - 1].type == DSQ_TK_SEMI)
+        n--;
+    bool insert = strcmp(verb, "INSERT") == 0 || strcmp(verb, "REPLACE") == 0;
+    if (insert) {
+        for (size_t i = 0; i < n; i++)
+            if (dsq_tok_is(x->sql, &t[i], "REPLACE") || dsq_tok_is(x->sql, &t[i], "CONFLICT") ||
+                (dsq_tok_is(x->sql, &t[i], "OR") && i == 1)) {
+                refuse(x, "table '%s' has a lookup vindex: upserts, REPLACE and INSERT OR ... on it are not "
+                          "supported (its lookup rows would not follow)", tb->name);
+                return -1;
+            }
+    }
+    if (was_one) {
+        dsq_span all = {0, n};
+        if (add_write(x, one, &all, 1) != 0)
+            goto oom;
+    }
+    for (size_t l = 0; l < tb->nlookups; l++) {
+        const dsq_vs_vindex *vx = &x->ks->vindexes[tb->lookups[l].vindex];
+        const dsq_vs_table *lt = &x->ks->tables[vx->table_idx];
+        if (insert) {
+            dsq_span vals[256], keys[256];
+            long rows = row_values(x, tb->name, tb->lookups[l].column, vals, 256);
+            long krows = row_values(x, tb->name, tb->column, keys, 256);
+            if (rows < 0 || krows != rows) {
+                refuse(x, "an INSERT into '%s' (it has a lookup vindex) lists its rows in VALUES, 256 at most",
+                       tb->name);
+                return -1;
+            }
+            for (long r = 0; r < rows; r++) {
+                if (vals[r].b == vals[r].e)
+                    continue; /* (left out: NULL, no lookup row) */
+                dsq_value v;
+                char buf[4096];
+                size_t s;
+                if (literal_value(x, vals[r].b, vals[r].e, &v, buf, sizeof buf) != 0) {
+                    refuse(x, "the value of lookup column '%s' in each row inserted into '%s' must be a literal or "
+                              "a parameter", tb->lookups[l].column, tb->name);
+                    return -1;
+                }
+                if (v.type == DSQ_V_NULL)
+                    continue;
+                if (shard_of(x, lt, &v, &s) != 0) {
+                    refuse(x, "a value of lookup column '%s' has no shard in lookup table '%s'",
+                           tb->lookups[l].column, lt->name);
+                    return -1;
+                }
+                emit e;
+                if (emit_init(x, &e) != 0)
+                    goto oom;
+                emit_str(&e, "INSERT INTO");
+                emit_name(&e, lt->name);
+                emit_str(&e, "(");
+                emit_name(&e, vx->from);
+                emit_str(&e, ",");
+                emit_name(&e, vx->to);
+                emit_str(&e, ") VALUES (");
+                emit_span(x, &e, vals[r]);
+                emit_str(&e, ",");
+                emit_span(x, &e, keys[r]);
+                emit_str(&e, ")");
+                if (writes_room(p) != 0 || emit_take(&e, &p->writes[p->nwrites]) != 0) {
+                    emit_free(&e);
+                    goto oom;
+                }
+                p->write_shard[p->nwrites++] = s;
+            }
+        } else {
+            /* DELETE: WHERE is the key alone (`key = v`, `key IN (...)`). */
+            size_t w = 0;
+            while (w < n && !dsq_tok_is(x->sql, &t[w], "WHERE"))
+                w++;
+            dsq_span cj[4];
+            size_t nc = w < n ? dsq_sql_conjuncts(x->sql, t, (dsq_span){w + 1, n}, cj, 4) : 0;
+            size_t op = 0;
+            bool ok = nc == 1;
+            if (ok) {
+                for (op = cj[0].b; op < cj[0].e; op++)
+                    if ((t[op].type == DSQ_TK_OP && x->sql[t[op].off] == '=') || dsq_tok_is(x->sql, &t[op], "IN"))
+                        break;
+                char nm[DSQ_SQL_NAME];
+                ok = op < cj[0].e && op - cj[0].b >= 1 &&
+                     dsq_tok_name(x->sql, &t[op - 1], nm, sizeof nm) == 0 && strcasecmp(nm, tb->column) == 0;
+                for (size_t k = op + 1; ok && k < cj[0].e; k++)
+                    ok = t[k].type != DSQ_TK_IDENT || dsq_tok_is(x->sql, &t[k], "NULL");
+            }
+            if (!ok) {
+                refuse(x, "a DELETE from '%s' (it has a lookup vindex) must name its rows by their key alone "
+                          "(WHERE %s = value or %s IN (values)), so that their lookup rows go with them",
+                       tb->name, tb->column, tb->column);
+                return -1;
+            }
+            for (size_t s = 0; s < x->ks->nshards; s++) {
+                emit e;
+                if (emit_init(x, &e) != 0)
+                    goto oom;
+                emit_str(&e, "DELETE FROM");
+                emit_name(&e, lt->name);
+                emit_str(&e, "WHERE");
+                emit_name(&e, vx->to);
+                emit_span(x, &e, (dsq_span){op, cj[0].e});
+                if (writes_room(p) != 0 || emit_take(&e, &p->writes[p->nwrites]) != 0) {
+                    emit_free(&e);
+                    goto oom;
+                }
+                p->write_shard[p->nwrites++] = s;
+            }
+        }
+    }
+    p->kind = DSQ_PLAN_MULTI;
+    snprintf(p->msg, sizeof p->msg, "multi: %zu statements with the lookup tables'", p->nwrites);
+    return 0;
+oom:
+    set_msg(p, DSQ_PLAN_ERROR, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+    return -1;
+}
+
+/* Does this UPDATE set a lookup column of tb (`col =`, or in a row-value
+ * target)? Then it refuses (the lookup row would not follow) and says so. */
+static bool sets_lookup_column(pctx *x, const dsq_vs_table *tb)
+{
+    const dsq_tok *t = x->t;
+    size_t n = x->nt, set = 0;
+    while (set < n && !dsq_tok_is(x->sql, &t[set], "SET"))
+        set++;
+    for (size_t k = set + 1; k < n && !dsq_tok_is(x->sql, &t[k], "WHERE"); k++) {
+        char nm[DSQ_SQL_NAME];
+        if (!((t[k].type == DSQ_TK_IDENT || t[k].type == DSQ_TK_QIDENT) && dsq_tok_name(x->sql, &t[k], nm, sizeof nm) == 0))
+            continue;
+        bool lookup = false;
+        for (size_t l = 0; l < tb->nlookups && !lookup; l++)
+            lookup = strcasecmp(tb->lookups[l].column, nm) == 0;
+        if (!lookup)
+            continue;
+        bool target = k + 1 < n && t[k + 1].type == DSQ_TK_OP && t[k + 1].len == 1 && x->sql[t[k + 1].off] == '=';
+        for (size_t l = k; !target && l > set + 1; l--) {
+            if (t[l - 1].type != DSQ_TK_LP)
+                continue;
+            size_t r = close_paren(t, l - 1, n);
+            target = r > k && r + 1 < n && t[r + 1].type == DSQ_TK_OP && t[r + 1].len == 1 &&
+                     x->sql[t[r + 1].off] == '=';
+            break;
+        }
+        if (target) {
+            refuse(x, "this UPDATE sets lookup column '%s' of '%s': change it with a DELETE and an INSERT (its "
+                      "lookup row would not follow)", nm, tb->name);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* UPDATE or DELETE of sharded table tb: the one shard its WHERE clause
  * restricts it to: 0, or -1 after refusing. */
 static int update_shard(pctx *x, const dsq_vs_table *tb, bool update, size_t *shard)
@@ -1988,6 +2315,12 @@ static int update_shard(pctx *x, const dsq_vs_table *tb, bool update, size_t *sh
         size_t nc = dsq_sql_conjuncts(x->sql, t, (dsq_span){where + 1, wend}, cj, 64);
         for (size_t k = 0; k < nc && k < 64; k++)
             conjunct(x, &sel, o, cj[k], true);
+    }
+    if (x->hints == NULL && x->look_needed && o[0].allowed == NULL) {
+        x->out->kind = DSQ_PLAN_LOOKUP; /* its shard by a lookup first */
+        snprintf(x->out->msg, sizeof x->out->msg, "lookup: %zu value%s first", x->out->nlookups,
+                 x->out->nlookups == 1 ? "" : "s");
+        return 2;
     }
     size_t count = 0;
     for (size_t s = 0; o[0].allowed && s < x->ks->nshards; s++)
@@ -2130,6 +2463,16 @@ static void plan_read(pctx *x, sqlite3_stmt *st)
         size_t n = dsq_sql_conjuncts(x->sql, x->t, sel->where, cj, 64);
         for (size_t k = 0; k < n && k < 64; k++)
             conjunct(x, sel, o, cj[k], true);
+    }
+    /* Values of lookup columns to look up first: the plan is the lookups;
+     * with their answers the statement is planned again. */
+    if (x->hints == NULL && x->look_needed) {
+        for (size_t i = 0; i < sel->ntables; i++)
+            free(o[i].allowed);
+        free(sel);
+        p->kind = DSQ_PLAN_LOOKUP;
+        snprintf(p->msg, sizeof p->msg, "lookup: %zu value%s first", p->nlookups, p->nlookups == 1 ? "" : "s");
+        return;
     }
     int group = -1;
     bool cosharded = true;
@@ -2410,12 +2753,19 @@ static void plan_write(pctx *x)
         return;
     case DSQ_VS_SHARDED: {
         size_t shard = 0;
+        if (w->vs->nlookups > 0 && strcmp(verb, "UPDATE") == 0 && sets_lookup_column(x, w->vs))
+            return;
         int rc = strcmp(verb, "INSERT") == 0 || strcmp(verb, "REPLACE") == 0 ? insert_shard(x, w->vs, &shard)
                  : strcmp(verb, "UPDATE") == 0                               ? update_shard(x, w->vs, true, &shard)
                  : strcmp(verb, "DELETE") == 0                               ? update_shard(x, w->vs, false, &shard)
                                                                              : (refuse(x, "a write not understood"), -1);
-        if (rc < 0)
+        if (rc < 0 || rc == 2)
             return;
+        /* Its lookup tables' rows go with it, in the same transaction. */
+        if (w->vs->nlookups > 0 && strcmp(verb, "UPDATE") != 0) {
+            lookup_writes(x, w->vs, verb, rc == 0, shard);
+            return;
+        }
         if (rc > 0) {
             snprintf(p->msg, sizeof p->msg, "multi: %zu shards in one cross-shard transaction", p->nwrites);
             return;
@@ -2430,6 +2780,20 @@ static void plan_write(pctx *x)
 
 void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_req *req, dsq_plan *out)
 {
+    dsq_plan_make_hinted(s, ks, req, NULL, out);
+}
+
+int dsq_plan_shard_of(dsq_ks_schema *s, const dsq_vs_keyspace *ks, size_t table, const dsq_value *v, size_t *shard)
+{
+    pctx x = {.s = s, .ks = ks};
+    if (table >= ks->ntables || ks->tables[table].type != DSQ_VS_SHARDED)
+        return -1;
+    return shard_of(&x, &ks->tables[table], v, shard);
+}
+
+void dsq_plan_make_hinted(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_req *req,
+                          const dsq_plan_hints *hints, dsq_plan *out)
+{
     memset(out, 0, sizeof *out);
     pctx *x = calloc(1, sizeof *x);
     if (x == NULL) {
@@ -2441,6 +2805,7 @@ void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_r
     x->req = req;
     x->out = out;
     x->sql = req->sql;
+    x->hints = hints;
     char err[256];
     sqlite3_stmt *st = NULL;
     if (dsq_sql_tokenize(req->sql, req->sql_len, &x->t, &x->nt, err, sizeof err) != 0) {
@@ -2591,5 +2956,8 @@ void dsq_plan_free(dsq_plan *p)
     free(p->writes);
     free(p->write_shard);
     sql_free(&p->seq_q);
+    for (size_t i = 0; i < p->nlookups; i++)
+        free(p->lookups[i].bytes);
+    free(p->lookups);
     memset(p, 0, sizeof *p);
 }

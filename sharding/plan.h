@@ -30,6 +30,11 @@
  *            `seq_table`, binds them as the parameters seq_q adds (after
  *            the request's positional ones, ?seq_first on; or named
  *            :_dsq_seq1 ...), and plans seq_q again.
+ *   LOOKUP   a read that names a value of a lookup vindex's column: the
+ *            router looks each value in `lookups` up (`SELECT to FROM
+ *            table WHERE from = value`, through the keyspace), finds the
+ *            owner's shard, and plans again with the answers
+ *            (dsq_plan_make_hinted).
  *   ALL      DDL: the statement goes to every shard.
  *   MULTI    a write on several shards, in one cross-shard transaction
  *            (router.c's two-phase commit): INSERT rows split by shard
@@ -79,8 +84,9 @@ typedef enum {
     DSQ_PLAN_ERROR,
     DSQ_PLAN_MULTI,
     DSQ_PLAN_SEQUENCE,
+    DSQ_PLAN_LOOKUP,
 } dsq_plan_kind;
-#define DSQ_PLAN_KINDS 8
+#define DSQ_PLAN_KINDS 9
 
 /* SQL for a shard and the parameters it takes from the request:
  * positional ones 1..npos, or the named ones flagged in named[]. */
@@ -98,6 +104,14 @@ typedef struct dsq_plan_fetch {
     long shard;      /* -1: every shard, else that one */
 } dsq_plan_fetch;
 
+/* A value to look up (LOOKUP plans). */
+typedef struct dsq_plan_lookup {
+    size_t vindex;          /* the lookup vindex */
+    size_t owner;           /* the owner table (index in the keyspace's tables) */
+    dsq_value value;        /* text and blobs in `bytes` */
+    char *bytes;            /* owned */
+} dsq_plan_lookup;
+
 typedef struct dsq_plan {
     dsq_plan_kind kind;
     bool write;             /* the statement writes (ONE, ALL) */
@@ -113,11 +127,13 @@ typedef struct dsq_plan {
     char **decltypes;       /* their declared types (NULL entries: expressions) */
     dsq_plan_sql *writes;   /* MULTI: each participant's statement ... */
     size_t *write_shard;    /* ... and its shard */
-    size_t nwrites;
+    size_t nwrites, wcap;
     dsq_plan_sql seq_q;     /* SEQUENCE: the INSERT with the values to fill as parameters */
     size_t seq_table;       /* SEQUENCE: the sequence (index in the keyspace's tables) */
     size_t seq_count;       /* SEQUENCE: values it needs */
     size_t seq_first;       /* SEQUENCE: positional: the index of the first added parameter */
+    struct dsq_plan_lookup *lookups; /* LOOKUP: the values to look up, in order */
+    size_t nlookups;
     dsq_plan_fetch *fetch;  /* FETCH */
     size_t nfetch;
     char *fetch_ddl;        /* FETCH: the tables and views at the router (';'-separated) */
@@ -128,6 +144,20 @@ typedef struct dsq_plan {
 /* Plan `req` (one statement and its parameters) on keyspace ks with schema
  * s. Always fills *out (dsq_plan_free it); kind says what came of it. */
 void dsq_plan_make(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_req *req, dsq_plan *out);
+
+/* The answers to a LOOKUP plan's lookups, in order: the owner's shard,
+ * or -1 when the value has no row (no shard holds an owner of it). */
+typedef struct dsq_plan_hints {
+    const long *shard;
+    size_t n;
+} dsq_plan_hints;
+
+void dsq_plan_make_hinted(dsq_ks_schema *s, const dsq_vs_keyspace *ks, const dsq_stmt_req *req,
+                          const dsq_plan_hints *hints, dsq_plan *out);
+
+/* The shard of value v for table `table` of ks (its key's affinity
+ * applied): 0 and *shard, or -1. */
+int dsq_plan_shard_of(dsq_ks_schema *s, const dsq_vs_keyspace *ks, size_t table, const dsq_value *v, size_t *shard);
 void dsq_plan_free(dsq_plan *p);
 
 /* "one", "scatter", ... */

@@ -366,6 +366,12 @@ struct rop {
     int64_t seq_block;       /* values asked of the shard */
     dsq_stmt_req seq_alloc[2];
     dsq_param seq_alloc_p[3];
+    /* lookups: their questions, and the answers (the owners' shards) */
+    long *hints;
+    size_t nhints, hints_pending;
+    char **look_sql;
+    dsq_stmt_req *look_req;
+    dsq_param *look_p;
     bool fresh_schema;   /* the schema was just read: a missing table is really missing */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
     struct twopc *tx;    /* MULTI: the cross-shard transaction */
@@ -411,6 +417,12 @@ static void op_finish(rop *o)
     }
     free(o->seq_sql);
     free(o->seq_params);
+    for (size_t i = 0; o->look_sql && i < o->nhints; i++)
+        free(o->look_sql[i]);
+    free(o->look_sql);
+    free(o->look_req);
+    free(o->look_p);
+    free(o->hints);
     free(o->own_reqs);
     tx_free(o->tx);
     dsq_result_free(&o->res);
@@ -1486,6 +1498,89 @@ static void seq_fill(rop *o, int64_t first)
     plan_and_run(o); /* again, with the values */
 }
 
+/* ---- lookups ---- */
+
+typedef struct lookq {
+    rop *o;
+    size_t i;
+} lookq;
+
+static void look_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    lookq *q = ud;
+    rop *o = q->o;
+    size_t i = q->i;
+    (void)plan;
+    free(q);
+    o->hints[i] = -1;
+    if (err != 0 && o->err == 0) {
+        o->err = -1;
+        o->code = code;
+        snprintf(o->msg, sizeof o->msg, "looking a value up in lookup table '%.128s': %.400s",
+                 o->kspace->tables[o->kspace->vindexes[o->plan.lookups[i].vindex].table_idx].name, msg);
+    } else if (err == 0 && res->nrows > 0) {
+        size_t pos = 0, shard;
+        dsq_value v;
+        dsq_result_next(res, &pos, &v);
+        if (dsq_plan_shard_of(o->g->schemas[o->ks], o->kspace, o->plan.lookups[i].owner, &v, &shard) == 0)
+            o->hints[i] = (long)shard;
+    }
+    if (--o->hints_pending > 0)
+        return;
+    if (o->err != 0) {
+        op_finish(o);
+        return;
+    }
+    plan_and_run(o); /* again, with the answers */
+}
+
+/* Each value of the LOOKUP plan looked up (through the keyspace: the
+ * lookup table is one of its sharded tables). */
+static void run_lookups(rop *o)
+{
+    const dsq_plan *p = &o->plan;
+    size_t n = p->nlookups;
+    o->hints = calloc(n ? n : 1, sizeof *o->hints);
+    o->look_sql = calloc(n ? n : 1, sizeof *o->look_sql);
+    o->look_req = calloc(n ? n : 1, sizeof *o->look_req);
+    o->look_p = calloc(n ? n : 1, sizeof *o->look_p);
+    if (o->hints == NULL || o->look_sql == NULL || o->look_req == NULL || o->look_p == NULL) {
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    o->nhints = n;
+    o->hints_pending = n + 1; /* (held while they are sent) */
+    for (size_t i = 0; i < n; i++) {
+        const dsq_vs_vindex *vx = &o->kspace->vindexes[p->lookups[i].vindex];
+        dsq_buf b = {0};
+        dsq_buf_printf(&b, "SELECT \"%s\" FROM \"%s\" WHERE \"%s\" = ?1", vx->to, vx->table, vx->from);
+        o->look_sql[i] = dsq_buf_steal(&b, NULL);
+        o->look_p[i] = (dsq_param){NULL, p->lookups[i].value};
+        o->look_req[i] = (dsq_stmt_req){.sql = o->look_sql[i] ? o->look_sql[i] : "",
+                                        .sql_len = o->look_sql[i] ? strlen(o->look_sql[i]) : 0,
+                                        .params = &o->look_p[i], .nparams = 1};
+        lookq *q = malloc(sizeof *q);
+        if (q == NULL || o->look_sql[i] == NULL) {
+            free(q);
+            if (o->err == 0) {
+                o->err = -1;
+                o->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+                snprintf(o->msg, sizeof o->msg, "out of memory at the router");
+            }
+            o->hints_pending--;
+            continue;
+        }
+        *q = (lookq){o, i};
+        dsq_router_query(o->r, o->kspace->name, &o->look_req[i], o->scope, o->budget, look_done, q);
+    }
+    if (--o->hints_pending == 0) {
+        if (o->err != 0)
+            op_finish(o);
+        else
+            plan_and_run(o);
+    }
+}
+
 static void plan_and_run(rop *o)
 {
     gen *g = o->g;
@@ -1498,9 +1593,21 @@ static void plan_and_run(rop *o)
         plan_batch(o);
         return;
     }
+    /* (the lookups' answers stay with the plan they answer until then) */
+    dsq_plan_hints h = {o->hints, o->nhints};
+    dsq_plan next;
+    dsq_plan_make_hinted(schema, o->kspace, o->req, o->hints ? &h : NULL, &next);
     dsq_plan_free(&o->plan);
-    dsq_plan_make(schema, o->kspace, o->req, &o->plan);
+    o->plan = next;
     dsq_plan *p = &o->plan;
+    if (p->kind == DSQ_PLAN_LOOKUP) {
+        if (o->hints != NULL) {
+            op_fail(o, DSQ_CODE_INTERNAL_ERROR, "a statement asked for lookups twice");
+            return;
+        }
+        run_lookups(o);
+        return;
+    }
     if (p->kind == DSQ_PLAN_ERROR && !o->fresh_schema &&
         (p->code == DSQ_CODE_TABLE_NOT_FOUND || p->code == DSQ_CODE_COLUMN_NOT_FOUND)) {
         /* Perhaps changed on the shards directly: read it again, once. */
@@ -1612,6 +1719,13 @@ static void plan_batch(rop *o)
         if (p->kind == DSQ_PLAN_ERROR || p->kind == DSQ_PLAN_REFUSE) {
             snprintf(m, sizeof m, "statement %zu: %.500s", k + 1, p->msg);
             op_fail(o, p->code, m);
+            return;
+        }
+        if (p->kind == DSQ_PLAN_LOOKUP) {
+            snprintf(m, sizeof m, "statement %zu: a statement that finds its shard through a lookup vindex is not "
+                                  "supported in an atomic batch on a keyspace (send it on its own, or by its key)",
+                     k + 1);
+            op_fail(o, DSQ_CODE_INVALID_REQUEST, m);
             return;
         }
         if (p->kind != DSQ_PLAN_ONE && p->kind != DSQ_PLAN_MULTI) {

@@ -57,14 +57,31 @@ static int only_keys(ctx *x, const char *path, json_t *o, const char *const *key
 static int parse_vindex(ctx *x, const char *path, json_t *o, dsq_vs_keyspace *ks, dsq_vs_vindex *out)
 {
     static const char *const keys[] = {"type", "boundaries", "virtual_nodes", NULL};
+    static const char *const lookup_keys[] = {"type", "table", "from", "to", NULL};
     if (!json_is_object(o))
         return fail(x, "%s: a vindex is an object ({\"type\": ...})", path);
+    const char *type = json_string_value(json_object_get(o, "type"));
+    if (type != NULL && strcmp(type, "lookup_unique") == 0) {
+        if (only_keys(x, path, o, lookup_keys) != 0)
+            return -1;
+        static const char *const fields[] = {"table", "from", "to"};
+        char *dst[] = {out->table, out->from, out->to};
+        for (size_t i = 0; i < 3; i++) {
+            const char *v = json_string_value(json_object_get(o, fields[i]));
+            if (v == NULL || !name_ok(v))
+                return fail(x, "%s.%s: a lookup vindex needs the name of its %s", path, fields[i],
+                            i == 0 ? "lookup table" : i == 1 ? "table's column of the values looked up"
+                                                             : "table's column of the owners' shard keys");
+            snprintf(dst[i], DSQ_VS_NAME_MAX, "%s", v);
+        }
+        out->lookup = true;
+        return 0; /* (the table is checked once every table is read) */
+    }
     if (only_keys(x, path, o, keys) != 0)
         return -1;
-    const char *type = json_string_value(json_object_get(o, "type"));
     int t = type != NULL ? dsq_vindex_type_parse(type) : -1;
     if (t < 0)
-        return fail(x, "%s.type: one of \"hash\", \"fnv1a\", \"consistent_hash\", \"range\"%s%.64s%s", path,
+        return fail(x, "%s.type: one of \"hash\", \"fnv1a\", \"consistent_hash\", \"range\", \"lookup_unique\"%s%.64s%s", path,
                     type ? " (not \"" : "", type ? type : "", type ? "\")" : "");
     dsq_vindex_spec spec = {.type = (dsq_vindex_type)t};
     json_t *b = json_object_get(o, "boundaries");
@@ -115,7 +132,8 @@ static int parse_vindex(ctx *x, const char *path, json_t *o, dsq_vs_keyspace *ks
 
 static int parse_table(ctx *x, const char *path, json_t *o, const dsq_vs_keyspace *ks, dsq_vs_table *out)
 {
-    static const char *const keys[] = {"type", "column", "vindex", "shard", "start", "cache", "auto_increment", NULL};
+    static const char *const keys[] = {"type", "column", "vindex", "shard", "start", "cache", "auto_increment",
+                                       "lookups", NULL};
     if (!json_is_object(o))
         return fail(x, "%s: a table is an object", path);
     if (only_keys(x, path, o, keys) != 0)
@@ -190,14 +208,42 @@ static int parse_table(ctx *x, const char *path, json_t *o, const dsq_vs_keyspac
             k++;
         if (k == ks->nvindexes)
             return fail(x, "%s.vindex: keyspace %s has no vindex \"%.64s\"", path, ks->name, vindex);
+        if (ks->vindexes[k].lookup)
+            return fail(x, "%s.vindex: \"%.64s\" is a lookup vindex: a table's rows are placed by a hash, range "
+                           "or consistent_hash vindex (a lookup is for its \"lookups\")",
+                        path, vindex);
         snprintf(out->column, sizeof out->column, "%s", column);
         out->vindex = k;
+        json_t *lk = json_object_get(o, "lookups");
+        if (lk != NULL) {
+            if (!json_is_array(lk) || json_array_size(lk) > DSQ_VS_LOOKUPS_MAX)
+                return fail(x, "%s.lookups: an array of at most %d {\"column\", \"vindex\"}", path,
+                            DSQ_VS_LOOKUPS_MAX);
+            for (size_t i = 0; i < json_array_size(lk); i++) {
+                json_t *e = json_array_get(lk, i);
+                const char *c = json_string_value(json_object_get(e, "column"));
+                const char *v = json_string_value(json_object_get(e, "vindex"));
+                size_t j = 0;
+                while (v != NULL && j < ks->nvindexes && strcmp(ks->vindexes[j].name, v) != 0)
+                    j++;
+                if (!json_is_object(e) || json_object_size(e) != 2 || c == NULL || !name_ok(c) || v == NULL)
+                    return fail(x, "%s.lookups[%zu]: {\"column\", \"vindex\"}", path, i);
+                if (j == ks->nvindexes || !ks->vindexes[j].lookup)
+                    return fail(x, "%s.lookups[%zu].vindex: keyspace %s has no lookup vindex \"%.64s\"", path, i,
+                                ks->name, v);
+                snprintf(out->lookups[i].column, sizeof out->lookups[i].column, "%s", c);
+                out->lookups[i].vindex = j;
+                out->nlookups++;
+            }
+        }
     } else if (strcmp(type, "reference") == 0 || strcmp(type, "unsharded") == 0) {
         bool ref = type[0] == 'r';
         out->type = ref ? DSQ_VS_REFERENCE : DSQ_VS_UNSHARDED;
         if (has_col || has_vdx)
             return fail(x, "%s.%s: only a sharded table has a %s", path, has_col ? "column" : "vindex",
                         has_col ? "column" : "vindex");
+        if (json_object_get(o, "lookups") != NULL)
+            return fail(x, "%s.lookups: only a sharded table has lookups", path);
         if (ref && has_shard)
             return fail(x, "%s.shard: a reference table is on every shard", path);
         if (!ref) {
@@ -284,6 +330,21 @@ static int parse_keyspace(ctx *x, const char *name, json_t *o, const dsq_vschema
         if (parse_table(x, p, v, ks, t) != 0)
             return -1;
         ks->ntables++;
+    }
+    /* Each lookup vindex's table: a sharded table of the keyspace, sharded
+     * by the column it looks values up in. */
+    for (size_t i = 0; i < ks->nvindexes; i++) {
+        dsq_vs_vindex *vx = &ks->vindexes[i];
+        if (!vx->lookup)
+            continue;
+        const dsq_vs_table *lt = dsq_vs_table_find(ks, vx->table);
+        if (lt == NULL || lt->type != DSQ_VS_SHARDED || strcasecmp(lt->column, vx->from) != 0)
+            return fail(x, "%s.vindexes.%s.table: \"%s\" must be a sharded table of keyspace %s, sharded by its "
+                           "column \"%s\"",
+                        path, vx->name, vx->table, ks->name, vx->from);
+        if (lt->nlookups > 0)
+            return fail(x, "%s.vindexes.%s.table: a lookup table has no lookups of its own", path, vx->name);
+        vx->table_idx = (size_t)(lt - ks->tables);
     }
     /* Each auto_increment's sequence, now that every table is known. */
     for (size_t i = 0; i < ks->ntables; i++) {

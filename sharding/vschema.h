@@ -18,7 +18,11 @@
  * ({"type": "sequence", "shard"?, "start"?, "cache"?}) is no SQL table
  * but a counter kept on its shard (the first by default): a table's
  * "auto_increment": {"column", "sequence"} fills that column from it
- * in INSERTs that leave it out or give NULL. Vindex types:
+ * in INSERTs that leave it out or give NULL. A sharded table's
+ * "lookups": [{"column", "vindex"}] name columns found through lookup
+ * vindexes ({"type": "lookup_unique", "table", "from", "to"}: a sharded
+ * table of the keyspace, sharded by `from`, mapping each value to the
+ * owner row's shard key in `to`). Vindex types:
  * vindex.h. Names of keyspaces, vindexes, tables and columns are 1 to 128
  * characters: letters, digits and '_' (not starting with a digit);
  * tables and columns compare without regard to ASCII case, as SQLite's.
@@ -38,6 +42,14 @@
 
 typedef enum { DSQ_VS_SHARDED, DSQ_VS_REFERENCE, DSQ_VS_UNSHARDED, DSQ_VS_SEQUENCE } dsq_vs_table_type;
 
+#define DSQ_VS_LOOKUPS_MAX 8
+
+/* A sharded table's secondary vindex: a column found through a lookup. */
+typedef struct dsq_vs_lookup {
+    char column[DSQ_VS_NAME_MAX];
+    size_t vindex;                /* a lookup vindex: index in the keyspace's vindexes */
+} dsq_vs_lookup;
+
 #define DSQ_VS_SEQ_CACHE_DEFAULT 100
 #define DSQ_VS_SEQ_CACHE_MAX 1000000
 
@@ -54,12 +66,21 @@ typedef struct dsq_vs_table {
     char auto_column[DSQ_VS_NAME_MAX]; /* "" when none */
     size_t auto_seq;              /* the sequence: index in the keyspace's tables */
     char auto_seq_name[DSQ_VS_NAME_MAX];
+    dsq_vs_lookup lookups[DSQ_VS_LOOKUPS_MAX]; /* sharded: columns found through lookup vindexes */
+    size_t nlookups;
 } dsq_vs_table;
 
 typedef struct dsq_vs_vindex {
     char name[DSQ_VS_NAME_MAX];
-    dsq_vindex *v;
+    dsq_vindex *v;                /* NULL for a lookup vindex */
+    /* lookup_unique: a value of a table's column is found in `table`
+     * (a sharded table of the keyspace, sharded by its column `from`),
+     * whose column `to` holds the owner row's shard key */
+    bool lookup;
+    char table[DSQ_VS_NAME_MAX], from[DSQ_VS_NAME_MAX], to[DSQ_VS_NAME_MAX];
+    size_t table_idx;             /* the lookup table: index in the keyspace's tables */
 } dsq_vs_vindex;
+
 
 typedef struct dsq_vs_keyspace {
     char name[DSQ_VS_NAME_MAX];

@@ -17,12 +17,18 @@ const vschema = {
   keyspaces: {
     shop: {
       shards: ['shop-0', 'shop-1', 'shop-2', 'shop-3'],
-      vindexes: { h: { type: 'hash' }, r: { type: 'range', boundaries: [1000, 5000, 9000] } },
+      vindexes: {
+        h: { type: 'hash' },
+        r: { type: 'range', boundaries: [1000, 5000, 9000] },
+        by_email: { type: 'lookup_unique', table: 'member_email', from: 'email', to: 'member_id' },
+      },
       tables: {
         orders: { column: 'customer_id', vindex: 'h', auto_increment: { column: 'id', sequence: 'order_seq' } },
         order_seq: { type: 'sequence', shard: 'shop-1', start: 100000, cache: 5 },
         customers: { column: 'id', vindex: 'h' },
         countries: { type: 'reference' },
+        members: { column: 'id', vindex: 'h', lookups: [{ column: 'email', vindex: 'by_email' }] },
+        member_email: { column: 'email', vindex: 'h' },
         settings: { type: 'unsharded', shard: 'shop-0' },
       },
     },
@@ -312,6 +318,36 @@ test('auto_increment: rows that leave their id out get the next values of the se
   const x = await ks('SELECT * FROM order_seq');
   assert.ok(x.status >= 400, x.text);
   await ok(ks("DELETE FROM orders WHERE status = 'seq'"));
+});
+
+test('a lookup vindex: reads by email go to the owner\'s shard, the lookup table follows inserts and deletes, emails are unique', async () => {
+  await ok(ks('CREATE TABLE members(id INTEGER PRIMARY KEY, email TEXT, name TEXT)'));
+  await ok(ks('CREATE TABLE member_email(email TEXT PRIMARY KEY, member_id INTEGER NOT NULL)'));
+  const rows = Array.from({ length: 12 }, (_, i) => [i + 1, `m${i + 1}@x`, `n${i + 1}`]);
+  await ok(ks(`INSERT INTO members VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
+  assert.equal((await ok(ks('SELECT count(*) FROM member_email'))).rows[0][0], 12);
+  const lookupsBefore = Number(/dosqld_keyspace_statements_total\{plan="one"\} (\d+)/.exec(await (await fetch(`${d.url}/metrics`, { headers: auth(ADMIN) })).text())[1]);
+  for (const [id, email, name] of rows) {
+    const r = await ok(ks('SELECT id, name FROM members WHERE email = ?', [email]));
+    assert.deepEqual(r.rows, [[id, name]], email);
+  }
+  // Each went to one shard (its lookup too).
+  const lookupsAfter = Number(/dosqld_keyspace_statements_total\{plan="one"\} (\d+)/.exec(await (await fetch(`${d.url}/metrics`, { headers: auth(ADMIN) })).text())[1]);
+  assert.equal(lookupsAfter - lookupsBefore, 24, 'a lookup and a read, each on one shard');
+  assert.deepEqual((await ok(ks("SELECT * FROM members WHERE email = 'nobody@x'"))).rows, []);
+  // Unique across the keyspace: a second owner of an email is refused, whole.
+  const dup = await ks("INSERT INTO members VALUES (100, 'm3@x', 'again')");
+  assert.equal(dup.json.error?.code, 'CONSTRAINT_VIOLATION', dup.text);
+  assert.deepEqual((await ok(ks('SELECT count(*) FROM members WHERE id = 100'))).rows, [[0]]);
+  // A delete by key takes the lookup row along; the email is free again.
+  await ok(ks('DELETE FROM members WHERE id = 3'));
+  assert.deepEqual((await ok(ks("SELECT count(*) FROM member_email WHERE email = 'm3@x'"))).rows, [[0]]);
+  await ok(ks("INSERT INTO members VALUES (100, 'm3@x', 'again')"));
+  assert.deepEqual((await ok(ks("SELECT id FROM members WHERE email = 'm3@x'"))).rows, [[100]]);
+  const upd = await ks("UPDATE members SET email = 'z@x' WHERE id = 100");
+  assert.match(upd.json.error.message, /lookup column 'email'/);
+  await ok(ks("UPDATE members SET name = 'renamed' WHERE email = 'm4@x'"));
+  assert.deepEqual((await ok(ks('SELECT name FROM members WHERE id = 4'))).rows, [['renamed']]);
 });
 
 test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {

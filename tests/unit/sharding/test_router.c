@@ -525,6 +525,16 @@ static void expect_refusal(world *w, const char *sql, const char *words)
     dsq_plan_free(&p);
 }
 
+static void expect_refusal_ks(dsq_ks_schema *schema, const dsq_vs_keyspace *ks, const char *sql, const char *words)
+{
+    dsq_stmt_req r = {.sql = sql, .sql_len = strlen(sql)};
+    dsq_plan p;
+    dsq_plan_make(schema, ks, &r, &p);
+    cr_expect(p.kind == DSQ_PLAN_REFUSE, "%s: planned %s (%s)", sql, dsq_plan_kind_name(p.kind), p.msg);
+    cr_expect(strstr(p.msg, words) != NULL, "%s: '%s' does not say '%s'", sql, p.msg, words);
+    dsq_plan_free(&p);
+}
+
 static void expect_one(world *w, const char *sql, size_t shard)
 {
     dsq_stmt_req r = {.sql = sql, .sql_len = strlen(sql)};
@@ -1067,4 +1077,88 @@ Test(review, avg_of_large_integers_fails_where_one_database_answers)
     snprintf(sql, sizeof sql, "SELECT avg(amount) FROM orders WHERE customer_id IN (1, %lld) AND status = 'big'", (long long)c2);
     check(&w, &t, sql, NULL, 0, -1, false);
     world_free(&w);
+}
+
+/* A lookup vindex: a read by the looked-up column asks its lookup table
+ * first and then goes to the owner's shard; INSERTs and DELETEs by key
+ * keep the lookup table in step in the same transaction; what would leave
+ * it behind is refused. */
+Test(router, lookup_vindex_routes_reads_and_keeps_its_table_in_step)
+{
+    const char *vs_text =
+        "{\"keyspaces\": {\"ks\": {\"shards\": [\"s0\", \"s1\", \"s2\", \"s3\"],"
+        " \"vindexes\": {\"h\": {\"type\": \"hash\"},"
+        "   \"by_email\": {\"type\": \"lookup_unique\", \"table\": \"user_email\", \"from\": \"email\", \"to\": \"user_id\"}},"
+        " \"tables\": {\"users\": {\"column\": \"id\", \"vindex\": \"h\", \"lookups\": [{\"column\": \"email\", \"vindex\": \"by_email\"}]},"
+        "   \"user_email\": {\"column\": \"email\", \"vindex\": \"h\"}}}}}";
+    char err[300];
+    dsq_vschema *vs;
+    cr_assert_eq(dsq_vschema_parse(vs_text, strlen(vs_text), &vs, err, sizeof err), 0, "%s", err);
+    const dsq_vs_keyspace *ks = dsq_vschema_keyspace(vs, "ks");
+    const char *ddl1[] = {"CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT, age INTEGER)",
+                          "CREATE TABLE user_email(email TEXT PRIMARY KEY, user_id INTEGER)"};
+    dsq_ks_schema *schema;
+    cr_assert_eq(dsq_ks_schema_new(ddl1, 2, &schema, err, sizeof err), 0, "%s", err);
+    dsq_plan p;
+    /* A read by email: its lookup first. */
+    dsq_stmt_req r = {.sql = "SELECT * FROM users WHERE email = 'a@x'", .sql_len = 39};
+    dsq_plan_make(schema, ks, &r, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_LOOKUP, "%s", p.msg);
+    cr_assert_eq(p.nlookups, 1);
+    cr_assert_eq(p.lookups[0].value.type, DSQ_V_TEXT);
+    cr_assert_eq(p.lookups[0].value.n, 3);
+    dsq_plan_free(&p);
+    long two = 2, none = -1;
+    dsq_plan_hints h = {&two, 1};
+    dsq_plan_make_hinted(schema, ks, &r, &h, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_ONE, "%s", p.msg);
+    cr_assert_eq(p.shard, 2);
+    dsq_plan_free(&p);
+    h.shard = &none; /* no owner: any shard answers (none has the row) */
+    dsq_plan_make_hinted(schema, ks, &r, &h, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_ONE, "%s", p.msg);
+    dsq_plan_free(&p);
+    /* By key: no lookup. */
+    dsq_stmt_req rk = {.sql = "SELECT * FROM users WHERE id = 5 AND email = 'a@x'", .sql_len = 50};
+    dsq_plan_make(schema, ks, &rk, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_ONE, "%s", p.msg);
+    dsq_plan_free(&p);
+    /* INSERT: the users' rows and, in the same transaction, the lookup rows. */
+    dsq_stmt_req ri = {.sql = "INSERT INTO users(id, email) VALUES (1, 'a@x'), (2, NULL)", .sql_len = 57};
+    dsq_plan_make(schema, ks, &ri, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_MULTI, "%s", p.msg);
+    size_t lookups = 0;
+    for (size_t i = 0; i < p.nwrites; i++)
+        lookups += strstr(p.writes[i].sql, "user_email") != NULL;
+    cr_assert_eq(lookups, 1, "one lookup row (the NULL email has none)");
+    dsq_plan_free(&p);
+    /* DELETE by key: the lookup rows of those keys on every shard. */
+    dsq_stmt_req rd = {.sql = "DELETE FROM users WHERE id IN (1, 2)", .sql_len = 36};
+    dsq_plan_make(schema, ks, &rd, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_MULTI, "%s", p.msg);
+    lookups = 0;
+    for (size_t i = 0; i < p.nwrites; i++)
+        lookups += strstr(p.writes[i].sql, "DELETE FROM \"user_email\" WHERE \"user_id\" IN") != NULL;
+    cr_assert_eq(lookups, 4);
+    dsq_plan_free(&p);
+    expect_refusal_ks(schema, ks, "DELETE FROM users WHERE age > 3", "by their key alone");
+    expect_refusal_ks(schema, ks, "UPDATE users SET email = 'z' WHERE id = 1", "lookup column 'email'");
+    expect_refusal_ks(schema, ks, "UPDATE users SET (age, email) = (1, 'z') WHERE id = 1", "lookup column 'email'");
+    expect_refusal_ks(schema, ks, "INSERT OR REPLACE INTO users VALUES (1, 'a', 2)", "REPLACE");
+    expect_refusal_ks(schema, ks, "INSERT INTO users VALUES (1, lower('A'), 2)", "literal or a parameter");
+    /* An UPDATE by email: its shard by the lookup. */
+    dsq_stmt_req ru = {.sql = "UPDATE users SET age = 3 WHERE email = ?", .sql_len = 40,
+                       .params = (dsq_param[]){{NULL, {.type = DSQ_V_TEXT, .p = "a@x", .n = 3}}}, .nparams = 1};
+    dsq_plan_make(schema, ks, &ru, &p);
+    cr_assert_eq(p.kind, DSQ_PLAN_LOOKUP, "%s", p.msg);
+    dsq_plan_free(&p);
+    dsq_ks_schema_free(schema);
+    dsq_vschema_free(vs);
+    /* The lookup table must be sharded by its `from` column. */
+    const char *bad = "{\"keyspaces\": {\"ks\": {\"shards\": [\"s0\"], \"vindexes\": {\"h\": {\"type\": \"hash\"},"
+                      " \"l\": {\"type\": \"lookup_unique\", \"table\": \"t2\", \"from\": \"e\", \"to\": \"id\"}},"
+                      " \"tables\": {\"t\": {\"column\": \"id\", \"vindex\": \"h\", \"lookups\": [{\"column\": \"e\", \"vindex\": \"l\"}]},"
+                      " \"t2\": {\"column\": \"id\", \"vindex\": \"h\"}}}}}";
+    cr_assert_neq(dsq_vschema_parse(bad, strlen(bad), &vs, err, sizeof err), 0);
+    cr_expect(strstr(err, "vindexes.l.table") != NULL, "%s", err);
 }
