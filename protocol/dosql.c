@@ -1249,7 +1249,9 @@ struct kcsub {
     kpart *parts;
     size_t nstarted;
     bool failed;
-    op *pending;
+    op *pending;             /* the subscribe to answer: no event goes out before it */
+    int busy;                /* inside dsq_dosql_writable's loop over its parts */
+    bool dead;               /* ended while busy: freed once the loop lets go */
     dsq_buf out;             /* notifications gathered */
     size_t nout;
     struct kcsub *next;
@@ -1257,6 +1259,15 @@ struct kcsub {
 
 static void kcsub_free(kcsub *k)
 {
+    if (k->busy > 0) { /* (its parts are being walked: stop them, free it after) */
+        for (size_t i = 0; i < k->n; i++)
+            if (k->parts[i].sub != NULL) {
+                dsq_cdcsub_stop(k->parts[i].sub);
+                k->parts[i].sub = NULL;
+            }
+        k->dead = true;
+        return;
+    }
     for (kcsub **pp = &k->s->ksubs; *pp; pp = &(*pp)->next)
         if (*pp == k) {
             *pp = k->next;
@@ -1286,6 +1297,8 @@ static void kcsub_position(kcsub *k, dsq_buf *b)
     }
     dsq_buf_puts(b, "}");
 }
+
+static void kpart_flush(void *ud);
 
 static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
 {
@@ -1317,14 +1330,23 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
     dsq_buf_puts(&b, "}");
     answer_buf(o, &b);
     op_free(o);
+    /* Now what the parts gathered meanwhile, and what they held back. */
+    kpart_flush(p);
+    k->busy++;
+    for (size_t i = 0; i < k->n; i++)
+        if (k->parts[i].sub != NULL)
+            dsq_cdcsub_writable(k->parts[i].sub);
+    k->busy--;
+    if (k->dead)
+        kcsub_free(k);
 }
 
 static void kpart_flush(void *ud)
 {
     kcsub *k = ((kpart *)ud)->k;
     dsq_dosql_session *s = k->s;
-    if (k->nout == 0)
-        return;
+    if (k->nout == 0 || k->pending != NULL)
+        return; /* (held until the subscribe is answered) */
     dsq_buf_puts(&k->out, "]");
     const char *p = k->out.data;
     size_t n = k->out.len;
@@ -1343,8 +1365,10 @@ static int kpart_event(void *ud, const char *text, size_t len, uint64_t lsn, boo
     kpart *p = ud;
     kcsub *k = p->k;
     dsq_dosql_session *s = k->s;
-    if (s->closed || len < 2)
-        return -1;
+    if (s->closed || len < 2 || k->failed || k->dead)
+        return -1; /* (nothing after a refusal) */
+    /* Before the subscribe's answer (a part's first read comes with its
+     * start): gathered, sent after it. */
     dsq_buf *b = &k->out;
     dsq_buf_puts(b, k->nout ? ",{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\""
                             : "[{\"method\":\"cdc\",\"params\":{\"subscriptionId\":\"");
@@ -1362,14 +1386,17 @@ static int kpart_event(void *ud, const char *text, size_t len, uint64_t lsn, boo
     if (b->data == NULL)
         return -1;
     k->nout++;
-    if (b->len >= (256u << 10))
+    if (b->len >= (256u << 10) && k->pending == NULL)
         kpart_flush(p);
     return 0;
 }
 
 static bool kpart_can_send(void *ud)
 {
-    dsq_dosql_session *s = ((kpart *)ud)->k->s;
+    kcsub *k = ((kpart *)ud)->k;
+    dsq_dosql_session *s = k->s;
+    if (k->pending != NULL || k->failed || k->dead)
+        return false; /* (held until every part started: kpart_started wakes them) */
     return !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud));
 }
 
@@ -1381,6 +1408,15 @@ static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_
     (void)last_lsn;
     kpart_flush(p);
     p->sub = NULL; /* it stopped itself */
+    if (k->pending != NULL) { /* not answered yet: the subscribe fails */
+        op *o = k->pending;
+        k->pending = NULL;
+        k->failed = true;
+        reject(o, code, "shard '%s': %s", k->shards[p->shard], msg);
+        k->nstarted = k->n; /* (the others are stopped with it: none will answer) */
+        kcsub_free(k);
+        return;
+    }
     if (!s->closed) {
         dsq_buf b = DSQ_BUF_INIT;
         dsq_buf_printf(&b, "{\"method\":\"cdc.end\",\"params\":{\"subscriptionId\":\"%s\",\"shard\":", k->id);
@@ -1859,9 +1895,14 @@ void dsq_dosql_writable(dsq_dosql_session *s)
     }
     for (kcsub *k = s->ksubs, *next; k && !s->closed; k = next) {
         next = k->next;
-        for (size_t i = 0; k->pending == NULL && i < k->n; i++)
+        k->busy++; /* (a part that ends in here frees k only after the loop) */
+        for (size_t i = 0; k->pending == NULL && !k->dead && i < k->n; i++)
             if (k->parts[i].sub != NULL)
                 dsq_cdcsub_writable(k->parts[i].sub);
+        k->busy--;
+        next = k->next;
+        if (k->dead)
+            kcsub_free(k);
     }
     while (!dsq_queue_empty(&s->parked) && !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud)))
         stream_more(dsq_container_of(dsq_queue_pop(&s->parked), op, park_link), false);

@@ -778,6 +778,14 @@ static long lookup_of(const occ *o, long i, const char *col)
     return -1;
 }
 
+/* lookup_of, for a column that compares as bytes (BINARY): values a
+ * NOCASE column holds equal would be looked up apart. */
+static long lookup_usable(pctx *x, const occ *o, long i, const char *col)
+{
+    long v = lookup_of(o, i, col);
+    return v >= 0 && strcasecmp(collation(x, o[i].vs->name, col), "BINARY") == 0 ? v : -1;
+}
+
 /* `col = value` or `col IN (values)` on a lookup column of occurrence i:
  * each value is a lookup (its answer in the hints, in the order met), and
  * with the answers the occurrence is restricted to their shards. */
@@ -860,7 +868,7 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
     long l = column_ref(x, sel, c.b, eq, lcol);
     if (in) {
         /* key IN ( v, ... ) */
-        long lk = lookup_of(o, l, lcol);
+        long lk = lookup_usable(x, o, l, lcol);
         if (!restricts || !(is_key(x, o, l, lcol) || lk >= 0) || eq + 2 >= c.e || t[eq + 1].type != DSQ_TK_LP ||
             t[c.e - 1].type != DSQ_TK_RP)
             return;
@@ -891,10 +899,10 @@ static void conjunct(pctx *x, const dsq_select *sel, occ *o, dsq_span c, bool re
         restrict_to(x, o, l, eq + 1, c.e, nshards);
     else if (is_key(x, o, r, rcol))
         restrict_to(x, o, r, c.b, eq, nshards);
-    else if (lookup_of(o, l, lcol) >= 0)
-        lookup_restrict(x, o, l, lookup_of(o, l, lcol), eq + 1, c.e);
-    else if (lookup_of(o, r, rcol) >= 0)
-        lookup_restrict(x, o, r, lookup_of(o, r, rcol), c.b, eq);
+    else if (lookup_usable(x, o, l, lcol) >= 0)
+        lookup_restrict(x, o, l, lookup_usable(x, o, l, lcol), eq + 1, c.e);
+    else if (lookup_usable(x, o, r, rcol) >= 0)
+        lookup_restrict(x, o, r, lookup_usable(x, o, r, rcol), c.b, eq);
 }
 
 /* ---- SCATTER: the rewrite ------------------------------------------------------------------------ */
@@ -1799,6 +1807,12 @@ static int writes_room(dsq_plan *p)
     if (ws == NULL)
         return -1;
     p->write_shard = ws;
+    bool *wa = realloc(p->write_aux, cap * sizeof *wa);
+    if (wa == NULL)
+        return -1;
+    p->write_aux = wa;
+    for (size_t i = p->wcap; i < cap; i++)
+        wa[i] = false;
     p->wcap = cap;
     return 0;
 }
@@ -2029,6 +2043,22 @@ static int insert_shard(pctx *x, const dsq_vs_table *tb, size_t *shard)
 #undef INSERT_FAIL
 }
 
+/* Has table.col a DEFAULT other than NULL, or is it generated? */
+static bool column_has_default(pctx *x, const char *table, const char *col)
+{
+    sqlite3_stmt *st = NULL;
+    bool d = false;
+    if (sqlite3_prepare_v2(x->s->db, "SELECT dflt_value IS NOT NULL AND upper(dflt_value) <> 'NULL' OR hidden IN (2, 3) "
+                                     "FROM pragma_table_xinfo(?1) WHERE name = ?2 COLLATE NOCASE",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, col, -1, SQLITE_TRANSIENT);
+        d = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    }
+    sqlite3_finalize(st);
+    return d;
+}
+
 /* The value each row of an INSERT ... VALUES gives column col: spans
  * into out (b == e: the row leaves it out); the number of rows, or -1
  * (not VALUES, too many rows). */
@@ -2129,8 +2159,13 @@ static int lookup_writes(pctx *x, const dsq_vs_table *tb, const char *verb, bool
                 return -1;
             }
             for (long r = 0; r < rows; r++) {
+                if (vals[r].b == vals[r].e && column_has_default(x, tb->name, tb->lookups[l].column)) {
+                    refuse(x, "an INSERT into '%s' leaves out lookup column '%s', which has a default or is "
+                              "generated: give its value", tb->name, tb->lookups[l].column);
+                    return -1;
+                }
                 if (vals[r].b == vals[r].e)
-                    continue; /* (left out: NULL, no lookup row) */
+                    continue; /* (left out, no default: NULL, no lookup row) */
                 dsq_value v;
                 char buf[4096];
                 size_t s;
@@ -2164,6 +2199,7 @@ static int lookup_writes(pctx *x, const dsq_vs_table *tb, const char *verb, bool
                     emit_free(&e);
                     goto oom;
                 }
+                p->write_aux[p->nwrites] = true;
                 p->write_shard[p->nwrites++] = s;
             }
         } else {
@@ -2204,6 +2240,7 @@ static int lookup_writes(pctx *x, const dsq_vs_table *tb, const char *verb, bool
                     emit_free(&e);
                     goto oom;
                 }
+                p->write_aux[p->nwrites] = true;
                 p->write_shard[p->nwrites++] = s;
             }
         }
@@ -2550,6 +2587,11 @@ static int auto_fill(pctx *x, const dsq_vs_table *tb)
     while (i < n && !dsq_tok_is(x->sql, &t[i], "INTO"))
         i++;
     i += 2;
+    if (i < n && t[i].type == DSQ_TK_DOT) {
+        refuse(x, "an INSERT into '%s' (its column '%s' takes values from a sequence) names its table without "
+                  "a schema", tb->name, tb->auto_column);
+        return -1;
+    }
     if (i < n && dsq_tok_is(x->sql, &t[i], "AS"))
         i += 2;
     long pos = -1;          /* the column's place in the rows */
@@ -2575,8 +2617,12 @@ static int auto_fill(pctx *x, const dsq_vs_table *tb)
         if (pos < 0)
             return 0; /* (no such column: SQLite said so at prepare, or will) */
     }
-    if (!(i < n && dsq_tok_is(x->sql, &t[i], "VALUES")))
-        return 0; /* INSERT ... SELECT / DEFAULT VALUES: as it is */
+    if (!(i < n && dsq_tok_is(x->sql, &t[i], "VALUES"))) {
+        /* (SQLite would number such rows itself, beside the sequence) */
+        refuse(x, "an INSERT into '%s' (its column '%s' takes values from a sequence) lists its rows in VALUES "
+                  "(not SELECT or DEFAULT VALUES)", tb->name, tb->auto_column);
+        return -1;
+    }
     /* Each row that needs a value: where it goes (a NULL to replace, or
      * the row's ')' to add it before), in the order of the text. */
     size_t *at = calloc(n, sizeof *at);
@@ -2600,7 +2646,9 @@ static int auto_fill(pctx *x, const dsq_vs_table *tb)
                 }
                 if (j < r && t[j].type != DSQ_TK_COMMA)
                     continue;
-                if (k == pos && j == vb + 1 && dsq_tok_is(x->sql, &t[vb], "NULL")) {
+                const dsq_value *pv = t[vb].type == DSQ_TK_PARAM ? param_value(x, vb) : NULL;
+                if (k == pos && j == vb + 1 &&
+                    (dsq_tok_is(x->sql, &t[vb], "NULL") || (pv != NULL && pv->type == DSQ_V_NULL))) {
                     at[need] = vb;
                     replace[need] = true;
                     need++;
@@ -2722,6 +2770,11 @@ static void plan_write(pctx *x)
             }
     char verb[16];
     dsq_sql_verb(x->sql, x->t, x->nt, verb, sizeof verb);
+    if ((w->vs->auto_column[0] || w->vs->nlookups > 0) && strcmp(verb, "WITH") == 0) {
+        refuse(x, "WITH ... INSERT into '%s' (it has %s) is not supported: write the INSERT on its own", w->name,
+               w->vs->auto_column[0] ? "a column taking values from a sequence" : "a lookup vindex");
+        return;
+    }
     if (w->vs->auto_column[0] && (strcmp(verb, "INSERT") == 0 || strcmp(verb, "REPLACE") == 0)) {
         int rc = auto_fill(x, w->vs);
         if (rc != 0)
@@ -2955,6 +3008,7 @@ void dsq_plan_free(dsq_plan *p)
         sql_free(&p->writes[i]);
     free(p->writes);
     free(p->write_shard);
+    free(p->write_aux);
     sql_free(&p->seq_q);
     for (size_t i = 0; i < p->nlookups; i++)
         free(p->lookups[i].bytes);

@@ -127,6 +127,8 @@ typedef struct dsq_plan {
     char **decltypes;       /* their declared types (NULL entries: expressions) */
     dsq_plan_sql *writes;   /* MULTI: each participant's statement ... */
     size_t *write_shard;    /* ... and its shard */
+    bool *write_aux;        /* ... and whether it only keeps a lookup table in step (its rows are
+                               not the statement's: not counted in its answer) */
     size_t nwrites, wcap;
     dsq_plan_sql seq_q;     /* SEQUENCE: the INSERT with the values to fill as parameters */
     size_t seq_table;       /* SEQUENCE: the sequence (index in the keyspace's tables) */

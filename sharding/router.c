@@ -1176,6 +1176,8 @@ static void coord_done(dsq_call *c)
         for (size_t i = 0; i < t->nparts; i++) {
             part *pt = &t->parts[i];
             for (size_t k = 0; pt->res && k < pt->nstmts; k++) {
+                if (pt->origin[k] == SIZE_MAX)
+                    continue;
                 dsq_result *res = &all[pt->origin[k]], *pr = &pt->res[k];
                 if (res->ncols == 0 && pr->ncols > 0) {
                     int64_t before = res->rows_affected;
@@ -1318,7 +1320,9 @@ static void run_multi(rop *o)
             oom = tx_add(o, p->shard, k, NULL, req) != 0;
         } else {
             for (size_t i = 0; !oom && i < p->nwrites; i++)
-                oom = tx_add(o, p->write_shard[i], k, &p->writes[i], req) != 0;
+                /* (a lookup table's rows: no statement's answer) */
+                oom = tx_add(o, p->write_shard[i], p->write_aux && p->write_aux[i] ? SIZE_MAX : k, &p->writes[i],
+                             req) != 0;
         }
     }
     /* Begun in shard order: two transactions never wait in a cycle. */
@@ -1470,7 +1474,8 @@ static void seq_fill(rop *o, int64_t first)
         op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
         return;
     }
-    memcpy(ps, req->params, req->nparams * sizeof *ps);
+    if (req->nparams > 0)
+        memcpy(ps, req->params, req->nparams * sizeof *ps);
     for (size_t i = 0; i < n; i++) {
         dsq_param *q = &ps[req->nparams + i];
         q->v = (dsq_value){.type = DSQ_V_INT, .i = first + (int64_t)i};
