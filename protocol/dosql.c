@@ -734,6 +734,69 @@ static void ks_query(op *o, json_t *p)
     dsq_router_query(o->s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_done, o);
 }
 
+/* queryStream on a keyspace: the router's answer, then its rows as
+ * stream.chunk notifications of chunkSize rows (the first with the
+ * columns), stream.complete, and the reply — as a database's stream says
+ * them (the rows are all at the router first: max_result_bytes bounds
+ * them). */
+static void ks_stream_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    op *o = ud;
+    dsq_dosql_session *s = o->s;
+    (void)plan;
+    if (err != 0) {
+        answer_error_msg(o, code, msg);
+        op_free(o);
+        return;
+    }
+    size_t per = o->call.chunk_rows ? o->call.chunk_rows : 1, pos = 0, row = 0;
+    bool gone = s->closed;
+    do {
+        /* The next chunk: a view of its rows' bytes. */
+        dsq_result part = *res;
+        size_t start = pos, k = 0;
+        dsq_value v;
+        for (; k < per && row < res->nrows; k++, row++)
+            for (int c = 0; c < res->ncols; c++)
+                dsq_result_next(res, &pos, &v);
+        part.rows.data = res->rows.data ? res->rows.data + start : NULL;
+        part.rows.len = pos - start;
+        part.nrows = k;
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_printf(&b, "{\"method\":\"stream.chunk\",\"params\":{\"streamId\":%s,\"seq\":%llu,", o->idtext,
+                       (unsigned long long)o->chunks);
+        if (o->chunks == 0) {
+            dsq_json_columns(&b, &part);
+            dsq_buf_puts(&b, ",");
+        }
+        dsq_buf_puts(&b, "\"rows\":");
+        dsq_json_rows(&b, &part);
+        dsq_buf_puts(&b, "}}");
+        if (!gone && (b.data == NULL || s->t.notify(s->t.ud, b.data, b.len) != 0))
+            gone = true;
+        dsq_buf_free(&b);
+        o->chunks++;
+        o->rows += k;
+    } while (row < res->nrows && !gone);
+    if (gone) {
+        answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "the stream was cancelled: the client went away");
+        op_free(o);
+        return;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b,
+                   "{\"method\":\"stream.complete\",\"params\":{\"streamId\":%s,\"rowCount\":%llu,\"chunks\":%llu,"
+                   "\"lsn\":%llu}}",
+                   o->idtext, (unsigned long long)o->rows, (unsigned long long)o->chunks, (unsigned long long)res->lsn);
+    if (b.data != NULL)
+        s->t.notify(s->t.ud, b.data, b.len);
+    dsq_buf_reset(&b);
+    dsq_buf_printf(&b, "{\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":%llu}", (unsigned long long)o->rows,
+                   (unsigned long long)o->chunks, (unsigned long long)res->lsn);
+    answer_buf(o, &b);
+    op_free(o);
+}
+
 static void m_query(op *o, json_t *p)
 {
     if (op_ks(o) != NULL) {
@@ -773,6 +836,23 @@ static void m_query_stream(op *o, json_t *p)
         }
     }
     uint64_t chunk = s->lim.chunk_rows;
+    if (op_ks(o) != NULL) {
+        if (o->rpc == NULL) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream on a keyspace is JSON-RPC's");
+            return;
+        }
+        unsigned scope = ks_prelude(o, p);
+        if (scope == 0 || parse_stmt(o, p, &o->stmt, "") != 0 ||
+            opt_uint(o, p, "chunkSize", 1, s->lim.max_chunk_rows, &chunk) != 0)
+            return;
+        if ((o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+            reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        o->call.chunk_rows = chunk;
+        dsq_router_query_read(s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_stream_done, o);
+        return;
+    }
     if (prelude(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0 ||
         opt_uint(o, p, "chunkSize", 1, s->lim.max_chunk_rows, &chunk) != 0)
         return;
@@ -1660,9 +1740,9 @@ static void run(op *o, const method_def *d, json_t *p)
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
     if (op_ks(o) != NULL && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping &&
-        d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc) {
+        d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc && d->fn != m_query_stream) {
         reject(o, DSQ_CODE_INVALID_REQUEST,
-               "%s is not supported on a keyspace (query, batch, getSchema, ping, subscribeCDC and "
+               "%s is not supported on a keyspace (query, queryStream, batch, getSchema, ping, subscribeCDC and "
                "unsubscribeCDC are)",
                d->name);
         return;

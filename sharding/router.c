@@ -373,6 +373,7 @@ struct rop {
     dsq_stmt_req *look_req;
     dsq_param *look_p;
     bool fresh_schema;   /* the schema was just read: a missing table is really missing */
+    bool read_only;      /* a statement that writes is refused (queryStream) */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
     struct twopc *tx;    /* MULTI: the cross-shard transaction */
     rcall *calls;
@@ -1625,6 +1626,11 @@ static void plan_and_run(rop *o)
         op_fail(o, p->code, p->msg);
         return;
     }
+    if (o->read_only && (p->write || p->kind == DSQ_PLAN_MULTI || p->kind == DSQ_PLAN_ALL ||
+                         p->kind == DSQ_PLAN_SEQUENCE)) {
+        op_fail(o, DSQ_CODE_INVALID_REQUEST, "queryStream takes a statement that only reads");
+        return;
+    }
     if (p->kind == DSQ_PLAN_MULTI) {
         run_multi(o);
         return;
@@ -1861,8 +1867,23 @@ void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, s
     plan_and_run(o);
 }
 
+static void query_as(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
+                     dsq_router_done_fn done, void *ud, bool read_only);
+
+void dsq_router_query_read(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope,
+                           dsq_budget *budget, dsq_router_done_fn done, void *ud)
+{
+    query_as(r, ks, req, scope, budget, done, ud, true);
+}
+
 void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
                       dsq_router_done_fn done, void *ud)
+{
+    query_as(r, ks, req, scope, budget, done, ud, false);
+}
+
+static void query_as(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
+                     dsq_router_done_fn done, void *ud, bool read_only)
 {
     long k = ks_index(r->g, ks);
     if (k < 0) {
@@ -1887,6 +1908,7 @@ void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, un
     o->budget = budget;
     o->done = done;
     o->ud = ud;
+    o->read_only = read_only;
     plan_and_run(o);
 }
 

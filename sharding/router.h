@@ -72,6 +72,10 @@ typedef void (*dsq_router_done_fn)(void *ud, int err, dsq_code code, const char 
  * caller's scopes (DSQ_SCOPE_R, _W) and result budget (may be NULL). */
 void dsq_router_query(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope, dsq_budget *budget,
                       dsq_router_done_fn done, void *ud);
+/* The same for a statement that must only read (queryStream): one that
+ * writes is refused (INVALID_REQUEST) before it runs. */
+void dsq_router_query_read(dsq_router *r, const char *ks, const dsq_stmt_req *req, unsigned scope,
+                           dsq_budget *budget, dsq_router_done_fn done, void *ud);
 
 /* A batch's outcome: err 0 and one result per statement (the router's
  * until the function returns), or err -1 with code and msg. */

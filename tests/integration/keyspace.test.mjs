@@ -350,6 +350,33 @@ test('a lookup vindex: reads by email go to the owner\'s shard, the lookup table
   assert.deepEqual((await ok(ks('SELECT name FROM members WHERE id = 4'))).rows, [['renamed']]);
 });
 
+test('queryStream on a keyspace: the router\'s rows in chunks, over WebSocket and NDJSON over HTTP', async () => {
+  const want = (await ok(db('plain', 'SELECT id, amount FROM orders ORDER BY amount DESC, id'))).rows;
+  const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
+  try {
+    const res = await c.call('queryStream', { sql: 'SELECT id, amount FROM orders ORDER BY amount DESC, id', chunkSize: 7 });
+    assert.equal(res.result?.rowCount, want.length, JSON.stringify(res));
+    const chunks = c.notes.filter((n) => n.method === 'stream.chunk');
+    assert.equal(chunks.length, Math.ceil(want.length / 7));
+    assert.deepEqual(chunks[0].params.columns, ['id', 'amount']);
+    assert.equal(chunks[1].params.columns, undefined);
+    chunks.forEach((ch, i) => assert.equal(ch.params.seq, i));
+    assert.deepEqual(chunks.flatMap((ch) => ch.params.rows), want);
+    assert.equal(c.notes.find((n) => n.method === 'stream.complete').params.rowCount, want.length);
+    const w = await c.call('queryStream', { sql: 'DELETE FROM orders WHERE customer_id = 1' });
+    assert.match(w.error.message, /only reads/);
+  } finally {
+    c.close();
+  }
+  const r = await fetch(`${d.url}/v1/ks/shop/rpc`, {
+    method: 'POST', headers: auth(ADMIN),
+    body: JSON.stringify({ id: 's1', method: 'queryStream', params: { sql: 'SELECT count(*) FROM orders', chunkSize: 5 } }),
+  });
+  const lines = (await r.text()).trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.method ?? 'reply'), ['stream.chunk', 'stream.complete', 'reply']);
+  assert.equal(lines[2].result.rowCount, 1);
+});
+
 test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
   const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
   try {
