@@ -422,10 +422,19 @@ static int add_listener(dsq_server *srv, const char *spec, bool tls, char *err, 
         return -1;
     }
     dsq_listener *l = listen_at(srv, &ss, spec, tls ? srv->tls : NULL, false, err, errlen);
+    return l == NULL ? -1 : 0;
+}
+
+/* The client listeners announced, oldest first, once the whole start has
+ * worked: a node whose peer listener cannot bind says it failed, never
+ * that it listens and then exits. */
+static void announce_listeners(const dsq_listener *l)
+{
     if (l == NULL)
-        return -1;
-    DSQ_INFO("listening", "addr=%s tls=%s", l->addr, tls ? "yes" : "no");
-    return 0;
+        return;
+    announce_listeners(l->next);
+    if (!l->forward)
+        DSQ_INFO("listening", "addr=%s tls=%s", l->addr, l->tls != NULL ? "yes" : "no");
 }
 
 static bool addr_unspecified(const struct sockaddr_storage *ss)
@@ -540,6 +549,7 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
                               errlen) != 0)
             return -1;
     }
+    announce_listeners(srv->listeners);
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
                  cfg->allow_unauthenticated ? "allow_unauthenticated=yes" : "no_tokens_loopback_only");

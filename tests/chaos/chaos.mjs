@@ -8,8 +8,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 
-import { startDosqld } from '../integration/lib/harness.mjs';
-import { clusterInfo, sleep, startCluster, until } from '../cluster/lib/cluster.mjs';
+import { clusterInfo, sleep, startAgain, startCluster, until } from '../cluster/lib/cluster.mjs';
 
 export async function chaos(rounds, { log = console.log, seed = Date.now() } = {}) {
   let x = seed >>> 0;
@@ -111,7 +110,7 @@ export async function chaos(rounds, { log = console.log, seed = Date.now() } = {
       } else {
         const old = c.nodes[i];
         past[i] += old.stderr;
-        c.nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: old.dataDir });
+        c.nodes[i] = await startAgain({ conf: c.confOf(i), dataDir: old.dataDir });
         gone.push(old.dir); /* (its data stays in the first one's directory) */
         down.delete(i);
       }

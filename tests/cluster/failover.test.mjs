@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { startDosqld, syncShimPreload } from '../integration/lib/harness.mjs';
-import { clusterInfo, post, query, sleep, startCluster, until } from './lib/cluster.mjs';
+import { syncShimPreload } from '../integration/lib/harness.mjs';
+import { clusterInfo, post, query, sleep, startAgain, startCluster, until } from './lib/cluster.mjs';
 
 const conf = () => 'replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n';
 
@@ -73,7 +73,7 @@ async function killAndPromote(lose) {
     // The old primary comes back (with its disk, or without): it follows.
     const idx = c.nodes.indexOf(primary);
     if (lose) rmSync(path.join(primary.dir, 'data'), { recursive: true, force: true });
-    const back = await startDosqld({ conf: c.confOf(idx), dataDir: lose ? undefined : path.join(primary.dir, 'data') });
+    const back = await startAgain({ conf: c.confOf(idx), dataDir: lose ? undefined : path.join(primary.dir, 'data') });
     c.nodes[idx] = back;
     await stop2();
     const want = [...new Set(await ids(target, db))].sort((a, b) => a - b);
@@ -314,7 +314,7 @@ test('a primary killed and started again at once: what it acknowledged before an
     await primary.stop();
     const drop = path.join(work, 'drop');
     const env = { LD_PRELOAD: syncShimPreload(), DSQ_DROPWRITE: drop };
-    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: primary.dataDir, env });
+    c.nodes[pi] = await startAgain({ conf: c.confOf(pi), dataDir: primary.dataDir, env });
     gone.push(primary);
     const acked = [];
     await until(async () => (await query(c.nodes[pi], db, 'INSERT INTO t VALUES (0)')).status === 200, 15000,
@@ -329,7 +329,7 @@ test('a primary killed and started again at once: what it acknowledged before an
     old.proc.kill('SIGKILL');
     await old.exit;
     gone.push(old);
-    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: old.dataDir });
+    c.nodes[pi] = await startAgain({ conf: c.confOf(pi), dataDir: old.dataDir });
     for (let id = 6; id <= 10; id++) {
       await until(async () => (await query(c.nodes[pi], db, 'INSERT INTO t VALUES (?)', [id])).status === 200,
         15000, 'a write acknowledged by the restarted primary');
@@ -365,7 +365,7 @@ test('after a crash, a database first made after the restart is served at once i
     primary.proc.kill('SIGKILL');
     await primary.exit;
     gone.push(primary);
-    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: primary.dataDir });
+    c.nodes[pi] = await startAgain({ conf: c.confOf(pi), dataDir: primary.dataDir });
     let db = null;
     for (let i = 0; i < 50 && db === null; i++)
       if ((await roles(c, `after${i}`)).primary === c.nodes[pi]) db = `after${i}`;
@@ -385,7 +385,7 @@ test('after a crash, a database first made after the restart is served at once i
     const again = c.nodes[pi];
     assert.deepEqual(await again.stop(), { code: 0, signal: null });
     gone.push(again);
-    c.nodes[pi] = await startDosqld({ conf: c.confOf(pi), dataDir: again.dataDir });
+    c.nodes[pi] = await startAgain({ conf: c.confOf(pi), dataDir: again.dataDir });
     await until(async () => (await query(c.nodes[pi], 'before', 'INSERT INTO t VALUES (2)')).status === 200, 15000, 'before served after the clean restart');
     assert.doesNotMatch(c.nodes[pi].stderr, /event=replication_resuming/);
     assert.equal((await clusterInfo(c.nodes[pi], '?database=before')).body.database.epoch, epoch);
@@ -414,7 +414,7 @@ test('after a crash, many primaries resume in turn and are all served again', as
     victim.proc.kill('SIGKILL');
     await victim.exit;
     gone.push(victim);
-    c.nodes[0] = await startDosqld({ conf: c.confOf(0), dataDir: victim.dataDir });
+    c.nodes[0] = await startAgain({ conf: c.confOf(0), dataDir: victim.dataDir });
     for (const db of mine)
       await until(async () => (await query(c.nodes[0], db, 'INSERT INTO t VALUES (1)')).status === 200, 20000, `${db} served again`);
     const resumed = new Set([...c.nodes[0].stderr.matchAll(/event=promoted db=(many\d+) /g)].map((m) => m[1]));
@@ -422,7 +422,7 @@ test('after a crash, many primaries resume in turn and are all served again', as
     const again = c.nodes[0];
     assert.deepEqual(await again.stop(), { code: 0, signal: null });
     gone.push(again);
-    c.nodes[0] = await startDosqld({ conf: c.confOf(0), dataDir: again.dataDir });
+    c.nodes[0] = await startAgain({ conf: c.confOf(0), dataDir: again.dataDir });
     assert.equal((await query(c.nodes[0], mine[0], 'INSERT INTO t VALUES (2)')).status, 200);
     assert.doesNotMatch(c.nodes[0].stderr, /event=replication_resuming/);
   } finally {

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 
 import { runDosqld } from '../integration/lib/harness.mjs';
@@ -86,6 +87,19 @@ test('bad [cluster] settings are refused at start', async () => {
     r = await run(`[cluster]\nnode_id = n1\npeers = ${peers}\nsecret_file = ${secret}\n`);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /readable by every user/);
+    chmodSync(secret, 0o600);
+    // Its peer port taken: it says so and exits, never "listening" first
+    // (a script waiting for that line would take a dead node for a live one).
+    const blocker = net.createServer();
+    await new Promise((resolve) => blocker.listen(p1, '127.0.0.1', resolve));
+    try {
+      r = await run(`[cluster]\nnode_id = n1\npeers = ${peers}\nsecret_file = ${secret}\n`);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /event=start_failed reason="cannot listen for the other nodes on 127\.0\.0\.1:\d+ \(cluster\.peers, node n1\): address already in use"/);
+    assert.doesNotMatch(r.stderr, /event=listening/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

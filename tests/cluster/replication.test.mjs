@@ -9,8 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { startDosqld } from '../integration/lib/harness.mjs';
-import { clusterInfo, sleep, startCluster, until } from './lib/cluster.mjs';
+import { clusterInfo, sleep, startAgain, startCluster, until } from './lib/cluster.mjs';
 
 const conf = () => 'replicas = 3\ncommit_timeout = 1500ms\n';
 
@@ -51,7 +50,7 @@ async function kill(c, victim, gone) {
   victim.proc.kill('SIGKILL');
   await victim.exit;
   gone.push(victim);
-  return async () => (c.nodes[idx] = await startDosqld({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') }));
+  return async () => (c.nodes[idx] = await startAgain({ conf: c.confOf(idx), dataDir: path.join(victim.dir, 'data') }));
 }
 
 // What a copy holds (a follower answers when asked with consistency replica).
@@ -172,7 +171,7 @@ test('a follower killed, or started empty, catches up while writes go on', async
     await other.exit;
     gone.push(other);
     rmSync(path.join(other.dir, 'data'), { recursive: true, force: true });
-    const fresh = await startDosqld({ conf: c.confOf(j) });
+    const fresh = await startAgain({ conf: c.confOf(j) });
     c.nodes[j] = fresh;
     await write(10);
     await until(async () => (await values(fresh, 'cu')) === want(), 15000, 'the emptied follower');
@@ -203,7 +202,7 @@ test('a shared object store: at start a node restores only the databases it hold
       const old = c.nodes[i];
       await old.stop('SIGTERM');
       gone.push(old);
-      c.nodes[i] = await startDosqld({ conf: c.confOf(i) }); /* an empty data directory */
+      c.nodes[i] = await startAgain({ conf: c.confOf(i) }); /* an empty data directory */
       return c.nodes[i];
     };
     // The node without a copy: nothing of the database comes back there.

@@ -91,7 +91,36 @@ export function secretFile(dir, secret = crypto.randomBytes(32).toString('hex'))
 // through a FaultProxy (proxy.mjs): c.proxy(i, j) is the one between
 // nodes i and j (0-based), c.isolate(i) / c.rejoin(i) partition a node
 // from all the others and heal it.
-export async function startCluster(n, { conf = () => '', secretFor = {}, proxies = false } = {}) {
+// A port we checked free can still be taken by a process outside these
+// tests before the node binds it: a start that fails so is tried again,
+// with fresh ports when `fresh` says how to get them (a first start), or
+// after a pause on the same ones (a restart, whose port the others know).
+export function portTaken(e) {
+  return /address already in use/.test(String(e?.message ?? e));
+}
+
+export async function startAgain(opts, tries = 5) {
+  for (let k = 1; ; k++) {
+    try {
+      return await startDosqld(opts);
+    } catch (e) {
+      if (k >= tries || !portTaken(e)) throw e;
+      await sleep(1000);
+    }
+  }
+}
+
+export async function startCluster(n, opts = {}) {
+  for (let k = 1; ; k++) {
+    try {
+      return await startClusterOnce(n, opts);
+    } catch (e) {
+      if (k >= 3 || !portTaken(e)) throw e;
+    }
+  }
+}
+
+async function startClusterOnce(n, { conf = () => '', secretFor = {}, proxies = false } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'dosqld-cluster-'));
   const secret = secretFile(dir);
   const ports = [];
@@ -118,6 +147,7 @@ export async function startCluster(n, { conf = () => '', secretFor = {}, proxies
     for (let i = 0; i < n; i++) nodes.push(await startDosqld({ conf: c.confOf(i) }));
   } catch (e) {
     await Promise.all(nodes.map((d) => d.stop('SIGKILL')));
+    for (const px of pairs.values()) await px.close();
     rmSync(dir, { recursive: true, force: true });
     throw e;
   }

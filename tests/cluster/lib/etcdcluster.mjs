@@ -11,8 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { startDosqld } from '../../integration/lib/harness.mjs';
-import { clusterInfo, freePort, secretFile, until } from './cluster.mjs';
+import { clusterInfo, freePort, secretFile, startAgain, until } from './cluster.mjs';
 import { startEtcd } from './etcd.mjs';
 import { FaultProxy } from './proxy.mjs';
 
@@ -65,7 +64,7 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
     const old = nodes[i];
     if (!old.exited) throw new Error(`node ${i} still runs`);
     gone.push(old);
-    nodes[i] = await startDosqld({ conf: c.confOf(i), dataDir: old.dataDir });
+    nodes[i] = await startAgain({ conf: c.confOf(i), dataDir: old.dataDir });
     return nodes[i];
   };
   // Wait until every running node in `live` links to every other.
@@ -88,7 +87,7 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
     if (errs.length) throw errs[0];
   };
   try {
-    for (let i = 0; i < n; i++) nodes.push(await startDosqld({ conf: c.confOf(i) }));
+    for (let i = 0; i < n; i++) nodes.push(await startAgain({ conf: c.confOf(i) }));
     await c.linked();
   } catch (e) {
     await c.cleanup().catch(() => {});
