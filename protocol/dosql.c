@@ -711,27 +711,124 @@ static void ks_done(void *ud, int err, dsq_code code, const char *msg, dsq_resul
 }
 
 /* The scopes the client holds on the session's keyspace; 0 after
- * refusing. Members a keyspace does not take yet are refused by name. */
-static unsigned ks_prelude(op *o, json_t *p)
+ * refusing. Members a keyspace does not take yet are refused by name;
+ * with `txn`, transactionId is taken (into o->call.txn). */
+static unsigned ks_prelude_txn(op *o, json_t *p, bool txn)
 {
     static const char *const not_yet[] = {"transactionId", "asOf", "consistency", "minLSN", "database", NULL};
-    for (size_t i = 0; not_yet[i]; i++)
+    for (size_t i = txn ? 1 : 0; not_yet[i]; i++)
         if (json_object_get(p, not_yet[i]) != NULL) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" is not supported on a keyspace", not_yet[i]);
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" is not supported %son a keyspace", not_yet[i],
+                   i == 0 ? "by this method " : "");
             return 0;
         }
     unsigned scope = o->s->t.scope(o->s->t.ud, op_ks(o));
-    if (scope == 0)
+    if (scope == 0) {
         reject(o, DSQ_CODE_FORBIDDEN, "the token does not grant access to keyspace '%s'", op_ks(o));
+        return 0;
+    }
+    json_t *tx = txn ? json_object_get(p, "transactionId") : NULL;
+    if (tx != NULL && !json_is_null(tx)) {
+        size_t n = json_is_string(tx) ? json_string_length(tx) : 0;
+        if (n == 0 || n >= sizeof o->call.txn) {
+            reject(o, DSQ_CODE_INVALID_REQUEST, "\"transactionId\" must be a transaction id string");
+            return 0;
+        }
+        memcpy(o->call.txn, json_string_value(tx), n + 1);
+    }
     return scope;
 }
 
+static unsigned ks_prelude(op *o, json_t *p) { return ks_prelude_txn(o, p, false); }
+
 static void ks_query(op *o, json_t *p)
 {
-    unsigned scope = ks_prelude(o, p);
+    unsigned scope = ks_prelude_txn(o, p, true);
     if (scope == 0 || parse_stmt(o, p, &o->stmt, "") != 0)
         return;
-    dsq_router_query(o->s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_done, o);
+    if (o->call.txn[0])
+        dsq_router_query_txn(o->s->router, op_ks(o), o->call.txn, &o->stmt, scope, o->call.budget, ks_done, o);
+    else
+        dsq_router_query(o->s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_done, o);
+}
+
+/* beginTransaction on a keyspace: the router's transaction, which takes
+ * its shards as its statements reach them. */
+static void ks_begin(op *o, json_t *p)
+{
+    dsq_dosql_session *s = o->s;
+    unsigned scope = ks_prelude(o, p);
+    if (scope == 0)
+        return;
+    json_t *mode = json_object_get(p, "mode"), *ro = json_object_get(p, "readOnly");
+    if (mode != NULL && !json_is_null(mode) &&
+        !(json_is_string(mode) && (strcmp(json_string_value(mode), "deferred") == 0 ||
+                                   strcmp(json_string_value(mode), "immediate") == 0))) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"mode\" must be \"deferred\" or \"immediate\"");
+        return;
+    }
+    if (ro != NULL && !json_is_null(ro) && !json_is_boolean(ro)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"readOnly\" must be a boolean");
+        return;
+    }
+    if (json_is_true(ro)) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "read-only transactions are not supported on a keyspace (its shards' "
+                                            "snapshots would not be of one moment); read outside a transaction");
+        return;
+    }
+    if (!(scope & DSQ_SCOPE_W)) {
+        reject(o, DSQ_CODE_FORBIDDEN, "a transaction on a keyspace needs write scope; the token has read scope only");
+        return;
+    }
+    uint64_t timeout = 0;
+    if (opt_uint(o, p, "timeoutMs", 1, 86400000, &timeout) != 0)
+        return;
+    char id[33];
+    dsq_code code = DSQ_CODE_UNKNOWN;
+    char msg[300];
+    dsq_router_begin(s->router, op_ks(o), scope, s->id, timeout, id, &code, msg, sizeof msg);
+    if (id[0] == '\0') {
+        reject(o, code, "%s", msg);
+        return;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "{\"transactionId\":\"%s\",\"lsn\":", id);
+    if (o->enc == DSQ_ENC_CAPNWEB)
+        dsq_cw_bigint(&b, 0);
+    else
+        dsq_buf_puts(&b, "0");
+    dsq_buf_puts(&b, "}");
+    answer_buf(o, &b);
+    op_free(o);
+}
+
+static void ks_end_done(void *ud, int err, dsq_code code, const char *msg)
+{
+    op *o = ud;
+    if (err != 0) {
+        answer_error_msg(o, code, msg);
+    } else {
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_puts(&b, "{\"lsn\":");
+        if (o->enc == DSQ_ENC_CAPNWEB)
+            dsq_cw_bigint(&b, 0);
+        else
+            dsq_buf_puts(&b, "0");
+        dsq_buf_puts(&b, "}");
+        answer_buf(o, &b);
+    }
+    op_free(o);
+}
+
+static void ks_end(op *o, json_t *p, bool commit)
+{
+    if (ks_prelude_txn(o, p, true) == 0)
+        return;
+    if (o->call.txn[0] == '\0') {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"transactionId\" is required");
+        return;
+    }
+    dsq_router_txn_end(o->s->router, op_ks(o), o->call.txn, commit, ks_end_done, o);
 }
 
 /* queryStream on a keyspace: the router's answer, then its rows as
@@ -870,6 +967,10 @@ static void m_query_stream(op *o, json_t *p)
 
 static void m_begin(op *o, json_t *p)
 {
+    if (op_ks(o) != NULL) {
+        ks_begin(o, p);
+        return;
+    }
     if (prelude(o, p) != 0)
         return;
     json_t *mode = json_object_get(p, "mode");
@@ -909,6 +1010,10 @@ static void m_begin(op *o, json_t *p)
 
 static void end_txn(op *o, json_t *p, dsq_op which)
 {
+    if (op_ks(o) != NULL) {
+        ks_end(o, p, which == DSQ_OP_COMMIT);
+        return;
+    }
     if (prelude(o, p) != 0)
         return;
     if (o->call.txn[0] == '\0') {
@@ -940,7 +1045,7 @@ static void m_batch(op *o, json_t *p)
 {
     unsigned kscope = 0;
     if (op_ks(o) != NULL) {
-        if ((kscope = ks_prelude(o, p)) == 0)
+        if ((kscope = ks_prelude_txn(o, p, true)) == 0)
             return;
     } else if (prelude(o, p) != 0) {
         return;
@@ -982,6 +1087,11 @@ static void m_batch(op *o, json_t *p)
         snprintf(what, sizeof what, "batch statements[%zu]", i);
         if (check_fields(o, item, stmt_fields, what) != 0 || parse_stmt(o, item, &st[i], where) != 0)
             return;
+    }
+    if (op_ks(o) != NULL && o->call.txn[0]) {
+        dsq_router_batch_txn(o->s->router, op_ks(o), o->call.txn, st, n, o->call.atomic, kscope, o->call.budget,
+                             ks_batch_done, o);
+        return;
     }
     if (op_ks(o) != NULL) {
         dsq_router_batch(o->s->router, op_ks(o), st, n, o->call.atomic, kscope, o->call.budget, ks_batch_done, o);
@@ -1740,10 +1850,11 @@ static void run(op *o, const method_def *d, json_t *p)
     if (p != NULL && check_fields(o, p, d->fields, d->name) != 0)
         return;
     if (op_ks(o) != NULL && d->fn != m_query && d->fn != m_batch && d->fn != m_schema && d->fn != m_ping &&
-        d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc && d->fn != m_query_stream) {
+        d->fn != m_subscribe_cdc && d->fn != m_unsubscribe_cdc && d->fn != m_query_stream && d->fn != m_begin &&
+        d->fn != m_commit && d->fn != m_rollback) {
         reject(o, DSQ_CODE_INVALID_REQUEST,
-               "%s is not supported on a keyspace (query, queryStream, batch, getSchema, ping, subscribeCDC and "
-               "unsubscribeCDC are)",
+               "%s is not supported on a keyspace (query, queryStream, beginTransaction, commit, rollback, batch, "
+               "getSchema, ping, subscribeCDC and unsubscribeCDC are)",
                d->name);
         return;
     }
@@ -2017,5 +2128,7 @@ void dsq_dosql_session_close(dsq_dosql_session *s)
      * every Cap'n Web HTTP batch is a session.) */
     if (s->may_hold)
         dsq_engine_session_closed(s->e, s->id);
+    if (s->router != NULL)
+        dsq_router_session_closed(s->router, s->id);
     session_unref(s);
 }

@@ -221,6 +221,8 @@ static int router_new(dsq_server *srv, char *err, size_t errlen)
         .offload_ud = srv,
         .timeout_ms = cfg->engine_query_timeout_ms,
         .max_result_bytes = cfg->engine_max_result_bytes,
+        .txn_timeout_ms = cfg->engine_txn_timeout_ms,
+        .max_txn_timeout_ms = cfg->engine_max_txn_timeout_ms,
     };
     srv->router = dsq_router_new(&rc, err, errlen);
     return srv->router != NULL ? 0 : -1;

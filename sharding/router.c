@@ -55,6 +55,7 @@ struct dsq_router {
     uint64_t next_recovery_ms; /* when the next pass may start */
     uint64_t recovered;        /* transactions it resolved */
     uint64_t shard_rows;       /* rows shards sent to the router to merge or evaluate */
+    struct ktxn *ktxns;        /* interactive transactions on keyspaces */
 };
 
 static void gen_unref(gen *g)
@@ -255,10 +256,16 @@ dsq_router *dsq_router_new(const dsq_router_cfg *cfg, char *err, size_t errlen)
     return r;
 }
 
+static void ktxn_free(dsq_router *r, struct ktxn *k);
+
 void dsq_router_free(dsq_router *r)
 {
     if (r == NULL)
         return;
+    /* Transactions left open: their parts end with the engine, and the
+     * records they left are recovery's at the next start. */
+    while (r->ktxns != NULL)
+        ktxn_free(r, r->ktxns);
     gen_unref(r->g);
     free(r->state_path);
     free(r);
@@ -376,6 +383,8 @@ struct rop {
     bool read_only;      /* a statement that writes is refused (queryStream) */
     uint64_t schema_gen; /* the keyspace's schema generation when its schema was asked for */
     struct twopc *tx;    /* MULTI: the cross-shard transaction */
+    struct ktxn *ktx;    /* the interactive transaction the statement runs in, or NULL */
+    size_t kstep;        /* in it: the piece or shard being worked on */
     rcall *calls;
     size_t ncalls, pending;
     /* the outcome */
@@ -762,6 +771,7 @@ struct twopc {
     bool failed;         /* a participant failed: abort */
     char check_state[16]; /* COORD_CHECK: the state the coordinator holds ("" when no row) */
     bool done_one;       /* a participant committed (the test crash point) */
+    bool prebegun;       /* an interactive transaction's commit: its parts ran already */
 };
 
 enum { COORD_TABLE, COORD_INSERT, COORD_DECIDE, COORD_CHECK, COORD_FORGET, COORD_FORGET_ABORT };
@@ -1110,13 +1120,35 @@ static void coord_done(dsq_call *c)
     dsq_call_reset(c);
     switch (t->cstage) {
     case COORD_TABLE:
+        if (err != 0 && t->prebegun) {
+            o->err = -1;
+            o->code = code;
+            snprintf(o->msg, sizeof o->msg, "the keyspace's coordinator database '%s': %.300s (the transaction "
+                     "was rolled back)", t->coord, msg);
+            tx_end_parts(o, false);
+            return;
+        }
         if (err != 0)
             break;
         tx_coord(o, COORD_INSERT, "INSERT INTO _dsq_txns VALUES (?1, 'prepare', ?2, ?3)", 3);
         return;
     case COORD_INSERT:
+        if (err != 0 && t->prebegun) {
+            /* Not decided: the participants (begun already) roll back. */
+            o->err = -1;
+            o->code = code;
+            snprintf(o->msg, sizeof o->msg, "the keyspace's coordinator database '%s': %.300s (the transaction "
+                     "was rolled back)", t->coord, msg);
+            tx_end_parts(o, false);
+            return;
+        }
         if (err != 0)
             break;
+        if (t->prebegun) { /* (every participant prepared already: the decision) */
+            crash_point(o->r, "prepared");
+            tx_coord(o, COORD_DECIDE, "UPDATE _dsq_txns SET state = 'commit' WHERE txid = ?1", 1);
+            return;
+        }
         t->next = 0;
         t->pending = 1;
         t->parts[0].stage = PART_BEGIN;
@@ -1363,6 +1395,7 @@ static void run_multi(rop *o)
 }
 
 static void plan_batch(rop *o);
+static void run_in_txn(rop *o);
 
 /* ---- sequences ---- */
 
@@ -1607,6 +1640,13 @@ static void plan_and_run(rop *o)
     o->plan = next;
     dsq_plan *p = &o->plan;
     if (p->kind == DSQ_PLAN_LOOKUP) {
+        if (o->ktx != NULL) {
+            /* (its lookup would read outside the transaction: not the
+             * lookup rows the transaction itself wrote) */
+            op_fail(o, DSQ_CODE_INVALID_REQUEST, "in a transaction on a keyspace a statement cannot find its shard "
+                                                 "through a lookup vindex; name the table's shard key");
+            return;
+        }
         if (o->hints != NULL) {
             op_fail(o, DSQ_CODE_INTERNAL_ERROR, "a statement asked for lookups twice");
             return;
@@ -1631,12 +1671,16 @@ static void plan_and_run(rop *o)
         op_fail(o, DSQ_CODE_INVALID_REQUEST, "queryStream takes a statement that only reads");
         return;
     }
-    if (p->kind == DSQ_PLAN_MULTI) {
-        run_multi(o);
-        return;
-    }
     if (p->kind == DSQ_PLAN_SEQUENCE) {
         seq_take(o);
+        return;
+    }
+    if (o->ktx != NULL) {
+        run_in_txn(o);
+        return;
+    }
+    if (p->kind == DSQ_PLAN_MULTI) {
+        run_multi(o);
         return;
     }
     size_t n = o->kspace->nshards;
@@ -1772,7 +1816,10 @@ static void plan_batch(rop *o)
         one_shard_batch_done(&rc->call);
 }
 
-/* A batch that is not atomic: each statement on its own, in order. */
+static bool ktxn_doom(dsq_router *r, const char *id);
+
+/* A batch that is not atomic, or one in an interactive transaction: each
+ * statement on its own, in order. */
 typedef struct seqb {
     dsq_router *r;
     char ks[129];
@@ -1783,6 +1830,8 @@ typedef struct seqb {
     dsq_router_batch_fn done;
     void *ud;
     dsq_result *results;
+    char txid[33];   /* in this interactive transaction ("" none) */
+    bool atomic;     /* (in one) the first failure ends it */
 } seqb;
 
 static void seqb_step(seqb *b);
@@ -1795,6 +1844,19 @@ static void seqb_one(void *ud, int err, dsq_code code, const char *msg, dsq_resu
     if (err == 0) {
         *out = *res;
         memset(res, 0, sizeof *res);
+    } else if (b->atomic) {
+        /* Statements ran before it: the transaction cannot keep them
+         * without it, so it only rolls back now. */
+        bool doomed = b->next > 0 && ktxn_doom(b->r, b->txid);
+        char m[700];
+        snprintf(m, sizeof m, "statements[%zu]: %.500s%s", b->next, msg ? msg : "failed",
+                 doomed ? " (the transaction can only be rolled back now)" : "");
+        b->done(b->ud, -1, code, m, NULL, 0);
+        for (size_t i = 0; i < b->n; i++)
+            dsq_result_free(&b->results[i]);
+        free(b->results);
+        free(b);
+        return;
     } else {
         out->code = code;
         out->error = strdup(msg ? msg : "failed");
@@ -1806,7 +1868,10 @@ static void seqb_one(void *ud, int err, dsq_code code, const char *msg, dsq_resu
 static void seqb_step(seqb *b)
 {
     if (b->next < b->n) {
-        dsq_router_query(b->r, b->ks, &b->reqs[b->next], b->scope, b->budget, seqb_one, b);
+        if (b->txid[0])
+            dsq_router_query_txn(b->r, b->ks, b->txid, &b->reqs[b->next], b->scope, b->budget, seqb_one, b);
+        else
+            dsq_router_query(b->r, b->ks, &b->reqs[b->next], b->scope, b->budget, seqb_one, b);
         return;
     }
     b->done(b->ud, 0, DSQ_CODE_UNKNOWN, NULL, b->results, b->n);
@@ -2367,8 +2432,643 @@ static void rec_step(recov *v)
     }
 }
 
+/* ---- interactive transactions on keyspaces -------------------------------------------------------
+ *
+ * beginTransaction on a keyspace makes a cross-shard transaction that
+ * takes its shards as its statements reach them: each shard is begun as
+ * a prepared participant (its record, as in run_multi) the first time,
+ * and the statement's pieces run in the participants' transactions, which
+ * keep every piece that ran (SQL and parameters, copied) for the
+ * coordinator's row. commit is the two-phase commit of those
+ * participants (one: its commit alone); rollback rolls each back. A
+ * statement that fails on one of its several shards leaves the others'
+ * pieces done: the transaction then only rolls back. Each statement goes
+ * to one shard or is a write; shards are taken in the order statements
+ * reach them, so two transactions may wait for each other — the wait
+ * ends after write_wait_timeout with SERIALIZATION_FAILURE. */
+
+typedef struct kshard {
+    bool begun;
+    char txn[33];           /* its participant's transaction */
+    dsq_stmt_req *log;      /* the pieces it ran */
+    size_t nlog;
+    char **mem;             /* their SQL and parameters' memory */
+    size_t nmem;
+} kshard;
+
+typedef struct ktxn {
+    struct ktxn *next;
+    char id[33];
+    gen *g;
+    long ks;
+    const dsq_vs_keyspace *kspace;
+    uint64_t session;
+    unsigned scope;
+    uint64_t timeout_ms, deadline_ms;
+    bool busy;              /* a statement, commit or rollback runs */
+    bool doomed;            /* a statement failed on some of its shards: rollback only */
+    bool ending;            /* its client went: rolled back once the statement ends */
+    kshard *sh;             /* per shard */
+    char coord[160];        /* its coordinator's name (its BEGINs borrow it) */
+} ktxn;
+
+static void ktxn_free(dsq_router *r, ktxn *k)
+{
+    for (ktxn **pp = &r->ktxns; *pp; pp = &(*pp)->next)
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    inflight_remove(r, k->id);
+    for (size_t s = 0; s < k->kspace->nshards; s++) {
+        for (size_t m = 0; m < k->sh[s].nmem; m++)
+            free(k->sh[s].mem[m]);
+        free(k->sh[s].mem);
+        free(k->sh[s].log);
+    }
+    free(k->sh);
+    gen_unref(k->g);
+    free(k);
+}
+
+static ktxn *ktxn_find(dsq_router *r, const char *id)
+{
+    for (ktxn *k = r->ktxns; k; k = k->next)
+        if (strcmp(k->id, id) == 0)
+            return k;
+    return NULL;
+}
+
+static bool ktxn_doom(dsq_router *r, const char *id)
+{
+    ktxn *k = ktxn_find(r, id);
+    if (k != NULL)
+        k->doomed = true;
+    return k != NULL;
+}
+
+/* Keep a piece that ran on shard s: its SQL and parameters copied. */
+static int ktxn_log(ktxn *k, size_t s, const dsq_stmt_req *q)
+{
+    kshard *sh = &k->sh[s];
+    size_t need = q->sql_len + 1 + q->nparams * sizeof(dsq_param);
+    for (size_t i = 0; i < q->nparams; i++) {
+        const dsq_value *v = &q->params[i].v;
+        need += (v->type == DSQ_V_TEXT || v->type == DSQ_V_BLOB ? v->n : 0) +
+                (q->params[i].name ? strlen(q->params[i].name) + 1 : 0);
+    }
+    char *mem = malloc(need ? need : 1);
+    dsq_stmt_req *nl = realloc(sh->log, (sh->nlog + 1) * sizeof *nl);
+    if (nl != NULL)
+        sh->log = nl;
+    char **nm = realloc(sh->mem, (sh->nmem + 1) * sizeof *nm);
+    if (nm != NULL)
+        sh->mem = nm;
+    if (mem == NULL || nl == NULL || nm == NULL) {
+        free(mem);
+        return -1;
+    }
+    sh->mem[sh->nmem++] = mem;
+    dsq_param *ps = (dsq_param *)mem;
+    char *at = mem + q->nparams * sizeof(dsq_param);
+    for (size_t i = 0; i < q->nparams; i++) {
+        ps[i] = q->params[i];
+        const dsq_value *v = &q->params[i].v;
+        if (v->type == DSQ_V_TEXT || v->type == DSQ_V_BLOB) {
+            if (v->n)
+                memcpy(at, v->p, v->n);
+            ps[i].v.p = at;
+            at += v->n;
+        }
+        if (q->params[i].name) {
+            size_t l = strlen(q->params[i].name) + 1;
+            memcpy(at, q->params[i].name, l);
+            ps[i].name = at;
+            at += l;
+        }
+    }
+    memcpy(at, q->sql, q->sql_len);
+    at[q->sql_len] = '\0';
+    sh->log[sh->nlog++] = (dsq_stmt_req){.sql = at, .sql_len = q->sql_len, .params = ps, .nparams = q->nparams,
+                                         .named = q->named};
+    return 0;
+}
+
+/* The first shard (ascending) the statement's plan needs that its
+ * transaction has not begun yet, or -1. */
+static long txn_next_begin(const rop *o)
+{
+    const dsq_plan *p = &o->plan;
+    const ktxn *k = o->ktx;
+    if (p->kind == DSQ_PLAN_ONE)
+        return k->sh[p->shard].begun ? -1 : (long)p->shard;
+    long first = -1;
+    for (size_t i = 0; i < p->nwrites; i++) {
+        size_t s = p->write_shard[i];
+        if (!k->sh[s].begun && (first < 0 || (long)s < first))
+            first = (long)s;
+    }
+    return first;
+}
+
+static void txn_step(rop *o);
+
+static void txn_call_done(dsq_call *c)
+{
+    rcall *rc = (rcall *)c;
+    rop *o = rc->op;
+    ktxn *k = o->ktx;
+    if (c->err != 0) {
+        o->err = -1;
+        o->code = c->code;
+        snprintf(o->msg, sizeof o->msg, "%.590s", c->msg);
+        /* A piece failed after others of its statement ran: the
+         * transaction can no longer commit what the statement meant. */
+        if (o->plan.kind == DSQ_PLAN_MULTI && o->kstep > 0)
+            k->doomed = true;
+        /* Its part on a shard ended under it (that shard's transaction
+         * expired): what ran there is gone. */
+        if (c->code == DSQ_CODE_TRANSACTION_NOT_FOUND && c->op != DSQ_OP_BEGIN) {
+            k->doomed = true;
+            snprintf(o->msg, sizeof o->msg, "the transaction's part on shard '%.128s' ended (it idled past its "
+                     "timeout there): the transaction can only be rolled back", o->kspace->shards[rc->shard]);
+        }
+        op_finish(o);
+        return;
+    }
+    if (c->op == DSQ_OP_BEGIN) {
+        kshard *sh = &k->sh[rc->shard];
+        sh->begun = true;
+        memcpy(sh->txn, c->txn_out, sizeof sh->txn);
+        dsq_call_reset(c);
+        txn_step(o); /* (begins come before any piece: kstep still 0) */
+        return;
+    }
+    /* A piece ran: kept for the coordinator, its answer added up. */
+    if (ktxn_log(k, rc->shard, &rc->stmt) != 0) {
+        k->doomed = true;
+        op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router (the transaction only rolls back now)");
+        return;
+    }
+    dsq_result *r = &c->results[0];
+    bool aux = o->plan.kind == DSQ_PLAN_MULTI && o->plan.write_aux && o->plan.write_aux[rc->fetch];
+    if (!aux) {
+        if (o->res.ncols == 0 && r->ncols > 0) {
+            int64_t before = o->res.rows_affected;
+            dsq_result_free(&o->res);
+            o->res = *r;
+            memset(r, 0, sizeof *r);
+            o->res.rows_affected += before;
+        } else {
+            o->res.rows_affected += r->rows_affected;
+            if (r->ncols == o->res.ncols && r->rows.len > 0) {
+                dsq_buf_append(&o->res.rows, r->rows.data, r->rows.len);
+                o->res.nrows += r->nrows;
+            }
+        }
+    }
+    dsq_call_reset(c);
+    o->kstep++;
+    txn_step(o);
+}
+
+/* The statement's next step: the next shard to begin (in order), then
+ * each piece in its shard's transaction. */
+static void txn_step(rop *o)
+{
+    ktxn *k = o->ktx;
+    const dsq_plan *p = &o->plan;
+    size_t npieces = p->kind == DSQ_PLAN_ONE ? 1 : p->nwrites;
+    rcall *rc = &o->calls[0];
+    dsq_call_reset(&rc->call);
+    free(rc->params);
+    rc->params = NULL;
+    memset(rc, 0, sizeof *rc);
+    rc->op = o;
+    /* A shard the statement needs and the transaction has not begun: begun
+     * first, as a prepared participant (in ascending order). */
+    long b = txn_next_begin(o);
+    if (b >= 0) {
+        rc->shard = (size_t)b;
+        rc->call.op = DSQ_OP_BEGIN;
+        rc->call.immediate = true;
+        rc->call.internal_tables = true;
+        memcpy(rc->call.prepare_id, k->id, sizeof rc->call.prepare_id);
+        coordinator_of(k->kspace, k->coord, sizeof k->coord);
+        rc->call.target_db = k->coord;
+        rc->call.scope = k->scope;
+        /* The router ends the transaction when it idles: the part on a
+         * shard lasts as long as the operator lets any. */
+        rc->call.txn_timeout_ms = o->r->cfg.max_txn_timeout_ms > k->timeout_ms ? o->r->cfg.max_txn_timeout_ms
+                                                                                : k->timeout_ms;
+        rc->call.done = txn_call_done;
+        rc->call.ud = rc;
+        if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[rc->shard], &rc->call) != 0)
+            txn_call_done(&rc->call);
+        return;
+    }
+    if (o->kstep >= npieces) { /* done */
+        o->res.lsn = 0;
+        o->res.last_insert_rowid = 0;
+        op_finish(o);
+        return;
+    }
+    size_t i = o->kstep;
+    rc->fetch = i; /* (the piece's index, for its aux flag) */
+    if (p->kind == DSQ_PLAN_ONE) {
+        rc->shard = p->shard;
+        rc->stmt = *o->req;
+    } else {
+        rc->shard = p->write_shard[i];
+        rc->params = calloc(o->req->nparams + 1, sizeof *rc->params);
+        if (rc->params == NULL) {
+            op_fail(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+            return;
+        }
+        dsq_plan_params(&p->writes[i], o->req, rc->params, &rc->stmt);
+    }
+    rc->call.op = DSQ_OP_QUERY;
+    rc->call.stmts = &rc->stmt;
+    rc->call.nstmts = 1;
+    rc->call.atomic = true;
+    rc->call.scope = k->scope;
+    rc->call.budget = o->budget;
+    memcpy(rc->call.txn, k->sh[rc->shard].txn, sizeof rc->call.txn);
+    rc->call.done = txn_call_done;
+    rc->call.ud = rc;
+    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[rc->shard], &rc->call) != 0)
+        txn_call_done(&rc->call);
+}
+
+static void run_in_txn(rop *o)
+{
+    const dsq_plan *p = &o->plan;
+    if (o->ktx->doomed) {
+        op_fail(o, DSQ_CODE_INVALID_REQUEST, "a statement of this transaction failed on some of its shards: it "
+                                             "can only be rolled back");
+        return;
+    }
+    if (p->kind != DSQ_PLAN_ONE && p->kind != DSQ_PLAN_MULTI) {
+        char m[300];
+        snprintf(m, sizeof m, "in a transaction on a keyspace each statement goes to one shard or is a write "
+                              "(this one is answered by %s)", dsq_plan_kind_name(p->kind));
+        op_fail(o, DSQ_CODE_INVALID_REQUEST, m);
+        return;
+    }
+    if (p->kind == DSQ_PLAN_MULTI && !(o->scope & DSQ_SCOPE_W)) {
+        op_fail(o, DSQ_CODE_FORBIDDEN, "this statement writes; the token has read scope only");
+        return;
+    }
+    if (one_call(o) == NULL)
+        return;
+    o->kstep = 0;
+    txn_step(o);
+}
+
+void dsq_router_begin(dsq_router *r, const char *ks, unsigned scope, uint64_t session, uint64_t timeout_ms,
+                      char id[33], dsq_code *code, char *msg, size_t msglen)
+{
+    id[0] = '\0';
+    long i = ks_index(r->g, ks);
+    if (i < 0) {
+        *code = DSQ_CODE_INVALID_REQUEST;
+        snprintf(msg, msglen, "no keyspace '%.128s' in the VSchema", ks);
+        return;
+    }
+    if (r->cfg.max_txn_timeout_ms != 0 && timeout_ms > r->cfg.max_txn_timeout_ms) {
+        *code = DSQ_CODE_INVALID_REQUEST;
+        snprintf(msg, msglen, "timeoutMs %llu is above max_transaction_timeout (%llu ms)",
+                 (unsigned long long)timeout_ms, (unsigned long long)r->cfg.max_txn_timeout_ms);
+        return;
+    }
+    ktxn *k = calloc(1, sizeof *k);
+    inflight *f = calloc(1, sizeof *f);
+    if (k != NULL)
+        k->sh = calloc(r->g->vs->keyspaces[i].nshards, sizeof *k->sh);
+    if (k == NULL || f == NULL || k->sh == NULL || random_id(k->id) != 0) {
+        if (k)
+            free(k->sh);
+        free(k);
+        free(f);
+        *code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(msg, msglen, "out of memory at the router");
+        return;
+    }
+    k->g = r->g;
+    k->g->refs++;
+    k->ks = i;
+    k->kspace = &k->g->vs->keyspaces[i];
+    k->session = session;
+    k->scope = scope;
+    k->timeout_ms = timeout_ms ? timeout_ms : r->cfg.txn_timeout_ms;
+    k->deadline_ms = dsq_now_ms() + k->timeout_ms;
+    k->next = r->ktxns;
+    r->ktxns = k;
+    /* Its records on shards are not orphans while it lives. */
+    memcpy(f->txid, k->id, sizeof f->txid);
+    f->next = r->txns;
+    r->txns = f;
+    memcpy(id, k->id, 33);
+}
+
+/* The transaction `id` of keyspace ks, free for a statement: NULL with
+ * the reason otherwise. */
+static ktxn *ktxn_take(dsq_router *r, const char *ks, const char *id, dsq_code *code, char *msg, size_t n)
+{
+    ktxn *k = ktxn_find(r, id);
+    if (k == NULL || strcmp(k->kspace->name, ks) != 0) {
+        *code = DSQ_CODE_TRANSACTION_NOT_FOUND;
+        snprintf(msg, n, "no transaction '%.40s' on keyspace '%.128s' (it ended, or expired)", id, ks);
+        return NULL;
+    }
+    if (k->busy) {
+        *code = DSQ_CODE_INVALID_REQUEST;
+        snprintf(msg, n, "transaction '%.40s' runs one statement at a time", id);
+        return NULL;
+    }
+    k->busy = true;
+    k->deadline_ms = dsq_now_ms() + k->timeout_ms;
+    return k;
+}
+
+typedef struct ktxn_wrap {
+    dsq_router_done_fn done;
+    void *ud;
+    ktxn *k;
+    dsq_router *r;
+} ktxn_wrap;
+
+static void ktxn_stmt_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    ktxn_wrap *w = ud;
+    ktxn *k = w->k;
+    k->busy = false;
+    w->done(w->ud, err, code, msg, res, plan);
+    dsq_router *r = w->r;
+    free(w);
+    if (k->ending)
+        dsq_router_txn_end(r, k->kspace->name, k->id, false, NULL, NULL);
+}
+
+void dsq_router_query_txn(dsq_router *r, const char *ks, const char *id, const dsq_stmt_req *req, unsigned scope,
+                          dsq_budget *budget, dsq_router_done_fn done, void *ud)
+{
+    dsq_code code;
+    char msg[300];
+    ktxn *k = ktxn_take(r, ks, id, &code, msg, sizeof msg);
+    ktxn_wrap *w = k ? malloc(sizeof *w) : NULL;
+    rop *o = w ? calloc(1, sizeof *o) : NULL;
+    if (o == NULL) {
+        if (k)
+            k->busy = false;
+        free(w);
+        done(ud, -1, k ? DSQ_CODE_RESOURCE_EXHAUSTED : code, k ? "out of memory at the router" : msg, NULL, "refuse");
+        return;
+    }
+    *w = (ktxn_wrap){done, ud, k, r};
+    o->r = r;
+    o->g = k->g;
+    o->g->refs++;
+    o->ks = k->ks;
+    o->kspace = k->kspace;
+    o->req = req;
+    o->scope = scope & k->scope;
+    o->budget = budget;
+    o->done = ktxn_stmt_done;
+    o->ud = w;
+    o->ktx = k;
+    plan_and_run(o);
+}
+
+void dsq_router_batch_txn(dsq_router *r, const char *ks, const char *id, const dsq_stmt_req *reqs, size_t n,
+                          bool atomic, unsigned scope, dsq_budget *budget, dsq_router_batch_fn done, void *ud)
+{
+    seqb *b = calloc(1, sizeof *b);
+    if (b != NULL && (b->results = calloc(n ? n : 1, sizeof *b->results)) == NULL) {
+        free(b);
+        b = NULL;
+    }
+    if (b == NULL) {
+        done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router", NULL, 0);
+        return;
+    }
+    *b = (seqb){.r = r, .reqs = reqs, .n = n, .scope = scope, .budget = budget, .done = done, .ud = ud,
+                .results = b->results, .atomic = atomic};
+    snprintf(b->ks, sizeof b->ks, "%s", ks);
+    snprintf(b->txid, sizeof b->txid, "%s", id);
+    seqb_step(b);
+}
+
+/* ---- the end of an interactive transaction ---- */
+
+typedef struct kend {
+    dsq_router *r;
+    ktxn *k;
+    bool commit;
+    dsq_router_end_fn done;
+    void *ud;
+    size_t pending;
+    int err;
+    dsq_code code;
+    char msg[500];
+    dsq_call *calls;
+} kend;
+
+static void kend_finish(kend *e)
+{
+    if (e->done != NULL)
+        e->done(e->ud, e->err, e->code, e->err ? e->msg : NULL);
+    for (size_t s = 0; e->calls && s < e->k->kspace->nshards; s++)
+        dsq_call_reset(&e->calls[s]);
+    free(e->calls);
+    ktxn_free(e->r, e->k);
+    free(e);
+}
+
+static void kend_call_done(dsq_call *c)
+{
+    kend *e = c->ud;
+    if (c->err != 0 && e->err == 0 && e->commit) {
+        e->err = -1;
+        e->code = c->code;
+        snprintf(e->msg, sizeof e->msg, "%.490s", c->msg);
+    }
+    if (--e->pending == 0)
+        kend_finish(e);
+}
+
+/* Commit of several participants: the two-phase commit, as run_multi's
+ * from its decision on. */
+static void kend_2pc_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
+{
+    kend *e = ud;
+    (void)res;
+    (void)plan;
+    if (err != 0) {
+        e->err = -1;
+        e->code = code;
+        snprintf(e->msg, sizeof e->msg, "%.490s", msg);
+    }
+    kend_finish(e);
+}
+
+void dsq_router_txn_end(dsq_router *r, const char *ks, const char *id, bool commit, dsq_router_end_fn done,
+                        void *ud)
+{
+    ktxn *k = ktxn_find(r, id);
+    if (k == NULL || strcmp(k->kspace->name, ks) != 0) {
+        if (done != NULL) {
+            char m[300];
+            snprintf(m, sizeof m, "no transaction '%.40s' on keyspace '%.128s' (it ended, or expired)", id, ks);
+            done(ud, -1, DSQ_CODE_TRANSACTION_NOT_FOUND, m);
+        }
+        return;
+    }
+    if (k->busy) {
+        if (done == NULL) {
+            k->ending = true; /* (its client went: once the statement ends) */
+            return;
+        }
+        done(ud, -1, DSQ_CODE_INVALID_REQUEST, "the transaction runs a statement: end it after");
+        return;
+    }
+    bool doomed_commit = commit && k->doomed;
+    if (doomed_commit)
+        commit = false; /* (rolled back, and said so below) */
+    kend *e = calloc(1, sizeof *e);
+    size_t n = k->kspace->nshards, begun = 0, last = 0;
+    for (size_t s = 0; s < n; s++)
+        if (k->sh[s].begun) {
+            begun++;
+            last = s;
+        }
+    if (e == NULL || (e->calls = calloc(n, sizeof *e->calls)) == NULL) {
+        free(e);
+        if (done != NULL)
+            done(ud, -1, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory at the router");
+        return;
+    }
+    *e = (kend){.r = r, .k = k, .commit = commit, .done = done, .ud = ud, .calls = e->calls};
+    k->busy = true;
+    if (doomed_commit) {
+        e->err = -1;
+        e->code = DSQ_CODE_INVALID_REQUEST;
+        snprintf(e->msg, sizeof e->msg, "a statement of this transaction failed on some of its shards: it was "
+                                        "rolled back");
+    }
+    if (commit && begun > 1) {
+        /* Two-phase commit of the participants, through run_multi's
+         * machinery: its parts are begun and ran their statements. */
+        rop *o = calloc(1, sizeof *o);
+        twopc *t = o ? calloc(1, sizeof *t) : NULL;
+        json_t *all = json_array();
+        if (t != NULL)
+            t->parts = calloc(begun, sizeof *t->parts);
+        bool oom = o == NULL || t == NULL || all == NULL || t->parts == NULL;
+        for (size_t s = 0; !oom && s < n; s++) {
+            kshard *sh = &k->sh[s];
+            if (!sh->begun)
+                continue;
+            part *pt = &t->parts[t->nparts++];
+            pt->o = o;
+            pt->shard = s;
+            pt->begun = true;
+            memcpy(pt->txn, sh->txn, sizeof pt->txn);
+            json_t *stmts = json_array();
+            for (size_t q = 0; stmts && q < sh->nlog; q++) {
+                json_t *pj = params_json(&sh->log[q]);
+                json_t *x = pj ? json_pack("{s:s%, s:o}", "sql", sh->log[q].sql, sh->log[q].sql_len, "params", pj)
+                               : NULL;
+                if (x == NULL || json_array_append_new(stmts, x) != 0) {
+                    json_decref(stmts);
+                    stmts = NULL;
+                }
+            }
+            json_t *x = stmts ? json_pack("{s:s, s:o}", "shard", k->kspace->shards[s], "statements", stmts) : NULL;
+            oom = x == NULL || json_array_append_new(all, x) != 0;
+        }
+        if (!oom)
+            t->cjson = json_dumps(all, JSON_COMPACT);
+        json_decref(all);
+        if (oom || t->cjson == NULL) {
+            if (t)
+                free(t->parts);
+            free(t);
+            free(o);
+            /* (not decided: roll back) */
+            e->commit = commit = false;
+            e->err = -1;
+            e->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+            snprintf(e->msg, sizeof e->msg, "out of memory at the router: the transaction was rolled back");
+        } else {
+            memcpy(t->txid, k->id, sizeof t->txid);
+            coordinator_of(k->kspace, t->coord, sizeof t->coord);
+            t->prebegun = true;
+            o->r = r;
+            o->g = k->g;
+            o->g->refs++;
+            o->ks = k->ks;
+            o->kspace = k->kspace;
+            o->scope = k->scope;
+            o->tx = t;
+            o->plan.kind = DSQ_PLAN_MULTI;
+            o->done = kend_2pc_done;
+            o->ud = e;
+            /* (tx_finish takes it off the in-flight list: ktxn_free finds it gone) */
+            tx_coord(o, COORD_TABLE, coord_ddl, 0);
+            return;
+        }
+    }
+    /* One participant's commit, or every participant's rollback. */
+    e->pending = 1;
+    for (size_t s = 0; s < n; s++) {
+        if (!k->sh[s].begun || (commit && s != last))
+            continue;
+        dsq_call *c = &e->calls[s];
+        c->op = commit ? DSQ_OP_COMMIT : DSQ_OP_ROLLBACK;
+        c->scope = DSQ_SCOPE_R | DSQ_SCOPE_W;
+        c->internal_tables = true;
+        memcpy(c->txn, k->sh[s].txn, sizeof c->txn);
+        memcpy(c->prepare_id, k->id, sizeof c->prepare_id);
+        c->done = kend_call_done;
+        c->ud = e;
+        e->pending++;
+        if (dsq_engine_submit(r->cfg.engine, k->kspace->shards[s], c) != 0) {
+            c->err = -1;
+            kend_call_done(c);
+        }
+    }
+    if (--e->pending == 0)
+        kend_finish(e);
+}
+
+void dsq_router_session_closed(dsq_router *r, uint64_t session)
+{
+    if (session == 0)
+        return;
+    for (ktxn *k = r->ktxns, *next; k; k = next) {
+        next = k->next;
+        if (k->session == session)
+            dsq_router_txn_end(r, k->kspace->name, k->id, false, NULL, NULL);
+    }
+}
+
+/* Transactions idle past their timeout: rolled back. */
+static void ktxn_expire(dsq_router *r)
+{
+    uint64_t now = dsq_now_ms();
+    for (ktxn *k = r->ktxns, *next; k; k = next) {
+        next = k->next;
+        if (!k->busy && now > k->deadline_ms) {
+            DSQ_INFO("keyspace_transaction_expired", "keyspace=%s txid=%s", k->kspace->name, k->id);
+            dsq_router_txn_end(r, k->kspace->name, k->id, false, NULL, NULL);
+        }
+    }
+}
+
 void dsq_router_tick(dsq_router *r)
 {
+    ktxn_expire(r);
     uint64_t now = dsq_now_ms();
     if (r->recovering || now < r->next_recovery_ms || r->g->vs == NULL)
         return;

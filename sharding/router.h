@@ -39,6 +39,8 @@ typedef struct dsq_router_cfg {
     void *offload_ud;
     uint64_t timeout_ms;          /* the router's part of a statement, at most */
     size_t max_result_bytes;      /* an answer's rows, at most */
+    uint64_t txn_timeout_ms;      /* an interactive transaction idle this long is rolled back */
+    uint64_t max_txn_timeout_ms;  /* the longest timeout a transaction may ask for (0: no cap) */
 } dsq_router_cfg;
 
 /* The router with its VSchema loaded: NULL with the reason when the state
@@ -90,6 +92,34 @@ typedef void (*dsq_router_batch_fn)(void *ud, int err, dsq_code code, const char
  * each on its own; a statement's failure is its result's (`error`, `code`). */
 void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, size_t n, bool atomic, unsigned scope,
                       dsq_budget *budget, dsq_router_batch_fn done, void *ud);
+
+/* ---- interactive transactions on a keyspace (beginTransaction) ---- */
+
+/* A new transaction on ks (its id into id, 33 bytes), for `session` (0:
+ * none: it outlives its connection, as over HTTP), rolled back after
+ * timeout_ms idle (0: the configured default; at most the cap). id "" with the code and
+ * message when it cannot be. Its statements take shards as they reach
+ * them. */
+void dsq_router_begin(dsq_router *r, const char *ks, unsigned scope, uint64_t session, uint64_t timeout_ms,
+                      char id[33], dsq_code *code, char *msg, size_t msglen);
+/* One statement in transaction `id` (one at a time): it goes to one shard
+ * or is a write; its pieces run in the transaction. */
+void dsq_router_query_txn(dsq_router *r, const char *ks, const char *id, const dsq_stmt_req *req, unsigned scope,
+                          dsq_budget *budget, dsq_router_done_fn done, void *ud);
+/* A batch in transaction `id`: its statements one after another, as
+ * dsq_router_query_txn runs them. Atomic: the first that fails answers
+ * the batch, and when statements ran before it the transaction can then
+ * only roll back. Not atomic: a failed statement's result holds its
+ * error, and the others run. */
+void dsq_router_batch_txn(dsq_router *r, const char *ks, const char *id, const dsq_stmt_req *reqs, size_t n,
+                          bool atomic, unsigned scope, dsq_budget *budget, dsq_router_batch_fn done, void *ud);
+typedef void (*dsq_router_end_fn)(void *ud, int err, dsq_code code, const char *msg);
+/* Commit (two-phase over its shards) or roll back transaction `id`;
+ * done may be NULL. */
+void dsq_router_txn_end(dsq_router *r, const char *ks, const char *id, bool commit, dsq_router_end_fn done,
+                        void *ud);
+/* A connection went: its transactions roll back. */
+void dsq_router_session_closed(dsq_router *r, uint64_t session);
 
 /* Statements answered by each plan kind (dsq_plan_kind, DSQ_PLAN_KINDS
  * of them), for metrics. */

@@ -156,3 +156,44 @@ test('kill -9 after one participant of a batch committed: recovery redoes the ot
   want.set(b, b0.get(b) + 3);
   assert.deepEqual(await balances(d.port), want);
 });
+
+// An interactive transaction (beginTransaction on the keyspace) whose
+// statements each went to one shard: its commit is the same two-phase
+// commit, so the same kill -9 points hold — and a kill while it is still
+// open (before commit) leaves nothing and no lock.
+for (const step of ['open', 'prepared', 'decided', 'committed_one']) {
+  test(`an interactive transfer, kill -9 ${step === 'open' ? 'before its commit' : `at ${step}`}: recovery ${step === 'open' || step === 'prepared' ? 'undoes' : 'finishes'} it`, async () => {
+    const b0 = await balances(d.port);
+    const a = 7;
+    let b = 8;
+    while ((await shardOf(d.port, b)) === (await shardOf(d.port, a))) b++;
+    await d.stop();
+    d = await startDosqld({ conf: conf(), dataDir, env: step === 'open' ? {} : { DOSQLD_TEST_2PC_CRASH: step } });
+    const call = async (method, params) => {
+      const r = await post(d.port, '/v1/ks/bank/rpc', { id: 1, method, params });
+      assert.ok(r.json?.result, `${method}: ${r.text}`);
+      return r.json.result;
+    };
+    const { transactionId } = await call('beginTransaction', {});
+    await call('query', { sql: 'UPDATE accounts SET balance = balance - 10 WHERE id = ?', params: [a], transactionId });
+    await call('query', { sql: 'UPDATE accounts SET balance = balance + 10 WHERE id = ?', params: [b], transactionId });
+    if (step === 'open') {
+      d.proc.kill('SIGKILL');
+    } else {
+      const r = await post(d.port, '/v1/ks/bank/rpc', { id: 2, method: 'commit', params: { transactionId } })
+        .catch((e) => ({ status: 0, text: String(e) }));
+      assert.equal(r.status, 0, `the daemon answered: ${r.text}`);
+    }
+    const e = await d.exit;
+    assert.equal(e.signal, 'SIGKILL');
+    d = await startDosqld({ conf: conf(), dataDir });
+    await unlocked(d.port);
+    const want = new Map(b0);
+    if (step === 'decided' || step === 'committed_one') {
+      want.set(a, b0.get(a) - 10);
+      want.set(b, b0.get(b) + 10);
+    }
+    assert.deepEqual(await balances(d.port), want);
+    await ok(ks(d.port, TRANSFER, [b, a, 1]));
+  });
+}

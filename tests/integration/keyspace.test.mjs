@@ -377,7 +377,7 @@ test('queryStream on a keyspace: the router\'s rows in chunks, over WebSocket an
   assert.equal(lines[2].result.rowCount, 1);
 });
 
-test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused by name', async () => {
+test('JSON-RPC on a keyspace: query, getSchema and ping; other methods and members refused by name', async () => {
   const c = await WsRpc.open(d.port, '/v1/ks/shop/rpc', { headers: auth(ADMIN) });
   try {
     const q = await c.call('query', { sql: 'SELECT count(*) FROM orders WHERE customer_id = 3' });
@@ -385,11 +385,13 @@ test('JSON-RPC on a keyspace: query, getSchema and ping; other methods refused b
     const s = await c.call('getSchema', {});
     assert.ok(s.result.tables.some((t) => t.name === 'orders'), JSON.stringify(s));
     assert.equal((await c.call('ping', {})).result.pong, true);
-    const b = await c.call('beginTransaction', {});
+    const b = await c.call('getStats', {});
     assert.equal(b.error.code, 'INVALID_REQUEST');
-    assert.match(b.error.message, /beginTransaction is not supported on a keyspace/);
+    assert.match(b.error.message, /getStats is not supported on a keyspace/);
     const t = await c.call('query', { sql: 'SELECT 1', transactionId: 'x' });
-    assert.match(t.error.message, /"transactionId" is not supported on a keyspace/);
+    assert.equal(t.error.code, 'TRANSACTION_NOT_FOUND');
+    const a = await c.call('query', { sql: 'SELECT 1', asOf: { lsn: 1 } });
+    assert.match(a.error.message, /"asOf" is not supported on a keyspace/);
   } finally {
     c.close();
   }

@@ -1,7 +1,8 @@
 // Interop: the official capnweb client on keyspaces — keyspace(name) on
 // the main object and /v1/ks/{keyspace}/capnweb, over WebSocket and HTTP
 // batch: queries routed to one shard or scattered, a cross-shard write,
-// batches, getSchema; unknown keyspaces and methods refused by name.
+// batches, a transaction across shards, getSchema; unknown keyspaces and
+// methods refused by name.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -51,7 +52,18 @@ test('keyspace(name) over WebSocket: DDL, a write across shards, routed and scat
     const e1 = await main.keyspace('nowhere').query({ sql: 'SELECT 1' }).catch((e) => e);
     assert.ok(e1 instanceof Error);
     assert.match(e1.message, /no keyspace 'nowhere'/);
-    const e2 = await app.beginTransaction({}).catch((e) => e);
+    // A transaction across shards: seen inside, not outside, until commit.
+    const tx = await app.beginTransaction({});
+    assert.match(tx.transactionId, /^[0-9a-f]{32}$/);
+    assert.equal(tx.lsn, 0n);
+    await app.query({ sql: 'UPDATE users SET age = age + 100 WHERE id = 1', transactionId: tx.transactionId });
+    await app.query({ sql: 'UPDATE users SET age = age - 100 WHERE id = 4', transactionId: tx.transactionId });
+    const inside = await app.query({ sql: 'SELECT age FROM users WHERE id = 1', transactionId: tx.transactionId });
+    assert.deepEqual(inside.rows, [[131]]);
+    assert.deepEqual((await app.query({ sql: 'SELECT age FROM users WHERE id = 1' })).rows, [[31]]);
+    await app.commit({ transactionId: tx.transactionId });
+    assert.deepEqual((await app.query({ sql: 'SELECT age FROM users WHERE id IN (1, 4) ORDER BY id' })).rows, [[131], [-41]]);
+    const e2 = await app.getStats({}).catch((e) => e);
     assert.match(e2.message, /not supported on a keyspace/);
   } finally {
     main[Symbol.dispose]();
