@@ -10,6 +10,7 @@
  * replication's placement reads; node numbers come from the node set
  * (nodeset.h) shared by the links, the epochs and replication. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "cluster/failover.h"
 #include "cluster/epochs.h"
 #include "cluster/peer.h"
+#include "cluster/rcall.h"
 #include "cluster/repl.h"
 #include "cluster/topo.h"
 #include "cluster/wire.h"
@@ -75,7 +77,30 @@ struct dsq_cluster {
     bool load_timer_on;
     dsq_mailbox *topo_mb;      /* the topo's events, to the loop (its own allocation: its handle's
                                   close may end after c is freed) */
+    /* calls run on another node (dsq_cluster_submit; loop thread) */
+    struct rpending *rcalls;   /* sent, or waiting for their database's placement */
+    struct rin_wait *rins;     /* from other nodes, waiting for their database's assignment */
+    uint64_t rcall_next;       /* the last request id given */
+    uint64_t rcalls_out, rcalls_in; /* counts: sent to another node, run here for another node */
 };
+
+/* A call from another node waiting for its database's assignment. */
+typedef struct rin_wait {
+    struct rin_wait *next;
+    dsq_place_wait w;
+    struct dsq_rcall_in *in;
+} rin_wait;
+
+/* A call sent to another node (or waiting to be placed first). */
+typedef struct rpending {
+    struct rpending *next;
+    dsq_cluster *c;
+    uint64_t id;               /* 0 until sent */
+    size_t node;               /* sent to */
+    dsq_call *call;
+    char db[129];
+    dsq_place_wait w;
+} rpending;
 
 
 /* With etcd, replication's placement: eplace's, which knows nothing
@@ -250,9 +275,277 @@ int dsq_node_info_decode(const void *p, size_t n, char *client, char *forward, s
     return 0;
 }
 
+/* ---- calls run on another node ------------------------------------------------------------- */
+
+static const char *node_name(const dsq_cluster *c, size_t i);
+
+static void rp_unlink(dsq_cluster *c, rpending *p)
+{
+    for (rpending **pp = &c->rcalls; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+}
+
+static void rp_fail(rpending *p, dsq_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void rp_fail(rpending *p, dsq_code code, const char *fmt, ...)
+{
+    dsq_call *call = p->call;
+    call->err = -1;
+    call->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->msg, sizeof call->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Run p's call where its database's primary is: here (the engine), or on
+ * that node over the link. 0: submitted (done runs later); -1: failed
+ * (the call says why; p freed). */
+static int rp_go(dsq_cluster *c, rpending *p)
+{
+    dsq_call *call = p->call;
+    size_t primary = c->self;
+    if (c->peers != NULL)
+        (void)dsq_repl_where(c->repl, p->db, &primary);
+    if (primary == c->self) {
+        int rc = dsq_engine_submit(c->engine, p->db, call);
+        free(p);
+        if (rc != 0)
+            call->err = -1;
+        return rc != 0 ? -1 : 0;
+    }
+    if (!dsq_rcall_op_ok(call->op)) {
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s' has its primary on node %s", p->db, node_name(c, primary));
+        free(p);
+        return -1;
+    }
+    if (!dsq_peer_up(c->peers, primary)) {
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s' has its primary on node %s, which this node cannot reach",
+                p->db, node_name(c, primary));
+        free(p);
+        return -1;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    p->id = ++c->rcall_next;
+    p->node = primary;
+    if (dsq_rcall_encode_call(&b, p->id, p->db, call) != 0 ||
+        dsq_peer_send(c->peers, primary, DSQ_CLUSTER_CALL, b.data, b.len, NULL, 0) != 0) {
+        dsq_buf_free(&b);
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s': the call could not be sent to node %s", p->db,
+                node_name(c, primary));
+        free(p);
+        return -1;
+    }
+    dsq_buf_free(&b);
+    c->rcalls_out++;
+    p->next = c->rcalls;
+    c->rcalls = p;
+    return 0;
+}
+
+static void rp_placed(dsq_place_wait *w, int rc, const char *msg)
+{
+    rpending *p = (rpending *)((char *)w - offsetof(rpending, w));
+    dsq_cluster *c = p->c;
+    dsq_call *call = p->call;
+    rp_unlink(c, p);
+    if (rc != 0) {
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s' could not be placed: %s", p->db, msg ? msg : "no reason");
+        free(p);
+        call->done(call);
+        return;
+    }
+    if (rp_go(c, p) != 0)
+        call->done(call);
+}
+
+int dsq_cluster_submit(dsq_cluster *c, const char *db, dsq_call *call)
+{
+    rpending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        call->err = -1;
+        call->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(call->msg, sizeof call->msg, "out of memory");
+        return -1;
+    }
+    p->c = c;
+    p->call = call;
+    snprintf(p->db, sizeof p->db, "%s", db);
+    if (c->engine == NULL) {
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s': this node is stopping", p->db);
+        free(p);
+        return -1;
+    }
+    p->w.done = rp_placed;
+    char err[256];
+    int rc = dsq_cluster_place(c, db, &p->w, err, sizeof err);
+    if (rc < 0) {
+        rp_fail(p, DSQ_CODE_NOT_PRIMARY, "database '%s' cannot be placed: %s", p->db, err);
+        free(p);
+        return -1;
+    }
+    if (rc == 1) { /* (waiting: rp_placed) */
+        p->next = c->rcalls;
+        c->rcalls = p;
+        return 0;
+    }
+    return rp_go(c, p);
+}
+
+/* A CALL from another node ran here: its outcome back. */
+static void rcall_in_done(dsq_call *call)
+{
+    dsq_rcall_in *in = call->ud;
+    dsq_cluster *c = in->owner;
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_rcall_encode_reply(&b, in->id, call) != 0) {
+        dsq_buf_reset(&b);
+        dsq_call_reset(call);
+        call->err = -1;
+        call->code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(call->msg, sizeof call->msg, "out of memory on node %s for the reply", node_name(c, c->self));
+        dsq_rcall_encode_reply(&b, in->id, call);
+    }
+    if (c->peers != NULL)
+        dsq_peer_send(c->peers, in->node, DSQ_CLUSTER_REPLY, b.data, b.len, NULL, 0); /* (link gone: lost) */
+    dsq_buf_free(&b);
+    dsq_rcall_in_free(in);
+}
+
+/* A call from another node run here now (or refused: this node stops). */
+static void rcall_in_run(dsq_cluster *c, dsq_rcall_in *in)
+{
+    if (c->engine == NULL) {
+        in->call.err = -1;
+        in->call.code = DSQ_CODE_NOT_PRIMARY;
+        snprintf(in->call.msg, sizeof in->call.msg, "node %s is stopping", node_name(c, c->self));
+        rcall_in_done(&in->call);
+        return;
+    }
+    if (dsq_engine_submit(c->engine, in->db, &in->call) != 0) {
+        in->call.err = -1;
+        rcall_in_done(&in->call);
+    }
+}
+
+static void rcall_in_placed(dsq_place_wait *pw, int rc, const char *msg)
+{
+    rin_wait *w = (rin_wait *)((char *)pw - offsetof(rin_wait, w));
+    dsq_cluster *c = w->in->owner;
+    for (rin_wait **pp = &c->rins; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    dsq_rcall_in *in = w->in;
+    free(w);
+    if (rc != 0) {
+        in->call.err = -1;
+        in->call.code = DSQ_CODE_NOT_PRIMARY;
+        snprintf(in->call.msg, sizeof in->call.msg, "database '%s' is not placed: %s", in->db, msg ? msg : "");
+        rcall_in_done(&in->call);
+        return;
+    }
+    rcall_in_run(c, in);
+}
+
+static void rcall_in(dsq_cluster *c, size_t node, const uint8_t *p, size_t n)
+{
+    dsq_rcall_in *in = dsq_rcall_decode_call(p, n);
+    if (in == NULL) {
+        /* Answered as a failure when its id can be read. */
+        dsq_rd rd = dsq_rd_of(p, n);
+        char db[129];
+        dsq_r_str(&rd, db, sizeof db);
+        uint64_t id = dsq_r_u64(&rd);
+        DSQ_WARN("remote_call_refused", "node=%s reason=%s", node_name(c, node), "malformed");
+        if (rd.bad || id == 0)
+            return;
+        dsq_call bad = {.err = -1, .code = DSQ_CODE_INVALID_REQUEST};
+        snprintf(bad.msg, sizeof bad.msg, "node %s could not read the call", node_name(c, c->self));
+        dsq_buf b = DSQ_BUF_INIT;
+        if (dsq_rcall_encode_reply(&b, id, &bad) == 0)
+            dsq_peer_send(c->peers, node, DSQ_CLUSTER_REPLY, b.data, b.len, NULL, 0);
+        dsq_buf_free(&b);
+        return;
+    }
+    in->node = node;
+    in->owner = c;
+    in->call.done = rcall_in_done;
+    in->call.ud = in;
+    c->rcalls_in++;
+    /* With etcd, the caller may know the database's assignment before
+     * this node has read it: the call waits for it, as replication's
+     * messages do. */
+    rin_wait *w = calloc(1, sizeof *w);
+    char err[256];
+    int rc = w != NULL && c->engine != NULL ? dsq_cluster_place(c, in->db, &w->w, err, sizeof err) : -1;
+    if (rc == 1) {
+        w->in = in;
+        w->w.done = rcall_in_placed;
+        w->next = c->rins;
+        c->rins = w;
+        return;
+    }
+    free(w);
+    rcall_in_run(c, in);
+}
+
+static void rcall_reply(dsq_cluster *c, size_t node, const uint8_t *p, size_t n)
+{
+    uint64_t id = dsq_rcall_reply_id(p, n);
+    for (rpending *r = c->rcalls; r; r = r->next)
+        if (r->id == id && id != 0 && r->node == node) {
+            rp_unlink(c, r);
+            dsq_call *call = r->call;
+            free(r);
+            dsq_rcall_decode_reply(p, n, call);
+            if (call->encode != NULL) /* (what the engine's worker would have run) */
+                call->encode(call);
+            call->done(call);
+            return;
+        }
+}
+
+/* The link to `node` went down (or every link, node SIZE_MAX, at stop):
+ * the calls sent there fail — their outcome is not known. */
+static void rcalls_lost(dsq_cluster *c, size_t node)
+{
+    for (;;) {
+        rpending *r = c->rcalls;
+        while (r != NULL && !(r->id != 0 && (node == SIZE_MAX || r->node == node)))
+            r = r->next;
+        if (r == NULL)
+            break;
+        rp_unlink(c, r);
+        dsq_call *call = r->call;
+        rp_fail(r, DSQ_CODE_NOT_PRIMARY,
+                "database '%s': the link to node %s went down before it answered (the call's outcome is not known)",
+                r->db, node_name(c, r->node));
+        free(r);
+        call->done(call);
+    }
+}
+
+void dsq_cluster_rcall_counts(const dsq_cluster *c, uint64_t *out, uint64_t *in)
+{
+    *out = c ? c->rcalls_out : 0;
+    *in = c ? c->rcalls_in : 0;
+}
+
 static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n)
 {
     dsq_cluster *c = ud;
+    if (type == DSQ_CLUSTER_CALL) {
+        rcall_in(c, node, p, n);
+        return;
+    }
+    if (type == DSQ_CLUSTER_REPLY) {
+        rcall_reply(c, node, p, n);
+        return;
+    }
     if (type == DSQ_CLUSTER_NODE_INFO) {
         char client[80], forward[80];
         if (dsq_node_info_decode(p, n, client, forward, sizeof client) == 0) {
@@ -308,6 +601,8 @@ static void on_link(void *ud, size_t node, bool up)
             dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
+    if (!up)
+        rcalls_lost(c, node);
     dsq_repl_on_link(c->repl, node, up);
 }
 
@@ -637,6 +932,24 @@ void dsq_cluster_stop(dsq_cluster *c, void (*done)(void *ud), void *ud)
     }
     c->done = done;
     c->done_ud = ud;
+    /* (the engine is gone: no call runs here for another node now, and
+     * those sent to others are not waited for) */
+    c->engine = NULL;
+    rcalls_lost(c, SIZE_MAX);
+    for (rpending *r; (r = c->rcalls) != NULL;) { /* (waiting for a placement) */
+        dsq_cluster_place_cancel(c, &r->w);
+        rp_unlink(c, r);
+        dsq_call *call = r->call;
+        rp_fail(r, DSQ_CODE_NOT_PRIMARY, "database '%s': this node is stopping", r->db);
+        free(r);
+        call->done(call);
+    }
+    for (rin_wait *w; (w = c->rins) != NULL;) {
+        c->rins = w->next;
+        dsq_cluster_place_cancel(c, &w->w);
+        rcall_in_run(c, w->in); /* (refused: stopping) */
+        free(w);
+    }
     topo_stop(c); /* before the links: no node is added to them after this */
     dsq_repl_stop(c->repl);
     if (c->loop == NULL || dsq_epochs_pending(c->epochs) == 0) {

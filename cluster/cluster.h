@@ -68,6 +68,7 @@ int dsq_open_secret_file(const char *path, const char *holds, char *err, size_t 
 
 typedef struct dsq_cluster dsq_cluster;
 struct dsq_engine;
+struct dsq_call;
 struct dsq_repl_hooks;
 
 typedef struct dsq_cluster_cfg {
@@ -148,6 +149,18 @@ void dsq_cluster_place_cancel(dsq_cluster *c, dsq_place_wait *w);
  * connections (mutual TLS; "" when that node told none), else its
  * clients' listener. Loop thread. */
 int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, const char **node);
+
+/* Submit `call` on db where db's primary is: to this node's engine, or
+ * over the link to the primary's node, whose engine runs it (rcall.h:
+ * QUERY, BATCH, BEGIN, COMMIT, ROLLBACK and SCHEMA go; others fail with
+ * NOT_PRIMARY there). With etcd, a database not placed yet is placed
+ * first. 0: submitted, call->done runs on the loop later; -1: failed at
+ * once (the call's err, code and msg say why; done is not called). A
+ * call sent to a node whose link goes down fails with NOT_PRIMARY (its
+ * outcome unknown). Loop thread. */
+int dsq_cluster_submit(dsq_cluster *c, const char *db, struct dsq_call *call);
+/* Calls sent to other nodes, and run here for them, so far. */
+void dsq_cluster_rcall_counts(const dsq_cluster *c, uint64_t *out, uint64_t *in);
 
 /* Close every link (after the engine is freed: its hooks no longer run
  * through the loop); `done` runs on the loop once all is closed, then

@@ -105,6 +105,8 @@ enum {
     DSQ_CLUSTER_NODE_INFO = 48, /* node → node (cluster.c): str its clients' address HOST:PORT, then
                                    str its address for passed-on connections over TLS
                                    (dsq_node_info_encode) */
+    DSQ_CLUSTER_CALL,   /* node → a database's primary (cluster.c, rcall.h): a call to run there */
+    DSQ_CLUSTER_REPLY,  /* → the node that sent a CALL: its outcome */
 };
 
 typedef struct dsq_repl dsq_repl;

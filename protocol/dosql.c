@@ -1126,7 +1126,10 @@ static void m_schema(op *o, json_t *p)
         o->call.scope = scope;
         o->call.op = DSQ_OP_SCHEMA;
         o->call.encode = enc_doc;
-        submit(o);
+        o->call.done = on_done;
+        /* (its first shard's, wherever that one's primary is) */
+        if (dsq_router_submit(o->s->router, o->db, &o->call) != 0)
+            reject(o, o->call.code, "%s", o->call.msg);
         return;
     }
     simple(o, p, DSQ_OP_SCHEMA);
@@ -1363,6 +1366,12 @@ static void m_subscribe_cdc(op *o, json_t *p)
     if (s->ks[0]) {
         if (ks_prelude(o, p) == 0)
             return;
+        char away[400];
+        if (!dsq_router_shards_here(s->router, s->ks, away, sizeof away)) {
+            reject(o, DSQ_CODE_NOT_PRIMARY, "a keyspace's CDC is served where all its shards have their primaries; "
+                                            "%s: subscribe to that shard's own CDC there", away);
+            return;
+        }
         ks_subscribe_cdc(o, p);
         return;
     }

@@ -243,6 +243,14 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                        "(scatter and fetch plans).\n# TYPE dosqld_keyspace_shard_rows_total counter\n"
                        "dosqld_keyspace_shard_rows_total %llu\n",
                    (unsigned long long)dsq_router_shard_rows(srv->router));
+    uint64_t rout = 0, rin = 0;
+    dsq_cluster_rcall_counts(srv->cluster, &rout, &rin);
+    dsq_buf_printf(&b, "# HELP dosqld_remote_calls_total Calls on databases whose primary is another node's "
+                       "(a keyspace's shards), by direction: sent to that node, or run here for another node.\n"
+                       "# TYPE dosqld_remote_calls_total counter\n"
+                       "dosqld_remote_calls_total{direction=\"out\"} %llu\n"
+                       "dosqld_remote_calls_total{direction=\"in\"} %llu\n",
+                   (unsigned long long)rout, (unsigned long long)rin);
     dsq_buf_printf(&b,
                    "# HELP dosqld_engine_calls_total Engine calls completed.\n"
                    "# TYPE dosqld_engine_calls_total counter\ndosqld_engine_calls_total %llu\n"
@@ -1073,33 +1081,48 @@ static bool wants_replica(const dsq_http_req *req)
     return yes;
 }
 
-/* Whether req is a call on its database that goes to where the database
- * is (its primary, or a follower for what followers serve). */
-static bool goes_to_db(const dsq_server *srv, const dsq_http_req *req)
+/* The database whose primary's node serves req, into db[n]: its own
+ * (the /v1/db routes), or a keyspace's coordinator (the /v1/ks routes:
+ * the keyspace's home); NULL when req goes to no database's node. */
+static const char *home_db(const dsq_server *srv, const dsq_http_req *req, char *db, size_t n)
 {
-    if (srv->cluster == NULL || req->answered || req->db[0] == '\0')
-        return false;
+    if (srv->cluster == NULL || req->answered)
+        return NULL;
     switch ((dsq_route_id)req->route) {
     case DSQ_ROUTE_DB_QUERY:
     case DSQ_ROUTE_DB_RPC:
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_DB_CDC:
-        return true;
+        if (req->db[0] == '\0')
+            return NULL;
+        snprintf(db, n, "%s", req->db);
+        return db;
+    case DSQ_ROUTE_KS_QUERY:
+    case DSQ_ROUTE_KS_RPC:
+    case DSQ_ROUTE_KS_CAPNWEB:
+        if (req->ks[0] == '\0')
+            return NULL;
+        dsq_router_coordinator(req->ks, db, n);
+        return db;
     default:
-        return false;
+        return NULL;
     }
 }
 
 int dsq__place_first(dsq_server *srv, const dsq_http_req *req, dsq_place_wait *w, char *err, size_t errlen)
 {
-    return goes_to_db(srv, req) ? dsq_cluster_place(srv->cluster, req->db, w, err, errlen) : 0;
+    char db[160];
+    const char *home = home_db(srv, req, db, sizeof db);
+    return home != NULL ? dsq_cluster_place(srv->cluster, home, w, err, errlen) : 0;
 }
 
 bool dsq__forward_target(dsq_server *srv, const dsq_http_req *req, char *addr, size_t len, const char **node)
 {
-    if (!goes_to_db(srv, req))
+    char db[160];
+    const char *home = home_db(srv, req, db, sizeof db);
+    if (home == NULL)
         return false;
-    int where = dsq_cluster_where(srv->cluster, req->db, addr, len, node);
+    int where = dsq_cluster_where(srv->cluster, home, addr, len, node);
     if (where == 0 || addr[0] == '\0')
         return false; /* its primary is here (or not known: refused here, naming it) */
     if (where == 1 && (req->route == DSQ_ROUTE_DB_CDC || (req->route == DSQ_ROUTE_DB_QUERY && wants_replica(req))))

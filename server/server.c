@@ -206,6 +206,33 @@ static void router_offload(void *ud, void (*work)(void *arg), void (*after)(void
     after(arg);
 }
 
+/* A shard's call, in a cluster: where its primary is. */
+static int router_submit(void *ud, const char *db, dsq_call *c)
+{
+    dsq_server *srv = ud;
+    if (srv->cluster == NULL || srv->engine == NULL) { /* (stopped) */
+        c->err = -1;
+        c->code = DSQ_CODE_NOT_PRIMARY;
+        snprintf(c->msg, sizeof c->msg, "this node is stopping");
+        return -1;
+    }
+    return dsq_cluster_submit(srv->cluster, db, c);
+}
+
+/* Whether db's primary is this node's (1), or whose (0, node). */
+static int router_where(void *ud, const char *db, char *node, size_t n)
+{
+    dsq_server *srv = ud;
+    if (srv->cluster == NULL)
+        return 1;
+    char addr[80];
+    const char *id = NULL;
+    if (dsq_cluster_where(srv->cluster, db, addr, sizeof addr, &id) == 0)
+        return 1;
+    snprintf(node, n, "%s", id ? id : "?");
+    return 0;
+}
+
 /* Keyspaces: the VSchema applied last (data_dir/vschema.json), else
  * [sharding] vschema's file. */
 static int router_new(dsq_server *srv, char *err, size_t errlen)
@@ -223,6 +250,9 @@ static int router_new(dsq_server *srv, char *err, size_t errlen)
         .max_result_bytes = cfg->engine_max_result_bytes,
         .txn_timeout_ms = cfg->engine_txn_timeout_ms,
         .max_txn_timeout_ms = cfg->engine_max_txn_timeout_ms,
+        .submit = srv->cluster != NULL ? router_submit : NULL,
+        .where = srv->cluster != NULL ? router_where : NULL,
+        .submit_ud = srv,
     };
     srv->router = dsq_router_new(&rc, err, errlen);
     return srv->router != NULL ? 0 : -1;

@@ -58,6 +58,53 @@ struct dsq_router {
     struct ktxn *ktxns;        /* interactive transactions on keyspaces */
 };
 
+/* A call on database db, wherever it runs (cfg.submit, else this node's
+ * engine): 0, or -1 with the call failed (done not called). */
+static int rsubmit(const struct dsq_router *r, const char *db, dsq_call *c)
+{
+    if (r->cfg.submit != NULL)
+        return r->cfg.submit(r->cfg.submit_ud, db, c);
+    return dsq_engine_submit(r->cfg.engine, db, c);
+}
+
+int dsq_router_submit(dsq_router *r, const char *db, dsq_call *c) { return rsubmit(r, db, c); }
+
+static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n);
+static long ks_index(const gen *g, const char *ks);
+
+/* Whether keyspace ks is served here (its coordinator's primary is this
+ * node's): true, or false with the refusal in msg. */
+static bool ks_home(const dsq_router *r, const dsq_vs_keyspace *ks, char *msg, size_t n)
+{
+    if (r->cfg.where == NULL)
+        return true;
+    char coord[160], node[80] = "";
+    coordinator_of(ks, coord, sizeof coord);
+    if (r->cfg.where(r->cfg.submit_ud, coord, node, sizeof node))
+        return true;
+    snprintf(msg, n, "keyspace '%.128s' is served by node %s (where its coordinator database %s has its primary): "
+             "send its requests to /v1/ks/%.128s/ on any node, which passes them on there",
+             ks->name, node, coord, ks->name);
+    return false;
+}
+
+bool dsq_router_shards_here(dsq_router *r, const char *ks, char *msg, size_t n)
+{
+    long k = ks_index(r->g, ks);
+    if (k < 0 || r->cfg.where == NULL)
+        return true;
+    const dsq_vs_keyspace *kspace = &r->g->vs->keyspaces[k];
+    for (size_t s = 0; s < kspace->nshards; s++) {
+        char node[80] = "";
+        if (!r->cfg.where(r->cfg.submit_ud, kspace->shards[s], node, sizeof node)) {
+            snprintf(msg, n, "shard '%.128s' of keyspace '%.128s' has its primary on node %s", kspace->shards[s],
+                     ks, node);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void gen_unref(gen *g)
 {
     if (g == NULL || --g->refs > 0)
@@ -538,7 +585,7 @@ static void fetch_schema(rop *o)
     rc->call.done = schema_done;
     rc->call.ud = rc;
     o->schema_gen = o->g->schema_gen[o->ks];
-    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[0], &rc->call) != 0) {
+    if (rsubmit(o->r, o->kspace->shards[0], &rc->call) != 0) {
         char m[600];
         snprintf(m, sizeof m, "shard '%s': %s", o->kspace->shards[0], rc->call.msg);
         dsq_code code = rc->call.code;
@@ -702,7 +749,7 @@ static void submit_all(rop *o)
     o->pending = o->ncalls + 1; /* (held until every call is submitted) */
     for (size_t i = 0; i < o->ncalls; i++) {
         rcall *rc = &o->calls[i];
-        if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[rc->shard], &rc->call) != 0)
+        if (rsubmit(o->r, o->kspace->shards[rc->shard], &rc->call) != 0)
             o->pending--; /* failed at once: err and msg are set */
     }
     if (--o->pending == 0)
@@ -776,10 +823,9 @@ struct twopc {
 
 enum { COORD_TABLE, COORD_INSERT, COORD_DECIDE, COORD_CHECK, COORD_FORGET, COORD_FORGET_ABORT };
 
-static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n)
-{
-    snprintf(out, n, "_dsq_2pc.%s", ks->name);
-}
+void dsq_router_coordinator(const char *ks, char *out, size_t n) { snprintf(out, n, "_dsq_2pc.%s", ks); }
+
+static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n) { dsq_router_coordinator(ks->name, out, n); }
 
 static int random_id(char out[33])
 {
@@ -1067,7 +1113,7 @@ static void part_submit(part *p, dsq_op op)
         memcpy(c->prepare_id, t->txid, sizeof c->prepare_id);
         break;
     }
-    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[p->shard], c) != 0) {
+    if (rsubmit(o->r, o->kspace->shards[p->shard], c) != 0) {
         c->err = -1; /* (code and msg set) */
         part_done(c);
     }
@@ -1266,7 +1312,7 @@ static void tx_coord(rop *o, int stage, const char *sql, size_t nparams)
     t->cparams[2] = (dsq_param){NULL, {.type = DSQ_V_INT, .i = (int64_t)dsq_wall_ms()}};
     c->stmts = &t->cstmt;
     c->nstmts = 1;
-    if (dsq_engine_submit(o->r->cfg.engine, t->coord, c) != 0) {
+    if (rsubmit(o->r, t->coord, c) != 0) {
         c->err = -1;
         coord_done(c);
     }
@@ -1467,7 +1513,7 @@ static void seq_take(rop *o)
     rc->call.internal_tables = true;
     rc->call.done = seq_alloc_done;
     rc->call.ud = rc;
-    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[sq->shard], &rc->call) != 0)
+    if (rsubmit(o->r, o->kspace->shards[sq->shard], &rc->call) != 0)
         seq_alloc_done(&rc->call);
 }
 
@@ -1812,7 +1858,7 @@ static void plan_batch(rop *o)
     rc->call.budget = o->budget;
     rc->call.done = one_shard_batch_done;
     rc->call.ud = rc;
-    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[shard], &rc->call) != 0)
+    if (rsubmit(o->r, o->kspace->shards[shard], &rc->call) != 0)
         one_shard_batch_done(&rc->call);
 }
 
@@ -1891,6 +1937,11 @@ void dsq_router_batch(dsq_router *r, const char *ks, const dsq_stmt_req *reqs, s
         done(ud, -1, DSQ_CODE_INVALID_REQUEST, m, NULL, 0);
         return;
     }
+    char away[600];
+    if (!ks_home(r, &r->g->vs->keyspaces[k], away, sizeof away)) {
+        done(ud, -1, DSQ_CODE_NOT_PRIMARY, away, NULL, 0);
+        return;
+    }
     if (!atomic || n == 0) {
         seqb *b = calloc(1, sizeof *b);
         if (b != NULL && (b->results = calloc(n ? n : 1, sizeof *b->results)) == NULL) {
@@ -1956,6 +2007,11 @@ static void query_as(dsq_router *r, const char *ks, const dsq_stmt_req *req, uns
         snprintf(m, sizeof m, "no keyspace '%.128s' in the VSchema%s", ks,
                  r->g->vs == NULL ? " (none is in force: set [sharding] vschema or call applyVSchema)" : "");
         done(ud, -1, DSQ_CODE_INVALID_REQUEST, m, NULL, "refuse");
+        return;
+    }
+    char away[600];
+    if (!ks_home(r, &r->g->vs->keyspaces[k], away, sizeof away)) {
+        done(ud, -1, DSQ_CODE_NOT_PRIMARY, away, NULL, "refuse");
         return;
     }
     rop *o = calloc(1, sizeof *o);
@@ -2030,7 +2086,7 @@ static void rec_submit(recov *v, const char *db, dsq_op op, const char *sql, con
         c->stmts = &v->stmt;
         c->nstmts = 1;
     }
-    if (dsq_engine_submit(v->r->cfg.engine, db, c) != 0) {
+    if (rsubmit(v->r, db, c) != 0) {
         c->err = -1;
         rec_step(v);
     }
@@ -2200,6 +2256,12 @@ static void rec_next_keyspace(recov *v)
         rec_done(v);
         return;
     }
+    char away[600];
+    if (!ks_home(v->r, &v->g->vs->keyspaces[v->ks], away, sizeof away)) { /* (its home's to recover) */
+        v->ks++;
+        rec_next_keyspace(v);
+        return;
+    }
     coordinator_of(&v->g->vs->keyspaces[v->ks], v->coord, sizeof v->coord);
     v->phase = REC_ROWS;
     rec_submit(v, v->coord, DSQ_OP_QUERY, "SELECT txid, state, participants FROM _dsq_txns", NULL);
@@ -2294,7 +2356,7 @@ static void rec_step(recov *v)
         memcpy(c->prepare_id, txid, sizeof c->prepare_id);
         c->done = rec_call_done;
         c->ud = v;
-        if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+        if (rsubmit(v->r, shard, c) != 0) {
             c->err = -1;
             rec_step(v);
         }
@@ -2317,7 +2379,7 @@ static void rec_step(recov *v)
                 c->done = rec_call_done;
                 c->ud = v;
                 c->err = 0;
-                if (dsq_engine_submit(v->r->cfg.engine, shard, c) == 0)
+                if (rsubmit(v->r, shard, c) == 0)
                     return;
             }
             dsq_call_reset(c);
@@ -2338,7 +2400,7 @@ static void rec_step(recov *v)
             c->nstmts = v->nredo;
             c->done = rec_call_done;
             c->ud = v;
-            if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+            if (rsubmit(v->r, shard, c) != 0) {
                 c->err = -1;
                 rec_step(v);
             }
@@ -2355,7 +2417,7 @@ static void rec_step(recov *v)
             memcpy(c->prepare_id, txid, sizeof c->prepare_id);
             c->done = rec_call_done;
             c->ud = v;
-            if (dsq_engine_submit(v->r->cfg.engine, shard, c) != 0) {
+            if (rsubmit(v->r, shard, c) != 0) {
                 c->err = -1;
                 rec_step(v);
             }
@@ -2663,7 +2725,7 @@ static void txn_step(rop *o)
                                                                                 : k->timeout_ms;
         rc->call.done = txn_call_done;
         rc->call.ud = rc;
-        if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[rc->shard], &rc->call) != 0)
+        if (rsubmit(o->r, o->kspace->shards[rc->shard], &rc->call) != 0)
             txn_call_done(&rc->call);
         return;
     }
@@ -2696,7 +2758,7 @@ static void txn_step(rop *o)
     memcpy(rc->call.txn, k->sh[rc->shard].txn, sizeof rc->call.txn);
     rc->call.done = txn_call_done;
     rc->call.ud = rc;
-    if (dsq_engine_submit(o->r->cfg.engine, o->kspace->shards[rc->shard], &rc->call) != 0)
+    if (rsubmit(o->r, o->kspace->shards[rc->shard], &rc->call) != 0)
         txn_call_done(&rc->call);
 }
 
@@ -2733,6 +2795,10 @@ void dsq_router_begin(dsq_router *r, const char *ks, unsigned scope, uint64_t se
     if (i < 0) {
         *code = DSQ_CODE_INVALID_REQUEST;
         snprintf(msg, msglen, "no keyspace '%.128s' in the VSchema", ks);
+        return;
+    }
+    if (!ks_home(r, &r->g->vs->keyspaces[i], msg, msglen)) {
+        *code = DSQ_CODE_NOT_PRIMARY;
         return;
     }
     if (r->cfg.max_txn_timeout_ms != 0 && timeout_ms > r->cfg.max_txn_timeout_ms) {
@@ -3033,7 +3099,7 @@ void dsq_router_txn_end(dsq_router *r, const char *ks, const char *id, bool comm
         c->done = kend_call_done;
         c->ud = e;
         e->pending++;
-        if (dsq_engine_submit(r->cfg.engine, k->kspace->shards[s], c) != 0) {
+        if (rsubmit(r, k->kspace->shards[s], c) != 0) {
             c->err = -1;
             kend_call_done(c);
         }

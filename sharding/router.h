@@ -33,6 +33,16 @@ typedef void (*dsq_router_offload_fn)(void *ud, void (*work)(void *arg), void (*
 
 typedef struct dsq_router_cfg {
     dsq_engine *engine;
+    /* Where the shards' calls go when set (a cluster: to the node holding
+     * a shard's primary), as dsq_engine_submit answers; else `engine`. */
+    int (*submit)(void *ud, const char *db, dsq_call *c);
+    /* Whether database db's primary is this node's (1), or another's (0,
+     * its id in node[n]); NULL: every database is here. A keyspace is
+     * served where its coordinator database's primary is (its home):
+     * elsewhere its statements are refused (NOT_PRIMARY) and its
+     * recovery does not run. */
+    int (*where)(void *ud, const char *db, char *node, size_t n);
+    void *submit_ud;
     const char *state_path;       /* the applied VSchema's file (NULL: not kept) */
     const char *vschema_path;     /* [sharding] vschema (NULL: none) */
     dsq_router_offload_fn offload;/* NULL: merges run on the caller's thread */
@@ -120,6 +130,17 @@ void dsq_router_txn_end(dsq_router *r, const char *ks, const char *id, bool comm
                         void *ud);
 /* A connection went: its transactions roll back. */
 void dsq_router_session_closed(dsq_router *r, uint64_t session);
+
+/* The name of keyspace ks's coordinator database (its cross-shard
+ * transactions' decisions; its primary's node serves the keyspace). */
+void dsq_router_coordinator(const char *ks, char *out, size_t n);
+
+/* A call on database db (a keyspace's shard), wherever its primary is
+ * (cfg.submit): 0, or -1 with the call failed (done not called). */
+int dsq_router_submit(dsq_router *r, const char *db, dsq_call *c);
+/* Whether every shard of keyspace ks has its primary on this node:
+ * true, or false with the first that is not and its node in msg. */
+bool dsq_router_shards_here(dsq_router *r, const char *ks, char *msg, size_t n);
 
 /* Statements answered by each plan kind (dsq_plan_kind, DSQ_PLAN_KINDS
  * of them), for metrics. */

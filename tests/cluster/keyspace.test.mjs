@@ -1,0 +1,149 @@
+// Keyspaces in a cluster: the shards of a keyspace are databases placed
+// over three nodes (their primaries on different nodes); the keyspace is
+// served by the node holding its coordinator's primary (its home), which
+// reaches each shard on the node of its primary; a client may use any
+// node (its /v1/ks requests are passed on). Reads scattered over nodes,
+// writes and transactions across them, getSchema; the same answers
+// through every node; a keyspace stub on a node that is not its home
+// refused with the home named.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import WebSocket from 'ws';
+
+import { clusterInfo, post, startCluster, until } from './lib/cluster.mjs';
+
+const SHARDS = ['ks-0', 'ks-1', 'ks-2', 'ks-3', 'ks-4', 'ks-5'];
+let c, dir;
+
+const ks = (d, sql, params) => post(d, '/v1/ks/shop/query', params ? { sql, params } : { sql });
+const rpc = (d, method, params) => post(d, '/v1/ks/shop/rpc', { id: 1, method, params });
+async function ok(p) {
+  const r = await p;
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body;
+}
+const primaryOf = async (db) => (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database.primary;
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'dosqld-ks-cluster-'));
+  const vs = path.join(dir, 'vschema.json');
+  writeFileSync(vs, JSON.stringify({
+    keyspaces: {
+      shop: {
+        shards: SHARDS,
+        vindexes: { h: { type: 'hash' } },
+        tables: { orders: { column: 'customer', vindex: 'h' }, countries: { type: 'reference' } },
+      },
+    },
+  }));
+  c = await startCluster(3, { conf: () => `replicas = 2\ncommit_timeout = 3s\n[sharding]\nvschema = ${vs}\n` });
+  for (const d of c.nodes)
+    await until(async () => (await clusterInfo(d)).body.nodes.every((n) => n.reachable), 10000, 'every link up');
+});
+
+after(async () => {
+  await c?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('shards on three nodes: DDL, writes across them, scattered reads, the same through every node', async () => {
+  const primaries = new Set();
+  for (const s of SHARDS) primaries.add(await primaryOf(s));
+  assert.ok(primaries.size >= 2, `the shards' primaries are all on ${[...primaries]}`);
+  const [n1, n2, n3] = c.nodes;
+  await ok(ks(n1, 'CREATE TABLE orders(id INTEGER PRIMARY KEY, customer INTEGER NOT NULL, amount INTEGER)'));
+  await ok(ks(n2, 'CREATE TABLE countries(code TEXT PRIMARY KEY, name TEXT)'));
+  await ok(ks(n3, "INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan')"));
+  const rows = [];
+  for (let i = 1; i <= 60; i++) rows.push([i, i % 12, i * 10]);
+  // One statement, every shard: a cross-shard transaction over three nodes.
+  const ins = await ok(ks(n2, `INSERT INTO orders VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
+  assert.equal(ins.rowsAffected, 60);
+  // Each shard's rows are on its primary's node (read there directly).
+  let total = 0;
+  for (const s of SHARDS) {
+    const owner = c.nodes[Number((await primaryOf(s)).slice(1)) - 1];
+    const r = await ok(post(owner, `/v1/db/${s}/query`, { sql: 'SELECT count(*) FROM orders' }));
+    total += r.rows[0][0];
+  }
+  assert.equal(total, 60);
+  for (const d of c.nodes) {
+    assert.deepEqual((await ok(ks(d, 'SELECT count(*), sum(amount) FROM orders'))).rows, [[60, 18300]]);
+    assert.deepEqual((await ok(ks(d, 'SELECT customer, count(*) FROM orders GROUP BY customer ORDER BY customer LIMIT 3'))).rows,
+      [[0, 5], [1, 5], [2, 5]]);
+    assert.deepEqual((await ok(ks(d, 'SELECT id FROM orders ORDER BY amount DESC LIMIT 2'))).rows, [[60], [59]]);
+    assert.deepEqual((await ok(ks(d, 'SELECT amount FROM orders WHERE customer = 5 ORDER BY id'))).rows,
+      [[50], [170], [290], [410], [530]]);
+    assert.deepEqual((await ok(ks(d, "SELECT o.id, c.name FROM orders o JOIN countries c ON c.code = 'jp' WHERE o.customer = 3 ORDER BY o.id"))).rows,
+      [[3, 'Japan'], [15, 'Japan'], [27, 'Japan'], [39, 'Japan'], [51, 'Japan']]);
+  }
+  const upd = await ok(ks(n3, 'UPDATE orders SET amount = amount + 1 WHERE customer IN (1, 2, 3)'));
+  assert.equal(upd.rowsAffected, 15);
+  assert.deepEqual((await ok(ks(n1, 'SELECT sum(amount) FROM orders'))).rows, [[18315]]);
+  const schema = await ok(rpc(n3, 'getSchema', {}));
+  assert.ok(schema.result.tables.some((t) => t.name === 'orders'), JSON.stringify(schema));
+  // The home sent calls to the other nodes, and they ran them.
+  const counts = async (d) => {
+    const m = await (await fetch(`${d.url}/metrics`)).text();
+    return ['out', 'in'].map((dir) => Number(new RegExp(`dosqld_remote_calls_total\\{direction="${dir}"\\} (\\d+)`).exec(m)[1]));
+  };
+  const home = c.nodes[Number((await primaryOf('_dsq_2pc.shop')).slice(1)) - 1];
+  assert.ok((await counts(home))[0] > 0);
+  let ran = 0;
+  for (const d of c.nodes) if (d !== home) ran += (await counts(d))[1];
+  assert.ok(ran > 0);
+});
+
+test('a transaction across shards on different nodes, through any node: seen inside only, then committed', async () => {
+  // Two customers whose shards' primaries are on different nodes.
+  const shardOf = async (cust) => {
+    for (const s of SHARDS) {
+      const owner = c.nodes[Number((await primaryOf(s)).slice(1)) - 1];
+      const r = await ok(post(owner, `/v1/db/${s}/query`, { sql: 'SELECT count(*) FROM orders WHERE customer = ?', params: [cust] }));
+      if (r.rows[0][0] > 0) return s;
+    }
+    return null;
+  };
+  let a = 1, b = 2;
+  while ((await primaryOf(await shardOf(b))) === (await primaryOf(await shardOf(a)))) b++;
+  const d = c.nodes[2];
+  const { result: { transactionId } } = await ok(rpc(d, 'beginTransaction', {}));
+  await ok(rpc(d, 'query', { sql: 'UPDATE orders SET amount = 0 WHERE customer = ?', params: [a], transactionId }));
+  await ok(rpc(d, 'query', { sql: 'UPDATE orders SET amount = 0 WHERE customer = ?', params: [b], transactionId }));
+  const inside = await ok(rpc(d, 'query', { sql: 'SELECT sum(amount) FROM orders WHERE customer = ?', params: [a], transactionId }));
+  assert.deepEqual(inside.result.rows, [[0]]);
+  assert.notDeepEqual((await ok(ks(c.nodes[0], 'SELECT sum(amount) FROM orders WHERE customer = ?', [a]))).rows, [[0]]);
+  await ok(rpc(c.nodes[1], 'commit', { transactionId })); // (HTTP: it belongs to no connection)
+  for (const n of c.nodes) {
+    assert.deepEqual((await ok(ks(n, 'SELECT sum(amount) FROM orders WHERE customer IN (?, ?)', [a, b]))).rows, [[0]]);
+  }
+  // Every shard takes a write again: no lock or record left anywhere.
+  await ok(ks(c.nodes[0], 'UPDATE orders SET amount = amount'));
+});
+
+test('WebSocket JSON-RPC through a node that is not the home; a Cap\'n Web stub there is refused naming the home', async () => {
+  const home = await primaryOf('_dsq_2pc.shop');
+  const away = c.nodes.find((_, i) => `n${i + 1}` !== home);
+  const ws = new WebSocket(`ws://127.0.0.1:${away.port}/v1/ks/shop/rpc`);
+  await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
+  const reply = new Promise((resolve) => ws.once('message', (m) => resolve(JSON.parse(m.toString()))));
+  ws.send(JSON.stringify({ id: 7, method: 'query', params: { sql: 'SELECT count(*) FROM orders' } }));
+  const r = await reply;
+  assert.deepEqual(r.result.rows, [[60]], JSON.stringify(r));
+  ws.close();
+  const cw = await post(away, '/v1/rpc', { id: 1, method: 'ping', params: {} });
+  assert.equal(cw.status, 200);
+  // The keyspace stub of /v1/capnweb's main object runs where it is asked:
+  // away from the home it is refused, naming it (a Cap'n Web HTTP batch).
+  const batch = [
+    '["push",["pipeline",0,["keyspace"],["shop"]]]',
+    '["push",["pipeline",1,["query"],[{"sql":"SELECT 1"}]]]',
+    '["pull",2]',
+  ].join('\n');
+  const res = await fetch(`${away.url}/v1/capnweb`, { method: 'POST', body: batch });
+  const text = await res.text();
+  assert.match(text, new RegExp(`served by node ${home}`), text);
+});
