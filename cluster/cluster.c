@@ -82,6 +82,7 @@ struct dsq_cluster {
     struct rin_wait *rins;     /* from other nodes, waiting for their database's assignment */
     uint64_t rcall_next;       /* the last request id given */
     uint64_t rcalls_out, rcalls_in; /* counts: sent to another node, run here for another node */
+    dsq_cluster_vschema_hooks vs; /* the shared VSchema (zeroed: none) */
 };
 
 /* A call from another node waiting for its database's assignment. */
@@ -529,6 +530,47 @@ static void rcalls_lost(dsq_cluster *c, size_t node)
     }
 }
 
+/* ---- the VSchema the nodes share ---- */
+
+void dsq_cluster_set_vschema_hooks(dsq_cluster *c, const dsq_cluster_vschema_hooks *h) { c->vs = *h; }
+
+static void vschema_send(dsq_cluster *c, size_t node, uint64_t version, const char *text)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    if (dsq_w_u64(&b, version) == 0)
+        dsq_peer_send(c->peers, node, DSQ_CLUSTER_VSCHEMA, b.data, b.len, text, strlen(text));
+    dsq_buf_free(&b);
+}
+
+void dsq_cluster_share_vschema(dsq_cluster *c, uint64_t version, const char *text)
+{
+    if (c == NULL || c->peers == NULL || text == NULL)
+        return;
+    for (size_t i = 0; i < DSQ_NODES_MAX; i++)
+        if (i != c->self && dsq_peer_up(c->peers, i))
+            vschema_send(c, i, version, text);
+}
+
+static void vschema_link_up(dsq_cluster *c, size_t node)
+{
+    if (c->vs.get == NULL)
+        return;
+    uint64_t version = 0;
+    char *text = c->vs.get(c->vs.ud, &version);
+    if (text != NULL && version > 0)
+        vschema_send(c, node, version, text);
+    free(text);
+}
+
+static void vschema_in(dsq_cluster *c, size_t node, const uint8_t *p, size_t n)
+{
+    dsq_rd rd = dsq_rd_of(p, n);
+    uint64_t version = dsq_r_u64(&rd);
+    if (rd.bad || c->vs.got == NULL)
+        return;
+    c->vs.got(c->vs.ud, node_name(c, node), version, (const char *)rd.p, dsq_rd_left(&rd));
+}
+
 void dsq_cluster_rcall_counts(const dsq_cluster *c, uint64_t *out, uint64_t *in)
 {
     *out = c ? c->rcalls_out : 0;
@@ -544,6 +586,10 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
     }
     if (type == DSQ_CLUSTER_REPLY) {
         rcall_reply(c, node, p, n);
+        return;
+    }
+    if (type == DSQ_CLUSTER_VSCHEMA) {
+        vschema_in(c, node, p, n);
         return;
     }
     if (type == DSQ_CLUSTER_NODE_INFO) {
@@ -603,6 +649,8 @@ static void on_link(void *ud, size_t node, bool up)
     }
     if (!up)
         rcalls_lost(c, node);
+    else
+        vschema_link_up(c, node);
     dsq_repl_on_link(c->repl, node, up);
 }
 

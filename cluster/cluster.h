@@ -159,6 +159,19 @@ int dsq_cluster_where(dsq_cluster *c, const char *db, char *addr, size_t len, co
  * call sent to a node whose link goes down fails with NOT_PRIMARY (its
  * outcome unknown). Loop thread. */
 int dsq_cluster_submit(dsq_cluster *c, const char *db, struct dsq_call *call);
+/* The VSchema the nodes share (sharding/router.h): `get` gives this
+ * node's (malloc'd text, NULL for none, and its version); `got` is
+ * called with one another node sent (the text not NUL-terminated). Each
+ * node sends its own to a node whose link comes up; share() sends one
+ * just applied to every node linked now. Loop thread. */
+typedef struct dsq_cluster_vschema_hooks {
+    char *(*get)(void *ud, uint64_t *version);
+    void (*got)(void *ud, const char *node, uint64_t version, const char *text, size_t len);
+    void *ud;
+} dsq_cluster_vschema_hooks;
+void dsq_cluster_set_vschema_hooks(dsq_cluster *c, const dsq_cluster_vschema_hooks *h);
+void dsq_cluster_share_vschema(dsq_cluster *c, uint64_t version, const char *text);
+
 /* Calls sent to other nodes, and run here for them, so far. */
 void dsq_cluster_rcall_counts(const dsq_cluster *c, uint64_t *out, uint64_t *in);
 

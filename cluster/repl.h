@@ -107,6 +107,8 @@ enum {
                                    (dsq_node_info_encode) */
     DSQ_CLUSTER_CALL,   /* node → a database's primary (cluster.c, rcall.h): a call to run there */
     DSQ_CLUSTER_REPLY,  /* → the node that sent a CALL: its outcome */
+    DSQ_CLUSTER_VSCHEMA, /* node → node (cluster.c): u64 version, then the VSchema's text (sharding):
+                            sent when one is applied, and when a link comes up */
 };
 
 typedef struct dsq_repl dsq_repl;

@@ -233,6 +233,32 @@ static int router_where(void *ud, const char *db, char *node, size_t n)
     return 0;
 }
 
+/* The VSchema the nodes share: one applied here goes to the others; one
+ * another node sent is applied here when newer. */
+static void vschema_applied(void *ud, uint64_t version, const char *text)
+{
+    dsq_server *srv = ud;
+    dsq_cluster_share_vschema(srv->cluster, version, text);
+}
+
+static char *vschema_get(void *ud, uint64_t *version)
+{
+    dsq_server *srv = ud;
+    return srv->router != NULL ? dsq_router_get(srv->router, version) : NULL;
+}
+
+static void vschema_got(void *ud, const char *node, uint64_t version, const char *text, size_t len)
+{
+    dsq_server *srv = ud;
+    char err[512], from[96];
+    if (srv->router == NULL)
+        return;
+    snprintf(from, sizeof from, "node:%s", node);
+    if (dsq_router_apply_shared(srv->router, text, len, version, from, err, sizeof err) < 0)
+        DSQ_WARN("vschema_refused", "from=%s version=%llu reason=%s", node, (unsigned long long)version,
+                 dsq_log_q(err));
+}
+
 /* Keyspaces: the VSchema applied last (data_dir/vschema.json), else
  * [sharding] vschema's file. */
 static int router_new(dsq_server *srv, char *err, size_t errlen)
@@ -252,9 +278,12 @@ static int router_new(dsq_server *srv, char *err, size_t errlen)
         .max_txn_timeout_ms = cfg->engine_max_txn_timeout_ms,
         .submit = srv->cluster != NULL ? router_submit : NULL,
         .where = srv->cluster != NULL ? router_where : NULL,
+        .on_applied = srv->cluster != NULL ? vschema_applied : NULL,
         .submit_ud = srv,
     };
     srv->router = dsq_router_new(&rc, err, errlen);
+    if (srv->router != NULL && srv->cluster != NULL)
+        dsq_cluster_set_vschema_hooks(srv->cluster, &(dsq_cluster_vschema_hooks){vschema_get, vschema_got, srv});
     return srv->router != NULL ? 0 : -1;
 }
 

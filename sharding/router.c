@@ -318,9 +318,10 @@ void dsq_router_free(dsq_router *r)
     free(r);
 }
 
-int dsq_router_apply(dsq_router *r, const char *json, size_t len, uint64_t *version, char *err, size_t errlen)
+static int apply_at(dsq_router *r, const char *json, size_t len, uint64_t version, const char *from, char *err,
+                    size_t errlen)
 {
-    gen *g = gen_new(json, len, r->g->version + 1, err, errlen);
+    gen *g = gen_new(json, len, version, err, errlen);
     if (g == NULL)
         return -1;
     if (r->state_path != NULL && write_state(r->state_path, g->version, g->text, err, errlen) != 0) {
@@ -329,9 +330,36 @@ int dsq_router_apply(dsq_router *r, const char *json, size_t len, uint64_t *vers
     }
     gen_unref(r->g);
     r->g = g;
-    *version = g->version;
-    DSQ_INFO("vschema_applied", "version=%llu keyspaces=%zu", (unsigned long long)g->version, g->vs->nkeyspaces);
+    DSQ_INFO("vschema_applied", "version=%llu keyspaces=%zu from=%s", (unsigned long long)g->version,
+             g->vs->nkeyspaces, from);
     return 0;
+}
+
+int dsq_router_apply(dsq_router *r, const char *json, size_t len, uint64_t *version, char *err, size_t errlen)
+{
+    if (apply_at(r, json, len, r->g->version + 1, "client", err, errlen) != 0)
+        return -1;
+    *version = r->g->version;
+    if (r->cfg.on_applied != NULL)
+        r->cfg.on_applied(r->cfg.submit_ud, r->g->version, r->g->text);
+    return 0;
+}
+
+int dsq_router_apply_shared(dsq_router *r, const char *json, size_t len, uint64_t version, const char *from,
+                            char *err, size_t errlen)
+{
+    const char *mine = r->g->text ? r->g->text : "";
+    size_t mlen = strlen(mine);
+    if (version < r->g->version)
+        return 0;
+    if (version == r->g->version) {
+        /* Two nodes applied different ones as the same version: the
+         * greater text wins everywhere. */
+        int c = memcmp(json, mine, len < mlen ? len : mlen);
+        if (c < 0 || (c == 0 && len <= mlen))
+            return 0;
+    }
+    return apply_at(r, json, len, version, from, err, errlen) == 0 ? 1 : -1;
 }
 
 char *dsq_router_get(dsq_router *r, uint64_t *version)

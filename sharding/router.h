@@ -42,6 +42,9 @@ typedef struct dsq_router_cfg {
      * elsewhere its statements are refused (NOT_PRIMARY) and its
      * recovery does not run. */
     int (*where)(void *ud, const char *db, char *node, size_t n);
+    /* A VSchema was applied here (applyVSchema): to share with the other
+     * nodes. May be NULL. */
+    void (*on_applied)(void *ud, uint64_t version, const char *text);
     void *submit_ud;
     const char *state_path;       /* the applied VSchema's file (NULL: not kept) */
     const char *vschema_path;     /* [sharding] vschema (NULL: none) */
@@ -64,6 +67,12 @@ void dsq_router_free(dsq_router *r);
 int dsq_router_apply(dsq_router *r, const char *json, size_t len, uint64_t *version, char *err, size_t errlen);
 /* The VSchema in force as JSON text (malloc'd) and its version; NULL and
  * version 0 when there is none. */
+/* A VSchema another node applied, as version `version`: applied here when
+ * that is newer than this node's (or the same version with a greater
+ * text: two nodes that applied different ones at once end with the same).
+ * 1 applied, 0 older (ignored), -1 invalid (err says why). */
+int dsq_router_apply_shared(dsq_router *r, const char *json, size_t len, uint64_t version, const char *from,
+                            char *err, size_t errlen);
 char *dsq_router_get(dsq_router *r, uint64_t *version);
 /* The name of keyspace ks's first shard (for its schema); false when
  * there is no such keyspace. */

@@ -13,10 +13,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
 
-import { clusterInfo, post, startCluster, until } from './lib/cluster.mjs';
+import { clusterInfo, post, startAgain, startCluster, until } from './lib/cluster.mjs';
 
 const SHARDS = ['ks-0', 'ks-1', 'ks-2', 'ks-3', 'ks-4', 'ks-5'];
 let c, dir;
+const gone = []; // handles replaced by a restart: their directories hold the data
 
 const ks = (d, sql, params) => post(d, '/v1/ks/shop/query', params ? { sql, params } : { sql });
 const rpc = (d, method, params) => post(d, '/v1/ks/shop/rpc', { id: 1, method, params });
@@ -46,6 +47,7 @@ before(async () => {
 
 after(async () => {
   await c?.cleanup();
+  for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -146,4 +148,31 @@ test('WebSocket JSON-RPC through a node that is not the home; a Cap\'n Web stub 
   const res = await fetch(`${away.url}/v1/capnweb`, { method: 'POST', body: batch });
   const text = await res.text();
   assert.match(text, new RegExp(`served by node ${home}`), text);
+});
+
+test('one VSchema for every node: applied on one, the others take it; a node down meanwhile takes it when it is back', async () => {
+  const get = async (d) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'getVSchema', params: {} }))).result;
+  const apply = async (d, vs) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'applyVSchema', params: { vschema: vs } }))).result;
+  const base = (await get(c.nodes[0])).vschema;
+  const v1 = structuredClone(base);
+  v1.keyspaces.extra = { shards: ['x-0', 'x-1'], vindexes: { h: { type: 'hash' } }, tables: { t: { column: 'k', vindex: 'h' } } };
+  const { version } = await apply(c.nodes[1], v1);
+  for (const d of c.nodes)
+    await until(async () => (await get(d)).version === version, 5000, 'every node has the new VSchema');
+  for (const d of c.nodes) assert.deepEqual(Object.keys((await get(d)).vschema.keyspaces).sort(), ['extra', 'shop']);
+  // n3 stopped; a newer one applied on n1; n3 back: it takes it.
+  const old = c.nodes[2];
+  await old.stop();
+  gone.push(old);
+  const v2 = structuredClone(v1);
+  delete v2.keyspaces.extra;
+  const second = await apply(c.nodes[0], v2);
+  assert.equal(second.version, version + 1);
+  c.nodes[2] = await startAgain({ conf: c.confOf(2), dataDir: old.dataDir });
+  await until(async () => (await get(c.nodes[2])).version === version + 1, 10000, 'the restarted node has the newer VSchema');
+  assert.deepEqual(Object.keys((await get(c.nodes[2])).vschema.keyspaces), ['shop']);
+  // A VSchema the others refuse changes nothing anywhere.
+  const bad = await post(c.nodes[0], '/v1/rpc', { id: 1, method: 'applyVSchema', params: { vschema: { keyspaces: { z: { shards: [] } } } } });
+  assert.ok(bad.body.error, JSON.stringify(bad.body));
+  for (const d of c.nodes) assert.equal((await get(d)).version, version + 1);
 });
