@@ -83,7 +83,18 @@ struct dsq_cluster {
     uint64_t rcall_next;       /* the last request id given */
     uint64_t rcalls_out, rcalls_in; /* counts: sent to another node, run here for another node */
     dsq_cluster_vschema_hooks vs; /* the shared VSchema (zeroed: none) */
+    uint32_t link_gen[DSQ_NODES_MAX]; /* each link's times down: the engine session of the
+                                         transactions other nodes begin here changes with it */
 };
+
+/* The engine session of the calls node `node` sends here over its link
+ * as it is now: when the link goes down, the transactions they began end
+ * (the node that began them can no longer end them). Apart from the
+ * clients' sessions (small counters) by its top bits. */
+static uint64_t link_session(const dsq_cluster *c, size_t node)
+{
+    return 0xD5ull << 56 | (uint64_t)c->link_gen[node] << 8 | (uint64_t)node;
+}
 
 /* A call from another node waiting for its database's assignment. */
 typedef struct rin_wait {
@@ -400,6 +411,10 @@ static void rcall_in_done(dsq_call *call)
 {
     dsq_rcall_in *in = call->ud;
     dsq_cluster *c = in->owner;
+    /* A transaction begun after its link went down: nobody can end it. */
+    if (call->op == DSQ_OP_BEGIN && call->err == 0 && call->session != link_session(c, in->node) &&
+        c->engine != NULL)
+        dsq_engine_session_closed(c->engine, call->session);
     dsq_buf b = DSQ_BUF_INIT;
     if (dsq_rcall_encode_reply(&b, in->id, call) != 0) {
         dsq_buf_reset(&b);
@@ -474,6 +489,7 @@ static void rcall_in(dsq_cluster *c, size_t node, const uint8_t *p, size_t n)
     }
     in->node = node;
     in->owner = c;
+    in->call.session = link_session(c, node);
     in->call.done = rcall_in_done;
     in->call.ud = in;
     c->rcalls_in++;
@@ -647,9 +663,15 @@ static void on_link(void *ud, size_t node, bool up)
             dsq_peer_send(c->peers, node, DSQ_CLUSTER_NODE_INFO, b.data, b.len, NULL, 0);
         dsq_buf_free(&b);
     }
-    if (!up)
+    if (!up) {
         rcalls_lost(c, node);
-    else
+        /* The transactions that node began here end: it cannot end them
+         * now (the cross-shard ones among them keep their records, which
+         * its recovery resolves). */
+        if (c->engine != NULL)
+            dsq_engine_session_closed(c->engine, link_session(c, node));
+        c->link_gen[node]++;
+    } else
         vschema_link_up(c, node);
     dsq_repl_on_link(c->repl, node, up);
 }
