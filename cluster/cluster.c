@@ -83,6 +83,7 @@ struct dsq_cluster {
     uint64_t rcall_next;       /* the last request id given */
     uint64_t rcalls_out, rcalls_in; /* counts: sent to another node, run here for another node */
     dsq_cluster_vschema_hooks vs; /* the shared VSchema (zeroed: none) */
+    dsq_cluster_ext ext;       /* other modules' messages (zeroed: none) */
     uint32_t link_gen[DSQ_NODES_MAX]; /* each link's times down: the engine session of the
                                          transactions other nodes begin here changes with it */
 };
@@ -546,6 +547,30 @@ static void rcalls_lost(dsq_cluster *c, size_t node)
     }
 }
 
+/* ---- other modules' messages ---- */
+
+void dsq_cluster_set_ext(dsq_cluster *c, const dsq_cluster_ext *x) { c->ext = *x; }
+
+int dsq_cluster_send(dsq_cluster *c, size_t node, uint8_t type, const void *a, size_t alen, const void *b,
+                     size_t blen)
+{
+    if (c->peers == NULL || type < DSQ_CLUSTER_EXT_MIN || type > DSQ_CLUSTER_EXT_MAX)
+        return -1;
+    return dsq_peer_send(c->peers, node, type, a, alen, b, blen);
+}
+
+size_t dsq_cluster_queued(dsq_cluster *c, size_t node) { return c->peers ? dsq_peer_queued(c->peers, node) : 0; }
+
+bool dsq_cluster_primary(dsq_cluster *c, const char *db, size_t *node)
+{
+    *node = c->self;
+    if (c->peers != NULL)
+        (void)dsq_repl_where(c->repl, db, node);
+    return *node == c->self;
+}
+
+const char *dsq_cluster_node_id(const dsq_cluster *c, size_t node) { return node_name(c, node); }
+
 /* ---- the VSchema the nodes share ---- */
 
 void dsq_cluster_set_vschema_hooks(dsq_cluster *c, const dsq_cluster_vschema_hooks *h) { c->vs = *h; }
@@ -606,6 +631,11 @@ static void on_message(void *ud, size_t node, uint8_t type, const uint8_t *p, si
     }
     if (type == DSQ_CLUSTER_VSCHEMA) {
         vschema_in(c, node, p, n);
+        return;
+    }
+    if (type >= DSQ_CLUSTER_EXT_MIN && type <= DSQ_CLUSTER_EXT_MAX) {
+        if (c->ext.message != NULL)
+            c->ext.message(c->ext.ud, node, type, p, n);
         return;
     }
     if (type == DSQ_CLUSTER_NODE_INFO) {
@@ -671,14 +701,19 @@ static void on_link(void *ud, size_t node, bool up)
         if (c->engine != NULL)
             dsq_engine_session_closed(c->engine, link_session(c, node));
         c->link_gen[node]++;
-    } else
+    } else {
         vschema_link_up(c, node);
+    }
+    if (c->ext.link != NULL)
+        c->ext.link(c->ext.ud, node, up);
     dsq_repl_on_link(c->repl, node, up);
 }
 
 static void on_writable(void *ud, size_t node)
 {
     dsq_cluster *c = ud;
+    if (c->ext.writable != NULL)
+        c->ext.writable(c->ext.ud, node);
     dsq_repl_on_writable(c->repl, node);
 }
 

@@ -172,6 +172,29 @@ typedef struct dsq_cluster_vschema_hooks {
 void dsq_cluster_set_vschema_hooks(dsq_cluster *c, const dsq_cluster_vschema_hooks *h);
 void dsq_cluster_share_vschema(dsq_cluster *c, uint64_t version, const char *text);
 
+/* Other modules' messages over the links (types DSQ_CLUSTER_EXT_MIN to
+ * _MAX, repl.h): `message` gets those that arrive; `link` each link going
+ * up or down; `writable` a link's queue draining after it was long (see
+ * dsq_cluster_queued). Any may be NULL. Loop thread. */
+typedef struct dsq_cluster_ext {
+    void (*message)(void *ud, size_t node, uint8_t type, const uint8_t *p, size_t n);
+    void (*link)(void *ud, size_t node, bool up);
+    void (*writable)(void *ud, size_t node);
+    void *ud;
+} dsq_cluster_ext;
+void dsq_cluster_set_ext(dsq_cluster *c, const dsq_cluster_ext *x);
+/* Send a message of such a type to node `node` (an index): a[0..alen)
+ * then b[0..blen). 0, or -1 when its link is not up. */
+int dsq_cluster_send(dsq_cluster *c, size_t node, uint8_t type, const void *a, size_t alen, const void *b,
+                     size_t blen);
+/* Bytes waiting on the link to `node`. */
+size_t dsq_cluster_queued(dsq_cluster *c, size_t node);
+/* Whether db's primary is this node (true), else its node's index in
+ * *node (dsq_cluster_where's answer, as an index). */
+bool dsq_cluster_primary(dsq_cluster *c, const char *db, size_t *node);
+/* A node's id (index as above). */
+const char *dsq_cluster_node_id(const dsq_cluster *c, size_t node);
+
 /* Calls sent to other nodes, and run here for them, so far. */
 void dsq_cluster_rcall_counts(const dsq_cluster *c, uint64_t *out, uint64_t *in);
 

@@ -109,6 +109,8 @@ enum {
     DSQ_CLUSTER_REPLY,  /* → the node that sent a CALL: its outcome */
     DSQ_CLUSTER_VSCHEMA, /* node → node (cluster.c): u64 version, then the VSchema's text (sharding):
                             sent when one is applied, and when a link comes up */
+    DSQ_CLUSTER_EXT_MIN = 56, /* 56..63: other modules' messages (dsq_cluster_set_ext) */
+    DSQ_CLUSTER_EXT_MAX = 63,
 };
 
 typedef struct dsq_repl dsq_repl;

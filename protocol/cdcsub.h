@@ -109,6 +109,21 @@ dsq_cdcsub *dsq_cdcsub_start(dsq_engine *e, dsq_cdc_cache *cache, const dsq_cdcs
 /* The sink has room again. */
 void dsq_cdcsub_writable(dsq_cdcsub *s);
 
+/* A database's CDC served by another node: in a cluster, a keyspace's
+ * shard whose primary is elsewhere (the server's, server/rcdc.c). start:
+ * 1 when db's primary is this node (start it with dsq_cdcsub_start); 0
+ * when started there (*h its handle, the sink called as dsq_cdcsub's,
+ * its started() later); -1 when it cannot start (code, msg; no sink call).
+ * The other functions are dsq_cdcsub_writable, _stop and _lsn's. */
+typedef struct dsq_cdc_remote {
+    int (*start)(void *ud, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *sink, void **h, dsq_code *code,
+                 char *msg, size_t msglen);
+    void (*writable)(void *h);
+    void (*stop)(void *h);
+    uint64_t (*lsn)(const void *h);
+    void *ud;
+} dsq_cdc_remote;
+
 /* Stop: the sink is called no more. Frees the subscription (once no
  * engine call of it is in flight). */
 void dsq_cdcsub_stop(dsq_cdcsub *s);

@@ -40,6 +40,7 @@ struct dsq_dosql_session {
     uint64_t next_sub;     /* their ids */
     struct dsq_router *router; /* keyspaces and the VSchema (NULL: none) */
     struct kcsub *ksubs;   /* CDC subscriptions of the keyspace */
+    const dsq_cdc_remote *rem; /* their parts on other nodes (NULL: none) */
     char ks[129];          /* the bound keyspace, or "" */
 };
 
@@ -1367,9 +1368,8 @@ static void m_subscribe_cdc(op *o, json_t *p)
         if (ks_prelude(o, p) == 0)
             return;
         char away[400];
-        if (!dsq_router_shards_here(s->router, s->ks, away, sizeof away)) {
-            reject(o, DSQ_CODE_NOT_PRIMARY, "a keyspace's CDC is served where all its shards have their primaries; "
-                                            "%s: subscribe to that shard's own CDC there", away);
+        if (s->rem == NULL && !dsq_router_shards_here(s->router, s->ks, away, sizeof away)) {
+            reject(o, DSQ_CODE_NOT_PRIMARY, "%s", away);
             return;
         }
         ks_subscribe_cdc(o, p);
@@ -1434,7 +1434,8 @@ static void m_subscribe_cdc(op *o, json_t *p)
 typedef struct kpart {
     struct kcsub *k;
     size_t shard;
-    dsq_cdcsub *sub;
+    dsq_cdcsub *sub;         /* its subscription here, or */
+    void *rsub;              /* on another node (k->s->rem's) */
     uint64_t lsn;            /* its last commit delivered whole */
     bool started;
 } kpart;
@@ -1456,14 +1457,37 @@ struct kcsub {
     struct kcsub *next;
 };
 
+/* A part's subscription, wherever it runs. */
+static bool kp_live(const kpart *p) { return p->sub != NULL || p->rsub != NULL; }
+
+static void kp_stop(kpart *p)
+{
+    if (p->sub != NULL)
+        dsq_cdcsub_stop(p->sub);
+    else if (p->rsub != NULL)
+        p->k->s->rem->stop(p->rsub);
+    p->sub = NULL;
+    p->rsub = NULL;
+}
+
+static void kp_writable(kpart *p)
+{
+    if (p->sub != NULL)
+        dsq_cdcsub_writable(p->sub);
+    else if (p->rsub != NULL)
+        p->k->s->rem->writable(p->rsub);
+}
+
+static uint64_t kp_lsn(const kpart *p)
+{
+    return p->sub != NULL ? dsq_cdcsub_lsn(p->sub) : p->rsub != NULL ? p->k->s->rem->lsn(p->rsub) : p->lsn;
+}
+
 static void kcsub_free(kcsub *k)
 {
     if (k->busy > 0) { /* (its parts are being walked: stop them, free it after) */
         for (size_t i = 0; i < k->n; i++)
-            if (k->parts[i].sub != NULL) {
-                dsq_cdcsub_stop(k->parts[i].sub);
-                k->parts[i].sub = NULL;
-            }
+            kp_stop(&k->parts[i]);
         k->dead = true;
         return;
     }
@@ -1473,8 +1497,7 @@ static void kcsub_free(kcsub *k)
             break;
         }
     for (size_t i = 0; i < k->n; i++)
-        if (k->parts[i].sub != NULL)
-            dsq_cdcsub_stop(k->parts[i].sub);
+        kp_stop(&k->parts[i]);
     dsq_buf_free(&k->out);
     free(k->parts);
     free(k->shards);
@@ -1505,6 +1528,7 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
     kcsub *k = p->k;
     if (err != 0) {
         p->sub = NULL; /* it stopped itself */
+        p->rsub = NULL;
         if (!k->failed && k->pending != NULL) {
             op *o = k->pending;
             k->pending = NULL;
@@ -1513,7 +1537,7 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
         }
     } else {
         p->started = true;
-        p->lsn = dsq_cdcsub_lsn(p->sub); /* where it starts (without a position: the durable end) */
+        p->lsn = kp_lsn(p); /* where it starts (without a position: the durable end) */
     }
     if (++k->nstarted < k->n)
         return;
@@ -1533,8 +1557,7 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
     kpart_flush(p);
     k->busy++;
     for (size_t i = 0; i < k->n; i++)
-        if (k->parts[i].sub != NULL)
-            dsq_cdcsub_writable(k->parts[i].sub);
+        kp_writable(&k->parts[i]);
     k->busy--;
     if (k->dead)
         kcsub_free(k);
@@ -1607,6 +1630,7 @@ static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_
     (void)last_lsn;
     kpart_flush(p);
     p->sub = NULL; /* it stopped itself */
+    p->rsub = NULL;
     if (k->pending != NULL) { /* not answered yet: the subscribe fails */
         op *o = k->pending;
         k->pending = NULL;
@@ -1718,8 +1742,10 @@ static void ks_subscribe_cdc(op *o, json_t *p)
         sink.ud = pt;
         dsq_code code;
         char msg[600];
-        pt->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
-        if (pt->sub == NULL) /* not started: it counts as failed; the others answer in their time (the
+        int where = s->rem != NULL ? s->rem->start(s->rem->ud, &req, &sink, &pt->rsub, &code, msg, sizeof msg) : 1;
+        if (where == 1)
+            pt->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
+        if (!kp_live(pt)) /* not started: it counts as failed; the others answer in their time (the
                                 last one to answer frees k: after this, the loop touches k no more) */
             kpart_started(pt, -1, code, msg);
     }
@@ -1994,6 +2020,8 @@ void dsq_dosql_call_ks(dsq_dosql_session *s, const char *ks, const char *method,
 
 void dsq_dosql_set_budget(dsq_dosql_session *s, dsq_budget *b) { s->budget = b; }
 
+void dsq_dosql_set_cdc_remote(dsq_dosql_session *s, const dsq_cdc_remote *rem) { s->rem = rem; }
+
 void dsq_dosql_set_router(dsq_dosql_session *s, struct dsq_router *r, const char *ks)
 {
     s->router = r;
@@ -2097,8 +2125,7 @@ void dsq_dosql_writable(dsq_dosql_session *s)
         next = k->next;
         k->busy++; /* (a part that ends in here frees k only after the loop) */
         for (size_t i = 0; k->pending == NULL && !k->dead && i < k->n; i++)
-            if (k->parts[i].sub != NULL)
-                dsq_cdcsub_writable(k->parts[i].sub);
+            kp_writable(&k->parts[i]);
         k->busy--;
         next = k->next;
         if (k->dead)

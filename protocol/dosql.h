@@ -69,6 +69,10 @@ struct dsq_router;
  * NULL, r only answers /v1/rpc's applyVSchema and getVSchema. On a
  * keyspace: query, getSchema (its first shard's) and ping. */
 void dsq_dosql_set_router(dsq_dosql_session *s, struct dsq_router *r, const char *ks);
+/* Where a keyspace's CDC reaches a shard served by another node (NULL:
+ * nowhere; such a subscription is refused). Borrowed: outlives s. */
+struct dsq_cdc_remote;
+void dsq_dosql_set_cdc_remote(dsq_dosql_session *s, const struct dsq_cdc_remote *rem);
 
 /* One JSON-RPC message (a request or a batch). */
 void dsq_dosql_handle(dsq_dosql_session *s, const char *msg, size_t len);

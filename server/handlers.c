@@ -15,6 +15,7 @@
 #include "protocol/docs.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
+#include "server/rcdc.h"
 #include "sharding/router.h"
 
 /* ---- health and metrics ------------------------------------------------- */
@@ -505,6 +506,7 @@ static http_tx *http_session(dsq_server *srv, dsq_http_req *req)
         return NULL;
     }
     dsq_dosql_set_router(tx->s, srv->router, req->ks[0] ? req->ks : NULL);
+    dsq_dosql_set_cdc_remote(tx->s, dsq_rcdc_remote(srv->rcdc));
     req->abandon = http_abandon;
     req->abandon_arg = tx;
     return tx;
@@ -704,6 +706,7 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
         return NULL;
     }
     dsq_dosql_set_router(tx->s, srv->router, req->ks[0] ? req->ks : NULL);
+    dsq_dosql_set_cdc_remote(tx->s, dsq_rcdc_remote(srv->rcdc));
     return tx;
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "server/rcdc.h"
 #include "server/server_int.h"
 #include "sharding/router.h"
 #include "server/ws.h"
@@ -282,9 +283,16 @@ static int router_new(dsq_server *srv, char *err, size_t errlen)
         .submit_ud = srv,
     };
     srv->router = dsq_router_new(&rc, err, errlen);
-    if (srv->router != NULL && srv->cluster != NULL)
+    if (srv->router == NULL)
+        return -1;
+    if (srv->cluster != NULL) {
         dsq_cluster_set_vschema_hooks(srv->cluster, &(dsq_cluster_vschema_hooks){vschema_get, vschema_got, srv});
-    return srv->router != NULL ? 0 : -1;
+        if ((srv->rcdc = dsq_rcdc_new(srv->cluster, srv->engine, srv->cdc_cache)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* The other nodes of cluster.peers, if any: read the secret and set up
@@ -749,6 +757,8 @@ void dsq_server_free(dsq_server *srv)
     if (srv->loop.data == srv) {
         dsq__conns_close_all(srv);
         close_listeners(srv);
+        dsq_rcdc_free(srv->rcdc); /* (the sessions that used it are closed) */
+        srv->rcdc = NULL;
         /* Drains mailboxes, rolls back open transactions, closes every
          * database; the `done` hooks left run in here and find their
          * sessions closed. The eventfd is still open for their wake-ups. */

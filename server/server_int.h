@@ -54,6 +54,7 @@ struct dsq_server {
     dsq_list conns;            /* open connections (dsq_conn.link) */
     dsq_cluster *cluster;      /* the other nodes (cluster.peers), or NULL */
     struct dsq_router *router; /* keyspaces: the VSchema, statements on them (sharding/router.h) */
+    struct dsq_rcdc *rcdc;     /* owned; in a cluster: CDC subscriptions across nodes */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
     uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */

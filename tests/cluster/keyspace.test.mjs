@@ -150,6 +150,64 @@ test('WebSocket JSON-RPC through a node that is not the home; a Cap\'n Web stub 
   assert.match(text, new RegExp(`served by node ${home}`), text);
 });
 
+test('the keyspace\'s CDC with shards on three nodes: one stream, every shard\'s events, resumed from its position', async () => {
+  const away = c.nodes[0];
+  const ws = new WebSocket(`ws://127.0.0.1:${away.port}/v1/ks/shop/rpc`);
+  await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
+  const notes = [];
+  const replies = new Map();
+  ws.on('message', (m) => {
+    for (const one of [].concat(JSON.parse(m.toString()))) {
+      if (one.id !== undefined) replies.get(one.id)?.(one);
+      else notes.push(one);
+    }
+  });
+  const call = (id, method, params) => new Promise((resolve) => { replies.set(id, resolve); ws.send(JSON.stringify({ id, method, params })); });
+  const sub = await call(1, 'subscribeCDC', { tables: ['orders'] });
+  assert.ok(sub.result?.subscriptionId, JSON.stringify(sub));
+  const start = sub.result.position;
+  assert.deepEqual(Object.keys(start).sort(), SHARDS);
+  // Rows for every customer: every shard (every node) has some.
+  const rows = Array.from({ length: 24 }, (_, i) => [1000 + i, i % 12, 1]);
+  await ok(ks(c.nodes[1], `INSERT INTO orders VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
+  await until(async () => notes.filter((n) => n.method === 'cdc').length >= 24, 10000, 'every insert streamed');
+  const events = notes.filter((n) => n.method === 'cdc').map((n) => n.params);
+  assert.deepEqual(events.map((e) => e.after?.id ?? e.after?.[0]).filter((x) => x !== undefined).length, 24);
+  const shards = new Set(events.map((e) => e.shard));
+  assert.ok(shards.size >= 4, `events from ${[...shards]}`);
+  const position = events.filter((e) => e.position).at(-1).position;
+  ws.close();
+  // Resumed from the start position: the same 24 inserts again, then only
+  // from the last position: none of them.
+  const again = async (from) => {
+    const w = new WebSocket(`ws://127.0.0.1:${c.nodes[2].port}/v1/ks/shop/rpc`);
+    await new Promise((resolve, reject) => { w.on('open', resolve); w.on('error', reject); });
+    const got = [];
+    let answered;
+    const answer = new Promise((resolve) => { answered = resolve; });
+    w.on('message', (m) => {
+      for (const one of [].concat(JSON.parse(m.toString()))) {
+        if (one.id === 2) answered(one);
+        else if (one.method === 'cdc') got.push(one.params);
+      }
+    });
+    w.send(JSON.stringify({ id: 2, method: 'subscribeCDC', params: { tables: ['orders'], fromPosition: from } }));
+    const a = await answer;
+    assert.ok(a.result, JSON.stringify(a));
+    return { w, got };
+  };
+  const r1 = await again(start);
+  await until(async () => r1.got.length >= 24, 10000, 'the inserts again from the start position');
+  r1.w.close();
+  const r2 = await again(position);
+  await ok(ks(c.nodes[0], 'INSERT INTO orders VALUES (2000, 7, 1)'));
+  await until(async () => r2.got.length >= 1, 10000, 'the new insert');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(r2.got.map((e) => e.operation), ['INSERT']);
+  r2.w.close();
+  await ok(ks(c.nodes[0], 'DELETE FROM orders WHERE id >= 1000'));
+});
+
 test('one VSchema for every node: applied on one, the others take it; a node down meanwhile takes it when it is back', async () => {
   const get = async (d) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'getVSchema', params: {} }))).result;
   const apply = async (d, vs) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'applyVSchema', params: { vschema: vs } }))).result;
