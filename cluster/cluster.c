@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "cluster/cluster.h"
 #include "cluster/assign.h"
@@ -425,8 +426,11 @@ static void rcall_in_done(dsq_call *call)
         snprintf(call->msg, sizeof call->msg, "out of memory on node %s for the reply", node_name(c, c->self));
         dsq_rcall_encode_reply(&b, in->id, call);
     }
-    if (c->peers != NULL)
-        dsq_peer_send(c->peers, in->node, DSQ_CLUSTER_REPLY, b.data, b.len, NULL, 0); /* (link gone: lost) */
+    /* Over the link it came on only: once that went down, the caller
+     * failed the call (a reply on a new link could meet a new call of the
+     * same id). */
+    if (c->peers != NULL && call->session == link_session(c, in->node))
+        dsq_peer_send(c->peers, in->node, DSQ_CLUSTER_REPLY, b.data, b.len, NULL, 0);
     dsq_buf_free(&b);
     dsq_rcall_in_free(in);
 }
@@ -970,6 +974,11 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         return -1;
     }
     c->engine = e;
+    /* Call ids start anywhere: a node started again does not reuse its
+     * last run's (a late reply must not meet a new call). */
+    if (getrandom(&c->rcall_next, sizeof c->rcall_next, 0) != (ssize_t)sizeof c->rcall_next)
+        c->rcall_next = dsq_now_ms() << 16;
+    c->rcall_next >>= 2;
     if (c->etcd != NULL && topo_start(c, loop, err, errlen) != 0)
         return -1;
     return 0;

@@ -2683,6 +2683,13 @@ static void txn_call_done(dsq_call *c)
             snprintf(o->msg, sizeof o->msg, "the transaction's part on shard '%.128s' ended (it idled past its "
                      "timeout there): the transaction can only be rolled back", o->kspace->shards[rc->shard]);
         }
+        /* Its shard's node out of reach (or not its primary now): what ran
+         * there may be gone, or may have run without the router knowing. */
+        if (c->code == DSQ_CODE_NOT_PRIMARY) {
+            k->doomed = true;
+            snprintf(o->msg, sizeof o->msg, "shard '%.128s': %.300s (the transaction can only be rolled back)",
+                     o->kspace->shards[rc->shard], c->msg);
+        }
         op_finish(o);
         return;
     }
@@ -2896,12 +2903,17 @@ static void ktxn_stmt_done(void *ud, int err, dsq_code code, const char *msg, ds
 {
     ktxn_wrap *w = ud;
     ktxn *k = w->k;
-    k->busy = false;
-    w->done(w->ud, err, code, msg, res, plan);
     dsq_router *r = w->r;
+    dsq_router_done_fn done = w->done;
+    void *dud = w->ud;
     free(w);
+    k->busy = false;
+    k->deadline_ms = dsq_now_ms() + k->timeout_ms; /* (idle from now) */
+    /* k is not touched after done: what it runs may end the transaction
+     * (a commit held behind this statement), and free it there. */
     if (k->ending)
         dsq_router_txn_end(r, k->kspace->name, k->id, false, NULL, NULL);
+    done(dud, err, code, msg, res, plan);
 }
 
 void dsq_router_query_txn(dsq_router *r, const char *ks, const char *id, const dsq_stmt_req *req, unsigned scope,

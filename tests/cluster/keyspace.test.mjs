@@ -208,6 +208,60 @@ test('the keyspace\'s CDC with shards on three nodes: one stream, every shard\'s
   await ok(ks(c.nodes[0], 'DELETE FROM orders WHERE id >= 1000'));
 });
 
+test('the link to a shard\'s node going down ends the keyspace\'s CDC with its position; resumed once it is back', async () => {
+  const home = await primaryOf('_dsq_2pc.shop');
+  const h = Number(home.slice(1)) - 1;
+  // A node other than the home holding a shard's primary.
+  let victim = -1;
+  for (const s of SHARDS) {
+    const n = Number((await primaryOf(s)).slice(1)) - 1;
+    if (n !== h) victim = n;
+  }
+  assert.ok(victim >= 0);
+  const ws = new WebSocket(`ws://127.0.0.1:${c.nodes[h].port}/v1/ks/shop/rpc`);
+  await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
+  const notes = [];
+  let answered;
+  const answer = new Promise((resolve) => { answered = resolve; });
+  ws.on('message', (m) => {
+    for (const one of [].concat(JSON.parse(m.toString()))) {
+      if (one.id === 1) answered(one);
+      else notes.push(one);
+    }
+  });
+  ws.send(JSON.stringify({ id: 1, method: 'subscribeCDC', params: {} }));
+  const sub = await answer;
+  assert.ok(sub.result, JSON.stringify(sub));
+  const old = c.nodes[victim];
+  old.proc.kill('SIGKILL');
+  await old.exit;
+  gone.push(old);
+  await until(async () => notes.some((n) => n.method === 'cdc.end'), 10000, 'the stream ended');
+  const end = notes.find((n) => n.method === 'cdc.end').params;
+  assert.equal(end.error.code, 'NOT_PRIMARY');
+  assert.deepEqual(Object.keys(end.position).sort(), SHARDS);
+  ws.close();
+  c.nodes[victim] = await startAgain({ conf: c.confOf(victim), dataDir: old.dataDir });
+  for (const d of c.nodes)
+    await until(async () => (await clusterInfo(d)).body.nodes.every((n) => n.reachable), 10000, 'every link up again');
+  // Resumed from the position: the stream goes on.
+  await until(async () => {
+    const r = await new Promise((resolve) => {
+      const w = new WebSocket(`ws://127.0.0.1:${c.nodes[h].port}/v1/ks/shop/rpc`);
+      w.on('error', () => resolve(null));
+      w.on('open', () => w.send(JSON.stringify({ id: 3, method: 'subscribeCDC', params: { fromPosition: end.position } })));
+      w.on('message', (m) => {
+        const one = JSON.parse(m.toString());
+        if (one.id === 3) {
+          w.close();
+          resolve(one);
+        }
+      });
+    });
+    return r?.result?.subscriptionId !== undefined;
+  }, 10000, 'subscribed again from the position');
+});
+
 test('one VSchema for every node: applied on one, the others take it; a node down meanwhile takes it when it is back', async () => {
   const get = async (d) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'getVSchema', params: {} }))).result;
   const apply = async (d, vs) => (await ok(post(d, '/v1/rpc', { id: 1, method: 'applyVSchema', params: { vschema: vs } }))).result;
