@@ -66,6 +66,8 @@ struct dsq_dosql_op {
     atomic_bool cancelled; /* asked the engine to stop (the loop sets it while a worker may
                               be encoding a chunk: enc_chunk reads it) */
     bool awaiting;         /* a chunk is with the sink (dsq_dosql_stream_resume) */
+    bool ks_stream;        /* a keyspace's stream to a chunk_fn: its rows in call.results[0] */
+    size_t kpos, krow;     /* (its next chunk's place in them) */
     dsq_qnode park_link;   /* on the session's parked streams */
     op *in_prev, *in_next; /* the session's inflight list */
     bool in_list;
@@ -837,6 +839,60 @@ static void ks_end(op *o, json_t *p, bool commit)
  * columns), stream.complete, and the reply — as a database's stream says
  * them (the rows are all at the router first: max_result_bytes bounds
  * them). */
+/* A keyspace's stream to a chunk_fn (Cap'n Web's callback): its next
+ * chunk, each waiting for the callback's answer (dsq_dosql_stream_resume),
+ * then the answer. */
+static void ks_stream_next(op *o, bool cancel)
+{
+    dsq_dosql_session *s = o->s;
+    const dsq_result *res = &o->call.results[0];
+    size_t per = o->call.chunk_rows ? o->call.chunk_rows : 1;
+    for (;;) {
+        if (cancel || s->closed) {
+            reject(o, s->closed ? DSQ_CODE_RESOURCE_EXHAUSTED : DSQ_CODE_INVALID_REQUEST,
+                   s->closed ? "the stream was cancelled: the client went away"
+                             : "the stream was cancelled by its callback");
+            return;
+        }
+        if (o->chunks > 0 && o->krow >= res->nrows)
+            break;
+        dsq_result part = *res;
+        size_t start = o->kpos, k = 0;
+        dsq_value v;
+        for (; k < per && o->krow < res->nrows; k++, o->krow++)
+            for (int c = 0; c < res->ncols; c++)
+                dsq_result_next(res, &o->kpos, &v);
+        part.rows.data = res->rows.data ? res->rows.data + start : NULL;
+        part.rows.len = o->kpos - start;
+        part.nrows = k;
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_printf(&b, "{\"seq\":%llu,", (unsigned long long)o->chunks);
+        if (o->chunks == 0) {
+            dsq_cw_columns(&b, &part);
+            dsq_buf_puts(&b, ",");
+        }
+        dsq_buf_puts(&b, "\"rows\":");
+        dsq_cw_rows(&b, &part);
+        dsq_buf_puts(&b, "}");
+        o->chunks++;
+        o->rows += k;
+        int rv = b.data != NULL ? o->chunk_fn(o->done_ud, o, b.data, b.len) : -1;
+        dsq_buf_free(&b);
+        if (rv > 0) {
+            o->awaiting = true;
+            return;
+        }
+        cancel = rv < 0;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    dsq_buf_printf(&b, "{\"rowCount\":%llu,\"chunks\":%llu,\"lsn\":", (unsigned long long)o->rows,
+                   (unsigned long long)o->chunks);
+    dsq_cw_bigint(&b, (int64_t)res->lsn);
+    dsq_buf_puts(&b, "}");
+    answer_buf(o, &b);
+    op_free(o);
+}
+
 static void ks_stream_done(void *ud, int err, dsq_code code, const char *msg, dsq_result *res, const char *plan)
 {
     op *o = ud;
@@ -845,6 +901,20 @@ static void ks_stream_done(void *ud, int err, dsq_code code, const char *msg, ds
     if (err != 0) {
         answer_error_msg(o, code, msg);
         op_free(o);
+        return;
+    }
+    if (o->chunk_fn != NULL) { /* (the rows kept with the op, handed out chunk by chunk) */
+        o->call.results = calloc(1, sizeof *o->call.results);
+        if (o->call.results == NULL) {
+            answer_error_msg(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            op_free(o);
+            return;
+        }
+        o->call.results[0] = *res;
+        memset(res, 0, sizeof *res);
+        o->call.nresults = 1;
+        o->ks_stream = true;
+        ks_stream_next(o, false);
         return;
     }
     size_t per = o->call.chunk_rows ? o->call.chunk_rows : 1, pos = 0, row = 0;
@@ -935,15 +1005,11 @@ static void m_query_stream(op *o, json_t *p)
     }
     uint64_t chunk = s->lim.chunk_rows;
     if (op_ks(o) != NULL) {
-        if (o->rpc == NULL) {
-            reject(o, DSQ_CODE_INVALID_REQUEST, "queryStream on a keyspace is JSON-RPC's");
-            return;
-        }
         unsigned scope = ks_prelude(o, p);
         if (scope == 0 || parse_stmt(o, p, &o->stmt, "") != 0 ||
             opt_uint(o, p, "chunkSize", 1, s->lim.max_chunk_rows, &chunk) != 0)
             return;
-        if ((o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+        if (o->rpc != NULL && (o->idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
             reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
@@ -1993,7 +2059,7 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
 }
 
 void dsq_dosql_call_ks(dsq_dosql_session *s, const char *ks, const char *method, json_t *params,
-                       dsq_dosql_enc enc, dsq_dosql_done_fn done, void *ud)
+                       dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud)
 {
     const method_def *d = method_find(method);
     op *o = op_new(s, NULL);
@@ -2004,6 +2070,7 @@ void dsq_dosql_call_ks(dsq_dosql_session *s, const char *ks, const char *method,
     o->call.budget = s->budget;
     o->enc = enc;
     o->done_fn = done;
+    o->chunk_fn = chunk;
     o->done_ud = ud;
     o->fixed_ks = ks;
     if (d == NULL || d->rpc_only || s->router == NULL) {
@@ -2034,6 +2101,10 @@ void dsq_dosql_stream_resume(dsq_dosql_op *o, bool cancel)
     if (!o->awaiting)
         return;
     o->awaiting = false;
+    if (o->ks_stream) {
+        ks_stream_next(o, cancel);
+        return;
+    }
     if (o->call.more) {
         stream_more(o, cancel);
         return;

@@ -113,9 +113,10 @@ void dsq_dosql_call(dsq_dosql_session *s, const char *db, const char *method, js
                     dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
 bool dsq_dosql_has_method(const char *name);
 /* The same on keyspace `ks` (borrowed until done; the session has a
- * router, dsq_dosql_set_router): query, batch, getSchema, ping. */
+ * router, dsq_dosql_set_router): query, queryStream (`chunk`), the
+ * transaction methods, batch, getSchema, ping. */
 void dsq_dosql_call_ks(dsq_dosql_session *s, const char *ks, const char *method, json_t *params,
-                       dsq_dosql_enc enc, dsq_dosql_done_fn done, void *ud);
+                       dsq_dosql_enc enc, dsq_dosql_done_fn done, dsq_dosql_chunk_fn chunk, void *ud);
 /* Every later dsq_dosql_call of the session charges its results to `b`
  * (borrowed; it must outlive the session's calls). A JSON-RPC message
  * (dsq_dosql_handle) always has a budget of its own. */

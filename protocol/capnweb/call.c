@@ -210,11 +210,10 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
                      json_array_size(args));
         goto refuse;
     }
-    if (ks && (strcmp(method, "subscribeCDC") == 0 || strcmp(method, "queryStream") == 0)) {
+    if (ks && strcmp(method, "subscribeCDC") == 0) {
         dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST,
-                     "%s is not supported on a keyspace's Cap'n Web stub (query, batch, getSchema and ping are; "
-                     "a keyspace's CDC is on JSON-RPC over WebSocket)",
-                     method);
+                     "subscribeCDC is not supported on a keyspace's Cap'n Web stub (a keyspace's CDC is on "
+                     "JSON-RPC over WebSocket)");
         goto refuse;
     }
     if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
@@ -262,7 +261,7 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
     s->refs++;
     s->running++;
     if (ks)
-        dsq_dosql_call_ks(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, j);
+        dsq_dosql_call_ks(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     else
         dsq_dosql_call(s->dosql, j->db, method, j->params, DSQ_ENC_CAPNWEB, on_dosql_done, chunk, j);
     return;

@@ -70,6 +70,48 @@ test('keyspace(name) over WebSocket: DDL, a write across shards, routed and scat
   }
 });
 
+test('queryStream on a keyspace over WebSocket: scattered rows in chunks, each waiting for the callback', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const app = main.keyspace('app');
+    const rows = Array.from({ length: 30 }, (_, i) => [100 + i, `s${i}`, i]);
+    await app.query({ sql: `INSERT INTO users VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, params: rows.flat() });
+    const chunks = [];
+    let inFlight = 0, maxInFlight = 0;
+    const res = await app.queryStream({ sql: 'SELECT id FROM users WHERE id >= 100 ORDER BY id', chunkSize: 7 }, async (chunk) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      chunks.push(chunk);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+    });
+    assert.equal(res.rowCount, 30);
+    assert.equal(res.chunks, 5);
+    assert.equal(typeof res.lsn, 'bigint');
+    assert.deepEqual(chunks.map((c) => c.seq), [0, 1, 2, 3, 4]);
+    assert.deepEqual(chunks[0].columns, ['id']);
+    assert.deepEqual(chunks.flatMap((c) => c.rows.map((r) => r[0])), rows.map((r) => r[0]));
+    assert.equal(maxInFlight, 1);
+    // No rows: one chunk with the columns.
+    const none = [];
+    const r0 = await app.queryStream({ sql: 'SELECT id FROM users WHERE id < 0' }, (c) => { none.push(c); });
+    assert.equal(r0.rowCount, 0);
+    assert.deepEqual(none.map((c) => [c.seq, c.columns, c.rows]), [[0, ['id'], []]]);
+    // A callback that throws ends the stream with an error; writes are refused.
+    const e = await app.queryStream({ sql: 'SELECT id FROM users', chunkSize: 5 }, () => { throw new Error('enough'); })
+      .then(() => null, (err) => err);
+    assert.ok(e instanceof Error);
+    const w = await app.queryStream({ sql: 'DELETE FROM users' }, () => {}).then(() => null, (err) => err);
+    assert.match(w.message, /only reads/);
+    await app.query({ sql: 'DELETE FROM users WHERE id >= 100' });
+    // subscribeCDC stays JSON-RPC's on a keyspace.
+    const cdc = await app.subscribeCDC({}, () => {}).then(() => null, (err) => err);
+    assert.match(cdc.message, /subscribeCDC is not supported on a keyspace's Cap'n Web stub/);
+  } finally {
+    main[Symbol.dispose]();
+  }
+});
+
 test('/v1/ks/{keyspace}/capnweb over HTTP batch: the main object is the keyspace', async () => {
   const app = newHttpBatchRpcSession(`http://127.0.0.1:${d.port}/v1/ks/app/capnweb`);
   const [n, byId] = await Promise.all([
