@@ -77,6 +77,9 @@ struct dsq_router;
 /* The keyspaces of router r: keyspace(name) on the main object; with ks,
  * the main object is that keyspace's API (/v1/ks/{ks}/capnweb). */
 void dsq_cw_session_set_router(dsq_cw_session *s, struct dsq_router *r, const char *ks);
+/* Where a keyspace's CDC reaches shards on other nodes (borrowed). */
+struct dsq_cdc_remote;
+void dsq_cw_session_set_cdc_remote(dsq_cw_session *s, const struct dsq_cdc_remote *rem);
 
 dsq_cw_session *dsq_cw_session_new(dsq_engine *e, dsq_cw_stats *stats, dsq_cdc_cache *cdc,
                                    const dsq_dosql_limits *dl, const dsq_cw_limits *cl, const char *db,

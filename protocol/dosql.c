@@ -1516,6 +1516,11 @@ struct kcsub {
     size_t nstarted;
     bool failed;
     op *pending;             /* the subscribe to answer: no event goes out before it */
+    const dsq_dosql_kcdc_sink *cb; /* or, Cap'n Web's: events to its sink (the owner's) */
+    bool waiting;            /* (with cb) its started() not called yet */
+    bool starting;           /* its parts are being started (kcsub_new) */
+    dsq_code fail_code;      /* failed: the first part's failure */
+    char fail_msg[700];
     int busy;                /* inside dsq_dosql_writable's loop over its parts */
     bool dead;               /* ended while busy: freed once the loop lets go */
     dsq_buf out;             /* notifications gathered */
@@ -1588,6 +1593,8 @@ static void kcsub_position(kcsub *k, dsq_buf *b)
 
 static void kpart_flush(void *ud);
 
+static void kcsub_complete(kcsub *k);
+
 static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
 {
     kpart *p = ud;
@@ -1595,34 +1602,54 @@ static void kpart_started(void *ud, int err, dsq_code code, const char *msg)
     if (err != 0) {
         p->sub = NULL; /* it stopped itself */
         p->rsub = NULL;
-        if (!k->failed && k->pending != NULL) {
-            op *o = k->pending;
-            k->pending = NULL;
+        if (!k->failed) {
             k->failed = true;
-            reject(o, code, "shard '%s': %s", k->shards[p->shard], msg);
+            k->fail_code = code;
+            snprintf(k->fail_msg, sizeof k->fail_msg, "shard '%s': %s", k->shards[p->shard], msg);
+            if (k->pending != NULL) { /* (answered at once: the others answer in their time) */
+                op *o = k->pending;
+                k->pending = NULL;
+                reject(o, code, "%s", k->fail_msg);
+            }
         }
     } else {
         p->started = true;
         p->lsn = kp_lsn(p); /* where it starts (without a position: the durable end) */
     }
-    if (++k->nstarted < k->n)
+    if (++k->nstarted < k->n || k->starting)
         return;
+    kcsub_complete(k);
+}
+
+/* Every part answered: the subscribe is answered (or failed) and what the
+ * parts gathered meanwhile goes out. */
+static void kcsub_complete(kcsub *k)
+{
     if (k->failed) {
+        if (k->cb != NULL && k->waiting) {
+            k->waiting = false;
+            k->cb->started(k->cb->ud, -1, k->fail_code, k->fail_msg);
+        }
         kcsub_free(k);
         return;
     }
-    op *o = k->pending;
-    k->pending = NULL;
-    dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, "{\"subscriptionId\":\"%s\",\"position\":", k->id);
-    kcsub_position(k, &b);
-    dsq_buf_puts(&b, "}");
-    answer_buf(o, &b);
-    op_free(o);
-    /* Now what the parts gathered meanwhile, and what they held back. */
-    kpart_flush(p);
     k->busy++;
-    for (size_t i = 0; i < k->n; i++)
+    if (k->cb != NULL) {
+        k->waiting = false;
+        k->cb->started(k->cb->ud, 0, DSQ_CODE_UNKNOWN, NULL);
+    } else {
+        op *o = k->pending;
+        k->pending = NULL;
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_printf(&b, "{\"subscriptionId\":\"%s\",\"position\":", k->id);
+        kcsub_position(k, &b);
+        dsq_buf_puts(&b, "}");
+        answer_buf(o, &b);
+        op_free(o);
+        kpart_flush(&k->parts[0]);
+    }
+    /* What the parts held back. */
+    for (size_t i = 0; !k->dead && i < k->n; i++)
         kp_writable(&k->parts[i]);
     k->busy--;
     if (k->dead)
@@ -1633,8 +1660,8 @@ static void kpart_flush(void *ud)
 {
     kcsub *k = ((kpart *)ud)->k;
     dsq_dosql_session *s = k->s;
-    if (k->nout == 0 || k->pending != NULL)
-        return; /* (held until the subscribe is answered) */
+    if (k->nout == 0 || k->pending != NULL || k->cb != NULL)
+        return; /* (held until the subscribe is answered; a callback's go one by one) */
     dsq_buf_puts(&k->out, "]");
     const char *p = k->out.data;
     size_t n = k->out.len;
@@ -1655,6 +1682,22 @@ static int kpart_event(void *ud, const char *text, size_t len, uint64_t lsn, boo
     dsq_dosql_session *s = k->s;
     if (s->closed || len < 2 || k->failed || k->dead)
         return -1; /* (nothing after a refusal) */
+    if (k->cb != NULL) { /* one object: the shard, the event's members, the position at a commit's end */
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_puts(&b, "{\"shard\":");
+        dsq_json_string(&b, k->shards[p->shard], strlen(k->shards[p->shard]));
+        dsq_buf_puts(&b, ",");
+        dsq_buf_append(&b, text + 1, len - 2);
+        if (last) {
+            p->lsn = lsn;
+            dsq_buf_puts(&b, ",\"position\":");
+            kcsub_position(k, &b);
+        }
+        dsq_buf_puts(&b, "}");
+        int rc = b.data != NULL ? k->cb->event(k->cb->ud, b.data, b.len) : -1;
+        dsq_buf_free(&b);
+        return rc;
+    }
     /* Before the subscribe's answer (a part's first read comes with its
      * start): gathered, sent after it. */
     dsq_buf *b = &k->out;
@@ -1683,8 +1726,10 @@ static bool kpart_can_send(void *ud)
 {
     kcsub *k = ((kpart *)ud)->k;
     dsq_dosql_session *s = k->s;
-    if (k->pending != NULL || k->failed || k->dead)
+    if (k->pending != NULL || k->waiting || k->failed || k->dead)
         return false; /* (held until every part started: kpart_started wakes them) */
+    if (k->cb != NULL)
+        return !s->closed && k->cb->can_send(k->cb->ud);
     return !s->closed && (s->t.can_send == NULL || s->t.can_send(s->t.ud));
 }
 
@@ -1706,6 +1751,33 @@ static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_
         kcsub_free(k);
         return;
     }
+    if (k->cb != NULL) {
+        for (size_t i = 0; i < k->n; i++)
+            kp_stop(&k->parts[i]); /* the stream is whole or not at all */
+        k->failed = true;
+        char m[800];
+        snprintf(m, sizeof m, "shard '%s': %s", k->shards[p->shard], msg);
+        if (k->waiting) { /* (not all started yet: the others are stopped, none will answer) */
+            k->waiting = false;
+            k->cb->started(k->cb->ud, -1, code, m);
+            k->nstarted = k->n;
+            kcsub_free(k);
+            return;
+        }
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_buf_puts(&b, "{\"end\":true,\"shard\":");
+        dsq_json_string(&b, k->shards[p->shard], strlen(k->shards[p->shard]));
+        dsq_buf_puts(&b, ",\"position\":");
+        kcsub_position(k, &b);
+        dsq_buf_printf(&b, ",\"error\":{\"code\":\"%s\",\"message\":", dsq_code_name(code));
+        dsq_json_string(&b, msg, strlen(msg));
+        dsq_buf_puts(&b, "}}");
+        if (b.data != NULL)
+            k->cb->ended(k->cb->ud, b.data, b.len);
+        dsq_buf_free(&b);
+        kcsub_free(k); /* (not its owner's after ended()) */
+        return;
+    }
     if (!s->closed) {
         dsq_buf b = DSQ_BUF_INIT;
         dsq_buf_printf(&b, "{\"method\":\"cdc.end\",\"params\":{\"subscriptionId\":\"%s\",\"shard\":", k->id);
@@ -1722,43 +1794,48 @@ static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_
     kcsub_free(k); /* the stream is whole or not at all */
 }
 
-static void ks_subscribe_cdc(op *o, json_t *p)
+/* A keyspace's CDC subscription on session s (keyspace ks, request p:
+ * fromPosition?, tables?, operations?, in encoding enc), its parts
+ * started (each answers kpart_started later). NULL with the refusal. */
+static kcsub *kcsub_new(dsq_dosql_session *s, const char *ks, json_t *p, int enc, op *pending,
+                        const dsq_dosql_kcdc_sink *cb, dsq_code *code, char *msg, size_t msglen)
 {
-    dsq_dosql_session *s = o->s;
     json_t *from = json_object_get(p, "fromPosition");
+    *code = DSQ_CODE_INVALID_REQUEST;
     if (json_object_get(p, "fromLSN") != NULL) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "a keyspace's stream resumes from \"fromPosition\" (an object: each "
-                                            "shard's LSN), not \"fromLSN\"");
-        return;
+        snprintf(msg, msglen, "a keyspace's stream resumes from \"fromPosition\" (an object: each shard's LSN), "
+                              "not \"fromLSN\"");
+        return NULL;
     }
     if (from != NULL && !json_is_object(from)) {
-        reject(o, DSQ_CODE_INVALID_REQUEST, "\"fromPosition\" must be an object: each shard's LSN");
-        return;
+        snprintf(msg, msglen, "\"fromPosition\" must be an object: each shard's LSN");
+        return NULL;
     }
     json_t *q = json_deep_copy(p);
     if (q == NULL) {
-        reject(o, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
-        return;
+        *code = DSQ_CODE_RESOURCE_EXHAUSTED;
+        snprintf(msg, msglen, "out of memory");
+        return NULL;
     }
     json_object_del(q, "fromPosition");
-    dsq_cdcsub_req req = {.enc = o->enc, .session = s->id};
+    dsq_cdcsub_req req = {.enc = (dsq_dosql_enc)enc, .session = s->id};
     const char *tables[1000];
     char why[200];
     if (dsq_cdcsub_parse(q, &req, tables, sizeof tables / sizeof tables[0], why, sizeof why) != 0) {
         json_decref(q);
-        reject(o, DSQ_CODE_INVALID_REQUEST, "%s", why);
-        return;
+        snprintf(msg, msglen, "%s", why);
+        return NULL;
     }
     kcsub *k = calloc(1, sizeof *k);
     if (k != NULL)
-        k->shards = dsq_router_shards(s->router, s->ks, &k->n);
+        k->shards = dsq_router_shards(s->router, ks, &k->n);
     if (k == NULL || k->shards == NULL || (k->parts = calloc(k->n, sizeof *k->parts)) == NULL) {
         if (k)
             free(k->shards);
         free(k);
         json_decref(q);
-        reject(o, DSQ_CODE_INVALID_REQUEST, "no keyspace '%s' in the VSchema", s->ks);
-        return;
+        snprintf(msg, msglen, "no keyspace '%s' in the VSchema", ks);
+        return NULL;
     }
     /* Every shard named in the position is the keyspace's. */
     const char *key;
@@ -1769,23 +1846,26 @@ static void ks_subscribe_cdc(op *o, json_t *p)
             known = strcmp(k->shards[i], key) == 0;
         uint64_t lsn;
         if (!known || lsn_value(v, &lsn) != 0) {
-            reject(o, DSQ_CODE_INVALID_REQUEST,
-                   known ? "\"fromPosition\": shard '%.128s' needs an LSN (a whole number)"
-                         : "\"fromPosition\": '%.128s' is no shard of this keyspace",
-                   key);
+            snprintf(msg, msglen,
+                     known ? "\"fromPosition\": shard '%.128s' needs an LSN (a whole number)"
+                           : "\"fromPosition\": '%.128s' is no shard of this keyspace",
+                     key);
             free(k->parts);
             free(k->shards);
             free(k);
             json_decref(q);
-            return;
+            return NULL;
         }
     }
     k->s = s;
-    k->enc = (int)o->enc;
-    k->pending = o;
+    k->enc = enc;
     snprintf(k->id, sizeof k->id, "%llu", (unsigned long long)++s->next_sub);
     k->next = s->ksubs;
     s->ksubs = k;
+    k->pending = pending;
+    k->cb = cb;
+    k->waiting = cb != NULL;
+    k->starting = true; /* (parts that answer while they start are counted; the rest waits for the loop's end) */
     dsq_cdcsub_sink sink = {
         .started = kpart_started,
         .event = kpart_event,
@@ -1806,16 +1886,67 @@ static void ks_subscribe_cdc(op *o, json_t *p)
             lsn_value(l, &req.from);
         pt->lsn = req.from;
         sink.ud = pt;
-        dsq_code code;
-        char msg[600];
-        int where = s->rem != NULL ? s->rem->start(s->rem->ud, &req, &sink, &pt->rsub, &code, msg, sizeof msg) : 1;
+        dsq_code c2;
+        char m2[600];
+        int where = s->rem != NULL ? s->rem->start(s->rem->ud, &req, &sink, &pt->rsub, &c2, m2, sizeof m2) : 1;
         if (where == 1)
-            pt->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &code, msg, sizeof msg);
-        if (!kp_live(pt)) /* not started: it counts as failed; the others answer in their time (the
-                                last one to answer frees k: after this, the loop touches k no more) */
-            kpart_started(pt, -1, code, msg);
+            pt->sub = dsq_cdcsub_start(s->e, s->cdc, &req, &sink, &c2, m2, sizeof m2);
+        if (!kp_live(pt)) /* not started: it counts as failed */
+            kpart_started(pt, -1, c2, m2);
     }
     json_decref(q);
+    k->starting = false;
+    if (k->nstarted < k->n)
+        return k; /* (the rest answer later) */
+    if (k->failed && cb != NULL) { /* every part refused at once: so is the subscription (no sink call) */
+        *code = k->fail_code;
+        snprintf(msg, msglen, "%s", k->fail_msg);
+        k->waiting = false;
+        kcsub_free(k);
+        return NULL;
+    }
+    bool failed = k->failed;
+    kcsub_complete(k); /* (failed: its op answered already, and k freed) */
+    if (failed)
+        *code = DSQ_CODE_UNKNOWN;
+    return failed ? NULL : k;
+}
+
+static void ks_subscribe_cdc(op *o, json_t *p)
+{
+    dsq_code code;
+    char msg[700];
+    /* (code UNKNOWN: the parts' refusal answered o already) */
+    if (kcsub_new(o->s, o->s->ks, p, (int)o->enc, o, NULL, &code, msg, sizeof msg) == NULL &&
+        code != DSQ_CODE_UNKNOWN)
+        reject(o, code, "%s", msg);
+}
+
+struct kcsub *dsq_dosql_ks_subscribe(dsq_dosql_session *s, const char *ks, json_t *req,
+                                     const dsq_dosql_kcdc_sink *sink, dsq_code *code, char *msg, size_t msglen)
+{
+    json_t *empty = req == NULL ? json_object() : NULL;
+    kcsub *k = kcsub_new(s, ks, req != NULL ? req : empty, DSQ_ENC_CAPNWEB, NULL, sink, code, msg, msglen);
+    json_decref(empty);
+    return k;
+}
+
+void dsq_dosql_ks_writable(struct kcsub *k)
+{
+    k->busy++;
+    for (size_t i = 0; !k->dead && !k->waiting && i < k->n; i++)
+        kp_writable(&k->parts[i]);
+    k->busy--;
+    if (k->dead)
+        kcsub_free(k);
+}
+
+void dsq_dosql_ks_unsubscribe(struct kcsub *k, dsq_buf *position)
+{
+    if (position != NULL)
+        kcsub_position(k, position);
+    k->cb = NULL; /* (no sink call from here on) */
+    kcsub_free(k);
 }
 
 static void m_unsubscribe_cdc(op *o, json_t *p)

@@ -69,6 +69,33 @@ struct dsq_router;
  * NULL, r only answers /v1/rpc's applyVSchema and getVSchema. On a
  * keyspace: query, getSchema (its first shard's) and ping. */
 void dsq_dosql_set_router(dsq_dosql_session *s, struct dsq_router *r, const char *ks);
+/* A keyspace's CDC stream to a sink of the caller's (Cap'n Web's
+ * subscribeCDC on a keyspace stub): started() once every shard's part
+ * answered (err: the first refusal; the handle is then not the caller's
+ * any more); then event() with each event object (Cap'n Web's encoding:
+ * "shard", the event's members, and "position" at the end of each of a
+ * shard's commits), each time can_send() says there is room (else the
+ * caller calls dsq_dosql_ks_writable once there is); ended() with an
+ * object {"end": true, "shard", "position", "error"} when a part ended
+ * by itself (the handle is then not the caller's any more). */
+typedef struct dsq_dosql_kcdc_sink {
+    void (*started)(void *ud, int err, dsq_code code, const char *msg);
+    int (*event)(void *ud, const char *text, size_t len);
+    bool (*can_send)(void *ud);
+    void (*ended)(void *ud, const char *text, size_t len);
+    void *ud;
+} dsq_dosql_kcdc_sink;
+struct kcsub;
+/* Subscribe (request `req`: fromPosition?, tables?, operations?): the
+ * handle, or NULL with the refusal (no sink call). The sink is borrowed
+ * until the subscription ends. */
+struct kcsub *dsq_dosql_ks_subscribe(dsq_dosql_session *s, const char *ks, json_t *req,
+                                     const dsq_dosql_kcdc_sink *sink, dsq_code *code, char *msg, size_t msglen);
+void dsq_dosql_ks_writable(struct kcsub *k);
+/* Stop it (no sink call after this); its position into `position`
+ * (Cap'n Web's encoding) when not NULL. */
+void dsq_dosql_ks_unsubscribe(struct kcsub *k, dsq_buf *position);
+
 /* Where a keyspace's CDC reaches a shard served by another node (NULL:
  * nowhere; such a subscription is refused). Borrowed: outlives s. */
 struct dsq_cdc_remote;

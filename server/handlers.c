@@ -858,6 +858,7 @@ static void handle_capnweb_batch(dsq_server *srv, dsq_http_req *req)
         return;
     }
     dsq_cw_session_set_router(h->s, srv->router, req->ks[0] ? req->ks : NULL);
+    dsq_cw_session_set_cdc_remote(h->s, dsq_rcdc_remote(srv->rcdc));
     req->abandon = cw_http_abandon;
     req->abandon_arg = h;
     /* An abort answers the batch while its messages are fed in; h stays
@@ -973,6 +974,7 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
         return NULL;
     }
     dsq_cw_session_set_router(w->s, srv->router, req->ks[0] ? req->ks : NULL);
+    dsq_cw_session_set_cdc_remote(w->s, dsq_rcdc_remote(srv->rcdc));
     return w;
 }
 

@@ -210,14 +210,8 @@ static void start_call(dsq_cw_session *s, cw_export *e, struct cw_map *m, size_t
                      json_array_size(args));
         goto refuse;
     }
-    if (ks && strcmp(method, "subscribeCDC") == 0) {
-        dsq__cw_fail(s, DSQ_CODE_INVALID_REQUEST,
-                     "subscribeCDC is not supported on a keyspace's Cap'n Web stub (a keyspace's CDC is on "
-                     "JSON-RPC over WebSocket)");
-        goto refuse;
-    }
     if (strcmp(method, "subscribeCDC") == 0 && m == NULL) {
-        dsq__cw_subscribe(s, e, db, args);
+        dsq__cw_subscribe(s, e, db, args, ks);
         return;
     }
     if (!dsq_dosql_has_method(method)) {

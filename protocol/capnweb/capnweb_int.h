@@ -277,7 +277,7 @@ void dsq__cw_streams_end(dsq_cw_session *s);
 /* ---- sub.c: CDC subscriptions ---------------------------------------------------------- */
 
 /* subscribeCDC(request, callback) on database `db`, for export `e`. */
-void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *args);
+void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *args, bool ks);
 /* unsubscribe() on subscription `u`: it stops; *r is the result (data). */
 void dsq__cw_unsubscribe(struct cw_sub *u, cw_val *r);
 /* A call of the subscription's callback was answered (`ok`: not thrown). */

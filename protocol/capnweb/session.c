@@ -339,6 +339,11 @@ void dsq_cw_receive_lines(dsq_cw_session *s, const char *body, size_t len)
 
 /* ---- the session's life ------------------------------------------------------------------------- */
 
+void dsq_cw_session_set_cdc_remote(dsq_cw_session *s, const struct dsq_cdc_remote *rem)
+{
+    dsq_dosql_set_cdc_remote(s->dosql, rem);
+}
+
 void dsq_cw_session_set_router(dsq_cw_session *s, struct dsq_router *r, const char *ks)
 {
     s->router = r;

@@ -1,6 +1,8 @@
 /* sub — subscribeCDC(request, callback) in a Cap'n Web session: a CDC
  * subscription (protocol/cdcsub.c) whose events go to the client's
- * callback, one call each.
+ * callback, one call each; on a keyspace's stub, the keyspace's stream
+ * (protocol/dosql.c: every shard's part, each event with its shard and
+ * the position).
  *
  * The callback gets each event; at most SUB_WINDOW calls of it are
  * unanswered at a time, which is the subscription's flow control. The
@@ -21,6 +23,9 @@
 typedef struct cw_sub {
     dsq_cw_session *s;
     dsq_cdcsub *sub;        /* running; NULL once stopped */
+    struct kcsub *ksub;     /* or a keyspace's, running; NULL once stopped */
+    dsq_dosql_kcdc_sink ksink;
+    char *position;         /* a keyspace's: when stopped, its position (Cap'n Web text) */
     cw_export *e;           /* subscribeCDC's entry, until it settles */
     int64_t cb;             /* the client's callback (import id, held) */
     int inflight;           /* calls of the callback not answered */
@@ -34,6 +39,7 @@ static void sub_detach(cw_sub *u)
 {
     dsq_cw_session *s = u->s;
     u->sub = NULL;
+    u->ksub = NULL;
     cw_import *im = s->closed ? NULL : dsq__cw_import_get(s, u->cb);
     if (im != NULL)
         dsq__cw_release_import(s, im);
@@ -43,6 +49,16 @@ static void sub_detach(cw_sub *u)
 /* Stop it (unsubscribe(), a callback that threw, the session's end). */
 static void sub_stop(cw_sub *u)
 {
+    if (u->ksub != NULL) {
+        struct kcsub *k = u->ksub;
+        dsq_buf b = DSQ_BUF_INIT;
+        sub_detach(u);
+        dsq_dosql_ks_unsubscribe(k, &b);
+        free(u->position);
+        size_t cap;
+        u->position = b.data != NULL ? dsq_buf_steal(&b, &cap) : NULL;
+        return;
+    }
     dsq_cdcsub *x = u->sub;
     if (x == NULL)
         return;
@@ -116,7 +132,20 @@ static void sub_ended(void *ud, dsq_code code, const char *msg, uint64_t last_ls
     dsq__cw_unref(s);
 }
 
-void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *args)
+/* A keyspace's stream: its events and end to the callback. */
+static int ksub_event(void *ud, const char *text, size_t len) { return sub_call(ud, text, len); }
+
+static void ksub_ended(void *ud, const char *text, size_t len)
+{
+    cw_sub *u = ud;
+    dsq_cw_session *s = u->s;
+    s->refs++;
+    sub_call(u, text, len);
+    sub_detach(u); /* (the stream ended by itself: the handle is gone) */
+    dsq__cw_unref(s);
+}
+
+void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *args, bool ks)
 {
     json_t *req = json_array_get(args, 0);
     json_t *cb = json_object_get(json_array_get(args, 1), "$clientStub");
@@ -126,6 +155,10 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
     json_t *d = json_object_get(req, "database");
     if (json_is_object(req) && dsq_dosql_check_fields("subscribeCDC", req, why, sizeof why) != 0) {
         dsq__cw_settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, why);
+        return;
+    }
+    if (ks && d != NULL) {
+        dsq__cw_settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "\"database\" is not supported on a keyspace");
         return;
     }
     if (d != NULL && !(json_is_string(d) && strcmp(json_string_value(d), db) == 0)) {
@@ -143,7 +176,42 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
         return;
     }
     if (!(s->t.scope(s->t.ud, db) & DSQ_SCOPE_R)) {
-        dsq__cw_settle_failed(s, e, DSQ_CODE_FORBIDDEN, "subscribing needs read scope on the database");
+        dsq__cw_settle_failed(s, e, DSQ_CODE_FORBIDDEN,
+                              ks ? "subscribing needs read scope on the keyspace"
+                                 : "subscribing needs read scope on the database");
+        return;
+    }
+    if (ks) {
+        if (req != NULL && !json_is_null(req) && !json_is_object(req)) {
+            dsq__cw_settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC takes one request object");
+            return;
+        }
+        cw_sub *u = calloc(1, sizeof *u);
+        if (u == NULL) {
+            dsq__cw_settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        u->s = s;
+        u->e = e;
+        u->cb = json_integer_value(cb);
+        u->next = s->subs;
+        s->subs = u;
+        cw_import *im = dsq__cw_import_get(s, u->cb);
+        if (im != NULL)
+            im->held = true; /* until the subscription stops */
+        u->ksink = (dsq_dosql_kcdc_sink){sub_started, ksub_event, sub_can_send, ksub_ended, u};
+        dsq_code code;
+        char msg[800];
+        s->refs++; /* while it runs */
+        u->ksub = dsq_dosql_ks_subscribe(s->dosql, db, json_is_object(req) ? req : NULL, &u->ksink, &code, msg,
+                                         sizeof msg);
+        if (u->ksub == NULL && u->e != NULL) { /* refused at once: no sink call came */
+            u->e = NULL;
+            s->refs--;
+            if (im != NULL)
+                dsq__cw_release_import(s, im);
+            dsq__cw_settle_failed(s, e, code, msg);
+        }
         return;
     }
     if (req != NULL && !json_is_null(req) &&
@@ -187,11 +255,18 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
 
 void dsq__cw_unsubscribe(cw_sub *u, cw_val *r)
 {
+    bool ks = u->ksub != NULL || u->position != NULL;
     sub_stop(u);
     dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_puts(&b, "{\"unsubscribed\":true,\"lastLsn\":");
-    dsq_cw_bigint(&b, (int64_t)u->last_lsn);
-    dsq_buf_puts(&b, "}");
+    if (ks) {
+        dsq_buf_puts(&b, "{\"unsubscribed\":true,\"position\":");
+        dsq_buf_puts(&b, u->position != NULL ? u->position : "null");
+        dsq_buf_puts(&b, "}");
+    } else {
+        dsq_buf_puts(&b, "{\"unsubscribed\":true,\"lastLsn\":");
+        dsq_cw_bigint(&b, (int64_t)u->last_lsn);
+        dsq_buf_puts(&b, "}");
+    }
     *r = (cw_val){.kind = V_DATA, .len = b.len};
     size_t cap;
     r->text = dsq_buf_steal(&b, &cap);
@@ -207,6 +282,8 @@ void dsq__cw_sub_answered(dsq_cw_session *s, cw_sub *u, bool ok)
         sub_stop(u); /* the callback threw: no more events */
     } else if (u->sub != NULL && u->inflight == SUB_WINDOW - 1) {
         dsq_cdcsub_writable(u->sub);
+    } else if (u->ksub != NULL && u->inflight == SUB_WINDOW - 1) {
+        dsq_dosql_ks_writable(u->ksub);
     }
     (void)s;
 }
@@ -222,6 +299,7 @@ void dsq__cw_subs_free(dsq_cw_session *s)
     while (s->subs) {
         cw_sub *u = s->subs;
         s->subs = u->next;
+        free(u->position);
         free(u);
     }
 }

@@ -104,9 +104,44 @@ test('queryStream on a keyspace over WebSocket: scattered rows in chunks, each w
     const w = await app.queryStream({ sql: 'DELETE FROM users' }, () => {}).then(() => null, (err) => err);
     assert.match(w.message, /only reads/);
     await app.query({ sql: 'DELETE FROM users WHERE id >= 100' });
-    // subscribeCDC stays JSON-RPC's on a keyspace.
-    const cdc = await app.subscribeCDC({}, () => {}).then(() => null, (err) => err);
-    assert.match(cdc.message, /subscribeCDC is not supported on a keyspace's Cap'n Web stub/);
+  } finally {
+    main[Symbol.dispose]();
+  }
+});
+
+test('subscribeCDC on a keyspace stub: every shard\'s changes to the callback, with shard and position; resumed; unsubscribe()', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const app = main.keyspace('app');
+    const events = [];
+    const sub = await app.subscribeCDC({ tables: ['users'] }, (ev) => { events.push(ev); });
+    const rows = Array.from({ length: 12 }, (_, i) => [200 + i, `c${i}`, i]);
+    await app.query({ sql: `INSERT INTO users VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, params: rows.flat() });
+    for (let k = 0; k < 200 && events.length < 12; k++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(events.length, 12);
+    assert.ok(events.every((e) => e.operation === 'INSERT' && e.table === 'users'));
+    assert.ok(new Set(events.map((e) => e.shard)).size >= 2, JSON.stringify(events.map((e) => e.shard)));
+    assert.equal(typeof events[0].lsn, 'bigint');
+    const last = events.filter((e) => e.position).at(-1).position;
+    assert.deepEqual(Object.keys(last).sort(), ['app-0', 'app-1', 'app-2']);
+    assert.equal(typeof last['app-0'], 'bigint');
+    const done = await sub.unsubscribe();
+    assert.equal(done.unsubscribed, true);
+    assert.deepEqual(Object.keys(done.position).sort(), ['app-0', 'app-1', 'app-2']);
+    // Resumed from an earlier position: what followed it comes again.
+    const first = Object.fromEntries(Object.keys(last).map((k) => [k, 0n]));
+    const again = [];
+    const sub2 = await app.subscribeCDC({ tables: ['users'], fromPosition: first }, (ev) => { again.push(ev); });
+    for (let k = 0; k < 200 && again.filter((e) => e.operation === 'INSERT' && (e.after?.id ?? 0) >= 200).length < 12; k++)
+      await new Promise((r) => setTimeout(r, 25));
+    assert.ok(again.filter((e) => e.operation === 'INSERT' && (e.after?.id ?? 0) >= 200).length >= 12);
+    await sub2.unsubscribe();
+    // Refusals: a position naming no shard of it, fromLSN.
+    const bad = await app.subscribeCDC({ fromPosition: { nowhere: 1 } }, () => {}).then(() => null, (e) => e);
+    assert.match(bad.message, /is no shard of this keyspace/);
+    const lsn = await app.subscribeCDC({ fromLSN: 1 }, () => {}).then(() => null, (e) => e);
+    assert.match(lsn.message, /fromPosition/);
+    await app.query({ sql: 'DELETE FROM users WHERE id >= 200' });
   } finally {
     main[Symbol.dispose]();
   }
