@@ -745,6 +745,8 @@ static void merge_work(void *arg)
 static void merge_after(void *arg) { op_finish(arg); }
 
 /* Add a call of q (the request's parameters it takes) to shard s. */
+static const char *txn_of(const struct ktxn *k, size_t shard);
+
 static int add_call(rop *o, size_t s, const dsq_plan_sql *q, const dsq_stmt_req *whole, size_t fetch)
 {
     rcall *rc = &o->calls[o->ncalls];
@@ -768,6 +770,8 @@ static int add_call(rop *o, size_t s, const dsq_plan_sql *q, const dsq_stmt_req 
     rc->call.budget = o->budget;
     rc->call.done = call_done;
     rc->call.ud = rc;
+    if (o->ktx != NULL) /* (a read in an interactive transaction: in its part there) */
+        memcpy(rc->call.txn, txn_of(o->ktx, s), sizeof rc->call.txn);
     o->ncalls++;
     return 0;
 }
@@ -1470,6 +1474,7 @@ static void run_multi(rop *o)
 
 static void plan_batch(rop *o);
 static void run_in_txn(rop *o);
+static void run_calls(rop *o);
 
 /* ---- sequences ---- */
 
@@ -1757,6 +1762,14 @@ static void plan_and_run(rop *o)
         run_multi(o);
         return;
     }
+    run_calls(o);
+}
+
+/* The plan's calls on the shards, all at once (in a transaction: in its
+ * parts, begun already), then its merge. */
+static void run_calls(rop *o)
+{
+    const dsq_plan *p = &o->plan;
     size_t n = o->kspace->nshards;
     size_t max = p->kind == DSQ_PLAN_FETCH ? p->nfetch * n : n;
     o->calls = calloc(max ? max : 1, sizeof *o->calls);
@@ -2589,6 +2602,8 @@ static ktxn *ktxn_find(dsq_router *r, const char *id)
     return NULL;
 }
 
+static const char *txn_of(const ktxn *k, size_t shard) { return k->sh[shard].txn; }
+
 static bool ktxn_doom(dsq_router *r, const char *id)
 {
     ktxn *k = ktxn_find(r, id);
@@ -2652,6 +2667,18 @@ static long txn_next_begin(const rop *o)
     const ktxn *k = o->ktx;
     if (p->kind == DSQ_PLAN_ONE)
         return k->sh[p->shard].begun ? -1 : (long)p->shard;
+    if (p->kind == DSQ_PLAN_SCATTER || p->kind == DSQ_PLAN_FETCH) {
+        for (size_t s = 0; s < o->kspace->nshards; s++) {
+            bool need = false;
+            if (p->kind == DSQ_PLAN_SCATTER)
+                need = p->targets[s];
+            for (size_t f = 0; p->kind == DSQ_PLAN_FETCH && f < p->nfetch && !need; f++)
+                need = p->fetch[f].shard < 0 || (size_t)p->fetch[f].shard == s;
+            if (need && !k->sh[s].begun)
+                return (long)s;
+        }
+        return -1;
+    }
     long first = -1;
     for (size_t i = 0; i < p->nwrites; i++) {
         size_t s = p->write_shard[i];
@@ -2764,6 +2791,15 @@ static void txn_step(rop *o)
             txn_call_done(&rc->call);
         return;
     }
+    if (p->kind == DSQ_PLAN_SCATTER || p->kind == DSQ_PLAN_FETCH) {
+        /* Every shard it reads is in the transaction: its calls there, in
+         * the parts, then the merge. */
+        free(o->calls);
+        o->calls = NULL;
+        o->ncalls = 0;
+        run_calls(o);
+        return;
+    }
     if (o->kstep >= npieces) { /* done */
         o->res.lsn = 0;
         o->res.last_insert_rowid = 0;
@@ -2805,10 +2841,11 @@ static void run_in_txn(rop *o)
                                              "can only be rolled back");
         return;
     }
-    if (p->kind != DSQ_PLAN_ONE && p->kind != DSQ_PLAN_MULTI) {
+    if (p->kind != DSQ_PLAN_ONE && p->kind != DSQ_PLAN_MULTI && p->kind != DSQ_PLAN_SCATTER &&
+        p->kind != DSQ_PLAN_FETCH) {
         char m[300];
-        snprintf(m, sizeof m, "in a transaction on a keyspace each statement goes to one shard or is a write "
-                              "(this one is answered by %s)", dsq_plan_kind_name(p->kind));
+        snprintf(m, sizeof m, "in a transaction on a keyspace a statement reads or writes rows (this one is "
+                              "answered by %s)", dsq_plan_kind_name(p->kind));
         op_fail(o, DSQ_CODE_INVALID_REQUEST, m);
         return;
     }

@@ -3,8 +3,8 @@
 // two-phase commit) and rollback; what the transaction wrote is seen
 // inside it and nowhere else until it commits; the failures that leave it
 // only able to roll back; a closed connection and an idle timeout roll it
-// back; and the refusals (scatter reads, lookups, read-only, read scope,
-// unknown ids, a timeout above the cap).
+// back; reads over several shards inside it; and the refusals (DDL,
+// lookups, read-only, read scope, unknown ids, a timeout above the cap).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -109,7 +109,15 @@ test('a transfer across two shards: seen inside, not outside, until the commit',
   assert.match(tx, /^[0-9a-f]{32}$/);
   assert.equal(lsn, 0);
   await ok('query', { sql: 'UPDATE accounts SET balance = balance - 100 WHERE id = ?', params: [A], transactionId: tx });
+  // A read over several shards inside sees the transaction's writes on each.
+  const mid = await ok('query', { sql: 'SELECT sum(balance), count(*) FROM accounts WHERE id IN (?, ?)', params: [A, B], transactionId: tx });
+  assert.deepEqual(mid.rows, [[1900, 2]]);
+  assert.deepEqual(await rows('SELECT sum(balance) FROM accounts WHERE id IN (?, ?)', [A, B]), [[2000]]);
   await ok('query', { sql: 'UPDATE accounts SET balance = balance + 100 WHERE id = ?', params: [B], transactionId: tx });
+  const all = await ok('query', { sql: 'SELECT sum(balance) FROM accounts', transactionId: tx });
+  assert.deepEqual(all.rows, [[t0]]);
+  const top = await ok('query', { sql: 'SELECT id, balance FROM accounts ORDER BY balance DESC, id LIMIT 1', transactionId: tx });
+  assert.deepEqual(top.rows, [[B, 1100]]);
   // Inside: its own writes.
   const inA = await ok('query', { sql: 'SELECT balance FROM accounts WHERE id = ?', params: [A], transactionId: tx });
   assert.deepEqual(inA.rows, [[900]]);
@@ -238,7 +246,7 @@ test('a closed WebSocket and an idle timeout roll the transaction back', async (
 
 test('what a transaction on a keyspace refuses', async () => {
   const { transactionId: tx } = await ok('beginTransaction', {});
-  await refused('query', { sql: 'SELECT sum(balance) FROM accounts', transactionId: tx }, 'INVALID_REQUEST', /goes to one shard or is a write/);
+  await refused('query', { sql: 'CREATE TABLE z(x)', transactionId: tx }, 'INVALID_REQUEST', /reads or writes rows/);
   await refused('query', { sql: "SELECT id FROM owners WHERE email = 'ann@example.com'", transactionId: tx }, 'INVALID_REQUEST', /lookup vindex/);
   await refused('getSchema', { transactionId: tx }, 'INVALID_REQUEST', /transactionId.*not supported by this method/);
   await refused('query', { sql: 'SELECT 1', transactionId: 'f'.repeat(32) }, 'TRANSACTION_NOT_FOUND');
