@@ -755,6 +755,20 @@ static void ks_query(op *o, json_t *p)
         dsq_router_query(o->s->router, op_ks(o), &o->stmt, scope, o->call.budget, ks_done, o);
 }
 
+/* Answer the object begun in b with "lsn": 0 (a keyspace's: each shard
+ * has its own log) and close it; o is freed. */
+static void answer_zero_lsn(op *o, dsq_buf *b)
+{
+    dsq_buf_puts(b, "\"lsn\":");
+    if (o->enc == DSQ_ENC_CAPNWEB)
+        dsq_cw_bigint(b, 0);
+    else
+        dsq_buf_puts(b, "0");
+    dsq_buf_puts(b, "}");
+    answer_buf(o, b);
+    op_free(o);
+}
+
 /* beginTransaction on a keyspace: the router's transaction, which takes
  * its shards as its statements reach them. */
 static void ks_begin(op *o, json_t *p)
@@ -795,14 +809,8 @@ static void ks_begin(op *o, json_t *p)
         return;
     }
     dsq_buf b = DSQ_BUF_INIT;
-    dsq_buf_printf(&b, "{\"transactionId\":\"%s\",\"lsn\":", id);
-    if (o->enc == DSQ_ENC_CAPNWEB)
-        dsq_cw_bigint(&b, 0);
-    else
-        dsq_buf_puts(&b, "0");
-    dsq_buf_puts(&b, "}");
-    answer_buf(o, &b);
-    op_free(o);
+    dsq_buf_printf(&b, "{\"transactionId\":\"%s\",", id);
+    answer_zero_lsn(o, &b);
 }
 
 static void ks_end_done(void *ud, int err, dsq_code code, const char *msg)
@@ -810,17 +818,12 @@ static void ks_end_done(void *ud, int err, dsq_code code, const char *msg)
     op *o = ud;
     if (err != 0) {
         answer_error_msg(o, code, msg);
+        op_free(o);
     } else {
         dsq_buf b = DSQ_BUF_INIT;
-        dsq_buf_puts(&b, "{\"lsn\":");
-        if (o->enc == DSQ_ENC_CAPNWEB)
-            dsq_cw_bigint(&b, 0);
-        else
-            dsq_buf_puts(&b, "0");
-        dsq_buf_puts(&b, "}");
-        answer_buf(o, &b);
+        dsq_buf_puts(&b, "{");
+        answer_zero_lsn(o, &b);
     }
-    op_free(o);
 }
 
 static void ks_end(op *o, json_t *p, bool commit)

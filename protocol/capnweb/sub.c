@@ -145,6 +145,27 @@ static void ksub_ended(void *ud, const char *text, size_t len)
     dsq__cw_unref(s);
 }
 
+/* A subscription for entry e with the client's callback cb (held until
+ * it stops: its import in *im, if the session has it); NULL after
+ * settling e failed. */
+static cw_sub *sub_new(dsq_cw_session *s, cw_export *e, json_t *cb, cw_import **im)
+{
+    cw_sub *u = calloc(1, sizeof *u);
+    if (u == NULL) {
+        dsq__cw_settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    u->s = s;
+    u->e = e;
+    u->cb = json_integer_value(cb);
+    u->next = s->subs;
+    s->subs = u;
+    *im = dsq__cw_import_get(s, u->cb);
+    if (*im != NULL)
+        (*im)->held = true; /* until the subscription stops */
+    return u;
+}
+
 void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *args, bool ks)
 {
     json_t *req = json_array_get(args, 0);
@@ -186,19 +207,10 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
             dsq__cw_settle_failed(s, e, DSQ_CODE_INVALID_REQUEST, "subscribeCDC takes one request object");
             return;
         }
-        cw_sub *u = calloc(1, sizeof *u);
-        if (u == NULL) {
-            dsq__cw_settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        cw_import *im;
+        cw_sub *u = sub_new(s, e, cb, &im);
+        if (u == NULL)
             return;
-        }
-        u->s = s;
-        u->e = e;
-        u->cb = json_integer_value(cb);
-        u->next = s->subs;
-        s->subs = u;
-        cw_import *im = dsq__cw_import_get(s, u->cb);
-        if (im != NULL)
-            im->held = true; /* until the subscription stops */
         u->ksink = (dsq_dosql_kcdc_sink){sub_started, ksub_event, sub_can_send, ksub_ended, u};
         dsq_code code;
         char msg[800];
@@ -220,19 +232,10 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
                               json_is_object(req) ? why : "subscribeCDC takes one request object");
         return;
     }
-    cw_sub *u = calloc(1, sizeof *u);
-    if (u == NULL) {
-        dsq__cw_settle_failed(s, e, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    cw_import *im;
+    cw_sub *u = sub_new(s, e, cb, &im);
+    if (u == NULL)
         return;
-    }
-    u->s = s;
-    u->e = e;
-    u->cb = json_integer_value(cb);
-    u->next = s->subs;
-    s->subs = u;
-    cw_import *im = dsq__cw_import_get(s, u->cb);
-    if (im != NULL)
-        im->held = true; /* until the subscription stops */
     dsq_cdcsub_sink sink = {
         .started = sub_started,
         .event = sub_event,

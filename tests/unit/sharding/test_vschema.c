@@ -64,7 +64,7 @@ Test(vschema, mistakes_are_refused_with_their_path)
     refused("{\"keyspaces\": {\"k\": {\"shards\": [\"a\"]}, \"l\": {\"shards\": [\"a\"]}}}",
             "\"a\" is a shard of keyspace k already");
     refused("{\"keyspaces\": {\"k\": {\"shards\": [\"a\"], \"vindexes\": {\"v\": {\"type\": \"md5\"}}}}}",
-            "keyspaces.k.vindexes.v.type: one of \"hash\", \"fnv1a\", \"consistent_hash\", \"range\" (not \"md5\")");
+            "keyspaces.k.vindexes.v.type: one of \"hash\", \"fnv1a\", \"consistent_hash\", \"range\", \"lookup_unique\" (not \"md5\")");
     refused("{\"keyspaces\": {\"k\": {\"shards\": [\"a\", \"b\"], \"vindexes\": {\"v\": {\"type\": \"range\", "
             "\"boundaries\": [1, 2]}}}}}",
             "keyspaces.k.vindexes.v: a range vindex over 2 shards needs 1 boundaries, not 2");
