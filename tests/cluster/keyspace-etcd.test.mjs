@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { post } from './lib/cluster.mjs';
+import { post, until } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
 const SHARDS = ['e-0', 'e-1', 'e-2', 'e-3'];
@@ -50,4 +50,47 @@ test('a keyspace whose shards etcd placed: DDL, a write across them, reads throu
   await ok(ks(c.nodes[0], "UPDATE ev SET v = 'x' WHERE k IN (1, 2, 3, 4, 5, 6)"));
   assert.deepEqual((await ok(ks(c.nodes[1], "SELECT count(*) FROM ev WHERE v = 'x'"))).rows, [[6]]);
   assert.ok(placed.size >= 1);
+});
+
+test('the home dies with a transaction open across shards: the coordinator fails over, the new home clears what it left, the keyspace goes on', async () => {
+  const SH = ['h-0', 'h-1', 'h-2', 'h-3'];
+  const vs = path.join(dir, 'vschema-home.json');
+  writeFileSync(vs, JSON.stringify({
+    keyspaces: { bank: { shards: SH, vindexes: { h: { type: 'hash' } }, tables: { accounts: { column: 'id', vindex: 'h' } } } },
+  }));
+  const e = await startEtcdCluster(3, { conf: `replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n[sharding]\nvschema = ${vs}\n` });
+  try {
+    const bank = (d, sql, params) => post(d, '/v1/ks/bank/query', params ? { sql, params } : { sql });
+    await ok(bank(e.nodes[0], 'CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)'));
+    await ok(bank(e.nodes[0], 'CREATE TABLE probe(x)'));
+    const rows = Array.from({ length: 16 }, (_, i) => [i + 1, 100]);
+    await ok(bank(e.nodes[1], `INSERT INTO accounts VALUES ${rows.map(() => '(?, ?)').join(', ')}`, rows.flat()));
+    const a1 = await e.assignment('_dsq_2pc.bank');
+    const home = e.byId(a1.primary);
+    const rpc = (d, method, params) => post(d, '/v1/ks/bank/rpc', { id: 1, method, params });
+    // A transaction open on every shard (a write to each), never committed.
+    const { body: { result: { transactionId } } } = await rpc(home, 'beginTransaction', {});
+    const w = await rpc(home, 'query', { sql: 'UPDATE accounts SET balance = 0', transactionId });
+    assert.ok(w.body.result, JSON.stringify(w.body));
+    home.proc.kill('SIGKILL');
+    await home.exit;
+    await until(async () => (await e.assignment('_dsq_2pc.bank'))?.epoch >= 2, 20000, 'the coordinator on another node');
+    const survivors = e.nodes.filter((d) => d !== home);
+    // Every shard takes a plain write again (through a survivor, passed on
+    // to its primary): no record of the dead home's transaction is left.
+    await until(async () => {
+      for (const s of SH) {
+        const r = await post(survivors[0], `/v1/db/${s}/query`, { sql: 'INSERT INTO probe VALUES (1)' }, 5000);
+        if (r.status !== 200) return false;
+      }
+      return true;
+    }, 40000, 'every shard takes writes');
+    for (const d of survivors) {
+      assert.deepEqual((await ok(bank(d, 'SELECT count(*), sum(balance) FROM accounts'))).rows, [[16, 1600]]);
+      await ok(bank(d, 'UPDATE accounts SET balance = balance + CASE id WHEN 1 THEN -1 ELSE 1 END WHERE id IN (1, 2)'));
+    }
+    assert.deepEqual((await ok(bank(survivors[1], 'SELECT sum(balance) FROM accounts'))).rows, [[1600]]);
+  } finally {
+    await e.cleanup();
+  }
 });
