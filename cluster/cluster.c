@@ -954,7 +954,7 @@ int dsq_cluster_start(dsq_cluster *c, uv_loop_t *loop, struct dsq_engine *e, con
         .secret = c->secret,
         .heartbeat_ms = c->cfg.heartbeat_ms,
         .dead_after_ms = c->cfg.peer_timeout_ms,
-        .send_limit = 8u << 20,
+        .send_limit = DSQ_CLUSTER_SEND_LIMIT,
         .max_message = 1ull << 31,
         .tls_cert = c->tls_cert,
         .tls_key = c->tls_key,

@@ -189,6 +189,9 @@ int dsq_cluster_send(dsq_cluster *c, size_t node, uint8_t type, const void *a, s
                      size_t blen);
 /* Bytes waiting on the link to `node`. */
 size_t dsq_cluster_queued(dsq_cluster *c, size_t node);
+/* A link's send_limit: once its queue has held this much, on_writable is
+ * called when it falls under half of it (and only then). */
+#define DSQ_CLUSTER_SEND_LIMIT (8u << 20)
 /* Whether db's primary is this node (true), else its node's index in
  * *node (dsq_cluster_where's answer, as an index). */
 bool dsq_cluster_primary(dsq_cluster *c, const char *db, size_t *node);

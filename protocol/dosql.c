@@ -1563,6 +1563,11 @@ static void kcsub_free(kcsub *k)
         for (size_t i = 0; i < k->n; i++)
             kp_stop(&k->parts[i]);
         k->dead = true;
+        for (kcsub **pp = &k->s->ksubs; *pp; pp = &(*pp)->next) /* (out of the session's list now) */
+            if (*pp == k) {
+                *pp = k->next;
+                break;
+            }
         return;
     }
     for (kcsub **pp = &k->s->ksubs; *pp; pp = &(*pp)->next)
@@ -1742,6 +1747,11 @@ static void kpart_ended(void *ud, dsq_code code, const char *msg, uint64_t last_
     kcsub *k = p->k;
     dsq_dosql_session *s = k->s;
     (void)last_lsn;
+    if (k->failed) { /* refused already: it goes once its last part answers, saying nothing more */
+        p->sub = NULL;
+        p->rsub = NULL;
+        return;
+    }
     kpart_flush(p);
     p->sub = NULL; /* it stopped itself */
     p->rsub = NULL;
@@ -1961,7 +1971,7 @@ static void m_unsubscribe_cdc(op *o, json_t *p)
     }
     json_t *d = json_object_get(p, "database");
     for (kcsub *k = o->s->ksubs; k; k = k->next) {
-        if (strcmp(k->id, json_string_value(id)) == 0 && k->pending == NULL) {
+        if (strcmp(k->id, json_string_value(id)) == 0 && k->pending == NULL && !k->failed && !k->dead) {
             dsq_buf b = DSQ_BUF_INIT;
             dsq_buf_puts(&b, "{\"unsubscribed\":true,\"position\":");
             kcsub_position(k, &b);

@@ -12,7 +12,7 @@
 
 enum {
     M_SUB = DSQ_CLUSTER_EXT_MIN, /* → primary: u64 id, str db, u8 has_from, u64 from, u32 ops, u8 enc,
-                                    u32 ntables, ntables × (u32 len, bytes) */
+                                    u32 ntables (UINT32_MAX: no table filter), ntables × (u32 len, bytes) */
     M_STARTED,                   /* → subscriber: u64 id, u8 err, u32 code, u64 lsn, rest: message */
     M_EVENTS,                    /* → subscriber: u64 id, u32 n, n × (u64 lsn, u8 last, u32 len, text) */
     M_ENDED,                     /* → subscriber: u64 id, u32 code, u64 last lsn, rest: message */
@@ -21,7 +21,10 @@ enum {
     M_RESUME,                    /* → primary: u64 id */
 };
 
-#define QUEUE_LIMIT (2u << 20) /* a serving side reads no more while its link holds this much */
+/* A serving side reads no more while its link holds this much: the links'
+ * send_limit, past which the link calls on_writable once it drains (under
+ * it, nothing would wake the subscription again). */
+#define QUEUE_LIMIT DSQ_CLUSTER_SEND_LIMIT
 
 /* The subscriber's side of one subscription. */
 typedef struct rout {
@@ -160,9 +163,12 @@ static void on_sub(dsq_rcdc *r, size_t node, const uint8_t *p, size_t n)
     req.ops = dsq_r_u32(&rd);
     req.enc = (dsq_dosql_enc)dsq_r_u8(&rd);
     uint32_t nt = dsq_r_u32(&rd);
+    bool filtered = nt != UINT32_MAX; /* (a list of tables, maybe empty: only those) */
+    if (!filtered)
+        nt = 0;
     char **tables = NULL;
-    if (!rd.bad && nt > 0 && nt <= dsq_rd_left(&rd) / 4)
-        tables = calloc(nt, sizeof *tables);
+    if (!rd.bad && filtered && nt <= dsq_rd_left(&rd) / 4)
+        tables = calloc(nt ? nt : 1, sizeof *tables);
     for (uint32_t i = 0; tables != NULL && i < nt && !rd.bad; i++) {
         uint32_t len = dsq_r_u32(&rd);
         const uint8_t *t;
@@ -178,7 +184,7 @@ static void on_sub(dsq_rcdc *r, size_t node, const uint8_t *p, size_t n)
     rin *x = NULL;
     dsq_code code = DSQ_CODE_INVALID_REQUEST;
     char msg[600] = "a subscription request from another node did not hold together";
-    if (!rd.bad && dsq_rd_left(&rd) == 0 && (nt == 0 || tables != NULL) && dsq_db_name_valid(db) &&
+    if (!rd.bad && dsq_rd_left(&rd) == 0 && (!filtered || tables != NULL) && dsq_db_name_valid(db) &&
         (x = calloc(1, sizeof *x)) != NULL) {
         x->r = r;
         x->id = id;
@@ -355,7 +361,9 @@ static void rout_end(dsq_rcdc *r, rout *o, dsq_code code, const char *msg)
     else
         o->sink.ended(o->sink.ud, code, msg, o->lsn);
     o->depth--;
-    rout_free(o); /* (a stop() in there only marked it) */
+    o->stopped = true;
+    if (o->depth == 0) /* (else whoever holds it frees it) */
+        rout_free(o);
 }
 
 static void on_ended(dsq_rcdc *r, size_t node, const uint8_t *p, size_t n)
@@ -406,7 +414,7 @@ static int r_start(void *ud, const dsq_cdcsub_req *req, const dsq_cdcsub_sink *s
         o->lsn = req->has_from ? req->from : 0;
         rc = dsq_w_u64(&b, o->id) | dsq_w_str(&b, req->db) | dsq_w_u8(&b, req->has_from) |
              dsq_w_u64(&b, req->from) | dsq_w_u32(&b, req->ops) | dsq_w_u8(&b, (uint8_t)req->enc) |
-             dsq_w_u32(&b, (uint32_t)req->ntables);
+             dsq_w_u32(&b, req->tables == NULL ? UINT32_MAX : (uint32_t)req->ntables);
         for (size_t i = 0; rc == 0 && i < req->ntables; i++)
             rc |= w_bytes(&b, req->tables[i], strlen(req->tables[i]));
     }
@@ -520,11 +528,22 @@ static void on_link(void *ud, size_t node, bool up)
 static void on_writable(void *ud, size_t node)
 {
     dsq_rcdc *r = ud;
-    for (rin *x = r->ins, *next; x; x = next) {
-        next = x->next;
+    /* By id: waking one may end others (a send that fails takes the
+     * link, and every subscription on it, down). */
+    size_t n = 0;
+    for (rin *x = r->ins; x; x = x->next)
+        n++;
+    uint64_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+    size_t k = 0;
+    for (rin *x = r->ins; ids && x; x = x->next)
         if (x->node == node && !x->paused)
-            dsq_cdcsub_writable(x->sub); /* (may end and free x: next taken first) */
+            ids[k++] = x->id;
+    for (size_t i = 0; i < k; i++) {
+        rin *x = rin_find(r, node, ids[i]);
+        if (x != NULL && !x->paused)
+            dsq_cdcsub_writable(x->sub);
     }
+    free(ids);
 }
 
 dsq_rcdc *dsq_rcdc_new(dsq_cluster *c, dsq_engine *e, dsq_cdc_cache *cache)

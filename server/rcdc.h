@@ -28,8 +28,8 @@ typedef struct dsq_rcdc dsq_rcdc;
 dsq_rcdc *dsq_rcdc_new(dsq_cluster *c, dsq_engine *e, dsq_cdc_cache *cache);
 /* The remote hooks for sessions (dsq_dosql_set_cdc_remote). */
 const dsq_cdc_remote *dsq_rcdc_remote(dsq_rcdc *r);
-/* Every subscription ends (the sinks are not called). After the engine
- * is freed, before the cluster stops. */
+/* Every subscription ends (the sinks are not called). After the
+ * sessions closed, before the engine is freed. */
 void dsq_rcdc_free(dsq_rcdc *r);
 
 #endif

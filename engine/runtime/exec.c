@@ -745,7 +745,10 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
         x.o = NULL;
     }
     c->ran_as_primary = false;
-    if (op->open || c->op == DSQ_OP_DROP) {
+    /* (a read of another database's log files, by the system actor, opens
+     * nothing here: the system actor's own placement does not matter) */
+    bool files = op->run_files != NULL && c->target_db != NULL;
+    if ((op->open && !files) || c->op == DSQ_OP_DROP) {
         /* The generation first, then the role: a role read as primary
          * before a step-down comes with the generation before it. */
         uint64_t gen = atomic_load(&a->repl_gen);

@@ -25,6 +25,7 @@ typedef struct cw_sub {
     dsq_cdcsub *sub;        /* running; NULL once stopped */
     struct kcsub *ksub;     /* or a keyspace's, running; NULL once stopped */
     dsq_dosql_kcdc_sink ksink;
+    bool ks;                /* a keyspace's (unsubscribe() answers its position) */
     char *position;         /* a keyspace's: when stopped, its position (Cap'n Web text) */
     cw_export *e;           /* subscribeCDC's entry, until it settles */
     int64_t cb;             /* the client's callback (import id, held) */
@@ -141,6 +142,12 @@ static void ksub_ended(void *ud, const char *text, size_t len)
     dsq_cw_session *s = u->s;
     s->refs++;
     sub_call(u, text, len);
+    /* Its position, for an unsubscribe() that comes after. */
+    json_t *end = json_loadb(text, len, 0, NULL);
+    json_t *pos = json_object_get(end, "position");
+    free(u->position);
+    u->position = pos != NULL ? json_dumps(pos, JSON_COMPACT) : NULL;
+    json_decref(end);
     sub_detach(u); /* (the stream ended by itself: the handle is gone) */
     dsq__cw_unref(s);
 }
@@ -211,6 +218,7 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
         cw_sub *u = sub_new(s, e, cb, &im);
         if (u == NULL)
             return;
+        u->ks = true;
         u->ksink = (dsq_dosql_kcdc_sink){sub_started, ksub_event, sub_can_send, ksub_ended, u};
         dsq_code code;
         char msg[800];
@@ -258,7 +266,7 @@ void dsq__cw_subscribe(dsq_cw_session *s, cw_export *e, const char *db, json_t *
 
 void dsq__cw_unsubscribe(cw_sub *u, cw_val *r)
 {
-    bool ks = u->ksub != NULL || u->position != NULL;
+    bool ks = u->ks;
     sub_stop(u);
     dsq_buf b = DSQ_BUF_INIT;
     if (ks) {
@@ -280,7 +288,7 @@ void dsq__cw_unsubscribe(cw_sub *u, cw_val *r)
 void dsq__cw_sub_answered(dsq_cw_session *s, cw_sub *u, bool ok)
 {
     u->inflight--;
-    if (!ok && u->sub != NULL) {
+    if (!ok && (u->sub != NULL || u->ksub != NULL)) {
         DSQ_DEBUG("capnweb_cdc_callback_failed", "cb=%lld", (long long)u->cb);
         sub_stop(u); /* the callback threw: no more events */
     } else if (u->sub != NULL && u->inflight == SUB_WINDOW - 1) {
