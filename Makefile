@@ -4,7 +4,8 @@
 #                   as root on Debian, make deps)
 #   make deps       install the missing Debian packages (./configure --missing), then ./configure;
 #                   DEPS="bench" picks the groups (default: the daemon's, the shell's, the tests')
-#   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data)
+#   make run        build and start dosqld on 127.0.0.1:8787 (data in ./data); PORT= and DATA=
+#                   choose another port and data directory
 #   make test       build, then run every unit and integration test
 #   make bench      benchmarks against peers (bench/; as root on Debian, make deps DEPS=bench
 #                   first); QUICK=1: a short version of each driver; BASE=/path/to/dosqld:
@@ -235,9 +236,11 @@ run:
 	$(Q)$(MAKE) --no-print-directory deps
 	$(Q)$(MAKE) --no-print-directory run
 else
+PORT := $(or $(PORT),8787)
+DATA := $(or $(DATA),./data)
 run: all
-	@mkdir -p data
-	exec ./$(B)/dosqld --listen 127.0.0.1:8787 --data-dir ./data
+	@mkdir -p '$(DATA)'
+	exec ./$(B)/dosqld --listen 127.0.0.1:$(PORT) --data-dir '$(DATA)'
 endif
 
 ifeq ($(HAVE_TESTS),yes)

@@ -238,3 +238,12 @@ test('a staged install gets its configuration group from the tmpfiles snippet', 
   assert.equal(read.stdout, readFileSync(path.join(ROOT, 'conf/dosqld.conf'), 'utf8'));
   assert.equal(statSync(path.join(dest, 'var/lib/dosqld')).uid, uid, 'the state directory is the service\'s');
 });
+
+test('make run takes PORT= and DATA=: the daemon listens there with that data directory', () => {
+  const r = spawnSync('make', ['-n', 'run', 'PORT=9123', 'DATA=/tmp/dosqld data'], { cwd: ROOT, encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /--listen 127\.0\.0\.1:9123 --data-dir '\/tmp\/dosqld data'/);
+  assert.match(r.stdout, /mkdir -p '\/tmp\/dosqld data'/);
+  const d = spawnSync('make', ['-n', 'run'], { cwd: ROOT, encoding: 'utf8', timeout: 60000, env: { ...process.env, PORT: '', DATA: '' } });
+  assert.match(d.stdout, /--listen 127\.0\.0\.1:8787 --data-dir '\.\/data'/);
+});

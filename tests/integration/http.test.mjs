@@ -1,6 +1,7 @@
 // Integration: the HTTP/1.1 front end of a real dosqld.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
 import { startDosqld, Raw, request, metric, sleep, within } from './lib/harness.mjs';
 
 let d;
@@ -377,6 +378,18 @@ test('metrics: requests by route and status, latency histogram, bytes', async ()
   assert.match(r.text, /dosqld_received_bytes_total [1-9]\d*/);
   assert.match(r.text, /dosqld_sent_bytes_total [1-9]\d*/);
   assert.match(r.text, /dosqld_connections [1-9]/);
+  // The process's own, as Prometheus clients name them: the figures the
+  // kernel gives for this very process.
+  const num = (name) => Number(new RegExp(`^${name} ([0-9.e+]+)$`, 'm').exec(r.text)?.[1]);
+  const status = readFileSync(`/proc/${d.proc.pid}/status`, 'utf8');
+  const rssKb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)[1]);
+  assert.ok(Math.abs(num('process_resident_memory_bytes') / 1024 - rssKb) < rssKb * 0.5 + 4096, `rss ${num('process_resident_memory_bytes')} vs ${rssKb} kB`);
+  assert.ok(num('process_virtual_memory_bytes') >= num('process_resident_memory_bytes'));
+  const fds = readdirSync(`/proc/${d.proc.pid}/fd`).length;
+  assert.ok(Math.abs(num('process_open_fds') - fds) <= 8, `fds ${num('process_open_fds')} vs ${fds}`);
+  assert.ok(num('process_max_fds') >= num('process_open_fds'));
+  assert.ok(num('process_cpu_seconds_total') > 0);
+  assert.ok(Math.abs(num('process_start_time_seconds') - Date.now() / 1000) < 3600);
 });
 
 test('User-Agent of every length from 1 to 300: each request is parsed right', async () => {
