@@ -162,6 +162,9 @@ typedef enum dsq_op {
                            dsq_engine_submit_system, with target_db and upto_lsn: read
                            from that database's log files up to upto_lsn (known durable)
                            beside its actor, which writes on undisturbed */
+    DSQ_OP_EXPORT,      /* the database as of as_of_lsn (as_of NONE: its last commit) written to
+                           export_path as a SQLite database file (created, or truncated); lsn:
+                           the commit it holds */
 } dsq_op;
 
 enum {
@@ -243,6 +246,7 @@ struct dsq_call {
     const char *target_db;   /* CDC_READ on the system actor: whose log (borrowed) */
     uint64_t upto_lsn;       /* CDC_READ on the system actor: read no further; on the
                                 database's actor it is set to the durable end */
+    const char *export_path; /* EXPORT: the file to write (borrowed) */
     bool replica_ok;         /* QUERY: it may be answered by a follower copy (with replication:
                                 consistency "replica"); else a follower refuses it (NOT_PRIMARY) */
     uint64_t min_lsn;        /* QUERY: answered once this copy has the commit of this LSN (a

@@ -1532,7 +1532,7 @@ static void respond(dsq_http_req *req, int status, const char *ctype, const void
         pipeline_advance(c);
 }
 
-void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype)
+void dsq__respond_begin_extra(dsq_http_req *req, int status, const char *ctype, const char *extra)
 {
     dsq_conn *c = req->owner;
     if (req->answered || req->streaming)
@@ -1542,9 +1542,16 @@ void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype)
     req->streaming = true;
     req->status = status;
     dsq_buf *o = pipeline_head(c) == req ? &c->out : &req->out;
-    dsq_http_format_head(o, status, ctype, -1, !close, NULL);
+    dsq_http_format_head(o, status, ctype, -1, !close, extra);
     mark_dirty(c);
 }
+
+void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype)
+{
+    dsq__respond_begin_extra(req, status, ctype, NULL);
+}
+
+void dsq__conn_abort(dsq_conn *c) { conn_close(c, DSQ_CLOSE_IO_ERROR); }
 
 void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n)
 {

@@ -6,8 +6,13 @@
  *
  * Requests arrive here routed and authorized (conn.c did both at the end of
  * the head). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/list.h"
 #include "common/util.h"
@@ -1073,6 +1078,151 @@ static void handle_admin(dsq_server *srv, dsq_http_req *req, dsq_op op)
     req->abandon_arg = a;
 }
 
+/* ---- export: the database as a SQLite file ----------------------------------------- */
+
+/* GET /v1/db/{db}/export[?lsn=N]: the engine writes the database as of
+ * that commit (else its last) to a file of the data directory, which goes
+ * out as the response body in chunks, as the connection has room, and is
+ * removed after. */
+typedef struct export_op {
+    dsq_call call;
+    dsq_http_req *req;   /* NULL once abandoned */
+    char path[4200];
+    int fd;              /* the file being sent, or -1 */
+    bool in_engine;      /* the call runs: export_done frees it */
+    dsq_waiter room;
+    char buf[256 << 10];
+} export_op;
+
+static void export_free(export_op *x)
+{
+    if (x->fd >= 0)
+        close(x->fd);
+    unlink(x->path);
+    dsq_call_reset(&x->call);
+    free(x);
+}
+
+/* The connection went (its waiters are dropped before this is called). */
+static void export_abandon(void *arg)
+{
+    export_op *x = arg;
+    x->req = NULL;
+    if (!x->in_engine)
+        export_free(x);
+}
+
+/* Send what the connection takes, then wait for room; the end closes it. */
+static void export_pump(void *arg)
+{
+    export_op *x = arg;
+    dsq_http_req *req = x->req;
+    if (req == NULL) {
+        export_free(x);
+        return;
+    }
+    for (int i = 0; i < 64; i++) {
+        if (!dsq__respond_at_head(req) || !dsq__conn_room(dsq__req_conn(req))) {
+            dsq__conn_wait_room(dsq__req_conn(req), &x->room);
+            return;
+        }
+        ssize_t n = read(x->fd, x->buf, sizeof x->buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) { /* the end (an error after the head: the connection is cut, no end chunk) */
+            req->abandon = NULL;
+            x->req = NULL;
+            if (n == 0)
+                dsq__respond_end(req);
+            else
+                dsq__conn_abort(dsq__req_conn(req));
+            export_free(x);
+            return;
+        }
+        dsq__respond_chunk(req, x->buf, (size_t)n);
+    }
+    dsq__conn_wait_room(dsq__req_conn(req), &x->room); /* (and the rest at the next flush) */
+}
+
+static void export_done(dsq_call *c)
+{
+    export_op *x = c->ud;
+    x->in_engine = false;
+    if (x->req == NULL) { /* abandoned meanwhile */
+        export_free(x);
+        return;
+    }
+    if (c->err != 0) {
+        x->req->abandon = NULL;
+        dsq__respond_error(x->req, 0, c->code, "%s", c->msg);
+        x->req = NULL;
+        export_free(x);
+        return;
+    }
+    x->fd = open(x->path, O_RDONLY | O_CLOEXEC);
+    if (x->fd < 0) {
+        x->req->abandon = NULL;
+        dsq__respond_error(x->req, 500, DSQ_CODE_INTERNAL_ERROR, "cannot read the export: %s", strerror(errno));
+        x->req = NULL;
+        export_free(x);
+        return;
+    }
+    char extra[160];
+    snprintf(extra, sizeof extra, "X-Dosqld-Lsn: %llu\r\n", (unsigned long long)c->lsn);
+    dsq__respond_begin_extra(x->req, 200, "application/vnd.sqlite3", extra);
+    export_pump(x);
+}
+
+static void handle_export(dsq_server *srv, dsq_http_req *req)
+{
+    char v[32];
+    uint64_t lsn = 0;
+    bool at = false;
+    if (dsq_http_query_get(req, "lsn", v, sizeof v) >= 0) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (v[0] < '0' || v[0] > '9' || end == v || *end != '\0' || errno != 0) {
+            dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "lsn must be a commit's LSN (a whole number)");
+            return;
+        }
+        lsn = n;
+        at = true;
+    }
+    export_op *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    x->fd = -1;
+    x->req = req;
+    x->room.fn = export_pump;
+    x->room.arg = x;
+    char tmp[4100];
+    snprintf(tmp, sizeof tmp, "%s/tmp", srv->cfg->data_dir);
+    mkdir(tmp, 0700);
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        memset(rnd, 0, sizeof rnd);
+    snprintf(x->path, sizeof x->path, "%s/export-%02x%02x%02x%02x%02x%02x%02x%02x.db", tmp, rnd[0], rnd[1], rnd[2],
+             rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    x->call.op = DSQ_OP_EXPORT;
+    x->call.scope = DSQ_SCOPE_R;
+    x->call.as_of = at ? DSQ_AS_OF_LSN : DSQ_AS_OF_NONE;
+    x->call.as_of_lsn = lsn;
+    x->call.export_path = x->path;
+    x->call.done = export_done;
+    x->call.ud = x;
+    x->in_engine = true;
+    if (dsq_engine_submit(srv->engine, req->db, &x->call) != 0) {
+        dsq__respond_error(req, 0, x->call.code, "%s", x->call.msg);
+        free(x);
+        return;
+    }
+    req->abandon = export_abandon;
+    req->abandon_arg = x;
+}
+
 /* ---- forwarding (several nodes) ------------------------------------------------ */
 
 /* Whether a /query body asks for a follower's answer. */
@@ -1098,6 +1248,7 @@ static const char *home_db(const dsq_server *srv, const dsq_http_req *req, char 
     case DSQ_ROUTE_DB_RPC:
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_DB_CDC:
+    case DSQ_ROUTE_DB_EXPORT:
         if (req->db[0] == '\0')
             return NULL;
         snprintf(db, n, "%s", req->db);
@@ -1273,6 +1424,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_KS_CAPNWEB:
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
+    case DSQ_ROUTE_DB_EXPORT: handle_export(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
     case DSQ_ROUTE_PROMOTE: handle_promote(srv, req, false); break;
     case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;

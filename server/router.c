@@ -47,6 +47,7 @@ static const route_def routes[] = {
     {DSQ_ROUTE_KS_RPC, "ks_rpc", "/v1/ks/{ks}/rpc", M_POST | M_GET, "GET, POST", true, DSQ_SCOPE_READ},
     {DSQ_ROUTE_KS_CAPNWEB, "ks_capnweb", "/v1/ks/{ks}/capnweb", M_POST | M_GET, "GET, POST", true,
      DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_EXPORT, "db_export", "/v1/db/{db}/export", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

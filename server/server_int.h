@@ -115,6 +115,10 @@ void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char
  * sent as it comes when `req` is at the head of the pipeline, else held
  * until it is. */
 void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype);
+/* The same with header lines of its own (`extra`: whole lines ending in \r\n). */
+void dsq__respond_begin_extra(dsq_http_req *req, int status, const char *ctype, const char *extra);
+/* Cut the connection (a response that cannot be finished). */
+void dsq__conn_abort(dsq_conn *c);
 void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n);
 void dsq__respond_end(dsq_http_req *req);
 /* Is `req` the request whose response is being written now? */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "engine/runtime/exec_int.h"
@@ -144,6 +145,70 @@ static void op_query_as_of(run_ctx *x)
     sqlite3_close(vdb);
     dsq_ps_view_close(v);
     c->results[0].lsn = c->lsn = lsn;
+}
+
+/* The database as of an LSN (or its last commit) copied page by page,
+ * by SQLite's backup, from a view of the store into a plain SQLite file:
+ * every page of that commit and nothing after it. */
+static void op_export(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (c->txn[0]) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "an export reads a committed state; it is not part of a transaction");
+        return;
+    }
+    if (c->export_path == NULL) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "an export needs the file to write");
+        return;
+    }
+    uint64_t lsn = c->as_of == DSQ_AS_OF_LSN ? c->as_of_lsn : o->lsn;
+    if (lsn > o->lsn) {
+        dsq__fail(c, DSQ_CODE_INVALID_LSN, "LSN %llu is past database %s's last commit (%llu)",
+                  (unsigned long long)lsn, x->a->name, (unsigned long long)o->lsn);
+        return;
+    }
+    char err[600];
+    dsq_ps_view *v = NULL;
+    sqlite3 *vdb = NULL;
+    int vrc = dsq__view_conn(x->e, x->a, o, lsn, &v, &vdb, err, sizeof err);
+    if (vrc != 0) {
+        if (dsq__cold(x)) { /* it read from an evicted file: again once it is here */
+            x->retry = true;
+            return;
+        }
+        dsq__fail(c, vrc == -1 ? DSQ_CODE_INVALID_LSN : DSQ_CODE_INTERNAL_ERROR, "%s", err);
+        return;
+    }
+    unlink(c->export_path);
+    sqlite3 *dst = NULL;
+    int rc = sqlite3_open_v2(c->export_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    sqlite3_backup *b = rc == SQLITE_OK ? sqlite3_backup_init(dst, "main", vdb, "main") : NULL;
+    if (b == NULL) {
+        dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "cannot write the export to %s: %s", c->export_path,
+                  dst ? sqlite3_errmsg(dst) : "out of memory");
+    } else {
+        rc = sqlite3_backup_step(b, -1);
+        sqlite3_backup_finish(b);
+        if (rc != SQLITE_DONE) {
+            if (dsq__cold(x))
+                x->retry = true;
+            else
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name,
+                          sqlite3_errstr(rc));
+        } else {
+            /* A plain file whatever the store's journal: no WAL beside it. */
+            rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+            if (rc != SQLITE_OK)
+                dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name, sqlite3_errmsg(dst));
+        }
+    }
+    sqlite3_close(dst);
+    sqlite3_close(vdb);
+    dsq_ps_view_close(v);
+    if (c->err != 0 || x->retry)
+        unlink(c->export_path);
+    c->lsn = lsn;
 }
 
 static void op_query(run_ctx *x)
@@ -486,6 +551,7 @@ static const exec_op ops[] = {
     [DSQ_OP_RESET] = {.run = dsq__op_reset, .open = true, .ungated = true},
     [DSQ_OP_REBUILD] = {.run = dsq__op_rebuild, .open = true, .ungated = true},
     [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
+    [DSQ_OP_EXPORT] = {.run = op_export, .open = true},
     [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
     [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},
     [DSQ__OP_STREAM_END] = {.run = dsq__op_stream_end, .own = true},
@@ -629,7 +695,7 @@ static bool refused(run_ctx *x, const exec_op *op, bool shut)
                   "database %s has copies on several nodes: dropping it is not supported yet", x->a->name);
     } else if (x->role == DSQ_ROLE_FOLLOWER && c->state == DSQ__CALL_NEW && c->txn[0] == '\0' && !c->replica_ok &&
                (c->op == DSQ_OP_BATCH || c->op == DSQ_OP_STREAM ||
-                (c->op == DSQ_OP_QUERY && c->as_of == DSQ_AS_OF_NONE))) {
+                ((c->op == DSQ_OP_QUERY || c->op == DSQ_OP_EXPORT) && c->as_of == DSQ_AS_OF_NONE))) {
         /* A read of the newest state is the primary's to answer, unless the
          * client takes a follower's (time travel and read-only transactions
          * read a state they name). */
