@@ -165,6 +165,11 @@ typedef enum dsq_op {
     DSQ_OP_EXPORT,      /* the database as of as_of_lsn (as_of NONE: its last commit) written to
                            export_path as a SQLite database file (created, or truncated); lsn:
                            the commit it holds */
+    DSQ_OP_IMPORT,      /* stmts[0]: SQL text, as `sqlite3 DB .dump` writes it, run into the
+                           database, which must be empty, as one commit: its BEGIN, COMMIT and
+                           PRAGMA foreign_keys lines are passed over, PRAGMA writable_schema
+                           (a dump's virtual tables) is allowed, any other PRAGMA refused;
+                           results[0].rows_affected: the statements run; lsn: the commit */
 } dsq_op;
 
 enum {

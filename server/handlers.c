@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "protocol/docs.h"
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
+#include "server/dump.h"
 #include "server/rcdc.h"
 #include "sharding/router.h"
 
@@ -1223,6 +1225,113 @@ static void handle_export(dsq_server *srv, dsq_http_req *req)
     req->abandon_arg = x;
 }
 
+/* ---- import: SQL text or a SQLite file into an empty database ------------------------ */
+
+typedef struct import_op {
+    dsq_call call;
+    dsq_http_req *req;   /* NULL once abandoned */
+    dsq_stmt_req stmt;
+    dsq_buf sql;         /* a SQLite file's dump (else the body is the SQL) */
+} import_op;
+
+static void import_free(import_op *x)
+{
+    dsq_call_reset(&x->call);
+    dsq_buf_free(&x->sql);
+    free(x);
+}
+
+static void import_abandon(void *arg) { ((import_op *)arg)->req = NULL; /* (the call frees it) */ }
+
+static void import_done(dsq_call *c)
+{
+    import_op *x = c->ud;
+    if (x->req != NULL) {
+        x->req->abandon = NULL;
+        if (c->err != 0) {
+            dsq__respond_error(x->req, 0, c->code, "%s", c->msg);
+        } else {
+            char body[160];
+            int n = snprintf(body, sizeof body, "{\"statements\":%lld,\"lsn\":%llu}",
+                             (long long)(c->nresults ? c->results[0].rows_affected : 0), (unsigned long long)c->lsn);
+            dsq__respond_line(x->req, 200, "application/json", body, (size_t)n);
+        }
+    }
+    import_free(x);
+}
+
+static bool ctype_is(const char *v, size_t n, const char *want)
+{
+    size_t w = strlen(want);
+    return n >= w && strncasecmp(v, want, w) == 0 && (n == w || v[w] == ';' || v[w] == ' ');
+}
+
+/* PUT /v1/db/{db}/import: SQL text (application/sql: the output of
+ * `sqlite3 X .dump` loads unchanged) or a SQLite database file
+ * (application/vnd.sqlite3, dumped here first), run into the database,
+ * which must be empty, as one commit. */
+static void handle_import(dsq_server *srv, dsq_http_req *req)
+{
+    size_t ctn = 0;
+    const char *ct = dsq_http_header_get(req, "content-type", &ctn);
+    bool file = ct != NULL && ctype_is(ct, ctn, "application/vnd.sqlite3");
+    bool sql = ct != NULL && (ctype_is(ct, ctn, "application/sql") || ctype_is(ct, ctn, "text/plain"));
+    if (!file && !sql) {
+        dsq__respond_error(req, 415, DSQ_CODE_INVALID_REQUEST,
+                           "an import is SQL text (Content-Type: application/sql) or a SQLite database file "
+                           "(Content-Type: application/vnd.sqlite3)");
+        return;
+    }
+    import_op *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (file) {
+        char tmp[4100], path[4200], err[400];
+        snprintf(tmp, sizeof tmp, "%s/tmp", srv->cfg->data_dir);
+        mkdir(tmp, 0700);
+        snprintf(path, sizeof path, "%s/import-XXXXXX", tmp);
+        int fd = mkstemp(path);
+        bool wrote = fd >= 0;
+        for (size_t off = 0; wrote && off < req->body.len;) {
+            ssize_t n = write(fd, req->body.data + off, req->body.len - off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            wrote = n > 0;
+            off += n > 0 ? (size_t)n : 0;
+        }
+        if (fd >= 0)
+            close(fd);
+        int rc = wrote ? dsq_sqlite_dump(path, &x->sql, err, sizeof err) : -1;
+        if (fd >= 0)
+            unlink(path);
+        if (rc != 0) {
+            dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "the import's file: %s",
+                               wrote ? err : "cannot write it to the data directory");
+            import_free(x);
+            return;
+        }
+        x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
+    } else {
+        x->stmt = (dsq_stmt_req){.sql = req->body.data ? req->body.data : "", .sql_len = req->body.len};
+    }
+    x->req = req;
+    x->call.op = DSQ_OP_IMPORT;
+    x->call.scope = token_scopes(srv, req->token, req->token_len, req->db);
+    x->call.stmts = &x->stmt;
+    x->call.nstmts = 1;
+    x->call.done = import_done;
+    x->call.ud = x;
+    if (dsq_engine_submit(srv->engine, req->db, &x->call) != 0) {
+        dsq__respond_error(req, 0, x->call.code, "%s", x->call.msg);
+        import_free(x);
+        return;
+    }
+    req->abandon = import_abandon;
+    req->abandon_arg = x;
+}
+
 /* ---- forwarding (several nodes) ------------------------------------------------ */
 
 /* Whether a /query body asks for a follower's answer. */
@@ -1249,6 +1358,7 @@ static const char *home_db(const dsq_server *srv, const dsq_http_req *req, char 
     case DSQ_ROUTE_DB_CAPNWEB:
     case DSQ_ROUTE_DB_CDC:
     case DSQ_ROUTE_DB_EXPORT:
+    case DSQ_ROUTE_DB_IMPORT:
         if (req->db[0] == '\0')
             return NULL;
         snprintf(db, n, "%s", req->db);
@@ -1425,6 +1535,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_CAPNWEB: handle_capnweb_batch(srv, req); break;
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_DB_EXPORT: handle_export(srv, req); break;
+    case DSQ_ROUTE_DB_IMPORT: handle_import(srv, req); break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
     case DSQ_ROUTE_PROMOTE: handle_promote(srv, req, false); break;
     case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;

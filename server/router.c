@@ -13,7 +13,7 @@
 #include "server/auth.h"
 #include "server/http.h"
 
-enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8 };
 
 typedef struct route_def {
     dsq_route_id id;
@@ -48,6 +48,7 @@ static const route_def routes[] = {
     {DSQ_ROUTE_KS_CAPNWEB, "ks_capnweb", "/v1/ks/{ks}/capnweb", M_POST | M_GET, "GET, POST", true,
      DSQ_SCOPE_READ},
     {DSQ_ROUTE_DB_EXPORT, "db_export", "/v1/db/{db}/export", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_IMPORT, "db_import", "/v1/db/{db}/import", M_PUT, "PUT", false, DSQ_SCOPE_WRITE},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -117,6 +118,7 @@ static unsigned method_bit(int method)
     case HTTP_HEAD: return M_GET;
     case HTTP_POST: return M_POST;
     case HTTP_DELETE: return M_DELETE;
+    case HTTP_PUT: return M_PUT;
     default: return 0;
     }
 }

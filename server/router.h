@@ -24,6 +24,7 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_KS_RPC,     /* POST or WebSocket /v1/ks/{ks}/rpc */
     DSQ_ROUTE_KS_CAPNWEB, /* POST or WebSocket /v1/ks/{ks}/capnweb */
     DSQ_ROUTE_DB_EXPORT,  /* GET /v1/db/{db}/export[?lsn=N] */
+    DSQ_ROUTE_DB_IMPORT,  /* PUT /v1/db/{db}/import */
     DSQ__ROUTE_COUNT
 } dsq_route_id;
 

@@ -211,6 +211,155 @@ static void op_export(run_ctx *x)
     c->lsn = lsn;
 }
 
+/* The first word of a statement, lower-cased, into w (and the second's
+ * start into *next). */
+static void first_word(const char *s, size_t n, char *w, size_t wn, const char **next)
+{
+    size_t i = 0, k = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    while (i < n && k + 1 < wn && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_'))
+        w[k++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i++] | 0x20 : s[i++]);
+    w[k] = '\0';
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    *next = s + i;
+}
+
+static void op_import(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
+    if (c->txn[0] || o->in_txn) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "an import is a commit of its own: %s",
+                  c->txn[0] ? "it is not part of a transaction" : "a transaction is open on the database; retry");
+        return;
+    }
+    if (!(c->scope & DSQ_SCOPE_W)) {
+        dsq__fail(c, DSQ_CODE_FORBIDDEN, "an import writes: the token has read scope only");
+        return;
+    }
+    if (x->role == DSQ_ROLE_FOLLOWER) {
+        dsq__fail_not_primary(x, "imports");
+        return;
+    }
+    if (c->nstmts != 1 || dsq__alloc_results(c, 1) != 0) {
+        if (c->err == 0)
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "an import takes one SQL text");
+        return;
+    }
+    /* Into an empty database only: what is there would be mixed with it. */
+    sqlite3_stmt *st = NULL;
+    int objects = 0;
+    o->internal = true;
+    if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                                  "AND name NOT LIKE '\\_dsq\\_%' ESCAPE '\\'",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        objects = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    o->internal = false;
+    if (objects > 0) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST,
+                  "database %s is not empty (%d tables, indexes, views or triggers): an import goes into an empty "
+                  "database", x->a->name, objects);
+        return;
+    }
+    if (dsq__begin_request(x) != 0)
+        return;
+    const char *sql = c->stmts[0].sql, *end = sql + c->stmts[0].sql_len;
+    int64_t ran = 0;
+    bool ok = true, schema_written = false;
+    sqlite3_db_config(o->db, SQLITE_DBCONFIG_DEFENSIVE, 0, NULL); /* (a dump's virtual tables) */
+    o->internal = true;
+    while (ok && sql < end) {
+        const char *tail = NULL;
+        st = NULL;
+        int rc = sqlite3_prepare_v2(o->db, sql, (int)(end - sql), &st, &tail);
+        const char *text = sql;
+        sql = tail && tail > sql ? tail : end;
+        if (rc != SQLITE_OK) {
+            dsq__fail(c, dsq_code_of_sqlite(rc, sqlite3_errmsg(o->db)), "statement %lld: %s", (long long)ran,
+                      sqlite3_errmsg(o->db));
+            ok = false;
+            break;
+        }
+        if (st == NULL)
+            continue; /* (blank or a comment) */
+        char w[16], w2[32];
+        const char *next;
+        first_word(text, (size_t)(sql - text), w, sizeof w, &next);
+        if (strcmp(w, "begin") == 0 || strcmp(w, "commit") == 0 || strcmp(w, "end") == 0) {
+            sqlite3_finalize(st); /* (the import is one commit already) */
+            continue;
+        }
+        if (strcmp(w, "pragma") == 0) {
+            const char *n2;
+            first_word(next, (size_t)(sql - next), w2, sizeof w2, &n2);
+            if (strcmp(w2, "foreign_keys") == 0) {
+                sqlite3_finalize(st);
+                continue;
+            }
+            if (strcmp(w2, "writable_schema") == 0) {
+                schema_written = true;
+            } else {
+                sqlite3_finalize(st);
+                dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "statement %lld: PRAGMA %s is not imported (only a dump's "
+                                                       "foreign_keys and writable_schema lines are)",
+                          (long long)ran, w2);
+                ok = false;
+                break;
+            }
+        }
+        if (strcmp(w, "rollback") == 0 || strcmp(w, "savepoint") == 0 || strcmp(w, "release") == 0 ||
+            strcmp(w, "attach") == 0 || strcmp(w, "detach") == 0 || strcmp(w, "vacuum") == 0) {
+            sqlite3_finalize(st);
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "statement %lld: %s is not imported", (long long)ran, w);
+            ok = false;
+            break;
+        }
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        }
+        if (rc != SQLITE_DONE) {
+            dsq__fail(c, dsq_code_of_sqlite(rc, sqlite3_errmsg(o->db)), "statement %lld: %s", (long long)ran,
+                      sqlite3_errmsg(o->db));
+            ok = false;
+        }
+        sqlite3_finalize(st);
+        ran++;
+    }
+    if (ok && schema_written) {
+        /* The schema's rows were written directly (a dump's virtual
+         * tables): its version moves on, so that every connection reads
+         * the schema again, this one included. */
+        sqlite3_stmt *sv = NULL;
+        int64_t ver = -1;
+        if (sqlite3_prepare_v2(o->db, "PRAGMA schema_version", -1, &sv, NULL) == SQLITE_OK &&
+            sqlite3_step(sv) == SQLITE_ROW)
+            ver = sqlite3_column_int64(sv, 0);
+        sqlite3_finalize(sv);
+        char bump[80];
+        snprintf(bump, sizeof bump, "PRAGMA schema_version = %lld", (long long)ver + 1);
+        if (ver < 0 || sqlite3_exec(o->db, bump, NULL, NULL, NULL) != SQLITE_OK) {
+            dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "the import's schema could not be read again: %s",
+                      sqlite3_errmsg(o->db));
+            ok = false;
+        }
+    }
+    sqlite3_exec(o->db, "PRAGMA writable_schema = OFF", NULL, NULL, NULL);
+    o->internal = false;
+    sqlite3_db_config(o->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    if (ok && ran == 0) {
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "the import holds no statement");
+        ok = false;
+    }
+    if (dsq__end_request(x, ok) == 0 && ok) {
+        c->results[0].rows_affected = ran;
+        c->results[0].lsn = o->lsn;
+        c->lsn = o->lsn;
+    }
+}
+
 static void op_query(run_ctx *x)
 {
     dsq_call *c = x->c;
@@ -552,6 +701,7 @@ static const exec_op ops[] = {
     [DSQ_OP_REBUILD] = {.run = dsq__op_rebuild, .open = true, .ungated = true},
     [DSQ_OP_CDC_READ] = {.run = dsq__op_cdc_read, .run_files = dsq__op_cdc_read_files, .open = true},
     [DSQ_OP_EXPORT] = {.run = op_export, .open = true},
+    [DSQ_OP_IMPORT] = {.run = op_import, .open = true},
     [DSQ__OP_HIBERNATE] = {.run = op_hibernate, .own = true},
     [DSQ__OP_TXN_EXPIRE] = {.run = dsq__op_txn_expire, .own = true},
     [DSQ__OP_STREAM_END] = {.run = dsq__op_stream_end, .own = true},

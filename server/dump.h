@@ -1,0 +1,16 @@
+/* dump — a SQLite database file as SQL text, in the form `sqlite3 DB
+ * .dump` writes (tables and their rows, virtual tables through
+ * writable_schema, sqlite_sequence, then indexes, views and triggers),
+ * for an import (PUT /v1/db/{db}/import with a SQLite file). */
+#ifndef DSQ_DUMP_H
+#define DSQ_DUMP_H
+
+#include <stddef.h>
+
+#include "common/buf.h"
+
+/* The database file at `path` (opened read-only) as SQL into out. 0, or
+ * -1 with the reason (not a SQLite database, out of memory). */
+int dsq_sqlite_dump(const char *path, dsq_buf *out, char *err, size_t errlen);
+
+#endif
