@@ -311,6 +311,18 @@ static void op_import(run_ctx *x)
                 break;
             }
         }
+        /* dosqld's own tables stay its own (the authorizer that keeps
+         * clients out of them is set aside for a dump's schema rows). */
+        bool own = false;
+        for (const char *q = text; q + 5 <= sql && !own; q++)
+            own = q[0] == '_' && (q[1] | 0x20) == 'd' && (q[2] | 0x20) == 's' && (q[3] | 0x20) == 'q' && q[4] == '_';
+        if (own) {
+            sqlite3_finalize(st);
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "statement %lld: names beginning with _dsq_ are dosqld's own",
+                      (long long)ran);
+            ok = false;
+            break;
+        }
         if (strcmp(w, "rollback") == 0 || strcmp(w, "savepoint") == 0 || strcmp(w, "release") == 0 ||
             strcmp(w, "attach") == 0 || strcmp(w, "detach") == 0 || strcmp(w, "vacuum") == 0) {
             sqlite3_finalize(st);

@@ -102,6 +102,8 @@ test('refusals leave the database as it was', async () => {
   // Another PRAGMA; ATTACH.
   const pragma = await put('broken', 'PRAGMA journal_mode=WAL;', 'application/sql');
   assert.match(pragma.json.error.message, /PRAGMA journal_mode is not imported/);
+  const own = await put('broken', 'CREATE TABLE _dsq_prepared(txid TEXT PRIMARY KEY, coordinator TEXT, created INT);', 'application/sql');
+  assert.match(own.json.error.message, /_dsq_ are dosqld's own/);
   const attach = await put('broken', "ATTACH 'x.db' AS x;", 'application/sql');
   assert.match(attach.json.error.message, /attach is not imported/);
   // Not SQL, not a database file; a read token; an empty body.
