@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { post, until } from './lib/cluster.mjs';
+import { clusterInfo, post, until } from './lib/cluster.mjs';
 import { startEtcdCluster } from './lib/etcdcluster.mjs';
 
 const SHARDS = ['e-0', 'e-1', 'e-2', 'e-3'];
@@ -61,7 +61,17 @@ test('the home dies with a transaction open across shards: the coordinator fails
   const e = await startEtcdCluster(3, { conf: `replicas = 3\ncommit_timeout = 2s\npromote_timeout = 5s\n[sharding]\nvschema = ${vs}\n` });
   try {
     const bank = (d, sql, params) => post(d, '/v1/ks/bank/query', params ? { sql, params } : { sql });
+    // Every node alive in every node's view of etcd first: a database
+    // placed before gets fewer than three copies (and one node's death
+    // then takes its quorum).
+    for (const d of e.nodes)
+      await until(async () => {
+        const ns = (await clusterInfo(d)).body.nodes;
+        return ns.length === 3 && ns.every((n) => n.etcd?.alive);
+      }, 20000, 'every node alive in etcd');
     await ok(bank(e.nodes[0], 'CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)'));
+    for (const s of [...SH, '_dsq_2pc.bank'])
+      assert.equal((await e.assignment(s)).copies.length, 3, `${s}: three copies`);
     await ok(bank(e.nodes[0], 'CREATE TABLE probe(x)'));
     const rows = Array.from({ length: 16 }, (_, i) => [i + 1, 100]);
     await ok(bank(e.nodes[1], `INSERT INTO accounts VALUES ${rows.map(() => '(?, ?)').join(', ')}`, rows.flat()));
@@ -78,13 +88,26 @@ test('the home dies with a transaction open across shards: the coordinator fails
     const survivors = e.nodes.filter((d) => d !== home);
     // Every shard takes a plain write again (through a survivor, passed on
     // to its primary): no record of the dead home's transaction is left.
-    await until(async () => {
-      for (const s of SH) {
-        const r = await post(survivors[0], `/v1/db/${s}/query`, { sql: 'INSERT INTO probe VALUES (1)' }, 5000);
-        if (r.status !== 200) return false;
-      }
-      return true;
-    }, 40000, 'every shard takes writes');
+    let last = '';
+    try {
+      await until(async () => {
+        for (const s of SH) {
+          const r = await post(survivors[0], `/v1/db/${s}/query`, { sql: 'INSERT INTO probe VALUES (1)' }, 5000);
+          if (r.status !== 200) {
+            last = `${s}: ${r.status} ${JSON.stringify(r.body)}`;
+            return false;
+          }
+        }
+        return true;
+      }, 90000, 'every shard takes writes');
+    } catch (err) { /* what the nodes said, for the post-mortem */
+      console.log(`last refusal: ${last}`);
+      for (const [s, a] of await Promise.all(SH.concat('_dsq_2pc.bank').map(async (x) => [x, await e.assignment(x)])))
+        console.log(`${s}: ${JSON.stringify(a)}`);
+      for (const d of survivors)
+        console.log(d.stderr.split('\n').filter((l) => /failover|promot|recover|prepared|error|warn/.test(l)).slice(-25).join('\n'));
+      throw err;
+    }
     for (const d of survivors) {
       assert.deepEqual((await ok(bank(d, 'SELECT count(*), sum(balance) FROM accounts'))).rows, [[16, 1600]]);
       await ok(bank(d, 'UPDATE accounts SET balance = balance + CASE id WHEN 1 THEN -1 ELSE 1 END WHERE id IN (1, 2)'));
