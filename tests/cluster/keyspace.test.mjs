@@ -8,48 +8,29 @@
 // refused with the home named.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import WebSocket from 'ws';
 
-import { clusterInfo, post, startAgain, startCluster, until } from './lib/cluster.mjs';
+import { clusterInfo, post, startAgain, until } from './lib/cluster.mjs';
+import { startKeyspaceCluster } from './lib/keyspace.mjs';
 
 const SHARDS = ['ks-0', 'ks-1', 'ks-2', 'ks-3', 'ks-4', 'ks-5'];
-let c, dir;
-const gone = []; // handles replaced by a restart: their directories hold the data
-
-const ks = (d, sql, params) => post(d, '/v1/ks/shop/query', params ? { sql, params } : { sql });
-const rpc = (d, method, params) => post(d, '/v1/ks/shop/rpc', { id: 1, method, params });
-async function ok(p) {
-  const r = await p;
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body;
-}
-const primaryOf = async (db) => (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database.primary;
+let k, c;
+const ks = (d, sql, params) => k.ks(d, sql, params);
+const rpc = (d, method, params) => k.rpc(d, method, params);
+const ok = (p) => k.ok(p);
+const primaryOf = (db) => k.primaryOf(db);
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'dosqld-ks-cluster-'));
-  const vs = path.join(dir, 'vschema.json');
-  writeFileSync(vs, JSON.stringify({
-    keyspaces: {
-      shop: {
-        shards: SHARDS,
-        vindexes: { h: { type: 'hash' } },
-        tables: { orders: { column: 'customer', vindex: 'h' }, countries: { type: 'reference' } },
-      },
-    },
-  }));
-  c = await startCluster(3, { conf: () => `replicas = 2\ncommit_timeout = 3s\n[sharding]\nvschema = ${vs}\n` });
-  for (const d of c.nodes)
-    await until(async () => (await clusterInfo(d)).body.nodes.every((n) => n.reachable), 10000, 'every link up');
+  k = await startKeyspaceCluster(3, {
+    name: 'shop',
+    shards: SHARDS,
+    tables: { orders: { column: 'customer', vindex: 'h' }, countries: { type: 'reference' } },
+    conf: 'replicas = 2\ncommit_timeout = 3s\n',
+  });
+  c = k.c;
 });
 
-after(async () => {
-  await c?.cleanup();
-  for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(async () => { await k?.cleanup(); });
 
 test('shards on three nodes: DDL, writes across them, scattered reads, the same through every node', async () => {
   const primaries = new Set();
@@ -235,7 +216,7 @@ test('the link to a shard\'s node going down ends the keyspace\'s CDC with its p
   const old = c.nodes[victim];
   old.proc.kill('SIGKILL');
   await old.exit;
-  gone.push(old);
+  k.gone.push(old);
   await until(async () => notes.some((n) => n.method === 'cdc.end'), 10000, 'the stream ended');
   const end = notes.find((n) => n.method === 'cdc.end').params;
   assert.equal(end.error.code, 'NOT_PRIMARY');
@@ -275,7 +256,7 @@ test('one VSchema for every node: applied on one, the others take it; a node dow
   // n3 stopped; a newer one applied on n1; n3 back: it takes it.
   const old = c.nodes[2];
   await old.stop();
-  gone.push(old);
+  k.gone.push(old);
   const v2 = structuredClone(v1);
   delete v2.keyspaces.extra;
   const second = await apply(c.nodes[0], v2);

@@ -9,26 +9,19 @@
 // finishes the transfer, the total holds and every shard takes writes.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 
-import { clusterInfo, post, startAgain, startCluster, until } from './lib/cluster.mjs';
+import { clusterInfo, post, startAgain, until } from './lib/cluster.mjs';
+import { startKeyspaceCluster } from './lib/keyspace.mjs';
 
 const SHARDS = ['bk-0', 'bk-1', 'bk-2', 'bk-3', 'bk-4', 'bk-5'];
 const ACCOUNTS = 24;
 const TRANSFER = 'UPDATE accounts SET balance = balance + CASE id WHEN ?1 THEN -?3 ELSE ?3 END WHERE id IN (?1, ?2)';
-let c, dir;
-const gone = [];
+let k, c;
 
 const idx = (id) => Number(id.slice(1)) - 1;
-const primaryOf = async (db) => (await clusterInfo(c.nodes[0], `?database=${db}`)).body.database.primary;
-const ks = (d, sql, params) => post(d, '/v1/ks/bank/query', params ? { sql, params } : { sql });
-async function ok(p) {
-  const r = await p;
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body;
-}
+const primaryOf = (db) => k.primaryOf(db);
+const ks = (d, sql, params) => k.ks(d, sql, params);
+const ok = (p) => k.ok(p);
 const balances = async (d) => new Map((await ok(ks(d, 'SELECT id, balance FROM accounts'))).rows.map(([i, b]) => [i, b]));
 
 async function shardOf(d, id) {
@@ -54,25 +47,18 @@ async function unlocked() {
 }
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'dosqld-2pc-cluster-'));
-  const vs = path.join(dir, 'vschema.json');
-  writeFileSync(vs, JSON.stringify({
-    keyspaces: { bank: { shards: SHARDS, vindexes: { h: { type: 'hash' } }, tables: { accounts: { column: 'id', vindex: 'h' } } } },
-  }));
-  c = await startCluster(3, { conf: () => `replicas = 1\n[sharding]\nvschema = ${vs}\n[engine]\nwrite_wait_timeout = 2s\n` });
-  for (const d of c.nodes)
-    await until(async () => (await clusterInfo(d)).body.nodes.every((n) => n.reachable), 10000, 'every link up');
+  k = await startKeyspaceCluster(3, {
+    name: 'bank', shards: SHARDS, tables: { accounts: { column: 'id', vindex: 'h' } },
+    conf: 'replicas = 1\n[engine]\nwrite_wait_timeout = 2s\n',
+  });
+  c = k.c;
   await ok(ks(c.nodes[0], 'CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0))'));
   await ok(ks(c.nodes[0], 'CREATE TABLE probe(x)'));
   const rows = Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, 1000]);
   await ok(ks(c.nodes[1], `INSERT INTO accounts VALUES ${rows.map(() => '(?, ?)').join(', ')}`, rows.flat()));
 });
 
-after(async () => {
-  await c?.cleanup();
-  for (const d of gone) rmSync(d.dir, { recursive: true, force: true });
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(async () => { await k?.cleanup(); });
 
 for (const step of ['prepared', 'decided', 'committed_one']) {
   test(`the home killed ${step === 'prepared' ? 'before' : 'after'} the decision (${step}): ${step === 'prepared' ? 'undone' : 'finished'} once it is back`, async () => {
@@ -91,14 +77,14 @@ for (const step of ['prepared', 'decided', 'committed_one']) {
     const b0 = await balances(c.nodes[h]);
     const old = c.nodes[h];
     await old.stop();
-    gone.push(old);
+    k.gone.push(old);
     c.nodes[h] = await startAgain({ conf: c.confOf(h), dataDir: old.dataDir, env: { DOSQLD_TEST_2PC_CRASH: step } });
     await until(async () => (await clusterInfo(c.nodes[h])).body.nodes.every((n) => n.reachable), 10000, 'links up');
     const r = await ks(c.nodes[h], TRANSFER, [a, b, 10]);
     assert.equal(r.status, 0, `the home answered: ${JSON.stringify(r.body)}`);
     const e = await c.nodes[h].exit;
     assert.equal(e.signal, 'SIGKILL');
-    gone.push(c.nodes[h]);
+    k.gone.push(c.nodes[h]);
     c.nodes[h] = await startAgain({ conf: c.confOf(h), dataDir: old.dataDir });
     await unlocked();
     const want = new Map(b0);

@@ -1,8 +1,10 @@
 // Interop: the official capnweb client on keyspaces — keyspace(name) on
 // the main object and /v1/ks/{keyspace}/capnweb, over WebSocket and HTTP
 // batch: queries routed to one shard or scattered, a cross-shard write,
-// batches, a transaction across shards, getSchema; unknown keyspaces and
-// methods refused by name.
+// batches, a transaction across shards, getSchema, queryStream and
+// subscribeCDC with callbacks (a callback that throws ends the
+// subscription; unsubscribe() after the stream ended gives its position);
+// unknown keyspaces and methods refused by name.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -155,4 +157,64 @@ test('/v1/ks/{keyspace}/capnweb over HTTP batch: the main object is the keyspace
   ]);
   assert.deepEqual(n.rows, [[4]]);
   assert.deepEqual(byId.rows, [['b']]);
+});
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('a keyspace subscription whose callback throws is called no more', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const app = main.keyspace('app');
+    await app.query({ sql: 'CREATE TABLE IF NOT EXISTS users(id INTEGER PRIMARY KEY, name TEXT, age INTEGER)' });
+    let calls = 0;
+    await app.subscribeCDC({ tables: ['users'] }, () => { calls++; throw new Error('enough'); });
+    await app.query({ sql: 'INSERT INTO users(id, name) VALUES (301, \'a\')' });
+    for (let k = 0; k < 200 && calls < 1; k++) await sleep(25);
+    assert.equal(calls, 1);
+    await sleep(200);
+    for (let i = 302; i < 308; i++) await app.query({ sql: 'INSERT INTO users(id, name) VALUES (?, \'b\')', params: [i] });
+    await sleep(500);
+    assert.equal(calls, 1, 'called again after it threw');
+  } finally {
+    main[Symbol.dispose]();
+  }
+});
+
+test('the same on a database stub (control)', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const db = main.database('plain');
+    await db.query({ sql: 'CREATE TABLE IF NOT EXISTS u(id INTEGER PRIMARY KEY)' });
+    let calls = 0;
+    await db.subscribeCDC({ tables: ['u'] }, () => { calls++; throw new Error('enough'); });
+    await db.query({ sql: 'INSERT INTO u VALUES (1)' });
+    for (let k = 0; k < 200 && calls < 1; k++) await sleep(25);
+    await sleep(200);
+    for (let i = 2; i < 8; i++) await db.query({ sql: 'INSERT INTO u VALUES (?)', params: [i] });
+    await sleep(500);
+    assert.equal(calls, 1);
+  } finally {
+    main[Symbol.dispose]();
+  }
+});
+
+// (last: it drops a shard)
+test('unsubscribe() after a keyspace stream ended by itself answers a position, not lastLsn', async () => {
+  const main = newWebSocketRpcSession(`ws://127.0.0.1:${d.port}/v1/capnweb`);
+  try {
+    const app = main.keyspace('app');
+    await app.query({ sql: 'CREATE TABLE IF NOT EXISTS users(id INTEGER PRIMARY KEY, name TEXT, age INTEGER)' });
+    const got = [];
+    const sub = await app.subscribeCDC({}, (ev) => { got.push(ev); });
+    const r = await fetch(`http://127.0.0.1:${d.port}/v1/db/app-2`, { method: 'DELETE' });
+    assert.equal(r.status, 200, await r.text());
+    await app.query({ sql: 'INSERT INTO users(id, name) VALUES (400, \'z\')' }).catch(() => {});
+    for (let k = 0; k < 200 && !got.some((e) => e.end); k++) await sleep(25);
+    assert.ok(got.some((e) => e.end), 'the stream ended');
+    const done = await sub.unsubscribe();
+    assert.equal(done.unsubscribed, true);
+    assert.ok(done.position && typeof done.position === 'object', JSON.stringify(done, (k, v) => typeof v === 'bigint' ? `${v}n` : v));
+  } finally {
+    main[Symbol.dispose]();
+  }
 });
