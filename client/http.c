@@ -202,6 +202,44 @@ static int exchange(dosql_http *h, const char *url, const char *body, long *stat
     return 0;
 }
 
+static json_t *decode(dosql_http *h);
+static int failure(dosql_http *h, json_t *doc, long status, dosql_err *err);
+
+/* GET base + suffix: the body (any bytes) into out. */
+int dosql_http_get(dosql_http *h, const char *suffix, dsq_buf *out, dosql_err *err)
+{
+    char *url = malloc(strlen(h->base) + strlen(suffix) + 1);
+    if (url == NULL)
+        return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    strcpy(url, h->base);
+    strcat(url, suffix);
+    dsq_buf_reset(&h->body);
+    h->curl_err[0] = '\0';
+    curl_easy_setopt(h->curl, CURLOPT_URL, url);
+    curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
+    CURLcode rc = curl_easy_perform(h->curl);
+    curl_easy_setopt(h->curl, CURLOPT_POST, 1L); /* (the handle's other calls POST) */
+    free(url);
+    if (rc == CURLE_ABORTED_BY_CALLBACK && h->interrupted != NULL && *h->interrupted) {
+        dosql_err_set(err, "", "interrupted");
+        return DOSQL_EINTR;
+    }
+    if (rc != CURLE_OK)
+        return dosql_err_set(err, "", "cannot reach %s: %s", h->base,
+                             h->curl_err[0] ? h->curl_err : curl_easy_strerror(rc)),
+               DOSQL_EUNREACHABLE;
+    long status = 0;
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        json_t *reply = decode(h);
+        return failure(h, reply, status, err);
+    }
+    dsq_buf_reset(out);
+    if (h->body.len > 0 && dsq_buf_append(out, h->body.data, h->body.len) != 0)
+        return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    return 0;
+}
+
 /* ---- reading answers --------------------------------------------------------------- */
 
 /* dosqld writes an infinite REAL as 1e999 (or -1e999), which jansson

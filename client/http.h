@@ -56,6 +56,10 @@ int dosql_http_open(dosql_http *h, const char *base, const char *token,
 /* Release everything h holds. */
 void dosql_http_close(dosql_http *h);
 
+/* GET the database's route `suffix` ("/export"): the body into out. 0,
+ * or an error as the others. */
+int dosql_http_get(dosql_http *h, const char *suffix, dsq_buf *out, dosql_err *err);
+
 /* Run one statement: POST /query, or the JSON-RPC method query with
  * transactionId when txid is not NULL. On 0, *result is the QueryResult
  * (the caller json_decref's it). */

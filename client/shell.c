@@ -17,6 +17,11 @@
 
 #include "client/sql.h"
 #include "common/util.h"
+#include "server/dump.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
 
 /* ---- errors ------------------------------------------------------------------------ */
 
@@ -229,6 +234,10 @@ void dosql_shell_close(dosql_shell *sh)
         }
         txn_forget(sh);
     }
+    if (sh->stdout_ != NULL && sh->out != sh->stdout_) { /* (.output FILE) */
+        fclose(sh->out);
+        sh->out = sh->stdout_;
+    }
     dsq_buf_free(&sh->pending);
 }
 
@@ -361,12 +370,94 @@ static int dot_schema(dosql_shell *sh, const char *name, dosql_err *err)
     return rc;
 }
 
+/* .dump [TABLE]: the database (or TABLE) as SQL, as `sqlite3 .dump`
+ * writes it: its export dumped here. */
+static int dot_dump(dosql_shell *sh, const char *table, dosql_err *err)
+{
+    dsq_buf file = DSQ_BUF_INIT, sql = DSQ_BUF_INIT;
+    int rc = dosql_http_get(sh->http, "/export", &file, err);
+    if (rc != 0) {
+        dsq_buf_free(&file);
+        return rc;
+    }
+    char path[] = "/tmp/dosql-dump-XXXXXX";
+    int fd = mkstemp(path);
+    bool wrote = fd >= 0;
+    for (size_t off = 0; wrote && off < file.len;) {
+        ssize_t n = write(fd, file.data + off, file.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        wrote = n > 0;
+        off += n > 0 ? (size_t)n : 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    dsq_buf_free(&file);
+    char why[400] = "cannot write a temporary file";
+    rc = wrote ? dsq_sqlite_dump(path, table, &sql, why, sizeof why) : -1;
+    if (fd >= 0)
+        unlink(path);
+    if (rc != 0) {
+        dsq_buf_free(&sql);
+        return dosql_err_set(err, "", "%s", why);
+    }
+    fputs("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n", sh->out);
+    if (sql.len > 0)
+        fwrite(sql.data, 1, sql.len, sh->out);
+    fputs("COMMIT;\n", sh->out);
+    dsq_buf_free(&sql);
+    return 0;
+}
+
+/* .read FILE: its lines as if typed. */
+static int dot_read(dosql_shell *sh, const char *name, dosql_err *err)
+{
+    if (sh->depth >= 8)
+        return dosql_err_set(err, "", ".read nested too deep (8 levels)");
+    FILE *f = fopen(name, "r");
+    if (f == NULL)
+        return dosql_err_set(err, "", "cannot open %s: %s", name, strerror(errno));
+    sh->depth++;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        rc = dosql_shell_line(sh, line, (size_t)n);
+    }
+    free(line);
+    fclose(f);
+    sh->depth--;
+    return rc == 0 ? 0 : DOSQL_EFAIL;
+}
+
+/* .output [FILE]: results to FILE (created or emptied), or back to the
+ * standard output. */
+static int dot_output(dosql_shell *sh, const char *name, dosql_err *err)
+{
+    FILE *f = NULL;
+    if (name != NULL && strcmp(name, "stdout") != 0 && (f = fopen(name, "w")) == NULL)
+        return dosql_err_set(err, "", "cannot write %s: %s", name, strerror(errno));
+    if (sh->stdout_ == NULL)
+        sh->stdout_ = sh->out;
+    if (sh->out != sh->stdout_)
+        fclose(sh->out);
+    sh->out = f != NULL ? f : sh->stdout_;
+    return 0;
+}
+
 static const char help_text[] =
     "SQL statements end with ';' and may span lines. BEGIN [IMMEDIATE], COMMIT\n"
     "and ROLLBACK run a transaction on the server (the prompt shows dosql*>).\n"
     "\n"
+    ".dump [TABLE]     the database (or TABLE) as SQL, as sqlite3 .dump writes it\n"
     ".help             this text\n"
+    ".mode table|csv|json  how results are printed\n"
+    ".output [FILE]    results to FILE, or back to the standard output\n"
     ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
+    ".read FILE        run FILE's statements and commands\n"
     ".schema [TABLE]   the CREATE statements of every object, or of TABLE\n"
     "                  with its indexes and triggers\n"
     ".tables           the names of the tables and views\n"
@@ -379,6 +470,7 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
     char *buf = malloc(len + 1);
     char *argv[MAX_ARGS];
     dosql_err err;
+    err.code[0] = err.message[0] = '\0';
     int rc = 0;
     int argc = buf ? split_args(line, len, buf, argv) : -1;
     const char *cmd = argc > 0 ? argv[0] : "";
@@ -398,8 +490,29 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
             fprintf(sh->out, "timing is %s\n", sh->timing ? "on" : "off");
         else if (dsq_parse_bool(argv[1], &sh->timing) != 0)
             rc = dosql_err_set(&err, "", "usage: .timing on|off");
+    } else if (strcmp(cmd, ".dump") == 0 && argc <= 2) {
+        rc = dot_dump(sh, argc == 2 ? argv[1] : NULL, &err);
+    } else if (strcmp(cmd, ".read") == 0 && argc == 2) {
+        rc = dot_read(sh, argv[1], &err);
+        if (rc != 0) {
+            free(buf);
+            return err.message[0] ? report(sh, rc, &err) : (sh->bail ? -1 : 0);
+        }
+    } else if (strcmp(cmd, ".output") == 0 && argc <= 2) {
+        rc = dot_output(sh, argc == 2 ? argv[1] : NULL, &err);
+    } else if (strcmp(cmd, ".mode") == 0 && argc == 2) {
+        if (strcmp(argv[1], "table") == 0)
+            sh->mode = DOSQL_MODE_TABLE;
+        else if (strcmp(argv[1], "csv") == 0)
+            sh->mode = DOSQL_MODE_CSV;
+        else if (strcmp(argv[1], "json") == 0)
+            sh->mode = DOSQL_MODE_JSON;
+        else
+            rc = dosql_err_set(&err, "", "usage: .mode table|csv|json");
+    } else if (strcmp(cmd, ".read") == 0 || strcmp(cmd, ".mode") == 0) {
+        rc = dosql_err_set(&err, "", "usage: %s %s", cmd, strcmp(cmd, ".read") == 0 ? "FILE" : "table|csv|json");
     } else if (strcmp(cmd, ".tables") == 0 || strcmp(cmd, ".schema") == 0 ||
-               strcmp(cmd, ".timing") == 0) {
+               strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0) {
         rc = dosql_err_set(&err, "", "too many arguments to %s (see .help)", cmd);
     } else {
         rc = dosql_err_set(&err, "", "unknown command %s (see .help)", cmd);

@@ -21,6 +21,8 @@ typedef struct dosql_shell {
     char *txid;       /* owned; the open transaction's id, or NULL */
     dsq_buf pending;  /* input read but not yet a whole statement */
     int status;       /* exit status so far: 0, 1 (a statement failed), 3 (unreachable) */
+    FILE *stdout_;    /* not owned: where results go without .output (out is then its file) */
+    int depth;        /* .read inside .read: how deep */
 } dosql_shell;
 
 /* Start a shell on http, printing to out. */

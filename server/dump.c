@@ -95,7 +95,7 @@ static int dump_rows(sqlite3 *db, const char *name, dsq_buf *b, char *err, size_
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int dsq_sqlite_dump(const char *path, dsq_buf *out, char *err, size_t errlen)
+int dsq_sqlite_dump(const char *path, const char *only, dsq_buf *out, char *err, size_t errlen)
 {
     oom = 0; /* (the loop thread's alone) */
     sqlite3 *db = NULL;
@@ -120,6 +120,8 @@ int dsq_sqlite_dump(const char *path, dsq_buf *out, char *err, size_t errlen)
         const char *name = (const char *)sqlite3_column_text(st, 0);
         const char *tbl = (const char *)sqlite3_column_text(st, 1);
         const char *sql = (const char *)sqlite3_column_text(st, 2);
+        if (only != NULL && sqlite3_stricmp(name, only) != 0)
+            continue;
         if (strcmp(name, "sqlite_sequence") == 0) {
             sequence = true;
             continue;
@@ -150,18 +152,19 @@ int dsq_sqlite_dump(const char *path, dsq_buf *out, char *err, size_t errlen)
         bad = 1;
     }
     sqlite3_finalize(st);
-    if (bad == 0 && sequence) {
+    if (bad == 0 && sequence && only == NULL) {
         PUTS(out, "DELETE FROM sqlite_sequence;\n");
         if (dump_rows(db, "sqlite_sequence", out, err, errlen) != 0)
             bad = 1;
     }
     st = NULL;
     if (bad == 0 && sqlite3_prepare_v2(db,
-                                       "SELECT sql FROM sqlite_schema WHERE sql NOT NULL AND type IN ('index', "
-                                       "'trigger', 'view') ORDER BY rowid",
+                                       "SELECT sql, tbl_name FROM sqlite_schema WHERE sql NOT NULL AND type IN "
+                                       "('index', 'trigger', 'view') ORDER BY rowid",
                                        -1, &st, NULL) == SQLITE_OK) {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            PRINTF(out, "%s;\n", (const char *)sqlite3_column_text(st, 0));
+            if (only == NULL || sqlite3_stricmp((const char *)sqlite3_column_text(st, 1), only) == 0)
+                PRINTF(out, "%s;\n", (const char *)sqlite3_column_text(st, 0));
         if (rc != SQLITE_DONE) {
             snprintf(err, errlen, "reading the schema: %s", sqlite3_errmsg(db));
             bad = 1;

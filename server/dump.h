@@ -9,8 +9,9 @@
 
 #include "common/buf.h"
 
-/* The database file at `path` (opened read-only) as SQL into out. 0, or
- * -1 with the reason (not a SQLite database, out of memory). */
-int dsq_sqlite_dump(const char *path, dsq_buf *out, char *err, size_t errlen);
+/* The database file at `path` (opened read-only) as SQL into out; with
+ * `only`, table `only` alone (its rows, indexes and triggers). 0, or -1
+ * with the reason (not a SQLite database, out of memory). */
+int dsq_sqlite_dump(const char *path, const char *only, dsq_buf *out, char *err, size_t errlen);
 
 #endif

@@ -1303,7 +1303,7 @@ static void handle_import(dsq_server *srv, dsq_http_req *req)
         }
         if (fd >= 0)
             close(fd);
-        int rc = wrote ? dsq_sqlite_dump(path, &x->sql, err, sizeof err) : -1;
+        int rc = wrote ? dsq_sqlite_dump(path, NULL, &x->sql, err, sizeof err) : -1;
         if (fd >= 0)
             unlink(path);
         if (rc != 0) {

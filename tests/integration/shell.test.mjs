@@ -8,8 +8,9 @@
 // report (the SANITIZE builds run this file too).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { BUILD, startDosqld, tempDir, within } from './lib/harness.mjs';
@@ -229,6 +230,50 @@ CREATE TRIGGER t_ad AFTER DELETE ON t BEGIN DELETE FROM other; END;
   r = await dosql([url], { input: 'BEGIN;\nCREATE TABLE later(y);\n.tables\nROLLBACK;\n.tables\n' });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'BEGIN\nOK, 0 rows affected\nlater\nother\nt\nv\nROLLBACK\nother\nt\nv\n');
+});
+
+test('.dump gives what sqlite3 loads; .read runs a file; .mode and .output', async () => {
+  const url = dbUrl(d, 'dumpme');
+  let r = await dosql([url], {
+    input: `CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT, b BLOB, r REAL);
+INSERT INTO t VALUES (1, 'it''s', x'00ff', 1.5), (2, NULL, NULL, -2.25);
+CREATE INDEX t_s ON t(s);
+CREATE TABLE u(x);
+INSERT INTO u VALUES (7);
+`,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  r = await dosql([url, '-c', '.dump']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t/);
+  assert.match(r.stdout, /COMMIT;\n$/);
+  const dir = mkdtempSync(path.join(tmpdir(), 'dosql-dump-'));
+  try {
+    const file = path.join(dir, 'copy.db');
+    execFileSync('sqlite3', [file], { input: r.stdout });
+    assert.equal(execFileSync('sqlite3', [file, 'SELECT id, s, hex(b), r FROM t ORDER BY id; SELECT x FROM u;'], { encoding: 'utf8' }),
+      "1|it's|00FF|1.5\n2|||-2.25\n7\n");
+    // One table: its rows and its index, nothing of u.
+    r = await dosql([url, '-c', '.dump t']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /CREATE INDEX t_s/);
+    assert.doesNotMatch(r.stdout, /CREATE TABLE u/);
+    // .read: a file's statements and commands, as if typed; .mode csv; .output FILE.
+    const script = path.join(dir, 'script.sql');
+    const out = path.join(dir, 'out.csv');
+    writeFileSync(script, `INSERT INTO u VALUES (8);\n.mode csv\n.output ${out}\nSELECT x FROM u ORDER BY x;\n.output\n`);
+    r = await dosql([url], { input: `.read ${script}\nSELECT count(*) AS n FROM u;\n` });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(out, 'utf8'), 'x\r\n7\r\n8\r\n');
+    assert.equal(r.stdout, 'OK, 1 row affected\nn\r\n2\r\n'); // (the INSERT before .mode; then csv, back on stdout)
+    r = await dosql([url, '-c', '.read /nonexistent/file.sql']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot open \/nonexistent\/file\.sql/);
+    r = await dosql([url, '-c', '.mode xml']);
+    assert.match(r.stderr, /usage: \.mode table\|csv\|json/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('DOSQL_URL and DOSQL_TOKEN; UNAUTHORIZED without the token', async () => {
