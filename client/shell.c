@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client/csv.h"
 #include "client/sql.h"
 #include "common/util.h"
 #include "server/dump.h"
@@ -409,6 +410,185 @@ static int dot_dump(dosql_shell *sh, const char *table, dosql_err *err)
     return 0;
 }
 
+/* Read a whole file into b. 0, or -1 with errno. */
+static int slurp(const char *name, dsq_buf *b)
+{
+    FILE *f = fopen(name, "rb");
+    if (f == NULL)
+        return -1;
+    char chunk[1 << 16];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (dsq_buf_append(b, chunk, n) != 0) {
+            errno = ENOMEM;
+            rc = -1;
+        }
+    if (rc == 0 && ferror(f))
+        rc = -1;
+    fclose(f);
+    return rc;
+}
+
+/* A quoted identifier ("name", its quotes doubled) into b. */
+static void put_ident(dsq_buf *b, const char *s, size_t n)
+{
+    dsq_buf_puts(b, "\"");
+    for (size_t i = 0; i < n; i++)
+        dsq_buf_append(b, s[i] == '"' ? "\"\"" : s + i, s[i] == '"' ? 2 : 1);
+    dsq_buf_puts(b, "\"");
+}
+
+/* Run one batch of statements (atomic: one commit, or in the open
+ * transaction). */
+static int run_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
+{
+    json_t *params = json_pack("{s:o, s:b}", "statements", statements, "atomic", 1);
+    if (params != NULL && sh->txid != NULL)
+        json_object_set_new(params, "transactionId", json_string(sh->txid));
+    if (params == NULL)
+        return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    json_t *res = NULL;
+    int rc = dosql_http_rpc(sh->http, "batch", params, &res, err);
+    json_decref(res);
+    return rc;
+}
+
+/* .import FILE TABLE: CSV rows into TABLE. The first record is the
+ * header: the columns inserted into, and those of the table made when
+ * there is none (TEXT columns, as sqlite3 makes them). Rows go in
+ * multi-row INSERTs, several to a batch, each batch one commit (or part
+ * of the open transaction); a progress line on stderr every 100,000
+ * rows. */
+static int dot_import(dosql_shell *sh, const char *file, const char *table, dosql_err *err)
+{
+    dsq_buf text = DSQ_BUF_INIT;
+    if (slurp(file, &text) != 0) {
+        dsq_buf_free(&text);
+        return dosql_err_set(err, "", "cannot read %s: %s", file, strerror(errno));
+    }
+    dosql_csv csv;
+    dosql_csv_init(&csv, text.data ? text.data : "", text.len);
+    char why[300];
+    int rc = dosql_csv_next(&csv, why, sizeof why);
+    if (rc <= 0) {
+        rc = dosql_err_set(err, "", "%s: %s", file, rc == 0 ? "no header row" : why);
+        goto out;
+    }
+    size_t ncols = csv.nfields;
+    dsq_buf cols = DSQ_BUF_INIT, ddl = DSQ_BUF_INIT;
+    dsq_buf_puts(&cols, "(");
+    for (size_t i = 0; i < ncols; i++) {
+        size_t n;
+        const char *f = dosql_csv_field(&csv, i, &n);
+        if (i)
+            dsq_buf_puts(&cols, ", ");
+        put_ident(&cols, f, n);
+    }
+    dsq_buf_puts(&cols, ")");
+    /* The table made when there is none. */
+    dsq_buf_puts(&ddl, "CREATE TABLE IF NOT EXISTS ");
+    put_ident(&ddl, table, strlen(table));
+    dsq_buf_puts(&ddl, "(");
+    for (size_t i = 0; i < ncols; i++) {
+        size_t n;
+        const char *f = dosql_csv_field(&csv, i, &n);
+        if (i)
+            dsq_buf_puts(&ddl, ", ");
+        put_ident(&ddl, f, n);
+        dsq_buf_puts(&ddl, " TEXT");
+    }
+    dsq_buf_puts(&ddl, ")");
+    json_t *res = NULL;
+    rc = dosql_http_query(sh->http, ddl.data, ddl.len, sh->txid, &res, err);
+    json_decref(res);
+    dsq_buf_free(&ddl);
+    /* Rows per INSERT: within SQLite's parameter limit (32766). */
+    size_t per = 32000 / (ncols ? ncols : 1);
+    if (per > 500)
+        per = 500;
+    if (per == 0)
+        per = 1;
+    size_t rows = 0, line = 0, next_report = 100000;
+    json_t *statements = json_array(), *params = NULL;
+    size_t in_stmt = 0;
+    dsq_buf ins = DSQ_BUF_INIT;
+    while (rc == 0) {
+        line = csv.line;
+        int got = dosql_csv_next(&csv, why, sizeof why);
+        if (got < 0) {
+            rc = dosql_err_set(err, "", "%s: %s (rows before it were imported)", file, why);
+            break;
+        }
+        if (got == 1 && csv.nfields != ncols) {
+            rc = dosql_err_set(err, "", "%s: line %zu: %zu fields, the header has %zu (rows before it were imported)",
+                               file, line, csv.nfields, ncols);
+            break;
+        }
+        if (got == 1) {
+            if (params == NULL) {
+                params = json_array();
+                dsq_buf_reset(&ins);
+                dsq_buf_puts(&ins, "INSERT INTO ");
+                put_ident(&ins, table, strlen(table));
+                dsq_buf_append(&ins, cols.data, cols.len);
+                dsq_buf_puts(&ins, " VALUES ");
+            }
+            dsq_buf_puts(&ins, in_stmt ? ", (" : "(");
+            for (size_t i = 0; i < ncols; i++) {
+                size_t n;
+                const char *f = dosql_csv_field(&csv, i, &n);
+                json_array_append_new(params, json_stringn(f, n));
+                dsq_buf_puts(&ins, i ? ", ?" : "?");
+            }
+            dsq_buf_puts(&ins, ")");
+            in_stmt++;
+            rows++;
+        }
+        /* A whole INSERT goes into the batch; ten of them make a call. */
+        if (params != NULL && (in_stmt == per || got == 0)) {
+            json_array_append_new(statements, json_pack("{s:s%, s:o}", "sql", ins.data, ins.len, "params", params));
+            params = NULL;
+            in_stmt = 0;
+        }
+        if (json_array_size(statements) > 0 && (json_array_size(statements) == 10 || got == 0)) {
+            rc = run_batch(sh, statements, err);
+            statements = json_array();
+            if (rc == 0 && rows >= next_report) { /* the progress line */
+                fprintf(stderr, "\r%zu rows", rows);
+                while (next_report <= rows)
+                    next_report += 100000;
+            }
+        }
+        if (got == 0)
+            break;
+    }
+    if (rows >= 100000)
+        fprintf(stderr, "\n");
+    json_decref(statements);
+    json_decref(params);
+    dsq_buf_free(&ins);
+    dsq_buf_free(&cols);
+out:
+    dosql_csv_free(&csv);
+    dsq_buf_free(&text);
+    return rc;
+}
+
+/* .export FILE: the database as a SQLite file. */
+static int dot_export(dosql_shell *sh, const char *file, dosql_err *err)
+{
+    dsq_buf b = DSQ_BUF_INIT;
+    int rc = dosql_http_get(sh->http, "/export", &b, err);
+    if (rc == 0) {
+        FILE *f = fopen(file, "wb");
+        if (f == NULL || (b.len > 0 && fwrite(b.data, 1, b.len, f) != b.len) || fclose(f) != 0)
+            rc = dosql_err_set(err, "", "cannot write %s: %s", file, strerror(errno));
+    }
+    dsq_buf_free(&b);
+    return rc;
+}
+
 /* .read FILE: its lines as if typed. */
 static int dot_read(dosql_shell *sh, const char *name, dosql_err *err)
 {
@@ -453,7 +633,10 @@ static const char help_text[] =
     "and ROLLBACK run a transaction on the server (the prompt shows dosql*>).\n"
     "\n"
     ".dump [TABLE]     the database (or TABLE) as SQL, as sqlite3 .dump writes it\n"
+    ".export FILE      the database as a SQLite file\n"
     ".help             this text\n"
+    ".import FILE TABLE  CSV rows into TABLE (the header names the columns; TABLE\n"
+    "                  is made when there is none)\n"
     ".mode table|csv|json  how results are printed\n"
     ".output [FILE]    results to FILE, or back to the standard output\n"
     ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
@@ -492,6 +675,12 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
             rc = dosql_err_set(&err, "", "usage: .timing on|off");
     } else if (strcmp(cmd, ".dump") == 0 && argc <= 2) {
         rc = dot_dump(sh, argc == 2 ? argv[1] : NULL, &err);
+    } else if (strcmp(cmd, ".import") == 0 && argc == 3) {
+        rc = dot_import(sh, argv[1], argv[2], &err);
+    } else if (strcmp(cmd, ".export") == 0 && argc == 2) {
+        rc = dot_export(sh, argv[1], &err);
+    } else if (strcmp(cmd, ".import") == 0 || strcmp(cmd, ".export") == 0) {
+        rc = dosql_err_set(&err, "", "usage: %s", strcmp(cmd, ".import") == 0 ? ".import FILE TABLE" : ".export FILE");
     } else if (strcmp(cmd, ".read") == 0 && argc == 2) {
         rc = dot_read(sh, argv[1], &err);
         if (rc != 0) {

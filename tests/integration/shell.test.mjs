@@ -276,6 +276,51 @@ INSERT INTO u VALUES (7);
   }
 });
 
+test('.import: awkward CSV (quotes, line ends in fields, BOM, CRLF, empty lines), a table made from the header; .export', async () => {
+  const url = dbUrl(d, 'csvin');
+  const dir = mkdtempSync(path.join(tmpdir(), 'dosql-csv-'));
+  try {
+    const file = path.join(dir, 'awkward.csv');
+    writeFileSync(file, '\uFEFFid,name,note\r\n1,"Smith, J.","says ""hi"""\r\n\r\n2,plain,"two\nlines"\n3,,\n');
+    let r = await dosql([url, '-c', `.import ${file} people`]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await dosql([url, '--json', '-c', 'SELECT id, name, note FROM people ORDER BY id']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n').map((l) => JSON.parse(l)), [
+      { id: '1', name: 'Smith, J.', note: 'says "hi"' },
+      { id: '2', name: 'plain', note: 'two\nlines' },
+      { id: '3', name: '', note: '' },
+    ]);
+    // Into a table that exists: its affinity applies; the header names the columns.
+    await dosql([url, '-c', 'CREATE TABLE nums(n INTEGER, label TEXT)']);
+    const many = path.join(dir, 'many.csv');
+    const lines = ['label,n'];
+    for (let i = 1; i <= 120000; i++) lines.push(`r${i},${i}`);
+    writeFileSync(many, lines.join('\n') + '\n');
+    r = await dosql([url, '-c', `.import ${many} nums`], { ms: 120000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\r120000 rows|100000 rows/); // the progress line
+    r = await dosql([url, '-c', 'SELECT count(*), sum(n), typeof(n) FROM nums']);
+    assert.match(r.stdout, /120000 .*7200060000 .*integer/s);
+    // A quote left open, a row with other fields: refused, naming the line.
+    const bad = path.join(dir, 'bad.csv');
+    writeFileSync(bad, 'a,b\n1,2\n3\n');
+    r = await dosql([url, '-c', `.import ${bad} t2`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /line 3: 1 fields, the header has 2/);
+    writeFileSync(bad, 'a,b\n"open,2\n');
+    r = await dosql([url, '-c', `.import ${bad} t3`]);
+    assert.match(r.stderr, /line 2: a quote is left open/);
+    // .export: the database as a file sqlite3 opens.
+    const out = path.join(dir, 'copy.db');
+    r = await dosql([url, '-c', `.export ${out}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(execFileSync('sqlite3', [out, 'SELECT count(*) FROM nums; PRAGMA integrity_check;'], { encoding: 'utf8' }), '120000\nok\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('DOSQL_URL and DOSQL_TOKEN; UNAUTHORIZED without the token', async () => {
   const env = { DOSQL_URL: `${da.url}/db/auth` }; // the short form is accepted too
   let r = await dosql(['-c', 'SELECT 1 AS one'], { env: { ...env, DOSQL_TOKEN: SECRET } });
