@@ -311,6 +311,80 @@ static int print_csv(FILE *out, const json_t *cols, const json_t *rows)
     return rc ? -1 : 0;
 }
 
+/* ---- line and Markdown ---------------------------------------------------------------- */
+
+/* "name = value" per column (names right-aligned), a blank line between
+ * rows; NULL shows as NULL. */
+static int print_line(FILE *out, const json_t *cols, const json_t *rows)
+{
+    size_t ncol = json_array_size(cols), width = 0;
+    for (size_t i = 0; i < ncol; i++) {
+        const char *n = json_string_value(json_array_get(cols, i));
+        size_t w = n ? strlen(n) : 0;
+        width = w > width ? w : width;
+    }
+    dsq_buf b = DSQ_BUF_INIT;
+    const json_t *row;
+    size_t r;
+    int rc = 0;
+    json_array_foreach(rows, r, row) {
+        dsq_buf_reset(&b);
+        if (r > 0)
+            rc |= dsq_buf_puts(&b, "\n");
+        for (size_t i = 0; rc == 0 && i < ncol; i++) {
+            const char *n = json_string_value(json_array_get(cols, i));
+            const json_t *v = json_array_get(row, i);
+            rc = dsq_buf_printf(&b, "%*s = ", (int)width, n ? n : "") |
+                 dosql_format_value(&b, v ? v : json_null(), "NULL") | dsq_buf_puts(&b, "\n");
+        }
+        if (rc != 0)
+            break;
+        fwrite(b.data, 1, b.len, out);
+    }
+    dsq_buf_free(&b);
+    return rc ? -1 : 0;
+}
+
+/* A Markdown table; '|' in a value is escaped, a line end shown as <br>. */
+static int md_cell(dsq_buf *b, const json_t *v)
+{
+    dsq_buf t = DSQ_BUF_INIT;
+    int rc = dosql_format_value(&t, v, "NULL");
+    for (size_t i = 0; rc == 0 && i < t.len; i++)
+        rc = t.data[i] == '|' ? dsq_buf_puts(b, "\\|")
+             : t.data[i] == '\n' ? dsq_buf_puts(b, "<br>")
+             : t.data[i] == '\r' ? 0
+                                 : dsq_buf_append(b, t.data + i, 1);
+    dsq_buf_free(&t);
+    return rc;
+}
+
+static int print_markdown(FILE *out, const json_t *cols, const json_t *rows)
+{
+    size_t ncol = json_array_size(cols), nrow = json_array_size(rows);
+    dsq_buf b = DSQ_BUF_INIT;
+    int rc = 0;
+    for (size_t r = 0; rc == 0 && r <= nrow + 1; r++) {
+        dsq_buf_reset(&b);
+        rc = dsq_buf_puts(&b, "|");
+        for (size_t i = 0; rc == 0 && i < ncol; i++) {
+            if (r == 1) {
+                rc = dsq_buf_puts(&b, "---|");
+                continue;
+            }
+            const json_t *row = r == 0 ? cols : json_array_get(rows, r - 2);
+            const json_t *v = json_array_get(row, i);
+            rc = dsq_buf_puts(&b, " ") | md_cell(&b, v ? v : json_null()) | dsq_buf_puts(&b, " |");
+        }
+        if (rc == 0)
+            rc = dsq_buf_puts(&b, "\n");
+        if (rc == 0)
+            fwrite(b.data, 1, b.len, out);
+    }
+    dsq_buf_free(&b);
+    return rc ? -1 : 0;
+}
+
 /* ---- the entry point --------------------------------------------------------------- */
 
 /* Check the shape, then print in the chosen mode. */
@@ -336,6 +410,8 @@ int dosql_format_result(FILE *out, dosql_mode mode, const json_t *result)
     switch (mode) {
     case DOSQL_MODE_JSON: return print_json(out, cols, rows);
     case DOSQL_MODE_CSV: return print_csv(out, cols, rows);
+    case DOSQL_MODE_LINE: return print_line(out, cols, rows);
+    case DOSQL_MODE_MARKDOWN: return print_markdown(out, cols, rows);
     case DOSQL_MODE_TABLE:
     default: return print_table(out, cols, rows);
     }

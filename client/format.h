@@ -11,6 +11,8 @@ typedef enum dosql_mode {
     DOSQL_MODE_TABLE, /* aligned columns, "(N rows)"; "OK, N rows affected" */
     DOSQL_MODE_JSON,  /* one JSON object per row, keyed by column name */
     DOSQL_MODE_CSV,   /* RFC 4180: a header row, then the rows, CRLF line ends */
+    DOSQL_MODE_LINE,  /* one "column = value" line per column, rows apart by a blank line */
+    DOSQL_MODE_MARKDOWN, /* a Markdown table: | a | b |, |---|---|, one row per line */
 } dosql_mode;
 
 /* Print one QueryResult (DESIGN 3.3) to out in mode. Statements without

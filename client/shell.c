@@ -637,7 +637,7 @@ static const char help_text[] =
     ".help             this text\n"
     ".import FILE TABLE  CSV rows into TABLE (the header names the columns; TABLE\n"
     "                  is made when there is none)\n"
-    ".mode table|csv|json  how results are printed\n"
+    ".mode MODE        how results are printed: table, csv, json, line, markdown\n"
     ".output [FILE]    results to FILE, or back to the standard output\n"
     ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
     ".read FILE        run FILE's statements and commands\n"
@@ -696,10 +696,15 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
             sh->mode = DOSQL_MODE_CSV;
         else if (strcmp(argv[1], "json") == 0)
             sh->mode = DOSQL_MODE_JSON;
+        else if (strcmp(argv[1], "line") == 0)
+            sh->mode = DOSQL_MODE_LINE;
+        else if (strcmp(argv[1], "markdown") == 0)
+            sh->mode = DOSQL_MODE_MARKDOWN;
         else
-            rc = dosql_err_set(&err, "", "usage: .mode table|csv|json");
+            rc = dosql_err_set(&err, "", "usage: .mode table|csv|json|line|markdown");
     } else if (strcmp(cmd, ".read") == 0 || strcmp(cmd, ".mode") == 0) {
-        rc = dosql_err_set(&err, "", "usage: %s %s", cmd, strcmp(cmd, ".read") == 0 ? "FILE" : "table|csv|json");
+        rc = dosql_err_set(&err, "", "usage: %s %s", cmd,
+                           strcmp(cmd, ".read") == 0 ? "FILE" : "table|csv|json|line|markdown");
     } else if (strcmp(cmd, ".tables") == 0 || strcmp(cmd, ".schema") == 0 ||
                strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0) {
         rc = dosql_err_set(&err, "", "too many arguments to %s (see .help)", cmd);

@@ -270,7 +270,9 @@ INSERT INTO u VALUES (7);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot open \/nonexistent\/file\.sql/);
     r = await dosql([url, '-c', '.mode xml']);
-    assert.match(r.stderr, /usage: \.mode table\|csv\|json/);
+    assert.match(r.stderr, /usage: \.mode table\|csv\|json\|line\|markdown/);
+    r = await dosql([url], { input: ".mode line\nSELECT 1 AS one, 'a|b' AS two;\n.mode markdown\nSELECT 1 AS one, 'a|b' AS two, NULL AS n;\n" });
+    assert.equal(r.stdout, 'one = 1\ntwo = a|b\n| one | two | n |\n|---|---|---|\n| 1 | a\\|b | NULL |\n');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
