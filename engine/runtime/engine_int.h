@@ -131,6 +131,8 @@ typedef struct actor_open {
     sqlite3_stmt *ctl[5];        /* BEGIN, COMMIT, ... prepared once (stmt.c) */
     uint64_t clock;              /* LRU clock of the cache */
     bool internal;               /* our own SQL: the authorizer lets it pass */
+    bool importing;              /* an import's SQL: the authorizer's rules, but a dump's
+                                    PRAGMA writable_schema passes */
     uint32_t prepared;           /* cross-shard transactions prepared here awaiting their decision
                                   (rows of _dsq_prepared): other clients' writes are refused */
     bool prepared_known;         /* `prepared` is current (else counted at the next write) */

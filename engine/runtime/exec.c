@@ -211,19 +211,16 @@ static void op_export(run_ctx *x)
     c->lsn = lsn;
 }
 
-/* The first word of a statement, lower-cased, into w (and the second's
- * start into *next). */
-static void first_word(const char *s, size_t n, char *w, size_t wn, const char **next)
+/* The identifier after keyword `kw` at the start of s[0..n) (comments
+ * and blanks skipped), lower-cased into w; "" when there is none. */
+static void word_after(const char *s, size_t n, size_t kwlen, char *w, size_t wn)
 {
-    size_t i = 0, k = 0;
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    while (i < n && k + 1 < wn && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_'))
-        w[k++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i++] | 0x20 : s[i++]);
+    const char *end = s + n, *p = dsq__sql_skip_space(s, end) + kwlen;
+    p = dsq__sql_skip_space(p, end);
+    size_t k = 0;
+    while (p < end && k + 1 < wn && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'))
+        w[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p++ | 0x20 : *p++);
     w[k] = '\0';
-    while (i < n && (s[i] == ' ' || s[i] == '\t'))
-        i++;
-    *next = s + i;
 }
 
 static void op_import(run_ctx *x)
@@ -271,31 +268,64 @@ static void op_import(run_ctx *x)
     int64_t ran = 0;
     bool ok = true, schema_written = false;
     sqlite3_db_config(o->db, SQLITE_DBCONFIG_DEFENSIVE, 0, NULL); /* (a dump's virtual tables) */
-    o->internal = true;
+    o->importing = true; /* (the authorizer's rules hold: no ATTACH, no other PRAGMA, no _dsq_ table) */
     while (ok && sql < end) {
         const char *tail = NULL;
         st = NULL;
+        /* Where the statement ends (prepared without the authorizer: it
+         * does not run), then its checks, then prepared again under the
+         * authorizer's rules to run. */
+        o->importing = false;
+        o->internal = true;
         int rc = sqlite3_prepare_v2(o->db, sql, (int)(end - sql), &st, &tail);
+        o->internal = false;
+        o->importing = true;
         const char *text = sql;
         sql = tail && tail > sql ? tail : end;
+        if (rc == SQLITE_OK && st != NULL) {
+            sqlite3_finalize(st);
+            st = NULL;
+            bool skip = dsq__sql_starts_with(text, (size_t)(sql - text), "BEGIN") ||
+                        dsq__sql_starts_with(text, (size_t)(sql - text), "COMMIT") ||
+                        dsq__sql_starts_with(text, (size_t)(sql - text), "END");
+            char w2[32] = "";
+            if (dsq__sql_starts_with(text, (size_t)(sql - text), "PRAGMA"))
+                word_after(text, (size_t)(sql - text), 6, w2, sizeof w2);
+            if (skip || strcmp(w2, "foreign_keys") == 0)
+                continue; /* (the import is one commit already) */
+            if (!dsq__sql_starts_with(text, (size_t)(sql - text), "PRAGMA") ||
+                strcmp(w2, "writable_schema") == 0) {
+                bool refusedw = false;
+                static const char *const no[] = {"ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH", "VACUUM"};
+                for (size_t k = 0; k < sizeof no / sizeof no[0]; k++)
+                    refusedw |= dsq__sql_starts_with(text, (size_t)(sql - text), no[k]);
+                if (!refusedw)
+                    rc = sqlite3_prepare_v2(o->db, text, (int)(sql - text), &st, NULL);
+                else
+                    rc = sqlite3_prepare_v2(o->db, "SELECT 1", -1, &st, NULL); /* (refused below, by name) */
+            } else {
+                rc = sqlite3_prepare_v2(o->db, "SELECT 1", -1, &st, NULL); /* (refused below, by name) */
+            }
+        }
         if (rc != SQLITE_OK) {
-            dsq__fail(c, dsq_code_of_sqlite(rc, sqlite3_errmsg(o->db)), "statement %lld: %s", (long long)ran,
-                      sqlite3_errmsg(o->db));
+            bool denied = rc == SQLITE_AUTH && o->deny[0];
+            dsq__fail(c, denied ? DSQ_CODE_FORBIDDEN : dsq_code_of_sqlite(rc, sqlite3_errmsg(o->db)),
+                      "statement %lld: %s", (long long)ran, denied ? o->deny : sqlite3_errmsg(o->db));
+            o->deny[0] = '\0';
             ok = false;
             break;
         }
         if (st == NULL)
             continue; /* (blank or a comment) */
-        char w[16], w2[32];
-        const char *next;
-        first_word(text, (size_t)(sql - text), w, sizeof w, &next);
-        if (strcmp(w, "begin") == 0 || strcmp(w, "commit") == 0 || strcmp(w, "end") == 0) {
+        size_t tlen = (size_t)(sql - text);
+        if (dsq__sql_starts_with(text, tlen, "BEGIN") || dsq__sql_starts_with(text, tlen, "COMMIT") ||
+            dsq__sql_starts_with(text, tlen, "END")) {
             sqlite3_finalize(st); /* (the import is one commit already) */
             continue;
         }
-        if (strcmp(w, "pragma") == 0) {
-            const char *n2;
-            first_word(next, (size_t)(sql - next), w2, sizeof w2, &n2);
+        if (dsq__sql_starts_with(text, tlen, "PRAGMA")) {
+            char w2[32];
+            word_after(text, tlen, 6, w2, sizeof w2);
             if (strcmp(w2, "foreign_keys") == 0) {
                 sqlite3_finalize(st);
                 continue;
@@ -311,8 +341,8 @@ static void op_import(run_ctx *x)
                 break;
             }
         }
-        /* dosqld's own tables stay its own (the authorizer that keeps
-         * clients out of them is set aside for a dump's schema rows). */
+        /* dosqld's own tables stay its own (the authorizer refuses them
+         * too: this names the statement). */
         bool own = false;
         for (const char *q = text; q + 5 <= sql && !own; q++)
             own = q[0] == '_' && (q[1] | 0x20) == 'd' && (q[2] | 0x20) == 's' && (q[3] | 0x20) == 'q' && q[4] == '_';
@@ -323,10 +353,14 @@ static void op_import(run_ctx *x)
             ok = false;
             break;
         }
-        if (strcmp(w, "rollback") == 0 || strcmp(w, "savepoint") == 0 || strcmp(w, "release") == 0 ||
-            strcmp(w, "attach") == 0 || strcmp(w, "detach") == 0 || strcmp(w, "vacuum") == 0) {
+        static const char *const refused[] = {"ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH", "VACUUM", NULL};
+        const char *bad = NULL;
+        for (size_t k = 0; refused[k] && bad == NULL; k++)
+            if (dsq__sql_starts_with(text, tlen, refused[k]))
+                bad = refused[k];
+        if (bad != NULL) {
             sqlite3_finalize(st);
-            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "statement %lld: %s is not imported", (long long)ran, w);
+            dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "statement %lld: %s is not imported", (long long)ran, bad);
             ok = false;
             break;
         }
@@ -340,6 +374,8 @@ static void op_import(run_ctx *x)
         sqlite3_finalize(st);
         ran++;
     }
+    o->importing = false;
+    o->internal = true; /* (our own statements from here) */
     if (ok && schema_written) {
         /* The schema's rows were written directly (a dump's virtual
          * tables): its version moves on, so that every connection reads

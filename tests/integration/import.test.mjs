@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startDosqld, tempDir } from './lib/harness.mjs';
 import { query } from './lib/rpc.mjs';
@@ -103,9 +103,20 @@ test('refusals leave the database as it was', async () => {
   const pragma = await put('broken', 'PRAGMA journal_mode=WAL;', 'application/sql');
   assert.match(pragma.json.error.message, /PRAGMA journal_mode is not imported/);
   const own = await put('broken', 'CREATE TABLE _dsq_prepared(txid TEXT PRIMARY KEY, coordinator TEXT, created INT);', 'application/sql');
-  assert.match(own.json.error.message, /_dsq_ are dosqld's own/);
+  assert.match(own.json.error.message, /dosqld's own/);
   const attach = await put('broken', "ATTACH 'x.db' AS x;", 'application/sql');
-  assert.match(attach.json.error.message, /attach is not imported/);
+  assert.match(attach.json.error.message, /ATTACH is not imported/);
+  // Hidden behind a comment: the same.
+  const hidden = await put('broken', "/* x */ VACUUM INTO '/tmp/dosqld-import-escape.db';", 'application/sql');
+  assert.match(hidden.json.error.message, /VACUUM is not imported/);
+  assert.ok(!existsSync('/tmp/dosqld-import-escape.db'), 'VACUUM INTO wrote its file');
+  const hidden2 = await put('broken', "-- c\nATTACH '/etc/passwd' AS p;", 'application/sql');
+  assert.match(hidden2.json.error.message, /ATTACH is not imported/);
+  const temp = await put('broken', 'CREATE TEMP TABLE tt(x);', 'application/sql');
+  assert.match(temp.json.error.message, /temporary tables/);
+  const ext = await put('broken', "SELECT load_extension('x');", 'application/sql');
+  assert.match(ext.json.error.message, /load_extension/);
+  assert.notEqual(ext.status, 200);
   // Not SQL, not a database file; a read token; an empty body.
   assert.equal((await put('broken', '{}', 'application/json')).status, 415);
   const notdb = await put('broken', 'this is no database', 'application/vnd.sqlite3');
