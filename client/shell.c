@@ -513,17 +513,18 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
     json_t *statements = json_array(), *params = NULL;
     size_t in_stmt = 0;
     dsq_buf ins = DSQ_BUF_INIT;
+    dosql_err bad; /* a bad record: the rows before it go in first, then it is the error */
+    bad.code[0] = bad.message[0] = '\0';
     while (rc == 0) {
         line = csv.line;
         int got = dosql_csv_next(&csv, why, sizeof why);
         if (got < 0) {
-            rc = dosql_err_set(err, "", "%s: %s (rows before it were imported)", file, why);
-            break;
-        }
-        if (got == 1 && csv.nfields != ncols) {
-            rc = dosql_err_set(err, "", "%s: line %zu: %zu fields, the header has %zu (rows before it were imported)",
-                               file, line, csv.nfields, ncols);
-            break;
+            dosql_err_set(&bad, "", "%s: %s (rows before it were imported)", file, why);
+            got = 0;
+        } else if (got == 1 && csv.nfields != ncols) {
+            dosql_err_set(&bad, "", "%s: line %zu: %zu fields, the header has %zu (rows before it were imported)",
+                          file, line, csv.nfields, ncols);
+            got = 0;
         }
         if (got == 1) {
             if (params == NULL) {
@@ -562,6 +563,10 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         }
         if (got == 0)
             break;
+    }
+    if (rc == 0 && bad.message[0] != '\0') {
+        *err = bad;
+        rc = DOSQL_EFAIL;
     }
     if (rows >= 100000)
         fprintf(stderr, "\n");

@@ -35,6 +35,13 @@ static void put_value(dsq_buf *b, sqlite3_stmt *st, int i)
     case SQLITE_TEXT: {
         const unsigned char *p = sqlite3_column_text(st, i);
         int n = sqlite3_column_bytes(st, i);
+        if (memchr(p, '\0', (size_t)n) != NULL) { /* SQL text ends at a NUL: the bytes, as text */
+            PUTS(b, "CAST(X'");
+            for (int k = 0; k < n; k++)
+                PRINTF(b, "%02x", p[k]);
+            PUTS(b, "' AS TEXT)");
+            break;
+        }
         PUTS(b, "'");
         for (int k = 0; k < n; k++) {
             if (p[k] == '\'')
@@ -69,9 +76,24 @@ static void put_str(dsq_buf *b, const char *s)
 /* Every row of table `name` as INSERT statements. */
 static int dump_rows(sqlite3 *db, const char *name, dsq_buf *b, char *err, size_t errlen)
 {
-    char *sql = sqlite3_mprintf("SELECT * FROM \"%w\"", name);
+    /* The columns an INSERT without a column list takes: not the
+     * generated ones (as sqlite3 .dump). */
     sqlite3_stmt *st = NULL;
-    int rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
+    dsq_buf cols = DSQ_BUF_INIT;
+    int rc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        char *c = sqlite3_mprintf("%s\"%w\"", cols.len ? "," : "", (const char *)sqlite3_column_text(st, 0));
+        if (c == NULL || dsq_buf_puts(&cols, c) != 0)
+            rc = SQLITE_NOMEM;
+        sqlite3_free(c);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    char *sql = rc == SQLITE_OK ? sqlite3_mprintf("SELECT %s FROM \"%w\"", cols.len ? cols.data : "*", name) : NULL;
+    dsq_buf_free(&cols);
+    rc = sql ? sqlite3_prepare_v2(db, sql, -1, &st, NULL) : SQLITE_NOMEM;
     sqlite3_free(sql);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "reading table %s: %s", name, sqlite3_errmsg(db));

@@ -1171,6 +1171,14 @@ static void export_done(dsq_call *c)
     }
     char extra[160];
     snprintf(extra, sizeof extra, "X-Dosqld-Lsn: %llu\r\n", (unsigned long long)c->lsn);
+    if (x->req->method == HTTP_HEAD) { /* the head alone: no body */
+        dsq_http_req *req = x->req;
+        req->abandon = NULL;
+        x->req = NULL;
+        dsq__respond(req, 200, "application/vnd.sqlite3", NULL, 0, extra);
+        export_free(x);
+        return;
+    }
     dsq__respond_begin_extra(x->req, 200, "application/vnd.sqlite3", extra);
     export_pump(x);
 }
@@ -1231,7 +1239,7 @@ typedef struct import_op {
     dsq_call call;
     dsq_http_req *req;   /* NULL once abandoned */
     dsq_stmt_req stmt;
-    dsq_buf sql;         /* a SQLite file's dump (else the body is the SQL) */
+    dsq_buf sql;         /* the SQL: a SQLite file's dump, or the body (taken from the request) */
 } import_op;
 
 static void import_free(import_op *x)
@@ -1314,7 +1322,11 @@ static void handle_import(dsq_server *srv, dsq_http_req *req)
         }
         x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
     } else {
-        x->stmt = (dsq_stmt_req){.sql = req->body.data ? req->body.data : "", .sql_len = req->body.len};
+        /* The body moves to the call: the request goes with its
+         * connection, the call runs on. */
+        x->sql = req->body;
+        req->body = (dsq_buf)DSQ_BUF_INIT;
+        x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
     }
     x->req = req;
     x->call.op = DSQ_OP_IMPORT;

@@ -223,6 +223,23 @@ static void word_after(const char *s, size_t n, size_t kwlen, char *w, size_t wn
     w[k] = '\0';
 }
 
+/* Rows of the schema that name dosqld's own tables (o->internal set). */
+static int own_schema_rows(actor_open *o)
+{
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    bool was = o->internal;
+    o->internal = true;
+    if (sqlite3_prepare_v2(o->db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_dsq\\_%' ESCAPE '\\' "
+                                  "OR tbl_name LIKE '\\_dsq\\_%' ESCAPE '\\'",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    o->internal = was;
+    return n;
+}
+
 static void op_import(run_ctx *x)
 {
     dsq_call *c = x->c;
@@ -262,9 +279,14 @@ static void op_import(run_ctx *x)
                   "database", x->a->name, objects);
         return;
     }
+    const char *sql = c->stmts[0].sql, *end = sql + c->stmts[0].sql_len;
+    if (memchr(sql, '\0', (size_t)(end - sql)) != NULL) { /* (SQLite would read up to it and no further) */
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "the import's SQL holds a NUL byte");
+        return;
+    }
+    int own_before = own_schema_rows(o);
     if (dsq__begin_request(x) != 0)
         return;
-    const char *sql = c->stmts[0].sql, *end = sql + c->stmts[0].sql_len;
     int64_t ran = 0;
     bool ok = true, schema_written = false;
     sqlite3_db_config(o->db, SQLITE_DBCONFIG_DEFENSIVE, 0, NULL); /* (a dump's virtual tables) */
@@ -376,6 +398,11 @@ static void op_import(run_ctx *x)
     }
     o->importing = false;
     o->internal = true; /* (our own statements from here) */
+    if (ok && schema_written && own_schema_rows(o) != own_before) {
+        /* (a schema row renamed or written to one of dosqld's own tables) */
+        dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "the import's schema rows name dosqld's own tables (_dsq_...)");
+        ok = false;
+    }
     if (ok && schema_written) {
         /* The schema's rows were written directly (a dump's virtual
          * tables): its version moves on, so that every connection reads
