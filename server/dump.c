@@ -9,7 +9,7 @@
 
 /* Appends that remember a failure (out of memory): a dump cut short must
  * never pass for a whole one. */
-static int oom;
+static _Thread_local int oom; /* (dumps run on the thread pool) */
 #define PUTS(b, s) (oom |= dsq_buf_puts((b), (s)) != 0)
 #define APPEND(b, p, n) (oom |= dsq_buf_append((b), (p), (n)) != 0)
 #define PRINTF(b, ...) (oom |= dsq_buf_printf((b), __VA_ARGS__) != 0)
@@ -119,7 +119,7 @@ static int dump_rows(sqlite3 *db, const char *name, dsq_buf *b, char *err, size_
 
 int dsq_sqlite_dump(const char *path, const char *only, dsq_buf *out, char *err, size_t errlen)
 {
-    oom = 0; /* (the loop thread's alone) */
+    oom = 0;
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "not a SQLite database: %s", db ? sqlite3_errmsg(db) : "out of memory");

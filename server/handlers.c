@@ -1211,11 +1211,12 @@ static void handle_export(dsq_server *srv, dsq_http_req *req)
     char tmp[4100];
     snprintf(tmp, sizeof tmp, "%s/tmp", srv->cfg->data_dir);
     mkdir(tmp, 0700);
+    static unsigned long long seq; /* (the loop thread's: names apart even without randomness) */
     unsigned char rnd[8];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
         memset(rnd, 0, sizeof rnd);
-    snprintf(x->path, sizeof x->path, "%s/export-%02x%02x%02x%02x%02x%02x%02x%02x.db", tmp, rnd[0], rnd[1], rnd[2],
-             rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    snprintf(x->path, sizeof x->path, "%s/export-%llu-%02x%02x%02x%02x%02x%02x%02x%02x.db", tmp, ++seq, rnd[0], rnd[1],
+             rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     x->call.op = DSQ_OP_EXPORT;
     x->call.scope = DSQ_SCOPE_R;
     x->call.as_of = at ? DSQ_AS_OF_LSN : DSQ_AS_OF_NONE;
@@ -1238,18 +1239,26 @@ static void handle_export(dsq_server *srv, dsq_http_req *req)
 typedef struct import_op {
     dsq_call call;
     dsq_http_req *req;   /* NULL once abandoned */
+    dsq_server *srv;
     dsq_stmt_req stmt;
     dsq_buf sql;         /* the SQL: a SQLite file's dump, or the body (taken from the request) */
+    dsq_buf file;        /* a SQLite file (the body), until dumped */
+    char db[129];
+    bool working;        /* the file is being dumped on the thread pool: import_dump_after frees it */
+    int rc;              /* (the dump's outcome) */
+    char err[400];
 } import_op;
 
 static void import_free(import_op *x)
 {
     dsq_call_reset(&x->call);
     dsq_buf_free(&x->sql);
+    dsq_buf_free(&x->file);
     free(x);
 }
 
-static void import_abandon(void *arg) { ((import_op *)arg)->req = NULL; /* (the call frees it) */ }
+/* The client went: the call, or the dump, frees it when it comes back. */
+static void import_abandon(void *arg) { ((import_op *)arg)->req = NULL; }
 
 static void import_done(dsq_call *c)
 {
@@ -1274,10 +1283,73 @@ static bool ctype_is(const char *v, size_t n, const char *want)
     return n >= w && strncasecmp(v, want, w) == 0 && (n == w || v[w] == ';' || v[w] == ' ');
 }
 
+/* The SQL to the engine, as one import. */
+static void import_submit(import_op *x)
+{
+    x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
+    x->call.op = DSQ_OP_IMPORT;
+    x->call.stmts = &x->stmt;
+    x->call.nstmts = 1;
+    x->call.done = import_done;
+    x->call.ud = x;
+    if (dsq_engine_submit(x->srv->engine, x->db, &x->call) != 0) {
+        if (x->req != NULL) {
+            x->req->abandon = NULL;
+            dsq__respond_error(x->req, 0, x->call.code, "%s", x->call.msg);
+        }
+        import_free(x);
+    }
+}
+
+/* On the thread pool: the uploaded file written under DATA_DIR/tmp and
+ * dumped as SQL (a large or odd file never holds the loop up). */
+static void import_dump_work(void *arg)
+{
+    import_op *x = arg;
+    char tmp[4100], path[4200];
+    snprintf(tmp, sizeof tmp, "%s/tmp", x->srv->cfg->data_dir);
+    mkdir(tmp, 0700);
+    snprintf(path, sizeof path, "%s/import-XXXXXX", tmp);
+    int fd = mkstemp(path);
+    bool wrote = fd >= 0;
+    for (size_t off = 0; wrote && off < x->file.len;) {
+        ssize_t n = write(fd, x->file.data + off, x->file.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        wrote = n > 0;
+        off += n > 0 ? (size_t)n : 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    dsq_buf_free(&x->file);
+    x->rc = wrote ? dsq_sqlite_dump(path, NULL, &x->sql, x->err, sizeof x->err) : -1;
+    if (!wrote)
+        snprintf(x->err, sizeof x->err, "cannot write it to the data directory");
+    if (fd >= 0)
+        unlink(path);
+}
+
+static void import_dump_after(void *arg)
+{
+    import_op *x = arg;
+    x->working = false;
+    if (x->req == NULL) {
+        import_free(x);
+        return;
+    }
+    if (x->rc != 0) {
+        x->req->abandon = NULL;
+        dsq__respond_error(x->req, 400, DSQ_CODE_INVALID_REQUEST, "the import's file: %s", x->err);
+        import_free(x);
+        return;
+    }
+    import_submit(x);
+}
+
 /* PUT /v1/db/{db}/import: SQL text (application/sql: the output of
  * `sqlite3 X .dump` loads unchanged) or a SQLite database file
- * (application/vnd.sqlite3, dumped here first), run into the database,
- * which must be empty, as one commit. */
+ * (application/vnd.sqlite3, dumped first, on the thread pool), run into
+ * the database, which must be empty, as one commit. */
 static void handle_import(dsq_server *srv, dsq_http_req *req)
 {
     size_t ctn = 0;
@@ -1295,53 +1367,24 @@ static void handle_import(dsq_server *srv, dsq_http_req *req)
         dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    if (file) {
-        char tmp[4100], path[4200], err[400];
-        snprintf(tmp, sizeof tmp, "%s/tmp", srv->cfg->data_dir);
-        mkdir(tmp, 0700);
-        snprintf(path, sizeof path, "%s/import-XXXXXX", tmp);
-        int fd = mkstemp(path);
-        bool wrote = fd >= 0;
-        for (size_t off = 0; wrote && off < req->body.len;) {
-            ssize_t n = write(fd, req->body.data + off, req->body.len - off);
-            if (n < 0 && errno == EINTR)
-                continue;
-            wrote = n > 0;
-            off += n > 0 ? (size_t)n : 0;
-        }
-        if (fd >= 0)
-            close(fd);
-        int rc = wrote ? dsq_sqlite_dump(path, NULL, &x->sql, err, sizeof err) : -1;
-        if (fd >= 0)
-            unlink(path);
-        if (rc != 0) {
-            dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "the import's file: %s",
-                               wrote ? err : "cannot write it to the data directory");
-            import_free(x);
-            return;
-        }
-        x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
-    } else {
-        /* The body moves to the call: the request goes with its
-         * connection, the call runs on. */
-        x->sql = req->body;
-        req->body = (dsq_buf)DSQ_BUF_INIT;
-        x->stmt = (dsq_stmt_req){.sql = x->sql.data ? x->sql.data : "", .sql_len = x->sql.len};
-    }
+    x->srv = srv;
     x->req = req;
-    x->call.op = DSQ_OP_IMPORT;
+    snprintf(x->db, sizeof x->db, "%s", req->db);
     x->call.scope = token_scopes(srv, req->token, req->token_len, req->db);
-    x->call.stmts = &x->stmt;
-    x->call.nstmts = 1;
-    x->call.done = import_done;
-    x->call.ud = x;
-    if (dsq_engine_submit(srv->engine, req->db, &x->call) != 0) {
-        dsq__respond_error(req, 0, x->call.code, "%s", x->call.msg);
-        import_free(x);
-        return;
-    }
     req->abandon = import_abandon;
     req->abandon_arg = x;
+    /* The body moves here: the request goes with its connection, the work
+     * runs on. */
+    if (file) {
+        x->file = req->body;
+        req->body = (dsq_buf)DSQ_BUF_INIT;
+        x->working = true;
+        dsq__offload(srv, import_dump_work, import_dump_after, x);
+        return;
+    }
+    x->sql = req->body;
+    req->body = (dsq_buf)DSQ_BUF_INIT;
+    import_submit(x);
 }
 
 /* ---- forwarding (several nodes) ------------------------------------------------ */

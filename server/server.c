@@ -207,6 +207,11 @@ static void router_offload(void *ud, void (*work)(void *arg), void (*after)(void
     after(arg);
 }
 
+void dsq__offload(dsq_server *srv, void (*work)(void *arg), void (*after)(void *arg), void *arg)
+{
+    router_offload(srv, work, after, arg);
+}
+
 /* A shard's call, in a cluster: where its primary is. */
 static int router_submit(void *ud, const char *db, dsq_call *c)
 {

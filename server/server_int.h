@@ -117,6 +117,8 @@ void dsq__respond_error(dsq_http_req *req, int status, dsq_code code, const char
 void dsq__respond_begin(dsq_http_req *req, int status, const char *ctype);
 /* The same with header lines of its own (`extra`: whole lines ending in \r\n). */
 void dsq__respond_begin_extra(dsq_http_req *req, int status, const char *ctype, const char *extra);
+/* Run work(arg) on libuv's thread pool, then after(arg) on the loop. */
+void dsq__offload(dsq_server *srv, void (*work)(void *arg), void (*after)(void *arg), void *arg);
 /* Cut the connection (a response that cannot be finished). */
 void dsq__conn_abort(dsq_conn *c);
 void dsq__respond_chunk(dsq_http_req *req, const void *p, size_t n);
