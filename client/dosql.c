@@ -166,21 +166,12 @@ static void catch_sigint(bool script)
  * the shell stopped. */
 static int run_stream(dosql_shell *sh, FILE *f, const char *name)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    int rc = 0;
-    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            n--;
-        rc = dosql_shell_line(sh, line, (size_t)n);
-    }
-    if (rc == 0 && ferror(f)) {
+    int rc = dosql_shell_feed(sh, f);
+    if (rc == -2) {
         fprintf(stderr, "Error: cannot read %s: %s\n", name, strerror(errno));
         sh->status = 1;
         rc = -1;
     }
-    free(line);
     return rc == 0 ? dosql_shell_end(sh) : rc;
 }
 

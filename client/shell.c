@@ -381,23 +381,10 @@ static int dot_dump(dosql_shell *sh, const char *table, dosql_err *err)
         dsq_buf_free(&file);
         return rc;
     }
-    char path[] = "/tmp/dosql-dump-XXXXXX";
-    int fd = mkstemp(path);
-    bool wrote = fd >= 0;
-    for (size_t off = 0; wrote && off < file.len;) {
-        ssize_t n = write(fd, file.data + off, file.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        wrote = n > 0;
-        off += n > 0 ? (size_t)n : 0;
-    }
-    if (fd >= 0)
-        close(fd);
+    char why[400];
+    const char *tmp = getenv("TMPDIR");
+    rc = dsq_sqlite_dump_bytes(tmp && *tmp ? tmp : "/tmp", file.data, file.len, table, &sql, why, sizeof why);
     dsq_buf_free(&file);
-    char why[400] = "cannot write a temporary file";
-    rc = wrote ? dsq_sqlite_dump(path, table, &sql, why, sizeof why) : -1;
-    if (fd >= 0)
-        unlink(path);
     if (rc != 0) {
         dsq_buf_free(&sql);
         return dosql_err_set(err, "", "%s", why);
@@ -594,15 +581,8 @@ static int dot_export(dosql_shell *sh, const char *file, dosql_err *err)
     return rc;
 }
 
-/* .read FILE: its lines as if typed. */
-static int dot_read(dosql_shell *sh, const char *name, dosql_err *err)
+int dosql_shell_feed(dosql_shell *sh, FILE *f)
 {
-    if (sh->depth >= 8)
-        return dosql_err_set(err, "", ".read nested too deep (8 levels)");
-    FILE *f = fopen(name, "r");
-    if (f == NULL)
-        return dosql_err_set(err, "", "cannot open %s: %s", name, strerror(errno));
-    sh->depth++;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -612,7 +592,22 @@ static int dot_read(dosql_shell *sh, const char *name, dosql_err *err)
             n--;
         rc = dosql_shell_line(sh, line, (size_t)n);
     }
+    if (rc == 0 && ferror(f))
+        rc = -2;
     free(line);
+    return rc;
+}
+
+/* .read FILE: its lines as if typed. */
+static int dot_read(dosql_shell *sh, const char *name, dosql_err *err)
+{
+    if (sh->depth >= 8)
+        return dosql_err_set(err, "", ".read nested too deep (8 levels)");
+    FILE *f = fopen(name, "r");
+    if (f == NULL)
+        return dosql_err_set(err, "", "cannot open %s: %s", name, strerror(errno));
+    sh->depth++;
+    int rc = dosql_shell_feed(sh, f);
     fclose(f);
     sh->depth--;
     return rc == 0 ? 0 : DOSQL_EFAIL;

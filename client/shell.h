@@ -37,6 +37,11 @@ void dosql_shell_close(dosql_shell *sh);
  * Returns 0 to read on, or -1 to stop: .quit, or an error when bailing. */
 int dosql_shell_line(dosql_shell *sh, const char *line, size_t len);
 
+/* Every line of f, as dosql_shell_line takes them (line ends of LF or
+ * CRLF). Returns 0, or -1 to stop (as dosql_shell_line), or -2 when f
+ * could not be read (errno). */
+int dosql_shell_feed(dosql_shell *sh, FILE *f);
+
 /* The input has ended: run whatever is left, even without its ';'.
  * Returns 0, or -1 after an error. */
 int dosql_shell_end(dosql_shell *sh);

@@ -5,7 +5,10 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Appends that remember a failure (out of memory): a dump cut short must
  * never pass for a whole one. */
@@ -201,4 +204,30 @@ int dsq_sqlite_dump(const char *path, const char *only, dsq_buf *out, char *err,
         bad = 1;
     }
     return bad ? -1 : 0;
+}
+
+int dsq_sqlite_dump_bytes(const char *dir, const void *p, size_t n, const char *only, dsq_buf *out, char *err,
+                          size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/dump-XXXXXX", dir);
+    int fd = mkstemp(path);
+    bool wrote = fd >= 0;
+    for (size_t off = 0; wrote && off < n;) {
+        ssize_t w = write(fd, (const char *)p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        wrote = w > 0;
+        off += w > 0 ? (size_t)w : 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    int rc = -1;
+    if (wrote)
+        rc = dsq_sqlite_dump(path, only, out, err, errlen);
+    else
+        snprintf(err, errlen, "cannot write a temporary file in %s: %s", dir, strerror(errno));
+    if (fd >= 0)
+        unlink(path);
+    return rc;
 }

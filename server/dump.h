@@ -14,4 +14,9 @@
  * with the reason (not a SQLite database, out of memory). */
 int dsq_sqlite_dump(const char *path, const char *only, dsq_buf *out, char *err, size_t errlen);
 
+/* The same for a database file's bytes p[0..n), written first to a
+ * temporary file in directory `dir` (removed after). */
+int dsq_sqlite_dump_bytes(const char *dir, const void *p, size_t n, const char *only, dsq_buf *out, char *err,
+                          size_t errlen);
+
 #endif

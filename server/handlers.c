@@ -1306,27 +1306,11 @@ static void import_submit(import_op *x)
 static void import_dump_work(void *arg)
 {
     import_op *x = arg;
-    char tmp[4100], path[4200];
+    char tmp[4100];
     snprintf(tmp, sizeof tmp, "%s/tmp", x->srv->cfg->data_dir);
     mkdir(tmp, 0700);
-    snprintf(path, sizeof path, "%s/import-XXXXXX", tmp);
-    int fd = mkstemp(path);
-    bool wrote = fd >= 0;
-    for (size_t off = 0; wrote && off < x->file.len;) {
-        ssize_t n = write(fd, x->file.data + off, x->file.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        wrote = n > 0;
-        off += n > 0 ? (size_t)n : 0;
-    }
-    if (fd >= 0)
-        close(fd);
+    x->rc = dsq_sqlite_dump_bytes(tmp, x->file.data, x->file.len, NULL, &x->sql, x->err, sizeof x->err);
     dsq_buf_free(&x->file);
-    x->rc = wrote ? dsq_sqlite_dump(path, NULL, &x->sql, x->err, sizeof x->err) : -1;
-    if (!wrote)
-        snprintf(x->err, sizeof x->err, "cannot write it to the data directory");
-    if (fd >= 0)
-        unlink(path);
 }
 
 static void import_dump_after(void *arg)
