@@ -49,7 +49,7 @@ static void put_row(dsq_buf *b, const dsq_cdc_event *ev, const dsq_cdc_value *va
     dsq_buf_puts(b, "{");
     bool first = true;
     for (uint16_t k = 0; k < ev->ncols; k++) {
-        if (pk && ev->cols[k].pk == 0)
+        if ((pk && ev->cols[k].pk == 0) || ev->cols[k].len == 0) /* (no name: a VIRTUAL generated column) */
             continue;
         if (!first)
             dsq_buf_puts(b, ",");

@@ -93,6 +93,8 @@ typedef struct table {
     bool current;       /* names the table as the schema is now */
     bool resolved;      /* its columns are named */
     bool without_rowid;
+    bool stored_only;   /* the hook gave the stored columns alone (a table with VIRTUAL generated
+                           columns: SQLite counts them, and gives the values of the others) */
     uint16_t ncols;
     char **cols;
     uint8_t *pk;
@@ -173,16 +175,23 @@ static void preupdate(void *ud, sqlite3 *db, int op, const char *zdb, const char
              put64(b, (uint64_t)(code == DSQ_CDC_INSERT ? k2 : k1));
     if (code == DSQ_CDC_UPDATE)
         rc |= put64(b, (uint64_t)k2);
-    if (code != DSQ_CDC_INSERT) {
+    /* Past the stored columns (SQLITE_RANGE: the table has VIRTUAL
+     * generated columns, which the count includes and the row does not
+     * hold): NULL, the column unnamed (left out of the event). */
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        if ((pass == 0 && code == DSQ_CDC_INSERT) || (pass == 1 && code == DSQ_CDC_DELETE))
+            continue;
         for (int i = 0; i < ncols && rc == 0; i++) {
             sqlite3_value *v = NULL;
-            rc = sqlite3_preupdate_old(db, i, &v) == SQLITE_OK ? put_value(b, v) : -1;
-        }
-    }
-    if (code != DSQ_CDC_DELETE) {
-        for (int i = 0; i < ncols && rc == 0; i++) {
-            sqlite3_value *v = NULL;
-            rc = sqlite3_preupdate_new(db, i, &v) == SQLITE_OK ? put_value(b, v) : -1;
+            int prc = pass == 0 ? sqlite3_preupdate_old(db, i, &v) : sqlite3_preupdate_new(db, i, &v);
+            if (prc == SQLITE_RANGE) {
+                c->tables[t].stored_only = true;
+                v = NULL;
+            } else if (prc != SQLITE_OK) {
+                rc = -1;
+                break;
+            }
+            rc = put_value(b, v);
         }
     }
     if (rc != 0)
@@ -318,7 +327,9 @@ static int resolve(dsq_cdc_cap *c, table *t)
     if (t->cols == NULL || t->pk == NULL)
         return -1;
     if (c->q_cols == NULL &&
-        sqlite3_prepare_v3(c->db, "SELECT name, pk FROM pragma_table_xinfo(?1, 'main') WHERE hidden <> 1",
+        sqlite3_prepare_v3(c->db,
+                           "SELECT name, pk FROM pragma_table_xinfo(?1, 'main') WHERE hidden <> 1 AND "
+                           "(?2 = 0 OR hidden <> 2)",
                            -1, SQLITE_PREPARE_PERSISTENT, &c->q_cols, NULL) != SQLITE_OK)
         return -1;
     if (c->q_wr == NULL &&
@@ -327,6 +338,7 @@ static int resolve(dsq_cdc_cap *c, table *t)
         return -1;
     uint16_t i = 0;
     sqlite3_bind_text(c->q_cols, 1, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(c->q_cols, 2, t->stored_only);
     while (sqlite3_step(c->q_cols) == SQLITE_ROW && i < t->ncols) {
         const char *name = (const char *)sqlite3_column_text(c->q_cols, 0);
         int pk = sqlite3_column_int(c->q_cols, 1);
@@ -337,10 +349,12 @@ static int resolve(dsq_cdc_cap *c, table *t)
     sqlite3_reset(c->q_cols);
     sqlite3_clear_bindings(c->q_cols);
     /* Columns the schema no longer shows (cannot happen within one
-     * statement): named by position. */
+     * statement): named by position; with the stored columns alone, the
+     * count's VIRTUAL ones: no name (left out). */
     for (; i < t->ncols; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "$%u", (unsigned)i);
+        char name[16] = "";
+        if (!t->stored_only)
+            snprintf(name, sizeof name, "$%u", (unsigned)i);
         if ((t->cols[i] = strdup(name)) == NULL)
             return -1;
     }

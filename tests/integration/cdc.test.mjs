@@ -47,6 +47,29 @@ test('every operation and value type, as committed, after the subscription', asy
   }
 });
 
+test('generated columns: writes to a table with VIRTUAL and STORED ones go through; events carry the stored columns', async () => {
+  const d = await startDosqld();
+  try {
+    await query(d.port, 'gen', 'CREATE TABLE g(a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL, c INTEGER GENERATED ALWAYS AS (a + 1) STORED, d TEXT)');
+    const c = await WsRpc.open(d.port, '/v1/db/gen/rpc');
+    const { subscriptionId: id } = await c.ok('subscribeCDC', {});
+    const w1 = await query(d.port, 'gen', "INSERT INTO g(a, d) VALUES (1, 'x')");
+    const w2 = await query(d.port, 'gen', "UPDATE g SET a = 5, d = 'y'");
+    const w3 = await query(d.port, 'gen', 'DELETE FROM g');
+    assert.deepEqual((await query(d.port, 'gen', 'SELECT count(*) FROM g')).rows, [[0]]);
+    const ev = await until(c, id, (e) => e.length >= 3);
+    const strip = ({ timestamp, subscriptionId, ...rest }) => rest;
+    assert.deepEqual(ev.map(strip), [
+      { lsn: w1.lsn, operation: 'INSERT', table: 'g', rowid: 1, after: { a: 1, c: 2, d: 'x' } },
+      { lsn: w2.lsn, operation: 'UPDATE', table: 'g', rowid: 1, before: { a: 1, c: 2, d: 'x' }, after: { a: 5, c: 6, d: 'y' } },
+      { lsn: w3.lsn, operation: 'DELETE', table: 'g', rowid: 1, before: { a: 5, c: 6, d: 'y' } },
+    ]);
+    await c.close();
+  } finally {
+    await d.cleanup();
+  }
+});
+
 test('statement order within a transaction, triggers and cascades; rolled-back work sends nothing', async () => {
   const d = await startDosqld();
   try {
