@@ -257,6 +257,10 @@ struct dsq_call {
     uint64_t min_lsn;        /* QUERY: answered once this copy has the commit of this LSN (a
                                 bookmark: read your writes); it waits for it up to the commit
                                 timeout (write_wait_ms without replication), then TIMEOUT */
+    bool fk_off;             /* QUERY, BATCH: run with foreign key enforcement off; BEGIN: off
+                                until the transaction ends (a libSQL client's PRAGMA
+                                foreign_keys=OFF before a migration, kept per Hrana stream).
+                                Inside an open transaction it changes nothing, as in SQLite */
     bool internal_tables;    /* it may read and write dosqld's own tables (named _dsq_...: the
                                 sharding router's calls); other calls may not touch them */
     char prepare_id[33];     /* a cross-shard transaction's id (the sharding router's; with

@@ -61,6 +61,7 @@ static const key_def keys[] = {
     {"rpc", "max_batch", T_UINT, F(rpc_max_batch), "1000", 1, 100000},
     {"rpc", "stream_chunk_rows", T_UINT, F(rpc_stream_chunk_rows), "100", 1, 100000},
     {"rpc", "max_stream_chunk_rows", T_UINT, F(rpc_max_stream_chunk_rows), "10000", 1, 1000000},
+    {"rpc", "hrana_stream_timeout", T_DURATION, F(rpc_hrana_stream_timeout_ms), "10s", 100, 86400000},
     {"engine", "workers", T_UINT, F(engine_workers), "0", 0, 1024},
     {"engine", "idle_timeout", T_DURATION, F(engine_idle_timeout_ms), "60s", 0, 86400000},
     {"engine", "max_open_actors", T_UINT, F(engine_max_open_actors), "1000", 1, 10000000},

@@ -50,6 +50,7 @@ typedef struct dsq_config {
     uint64_t rpc_max_batch;         /* JSON-RPC requests (and batch statements) in one message */
     uint64_t rpc_stream_chunk_rows; /* queryStream rows per chunk by default */
     uint64_t rpc_max_stream_chunk_rows; /* largest chunkSize a client may ask */
+    uint64_t rpc_hrana_stream_timeout_ms; /* an idle Hrana stream over HTTP (a baton) closes after it */
 
     /* [engine] */
     uint64_t engine_workers;        /* worker threads; 0 = number of cores */

@@ -1699,6 +1699,12 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
     } else {
         status = dsq_ws_handshake_check(req, accept, &why);
     }
+    const dsq_ws_app *app = ws_app_for(req);
+    const char *proto = NULL;
+    if (status == 0 && app->subprotocol != NULL && (proto = app->subprotocol(req)) == NULL) {
+        status = 400;
+        why = "none of the subprotocols offered (Sec-WebSocket-Protocol) is served here";
+    }
     if (status != 0) {
         req->keep_alive = false;
         respond_error_extra(req, status, DSQ_CODE_INVALID_REQUEST,
@@ -1724,8 +1730,9 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
     /* The 101 bypasses dsq__respond: it has no body and no Connection. */
     dsq_buf_printf(&c->out,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
-                   accept, ext[0] ? "Sec-WebSocket-Extensions: " : "", ext, ext[0] ? "\r\n" : "");
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n",
+                   accept, ext[0] ? "Sec-WebSocket-Extensions: " : "", ext, ext[0] ? "\r\n" : "",
+                   proto ? "Sec-WebSocket-Protocol: " : "", proto ? proto : "", proto ? "\r\n" : "");
     dsq_metrics_request(&c->srv->metrics, (dsq_route_id)req->route, 101,
                         dsq_now_ns() - req->start_ns);
     dsq_queue_pop(&c->pipeline); /* req, the only one (npipe is 1) */
@@ -1735,7 +1742,7 @@ static void ws_start(dsq_conn *c, dsq_http_req *req, const char *rest, size_t n)
     c->dl_head = c->dl_body = c->dl_idle = 0;
     if (c->srv->cfg->ws_ping_interval_ms)
         c->dl_ping = now_ms(c) + c->srv->cfg->ws_ping_interval_ms;
-    c->app = ws_app_for(req);
+    c->app = app;
     c->app_state = c->app->open ? c->app->open(c, req) : NULL;
     DSQ_DEBUG("websocket_open", "peer=%s route=%s db=%s", c->peer,
               dsq_route_name((dsq_route_id)req->route), req->db[0] ? req->db : "-");

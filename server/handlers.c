@@ -22,6 +22,7 @@
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 #include "server/dump.h"
+#include "server/hrana.h"
 #include "server/rcdc.h"
 #include "sharding/router.h"
 
@@ -383,7 +384,7 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
 /* ---- scopes ------------------------------------------------------------------ */
 
 /* The DoSQL scopes a token holds on one database. */
-static unsigned token_scopes(const dsq_server *srv, const char *tok, size_t tlen, const char *db)
+unsigned dsq__token_scopes(const dsq_server *srv, const char *tok, size_t tlen, const char *db)
 {
     unsigned s = 0;
     if (dsq_auth_check(srv->auth, tok, tlen, DSQ_SCOPE_READ, db) == DSQ_AUTH_OK)
@@ -408,7 +409,7 @@ typedef struct http_tx {
 static unsigned http_scope(void *ud, const char *db)
 {
     http_tx *tx = ud;
-    return token_scopes(tx->srv, tx->req->token, tx->req->token_len, db);
+    return dsq__token_scopes(tx->srv, tx->req->token, tx->req->token_len, db);
 }
 
 static void http_tx_close(http_tx *tx)
@@ -612,7 +613,7 @@ static unsigned ws_scope(void *ud, const char *db)
     ws_tx *tx = ud;
     if (tx->db[0] && db != NULL && strcmp(db, tx->db) == 0)
         return tx->db_scope;
-    return token_scopes(tx->srv, tx->token, tx->token_len, db);
+    return dsq__token_scopes(tx->srv, tx->token, tx->token_len, db);
 }
 
 /* The answer to one message (NULL: notifications only): it is over. */
@@ -696,7 +697,7 @@ static void *ws_rpc_open(dsq_conn *c, const dsq_http_req *req)
     }
     memcpy(tx->db, req->db, sizeof tx->db);
     if (tx->db[0])
-        tx->db_scope = token_scopes(srv, tx->token, tx->token_len, tx->db);
+        tx->db_scope = dsq__token_scopes(srv, tx->token, tx->token_len, tx->db);
     dsq_dosql_transport t = {
         .scope = ws_scope,
         .reply = ws_reply,
@@ -762,6 +763,7 @@ const dsq_ws_app *dsq__ws_app(dsq_route_id route)
     case DSQ_ROUTE_CAPNWEB:
     case DSQ_ROUTE_KS_CAPNWEB:
     case DSQ_ROUTE_DB_CAPNWEB: return &capnweb_app;
+    case DSQ_ROUTE_DB_HRANA_WS: return &dsq_hrana_ws_app;
     default: return NULL;
     }
 }
@@ -786,7 +788,7 @@ typedef struct cw_http {
 static unsigned cw_http_scope(void *ud, const char *db)
 {
     cw_http *h = ud;
-    return h->req ? token_scopes(h->srv, h->req->token, h->req->token_len, db) : 0;
+    return h->req ? dsq__token_scopes(h->srv, h->req->token, h->req->token_len, db) : 0;
 }
 
 /* Messages are separated by newlines (none after the last). */
@@ -899,7 +901,7 @@ static unsigned cw_ws_scope(void *ud, const char *db)
     cw_ws *w = ud;
     if (w->db[0] && strcmp(db, w->db) == 0)
         return w->db_scope;
-    return token_scopes(w->srv, w->token, w->token_len, db);
+    return dsq__token_scopes(w->srv, w->token, w->token_len, db);
 }
 
 static int cw_ws_send(void *ud, const char *msg, size_t len)
@@ -962,7 +964,7 @@ static void *cw_ws_open(dsq_conn *c, const dsq_http_req *req)
     }
     memcpy(w->db, req->db, sizeof w->db);
     if (w->db[0])
-        w->db_scope = token_scopes(srv, w->token, w->token_len, w->db);
+        w->db_scope = dsq__token_scopes(srv, w->token, w->token_len, w->db);
     dsq_cw_transport t = {
         .send = cw_ws_send,
         .end = cw_ws_end,
@@ -1354,7 +1356,7 @@ static void handle_import(dsq_server *srv, dsq_http_req *req)
     x->srv = srv;
     x->req = req;
     snprintf(x->db, sizeof x->db, "%s", req->db);
-    x->call.scope = token_scopes(srv, req->token, req->token_len, req->db);
+    x->call.scope = dsq__token_scopes(srv, req->token, req->token_len, req->db);
     req->abandon = import_abandon;
     req->abandon_arg = x;
     /* The body moves here: the request goes with its connection, the work
@@ -1398,6 +1400,9 @@ static const char *home_db(const dsq_server *srv, const dsq_http_req *req, char 
     case DSQ_ROUTE_DB_CDC:
     case DSQ_ROUTE_DB_EXPORT:
     case DSQ_ROUTE_DB_IMPORT:
+    case DSQ_ROUTE_DB_HRANA_V2:
+    case DSQ_ROUTE_DB_HRANA_PIPELINE:
+    case DSQ_ROUTE_DB_HRANA_WS:
         if (req->db[0] == '\0')
             return NULL;
         snprintf(db, n, "%s", req->db);
@@ -1575,6 +1580,12 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_DB_CDC: dsq__handle_cdc(srv, req); break;
     case DSQ_ROUTE_DB_EXPORT: handle_export(srv, req); break;
     case DSQ_ROUTE_DB_IMPORT: handle_import(srv, req); break;
+    case DSQ_ROUTE_DB_HRANA_V2:
+    case DSQ_ROUTE_DB_HRANA_PIPELINE: dsq_hrana_handle_http(srv, req); break;
+    case DSQ_ROUTE_DB_HRANA_WS:
+        dsq__respond_error(req, 426, DSQ_CODE_INVALID_REQUEST,
+                           "libSQL clients connect here over a WebSocket (subprotocol hrana2 or hrana1)");
+        break;
     case DSQ_ROUTE_CLUSTER: handle_cluster(srv, req); break;
     case DSQ_ROUTE_PROMOTE: handle_promote(srv, req, false); break;
     case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;

@@ -49,6 +49,12 @@ static const route_def routes[] = {
      DSQ_SCOPE_READ},
     {DSQ_ROUTE_DB_EXPORT, "db_export", "/v1/db/{db}/export", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
     {DSQ_ROUTE_DB_IMPORT, "db_import", "/v1/db/{db}/import", M_PUT, "PUT", false, DSQ_SCOPE_WRITE},
+    {DSQ_ROUTE_DB_HRANA_V2, "db_hrana_v2", "/v1/db/{db}/v2", M_GET, "GET, HEAD", false, DSQ_SCOPE_READ},
+    {DSQ_ROUTE_DB_HRANA_PIPELINE, "db_hrana_pipeline", "/v1/db/{db}/v2/pipeline", M_POST, "POST", false,
+     DSQ_SCOPE_READ},
+    /* "{}": the empty segment after the trailing slash. The client's token
+     * comes in its hello message, not in the upgrade. */
+    {DSQ_ROUTE_DB_HRANA_WS, "db_hrana_ws", "/v1/db/{db}/{}", M_GET, "GET", true, 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -150,6 +156,8 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
                 db = segs[i];
             else if (strcmp(psegs[i], "{ks}") == 0)
                 ks = segs[i];
+            else if (strcmp(psegs[i], "{}") == 0)
+                ok = segs[i][0] == '\0';
             else
                 ok = strcmp(psegs[i], segs[i]) == 0;
         }

@@ -25,6 +25,9 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_KS_CAPNWEB, /* POST or WebSocket /v1/ks/{ks}/capnweb */
     DSQ_ROUTE_DB_EXPORT,  /* GET /v1/db/{db}/export[?lsn=N] */
     DSQ_ROUTE_DB_IMPORT,  /* PUT /v1/db/{db}/import */
+    DSQ_ROUTE_DB_HRANA_V2,       /* GET /v1/db/{db}/v2 (Hrana over HTTP: version check) */
+    DSQ_ROUTE_DB_HRANA_PIPELINE, /* POST /v1/db/{db}/v2/pipeline */
+    DSQ_ROUTE_DB_HRANA_WS,       /* WebSocket /v1/db/{db}/ (hrana2, hrana1) */
     DSQ__ROUTE_COUNT
 } dsq_route_id;
 

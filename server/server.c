@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "server/hrana.h"
 #include "server/rcdc.h"
 #include "server/server_int.h"
 #include "sharding/router.h"
@@ -123,6 +124,7 @@ static void on_engine_tick(uv_timer_t *t)
     dsq_engine_tick(srv->engine);
     if (srv->router != NULL)
         dsq_router_tick(srv->router); /* cross-shard transactions a crash left: resolved */
+    dsq_hrana_sweep(srv);
 }
 
 static int engine_start(dsq_server *srv, char *err, size_t errlen)
@@ -165,6 +167,10 @@ static int engine_start(dsq_server *srv, char *err, size_t errlen)
         .chunk_rows = cfg->rpc_stream_chunk_rows,
         .max_chunk_rows = cfg->rpc_max_stream_chunk_rows,
     };
+    if ((srv->hrana = dsq_hrana_http_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -764,6 +770,7 @@ void dsq_server_free(dsq_server *srv)
         close_listeners(srv);
         dsq_rcdc_free(srv->rcdc); /* (the sessions that used it are closed) */
         srv->rcdc = NULL;
+        dsq_hrana_http_free(srv); /* idle libSQL streams: their transactions roll back */
         /* Drains mailboxes, rolls back open transactions, closes every
          * database; the `done` hooks left run in here and find their
          * sessions closed. The eventfd is still open for their wake-ups. */

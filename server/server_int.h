@@ -55,6 +55,7 @@ struct dsq_server {
     dsq_cluster *cluster;      /* the other nodes (cluster.peers), or NULL */
     struct dsq_router *router; /* keyspaces: the VSchema, statements on them (sharding/router.h) */
     struct dsq_rcdc *rcdc;     /* owned; in a cluster: CDC subscriptions across nodes */
+    struct dsq_hrana_http *hrana; /* owned; Hrana's HTTP streams between requests (server/hrana.h) */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
     uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */
@@ -85,6 +86,9 @@ typedef struct dsq_ws_app {
     void (*message)(void *state, dsq_conn *c, bool binary, const uint8_t *p, size_t n);
     /* The connection is going away; free the state. */
     void (*close)(void *state);
+    /* May be NULL. The subprotocol to answer for `req` (one it offers in
+     * Sec-WebSocket-Protocol); NULL: none it offers is served (400). */
+    const char *(*subprotocol)(const dsq_http_req *req);
 } dsq_ws_app;
 
 /* ---- conn.c ---- */
@@ -158,6 +162,9 @@ void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason);
 void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req);
 
 /* ---- handlers.c ---- */
+/* The DoSQL scopes (DSQ_SCOPE_R, _W; _A on no database) token `tok`
+ * holds on database `db`. */
+unsigned dsq__token_scopes(const dsq_server *srv, const char *tok, size_t tlen, const char *db);
 /* Run the route's handler for a complete, authorized request. */
 void dsq__handle(dsq_server *srv, dsq_http_req *req);
 /* The WebSocket application of a route, or NULL if it takes none (yet). */

@@ -140,6 +140,8 @@ typedef struct actor_open {
     char deny[200];              /* why the authorizer said no, for the error */
     bool vacuum;                 /* a VACUUM is running: its scratch ATTACH is fine */
     bool in_txn;                 /* an explicit transaction is open */
+    bool fk_off;                 /* foreign keys are off on db until the request's or the
+                                    explicit transaction's end (dsq_call.fk_off) */
     bool on_view;                /* SQL runs on a view's connection (beside the transaction, or a
                                     read-only one): no savepoint there */
     uint64_t deadline_ns;        /* progress handler: stop after this */

@@ -37,12 +37,32 @@ static void append_msg(dsq_call *c, const char *more)
     snprintf(c->msg + n, sizeof c->msg - n, "%s", more);
 }
 
+/* Foreign keys off on the writing connection for a call that asks
+ * (dsq_call.fk_off), back on at the end of its request or transaction.
+ * SQLite takes the setting only outside a transaction. */
+static void fk_off(actor_open *o, const dsq_call *c)
+{
+    if (c->fk_off && !o->fk_off && sqlite3_get_autocommit(o->db)) {
+        sqlite3_db_config(o->db, SQLITE_DBCONFIG_ENABLE_FKEY, 0, NULL);
+        o->fk_off = true;
+    }
+}
+
+static void fk_on(actor_open *o)
+{
+    if (o->fk_off && sqlite3_get_autocommit(o->db)) {
+        sqlite3_db_config(o->db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, NULL);
+        o->fk_off = false;
+    }
+}
+
 void dsq__end_txn(run_ctx *x)
 {
     dsq_actor *a = x->a;
     if (!x->o->in_txn)
         return;
     x->o->in_txn = false;
+    fk_on(x->o);
     x->o->txn_prepared = false;
     dsq__beside_close(x->o); /* the last commit moves on, or stays the one it had */
     pthread_mutex_lock(&a->mu);
@@ -225,16 +245,28 @@ int dsq__begin_request(run_ctx *x)
 {
     if (x->o->in_txn)
         return 0;
+    fk_off(x->o, x->c);
     int rc = dsq__internal_exec(x->o, "BEGIN");
     if (rc != SQLITE_OK) {
+        fk_on(x->o);
         dsq__fail_sqlite(x, rc);
         return -1;
     }
     return 0;
 }
 
+static int end_request(run_ctx *x, bool ok);
+
 /* Keep the request's work if ok, else undo it. Returns 0 when kept. */
 int dsq__end_request(run_ctx *x, bool ok)
+{
+    int rc = end_request(x, ok);
+    if (!x->o->in_txn)
+        fk_on(x->o);
+    return rc;
+}
+
+static int end_request(run_ctx *x, bool ok)
 {
     actor_open *o = x->o;
     if (o->in_txn) {
@@ -383,13 +415,16 @@ void dsq__op_begin(run_ctx *x)
     }
     if (c->prepare_id[0] != '\0' && record_prepared(x) != 0)
         return;
+    fk_off(o, c);
     int rc = dsq__internal_exec(o, c->immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
     if (rc != SQLITE_OK) {
+        fk_on(o);
         dsq__fail_sqlite(x, rc);
         return;
     }
     if (txn_id(c->txn_out) != 0) {
         dsq__internal_exec(o, "ROLLBACK");
+        fk_on(o);
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
         return;
     }
