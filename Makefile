@@ -355,7 +355,8 @@ $(B)/bench/sqlite_commits: bench/sqlite_commits.c config.mk
 # driver. As root on Debian, the benchmarks' peers and tools are installed
 # first (make deps DEPS=bench); BENCH_DEPS_TRIED stops a second attempt.
 ifeq ($(HAVE_BENCH),yes)
-bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli tests/node_modules/.stamp
+bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli tests/node_modules/.stamp \
+       tests/interop/node_modules/.stamp
 	@mkdir -p $(B)/bench
 	@date -u +%Y-%m-%dT%H:%M:%SZ >$(B)/bench/started
 	./bench/http_ceiling $(B)/dosqld
@@ -369,6 +370,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
 	./bench/cluster $(B)/dosqld $(B)/bench/wsload
 	./bench/sharding $(B)/dosqld
+	./bench/libsql $(B)/dosqld
 	./bench/summary $$(cat $(B)/bench/started)
 else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
 bench:
