@@ -870,9 +870,11 @@ static void run_stmt(dsq_hrana_stream *s, const char *sql, size_t len, json_t *s
         }
         h->stmt.sql = dsq_arena_strndup(&h->arena, sql, len);
         h->stmt.sql_len = len;
+        if (h->stmt.sql == NULL)
+            snprintf(why, sizeof why, "out of memory");
         if (h->stmt.sql == NULL || (stmt != NULL && args_in(h, stmt, s->lim.max_params, why, sizeof why) != 0)) {
             hop_free(h);
-            stmt_fail(s, DSQ_CODE_INVALID_REQUEST, h->stmt.sql == NULL ? "out of memory" : why);
+            stmt_fail(s, DSQ_CODE_INVALID_REQUEST, why);
             return;
         }
         c->stmts = &h->stmt;
