@@ -50,12 +50,18 @@ int dsq__alloc_results(dsq_call *c, size_t n)
 static sqlite3 *view_db(run_ctx *x)
 {
     dsq_call *c = x->c;
-    actor_open *o = x->o;
     if (x->snap != NULL)
         return x->snap->db;
-    if (c->txn[0] != '\0' || !o->in_txn)
+    if (c->txn[0] != '\0' || !x->o->in_txn)
         return NULL;
     x->beside = true;
+    return dsq__beside_db(x);
+}
+
+sqlite3 *dsq__beside_db(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
     if (o->snap_db == NULL) {
         char err[600];
         if (dsq__view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
@@ -454,6 +460,8 @@ static void op_query(run_ctx *x)
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
     sqlite3 *vdb = view_db(x);
+    if (c->err == 0 && !x->retry && dsq__idem_replay(x, vdb) != 0)
+        return; /* its first answer, or it failed */
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
             run_on(x, vdb, r, res);
@@ -557,6 +565,8 @@ static void op_batch(run_ctx *x)
     if (dsq__check_txn(x) != 0)
         return;
     sqlite3 *vdb = view_db(x);
+    if (c->err == 0 && !x->retry && from == 0 && dsq__idem_replay(x, vdb) != 0)
+        return; /* its first answer, or it failed */
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
             batch_on(x, vdb, from);
@@ -1014,6 +1024,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->not_found = false;
+    c->replayed = false;
     c->msg[0] = '\0';
     c->wait_writer = false;
     if (e->warm != NULL)
