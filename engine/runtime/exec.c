@@ -153,6 +153,32 @@ static void op_query_as_of(run_ctx *x)
     c->results[0].lsn = c->lsn = lsn;
 }
 
+/* dosqld's own tables (_dsq_...: idempotency records, a shard's prepared
+ * transactions) dropped from an export's file: they are the server's
+ * bookkeeping, not the client's data, and an import refuses them. A
+ * VACUUM then leaves none of their bytes in free pages. SQLITE_OK or the
+ * error. */
+static int drop_own_tables(sqlite3 *dst)
+{
+    sqlite3_stmt *st = NULL;
+    char *drops = NULL;
+    int rc = sqlite3_prepare_v2(dst,
+                                "SELECT group_concat(printf('DROP TABLE \"%w\";', name), '') FROM sqlite_schema "
+                                "WHERE type = 'table' AND name LIKE '\\_dsq\\_%' ESCAPE '\\'",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(st, 0);
+        rc = text != NULL && (drops = strdup((const char *)text)) == NULL ? SQLITE_NOMEM : SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK && drops != NULL)
+        rc = sqlite3_exec(dst, drops, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && drops != NULL)
+        rc = sqlite3_exec(dst, "VACUUM", NULL, NULL, NULL);
+    free(drops);
+    return rc;
+}
+
 /* The database as of an LSN (or its last commit) copied page by page,
  * by SQLite's backup, from a view of the store into a plain SQLite file:
  * every page of that commit and nothing after it. */
@@ -203,8 +229,10 @@ static void op_export(run_ctx *x)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name,
                           sqlite3_errstr(rc));
         } else {
+            rc = drop_own_tables(dst);
             /* A plain file whatever the store's journal: no WAL beside it. */
-            rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
             if (rc != SQLITE_OK)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name, sqlite3_errmsg(dst));
         }
