@@ -270,6 +270,15 @@ struct dsq_call {
                                 clients' writes fail (SERIALIZATION_FAILURE, retryable) — also
                                 after a restart, until the router resolves it. COMMIT removes
                                 it in the transaction it commits; ROLLBACK after it */
+    const char *idem_key;    /* QUERY, atomic BATCH, COMMIT: the request's idempotency key, 1 to 128
+                                bytes (borrowed; outlives the call), or NULL. With a window
+                                (idempotency_window_ms), a call whose key is recorded for the same
+                                request gets that request's first answer and runs nothing; one
+                                recorded for another request fails (INVALID_REQUEST). A call that
+                                writes records its key, its request's digest and its answer in
+                                the transaction it commits (_dsq_idempotency); one that fails, or
+                                writes nothing, records nothing (idem.c) */
+    size_t idem_key_len;
     const uint8_t *recs;     /* APPLY: log records, back to back (borrowed; outlives the call) */
     size_t recs_len;
     /* Runs on the worker when results are final (and before done): turn
@@ -299,6 +308,7 @@ struct dsq_call {
     uint64_t time_ms;        /* PING: the server's wall clock (ms since the epoch) */
     uint64_t result_bytes;   /* QUERY, BATCH: bytes of rows its results hold (with a budget:
                                 charged to it; released only by dsq_budget_release) */
+    bool replayed;           /* (idem_key) the answer is the first one's, recorded: nothing ran */
     bool more;               /* STREAM: more chunks follow this one; CDC_READ: more is durable */
     dsq_buf out;             /* encode's output */
     char db[129];            /* the database it was submitted to (set by the engine) */
@@ -377,6 +387,8 @@ typedef struct dsq_engine_cfg {
     unsigned max_open_files;       /* descriptors a database keeps open for reads of its old
                                       segments and checkpoints (fdcache.h); 0: 16 */
     uint64_t retention_ms;         /* history kept for time travel */
+    uint64_t idempotency_window_ms; /* how long a call's idempotency key answers its retries
+                                      (dsq_call.idem_key); 0: keys are not remembered */
     dsq_sync_mode sync;            /* see dsq_sync_mode */
     unsigned sync_threads;         /* threads that fsync logs; 0 = 1 */
     bool group_sync;               /* without the journal, several logs waiting: one syncfs */
@@ -571,6 +583,7 @@ typedef struct dsq_engine_stats {
     uint64_t journal_zero_waits;  /* appends that waited for a chunk being zeroed */
     uint64_t subscriptions;   /* CDC subscribers of database feeds */
     uint64_t cdc_coalesced;   /* sends to a feed's subscribers held back (cdc_coalesce_ms) */
+    uint64_t idem_replays;    /* calls answered from their idempotency key's record */
     bool tier;                /* an object store is configured */
     dsq_tier_counts tier_counts;
     dsq_evict_counts evict_counts;

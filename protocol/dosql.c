@@ -86,7 +86,7 @@ typedef struct method_def {
     const char *name;
     method_fn fn;
     bool rpc_only;              /* not on Cap'n Web (its CDC is a callback and a stub) */
-    const char *fields[8];      /* the request's members, NULL-terminated */
+    const char *fields[10];     /* the request's members, NULL-terminated */
 } method_def;
 
 /* ---- sessions ------------------------------------------------------------------- */
@@ -374,6 +374,24 @@ static int parse_stmt(op *o, json_t *obj, dsq_stmt_req *r, const char *where)
         reject(o, DSQ_CODE_INVALID_REQUEST, "%s%s", where, why);
         return -1;
     }
+    return 0;
+}
+
+/* idempotencyKey (query, batch, commit): 1 to 128 bytes of text, borrowed
+ * from the request (which lives as long as the call). Returns 0, or -1
+ * after rejecting. */
+static int parse_idem_key(op *o, json_t *p)
+{
+    json_t *k = json_object_get(p, "idempotencyKey");
+    if (k == NULL)
+        return 0;
+    size_t n = json_is_string(k) ? json_string_length(k) : 0;
+    if (n == 0 || n > 128) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "\"idempotencyKey\" must be a string of 1 to 128 bytes");
+        return -1;
+    }
+    o->call.idem_key = json_string_value(k);
+    o->call.idem_key_len = n;
     return 0;
 }
 
@@ -719,6 +737,12 @@ static void ks_done(void *ud, int err, dsq_code code, const char *msg, dsq_resul
 static unsigned ks_prelude_txn(op *o, json_t *p, bool txn)
 {
     static const char *const not_yet[] = {"transactionId", "asOf", "consistency", "minLSN", "database", NULL};
+    /* (A write on a keyspace spans shards, each with its own log: no one
+     * transaction could hold its key's record.) */
+    if (json_object_get(p, "idempotencyKey") != NULL) {
+        reject(o, DSQ_CODE_INVALID_REQUEST, "idempotencyKey is not supported on keyspaces");
+        return 0;
+    }
     for (size_t i = txn ? 1 : 0; not_yet[i]; i++)
         if (json_object_get(p, not_yet[i]) != NULL) {
             reject(o, DSQ_CODE_INVALID_REQUEST, "\"%s\" is not supported %son a keyspace", not_yet[i],
@@ -974,7 +998,8 @@ static void m_query(op *o, json_t *p)
         ks_query(o, p);
         return;
     }
-    if (prelude(o, p) != 0 || parse_consistency(o, p) != 0 || parse_stmt(o, p, &o->stmt, "") != 0)
+    if (prelude(o, p) != 0 || parse_consistency(o, p) != 0 || parse_idem_key(o, p) != 0 ||
+        parse_stmt(o, p, &o->stmt, "") != 0)
         return;
     o->call.op = DSQ_OP_QUERY;
     o->call.stmts = &o->stmt;
@@ -1084,7 +1109,7 @@ static void end_txn(op *o, json_t *p, dsq_op which)
         ks_end(o, p, which == DSQ_OP_COMMIT);
         return;
     }
-    if (prelude(o, p) != 0)
+    if (prelude(o, p) != 0 || parse_idem_key(o, p) != 0)
         return;
     if (o->call.txn[0] == '\0') {
         reject(o, DSQ_CODE_INVALID_REQUEST, "\"transactionId\" is required");
@@ -1138,6 +1163,13 @@ static void m_batch(op *o, json_t *p)
             return;
         }
         o->call.atomic = json_is_true(atomic);
+    }
+    if (op_ks(o) == NULL && parse_idem_key(o, p) != 0)
+        return;
+    if (o->call.idem_key != NULL && !o->call.atomic) {
+        reject(o, DSQ_CODE_INVALID_REQUEST,
+               "idempotencyKey needs an atomic batch (atomic: false commits each statement on its own)");
+        return;
     }
     dsq_stmt_req *st = dsq_arena_alloc(&o->arena, n * sizeof *st);
     if (st == NULL) {
@@ -2065,12 +2097,13 @@ static void m_get_vschema(op *o, json_t *p)
  * any other. "database" is every method's: it names the database on
  * /v1/rpc and must name the bound one elsewhere (prelude). */
 static const method_def api[] = {
-    {"query", m_query, false, {"sql", "params", "transactionId", "asOf", "database", "consistency", "minLSN"}},
+    {"query", m_query, false,
+     {"sql", "params", "transactionId", "asOf", "database", "consistency", "minLSN", "idempotencyKey"}},
     {"queryStream", m_query_stream, false, {"sql", "params", "chunkSize", "transactionId", "database"}},
     {"beginTransaction", m_begin, false, {"mode", "readOnly", "timeoutMs", "database"}},
-    {"commit", m_commit, false, {"transactionId", "database"}},
+    {"commit", m_commit, false, {"transactionId", "database", "idempotencyKey"}},
     {"rollback", m_rollback, false, {"transactionId", "database"}},
-    {"batch", m_batch, false, {"statements", "atomic", "transactionId", "database"}},
+    {"batch", m_batch, false, {"statements", "atomic", "transactionId", "database", "idempotencyKey"}},
     {"getSchema", m_schema, false, {"transactionId", "database"}},
     {"ping", m_ping, false, {"transactionId", "database"}},
     {"getStats", m_stats, false, {"database"}},

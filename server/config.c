@@ -79,6 +79,7 @@ static const key_def keys[] = {
     {"engine", "max_expr_depth", T_UINT, F(engine_max_expr_depth), "1000", 1, 100000},
     {"engine", "max_params", T_UINT, F(engine_max_params), "10000", 1, 250000},
     {"engine", "cache_size", T_SIZE, F(engine_cache_size), "2M", 65536, 1ull << 34},
+    {"engine", "idempotency_window", T_DURATION, F(engine_idempotency_window_ms), "24h", 0, 30ull * 86400000},
     {"storage", "data_dir", T_STR, F(data_dir), "./data", 0, 0},
     {"storage", "object_store", T_STR, F(object_store), "", 0, 0},
     {"storage", "page_size", T_SIZE, F(storage_page_size), "4096", 512, 65536},
@@ -997,5 +998,6 @@ void dsq_config_engine(const dsq_config *cfg, dsq_engine_cfg *ec)
         .checkpoint_bytes = cfg->storage_checkpoint_size,
         .max_open_files = (unsigned)cfg->storage_max_open_files,
         .retention_ms = cfg->storage_history_retention_ms,
+        .idempotency_window_ms = cfg->engine_idempotency_window_ms,
     };
 }

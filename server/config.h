@@ -69,6 +69,7 @@ typedef struct dsq_config {
     uint64_t engine_max_columns;    /* columns in a table, index or result */
     uint64_t engine_max_expr_depth; /* expression tree depth */
     uint64_t engine_max_params;     /* parameters of one statement */
+    uint64_t engine_idempotency_window_ms; /* how long a write's idempotencyKey is remembered (0: not) */
     uint64_t engine_cache_size;     /* page cache per open database, bytes */
 
     /* [storage] */

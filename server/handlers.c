@@ -277,6 +277,11 @@ static void handle_metrics(dsq_server *srv, dsq_http_req *req)
                    (unsigned long long)es.gated, (unsigned long long)es.journal_syncs,
                    (unsigned long long)es.journal_flushes, (unsigned long long)es.journal_bytes);
     dsq_buf_printf(&b,
+                   "# HELP dosqld_idempotent_replays_total Writes sent again with their idempotencyKey, "
+                   "answered with their first answer without running.\n"
+                   "# TYPE dosqld_idempotent_replays_total counter\ndosqld_idempotent_replays_total %llu\n",
+                   (unsigned long long)es.idem_replays);
+    dsq_buf_printf(&b,
                    "# HELP dosqld_object_store_uploads_total Chunks of databases' files written to the object store.\n"
                    "# TYPE dosqld_object_store_uploads_total counter\ndosqld_object_store_uploads_total %llu\n"
                    "# HELP dosqld_object_store_upload_bytes_total Their bytes.\n"

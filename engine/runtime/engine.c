@@ -521,6 +521,7 @@ void dsq_engine_stats_get(dsq_engine *e, dsq_engine_stats *out)
     out->txns_open = atomic_load(&e->txns_open);
     out->fsyncs = atomic_load(&e->fsyncs);
     out->gated = atomic_load(&e->gated);
+    out->idem_replays = atomic_load(&e->idem_replays);
     out->subscriptions = atomic_load(&e->feeds.subscriptions);
     out->cdc_coalesced = atomic_load(&e->feeds.held);
     out->tier = e->tier != NULL;

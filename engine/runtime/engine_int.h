@@ -332,6 +332,7 @@ struct dsq_engine {
     dsq_syncer syncer;              /* gate.c */
     atomic_uint_fast64_t fsyncs;    /* log syncs done by the syncers */
     atomic_uint_fast64_t gated;     /* replies that waited for one */
+    atomic_uint_fast64_t idem_replays; /* calls answered from their idempotency key's record */
     dsq_feeds feeds;                /* every database's CDC feed (engine/cdc/feed.h) */
     unsigned ncpu;                  /* CPUs the process may run on */
     dsq_tier *tier;                 /* uploads to the object store, or NULL */

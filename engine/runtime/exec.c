@@ -50,12 +50,18 @@ int dsq__alloc_results(dsq_call *c, size_t n)
 static sqlite3 *view_db(run_ctx *x)
 {
     dsq_call *c = x->c;
-    actor_open *o = x->o;
     if (x->snap != NULL)
         return x->snap->db;
-    if (c->txn[0] != '\0' || !o->in_txn)
+    if (c->txn[0] != '\0' || !x->o->in_txn)
         return NULL;
     x->beside = true;
+    return dsq__beside_db(x);
+}
+
+sqlite3 *dsq__beside_db(run_ctx *x)
+{
+    dsq_call *c = x->c;
+    actor_open *o = x->o;
     if (o->snap_db == NULL) {
         char err[600];
         if (dsq__view_conn(x->e, x->a, o, o->lsn, &o->snap_view, &o->snap_db, err, sizeof err) != 0) {
@@ -147,6 +153,32 @@ static void op_query_as_of(run_ctx *x)
     c->results[0].lsn = c->lsn = lsn;
 }
 
+/* dosqld's own tables (_dsq_...: idempotency records, a shard's prepared
+ * transactions) dropped from an export's file: they are the server's
+ * bookkeeping, not the client's data, and an import refuses them. A
+ * VACUUM then leaves none of their bytes in free pages. SQLITE_OK or the
+ * error. */
+static int drop_own_tables(sqlite3 *dst)
+{
+    sqlite3_stmt *st = NULL;
+    char *drops = NULL;
+    int rc = sqlite3_prepare_v2(dst,
+                                "SELECT group_concat(printf('DROP TABLE \"%w\";', name), '') FROM sqlite_schema "
+                                "WHERE type = 'table' AND name LIKE '\\_dsq\\_%' ESCAPE '\\'",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(st, 0);
+        rc = text != NULL && (drops = strdup((const char *)text)) == NULL ? SQLITE_NOMEM : SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK && drops != NULL)
+        rc = sqlite3_exec(dst, drops, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && drops != NULL)
+        rc = sqlite3_exec(dst, "VACUUM", NULL, NULL, NULL);
+    free(drops);
+    return rc;
+}
+
 /* The database as of an LSN (or its last commit) copied page by page,
  * by SQLite's backup, from a view of the store into a plain SQLite file:
  * every page of that commit and nothing after it. */
@@ -197,8 +229,10 @@ static void op_export(run_ctx *x)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name,
                           sqlite3_errstr(rc));
         } else {
+            rc = drop_own_tables(dst);
             /* A plain file whatever the store's journal: no WAL beside it. */
-            rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
             if (rc != SQLITE_OK)
                 dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "exporting database %s: %s", x->a->name, sqlite3_errmsg(dst));
         }
@@ -454,6 +488,8 @@ static void op_query(run_ctx *x)
     const dsq_stmt_req *r = &c->stmts[0];
     dsq_result *res = &c->results[0];
     sqlite3 *vdb = view_db(x);
+    if (c->err == 0 && !x->retry && dsq__idem_replay(x, vdb) != 0)
+        return; /* its first answer, or it failed */
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
             run_on(x, vdb, r, res);
@@ -557,6 +593,8 @@ static void op_batch(run_ctx *x)
     if (dsq__check_txn(x) != 0)
         return;
     sqlite3 *vdb = view_db(x);
+    if (c->err == 0 && !x->retry && from == 0 && dsq__idem_replay(x, vdb) != 0)
+        return; /* its first answer, or it failed */
     if (vdb != NULL || c->err != 0 || x->retry) {
         if (vdb != NULL)
             batch_on(x, vdb, from);
@@ -1014,6 +1052,7 @@ void dsq__exec(dsq_engine *e, dsq_actor *a, dsq_call *c)
     run_ctx x = {.e = e, .a = a, .o = a->open, .c = c};
     c->err = 0;
     c->not_found = false;
+    c->replayed = false;
     c->msg[0] = '\0';
     c->wait_writer = false;
     if (e->warm != NULL)

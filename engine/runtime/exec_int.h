@@ -165,7 +165,25 @@ void dsq__op_cdc_read(run_ctx *x);
 /* The same from database c->target_db's log files, on the system actor. */
 void dsq__op_cdc_read_files(run_ctx *x);
 
+/* ---- idem.c: idempotency keys ---- */
+/* The call's key is looked up and recorded: it has one, keys are
+ * remembered (a window), it may write, and it is a QUERY, BATCH or COMMIT. */
+bool dsq__idem_keyed(const run_ctx *x);
+/* Before a keyed call runs (c->idem_key, and a window): its key's record
+ * on `db` (NULL: the actor's connection). 0: none, the call runs; 1: the
+ * call is answered (its first answer, replayed; or it failed: a different
+ * request, or x->retry for a page in the object store). */
+int dsq__idem_replay(run_ctx *x, sqlite3 *db);
+/* In the transaction about to commit (or the explicit one the call ran
+ * in): the keyed call's record, when it wrote (COMMIT: always). 0, or -1
+ * with the call failed. */
+int dsq__idem_record(run_ctx *x);
+
 /* ---- exec.c ---- */
+/* The connection on the last commit that reads beside the open
+ * transaction (opened if need be); NULL when it failed (c->err, or
+ * x->retry when a page is in the object store). */
+sqlite3 *dsq__beside_db(run_ctx *x);
 /* results[0..n) of the call, empty (what they held is freed). 0, or -1
  * with the call failed. */
 int dsq__alloc_results(dsq_call *c, size_t n);

@@ -279,7 +279,11 @@ static int end_request(run_ctx *x, bool ok)
         }
         if (!ok && dsq__cold(x))
             x->retry = true; /* SQLite undid the statement; it runs again (resume_off) */
-        return ok ? 0 : -1;
+        /* The key's record joins the transaction: it commits or goes with
+         * the work. (If it cannot be written the call fails, and its work
+         * stays in the transaction, for the client to decide: running it
+         * again would do it twice.) */
+        return ok ? dsq__idem_record(x) : -1;
     }
     if (ok && !(x->c->scope & DSQ_SCOPE_W) && sqlite3_txn_state(o->db, "main") == SQLITE_TXN_WRITE) {
         /* A read-scope request commits nothing, whatever it ran: the
@@ -288,6 +292,8 @@ static int end_request(run_ctx *x, bool ok)
         dsq__fail(x->c, DSQ_CODE_FORBIDDEN, "the request wrote; the token has read scope only");
         ok = false;
     }
+    if (ok && dsq__idem_record(x) != 0)
+        ok = false; /* (undone whole; with a page in the object store, run again) */
     if (ok)
         return commit(x);
     if (!sqlite3_get_autocommit(o->db))
@@ -441,12 +447,34 @@ void dsq__op_begin(run_ctx *x)
     c->lsn = o->lsn;
 }
 
+/* The connection that reads the last commit for a keyed COMMIT's
+ * lookup: the actor's, unless another client's transaction holds it (then
+ * the one beside it). NULL when that one failed to open (c failed, or
+ * x->retry). */
+static sqlite3 *commit_lookup_db(run_ctx *x)
+{
+    dsq_actor *a = x->a;
+    if (!x->o->in_txn)
+        return x->o->db;
+    pthread_mutex_lock(&a->mu);
+    bool mine = strcmp(a->txn, x->c->txn) == 0;
+    pthread_mutex_unlock(&a->mu);
+    return mine ? x->o->db : dsq__beside_db(x);
+}
+
 static void op_end_txn(run_ctx *x, bool do_commit)
 {
     dsq_call *c = x->c;
     if (c->txn[0] == '\0') {
         dsq__fail(c, DSQ_CODE_INVALID_REQUEST, "transactionId is required");
         return;
+    }
+    /* A COMMIT sent again after its answer was lost finds its transaction
+     * gone, and its key's record there. */
+    if (do_commit && dsq__idem_keyed(x)) {
+        sqlite3 *db = commit_lookup_db(x);
+        if (db == NULL || dsq__idem_replay(x, db) != 0)
+            return;
     }
     if (dsq__check_txn(x) != 0)
         return;
@@ -461,6 +489,19 @@ static void op_end_txn(run_ctx *x, bool do_commit)
         if (c->prepare_id[0] != '\0' && drop_prepared(x, false) != 0) {
             dsq__internal_exec(x->o, "ROLLBACK");
             dsq__end_txn(x);
+            append_msg(c, " (the transaction was rolled back)");
+            return;
+        }
+        /* The key's record commits with the transaction. */
+        if (dsq__idem_record(x) != 0) {
+            if (!sqlite3_get_autocommit(x->o->db)) {
+                if (dsq__cold(x))
+                    x->retry = true; /* the COMMIT runs again once the page is here */
+                else
+                    append_msg(c, " (the transaction is still open)");
+                return;
+            }
+            dsq__end_txn(x); /* (SQLite rolled it back: disk full, out of memory) */
             append_msg(c, " (the transaction was rolled back)");
             return;
         }

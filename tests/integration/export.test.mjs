@@ -1,7 +1,8 @@
 // Export: GET /v1/db/{db}/export gives the database as a SQLite file that
 // the sqlite3 tool opens and checks (integrity_check ok), with every
 // type, an index, a view and a trigger, and the rows of the last commit;
-// ?lsn=N gives the database as of that commit; a large database streams
+// ?lsn=N gives the database as of that commit; dosqld's own tables are left
+// out (an idempotency key's records); a large database streams
 // whole; bad requests are refused; nothing is left in the data directory.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -87,4 +88,25 @@ test('a database of many pages streams whole; no file is left behind', async () 
   assert.equal(sqlite(e.file, 'SELECT count(*), sum(length(pad)) FROM big'), '8000|8000000');
   const tmp = path.join(dataDir, 'tmp');
   assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('export-')), []);
+});
+
+test("dosqld's own tables (idempotency keys' records) are left out of the file, bytes and all; it imports again", async () => {
+  await query(d.port, 'own', 'CREATE TABLE k(x)');
+  const r = await fetch(`${d.url}/v1/db/own/query`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ sql: "INSERT INTO k VALUES ('kept') RETURNING 'answer-only-marker' AS m", idempotencyKey: 'export-1' }),
+  });
+  assert.equal(r.status, 200, await r.text());
+  const e = await exportTo('own');
+  assert.equal(e.status, 200);
+  assert.equal(sqlite(e.file, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_dsq%' ESCAPE '\\'"), '0');
+  assert.equal(sqlite(e.file, 'SELECT x FROM k'), 'kept');
+  assert.equal(sqlite(e.file, 'PRAGMA integrity_check'), 'ok');
+  assert.equal(e.body.indexOf('answer-only-marker'), -1, 'the record left no bytes in free pages');
+  const imp = await fetch(`${d.url}/v1/db/own-copy/import`, {
+    method: 'PUT', headers: { 'content-type': 'application/vnd.sqlite3' }, body: e.body,
+  });
+  assert.equal(imp.status, 200, await imp.text());
+  assert.deepEqual((await query(d.port, 'own-copy', 'SELECT x FROM k')).rows, [['kept']]);
 });
