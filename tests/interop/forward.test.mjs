@@ -1,7 +1,9 @@
 // Any node serves any database: a connection that reaches a node that is
 // not its database's primary (a follower, or a node without a copy) is
 // passed on whole to the primary's node — HTTP /query, JSON-RPC over
-// WebSocket, and the official capnweb client with pipelining.
+// WebSocket, the official capnweb client with pipelining, and libSQL's
+// client (Hrana over HTTP, its batons living on the primary's node, and
+// over WebSocket).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -122,4 +124,26 @@ test('the capnweb client through a follower: WebSocket with pipelining, and HTTP
   }
   const b = newHttpBatchRpcSession(`http://127.0.0.1:${N.port}/v1/db/${db}/capnweb`);
   assert.deepEqual((await b.query({ sql: 'SELECT sum(x) FROM cw' })).rows, [[6]]);
+});
+
+test('libSQL clients through a follower and a node without a copy (HTTP batons and WebSocket)', async () => {
+  const { createClient } = await import('@libsql/client');
+  const name = 'fwdlibsql';
+  for (const [i, scheme] of ['http', 'ws'].entries()) {
+    const via = i === 0 ? N : F;
+    const cl = createClient({ url: `${scheme}://127.0.0.1:${via.port}/v1/db/${name}/` });
+    try {
+      await cl.execute('CREATE TABLE IF NOT EXISTS t (x)');
+      // An interactive transaction: over HTTP its stream lives on the
+      // primary's node, and every pipeline of it is passed on there.
+      const tx = await cl.transaction('write');
+      await tx.execute({ sql: 'INSERT INTO t VALUES (?)', args: [10 * i + 1] });
+      await tx.execute({ sql: 'INSERT INTO t VALUES (?)', args: [10 * i + 2] });
+      await tx.commit();
+      const r = await cl.execute('SELECT count(*) AS n FROM t');
+      assert.equal(r.rows[0].n, 2 * (i + 1), `${scheme} through ${via === N ? 'a node without a copy' : 'a follower'}`);
+    } finally {
+      cl.close();
+    }
+  }
 });
