@@ -508,6 +508,38 @@ static uint64_t lsn_of(const char *db)
 /* Statements SQLite calls read-only that still write (ANALYZE's tables,
  * rebuilt indexes) are refused to read scope before they run, also when
  * the same text ran with write scope first; nothing commits. */
+/* A call with fk_off runs with foreign keys off, the next without it has
+ * them on again; a transaction begun with it keeps them off to its end,
+ * and a call inside it cannot turn them back on. */
+Test(engine, foreign_keys_off_for_a_call_and_a_transaction)
+{
+    ok("fkoff", "CREATE TABLE p(id INTEGER PRIMARY KEY); "
+                "CREATE TABLE c(p INTEGER REFERENCES p(id) ON DELETE CASCADE)");
+    tcall *t = mk(DSQ_OP_QUERY, "INSERT INTO c VALUES (42)");
+    t->c.fk_off = true;
+    run("fkoff", t);
+    cr_assert_eq(t->c.err, 0, "fk_off: an orphan row is allowed (%s)", t->c.msg);
+    tfree(t);
+    expect_err("fkoff", "INSERT INTO c VALUES (43)", DSQ_CODE_CONSTRAINT_VIOLATION, "FOREIGN KEY");
+    ok("fkoff", "INSERT INTO p VALUES (1); INSERT INTO c VALUES (1)");
+
+    tcall *b = mk(DSQ_OP_BEGIN, NULL);
+    b->c.fk_off = true;
+    b->c.session = 77;
+    run("fkoff", b);
+    cr_assert_eq(b->c.err, 0, "%s", b->c.msg);
+    tfree(in_txn("fkoff", b->c.txn_out, "DELETE FROM p WHERE id = 1")); /* no cascade */
+    t = in_txn("fkoff", b->c.txn_out, "SELECT count(*) FROM c");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 2, "the children stay while keys are off");
+    tfree(t);
+    tfree(end_txn("fkoff", b->c.txn_out, true));
+    tfree(b);
+    t = q("fkoff", "PRAGMA foreign_keys");
+    cr_assert_eq(val(&t->c.results[0], 0).i, 1, "on again after the transaction");
+    tfree(t);
+    expect_err("fkoff", "INSERT INTO c VALUES (44)", DSQ_CODE_CONSTRAINT_VIOLATION, "FOREIGN KEY");
+}
+
 Test(engine, read_scope_commits_nothing)
 {
     /* (PRAGMA optimize analyzes the tables whose indexes the planner used.) */
