@@ -39,7 +39,7 @@ static const char usage_text[] =
     "  -c SQL          run SQL (several statements, dot commands) and exit; repeatable\n"
     "  -f FILE         run the statements in FILE and exit\n"
     "      --json      print rows as JSON lines, one object per row\n"
-    "      --csv       print rows as CSV (RFC 4180) with a header row\n"
+    "      --csv       print rows as CSV (RFC 4180) with a header row (.headers on)\n"
     "      --token T   bearer token (default $DOSQL_TOKEN)\n"
     "  -h, --help      show this help\n"
     "      --version   show the version\n"
@@ -299,6 +299,9 @@ int main(int argc, char **argv)
     }
     catch_sigint(!interactive);
     dosql_shell_init(&sh, &http, stdout, o.mode, !interactive);
+    /* --csv has always written the header row (CSV that .import reads
+     * back); .mode csv in the shell starts without one, as in sqlite3. */
+    sh.headers = o.mode == DOSQL_MODE_CSV;
     if (o.ncmds > 0) {
         for (size_t i = 0; i < o.ncmds && run_text(&sh, o.cmds[i]) == 0; i++)
             ;

@@ -99,7 +99,7 @@ static int run_sql(dosql_shell *sh, const char *sql, size_t len, dosql_err *err)
         txn_forget(sh);
     if (rc != 0)
         return rc;
-    rc = dosql_format_result(sh->out, sh->mode, res);
+    rc = dosql_format_result(sh->out, sh->mode, sh->headers, res);
     json_decref(res);
     if (rc != 0)
         return dosql_err_set(err, "UNKNOWN", "the server's answer is not a QueryResult");
@@ -634,6 +634,8 @@ static const char help_text[] =
     "\n"
     ".dump [TABLE]     the database (or TABLE) as SQL, as sqlite3 .dump writes it\n"
     ".export FILE      the database as a SQLite file\n"
+    ".headers on|off   a header row of column names in csv mode (off unless\n"
+    "                  --csv; the other modes always name the columns)\n"
     ".help             this text\n"
     ".import FILE TABLE  CSV rows into TABLE (the header names the columns; TABLE\n"
     "                  is made when there is none)\n"
@@ -673,6 +675,11 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
             fprintf(sh->out, "timing is %s\n", sh->timing ? "on" : "off");
         else if (dsq_parse_bool(argv[1], &sh->timing) != 0)
             rc = dosql_err_set(&err, "", "usage: .timing on|off");
+    } else if ((strcmp(cmd, ".headers") == 0 || strcmp(cmd, ".header") == 0) && argc <= 2) {
+        if (argc == 1)
+            fprintf(sh->out, "headers are %s\n", sh->headers ? "on" : "off");
+        else if (dsq_parse_bool(argv[1], &sh->headers) != 0)
+            rc = dosql_err_set(&err, "", "usage: .headers on|off");
     } else if (strcmp(cmd, ".dump") == 0 && argc <= 2) {
         rc = dot_dump(sh, argc == 2 ? argv[1] : NULL, &err);
     } else if (strcmp(cmd, ".import") == 0 && argc == 3) {
@@ -706,7 +713,8 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
         rc = dosql_err_set(&err, "", "usage: %s %s", cmd,
                            strcmp(cmd, ".read") == 0 ? "FILE" : "table|csv|json|line|markdown");
     } else if (strcmp(cmd, ".tables") == 0 || strcmp(cmd, ".schema") == 0 ||
-               strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0) {
+               strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0 ||
+               strcmp(cmd, ".headers") == 0 || strcmp(cmd, ".header") == 0) {
         rc = dosql_err_set(&err, "", "too many arguments to %s (see .help)", cmd);
     } else {
         rc = dosql_err_set(&err, "", "unknown command %s (see .help)", cmd);

@@ -17,6 +17,7 @@ typedef struct dosql_shell {
     FILE *out;        /* not owned; where results go (errors go to stderr) */
     dosql_mode mode;  /* table, JSON lines or CSV */
     bool timing;      /* .timing on: "Time: X.XXX ms" after each statement */
+    bool headers;     /* .headers on: CSV results begin with the column names */
     bool bail;        /* stop at the first error (scripts and -c) */
     char *txid;       /* owned; the open transaction's id, or NULL */
     dsq_buf pending;  /* input read but not yet a whole statement */

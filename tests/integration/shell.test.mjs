@@ -261,7 +261,7 @@ INSERT INTO u VALUES (7);
     // .read: a file's statements and commands, as if typed; .mode csv; .output FILE.
     const script = path.join(dir, 'script.sql');
     const out = path.join(dir, 'out.csv');
-    writeFileSync(script, `INSERT INTO u VALUES (8);\n.mode csv\n.output ${out}\nSELECT x FROM u ORDER BY x;\n.output\n`);
+    writeFileSync(script, `INSERT INTO u VALUES (8);\n.mode csv\n.headers on\n.output ${out}\nSELECT x FROM u ORDER BY x;\n.output\n`);
     r = await dosql([url], { input: `.read ${script}\nSELECT count(*) AS n FROM u;\n` });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(readFileSync(out, 'utf8'), 'x\r\n7\r\n8\r\n');
@@ -321,6 +321,26 @@ test('.import: awkward CSV (quotes, line ends in fields, BOM, CRLF, empty lines)
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('.headers: the CSV header row, off by default as in sqlite3, on with --csv; the other modes name their columns regardless', async () => {
+  const url = dbUrl(d, 'headers');
+  const q = "SELECT 1 AS a, 'x,y' AS b;\n";
+  let r = await dosql([url], { input: `.headers\n.mode csv\n${q}.headers on\n.headers\n${q}.header off\n${q}` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'headers are off\n1,"x,y"\r\nheaders are on\na,b\r\n1,"x,y"\r\n1,"x,y"\r\n');
+  // --csv writes the header row unless told otherwise.
+  r = await dosql([url, '--csv', '-c', q]);
+  assert.equal(r.stdout, 'a,b\r\n1,"x,y"\r\n');
+  r = await dosql([url, '--csv', '-c', '.headers off', '-c', q]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '1,"x,y"\r\n');
+  // As in sqlite3, the table and Markdown modes always show the names.
+  r = await dosql([url], { input: `.headers off\n${q}.mode markdown\n${q}` });
+  assert.equal(r.stdout, ' a | b\n---+-----\n 1 | x,y\n(1 row)\n| a | b |\n|---|---|\n| 1 | x,y |\n');
+  r = await dosql([url, '-c', '.headers maybe']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /usage: \.headers on\|off/);
 });
 
 test('DOSQL_URL and DOSQL_TOKEN; UNAUTHORIZED without the token', async () => {
