@@ -21,6 +21,7 @@
 #include "server/dump.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -426,13 +427,13 @@ static void put_ident(dsq_buf *b, const char *s, size_t n)
     dsq_buf_puts(b, "\"");
 }
 
-/* Run one batch of statements (atomic: one commit, or in the open
- * transaction). */
-static int run_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
+/* Run one batch of statements (stolen), atomic, in the transaction txid
+ * (or as one commit of its own when NULL). */
+static int run_batch(dosql_shell *sh, json_t *statements, const char *txid, dosql_err *err)
 {
     json_t *params = json_pack("{s:o, s:b}", "statements", statements, "atomic", 1);
-    if (params != NULL && sh->txid != NULL)
-        json_object_set_new(params, "transactionId", json_string(sh->txid));
+    if (params != NULL && txid != NULL)
+        json_object_set_new(params, "transactionId", json_string(txid));
     if (params == NULL)
         return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
     json_t *res = NULL;
@@ -441,12 +442,67 @@ static int run_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
     return rc;
 }
 
+/* Whether SIGINT has asked the shell to stop. */
+static bool interrupted(const dosql_shell *sh)
+{
+    return sh->http->interrupted != NULL && *sh->http->interrupted;
+}
+
+/* A JSON-RPC call on the transaction txid that SIGINT must not abandon
+ * halfway (beginTransaction, commit, rollback): its outcome would be
+ * unknown, and with it what is committed, or a transaction would be left
+ * open holding the database until its timeout. The interrupt stays
+ * recorded and is acted on after the call. params is stolen. */
+static int rpc_whole(dosql_shell *sh, const char *method, json_t *params, json_t **res, dosql_err *err)
+{
+    volatile sig_atomic_t *flag = sh->http->interrupted;
+    sh->http->interrupted = NULL;
+    *res = NULL;
+    int rc = params != NULL ? dosql_http_rpc(sh->http, method, params, res, err)
+                            : dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    sh->http->interrupted = flag;
+    return rc;
+}
+
+/* One batch of .import (statements stolen). Inside the shell's open
+ * transaction it is part of it; otherwise it runs in a transaction of
+ * its own, begun, filled and committed in three calls rather than as one
+ * atomic batch, because a request abandoned by Ctrl-C may or may not have
+ * committed by the time the server sees the connection go: here the batch
+ * is what is abandoned, its transaction is rolled back, and the commit
+ * (never abandoned) is what makes the rows count as imported. */
+static int import_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
+{
+    if (sh->txid != NULL)
+        return run_batch(sh, statements, sh->txid, err);
+    json_t *res;
+    int rc = rpc_whole(sh, "beginTransaction", json_pack("{s:s}", "mode", "immediate"), &res, err);
+    const char *got = rc == 0 ? json_string_value(json_object_get(res, "transactionId")) : NULL;
+    char *id = got != NULL ? strdup(got) : NULL;
+    json_decref(res);
+    if (id == NULL) {
+        json_decref(statements);
+        return rc != 0 ? rc : dosql_err_set(err, "UNKNOWN", "beginTransaction returned no transactionId");
+    }
+    rc = run_batch(sh, statements, id, err);
+    if (rc == 0) {
+        rc = rpc_whole(sh, "commit", json_pack("{s:s}", "transactionId", id), &res, err);
+    } else {
+        dosql_err ignored; /* (err says why the batch failed; the rollback's fate adds nothing) */
+        rpc_whole(sh, "rollback", json_pack("{s:s}", "transactionId", id), &res, &ignored);
+    }
+    json_decref(res);
+    free(id);
+    return rc;
+}
+
 /* .import FILE TABLE: CSV rows into TABLE. The first record is the
  * header: the columns inserted into, and those of the table made when
  * there is none (TEXT columns, as sqlite3 makes them). Rows go in
  * multi-row INSERTs, several to a batch, each batch one commit (or part
  * of the open transaction); a progress line on stderr every 100,000
- * rows. */
+ * rows. Ctrl-C stops it between batches or abandons the batch under way
+ * (rolled back), and the error says how many rows were committed. */
 static int dot_import(dosql_shell *sh, const char *file, const char *table, dosql_err *err)
 {
     dsq_buf text = DSQ_BUF_INIT;
@@ -496,7 +552,7 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         per = 500;
     if (per == 0)
         per = 1;
-    size_t rows = 0, line = 0, next_report = 100000;
+    size_t rows = 0, done = 0, line = 0, next_report = 100000; /* (done: rows in batches run) */
     json_t *statements = json_array(), *params = NULL;
     size_t in_stmt = 0;
     dsq_buf ins = DSQ_BUF_INIT;
@@ -540,8 +596,12 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
             in_stmt = 0;
         }
         if (json_array_size(statements) > 0 && (json_array_size(statements) == 10 || got == 0)) {
-            rc = run_batch(sh, statements, err);
+            rc = import_batch(sh, statements, err);
             statements = json_array();
+            if (rc == 0)
+                done = rows - in_stmt; /* (in_stmt: rows of an INSERT not yet sent) */
+            if (rc == 0 && got != 0 && interrupted(sh)) /* (between batches) */
+                rc = DOSQL_EINTR;
             if (rc == 0 && rows >= next_report) { /* the progress line */
                 fprintf(stderr, "\r%zu rows", rows);
                 while (next_report <= rows)
@@ -555,6 +615,11 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         *err = bad;
         rc = DOSQL_EFAIL;
     }
+    if (rc == DOSQL_EINTR && sh->txid != NULL)
+        dosql_err_set(err, "", "interrupted: %zu rows imported into the open transaction (not committed), "
+                      "none after them", done);
+    else if (rc == DOSQL_EINTR)
+        dosql_err_set(err, "", "interrupted: %zu rows imported and committed, none after them", done);
     if (rows >= 100000)
         fprintf(stderr, "\n");
     json_decref(statements);
@@ -638,7 +703,8 @@ static const char help_text[] =
     "                  --csv; the other modes always name the columns)\n"
     ".help             this text\n"
     ".import FILE TABLE  CSV rows into TABLE (the header names the columns; TABLE\n"
-    "                  is made when there is none)\n"
+    "                  is made when there is none); Ctrl-C stops it and says how\n"
+    "                  many rows were committed\n"
     ".mode MODE        how results are printed: table, csv, json, line, markdown\n"
     ".output [FILE]    results to FILE, or back to the standard output\n"
     ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
