@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -46,6 +47,97 @@ static void txn_forget(dosql_shell *sh)
 {
     free(sh->txid);
     sh->txid = NULL;
+}
+
+/* ---- the names Tab completes ------------------------------------------------------- */
+
+/* Forget the schema Tab completes from: the next Tab fetches it anew. */
+static void names_forget(dosql_shell *sh)
+{
+    json_decref(sh->schema);
+    free(sh->tables);
+    free(sh->columns);
+    sh->schema = NULL;
+    sh->tables = NULL;
+    sh->columns = NULL;
+    sh->names.tables = NULL;
+    sh->names.ntables = 0;
+}
+
+/* Complete from schema (a getSchema answer; a reference is taken): its
+ * tables and views with their columns. */
+static void names_take(dosql_shell *sh, json_t *schema)
+{
+    names_forget(sh);
+    const json_t *lists[2] = {json_object_get(schema, "tables"), json_object_get(schema, "views")};
+    size_t ntables = 0, ncolumns = 0, i, c;
+    const json_t *o, *col;
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(lists[l], i, o) {
+            ntables++;
+            ncolumns += json_array_size(json_object_get(o, "columns"));
+        }
+    sh->tables = calloc(ntables ? ntables : 1, sizeof *sh->tables);
+    sh->columns = calloc(ncolumns ? ncolumns : 1, sizeof *sh->columns);
+    if (sh->tables == NULL || sh->columns == NULL) {
+        names_forget(sh);
+        return;
+    }
+    size_t t = 0, k = 0;
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(lists[l], i, o) {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (name == NULL)
+                continue;
+            dosql_table_names *tn = &sh->tables[t++];
+            tn->name = name;
+            tn->columns = &sh->columns[k];
+            json_array_foreach(json_object_get(o, "columns"), c, col) {
+                const char *cn = json_string_value(json_object_get(col, "name"));
+                if (cn != NULL && k < ncolumns) {
+                    sh->columns[k++] = cn;
+                    tn->ncolumns++;
+                }
+            }
+        }
+    sh->schema = json_incref(schema);
+    sh->names.tables = sh->tables;
+    sh->names.ntables = t;
+}
+
+/* SQLite's keywords, once (sqlite3_keyword_name gives them unterminated). */
+static void keywords_make(dosql_shell *sh)
+{
+    int n = sqlite3_keyword_count();
+    sh->keywords = calloc((size_t)n + 1, sizeof *sh->keywords);
+    if (sh->keywords == NULL)
+        return;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *z;
+        int len;
+        if (sqlite3_keyword_name(i, &z, &len) == SQLITE_OK && (sh->keywords[k] = strndup(z, (size_t)len)) != NULL)
+            k++;
+    }
+    sh->names.keywords = (const char *const *)sh->keywords;
+    sh->names.nkeywords = (size_t)k;
+}
+
+static int get_schema(dosql_shell *sh, json_t **schema, dosql_err *err);
+
+const dosql_names *dosql_shell_names(dosql_shell *sh)
+{
+    if (sh->keywords == NULL)
+        keywords_make(sh);
+    if (sh->schema == NULL) {
+        json_t *schema;
+        dosql_err err;
+        if (get_schema(sh, &schema, &err) == 0) {
+            names_take(sh, schema);
+            json_decref(schema);
+        }
+    }
+    return &sh->names;
 }
 
 /* ---- statements -------------------------------------------------------------------- */
@@ -128,6 +220,8 @@ static int statement(dosql_shell *sh, const char *s, size_t n)
     case DOSQL_STMT_ROLLBACK: rc = run_end(sh, false, &err); break;
     default: rc = run_sql(sh, s, n, &err); break;
     }
+    if (sh->schema != NULL && dosql_sql_may_change_schema(s, n))
+        names_forget(sh);
     if (sh->timing && rc != DOSQL_EUNREACHABLE)
         fprintf(sh->out, "Time: %.3f ms\n", (double)(dsq_now_ns() - t0) / 1e6);
     fflush(sh->out);
@@ -241,6 +335,11 @@ void dosql_shell_close(dosql_shell *sh)
         sh->out = sh->stdout_;
     }
     dsq_buf_free(&sh->pending);
+    names_forget(sh);
+    for (size_t i = 0; sh->keywords != NULL && sh->keywords[i] != NULL; i++)
+        free(sh->keywords[i]);
+    free(sh->keywords);
+    sh->keywords = NULL;
 }
 
 /* ---- dot commands ------------------------------------------------------------------ */
@@ -301,6 +400,7 @@ static int dot_tables(dosql_shell *sh, dosql_err *err)
     int rc = get_schema(sh, &schema, err);
     if (rc != 0)
         return rc;
+    names_take(sh, schema); /* (what Tab completes is refreshed too) */
     const json_t *tables = json_object_get(schema, "tables");
     const json_t *views = json_object_get(schema, "views");
     size_t n = json_array_size(tables) + json_array_size(views), k = 0;
@@ -353,6 +453,7 @@ static int dot_schema(dosql_shell *sh, const char *name, dosql_err *err)
     int rc = get_schema(sh, &schema, err);
     if (rc != 0)
         return rc;
+    names_take(sh, schema); /* (what Tab completes is refreshed too) */
     const json_t *tables = json_object_get(schema, "tables");
     const json_t *indexes = json_object_get(schema, "indexes");
     const json_t *views = json_object_get(schema, "views");
@@ -712,7 +813,10 @@ static const char help_text[] =
     ".schema [TABLE]   the CREATE statements of every object, or of TABLE\n"
     "                  with its indexes and triggers\n"
     ".tables           the names of the tables and views\n"
-    ".timing on|off    print the time each statement takes\n";
+    ".timing on|off    print the time each statement takes\n"
+    "\n"
+    "On a terminal, Tab completes dot commands, file names after .read, .import,\n"
+    ".output and .export, table and column names (T.col after T.) and keywords.\n";
 
 /* Run one dot command line ('.' first). Returns 0, or -1 to stop
  * (.quit, or an error when bailing). */
@@ -750,6 +854,7 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
         rc = dot_dump(sh, argc == 2 ? argv[1] : NULL, &err);
     } else if (strcmp(cmd, ".import") == 0 && argc == 3) {
         rc = dot_import(sh, argv[1], argv[2], &err);
+        names_forget(sh); /* (it may have made the table) */
     } else if (strcmp(cmd, ".export") == 0 && argc == 2) {
         rc = dot_export(sh, argv[1], &err);
     } else if (strcmp(cmd, ".import") == 0 || strcmp(cmd, ".export") == 0) {

@@ -417,3 +417,40 @@ test('interactive: prompts, continuation, transaction prompt, history file', { s
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test('interactive: Tab completes dot commands, tables, columns (fetched anew after DDL) and file names', { skip: !hasScript && 'no util-linux script(1)' }, async () => {
+  const home = tempDir();
+  try {
+    const url = dbUrl(d, 'tab');
+    let r = await dosql([url, '-c', "CREATE TABLE people(id INTEGER, fullname TEXT); INSERT INTO people VALUES (1, 'Ann')"]);
+    assert.equal(r.code, 0, r.stderr);
+    const script = path.join(home, 'script_one.sql');
+    writeFileSync(script, 'SELECT 42 AS answer;\n');
+    r = await dosql(['-qec', `${DOSQL} ${url}`, '/dev/null'], {
+      cmd: 'script',
+      env: { HOME: home, TERM: 'dumb' },
+      input: [
+        '.tab\t', // .tables
+        'SELECT fulln\t FROM peo\t;', // a column, a table
+        'SELECT people.i\t FROM people;', // T.column
+        'CREATE TABLE zebra(stripes);',
+        'SELECT stri\t FROM zeb\t;', // made after the first fetch
+        `.read ${path.join(home, 'scr')}\t`, // a file name
+        '.mode mark\t', '.headers of\t',
+        'SELECT 7 AS seven;',
+        '.quit', '',
+      ].join('\n'),
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout.replace(/\r/g, '');
+    const session = out.slice(out.indexOf('dosql 0.'));
+    assert.match(session, /dosql> \.tables \npeople\n/);
+    assert.match(session, /dosql> SELECT fullname {2}FROM people ;\n fullname\n-+\n Ann\n/);
+    assert.match(session, /dosql> SELECT people\.id {2}FROM people;\n id\n-+\n {2}1\n/);
+    assert.match(session, /dosql> SELECT stripes {2}FROM zebra ;\n stripes\n-+\n\(0 rows\)\n/);
+    assert.match(session, /script_one\.sql \n answer\n-+\n {5}42\n/);
+    assert.match(session, /\| seven \|\n\|---\|\n\| 7 \|\n/); // .mode markdown
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
