@@ -378,6 +378,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/tiering $(B)/dosqld $(B)/tests/tools/objcli $(B)/bench/wsload
 	./bench/cluster $(B)/dosqld $(B)/bench/wsload
 	./bench/sharding $(B)/dosqld
+	./bench/dataio $(B)/dosqld $(B)/dosql
 	./bench/summary $$(cat $(B)/bench/started)
 else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
 bench:
