@@ -716,9 +716,11 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         *err = bad;
         rc = DOSQL_EFAIL;
     }
+    /* In the open transaction a statement abandoned undoes only itself:
+     * the batch's INSERTs before it stay there, uncommitted. */
     if (rc == DOSQL_EINTR && sh->txid != NULL)
         dosql_err_set(err, "", "interrupted: %zu rows imported into the open transaction (not committed), "
-                      "none after them", done);
+                      "and perhaps part of the batch under way; ROLLBACK undoes them", done);
     else if (rc == DOSQL_EINTR)
         dosql_err_set(err, "", "interrupted: %zu rows imported and committed, none after them", done);
     if (rows >= 100000)
