@@ -208,6 +208,15 @@ $(B)/tests/unit/%: tests/unit/%.c $(LIB) config.mk $(FLAGS)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) \
 	    $(CRITERION_LIBS) $(DEP_LIBS) $(CURL_LIBS) -lm
 
+# The shell's tests (tests/unit/client/) link client/'s objects too, all
+# but dosql.c's (its main and the line editor).
+CLIENT_TEST_OBJ := $(filter-out $(B)/obj/client/dosql.o,$(CLIENT_OBJ))
+$(B)/tests/unit/client/%: tests/unit/client/%.c $(CLIENT_TEST_OBJ) $(LIB) config.mk $(FLAGS)
+	@mkdir -p $(@D)
+	$(say) TEST $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CRITERION_CFLAGS) $(LDFLAGS) -o $@ $< $(CLIENT_TEST_OBJ) $(LIB) \
+	    $(CRITERION_LIBS) $(DEP_LIBS) $(CURL_LIBS) -lm
+
 $(B)/tests/tools/%: tests/tools/%.c $(LIB) config.mk $(FLAGS)
 	@mkdir -p $(@D)
 	$(say) CC $<
@@ -371,6 +380,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/cluster $(B)/dosqld $(B)/bench/wsload
 	./bench/sharding $(B)/dosqld
 	./bench/libsql $(B)/dosqld
+	./bench/dataio $(B)/dosqld $(B)/dosql
 	./bench/summary $$(cat $(B)/bench/started)
 else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
 bench:

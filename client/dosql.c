@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "client/complete.h"
 #include "client/format.h"
 #include "client/http.h"
 #include "client/shell.h"
@@ -39,7 +40,7 @@ static const char usage_text[] =
     "  -c SQL          run SQL (several statements, dot commands) and exit; repeatable\n"
     "  -f FILE         run the statements in FILE and exit\n"
     "      --json      print rows as JSON lines, one object per row\n"
-    "      --csv       print rows as CSV (RFC 4180) with a header row\n"
+    "      --csv       print rows as CSV (RFC 4180) with a header row (.headers on)\n"
     "      --token T   bearer token (default $DOSQL_TOKEN)\n"
     "  -h, --help      show this help\n"
     "      --version   show the version\n"
@@ -202,14 +203,49 @@ static char *history_path(void)
     return path;
 }
 
+/* Tab completion: libedit's readline calls on_complete with the word
+ * before the cursor; the choices are made at once (dosql_complete) and
+ * handed out one at a time by next_choice. */
+static dosql_shell *completing;   /* the shell Tab completes for */
+static dosql_completion choices;  /* the last Tab's */
+static size_t next_choice_at;
+
+static char *next_choice(const char *text, int state)
+{
+    (void)text;
+    if (state == 0)
+        next_choice_at = 0;
+    return next_choice_at < choices.n ? strdup(choices.items[next_choice_at++]) : NULL;
+}
+
+static char **on_complete(const char *text, int start, int end)
+{
+    dosql_completion_free(&choices);
+    rl_attempted_completion_over = 1; /* (nothing else than what is offered here) */
+    if (start < 0 || end < start || rl_line_buffer == NULL)
+        return NULL;
+    const dosql_names *names = dosql_shell_names(completing);
+    if (dosql_complete(rl_line_buffer, (size_t)start, (size_t)end, dosql_shell_continuing(completing), names,
+                       &choices) != 0)
+        return NULL;
+    if (choices.files) {
+        rl_attempted_completion_over = 0; /* the line editor's file names */
+        return NULL;
+    }
+    return choices.n > 0 ? rl_completion_matches(text, next_choice) : NULL;
+}
+
 /* The terminal: prompts, libedit line editing, history kept in
- * ~/.dosql_history (created private: statements may hold secrets). */
+ * ~/.dosql_history (created private: statements may hold secrets), Tab
+ * completion. */
 static void run_terminal(dosql_shell *sh, const char *base)
 {
     printf("dosql %s on %s\nStatements end with ';'. Enter .help for the commands.\n",
            DSQ_VERSION, base);
     char *hist = history_path();
     rl_readline_name = "dosql";
+    completing = sh;
+    rl_attempted_completion_function = on_complete;
     using_history();
     stifle_history(HISTORY_MAX);
     if (hist != NULL)
@@ -246,6 +282,7 @@ static void run_terminal(dosql_shell *sh, const char *base)
         free(hist);
     }
     clear_history();
+    dosql_completion_free(&choices);
 }
 
 /* ---- main -------------------------------------------------------------------------- */
@@ -299,6 +336,9 @@ int main(int argc, char **argv)
     }
     catch_sigint(!interactive);
     dosql_shell_init(&sh, &http, stdout, o.mode, !interactive);
+    /* --csv has always written the header row (CSV that .import reads
+     * back); .mode csv in the shell starts without one, as in sqlite3. */
+    sh.headers = o.mode == DOSQL_MODE_CSV;
     if (o.ncmds > 0) {
         for (size_t i = 0; i < o.ncmds && run_text(&sh, o.cmds[i]) == 0; i++)
             ;

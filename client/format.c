@@ -289,13 +289,14 @@ static int csv_field(dsq_buf *b, const json_t *v)
     return rc;
 }
 
-/* A header row of column names, then one record per row, CRLF-ended. */
-static int print_csv(FILE *out, const json_t *cols, const json_t *rows)
+/* A header row of column names (when headers), then one record per row,
+ * CRLF-ended. */
+static int print_csv(FILE *out, bool headers, const json_t *cols, const json_t *rows)
 {
     size_t ncol = json_array_size(cols), nrow = json_array_size(rows);
     dsq_buf b = DSQ_BUF_INIT;
     int rc = 0;
-    for (size_t r = 0; rc == 0 && r <= nrow; r++) {
+    for (size_t r = headers ? 0 : 1; rc == 0 && r <= nrow; r++) {
         const json_t *row = r == 0 ? cols : json_array_get(rows, r - 1);
         dsq_buf_reset(&b);
         for (size_t i = 0; rc == 0 && i < ncol; i++) {
@@ -388,7 +389,7 @@ static int print_markdown(FILE *out, const json_t *cols, const json_t *rows)
 /* ---- the entry point --------------------------------------------------------------- */
 
 /* Check the shape, then print in the chosen mode. */
-int dosql_format_result(FILE *out, dosql_mode mode, const json_t *result)
+int dosql_format_result(FILE *out, dosql_mode mode, bool headers, const json_t *result)
 {
     const json_t *cols = json_object_get(result, "columns");
     const json_t *rows = json_object_get(result, "rows");
@@ -409,7 +410,7 @@ int dosql_format_result(FILE *out, dosql_mode mode, const json_t *result)
     }
     switch (mode) {
     case DOSQL_MODE_JSON: return print_json(out, cols, rows);
-    case DOSQL_MODE_CSV: return print_csv(out, cols, rows);
+    case DOSQL_MODE_CSV: return print_csv(out, headers, cols, rows);
     case DOSQL_MODE_LINE: return print_line(out, cols, rows);
     case DOSQL_MODE_MARKDOWN: return print_markdown(out, cols, rows);
     case DOSQL_MODE_TABLE:

@@ -3,6 +3,7 @@
 #define DOSQL_FORMAT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "common/buf.h"
@@ -10,15 +11,18 @@
 typedef enum dosql_mode {
     DOSQL_MODE_TABLE, /* aligned columns, "(N rows)"; "OK, N rows affected" */
     DOSQL_MODE_JSON,  /* one JSON object per row, keyed by column name */
-    DOSQL_MODE_CSV,   /* RFC 4180: a header row, then the rows, CRLF line ends */
+    DOSQL_MODE_CSV,   /* RFC 4180: a header row (when asked), then the rows, CRLF line ends */
     DOSQL_MODE_LINE,  /* one "column = value" line per column, rows apart by a blank line */
     DOSQL_MODE_MARKDOWN, /* a Markdown table: | a | b |, |---|---|, one row per line */
 } dosql_mode;
 
 /* Print one QueryResult (DESIGN 3.3) to out in mode. Statements without
  * columns print "OK, N rows affected" in table mode, nothing otherwise.
- * Returns 0, or -1 when result is not a QueryResult (nothing printed). */
-int dosql_format_result(FILE *out, dosql_mode mode, const json_t *result);
+ * headers decides the CSV header row alone, as sqlite3's .headers does:
+ * the table and Markdown modes always name their columns, and the line
+ * and JSON modes name them in every row. Returns 0, or -1 when result is
+ * not a QueryResult (nothing printed). */
+int dosql_format_result(FILE *out, dosql_mode mode, bool headers, const json_t *result);
 
 /* Append the text of one wire value to b: digits for integers and
  * {"$bigint"}, the shortest round-trip text for REALs, x'hex' for

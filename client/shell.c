@@ -21,6 +21,8 @@
 #include "server/dump.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -45,6 +47,97 @@ static void txn_forget(dosql_shell *sh)
 {
     free(sh->txid);
     sh->txid = NULL;
+}
+
+/* ---- the names Tab completes ------------------------------------------------------- */
+
+/* Forget the schema Tab completes from: the next Tab fetches it anew. */
+static void names_forget(dosql_shell *sh)
+{
+    json_decref(sh->schema);
+    free(sh->tables);
+    free(sh->columns);
+    sh->schema = NULL;
+    sh->tables = NULL;
+    sh->columns = NULL;
+    sh->names.tables = NULL;
+    sh->names.ntables = 0;
+}
+
+/* Complete from schema (a getSchema answer; a reference is taken): its
+ * tables and views with their columns. */
+static void names_take(dosql_shell *sh, json_t *schema)
+{
+    names_forget(sh);
+    const json_t *lists[2] = {json_object_get(schema, "tables"), json_object_get(schema, "views")};
+    size_t ntables = 0, ncolumns = 0, i, c;
+    const json_t *o, *col;
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(lists[l], i, o) {
+            ntables++;
+            ncolumns += json_array_size(json_object_get(o, "columns"));
+        }
+    sh->tables = calloc(ntables ? ntables : 1, sizeof *sh->tables);
+    sh->columns = calloc(ncolumns ? ncolumns : 1, sizeof *sh->columns);
+    if (sh->tables == NULL || sh->columns == NULL) {
+        names_forget(sh);
+        return;
+    }
+    size_t t = 0, k = 0;
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(lists[l], i, o) {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (name == NULL)
+                continue;
+            dosql_table_names *tn = &sh->tables[t++];
+            tn->name = name;
+            tn->columns = &sh->columns[k];
+            json_array_foreach(json_object_get(o, "columns"), c, col) {
+                const char *cn = json_string_value(json_object_get(col, "name"));
+                if (cn != NULL && k < ncolumns) {
+                    sh->columns[k++] = cn;
+                    tn->ncolumns++;
+                }
+            }
+        }
+    sh->schema = json_incref(schema);
+    sh->names.tables = sh->tables;
+    sh->names.ntables = t;
+}
+
+/* SQLite's keywords, once (sqlite3_keyword_name gives them unterminated). */
+static void keywords_make(dosql_shell *sh)
+{
+    int n = sqlite3_keyword_count();
+    sh->keywords = calloc((size_t)n + 1, sizeof *sh->keywords);
+    if (sh->keywords == NULL)
+        return;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *z;
+        int len;
+        if (sqlite3_keyword_name(i, &z, &len) == SQLITE_OK && (sh->keywords[k] = strndup(z, (size_t)len)) != NULL)
+            k++;
+    }
+    sh->names.keywords = (const char *const *)sh->keywords;
+    sh->names.nkeywords = (size_t)k;
+}
+
+static int get_schema(dosql_shell *sh, json_t **schema, dosql_err *err);
+
+const dosql_names *dosql_shell_names(dosql_shell *sh)
+{
+    if (sh->keywords == NULL)
+        keywords_make(sh);
+    if (sh->schema == NULL) {
+        json_t *schema;
+        dosql_err err;
+        if (get_schema(sh, &schema, &err) == 0) {
+            names_take(sh, schema);
+            json_decref(schema);
+        }
+    }
+    return &sh->names;
 }
 
 /* ---- statements -------------------------------------------------------------------- */
@@ -99,7 +192,7 @@ static int run_sql(dosql_shell *sh, const char *sql, size_t len, dosql_err *err)
         txn_forget(sh);
     if (rc != 0)
         return rc;
-    rc = dosql_format_result(sh->out, sh->mode, res);
+    rc = dosql_format_result(sh->out, sh->mode, sh->headers, res);
     json_decref(res);
     if (rc != 0)
         return dosql_err_set(err, "UNKNOWN", "the server's answer is not a QueryResult");
@@ -127,6 +220,8 @@ static int statement(dosql_shell *sh, const char *s, size_t n)
     case DOSQL_STMT_ROLLBACK: rc = run_end(sh, false, &err); break;
     default: rc = run_sql(sh, s, n, &err); break;
     }
+    if (sh->schema != NULL && dosql_sql_may_change_schema(s, n))
+        names_forget(sh);
     if (sh->timing && rc != DOSQL_EUNREACHABLE)
         fprintf(sh->out, "Time: %.3f ms\n", (double)(dsq_now_ns() - t0) / 1e6);
     fflush(sh->out);
@@ -240,6 +335,11 @@ void dosql_shell_close(dosql_shell *sh)
         sh->out = sh->stdout_;
     }
     dsq_buf_free(&sh->pending);
+    names_forget(sh);
+    for (size_t i = 0; sh->keywords != NULL && sh->keywords[i] != NULL; i++)
+        free(sh->keywords[i]);
+    free(sh->keywords);
+    sh->keywords = NULL;
 }
 
 /* ---- dot commands ------------------------------------------------------------------ */
@@ -300,6 +400,7 @@ static int dot_tables(dosql_shell *sh, dosql_err *err)
     int rc = get_schema(sh, &schema, err);
     if (rc != 0)
         return rc;
+    names_take(sh, schema); /* (what Tab completes is refreshed too) */
     const json_t *tables = json_object_get(schema, "tables");
     const json_t *views = json_object_get(schema, "views");
     size_t n = json_array_size(tables) + json_array_size(views), k = 0;
@@ -352,6 +453,7 @@ static int dot_schema(dosql_shell *sh, const char *name, dosql_err *err)
     int rc = get_schema(sh, &schema, err);
     if (rc != 0)
         return rc;
+    names_take(sh, schema); /* (what Tab completes is refreshed too) */
     const json_t *tables = json_object_get(schema, "tables");
     const json_t *indexes = json_object_get(schema, "indexes");
     const json_t *views = json_object_get(schema, "views");
@@ -426,13 +528,13 @@ static void put_ident(dsq_buf *b, const char *s, size_t n)
     dsq_buf_puts(b, "\"");
 }
 
-/* Run one batch of statements (atomic: one commit, or in the open
- * transaction). */
-static int run_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
+/* Run one batch of statements (stolen), atomic, in the transaction txid
+ * (or as one commit of its own when NULL). */
+static int run_batch(dosql_shell *sh, json_t *statements, const char *txid, dosql_err *err)
 {
     json_t *params = json_pack("{s:o, s:b}", "statements", statements, "atomic", 1);
-    if (params != NULL && sh->txid != NULL)
-        json_object_set_new(params, "transactionId", json_string(sh->txid));
+    if (params != NULL && txid != NULL)
+        json_object_set_new(params, "transactionId", json_string(txid));
     if (params == NULL)
         return dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
     json_t *res = NULL;
@@ -441,12 +543,67 @@ static int run_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
     return rc;
 }
 
+/* Whether SIGINT has asked the shell to stop. */
+static bool interrupted(const dosql_shell *sh)
+{
+    return sh->http->interrupted != NULL && *sh->http->interrupted;
+}
+
+/* A JSON-RPC call on the transaction txid that SIGINT must not abandon
+ * halfway (beginTransaction, commit, rollback): its outcome would be
+ * unknown, and with it what is committed, or a transaction would be left
+ * open holding the database until its timeout. The interrupt stays
+ * recorded and is acted on after the call. params is stolen. */
+static int rpc_whole(dosql_shell *sh, const char *method, json_t *params, json_t **res, dosql_err *err)
+{
+    volatile sig_atomic_t *flag = sh->http->interrupted;
+    sh->http->interrupted = NULL;
+    *res = NULL;
+    int rc = params != NULL ? dosql_http_rpc(sh->http, method, params, res, err)
+                            : dosql_err_set(err, "RESOURCE_EXHAUSTED", "out of memory");
+    sh->http->interrupted = flag;
+    return rc;
+}
+
+/* One batch of .import (statements stolen). Inside the shell's open
+ * transaction it is part of it; otherwise it runs in a transaction of
+ * its own, begun, filled and committed in three calls rather than as one
+ * atomic batch, because a request abandoned by Ctrl-C may or may not have
+ * committed by the time the server sees the connection go: here the batch
+ * is what is abandoned, its transaction is rolled back, and the commit
+ * (never abandoned) is what makes the rows count as imported. */
+static int import_batch(dosql_shell *sh, json_t *statements, dosql_err *err)
+{
+    if (sh->txid != NULL)
+        return run_batch(sh, statements, sh->txid, err);
+    json_t *res;
+    int rc = rpc_whole(sh, "beginTransaction", json_pack("{s:s}", "mode", "immediate"), &res, err);
+    const char *got = rc == 0 ? json_string_value(json_object_get(res, "transactionId")) : NULL;
+    char *id = got != NULL ? strdup(got) : NULL;
+    json_decref(res);
+    if (id == NULL) {
+        json_decref(statements);
+        return rc != 0 ? rc : dosql_err_set(err, "UNKNOWN", "beginTransaction returned no transactionId");
+    }
+    rc = run_batch(sh, statements, id, err);
+    if (rc == 0) {
+        rc = rpc_whole(sh, "commit", json_pack("{s:s}", "transactionId", id), &res, err);
+    } else {
+        dosql_err ignored; /* (err says why the batch failed; the rollback's fate adds nothing) */
+        rpc_whole(sh, "rollback", json_pack("{s:s}", "transactionId", id), &res, &ignored);
+    }
+    json_decref(res);
+    free(id);
+    return rc;
+}
+
 /* .import FILE TABLE: CSV rows into TABLE. The first record is the
  * header: the columns inserted into, and those of the table made when
  * there is none (TEXT columns, as sqlite3 makes them). Rows go in
  * multi-row INSERTs, several to a batch, each batch one commit (or part
  * of the open transaction); a progress line on stderr every 100,000
- * rows. */
+ * rows. Ctrl-C stops it between batches or abandons the batch under way
+ * (rolled back), and the error says how many rows were committed. */
 static int dot_import(dosql_shell *sh, const char *file, const char *table, dosql_err *err)
 {
     dsq_buf text = DSQ_BUF_INIT;
@@ -496,7 +653,7 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         per = 500;
     if (per == 0)
         per = 1;
-    size_t rows = 0, line = 0, next_report = 100000;
+    size_t rows = 0, done = 0, line = 0, next_report = 100000; /* (done: rows in batches run) */
     json_t *statements = json_array(), *params = NULL;
     size_t in_stmt = 0;
     dsq_buf ins = DSQ_BUF_INIT;
@@ -540,8 +697,12 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
             in_stmt = 0;
         }
         if (json_array_size(statements) > 0 && (json_array_size(statements) == 10 || got == 0)) {
-            rc = run_batch(sh, statements, err);
+            rc = import_batch(sh, statements, err);
             statements = json_array();
+            if (rc == 0)
+                done = rows - in_stmt; /* (in_stmt: rows of an INSERT not yet sent) */
+            if (rc == 0 && got != 0 && interrupted(sh)) /* (between batches) */
+                rc = DOSQL_EINTR;
             if (rc == 0 && rows >= next_report) { /* the progress line */
                 fprintf(stderr, "\r%zu rows", rows);
                 while (next_report <= rows)
@@ -555,6 +716,13 @@ static int dot_import(dosql_shell *sh, const char *file, const char *table, dosq
         *err = bad;
         rc = DOSQL_EFAIL;
     }
+    /* In the open transaction a statement abandoned undoes only itself:
+     * the batch's INSERTs before it stay there, uncommitted. */
+    if (rc == DOSQL_EINTR && sh->txid != NULL)
+        dosql_err_set(err, "", "interrupted: %zu rows imported into the open transaction (not committed), "
+                      "and perhaps part of the batch under way; ROLLBACK undoes them", done);
+    else if (rc == DOSQL_EINTR)
+        dosql_err_set(err, "", "interrupted: %zu rows imported and committed, none after them", done);
     if (rows >= 100000)
         fprintf(stderr, "\n");
     json_decref(statements);
@@ -634,9 +802,12 @@ static const char help_text[] =
     "\n"
     ".dump [TABLE]     the database (or TABLE) as SQL, as sqlite3 .dump writes it\n"
     ".export FILE      the database as a SQLite file\n"
+    ".headers on|off   a header row of column names in csv mode (off unless\n"
+    "                  --csv; the other modes always name the columns)\n"
     ".help             this text\n"
     ".import FILE TABLE  CSV rows into TABLE (the header names the columns; TABLE\n"
-    "                  is made when there is none)\n"
+    "                  is made when there is none); Ctrl-C stops it and says how\n"
+    "                  many rows were committed\n"
     ".mode MODE        how results are printed: table, csv, json, line, markdown\n"
     ".output [FILE]    results to FILE, or back to the standard output\n"
     ".quit, .exit      leave the shell (an open transaction is rolled back)\n"
@@ -644,7 +815,10 @@ static const char help_text[] =
     ".schema [TABLE]   the CREATE statements of every object, or of TABLE\n"
     "                  with its indexes and triggers\n"
     ".tables           the names of the tables and views\n"
-    ".timing on|off    print the time each statement takes\n";
+    ".timing on|off    print the time each statement takes\n"
+    "\n"
+    "On a terminal, Tab completes dot commands, file names after .read, .import,\n"
+    ".output and .export, table and column names (T.col after T.) and keywords.\n";
 
 /* Run one dot command line ('.' first). Returns 0, or -1 to stop
  * (.quit, or an error when bailing). */
@@ -673,10 +847,16 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
             fprintf(sh->out, "timing is %s\n", sh->timing ? "on" : "off");
         else if (dsq_parse_bool(argv[1], &sh->timing) != 0)
             rc = dosql_err_set(&err, "", "usage: .timing on|off");
+    } else if ((strcmp(cmd, ".headers") == 0 || strcmp(cmd, ".header") == 0) && argc <= 2) {
+        if (argc == 1)
+            fprintf(sh->out, "headers are %s\n", sh->headers ? "on" : "off");
+        else if (dsq_parse_bool(argv[1], &sh->headers) != 0)
+            rc = dosql_err_set(&err, "", "usage: .headers on|off");
     } else if (strcmp(cmd, ".dump") == 0 && argc <= 2) {
         rc = dot_dump(sh, argc == 2 ? argv[1] : NULL, &err);
     } else if (strcmp(cmd, ".import") == 0 && argc == 3) {
         rc = dot_import(sh, argv[1], argv[2], &err);
+        names_forget(sh); /* (it may have made the table) */
     } else if (strcmp(cmd, ".export") == 0 && argc == 2) {
         rc = dot_export(sh, argv[1], &err);
     } else if (strcmp(cmd, ".import") == 0 || strcmp(cmd, ".export") == 0) {
@@ -706,7 +886,8 @@ static int dot_command(dosql_shell *sh, const char *line, size_t len)
         rc = dosql_err_set(&err, "", "usage: %s %s", cmd,
                            strcmp(cmd, ".read") == 0 ? "FILE" : "table|csv|json|line|markdown");
     } else if (strcmp(cmd, ".tables") == 0 || strcmp(cmd, ".schema") == 0 ||
-               strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0) {
+               strcmp(cmd, ".timing") == 0 || strcmp(cmd, ".dump") == 0 || strcmp(cmd, ".output") == 0 ||
+               strcmp(cmd, ".headers") == 0 || strcmp(cmd, ".header") == 0) {
         rc = dosql_err_set(&err, "", "too many arguments to %s (see .help)", cmd);
     } else {
         rc = dosql_err_set(&err, "", "unknown command %s (see .help)", cmd);

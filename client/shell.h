@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "client/complete.h"
 #include "client/format.h"
 #include "client/http.h"
 #include "common/buf.h"
@@ -17,12 +18,21 @@ typedef struct dosql_shell {
     FILE *out;        /* not owned; where results go (errors go to stderr) */
     dosql_mode mode;  /* table, JSON lines or CSV */
     bool timing;      /* .timing on: "Time: X.XXX ms" after each statement */
+    bool headers;     /* .headers on: CSV results begin with the column names */
     bool bail;        /* stop at the first error (scripts and -c) */
     char *txid;       /* owned; the open transaction's id, or NULL */
     dsq_buf pending;  /* input read but not yet a whole statement */
     int status;       /* exit status so far: 0, 1 (a statement failed), 3 (unreachable) */
     FILE *stdout_;    /* not owned: where results go without .output (out is then its file) */
     int depth;        /* .read inside .read: how deep */
+    /* What Tab completes from: the last getSchema's answer (NULL until
+     * Tab needs it, and again after a statement that may change the
+     * schema), its tables and columns, and SQLite's keywords. */
+    json_t *schema;             /* owned, or NULL */
+    dosql_table_names *tables;  /* owned array; its strings are schema's */
+    const char **columns;       /* owned array: every table's columns back to back */
+    char **keywords;            /* owned, each malloc'd; made once */
+    dosql_names names;          /* the above, as dosql_complete takes them */
 } dosql_shell;
 
 /* Start a shell on http, printing to out. */
@@ -54,5 +64,11 @@ bool dosql_shell_continuing(const dosql_shell *sh);
 
 /* True while a transaction is open. */
 bool dosql_shell_in_txn(const dosql_shell *sh);
+
+/* The names Tab completes: the tables, views and their columns (fetched
+ * with getSchema when the shell has none) and SQL's keywords. When the
+ * schema cannot be had, the keywords alone (nothing is printed: the
+ * line being edited is on the screen). */
+const dosql_names *dosql_shell_names(dosql_shell *sh);
 
 #endif

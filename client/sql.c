@@ -123,3 +123,13 @@ dosql_stmt_kind dosql_sql_classify(const char *s, size_t n)
         i++;
     return i == count ? kind : DOSQL_STMT_SQL;
 }
+
+/* The first word decides (the shell looks at statements one at a time). */
+bool dosql_sql_may_change_schema(const char *s, size_t n)
+{
+    const char *p = s;
+    size_t len;
+    const char *t = next_token(&p, s + n, &len);
+    return dsq_strn_ieq(t, len, "create") || dsq_strn_ieq(t, len, "drop") ||
+           dsq_strn_ieq(t, len, "alter") || dsq_strn_ieq(t, len, "rollback");
+}

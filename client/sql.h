@@ -31,4 +31,8 @@ size_t dosql_sql_next(char *s, size_t n);
 /* Classify the statement s[0..n). */
 dosql_stmt_kind dosql_sql_classify(const char *s, size_t n);
 
+/* Whether the statement s[0..n) may change the schema: it begins with
+ * CREATE, DROP or ALTER, or ROLLBACK (which may undo such a statement). */
+bool dosql_sql_may_change_schema(const char *s, size_t n);
+
 #endif

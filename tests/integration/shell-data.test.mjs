@@ -55,3 +55,64 @@ test('PUT import of a SQLite file with a generated column', async () => {
   const json = await res.json();
   assert.equal(res.status, 200, JSON.stringify(json));
 });
+
+// Start dosql on `args`, send it SIGINT once its stderr matches `when`,
+// and resolve to { code, stderr } when it has exited.
+function interruptWhen(args, when, input = '') {
+  const e = { ...process.env };
+  delete e.DOSQL_URL;
+  delete e.DOSQL_TOKEN;
+  const p = spawn(DOSQL, args, { env: e, stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '', sent = false;
+  p.stderr.on('data', (b) => {
+    stderr += b;
+    if (!sent && when.test(stderr)) { sent = true; p.kill('SIGINT'); }
+  });
+  p.stdin.on('error', () => {});
+  p.stdin.end(input);
+  const done = new Promise((resolve) => p.on('close', (code, signal) => resolve({ code, signal, stderr, sent })));
+  return within(60000, done, 'dosql .import until SIGINT').catch((err) => { p.kill('SIGKILL'); throw err; })
+    .then((r) => {
+      // (A sanitizer's report would also end it with status 1.)
+      assert.doesNotMatch(r.stderr, /AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:/);
+      return r;
+    });
+}
+
+// Rows per .import batch for a CSV of 4 columns: ten INSERTs of 500 rows.
+const BATCH = 5000;
+
+test('Ctrl-C during .import: the batch under way is rolled back, the shell says how many rows were committed', async () => {
+  const big = path.join(dir, 'big.csv');
+  const lines = ['id,name,score,note'];
+  for (let i = 1; i <= 600000; i++) lines.push(`${i},name${i},${i / 4},"a, ""quoted"" ${i}"`);
+  writeFileSync(big, lines.join('\n') + '\n');
+  // A script: SIGINT after the first progress line (100,000 rows) ends it
+  // with a non-zero status.
+  const r = await interruptWhen([url('big'), '-c', `.import ${big} t`], /100000 rows/);
+  assert.ok(r.sent, r.stderr);
+  assert.equal(r.code, 1, r.stderr);
+  const m = /Error: interrupted: (\d+) rows imported and committed, none after them\n/.exec(r.stderr);
+  assert.ok(m, r.stderr);
+  const said = Number(m[1]);
+  assert.ok(said >= 100000 && said < 600000, r.stderr);
+  // What it says is what is there: whole batches, in file order, and no
+  // transaction is left open (a write goes through at once).
+  const q = await dosql([url('big'), '--json', '-c', 'SELECT count(*) AS n, max(CAST(id AS INTEGER)) AS top FROM t']);
+  assert.equal(q.code, 0, q.stderr);
+  assert.deepEqual(JSON.parse(q.stdout.trim()), { n: said, top: said });
+  assert.equal(said % BATCH, 0);
+  const w = await dosql([url('big'), '-c', "INSERT INTO t VALUES ('x', 'y', 'z', 'w')"]);
+  assert.equal(w.code, 0, w.stderr);
+});
+
+test('Ctrl-C during .import inside BEGIN: nothing of the import stays', async () => {
+  const big = path.join(dir, 'big.csv'); // (written by the test above)
+  const r = await interruptWhen([url('bigtx')], /100000 rows/, `CREATE TABLE t(id, name, score, note);\nBEGIN;\n.import ${big} t\nCOMMIT;\n`);
+  assert.ok(r.sent, r.stderr);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /Error: interrupted: \d+ rows imported into the open transaction \(not committed\), and perhaps part of the batch under way; ROLLBACK undoes them\n/);
+  assert.match(r.stderr, /the open transaction was rolled back/);
+  const q = await dosql([url('bigtx'), '--json', '-c', 'SELECT count(*) AS n FROM t']);
+  assert.deepEqual(JSON.parse(q.stdout.trim()), { n: 0 });
+});

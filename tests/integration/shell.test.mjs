@@ -261,7 +261,7 @@ INSERT INTO u VALUES (7);
     // .read: a file's statements and commands, as if typed; .mode csv; .output FILE.
     const script = path.join(dir, 'script.sql');
     const out = path.join(dir, 'out.csv');
-    writeFileSync(script, `INSERT INTO u VALUES (8);\n.mode csv\n.output ${out}\nSELECT x FROM u ORDER BY x;\n.output\n`);
+    writeFileSync(script, `INSERT INTO u VALUES (8);\n.mode csv\n.headers on\n.output ${out}\nSELECT x FROM u ORDER BY x;\n.output\n`);
     r = await dosql([url], { input: `.read ${script}\nSELECT count(*) AS n FROM u;\n` });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(readFileSync(out, 'utf8'), 'x\r\n7\r\n8\r\n');
@@ -321,6 +321,26 @@ test('.import: awkward CSV (quotes, line ends in fields, BOM, CRLF, empty lines)
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('.headers: the CSV header row, off by default as in sqlite3, on with --csv; the other modes name their columns regardless', async () => {
+  const url = dbUrl(d, 'headers');
+  const q = "SELECT 1 AS a, 'x,y' AS b;\n";
+  let r = await dosql([url], { input: `.headers\n.mode csv\n${q}.headers on\n.headers\n${q}.header off\n${q}` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'headers are off\n1,"x,y"\r\nheaders are on\na,b\r\n1,"x,y"\r\n1,"x,y"\r\n');
+  // --csv writes the header row unless told otherwise.
+  r = await dosql([url, '--csv', '-c', q]);
+  assert.equal(r.stdout, 'a,b\r\n1,"x,y"\r\n');
+  r = await dosql([url, '--csv', '-c', '.headers off', '-c', q]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '1,"x,y"\r\n');
+  // As in sqlite3, the table and Markdown modes always show the names.
+  r = await dosql([url], { input: `.headers off\n${q}.mode markdown\n${q}` });
+  assert.equal(r.stdout, ' a | b\n---+-----\n 1 | x,y\n(1 row)\n| a | b |\n|---|---|\n| 1 | x,y |\n');
+  r = await dosql([url, '-c', '.headers maybe']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /usage: \.headers on\|off/);
 });
 
 test('DOSQL_URL and DOSQL_TOKEN; UNAUTHORIZED without the token', async () => {
@@ -393,6 +413,43 @@ test('interactive: prompts, continuation, transaction prompt, history file', { s
     const hist = path.join(home, '.dosql_history');
     assert.equal(statSync(hist).mode & 0o777, 0o600);
     assert.match(readFileSync(hist, 'utf8'), /ROLLBACK;/);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('interactive: Tab completes dot commands, tables, columns (fetched anew after DDL) and file names', { skip: !hasScript && 'no util-linux script(1)' }, async () => {
+  const home = tempDir();
+  try {
+    const url = dbUrl(d, 'tab');
+    let r = await dosql([url, '-c', "CREATE TABLE people(id INTEGER, fullname TEXT); INSERT INTO people VALUES (1, 'Ann')"]);
+    assert.equal(r.code, 0, r.stderr);
+    const script = path.join(home, 'script_one.sql');
+    writeFileSync(script, 'SELECT 42 AS answer;\n');
+    r = await dosql(['-qec', `${DOSQL} ${url}`, '/dev/null'], {
+      cmd: 'script',
+      env: { HOME: home, TERM: 'dumb' },
+      input: [
+        '.tab\t', // .tables
+        'SELECT fulln\t FROM peo\t;', // a column, a table
+        'SELECT people.i\t FROM people;', // T.column
+        'CREATE TABLE zebra(stripes);',
+        'SELECT stri\t FROM zeb\t;', // made after the first fetch
+        `.read ${path.join(home, 'scr')}\t`, // a file name
+        '.mode mark\t', '.headers of\t',
+        'SELECT 7 AS seven;',
+        '.quit', '',
+      ].join('\n'),
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout.replace(/\r/g, '');
+    const session = out.slice(out.indexOf('dosql 0.'));
+    assert.match(session, /dosql> \.tables \npeople\n/);
+    assert.match(session, /dosql> SELECT fullname {2}FROM people ;\n fullname\n-+\n Ann\n/);
+    assert.match(session, /dosql> SELECT people\.id {2}FROM people;\n id\n-+\n {2}1\n/);
+    assert.match(session, /dosql> SELECT stripes {2}FROM zebra ;\n stripes\n-+\n\(0 rows\)\n/);
+    assert.match(session, /script_one\.sql \n answer\n-+\n {5}42\n/);
+    assert.match(session, /\| seven \|\n\|---\|\n\| 7 \|\n/); // .mode markdown
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
