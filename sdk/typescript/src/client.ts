@@ -4,7 +4,7 @@
 import { DosqlError, toDosqlError } from './errors.js';
 import { WsSession, httpBatchStub, type WebSocketCtor } from './session.js';
 import {
-  Statement, encodeParams, intField, isReadOnlySql, rowObjects, toBigLsn,
+  Statement, encodeParams, intField, isReadOnlySql, rowArrays, rowObjects, toBigLsn,
   type IntMode, type IntOf, type LsnInput, type Params, type SqlValue,
 } from './values.js';
 import { ChangeStream, type ChangesOptions } from './changes.js';
@@ -128,9 +128,9 @@ function statementOf(s: BatchStatement): { sql: string; params?: Params } {
 
 function mapResult<Row, M extends IntMode>(r: any, m: M): QueryResult<Row, M> {
   const columns: string[] = r.columns ?? [];
-  const raw: unknown[][] = r.rows ?? [];
+  const raw = rowArrays(r.rows ?? [], m);
   return {
-    rows: rowObjects(columns, raw, m) as Row[],
+    rows: rowObjects(columns, raw) as Row[],
     columns,
     columnTypes: r.columnTypes ?? [],
     rawRows: raw,
@@ -234,12 +234,12 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
   readonly transactionId: string;
   protected readonly intMode: M;
   #client: Client<M>;
-  #session: WsSession | null;
+  #session: WsSession;
   #state: 'open' | 'committing' | 'done' | 'aborted' = 'open';
   #abortCause: DosqlError | undefined;
 
   /** @internal */
-  constructor(client: Client<M>, session: WsSession | null, id: string, intMode: M) {
+  constructor(client: Client<M>, session: WsSession, id: string, intMode: M) {
     super();
     this.#client = client;
     this.#session = session;
@@ -256,7 +256,6 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
   }
 
   #stub(): any {
-    if (this.#session === null) return this.#client._httpStub();
     if (this.#session.isClosed) throw this.#aborted(this.#session.error);
     return this.#session.stub;
   }
@@ -269,8 +268,8 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
     try {
       return await stub[method](req);
     } catch (e) {
-      const err = this.#session?.isClosed ? this.#session.error! : toDosqlError(e);
-      if (this.#session && err.code === 'CONNECTION_LOST') throw this.#aborted(err);
+      const err = this.#session.isClosed ? this.#session.error! : toDosqlError(e);
+      if (err.code === 'CONNECTION_LOST') throw this.#aborted(err);
       throw err;
     }
   }
@@ -282,11 +281,12 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
     const retry = this.#client._retry;
     const req: Record<string, unknown> = { transactionId: this.transactionId };
     if (retry && !readOnly) req.idempotencyKey = crypto.randomUUID();
+    const stub = this.#stub(); // TRANSACTION_ABORTED if the connection is gone already
     let res: any;
     try {
-      res = await this.#stub().commit(req);
+      res = await stub.commit(req);
     } catch (e) {
-      let err = this.#session?.isClosed ? this.#session.error! : toDosqlError(e);
+      let err = this.#session.isClosed ? this.#session.error! : toDosqlError(e);
       if (err.code !== 'CONNECTION_LOST') {
         this.#state = 'done';
         throw err;
@@ -322,7 +322,7 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
   async _rollback(): Promise<void> {
     const was = this.#state;
     this.#state = 'done';
-    if (was === 'aborted' || this.#session?.isClosed) return; // the server rolled it back
+    if (was === 'aborted' || this.#session.isClosed) return; // the server rolled it back
     try {
       await this.#stub().rollback({ transactionId: this.transactionId });
     } catch {
@@ -488,26 +488,25 @@ export class Client<M extends IntMode = 'number'> extends Queryable<M> {
    */
   async transaction<T>(fn: (tx: Transaction<M>) => Promise<T> | T, options: TransactionOptions = {}): Promise<T> {
     const req = clean({ mode: options.mode, readOnly: options.readOnly, timeoutMs: options.timeoutMs });
-    let session: WsSession | null = null;
+    // On the WebSocket session whatever the transport: an HTTP batch's
+    // transaction ends with its batch. Retried like a read: nothing is
+    // begun until it answers.
+    let session: WsSession | undefined;
     let begun: any;
-    if (this.#o.transport === 'http') {
-      begun = await this._call('beginTransaction', req, true);
-    } else {
-      // Retried like a read: nothing is begun until it answers.
-      const n = this._retry?.attempts ?? 1;
-      for (let i = 0; ; i++) {
-        try {
-          session = await this._session();
-          begun = await session.stub.beginTransaction(req);
-          break;
-        } catch (e) {
-          const err = session?.isClosed ? session.error! : toDosqlError(e);
-          if (!err.retryable || i + 1 >= n) throw err;
-          await sleep(backoffDelay(i, this._retry ?? RETRY_DEFAULT));
-        }
+    const n = this._retry?.attempts ?? 1;
+    for (let i = 0; ; i++) {
+      session = undefined;
+      try {
+        session = await this._session();
+        begun = await session.stub.beginTransaction(req);
+        break;
+      } catch (e) {
+        const err = session?.isClosed ? session.error! : toDosqlError(e);
+        if (!err.retryable || i + 1 >= n) throw err;
+        await sleep(backoffDelay(i, this._retry ?? RETRY_DEFAULT));
       }
     }
-    const tx = new Transaction<M>(this, session, String(begun.transactionId), this.intMode);
+    const tx = new Transaction<M>(this, session!, String(begun.transactionId), this.intMode);
     let result: T;
     try {
       result = await fn(tx);

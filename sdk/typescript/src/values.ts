@@ -123,13 +123,18 @@ function put(o: Record<string, unknown>, k: string, v: unknown) {
   else o[k] = v;
 }
 
-/** Rows (arrays) as objects keyed by column name; of duplicate names the first column wins. */
-export function rowObjects(columns: readonly string[], rows: readonly unknown[][], m: IntMode): Record<string, unknown>[] {
+/** Row arrays with their values in mode m. */
+export function rowArrays(rows: readonly unknown[][], m: IntMode): unknown[][] {
+  return rows.map((r) => (r.some((v) => typeof v === 'bigint') ? r.map((v) => rowValue(v, m)) : r));
+}
+
+/** Rows (arrays, already in their mode) as objects keyed by column name; of duplicate names the first column wins. */
+export function rowObjects(columns: readonly string[], rows: readonly unknown[][]): Record<string, unknown>[] {
   return rows.map((r) => {
     const o: Record<string, unknown> = {};
     for (let i = 0; i < columns.length; i++) {
       const c = columns[i]!;
-      if (!Object.prototype.hasOwnProperty.call(o, c)) put(o, c, rowValue(r[i], m));
+      if (!Object.prototype.hasOwnProperty.call(o, c)) put(o, c, r[i]);
     }
     return o;
   });
@@ -158,34 +163,22 @@ export function jsonReplacer(this: unknown, _key: string, value: unknown): unkno
   return value;
 }
 
-/**
- * Whether SQL only reads: one statement that starts with SELECT, VALUES or
- * EXPLAIN (after comments). Anything else (a WITH, a PRAGMA, several
- * statements) counts as a write: the safe side for bookmarks and
- * idempotency keys.
- */
-export function isReadOnlySql(text: string): boolean {
-  let i = 0;
+type Tok = { k: 'w'; v: string } | { k: '(' | ')' | ';' };
+
+/** The words (upper case) and parentheses and semicolons of SQL, without comments, strings and quoted names. */
+function tokens(text: string): Tok[] {
+  const out: Tok[] = [];
   const n = text.length;
-  const skipSpace = () => {
-    for (;;) {
-      while (i < n && /\s/.test(text[i]!)) i++;
-      if (text.startsWith('--', i)) {
-        const e = text.indexOf('\n', i);
-        i = e < 0 ? n : e + 1;
-      } else if (text.startsWith('/*', i)) {
-        const e = text.indexOf('*/', i + 2);
-        i = e < 0 ? n : e + 2;
-      } else return;
-    }
-  };
-  skipSpace();
-  const m = /^[A-Za-z]+/.exec(text.slice(i, i + 16));
-  if (!m || !['SELECT', 'VALUES', 'EXPLAIN'].includes(m[0].toUpperCase())) return false;
-  // Any statement after a ';' (outside quotes and comments) makes it a write.
+  let i = 0;
   while (i < n) {
     const c = text[i]!;
-    if (c === "'" || c === '"' || c === '`' || c === '[') {
+    if (c === '-' && text[i + 1] === '-') {
+      const e = text.indexOf('\n', i);
+      i = e < 0 ? n : e + 1;
+    } else if (c === '/' && text[i + 1] === '*') {
+      const e = text.indexOf('*/', i + 2);
+      i = e < 0 ? n : e + 2;
+    } else if (c === "'" || c === '"' || c === '`' || c === '[') {
       const close = c === '[' ? ']' : c;
       i++;
       while (i < n) {
@@ -196,14 +189,43 @@ export function isReadOnlySql(text: string): boolean {
         i++;
       }
       i++;
-    } else if (text.startsWith('--', i) || text.startsWith('/*', i)) {
-      skipSpace();
-    } else if (c === ';') {
+    } else if (/[A-Za-z_]/.test(c)) {
+      const m = /^[A-Za-z_][A-Za-z0-9_$]*/.exec(text.slice(i, i + 64))!;
+      let j = i + m[0].length;
+      while (j < n && /[A-Za-z0-9_$]/.test(text[j]!)) j++;
+      out.push({ k: 'w', v: text.slice(i, j).toUpperCase() });
+      i = j;
+    } else if (c === '(' || c === ')' || c === ';') {
+      out.push({ k: c });
       i++;
-      skipSpace();
-      while (i < n && text[i] === ';') { i++; skipSpace(); }
-      if (i < n) return false;
     } else i++;
   }
-  return true;
+  return out;
+}
+
+/**
+ * Whether SQL only reads: one statement that is a SELECT, VALUES or
+ * EXPLAIN, or a WITH whose main statement is a SELECT or VALUES.
+ * Anything else (a PRAGMA, several statements) counts as a write: the
+ * safe side for bookmarks and idempotency keys.
+ */
+export function isReadOnlySql(text: string): boolean {
+  const toks = tokens(text);
+  // One statement: nothing but semicolons after the first one.
+  const semi = toks.findIndex((t) => t.k === ';');
+  if (semi >= 0 && toks.slice(semi).some((t) => t.k !== ';')) return false;
+  const stmt = semi >= 0 ? toks.slice(0, semi) : toks;
+  const first = stmt[0];
+  if (!first || first.k !== 'w') return false;
+  if (first.v === 'SELECT' || first.v === 'VALUES' || first.v === 'EXPLAIN') return true;
+  if (first.v !== 'WITH') return false;
+  // The first statement keyword outside the common table expressions.
+  let depth = 0;
+  for (const t of stmt.slice(1)) {
+    if (t.k === '(') depth++;
+    else if (t.k === ')') depth--;
+    else if (t.k === 'w' && depth === 0 && ['SELECT', 'VALUES', 'INSERT', 'UPDATE', 'DELETE', 'REPLACE'].includes(t.v))
+      return t.v === 'SELECT' || t.v === 'VALUES';
+  }
+  return false;
 }
