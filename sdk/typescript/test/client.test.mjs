@@ -42,6 +42,10 @@ test('query: rows as objects keyed by column, columns, rowsAffected, lastInsertR
   assert.deepEqual({ ...r.rows[0], avatar: [...r.rows[0].avatar] }, { id: 1, name: 'ann', score: 1.5, avatar: [1, 2, 3] });
   assert.deepEqual(r.rows[1], { id: 2, name: 'bob', score: null, avatar: null });
   assert.deepEqual(r.rawRows[1], [2, 'bob', null, null]);
+  // Booleans bind as 1/0, a Date as its milliseconds, an ArrayBuffer as a BLOB.
+  const kinds = await db.query('SELECT ? AS t, ? AS f, ? AS d, length(?) AS ab', [true, false, new Date(1000), new ArrayBuffer(3)]);
+  assert.deepEqual(kinds.rows, [{ t: 1, f: 0, d: 1000, ab: 3 }]);
+  await assert.rejects(() => db.query('SELECT ?', [NaN]), RangeError);
   // Named parameters, with or without the prefix.
   const named = await db.query('SELECT name FROM users WHERE id = :id', { id: 2 });
   assert.deepEqual(named.rows, [{ name: 'bob' }]);
