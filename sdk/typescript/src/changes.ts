@@ -9,10 +9,10 @@
 // first that-many events of `cur` (a commit's events come in the same
 // order every time): nothing is lost and nothing comes twice, and events
 // never wait for the next commit to be delivered.
-import { DosqlError, connectionLost, toDosqlError } from './errors.js';
-import { WsSession, type WebSocketCtor } from './session.js';
+import { DosqlError, connectionLost } from './errors.js';
+import { WsSession, callError, type WebSocketCtor } from './session.js';
 import { intField, toBigLsn, valueObject, type IntMode, type IntOf, type LsnInput } from './values.js';
-import type { BackoffOptions } from './client.js';
+import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 
 export type ChangeOperation = 'INSERT' | 'UPDATE' | 'DELETE' | 'DDL';
 
@@ -62,13 +62,6 @@ export interface StreamConfig<M extends IntMode> {
   onClose: () => void;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function delay(i: number, o: Required<BackoffOptions>): number {
-  const d = Math.min(o.maxBackoffMs, o.backoffMs * 2 ** Math.min(i, 30));
-  return d / 2 + (Math.random() * d) / 2;
-}
-
 export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterableIterator<ChangeEvent<M>> {
   #c: StreamConfig<M>;
   #o: ChangesOptions;
@@ -76,7 +69,7 @@ export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterable
   #queue: ChangeEvent<M>[] = [];
   #failure: Error | undefined;
   #done = false;
-  #wake: (() => void) | undefined;
+  #waiters: (() => void)[] = [];
   #drained: { promise: Promise<void>; resolve: () => void } | undefined;
   #started = false;
   #session: WsSession | undefined;
@@ -134,7 +127,7 @@ export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterable
         throw f;
       }
       if (this.#done) return { value: undefined, done: true };
-      await new Promise<void>((r) => { this.#wake = r; });
+      await new Promise<void>((r) => { this.#waiters.push(r); });
     }
   }
 
@@ -159,15 +152,21 @@ export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterable
       } catch {
         /* gone already */
       }
+      try {
+        const dispose = (Symbol as { dispose?: symbol }).dispose;
+        if (dispose) sub[dispose]?.();
+      } catch {
+        /* released with the session */
+      }
     }
     session?.close();
     this.#c.onClose();
   }
 
   #kick() {
-    const w = this.#wake;
-    this.#wake = undefined;
-    w?.();
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w();
   }
 
   #fail(err: Error) {
@@ -201,7 +200,7 @@ export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterable
         failures = 0;
         await session.closed;
       } catch (e) {
-        const err = session?.isClosed ? session.error! : toDosqlError(e);
+        const err = callError(e, session);
         if (!err.retryable) {
           this.#fail(err);
           break;
@@ -216,7 +215,7 @@ export class ChangeStream<M extends IntMode = 'number'> implements AsyncIterable
         this.#fail(connectionLost(`the change stream could not subscribe again after ${failures} attempts`));
         break;
       }
-      await sleep(delay(failures - 1, this.#c.reconnect));
+      await sleep(backoffDelay(failures - 1, this.#c.reconnect));
       this.#reconnects++;
     }
   }

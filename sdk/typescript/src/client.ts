@@ -2,20 +2,15 @@
 // batches, transactions, replica reads with bookmarks, retries of writes
 // with idempotency keys, and reconnection of its WebSocket session.
 import { DosqlError, toDosqlError } from './errors.js';
-import { WsSession, httpBatchStub, type WebSocketCtor } from './session.js';
+import { WsSession, callError, httpBatchStub, type WebSocketCtor } from './session.js';
 import {
-  Statement, encodeParams, intField, isReadOnlySql, rowArrays, rowObjects, toBigLsn,
+  Statement, encodeParams, intField, isReadOnlySql, rowArrays, rowObjects, sql as statement, toBigLsn,
   type IntMode, type IntOf, type LsnInput, type Params, type SqlValue,
 } from './values.js';
 import { ChangeStream, type ChangesOptions } from './changes.js';
+import { backoffDelay, sleep, withDefaults as backoff, type BackoffOptions } from './backoff.js';
 
-/** Exponential backoff: the first wait is `backoffMs`, each next one twice the last, at most `maxBackoffMs`. */
-export interface BackoffOptions {
-  /** Tries in all, the first included. */
-  attempts?: number;
-  backoffMs?: number;
-  maxBackoffMs?: number;
-}
+export type { BackoffOptions };
 
 export interface ConnectOptions<M extends IntMode = 'number'> {
   /** A bearer token (docs/protocol.md, "Authentication"). */
@@ -101,21 +96,6 @@ export interface TransactionOptions {
   timeoutMs?: number;
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export function backoffDelay(i: number, o: Required<BackoffOptions>): number {
-  const d = Math.min(o.maxBackoffMs, o.backoffMs * 2 ** Math.min(i, 30));
-  return d / 2 + (Math.random() * d) / 2;
-}
-
-function backoff(o: BackoffOptions | undefined, dflt: Required<BackoffOptions>): Required<BackoffOptions> {
-  return {
-    attempts: Math.max(1, o?.attempts ?? dflt.attempts),
-    backoffMs: o?.backoffMs ?? dflt.backoffMs,
-    maxBackoffMs: o?.maxBackoffMs ?? dflt.maxBackoffMs,
-  };
-}
-
 function clean(o: Record<string, unknown>): Record<string, unknown> {
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;
@@ -177,19 +157,7 @@ export abstract class Queryable<M extends IntMode = 'number'> {
 
   /** The tagged-template form: every `${value}` is bound as a parameter. */
   sql<Row = Record<string, unknown>>(strings: TemplateStringsArray, ...values: (SqlValue | Statement)[]): Promise<QueryResult<Row, M>> {
-    let text = strings[0] ?? '';
-    const params: SqlValue[] = [];
-    values.forEach((v, i) => {
-      if (v instanceof Statement) {
-        text += v.sql;
-        params.push(...v.params);
-      } else {
-        text += '?';
-        params.push(v);
-      }
-      text += strings[i + 1] ?? '';
-    });
-    return this.query<Row>(new Statement(text, params));
+    return this.query<Row>(statement(strings, ...values));
   }
 
   /** A prepared statement (on the client: see {@link Prepared}). */
@@ -268,7 +236,7 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
     try {
       return await stub[method](req);
     } catch (e) {
-      const err = this.#session.isClosed ? this.#session.error! : toDosqlError(e);
+      const err = callError(e, this.#session);
       if (err.code === 'CONNECTION_LOST') throw this.#aborted(err);
       throw err;
     }
@@ -286,7 +254,7 @@ export class Transaction<M extends IntMode = 'number'> extends Queryable<M> {
     try {
       res = await stub.commit(req);
     } catch (e) {
-      let err = this.#session.isClosed ? this.#session.error! : toDosqlError(e);
+      let err = callError(e, this.#session);
       if (err.code !== 'CONNECTION_LOST') {
         this.#state = 'done';
         throw err;
@@ -453,7 +421,7 @@ export class Client<M extends IntMode = 'number'> extends Queryable<M> {
         }
         return await stub[method](req);
       } catch (e) {
-        let err = session?.isClosed ? session.error! : toDosqlError(e);
+        let err = callError(e, session);
         if (err.code === 'INVALID_REQUEST' && req.idempotencyKey !== undefined && /idempotencyKey/.test(err.message)) {
           err = new DosqlError('INVALID_REQUEST',
             `this dosqld does not take idempotencyKey, which retries of writes need (turn retry off, or update the server): ${err.message}`,
@@ -501,7 +469,7 @@ export class Client<M extends IntMode = 'number'> extends Queryable<M> {
         begun = await session.stub.beginTransaction(req);
         break;
       } catch (e) {
-        const err = session?.isClosed ? session.error! : toDosqlError(e);
+        const err = callError(e, session);
         if (!err.retryable || i + 1 >= n) throw err;
         await sleep(backoffDelay(i, this._retry ?? RETRY_DEFAULT));
       }

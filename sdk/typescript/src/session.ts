@@ -5,7 +5,7 @@
 // refused by the server gives its code, and Node 20 needs no global
 // WebSocket (the `ws` package stands in).
 import { RpcSession } from 'capnweb';
-import { DosqlError, connectionLost } from './errors.js';
+import { DosqlError, connectionLost, toDosqlError } from './errors.js';
 
 /** What the client needs of a WebSocket class (the WHATWG one, or `ws`'s). */
 export interface WebSocketLike {
@@ -268,4 +268,15 @@ export function httpBatchStub(url: string, token: string | undefined): any {
     return body === '' ? [] : body.split('\n');
   };
   return new RpcSession(new BatchTransport(send) as any).getRemoteMain();
+}
+
+/**
+ * The error of a call made on `session`: the server's when it gave one
+ * (an abort of the session included); else, when the connection is gone,
+ * why it went (CONNECTION_LOST).
+ */
+export function callError(e: unknown, session: WsSession | null | undefined): DosqlError {
+  const err = toDosqlError(e);
+  if (err.code === 'UNKNOWN' && session?.isClosed && session.error) return session.error;
+  return err;
 }
