@@ -77,6 +77,17 @@ export function toDosqlError(e: unknown): DosqlError {
   return new DosqlError('UNKNOWN', String(e), { cause: e });
 }
 
-export function connectionLost(detail: string, cause?: unknown): DosqlError {
-  return new DosqlError('CONNECTION_LOST', `connection lost: ${detail}`, { retryable: true, cause });
+/**
+ * The connection dropped, or could not be made, before the answer came:
+ * code `CONNECTION_LOST`, always retryable.
+ */
+export class ConnectionLostError extends DosqlError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('CONNECTION_LOST', message, { retryable: true, cause: options.cause });
+    this.name = 'ConnectionLostError';
+  }
+}
+
+export function connectionLost(detail: string, cause?: unknown): ConnectionLostError {
+  return new ConnectionLostError(`connection lost: ${detail}`, { cause });
 }

@@ -6,7 +6,7 @@ export type {
 } from './client.js';
 export { ChangeStream } from './changes.js';
 export type { ChangesOptions, ChangeEvent, ChangeOperation } from './changes.js';
-export { DosqlError, RETRYABLE_CODES } from './errors.js';
+export { DosqlError, ConnectionLostError, RETRYABLE_CODES } from './errors.js';
 export type { ErrorCode, ServerErrorCode, ClientErrorCode } from './errors.js';
 export { sql, Statement, jsonReplacer, isReadOnlySql } from './values.js';
 export type { IntMode, IntOf, LsnInput, SqlValue, Params } from './values.js';
