@@ -172,7 +172,7 @@ TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/te
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
 
-.PHONY: all run test unit integration bench install clean deps soak chaos chaos-etcd fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus
+.PHONY: all run test unit integration bench install clean deps soak chaos chaos-etcd fuzz fuzz-build fuzz-bins fuzz-test fuzz-corpus sdk-ts sdk-ts-test
 all: $(B)/dosqld $(if $(filter yes,$(HAVE_SHELL)),$(B)/dosql)
 ifneq ($(HAVE_SHELL),yes)
 	@echo "note: the shell (dosql) is not built: libedit is missing (./configure --missing shell)"
@@ -238,6 +238,24 @@ tests/interop/node_modules/.stamp: tests/interop/package.json tests/interop/pack
 	cd tests/interop && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The TypeScript client (sdk/typescript): its packages by its own lock
+# file, then tsc (and a type check of its declarations). Its tests run
+# with the integration tests (tests/run), or alone with make sdk-ts-test.
+SDK_TS := sdk/typescript
+$(SDK_TS)/node_modules/.stamp: $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
+	cd $(SDK_TS) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(SDK_TS)/dist/index.js: $(SDK_TS)/node_modules/.stamp $(SDK_TS)/tsconfig.json $(SDK_TS)/test/tsconfig.json \
+		$(wildcard $(SDK_TS)/src/*.ts) $(SDK_TS)/test/types.ts
+	cd $(SDK_TS) && $(NPM) run --silent build && $(NPM) run --silent typecheck
+	@touch $@
+
+sdk-ts: $(SDK_TS)/dist/index.js
+
+sdk-ts-test: all $(SDK_TS)/dist/index.js
+	DOSQLD="$(CURDIR)/$(B)/dosqld" DSQ_BUILD="$(CURDIR)/$(B)" node --test --test-reporter=spec $(SDK_TS)/test/*.test.mjs
+
 # As root on Debian, run and test install what is missing first (make
 # deps) and go on with the configuration that makes.
 ifeq ($(ROOT_APT)$(HAVE_SHELL),yesno)
@@ -256,10 +274,10 @@ ifeq ($(HAVE_TESTS),yes)
 unit: $(UNIT_BIN)
 	SANITIZE=$(SANITIZE) ./tests/run unit $(B)
 
-integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp
+integration: all $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp $(SDK_TS)/dist/index.js
 	SANITIZE=$(SANITIZE) ./tests/run integration $(B)
 
-test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp fuzz-build
+test: all $(UNIT_BIN) $(TOOLS_BIN) tests/node_modules/.stamp tests/interop/node_modules/.stamp $(SDK_TS)/dist/index.js fuzz-build
 	SANITIZE=$(SANITIZE) ./tests/run all $(B)
 else ifeq ($(ROOT_APT),yes)
 unit integration test:
@@ -441,7 +459,7 @@ install: all $(B)/dosqld.service $(B)/dosqld.tmpfiles
 	install -m 0644 $(B)/dosqld.tmpfiles $(DESTDIR)$(TMPFILESDIR)/dosqld.conf
 
 clean:
-	rm -rf build build-*
+	rm -rf build build-* $(SDK_TS)/dist
 
 -include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(FUZZ_BIN:=.d) $(FUZZ_B)/mkcorpus.d $(B)/obj/server/main.d $(UNIT_BIN:=.d) $(TOOLS_BIN:=.d) \
          $(B)/bench/wsload.d
