@@ -134,21 +134,7 @@ test('retryable codes', () => {
     assert.equal(new DosqlError(c, 'x').retryable, false, c);
 });
 
-// Does this dosqld take `idempotencyKey`? (It refuses members it does not
-// know with INVALID_REQUEST.)
-async function serverTakesKeys() {
-  const probe = connect(`http://127.0.0.1:${d.port}`, { database: 'keys-probe', token: WRITE_TOKEN, transport: 'http' });
-  const e = await probe.query('SELECT 1', [], { idempotencyKey: 'probe-0001' }).then(() => null, (x) => x);
-  if (e && e.code === 'INVALID_REQUEST' && /idempotencyKey/.test(e.message)) return false;
-  if (e) throw e;
-  return true;
-}
-
-test('with retry on, a write whose reply was lost is sent again with the same idempotency key and runs once', async (t) => {
-  if (!(await serverTakesKeys())) {
-    t.skip('this dosqld does not take idempotencyKey yet (INVALID_REQUEST for the member): the retry of writes cannot run');
-    return;
-  }
+test('with retry on, a write whose reply was lost is sent again with the same idempotency key and runs once', async () => {
   const tap = tapWebSocket();
   const db = client('retrywrite', { retry: { attempts: 3, backoffMs: 20 }, WebSocket: tap.WebSocket });
   await db.query('CREATE TABLE t(x)');
@@ -174,19 +160,4 @@ test('with retry on, a write whose reply was lost is sent again with the same id
     tap.loseNextReplyTo(/"commit"/);
   });
   assert.deepEqual((await db.query('SELECT x FROM t ORDER BY x')).rows.map((r) => r.x), [1, 2, 3, 4, 5]);
-});
-
-test('with retry on and a server that does not take idempotencyKey, writes fail clearly and nothing runs', async (t) => {
-  if (await serverTakesKeys()) {
-    t.skip('this dosqld takes idempotencyKey');
-    return;
-  }
-  const db = client('nokeys', { retry: { attempts: 3, backoffMs: 20 } });
-  const plain = client('nokeys');
-  await plain.query('CREATE TABLE t(x)');
-  const e = await db.query('INSERT INTO t VALUES (1)').catch((x) => x);
-  assert.equal(e.code, 'INVALID_REQUEST');
-  assert.equal(e.retryable, false);
-  assert.match(e.message, /does not take idempotencyKey/);
-  assert.deepEqual((await db.query('SELECT count(*) AS n FROM t')).rows, [{ n: 0 }], 'reads still work; nothing was written');
 });
