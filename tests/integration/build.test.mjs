@@ -67,7 +67,8 @@ test('configure --missing bench names the benchmarks\' missing packages; the def
     if (p) symlinkSync(p, path.join(bin, tool));
   }
   const stub = (file) => { writeFileSync(file, '#!/bin/sh\nexit 0\n'); chmodSync(file, 0o755); };
-  for (const tool of ['nginx', 'redis-server', 'redis-benchmark', 'redis-cli', 'curl', 'node', 'npm', 'socat']) stub(path.join(bin, tool));
+  for (const tool of ['nginx', 'redis-server', 'redis-benchmark', 'redis-cli', 'curl', 'node', 'npm', 'socat', 'sqlite3'])
+    stub(path.join(bin, tool));
   for (const tool of ['pgbench', 'initdb']) stub(path.join(pg, tool));
   const env = { PATH: bin, PGBIN: pg };
   const r = configureWithout(t, [], env, ['--missing', 'bench']);
