@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -427,4 +428,14 @@ unsigned dsq_usable_cpus(void)
             n = q;
     }
     return (unsigned)n;
+}
+
+int dsq_random_id(char out[33])
+{
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+    return 0;
 }

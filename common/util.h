@@ -76,6 +76,11 @@ size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, 
  * terminated; returns strlen(src), so a result >= size means it was cut. */
 size_t dsq_strlcpy(char *dst, const char *src, size_t size);
 
+/* 32 hex digits of 16 random bytes (getrandom) and a NUL into out: ids
+ * others must not guess (transactions, batons). 0, or -1 when the
+ * kernel gives no randomness. */
+int dsq_random_id(char out[33]);
+
 bool dsq_strn_ieq(const char *a, size_t alen, const char *b);
 
 #endif

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/htab.h"
 #include "common/log.h"
@@ -26,7 +25,7 @@
  * next). */
 typedef struct hstream {
     dsq_hnode link;            /* in srv's table while idle, under `baton` */
-    char baton[40];            /* 32 random hex digits, or "" while a request runs */
+    char baton[33];            /* 32 random hex digits, or "" while a request runs */
     char db[129];
     dsq_hrana_stream *s;
     uint64_t idle_since_ms;
@@ -71,16 +70,6 @@ void dsq_hrana_http_free(dsq_server *srv)
     srv->hrana = NULL;
 }
 
-static int new_baton(char out[40])
-{
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        return -1;
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
-    return 0;
-}
-
 void dsq_hrana_sweep(dsq_server *srv)
 {
     dsq_hrana_http *t = srv->hrana;
@@ -113,7 +102,7 @@ static void pipe_respond(pipe_t *p)
     hstream *h = p->h;
     dsq_buf b = {0};
     dsq_buf_puts(&b, "{\"baton\":");
-    if (dsq_hrana_stream_ended(h->s) || new_baton(h->baton) != 0) {
+    if (dsq_hrana_stream_ended(h->s) || dsq_random_id(h->baton) != 0) {
         dsq_buf_puts(&b, "null");
         hstream_free(srv, h);
     } else {

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -859,16 +858,6 @@ void dsq_router_coordinator(const char *ks, char *out, size_t n) { snprintf(out,
 
 static void coordinator_of(const dsq_vs_keyspace *ks, char *out, size_t n) { dsq_router_coordinator(ks->name, out, n); }
 
-static int random_id(char out[33])
-{
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        return -1;
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
-    return 0;
-}
-
 static bool inflight_has(const dsq_router *r, const char *id)
 {
     for (const inflight *f = r->txns; f != NULL; f = f->next)
@@ -1413,7 +1402,7 @@ static void run_multi(rop *o)
     inflight *f = calloc(1, sizeof *f);
     json_t *all = json_array();
     size_t nreq = o->batch ? o->nreqs : 1;
-    if (t == NULL || f == NULL || all == NULL || random_id(t->txid) != 0) {
+    if (t == NULL || f == NULL || all == NULL || dsq_random_id(t->txid) != 0) {
         free(t);
         free(f);
         json_decref(all);
@@ -2883,7 +2872,7 @@ void dsq_router_begin(dsq_router *r, const char *ks, unsigned scope, uint64_t se
     inflight *f = calloc(1, sizeof *f);
     if (k != NULL)
         k->sh = calloc(r->g->vs->keyspaces[i].nshards, sizeof *k->sh);
-    if (k == NULL || f == NULL || k->sh == NULL || random_id(k->id) != 0) {
+    if (k == NULL || f == NULL || k->sh == NULL || dsq_random_id(k->id) != 0) {
         if (k)
             free(k->sh);
         free(k);

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -327,17 +326,6 @@ int dsq__check_txn(run_ctx *x)
 
 /* ---- beginTransaction, commit and rollback ------------------------------------------ */
 
-/* A new transaction id: 32 hex digits. */
-static int txn_id(char out[33])
-{
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        return -1;
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
-    return 0;
-}
-
 /* beginTransaction readOnly: a view of the last commit, kept until the
  * transaction ends; the actor's connection stays free for everyone. */
 static void op_begin_read_only(run_ctx *x)
@@ -354,7 +342,7 @@ static void op_begin_read_only(run_ctx *x)
         return;
     }
     char err[600];
-    if (txn_id(t.id) != 0) {
+    if (dsq_random_id(t.id) != 0) {
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
         return;
     }
@@ -428,7 +416,7 @@ void dsq__op_begin(run_ctx *x)
         dsq__fail_sqlite(x, rc);
         return;
     }
-    if (txn_id(c->txn_out) != 0) {
+    if (dsq_random_id(c->txn_out) != 0) {
         dsq__internal_exec(o, "ROLLBACK");
         fk_on(o);
         dsq__fail(c, DSQ_CODE_INTERNAL_ERROR, "no randomness for a transaction id");
