@@ -116,3 +116,35 @@ test('Ctrl-C during .import inside BEGIN: nothing of the import stays', async ()
   const q = await dosql([url('bigtx'), '--json', '-c', 'SELECT count(*) AS n FROM t']);
   assert.deepEqual(JSON.parse(q.stdout.trim()), { n: 0 });
 });
+
+test('.import of a 1,000,000-row CSV with awkward fields (BOM, CRLF, quotes, commas and line ends in fields, empty lines): every row, exactly', async () => {
+  const N = 1_000_000;
+  const awkward = (i) => `he said "hi ${i}", then\nleft`;
+  const parts = ['\ufeffid,name,score,note\r\n'];
+  for (let i = 1; i <= N; i++) {
+    const note = i % 1000 === 0 ? `"${awkward(i).replace(/"/g, '""')}"` : `t${i % 7}`;
+    parts.push(`${i},n${i},${i / 2},${note}\r\n`);
+    if (i % 100000 === 0) parts.push('\r\n'); // an empty line: passed over
+  }
+  const file = path.join(dir, 'big.csv');
+  writeFileSync(file, parts.join(''));
+  const e = { ...process.env };
+  delete e.DOSQL_URL;
+  delete e.DOSQL_TOKEN;
+  const t0 = Date.now();
+  const p = spawn(DOSQL, [url('big'), '-c', `.import ${file} big`], { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  p.stderr.on('data', (b) => { stderr += b; });
+  const code = await within(300000, new Promise((resolve) => p.on('close', resolve)), 'dosql .import of 1M rows');
+  assert.equal(code, 0, stderr);
+  console.log(`# 1,000,000 rows imported in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const r = await dosql([url('big'), '--json', '-c',
+    "SELECT count(*) AS n, sum(CAST(id AS INTEGER)) AS ids, total(CAST(score AS REAL)) AS score, " +
+    "sum(note LIKE '%\n%') AS multiline FROM big"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout.trim()), { n: N, ids: N * (N + 1) / 2, score: N * (N + 1) / 4, multiline: N / 1000 });
+  const one = await dosql([url('big'), '--json', '-c', 'SELECT id, name, note FROM big WHERE id = \'123000\'']);
+  assert.deepEqual(JSON.parse(one.stdout.trim()), { id: '123000', name: 'n123000', note: awkward(123000) });
+  const cols = await dosql([url('big'), '--json', '-c', "SELECT group_concat(name) AS c FROM pragma_table_info('big')"]);
+  assert.deepEqual(JSON.parse(cols.stdout.trim()), { c: 'id,name,score,note' }, 'the BOM is not part of the first name');
+});
