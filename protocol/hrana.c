@@ -1098,7 +1098,9 @@ static void run_request(dsq_hrana_stream *s)
     json_t *req = s->cur->req;
     const char *type = json_string_value(json_object_get(req, "type"));
     char why[256];
-    if (type == NULL) {
+    if (!json_is_object(req)) {
+        finish_error(s, DSQ_CODE_INVALID_REQUEST, "a request must be an object");
+    } else if (type == NULL) {
         finish_error(s, DSQ_CODE_INVALID_REQUEST, "a request needs a \"type\"");
     } else if (strcmp(type, "execute") == 0) {
         json_t *stmt = json_object_get(req, "stmt");

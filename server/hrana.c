@@ -238,17 +238,13 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
     }
     req->abandon = pipe_abandon;
     req->abandon_arg = p;
-    /* The last answer may come at once and free p: count first, then queue. */
+    /* The last answer may come at once and free p: count first, then
+     * queue. Every request goes through the stream, malformed or not, so
+     * that its answer keeps its place among the others'. */
     size_t i;
     json_t *r;
-    json_array_foreach(reqs, i, r) {
-        if (!json_is_object(r)) {
-            static const char bad[] = "{\"message\":\"a request must be an object\",\"code\":\"INVALID_REQUEST\"}";
-            pipe_done(p, false, bad, sizeof bad - 1);
-            continue;
-        }
+    json_array_foreach(reqs, i, r)
         dsq_hrana_stream_request(h->s, r, pipe_done, p);
-    }
     json_decref(body);
 }
 
