@@ -13,8 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <sqlite3.h>
-
 #include "common/base64.h"
 #include "common/buf.h"
 #include "common/list.h"
@@ -419,64 +417,117 @@ typedef struct piece {
     size_t off, len;
 } piece;
 
+/* sqlite3_complete()'s automaton: its tokens and transitions (SQLite's
+ * complete.c), run here once over the whole text. (Calling it on the
+ * text so far at every semicolon read a trigger's body again at each of
+ * its statements: quadratic, on the loop thread.) */
+enum { T_SEMI, T_WS, T_OTHER, T_EXPLAIN, T_CREATE, T_TEMP, T_TRIGGER, T_END };
+
+static const unsigned char complete_trans[8][8] = {
+    /*              SEMI WS OTHER EXPLAIN CREATE TEMP TRIGGER END */
+    /* 0 INVALID */ {1, 0, 2, 3, 4, 2, 2, 2},
+    /* 1 START   */ {1, 1, 2, 3, 4, 2, 2, 2},
+    /* 2 NORMAL  */ {1, 2, 2, 2, 2, 2, 2, 2},
+    /* 3 EXPLAIN */ {1, 3, 3, 2, 4, 2, 2, 2},
+    /* 4 CREATE  */ {1, 4, 2, 2, 2, 4, 5, 2},
+    /* 5 TRIGGER */ {6, 5, 5, 5, 5, 5, 5, 5},
+    /* 6 SEMI    */ {6, 6, 5, 5, 5, 5, 5, 7},
+    /* 7 END     */ {1, 7, 5, 5, 5, 5, 5, 5},
+};
+
+/* SQLite's IdChar(): letters, digits, _, $ and every byte of a UTF-8
+ * sequence. */
+static bool id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           c >= 0x80;
+}
+
+static int word_token(const char *w, size_t n)
+{
+    static const struct {
+        const char *w;
+        int token;
+    } kw[] = {{"create", T_CREATE}, {"trigger", T_TRIGGER}, {"temp", T_TEMP}, {"temporary", T_TEMP},
+              {"end", T_END},       {"explain", T_EXPLAIN}};
+    for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
+        if (strlen(kw[i].w) == n && strncasecmp(w, kw[i].w, n) == 0)
+            return kw[i].token;
+    return T_OTHER;
+}
+
+/* Piece [start, end) of sql, unless it is only white space, comments and
+ * semicolons. 0, or -1 past max. */
+static int add_piece(const char *sql, size_t start, size_t end, piece *out, long *n, size_t max)
+{
+    lexer l = {sql + start, sql + end};
+    if (at_end(&l))
+        return 0;
+    if ((size_t)*n == max)
+        return -1;
+    out[*n].off = start;
+    out[*n].len = end - start;
+    (*n)++;
+    return 0;
+}
+
 /* The statements of `sql`, each ending at a semicolon that SQLite takes
- * as the end of a whole statement (not one inside a string, a comment or
- * a trigger's body), the last perhaps without one. Pieces of only white
+ * as the end of a whole statement (sqlite3_complete(): not one inside a
+ * string, a comment or a trigger's body), the last perhaps without one,
+ * and perhaps with a string, quoted name or comment left open (it goes to
+ * SQLite as it is, which says what it makes of it). Pieces of only white
  * space and comments are left out. Returns the count (at most max), or -1
- * when there are more or memory ran out. */
+ * when there are more. */
 static long split_sql(const char *sql, size_t len, piece *out, size_t max)
 {
     long n = 0;
     size_t start = 0, i = 0;
-    char *buf = malloc(len + 1);
-    if (buf == NULL)
-        return -1;
-    while (i <= len) {
-        bool last = i == len;
-        if (!last && sql[i] != ';') {
-            char c = sql[i];
-            if (c == '\'' || c == '"' || c == '`' || c == '[') { /* past quoted text */
-                char close = c == '[' ? ']' : c;
-                i++;
-                while (i < len && sql[i] != close)
-                    i++;
-                i++;
-                continue;
-            }
-            if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
-                while (i < len && sql[i] != '\n')
-                    i++;
-                continue;
-            }
-            if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
-                i += 2;
-                while (i + 1 < len && !(sql[i] == '*' && sql[i + 1] == '/'))
-                    i++;
-                i += 2;
-                continue;
-            }
+    int state = 0;
+    while (i < len) {
+        char c = sql[i];
+        int token;
+        if (c == ';') {
+            token = T_SEMI;
             i++;
-            continue;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') {
+            token = T_WS;
+            i++;
+        } else if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
+            i += 2;
+            while (i + 1 < len && !(sql[i] == '*' && sql[i + 1] == '/'))
+                i++;
+            i = i + 1 < len ? i + 2 : len;
+            token = T_WS;
+        } else if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
+            while (i < len && sql[i] != '\n')
+                i++;
+            token = T_WS;
+        } else if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            char close = c == '[' ? ']' : c;
+            i++;
+            while (i < len && sql[i] != close)
+                i++;
+            i = i < len ? i + 1 : len;
+            token = T_OTHER;
+        } else if (id_char((unsigned char)c)) {
+            size_t w = i;
+            while (i < len && id_char((unsigned char)sql[i]))
+                i++;
+            token = word_token(sql + w, i - w);
+        } else {
+            token = T_OTHER;
+            i++;
         }
-        size_t end = last ? len : i + 1;
-        memcpy(buf, sql + start, end - start);
-        buf[end - start] = '\0';
-        if (last || sqlite3_complete(buf)) {
-            lexer l = {sql + start, sql + end};
-            if (!at_end(&l)) {
-                if ((size_t)n == max) {
-                    free(buf);
-                    return -1;
-                }
-                out[n].off = start;
-                out[n].len = end - start;
-                n++;
-            }
-            start = end;
+        state = complete_trans[state][token];
+        if (token == T_SEMI && state == 1) {
+            if (add_piece(sql, start, i, out, &n, max) != 0)
+                return -1;
+            start = i;
+            state = 0;
         }
-        i++;
     }
-    free(buf);
+    if (start < len && add_piece(sql, start, len, out, &n, max) != 0)
+        return -1;
     return n;
 }
 
