@@ -556,7 +556,9 @@ struct dsq_hrana_stream {
     hreq *cur;                /* the request running */
     hop *call;                /* its call with the engine, or NULL */
     bool pumping, closed, ended;
-    int in_done;              /* answers being given (their callbacks may close it) */
+    int in_done;              /* answers being given (their callbacks may close it), or
+                                 steps taken (steps_go) */
+    bool stepping, stepped;   /* steps_go is taking a step; the step ended at once */
     /* the running request's progress */
     json_t *steps;            /* batch: its steps */
     size_t step, nsteps;
@@ -1008,7 +1010,8 @@ static int cond_eval(const dsq_hrana_stream *s, json_t *cond, int depth)
     return -1;
 }
 
-static void batch_next(dsq_hrana_stream *s);
+/* Go on with the running batch or sequence after a step (see steps_go). */
+static void go_on(dsq_hrana_stream *s);
 
 static void batch_record(dsq_hrana_stream *s, bool ok, const char *json, size_t len)
 {
@@ -1026,9 +1029,10 @@ static void batch_record(dsq_hrana_stream *s, bool ok, const char *json, size_t 
     s->step++;
 }
 
-static void batch_next(dsq_hrana_stream *s)
+/* One step of a batch: its statement, or its skipping, or the answer. */
+static void batch_step(dsq_hrana_stream *s)
 {
-    while (s->step < s->nsteps) {
+    if (s->step < s->nsteps) {
         json_t *step = json_array_get(s->steps, s->step);
         int go = cond_eval(s, json_object_get(step, "condition"), 0);
         if (go < 0) {
@@ -1043,6 +1047,8 @@ static void batch_next(dsq_hrana_stream *s)
         dsq_buf_printf(&s->res, "%snull", sep);
         dsq_buf_printf(&s->errs, "%snull", sep);
         s->outcome[s->step++] = -1;
+        go_on(s);
+        return;
     }
     dsq_buf b = {0};
     dsq_buf_puts(&b, "{\"type\":\"batch\",\"result\":{\"step_results\":[");
@@ -1054,7 +1060,7 @@ static void batch_next(dsq_hrana_stream *s)
     dsq_buf_free(&b);
 }
 
-static void sequence_next(dsq_hrana_stream *s)
+static void sequence_step(dsq_hrana_stream *s)
 {
     if (s->step == s->nsteps) {
         finish_ok(s, "{\"type\":\"sequence\"}");
@@ -1081,7 +1087,7 @@ static void stmt_done(dsq_hrana_stream *s, bool ok, const char *json, size_t len
         break;
     case R_BATCH:
         batch_record(s, ok, json, len);
-        batch_next(s);
+        go_on(s);
         break;
     case R_SEQUENCE:
         if (!ok) { /* a sequence stops at its first error */
@@ -1089,9 +1095,40 @@ static void stmt_done(dsq_hrana_stream *s, bool ok, const char *json, size_t len
             return;
         }
         s->step++;
-        sequence_next(s);
+        go_on(s);
         break;
     }
+}
+
+/* Take the running batch's or sequence's steps until one is with the
+ * engine or the request is answered. A step that ends at once (a PRAGMA
+ * foreign_keys, a malformed statement, a skipped step) comes back here
+ * (go_on) rather than into the next step's call: a sequence of 100000
+ * of them does not recurse 100000 deep. The stream is held (in_done)
+ * meanwhile: an answer's callback may close it. */
+static void steps_go(dsq_hrana_stream *s)
+{
+    running r = req_kind(s);
+    s->in_done++;
+    do {
+        s->stepped = false;
+        s->stepping = true;
+        if (r == R_BATCH)
+            batch_step(s);
+        else
+            sequence_step(s);
+        s->stepping = false;
+    } while (s->stepped);
+    s->in_done--;
+    free_if_idle(s);
+}
+
+static void go_on(dsq_hrana_stream *s)
+{
+    if (s->stepping)
+        s->stepped = true; /* steps_go takes the next */
+    else
+        steps_go(s);
 }
 
 static void start_batch(dsq_hrana_stream *s, json_t *req)
@@ -1113,7 +1150,7 @@ static void start_batch(dsq_hrana_stream *s, json_t *req)
     }
     s->steps = steps;
     s->step = 0;
-    batch_next(s);
+    steps_go(s);
 }
 
 static void start_sequence(dsq_hrana_stream *s, json_t *req)
@@ -1141,7 +1178,7 @@ static void start_sequence(dsq_hrana_stream *s, json_t *req)
     s->seq_sql = json_string_value(sql);
     s->nsteps = (size_t)n;
     s->step = 0;
-    sequence_next(s);
+    steps_go(s);
 }
 
 static void run_request(dsq_hrana_stream *s)
