@@ -1,0 +1,156 @@
+// Hostile tests of dosqld's Hrana (libSQL's protocol): malformed and
+// adversarial pipelines and WebSocket messages, with raw fetch and a raw
+// `ws`, each a bug that was found here (see the commit that fixed it).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { startDosqld, sleep, within } from '../integration/lib/harness.mjs';
+
+const require = createRequire(import.meta.url);
+const WebSocket = require('ws');
+
+const WRITE = 'hostile-write-token-0123456789';
+const READ = 'hostile-read-token-0123456789';
+
+let d;
+before(async () => {
+  d = await startDosqld({
+    conf: `[auth]
+token = ${WRITE} write
+token = ${READ} read
+[rpc]
+hrana_stream_timeout = 2s
+`,
+  });
+});
+after(async () => { await d?.cleanup(); });
+
+async function pipeline(db, body, token = WRITE) {
+  const r = await fetch(`${d.url}/v1/db/${db}/v2/pipeline`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json };
+}
+
+const exec = (sql, args) => ({ type: 'execute', stmt: args ? { sql, args } : { sql } });
+const cell = (res, row = 0, col = 0) => res.response.result.rows[row][col];
+
+// A raw hrana2 WebSocket: send(obj), next() -> the next message (parsed).
+async function wsOpen(db, { protocol = 'hrana2' } = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${d.port}/v1/db/${db}/`, protocol);
+  const queue = [];
+  const waiters = [];
+  ws.on('message', (m) => {
+    const msg = JSON.parse(m.toString());
+    if (waiters.length) waiters.shift()(msg); else queue.push(msg);
+  });
+  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  return {
+    ws,
+    send: (o) => ws.send(typeof o === 'string' ? o : JSON.stringify(o)),
+    next: (ms = 5000) => within(ms, new Promise((res) => {
+      if (queue.length) res(queue.shift()); else waiters.push(res);
+    }), 'a WebSocket message'),
+    close: () => ws.close(),
+  };
+}
+
+test('http pipeline: the answer to a request that is not an object stays in its place', async () => {
+  const r = await pipeline('order_nonobj', {
+    baton: null,
+    requests: [exec('SELECT 1'), 7, exec('SELECT 2'), { type: 'close' }],
+  });
+  assert.equal(r.status, 200);
+  const types = r.body.results.map((x) => x.type);
+  assert.deepEqual(types, ['ok', 'error', 'ok', 'ok']);
+  assert.equal(cell(r.body.results[0]).value, '1');
+  assert.equal(cell(r.body.results[2]).value, '2');
+});
+
+test('sequence: an unterminated last statement reaches SQLite, not left out', async () => {
+  const r = await pipeline('seq_unterminated', {
+    baton: null,
+    requests: [
+      exec('CREATE TABLE s (x)'),
+      { type: 'sequence', sql: "INSERT INTO s VALUES (1); INSERT INTO s VALUES ('never closed" },
+      { type: 'sequence', sql: 'INSERT INTO s VALUES (2); INSERT INTO s VALUES ([x' },
+      // SQLite takes a comment left open as running to the end
+      { type: 'sequence', sql: 'INSERT INTO s VALUES (3); INSERT INTO s VALUES (4) /* left open' },
+      exec('SELECT group_concat(x) FROM s'),
+      { type: 'close' },
+    ],
+  });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.results[1].type, 'error', JSON.stringify(r.body.results[1]));
+  assert.equal(r.body.results[2].type, 'error', JSON.stringify(r.body.results[2]));
+  assert.equal(r.body.results[3].type, 'ok', JSON.stringify(r.body.results[3]));
+  assert.equal(cell(r.body.results[4]).value, '1,2,3,4');
+});
+
+test('sequence: a long trigger body is split in linear time (the loop thread is not held)', async () => {
+  // 20000 statements in one trigger's body (620 kB): read again at each
+  // semicolon, this held every client of the server for seconds
+  const body = 'INSERT INTO log VALUES (new.x);'.repeat(20000);
+  const sql = `CREATE TABLE src (x); CREATE TABLE log (x);
+    CREATE TRIGGER tr AFTER INSERT ON src BEGIN ${body} END;
+    INSERT INTO src VALUES (5)`;
+  const t0 = Date.now();
+  const slow = pipeline('seq_linear', { baton: null, requests: [{ type: 'sequence', sql }, exec('SELECT count(*) FROM log'), { type: 'close' }] });
+  // meanwhile another client is served
+  await sleep(50);
+  const t1 = Date.now();
+  const other = await pipeline('seq_linear_other', { baton: null, requests: [exec('SELECT 1'), { type: 'close' }] });
+  const otherMs = Date.now() - t1;
+  const r = await slow;
+  assert.equal(r.body.results[0].type, 'ok', JSON.stringify(r.body.results[0]).slice(0, 300));
+  assert.equal(cell(r.body.results[1]).value, '20000');
+  assert.equal(other.body.results[0].type, 'ok');
+  assert.ok(otherMs < 1500, `another client waited ${otherMs} ms (the whole sequence took ${Date.now() - t0} ms)`);
+});
+
+test('sequence: split where SQLite ends a statement: strings, names, comments, CASE ... END, triggers', async () => {
+  const sql = `CREATE TABLE "a;b" ([c;d] TEXT, \`e;f\` TEXT); -- a comment; with a semicolon
+    /* another; */ INSERT INTO "a;b" VALUES ('x;y', 'it''s;');
+    CREATE TABLE n (v);
+    CREATE TEMPORARY TABLE IF NOT EXISTS never (x); -- refused, but only this one
+    `;
+  const r = await pipeline('seq_tricky', { baton: null, requests: [
+    { type: 'sequence', sql },
+    { type: 'sequence', sql: `CREATE TRIGGER t1 AFTER INSERT ON n BEGIN
+        INSERT INTO "a;b" VALUES (CASE WHEN new.v > 0 THEN 'pos;' ELSE 'neg;' END, 'trg');
+        UPDATE "a;b" SET \`e;f\` = 'end' WHERE [c;d] = 'none';
+      END; INSERT INTO n VALUES (1); INSERT INTO n VALUES (-1)` },
+    exec(`SELECT group_concat("c;d" || '|' || "e;f", ',') FROM "a;b"`),
+    { type: 'close' },
+  ] });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.results[0].type, 'error'); // the TEMPORARY table, after the others ran
+  assert.match(r.body.results[0].error.message, /temporary/i);
+  assert.equal(r.body.results[1].type, 'ok', JSON.stringify(r.body.results[1]));
+  assert.equal(cell(r.body.results[2]).value, "x;y|it's;,pos;|trg,neg;|trg");
+});
+
+test('sequence and batch: 100000 steps that end at once do not recurse (stack overflow)', async () => {
+  const big = await startDosqld({ conf: '[rpc]\nmax_batch = 100000\n' });
+  try {
+    const post = async (requests) => {
+      const r = await fetch(`${big.url}/v1/db/deep/v2/pipeline`, { method: 'POST', body: JSON.stringify({ baton: null, requests }) });
+      return r.json();
+    };
+    const n = 100000;
+    const seq = await post([{ type: 'sequence', sql: 'PRAGMA foreign_keys = ON;'.repeat(n) }, { type: 'close' }]);
+    assert.equal(seq.results[0].type, 'ok');
+    const steps = Array.from({ length: n }, (_, i) => (i % 2 ? { stmt: 5 } : { stmt: { sql: 'SELECT 1' }, condition: { type: 'not', cond: { type: 'is_autocommit' } } }));
+    const batch = await post([{ type: 'batch', batch: { steps } }, { type: 'close' }]);
+    const res = batch.results[0].response.result;
+    assert.equal(res.step_results.length, n);
+    assert.equal(res.step_errors.filter((e) => e !== null).length, n / 2);
+  } finally {
+    await big.cleanup();
+  }
+});
