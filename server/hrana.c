@@ -174,7 +174,9 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
         return;
     }
     json_error_t jerr;
-    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+    /* JSON_ALLOW_NUL: a text value may hold U+0000 (SQLite's text may);
+     * everything here reads strings with their lengths. */
+    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_ALLOW_NUL, &jerr);
     json_t *baton = json_object_get(body, "baton"), *reqs = json_object_get(body, "requests");
     if (!json_is_object(body) || !json_is_array(reqs) || (baton != NULL && !json_is_null(baton) && !json_is_string(baton))) {
         json_decref(body);
@@ -498,7 +500,7 @@ static void ws_message(void *state, dsq_conn *c, bool binary, const uint8_t *p, 
         return;
     }
     json_error_t jerr;
-    json_t *msg = json_loadb((const char *)p, n, 0, &jerr);
+    json_t *msg = json_loadb((const char *)p, n, JSON_ALLOW_NUL, &jerr); /* (as the pipeline's) */
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type == NULL) {
         dsq__ws_close(c, 1002, "a message must be a JSON object with a \"type\"");

@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { createClient } from '@libsql/client';
 import { startDosqld, sleep, within } from '../integration/lib/harness.mjs';
 
 const require = createRequire(import.meta.url);
@@ -154,3 +155,17 @@ test('sequence and batch: 100000 steps that end at once do not recurse (stack ov
     await big.cleanup();
   }
 });
+
+for (const scheme of ['http', 'ws']) {
+  test(`${scheme}: a text value holding U+0000 goes and comes back whole (it broke the pipeline, or closed the WebSocket)`, async () => {
+    const c = createClient({ url: `${scheme}://127.0.0.1:${d.port}/v1/db/nul_${scheme}/`, authToken: WRITE });
+    try {
+      await c.execute('CREATE TABLE t (v TEXT)');
+      await c.execute({ sql: 'INSERT INTO t VALUES (?)', args: ['a\0b'] });
+      const r = await c.execute({ sql: 'SELECT v, length(CAST(v AS BLOB)) AS n, ? AS p FROM t', args: ['\0'] });
+      assert.deepEqual({ ...r.rows[0] }, { v: 'a\0b', n: 3, p: '\0' });
+    } finally {
+      c.close();
+    }
+  });
+}
