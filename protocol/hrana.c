@@ -278,9 +278,9 @@ void dsq_hrana_error_json(dsq_buf *out, dsq_code code, const char *msg)
 
 typedef enum {
     K_OTHER = 0,
-    K_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION] [READONLY] */
-    K_COMMIT,       /* COMMIT|END [TRANSACTION] */
-    K_ROLLBACK,     /* ROLLBACK [TRANSACTION] (not ROLLBACK TO) */
+    K_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION [name]] [READONLY] */
+    K_COMMIT,       /* COMMIT|END [TRANSACTION [name]] */
+    K_ROLLBACK,     /* ROLLBACK [TRANSACTION [name]] (not ROLLBACK [TRANSACTION] TO) */
     K_FK,           /* PRAGMA foreign_keys = value (setting it) */
 } kind;
 
@@ -351,8 +351,11 @@ static kind read_kind(const char *sql, size_t len, bool *immediate, bool *read_o
             *immediate = w[0] != 'd';
             word(&l, w, sizeof w);
         }
-        if (strcmp(w, "transaction") == 0)
+        if (strcmp(w, "transaction") == 0) {
             word(&l, w, sizeof w);
+            if (w[0] != '\0' && strcmp(w, "readonly") != 0)
+                word(&l, w, sizeof w); /* its name (SQLite takes one, and ignores it) */
+        }
         if (strcmp(w, "readonly") == 0) { /* libSQL's read transactions */
             *read_only = true;
             word(&l, w, sizeof w);
@@ -362,8 +365,11 @@ static kind read_kind(const char *sql, size_t len, bool *immediate, bool *read_o
     if (strcmp(w, "commit") == 0 || strcmp(w, "end") == 0 || strcmp(w, "rollback") == 0) {
         kind k = w[0] == 'r' ? K_ROLLBACK : K_COMMIT;
         word(&l, w, sizeof w);
-        if (strcmp(w, "transaction") == 0)
+        if (strcmp(w, "transaction") == 0) {
             word(&l, w, sizeof w);
+            if (w[0] != '\0' && !(k == K_ROLLBACK && strcmp(w, "to") == 0))
+                word(&l, w, sizeof w); /* its name */
+        }
         return w[0] == '\0' && at_end(&l) ? k : K_OTHER;
     }
     if (strcmp(w, "pragma") == 0) {

@@ -169,3 +169,166 @@ for (const scheme of ['http', 'ws']) {
     }
   });
 }
+
+const SLOW = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000) SELECT count(*) FROM c';
+
+// Another client's write, which waits for the write lock: it must come
+// soon after the holder went.
+async function writesSoon(db, ms = 3000) {
+  const t0 = Date.now();
+  const r = await pipeline(db, { baton: null, requests: [exec('INSERT INTO t VALUES (99)'), { type: 'close' }] });
+  assert.equal(r.body.results[0].type, 'ok', JSON.stringify(r.body.results[0]));
+  assert.ok(Date.now() - t0 < ms, `the write waited ${Date.now() - t0} ms`);
+}
+
+test('ws: the connection goes with a transaction open, a statement with the engine and requests queued behind it', async () => {
+  await pipeline('ws_gone', { baton: null, requests: [exec('CREATE TABLE t (x)'), { type: 'close' }] });
+  const w = await wsOpen('ws_gone');
+  w.send({ type: 'hello', jwt: WRITE });
+  assert.equal((await w.next()).type, 'hello_ok');
+  w.send({ type: 'request', request_id: 1, request: { type: 'open_stream', stream_id: 7 } });
+  assert.equal((await w.next()).type, 'response_ok');
+  let id = 2;
+  const req = (request) => w.send({ type: 'request', request_id: id++, request: { stream_id: 7, ...request } });
+  req(exec('BEGIN IMMEDIATE'));
+  req(exec('INSERT INTO t VALUES (1)'));
+  assert.equal((await w.next()).type, 'response_ok');
+  assert.equal((await w.next()).type, 'response_ok');
+  req(exec(SLOW));
+  for (let i = 0; i < 50; i++) req(exec('INSERT INTO t VALUES (2)'));
+  req({ type: 'close_stream' });
+  await sleep(100);
+  w.ws.terminate();
+  await writesSoon('ws_gone');
+  const r = await pipeline('ws_gone', { baton: null, requests: [exec('SELECT group_concat(x) FROM t'), { type: 'close' }] });
+  assert.equal(cell(r.body.results[0]).value, '99');
+});
+
+test('http: the client hangs up while its pipeline runs, in a transaction', async () => {
+  await pipeline('http_gone', { baton: null, requests: [exec('CREATE TABLE t (x)'), { type: 'close' }] });
+  const ac = new AbortController();
+  const p = fetch(`${d.url}/v1/db/http_gone/v2/pipeline`, {
+    method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${WRITE}` },
+    body: JSON.stringify({ baton: null, requests: [exec('BEGIN IMMEDIATE'), exec('INSERT INTO t VALUES (1)'), exec(SLOW), exec('INSERT INTO t VALUES (2)')] }),
+  }).catch((e) => e);
+  await sleep(200);
+  ac.abort();
+  await p;
+  await writesSoon('http_gone');
+  const r = await pipeline('http_gone', { baton: null, requests: [exec('SELECT group_concat(x) FROM t'), { type: 'close' }] });
+  assert.equal(cell(r.body.results[0]).value, '99');
+});
+
+test('http: one baton used twice at once: one pipeline gets the stream, the other is refused', async () => {
+  const first = await pipeline('baton_twice', { baton: null, requests: [exec('CREATE TABLE t (x)')] });
+  const baton = first.body.baton;
+  assert.match(baton, /^[0-9a-f]{32}$/);
+  const [a, b] = await Promise.all([
+    pipeline('baton_twice', { baton, requests: [exec(SLOW.replace('50000000', '2000000'))] }),
+    pipeline('baton_twice', { baton, requests: [exec('SELECT 1')] }),
+  ]);
+  const statuses = [a.status, b.status].sort();
+  assert.deepEqual(statuses, [200, 400]);
+  const ok = a.status === 200 ? a : b;
+  assert.notEqual(ok.body.baton, baton);
+  // the old baton is spent, the new one is for this database only
+  assert.equal((await pipeline('baton_twice', { baton, requests: [] })).status, 400);
+  assert.equal((await pipeline('baton_other', { baton: ok.body.baton, requests: [] })).status, 400);
+  const again = await pipeline('baton_twice', { baton: ok.body.baton, requests: [{ type: 'close' }] });
+  assert.equal(again.status, 200);
+  assert.equal(again.body.baton, null);
+});
+
+test('foreign keys off on a stream whose transaction ends by expiry, by the WebSocket going, by close: others keep them on', async () => {
+  const db = 'fk_leak';
+  const setup = await pipeline(db, { baton: null, requests: [
+    exec('CREATE TABLE p (id INTEGER PRIMARY KEY)'),
+    exec('CREATE TABLE c (pid INTEGER REFERENCES p (id))'),
+    exec('INSERT INTO p VALUES (1)'),
+    { type: 'close' },
+  ] });
+  assert.ok(setup.body.results.every((x) => x.type === 'ok'));
+  const orphanRefused = async () => {
+    const r = await pipeline(db, { baton: null, requests: [exec('INSERT INTO c VALUES (42)'), { type: 'close' }] });
+    assert.equal(r.body.results[0].type, 'error', 'an orphan row went in: foreign keys were off for another client');
+    assert.equal(r.body.results[0].error.code, 'SQLITE_CONSTRAINT');
+  };
+  // 1. HTTP: left idle past hrana_stream_timeout (2 s)
+  const a = await pipeline(db, { baton: null, requests: [
+    exec('PRAGMA foreign_keys = OFF'), exec('BEGIN'), exec('INSERT INTO c VALUES (7)'),
+  ] });
+  assert.ok(a.body.results.every((x) => x.type === 'ok'), JSON.stringify(a.body));
+  await sleep(3000);
+  await orphanRefused();
+  // 2. WebSocket: the connection goes
+  const w = await wsOpen(db);
+  w.send({ type: 'hello', jwt: WRITE });
+  await w.next();
+  w.send({ type: 'request', request_id: 1, request: { type: 'open_stream', stream_id: 1 } });
+  await w.next();
+  for (const [i, sql] of ['PRAGMA foreign_keys = off', 'BEGIN', 'INSERT INTO c VALUES (8)'].entries()) {
+    w.send({ type: 'request', request_id: 2 + i, request: { stream_id: 1, ...exec(sql) } });
+    assert.equal((await w.next()).type, 'response_ok');
+  }
+  w.ws.terminate();
+  await orphanRefused();
+  // 3. HTTP: closed by its client, and off outside a transaction
+  const b = await pipeline(db, { baton: null, requests: [exec('PRAGMA foreign_keys = 0'), exec('INSERT INTO c VALUES (9)')] });
+  assert.ok(b.body.results.every((x) => x.type === 'ok'), JSON.stringify(b.body));
+  await orphanRefused();
+  await pipeline(db, { baton: b.body.baton, requests: [{ type: 'close' }] });
+  await orphanRefused();
+  const rows = await pipeline(db, { baton: null, requests: [exec('SELECT group_concat(pid) FROM c'), { type: 'close' }] });
+  assert.equal(cell(rows.body.results[0]).value, '9');
+});
+
+test('scopes: a read token cannot write through BEGIN, a later hello or a baton taken over', async () => {
+  const db = 'scopes';
+  await pipeline(db, { baton: null, requests: [exec('CREATE TABLE t (x)'), { type: 'close' }] });
+  // HTTP, read token: BEGIN (which would take the write lock) is refused
+  const r = await pipeline(db, { baton: null, requests: [exec('BEGIN IMMEDIATE'), exec('BEGIN'), exec('INSERT INTO t VALUES (1)'),
+    exec('PRAGMA foreign_keys = OFF'), exec('BEGIN TRANSACTION READONLY'), exec('SELECT count(*) FROM t'), exec('COMMIT'), { type: 'close' }] }, READ);
+  assert.deepEqual(r.body.results.map((x) => x.type === 'ok' ? 'ok' : x.error.code),
+    ['FORBIDDEN', 'FORBIDDEN', 'FORBIDDEN', 'ok', 'ok', 'ok', 'ok', 'ok']);
+  // HTTP: a write stream's baton, carried on with a read token
+  const a = await pipeline(db, { baton: null, requests: [exec('BEGIN'), exec('INSERT INTO t VALUES (2)')] });
+  const b = await pipeline(db, { baton: a.body.baton, requests: [exec('INSERT INTO t VALUES (3)'), exec('ROLLBACK')] }, READ);
+  assert.equal(b.body.results[0].error?.code, 'FORBIDDEN');
+  await pipeline(db, { baton: b.body.baton, requests: [{ type: 'close' }] });
+  // WebSocket: a second hello with a read token
+  const w = await wsOpen(db);
+  w.send({ type: 'hello', jwt: WRITE });
+  assert.equal((await w.next()).type, 'hello_ok');
+  w.send({ type: 'request', request_id: 1, request: { type: 'open_stream', stream_id: 1 } });
+  await w.next();
+  w.send({ type: 'hello', jwt: READ });
+  assert.equal((await w.next()).type, 'hello_ok');
+  w.send({ type: 'request', request_id: 2, request: { stream_id: 1, ...exec('INSERT INTO t VALUES (4)') } });
+  const m = await w.next();
+  assert.equal(m.type, 'response_error');
+  assert.equal(m.error.code, 'FORBIDDEN');
+  // and a bad one: hello_error, the connection closes
+  w.send({ type: 'hello', jwt: 'nope' });
+  assert.equal((await w.next()).type, 'hello_error');
+  w.close();
+  const rows = await pipeline(db, { baton: null, requests: [exec('SELECT count(*) FROM t'), { type: 'close' }] });
+  assert.equal(cell(rows.body.results[0]).value, '0');
+});
+
+test('transaction control as SQLite takes it: a transaction name, ROLLBACK TRANSACTION TO, comments between words', async () => {
+  const r = await pipeline('txn_names', { baton: null, requests: [
+    exec('CREATE TABLE t (x)'),
+    exec('BEGIN TRANSACTION t1'), exec('INSERT INTO t VALUES (1)'), exec('ROLLBACK TRANSACTION t1'),
+    exec('BEGIN /* c */ DEFERRED -- c\n TRANSACTION t2;'), exec('INSERT INTO t VALUES (2)'), exec('SAVEPOINT sp'),
+    exec('INSERT INTO t VALUES (3)'), exec('ROLLBACK TRANSACTION TO SAVEPOINT sp'), exec('COMMIT TRANSACTION t2'),
+    exec('END TRANSACTION t3'),
+    exec('SELECT group_concat(x) FROM t'),
+    { type: 'get_autocommit' },
+    { type: 'close' },
+  ] });
+  const res = r.body.results;
+  assert.deepEqual(res.slice(0, 11).map((x) => x.type === 'ok' ? 'ok' : x.error.message),
+    ['ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'cannot commit - no transaction is active']);
+  assert.equal(cell(res[11]).value, '2');
+  assert.equal(res[12].response.is_autocommit, true);
+});
