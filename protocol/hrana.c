@@ -565,6 +565,9 @@ struct dsq_hrana_stream {
     int in_done;              /* answers being given (their callbacks may close it), or
                                  steps taken (steps_go) */
     bool stepping, stepped;   /* steps_go is taking a step; the step ended at once */
+    dsq_budget budget;        /* the results of a request, or of a pipeline's requests
+                                 (shared_budget), as engine.max_result_bytes bounds them */
+    bool shared_budget;       /* dsq_hrana_stream_share_budget: not a new one per request */
     /* the running request's progress */
     json_t *steps;            /* batch: its steps */
     size_t step, nsteps;
@@ -608,7 +611,14 @@ dsq_hrana_stream *dsq_hrana_stream_new(dsq_engine *e, const dsq_hrana_limits *li
         sqls = s->own_sqls;
     }
     s->sqls = sqls;
+    dsq_budget_init(&s->budget);
     return s;
+}
+
+void dsq_hrana_stream_share_budget(dsq_hrana_stream *s)
+{
+    s->shared_budget = true;
+    dsq_budget_init(&s->budget); /* idle: no call uses it */
 }
 
 void dsq_hrana_stream_set_scope(dsq_hrana_stream *s, unsigned scope) { s->scope = scope; }
@@ -905,6 +915,9 @@ static void run_stmt(dsq_hrana_stream *s, const char *sql, size_t len, json_t *s
     c->session = s->session;
     c->atomic = true;
     c->fk_off = s->fk_off;
+    /* Rows kept for the answer count against the request's budget (a
+     * sequence's are not kept). */
+    c->budget = want_rows ? &s->budget : NULL;
     c->done = hop_done;
     char why[256];
     switch (k) {
@@ -1190,6 +1203,8 @@ static void start_sequence(dsq_hrana_stream *s, json_t *req)
 static void run_request(dsq_hrana_stream *s)
 {
     json_t *req = s->cur->req;
+    if (!s->shared_budget) /* no call is with the engine between requests */
+        dsq_budget_init(&s->budget);
     const char *type = json_string_value(json_object_get(req, "type"));
     char why[256];
     if (!json_is_object(req)) {

@@ -222,6 +222,7 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
         srv->hrana->open++;
     }
     h->baton[0] = '\0';
+    dsq_hrana_stream_share_budget(h->s); /* one response: one result budget */
     pipe_t *p = calloc(1, sizeof *p);
     if (p == NULL) {
         hstream_free(srv, h);

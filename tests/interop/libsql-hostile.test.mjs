@@ -332,3 +332,31 @@ test('transaction control as SQLite takes it: a transaction name, ROLLBACK TRANS
   assert.equal(cell(res[11]).value, '2');
   assert.equal(res[12].response.is_autocommit, true);
 });
+
+test('max_result_bytes bounds a pipeline\'s results together, and a batch\'s (as it bounds a JSON-RPC batch\'s)', async () => {
+  const small = await startDosqld({ conf: '[engine]\nmax_result_bytes = 1M\n' });
+  try {
+    const post = async (requests) => {
+      const r = await fetch(`${small.url}/v1/db/budget/v2/pipeline`, { method: 'POST', body: JSON.stringify({ baton: null, requests }) });
+      const text = await r.text();
+      return { len: text.length, body: JSON.parse(text) };
+    };
+    const big = { sql: 'SELECT zeroblob(900000)' };
+    // 40 x 0.9 MB under a 1 MB budget: one result, then RESOURCE_EXHAUSTED
+    const p = await post(Array.from({ length: 40 }, () => ({ type: 'execute', stmt: big })));
+    assert.ok(p.len < 3e6, `a ${p.len}-byte response`);
+    assert.equal(p.body.results[0].type, 'ok');
+    assert.ok(p.body.results.slice(1).every((x) => x.type === 'error' && x.error.code === 'RESOURCE_EXHAUSTED'));
+    const b = await post([{ type: 'batch', batch: { steps: Array.from({ length: 40 }, () => ({ stmt: big })) } }, { type: 'close' }]);
+    assert.ok(b.len < 3e6, `a ${b.len}-byte response`);
+    const res = b.body.results[0].response.result;
+    assert.equal(res.step_errors.filter((e) => e?.code === 'RESOURCE_EXHAUSTED').length, 39);
+    // the next pipeline of the stream, and rows not kept (a sequence), have a budget of their own
+    const s = await post([{ type: 'sequence', sql: 'SELECT zeroblob(900000); SELECT zeroblob(900000); SELECT zeroblob(900000)' }, { type: 'execute', stmt: big }]);
+    assert.deepEqual(s.body.results.map((x) => x.type), ['ok', 'ok']);
+    const again = await fetch(`${small.url}/v1/db/budget/v2/pipeline`, { method: 'POST', body: JSON.stringify({ baton: s.body.baton, requests: [{ type: 'execute', stmt: big }, { type: 'close' }] }) });
+    assert.deepEqual((await again.json()).results.map((x) => x.type), ['ok', 'ok']);
+  } finally {
+    await small.cleanup();
+  }
+});
