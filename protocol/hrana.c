@@ -13,8 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <sqlite3.h>
-
 #include "common/base64.h"
 #include "common/buf.h"
 #include "common/list.h"
@@ -280,9 +278,9 @@ void dsq_hrana_error_json(dsq_buf *out, dsq_code code, const char *msg)
 
 typedef enum {
     K_OTHER = 0,
-    K_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION] [READONLY] */
-    K_COMMIT,       /* COMMIT|END [TRANSACTION] */
-    K_ROLLBACK,     /* ROLLBACK [TRANSACTION] (not ROLLBACK TO) */
+    K_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION [name]] [READONLY] */
+    K_COMMIT,       /* COMMIT|END [TRANSACTION [name]] */
+    K_ROLLBACK,     /* ROLLBACK [TRANSACTION [name]] (not ROLLBACK [TRANSACTION] TO) */
     K_FK,           /* PRAGMA foreign_keys = value (setting it) */
 } kind;
 
@@ -353,8 +351,11 @@ static kind read_kind(const char *sql, size_t len, bool *immediate, bool *read_o
             *immediate = w[0] != 'd';
             word(&l, w, sizeof w);
         }
-        if (strcmp(w, "transaction") == 0)
+        if (strcmp(w, "transaction") == 0) {
             word(&l, w, sizeof w);
+            if (w[0] != '\0' && strcmp(w, "readonly") != 0)
+                word(&l, w, sizeof w); /* its name (SQLite takes one, and ignores it) */
+        }
         if (strcmp(w, "readonly") == 0) { /* libSQL's read transactions */
             *read_only = true;
             word(&l, w, sizeof w);
@@ -364,8 +365,11 @@ static kind read_kind(const char *sql, size_t len, bool *immediate, bool *read_o
     if (strcmp(w, "commit") == 0 || strcmp(w, "end") == 0 || strcmp(w, "rollback") == 0) {
         kind k = w[0] == 'r' ? K_ROLLBACK : K_COMMIT;
         word(&l, w, sizeof w);
-        if (strcmp(w, "transaction") == 0)
+        if (strcmp(w, "transaction") == 0) {
             word(&l, w, sizeof w);
+            if (w[0] != '\0' && !(k == K_ROLLBACK && strcmp(w, "to") == 0))
+                word(&l, w, sizeof w); /* its name */
+        }
         return w[0] == '\0' && at_end(&l) ? k : K_OTHER;
     }
     if (strcmp(w, "pragma") == 0) {
@@ -419,64 +423,117 @@ typedef struct piece {
     size_t off, len;
 } piece;
 
+/* sqlite3_complete()'s automaton: its tokens and transitions (SQLite's
+ * complete.c), run here once over the whole text. (Calling it on the
+ * text so far at every semicolon read a trigger's body again at each of
+ * its statements: quadratic, on the loop thread.) */
+enum { T_SEMI, T_WS, T_OTHER, T_EXPLAIN, T_CREATE, T_TEMP, T_TRIGGER, T_END };
+
+static const unsigned char complete_trans[8][8] = {
+    /*              SEMI WS OTHER EXPLAIN CREATE TEMP TRIGGER END */
+    /* 0 INVALID */ {1, 0, 2, 3, 4, 2, 2, 2},
+    /* 1 START   */ {1, 1, 2, 3, 4, 2, 2, 2},
+    /* 2 NORMAL  */ {1, 2, 2, 2, 2, 2, 2, 2},
+    /* 3 EXPLAIN */ {1, 3, 3, 2, 4, 2, 2, 2},
+    /* 4 CREATE  */ {1, 4, 2, 2, 2, 4, 5, 2},
+    /* 5 TRIGGER */ {6, 5, 5, 5, 5, 5, 5, 5},
+    /* 6 SEMI    */ {6, 6, 5, 5, 5, 5, 5, 7},
+    /* 7 END     */ {1, 7, 5, 5, 5, 5, 5, 5},
+};
+
+/* SQLite's IdChar(): letters, digits, _, $ and every byte of a UTF-8
+ * sequence. */
+static bool id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           c >= 0x80;
+}
+
+static int word_token(const char *w, size_t n)
+{
+    static const struct {
+        const char *w;
+        int token;
+    } kw[] = {{"create", T_CREATE}, {"trigger", T_TRIGGER}, {"temp", T_TEMP}, {"temporary", T_TEMP},
+              {"end", T_END},       {"explain", T_EXPLAIN}};
+    for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
+        if (strlen(kw[i].w) == n && strncasecmp(w, kw[i].w, n) == 0)
+            return kw[i].token;
+    return T_OTHER;
+}
+
+/* Piece [start, end) of sql, unless it is only white space, comments and
+ * semicolons. 0, or -1 past max. */
+static int add_piece(const char *sql, size_t start, size_t end, piece *out, long *n, size_t max)
+{
+    lexer l = {sql + start, sql + end};
+    if (at_end(&l))
+        return 0;
+    if ((size_t)*n == max)
+        return -1;
+    out[*n].off = start;
+    out[*n].len = end - start;
+    (*n)++;
+    return 0;
+}
+
 /* The statements of `sql`, each ending at a semicolon that SQLite takes
- * as the end of a whole statement (not one inside a string, a comment or
- * a trigger's body), the last perhaps without one. Pieces of only white
+ * as the end of a whole statement (sqlite3_complete(): not one inside a
+ * string, a comment or a trigger's body), the last perhaps without one,
+ * and perhaps with a string, quoted name or comment left open (it goes to
+ * SQLite as it is, which says what it makes of it). Pieces of only white
  * space and comments are left out. Returns the count (at most max), or -1
- * when there are more or memory ran out. */
+ * when there are more. */
 static long split_sql(const char *sql, size_t len, piece *out, size_t max)
 {
     long n = 0;
     size_t start = 0, i = 0;
-    char *buf = malloc(len + 1);
-    if (buf == NULL)
-        return -1;
-    while (i <= len) {
-        bool last = i == len;
-        if (!last && sql[i] != ';') {
-            char c = sql[i];
-            if (c == '\'' || c == '"' || c == '`' || c == '[') { /* past quoted text */
-                char close = c == '[' ? ']' : c;
-                i++;
-                while (i < len && sql[i] != close)
-                    i++;
-                i++;
-                continue;
-            }
-            if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
-                while (i < len && sql[i] != '\n')
-                    i++;
-                continue;
-            }
-            if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
-                i += 2;
-                while (i + 1 < len && !(sql[i] == '*' && sql[i + 1] == '/'))
-                    i++;
-                i += 2;
-                continue;
-            }
+    int state = 0;
+    while (i < len) {
+        char c = sql[i];
+        int token;
+        if (c == ';') {
+            token = T_SEMI;
             i++;
-            continue;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') {
+            token = T_WS;
+            i++;
+        } else if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
+            i += 2;
+            while (i + 1 < len && !(sql[i] == '*' && sql[i + 1] == '/'))
+                i++;
+            i = i + 1 < len ? i + 2 : len;
+            token = T_WS;
+        } else if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
+            while (i < len && sql[i] != '\n')
+                i++;
+            token = T_WS;
+        } else if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            char close = c == '[' ? ']' : c;
+            i++;
+            while (i < len && sql[i] != close)
+                i++;
+            i = i < len ? i + 1 : len;
+            token = T_OTHER;
+        } else if (id_char((unsigned char)c)) {
+            size_t w = i;
+            while (i < len && id_char((unsigned char)sql[i]))
+                i++;
+            token = word_token(sql + w, i - w);
+        } else {
+            token = T_OTHER;
+            i++;
         }
-        size_t end = last ? len : i + 1;
-        memcpy(buf, sql + start, end - start);
-        buf[end - start] = '\0';
-        if (last || sqlite3_complete(buf)) {
-            lexer l = {sql + start, sql + end};
-            if (!at_end(&l)) {
-                if ((size_t)n == max) {
-                    free(buf);
-                    return -1;
-                }
-                out[n].off = start;
-                out[n].len = end - start;
-                n++;
-            }
-            start = end;
+        state = complete_trans[state][token];
+        if (token == T_SEMI && state == 1) {
+            if (add_piece(sql, start, i, out, &n, max) != 0)
+                return -1;
+            start = i;
+            state = 0;
         }
-        i++;
     }
-    free(buf);
+    if (start < len && add_piece(sql, start, len, out, &n, max) != 0)
+        return -1;
     return n;
 }
 
@@ -505,7 +562,12 @@ struct dsq_hrana_stream {
     hreq *cur;                /* the request running */
     hop *call;                /* its call with the engine, or NULL */
     bool pumping, closed, ended;
-    int in_done;              /* answers being given (their callbacks may close it) */
+    int in_done;              /* answers being given (their callbacks may close it), or
+                                 steps taken (steps_go) */
+    bool stepping, stepped;   /* steps_go is taking a step; the step ended at once */
+    dsq_budget budget;        /* the results of a request, or of a pipeline's requests
+                                 (shared_budget), as engine.max_result_bytes bounds them */
+    bool shared_budget;       /* dsq_hrana_stream_share_budget: not a new one per request */
     /* the running request's progress */
     json_t *steps;            /* batch: its steps */
     size_t step, nsteps;
@@ -549,7 +611,14 @@ dsq_hrana_stream *dsq_hrana_stream_new(dsq_engine *e, const dsq_hrana_limits *li
         sqls = s->own_sqls;
     }
     s->sqls = sqls;
+    dsq_budget_init(&s->budget);
     return s;
+}
+
+void dsq_hrana_stream_share_budget(dsq_hrana_stream *s)
+{
+    s->shared_budget = true;
+    dsq_budget_init(&s->budget); /* idle: no call uses it */
 }
 
 void dsq_hrana_stream_set_scope(dsq_hrana_stream *s, unsigned scope) { s->scope = scope; }
@@ -846,6 +915,9 @@ static void run_stmt(dsq_hrana_stream *s, const char *sql, size_t len, json_t *s
     c->session = s->session;
     c->atomic = true;
     c->fk_off = s->fk_off;
+    /* Rows kept for the answer count against the request's budget (a
+     * sequence's are not kept). */
+    c->budget = want_rows ? &s->budget : NULL;
     c->done = hop_done;
     char why[256];
     switch (k) {
@@ -957,7 +1029,8 @@ static int cond_eval(const dsq_hrana_stream *s, json_t *cond, int depth)
     return -1;
 }
 
-static void batch_next(dsq_hrana_stream *s);
+/* Go on with the running batch or sequence after a step (see steps_go). */
+static void go_on(dsq_hrana_stream *s);
 
 static void batch_record(dsq_hrana_stream *s, bool ok, const char *json, size_t len)
 {
@@ -975,9 +1048,10 @@ static void batch_record(dsq_hrana_stream *s, bool ok, const char *json, size_t 
     s->step++;
 }
 
-static void batch_next(dsq_hrana_stream *s)
+/* One step of a batch: its statement, or its skipping, or the answer. */
+static void batch_step(dsq_hrana_stream *s)
 {
-    while (s->step < s->nsteps) {
+    if (s->step < s->nsteps) {
         json_t *step = json_array_get(s->steps, s->step);
         int go = cond_eval(s, json_object_get(step, "condition"), 0);
         if (go < 0) {
@@ -992,6 +1066,8 @@ static void batch_next(dsq_hrana_stream *s)
         dsq_buf_printf(&s->res, "%snull", sep);
         dsq_buf_printf(&s->errs, "%snull", sep);
         s->outcome[s->step++] = -1;
+        go_on(s);
+        return;
     }
     dsq_buf b = {0};
     dsq_buf_puts(&b, "{\"type\":\"batch\",\"result\":{\"step_results\":[");
@@ -1003,7 +1079,7 @@ static void batch_next(dsq_hrana_stream *s)
     dsq_buf_free(&b);
 }
 
-static void sequence_next(dsq_hrana_stream *s)
+static void sequence_step(dsq_hrana_stream *s)
 {
     if (s->step == s->nsteps) {
         finish_ok(s, "{\"type\":\"sequence\"}");
@@ -1030,7 +1106,7 @@ static void stmt_done(dsq_hrana_stream *s, bool ok, const char *json, size_t len
         break;
     case R_BATCH:
         batch_record(s, ok, json, len);
-        batch_next(s);
+        go_on(s);
         break;
     case R_SEQUENCE:
         if (!ok) { /* a sequence stops at its first error */
@@ -1038,9 +1114,40 @@ static void stmt_done(dsq_hrana_stream *s, bool ok, const char *json, size_t len
             return;
         }
         s->step++;
-        sequence_next(s);
+        go_on(s);
         break;
     }
+}
+
+/* Take the running batch's or sequence's steps until one is with the
+ * engine or the request is answered. A step that ends at once (a PRAGMA
+ * foreign_keys, a malformed statement, a skipped step) comes back here
+ * (go_on) rather than into the next step's call: a sequence of 100000
+ * of them does not recurse 100000 deep. The stream is held (in_done)
+ * meanwhile: an answer's callback may close it. */
+static void steps_go(dsq_hrana_stream *s)
+{
+    running r = req_kind(s);
+    s->in_done++;
+    do {
+        s->stepped = false;
+        s->stepping = true;
+        if (r == R_BATCH)
+            batch_step(s);
+        else
+            sequence_step(s);
+        s->stepping = false;
+    } while (s->stepped);
+    s->in_done--;
+    free_if_idle(s);
+}
+
+static void go_on(dsq_hrana_stream *s)
+{
+    if (s->stepping)
+        s->stepped = true; /* steps_go takes the next */
+    else
+        steps_go(s);
 }
 
 static void start_batch(dsq_hrana_stream *s, json_t *req)
@@ -1062,7 +1169,7 @@ static void start_batch(dsq_hrana_stream *s, json_t *req)
     }
     s->steps = steps;
     s->step = 0;
-    batch_next(s);
+    steps_go(s);
 }
 
 static void start_sequence(dsq_hrana_stream *s, json_t *req)
@@ -1090,15 +1197,19 @@ static void start_sequence(dsq_hrana_stream *s, json_t *req)
     s->seq_sql = json_string_value(sql);
     s->nsteps = (size_t)n;
     s->step = 0;
-    sequence_next(s);
+    steps_go(s);
 }
 
 static void run_request(dsq_hrana_stream *s)
 {
     json_t *req = s->cur->req;
+    if (!s->shared_budget) /* no call is with the engine between requests */
+        dsq_budget_init(&s->budget);
     const char *type = json_string_value(json_object_get(req, "type"));
     char why[256];
-    if (type == NULL) {
+    if (!json_is_object(req)) {
+        finish_error(s, DSQ_CODE_INVALID_REQUEST, "a request must be an object");
+    } else if (type == NULL) {
         finish_error(s, DSQ_CODE_INVALID_REQUEST, "a request needs a \"type\"");
     } else if (strcmp(type, "execute") == 0) {
         json_t *stmt = json_object_get(req, "stmt");

@@ -65,11 +65,21 @@ dsq_hrana_stream *dsq_hrana_stream_new(dsq_engine *e, const dsq_hrana_limits *li
                                        unsigned scope, uint64_t session, dsq_hrana_sqls *sqls);
 /* The scope of later requests (an HTTP request's token, checked again). */
 void dsq_hrana_stream_set_scope(dsq_hrana_stream *s, unsigned scope);
-/* Queue one stream request (a JSON object with "type"; a reference is
- * taken). Requests run in the order queued, one at a time. A "close"
+/* Queue one stream request (a JSON object with "type"; anything else is
+ * answered with an error in its turn; a reference is taken). Requests run
+ * and are answered in the order queued, one at a time. A "close"
  * request answers, then the stream is closed as by dsq_hrana_stream_close
  * except that the caller still frees it with that call. */
 void dsq_hrana_stream_request(dsq_hrana_stream *s, json_t *req, dsq_hrana_done_fn done, void *ud);
+/* The results that requests keep for their answers (rows of execute and
+ * batch steps) are bounded together by engine.max_result_bytes, as one
+ * request's are elsewhere: past it a statement fails with
+ * RESOURCE_EXHAUSTED and the later ones do not run. By default each
+ * request has a budget of its own (a WebSocket answers each at once);
+ * after this call the requests queued from now on share one (an HTTP
+ * pipeline, answered in one response), until the next call. Only while
+ * the stream is idle. */
+void dsq_hrana_stream_share_budget(dsq_hrana_stream *s);
 /* Is a request running or queued? */
 bool dsq_hrana_stream_busy(const dsq_hrana_stream *s);
 /* Did a "close" request end it? */

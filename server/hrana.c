@@ -163,7 +163,9 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
         return;
     }
     json_error_t jerr;
-    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, &jerr);
+    /* JSON_ALLOW_NUL: a text value may hold U+0000 (SQLite's text may);
+     * everything here reads strings with their lengths. */
+    json_t *body = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_ALLOW_NUL, &jerr);
     json_t *baton = json_object_get(body, "baton"), *reqs = json_object_get(body, "requests");
     if (!json_is_object(body) || !json_is_array(reqs) || (baton != NULL && !json_is_null(baton) && !json_is_string(baton))) {
         json_decref(body);
@@ -209,6 +211,7 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
         srv->hrana->open++;
     }
     h->baton[0] = '\0';
+    dsq_hrana_stream_share_budget(h->s); /* one response: one result budget */
     pipe_t *p = calloc(1, sizeof *p);
     if (p == NULL) {
         hstream_free(srv, h);
@@ -227,17 +230,13 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
     }
     req->abandon = pipe_abandon;
     req->abandon_arg = p;
-    /* The last answer may come at once and free p: count first, then queue. */
+    /* The last answer may come at once and free p: count first, then
+     * queue. Every request goes through the stream, malformed or not, so
+     * that its answer keeps its place among the others'. */
     size_t i;
     json_t *r;
-    json_array_foreach(reqs, i, r) {
-        if (!json_is_object(r)) {
-            static const char bad[] = "{\"message\":\"a request must be an object\",\"code\":\"INVALID_REQUEST\"}";
-            pipe_done(p, false, bad, sizeof bad - 1);
-            continue;
-        }
+    json_array_foreach(reqs, i, r)
         dsq_hrana_stream_request(h->s, r, pipe_done, p);
-    }
     json_decref(body);
 }
 
@@ -491,7 +490,7 @@ static void ws_message(void *state, dsq_conn *c, bool binary, const uint8_t *p, 
         return;
     }
     json_error_t jerr;
-    json_t *msg = json_loadb((const char *)p, n, 0, &jerr);
+    json_t *msg = json_loadb((const char *)p, n, JSON_ALLOW_NUL, &jerr); /* (as the pipeline's) */
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (type == NULL) {
         dsq__ws_close(c, 1002, "a message must be a JSON object with a \"type\"");

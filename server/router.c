@@ -92,7 +92,8 @@ const char *dsq_route_pattern(dsq_route_id id)
 /* Split "/a/b/c" into decoded segments. Returns the count, or -1 when the
  * path is malformed (no leading '/', a bad escape, an encoded '/', too many
  * or too long segments). An empty path segment ("//", a trailing '/')
- * makes the path match nothing. */
+ * matches only a pattern's "{}" (the Hrana WebSocket's trailing slash);
+ * elsewhere it makes the path match nothing. */
 static int split_path(const char *path, char segs[MAX_SEGS][160])
 {
     if (path[0] != '/')
