@@ -197,6 +197,14 @@ void dsq_hrana_handle_http(dsq_server *srv, dsq_http_req *req)
         h->in_table = false;
         dsq_hrana_stream_set_scope(h->s, scope);
     } else {
+        /* Streams outlive their requests (up to hrana_stream_timeout):
+         * no more of them than connections. */
+        if (srv->hrana->open >= srv->cfg->max_connections) {
+            json_decref(body);
+            error_body(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED,
+                       "too many open Hrana streams (server.max_connections); close some, or retry");
+            return;
+        }
         h = calloc(1, sizeof *h);
         if (h != NULL) {
             dsq_strlcpy(h->db, req->db, sizeof h->db);

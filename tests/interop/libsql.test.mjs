@@ -268,3 +268,30 @@ test('the Hrana versions dosqld does not serve are refused, so clients fall back
   assert.equal(body.results[1].type, 'ok');
   assert.equal(body.results[1].response.result.rows[0][0].value, '1');
 });
+
+test('http: open streams are bounded by max_connections; closing one makes room', async () => {
+  const small = await startDosqld({ conf: '[server]\nmax_connections = 4\n' });
+  try {
+    const pipeline = async (baton, requests) => {
+      const r = await fetch(`http://127.0.0.1:${small.port}/v1/db/cap/v2/pipeline`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ baton, requests }),
+      });
+      return { status: r.status, body: await r.json() };
+    };
+    const batons = [];
+    for (let i = 0; i < 4; i++) { // streams left open (no close request)
+      const r = await pipeline(null, [{ type: 'execute', stmt: { sql: 'SELECT 1' } }]);
+      assert.equal(r.status, 200);
+      batons.push(r.body.baton);
+    }
+    const over = await pipeline(null, [{ type: 'execute', stmt: { sql: 'SELECT 1' } }]);
+    assert.equal(over.status, 503);
+    assert.equal(over.body.code, 'RESOURCE_EXHAUSTED');
+    const closed = await pipeline(batons[0], [{ type: 'close' }]);
+    assert.equal(closed.status, 200);
+    assert.equal(closed.body.baton, null);
+    assert.equal((await pipeline(null, [{ type: 'close' }])).status, 200, 'room again');
+  } finally {
+    await small.cleanup();
+  }
+});
