@@ -67,8 +67,15 @@ test(`${MANY.toLocaleString('en-US')} databases, each created and queried`, { ti
   })));
   const list = await (await fetch(`http://127.0.0.1:${d.port}/v1/db`)).json();
   assert.ok(list.length >= N);
-  const s = await serverStats();
-  assert.ok(s.actorsOpen <= 50);
+  // Past max_open_actors the least recently used close as others open;
+  // one still busy closes once its last call is done (under load, a
+  // moment after the replies): read again for up to 5 s.
+  let s = await serverStats();
+  for (let i = 0; i < 50 && s.actorsOpen > 50; i++) {
+    await sleep(100);
+    s = await serverStats();
+  }
+  assert.ok(s.actorsOpen <= 50, `${s.actorsOpen} databases open; max_open_actors is 50`);
   console.log(`# ${N} databases: created in ${created} ms, queried in ${Date.now() - t0 - created} ms; ${JSON.stringify(s)}`);
 });
 
