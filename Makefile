@@ -158,7 +158,7 @@ $(FLAGS): ;
 # its subsystems' folders (engine/runtime, storage, tier, cdc); engine/*.c
 # still counts if one is put there. Cap'n Web's are in protocol/capnweb/;
 # replication and the nodes' links in cluster/.
-LIB_SRC := $(wildcard common/*.c protocol/*.c protocol/*/*.c engine/*.c engine/*/*.c cluster/*.c sharding/*.c) \
+LIB_SRC := $(wildcard common/*.c protocol/*.c protocol/*/*.c engine/*.c engine/*/*.c cluster/*.c sharding/*.c lake/*.c) \
            $(filter-out server/main.c,$(wildcard server/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
 LLHTTP_OBJ := $(B)/obj/llhttp/api.o $(B)/obj/llhttp/http.o $(B)/obj/llhttp/llhttp.o
@@ -167,7 +167,7 @@ LIB := $(B)/libdosqld.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
 TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so \
-             $(B)/tests/tools/objcli
+             $(B)/tests/tools/objcli $(B)/tests/tools/manifest_write
 
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
