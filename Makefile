@@ -157,8 +157,8 @@ $(FLAGS): ;
 # Every module's sources; main.c is the daemon's alone. The engine's are in
 # its subsystems' folders (engine/runtime, storage, tier, cdc); engine/*.c
 # still counts if one is put there. Cap'n Web's are in protocol/capnweb/;
-# replication and the nodes' links in cluster/.
-LIB_SRC := $(wildcard common/*.c protocol/*.c protocol/*/*.c engine/*.c engine/*/*.c cluster/*.c sharding/*.c) \
+# replication and the nodes' links in cluster/; the lakehouse's (Parquet) in lake/.
+LIB_SRC := $(wildcard common/*.c protocol/*.c protocol/*/*.c engine/*.c engine/*/*.c cluster/*.c sharding/*.c lake/*.c) \
            $(filter-out server/main.c,$(wildcard server/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
 LLHTTP_OBJ := $(B)/obj/llhttp/api.o $(B)/obj/llhttp/http.o $(B)/obj/llhttp/llhttp.o
