@@ -157,7 +157,8 @@ $(FLAGS): ;
 # Every module's sources; main.c is the daemon's alone. The engine's are in
 # its subsystems' folders (engine/runtime, storage, tier, cdc); engine/*.c
 # still counts if one is put there. Cap'n Web's are in protocol/capnweb/;
-# replication and the nodes' links in cluster/.
+# replication and the nodes' links in cluster/; the lakehouse's (Parquet, Avro,
+# Iceberg manifests) in lake/.
 LIB_SRC := $(wildcard common/*.c protocol/*.c protocol/*/*.c engine/*.c engine/*/*.c cluster/*.c sharding/*.c lake/*.c) \
            $(filter-out server/main.c,$(wildcard server/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
@@ -167,7 +168,7 @@ LIB := $(B)/libdosqld.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
 TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so \
-             $(B)/tests/tools/objcli $(B)/tests/tools/manifest_write
+             $(B)/tests/tools/objcli $(B)/tests/tools/manifest_write $(B)/tests/tools/parquet_write
 
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))
