@@ -86,9 +86,20 @@ export async function startEtcdCluster(n, { conf = '', ttl = '2s', etcdProxies =
     rmSync(dir, { recursive: true, force: true });
     if (errs.length) throw errs[0];
   };
+  // Every node alive in every node's view of etcd, too: a database placed
+  // before that gets fewer copies than `replicas` (a node not seen yet is
+  // not chosen), which tests that count copies or kill one took for a bug.
+  c.allAlive = async () => {
+    for (const d of nodes)
+      await until(async () => {
+        const ns = (await clusterInfo(d)).body.nodes;
+        return ns.length === n && ns.every((x) => x.etcd?.alive);
+      }, 20000, 'every node alive in etcd');
+  };
   try {
     for (let i = 0; i < n; i++) nodes.push(await startAgain({ conf: c.confOf(i) }));
     await c.linked();
+    await c.allAlive();
   } catch (e) {
     await c.cleanup().catch(() => {});
     throw e;
