@@ -67,7 +67,12 @@ dsq_avro_file *dsq_avro_new(const char *schema_json, const char *const *meta, ch
     }
     f->rec_made = true;
     int rc = 0;
-    for (size_t i = 0; meta != NULL && meta[i] != NULL && meta[i + 1] != NULL; i += 2) {
+    for (size_t i = 0; meta != NULL && meta[i] != NULL; i += 2) {
+        if (meta[i + 1] == NULL) {
+            snprintf(err, errlen, "metadata key %s has no value", meta[i]);
+            dsq_avro_free(f);
+            return NULL;
+        }
         rc |= put_str(&f->meta, meta[i]) | put_str(&f->meta, meta[i + 1]);
         f->nmeta++;
     }
@@ -111,7 +116,18 @@ static int close_block(dsq_avro_file *f)
     return rc ? -1 : 0;
 }
 
+static int append(dsq_avro_file *f, char *err, size_t errlen);
+
+/* The record is reset whatever happens: a failed one must not leave its
+ * values (array elements, a union's branch) in the next. */
 int dsq_avro_append(dsq_avro_file *f, char *err, size_t errlen)
+{
+    int rc = append(f, err, errlen);
+    avro_value_reset(&f->rec);
+    return rc;
+}
+
+static int append(dsq_avro_file *f, char *err, size_t errlen)
 {
     size_t size = 0;
     if (avro_value_sizeof(&f->rec, &size) != 0) {
@@ -136,7 +152,6 @@ int dsq_avro_append(dsq_avro_file *f, char *err, size_t errlen)
     f->block.len += size;
     f->in_block++;
     f->count++;
-    avro_value_reset(&f->rec);
     if (f->in_block == BLOCK_RECORDS && close_block(f) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;

@@ -23,14 +23,17 @@ typedef struct dsq_avro_file dsq_avro_file;
 
 /* A new file of records of `schema_json` (a record schema). `meta`: the
  * header's other keys, as key, value pairs ending in NULL (may be NULL).
- * NULL with the reason in err when the schema does not parse, or out of
- * memory. */
+ * NULL with the reason in err when the schema does not parse, a key has
+ * no value, or out of memory. */
 dsq_avro_file *dsq_avro_new(const char *schema_json, const char *const *meta, char *err, size_t errlen);
-/* The next record to fill (avro_value_get_by_name, avro_value_set_...):
- * reset to its defaults before each record. */
+/* The next record to fill (avro_value_get_by_name, avro_value_set_...),
+ * reset after each append. Set every field of every record: libavro's
+ * reset keeps a union's branch (zeroing its value) and zeroes other
+ * fields, so a field left unset is written as that, not refused; only a
+ * union never given a branch is refused. */
 avro_value_t *dsq_avro_record(dsq_avro_file *f);
-/* Encode the filled record into the file. 0, or -1 with libavro's reason
- * (avro_strerror) in err (a required field left unset, say). */
+/* Encode the filled record into the file. 0, or -1 with the reason in
+ * err (libavro's, avro_strerror: a union with no branch, say). */
 int dsq_avro_append(dsq_avro_file *f, char *err, size_t errlen);
 /* Records appended so far. */
 size_t dsq_avro_count(const dsq_avro_file *f);

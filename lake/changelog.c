@@ -10,7 +10,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/base64.h"
 #include "common/buf.h"
+#include "common/util.h"
 #include "protocol/value.h"
 
 /* ---- types -------------------------------------------------------------------------------- */
@@ -44,17 +46,17 @@ const char *dsq_lk_type_name(dsq_lk_type t)
 
 /* ---- the schema ---------------------------------------------------------------------------- */
 
-#define NMETA 5 /* _op, _lsn, _database, _commit_ts, _rowid */
+#define NMETA 6 /* _op, _lsn, _database, _commit_ts, _rowid, _seq */
 
 json_t *dsq_lk_fields(const dsq_lk_table *t)
 {
     json_t *a = json_pack("[{s:i,s:s,s:b,s:s},{s:i,s:s,s:b,s:s},{s:i,s:s,s:b,s:s},{s:i,s:s,s:b,s:s},"
-                          "{s:i,s:s,s:b,s:s}]",
+                          "{s:i,s:s,s:b,s:s},{s:i,s:s,s:b,s:s}]",
                           "id", DSQ_LK_ID_OP, "name", "_op", "required", 1, "type", "string", "id", DSQ_LK_ID_LSN,
                           "name", "_lsn", "required", 1, "type", "long", "id", DSQ_LK_ID_DATABASE, "name", "_database",
                           "required", 1, "type", "string", "id", DSQ_LK_ID_COMMIT_TS, "name", "_commit_ts",
                           "required", 1, "type", "timestamptz", "id", DSQ_LK_ID_ROWID, "name", "_rowid", "required",
-                          0, "type", "long");
+                          0, "type", "long", "id", DSQ_LK_ID_SEQ, "name", "_seq", "required", 1, "type", "long");
     for (size_t i = 0; a != NULL && i < t->ncols; i++)
         if (json_array_append_new(a, json_pack("{s:i,s:s,s:b,s:s}", "id", t->cols[i].field_id, "name",
                                                t->cols[i].name, "required", 0, "type",
@@ -71,21 +73,6 @@ json_t *dsq_lk_fields(const dsq_lk_table *t)
 }
 
 /* ---- values into their columns ------------------------------------------------------------------ */
-
-static bool utf8_valid(const uint8_t *p, uint32_t n)
-{
-    for (uint32_t i = 0; i < n;) {
-        uint8_t c = p[i];
-        uint32_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        for (uint32_t k = 1; k < len; k++)
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-        i += len;
-    }
-    return true;
-}
 
 /* Value v into column type t (*out), or false when it does not fit: a
  * value fits when its storage class is the column's, or it is an integer
@@ -115,7 +102,7 @@ static bool fit(dsq_lk_type t, const dsq_cdc_value *v, dsq_pq_value *out)
         *out = dsq_pq_double(v->r);
         return true;
     case SQLITE_TEXT:
-        if (t != DSQ_LK_STRING || !utf8_valid(v->p, v->n))
+        if (t != DSQ_LK_STRING || !dsq_utf8_valid(v->p, v->n))
             return false;
         *out = dsq_pq_bytes(v->p, v->n);
         return true;
@@ -138,7 +125,17 @@ static void unfit(dsq_buf *b, const char *name, size_t nlen, const dsq_cdc_value
     switch (v->type) {
     case SQLITE_INTEGER: dv.type = DSQ_V_INT; dv.i = v->i; break;
     case SQLITE_FLOAT: dv.type = DSQ_V_REAL; dv.d = v->r; break;
-    case SQLITE_TEXT: dv.type = DSQ_V_TEXT; dv.p = (const char *)v->p; dv.n = v->n; break;
+    case SQLITE_TEXT:
+        if (!dsq_utf8_valid(v->p, v->n)) { /* JSON strings cannot hold it: its bytes, marked as text */
+            dsq_buf_puts(b, "{\"$text\":\"");
+            dsq_base64_encode(b, v->p, v->n);
+            dsq_buf_puts(b, "\"}");
+            return;
+        }
+        dv.type = DSQ_V_TEXT;
+        dv.p = (const char *)v->p;
+        dv.n = v->n;
+        break;
     case SQLITE_BLOB: dv.type = DSQ_V_BLOB; dv.p = (const char *)v->p; dv.n = v->n; break;
     default: dv.type = DSQ_V_NULL; break;
     }
@@ -154,11 +151,28 @@ struct dsq_changelog {
     dsq_pq_value *row;      /* NMETA + ncols + 1 */
     dsq_buf unfit;
     uint64_t rows;
+    uint64_t seq_lsn;       /* the commit being written */
+    int64_t seq;            /* its next row's place in it */
 };
+
+int dsq_lk_check(const dsq_lk_table *t, char *err, size_t errlen)
+{
+    static const char *const meta[] = {"_op", "_lsn", "_database", "_commit_ts", "_rowid", "_seq", "_unfit", NULL};
+    for (size_t i = 0; i < t->ncols; i++)
+        for (size_t k = 0; meta[k]; k++)
+            if (strcmp(t->cols[i].name, meta[k]) == 0) {
+                snprintf(err, errlen, "table %s: its column %s has the name of a changelog column", t->name,
+                         meta[k]);
+                return -1;
+            }
+    return 0;
+}
 
 dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, const dsq_pq_options *o,
                                   dsq_pq_sink_fn sink, void *ctx, char *err, size_t errlen)
 {
+    if (dsq_lk_check(t, err, errlen) != 0)
+        return NULL;
     size_t n = NMETA + t->ncols + 1;
     dsq_changelog *c = calloc(1, sizeof *c);
     dsq_pq_column *cols = calloc(n, sizeof *cols);
@@ -172,11 +186,13 @@ dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, c
         return NULL;
     }
     c->t = t;
+    c->seq_lsn = UINT64_MAX;
     cols[0] = (dsq_pq_column){"_op", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_OP};
     cols[1] = (dsq_pq_column){"_lsn", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_LSN};
     cols[2] = (dsq_pq_column){"_database", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_DATABASE};
     cols[3] = (dsq_pq_column){"_commit_ts", DSQ_PQ_INT64, DSQ_PQ_TIMESTAMP_US, false, DSQ_LK_ID_COMMIT_TS};
     cols[4] = (dsq_pq_column){"_rowid", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, true, DSQ_LK_ID_ROWID};
+    cols[5] = (dsq_pq_column){"_seq", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_SEQ};
     for (size_t i = 0; i < t->ncols; i++) {
         const dsq_lk_col *lc = &t->cols[i];
         dsq_pq_column *pc = &cols[NMETA + i];
@@ -212,10 +228,17 @@ static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_
     c->row[2] = dsq_pq_str(c->database);
     c->row[3] = dsq_pq_int(ts_us);
     c->row[4] = has_rowid ? dsq_pq_int(rowid) : dsq_pq_null();
+    if (lsn != c->seq_lsn) { /* a commit's rows are numbered from 0 */
+        c->seq_lsn = lsn;
+        c->seq = 0;
+    }
+    c->row[5] = dsq_pq_int(c->seq);
     for (size_t i = 0; i < t->ncols; i++)
         c->row[NMETA + i] = dsq_pq_null(); /* a column the event lacks (dropped since) */
     for (uint16_t k = 0; k < ev->ncols; k++) {
         const dsq_cdc_col *ec = &ev->cols[k];
+        if (ec->len == 0)
+            continue; /* a virtual generated column: no value in the log */
         size_t i = 0;
         while (i < t->ncols && !(strlen(t->cols[i].name) == ec->len && memcmp(t->cols[i].name, ec->name, ec->len) == 0))
             i++;
@@ -236,6 +259,7 @@ static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_
         return -1;
     }
     c->rows++;
+    c->seq++;
     return 0;
 }
 

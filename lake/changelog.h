@@ -4,12 +4,15 @@
  * A changelog row is `_op` (INSERT, UPDATE or DELETE), `_lsn` (the
  * commit's), `_database` (the source), `_commit_ts` (the commit's time,
  * microseconds, UTC), `_rowid` (the row's rowid after the change; null
- * for a WITHOUT ROWID table), then the table's columns — the row after
+ * for a WITHOUT ROWID table), `_seq` (the row's place among its commit's
+ * rows, from 0: the order of a commit's changes, which a rewrite of the
+ * files does not keep), then the table's columns — the row after
  * the change, or before it for a DELETE — and last `_unfit`: the values
  * that did not fit their column's type, as a JSON object (below). An
  * UPDATE that gives the row another rowid (or, WITHOUT ROWID, another
  * primary key) is written as a DELETE of the old row and an INSERT of
- * the new, so that replaying the changelog by key gives the table.
+ * the new, so that replaying the changelog by key, in (`_lsn`, `_seq`)
+ * order, gives the table.
  *
  * SQLite's types are dynamic; a changelog column's type comes from the
  * column's declared type by SQLite's affinity rules:
@@ -28,10 +31,12 @@
  * an INTEGER column, numbers in a REAL one). Any other value leaves its
  * column null and goes into `_unfit` under its column's name, in
  * dosqld's JSON encoding (integers as numbers or {"$bigint"}, reals as
- * numbers, text as a string, blobs as {"$bytes": base64}), so that
- * nothing is lost and replaying the changelog gives every value back
- * with its type. A column of the event that
- * the table does not have goes there too. */
+ * numbers, text as a string, blobs as {"$bytes": base64}; text that is
+ * not UTF-8, which a JSON string cannot hold, as {"$text": base64 of its
+ * bytes}), so that nothing is lost and replaying the changelog gives
+ * every value back with its type. A column of the event that the table
+ * does not have goes there too; a virtual generated column (no value in
+ * the log) is left out. */
 #ifndef DSQ_CHANGELOG_H
 #define DSQ_CHANGELOG_H
 
@@ -57,7 +62,7 @@ const char *dsq_lk_type_name(dsq_lk_type t);
 
 /* The metadata columns' field ids; the table's columns take theirs from
  * the caller (kept across schema changes), `_unfit` its own. */
-enum { DSQ_LK_ID_OP = 1, DSQ_LK_ID_LSN, DSQ_LK_ID_DATABASE, DSQ_LK_ID_COMMIT_TS, DSQ_LK_ID_ROWID };
+enum { DSQ_LK_ID_OP = 1, DSQ_LK_ID_LSN, DSQ_LK_ID_DATABASE, DSQ_LK_ID_COMMIT_TS, DSQ_LK_ID_ROWID, DSQ_LK_ID_SEQ };
 
 typedef struct dsq_lk_col {
     const char *name;
@@ -71,6 +76,10 @@ typedef struct dsq_lk_table {
     size_t ncols;
     int unfit_id;              /* `_unfit`'s field id */
 } dsq_lk_table;
+
+/* A table whose column has a changelog column's name (`_op`, ...,
+ * `_unfit`) has no changelog yet: -1 with the reason, else 0. */
+int dsq_lk_check(const dsq_lk_table *t, char *err, size_t errlen);
 
 /* The changelog table's Iceberg schema fields (for lake/table.h): a new
  * array, or NULL out of memory. */

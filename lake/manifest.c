@@ -321,9 +321,8 @@ static void summarize(dsq_manifest *m, const dsq_ice_entry *e)
         m->sum.deleted_files++;
         m->sum.deleted_rows += d->record_count;
     }
-    /* Bounds of the partition values: the files still live only. */
-    if (e->status == DSQ_ICE_DELETED)
-        return;
+    /* Bounds of the partition values over every entry, deleted ones too
+     * (readers of deletions prune with them as well). */
     for (size_t i = 0; i < m->npf; i++) {
         const dsq_ice_pvalue *v = &d->partition[i];
         dsq_ice_fsummary *s = &m->parts[i];
@@ -338,18 +337,14 @@ static void summarize(dsq_manifest *m, const dsq_ice_entry *e)
                 lo.s = s->lower.data;
                 hi.s = s->upper.data;
             } else {
-                int64_t a = 0, b = 0;
+                uint64_t a = 0, b = 0;
                 size_t w = m->pf[i].type == DSQ_ICE_P_LONG ? 8 : 4;
                 for (size_t k = 0; k < w; k++) {
-                    a |= (int64_t)(unsigned char)s->lower.data[k] << (8 * k);
-                    b |= (int64_t)(unsigned char)s->upper.data[k] << (8 * k);
+                    a |= (uint64_t)(unsigned char)s->lower.data[k] << (8 * k);
+                    b |= (uint64_t)(unsigned char)s->upper.data[k] << (8 * k);
                 }
-                if (w == 4) { /* sign-extend */
-                    a = (int32_t)a;
-                    b = (int32_t)b;
-                }
-                lo.i = a;
-                hi.i = b;
+                lo.i = w == 4 ? (int32_t)(uint32_t)a : (int64_t)a; /* (sign-extended) */
+                hi.i = w == 4 ? (int32_t)(uint32_t)b : (int64_t)b;
             }
         }
         if (!s->has_bounds || pless(m->pf[i].type, v, &lo))

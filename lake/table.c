@@ -130,6 +130,10 @@ static int check_spec(json_t *spec, json_t *fields, int *max, char *err, size_t 
 json_t *dsq_ice_table_new(const char *uuid, const char *location, json_t *fields, json_t *spec, json_t *props,
                           int64_t now_ms, char *err, size_t errlen)
 {
+    if (uuid == NULL || location == NULL) {
+        fail(err, errlen, "a table needs its uuid and its location");
+        return NULL;
+    }
     int last_col = 0, last_part = 999;
     if (check_fields(fields, &last_col, err, errlen) != 0 || check_spec(spec, fields, &last_part, err, errlen) != 0)
         return NULL;
@@ -175,12 +179,26 @@ json_t *dsq_ice_table_new(const char *uuid, const char *location, json_t *fields
 
 static json_int_t int_of(json_t *md, const char *key) { return json_integer_value(json_object_get(md, key)); }
 
+/* Iceberg's readers refuse metadata whose last-updated-ms is more than a
+ * minute before the entries of its logs: a clock gone back is refused. */
+static int time_ok(json_t *md, int64_t now_ms, char *err, size_t errlen)
+{
+    if (now_ms < int_of(md, "last-updated-ms") - 60000)
+        return fail(err, errlen, "the time (%lld ms) is more than a minute before the table's last update (%lld ms)",
+                    (long long)now_ms, (long long)int_of(md, "last-updated-ms"));
+    return 0;
+}
+
 int dsq_ice_table_append(json_t *md, int64_t snapshot_id, const char *manifest_list, int64_t now_ms,
                          const char *const *summary, char *err, size_t errlen)
 {
     json_t *snaps = json_object_get(md, "snapshots");
     if (snapshot_id <= 0)
         return fail(err, errlen, "a snapshot id must be positive");
+    if (manifest_list == NULL)
+        return fail(err, errlen, "a snapshot needs its manifest list");
+    if (time_ok(md, now_ms, err, errlen) != 0)
+        return -1;
     size_t i;
     json_t *s;
     json_array_foreach(snaps, i, s) {
@@ -268,6 +286,8 @@ static int new_schema(json_t *md, json_t *fields, int64_t now_ms, char *err, siz
 int dsq_ice_table_add_column(json_t *md, const char *name, const char *type, int64_t now_ms, int *id, char *err,
                              size_t errlen)
 {
+    if (time_ok(md, now_ms, err, errlen) != 0)
+        return -1;
     json_t *fields = fields_copy(md);
     if (fields == NULL)
         return fail(err, errlen, "out of memory");
@@ -292,6 +312,8 @@ int dsq_ice_table_add_column(json_t *md, const char *name, const char *type, int
 
 int dsq_ice_table_rename_column(json_t *md, int id, const char *name, int64_t now_ms, char *err, size_t errlen)
 {
+    if (time_ok(md, now_ms, err, errlen) != 0)
+        return -1;
     json_t *fields = fields_copy(md);
     if (fields == NULL)
         return fail(err, errlen, "out of memory");
@@ -301,8 +323,11 @@ int dsq_ice_table_rename_column(json_t *md, int id, const char *name, int64_t no
         json_decref(fields);
         return fail(err, errlen, "no field has id %d", id);
     }
-    if (json_object_set_new(f, "name", json_string(name ? name : "")) != 0 ||
-        check_fields(fields, &max, err, errlen) != 0) {
+    if (json_object_set_new(f, "name", json_string(name ? name : "")) != 0) {
+        json_decref(fields);
+        return fail(err, errlen, "a column's name must be UTF-8 text");
+    }
+    if (check_fields(fields, &max, err, errlen) != 0) {
         json_decref(fields);
         return -1;
     }

@@ -85,7 +85,7 @@ int main(int argc, char **argv)
     mf.path = path;
     mf.length = (int64_t)out.len;
     mf.sequence_number = 4;
-    mf.min_sequence_number = 3;
+    mf.min_sequence_number = 4; /* the live files', inherited (the deleted one's 3 does not count) */
     mf.added_snapshot_id = 42;
     dsq_buf list = DSQ_BUF_INIT;
     if (dsq_manifest_list(&mf, 1, 42, 41, 4, &list, err, sizeof err) != 0) {

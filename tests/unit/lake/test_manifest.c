@@ -172,7 +172,7 @@ Test(manifest, entries_read_back_by_libavro)
     cr_assert_eq(mf.deleted_rows, 14);
     cr_assert_eq(mf.spec_id, 3);
     cr_assert_eq(mf.nparts, 2);
-    cr_assert(!mf.parts[1].contains_null, "the deleted file's null is not counted");
+    cr_assert(mf.parts[1].contains_null, "a deleted file's partition counts too (Iceberg summarizes every entry)");
     cr_assert_eq(mf.parts[1].lower.len, 4);
     cr_assert_eq(mf.parts[1].lower.data[0], 0);
     cr_assert_eq(mf.parts[1].upper.data[0], 3);
@@ -209,6 +209,45 @@ Test(manifest, entries_read_back_by_libavro)
     unlink(path);
     dsq_buf_free(&out);
     dsq_manifest_free(m);
+}
+
+/* Bounds of negative longs (their top byte set) decode back right. */
+Test(manifest, bounds_of_negative_longs)
+{
+    dsq_ice_pfield pf[] = {{"k", 1000, DSQ_ICE_P_LONG}};
+    char err[256];
+    dsq_manifest *m = dsq_manifest_new(SCHEMA, 0, "[]", 0, pf, 1, 0, err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    int64_t vals[] = {-5, INT64_MIN, 7, -1};
+    for (int i = 0; i < 4; i++) {
+        dsq_ice_pvalue pv[] = {{.i = vals[i]}};
+        dsq_ice_entry e = {.status = DSQ_ICE_ADDED, .snapshot_id = -1, .sequence_number = -1,
+                           .file_sequence_number = -1,
+                           .file = {.path = "file:///x.parquet", .format = "parquet", .partition = pv,
+                                    .record_count = 1, .file_size = 1, .sort_order_id = -1}};
+        cr_assert_eq(dsq_manifest_add(m, &e, err, sizeof err), 0, "%s", err);
+    }
+    dsq_buf out = DSQ_BUF_INIT, lo = DSQ_BUF_INIT, hi = DSQ_BUF_INIT;
+    dsq_ice_mfile mf;
+    cr_assert_eq(dsq_manifest_finish(m, &out, &mf), 0);
+    dsq_ice_put_long(&lo, INT64_MIN);
+    dsq_ice_put_long(&hi, 7);
+    cr_assert_eq(memcmp(mf.parts[0].lower.data, lo.data, 8), 0, "lower bound INT64_MIN");
+    cr_assert_eq(memcmp(mf.parts[0].upper.data, hi.data, 8), 0, "upper bound 7");
+    dsq_buf_free(&out);
+    dsq_buf_free(&lo);
+    dsq_buf_free(&hi);
+    dsq_manifest_free(m);
+}
+
+/* A metadata key without a value is refused (a manifest missing its
+ * required keys would be written otherwise). */
+Test(avro, a_metadata_key_without_a_value_is_refused)
+{
+    const char *meta[] = {"k", NULL};
+    char err[256];
+    cr_assert_null(dsq_avro_new("{\"type\":\"record\",\"name\":\"r\",\"fields\":[]}", meta, err, sizeof err));
+    cr_assert(strstr(err, "no value") != NULL, "%s", err);
 }
 
 /* A partition field name Avro cannot take is refused at once. */

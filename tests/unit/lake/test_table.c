@@ -116,10 +116,10 @@ Test(table, added_and_renamed_columns_make_new_schemas_and_keep_ids)
                                                                                         "fields"), 3), "name")),
                      "price", "schema 0 is unchanged");
     /* Refusals leave it as it was. */
-    cr_assert_eq(dsq_ice_table_add_column(md, "amount", "long", 1, &id, err, sizeof err), -1);
+    cr_assert_eq(dsq_ice_table_add_column(md, "amount", "long", 1765000007000, &id, err, sizeof err), -1);
     cr_assert(strstr(err, "twice") != NULL, "%s", err);
-    cr_assert_eq(dsq_ice_table_add_column(md, "tags", "list<string>", 1, &id, err, sizeof err), -1);
-    cr_assert_eq(dsq_ice_table_rename_column(md, 99, "x", 1, err, sizeof err), -1);
+    cr_assert_eq(dsq_ice_table_add_column(md, "tags", "list<string>", 1765000007000, &id, err, sizeof err), -1);
+    cr_assert_eq(dsq_ice_table_rename_column(md, 99, "x", 1765000007000, err, sizeof err), -1);
     cr_assert_eq(geti(md, "current-schema-id"), 2);
     cr_assert_eq(geti(md, "last-column-id"), 8);
     cr_assert_eq(json_array_size(schemas), 3);
@@ -151,6 +151,22 @@ Test(table, what_readers_reject_is_refused)
         json_decref(f);
         json_decref(s);
     }
+}
+
+/* A clock gone back more than a minute would make metadata readers
+ * refuse: refused here, nothing changed. */
+Test(table, a_time_before_the_last_update_is_refused)
+{
+    json_t *md = table();
+    char err[256];
+    int id;
+    cr_assert_eq(dsq_ice_table_append(md, 5, "m", 1765000000000 - 60001, NULL, err, sizeof err), -1);
+    cr_assert(strstr(err, "before the table's last update") != NULL, "%s", err);
+    cr_assert_eq(dsq_ice_table_add_column(md, "z", "long", 1765000000000 - 60001, &id, err, sizeof err), -1);
+    cr_assert_eq(json_array_size(json_object_get(md, "snapshots")), 0);
+    cr_assert_eq(dsq_ice_table_append(md, 5, "m", 1765000000000 - 59999, NULL, err, sizeof err), 0,
+                 "within a minute: %s", err);
+    json_decref(md);
 }
 
 Test(table, the_previous_metadata_file_is_logged)
