@@ -118,7 +118,9 @@ for (const tls of [false, true]) {
       // on to the primary it knows. (A try that timed out may still have
       // committed: the write is retried as an idempotent one.)
       let r;
-      await until(async () => (r = await query(N, db, 'INSERT OR IGNORE INTO t VALUES (43)', 5000)).status === 200, 10000,
+      // (20 s: under load the first tries wait out P's link and the
+      // promotion's news; it failed once at 10 s with a loaded machine.)
+      await until(async () => (r = await query(N, db, 'INSERT OR IGNORE INTO t VALUES (43)', 5000)).status === 200, 20000,
         'a write through the node without a copy');
       r = await query(N, db, 'SELECT x FROM t ORDER BY x', 5000);
       assert.equal(r.status, 200, JSON.stringify(r.body));
