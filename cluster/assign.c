@@ -48,18 +48,6 @@
 
 /* ---- the assignment's JSON --------------------------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static bool db_valid(const char *db)
 {
     return strnlen(db, DSQ_ASSIGN_DB_MAX) < DSQ_ASSIGN_DB_MAX && dsq_db_name_valid(db);
@@ -71,24 +59,24 @@ static bool node_valid(const char *id) { return dsq_node_id_valid(id, strnlen(id
 static int check(const dsq_assignment *a, char *err, size_t errlen)
 {
     if (!db_valid(a->db))
-        return fail(err, errlen, "assign: '%.140s' is not a database name", a->db);
+        return dsq_errf(err, errlen, "assign: '%.140s' is not a database name", a->db);
     if (a->epoch < 1 || a->epoch > (uint64_t)INT64_MAX)
-        return fail(err, errlen, "assign: %s: the epoch is not from 1 to 2^63 - 1", a->db);
+        return dsq_errf(err, errlen, "assign: %s: the epoch is not from 1 to 2^63 - 1", a->db);
     if (a->ncopies < 1 || a->ncopies > DSQ_ASSIGN_COPIES_MAX)
-        return fail(err, errlen, "assign: %s: %zu copies (1 to %d)", a->db, a->ncopies, DSQ_ASSIGN_COPIES_MAX);
+        return dsq_errf(err, errlen, "assign: %s: %zu copies (1 to %d)", a->db, a->ncopies, DSQ_ASSIGN_COPIES_MAX);
     bool primary_in = false;
     for (size_t i = 0; i < a->ncopies; i++) {
         if (!node_valid(a->copies[i]))
-            return fail(err, errlen, "assign: %s: copy '%.40s' is not a node id", a->db, a->copies[i]);
+            return dsq_errf(err, errlen, "assign: %s: copy '%.40s' is not a node id", a->db, a->copies[i]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(a->copies[k], a->copies[i]) == 0)
-                return fail(err, errlen, "assign: %s: node %s holds two copies", a->db, a->copies[i]);
+                return dsq_errf(err, errlen, "assign: %s: node %s holds two copies", a->db, a->copies[i]);
         primary_in = primary_in || strncmp(a->copies[i], a->primary, DSQ_NODE_ID_MAX) == 0;
     }
     if (!node_valid(a->primary))
-        return fail(err, errlen, "assign: %s: the primary '%.40s' is not a node id", a->db, a->primary);
+        return dsq_errf(err, errlen, "assign: %s: the primary '%.40s' is not a node id", a->db, a->primary);
     if (!primary_in)
-        return fail(err, errlen, "assign: %s: the primary %s is not among the copies", a->db, a->primary);
+        return dsq_errf(err, errlen, "assign: %s: the primary %s is not among the copies", a->db, a->primary);
     return 0;
 }
 
@@ -107,7 +95,7 @@ int dsq_assignment_encode(const dsq_assignment *a, dsq_buf *out, char *err, size
                                : NULL;
     char *s = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
-    int rc = s != NULL && dsq_buf_puts(out, s) == 0 ? 0 : fail(err, errlen, "assign: out of memory");
+    int rc = s != NULL && dsq_buf_puts(out, s) == 0 ? 0 : dsq_errf(err, errlen, "assign: out of memory");
     free(s);
     return rc;
 }
@@ -116,11 +104,11 @@ int dsq_assignment_encode(const dsq_assignment *a, dsq_buf *out, char *err, size
 static int get_id(const char *db, const json_t *v, const char *what, char *dst, char *err, size_t errlen)
 {
     if (!json_is_string(v))
-        return fail(err, errlen, "assign: %s: %s is not a string", db, what);
+        return dsq_errf(err, errlen, "assign: %s: %s is not a string", db, what);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (!dsq_node_id_valid(s, n))
-        return fail(err, errlen, "assign: %s: %s '%.40s' is not a node id", db, what, s);
+        return dsq_errf(err, errlen, "assign: %s: %s '%.40s' is not a node id", db, what, s);
     memcpy(dst, s, n + 1);
     return 0;
 }
@@ -129,36 +117,36 @@ int dsq_assignment_decode(const char *db, const void *p, size_t len, dsq_assignm
 {
     memset(out, 0, sizeof *out);
     if (db == NULL || !db_valid(db))
-        return fail(err, errlen, "assign: '%.140s' is not a database name", db != NULL ? db : "(null)");
+        return dsq_errf(err, errlen, "assign: '%.140s' is not a database name", db != NULL ? db : "(null)");
     memcpy(out->db, db, strlen(db) + 1);
     json_error_t je;
     json_t *j = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
     int rc = -1;
     if (j == NULL) {
-        fail(err, errlen, "assign: %s: the value is not JSON: %s", db, je.text);
+        dsq_errf(err, errlen, "assign: %s: the value is not JSON: %s", db, je.text);
         goto out;
     }
     if (!json_is_object(j)) {
-        fail(err, errlen, "assign: %s: the value is not a JSON object", db);
+        dsq_errf(err, errlen, "assign: %s: the value is not a JSON object", db);
         goto out;
     }
     json_t *epoch = json_object_get(j, "epoch");
     json_t *primary = json_object_get(j, "primary");
     json_t *copies = json_object_get(j, "copies");
     if (epoch == NULL || primary == NULL || copies == NULL) {
-        fail(err, errlen, "assign: %s: the value has no \"%s\"", db,
+        dsq_errf(err, errlen, "assign: %s: the value has no \"%s\"", db,
              epoch == NULL ? "epoch" : primary == NULL ? "primary" : "copies");
         goto out;
     }
     if (!json_is_integer(epoch) || json_integer_value(epoch) < 1) {
-        fail(err, errlen, "assign: %s: \"epoch\" is not an integer from 1", db);
+        dsq_errf(err, errlen, "assign: %s: \"epoch\" is not an integer from 1", db);
         goto out;
     }
     out->epoch = (uint64_t)json_integer_value(epoch);
     if (get_id(db, primary, "\"primary\"", out->primary, err, errlen) != 0)
         goto out;
     if (!json_is_array(copies) || json_array_size(copies) < 1 || json_array_size(copies) > DSQ_ASSIGN_COPIES_MAX) {
-        fail(err, errlen, "assign: %s: \"copies\" is not an array of 1 to %d node ids", db, DSQ_ASSIGN_COPIES_MAX);
+        dsq_errf(err, errlen, "assign: %s: \"copies\" is not an array of 1 to %d node ids", db, DSQ_ASSIGN_COPIES_MAX);
         goto out;
     }
     out->ncopies = json_array_size(copies);
@@ -756,7 +744,7 @@ static int load(dsq_assign *s, int64_t *rev, char *err, size_t errlen)
     int rc = 0;
     while (more && rc == 0) {
         if (atomic_load(&s->stopping)) {
-            rc = fail(err, errlen, "stopping");
+            rc = dsq_errf(err, errlen, "stopping");
             break;
         }
         dsq_etcd_kv *kvs;
@@ -766,12 +754,12 @@ static int load(dsq_assign *s, int64_t *rev, char *err, size_t errlen)
         if (rc != 0)
             break;
         if (load_page(s, kvs, n, read) != 0) /* (a read not whole must not take anything as gone) */
-            rc = fail(err, errlen, "assign: out of memory for a page of %zu keys", n);
+            rc = dsq_errf(err, errlen, "assign: out of memory for a page of %zu keys", n);
         free(after);
         after = n > 0 ? strdup(kvs[n - 1].key) : NULL;
         dsq_etcd_kvs_free(kvs, n);
         if (rc == 0 && more && after == NULL) /* (out of memory, or etcd said more after no keys) */
-            rc = fail(err, errlen, "assign: a page could not be followed (out of memory?)");
+            rc = dsq_errf(err, errlen, "assign: a page could not be followed (out of memory?)");
     }
     free(after);
     if (rc != 0)
@@ -945,7 +933,7 @@ dsq_assign *dsq_assign_start(const dsq_assign_cfg *cfg, char *err, size_t errlen
 {
     dsq_assign *s = calloc(1, sizeof *s);
     if (s == NULL) {
-        fail(err, errlen, "assign: out of memory");
+        dsq_errf(err, errlen, "assign: out of memory");
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
@@ -971,13 +959,13 @@ dsq_assign *dsq_assign_start(const dsq_assign_cfg *cfg, char *err, size_t errlen
     /* (before the threads: the handles are theirs from then on) */
     DSQ_INFO("assign_started", "etcd=%s", dsq_etcd_endpoint(s->req_e));
     if (pthread_create(&s->req_thread, NULL, req_main, s) != 0) {
-        fail(err, errlen, "assign: cannot start a thread");
+        dsq_errf(err, errlen, "assign: cannot start a thread");
         assign_free(s);
         return NULL;
     }
     s->req_started = true;
     if (pthread_create(&s->watch_thread, NULL, watch_main, s) != 0) {
-        fail(err, errlen, "assign: cannot start a thread");
+        dsq_errf(err, errlen, "assign: cannot start a thread");
         dsq_assign_stop(s);
         return NULL;
     }

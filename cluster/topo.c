@@ -36,33 +36,21 @@
 
 /* ---- the description's JSON -------------------------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* The rules both ways share: the fields' contents. */
 static int node_check(const dsq_topo_node *n, char *err, size_t errlen)
 {
     size_t idlen = strnlen(n->id, sizeof n->id);
     if (!dsq_node_id_valid(n->id, idlen))
-        return fail(err, errlen, "topo: node id '%.40s' is not 1 to %d of letters, digits, '-', '_', '.'", n->id,
+        return dsq_errf(err, errlen, "topo: node id '%.40s' is not 1 to %d of letters, digits, '-', '_', '.'", n->id,
                     DSQ_NODE_ID_MAX - 1);
     if (n->peer[0] == '\0')
-        return fail(err, errlen, "topo: node %s has no peer address", n->id);
+        return dsq_errf(err, errlen, "topo: node %s has no peer address", n->id);
     const char *s[] = {n->peer, n->client, n->forward};
     for (size_t i = 0; i < 3; i++)
         if (strnlen(s[i], DSQ_TOPO_ADDR_MAX) >= DSQ_TOPO_ADDR_MAX)
-            return fail(err, errlen, "topo: node %s: an address of %d bytes or more", n->id, DSQ_TOPO_ADDR_MAX);
+            return dsq_errf(err, errlen, "topo: node %s: an address of %d bytes or more", n->id, DSQ_TOPO_ADDR_MAX);
     if (n->dbs > NUM_MAX || n->bytes > NUM_MAX || n->started_ms > NUM_MAX)
-        return fail(err, errlen, "topo: node %s: a number past 2^63 - 1", n->id);
+        return dsq_errf(err, errlen, "topo: node %s: a number past 2^63 - 1", n->id);
     return 0;
 }
 
@@ -75,7 +63,7 @@ int dsq_topo_node_encode(const dsq_topo_node *n, dsq_buf *out, char *err, size_t
                           (json_int_t)n->bytes, "started", (json_int_t)n->started_ms, "draining", n->draining);
     char *s = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
-    int rc = s != NULL && dsq_buf_puts(out, s) == 0 ? 0 : fail(err, errlen, "topo: out of memory");
+    int rc = s != NULL && dsq_buf_puts(out, s) == 0 ? 0 : dsq_errf(err, errlen, "topo: out of memory");
     free(s);
     return rc;
 }
@@ -85,15 +73,15 @@ static int get_str(const json_t *o, const char *name, char *dst, size_t cap, cha
 {
     json_t *v = json_object_get(o, name);
     if (v == NULL)
-        return fail(err, errlen, "topo: a node description has no \"%s\"", name);
+        return dsq_errf(err, errlen, "topo: a node description has no \"%s\"", name);
     if (!json_is_string(v))
-        return fail(err, errlen, "topo: a node description's \"%s\" is not a string", name);
+        return dsq_errf(err, errlen, "topo: a node description's \"%s\" is not a string", name);
     size_t n = json_string_length(v);
     const char *s = json_string_value(v);
     if (n >= cap)
-        return fail(err, errlen, "topo: a node description's \"%s\" has %zu bytes (at most %zu)", name, n, cap - 1);
+        return dsq_errf(err, errlen, "topo: a node description's \"%s\" has %zu bytes (at most %zu)", name, n, cap - 1);
     if (strlen(s) != n)
-        return fail(err, errlen, "topo: a node description's \"%s\" holds a NUL", name);
+        return dsq_errf(err, errlen, "topo: a node description's \"%s\" holds a NUL", name);
     memcpy(dst, s, n + 1);
     return 0;
 }
@@ -103,9 +91,9 @@ static int get_num(const json_t *o, const char *name, uint64_t *dst, char *err, 
 {
     json_t *v = json_object_get(o, name);
     if (v == NULL)
-        return fail(err, errlen, "topo: a node description has no \"%s\"", name);
+        return dsq_errf(err, errlen, "topo: a node description has no \"%s\"", name);
     if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return fail(err, errlen, "topo: a node description's \"%s\" is not an integer from 0", name);
+        return dsq_errf(err, errlen, "topo: a node description's \"%s\" is not an integer from 0", name);
     *dst = (uint64_t)json_integer_value(v);
     return 0;
 }
@@ -117,11 +105,11 @@ int dsq_topo_node_decode(const void *p, size_t len, dsq_topo_node *out, char *er
     json_t *j = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
     int rc = -1;
     if (j == NULL) {
-        fail(err, errlen, "topo: a node description is not JSON: %s", je.text);
+        dsq_errf(err, errlen, "topo: a node description is not JSON: %s", je.text);
         goto out;
     }
     if (!json_is_object(j)) {
-        fail(err, errlen, "topo: a node description is not a JSON object");
+        dsq_errf(err, errlen, "topo: a node description is not a JSON object");
         goto out;
     }
     json_t *load = json_object_get(j, "load");
@@ -132,14 +120,14 @@ int dsq_topo_node_decode(const void *p, size_t len, dsq_topo_node *out, char *er
         get_num(j, "started", &out->started_ms, err, errlen) != 0)
         goto out;
     if (!json_is_object(load)) {
-        fail(err, errlen, "topo: a node description's \"load\" is %s", load == NULL ? "missing" : "not an object");
+        dsq_errf(err, errlen, "topo: a node description's \"load\" is %s", load == NULL ? "missing" : "not an object");
         goto out;
     }
     if (get_num(load, "dbs", &out->dbs, err, errlen) != 0 || get_num(load, "bytes", &out->bytes, err, errlen) != 0)
         goto out;
     json_t *dr = json_object_get(j, "draining"); /* (optional: false when missing) */
     if (dr != NULL && !json_is_boolean(dr)) {
-        fail(err, errlen, "topo: a node description's \"draining\" is not true or false");
+        dsq_errf(err, errlen, "topo: a node description's \"draining\" is not true or false");
         goto out;
     }
     out->draining = dr != NULL && json_is_true(dr);
@@ -710,7 +698,7 @@ static int copy_field(char *dst, size_t cap, const char *s, const char *what, ch
     if (s == NULL)
         s = "";
     if (strlen(s) >= cap)
-        return fail(err, errlen, "topo: the %s '%.60s...' has %zu bytes or more", what, s, cap);
+        return dsq_errf(err, errlen, "topo: the %s '%.60s...' has %zu bytes or more", what, s, cap);
     memcpy(dst, s, strlen(s) + 1);
     return 0;
 }
@@ -720,7 +708,7 @@ dsq_topo *dsq_topo_start(const dsq_topo_cfg *cfg, char *err, size_t errlen)
     dsq_buf probe = DSQ_BUF_INIT; /* the description must encode */
     dsq_topo *t = calloc(1, sizeof *t);
     if (t == NULL) {
-        fail(err, errlen, "topo: out of memory");
+        dsq_errf(err, errlen, "topo: out of memory");
         return NULL;
     }
     pthread_mutex_init(&t->mu, NULL);
@@ -757,12 +745,12 @@ dsq_topo *dsq_topo_start(const dsq_topo_cfg *cfg, char *err, size_t errlen)
     /* (before the threads: the handles are theirs from then on) */
     DSQ_INFO("topo_started", "node=%s etcd=%s ttl=%u", t->self.id, dsq_etcd_endpoint(t->reg_e), t->ttl);
     if (pthread_create(&t->reg_thread, NULL, reg_main, t) != 0) {
-        fail(err, errlen, "topo: cannot start a thread");
+        dsq_errf(err, errlen, "topo: cannot start a thread");
         goto fail;
     }
     t->reg_started = true;
     if (pthread_create(&t->watch_thread, NULL, watch_main, t) != 0) {
-        fail(err, errlen, "topo: cannot start a thread");
+        dsq_errf(err, errlen, "topo: cannot start a thread");
         dsq_topo_stop(t);
         return NULL;
     }

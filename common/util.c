@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/random.h>
 #include <strings.h>
@@ -438,4 +439,15 @@ int dsq_random_id(char out[33])
     for (int i = 0; i < 16; i++)
         snprintf(out + 2 * i, 3, "%02x", rnd[i]);
     return 0;
+}
+
+int dsq_errf(char *err, size_t n, const char *fmt, ...)
+{
+    if (err != NULL && n > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }

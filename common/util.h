@@ -76,6 +76,10 @@ size_t dsq_lower_bound_u32(const void *base, size_t n, size_t size, size_t off, 
  * terminated; returns strlen(src), so a result >= size means it was cut. */
 size_t dsq_strlcpy(char *dst, const char *src, size_t size);
 
+/* An error's message into err[n] (when err is not NULL and n > 0), as
+ * printf formats it; returns -1, for `return dsq_errf(err, n, ...)`. */
+int dsq_errf(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* 32 hex digits of 16 random bytes (getrandom) and a NUL into out: ids
  * others must not guess (transactions, batons). 0, or -1 when the
  * kernel gives no randomness. */

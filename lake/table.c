@@ -4,20 +4,11 @@
  * changes; the metadata log. */
 #include "lake/table.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "common/util.h"
 
 /* ---- checks ------------------------------------------------------------------------------- */
 
@@ -39,7 +30,7 @@ static bool primitive(const char *t)
 static int check_fields(json_t *fields, int *max, char *err, size_t n)
 {
     if (!json_is_array(fields))
-        return fail(err, n, "a schema's fields must be an array");
+        return dsq_errf(err, n, "a schema's fields must be an array");
     *max = 0;
     size_t i;
     json_t *f;
@@ -47,19 +38,19 @@ static int check_fields(json_t *fields, int *max, char *err, size_t n)
         json_t *id = json_object_get(f, "id");
         const char *name = json_string_value(json_object_get(f, "name"));
         if (!json_is_integer(id) || json_integer_value(id) <= 0 || json_integer_value(id) > INT32_MAX)
-            return fail(err, n, "field %zu: \"id\" must be a positive 32-bit integer", i);
+            return dsq_errf(err, n, "field %zu: \"id\" must be a positive 32-bit integer", i);
         if (name == NULL || name[0] == '\0')
-            return fail(err, n, "field %zu: \"name\" must be a string", i);
+            return dsq_errf(err, n, "field %zu: \"name\" must be a string", i);
         if (!json_is_boolean(json_object_get(f, "required")))
-            return fail(err, n, "field '%s': \"required\" must be a boolean", name);
+            return dsq_errf(err, n, "field '%s': \"required\" must be a boolean", name);
         if (!primitive(json_string_value(json_object_get(f, "type"))))
-            return fail(err, n, "field '%s': \"type\" must be one of Iceberg's primitive types", name);
+            return dsq_errf(err, n, "field '%s': \"type\" must be one of Iceberg's primitive types", name);
         for (size_t k = 0; k < i; k++) {
             json_t *o = json_array_get(fields, k);
             if (json_integer_value(json_object_get(o, "id")) == json_integer_value(id))
-                return fail(err, n, "field id %lld is there twice", (long long)json_integer_value(id));
+                return dsq_errf(err, n, "field id %lld is there twice", (long long)json_integer_value(id));
             if (strcmp(json_string_value(json_object_get(o, "name")), name) == 0)
-                return fail(err, n, "field name '%s' is there twice", name);
+                return dsq_errf(err, n, "field name '%s' is there twice", name);
         }
         if (json_integer_value(id) > *max)
             *max = (int)json_integer_value(id);
@@ -98,7 +89,7 @@ static bool transform_ok(const char *t)
 static int check_spec(json_t *spec, json_t *fields, int *max, char *err, size_t n)
 {
     if (!json_is_array(spec))
-        return fail(err, n, "a partition spec's fields must be an array");
+        return dsq_errf(err, n, "a partition spec's fields must be an array");
     *max = 999;
     size_t i;
     json_t *p;
@@ -106,18 +97,18 @@ static int check_spec(json_t *spec, json_t *fields, int *max, char *err, size_t 
         const char *name = json_string_value(json_object_get(p, "name"));
         json_t *src = json_object_get(p, "source-id"), *fid = json_object_get(p, "field-id");
         if (name == NULL || name[0] == '\0')
-            return fail(err, n, "partition field %zu: \"name\" must be a string", i);
+            return dsq_errf(err, n, "partition field %zu: \"name\" must be a string", i);
         if (!transform_ok(json_string_value(json_object_get(p, "transform"))))
-            return fail(err, n, "partition field '%s': unknown transform", name);
+            return dsq_errf(err, n, "partition field '%s': unknown transform", name);
         if (!json_is_integer(src) || field_by_id(fields, json_integer_value(src)) == NULL)
-            return fail(err, n, "partition field '%s': \"source-id\" names no field of the schema", name);
+            return dsq_errf(err, n, "partition field '%s': \"source-id\" names no field of the schema", name);
         if (!json_is_integer(fid) || json_integer_value(fid) < 1000 || json_integer_value(fid) > INT32_MAX)
-            return fail(err, n, "partition field '%s': \"field-id\" must be 1000 or more", name);
+            return dsq_errf(err, n, "partition field '%s': \"field-id\" must be 1000 or more", name);
         for (size_t k = 0; k < i; k++) {
             json_t *o = json_array_get(spec, k);
             if (json_integer_value(json_object_get(o, "field-id")) == json_integer_value(fid) ||
                 strcmp(json_string_value(json_object_get(o, "name")), name) == 0)
-                return fail(err, n, "partition field '%s': its name or field id is there twice", name);
+                return dsq_errf(err, n, "partition field '%s': its name or field id is there twice", name);
         }
         if (json_integer_value(fid) > *max)
             *max = (int)json_integer_value(fid);
@@ -131,21 +122,21 @@ json_t *dsq_ice_table_new(const char *uuid, const char *location, json_t *fields
                           int64_t now_ms, char *err, size_t errlen)
 {
     if (uuid == NULL || location == NULL) {
-        fail(err, errlen, "a table needs its uuid and its location");
+        dsq_errf(err, errlen, "a table needs its uuid and its location");
         return NULL;
     }
     int last_col = 0, last_part = 999;
     if (check_fields(fields, &last_col, err, errlen) != 0 || check_spec(spec, fields, &last_part, err, errlen) != 0)
         return NULL;
     if (props != NULL && !json_is_object(props)) {
-        fail(err, errlen, "properties must be an object of strings");
+        dsq_errf(err, errlen, "properties must be an object of strings");
         return NULL;
     }
     const char *k;
     json_t *v;
     json_object_foreach(props, k, v) {
         if (!json_is_string(v)) {
-            fail(err, errlen, "property '%s' must be a string", k);
+            dsq_errf(err, errlen, "property '%s' must be a string", k);
             return NULL;
         }
     }
@@ -159,7 +150,7 @@ json_t *dsq_ice_table_new(const char *uuid, const char *location, json_t *fields
         "last-partition-id", last_part, "properties", pc, "snapshots",
         "snapshot-log", "metadata-log", "sort-orders", "order-id", 0, "fields", "default-sort-order-id", 0, "refs");
     if (md == NULL) {
-        fail(err, errlen, "out of memory");
+        dsq_errf(err, errlen, "out of memory");
         return NULL;
     }
     /* json_pack's O took its own references: the copies are the table's. */
@@ -169,7 +160,7 @@ json_t *dsq_ice_table_new(const char *uuid, const char *location, json_t *fields
         (copy = json_deep_copy(spec)) == NULL ||
         json_object_set_new(json_array_get(json_object_get(md, "partition-specs"), 0), "fields", copy) != 0) {
         json_decref(md);
-        fail(err, errlen, "out of memory");
+        dsq_errf(err, errlen, "out of memory");
         return NULL;
     }
     return md;
@@ -184,7 +175,7 @@ static json_int_t int_of(json_t *md, const char *key) { return json_integer_valu
 static int time_ok(json_t *md, int64_t now_ms, char *err, size_t errlen)
 {
     if (now_ms < int_of(md, "last-updated-ms") - 60000)
-        return fail(err, errlen, "the time (%lld ms) is more than a minute before the table's last update (%lld ms)",
+        return dsq_errf(err, errlen, "the time (%lld ms) is more than a minute before the table's last update (%lld ms)",
                     (long long)now_ms, (long long)int_of(md, "last-updated-ms"));
     return 0;
 }
@@ -194,16 +185,16 @@ int dsq_ice_table_append(json_t *md, int64_t snapshot_id, const char *manifest_l
 {
     json_t *snaps = json_object_get(md, "snapshots");
     if (snapshot_id <= 0)
-        return fail(err, errlen, "a snapshot id must be positive");
+        return dsq_errf(err, errlen, "a snapshot id must be positive");
     if (manifest_list == NULL)
-        return fail(err, errlen, "a snapshot needs its manifest list");
+        return dsq_errf(err, errlen, "a snapshot needs its manifest list");
     if (time_ok(md, now_ms, err, errlen) != 0)
         return -1;
     size_t i;
     json_t *s;
     json_array_foreach(snaps, i, s) {
         if (int_of(s, "snapshot-id") == snapshot_id)
-            return fail(err, errlen, "snapshot %lld is in the table already", (long long)snapshot_id);
+            return dsq_errf(err, errlen, "snapshot %lld is in the table already", (long long)snapshot_id);
     }
     json_int_t seq = int_of(md, "last-sequence-number") + 1;
     json_t *cur = json_object_get(md, "current-snapshot-id");
@@ -230,13 +221,13 @@ int dsq_ice_table_append(json_t *md, int64_t snapshot_id, const char *manifest_l
         json_decref(snap);
         json_decref(log);
         json_decref(ref);
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     }
     snap = NULL;
     if (json_array_append_new(json_object_get(md, "snapshot-log"), log) != 0 ||
         json_object_set_new(refs, "main", ref) != 0) {
         json_array_remove(snaps, json_array_size(snaps) - 1); /* as it was */
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     }
     json_object_set_new(md, "current-snapshot-id", json_integer(snapshot_id));
     json_object_set_new(md, "last-sequence-number", json_integer(seq));
@@ -277,7 +268,7 @@ static int new_schema(json_t *md, json_t *fields, int64_t now_ms, char *err, siz
     }
     json_t *schema = json_pack("{s:s, s:I, s:o}", "type", "struct", "schema-id", next, "fields", fields);
     if (schema == NULL || json_array_append_new(schemas, schema) != 0)
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     json_object_set_new(md, "current-schema-id", json_integer(next));
     json_object_set_new(md, "last-updated-ms", json_integer(now_ms));
     return 0;
@@ -290,14 +281,14 @@ int dsq_ice_table_add_column(json_t *md, const char *name, const char *type, int
         return -1;
     json_t *fields = fields_copy(md);
     if (fields == NULL)
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     json_int_t next = int_of(md, "last-column-id") + 1;
     json_t *f = json_pack("{s:I, s:s, s:b, s:s}", "id", next, "name", name ? name : "", "required", 0, "type",
                           type ? type : "");
     int max;
     if (f == NULL || json_array_append_new(fields, f) != 0) {
         json_decref(fields);
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     }
     if (check_fields(fields, &max, err, errlen) != 0) {
         json_decref(fields);
@@ -316,16 +307,16 @@ int dsq_ice_table_rename_column(json_t *md, int id, const char *name, int64_t no
         return -1;
     json_t *fields = fields_copy(md);
     if (fields == NULL)
-        return fail(err, errlen, "out of memory");
+        return dsq_errf(err, errlen, "out of memory");
     json_t *f = field_by_id(fields, id);
     int max;
     if (f == NULL) {
         json_decref(fields);
-        return fail(err, errlen, "no field has id %d", id);
+        return dsq_errf(err, errlen, "no field has id %d", id);
     }
     if (json_object_set_new(f, "name", json_string(name ? name : "")) != 0) {
         json_decref(fields);
-        return fail(err, errlen, "a column's name must be UTF-8 text");
+        return dsq_errf(err, errlen, "a column's name must be UTF-8 text");
     }
     if (check_fields(fields, &max, err, errlen) != 0) {
         json_decref(fields);

@@ -46,22 +46,12 @@ void dsq_hrana_sqls_free(dsq_hrana_sqls *q)
     free(q);
 }
 
-static int why_set(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int why_set(char *why, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* A member holding a 32-bit signed integer, as Hrana's ids are. */
 static int int32_member(json_t *obj, const char *key, char idtext[16], char *why, size_t n)
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
-        return why_set(why, n, "\"%s\" must be a 32-bit integer", key);
+        return dsq_errf(why, n, "\"%s\" must be a 32-bit integer", key);
     snprintf(idtext, 16, "%lld", (long long)json_integer_value(v));
     return 0;
 }
@@ -73,13 +63,13 @@ int dsq_hrana_sqls_store(dsq_hrana_sqls *q, json_t *req, size_t max, char *why, 
         return -1;
     json_t *sql = json_object_get(req, "sql");
     if (!json_is_string(sql))
-        return why_set(why, n, "store_sql: \"sql\" must be a string");
+        return dsq_errf(why, n, "store_sql: \"sql\" must be a string");
     if (json_object_get(q->map, id) != NULL)
-        return why_set(why, n, "SQL text id %s is in use (close_sql it first)", id);
+        return dsq_errf(why, n, "SQL text id %s is in use (close_sql it first)", id);
     if (json_object_size(q->map) >= max)
-        return why_set(why, n, "too many stored SQL texts (at most %zu); close_sql some", max);
+        return dsq_errf(why, n, "too many stored SQL texts (at most %zu); close_sql some", max);
     if (json_object_set(q->map, id, sql) != 0)
-        return why_set(why, n, "out of memory");
+        return dsq_errf(why, n, "out of memory");
     return 0;
 }
 
@@ -96,21 +86,21 @@ int dsq_hrana_sqls_close(dsq_hrana_sqls *q, json_t *req, char *why, size_t n)
 static int resolve_stmt(const dsq_hrana_sqls *q, json_t *stmt, char *why, size_t n)
 {
     if (!json_is_object(stmt))
-        return why_set(why, n, "a statement must be an object");
+        return dsq_errf(why, n, "a statement must be an object");
     json_t *sql = json_object_get(stmt, "sql"), *id = json_object_get(stmt, "sql_id");
     bool has_sql = sql != NULL && !json_is_null(sql), has_id = id != NULL && !json_is_null(id);
     if (has_sql == has_id)
-        return why_set(why, n, "a statement needs exactly one of \"sql\" and \"sql_id\"");
+        return dsq_errf(why, n, "a statement needs exactly one of \"sql\" and \"sql_id\"");
     if (has_sql)
-        return json_is_string(sql) ? 0 : why_set(why, n, "\"sql\" must be a string");
+        return json_is_string(sql) ? 0 : dsq_errf(why, n, "\"sql\" must be a string");
     char idtext[16];
     if (int32_member(stmt, "sql_id", idtext, why, n) != 0)
         return -1;
     json_t *text = q != NULL ? json_object_get(q->map, idtext) : NULL;
     if (text == NULL)
-        return why_set(why, n, "SQL text id %s is not stored (store_sql)", idtext);
+        return dsq_errf(why, n, "SQL text id %s is not stored (store_sql)", idtext);
     if (json_object_set(stmt, "sql", text) != 0)
-        return why_set(why, n, "out of memory");
+        return dsq_errf(why, n, "out of memory");
     json_object_del(stmt, "sql_id");
     return 0;
 }
@@ -145,7 +135,7 @@ static int value_in(json_t *j, dsq_value *v, dsq_arena *a, char *why, size_t n)
     json_t *val = json_object_get(j, "value");
     memset(v, 0, sizeof *v);
     if (type == NULL)
-        return why_set(why, n, "a value needs a \"type\"");
+        return dsq_errf(why, n, "a value needs a \"type\"");
     if (strcmp(type, "null") == 0) {
         v->type = DSQ_V_NULL;
     } else if (strcmp(type, "integer") == 0) {
@@ -158,38 +148,38 @@ static int value_in(json_t *j, dsq_value *v, dsq_arena *a, char *why, size_t n)
             errno = 0;
             long long x = s != NULL && *s ? strtoll(s, &end, 10) : 0;
             if (s == NULL || *s == '\0' || *end != '\0' || errno != 0)
-                return why_set(why, n, "an integer's \"value\" must be a decimal string of a 64-bit integer");
+                return dsq_errf(why, n, "an integer's \"value\" must be a decimal string of a 64-bit integer");
             v->i = x;
         }
     } else if (strcmp(type, "float") == 0) {
         if (!json_is_number(val))
-            return why_set(why, n, "a float's \"value\" must be a number");
+            return dsq_errf(why, n, "a float's \"value\" must be a number");
         v->type = DSQ_V_REAL;
         v->d = json_number_value(val);
     } else if (strcmp(type, "text") == 0) {
         if (!json_is_string(val))
-            return why_set(why, n, "a text's \"value\" must be a string");
+            return dsq_errf(why, n, "a text's \"value\" must be a string");
         v->type = DSQ_V_TEXT;
         v->n = json_string_length(val);
         v->p = dsq_arena_strndup(a, json_string_value(val), v->n);
         if (v->p == NULL)
-            return why_set(why, n, "out of memory");
+            return dsq_errf(why, n, "out of memory");
     } else if (strcmp(type, "blob") == 0) {
         json_t *b = json_object_get(j, "base64");
         if (!json_is_string(b))
-            return why_set(why, n, "a blob needs \"base64\", a string");
+            return dsq_errf(why, n, "a blob needs \"base64\", a string");
         size_t len = json_string_length(b);
         unsigned char *out = dsq_arena_alloc(a, len / 4 * 3 + 3);
         if (out == NULL)
-            return why_set(why, n, "out of memory");
+            return dsq_errf(why, n, "out of memory");
         long got = dsq_base64_decode(json_string_value(b), len, out);
         if (got < 0)
-            return why_set(why, n, "a blob's \"base64\" is not base64");
+            return dsq_errf(why, n, "a blob's \"base64\" is not base64");
         v->type = DSQ_V_BLOB;
         v->p = (const char *)out;
         v->n = (size_t)got;
     } else {
-        return why_set(why, n, "unknown value type \"%.32s\"", type);
+        return dsq_errf(why, n, "unknown value type \"%.32s\"", type);
     }
     return 0;
 }
@@ -834,20 +824,20 @@ static int args_in(hop *h, json_t *stmt, size_t max, char *why, size_t n)
 {
     json_t *args = json_object_get(stmt, "args"), *named = json_object_get(stmt, "named_args");
     if (args != NULL && !json_is_null(args) && !json_is_array(args))
-        return why_set(why, n, "\"args\" must be an array");
+        return dsq_errf(why, n, "\"args\" must be an array");
     if (named != NULL && !json_is_null(named) && !json_is_array(named))
-        return why_set(why, n, "\"named_args\" must be an array");
+        return dsq_errf(why, n, "\"named_args\" must be an array");
     size_t na = json_array_size(args), nn = json_array_size(named);
     if (na > 0 && nn > 0)
-        return why_set(why, n, "positional and named arguments together are not supported; use one kind");
+        return dsq_errf(why, n, "positional and named arguments together are not supported; use one kind");
     size_t count = na + nn;
     if (count > max)
-        return why_set(why, n, "too many arguments (at most %zu)", max);
+        return dsq_errf(why, n, "too many arguments (at most %zu)", max);
     if (count == 0)
         return 0;
     h->stmt.params = dsq_arena_alloc(&h->arena, count * sizeof *h->stmt.params);
     if (h->stmt.params == NULL)
-        return why_set(why, n, "out of memory");
+        return dsq_errf(why, n, "out of memory");
     h->stmt.nparams = count;
     h->stmt.named = nn > 0;
     for (size_t i = 0; i < count; i++) {
@@ -857,16 +847,16 @@ static int args_in(hop *h, json_t *stmt, size_t max, char *why, size_t n)
         if (nn > 0) {
             const char *name = json_string_value(json_object_get(item, "name"));
             if (name == NULL || name[0] == '\0')
-                return why_set(why, n, "a named argument needs a \"name\"");
+                return dsq_errf(why, n, "a named argument needs a \"name\"");
             if (name[0] == ':' || name[0] == '@' || name[0] == '$')
                 name++;
             p->name = dsq_arena_strndup(&h->arena, name, strlen(name));
             if (p->name == NULL)
-                return why_set(why, n, "out of memory");
+                return dsq_errf(why, n, "out of memory");
             val = json_object_get(item, "value");
         }
         if (!json_is_object(val))
-            return why_set(why, n, "an argument must be a value object");
+            return dsq_errf(why, n, "an argument must be a value object");
         if (value_in(val, &p->v, &h->arena, why, n) != 0)
             return -1;
     }
