@@ -258,8 +258,8 @@ static void promote(dsq_failover *f, fent *e, uint64_t min_epoch)
     if (rc != 0) {
         dsq_list_remove(&f->promos, &x->link);
         free(x);
-        if (rc == -2) { /* one under way here: it ends by itself */
-            tell(e, -1, 0, 0, err);
+        if (rc == -2) { /* one under way here: it ends by itself (asked by hand: ask again) */
+            tell(e, -2, 0, 0, err);
             e->inflight = false;
             e->next_ms = dsq_now_ms() + BACKOFF_MIN_MS;
         } else {
@@ -305,7 +305,7 @@ static void cas_done(void *arg, bool run)
         f->stats.lost++;
         DSQ_INFO("failover_lost", "db=%s from=%s reason=%s", x->db, e->from,
                  dsq_log_q("the assignment changed first (another node's write)"));
-        tell(e, -1, 0, 0, "the database's assignment changed meanwhile (another node's promotion); ask again");
+        tell(e, -2, 0, 0, "the database's assignment changed meanwhile (another node's promotion); ask again");
         ent_drop(f, e);
     } else {
         DSQ_WARN("failover_write_failed", "db=%s reason=%s", x->db, dsq_log_q(x->msg));

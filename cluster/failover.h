@@ -67,8 +67,9 @@
 
 typedef struct dsq_failover dsq_failover;
 
-/* A promotion's end: 0, the epoch and where the log it took over ends,
- * or -1 and why (loop thread). */
+/* A promotion's end: 0, the epoch and where the log it took over ends;
+ * -2 and why when it did not start because another was under way on the
+ * node (ask again); or -1 and why (loop thread). */
 typedef void (*dsq_failover_promoted_fn)(void *arg, int rc, uint64_t epoch, uint64_t lsn, const char *msg);
 /* (the same as repl.h's dsq_promote_fn, so that one passes for the other) */
 

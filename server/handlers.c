@@ -1460,7 +1460,10 @@ static void promote_done(void *ud, int rc, uint64_t epoch, uint64_t lsn, const c
     promote_op *p = ud;
     if (p->req != NULL) {
         p->req->abandon = NULL;
-        if (rc != 0) {
+        if (rc == -2) { /* another one under way there: a conflict that passes (retry) */
+            dsq__respond_error(p->req, 409, DSQ_CODE_SERIALIZATION_FAILURE, "the %s of %s did not start: %s",
+                               p->move ? "move of a copy" : "promotion", p->db, msg);
+        } else if (rc != 0) {
             dsq__respond_error(p->req, 0, DSQ_CODE_TIMEOUT, "the %s of %s failed: %s",
                                p->move ? "move of a copy" : "promotion", p->db, msg);
         } else {
