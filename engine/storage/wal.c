@@ -957,10 +957,25 @@ static int append(dsq_wal *w, const void *rec, size_t len, uint64_t lsn, dsq_wal
     if (s == NULL || s->cold != NULL || (s->size + len > w->cfg.segment_bytes && s->last_lsn >= s->first_lsn)) {
         pthread_mutex_lock(&w->mu);
         int rc = pend_write(w); /* the sealed segment gets its last records */
+        uint64_t sealed = s != NULL && s->cold == NULL ? s->size : 0;
         pthread_mutex_unlock(&w->mu);
         if (rc != 0) {
             snprintf(err, errlen, "cannot write the log: %s", strerror(errno));
             return -1;
+        }
+        /* The sealed segment is durable before the next one exists: else a
+         * power cut could keep the new segment (its header is synced) and
+         * lose the old one's tail, and the log would have a hole between
+         * them. One fdatasync per segment_size. */
+        if (s != NULL && s->cold == NULL && s->synced < sealed) {
+            if (fdatasync(s->fd) != 0) {
+                snprintf(err, errlen, "fdatasync of log segment %08x: %s", s->seq, strerror(errno));
+                return -1;
+            }
+            pthread_mutex_lock(&w->mu);
+            if (s->synced < sealed)
+                s->synced = sealed;
+            pthread_mutex_unlock(&w->mu);
         }
         seg n;
         if (seg_create(w, s ? s->seq + 1 : 1, lsn, &n, err, errlen) != 0)
