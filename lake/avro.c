@@ -187,3 +187,45 @@ void dsq_avro_free(dsq_avro_file *f)
     free(f->schema_json);
     free(f);
 }
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+int dsq_avro_read(const void *p, size_t n, int (*each)(void *ud, avro_value_t *rec, char *err, size_t errlen),
+                  void *ud, char *err, size_t errlen)
+{
+    if (n == 0)
+        return dsq_errf(err, errlen, "avro: an empty file");
+    /* libavro reads container files from a FILE: the bytes as one. */
+    FILE *fp = fmemopen((void *)p, n, "rb");
+    if (fp == NULL)
+        return dsq_errf(err, errlen, "avro: out of memory");
+    avro_file_reader_t r;
+    if (avro_file_reader_fp(fp, "memory", 1, &r) != 0) {
+        dsq_errf(err, errlen, "avro: not an object container file: %s", avro_strerror());
+        return -1; /* (the reader closed fp) */
+    }
+    avro_schema_t ws = avro_file_reader_get_writer_schema(r);
+    avro_value_iface_t *iface = avro_generic_class_from_schema(ws);
+    avro_value_t v;
+    int rc = iface == NULL || avro_generic_value_new(iface, &v) != 0
+                 ? dsq_errf(err, errlen, "avro: libavro: %s", avro_strerror())
+                 : 0;
+    if (rc == 0) {
+        int got;
+        while ((got = avro_file_reader_read_value(r, &v)) == 0) {
+            if (each(ud, &v, err, errlen) != 0) {
+                rc = -1;
+                break;
+            }
+            avro_value_reset(&v);
+        }
+        /* EOF ends the walk; anything else is damage. */
+        if (rc == 0 && got != EOF)
+            rc = dsq_errf(err, errlen, "avro: a damaged block: %s", avro_strerror());
+        avro_value_decref(&v);
+    }
+    if (iface != NULL)
+        avro_value_iface_decref(iface);
+    avro_file_reader_close(r);
+    return rc;
+}

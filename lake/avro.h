@@ -41,6 +41,14 @@ size_t dsq_avro_count(const dsq_avro_file *f);
 int dsq_avro_finish(dsq_avro_file *f, dsq_buf *out);
 void dsq_avro_free(dsq_avro_file *f);
 
+/* Read an Avro container file in memory (any codec libavro reads):
+ * `each` gets every record in order (a generic value of the file's own
+ * writer schema, valid during the call) and stops the walk by returning
+ * non-zero. 0; -1 with the reason in err when the file does not parse or
+ * `each` refused (its message in err). */
+int dsq_avro_read(const void *p, size_t n, int (*each)(void *ud, avro_value_t *rec, char *err, size_t errlen),
+                  void *ud, char *err, size_t errlen);
+
 /* Avro's long encoding (zigzag, then base-128 varint) appended to b;
  * for the header and the blocks, and for callers that write Avro bytes
  * themselves. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "lake/avro.h"
 
 /* ---- single-value bytes ----------------------------------------------------------------- */
@@ -508,4 +509,130 @@ int dsq_manifest_list(const dsq_ice_mfile *files, size_t n, int64_t snapshot_id,
     if (rc != 0)
         snprintf(err, errlen, "out of memory");
     return rc;
+}
+
+/* ---- reading a manifest list ------------------------------------------------------------------ */
+
+/* Field `name` of rec, through a union's branch; 1 when it is there and
+ * not null, else 0. */
+static int get_present(avro_value_t *rec, const char *name, avro_value_t *out)
+{
+    avro_value_t v;
+    if (avro_value_get_by_name(rec, name, &v, NULL) != 0)
+        return 0;
+    if (avro_value_get_type(&v) == AVRO_UNION) {
+        avro_value_t b;
+        if (avro_value_get_current_branch(&v, &b) != 0)
+            return 0;
+        v = b;
+    }
+    if (avro_value_get_type(&v) == AVRO_NULL)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int64_t get_num(avro_value_t *rec, const char *name, int64_t dflt)
+{
+    avro_value_t v;
+    if (!get_present(rec, name, &v))
+        return dflt;
+    int32_t i;
+    int64_t l;
+    if (avro_value_get_type(&v) == AVRO_INT32 && avro_value_get_int(&v, &i) == 0)
+        return i;
+    if (avro_value_get_type(&v) == AVRO_INT64 && avro_value_get_long(&v, &l) == 0)
+        return l;
+    return dflt;
+}
+
+static int get_bytes(avro_value_t *rec, const char *name, dsq_buf *b, bool *present)
+{
+    avro_value_t v;
+    *present = false;
+    if (!get_present(rec, name, &v))
+        return 0;
+    const void *p;
+    size_t n;
+    if (avro_value_get_bytes(&v, &p, &n) != 0)
+        return -1;
+    *present = true;
+    return dsq_buf_append(b, p, n);
+}
+
+static int mlist_one(void *ud, avro_value_t *rec, char *err, size_t errlen)
+{
+    dsq_ice_mlist *l = ud;
+    dsq_ice_mfile *grown = realloc(l->files, (l->n + 1) * sizeof *grown);
+    if (grown == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    l->files = grown;
+    dsq_ice_mfile *m = &l->files[l->n];
+    memset(m, 0, sizeof *m);
+    avro_value_t v;
+    const char *path = NULL;
+    size_t plen = 0;
+    if (!get_present(rec, "manifest_path", &v) || avro_value_get_string(&v, &path, &plen) != 0 || plen < 2)
+        return dsq_errf(err, errlen, "manifest list: entry %zu has no manifest_path", l->n);
+    char *own = strndup(path, plen - 1); /* (libavro's length counts the NUL) */
+    if (own == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    m->path = own;
+    l->n++;
+    m->length = get_num(rec, "manifest_length", 0);
+    m->spec_id = (int)get_num(rec, "partition_spec_id", 0);
+    m->content = (int)get_num(rec, "content", 0);
+    m->sequence_number = get_num(rec, "sequence_number", 0);
+    m->min_sequence_number = get_num(rec, "min_sequence_number", m->sequence_number);
+    m->added_snapshot_id = get_num(rec, "added_snapshot_id", -1);
+    m->added_files = (int)get_num(rec, "added_files_count", 0);
+    m->existing_files = (int)get_num(rec, "existing_files_count", 0);
+    m->deleted_files = (int)get_num(rec, "deleted_files_count", 0);
+    m->added_rows = get_num(rec, "added_rows_count", 0);
+    m->existing_rows = get_num(rec, "existing_rows_count", 0);
+    m->deleted_rows = get_num(rec, "deleted_rows_count", 0);
+    avro_value_t arr;
+    size_t np = 0;
+    if (get_present(rec, "partitions", &arr) && avro_value_get_size(&arr, &np) != 0)
+        return dsq_errf(err, errlen, "manifest list: %s: partitions unreadable", m->path);
+    if (np == 0)
+        return 0;
+    dsq_ice_fsummary *parts = calloc(np, sizeof *parts);
+    if (parts == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    m->parts = parts;
+    m->nparts = np;
+    for (size_t k = 0; k < np; k++) {
+        avro_value_t el, cn;
+        bool lo, hi;
+        int cnull = 0;
+        if (avro_value_get_by_index(&arr, k, &el, NULL) != 0 || !get_present(&el, "contains_null", &cn) ||
+            avro_value_get_boolean(&cn, &cnull) != 0 || get_bytes(&el, "lower_bound", &parts[k].lower, &lo) != 0 ||
+            get_bytes(&el, "upper_bound", &parts[k].upper, &hi) != 0)
+            return dsq_errf(err, errlen, "manifest list: %s: partition summary %zu unreadable", m->path, k);
+        parts[k].contains_null = cnull != 0;
+        parts[k].has_bounds = lo && hi;
+    }
+    return 0;
+}
+
+int dsq_manifest_list_read(const void *p, size_t n, dsq_ice_mlist *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    return dsq_avro_read(p, n, mlist_one, out, err, errlen);
+}
+
+void dsq_ice_mlist_free(dsq_ice_mlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free((char *)l->files[i].path);
+        dsq_ice_fsummary *parts = (dsq_ice_fsummary *)l->files[i].parts;
+        for (size_t k = 0; k < l->files[i].nparts; k++) {
+            dsq_buf_free(&parts[k].lower);
+            dsq_buf_free(&parts[k].upper);
+        }
+        free(parts);
+    }
+    free(l->files);
+    memset(l, 0, sizeof *l);
 }

@@ -114,6 +114,20 @@ void dsq_manifest_free(dsq_manifest *m);
 int dsq_manifest_list(const dsq_ice_mfile *files, size_t n, int64_t snapshot_id, int64_t parent_id,
                       int64_t sequence_number, dsq_buf *out, char *err, size_t errlen);
 
+/* A manifest list read back (dsq_manifest_list_read): its entries, and
+ * the storage they point into (owned). */
+typedef struct dsq_ice_mlist {
+    dsq_ice_mfile *files;
+    size_t n;
+} dsq_ice_mlist;
+
+/* Read a manifest list's Avro file (this writer's or another's: fields by
+ * name, optional ones defaulted: a missing min_sequence_number to the
+ * sequence number, missing counts to 0). 0, or -1 with the reason. Free
+ * with dsq_ice_mlist_free, whatever it returns. */
+int dsq_manifest_list_read(const void *p, size_t n, dsq_ice_mlist *out, char *err, size_t errlen);
+void dsq_ice_mlist_free(dsq_ice_mlist *l);
+
 /* Iceberg's single-value serialization (Appendix D) of an int, long or
  * date (4 or 8 bytes little-endian) and of a double (8 bytes IEEE 754,
  * little-endian), appended to b. */
