@@ -216,6 +216,18 @@ dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, c
 
 uint64_t dsq_changelog_rows(const dsq_changelog *c) { return c->rows; }
 
+void dsq_changelog_next_seq(const dsq_changelog *c, uint64_t *lsn, int64_t *seq)
+{
+    *lsn = c->seq_lsn;
+    *seq = c->seq;
+}
+
+void dsq_changelog_continue(dsq_changelog *c, uint64_t lsn, int64_t seq)
+{
+    c->seq_lsn = lsn;
+    c->seq = seq;
+}
+
 /* One changelog row: operation op, the row's values vals, its rowid. */
 static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_cdc_value *vals, bool has_rowid,
                    int64_t rowid, uint64_t lsn, int64_t ts_us, char *err, size_t errlen)

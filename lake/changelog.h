@@ -96,6 +96,12 @@ dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, c
  * -1 with the reason (the writer failed). */
 int dsq_changelog_add(dsq_changelog *c, const dsq_cdc_event *ev, uint64_t lsn, int64_t ts_us, char *err,
                       size_t errlen);
+/* A commit's rows may go to two files (a schema change in the middle of
+ * it): the commit being written and its next row's `_seq` in this file
+ * (lsn UINT64_MAX: none yet), and the same given to the next file, whose
+ * rows of that commit then go on numbering from there. */
+void dsq_changelog_next_seq(const dsq_changelog *c, uint64_t *lsn, int64_t *seq);
+void dsq_changelog_continue(dsq_changelog *c, uint64_t lsn, int64_t seq);
 /* Rows added so far. */
 uint64_t dsq_changelog_rows(const dsq_changelog *c);
 /* Finish the file: its statistics into *st (dsq_pq_stats_free), column i

@@ -140,6 +140,11 @@ static const key_def keys[] = {
     {"cluster", "etcd_cert", T_STR, F(cluster_etcd_cert), "", 0, 0},
     {"cluster", "etcd_key", T_STR, F(cluster_etcd_key), "", 0, 0},
     {"sharding", "vschema", T_STR, F(sharding_vschema), "", 0, 0},
+    {"lake", "databases", T_LIST, F(lake_databases), "", 0, 0},
+    {"lake", "flush_interval", T_DURATION, F(lake_flush_interval_ms), "60s", 100, 86400000},
+    {"lake", "flush_bytes", T_SIZE, F(lake_flush_bytes), "64M", 65536, 1ull << 32},
+    {"lake", "file_target_size", T_SIZE, F(lake_file_target_size), "128M", 65536, 1ull << 32},
+    {"lake", "partitioning", T_STR, F(lake_partitioning), "day", 0, 0},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
@@ -216,6 +221,7 @@ static const struct {
     {"storage", "sync", "full|normal|off"},
     {"storage", "sync_to_object_store", "no|commit"},
     {"cluster", "commit_ack", "quorum|all|local"},
+    {"lake", "partitioning", "day|database|day,database|none"},
 };
 
 static const char *words_of(const key_def *k)

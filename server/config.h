@@ -141,6 +141,13 @@ typedef struct dsq_config {
     char *cluster_etcd_key;         /* owned; its PEM private key, or NULL */
     char *sharding_vschema;         /* owned; the VSchema file read when none was applied, or NULL */
 
+    /* [lake] */
+    dsq_strlist lake_databases;     /* globs of the databases whose CDC feeds the lake (none: no lake) */
+    uint64_t lake_flush_interval_ms; /* a database's changes reach the lake at least this often */
+    uint64_t lake_flush_bytes;      /* bytes of row changes read for one commit to the lake at most */
+    uint64_t lake_file_target_size; /* a Parquet file is finished once it holds about this much */
+    char *lake_partitioning;        /* owned: day, database, "day,database" or none */
+
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */
     char *tokens_file;              /* owned; more token lines, or NULL */

@@ -22,6 +22,7 @@
 #include "protocol/jsonrpc.h"
 #include "server/server_int.h"
 #include "server/dump.h"
+#include "lake/writer.h"
 #include "server/hrana.h"
 #include "server/rcdc.h"
 #include "sharding/router.h"
@@ -1530,6 +1531,73 @@ static void handle_promote(dsq_server *srv, dsq_http_req *req, bool move)
     }
 }
 
+/* ---- the lake writer (docs/lakehouse.md) -------------------------------------------- */
+
+typedef struct lake_op {
+    dsq_http_req *req; /* NULL once abandoned */
+} lake_op;
+
+static void lake_abandon(void *arg) { ((lake_op *)arg)->req = NULL; }
+
+static void lake_answer(dsq_http_req *req, const dsq_lake_stats *st)
+{
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "rounds", (json_int_t)st->rounds, "commits",
+                          (json_int_t)st->commits, "files", (json_int_t)st->files, "rows", (json_int_t)st->rows,
+                          "bytes", (json_int_t)st->bytes, "conflicts", (json_int_t)st->conflicts, "errors",
+                          (json_int_t)st->errors, "lastError", st->last_error);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL) {
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    dsq__respond_line(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void lake_flushed(void *ud, const dsq_lake_stats *st)
+{
+    lake_op *op = ud;
+    if (op->req != NULL) {
+        op->req->abandon = NULL;
+        if (st == NULL)
+            dsq__respond_error(op->req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "the server is stopping");
+        else
+            lake_answer(op->req, st);
+    }
+    free(op);
+}
+
+/* GET /v1/admin/lake: the lake writer's counts. POST: a round now,
+ * answered when it ended. */
+static void handle_lake(dsq_server *srv, dsq_http_req *req)
+{
+    if (dsq_auth_check(srv->auth, req->token, req->token_len, DSQ_SCOPE_ADMIN, "*") != DSQ_AUTH_OK) {
+        dsq__respond_error(req, 403, DSQ_CODE_FORBIDDEN, "the lake's state needs a token with admin on every "
+                                                         "database");
+        return;
+    }
+    if (srv->lake == NULL) {
+        dsq__respond_error(req, 400, DSQ_CODE_INVALID_REQUEST, "no lake here ([lake] databases is empty)");
+        return;
+    }
+    if (req->method != HTTP_POST) {
+        dsq_lake_stats st;
+        dsq_lake_stats_get(srv->lake, &st);
+        lake_answer(req, &st);
+        return;
+    }
+    lake_op *op = calloc(1, sizeof *op);
+    if (op == NULL || dsq_lake_flush(srv->lake, lake_flushed, op) != 0) {
+        free(op);
+        dsq__respond_error(req, 503, DSQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    op->req = req;
+    req->abandon = lake_abandon;
+    req->abandon_arg = op;
+}
+
 /* POST /v1/admin/drain {"node": ID, "drain": true|false}: this node (ID
  * must be its own id) moves every database it is the primary of to
  * another copy and takes no new one, or stops draining. Answers at once
@@ -1598,6 +1666,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_PROMOTE: handle_promote(srv, req, false); break;
     case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;
     case DSQ_ROUTE_DRAIN: handle_drain(srv, req); break;
+    case DSQ_ROUTE_LAKE: handle_lake(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

@@ -43,6 +43,7 @@ static const route_def routes[] = {
     {DSQ_ROUTE_PROMOTE, "promote", "/v1/admin/promote", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_MOVE, "move", "/v1/admin/move", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_DRAIN, "drain", "/v1/admin/drain", M_POST, "POST", false, DSQ_SCOPE_ADMIN},
+    {DSQ_ROUTE_LAKE, "lake", "/v1/admin/lake", M_GET | M_POST, "GET, POST", false, DSQ_SCOPE_ADMIN},
     {DSQ_ROUTE_KS_QUERY, "ks_query", "/v1/ks/{ks}/query", M_POST, "POST", false, DSQ_SCOPE_READ},
     {DSQ_ROUTE_KS_RPC, "ks_rpc", "/v1/ks/{ks}/rpc", M_POST | M_GET, "GET, POST", true, DSQ_SCOPE_READ},
     {DSQ_ROUTE_KS_CAPNWEB, "ks_capnweb", "/v1/ks/{ks}/capnweb", M_POST | M_GET, "GET, POST", true,

@@ -20,6 +20,7 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_PROMOTE,    /* POST /v1/admin/promote */
     DSQ_ROUTE_MOVE,       /* POST /v1/admin/move */
     DSQ_ROUTE_DRAIN,      /* POST /v1/admin/drain */
+    DSQ_ROUTE_LAKE,       /* GET /v1/admin/lake (the lake writer's counts), POST (a round now) */
     DSQ_ROUTE_KS_QUERY,   /* POST /v1/ks/{ks}/query */
     DSQ_ROUTE_KS_RPC,     /* POST or WebSocket /v1/ks/{ks}/rpc */
     DSQ_ROUTE_KS_CAPNWEB, /* POST or WebSocket /v1/ks/{ks}/capnweb */

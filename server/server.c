@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "server/hrana.h"
 #include "server/rcdc.h"
+#include "lake/writer.h"
 #include "server/server_int.h"
 #include "sharding/router.h"
 #include "server/ws.h"
@@ -436,6 +437,32 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
 
 static void on_signal(uv_signal_t *h, int signum);
 
+/* The lake writer, with [lake] databases (docs/lakehouse.md). */
+static int lake_start(dsq_server *srv, char *err, size_t errlen)
+{
+    const dsq_config *cfg = srv->cfg;
+    if (srv->objects == NULL) {
+        snprintf(err, errlen, "[lake] databases needs an object store (storage.object_store is none)");
+        return -1;
+    }
+    const char *part = cfg->lake_partitioning;
+    dsq_lake_cfg lc = {
+        .loop = &srv->loop,
+        .engine = srv->engine,
+        .objects = srv->objects,
+        .store_url = cfg->object_store,
+        .databases = (const char *const *)cfg->lake_databases.items,
+        .ndatabases = cfg->lake_databases.n,
+        .flush_interval_ms = cfg->lake_flush_interval_ms,
+        .flush_bytes = cfg->lake_flush_bytes,
+        .file_target_size = cfg->lake_file_target_size,
+        .part_day = strstr(part, "day") != NULL,
+        .part_database = strstr(part, "database") != NULL,
+    };
+    srv->lake = dsq_lake_start(&lc, err, errlen);
+    return srv->lake != NULL ? 0 : -1;
+}
+
 /* ---- listeners ------------------------------------------------------------------ */
 
 static void on_connection(uv_stream_t *s, int status)
@@ -629,6 +656,8 @@ int dsq_server_listen(dsq_server *srv, char *err, size_t errlen)
                               errlen) != 0)
             return -1;
     }
+    if (cfg->lake_databases.n > 0 && lake_start(srv, err, errlen) != 0)
+        return -1;
     announce_listeners(srv->listeners);
     if (dsq_auth_count(srv->auth) == 0)
         DSQ_WARN("auth_disabled", "reason=%s",
@@ -770,6 +799,7 @@ void dsq_server_free(dsq_server *srv)
         close_listeners(srv);
         dsq_rcdc_free(srv->rcdc); /* (the sessions that used it are closed) */
         srv->rcdc = NULL;
+        dsq_lake_stop(srv->lake); /* (before the engine: its calls go through the loop) */
         dsq_hrana_http_free(srv); /* idle libSQL streams: their transactions roll back */
         /* Drains mailboxes, rolls back open transactions, closes every
          * database; the `done` hooks left run in here and find their
@@ -788,6 +818,7 @@ void dsq_server_free(dsq_server *srv)
     }
     dsq_router_free(srv->router); /* (its last statements ended with the engine's calls) */
     dsq_obj_close(srv->objects);
+    dsq_lake_free(srv->lake); /* (after the engine and the store: their last callbacks name it) */
     /* After the engine: the last Cap'n Web sessions and CDC subscriptions
      * went with its last calls. */
     dsq_cw_stats_free(srv->cw_stats);

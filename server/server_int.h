@@ -55,6 +55,7 @@ struct dsq_server {
     dsq_cluster *cluster;      /* the other nodes (cluster.peers), or NULL */
     struct dsq_router *router; /* keyspaces: the VSchema, statements on them (sharding/router.h) */
     struct dsq_rcdc *rcdc;     /* owned; in a cluster: CDC subscriptions across nodes */
+    struct dsq_lake *lake;     /* owned; with [lake] databases: the lake writer, or NULL */
     struct dsq_hrana_http *hrana; /* owned; Hrana's HTTP streams between requests (server/hrana.h) */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
