@@ -1,6 +1,7 @@
 /* avro — Avro object container files, written in memory (see avro.h). */
 #include "lake/avro.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,11 +191,75 @@ void dsq_avro_free(dsq_avro_file *f)
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
+/* An Avro long at *p (zigzag varint), advancing it. 0, or -1 past end or
+ * longer than 10 bytes. */
+static int get_long(const uint8_t **p, const uint8_t *end, int64_t *v)
+{
+    uint64_t z = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (*p >= end)
+            return -1;
+        uint8_t c = *(*p)++;
+        z |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *v = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The container's framing, checked before libavro sees it (its readers
+ * leak what they made when a header or block is cut short): the magic,
+ * the metadata map, the sync marker, then blocks each of a count, a size,
+ * that many bytes and the sync marker again, up to the very end. */
+static int frame_check(const uint8_t *p, size_t n, char *err, size_t errlen)
+{
+    const uint8_t *end = p + n;
+    if (n < 4 || memcmp(p, "Obj\x01", 4) != 0)
+        return dsq_errf(err, errlen, "avro: not an object container file");
+    p += 4;
+    for (;;) { /* the metadata map: blocks of key/value pairs, 0 ends it */
+        int64_t count, len;
+        if (get_long(&p, end, &count) != 0)
+            return dsq_errf(err, errlen, "avro: the header is cut short");
+        if (count == 0)
+            break;
+        if (count < 0) { /* a negative count comes with the block's size */
+            count = -count;
+            if (get_long(&p, end, &len) != 0)
+                return dsq_errf(err, errlen, "avro: the header is cut short");
+        }
+        for (int64_t i = 0; i < 2 * count; i++)
+            if (get_long(&p, end, &len) != 0 || len < 0 || (uint64_t)len > (uint64_t)(end - p))
+                return dsq_errf(err, errlen, "avro: the header is cut short");
+            else
+                p += len;
+    }
+    if (end - p < 16)
+        return dsq_errf(err, errlen, "avro: the header has no sync marker");
+    const uint8_t *sync = p;
+    p += 16;
+    while (p < end) {
+        int64_t count, size;
+        if (get_long(&p, end, &count) != 0 || get_long(&p, end, &size) != 0 || count < 0 || size < 0 ||
+            (uint64_t)size > (uint64_t)(end - p) || (uint64_t)(end - p) - (uint64_t)size < 16)
+            return dsq_errf(err, errlen, "avro: a block is cut short");
+        p += size;
+        if (memcmp(p, sync, 16) != 0)
+            return dsq_errf(err, errlen, "avro: a block does not end with the file's sync marker");
+        p += 16;
+    }
+    return 0;
+}
+
 int dsq_avro_read(const void *p, size_t n, int (*each)(void *ud, avro_value_t *rec, char *err, size_t errlen),
                   void *ud, char *err, size_t errlen)
 {
     if (n == 0)
         return dsq_errf(err, errlen, "avro: an empty file");
+    if (frame_check(p, n, err, errlen) != 0)
+        return -1;
     /* libavro reads container files from a FILE: the bytes as one. */
     FILE *fp = fmemopen((void *)p, n, "rb");
     if (fp == NULL)
@@ -204,8 +269,9 @@ int dsq_avro_read(const void *p, size_t n, int (*each)(void *ud, avro_value_t *r
         dsq_errf(err, errlen, "avro: not an object container file: %s", avro_strerror());
         return -1; /* (the reader closed fp) */
     }
-    avro_schema_t ws = avro_file_reader_get_writer_schema(r);
+    avro_schema_t ws = avro_file_reader_get_writer_schema(r); /* (a reference of ours) */
     avro_value_iface_t *iface = avro_generic_class_from_schema(ws);
+    avro_schema_decref(ws);
     avro_value_t v;
     int rc = iface == NULL || avro_generic_value_new(iface, &v) != 0
                  ? dsq_errf(err, errlen, "avro: libavro: %s", avro_strerror())

@@ -305,13 +305,20 @@ Test(manifest, a_manifest_list_reads_back)
     cr_assert_eq(dsq_manifest_list(l.files, l.n, 78, 77, 5, &again, err, sizeof err), 0, "%s", err);
     cr_assert_eq(again.len, out.len);
     dsq_ice_mlist_free(&l);
-    /* A damaged block is refused, not read short. */
-    ((uint8_t *)out.data)[out.len - 20] ^= 0xff;
-    ((uint8_t *)out.data)[out.len / 2 + 30] ^= 0xff;
-    int rc = dsq_manifest_list_read(out.data, out.len, &l, err, sizeof err);
+    /* A file cut short, a block whose sync marker is damaged, a header
+     * alone: refused, not read short (checked before libavro reads). */
+    int rc = dsq_manifest_list_read(out.data, out.len - 7, &l, err, sizeof err);
     dsq_ice_mlist_free(&l);
     cr_assert_eq(rc, -1);
+    cr_assert(strstr(err, "cut short") != NULL, "%s", err);
+    ((uint8_t *)out.data)[out.len - 5] ^= 0xff;
+    rc = dsq_manifest_list_read(out.data, out.len, &l, err, sizeof err);
+    dsq_ice_mlist_free(&l);
+    cr_assert_eq(rc, -1);
+    cr_assert(strstr(err, "sync marker") != NULL, "%s", err);
     cr_assert_eq(dsq_manifest_list_read("Obj", 3, &l, err, sizeof err), -1);
+    dsq_ice_mlist_free(&l);
+    cr_assert_eq(dsq_manifest_list_read("Obj\x01\x02", 5, &l, err, sizeof err), -1);
     dsq_ice_mlist_free(&l);
     dsq_buf_free(&out);
     dsq_buf_free(&again);
