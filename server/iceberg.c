@@ -413,7 +413,7 @@ typedef struct ice_op {
     uint64_t version;        /* OP_TABLE_*: the highest version listed; 0 none */
     bool loading;            /* OP_TABLE_LOAD: r is the GET of `version` */
     json_t *props;           /* OP_NS_GET: the properties (owned) */
-    char bad[300];           /* a file that is not what it should be: why ("" none) */
+    char bad[DSQ_OBJ_KEY_MAX + 300]; /* a file that is not what it should be: why ("" none) */
 } ice_op;
 
 static void op_free(ice_op *op)
@@ -748,7 +748,12 @@ static void op_step(ice_op *op)
         op->loading = true;
         char dir[DSQ_OBJ_KEY_MAX + 1];
         snprintf(dir, sizeof dir, "%s", r->key);
-        snprintf(r->key, sizeof r->key, "%sv%llu.metadata.json", dir, (unsigned long long)op->version);
+        int kn = snprintf(r->key, sizeof r->key, "%sv%llu.metadata.json", dir, (unsigned long long)op->version);
+        if (kn < 0 || (size_t)kn >= sizeof r->key) { /* (names are bounded far below: not seen) */
+            ice_error(op_take_req(op), 500, "InternalServerError", "a metadata file's key is too long");
+            op_free(op);
+            return;
+        }
         r->op = DSQ_OBJ_GET;
         r->off = 0;
         r->len = (uint64_t)METADATA_MAX + 1; /* (bounded: more is refused) */
@@ -1080,8 +1085,8 @@ void dsq__iceberg_handle(dsq_server *srv, dsq_http_req *req)
         /* (refs: all of them are sent, which holds those of the refs) */
         op->kind = head ? OP_TABLE_HEAD : OP_TABLE_LOAD;
         snprintf(op->ns, sizeof op->ns, "%s", db);
-        snprintf(op->table, sizeof op->table, "%s", p.table);
-        snprintf(key, sizeof key, "lake/%s/%s/metadata/", db, p.table);
+        dsq_strlcpy(op->table, p.table, sizeof op->table); /* (valid: at most DSQ_ICE_TABLE_MAX bytes) */
+        snprintf(key, sizeof key, "lake/%s/%s/metadata/", db, op->table);
         op_start(srv, req, op, DSQ_OBJ_LIST, key);
         return;
     }
