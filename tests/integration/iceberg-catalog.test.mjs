@@ -7,8 +7,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
-import { startDosqld, within } from './lib/harness.mjs';
+import { sleep, startDosqld, within } from './lib/harness.mjs';
 import { objectsDir, objectUri, putObject, putTableVersion, writeLake } from './lib/lake.mjs';
 
 let d, lake, base;
@@ -245,6 +246,86 @@ test('tokens: one scoped to a database sees only that namespace and is refused t
   } finally {
     await t.cleanup();
   }
+});
+
+// An S3 endpoint that answers 403 to the listing of lake/down/ and never
+// answers anything else: the catalog's 503, and requests still at the
+// store when the daemon stops (abandoned by their client, or cut by the
+// drain) freed as the store is closed (the harness holds the daemon to a
+// clean exit, and a sanitizer build to no report).
+test('an object store that fails or does not answer: 503, and a clean stop with requests at the store', async () => {
+  const seen = [];
+  const socks = new Set();
+  const hole = net.createServer((sock) => {
+    socks.add(sock);
+    let buf = Buffer.alloc(0);
+    let skip = 0; // body bytes of the last request still to come
+    sock.on('data', (b) => {
+      buf = Buffer.concat([buf, b]);
+      const drop = Math.min(skip, buf.length);
+      buf = buf.subarray(drop);
+      skip -= drop;
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.subarray(0, end).toString();
+      const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      buf = buf.subarray(end + 4);
+      const dropBody = Math.min(len, buf.length);
+      buf = buf.subarray(dropBody);
+      skip = len - dropBody;
+      const line = head.split('\r\n')[0];
+      const url = decodeURIComponent(line.split(' ')[1] ?? '');
+      seen.push(url);
+      const answer = (status, body) => sock.write(`HTTP/1.1 ${status}\r\ncontent-type: application/xml\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      if (url.includes('lake/down/')) {
+        answer('403 Forbidden', '<?xml version="1.0"?><Error><Code>AccessDenied</Code><Message>no</Message></Error>');
+      } else if (!url.includes('lake/')) { /* (the daemon's own: an empty store) */
+        if (url.includes('list-type=2')) {
+          answer('200 OK', '<?xml version="1.0"?><ListBucketResult><Name>lake-bucket</Name><KeyCount>0</KeyCount>' +
+            '<IsTruncated>false</IsTruncated></ListBucketResult>');
+        } else if (line.startsWith('PUT ')) {
+          answer('200 OK', '');
+        } else {
+          answer('404 Not Found', '<?xml version="1.0"?><Error><Code>NoSuchKey</Code><Message>no</Message></Error>');
+        }
+      }
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => socks.delete(sock));
+  });
+  await new Promise((r) => hole.listen(0, '127.0.0.1', r));
+  const t = await startDosqld({
+    conf: `[server]\nshutdown_timeout = 1s\n[storage]\nobject_store = s3://lake-bucket/pre\n` +
+      `[object_store]\nendpoint = http://127.0.0.1:${hole.address().port}\naccess_key = AKIAIOSFODNN7EXAMPLE\n` +
+      `secret_key = wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY\nretries = 0\nrequest_timeout = 60s\nconnect_timeout = 2s\n`,
+  });
+  const u = `${t.url}/v1/iceberg/v1`;
+  let pending;
+  try {
+    const r = await call('/namespaces/down/tables', { url: u });
+    assertError(r, 503, 'ServiceUnavailableException');
+    assert.match(r.json.error.message, /list lake\/down\//);
+    // One request abandoned by its client while at the store, one still
+    // waiting when the daemon is told to stop.
+    const ac = new AbortController();
+    const gone = fetch(`${u}/namespaces`, { signal: ac.signal }).catch(() => 'aborted');
+    const waitFor = async (what, re) => {
+      for (let i = 0; i < 200 && !seen.some((x) => re.test(x)); i++) await sleep(25);
+      assert.ok(seen.some((x) => re.test(x)), `${what} reached the store: ${JSON.stringify(seen)}`);
+    };
+    await waitFor('the list of lake/', /prefix=pre\/lake\/(&|$)/);
+    ac.abort();
+    assert.equal(await within(5000, gone, 'the aborted fetch'), 'aborted');
+    pending = fetch(`${u}/namespaces/app/tables/orders`).then((x) => x.status, () => 'cut');
+    await waitFor('the list of a table', /prefix=pre\/lake\/app\/orders\/metadata\//);
+  } finally {
+    await t.cleanup();
+    for (const s of socks) s.destroy();
+    hole.close();
+  }
+  const st = await within(5000, pending, 'the request cut by the stop');
+  assert.ok(st === 'cut' || st === 503, String(st));
 });
 
 test('the rest of the server is as it was', async () => {
