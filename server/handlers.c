@@ -1667,6 +1667,7 @@ void dsq__handle(dsq_server *srv, dsq_http_req *req)
     case DSQ_ROUTE_MOVE: handle_promote(srv, req, true); break;
     case DSQ_ROUTE_DRAIN: handle_drain(srv, req); break;
     case DSQ_ROUTE_LAKE: handle_lake(srv, req); break;
+    case DSQ_ROUTE_ICEBERG: dsq__iceberg_handle(srv, req); break;
     case DSQ_ROUTE_NONE:
     case DSQ__ROUTE_COUNT:
         dsq__respond_error(req, 404, DSQ_CODE_INVALID_REQUEST, "no such route");

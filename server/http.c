@@ -548,6 +548,7 @@ const char *dsq_http_reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 411: return "Length Required";
@@ -586,7 +587,9 @@ int dsq_http_format_head(dsq_buf *out, int status, const char *ctype, int64_t co
                             dsq_http_reason(status), http_date());
     if (rv == 0 && ctype)
         rv = dsq_buf_printf(out, "Content-Type: %s\r\n", ctype);
-    if (rv == 0 && content_length >= 0)
+    if (rv == 0 && content_length >= 0 && status == 204)
+        rv = 0; /* (RFC 9110: never a Content-Length on a 204) */
+    else if (rv == 0 && content_length >= 0)
         rv = dsq_buf_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
     else if (rv == 0 && content_length == -1)
         rv = dsq_buf_puts(out, "Transfer-Encoding: chunked\r\n");

@@ -2,7 +2,10 @@
  *
  * Paths are split on '/', each segment percent-decoded on its own (so an
  * encoded '/' cannot create a segment), then matched against the table.
- * The {db} segment must be a valid database name. */
+ * The {db} segment must be a valid database name. A prefix route takes
+ * every path under its prefix, whatever the method: its handler matches
+ * the rest itself (the Iceberg REST catalog, whose paths, errors and
+ * methods are its own spec's). */
 #include "server/router.h"
 
 #include <llhttp.h>
@@ -13,7 +16,7 @@
 #include "server/auth.h"
 #include "server/http.h"
 
-enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8 };
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8, M_OTHER = 16, M_ANY = 31 };
 
 typedef struct route_def {
     dsq_route_id id;
@@ -22,8 +25,15 @@ typedef struct route_def {
     unsigned methods;      /* M_* allowed (HEAD goes with GET) */
     const char *allow;     /* Allow header for 405 */
     bool websocket;        /* GET with Upgrade: websocket */
-    unsigned scope;        /* DSQ_SCOPE_* (0 = public) */
+    unsigned scope;        /* DSQ_SCOPE_* (0 = public, or the handler's own checks) */
 } route_def;
+
+/* A pattern ending in "/..." is a prefix route: that path and any under it. */
+static size_t prefix_len(const route_def *d)
+{
+    size_t n = strlen(d->pattern);
+    return n > 4 && strcmp(d->pattern + n - 4, "/...") == 0 ? n - 4 : 0;
+}
 
 static const route_def routes[] = {
     {DSQ_ROUTE_HEALTHZ, "healthz", "/healthz", M_GET, "GET, HEAD", false, 0},
@@ -56,6 +66,9 @@ static const route_def routes[] = {
     /* "{}": the empty segment after the trailing slash. The client's token
      * comes in its hello message, not in the upgrade. */
     {DSQ_ROUTE_DB_HRANA_WS, "db_hrana_ws", "/v1/db/{db}/{}", M_GET, "GET", true, 0},
+    /* Its tokens are checked by the catalog, which answers in its own
+     * spec's error model (server/iceberg.c). */
+    {DSQ_ROUTE_ICEBERG, "iceberg", "/v1/iceberg/...", M_ANY, NULL, false, 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -127,7 +140,7 @@ static unsigned method_bit(int method)
     case HTTP_POST: return M_POST;
     case HTTP_DELETE: return M_DELETE;
     case HTTP_PUT: return M_PUT;
-    default: return 0;
+    default: return M_OTHER;
     }
 }
 
@@ -135,6 +148,15 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
 {
     char segs[MAX_SEGS][160];
     memset(m, 0, sizeof *m);
+    for (size_t r = 0; r < NROUTES; r++) {
+        const route_def *d = &routes[r];
+        size_t pl = prefix_len(d);
+        if (pl > 0 && strncmp(path, d->pattern, pl) == 0 && (path[pl] == '\0' || path[pl] == '/')) {
+            m->route = d->id;
+            m->scope = d->scope;
+            return;
+        }
+    }
     int n = split_path(path, segs);
     if (n < 0) {
         m->status = 400;
@@ -143,6 +165,8 @@ void dsq_route(int method, const char *path, dsq_route_match *m)
     }
     for (size_t r = 0; r < NROUTES; r++) {
         const route_def *d = &routes[r];
+        if (prefix_len(d) > 0)
+            continue;
         char pat[64];
         char *psegs[MAX_SEGS];
         int pn = 0;

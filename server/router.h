@@ -29,6 +29,7 @@ typedef enum dsq_route_id {
     DSQ_ROUTE_DB_HRANA_V2,       /* GET /v1/db/{db}/v2 (Hrana over HTTP: version check) */
     DSQ_ROUTE_DB_HRANA_PIPELINE, /* POST /v1/db/{db}/v2/pipeline */
     DSQ_ROUTE_DB_HRANA_WS,       /* WebSocket /v1/db/{db}/ (hrana2, hrana1) */
+    DSQ_ROUTE_ICEBERG,           /* /v1/iceberg/...: the Iceberg REST catalog (server/iceberg.c) */
     DSQ__ROUTE_COUNT
 } dsq_route_id;
 

@@ -801,6 +801,7 @@ void dsq_server_free(dsq_server *srv)
         srv->rcdc = NULL;
         dsq_lake_stop(srv->lake); /* (before the engine: its calls go through the loop) */
         dsq_hrana_http_free(srv); /* idle libSQL streams: their transactions roll back */
+        dsq__iceberg_close(srv);  /* (before close_walk: its handle has a close callback) */
         /* Drains mailboxes, rolls back open transactions, closes every
          * database; the `done` hooks left run in here and find their
          * sessions closed. The eventfd is still open for their wake-ups. */

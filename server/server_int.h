@@ -57,6 +57,7 @@ struct dsq_server {
     struct dsq_rcdc *rcdc;     /* owned; in a cluster: CDC subscriptions across nodes */
     struct dsq_lake *lake;     /* owned; with [lake] databases: the lake writer, or NULL */
     struct dsq_hrana_http *hrana; /* owned; Hrana's HTTP streams between requests (server/hrana.h) */
+    struct dsq_iceberg *iceberg;  /* owned; the Iceberg catalog's state, made on its first request, or NULL */
     dsq_conn *dirty;           /* connections with output to flush */
     uv_prepare_t flush_prep;   /* flushes dirty connections before polling */
     uv_idle_t flush_idle;      /* active while some stay dirty: poll must not block */
@@ -161,6 +162,15 @@ void dsq__ws_close(dsq_conn *c, uint16_t code, const char *reason);
 /* ---- sse.c ---- */
 /* GET /v1/db/{db}/cdc: CDC as Server-Sent Events. */
 void dsq__handle_cdc(dsq_server *srv, dsq_http_req *req);
+
+/* ---- iceberg.c ---- */
+typedef struct dsq_iceberg dsq_iceberg;
+/* /v1/iceberg/...: the Iceberg REST catalog (any method; it authorizes). */
+void dsq__iceberg_handle(dsq_server *srv, dsq_http_req *req);
+/* At the server's end, after its connections closed and before its
+ * loop's handles are closed: the catalog's handle closes; requests still
+ * at the object store are freed as it cancels them. */
+void dsq__iceberg_close(dsq_server *srv);
 
 /* ---- handlers.c ---- */
 /* The DoSQL scopes (DSQ_SCOPE_R, _W; _A on no database) token `tok`

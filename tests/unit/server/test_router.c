@@ -85,6 +85,27 @@ Test(router, errors)
     cr_assert_eq(m.status, 400);
 }
 
+Test(router, iceberg_catalog_takes_its_paths)
+{
+    /* Every path under /v1/iceberg, any method, however many segments:
+     * the catalog matches the rest and answers in its spec's errors. */
+    const char *paths[] = {"/v1/iceberg", "/v1/iceberg/", "/v1/iceberg/v1/config",
+                           "/v1/iceberg/v1/namespaces/a%1Fb/tables/t/plan/x/y/z", "/v1/iceberg/%zz"};
+    int methods[] = {HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_PUT, HTTP_PATCH};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        for (size_t j = 0; j < sizeof methods / sizeof methods[0]; j++) {
+            dsq_route(methods[j], paths[i], &m);
+            cr_assert_eq(m.status, 0, "%s", paths[i]);
+            cr_assert_eq(m.route, DSQ_ROUTE_ICEBERG, "%s", paths[i]);
+            cr_assert_eq(m.scope, 0, "the catalog checks tokens itself");
+        }
+    dsq_route(HTTP_GET, "/v1/icebergs", &m);
+    cr_assert_eq(m.status, 404);
+    dsq_route(HTTP_PATCH, "/healthz", &m);
+    cr_assert_eq(m.status, 405, "other methods stay refused elsewhere");
+    cr_assert_str_eq(dsq_route_name(DSQ_ROUTE_ICEBERG), "iceberg");
+}
+
 Test(router, names)
 {
     cr_assert_str_eq(dsq_route_name(DSQ_ROUTE_DB_QUERY), "db_query");
