@@ -24,6 +24,7 @@
 #include "server/hrana.h"
 #include "server/rcdc.h"
 #include "lake/writer.h"
+#include "server/iceberg.h"
 #include "server/server_int.h"
 #include "sharding/router.h"
 #include "server/ws.h"
@@ -446,11 +447,18 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         return -1;
     }
     const char *part = cfg->lake_partitioning;
+    /* The files' URIs: absolute (file://./data/objects is no URI a
+     * reader elsewhere can open), as the catalog gives them. */
+    char cwd[4096], base[4200];
+    if (getcwd(cwd, sizeof cwd) == NULL || dsq_ice_store_base(cfg->object_store, cwd, base, sizeof base) != 0) {
+        snprintf(err, errlen, "[lake]: the object store's URL is too long to make absolute");
+        return -1;
+    }
     dsq_lake_cfg lc = {
         .loop = &srv->loop,
         .engine = srv->engine,
         .objects = srv->objects,
-        .store_url = cfg->object_store,
+        .store_url = base,
         .databases = (const char *const *)cfg->lake_databases.items,
         .ndatabases = cfg->lake_databases.n,
         .flush_interval_ms = cfg->lake_flush_interval_ms,

@@ -233,3 +233,32 @@ for (const point of ['before-upload:2', 'before-commit:2', 'after-commit:1']) {
     }
   });
 }
+
+// What the writer commits, a catalog client loads: iceberg-js through the
+// daemon's own REST catalog finds the namespace, its changelog tables, and
+// the metadata the writer committed last (its files' URIs absolute).
+test('iceberg-js loads the changelog tables the writer committed, through the daemon\'s catalog', async () => {
+  const d = await startDosqld({ conf: LAKE });
+  try {
+    await sql(d, 'shop4', 'CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL)');
+    await sql(d, 'shop4', 'INSERT INTO orders(total) VALUES (9.5), (12)');
+    await flush(d);
+    await sql(d, 'shop4', 'INSERT INTO orders(total) VALUES (1)');
+    await flush(d);
+    const { IcebergRestCatalog } = await import('iceberg-js');
+    const catalog = new IcebergRestCatalog({ baseUrl: `${d.url}/v1/iceberg` });
+    assert.deepEqual(await catalog.listNamespaces(), [{ namespace: ['shop4'] }]);
+    const props = (await catalog.loadNamespaceMetadata({ namespace: ['shop4'] })).properties;
+    assert.equal(props['dosqld.lsn'], String((await sql(d, 'shop4', 'SELECT 1')).lsn));
+    assert.deepEqual(await catalog.listTables({ namespace: ['shop4'] }), [{ namespace: ['shop4'], name: 'orders_changelog' }]);
+    const m = await catalog.loadTable({ namespace: ['shop4'], name: 'orders_changelog' });
+    const onDisk = await loadTable(d, 'shop4', 'orders_changelog');
+    assert.deepEqual(m, onDisk.md, 'the current version');
+    assert.equal(m.snapshots.length, 2);
+    assert.match(m.location, /^file:\/\/\/.+\/objects\/lake\/shop4\/orders_changelog$/);
+    assert.equal(m['metadata-log'].length, 1, 'the version it replaced noted');
+    assert.equal(onDisk.files.length, 2);
+  } finally {
+    await d.cleanup();
+  }
+});
