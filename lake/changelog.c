@@ -72,6 +72,28 @@ json_t *dsq_lk_fields(const dsq_lk_table *t)
     return a;
 }
 
+json_t *dsq_lk_state_fields(const dsq_lk_table *t)
+{
+    json_t *all = dsq_lk_fields(t);
+    if (all == NULL)
+        return NULL;
+    /* _rowid, the table's columns, _unfit: the changelog's without the
+     * other metadata columns */
+    json_t *a = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(all, i, f) {
+        if ((i < NMETA && json_integer_value(json_object_get(f, "id")) != DSQ_LK_ID_ROWID) || a == NULL)
+            continue;
+        if (json_array_append(a, f) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    json_decref(all);
+    return a;
+}
+
 /* ---- values into their columns ------------------------------------------------------------------ */
 
 /* Value v into column type t (*out), or false when it does not fit: a
@@ -151,6 +173,7 @@ struct dsq_changelog {
     dsq_pq_value *row;      /* NMETA + ncols + 1 */
     dsq_buf unfit;
     uint64_t rows;
+    size_t nmeta;           /* columns before the table's: NMETA, or 1 (_rowid) for a current-state file */
     uint64_t seq_lsn;       /* the commit being written */
     int64_t seq;            /* its next row's place in it */
 };
@@ -168,12 +191,13 @@ int dsq_lk_check(const dsq_lk_table *t, char *err, size_t errlen)
     return 0;
 }
 
-dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, const dsq_pq_options *o,
-                                  dsq_pq_sink_fn sink, void *ctx, char *err, size_t errlen)
+static dsq_changelog *open_file(const dsq_lk_table *t, const char *database, bool state, const dsq_pq_options *o,
+                                dsq_pq_sink_fn sink, void *ctx, char *err, size_t errlen)
 {
     if (dsq_lk_check(t, err, errlen) != 0)
         return NULL;
-    size_t n = NMETA + t->ncols + 1;
+    size_t nmeta = state ? 1 : NMETA;
+    size_t n = nmeta + t->ncols + 1;
     dsq_changelog *c = calloc(1, sizeof *c);
     dsq_pq_column *cols = calloc(n, sizeof *cols);
     if (c == NULL || cols == NULL || (c->row = calloc(n, sizeof *c->row)) == NULL ||
@@ -186,16 +210,21 @@ dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, c
         return NULL;
     }
     c->t = t;
+    c->nmeta = nmeta;
     c->seq_lsn = UINT64_MAX;
-    cols[0] = (dsq_pq_column){"_op", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_OP};
-    cols[1] = (dsq_pq_column){"_lsn", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_LSN};
-    cols[2] = (dsq_pq_column){"_database", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_DATABASE};
-    cols[3] = (dsq_pq_column){"_commit_ts", DSQ_PQ_INT64, DSQ_PQ_TIMESTAMP_US, false, DSQ_LK_ID_COMMIT_TS};
-    cols[4] = (dsq_pq_column){"_rowid", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, true, DSQ_LK_ID_ROWID};
-    cols[5] = (dsq_pq_column){"_seq", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_SEQ};
+    if (state) {
+        cols[0] = (dsq_pq_column){"_rowid", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, true, DSQ_LK_ID_ROWID};
+    } else {
+        cols[0] = (dsq_pq_column){"_op", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_OP};
+        cols[1] = (dsq_pq_column){"_lsn", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_LSN};
+        cols[2] = (dsq_pq_column){"_database", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, false, DSQ_LK_ID_DATABASE};
+        cols[3] = (dsq_pq_column){"_commit_ts", DSQ_PQ_INT64, DSQ_PQ_TIMESTAMP_US, false, DSQ_LK_ID_COMMIT_TS};
+        cols[4] = (dsq_pq_column){"_rowid", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, true, DSQ_LK_ID_ROWID};
+        cols[5] = (dsq_pq_column){"_seq", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, DSQ_LK_ID_SEQ};
+    }
     for (size_t i = 0; i < t->ncols; i++) {
         const dsq_lk_col *lc = &t->cols[i];
-        dsq_pq_column *pc = &cols[NMETA + i];
+        dsq_pq_column *pc = &cols[nmeta + i];
         pc->name = lc->name;
         pc->nullable = true;
         pc->field_id = lc->field_id;
@@ -212,6 +241,18 @@ dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, c
         return NULL;
     }
     return c;
+}
+
+dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, const dsq_pq_options *o,
+                                  dsq_pq_sink_fn sink, void *ctx, char *err, size_t errlen)
+{
+    return open_file(t, database, false, o, sink, ctx, err, errlen);
+}
+
+dsq_changelog *dsq_changelog_open_state(const dsq_lk_table *t, const dsq_pq_options *o, dsq_pq_sink_fn sink,
+                                        void *ctx, char *err, size_t errlen)
+{
+    return open_file(t, "", true, o, sink, ctx, err, errlen);
 }
 
 uint64_t dsq_changelog_rows(const dsq_changelog *c) { return c->rows; }
@@ -234,19 +275,24 @@ static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_
 {
     const dsq_lk_table *t = c->t;
     static const char *const ops[] = {NULL, "INSERT", "UPDATE", "DELETE"};
+    const size_t nm = c->nmeta;
     dsq_buf_reset(&c->unfit);
-    c->row[0] = dsq_pq_str(ops[op]);
-    c->row[1] = dsq_pq_int((int64_t)lsn);
-    c->row[2] = dsq_pq_str(c->database);
-    c->row[3] = dsq_pq_int(ts_us);
-    c->row[4] = has_rowid ? dsq_pq_int(rowid) : dsq_pq_null();
-    if (lsn != c->seq_lsn) { /* a commit's rows are numbered from 0 */
-        c->seq_lsn = lsn;
-        c->seq = 0;
+    if (nm == 1) { /* a current-state row */
+        c->row[0] = has_rowid ? dsq_pq_int(rowid) : dsq_pq_null();
+    } else {
+        c->row[0] = dsq_pq_str(ops[op]);
+        c->row[1] = dsq_pq_int((int64_t)lsn);
+        c->row[2] = dsq_pq_str(c->database);
+        c->row[3] = dsq_pq_int(ts_us);
+        c->row[4] = has_rowid ? dsq_pq_int(rowid) : dsq_pq_null();
+        if (lsn != c->seq_lsn) { /* a commit's rows are numbered from 0 */
+            c->seq_lsn = lsn;
+            c->seq = 0;
+        }
+        c->row[5] = dsq_pq_int(c->seq);
     }
-    c->row[5] = dsq_pq_int(c->seq);
     for (size_t i = 0; i < t->ncols; i++)
-        c->row[NMETA + i] = dsq_pq_null(); /* a column the event lacks (dropped since) */
+        c->row[nm + i] = dsq_pq_null(); /* a column the event lacks (dropped since) */
     for (uint16_t k = 0; k < ev->ncols; k++) {
         const dsq_cdc_col *ec = &ev->cols[k];
         if (ec->len == 0)
@@ -256,15 +302,15 @@ static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_
             i++;
         dsq_pq_value pv;
         if (i < t->ncols && fit(t->cols[i].type, &vals[k], &pv))
-            c->row[NMETA + i] = pv;
+            c->row[nm + i] = pv;
         else
             unfit(&c->unfit, ec->name, ec->len, &vals[k]);
     }
     if (c->unfit.len > 0) {
         dsq_buf_puts(&c->unfit, "}");
-        c->row[NMETA + t->ncols] = dsq_pq_bytes(c->unfit.data, c->unfit.len);
+        c->row[nm + t->ncols] = dsq_pq_bytes(c->unfit.data, c->unfit.len);
     } else {
-        c->row[NMETA + t->ncols] = dsq_pq_null();
+        c->row[nm + t->ncols] = dsq_pq_null();
     }
     if (dsq_pq_append(c->w, c->row) != 0) {
         snprintf(err, errlen, "%s", dsq_pq_error(c->w));

@@ -85,12 +85,21 @@ int dsq_lk_check(const dsq_lk_table *t, char *err, size_t errlen);
  * array, or NULL out of memory. */
 json_t *dsq_lk_fields(const dsq_lk_table *t);
 
+/* A current-state table's fields: `_rowid`, the table's columns, `_unfit`
+ * (the changelog's, without its other metadata columns). */
+json_t *dsq_lk_state_fields(const dsq_lk_table *t);
+
 typedef struct dsq_changelog dsq_changelog;
 
 /* A changelog file of table t (borrowed until close) from database
  * `database`, to a Parquet writer on sink(ctx). NULL with the reason. */
 dsq_changelog *dsq_changelog_open(const dsq_lk_table *t, const char *database, const dsq_pq_options *o,
                                   dsq_pq_sink_fn sink, void *ctx, char *err, size_t errlen);
+/* A current-state file of table t: rows of `_rowid` (null for a WITHOUT
+ * ROWID table), the columns and `_unfit`, added as INSERT events (their
+ * after values and rowid), values fitted as in a changelog. */
+dsq_changelog *dsq_changelog_open_state(const dsq_lk_table *t, const dsq_pq_options *o, dsq_pq_sink_fn sink,
+                                        void *ctx, char *err, size_t errlen);
 /* Add event ev (of table t: the caller sorts events by table; DDL events
  * are the caller's too) of the commit at `lsn`, made at `ts_us`. 0, or
  * -1 with the reason (the writer failed). */

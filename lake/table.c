@@ -332,3 +332,35 @@ int dsq_ice_table_log_previous(json_t *md, const char *location, int64_t ts_ms)
     json_t *e = json_pack("{s:I, s:s}", "timestamp-ms", (json_int_t)ts_ms, "metadata-file", location);
     return e != NULL && json_array_append_new(json_object_get(md, "metadata-log"), e) == 0 ? 0 : -1;
 }
+
+int dsq_ice_table_set_schema(json_t *md, json_t *fields, int64_t now_ms, char *err, size_t errlen)
+{
+    int max;
+    if (check_fields(fields, &max, err, errlen) != 0)
+        return -1;
+    json_t *cur = current_schema(md);
+    if (cur != NULL && json_equal(json_object_get(cur, "fields"), fields))
+        return 0; /* the same: no new schema */
+    if (time_ok(md, now_ms, err, errlen) != 0)
+        return -1;
+    /* A field id keeps its type in every schema of the table. */
+    size_t i, k, j;
+    json_t *f, *s, *g;
+    json_array_foreach(fields, i, f) {
+        json_array_foreach(json_object_get(md, "schemas"), k, s) {
+            json_array_foreach(json_object_get(s, "fields"), j, g) {
+                if (int_of(g, "id") == int_of(f, "id") &&
+                    !json_equal(json_object_get(g, "type"), json_object_get(f, "type")))
+                    return dsq_errf(err, errlen, "field id %lld was of type %s, not %s", (long long)int_of(f, "id"),
+                                    json_string_value(json_object_get(g, "type")),
+                                    json_string_value(json_object_get(f, "type")));
+            }
+        }
+    }
+    json_t *copy = json_deep_copy(fields);
+    if (copy == NULL || new_schema(md, copy, now_ms, err, errlen) != 0)
+        return copy == NULL ? dsq_errf(err, errlen, "out of memory") : -1;
+    if (max > int_of(md, "last-column-id"))
+        json_object_set_new(md, "last-column-id", json_integer(max));
+    return 0;
+}

@@ -40,6 +40,11 @@ int dsq_ice_table_add_column(json_t *md, const char *name, const char *type, int
 /* A new current schema with field `id` named `name`. 0, or -1. */
 int dsq_ice_table_rename_column(json_t *md, int id, const char *name, int64_t now_ms, char *err, size_t errlen);
 
+/* The current schema made `fields` (ids chosen by the caller; not taken):
+ * nothing when it is that already, else a new schema. An id that had
+ * another type in any schema of the table is refused. 0, or -1. */
+int dsq_ice_table_set_schema(json_t *md, json_t *fields, int64_t now_ms, char *err, size_t errlen);
+
 /* The metadata file this one replaces, at `location`, written at
  * `ts_ms`: noted in metadata-log. 0, or -1 out of memory. */
 int dsq_ice_table_log_previous(json_t *md, const char *location, int64_t ts_ms);

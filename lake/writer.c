@@ -761,30 +761,29 @@ static uint64_t summary_num(json_t *md, const char *key)
     return v ? strtoull(v, NULL, 10) : 0;
 }
 
-static int md_set(ltable *t, json_t *fresh)
-{
-    json_decref(t->md);
-    t->md = fresh;
-    return 0;
-}
+/* What a commit makes: the next version of table `key`, with `files`. */
+typedef struct ltarget {
+    char key[400];
+    json_t *md;                /* in: the current metadata; out: the committed one */
+    int version;               /* its N */
+    lfile *files;              /* (freed by the commit, whatever it returns) */
+    size_t nfiles;
+    const dsq_lk_table *lkt;
+    bool state;                /* a current-state table: the files replace the last snapshot's */
+    const char *what;          /* the source table (for the log) */
+} ltarget;
 
-/* Commit t's files of this chunk, which took the database's changes up
- * to `upto`: 0; 1 when another writer committed first; -1 with the
+/* Commit x's files, which hold the database's changes up to `upto`: 0;
+ * 1 when another writer committed that version first; -1 with the
  * reason. */
-static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, char *err, size_t errlen)
+static int commit_target(dsq_lake *l, const char *db, ltarget *x, uint64_t upto, char *err, size_t errlen)
 {
-    uint64_t sl;
-    int64_t sq;
-    if (files_finish(t, &sl, &sq, err, errlen) != 0)
-        return -1;
-    if (t->nfiles == 0 && !t->md_changed)
-        return 0;
     int64_t now_ms = (int64_t)dsq_wall_ms();
-    json_int_t last = json_integer_value(json_object_get(t->md, "last-updated-ms"));
+    json_int_t last = json_integer_value(json_object_get(x->md, "last-updated-ms"));
     if (now_ms <= last)
         now_ms = last + 1; /* (the clock went back: the metadata's times must not) */
-    json_t *schema = current_of(t->md, "schemas", "schema-id", "current-schema-id");
-    json_t *spec = current_of(t->md, "partition-specs", "spec-id", "default-spec-id");
+    json_t *schema = current_of(x->md, "schemas", "schema-id", "current-schema-id");
+    json_t *spec = current_of(x->md, "partition-specs", "spec-id", "default-spec-id");
     char *schema_json = json_dumps(schema, JSON_COMPACT);
     char *spec_json = json_dumps(json_object_get(spec, "fields"), JSON_COMPACT);
     int spec_id = (int)json_integer_value(json_object_get(spec, "spec-id"));
@@ -803,7 +802,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
         npf++;
     }
     int64_t sid = random_id();
-    int64_t seq = json_integer_value(json_object_get(t->md, "last-sequence-number")) + 1;
+    int64_t seq = json_integer_value(json_object_get(x->md, "last-sequence-number")) + 1;
     char uuid[37], key[DSQ_OBJ_KEY_MAX + 1], uri[2048];
     int rc = 0;
     dsq_manifest *m = NULL;
@@ -816,7 +815,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
         rc = dsq_errf(err, errlen, "out of memory");
         goto out;
     }
-    if (t->nfiles > 0) {
+    if (x->nfiles > 0) {
         m = dsq_manifest_new(schema_json, schema_id, spec_json, spec_id, pf, npf, 0, err, errlen);
         if (m == NULL) {
             rc = -1;
@@ -825,8 +824,8 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
     }
     /* The data files: uploaded, then listed in the manifest. */
     failpoint(l, "before-upload");
-    for (size_t k = 0; k < t->nfiles && rc == 0; k++) {
-        lfile *fl = &t->files[k];
+    for (size_t k = 0; k < x->nfiles && rc == 0; k++) {
+        lfile *fl = &x->files[k];
         char part[200] = "", day[32];
         dsq_ice_pvalue pv[2];
         for (size_t q = 0; q < npf; q++) {
@@ -841,7 +840,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
             }
         }
         uuid4(uuid);
-        snprintf(key, sizeof key, "%s/data/%s%020llu-%s.parquet", t->key, part, (unsigned long long)fl->first_lsn,
+        snprintf(key, sizeof key, "%s/data/%s%020llu-%s.parquet", x->key, part, (unsigned long long)fl->first_lsn,
                  uuid);
         if ((rc = obj_put(l, key, fl->bytes->data, fl->bytes->len, true, err, errlen)) != 0) {
             if (rc == 1)
@@ -849,7 +848,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
             break;
         }
         uri_of(l, key, uri, sizeof uri);
-        json_t *fields = dsq_lk_fields(&t->lkt);
+        json_t *fields = x->state ? dsq_lk_state_fields(x->lkt) : dsq_lk_fields(x->lkt);
         size_t nc = fl->st.ncols;
         dsq_ice_colstats *cs = calloc(nc ? nc : 1, sizeof *cs);
         int64_t *splits = calloc(fl->st.nrow_groups ? fl->st.nrow_groups : 1, sizeof *splits);
@@ -898,14 +897,14 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
         goto out;
     /* The manifest list: this snapshot's manifest, then the earlier ones. */
     const char *prev_list = NULL;
-    json_t *cur_id = json_object_get(t->md, "current-snapshot-id");
+    json_t *cur_id = json_object_get(x->md, "current-snapshot-id");
     size_t j;
     json_t *s;
-    json_array_foreach(json_object_get(t->md, "snapshots"), j, s) {
+    json_array_foreach(json_object_get(x->md, "snapshots"), j, s) {
         if (json_equal(json_object_get(s, "snapshot-id"), cur_id))
             prev_list = json_string_value(json_object_get(s, "manifest-list"));
     }
-    if (prev_list != NULL) {
+    if (prev_list != NULL && !x->state) { /* (a current-state snapshot replaces the files) */
         const char *pk = key_of(l, prev_list);
         if (pk == NULL) {
             rc = dsq_errf(err, errlen, "the manifest list %s is not in this object store", prev_list);
@@ -933,7 +932,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
             goto out;
         }
         uuid4(uuid);
-        snprintf(key, sizeof key, "%s/metadata/%s-m0.avro", t->key, uuid);
+        snprintf(key, sizeof key, "%s/metadata/%s-m0.avro", x->key, uuid);
         if ((rc = obj_put(l, key, mbytes.data, mbytes.len, true, err, errlen)) != 0) {
             if (rc == 1)
                 rc = dsq_errf(err, errlen, "%s exists already", key);
@@ -950,7 +949,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
     for (size_t k = 0; k < old.n; k++)
         all[nall++] = old.files[k];
     uuid4(uuid);
-    snprintf(key, sizeof key, "%s/metadata/snap-%lld-1-%s.avro", t->key, (long long)sid, uuid);
+    snprintf(key, sizeof key, "%s/metadata/snap-%lld-1-%s.avro", x->key, (long long)sid, uuid);
     int64_t parent = json_is_integer(cur_id) && json_integer_value(cur_id) > 0 ? json_integer_value(cur_id) : -1;
     if (dsq_manifest_list(all, nall, sid, parent, seq, &lbytes, err, errlen) != 0) {
         rc = -1;
@@ -965,26 +964,28 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
     uri_of(l, key, luri, sizeof luri);
     /* The next metadata: the snapshot appended, the version it replaces
      * noted; written only if no other writer made that version. */
-    next = json_deep_copy(t->md);
+    next = json_deep_copy(x->md);
     char upto_s[24], rows_s[24], files_s[24], bytes_s[24], trows[24], tfiles[24], tbytes[24];
     snprintf(upto_s, sizeof upto_s, "%llu", (unsigned long long)upto);
     snprintf(rows_s, sizeof rows_s, "%llu", (unsigned long long)added_rows);
-    snprintf(files_s, sizeof files_s, "%zu", t->nfiles);
+    snprintf(files_s, sizeof files_s, "%zu", x->nfiles);
     snprintf(bytes_s, sizeof bytes_s, "%llu", (unsigned long long)added_bytes);
-    snprintf(trows, sizeof trows, "%llu", (unsigned long long)(summary_num(t->md, "total-records") + added_rows));
+    uint64_t keep = x->state ? 0 : 1; /* (a current-state snapshot keeps none of the last one's files) */
+    snprintf(trows, sizeof trows, "%llu",
+             (unsigned long long)(keep * summary_num(x->md, "total-records") + added_rows));
     snprintf(tfiles, sizeof tfiles, "%llu",
-             (unsigned long long)(summary_num(t->md, "total-data-files") + t->nfiles));
+             (unsigned long long)(keep * summary_num(x->md, "total-data-files") + x->nfiles));
     snprintf(tbytes, sizeof tbytes, "%llu",
-             (unsigned long long)(summary_num(t->md, "total-files-size") + added_bytes));
-    const char *const sum[] = {"dosqld.lsn", upto_s, "dosqld.database", db, "added-data-files", files_s,
+             (unsigned long long)(keep * summary_num(x->md, "total-files-size") + added_bytes));
+    const char *const sum[] = {"operation", x->state ? "overwrite" : "append", "dosqld.lsn", upto_s, "dosqld.database", db, "added-data-files", files_s,
                                "added-records", rows_s, "added-files-size", bytes_s, "total-records", trows,
                                "total-data-files", tfiles, "total-files-size", tbytes, "total-delete-files", "0",
                                "total-position-deletes", "0", "total-equality-deletes", "0", NULL};
     char prev_uri[2048];
-    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", t->key, t->version);
+    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", x->key, x->version);
     uri_of(l, key, prev_uri, sizeof prev_uri);
     if (next == NULL || dsq_ice_table_append(next, sid, luri, now_ms, sum, err, errlen) != 0 ||
-        (t->version > 0 && dsq_ice_table_log_previous(next, prev_uri, last) != 0)) {
+        (x->version > 0 && dsq_ice_table_log_previous(next, prev_uri, last) != 0)) {
         rc = next == NULL ? dsq_errf(err, errlen, "out of memory") : -1;
         goto out;
     }
@@ -993,7 +994,7 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
         rc = dsq_errf(err, errlen, "out of memory");
         goto out;
     }
-    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", t->key, t->version + 1);
+    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", x->key, x->version + 1);
     failpoint(l, "before-commit");
     rc = obj_put(l, key, text, strlen(text), true, err, errlen);
     free(text);
@@ -1002,24 +1003,24 @@ static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, c
     failpoint(l, "after-commit");
     /* Committed. The version hint is for readers that open a table by
      * its directory (it may lag; the highest vN is the truth). */
-    t->version++;
-    md_set(t, next);
+    x->version++;
+    json_decref(x->md);
+    x->md = next;
     next = NULL;
-    t->pos = upto;
-    t->md_changed = false;
     char hint[24];
-    int hn = snprintf(hint, sizeof hint, "%d", t->version);
-    snprintf(key, sizeof key, "%s/metadata/version-hint.text", t->key);
+    int hn = snprintf(hint, sizeof hint, "%d", x->version);
+    snprintf(key, sizeof key, "%s/metadata/version-hint.text", x->key);
     char e2[300];
     obj_put(l, key, hint, (size_t)hn, false, e2, sizeof e2);
     pthread_mutex_lock(&l->mu);
     l->stats.commits++;
-    l->stats.files += t->nfiles;
+    l->stats.files += x->nfiles;
     l->stats.rows += added_rows;
     l->stats.bytes += added_bytes;
     pthread_mutex_unlock(&l->mu);
-    DSQ_INFO("lake_commit", "db=%s table=%s version=%d lsn=%llu files=%zu rows=%llu", db, t->src, t->version,
-             (unsigned long long)upto, t->nfiles, (unsigned long long)added_rows);
+    DSQ_INFO("lake_commit", "db=%s table=%s%s version=%d lsn=%llu files=%zu rows=%llu", db, x->what,
+             x->state ? "" : "_changelog", x->version,
+             (unsigned long long)upto, x->nfiles, (unsigned long long)added_rows);
 out:
     json_decref(next);
     free(all);
@@ -1032,14 +1033,39 @@ out:
     free(spec_json);
     /* This chunk's files are gone either way: committed, or to be made
      * again from the log. */
-    for (size_t k = 0; k < t->nfiles; k++) {
-        dsq_pq_stats_free(&t->files[k].st);
-        dsq_buf_free(t->files[k].bytes);
-        free(t->files[k].bytes);
+    for (size_t k = 0; k < x->nfiles; k++) {
+        dsq_pq_stats_free(&x->files[k].st);
+        dsq_buf_free(x->files[k].bytes);
+        free(x->files[k].bytes);
     }
-    free(t->files);
+    free(x->files);
+    x->files = NULL;
+    x->nfiles = 0;
+    return rc;
+}
+
+/* Commit t's changelog files of this chunk, which took the database's
+ * changes up to `upto`: as commit_target. */
+static int table_commit(dsq_lake *l, const char *db, ltable *t, uint64_t upto, char *err, size_t errlen)
+{
+    uint64_t sl;
+    int64_t sq;
+    if (files_finish(t, &sl, &sq, err, errlen) != 0)
+        return -1;
+    if (t->nfiles == 0 && !t->md_changed)
+        return 0;
+    ltarget x = {.md = t->md, .version = t->version, .files = t->files, .nfiles = t->nfiles, .lkt = &t->lkt,
+                 .what = t->src};
+    snprintf(x.key, sizeof x.key, "%s", t->key);
     t->files = NULL;
     t->nfiles = 0;
+    int rc = commit_target(l, db, &x, upto, err, errlen);
+    t->md = x.md;
+    t->version = x.version;
+    if (rc == 0) {
+        t->pos = upto;
+        t->md_changed = false;
+    }
     return rc;
 }
 
