@@ -82,6 +82,11 @@ typedef struct ltable {
     bool md_changed;       /* schema changes this chunk */
     lfile *files;          /* this chunk's */
     size_t nfiles;
+    /* its current-state table (lake/DB/SRC) */
+    json_t *smd;           /* its metadata (NULL: not made yet) */
+    int sversion;
+    uint64_t spos;         /* the database's commit it holds the table as of */
+    uint64_t s_at_ms;      /* when it was last written (monotonic; 0: not since the start) */
 } ltable;
 
 typedef struct ldb {
@@ -93,6 +98,11 @@ typedef struct ldb {
     ltable **tables;
     size_t ntables;
     char failed[300];      /* the last failure said (logged once) */
+    struct {
+        char *name;
+        int version;
+    } *seen;               /* (loading) current-state tables and their highest version */
+    size_t nseen;
 } ldb;
 
 struct dsq_lake {
@@ -362,6 +372,7 @@ static void table_free(ltable *t)
     free(t->cols);
     free(t->lk);
     json_decref(t->md);
+    json_decref(t->smd);
     free(t->src);
     free(t);
 }
@@ -1105,6 +1116,43 @@ static ltable *table_add(ldb *d, const char *name, size_t len)
     return t;
 }
 
+static void seen_free(ldb *d)
+{
+    for (size_t i = 0; i < d->nseen; i++)
+        free(d->seen[i].name);
+    free(d->seen);
+    d->seen = NULL;
+    d->nseen = 0;
+}
+
+/* Key k (after lake/DB/) of a current-state table's metadata, NAME/
+ * metadata/vN.metadata.json with NAME not a changelog's: noted. 0, or
+ * -1 out of memory. */
+static int state_version_seen(ldb *d, const char *k)
+{
+    const char *slash = strchr(k, '/');
+    int v = 0;
+    char tail[32];
+    size_t n = slash ? (size_t)(slash - k) : 0;
+    if (slash == NULL || strncmp(slash, "/metadata/v", 11) != 0 || sscanf(slash + 11, "%d%31s", &v, tail) != 2 ||
+        strcmp(tail, ".metadata.json") != 0 || v <= 0 || (n >= 10 && memcmp(slash - 10, "_changelog", 10) == 0))
+        return 0;
+    for (size_t i = 0; i < d->nseen; i++)
+        if (strlen(d->seen[i].name) == n && memcmp(d->seen[i].name, k, n) == 0) {
+            if (v > d->seen[i].version)
+                d->seen[i].version = v;
+            return 0;
+        }
+    void *grown = realloc(d->seen, (d->nseen + 1) * sizeof *d->seen);
+    if (grown == NULL)
+        return -1;
+    d->seen = grown;
+    if ((d->seen[d->nseen].name = strndup(k, n)) == NULL)
+        return -1;
+    d->seen[d->nseen++].version = v;
+    return 0;
+}
+
 /* What the lake holds of database d: its position and its tables'. */
 static int db_load(dsq_lake *l, ldb *d, char *err, size_t errlen)
 {
@@ -1138,6 +1186,10 @@ static int db_load(dsq_lake *l, ldb *d, char *err, size_t errlen)
     rc = 0;
     for (size_t i = 0; i < o->req.nitems && rc == 0; i++) {
         const char *k = o->req.items[i].key + plen;
+        if (state_version_seen(d, k) != 0) {
+            rc = dsq_errf(err, errlen, "out of memory");
+            break;
+        }
         const char *slash = strstr(k, "_changelog/metadata/v");
         int v = 0;
         char tail[32];
@@ -1170,8 +1222,28 @@ static int db_load(dsq_lake *l, ldb *d, char *err, size_t errlen)
         t->pos = summary_num(t->md, "dosqld.lsn");
         if (cols_from_md(t) != 0)
             rc = dsq_errf(err, errlen, "out of memory");
+        /* its current-state table, if made */
+        for (size_t k = 0; rc == 0 && k < d->nseen; k++) {
+            if (strcmp(d->seen[k].name, t->src) != 0)
+                continue;
+            t->sversion = d->seen[k].version;
+            snprintf(key, sizeof key, "lake/%s/%s/metadata/v%d.metadata.json", d->name, t->src, t->sversion);
+            if ((rc = obj_get(l, key, &b, err, errlen)) != 0) {
+                if (rc == 1)
+                    rc = dsq_errf(err, errlen, "%s went away", key);
+                break;
+            }
+            t->smd = json_loadb(b.data ? b.data : "", b.len, 0, &je);
+            dsq_buf_free(&b);
+            if (t->smd == NULL)
+                rc = dsq_errf(err, errlen, "%s: %s", key, je.text);
+            else
+                t->spos = summary_num(t->smd, "dosqld.lsn");
+        }
     }
+    seen_free(d);
     if (rc != 0) {
+        seen_free(d);
         db_forget(d);
         return -1;
     }
@@ -1365,6 +1437,286 @@ static int db_step(dsq_lake *l, ldb *d, char *err, size_t errlen)
     return rc != 0 ? -1 : more ? 1 : 0;
 }
 
+/* ---- current-state tables ---------------------------------------------------------------- */
+
+/* Append SQL identifier name, quoted, to b. */
+static void put_ident(dsq_buf *b, const char *name)
+{
+    dsq_buf_puts(b, "\"");
+    for (const char *p = name; *p; p++) {
+        dsq_buf_append(b, p, 1);
+        if (*p == '"')
+            dsq_buf_append(b, p, 1);
+    }
+    dsq_buf_puts(b, "\"");
+}
+
+/* Run query `sql` on database db as of commit lsn: the call (its
+ * results[0]), or NULL with the reason. */
+static lop *query_at(dsq_lake *l, const char *db, const dsq_buf *sql, uint64_t lsn, char *err, size_t errlen)
+{
+    lop *o = op_new(l);
+    if (o == NULL || sql->data == NULL) {
+        free(o);
+        dsq_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    dsq_stmt_req st = {.sql = sql->data, .sql_len = sql->len};
+    o->call.op = DSQ_OP_QUERY;
+    o->call.stmts = &st;
+    o->call.nstmts = 1;
+    o->call.scope = DSQ_SCOPE_R;
+    o->call.as_of = DSQ_AS_OF_LSN;
+    o->call.as_of_lsn = lsn;
+    if (run_call(l, o, db) != 0) {
+        dsq_errf(err, errlen, "the lake is stopping");
+        return NULL;
+    }
+    o->call.stmts = NULL;
+    if (o->call.err != 0 || o->call.nresults != 1) {
+        dsq_errf(err, errlen, "reading %s as of LSN %llu: %s", db, (unsigned long long)lsn, o->call.msg);
+        op_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+static dsq_cdc_value cdc_value(const dsq_value *v)
+{
+    dsq_cdc_value c = {.type = SQLITE_NULL};
+    switch (v->type) {
+    case DSQ_V_INT: c.type = SQLITE_INTEGER; c.i = v->i; break;
+    case DSQ_V_REAL: c.type = SQLITE_FLOAT; c.r = v->d; break;
+    case DSQ_V_TEXT: c.type = SQLITE_TEXT; c.p = (const uint8_t *)v->p; c.n = (uint32_t)v->n; break;
+    case DSQ_V_BLOB: c.type = SQLITE_BLOB; c.p = (const uint8_t *)v->p; c.n = (uint32_t)v->n; break;
+    default: break;
+    }
+    return c;
+}
+
+#define STATE_PAGE 4096 /* rows read at a time */
+
+/* Write table t's current-state table: its rows as of the database's
+ * commit `at`, read page by page (by rowid, or by primary key), replacing
+ * the table's files. 0, 1 (another writer committed first), or -1. */
+static int state_write(dsq_lake *l, ldb *d, ltable *t, uint64_t at, char *err, size_t errlen)
+{
+    /* Its columns as of `at` (virtual generated ones have no value in a
+     * row: left out, as in the changelog), primary key and kind. */
+    dsq_buf sql = DSQ_BUF_INIT;
+    dsq_buf lit = DSQ_BUF_INIT;
+    dsq_buf_puts(&lit, "'");
+    for (const char *p = t->src; *p; p++) {
+        dsq_buf_append(&lit, p, 1);
+        if (*p == '\'')
+            dsq_buf_append(&lit, p, 1);
+    }
+    dsq_buf_puts(&lit, "'");
+    dsq_buf_printf(&sql,
+                   "SELECT (SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = %.*s), name, pk "
+                   "FROM pragma_table_xinfo(%.*s) WHERE hidden IN (0, 3) ORDER BY cid",
+                   (int)lit.len, lit.data, (int)lit.len, lit.data);
+    dsq_buf_free(&lit);
+    lop *o = query_at(l, d->name, &sql, at, err, errlen);
+    dsq_buf_free(&sql);
+    if (o == NULL)
+        return -1;
+    const dsq_result *r = &o->call.results[0];
+    size_t n = r->nrows, pos = 0;
+    dsq_cdc_col *cols = calloc(n ? n : 1, sizeof *cols);
+    char **names = calloc(n ? n : 1, sizeof *names);
+    bool wr = false;
+    int rc = cols == NULL || names == NULL ? dsq_errf(err, errlen, "out of memory") : 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        dsq_value v[3];
+        for (int k = 0; k < 3; k++)
+            if (!dsq_result_next(r, &pos, &v[k]))
+                v[k].type = DSQ_V_NULL;
+        wr = v[0].type == DSQ_V_INT && v[0].i != 0;
+        names[i] = v[1].type == DSQ_V_TEXT ? strndup(v[1].p, v[1].n) : strdup("");
+        if (names[i] == NULL) {
+            rc = dsq_errf(err, errlen, "out of memory");
+            break;
+        }
+        cols[i] = (dsq_cdc_col){.name = names[i], .len = (uint16_t)strlen(names[i]),
+                                .pk = (uint8_t)(v[2].type == DSQ_V_INT ? v[2].i : 0)};
+    }
+    op_free(o);
+    /* The files, page by page. */
+    lfile *files = NULL;
+    size_t nfiles = 0;
+    dsq_cdc_value *vals = calloc(n ? n : 1, sizeof *vals);
+    if (rc == 0 && vals == NULL)
+        rc = dsq_errf(err, errlen, "out of memory");
+    int64_t after = INT64_MIN;
+    uint64_t offset = 0;
+    lfile *f = NULL;
+    for (bool more = n > 0; rc == 0 && more && !stopping(l);) {
+        dsq_buf q = DSQ_BUF_INIT;
+        dsq_buf_puts(&q, wr ? "SELECT " : "SELECT rowid");
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0 || !wr)
+                dsq_buf_puts(&q, ", ");
+            put_ident(&q, names[i]);
+        }
+        dsq_buf_puts(&q, " FROM ");
+        put_ident(&q, t->src);
+        if (wr) {
+            dsq_buf_puts(&q, " ORDER BY ");
+            int np = 0;
+            for (int k = 1; k <= (int)n; k++)
+                for (size_t i = 0; i < n; i++)
+                    if (cols[i].pk == k) {
+                        if (np++ > 0)
+                            dsq_buf_puts(&q, ", ");
+                        put_ident(&q, names[i]);
+                    }
+            dsq_buf_printf(&q, " LIMIT %d OFFSET %llu", STATE_PAGE, (unsigned long long)offset);
+        } else {
+            dsq_buf_printf(&q, " WHERE rowid > %lld ORDER BY rowid LIMIT %d", (long long)after, STATE_PAGE);
+        }
+        lop *p = query_at(l, d->name, &q, at, err, errlen);
+        dsq_buf_free(&q);
+        if (p == NULL) {
+            rc = -1;
+            break;
+        }
+        const dsq_result *pr = &p->call.results[0];
+        size_t at_v = 0;
+        for (size_t row = 0; rc == 0 && row < pr->nrows; row++) {
+            dsq_value v;
+            int64_t rowid = 0;
+            if (!wr && dsq_result_next(pr, &at_v, &v))
+                rowid = after = v.i;
+            for (size_t i = 0; i < n; i++)
+                vals[i] = dsq_result_next(pr, &at_v, &v) ? cdc_value(&v) : (dsq_cdc_value){.type = SQLITE_NULL};
+            dsq_cdc_event ev = {.op = DSQ_CDC_INSERT, .table = t->src, .table_len = (uint16_t)strlen(t->src),
+                                .without_rowid = wr, .rowid = rowid, .new_rowid = rowid, .ncols = (uint16_t)n,
+                                .cols = cols, .after = vals};
+            if (f == NULL || f->raw >= l->cfg.file_target_size) {
+                if (f != NULL && file_finish(f, err, errlen) != 0) {
+                    rc = -1;
+                    break;
+                }
+                lfile *grown = realloc(files, (nfiles + 1) * sizeof *grown);
+                if (grown == NULL) {
+                    rc = dsq_errf(err, errlen, "out of memory");
+                    break;
+                }
+                files = grown;
+                f = &files[nfiles];
+                memset(f, 0, sizeof *f);
+                f->first_lsn = at;
+                dsq_pq_options o2;
+                dsq_pq_options_init(&o2);
+                if (o2.row_group_bytes > l->cfg.file_target_size)
+                    o2.row_group_bytes = l->cfg.file_target_size;
+                if ((f->bytes = calloc(1, sizeof *f->bytes)) == NULL ||
+                    (f->cl = dsq_changelog_open_state(&t->lkt, &o2, buf_sink, f->bytes, err, errlen)) == NULL) {
+                    free(f->bytes);
+                    rc = f->bytes == NULL ? dsq_errf(err, errlen, "out of memory") : -1;
+                    break;
+                }
+                nfiles++;
+            }
+            if (dsq_changelog_add(f->cl, &ev, at, 0, err, errlen) != 0)
+                rc = -1;
+            f->raw += raw_size(&ev);
+        }
+        more = pr->nrows == STATE_PAGE;
+        offset += pr->nrows;
+        op_free(p);
+    }
+    if (rc == 0 && f != NULL)
+        rc = file_finish(f, err, errlen);
+    for (size_t i = 0; names != NULL && i < n; i++)
+        free(names[i]);
+    free(names);
+    free(cols);
+    free(vals);
+    if (rc == 0 && stopping(l))
+        rc = dsq_errf(err, errlen, "the lake is stopping");
+    /* The table made, or its schema brought up to the changelog's. */
+    int64_t now_ms = (int64_t)dsq_wall_ms();
+    json_t *fields = rc == 0 ? dsq_lk_state_fields(&t->lkt) : NULL;
+    if (rc == 0 && fields == NULL)
+        rc = dsq_errf(err, errlen, "out of memory");
+    json_t *md = NULL;
+    if (rc == 0 && t->smd == NULL) {
+        json_t *spec = json_array();
+        json_t *props = json_pack("{s:s, s:s, s:s, s:s}", "dosqld.source-database", d->name, "dosqld.source-table",
+                                  t->src, "dosqld.table-kind", "current-state", "write.format.default", "parquet");
+        char uuid[37], loc[2048], key[600];
+        uuid4(uuid);
+        snprintf(key, sizeof key, "lake/%s/%s", d->name, t->src);
+        uri_of(l, key, loc, sizeof loc);
+        md = spec && props ? dsq_ice_table_new(uuid, loc, fields, spec, props, now_ms, err, errlen) : NULL;
+        if (md == NULL)
+            rc = spec && props ? -1 : dsq_errf(err, errlen, "out of memory");
+        json_decref(spec);
+        json_decref(props);
+    } else if (rc == 0) {
+        json_int_t last = json_integer_value(json_object_get(t->smd, "last-updated-ms"));
+        if (now_ms <= last)
+            now_ms = last + 1;
+        md = json_deep_copy(t->smd);
+        if (md == NULL || dsq_ice_table_set_schema(md, fields, now_ms, err, errlen) != 0)
+            rc = md == NULL ? dsq_errf(err, errlen, "out of memory") : -1;
+    }
+    json_decref(fields);
+    if (rc != 0) {
+        json_decref(md);
+        for (size_t i = 0; i < nfiles; i++) {
+            if (files[i].cl != NULL) {
+                char e[8];
+                dsq_changelog_close(files[i].cl, &files[i].st, e, sizeof e);
+            }
+            dsq_pq_stats_free(&files[i].st);
+            dsq_buf_free(files[i].bytes);
+            free(files[i].bytes);
+        }
+        free(files);
+        return rc;
+    }
+    ltarget x = {.md = md, .version = t->sversion, .files = files, .nfiles = nfiles, .lkt = &t->lkt,
+                 .state = true, .what = t->src};
+    snprintf(x.key, sizeof x.key, "lake/%s/%s", d->name, t->src);
+    rc = commit_target(l, d->name, &x, at, err, errlen);
+    if (rc == 0) {
+        json_decref(t->smd);
+        t->smd = x.md;
+        t->sversion = x.version;
+        t->spos = at;
+    } else {
+        json_decref(x.md);
+    }
+    return rc;
+}
+
+/* The current-state tables of d that are behind their changelogs and due
+ * (current_state_interval since the last write). 0, or -1 with the reason. */
+static int db_states(dsq_lake *l, ldb *d, char *err, size_t errlen)
+{
+    if (!l->cfg.state)
+        return 0;
+    uint64_t now = dsq_now_ms();
+    for (size_t i = 0; i < d->ntables && !stopping(l); i++) {
+        ltable *t = d->tables[i];
+        size_t n = strlen(t->src);
+        if (t->md == NULL || t->spos >= t->pos || (n >= 10 && strcmp(t->src + n - 10, "_changelog") == 0))
+            continue; /* (T_changelog's current state would be T's changelog: not kept) */
+        if (t->s_at_ms != 0 && now - t->s_at_ms < l->cfg.state_interval_ms)
+            continue;
+        t->s_at_ms = now;
+        int rc = state_write(l, d, t, d->floor, err, errlen);
+        if (rc == 1)
+            return dsq_errf(err, errlen, "another writer committed to table %s first", t->src);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static bool selected(dsq_lake *l, const char *name)
 {
     for (size_t i = 0; i < l->cfg.ndatabases; i++)
@@ -1422,8 +1774,18 @@ static void round_run(dsq_lake *l)
                 DSQ_INFO("lake_recovered", "db=%s", d->name);
                 d->failed[0] = '\0';
             }
-            if (rc == 0)
+            if (rc == 0) {
+                char err2[300] = "";
+                if (db_states(l, d, err2, sizeof err2) != 0) {
+                    db_forget(d);
+                    DSQ_WARN("lake_failed", "db=%s reason=%s", d->name, dsq_log_q(err2));
+                    pthread_mutex_lock(&l->mu);
+                    l->stats.errors++;
+                    snprintf(l->stats.last_error, sizeof l->stats.last_error, "%s: %s", d->name, err2);
+                    pthread_mutex_unlock(&l->mu);
+                }
                 break;
+            }
         }
     }
     op_free(o);

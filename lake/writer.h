@@ -44,6 +44,8 @@ typedef struct dsq_lake_cfg {
     uint64_t flush_bytes;             /* row-change bytes read for one commit at most */
     uint64_t file_target_size;        /* a Parquet file is finished past about this many bytes */
     bool part_day, part_database;     /* partition new tables by day(_commit_ts), identity(_database) */
+    bool state;                       /* keep each table's current-state table */
+    uint64_t state_interval_ms;       /* ... rewritten at most this often */
 } dsq_lake_cfg;
 
 typedef struct dsq_lake dsq_lake;

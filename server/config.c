@@ -145,6 +145,8 @@ static const key_def keys[] = {
     {"lake", "flush_bytes", T_SIZE, F(lake_flush_bytes), "64M", 65536, 1ull << 32},
     {"lake", "file_target_size", T_SIZE, F(lake_file_target_size), "128M", 65536, 1ull << 32},
     {"lake", "partitioning", T_STR, F(lake_partitioning), "day", 0, 0},
+    {"lake", "current_state", T_BOOL, F(lake_current_state), "yes", 0, 0},
+    {"lake", "current_state_interval", T_DURATION, F(lake_current_state_interval_ms), "10m", 0, 86400000},
     {"auth", "token", T_LIST, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},

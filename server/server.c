@@ -466,6 +466,8 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         .file_target_size = cfg->lake_file_target_size,
         .part_day = strstr(part, "day") != NULL,
         .part_database = strstr(part, "database") != NULL,
+        .state = cfg->lake_current_state,
+        .state_interval_ms = cfg->lake_current_state_interval_ms,
     };
     srv->lake = dsq_lake_start(&lc, err, errlen);
     return srv->lake != NULL ? 0 : -1;

@@ -13,7 +13,7 @@ import avro from 'avsc';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { startDosqld, tempDir } from '../integration/lib/harness.mjs';
 
-const LAKE = '[lake]\ndatabases = shop*\nflush_interval = 1h\n';
+const LAKE = '[lake]\ndatabases = shop*\nflush_interval = 1h\ncurrent_state_interval = 0\n';
 
 async function post(d, url, body) {
   const r = await fetch(`${d.url}${url}`, { method: 'POST', body: body === undefined ? undefined : JSON.stringify(body) });
@@ -86,7 +86,7 @@ test('every table of the selected databases becomes a changelog table that DuckD
     await sql(d, 'shop1', "INSERT INTO w VALUES ('a', 1), ('b', 2)");
     let st = await flush(d);
     assert.equal(st.errors, 0, st.lastError);
-    assert.equal(st.commits, 2, 'one commit per table');
+    assert.equal(st.commits, 4, 'per table, its changelog and its current state');
     await sql(d, 'shop1', "UPDATE t SET price = price * 2 WHERE name <> 'fig'; DELETE FROM t WHERE name = 'pear'");
     await sql(d, 'shop1', "UPDATE w SET k = 'z' WHERE k = 'a'; INSERT INTO t(name) VALUES ('kiwi')");
     for (let i = 0; i < 50; i++) await sql(d, 'shop1', `INSERT INTO t(name, price) VALUES ('n${i}', ${i}.25)`);
@@ -122,9 +122,26 @@ test('every table of the selected databases becomes a changelog table that DuckD
     const w = await loadTable(d, 'shop1', 'w_changelog');
     const rw = await replay(con, w.files, 'k', ['k', 'v']);
     assert.deepEqual(rw.state, (await sql(d, 'shop1', 'SELECT k, v FROM w ORDER BY k')).rows);
+    // The current-state tables: the table's rows as of the same commit,
+    // read straight from the files the manifests list.
+    const cur = await loadTable(d, 'shop1', 't');
+    assert.equal(cur.snap.summary.operation, 'overwrite');
+    assert.equal(cur.snap.summary['dosqld.lsn'], String(last));
+    assert.equal(cur.md.properties['dosqld.table-kind'], 'current-state');
+    const curSchema = cur.md.schemas.find((s) => s['schema-id'] === cur.md['current-schema-id']);
+    assert.deepEqual(curSchema.fields.map((f) => f.name), ['_rowid', 'id', 'name', 'price', '_unfit']);
+    const read = async (files, cols, order) => (await con.runAndReadAll(
+      `SELECT ${cols} FROM read_parquet([${files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}]) ORDER BY ${order}`))
+      .getRows().map((row) => row.map((v) => (typeof v === 'bigint' ? Number(v) : v)));
+    assert.deepEqual(await read(cur.files, 'id, name, price', 'id'), want, 'the current state is the table');
+    assert.deepEqual((await read(cur.files, '_rowid', '_rowid')).map((x) => x[0]), want.map((x) => x[0]));
+    const curW = await loadTable(d, 'shop1', 'w');
+    assert.deepEqual(await read(curW.files, 'k, v', 'k'), (await sql(d, 'shop1', 'SELECT k, v FROM w ORDER BY k')).rows);
+    assert.equal(curW.list.length, 1, 'one manifest: the last snapshot\'s files are replaced');
     // Nothing new: a round commits nothing.
+    const before = st.commits;
     st = await flush(d);
-    assert.equal(st.commits, 4);
+    assert.equal(st.commits, before);
   } finally {
     con.closeSync?.();
     await d.cleanup();
@@ -183,6 +200,10 @@ test('ADD COLUMN and RENAME COLUMN become schema changes that keep field ids; ol
     }
     const want = (await sql(d, 'shop2', 'SELECT id, label, qty FROM t ORDER BY id')).rows;
     assert.deepEqual([...state.values()].sort((x, y) => x[0] - y[0]), want);
+    const cur = await loadTable(d, 'shop2', 't');
+    const got = (await con.runAndReadAll(`SELECT id, label, qty FROM read_parquet([${cur.files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}]) ORDER BY id`))
+      .getRows().map((row) => row.map((v) => (typeof v === 'bigint' ? Number(v) : v)));
+    assert.deepEqual(got, want, 'the current state, under the new names');
   } finally {
     con.closeSync?.();
     await d.cleanup();
@@ -225,6 +246,10 @@ for (const point of ['before-upload:2', 'before-commit:2', 'after-commit:1']) {
         assert.deepEqual(r.state.sort((a, b) => a[0] - b[0]), (await sql(d, 'shop3', `SELECT id, v FROM ${table} ORDER BY id`)).rows,
           `table ${table} replayed`);
         assert.equal(lt.snap.summary['dosqld.lsn'], String(commits));
+        const cur = await loadTable(d, 'shop3', table);
+        const rows = (await con.runAndReadAll(`SELECT id, v FROM read_parquet([${cur.files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}]) ORDER BY id`))
+          .getRows().map((row) => row.map(Number));
+        assert.deepEqual(rows, (await sql(d, 'shop3', `SELECT id, v FROM ${table} ORDER BY id`)).rows, `current state of ${table}`);
       }
     } finally {
       con.closeSync?.();
@@ -250,7 +275,8 @@ test('iceberg-js loads the changelog tables the writer committed, through the da
     assert.deepEqual(await catalog.listNamespaces(), [{ namespace: ['shop4'] }]);
     const props = (await catalog.loadNamespaceMetadata({ namespace: ['shop4'] })).properties;
     assert.equal(props['dosqld.lsn'], String((await sql(d, 'shop4', 'SELECT 1')).lsn));
-    assert.deepEqual(await catalog.listTables({ namespace: ['shop4'] }), [{ namespace: ['shop4'], name: 'orders_changelog' }]);
+    assert.deepEqual(await catalog.listTables({ namespace: ['shop4'] }), [
+      { namespace: ['shop4'], name: 'orders' }, { namespace: ['shop4'], name: 'orders_changelog' }]);
     const m = await catalog.loadTable({ namespace: ['shop4'], name: 'orders_changelog' });
     const onDisk = await loadTable(d, 'shop4', 'orders_changelog');
     assert.deepEqual(m, onDisk.md, 'the current version');
