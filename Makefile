@@ -401,6 +401,7 @@ bench: all $(B)/bench/wsload $(B)/bench/sqlite_commits $(B)/tests/tools/objcli t
 	./bench/sharding $(B)/dosqld
 	./bench/libsql $(B)/dosqld
 	./bench/dataio $(B)/dosqld $(B)/dosql
+	./bench/lake $(B)/dosqld
 	./bench/summary $$(cat $(B)/bench/started)
 else ifeq ($(ROOT_APT)$(BENCH_DEPS_TRIED),yes)
 bench:

@@ -174,6 +174,13 @@ struct dsq_changelog {
     dsq_buf unfit;
     uint64_t rows;
     size_t nmeta;           /* columns before the table's: NMETA, or 1 (_rowid) for a current-state file */
+    /* Which column each of the last event's columns is (-1: none): the
+     * events of one table in one log record (one commit) share their
+     * column list (another record's may have the same address). */
+    const dsq_cdc_col *map_cols;
+    uint64_t map_lsn;
+    uint16_t map_n;
+    int *map;
     uint64_t seq_lsn;       /* the commit being written */
     int64_t seq;            /* its next row's place in it */
 };
@@ -293,16 +300,33 @@ static int add_row(dsq_changelog *c, const dsq_cdc_event *ev, int op, const dsq_
     }
     for (size_t i = 0; i < t->ncols; i++)
         c->row[nm + i] = dsq_pq_null(); /* a column the event lacks (dropped since) */
+    if (c->map_cols != ev->cols || c->map_n != ev->ncols || c->map_lsn != lsn || c->map == NULL) {
+        int *m = realloc(c->map, (ev->ncols ? ev->ncols : 1) * sizeof *m);
+        if (m == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        c->map = m;
+        for (uint16_t k = 0; k < ev->ncols; k++) {
+            const dsq_cdc_col *ec = &ev->cols[k];
+            size_t i = 0;
+            while (i < t->ncols &&
+                   !(strlen(t->cols[i].name) == ec->len && memcmp(t->cols[i].name, ec->name, ec->len) == 0))
+                i++;
+            m[k] = i < t->ncols ? (int)i : -1;
+        }
+        c->map_cols = ev->cols;
+        c->map_n = ev->ncols;
+        c->map_lsn = lsn;
+    }
     for (uint16_t k = 0; k < ev->ncols; k++) {
         const dsq_cdc_col *ec = &ev->cols[k];
         if (ec->len == 0)
             continue; /* a virtual generated column: no value in the log */
-        size_t i = 0;
-        while (i < t->ncols && !(strlen(t->cols[i].name) == ec->len && memcmp(t->cols[i].name, ec->name, ec->len) == 0))
-            i++;
+        int i = c->map[k];
         dsq_pq_value pv;
-        if (i < t->ncols && fit(t->cols[i].type, &vals[k], &pv))
-            c->row[nm + i] = pv;
+        if (i >= 0 && fit(t->cols[i].type, &vals[k], &pv))
+            c->row[nm + (size_t)i] = pv;
         else
             unfit(&c->unfit, ec->name, ec->len, &vals[k]);
     }
@@ -364,6 +388,7 @@ int dsq_changelog_add(dsq_changelog *c, const dsq_cdc_event *ev, uint64_t lsn, i
 int dsq_changelog_close(dsq_changelog *c, dsq_pq_file_stats *st, char *err, size_t errlen)
 {
     int rc = dsq_pq_close(c->w, st, err, errlen);
+    free(c->map);
     dsq_buf_free(&c->unfit);
     free(c->row);
     free(c->database);

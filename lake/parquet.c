@@ -350,6 +350,13 @@ static void put_le(uint8_t *p, uint64_t v, size_t n)
 
 static uint64_t get_le(const uint8_t *p, size_t n)
 {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n == 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+#endif
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++)
         v |= (uint64_t)p[i] << (8 * i);
