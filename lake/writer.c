@@ -146,7 +146,24 @@ static void op_finished(lop *o)
         op_free(o);
 }
 
-static void call_done(dsq_call *c) { op_finished(c->ud); }
+static void call_done(dsq_call *c)
+{
+    lop *o = c->ud;
+    dsq_lake *l = o->l;
+    /* The databases this node feeds: with several nodes, those whose
+     * primary copy is here (the question is the loop's to answer). */
+    if (c->op == DSQ_OP_LIST && c->err == 0 && l->cfg.feeds != NULL && !o->abandoned) {
+        size_t k = 0;
+        for (size_t i = 0; i < c->nnames; i++) {
+            if (l->cfg.feeds(l->cfg.feeds_ud, c->names[i]))
+                c->names[k++] = c->names[i];
+            else
+                free(c->names[i]);
+        }
+        c->nnames = k;
+    }
+    op_finished(o);
+}
 static void req_done(dsq_obj_req *r) { op_finished(r->ud); }
 
 /* The loop: submit the calls the writer queued; call the waiters whose

@@ -45,6 +45,10 @@ typedef struct dsq_lake_cfg {
     uint64_t file_target_size;        /* a Parquet file is finished past about this many bytes */
     bool part_day, part_database;     /* partition new tables by day(_commit_ts), identity(_database) */
     bool state;                       /* keep each table's current-state table */
+    /* With several nodes: whether this node feeds the lake for db (its
+     * copy is the primary). Loop thread. NULL: every database here. */
+    bool (*feeds)(void *ud, const char *db);
+    void *feeds_ud;
     uint64_t state_interval_ms;       /* ... rewritten at most this often */
 } dsq_lake_cfg;
 

@@ -438,6 +438,16 @@ dsq_server *dsq_server_new(dsq_config *cfg, dsq_auth *auth, const char *config_p
 
 static void on_signal(uv_signal_t *h, int signum);
 
+/* With several nodes, a node feeds the lake for the databases whose
+ * primary copy it holds. */
+static bool lake_feeds(void *ud, const char *db)
+{
+    dsq_server *srv = ud;
+    char addr[8];
+    const char *node = NULL;
+    return dsq_cluster_where(srv->cluster, db, addr, sizeof addr, &node) == 0;
+}
+
 /* The lake writer, with [lake] databases (docs/lakehouse.md). */
 static int lake_start(dsq_server *srv, char *err, size_t errlen)
 {
@@ -468,6 +478,8 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         .part_database = strstr(part, "database") != NULL,
         .state = cfg->lake_current_state,
         .state_interval_ms = cfg->lake_current_state_interval_ms,
+        .feeds = srv->cluster != NULL ? lake_feeds : NULL,
+        .feeds_ud = srv,
     };
     srv->lake = dsq_lake_start(&lc, err, errlen);
     return srv->lake != NULL ? 0 : -1;
