@@ -288,3 +288,26 @@ test('iceberg-js loads the changelog tables the writer committed, through the da
     await d.cleanup();
   }
 });
+
+test('partitioning = day,database: both partition fields, in the spec, the manifests and the paths; none: no spec', async () => {
+  for (const [part, want] of [['day,database', ['day', 'identity']], ['none', []], ['database', ['identity']]]) {
+    const d = await startDosqld({ conf: `${LAKE}partitioning = ${part}\n` });
+    try {
+      await sql(d, 'shop5', 'CREATE TABLE t(id INTEGER PRIMARY KEY)');
+      await sql(d, 'shop5', 'INSERT INTO t VALUES (1), (2)');
+      assert.equal((await flush(d)).errors, 0);
+      const t = await loadTable(d, 'shop5', 't_changelog');
+      const spec = t.md['partition-specs'][0].fields;
+      assert.deepEqual(spec.map((f) => f.transform), want, part);
+      assert.equal(t.files.length, 1);
+      const f = t.files[0];
+      if (want.includes('identity')) {
+        assert.equal(f.partition._database, 'shop5');
+        assert.match(f.file_path, /\/data\/(_commit_ts_day=\d{4}-\d\d-\d\d\/)?_database=shop5\/[^/]+\.parquet$/);
+      }
+      if (want.length === 0) assert.match(f.file_path, /\/data\/[^/=]+\.parquet$/);
+    } finally {
+      await d.cleanup();
+    }
+  }
+});
