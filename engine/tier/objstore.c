@@ -602,7 +602,8 @@ static int list_dir(dsq_obj *o, dsq_obj_req *r, const char *rel, const char *pre
             rc = -1;
             break;
         }
-        r->items[r->nitems++] = (dsq_obj_item){k, (uint64_t)st.st_size};
+        r->items[r->nitems++] = (dsq_obj_item){k, (uint64_t)st.st_size,
+                                               (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000};
     }
     closedir(d);
     return rc;

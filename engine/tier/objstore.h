@@ -71,6 +71,7 @@ typedef enum dsq_obj_status {
 typedef struct dsq_obj_item {
     char *key;
     uint64_t size;
+    int64_t mtime_ms;   /* when it was written (ms since 1970; 0: not said) */
 } dsq_obj_item;
 
 typedef struct dsq_obj_req dsq_obj_req;

@@ -117,6 +117,31 @@ static int hexval(char c)
 
 /* XML text to bytes: the five entities and numeric references below 128,
  * then (url) percent-decoding with '+' as a space. NULL if malformed. */
+
+/* A <Contents>' <LastModified> (2009-10-12T17:50:30.000Z): ms since 1970,
+ * or 0 when missing or not that form. */
+static int64_t s3_time_ms(const char *c, const char *ce)
+{
+    size_t n;
+    const char *t = xml_find(c, ce, "LastModified", &n);
+    char buf[40];
+    if (t == NULL || n < 19 || n >= sizeof buf)
+        return 0;
+    memcpy(buf, t, n);
+    buf[n] = '\0';
+    struct tm tm = {0};
+    int ms = 0;
+    if (sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec) != 6)
+        return 0;
+    if (n > 20 && buf[19] == '.')
+        ms = atoi(buf + 20) % 1000;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t secs = timegm(&tm);
+    return secs < 0 ? 0 : (int64_t)secs * 1000 + ms;
+}
+
 static char *xml_text(const char *p, size_t n, bool url)
 {
     char *out = malloc(n + 1), *o = out;
@@ -247,7 +272,7 @@ int dsq__s3_list_parse(const char *xml, size_t len, size_t strip, dsq_obj_req *r
             }
             r->items = ni;
         }
-        r->items[r->nitems++] = (dsq_obj_item){key, size};
+        r->items[r->nitems++] = (dsq_obj_item){key, size, s3_time_ms(c, ce)};
         p = ce + 11;
     }
     return 0;

@@ -95,8 +95,10 @@ Test(objstore, list_pages)
     cr_assert_eq(r.nitems, 2);
     cr_assert_str_eq(r.items[0].key, "db/a b+c");
     cr_assert_eq(r.items[0].size, 12);
+    cr_assert_eq(r.items[0].mtime_ms, 1795651200000LL, "LastModified: 2026-11-26T00:00:00Z");
     cr_assert_str_eq(r.items[1].key, "db/é");
     cr_assert_eq(r.items[1].size, 0);
+    cr_assert_eq(r.items[1].mtime_ms, 0, "no LastModified");
     /* A last page without URL encoding: entities only, appended. */
     const char *page2 = "<ListBucketResult><IsTruncated>false</IsTruncated>"
                         "<Contents><Key>pre/x&amp;y</Key><Size>7</Size></Contents></ListBucketResult>";
