@@ -636,3 +636,50 @@ void dsq_ice_mlist_free(dsq_ice_mlist *l)
     free(l->files);
     memset(l, 0, sizeof *l);
 }
+
+/* ---- reading a manifest's files ---------------------------------------------------------------- */
+
+typedef struct fileref_acc {
+    dsq_ice_fileref *v;
+    size_t n;
+} fileref_acc;
+
+static int fileref_one(void *ud, avro_value_t *rec, char *err, size_t errlen)
+{
+    fileref_acc *a = ud;
+    avro_value_t df, v;
+    const char *path = NULL;
+    size_t plen = 0;
+    if (!get_present(rec, "data_file", &df) || !get_present(&df, "file_path", &v) ||
+        avro_value_get_string(&v, &path, &plen) != 0 || plen < 2)
+        return dsq_errf(err, errlen, "manifest: entry %zu has no data_file.file_path", a->n);
+    dsq_ice_fileref *grown = realloc(a->v, (a->n + 1) * sizeof *grown);
+    if (grown == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    a->v = grown;
+    dsq_ice_fileref *f = &a->v[a->n];
+    if ((f->path = strndup(path, plen - 1)) == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    a->n++;
+    f->status = (int)get_num(rec, "status", DSQ_ICE_ADDED);
+    f->content = (int)get_num(&df, "content", 0);
+    f->record_count = get_num(&df, "record_count", 0);
+    f->file_size = get_num(&df, "file_size_in_bytes", 0);
+    return 0;
+}
+
+int dsq_manifest_files(const void *p, size_t n, dsq_ice_fileref **out, size_t *nout, char *err, size_t errlen)
+{
+    fileref_acc a = {0};
+    int rc = dsq_avro_read(p, n, fileref_one, &a, err, errlen);
+    *out = a.v;
+    *nout = a.n;
+    return rc;
+}
+
+void dsq_ice_filerefs_free(dsq_ice_fileref *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].path);
+    free(v);
+}

@@ -128,6 +128,19 @@ typedef struct dsq_ice_mlist {
 int dsq_manifest_list_read(const void *p, size_t n, dsq_ice_mlist *out, char *err, size_t errlen);
 void dsq_ice_mlist_free(dsq_ice_mlist *l);
 
+/* What a manifest says of one of its files (dsq_manifest_files). */
+typedef struct dsq_ice_fileref {
+    int status;                      /* DSQ_ICE_* */
+    int content;                     /* 0 data, 1 position deletes, 2 equality deletes */
+    char *path;                      /* owned */
+    int64_t record_count, file_size;
+} dsq_ice_fileref;
+
+/* The files a manifest's Avro file lists: *out (free with
+ * dsq_ice_filerefs_free, whatever it returns). 0, or -1 with the reason. */
+int dsq_manifest_files(const void *p, size_t n, dsq_ice_fileref **out, size_t *nout, char *err, size_t errlen);
+void dsq_ice_filerefs_free(dsq_ice_fileref *v, size_t n);
+
 /* Iceberg's single-value serialization (Appendix D) of an int, long or
  * date (4 or 8 bytes little-endian) and of a double (8 bytes IEEE 754,
  * little-endian), appended to b. */

@@ -207,6 +207,21 @@ Test(manifest, entries_read_back_by_libavro)
     avro_schema_decref(ws);
     avro_file_reader_close(rd);
     unlink(path);
+    /* The same, through dsq_manifest_files. */
+    dsq_ice_fileref *fr;
+    size_t nf;
+    cr_assert_eq(dsq_manifest_files(out.data, out.len, &fr, &nf, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nf, 5);
+    for (size_t i = 0; i < nf; i++) {
+        cr_assert_str_eq(fr[i].path, "file:///x.parquet");
+        cr_assert_eq(fr[i].status, i == 4 ? DSQ_ICE_DELETED : DSQ_ICE_ADDED);
+        cr_assert_eq(fr[i].content, 0);
+        cr_assert_eq(fr[i].record_count, 10 + (int64_t)i);
+        cr_assert_eq(fr[i].file_size, 100);
+    }
+    dsq_ice_filerefs_free(fr, nf);
+    cr_assert_eq(dsq_manifest_files(out.data, out.len - 3, &fr, &nf, err, sizeof err), -1, "cut short");
+    dsq_ice_filerefs_free(fr, nf);
     dsq_buf_free(&out);
     dsq_manifest_free(m);
 }
