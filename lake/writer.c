@@ -87,6 +87,7 @@ typedef struct ltable {
     int sversion;
     uint64_t spos;         /* the database's commit it holds the table as of */
     uint64_t s_at_ms;      /* when it was last written (monotonic; 0: not since the start) */
+    uint64_t m_at_ms;      /* when its maintenance last ran (monotonic; 0: not since the start) */
 } ltable;
 
 typedef struct ldb {
@@ -1734,6 +1735,265 @@ static int db_states(dsq_lake *l, ldb *d, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- maintenance: expired snapshots and orphan files -------------------------------------- */
+
+/* Whether uri is in the sorted array v[0..n). */
+static bool in_set(char **v, size_t n, const char *uri)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(v[mid], uri);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int set_add(char ***v, size_t *n, size_t *cap, const char *s)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        char **g = realloc(*v, nc * sizeof *g);
+        if (g == NULL)
+            return -1;
+        *v = g;
+        *cap = nc;
+    }
+    if (((*v)[*n] = strdup(s)) == NULL)
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+/* Every file the snapshots of md reference: manifest lists, manifests,
+ * data and delete files (URIs, sorted, into *out). 0, or -1. */
+static int referenced(dsq_lake *l, json_t *md, char ***out, size_t *nout, char *err, size_t errlen)
+{
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    size_t i;
+    json_t *s;
+    char **lists = NULL; /* the manifests already read (a list carries the last one's forward) */
+    size_t nlists = 0, lcap = 0;
+    json_array_foreach(json_object_get(md, "snapshots"), i, s) {
+        const char *list = json_string_value(json_object_get(s, "manifest-list"));
+        const char *k = list ? key_of(l, list) : NULL;
+        if (k == NULL || rc != 0)
+            continue;
+        if (set_add(&v, &n, &cap, list) != 0) {
+            rc = dsq_errf(err, errlen, "out of memory");
+            break;
+        }
+        dsq_buf b = DSQ_BUF_INIT;
+        dsq_ice_mlist ml;
+        int g = obj_get(l, k, &b, err, errlen);
+        if (g != 0 || dsq_manifest_list_read(b.data, b.len, &ml, err, errlen) != 0) {
+            if (g == 0)
+                dsq_ice_mlist_free(&ml);
+            dsq_buf_free(&b);
+            rc = g == 1 ? dsq_errf(err, errlen, "the manifest list %s is missing", list) : -1;
+            break;
+        }
+        dsq_buf_free(&b);
+        for (size_t m = 0; rc == 0 && m < ml.n; m++) {
+            const char *mp = ml.files[m].path;
+            bool seen = false;
+            for (size_t q = 0; q < nlists && !seen; q++)
+                seen = strcmp(lists[q], mp) == 0;
+            if (seen)
+                continue;
+            const char *mk = key_of(l, mp);
+            dsq_ice_fileref *fr = NULL;
+            size_t nf = 0;
+            if (mk == NULL || set_add(&lists, &nlists, &lcap, mp) != 0 || set_add(&v, &n, &cap, mp) != 0) {
+                rc = mk == NULL ? dsq_errf(err, errlen, "the manifest %s is not in this object store", mp)
+                                : dsq_errf(err, errlen, "out of memory");
+                break;
+            }
+            g = obj_get(l, mk, &b, err, errlen);
+            if (g != 0 || dsq_manifest_files(b.data, b.len, &fr, &nf, err, errlen) != 0) {
+                rc = g == 1 ? dsq_errf(err, errlen, "the manifest %s is missing", mp) : -1;
+            } else {
+                for (size_t f = 0; rc == 0 && f < nf; f++)
+                    if (fr[f].status != DSQ_ICE_DELETED && set_add(&v, &n, &cap, fr[f].path) != 0)
+                        rc = dsq_errf(err, errlen, "out of memory");
+            }
+            dsq_ice_filerefs_free(fr, nf);
+            dsq_buf_free(&b);
+        }
+        dsq_ice_mlist_free(&ml);
+    }
+    for (size_t q = 0; q < nlists; q++)
+        free(lists[q]);
+    free(lists);
+    if (v != NULL)
+        qsort(v, n, sizeof *v, cmp_str);
+    *out = v;
+    *nout = n;
+    return rc;
+}
+
+/* Table `key`'s maintenance: snapshots older than snapshot_retention go
+ * (not the current one, nor one a ref names), committed as the next
+ * version; then files under data/ and metadata/ that no snapshot left
+ * references (manifest lists, manifests, data files: an expired
+ * snapshot's, or a cut commit's) and older than orphan_age are removed.
+ * The metadata files stay. 0, 1 (another writer's version), or -1. */
+static int table_maintain(dsq_lake *l, const char *db, const char *key, json_t **mdp, int *version, char *err,
+                          size_t errlen)
+{
+    json_t *md = *mdp;
+    int64_t now = (int64_t)dsq_wall_ms();
+    int64_t cutoff = now - (int64_t)l->cfg.snapshot_retention_ms;
+    json_t *cur = json_object_get(md, "current-snapshot-id");
+    json_t *keep = json_array(), *keep_ids = json_array();
+    size_t i, nexp = 0;
+    json_t *s;
+    json_array_foreach(json_object_get(md, "snapshots"), i, s) {
+        json_t *id = json_object_get(s, "snapshot-id");
+        bool named = json_equal(id, cur);
+        const char *rk;
+        json_t *ref;
+        json_object_foreach(json_object_get(md, "refs"), rk, ref) {
+            named = named || json_equal(json_object_get(ref, "snapshot-id"), id);
+        }
+        if (named || json_integer_value(json_object_get(s, "timestamp-ms")) >= cutoff) {
+            json_array_append(keep, s);
+            json_array_append(keep_ids, id);
+        } else {
+            nexp++;
+        }
+    }
+    int rc = 0;
+    if (nexp > 0) {
+        json_t *next = json_deep_copy(md);
+        json_t *log = json_array();
+        json_array_foreach(json_object_get(md, "snapshot-log"), i, s) {
+            size_t k;
+            json_t *id;
+            json_array_foreach(keep_ids, k, id) {
+                if (json_equal(id, json_object_get(s, "snapshot-id")))
+                    json_array_append(log, s);
+            }
+        }
+        char prev[2048], k2[DSQ_OBJ_KEY_MAX + 1];
+        snprintf(k2, sizeof k2, "%s/metadata/v%d.metadata.json", key, *version);
+        uri_of(l, k2, prev, sizeof prev);
+        json_int_t last = json_integer_value(json_object_get(md, "last-updated-ms"));
+        char *text = NULL;
+        if (next == NULL || log == NULL || json_object_set(next, "snapshots", keep) != 0 ||
+            json_object_set_new(next, "snapshot-log", log) != 0 ||
+            json_object_set_new(next, "last-updated-ms", json_integer(now > last ? now : last + 1)) != 0 ||
+            dsq_ice_table_log_previous(next, prev, last) != 0 || (text = json_dumps(next, JSON_COMPACT)) == NULL) {
+            json_decref(next);
+            rc = dsq_errf(err, errlen, "out of memory");
+        } else {
+            snprintf(k2, sizeof k2, "%s/metadata/v%d.metadata.json", key, *version + 1);
+            rc = obj_put(l, k2, text, strlen(text), true, err, errlen);
+            if (rc == 0) {
+                json_decref(*mdp);
+                *mdp = md = next;
+                (*version)++;
+                pthread_mutex_lock(&l->mu);
+                l->stats.expired += nexp;
+                pthread_mutex_unlock(&l->mu);
+                DSQ_INFO("lake_expired", "db=%s table=%s snapshots=%zu version=%d", db, key, nexp, *version);
+            } else {
+                json_decref(next);
+            }
+        }
+        free(text);
+    }
+    json_decref(keep);
+    json_decref(keep_ids);
+    if (rc != 0)
+        return rc;
+    /* Orphans: what the snapshots left do not reference. */
+    char **refs = NULL;
+    size_t nrefs = 0;
+    rc = referenced(l, md, &refs, &nrefs, err, errlen);
+    char prefix[DSQ_OBJ_KEY_MAX + 1];
+    snprintf(prefix, sizeof prefix, "%s/", key);
+    lop *o = rc == 0 ? obj_list(l, prefix, err, errlen) : NULL;
+    if (rc == 0 && o == NULL)
+        rc = -1;
+    size_t removed = 0;
+    for (size_t k = 0; rc == 0 && k < o->req.nitems && !stopping(l); k++) {
+        const dsq_obj_item *it = &o->req.items[k];
+        const char *rel = it->key + strlen(prefix);
+        char uri[2048];
+        bool meta = strncmp(rel, "metadata/", 9) == 0, data = strncmp(rel, "data/", 5) == 0;
+        size_t rn = strlen(rel);
+        if ((!meta && !data) || (meta && (rn < 5 || strcmp(rel + rn - 5, ".avro") != 0)))
+            continue; /* (vN.metadata.json and version-hint.text stay) */
+        if (it->mtime_ms <= 0 || now - it->mtime_ms < (int64_t)l->cfg.orphan_age_ms)
+            continue; /* (maybe a commit under way: only old files go) */
+        uri_of(l, it->key, uri, sizeof uri);
+        if (in_set(refs, nrefs, uri))
+            continue;
+        lop *del = op_new(l);
+        if (del == NULL) {
+            rc = dsq_errf(err, errlen, "out of memory");
+            break;
+        }
+        del->req.op = DSQ_OBJ_DELETE;
+        snprintf(del->req.key, sizeof del->req.key, "%s", it->key);
+        if (run_req(l, del) != 0) {
+            rc = dsq_errf(err, errlen, "the lake is stopping");
+            break;
+        }
+        if (del->req.status != DSQ_OBJ_OK && del->req.status != DSQ_OBJ_NOT_FOUND)
+            rc = dsq_errf(err, errlen, "cannot remove %s: %s", it->key, del->req.msg);
+        else
+            removed++;
+        op_free(del);
+    }
+    if (o != NULL)
+        op_free(o);
+    for (size_t k = 0; k < nrefs; k++)
+        free(refs[k]);
+    free(refs);
+    if (removed > 0) {
+        pthread_mutex_lock(&l->mu);
+        l->stats.removed += removed;
+        pthread_mutex_unlock(&l->mu);
+        DSQ_INFO("lake_removed", "db=%s table=%s files=%zu", db, key, removed);
+    }
+    return rc;
+}
+
+/* The maintenance of d's tables that is due (maintenance_interval since
+ * the last). 0, or -1 with the reason. */
+static int db_maintain(dsq_lake *l, ldb *d, char *err, size_t errlen)
+{
+    uint64_t now = dsq_now_ms();
+    for (size_t i = 0; i < d->ntables && !stopping(l); i++) {
+        ltable *t = d->tables[i];
+        if (t->md == NULL || (t->m_at_ms != 0 && now - t->m_at_ms < l->cfg.maintenance_interval_ms))
+            continue;
+        t->m_at_ms = now;
+        int rc = table_maintain(l, d->name, t->key, &t->md, &t->version, err, errlen);
+        if (rc == 0 && t->smd != NULL) {
+            char key[600];
+            snprintf(key, sizeof key, "lake/%s/%s", d->name, t->src);
+            rc = table_maintain(l, d->name, key, &t->smd, &t->sversion, err, errlen);
+        }
+        if (rc == 1)
+            return dsq_errf(err, errlen, "another writer committed to table %s first", t->src);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static bool selected(dsq_lake *l, const char *name)
 {
     for (size_t i = 0; i < l->cfg.ndatabases; i++)
@@ -1793,7 +2053,7 @@ static void round_run(dsq_lake *l)
             }
             if (rc == 0) {
                 char err2[300] = "";
-                if (db_states(l, d, err2, sizeof err2) != 0) {
+                if (db_states(l, d, err2, sizeof err2) != 0 || db_maintain(l, d, err2, sizeof err2) != 0) {
                     db_forget(d);
                     DSQ_WARN("lake_failed", "db=%s reason=%s", d->name, dsq_log_q(err2));
                     pthread_mutex_lock(&l->mu);

@@ -50,6 +50,9 @@ typedef struct dsq_lake_cfg {
     bool (*feeds)(void *ud, const char *db);
     void *feeds_ud;
     uint64_t state_interval_ms;       /* ... rewritten at most this often */
+    uint64_t maintenance_interval_ms; /* a table's expiry and orphan removal run at most this often */
+    uint64_t snapshot_retention_ms;   /* snapshots older than this are expired (not the current one) */
+    uint64_t orphan_age_ms;           /* unreferenced files older than this are removed */
 } dsq_lake_cfg;
 
 typedef struct dsq_lake dsq_lake;
@@ -59,6 +62,7 @@ typedef struct dsq_lake_stats {
     uint64_t commits;                 /* snapshots committed */
     uint64_t files, rows, bytes;      /* data files, changelog rows and Parquet bytes written */
     uint64_t conflicts;               /* commits another writer won (then reloaded) */
+    uint64_t expired, removed;        /* snapshots expired, files removed (maintenance) */
     uint64_t errors;                  /* rounds of a database that failed */
     char last_error[300];             /* the last failure, or "" */
 } dsq_lake_stats;

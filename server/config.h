@@ -149,6 +149,9 @@ typedef struct dsq_config {
     char *lake_partitioning;        /* owned: day, database, "day,database" or none */
     bool lake_current_state;        /* keep each table's current-state table */
     uint64_t lake_current_state_interval_ms; /* ... rewritten at most this often */
+    uint64_t lake_maintenance_interval_ms; /* a table's expiry and orphan removal run at most this often */
+    uint64_t lake_snapshot_retention_ms; /* snapshots older than this are expired */
+    uint64_t lake_orphan_age_ms;    /* files no snapshot references, older than this, are removed */
 
     /* [auth] */
     dsq_strlist tokens;             /* "SECRET SCOPES [GLOB]" lines */

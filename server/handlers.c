@@ -1541,9 +1541,10 @@ static void lake_abandon(void *arg) { ((lake_op *)arg)->req = NULL; }
 
 static void lake_answer(dsq_http_req *req, const dsq_lake_stats *st)
 {
-    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "rounds", (json_int_t)st->rounds, "commits",
-                          (json_int_t)st->commits, "files", (json_int_t)st->files, "rows", (json_int_t)st->rows,
-                          "bytes", (json_int_t)st->bytes, "conflicts", (json_int_t)st->conflicts, "errors",
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "rounds", (json_int_t)st->rounds,
+                          "commits", (json_int_t)st->commits, "files", (json_int_t)st->files, "rows",
+                          (json_int_t)st->rows, "bytes", (json_int_t)st->bytes, "conflicts", (json_int_t)st->conflicts,
+                          "expired", (json_int_t)st->expired, "removed", (json_int_t)st->removed, "errors",
                           (json_int_t)st->errors, "lastError", st->last_error);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);

@@ -478,6 +478,9 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         .part_database = strstr(part, "database") != NULL,
         .state = cfg->lake_current_state,
         .state_interval_ms = cfg->lake_current_state_interval_ms,
+        .maintenance_interval_ms = cfg->lake_maintenance_interval_ms,
+        .snapshot_retention_ms = cfg->lake_snapshot_retention_ms,
+        .orphan_age_ms = cfg->lake_orphan_age_ms,
         .feeds = srv->cluster != NULL ? lake_feeds : NULL,
         .feeds_ud = srv,
     };

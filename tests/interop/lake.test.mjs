@@ -7,7 +7,7 @@
 // at any point of a commit and restarted takes every change once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import avro from 'avsc';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -309,5 +309,63 @@ test('partitioning = day,database: both partition fields, in the spec, the manif
     } finally {
       await d.cleanup();
     }
+  }
+});
+
+test('maintenance: old snapshots expire, files no snapshot references go once old enough, the tables read the same', async () => {
+  const conf = `${LAKE}maintenance_interval = 0\nsnapshot_retention = 0\norphan_age = 1h\n`;
+  const d = await startDosqld({ conf });
+  const duck = await DuckDBInstance.create(':memory:');
+  const con = await duck.connect();
+  try {
+    await sql(d, 'shop6', 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    for (let r = 0; r < 3; r++) {
+      await sql(d, 'shop6', `INSERT INTO t(v) VALUES ('a${r}'), ('b${r}'); UPDATE t SET v = v || '!' WHERE id = 1`);
+      assert.equal((await flush(d)).errors, 0);
+    }
+    let st = await flush(d);
+    assert.ok(st.expired >= 4, `the changelog's and the current state's older snapshots expired: ${JSON.stringify(st)}`);
+    assert.equal(st.removed, 0, 'nothing is old enough yet');
+    let t = await loadTable(d, 'shop6', 't_changelog');
+    assert.equal(t.md.snapshots.length, 1, 'only the current snapshot is left');
+    assert.equal(t.md['snapshot-log'].length, 1);
+    // A cut commit's leftover, and every file, made two hours old; one
+    // young leftover besides.
+    const root = path.join(d.dataDir, 'objects', 'lake', 'shop6');
+    const stray = path.join(root, 't_changelog', 'data', 'stray.parquet');
+    writeFileSync(stray, 'PAR1');
+    const old = new Date(Date.now() - 2 * 3600 * 1000);
+    const walk = (dir) => readdirSync(dir).flatMap((f) => {
+      const p = path.join(dir, f);
+      return statSync(p).isDirectory() ? walk(p) : [p];
+    });
+    for (const f of walk(root)) utimesSync(f, old, old);
+    const young = path.join(root, 't_changelog', 'data', 'young.parquet');
+    writeFileSync(young, 'PAR1');
+    const before = walk(root);
+    st = await flush(d);
+    assert.equal(st.errors, 0, st.lastError);
+    assert.ok(st.removed >= 3, `removed: ${st.removed}`);
+    assert.ok(!existsSync(stray), 'an old file no snapshot references is gone');
+    assert.ok(existsSync(young), 'a young one stays (a commit may be under way)');
+    const after = walk(root);
+    assert.equal(before.length - after.length, st.removed);
+    // What the snapshots reference is all there, and reads the same.
+    t = await loadTable(d, 'shop6', 't_changelog');
+    const r = await replay(con, t.files, '_rowid', ['id', 'v']);
+    assert.deepEqual(r.state.sort((a, b) => a[0] - b[0]), (await sql(d, 'shop6', 'SELECT id, v FROM t ORDER BY id')).rows);
+    const cur = await loadTable(d, 'shop6', 't');
+    assert.equal(cur.files.length, 1);
+    for (const f of [...t.files, ...cur.files]) assert.ok(existsSync(fileOf(f.file_path)), f.file_path);
+    assert.ok(after.every((f) => !f.endsWith('.avro') || t.list.some((m) => fileOf(m.manifest_path) === f) ||
+      cur.list.some((m) => fileOf(m.manifest_path) === f) || f.includes('/snap-')),
+    'the manifests left are the snapshots\'');
+    for (const f of after.filter((x) => x.includes('/snap-'))) {
+      const sid = Number(/snap-(\d+)-/.exec(f)[1]);
+      assert.ok([t.md['current-snapshot-id'], cur.md['current-snapshot-id']].includes(sid), `manifest list ${f} of an expired snapshot`);
+    }
+  } finally {
+    con.closeSync?.();
+    await d.cleanup();
   }
 });
