@@ -615,6 +615,11 @@ typedef struct dsq_db_stats {
 
 void dsq_db_stats_free(dsq_db_stats *s);
 
+/* Keep database db's log records after LSN `after` whatever the history
+ * window says (a reader that has not caught up with the log: the lake's
+ * writer); UINT64_MAX lets go. Any thread. 0, or -1 out of memory. */
+int dsq_engine_hold_log(dsq_engine *e, const char *db, uint64_t after);
+
 /* ---- change data capture: database feeds ---------------------------------------- */
 
 /* A CDC batch (dsq_engine_feed_read, DSQ_OP_CDC_READ): per commit, in LSN

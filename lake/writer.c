@@ -1134,6 +1134,13 @@ static ltable *table_add(ldb *d, const char *name, size_t len)
     return t;
 }
 
+/* The source keeps its log after the lake's position. */
+static void hold_log(dsq_lake *l, ldb *d)
+{
+    if (l->cfg.hold != NULL && l->cfg.hold(l->cfg.hold_ud, d->name, d->floor) != 0)
+        DSQ_WARN("lake_hold_failed", "db=%s reason=%s", d->name, dsq_log_q("out of memory"));
+}
+
 static void seen_free(ldb *d)
 {
     for (size_t i = 0; i < d->nseen; i++)
@@ -1266,6 +1273,7 @@ static int db_load(dsq_lake *l, ldb *d, char *err, size_t errlen)
         return -1;
     }
     d->loaded = true;
+    hold_log(l, d);
     return 0;
 }
 
@@ -1374,6 +1382,7 @@ static int put_floor(dsq_lake *l, ldb *d, uint64_t floor, char *err, size_t errl
     if (rc == 0) {
         d->floor = floor;
         d->known = true;
+        hold_log(l, d);
     }
     return rc;
 }
@@ -2017,6 +2026,25 @@ static ldb *db_get(dsq_lake *l, const char *name)
     return d;
 }
 
+/* At the start: each selected database's lake state loaded, so that its
+ * log is held from its position from now on (nothing is written). */
+static void round_load(dsq_lake *l)
+{
+    lop *o = op_new(l);
+    if (o == NULL)
+        return;
+    o->call.op = DSQ_OP_LIST;
+    if (run_call(l, o, NULL) != 0)
+        return;
+    for (size_t i = 0; i < o->call.nnames && !stopping(l); i++) {
+        ldb *d = selected(l, o->call.names[i]) ? db_get(l, o->call.names[i]) : NULL;
+        char err[300];
+        if (d != NULL && !d->loaded && db_load(l, d, err, sizeof err) != 0)
+            DSQ_WARN("lake_failed", "db=%s reason=%s", d->name, dsq_log_q(err));
+    }
+    op_free(o);
+}
+
 static void round_run(dsq_lake *l)
 {
     lop *o = op_new(l);
@@ -2073,6 +2101,7 @@ static void round_run(dsq_lake *l)
 static void *writer_main(void *arg)
 {
     dsq_lake *l = arg;
+    round_load(l);
     uint64_t next = dsq_now_ms() + l->cfg.flush_interval_ms;
     pthread_mutex_lock(&l->mu);
     while (!l->stopping) {

@@ -49,6 +49,10 @@ typedef struct dsq_lake_cfg {
      * copy is the primary). Loop thread. NULL: every database here. */
     bool (*feeds)(void *ud, const char *db);
     void *feeds_ud;
+    /* Keep db's log after `after` (the lake's position): the engine's
+     * dsq_engine_hold_log. Any thread. NULL: no hold. */
+    int (*hold)(void *ud, const char *db, uint64_t after);
+    void *hold_ud;
     uint64_t state_interval_ms;       /* ... rewritten at most this often */
     uint64_t maintenance_interval_ms; /* a table's expiry and orphan removal run at most this often */
     uint64_t snapshot_retention_ms;   /* snapshots older than this are expired (not the current one) */

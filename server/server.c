@@ -448,6 +448,8 @@ static bool lake_feeds(void *ud, const char *db)
     return dsq_cluster_where(srv->cluster, db, addr, sizeof addr, &node) == 0;
 }
 
+static int lake_hold(void *ud, const char *db, uint64_t after) { return dsq_engine_hold_log(ud, db, after); }
+
 /* The lake writer, with [lake] databases (docs/lakehouse.md). */
 static int lake_start(dsq_server *srv, char *err, size_t errlen)
 {
@@ -483,6 +485,8 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         .orphan_age_ms = cfg->lake_orphan_age_ms,
         .feeds = srv->cluster != NULL ? lake_feeds : NULL,
         .feeds_ud = srv,
+        .hold = lake_hold,
+        .hold_ud = srv->engine,
     };
     srv->lake = dsq_lake_start(&lc, err, errlen);
     return srv->lake != NULL ? 0 : -1;

@@ -648,6 +648,7 @@ dsq_engine *dsq_engine_new(const dsq_engine_cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     pthread_mutex_init(&e->cmu, NULL);
+    pthread_mutex_init(&e->holds_mu, NULL);
     pthread_cond_init(&e->ccv, NULL);
     dsq_feeds_init(&e->feeds);
     e->feeds.buffer_bytes = e->cfg.cdc_buffer_bytes;
@@ -717,6 +718,8 @@ fail:
     pthread_cond_destroy(&e->ccv);
     dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
+    pthread_mutex_destroy(&e->holds_mu);
+    free(e->holds);
     dsq_htab_free(&e->actors);
     free(e->data_dir);
     free(e->data_dir_real);
@@ -811,4 +814,44 @@ void dsq_engine_free(dsq_engine *e)
     free(e->data_dir_real);
     dsq_engine_unlock_dir(e->lock_fd); /* last: nothing of ours touches the directory any more */
     free(e);
+}
+
+/* ---- log holds ------------------------------------------------------------------------------- */
+
+int dsq_engine_hold_log(dsq_engine *e, const char *db, uint64_t after)
+{
+    pthread_mutex_lock(&e->holds_mu);
+    size_t i = 0;
+    while (i < e->nholds && strcmp(e->holds[i].name, db) != 0)
+        i++;
+    int rc = 0;
+    if (after == UINT64_MAX) {
+        if (i < e->nholds)
+            e->holds[i] = e->holds[--e->nholds];
+    } else if (i < e->nholds) {
+        e->holds[i].after = after;
+    } else {
+        void *grown = realloc(e->holds, (e->nholds + 1) * sizeof *e->holds);
+        if (grown == NULL) {
+            rc = -1;
+        } else {
+            e->holds = grown;
+            snprintf(e->holds[e->nholds].name, sizeof e->holds[e->nholds].name, "%s", db);
+            e->holds[e->nholds++].after = after;
+        }
+    }
+    pthread_mutex_unlock(&e->holds_mu);
+    return rc;
+}
+
+uint64_t dsq__held_after(void *ud, const char *db)
+{
+    dsq_engine *e = ud;
+    uint64_t after = UINT64_MAX;
+    pthread_mutex_lock(&e->holds_mu);
+    for (size_t i = 0; i < e->nholds; i++)
+        if (strcmp(e->holds[i].name, db) == 0)
+            after = e->holds[i].after;
+    pthread_mutex_unlock(&e->holds_mu);
+    return after;
 }

@@ -301,8 +301,19 @@ typedef struct pool {
 
 struct dsq_jnl;
 
+/* The hold on database db's log (dsq_engine_hold_log; the pagestore's
+ * hook): records after it stay; UINT64_MAX: none. Any thread. */
+uint64_t dsq__held_after(void *ud, const char *db);
+
 struct dsq_engine {
     dsq_engine_cfg cfg;
+    /* log holds (dsq_engine_hold_log): any thread, under holds_mu */
+    pthread_mutex_t holds_mu;
+    struct {
+        char name[129];
+        uint64_t after;
+    } *holds;
+    size_t nholds;
     char *data_dir;                 /* owned copy */
     char *data_dir_real;            /* owned: its absolute path (realpath), or NULL */
     int lock_fd;                    /* DATA_DIR/LOCK, held for the engine's life (owned) */

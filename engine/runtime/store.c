@@ -331,6 +331,8 @@ int dsq__store_open(const dsq_engine *e, const char *name, bool known_durable, v
         .max_open_files = e->cfg.max_open_files,
         .on_commit = e->cfg.repl != NULL && commit_ud != NULL ? on_commit : NULL,
         .on_commit_ud = commit_ud,
+        .hold = dsq__held_after,
+        .hold_ud = (void *)e, /* (read only, under its own lock) */
     };
     int rc = dsq_ps_open(dir, &pc, ps, err, errlen);
     if (rc != 0)

@@ -1051,8 +1051,15 @@ static size_t retain(dsq_ps *ps, uint64_t now_us)
         return k;
     uint64_t r = ps->ckpts[k].c.lsn;
     if (r > ps->oldest) {
-        dsq_wal_retire(ps->wal, r);
+        /* The log a reader still needs stays (time travel reaches no
+         * further for it: the window's checkpoint is the oldest). */
+        uint64_t held = ps->cfg.hold != NULL ? ps->cfg.hold(ps->cfg.hold_ud, ps->cfg.name) : UINT64_MAX;
+        dsq_wal_retire(ps->wal, r < held ? r : held);
         ps->oldest = r;
+    } else if (ps->cfg.hold != NULL) {
+        /* A hold let go since: what it kept goes now. */
+        uint64_t held = ps->cfg.hold(ps->cfg.hold_ud, ps->cfg.name);
+        dsq_wal_retire(ps->wal, r < held ? r : held);
     }
     return k;
 }

@@ -37,6 +37,11 @@ typedef struct dsq_ps_cfg {
      * dsq_ps_apply. */
     void (*on_commit)(void *ud, uint64_t lsn, const void *rec, size_t len);
     void *on_commit_ud;
+    /* The log records after the LSN it returns for database `name` stay,
+     * whatever the retention window says (a reader of the log that has
+     * not caught up: the lake); UINT64_MAX: none held. NULL: none. */
+    uint64_t (*hold)(void *ud, const char *name);
+    void *hold_ud;
 } dsq_ps_cfg;
 
 /* Open the store in directory `dir` (creating it), recovering the log.

@@ -369,3 +369,31 @@ test('maintenance: old snapshots expire, files no snapshot references go once ol
     await d.cleanup();
   }
 });
+
+test('the log the lake has not taken stays, past history_retention; once taken it goes', async () => {
+  const conf = '[storage]\ncheckpoint_size = 64K\nsegment_size = 64K\nhistory_retention = 0\n' + LAKE + 'current_state = no\n';
+  const d = await startDosqld({ conf });
+  const duck = await DuckDBInstance.create(':memory:');
+  const con = await duck.connect();
+  try {
+    await sql(d, 'shop7', 'CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)');
+    await sql(d, 'shop7', 'INSERT INTO t(v) VALUES (x\'00\')');
+    assert.equal((await flush(d)).errors, 0);
+    // Checkpoints and a zero window would retire all this log at once.
+    for (let i = 0; i < 60; i++) await sql(d, 'shop7', 'INSERT INTO t(v) VALUES (randomblob(3000))');
+    const segs = () => readdirSync(path.join(d.dataDir, 'db', 'shop7', 'wal')).filter((f) => f.endsWith('.seg')).length;
+    const held = segs();
+    assert.ok(held > 3, `the log is held: ${held} segments`);
+    const st = await flush(d);
+    assert.equal(st.errors, 0, st.lastError);
+    const t = await loadTable(d, 'shop7', 't_changelog');
+    const n = (await con.runAndReadAll(`SELECT count(*) AS n FROM read_parquet([${t.files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}])`)).getRowObjects()[0].n;
+    assert.equal(Number(n), 61, 'every change reached the lake');
+    // Taken: the next checkpoint lets it go.
+    for (let i = 0; i < 30; i++) await sql(d, 'shop7', 'INSERT INTO t(v) VALUES (randomblob(3000))');
+    assert.ok(segs() < held, `the log is let go: ${segs()} segments, ${held} before`);
+  } finally {
+    con.closeSync?.();
+    await d.cleanup();
+  }
+});
