@@ -2026,38 +2026,49 @@ static ldb *db_get(dsq_lake *l, const char *name)
     return d;
 }
 
+/* The databases that feed the lake now: a LIST call whose names are the
+ * selected ones (the caller frees it with op_free), or NULL. */
+static lop *list_selected(dsq_lake *l)
+{
+    lop *o = op_new(l);
+    if (o == NULL)
+        return NULL;
+    o->call.op = DSQ_OP_LIST;
+    if (run_call(l, o, NULL) != 0)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < o->call.nnames; i++) {
+        if (selected(l, o->call.names[i]))
+            o->call.names[k++] = o->call.names[i];
+        else
+            free(o->call.names[i]);
+    }
+    o->call.nnames = k;
+    return o;
+}
+
 /* At the start: each selected database's lake state loaded, so that its
  * log is held from its position from now on (nothing is written). */
 static void round_load(dsq_lake *l)
 {
-    lop *o = op_new(l);
-    if (o == NULL)
-        return;
-    o->call.op = DSQ_OP_LIST;
-    if (run_call(l, o, NULL) != 0)
-        return;
-    for (size_t i = 0; i < o->call.nnames && !stopping(l); i++) {
-        ldb *d = selected(l, o->call.names[i]) ? db_get(l, o->call.names[i]) : NULL;
+    lop *o = list_selected(l);
+    for (size_t i = 0; o != NULL && i < o->call.nnames && !stopping(l); i++) {
+        ldb *d = db_get(l, o->call.names[i]);
         char err[300];
         if (d != NULL && !d->loaded && db_load(l, d, err, sizeof err) != 0)
             DSQ_WARN("lake_failed", "db=%s reason=%s", d->name, dsq_log_q(err));
     }
-    op_free(o);
+    if (o != NULL)
+        op_free(o);
 }
 
 static void round_run(dsq_lake *l)
 {
-    lop *o = op_new(l);
+    lop *o = list_selected(l);
     if (o == NULL)
         return;
-    o->call.op = DSQ_OP_LIST;
-    if (run_call(l, o, NULL) != 0)
-        return;
     for (size_t i = 0; i < o->call.nnames && !stopping(l); i++) {
-        const char *name = o->call.names[i];
-        if (!selected(l, name))
-            continue;
-        ldb *d = db_get(l, name);
+        ldb *d = db_get(l, o->call.names[i]);
         if (d == NULL)
             break;
         for (int k = 0; k < MAX_STEPS && !stopping(l); k++) {

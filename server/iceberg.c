@@ -984,6 +984,7 @@ void dsq__iceberg_handle(dsq_server *srv, dsq_http_req *req)
             method_not_allowed(req, "POST");
         return;
     case DSQ_ICE_NAMESPACES:
+    case DSQ_ICE_TABLES:
         if (post) {
             refuse_write(req);
             return;
@@ -1001,16 +1002,6 @@ void dsq__iceberg_handle(dsq_server *srv, dsq_http_req *req)
         }
         if (!get && !head) {
             method_not_allowed(req, p.ep == DSQ_ICE_TABLE ? "GET, HEAD, POST, DELETE" : "GET, HEAD, DELETE");
-            return;
-        }
-        break;
-    case DSQ_ICE_TABLES:
-        if (post) {
-            refuse_write(req);
-            return;
-        }
-        if (!get && !head) {
-            method_not_allowed(req, "GET, HEAD, POST");
             return;
         }
         break;
