@@ -109,6 +109,7 @@ typedef struct ldb {
 struct dsq_lake {
     dsq_lake_cfg cfg;
     char **globs;
+    char **table_parts;
     char *store_url;
     char *failpoint;       /* DSQ_LAKE_FAILPOINT (tests): the process ends there */
     int failpoint_hits;
@@ -1287,11 +1288,29 @@ static int table_make(dsq_lake *l, ldb *d, ltable *t, const dsq_cdc_event *ev, u
     json_t *spec = json_array();
     json_t *props = json_pack("{s:s, s:s, s:s}", "dosqld.source-database", d->name, "dosqld.source-table", t->src,
                               "write.format.default", "parquet");
+    /* The spec: the first table_partitioning line whose glob matches
+     * DB.TABLE, else partitioning's. */
+    bool by_day = l->cfg.part_day, by_db = l->cfg.part_database;
+    char full[300];
+    snprintf(full, sizeof full, "%s.%s", d->name, t->src);
+    for (size_t i = 0; i < l->cfg.ntable_parts; i++) {
+        char *sp = strchr(l->table_parts[i], ' ');
+        if (sp == NULL)
+            continue;
+        *sp = '\0';
+        bool match = fnmatch(l->table_parts[i], full, 0) == 0;
+        *sp = ' ';
+        if (match) {
+            by_day = strstr(sp + 1, "day") != NULL;
+            by_db = strstr(sp + 1, "database") != NULL;
+            break;
+        }
+    }
     int fid = 1000;
-    if (l->cfg.part_day)
+    if (by_day)
         json_array_append_new(spec, json_pack("{s:s, s:s, s:i, s:i}", "name", "_commit_ts_day", "transform", "day",
                                               "source-id", DSQ_LK_ID_COMMIT_TS, "field-id", fid++));
-    if (l->cfg.part_database)
+    if (by_db)
         json_array_append_new(spec, json_pack("{s:s, s:s, s:i, s:i}", "name", "_database", "transform", "identity",
                                               "source-id", DSQ_LK_ID_DATABASE, "field-id", fid++));
     char uuid[37], loc[2048];
@@ -2177,9 +2196,12 @@ dsq_lake *dsq_lake_start(const dsq_lake_cfg *cfg, char *err, size_t errlen)
     l->store_url = strdup(cfg->store_url);
     const char *fp = getenv("DSQ_LAKE_FAILPOINT");
     l->failpoint = fp != NULL && fp[0] != '\0' ? strdup(fp) : NULL;
-    bool ok = l->globs != NULL && l->store_url != NULL;
+    l->table_parts = calloc(cfg->ntable_parts + 1, sizeof *l->table_parts);
+    bool ok = l->globs != NULL && l->store_url != NULL && l->table_parts != NULL;
     for (size_t i = 0; ok && i < cfg->ndatabases; i++)
         ok = (l->globs[i] = strdup(cfg->databases[i])) != NULL;
+    for (size_t i = 0; ok && i < cfg->ntable_parts; i++)
+        ok = (l->table_parts[i] = strdup(cfg->table_parts[i])) != NULL;
     /* (a trailing '/' would double in every key's URI) */
     size_t n = ok ? strlen(l->store_url) : 0;
     while (n > 0 && l->store_url[n - 1] == '/')
@@ -2273,6 +2295,9 @@ void dsq_lake_free(dsq_lake *l)
     for (size_t i = 0; l->globs != NULL && i < l->cfg.ndatabases; i++)
         free(l->globs[i]);
     free(l->globs);
+    for (size_t i = 0; l->table_parts != NULL && i < l->cfg.ntable_parts; i++)
+        free(l->table_parts[i]);
+    free(l->table_parts);
     free(l->store_url);
     free(l->failpoint);
     pthread_mutex_destroy(&l->mu);

@@ -44,6 +44,9 @@ typedef struct dsq_lake_cfg {
     uint64_t flush_bytes;             /* row-change bytes read for one commit at most */
     uint64_t file_target_size;        /* a Parquet file is finished past about this many bytes */
     bool part_day, part_database;     /* partition new tables by day(_commit_ts), identity(_database) */
+    const char *const *table_parts;   /* "DB.TABLE-GLOB SPEC": a spec for the tables the glob names
+                                         (the first that matches; copied) */
+    size_t ntable_parts;
     bool state;                       /* keep each table's current-state table */
     /* With several nodes: whether this node feeds the lake for db (its
      * copy is the primary). Loop thread. NULL: every database here. */

@@ -145,6 +145,7 @@ static const key_def keys[] = {
     {"lake", "flush_bytes", T_SIZE, F(lake_flush_bytes), "64M", 65536, 1ull << 32},
     {"lake", "file_target_size", T_SIZE, F(lake_file_target_size), "128M", 65536, 1ull << 32},
     {"lake", "partitioning", T_STR, F(lake_partitioning), "day", 0, 0},
+    {"lake", "table_partitioning", T_LIST, F(lake_table_partitioning), "", 0, 0},
     {"lake", "current_state", T_BOOL, F(lake_current_state), "yes", 0, 0},
     {"lake", "current_state_interval", T_DURATION, F(lake_current_state_interval_ms), "10m", 0, 86400000},
     {"lake", "maintenance_interval", T_DURATION, F(lake_maintenance_interval_ms), "1h", 0, 7 * 86400000ull},
@@ -281,8 +282,9 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, i
         dsq_strlist *l = field;
         if (cfg->set_by[idx] != by)
             strlist_clear(l);
-        /* Tokens hold spaces; other lists are comma-separated. */
-        if (strcmp(k->name, "token") == 0) {
+        /* Tokens and table_partitioning lines hold spaces (one item a
+         * line); other lists are comma-separated. */
+        if (strcmp(k->name, "token") == 0 || strcmp(k->name, "table_partitioning") == 0) {
             if (*v != '\0' && strlist_add(l, v, strlen(v), line) != 0)
                 rv = -1;
         } else {
@@ -891,6 +893,14 @@ int dsq_config_finish(dsq_config *cfg, dsq_buf *errs)
                                where, tls ? "tls_listen" : "listen", l->items[i]);
                 problems++;
             }
+        }
+    }
+    for (size_t i = 0; i < cfg->lake_table_partitioning.n; i++) {
+        const char *item = cfg->lake_table_partitioning.items[i], *sp = strchr(item, ' ');
+        if (sp == NULL || sp == item || !one_of("day|database|day,database|none", sp + 1)) {
+            dsq_buf_printf(errs, "%s: lake.table_partitioning: '%s' is not \"DATABASE.TABLE SPEC\" (a glob, then "
+                           "day, database, day,database or none)\n", where, item);
+            problems++;
         }
     }
     if (cfg->tls_listen.n > 0 && (cfg->tls_cert == NULL || cfg->tls_key == NULL)) {

@@ -147,6 +147,7 @@ typedef struct dsq_config {
     uint64_t lake_flush_bytes;      /* bytes of row changes read for one commit to the lake at most */
     uint64_t lake_file_target_size; /* a Parquet file is finished once it holds about this much */
     char *lake_partitioning;        /* owned: day, database, "day,database" or none */
+    dsq_strlist lake_table_partitioning; /* "DATABASE.TABLE-GLOB SPEC" lines: other tables' specs */
     bool lake_current_state;        /* keep each table's current-state table */
     uint64_t lake_current_state_interval_ms; /* ... rewritten at most this often */
     uint64_t lake_maintenance_interval_ms; /* a table's expiry and orphan removal run at most this often */

@@ -478,6 +478,8 @@ static int lake_start(dsq_server *srv, char *err, size_t errlen)
         .file_target_size = cfg->lake_file_target_size,
         .part_day = strstr(part, "day") != NULL,
         .part_database = strstr(part, "database") != NULL,
+        .table_parts = (const char *const *)cfg->lake_table_partitioning.items,
+        .ntable_parts = cfg->lake_table_partitioning.n,
         .state = cfg->lake_current_state,
         .state_interval_ms = cfg->lake_current_state_interval_ms,
         .maintenance_interval_ms = cfg->lake_maintenance_interval_ms,

@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, wr
 import path from 'node:path';
 import avro from 'avsc';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { startDosqld, tempDir } from '../integration/lib/harness.mjs';
+import { runDosqld, startDosqld, tempDir } from '../integration/lib/harness.mjs';
 
 const LAKE = '[lake]\ndatabases = shop*\nflush_interval = 1h\ncurrent_state_interval = 0\n';
 
@@ -286,6 +286,34 @@ test('iceberg-js loads the changelog tables the writer committed, through the da
     assert.equal(onDisk.files.length, 2);
   } finally {
     await d.cleanup();
+  }
+});
+
+test('table_partitioning gives some tables their own spec; a line that is not GLOB SPEC is refused at start', async () => {
+  const d = await startDosqld({ conf: `${LAKE}table_partitioning = shop8.ev* day,database\ntable_partitioning = *.plain none\n` });
+  try {
+    for (const t of ['events', 'plain', 'other']) {
+      await sql(d, 'shop8', `CREATE TABLE ${t}(id INTEGER PRIMARY KEY)`);
+      await sql(d, 'shop8', `INSERT INTO ${t} VALUES (1)`);
+    }
+    assert.equal((await flush(d)).errors, 0);
+    const spec = async (t) => (await loadTable(d, 'shop8', `${t}_changelog`)).md['partition-specs'][0].fields.map((f) => f.transform);
+    assert.deepEqual(await spec('events'), ['day', 'identity']);
+    assert.deepEqual(await spec('plain'), []);
+    assert.deepEqual(await spec('other'), ['day'], 'partitioning\'s default');
+  } finally {
+    await d.cleanup();
+  }
+  const dir = tempDir();
+  try {
+    const bad = path.join(dir, 'bad.conf');
+    writeFileSync(bad, '[lake]\ntable_partitioning = shop.t hourly\ntable_partitioning = day\n');
+    const r = await runDosqld(['--check-config', '-c', bad]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /lake\.table_partitioning: 'shop\.t hourly' is not "DATABASE\.TABLE SPEC"/);
+    assert.match(r.stderr, /lake\.table_partitioning: 'day' is not/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
