@@ -1368,9 +1368,16 @@ static int read_pages(pq_cur *k)
         pos = (size_t)(src - file) + (size_t)h.clen;
         int rc;
         switch (h.type) {
-        case PAGE_DICTIONARY: rc = read_dict(k, &h, src); break;
+        case PAGE_DICTIONARY:
+            rc = read_dict(k, &h, src);
+            k->out->dictionary = true;
+            break;
         case PAGE_DATA:
-        case PAGE_DATA_V2: rc = read_data(k, &h, src, &done); done += rc == 0 ? (size_t)h.nvalues : 0; break;
+        case PAGE_DATA_V2:
+            rc = read_data(k, &h, src, &done);
+            done += rc == 0 ? (size_t)h.nvalues : 0;
+            k->out->data_pages++;
+            break;
         case PAGE_INDEX: rc = 0; break;
         default: rc = cur_err(k, "a page of an unknown type %d", h.type); break;
         }

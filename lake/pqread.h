@@ -148,6 +148,8 @@ typedef struct dsq_pqr_values {
     size_t n;           /* the row group's rows */
     dsq_pq_value *v;    /* n, owned: NULL, INT (INT32, INT64), DOUBLE_V (FLOAT, DOUBLE), BOOL, BYTES */
     pqr_block *blocks;  /* owned: the decompressed pages BYTES values point into */
+    size_t data_pages;  /* the data pages read (V1 and V2) */
+    bool dictionary;    /* a dictionary page was read */
 } dsq_pqr_values;
 
 /* Decode column col of row group rg into out, one value a row. 0, or -1

@@ -449,6 +449,13 @@ static void round_trip(dsq_pq_codec codec, bool small)
             cr_assert_eq(ch[4].dictionary_page_offset == -1, g == 1, "the middle group falls back");
             cr_assert_gt(ch[0].total_uncompressed_size, 8 * 64, "several pages a chunk");
         }
+        dsq_pqr_values v0, v2;
+        cr_assert_eq(dsq_pqr_col_read(r, g, 0, &v0), 0);
+        cr_assert_eq(dsq_pqr_col_read(r, g, 2, &v2), 0);
+        cr_assert_eq(v0.data_pages > 1, small, "pages of 64 bytes: %zu", v0.data_pages);
+        cr_assert(!v0.dictionary && v2.dictionary);
+        dsq_pqr_values_free(&v0);
+        dsq_pqr_values_free(&v2);
     }
     /* A bound as a value. */
     dsq_pq_value v;
