@@ -1,7 +1,7 @@
 /* parquet_read — lake/pqread's reader from the command line, for the
  * interop test with DuckDB (tests/interop/pqread.test.mjs).
  *
- *   parquet_read [--digest-over N] FILE.parquet
+ *   parquet_read FILE.parquet
  *
  * The file is read into memory whole and opened. Prints JSON lines: first
  * the schema and footer,
@@ -12,12 +12,10 @@
  * null), then one array of values a row: null; true/false; an INT32 as a
  * number, an INT64 as a decimal string; a FLOAT or DOUBLE as a number, or
  * "nan", "inf", "-inf"; a STRING as a string, other bytes as
- * {"hex": "..."} (with --digest-over, a value of more than N bytes as
- * {"len": n, "md5": "..."}); last {"pages": [[data pages of each chunk] a row group],
+ * {"hex": "..."}; last {"pages": [[data pages of each chunk] a row group],
  * "dictionary": [[true when it had a dictionary page]]}. Exit status 0,
  * or 1 with the reader's reason on stderr. */
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,21 +43,6 @@ static json_t *hex_of(const uint8_t *p, size_t n)
     return o;
 }
 
-static size_t digest_over = SIZE_MAX;
-
-static json_t *digest_of(const uint8_t *p, size_t n)
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdn = 0;
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    if (EVP_Digest(p, n, md, &mdn, EVP_md5(), NULL) != 1)
-        return json_null();
-    for (unsigned i = 0; i < mdn; i++)
-        sprintf(hex + 2 * i, "%02x", md[i]);
-    hex[2 * mdn] = '\0';
-    return json_pack("{s:I, s:s}", "len", (json_int_t)n, "md5", hex);
-}
-
 static json_t *value_json(const dsq_pqr_column *c, const dsq_pq_value *v)
 {
     char buf[32];
@@ -80,8 +63,6 @@ static json_t *value_json(const dsq_pqr_column *c, const dsq_pq_value *v)
     case DSQ_PQ_BYTES: {
         const uint8_t *p = v->u.bytes.p;
         size_t n = v->u.bytes.n;
-        if (n > digest_over)
-            return digest_of(p, n);
         if (c->logical == DSQ_PQ_STRING && dsq_utf8_valid(p, n))
             return json_stringn((const char *)p, n);
         return hex_of(p, n);
@@ -190,13 +171,8 @@ static int print_rows(dsq_pqr *r)
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--digest-over") == 0) {
-        digest_over = (size_t)strtoull(argv[2], NULL, 10);
-        argv += 2;
-        argc -= 2;
-    }
     if (argc != 2)
-        return die("usage: parquet_read [--digest-over N] FILE.parquet", "");
+        return die("usage: parquet_read FILE.parquet", "");
     FILE *f = fopen(argv[1], "rb");
     if (f == NULL)
         return die("cannot open ", argv[1]);
