@@ -169,7 +169,7 @@ UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/unit/%)
 TOOLS_BIN := $(B)/tests/tools/notify_sink $(B)/tests/tools/engine_stress $(B)/tests/tools/syncshim.so \
              $(B)/tests/tools/objcli $(B)/tests/tools/manifest_write $(B)/tests/tools/parquet_write \
-             $(B)/tests/tools/changelog_write
+             $(B)/tests/tools/changelog_write $(B)/tests/tools/parquet_read
 
 # The dosql shell: client/ plus the common/ helpers it takes from $(LIB).
 CLIENT_OBJ := $(patsubst %.c,$(B)/obj/%.o,$(wildcard client/*.c))

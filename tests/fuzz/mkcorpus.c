@@ -1,9 +1,9 @@
 /* mkcorpus — write the binary seed inputs of the storage fuzz targets
- * (wal, ckpt, tier) with the engine's own writers, so that the seeds are
+ * (wal, ckpt, tier, pqread) with the engine's own writers, so that the seeds are
  * what dosqld writes. `make fuzz-corpus` runs it; the output is committed
  * under tests/fuzz/corpus/. Small pages (512 bytes) keep the files small.
  *
- *   mkcorpus OUT_DIR   (writes OUT_DIR/wal/, OUT_DIR/ckpt/, OUT_DIR/tier/) */
+ *   mkcorpus OUT_DIR   (writes OUT_DIR/wal/, OUT_DIR/ckpt/, OUT_DIR/tier/, OUT_DIR/pqread/) */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,7 @@
 #include "engine/storage/disk.h"
 #include "engine/storage/wal.h"
 #include "engine/tier/warm.h"
+#include "lake/parquet.h"
 
 #define PAGE 512
 
@@ -38,6 +39,45 @@ static void put(const char *target, const char *name, uint8_t opt, const void *p
     FILE *f = fopen(path, "wb");
     if (f == NULL || fwrite(&opt, 1, 1, f) != 1 || (n > 0 && fwrite(p, 1, n, f) != n) || fclose(f) != 0)
         die(path, "cannot write");
+}
+
+static int mem_sink(void *ctx, const void *p, size_t n) { return dsq_buf_append(ctx, p, n); }
+
+/* A small Parquet file of every type the writer has, in row groups of 5
+ * rows and small pages, with nulls and a dictionary. */
+static void parquet_seed(dsq_buf *f, dsq_pq_codec codec, bool dictionary)
+{
+    static const dsq_pq_column cols[] = {
+        {"id", DSQ_PQ_INT64, DSQ_PQ_PLAIN_TYPE, false, 1},
+        {"n", DSQ_PQ_INT32, DSQ_PQ_PLAIN_TYPE, true, 2},
+        {"s", DSQ_PQ_BYTE_ARRAY, DSQ_PQ_STRING, true, 3},
+        {"d", DSQ_PQ_DOUBLE, DSQ_PQ_PLAIN_TYPE, true, 4},
+        {"b", DSQ_PQ_BOOLEAN, DSQ_PQ_PLAIN_TYPE, true, 5},
+        {"ts", DSQ_PQ_INT64, DSQ_PQ_TIMESTAMP_US, false, 6},
+    };
+    dsq_pq_options o;
+    dsq_pq_options_init(&o);
+    o.codec = codec;
+    o.row_group_rows = 5;
+    o.page_bytes = 16;
+    o.dictionary = dictionary;
+    char err[256];
+    dsq_pq_writer *w = dsq_pq_open(cols, 6, &o, mem_sink, f, err, sizeof err);
+    if (w == NULL)
+        die("dsq_pq_open", err);
+    static const char *const strs[] = {"", "red", "gr\xc3\xbcn"};
+    for (int i = 0; i < 8; i++) {
+        dsq_pq_value row[6] = {
+            dsq_pq_int(i == 0 ? INT64_MIN : i * 1000003), i % 3 == 0 ? dsq_pq_null() : dsq_pq_int(i - 4),
+            i % 4 == 1 ? dsq_pq_null() : dsq_pq_str(strs[i % 3]),
+            i % 5 == 2 ? dsq_pq_null() : dsq_pq_double(i == 3 ? -0.0 : i / 4.0),
+            i % 2 ? dsq_pq_null() : dsq_pq_bool(i % 4 == 0), dsq_pq_int(1700000000000000 + i),
+        };
+        if (dsq_pq_append(w, row) != 0)
+            die("dsq_pq_append", dsq_pq_error(w));
+    }
+    if (dsq_pq_close(w, NULL, err, sizeof err) != 0)
+        die("dsq_pq_close", err);
 }
 
 static void slurp(const char *path, dsq_buf *b)
@@ -216,11 +256,22 @@ int main(int argc, char **argv)
     const char *key = "db/f/tail/0000000000000000-0000000000000003";
     put("tier", "tail_key", 0x03, key, strlen(key));
 
+    /* ---- pqread: Parquet files (option bit 0: the harness rewrites the magic) ---- */
+    dsq_buf pq = DSQ_BUF_INIT;
+    parquet_seed(&pq, DSQ_PQ_ZSTD, true);
+    put("pqread", "zstd_dictionary", 0x01, pq.data, pq.len);
+    dsq_buf_reset(&pq);
+    parquet_seed(&pq, DSQ_PQ_UNCOMPRESSED, true);
+    put("pqread", "uncompressed_dictionary", 0x00, pq.data, pq.len);
+    dsq_buf_reset(&pq);
+    parquet_seed(&pq, DSQ_PQ_UNCOMPRESSED, false);
+    put("pqread", "uncompressed_plain", 0x01, pq.data, pq.len);
+
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0)
         die(tmp, "cannot remove");
-    dsq_buf *bufs[] = {&rec, &tail, &log, &seg1, &cf, &m, &b64, &fmt, &whole, &cb};
+    dsq_buf *bufs[] = {&rec, &tail, &log, &seg1, &cf, &m, &b64, &fmt, &whole, &cb, &pq};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         dsq_buf_free(bufs[i]);
     ZSTD_freeCCtx(cctx);
