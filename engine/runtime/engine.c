@@ -809,6 +809,8 @@ void dsq_engine_free(dsq_engine *e)
     pthread_cond_destroy(&e->ccv);
     dsq_feeds_destroy(&e->feeds);
     pthread_mutex_destroy(&e->cmu);
+    pthread_mutex_destroy(&e->holds_mu);
+    free(e->holds);
     dsq_htab_free(&e->actors);
     free(e->data_dir);
     free(e->data_dir_real);
