@@ -42,6 +42,11 @@ typedef struct lop {
     char db[129];
     dsq_call call;
     dsq_obj_req req;
+    /* What the call or request points to, owned here: an abandoned one
+     * still runs (the engine drains its mailboxes, the store finishes
+     * what is on the wire), after its asker's frames and buffers went. */
+    dsq_stmt_req st;
+    dsq_buf own;            /* the statement's SQL, or the PUT's bytes */
 } lop;
 
 typedef struct lwaiter {
@@ -132,6 +137,7 @@ static void op_free(lop *o)
         dsq_call_reset(&o->call);
     else
         dsq_obj_req_clear(&o->req);
+    dsq_buf_free(&o->own);
     free(o);
 }
 
@@ -307,7 +313,11 @@ static int obj_put(dsq_lake *l, const char *key, const void *p, size_t n, bool i
         return dsq_errf(err, errlen, "out of memory");
     o->req.op = DSQ_OBJ_PUT;
     snprintf(o->req.key, sizeof o->req.key, "%s", key);
-    o->req.body = p;
+    if (dsq_buf_append(&o->own, p, n) != 0) {
+        op_free(o);
+        return dsq_errf(err, errlen, "out of memory");
+    }
+    o->req.body = o->own.data;
     o->req.body_len = n;
     o->req.if_absent = if_absent;
     if (run_req(l, o) != 0)
@@ -462,6 +472,50 @@ static int cols_from_md(ltable *t)
     return table_view(t);
 }
 
+/* Run query `sql` on database db as of commit lsn (as_of DSQ_AS_OF_LSN)
+ * or now (DSQ_AS_OF_NONE): the call (its results[0]), or NULL with the
+ * reason. */
+static lop *query_at(dsq_lake *l, const char *db, const dsq_buf *sql, int as_of, uint64_t lsn, char *err,
+                     size_t errlen)
+{
+    lop *o = op_new(l);
+    if (o == NULL || sql->data == NULL || dsq_buf_append(&o->own, sql->data, sql->len) != 0) {
+        if (o != NULL)
+            op_free(o);
+        dsq_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    o->st = (dsq_stmt_req){.sql = o->own.data, .sql_len = o->own.len};
+    o->call.op = DSQ_OP_QUERY;
+    o->call.stmts = &o->st;
+    o->call.nstmts = 1;
+    o->call.scope = DSQ_SCOPE_R;
+    o->call.as_of = as_of;
+    o->call.as_of_lsn = lsn;
+    if (run_call(l, o, db) != 0) {
+        dsq_errf(err, errlen, "the lake is stopping");
+        return NULL;
+    }
+    if (o->call.err != 0 || o->call.nresults != 1) {
+        dsq_errf(err, errlen, "reading %s as of LSN %llu: %s", db, (unsigned long long)lsn, o->call.msg);
+        op_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Append a SQL string literal of s ('...', quotes doubled) to b. */
+static void put_literal(dsq_buf *b, const char *s)
+{
+    dsq_buf_puts(b, "'");
+    for (const char *p = s; *p; p++) {
+        dsq_buf_append(b, p, 1);
+        if (*p == '\'')
+            dsq_buf_append(b, p, 1);
+    }
+    dsq_buf_puts(b, "'");
+}
+
 /* The declared types of table src's columns in database db as of commit
  * lsn (time travel), or now when the log no longer reaches back there:
  * name, type pairs appended to *out ("name\ttype\n" lines). 0 or -1. */
@@ -469,47 +523,28 @@ static int declared_types(dsq_lake *l, const char *db, const char *src, uint64_t
                           size_t errlen)
 {
     dsq_buf sql = DSQ_BUF_INIT;
-    dsq_buf_puts(&sql, "SELECT name, type FROM pragma_table_xinfo('");
-    for (const char *p = src; *p; p++) /* (a quote doubled inside the literal) */
-        dsq_buf_append(&sql, p, 1), (void)(*p == '\'' && dsq_buf_append(&sql, p, 1));
-    dsq_buf_puts(&sql, "')");
-    int rc = -1;
-    for (int attempt = 0; attempt < 2 && rc != 0; attempt++) {
-        lop *o = op_new(l);
-        dsq_stmt_req st = {.sql = sql.data, .sql_len = sql.len};
-        if (o == NULL || sql.data == NULL) {
-            free(o);
-            dsq_buf_free(&sql);
-            return dsq_errf(err, errlen, "out of memory");
-        }
-        o->call.op = DSQ_OP_QUERY;
-        o->call.stmts = &st;
-        o->call.nstmts = 1;
-        o->call.scope = DSQ_SCOPE_R;
-        o->call.as_of = attempt == 0 ? DSQ_AS_OF_LSN : DSQ_AS_OF_NONE;
-        o->call.as_of_lsn = lsn;
-        if (run_call(l, o, db) != 0) {
-            dsq_buf_free(&sql);
-            return dsq_errf(err, errlen, "the lake is stopping");
-        }
-        if (o->call.err == 0 && o->call.nresults == 1) {
-            const dsq_result *r = &o->call.results[0];
-            size_t pos = 0;
-            dsq_value v;
-            for (int k = 0; dsq_result_next(r, &pos, &v); k++) {
-                if (v.type == DSQ_V_TEXT)
-                    dsq_buf_append(out, v.p, v.n);
-                dsq_buf_puts(out, k % 2 == 0 ? "\t" : "\n");
-            }
-            rc = 0;
-        } else {
-            dsq_errf(err, errlen, "cannot read the columns of %s.%s: %s", db, src, o->call.msg);
-        }
-        o->call.stmts = NULL;
-        op_free(o);
-    }
+    dsq_buf_puts(&sql, "SELECT name, type FROM pragma_table_xinfo(");
+    put_literal(&sql, src);
+    dsq_buf_puts(&sql, ")");
+    lop *o = query_at(l, db, &sql, DSQ_AS_OF_LSN, lsn, err, errlen);
+    if (o == NULL && !stopping(l))
+        o = query_at(l, db, &sql, DSQ_AS_OF_NONE, 0, err, errlen);
     dsq_buf_free(&sql);
-    return rc;
+    if (o == NULL) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", err);
+        return dsq_errf(err, errlen, "cannot read the columns of %s.%s: %s", db, src, why);
+    }
+    const dsq_result *r = &o->call.results[0];
+    size_t pos = 0;
+    dsq_value v;
+    for (int k = 0; dsq_result_next(r, &pos, &v); k++) {
+        if (v.type == DSQ_V_TEXT)
+            dsq_buf_append(out, v.p, v.n);
+        dsq_buf_puts(out, k % 2 == 0 ? "\t" : "\n");
+    }
+    op_free(o);
+    return 0;
 }
 
 /* The declared type of column name in `types` (declared_types' lines);
@@ -1497,36 +1532,6 @@ static void put_ident(dsq_buf *b, const char *name)
     dsq_buf_puts(b, "\"");
 }
 
-/* Run query `sql` on database db as of commit lsn: the call (its
- * results[0]), or NULL with the reason. */
-static lop *query_at(dsq_lake *l, const char *db, const dsq_buf *sql, uint64_t lsn, char *err, size_t errlen)
-{
-    lop *o = op_new(l);
-    if (o == NULL || sql->data == NULL) {
-        free(o);
-        dsq_errf(err, errlen, "out of memory");
-        return NULL;
-    }
-    dsq_stmt_req st = {.sql = sql->data, .sql_len = sql->len};
-    o->call.op = DSQ_OP_QUERY;
-    o->call.stmts = &st;
-    o->call.nstmts = 1;
-    o->call.scope = DSQ_SCOPE_R;
-    o->call.as_of = DSQ_AS_OF_LSN;
-    o->call.as_of_lsn = lsn;
-    if (run_call(l, o, db) != 0) {
-        dsq_errf(err, errlen, "the lake is stopping");
-        return NULL;
-    }
-    o->call.stmts = NULL;
-    if (o->call.err != 0 || o->call.nresults != 1) {
-        dsq_errf(err, errlen, "reading %s as of LSN %llu: %s", db, (unsigned long long)lsn, o->call.msg);
-        op_free(o);
-        return NULL;
-    }
-    return o;
-}
-
 static dsq_cdc_value cdc_value(const dsq_value *v)
 {
     dsq_cdc_value c = {.type = SQLITE_NULL};
@@ -1551,19 +1556,13 @@ static int state_write(dsq_lake *l, ldb *d, ltable *t, uint64_t at, char *err, s
      * row: left out, as in the changelog), primary key and kind. */
     dsq_buf sql = DSQ_BUF_INIT;
     dsq_buf lit = DSQ_BUF_INIT;
-    dsq_buf_puts(&lit, "'");
-    for (const char *p = t->src; *p; p++) {
-        dsq_buf_append(&lit, p, 1);
-        if (*p == '\'')
-            dsq_buf_append(&lit, p, 1);
-    }
-    dsq_buf_puts(&lit, "'");
+    put_literal(&lit, t->src);
     dsq_buf_printf(&sql,
                    "SELECT (SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = %.*s), name, pk "
                    "FROM pragma_table_xinfo(%.*s) WHERE hidden IN (0, 3) ORDER BY cid",
                    (int)lit.len, lit.data, (int)lit.len, lit.data);
     dsq_buf_free(&lit);
-    lop *o = query_at(l, d->name, &sql, at, err, errlen);
+    lop *o = query_at(l, d->name, &sql, DSQ_AS_OF_LSN, at, err, errlen);
     dsq_buf_free(&sql);
     if (o == NULL)
         return -1;
@@ -1621,7 +1620,7 @@ static int state_write(dsq_lake *l, ldb *d, ltable *t, uint64_t at, char *err, s
         } else {
             dsq_buf_printf(&q, " WHERE rowid > %lld ORDER BY rowid LIMIT %d", (long long)after, STATE_PAGE);
         }
-        lop *p = query_at(l, d->name, &q, at, err, errlen);
+        lop *p = query_at(l, d->name, &q, DSQ_AS_OF_LSN, at, err, errlen);
         dsq_buf_free(&q);
         if (p == NULL) {
             rc = -1;
