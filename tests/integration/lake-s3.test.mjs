@@ -72,3 +72,35 @@ test('a store that fails holds the lake back; once it answers, every change is t
     await d.cleanup();
   }
 });
+
+// The store stops answering in the middle of a round and the daemon is
+// told to stop: the writer gives up its wait, the daemon exits cleanly and
+// soon (the request left at the store is freed when the store closes), and
+// the lake holds nothing half-made.
+test('a daemon stopped while the lake waits on a store that does not answer exits cleanly', async () => {
+  const conf = `[object_store]\nretries = 0\nrequest_timeout = 60s\nendpoint = ${s3.endpoint}\n` +
+    `access_key = ${s3.key}\nsecret_key = ${s3.secret}\n` +
+    '[lake]\ndatabases = shop\nflush_interval = 1h\n';
+  const d = await startDosqld({ conf, args: ['--object-store', `s3://${s3.bucket}/stop`] });
+  let stopped = false;
+  try {
+    await sql(d, 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    for (let i = 0; i < 20; i++) await sql(d, `INSERT INTO t(v) VALUES ('${'x'.repeat(200)}${i}')`);
+    await s3.fault('slow', { count: 1000, delayMs: 30000, match: 'PUT', path: '/lake/' });
+    const before = (await s3.stats()).byMethod.PUT ?? 0;
+    fetch(`${d.url}/v1/admin/lake`, { method: 'POST' }).catch(() => {});
+    // Until the writer's first upload reached the store.
+    const end = Date.now() + 10000;
+    while (((await s3.stats()).byMethod.PUT ?? 0) === before) {
+      assert.ok(Date.now() < end, 'no upload reached the store');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    await d.cleanup(); // SIGTERM; exit status 0 and no sanitizer report, or it throws
+    stopped = true;
+    assert.ok(Date.now() - t0 < 15000, `stopped in ${Date.now() - t0} ms`);
+  } finally {
+    await s3.fault('slow', { count: 0 });
+    if (!stopped) await d.stop('SIGKILL');
+  }
+});
