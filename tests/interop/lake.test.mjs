@@ -425,3 +425,34 @@ test('the log the lake has not taken stays, past history_retention; once taken i
     await d.cleanup();
   }
 });
+
+test('another writer made the next version first: the commit is refused, counted, and the next round reloads and commits on top', async () => {
+  const d = await startDosqld({ conf: `${LAKE}current_state = no\n` });
+  const duck = await DuckDBInstance.create(':memory:');
+  const con = await duck.connect();
+  try {
+    await sql(d, 'shop9', 'CREATE TABLE t(id INTEGER PRIMARY KEY, v INT)');
+    await sql(d, 'shop9', 'INSERT INTO t(v) VALUES (1), (2)');
+    assert.equal((await flush(d)).commits, 1);
+    // A second writer's commit: v2, the same table (its position unchanged).
+    const meta = path.join(d.dataDir, 'objects', 'lake', 'shop9', 't_changelog', 'metadata');
+    writeFileSync(path.join(meta, 'v2.metadata.json'), readFileSync(path.join(meta, 'v1.metadata.json')));
+    await sql(d, 'shop9', 'INSERT INTO t(v) VALUES (3); UPDATE t SET v = 20 WHERE id = 2');
+    let st = await flush(d);
+    assert.equal(st.conflicts, 1, JSON.stringify(st));
+    assert.equal(st.errors, 1);
+    assert.match(st.lastError, /another writer committed to table t first/);
+    assert.equal((await loadTable(d, 'shop9', 't_changelog')).version, 2, 'the other writer\'s version stands');
+    st = await flush(d);
+    assert.equal(st.errors, 1, st.lastError);
+    assert.equal(st.commits, 2);
+    const t = await loadTable(d, 'shop9', 't_changelog');
+    assert.equal(t.version, 3, 'committed on top of it');
+    const r = await replay(con, t.files, '_rowid', ['id', 'v']);
+    assert.deepEqual(r.state.sort((a, b) => a[0] - b[0]), (await sql(d, 'shop9', 'SELECT id, v FROM t ORDER BY id')).rows);
+    assert.equal(new Set(r.rows.map((x) => `${x._lsn}/${x._seq}`)).size, r.rows.length, 'no change twice');
+  } finally {
+    con.closeSync?.();
+    await d.cleanup();
+  }
+});
