@@ -826,6 +826,32 @@ static uint64_t summary_num(json_t *md, const char *key)
     return v ? strtoull(v, NULL, 10) : 0;
 }
 
+/* The commit of a table's next version: `next` (made from version
+ * `version` of table `key`, last updated at last_ms) notes the file it
+ * replaces and is written as v(version+1) only if no object has that
+ * name. 0, 1 (another writer's has it), or -1 with the reason. With
+ * `cut`, the failpoints around the put apply (a snapshot's commit). */
+static int put_version(dsq_lake *l, const char *key, json_t *next, int version, json_int_t last_ms, bool cut,
+                       char *err, size_t errlen)
+{
+    char k[DSQ_OBJ_KEY_MAX + 1], prev[2048];
+    snprintf(k, sizeof k, "%s/metadata/v%d.metadata.json", key, version);
+    uri_of(l, k, prev, sizeof prev);
+    if (version > 0 && dsq_ice_table_log_previous(next, prev, last_ms) != 0)
+        return dsq_errf(err, errlen, "out of memory");
+    char *text = json_dumps(next, JSON_COMPACT);
+    if (text == NULL)
+        return dsq_errf(err, errlen, "out of memory");
+    snprintf(k, sizeof k, "%s/metadata/v%d.metadata.json", key, version + 1);
+    if (cut)
+        failpoint(l, "before-commit");
+    int rc = obj_put(l, k, text, strlen(text), true, err, errlen);
+    free(text);
+    if (rc == 0 && cut)
+        failpoint(l, "after-commit");
+    return rc;
+}
+
 /* What a commit makes: the next version of table `key`, with `files`. */
 typedef struct ltarget {
     char key[400];
@@ -1046,26 +1072,12 @@ static int commit_target(dsq_lake *l, const char *db, ltarget *x, uint64_t upto,
                                "added-records", rows_s, "added-files-size", bytes_s, "total-records", trows,
                                "total-data-files", tfiles, "total-files-size", tbytes, "total-delete-files", "0",
                                "total-position-deletes", "0", "total-equality-deletes", "0", NULL};
-    char prev_uri[2048];
-    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", x->key, x->version);
-    uri_of(l, key, prev_uri, sizeof prev_uri);
-    if (next == NULL || dsq_ice_table_append(next, sid, luri, now_ms, sum, err, errlen) != 0 ||
-        (x->version > 0 && dsq_ice_table_log_previous(next, prev_uri, last) != 0)) {
+    if (next == NULL || dsq_ice_table_append(next, sid, luri, now_ms, sum, err, errlen) != 0) {
         rc = next == NULL ? dsq_errf(err, errlen, "out of memory") : -1;
         goto out;
     }
-    char *text = json_dumps(next, JSON_COMPACT);
-    if (text == NULL) {
-        rc = dsq_errf(err, errlen, "out of memory");
+    if ((rc = put_version(l, x->key, next, x->version, last, true, err, errlen)) != 0)
         goto out;
-    }
-    snprintf(key, sizeof key, "%s/metadata/v%d.metadata.json", x->key, x->version + 1);
-    failpoint(l, "before-commit");
-    rc = obj_put(l, key, text, strlen(text), true, err, errlen);
-    free(text);
-    if (rc != 0)
-        goto out;
-    failpoint(l, "after-commit");
     /* Committed. The version hint is for readers that open a table by
      * its directory (it may lag; the highest vN is the truth). */
     x->version++;
@@ -1911,33 +1923,27 @@ static int table_maintain(dsq_lake *l, const char *db, const char *key, json_t *
                     json_array_append(log, s);
             }
         }
-        char prev[2048], k2[DSQ_OBJ_KEY_MAX + 1];
-        snprintf(k2, sizeof k2, "%s/metadata/v%d.metadata.json", key, *version);
-        uri_of(l, k2, prev, sizeof prev);
         json_int_t last = json_integer_value(json_object_get(md, "last-updated-ms"));
-        char *text = NULL;
         if (next == NULL || log == NULL || json_object_set(next, "snapshots", keep) != 0 ||
             json_object_set_new(next, "snapshot-log", log) != 0 ||
-            json_object_set_new(next, "last-updated-ms", json_integer(now > last ? now : last + 1)) != 0 ||
-            dsq_ice_table_log_previous(next, prev, last) != 0 || (text = json_dumps(next, JSON_COMPACT)) == NULL) {
-            json_decref(next);
+            json_object_set_new(next, "last-updated-ms", json_integer(now > last ? now : last + 1)) != 0) {
+            if (next == NULL)
+                json_decref(log);
             rc = dsq_errf(err, errlen, "out of memory");
         } else {
-            snprintf(k2, sizeof k2, "%s/metadata/v%d.metadata.json", key, *version + 1);
-            rc = obj_put(l, k2, text, strlen(text), true, err, errlen);
-            if (rc == 0) {
-                json_decref(*mdp);
-                *mdp = md = next;
-                (*version)++;
-                pthread_mutex_lock(&l->mu);
-                l->stats.expired += nexp;
-                pthread_mutex_unlock(&l->mu);
-                DSQ_INFO("lake_expired", "db=%s table=%s snapshots=%zu version=%d", db, key, nexp, *version);
-            } else {
-                json_decref(next);
-            }
+            rc = put_version(l, key, next, *version, last, false, err, errlen);
         }
-        free(text);
+        if (rc == 0) {
+            json_decref(*mdp);
+            *mdp = md = next;
+            (*version)++;
+            pthread_mutex_lock(&l->mu);
+            l->stats.expired += nexp;
+            pthread_mutex_unlock(&l->mu);
+            DSQ_INFO("lake_expired", "db=%s table=%s snapshots=%zu version=%d", db, key, nexp, *version);
+        } else {
+            json_decref(next);
+        }
     }
     json_decref(keep);
     json_decref(keep_ids);
