@@ -22,7 +22,9 @@
 #include "common/log.h"
 #include "common/util.h"
 
-enum key_type { T_STR, T_LIST, T_SIZE, T_DURATION, T_UINT, T_INT, T_BOOL, T_LOGLEVEL };
+/* T_LIST: items split on commas and spaces; T_LINES: one item a line
+ * (each assignment), spaces kept. */
+enum key_type { T_STR, T_LIST, T_LINES, T_SIZE, T_DURATION, T_UINT, T_INT, T_BOOL, T_LOGLEVEL };
 
 /* The layer that set a key last: list keys are replaced, not appended to,
  * the first time a later layer sets them. */
@@ -145,13 +147,13 @@ static const key_def keys[] = {
     {"lake", "flush_bytes", T_SIZE, F(lake_flush_bytes), "64M", 65536, 1ull << 32},
     {"lake", "file_target_size", T_SIZE, F(lake_file_target_size), "128M", 65536, 1ull << 32},
     {"lake", "partitioning", T_STR, F(lake_partitioning), "day", 0, 0},
-    {"lake", "table_partitioning", T_LIST, F(lake_table_partitioning), "", 0, 0},
+    {"lake", "table_partitioning", T_LINES, F(lake_table_partitioning), "", 0, 0},
     {"lake", "current_state", T_BOOL, F(lake_current_state), "yes", 0, 0},
     {"lake", "current_state_interval", T_DURATION, F(lake_current_state_interval_ms), "10m", 0, 86400000},
     {"lake", "maintenance_interval", T_DURATION, F(lake_maintenance_interval_ms), "1h", 0, 7 * 86400000ull},
     {"lake", "snapshot_retention", T_DURATION, F(lake_snapshot_retention_ms), "7d", 0, 3650 * 86400000ull},
     {"lake", "orphan_age", T_DURATION, F(lake_orphan_age_ms), "1d", 60000, 3650 * 86400000ull},
-    {"auth", "token", T_LIST, F(tokens), "", 0, 0},
+    {"auth", "token", T_LINES, F(tokens), "", 0, 0},
     {"auth", "tokens_file", T_STR, F(tokens_file), "", 0, 0},
     {"auth", "allow_unauthenticated", T_BOOL, F(allow_unauthenticated), "no", 0, 0},
     {"log", "level", T_LOGLEVEL, F(log_level), "info", 0, 0},
@@ -278,13 +280,12 @@ static int set_value(dsq_config *cfg, const key_def *k, const char *v, int by, i
         *sp = copy;
         break;
     }
-    case T_LIST: {
+    case T_LIST:
+    case T_LINES: {
         dsq_strlist *l = field;
         if (cfg->set_by[idx] != by)
             strlist_clear(l);
-        /* Tokens and table_partitioning lines hold spaces (one item a
-         * line); other lists are comma-separated. */
-        if (strcmp(k->name, "token") == 0 || strcmp(k->name, "table_partitioning") == 0) {
+        if (k->type == T_LINES) {
             if (*v != '\0' && strlist_add(l, v, strlen(v), line) != 0)
                 rv = -1;
         } else {
@@ -391,7 +392,7 @@ void dsq_config_free(dsq_config *cfg)
         if (keys[i].type == T_STR) {
             free(*(char **)field);
             *(char **)field = NULL;
-        } else if (keys[i].type == T_LIST) {
+        } else if (keys[i].type == T_LIST || keys[i].type == T_LINES) {
             strlist_clear(field);
         }
     }
