@@ -161,7 +161,10 @@ typedef enum dsq_op {
                            durable end) from the log, as a CDC batch in `out`. Through
                            dsq_engine_submit_system, with target_db and upto_lsn: read
                            from that database's log files up to upto_lsn (known durable)
-                           beside its actor, which writes on undisturbed */
+                           beside its actor, which writes on undisturbed. INVALID_LSN when
+                           the log no longer holds the commit after as_of_lsn (lsn: the LSN
+                           the log holds the commits after), or as_of_lsn is past the last
+                           commit (lsn: as_of_lsn) */
     DSQ_OP_EXPORT,      /* the database as of as_of_lsn (as_of NONE: its last commit) written to
                            export_path as a SQLite database file (created, or truncated); lsn:
                            the commit it holds */

@@ -1469,11 +1469,12 @@ static int db_step(dsq_lake *l, ldb *d, char *err, size_t errlen)
     if (run_call(l, o, d->name) != 0)
         return dsq_errf(err, errlen, "the lake is stopping");
     if (o->call.err != 0) {
-        if (o->call.code == DSQ_CODE_INVALID_LSN && !d->known && d->ntables == 0 && o->call.lsn > d->floor + 1) {
+        if (o->call.code == DSQ_CODE_INVALID_LSN && !d->known && d->ntables == 0 && o->call.lsn > d->floor) {
             /* New to the lake, and its log no longer starts at its first
-             * commit: the lake takes what the log still holds. */
-            DSQ_WARN("lake_history_partial", "db=%s first_lsn=%llu", d->name, (unsigned long long)o->call.lsn);
-            uint64_t from = o->call.lsn - 1;
+             * commit: the lake takes what the log still holds (the
+             * commits after call.lsn). */
+            DSQ_WARN("lake_history_partial", "db=%s first_lsn=%llu", d->name, (unsigned long long)o->call.lsn + 1);
+            uint64_t from = o->call.lsn;
             op_free(o);
             return put_floor(l, d, from, err, errlen) == 0 ? 1 : -1;
         }

@@ -69,6 +69,7 @@ void dsq__op_cdc_read(run_ctx *x)
         return;
     }
     if (after < oldest) {
+        c->lsn = oldest; /* (the log holds the commits after it) */
         dsq__fail(c, DSQ_CODE_INVALID_LSN,
                   "the changes after LSN %llu are no longer in the log; the oldest available LSN is %llu",
                   (unsigned long long)after, (unsigned long long)oldest);
@@ -126,6 +127,7 @@ void dsq__op_cdc_read_files(run_ctx *x)
                     : (snprintf(err, sizeof err, "out of memory"), -1);
     ZSTD_freeDCtx(s.dctx);
     if (rc == 1) {
+        c->lsn = oldest;
         dsq__fail(c, DSQ_CODE_INVALID_LSN,
                   "the changes after LSN %llu are no longer in the log; the oldest available LSN is %llu",
                   (unsigned long long)c->as_of_lsn, (unsigned long long)oldest);

@@ -456,3 +456,38 @@ test('another writer made the next version first: the commit is refused, counted
     await d.cleanup();
   }
 });
+
+test('a database whose log no longer starts at its first commit joins the lake from what the log holds', async () => {
+  const dataDir = path.join(tempDir(), 'data');
+  const storage = '[storage]\ncheckpoint_size = 64K\nsegment_size = 64K\nhistory_retention = 0\n';
+  let d = await startDosqld({ conf: storage, dataDir });
+  const duck = await DuckDBInstance.create(':memory:');
+  const con = await duck.connect();
+  try {
+    await sql(d, 'shop10', 'CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)');
+    for (let i = 0; i < 60; i++) await sql(d, 'shop10', 'INSERT INTO t(v) VALUES (randomblob(3000))');
+    await d.cleanup();
+    // Its history retired before any lake saw it.
+    d = await startDosqld({ conf: storage + LAKE, dataDir });
+    let st = await flush(d);
+    assert.equal(st.errors, 0, st.lastError);
+    assert.match(d.stderr, /event=lake_history_partial db=shop10 first_lsn=\d+/);
+    const first = Number(/lake_history_partial db=shop10 first_lsn=(\d+)/.exec(d.stderr)[1]);
+    assert.ok(first > 1, 'the log starts after the first commit');
+    await sql(d, 'shop10', 'UPDATE t SET v = x\'01\' WHERE id = 1');
+    st = await flush(d);
+    assert.equal(st.errors, 0, st.lastError);
+    const t = await loadTable(d, 'shop10', 't_changelog');
+    const lsns = (await con.runAndReadAll(`SELECT _lsn FROM read_parquet([${t.files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}])`))
+      .getRows().map((r) => Number(r[0]));
+    assert.ok(lsns.length > 0 && lsns.every((x) => x >= first), 'only what the log held, and after');
+    // The current state is the whole table all the same.
+    const cur = await loadTable(d, 'shop10', 't');
+    const n = (await con.runAndReadAll(`SELECT count(*) FROM read_parquet([${cur.files.map((f) => `'${fileOf(f.file_path)}'`).join(', ')}])`)).getRows()[0][0];
+    assert.equal(Number(n), 60);
+  } finally {
+    con.closeSync?.();
+    await d.cleanup();
+    rmSync(path.dirname(dataDir), { recursive: true, force: true });
+  }
+});
