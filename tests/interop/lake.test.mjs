@@ -491,3 +491,43 @@ test('a database whose log no longer starts at its first commit joins the lake f
     rmSync(path.dirname(dataDir), { recursive: true, force: true });
   }
 });
+
+test('a damaged metadata file or manifest list in the store stops that database\'s lake with the reason, and nothing else', async () => {
+  const d = await startDosqld({ conf: `${LAKE}current_state = no\n` });
+  try {
+    await sql(d, 'shop11', 'CREATE TABLE t(id INTEGER PRIMARY KEY)');
+    await sql(d, 'shop11', 'INSERT INTO t VALUES (1)');
+    assert.equal((await flush(d)).errors, 0);
+    const meta = path.join(d.dataDir, 'objects', 'lake', 'shop11', 't_changelog', 'metadata');
+    const v1 = path.join(meta, 'v1.metadata.json');
+    const good = readFileSync(v1);
+    // A writer restarted on damaged metadata: refused, named, retried.
+    await d.stop();
+    writeFileSync(v1, '{"format-version": 2, "snapsh');
+    const d2 = await startDosqld({ conf: `${LAKE}current_state = no\n`, dataDir: d.dataDir });
+    try {
+      await sql(d2, 'shop11', 'INSERT INTO t VALUES (2)');
+      let st = await flush(d2);
+      assert.equal(st.errors, 1);
+      assert.match(st.lastError, /lake\/shop11\/t_changelog\/metadata\/v1\.metadata\.json: /);
+      assert.match(d2.stderr, /event=lake_failed db=shop11/);
+      // A damaged manifest list: the commit that carries it forward fails.
+      writeFileSync(v1, good);
+      const list = readdirSync(meta).find((f) => f.startsWith('snap-'));
+      const listBytes = readFileSync(path.join(meta, list));
+      writeFileSync(path.join(meta, list), listBytes.subarray(0, listBytes.length - 7));
+      st = await flush(d2);
+      assert.equal(st.errors, 2);
+      assert.match(st.lastError, /avro: /);
+      writeFileSync(path.join(meta, list), listBytes);
+      st = await flush(d2);
+      assert.equal(st.errors, 2, st.lastError);
+      assert.match(d2.stderr, /event=lake_recovered db=shop11/);
+      assert.equal((await loadTable(d2, 'shop11', 't_changelog')).version, 2);
+    } finally {
+      await d2.cleanup();
+    }
+  } finally {
+    await d.cleanup();
+  }
+});
